@@ -1,0 +1,497 @@
+//! Typed columns: the storage inside a [`Batch`](crate::Batch).
+
+use serde::{Deserialize, Serialize};
+
+use crate::schema::DataType;
+use crate::value::{Value, ValueRef};
+
+/// A column of strings stored as one UTF-8 buffer plus offsets, as Arrow stores them.
+///
+/// Row `i` is `data[offsets[i]..offsets[i + 1]]`. Appending a row copies its bytes into the
+/// shared buffer, so building or rewriting a column makes no allocation per row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StrColumnRepr")]
+pub struct StrColumn {
+    data: String,
+    offsets: Vec<usize>,
+    /// `Some` once the column holds a null; `nulls[i]` is true when row `i` is null.
+    nulls: Option<Vec<bool>>,
+}
+
+/// The unchecked serialised form of a [`StrColumn`], validated on the way in so that a
+/// damaged encoding is an error rather than a panic on first access.
+#[derive(Deserialize)]
+struct StrColumnRepr {
+    data: String,
+    offsets: Vec<usize>,
+    nulls: Option<Vec<bool>>,
+}
+
+impl TryFrom<StrColumnRepr> for StrColumn {
+    type Error = String;
+
+    fn try_from(r: StrColumnRepr) -> Result<Self, String> {
+        if r.offsets.first() != Some(&0) || r.offsets.last() != Some(&r.data.len()) {
+            return Err("string column offsets do not span its data".to_owned());
+        }
+        if r.offsets.windows(2).any(|w| w[0] > w[1]) {
+            return Err("string column offsets are not increasing".to_owned());
+        }
+        if r.offsets.iter().any(|&o| !r.data.is_char_boundary(o)) {
+            return Err("string column offset splits a character".to_owned());
+        }
+        if let Some(n) = &r.nulls
+            && n.len() + 1 != r.offsets.len()
+        {
+            return Err("string column null mask has the wrong length".to_owned());
+        }
+        Ok(StrColumn { data: r.data, offsets: r.offsets, nulls: r.nulls })
+    }
+}
+
+impl Default for StrColumn {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StrColumn {
+    /// An empty column.
+    pub fn new() -> Self {
+        StrColumn { data: String::new(), offsets: vec![0], nulls: None }
+    }
+
+    /// An empty column with room for `rows` rows and `bytes` bytes of text.
+    pub fn with_capacity(rows: usize, bytes: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        StrColumn { data: String::with_capacity(bytes), offsets, nulls: None }
+    }
+
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Whether the column has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `i`, or `None` when it is null. Panics if `i` is out of range.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        if self.is_null(i) {
+            return None;
+        }
+        Some(&self.data[self.offsets[i]..self.offsets[i + 1]])
+    }
+
+    /// Whether row `i` is null.
+    pub fn is_null(&self, i: usize) -> bool {
+        self.nulls.as_ref().is_some_and(|n| n[i])
+    }
+
+    /// The rows in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Option<&str>> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Appends a row.
+    pub fn push(&mut self, v: &str) {
+        self.data.push_str(v);
+        self.offsets.push(self.data.len());
+        if let Some(n) = &mut self.nulls {
+            n.push(false);
+        }
+    }
+
+    /// Appends a null row.
+    pub fn push_null(&mut self) {
+        let len = self.len();
+        self.offsets.push(self.data.len());
+        self.nulls.get_or_insert_with(|| vec![false; len]).push(true);
+    }
+
+    /// Appends a row written in place by `f`, with no intermediate string.
+    pub fn push_with<R>(&mut self, f: impl FnOnce(&mut Appender<'_>) -> R) -> R {
+        let start = self.data.len();
+        let r = f(&mut Appender { buf: &mut self.data, start });
+        self.offsets.push(self.data.len());
+        if let Some(n) = &mut self.nulls {
+            n.push(false);
+        }
+        r
+    }
+
+    /// The bytes of all rows, end to end.
+    pub fn data(&self) -> &str {
+        &self.data
+    }
+
+    /// Heap bytes held (capacities, not lengths: that is what the allocator gave out).
+    pub fn heap_size(&self) -> usize {
+        self.data.capacity()
+            + self.offsets.capacity() * std::mem::size_of::<usize>()
+            + self.nulls.as_ref().map_or(0, Vec::capacity)
+    }
+}
+
+/// Append-only access to the row being written by [`StrColumn::push_with`].
+#[derive(Debug)]
+pub struct Appender<'a> {
+    buf: &'a mut String,
+    start: usize,
+}
+
+impl Appender<'_> {
+    /// Appends text to the row.
+    pub fn push_str(&mut self, s: &str) {
+        self.buf.push_str(s);
+    }
+
+    /// Appends one character to the row.
+    pub fn push(&mut self, c: char) {
+        self.buf.push(c);
+    }
+
+    /// What has been written to this row so far.
+    pub fn written(&self) -> &str {
+        &self.buf[self.start..]
+    }
+
+    /// Shortens this row to `len` bytes; it cannot reach into earlier rows.
+    /// Does nothing if `len` is not below the current length or not on a character boundary.
+    pub fn truncate(&mut self, len: usize) {
+        let at = self.start + len;
+        if at < self.buf.len() && self.buf.is_char_boundary(at) {
+            self.buf.truncate(at);
+        }
+    }
+}
+
+/// A column of fixed-size values (`bool`, `i64`, `f64`) with an optional null mask.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "PrimitiveRepr<T>")]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+pub struct PrimitiveColumn<T> {
+    values: Vec<T>,
+    nulls: Option<Vec<bool>>,
+}
+
+#[derive(Deserialize)]
+struct PrimitiveRepr<T> {
+    values: Vec<T>,
+    nulls: Option<Vec<bool>>,
+}
+
+impl<T> TryFrom<PrimitiveRepr<T>> for PrimitiveColumn<T> {
+    type Error = String;
+
+    fn try_from(r: PrimitiveRepr<T>) -> Result<Self, String> {
+        if let Some(n) = &r.nulls
+            && n.len() != r.values.len()
+        {
+            return Err("column null mask has the wrong length".to_owned());
+        }
+        Ok(PrimitiveColumn { values: r.values, nulls: r.nulls })
+    }
+}
+
+impl<T: Copy + Default> Default for PrimitiveColumn<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Copy + Default> PrimitiveColumn<T> {
+    /// An empty column.
+    pub fn new() -> Self {
+        PrimitiveColumn { values: Vec::new(), nulls: None }
+    }
+
+    /// A column of these values, none null.
+    pub fn from_values(values: Vec<T>) -> Self {
+        PrimitiveColumn { values, nulls: None }
+    }
+
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether the column has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Row `i`, or `None` when it is null. Panics if `i` is out of range.
+    pub fn get(&self, i: usize) -> Option<T> {
+        if self.nulls.as_ref().is_some_and(|n| n[i]) { None } else { Some(self.values[i]) }
+    }
+
+    /// Appends a row.
+    pub fn push(&mut self, v: T) {
+        self.values.push(v);
+        if let Some(n) = &mut self.nulls {
+            n.push(false);
+        }
+    }
+
+    /// Appends a null row.
+    pub fn push_null(&mut self) {
+        let len = self.values.len();
+        self.values.push(T::default());
+        self.nulls.get_or_insert_with(|| vec![false; len]).push(true);
+    }
+
+    /// The raw values; a null row holds `T::default()`.
+    pub fn values(&self) -> &[T] {
+        &self.values
+    }
+
+    /// Heap bytes held.
+    pub fn heap_size(&self) -> usize {
+        self.values.capacity() * std::mem::size_of::<T>() + self.nulls.as_ref().map_or(0, Vec::capacity)
+    }
+}
+
+/// One column of a batch.
+///
+/// Columns are typed where the data allows it: strings live in one buffer, numbers in a
+/// plain vector. Values of mixed or nested type fall back to [`Column::Any`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Column {
+    /// Every row is null (the type is not known yet).
+    Null(usize),
+    /// Booleans.
+    Bool(PrimitiveColumn<bool>),
+    /// 64-bit integers.
+    Int(PrimitiveColumn<i64>),
+    /// 64-bit floats.
+    Float(PrimitiveColumn<f64>),
+    /// UTF-8 strings.
+    Str(StrColumn),
+    /// Values of any type, one [`Value`] per row.
+    Any(Vec<Value>),
+}
+
+impl Column {
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        match self {
+            Column::Null(n) => *n,
+            Column::Bool(c) => c.len(),
+            Column::Int(c) => c.len(),
+            Column::Float(c) => c.len(),
+            Column::Str(c) => c.len(),
+            Column::Any(c) => c.len(),
+        }
+    }
+
+    /// Whether the column has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The column's type.
+    pub fn data_type(&self) -> DataType {
+        match self {
+            Column::Null(_) => DataType::Null,
+            Column::Bool(_) => DataType::Bool,
+            Column::Int(_) => DataType::Int,
+            Column::Float(_) => DataType::Float,
+            Column::Str(_) => DataType::Str,
+            Column::Any(_) => DataType::Any,
+        }
+    }
+
+    /// Row `i`. Panics if `i` is out of range.
+    pub fn get(&self, i: usize) -> ValueRef<'_> {
+        match self {
+            Column::Null(n) => {
+                assert!(i < *n, "row {i} out of range for a column of {n} rows");
+                ValueRef::Null
+            }
+            Column::Bool(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Bool),
+            Column::Int(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Int),
+            Column::Float(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Float),
+            Column::Str(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Str),
+            Column::Any(c) => c[i].as_ref(),
+        }
+    }
+
+    /// The string column inside, if this is one.
+    pub fn as_str(&self) -> Option<&StrColumn> {
+        match self {
+            Column::Str(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Appends a value, widening the column's type when the value does not fit it:
+    /// a null column takes the first value's type, ints become floats next to floats,
+    /// and any other mix becomes [`Column::Any`].
+    pub fn push(&mut self, v: ValueRef<'_>) {
+        match (&mut *self, v) {
+            (Column::Null(n), ValueRef::Null) => *n += 1,
+            (Column::Null(n), v) => {
+                let n = *n;
+                *self = Column::typed_for(v, n);
+                self.push(v);
+            }
+            (Column::Bool(c), ValueRef::Bool(b)) => c.push(b),
+            (Column::Bool(c), ValueRef::Null) => c.push_null(),
+            (Column::Int(c), ValueRef::Int(i)) => c.push(i),
+            (Column::Int(c), ValueRef::Null) => c.push_null(),
+            (Column::Float(c), ValueRef::Float(f)) => c.push(f),
+            (Column::Float(c), ValueRef::Int(i)) => c.push(i as f64),
+            (Column::Float(c), ValueRef::Null) => c.push_null(),
+            (Column::Int(c), ValueRef::Float(f)) => {
+                let mut fc = PrimitiveColumn::new();
+                for i in 0..c.len() {
+                    match c.get(i) {
+                        Some(x) => fc.push(x as f64),
+                        None => fc.push_null(),
+                    }
+                }
+                fc.push(f);
+                *self = Column::Float(fc);
+            }
+            (Column::Str(c), ValueRef::Str(s)) => c.push(s),
+            (Column::Str(c), ValueRef::Null) => c.push_null(),
+            (Column::Any(c), v) => c.push(v.to_owned()),
+            (_, v) => {
+                let mut all: Vec<Value> = (0..self.len()).map(|i| self.get(i).to_owned()).collect();
+                all.push(v.to_owned());
+                *self = Column::Any(all);
+            }
+        }
+    }
+
+    /// An empty column of the type that holds `v`, after `nulls` null rows.
+    fn typed_for(v: ValueRef<'_>, nulls: usize) -> Column {
+        let mut c = match v {
+            ValueRef::Null => return Column::Null(nulls),
+            ValueRef::Bool(_) => Column::Bool(PrimitiveColumn::new()),
+            ValueRef::Int(_) => Column::Int(PrimitiveColumn::new()),
+            ValueRef::Float(_) => Column::Float(PrimitiveColumn::new()),
+            ValueRef::Str(_) => Column::Str(StrColumn::new()),
+            ValueRef::List(_) | ValueRef::Map(_) => Column::Any(Vec::new()),
+        };
+        for _ in 0..nulls {
+            c.push(ValueRef::Null);
+        }
+        c
+    }
+
+    /// An empty column of type `t`.
+    pub fn empty(t: DataType) -> Column {
+        match t {
+            DataType::Null => Column::Null(0),
+            DataType::Bool => Column::Bool(PrimitiveColumn::new()),
+            DataType::Int => Column::Int(PrimitiveColumn::new()),
+            DataType::Float => Column::Float(PrimitiveColumn::new()),
+            DataType::Str => Column::Str(StrColumn::new()),
+            DataType::Any => Column::Any(Vec::new()),
+        }
+    }
+
+    /// The rows at `indices`, in that order. Panics if an index is out of range.
+    pub fn take(&self, indices: &[usize]) -> Column {
+        match self {
+            Column::Null(_) => Column::Null(indices.len()),
+            Column::Str(c) => {
+                let bytes = indices.iter().map(|&i| c.offsets[i + 1] - c.offsets[i]).sum();
+                let mut out = StrColumn::with_capacity(indices.len(), bytes);
+                for &i in indices {
+                    match c.get(i) {
+                        Some(s) => out.push(s),
+                        None => out.push_null(),
+                    }
+                }
+                Column::Str(out)
+            }
+            Column::Any(c) => Column::Any(indices.iter().map(|&i| c[i].clone()).collect()),
+            other => {
+                let mut out = Column::empty(other.data_type());
+                for &i in indices {
+                    out.push(other.get(i));
+                }
+                out
+            }
+        }
+    }
+
+    /// Heap bytes held by the column.
+    pub fn heap_size(&self) -> usize {
+        match self {
+            Column::Null(_) => 0,
+            Column::Bool(c) => c.heap_size(),
+            Column::Int(c) => c.heap_size(),
+            Column::Float(c) => c.heap_size(),
+            Column::Str(c) => c.heap_size(),
+            Column::Any(c) => {
+                c.capacity() * std::mem::size_of::<Value>() + c.iter().map(Value::heap_size).sum::<usize>()
+            }
+        }
+    }
+}
+
+impl From<StrColumn> for Column {
+    fn from(c: StrColumn) -> Self {
+        Column::Str(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn map_of(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+    }
+
+    #[test]
+    fn str_column_stores_rows_end_to_end() {
+        let mut c = StrColumn::new();
+        c.push("ab");
+        c.push_null();
+        c.push_with(|a| {
+            a.push_str("xyz");
+            a.truncate(2);
+        });
+        assert_eq!(c.iter().collect::<Vec<_>>(), vec![Some("ab"), None, Some("xy")]);
+        assert_eq!(c.data(), "abxy");
+    }
+
+    #[test]
+    fn columns_widen_on_mixed_types() {
+        let mut c = Column::Null(0);
+        c.push(ValueRef::Null);
+        c.push(ValueRef::Int(1));
+        assert_eq!(c.data_type(), DataType::Int);
+        c.push(ValueRef::Float(2.5));
+        assert_eq!(c.data_type(), DataType::Float);
+        c.push(ValueRef::Str("x"));
+        assert_eq!(c.data_type(), DataType::Any);
+        let got: Vec<String> = (0..c.len()).map(|i| c.get(i).to_string()).collect();
+        assert_eq!(got, ["null", "1.0", "2.5", "\"x\""]);
+        let m = map_of(&[("k", Value::Int(1))]);
+        c.push(ValueRef::Map(&m));
+        assert_eq!(c.get(4).to_string(), r#"{"k":1}"#);
+    }
+
+    #[test]
+    fn damaged_string_column_is_rejected_on_decode() {
+        let bad = r#"{"data":"héllo","offsets":[0,2,6],"nulls":null}"#;
+        let err = serde_json::from_str::<StrColumn>(bad).unwrap_err().to_string();
+        assert!(err.contains("splits a character"), "{err}");
+        let bad = r#"{"data":"ab","offsets":[0,5],"nulls":null}"#;
+        assert!(serde_json::from_str::<StrColumn>(bad).is_err());
+        let ok = r#"{"data":"ab","offsets":[0,1,2],"nulls":[false,true]}"#;
+        let c: StrColumn = serde_json::from_str(ok).unwrap();
+        assert_eq!(c.iter().collect::<Vec<_>>(), vec![Some("a"), None]);
+    }
+}

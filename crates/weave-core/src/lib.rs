@@ -1,0 +1,27 @@
+//! The core of Weave: the data model, the step traits, the DAG and the pipeline file.
+//! No I/O, no threads: the executor, cache and steps are built on top of this crate.
+#![deny(missing_docs)]
+
+mod batch;
+mod column;
+mod dag;
+mod diagnostic;
+mod error;
+mod policy;
+mod record;
+mod schema;
+mod step;
+mod units;
+mod value;
+
+pub use batch::{Batch, BatchBuilder, RowRef};
+pub use column::{Appender, Column, PrimitiveColumn, StrColumn};
+pub use dag::{CriticalPath, Dag, Dep, Node, NodeSpec};
+pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity, Snippet, SourceFile, did_you_mean};
+pub use error::{BoxError, Error, ErrorClass, ErrorOrigin, StepError};
+pub use policy::{Backoff, BadRecordPolicy, Resources, RetryPolicy, StepPolicy};
+pub use record::Record;
+pub use schema::{DataType, Field, Schema};
+pub use step::{CanonicalConfig, Merge, Rejected, Shape, Sink, Source, StatefulTransform, Step, StepContext, StepInfo, Transform};
+pub use units::{format_bytes, format_duration, parse_bytes, parse_duration};
+pub use value::{Value, ValueRef};

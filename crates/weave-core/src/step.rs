@@ -1,0 +1,338 @@
+//! The step traits, one per shape, and the context a step call gets.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::batch::Batch;
+use crate::error::StepError;
+use crate::policy::{Resources, StepPolicy};
+use crate::record::Record;
+
+/// The shape of a step: how many inputs and outputs it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shape {
+    /// No input, one output: reads data in.
+    Source,
+    /// One input, one output, no state between batches: batches may run in parallel.
+    Transform,
+    /// One input, one output, state between batches (dedup, sample): batches run in order.
+    StatefulTransform,
+    /// Several inputs, one output.
+    Merge,
+    /// One input, no output: writes data out.
+    Sink,
+}
+
+impl Shape {
+    /// Whether a step of this shape takes inputs.
+    pub fn has_inputs(self) -> bool {
+        self != Shape::Source
+    }
+
+    /// Whether a step of this shape produces output.
+    pub fn has_output(self) -> bool {
+        self != Shape::Sink
+    }
+
+    /// Whether a step of this shape takes more than one input.
+    pub fn takes_many_inputs(self) -> bool {
+        self == Shape::Merge
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Shape::Source => "source",
+            Shape::Transform => "transform",
+            Shape::StatefulTransform => "stateful transform",
+            Shape::Merge => "merge",
+            Shape::Sink => "sink",
+        })
+    }
+}
+
+/// The bytes that identify a step's configuration for the cache key: two configurations
+/// that give the same output have the same bytes, whatever the order or layout they were
+/// written in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct CanonicalConfig(Vec<u8>);
+
+impl CanonicalConfig {
+    /// Canonical bytes of a serialisable configuration: compact JSON with map keys sorted
+    /// (through `serde_json::Value`, whose maps are ordered by key).
+    pub fn of<T: Serialize + ?Sized>(config: &T) -> Result<Self, StepError> {
+        let v = serde_json::to_value(config).map_err(|e| StepError::internal(format!("configuration does not serialise: {e}")))?;
+        Ok(CanonicalConfig(v.to_string().into_bytes()))
+    }
+
+    /// These exact bytes.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        CanonicalConfig(bytes)
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Display for CanonicalConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// What every step states about itself, whatever its shape.
+pub trait StepInfo: Send {
+    /// The kind name, as the pipeline file writes it (`"load_csv"`).
+    fn kind(&self) -> &str;
+
+    /// The version of the step's logic. Bump it when the same configuration starts to give
+    /// different output, so that cached results are not reused.
+    fn version(&self) -> u32 {
+        1
+    }
+
+    /// The configuration that decides the output, as canonical bytes for the cache key.
+    fn config(&self) -> CanonicalConfig;
+
+    /// What the step needs to run.
+    fn resources(&self) -> Resources {
+        Resources::default()
+    }
+
+    /// The step's own retry, timeout and bad-record policy; unset fields take the
+    /// pipeline's defaults, and the pipeline file can override each per step.
+    fn policy(&self) -> StepPolicy {
+        StepPolicy::default()
+    }
+
+    /// A relative estimate of the step's cost per record, for the critical path in
+    /// `weave plan` (a no-op is about 0.1, a cleaning pass 1, an LLM call 1000).
+    fn estimated_cost(&self) -> f64 {
+        1.0
+    }
+}
+
+/// A source: reads data in, one batch at a time.
+pub trait Source: StepInfo {
+    /// The next batch, or `None` at the end. Called repeatedly from one thread.
+    fn next_batch(&mut self, ctx: &mut StepContext) -> Result<Option<Batch>, StepError>;
+}
+
+/// A stateless transform: batches may be processed in parallel, in any order; the executor
+/// puts the outputs back in input order.
+pub trait Transform: StepInfo + Sync {
+    /// Transforms one batch. Takes the batch by reference so that a failed call can be
+    /// retried on the same input; unchanged columns can be shared into the output.
+    fn apply(&self, batch: &Batch, ctx: &mut StepContext) -> Result<Batch, StepError>;
+}
+
+/// A stateful transform (dedup, sample, sort): batches arrive one at a time, in order.
+pub trait StatefulTransform: StepInfo {
+    /// Takes one batch and appends any output batches to `out`.
+    fn process(&mut self, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError>;
+
+    /// Called once after the last batch; appends any remaining output.
+    fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let _ = (ctx, out);
+        Ok(())
+    }
+}
+
+/// A merge: several inputs, one output.
+pub trait Merge: StepInfo {
+    /// Takes one batch from input number `input` (in the order of the step's `after`) and
+    /// appends any output batches to `out`.
+    fn process(&mut self, input: usize, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError>;
+
+    /// Called once when input number `input` has ended.
+    fn input_done(&mut self, input: usize, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let _ = (input, ctx, out);
+        Ok(())
+    }
+
+    /// Called once after every input has ended; appends any remaining output.
+    fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let _ = (ctx, out);
+        Ok(())
+    }
+}
+
+/// A sink: writes data out. Output must appear only on [`Sink::commit`], whole, so that a
+/// failed run never leaves a file that looks finished.
+pub trait Sink: StepInfo {
+    /// Writes one batch (to a temporary place).
+    fn write(&mut self, batch: &Batch, ctx: &mut StepContext) -> Result<(), StepError>;
+
+    /// Makes everything written visible at once (rename into place). Called once, after
+    /// the last batch, only if the run succeeded.
+    fn commit(&mut self, ctx: &mut StepContext) -> Result<(), StepError>;
+
+    /// Throws away everything written. Called when the run fails or is cancelled.
+    fn abort(&mut self) {}
+}
+
+/// A step of any shape, as the DAG holds it.
+pub enum Step {
+    /// A source.
+    Source(Box<dyn Source>),
+    /// A stateless transform, shared by the threads that run it.
+    Transform(Arc<dyn Transform>),
+    /// A stateful transform.
+    StatefulTransform(Box<dyn StatefulTransform>),
+    /// A merge.
+    Merge(Box<dyn Merge>),
+    /// A sink.
+    Sink(Box<dyn Sink>),
+}
+
+impl Step {
+    /// The step's shape.
+    pub fn shape(&self) -> Shape {
+        match self {
+            Step::Source(_) => Shape::Source,
+            Step::Transform(_) => Shape::Transform,
+            Step::StatefulTransform(_) => Shape::StatefulTransform,
+            Step::Merge(_) => Shape::Merge,
+            Step::Sink(_) => Shape::Sink,
+        }
+    }
+
+    /// What the step states about itself.
+    pub fn info(&self) -> &dyn StepInfo {
+        match self {
+            Step::Source(s) => &**s,
+            Step::Transform(s) => &**s,
+            Step::StatefulTransform(s) => &**s,
+            Step::Merge(s) => &**s,
+            Step::Sink(s) => &**s,
+        }
+    }
+}
+
+impl fmt::Debug for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = self.info();
+        f.debug_struct("Step")
+            .field("shape", &self.shape())
+            .field("kind", &info.kind())
+            .field("version", &info.version())
+            .field("config", &info.config().to_string())
+            .finish()
+    }
+}
+
+/// A record that a step set aside, with the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// Why.
+    pub reason: String,
+    /// The record, when the step has it.
+    pub record: Option<Record>,
+    /// Where it came from (`"data.csv:17"`), when known.
+    pub origin: Option<String>,
+}
+
+/// What one step call gets besides its data: who it is, the seed, cancellation, and
+/// places to report what it dropped or rejected. One context per call, so parallel calls
+/// never share one.
+#[derive(Debug)]
+pub struct StepContext {
+    step_id: Arc<str>,
+    seed: u64,
+    sequence: u64,
+    cancel: Arc<AtomicBool>,
+    dropped: Vec<(String, u64)>,
+    rejected: Vec<Rejected>,
+}
+
+impl StepContext {
+    /// A context for step `step_id`, with the pipeline's seed, for the batch with this
+    /// sequence number (0 for calls that are not per batch).
+    pub fn new(step_id: impl Into<Arc<str>>, seed: u64, sequence: u64, cancel: Arc<AtomicBool>) -> Self {
+        StepContext { step_id: step_id.into(), seed, sequence, cancel, dropped: Vec::new(), rejected: Vec::new() }
+    }
+
+    /// The id of the step being called.
+    pub fn step_id(&self) -> &str {
+        &self.step_id
+    }
+
+    /// The pipeline's seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The input batch's sequence number, counted from 0 in source order. With the seed,
+    /// it gives randomness that does not depend on thread count or timing.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Whether the run is being cancelled; long calls should check it and return.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` records dropped on purpose (a filter) for `reason`, for the metrics.
+    pub fn count_dropped(&mut self, reason: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match self.dropped.iter_mut().find(|(r, _)| r == reason) {
+            Some((_, c)) => *c += n,
+            None => self.dropped.push((reason.to_owned(), n)),
+        }
+    }
+
+    /// Sets aside a bad record; the step's bad-record policy decides whether the run goes on.
+    pub fn reject(&mut self, rejected: Rejected) {
+        self.rejected.push(rejected);
+    }
+
+    /// The drop counts by reason, emptying them.
+    pub fn take_dropped(&mut self) -> Vec<(String, u64)> {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// The rejected records, emptying them.
+    pub fn take_rejected(&mut self) -> Vec<Rejected> {
+        std::mem::take(&mut self.rejected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_config_ignores_key_order() {
+        #[derive(Serialize)]
+        struct A {
+            b: u32,
+            a: &'static str,
+        }
+        let mut m = std::collections::HashMap::new();
+        m.insert("a", serde_json::json!("x"));
+        m.insert("b", serde_json::json!(1));
+        assert_eq!(CanonicalConfig::of(&A { b: 1, a: "x" }).unwrap(), CanonicalConfig::of(&m).unwrap());
+        assert_eq!(CanonicalConfig::of(&m).unwrap().to_string(), r#"{"a":"x","b":1}"#);
+    }
+
+    #[test]
+    fn context_counts_drops_by_reason() {
+        let mut ctx = StepContext::new("clean", 42, 3, Arc::default());
+        ctx.count_dropped("too short", 2);
+        ctx.count_dropped("empty", 1);
+        ctx.count_dropped("too short", 5);
+        ctx.count_dropped("never", 0);
+        assert_eq!(ctx.take_dropped(), vec![("too short".to_owned(), 7), ("empty".to_owned(), 1)]);
+        assert!(ctx.take_dropped().is_empty());
+    }
+}
