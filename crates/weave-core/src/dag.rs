@@ -111,7 +111,7 @@ impl<T> Dag<T> {
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(specs.len());
         for (i, s) in specs.iter().enumerate() {
             if let Some(&first) = index.get(s.id.as_str()) {
-                let mut d = Diagnostic::error(format!("duplicate step id `{}`", s.id)).with_step(&s.id).at(s.location.clone());
+                let mut d = Diagnostic::error(format!("duplicate step id `{}`", s.id)).with_code("duplicate-id").with_step(&s.id).at(s.location.clone());
                 if let Some(l) = &specs[first].location {
                     d = d.with_help(format!("the first step with this id is at {l}; ids must be unique"));
                 }
@@ -129,7 +129,7 @@ impl<T> Dag<T> {
                 None if s.shape == Shape::Source => {}
                 None if i == 0 => {
                     diags.push(
-                        Diagnostic::error(format!("this {} has no input", s.shape))
+                        Diagnostic::error(format!("this {} has no input", s.shape)).with_code("shape")
                             .with_step(&s.id)
                             .at(s.location.clone())
                             .with_help("it is the first step, so nothing comes before it: start with a source, or name its input with `after`"),
@@ -139,7 +139,7 @@ impl<T> Dag<T> {
                     let prev = &specs[i - 1];
                     if prev.shape == Shape::Sink {
                         diags.push(
-                            Diagnostic::error(format!("this {} follows sink `{}`, which has no output", s.shape, prev.id))
+                            Diagnostic::error(format!("this {} follows sink `{}`, which has no output", s.shape, prev.id)).with_code("shape")
                                 .with_step(&s.id)
                                 .at(s.location.clone())
                                 .with_help("a step without `after` takes the output of the step written before it; name its input with `after = [\"...\"]`"),
@@ -152,13 +152,13 @@ impl<T> Dag<T> {
                     for d in deps {
                         match index.get(d.id.as_str()) {
                             Some(&j) if ins.contains(&j) => diags.push(
-                                Diagnostic::error(format!("`{}` is listed twice in `after`", d.id))
+                                Diagnostic::error(format!("`{}` is listed twice in `after`", d.id)).with_code("duplicate-dep")
                                     .with_step(&s.id)
                                     .at(d.location.clone().or_else(|| s.location.clone())),
                             ),
                             Some(&j) => ins.push(j),
                             None => {
-                                let mut diag = Diagnostic::error(format!("unknown step `{}` in `after`", d.id))
+                                let mut diag = Diagnostic::error(format!("unknown step `{}` in `after`", d.id)).with_code("unknown-dep")
                                     .with_step(&s.id)
                                     .at(d.location.clone().or_else(|| s.location.clone()));
                                 if let Some(m) = did_you_mean(&d.id, specs.iter().map(|s| s.id.as_str())) {
@@ -176,7 +176,7 @@ impl<T> Dag<T> {
         // Shapes: each step's inputs fit what it is.
         for (i, s) in specs.iter().enumerate() {
             let ins = &inputs[i];
-            let here = || Diagnostic::error("").with_step(&s.id).at(s.location.clone());
+            let here = || Diagnostic::error("").with_code("shape").with_step(&s.id).at(s.location.clone());
             if s.shape == Shape::Source && !ins.is_empty() {
                 diags.push(Diagnostic {
                     message: "a source takes no input, but this one has `after`".into(),
@@ -234,7 +234,7 @@ impl<T> Dag<T> {
             for cycle in find_cycles(&consumers, &indegree) {
                 let path: Vec<&str> = cycle.iter().chain(cycle.first()).map(|&i| specs[i].id.as_str()).collect();
                 diags.push(
-                    Diagnostic::error(format!("cycle: {}", path.join(" -> ")))
+                    Diagnostic::error(format!("cycle: {}", path.join(" -> "))).with_code("cycle")
                         .with_step(&specs[cycle[0]].id)
                         .at(specs[cycle[0]].location.clone())
                         .with_help("a step cannot depend, directly or through others, on its own output; remove one of these dependencies"),
@@ -250,7 +250,7 @@ impl<T> Dag<T> {
         for (i, s) in specs.iter().enumerate() {
             if s.shape.has_output() && consumers[i].is_empty() {
                 diags.push(
-                    Diagnostic::warning(format!("the output of this {} is not used by any step", s.shape))
+                    Diagnostic::warning(format!("the output of this {} is not used by any step", s.shape)).with_code("unused-output")
                         .with_step(&s.id)
                         .at(s.location.clone())
                         .with_help("add a sink after it (an export step), or remove it"),

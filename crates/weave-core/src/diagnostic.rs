@@ -107,12 +107,15 @@ pub struct Diagnostic {
     pub location: Option<Location>,
     /// How to fix it ("did you mean `rules`?").
     pub help: Option<String>,
+    /// What kind of problem this is, stable for tests and tooling (`"cycle"`,
+    /// `"unknown-key"`, `"shape"`, ...).
+    pub code: &'static str,
 }
 
 impl Diagnostic {
     /// An error.
     pub fn error(message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Error, message: message.into(), step: None, location: None, help: None }
+        Diagnostic { severity: Severity::Error, message: message.into(), step: None, location: None, help: None, code: "" }
     }
 
     /// A warning.
@@ -131,6 +134,12 @@ impl Diagnostic {
         if location.is_some() {
             self.location = location;
         }
+        self
+    }
+
+    /// Sets the kind of problem.
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
         self
     }
 

@@ -4,24 +4,31 @@
 
 mod batch;
 mod column;
+mod conf;
 mod dag;
 mod diagnostic;
 mod error;
+mod params;
 mod policy;
 mod record;
 mod schema;
+mod spec;
 mod step;
 mod units;
 mod value;
 
 pub use batch::{Batch, BatchBuilder, RowRef};
 pub use column::{Appender, Column, PrimitiveColumn, StrColumn};
+pub use conf::{ConfItem, ConfTable, ConfValue};
 pub use dag::{CriticalPath, Dag, Dep, Node, NodeSpec};
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity, Snippet, SourceFile, did_you_mean};
 pub use error::{BoxError, Error, ErrorClass, ErrorOrigin, StepError};
+pub use params::{Params, resolve};
 pub use policy::{Backoff, BadRecordPolicy, Resources, RetryPolicy, StepPolicy};
 pub use record::Record;
 pub use schema::{DataType, Field, Schema};
+pub use spec::{
+    ALERT_KEYS, DEFAULT_MAX_MEMORY, LLM_KEYS, PIPELINE_KEYS, RESOURCES_KEYS, RETRY_KEYS, STEP_COMMON_KEYS, STEP_RESOURCES_KEYS, TOP_LEVEL_KEYS, AlertSink, AlertSpec, Comparison, LlmProvider, PipelineSpec, ResourceLimits, ResourceOverride, RetryOverride, StepSpec};
 pub use step::{CanonicalConfig, Merge, Rejected, Shape, Sink, Source, StatefulTransform, Step, StepContext, StepInfo, Transform};
 pub use units::{format_bytes, format_duration, parse_bytes, parse_duration};
 pub use value::{Value, ValueRef};

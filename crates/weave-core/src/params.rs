@@ -1,0 +1,385 @@
+//! Reading a table of the pipeline file with every problem reported at its place.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::conf::{ConfItem, ConfTable, ConfValue};
+use crate::diagnostic::{Diagnostic, Diagnostics, Location, SourceFile, did_you_mean};
+use crate::step::CanonicalConfig;
+use crate::units::{parse_bytes, parse_duration};
+
+/// A table of the pipeline file (a step's own keys, or a top-level table) being read by
+/// its owner.
+///
+/// Each getter returns `None` when the key is absent or wrong, and records a diagnostic
+/// that names the file, line, column and step when it is wrong, so that a constructor can
+/// read every key and report every problem at once. Keys that nobody read are reported by
+/// [`Params::finish`] as unknown, with a "did you mean" hint.
+#[derive(Debug)]
+pub struct Params {
+    table: ConfTable,
+    file: SourceFile,
+    step: Option<String>,
+    context: String,
+    span: Option<std::ops::Range<usize>>,
+    read: RefCell<Vec<bool>>,
+    diags: RefCell<Diagnostics>,
+}
+
+impl Params {
+    /// Reads `table` from `file`; `context` names it in messages (`"step"`, `"[retry]"`)
+    /// and `step` is the step id it belongs to, if any.
+    pub fn new(table: ConfTable, file: SourceFile, context: impl Into<String>, step: Option<String>) -> Self {
+        let n = table.entries.len();
+        Params { table, file, step, context: context.into(), span: None, read: RefCell::new(vec![false; n]), diags: RefCell::default() }
+    }
+
+    /// Sets where the table itself was written, which messages about a missing key point at.
+    pub fn spanning(mut self, span: std::ops::Range<usize>) -> Self {
+        self.span = Some(span);
+        self
+    }
+
+    /// The step id, if this table belongs to a step.
+    pub fn step_id(&self) -> Option<&str> {
+        self.step.as_deref()
+    }
+
+    /// The pipeline file.
+    pub fn file(&self) -> &SourceFile {
+        &self.file
+    }
+
+    /// The raw item for `key`, marked as read. For values with structure of their own (a
+    /// list of rules); report problems in it with [`Params::error_at`].
+    pub fn item(&self, key: &str) -> Option<&ConfItem> {
+        let i = self.table.entries.iter().position(|(k, _, _)| k == key)?;
+        self.read.borrow_mut()[i] = true;
+        Some(&self.table.entries[i].2)
+    }
+
+    /// Whether the table has `key` (does not mark it read).
+    pub fn has(&self, key: &str) -> bool {
+        self.table.get(key).is_some()
+    }
+
+    /// The location of a span, for diagnostics.
+    pub fn locate(&self, span: std::ops::Range<usize>) -> Location {
+        self.file.locate(span)
+    }
+
+    /// Records an error about `item`.
+    pub fn error_at(&self, item: &ConfItem, message: impl Into<String>) -> &Self {
+        self.push(Diagnostic::error(message).with_code("invalid-value").at(Some(self.file.locate(item.span.clone()))));
+        self
+    }
+
+    /// Records a diagnostic, naming this table's step.
+    pub fn push(&self, mut d: Diagnostic) {
+        if d.step.is_none() {
+            d.step.clone_from(&self.step);
+        }
+        self.diags.borrow_mut().push(d);
+    }
+
+    /// Whether any error has been recorded.
+    pub fn has_errors(&self) -> bool {
+        self.diags.borrow().has_errors()
+    }
+
+    fn wrong_type(&self, key: &str, item: &ConfItem, want: &str) {
+        self.push(
+            Diagnostic::error(format!("`{key}` must be {want}, not {}", item.value.type_name()))
+                .with_code("invalid-type")
+                .at(Some(self.file.locate(item.span.clone()))),
+        );
+    }
+
+    fn missing(&self, key: &str, what: &str) {
+        let span = self.span.clone().or_else(|| self.table.entries.first().map(|(_, s, _)| s.clone()));
+        let loc = span.map(|s| self.file.locate(s));
+        self.push(Diagnostic::error(format!("missing required key `{key}` ({what})")).with_code("missing-key").at(loc));
+    }
+
+    /// A string.
+    pub fn str(&self, key: &str) -> Option<String> {
+        let item = self.item(key)?;
+        match &item.value {
+            ConfValue::Str(s) => Some(s.clone()),
+            _ => {
+                self.wrong_type(key, item, "a string");
+                None
+            }
+        }
+    }
+
+    /// A string that must be there; `what` says what it is for the message.
+    pub fn required_str(&self, key: &str, what: &str) -> Option<String> {
+        if !self.has(key) {
+            self.missing(key, what);
+            return None;
+        }
+        self.str(key)
+    }
+
+    /// One of a fixed set of words.
+    pub fn choice(&self, key: &str, choices: &[&'static str]) -> Option<&'static str> {
+        let item = self.item(key)?;
+        let ConfValue::Str(s) = &item.value else {
+            self.wrong_type(key, item, &format!("one of {}", quote_list(choices)));
+            return None;
+        };
+        if let Some(c) = choices.iter().find(|c| **c == s) {
+            return Some(c);
+        }
+        let mut d = Diagnostic::error(format!("`{key}` must be one of {}, not \"{s}\"", quote_list(choices)))
+            .with_code("invalid-value")
+            .at(Some(self.file.locate(item.span.clone())));
+        if let Some(m) = did_you_mean(s, choices.iter().copied()) {
+            d = d.with_help(format!("did you mean \"{m}\"?"));
+        }
+        self.push(d);
+        None
+    }
+
+    /// A non-negative integer.
+    pub fn u64(&self, key: &str) -> Option<u64> {
+        let item = self.item(key)?;
+        match &item.value {
+            ConfValue::Int(i) if *i >= 0 => Some(*i as u64),
+            ConfValue::Int(_) => {
+                self.error_at(item, format!("`{key}` must not be negative"));
+                None
+            }
+            _ => {
+                self.wrong_type(key, item, "a non-negative integer");
+                None
+            }
+        }
+    }
+
+    /// A number (integers are accepted).
+    pub fn f64(&self, key: &str) -> Option<f64> {
+        let item = self.item(key)?;
+        match &item.value {
+            ConfValue::Int(i) => Some(*i as f64),
+            ConfValue::Float(f) => Some(*f),
+            _ => {
+                self.wrong_type(key, item, "a number");
+                None
+            }
+        }
+    }
+
+    /// A boolean.
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        let item = self.item(key)?;
+        match &item.value {
+            ConfValue::Bool(b) => Some(*b),
+            _ => {
+                self.wrong_type(key, item, "true or false");
+                None
+            }
+        }
+    }
+
+    /// A size: `"4GB"`, `"512MiB"`, or an integer number of bytes.
+    pub fn bytes(&self, key: &str) -> Option<u64> {
+        let item = self.item(key)?;
+        match &item.value {
+            ConfValue::Int(i) if *i >= 0 => Some(*i as u64),
+            ConfValue::Str(s) => parse_bytes(s).map_err(|e| self.error_at(item, e)).ok(),
+            _ => {
+                self.wrong_type(key, item, "a size such as \"4GB\" or \"512MiB\"");
+                None
+            }
+        }
+    }
+
+    /// A duration: `"5s"`, `"250ms"`.
+    pub fn duration(&self, key: &str) -> Option<Duration> {
+        let item = self.item(key)?;
+        match &item.value {
+            ConfValue::Str(s) => parse_duration(s).map_err(|e| self.error_at(item, e)).ok(),
+            ConfValue::Int(i) => {
+                self.error_at(item, format!("`{key}` needs a unit")).push_help(format!("write \"{i}s\" for seconds or \"{i}ms\" for milliseconds"));
+                None
+            }
+            _ => {
+                self.wrong_type(key, item, "a duration such as \"5s\" or \"250ms\"");
+                None
+            }
+        }
+    }
+
+    /// A path, resolved against the pipeline file's folder (no I/O: it is not checked to
+    /// exist here).
+    pub fn path(&self, key: &str) -> Option<PathBuf> {
+        let s = self.str(key)?;
+        Some(resolve(self.file.path(), &s))
+    }
+
+    /// A path that must be there.
+    pub fn required_path(&self, key: &str, what: &str) -> Option<PathBuf> {
+        if !self.has(key) {
+            self.missing(key, what);
+            return None;
+        }
+        self.path(key)
+    }
+
+    /// A list of strings; a single string is taken as a list of one.
+    pub fn str_list(&self, key: &str) -> Option<Vec<String>> {
+        let item = self.item(key)?;
+        match &item.value {
+            ConfValue::Str(s) => Some(vec![s.clone()]),
+            ConfValue::Array(a) => {
+                let mut out = Vec::with_capacity(a.len());
+                for i in a {
+                    match &i.value {
+                        ConfValue::Str(s) => out.push(s.clone()),
+                        other => {
+                            self.error_at(i, format!("`{key}` must list strings, not {}", other.type_name()));
+                            return None;
+                        }
+                    }
+                }
+                Some(out)
+            }
+            _ => {
+                self.wrong_type(key, item, "a string or a list of strings");
+                None
+            }
+        }
+    }
+
+    /// A nested table, to read with its own [`Params`].
+    pub fn table(&self, key: &str) -> Option<Params> {
+        let item = self.item(key)?;
+        match &item.value {
+            ConfValue::Table(t) => {
+                let context = if self.step.is_some() { format!("`{key}`") } else { format!("[{key}]") };
+                Some(Params::new(t.clone(), self.file.clone(), context, self.step.clone()).spanning(item.span.clone()))
+            }
+            _ => {
+                self.wrong_type(key, item, "a table");
+                None
+            }
+        }
+    }
+
+    /// Takes in the diagnostics of a nested table read with [`Params::table`].
+    pub fn absorb(&self, nested: Params, known: &[&str]) {
+        let d = nested.finish(known);
+        self.diags.borrow_mut().extend(d);
+    }
+
+    /// The canonical bytes of the keys other than `exclude` (the keys that do not change
+    /// the output: ids, dependencies, retry and timeout policy).
+    pub fn canonical(&self, exclude: &[&str]) -> CanonicalConfig {
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .table
+            .entries
+            .iter()
+            .filter(|(k, _, _)| !exclude.contains(&k.as_str()))
+            .map(|(k, _, v)| (k.clone(), v.value.to_json()))
+            .collect();
+        CanonicalConfig::from_bytes(serde_json::Value::Object(map).to_string().into_bytes())
+    }
+
+    /// Reports every key not read as unknown, with a suggestion from `known`, and returns
+    /// all diagnostics recorded.
+    pub fn finish(self, known: &[&str]) -> Diagnostics {
+        let read = self.read.into_inner();
+        let mut diags = self.diags.into_inner();
+        for ((key, span, _), read) in self.table.entries.iter().zip(read) {
+            if read {
+                continue;
+            }
+            let mut d = Diagnostic::error(format!("unknown key `{key}` in {}", self.context))
+                .with_code("unknown-key")
+                .at(Some(self.file.locate(span.clone())));
+            d.step.clone_from(&self.step);
+            d = match did_you_mean(key, known.iter().copied()) {
+                Some(m) => d.with_help(format!("did you mean `{m}`?")),
+                None if known.is_empty() => d.with_help("this table takes no keys"),
+                None => d.with_help(format!("known keys: {}", known.join(", "))),
+            };
+            diags.push(d);
+        }
+        diags
+    }
+
+    fn push_help(&self, help: String) {
+        if let Some(d) = self.diags.borrow_mut().0.last_mut() {
+            d.help = Some(help);
+        }
+    }
+}
+
+/// `path` as written in the pipeline file at `file`, resolved against its folder.
+pub fn resolve(file: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+fn quote_list(words: &[&str]) -> String {
+    let q: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
+    q.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(text: &str) -> Params {
+        let file = SourceFile::new("dir/p.toml", text);
+        Params::new(crate::conf::parse(text).unwrap(), file, "step", Some("s".into()))
+    }
+
+    fn messages(d: &Diagnostics) -> Vec<String> {
+        d.0.iter().map(|d| format!("{}:{} {}", d.location.as_ref().unwrap().line, d.location.as_ref().unwrap().column, d.message)).collect()
+    }
+
+    #[test]
+    fn typed_getters_report_at_the_value() {
+        let p = params("size = \"4GB\"\nwait = 5\nmode = \"fats\"\npath = \"data.csv\"\nn = -1\nrulz = 1\n");
+        assert_eq!(p.bytes("size"), Some(4_000_000_000));
+        assert_eq!(p.duration("wait"), None);
+        assert_eq!(p.choice("mode", &["fast", "slow"]), None);
+        assert_eq!(p.path("path"), Some(PathBuf::from("dir/data.csv")));
+        assert_eq!(p.u64("n"), None);
+        assert_eq!(p.str("absent"), None);
+        let d = p.finish(&["size", "wait", "mode", "path", "n", "rules"]);
+        assert_eq!(
+            messages(&d),
+            [
+                "2:8 `wait` needs a unit",
+                "3:8 `mode` must be one of \"fast\", \"slow\", not \"fats\"",
+                "5:5 `n` must not be negative",
+                "6:1 unknown key `rulz` in step"
+            ]
+        );
+        assert_eq!(d.0[0].help.as_deref(), Some("write \"5s\" for seconds or \"5ms\" for milliseconds"));
+        assert_eq!(d.0[1].help.as_deref(), Some("did you mean \"fast\"?"));
+        assert_eq!(d.0[3].help.as_deref(), Some("did you mean `rules`?"));
+        assert!(d.0.iter().all(|d| d.step.as_deref() == Some("s")));
+    }
+
+    #[test]
+    fn canonical_bytes_ignore_order_and_excluded_keys() {
+        let a = params("b = 1\na = { y = 2, x = [1, \"s\"] }\nid = \"one\"\n");
+        let b = params("id = \"two\"\n[a]\nx = [1, \"s\"]\ny = 2\n");
+        let b2 = params("b = 1\nid = \"two\"\n[a]\nx = [1, \"s\"]\ny = 2\n");
+        assert_ne!(a.canonical(&["id"]), b.canonical(&["id"]));
+        assert_eq!(a.canonical(&["id"]), b2.canonical(&["id"]));
+        assert_eq!(a.canonical(&["id"]).to_string(), r#"{"a":{"x":[1,"s"],"y":2},"b":1}"#);
+    }
+}

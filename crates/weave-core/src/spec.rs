@@ -1,0 +1,637 @@
+//! The pipeline file: TOML text to a checked [`PipelineSpec`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::conf::{self, ConfTable, ConfValue};
+use crate::dag::Dep;
+use crate::diagnostic::{Diagnostic, Diagnostics, Location, SourceFile};
+use crate::params::Params;
+use crate::policy::{Backoff, BadRecordPolicy, RetryPolicy};
+
+/// The top-level tables of a pipeline file.
+pub const TOP_LEVEL_KEYS: &[&str] = &["pipeline", "resources", "retry", "alert", "llm", "step"];
+/// The keys of `[pipeline]`.
+pub const PIPELINE_KEYS: &[&str] = &["name", "description", "seed"];
+/// The keys of `[resources]`.
+pub const RESOURCES_KEYS: &[&str] = &["max_memory", "max_concurrent", "gpu_enabled", "gpus"];
+/// The keys of `[retry]` and of a step's `retry` table.
+pub const RETRY_KEYS: &[&str] = &["max_retries", "retry_delay", "backoff", "max_delay", "jitter"];
+/// The keys of an `[[alert]]`.
+pub const ALERT_KEYS: &[&str] = &["when", "notify", "command", "path", "timeout"];
+/// The keys of an `[llm.NAME]` provider.
+pub const LLM_KEYS: &[&str] =
+    &["base_url", "model", "api_key_env", "requests_per_minute", "tokens_per_minute", "timeout"];
+/// The keys every step takes, whatever its kind.
+pub const STEP_COMMON_KEYS: &[&str] = &["id", "kind", "after", "retry", "timeout", "on_bad_record", "resources"];
+/// The keys of a step's `resources` table.
+pub const STEP_RESOURCES_KEYS: &[&str] = &["memory", "threads", "gpus"];
+
+/// The default memory budget when `[resources] max_memory` is not set.
+pub const DEFAULT_MAX_MEMORY: u64 = 2 << 30;
+
+/// The `[resources]` table: the limits the run must stay within.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// The budget for bytes in flight (batches in channels and in steps).
+    pub max_memory: u64,
+    /// CPU worker threads; `None` means one per core.
+    pub max_concurrent: Option<usize>,
+    /// Whether steps may use GPUs.
+    pub gpu_enabled: bool,
+    /// How many GPUs there are to share, when enabled.
+    pub gpus: u32,
+}
+
+impl Default for ResourceLimits {
+    fn default() -> Self {
+        ResourceLimits { max_memory: DEFAULT_MAX_MEMORY, max_concurrent: None, gpu_enabled: false, gpus: 1 }
+    }
+}
+
+/// Where an alert goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertSink {
+    /// A log line at warning level.
+    Log,
+    /// A line in a JSONL file.
+    File(std::path::PathBuf),
+    /// A command that gets the alert as JSON on its standard input.
+    Command(String),
+}
+
+/// A comparison in an alert rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    /// `>`
+    Greater,
+    /// `>=`
+    GreaterOrEqual,
+    /// `<`
+    Less,
+    /// `<=`
+    LessOrEqual,
+}
+
+/// One `[[alert]]`: a condition (`error_rate > 0.05`) and where to send it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertSpec {
+    /// The metric's name, as written.
+    pub metric: String,
+    /// The comparison.
+    pub comparison: Comparison,
+    /// The threshold; sizes and durations are converted to bytes and seconds.
+    pub threshold: f64,
+    /// The condition as written.
+    pub when: String,
+    /// Where it goes.
+    pub sink: AlertSink,
+    /// How long a command sink may take.
+    pub timeout: Duration,
+    /// Where it was declared.
+    pub location: Option<Location>,
+}
+
+/// One `[llm.NAME]`: an OpenAI-compatible endpoint that steps name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmProvider {
+    /// The provider's name (the table's key).
+    pub name: String,
+    /// The base URL, such as `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    /// The model name.
+    pub model: String,
+    /// The name of the environment variable holding the API key (never the key).
+    pub api_key_env: Option<String>,
+    /// The request budget per minute, shared by every step that uses the provider.
+    pub requests_per_minute: Option<u64>,
+    /// The token budget per minute.
+    pub tokens_per_minute: Option<u64>,
+    /// The timeout of one request.
+    pub timeout: Option<Duration>,
+}
+
+/// One `[[step]]` as written: the common keys read, the kind's own keys kept for the kind.
+#[derive(Debug, Clone)]
+pub struct StepSpec {
+    /// The step's id.
+    pub id: String,
+    /// The kind name.
+    pub kind: String,
+    /// Where the kind was written.
+    pub kind_location: Option<Location>,
+    /// The steps it follows; `None` for "the step written before".
+    pub after: Option<Vec<Dep>>,
+    /// Per-step retry settings, over the pipeline's `[retry]` defaults.
+    pub retry: RetryOverride,
+    /// Per-call timeout.
+    pub timeout: Option<Duration>,
+    /// What to do with bad records.
+    pub on_bad_record: Option<BadRecordPolicy>,
+    /// Resource needs that override what the step declares.
+    pub resources: ResourceOverride,
+    /// The kind's own keys.
+    pub params: ConfTable,
+    /// Where the step was declared.
+    pub location: Option<Location>,
+}
+
+/// Retry settings given for one step; unset fields keep the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RetryOverride {
+    /// Retries after the first attempt.
+    pub max_retries: Option<u32>,
+    /// The first delay.
+    pub retry_delay: Option<Duration>,
+    /// How the delay grows.
+    pub backoff: Option<Backoff>,
+    /// The longest delay.
+    pub max_delay: Option<Duration>,
+    /// Whether delays are randomised.
+    pub jitter: Option<bool>,
+}
+
+impl RetryOverride {
+    /// `base` with the fields set here replaced.
+    pub fn apply(&self, base: RetryPolicy) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries.unwrap_or(base.max_retries),
+            retry_delay: self.retry_delay.unwrap_or(base.retry_delay),
+            backoff: self.backoff.unwrap_or(base.backoff),
+            max_delay: self.max_delay.unwrap_or(base.max_delay),
+            jitter: self.jitter.unwrap_or(base.jitter),
+        }
+    }
+
+    fn read(p: &Params) -> RetryOverride {
+        let r = RetryOverride {
+            max_retries: p.u64("max_retries").map(|n| n.min(u32::MAX as u64) as u32),
+            retry_delay: p.duration("retry_delay"),
+            backoff: p.choice("backoff", &["fixed", "linear", "exponential"]).map(|b| match b {
+                "fixed" => Backoff::Fixed,
+                "linear" => Backoff::Linear,
+                _ => Backoff::Exponential,
+            }),
+            max_delay: p.duration("max_delay"),
+            jitter: p.bool("jitter"),
+        };
+        if let (Some(first), Some(max)) = (r.retry_delay, r.max_delay)
+            && first > max
+            && let Some(item) = p.item("max_delay")
+        {
+            p.error_at(item, "`max_delay` is shorter than `retry_delay`");
+        }
+        r
+    }
+}
+
+/// Resource needs given for one step in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResourceOverride {
+    /// Bytes of memory.
+    pub memory: Option<u64>,
+    /// CPU threads.
+    pub threads: Option<u32>,
+    /// GPUs.
+    pub gpus: Option<u32>,
+}
+
+/// A parsed pipeline file: every table read and checked, the steps not yet built.
+#[derive(Debug, Clone)]
+pub struct PipelineSpec {
+    /// The file.
+    pub source: SourceFile,
+    /// `[pipeline] name`, or the file's stem.
+    pub name: String,
+    /// `[pipeline] description`.
+    pub description: Option<String>,
+    /// `[pipeline] seed` (default 0).
+    pub seed: u64,
+    /// `[resources]`.
+    pub resources: ResourceLimits,
+    /// `[retry]` over the built-in defaults.
+    pub retry: RetryPolicy,
+    /// `[[alert]]`s.
+    pub alerts: Vec<AlertSpec>,
+    /// `[llm.NAME]` providers, by name.
+    pub llm: BTreeMap<String, LlmProvider>,
+    /// `[[step]]`s in the order written.
+    pub steps: Vec<StepSpec>,
+}
+
+impl PipelineSpec {
+    /// Parses and checks a pipeline file's text. `path` is how messages name the file, and
+    /// the folder that relative paths in it resolve against. Every problem found is
+    /// returned, not just the first.
+    pub fn parse(path: impl AsRef<Path>, text: &str) -> Result<(PipelineSpec, Diagnostics), Diagnostics> {
+        let source = SourceFile::new(path.as_ref(), text);
+        let root = match conf::parse(text) {
+            Ok(t) => t,
+            Err((msg, span)) => {
+                let loc = span.map(|s| source.locate(s));
+                return Err(Diagnostics(vec![Diagnostic::error(format!("invalid TOML: {msg}")).with_code("syntax").at(loc)]));
+            }
+        };
+        let top = Params::new(root, source.clone(), "the pipeline file", None);
+        let mut diags = Diagnostics::default();
+
+        let (mut name, mut description, mut seed) = (None, None, 0);
+        if let Some(p) = top.table("pipeline") {
+            name = p.str("name");
+            description = p.str("description");
+            seed = p.u64("seed").unwrap_or(0);
+            diags.extend(p.finish(PIPELINE_KEYS));
+        }
+        let name = name.unwrap_or_else(|| {
+            path.as_ref().file_stem().map_or_else(|| "pipeline".to_owned(), |s| s.to_string_lossy().into_owned())
+        });
+
+        let mut resources = ResourceLimits::default();
+        if let Some(p) = top.table("resources") {
+            if let Some(m) = p.bytes("max_memory") {
+                if m == 0 {
+                    if let Some(item) = p.item("max_memory") {
+                        p.error_at(item, "`max_memory` must be more than zero");
+                    }
+                } else {
+                    resources.max_memory = m;
+                }
+            }
+            if let Some(n) = p.u64("max_concurrent") {
+                if n == 0 {
+                    if let Some(item) = p.item("max_concurrent") {
+                        p.error_at(item, "`max_concurrent` must be at least 1");
+                    }
+                } else {
+                    resources.max_concurrent = Some(n as usize);
+                }
+            }
+            resources.gpu_enabled = p.bool("gpu_enabled").unwrap_or(false);
+            if let Some(g) = p.u64("gpus") {
+                resources.gpus = g.min(u32::MAX as u64) as u32;
+            }
+            diags.extend(p.finish(RESOURCES_KEYS));
+        }
+
+        let mut retry = RetryPolicy::default();
+        if let Some(p) = top.table("retry") {
+            retry = RetryOverride::read(&p).apply(retry);
+            diags.extend(p.finish(RETRY_KEYS));
+        }
+
+        let alerts = read_alerts(&top, &mut diags);
+        let llm = read_llm(&top, &mut diags);
+        let steps = read_steps(&top, &mut diags);
+
+        diags.extend(top.finish(TOP_LEVEL_KEYS));
+        let spec = PipelineSpec { source, name, description, seed, resources, retry, alerts, llm, steps };
+        if diags.has_errors() { Err(diags) } else { Ok((spec, diags)) }
+    }
+}
+
+fn read_alerts(top: &Params, diags: &mut Diagnostics) -> Vec<AlertSpec> {
+    let mut out = Vec::new();
+    let Some(item) = top.item("alert") else { return out };
+    let ConfValue::Array(items) = &item.value else {
+        top.error_at(item, "`alert` must be an array of tables: write `[[alert]]`");
+        return out;
+    };
+    for it in items {
+        let ConfValue::Table(t) = &it.value else {
+            top.error_at(it, "each alert must be a table");
+            continue;
+        };
+        let p = Params::new(t.clone(), top.file().clone(), "[[alert]]", None).spanning(it.span.clone());
+        let location = Some(p.locate(it.span.clone()));
+        let when = p.required_str("when", "the condition, such as \"error_rate > 0.05\"");
+        let parsed = when.as_deref().and_then(|w| match parse_condition(w) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                if let Some(i) = p.item("when") {
+                    p.error_at(i, e);
+                }
+                None
+            }
+        });
+        let notify = p.choice("notify", &["log", "file", "command"]).unwrap_or("log");
+        let sink = match notify {
+            "file" => p.required_path("path", "the JSONL file that alerts are appended to").map(AlertSink::File),
+            "command" => p.required_str("command", "the command that receives each alert as JSON on stdin").map(AlertSink::Command),
+            _ => Some(AlertSink::Log),
+        };
+        let timeout = p.duration("timeout").unwrap_or(Duration::from_secs(10));
+        if notify != "file" && p.has("path") {
+            p.item("path");
+            p.push(Diagnostic::warning("`path` is only used with notify = \"file\"").at(location.clone()));
+        }
+        if notify != "command" && p.has("command") {
+            p.item("command");
+            p.push(Diagnostic::warning("`command` is only used with notify = \"command\"").at(location.clone()));
+        }
+        if let (Some(when), Some((metric, comparison, threshold)), Some(sink)) = (when, parsed, sink) {
+            out.push(AlertSpec { metric, comparison, threshold, when, sink, timeout, location });
+        }
+        diags.extend(p.finish(ALERT_KEYS));
+    }
+    out
+}
+
+/// Parses `metric op number[unit]`, such as `error_rate > 0.05`, `duration > "5m"` or
+/// `memory >= 3GiB`.
+fn parse_condition(when: &str) -> Result<(String, Comparison, f64), String> {
+    let bad = || format!("cannot read the condition `{when}`: write `metric > number`, such as `error_rate > 0.05`");
+    let ops = [(">=", Comparison::GreaterOrEqual), ("<=", Comparison::LessOrEqual), (">", Comparison::Greater), ("<", Comparison::Less)];
+    let (at, op, cmp) = ops.iter().filter_map(|(op, c)| when.find(op).map(|i| (i, *op, *c))).min_by_key(|x| x.0).ok_or_else(bad)?;
+    let metric = when[..at].trim();
+    let value = when[at + op.len()..].trim().trim_matches('"');
+    if metric.is_empty() || !metric.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+        return Err(bad());
+    }
+    let threshold = if let Ok(x) = value.parse::<f64>() {
+        x
+    } else if let Ok(d) = crate::units::parse_duration(value) {
+        d.as_secs_f64()
+    } else if let Ok(b) = crate::units::parse_bytes(value) {
+        b as f64
+    } else if let Some(pct) = value.strip_suffix('%').and_then(|v| v.trim().parse::<f64>().ok()) {
+        pct / 100.0
+    } else {
+        return Err(bad());
+    };
+    Ok((metric.to_owned(), cmp, threshold))
+}
+
+fn read_llm(top: &Params, diags: &mut Diagnostics) -> BTreeMap<String, LlmProvider> {
+    let mut out = BTreeMap::new();
+    let Some(item) = top.item("llm") else { return out };
+    let ConfValue::Table(t) = &item.value else {
+        top.error_at(item, "`llm` must be a table of providers: write `[llm.NAME]`");
+        return out;
+    };
+    for (name, _, it) in &t.entries {
+        let ConfValue::Table(pt) = &it.value else {
+            top.error_at(it, format!("`llm.{name}` must be a table"));
+            continue;
+        };
+        let p = Params::new(pt.clone(), top.file().clone(), format!("[llm.{name}]"), None).spanning(it.span.clone());
+        let base_url = p.required_str("base_url", "the endpoint, such as \"http://127.0.0.1:8000/v1\"");
+        if let (Some(u), Some(i)) = (&base_url, p.item("base_url"))
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            p.error_at(i, "`base_url` must start with http:// or https://");
+        }
+        let model = p.required_str("model", "the model name");
+        let api_key_env = p.str("api_key_env");
+        if let (Some(k), Some(i)) = (&api_key_env, p.item("api_key_env"))
+            && (k.is_empty() || k.chars().any(|c| !(c.is_ascii_alphanumeric() || c == '_')))
+        {
+            p.error_at(i, "`api_key_env` is the name of an environment variable (letters, digits, `_`), not the key itself");
+        }
+        let provider = LlmProvider {
+            name: name.clone(),
+            base_url: base_url.unwrap_or_default(),
+            model: model.unwrap_or_default(),
+            api_key_env,
+            requests_per_minute: p.u64("requests_per_minute"),
+            tokens_per_minute: p.u64("tokens_per_minute"),
+            timeout: p.duration("timeout"),
+        };
+        out.insert(name.clone(), provider);
+        diags.extend(p.finish(LLM_KEYS));
+    }
+    out
+}
+
+fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
+    let mut out = Vec::new();
+    let Some(item) = top.item("step") else {
+        diags.push(
+            Diagnostic::error("the pipeline has no steps")
+                .with_code("no-steps")
+                .with_help("add steps as `[[step]]` tables, each with an `id` and a `kind`"),
+        );
+        return out;
+    };
+    let ConfValue::Array(items) = &item.value else {
+        top.error_at(item, "`step` must be an array of tables: write `[[step]]`");
+        return out;
+    };
+    for (n, it) in items.iter().enumerate() {
+        let ConfValue::Table(t) = &it.value else {
+            top.error_at(it, "each step must be a table");
+            continue;
+        };
+        let location = Some(top.locate(it.span.clone()));
+        let id = match t.get("id").map(|i| &i.value) {
+            Some(ConfValue::Str(s)) => s.clone(),
+            _ => format!("#{}", n + 1),
+        };
+        // The common keys are read here; the rest belongs to the kind, which reports its
+        // unknown keys when it is built.
+        let (common, params): (Vec<_>, Vec<_>) =
+            t.entries.iter().cloned().partition(|(k, _, _)| STEP_COMMON_KEYS.contains(&k.as_str()));
+        let params = ConfTable { entries: params };
+        let common = Params::new(ConfTable { entries: common }, top.file().clone(), "step", Some(id.clone())).spanning(it.span.clone());
+        match common.item("id") {
+            None => common.push(
+                Diagnostic::error("this step has no `id`")
+                    .with_code("missing-key")
+                    .at(location.clone())
+                    .with_help("give every step a unique `id = \"...\"`"),
+            ),
+            Some(i) => match &i.value {
+                ConfValue::Str(s) if valid_id(s) => {}
+                ConfValue::Str(s) => {
+                    common.error_at(i, format!("step id `{s}` is not valid: use letters, digits, `_`, `-` and `.`"));
+                }
+                _ => {
+                    common.error_at(i, "`id` must be a string");
+                }
+            },
+        }
+        let kind = common.required_str("kind", "the step's kind, such as \"load_csv\"").unwrap_or_default();
+        let kind_location = common.item("kind").map(|i| top.locate(i.span.clone()));
+        let after = common.item("after").and_then(|i| match &i.value {
+            ConfValue::Str(s) => Some(vec![Dep { id: s.clone(), location: Some(top.locate(i.span.clone())) }]),
+            ConfValue::Array(a) => {
+                let mut deps = Vec::with_capacity(a.len());
+                for d in a {
+                    match &d.value {
+                        ConfValue::Str(s) => deps.push(Dep { id: s.clone(), location: Some(top.locate(d.span.clone())) }),
+                        other => {
+                            common.error_at(d, format!("`after` must list step ids, not {}", other.type_name()));
+                        }
+                    }
+                }
+                Some(deps)
+            }
+            other => {
+                common.error_at(i, format!("`after` must be a step id or a list of them, not {}", other.type_name()));
+                None
+            }
+        });
+        let retry = common.table("retry").map_or_else(RetryOverride::default, |r| {
+            let o = RetryOverride::read(&r);
+            common.absorb(r, RETRY_KEYS);
+            o
+        });
+        let timeout = common.duration("timeout");
+        let on_bad_record = common.choice("on_bad_record", &["fail", "skip"]).map(|c| match c {
+            "skip" => BadRecordPolicy::Skip,
+            _ => BadRecordPolicy::Fail,
+        });
+        let resources = common.table("resources").map_or_else(ResourceOverride::default, |r| {
+            let o = ResourceOverride {
+                memory: r.bytes("memory"),
+                threads: r.u64("threads").map(|n| n.min(u32::MAX as u64) as u32),
+                gpus: r.u64("gpus").map(|n| n.min(u32::MAX as u64) as u32),
+            };
+            common.absorb(r, STEP_RESOURCES_KEYS);
+            o
+        });
+        diags.extend(common.finish(STEP_COMMON_KEYS));
+        out.push(StepSpec { id, kind, kind_location, after, retry, timeout, on_bad_record, resources, params, location });
+    }
+    out
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_errors(text: &str, expected: &[&str]) {
+        let err = PipelineSpec::parse("p.toml", text).unwrap_err();
+        let got: Vec<String> = err
+            .0
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| {
+                let at = d.location.as_ref().map_or("-".to_owned(), |l| format!("{}:{}", l.line, l.column));
+                format!("{at} {}{}", d.message, d.help.as_ref().map_or(String::new(), |h| format!(" ({h})")))
+            })
+            .collect();
+        assert_eq!(got, expected, "\n{err}");
+    }
+
+    const GOOD: &str = r#"
+[pipeline]
+name = "support-tickets"
+seed = 42
+
+[resources]
+max_memory = "4GB"
+max_concurrent = 4
+
+[retry]
+max_retries = 5
+retry_delay = "250ms"
+
+[[alert]]
+when = "error_rate > 0.05"
+notify = "log"
+
+[llm.local]
+base_url = "http://127.0.0.1:8000/v1"
+model = "qwen"
+api_key_env = "OPENAI_API_KEY"
+
+[[step]]
+id = "load"
+kind = "load_csv"
+path = "raw.csv"
+
+[[step]]
+id = "clean"
+kind = "clean"
+retry = { max_retries = 1 }
+timeout = "5s"
+rules = ["trim"]
+"#;
+
+    #[test]
+    fn a_full_file_parses() {
+        let (spec, warnings) = PipelineSpec::parse("dir/p.toml", GOOD).unwrap();
+        assert!(warnings.is_empty(), "{warnings}");
+        assert_eq!(spec.name, "support-tickets");
+        assert_eq!(spec.seed, 42);
+        assert_eq!(spec.resources.max_memory, 4_000_000_000);
+        assert_eq!(spec.resources.max_concurrent, Some(4));
+        assert_eq!(spec.retry.max_retries, 5);
+        assert_eq!(spec.retry.retry_delay, Duration::from_millis(250));
+        assert_eq!(spec.alerts[0].metric, "error_rate");
+        assert_eq!(spec.alerts[0].threshold, 0.05);
+        assert_eq!(spec.llm["local"].model, "qwen");
+        assert_eq!(spec.steps.len(), 2);
+        let clean = &spec.steps[1];
+        assert_eq!(clean.retry.apply(spec.retry).max_retries, 1);
+        assert_eq!(clean.retry.apply(spec.retry).retry_delay, Duration::from_millis(250));
+        assert_eq!(clean.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(clean.params.entries.len(), 1);
+        assert!(clean.after.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_get_a_suggestion_and_a_place() {
+        check_errors(
+            "[pipline]\nname = \"x\"\n[resources]\nmax_memroy = \"1GB\"\n[[step]]\nid = \"a\"\nkind = \"k\"\naftr = \"b\"\n",
+            &[
+                "4:1 unknown key `max_memroy` in [resources] (did you mean `max_memory`?)",
+                "1:2 unknown key `pipline` in the pipeline file (did you mean `pipeline`?)",
+            ],
+        );
+    }
+
+    #[test]
+    fn bad_values_are_each_reported() {
+        check_errors(
+            "[resources]\nmax_memory = \"4XB\"\nmax_concurrent = 0\n[retry]\nretry_delay = 5\nbackoff = \"expo\"\n[[step]]\nkind = \"k\"\n[[step]]\nid = \"a b\"\nkind = 3\nafter = [1]\n",
+            &[
+                "2:14 `4XB` has an unknown size unit: use B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)",
+                "3:18 `max_concurrent` must be at least 1",
+                "5:15 `retry_delay` needs a unit (write \"5s\" for seconds or \"5ms\" for milliseconds)",
+                "6:11 `backoff` must be one of \"fixed\", \"linear\", \"exponential\", not \"expo\" (did you mean \"exponential\"?)",
+                "7:1 this step has no `id` (give every step a unique `id = \"...\"`)",
+                "10:6 step id `a b` is not valid: use letters, digits, `_`, `-` and `.`",
+                "11:8 `kind` must be a string, not an integer",
+                "12:10 `after` must list step ids, not an integer",
+            ],
+        );
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_place() {
+        check_errors("[pipeline]\nname = \n", &["2:8 invalid TOML: string values must be quoted, expected literal string"]);
+    }
+
+    #[test]
+    fn alerts_and_providers_are_checked() {
+        check_errors(
+            "[[alert]]\nwhen = \"error_rate >> x\"\n[[alert]]\nwhen = \"duration > 5m\"\nnotify = \"command\"\n[llm.x]\nbase_url = \"localhost\"\napi_key_env = \"sk-123\"\n[[step]]\nid = \"a\"\nkind = \"k\"\n",
+            &[
+                "2:8 cannot read the condition `error_rate >> x`: write `metric > number`, such as `error_rate > 0.05`",
+                "3:1 missing required key `command` (the command that receives each alert as JSON on stdin)",
+                "7:12 `base_url` must start with http:// or https://",
+                "6:1 missing required key `model` (the model name)",
+                "8:15 `api_key_env` is the name of an environment variable (letters, digits, `_`), not the key itself",
+            ],
+        );
+    }
+
+    #[test]
+    fn an_empty_file_has_no_steps() {
+        check_errors("", &["- the pipeline has no steps (add steps as `[[step]]` tables, each with an `id` and a `kind`)"]);
+    }
+
+    #[test]
+    fn conditions_read_units() {
+        assert_eq!(parse_condition("duration > 5m").unwrap().2, 300.0);
+        assert_eq!(parse_condition("memory >= 3GiB").unwrap().1, Comparison::GreaterOrEqual);
+        assert_eq!(parse_condition("error_rate > 5%").unwrap().2, 0.05);
+        assert!(parse_condition("> 1").is_err());
+    }
+}
