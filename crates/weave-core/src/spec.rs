@@ -135,6 +135,8 @@ pub struct StepSpec {
     pub params: ConfTable,
     /// Where the step was declared.
     pub location: Option<Location>,
+    /// The bytes of the file the step's table spans.
+    pub span: std::ops::Range<usize>,
 }
 
 /// Retry settings given for one step; unset fields keep the defaults.
@@ -491,7 +493,7 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
             o
         });
         diags.extend(common.finish(STEP_COMMON_KEYS));
-        out.push(StepSpec { id, kind, kind_location, after, retry, timeout, on_bad_record, resources, params, location });
+        out.push(StepSpec { id, kind, kind_location, after, retry, timeout, on_bad_record, resources, params, location, span: it.span.clone() });
     }
     out
 }

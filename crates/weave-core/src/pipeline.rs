@@ -1,0 +1,341 @@
+//! Pipelines: a checked DAG of built steps with their resolved policies, made from a
+//! pipeline file through a [`Registry`] of step kinds, or from steps built in Rust.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::dag::{Dag, Dep, NodeSpec};
+use crate::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
+use crate::params::Params;
+use crate::policy::{BadRecordPolicy, Resources, RetryPolicy};
+use crate::spec::{AlertSpec, LlmProvider, PipelineSpec, ResourceLimits, STEP_COMMON_KEYS};
+use crate::step::{CanonicalConfig, Shape, Step};
+use crate::units::format_bytes;
+
+/// Builds a step of one kind from its keys in the pipeline file.
+///
+/// The function reads its keys through the [`Params`] getters, which record a diagnostic
+/// for each bad value, and returns the step, or `None` if it could not be built (with at
+/// least one error recorded). Keys it does not read are reported as unknown.
+pub type BuildFn = fn(&Params) -> Option<Step>;
+
+/// A kind of step that pipeline files can name.
+#[derive(Debug, Clone, Copy)]
+pub struct StepKind {
+    /// The name the pipeline file uses (`"load_csv"`).
+    pub name: &'static str,
+    /// The shape of its steps.
+    pub shape: Shape,
+    /// One line on what it does, for `weave kinds` and messages.
+    pub summary: &'static str,
+    /// Its own keys (beyond the common `id`, `kind`, `after`, ...), for "did you mean".
+    pub keys: &'static [&'static str],
+    /// The constructor.
+    pub build: BuildFn,
+}
+
+/// The step kinds a pipeline file can name: kind name → constructor. `weave-steps` fills
+/// one with the built-in kinds; users add their own.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, StepKind>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Adds a kind, replacing any kind of the same name.
+    pub fn register(&mut self, kind: StepKind) -> &mut Self {
+        self.kinds.insert(kind.name, kind);
+        self
+    }
+
+    /// The kind called `name`.
+    pub fn get(&self, name: &str) -> Option<&StepKind> {
+        self.kinds.get(name)
+    }
+
+    /// All kinds, by name.
+    pub fn kinds(&self) -> impl Iterator<Item = &StepKind> {
+        self.kinds.values()
+    }
+}
+
+/// A built step with everything the executor needs to run it.
+#[derive(Debug)]
+pub struct PipelineStep {
+    /// The step.
+    pub step: Step,
+    /// Its kind name.
+    pub kind: String,
+    /// Its logic version.
+    pub version: u32,
+    /// Its canonical configuration.
+    pub config: CanonicalConfig,
+    /// Its resource needs, the file's overrides applied.
+    pub resources: Resources,
+    /// How failed calls are retried.
+    pub retry: RetryPolicy,
+    /// How long one call may take.
+    pub timeout: Option<Duration>,
+    /// What happens to its bad records.
+    pub on_bad_record: BadRecordPolicy,
+}
+
+/// A checked pipeline, ready to run: the DAG of built steps and the run-wide settings.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// The pipeline's name.
+    pub name: String,
+    /// The seed that all randomness derives from.
+    pub seed: u64,
+    /// The limits the run must stay within.
+    pub resources: ResourceLimits,
+    /// Alert rules.
+    pub alerts: Vec<AlertSpec>,
+    /// LLM providers, by name.
+    pub llm: BTreeMap<String, LlmProvider>,
+    dag: Dag<PipelineStep>,
+    warnings: Diagnostics,
+}
+
+impl Pipeline {
+    /// Parses a pipeline file and builds its steps through `registry`. `path` names the file
+    /// in messages and is where relative paths resolve from; `limits` (when given) replaces
+    /// the file's `[resources]` (command-line overrides). Every problem is listed on failure.
+    pub fn from_file_text(path: impl AsRef<Path>, text: &str, registry: &Registry) -> Result<Pipeline, Diagnostics> {
+        let (spec, warnings) = PipelineSpec::parse(path, text)?;
+        let mut p = Pipeline::from_spec(spec, registry)?;
+        let mut all = warnings;
+        all.extend(std::mem::take(&mut p.warnings));
+        p.warnings = all;
+        Ok(p)
+    }
+
+    /// Builds a parsed spec's steps through `registry` and checks the DAG.
+    pub fn from_spec(spec: PipelineSpec, registry: &Registry) -> Result<Pipeline, Diagnostics> {
+        let mut diags = Diagnostics::default();
+        let mut nodes = Vec::with_capacity(spec.steps.len());
+        let mut unknown_kind = Vec::new();
+        for s in &spec.steps {
+            let Some(kind) = registry.get(&s.kind) else {
+                if !s.kind.is_empty() {
+                    let mut d = Diagnostic::error(format!("unknown step kind `{}`", s.kind))
+                        .with_code("unknown-kind")
+                        .with_step(&s.id)
+                        .at(s.kind_location.clone().or_else(|| s.location.clone()));
+                    d = match did_you_mean(&s.kind, registry.kinds().map(|k| k.name)) {
+                        Some(m) => d.with_help(format!("did you mean `{m}`?")),
+                        None => d.with_help("`weave kinds` lists the step kinds"),
+                    };
+                    diags.push(d);
+                }
+                unknown_kind.push(s.id.clone());
+                // Keep the step in the DAG so that references to it still resolve.
+                nodes.push(NodeSpec { id: s.id.clone(), shape: Shape::Merge, after: s.after.clone(), cost: 1.0, location: s.location.clone(), payload: None });
+                continue;
+            };
+            let params = Params::new(s.params.clone(), spec.source.clone(), "step", Some(s.id.clone())).spanning(s.span.clone());
+            let built = (kind.build)(&params);
+            let failed_quietly = built.is_none() && !params.has_errors();
+            let keys: Vec<&str> = kind.keys.iter().chain(STEP_COMMON_KEYS).copied().collect();
+            let mut step_diags = params.finish(&keys);
+            if failed_quietly {
+                step_diags.push(Diagnostic::error(format!("step kind `{}` could not be built", s.kind)).with_step(&s.id).at(s.location.clone()));
+            }
+            let ok = !step_diags.has_errors();
+            for d in step_diags.0 {
+                diags.push(Diagnostic { location: d.location.or_else(|| s.location.clone()), ..d });
+            }
+            let payload = built.filter(|_| ok).map(|step| {
+                let info = step.info();
+                let declared = info.resources();
+                let own = info.policy();
+                let resources = Resources {
+                    memory: s.resources.memory.unwrap_or(declared.memory),
+                    threads: s.resources.threads.unwrap_or(declared.threads),
+                    gpus: s.resources.gpus.unwrap_or(declared.gpus),
+                    io_concurrency: declared.io_concurrency,
+                };
+                PipelineStep {
+                    kind: s.kind.clone(),
+                    version: info.version(),
+                    config: info.config(),
+                    retry: s.retry.apply(own.retry.unwrap_or(spec.retry)),
+                    timeout: s.timeout.or(own.timeout),
+                    on_bad_record: s.on_bad_record.or(own.on_bad_record).unwrap_or_default(),
+                    resources,
+                    step,
+                }
+            });
+            let cost = payload.as_ref().map_or(1.0, |p| p.step.info().estimated_cost());
+            nodes.push(NodeSpec { id: s.id.clone(), shape: kind.shape, after: s.after.clone(), cost, location: s.location.clone(), payload });
+        }
+
+        let dag = match Dag::build(nodes) {
+            Ok(dag) => Some(dag),
+            Err(dag_diags) => {
+                // A step of unknown kind has no known shape: what the DAG says of its shape
+                // would be noise next to the unknown-kind error.
+                diags.extend(Diagnostics(
+                    dag_diags.0.into_iter().filter(|d| !(d.code == "shape" && d.step.as_ref().is_some_and(|s| unknown_kind.contains(s)))).collect(),
+                ));
+                None
+            }
+        };
+        if let Some(dag) = &dag {
+            check_resources(dag, |p| p.as_ref(), &spec.resources, &mut diags);
+        }
+        if diags.has_errors() {
+            return Err(diags);
+        }
+        let Some(dag) = dag else { return Err(diags) };
+        let mut warnings = diags;
+        warnings.extend(dag.warnings().clone());
+        // Every payload is there: a missing one was an error above.
+        let dag = dag.map(|_, p| p.unwrap_or_else(|| unreachable!("a step that failed to build was reported as an error")));
+        Ok(Pipeline { name: spec.name, seed: spec.seed, resources: spec.resources, alerts: spec.alerts, llm: spec.llm, dag, warnings })
+    }
+
+    /// The DAG of steps.
+    pub fn dag(&self) -> &Dag<PipelineStep> {
+        &self.dag
+    }
+
+    /// Takes the DAG out, to run it.
+    pub fn into_dag(self) -> Dag<PipelineStep> {
+        self.dag
+    }
+
+    /// Problems that do not stop the run.
+    pub fn warnings(&self) -> &Diagnostics {
+        &self.warnings
+    }
+}
+
+/// Refuses steps that need more than the limits allow, before anything runs.
+fn check_resources<P>(dag: &Dag<P>, step: impl Fn(&P) -> Option<&PipelineStep>, limits: &ResourceLimits, diags: &mut Diagnostics) {
+    for n in dag.nodes() {
+        let Some(p) = step(&n.payload) else { continue };
+        if p.resources.memory > limits.max_memory {
+            diags.push(
+                Diagnostic::error(format!(
+                    "insufficient resources: step \"{}\" needs {}, limit is {}",
+                    n.id,
+                    format_bytes(p.resources.memory),
+                    format_bytes(limits.max_memory)
+                ))
+                .with_code("resources")
+                .at(n.location.clone())
+                .with_help("raise `[resources] max_memory`, or lower the step's `resources.memory`"),
+            );
+        }
+        if p.resources.gpus > 0 && !limits.gpu_enabled {
+            diags.push(
+                Diagnostic::error(format!("insufficient resources: step \"{}\" needs a GPU, and `gpu_enabled` is false", n.id))
+                    .with_code("resources")
+                    .at(n.location.clone())
+                    .with_help("set `[resources] gpu_enabled = true` on a machine with a GPU"),
+            );
+        } else if limits.gpu_enabled && p.resources.gpus > limits.gpus {
+            diags.push(
+                Diagnostic::error(format!("insufficient resources: step \"{}\" needs {} GPUs, there are {}", n.id, p.resources.gpus, limits.gpus))
+                    .with_code("resources")
+                    .at(n.location.clone()),
+            );
+        }
+    }
+}
+
+/// Builds a pipeline from steps made in Rust, as the original write-up's
+/// `build_pipeline([...])` does: steps added without dependencies form a chain.
+#[derive(Debug, Default)]
+pub struct PipelineBuilder {
+    name: String,
+    seed: u64,
+    resources: ResourceLimits,
+    retry: RetryPolicy,
+    steps: Vec<(String, Option<Vec<String>>, Step)>,
+}
+
+impl PipelineBuilder {
+    /// A builder for a pipeline called `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        PipelineBuilder { name: name.into(), ..Default::default() }
+    }
+
+    /// Adds a step after the one added before it (a source starts a new root).
+    pub fn step(mut self, id: impl Into<String>, step: Step) -> Self {
+        self.steps.push((id.into(), None, step));
+        self
+    }
+
+    /// Adds a step that takes the output of `after`, in that input order.
+    pub fn step_after<S: Into<String>>(mut self, id: impl Into<String>, after: impl IntoIterator<Item = S>, step: Step) -> Self {
+        self.steps.push((id.into(), Some(after.into_iter().map(Into::into).collect()), step));
+        self
+    }
+
+    /// Sets the seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Sets the resource limits.
+    pub fn resources(mut self, resources: ResourceLimits) -> Self {
+        self.resources = resources;
+        self
+    }
+
+    /// Sets the default retry policy.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Checks the DAG and builds the pipeline.
+    pub fn build(self) -> Result<Pipeline, Diagnostics> {
+        let retry = self.retry;
+        let nodes = self
+            .steps
+            .into_iter()
+            .map(|(id, after, step)| {
+                let info = step.info();
+                let own = info.policy();
+                let payload = PipelineStep {
+                    kind: info.kind().to_owned(),
+                    version: info.version(),
+                    config: info.config(),
+                    resources: info.resources(),
+                    retry: own.retry.unwrap_or(retry),
+                    timeout: own.timeout,
+                    on_bad_record: own.on_bad_record.unwrap_or_default(),
+                    step,
+                };
+                let cost = payload.step.info().estimated_cost();
+                let shape = payload.step.shape();
+                NodeSpec { id, shape, after: after.map(|a| a.into_iter().map(Dep::new).collect()), cost, location: None, payload }
+            })
+            .collect();
+        let dag = Dag::build(nodes)?;
+        let mut diags = Diagnostics::default();
+        check_resources(&dag, |p| Some(p), &self.resources, &mut diags);
+        if diags.has_errors() {
+            return Err(diags);
+        }
+        let warnings = dag.warnings().clone();
+        Ok(Pipeline { name: self.name, seed: self.seed, resources: self.resources, alerts: Vec::new(), llm: BTreeMap::new(), dag, warnings })
+    }
+}
+
+impl fmt::Display for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pipeline \"{}\": {} steps, {} edges", self.name, self.dag.len(), self.dag.edges().count())
+    }
+}

@@ -1,0 +1,115 @@
+//! Writing batches as JSON Lines, straight from the columns into one output buffer.
+
+use std::io::Write as _;
+
+use weave_core::{Batch, Column, ValueRef};
+
+/// Appends each row of `batch` to `out` as one JSON object and a newline, fields in schema
+/// order. Strings are escaped as JSON requires; floats that JSON cannot hold (NaN,
+/// infinities) are written as `null`, as serde_json does.
+pub fn write_jsonl(batch: &Batch, out: &mut Vec<u8>) {
+    let fields = batch.schema().fields();
+    // Field names are escaped once per batch, not once per row.
+    let keys: Vec<Vec<u8>> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut k = Vec::with_capacity(f.name.len() + 4);
+            k.push(if i == 0 { b'{' } else { b',' });
+            write_json_str(&f.name, &mut k);
+            k.push(b':');
+            k
+        })
+        .collect();
+    let columns = batch.columns();
+    for row in 0..batch.len() {
+        if keys.is_empty() {
+            out.push(b'{');
+        }
+        for (key, col) in keys.iter().zip(columns) {
+            out.extend_from_slice(key);
+            match &**col {
+                Column::Str(c) => match c.get(row) {
+                    Some(s) => write_json_str(s, out),
+                    None => out.extend_from_slice(b"null"),
+                },
+                other => write_value(other.get(row), out),
+            }
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// Appends one value as JSON.
+pub fn write_value(v: ValueRef<'_>, out: &mut Vec<u8>) {
+    match v {
+        ValueRef::Null => out.extend_from_slice(b"null"),
+        ValueRef::Bool(true) => out.extend_from_slice(b"true"),
+        ValueRef::Bool(false) => out.extend_from_slice(b"false"),
+        ValueRef::Int(i) => {
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{i}");
+        }
+        ValueRef::Str(s) => write_json_str(s, out),
+        // Floats, lists and maps are rare in text pipelines; serde_json formats them
+        // (shortest round-trip floats, NaN as null).
+        other => out.extend_from_slice(other.to_string().as_bytes()),
+    }
+}
+
+/// Appends `s` as a quoted JSON string. Plain runs are copied as slices; only `"`, `\`
+/// and control characters are escaped, so non-ASCII text passes through as UTF-8.
+pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => &[],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weave_core::Record;
+
+    #[test]
+    fn rows_match_serde_json() {
+        let records = vec![
+            Record::new().with("text", "a \"q\" \\ \n\t\u{1} é 😀").with("n", 3i64).with("x", 1.5),
+            Record::new().with("text", weave_core::Value::Null).with("n", -7i64).with("x", f64::NAN),
+        ];
+        let batch = Batch::from_records(&records);
+        let mut out = Vec::new();
+        write_jsonl(&batch, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        for (line, rec) in lines.iter().zip(&records) {
+            let ours: serde_json::Value = serde_json::from_str(line).unwrap();
+            let theirs: serde_json::Value = serde_json::to_value(rec).unwrap();
+            assert_eq!(ours, theirs);
+        }
+        assert_eq!(lines[0], r#"{"text":"a \"q\" \\ \n\t\u0001 é 😀","n":3,"x":1.5}"#);
+    }
+}
