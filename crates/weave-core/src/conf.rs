@@ -67,6 +67,11 @@ pub struct ConfTable {
 }
 
 impl ConfTable {
+    /// Parses TOML text, or returns the parser's message and the span it points at.
+    pub fn parse(text: &str) -> Result<ConfTable, (String, Option<Range<usize>>)> {
+        parse(text)
+    }
+
     /// The entry for `key`.
     pub fn get(&self, key: &str) -> Option<&ConfItem> {
         self.entries.iter().find(|(k, _, _)| k == key).map(|(_, _, v)| v)

@@ -1,8 +1,74 @@
-//! Weave's built-in steps and the [`registry`] that lets pipeline files name them.
+//! Weave's built-in steps, and the [`registry`] through which pipeline files name them.
+//!
+//! Each step kind is a [`StepKind`](weave_core::StepKind): a name, a shape, its keys and a
+//! constructor that reads them from the pipeline file. The text and JSON functions that
+//! the steps are made of are public too, so that benchmarks and custom steps reuse them.
+//!
+//! ```
+//! let registry = weave_steps::registry();
+//! assert!(registry.get("load_csv").is_some());
+//! ```
 #![deny(missing_docs)]
 
+mod clean;
+mod concat;
+mod csv;
 mod json;
+mod jsonl;
 mod text;
 
+pub use clean::Clean;
+pub use concat::Concat;
+pub use csv::LoadCsv;
 pub use json::{write_json_str, write_jsonl, write_value};
+pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
+
+/// A registry holding every built-in step kind.
+pub fn registry() -> weave_core::Registry {
+    let mut r = weave_core::Registry::new();
+    for kind in [csv::KIND, jsonl::LOAD_KIND, clean::KIND, concat::KIND, jsonl::EXPORT_KIND] {
+        r.register(kind);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use weave_core::{ConfTable, Params, STEP_COMMON_KEYS, SourceFile, Step};
+
+    fn params(config: &str) -> Params {
+        let table = ConfTable::parse(config).unwrap_or_else(|e| panic!("bad test TOML: {e:?}"));
+        Params::new(table, SourceFile::new("t.toml", config), "step", Some("s".into()))
+    }
+
+    /// Builds a step of `kind` from its keys, panicking with the diagnostics if it fails.
+    pub(crate) fn build_step(kind: &str, config: &str) -> Step {
+        let k = *super::registry().get(kind).unwrap_or_else(|| panic!("no kind {kind}"));
+        let p = params(config);
+        let step = (k.build)(&p);
+        let keys: Vec<&str> = k.keys.iter().chain(STEP_COMMON_KEYS).copied().collect();
+        let diags = p.finish(&keys);
+        assert!(!diags.has_errors(), "{diags}");
+        step.unwrap_or_else(|| panic!("{kind} did not build"))
+    }
+
+    /// Checks the errors that building a step of `kind` from `config` reports, as
+    /// `line:column message`.
+    pub(crate) fn check_build_errors(kind: &str, config: &str, expected: &[&str]) {
+        let k = *super::registry().get(kind).unwrap_or_else(|| panic!("no kind {kind}"));
+        let p = params(config);
+        let _ = (k.build)(&p);
+        let keys: Vec<&str> = k.keys.iter().chain(STEP_COMMON_KEYS).copied().collect();
+        let diags = p.finish(&keys);
+        let got: Vec<String> = diags
+            .0
+            .iter()
+            .map(|d| {
+                let l = d.location.as_ref().map_or("-".into(), |l| format!("{}:{}", l.line, l.column));
+                format!("{l} {}", d.message)
+            })
+            .collect();
+        assert_eq!(got, expected, "\n{diags}");
+    }
+}

@@ -1,0 +1,44 @@
+//! The `concat` step: several inputs, one output.
+
+use weave_core::{Batch, CanonicalConfig, Merge, Params, Shape, Step, StepContext, StepError, StepInfo, StepKind};
+
+/// The `concat` kind.
+pub(crate) const KIND: StepKind = StepKind {
+    name: "concat",
+    shape: Shape::Merge,
+    summary: "pass on the records of every input, input by input in the order of `after`",
+    keys: &[],
+    build,
+};
+
+/// Passes on every batch of every input unchanged. The executor feeds the inputs in the
+/// order of `after`, so the output order does not depend on timing.
+#[derive(Debug)]
+pub struct Concat {
+    config: CanonicalConfig,
+}
+
+fn build(p: &Params) -> Option<Step> {
+    Some(Step::Merge(Box::new(Concat { config: p.canonical(&[]) })))
+}
+
+impl StepInfo for Concat {
+    fn kind(&self) -> &str {
+        KIND.name
+    }
+
+    fn config(&self) -> CanonicalConfig {
+        self.config.clone()
+    }
+
+    fn estimated_cost(&self) -> f64 {
+        0.1
+    }
+}
+
+impl Merge for Concat {
+    fn process(&mut self, _input: usize, batch: &Batch, _ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        out.push(batch.clone());
+        Ok(())
+    }
+}
