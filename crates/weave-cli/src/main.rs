@@ -1,1 +1,209 @@
-fn main() {}
+//! The `weave` command: check, plan and draw pipelines.
+//!
+//! Exit codes: 0 success; 1 the pipeline has errors, or the command failed (the reasons
+//! are on stderr); 2 the command line itself is wrong.
+// The CLI is where output goes to the terminal: printing is its job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use weave::{Diagnostics, Pipeline, format_bytes, format_duration};
+
+mod plan;
+
+/// Weave: build, run and watch data-generation pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "weave", version, about, long_about = None, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// More log output (-v: debug, -vv: trace). RUST_LOG, when set, wins.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 the pipeline has errors or the command failed, 2 bad command line.";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a pipeline file: syntax, keys, step kinds, the DAG. Lists every problem.
+    #[command(after_help = EXIT_CODES)]
+    Validate {
+        /// The pipeline file (TOML).
+        file: PathBuf,
+    },
+    /// Show how a pipeline would run: order, parallel levels, resources, critical path.
+    #[command(after_help = EXIT_CODES)]
+    Plan {
+        /// The pipeline file (TOML).
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
+        format: PlanFormat,
+    },
+    /// Draw a pipeline's DAG as Graphviz DOT or Mermaid.
+    #[command(after_help = EXIT_CODES)]
+    Graph {
+        /// The pipeline file (TOML).
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+        /// Write to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// List the step kinds a pipeline file can use, with their keys.
+    Kinds,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PlanFormat {
+    /// A table for people.
+    Table,
+    /// JSON for tools.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    /// Graphviz DOT (`dot -Tsvg`).
+    Dot,
+    /// A Mermaid flowchart (renders in GitHub Markdown).
+    Mermaid,
+}
+
+/// Why a command failed; the message has been printed or is in the error.
+#[derive(Debug)]
+enum Failure {
+    /// The pipeline has errors (already printed).
+    Invalid,
+    /// Something else, to print.
+    Other(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Invalid) => ExitCode::from(1),
+        Err(Failure::Other(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).format_timestamp(None).init();
+}
+
+fn run(cli: &Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Validate { file } => {
+            let p = load(file, cli.quiet)?;
+            let warnings = p.warnings().0.len();
+            let noun = if warnings == 1 { "warning" } else { "warnings" };
+            emit(&format!("ok: {}: {p}, {warnings} {noun}\n", file.display()))
+        }
+        Command::Plan { file, format } => {
+            let p = load(file, cli.quiet)?;
+            let text = match format {
+                PlanFormat::Table => plan::table(&p),
+                PlanFormat::Json => plan::json(&p),
+            };
+            emit(&text)
+        }
+        Command::Graph { file, format, output } => {
+            let p = load(file, cli.quiet)?;
+            let dag = p.dag();
+            let label = |_: usize, n: &weave::Node<weave::PipelineStep>| format!("{}\n{}", n.id, n.payload.kind);
+            let text = match format {
+                GraphFormat::Dot => dag.to_dot(&p.name, label),
+                GraphFormat::Mermaid => dag.to_mermaid(label),
+            };
+            match output {
+                Some(path) => std::fs::write(path, text).map_err(|e| Failure::Other(format!("cannot write {}: {e}", path.display()))),
+                None => emit(&text),
+            }
+        }
+        Command::Kinds => {
+            let registry = weave::registry();
+            let mut out = String::new();
+            for k in registry.kinds() {
+                out.push_str(&format!("{:<14} {:<19} {}\n", k.name, k.shape.to_string(), k.summary));
+                if !k.keys.is_empty() {
+                    out.push_str(&format!("{:<14} {:<19} keys: {}\n", "", "", k.keys.join(", ")));
+                }
+            }
+            out.push_str(&format!("\nEvery step also takes: {}\n", weave::STEP_COMMON_KEYS.join(", ")));
+            emit(&out)
+        }
+    }
+}
+
+/// Reads, parses and checks a pipeline file, printing its warnings (unless quiet) and, on
+/// failure, every error.
+fn load(file: &Path, quiet: bool) -> Result<Pipeline, Failure> {
+    let bytes = std::fs::read(file).map_err(|e| Failure::Other(format!("cannot read {}: {e}", file.display())))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+        Failure::Other(format!("{}:{line}:{column}: the file is not valid UTF-8 (save it as UTF-8)", file.display()))
+    })?;
+    match Pipeline::from_file_text(file, &text, &weave::registry()) {
+        Ok(p) => {
+            if !quiet {
+                print_diagnostics(p.warnings());
+            }
+            Ok(p)
+        }
+        Err(diags) => {
+            print_diagnostics(&diags);
+            let n = diags.error_count();
+            eprintln!("\nerror: {} has {n} {}", file.display(), if n == 1 { "error" } else { "errors" });
+            Err(Failure::Invalid)
+        }
+    }
+}
+
+fn print_diagnostics(diags: &Diagnostics) {
+    for d in &diags.0 {
+        eprintln!("{d}\n");
+    }
+}
+
+/// Writes to stdout; a closed pipe (`weave plan x | head`) is not an error.
+fn emit(text: &str) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::Other(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+/// Formats a size for the plan (`-` for none).
+fn size_or_dash(n: u64) -> String {
+    if n == 0 { "-".to_owned() } else { format_bytes(n) }
+}
+
+/// Formats an optional duration for the plan.
+fn duration_or_dash(d: Option<std::time::Duration>) -> String {
+    d.map_or_else(|| "-".to_owned(), format_duration)
+}

@@ -1,1 +1,39 @@
-//! placeholder
+//! Weave builds, runs and watches data-generation pipelines: load → clean → augment →
+//! validate → export, as a DAG.
+//!
+//! This crate is the facade: it re-exports the core model and traits from `weave-core`
+//! (data model, step traits, DAG, pipeline file) and the built-in steps from
+//! `weave-steps`, so that one dependency gives the whole thing. Depend on a `weave-*`
+//! crate directly to take only a part.
+//!
+//! ```
+//! let text = r#"
+//! [[step]]
+//! id = "load"
+//! kind = "load_csv"
+//! path = "raw.csv"
+//!
+//! [[step]]
+//! id = "clean"
+//! kind = "clean"
+//! rules = ["trim", "collapse_whitespace", { min_chars = 20 }]
+//!
+//! [[step]]
+//! id = "export"
+//! kind = "export_jsonl"
+//! path = "out.jsonl"
+//! "#;
+//! let pipeline = weave::Pipeline::from_file_text("pipeline.toml", text, &weave::registry()).unwrap();
+//! let dag = pipeline.dag();
+//! let order: Vec<&str> = dag.topological_order().iter().map(|&i| dag.node(i).id.as_str()).collect();
+//! assert_eq!(order, ["load", "clean", "export"]);
+//! ```
+#![deny(missing_docs)]
+
+pub use weave_core::*;
+pub use weave_steps::registry;
+
+/// The built-in steps and the functions they are made of.
+pub mod steps {
+    pub use weave_steps::*;
+}

@@ -1,0 +1,134 @@
+//! `weave plan`: how a pipeline would run.
+
+use weave::{Backoff, BadRecordPolicy, Pipeline, format_bytes, format_duration};
+
+use crate::{duration_or_dash, size_or_dash};
+
+/// The plan as a table.
+pub(crate) fn table(p: &Pipeline) -> String {
+    let dag = p.dag();
+    let mut out = String::new();
+    out.push_str(&format!("{p}, {} parallel levels\n", dag.levels().len()));
+    let threads = p.resources.max_concurrent.map_or_else(|| "one per core".to_owned(), |n| n.to_string());
+    let gpu = if p.resources.gpu_enabled { format!("{} GPUs", p.resources.gpus) } else { "no GPU".to_owned() };
+    out.push_str(&format!("resources: max_memory {}, worker threads: {threads}, {gpu}\n", format_bytes(p.resources.max_memory)));
+    out.push_str(&format!("seed: {}\n\n", p.seed));
+
+    let header = ["level", "step", "kind", "shape", "after", "memory", "threads", "gpus", "retry", "timeout", "bad records"];
+    let mut rows: Vec<[String; 11]> = Vec::new();
+    for (level, nodes) in dag.levels().iter().enumerate() {
+        for &i in nodes {
+            let n = dag.node(i);
+            let s = &n.payload;
+            let after: Vec<&str> = n.inputs.iter().map(|&j| dag.node(j).id.as_str()).collect();
+            rows.push([
+                level.to_string(),
+                n.id.clone(),
+                s.kind.clone(),
+                n.shape.to_string(),
+                if after.is_empty() { "-".to_owned() } else { after.join(", ") },
+                size_or_dash(s.resources.memory),
+                s.resources.io_concurrency.map_or_else(|| s.resources.threads.to_string(), |c| format!("{} (io {c})", s.resources.threads)),
+                s.resources.gpus.to_string(),
+                retry_text(s.retry),
+                duration_or_dash(s.timeout),
+                match s.on_bad_record {
+                    BadRecordPolicy::Fail => "fail".to_owned(),
+                    BadRecordPolicy::Skip => "skip".to_owned(),
+                },
+            ]);
+        }
+    }
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        l.trim_end().to_owned() + "\n"
+    };
+    out.push_str(&line(&header.map(str::to_owned)));
+    for r in &rows {
+        out.push_str(&line(r));
+    }
+
+    let cp = dag.critical_path();
+    let ids: Vec<&str> = cp.nodes.iter().map(|&i| dag.node(i).id.as_str()).collect();
+    out.push_str(&format!("\ncritical path (estimated cost {}): {}\n", trim_float(cp.cost), ids.join(" -> ")));
+    if !p.alerts.is_empty() {
+        out.push_str(&format!("alerts: {}\n", p.alerts.iter().map(|a| a.when.as_str()).collect::<Vec<_>>().join("; ")));
+    }
+    out
+}
+
+fn retry_text(r: weave::RetryPolicy) -> String {
+    if r.max_retries == 0 {
+        return "none".to_owned();
+    }
+    let how = match r.backoff {
+        Backoff::Fixed => "fixed",
+        Backoff::Linear => "linear",
+        Backoff::Exponential => "exp",
+    };
+    format!("{}x from {} {how}", r.max_retries, format_duration(r.retry_delay))
+}
+
+fn trim_float(x: f64) -> String {
+    let s = format!("{x:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// The plan as JSON.
+pub(crate) fn json(p: &Pipeline) -> String {
+    let dag = p.dag();
+    let steps: Vec<serde_json::Value> = dag
+        .topological_order()
+        .iter()
+        .map(|&i| {
+            let n = dag.node(i);
+            let s = &n.payload;
+            serde_json::json!({
+                "id": n.id,
+                "kind": s.kind,
+                "version": s.version,
+                "shape": n.shape,
+                "level": dag.level_of(i),
+                "after": n.inputs.iter().map(|&j| dag.node(j).id.clone()).collect::<Vec<_>>(),
+                "config": serde_json::from_slice::<serde_json::Value>(s.config.as_bytes()).unwrap_or_else(|_| s.config.to_string().into()),
+                "resources": s.resources,
+                "retry": s.retry,
+                "timeout_ms": s.timeout.map(|t| t.as_millis() as u64),
+                "on_bad_record": s.on_bad_record,
+                "estimated_cost": n.cost,
+            })
+        })
+        .collect();
+    let levels: Vec<Vec<&str>> = dag.levels().iter().map(|l| l.iter().map(|&i| dag.node(i).id.as_str()).collect()).collect();
+    let cp = dag.critical_path();
+    let v = serde_json::json!({
+        "pipeline": p.name,
+        "seed": p.seed,
+        "resources": {
+            "max_memory": p.resources.max_memory,
+            "max_concurrent": p.resources.max_concurrent,
+            "gpu_enabled": p.resources.gpu_enabled,
+        },
+        "steps": steps,
+        "levels": levels,
+        "critical_path": {
+            "steps": cp.nodes.iter().map(|&i| dag.node(i).id.as_str()).collect::<Vec<_>>(),
+            "estimated_cost": cp.cost,
+        },
+        "warnings": p.warnings().0.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+    });
+    format!("{v:#}\n")
+}

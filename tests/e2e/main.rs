@@ -1,0 +1,3 @@
+//! End-to-end tests: the real `weave` binary on real files.
+
+mod cli;
