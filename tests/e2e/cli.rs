@@ -45,7 +45,12 @@ fn check(args: &[&str], code: i32, stdout: &[&str], stderr: &[&str]) -> Output {
 
 #[test]
 fn validate_prints_the_cycle_and_fails() {
-    check(&["validate", "cycle.toml"], 1, &[], &["cycle: a -> b -> c -> a", "--> cycle.toml:9:1", "cycle.toml has 1 error"]);
+    check(
+        &["validate", "cycle.toml"],
+        1,
+        &[],
+        &["cycle: a -> b -> c -> a", "--> cycle.toml:9:1", "cycle.toml has 1 error"],
+    );
 }
 
 #[test]
@@ -68,14 +73,20 @@ fn validate_names_file_line_column_and_suggests() {
 
 #[test]
 fn validate_accepts_a_good_file() {
-    let out = check(&["validate", "chain.toml"], 0, &["ok: chain.toml: pipeline \"support-tickets\": 3 steps, 2 edges, 0 warnings"], &[]);
+    let out = check(
+        &["validate", "chain.toml"],
+        0,
+        &["ok: chain.toml: pipeline \"support-tickets\": 3 steps, 2 edges, 0 warnings"],
+        &[],
+    );
     assert!(out.stderr.is_empty(), "{}", out.stderr);
 }
 
 #[test]
 fn plan_puts_the_diamond_sides_on_one_level() {
     let out = check(&["plan", "diamond.toml"], 0, &["4 parallel levels", "critical path"], &[]);
-    let level1: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("1 ")).map(|l| l.split_whitespace().nth(1).unwrap_or("")).collect();
+    let level1: Vec<&str> =
+        out.stdout.lines().filter(|l| l.starts_with("1 ")).map(|l| l.split_whitespace().nth(1).unwrap_or("")).collect();
     assert_eq!(level1, ["b", "c"], "{}", out.stdout);
 
     let out = check(&["plan", "diamond.toml", "--format", "json"], 0, &[], &[]);

@@ -136,7 +136,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 GraphFormat::Mermaid => dag.to_mermaid(label),
             };
             match output {
-                Some(path) => std::fs::write(path, text).map_err(|e| Failure::Other(format!("cannot write {}: {e}", path.display()))),
+                Some(path) => std::fs::write(path, text)
+                    .map_err(|e| Failure::Other(format!("cannot write {}: {e}", path.display()))),
                 None => emit(&text),
             }
         }

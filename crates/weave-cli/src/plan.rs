@@ -11,10 +11,14 @@ pub(crate) fn table(p: &Pipeline) -> String {
     out.push_str(&format!("{p}, {} parallel levels\n", dag.levels().len()));
     let threads = p.resources.max_concurrent.map_or_else(|| "one per core".to_owned(), |n| n.to_string());
     let gpu = if p.resources.gpu_enabled { format!("{} GPUs", p.resources.gpus) } else { "no GPU".to_owned() };
-    out.push_str(&format!("resources: max_memory {}, worker threads: {threads}, {gpu}\n", format_bytes(p.resources.max_memory)));
+    out.push_str(&format!(
+        "resources: max_memory {}, worker threads: {threads}, {gpu}\n",
+        format_bytes(p.resources.max_memory)
+    ));
     out.push_str(&format!("seed: {}\n\n", p.seed));
 
-    let header = ["level", "step", "kind", "shape", "after", "memory", "threads", "gpus", "retry", "timeout", "bad records"];
+    let header =
+        ["level", "step", "kind", "shape", "after", "memory", "threads", "gpus", "retry", "timeout", "bad records"];
     let mut rows: Vec<[String; 11]> = Vec::new();
     for (level, nodes) in dag.levels().iter().enumerate() {
         for &i in nodes {
@@ -28,7 +32,9 @@ pub(crate) fn table(p: &Pipeline) -> String {
                 n.shape.to_string(),
                 if after.is_empty() { "-".to_owned() } else { after.join(", ") },
                 size_or_dash(s.resources.memory),
-                s.resources.io_concurrency.map_or_else(|| s.resources.threads.to_string(), |c| format!("{} (io {c})", s.resources.threads)),
+                s.resources
+                    .io_concurrency
+                    .map_or_else(|| s.resources.threads.to_string(), |c| format!("{} (io {c})", s.resources.threads)),
                 s.resources.gpus.to_string(),
                 retry_text(s.retry),
                 duration_or_dash(s.timeout),
@@ -112,7 +118,8 @@ pub(crate) fn json(p: &Pipeline) -> String {
             })
         })
         .collect();
-    let levels: Vec<Vec<&str>> = dag.levels().iter().map(|l| l.iter().map(|&i| dag.node(i).id.as_str()).collect()).collect();
+    let levels: Vec<Vec<&str>> =
+        dag.levels().iter().map(|l| l.iter().map(|&i| dag.node(i).id.as_str()).collect()).collect();
     let cp = dag.critical_path();
     let v = serde_json::json!({
         "pipeline": p.name,

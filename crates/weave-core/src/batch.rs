@@ -208,11 +208,7 @@ impl Batch {
     /// counted in both: the budget errs on the safe side.
     pub fn memory_size(&self) -> usize {
         std::mem::size_of::<Batch>()
-            + self
-                .columns
-                .iter()
-                .map(|c| std::mem::size_of::<Column>() + c.heap_size())
-                .sum::<usize>()
+            + self.columns.iter().map(|c| std::mem::size_of::<Column>() + c.heap_size()).sum::<usize>()
     }
 }
 
@@ -345,7 +341,11 @@ impl BatchBuilder {
     /// The finished batch.
     pub fn finish(self) -> Batch {
         let fields = self.names.into_iter().zip(&self.columns).map(|(n, c)| Field::new(n, c.data_type())).collect();
-        Batch { schema: Arc::new(Schema::new(fields)), columns: self.columns.into_iter().map(Arc::new).collect(), len: self.len }
+        Batch {
+            schema: Arc::new(Schema::new(fields)),
+            columns: self.columns.into_iter().map(Arc::new).collect(),
+            len: self.len,
+        }
     }
 }
 
@@ -444,7 +444,8 @@ mod tests {
     #[test]
     fn memory_size_grows_with_the_data() {
         let small = sample().memory_size();
-        let big: Vec<Record> = (0..1000).map(|i| Record::new().with("text", "x".repeat(100)).with("i", i as i64)).collect();
+        let big: Vec<Record> =
+            (0..1000).map(|i| Record::new().with("text", "x".repeat(100)).with("i", i as i64)).collect();
         let big = Batch::from_records(&big).memory_size();
         assert!(big > 100_000 && big < 200_000, "{big}");
         assert!(small < big);

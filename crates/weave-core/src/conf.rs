@@ -51,7 +51,9 @@ impl ConfValue {
         match self {
             ConfValue::Str(s) | ConfValue::Datetime(s) => serde_json::Value::String(s.clone()),
             ConfValue::Int(i) => (*i).into(),
-            ConfValue::Float(f) => serde_json::Number::from_f64(*f).map_or_else(|| f.to_string().into(), serde_json::Value::Number),
+            ConfValue::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or_else(|| f.to_string().into(), serde_json::Value::Number)
+            }
             ConfValue::Bool(b) => (*b).into(),
             ConfValue::Array(a) => a.iter().map(|i| i.value.to_json()).collect(),
             ConfValue::Table(t) => t.to_json(),

@@ -111,7 +111,10 @@ impl<T> Dag<T> {
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(specs.len());
         for (i, s) in specs.iter().enumerate() {
             if let Some(&first) = index.get(s.id.as_str()) {
-                let mut d = Diagnostic::error(format!("duplicate step id `{}`", s.id)).with_code("duplicate-id").with_step(&s.id).at(s.location.clone());
+                let mut d = Diagnostic::error(format!("duplicate step id `{}`", s.id))
+                    .with_code("duplicate-id")
+                    .with_step(&s.id)
+                    .at(s.location.clone());
                 if let Some(l) = &specs[first].location {
                     d = d.with_help(format!("the first step with this id is at {l}; ids must be unique"));
                 }
@@ -152,13 +155,15 @@ impl<T> Dag<T> {
                     for d in deps {
                         match index.get(d.id.as_str()) {
                             Some(&j) if ins.contains(&j) => diags.push(
-                                Diagnostic::error(format!("`{}` is listed twice in `after`", d.id)).with_code("duplicate-dep")
+                                Diagnostic::error(format!("`{}` is listed twice in `after`", d.id))
+                                    .with_code("duplicate-dep")
                                     .with_step(&s.id)
                                     .at(d.location.clone().or_else(|| s.location.clone())),
                             ),
                             Some(&j) => ins.push(j),
                             None => {
-                                let mut diag = Diagnostic::error(format!("unknown step `{}` in `after`", d.id)).with_code("unknown-dep")
+                                let mut diag = Diagnostic::error(format!("unknown step `{}` in `after`", d.id))
+                                    .with_code("unknown-dep")
                                     .with_step(&s.id)
                                     .at(d.location.clone().or_else(|| s.location.clone()));
                                 if let Some(m) = did_you_mean(&d.id, specs.iter().map(|s| s.id.as_str())) {
@@ -250,7 +255,8 @@ impl<T> Dag<T> {
         for (i, s) in specs.iter().enumerate() {
             if s.shape.has_output() && consumers[i].is_empty() {
                 diags.push(
-                    Diagnostic::warning(format!("the output of this {} is not used by any step", s.shape)).with_code("unused-output")
+                    Diagnostic::warning(format!("the output of this {} is not used by any step", s.shape))
+                        .with_code("unused-output")
                         .with_step(&s.id)
                         .at(s.location.clone())
                         .with_help("add a sink after it (an export step), or remove it"),
@@ -272,7 +278,14 @@ impl<T> Dag<T> {
         let nodes = specs
             .into_iter()
             .zip(inputs)
-            .map(|(s, inputs)| Node { id: s.id, shape: s.shape, inputs, cost: s.cost, location: s.location, payload: s.payload })
+            .map(|(s, inputs)| Node {
+                id: s.id,
+                shape: s.shape,
+                inputs,
+                cost: s.cost,
+                location: s.location,
+                payload: s.payload,
+            })
             .collect();
         Ok(Dag { nodes, consumers, order, levels, level_of, warnings: diags })
     }
@@ -366,9 +379,23 @@ impl<T> Dag<T> {
             .nodes
             .into_iter()
             .enumerate()
-            .map(|(i, n)| Node { id: n.id, shape: n.shape, inputs: n.inputs, cost: n.cost, location: n.location, payload: f(i, n.payload) })
+            .map(|(i, n)| Node {
+                id: n.id,
+                shape: n.shape,
+                inputs: n.inputs,
+                cost: n.cost,
+                location: n.location,
+                payload: f(i, n.payload),
+            })
             .collect();
-        Dag { nodes, consumers: self.consumers, order: self.order, levels: self.levels, level_of: self.level_of, warnings: self.warnings }
+        Dag {
+            nodes,
+            consumers: self.consumers,
+            order: self.order,
+            levels: self.levels,
+            level_of: self.level_of,
+            warnings: self.warnings,
+        }
     }
 
     /// The DAG in Graphviz DOT; `label` gives each node's label lines.
@@ -583,7 +610,11 @@ mod tests {
     #[test]
     fn cycles_are_printed_in_full() {
         check_err(
-            vec![node("a", Shape::Transform, &["c"]), node("b", Shape::Transform, &["a"]), node("c", Shape::Transform, &["b"])],
+            vec![
+                node("a", Shape::Transform, &["c"]),
+                node("b", Shape::Transform, &["a"]),
+                node("c", Shape::Transform, &["b"]),
+            ],
             &["cycle: a -> b -> c -> a"],
         );
         // regression: a self-loop is a cycle of one.
@@ -624,7 +655,8 @@ mod tests {
                 "a transform takes one input, but this one has 2",
             ],
         );
-        let err = Dag::build(vec![node("load", Shape::Source, &[]), node("clean", Shape::Transform, &["laod"])]).unwrap_err();
+        let err =
+            Dag::build(vec![node("load", Shape::Source, &[]), node("clean", Shape::Transform, &["laod"])]).unwrap_err();
         assert_eq!(err.0[0].help.as_deref(), Some("did you mean `load`?"));
     }
 
@@ -641,7 +673,9 @@ mod tests {
 
     #[test]
     fn unused_output_is_a_warning() {
-        let dag = Dag::build(vec![NodeSpec::new("load", Shape::Source, ()), NodeSpec::new("clean", Shape::Transform, ())]).unwrap();
+        let dag =
+            Dag::build(vec![NodeSpec::new("load", Shape::Source, ()), NodeSpec::new("clean", Shape::Transform, ())])
+                .unwrap();
         let w: Vec<_> = dag.warnings().0.iter().map(|d| (d.step.clone().unwrap(), d.message.clone())).collect();
         assert_eq!(w, [("clean".to_owned(), "the output of this transform is not used by any step".to_owned())]);
     }

@@ -115,7 +115,14 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// An error.
     pub fn error(message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Error, message: message.into(), step: None, location: None, help: None, code: "" }
+        Diagnostic {
+            severity: Severity::Error,
+            message: message.into(),
+            step: None,
+            location: None,
+            help: None,
+            code: "",
+        }
     }
 
     /// A warning.
@@ -266,7 +273,8 @@ mod tests {
         let at = src.text().find("ruls").unwrap();
         let loc = src.locate(at..at + 4);
         assert_eq!((loc.line, loc.column), (3, 1));
-        let d = Diagnostic::error("unknown key `ruls`").with_step("clean").at(Some(loc)).with_help("did you mean `rules`?");
+        let d =
+            Diagnostic::error("unknown key `ruls`").with_step("clean").at(Some(loc)).with_help("did you mean `rules`?");
         assert_eq!(
             d.to_string(),
             "error: step \"clean\": unknown key `ruls`\n --> p.toml:3:1\n  |\n3 | ruls = 1\n  | ^^^^\n  = help: did you mean `rules`?"

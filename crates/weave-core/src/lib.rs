@@ -30,7 +30,12 @@ pub use policy::{Backoff, BadRecordPolicy, Resources, RetryPolicy, StepPolicy};
 pub use record::Record;
 pub use schema::{DataType, Field, Schema};
 pub use spec::{
-    ALERT_KEYS, DEFAULT_MAX_MEMORY, LLM_KEYS, PIPELINE_KEYS, RESOURCES_KEYS, RETRY_KEYS, STEP_COMMON_KEYS, STEP_RESOURCES_KEYS, TOP_LEVEL_KEYS, AlertSink, AlertSpec, Comparison, LlmProvider, PipelineSpec, ResourceLimits, ResourceOverride, RetryOverride, StepSpec};
-pub use step::{CanonicalConfig, Merge, Rejected, Shape, Sink, Source, StatefulTransform, Step, StepContext, StepInfo, Transform};
+    ALERT_KEYS, AlertSink, AlertSpec, Comparison, DEFAULT_MAX_MEMORY, LLM_KEYS, LlmProvider, PIPELINE_KEYS,
+    PipelineSpec, RESOURCES_KEYS, RETRY_KEYS, ResourceLimits, ResourceOverride, RetryOverride, STEP_COMMON_KEYS,
+    STEP_RESOURCES_KEYS, StepSpec, TOP_LEVEL_KEYS,
+};
+pub use step::{
+    CanonicalConfig, Merge, Rejected, Shape, Sink, Source, StatefulTransform, Step, StepContext, StepInfo, Transform,
+};
 pub use units::{format_bytes, format_duration, parse_bytes, parse_duration};
 pub use value::{Value, ValueRef};

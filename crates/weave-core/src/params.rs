@@ -32,7 +32,15 @@ impl Params {
     /// and `step` is the step id it belongs to, if any.
     pub fn new(table: ConfTable, file: SourceFile, context: impl Into<String>, step: Option<String>) -> Self {
         let n = table.entries.len();
-        Params { table, file, step, context: context.into(), span: None, read: RefCell::new(vec![false; n]), diags: RefCell::default() }
+        Params {
+            table,
+            file,
+            step,
+            context: context.into(),
+            span: None,
+            read: RefCell::new(vec![false; n]),
+            diags: RefCell::default(),
+        }
     }
 
     /// Sets where the table itself was written, which messages about a missing key point at.
@@ -203,7 +211,8 @@ impl Params {
         match &item.value {
             ConfValue::Str(s) => parse_duration(s).map_err(|e| self.error_at(item, e)).ok(),
             ConfValue::Int(i) => {
-                self.error_at(item, format!("`{key}` needs a unit")).push_help(format!("write \"{i}s\" for seconds or \"{i}ms\" for milliseconds"));
+                self.error_at(item, format!("`{key}` needs a unit"))
+                    .push_help(format!("write \"{i}s\" for seconds or \"{i}ms\" for milliseconds"));
                 None
             }
             _ => {
@@ -345,7 +354,11 @@ mod tests {
     }
 
     fn messages(d: &Diagnostics) -> Vec<String> {
-        d.0.iter().map(|d| format!("{}:{} {}", d.location.as_ref().unwrap().line, d.location.as_ref().unwrap().column, d.message)).collect()
+        d.0.iter()
+            .map(|d| {
+                format!("{}:{} {}", d.location.as_ref().unwrap().line, d.location.as_ref().unwrap().column, d.message)
+            })
+            .collect()
     }
 
     #[test]

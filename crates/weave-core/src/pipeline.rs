@@ -137,16 +137,28 @@ impl Pipeline {
                 }
                 unknown_kind.push(s.id.clone());
                 // Keep the step in the DAG so that references to it still resolve.
-                nodes.push(NodeSpec { id: s.id.clone(), shape: Shape::Merge, after: s.after.clone(), cost: 1.0, location: s.location.clone(), payload: None });
+                nodes.push(NodeSpec {
+                    id: s.id.clone(),
+                    shape: Shape::Merge,
+                    after: s.after.clone(),
+                    cost: 1.0,
+                    location: s.location.clone(),
+                    payload: None,
+                });
                 continue;
             };
-            let params = Params::new(s.params.clone(), spec.source.clone(), "step", Some(s.id.clone())).spanning(s.span.clone());
+            let params =
+                Params::new(s.params.clone(), spec.source.clone(), "step", Some(s.id.clone())).spanning(s.span.clone());
             let built = (kind.build)(&params);
             let failed_quietly = built.is_none() && !params.has_errors();
             let keys: Vec<&str> = kind.keys.iter().chain(STEP_COMMON_KEYS).copied().collect();
             let mut step_diags = params.finish(&keys);
             if failed_quietly {
-                step_diags.push(Diagnostic::error(format!("step kind `{}` could not be built", s.kind)).with_step(&s.id).at(s.location.clone()));
+                step_diags.push(
+                    Diagnostic::error(format!("step kind `{}` could not be built", s.kind))
+                        .with_step(&s.id)
+                        .at(s.location.clone()),
+                );
             }
             let ok = !step_diags.has_errors();
             for d in step_diags.0 {
@@ -174,7 +186,14 @@ impl Pipeline {
                 }
             });
             let cost = payload.as_ref().map_or(1.0, |p| p.step.info().estimated_cost());
-            nodes.push(NodeSpec { id: s.id.clone(), shape: kind.shape, after: s.after.clone(), cost, location: s.location.clone(), payload });
+            nodes.push(NodeSpec {
+                id: s.id.clone(),
+                shape: kind.shape,
+                after: s.after.clone(),
+                cost,
+                location: s.location.clone(),
+                payload,
+            });
         }
 
         let dag = match Dag::build(nodes) {
@@ -183,7 +202,11 @@ impl Pipeline {
                 // A step of unknown kind has no known shape: what the DAG says of its shape
                 // would be noise next to the unknown-kind error.
                 diags.extend(Diagnostics(
-                    dag_diags.0.into_iter().filter(|d| !(d.code == "shape" && d.step.as_ref().is_some_and(|s| unknown_kind.contains(s)))).collect(),
+                    dag_diags
+                        .0
+                        .into_iter()
+                        .filter(|d| !(d.code == "shape" && d.step.as_ref().is_some_and(|s| unknown_kind.contains(s))))
+                        .collect(),
                 ));
                 None
             }
@@ -198,8 +221,17 @@ impl Pipeline {
         let mut warnings = diags;
         warnings.extend(dag.warnings().clone());
         // Every payload is there: a missing one was an error above.
-        let dag = dag.map(|_, p| p.unwrap_or_else(|| unreachable!("a step that failed to build was reported as an error")));
-        Ok(Pipeline { name: spec.name, seed: spec.seed, resources: spec.resources, alerts: spec.alerts, llm: spec.llm, dag, warnings })
+        let dag =
+            dag.map(|_, p| p.unwrap_or_else(|| unreachable!("a step that failed to build was reported as an error")));
+        Ok(Pipeline {
+            name: spec.name,
+            seed: spec.seed,
+            resources: spec.resources,
+            alerts: spec.alerts,
+            llm: spec.llm,
+            dag,
+            warnings,
+        })
     }
 
     /// The DAG of steps.
@@ -219,7 +251,12 @@ impl Pipeline {
 }
 
 /// Refuses steps that need more than the limits allow, before anything runs.
-fn check_resources<P>(dag: &Dag<P>, step: impl Fn(&P) -> Option<&PipelineStep>, limits: &ResourceLimits, diags: &mut Diagnostics) {
+fn check_resources<P>(
+    dag: &Dag<P>,
+    step: impl Fn(&P) -> Option<&PipelineStep>,
+    limits: &ResourceLimits,
+    diags: &mut Diagnostics,
+) {
     for n in dag.nodes() {
         let Some(p) = step(&n.payload) else { continue };
         if p.resources.memory > limits.max_memory {
@@ -237,16 +274,22 @@ fn check_resources<P>(dag: &Dag<P>, step: impl Fn(&P) -> Option<&PipelineStep>, 
         }
         if p.resources.gpus > 0 && !limits.gpu_enabled {
             diags.push(
-                Diagnostic::error(format!("insufficient resources: step \"{}\" needs a GPU, and `gpu_enabled` is false", n.id))
-                    .with_code("resources")
-                    .at(n.location.clone())
-                    .with_help("set `[resources] gpu_enabled = true` on a machine with a GPU"),
+                Diagnostic::error(format!(
+                    "insufficient resources: step \"{}\" needs a GPU, and `gpu_enabled` is false",
+                    n.id
+                ))
+                .with_code("resources")
+                .at(n.location.clone())
+                .with_help("set `[resources] gpu_enabled = true` on a machine with a GPU"),
             );
         } else if limits.gpu_enabled && p.resources.gpus > limits.gpus {
             diags.push(
-                Diagnostic::error(format!("insufficient resources: step \"{}\" needs {} GPUs, there are {}", n.id, p.resources.gpus, limits.gpus))
-                    .with_code("resources")
-                    .at(n.location.clone()),
+                Diagnostic::error(format!(
+                    "insufficient resources: step \"{}\" needs {} GPUs, there are {}",
+                    n.id, p.resources.gpus, limits.gpus
+                ))
+                .with_code("resources")
+                .at(n.location.clone()),
             );
         }
     }
@@ -276,7 +319,12 @@ impl PipelineBuilder {
     }
 
     /// Adds a step that takes the output of `after`, in that input order.
-    pub fn step_after<S: Into<String>>(mut self, id: impl Into<String>, after: impl IntoIterator<Item = S>, step: Step) -> Self {
+    pub fn step_after<S: Into<String>>(
+        mut self,
+        id: impl Into<String>,
+        after: impl IntoIterator<Item = S>,
+        step: Step,
+    ) -> Self {
         self.steps.push((id.into(), Some(after.into_iter().map(Into::into).collect()), step));
         self
     }
@@ -320,7 +368,14 @@ impl PipelineBuilder {
                 };
                 let cost = payload.step.info().estimated_cost();
                 let shape = payload.step.shape();
-                NodeSpec { id, shape, after: after.map(|a| a.into_iter().map(Dep::new).collect()), cost, location: None, payload }
+                NodeSpec {
+                    id,
+                    shape,
+                    after: after.map(|a| a.into_iter().map(Dep::new).collect()),
+                    cost,
+                    location: None,
+                    payload,
+                }
             })
             .collect();
         let dag = Dag::build(nodes)?;
@@ -330,7 +385,15 @@ impl PipelineBuilder {
             return Err(diags);
         }
         let warnings = dag.warnings().clone();
-        Ok(Pipeline { name: self.name, seed: self.seed, resources: self.resources, alerts: Vec::new(), llm: BTreeMap::new(), dag, warnings })
+        Ok(Pipeline {
+            name: self.name,
+            seed: self.seed,
+            resources: self.resources,
+            alerts: Vec::new(),
+            llm: BTreeMap::new(),
+            dag,
+            warnings,
+        })
     }
 }
 

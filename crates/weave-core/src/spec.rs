@@ -232,7 +232,9 @@ impl PipelineSpec {
             Ok(t) => t,
             Err((msg, span)) => {
                 let loc = span.map(|s| source.locate(s));
-                return Err(Diagnostics(vec![Diagnostic::error(format!("invalid TOML: {msg}")).with_code("syntax").at(loc)]));
+                return Err(Diagnostics(vec![
+                    Diagnostic::error(format!("invalid TOML: {msg}")).with_code("syntax").at(loc),
+                ]));
             }
         };
         let top = Params::new(root, source.clone(), "the pipeline file", None);
@@ -319,7 +321,9 @@ fn read_alerts(top: &Params, diags: &mut Diagnostics) -> Vec<AlertSpec> {
         let notify = p.choice("notify", &["log", "file", "command"]).unwrap_or("log");
         let sink = match notify {
             "file" => p.required_path("path", "the JSONL file that alerts are appended to").map(AlertSink::File),
-            "command" => p.required_str("command", "the command that receives each alert as JSON on stdin").map(AlertSink::Command),
+            "command" => p
+                .required_str("command", "the command that receives each alert as JSON on stdin")
+                .map(AlertSink::Command),
             _ => Some(AlertSink::Log),
         };
         let timeout = p.duration("timeout").unwrap_or(Duration::from_secs(10));
@@ -343,8 +347,14 @@ fn read_alerts(top: &Params, diags: &mut Diagnostics) -> Vec<AlertSpec> {
 /// `memory >= 3GiB`.
 fn parse_condition(when: &str) -> Result<(String, Comparison, f64), String> {
     let bad = || format!("cannot read the condition `{when}`: write `metric > number`, such as `error_rate > 0.05`");
-    let ops = [(">=", Comparison::GreaterOrEqual), ("<=", Comparison::LessOrEqual), (">", Comparison::Greater), ("<", Comparison::Less)];
-    let (at, op, cmp) = ops.iter().filter_map(|(op, c)| when.find(op).map(|i| (i, *op, *c))).min_by_key(|x| x.0).ok_or_else(bad)?;
+    let ops = [
+        (">=", Comparison::GreaterOrEqual),
+        ("<=", Comparison::LessOrEqual),
+        (">", Comparison::Greater),
+        ("<", Comparison::Less),
+    ];
+    let (at, op, cmp) =
+        ops.iter().filter_map(|(op, c)| when.find(op).map(|i| (i, *op, *c))).min_by_key(|x| x.0).ok_or_else(bad)?;
     let metric = when[..at].trim();
     let value = when[at + op.len()..].trim().trim_matches('"');
     if metric.is_empty() || !metric.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
@@ -388,7 +398,10 @@ fn read_llm(top: &Params, diags: &mut Diagnostics) -> BTreeMap<String, LlmProvid
         if let (Some(k), Some(i)) = (&api_key_env, p.item("api_key_env"))
             && (k.is_empty() || k.chars().any(|c| !(c.is_ascii_alphanumeric() || c == '_')))
         {
-            p.error_at(i, "`api_key_env` is the name of an environment variable (letters, digits, `_`), not the key itself");
+            p.error_at(
+                i,
+                "`api_key_env` is the name of an environment variable (letters, digits, `_`), not the key itself",
+            );
         }
         let provider = LlmProvider {
             name: name.clone(),
@@ -434,7 +447,8 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
         let (common, params): (Vec<_>, Vec<_>) =
             t.entries.iter().cloned().partition(|(k, _, _)| STEP_COMMON_KEYS.contains(&k.as_str()));
         let params = ConfTable { entries: params };
-        let common = Params::new(ConfTable { entries: common }, top.file().clone(), "step", Some(id.clone())).spanning(it.span.clone());
+        let common = Params::new(ConfTable { entries: common }, top.file().clone(), "step", Some(id.clone()))
+            .spanning(it.span.clone());
         match common.item("id") {
             None => common.push(
                 Diagnostic::error("this step has no `id`")
@@ -460,7 +474,9 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
                 let mut deps = Vec::with_capacity(a.len());
                 for d in a {
                     match &d.value {
-                        ConfValue::Str(s) => deps.push(Dep { id: s.clone(), location: Some(top.locate(d.span.clone())) }),
+                        ConfValue::Str(s) => {
+                            deps.push(Dep { id: s.clone(), location: Some(top.locate(d.span.clone())) })
+                        }
                         other => {
                             common.error_at(d, format!("`after` must list step ids, not {}", other.type_name()));
                         }
@@ -493,7 +509,19 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
             o
         });
         diags.extend(common.finish(STEP_COMMON_KEYS));
-        out.push(StepSpec { id, kind, kind_location, after, retry, timeout, on_bad_record, resources, params, location, span: it.span.clone() });
+        out.push(StepSpec {
+            id,
+            kind,
+            kind_location,
+            after,
+            retry,
+            timeout,
+            on_bad_record,
+            resources,
+            params,
+            location,
+            span: it.span.clone(),
+        });
     }
     out
 }
@@ -607,7 +635,10 @@ rules = ["trim"]
 
     #[test]
     fn syntax_errors_point_at_the_place() {
-        check_errors("[pipeline]\nname = \n", &["2:8 invalid TOML: string values must be quoted, expected literal string"]);
+        check_errors(
+            "[pipeline]\nname = \n",
+            &["2:8 invalid TOML: string values must be quoted, expected literal string"],
+        );
     }
 
     #[test]
@@ -626,7 +657,10 @@ rules = ["trim"]
 
     #[test]
     fn an_empty_file_has_no_steps() {
-        check_errors("", &["- the pipeline has no steps (add steps as `[[step]]` tables, each with an `id` and a `kind`)"]);
+        check_errors(
+            "",
+            &["- the pipeline has no steps (add steps as `[[step]]` tables, each with an `id` and a `kind`)"],
+        );
     }
 
     #[test]

@@ -66,7 +66,8 @@ impl CanonicalConfig {
     /// Canonical bytes of a serialisable configuration: compact JSON with map keys sorted
     /// (through `serde_json::Value`, whose maps are ordered by key).
     pub fn of<T: Serialize + ?Sized>(config: &T) -> Result<Self, StepError> {
-        let v = serde_json::to_value(config).map_err(|e| StepError::internal(format!("configuration does not serialise: {e}")))?;
+        let v = serde_json::to_value(config)
+            .map_err(|e| StepError::internal(format!("configuration does not serialise: {e}")))?;
         Ok(CanonicalConfig(v.to_string().into_bytes()))
     }
 
@@ -149,7 +150,13 @@ pub trait StatefulTransform: StepInfo {
 pub trait Merge: StepInfo {
     /// Takes one batch from input number `input` (in the order of the step's `after`) and
     /// appends any output batches to `out`.
-    fn process(&mut self, input: usize, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError>;
+    fn process(
+        &mut self,
+        input: usize,
+        batch: &Batch,
+        ctx: &mut StepContext,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), StepError>;
 
     /// Called once when input number `input` has ended.
     fn input_done(&mut self, input: usize, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {

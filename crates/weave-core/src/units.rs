@@ -64,7 +64,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "m" | "min" => 60.0,
             "h" => 3600.0,
             "d" => 86400.0,
-            "" => return Err(format!("`{s}` has no unit: write \"{num}s\" for seconds or \"{num}ms\" for milliseconds")),
+            "" => {
+                return Err(format!("`{s}` has no unit: write \"{num}s\" for seconds or \"{num}ms\" for milliseconds"));
+            }
             _ => return Err(format!("`{s}` has an unknown time unit `{unit}`: use ms, s, m, h or d")),
         };
         total += value * secs;
@@ -82,7 +84,13 @@ pub fn format_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else if v.fract() == 0.0 { format!("{v:.0} {}", UNITS[u]) } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else if v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// Formats a duration for people: `250ms`, `5s`, `1m30s`.
@@ -141,7 +149,8 @@ mod tests {
 
     #[test]
     fn durations_parse_as_written() {
-        let cases: &[(&str, u64)] = &[("5s", 5000), ("250ms", 250), ("1m30s", 90_000), ("1.5h", 5_400_000), ("2 min", 120_000)];
+        let cases: &[(&str, u64)] =
+            &[("5s", 5000), ("250ms", 250), ("1m30s", 90_000), ("1.5h", 5_400_000), ("2 min", 120_000)];
         for (s, ms) in cases {
             assert_eq!(parse_duration(s).map(|d| d.as_millis() as u64), Ok(*ms), "{s}");
         }

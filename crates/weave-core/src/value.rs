@@ -71,18 +71,13 @@ impl Value {
             Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => 0,
             Value::Str(s) => s.capacity(),
             Value::List(l) => {
-                l.capacity() * std::mem::size_of::<Value>()
-                    + l.iter().map(Value::heap_size).sum::<usize>()
+                l.capacity() * std::mem::size_of::<Value>() + l.iter().map(Value::heap_size).sum::<usize>()
             }
             Value::Map(m) => m
                 .iter()
                 // A B-tree node holds up to 11 entries; count one entry's share of a node
                 // plus the key's and value's own heap.
-                .map(|(k, v)| {
-                    k.capacity()
-                        + std::mem::size_of::<(String, Value)>()
-                        + v.heap_size()
-                })
+                .map(|(k, v)| k.capacity() + std::mem::size_of::<(String, Value)>() + v.heap_size())
                 .sum(),
         }
     }

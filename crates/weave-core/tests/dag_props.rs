@@ -10,18 +10,16 @@ use weave_core::{Dag, Dep, NodeSpec, Shape};
 /// Node numbers are a topological order; declaration order is a shuffle of it, so the
 /// builder cannot lean on declaration order.
 fn random_dag() -> impl Strategy<Value = (Vec<usize>, Vec<(usize, usize)>)> {
-    (2usize..40)
-        .prop_flat_map(|n| {
-            let edges = proptest::collection::vec((0..n, 0..n), 0..n * 2)
-                .prop_map(|pairs| {
-                    let set: HashSet<(usize, usize)> =
-                        pairs.into_iter().filter(|(a, b)| a != b).map(|(a, b)| (a.min(b), a.max(b))).collect();
-                    let mut v: Vec<_> = set.into_iter().collect();
-                    v.sort_unstable();
-                    v
-                });
-            (Just((0..n).collect::<Vec<_>>()).prop_shuffle(), edges)
-        })
+    (2usize..40).prop_flat_map(|n| {
+        let edges = proptest::collection::vec((0..n, 0..n), 0..n * 2).prop_map(|pairs| {
+            let set: HashSet<(usize, usize)> =
+                pairs.into_iter().filter(|(a, b)| a != b).map(|(a, b)| (a.min(b), a.max(b))).collect();
+            let mut v: Vec<_> = set.into_iter().collect();
+            v.sort_unstable();
+            v
+        });
+        (Just((0..n).collect::<Vec<_>>()).prop_shuffle(), edges)
+    })
 }
 
 fn id(i: usize) -> String {

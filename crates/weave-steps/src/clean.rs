@@ -1,7 +1,8 @@
 //! The `clean` step: rewriting and filtering rules applied to text fields.
 
 use weave_core::{
-    Batch, CanonicalConfig, Column, ConfValue, Params, Shape, Step, StepContext, StepError, StepInfo, StepKind, StrColumn, Transform,
+    Batch, CanonicalConfig, Column, ConfValue, Params, Shape, Step, StepContext, StepError, StepInfo, StepKind,
+    StrColumn, Transform,
 };
 
 use crate::text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
@@ -62,7 +63,9 @@ fn build(p: &Params) -> Option<Step> {
     let mut rules = Vec::new();
     match p.item("rules") {
         None => {
-            p.push(weave_core::Diagnostic::error("missing required key `rules` (the cleaning rules, such as [\"trim\", \"collapse_whitespace\"])"));
+            p.push(weave_core::Diagnostic::error(
+                "missing required key `rules` (the cleaning rules, such as [\"trim\", \"collapse_whitespace\"])",
+            ));
         }
         Some(item) => match &item.value {
             ConfValue::Array(items) => {
@@ -76,7 +79,9 @@ fn build(p: &Params) -> Option<Step> {
                                 let mut msg = format!("unknown cleaning rule \"{other}\"");
                                 if FILTERS.contains(&other) {
                                     msg.push_str(&format!(": `{other}` takes a number, write {{ {other} = 20 }}"));
-                                } else if let Some(m) = weave_core::did_you_mean(other, REWRITES.iter().chain(FILTERS).copied()) {
+                                } else if let Some(m) =
+                                    weave_core::did_you_mean(other, REWRITES.iter().chain(FILTERS).copied())
+                                {
                                     msg.push_str(&format!(" (did you mean \"{m}\"?)"));
                                 }
                                 p.error_at(it, msg);
@@ -98,7 +103,9 @@ fn build(p: &Params) -> Option<Step> {
                                 "max_words" => rules.push(Rule::MaxWords(n)),
                                 other => {
                                     let mut msg = format!("unknown cleaning rule `{other}`");
-                                    if let Some(m) = weave_core::did_you_mean(other, FILTERS.iter().chain(REWRITES).copied()) {
+                                    if let Some(m) =
+                                        weave_core::did_you_mean(other, FILTERS.iter().chain(REWRITES).copied())
+                                    {
                                         msg.push_str(&format!(" (did you mean `{m}`?)"));
                                     }
                                     p.error_at(it, msg);
@@ -106,7 +113,10 @@ fn build(p: &Params) -> Option<Step> {
                             }
                         }
                         _ => {
-                            p.error_at(it, "a rule is a name (\"trim\") or a table with one number ({ min_chars = 20 })");
+                            p.error_at(
+                                it,
+                                "a rule is a name (\"trim\") or a table with one number ({ min_chars = 20 })",
+                            );
                         }
                     }
                 }
@@ -147,7 +157,13 @@ impl Transform for Clean {
     fn apply(&self, batch: &Batch, ctx: &mut StepContext) -> Result<Batch, StepError> {
         let names: Vec<String> = match &self.fields {
             Some(f) => f.clone(),
-            None => batch.schema().fields().iter().filter(|f| f.data_type == weave_core::DataType::Str).map(|f| f.name.clone()).collect(),
+            None => batch
+                .schema()
+                .fields()
+                .iter()
+                .filter(|f| f.data_type == weave_core::DataType::Str)
+                .map(|f| f.name.clone())
+                .collect(),
         };
         let mut out = batch.clone();
         for rule in &self.rules {
@@ -168,7 +184,8 @@ impl Transform for Clean {
                                 None => new.push_null(),
                             }
                         }
-                        out = out.with_column(name, Column::Str(new)).map_err(|e| StepError::internal(e.to_string()))?;
+                        out =
+                            out.with_column(name, Column::Str(new)).map_err(|e| StepError::internal(e.to_string()))?;
                     }
                 }
                 Rule::MinChars(_) | Rule::MaxChars(_) | Rule::MinWords(_) | Rule::MaxWords(_) => {
@@ -221,7 +238,10 @@ fn text_column<'b>(batch: &'b Batch, name: &str) -> Result<Option<&'b StrColumn>
     match batch.column(name) {
         Some(Column::Str(c)) => Ok(Some(c)),
         Some(Column::Null(_)) => Ok(None),
-        Some(other) => Err(StepError::fatal(format!("field `{name}` holds {} values; `clean` works on strings", other.data_type()))),
+        Some(other) => Err(StepError::fatal(format!(
+            "field `{name}` holds {} values; `clean` works on strings",
+            other.data_type()
+        ))),
         None => {
             let known: Vec<&str> = batch.schema().names().collect();
             Err(StepError::fatal(format!("field `{name}` is not in the data (fields: {})", known.join(", "))))
@@ -249,7 +269,8 @@ mod tests {
             Record::new().with("text", " hi ").with("n", 2i64),
             Record::new().with("text", weave_core::Value::Null).with("n", 3i64),
         ];
-        let (rows, dropped) = run("rules = [\"trim\", \"collapse_whitespace\", \"lowercase\", { min_chars = 3 }]", &recs);
+        let (rows, dropped) =
+            run("rules = [\"trim\", \"collapse_whitespace\", \"lowercase\", { min_chars = 3 }]", &recs);
         assert_eq!(rows, [r#"{"text":"hello world","n":1}"#]);
         assert_eq!(dropped, [("min_chars".to_owned(), 2)]);
     }

@@ -37,7 +37,13 @@ impl StepInfo for Concat {
 }
 
 impl Merge for Concat {
-    fn process(&mut self, _input: usize, batch: &Batch, _ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+    fn process(
+        &mut self,
+        _input: usize,
+        batch: &Batch,
+        _ctx: &mut StepContext,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), StepError> {
         out.push(batch.clone());
         Ok(())
     }

@@ -5,8 +5,8 @@ use std::io::BufReader;
 use std::path::PathBuf;
 
 use weave_core::{
-    Batch, CanonicalConfig, Column, Params, Rejected, Record, Shape, Source, Step, StepContext, StepError, StepInfo, StepKind,
-    StrColumn,
+    Batch, CanonicalConfig, Column, Params, Record, Rejected, Shape, Source, Step, StepContext, StepError, StepInfo,
+    StepKind, StrColumn,
 };
 
 /// The `load_csv` kind.
@@ -88,7 +88,8 @@ impl StepInfo for LoadCsv {
 
 impl LoadCsv {
     fn open(&self) -> Result<CsvState, StepError> {
-        let file = File::open(&self.path).map_err(|e| StepError::environment(format!("cannot open {}", self.path.display()), e))?;
+        let file = File::open(&self.path)
+            .map_err(|e| StepError::environment(format!("cannot open {}", self.path.display()), e))?;
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(self.delimiter)
             .quote(self.quote)
@@ -101,13 +102,25 @@ impl LoadCsv {
         };
         let mut names = Vec::with_capacity(header.len());
         for (i, h) in header.iter().enumerate() {
-            let name = std::str::from_utf8(h)
-                .map_err(|_| StepError::fatal(format!("{}:1: column {} of the header is not valid UTF-8", self.path.display(), i + 1)))?;
+            let name = std::str::from_utf8(h).map_err(|_| {
+                StepError::fatal(format!(
+                    "{}:1: column {} of the header is not valid UTF-8",
+                    self.path.display(),
+                    i + 1
+                ))
+            })?;
             if name.is_empty() {
-                return Err(StepError::fatal(format!("{}:1: column {} of the header has no name", self.path.display(), i + 1)));
+                return Err(StepError::fatal(format!(
+                    "{}:1: column {} of the header has no name",
+                    self.path.display(),
+                    i + 1
+                )));
             }
             if names.contains(&name.to_owned()) {
-                return Err(StepError::fatal(format!("{}:1: the header names column `{name}` twice", self.path.display())));
+                return Err(StepError::fatal(format!(
+                    "{}:1: the header names column `{name}` twice",
+                    self.path.display()
+                )));
             }
             names.push(name.to_owned());
         }
@@ -133,7 +146,8 @@ impl Source for LoadCsv {
             return Ok(None);
         }
         let width = st.header.len();
-        let mut cols: Vec<StrColumn> = (0..width).map(|_| StrColumn::with_capacity(self.batch_size, self.batch_size * 16)).collect();
+        let mut cols: Vec<StrColumn> =
+            (0..width).map(|_| StrColumn::with_capacity(self.batch_size, self.batch_size * 16)).collect();
         let mut rows = 0;
         while rows < self.batch_size {
             match st.reader.read_byte_record(&mut st.record) {
@@ -198,7 +212,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.csv");
         std::fs::File::create(&path).unwrap().write_all(bytes).unwrap();
-        let Step::Source(mut s) = build_step("load_csv", &format!("path = {:?}\nbatch_size = 2\n{extra}", path.to_str().unwrap())) else {
+        let Step::Source(mut s) =
+            build_step("load_csv", &format!("path = {:?}\nbatch_size = 2\n{extra}", path.to_str().unwrap()))
+        else {
             panic!()
         };
         let mut ctx = StepContext::new("load", 0, 0, Default::default());
@@ -218,7 +234,10 @@ mod tests {
     #[test]
     fn reads_quoted_fields_bom_and_crlf() {
         let (rows, rej) = read_all(b"\xef\xbb\xbfid,text\r\n1,\"a, \"\"quoted\"\"\r\nline\"\r\n2,plain\r\n3,\r\n", "");
-        assert_eq!(rows, [r#"{"id":"1","text":"a, \"quoted\"\r\nline"}"#, r#"{"id":"2","text":"plain"}"#, r#"{"id":"3","text":""}"#]);
+        assert_eq!(
+            rows,
+            [r#"{"id":"1","text":"a, \"quoted\"\r\nline"}"#, r#"{"id":"2","text":"plain"}"#, r#"{"id":"3","text":""}"#]
+        );
         assert!(rej.is_empty());
     }
 
@@ -228,7 +247,11 @@ mod tests {
         assert_eq!(rows, [r#"{"a":"1","b":"2"}"#, r#"{"a":"8","b":"9"}"#]);
         assert_eq!(
             rej,
-            ["3: expected 2 fields (as in the header), found 1", "4: expected 2 fields (as in the header), found 3", "5: field `b` is not valid UTF-8"]
+            [
+                "3: expected 2 fields (as in the header), found 1",
+                "4: expected 2 fields (as in the header), found 3",
+                "5: field `b` is not valid UTF-8"
+            ]
         );
     }
 

@@ -5,7 +5,8 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use weave_core::{
-    Batch, BatchBuilder, CanonicalConfig, Params, Rejected, Shape, Sink, Source, Step, StepContext, StepError, StepInfo, StepKind, Value,
+    Batch, BatchBuilder, CanonicalConfig, Params, Rejected, Shape, Sink, Source, Step, StepContext, StepError,
+    StepInfo, StepKind, Value,
 };
 
 use crate::json::write_jsonl;
@@ -74,16 +75,17 @@ impl StepInfo for LoadJsonl {
 impl Source for LoadJsonl {
     fn next_batch(&mut self, ctx: &mut StepContext) -> Result<Option<Batch>, StepError> {
         if self.reader.is_none() {
-            let f = File::open(&self.path).map_err(|e| StepError::environment(format!("cannot open {}", self.path.display()), e))?;
+            let f = File::open(&self.path)
+                .map_err(|e| StepError::environment(format!("cannot open {}", self.path.display()), e))?;
             self.reader = Some(BufReader::with_capacity(1 << 20, f));
         }
         let Some(reader) = self.reader.as_mut() else { return Ok(None) };
         let mut b = BatchBuilder::new();
         while b.len() < self.batch_size {
             self.line.clear();
-            let n = reader
-                .read_until(b'\n', &mut self.line)
-                .map_err(|e| StepError::environment(format!("cannot read {}:{}", self.path.display(), self.line_no + 1), e))?;
+            let n = reader.read_until(b'\n', &mut self.line).map_err(|e| {
+                StepError::environment(format!("cannot read {}:{}", self.path.display(), self.line_no + 1), e)
+            })?;
             if n == 0 {
                 break;
             }
@@ -147,12 +149,11 @@ impl ExportJsonl {
                 Some(d) if !d.as_os_str().is_empty() => d,
                 _ => Path::new("."),
             };
-            std::fs::create_dir_all(dir).map_err(|e| StepError::environment(format!("cannot create {}", dir.display()), e))?;
-            let tmp = tempfile::Builder::new()
-                .prefix(".weave-")
-                .suffix(".tmp")
-                .tempfile_in(dir)
-                .map_err(|e| StepError::environment(format!("cannot create a temporary file in {}", dir.display()), e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StepError::environment(format!("cannot create {}", dir.display()), e))?;
+            let tmp = tempfile::Builder::new().prefix(".weave-").suffix(".tmp").tempfile_in(dir).map_err(|e| {
+                StepError::environment(format!("cannot create a temporary file in {}", dir.display()), e)
+            })?;
             self.out = Some(BufWriter::with_capacity(1 << 20, tmp));
         }
         self.out.as_mut().ok_or_else(|| StepError::internal("writer vanished"))
@@ -176,9 +177,13 @@ impl Sink for ExportJsonl {
         self.writer()?;
         let Some(w) = self.out.take() else { return Ok(()) };
         let path = &self.path;
-        let tmp = w.into_inner().map_err(|e| StepError::environment(format!("cannot write {}", path.display()), e.into_error()))?;
+        let tmp = w
+            .into_inner()
+            .map_err(|e| StepError::environment(format!("cannot write {}", path.display()), e.into_error()))?;
         tmp.as_file().sync_all().map_err(|e| StepError::environment(format!("cannot sync {}", path.display()), e))?;
-        tmp.persist(path).map_err(|e| StepError::environment(format!("cannot move the output into place at {}", path.display()), e.error))?;
+        tmp.persist(path).map_err(|e| {
+            StepError::environment(format!("cannot move the output into place at {}", path.display()), e.error)
+        })?;
         Ok(())
     }
 
@@ -197,18 +202,34 @@ mod tests {
     fn load_then_export_round_trips_and_rejects_bad_lines() {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in.jsonl");
-        std::fs::write(&input, b"\xef\xbb\xbf{\"a\": 1, \"t\": \"x\"}\n\n[1]\n{bad\n{\"t\": \"y\", \"z\": [1]}\r\n\xff\n").unwrap();
-        let Step::Source(mut load) = build_step("load_jsonl", &format!("path = {:?}", input.to_str().unwrap())) else { panic!() };
+        std::fs::write(
+            &input,
+            b"\xef\xbb\xbf{\"a\": 1, \"t\": \"x\"}\n\n[1]\n{bad\n{\"t\": \"y\", \"z\": [1]}\r\n\xff\n",
+        )
+        .unwrap();
+        let Step::Source(mut load) = build_step("load_jsonl", &format!("path = {:?}", input.to_str().unwrap())) else {
+            panic!()
+        };
         let output = dir.path().join("sub/out.jsonl");
-        let Step::Sink(mut export) = build_step("export_jsonl", &format!("path = {:?}", output.to_str().unwrap())) else { panic!() };
+        let Step::Sink(mut export) = build_step("export_jsonl", &format!("path = {:?}", output.to_str().unwrap()))
+        else {
+            panic!()
+        };
         let mut ctx = StepContext::new("s", 0, 0, Default::default());
         while let Some(b) = load.next_batch(&mut ctx).unwrap() {
             export.write(&b, &mut ctx).unwrap();
             assert!(!output.exists(), "output must not appear before commit");
         }
         export.commit(&mut ctx).unwrap();
-        assert_eq!(std::fs::read_to_string(&output).unwrap(), "{\"a\":1,\"t\":\"x\",\"z\":null}\n{\"a\":null,\"t\":\"y\",\"z\":[1]}\n");
-        let rej: Vec<String> = ctx.take_rejected().into_iter().map(|r| format!("{} {}", r.origin.unwrap().rsplit(':').next().unwrap(), r.reason)).collect();
+        assert_eq!(
+            std::fs::read_to_string(&output).unwrap(),
+            "{\"a\":1,\"t\":\"x\",\"z\":null}\n{\"a\":null,\"t\":\"y\",\"z\":[1]}\n"
+        );
+        let rej: Vec<String> = ctx
+            .take_rejected()
+            .into_iter()
+            .map(|r| format!("{} {}", r.origin.unwrap().rsplit(':').next().unwrap(), r.reason))
+            .collect();
         assert_eq!(rej.len(), 3);
         assert_eq!(rej[0], "3 expected a JSON object, found list");
         assert!(rej[1].starts_with("4 invalid JSON"), "{}", rej[1]);
@@ -221,7 +242,10 @@ mod tests {
     fn abort_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("out.jsonl");
-        let Step::Sink(mut export) = build_step("export_jsonl", &format!("path = {:?}", output.to_str().unwrap())) else { panic!() };
+        let Step::Sink(mut export) = build_step("export_jsonl", &format!("path = {:?}", output.to_str().unwrap()))
+        else {
+            panic!()
+        };
         let mut ctx = StepContext::new("s", 0, 0, Default::default());
         export.write(&Batch::from_records(&[weave_core::Record::new().with("a", 1i64)]), &mut ctx).unwrap();
         export.abort();
