@@ -140,3 +140,14 @@ fn usage_errors_exit_2_and_every_command_has_help() {
     }
     check(&["kinds"], 0, &["load_csv", "export_jsonl", "Every step also takes: id, kind, after"], &[]);
 }
+
+#[test]
+fn the_readme_main_command_plans_the_shipped_example() {
+    // README: `cargo run --release -- plan examples/quickstart/pipeline.toml`.
+    check(
+        &["plan", "../../examples/quickstart/pipeline.toml"],
+        0,
+        &["pipeline \"support-tickets\": 3 steps, 2 edges", "critical path (estimated cost 3): load -> clean -> export"],
+        &[],
+    );
+}

@@ -37,3 +37,8 @@ pub use weave_steps::registry;
 pub mod steps {
     pub use weave_steps::*;
 }
+
+/// The README's Rust examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
