@@ -147,7 +147,10 @@ fn the_readme_main_command_plans_the_shipped_example() {
     check(
         &["plan", "../../examples/quickstart/pipeline.toml"],
         0,
-        &["pipeline \"support-tickets\": 3 steps, 2 edges", "critical path (estimated cost 3): load -> clean -> export"],
+        &[
+            "pipeline \"support-tickets\": 3 steps, 2 edges",
+            "critical path (estimated cost 3): load -> clean -> export",
+        ],
         &[],
     );
 }

@@ -167,21 +167,28 @@ impl Batch {
                 self.len
             )));
         }
-        let mut fields = self.schema.fields().to_vec();
         let mut columns = self.columns.clone();
-        let field = Field::new(name, column.data_type());
-        match self.schema.index_of(name) {
-            Some(i) => {
-                fields[i] = field;
+        let schema = match self.schema.index_of(name) {
+            // Same field, same type: the schema stays shared with the input batch.
+            Some(i) if self.schema.fields()[i].data_type == column.data_type() => {
                 columns[i] = column;
+                Arc::clone(&self.schema)
+            }
+            Some(i) => {
+                let mut fields = self.schema.fields().to_vec();
+                fields[i] = Field::new(name, column.data_type());
+                columns[i] = column;
+                Arc::new(Schema::new(fields))
             }
             None => {
-                fields.push(field);
+                let mut fields = self.schema.fields().to_vec();
+                fields.push(Field::new(name, column.data_type()));
                 columns.push(column);
+                Arc::new(Schema::new(fields))
             }
-        }
+        };
         let len = columns.first().map_or(0, |c| c.len());
-        Ok(Batch { schema: Arc::new(Schema::new(fields)), columns, len })
+        Ok(Batch { schema, columns, len })
     }
 
     /// The rows where `keep` is true. Panics if `keep.len() != self.len()`.
@@ -413,6 +420,7 @@ mod tests {
         }
         let b2 = b.with_column("text", Column::Str(c)).unwrap();
         assert!(Arc::ptr_eq(&b.columns()[0], &b2.columns()[0]));
+        assert!(Arc::ptr_eq(b.schema(), b2.schema()), "same types: the schema is shared");
         assert_eq!(b2.row(2).get_str("text"), Some("C"));
         assert!(b.with_column("x", Column::Null(5)).is_err());
     }

@@ -69,16 +69,19 @@ impl StrColumn {
     }
 
     /// The number of rows.
+    #[inline]
     pub fn len(&self) -> usize {
         self.offsets.len() - 1
     }
 
     /// Whether the column has no rows.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Row `i`, or `None` when it is null. Panics if `i` is out of range.
+    #[inline]
     pub fn get(&self, i: usize) -> Option<&str> {
         if self.is_null(i) {
             return None;
@@ -87,6 +90,7 @@ impl StrColumn {
     }
 
     /// Whether row `i` is null.
+    #[inline]
     pub fn is_null(&self, i: usize) -> bool {
         self.nulls.as_ref().is_some_and(|n| n[i])
     }
@@ -97,6 +101,7 @@ impl StrColumn {
     }
 
     /// Appends a row.
+    #[inline]
     pub fn push(&mut self, v: &str) {
         self.data.push_str(v);
         self.offsets.push(self.data.len());
@@ -124,6 +129,7 @@ impl StrColumn {
     }
 
     /// The bytes of all rows, end to end.
+    #[inline]
     pub fn data(&self) -> &str {
         &self.data
     }
@@ -145,22 +151,26 @@ pub struct Appender<'a> {
 
 impl Appender<'_> {
     /// Appends text to the row.
+    #[inline]
     pub fn push_str(&mut self, s: &str) {
         self.buf.push_str(s);
     }
 
     /// Appends one character to the row.
+    #[inline]
     pub fn push(&mut self, c: char) {
         self.buf.push(c);
     }
 
     /// What has been written to this row so far.
+    #[inline]
     pub fn written(&self) -> &str {
         &self.buf[self.start..]
     }
 
     /// Shortens this row to `len` bytes; it cannot reach into earlier rows.
     /// Does nothing if `len` is not below the current length or not on a character boundary.
+    #[inline]
     pub fn truncate(&mut self, len: usize) {
         let at = self.start + len;
         if at < self.buf.len() && self.buf.is_char_boundary(at) {
@@ -278,6 +288,7 @@ pub enum Column {
 
 impl Column {
     /// The number of rows.
+    #[inline]
     pub fn len(&self) -> usize {
         match self {
             Column::Null(n) => *n,
@@ -307,6 +318,7 @@ impl Column {
     }
 
     /// Row `i`. Panics if `i` is out of range.
+    #[inline]
     pub fn get(&self, i: usize) -> ValueRef<'_> {
         match self {
             Column::Null(n) => {

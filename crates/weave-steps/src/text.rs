@@ -7,29 +7,49 @@ use weave_core::Appender;
 /// whitespace (Unicode `White_Space`, so tabs, newlines and no-break spaces too) replaced
 /// by one ASCII space.
 pub fn trim_collapse_into(s: &str, out: &mut Appender<'_>) {
-    let mut pending_space = false;
-    let mut wrote = false;
-    // Runs of non-space text are copied as whole slices, not char by char.
-    let mut run_start: Option<usize> = None;
-    for (i, c) in s.char_indices() {
-        if c.is_whitespace() {
-            if let Some(start) = run_start.take() {
-                if pending_space && wrote {
+    // Copying word by word costs two mispredicted branches per word (where it starts and
+    // where it ends), which dominates on short words. Instead every ASCII byte is pushed,
+    // whitespace as ' ', and a space pushed right after another is taken back at once: a
+    // data-dependent length rather than a branch. Non-ASCII characters are copied whole;
+    // only those whose first byte can start a Unicode space (C2, E1, E2, E3) are decoded.
+    let bytes = s.as_bytes();
+    // 1 after whitespace, and at the start, so that leading whitespace is dropped.
+    let mut after_space = 1;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b < 0x80 {
+            let space = usize::from(matches!(b, b' ' | b'\t'..=b'\r'));
+            out.push(if space == 1 { ' ' } else { char::from(b) });
+            let len = out.written().len();
+            out.truncate(len - (space & after_space));
+            after_space = space;
+            i += 1;
+        } else {
+            let len = if b < 0xe0 {
+                2
+            } else if b < 0xf0 {
+                3
+            } else {
+                4
+            };
+            let c = &s[i..i + len];
+            if matches!(b, 0xc2 | 0xe1..=0xe3) && c.chars().next().is_some_and(char::is_whitespace) {
+                if after_space == 0 {
                     out.push(' ');
                 }
-                out.push_str(&s[start..i]);
-                wrote = true;
+                after_space = 1;
+            } else {
+                out.push_str(c);
+                after_space = 0;
             }
-            pending_space = true;
-        } else if run_start.is_none() {
-            run_start = Some(i);
+            i += len;
         }
     }
-    if let Some(start) = run_start {
-        if pending_space && wrote {
-            out.push(' ');
-        }
-        out.push_str(&s[start..]);
+    // A space is only ever written for whitespace, so a final one is trailing whitespace.
+    if out.written().ends_with(' ') {
+        let len = out.written().len() - 1;
+        out.truncate(len);
     }
 }
 
@@ -99,6 +119,20 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(apply(trim_collapse_into, input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn trim_collapse_agrees_with_is_whitespace_on_every_char() {
+        // The fast path decides on bytes and decodes only some characters: check them all.
+        let mut c = StrColumn::new();
+        let chars: Vec<char> = (0..=0x10_ffff).filter_map(char::from_u32).collect();
+        for ch in &chars {
+            c.push_with(|a| trim_collapse_into(&format!("{ch}a{ch}{ch}é{ch}"), a));
+        }
+        for (ch, got) in chars.iter().zip(c.iter()) {
+            let want = if ch.is_whitespace() { "a é".to_owned() } else { format!("{ch}a{ch}{ch}é{ch}") };
+            assert_eq!(got, Some(want.as_str()), "U+{:04X}", u32::from(*ch));
         }
     }
 

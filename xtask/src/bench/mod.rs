@@ -1,0 +1,90 @@
+//! `cargo xtask bench`: benchmark scenarios, each measured against a baseline in the same
+//! run, printed as one table and kept as dated JSON files so that progress can be compared.
+//!
+//! A scenario is a module here with a `run(&mut Report)` function, listed in [`SCENARIOS`].
+//! It measures what it wants and adds [`Figure`]s to the report; a figure may carry a
+//! ratio to the scenario's baseline and a [`Target`]. A missed target is printed as
+//! `MISSED` but does not change the exit code: benchmarks report, they do not fail CI.
+
+mod layout;
+mod measure;
+mod plan;
+mod report;
+
+pub(crate) use measure::{Rng, median, time};
+pub(crate) use report::{Figure, Report, Target, thousands};
+
+/// A benchmark scenario.
+pub(crate) struct Scenario {
+    /// The name given on the command line.
+    pub(crate) name: &'static str,
+    /// One line on what it measures, for `cargo xtask help`.
+    pub(crate) summary: &'static str,
+    /// Measures and adds figures to the report.
+    run: fn(&mut Report),
+}
+
+/// Every scenario, in the order `cargo xtask bench` runs them.
+pub(crate) const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "plan",
+        summary: "validate, level and find the critical path of a 10,000-step DAG; parse it as a pipeline file",
+        run: plan::run,
+    },
+    Scenario {
+        name: "layout",
+        summary: "1M text records: build, clean, write JSONL as columnar batches vs rows vs a hand-written loop",
+        run: layout::run,
+    },
+];
+
+/// Runs the scenarios named in `args` (all when there are none), prints the table and
+/// writes the JSON files.
+pub(crate) fn main(args: &[String]) -> Result<(), String> {
+    let selected: Vec<&Scenario> = if args.is_empty() {
+        SCENARIOS.iter().collect()
+    } else {
+        let mut out = Vec::new();
+        for name in args {
+            match SCENARIOS.iter().find(|s| s.name == name) {
+                Some(s) if !out.iter().any(|o: &&Scenario| o.name == s.name) => out.push(s),
+                Some(_) => {}
+                None => {
+                    let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+                    return Err(format!(
+                        "unknown benchmark scenario `{name}`; the scenarios are: {}",
+                        names.join(", ")
+                    ));
+                }
+            }
+        }
+        out
+    };
+    if cfg!(debug_assertions) {
+        eprintln!("warning: xtask was built without optimisations; run it as `cargo xtask bench` for real numbers");
+    }
+
+    let mut rows = Vec::new();
+    for s in &selected {
+        eprintln!("[{}] running", s.name);
+        let mut report = Report::new(s.name);
+        (s.run)(&mut report);
+        rows.extend(report.into_rows());
+    }
+
+    print!("{}", report::table(&rows));
+    let names: Vec<&str> = selected.iter().map(|s| s.name).collect();
+    let paths = report::save(&names, &rows)?;
+    for p in paths {
+        println!("wrote {}", p.display());
+    }
+    let missed: Vec<&str> = rows.iter().filter(|r| r.ok == Some(false)).map(|r| r.figure.as_str()).collect();
+    if !missed.is_empty() {
+        println!(
+            "MISSED: {} figure(s) did not meet their target: {} (the exit code stays 0: benchmarks report, they do not fail CI)",
+            missed.len(),
+            missed.join("; ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,355 @@
+//! Tidy tests: the workspace's rules, checked on every `cargo test` instead of being
+//! remembered by reviewers (as rust-analyzer's tidy tests and Buck2's dependency rules do).
+//!
+//! - Layering: dependencies point downward only
+//!   (`weave-core ← weave-exec, weave-cache, weave-monitor ← weave-steps ← weave ← weave-cli`),
+//!   and `weave-cli` reaches the libraries only through the `weave` facade.
+//! - Every member inherits the workspace's lints, and takes every dependency from
+//!   `[workspace.dependencies]`, so that versions are set once, in the root `Cargo.toml`.
+//! - Every library crate denies missing docs and does not print (libraries log through `log`).
+//!
+//! Each rule is a function from a crate's files to a list of problems, reported through
+//! [`check`]. Each rule is also run on a small bad example, so that a rule that can no
+//! longer fail is caught too.
+
+use std::path::{Path, PathBuf};
+
+/// The weave crates that each crate may depend on (normal, dev and build dependencies alike).
+/// A new crate must be added here: the tests fail until someone decides where it sits.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("weave-core", &[]),
+    ("weave-exec", &["weave-core"]),
+    ("weave-cache", &["weave-core"]),
+    ("weave-monitor", &["weave-core"]),
+    ("weave-steps", &["weave-core", "weave-exec", "weave-cache", "weave-monitor"]),
+    ("weave", &["weave-core", "weave-exec", "weave-cache", "weave-monitor", "weave-steps"]),
+    // The command line goes through the facade, like any user of the library.
+    ("weave-cli", &["weave"]),
+    // Benchmarks and dev tasks measure the parts directly.
+    ("xtask", &["weave-core", "weave-exec", "weave-cache", "weave-monitor", "weave-steps", "weave"]),
+];
+
+/// Crates that are programs, not libraries: they may print, and need not document items.
+const PROGRAMS: &[&str] = &["weave-cli", "xtask"];
+
+/// The dependency tables of a manifest, outside `[target.'cfg(..)'.*]`.
+const DEPENDENCY_TABLES: &[&str] = &["dependencies", "dev-dependencies", "build-dependencies"];
+
+/// Fails with every problem that a rule found, one per line, so that one run shows them all.
+fn check(rule: &str, problems: Vec<String>) {
+    assert!(problems.is_empty(), "tidy: {rule}: {} problem(s)\n  {}", problems.len(), problems.join("\n  "));
+}
+
+/// A member crate of the workspace.
+struct Crate {
+    name: String,
+    dir: PathBuf,
+    manifest: toml::Table,
+}
+
+impl Crate {
+    /// The crate's library root (`src/lib.rs` or `[lib] path`), if it has a library target.
+    fn lib_root(&self) -> Option<PathBuf> {
+        let custom = self.manifest.get("lib").and_then(|l| l.get("path")).and_then(toml::Value::as_str);
+        let path = self.dir.join(custom.unwrap_or("src/lib.rs"));
+        path.is_file().then_some(path)
+    }
+
+    /// Whether the rules for libraries apply: it has a library target and is not a program.
+    fn is_library(&self) -> bool {
+        self.lib_root().is_some() && !PROGRAMS.contains(&self.name.as_str())
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_path_buf()
+}
+
+fn read_toml(path: &Path) -> toml::Table {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    toml::from_str(&text).unwrap_or_else(|e| panic!("{} is not valid TOML: {e}", path.display()))
+}
+
+/// The workspace's members, from `[workspace] members` (literal paths and `dir/*` globs).
+fn members() -> Vec<Crate> {
+    let root = workspace_root();
+    let manifest = read_toml(&root.join("Cargo.toml"));
+    let patterns = manifest
+        .get("workspace")
+        .and_then(|w| w.get("members"))
+        .and_then(toml::Value::as_array)
+        .unwrap_or_else(|| panic!("the root Cargo.toml has no [workspace] members"));
+    let mut dirs = Vec::new();
+    for p in patterns {
+        let p = p.as_str().unwrap_or_else(|| panic!("a workspace member is not a string: {p}"));
+        if let Some(parent) = p.strip_suffix("/*") {
+            let entries = std::fs::read_dir(root.join(parent)).unwrap_or_else(|e| panic!("cannot list {parent}: {e}"));
+            let mut found: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+            found.sort();
+            dirs.extend(found.into_iter().filter(|d| d.join("Cargo.toml").is_file()));
+        } else {
+            assert!(
+                !p.contains('*'),
+                "workspace member pattern `{p}` is not supported here: extend members() in tidy.rs"
+            );
+            dirs.push(root.join(p));
+        }
+    }
+    dirs.into_iter()
+        .map(|dir| {
+            let manifest = read_toml(&dir.join("Cargo.toml"));
+            let name = manifest
+                .get("package")
+                .and_then(|p| p.get("name"))
+                .and_then(toml::Value::as_str)
+                .unwrap_or_else(|| panic!("{}/Cargo.toml has no package name", dir.display()))
+                .to_owned();
+            Crate { name, dir, manifest }
+        })
+        .collect()
+}
+
+/// A dependency as written in a manifest.
+struct Dependency<'a> {
+    /// Where it is written, as `[dev-dependencies]`.
+    table: String,
+    /// The package depended on (the key, or its `package = ...` when renamed).
+    package: &'a str,
+    /// What is written for it.
+    spec: &'a toml::Value,
+}
+
+/// Every dependency in a manifest, target-specific ones included.
+fn dependencies(manifest: &toml::Table) -> Vec<Dependency<'_>> {
+    let mut tables: Vec<(String, &toml::Table)> = Vec::new();
+    for kind in DEPENDENCY_TABLES {
+        if let Some(t) = manifest.get(*kind).and_then(toml::Value::as_table) {
+            tables.push((format!("[{kind}]"), t));
+        }
+    }
+    for (cfg, target) in manifest.get("target").and_then(toml::Value::as_table).into_iter().flatten() {
+        for kind in DEPENDENCY_TABLES {
+            if let Some(t) = target.get(*kind).and_then(toml::Value::as_table) {
+                tables.push((format!("[target.{cfg}.{kind}]"), t));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (table, deps) in tables {
+        for (key, spec) in deps {
+            let package = spec.get("package").and_then(toml::Value::as_str).unwrap_or(key);
+            out.push(Dependency { table: table.clone(), package, spec });
+        }
+    }
+    out
+}
+
+fn is_weave_crate(name: &str) -> bool {
+    name == "weave" || name.starts_with("weave-")
+}
+
+/// Rule: a crate depends only on the weave crates below it (see [`LAYERS`]).
+fn layering(name: &str, manifest: &toml::Table) -> Vec<String> {
+    let Some((_, allowed)) = LAYERS.iter().find(|(n, _)| *n == name) else {
+        if !is_weave_crate(name) && dependencies(manifest).iter().all(|d| !is_weave_crate(d.package)) {
+            return Vec::new();
+        }
+        return vec![format!("crate `{name}` is not in the layering table: add it to LAYERS in xtask/tests/tidy.rs")];
+    };
+    dependencies(manifest)
+        .into_iter()
+        .filter(|d| is_weave_crate(d.package) && !allowed.contains(&d.package))
+        .map(|d| {
+            let may = if allowed.is_empty() { "no weave crate".to_owned() } else { allowed.join(", ") };
+            format!(
+                "crate `{name}` depends on `{}` (in {}), which it must not: it may depend on {may}",
+                d.package, d.table
+            )
+        })
+        .collect()
+}
+
+/// Rule: the crate inherits the workspace's lints, and every dependency is
+/// `workspace = true` (versions and features are set once, in the root).
+fn inherits_workspace(name: &str, manifest: &toml::Table) -> Vec<String> {
+    let mut problems = Vec::new();
+    let lints = manifest.get("lints").and_then(|l| l.get("workspace")).and_then(toml::Value::as_bool);
+    if lints != Some(true) {
+        problems.push(format!(
+            "crate `{name}` does not inherit the workspace lints: end its Cargo.toml with `[lints] workspace = true`"
+        ));
+    }
+    for d in dependencies(manifest) {
+        if d.spec.get("workspace").and_then(toml::Value::as_bool) != Some(true) {
+            problems.push(format!(
+                "crate `{name}` sets its own version of `{}` (in {}): declare it in the root [workspace.dependencies] and write `{}.workspace = true`",
+                d.package, d.table, d.package
+            ));
+        }
+    }
+    problems
+}
+
+/// Rule: a library's root denies missing docs.
+fn denies_missing_docs(name: &str, lib_rs: &str) -> Vec<String> {
+    let denied = lib_rs
+        .lines()
+        .map(str::trim)
+        .any(|l| (l.starts_with("#![deny(") || l.starts_with("#![forbid(")) && l.contains("missing_docs"));
+    if denied { Vec::new() } else { vec![format!("crate `{name}`: its lib.rs lacks `#![deny(missing_docs)]`")] }
+}
+
+/// Rule: library code does not print; it logs through `log`. Comment lines (docs
+/// included) are skipped, so examples may show printing.
+fn prints(name: &str, file: &str, text: &str) -> Vec<String> {
+    const MACROS: &[&str] = &["println!", "eprintln!", "print!", "eprint!", "dbg!"];
+    let mut problems = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("//") {
+            continue;
+        }
+        for m in MACROS {
+            let called = line
+                .match_indices(m)
+                .any(|(i, _)| line[..i].chars().next_back().is_none_or(|c| !(c.is_alphanumeric() || c == '_')));
+            if called {
+                problems.push(format!(
+                    "crate `{name}`: {file}:{} uses `{m}`: libraries log through `log` instead of printing",
+                    n + 1
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The `.rs` files under `dir`, recursively, sorted.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).unwrap_or_else(|e| panic!("cannot list {}: {e}", d.display()));
+        for e in entries.filter_map(Result::ok) {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn manifest_of(text: &str) -> toml::Table {
+    toml::from_str(text).unwrap_or_else(|e| panic!("bad example TOML: {e}"))
+}
+
+#[test]
+fn members_are_found() {
+    // Guards against the other rules passing because they looked at nothing.
+    let names: Vec<String> = members().into_iter().map(|c| c.name).collect();
+    for expected in ["weave-core", "weave-steps", "weave", "weave-cli", "xtask"] {
+        assert!(names.iter().any(|n| n == expected), "tidy: member `{expected}` not found among {names:?}");
+    }
+    let libraries = members().into_iter().filter(Crate::is_library).count();
+    assert!(libraries >= 6, "tidy: only {libraries} library crates found");
+}
+
+#[test]
+fn dependencies_point_downward() {
+    check("layering", members().iter().flat_map(|c| layering(&c.name, &c.manifest)).collect());
+}
+
+#[test]
+fn versions_and_lints_come_from_the_workspace() {
+    check("workspace inheritance", members().iter().flat_map(|c| inherits_workspace(&c.name, &c.manifest)).collect());
+}
+
+#[test]
+fn libraries_deny_missing_docs() {
+    let mut problems = Vec::new();
+    for c in members().iter().filter(|c| c.is_library()) {
+        let Some(root) = c.lib_root() else { continue };
+        let text = std::fs::read_to_string(&root).unwrap_or_else(|e| panic!("cannot read {}: {e}", root.display()));
+        problems.extend(denies_missing_docs(&c.name, &text));
+    }
+    check("missing docs", problems);
+}
+
+#[test]
+fn libraries_do_not_print() {
+    let root = workspace_root();
+    let mut problems = Vec::new();
+    for c in members().iter().filter(|c| c.is_library()) {
+        for file in rust_files(&c.dir.join("src")) {
+            let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+            let shown = file.strip_prefix(&root).unwrap_or(&file).display().to_string();
+            problems.extend(prints(&c.name, &shown, &text));
+        }
+    }
+    check("printing in libraries", problems);
+}
+
+#[test]
+fn layering_rule_catches_upward_dependencies() {
+    let core = manifest_of("[package]\nname = \"weave-core\"\n[dev-dependencies]\nweave-steps.workspace = true\n");
+    assert_eq!(
+        layering("weave-core", &core),
+        [
+            "crate `weave-core` depends on `weave-steps` (in [dev-dependencies]), which it must not: it may depend on no weave crate"
+        ]
+    );
+    let cli = manifest_of(
+        "[dependencies]\nweave.workspace = true\ncore = { workspace = true, package = \"weave-core\" }\nclap.workspace = true\n",
+    );
+    let problems = layering("weave-cli", &cli);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("crate `weave-cli` depends on `weave-core`"), "{problems:?}");
+    assert!(layering("weave-steps", &manifest_of("[dependencies]\nweave-exec.workspace = true\n")).is_empty());
+    let new = layering("weave-gpu", &manifest_of("[dependencies]\nweave-core.workspace = true\n"));
+    assert!(new[0].contains("`weave-gpu` is not in the layering table"), "{new:?}");
+}
+
+#[test]
+fn workspace_rule_catches_local_versions_and_missing_lints() {
+    let bad = manifest_of(
+        "[dependencies]\nserde = \"1.0\"\nlog.workspace = true\n\
+         [target.'cfg(unix)'.dev-dependencies]\nlibc = { version = \"0.2\" }\n",
+    );
+    let problems = inherits_workspace("weave-x", &bad);
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems[0].contains("does not inherit the workspace lints"), "{problems:?}");
+    assert!(problems[1].contains("its own version of `serde` (in [dependencies])"), "{problems:?}");
+    assert!(problems[2].contains("`libc` (in [target.cfg(unix).dev-dependencies])"), "{problems:?}");
+    let good = manifest_of("[dependencies]\nlog.workspace = true\n[lints]\nworkspace = true\n");
+    assert!(inherits_workspace("weave-x", &good).is_empty());
+}
+
+#[test]
+fn docs_rule_catches_a_missing_deny() {
+    assert_eq!(denies_missing_docs("weave-x", "//! Docs.\n// #![deny(missing_docs)]\nmod a;\n").len(), 1);
+    assert!(denies_missing_docs("weave-x", "//! Docs.\n#![deny(missing_docs, unreachable_pub)]\n").is_empty());
+}
+
+#[test]
+fn print_rule_catches_printing_but_not_comments() {
+    let text = "/// println!(\"in a doc example\");\nfn f() {\n    eprintln!(\"x\");\n    let _ = dbg!(1);\n    std::print!(\"y\");\n    writeln!(out, \"z\");\n}\n";
+    let problems = prints("weave-x", "src/a.rs", text);
+    assert_eq!(
+        problems,
+        [
+            "crate `weave-x`: src/a.rs:3 uses `eprintln!`: libraries log through `log` instead of printing",
+            "crate `weave-x`: src/a.rs:4 uses `dbg!`: libraries log through `log` instead of printing",
+            "crate `weave-x`: src/a.rs:5 uses `print!`: libraries log through `log` instead of printing",
+        ]
+    );
+}
+
+#[test]
+#[should_panic(expected = "tidy: layering: 1 problem(s)")]
+fn check_fails_on_a_problem() {
+    check("layering", vec!["crate `a` depends on `b`".to_owned()]);
+}
