@@ -373,6 +373,11 @@ impl<T> Dag<T> {
         CriticalPath { nodes, cost }
     }
 
+    /// The nodes, taken out, in declaration order.
+    pub fn into_nodes(self) -> Vec<Node<T>> {
+        self.nodes
+    }
+
     /// The same DAG carrying `f(payload)` for each node.
     pub fn map<U>(self, mut f: impl FnMut(usize, T) -> U) -> Dag<U> {
         let nodes = self

@@ -1,0 +1,102 @@
+//! The executor's errors.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use weave_core::{ErrorClass, ErrorOrigin, StepError};
+
+/// Why a run failed. Every variant that concerns a step names it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A step call failed fatally, or transiently more often than its retries allow.
+    #[error("step \"{step}\" failed: {source}")]
+    Step {
+        /// The step.
+        step: String,
+        /// Retries made before giving up.
+        retries: u32,
+        /// The step's error.
+        #[source]
+        source: StepError,
+    },
+    /// A step call did not return within the step's timeout, as many times as its retries
+    /// allow (or once, for a step whose state the hung call holds).
+    #[error("step \"{step}\" timed out: a call took longer than {}{}", weave_core::format_duration(*timeout), if *retryable { format!(" on {} attempts", retries + 1) } else { "; the hung call holds the step's state, so it cannot be retried".to_owned() })]
+    Timeout {
+        /// The step.
+        step: String,
+        /// The timeout.
+        timeout: Duration,
+        /// Retries made.
+        retries: u32,
+        /// Whether the step could be retried at all (only stateless transforms can).
+        retryable: bool,
+    },
+    /// A step rejected a record and its policy is `on_bad_record = "fail"`.
+    #[error("step \"{step}\": bad record{}: {reason}", origin.as_ref().map(|o| format!(" at {o}")).unwrap_or_default())]
+    BadRecord {
+        /// The step.
+        step: String,
+        /// Why.
+        reason: String,
+        /// Where the record came from, when known.
+        origin: Option<String>,
+    },
+    /// A step panicked: a bug in the step.
+    #[error("step \"{step}\" panicked: {message}")]
+    Panic {
+        /// The step.
+        step: String,
+        /// The panic message.
+        message: String,
+    },
+    /// The quarantine file could not be written.
+    #[error("cannot write the quarantine file {}", path.display())]
+    Quarantine {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The run was cancelled (Ctrl-C).
+    #[error("the run was cancelled")]
+    Cancelled,
+    /// A thread could not be started.
+    #[error("cannot start a thread")]
+    Thread(#[source] std::io::Error),
+}
+
+impl Error {
+    /// The step the error is about, if any.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Error::Step { step, .. }
+            | Error::Timeout { step, .. }
+            | Error::BadRecord { step, .. }
+            | Error::Panic { step, .. } => Some(step),
+            Error::Quarantine { .. } | Error::Cancelled | Error::Thread(_) => None,
+        }
+    }
+
+    /// How the failure is classed.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Step { source, .. } => source.class(),
+            Error::Timeout { .. } => ErrorClass::Transient,
+            Error::BadRecord { .. } => ErrorClass::BadRecord,
+            _ => ErrorClass::Fatal,
+        }
+    }
+
+    /// Whose side the failure is on.
+    pub fn origin(&self) -> ErrorOrigin {
+        match self {
+            Error::Step { source, .. } => source.origin(),
+            Error::Timeout { .. } | Error::Quarantine { .. } | Error::Thread(_) => ErrorOrigin::Environment,
+            Error::BadRecord { .. } | Error::Cancelled => ErrorOrigin::User,
+            Error::Panic { .. } => ErrorOrigin::Internal,
+        }
+    }
+}

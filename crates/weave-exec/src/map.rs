@@ -1,0 +1,332 @@
+//! The map stage: one or more stateless transforms, fused into one pass per batch, with
+//! batches processed in parallel on a pool and put back in input order.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, select, unbounded};
+use weave_core::{Batch, Event, Rejected, StepContext, StepError, Transform};
+
+use crate::error::Error;
+use crate::run::{Msg, Shared, StageStep, StepStats, Stopped, panic_message, retry_delay, step_error};
+
+/// What one call of one step in a job did, for the stage's thread to account.
+struct Report {
+    k: usize,
+    records_in: u64,
+    records_out: u64,
+    elapsed: Duration,
+    dropped: Vec<(String, u64)>,
+    rejected: Vec<Rejected>,
+}
+
+/// How a job ended.
+enum Outcome {
+    Done(Batch),
+    /// Step `k` failed on `input`; steps before it are done.
+    Failed {
+        k: usize,
+        input: Batch,
+        error: StepError,
+    },
+}
+
+struct JobResult {
+    /// The stage's own arrival number of the batch (sequence numbers repeat after a merge).
+    idx: u64,
+    attempt: u64,
+    reports: Vec<Report>,
+    outcome: Outcome,
+}
+
+/// Where a batch of this stage is.
+enum Slot {
+    /// Being processed; `input` is kept for a retry after a timeout.
+    Running { attempt: u64, deadline: Option<Instant>, k: usize, input: Batch },
+    /// Waiting to be tried again from step `k`.
+    Waiting { at: Instant, k: usize, input: Batch },
+    /// Finished, waiting for the batches before it.
+    Done(Batch),
+}
+
+struct Entry {
+    seq: u64,
+    slot: Slot,
+    /// The input's share of the memory budget, held until the output is passed on.
+    _input: Msg,
+    retries: Vec<u32>,
+}
+
+/// Runs the stage until its input ends, the run is cancelled, or a step fails for good.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn map_loop(
+    shared: &Shared,
+    cpu_pool: &Arc<rayon::ThreadPool>,
+    steps: &[StageStep],
+    chain: Vec<Arc<dyn Transform>>,
+    io_concurrency: Option<u32>,
+    input: &Receiver<Msg>,
+    outputs: &[Sender<Msg>],
+    stats: &mut [StepStats],
+) -> Result<(), Stopped> {
+    let chain: Arc<[Arc<dyn Transform>]> = chain.into();
+    let ids: Arc<[Arc<str>]> = steps.iter().map(|s| Arc::clone(&s.id)).collect();
+    // A step with a timeout runs each call on a thread of its own, so that an abandoned
+    // call never holds a pool worker; an I/O-bound step gets a pool of its own size.
+    let timeout = steps[0].timeout.filter(|_| steps.len() == 1);
+    let io_pool = match io_concurrency {
+        Some(n) if timeout.is_none() => Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n.max(1) as usize)
+                .thread_name(|i| format!("weave-io-{i}"))
+                .build()
+                .map_err(|e| {
+                    shared.fail(Error::Thread(std::io::Error::other(e.to_string())));
+                    Stopped
+                })?,
+        ),
+        _ => None,
+    };
+    let width = match (io_concurrency, &io_pool) {
+        (Some(n), _) => n.max(1) as usize,
+        (None, _) => cpu_pool.current_num_threads(),
+    };
+    let max_in_flight = (2 * width).max(2);
+    let gpus = steps.iter().map(|s| s.gpus).max().unwrap_or(0);
+
+    let (res_tx, res_rx) = unbounded::<JobResult>();
+    let mut order: VecDeque<u64> = VecDeque::new();
+    let mut entries: HashMap<u64, Entry> = HashMap::new();
+    let mut input_open = true;
+    let mut next_attempt = 1u64;
+    let mut next_idx = 0u64;
+
+    let submit = |idx: u64, seq: u64, attempt: u64, k: usize, batch: Batch| {
+        let chain = Arc::clone(&chain);
+        let thread_name = format!("weave-call-{}", ids[0]);
+        let ids = Arc::clone(&ids);
+        let tx = res_tx.clone();
+        let seed = shared.seed;
+        let cancel = Arc::clone(&shared.cancel);
+        let job = move || {
+            let (reports, outcome) = run_job(&chain, &ids, k, batch, seq, seed, &cancel);
+            let _ = tx.send(JobResult { idx, attempt, reports, outcome });
+        };
+        if gpus > 0 {
+            // GPU steps take their slots on the stage's thread, one call at a time.
+            if let Some(_g) = shared.gpus.acquire(gpus, &shared.cancel) {
+                job();
+            }
+        } else if timeout.is_some() {
+            if let Err(e) = std::thread::Builder::new().name(thread_name).spawn(job) {
+                shared.fail(Error::Thread(e));
+            }
+        } else if let Some(p) = &io_pool {
+            p.spawn(job);
+        } else {
+            cpu_pool.spawn(job);
+        }
+    };
+
+    loop {
+        // Pass on finished batches, in input order.
+        while let Some(idx) = order.front().copied() {
+            if !matches!(entries.get(&idx).map(|e| &e.slot), Some(Slot::Done(_))) {
+                break;
+            }
+            order.pop_front();
+            let Some(Entry { seq, slot: Slot::Done(batch), .. }) = entries.remove(&idx) else { break };
+            let last = stats.len() - 1;
+            stats[last].batches_out += 1;
+            stats[last].records_out += batch.len() as u64;
+            shared.send(outputs, shared.charged(seq, batch))?;
+        }
+        if shared.cancelled() {
+            return Err(Stopped);
+        }
+        if !input_open && order.is_empty() {
+            return Ok(());
+        }
+        // Retries whose wait is over.
+        let now = Instant::now();
+        for (&idx, e) in &mut entries {
+            if let Slot::Waiting { at, k, input } = &e.slot
+                && *at <= now
+            {
+                let (k, input) = (*k, input.clone());
+                let attempt = next_attempt;
+                next_attempt += 1;
+                e.slot = Slot::Running { attempt, deadline: timeout.map(|t| now + t), k, input: input.clone() };
+                submit(idx, e.seq, attempt, k, input);
+            }
+        }
+        // Timeouts: the call is abandoned and counts as a transient failure.
+        for e in entries.values_mut() {
+            if let Slot::Running { deadline: Some(d), k, input, .. } = &e.slot
+                && *d <= now
+            {
+                let (k, input, seq) = (*k, input.clone(), e.seq);
+                let t = timeout.unwrap_or_default();
+                let err = StepError::transient(format!("call timed out after {}", weave_core::format_duration(t)));
+                match retry_delay(&steps[k].retry, &err, e.retries[k], seq) {
+                    Some(delay) => {
+                        e.retries[k] += 1;
+                        stats[k].retries += 1;
+                        let (id, attempt, error) = (Arc::clone(&steps[k].id), e.retries[k], err.to_string());
+                        shared.emit(|| Event::BatchRetried { step: id, seq, attempt, delay, error });
+                        log::warn!(
+                            "step \"{}\": {err}; retry {attempt} of {}",
+                            steps[k].id,
+                            steps[k].retry.max_retries
+                        );
+                        e.slot = Slot::Waiting { at: now + delay, k, input };
+                    }
+                    None => {
+                        shared.fail(Error::Timeout {
+                            step: steps[k].id.to_string(),
+                            timeout: t,
+                            retries: e.retries[k],
+                            retryable: true,
+                        });
+                        return Err(Stopped);
+                    }
+                }
+            }
+        }
+
+        // Wait for a result, an input (when there is room), or the next deadline.
+        let next_wake = entries
+            .values()
+            .filter_map(|e| match &e.slot {
+                Slot::Waiting { at, .. } => Some(*at),
+                Slot::Running { deadline, .. } => *deadline,
+                Slot::Done(_) => None,
+            })
+            .min();
+        let wait =
+            next_wake.map_or(crate::run::TICK, |w| w.saturating_duration_since(Instant::now()).min(crate::run::TICK));
+        let room = input_open && entries.len() < max_in_flight;
+        let never = crossbeam_channel::never();
+        let in_rx = if room { input } else { &never };
+        select! {
+            recv(in_rx) -> msg => match msg {
+                Ok(msg) => {
+                    let (idx, seq) = (next_idx, msg.seq);
+                    next_idx += 1;
+                    let attempt = next_attempt;
+                    next_attempt += 1;
+                    let batch = msg.batch.clone();
+                    entries.insert(idx, Entry {
+                        seq,
+                        slot: Slot::Running { attempt, deadline: timeout.map(|t| Instant::now() + t), k: 0, input: batch.clone() },
+                        _input: msg,
+                        retries: vec![0; steps.len()],
+                    });
+                    order.push_back(idx);
+                    submit(idx, seq, attempt, 0, batch);
+                }
+                Err(_) => input_open = false,
+            },
+            recv(res_rx) -> r => {
+                let Ok(r) = r else { continue };
+                handle_result(shared, steps, stats, &mut entries, r)?;
+            },
+            default(wait) => {}
+        }
+    }
+}
+
+/// Accounts a job's reports and moves its batch on: done, waiting for a retry, or failed.
+fn handle_result(
+    shared: &Shared,
+    steps: &[StageStep],
+    stats: &mut [StepStats],
+    entries: &mut HashMap<u64, Entry>,
+    r: JobResult,
+) -> Result<(), Stopped> {
+    let Some(e) = entries.get_mut(&r.idx) else { return Ok(()) };
+    let seq = e.seq;
+    // A late answer from an abandoned (timed-out) call is ignored.
+    if !matches!(e.slot, Slot::Running { attempt, .. } if attempt == r.attempt) {
+        return Ok(());
+    }
+    for rep in r.reports {
+        let (step, st) = (&steps[rep.k], &mut stats[rep.k]);
+        st.batches_in += 1;
+        st.records_in += rep.records_in;
+        st.busy += rep.elapsed;
+        if rep.k + 1 < steps.len() {
+            st.batches_out += 1;
+            st.records_out += rep.records_out;
+        }
+        let id = Arc::clone(&step.id);
+        let (records_in, records_out, elapsed) = (rep.records_in, rep.records_out, rep.elapsed);
+        shared.emit(|| Event::BatchFinished { step: id, seq, records_in, records_out, elapsed });
+        let mut ctx = StepContext::new(Arc::clone(&step.id), shared.seed, seq, Arc::clone(&shared.cancel));
+        for (reason, n) in rep.dropped {
+            ctx.count_dropped(&reason, n);
+        }
+        for rej in rep.rejected {
+            ctx.reject(rej);
+        }
+        shared.settle(step, st, &mut ctx)?;
+    }
+    match r.outcome {
+        Outcome::Done(batch) => e.slot = Slot::Done(batch),
+        Outcome::Failed { k, input, error } => match retry_delay(&steps[k].retry, &error, e.retries[k], seq) {
+            Some(delay) => {
+                e.retries[k] += 1;
+                stats[k].retries += 1;
+                let (id, attempt, msg) = (Arc::clone(&steps[k].id), e.retries[k], error.to_string());
+                shared.emit(|| Event::BatchRetried { step: id, seq, attempt, delay, error: msg });
+                log::warn!("step \"{}\": {error}; retry {attempt} of {}", steps[k].id, steps[k].retry.max_retries);
+                e.slot = Slot::Waiting { at: Instant::now() + delay, k, input };
+            }
+            None => {
+                let (id, msg, class) = (Arc::clone(&steps[k].id), error.to_string(), error.class());
+                shared.emit(|| Event::BatchFailed { step: id, seq, error: msg, class });
+                shared.fail(step_error(&steps[k], e.retries[k], error));
+                return Err(Stopped);
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Runs steps `k..` of the chain on one batch.
+fn run_job(
+    chain: &[Arc<dyn Transform>],
+    ids: &[Arc<str>],
+    start: usize,
+    mut batch: Batch,
+    seq: u64,
+    seed: u64,
+    cancel: &Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<Report>, Outcome) {
+    let mut reports = Vec::with_capacity(chain.len() - start);
+    for k in start..chain.len() {
+        let mut ctx = StepContext::new(Arc::clone(&ids[k]), seed, seq, Arc::clone(cancel));
+        let t0 = Instant::now();
+        let r = catch_unwind(AssertUnwindSafe(|| chain[k].apply(&batch, &mut ctx)));
+        let out = match r {
+            Ok(Ok(out)) => out,
+            Ok(Err(error)) => return (reports, Outcome::Failed { k, input: batch, error }),
+            Err(p) => {
+                let error = StepError::internal(format!("panicked: {}", panic_message(&p)));
+                return (reports, Outcome::Failed { k, input: batch, error });
+            }
+        };
+        reports.push(Report {
+            k,
+            records_in: batch.len() as u64,
+            records_out: out.len() as u64,
+            elapsed: t0.elapsed(),
+            dropped: ctx.take_dropped(),
+            rejected: ctx.take_rejected(),
+        });
+        batch = out;
+    }
+    (reports, Outcome::Done(batch))
+}

@@ -1,0 +1,929 @@
+//! The run: stages on threads, bounded channels between them, a coordinator that watches.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded, unbounded};
+use weave_core::{
+    BadRecordPolicy, Batch, Event, Merge, Pipeline, PipelineStep, Rejected, RetryPolicy, RunStatus, Shape, Sink,
+    Source, StatefulTransform, Step, StepContext, StepError, Subscriber, Transform,
+};
+
+use crate::budget::{MemoryBudget, Permit};
+use crate::error::Error;
+use crate::quarantine::Quarantine;
+
+/// How often blocked threads look at the cancel flag, and the coordinator at deadlines.
+pub(crate) const TICK: Duration = Duration::from_millis(20);
+
+/// Settings of one run that are not in the pipeline file.
+#[derive(Clone)]
+pub struct ExecOptions {
+    /// Batches an edge holds before its producer waits (default 4).
+    pub channel_capacity: usize,
+    /// Who hears the run's events.
+    pub subscribers: Vec<Arc<dyn Subscriber>>,
+    /// Set it to stop the run (Ctrl-C); every thread notices within a few milliseconds.
+    pub cancel: Arc<AtomicBool>,
+    /// Where records set aside by `on_bad_record = "skip"` go. Without it, a step with that
+    /// policy that rejects a record fails the run rather than lose the record.
+    pub quarantine: Option<PathBuf>,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions { channel_capacity: 4, subscribers: Vec::new(), cancel: Arc::default(), quarantine: None }
+    }
+}
+
+impl std::fmt::Debug for ExecOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecOptions")
+            .field("channel_capacity", &self.channel_capacity)
+            .field("subscribers", &self.subscribers.len())
+            .field("quarantine", &self.quarantine)
+            .finish()
+    }
+}
+
+/// What one step did in a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepStats {
+    /// The step's id.
+    pub id: String,
+    /// Its kind.
+    pub kind: String,
+    /// Batches it took in.
+    pub batches_in: u64,
+    /// Batches it passed on.
+    pub batches_out: u64,
+    /// Records it took in.
+    pub records_in: u64,
+    /// Records it passed on.
+    pub records_out: u64,
+    /// Calls retried after a transient failure (timeouts included).
+    pub retries: u64,
+    /// Records dropped on purpose, by reason.
+    pub dropped: Vec<(String, u64)>,
+    /// Records set aside into the quarantine file.
+    pub quarantined: u64,
+    /// Time spent inside the step's calls, summed over threads.
+    pub busy: Duration,
+}
+
+impl StepStats {
+    fn add_dropped(&mut self, reason: &str, n: u64) {
+        match self.dropped.iter_mut().find(|(r, _)| r == reason) {
+            Some((_, c)) => *c += n,
+            None => self.dropped.push((reason.to_owned(), n)),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// How it ended.
+    pub status: RunStatus,
+    /// Per step, in declaration order.
+    pub steps: Vec<StepStats>,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// The most bytes of batches in flight at once.
+    pub peak_memory: u64,
+    /// CPU worker threads used.
+    pub threads: usize,
+}
+
+impl RunSummary {
+    /// The stats of step `id`.
+    pub fn step(&self, id: &str) -> Option<&StepStats> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+}
+
+/// A failed run: the first error, and what the run did until then.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct RunError {
+    /// The first error.
+    #[source]
+    pub error: Error,
+    /// What the run did.
+    pub summary: RunSummary,
+}
+
+/// A batch on an edge, with its sequence number (the source's batch number, kept through
+/// one-to-one steps) and its share of the memory budget.
+#[derive(Clone)]
+pub(crate) struct Msg {
+    pub(crate) seq: u64,
+    pub(crate) batch: Batch,
+    pub(crate) _permit: Arc<Permit>,
+}
+
+/// State every thread of a run shares.
+pub(crate) struct Shared {
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) budget: MemoryBudget,
+    subscribers: Vec<Arc<dyn Subscriber>>,
+    pub(crate) seed: u64,
+    quarantine: Quarantine,
+    failure: Mutex<Option<Error>>,
+    pub(crate) gpus: Semaphore,
+}
+
+impl Shared {
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let e = event();
+        for s in &self.subscribers {
+            s.on_event(&e);
+        }
+    }
+
+    /// Records the run's failure (the first one wins) and stops every thread.
+    pub(crate) fn fail(&self, err: Error) {
+        let mut f = self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if f.is_none() {
+            if let Some(step) = err.step() {
+                let (step, error, class): (Arc<str>, _, _) = (step.into(), err.to_string(), err.class());
+                self.emit(|| Event::StepFailed { step, error, class });
+            }
+            *f = Some(err);
+        }
+        drop(f);
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for the next message; `None` at the end of the input or when cancelled.
+    pub(crate) fn recv(&self, rx: &Receiver<Msg>) -> Option<Msg> {
+        loop {
+            match rx.recv_timeout(TICK) {
+                Ok(m) => return Some(m),
+                Err(RecvTimeoutError::Timeout) if !self.cancelled() => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Sends `msg` to every consumer; `Err` when cancelled or a consumer is gone.
+    pub(crate) fn send(&self, outputs: &[Sender<Msg>], msg: Msg) -> Result<(), Stopped> {
+        for tx in outputs {
+            let mut m = msg.clone();
+            loop {
+                match tx.send_timeout(m, TICK) {
+                    Ok(()) => break,
+                    Err(SendTimeoutError::Timeout(back)) if !self.cancelled() => m = back,
+                    Err(_) => return Err(Stopped),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sleeps for `d`, waking early when cancelled.
+    fn sleep(&self, d: Duration) -> Result<(), Stopped> {
+        let end = Instant::now() + d;
+        while !self.cancelled() {
+            let now = Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            std::thread::sleep((end - now).min(TICK));
+        }
+        Err(Stopped)
+    }
+
+    /// Applies the step's bad-record policy and counts what the call dropped.
+    pub(crate) fn settle(&self, step: &StageStep, stats: &mut StepStats, ctx: &mut StepContext) -> Result<(), Stopped> {
+        for (reason, n) in ctx.take_dropped() {
+            stats.add_dropped(&reason, n);
+            let s = Arc::clone(&step.id);
+            self.emit(|| Event::RecordsDropped { step: s, reason, count: n });
+        }
+        let rejected = ctx.take_rejected();
+        self.reject(step, stats, rejected)
+    }
+
+    pub(crate) fn reject(
+        &self,
+        step: &StageStep,
+        stats: &mut StepStats,
+        rejected: Vec<Rejected>,
+    ) -> Result<(), Stopped> {
+        let Some(first) = rejected.first() else { return Ok(()) };
+        match step.on_bad_record {
+            BadRecordPolicy::Fail => {
+                self.fail(Error::BadRecord {
+                    step: step.id.to_string(),
+                    reason: first.reason.clone(),
+                    origin: first.origin.clone(),
+                });
+                Err(Stopped)
+            }
+            BadRecordPolicy::Skip => match self.quarantine.write(&step.id, &rejected) {
+                Ok(()) => {
+                    let n = rejected.len() as u64;
+                    stats.quarantined += n;
+                    let s = Arc::clone(&step.id);
+                    self.emit(|| Event::RecordsQuarantined { step: s, count: n });
+                    Ok(())
+                }
+                Err(e) => {
+                    self.fail(e);
+                    Err(Stopped)
+                }
+            },
+        }
+    }
+
+    /// The message carrying `batch`, charged to the budget without waiting.
+    pub(crate) fn charged(&self, seq: u64, batch: Batch) -> Msg {
+        let permit = Arc::new(self.budget.charge(batch.memory_size() as u64));
+        Msg { seq, batch, _permit: permit }
+    }
+}
+
+/// The run is stopping (the reason is in `Shared::failure` or the cancel flag).
+#[derive(Debug)]
+pub(crate) struct Stopped;
+
+/// A counting semaphore for GPUs, held per call.
+pub(crate) struct Semaphore {
+    free: Mutex<u32>,
+    cv: Condvar,
+}
+
+impl Semaphore {
+    pub(crate) fn acquire(&self, n: u32, cancel: &AtomicBool) -> Option<SemaphoreGuard<'_>> {
+        if n == 0 {
+            return Some(SemaphoreGuard { sem: self, n });
+        }
+        let mut free = self.free.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *free < n {
+            if cancel.load(Ordering::Relaxed) {
+                return None;
+            }
+            free = self.cv.wait_timeout(free, TICK).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+        }
+        *free -= n;
+        Some(SemaphoreGuard { sem: self, n })
+    }
+}
+
+pub(crate) struct SemaphoreGuard<'a> {
+    sem: &'a Semaphore,
+    n: u32,
+}
+
+impl Drop for SemaphoreGuard<'_> {
+    fn drop(&mut self) {
+        if self.n > 0 {
+            *self.sem.free.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += self.n;
+            self.sem.cv.notify_all();
+        }
+    }
+}
+
+/// One step's settings inside a stage.
+#[derive(Clone)]
+pub(crate) struct StageStep {
+    pub(crate) node: usize,
+    pub(crate) id: Arc<str>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) on_bad_record: BadRecordPolicy,
+    pub(crate) gpus: u32,
+}
+
+/// What a stage runs.
+enum Work {
+    Source(Box<dyn Source>),
+    /// One or more stateless transforms fused into one pass.
+    Map(Vec<Arc<dyn Transform>>, Option<u32>),
+    Stateful(Box<dyn StatefulTransform>),
+    Merge(Box<dyn Merge>),
+    Sink(Box<dyn Sink>),
+}
+
+/// Where a stage thread says it is in a call, for the coordinator's timeout watch.
+#[derive(Default)]
+struct Watch {
+    /// Nanoseconds since the run started when the current call started; 0 when idle.
+    call_started: AtomicU64,
+}
+
+struct Stage {
+    steps: Vec<StageStep>,
+    work: Work,
+    inputs: Vec<Receiver<Msg>>,
+    outputs: Vec<Sender<Msg>>,
+    watch: Arc<Watch>,
+}
+
+/// What a stage thread hands back.
+struct StageResult {
+    stats: Vec<(usize, StepStats)>,
+    sink: Option<(usize, Box<dyn Sink>)>,
+}
+
+/// Runs a pipeline to the end. Outputs are committed only if every step succeeded;
+/// otherwise every sink is aborted and the first error is returned with what the run did.
+pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<RunError>> {
+    let start = Instant::now();
+    let threads = pipeline
+        .resources
+        .max_concurrent
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+        .max(1);
+    let name = pipeline.name.clone();
+    let shared = Arc::new(Shared {
+        cancel: Arc::clone(&options.cancel),
+        budget: MemoryBudget::new(pipeline.resources.max_memory),
+        subscribers: options.subscribers.clone(),
+        seed: pipeline.seed,
+        quarantine: Quarantine::new(options.quarantine.clone()),
+        failure: Mutex::new(None),
+        gpus: Semaphore {
+            free: Mutex::new(if pipeline.resources.gpu_enabled { pipeline.resources.gpus } else { 0 }),
+            cv: Condvar::new(),
+        },
+    });
+    let max_memory = pipeline.resources.max_memory;
+    let dag = pipeline.into_dag();
+    let mut stats: Vec<StepStats> = dag
+        .nodes()
+        .iter()
+        .map(|n| StepStats { id: n.id.clone(), kind: n.payload.kind.clone(), ..StepStats::default() })
+        .collect();
+    let step_count = dag.len();
+    shared.emit(|| Event::RunStarted { pipeline: name.clone(), steps: step_count, threads, max_memory });
+
+    let summary = |stats: Vec<StepStats>, status, shared: &Shared| RunSummary {
+        pipeline: name.clone(),
+        status,
+        steps: stats,
+        elapsed: start.elapsed(),
+        peak_memory: shared.budget.peak(),
+        threads,
+    };
+
+    let pool =
+        match rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("weave-worker-{i}")).build()
+        {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                let error = Error::Thread(std::io::Error::other(e.to_string()));
+                return Err(Box::new(RunError { error, summary: summary(stats, RunStatus::Failed, &shared) }));
+            }
+        };
+
+    let stages = build_stages(dag, options.channel_capacity.max(1));
+    let (done_tx, done_rx) = unbounded::<usize>();
+    let mut handles = Vec::with_capacity(stages.len());
+    let mut watches = Vec::with_capacity(stages.len());
+    for (i, stage) in stages.into_iter().enumerate() {
+        let timeout = if matches!(stage.work, Work::Map(..)) { None } else { stage.steps[0].timeout };
+        watches.push((Arc::clone(&stage.watch), timeout, stage.steps[0].id.clone(), i));
+        let shared2 = Arc::clone(&shared);
+        let pool2 = Arc::clone(&pool);
+        let done = done_tx.clone();
+        let thread_name = format!("weave-{}", stage.steps[0].id);
+        let spawned = std::thread::Builder::new().name(thread_name).spawn(move || {
+            let result = run_stage(stage, &shared2, &pool2, start);
+            let _ = done.send(i);
+            result
+        });
+        match spawned {
+            Ok(h) => handles.push(Some(h)),
+            Err(e) => {
+                shared.fail(Error::Thread(e));
+                handles.push(None);
+            }
+        }
+    }
+    drop(done_tx);
+
+    // Coordinate: wait for the stages, watch call deadlines, notice cancellation.
+    let mut finished = vec![false; handles.len()];
+    for (i, h) in handles.iter().enumerate() {
+        finished[i] = h.is_none();
+    }
+    let mut abandoned = vec![false; handles.len()];
+    while finished.iter().zip(&abandoned).any(|(f, a)| !f && !a) {
+        match done_rx.recv_timeout(TICK) {
+            Ok(i) => finished[i] = true,
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let now = start.elapsed().as_nanos() as u64;
+        for (watch, timeout, id, i) in &watches {
+            let (Some(timeout), false, false) = (timeout, finished[*i], abandoned[*i]) else { continue };
+            let started = watch.call_started.load(Ordering::Relaxed);
+            if started != 0 && now.saturating_sub(started) > timeout.as_nanos() as u64 {
+                // The call holds the step's state, so it cannot be retried: stop the run
+                // and leave the thread behind.
+                shared.fail(Error::Timeout { step: id.to_string(), timeout: *timeout, retries: 0, retryable: false });
+                abandoned[*i] = true;
+            }
+        }
+        if shared.cancelled() {
+            // Threads stuck in a call never come back; everything else stops within a tick.
+            for (watch, _, _, i) in &watches {
+                if !finished[*i] && watch.call_started.load(Ordering::Relaxed) != 0 {
+                    let started = watch.call_started.load(Ordering::Relaxed);
+                    if now.saturating_sub(started) > Duration::from_secs(1).as_nanos() as u64 {
+                        abandoned[*i] = true;
+                    }
+                }
+            }
+        }
+    }
+
+    let mut sinks: Vec<(usize, Box<dyn Sink>)> = Vec::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        let Some(h) = h else { continue };
+        if abandoned[i] && !finished[i] {
+            continue;
+        }
+        match h.join() {
+            Ok(r) => {
+                for (node, s) in r.stats {
+                    let (id, kind) = (std::mem::take(&mut stats[node].id), std::mem::take(&mut stats[node].kind));
+                    stats[node] = StepStats { id, kind, ..s };
+                }
+                sinks.extend(r.sink);
+            }
+            Err(p) => shared.fail(Error::Panic { step: watches[i].2.to_string(), message: panic_message(&p) }),
+        }
+    }
+    sinks.sort_by_key(|(node, _)| *node);
+
+    if let Err(e) = shared.quarantine.flush() {
+        shared.fail(e);
+    }
+    let failed = shared.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    let error = failed.or_else(|| options.cancel.load(Ordering::Relaxed).then_some(Error::Cancelled));
+    if let Some(error) = error {
+        for (_, mut s) in sinks {
+            s.abort();
+        }
+        let status = if matches!(error, Error::Cancelled) { RunStatus::Cancelled } else { RunStatus::Failed };
+        let sum = summary(stats, status, &shared);
+        shared.emit(|| Event::RunFinished { status, elapsed: sum.elapsed, peak_memory: sum.peak_memory });
+        return Err(Box::new(RunError { error, summary: sum }));
+    }
+    // Every step succeeded: make the outputs visible, sink by sink.
+    let mut commit_error = None;
+    for (node, mut s) in sinks {
+        if commit_error.is_some() {
+            s.abort();
+            continue;
+        }
+        let id: Arc<str> = stats[node].id.as_str().into();
+        let mut ctx = StepContext::new(Arc::clone(&id), shared.seed, 0, Arc::clone(&shared.cancel));
+        if let Err(e) = s.commit(&mut ctx) {
+            commit_error = Some(Error::Step { step: id.to_string(), retries: 0, source: e });
+        }
+    }
+    if let Some(error) = commit_error {
+        let sum = summary(stats, RunStatus::Failed, &shared);
+        shared.emit(|| Event::RunFinished {
+            status: RunStatus::Failed,
+            elapsed: sum.elapsed,
+            peak_memory: sum.peak_memory,
+        });
+        return Err(Box::new(RunError { error, summary: sum }));
+    }
+    let sum = summary(stats, RunStatus::Succeeded, &shared);
+    shared.emit(|| Event::RunFinished {
+        status: RunStatus::Succeeded,
+        elapsed: sum.elapsed,
+        peak_memory: sum.peak_memory,
+    });
+    Ok(sum)
+}
+
+pub(crate) fn panic_message(p: &Box<dyn Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}
+
+/// Groups the DAG's nodes into stages (fusing chains of stateless transforms) and wires
+/// them with bounded channels.
+fn build_stages(dag: weave_core::Dag<PipelineStep>, capacity: usize) -> Vec<Stage> {
+    let n = dag.len();
+    // A stateless transform joins its input's stage when it is that input's only consumer,
+    // has no timeout (a call that may be abandoned runs alone) and runs on the same pool.
+    let fusable = |i: usize| {
+        let node = dag.node(i);
+        node.shape == Shape::Transform
+            && node.payload.timeout.is_none()
+            && node.payload.resources.io_concurrency.is_none()
+    };
+    let mut stage_of = vec![usize::MAX; n];
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    for &i in dag.topological_order() {
+        let node = dag.node(i);
+        if fusable(i)
+            && let [j] = node.inputs[..]
+            && fusable(j)
+            && dag.consumers(j).len() == 1
+            && dag.node(j).payload.resources.gpus == node.payload.resources.gpus
+        {
+            stage_of[i] = stage_of[j];
+            members[stage_of[j]].push(i);
+            continue;
+        }
+        stage_of[i] = members.len();
+        members.push(vec![i]);
+    }
+
+    // Channels: one per edge between stages, in the consumer's input order.
+    let mut inputs: Vec<Vec<Receiver<Msg>>> = (0..members.len()).map(|_| Vec::new()).collect();
+    let mut outputs: Vec<Vec<Sender<Msg>>> = (0..members.len()).map(|_| Vec::new()).collect();
+    for (s, m) in members.iter().enumerate() {
+        let first = m[0];
+        for &j in &dag.node(first).inputs {
+            let (tx, rx) = bounded(capacity);
+            outputs[stage_of[j]].push(tx);
+            inputs[s].push(rx);
+        }
+    }
+
+    let mut steps: Vec<Option<Step>> = Vec::with_capacity(n);
+    let mut infos = Vec::with_capacity(n);
+    for (i, node) in dag.nodes().iter().enumerate() {
+        infos.push(StageStep {
+            node: i,
+            id: node.id.as_str().into(),
+            retry: node.payload.retry,
+            timeout: node.payload.timeout,
+            on_bad_record: node.payload.on_bad_record,
+            gpus: node.payload.resources.gpus,
+        });
+    }
+    let io: Vec<Option<u32>> = dag.nodes().iter().map(|n| n.payload.resources.io_concurrency).collect();
+    for node in dag.into_nodes() {
+        steps.push(Some(node.payload.step));
+    }
+
+    let mut stages = Vec::with_capacity(members.len());
+    for (s, m) in members.into_iter().enumerate() {
+        let work = match steps[m[0]].take() {
+            Some(Step::Source(x)) => Work::Source(x),
+            Some(Step::Transform(t)) => {
+                let mut chain = vec![t];
+                for &i in &m[1..] {
+                    if let Some(Step::Transform(t)) = steps[i].take() {
+                        chain.push(t);
+                    }
+                }
+                Work::Map(chain, io[m[0]])
+            }
+            Some(Step::StatefulTransform(x)) => Work::Stateful(x),
+            Some(Step::Merge(x)) => Work::Merge(x),
+            Some(Step::Sink(x)) => Work::Sink(x),
+            None => unreachable!("every node is in exactly one stage"),
+        };
+        stages.push(Stage {
+            steps: m.iter().map(|&i| infos[i].clone()).collect(),
+            work,
+            inputs: std::mem::take(&mut inputs[s]),
+            outputs: std::mem::take(&mut outputs[s]),
+            watch: Arc::default(),
+        });
+    }
+    stages
+}
+
+fn run_stage(stage: Stage, shared: &Shared, pool: &Arc<rayon::ThreadPool>, start: Instant) -> StageResult {
+    let Stage { steps, work, inputs, outputs, watch } = stage;
+    for s in &steps {
+        let id = Arc::clone(&s.id);
+        shared.emit(|| Event::StepStarted { step: id });
+    }
+    let began = Instant::now();
+    let mut stats: Vec<StepStats> = steps.iter().map(|_| StepStats::default()).collect();
+    let mut sink = None;
+    let caller = Caller { shared, watch: &watch, start };
+    match work {
+        Work::Source(mut src) => {
+            let _ = source_loop(&caller, &steps[0], &mut *src, &outputs, &mut stats[0]);
+        }
+        Work::Map(chain, io) => {
+            let _ = crate::map::map_loop(shared, pool, &steps, chain, io, &inputs[0], &outputs, &mut stats);
+        }
+        Work::Stateful(mut st) => {
+            let _ = stateful_loop(&caller, &steps[0], &mut *st, &inputs[0], &outputs, &mut stats[0]);
+        }
+        Work::Merge(mut m) => {
+            let _ = merge_loop(&caller, &steps[0], &mut *m, &inputs, &outputs, &mut stats[0]);
+        }
+        Work::Sink(mut k) => {
+            let ok = sink_loop(&caller, &steps[0], &mut *k, &inputs[0], &mut stats[0]);
+            if ok.is_err() {
+                k.abort();
+            }
+            sink = Some((steps[0].node, k));
+        }
+    }
+    // Closing the outputs tells consumers that this stage's data has ended.
+    drop(outputs);
+    drop(inputs);
+    if !shared.cancelled() {
+        for s in &steps {
+            let id = Arc::clone(&s.id);
+            shared.emit(|| Event::StepFinished { step: id, elapsed: began.elapsed() });
+        }
+    }
+    StageResult { stats: steps.iter().map(|s| s.node).zip(stats).collect(), sink }
+}
+
+/// Calls a step on its stage's thread, with retries, the GPU semaphore and the watch.
+struct Caller<'a> {
+    shared: &'a Shared,
+    watch: &'a Watch,
+    start: Instant,
+}
+
+impl Caller<'_> {
+    fn call<T>(
+        &self,
+        step: &StageStep,
+        seq: u64,
+        stats: &mut StepStats,
+        mut f: impl FnMut(&mut StepContext) -> Result<T, StepError>,
+    ) -> Result<(T, StepContext), Stopped> {
+        let mut attempt = 0u32;
+        loop {
+            if self.shared.cancelled() {
+                return Err(Stopped);
+            }
+            let mut ctx =
+                StepContext::new(Arc::clone(&step.id), self.shared.seed, seq, Arc::clone(&self.shared.cancel));
+            let gpu = self.shared.gpus.acquire(step.gpus, &self.shared.cancel).ok_or(Stopped)?;
+            let t0 = Instant::now();
+            self.watch.call_started.store((self.start.elapsed().as_nanos() as u64).max(1), Ordering::Relaxed);
+            let r = catch_unwind(AssertUnwindSafe(|| f(&mut ctx)));
+            self.watch.call_started.store(0, Ordering::Relaxed);
+            drop(gpu);
+            stats.busy += t0.elapsed();
+            let e = match r {
+                Ok(Ok(v)) => return Ok((v, ctx)),
+                Ok(Err(e)) => e,
+                Err(p) => {
+                    self.shared.fail(Error::Panic { step: step.id.to_string(), message: panic_message(&p) });
+                    return Err(Stopped);
+                }
+            };
+            match retry_delay(&step.retry, &e, attempt, seq) {
+                Some(delay) => {
+                    attempt += 1;
+                    stats.retries += 1;
+                    let (id, error) = (Arc::clone(&step.id), e.to_string());
+                    self.shared.emit(|| Event::BatchRetried { step: id, seq, attempt, delay, error });
+                    log::warn!("step \"{}\": {e}; retry {attempt} of {} in {delay:?}", step.id, step.retry.max_retries);
+                    self.shared.sleep(delay)?;
+                }
+                None => {
+                    let (id, error, class) = (Arc::clone(&step.id), e.to_string(), e.class());
+                    self.shared.emit(|| Event::BatchFailed { step: id, seq, error, class });
+                    self.shared.fail(step_error(step, attempt, e));
+                    return Err(Stopped);
+                }
+            }
+        }
+    }
+}
+
+/// The error for a step that failed for good after `retries` retries.
+pub(crate) fn step_error(step: &StageStep, retries: u32, e: StepError) -> Error {
+    match e {
+        StepError::BadRecord { reason, record, .. } => {
+            Error::BadRecord { step: step.id.to_string(), reason, origin: record.map(|r| format!("record {r}")) }
+        }
+        e => Error::Step { step: step.id.to_string(), retries, source: e },
+    }
+}
+
+/// The wait before retry number `attempt + 1`, or `None` if the error is not transient or
+/// the retries are used up. Jitter comes from the seq and attempt, not a clock, so it is
+/// spread but reproducible.
+pub(crate) fn retry_delay(policy: &RetryPolicy, e: &StepError, attempt: u32, seq: u64) -> Option<Duration> {
+    let StepError::Transient { retry_after, .. } = e else { return None };
+    if attempt >= policy.max_retries {
+        return None;
+    }
+    let mut d = policy.delay(attempt + 1);
+    if policy.jitter {
+        let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(attempt).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x ^= x >> 31;
+        let frac = 0.5 + (x % 1000) as f64 / 2000.0;
+        d = d.mul_f64(frac);
+    }
+    Some(match retry_after {
+        Some(ra) => d.max(*ra),
+        None => d,
+    })
+}
+
+fn source_loop(
+    c: &Caller<'_>,
+    step: &StageStep,
+    src: &mut dyn Source,
+    outputs: &[Sender<Msg>],
+    stats: &mut StepStats,
+) -> Result<(), Stopped> {
+    let shared = c.shared;
+    let mut seq = 0u64;
+    loop {
+        let t0 = Instant::now();
+        let (batch, mut ctx) = c.call(step, seq, stats, |ctx| src.next_batch(ctx))?;
+        shared.settle(step, stats, &mut ctx)?;
+        let Some(batch) = batch else { return Ok(()) };
+        let records = batch.len() as u64;
+        stats.batches_out += 1;
+        stats.records_out += records;
+        let id = Arc::clone(&step.id);
+        shared.emit(|| Event::BatchFinished {
+            step: id,
+            seq,
+            records_in: 0,
+            records_out: records,
+            elapsed: t0.elapsed(),
+        });
+        let bytes = batch.memory_size() as u64;
+        let (permit, waited) = shared.budget.acquire(bytes, &shared.cancel).ok_or(Stopped)?;
+        if waited > Duration::from_millis(1) {
+            let id = Arc::clone(&step.id);
+            shared.emit(|| Event::WaitedForMemory { step: id, bytes, waited });
+        }
+        shared.send(outputs, Msg { seq, batch, _permit: Arc::new(permit) })?;
+        seq += 1;
+    }
+}
+
+fn stateful_loop(
+    c: &Caller<'_>,
+    step: &StageStep,
+    st: &mut dyn StatefulTransform,
+    input: &Receiver<Msg>,
+    outputs: &[Sender<Msg>],
+    stats: &mut StepStats,
+) -> Result<(), Stopped> {
+    let shared = c.shared;
+    let mut out = Vec::new();
+    let mut last_seq = None;
+    while let Some(msg) = shared.recv(input) {
+        let t0 = Instant::now();
+        stats.batches_in += 1;
+        stats.records_in += msg.batch.len() as u64;
+        let ((), mut ctx) = c.call(step, msg.seq, stats, |ctx| {
+            out.clear();
+            st.process(&msg.batch, ctx, &mut out)
+        })?;
+        shared.settle(step, stats, &mut ctx)?;
+        emit_outputs(shared, step, stats, msg.seq, &mut out, outputs, msg.batch.len() as u64, t0)?;
+        last_seq = Some(msg.seq);
+    }
+    if shared.cancelled() {
+        return Err(Stopped);
+    }
+    let seq = last_seq.map_or(0, |s| s + 1);
+    let t0 = Instant::now();
+    let ((), mut ctx) = c.call(step, seq, stats, |ctx| {
+        out.clear();
+        st.finish(ctx, &mut out)
+    })?;
+    shared.settle(step, stats, &mut ctx)?;
+    emit_outputs(shared, step, stats, seq, &mut out, outputs, 0, t0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit_outputs(
+    shared: &Shared,
+    step: &StageStep,
+    stats: &mut StepStats,
+    seq: u64,
+    out: &mut Vec<Batch>,
+    outputs: &[Sender<Msg>],
+    records_in: u64,
+    t0: Instant,
+) -> Result<(), Stopped> {
+    let records_out: u64 = out.iter().map(|b| b.len() as u64).sum();
+    let id = Arc::clone(&step.id);
+    shared.emit(|| Event::BatchFinished { step: id, seq, records_in, records_out, elapsed: t0.elapsed() });
+    for b in out.drain(..) {
+        stats.batches_out += 1;
+        stats.records_out += b.len() as u64;
+        shared.send(outputs, shared.charged(seq, b))?;
+    }
+    Ok(())
+}
+
+fn merge_loop(
+    c: &Caller<'_>,
+    step: &StageStep,
+    m: &mut dyn Merge,
+    inputs: &[Receiver<Msg>],
+    outputs: &[Sender<Msg>],
+    stats: &mut StepStats,
+) -> Result<(), Stopped> {
+    let shared = c.shared;
+    // Inputs are merged by sequence number (ties in input order), reading one head per
+    // input: the output order depends on the data, never on timing.
+    let mut heads: Vec<Option<Msg>> = inputs.iter().map(|_| None).collect();
+    let mut open: Vec<bool> = inputs.iter().map(|_| true).collect();
+    let mut out = Vec::new();
+    let mut last_seq = 0;
+    loop {
+        for (i, rx) in inputs.iter().enumerate() {
+            if open[i] && heads[i].is_none() {
+                match shared.recv(rx) {
+                    Some(msg) => heads[i] = Some(msg),
+                    None if shared.cancelled() => return Err(Stopped),
+                    None => {
+                        open[i] = false;
+                        let t0 = Instant::now();
+                        let ((), mut ctx) = c.call(step, last_seq, stats, |ctx| {
+                            out.clear();
+                            m.input_done(i, ctx, &mut out)
+                        })?;
+                        shared.settle(step, stats, &mut ctx)?;
+                        emit_outputs(shared, step, stats, last_seq, &mut out, outputs, 0, t0)?;
+                    }
+                }
+            }
+        }
+        let Some(i) =
+            (0..heads.len()).filter(|&i| heads[i].is_some()).min_by_key(|&i| heads[i].as_ref().map(|m| m.seq))
+        else {
+            break;
+        };
+        let Some(msg) = heads[i].take() else { break };
+        let t0 = Instant::now();
+        stats.batches_in += 1;
+        stats.records_in += msg.batch.len() as u64;
+        let ((), mut ctx) = c.call(step, msg.seq, stats, |ctx| {
+            out.clear();
+            m.process(i, &msg.batch, ctx, &mut out)
+        })?;
+        shared.settle(step, stats, &mut ctx)?;
+        last_seq = msg.seq;
+        emit_outputs(shared, step, stats, msg.seq, &mut out, outputs, msg.batch.len() as u64, t0)?;
+    }
+    let t0 = Instant::now();
+    let ((), mut ctx) = c.call(step, last_seq, stats, |ctx| {
+        out.clear();
+        m.finish(ctx, &mut out)
+    })?;
+    shared.settle(step, stats, &mut ctx)?;
+    emit_outputs(shared, step, stats, last_seq, &mut out, outputs, 0, t0)
+}
+
+fn sink_loop(
+    c: &Caller<'_>,
+    step: &StageStep,
+    k: &mut dyn Sink,
+    input: &Receiver<Msg>,
+    stats: &mut StepStats,
+) -> Result<(), Stopped> {
+    let shared = c.shared;
+    while let Some(msg) = shared.recv(input) {
+        let t0 = Instant::now();
+        let records = msg.batch.len() as u64;
+        stats.batches_in += 1;
+        stats.records_in += records;
+        let ((), mut ctx) = c.call(step, msg.seq, stats, |ctx| k.write(&msg.batch, ctx))?;
+        shared.settle(step, stats, &mut ctx)?;
+        let id = Arc::clone(&step.id);
+        let seq = msg.seq;
+        shared.emit(|| Event::BatchFinished {
+            step: id,
+            seq,
+            records_in: records,
+            records_out: 0,
+            elapsed: t0.elapsed(),
+        });
+    }
+    if shared.cancelled() { Err(Stopped) } else { Ok(()) }
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the executor, one binary.
+
+// Steps made for the tests: generators, failing and sleeping transforms, collecting sinks.
+mod steps;
+// Output order and content, whatever the thread count.
+mod determinism;
+// Retries, fatal errors, timeouts, panics, cancellation, bad records.
+mod failures;
+// The memory budget and back-pressure.
+mod memory;
