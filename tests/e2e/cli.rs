@@ -4,21 +4,22 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// What one run of the binary gave.
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Output {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-fn data(name: &str) -> PathBuf {
+pub(crate) fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data").join(name)
 }
 
 /// Runs `weave` with `args` in tests/data, so that file names in messages are short.
-fn weave(args: &[&str]) -> Output {
+/// Runs `weave` with `args` in `dir`.
+pub(crate) fn weave_in(dir: &std::path::Path, args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_weave"))
         .args(args)
-        .current_dir(data(""))
+        .current_dir(dir)
         .env_remove("RUST_LOG")
         .output()
         .expect("the weave binary runs");
@@ -30,8 +31,13 @@ fn weave(args: &[&str]) -> Output {
 }
 
 /// Runs `weave` and checks the exit code and that stdout/stderr contain each fragment.
-fn check(args: &[&str], code: i32, stdout: &[&str], stderr: &[&str]) -> Output {
-    let out = weave(args);
+pub(crate) fn check(args: &[&str], code: i32, stdout: &[&str], stderr: &[&str]) -> Output {
+    check_in(&data(""), args, code, stdout, stderr)
+}
+
+/// [`check`] in `dir`.
+pub(crate) fn check_in(dir: &std::path::Path, args: &[&str], code: i32, stdout: &[&str], stderr: &[&str]) -> Output {
+    let out = weave_in(dir, args);
     let ctx = format!("weave {}\n--- stdout\n{}\n--- stderr\n{}", args.join(" "), out.stdout, out.stderr);
     assert_eq!(out.code, code, "exit code\n{ctx}");
     for s in stdout {

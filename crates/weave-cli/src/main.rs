@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use weave::{Diagnostics, Pipeline, format_bytes, format_duration};
 
 mod plan;
+mod run;
 
 /// Weave: build, run and watch data-generation pipelines.
 #[derive(Debug, Parser)]
@@ -59,8 +60,36 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Run a pipeline: every step, in parallel where the DAG allows; outputs appear only if
+    /// the whole run succeeds.
+    #[command(after_help = RUN_EXIT_CODES)]
+    Run {
+        /// The pipeline file (TOML).
+        file: PathBuf,
+        /// Memory budget for data in flight, over the file's `[resources] max_memory`
+        /// ("4GB", "512MiB").
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_memory: Option<u64>,
+        /// CPU worker threads, over the file's `[resources] max_concurrent`.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        max_concurrent: Option<u64>,
+        /// Where records set aside by `on_bad_record = "skip"` go
+        /// [default: .weave/quarantine.jsonl beside the pipeline file].
+        #[arg(long, value_name = "PATH")]
+        quarantine: Option<PathBuf>,
+    },
     /// List the step kinds a pipeline file can use, with their keys.
     Kinds,
+}
+
+const RUN_EXIT_CODES: &str =
+    "Exit codes: 0 success, 1 the pipeline has errors or the run failed, 2 bad command line, 130 interrupted (Ctrl-C).";
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    match weave::parse_bytes(s)? {
+        0 => Err("the memory budget must be more than zero".to_owned()),
+        n => Ok(n),
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -82,8 +111,10 @@ enum GraphFormat {
 /// Why a command failed; the message has been printed or is in the error.
 #[derive(Debug)]
 enum Failure {
-    /// The pipeline has errors (already printed).
+    /// The pipeline has errors, or the run failed (already printed).
     Invalid,
+    /// The run was interrupted (already printed).
+    Interrupted,
     /// Something else, to print.
     Other(String),
 }
@@ -94,6 +125,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Invalid) => ExitCode::from(1),
+        Err(Failure::Interrupted) => ExitCode::from(130),
         Err(Failure::Other(msg)) => {
             eprintln!("error: {msg}");
             ExitCode::from(1)
@@ -113,6 +145,17 @@ fn init_logging(verbose: u8, quiet: bool) {
 
 fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
+        Command::Run { file, max_memory, max_concurrent, quarantine } => {
+            let p = load_with(file, cli.quiet, |spec| {
+                if let Some(m) = max_memory {
+                    spec.resources.max_memory = *m;
+                }
+                if let Some(n) = max_concurrent {
+                    spec.resources.max_concurrent = Some(*n as usize);
+                }
+            })?;
+            run::run(file, p, quarantine.clone(), cli.quiet)
+        }
         Command::Validate { file } => {
             let p = load(file, cli.quiet)?;
             let warnings = p.warnings().0.len();
@@ -159,6 +202,12 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 /// Reads, parses and checks a pipeline file, printing its warnings (unless quiet) and, on
 /// failure, every error.
 fn load(file: &Path, quiet: bool) -> Result<Pipeline, Failure> {
+    load_with(file, quiet, |_| {})
+}
+
+/// [`load`], with a change to the parsed file (command-line overrides) before the steps
+/// are built and checked against the limits.
+fn load_with(file: &Path, quiet: bool, adjust: impl FnOnce(&mut weave::PipelineSpec)) -> Result<Pipeline, Failure> {
     let bytes = std::fs::read(file).map_err(|e| Failure::Other(format!("cannot read {}: {e}", file.display())))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
@@ -167,7 +216,14 @@ fn load(file: &Path, quiet: bool) -> Result<Pipeline, Failure> {
         let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
         Failure::Other(format!("{}:{line}:{column}: the file is not valid UTF-8 (save it as UTF-8)", file.display()))
     })?;
-    match Pipeline::from_file_text(file, &text, &weave::registry()) {
+    let built = weave::PipelineSpec::parse(file, &text).and_then(|(mut spec, mut warnings)| {
+        adjust(&mut spec);
+        let mut p = Pipeline::from_spec(spec, &weave::registry())?;
+        warnings.extend(p.take_warnings());
+        p.set_warnings(warnings);
+        Ok(p)
+    });
+    match built {
         Ok(p) => {
             if !quiet {
                 print_diagnostics(p.warnings());

@@ -106,14 +106,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Parses a pipeline file and builds its steps through `registry`. `path` names the file
-    /// in messages and is where relative paths resolve from; `limits` (when given) replaces
-    /// the file's `[resources]` (command-line overrides). Every problem is listed on failure.
+    /// in messages and is where relative paths resolve from. Every problem is listed on
+    /// failure.
     pub fn from_file_text(path: impl AsRef<Path>, text: &str, registry: &Registry) -> Result<Pipeline, Diagnostics> {
-        let (spec, warnings) = PipelineSpec::parse(path, text)?;
+        let (spec, mut warnings) = PipelineSpec::parse(path, text)?;
         let mut p = Pipeline::from_spec(spec, registry)?;
-        let mut all = warnings;
-        all.extend(std::mem::take(&mut p.warnings));
-        p.warnings = all;
+        warnings.extend(p.take_warnings());
+        p.warnings = warnings;
         Ok(p)
     }
 
@@ -247,6 +246,16 @@ impl Pipeline {
     /// Problems that do not stop the run.
     pub fn warnings(&self) -> &Diagnostics {
         &self.warnings
+    }
+
+    /// Takes the warnings out.
+    pub fn take_warnings(&mut self) -> Diagnostics {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// Replaces the warnings.
+    pub fn set_warnings(&mut self, warnings: Diagnostics) {
+        self.warnings = warnings;
     }
 }
 

@@ -52,10 +52,12 @@
 
 mod budget;
 mod error;
+mod log;
 mod map;
 mod quarantine;
 mod run;
 
 pub use budget::{MemoryBudget, Permit};
 pub use error::Error;
+pub use log::LogSubscriber;
 pub use run::{ExecOptions, RunError, RunSummary, StepStats, run};

@@ -176,11 +176,6 @@ pub(crate) fn map_loop(
                         stats[k].retries += 1;
                         let (id, attempt, error) = (Arc::clone(&steps[k].id), e.retries[k], err.to_string());
                         shared.emit(|| Event::BatchRetried { step: id, seq, attempt, delay, error });
-                        log::warn!(
-                            "step \"{}\": {err}; retry {attempt} of {}",
-                            steps[k].id,
-                            steps[k].retry.max_retries
-                        );
                         e.slot = Slot::Waiting { at: now + delay, k, input };
                     }
                     None => {
@@ -281,7 +276,6 @@ fn handle_result(
                 stats[k].retries += 1;
                 let (id, attempt, msg) = (Arc::clone(&steps[k].id), e.retries[k], error.to_string());
                 shared.emit(|| Event::BatchRetried { step: id, seq, attempt, delay, error: msg });
-                log::warn!("step \"{}\": {error}; retry {attempt} of {}", steps[k].id, steps[k].retry.max_retries);
                 e.slot = Slot::Waiting { at: Instant::now() + delay, k, input };
             }
             None => {

@@ -701,7 +701,6 @@ impl Caller<'_> {
                     stats.retries += 1;
                     let (id, error) = (Arc::clone(&step.id), e.to_string());
                     self.shared.emit(|| Event::BatchRetried { step: id, seq, attempt, delay, error });
-                    log::warn!("step \"{}\": {e}; retry {attempt} of {} in {delay:?}", step.id, step.retry.max_retries);
                     self.shared.sleep(delay)?;
                 }
                 None => {

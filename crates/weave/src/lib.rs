@@ -2,8 +2,9 @@
 //! validate → export, as a DAG.
 //!
 //! This crate is the facade: it re-exports the core model and traits from `weave-core`
-//! (data model, step traits, DAG, pipeline file) and the built-in steps from
-//! `weave-steps`, so that one dependency gives the whole thing. Depend on a `weave-*`
+//! (data model, step traits, DAG, pipeline file), the executor from `weave-exec` and the
+//! built-in steps from `weave-steps`, and adds [`Orchestrator`], the one-line way to
+//! build and run a pipeline, so that one dependency gives the whole thing. Depend on a `weave-*`
 //! crate directly to take only a part.
 //!
 //! ```
@@ -31,7 +32,14 @@
 #![deny(missing_docs)]
 
 pub use weave_core::*;
+pub use weave_exec::{ExecOptions, LogSubscriber, MemoryBudget, RunError, RunSummary, StepStats, run};
 pub use weave_steps::registry;
+
+mod orchestrator;
+pub use orchestrator::Orchestrator;
+
+/// The executor's error type.
+pub type ExecError = weave_exec::Error;
 
 /// The built-in steps and the functions they are made of.
 pub mod steps {

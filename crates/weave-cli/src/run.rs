@@ -1,0 +1,117 @@
+//! `weave run`: the run itself, Ctrl-C, and the summary at the end.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use weave::{ExecError, ExecOptions, LogSubscriber, Pipeline, RunSummary, format_bytes, format_duration};
+
+use crate::{Failure, emit};
+
+pub(crate) fn run(file: &Path, pipeline: Pipeline, quarantine: Option<PathBuf>, quiet: bool) -> Result<(), Failure> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    // The first Ctrl-C stops the run cleanly (nothing committed); a second one kills it.
+    let handler = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: stopping the run (Ctrl-C again to kill it)");
+    });
+    if let Err(e) = handler {
+        log::warn!("cannot catch Ctrl-C ({e}); an interrupted run stops without cleaning up");
+    }
+    let quarantine = quarantine.unwrap_or_else(|| default_quarantine(file));
+    // A quarantine file from an earlier run would read as this run's.
+    match std::fs::remove_file(&quarantine) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Failure::Other(format!("cannot remove the old quarantine file {}: {e}", quarantine.display())));
+        }
+    }
+    let options = ExecOptions {
+        subscribers: vec![Arc::new(LogSubscriber)],
+        cancel,
+        quarantine: Some(quarantine.clone()),
+        ..ExecOptions::default()
+    };
+    match weave::run(pipeline, options) {
+        Ok(summary) => {
+            let table = if quiet { String::new() } else { summary_table(&summary) };
+            let q = summary.steps.iter().map(|s| s.quarantined).sum::<u64>();
+            let note =
+                if q > 0 { format!("; {q} bad records set aside in {}", quarantine.display()) } else { String::new() };
+            emit(&format!("{table}run succeeded in {}{note}\n", format_duration(summary.elapsed)))
+        }
+        Err(failure) => {
+            if !quiet {
+                eprint!("{}", summary_table(&failure.summary));
+            }
+            let nothing = "nothing was written: outputs appear only when the whole run succeeds";
+            if matches!(failure.error, ExecError::Cancelled) {
+                eprintln!("interrupted after {}; {nothing}", format_duration(failure.summary.elapsed));
+                return Err(Failure::Interrupted);
+            }
+            eprintln!("error: {}", failure.error);
+            let mut source = std::error::Error::source(&failure.error);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            eprintln!("{nothing}");
+            Err(Failure::Invalid)
+        }
+    }
+}
+
+/// `.weave/quarantine.jsonl` beside the pipeline file.
+fn default_quarantine(file: &Path) -> PathBuf {
+    weave::resolve(file, ".weave/quarantine.jsonl")
+}
+
+/// One line per step: what went in and out, retries, drops, time.
+fn summary_table(s: &RunSummary) -> String {
+    let header = ["step", "kind", "batches", "records in", "records out", "retries", "dropped", "quarantined", "busy"];
+    let dash = |n: u64| if n == 0 { "-".to_owned() } else { n.to_string() };
+    let rows: Vec<[String; 9]> = s
+        .steps
+        .iter()
+        .map(|st| {
+            let dropped: u64 = st.dropped.iter().map(|(_, n)| n).sum();
+            let reasons: Vec<String> = st.dropped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            [
+                st.id.clone(),
+                st.kind.clone(),
+                st.batches_in.max(st.batches_out).to_string(),
+                dash(st.records_in),
+                dash(st.records_out),
+                dash(st.retries),
+                if dropped == 0 { "-".to_owned() } else { format!("{dropped} ({})", reasons.join(", ")) },
+                dash(st.quarantined),
+                format_duration(st.busy),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[String]| {
+        let mut l = String::new();
+        for (c, w) in cells.iter().zip(widths) {
+            l.push_str(&format!("{c:<w$}  "));
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&header.map(str::to_owned));
+    for r in &rows {
+        line(r);
+    }
+    out.push_str(&format!("{} worker threads, peak memory in flight {}\n", s.threads, format_bytes(s.peak_memory)));
+    out
+}

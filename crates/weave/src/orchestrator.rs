@@ -1,0 +1,103 @@
+//! The one-line way to build and run a pipeline, as in the original write-up:
+//! `Orchestrator().build_pipeline([...])`, then `run(...)`.
+
+use std::sync::Arc;
+
+use weave_core::{Diagnostics, Pipeline, PipelineBuilder, ResourceLimits, RetryPolicy, Step, Subscriber};
+use weave_exec::{ExecOptions, LogSubscriber, RunError, RunSummary};
+
+/// Builds pipelines from steps and runs them with monitoring and resource limits.
+///
+/// ```
+/// use weave::{Orchestrator, ResourceLimits, Step};
+///
+/// # fn steps() -> Vec<(&'static str, Step)> { Vec::new() }
+/// let orchestrator = Orchestrator::new()
+///     .resource_limits(ResourceLimits { max_memory: 4 << 30, ..ResourceLimits::default() });
+/// // `build_pipeline` chains the steps in the order given, like the write-up's
+/// // `build_pipeline([LoadDataStep(...), CleaningStep(...), ...])`.
+/// match orchestrator.build_pipeline("example", steps()) {
+///     Ok(pipeline) => { let _summary = orchestrator.run(pipeline); }
+///     Err(problems) => eprintln!("{problems}"),
+/// }
+/// ```
+#[derive(Clone, Default)]
+pub struct Orchestrator {
+    resources: ResourceLimits,
+    retry: RetryPolicy,
+    seed: u64,
+    options: ExecOptions,
+    log: bool,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator").field("resources", &self.resources).field("retry", &self.retry).finish()
+    }
+}
+
+impl Orchestrator {
+    /// An orchestrator with the default limits (a 2 GiB memory budget, one worker per
+    /// core), the default retry policy, and run events logged.
+    pub fn new() -> Self {
+        Orchestrator { log: true, ..Orchestrator::default() }
+    }
+
+    /// Sets the resource limits (`max_memory`, `max_concurrent`, `gpu_enabled`).
+    pub fn resource_limits(mut self, resources: ResourceLimits) -> Self {
+        self.resources = resources;
+        self
+    }
+
+    /// Sets the default retry policy of every step.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets the seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Adds a subscriber to run events (metrics, alerts, progress).
+    pub fn subscribe(mut self, subscriber: Arc<dyn Subscriber>) -> Self {
+        self.options.subscribers.push(subscriber);
+        self
+    }
+
+    /// Whether run events go to the log (on by default).
+    pub fn monitoring(mut self, log: bool) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// Sets the executor's options (cancel flag, quarantine file, channel capacity).
+    pub fn options(mut self, options: ExecOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Chains `steps` in the order given and checks the result.
+    pub fn build_pipeline<S: Into<String>>(
+        &self,
+        name: &str,
+        steps: impl IntoIterator<Item = (S, Step)>,
+    ) -> Result<Pipeline, Diagnostics> {
+        let mut b = PipelineBuilder::new(name).resources(self.resources).retry(self.retry).seed(self.seed);
+        for (id, step) in steps {
+            b = b.step(id, step);
+        }
+        b.build()
+    }
+
+    /// Runs a pipeline to the end.
+    pub fn run(&self, pipeline: Pipeline) -> Result<RunSummary, Box<RunError>> {
+        let mut options = self.options.clone();
+        if self.log {
+            options.subscribers.push(Arc::new(LogSubscriber));
+        }
+        weave_exec::run(pipeline, options)
+    }
+}

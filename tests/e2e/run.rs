@@ -1,0 +1,158 @@
+//! `weave run` on real files: outputs, failures, bad records, overrides, Ctrl-C.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::cli::{check_in, data};
+
+/// A temporary folder holding a copy of the shipped quick-start example.
+fn quickstart() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let example = data("../../examples/quickstart");
+    for f in ["pipeline.toml", "raw_data.csv"] {
+        std::fs::copy(example.join(f), dir.path().join(f)).expect("copy the example");
+    }
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write a fixture");
+}
+
+#[test]
+fn the_quickstart_runs_and_writes_clean_rows() {
+    let dir = quickstart();
+    check_in(dir.path(), &["run", "pipeline.toml"], 0, &["run succeeded", "clean", "2 (min_chars 2)"], &[]);
+    let out = std::fs::read_to_string(dir.path().join("processed_data.jsonl")).expect("the output exists");
+    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON lines")).collect();
+    // 10 rows in; "hi" and an all-space text fall under min_chars = 20.
+    assert_eq!(rows.len(), 8, "{out}");
+    assert_eq!(rows[0]["text"], "My order #4417 arrived with a cracked screen, can I get a replacement?");
+    assert_eq!(rows[4]["text"], "How do I export my data as CSV? I can't find the option anywhere.");
+    assert!(rows.iter().all(|r| r["text"].as_str().is_some_and(|t| t.chars().count() >= 20 && t == t.trim())));
+    assert!(!dir.path().join(".weave/quarantine.jsonl").exists());
+}
+
+const PIPELINE: &str = r#"
+[[step]]
+id = "load"
+kind = "load_csv"
+path = "in.csv"
+ON_BAD
+
+[[step]]
+id = "clean"
+kind = "clean"
+rules = ["trim"]
+
+[[step]]
+id = "export"
+kind = "export_jsonl"
+path = "out/result.jsonl"
+"#;
+
+#[test]
+fn a_bad_row_fails_the_run_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "p.toml", &PIPELINE.replace("ON_BAD", ""));
+    write(dir.path(), "in.csv", "a,text\n1, x \n2,y,extra\n3,z\n");
+    check_in(
+        dir.path(),
+        &["run", "p.toml"],
+        1,
+        &[],
+        &[
+            "error: step \"load\": bad record at in.csv:3: expected 2 fields (as in the header), found 3",
+            "nothing was written",
+        ],
+    );
+    assert!(!dir.path().join("out/result.jsonl").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("out")).map(|d| d.collect()).unwrap_or_default();
+    assert!(leftovers.is_empty(), "no temporary file is left behind: {leftovers:?}");
+}
+
+#[test]
+fn skipped_rows_go_to_the_quarantine_file_with_their_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "p.toml", &PIPELINE.replace("ON_BAD", "on_bad_record = \"skip\""));
+    write(dir.path(), "in.csv", "a,text\n1, x \n2,y,extra\n3,z\n");
+    check_in(dir.path(), &["run", "p.toml"], 0, &["1 bad records set aside in"], &[]);
+    let out = std::fs::read_to_string(dir.path().join("out/result.jsonl")).expect("output");
+    assert_eq!(out, "{\"a\":\"1\",\"text\":\"x\"}\n{\"a\":\"3\",\"text\":\"z\"}\n");
+    let q = std::fs::read_to_string(dir.path().join(".weave/quarantine.jsonl")).expect("quarantine file");
+    let q: serde_json::Value = serde_json::from_str(q.trim()).expect("one JSON line");
+    assert_eq!(q["step"], "load");
+    assert_eq!(q["origin"], "in.csv:3");
+    assert_eq!(q["record"]["_extra_1"], "extra");
+}
+
+#[test]
+fn a_missing_input_names_the_file_and_step() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "p.toml", &PIPELINE.replace("ON_BAD", ""));
+    check_in(
+        dir.path(),
+        &["run", "p.toml"],
+        1,
+        &[],
+        &["error: step \"load\" failed: cannot open in.csv", "caused by: No such file"],
+    );
+}
+
+#[test]
+fn command_line_limits_override_the_file() {
+    let dir = quickstart();
+    let out =
+        check_in(dir.path(), &["run", "pipeline.toml", "--max-concurrent", "1", "--max-memory", "64MiB"], 0, &[], &[]);
+    assert!(out.stdout.contains("1 worker threads"), "{}", out.stdout);
+    check_in(dir.path(), &["run", "pipeline.toml", "--max-memory", "lots"], 2, &[], &["not a size"]);
+    check_in(dir.path(), &["run", "pipeline.toml", "--max-concurrent", "0"], 2, &[], &["--max-concurrent"]);
+    std::fs::write(
+        dir.path().join("big.toml"),
+        std::fs::read_to_string(dir.path().join("pipeline.toml"))
+            .expect("read")
+            .replace("rules = [", "resources = { memory = \"1GiB\" }\nrules = ["),
+    )
+    .expect("write");
+    check_in(
+        dir.path(),
+        &["run", "big.toml", "--max-memory", "100MiB"],
+        1,
+        &[],
+        &["insufficient resources: step \"clean\" needs 1 GiB, limit is 100 MiB"],
+    );
+}
+
+#[test]
+fn ctrl_c_stops_the_run_and_commits_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "p.toml", &PIPELINE.replace("ON_BAD", "batch_size = 64"));
+    let mut csv = String::from("a,text\n");
+    for i in 0..1_000_000 {
+        csv.push_str(&format!("{i},  some   text number {i}  \n"));
+    }
+    write(dir.path(), "in.csv", &csv);
+    let child = Command::new(env!("CARGO_BIN_EXE_weave"))
+        .args(["run", "p.toml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("weave starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
+    assert!(killed.success());
+    let t0 = Instant::now();
+    let out = child.wait_with_output().expect("weave exits");
+    assert!(t0.elapsed() < Duration::from_secs(5), "the run stops promptly");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(0) {
+        // The machine was fast enough to finish first: then the output is whole.
+        assert!(dir.path().join("out/result.jsonl").exists());
+        return;
+    }
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(!dir.path().join("out/result.jsonl").exists());
+}
