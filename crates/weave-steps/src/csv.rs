@@ -37,6 +37,9 @@ struct CsvState {
     header: Vec<String>,
     record: csv::ByteRecord,
     done: bool,
+    /// Bytes of text per column in the last batch: the next batch's buffers start that big,
+    /// so that a short file does not hold a full batch's worth of empty capacity.
+    hint: Vec<usize>,
 }
 
 fn single_byte(p: &Params, key: &str, default: u8) -> u8 {
@@ -124,7 +127,8 @@ impl LoadCsv {
             }
             names.push(name.to_owned());
         }
-        Ok(CsvState { reader, header: names, record: csv::ByteRecord::new(), done: false })
+        let hint = vec![0; names.len()];
+        Ok(CsvState { reader, header: names, record: csv::ByteRecord::new(), done: false, hint })
     }
 }
 
@@ -146,8 +150,8 @@ impl Source for LoadCsv {
             return Ok(None);
         }
         let width = st.header.len();
-        let mut cols: Vec<StrColumn> =
-            (0..width).map(|_| StrColumn::with_capacity(self.batch_size, self.batch_size * 16)).collect();
+        let rows_hint = if st.hint.iter().any(|&h| h > 0) { self.batch_size } else { self.batch_size.min(256) };
+        let mut cols: Vec<StrColumn> = st.hint.iter().map(|&h| StrColumn::with_capacity(rows_hint, h)).collect();
         let mut rows = 0;
         while rows < self.batch_size {
             match st.reader.read_byte_record(&mut st.record) {
@@ -182,6 +186,9 @@ impl Source for LoadCsv {
         }
         if rows == 0 {
             return Ok(None);
+        }
+        for (h, c) in st.hint.iter_mut().zip(&cols) {
+            *h = c.data().len();
         }
         let schema = std::sync::Arc::new(weave_core::Schema::new(
             st.header.iter().map(|h| weave_core::Field::new(h.clone(), weave_core::DataType::Str)).collect(),
