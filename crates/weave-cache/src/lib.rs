@@ -1,5 +1,38 @@
-//! Weave's content-addressed cache (to be built: see the cache issue). Step outputs will be
-//! stored under blake3 keys computed from the step's kind, version, canonical
-//! configuration, the pipeline seed and its inputs' keys, written atomically, checked on
-//! read. bincode 2 is used only inside this crate's codec module.
+//! Weave's content-addressed cache of intermediate results.
+//!
+//! - [`Store`]: entries on disk under a blake3 [`Key`], written atomically (temp file,
+//!   fsync, rename), each with a header (magic, format version, codec, length, blake3 of
+//!   the payload); a torn or corrupt entry is a warning and a miss, never data.
+//! - [`KeyBuilder`]: keys from named, length-framed parts: a step's kind, version,
+//!   canonical configuration, the seed, and its inputs' keys (a Merkle chain through the
+//!   DAG).
+//! - [`FileIndex`]: input files' content hashes, computed once and then trusted while
+//!   (path, size, mtime, inode) stay the same, as git's index does, so that an unchanged
+//!   10 GB input is not reread to plan a run.
+//! - [`codec`]: the only place values become bytes (bincode 2 over serde).
+//!
+//! ```
+//! use weave_cache::{KeyBuilder, Store, codec};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = Store::open(dir.path()).unwrap();
+//! let key = KeyBuilder::new("step-output").part("kind", b"clean").number("version", 1).finish();
+//! store.put(&key, codec::BINCODE2, &codec::encode(&vec![1u32, 2, 3]).unwrap()).unwrap();
+//! let entry = store.get(&key).unwrap().unwrap();
+//! assert_eq!(codec::decode::<Vec<u32>>(&entry.payload), Some(vec![1, 2, 3]));
+//! ```
+//!
+//! Wiring the cache into runs (step and per-batch entries, `weave plan` showing what is
+//! cached, `weave cache` commands) is the rest of the cache issue.
 #![deny(missing_docs)]
+
+pub mod codec;
+mod error;
+mod files;
+mod key;
+mod store;
+
+pub use error::Error;
+pub use files::FileIndex;
+pub use key::{Key, KeyBuilder};
+pub use store::{Entry, FORMAT_VERSION, Stats, Store};

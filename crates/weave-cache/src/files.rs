@@ -1,0 +1,149 @@
+//! Input files' content hashes, computed once and then trusted while the file's
+//! (path, size, mtime, inode) stay the same, the way git's index does.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::key::Key;
+
+/// What identifies a file's version without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    size: u64,
+    mtime_ns: u128,
+    inode: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Known {
+    stamp: Stamp,
+    hash: Key,
+}
+
+/// A file whose stamp is this recent may still change within the clock's granularity
+/// without its stamp changing ("racily clean" in git's words): it is hashed every time.
+const RACY: Duration = Duration::from_secs(2);
+
+/// Content hashes of input files, kept in `files.json` in the cache folder.
+#[derive(Debug)]
+pub struct FileIndex {
+    path: PathBuf,
+    known: Mutex<HashMap<PathBuf, Known>>,
+}
+
+impl FileIndex {
+    /// Loads the index kept in `dir` (an unreadable or damaged index starts empty: it is
+    /// only a shortcut).
+    pub fn load(dir: &Path) -> FileIndex {
+        let path = dir.join("files.json");
+        let known = fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        FileIndex { path, known: Mutex::new(known) }
+    }
+
+    /// The blake3 of `file`'s content: from the index when the file's stamp is unchanged,
+    /// read and hashed otherwise.
+    pub fn hash(&self, file: &Path) -> Result<Key, Error> {
+        let abs = fs::canonicalize(file).map_err(Error::io(file))?;
+        let meta = fs::metadata(&abs).map_err(Error::io(&abs))?;
+        let stamp = stamp_of(&meta);
+        if let Some(k) = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&abs)
+            && k.stamp == stamp
+        {
+            return Ok(k.hash);
+        }
+        let mut hasher = blake3::Hasher::new();
+        let f = File::open(&abs).map_err(Error::io(&abs))?;
+        hasher.update_reader(std::io::BufReader::with_capacity(1 << 20, f)).map_err(Error::io(&abs))?;
+        let hash = Key::from(hasher.finalize());
+        let fresh =
+            meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).is_none_or(|age| age < RACY);
+        // A file changed while it was read, or too recently to trust its stamp, is not
+        // remembered.
+        let after = fs::metadata(&abs).map(|m| stamp_of(&m)).ok();
+        if !fresh && after == Some(stamp) {
+            self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(abs, Known { stamp, hash });
+        }
+        Ok(hash)
+    }
+
+    /// Writes the index back, atomically.
+    pub fn save(&self) -> Result<(), Error> {
+        let known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bytes = serde_json::to_vec(&*known).map_err(|e| Error::Encode(e.to_string()))?;
+        drop(known);
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(Error::io(dir))?;
+        tmp.write_all(&bytes).map_err(Error::io(&self.path))?;
+        tmp.persist(&self.path).map_err(|e| Error::Io { path: self.path.clone(), source: e.error })?;
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn stamp_of(meta: &fs::Metadata) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let mtime_ns =
+        meta.modified().ok().and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    Stamp { size: meta.len(), mtime_ns, inode: meta.ino() }
+}
+
+#[cfg(not(unix))]
+fn stamp_of(meta: &fs::Metadata) -> Stamp {
+    let mtime_ns =
+        meta.modified().ok().and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    Stamp { size: meta.len(), mtime_ns, inode: 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn age(path: &Path, secs: u64) {
+        let t = SystemTime::now() - Duration::from_secs(secs);
+        File::options().write(true).open(path).unwrap().set_modified(t).unwrap();
+    }
+
+    #[test]
+    fn unchanged_files_are_not_reread_and_changed_ones_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data.csv");
+        fs::write(&data, "a,b\n1,2\n").unwrap();
+        age(&data, 60);
+        let idx = FileIndex::load(dir.path());
+        let h1 = idx.hash(&data).unwrap();
+        assert_eq!(h1, Key::of_content(b"a,b\n1,2\n"));
+        idx.save().unwrap();
+
+        // A new index from disk trusts the stamp: prove it by changing the content behind
+        // an identical stamp (same size, mtime and inode), which only a reread would see.
+        let meta = fs::metadata(&data).unwrap();
+        fs::write(&data, "a,b\n9,9\n").unwrap();
+        File::options().write(true).open(&data).unwrap().set_modified(meta.modified().unwrap()).unwrap();
+        let idx = FileIndex::load(dir.path());
+        assert_eq!(idx.hash(&data).unwrap(), h1, "trusted from the index");
+
+        // A real change moves the stamp and is hashed again.
+        fs::write(&data, "a,b\n9,9,9\n").unwrap();
+        age(&data, 30);
+        assert_eq!(idx.hash(&data).unwrap(), Key::of_content(b"a,b\n9,9,9\n"));
+    }
+
+    #[test]
+    fn a_fresh_file_is_hashed_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data.csv");
+        fs::write(&data, "x").unwrap();
+        let idx = FileIndex::load(dir.path());
+        idx.hash(&data).unwrap();
+        assert!(idx.known.lock().unwrap().is_empty(), "too recent to trust its stamp");
+        assert!(idx.hash(&dir.path().join("missing")).is_err());
+    }
+}

@@ -1,0 +1,297 @@
+//! The store: entries on disk under their key, written atomically, checked on read.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::error::Error;
+use crate::key::Key;
+
+/// The first bytes of every entry.
+const MAGIC: &[u8; 8] = b"WEAVE\x00C\x01";
+/// The entry format: bump it when the header or its meaning changes.
+pub const FORMAT_VERSION: u32 = 1;
+/// magic (8) + format (4) + codec (4) + payload length (8) + blake3 of the payload (32).
+const HEADER_LEN: usize = 56;
+
+/// A content-addressed store of entries under `root/objects/ab/cdef…`.
+///
+/// Writes go to a temporary file in `root/tmp`, are synced, and are renamed into place,
+/// so a reader sees a whole entry or none, even with several processes writing at once
+/// (the same key always holds the same content, so the last rename wins harmlessly).
+/// Every entry starts with a header (magic, format version, codec, payload length, blake3
+/// of the payload); an entry that fails any check is reported as a warning, removed, and
+/// read as a miss — never returned as data.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// A read entry.
+#[derive(Debug)]
+pub struct Entry {
+    /// The codec that wrote the payload.
+    pub codec: u32,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// What the store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Entries.
+    pub entries: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+}
+
+impl Store {
+    /// Opens (creating if needed) a store in `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store, Error> {
+        let root = root.into();
+        for dir in [root.join("objects"), root.join("tmp")] {
+            fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        }
+        Ok(Store { root })
+    }
+
+    /// The store's folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &Key) -> PathBuf {
+        let hex = key.to_hex();
+        self.root.join("objects").join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// Whether an entry exists under `key` (without checking it).
+    pub fn contains(&self, key: &Key) -> bool {
+        self.path_of(key).is_file()
+    }
+
+    /// Writes `payload` under `key`, atomically.
+    pub fn put(&self, key: &Key, codec: u32, payload: &[u8]) -> Result<(), Error> {
+        let path = self.path_of(key);
+        let dir = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let tmp_dir = self.root.join("tmp");
+        let mut tmp = tempfile::Builder::new().prefix("entry-").tempfile_in(&tmp_dir).map_err(Error::io(&tmp_dir))?;
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header.extend_from_slice(&codec.to_le_bytes());
+        header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        header.extend_from_slice(blake3::hash(payload).as_bytes());
+        let tmp_path = tmp.path().to_path_buf();
+        tmp.write_all(&header).map_err(Error::io(&tmp_path))?;
+        tmp.write_all(payload).map_err(Error::io(&tmp_path))?;
+        tmp.as_file().sync_all().map_err(Error::io(&tmp_path))?;
+        tmp.persist(&path).map_err(|e| Error::Io { path: path.clone(), source: e.error })?;
+        Ok(())
+    }
+
+    /// Reads the entry under `key`: `None` if there is none, or if it is damaged (which is
+    /// logged as a warning, and the entry removed).
+    pub fn get(&self, key: &Key) -> Result<Option<Entry>, Error> {
+        let path = self.path_of(key);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::Io { path, source: e }),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(Error::io(&path))?;
+        match check(&bytes) {
+            Ok(codec) => {
+                // Mark it used, for least-recently-used eviction.
+                let _ = file.set_modified(SystemTime::now());
+                bytes.drain(..HEADER_LEN);
+                Ok(Some(Entry { codec, payload: bytes }))
+            }
+            Err(why) => {
+                log::warn!("cache entry {} is damaged ({why}); removing it and recomputing", path.display());
+                let _ = fs::remove_file(&path);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Removes the entry under `key`, if any.
+    pub fn remove(&self, key: &Key) -> Result<(), Error> {
+        let path = self.path_of(key);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io { path, source: e }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every entry: key, size on disk, last use.
+    pub fn list(&self) -> Result<Vec<(Key, u64, SystemTime)>, Error> {
+        let objects = self.root.join("objects");
+        let mut out = Vec::new();
+        for shard in fs::read_dir(&objects).map_err(Error::io(&objects))? {
+            let shard = shard.map_err(Error::io(&objects))?;
+            let prefix = shard.file_name().to_string_lossy().into_owned();
+            if !shard.path().is_dir() {
+                continue;
+            }
+            for e in fs::read_dir(shard.path()).map_err(Error::io(shard.path()))? {
+                let e = e.map_err(Error::io(shard.path()))?;
+                let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+                let Some(key) = Key::from_hex(&name) else { continue };
+                let meta = e.metadata().map_err(Error::io(e.path()))?;
+                out.push((key, meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many entries and bytes the store holds.
+    pub fn stats(&self) -> Result<Stats, Error> {
+        let list = self.list()?;
+        Ok(Stats { entries: list.len() as u64, bytes: list.iter().map(|(_, b, _)| b).sum() })
+    }
+
+    /// Evicts least recently used entries until the store holds at most `max_bytes`,
+    /// never an entry in `keep` (those a running run holds). Returns what was removed.
+    pub fn gc(&self, max_bytes: u64, keep: &dyn Fn(&Key) -> bool) -> Result<Stats, Error> {
+        let mut list = self.list()?;
+        let mut total: u64 = list.iter().map(|(_, b, _)| b).sum();
+        list.sort_by_key(|(_, _, used)| *used);
+        let mut removed = Stats::default();
+        for (key, bytes, _) in list {
+            if total <= max_bytes {
+                break;
+            }
+            if keep(&key) {
+                continue;
+            }
+            self.remove(&key)?;
+            total -= bytes;
+            removed.entries += 1;
+            removed.bytes += bytes;
+        }
+        Ok(removed)
+    }
+
+    /// Removes every entry.
+    pub fn clear(&self) -> Result<Stats, Error> {
+        self.gc(0, &|_| false)
+    }
+}
+
+/// Checks an entry's header and payload; the codec, or why it is damaged.
+fn check(bytes: &[u8]) -> Result<u32, String> {
+    if bytes.len() < HEADER_LEN {
+        return Err(format!("{} bytes, shorter than the header", bytes.len()));
+    }
+    if &bytes[..8] != MAGIC {
+        return Err("not a weave cache entry".to_owned());
+    }
+    let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    let format = word(8);
+    if format != FORMAT_VERSION {
+        return Err(format!("format version {format}, this weave reads {FORMAT_VERSION}"));
+    }
+    let codec = word(12);
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[16..24]);
+    let len = u64::from_le_bytes(len);
+    let payload = &bytes[HEADER_LEN..];
+    if payload.len() as u64 != len {
+        return Err(format!("payload is {} bytes, the header says {len}", payload.len()));
+    }
+    if blake3::hash(payload).as_bytes() != &bytes[24..56] {
+        return Err("payload does not match its checksum".to_owned());
+    }
+    Ok(codec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path().join("cache")).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn put_then_get_round_trips() {
+        let (_d, s) = store();
+        let k = Key::of_content(b"k");
+        assert!(s.get(&k).unwrap().is_none());
+        s.put(&k, 7, b"payload").unwrap();
+        let e = s.get(&k).unwrap().unwrap();
+        assert_eq!((e.codec, e.payload.as_slice()), (7, &b"payload"[..]));
+        assert_eq!(s.stats().unwrap(), Stats { entries: 1, bytes: (HEADER_LEN + 7) as u64 });
+        assert_eq!(std::fs::read_dir(s.root().join("tmp")).unwrap().count(), 0, "no temporary file left");
+    }
+
+    #[test]
+    fn every_kind_of_damage_is_a_miss_and_removes_the_entry() {
+        let (_d, s) = store();
+        let k = Key::of_content(b"k");
+        let damages: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+            ("flip a payload byte", Box::new(|b| b[HEADER_LEN + 3] ^= 1)),
+            ("flip a header byte", Box::new(|b| b[2] ^= 1)),
+            ("truncate", Box::new(|b| b.truncate(b.len() - 1))),
+            ("cut inside the header", Box::new(|b| b.truncate(10))),
+            ("empty", Box::new(|b| b.clear())),
+            ("append", Box::new(|b| b.push(0))),
+            ("wrong format version", Box::new(|b| b[8] = 99)),
+        ];
+        for (what, damage) in damages {
+            s.put(&k, 1, b"some payload bytes").unwrap();
+            let path = s.path_of(&k);
+            let mut bytes = std::fs::read(&path).unwrap();
+            damage(&mut bytes);
+            std::fs::write(&path, &bytes).unwrap();
+            assert!(s.get(&k).unwrap().is_none(), "{what}: read as a miss");
+            assert!(!path.exists(), "{what}: the damaged entry is removed");
+        }
+    }
+
+    #[test]
+    fn gc_evicts_least_recently_used_and_spares_kept_keys() {
+        let (_d, s) = store();
+        let keys: Vec<Key> = (0..4u8).map(|i| Key::of_content(&[i])).collect();
+        for (i, k) in keys.iter().enumerate() {
+            s.put(k, 1, &[0u8; 100]).unwrap();
+            let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000 + i as u64);
+            File::options().write(true).open(s.path_of(k)).unwrap().set_modified(t).unwrap();
+        }
+        // Reading key 0 makes it the most recently used.
+        assert!(s.get(&keys[0]).unwrap().is_some());
+        let each = (HEADER_LEN + 100) as u64;
+        let kept = keys[1];
+        let removed = s.gc(2 * each, &|k| *k == kept).unwrap();
+        assert_eq!(removed.entries, 2);
+        assert!(s.contains(&keys[0]) && s.contains(&keys[1]));
+        assert!(!s.contains(&keys[2]) && !s.contains(&keys[3]));
+        assert_eq!(s.clear().unwrap().entries, 2);
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_key_leave_a_valid_entry() {
+        let (_d, s) = store();
+        let k = Key::of_content(b"shared");
+        let payload = vec![42u8; 1 << 20];
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..5 {
+                        s.put(&k, 1, &payload).unwrap();
+                        if let Some(e) = s.get(&k).unwrap() {
+                            assert_eq!(e.payload.len(), payload.len());
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(s.get(&k).unwrap().unwrap().payload, payload);
+    }
+}
