@@ -235,7 +235,8 @@ mod tests {
     fn every_kind_of_damage_is_a_miss_and_removes_the_entry() {
         let (_d, s) = store();
         let k = Key::of_content(b"k");
-        let damages: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+        type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+        let damages: Vec<(&str, Damage)> = vec![
             ("flip a payload byte", Box::new(|b| b[HEADER_LEN + 3] ^= 1)),
             ("flip a header byte", Box::new(|b| b[2] ^= 1)),
             ("truncate", Box::new(|b| b.truncate(b.len() - 1))),
