@@ -32,6 +32,21 @@ pub struct Permit {
     bytes: u64,
 }
 
+impl Permit {
+    /// Changes the bytes this permit holds, without waiting: the input's share of the
+    /// budget becomes the output's when a step turns one batch into another.
+    pub fn resize(&mut self, bytes: u64) {
+        let mut used = self.inner.used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *used = (*used + bytes).saturating_sub(self.bytes);
+        self.inner.peak.fetch_max(*used, Ordering::Relaxed);
+        drop(used);
+        if bytes < self.bytes {
+            self.inner.freed.notify_all();
+        }
+        self.bytes = bytes;
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut used = self.inner.used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -122,7 +137,11 @@ mod tests {
         cancel.store(true, Ordering::Relaxed);
         assert!(b.acquire(1, &cancel).is_none());
         drop(big);
-        let _c = b.charge(5);
+        let mut c = b.charge(5);
         assert_eq!(b.used(), 5);
+        c.resize(3);
+        assert_eq!(b.used(), 3);
+        c.resize(8);
+        assert_eq!((b.used(), b.peak()), (8, 50));
     }
 }

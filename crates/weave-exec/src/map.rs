@@ -54,8 +54,8 @@ enum Slot {
 struct Entry {
     seq: u64,
     slot: Slot,
-    /// The input's share of the memory budget, held until the output is passed on.
-    _input: Msg,
+    /// The input's share of the memory budget, handed to the output when it is passed on.
+    input: Msg,
     retries: Vec<u32>,
 }
 
@@ -137,11 +137,13 @@ pub(crate) fn map_loop(
                 break;
             }
             order.pop_front();
-            let Some(Entry { seq, slot: Slot::Done(batch), .. }) = entries.remove(&idx) else { break };
+            let Some(Entry { seq, slot: Slot::Done(batch), input, .. }) = entries.remove(&idx) else { break };
             let last = stats.len() - 1;
             stats[last].batches_out += 1;
             stats[last].records_out += batch.len() as u64;
-            shared.send(outputs, shared.charged(seq, batch))?;
+            let Msg { batch: input_batch, permit, .. } = input;
+            drop(input_batch);
+            shared.send(outputs, shared.charged(seq, batch, Some(permit)))?;
         }
         if shared.cancelled() {
             return Err(Stopped);
@@ -216,7 +218,7 @@ pub(crate) fn map_loop(
                     entries.insert(idx, Entry {
                         seq,
                         slot: Slot::Running { attempt, deadline: timeout.map(|t| Instant::now() + t), k: 0, input: batch.clone() },
-                        _input: msg,
+                        input: msg,
                         retries: vec![0; steps.len()],
                     });
                     order.push_back(idx);

@@ -125,7 +125,7 @@ pub struct RunError {
 pub(crate) struct Msg {
     pub(crate) seq: u64,
     pub(crate) batch: Batch,
-    pub(crate) _permit: Arc<Permit>,
+    pub(crate) permit: Arc<Permit>,
 }
 
 /// State every thread of a run shares.
@@ -250,10 +250,23 @@ impl Shared {
         }
     }
 
-    /// The message carrying `batch`, charged to the budget without waiting.
-    pub(crate) fn charged(&self, seq: u64, batch: Batch) -> Msg {
-        let permit = Arc::new(self.budget.charge(batch.memory_size() as u64));
-        Msg { seq, batch, _permit: permit }
+    /// The message carrying `batch`, charged to the budget without waiting. When `input`
+    /// (the batch it was made from) has no other holder, its share of the budget is handed
+    /// over rather than charged anew, so a step that passes data on does not count it twice.
+    pub(crate) fn charged(&self, seq: u64, batch: Batch, input: Option<Arc<Permit>>) -> Msg {
+        let bytes = batch.memory_size() as u64;
+        let permit = match input.map(Arc::try_unwrap) {
+            Some(Ok(mut p)) => {
+                p.resize(bytes);
+                p
+            }
+            // Shared with other consumers (or none): release ours, then charge.
+            other => {
+                drop(other);
+                self.budget.charge(bytes)
+            }
+        };
+        Msg { seq, batch, permit: Arc::new(permit) }
     }
 }
 
@@ -776,7 +789,7 @@ fn source_loop(
             let id = Arc::clone(&step.id);
             shared.emit(|| Event::WaitedForMemory { step: id, bytes, waited });
         }
-        shared.send(outputs, Msg { seq, batch, _permit: Arc::new(permit) })?;
+        shared.send(outputs, Msg { seq, batch, permit: Arc::new(permit) })?;
         seq += 1;
     }
 }
@@ -801,8 +814,9 @@ fn stateful_loop(
             st.process(&msg.batch, ctx, &mut out)
         })?;
         shared.settle(step, stats, &mut ctx)?;
-        emit_outputs(shared, step, stats, msg.seq, &mut out, outputs, msg.batch.len() as u64, t0)?;
-        last_seq = Some(msg.seq);
+        let (seq, n) = (msg.seq, msg.batch.len() as u64);
+        emit_outputs(shared, step, stats, seq, &mut out, outputs, n, t0, Some(msg.permit))?;
+        last_seq = Some(seq);
     }
     if shared.cancelled() {
         return Err(Stopped);
@@ -814,7 +828,7 @@ fn stateful_loop(
         st.finish(ctx, &mut out)
     })?;
     shared.settle(step, stats, &mut ctx)?;
-    emit_outputs(shared, step, stats, seq, &mut out, outputs, 0, t0)
+    emit_outputs(shared, step, stats, seq, &mut out, outputs, 0, t0, None)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -827,6 +841,7 @@ fn emit_outputs(
     outputs: &[Sender<Msg>],
     records_in: u64,
     t0: Instant,
+    mut input: Option<Arc<Permit>>,
 ) -> Result<(), Stopped> {
     let records_out: u64 = out.iter().map(|b| b.len() as u64).sum();
     let id = Arc::clone(&step.id);
@@ -834,7 +849,7 @@ fn emit_outputs(
     for b in out.drain(..) {
         stats.batches_out += 1;
         stats.records_out += b.len() as u64;
-        shared.send(outputs, shared.charged(seq, b))?;
+        shared.send(outputs, shared.charged(seq, b, input.take()))?;
     }
     Ok(())
 }
@@ -868,7 +883,7 @@ fn merge_loop(
                             m.input_done(i, ctx, &mut out)
                         })?;
                         shared.settle(step, stats, &mut ctx)?;
-                        emit_outputs(shared, step, stats, last_seq, &mut out, outputs, 0, t0)?;
+                        emit_outputs(shared, step, stats, last_seq, &mut out, outputs, 0, t0, None)?;
                     }
                 }
             }
@@ -888,7 +903,8 @@ fn merge_loop(
         })?;
         shared.settle(step, stats, &mut ctx)?;
         last_seq = msg.seq;
-        emit_outputs(shared, step, stats, msg.seq, &mut out, outputs, msg.batch.len() as u64, t0)?;
+        let n = msg.batch.len() as u64;
+        emit_outputs(shared, step, stats, msg.seq, &mut out, outputs, n, t0, Some(msg.permit))?;
     }
     let t0 = Instant::now();
     let ((), mut ctx) = c.call(step, last_seq, stats, |ctx| {
@@ -896,7 +912,7 @@ fn merge_loop(
         m.finish(ctx, &mut out)
     })?;
     shared.settle(step, stats, &mut ctx)?;
-    emit_outputs(shared, step, stats, last_seq, &mut out, outputs, 0, t0)
+    emit_outputs(shared, step, stats, last_seq, &mut out, outputs, 0, t0, None)
 }
 
 fn sink_loop(
