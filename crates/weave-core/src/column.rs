@@ -254,6 +254,14 @@ impl<T: Copy + Default> PrimitiveColumn<T> {
         self.nulls.get_or_insert_with(|| vec![false; len]).push(true);
     }
 
+    /// The rows at `indices`, in that order. Panics if an index is out of range.
+    pub fn take(&self, indices: &[usize]) -> Self {
+        PrimitiveColumn {
+            values: indices.iter().map(|&i| self.values[i]).collect(),
+            nulls: self.nulls.as_ref().map(|n| indices.iter().map(|&i| n[i]).collect()),
+        }
+    }
+
     /// The raw values; a null row holds `T::default()`.
     pub fn values(&self) -> &[T] {
         &self.values
@@ -425,13 +433,9 @@ impl Column {
                 Column::Str(out)
             }
             Column::Any(c) => Column::Any(indices.iter().map(|&i| c[i].clone()).collect()),
-            other => {
-                let mut out = Column::empty(other.data_type());
-                for &i in indices {
-                    out.push(other.get(i));
-                }
-                out
-            }
+            Column::Bool(c) => Column::Bool(c.take(indices)),
+            Column::Int(c) => Column::Int(c.take(indices)),
+            Column::Float(c) => Column::Float(c.take(indices)),
         }
     }
 
@@ -493,6 +497,18 @@ mod tests {
         let m = map_of(&[("k", Value::Int(1))]);
         c.push(ValueRef::Map(&m));
         assert_eq!(c.get(4).to_string(), r#"{"k":1}"#);
+    }
+
+    #[test]
+    fn take_keeps_values_and_nulls_in_every_type() {
+        let mut c = Column::Null(0);
+        for v in [ValueRef::Int(1), ValueRef::Null, ValueRef::Int(3)] {
+            c.push(v);
+        }
+        let t = c.take(&[2, 1, 0, 2]);
+        let got: Vec<String> = (0..t.len()).map(|i| t.get(i).to_string()).collect();
+        assert_eq!(got, ["3", "null", "1", "3"]);
+        assert_eq!(t.data_type(), DataType::Int);
     }
 
     #[test]

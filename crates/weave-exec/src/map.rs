@@ -105,7 +105,6 @@ pub(crate) fn map_loop(
 
     let submit = |idx: u64, seq: u64, attempt: u64, k: usize, batch: Batch| {
         let chain = Arc::clone(&chain);
-        let thread_name = format!("weave-call-{}", ids[0]);
         let ids = Arc::clone(&ids);
         let tx = res_tx.clone();
         let seed = shared.seed;
@@ -120,7 +119,8 @@ pub(crate) fn map_loop(
                 job();
             }
         } else if timeout.is_some() {
-            if let Err(e) = std::thread::Builder::new().name(thread_name).spawn(job) {
+            let name = format!("weave-call-{}", steps[0].id);
+            if let Err(e) = std::thread::Builder::new().name(name).spawn(job) {
                 shared.fail(Error::Thread(e));
             }
         } else if let Some(p) = &io_pool {

@@ -179,10 +179,15 @@ impl Shared {
         }
     }
 
-    /// Sends `msg` to every consumer; `Err` when cancelled or a consumer is gone.
+    /// Sends `msg` to every consumer; `Err` when cancelled or a consumer is gone. The last
+    /// consumer gets the message itself, so that with one consumer nothing else holds its
+    /// share of the memory budget (which the consumer can then hand on to its output).
     pub(crate) fn send(&self, outputs: &[Sender<Msg>], msg: Msg) -> Result<(), Stopped> {
-        for tx in outputs {
-            let mut m = msg.clone();
+        let mut msg = Some(msg);
+        for (i, tx) in outputs.iter().enumerate() {
+            let Some(mut m) = (if i + 1 == outputs.len() { msg.take() } else { msg.clone() }) else {
+                break;
+            };
             loop {
                 match tx.send_timeout(m, TICK) {
                     Ok(()) => break,
