@@ -11,6 +11,10 @@
 
 mod bench;
 
+/// The allocator the `weave` binary ships with, so that benchmarks measure what users run.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 fn usage() -> String {
@@ -41,6 +45,15 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("bench") => match bench::main(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        // Not in the usage: a scenario starts this binary again to run part of itself in a
+        // process of its own.
+        Some("__bench-child") => match bench::child(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

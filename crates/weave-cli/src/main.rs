@@ -12,6 +12,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use weave::{Diagnostics, Pipeline, format_bytes, format_duration};
 
+/// mimalloc keeps freed memory for reuse across threads: batches are built on one thread
+/// and freed on another, where glibc's allocator returns and re-faults pages (about 10% of
+/// a run's time in `cargo xtask bench throughput`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod plan;
 mod run;
 

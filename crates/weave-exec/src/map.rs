@@ -93,7 +93,7 @@ pub(crate) fn map_loop(
         (Some(n), _) => n.max(1) as usize,
         (None, _) => cpu_pool.current_num_threads(),
     };
-    let max_in_flight = (2 * width).max(2);
+    let max_in_flight = (4 * width).max(4);
     let gpus = steps.iter().map(|s| s.gpus).max().unwrap_or(0);
 
     let (res_tx, res_rx) = unbounded::<JobResult>();

@@ -21,8 +21,7 @@ pub fn trim_collapse_into(s: &str, out: &mut Appender<'_>) {
         if b < 0x80 {
             let space = usize::from(matches!(b, b' ' | b'\t'..=b'\r'));
             out.push(if space == 1 { ' ' } else { char::from(b) });
-            let len = out.written().len();
-            out.truncate(len - (space & after_space));
+            out.truncate(out.len() - (space & after_space));
             after_space = space;
             i += 1;
         } else {

@@ -193,7 +193,7 @@ fn hand_written(raw: &[Raw], _schema: &Arc<Schema>, out: &mut Vec<u8>, emit: &mu
 /// whitespace as `' '`, and a space pushed right after another is taken back at once: a
 /// data-dependent length, not a branch. Non-ASCII characters are copied whole; only those
 /// whose first byte can start a Unicode space (C2, E1, E2, E3) are decoded and checked.
-fn trim_collapse(s: &str, out: &mut String) {
+pub(super) fn trim_collapse(s: &str, out: &mut String) {
     let bytes = s.as_bytes();
     let start = out.len();
     // 1 after whitespace, and at the start, so that leading whitespace is dropped.
@@ -339,7 +339,7 @@ impl Checksum {
 
 /// Words of the generated text: mostly ASCII, some accented or non-Latin, some with
 /// quotes, backslashes and a control character, which JSON must escape.
-const WORDS: &[&str] = &[
+pub(super) const WORDS: &[&str] = &[
     "the",
     "a",
     "data",
@@ -407,7 +407,7 @@ const WORDS: &[&str] = &[
 
 /// Whitespace between words: mostly one space, sometimes runs of tabs, newlines, carriage
 /// returns, and Unicode spaces (no-break space, em space).
-const SPACES: &[&str] = &["  ", "\t", "\n", " \t ", "\r\n", "   ", "\u{a0}", "\u{2003}", "\n\n", " \n\t  "];
+pub(super) const SPACES: &[&str] = &["  ", "\t", "\n", " \t ", "\r\n", "   ", "\u{a0}", "\u{2003}", "\n\n", " \n\t  "];
 
 const LABELS: [&str; 5] = ["positive", "negative", "neutral", "spam", "needs \"review\""];
 

@@ -6,10 +6,16 @@
 //! ratio to the scenario's baseline and a [`Target`]. A missed target is printed as
 //! `MISSED` but does not change the exit code: benchmarks report, they do not fail CI.
 
+mod backpressure;
 mod layout;
 mod measure;
+mod overhead;
 mod plan;
+mod reliability;
 mod report;
+mod speedup;
+mod steps;
+mod throughput;
 
 pub(crate) use measure::{Rng, median, time};
 pub(crate) use report::{Figure, Report, Target, thousands};
@@ -36,7 +42,41 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         summary: "1M text records: build, clean, write JSONL as columnar batches vs rows vs a hand-written loop",
         run: layout::run,
     },
+    Scenario {
+        name: "overhead",
+        summary: "executor cost per batch per step: 1M one-record batches through 10 no-op steps, fused and not",
+        run: overhead::run,
+    },
+    Scenario {
+        name: "speedup",
+        summary: "two independent CPU-heavy branches in one pipeline on 2 threads vs two pipelines in turn on 1",
+        run: speedup::run,
+    },
+    Scenario {
+        name: "throughput",
+        summary: "1M records through 4 fused column-wise transforms on 1 and 2 threads vs a hand-written loop",
+        run: throughput::run,
+    },
+    Scenario {
+        name: "reliability",
+        summary: "1,000 runs of a 10-step pipeline where every step call fails transiently with p = 5%, default retries",
+        run: reliability::run,
+    },
+    Scenario {
+        name: "backpressure",
+        summary: "2 GB of 8 MiB batches through a slow sink with max_memory = 64 MiB, in a child process: peak RSS",
+        run: backpressure::run,
+    },
 ];
+
+/// The hidden task `__bench-child <scenario>`: the part of a scenario that must run in a
+/// process of its own (to measure that process's peak memory), started by the scenario.
+pub(crate) fn child(args: &[String]) -> Result<(), String> {
+    match args.first().map(String::as_str) {
+        Some("backpressure") => backpressure::child(args.get(1).map_or("pass", String::as_str)),
+        other => Err(format!("no child task {other:?}")),
+    }
+}
 
 /// Runs the scenarios named in `args` (all when there are none), prints the table and
 /// writes the JSON files.

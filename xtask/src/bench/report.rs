@@ -82,6 +82,10 @@ impl Figure {
 pub(crate) enum Target {
     /// The value is below this (times).
     Below(f64),
+    /// The value is at most this (a bound that may be reached, as a budget).
+    AtMost(f64),
+    /// The value is at least this (a share, a rate).
+    AtLeast(f64),
     /// The ratio to the baseline is at least this.
     RatioAtLeast(f64),
 }
@@ -90,6 +94,8 @@ impl Target {
     fn met(self, value: f64, ratio: Option<f64>) -> bool {
         match self {
             Target::Below(t) => value < t,
+            Target::AtMost(t) => value <= t,
+            Target::AtLeast(t) => value >= t,
             Target::RatioAtLeast(t) => ratio.is_some_and(|r| r >= t),
         }
     }
@@ -97,6 +103,8 @@ impl Target {
     fn describe(self, unit: &str) -> String {
         match self {
             Target::Below(t) => format!("< {t} {unit}"),
+            Target::AtMost(t) => format!("≤ {t} {unit}"),
+            Target::AtLeast(t) => format!("≥ {t} {unit}"),
             Target::RatioAtLeast(t) => format!("≥ {t:.2}×"),
         }
     }
@@ -317,5 +325,19 @@ mod tests {
         let t = table(&rows);
         assert!(t.contains("< 20 ms | ok"), "{t}");
         assert!(t.contains("≥ 0.80× | MISSED"), "{t}");
+    }
+
+    #[test]
+    fn bounds_that_may_be_reached_are_met_when_reached() {
+        let mut r = Report::new("demo");
+        r.add(Figure::new("budget", 64.0, "MiB").target(Target::AtMost(64.0)));
+        r.add(Figure::new("over", 64.01, "MiB").target(Target::AtMost(64.0)));
+        r.add(Figure::new("share", 99.9, "%").target(Target::AtLeast(99.9)));
+        r.add(Figure::new("short", 99.8, "%").target(Target::AtLeast(99.9)));
+        let rows = r.into_rows();
+        assert_eq!(rows.iter().map(|r| r.ok).collect::<Vec<_>>(), [Some(true), Some(false), Some(true), Some(false)]);
+        let t = table(&rows);
+        assert!(t.contains("≤ 64 MiB | ok"), "{t}");
+        assert!(t.contains("≥ 99.9 % | MISSED"), "{t}");
     }
 }
