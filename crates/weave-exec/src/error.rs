@@ -60,6 +60,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// No batch moved and no step worked for a while: the DAG deadlocked. It happens when a
+    /// DAG splits and rejoins and one branch holds batches back (a stateful step that
+    /// emits at the end, before a merge), so the merge waits on it while the other branch
+    /// fills up.
+    #[error("the run stalled: for {} no batch moved and no step was working (steps still waiting: {}); if a branch that rejoins another holds batches back (a stateful step before a merge), move that step after the merge", weave_core::format_duration(*waited), waiting.join(", "))]
+    Stalled {
+        /// How long nothing moved.
+        waited: Duration,
+        /// The steps that had not finished.
+        waiting: Vec<String>,
+    },
     /// The run was cancelled (Ctrl-C).
     #[error("the run was cancelled")]
     Cancelled,
@@ -76,7 +87,7 @@ impl Error {
             | Error::Timeout { step, .. }
             | Error::BadRecord { step, .. }
             | Error::Panic { step, .. } => Some(step),
-            Error::Quarantine { .. } | Error::Cancelled | Error::Thread(_) => None,
+            Error::Quarantine { .. } | Error::Cancelled | Error::Thread(_) | Error::Stalled { .. } => None,
         }
     }
 
@@ -97,6 +108,7 @@ impl Error {
             Error::Timeout { .. } | Error::Quarantine { .. } | Error::Thread(_) => ErrorOrigin::Environment,
             Error::BadRecord { .. } | Error::Cancelled => ErrorOrigin::User,
             Error::Panic { .. } => ErrorOrigin::Internal,
+            Error::Stalled { .. } => ErrorOrigin::User,
         }
     }
 }

@@ -4,13 +4,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select, unbounded};
 use weave_core::{Batch, Event, Rejected, StepContext, StepError, Transform};
 
 use crate::error::Error;
-use crate::run::{Msg, Shared, StageStep, StepStats, Stopped, panic_message, retry_delay, step_error};
+use crate::run::{Msg, Shared, StageStep, StepStats, Stopped, Watch, panic_message, retry_delay, step_error};
 
 /// What one call of one step in a job did, for the stage's thread to account.
 struct Report {
@@ -63,6 +64,7 @@ struct Entry {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn map_loop(
     shared: &Shared,
+    watch: &Watch,
     cpu_pool: &Arc<rayon::ThreadPool>,
     steps: &[StageStep],
     chain: Vec<Arc<dyn Transform>>,
@@ -109,9 +111,12 @@ pub(crate) fn map_loop(
         let tx = res_tx.clone();
         let seed = shared.seed;
         let cancel = Arc::clone(&shared.cancel);
+        let jobs = Arc::clone(&watch.jobs);
+        jobs.fetch_add(1, Ordering::Relaxed);
         let job = move || {
             let (reports, outcome) = run_job(&chain, &ids, k, batch, seq, seed, &cancel);
             let _ = tx.send(JobResult { idx, attempt, reports, outcome });
+            jobs.fetch_sub(1, Ordering::Relaxed);
         };
         if gpus > 0 {
             // GPU steps take their slots on the stage's thread, one call at a time.
@@ -131,7 +136,9 @@ pub(crate) fn map_loop(
     };
 
     loop {
-        // Pass on finished batches, in input order.
+        // Pass on finished batches, in input order. While this waits for room downstream,
+        // retries due meanwhile do not start: they are not work under way.
+        watch.pending.store(0, Ordering::Relaxed);
         while let Some(idx) = order.front().copied() {
             if !matches!(entries.get(&idx).map(|e| &e.slot), Some(Slot::Done(_))) {
                 break;
@@ -204,12 +211,15 @@ pub(crate) fn map_loop(
             .min();
         let wait =
             next_wake.map_or(crate::run::TICK, |w| w.saturating_duration_since(Instant::now()).min(crate::run::TICK));
+        let waiting = entries.values().filter(|e| matches!(e.slot, Slot::Waiting { .. })).count();
+        watch.pending.store(waiting, Ordering::Relaxed);
         let room = input_open && entries.len() < max_in_flight;
         let never = crossbeam_channel::never();
         let in_rx = if room { input } else { &never };
         select! {
             recv(in_rx) -> msg => match msg {
                 Ok(msg) => {
+                    shared.progress.fetch_add(1, Ordering::Relaxed);
                     let (idx, seq) = (next_idx, msg.seq);
                     next_idx += 1;
                     let attempt = next_attempt;

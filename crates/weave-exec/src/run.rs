@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,11 +32,20 @@ pub struct ExecOptions {
     /// Where records set aside by `on_bad_record = "skip"` go. Without it, a step with that
     /// policy that rejects a record fails the run rather than lose the record.
     pub quarantine: Option<PathBuf>,
+    /// How long the run may go with no batch moving and no step working before it is
+    /// stopped as stalled (default 10 s): a deadlock is an error, never a hang.
+    pub stall_timeout: Duration,
 }
 
 impl Default for ExecOptions {
     fn default() -> Self {
-        ExecOptions { channel_capacity: 4, subscribers: Vec::new(), cancel: Arc::default(), quarantine: None }
+        ExecOptions {
+            channel_capacity: 4,
+            subscribers: Vec::new(),
+            cancel: Arc::default(),
+            quarantine: None,
+            stall_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -137,6 +146,8 @@ pub(crate) struct Shared {
     quarantine: Quarantine,
     failure: Mutex<Option<Error>>,
     pub(crate) gpus: Semaphore,
+    /// Counts batches received and sent, for the stall watch.
+    pub(crate) progress: AtomicU64,
 }
 
 impl Shared {
@@ -172,7 +183,10 @@ impl Shared {
     pub(crate) fn recv(&self, rx: &Receiver<Msg>) -> Option<Msg> {
         loop {
             match rx.recv_timeout(TICK) {
-                Ok(m) => return Some(m),
+                Ok(m) => {
+                    self.progress.fetch_add(1, Ordering::Relaxed);
+                    return Some(m);
+                }
                 Err(RecvTimeoutError::Timeout) if !self.cancelled() => {}
                 Err(_) => return None,
             }
@@ -190,7 +204,10 @@ impl Shared {
             };
             loop {
                 match tx.send_timeout(m, TICK) {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        self.progress.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
                     Err(SendTimeoutError::Timeout(back)) if !self.cancelled() => m = back,
                     Err(_) => return Err(Stopped),
                 }
@@ -337,11 +354,17 @@ enum Work {
     Sink(Box<dyn Sink>),
 }
 
-/// Where a stage thread says it is in a call, for the coordinator's timeout watch.
+/// What a stage thread tells the coordinator: whether it is in a call (for timeouts), and
+/// whether it has work under way that will move batches without any input (for the stall
+/// watch).
 #[derive(Default)]
-struct Watch {
+pub(crate) struct Watch {
     /// Nanoseconds since the run started when the current call started; 0 when idle.
     call_started: AtomicU64,
+    /// Calls waiting out a retry delay.
+    pub(crate) pending: AtomicUsize,
+    /// Calls running on a pool (a map stage's jobs).
+    pub(crate) jobs: Arc<AtomicUsize>,
 }
 
 struct Stage {
@@ -379,6 +402,7 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
             free: Mutex::new(if pipeline.resources.gpu_enabled { pipeline.resources.gpus } else { 0 }),
             cv: Condvar::new(),
         },
+        progress: AtomicU64::new(0),
     });
     let max_memory = pipeline.resources.max_memory;
     let dag = pipeline.into_dag();
@@ -441,6 +465,7 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
         finished[i] = h.is_none();
     }
     let mut abandoned = vec![false; handles.len()];
+    let mut last_progress = (shared.progress.load(Ordering::Relaxed), Instant::now());
     while finished.iter().zip(&abandoned).any(|(f, a)| !f && !a) {
         match done_rx.recv_timeout(TICK) {
             Ok(i) => finished[i] = true,
@@ -457,6 +482,21 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
                 shared.fail(Error::Timeout { step: id.to_string(), timeout: *timeout, retries: 0, retryable: false });
                 abandoned[*i] = true;
             }
+        }
+        // Stall watch: batches stopped moving, and no step is working to move them.
+        let progress = shared.progress.load(Ordering::Relaxed);
+        let working = watches.iter().any(|(w, _, _, i)| {
+            !finished[*i]
+                && (w.call_started.load(Ordering::Relaxed) != 0
+                    || w.pending.load(Ordering::Relaxed) > 0
+                    || w.jobs.load(Ordering::Relaxed) > 0)
+        });
+        if progress != last_progress.0 || working {
+            last_progress = (progress, Instant::now());
+        } else if !shared.cancelled() && last_progress.1.elapsed() >= options.stall_timeout {
+            let waiting: Vec<String> =
+                watches.iter().filter(|(_, _, _, i)| !finished[*i]).map(|(_, _, id, _)| id.to_string()).collect();
+            shared.fail(Error::Stalled { waited: options.stall_timeout, waiting });
         }
         if shared.cancelled() {
             // Threads stuck in a call never come back; everything else stops within a tick.
@@ -648,7 +688,7 @@ fn run_stage(stage: Stage, shared: &Shared, pool: &Arc<rayon::ThreadPool>, start
             let _ = source_loop(&caller, &steps[0], &mut *src, &outputs, &mut stats[0]);
         }
         Work::Map(chain, io) => {
-            let _ = crate::map::map_loop(shared, pool, &steps, chain, io, &inputs[0], &outputs, &mut stats);
+            let _ = crate::map::map_loop(shared, &watch, pool, &steps, chain, io, &inputs[0], &outputs, &mut stats);
         }
         Work::Stateful(mut st) => {
             let _ = stateful_loop(&caller, &steps[0], &mut *st, &inputs[0], &outputs, &mut stats[0]);
@@ -719,7 +759,10 @@ impl Caller<'_> {
                     stats.retries += 1;
                     let (id, error) = (Arc::clone(&step.id), e.to_string());
                     self.shared.emit(|| Event::BatchRetried { step: id, seq, attempt, delay, error });
-                    self.shared.sleep(delay)?;
+                    self.watch.pending.fetch_add(1, Ordering::Relaxed);
+                    let slept = self.shared.sleep(delay);
+                    self.watch.pending.fetch_sub(1, Ordering::Relaxed);
+                    slept?;
                 }
                 None => {
                     let (id, error, class) = (Arc::clone(&step.id), e.to_string(), e.class());

@@ -313,3 +313,71 @@ fn bad_records_go_to_quarantine_or_fail_the_run() {
     let err = run(p, ExecOptions::default()).unwrap_err();
     assert_eq!(err.to_string(), "step \"check\": bad record: divisible by 4");
 }
+
+/// Holds every batch back and emits them all at the end, like a sort.
+struct HoldAll {
+    held: Vec<weave_core::Batch>,
+}
+impl weave_core::StepInfo for HoldAll {
+    fn kind(&self) -> &str {
+        "hold_all"
+    }
+    fn config(&self) -> weave_core::CanonicalConfig {
+        weave_core::CanonicalConfig::default()
+    }
+}
+impl weave_core::StatefulTransform for HoldAll {
+    fn process(
+        &mut self,
+        b: &weave_core::Batch,
+        _ctx: &mut weave_core::StepContext,
+        _out: &mut Vec<weave_core::Batch>,
+    ) -> Result<(), StepError> {
+        self.held.push(b.clone());
+        Ok(())
+    }
+    fn finish(
+        &mut self,
+        _ctx: &mut weave_core::StepContext,
+        out: &mut Vec<weave_core::Batch>,
+    ) -> Result<(), StepError> {
+        out.append(&mut self.held);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_deadlocked_dag_is_stopped_with_an_explanation_not_left_hanging() {
+    // a splits into a branch that holds everything back and one that does not; the merge
+    // waits on the first while the second fills its channel and stops `a`.
+    let p = builder(2)
+        .step("a", src(gen_(200, 1)))
+        .step_after("hold", ["a"], stateful(HoldAll { held: Vec::new() }))
+        .step_after("pass", ["a"], tf(tag("p")))
+        .step_after("join", ["hold", "pass"], merge(concat()))
+        .step("out", sink(collect().0))
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    let opts = ExecOptions { stall_timeout: Duration::from_millis(300), ..ExecOptions::default() };
+    let err = run(p, opts).unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(matches!(err.error, Error::Stalled { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.starts_with("the run stalled: for 300ms no batch moved"), "{msg}");
+    assert!(msg.contains("move that step after the merge"), "{msg}");
+}
+
+#[test]
+fn a_slow_step_is_not_a_stall() {
+    let mut slow = map(|b, _| {
+        std::thread::sleep(Duration::from_millis(150));
+        Ok(b.clone())
+    });
+    slow.policy = StepPolicy::default();
+    let (mut out, _) = collect();
+    out.delay = Duration::from_millis(150);
+    let p = builder(2).step("gen", src(gen_(4, 1))).step("slow", tf(slow)).step("out", sink(out)).build().unwrap();
+    let opts = ExecOptions { stall_timeout: Duration::from_millis(100), ..ExecOptions::default() };
+    run(p, opts).expect("steps that work slowly are not stalled");
+}
