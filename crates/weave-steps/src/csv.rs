@@ -60,12 +60,7 @@ fn build(p: &Params) -> Option<Step> {
     let path = p.required_path("path", "the CSV file to read");
     let delimiter = single_byte(p, "delimiter", b',');
     let quote = single_byte(p, "quote", b'"');
-    let batch_size = p.u64("batch_size").unwrap_or(8192);
-    if batch_size == 0
-        && let Some(item) = p.item("batch_size")
-    {
-        p.error_at(item, "`batch_size` must be at least 1");
-    }
+    let batch_size = crate::batch_size(p);
     if p.has_errors() {
         return None;
     }
@@ -73,7 +68,7 @@ fn build(p: &Params) -> Option<Step> {
         path: path?,
         delimiter,
         quote,
-        batch_size: batch_size as usize,
+        batch_size,
         config: p.canonical(&["batch_size"]),
         state: None,
     })))

@@ -43,18 +43,13 @@ pub struct LoadJsonl {
 
 fn build_load(p: &Params) -> Option<Step> {
     let path = p.required_path("path", "the JSONL file to read");
-    let batch_size = p.u64("batch_size").unwrap_or(8192);
-    if batch_size == 0
-        && let Some(item) = p.item("batch_size")
-    {
-        p.error_at(item, "`batch_size` must be at least 1");
-    }
+    let batch_size = crate::batch_size(p);
     if p.has_errors() {
         return None;
     }
     Some(Step::Source(Box::new(LoadJsonl {
         path: path?,
-        batch_size: batch_size as usize,
+        batch_size,
         config: p.canonical(&["batch_size"]),
         reader: None,
         line_no: 0,

@@ -24,6 +24,17 @@ pub use json::{write_json_str, write_jsonl, write_value};
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
 
+/// Rows per batch for a source: the `batch_size` key, at least 1, 8192 by default.
+fn batch_size(p: &weave_core::Params) -> usize {
+    let n = p.u64("batch_size").unwrap_or(8192);
+    if n == 0
+        && let Some(item) = p.item("batch_size")
+    {
+        p.error_at(item, "`batch_size` must be at least 1");
+    }
+    n as usize
+}
+
 /// A registry holding every built-in step kind.
 pub fn registry() -> weave_core::Registry {
     let mut r = weave_core::Registry::new();
