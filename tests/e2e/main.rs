@@ -1,4 +1,8 @@
 //! End-to-end tests: the real `weave` binary on real files.
 
+// validate, plan, graph and kinds on the pipeline files in tests/data.
 mod cli;
+// weave run: outputs, failures, bad records, overrides, Ctrl-C.
 mod run;
+// load → clean → dedup → export on generated data, against an independent computation.
+mod data_steps;

@@ -185,9 +185,11 @@ impl Pipeline {
                 }
             });
             let cost = payload.as_ref().map_or(1.0, |p| p.step.info().estimated_cost());
+            // A kind may build a step of another shape than it declares (a stateful variant).
+            let shape = payload.as_ref().map_or(kind.shape, |p| p.step.shape());
             nodes.push(NodeSpec {
                 id: s.id.clone(),
-                shape: kind.shape,
+                shape,
                 after: s.after.clone(),
                 cost,
                 location: s.location.clone(),

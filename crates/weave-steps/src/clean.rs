@@ -90,6 +90,7 @@ fn build(p: &Params) -> Option<Step> {
                         ConfValue::Table(t) if t.entries.len() == 1 => {
                             let (name, _, v) = &t.entries[0];
                             let n = match &v.value {
+                                _ if name == "dedup" => 0,
                                 ConfValue::Int(n) if *n >= 0 => *n as u64,
                                 _ => {
                                     p.error_at(v, format!("`{name}` must be a non-negative integer"));
@@ -101,6 +102,12 @@ fn build(p: &Params) -> Option<Step> {
                                 "max_chars" => rules.push(Rule::MaxChars(n)),
                                 "min_words" => rules.push(Rule::MinWords(n)),
                                 "max_words" => rules.push(Rule::MaxWords(n)),
+                                "dedup" => {
+                                    p.error_at(
+                                        it,
+                                        "dedup is a step of its own (it remembers what it saw, cleaning does not, so cleaning can run in parallel): add a step with kind = \"dedup\" and fields = [...] after this one",
+                                    );
+                                }
                                 other => {
                                     let mut msg = format!("unknown cleaning rule `{other}`");
                                     if let Some(m) =
@@ -288,6 +295,17 @@ mod tests {
         let mut ctx = StepContext::new("clean", 0, 0, Default::default());
         let err = t.apply(&Batch::from_records(&[Record::new().with("text", "a")]), &mut ctx).unwrap_err();
         assert_eq!(err.to_string(), "field `txt` is not in the data (fields: text)");
+    }
+
+    #[test]
+    fn a_dedup_rule_points_to_the_dedup_step() {
+        check_build_errors(
+            "clean",
+            "rules = [\"trim\", { dedup = [\"text\"] }]",
+            &[
+                "1:18 dedup is a step of its own (it remembers what it saw, cleaning does not, so cleaning can run in parallel): add a step with kind = \"dedup\" and fields = [...] after this one",
+            ],
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 mod clean;
 mod concat;
 mod csv;
+mod dedup;
 mod json;
 mod jsonl;
 mod text;
@@ -20,6 +21,7 @@ mod text;
 pub use clean::Clean;
 pub use concat::Concat;
 pub use csv::LoadCsv;
+pub use dedup::Dedup;
 pub use json::{write_json_str, write_jsonl, write_value};
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
@@ -38,7 +40,7 @@ fn batch_size(p: &weave_core::Params) -> usize {
 /// A registry holding every built-in step kind.
 pub fn registry() -> weave_core::Registry {
     let mut r = weave_core::Registry::new();
-    for kind in [csv::KIND, jsonl::LOAD_KIND, clean::KIND, concat::KIND, jsonl::EXPORT_KIND] {
+    for kind in [csv::KIND, jsonl::LOAD_KIND, clean::KIND, dedup::KIND, concat::KIND, jsonl::EXPORT_KIND] {
         r.register(kind);
     }
     r
