@@ -28,7 +28,7 @@ fn generate(n: usize) -> Vec<(usize, String)> {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut rows: Vec<(usize, String)> = Vec::with_capacity(n);
     for id in 0..n {
-        let text = if id > 10 && rng.next() % 5 == 0 {
+        let text = if id > 10 && rng.next().is_multiple_of(5) {
             // A near-copy of an earlier text: same words, other case and spacing.
             let (_, earlier) = &rows[(rng.next() % id as u64) as usize];
             let words: Vec<&str> = earlier.split_whitespace().collect();

@@ -57,6 +57,9 @@ struct Entry {
     slot: Slot,
     /// The input's share of the memory budget, handed to the output when it is passed on.
     input: Msg,
+    /// What the steps' calls did, accounted when the batch is passed on, in input order,
+    /// so that the quarantine file and the events come out the same whatever the timing.
+    reports: Vec<Report>,
     retries: Vec<u32>,
 }
 
@@ -144,7 +147,10 @@ pub(crate) fn map_loop(
                 break;
             }
             order.pop_front();
-            let Some(Entry { seq, slot: Slot::Done(batch), input, .. }) = entries.remove(&idx) else { break };
+            let Some(Entry { seq, slot: Slot::Done(batch), input, reports, .. }) = entries.remove(&idx) else { break };
+            for rep in reports {
+                account(shared, steps, stats, seq, rep)?;
+            }
             let last = stats.len() - 1;
             stats[last].batches_out += 1;
             stats[last].records_out += batch.len() as u64;
@@ -229,6 +235,7 @@ pub(crate) fn map_loop(
                         seq,
                         slot: Slot::Running { attempt, deadline: timeout.map(|t| Instant::now() + t), k: 0, input: batch.clone() },
                         input: msg,
+                        reports: Vec::new(),
                         retries: vec![0; steps.len()],
                     });
                     order.push_back(idx);
@@ -259,27 +266,7 @@ fn handle_result(
     if !matches!(e.slot, Slot::Running { attempt, .. } if attempt == r.attempt) {
         return Ok(());
     }
-    for rep in r.reports {
-        let (step, st) = (&steps[rep.k], &mut stats[rep.k]);
-        st.batches_in += 1;
-        st.records_in += rep.records_in;
-        st.busy += rep.elapsed;
-        if rep.k + 1 < steps.len() {
-            st.batches_out += 1;
-            st.records_out += rep.records_out;
-        }
-        let id = Arc::clone(&step.id);
-        let (records_in, records_out, elapsed) = (rep.records_in, rep.records_out, rep.elapsed);
-        shared.emit(|| Event::BatchFinished { step: id, seq, records_in, records_out, elapsed });
-        let mut ctx = StepContext::new(Arc::clone(&step.id), shared.seed, seq, Arc::clone(&shared.cancel));
-        for (reason, n) in rep.dropped {
-            ctx.count_dropped(&reason, n);
-        }
-        for rej in rep.rejected {
-            ctx.reject(rej);
-        }
-        shared.settle(step, st, &mut ctx)?;
-    }
+    e.reports.extend(r.reports);
     match r.outcome {
         Outcome::Done(batch) => e.slot = Slot::Done(batch),
         Outcome::Failed { k, input, error } => match retry_delay(&steps[k].retry, &error, e.retries[k], seq) {
@@ -298,6 +285,37 @@ fn handle_result(
             }
         },
     }
+    Ok(())
+}
+
+/// Accounts one step call of a batch: counters, events, dropped records and the bad-record
+/// policy.
+fn account(
+    shared: &Shared,
+    steps: &[StageStep],
+    stats: &mut [StepStats],
+    seq: u64,
+    rep: Report,
+) -> Result<(), Stopped> {
+    let (step, st) = (&steps[rep.k], &mut stats[rep.k]);
+    st.batches_in += 1;
+    st.records_in += rep.records_in;
+    st.busy += rep.elapsed;
+    if rep.k + 1 < steps.len() {
+        st.batches_out += 1;
+        st.records_out += rep.records_out;
+    }
+    let id = Arc::clone(&step.id);
+    let (records_in, records_out, elapsed) = (rep.records_in, rep.records_out, rep.elapsed);
+    shared.emit(|| Event::BatchFinished { step: id, seq, records_in, records_out, elapsed });
+    let mut ctx = StepContext::new(Arc::clone(&step.id), shared.seed, seq, Arc::clone(&shared.cancel));
+    for (reason, n) in rep.dropped {
+        ctx.count_dropped(&reason, n);
+    }
+    for rej in rep.rejected {
+        ctx.reject(rej);
+    }
+    shared.settle(step, st, &mut ctx)?;
     Ok(())
 }
 

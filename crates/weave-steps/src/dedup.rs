@@ -86,7 +86,7 @@ impl Dedup {
     fn normalise(&mut self, s: &str) {
         self.buf.clear();
         let s = if self.trim || self.collapse { s.trim() } else { s };
-        let mut push = |buf: &mut String, part: &str| {
+        let push = |buf: &mut String, part: &str| {
             if self.lowercase {
                 buf.extend(part.chars().flat_map(char::to_lowercase));
             } else {
