@@ -140,7 +140,17 @@ fn ctrl_c_stops_the_run_and_commits_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("weave starts");
-    std::thread::sleep(Duration::from_millis(300));
+    // Interrupt once the export has started writing (its temporary file exists): by then
+    // the run is under way and its Ctrl-C handler installed.
+    let started = Instant::now();
+    let writing = || {
+        std::fs::read_dir(dir.path().join("out"))
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(".weave-")))
+            .unwrap_or(false)
+    };
+    while !writing() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
     assert!(killed.success());
     let t0 = Instant::now();
