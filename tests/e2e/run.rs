@@ -53,6 +53,22 @@ path = "out/result.jsonl"
 "#;
 
 #[test]
+fn metrics_file_holds_the_runs_counts_in_prometheus_text() {
+    let dir = quickstart();
+    check_in(dir.path(), &["run", "pipeline.toml", "--metrics-file", "metrics.prom"], 0, &[], &[]);
+    let text = std::fs::read_to_string(dir.path().join("metrics.prom")).expect("metrics file");
+    for line in [
+        "weave_step_records_in_total{pipeline=\"support-tickets\",step=\"clean\"} 10",
+        "weave_step_records_out_total{pipeline=\"support-tickets\",step=\"clean\"} 8",
+        "weave_step_dropped_records_total{pipeline=\"support-tickets\",step=\"clean\",reason=\"min_chars\"} 2",
+        "weave_run_status{pipeline=\"support-tickets\",status=\"succeeded\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    assert!(!dir.path().join("metrics.prom.tmp").exists());
+}
+
+#[test]
 fn a_bad_row_fails_the_run_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     write(dir.path(), "p.toml", &PIPELINE.replace("ON_BAD", ""));

@@ -83,6 +83,10 @@ enum Command {
         /// [default: .weave/quarantine.jsonl beside the pipeline file].
         #[arg(long, value_name = "PATH")]
         quarantine: Option<PathBuf>,
+        /// Write the run's metrics (Prometheus text) to this file every few seconds while
+        /// the run goes, and once more at its end.
+        #[arg(long, value_name = "PATH")]
+        metrics_file: Option<PathBuf>,
     },
     /// List the step kinds a pipeline file can use, with their keys.
     Kinds,
@@ -151,7 +155,7 @@ fn init_logging(verbose: u8, quiet: bool) {
 
 fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
-        Command::Run { file, max_memory, max_concurrent, quarantine } => {
+        Command::Run { file, max_memory, max_concurrent, quarantine, metrics_file } => {
             let p = load_with(file, cli.quiet, |spec| {
                 if let Some(m) = max_memory {
                     spec.resources.max_memory = *m;
@@ -160,7 +164,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     spec.resources.max_concurrent = Some(*n as usize);
                 }
             })?;
-            run::run(file, p, quarantine.clone(), cli.quiet)
+            run::run(file, p, quarantine.clone(), metrics_file.clone(), cli.quiet)
         }
         Command::Validate { file } => {
             let p = load(file, cli.quiet)?;

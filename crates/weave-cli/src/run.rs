@@ -4,11 +4,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use weave::{ExecError, ExecOptions, LogSubscriber, Pipeline, RunSummary, format_bytes, format_duration};
+use weave::{
+    ExecError, ExecOptions, LogSubscriber, MetricsCollector, Pipeline, RunSummary, format_bytes, format_duration,
+};
 
 use crate::{Failure, emit};
 
-pub(crate) fn run(file: &Path, pipeline: Pipeline, quarantine: Option<PathBuf>, quiet: bool) -> Result<(), Failure> {
+/// How often `--metrics-file` is rewritten while the run goes.
+const METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+pub(crate) fn run(
+    file: &Path,
+    pipeline: Pipeline,
+    quarantine: Option<PathBuf>,
+    metrics_file: Option<PathBuf>,
+    quiet: bool,
+) -> Result<(), Failure> {
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
     // The first Ctrl-C stops the run cleanly (nothing committed); a second one kills it.
@@ -30,13 +41,35 @@ pub(crate) fn run(file: &Path, pipeline: Pipeline, quarantine: Option<PathBuf>, 
             return Err(Failure::Other(format!("cannot remove the old quarantine file {}: {e}", quarantine.display())));
         }
     }
+    let metrics = Arc::new(MetricsCollector::new());
     let options = ExecOptions {
-        subscribers: vec![Arc::new(LogSubscriber)],
+        subscribers: vec![Arc::new(LogSubscriber), metrics.clone()],
         cancel,
         quarantine: Some(quarantine.clone()),
         ..ExecOptions::default()
     };
-    match weave::run(pipeline, options) {
+    // While the run goes, a thread rewrites the metrics file; it stops when `done` drops.
+    let (done, stop) = std::sync::mpsc::channel::<()>();
+    let writer = metrics_file.clone().map(|path| {
+        let metrics = Arc::clone(&metrics);
+        std::thread::spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(METRICS_EVERY) {
+                if let Err(e) = write_atomically(&path, &metrics.prometheus()) {
+                    log::warn!("cannot write the metrics file {}: {e}", path.display());
+                }
+            }
+        })
+    });
+    let outcome = weave::run(pipeline, options);
+    drop(done);
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    if let Some(path) = &metrics_file {
+        write_atomically(path, &metrics.prometheus())
+            .map_err(|e| Failure::Other(format!("cannot write the metrics file {}: {e}", path.display())))?;
+    }
+    match outcome {
         Ok(summary) => {
             let table = if quiet { String::new() } else { summary_table(&summary) };
             let q = summary.steps.iter().map(|s| s.quarantined).sum::<u64>();
@@ -63,6 +96,16 @@ pub(crate) fn run(file: &Path, pipeline: Pipeline, quarantine: Option<PathBuf>, 
             Err(Failure::Invalid)
         }
     }
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so that a reader (a
+/// Prometheus file collector) never sees half a file.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// `.weave/quarantine.jsonl` beside the pipeline file.

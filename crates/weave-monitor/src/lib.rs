@@ -1,4 +1,29 @@
-//! Weave's monitoring (to be built: see the monitoring issue). It will turn the executor's
-//! run events into per-step metrics, pipeline stats, alerts and the run record under
-//! `.weave/runs/`.
+//! Weave's monitoring: the executor's run events turned into metrics.
+//!
+//! [`MetricsCollector`] is a [`Subscriber`](weave_core::Subscriber): subscribe it to a
+//! run and read, while the run goes or afterwards, each step's counters (calls, records
+//! in and out, retries, failures by class, drops by reason, quarantined records, time
+//! waiting for memory), call latency quantiles from a [`Histogram`], the write-up's
+//! [`PipelineStats`] (success rate, average durations, resource usage, error rates), and
+//! the same as Prometheus text.
+//!
+//! ```
+//! use weave_core::{Event, Subscriber};
+//! let metrics = weave_monitor::MetricsCollector::new();
+//! metrics.on_event(&Event::BatchFinished {
+//!     step: "clean".into(), seq: 0, records_in: 10, records_out: 8,
+//!     elapsed: std::time::Duration::from_millis(3),
+//! });
+//! assert_eq!(metrics.step("clean").unwrap().records_out, 8);
+//! assert_eq!(metrics.pipeline_stats().success_rate, 1.0);
+//! ```
+//!
+//! Alerts, the run record under `.weave/runs/`, reports and progress bars are the rest of
+//! the monitoring issue.
 #![deny(missing_docs)]
+
+mod collector;
+mod histogram;
+
+pub use collector::{MetricsCollector, PipelineStats, ResourceUsage, StepMetrics};
+pub use histogram::Histogram;

@@ -1,0 +1,407 @@
+//! The metrics collector: run events in, per-step metrics, pipeline stats and Prometheus
+//! text out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use weave_core::{Event, RunStatus, Subscriber};
+
+use crate::histogram::Histogram;
+
+/// What one step did, as the events told it.
+#[derive(Debug, Clone, Default)]
+pub struct StepMetrics {
+    /// The step's id.
+    pub step: String,
+    /// Calls that succeeded (one per batch for most steps).
+    pub calls: u64,
+    /// Records taken in.
+    pub records_in: u64,
+    /// Records passed on.
+    pub records_out: u64,
+    /// Calls tried again after a transient failure.
+    pub retries: u64,
+    /// Failed calls by class (`transient` counts the retried ones too).
+    pub failures: BTreeMap<String, u64>,
+    /// Records dropped on purpose, by reason.
+    pub dropped: BTreeMap<String, u64>,
+    /// Records set aside into the quarantine file.
+    pub quarantined: u64,
+    /// Time spent waiting for the memory budget.
+    pub waited_for_memory: Duration,
+    /// How long each successful call took.
+    pub latency: Histogram,
+    started: Option<Instant>,
+    /// From the step's start to its end.
+    pub wall: Option<Duration>,
+}
+
+impl StepMetrics {
+    /// Records passed on per second of the step's wall time (or of the time so far).
+    pub fn records_per_second(&self) -> f64 {
+        let wall = self.wall.or_else(|| self.started.map(|s| s.elapsed())).unwrap_or_default();
+        if wall.is_zero() { 0.0 } else { self.records_out.max(self.records_in) as f64 / wall.as_secs_f64() }
+    }
+
+    /// Failed calls over all calls (retried ones included).
+    pub fn error_rate(&self) -> f64 {
+        let failed: u64 = self.failures.values().sum();
+        let all = failed + self.calls;
+        if all == 0 { 0.0 } else { failed as f64 / all as f64 }
+    }
+}
+
+/// The run as a whole.
+#[derive(Debug, Clone, Default)]
+struct RunMetrics {
+    pipeline: String,
+    threads: usize,
+    max_memory: u64,
+    peak_memory: u64,
+    started: Option<Instant>,
+    elapsed: Option<Duration>,
+    status: Option<RunStatus>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    run: RunMetrics,
+    steps: Vec<StepMetrics>,
+    index: HashMap<Arc<str>, usize>,
+}
+
+impl State {
+    fn step(&mut self, id: &Arc<str>) -> &mut StepMetrics {
+        let i = match self.index.get(id) {
+            Some(&i) => i,
+            None => {
+                self.steps.push(StepMetrics { step: id.to_string(), ..StepMetrics::default() });
+                self.index.insert(Arc::clone(id), self.steps.len() - 1);
+                self.steps.len() - 1
+            }
+        };
+        &mut self.steps[i]
+    }
+}
+
+/// Collects run events into metrics. Subscribe it to a run; read it while the run goes
+/// or afterwards.
+#[derive(Debug, Default)]
+pub struct MetricsCollector {
+    state: Mutex<State>,
+}
+
+/// `get_pipeline_stats()` of the original write-up.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PipelineStats {
+    /// Successful calls over all calls, retried ones included (1.0 with no calls).
+    pub success_rate: f64,
+    /// The mean duration of a successful call, over every step.
+    pub avg_call_duration: Duration,
+    /// Each step's mean call duration.
+    pub avg_durations: BTreeMap<String, Duration>,
+    /// Memory and threads.
+    pub resource_usage: ResourceUsage,
+    /// Each step's failed calls over all its calls.
+    pub error_rates: BTreeMap<String, f64>,
+}
+
+/// How much of the limits the run used.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResourceUsage {
+    /// The most bytes in flight at once.
+    pub peak_memory: u64,
+    /// The budget.
+    pub max_memory: u64,
+    /// `peak_memory / max_memory`.
+    pub memory_share: f64,
+    /// CPU worker threads.
+    pub threads: usize,
+    /// Time steps spent waiting for the memory budget, summed.
+    pub waited_for_memory: Duration,
+}
+
+impl MetricsCollector {
+    /// An empty collector.
+    pub fn new() -> Self {
+        MetricsCollector::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Each step's metrics, in the order the steps first appeared.
+    pub fn steps(&self) -> Vec<StepMetrics> {
+        self.lock().steps.clone()
+    }
+
+    /// The metrics of step `id`.
+    pub fn step(&self, id: &str) -> Option<StepMetrics> {
+        self.lock().steps.iter().find(|s| s.step == id).cloned()
+    }
+
+    /// Success rate, average durations, resource usage and error rates.
+    pub fn pipeline_stats(&self) -> PipelineStats {
+        let st = self.lock();
+        let calls: u64 = st.steps.iter().map(|s| s.calls).sum();
+        let failed: u64 = st.steps.iter().flat_map(|s| s.failures.values()).sum();
+        let total: Duration = st.steps.iter().map(|s| s.latency.sum()).sum();
+        let waited = st.steps.iter().map(|s| s.waited_for_memory).sum();
+        PipelineStats {
+            success_rate: if calls + failed == 0 { 1.0 } else { calls as f64 / (calls + failed) as f64 },
+            avg_call_duration: if calls == 0 { Duration::ZERO } else { total / calls as u32 },
+            avg_durations: st.steps.iter().map(|s| (s.step.clone(), s.latency.mean())).collect(),
+            resource_usage: ResourceUsage {
+                peak_memory: st.run.peak_memory,
+                max_memory: st.run.max_memory,
+                memory_share: if st.run.max_memory == 0 {
+                    0.0
+                } else {
+                    st.run.peak_memory as f64 / st.run.max_memory as f64
+                },
+                threads: st.run.threads,
+                waited_for_memory: waited,
+            },
+            error_rates: st.steps.iter().map(|s| (s.step.clone(), s.error_rate())).collect(),
+        }
+    }
+
+    /// The metrics in the Prometheus text exposition format.
+    pub fn prometheus(&self) -> String {
+        let st = self.lock();
+        let p = escape(&st.run.pipeline);
+        let mut out = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in rows {
+                let _ = writeln!(out, "{name}{{pipeline=\"{p}\"{labels}}} {value}");
+            }
+        };
+        let per_step = |f: &dyn Fn(&StepMetrics) -> String| -> Vec<(String, String)> {
+            st.steps.iter().map(|s| (format!(",step=\"{}\"", escape(&s.step)), f(s))).collect()
+        };
+        family("weave_step_calls_total", "counter", "Step calls that succeeded.", per_step(&|s| s.calls.to_string()));
+        family(
+            "weave_step_records_in_total",
+            "counter",
+            "Records a step took in.",
+            per_step(&|s| s.records_in.to_string()),
+        );
+        family(
+            "weave_step_records_out_total",
+            "counter",
+            "Records a step passed on.",
+            per_step(&|s| s.records_out.to_string()),
+        );
+        family(
+            "weave_step_retries_total",
+            "counter",
+            "Calls retried after a transient failure.",
+            per_step(&|s| s.retries.to_string()),
+        );
+        family(
+            "weave_step_quarantined_records_total",
+            "counter",
+            "Records set aside into the quarantine file.",
+            per_step(&|s| s.quarantined.to_string()),
+        );
+        family(
+            "weave_step_records_per_second",
+            "gauge",
+            "Records per second of the step's wall time.",
+            per_step(&|s| format!("{:.3}", s.records_per_second())),
+        );
+        family(
+            "weave_step_memory_wait_seconds_total",
+            "counter",
+            "Time spent waiting for the memory budget.",
+            per_step(&|s| format!("{:.6}", s.waited_for_memory.as_secs_f64())),
+        );
+        let mut failures = Vec::new();
+        let mut dropped = Vec::new();
+        let mut latency = Vec::new();
+        for s in &st.steps {
+            let step = escape(&s.step);
+            for (class, n) in &s.failures {
+                failures.push((format!(",step=\"{step}\",class=\"{}\"", escape(class)), n.to_string()));
+            }
+            for (reason, n) in &s.dropped {
+                dropped.push((format!(",step=\"{step}\",reason=\"{}\"", escape(reason)), n.to_string()));
+            }
+            for q in [0.5, 0.95, 0.99] {
+                latency.push((
+                    format!(",step=\"{step}\",quantile=\"{q}\""),
+                    format!("{:.6}", s.latency.quantile(q).as_secs_f64()),
+                ));
+            }
+        }
+        family("weave_step_failures_total", "counter", "Failed step calls by class.", failures);
+        family("weave_step_dropped_records_total", "counter", "Records dropped on purpose, by reason.", dropped);
+        family("weave_step_call_duration_seconds", "gauge", "Quantiles of the duration of a step call.", latency);
+        let run = &st.run;
+        family(
+            "weave_run_peak_memory_bytes",
+            "gauge",
+            "The most bytes in flight at once.",
+            vec![(String::new(), run.peak_memory.to_string())],
+        );
+        family(
+            "weave_run_max_memory_bytes",
+            "gauge",
+            "The memory budget.",
+            vec![(String::new(), run.max_memory.to_string())],
+        );
+        let elapsed = run.elapsed.or_else(|| run.started.map(|s| s.elapsed())).unwrap_or_default();
+        family(
+            "weave_run_elapsed_seconds",
+            "gauge",
+            "Wall time of the run so far.",
+            vec![(String::new(), format!("{:.3}", elapsed.as_secs_f64()))],
+        );
+        let status = match run.status {
+            None => "running",
+            Some(RunStatus::Succeeded) => "succeeded",
+            Some(RunStatus::Failed) => "failed",
+            Some(RunStatus::Cancelled) => "cancelled",
+        };
+        family(
+            "weave_run_status",
+            "gauge",
+            "1 for the run's current status.",
+            vec![(format!(",status=\"{status}\""), "1".to_owned())],
+        );
+        out
+    }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Subscriber for MetricsCollector {
+    fn on_event(&self, event: &Event) {
+        let mut st = self.lock();
+        match event {
+            Event::RunStarted { pipeline, threads, max_memory, .. } => {
+                st.run = RunMetrics {
+                    pipeline: pipeline.clone(),
+                    threads: *threads,
+                    max_memory: *max_memory,
+                    started: Some(Instant::now()),
+                    ..RunMetrics::default()
+                };
+            }
+            Event::RunFinished { status, elapsed, peak_memory } => {
+                st.run.status = Some(*status);
+                st.run.elapsed = Some(*elapsed);
+                st.run.peak_memory = *peak_memory;
+            }
+            Event::StepStarted { step } => st.step(step).started = Some(Instant::now()),
+            Event::StepFinished { step, elapsed } => st.step(step).wall = Some(*elapsed),
+            Event::StepFailed { .. } => {}
+            Event::BatchFinished { step, records_in, records_out, elapsed, .. } => {
+                let s = st.step(step);
+                s.calls += 1;
+                s.records_in += records_in;
+                s.records_out += records_out;
+                s.latency.record(*elapsed);
+            }
+            Event::BatchRetried { step, .. } => {
+                let s = st.step(step);
+                s.retries += 1;
+                *s.failures.entry("transient".to_owned()).or_default() += 1;
+            }
+            Event::BatchFailed { step, class, .. } => {
+                *st.step(step).failures.entry(class_name(*class).to_owned()).or_default() += 1;
+            }
+            Event::RecordsDropped { step, reason, count } => {
+                *st.step(step).dropped.entry(reason.clone()).or_default() += count;
+            }
+            Event::RecordsQuarantined { step, count } => st.step(step).quarantined += count,
+            Event::WaitedForMemory { step, waited, .. } => st.step(step).waited_for_memory += *waited,
+            _ => {}
+        }
+    }
+}
+
+fn class_name(c: weave_core::ErrorClass) -> &'static str {
+    match c {
+        weave_core::ErrorClass::Transient => "transient",
+        weave_core::ErrorClass::Fatal => "fatal",
+        weave_core::ErrorClass::BadRecord => "bad_record",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weave_core::ErrorClass;
+
+    fn id(s: &str) -> Arc<str> {
+        s.into()
+    }
+
+    fn feed(c: &MetricsCollector) {
+        let e = [
+            Event::RunStarted { pipeline: "p \"q\"".into(), steps: 2, threads: 2, max_memory: 1000 },
+            Event::StepStarted { step: id("load") },
+            Event::BatchFinished {
+                step: id("load"),
+                seq: 0,
+                records_in: 0,
+                records_out: 10,
+                elapsed: Duration::from_millis(2),
+            },
+            Event::BatchRetried { step: id("clean"), seq: 0, attempt: 1, delay: Duration::ZERO, error: "x".into() },
+            Event::BatchFinished {
+                step: id("clean"),
+                seq: 0,
+                records_in: 10,
+                records_out: 7,
+                elapsed: Duration::from_millis(4),
+            },
+            Event::RecordsDropped { step: id("clean"), reason: "min_chars".into(), count: 3 },
+            Event::BatchFailed { step: id("clean"), seq: 1, error: "boom".into(), class: ErrorClass::Fatal },
+            Event::RunFinished { status: RunStatus::Failed, elapsed: Duration::from_millis(9), peak_memory: 250 },
+        ];
+        for ev in &e {
+            c.on_event(ev);
+        }
+    }
+
+    #[test]
+    fn counts_follow_the_events() {
+        let c = MetricsCollector::new();
+        feed(&c);
+        let clean = c.step("clean").unwrap();
+        assert_eq!((clean.calls, clean.records_in, clean.records_out, clean.retries), (1, 10, 7, 1));
+        assert_eq!(clean.failures, BTreeMap::from([("fatal".to_owned(), 1), ("transient".to_owned(), 1)]));
+        assert_eq!(clean.dropped, BTreeMap::from([("min_chars".to_owned(), 3)]));
+        let stats = c.pipeline_stats();
+        assert_eq!(stats.success_rate, 0.5);
+        assert_eq!(stats.error_rates["clean"], 2.0 / 3.0);
+        assert_eq!(stats.avg_call_duration, Duration::from_millis(3));
+        assert_eq!(stats.resource_usage.memory_share, 0.25);
+    }
+
+    #[test]
+    fn prometheus_text_is_well_formed() {
+        let c = MetricsCollector::new();
+        feed(&c);
+        let text = c.prometheus();
+        assert!(text.contains("weave_step_records_out_total{pipeline=\"p \\\"q\\\"\",step=\"clean\"} 7\n"), "{text}");
+        assert!(
+            text.contains("weave_step_failures_total{pipeline=\"p \\\"q\\\"\",step=\"clean\",class=\"fatal\"} 1\n")
+        );
+        assert!(text.contains("weave_run_status{pipeline=\"p \\\"q\\\"\",status=\"failed\"} 1\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "not a number in {line:?}");
+        }
+    }
+}

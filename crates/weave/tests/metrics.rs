@@ -1,0 +1,144 @@
+//! A fixed pipeline with injected failures: the collector's counts are the known ones.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use weave::{
+    Backoff, Batch, CanonicalConfig, ExecOptions, MetricsCollector, PipelineBuilder, Record, Rejected, ResourceLimits,
+    RetryPolicy, Sink, Source, Step, StepContext, StepError, StepInfo, StepPolicy, Transform,
+};
+
+struct Numbers(u64);
+impl StepInfo for Numbers {
+    fn kind(&self) -> &str {
+        "numbers"
+    }
+    fn config(&self) -> CanonicalConfig {
+        CanonicalConfig::default()
+    }
+}
+impl Source for Numbers {
+    fn next_batch(&mut self, _: &mut StepContext) -> Result<Option<Batch>, StepError> {
+        if self.0 == 10 {
+            return Ok(None);
+        }
+        let b = self.0;
+        self.0 += 1;
+        let recs: Vec<Record> = (0..10).map(|i| Record::new().with("n", (b * 10 + i) as i64)).collect();
+        Ok(Some(Batch::from_records(&recs)))
+    }
+}
+
+/// Fails transiently twice on batch 4, drops multiples of 5, quarantines multiples of 7.
+struct Check(Arc<AtomicU32>);
+impl StepInfo for Check {
+    fn kind(&self) -> &str {
+        "check"
+    }
+    fn config(&self) -> CanonicalConfig {
+        CanonicalConfig::default()
+    }
+    fn policy(&self) -> StepPolicy {
+        StepPolicy {
+            retry: Some(RetryPolicy {
+                max_retries: 3,
+                retry_delay: Duration::from_millis(1),
+                backoff: Backoff::Fixed,
+                max_delay: Duration::from_millis(1),
+                jitter: false,
+            }),
+            on_bad_record: Some(weave::BadRecordPolicy::Skip),
+            ..StepPolicy::default()
+        }
+    }
+}
+impl Transform for Check {
+    fn apply(&self, batch: &Batch, ctx: &mut StepContext) -> Result<Batch, StepError> {
+        if ctx.sequence() == 4 && self.0.fetch_add(1, Ordering::SeqCst) < 2 {
+            return Err(StepError::transient("flaky upstream"));
+        }
+        let n = |r: &weave::RowRef<'_>| r.get("n").and_then(|v| v.as_int()).unwrap_or(0);
+        let mut keep = Vec::with_capacity(batch.len());
+        let mut dropped = 0;
+        for r in batch.rows() {
+            let v = n(&r);
+            if v % 7 == 0 {
+                ctx.reject(Rejected { reason: "multiple of 7".into(), record: Some(r.to_record()), origin: None });
+                keep.push(false);
+            } else if v % 5 == 0 {
+                dropped += 1;
+                keep.push(false);
+            } else {
+                keep.push(true);
+            }
+        }
+        ctx.count_dropped("multiple of 5", dropped);
+        Ok(batch.filter(&keep))
+    }
+}
+
+struct Discard;
+impl StepInfo for Discard {
+    fn kind(&self) -> &str {
+        "discard"
+    }
+    fn config(&self) -> CanonicalConfig {
+        CanonicalConfig::default()
+    }
+}
+impl Sink for Discard {
+    fn write(&mut self, _: &Batch, _: &mut StepContext) -> Result<(), StepError> {
+        Ok(())
+    }
+    fn commit(&mut self, _: &mut StepContext) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn collected_metrics_equal_the_known_counts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let metrics = Arc::new(MetricsCollector::new());
+    let p = PipelineBuilder::new("counts")
+        .resources(ResourceLimits { max_concurrent: Some(2), ..ResourceLimits::default() })
+        .step("numbers", Step::Source(Box::new(Numbers(0))))
+        .step("check", Step::Transform(Arc::new(Check(Arc::default()))))
+        .step("out", Step::Sink(Box::new(Discard)))
+        .build()
+        .expect("valid");
+    let opts = ExecOptions {
+        subscribers: vec![metrics.clone()],
+        quarantine: Some(dir.path().join("q.jsonl")),
+        ..ExecOptions::default()
+    };
+    let summary = weave::run(p, opts).expect("run succeeds");
+
+    // 0..100: multiples of 7 (15 of them, 0 included) are quarantined; of the rest,
+    // multiples of 5 (20 minus the 3 that are also multiples of 7: 0, 35, 70) are dropped.
+    let check = metrics.step("check").expect("check has metrics");
+    assert_eq!(check.calls, 10);
+    assert_eq!(check.records_in, 100);
+    assert_eq!(check.quarantined, 15);
+    assert_eq!(check.dropped.get("multiple of 5"), Some(&17));
+    assert_eq!(check.records_out, 68);
+    assert_eq!(check.retries, 2);
+    assert_eq!(check.failures.get("transient"), Some(&2));
+    assert_eq!(check.failures.get("fatal"), None);
+    assert_eq!(check.latency.count(), 10);
+    assert_eq!(metrics.step("numbers").expect("source").records_out, 100);
+    assert_eq!(metrics.step("out").expect("sink").records_in, 68);
+
+    // The executor's own summary agrees.
+    let s = summary.step("check").expect("summary");
+    assert_eq!((s.records_in, s.records_out, s.retries, s.quarantined), (100, 68, 2, 15));
+
+    let stats = metrics.pipeline_stats();
+    // 30 successful calls (10 per step), 2 failed ones.
+    assert_eq!(stats.success_rate, 30.0 / 32.0);
+    assert_eq!(stats.error_rates["check"], 2.0 / 12.0);
+    assert_eq!(stats.resource_usage.threads, 2);
+    let text = metrics.prometheus();
+    assert!(text.contains("weave_step_retries_total{pipeline=\"counts\",step=\"check\"} 2"), "{text}");
+    assert!(text.contains("weave_run_status{pipeline=\"counts\",status=\"succeeded\"} 1"), "{text}");
+}

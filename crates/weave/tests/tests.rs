@@ -1,0 +1,4 @@
+//! Integration tests of the whole library through the facade, one binary.
+
+// Metrics collected from a real run with injected failures equal the known counts.
+mod metrics;
