@@ -69,6 +69,24 @@ fn metrics_file_holds_the_runs_counts_in_prometheus_text() {
 }
 
 #[test]
+fn an_alert_rule_fires_into_its_file() {
+    let dir = quickstart();
+    let text = std::fs::read_to_string(dir.path().join("pipeline.toml")).expect("read");
+    let text = text.replace(
+        "[[alert]]\nwhen = \"error_rate > 0.05\"\nnotify = \"log\"",
+        "[[alert]]\nwhen = \"run_failed > 0\"\nnotify = \"file\"\npath = \"alerts.jsonl\"",
+    );
+    std::fs::write(dir.path().join("p.toml"), text).expect("write");
+    std::fs::remove_file(dir.path().join("raw_data.csv")).expect("remove the input");
+    check_in(dir.path(), &["run", "p.toml"], 1, &[], &["1 alert fired"]);
+    let alert: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(dir.path().join("alerts.jsonl")).expect("alerts file").trim())
+            .expect("one JSON line");
+    assert_eq!(alert["rule"], "run_failed > 0");
+    assert_eq!(alert["pipeline"], "support-tickets");
+}
+
+#[test]
 fn a_bad_row_fails_the_run_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     write(dir.path(), "p.toml", &PIPELINE.replace("ON_BAD", ""));

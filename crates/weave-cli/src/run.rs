@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use weave::{
-    ExecError, ExecOptions, LogSubscriber, MetricsCollector, Pipeline, RunSummary, format_bytes, format_duration,
+    AlertManager, ExecError, ExecOptions, LogSubscriber, MetricsCollector, Pipeline, RunSummary, format_bytes,
+    format_duration,
 };
 
 use crate::{Failure, emit};
@@ -42,8 +43,9 @@ pub(crate) fn run(
         }
     }
     let metrics = Arc::new(MetricsCollector::new());
+    let alerts = Arc::new(AlertManager::new(pipeline.alerts.clone()));
     let options = ExecOptions {
-        subscribers: vec![Arc::new(LogSubscriber), metrics.clone()],
+        subscribers: vec![Arc::new(LogSubscriber), metrics.clone(), alerts.clone()],
         cancel,
         quarantine: Some(quarantine.clone()),
         ..ExecOptions::default()
@@ -61,6 +63,12 @@ pub(crate) fn run(
         })
     });
     let outcome = weave::run(pipeline, options);
+    // Alerts are delivered on a thread of their own; each command has its timeout.
+    alerts.finish();
+    let fired = alerts.fired().len();
+    if fired > 0 && !quiet {
+        eprintln!("{fired} {} fired (see the log and the alerts' sinks)", if fired == 1 { "alert" } else { "alerts" });
+    }
     drop(done);
     if let Some(w) = writer {
         let _ = w.join();

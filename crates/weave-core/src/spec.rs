@@ -19,7 +19,9 @@ pub const RESOURCES_KEYS: &[&str] = &["max_memory", "max_concurrent", "gpu_enabl
 /// The keys of `[retry]` and of a step's `retry` table.
 pub const RETRY_KEYS: &[&str] = &["max_retries", "retry_delay", "backoff", "max_delay", "jitter"];
 /// The keys of an `[[alert]]`.
-pub const ALERT_KEYS: &[&str] = &["when", "notify", "command", "path", "timeout"];
+pub const ALERT_KEYS: &[&str] = &["when", "notify", "command", "path", "timeout", "step", "window"];
+/// The metrics an alert's `when` can name.
+pub const ALERT_METRICS: &[&str] = &["error_rate", "step_duration", "retries", "memory_share", "run_failed"];
 /// The keys of an `[llm.NAME]` provider.
 pub const LLM_KEYS: &[&str] =
     &["base_url", "model", "api_key_env", "requests_per_minute", "tokens_per_minute", "timeout"];
@@ -89,6 +91,10 @@ pub struct AlertSpec {
     pub sink: AlertSink,
     /// How long a command sink may take.
     pub timeout: Duration,
+    /// The step it watches; `None` for every step.
+    pub step: Option<String>,
+    /// For rates: how far back the rate looks.
+    pub window: Duration,
     /// Where it was declared.
     pub location: Option<Location>,
 }
@@ -309,13 +315,23 @@ fn read_alerts(top: &Params, diags: &mut Diagnostics) -> Vec<AlertSpec> {
         let p = Params::new(t.clone(), top.file().clone(), "[[alert]]", None).spanning(it.span.clone());
         let location = Some(p.locate(it.span.clone()));
         let when = p.required_str("when", "the condition, such as \"error_rate > 0.05\"");
-        let parsed = when.as_deref().and_then(|w| match parse_condition(w) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                if let Some(i) = p.item("when") {
-                    p.error_at(i, e);
+        let parsed = when.as_deref().and_then(|w| {
+            let checked = parse_condition(w).and_then(|c| {
+                if ALERT_METRICS.contains(&c.0.as_str()) {
+                    return Ok(c);
                 }
-                None
+                let hint = crate::diagnostic::did_you_mean(&c.0, ALERT_METRICS.iter().copied())
+                    .map_or_else(|| format!("known: {}", ALERT_METRICS.join(", ")), |m| format!("did you mean `{m}`?"));
+                Err(format!("unknown metric `{}` in the condition ({hint})", c.0))
+            });
+            match checked {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    if let Some(i) = p.item("when") {
+                        p.error_at(i, e);
+                    }
+                    None
+                }
             }
         });
         let notify = p.choice("notify", &["log", "file", "command"]).unwrap_or("log");
@@ -327,6 +343,8 @@ fn read_alerts(top: &Params, diags: &mut Diagnostics) -> Vec<AlertSpec> {
             _ => Some(AlertSink::Log),
         };
         let timeout = p.duration("timeout").unwrap_or(Duration::from_secs(10));
+        let step = p.str("step");
+        let window = p.duration("window").unwrap_or(Duration::from_secs(60));
         if notify != "file" && p.has("path") {
             p.item("path");
             p.push(Diagnostic::warning("`path` is only used with notify = \"file\"").at(location.clone()));
@@ -336,7 +354,7 @@ fn read_alerts(top: &Params, diags: &mut Diagnostics) -> Vec<AlertSpec> {
             p.push(Diagnostic::warning("`command` is only used with notify = \"command\"").at(location.clone()));
         }
         if let (Some(when), Some((metric, comparison, threshold)), Some(sink)) = (when, parsed, sink) {
-            out.push(AlertSpec { metric, comparison, threshold, when, sink, timeout, location });
+            out.push(AlertSpec { metric, comparison, threshold, when, sink, timeout, step, window, location });
         }
         diags.extend(p.finish(ALERT_KEYS));
     }
@@ -644,7 +662,7 @@ rules = ["trim"]
     #[test]
     fn alerts_and_providers_are_checked() {
         check_errors(
-            "[[alert]]\nwhen = \"error_rate >> x\"\n[[alert]]\nwhen = \"duration > 5m\"\nnotify = \"command\"\n[llm.x]\nbase_url = \"localhost\"\napi_key_env = \"sk-123\"\n[[step]]\nid = \"a\"\nkind = \"k\"\n",
+            "[[alert]]\nwhen = \"error_rate >> x\"\n[[alert]]\nwhen = \"step_duration > 5m\"\nnotify = \"command\"\n[llm.x]\nbase_url = \"localhost\"\napi_key_env = \"sk-123\"\n[[step]]\nid = \"a\"\nkind = \"k\"\n",
             &[
                 "2:8 cannot read the condition `error_rate >> x`: write `metric > number`, such as `error_rate > 0.05`",
                 "3:1 missing required key `command` (the command that receives each alert as JSON on stdin)",
@@ -652,6 +670,14 @@ rules = ["trim"]
                 "6:1 missing required key `model` (the model name)",
                 "8:15 `api_key_env` is the name of an environment variable (letters, digits, `_`), not the key itself",
             ],
+        );
+    }
+
+    #[test]
+    fn alert_metrics_are_known_ones() {
+        check_errors(
+            "[[alert]]\nwhen = \"error_rat > 0.1\"\n[[step]]\nid = \"a\"\nkind = \"k\"\n",
+            &["2:8 unknown metric `error_rat` in the condition (did you mean `error_rate`?)"],
         );
     }
 

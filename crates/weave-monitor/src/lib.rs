@@ -18,12 +18,18 @@
 //! assert_eq!(metrics.pipeline_stats().success_rate, 1.0);
 //! ```
 //!
-//! Alerts, the run record under `.weave/runs/`, reports and progress bars are the rest of
-//! the monitoring issue.
+//! [`AlertManager`] evaluates the pipeline file's `[[alert]]` rules on the same events
+//! (error rate over a window, step duration, retries, memory pressure, run failure) and
+//! sends each alert once to the log, a JSONL file, or a command with a timeout.
+//!
+//! The run record under `.weave/runs/`, reports and progress bars are the rest of the
+//! monitoring issue.
 #![deny(missing_docs)]
 
+mod alerts;
 mod collector;
 mod histogram;
 
+pub use alerts::{Alert, AlertManager};
 pub use collector::{MetricsCollector, PipelineStats, ResourceUsage, StepMetrics};
 pub use histogram::Histogram;

@@ -33,7 +33,7 @@
 
 pub use weave_core::*;
 pub use weave_exec::{ExecOptions, LogSubscriber, MemoryBudget, RunError, RunSummary, StepStats, run};
-pub use weave_monitor::{Histogram, MetricsCollector, PipelineStats, ResourceUsage, StepMetrics};
+pub use weave_monitor::{Alert, AlertManager, Histogram, MetricsCollector, PipelineStats, ResourceUsage, StepMetrics};
 pub use weave_steps::registry;
 
 mod orchestrator;

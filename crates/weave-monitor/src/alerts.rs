@@ -1,0 +1,362 @@
+//! Alerts: rules from the pipeline file, evaluated on run events, sent to the log, a
+//! JSONL file, or a user command.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use weave_core::{AlertSink, AlertSpec, Comparison, Event, RunStatus, Subscriber};
+
+/// One alert that fired.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// The rule's condition as written (`error_rate > 0.05`).
+    pub rule: String,
+    /// The metric.
+    pub metric: String,
+    /// Its value when the alert fired.
+    pub value: f64,
+    /// The threshold.
+    pub threshold: f64,
+    /// The step it concerns, for per-step metrics.
+    pub step: Option<String>,
+    /// The pipeline.
+    pub pipeline: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// Per-step state the rules read.
+#[derive(Debug, Default)]
+struct StepState {
+    started: Option<Instant>,
+    retries: u64,
+    /// (when, failed) of recent calls, for windowed error rates.
+    calls: VecDeque<(Instant, bool)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pipeline: String,
+    max_memory: u64,
+    steps: HashMap<Arc<str>, StepState>,
+    /// (rule index, step) pairs that have fired: an alert that stays true fires once.
+    fired: HashSet<(usize, Option<String>)>,
+    alerts: Vec<Alert>,
+}
+
+/// Evaluates `[[alert]]` rules on run events. Alerts go to their sinks on a thread of
+/// their own, so a slow or hanging sink (a command past its timeout is killed) never
+/// slows the run. Call [`AlertManager::finish`] after the run to wait for them.
+#[derive(Debug)]
+pub struct AlertManager {
+    rules: Vec<AlertSpec>,
+    state: Mutex<State>,
+    tx: Mutex<Option<Sender<(Alert, usize)>>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl AlertManager {
+    /// A manager for these rules (usually `pipeline.alerts`).
+    pub fn new(rules: Vec<AlertSpec>) -> Self {
+        let (tx, rx) = channel::<(Alert, usize)>();
+        let sinks: Vec<(AlertSink, Duration)> = rules.iter().map(|r| (r.sink.clone(), r.timeout)).collect();
+        let worker = std::thread::Builder::new()
+            .name("weave-alerts".to_owned())
+            .spawn(move || deliver(&rx, &sinks))
+            .map_err(|e| log::warn!("cannot start the alert thread ({e}); alerts go to the log only"))
+            .ok();
+        AlertManager { rules, state: Mutex::default(), tx: Mutex::new(Some(tx)), worker: Mutex::new(worker) }
+    }
+
+    /// The alerts that fired so far.
+    pub fn fired(&self) -> Vec<Alert> {
+        self.lock().alerts.clone()
+    }
+
+    /// Waits until every alert has been delivered (each command within its timeout).
+    pub fn finish(&self) {
+        drop(self.tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+        if let Some(w) = self.worker.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            let _ = w.join();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Checks rule `i` against `value` for `step`, and fires it the first time it holds.
+    fn check(&self, st: &mut State, i: usize, step: Option<&str>, value: f64) {
+        let rule = &self.rules[i];
+        if rule.step.as_deref().is_some_and(|s| Some(s) != step) {
+            return;
+        }
+        let holds = match rule.comparison {
+            Comparison::Greater => value > rule.threshold,
+            Comparison::GreaterOrEqual => value >= rule.threshold,
+            Comparison::Less => value < rule.threshold,
+            Comparison::LessOrEqual => value <= rule.threshold,
+        };
+        if !holds || !st.fired.insert((i, step.map(str::to_owned))) {
+            return;
+        }
+        let on = step.map_or(String::new(), |s| format!(" on step \"{s}\""));
+        let alert = Alert {
+            rule: rule.when.clone(),
+            metric: rule.metric.clone(),
+            value,
+            threshold: rule.threshold,
+            step: step.map(str::to_owned),
+            pipeline: st.pipeline.clone(),
+            time_ms: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            message: format!("alert `{}`{on}: {} is {}", rule.when, rule.metric, round(value)),
+        };
+        st.alerts.push(alert.clone());
+        let sent = self
+            .tx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|tx| tx.send((alert.clone(), i)));
+        if !matches!(sent, Some(Ok(()))) {
+            log::warn!("{}", alert.message);
+        }
+    }
+}
+
+fn round(x: f64) -> String {
+    let s = format!("{x:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+impl Subscriber for AlertManager {
+    fn on_event(&self, event: &Event) {
+        if self.rules.is_empty() {
+            return;
+        }
+        let mut st = self.lock();
+        let now = Instant::now();
+        match event {
+            Event::RunStarted { pipeline, max_memory, .. } => {
+                st.pipeline.clone_from(pipeline);
+                st.max_memory = *max_memory;
+            }
+            Event::StepStarted { step } => st.steps.entry(Arc::clone(step)).or_default().started = Some(now),
+            Event::BatchFinished { step, .. } | Event::BatchRetried { step, .. } | Event::BatchFailed { step, .. } => {
+                let failed = !matches!(event, Event::BatchFinished { .. });
+                let s = st.steps.entry(Arc::clone(step)).or_default();
+                s.calls.push_back((now, failed));
+                if matches!(event, Event::BatchRetried { .. }) {
+                    s.retries += 1;
+                }
+                let (retries, started) = (s.retries, s.started);
+                for i in 0..self.rules.len() {
+                    let value = match self.rules[i].metric.as_str() {
+                        "error_rate" => {
+                            let window = self.rules[i].window;
+                            let calls = &st.steps[step].calls;
+                            let recent = calls.iter().filter(|(t, _)| now.duration_since(*t) <= window);
+                            let (n, bad) = recent.fold((0u64, 0u64), |(n, b), (_, f)| (n + 1, b + u64::from(*f)));
+                            bad as f64 / n.max(1) as f64
+                        }
+                        "retries" => retries as f64,
+                        "step_duration" => started.map_or(0.0, |s| now.duration_since(s).as_secs_f64()),
+                        _ => continue,
+                    };
+                    self.check(&mut st, i, Some(step), value);
+                }
+                // Keep only what the longest window can still see.
+                let longest = self.rules.iter().map(|r| r.window).max().unwrap_or_default();
+                if let Some(s) = st.steps.get_mut(step) {
+                    while s.calls.front().is_some_and(|(t, _)| now.duration_since(*t) > longest) {
+                        s.calls.pop_front();
+                    }
+                }
+            }
+            Event::StepFinished { step, elapsed } => {
+                for i in 0..self.rules.len() {
+                    if self.rules[i].metric == "step_duration" {
+                        self.check(&mut st, i, Some(step), elapsed.as_secs_f64());
+                    }
+                }
+            }
+            Event::WaitedForMemory { .. } => {
+                // A source had to wait: the budget was full.
+                for i in 0..self.rules.len() {
+                    if self.rules[i].metric == "memory_share" {
+                        self.check(&mut st, i, None, 1.0);
+                    }
+                }
+            }
+            Event::RunFinished { status, peak_memory, .. } => {
+                for i in 0..self.rules.len() {
+                    match self.rules[i].metric.as_str() {
+                        "run_failed" => {
+                            let failed = if *status == RunStatus::Succeeded { 0.0 } else { 1.0 };
+                            self.check(&mut st, i, None, failed);
+                        }
+                        "memory_share" if st.max_memory > 0 => {
+                            let share = *peak_memory as f64 / st.max_memory as f64;
+                            self.check(&mut st, i, None, share);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Delivers alerts to their rules' sinks, one at a time, until the manager finishes.
+fn deliver(rx: &Receiver<(Alert, usize)>, sinks: &[(AlertSink, Duration)]) {
+    while let Ok((alert, i)) = rx.recv() {
+        let Some((sink, timeout)) = sinks.get(i) else { continue };
+        let json = serde_json::to_string(&alert).unwrap_or_default();
+        match sink {
+            AlertSink::Log => log::warn!("{}", alert.message),
+            AlertSink::File(path) => {
+                let written = path
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(path))
+                    .and_then(|mut f| writeln!(f, "{json}"));
+                if let Err(e) = written {
+                    log::warn!("{} (and it could not be written to {}: {e})", alert.message, path.display());
+                }
+            }
+            AlertSink::Command(cmd) => run_command(cmd, &json, *timeout, &alert.message),
+        }
+    }
+}
+
+/// Runs `sh -c cmd` with the alert as JSON on stdin; kills it after `timeout`.
+fn run_command(cmd: &str, json: &str, timeout: Duration, message: &str) {
+    let child = Command::new("sh").arg("-c").arg(cmd).stdin(Stdio::piped()).stdout(Stdio::null()).spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!("{message} (the alert command could not start: {e})");
+            return;
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read its input must not block the delivery.
+        let _ = stdin.write_all(json.as_bytes()).and_then(|()| stdin.write_all(b"\n"));
+    }
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return,
+            Ok(Some(status)) => {
+                log::warn!("{message} (the alert command exited with {status})");
+                return;
+            }
+            Ok(None) if start.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                log::warn!("{message} (the alert command took longer than {timeout:?} and was stopped)");
+                return;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => {
+                log::warn!("{message} (cannot wait for the alert command: {e})");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weave_core::PipelineSpec;
+
+    fn rules(toml: &str) -> Vec<AlertSpec> {
+        let text = format!("{toml}\n[[step]]\nid = \"a\"\nkind = \"k\"\n");
+        PipelineSpec::parse("p.toml", &text).map(|(s, _)| s.alerts).unwrap_or_else(|d| panic!("{d}"))
+    }
+
+    fn call(step: &str, ok: bool) -> Event {
+        if ok {
+            Event::BatchFinished { step: step.into(), seq: 0, records_in: 1, records_out: 1, elapsed: Duration::ZERO }
+        } else {
+            Event::BatchRetried { step: step.into(), seq: 0, attempt: 1, delay: Duration::ZERO, error: "x".into() }
+        }
+    }
+
+    #[test]
+    fn an_error_rate_alert_fires_once_when_crossed_and_the_command_gets_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("got.json");
+        let m = AlertManager::new(rules(&format!(
+            "[[alert]]\nwhen = \"error_rate > 0.25\"\nnotify = \"command\"\ncommand = \"cat >> '{}'\"",
+            out.display()
+        )));
+        m.on_event(&Event::RunStarted { pipeline: "p".into(), steps: 1, threads: 1, max_memory: 1 });
+        // 1 failure in 5 calls (20%): below; then 2 in 6 (33%): crossed; more failures: still one alert.
+        for ok in [true, true, true, true, false, false, false, false, true] {
+            m.on_event(&call("clean", ok));
+        }
+        m.on_event(&call("other", true));
+        m.finish();
+        let fired = m.fired();
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0].step.as_deref(), Some("clean"));
+        assert!((fired[0].value - 2.0 / 6.0).abs() < 1e-9);
+        let got = std::fs::read_to_string(&out).unwrap();
+        let lines: Vec<&str> = got.lines().collect();
+        assert_eq!(lines.len(), 1);
+        let v: serde_json::Value = serde_json::from_str(lines[0]).expect("the command got valid JSON");
+        assert_eq!(v["metric"], "error_rate");
+        assert_eq!(v["pipeline"], "p");
+        assert_eq!(v["rule"], "error_rate > 0.25");
+    }
+
+    #[test]
+    fn a_command_that_hangs_is_stopped_at_its_timeout_without_slowing_events() {
+        let m = AlertManager::new(rules(
+            "[[alert]]\nwhen = \"retries > 0\"\nnotify = \"command\"\ncommand = \"sleep 100\"\ntimeout = \"200ms\"",
+        ));
+        let t0 = Instant::now();
+        for _ in 0..1000 {
+            m.on_event(&call("s", false));
+        }
+        assert!(t0.elapsed() < Duration::from_millis(150), "events are not held up by the sink");
+        m.finish();
+        assert!(t0.elapsed() < Duration::from_secs(5), "the hung command was stopped");
+        assert_eq!(m.fired().len(), 1);
+    }
+
+    #[test]
+    fn file_sink_run_failure_step_filter_and_durations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/alerts.jsonl");
+        let m = AlertManager::new(rules(&format!(
+            "[[alert]]\nwhen = \"run_failed > 0\"\nnotify = \"file\"\npath = \"{0}\"\n\
+             [[alert]]\nwhen = \"step_duration > 1s\"\nstep = \"slow\"\nnotify = \"file\"\npath = \"{0}\"\n\
+             [[alert]]\nwhen = \"memory_share >= 0.9\"\nnotify = \"file\"\npath = \"{0}\"",
+            path.display()
+        )));
+        m.on_event(&Event::RunStarted { pipeline: "p".into(), steps: 2, threads: 1, max_memory: 100 });
+        m.on_event(&Event::StepFinished { step: "fast".into(), elapsed: Duration::from_secs(5) });
+        m.on_event(&Event::StepFinished { step: "slow".into(), elapsed: Duration::from_secs(2) });
+        m.on_event(&Event::RunFinished { status: RunStatus::Failed, elapsed: Duration::ZERO, peak_memory: 95 });
+        m.finish();
+        let rules: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["rule"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(rules, ["step_duration > 1s", "run_failed > 0", "memory_share >= 0.9"]);
+    }
+}
