@@ -125,8 +125,8 @@ impl AlertManager {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .as_ref()
-            .map(|tx| tx.send((alert.clone(), i)));
-        if !matches!(sent, Some(Ok(()))) {
+            .is_some_and(|tx| tx.send((alert.clone(), i)).is_ok());
+        if !sent {
             log::warn!("{}", alert.message);
         }
     }
