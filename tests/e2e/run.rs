@@ -161,30 +161,7 @@ fn command_line_limits_override_the_file() {
 #[test]
 fn ctrl_c_stops_the_run_and_commits_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
-    write(dir.path(), "p.toml", &PIPELINE.replace("ON_BAD", "batch_size = 64"));
-    let mut csv = String::from("a,text\n");
-    for i in 0..1_000_000 {
-        csv.push_str(&format!("{i},  some   text number {i}  \n"));
-    }
-    write(dir.path(), "in.csv", &csv);
-    let child = Command::new(env!("CARGO_BIN_EXE_weave"))
-        .args(["run", "p.toml"])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("weave starts");
-    // Interrupt once the export has started writing (its temporary file exists): by then
-    // the run is under way and its Ctrl-C handler installed.
-    let started = Instant::now();
-    let writing = || {
-        std::fs::read_dir(dir.path().join("out"))
-            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(".weave-")))
-            .unwrap_or(false)
-    };
-    while !writing() && started.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let child = start_big_run(dir.path());
     let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
     assert!(killed.success());
     let t0 = Instant::now();
@@ -199,4 +176,78 @@ fn ctrl_c_stops_the_run_and_commits_nothing() {
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(!dir.path().join("out/result.jsonl").exists());
+    check_in(dir.path(), &["runs"], 0, &["interrupted"], &[]);
+}
+
+/// Starts `weave run` on a large input and returns once its export is writing.
+fn start_big_run(dir: &Path) -> std::process::Child {
+    write(dir, "p.toml", &PIPELINE.replace("ON_BAD", "batch_size = 64"));
+    let mut csv = String::from("a,text\n");
+    for i in 0..1_000_000 {
+        csv.push_str(&format!("{i},  some   text number {i}  \n"));
+    }
+    write(dir, "in.csv", &csv);
+    let child = Command::new(env!("CARGO_BIN_EXE_weave"))
+        .args(["run", "p.toml"])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("weave starts");
+    let started = Instant::now();
+    let writing = || {
+        std::fs::read_dir(dir.join("out"))
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(".weave-")))
+            .unwrap_or(false)
+    };
+    while !writing() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+#[test]
+fn a_killed_run_leaves_a_record_that_says_interrupted_and_what_was_running() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = start_big_run(dir.path());
+    let killed = Command::new("kill").args(["-KILL", &child.id().to_string()]).status().expect("kill runs");
+    assert!(killed.success());
+    let status = child.wait().expect("weave exits");
+    if status.success() {
+        return; // Finished before the kill on a very fast machine: nothing to check.
+    }
+    let out = check_in(dir.path(), &["runs"], 0, &["interrupted"], &[]);
+    assert!(out.stdout.contains("the process stopped without finishing the run"), "{}", out.stdout);
+    let runs: Vec<_> = std::fs::read_dir(dir.path().join(".weave/runs")).expect("runs").flatten().collect();
+    assert_eq!(runs.len(), 1);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(runs[0].path().join("report.json")).expect("report")).expect("JSON");
+    assert_eq!(report["status"], "interrupted");
+    let error = report["error"].as_str().expect("an explanation");
+    assert!(error.contains("while running: ") && error.contains("export"), "{error}");
+    let events = std::fs::read_to_string(runs[0].path().join("events.jsonl")).expect("events");
+    assert!(events.lines().next().is_some_and(|l| l.contains("run_started")), "{events}");
+    assert!(!dir.path().join("out/result.jsonl").exists(), "nothing committed");
+}
+
+#[test]
+fn runs_and_report_read_the_records() {
+    let dir = quickstart();
+    check_in(dir.path(), &["run", "pipeline.toml"], 0, &[], &["run record: "]);
+    check_in(dir.path(), &["run", "pipeline.toml"], 0, &[], &[]);
+    let out = check_in(dir.path(), &["runs"], 0, &["support-tickets  succeeded"], &[]);
+    assert_eq!(out.stdout.lines().count(), 3, "a header and two runs:\n{}", out.stdout);
+    let out = check_in(dir.path(), &["report"], 0, &["succeeded", "clean", "success rate 100.00%"], &[]);
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("clean") && l.contains(" 10 ") && l.contains(" 8 ")),
+        "{}",
+        out.stdout
+    );
+    let out = check_in(dir.path(), &["report", "--format", "json"], 0, &[], &[]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    assert_eq!(v["steps"][1]["dropped"]["min_chars"], 2);
+    assert_eq!(v["tool_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["config_hash"].as_str().map(str::len), Some(64));
+    check_in(dir.path(), &["report", "nope"], 1, &[], &["no run `nope`"]);
+    check_in(dir.path(), &["report", "--dir", "elsewhere"], 1, &[], &["no run is recorded here"]);
 }

@@ -19,6 +19,7 @@ use weave::{Diagnostics, Pipeline, format_bytes, format_duration};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod plan;
+mod report;
 mod run;
 
 /// Weave: build, run and watch data-generation pipelines.
@@ -90,6 +91,23 @@ enum Command {
     },
     /// List the step kinds a pipeline file can use, with their keys.
     Kinds,
+    /// List the runs recorded in a folder (oldest first).
+    Runs {
+        /// The folder of run records (`.weave/runs` beside the pipeline file).
+        #[arg(long, default_value = ".weave/runs")]
+        dir: PathBuf,
+    },
+    /// Print a run's report: status, per-step metrics, stats, alerts.
+    Report {
+        /// The run's id, or a unique start of it [default: the latest run].
+        run: Option<String>,
+        /// The folder of run records (`.weave/runs` beside the pipeline file).
+        #[arg(long, default_value = ".weave/runs")]
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
+        format: PlanFormat,
+    },
 }
 
 const RUN_EXIT_CODES: &str =
@@ -156,7 +174,8 @@ fn init_logging(verbose: u8, quiet: bool) {
 fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Run { file, max_memory, max_concurrent, quarantine, metrics_file } => {
-            let p = load_with(file, cli.quiet, |spec| {
+            let text = read_text(file)?;
+            let p = build(file, &text, cli.quiet, |spec| {
                 if let Some(m) = max_memory {
                     spec.resources.max_memory = *m;
                 }
@@ -164,7 +183,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     spec.resources.max_concurrent = Some(*n as usize);
                 }
             })?;
-            run::run(file, p, quarantine.clone(), metrics_file.clone(), cli.quiet)
+            let config_hash = weave::cache::Key::of_content(text.as_bytes()).to_hex();
+            run::run(file, p, &config_hash, quarantine.clone(), metrics_file.clone(), cli.quiet)
         }
         Command::Validate { file } => {
             let p = load(file, cli.quiet)?;
@@ -194,6 +214,20 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 None => emit(&text),
             }
         }
+        Command::Runs { dir } => {
+            let runs =
+                weave::list_runs(dir).map_err(|e| Failure::Other(format!("cannot read {}: {e}", dir.display())))?;
+            emit(&report::runs_table(&runs))
+        }
+        Command::Report { run, dir, format } => {
+            let runs =
+                weave::list_runs(dir).map_err(|e| Failure::Other(format!("cannot read {}: {e}", dir.display())))?;
+            let entry = report::pick(&runs, run.as_deref()).map_err(Failure::Other)?;
+            match format {
+                PlanFormat::Table => emit(&report::report_table(entry)),
+                PlanFormat::Json => emit(&format!("{:#}\n", entry.report)),
+            }
+        }
         Command::Kinds => {
             let registry = weave::registry();
             let mut out = String::new();
@@ -218,15 +252,29 @@ fn load(file: &Path, quiet: bool) -> Result<Pipeline, Failure> {
 /// [`load`], with a change to the parsed file (command-line overrides) before the steps
 /// are built and checked against the limits.
 fn load_with(file: &Path, quiet: bool, adjust: impl FnOnce(&mut weave::PipelineSpec)) -> Result<Pipeline, Failure> {
+    build(file, &read_text(file)?, quiet, adjust)
+}
+
+/// The pipeline file's text, or an error naming the file (and where it stops being UTF-8).
+fn read_text(file: &Path) -> Result<String, Failure> {
     let bytes = std::fs::read(file).map_err(|e| Failure::Other(format!("cannot read {}: {e}", file.display())))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
+    String::from_utf8(bytes).map_err(|e| {
         let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
         let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
         Failure::Other(format!("{}:{line}:{column}: the file is not valid UTF-8 (save it as UTF-8)", file.display()))
-    })?;
-    let built = weave::PipelineSpec::parse(file, &text).and_then(|(mut spec, mut warnings)| {
+    })
+}
+
+/// Parses and checks a pipeline file's text.
+fn build(
+    file: &Path,
+    text: &str,
+    quiet: bool,
+    adjust: impl FnOnce(&mut weave::PipelineSpec),
+) -> Result<Pipeline, Failure> {
+    let built = weave::PipelineSpec::parse(file, text).and_then(|(mut spec, mut warnings)| {
         adjust(&mut spec);
         let mut p = Pipeline::from_spec(spec, &weave::registry())?;
         warnings.extend(p.take_warnings());

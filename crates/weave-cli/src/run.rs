@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use weave::{
-    AlertManager, ExecError, ExecOptions, LogSubscriber, MetricsCollector, Pipeline, RunSummary, format_bytes,
-    format_duration,
+    AlertManager, ExecError, ExecOptions, LogSubscriber, MetricsCollector, Pipeline, RunInfo, RunRecorder, RunSummary,
+    format_bytes, format_duration,
 };
 
 use crate::{Failure, emit};
@@ -17,6 +17,7 @@ const METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 pub(crate) fn run(
     file: &Path,
     pipeline: Pipeline,
+    config_hash: &str,
     quarantine: Option<PathBuf>,
     metrics_file: Option<PathBuf>,
     quiet: bool,
@@ -44,12 +45,27 @@ pub(crate) fn run(
     }
     let metrics = Arc::new(MetricsCollector::new());
     let alerts = Arc::new(AlertManager::new(pipeline.alerts.clone()));
-    let options = ExecOptions {
-        subscribers: vec![Arc::new(LogSubscriber), metrics.clone(), alerts.clone()],
-        cancel,
-        quarantine: Some(quarantine.clone()),
-        ..ExecOptions::default()
+    let info = RunInfo {
+        pipeline: pipeline.name.clone(),
+        file: file.to_path_buf(),
+        config_hash: config_hash.to_owned(),
+        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
+    let mut subscribers: Vec<Arc<dyn weave::Subscriber>> =
+        vec![Arc::new(LogSubscriber), metrics.clone(), alerts.clone()];
+    // The record is kept beside the pipeline file; a run goes on without one if it cannot be written.
+    let record = match RunRecorder::start(&runs_dir(file), info, Arc::clone(&metrics), Some(Arc::clone(&alerts))) {
+        Ok(r) => {
+            let r = Arc::new(r);
+            subscribers.push(r.clone());
+            Some(r)
+        }
+        Err(e) => {
+            log::warn!("cannot start the run record in {} ({e}); running without one", runs_dir(file).display());
+            None
+        }
+    };
+    let options = ExecOptions { subscribers, cancel, quarantine: Some(quarantine.clone()), ..ExecOptions::default() };
     // While the run goes, a thread rewrites the metrics file; it stops when `done` drops.
     let (done, stop) = std::sync::mpsc::channel::<()>();
     let writer = metrics_file.clone().map(|path| {
@@ -65,6 +81,17 @@ pub(crate) fn run(
     let outcome = weave::run(pipeline, options);
     // Alerts are delivered on a thread of their own; each command has its timeout.
     alerts.finish();
+    if let Some(r) = &record {
+        if let Err(failure) = &outcome {
+            r.set_error(&failure.error.to_string());
+        }
+        if let Err(e) = r.write_report() {
+            log::warn!("cannot write the run report in {} ({e})", r.dir().display());
+        }
+        if !quiet {
+            eprintln!("run record: {}", r.dir().display());
+        }
+    }
     let fired = alerts.fired().len();
     if fired > 0 && !quiet {
         eprintln!("{fired} {} fired (see the log and the alerts' sinks)", if fired == 1 { "alert" } else { "alerts" });
@@ -114,6 +141,11 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
+}
+
+/// `.weave/runs` beside the pipeline file: where run records go.
+pub(crate) fn runs_dir(file: &Path) -> PathBuf {
+    weave::resolve(file, ".weave/runs")
 }
 
 /// `.weave/quarantine.jsonl` beside the pipeline file.

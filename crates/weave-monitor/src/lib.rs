@@ -22,14 +22,19 @@
 //! (error rate over a window, step duration, retries, memory pressure, run failure) and
 //! sends each alert once to the log, a JSONL file, or a command with a timeout.
 //!
-//! The run record under `.weave/runs/`, reports and progress bars are the rest of the
-//! monitoring issue.
+//! [`RunRecorder`] keeps the run record, `.weave/runs/<run-id>/events.jsonl` and
+//! `report.json`, written as the run goes; [`list_runs`] reads them back, marking a run
+//! whose process died as interrupted.
+//!
+//! The HTML report and progress bars are the rest of the monitoring issue.
 #![deny(missing_docs)]
 
 mod alerts;
 mod collector;
 mod histogram;
+mod record;
 
 pub use alerts::{Alert, AlertManager};
 pub use collector::{MetricsCollector, PipelineStats, ResourceUsage, StepMetrics};
 pub use histogram::Histogram;
+pub use record::{RunEntry, RunInfo, RunRecorder, list_runs};

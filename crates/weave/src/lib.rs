@@ -33,7 +33,10 @@
 
 pub use weave_core::*;
 pub use weave_exec::{ExecOptions, LogSubscriber, MemoryBudget, RunError, RunSummary, StepStats, run};
-pub use weave_monitor::{Alert, AlertManager, Histogram, MetricsCollector, PipelineStats, ResourceUsage, StepMetrics};
+pub use weave_monitor::{
+    Alert, AlertManager, Histogram, MetricsCollector, PipelineStats, ResourceUsage, RunEntry, RunInfo, RunRecorder,
+    StepMetrics, list_runs,
+};
 pub use weave_steps::registry;
 
 mod orchestrator;
@@ -41,6 +44,11 @@ pub use orchestrator::Orchestrator;
 
 /// The executor's error type.
 pub type ExecError = weave_exec::Error;
+
+/// The content-addressed cache: store, keys, codec, file index.
+pub mod cache {
+    pub use weave_cache::*;
+}
 
 /// The built-in steps and the functions they are made of.
 pub mod steps {

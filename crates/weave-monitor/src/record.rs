@@ -1,0 +1,399 @@
+//! The run record: `.weave/runs/<run-id>/events.jsonl` and `report.json`, written as the
+//! run goes, so that a run that dies still leaves a readable record.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+use weave_core::{Event, RunStatus, Subscriber};
+
+use crate::alerts::AlertManager;
+use crate::collector::MetricsCollector;
+
+/// What the record says about the run besides its events.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// A hash of the pipeline file's text, to tell runs of different versions apart.
+    pub config_hash: String,
+    /// The tool's version.
+    pub tool_version: String,
+}
+
+/// Writes a run's record. Subscribe it after the [`MetricsCollector`] it reads.
+#[derive(Debug)]
+pub struct RunRecorder {
+    dir: PathBuf,
+    id: String,
+    info: RunInfo,
+    metrics: Arc<MetricsCollector>,
+    alerts: Option<Arc<AlertManager>>,
+    state: Mutex<RecState>,
+}
+
+#[derive(Debug)]
+struct RecState {
+    events: Option<BufWriter<File>>,
+    start: Instant,
+    started_ms: u64,
+    last_flush: Instant,
+    running: Vec<String>,
+    status: &'static str,
+    error: Option<String>,
+    ended_ms: Option<u64>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A run id that sorts by time: `20261126T160844Z-<pid>`.
+fn new_run_id() -> String {
+    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{}", rem / 3600, rem / 60 % 60, rem % 60, std::process::id())
+}
+
+impl RunRecorder {
+    /// Starts a record under `runs_dir` (usually `.weave/runs` beside the pipeline file),
+    /// writing a first `report.json` that says the run is running.
+    pub fn start(
+        runs_dir: &Path,
+        info: RunInfo,
+        metrics: Arc<MetricsCollector>,
+        alerts: Option<Arc<AlertManager>>,
+    ) -> std::io::Result<RunRecorder> {
+        let id = new_run_id();
+        let dir = runs_dir.join(&id);
+        fs::create_dir_all(&dir)?;
+        let events = BufWriter::new(File::create(dir.join("events.jsonl"))?);
+        let rec = RunRecorder {
+            dir,
+            id,
+            info,
+            metrics,
+            alerts,
+            state: Mutex::new(RecState {
+                events: Some(events),
+                start: Instant::now(),
+                started_ms: now_ms(),
+                last_flush: Instant::now(),
+                running: Vec::new(),
+                status: "running",
+                error: None,
+                ended_ms: None,
+            }),
+        };
+        rec.write_report()?;
+        Ok(rec)
+    }
+
+    /// The run's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The run's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Records the run's error (its message), for the report.
+    pub fn set_error(&self, error: &str) {
+        self.lock().error = Some(error.to_owned());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes `report.json` (through a temporary file and a rename).
+    pub fn write_report(&self) -> std::io::Result<()> {
+        let report = {
+            let st = self.lock();
+            let stats = self.metrics.pipeline_stats();
+            let steps: Vec<Value> = self
+                .metrics
+                .steps()
+                .iter()
+                .map(|s| {
+                    json!({
+                        "step": s.step,
+                        "calls": s.calls,
+                        "records_in": s.records_in,
+                        "records_out": s.records_out,
+                        "retries": s.retries,
+                        "failures": s.failures,
+                        "dropped": s.dropped,
+                        "quarantined": s.quarantined,
+                        "records_per_second": s.records_per_second(),
+                        "wall_seconds": s.wall.map(|w| w.as_secs_f64()),
+                        "call_seconds": {
+                            "p50": s.latency.quantile(0.5).as_secs_f64(),
+                            "p95": s.latency.quantile(0.95).as_secs_f64(),
+                            "p99": s.latency.quantile(0.99).as_secs_f64(),
+                            "mean": s.latency.mean().as_secs_f64(),
+                        },
+                        "memory_wait_seconds": s.waited_for_memory.as_secs_f64(),
+                    })
+                })
+                .collect();
+            json!({
+                "run_id": self.id,
+                "pipeline": self.info.pipeline,
+                "pipeline_file": self.info.file,
+                "config_hash": self.info.config_hash,
+                "tool_version": self.info.tool_version,
+                "pid": std::process::id(),
+                "status": st.status,
+                "error": st.error,
+                "started_ms": st.started_ms,
+                "ended_ms": st.ended_ms,
+                "running_steps": st.running,
+                "steps": steps,
+                "stats": stats,
+                "alerts": self.alerts.as_ref().map(|a| a.fired()).unwrap_or_default(),
+            })
+        };
+        write_json(&self.dir.join("report.json"), &report)
+    }
+}
+
+/// Writes `value` to `path` through a temporary file and a rename.
+fn write_json(path: &Path, value: &Value) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(value).unwrap_or_default())?;
+    fs::rename(&tmp, path)
+}
+
+/// An event as a JSON object, with `t`, the seconds since the run started.
+fn event_json(e: &Event, t: Duration) -> Value {
+    let t = t.as_secs_f64();
+    match e {
+        Event::RunStarted { pipeline, steps, threads, max_memory } => {
+            json!({"t": t, "event": "run_started", "pipeline": pipeline, "steps": steps, "threads": threads, "max_memory": max_memory})
+        }
+        Event::RunFinished { status, elapsed, peak_memory } => {
+            json!({"t": t, "event": "run_finished", "status": status, "elapsed": elapsed.as_secs_f64(), "peak_memory": peak_memory})
+        }
+        Event::StepStarted { step } => json!({"t": t, "event": "step_started", "step": &**step}),
+        Event::StepFinished { step, elapsed } => {
+            json!({"t": t, "event": "step_finished", "step": &**step, "elapsed": elapsed.as_secs_f64()})
+        }
+        Event::StepFailed { step, error, class } => {
+            json!({"t": t, "event": "step_failed", "step": &**step, "error": error, "class": class})
+        }
+        Event::BatchFinished { step, seq, records_in, records_out, elapsed } => json!({
+            "t": t, "event": "batch_finished", "step": &**step, "seq": seq,
+            "records_in": records_in, "records_out": records_out, "elapsed": elapsed.as_secs_f64()
+        }),
+        Event::BatchRetried { step, seq, attempt, delay, error } => json!({
+            "t": t, "event": "batch_retried", "step": &**step, "seq": seq, "attempt": attempt,
+            "delay": delay.as_secs_f64(), "error": error
+        }),
+        Event::BatchFailed { step, seq, error, class } => {
+            json!({"t": t, "event": "batch_failed", "step": &**step, "seq": seq, "error": error, "class": class})
+        }
+        Event::RecordsDropped { step, reason, count } => {
+            json!({"t": t, "event": "records_dropped", "step": &**step, "reason": reason, "count": count})
+        }
+        Event::RecordsQuarantined { step, count } => {
+            json!({"t": t, "event": "records_quarantined", "step": &**step, "count": count})
+        }
+        Event::WaitedForMemory { step, bytes, waited } => {
+            json!({"t": t, "event": "waited_for_memory", "step": &**step, "bytes": bytes, "waited": waited.as_secs_f64()})
+        }
+        other => json!({"t": t, "event": format!("{other:?}")}),
+    }
+}
+
+impl Subscriber for RunRecorder {
+    fn on_event(&self, event: &Event) {
+        let mut report = false;
+        {
+            let mut st = self.lock();
+            let line = event_json(event, st.start.elapsed());
+            let important = !matches!(event, Event::BatchFinished { .. });
+            match event {
+                Event::StepStarted { step } => {
+                    st.running.push(step.to_string());
+                    report = true;
+                }
+                Event::StepFinished { step, .. } => {
+                    st.running.retain(|s| **s != **step);
+                    report = true;
+                }
+                Event::StepFailed { error, .. } if st.error.is_none() => {
+                    st.error = Some(error.clone());
+                }
+                Event::RunFinished { status, .. } => {
+                    st.status = match status {
+                        RunStatus::Succeeded => "succeeded",
+                        RunStatus::Failed => "failed",
+                        RunStatus::Cancelled => "interrupted",
+                    };
+                    st.ended_ms = Some(now_ms());
+                    report = true;
+                }
+                _ => {}
+            }
+            // Flush on anything but routine batches, and at least every second, so that
+            // a killed run leaves what it did on disk.
+            let flush = important || st.last_flush.elapsed() > Duration::from_secs(1);
+            if let Some(w) = st.events.as_mut() {
+                let ok = writeln!(w, "{line}").and_then(|()| if flush { w.flush() } else { Ok(()) });
+                if let Err(e) = ok {
+                    log::warn!("cannot write the run's events file ({e}); the record stops here");
+                    st.events = None;
+                }
+            }
+            if flush {
+                st.last_flush = Instant::now();
+            }
+        }
+        if report && let Err(e) = self.write_report() {
+            log::warn!("cannot write the run report in {} ({e})", self.dir.display());
+        }
+    }
+}
+
+/// A run read back from its record.
+#[derive(Debug, Clone)]
+pub struct RunEntry {
+    /// The run's id (its folder's name).
+    pub id: String,
+    /// The report.
+    pub report: Value,
+}
+
+impl RunEntry {
+    /// The status (`running` only while the process that runs it lives).
+    pub fn status(&self) -> &str {
+        self.report["status"].as_str().unwrap_or("unknown")
+    }
+}
+
+/// The runs recorded under `runs_dir`, oldest first. A record that says `running` but
+/// whose process is gone is marked `interrupted` in its report, with the steps that were
+/// running then.
+pub fn list_runs(runs_dir: &Path) -> std::io::Result<Vec<RunEntry>> {
+    let mut out = Vec::new();
+    let dir = match fs::read_dir(runs_dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in dir.flatten() {
+        let path = entry.path().join("report.json");
+        let Ok(bytes) = fs::read(&path) else { continue };
+        let Ok(mut report) = serde_json::from_slice::<Value>(&bytes) else {
+            log::warn!("{} is not a readable run report; skipping it", path.display());
+            continue;
+        };
+        if report["status"] == "running" && !process_alive(report["pid"].as_u64().unwrap_or(0)) {
+            report["status"] = json!("interrupted");
+            if report["error"].is_null() {
+                let running: Vec<String> = report["running_steps"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                report["error"] = json!(format!(
+                    "the process stopped without finishing the run (killed?) while running: {}",
+                    if running.is_empty() { "no step".to_owned() } else { running.join(", ") }
+                ));
+            }
+            let _ = write_json(&path, &report);
+        }
+        out.push(RunEntry { id: entry.file_name().to_string_lossy().into_owned(), report });
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+fn process_alive(pid: u64) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    if pid == u64::from(std::process::id()) {
+        return true;
+    }
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> RunInfo {
+        RunInfo { pipeline: "p".into(), file: "p.toml".into(), config_hash: "abc".into(), tool_version: "0.1.0".into() }
+    }
+
+    #[test]
+    fn the_record_follows_the_run_and_ends_with_its_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(MetricsCollector::new());
+        let rec = RunRecorder::start(dir.path(), info(), metrics.clone(), None).unwrap();
+        let report = || -> Value { serde_json::from_slice(&fs::read(rec.dir().join("report.json")).unwrap()).unwrap() };
+        assert_eq!(report()["status"], "running");
+        let events = [
+            Event::RunStarted { pipeline: "p".into(), steps: 1, threads: 1, max_memory: 10 },
+            Event::StepStarted { step: "load".into() },
+            Event::BatchFinished {
+                step: "load".into(),
+                seq: 0,
+                records_in: 0,
+                records_out: 5,
+                elapsed: Duration::ZERO,
+            },
+        ];
+        for e in &events {
+            metrics.on_event(e);
+            rec.on_event(e);
+        }
+        assert_eq!(report()["running_steps"], json!(["load"]));
+        let end = Event::RunFinished { status: RunStatus::Succeeded, elapsed: Duration::ZERO, peak_memory: 3 };
+        metrics.on_event(&end);
+        rec.on_event(&end);
+        let r = report();
+        assert_eq!(r["status"], "succeeded");
+        assert_eq!(r["steps"][0]["records_out"], 5);
+        let lines = fs::read_to_string(rec.dir().join("events.jsonl")).unwrap();
+        let kinds: Vec<String> = lines
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(kinds, ["run_started", "step_started", "batch_finished", "run_finished"]);
+        assert_eq!(list_runs(dir.path()).unwrap()[0].status(), "succeeded");
+    }
+
+    #[test]
+    fn a_record_left_running_by_a_dead_process_reads_as_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("20260101T000000Z-1");
+        fs::create_dir_all(&run).unwrap();
+        let report = json!({"status": "running", "pid": 4_000_000_000u64, "running_steps": ["embed"], "error": null});
+        fs::write(run.join("report.json"), report.to_string()).unwrap();
+        let runs = list_runs(dir.path()).unwrap();
+        assert_eq!(runs[0].status(), "interrupted");
+        let on_disk: Value = serde_json::from_slice(&fs::read(run.join("report.json")).unwrap()).unwrap();
+        assert_eq!(on_disk["status"], "interrupted");
+        assert!(on_disk["error"].as_str().unwrap().ends_with("while running: embed"));
+        assert!(new_run_id().len() > 16);
+    }
+}
