@@ -19,6 +19,7 @@ use weave::{Diagnostics, Pipeline, format_bytes, format_duration};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod plan;
+mod progress;
 mod report;
 mod run;
 

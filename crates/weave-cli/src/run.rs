@@ -1,5 +1,6 @@
 //! `weave run`: the run itself, Ctrl-C, and the summary at the end.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +11,9 @@ use weave::{
 };
 
 use crate::{Failure, emit};
+
+/// How often progress is logged when stderr is not a terminal.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often `--metrics-file` is rewritten while the run goes.
 const METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -53,6 +57,14 @@ pub(crate) fn run(
     };
     let mut subscribers: Vec<Arc<dyn weave::Subscriber>> =
         vec![Arc::new(LogSubscriber), metrics.clone(), alerts.clone()];
+    // Progress: bars on a terminal, periodic log lines (seen with -v) otherwise.
+    let steps: Vec<String> =
+        pipeline.dag().topological_order().iter().map(|&i| pipeline.dag().node(i).id.clone()).collect();
+    let bars = (!quiet && std::io::stderr().is_terminal()).then(|| Arc::new(crate::progress::Bars::new(&steps)));
+    if let Some(b) = &bars {
+        subscribers.push(b.clone());
+    }
+    let _progress_lines = bars.is_none().then(|| crate::progress::log_lines(Arc::clone(&metrics), PROGRESS_EVERY));
     // The record is kept beside the pipeline file; a run goes on without one if it cannot be written.
     let record = match RunRecorder::start(&runs_dir(file), info, Arc::clone(&metrics), Some(Arc::clone(&alerts))) {
         Ok(r) => {
@@ -79,6 +91,9 @@ pub(crate) fn run(
         })
     });
     let outcome = weave::run(pipeline, options);
+    if let Some(b) = &bars {
+        b.finish();
+    }
     // Alerts are delivered on a thread of their own; each command has its timeout.
     alerts.finish();
     if let Some(r) = &record {
