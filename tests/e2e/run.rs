@@ -248,6 +248,15 @@ fn runs_and_report_read_the_records() {
     assert_eq!(v["steps"][1]["dropped"]["min_chars"], 2);
     assert_eq!(v["tool_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(v["config_hash"].as_str().map(str::len), Some(64));
+    // Lineage: what was read and written, with content hashes.
+    let input = std::fs::read(dir.path().join("raw_data.csv")).expect("input");
+    assert_eq!(v["inputs"][0]["step"], "load");
+    assert_eq!(v["inputs"][0]["bytes"], input.len());
+    assert_eq!(v["inputs"][0]["blake3"], weave::cache::Key::of_content(&input).to_hex());
+    let output = std::fs::read(dir.path().join("processed_data.jsonl")).expect("output");
+    assert_eq!(v["outputs"][0]["step"], "export");
+    assert_eq!(v["outputs"][0]["bytes"], output.len());
+    assert_eq!(v["outputs"][0]["blake3"], weave::cache::Key::of_content(&output).to_hex());
     check_in(dir.path(), &["report", "nope"], 1, &[], &["no run `nope`"]);
     check_in(dir.path(), &["report", "--dir", "elsewhere"], 1, &[], &["no run is recorded here"]);
 }

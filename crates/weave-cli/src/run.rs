@@ -58,6 +58,15 @@ pub(crate) fn run(
     let mut subscribers: Vec<Arc<dyn weave::Subscriber>> =
         vec![Arc::new(LogSubscriber), metrics.clone(), alerts.clone()];
     // Progress: bars on a terminal, periodic log lines (seen with -v) otherwise.
+    // Lineage: the files each step reads (hashed now, as the run will read them) and
+    // writes (hashed once committed).
+    let files = |f: &dyn Fn(&weave::PipelineStep) -> Vec<PathBuf>| -> Vec<(String, PathBuf)> {
+        pipeline.dag().nodes().iter().flat_map(|n| f(&n.payload).into_iter().map(move |p| (n.id.clone(), p))).collect()
+    };
+    let reads = files(&|s| s.step.info().files_read());
+    let writes = files(&|s| s.step.info().files_written());
+    let index = weave::cache::FileIndex::load(&weave::resolve(file, ".weave/cache"));
+    let inputs = lineage(&index, &reads);
     let steps: Vec<String> =
         pipeline.dag().topological_order().iter().map(|&i| pipeline.dag().node(i).id.clone()).collect();
     let bars = (!quiet && std::io::stderr().is_terminal()).then(|| Arc::new(crate::progress::Bars::new(&steps)));
@@ -99,6 +108,11 @@ pub(crate) fn run(
     if let Some(r) = &record {
         if let Err(failure) = &outcome {
             r.set_error(&failure.error.to_string());
+        }
+        let outputs = if outcome.is_ok() { lineage(&index, &writes) } else { Vec::new() };
+        r.set_lineage(inputs, outputs);
+        if let Err(e) = index.save() {
+            log::debug!("cannot save the file index ({e}); inputs will be hashed again next time");
         }
         if let Err(e) = r.write_report() {
             log::warn!("cannot write the run report in {} ({e})", r.dir().display());
@@ -156,6 +170,22 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
+}
+
+/// Each file as `{step, path, bytes, blake3}` (or `{step, path, error}` when it cannot be
+/// read).
+fn lineage(index: &weave::cache::FileIndex, files: &[(String, PathBuf)]) -> Vec<serde_json::Value> {
+    files
+        .iter()
+        .map(|(step, path)| {
+            let bytes = std::fs::metadata(path).map(|m| m.len());
+            match (index.hash(path), bytes) {
+                (Ok(h), Ok(n)) => serde_json::json!({"step": step, "path": path, "bytes": n, "blake3": h.to_hex()}),
+                (Err(e), _) => serde_json::json!({"step": step, "path": path, "error": e.to_string()}),
+                (_, Err(e)) => serde_json::json!({"step": step, "path": path, "error": e.to_string()}),
+            }
+        })
+        .collect()
 }
 
 /// `.weave/runs` beside the pipeline file: where run records go.

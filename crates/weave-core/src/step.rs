@@ -118,6 +118,16 @@ pub trait StepInfo: Send {
     fn estimated_cost(&self) -> f64 {
         1.0
     }
+
+    /// The files the step reads, for the run's lineage and the cache keys of sources.
+    fn files_read(&self) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
+
+    /// The files the step writes (once committed), for the run's lineage.
+    fn files_written(&self) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
 }
 
 /// A source: reads data in, one batch at a time.

@@ -44,6 +44,7 @@ struct RecState {
     started_ms: u64,
     last_flush: Instant,
     running: Vec<String>,
+    lineage: Option<Value>,
     status: &'static str,
     error: Option<String>,
     ended_ms: Option<u64>,
@@ -95,6 +96,7 @@ impl RunRecorder {
                 started_ms: now_ms(),
                 last_flush: Instant::now(),
                 running: Vec::new(),
+                lineage: None,
                 status: "running",
                 error: None,
                 ended_ms: None,
@@ -112,6 +114,12 @@ impl RunRecorder {
     /// The run's folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Records the files the run read and wrote, each as `{step, path, bytes, blake3}`:
+    /// the lineage of every output.
+    pub fn set_lineage(&self, inputs: Vec<Value>, outputs: Vec<Value>) {
+        self.lock().lineage = Some(json!({ "inputs": inputs, "outputs": outputs }));
     }
 
     /// Records the run's error (its message), for the report.
@@ -169,6 +177,8 @@ impl RunRecorder {
                 "steps": steps,
                 "stats": stats,
                 "alerts": self.alerts.as_ref().map(|a| a.fired()).unwrap_or_default(),
+                "inputs": st.lineage.as_ref().map_or(json!([]), |l| l["inputs"].clone()),
+                "outputs": st.lineage.as_ref().map_or(json!([]), |l| l["outputs"].clone()),
             })
         };
         write_json(&self.dir.join("report.json"), &report)

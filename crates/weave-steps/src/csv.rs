@@ -82,6 +82,10 @@ impl StepInfo for LoadCsv {
     fn config(&self) -> CanonicalConfig {
         self.config.clone()
     }
+
+    fn files_read(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
+    }
 }
 
 impl LoadCsv {

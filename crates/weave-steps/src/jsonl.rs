@@ -65,6 +65,10 @@ impl StepInfo for LoadJsonl {
     fn config(&self) -> CanonicalConfig {
         self.config.clone()
     }
+
+    fn files_read(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
+    }
 }
 
 impl Source for LoadJsonl {
@@ -134,6 +138,10 @@ impl StepInfo for ExportJsonl {
 
     fn config(&self) -> CanonicalConfig {
         self.config.clone()
+    }
+
+    fn files_written(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
     }
 }
 
