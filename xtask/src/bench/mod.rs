@@ -9,6 +9,7 @@
 mod backpressure;
 mod layout;
 mod measure;
+mod monitoring;
 mod overhead;
 mod plan;
 mod reliability;
@@ -56,6 +57,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "throughput",
         summary: "1M records through 4 fused column-wise transforms on 1 and 2 threads vs a hand-written loop",
         run: throughput::run,
+    },
+    Scenario {
+        name: "monitoring",
+        summary: "cost of MetricsCollector + LogSubscriber: the throughput pipeline on 1 and 2 threads, 200,000 one-record batches",
+        run: monitoring::run,
     },
     Scenario {
         name: "reliability",

@@ -23,8 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use weave_core::{Batch, Pipeline, Record};
+use weave_exec::ExecOptions;
 
-use super::steps::{builder, sink, source, stateful, timed_run, transform};
+use super::steps::{builder, sink, source, stateful, timed_run_with, transform};
 use super::{Figure, Report, Target, median, thousands, time};
 
 /// Batches per run of the fused chain and of the baseline.
@@ -33,9 +34,9 @@ const BATCHES: u64 = 1_000_000;
 /// scenario within a minute; the figure is per batch and step, so it stays comparable.
 const STATEFUL_BATCHES: u64 = 200_000;
 /// No-op steps between the source and the sink.
-const STEPS: u64 = 10;
+pub(super) const STEPS: u64 = 10;
 /// CPU workers for the stateless chain (the stateful stages have threads of their own).
-const THREADS: usize = 2;
+pub(super) const THREADS: usize = 2;
 /// Timed runs of each variant, interleaved; the median is reported.
 const REPS: usize = 3;
 
@@ -44,8 +45,13 @@ fn noop(batch: &Batch) -> Batch {
     batch.clone()
 }
 
+/// The one-record batch the source hands out clones of.
+pub(super) fn template() -> Batch {
+    Batch::from_records(&[Record::new().with("n", 1i64)])
+}
+
 pub(super) fn run(report: &mut Report) {
-    let template = Batch::from_records(&[Record::new().with("n", 1i64)]);
+    let template = template();
     report.progress(format!(
         "{} one-record batches through {STEPS} no-op steps ({} through the unfused chain); {REPS} interleaved runs of each",
         thousands(BATCHES),
@@ -91,9 +97,15 @@ pub(super) fn run(report: &mut Report) {
 /// Runs `batches` one-record batches through the chain (fused stateless, or stateful) and
 /// returns the wall time, after checking that the sink saw every batch.
 fn time_run(template: &Batch, stateful_steps: bool, batches: u64) -> Duration {
+    time_run_with(template, stateful_steps, batches, ExecOptions::default())
+}
+
+/// [`time_run`] with `options`: the `monitoring` scenario runs the same chain with
+/// subscribers.
+pub(super) fn time_run_with(template: &Batch, stateful_steps: bool, batches: u64, options: ExecOptions) -> Duration {
     let seen = Arc::new(AtomicU64::new(0));
     let pipeline = pipeline(template, stateful_steps, batches, &seen);
-    let (elapsed, summary) = timed_run(pipeline);
+    let (elapsed, summary) = timed_run_with(pipeline, options);
     let summary = summary.unwrap_or_else(|e| panic!("overhead: the run failed: {e}"));
     assert_eq!(seen.load(Ordering::Relaxed), batches, "overhead: the sink did not see every batch");
     assert_eq!(summary.step("count").map(|s| s.batches_in), Some(batches), "overhead: the summary disagrees");

@@ -147,7 +147,15 @@ pub(super) fn builder(name: &str, threads: usize) -> PipelineBuilder {
 /// Runs `pipeline` with the default options and times it, from the call to its return
 /// (building the pipeline is not counted; joining its threads is).
 pub(super) fn timed_run(pipeline: Pipeline) -> (Duration, Result<RunSummary, Box<RunError>>) {
+    timed_run_with(pipeline, ExecOptions::default())
+}
+
+/// Runs `pipeline` with `options` (subscribers, say) and times it as [`timed_run`] does.
+pub(super) fn timed_run_with(
+    pipeline: Pipeline,
+    options: ExecOptions,
+) -> (Duration, Result<RunSummary, Box<RunError>>) {
     let start = Instant::now();
-    let result = weave_exec::run(pipeline, ExecOptions::default());
+    let result = weave_exec::run(pipeline, options);
     (start.elapsed(), result)
 }

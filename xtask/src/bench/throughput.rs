@@ -27,28 +27,29 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use weave_core::{Batch, Column, DataType, Field, PrimitiveColumn, Schema, StepError, StrColumn};
+use weave_exec::ExecOptions;
 use weave_steps::trim_collapse_into;
 
 use super::layout::{SPACES, WORDS, trim_collapse};
-use super::steps::{builder, sink, source, timed_run, transform};
+use super::steps::{builder, sink, source, timed_run_with, transform};
 use super::{Figure, Report, Rng, Target, median, thousands, time};
 
 /// Records per run.
-const ROWS: usize = 1_000_000;
+pub(super) const ROWS: usize = 1_000_000;
 /// Rows per batch.
 const BATCH: usize = 8_192;
 /// Timed runs of each variant, interleaved; the median is reported.
 const REPS: usize = 5;
-const SEED: u64 = 0x7412_0a9e;
+pub(super) const SEED: u64 = 0x7412_0a9e;
 
 /// A raw input row: id, text.
-type Raw = (i64, String);
+pub(super) type Raw = (i64, String);
 
 /// What the sink (or the loop) saw: records, and the sum of their lengths.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Tally {
-    records: u64,
-    len_sum: u64,
+pub(super) struct Tally {
+    pub(super) records: u64,
+    pub(super) len_sum: u64,
 }
 
 pub(super) fn run(report: &mut Report) {
@@ -133,6 +134,16 @@ pub(super) fn run(report: &mut Report) {
 /// Runs the pipeline on `threads` workers; returns its wall time, what the sink saw, and
 /// the time spent inside each of the four transforms.
 fn run_pipeline(batches: &[Batch], threads: usize) -> (Duration, Tally, [Duration; 4]) {
+    run_pipeline_with(batches, threads, ExecOptions::default())
+}
+
+/// [`run_pipeline`] with `options`: the `monitoring` scenario runs the same pipeline with
+/// subscribers.
+pub(super) fn run_pipeline_with(
+    batches: &[Batch],
+    threads: usize,
+    options: ExecOptions,
+) -> (Duration, Tally, [Duration; 4]) {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let (input, mut next) = (batches.to_vec(), 0);
     let seen = Arc::clone(&tally);
@@ -169,7 +180,7 @@ fn run_pipeline(batches: &[Batch], threads: usize) -> (Duration, Tally, [Duratio
         )
         .build()
         .unwrap_or_else(|d| panic!("throughput: the pipeline does not build:\n{d}"));
-    let (elapsed, summary) = timed_run(p);
+    let (elapsed, summary) = timed_run_with(p, options);
     let summary = summary.unwrap_or_else(|e| panic!("throughput: the run failed: {e}"));
     assert_eq!(summary.threads, threads);
     assert_eq!(records_in.load(Ordering::Relaxed), ROWS as u64);
@@ -253,7 +264,7 @@ fn keep(id: i64) -> bool {
 }
 
 /// The baseline: the four operations per record, in one loop, on one reused buffer.
-fn hand_written(raw: &[Raw]) -> Tally {
+pub(super) fn hand_written(raw: &[Raw]) -> Tally {
     let mut buf = String::with_capacity(512);
     let mut t = Tally::default();
     for (id, text) in raw {
@@ -297,7 +308,7 @@ fn verify(raw: &[Raw], batch: &Batch) {
 }
 
 /// The batches of `raw`, as a loader would build them.
-fn build_batches(raw: &[Raw]) -> Vec<Batch> {
+pub(super) fn build_batches(raw: &[Raw]) -> Vec<Batch> {
     let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int), Field::new("text", DataType::Str)]));
     raw.chunks(BATCH)
         .map(|chunk| {
@@ -313,7 +324,7 @@ fn build_batches(raw: &[Raw]) -> Vec<Batch> {
 }
 
 /// `n` raw rows: consecutive ids and texts of about 100 characters with messy whitespace.
-fn generate(n: usize, seed: u64) -> Vec<Raw> {
+pub(super) fn generate(n: usize, seed: u64) -> Vec<Raw> {
     let mut rng = Rng::new(seed);
     (0..n)
         .map(|i| {
