@@ -49,7 +49,10 @@ pub(crate) fn run(
     }
     let metrics = Arc::new(MetricsCollector::new());
     let alerts = Arc::new(AlertManager::new(pipeline.alerts.clone()));
+    let steps: Vec<String> =
+        pipeline.dag().topological_order().iter().map(|&i| pipeline.dag().node(i).id.clone()).collect();
     let info = RunInfo {
+        steps: steps.clone(),
         pipeline: pipeline.name.clone(),
         file: file.to_path_buf(),
         config_hash: config_hash.to_owned(),
@@ -67,8 +70,6 @@ pub(crate) fn run(
     let writes = files(&|s| s.step.info().files_written());
     let index = weave::cache::FileIndex::load(&weave::resolve(file, ".weave/cache"));
     let inputs = lineage(&index, &reads);
-    let steps: Vec<String> =
-        pipeline.dag().topological_order().iter().map(|&i| pipeline.dag().node(i).id.clone()).collect();
     let bars = (!quiet && std::io::stderr().is_terminal()).then(|| Arc::new(crate::progress::Bars::new(&steps)));
     if let Some(b) = &bars {
         subscribers.push(b.clone());

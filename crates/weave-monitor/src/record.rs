@@ -24,6 +24,8 @@ pub struct RunInfo {
     pub config_hash: String,
     /// The tool's version.
     pub tool_version: String,
+    /// The step ids in the DAG's order, the order the report lists them in.
+    pub steps: Vec<String>,
 }
 
 /// Writes a run's record. Subscribe it after the [`MetricsCollector`] it reads.
@@ -35,6 +37,9 @@ pub struct RunRecorder {
     metrics: Arc<MetricsCollector>,
     alerts: Option<Arc<AlertManager>>,
     state: Mutex<RecState>,
+    /// Held while a report is made and written, so that two threads never interleave
+    /// (and an older snapshot never lands after a newer one).
+    writing: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -101,6 +106,7 @@ impl RunRecorder {
                 error: None,
                 ended_ms: None,
             }),
+            writing: Mutex::new(()),
         };
         rec.write_report()?;
         Ok(rec)
@@ -133,12 +139,13 @@ impl RunRecorder {
 
     /// Writes `report.json` (through a temporary file and a rename).
     pub fn write_report(&self) -> std::io::Result<()> {
+        let _writing = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let report = {
             let st = self.lock();
             let stats = self.metrics.pipeline_stats();
-            let steps: Vec<Value> = self
-                .metrics
-                .steps()
+            let mut metrics = self.metrics.steps();
+            metrics.sort_by_key(|m| self.info.steps.iter().position(|s| *s == m.step).unwrap_or(usize::MAX));
+            let steps: Vec<Value> = metrics
                 .iter()
                 .map(|s| {
                     json!({
@@ -351,7 +358,13 @@ mod tests {
     use super::*;
 
     fn info() -> RunInfo {
-        RunInfo { pipeline: "p".into(), file: "p.toml".into(), config_hash: "abc".into(), tool_version: "0.1.0".into() }
+        RunInfo {
+            pipeline: "p".into(),
+            file: "p.toml".into(),
+            config_hash: "abc".into(),
+            tool_version: "0.1.0".into(),
+            steps: vec!["load".into()],
+        }
     }
 
     #[test]
