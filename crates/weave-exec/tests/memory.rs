@@ -13,7 +13,10 @@ fn a_slow_sink_holds_memory_in_flight_within_the_budget() {
     let mut g = gen_(250, 16);
     g.pad = 512 * 1024;
     let written = std::sync::Arc::default();
+    // The sink stalls on its first batch, long enough for the source to fill the budget
+    // however slow the machine, then drains slowly.
     let out = Drain {
+        first: Duration::from_millis(1500),
         delay: Duration::from_millis(2),
         written: std::sync::Arc::clone(&written),
         policy: Default::default(),

@@ -181,6 +181,8 @@ impl Sink for Collect {
 
 /// Counts the bytes it is given, slowly, and keeps nothing.
 pub(crate) struct Drain {
+    /// The pause on the first write, during which the source can fill the budget.
+    pub(crate) first: Duration,
     pub(crate) delay: Duration,
     pub(crate) written: Arc<AtomicU64>,
     pub(crate) policy: StepPolicy,
@@ -190,7 +192,7 @@ info!(Drain, "drain");
 
 impl Sink for Drain {
     fn write(&mut self, batch: &Batch, _ctx: &mut StepContext) -> Result<(), StepError> {
-        std::thread::sleep(self.delay);
+        std::thread::sleep(std::mem::take(&mut self.first).max(self.delay));
         self.written.fetch_add(batch.memory_size() as u64, Ordering::Relaxed);
         Ok(())
     }
