@@ -486,10 +486,7 @@ fn text_column<'b>(batch: &'b Batch, name: &str) -> Result<Option<&'b StrColumn>
             "field `{name}` holds {} values; `clean` works on strings",
             other.data_type()
         ))),
-        None => {
-            let known: Vec<&str> = batch.schema().names().collect();
-            Err(StepError::fatal(format!("field `{name}` is not in the data (fields: {})", known.join(", "))))
-        }
+        None => Err(crate::missing_field(batch, name)),
     }
 }
 

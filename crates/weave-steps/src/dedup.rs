@@ -112,12 +112,7 @@ impl StatefulTransform for Dedup {
             None => (0..batch.schema().len()).collect(),
             Some(fields) => fields
                 .iter()
-                .map(|f| {
-                    batch.schema().index_of(f).ok_or_else(|| {
-                        let known: Vec<&str> = batch.schema().names().collect();
-                        StepError::fatal(format!("field `{f}` is not in the data (fields: {})", known.join(", ")))
-                    })
-                })
+                .map(|f| batch.schema().index_of(f).ok_or_else(|| crate::missing_field(batch, f)))
                 .collect::<Result<_, _>>()?,
         };
         let names: Vec<&str> = columns.iter().map(|&c| batch.schema().fields()[c].name.as_str()).collect();

@@ -26,6 +26,12 @@ pub use json::{write_json_str, write_jsonl, write_value};
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
 
+/// The error for a field the step was told to use but the data does not have.
+fn missing_field(batch: &weave_core::Batch, name: &str) -> weave_core::StepError {
+    let known: Vec<&str> = batch.schema().names().collect();
+    weave_core::StepError::fatal(format!("field `{name}` is not in the data (fields: {})", known.join(", ")))
+}
+
 /// Rows per batch for a source: the `batch_size` key, at least 1, 8192 by default.
 fn batch_size(p: &weave_core::Params) -> usize {
     let n = p.u64("batch_size").unwrap_or(8192);
