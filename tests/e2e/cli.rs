@@ -116,6 +116,19 @@ fn plan_refuses_steps_beyond_the_resources() {
 }
 
 #[test]
+fn validate_refuses_clashing_files() {
+    check(
+        &["validate", "files.toml"],
+        1,
+        &[],
+        &[
+            "steps \"out1\" and \"out2\" both write result.jsonl",
+            "step \"load\" reads data.jsonl, which step \"out3\" of the same run writes",
+        ],
+    );
+}
+
+#[test]
 fn graph_draws_dot_and_mermaid() {
     check(&["graph", "diamond.toml"], 0, &["digraph \"diamond\" {", "\"a\" -> \"b\";", "\"c\" -> \"d\";"], &[]);
     check(&["graph", "diamond.toml", "--format", "mermaid"], 0, &["flowchart LR", "n1 --> n3", "n2 --> n3"], &[]);

@@ -214,6 +214,7 @@ impl Pipeline {
         };
         if let Some(dag) = &dag {
             check_resources(dag, |p| p.as_ref(), &spec.resources, &mut diags);
+            check_files(dag, |p| p.as_ref(), &mut diags);
         }
         if diags.has_errors() {
             return Err(diags);
@@ -258,6 +259,55 @@ impl Pipeline {
     /// Replaces the warnings.
     pub fn set_warnings(&mut self, warnings: Diagnostics) {
         self.warnings = warnings;
+    }
+}
+
+/// Refuses two steps writing one file (the last rename would silently win), and a step
+/// writing a file that another step of the run reads (what it reads would depend on
+/// timing).
+fn check_files<P>(dag: &Dag<P>, step: impl Fn(&P) -> Option<&PipelineStep>, diags: &mut Diagnostics) {
+    let mut writers: Vec<(std::path::PathBuf, usize)> = Vec::new();
+    for (i, n) in dag.nodes().iter().enumerate() {
+        let Some(p) = step(&n.payload) else { continue };
+        for path in p.step.info().files_written() {
+            if let Some((_, j)) = writers.iter().find(|(w, _)| *w == path) {
+                diags.push(
+                    Diagnostic::error(format!(
+                        "steps \"{}\" and \"{}\" both write {}",
+                        dag.node(*j).id,
+                        n.id,
+                        path.display()
+                    ))
+                    .with_code("files")
+                    .with_step(&n.id)
+                    .at(n.location.clone())
+                    .with_help("give each export its own path"),
+                );
+            } else {
+                writers.push((path, i));
+            }
+        }
+    }
+    for n in dag.nodes() {
+        let Some(p) = step(&n.payload) else { continue };
+        for path in p.step.info().files_read() {
+            if let Some((_, j)) = writers.iter().find(|(w, _)| *w == path)
+                && dag.node(*j).id != n.id
+            {
+                diags.push(
+                    Diagnostic::error(format!(
+                        "step \"{}\" reads {}, which step \"{}\" of the same run writes",
+                        n.id,
+                        path.display(),
+                        dag.node(*j).id
+                    ))
+                    .with_code("files")
+                    .with_step(&n.id)
+                    .at(n.location.clone())
+                    .with_help("read the data from the step that makes it (`after`), or write elsewhere"),
+                );
+            }
+        }
     }
 }
 
@@ -392,6 +442,7 @@ impl PipelineBuilder {
         let dag = Dag::build(nodes)?;
         let mut diags = Diagnostics::default();
         check_resources(&dag, |p| Some(p), &self.resources, &mut diags);
+        check_files(&dag, |p| Some(p), &mut diags);
         if diags.has_errors() {
             return Err(diags);
         }
