@@ -5,9 +5,11 @@ use std::io::BufReader;
 use std::path::PathBuf;
 
 use weave_core::{
-    Batch, CanonicalConfig, Column, Params, Record, Rejected, Shape, Source, Step, StepContext, StepError, StepInfo,
-    StepKind, StrColumn,
+    Batch, CanonicalConfig, Column, Params, Record, Rejected, Shape, Sink, Source, Step, StepContext, StepError,
+    StepInfo, StepKind, StrColumn, ValueRef,
 };
+
+use crate::output::AtomicOutput;
 
 /// The `load_csv` kind.
 pub(crate) const KIND: StepKind = StepKind {
@@ -208,6 +210,118 @@ fn raw_record(header: &[String], row: &csv::ByteRecord) -> Record {
         .collect()
 }
 
+/// The `export_csv` kind.
+pub(crate) const EXPORT_KIND: StepKind = StepKind {
+    name: "export_csv",
+    shape: Shape::Sink,
+    summary: "write records as CSV with a header row; the file appears whole when the run succeeds",
+    keys: &["path", "delimiter", "fields"],
+    build: build_export,
+};
+
+/// Writes records as CSV: a header row, then one row per record. The columns are `fields`
+/// when given, else the first batch's fields; null is an empty cell, and lists and maps
+/// are written as JSON.
+#[derive(Debug)]
+pub struct ExportCsv {
+    out: AtomicOutput,
+    delimiter: u8,
+    fields: Option<Vec<String>>,
+    header_written: bool,
+    config: CanonicalConfig,
+    buf: Vec<u8>,
+}
+
+fn build_export(p: &Params) -> Option<Step> {
+    let path = p.required_path("path", "the CSV file to write");
+    let delimiter = single_byte(p, "delimiter", b',');
+    let fields = p.str_list("fields");
+    if p.has_errors() {
+        return None;
+    }
+    Some(Step::Sink(Box::new(ExportCsv {
+        out: AtomicOutput::new(path?),
+        delimiter,
+        fields,
+        header_written: false,
+        config: p.canonical(&[]),
+        buf: Vec::new(),
+    })))
+}
+
+impl StepInfo for ExportCsv {
+    fn kind(&self) -> &str {
+        EXPORT_KIND.name
+    }
+
+    fn config(&self) -> CanonicalConfig {
+        self.config.clone()
+    }
+
+    fn files_written(&self) -> Vec<PathBuf> {
+        vec![self.out.path().to_path_buf()]
+    }
+}
+
+impl Sink for ExportCsv {
+    fn write(&mut self, batch: &Batch, _ctx: &mut StepContext) -> Result<(), StepError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let first = !self.header_written;
+        self.header_written = true;
+        let fields = self.fields.get_or_insert_with(|| batch.schema().names().map(str::to_owned).collect()).clone();
+        if let Some(extra) = batch.schema().names().find(|n| !fields.iter().any(|f| f == n)) {
+            return Err(StepError::fatal(format!(
+                "field `{extra}` is not among the CSV columns ({}); list the columns with `fields = [...]`",
+                fields.join(", ")
+            )));
+        }
+        let columns: Vec<Option<usize>> = fields.iter().map(|f| batch.schema().index_of(f)).collect();
+        {
+            let mut w = csv::WriterBuilder::new().delimiter(self.delimiter).has_headers(false).from_writer(&mut buf);
+            let io = |e: csv::Error| StepError::internal(format!("cannot format a CSV row: {e}"));
+            if first {
+                w.write_record(&fields).map_err(io)?;
+            }
+            let mut cell = String::new();
+            let mut row: Vec<String> = Vec::with_capacity(fields.len());
+            for r in 0..batch.len() {
+                row.clear();
+                for c in &columns {
+                    cell.clear();
+                    match c.map(|c| batch.columns()[c].get(r)) {
+                        None | Some(ValueRef::Null) => {}
+                        Some(ValueRef::Str(s)) => cell.push_str(s),
+                        Some(other) => cell.push_str(&other.to_string()),
+                    }
+                    row.push(cell.clone());
+                }
+                w.write_record(&row).map_err(io)?;
+            }
+            w.flush().map_err(|e| StepError::internal(format!("cannot format CSV: {e}")))?;
+        }
+        let result = self.out.write_all(&buf);
+        self.buf = buf;
+        result
+    }
+
+    fn commit(&mut self, _ctx: &mut StepContext) -> Result<(), StepError> {
+        // No batch came: the file still gets its header when the columns are known.
+        if let (false, Some(fields)) = (self.header_written, &self.fields) {
+            let mut header = Vec::new();
+            let mut w = csv::WriterBuilder::new().delimiter(self.delimiter).from_writer(&mut header);
+            w.write_record(fields).map_err(|e| StepError::internal(format!("cannot format the CSV header: {e}")))?;
+            drop(w);
+            self.out.write_all(&header)?;
+        }
+        self.out.commit()
+    }
+
+    fn abort(&mut self) {
+        self.out.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +383,46 @@ mod tests {
         assert!(rows.is_empty());
         let (rows, _) = read_all(b"", "");
         assert!(rows.is_empty());
+    }
+
+    #[test]
+    fn export_writes_a_header_quotes_and_json_for_nested_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        let Step::Sink(mut out) = build_step("export_csv", &format!("path = {:?}", path.to_str().unwrap())) else {
+            panic!()
+        };
+        let mut ctx = StepContext::new("out", 0, 0, Default::default());
+        let recs = vec![
+            Record::new()
+                .with("id", 1i64)
+                .with("text", "a, \"b\"\nc")
+                .with("tags", weave_core::Value::List(vec!["x".into()])),
+            Record::new().with("id", 2i64).with("text", weave_core::Value::Null).with("tags", weave_core::Value::Null),
+        ];
+        out.write(&Batch::from_records(&recs), &mut ctx).unwrap();
+        let more = Batch::from_records(&[Record::new().with("id", 3i64)]);
+        out.write(&more, &mut ctx).unwrap();
+        assert!(!path.exists());
+        out.commit(&mut ctx).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "id,text,tags\n1,\"a, \"\"b\"\"\nc\",\"[\"\"x\"\"]\"\n2,,\n3,,\n"
+        );
+        // A field outside the columns is an error, not a silent drop.
+        let late = Batch::from_records(&[Record::new().with("id", 4i64).with("extra", "x")]);
+        let err = out.write(&late, &mut ctx).unwrap_err();
+        assert!(err.to_string().starts_with("field `extra` is not among the CSV columns (id, text, tags)"), "{err}");
+    }
+
+    #[test]
+    fn export_of_nothing_with_fields_still_has_a_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        let config = format!("path = {:?}\nfields = [\"a\", \"b\"]\ndelimiter = \";\"", path.to_str().unwrap());
+        let Step::Sink(mut out) = build_step("export_csv", &config) else { panic!() };
+        out.commit(&mut StepContext::new("out", 0, 0, Default::default())).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a;b\n");
     }
 
     #[test]

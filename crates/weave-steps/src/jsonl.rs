@@ -1,8 +1,8 @@
 //! The `load_jsonl` and `export_jsonl` steps.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 
 use weave_core::{
     Batch, BatchBuilder, CanonicalConfig, Params, Rejected, Shape, Sink, Source, Step, StepContext, StepError,
@@ -10,6 +10,7 @@ use weave_core::{
 };
 
 use crate::json::write_jsonl;
+use crate::output::AtomicOutput;
 
 /// The `load_jsonl` kind.
 pub(crate) const LOAD_KIND: StepKind = StepKind {
@@ -120,15 +121,14 @@ impl Source for LoadJsonl {
 /// place on commit: readers never see a half-written file.
 #[derive(Debug)]
 pub struct ExportJsonl {
-    path: PathBuf,
+    out: AtomicOutput,
     config: CanonicalConfig,
-    out: Option<BufWriter<tempfile::NamedTempFile>>,
     buf: Vec<u8>,
 }
 
 fn build_export(p: &Params) -> Option<Step> {
     let path = p.required_path("path", "the JSONL file to write")?;
-    Some(Step::Sink(Box::new(ExportJsonl { path, config: p.canonical(&[]), out: None, buf: Vec::new() })))
+    Some(Step::Sink(Box::new(ExportJsonl { out: AtomicOutput::new(path), config: p.canonical(&[]), buf: Vec::new() })))
 }
 
 impl StepInfo for ExportJsonl {
@@ -141,58 +141,23 @@ impl StepInfo for ExportJsonl {
     }
 
     fn files_written(&self) -> Vec<PathBuf> {
-        vec![self.path.clone()]
-    }
-}
-
-impl ExportJsonl {
-    fn writer(&mut self) -> Result<&mut BufWriter<tempfile::NamedTempFile>, StepError> {
-        if self.out.is_none() {
-            let dir = match self.path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StepError::environment(format!("cannot create {}", dir.display()), e))?;
-            let tmp = tempfile::Builder::new().prefix(".weave-").suffix(".tmp").tempfile_in(dir).map_err(|e| {
-                StepError::environment(format!("cannot create a temporary file in {}", dir.display()), e)
-            })?;
-            self.out = Some(BufWriter::with_capacity(1 << 20, tmp));
-        }
-        self.out.as_mut().ok_or_else(|| StepError::internal("writer vanished"))
+        vec![self.out.path().to_path_buf()]
     }
 }
 
 impl Sink for ExportJsonl {
     fn write(&mut self, batch: &Batch, _ctx: &mut StepContext) -> Result<(), StepError> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        write_jsonl(batch, &mut buf);
-        let path = self.path.clone();
-        let w = self.writer()?;
-        w.write_all(&buf).map_err(|e| StepError::environment(format!("cannot write {}", path.display()), e))?;
-        self.buf = buf;
-        Ok(())
+        self.buf.clear();
+        write_jsonl(batch, &mut self.buf);
+        self.out.write_all(&self.buf)
     }
 
     fn commit(&mut self, _ctx: &mut StepContext) -> Result<(), StepError> {
-        // A run with no rows still produces its (empty) file.
-        self.writer()?;
-        let Some(w) = self.out.take() else { return Ok(()) };
-        let path = &self.path;
-        let tmp = w
-            .into_inner()
-            .map_err(|e| StepError::environment(format!("cannot write {}", path.display()), e.into_error()))?;
-        tmp.as_file().sync_all().map_err(|e| StepError::environment(format!("cannot sync {}", path.display()), e))?;
-        tmp.persist(path).map_err(|e| {
-            StepError::environment(format!("cannot move the output into place at {}", path.display()), e.error)
-        })?;
-        Ok(())
+        self.out.commit()
     }
 
     fn abort(&mut self) {
-        // Dropping the temporary file deletes it.
-        self.out = None;
+        self.out.abort();
     }
 }
 

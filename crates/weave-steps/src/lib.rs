@@ -16,14 +16,17 @@ mod csv;
 mod dedup;
 mod json;
 mod jsonl;
+mod lines;
+mod output;
 mod text;
 
 pub use clean::Clean;
 pub use concat::Concat;
-pub use csv::LoadCsv;
+pub use csv::{ExportCsv, LoadCsv};
 pub use dedup::Dedup;
 pub use json::{write_json_str, write_jsonl, write_value};
 pub use jsonl::{ExportJsonl, LoadJsonl};
+pub use lines::LoadText;
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
 
 /// The error for a field the step was told to use but the data does not have.
@@ -46,7 +49,16 @@ fn batch_size(p: &weave_core::Params) -> usize {
 /// A registry holding every built-in step kind.
 pub fn registry() -> weave_core::Registry {
     let mut r = weave_core::Registry::new();
-    for kind in [csv::KIND, jsonl::LOAD_KIND, clean::KIND, dedup::KIND, concat::KIND, jsonl::EXPORT_KIND] {
+    for kind in [
+        csv::KIND,
+        jsonl::LOAD_KIND,
+        lines::KIND,
+        clean::KIND,
+        dedup::KIND,
+        concat::KIND,
+        jsonl::EXPORT_KIND,
+        csv::EXPORT_KIND,
+    ] {
         r.register(kind);
     }
     r

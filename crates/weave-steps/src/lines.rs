@@ -1,0 +1,134 @@
+//! The `load_text` step: a plain text file, one record per line.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+
+use weave_core::{
+    Batch, CanonicalConfig, Column, DataType, Field, Params, Rejected, Schema, Shape, Source, Step, StepContext,
+    StepError, StepInfo, StepKind, StrColumn,
+};
+
+/// The `load_text` kind.
+pub(crate) const KIND: StepKind = StepKind {
+    name: "load_text",
+    shape: Shape::Source,
+    summary: "read a text file, one record per line (LF or CRLF), into one field",
+    keys: &["path", "field", "skip_empty", "batch_size"],
+    build,
+};
+
+/// Reads a text file line by line into records of one field (`text` by default). Lines
+/// that are not UTF-8 are rejected with their line number.
+#[derive(Debug)]
+pub struct LoadText {
+    path: PathBuf,
+    field: String,
+    skip_empty: bool,
+    batch_size: usize,
+    config: CanonicalConfig,
+    reader: Option<BufReader<File>>,
+    line_no: u64,
+    line: Vec<u8>,
+}
+
+fn build(p: &Params) -> Option<Step> {
+    let path = p.required_path("path", "the text file to read");
+    let field = p.str("field").unwrap_or_else(|| "text".to_owned());
+    let skip_empty = p.bool("skip_empty").unwrap_or(false);
+    let batch_size = crate::batch_size(p);
+    if p.has_errors() {
+        return None;
+    }
+    Some(Step::Source(Box::new(LoadText {
+        path: path?,
+        field,
+        skip_empty,
+        batch_size,
+        config: p.canonical(&["batch_size"]),
+        reader: None,
+        line_no: 0,
+        line: Vec::new(),
+    })))
+}
+
+impl StepInfo for LoadText {
+    fn kind(&self) -> &str {
+        KIND.name
+    }
+
+    fn config(&self) -> CanonicalConfig {
+        self.config.clone()
+    }
+
+    fn files_read(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
+    }
+}
+
+impl Source for LoadText {
+    fn next_batch(&mut self, ctx: &mut StepContext) -> Result<Option<Batch>, StepError> {
+        if self.reader.is_none() {
+            let f = File::open(&self.path)
+                .map_err(|e| StepError::environment(format!("cannot open {}", self.path.display()), e))?;
+            self.reader = Some(BufReader::with_capacity(1 << 20, f));
+        }
+        let Some(reader) = self.reader.as_mut() else { return Ok(None) };
+        let mut col = StrColumn::with_capacity(self.batch_size.min(4096), 0);
+        while col.len() < self.batch_size {
+            self.line.clear();
+            let n = reader.read_until(b'\n', &mut self.line).map_err(|e| {
+                StepError::environment(format!("cannot read {}:{}", self.path.display(), self.line_no + 1), e)
+            })?;
+            if n == 0 {
+                break;
+            }
+            self.line_no += 1;
+            let mut bytes = self.line.as_slice();
+            bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+            bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+            if self.line_no == 1 {
+                bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+            }
+            match std::str::from_utf8(bytes) {
+                Ok("") if self.skip_empty => {}
+                Ok(text) => col.push(text),
+                Err(_) => ctx.reject(Rejected {
+                    reason: "line is not valid UTF-8".into(),
+                    record: None,
+                    origin: Some(format!("{}:{}", self.path.display(), self.line_no)),
+                }),
+            }
+        }
+        if col.is_empty() {
+            return Ok(None);
+        }
+        let schema = std::sync::Arc::new(Schema::new(vec![Field::new(self.field.clone(), DataType::Str)]));
+        Batch::new(schema, vec![std::sync::Arc::new(Column::Str(col))])
+            .map(Some)
+            .map_err(|e| StepError::internal(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::build_step;
+
+    #[test]
+    fn lines_become_records_and_bad_lines_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        std::fs::write(&path, b"\xef\xbb\xbffirst\r\n\nthird \xff\nlast").unwrap();
+        let config = format!("path = {:?}\nfield = \"line\"\nskip_empty = true", path.to_str().unwrap());
+        let Step::Source(mut s) = build_step("load_text", &config) else { panic!() };
+        let mut ctx = StepContext::new("load", 0, 0, Default::default());
+        let b = s.next_batch(&mut ctx).unwrap().unwrap();
+        let rows: Vec<String> = b.to_records().iter().map(|r| r.to_string()).collect();
+        assert_eq!(rows, [r#"{"line":"first"}"#, r#"{"line":"last"}"#]);
+        assert!(s.next_batch(&mut ctx).unwrap().is_none());
+        let rej = ctx.take_rejected();
+        assert_eq!(rej.len(), 1);
+        assert!(rej[0].origin.as_deref().unwrap().ends_with(":3"));
+    }
+}
