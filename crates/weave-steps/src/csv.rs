@@ -1,7 +1,5 @@
 //! The `load_csv` step: a streaming CSV reader.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::PathBuf;
 
 use weave_core::{
@@ -35,7 +33,7 @@ pub struct LoadCsv {
 
 #[derive(Debug)]
 struct CsvState {
-    reader: csv::Reader<BufReader<File>>,
+    reader: csv::Reader<crate::input::Input>,
     header: Vec<String>,
     record: csv::ByteRecord,
     done: bool,
@@ -92,14 +90,13 @@ impl StepInfo for LoadCsv {
 
 impl LoadCsv {
     fn open(&self) -> Result<CsvState, StepError> {
-        let file = File::open(&self.path)
-            .map_err(|e| StepError::environment(format!("cannot open {}", self.path.display()), e))?;
+        let file = crate::input::open(&self.path)?;
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(self.delimiter)
             .quote(self.quote)
             .flexible(true)
             .has_headers(true)
-            .from_reader(BufReader::with_capacity(1 << 20, file));
+            .from_reader(file);
         let header = match reader.byte_headers() {
             Ok(h) => h.clone(),
             Err(e) => return Err(csv_error(&self.path, e)),
@@ -373,6 +370,19 @@ mod tests {
                 "5: field `b` is not valid UTF-8"
             ]
         );
+    }
+
+    #[test]
+    fn compressed_input_is_read_by_its_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv.zst");
+        std::fs::write(&path, zstd::encode_all(&b"a,b\n1,2\n3,4\n"[..], 3).unwrap()).unwrap();
+        let Step::Source(mut s) = build_step("load_csv", &format!("path = {:?}", path.to_str().unwrap())) else {
+            panic!()
+        };
+        let b = s.next_batch(&mut StepContext::new("load", 0, 0, Default::default())).unwrap().unwrap();
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.row(1).get_str("b"), Some("4"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod clean;
 mod concat;
 mod csv;
 mod dedup;
+mod input;
 mod json;
 mod jsonl;
 mod lines;

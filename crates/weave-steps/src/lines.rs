@@ -1,6 +1,5 @@
 //! The `load_text` step: a plain text file, one record per line.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
@@ -27,7 +26,7 @@ pub struct LoadText {
     skip_empty: bool,
     batch_size: usize,
     config: CanonicalConfig,
-    reader: Option<BufReader<File>>,
+    reader: Option<BufReader<crate::input::Input>>,
     line_no: u64,
     line: Vec<u8>,
 }
@@ -69,8 +68,7 @@ impl StepInfo for LoadText {
 impl Source for LoadText {
     fn next_batch(&mut self, ctx: &mut StepContext) -> Result<Option<Batch>, StepError> {
         if self.reader.is_none() {
-            let f = File::open(&self.path)
-                .map_err(|e| StepError::environment(format!("cannot open {}", self.path.display()), e))?;
+            let f = crate::input::open(&self.path)?;
             self.reader = Some(BufReader::with_capacity(1 << 20, f));
         }
         let Some(reader) = self.reader.as_mut() else { return Ok(None) };
