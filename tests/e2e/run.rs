@@ -257,6 +257,17 @@ fn runs_and_report_read_the_records() {
     assert_eq!(v["outputs"][0]["step"], "export");
     assert_eq!(v["outputs"][0]["bytes"], output.len());
     assert_eq!(v["outputs"][0]["blake3"], weave::cache::Key::of_content(&output).to_hex());
+    // The HTML page: self-contained, with the DAG (a node per step, an edge per
+    // dependency), the step table and a chart per step.
+    let out = check_in(dir.path(), &["report", "--format", "html"], 0, &["<!DOCTYPE html>"], &[]);
+    let html = out.stdout;
+    for step in ["load", "clean", "export"] {
+        assert!(html.contains(&format!("<g class=\"node\" data-step=\"{step}\">")), "node {step} missing");
+    }
+    assert_eq!(html.matches("<path class=\"edge\"").count(), 2);
+    assert_eq!(html.matches("<svg class=\"chart\"").count(), 3);
+    assert!(html.contains("<strong class=\"status-succeeded\" id=\"status\">succeeded</strong>"));
+    assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("href="), "no scripts or fetches");
     check_in(dir.path(), &["report", "nope"], 1, &[], &["no run `nope`"]);
     check_in(dir.path(), &["report", "--dir", "elsewhere"], 1, &[], &["no run is recorded here"]);
 }

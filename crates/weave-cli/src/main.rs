@@ -18,6 +18,7 @@ use weave::{Diagnostics, Pipeline, format_bytes, format_duration};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod html;
 mod plan;
 mod progress;
 mod report;
@@ -105,10 +106,20 @@ enum Command {
         /// The folder of run records (`.weave/runs` beside the pipeline file).
         #[arg(long, default_value = ".weave/runs")]
         dir: PathBuf,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
-        format: PlanFormat,
+        /// Output format (html: one self-contained page with the DAG and a chart per step).
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    /// A table for people.
+    Table,
+    /// JSON for tools.
+    Json,
+    /// A self-contained HTML page.
+    Html,
 }
 
 const RUN_EXIT_CODES: &str =
@@ -225,8 +236,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 weave::list_runs(dir).map_err(|e| Failure::Other(format!("cannot read {}: {e}", dir.display())))?;
             let entry = report::pick(&runs, run.as_deref()).map_err(Failure::Other)?;
             match format {
-                PlanFormat::Table => emit(&report::report_table(entry)),
-                PlanFormat::Json => emit(&format!("{:#}\n", entry.report)),
+                ReportFormat::Table => emit(&report::report_table(entry)),
+                ReportFormat::Json => emit(&format!("{:#}\n", entry.report)),
+                ReportFormat::Html => emit(&html::report_html(entry)),
             }
         }
         Command::Kinds => {

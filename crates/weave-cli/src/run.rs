@@ -51,8 +51,16 @@ pub(crate) fn run(
     let alerts = Arc::new(AlertManager::new(pipeline.alerts.clone()));
     let steps: Vec<String> =
         pipeline.dag().topological_order().iter().map(|&i| pipeline.dag().node(i).id.clone()).collect();
+    let dag = pipeline.dag();
+    let dag_json = serde_json::json!({
+        "nodes": dag.nodes().iter().enumerate().map(|(i, n)| serde_json::json!({
+            "id": n.id, "kind": n.payload.kind, "shape": n.shape, "level": dag.level_of(i),
+        })).collect::<Vec<_>>(),
+        "edges": dag.edges().map(|(a, b)| [dag.node(a).id.clone(), dag.node(b).id.clone()]).collect::<Vec<_>>(),
+    });
     let info = RunInfo {
         steps: steps.clone(),
+        dag: dag_json,
         pipeline: pipeline.name.clone(),
         file: file.to_path_buf(),
         config_hash: config_hash.to_owned(),

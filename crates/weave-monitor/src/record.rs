@@ -26,6 +26,9 @@ pub struct RunInfo {
     pub tool_version: String,
     /// The step ids in the DAG's order, the order the report lists them in.
     pub steps: Vec<String>,
+    /// The DAG, for reports that draw it: `{"nodes": [{id, kind, shape, level}], "edges":
+    /// [[from, to]]}` with ids.
+    pub dag: Value,
 }
 
 /// Writes a run's record. Subscribe it after the [`MetricsCollector`] it reads.
@@ -181,6 +184,7 @@ impl RunRecorder {
                 "started_ms": st.started_ms,
                 "ended_ms": st.ended_ms,
                 "running_steps": st.running,
+                "dag": self.info.dag,
                 "steps": steps,
                 "stats": stats,
                 "alerts": self.alerts.as_ref().map(|a| a.fired()).unwrap_or_default(),
@@ -364,6 +368,7 @@ mod tests {
             config_hash: "abc".into(),
             tool_version: "0.1.0".into(),
             steps: vec!["load".into()],
+            dag: json!({"nodes": [], "edges": []}),
         }
     }
 
