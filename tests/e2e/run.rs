@@ -271,3 +271,49 @@ fn runs_and_report_read_the_records() {
     check_in(dir.path(), &["report", "nope"], 1, &[], &["no run `nope`"]);
     check_in(dir.path(), &["report", "--dir", "elsewhere"], 1, &[], &["no run is recorded here"]);
 }
+
+#[test]
+fn the_html_report_renders_in_headless_chromium() {
+    let required = std::env::var_os("WEAVE_TEST_CHROMIUM").is_some();
+    let available = Command::new("chromium").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !available {
+        assert!(!required, "WEAVE_TEST_CHROMIUM is set but chromium does not run");
+        eprintln!("skipped: chromium is not installed (.ci/run installs it)");
+        return;
+    }
+    let dir = quickstart();
+    check_in(dir.path(), &["run", "pipeline.toml"], 0, &[], &[]);
+    let out = check_in(dir.path(), &["report", "--format", "html"], 0, &[], &[]);
+    let page = dir.path().join("report.html");
+    std::fs::write(&page, out.stdout).expect("write the page");
+    let url = format!("file://{}", page.display());
+    let chromium = |extra: &[&str]| {
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut args = vec![
+            "--headless".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args.push(url.clone());
+        Command::new("chromium").args(&args).output().expect("chromium runs")
+    };
+    // The DOM as the browser built it: the DAG's nodes and edges, and the status.
+    let dom = String::from_utf8_lossy(&chromium(&["--dump-dom"]).stdout).into_owned();
+    for step in ["load", "clean", "export"] {
+        assert!(dom.contains(&format!("data-step=\"{step}\"")), "node {step} missing from the rendered DOM");
+    }
+    assert_eq!(dom.matches("class=\"edge\"").count(), 2, "{dom}");
+    assert!(dom.contains("id=\"status\">succeeded<"), "{dom}");
+    // And a screenshot: a real PNG of some size.
+    let shot = dir.path().join("report.png");
+    chromium(&[&format!("--screenshot={}", shot.display()), "--window-size=1200,900"]);
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} bytes", png.len());
+}

@@ -134,7 +134,7 @@ pub(crate) fn report_html(r: &RunEntry) -> String {
          body{{font-family:system-ui,sans-serif;margin:2em;color:#111}} table{{border-collapse:collapse}}\
          td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,th:first-child{{text-align:left}}\
          .status-succeeded{{color:#15803d}} .status-failed,.status-interrupted{{color:#b91c1c}}\
-         .steps{{display:flex;flex-wrap:wrap;gap:1.5em}} .step{{border:1px solid #ddd;border-radius:8px;padding:0.5em 1em}}\
+         .steps{{display:flex;flex-wrap:wrap;gap:1.5em;margin-top:1.5em}} .step{{border:1px solid #ddd;border-radius:8px;padding:0.5em 1em}}\
          </style></head><body>",
         esc(&title)
     );
