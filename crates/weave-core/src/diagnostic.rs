@@ -188,14 +188,26 @@ impl fmt::Display for Diagnostic {
         if let Some(loc) = &self.location {
             write!(f, "\n{pad}--> {loc}")?;
             if let Some(s) = &loc.snippet {
-                let text = s.text.replace('\t', " ");
-                write!(
-                    f,
-                    "\n{pad} |\n{} | {text}\n{pad} | {}{}",
-                    loc.line,
-                    " ".repeat(loc.column - 1),
-                    "^".repeat(s.width)
-                )?;
+                // A very long line (minified, generated) is shown as a window around the
+                // column, so that the message stays readable.
+                let chars: Vec<char> = s.text.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
+                let col = loc.column - 1;
+                let (start, end) = if chars.len() > 160 {
+                    (col.saturating_sub(60), (col + 80).min(chars.len()))
+                } else {
+                    (0, chars.len())
+                };
+                let mut text: String = chars[start.min(end)..end].iter().collect();
+                let mut caret = col - start.min(col);
+                if start > 0 {
+                    text.insert(0, '…');
+                    caret += 1;
+                }
+                if end < chars.len() {
+                    text.push('…');
+                }
+                let width = s.width.min(80);
+                write!(f, "\n{pad} |\n{} | {text}\n{pad} | {}{}", loc.line, " ".repeat(caret), "^".repeat(width))?;
             }
         }
         if let Some(help) = &self.help {
@@ -284,6 +296,21 @@ mod tests {
         // Columns count characters, not bytes.
         let at = src.text().find('"').unwrap() + 3;
         assert_eq!(src.locate(at..at + 1).column, 10);
+    }
+
+    #[test]
+    fn long_lines_are_shown_as_a_window_around_the_column() {
+        let text = format!("x = {}oops{}", "a".repeat(300), "b".repeat(300));
+        let src = SourceFile::new("p.toml", text.as_str());
+        let at = text.find("oops").unwrap();
+        let d = Diagnostic::error("here").at(Some(src.locate(at..at + 4)));
+        let shown = d.to_string();
+        let lines: Vec<&str> = shown.lines().collect();
+        assert!(lines.iter().all(|l| l.chars().count() < 160), "{shown}");
+        let code = lines[3];
+        let caret = lines[4];
+        let pos = caret.find('^').unwrap();
+        assert_eq!(&code[code.char_indices().nth(caret[..pos].chars().count()).unwrap().0..][..4], "oops", "{shown}");
     }
 
     #[test]
