@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use weave_core::StepError;
+use weave_core::{Rejected, StepContext, StepError};
 
 /// An input file's bytes, decompressed when its name ends in `.gz` or `.zst`.
 pub(crate) struct Input(Box<dyn Read + Send>);
@@ -35,6 +35,60 @@ pub(crate) fn open(path: &Path) -> Result<Input, StepError> {
         ),
         _ => Box::new(file),
     }))
+}
+
+/// A file read line by line, as the line-oriented loaders read it.
+#[derive(Debug)]
+pub(crate) struct Lines {
+    path: std::path::PathBuf,
+    reader: Option<std::io::BufReader<Input>>,
+    line_no: u64,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    pub(crate) fn new(path: std::path::PathBuf) -> Self {
+        Lines { path, reader: None, line_no: 0, buf: Vec::new() }
+    }
+
+    /// The next line with its number (from 1), without its line ending and, on the first
+    /// line, without a byte-order mark. A line that is not UTF-8 is set aside in `ctx` with
+    /// its place and skipped. `None` at the end of the file.
+    pub(crate) fn next_line(&mut self, ctx: &mut StepContext) -> Result<Option<(u64, &str)>, StepError> {
+        use std::io::BufRead;
+        if self.reader.is_none() {
+            self.reader = Some(std::io::BufReader::with_capacity(1 << 20, open(&self.path)?));
+        }
+        let Some(reader) = self.reader.as_mut() else { return Ok(None) };
+        loop {
+            self.buf.clear();
+            let n = reader.read_until(b'\n', &mut self.buf).map_err(|e| {
+                StepError::environment(format!("cannot read {}:{}", self.path.display(), self.line_no + 1), e)
+            })?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line_no += 1;
+            let mut end = self.buf.len();
+            for ending in [b'\n', b'\r'] {
+                if end > 0 && self.buf[end - 1] == ending {
+                    end -= 1;
+                }
+            }
+            let start = if self.line_no == 1 && self.buf[..end].starts_with(b"\xef\xbb\xbf") { 3 } else { 0 };
+            // Checked first and read after, so that the borrow ends before the next line.
+            if std::str::from_utf8(&self.buf[start..end]).is_err() {
+                ctx.reject(Rejected {
+                    reason: "line is not valid UTF-8".into(),
+                    record: None,
+                    origin: Some(format!("{}:{}", self.path.display(), self.line_no)),
+                });
+                continue;
+            }
+            let text = std::str::from_utf8(&self.buf[start..end]).unwrap_or_default();
+            return Ok(Some((self.line_no, text)));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! The `load_jsonl` and `export_jsonl` steps.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
 use weave_core::{
@@ -8,6 +7,7 @@ use weave_core::{
     StepInfo, StepKind, Value,
 };
 
+use crate::input::Lines;
 use crate::json::write_jsonl;
 use crate::output::AtomicOutput;
 
@@ -36,9 +36,7 @@ pub struct LoadJsonl {
     path: PathBuf,
     batch_size: usize,
     config: CanonicalConfig,
-    reader: Option<BufReader<crate::input::Input>>,
-    line_no: u64,
-    line: Vec<u8>,
+    lines: Lines,
 }
 
 fn build_load(p: &Params) -> Option<Step> {
@@ -47,13 +45,12 @@ fn build_load(p: &Params) -> Option<Step> {
     if p.has_errors() {
         return None;
     }
+    let path = path?;
     Some(Step::Source(Box::new(LoadJsonl {
-        path: path?,
+        lines: Lines::new(path.clone()),
+        path,
         batch_size,
         config: p.canonical(&["batch_size"]),
-        reader: None,
-        line_no: 0,
-        line: Vec::new(),
     })))
 }
 
@@ -73,42 +70,23 @@ impl StepInfo for LoadJsonl {
 
 impl Source for LoadJsonl {
     fn next_batch(&mut self, ctx: &mut StepContext) -> Result<Option<Batch>, StepError> {
-        if self.reader.is_none() {
-            let f = crate::input::open(&self.path)?;
-            self.reader = Some(BufReader::with_capacity(1 << 20, f));
-        }
-        let Some(reader) = self.reader.as_mut() else { return Ok(None) };
         let mut b = BatchBuilder::new();
+        let path = &self.path;
         while b.len() < self.batch_size {
-            self.line.clear();
-            let n = reader.read_until(b'\n', &mut self.line).map_err(|e| {
-                StepError::environment(format!("cannot read {}:{}", self.path.display(), self.line_no + 1), e)
-            })?;
-            if n == 0 {
-                break;
-            }
-            self.line_no += 1;
-            let origin = || Some(format!("{}:{}", self.path.display(), self.line_no));
-            let mut text = self.line.as_slice();
-            if self.line_no == 1 {
-                text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
-            }
-            let Ok(text) = std::str::from_utf8(text) else {
-                ctx.reject(Rejected { reason: "line is not valid UTF-8".into(), record: None, origin: origin() });
-                continue;
-            };
+            let mut rejected = None;
+            let Some((line_no, text)) = self.lines.next_line(ctx)? else { break };
             let text = text.trim();
             if text.is_empty() {
                 continue;
             }
             match serde_json::from_str::<Value>(text) {
                 Ok(Value::Map(m)) => b.push_row(m.iter().map(|(k, v)| (k.as_str(), v.as_ref()))),
-                Ok(other) => ctx.reject(Rejected {
-                    reason: format!("expected a JSON object, found {}", other.type_name()),
-                    record: None,
-                    origin: origin(),
-                }),
-                Err(e) => ctx.reject(Rejected { reason: format!("invalid JSON: {e}"), record: None, origin: origin() }),
+                Ok(other) => rejected = Some(format!("expected a JSON object, found {}", other.type_name())),
+                Err(e) => rejected = Some(format!("invalid JSON: {e}")),
+            }
+            if let Some(reason) = rejected {
+                let origin = Some(format!("{}:{line_no}", path.display()));
+                ctx.reject(Rejected { reason, record: None, origin });
             }
         }
         Ok(if b.is_empty() { None } else { Some(b.finish()) })

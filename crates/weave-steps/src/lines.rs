@@ -1,11 +1,12 @@
 //! The `load_text` step: a plain text file, one record per line.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
+use crate::input::Lines;
+
 use weave_core::{
-    Batch, CanonicalConfig, Column, DataType, Field, Params, Rejected, Schema, Shape, Source, Step, StepContext,
-    StepError, StepInfo, StepKind, StrColumn,
+    Batch, CanonicalConfig, Column, DataType, Field, Params, Schema, Shape, Source, Step, StepContext, StepError,
+    StepInfo, StepKind, StrColumn,
 };
 
 /// The `load_text` kind.
@@ -26,9 +27,7 @@ pub struct LoadText {
     skip_empty: bool,
     batch_size: usize,
     config: CanonicalConfig,
-    reader: Option<BufReader<crate::input::Input>>,
-    line_no: u64,
-    line: Vec<u8>,
+    lines: Lines,
 }
 
 fn build(p: &Params) -> Option<Step> {
@@ -39,15 +38,14 @@ fn build(p: &Params) -> Option<Step> {
     if p.has_errors() {
         return None;
     }
+    let path = path?;
     Some(Step::Source(Box::new(LoadText {
-        path: path?,
+        lines: Lines::new(path.clone()),
+        path,
         field,
         skip_empty,
         batch_size,
         config: p.canonical(&["batch_size"]),
-        reader: None,
-        line_no: 0,
-        line: Vec::new(),
     })))
 }
 
@@ -67,35 +65,11 @@ impl StepInfo for LoadText {
 
 impl Source for LoadText {
     fn next_batch(&mut self, ctx: &mut StepContext) -> Result<Option<Batch>, StepError> {
-        if self.reader.is_none() {
-            let f = crate::input::open(&self.path)?;
-            self.reader = Some(BufReader::with_capacity(1 << 20, f));
-        }
-        let Some(reader) = self.reader.as_mut() else { return Ok(None) };
         let mut col = StrColumn::with_capacity(self.batch_size.min(4096), 0);
         while col.len() < self.batch_size {
-            self.line.clear();
-            let n = reader.read_until(b'\n', &mut self.line).map_err(|e| {
-                StepError::environment(format!("cannot read {}:{}", self.path.display(), self.line_no + 1), e)
-            })?;
-            if n == 0 {
-                break;
-            }
-            self.line_no += 1;
-            let mut bytes = self.line.as_slice();
-            bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-            bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-            if self.line_no == 1 {
-                bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-            }
-            match std::str::from_utf8(bytes) {
-                Ok("") if self.skip_empty => {}
-                Ok(text) => col.push(text),
-                Err(_) => ctx.reject(Rejected {
-                    reason: "line is not valid UTF-8".into(),
-                    record: None,
-                    origin: Some(format!("{}:{}", self.path.display(), self.line_no)),
-                }),
+            let Some((_, text)) = self.lines.next_line(ctx)? else { break };
+            if !(text.is_empty() && self.skip_empty) {
+                col.push(text);
             }
         }
         if col.is_empty() {
