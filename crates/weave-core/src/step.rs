@@ -267,13 +267,37 @@ pub struct StepContext {
     cancel: Arc<AtomicBool>,
     dropped: Vec<(String, u64)>,
     rejected: Vec<Rejected>,
+    keep_dropped: bool,
+    excluded: Vec<(String, Record)>,
 }
 
 impl StepContext {
     /// A context for step `step_id`, with the pipeline's seed, for the batch with this
     /// sequence number (0 for calls that are not per batch).
     pub fn new(step_id: impl Into<Arc<str>>, seed: u64, sequence: u64, cancel: Arc<AtomicBool>) -> Self {
-        StepContext { step_id: step_id.into(), seed, sequence, cancel, dropped: Vec::new(), rejected: Vec::new() }
+        StepContext {
+            step_id: step_id.into(),
+            seed,
+            sequence,
+            cancel,
+            dropped: Vec::new(),
+            rejected: Vec::new(),
+            keep_dropped: false,
+            excluded: Vec::new(),
+        }
+    }
+
+    /// Builder: keep the records given to [`StepContext::drop_record`] (the step has an
+    /// exclusion file), not only their counts.
+    pub fn keeping_dropped(mut self, keep: bool) -> Self {
+        self.keep_dropped = keep;
+        self
+    }
+
+    /// Whether dropped records are kept for an exclusion file. When not, a step that would
+    /// have to build a record just to drop it can skip that work and only count.
+    pub fn keeps_dropped(&self) -> bool {
+        self.keep_dropped
     }
 
     /// The id of the step being called.
@@ -308,6 +332,15 @@ impl StepContext {
         }
     }
 
+    /// Drops one record on purpose for `reason`: counts it, and keeps it (built by
+    /// `record`, called only then) for the step's exclusion file when it has one.
+    pub fn drop_record(&mut self, reason: &str, record: impl FnOnce() -> Record) {
+        self.count_dropped(reason, 1);
+        if self.keep_dropped {
+            self.excluded.push((reason.to_owned(), record()));
+        }
+    }
+
     /// Sets aside a bad record; the step's bad-record policy decides whether the run goes on.
     pub fn reject(&mut self, rejected: Rejected) {
         self.rejected.push(rejected);
@@ -316,6 +349,12 @@ impl StepContext {
     /// The drop counts by reason, emptying them.
     pub fn take_dropped(&mut self) -> Vec<(String, u64)> {
         std::mem::take(&mut self.dropped)
+    }
+
+    /// The dropped records kept for the exclusion file, with their reasons, in the order
+    /// they were dropped, emptying them.
+    pub fn take_excluded(&mut self) -> Vec<(String, Record)> {
+        std::mem::take(&mut self.excluded)
     }
 
     /// The rejected records, emptying them.
@@ -351,5 +390,22 @@ mod tests {
         ctx.count_dropped("never", 0);
         assert_eq!(ctx.take_dropped(), vec![("too short".to_owned(), 7), ("empty".to_owned(), 1)]);
         assert!(ctx.take_dropped().is_empty());
+    }
+
+    #[test]
+    fn dropped_records_are_kept_only_with_an_exclusion_file() {
+        let mut ctx = StepContext::new("clean", 42, 3, Arc::default());
+        ctx.drop_record("too short", || panic!("built although nobody keeps it"));
+        assert_eq!(ctx.take_dropped(), vec![("too short".to_owned(), 1)]);
+        assert!(ctx.take_excluded().is_empty());
+
+        let mut ctx = StepContext::new("clean", 42, 3, Arc::default()).keeping_dropped(true);
+        assert!(ctx.keeps_dropped());
+        ctx.drop_record("too short", || Record::new().with("text", "hi"));
+        ctx.drop_record("empty", || Record::new().with("text", ""));
+        assert_eq!(ctx.take_dropped(), vec![("too short".to_owned(), 1), ("empty".to_owned(), 1)]);
+        let kept = ctx.take_excluded();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0], ("too short".to_owned(), Record::new().with("text", "hi")));
     }
 }
