@@ -10,6 +10,7 @@ use crate::batch::Batch;
 use crate::error::StepError;
 use crate::policy::{Resources, StepPolicy};
 use crate::record::Record;
+use crate::value::Value;
 
 /// The shape of a step: how many inputs and outputs it has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -269,6 +270,7 @@ pub struct StepContext {
     rejected: Vec<Rejected>,
     keep_dropped: bool,
     excluded: Vec<(String, Record)>,
+    stats: Vec<(String, Value)>,
 }
 
 impl StepContext {
@@ -284,6 +286,7 @@ impl StepContext {
             rejected: Vec::new(),
             keep_dropped: false,
             excluded: Vec::new(),
+            stats: Vec::new(),
         }
     }
 
@@ -339,6 +342,23 @@ impl StepContext {
         if self.keep_dropped {
             self.excluded.push((reason.to_owned(), record()));
         }
+    }
+
+    /// Sets a dataset-level figure of the step (a validator's pass rate, a comparison of
+    /// distributions) under `name`, for the run's stats and report. A later value for
+    /// the same name replaces the earlier one, so a stateful step can set its totals in
+    /// `finish`.
+    pub fn set_stat(&mut self, name: &str, value: impl Into<Value>) {
+        let value = value.into();
+        match self.stats.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => *v = value,
+            None => self.stats.push((name.to_owned(), value)),
+        }
+    }
+
+    /// The figures set with [`StepContext::set_stat`], emptying them.
+    pub fn take_stats(&mut self) -> Vec<(String, Value)> {
+        std::mem::take(&mut self.stats)
     }
 
     /// Sets aside a bad record; the step's bad-record policy decides whether the run goes on.
