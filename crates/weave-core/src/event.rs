@@ -117,6 +117,30 @@ pub enum Event {
         /// How many.
         count: u64,
     },
+    /// A step's output came from the cache instead of the step: the whole output replayed
+    /// (`seq` is `None`), or the output of one input batch stored by an earlier run.
+    CacheHit {
+        /// The step.
+        step: Arc<str>,
+        /// The input batch's sequence number, for a per-batch hit.
+        seq: Option<u64>,
+        /// Records taken from the cache.
+        records: u64,
+    },
+    /// A step whose output the cache keeps had to compute an input batch (or, with `seq`
+    /// `None`, had no stored output at all).
+    CacheMiss {
+        /// The step.
+        step: Arc<str>,
+        /// The input batch's sequence number, for a per-batch miss.
+        seq: Option<u64>,
+    },
+    /// A step was not run: its output is not needed, because every step after it has its
+    /// output in the cache (or its files are up to date, for a sink).
+    StepSkipped {
+        /// The step.
+        step: Arc<str>,
+    },
     /// A step waited for the memory budget before it could pass a batch on.
     WaitedForMemory {
         /// The step.
@@ -141,6 +165,9 @@ impl Event {
             | Event::BatchFailed { step, .. }
             | Event::RecordsDropped { step, .. }
             | Event::RecordsQuarantined { step, .. }
+            | Event::CacheHit { step, .. }
+            | Event::CacheMiss { step, .. }
+            | Event::StepSkipped { step }
             | Event::WaitedForMemory { step, .. } => Some(step),
         }
     }

@@ -37,7 +37,7 @@ pub use spec::{
     STEP_COMMON_KEYS, STEP_RESOURCES_KEYS, StepSpec, TOP_LEVEL_KEYS,
 };
 pub use step::{
-    CanonicalConfig, Merge, Rejected, Shape, Sink, Source, StatefulTransform, Step, StepContext, StepInfo, Transform,
+    CacheMode, CanonicalConfig, Merge, Rejected, Shape, Sink, Source, StatefulTransform, Step, StepCache, StepContext, StepInfo, Transform,
 };
 pub use units::{format_bytes, format_duration, parse_bytes, parse_duration};
 pub use value::{Value, ValueRef};

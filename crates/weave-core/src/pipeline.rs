@@ -11,7 +11,7 @@ use crate::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use crate::params::Params;
 use crate::policy::{BadRecordPolicy, Resources, RetryPolicy};
 use crate::spec::{AlertSpec, LlmProvider, PipelineSpec, ResourceLimits, STEP_COMMON_KEYS};
-use crate::step::{CanonicalConfig, Shape, Step};
+use crate::step::{CacheMode, CanonicalConfig, Shape, Step};
 use crate::units::format_bytes;
 
 /// Builds a step of one kind from its keys in the pipeline file.
@@ -85,6 +85,10 @@ pub struct PipelineStep {
     pub timeout: Option<Duration>,
     /// What happens to its bad records.
     pub on_bad_record: BadRecordPolicy,
+    /// Whether its output is kept in the cache.
+    pub cache: CacheMode,
+    /// Where the records it drops on purpose go, with their reasons.
+    pub exclusions: Option<std::path::PathBuf>,
 }
 
 /// A checked pipeline, ready to run: the DAG of built steps and the run-wide settings.
@@ -180,6 +184,8 @@ impl Pipeline {
                     retry: s.retry.apply(own.retry.unwrap_or(spec.retry)),
                     timeout: s.timeout.or(own.timeout),
                     on_bad_record: s.on_bad_record.or(own.on_bad_record).unwrap_or_default(),
+                    cache: s.cache,
+                    exclusions: s.exclusions.clone(),
                     resources,
                     step,
                 }
@@ -269,7 +275,7 @@ fn check_files<P>(dag: &Dag<P>, step: impl Fn(&P) -> Option<&PipelineStep>, diag
     let mut writers: Vec<(std::path::PathBuf, usize)> = Vec::new();
     for (i, n) in dag.nodes().iter().enumerate() {
         let Some(p) = step(&n.payload) else { continue };
-        for path in p.step.info().files_written() {
+        for path in p.step.info().files_written().into_iter().chain(p.exclusions.clone()) {
             if let Some((_, j)) = writers.iter().find(|(w, _)| *w == path) {
                 diags.push(
                     Diagnostic::error(format!(
@@ -425,6 +431,8 @@ impl PipelineBuilder {
                     retry: own.retry.unwrap_or(retry),
                     timeout: own.timeout,
                     on_bad_record: own.on_bad_record.unwrap_or_default(),
+                    cache: CacheMode::Auto,
+                    exclusions: None,
                     step,
                 };
                 let cost = payload.step.info().estimated_cost();

@@ -9,6 +9,7 @@ use crate::dag::Dep;
 use crate::diagnostic::{Diagnostic, Diagnostics, Location, SourceFile};
 use crate::params::Params;
 use crate::policy::{Backoff, BadRecordPolicy, RetryPolicy};
+use crate::step::CacheMode;
 
 /// The top-level tables of a pipeline file.
 pub const TOP_LEVEL_KEYS: &[&str] = &["pipeline", "resources", "retry", "alert", "llm", "step"];
@@ -26,7 +27,8 @@ pub const ALERT_METRICS: &[&str] = &["error_rate", "step_duration", "retries", "
 pub const LLM_KEYS: &[&str] =
     &["base_url", "model", "api_key_env", "requests_per_minute", "tokens_per_minute", "timeout"];
 /// The keys every step takes, whatever its kind.
-pub const STEP_COMMON_KEYS: &[&str] = &["id", "kind", "after", "retry", "timeout", "on_bad_record", "resources"];
+pub const STEP_COMMON_KEYS: &[&str] =
+    &["id", "kind", "after", "retry", "timeout", "on_bad_record", "resources", "cache", "exclusions"];
 /// The keys of a step's `resources` table.
 pub const STEP_RESOURCES_KEYS: &[&str] = &["memory", "threads", "gpus"];
 
@@ -137,6 +139,10 @@ pub struct StepSpec {
     pub on_bad_record: Option<BadRecordPolicy>,
     /// Resource needs that override what the step declares.
     pub resources: ResourceOverride,
+    /// Whether its output is kept in the cache.
+    pub cache: CacheMode,
+    /// Where the records it drops on purpose are written, with their reasons.
+    pub exclusions: Option<std::path::PathBuf>,
     /// The kind's own keys.
     pub params: ConfTable,
     /// Where the step was declared.
@@ -526,6 +532,16 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
             common.absorb(r, STEP_RESOURCES_KEYS);
             o
         });
+        let cache = common.item("cache").map_or(CacheMode::Auto, |i| match &i.value {
+            ConfValue::Bool(true) => CacheMode::On,
+            ConfValue::Bool(false) => CacheMode::Off,
+            ConfValue::Str(s) if s == "auto" => CacheMode::Auto,
+            _ => {
+                common.error_at(i, "`cache` must be true, false or \"auto\"");
+                CacheMode::Auto
+            }
+        });
+        let exclusions = common.path("exclusions");
         diags.extend(common.finish(STEP_COMMON_KEYS));
         out.push(StepSpec {
             id,
@@ -536,6 +552,8 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
             timeout,
             on_bad_record,
             resources,
+            cache,
+            exclusions,
             params,
             location,
             span: it.span.clone(),

@@ -129,6 +129,70 @@ pub trait StepInfo: Send {
     fn files_written(&self) -> Vec<std::path::PathBuf> {
         Vec::new()
     }
+
+    /// Whether the step's output is decided by what its cache key covers: kind, version,
+    /// configuration, seed, its inputs and the content of [`StepInfo::files_read`].
+    /// A step whose output depends on anything else (the clock, a web page, a file it
+    /// does not declare) returns `false`, and is then never taken from the cache.
+    fn cacheable(&self) -> bool {
+        true
+    }
+}
+
+/// Whether a step's output is kept in the cache (the `cache` key of a step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheMode {
+    /// Kept when recomputing it costs more than reading it back: steps whose
+    /// [`StepInfo::estimated_cost`] is at least [`CacheMode::AUTO_MIN_COST`] (LLM calls),
+    /// and every sink (as a record of the files it wrote, so that an unchanged run skips it).
+    #[default]
+    Auto,
+    /// Always kept.
+    On,
+    /// Never kept, never taken from the cache.
+    Off,
+}
+
+impl CacheMode {
+    /// The estimated cost per record from which `auto` keeps a step's output. Cheap steps
+    /// (cleaning, exact dedup: about 1) recompute faster than their output reads back.
+    pub const AUTO_MIN_COST: f64 = 50.0;
+
+    /// Whether a step of this shape and cost has its output stored.
+    pub fn stores(self, shape: Shape, cost: f64) -> bool {
+        match self {
+            CacheMode::On => true,
+            CacheMode::Off => false,
+            CacheMode::Auto => shape == Shape::Sink || cost >= Self::AUTO_MIN_COST,
+        }
+    }
+}
+
+/// One step's entry in a cache, as the executor uses it; `weave-cache` provides it.
+///
+/// The output of a step is stored as parts, one per input batch (in arrival order), each
+/// with the sequence number it went out with, and is complete once [`StepCache::finish`]
+/// is called. A complete entry is replayed instead of running the step (a sink with a
+/// complete entry is skipped: its files are up to date). Parts of an incomplete entry,
+/// left by an interrupted run, let a stateless step skip the batches it already did.
+pub trait StepCache: Send + Sync {
+    /// Whether the whole output is stored and readable. May check every part, so the
+    /// executor asks only for steps whose output it needs.
+    fn complete(&self) -> bool;
+
+    /// Reads the whole stored output in order, calling `f(seq, batch)` per batch until it
+    /// returns `false`.
+    fn replay(&self, f: &mut dyn FnMut(u64, Batch) -> bool) -> Result<(), String>;
+
+    /// The output stored for input part `part` by an earlier run, if any.
+    fn load(&self, part: u64) -> Option<Vec<(u64, Batch)>>;
+
+    /// Stores the output of input part `part`: the batches with their sequence numbers.
+    fn store(&self, part: u64, out: &[(u64, Batch)]) -> Result<(), String>;
+
+    /// Marks the output complete after `parts` parts (after the commit, for a sink).
+    fn finish(&self, parts: u64) -> Result<(), String>;
 }
 
 /// A source: reads data in, one batch at a time.

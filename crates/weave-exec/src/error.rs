@@ -60,6 +60,25 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A step's exclusion file could not be written.
+    #[error("step \"{step}\": cannot write the exclusion file {}", path.display())]
+    Exclusions {
+        /// The step.
+        step: String,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A step's stored output, checked before the run, could not be read back.
+    #[error("step \"{step}\": cannot replay its output from the cache: {message}; run again (the damaged entry was removed) or use --no-cache")]
+    Cache {
+        /// The step.
+        step: String,
+        /// Why.
+        message: String,
+    },
     /// No batch moved and no step worked for a while: the DAG deadlocked. It happens when a
     /// DAG splits and rejoins and one branch holds batches back (a stateful step that
     /// emits at the end, before a merge), so the merge waits on it while the other branch
@@ -86,7 +105,9 @@ impl Error {
             Error::Step { step, .. }
             | Error::Timeout { step, .. }
             | Error::BadRecord { step, .. }
-            | Error::Panic { step, .. } => Some(step),
+            | Error::Panic { step, .. }
+            | Error::Exclusions { step, .. }
+            | Error::Cache { step, .. } => Some(step),
             Error::Quarantine { .. } | Error::Cancelled | Error::Thread(_) | Error::Stalled { .. } => None,
         }
     }
@@ -105,7 +126,11 @@ impl Error {
     pub fn origin(&self) -> ErrorOrigin {
         match self {
             Error::Step { source, .. } => source.origin(),
-            Error::Timeout { .. } | Error::Quarantine { .. } | Error::Thread(_) => ErrorOrigin::Environment,
+            Error::Timeout { .. }
+            | Error::Quarantine { .. }
+            | Error::Exclusions { .. }
+            | Error::Cache { .. }
+            | Error::Thread(_) => ErrorOrigin::Environment,
             Error::BadRecord { .. } | Error::Cancelled => ErrorOrigin::User,
             Error::Panic { .. } => ErrorOrigin::Internal,
             Error::Stalled { .. } => ErrorOrigin::User,

@@ -8,10 +8,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select, unbounded};
-use weave_core::{Batch, Event, Rejected, StepContext, StepError, Transform};
+use weave_core::{Batch, Event, StepContext, StepError, Transform};
 
 use crate::error::Error;
-use crate::run::{Msg, Shared, StageStep, StepStats, Stopped, Watch, panic_message, retry_delay, step_error};
+use crate::run::{
+    CallReport, Msg, Recorder, Shared, StageStep, StepStats, Stopped, Watch, panic_message, retry_delay, step_error,
+};
 
 /// What one call of one step in a job did, for the stage's thread to account.
 struct Report {
@@ -19,8 +21,7 @@ struct Report {
     records_in: u64,
     records_out: u64,
     elapsed: Duration,
-    dropped: Vec<(String, u64)>,
-    rejected: Vec<Rejected>,
+    call: CallReport,
 }
 
 /// How a job ended.
@@ -61,9 +62,14 @@ struct Entry {
     /// so that the quarantine file and the events come out the same whatever the timing.
     reports: Vec<Report>,
     retries: Vec<u32>,
+    /// Its output came from the cache (an interrupted run stored it).
+    cached: bool,
 }
 
 /// Runs the stage until its input ends, the run is cancelled, or a step fails for good.
+/// When the stage's last step has a cache entry, each output batch is stored as the part
+/// numbered by its input's arrival, and inputs whose part an earlier run stored are not
+/// computed again. Returns the number of input batches.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn map_loop(
     shared: &Shared,
@@ -75,9 +81,11 @@ pub(crate) fn map_loop(
     input: &Receiver<Msg>,
     outputs: &[Sender<Msg>],
     stats: &mut [StepStats],
-) -> Result<(), Stopped> {
+    rec: &mut Recorder,
+) -> Result<u64, Stopped> {
     let chain: Arc<[Arc<dyn Transform>]> = chain.into();
     let ids: Arc<[Arc<str>]> = steps.iter().map(|s| Arc::clone(&s.id)).collect();
+    let keep: Arc<[bool]> = steps.iter().map(|s| s.exclusions.is_some()).collect();
     // A step with a timeout runs each call on a thread of its own, so that an abandoned
     // call never holds a pool worker; an I/O-bound step gets a pool of its own size.
     let timeout = steps[0].timeout.filter(|_| steps.len() == 1);
@@ -111,13 +119,14 @@ pub(crate) fn map_loop(
     let submit = |idx: u64, seq: u64, attempt: u64, k: usize, batch: Batch| {
         let chain = Arc::clone(&chain);
         let ids = Arc::clone(&ids);
+        let keep = Arc::clone(&keep);
         let tx = res_tx.clone();
         let seed = shared.seed;
         let cancel = Arc::clone(&shared.cancel);
         let jobs = Arc::clone(&watch.jobs);
         jobs.fetch_add(1, Ordering::Relaxed);
         let job = move || {
-            let (reports, outcome) = run_job(&chain, &ids, k, batch, seq, seed, &cancel);
+            let (reports, outcome) = run_job(&chain, &ids, &keep, k, batch, seq, seed, &cancel);
             let _ = tx.send(JobResult { idx, attempt, reports, outcome });
             jobs.fetch_sub(1, Ordering::Relaxed);
         };
@@ -147,11 +156,20 @@ pub(crate) fn map_loop(
                 break;
             }
             order.pop_front();
-            let Some(Entry { seq, slot: Slot::Done(batch), input, reports, .. }) = entries.remove(&idx) else { break };
+            let Some(Entry { seq, slot: Slot::Done(batch), input, reports, cached, .. }) = entries.remove(&idx) else {
+                break;
+            };
             for rep in reports {
                 account(shared, steps, stats, seq, rep)?;
             }
             let last = stats.len() - 1;
+            if cached {
+                stats[last].cached_batches += 1;
+                let (id, records) = (Arc::clone(&steps[last].id), batch.len() as u64);
+                shared.emit(|| Event::CacheHit { step: id, seq: Some(seq), records });
+            } else if rec.active() {
+                rec.store_at(idx, &[(seq, batch.clone())]);
+            }
             stats[last].batches_out += 1;
             stats[last].records_out += batch.len() as u64;
             let Msg { batch: input_batch, permit, .. } = input;
@@ -162,7 +180,7 @@ pub(crate) fn map_loop(
             return Err(Stopped);
         }
         if !input_open && order.is_empty() {
-            return Ok(());
+            return Ok(next_idx);
         }
         // Retries whose wait is over.
         let now = Instant::now();
@@ -231,15 +249,28 @@ pub(crate) fn map_loop(
                     let attempt = next_attempt;
                     next_attempt += 1;
                     let batch = msg.batch.clone();
+                    // An interrupted run may have stored this batch's output already.
+                    let stored = match rec.load(idx) {
+                        Some(mut out) if out.len() == 1 => out.pop().map(|(_, b)| b),
+                        _ => None,
+                    };
+                    let cached = stored.is_some();
+                    let slot = match stored {
+                        Some(b) => Slot::Done(b),
+                        None => Slot::Running { attempt, deadline: timeout.map(|t| Instant::now() + t), k: 0, input: batch.clone() },
+                    };
                     entries.insert(idx, Entry {
                         seq,
-                        slot: Slot::Running { attempt, deadline: timeout.map(|t| Instant::now() + t), k: 0, input: batch.clone() },
+                        slot,
                         input: msg,
                         reports: Vec::new(),
                         retries: vec![0; steps.len()],
+                        cached,
                     });
                     order.push_back(idx);
-                    submit(idx, seq, attempt, 0, batch);
+                    if !cached {
+                        submit(idx, seq, attempt, 0, batch);
+                    }
                 }
                 Err(_) => input_open = false,
             },
@@ -308,21 +339,15 @@ fn account(
     let id = Arc::clone(&step.id);
     let (records_in, records_out, elapsed) = (rep.records_in, rep.records_out, rep.elapsed);
     shared.emit(|| Event::BatchFinished { step: id, seq, records_in, records_out, elapsed });
-    let mut ctx = StepContext::new(Arc::clone(&step.id), shared.seed, seq, Arc::clone(&shared.cancel));
-    for (reason, n) in rep.dropped {
-        ctx.count_dropped(&reason, n);
-    }
-    for rej in rep.rejected {
-        ctx.reject(rej);
-    }
-    shared.settle(step, st, &mut ctx)?;
-    Ok(())
+    shared.settle_parts(step, st, rep.call)
 }
 
 /// Runs steps `k..` of the chain on one batch.
+#[allow(clippy::too_many_arguments)]
 fn run_job(
     chain: &[Arc<dyn Transform>],
     ids: &[Arc<str>],
+    keep: &[bool],
     start: usize,
     mut batch: Batch,
     seq: u64,
@@ -331,7 +356,7 @@ fn run_job(
 ) -> (Vec<Report>, Outcome) {
     let mut reports = Vec::with_capacity(chain.len() - start);
     for k in start..chain.len() {
-        let mut ctx = StepContext::new(Arc::clone(&ids[k]), seed, seq, Arc::clone(cancel));
+        let mut ctx = StepContext::new(Arc::clone(&ids[k]), seed, seq, Arc::clone(cancel)).keeping_dropped(keep[k]);
         let t0 = Instant::now();
         let r = catch_unwind(AssertUnwindSafe(|| chain[k].apply(&batch, &mut ctx)));
         let out = match r {
@@ -347,8 +372,7 @@ fn run_job(
             records_in: batch.len() as u64,
             records_out: out.len() as u64,
             elapsed: t0.elapsed(),
-            dropped: ctx.take_dropped(),
-            rejected: ctx.take_rejected(),
+            call: CallReport::take(&mut ctx),
         });
         batch = out;
     }

@@ -1,11 +1,12 @@
-//! The quarantine file: bad records set aside with their reason, one JSON object a line.
+//! Files of set-aside records, one JSON object a line: the quarantine file (bad records)
+//! and the steps' exclusion files (records dropped on purpose).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use weave_core::Rejected;
+use weave_core::{Record, Rejected};
 
 use crate::error::Error;
 
@@ -35,9 +36,7 @@ impl Quarantine {
         let io = |source| Error::Quarantine { path: path.clone(), source };
         let mut guard = self.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if guard.is_none() {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(io)?;
-            }
+            create_parent(path).map_err(io)?;
             *guard = Some(BufWriter::new(File::create(path).map_err(io)?));
         }
         let Some(out) = guard.as_mut() else { return Ok(()) };
@@ -60,5 +59,83 @@ impl Quarantine {
             out.flush().map_err(|source| Error::Quarantine { path: path.clone(), source })?;
         }
         Ok(())
+    }
+}
+
+fn create_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir),
+        None => Ok(()),
+    }
+}
+
+/// A step's exclusion file: the records it dropped on purpose, each with its reason, in
+/// input order. Written under a temporary name and renamed into place when the run
+/// succeeds (an empty file if nothing was dropped), removed when it fails: like every
+/// output, it never looks finished when it is not.
+#[derive(Debug)]
+pub(crate) struct Exclusions {
+    step: String,
+    path: PathBuf,
+    temp: PathBuf,
+    out: Mutex<Option<BufWriter<File>>>,
+}
+
+impl Exclusions {
+    pub(crate) fn new(step: &str, path: PathBuf) -> Self {
+        let name = path.file_name().map_or_else(|| "exclusions".into(), |n| n.to_string_lossy().into_owned());
+        let temp = path.with_file_name(format!(".{name}.weave-tmp-{}", std::process::id()));
+        Exclusions { step: step.to_owned(), path, temp, out: Mutex::new(None) }
+    }
+
+    /// The step whose records these are.
+    pub(crate) fn step(&self) -> &str {
+        &self.step
+    }
+
+    fn io(&self) -> impl Fn(std::io::Error) -> Error + '_ {
+        |source| Error::Exclusions { step: self.step.clone(), path: self.path.clone(), source }
+    }
+
+    fn with_out(&self, f: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<(), Error> {
+        let mut guard = self.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.is_none() {
+            create_parent(&self.temp).map_err(self.io())?;
+            *guard = Some(BufWriter::new(File::create(&self.temp).map_err(self.io())?));
+        }
+        match guard.as_mut() {
+            Some(out) => f(out).map_err(self.io()),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends dropped records with their reasons.
+    pub(crate) fn write(&self, excluded: &[(String, Record)]) -> Result<(), Error> {
+        if excluded.is_empty() {
+            return Ok(());
+        }
+        self.with_out(|out| {
+            for (reason, record) in excluded {
+                let line = serde_json::json!({ "step": self.step, "reason": reason, "record": record });
+                writeln!(out, "{line}")?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Makes the file visible: flush, fsync, rename.
+    pub(crate) fn commit(&self) -> Result<(), Error> {
+        self.with_out(|out| {
+            out.flush()?;
+            out.get_ref().sync_all()
+        })?;
+        *self.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        std::fs::rename(&self.temp, &self.path).map_err(self.io())
+    }
+
+    /// Throws away what was written.
+    pub(crate) fn abort(&self) {
+        *self.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        let _ = std::fs::remove_file(&self.temp);
     }
 }

@@ -1,6 +1,7 @@
 //! The run: stages on threads, bounded channels between them, a coordinator that watches.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -9,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded, unbounded};
 use weave_core::{
-    BadRecordPolicy, Batch, Event, Merge, Pipeline, PipelineStep, Rejected, RetryPolicy, RunStatus, Shape, Sink,
-    Source, StatefulTransform, Step, StepContext, StepError, Subscriber, Transform,
+    BadRecordPolicy, Batch, Event, Merge, Pipeline, PipelineStep, Record, Rejected, RetryPolicy, RunStatus, Shape,
+    Sink, Source, StatefulTransform, Step, StepCache, StepContext, StepError, Subscriber, Transform, Value,
 };
 
 use crate::budget::{MemoryBudget, Permit};
 use crate::error::Error;
-use crate::quarantine::Quarantine;
+use crate::quarantine::{Exclusions, Quarantine};
 
 /// How often blocked threads look at the cancel flag, and the coordinator at deadlines.
 pub(crate) const TICK: Duration = Duration::from_millis(20);
@@ -35,6 +36,12 @@ pub struct ExecOptions {
     /// How long the run may go with no batch moving and no step working before it is
     /// stopped as stalled (default 10 s): a deadlock is an error, never a hang.
     pub stall_timeout: Duration,
+    /// The cache entries of steps, by step id. A step whose entry is complete is not run:
+    /// its output is replayed, or, for a sink, it is skipped; a step that nothing needs
+    /// any more (every step after it is served by the cache) is skipped. Other steps with
+    /// an entry store their output as they go, and a stateless one skips the input
+    /// batches an interrupted run already stored.
+    pub caches: HashMap<String, Arc<dyn StepCache>>,
 }
 
 impl Default for ExecOptions {
@@ -45,6 +52,7 @@ impl Default for ExecOptions {
             cancel: Arc::default(),
             quarantine: None,
             stall_timeout: Duration::from_secs(10),
+            caches: HashMap::new(),
         }
     }
 }
@@ -55,6 +63,7 @@ impl std::fmt::Debug for ExecOptions {
             .field("channel_capacity", &self.channel_capacity)
             .field("subscribers", &self.subscribers.len())
             .field("quarantine", &self.quarantine)
+            .field("caches", &self.caches.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -82,9 +91,48 @@ pub struct StepStats {
     pub quarantined: u64,
     /// Time spent inside the step's calls, summed over threads.
     pub busy: Duration,
+    /// Batches whose output came from the cache instead of the step.
+    pub cached_batches: u64,
+    /// Whether the step ran, was replayed from the cache, or was skipped.
+    pub cache: CacheUse,
+    /// Records written to the step's exclusion file.
+    pub excluded: u64,
+    /// The step's dataset-level figures, set with `StepContext::set_stat`.
+    pub figures: Vec<(String, Value)>,
+}
+
+/// How the cache served a step in a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CacheUse {
+    /// The step ran (possibly taking some batches from an interrupted run's entries).
+    #[default]
+    Ran,
+    /// Its whole output was read back from the cache.
+    Replayed,
+    /// It did not run: nothing after it needed its output, or (a sink) its files were up
+    /// to date.
+    Skipped,
+}
+
+impl CacheUse {
+    /// The name used in reports: `ran`, `replayed` or `skipped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheUse::Ran => "ran",
+            CacheUse::Replayed => "replayed",
+            CacheUse::Skipped => "skipped",
+        }
+    }
 }
 
 impl StepStats {
+    fn set_figure(&mut self, name: String, value: Value) {
+        match self.figures.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v = value,
+            None => self.figures.push((name, value)),
+        }
+    }
+
     fn add_dropped(&mut self, reason: &str, n: u64) {
         match self.dropped.iter_mut().find(|(r, _)| r == reason) {
             Some((_, c)) => *c += n,
@@ -229,15 +277,31 @@ impl Shared {
         Err(Stopped)
     }
 
-    /// Applies the step's bad-record policy and counts what the call dropped.
+    /// Accounts what a call reported besides its output: dropped records (counted, and
+    /// written to the exclusion file), figures, and rejected records (the bad-record policy).
     pub(crate) fn settle(&self, step: &StageStep, stats: &mut StepStats, ctx: &mut StepContext) -> Result<(), Stopped> {
-        for (reason, n) in ctx.take_dropped() {
+        self.settle_parts(step, stats, CallReport::take(ctx))
+    }
+
+    pub(crate) fn settle_parts(&self, step: &StageStep, stats: &mut StepStats, rep: CallReport) -> Result<(), Stopped> {
+        for (reason, n) in rep.dropped {
             stats.add_dropped(&reason, n);
             let s = Arc::clone(&step.id);
             self.emit(|| Event::RecordsDropped { step: s, reason, count: n });
         }
-        let rejected = ctx.take_rejected();
-        self.reject(step, stats, rejected)
+        if let Some(ex) = &step.exclusions
+            && !rep.excluded.is_empty()
+        {
+            if let Err(e) = ex.write(&rep.excluded) {
+                self.fail(e);
+                return Err(Stopped);
+            }
+            stats.excluded += rep.excluded.len() as u64;
+        }
+        for (name, value) in rep.figures {
+            stats.set_figure(name, value);
+        }
+        self.reject(step, stats, rep.rejected)
     }
 
     pub(crate) fn reject(
@@ -292,6 +356,73 @@ impl Shared {
     }
 }
 
+/// What a call reported besides its output, taken out of its context.
+#[derive(Default)]
+pub(crate) struct CallReport {
+    pub(crate) dropped: Vec<(String, u64)>,
+    pub(crate) excluded: Vec<(String, Record)>,
+    pub(crate) figures: Vec<(String, Value)>,
+    pub(crate) rejected: Vec<Rejected>,
+}
+
+impl CallReport {
+    pub(crate) fn take(ctx: &mut StepContext) -> Self {
+        CallReport {
+            dropped: ctx.take_dropped(),
+            excluded: ctx.take_excluded(),
+            figures: ctx.take_stats(),
+            rejected: ctx.take_rejected(),
+        }
+    }
+}
+
+/// Stores a step's output in its cache entry, part by part, as the step makes it. A
+/// failure to store only costs the cache: it is logged once and the step goes on without.
+pub(crate) struct Recorder {
+    cache: Option<Arc<dyn StepCache>>,
+    step: Arc<str>,
+    parts: u64,
+}
+
+impl Recorder {
+    pub(crate) fn new(step: &StageStep, cache: Option<Arc<dyn StepCache>>) -> Self {
+        Recorder { cache, step: Arc::clone(&step.id), parts: 0 }
+    }
+
+    /// Whether the output is being stored.
+    pub(crate) fn active(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// The output stored for input part `part` by an earlier run.
+    pub(crate) fn load(&self, part: u64) -> Option<Vec<(u64, Batch)>> {
+        self.cache.as_ref()?.load(part)
+    }
+
+    /// Stores one part (the output made from one input batch) as part number `part`.
+    pub(crate) fn store_at(&mut self, part: u64, out: &[(u64, Batch)]) {
+        let Some(c) = &self.cache else { return };
+        if let Err(e) = c.store(part, out) {
+            log::warn!("step \"{}\": cannot store its output in the cache, going on without: {e}", self.step);
+            self.cache = None;
+        }
+        self.parts = self.parts.max(part + 1);
+    }
+
+    /// Stores the next part.
+    pub(crate) fn store(&mut self, out: &[(u64, Batch)]) {
+        self.store_at(self.parts, out);
+    }
+
+    /// Marks the output complete.
+    pub(crate) fn finish(&mut self, parts: Option<u64>) {
+        let Some(c) = self.cache.take() else { return };
+        if let Err(e) = c.finish(parts.unwrap_or(self.parts)) {
+            log::warn!("step \"{}\": cannot complete its cache entry: {e}", self.step);
+        }
+    }
+}
+
 /// The run is stopping (the reason is in `Shared::failure` or the cancel flag).
 #[derive(Debug)]
 pub(crate) struct Stopped;
@@ -342,11 +473,14 @@ pub(crate) struct StageStep {
     pub(crate) timeout: Option<Duration>,
     pub(crate) on_bad_record: BadRecordPolicy,
     pub(crate) gpus: u32,
+    pub(crate) exclusions: Option<Arc<Exclusions>>,
 }
 
 /// What a stage runs.
 enum Work {
     Source(Box<dyn Source>),
+    /// A step whose whole output is in the cache.
+    Replay(Arc<dyn StepCache>),
     /// One or more stateless transforms fused into one pass.
     Map(Vec<Arc<dyn Transform>>, Option<u32>),
     Stateful(Box<dyn StatefulTransform>),
@@ -373,6 +507,8 @@ struct Stage {
     inputs: Vec<Receiver<Msg>>,
     outputs: Vec<Sender<Msg>>,
     watch: Arc<Watch>,
+    /// The cache entry its (last) step's output is stored in.
+    cache: Option<Arc<dyn StepCache>>,
 }
 
 /// What a stage thread hands back.
@@ -413,6 +549,25 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
         .collect();
     let step_count = dag.len();
     shared.emit(|| Event::RunStarted { pipeline: name.clone(), steps: step_count, threads, max_memory });
+    let roles = roles(&dag, &options.caches);
+    for (i, role) in roles.iter().enumerate() {
+        match role {
+            Role::Skip => {
+                stats[i].cache = CacheUse::Skipped;
+                let id: Arc<str> = dag.node(i).id.as_str().into();
+                shared.emit(|| Event::StepSkipped { step: id });
+            }
+            Role::Replay => stats[i].cache = CacheUse::Replayed,
+            Role::Run => {}
+        }
+    }
+    let exclusions: Vec<Arc<Exclusions>> = dag
+        .nodes()
+        .iter()
+        .zip(&roles)
+        .filter(|(_, r)| **r == Role::Run)
+        .filter_map(|(n, _)| Some(Arc::new(Exclusions::new(&n.id, n.payload.exclusions.clone()?))))
+        .collect();
 
     let summary = |stats: Vec<StepStats>, status, shared: &Shared| RunSummary {
         pipeline: name.clone(),
@@ -433,7 +588,7 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
             }
         };
 
-    let stages = build_stages(dag, options.channel_capacity.max(1));
+    let stages = build_stages(dag, &roles, &options.caches, &exclusions, options.channel_capacity.max(1));
     let (done_tx, done_rx) = unbounded::<usize>();
     let mut handles = Vec::with_capacity(stages.len());
     let mut watches = Vec::with_capacity(stages.len());
@@ -534,8 +689,19 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
         shared.fail(e);
     }
     let failed = shared.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-    let error = failed.or_else(|| options.cancel.load(Ordering::Relaxed).then_some(Error::Cancelled));
+    let mut error = failed.or_else(|| options.cancel.load(Ordering::Relaxed).then_some(Error::Cancelled));
+    if error.is_none() {
+        for ex in &exclusions {
+            if let Err(e) = ex.commit() {
+                error = Some(e);
+                break;
+            }
+        }
+    }
     if let Some(error) = error {
+        for ex in &exclusions {
+            ex.abort();
+        }
         for (_, mut s) in sinks {
             s.abort();
         }
@@ -555,6 +721,10 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
         let mut ctx = StepContext::new(Arc::clone(&id), shared.seed, 0, Arc::clone(&shared.cancel));
         if let Err(e) = s.commit(&mut ctx) {
             commit_error = Some(Error::Step { step: id.to_string(), retries: 0, source: e });
+        } else if let Some(cache) = options.caches.get(&*id) {
+            if let Err(e) = cache.finish(stats[node].batches_in) {
+                log::warn!("step \"{id}\": cannot record its output in the cache: {e}");
+            }
         }
     }
     if let Some(error) = commit_error {
@@ -585,26 +755,74 @@ pub(crate) fn panic_message(p: &Box<dyn Any + Send>) -> String {
     }
 }
 
-/// Groups the DAG's nodes into stages (fusing chains of stateless transforms) and wires
-/// them with bounded channels.
-fn build_stages(dag: weave_core::Dag<PipelineStep>, capacity: usize) -> Vec<Stage> {
+/// What the run does with a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Run,
+    /// Its output is read back from the cache.
+    Replay,
+    /// Not run at all.
+    Skip,
+}
+
+/// Decides, from the sinks back, which steps run: a sink whose cache entry is complete is
+/// skipped; a step runs only if a step that runs needs its output, and is replayed instead
+/// when its entry is complete. (A step with no consumers that is not a sink runs, as
+/// before: its output is unused, which the pipeline check warns about.)
+fn roles(dag: &weave_core::Dag<PipelineStep>, caches: &HashMap<String, Arc<dyn StepCache>>) -> Vec<Role> {
+    let mut roles = vec![Role::Run; dag.len()];
+    let complete = |i: usize| caches.get(&dag.node(i).id).is_some_and(|c| c.complete());
+    for &i in dag.topological_order().iter().rev() {
+        let consumers = dag.consumers(i);
+        roles[i] = if dag.node(i).shape == Shape::Sink {
+            if complete(i) { Role::Skip } else { Role::Run }
+        } else if consumers.is_empty() {
+            Role::Run
+        } else if !consumers.iter().any(|&c| roles[c] == Role::Run) {
+            Role::Skip
+        } else if complete(i) {
+            Role::Replay
+        } else {
+            Role::Run
+        };
+    }
+    roles
+}
+
+/// Groups the DAG's steps that run into stages (fusing chains of stateless transforms) and
+/// wires them with bounded channels.
+fn build_stages(
+    dag: weave_core::Dag<PipelineStep>,
+    roles: &[Role],
+    caches: &HashMap<String, Arc<dyn StepCache>>,
+    exclusions: &[Arc<Exclusions>],
+    capacity: usize,
+) -> Vec<Stage> {
     let n = dag.len();
+    let cache_of = |i: usize| caches.get(&dag.node(i).id).cloned();
     // A stateless transform joins its input's stage when it is that input's only consumer,
     // has no timeout (a call that may be abandoned runs alone) and runs on the same pool.
+    // A step whose output is cached ends its stage, so that its output is seen whole.
     let fusable = |i: usize| {
         let node = dag.node(i);
-        node.shape == Shape::Transform
+        roles[i] == Role::Run
+            && node.shape == Shape::Transform
             && node.payload.timeout.is_none()
             && node.payload.resources.io_concurrency.is_none()
     };
+    let live_consumers = |j: usize| dag.consumers(j).iter().filter(|&&c| roles[c] == Role::Run).count();
     let mut stage_of = vec![usize::MAX; n];
     let mut members: Vec<Vec<usize>> = Vec::new();
     for &i in dag.topological_order() {
+        if roles[i] == Role::Skip {
+            continue;
+        }
         let node = dag.node(i);
         if fusable(i)
             && let [j] = node.inputs[..]
             && fusable(j)
-            && dag.consumers(j).len() == 1
+            && !caches.contains_key(&dag.node(j).id)
+            && live_consumers(j) == 1
             && dag.node(j).payload.resources.gpus == node.payload.resources.gpus
         {
             stage_of[i] = stage_of[j];
@@ -620,6 +838,9 @@ fn build_stages(dag: weave_core::Dag<PipelineStep>, capacity: usize) -> Vec<Stag
     let mut outputs: Vec<Vec<Sender<Msg>>> = (0..members.len()).map(|_| Vec::new()).collect();
     for (s, m) in members.iter().enumerate() {
         let first = m[0];
+        if roles[first] == Role::Replay {
+            continue;
+        }
         for &j in &dag.node(first).inputs {
             let (tx, rx) = bounded(capacity);
             outputs[stage_of[j]].push(tx);
@@ -637,8 +858,10 @@ fn build_stages(dag: weave_core::Dag<PipelineStep>, capacity: usize) -> Vec<Stag
             timeout: node.payload.timeout,
             on_bad_record: node.payload.on_bad_record,
             gpus: node.payload.resources.gpus,
+            exclusions: exclusions.iter().find(|e| e.step() == node.id).cloned(),
         });
     }
+    let stage_caches: Vec<Option<Arc<dyn StepCache>>> = members.iter().map(|m| cache_of(m[m.len() - 1])).collect();
     let io: Vec<Option<u32>> = dag.nodes().iter().map(|n| n.payload.resources.io_concurrency).collect();
     for node in dag.into_nodes() {
         steps.push(Some(node.payload.step));
@@ -646,7 +869,12 @@ fn build_stages(dag: weave_core::Dag<PipelineStep>, capacity: usize) -> Vec<Stag
 
     let mut stages = Vec::with_capacity(members.len());
     for (s, m) in members.into_iter().enumerate() {
+        let replay = roles[m[0]] == Role::Replay;
         let work = match steps[m[0]].take() {
+            _ if replay => match &stage_caches[s] {
+                Some(c) => Work::Replay(Arc::clone(c)),
+                None => unreachable!("a replayed step has a cache entry"),
+            },
             Some(Step::Source(x)) => Work::Source(x),
             Some(Step::Transform(t)) => {
                 let mut chain = vec![t];
@@ -668,13 +896,14 @@ fn build_stages(dag: weave_core::Dag<PipelineStep>, capacity: usize) -> Vec<Stag
             inputs: std::mem::take(&mut inputs[s]),
             outputs: std::mem::take(&mut outputs[s]),
             watch: Arc::default(),
+            cache: stage_caches[s].clone(),
         });
     }
     stages
 }
 
 fn run_stage(stage: Stage, shared: &Shared, pool: &Arc<rayon::ThreadPool>, start: Instant) -> StageResult {
-    let Stage { steps, work, inputs, outputs, watch } = stage;
+    let Stage { steps, work, inputs, outputs, watch, cache } = stage;
     for s in &steps {
         let id = Arc::clone(&s.id);
         shared.emit(|| Event::StepStarted { step: id });
@@ -684,17 +913,45 @@ fn run_stage(stage: Stage, shared: &Shared, pool: &Arc<rayon::ThreadPool>, start
     let mut sink = None;
     let caller = Caller { shared, watch: &watch, start };
     match work {
+        Work::Replay(c) => {
+            let _ = replay_loop(shared, &steps[0], &*c, &outputs, &mut stats[0]);
+        }
         Work::Source(mut src) => {
-            let _ = source_loop(&caller, &steps[0], &mut *src, &outputs, &mut stats[0]);
+            let mut rec = Recorder::new(&steps[0], cache);
+            if source_loop(&caller, &steps[0], &mut *src, &outputs, &mut stats[0], &mut rec).is_ok() {
+                rec.finish(None);
+            }
         }
         Work::Map(chain, io) => {
-            let _ = crate::map::map_loop(shared, &watch, pool, &steps, chain, io, &inputs[0], &outputs, &mut stats);
+            let last = steps.len() - 1;
+            let mut rec = Recorder::new(&steps[last], cache);
+            let r = crate::map::map_loop(
+                shared,
+                &watch,
+                pool,
+                &steps,
+                chain,
+                io,
+                &inputs[0],
+                &outputs,
+                &mut stats,
+                &mut rec,
+            );
+            if let Ok(parts) = r {
+                rec.finish(Some(parts));
+            }
         }
         Work::Stateful(mut st) => {
-            let _ = stateful_loop(&caller, &steps[0], &mut *st, &inputs[0], &outputs, &mut stats[0]);
+            let mut rec = Recorder::new(&steps[0], cache);
+            if stateful_loop(&caller, &steps[0], &mut *st, &inputs[0], &outputs, &mut stats[0], &mut rec).is_ok() {
+                rec.finish(None);
+            }
         }
         Work::Merge(mut m) => {
-            let _ = merge_loop(&caller, &steps[0], &mut *m, &inputs, &outputs, &mut stats[0]);
+            let mut rec = Recorder::new(&steps[0], cache);
+            if merge_loop(&caller, &steps[0], &mut *m, &inputs, &outputs, &mut stats[0], &mut rec).is_ok() {
+                rec.finish(None);
+            }
         }
         Work::Sink(mut k) => {
             let ok = sink_loop(&caller, &steps[0], &mut *k, &inputs[0], &mut stats[0]);
@@ -737,7 +994,8 @@ impl Caller<'_> {
                 return Err(Stopped);
             }
             let mut ctx =
-                StepContext::new(Arc::clone(&step.id), self.shared.seed, seq, Arc::clone(&self.shared.cancel));
+                StepContext::new(Arc::clone(&step.id), self.shared.seed, seq, Arc::clone(&self.shared.cancel))
+                    .keeping_dropped(step.exclusions.is_some());
             let gpu = self.shared.gpus.acquire(step.gpus, &self.shared.cancel).ok_or(Stopped)?;
             let t0 = Instant::now();
             self.watch.call_started.store((self.start.elapsed().as_nanos() as u64).max(1), Ordering::Relaxed);
@@ -812,6 +1070,7 @@ fn source_loop(
     src: &mut dyn Source,
     outputs: &[Sender<Msg>],
     stats: &mut StepStats,
+    rec: &mut Recorder,
 ) -> Result<(), Stopped> {
     let shared = c.shared;
     let mut seq = 0u64;
@@ -831,6 +1090,9 @@ fn source_loop(
             records_out: records,
             elapsed: t0.elapsed(),
         });
+        if rec.active() {
+            rec.store(&[(seq, batch.clone())]);
+        }
         let bytes = batch.memory_size() as u64;
         let (permit, waited) = shared.budget.acquire(bytes, &shared.cancel).ok_or(Stopped)?;
         if waited > Duration::from_millis(1) {
@@ -849,6 +1111,7 @@ fn stateful_loop(
     input: &Receiver<Msg>,
     outputs: &[Sender<Msg>],
     stats: &mut StepStats,
+    rec: &mut Recorder,
 ) -> Result<(), Stopped> {
     let shared = c.shared;
     let mut out = Vec::new();
@@ -863,7 +1126,7 @@ fn stateful_loop(
         })?;
         shared.settle(step, stats, &mut ctx)?;
         let (seq, n) = (msg.seq, msg.batch.len() as u64);
-        emit_outputs(shared, step, stats, seq, &mut out, outputs, n, t0, Some(msg.permit))?;
+        emit_outputs(shared, step, stats, seq, &mut out, outputs, n, t0, Some(msg.permit), rec)?;
         last_seq = Some(seq);
     }
     if shared.cancelled() {
@@ -876,7 +1139,7 @@ fn stateful_loop(
         st.finish(ctx, &mut out)
     })?;
     shared.settle(step, stats, &mut ctx)?;
-    emit_outputs(shared, step, stats, seq, &mut out, outputs, 0, t0, None)
+    emit_outputs(shared, step, stats, seq, &mut out, outputs, 0, t0, None, rec)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -890,8 +1153,13 @@ fn emit_outputs(
     records_in: u64,
     t0: Instant,
     mut input: Option<Arc<Permit>>,
+    rec: &mut Recorder,
 ) -> Result<(), Stopped> {
     let records_out: u64 = out.iter().map(|b| b.len() as u64).sum();
+    if rec.active() && !out.is_empty() {
+        let part: Vec<(u64, Batch)> = out.iter().map(|b| (seq, b.clone())).collect();
+        rec.store(&part);
+    }
     let id = Arc::clone(&step.id);
     shared.emit(|| Event::BatchFinished { step: id, seq, records_in, records_out, elapsed: t0.elapsed() });
     for b in out.drain(..) {
@@ -909,6 +1177,7 @@ fn merge_loop(
     inputs: &[Receiver<Msg>],
     outputs: &[Sender<Msg>],
     stats: &mut StepStats,
+    rec: &mut Recorder,
 ) -> Result<(), Stopped> {
     let shared = c.shared;
     // Inputs are merged by sequence number (ties in input order), reading one head per
@@ -931,7 +1200,7 @@ fn merge_loop(
                             m.input_done(i, ctx, &mut out)
                         })?;
                         shared.settle(step, stats, &mut ctx)?;
-                        emit_outputs(shared, step, stats, last_seq, &mut out, outputs, 0, t0, None)?;
+                        emit_outputs(shared, step, stats, last_seq, &mut out, outputs, 0, t0, None, rec)?;
                     }
                 }
             }
@@ -952,7 +1221,7 @@ fn merge_loop(
         shared.settle(step, stats, &mut ctx)?;
         last_seq = msg.seq;
         let n = msg.batch.len() as u64;
-        emit_outputs(shared, step, stats, msg.seq, &mut out, outputs, n, t0, Some(msg.permit))?;
+        emit_outputs(shared, step, stats, msg.seq, &mut out, outputs, n, t0, Some(msg.permit), rec)?;
     }
     let t0 = Instant::now();
     let ((), mut ctx) = c.call(step, last_seq, stats, |ctx| {
@@ -960,7 +1229,43 @@ fn merge_loop(
         m.finish(ctx, &mut out)
     })?;
     shared.settle(step, stats, &mut ctx)?;
-    emit_outputs(shared, step, stats, last_seq, &mut out, outputs, 0, t0, None)
+    emit_outputs(shared, step, stats, last_seq, &mut out, outputs, 0, t0, None, rec)
+}
+
+/// Sends a step's stored output on with the sequence numbers it first went out with.
+fn replay_loop(
+    shared: &Shared,
+    step: &StageStep,
+    cache: &dyn StepCache,
+    outputs: &[Sender<Msg>],
+    stats: &mut StepStats,
+) -> Result<(), Stopped> {
+    let mut stopped = false;
+    let r = cache.replay(&mut |seq, batch| {
+        let bytes = batch.memory_size() as u64;
+        let Some((permit, _)) = shared.budget.acquire(bytes, &shared.cancel) else {
+            stopped = true;
+            return false;
+        };
+        stats.batches_out += 1;
+        stats.cached_batches += 1;
+        stats.records_out += batch.len() as u64;
+        if shared.send(outputs, Msg { seq, batch, permit: Arc::new(permit) }).is_err() {
+            stopped = true;
+            return false;
+        }
+        true
+    });
+    if let Err(message) = r {
+        shared.fail(Error::Cache { step: step.id.to_string(), message });
+        return Err(Stopped);
+    }
+    if stopped || shared.cancelled() {
+        return Err(Stopped);
+    }
+    let (id, records) = (Arc::clone(&step.id), stats.records_out);
+    shared.emit(|| Event::CacheHit { step: id, seq: None, records });
+    Ok(())
 }
 
 fn sink_loop(
