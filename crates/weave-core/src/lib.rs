@@ -32,7 +32,7 @@ pub use policy::{Backoff, BadRecordPolicy, Resources, RetryPolicy, StepPolicy};
 pub use record::Record;
 pub use schema::{DataType, Field, Schema};
 pub use spec::{
-    ALERT_KEYS, ALERT_METRICS, AlertSink, AlertSpec, Comparison, DEFAULT_MAX_MEMORY, LLM_KEYS, LlmProvider,
+    ALERT_KEYS, ALERT_METRICS, CACHE_KEYS, AlertSink, AlertSpec, Comparison, DEFAULT_MAX_MEMORY, LLM_KEYS, LlmProvider,
     PIPELINE_KEYS, PipelineSpec, RESOURCES_KEYS, RETRY_KEYS, ResourceLimits, ResourceOverride, RetryOverride,
     STEP_COMMON_KEYS, STEP_RESOURCES_KEYS, StepSpec, TOP_LEVEL_KEYS,
 };

@@ -104,6 +104,8 @@ pub struct Pipeline {
     pub alerts: Vec<AlertSpec>,
     /// LLM providers, by name.
     pub llm: BTreeMap<String, LlmProvider>,
+    /// Where the pipeline file puts the cache (`[cache] dir`), if it says.
+    pub cache_dir: Option<std::path::PathBuf>,
     dag: Dag<PipelineStep>,
     warnings: Diagnostics,
 }
@@ -237,6 +239,7 @@ impl Pipeline {
             resources: spec.resources,
             alerts: spec.alerts,
             llm: spec.llm,
+            cache_dir: spec.cache_dir,
             dag,
             warnings,
         })
@@ -461,6 +464,7 @@ impl PipelineBuilder {
             resources: self.resources,
             alerts: Vec::new(),
             llm: BTreeMap::new(),
+            cache_dir: None,
             dag,
             warnings,
         })

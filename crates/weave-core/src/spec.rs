@@ -12,7 +12,9 @@ use crate::policy::{Backoff, BadRecordPolicy, RetryPolicy};
 use crate::step::CacheMode;
 
 /// The top-level tables of a pipeline file.
-pub const TOP_LEVEL_KEYS: &[&str] = &["pipeline", "resources", "retry", "alert", "llm", "step"];
+pub const TOP_LEVEL_KEYS: &[&str] = &["pipeline", "resources", "retry", "cache", "alert", "llm", "step"];
+/// The keys of `[cache]`.
+pub const CACHE_KEYS: &[&str] = &["dir"];
 /// The keys of `[pipeline]`.
 pub const PIPELINE_KEYS: &[&str] = &["name", "description", "seed"];
 /// The keys of `[resources]`.
@@ -230,6 +232,8 @@ pub struct PipelineSpec {
     pub alerts: Vec<AlertSpec>,
     /// `[llm.NAME]` providers, by name.
     pub llm: BTreeMap<String, LlmProvider>,
+    /// `[cache] dir`: where the cache lives, resolved against the file's folder.
+    pub cache_dir: Option<std::path::PathBuf>,
     /// `[[step]]`s in the order written.
     pub steps: Vec<StepSpec>,
 }
@@ -296,12 +300,18 @@ impl PipelineSpec {
             diags.extend(p.finish(RETRY_KEYS));
         }
 
+        let mut cache_dir = None;
+        if let Some(p) = top.table("cache") {
+            cache_dir = p.path("dir");
+            diags.extend(p.finish(CACHE_KEYS));
+        }
+
         let alerts = read_alerts(&top, &mut diags);
         let llm = read_llm(&top, &mut diags);
         let steps = read_steps(&top, &mut diags);
 
         diags.extend(top.finish(TOP_LEVEL_KEYS));
-        let spec = PipelineSpec { source, name, description, seed, resources, retry, alerts, llm, steps };
+        let spec = PipelineSpec { source, name, description, seed, resources, retry, alerts, llm, cache_dir, steps };
         if diags.has_errors() { Err(diags) } else { Ok((spec, diags)) }
     }
 }

@@ -72,7 +72,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A step's stored output, checked before the run, could not be read back.
-    #[error("step \"{step}\": cannot replay its output from the cache: {message}; run again (the damaged entry was removed) or use --no-cache")]
+    #[error(
+        "step \"{step}\": cannot replay its output from the cache: {message}; run again (the damaged entry was removed) or use --no-cache"
+    )]
     Cache {
         /// The step.
         step: String,

@@ -549,23 +549,19 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
         .collect();
     let step_count = dag.len();
     shared.emit(|| Event::RunStarted { pipeline: name.clone(), steps: step_count, threads, max_memory });
-    let roles = roles(&dag, &options.caches);
+    let roles = cache_roles(&dag, &|id| options.caches.get(id).is_some_and(|c| c.complete()));
     for (i, role) in roles.iter().enumerate() {
-        match role {
-            Role::Skip => {
-                stats[i].cache = CacheUse::Skipped;
-                let id: Arc<str> = dag.node(i).id.as_str().into();
-                shared.emit(|| Event::StepSkipped { step: id });
-            }
-            Role::Replay => stats[i].cache = CacheUse::Replayed,
-            Role::Run => {}
+        stats[i].cache = *role;
+        if *role == CacheUse::Skipped {
+            let id: Arc<str> = dag.node(i).id.as_str().into();
+            shared.emit(|| Event::StepSkipped { step: id });
         }
     }
     let exclusions: Vec<Arc<Exclusions>> = dag
         .nodes()
         .iter()
         .zip(&roles)
-        .filter(|(_, r)| **r == Role::Run)
+        .filter(|(_, r)| **r == CacheUse::Ran)
         .filter_map(|(n, _)| Some(Arc::new(Exclusions::new(&n.id, n.payload.exclusions.clone()?))))
         .collect();
 
@@ -755,35 +751,26 @@ pub(crate) fn panic_message(p: &Box<dyn Any + Send>) -> String {
     }
 }
 
-/// What the run does with a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Run,
-    /// Its output is read back from the cache.
-    Replay,
-    /// Not run at all.
-    Skip,
-}
-
-/// Decides, from the sinks back, which steps run: a sink whose cache entry is complete is
-/// skipped; a step runs only if a step that runs needs its output, and is replayed instead
-/// when its entry is complete. (A step with no consumers that is not a sink runs, as
-/// before: its output is unused, which the pipeline check warns about.)
-fn roles(dag: &weave_core::Dag<PipelineStep>, caches: &HashMap<String, Arc<dyn StepCache>>) -> Vec<Role> {
-    let mut roles = vec![Role::Run; dag.len()];
-    let complete = |i: usize| caches.get(&dag.node(i).id).is_some_and(|c| c.complete());
+/// Decides, from the sinks back, what a run does with each step, given which steps have a
+/// complete cache entry: a sink whose entry is complete is skipped; a step runs only if a
+/// step that runs needs its output, and is replayed instead when its entry is complete.
+/// (A step with no consumers that is not a sink runs: its output is unused, which the
+/// pipeline check warns about.) `weave plan` shows the same decision.
+pub fn cache_roles(dag: &weave_core::Dag<PipelineStep>, complete: &dyn Fn(&str) -> bool) -> Vec<CacheUse> {
+    let mut roles = vec![CacheUse::Ran; dag.len()];
     for &i in dag.topological_order().iter().rev() {
         let consumers = dag.consumers(i);
-        roles[i] = if dag.node(i).shape == Shape::Sink {
-            if complete(i) { Role::Skip } else { Role::Run }
+        let node = dag.node(i);
+        roles[i] = if node.shape == Shape::Sink {
+            if complete(&node.id) { CacheUse::Skipped } else { CacheUse::Ran }
         } else if consumers.is_empty() {
-            Role::Run
-        } else if !consumers.iter().any(|&c| roles[c] == Role::Run) {
-            Role::Skip
-        } else if complete(i) {
-            Role::Replay
+            CacheUse::Ran
+        } else if !consumers.iter().any(|&c| roles[c] == CacheUse::Ran) {
+            CacheUse::Skipped
+        } else if complete(&node.id) {
+            CacheUse::Replayed
         } else {
-            Role::Run
+            CacheUse::Ran
         };
     }
     roles
@@ -793,7 +780,7 @@ fn roles(dag: &weave_core::Dag<PipelineStep>, caches: &HashMap<String, Arc<dyn S
 /// wires them with bounded channels.
 fn build_stages(
     dag: weave_core::Dag<PipelineStep>,
-    roles: &[Role],
+    roles: &[CacheUse],
     caches: &HashMap<String, Arc<dyn StepCache>>,
     exclusions: &[Arc<Exclusions>],
     capacity: usize,
@@ -805,16 +792,16 @@ fn build_stages(
     // A step whose output is cached ends its stage, so that its output is seen whole.
     let fusable = |i: usize| {
         let node = dag.node(i);
-        roles[i] == Role::Run
+        roles[i] == CacheUse::Ran
             && node.shape == Shape::Transform
             && node.payload.timeout.is_none()
             && node.payload.resources.io_concurrency.is_none()
     };
-    let live_consumers = |j: usize| dag.consumers(j).iter().filter(|&&c| roles[c] == Role::Run).count();
+    let live_consumers = |j: usize| dag.consumers(j).iter().filter(|&&c| roles[c] == CacheUse::Ran).count();
     let mut stage_of = vec![usize::MAX; n];
     let mut members: Vec<Vec<usize>> = Vec::new();
     for &i in dag.topological_order() {
-        if roles[i] == Role::Skip {
+        if roles[i] == CacheUse::Skipped {
             continue;
         }
         let node = dag.node(i);
@@ -838,7 +825,7 @@ fn build_stages(
     let mut outputs: Vec<Vec<Sender<Msg>>> = (0..members.len()).map(|_| Vec::new()).collect();
     for (s, m) in members.iter().enumerate() {
         let first = m[0];
-        if roles[first] == Role::Replay {
+        if roles[first] == CacheUse::Replayed {
             continue;
         }
         for &j in &dag.node(first).inputs {
@@ -869,7 +856,7 @@ fn build_stages(
 
     let mut stages = Vec::with_capacity(members.len());
     for (s, m) in members.into_iter().enumerate() {
-        let replay = roles[m[0]] == Role::Replay;
+        let replay = roles[m[0]] == CacheUse::Replayed;
         let work = match steps[m[0]].take() {
             _ if replay => match &stage_caches[s] {
                 Some(c) => Work::Replay(Arc::clone(c)),
@@ -926,16 +913,7 @@ fn run_stage(stage: Stage, shared: &Shared, pool: &Arc<rayon::ThreadPool>, start
             let last = steps.len() - 1;
             let mut rec = Recorder::new(&steps[last], cache);
             let r = crate::map::map_loop(
-                shared,
-                &watch,
-                pool,
-                &steps,
-                chain,
-                io,
-                &inputs[0],
-                &outputs,
-                &mut stats,
-                &mut rec,
+                shared, &watch, pool, &steps, chain, io, &inputs[0], &outputs, &mut stats, &mut rec,
             );
             if let Ok(parts) = r {
                 rec.finish(Some(parts));
