@@ -12,6 +12,11 @@ impl Key {
         &self.0
     }
 
+    /// A key from its bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Key {
+        Key(bytes)
+    }
+
     /// The key as 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
         blake3::Hash::from_bytes(self.0).to_hex().to_string()

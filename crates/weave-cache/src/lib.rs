@@ -22,17 +22,20 @@
 //! assert_eq!(codec::decode::<Vec<u32>>(&entry.payload), Some(vec![1, 2, 3]));
 //! ```
 //!
-//! Wiring the cache into runs (step and per-batch entries, `weave plan` showing what is
-//! cached, `weave cache` commands) is the rest of the cache issue.
+//! - [`CachePlan`]: every step's key and status for a pipeline (cached, partial, stale,
+//!   to compute, and why), and the entries the executor reads and writes through
+//!   `weave_core::StepCache`; [`Pin`] and [`gc`] keep a running run's entries from eviction.
 #![deny(missing_docs)]
 
 pub mod codec;
 mod error;
 mod files;
 mod key;
+mod plan;
 mod store;
 
 pub use error::Error;
 pub use files::FileIndex;
 pub use key::{Key, KeyBuilder};
+pub use plan::{CacheOptions, CachePlan, Pin, Status, StepPlan, gc};
 pub use store::{Entry, FORMAT_VERSION, Stats, Store};

@@ -18,6 +18,7 @@ use weave::{Diagnostics, Pipeline, format_bytes, format_duration};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod cache;
 mod html;
 mod plan;
 mod progress;
@@ -56,6 +57,15 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
         format: PlanFormat,
+        /// Say why each step that is not cached must be computed: which part of its key
+        /// changed since the last run (an input file, a config field, the step version,
+        /// an upstream step), or why it is not kept.
+        #[arg(long)]
+        explain: bool,
+        /// The cache to plan against [default: $WEAVE_CACHE_DIR, the file's `[cache] dir`,
+        /// or .weave/cache beside the pipeline file].
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
     },
     /// Draw a pipeline's DAG as Graphviz DOT or Mermaid.
     #[command(after_help = EXIT_CODES)]
@@ -90,6 +100,24 @@ enum Command {
         /// the run goes, and once more at its end.
         #[arg(long, value_name = "PATH")]
         metrics_file: Option<PathBuf>,
+        /// Neither read nor write the cache: compute every step.
+        #[arg(long)]
+        no_cache: bool,
+        /// Compute this step again, and every step after it, even if cached (repeatable).
+        #[arg(long, value_name = "STEP")]
+        refresh: Vec<String>,
+        /// The cache [default: $WEAVE_CACHE_DIR, the file's `[cache] dir`, or .weave/cache
+        /// beside the pipeline file].
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Look after the cache: its size, its entries, eviction.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+        /// The cache [default: $WEAVE_CACHE_DIR, or .weave/cache].
+        #[arg(long, global = true, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// List the step kinds a pipeline file can use, with their keys.
     Kinds,
@@ -110,6 +138,23 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheAction {
+    /// How many entries and bytes the cache holds.
+    Stats,
+    /// Every entry: key, size, last use (most recent first).
+    Ls,
+    /// Evict least recently used entries down to a size; entries that a running run
+    /// holds are never evicted.
+    Gc {
+        /// The size to get down to ("10GB", "500MiB").
+        #[arg(long, value_name = "SIZE", value_parser = weave::parse_bytes)]
+        max_size: u64,
+    },
+    /// Remove every entry (except those a running run holds).
+    Clear,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -185,7 +230,7 @@ fn init_logging(verbose: u8, quiet: bool) {
 
 fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
-        Command::Run { file, max_memory, max_concurrent, quarantine, metrics_file } => {
+        Command::Run { file, max_memory, max_concurrent, quarantine, metrics_file, no_cache, refresh, cache_dir } => {
             let text = read_text(file)?;
             let p = build(file, &text, cli.quiet, |spec| {
                 if let Some(m) = max_memory {
@@ -196,7 +241,12 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 }
             })?;
             let config_hash = weave::cache::Key::of_content(text.as_bytes()).to_hex();
-            run::run(file, p, &config_hash, quarantine.clone(), metrics_file.clone(), cli.quiet)
+            cache::check_refresh(&p, refresh)?;
+            let cache = run::CacheArgs {
+                dir: cache::dir_for(file, &p, cache_dir.as_deref()),
+                options: weave::cache::CacheOptions { disabled: *no_cache, refresh: refresh.clone() },
+            };
+            run::run(file, p, &config_hash, quarantine.clone(), metrics_file.clone(), cache, cli.quiet)
         }
         Command::Validate { file } => {
             let p = load(file, cli.quiet)?;
@@ -204,11 +254,13 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let noun = if warnings == 1 { "warning" } else { "warnings" };
             emit(&format!("ok: {}: {p}, {warnings} {noun}\n", file.display()))
         }
-        Command::Plan { file, format } => {
+        Command::Plan { file, format, explain, cache_dir } => {
             let p = load(file, cli.quiet)?;
+            let dir = cache::dir_for(file, &p, cache_dir.as_deref());
+            let cplan = cache::plan(&p, &dir, &weave::cache::CacheOptions::default())?;
             let text = match format {
-                PlanFormat::Table => plan::table(&p),
-                PlanFormat::Json => plan::json(&p),
+                PlanFormat::Table => plan::table(&p, &cplan, *explain),
+                PlanFormat::Json => plan::json(&p, &cplan),
             };
             emit(&text)
         }
@@ -240,6 +292,26 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 ReportFormat::Json => emit(&format!("{:#}\n", entry.report)),
                 ReportFormat::Html => emit(&html::report_html(entry)),
             }
+        }
+        Command::Cache { action, dir } => {
+            let dir = dir.clone().unwrap_or_else(|| {
+                std::env::var_os(cache::CACHE_DIR_ENV)
+                    .filter(|d| !d.is_empty())
+                    .map_or_else(|| PathBuf::from(".weave/cache"), PathBuf::from)
+            });
+            if !dir.is_dir() {
+                return Err(Failure::Other(format!(
+                    "no cache in {} (give the folder with --dir, or set {})",
+                    dir.display(),
+                    cache::CACHE_DIR_ENV
+                )));
+            }
+            emit(&match action {
+                CacheAction::Stats => cache::stats(&dir)?,
+                CacheAction::Ls => cache::ls(&dir)?,
+                CacheAction::Gc { max_size } => cache::gc(&dir, *max_size)?,
+                CacheAction::Clear => cache::gc(&dir, 0)?,
+            })
         }
         Command::Kinds => {
             let registry = weave::registry();

@@ -1,12 +1,14 @@
 //! `weave plan`: how a pipeline would run.
 
+use weave::cache::CachePlan;
 use weave::{Backoff, BadRecordPolicy, Pipeline, format_bytes, format_duration};
 
 use crate::{duration_or_dash, size_or_dash};
 
 /// The plan as a table.
-pub(crate) fn table(p: &Pipeline) -> String {
+pub(crate) fn table(p: &Pipeline, cache: &CachePlan, explain: bool) -> String {
     let dag = p.dag();
+    let roles = crate::cache::roles(p, cache);
     let mut out = String::new();
     out.push_str(&format!("{p}, {} parallel levels\n", dag.levels().len()));
     let threads = p.resources.max_concurrent.map_or_else(|| "one per core".to_owned(), |n| n.to_string());
@@ -17,9 +19,21 @@ pub(crate) fn table(p: &Pipeline) -> String {
     ));
     out.push_str(&format!("seed: {}\n\n", p.seed));
 
-    let header =
-        ["level", "step", "kind", "shape", "after", "memory", "threads", "gpus", "retry", "timeout", "bad records"];
-    let mut rows: Vec<[String; 11]> = Vec::new();
+    let header = [
+        "level",
+        "step",
+        "kind",
+        "shape",
+        "after",
+        "cache",
+        "memory",
+        "threads",
+        "gpus",
+        "retry",
+        "timeout",
+        "bad records",
+    ];
+    let mut rows: Vec<[String; 12]> = Vec::new();
     for (level, nodes) in dag.levels().iter().enumerate() {
         for &i in nodes {
             let n = dag.node(i);
@@ -31,6 +45,7 @@ pub(crate) fn table(p: &Pipeline) -> String {
                 s.kind.clone(),
                 n.shape.to_string(),
                 if after.is_empty() { "-".to_owned() } else { after.join(", ") },
+                cache.step(&n.id).map_or_else(|| "-".to_owned(), |c| crate::cache::status_text(&c.status, roles[i])),
                 size_or_dash(s.resources.memory),
                 s.resources
                     .io_concurrency
@@ -73,6 +88,23 @@ pub(crate) fn table(p: &Pipeline) -> String {
     if !p.alerts.is_empty() {
         out.push_str(&format!("alerts: {}\n", p.alerts.iter().map(|a| a.when.as_str()).collect::<Vec<_>>().join("; ")));
     }
+    if explain {
+        out.push_str("\nwhy:\n");
+        for &i in dag.topological_order() {
+            let n = dag.node(i);
+            let Some(c) = cache.step(&n.id) else { continue };
+            let status = crate::cache::status_text(&c.status, roles[i]);
+            let why = if c.reasons.is_empty() {
+                match status.as_str() {
+                    "cached" => "unchanged; its output is in the cache".to_owned(),
+                    _ => "unchanged".to_owned(),
+                }
+            } else {
+                c.reasons.join("; ")
+            };
+            out.push_str(&format!("  {} ({status}): {why}\n", n.id));
+        }
+    }
     out
 }
 
@@ -94,8 +126,9 @@ fn trim_float(x: f64) -> String {
 }
 
 /// The plan as JSON.
-pub(crate) fn json(p: &Pipeline) -> String {
+pub(crate) fn json(p: &Pipeline, cache: &CachePlan) -> String {
     let dag = p.dag();
+    let roles = crate::cache::roles(p, cache);
     let steps: Vec<serde_json::Value> = dag
         .topological_order()
         .iter()
@@ -115,6 +148,12 @@ pub(crate) fn json(p: &Pipeline) -> String {
                 "timeout_ms": s.timeout.map(|t| t.as_millis() as u64),
                 "on_bad_record": s.on_bad_record,
                 "estimated_cost": n.cost,
+                "cache": cache.step(&n.id).map(|c| serde_json::json!({
+                    "status": crate::cache::status_text(&c.status, roles[i]),
+                    "key": c.key.map(|k| k.to_hex()),
+                    "stored": c.stores,
+                    "reasons": c.reasons,
+                })),
             })
         })
         .collect();

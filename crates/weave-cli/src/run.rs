@@ -18,12 +18,19 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often `--metrics-file` is rewritten while the run goes.
 const METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Where the run's cache is and how it is used.
+pub(crate) struct CacheArgs {
+    pub(crate) dir: PathBuf,
+    pub(crate) options: weave::cache::CacheOptions,
+}
+
 pub(crate) fn run(
     file: &Path,
     pipeline: Pipeline,
     config_hash: &str,
     quarantine: Option<PathBuf>,
     metrics_file: Option<PathBuf>,
+    cache: CacheArgs,
     quiet: bool,
 ) -> Result<(), Failure> {
     let cancel = Arc::new(AtomicBool::new(false));
@@ -76,7 +83,16 @@ pub(crate) fn run(
     };
     let reads = files(&|s| s.step.info().files_read());
     let writes = files(&|s| s.step.info().files_written());
-    let index = weave::cache::FileIndex::load(&weave::resolve(file, ".weave/cache"));
+    let plan = crate::cache::plan(&pipeline, &cache.dir, &cache.options)?;
+    // The run's entries are pinned against `weave cache gc` until it ends.
+    let _pin = match weave::cache::Pin::new(&plan) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            log::warn!("cannot pin the run's cache entries ({e}); a concurrent `weave cache gc` may evict them");
+            None
+        }
+    };
+    let index = Arc::clone(plan.files());
     let inputs = lineage(&index, &reads);
     let bars = (!quiet && std::io::stderr().is_terminal()).then(|| Arc::new(crate::progress::Bars::new(&steps)));
     if let Some(b) = &bars {
@@ -95,7 +111,13 @@ pub(crate) fn run(
             None
         }
     };
-    let options = ExecOptions { subscribers, cancel, quarantine: Some(quarantine.clone()), ..ExecOptions::default() };
+    let options = ExecOptions {
+        subscribers,
+        cancel,
+        quarantine: Some(quarantine.clone()),
+        caches: plan.entries(),
+        ..ExecOptions::default()
+    };
     // While the run goes, a thread rewrites the metrics file; it stops when `done` drops.
     let (done, stop) = std::sync::mpsc::channel::<()>();
     let writer = metrics_file.clone().map(|path| {
@@ -109,6 +131,15 @@ pub(crate) fn run(
         })
     });
     let outcome = weave::run(pipeline, options);
+    if outcome.is_ok()
+        && !cache.options.disabled
+        && let Err(e) = plan.remember()
+    {
+        log::warn!(
+            "cannot record the steps' keys in {} ({e}); `weave plan --explain` will know less",
+            cache.dir.display()
+        );
+    }
     if let Some(b) = &bars {
         b.finish();
     }
@@ -209,9 +240,10 @@ fn default_quarantine(file: &Path) -> PathBuf {
 
 /// One line per step: what went in and out, retries, drops, time.
 fn summary_table(s: &RunSummary) -> String {
-    let header = ["step", "kind", "batches", "records in", "records out", "retries", "dropped", "quarantined", "busy"];
+    let header =
+        ["step", "kind", "cache", "batches", "records in", "records out", "retries", "dropped", "quarantined", "busy"];
     let dash = |n: u64| if n == 0 { "-".to_owned() } else { n.to_string() };
-    let rows: Vec<[String; 9]> = s
+    let rows: Vec<[String; 10]> = s
         .steps
         .iter()
         .map(|st| {
@@ -220,6 +252,11 @@ fn summary_table(s: &RunSummary) -> String {
             [
                 st.id.clone(),
                 st.kind.clone(),
+                match st.cache {
+                    weave::CacheUse::Ran if st.cached_batches > 0 => format!("{} batches hit", st.cached_batches),
+                    weave::CacheUse::Ran => "-".to_owned(),
+                    other => other.as_str().to_owned(),
+                },
                 st.batches_in.max(st.batches_out).to_string(),
                 dash(st.records_in),
                 dash(st.records_out),

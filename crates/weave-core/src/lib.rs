@@ -32,12 +32,13 @@ pub use policy::{Backoff, BadRecordPolicy, Resources, RetryPolicy, StepPolicy};
 pub use record::Record;
 pub use schema::{DataType, Field, Schema};
 pub use spec::{
-    ALERT_KEYS, ALERT_METRICS, CACHE_KEYS, AlertSink, AlertSpec, Comparison, DEFAULT_MAX_MEMORY, LLM_KEYS, LlmProvider,
+    ALERT_KEYS, ALERT_METRICS, AlertSink, AlertSpec, CACHE_KEYS, Comparison, DEFAULT_MAX_MEMORY, LLM_KEYS, LlmProvider,
     PIPELINE_KEYS, PipelineSpec, RESOURCES_KEYS, RETRY_KEYS, ResourceLimits, ResourceOverride, RetryOverride,
     STEP_COMMON_KEYS, STEP_RESOURCES_KEYS, StepSpec, TOP_LEVEL_KEYS,
 };
 pub use step::{
-    CacheMode, CanonicalConfig, Merge, Rejected, Shape, Sink, Source, StatefulTransform, Step, StepCache, StepContext, StepInfo, Transform,
+    CacheMode, CanonicalConfig, Merge, Rejected, Shape, Sink, Source, StatefulTransform, Step, StepCache, StepContext,
+    StepInfo, Transform,
 };
 pub use units::{format_bytes, format_duration, parse_bytes, parse_duration};
 pub use value::{Value, ValueRef};

@@ -32,7 +32,9 @@
 #![deny(missing_docs)]
 
 pub use weave_core::*;
-pub use weave_exec::{ExecOptions, LogSubscriber, MemoryBudget, RunError, RunSummary, StepStats, run};
+pub use weave_exec::{
+    CacheUse, ExecOptions, LogSubscriber, MemoryBudget, RunError, RunSummary, StepStats, cache_roles, run,
+};
 pub use weave_monitor::{
     Alert, AlertManager, Histogram, MetricsCollector, PipelineStats, ResourceUsage, RunEntry, RunInfo, RunRecorder,
     StepMetrics, list_runs,

@@ -1,0 +1,605 @@
+//! The cache in runs: each step's key (a Merkle chain through the DAG), what the store
+//! holds for it, why it changed since the last run, and the entries the executor reads
+//! and writes through [`StepCache`].
+//!
+//! Layout of a step's output in the [`Store`]: part `n` (the output made from the step's
+//! `n`-th input batch, with the sequence numbers it went out with) lives under the step's
+//! key with the last 8 bytes replaced by `n`; the manifest, written when the output is
+//! complete, under the same prefix with `u64::MAX`. Entries of one step share a 24-byte
+//! prefix, which is what a run pins against `weave cache gc`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Serialize};
+use weave_core::{Batch, CacheMode, Pipeline, Shape, StepCache};
+
+use crate::codec;
+use crate::error::Error;
+use crate::files::FileIndex;
+use crate::key::{Key, KeyBuilder};
+use crate::store::Store;
+
+/// What the cache holds for a step, before the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Its whole output is stored under its key (for a sink: its files are as it wrote them).
+    Cached,
+    /// An interrupted run stored the output of this many input batches; the rest is computed.
+    Partial(u64),
+    /// It ran before with another key (the reasons say what changed).
+    Stale,
+    /// Its key is the one of the last run, but its output is not stored (`cache = "auto"`
+    /// keeps only costly steps), so it runs again if a step after it needs it.
+    NotStored,
+    /// Never run with this cache.
+    New,
+    /// `--refresh` asked for it (or a step before it) to be computed again.
+    Refresh,
+    /// Its key cannot be computed, so it is never taken from the cache.
+    Uncacheable,
+    /// `--no-cache`, or `cache = false`.
+    Off,
+}
+
+impl Status {
+    /// The word `weave plan` shows: `cached`, `partial`, `stale` or `compute`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Status::Cached => "cached",
+            Status::Partial(_) => "partial",
+            Status::Stale => "stale",
+            _ => "compute",
+        }
+    }
+}
+
+/// One step in a [`CachePlan`].
+#[derive(Debug, Clone)]
+pub struct StepPlan {
+    /// The step's id.
+    pub id: String,
+    /// Its key; `None` when it cannot be computed (then the step is not cached).
+    pub key: Option<Key>,
+    /// What the cache holds for it.
+    pub status: Status,
+    /// Why, in words: what changed since the last run, or why it is not cached.
+    pub reasons: Vec<String>,
+    /// Whether its output is stored in this run.
+    pub stores: bool,
+    record: Option<KeyRecord>,
+    sink_files: Option<Vec<PathBuf>>,
+}
+
+/// What went into a step's key, remembered after a run so that the next plan can say what
+/// changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct KeyRecord {
+    key: Key,
+    kind: String,
+    version: u32,
+    config: String,
+    seed: u64,
+    inputs: Vec<(String, Key)>,
+    files: Vec<(String, Key)>,
+}
+
+/// The options of a run that bear on the cache.
+#[derive(Debug, Clone, Default)]
+pub struct CacheOptions {
+    /// `--no-cache`: nothing is read from or written to the cache.
+    pub disabled: bool,
+    /// `--refresh STEP`: these steps, and every step after them, are computed again.
+    pub refresh: Vec<String>,
+}
+
+/// Every step's key and cache status for one pipeline, and the entries a run uses.
+#[derive(Debug)]
+pub struct CachePlan {
+    store: Store,
+    files: Arc<FileIndex>,
+    pipeline: String,
+    steps: Vec<StepPlan>,
+}
+
+/// A step's stored manifest: written last, so its presence means the output is whole.
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    parts: u64,
+    /// For a sink: the files it wrote and their content hashes.
+    files: Vec<(String, Key)>,
+}
+
+fn prefixed(key: &Key, n: u64) -> Key {
+    let mut b = *key.as_bytes();
+    b[24..].copy_from_slice(&n.to_be_bytes());
+    Key::from_bytes(b)
+}
+
+fn manifest_key(key: &Key) -> Key {
+    prefixed(key, u64::MAX)
+}
+
+impl CachePlan {
+    /// Computes every step's key and status. Input files are hashed through `files`
+    /// (trusted by their stamp when unchanged). Never fails: a key part that cannot be
+    /// computed makes that step (and the steps after it) uncacheable, with the reason.
+    pub fn new(pipeline: &Pipeline, store: Store, files: Arc<FileIndex>, options: &CacheOptions) -> CachePlan {
+        let dag = pipeline.dag();
+        let records = read_records(&store, &pipeline.name);
+        let mut steps: Vec<Option<StepPlan>> = (0..dag.len()).map(|_| None).collect();
+        let mut refresh = vec![false; dag.len()];
+        for &i in dag.topological_order() {
+            let node = dag.node(i);
+            let p = &node.payload;
+            let info = p.step.info();
+            refresh[i] = options.refresh.iter().any(|r| *r == node.id) || node.inputs.iter().any(|&j| refresh[j]);
+            let mut reasons = Vec::new();
+            // The key, or why there is none.
+            let mut inputs = Vec::new();
+            for &j in &node.inputs {
+                let up = steps[j].as_ref();
+                match up.and_then(|u| u.key) {
+                    Some(k) => inputs.push((dag.node(j).id.clone(), k)),
+                    None => reasons.push(format!("step \"{}\" before it is not cacheable", dag.node(j).id)),
+                }
+            }
+            let mut file_keys = Vec::new();
+            for f in info.files_read() {
+                match files.hash(&f) {
+                    Ok(k) => file_keys.push((f.display().to_string(), k)),
+                    Err(e) => reasons.push(format!("cannot hash its input: {e}")),
+                }
+            }
+            if !info.cacheable() {
+                reasons.push("the step says its output depends on more than its key covers".to_owned());
+            }
+            let record = reasons.is_empty().then(|| {
+                let mut b = KeyBuilder::new("step-output")
+                    .part("kind", p.kind.as_bytes())
+                    .number("version", u64::from(p.version))
+                    .part("config", p.config.as_bytes())
+                    .number("seed", pipeline.seed);
+                for (id, k) in &inputs {
+                    b = b.part("input", id.as_bytes()).key("input-key", k);
+                }
+                for (path, k) in &file_keys {
+                    b = b.part("file", path.as_bytes()).key("file-key", k);
+                }
+                KeyRecord {
+                    key: b.finish(),
+                    kind: p.kind.clone(),
+                    version: p.version,
+                    config: p.config.to_string(),
+                    seed: pipeline.seed,
+                    inputs,
+                    files: file_keys,
+                }
+            });
+            let stores = !options.disabled && record.is_some() && p.cache.stores(node.shape, node.cost);
+            let previous = records.get(&node.id);
+            let status = match &record {
+                _ if options.disabled => {
+                    reasons.push("--no-cache".to_owned());
+                    Status::Off
+                }
+                None => Status::Uncacheable,
+                Some(_) if p.cache == CacheMode::Off => {
+                    reasons.push("cache = false".to_owned());
+                    Status::Off
+                }
+                Some(r) => {
+                    let changed = previous.map(|prev| explain(prev, r));
+                    match &changed {
+                        Some(why) if !why.is_empty() => reasons.extend(why.iter().cloned()),
+                        Some(_) => {}
+                        None => reasons.push("never run with this cache".to_owned()),
+                    }
+                    if refresh[i] {
+                        reasons.push("--refresh".to_owned());
+                        Status::Refresh
+                    } else if stores {
+                        match stored_state(&store, &files, &r.key, node.shape == Shape::Sink) {
+                            Stored::Complete => Status::Cached,
+                            Stored::Parts(n) if n > 0 => Status::Partial(n),
+                            Stored::OutputChanged(why) => {
+                                reasons.push(why);
+                                Status::Stale
+                            }
+                            Stored::Parts(_) => match changed {
+                                Some(why) if !why.is_empty() => Status::Stale,
+                                Some(_) => {
+                                    reasons.push("its output is no longer in the cache".to_owned());
+                                    Status::New
+                                }
+                                None => Status::New,
+                            },
+                        }
+                    } else {
+                        match changed {
+                            Some(why) if !why.is_empty() => Status::Stale,
+                            Some(_) => {
+                                reasons.push(
+                                    "unchanged, but its output is not kept (cache = \"auto\" keeps costly steps only)"
+                                        .to_owned(),
+                                );
+                                Status::NotStored
+                            }
+                            None => Status::New,
+                        }
+                    }
+                }
+            };
+            let sink_files = (node.shape == Shape::Sink).then(|| info.files_written());
+            steps[i] = Some(StepPlan {
+                id: node.id.clone(),
+                key: record.as_ref().map(|r| r.key),
+                status,
+                reasons,
+                stores,
+                record,
+                sink_files,
+            });
+        }
+        let steps = steps.into_iter().flatten().collect();
+        CachePlan { store, files, pipeline: pipeline.name.clone(), steps }
+    }
+
+    /// The index of input files' content hashes the plan used (saved by
+    /// [`CachePlan::remember`]).
+    pub fn files(&self) -> &Arc<FileIndex> {
+        &self.files
+    }
+
+    /// The steps, in the pipeline's declaration order.
+    pub fn steps(&self) -> &[StepPlan] {
+        &self.steps
+    }
+
+    /// The plan of step `id`.
+    pub fn step(&self, id: &str) -> Option<&StepPlan> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    /// The entries the executor uses, by step id: one per step whose output is stored.
+    pub fn entries(&self) -> std::collections::HashMap<String, Arc<dyn StepCache>> {
+        let mut out = std::collections::HashMap::new();
+        for s in &self.steps {
+            let (true, Some(key)) = (s.stores, s.key) else { continue };
+            let entry = StepEntry {
+                store: self.store.clone(),
+                files: Arc::clone(&self.files),
+                key,
+                fresh: s.status == Status::Refresh,
+                sink_files: s.sink_files.clone(),
+                complete: OnceLock::new(),
+                parts: OnceLock::new(),
+            };
+            out.insert(s.id.clone(), Arc::new(entry) as Arc<dyn StepCache>);
+        }
+        out
+    }
+
+    /// Remembers every step's key parts, after a run that succeeded, so that the next plan
+    /// can say what changed; and saves the file index.
+    pub fn remember(&self) -> Result<(), Error> {
+        let dir = records_dir(&self.store, &self.pipeline);
+        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        let records: BTreeMap<&str, &KeyRecord> =
+            self.steps.iter().filter_map(|s| Some((s.id.as_str(), s.record.as_ref()?))).collect();
+        let bytes = serde_json::to_vec_pretty(&records).map_err(|e| Error::Encode(e.to_string()))?;
+        let path = dir.join("keys.json");
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(Error::io(&dir))?;
+        std::io::Write::write_all(&mut tmp, &bytes).map_err(Error::io(&path))?;
+        tmp.persist(&path).map_err(|e| Error::Io { path: path.clone(), source: e.error })?;
+        self.files.save()
+    }
+
+    /// The 24-byte prefixes of every entry this plan's steps use, for a [`Pin`].
+    pub fn prefixes(&self) -> Vec<[u8; 24]> {
+        self.steps.iter().filter_map(|s| s.key).map(|k| prefix_of(&k)).collect()
+    }
+}
+
+fn prefix_of(k: &Key) -> [u8; 24] {
+    let mut p = [0u8; 24];
+    p.copy_from_slice(&k.as_bytes()[..24]);
+    p
+}
+
+/// Says what differs between the last run's key parts and this one's.
+fn explain(prev: &KeyRecord, now: &KeyRecord) -> Vec<String> {
+    let mut why = Vec::new();
+    if prev.key == now.key {
+        return why;
+    }
+    if prev.kind != now.kind {
+        why.push(format!("kind changed: {} → {}", prev.kind, now.kind));
+    }
+    if prev.version != now.version {
+        why.push(format!("step version changed: {} → {}", prev.version, now.version));
+    }
+    if prev.config != now.config {
+        let a: serde_json::Value = serde_json::from_str(&prev.config).unwrap_or(serde_json::Value::Null);
+        let b: serde_json::Value = serde_json::from_str(&now.config).unwrap_or(serde_json::Value::Null);
+        let mut fields = Vec::new();
+        diff_json("", &a, &b, &mut fields);
+        if fields.is_empty() {
+            why.push("configuration changed".to_owned());
+        }
+        for f in fields {
+            why.push(format!("config {f}"));
+        }
+    }
+    if prev.seed != now.seed {
+        why.push(format!("seed changed: {} → {}", prev.seed, now.seed));
+    }
+    for (path, k) in &now.files {
+        match prev.files.iter().find(|(p, _)| p == path) {
+            Some((_, old)) if old != k => why.push(format!("input file {path} changed")),
+            Some(_) => {}
+            None => why.push(format!("reads a new input file {path}")),
+        }
+    }
+    for (path, _) in &prev.files {
+        if !now.files.iter().any(|(p, _)| p == path) {
+            why.push(format!("no longer reads {path}"));
+        }
+    }
+    for (id, k) in &now.inputs {
+        match prev.inputs.iter().find(|(p, _)| p == id) {
+            Some((_, old)) if old != k => why.push(format!("upstream step \"{id}\" changed")),
+            Some(_) => {}
+            None => why.push(format!("now follows step \"{id}\"")),
+        }
+    }
+    for (id, _) in &prev.inputs {
+        if !now.inputs.iter().any(|(p, _)| p == id) {
+            why.push(format!("no longer follows step \"{id}\""));
+        }
+    }
+    if why.is_empty() {
+        why.push("its key changed".to_owned());
+    }
+    why
+}
+
+/// Lists the fields that differ between two JSON values, as `` `a.b[2]`: x → y ``.
+fn diff_json(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value as J;
+    let name = |p: &str| if p.is_empty() { "(whole)".to_owned() } else { p.to_owned() };
+    match (a, b) {
+        (J::Object(x), J::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => diff_json(&p, u, v, out),
+                    (Some(u), None) => out.push(format!("`{p}` removed (was {u})")),
+                    (None, Some(v)) => out.push(format!("`{p}` added: {v}")),
+                    (None, None) => {}
+                }
+            }
+        }
+        (J::Array(x), J::Array(y)) if x.len() == y.len() => {
+            for (i, (u, v)) in x.iter().zip(y).enumerate() {
+                diff_json(&format!("{path}[{i}]"), u, v, out);
+            }
+        }
+        _ if a != b => out.push(format!("`{}` changed: {a} → {b}", name(path))),
+        _ => {}
+    }
+}
+
+fn records_dir(store: &Store, pipeline: &str) -> PathBuf {
+    let safe: String =
+        pipeline.chars().map(|c| if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    store.root().join("keys").join(safe)
+}
+
+fn read_records(store: &Store, pipeline: &str) -> BTreeMap<String, KeyRecord> {
+    let path = records_dir(store, pipeline).join("keys.json");
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+enum Stored {
+    Complete,
+    /// No manifest; this many consecutive parts from 0 are there.
+    Parts(u64),
+    /// A sink's manifest is there but its files are not as it wrote them.
+    OutputChanged(String),
+}
+
+/// What the store holds for `key`, from file presence only (nothing is read but a sink's
+/// manifest): the plan must stay fast.
+fn stored_state(store: &Store, files: &FileIndex, key: &Key, sink: bool) -> Stored {
+    if store.contains(&manifest_key(key)) {
+        if !sink {
+            return Stored::Complete;
+        }
+        return match read_manifest(store, key) {
+            Some(m) => match files_changed(&m, files) {
+                Some(why) => Stored::OutputChanged(why),
+                None => Stored::Complete,
+            },
+            None => Stored::Parts(0),
+        };
+    }
+    let mut n = 0;
+    while store.contains(&prefixed(key, n)) {
+        n += 1;
+    }
+    Stored::Parts(n)
+}
+
+fn read_manifest(store: &Store, key: &Key) -> Option<Manifest> {
+    let e = store.get(&manifest_key(key)).ok()??;
+    codec::decode(&e.payload)
+}
+
+/// Why a sink's files are not as its manifest records them, if they are not.
+fn files_changed(m: &Manifest, files: &FileIndex) -> Option<String> {
+    for (path, k) in &m.files {
+        match files.hash(Path::new(path)) {
+            Ok(now) if now == *k => {}
+            Ok(_) => return Some(format!("output file {path} was changed since it was written")),
+            Err(_) => return Some(format!("output file {path} is missing")),
+        }
+    }
+    None
+}
+
+/// A step's entry, as the executor sees it.
+struct StepEntry {
+    store: Store,
+    files: Arc<FileIndex>,
+    key: Key,
+    /// `--refresh`: nothing stored is used, the output is stored anew.
+    fresh: bool,
+    sink_files: Option<Vec<PathBuf>>,
+    complete: OnceLock<bool>,
+    parts: OnceLock<u64>,
+}
+
+impl StepEntry {
+    fn manifest(&self) -> Option<Manifest> {
+        read_manifest(&self.store, &self.key)
+    }
+
+    fn read_part(&self, part: u64) -> Result<Vec<(u64, Batch)>, String> {
+        let entry = self
+            .store
+            .get(&prefixed(&self.key, part))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("part {part} is missing or damaged"))?;
+        codec::decode(&entry.payload).ok_or_else(|| format!("part {part} does not decode"))
+    }
+}
+
+impl StepCache for StepEntry {
+    fn complete(&self) -> bool {
+        *self.complete.get_or_init(|| {
+            if self.fresh {
+                return false;
+            }
+            let Some(m) = self.manifest() else { return false };
+            if self.sink_files.is_some() {
+                return files_changed(&m, &self.files).is_none();
+            }
+            // Every part is read and checked now, so that a damaged one means computing the
+            // step, never a failure half-way through a replay.
+            for part in 0..m.parts {
+                if self.read_part(part).is_err() {
+                    let _ = self.store.remove(&manifest_key(&self.key));
+                    return false;
+                }
+            }
+            let _ = self.parts.set(m.parts);
+            true
+        })
+    }
+
+    fn replay(&self, f: &mut dyn FnMut(u64, Batch) -> bool) -> Result<(), String> {
+        let parts = match self.parts.get() {
+            Some(p) => *p,
+            None => self.manifest().ok_or("its manifest is gone")?.parts,
+        };
+        for part in 0..parts {
+            for (seq, batch) in self.read_part(part)? {
+                if !f(seq, batch) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn load(&self, part: u64) -> Option<Vec<(u64, Batch)>> {
+        if self.fresh {
+            return None;
+        }
+        self.read_part(part).ok()
+    }
+
+    fn store(&self, part: u64, out: &[(u64, Batch)]) -> Result<(), String> {
+        let bytes = codec::encode(out).map_err(|e| e.to_string())?;
+        self.store.put(&prefixed(&self.key, part), codec::BINCODE2, &bytes).map_err(|e| e.to_string())
+    }
+
+    fn finish(&self, parts: u64) -> Result<(), String> {
+        let mut files = Vec::new();
+        for f in self.sink_files.iter().flatten() {
+            let k = self.files.hash(f).map_err(|e| e.to_string())?;
+            files.push((f.display().to_string(), k));
+        }
+        let bytes = codec::encode(&Manifest { parts, files }).map_err(|e| e.to_string())?;
+        self.store.put(&manifest_key(&self.key), codec::BINCODE2, &bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// A running run's claim on its entries: `weave cache gc` never removes an entry whose
+/// prefix a live run has pinned. Removed when dropped.
+#[derive(Debug)]
+pub struct Pin {
+    path: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PinFile {
+    pid: u32,
+    prefixes: Vec<String>,
+}
+
+impl Pin {
+    /// Pins the entries of `plan` for this process.
+    pub fn new(plan: &CachePlan) -> Result<Pin, Error> {
+        let dir = plan.store.root().join("pins");
+        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        let pid = std::process::id();
+        let file = PinFile { pid, prefixes: plan.prefixes().iter().map(hex24).collect() };
+        let bytes = serde_json::to_vec(&file).map_err(|e| Error::Encode(e.to_string()))?;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let path = dir.join(format!("{pid}-{nanos}.json"));
+        let mut tmp = tempfile::Builder::new().prefix(".pin-").tempfile_in(&dir).map_err(Error::io(&dir))?;
+        std::io::Write::write_all(&mut tmp, &bytes).map_err(Error::io(&dir))?;
+        tmp.persist(&path).map_err(|e| Error::Io { path: path.clone(), source: e.error })?;
+        Ok(Pin { path })
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn hex24(p: &[u8; 24]) -> String {
+    p.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether process `pid` is alive (on Linux; elsewhere every pin counts as alive).
+fn alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") { Path::new(&format!("/proc/{pid}")).exists() } else { true }
+}
+
+/// Evicts least recently used entries until the store holds at most `max_bytes`, never
+/// one pinned by a live run (pins of dead runs are removed). Returns what was removed.
+pub fn gc(store: &Store, max_bytes: u64) -> Result<crate::store::Stats, Error> {
+    let mut pinned = std::collections::HashSet::new();
+    let dir = store.root().join("pins");
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            let Some(pin) = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<PinFile>(&b).ok())
+            else {
+                continue;
+            };
+            if alive(pin.pid) {
+                pinned.extend(pin.prefixes);
+            } else {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    store.gc(max_bytes, &|k| pinned.contains(&hex24(&prefix_of(k))))
+}

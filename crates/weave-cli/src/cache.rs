@@ -1,0 +1,109 @@
+//! The cache as the CLI uses it: where it lives, the plan of a run against it, and the
+//! `weave cache` commands.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use weave::cache::{CacheOptions, CachePlan, FileIndex, Status, Store};
+use weave::{CacheUse, Pipeline, format_bytes};
+
+use crate::Failure;
+
+/// The environment variable that moves the cache.
+pub(crate) const CACHE_DIR_ENV: &str = "WEAVE_CACHE_DIR";
+
+/// Where the cache of a pipeline lives: `--cache-dir`, else `$WEAVE_CACHE_DIR`, else the
+/// file's `[cache] dir`, else `.weave/cache` beside the pipeline file.
+pub(crate) fn dir_for(file: &Path, pipeline: &Pipeline, flag: Option<&Path>) -> PathBuf {
+    if let Some(d) = flag {
+        return d.to_path_buf();
+    }
+    if let Some(d) = std::env::var_os(CACHE_DIR_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    pipeline.cache_dir.clone().unwrap_or_else(|| weave::resolve(file, ".weave/cache"))
+}
+
+/// Opens the store and the file index in `dir`.
+pub(crate) fn open(dir: &Path) -> Result<(Store, Arc<FileIndex>), Failure> {
+    let store =
+        Store::open(dir).map_err(|e| Failure::Other(format!("cannot open the cache in {}: {e}", dir.display())))?;
+    let files = Arc::new(FileIndex::load(dir));
+    Ok((store, files))
+}
+
+/// Checks that every `--refresh` names a step.
+pub(crate) fn check_refresh(pipeline: &Pipeline, refresh: &[String]) -> Result<(), Failure> {
+    let ids: Vec<&str> = pipeline.dag().nodes().iter().map(|n| n.id.as_str()).collect();
+    for r in refresh {
+        if !ids.contains(&r.as_str()) {
+            let hint = weave::did_you_mean(r, ids.iter().copied())
+                .map_or_else(String::new, |s| format!(" (did you mean \"{s}\"?)"));
+            return Err(Failure::Other(format!(
+                "--refresh {r}: the pipeline has no step \"{r}\"{hint}; its steps: {}",
+                ids.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The plan of `pipeline` against the cache in `dir`.
+pub(crate) fn plan(pipeline: &Pipeline, dir: &Path, options: &CacheOptions) -> Result<CachePlan, Failure> {
+    let (store, files) = open(dir)?;
+    Ok(CachePlan::new(pipeline, store, files, options))
+}
+
+/// What the run will do with each step given the plan, in the DAG's node order.
+pub(crate) fn roles(pipeline: &Pipeline, plan: &CachePlan) -> Vec<CacheUse> {
+    weave::cache_roles(pipeline.dag(), &|id| plan.step(id).is_some_and(|s| s.stores && s.status == Status::Cached))
+}
+
+/// The word for a step in `weave plan`: what the cache holds, and whether it will run.
+pub(crate) fn status_text(status: &Status, role: CacheUse) -> String {
+    match (role, status) {
+        (CacheUse::Skipped, Status::Cached) => "cached".to_owned(),
+        (CacheUse::Skipped, _) => "skip (not needed)".to_owned(),
+        (CacheUse::Replayed, _) => "cached".to_owned(),
+        (CacheUse::Ran, Status::Cached) => "cached".to_owned(),
+        (CacheUse::Ran, Status::Partial(n)) => format!("partial ({n} batches stored)"),
+        (CacheUse::Ran, s) => s.label().to_owned(),
+    }
+}
+
+/// `weave cache stats`.
+pub(crate) fn stats(dir: &Path) -> Result<String, Failure> {
+    let (store, _) = open(dir)?;
+    let s = store.stats().map_err(|e| Failure::Other(e.to_string()))?;
+    Ok(format!("cache: {}\nentries: {}\nsize: {}\n", dir.display(), s.entries, format_bytes(s.bytes)))
+}
+
+/// `weave cache ls`: every entry, most recently used first.
+pub(crate) fn ls(dir: &Path) -> Result<String, Failure> {
+    let (store, _) = open(dir)?;
+    let mut list = store.list().map_err(|e| Failure::Other(e.to_string()))?;
+    list.sort_by(|a, b| b.2.cmp(&a.2));
+    let mut out = format!("{:<64}  {:>10}  last used\n", "key", "size");
+    for (key, bytes, used) in list {
+        let age = used.elapsed().map_or_else(
+            |_| "now".to_owned(),
+            |d| format!("{} ago", weave::format_duration(std::time::Duration::from_secs(d.as_secs()))),
+        );
+        out.push_str(&format!("{key}  {:>10}  {age}\n", format_bytes(bytes)));
+    }
+    Ok(out)
+}
+
+/// `weave cache gc --max-size SIZE`.
+pub(crate) fn gc(dir: &Path, max_bytes: u64) -> Result<String, Failure> {
+    let (store, _) = open(dir)?;
+    let removed = weave::cache::gc(&store, max_bytes).map_err(|e| Failure::Other(e.to_string()))?;
+    let left = store.stats().map_err(|e| Failure::Other(e.to_string()))?;
+    Ok(format!(
+        "removed {} entries ({}); {} entries ({}) left\n",
+        removed.entries,
+        format_bytes(removed.bytes),
+        left.entries,
+        format_bytes(left.bytes)
+    ))
+}
