@@ -124,6 +124,8 @@ pub enum Event {
         step: Arc<str>,
         /// The input batch's sequence number, for a per-batch hit.
         seq: Option<u64>,
+        /// Batches taken from the cache.
+        batches: u64,
         /// Records taken from the cache.
         records: u64,
     },

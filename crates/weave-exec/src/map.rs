@@ -166,8 +166,10 @@ pub(crate) fn map_loop(
             if cached {
                 stats[last].cached_batches += 1;
                 let (id, records) = (Arc::clone(&steps[last].id), batch.len() as u64);
-                shared.emit(|| Event::CacheHit { step: id, seq: Some(seq), records });
+                shared.emit(|| Event::CacheHit { step: id, seq: Some(seq), batches: 1, records });
             } else if rec.active() {
+                let id = Arc::clone(&steps[last].id);
+                shared.emit(|| Event::CacheMiss { step: id, seq: Some(seq) });
                 rec.store_at(idx, &[(seq, batch.clone())]);
             }
             stats[last].batches_out += 1;

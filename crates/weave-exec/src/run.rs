@@ -1241,8 +1241,8 @@ fn replay_loop(
     if stopped || shared.cancelled() {
         return Err(Stopped);
     }
-    let (id, records) = (Arc::clone(&step.id), stats.records_out);
-    shared.emit(|| Event::CacheHit { step: id, seq: None, records });
+    let (id, batches, records) = (Arc::clone(&step.id), stats.batches_out, stats.records_out);
+    shared.emit(|| Event::CacheHit { step: id, seq: None, batches, records });
     Ok(())
 }
 

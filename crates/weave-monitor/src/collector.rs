@@ -32,6 +32,15 @@ pub struct StepMetrics {
     pub quarantined: u64,
     /// Time spent waiting for the memory budget.
     pub waited_for_memory: Duration,
+    /// Batches whose output came from the cache (a replayed step counts every batch).
+    pub cache_hits: u64,
+    /// Records taken from the cache.
+    pub cache_hit_records: u64,
+    /// Input batches of a cached step that had to be computed.
+    pub cache_misses: u64,
+    /// `"replayed"` (whole output from the cache), `"skipped"` (not needed), or empty
+    /// when the step ran.
+    pub cache_use: &'static str,
     /// How long each successful call took.
     pub latency: Histogram,
     started: Option<Instant>,
@@ -210,6 +219,18 @@ impl MetricsCollector {
             per_step(&|s| s.quarantined.to_string()),
         );
         family(
+            "weave_step_cache_hit_batches_total",
+            "counter",
+            "Batches whose output came from the cache instead of the step.",
+            per_step(&|s| s.cache_hits.to_string()),
+        );
+        family(
+            "weave_step_cache_hit_records_total",
+            "counter",
+            "Records taken from the cache instead of computed.",
+            per_step(&|s| s.cache_hit_records.to_string()),
+        );
+        family(
             "weave_step_records_per_second",
             "gauge",
             "Records per second of the step's wall time.",
@@ -324,6 +345,16 @@ impl Subscriber for MetricsCollector {
             }
             Event::RecordsQuarantined { step, count } => st.step(step).quarantined += count,
             Event::WaitedForMemory { step, waited, .. } => st.step(step).waited_for_memory += *waited,
+            Event::CacheHit { step, seq, batches, records } => {
+                let s = st.step(step);
+                s.cache_hit_records += records;
+                s.cache_hits += batches;
+                if seq.is_none() {
+                    s.cache_use = "replayed";
+                }
+            }
+            Event::CacheMiss { step, .. } => st.step(step).cache_misses += 1,
+            Event::StepSkipped { step } => st.step(step).cache_use = "skipped",
             _ => {}
         }
     }

@@ -160,6 +160,9 @@ impl RunRecorder {
                         "failures": s.failures,
                         "dropped": s.dropped,
                         "quarantined": s.quarantined,
+                        "cache": if s.cache_use.is_empty() { "ran" } else { s.cache_use },
+                        "cache_hit_batches": s.cache_hits,
+                        "cache_hit_records": s.cache_hit_records,
                         "records_per_second": s.records_per_second(),
                         "wall_seconds": s.wall.map(|w| w.as_secs_f64()),
                         "call_seconds": {
@@ -240,6 +243,11 @@ fn event_json(e: &Event, t: Duration) -> Value {
         Event::WaitedForMemory { step, bytes, waited } => {
             json!({"t": t, "event": "waited_for_memory", "step": &**step, "bytes": bytes, "waited": waited.as_secs_f64()})
         }
+        Event::CacheHit { step, seq, batches, records } => {
+            json!({"t": t, "event": "cache_hit", "step": &**step, "seq": seq, "batches": batches, "records": records})
+        }
+        Event::CacheMiss { step, seq } => json!({"t": t, "event": "cache_miss", "step": &**step, "seq": seq}),
+        Event::StepSkipped { step } => json!({"t": t, "event": "step_skipped", "step": &**step}),
         other => json!({"t": t, "event": format!("{other:?}")}),
     }
 }
