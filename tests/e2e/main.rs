@@ -2,6 +2,8 @@
 
 // validate, plan, graph and kinds on the pipeline files in tests/data.
 mod cli;
+// The cache: re-runs, changed steps, resume after SIGKILL, damage, two runs at once.
+mod cache;
 // weave run: outputs, failures, bad records, overrides, Ctrl-C.
 mod run;
 // load → clean → dedup → export on generated data, against an independent computation.

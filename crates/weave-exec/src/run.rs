@@ -672,7 +672,7 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
             Ok(r) => {
                 for (node, s) in r.stats {
                     let (id, kind) = (std::mem::take(&mut stats[node].id), std::mem::take(&mut stats[node].kind));
-                    stats[node] = StepStats { id, kind, ..s };
+                    stats[node] = StepStats { id, kind, cache: stats[node].cache, ..s };
                 }
                 sinks.extend(r.sink);
             }

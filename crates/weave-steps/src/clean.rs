@@ -356,7 +356,13 @@ impl Transform for Clean {
                         }
                     }
                     let dropped = keep.iter().filter(|k| !**k).count() as u64;
-                    ctx.count_dropped(f.name(), dropped);
+                    if ctx.keeps_dropped() {
+                        for (i, _) in keep.iter().enumerate().filter(|(_, k)| !**k) {
+                            ctx.drop_record(f.name(), || out.row(i).to_record());
+                        }
+                    } else {
+                        ctx.count_dropped(f.name(), dropped);
+                    }
                     if dropped > 0 {
                         out = out.filter(&keep);
                     }

@@ -149,7 +149,13 @@ impl StatefulTransform for Dedup {
             keep.push(self.seen.insert(u128::from_le_bytes(key)));
         }
         let dropped = keep.iter().filter(|k| !**k).count() as u64;
-        ctx.count_dropped("duplicate", dropped);
+        if ctx.keeps_dropped() {
+            for (i, _) in keep.iter().enumerate().filter(|(_, k)| !**k) {
+                ctx.drop_record("duplicate", || batch.row(i).to_record());
+            }
+        } else {
+            ctx.count_dropped("duplicate", dropped);
+        }
         if dropped < batch.len() as u64 {
             out.push(batch.filter(&keep));
         }

@@ -1,0 +1,304 @@
+//! The cache through the real binary: unchanged re-runs, changed steps, resume after
+//! SIGKILL, damaged entries, two runs at once, `weave plan --explain`, `weave cache`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::cli::{check_in, weave_in};
+
+/// load → clean (output kept in the cache) → dedup → export.
+const PIPELINE: &str = r#"
+[pipeline]
+name = "cached"
+seed = 7
+
+[[step]]
+id = "load"
+kind = "load_csv"
+path = "in.csv"
+batch_size = BATCH
+
+[[step]]
+id = "clean"
+kind = "clean"
+fields = ["text"]
+rules = ["trim", "collapse_whitespace", { min_chars = MIN }]
+cache = true
+
+[[step]]
+id = "dedup"
+kind = "dedup"
+fields = ["text"]
+
+[[step]]
+id = "export"
+kind = "export_jsonl"
+path = "out/result.jsonl"
+"#;
+
+fn pipeline(batch: usize, min: usize) -> String {
+    PIPELINE.replace("BATCH", &batch.to_string()).replace("MIN", &min.to_string())
+}
+
+/// Rows with repeats (for dedup) and short texts (for min_chars).
+fn input(rows: usize) -> String {
+    let mut csv = String::from("id,text\n");
+    for i in 0..rows {
+        let text =
+            if i % 10 == 3 { "short".to_owned() } else { format!("  text   number {} of the corpus ", i % 7919) };
+        csv.push_str(&format!("{i},{text}\n"));
+    }
+    csv
+}
+
+fn setup(rows: usize, batch: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("p.toml"), pipeline(batch, 10)).expect("pipeline");
+    std::fs::write(dir.path().join("in.csv"), input(rows)).expect("input");
+    dir
+}
+
+fn output(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("out/result.jsonl")).expect("the output exists")
+}
+
+/// The latest run's report.
+fn report(dir: &Path) -> serde_json::Value {
+    let mut runs: Vec<PathBuf> =
+        std::fs::read_dir(dir.join(".weave/runs")).expect("runs").flatten().map(|e| e.path()).collect();
+    runs.sort();
+    let last = runs.last().expect("a run record");
+    serde_json::from_slice(&std::fs::read(last.join("report.json")).expect("report")).expect("JSON")
+}
+
+fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["steps"].as_array().expect("steps").iter().find(|s| s["step"] == id).expect("the step")
+}
+
+/// Every file in the cache's object store.
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(shards) = std::fs::read_dir(dir.join(".weave/cache/objects")) {
+        for shard in shards.flatten() {
+            if let Ok(files) = std::fs::read_dir(shard.path()) {
+                out.extend(files.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// An uninterrupted run without the cache, in a folder of its own: the reference output.
+fn reference(rows: usize, batch: usize) -> Vec<u8> {
+    let dir = setup(rows, batch);
+    check_in(dir.path(), &["run", "p.toml", "--no-cache"], 0, &[], &[]);
+    assert!(entries(dir.path()).is_empty(), "--no-cache writes nothing to the cache");
+    output(dir.path())
+}
+
+#[test]
+fn an_unchanged_rerun_is_all_hits_and_gives_the_same_bytes() {
+    let dir = setup(5000, 500);
+    check_in(dir.path(), &["plan", "p.toml"], 0, &["compute"], &[]);
+    check_in(dir.path(), &["run", "p.toml"], 0, &["run succeeded"], &[]);
+    let first = output(dir.path());
+    assert_eq!(first, reference(5000, 500));
+
+    // Nothing changed: the export's file is up to date, so nothing runs at all.
+    let out = check_in(dir.path(), &["plan", "p.toml", "--explain"], 0, &[], &[]);
+    assert!(out.stdout.contains("export (cached): unchanged"), "{}", out.stdout);
+    check_in(dir.path(), &["run", "p.toml"], 0, &["skipped"], &[]);
+    assert_eq!(output(dir.path()), first);
+    let r = report(dir.path());
+    for id in ["load", "clean", "dedup", "export"] {
+        assert_eq!(step(&r, id)["cache"], "skipped", "{id}: {r:#}");
+        assert_eq!(step(&r, id)["records_in"], 0, "{id} computed nothing");
+    }
+
+    // The output file removed: the export runs again from clean's stored output.
+    std::fs::remove_file(dir.path().join("out/result.jsonl")).expect("rm");
+    let out = check_in(dir.path(), &["plan", "p.toml", "--explain"], 0, &[], &[]);
+    assert!(out.stdout.contains("output file out/result.jsonl is missing"), "{}", out.stdout);
+    check_in(dir.path(), &["run", "p.toml"], 0, &["replayed"], &[]);
+    assert_eq!(output(dir.path()), first);
+    let r = report(dir.path());
+    assert_eq!(step(&r, "load")["cache"], "skipped");
+    assert_eq!(step(&r, "clean")["cache"], "replayed");
+    assert_eq!(step(&r, "clean")["cache_hit_batches"], 10);
+    assert_eq!(step(&r, "dedup")["cache"], "ran");
+
+    // --no-cache computes everything; --refresh computes the step and what follows.
+    check_in(dir.path(), &["run", "p.toml", "--refresh", "clean"], 0, &[], &[]);
+    let r = report(dir.path());
+    assert_eq!(step(&r, "load")["cache"], "ran");
+    assert_eq!(step(&r, "clean")["cache_hit_batches"], 0);
+    assert_eq!(step(&r, "export")["cache"], "ran");
+    assert_eq!(output(dir.path()), first);
+    check_in(dir.path(), &["run", "p.toml", "--refresh", "clen"], 1, &[], &["did you mean \"clean\""]);
+}
+
+#[test]
+fn changing_one_step_recomputes_it_and_the_steps_after_it() {
+    let dir = setup(3000, 500);
+    check_in(dir.path(), &["run", "p.toml"], 0, &[], &[]);
+    // The dedup step changes: clean's stored output is reused, load is not needed.
+    let changed = pipeline(500, 10)
+        .replace("fields = [\"text\"]\n\n[[step]]\nid = \"export\"", "fields = [\"id\"]\n\n[[step]]\nid = \"export\"");
+    assert_ne!(changed, pipeline(500, 10));
+    std::fs::write(dir.path().join("p.toml"), &changed).expect("pipeline");
+    let out = check_in(dir.path(), &["plan", "p.toml", "--explain"], 0, &[], &[]);
+    assert!(out.stdout.contains("dedup (stale): config `fields[0]` changed: \"text\" → \"id\""), "{}", out.stdout);
+    assert!(out.stdout.contains("export (stale): upstream step \"dedup\" changed"), "{}", out.stdout);
+    assert!(out.stdout.contains("clean (cached)"), "{}", out.stdout);
+    check_in(dir.path(), &["run", "p.toml"], 0, &[], &[]);
+    let r = report(dir.path());
+    assert_eq!(step(&r, "load")["cache"], "skipped");
+    assert_eq!(step(&r, "clean")["cache"], "replayed");
+    assert_eq!(step(&r, "dedup")["cache"], "ran");
+    // Deduplicated on the unique id, every cleaned row stays.
+    let rows = String::from_utf8(output(dir.path())).expect("UTF-8").lines().count();
+    assert_eq!(rows as u64, step(&r, "clean")["cache_hit_records"].as_u64().expect("records"));
+
+    // An input file edited: the plan names it, and everything runs again.
+    let mut csv = input(3000);
+    csv.push_str("3000,a brand new row of text\n");
+    std::fs::write(dir.path().join("in.csv"), csv).expect("input");
+    let out = check_in(dir.path(), &["plan", "p.toml", "--explain"], 0, &[], &[]);
+    assert!(out.stdout.contains("load (stale): input file in.csv changed"), "{}", out.stdout);
+    assert!(out.stdout.contains("clean (stale): upstream step \"load\" changed"), "{}", out.stdout);
+}
+
+#[test]
+fn a_killed_run_resumes_without_recomputing_finished_batches() {
+    let (rows, batch) = (400_000, 2000);
+    let dir = setup(rows, batch);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weave"))
+        .args(["run", "p.toml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("weave starts");
+    // Wait until clean has stored some batches, then kill the run outright.
+    let t0 = Instant::now();
+    while entries(dir.path()).len() < 10 && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let killed = Command::new("kill").args(["-KILL", &child.id().to_string()]).status().expect("kill runs");
+    assert!(killed.success());
+    let status = child.wait().expect("weave exits");
+    assert!(!status.success(), "the run was killed before it finished ({status})");
+    assert!(!dir.path().join("out/result.jsonl").exists(), "nothing committed");
+    let stored = entries(dir.path()).len() as u64;
+    assert!(stored >= 10);
+
+    let out = check_in(dir.path(), &["plan", "p.toml"], 0, &["partial ("], &[]);
+    assert!(out.stdout.contains("batches stored)"), "{}", out.stdout);
+    check_in(dir.path(), &["run", "p.toml", "--metrics-file", "m.prom"], 0, &["batches hit"], &[]);
+    let r = report(dir.path());
+    let hits = step(&r, "clean")["cache_hit_batches"].as_u64().expect("hits");
+    // Every batch stored before the kill is taken from the cache, not computed again.
+    assert!(hits >= stored, "{hits} hits, {stored} entries stored before the kill");
+    assert_eq!(step(&r, "clean")["calls"].as_u64().expect("calls") + hits, (rows / batch) as u64);
+    let prom = std::fs::read_to_string(dir.path().join("m.prom")).expect("metrics");
+    let line = format!("weave_step_cache_hit_batches_total{{pipeline=\"cached\",step=\"clean\"}} {hits}");
+    assert!(prom.lines().any(|l| l == line), "{line} in\n{prom}");
+    assert_eq!(output(dir.path()), reference(rows, batch), "the resumed run's output is the uninterrupted one's");
+}
+
+#[test]
+fn damaged_entries_are_warned_about_and_recomputed() {
+    let dir = setup(6000, 500);
+    check_in(dir.path(), &["run", "p.toml"], 0, &[], &[]);
+    let good = output(dir.path());
+    let parts = entries(dir.path());
+    assert!(parts.len() >= 12, "12 parts of clean and a manifest each for clean and export: {parts:?}");
+    // One entry with a flipped byte, one truncated, one emptied.
+    let mut bytes = std::fs::read(&parts[0]).expect("entry");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&parts[0], &bytes).expect("flip");
+    let bytes = std::fs::read(&parts[1]).expect("entry");
+    std::fs::write(&parts[1], &bytes[..bytes.len() / 2]).expect("truncate");
+    std::fs::write(&parts[2], b"").expect("empty");
+    std::fs::remove_file(dir.path().join("out/result.jsonl")).expect("rm");
+
+    let out = check_in(dir.path(), &["run", "p.toml"], 0, &["run succeeded"], &["is damaged"]);
+    assert!(out.stderr.contains("removing it and recomputing"), "{}", out.stderr);
+    assert_eq!(output(dir.path()), good);
+    // The damaged entries were replaced: the next run finds the cache whole again.
+    std::fs::remove_file(dir.path().join("out/result.jsonl")).expect("rm");
+    let out = check_in(dir.path(), &["run", "p.toml"], 0, &["replayed"], &[]);
+    assert!(!out.stderr.contains("damaged"), "{}", out.stderr);
+    assert_eq!(output(dir.path()), good);
+}
+
+#[test]
+fn two_runs_at_once_share_one_cache() {
+    let dir = setup(100_000, 1000);
+    // Same steps, other output file: the two runs compute and store the same entries.
+    let second = pipeline(1000, 10).replace("out/result.jsonl", "out/second.jsonl");
+    std::fs::write(dir.path().join("q.toml"), second).expect("pipeline");
+    let spawn = |file: &str| {
+        Command::new(env!("CARGO_BIN_EXE_weave"))
+            .args(["run", file, "-q"])
+            .current_dir(dir.path())
+            .output()
+            .expect("weave runs")
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| spawn("p.toml"));
+        let b = s.spawn(|| spawn("q.toml"));
+        (a.join().expect("thread"), b.join().expect("thread"))
+    });
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let first = output(dir.path());
+    assert_eq!(std::fs::read(dir.path().join("out/second.jsonl")).expect("second"), first);
+    assert_eq!(first, reference(100_000, 1000));
+    // The cache is valid: a run that must read it back warns of nothing and agrees.
+    std::fs::remove_file(dir.path().join("out/second.jsonl")).expect("rm");
+    let out = weave_in(dir.path(), &["run", "q.toml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("damaged"), "{}", out.stderr);
+    assert!(out.stdout.contains("replayed"), "{}", out.stdout);
+    assert_eq!(std::fs::read(dir.path().join("out/second.jsonl")).expect("second"), first);
+}
+
+#[test]
+fn cache_commands_show_and_evict_entries() {
+    let dir = setup(2000, 500);
+    let cache = dir.path().join("elsewhere");
+    let cache_s = cache.to_str().expect("UTF-8 path");
+    let run = Command::new(env!("CARGO_BIN_EXE_weave"))
+        .args(["run", "p.toml", "-q"])
+        .env("WEAVE_CACHE_DIR", &cache)
+        .current_dir(dir.path())
+        .status()
+        .expect("weave runs");
+    assert!(run.success());
+    assert!(entries(dir.path()).is_empty(), "WEAVE_CACHE_DIR moved the cache");
+    check_in(dir.path(), &["cache", "stats", "--dir", cache_s], 0, &["entries: 6"], &[]);
+    let ls = check_in(dir.path(), &["cache", "ls", "--dir", cache_s], 0, &["key"], &[]);
+    assert_eq!(ls.stdout.lines().count(), 7, "{}", ls.stdout);
+    check_in(dir.path(), &["cache", "gc", "--dir", cache_s, "--max-size", "1GB"], 0, &["removed 0 entries"], &[]);
+    check_in(dir.path(), &["cache", "clear", "--dir", cache_s], 0, &["removed 6 entries", "0 entries (0 B) left"], &[]);
+    check_in(dir.path(), &["cache", "stats", "--dir", "nowhere"], 1, &[], &["no cache in nowhere"]);
+}
+
+#[test]
+fn dropped_records_go_to_the_exclusion_file_with_their_reason() {
+    let dir = setup(100, 50);
+    let text = pipeline(50, 10).replace("cache = true", "cache = true\nexclusions = \"out/dropped.jsonl\"");
+    std::fs::write(dir.path().join("p.toml"), text).expect("pipeline");
+    check_in(dir.path(), &["run", "p.toml"], 0, &[], &[]);
+    let dropped = std::fs::read_to_string(dir.path().join("out/dropped.jsonl")).expect("exclusion file");
+    let lines: Vec<serde_json::Value> = dropped.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    assert_eq!(lines.len(), 10, "{dropped}");
+    assert_eq!(lines[0]["reason"], "min_chars");
+    assert_eq!(lines[0]["step"], "clean");
+    assert_eq!(lines[0]["record"]["id"], "3");
+    assert_eq!(lines[9]["record"]["id"], "93");
+}
