@@ -112,7 +112,13 @@ path = "out.jsonl"
     let want = expected(&rows);
     assert!(want.len() > 5_000 && want.len() < 15_000, "the generator makes a useful mix: {}", want.len());
     for threads in ["1", "2"] {
-        let out = check_in(dir.path(), &["run", "p.toml", "--max-concurrent", threads, "--no-cache"], 0, &["run succeeded"], &[]);
+        let out = check_in(
+            dir.path(),
+            &["run", "p.toml", "--max-concurrent", threads, "--no-cache"],
+            0,
+            &["run succeeded"],
+            &[],
+        );
         let dropped_dups = out.stdout.lines().find(|l| l.starts_with("dedup")).unwrap_or_default().to_owned();
         assert!(dropped_dups.contains("duplicate"), "{}", out.stdout);
         let got = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");

@@ -134,7 +134,7 @@ impl CachePlan {
             let node = dag.node(i);
             let p = &node.payload;
             let info = p.step.info();
-            refresh[i] = options.refresh.iter().any(|r| *r == node.id) || node.inputs.iter().any(|&j| refresh[j]);
+            refresh[i] = options.refresh.contains(&node.id) || node.inputs.iter().any(|&j| refresh[j]);
             let mut reasons = Vec::new();
             // The key, or why there is none.
             let mut inputs = Vec::new();

@@ -82,7 +82,7 @@ pub(crate) fn stats(dir: &Path) -> Result<String, Failure> {
 pub(crate) fn ls(dir: &Path) -> Result<String, Failure> {
     let (store, _) = open(dir)?;
     let mut list = store.list().map_err(|e| Failure::Other(e.to_string()))?;
-    list.sort_by(|a, b| b.2.cmp(&a.2));
+    list.sort_by_key(|e| std::cmp::Reverse(e.2));
     let mut out = format!("{:<64}  {:>10}  last used\n", "key", "size");
     for (key, bytes, used) in list {
         let age = used.elapsed().map_or_else(

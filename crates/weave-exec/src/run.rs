@@ -717,10 +717,10 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
         let mut ctx = StepContext::new(Arc::clone(&id), shared.seed, 0, Arc::clone(&shared.cancel));
         if let Err(e) = s.commit(&mut ctx) {
             commit_error = Some(Error::Step { step: id.to_string(), retries: 0, source: e });
-        } else if let Some(cache) = options.caches.get(&*id) {
-            if let Err(e) = cache.finish(stats[node].batches_in) {
-                log::warn!("step \"{id}\": cannot record its output in the cache: {e}");
-            }
+        } else if let Some(cache) = options.caches.get(&*id)
+            && let Err(e) = cache.finish(stats[node].batches_in)
+        {
+            log::warn!("step \"{id}\": cannot record its output in the cache: {e}");
         }
     }
     if let Some(error) = commit_error {
