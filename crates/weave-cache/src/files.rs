@@ -29,7 +29,13 @@ struct Known {
 
 /// A file whose stamp is this recent may still change within the clock's granularity
 /// without its stamp changing ("racily clean" in git's words): it is hashed every time.
-const RACY: Duration = Duration::from_secs(2);
+/// Filesystems that keep whole seconds (FAT, some network mounts) get two seconds; those
+/// that keep nanoseconds update mtimes on the kernel's tick (a few milliseconds), so a
+/// tenth of a second is a wide margin, and a file written by the previous run is trusted
+/// by the next.
+fn racy_window(stamp: &Stamp) -> Duration {
+    if stamp.mtime_ns % 1_000_000_000 == 0 { Duration::from_secs(2) } else { Duration::from_millis(100) }
+}
 
 /// Content hashes of input files, kept in `files.json` in the cache folder.
 #[derive(Debug)]
@@ -63,7 +69,7 @@ impl FileIndex {
         hasher.update_reader(std::io::BufReader::with_capacity(1 << 20, f)).map_err(Error::io(&abs))?;
         let hash = Key::from(hasher.finalize());
         let fresh =
-            meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).is_none_or(|age| age < RACY);
+            meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).is_none_or(|age| age < racy_window(&stamp));
         // A file changed while it was read, or too recently to trust its stamp, is not
         // remembered.
         let after = fs::metadata(&abs).map(|m| stamp_of(&m)).ok();

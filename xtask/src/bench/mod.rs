@@ -7,6 +7,7 @@
 //! `MISSED` but does not change the exit code: benchmarks report, they do not fail CI.
 
 mod backpressure;
+mod cache;
 mod layout;
 mod measure;
 mod monitoring;
@@ -72,6 +73,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "backpressure",
         summary: "2 GB of 8 MiB batches through a slow sink with max_memory = 64 MiB, in a child process: peak RSS",
         run: backpressure::run,
+    },
+    Scenario {
+        name: "cache",
+        summary: "1M-row load/clean/dedup/export through the weave binary: cache write cost, no-change re-run, replay; blake3 GB/s",
+        run: cache::run,
     },
 ];
 
