@@ -68,8 +68,11 @@ impl FileIndex {
         let f = File::open(&abs).map_err(Error::io(&abs))?;
         hasher.update_reader(std::io::BufReader::with_capacity(1 << 20, f)).map_err(Error::io(&abs))?;
         let hash = Key::from(hasher.finalize());
-        let fresh =
-            meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).is_none_or(|age| age < racy_window(&stamp));
+        let fresh = meta
+            .modified()
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_none_or(|age| age < racy_window(&stamp));
         // A file changed while it was read, or too recently to trust its stamp, is not
         // remembered.
         let after = fs::metadata(&abs).map(|m| stamp_of(&m)).ok();

@@ -8,3 +8,5 @@ mod determinism;
 mod failures;
 // The memory budget and back-pressure.
 mod memory;
+// Cache entries: replay, skip, resume.
+mod cache;
