@@ -36,6 +36,28 @@ fn missing_field(batch: &weave_core::Batch, name: &str) -> weave_core::StepError
     weave_core::StepError::fatal(format!("field `{name}` is not in the data (fields: {})", known.join(", ")))
 }
 
+/// The regular expression written at `item` (the value of key `what`), or `None` with
+/// the problem recorded at its place.
+fn regex_at(p: &weave_core::Params, item: &weave_core::ConfItem, what: &str) -> Option<regex::Regex> {
+    match &item.value {
+        weave_core::ConfValue::Str(s) => match regex::Regex::new(s) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                // The regex crate's message draws the pattern over several lines; its last
+                // line says what is wrong, and the diagnostic already points at the place.
+                let text = e.to_string();
+                let why = text.lines().last().unwrap_or_default().trim_start_matches("error: ").to_owned();
+                p.error_at(item, format!("`{what}` is not a valid regular expression: {why}"));
+                None
+            }
+        },
+        other => {
+            p.error_at(item, format!("`{what}` must be a regular expression (a string), not {}", other.type_name()));
+            None
+        }
+    }
+}
+
 /// Rows per batch for a source: the `batch_size` key, at least 1, 8192 by default.
 fn batch_size(p: &weave_core::Params) -> usize {
     let n = p.u64("batch_size").unwrap_or(8192);
