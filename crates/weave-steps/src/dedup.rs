@@ -99,6 +99,11 @@ impl RecordKeys {
         })
     }
 
+    /// The fields the key covers; `None` means every field.
+    pub(crate) fn fields(&self) -> Option<&[String]> {
+        self.fields.as_deref()
+    }
+
     /// The columns of `batch` that the key covers, or an error naming a missing field.
     pub(crate) fn columns(&self, batch: &Batch) -> Result<Vec<usize>, StepError> {
         match &self.fields {

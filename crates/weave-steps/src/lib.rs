@@ -20,6 +20,7 @@ mod jsonl;
 mod lines;
 mod output;
 mod text;
+mod validate;
 
 pub use clean::Clean;
 pub use concat::Concat;
@@ -29,6 +30,7 @@ pub use json::{write_json_str, write_jsonl, write_value};
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use lines::LoadText;
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
+pub use validate::{Coherence, CoherenceScorer, Validate};
 
 /// The error for a field the step was told to use but the data does not have.
 fn missing_field(batch: &weave_core::Batch, name: &str) -> weave_core::StepError {
@@ -78,6 +80,7 @@ pub fn registry() -> weave_core::Registry {
         lines::KIND,
         clean::KIND,
         dedup::KIND,
+        validate::KIND,
         concat::KIND,
         jsonl::EXPORT_KIND,
         csv::EXPORT_KIND,
@@ -91,7 +94,7 @@ pub fn registry() -> weave_core::Registry {
 mod tests {
     use weave_core::{ConfTable, Params, STEP_COMMON_KEYS, SourceFile, Step};
 
-    fn params(config: &str) -> Params {
+    pub(crate) fn params(config: &str) -> Params {
         let table = ConfTable::parse(config).unwrap_or_else(|e| panic!("bad test TOML: {e:?}"));
         Params::new(table, SourceFile::new("t.toml", config), "step", Some("s".into()))
     }
