@@ -236,6 +236,19 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_examples_hold() {
+        let cases = [
+            ("My order arrived broken. Can I get a replacement?", 1.0),
+            ("password reset email never arrives", 7.0 / 9.0),
+            ("buy now buy now buy now buy now buy now", (1.0 + 0.25 + 1.0 / 3.0) / 3.0),
+            ("$$$ 100% ### !!!", 2.0 / 3.0),
+        ];
+        for (text, want) in cases {
+            assert!(close(score(text).score, want), "{text:?}: {:?}", score(text));
+        }
+    }
+
+    #[test]
     fn the_scorer_is_reusable_and_deterministic() {
         let mut s = CoherenceScorer::new();
         let a = s.score("buy now buy now buy now");
