@@ -221,23 +221,7 @@ fn read_rule(p: &Params, it: &ConfItem) -> Option<Rule> {
         }
         ok.then_some(x)
     };
-    let regex = |item: &ConfItem, what: &str| match &item.value {
-        ConfValue::Str(s) => match Regex::new(s) {
-            Ok(re) => Some(re),
-            Err(e) => {
-                // The regex crate's message draws the pattern over several lines; its last
-                // line says what is wrong, and the diagnostic already points at the place.
-                let text = e.to_string();
-                let why = text.lines().last().unwrap_or_default().trim_start_matches("error: ").to_owned();
-                p.error_at(item, format!("`{what}` is not a valid regular expression: {why}"));
-                None
-            }
-        },
-        other => {
-            p.error_at(item, format!("`{what}` must be a regular expression (a string), not {}", other.type_name()));
-            None
-        }
-    };
+    let regex = |item: &ConfItem, what: &str| crate::regex_at(p, item, what);
     Some(match name {
         "min_chars" => Rule::Filter(Filter::MinChars(count()?)),
         "max_chars" => Rule::Filter(Filter::MaxChars(count()?)),
@@ -385,7 +369,7 @@ fn at_least_chars(s: &str, n: u64) -> bool {
 }
 
 /// Letters among the characters that are not whitespace (0 for none).
-fn alpha_ratio(s: &str) -> f64 {
+pub(crate) fn alpha_ratio(s: &str) -> f64 {
     let (mut letters, mut all) = (0u64, 0u64);
     for c in s.chars().filter(|c| !c.is_whitespace()) {
         all += 1;
@@ -395,7 +379,11 @@ fn alpha_ratio(s: &str) -> f64 {
 }
 
 /// Non-empty lines that repeat an earlier line of the same value (0 for none).
-fn repeated_line_ratio(s: &str) -> f64 {
+pub(crate) fn repeated_line_ratio(s: &str) -> f64 {
+    // Most values are one line: answer those without allocating.
+    if s.lines().filter(|l| !l.trim().is_empty()).nth(1).is_none() {
+        return 0.0;
+    }
     let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     if lines.len() < 2 {
         return 0.0;

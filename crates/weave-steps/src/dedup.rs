@@ -24,51 +24,17 @@ const NORMALIZE: &[&str] = &["lowercase", "trim", "collapse_whitespace"];
 /// text's length.
 #[derive(Debug)]
 pub struct Dedup {
-    /// The fields the key covers; `None` means every field of the record.
-    fields: Option<Vec<String>>,
-    lowercase: bool,
-    /// Collapse inner whitespace to one space, and trim the ends.
-    collapse: bool,
-    trim: bool,
+    keys: RecordKeys,
     seen: HashSet<u128>,
     config: CanonicalConfig,
-    buf: String,
 }
 
 fn build(p: &Params) -> Option<Step> {
-    let fields = p.str_list("fields");
-    if let (Some(f), Some(item)) = (&fields, p.item("fields"))
-        && f.is_empty()
-    {
-        p.error_at(item, "`fields` is empty: name the fields that make a record a duplicate, or leave `fields` out to use every field");
-    }
-    let mut norm = Vec::new();
-    for n in p.str_list("normalize").unwrap_or_default() {
-        match NORMALIZE.iter().find(|k| **k == n) {
-            Some(k) => norm.push(*k),
-            None => {
-                let mut msg = format!("unknown normalisation \"{n}\" (known: {})", NORMALIZE.join(", "));
-                if let Some(m) = weave_core::did_you_mean(&n, NORMALIZE.iter().copied()) {
-                    msg = format!("unknown normalisation \"{n}\" (did you mean \"{m}\"?)");
-                }
-                if let Some(item) = p.item("normalize") {
-                    p.error_at(item, msg);
-                }
-            }
-        }
-    }
+    let keys = RecordKeys::read(p, "make a record a duplicate");
     if p.has_errors() {
         return None;
     }
-    Some(Step::StatefulTransform(Box::new(Dedup {
-        fields,
-        lowercase: norm.contains(&"lowercase"),
-        collapse: norm.contains(&"collapse_whitespace"),
-        trim: norm.contains(&"trim"),
-        seen: HashSet::new(),
-        config: p.canonical(&[]),
-        buf: String::new(),
-    })))
+    Some(Step::StatefulTransform(Box::new(Dedup { keys: keys?, seen: HashSet::new(), config: p.canonical(&[]) })))
 }
 
 impl StepInfo for Dedup {
@@ -81,7 +47,108 @@ impl StepInfo for Dedup {
     }
 }
 
-impl Dedup {
+/// The 128-bit keys of records, from chosen fields normalised as asked: what `dedup` and
+/// `validate`'s uniqueness check compare.
+#[derive(Debug)]
+pub(crate) struct RecordKeys {
+    /// The fields the key covers; `None` means every field of the record.
+    fields: Option<Vec<String>>,
+    lowercase: bool,
+    /// Collapse inner whitespace to one space, and trim the ends.
+    collapse: bool,
+    trim: bool,
+    buf: String,
+}
+
+impl RecordKeys {
+    /// Reads `fields` and `normalize` from `p`; `purpose` ends the message for an empty
+    /// `fields` ("name the fields that {purpose}").
+    pub(crate) fn read(p: &Params, purpose: &str) -> Option<RecordKeys> {
+        let fields = p.str_list("fields");
+        if let (Some(f), Some(item)) = (&fields, p.item("fields"))
+            && f.is_empty()
+        {
+            p.error_at(
+                item,
+                format!("`fields` is empty: name the fields that {purpose}, or leave `fields` out to use every field"),
+            );
+        }
+        let mut norm = Vec::new();
+        let mut ok = true;
+        for n in p.str_list("normalize").unwrap_or_default() {
+            match NORMALIZE.iter().find(|k| **k == n) {
+                Some(k) => norm.push(*k),
+                None => {
+                    ok = false;
+                    let mut msg = format!("unknown normalisation \"{n}\" (known: {})", NORMALIZE.join(", "));
+                    if let Some(m) = weave_core::did_you_mean(&n, NORMALIZE.iter().copied()) {
+                        msg = format!("unknown normalisation \"{n}\" (did you mean \"{m}\"?)");
+                    }
+                    if let Some(item) = p.item("normalize") {
+                        p.error_at(item, msg);
+                    }
+                }
+            }
+        }
+        ok.then(|| RecordKeys {
+            fields,
+            lowercase: norm.contains(&"lowercase"),
+            collapse: norm.contains(&"collapse_whitespace"),
+            trim: norm.contains(&"trim"),
+            buf: String::new(),
+        })
+    }
+
+    /// The fields the key covers; `None` means every field.
+    pub(crate) fn fields(&self) -> Option<&[String]> {
+        self.fields.as_deref()
+    }
+
+    /// The columns of `batch` that the key covers, or an error naming a missing field.
+    pub(crate) fn columns(&self, batch: &Batch) -> Result<Vec<usize>, StepError> {
+        match &self.fields {
+            None => Ok((0..batch.schema().len()).collect()),
+            Some(fields) => fields
+                .iter()
+                .map(|f| batch.schema().index_of(f).ok_or_else(|| crate::missing_field(batch, f)))
+                .collect(),
+        }
+    }
+
+    /// The key of row `row` of `batch`, over `columns` (from [`RecordKeys::columns`]).
+    pub(crate) fn key(&mut self, batch: &Batch, columns: &[usize], row: usize) -> u128 {
+        let mut h = blake3::Hasher::new();
+        for &c in columns {
+            // Field names are part of the key when every field is used, so that
+            // records with different fields never match.
+            if self.fields.is_none() {
+                let name = &batch.schema().fields()[c].name;
+                h.update(&(name.len() as u64).to_le_bytes());
+                h.update(name.as_bytes());
+            }
+            match batch.columns()[c].get(row) {
+                ValueRef::Null => {
+                    h.update(&[0]);
+                }
+                ValueRef::Str(s) => {
+                    self.normalise(s);
+                    h.update(&[1]);
+                    h.update(&(self.buf.len() as u64).to_le_bytes());
+                    h.update(self.buf.as_bytes());
+                }
+                other => {
+                    let text = other.to_string();
+                    h.update(&[2]);
+                    h.update(&(text.len() as u64).to_le_bytes());
+                    h.update(text.as_bytes());
+                }
+            }
+        }
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        u128::from_le_bytes(key)
+    }
+
     /// Writes the normalised form of `s` into the reused buffer.
     fn normalise(&mut self, s: &str) {
         self.buf.clear();
@@ -108,45 +175,10 @@ impl Dedup {
 
 impl StatefulTransform for Dedup {
     fn process(&mut self, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
-        let columns: Vec<usize> = match &self.fields {
-            None => (0..batch.schema().len()).collect(),
-            Some(fields) => fields
-                .iter()
-                .map(|f| batch.schema().index_of(f).ok_or_else(|| crate::missing_field(batch, f)))
-                .collect::<Result<_, _>>()?,
-        };
-        let names: Vec<&str> = columns.iter().map(|&c| batch.schema().fields()[c].name.as_str()).collect();
+        let columns = self.keys.columns(batch)?;
         let mut keep = Vec::with_capacity(batch.len());
         for row in 0..batch.len() {
-            let mut h = blake3::Hasher::new();
-            for (&c, name) in columns.iter().zip(&names) {
-                // Field names are part of the key when every field is used, so that
-                // records with different fields never match.
-                if self.fields.is_none() {
-                    h.update(&(name.len() as u64).to_le_bytes());
-                    h.update(name.as_bytes());
-                }
-                match batch.columns()[c].get(row) {
-                    ValueRef::Null => {
-                        h.update(&[0]);
-                    }
-                    ValueRef::Str(s) => {
-                        self.normalise(s);
-                        h.update(&[1]);
-                        h.update(&(self.buf.len() as u64).to_le_bytes());
-                        h.update(self.buf.as_bytes());
-                    }
-                    other => {
-                        let text = other.to_string();
-                        h.update(&[2]);
-                        h.update(&(text.len() as u64).to_le_bytes());
-                        h.update(text.as_bytes());
-                    }
-                }
-            }
-            let mut key = [0u8; 16];
-            key.copy_from_slice(&h.finalize().as_bytes()[..16]);
-            keep.push(self.seen.insert(u128::from_le_bytes(key)));
+            keep.push(self.seen.insert(self.keys.key(batch, &columns, row)));
         }
         let dropped = keep.iter().filter(|k| !**k).count() as u64;
         if ctx.keeps_dropped() {

@@ -20,6 +20,7 @@ mod jsonl;
 mod lines;
 mod output;
 mod text;
+mod validate;
 
 pub use clean::Clean;
 pub use concat::Concat;
@@ -29,11 +30,34 @@ pub use json::{write_json_str, write_jsonl, write_value};
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use lines::LoadText;
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
+pub use validate::{Coherence, CoherenceScorer, Validate};
 
 /// The error for a field the step was told to use but the data does not have.
 fn missing_field(batch: &weave_core::Batch, name: &str) -> weave_core::StepError {
     let known: Vec<&str> = batch.schema().names().collect();
     weave_core::StepError::fatal(format!("field `{name}` is not in the data (fields: {})", known.join(", ")))
+}
+
+/// The regular expression written at `item` (the value of key `what`), or `None` with
+/// the problem recorded at its place.
+fn regex_at(p: &weave_core::Params, item: &weave_core::ConfItem, what: &str) -> Option<regex::Regex> {
+    match &item.value {
+        weave_core::ConfValue::Str(s) => match regex::Regex::new(s) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                // The regex crate's message draws the pattern over several lines; its last
+                // line says what is wrong, and the diagnostic already points at the place.
+                let text = e.to_string();
+                let why = text.lines().last().unwrap_or_default().trim_start_matches("error: ").to_owned();
+                p.error_at(item, format!("`{what}` is not a valid regular expression: {why}"));
+                None
+            }
+        },
+        other => {
+            p.error_at(item, format!("`{what}` must be a regular expression (a string), not {}", other.type_name()));
+            None
+        }
+    }
 }
 
 /// Rows per batch for a source: the `batch_size` key, at least 1, 8192 by default.
@@ -56,6 +80,7 @@ pub fn registry() -> weave_core::Registry {
         lines::KIND,
         clean::KIND,
         dedup::KIND,
+        validate::KIND,
         concat::KIND,
         jsonl::EXPORT_KIND,
         csv::EXPORT_KIND,
@@ -69,7 +94,7 @@ pub fn registry() -> weave_core::Registry {
 mod tests {
     use weave_core::{ConfTable, Params, STEP_COMMON_KEYS, SourceFile, Step};
 
-    fn params(config: &str) -> Params {
+    pub(crate) fn params(config: &str) -> Params {
         let table = ConfTable::parse(config).unwrap_or_else(|e| panic!("bad test TOML: {e:?}"));
         Params::new(table, SourceFile::new("t.toml", config), "step", Some("s".into()))
     }
