@@ -149,6 +149,13 @@ pub(crate) fn run(
         if let Err(failure) = &outcome {
             r.set_error(&failure.error.to_string());
         }
+        let summary = match &outcome {
+            Ok(s) => s,
+            Err(f) => &f.summary,
+        };
+        for st in summary.steps.iter().filter(|s| !s.figures.is_empty()) {
+            r.set_figures(&st.id, figures_json(&st.figures));
+        }
         let outputs = if outcome.is_ok() { lineage(&index, &writes) } else { Vec::new() };
         r.set_lineage(inputs, outputs);
         if let Err(e) = index.save() {
@@ -238,6 +245,13 @@ fn default_quarantine(file: &Path) -> PathBuf {
     weave::resolve(file, ".weave/quarantine.jsonl")
 }
 
+/// A step's figures as one JSON object, in the order it set them.
+fn figures_json(figures: &[(String, weave::Value)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        figures.iter().map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default())).collect(),
+    )
+}
+
 /// One line per step: what went in and out, retries, drops, time.
 fn summary_table(s: &RunSummary) -> String {
     let header =
@@ -285,6 +299,17 @@ fn summary_table(s: &RunSummary) -> String {
     line(&header.map(str::to_owned));
     for r in &rows {
         line(r);
+    }
+    for st in s.steps.iter().filter(|s| !s.figures.is_empty()) {
+        let parts: Vec<String> = st
+            .figures
+            .iter()
+            .map(|(k, v)| match v {
+                weave::Value::Float(x) => format!("{k} {x:.4}"),
+                other => format!("{k} {}", serde_json::to_string(other).unwrap_or_default()),
+            })
+            .collect();
+        out.push_str(&format!("{}: {}\n", st.id, parts.join(", ")));
     }
     out.push_str(&format!("{} worker threads, peak memory in flight {}\n", s.threads, format_bytes(s.peak_memory)));
     out

@@ -1,6 +1,7 @@
 //! The run record: `.weave/runs/<run-id>/events.jsonl` and `report.json`, written as the
 //! run goes, so that a run that dies still leaves a readable record.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -53,6 +54,7 @@ struct RecState {
     last_flush: Instant,
     running: Vec<String>,
     lineage: Option<Value>,
+    figures: BTreeMap<String, Value>,
     status: &'static str,
     error: Option<String>,
     ended_ms: Option<u64>,
@@ -105,6 +107,7 @@ impl RunRecorder {
                 last_flush: Instant::now(),
                 running: Vec::new(),
                 lineage: None,
+                figures: BTreeMap::new(),
                 status: "running",
                 error: None,
                 ended_ms: None,
@@ -129,6 +132,12 @@ impl RunRecorder {
     /// the lineage of every output.
     pub fn set_lineage(&self, inputs: Vec<Value>, outputs: Vec<Value>) {
         self.lock().lineage = Some(json!({ "inputs": inputs, "outputs": outputs }));
+    }
+
+    /// Records a step's dataset-level figures (a validator's pass rates, a comparison's
+    /// divergences), as a JSON object, for the report.
+    pub fn set_figures(&self, step: &str, figures: Value) {
+        self.lock().figures.insert(step.to_owned(), figures);
     }
 
     /// Records the run's error (its message), for the report.
@@ -172,6 +181,7 @@ impl RunRecorder {
                             "mean": s.latency.mean().as_secs_f64(),
                         },
                         "memory_wait_seconds": s.waited_for_memory.as_secs_f64(),
+                        "figures": st.figures.get(&s.step),
                     })
                 })
                 .collect();
