@@ -603,3 +603,67 @@ pub fn gc(store: &Store, max_bytes: u64) -> Result<crate::store::Stats, Error> {
     }
     store.gc(max_bytes, &|k| pinned.contains(&hex24(&prefix_of(k))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_changes_are_named_by_their_json_path() {
+        let a = serde_json::json!({"rules": ["trim", {"min_chars": 20}], "fields": ["text"], "gone": 1});
+        let b = serde_json::json!({"rules": ["trim", {"min_chars": 25}], "fields": ["text", "title"], "new": true});
+        let mut out = Vec::new();
+        diff_json("", &a, &b, &mut out);
+        assert_eq!(
+            out,
+            [
+                "`fields` changed: [\"text\"] → [\"text\",\"title\"]",
+                "`gone` removed (was 1)",
+                "`new` added: true",
+                "`rules[1].min_chars` changed: 20 → 25",
+            ]
+        );
+    }
+
+    #[test]
+    fn gc_spares_entries_pinned_by_a_live_process_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let step = KeyBuilder::new("t").part("a", b"1").finish();
+        let other = KeyBuilder::new("t").part("a", b"2").finish();
+        for k in [prefixed(&step, 0), prefixed(&step, 1), manifest_key(&step), prefixed(&other, 0)] {
+            store.put(&k, codec::BINCODE2, b"payload").unwrap();
+        }
+        let pins = dir.path().join("pins");
+        std::fs::create_dir_all(&pins).unwrap();
+        let live = PinFile { pid: std::process::id(), prefixes: vec![hex24(&prefix_of(&step))] };
+        std::fs::write(pins.join("live.json"), serde_json::to_vec(&live).unwrap()).unwrap();
+        // A pid that cannot be alive (above the kernel's maximum): its pin is stale.
+        let dead = PinFile { pid: u32::MAX - 1, prefixes: vec![hex24(&prefix_of(&other))] };
+        std::fs::write(pins.join("dead.json"), serde_json::to_vec(&dead).unwrap()).unwrap();
+
+        let removed = gc(&store, 0).unwrap();
+        assert_eq!(removed.entries, 1, "only the entry of the dead run's step");
+        assert!(store.contains(&manifest_key(&step)) && store.contains(&prefixed(&step, 1)));
+        assert!(!store.contains(&prefixed(&other, 0)));
+        assert!(!pins.join("dead.json").exists(), "a dead run's pin is cleaned up");
+        assert!(pins.join("live.json").exists());
+    }
+
+    #[test]
+    fn a_pin_lives_as_long_as_its_guard() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let plan = CachePlan {
+            store: store.clone(),
+            files: Arc::new(FileIndex::load(dir.path())),
+            pipeline: "p".into(),
+            steps: Vec::new(),
+        };
+        let pin = Pin::new(&plan).unwrap();
+        let count = || std::fs::read_dir(dir.path().join("pins")).unwrap().count();
+        assert_eq!(count(), 1);
+        drop(pin);
+        assert_eq!(count(), 0);
+    }
+}
