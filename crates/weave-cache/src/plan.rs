@@ -246,6 +246,13 @@ impl CachePlan {
         CachePlan { store, files, pipeline: pipeline.name.clone(), steps }
     }
 
+    /// Opens (creating it if needed) the cache in `dir` and plans `pipeline` against it.
+    pub fn open(pipeline: &Pipeline, dir: &Path, options: &CacheOptions) -> Result<CachePlan, Error> {
+        let store = Store::open(dir)?;
+        let files = Arc::new(FileIndex::load(dir));
+        Ok(CachePlan::new(pipeline, store, files, options))
+    }
+
     /// The index of input files' content hashes the plan used (saved by
     /// [`CachePlan::remember`]).
     pub fn files(&self) -> &Arc<FileIndex> {

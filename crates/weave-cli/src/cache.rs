@@ -2,9 +2,7 @@
 //! `weave cache` commands.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use weave::cache::{CacheOptions, CachePlan, FileIndex, Status, Store};
+use weave::cache::{CacheOptions, CachePlan, Status, Store};
 use weave::{CacheUse, Pipeline, format_bytes};
 
 use crate::Failure;
@@ -24,12 +22,9 @@ pub(crate) fn dir_for(file: &Path, pipeline: &Pipeline, flag: Option<&Path>) -> 
     pipeline.cache_dir.clone().unwrap_or_else(|| weave::resolve(file, ".weave/cache"))
 }
 
-/// Opens the store and the file index in `dir`.
-pub(crate) fn open(dir: &Path) -> Result<(Store, Arc<FileIndex>), Failure> {
-    let store =
-        Store::open(dir).map_err(|e| Failure::Other(format!("cannot open the cache in {}: {e}", dir.display())))?;
-    let files = Arc::new(FileIndex::load(dir));
-    Ok((store, files))
+/// Opens the store in `dir`.
+pub(crate) fn open(dir: &Path) -> Result<Store, Failure> {
+    Store::open(dir).map_err(|e| Failure::Other(format!("cannot open the cache in {}: {e}", dir.display())))
 }
 
 /// Checks that every `--refresh` names a step.
@@ -50,8 +45,8 @@ pub(crate) fn check_refresh(pipeline: &Pipeline, refresh: &[String]) -> Result<(
 
 /// The plan of `pipeline` against the cache in `dir`.
 pub(crate) fn plan(pipeline: &Pipeline, dir: &Path, options: &CacheOptions) -> Result<CachePlan, Failure> {
-    let (store, files) = open(dir)?;
-    Ok(CachePlan::new(pipeline, store, files, options))
+    CachePlan::open(pipeline, dir, options)
+        .map_err(|e| Failure::Other(format!("cannot open the cache in {}: {e}", dir.display())))
 }
 
 /// What the run will do with each step given the plan, in the DAG's node order.
@@ -73,14 +68,14 @@ pub(crate) fn status_text(status: &Status, role: CacheUse) -> String {
 
 /// `weave cache stats`.
 pub(crate) fn stats(dir: &Path) -> Result<String, Failure> {
-    let (store, _) = open(dir)?;
+    let store = open(dir)?;
     let s = store.stats().map_err(|e| Failure::Other(e.to_string()))?;
     Ok(format!("cache: {}\nentries: {}\nsize: {}\n", dir.display(), s.entries, format_bytes(s.bytes)))
 }
 
 /// `weave cache ls`: every entry, most recently used first.
 pub(crate) fn ls(dir: &Path) -> Result<String, Failure> {
-    let (store, _) = open(dir)?;
+    let store = open(dir)?;
     let mut list = store.list().map_err(|e| Failure::Other(e.to_string()))?;
     list.sort_by_key(|e| std::cmp::Reverse(e.2));
     let mut out = format!("{:<64}  {:>10}  last used\n", "key", "size");
@@ -96,7 +91,7 @@ pub(crate) fn ls(dir: &Path) -> Result<String, Failure> {
 
 /// `weave cache gc --max-size SIZE`.
 pub(crate) fn gc(dir: &Path, max_bytes: u64) -> Result<String, Failure> {
-    let (store, _) = open(dir)?;
+    let store = open(dir)?;
     let removed = weave::cache::gc(&store, max_bytes).map_err(|e| Failure::Other(e.to_string()))?;
     let left = store.stats().map_err(|e| Failure::Other(e.to_string()))?;
     Ok(format!(

@@ -28,6 +28,7 @@ pub struct Orchestrator {
     seed: u64,
     options: ExecOptions,
     log: bool,
+    cache: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -73,6 +74,14 @@ impl Orchestrator {
         self
     }
 
+    /// Keeps step outputs in the cache in `dir` (as `weave run` does in `.weave/cache`):
+    /// what is unchanged since an earlier run is taken from it, and an interrupted run
+    /// resumes. Off by default.
+    pub fn cache(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.cache = Some(dir.into());
+        self
+    }
+
     /// Sets the executor's options (cancel flag, quarantine file, channel capacity).
     pub fn options(mut self, options: ExecOptions) -> Self {
         self.options = options;
@@ -98,6 +107,23 @@ impl Orchestrator {
         if self.log {
             options.subscribers.push(Arc::new(LogSubscriber));
         }
-        weave_exec::run(pipeline, options)
+        let Some(dir) = &self.cache else { return weave_exec::run(pipeline, options) };
+        // A cache that cannot be opened costs only the saving: the run goes on without.
+        let plan = match weave_cache::CachePlan::open(&pipeline, dir, &weave_cache::CacheOptions::default()) {
+            Ok(plan) => Some(plan),
+            Err(e) => {
+                log::warn!("cannot open the cache in {} ({e}); running without it", dir.display());
+                None
+            }
+        };
+        let _pin = plan.as_ref().and_then(|p| weave_cache::Pin::new(p).ok());
+        if let Some(p) = &plan {
+            options.caches = p.entries();
+        }
+        let summary = weave_exec::run(pipeline, options)?;
+        if let Some(Err(e)) = plan.as_ref().map(weave_cache::CachePlan::remember) {
+            log::warn!("cannot record the steps' keys in the cache ({e})");
+        }
+        Ok(summary)
     }
 }

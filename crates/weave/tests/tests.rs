@@ -2,3 +2,6 @@
 
 // Metrics collected from a real run with injected failures equal the known counts.
 mod metrics;
+
+// Orchestrator::cache: unchanged work taken from the cache.
+mod cache;
