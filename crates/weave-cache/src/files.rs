@@ -34,7 +34,7 @@ struct Known {
 /// tenth of a second is a wide margin, and a file written by the previous run is trusted
 /// by the next.
 fn racy_window(stamp: &Stamp) -> Duration {
-    if stamp.mtime_ns % 1_000_000_000 == 0 { Duration::from_secs(2) } else { Duration::from_millis(100) }
+    if stamp.mtime_ns.is_multiple_of(1_000_000_000) { Duration::from_secs(2) } else { Duration::from_millis(100) }
 }
 
 /// Content hashes of input files, kept in `files.json` in the cache folder.
