@@ -1,6 +1,7 @@
 //! Weave's development tasks, run as `cargo xtask <task>` through the alias in
 //! `.cargo/config.toml` (always in release mode, so that benchmarks measure optimised code).
 //!
+//! - `quickstart-data` writes the shipped example's input, `examples/quickstart/raw_data.csv`.
 //! - `bench` runs the benchmark scenarios in [`bench`] and keeps the results as dated JSON
 //!   files under `target/bench/`.
 //! - The workspace's rules (crate layering, workspace-only versions, docs, no printing in
@@ -10,6 +11,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod quickstart;
 
 /// The allocator the `weave` binary ships with, so that benchmarks measure what users run.
 #[global_allocator]
@@ -26,6 +28,8 @@ Usage: cargo xtask <task> [args...]
 Tasks:
   bench [NAME...]   run benchmark scenarios (all of them when no NAME is given), print a
                     table and write target/bench/bench-<UTC time>.json and latest.json
+  quickstart-data   write examples/quickstart/raw_data.csv, the shipped example's input
+                    (3,000 messy support tickets, always the same bytes)
   help              print this message
 
 Scenarios:
@@ -45,6 +49,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("bench") => match bench::main(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some("quickstart-data") => match quickstart::main(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
