@@ -13,6 +13,7 @@
 mod clean;
 mod concat;
 mod csv;
+mod dataset;
 mod dedup;
 mod input;
 mod json;
@@ -24,6 +25,7 @@ mod text;
 pub use clean::Clean;
 pub use concat::Concat;
 pub use csv::{ExportCsv, LoadCsv};
+pub use dataset::{Filter, Split};
 pub use dedup::Dedup;
 pub use json::{write_json_str, write_jsonl, write_value};
 pub use jsonl::{ExportJsonl, LoadJsonl};
@@ -57,6 +59,8 @@ pub fn registry() -> weave_core::Registry {
         clean::KIND,
         dedup::KIND,
         concat::KIND,
+        dataset::SPLIT_KIND,
+        dataset::FILTER_KIND,
         jsonl::EXPORT_KIND,
         csv::EXPORT_KIND,
     ] {
