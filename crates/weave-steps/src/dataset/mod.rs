@@ -13,12 +13,15 @@ use std::collections::HashMap;
 use weave_core::{Batch, BatchBuilder, Column, Params, StepError, StrColumn, ValueRef};
 
 mod filter;
+mod sample;
 mod split;
 
 pub use filter::Filter;
+pub use sample::Sample;
 pub use split::Split;
 
 pub(crate) use filter::KIND as FILTER_KIND;
+pub(crate) use sample::KIND as SAMPLE_KIND;
 pub(crate) use split::KIND as SPLIT_KIND;
 
 /// Salts that keep the random streams of different uses apart under one seed, so that
