@@ -13,14 +13,17 @@ use std::collections::HashMap;
 use weave_core::{Batch, BatchBuilder, Column, Params, StepError, StrColumn, ValueRef};
 
 mod filter;
+mod generate;
 mod sample;
 mod split;
 
 pub use filter::Filter;
+pub use generate::Generate;
 pub use sample::Sample;
 pub use split::Split;
 
 pub(crate) use filter::KIND as FILTER_KIND;
+pub(crate) use generate::KIND as GENERATE_KIND;
 pub(crate) use sample::KIND as SAMPLE_KIND;
 pub(crate) use split::KIND as SPLIT_KIND;
 
