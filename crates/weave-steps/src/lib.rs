@@ -25,7 +25,7 @@ mod text;
 pub use clean::Clean;
 pub use concat::Concat;
 pub use csv::{ExportCsv, LoadCsv};
-pub use dataset::{Filter, Generate, Sample, Split};
+pub use dataset::{Filter, Generate, Mix, Sample, Split};
 pub use dedup::Dedup;
 pub use json::{write_json_str, write_jsonl, write_value};
 pub use jsonl::{ExportJsonl, LoadJsonl};
@@ -60,6 +60,7 @@ pub fn registry() -> weave_core::Registry {
         dedup::KIND,
         concat::KIND,
         dataset::GENERATE_KIND,
+        dataset::MIX_KIND,
         dataset::SPLIT_KIND,
         dataset::FILTER_KIND,
         dataset::SAMPLE_KIND,

@@ -14,16 +14,19 @@ use weave_core::{Batch, BatchBuilder, Column, Params, StepError, StrColumn, Valu
 
 mod filter;
 mod generate;
+mod mix;
 mod sample;
 mod split;
 
 pub use filter::Filter;
 pub use generate::Generate;
+pub use mix::Mix;
 pub use sample::Sample;
 pub use split::Split;
 
 pub(crate) use filter::KIND as FILTER_KIND;
 pub(crate) use generate::KIND as GENERATE_KIND;
+pub(crate) use mix::KIND as MIX_KIND;
 pub(crate) use sample::KIND as SAMPLE_KIND;
 pub(crate) use split::KIND as SPLIT_KIND;
 
