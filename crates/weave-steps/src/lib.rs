@@ -25,7 +25,7 @@ mod text;
 pub use clean::Clean;
 pub use concat::Concat;
 pub use csv::{ExportCsv, LoadCsv};
-pub use dataset::{Filter, Generate, Mix, Sample, Split};
+pub use dataset::{Compare, Filter, Generate, Mix, Sample, Split};
 pub use dedup::Dedup;
 pub use json::{write_json_str, write_jsonl, write_value};
 pub use jsonl::{ExportJsonl, LoadJsonl};
@@ -64,6 +64,7 @@ pub fn registry() -> weave_core::Registry {
         dataset::SPLIT_KIND,
         dataset::FILTER_KIND,
         dataset::SAMPLE_KIND,
+        dataset::COMPARE_KIND,
         jsonl::EXPORT_KIND,
         csv::EXPORT_KIND,
     ] {

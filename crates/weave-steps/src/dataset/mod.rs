@@ -12,18 +12,21 @@ use std::collections::HashMap;
 
 use weave_core::{Batch, BatchBuilder, Column, Params, StepError, StrColumn, ValueRef};
 
+mod compare;
 mod filter;
 mod generate;
 mod mix;
 mod sample;
 mod split;
 
+pub use compare::Compare;
 pub use filter::Filter;
 pub use generate::Generate;
 pub use mix::Mix;
 pub use sample::Sample;
 pub use split::Split;
 
+pub(crate) use compare::KIND as COMPARE_KIND;
 pub(crate) use filter::KIND as FILTER_KIND;
 pub(crate) use generate::KIND as GENERATE_KIND;
 pub(crate) use mix::KIND as MIX_KIND;
