@@ -687,6 +687,21 @@ mod tests {
     }
 
     #[test]
+    fn balanced_choices_do_not_depend_on_batch_size() {
+        let real = data("r", 300, |i| if i < 200 { "a" } else { "b" });
+        let synth = data("s", 500, |i| ["a", "b"][i % 2]);
+        let ids = |bs: usize, seed: u64| {
+            let mut v: Vec<String> = run("ratio = 0.4\nbalance_by = \"label\"", &real, &synth, bs, seed).ids;
+            v.sort();
+            v
+        };
+        let a = ids(64, 5);
+        assert_eq!(a, ids(1, 5));
+        assert_eq!(a, ids(500, 5));
+        assert_ne!(a, ids(64, 6));
+    }
+
+    #[test]
     fn schema_mismatches_name_the_fields_and_types() {
         let real = vec![Record::new().with("id", "r0").with("label", "a").with("score", 1i64)];
         let synth = vec![Record::new().with("id", "s0").with("lable", "a").with("score", "high")];

@@ -425,6 +425,8 @@ mod tests {
         assert_eq!(ids.len(), 500);
         assert_eq!(ids.iter().filter(|i| *i % 10 == 0).count(), 50, "the rare class keeps its 10%");
         assert_eq!(stats["kept_by_class"].to_string(), r#"{"common":450,"rare":50}"#);
+        let (again, _, _) = run("n = 500\nstratify_by = \"label\"", &r, 77, 3);
+        assert_eq!(ids, again, "batch size does not matter");
     }
 
     #[test]
