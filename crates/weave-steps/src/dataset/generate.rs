@@ -67,6 +67,9 @@ pub struct Generate {
     seed: Option<u64>,
     next: u64,
     schema: Option<Arc<Schema>>,
+    /// Bytes per row of the text and of each slot column in the last batch, to size the
+    /// next batch's buffers in one allocation.
+    row_bytes: Vec<usize>,
     config: CanonicalConfig,
 }
 
@@ -343,6 +346,7 @@ fn build(p: &Params) -> Option<Step> {
         seed,
         next: 0,
         schema: None,
+        row_bytes: Vec::new(),
         config: p.canonical(&["batch_size"]),
     })))
 }
@@ -408,9 +412,11 @@ impl Source for Generate {
         let seed = self.seed.unwrap_or(ctx.seed());
         let end = (self.next + self.batch_size as u64).min(self.count);
         let rows = (end - self.next) as usize;
-        let mut text = StrColumn::with_capacity(rows, rows * 48);
+        let bytes = |c: usize, guess: usize| rows * (self.row_bytes.get(c).copied().unwrap_or(guess) + 1);
+        let mut text = StrColumn::with_capacity(rows, bytes(0, 64));
         let mut template = PrimitiveColumn::<i64>::new();
-        let mut slot_cols: Vec<StrColumn> = values.iter().map(|_| StrColumn::with_capacity(rows, rows * 8)).collect();
+        let mut slot_cols: Vec<StrColumn> =
+            (0..values.len()).map(|s| StrColumn::with_capacity(rows, bytes(s + 1, 8))).collect();
         let mut extra_cols: Vec<Column> = self.extra_fields.iter().map(|_| Column::Null(0)).collect();
         let mut drawn = vec![usize::MAX; values.len()];
         for i in self.next..end {
@@ -444,6 +450,8 @@ impl Source for Generate {
             }
         }
         self.next = end;
+        self.row_bytes =
+            std::iter::once(&text).chain(&slot_cols).map(|c| c.data().len().div_ceil(rows.max(1))).collect();
         let mut columns: Vec<Arc<Column>> = vec![Arc::new(Column::Str(text)), Arc::new(Column::Int(template))];
         columns.extend(slot_cols.into_iter().map(|c| Arc::new(Column::Str(c))));
         columns.extend(extra_cols.into_iter().map(Arc::new));
