@@ -7,6 +7,7 @@
 //! `MISSED` but does not change the exit code: benchmarks report, they do not fail CI.
 
 mod backpressure;
+mod datasetops;
 mod layout;
 mod measure;
 mod monitoring;
@@ -62,6 +63,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "monitoring",
         summary: "cost of MetricsCollector + LogSubscriber: the throughput pipeline on 1 and 2 threads, 200,000 one-record batches",
         run: monitoring::run,
+    },
+    Scenario {
+        name: "datasetops",
+        summary: "split + filter and generate against hand-written loops (1M records); compare and sample throughput",
+        run: datasetops::run,
     },
     Scenario {
         name: "reliability",
