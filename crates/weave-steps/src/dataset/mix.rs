@@ -344,7 +344,9 @@ impl Merge for Mix {
                 "mix takes two inputs, the real records then the synthetic ones (after = [\"real\", \"synthetic\"]), but this one has one",
             ));
         }
+        // An empty input has no fields to compare: nothing of it is mixed in.
         if self.check_schema
+            && self.counts.iter().all(|c| *c > 0)
             && let Some(d) = self.field_differences()
         {
             return Err(mismatch(&d));
@@ -717,6 +719,8 @@ mod tests {
             "the real and synthetic inputs do not fit together: only the real records have `label`; only the synthetic records have `lable` (`lable` looks like `label`) (set check_schema = false to mix them anyway)"
         );
         assert_eq!(run("check_schema = false", &real, &synth, 10, 0).ids.len(), 2);
+        // An empty synthetic input has no fields to compare.
+        assert_eq!(run("", &real, &[], 10, 0).ids, ["r0"]);
     }
 
     #[test]
