@@ -29,8 +29,10 @@ pub(crate) const KIND: StepKind = StepKind {
 /// test. The proportions are then those of independent draws: within a few standard
 /// deviations (√(n·f·(1−f)) records) of the fractions.
 ///
-/// With `stratify_by` every class gets the fractions exactly, to within a record or two
-/// (see [`Stratifier`]): records are assigned one after the other, in input order, so the
+/// With `stratify_by` every class gets the fractions exactly: after `n` records of a
+/// class, a split of fraction `f` holds fewer than `n·f + 1` and more than `n·f − (k−1)`
+/// of them (`k` splits). Records are assigned one after the other, in input order, each
+/// to a split still short of its share, at random in proportion to the shortfall, so the
 /// step is stateful, and a record's split also depends on the records of its class
 /// before it.
 #[derive(Debug)]
