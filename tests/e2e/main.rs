@@ -8,3 +8,5 @@ mod cache;
 mod run;
 // load → clean → dedup → export on generated data, against an independent computation.
 mod data_steps;
+// generate, compare, mix, split and filter wired together on a real and a generated set.
+mod dataset_ops;

@@ -13,6 +13,7 @@
 mod clean;
 mod concat;
 mod csv;
+mod dataset;
 mod dedup;
 mod input;
 mod json;
@@ -25,6 +26,7 @@ mod validate;
 pub use clean::Clean;
 pub use concat::Concat;
 pub use csv::{ExportCsv, LoadCsv};
+pub use dataset::{Compare, Filter, Generate, Mix, Sample, Split};
 pub use dedup::Dedup;
 pub use json::{write_json_str, write_jsonl, write_value};
 pub use jsonl::{ExportJsonl, LoadJsonl};
@@ -82,6 +84,12 @@ pub fn registry() -> weave_core::Registry {
         dedup::KIND,
         validate::KIND,
         concat::KIND,
+        dataset::GENERATE_KIND,
+        dataset::MIX_KIND,
+        dataset::SPLIT_KIND,
+        dataset::FILTER_KIND,
+        dataset::SAMPLE_KIND,
+        dataset::COMPARE_KIND,
         jsonl::EXPORT_KIND,
         csv::EXPORT_KIND,
     ] {

@@ -8,6 +8,7 @@
 
 mod backpressure;
 mod cache;
+mod datasetops;
 mod layout;
 mod measure;
 mod monitoring;
@@ -63,6 +64,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "monitoring",
         summary: "cost of MetricsCollector + LogSubscriber: the throughput pipeline on 1 and 2 threads, 200,000 one-record batches",
         run: monitoring::run,
+    },
+    Scenario {
+        name: "datasetops",
+        summary: "split + filter and generate against hand-written loops (1M records); compare and sample throughput",
+        run: datasetops::run,
     },
     Scenario {
         name: "reliability",
