@@ -103,7 +103,14 @@ fn mix_split_and_filter_a_real_and_a_generated_set() {
         .expect("write the pipeline");
     let mut outputs = Vec::new();
     for threads in ["1", "2"] {
-        let out = check_in(dir.path(), &["run", "p.toml", "--max-concurrent", threads], 0, &["run succeeded"], &[]);
+        // --no-cache: the second run must compute again, not find its outputs up to date.
+        let out = check_in(
+            dir.path(),
+            &["run", "p.toml", "--max-concurrent", threads, "--no-cache"],
+            0,
+            &["run succeeded"],
+            &[],
+        );
         let train_line = out.stdout.lines().find(|l| l.starts_with("train")).unwrap_or_default().to_owned();
         assert!(train_line.contains("split != \"train\""), "{}", out.stdout);
         outputs.push(std::fs::read_to_string(dir.path().join("train.jsonl")).expect("the output"));
