@@ -42,6 +42,11 @@ impl StepInfo for Dedup {
         KIND.name
     }
 
+    /// 2: numbers are keyed by value (an integral float matches the integer).
+    fn version(&self) -> u32 {
+        2
+    }
+
     fn config(&self) -> CanonicalConfig {
         self.config.clone()
     }
@@ -135,6 +140,16 @@ impl RecordKeys {
                     h.update(&[1]);
                     h.update(&(self.buf.len() as u64).to_le_bytes());
                     h.update(self.buf.as_bytes());
+                }
+                // Numbers by value: a column that mixes integers and floats holds 3 as
+                // 3.0, so whether a 3 is an Int or a Float depends on its batch.
+                ValueRef::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                    h.update(&[3]);
+                    h.update(&(f as i64).to_le_bytes());
+                }
+                ValueRef::Int(i) => {
+                    h.update(&[3]);
+                    h.update(&i.to_le_bytes());
                 }
                 other => {
                     let text = other.to_string();
@@ -231,6 +246,17 @@ mod tests {
         assert_eq!(rows.len(), 3, "exact by default");
         let (rows, _) = run("fields = [\"text\"]\nnormalize = [\"lowercase\", \"collapse_whitespace\"]", &[batch]);
         assert_eq!(rows, [r#"{"id":1,"text":"Hello  World"}"#, r#"{"id":3,"text":"HELLO WORLD!"}"#]);
+    }
+
+    #[test]
+    fn numbers_match_by_value_whatever_their_batch_made_them() {
+        let n = |v: weave_core::Value| Record::new().with("n", v);
+        use weave_core::Value::{Float, Int};
+        // In the first batch 3 sits in a column of floats (beside 2.5); in the second, of ints.
+        let (rows, dropped) =
+            run("fields = [\"n\"]", &[vec![n(Float(3.0)), n(Float(2.5))], vec![n(Int(3)), n(Int(4))]]);
+        assert_eq!(dropped, 1, "{rows:?}");
+        assert_eq!(rows.len(), 3);
     }
 
     #[test]
