@@ -16,6 +16,7 @@ mod csv;
 mod dedup;
 mod input;
 mod json;
+mod json_array;
 mod jsonl;
 mod lines;
 mod output;
@@ -26,6 +27,7 @@ pub use concat::Concat;
 pub use csv::{ExportCsv, LoadCsv};
 pub use dedup::Dedup;
 pub use json::{write_json_str, write_jsonl, write_value};
+pub use json_array::ExportJson;
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use lines::LoadText;
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
@@ -59,6 +61,7 @@ pub fn registry() -> weave_core::Registry {
         concat::KIND,
         jsonl::EXPORT_KIND,
         csv::EXPORT_KIND,
+        json_array::EXPORT_KIND,
     ] {
         r.register(kind);
     }
