@@ -167,18 +167,23 @@ impl Source for LoadCsv {
                 ctx.reject(Rejected { reason, record: Some(raw_record(&st.header, &st.record)), origin: origin() });
                 continue;
             }
-            match st.record.iter().position(|f| std::str::from_utf8(f).is_err()) {
-                Some(bad) => {
-                    let reason = format!("field `{}` is not valid UTF-8", st.header[bad]);
-                    ctx.reject(Rejected { reason, record: Some(raw_record(&st.header, &st.record)), origin: origin() });
-                    continue;
-                }
-                None => {
-                    for (c, f) in cols.iter_mut().zip(st.record.iter()) {
-                        // Checked just above.
-                        c.push(std::str::from_utf8(f).unwrap_or_default());
-                    }
-                }
+            // One UTF-8 check for the whole row: its fields are valid when the row is and
+            // every field starts and ends on a character boundary. (A check per field, then
+            // a conversion per field, was an eighth of the `io` benchmark's time.)
+            let text = std::str::from_utf8(st.record.as_slice()).ok().filter(|t| {
+                (0..width).all(|i| {
+                    st.record.range(i).is_some_and(|r| t.is_char_boundary(r.start) && t.is_char_boundary(r.end))
+                })
+            });
+            let Some(text) = text else {
+                let bad = st.record.iter().position(|f| std::str::from_utf8(f).is_err()).unwrap_or_default();
+                let reason = format!("field `{}` is not valid UTF-8", st.header[bad]);
+                ctx.reject(Rejected { reason, record: Some(raw_record(&st.header, &st.record)), origin: origin() });
+                continue;
+            };
+            for (i, c) in cols.iter_mut().enumerate() {
+                // Checked just above: every range is there and on character boundaries.
+                c.push(st.record.range(i).and_then(|r| text.get(r)).unwrap_or_default());
             }
             rows += 1;
         }
@@ -411,6 +416,14 @@ mod tests {
                 "5: field `b` is not valid UTF-8"
             ]
         );
+    }
+
+    #[test]
+    fn a_character_split_across_two_fields_is_invalid_utf8() {
+        // regression: the row as a whole is valid UTF-8 ("é"), its two fields are not.
+        let (rows, rej) = read_all(b"a,b\n\xc3,\xa9\n1,\xc3\xa9\n", "");
+        assert_eq!(rows, [r#"{"a":"1","b":"é"}"#]);
+        assert_eq!(rej, ["2: field `a` is not valid UTF-8"]);
     }
 
     #[test]
