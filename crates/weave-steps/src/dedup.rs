@@ -1,7 +1,5 @@
 //! The `dedup` step: drops records whose chosen fields repeat an earlier record's.
 
-use std::collections::HashSet;
-
 use weave_core::{
     Batch, CanonicalConfig, Params, Shape, StatefulTransform, Step, StepContext, StepError, StepInfo, StepKind,
     ValueRef,
@@ -30,9 +28,10 @@ pub struct Dedup {
     /// Collapse inner whitespace to one space, and trim the ends.
     collapse: bool,
     trim: bool,
-    seen: HashSet<u128>,
+    seen: KeySet,
     config: CanonicalConfig,
-    buf: String,
+    /// The key being built, reused.
+    key: Vec<u8>,
 }
 
 fn build(p: &Params) -> Option<Step> {
@@ -65,9 +64,9 @@ fn build(p: &Params) -> Option<Step> {
         lowercase: norm.contains(&"lowercase"),
         collapse: norm.contains(&"collapse_whitespace"),
         trim: norm.contains(&"trim"),
-        seen: HashSet::new(),
+        seen: KeySet::default(),
         config: p.canonical(&[]),
-        buf: String::new(),
+        key: Vec::new(),
     })))
 }
 
@@ -82,28 +81,46 @@ impl StepInfo for Dedup {
 }
 
 impl Dedup {
-    /// Writes the normalised form of `s` into the reused buffer.
-    fn normalise(&mut self, s: &str) {
-        self.buf.clear();
+    /// Appends the normalised form of `s` to the key being built.
+    fn normalise_into(&self, s: &str, key: &mut Vec<u8>) {
         let s = if self.trim || self.collapse { s.trim() } else { s };
-        let push = |buf: &mut String, part: &str| {
-            if self.lowercase {
-                buf.extend(part.chars().flat_map(char::to_lowercase));
+        let push = |key: &mut Vec<u8>, part: &str| {
+            if self.lowercase && part.is_ascii() {
+                key.extend(part.bytes().map(|b| b.to_ascii_lowercase()));
+            } else if self.lowercase {
+                let mut b = [0u8; 4];
+                for c in part.chars().flat_map(char::to_lowercase) {
+                    key.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+                }
             } else {
-                buf.push_str(part);
+                key.extend_from_slice(part.as_bytes());
             }
         };
         if self.collapse {
             for (i, w) in s.split_whitespace().enumerate() {
                 if i > 0 {
-                    self.buf.push(' ');
+                    key.push(b' ');
                 }
-                push(&mut self.buf, w);
+                push(key, w);
             }
         } else {
-            push(&mut self.buf, s);
+            push(key, s);
         }
     }
+}
+
+/// Appends a value's part of a key: a tag, then for text and other values the length of
+/// their bytes and the bytes (so that field boundaries cannot shift).
+fn frame(key: &mut Vec<u8>, tag: u8, body: impl FnOnce(&mut Vec<u8>)) {
+    key.push(tag);
+    if tag == 0 {
+        return;
+    }
+    let at = key.len();
+    key.extend_from_slice(&[0; 8]);
+    body(key);
+    let len = (key.len() - at - 8) as u64;
+    key[at..at + 8].copy_from_slice(&len.to_le_bytes());
 }
 
 impl StatefulTransform for Dedup {
@@ -117,37 +134,33 @@ impl StatefulTransform for Dedup {
         };
         let names: Vec<&str> = columns.iter().map(|&c| batch.schema().fields()[c].name.as_str()).collect();
         let mut keep = Vec::with_capacity(batch.len());
+        let mut key = std::mem::take(&mut self.key);
         for row in 0..batch.len() {
-            let mut h = blake3::Hasher::new();
+            // The key's bytes are laid out in one reused buffer and hashed in one call:
+            // blake3 of the whole is the same as fed in pieces, and one call is cheaper.
+            key.clear();
             for (&c, name) in columns.iter().zip(&names) {
                 // Field names are part of the key when every field is used, so that
                 // records with different fields never match.
                 if self.fields.is_none() {
-                    h.update(&(name.len() as u64).to_le_bytes());
-                    h.update(name.as_bytes());
+                    key.extend_from_slice(&(name.len() as u64).to_le_bytes());
+                    key.extend_from_slice(name.as_bytes());
                 }
                 match batch.columns()[c].get(row) {
-                    ValueRef::Null => {
-                        h.update(&[0]);
-                    }
-                    ValueRef::Str(s) => {
-                        self.normalise(s);
-                        h.update(&[1]);
-                        h.update(&(self.buf.len() as u64).to_le_bytes());
-                        h.update(self.buf.as_bytes());
-                    }
-                    other => {
-                        let text = other.to_string();
-                        h.update(&[2]);
-                        h.update(&(text.len() as u64).to_le_bytes());
-                        h.update(text.as_bytes());
-                    }
+                    ValueRef::Null => frame(&mut key, 0, |_| {}),
+                    ValueRef::Str(s) => frame(&mut key, 1, |k| self.normalise_into(s, k)),
+                    other => frame(&mut key, 2, |k| {
+                        use std::io::Write as _;
+                        // Writing to a Vec cannot fail.
+                        let _ = write!(k, "{other}");
+                    }),
                 }
             }
-            let mut key = [0u8; 16];
-            key.copy_from_slice(&h.finalize().as_bytes()[..16]);
-            keep.push(self.seen.insert(u128::from_le_bytes(key)));
+            let mut bytes = [0u8; 16];
+            bytes.copy_from_slice(&blake3::hash(&key).as_bytes()[..16]);
+            keep.push(self.seen.insert(u128::from_le_bytes(bytes)));
         }
+        self.key = key;
         let dropped = keep.iter().filter(|k| !**k).count() as u64;
         ctx.count_dropped("duplicate", dropped);
         if dropped < batch.len() as u64 {
@@ -156,6 +169,33 @@ impl StatefulTransform for Dedup {
         Ok(())
     }
 }
+
+/// Hashes a 128-bit key for a [`KeySet`] by taking its low 64 bits: keys are blake3 output, already
+/// uniform, so hashing them again (std's SipHash) only costs time. Crafting keys that
+/// collide in these bits means finding blake3 inputs that agree in 64 bits, for data a
+/// pipeline was given, not for a network service.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used by the set; any other input is folded in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+/// A set of 128-bit keys that are hashes already (dedup's keys), hashed by [`KeyHasher`].
+pub type KeySet = std::collections::HashSet<u128, std::hash::BuildHasherDefault<KeyHasher>>;
 
 #[cfg(test)]
 mod tests {
@@ -193,6 +233,9 @@ mod tests {
         assert_eq!(rows.len(), 3, "exact by default");
         let (rows, _) = run("fields = [\"text\"]\nnormalize = [\"lowercase\", \"collapse_whitespace\"]", &[batch]);
         assert_eq!(rows, [r#"{"id":1,"text":"Hello  World"}"#, r#"{"id":3,"text":"HELLO WORLD!"}"#]);
+        let accents = vec![rec(1, "ÉCOLE  Über"), rec(2, "école über"), rec(3, "ecole uber")];
+        let (rows, _) = run("fields = [\"text\"]\nnormalize = [\"lowercase\", \"collapse_whitespace\"]", &[accents]);
+        assert_eq!(rows, [r#"{"id":1,"text":"ÉCOLE  Über"}"#, r#"{"id":3,"text":"ecole uber"}"#]);
     }
 
     #[test]

@@ -25,7 +25,7 @@ mod text;
 pub use clean::Clean;
 pub use concat::Concat;
 pub use csv::{ExportCsv, LoadCsv};
-pub use dedup::Dedup;
+pub use dedup::{Dedup, KeyHasher, KeySet};
 pub use json::{write_json_str, write_jsonl, write_value};
 pub use json_array::ExportJson;
 pub use jsonl::{ExportJsonl, LoadJsonl};
