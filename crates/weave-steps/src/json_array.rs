@@ -26,8 +26,8 @@ pub(crate) const EXPORT_KIND: StepKind = StepKind {
 /// ]
 /// ```
 ///
-/// With `pretty = true`, laid out as serde_json's (and Python's `indent=2`) pretty
-/// printer does. No records give `[]`; every part of a split output is an array of its own.
+/// With `pretty = true`, laid out as serde_json's pretty printer does (two spaces a
+/// level). No records give `[]`; every part of a split output is an array of its own.
 #[derive(Debug)]
 pub struct ExportJson {
     out: Export<JsonArray>,

@@ -229,8 +229,7 @@ fn measure(op: &Op, dir: &Path, corpus: &CorpusData) -> Result<(Duration, Done),
     let mut outcome = Ok(fields);
     let elapsed = match step {
         Step::Source(mut s) => {
-            let file = dir.join(op.keys.split('"').nth(1).unwrap_or_default().replace("{dir}/", ""));
-            let bytes = std::fs::metadata(&file).map_or(0, |m| m.len());
+            let bytes = s.files_read().iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).sum();
             time(|| {
                 let mut c = ctx(0);
                 let mut records = 0;
