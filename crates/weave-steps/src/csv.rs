@@ -232,7 +232,7 @@ pub(crate) const EXPORT_KIND: StepKind = StepKind {
 };
 
 /// Writes records as CSV: a header row, then one row per record, in one file or in parts
-/// (each with its header) as [`crate::output::Export`] cuts them. The columns are
+/// (each with its header) as the export cuts them. The columns are
 /// `fields` when given, else the first batch's fields; null is an empty cell, and lists
 /// and maps are written as JSON.
 #[derive(Debug)]

@@ -95,7 +95,7 @@ impl Source for LoadJsonl {
 
 /// Writes records as JSON Lines: one file, or parts split by rows or bytes and partitioned
 /// by fields, compressed by the extension, all written under temporary names and moved
-/// into place on commit (see [`crate::output::Export`]).
+/// into place on commit (see `output.rs`).
 #[derive(Debug)]
 pub struct ExportJsonl {
     out: Export<Jsonl>,
