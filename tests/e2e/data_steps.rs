@@ -130,3 +130,52 @@ path = "out.jsonl"
         }
     }
 }
+
+#[test]
+fn a_partitioned_split_export_appears_whole_with_its_manifest_in_the_lineage() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut csv = String::from("id,split,text\n");
+    for id in 0..50 {
+        csv.push_str(&format!("{id},{},text number {id}\n", ["train", "test"][id % 2]));
+    }
+    std::fs::write(dir.path().join("in.csv"), csv).expect("write the input");
+    let pipeline = |max_rows: usize| {
+        format!(
+            "[[step]]\nid = \"load\"\nkind = \"load_csv\"\npath = \"in.csv\"\nbatch_size = 7\n\n\
+             [[step]]\nid = \"export\"\nkind = \"export_json\"\npath = \"out/{{split}}/part-{{index:03}}.json.zst\"\nmax_rows = {max_rows}\n"
+        )
+    };
+    std::fs::write(dir.path().join("p.toml"), pipeline(10)).expect("write the pipeline");
+    check_in(dir.path(), &["run", "p.toml"], 0, &["run succeeded"], &[]);
+    let manifest_path = dir.path().join("out/part.manifest.json");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).expect("manifest")).expect("JSON");
+    assert_eq!(manifest["records"], 50);
+    let parts = manifest["parts"].as_array().expect("parts");
+    assert_eq!(parts.len(), 6, "25 records a split in parts of 10: 3 each");
+    assert_eq!(parts[0]["path"], "test/part-000.json.zst");
+    assert_eq!(parts[5]["partition"], serde_json::json!({"split": "train"}));
+    let last = zstd::decode_all(&std::fs::read(dir.path().join("out/train/part-002.json.zst")).expect("part")[..])
+        .expect("zstd");
+    let records: serde_json::Value = serde_json::from_slice(&last).expect("a JSON array");
+    assert_eq!(records.as_array().map(Vec::len), Some(5));
+
+    // The lineage lists the manifest, whose hash covers the parts'.
+    let out = check_in(dir.path(), &["report", "--format", "json"], 0, &[], &[]);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    let bytes = std::fs::read(&manifest_path).expect("manifest");
+    assert_eq!(report["outputs"][0]["path"], "out/part.manifest.json");
+    assert_eq!(report["outputs"][0]["blake3"], weave::cache::Key::of_content(&bytes).to_hex());
+
+    // A smaller run replaces the set: the parts it does not write are gone.
+    std::fs::write(dir.path().join("p.toml"), pipeline(30)).expect("write the pipeline");
+    check_in(dir.path(), &["run", "p.toml"], 0, &["run succeeded"], &[]);
+    let mut left: Vec<String> = Vec::new();
+    for split in ["test", "train"] {
+        for e in std::fs::read_dir(dir.path().join("out").join(split)).expect("partition folder") {
+            left.push(format!("{split}/{}", e.expect("entry").file_name().to_string_lossy()));
+        }
+    }
+    left.sort();
+    assert_eq!(left, ["test/part-000.json.zst", "train/part-000.json.zst"]);
+}

@@ -7,7 +7,7 @@ use weave_core::{
     StepInfo, StepKind, StrColumn, ValueRef,
 };
 
-use crate::output::AtomicOutput;
+use crate::output::{Export, Format, OutputSpec};
 
 /// The `load_csv` kind.
 pub(crate) const KIND: StepKind = StepKind {
@@ -167,18 +167,23 @@ impl Source for LoadCsv {
                 ctx.reject(Rejected { reason, record: Some(raw_record(&st.header, &st.record)), origin: origin() });
                 continue;
             }
-            match st.record.iter().position(|f| std::str::from_utf8(f).is_err()) {
-                Some(bad) => {
-                    let reason = format!("field `{}` is not valid UTF-8", st.header[bad]);
-                    ctx.reject(Rejected { reason, record: Some(raw_record(&st.header, &st.record)), origin: origin() });
-                    continue;
-                }
-                None => {
-                    for (c, f) in cols.iter_mut().zip(st.record.iter()) {
-                        // Checked just above.
-                        c.push(std::str::from_utf8(f).unwrap_or_default());
-                    }
-                }
+            // One UTF-8 check for the whole row: its fields are valid when the row is and
+            // every field starts and ends on a character boundary. (A check per field, then
+            // a conversion per field, was an eighth of the `io` benchmark's time.)
+            let text = std::str::from_utf8(st.record.as_slice()).ok().filter(|t| {
+                (0..width).all(|i| {
+                    st.record.range(i).is_some_and(|r| t.is_char_boundary(r.start) && t.is_char_boundary(r.end))
+                })
+            });
+            let Some(text) = text else {
+                let bad = st.record.iter().position(|f| std::str::from_utf8(f).is_err()).unwrap_or_default();
+                let reason = format!("field `{}` is not valid UTF-8", st.header[bad]);
+                ctx.reject(Rejected { reason, record: Some(raw_record(&st.header, &st.record)), origin: origin() });
+                continue;
+            };
+            for (i, c) in cols.iter_mut().enumerate() {
+                // Checked just above: every range is there and on character boundaries.
+                c.push(st.record.range(i).and_then(|r| text.get(r)).unwrap_or_default());
             }
             rows += 1;
         }
@@ -211,39 +216,125 @@ fn raw_record(header: &[String], row: &csv::ByteRecord) -> Record {
 pub(crate) const EXPORT_KIND: StepKind = StepKind {
     name: "export_csv",
     shape: Shape::Sink,
-    summary: "write records as CSV with a header row; the file appears whole when the run succeeds",
-    keys: &["path", "delimiter", "fields"],
+    summary: "write records as CSV with a header row (gzip/zstd, split into parts, partitioned by fields); files appear whole when the run succeeds",
+    keys: &[
+        "path",
+        "compression",
+        "level",
+        "max_rows",
+        "max_bytes",
+        "max_partitions",
+        "manifest",
+        "delimiter",
+        "fields",
+    ],
     build: build_export,
 };
 
-/// Writes records as CSV: a header row, then one row per record. The columns are `fields`
-/// when given, else the first batch's fields; null is an empty cell, and lists and maps
-/// are written as JSON.
+/// Writes records as CSV: a header row, then one row per record, in one file or in parts
+/// (each with its header) as the export cuts them. The columns are
+/// `fields` when given, else the first batch's fields; null is an empty cell, and lists
+/// and maps are written as JSON.
 #[derive(Debug)]
 pub struct ExportCsv {
-    out: AtomicOutput,
-    delimiter: u8,
-    fields: Option<Vec<String>>,
-    header_written: bool,
+    out: Export<Csv>,
     config: CanonicalConfig,
-    buf: Vec<u8>,
+}
+
+/// CSV rows under a header.
+#[derive(Debug)]
+struct Csv {
+    delimiter: u8,
+    /// The columns, once known.
+    fields: Option<Vec<String>>,
+    /// The header row, once the columns are known.
+    header: Vec<u8>,
+    record: csv::ByteRecord,
+    cell: Vec<u8>,
+}
+
+impl Csv {
+    fn set_fields(&mut self, fields: Vec<String>) -> Result<(), StepError> {
+        self.header.clear();
+        if !fields.is_empty() {
+            let mut w = csv::WriterBuilder::new().delimiter(self.delimiter).from_writer(&mut self.header);
+            w.write_record(&fields).map_err(|e| StepError::internal(format!("cannot format the CSV header: {e}")))?;
+            w.flush().map_err(|e| StepError::internal(format!("cannot format the CSV header: {e}")))?;
+        }
+        self.fields = Some(fields);
+        Ok(())
+    }
+}
+
+impl Format for Csv {
+    fn name(&self) -> &'static str {
+        "csv"
+    }
+
+    fn rows(&mut self, batch: &Batch, out: &mut Vec<u8>, ends: &mut Vec<usize>) -> Result<(), StepError> {
+        if self.fields.is_none() {
+            self.set_fields(batch.schema().names().map(str::to_owned).collect())?;
+        }
+        let fields = self.fields.as_deref().unwrap_or_default();
+        if let Some(extra) = batch.schema().names().find(|n| !fields.iter().any(|f| f == n)) {
+            return Err(StepError::fatal(format!(
+                "field `{extra}` is not among the CSV columns ({}); list the columns with `fields = [...]`",
+                fields.join(", ")
+            )));
+        }
+        let columns: Vec<Option<&Column>> =
+            fields.iter().map(|f| batch.schema().index_of(f).map(|c| &*batch.columns()[c])).collect();
+        let io = |e: csv::Error| StepError::internal(format!("cannot format a CSV row: {e}"));
+        let mut w = csv::WriterBuilder::new().delimiter(self.delimiter).has_headers(false).from_writer(out);
+        for r in 0..batch.len() {
+            self.record.clear();
+            for c in &columns {
+                match c.map(|c| c.get(r)) {
+                    None | Some(ValueRef::Null) => self.record.push_field(b""),
+                    Some(ValueRef::Str(s)) => self.record.push_field(s.as_bytes()),
+                    Some(other) => {
+                        use std::io::Write as _;
+                        self.cell.clear();
+                        // Writing to a Vec cannot fail.
+                        let _ = write!(self.cell, "{other}");
+                        self.record.push_field(&self.cell);
+                    }
+                }
+            }
+            w.write_byte_record(&self.record).map_err(io)?;
+            // The row's end is where the file may be cut.
+            w.flush().map_err(|e| StepError::internal(format!("cannot format CSV: {e}")))?;
+            ends.push(w.get_ref().len());
+        }
+        Ok(())
+    }
+
+    fn start(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.header);
+    }
 }
 
 fn build_export(p: &Params) -> Option<Step> {
-    let path = p.required_path("path", "the CSV file to write");
+    let spec = OutputSpec::read(p, "the CSV file to write");
     let delimiter = single_byte(p, "delimiter", b',');
     let fields = p.str_list("fields");
+    if let (Some(f), Some(item)) = (&fields, p.item("fields"))
+        && f.is_empty()
+    {
+        p.error_at(item, "`fields` is empty: name the columns, or leave `fields` out to take the first batch's fields");
+    }
     if p.has_errors() {
         return None;
     }
-    Some(Step::Sink(Box::new(ExportCsv {
-        out: AtomicOutput::new(path?),
-        delimiter,
-        fields,
-        header_written: false,
-        config: p.canonical(&[]),
-        buf: Vec::new(),
-    })))
+    let mut format =
+        Csv { delimiter, fields: None, header: Vec::new(), record: csv::ByteRecord::new(), cell: Vec::new() };
+    if let Some(fields) = fields
+        && let Err(e) = format.set_fields(fields)
+    {
+        p.push(weave_core::Diagnostic::error(e.to_string()));
+        return None;
+    }
+    Some(Step::Sink(Box::new(ExportCsv { out: Export::new(spec?, format), config: p.canonical(&["max_partitions"]) })))
 }
 
 impl StepInfo for ExportCsv {
@@ -256,61 +347,16 @@ impl StepInfo for ExportCsv {
     }
 
     fn files_written(&self) -> Vec<PathBuf> {
-        vec![self.out.path().to_path_buf()]
+        self.out.files_written()
     }
 }
 
 impl Sink for ExportCsv {
     fn write(&mut self, batch: &Batch, _ctx: &mut StepContext) -> Result<(), StepError> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        let first = !self.header_written;
-        self.header_written = true;
-        let fields = self.fields.get_or_insert_with(|| batch.schema().names().map(str::to_owned).collect()).clone();
-        if let Some(extra) = batch.schema().names().find(|n| !fields.iter().any(|f| f == n)) {
-            return Err(StepError::fatal(format!(
-                "field `{extra}` is not among the CSV columns ({}); list the columns with `fields = [...]`",
-                fields.join(", ")
-            )));
-        }
-        let columns: Vec<Option<usize>> = fields.iter().map(|f| batch.schema().index_of(f)).collect();
-        {
-            let mut w = csv::WriterBuilder::new().delimiter(self.delimiter).has_headers(false).from_writer(&mut buf);
-            let io = |e: csv::Error| StepError::internal(format!("cannot format a CSV row: {e}"));
-            if first {
-                w.write_record(&fields).map_err(io)?;
-            }
-            let mut cell = String::new();
-            let mut row: Vec<String> = Vec::with_capacity(fields.len());
-            for r in 0..batch.len() {
-                row.clear();
-                for c in &columns {
-                    cell.clear();
-                    match c.map(|c| batch.columns()[c].get(r)) {
-                        None | Some(ValueRef::Null) => {}
-                        Some(ValueRef::Str(s)) => cell.push_str(s),
-                        Some(other) => cell.push_str(&other.to_string()),
-                    }
-                    row.push(cell.clone());
-                }
-                w.write_record(&row).map_err(io)?;
-            }
-            w.flush().map_err(|e| StepError::internal(format!("cannot format CSV: {e}")))?;
-        }
-        let result = self.out.write_all(&buf);
-        self.buf = buf;
-        result
+        self.out.write(batch)
     }
 
     fn commit(&mut self, _ctx: &mut StepContext) -> Result<(), StepError> {
-        // No batch came: the file still gets its header when the columns are known.
-        if let (false, Some(fields)) = (self.header_written, &self.fields) {
-            let mut header = Vec::new();
-            let mut w = csv::WriterBuilder::new().delimiter(self.delimiter).from_writer(&mut header);
-            w.write_record(fields).map_err(|e| StepError::internal(format!("cannot format the CSV header: {e}")))?;
-            drop(w);
-            self.out.write_all(&header)?;
-        }
         self.out.commit()
     }
 
@@ -370,6 +416,14 @@ mod tests {
                 "5: field `b` is not valid UTF-8"
             ]
         );
+    }
+
+    #[test]
+    fn a_character_split_across_two_fields_is_invalid_utf8() {
+        // regression: the row as a whole is valid UTF-8 ("é"), its two fields are not.
+        let (rows, rej) = read_all(b"a,b\n\xc3,\xa9\n1,\xc3\xa9\n", "");
+        assert_eq!(rows, [r#"{"a":"1","b":"é"}"#]);
+        assert_eq!(rej, ["2: field `a` is not valid UTF-8"]);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use weave_core::{
 };
 
 use crate::input::Lines;
-use crate::json::write_jsonl;
-use crate::output::AtomicOutput;
+use crate::json::write_objects;
+use crate::output::{Export, Format, OutputSpec};
 
 /// The `load_jsonl` kind.
 pub(crate) const LOAD_KIND: StepKind = StepKind {
@@ -24,8 +24,8 @@ pub(crate) const LOAD_KIND: StepKind = StepKind {
 pub(crate) const EXPORT_KIND: StepKind = StepKind {
     name: "export_jsonl",
     shape: Shape::Sink,
-    summary: "write records as JSON Lines; the file appears whole when the run succeeds",
-    keys: &["path"],
+    summary: "write records as JSON Lines (gzip/zstd, split into parts, partitioned by fields); files appear whole when the run succeeds",
+    keys: &crate::output::KEYS,
     build: build_export,
 };
 
@@ -93,18 +93,33 @@ impl Source for LoadJsonl {
     }
 }
 
-/// Writes records as JSON Lines into a temporary file beside the target, renamed into
-/// place on commit: readers never see a half-written file.
+/// Writes records as JSON Lines: one file, or parts split by rows or bytes and partitioned
+/// by fields, compressed by the extension, all written under temporary names and moved
+/// into place on commit (see `output.rs`).
 #[derive(Debug)]
 pub struct ExportJsonl {
-    out: AtomicOutput,
+    out: Export<Jsonl>,
     config: CanonicalConfig,
-    buf: Vec<u8>,
+}
+
+/// JSON Lines: an object and a newline per record.
+#[derive(Debug)]
+struct Jsonl;
+
+impl Format for Jsonl {
+    fn name(&self) -> &'static str {
+        "jsonl"
+    }
+
+    fn rows(&mut self, batch: &Batch, out: &mut Vec<u8>, ends: &mut Vec<usize>) -> Result<(), StepError> {
+        write_objects(batch, out, b"", b"\n", |end| ends.push(end));
+        Ok(())
+    }
 }
 
 fn build_export(p: &Params) -> Option<Step> {
-    let path = p.required_path("path", "the JSONL file to write")?;
-    Some(Step::Sink(Box::new(ExportJsonl { out: AtomicOutput::new(path), config: p.canonical(&[]), buf: Vec::new() })))
+    let spec = OutputSpec::read(p, "the JSONL file to write")?;
+    Some(Step::Sink(Box::new(ExportJsonl { out: Export::new(spec, Jsonl), config: p.canonical(&["max_partitions"]) })))
 }
 
 impl StepInfo for ExportJsonl {
@@ -117,15 +132,13 @@ impl StepInfo for ExportJsonl {
     }
 
     fn files_written(&self) -> Vec<PathBuf> {
-        vec![self.out.path().to_path_buf()]
+        self.out.files_written()
     }
 }
 
 impl Sink for ExportJsonl {
     fn write(&mut self, batch: &Batch, _ctx: &mut StepContext) -> Result<(), StepError> {
-        self.buf.clear();
-        write_jsonl(batch, &mut self.buf);
-        self.out.write_all(&self.buf)
+        self.out.write(batch)
     }
 
     fn commit(&mut self, _ctx: &mut StepContext) -> Result<(), StepError> {

@@ -17,6 +17,7 @@ mod dataset;
 mod dedup;
 mod input;
 mod json;
+mod json_array;
 mod jsonl;
 mod lines;
 mod output;
@@ -27,8 +28,9 @@ pub use clean::Clean;
 pub use concat::Concat;
 pub use csv::{ExportCsv, LoadCsv};
 pub use dataset::{Compare, Filter, Generate, Mix, Sample, Split};
-pub use dedup::Dedup;
+pub use dedup::{Dedup, KeyHasher, KeySet};
 pub use json::{write_json_str, write_jsonl, write_value};
+pub use json_array::ExportJson;
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use lines::LoadText;
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
@@ -92,6 +94,7 @@ pub fn registry() -> weave_core::Registry {
         dataset::COMPARE_KIND,
         jsonl::EXPORT_KIND,
         csv::EXPORT_KIND,
+        json_array::EXPORT_KIND,
     ] {
         r.register(kind);
     }

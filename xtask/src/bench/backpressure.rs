@@ -235,7 +235,7 @@ fn make_batch(schema: &Arc<Schema>, template: &str, n: u64) -> Batch {
 }
 
 /// This process's peak resident set in bytes (`VmHWM`), where Linux reports it.
-fn peak_rss() -> Option<u64> {
+pub(super) fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;

@@ -9,9 +9,11 @@
 mod backpressure;
 mod cache;
 mod datasetops;
+mod io;
 mod layout;
 mod measure;
 mod monitoring;
+mod ops;
 mod overhead;
 mod plan;
 mod reliability;
@@ -85,6 +87,16 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         summary: "1M-row load/clean/dedup/export through the weave binary: cache write cost, no-change re-run, replay; blake3 GB/s",
         run: cache::run,
     },
+    Scenario {
+        name: "io",
+        summary: "1M generated CSV rows: load_csv → clean → dedup → export_jsonl on 1 and 2 threads vs a hand-written single pass; peak RSS",
+        run: io::run,
+    },
+    Scenario {
+        name: "ops",
+        summary: "every operator alone on one thread over one generated corpus (200,000 rows): records/s per core and MB/s",
+        run: ops::run,
+    },
 ];
 
 /// The hidden task `__bench-child <scenario>`: the part of a scenario that must run in a
@@ -92,6 +104,7 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
 pub(crate) fn child(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("backpressure") => backpressure::child(args.get(1).map_or("pass", String::as_str)),
+        Some("io") => io::child(&args[1..]),
         other => Err(format!("no child task {other:?}")),
     }
 }
