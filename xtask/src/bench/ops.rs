@@ -93,6 +93,49 @@ normalize = ["lowercase", "collapse_whitespace"]"#,
     ),
     op("dedup, whole record", "dedup", ""),
     op("concat", "concat", ""),
+    op("validate: completeness", "validate", r#"checks = [{ check = "completeness", fields = ["text", "label"] }]"#),
+    op("validate: coherence", "validate", r#"checks = [{ check = "coherence", field = "text" }]"#),
+    op(
+        "validate: length",
+        "validate",
+        r#"checks = [{ check = "length", field = "text", min_chars = 20, max_words = 40 }]"#,
+    ),
+    op(
+        "validate: schema (allowed)",
+        "validate",
+        r#"checks = [{ check = "schema", field = "label", pattern = "^[a-z]+$" }]"#,
+    ),
+    op("validate: uniqueness", "validate", r#"checks = [{ check = "uniqueness", fields = ["text"] }]"#),
+    op(
+        "generate",
+        "generate",
+        r#"templates = ["My {device} won't {problem} since {day}.", "Why does the {device} {problem}?"]
+slots = { device = ["phone", "laptop", "router", "watch"], problem = ["charge", "boot", "sync"], day = ["Monday", "Friday"] }
+count = 200000"#,
+    ),
+    op("mix, append", "mix", ""),
+    op(
+        "mix, ratio 0.3 balanced",
+        "mix",
+        r#"ratio = 0.3
+balance_by = "label""#,
+    ),
+    op("compare", "compare", r#"label = "label""#),
+    op("split", "split", r#"fractions = { train = 0.8, validation = 0.1, test = 0.1 }"#),
+    op(
+        "split, stratified",
+        "split",
+        r#"fractions = { train = 0.8, validation = 0.1, test = 0.1 }
+stratify_by = "label""#,
+    ),
+    op(
+        "filter, equals",
+        "filter",
+        r#"field = "label"
+equals = "billing""#,
+    ),
+    op("sample, n = 10,000", "sample", "n = 10000"),
+    op("sample, fraction 0.1", "sample", "fraction = 0.1"),
     op("export_jsonl", "export_jsonl", r#"path = "{dir}/out/a.jsonl""#),
     op("export_jsonl, gzip", "export_jsonl", r#"path = "{dir}/out/a.jsonl.gz""#),
     op("export_jsonl, zstd", "export_jsonl", r#"path = "{dir}/out/a.jsonl.zst""#),
@@ -271,14 +314,18 @@ fn measure(op: &Op, dir: &Path, corpus: &CorpusData) -> Result<(Duration, Done),
         }),
         Step::Merge(mut m) => time(|| {
             let mut out = Vec::new();
+            // Batches go to two inputs in turn (real and synthetic, for `mix` and `compare`).
             for (k, b) in corpus.batches.iter().enumerate() {
                 out.clear();
-                if let Err(e) = m.process(0, b, &mut ctx(k), &mut out) {
+                if let Err(e) = m.process(k % 2, b, &mut ctx(k), &mut out) {
                     outcome = Err(err(e));
                     return;
                 }
             }
-            let done = m.input_done(0, &mut ctx(0), &mut out).and_then(|()| m.finish(&mut ctx(0), &mut out));
+            let done = m
+                .input_done(0, &mut ctx(0), &mut out)
+                .and_then(|()| m.input_done(1, &mut ctx(0), &mut out))
+                .and_then(|()| m.finish(&mut ctx(0), &mut out));
             if let Err(e) = done {
                 outcome = Err(err(e));
             }
