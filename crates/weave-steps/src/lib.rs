@@ -10,6 +10,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod augment;
 mod clean;
 mod concat;
 mod csv;
@@ -18,9 +19,11 @@ mod input;
 mod json;
 mod jsonl;
 mod lines;
+mod noise;
 mod output;
 mod text;
 
+pub use augment::Augment;
 pub use clean::Clean;
 pub use concat::Concat;
 pub use csv::{ExportCsv, LoadCsv};
@@ -28,6 +31,10 @@ pub use dedup::Dedup;
 pub use json::{write_json_str, write_jsonl, write_value};
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use lines::LoadText;
+pub use noise::{
+    CaseNoise, Frequency, LocalShuffle, Noiser, PatternNoiser, PatternSet, PunctuationNoise, Rng, Scratch, Severity,
+    Typos, WhitespaceNoise, WordDropout, changed_words, hash_bytes, record_seed,
+};
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
 
 /// The error for a field the step was told to use but the data does not have.
@@ -55,6 +62,7 @@ pub fn registry() -> weave_core::Registry {
         jsonl::LOAD_KIND,
         lines::KIND,
         clean::KIND,
+        augment::KIND,
         dedup::KIND,
         concat::KIND,
         jsonl::EXPORT_KIND,
