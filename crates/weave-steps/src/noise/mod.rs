@@ -18,6 +18,9 @@ mod surface;
 mod typos;
 mod words;
 
+#[cfg(test)]
+mod rates;
+
 use std::fmt;
 
 pub use patterns::{PatternNoiser, PatternSet};
@@ -123,6 +126,28 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
     mix(h)
 }
 
+/// A hasher for the word tables: short keys, no need to resist crafted collisions (the
+/// tables are fixed when the step is built), so [`hash_bytes`] rather than SipHash.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct WordHasher(u64);
+
+impl std::hash::Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = mix(self.0 ^ hash_bytes(bytes));
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by words.
+pub(crate) type WordMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<WordHasher>>;
+
 /// The seed of one record's noise: a hash of the pipeline seed, the step (through
 /// [`hash_bytes`] of its id) and the record's text.
 ///
@@ -220,6 +245,12 @@ pub(crate) fn trailing<'a>(text: &'a str, toks: &[Tok]) -> &'a str {
 /// digit) and trailing punctuation: `"(hello),"` is `("(", "hello", "),")`. A word with no
 /// letter or digit is all prefix.
 pub(crate) fn affixes(word: &str) -> (&str, &str, &str) {
+    if word.is_ascii() {
+        let b = word.as_bytes();
+        let Some(a) = b.iter().position(u8::is_ascii_alphanumeric) else { return (word, "", "") };
+        let e = b.iter().rposition(u8::is_ascii_alphanumeric).map_or(b.len(), |i| i + 1);
+        return (&word[..a], &word[a..e], &word[e..]);
+    }
     let Some(a) = word.find(|c: char| c.is_alphanumeric()) else { return (word, "", "") };
     let b = word.rfind(|c: char| c.is_alphanumeric()).map_or(word.len(), |i| i + char_len(word.as_bytes()[i]));
     (&word[..a], &word[a..b], &word[b..])
@@ -297,6 +328,9 @@ pub(crate) fn lower_into(s: &str, buf: &mut String) {
 /// diff shows as removed or changed (by a longest common subsequence of words). This is
 /// what [`Noiser::apply`] counts, measured from outside.
 pub fn changed_words(a: &str, b: &str) -> usize {
+    if a == b {
+        return 0;
+    }
     let wa: Vec<&str> = a.split_whitespace().collect();
     let wb: Vec<&str> = b.split_whitespace().collect();
     // Common ends first, so that the quadratic part only sees the middle.

@@ -17,9 +17,7 @@
 //! with an upper-case letter matches exactly and is replaced as written. A word of the
 //! text matches with or without its surrounding punctuation (`statute,` → `statue,`).
 
-use std::collections::HashMap;
-
-use super::{Case, Noiser, Rng, Scratch, Tok, affixes, case_of, lower_into, push_cased, tokenize, trailing};
+use super::{Case, Noiser, WordMap, Rng, Scratch, Tok, affixes, case_of, lower_into, push_cased, tokenize, trailing};
 
 /// The built-in languages of the `language` noiser.
 pub(crate) const BUILT_IN_LANGUAGES: &[&str] = &["en", "es"];
@@ -272,9 +270,9 @@ pub struct PatternNoiser {
     patterns: Vec<Pattern>,
     rules: Vec<Rule>,
     /// First word (exact) → patterns.
-    exact: HashMap<String, Vec<u32>>,
+    exact: WordMap<String, Vec<u32>>,
     /// First word (lower case) → patterns written in lower case.
-    folded: HashMap<String, Vec<u32>>,
+    folded: WordMap<String, Vec<u32>>,
 }
 
 impl PatternNoiser {
@@ -298,7 +296,7 @@ impl PatternNoiser {
                 rules.push(*r);
             }
         }
-        let (mut exact, mut folded) = (HashMap::<String, Vec<u32>>::new(), HashMap::<String, Vec<u32>>::new());
+        let (mut exact, mut folded) = (WordMap::<String, Vec<u32>>::default(), WordMap::<String, Vec<u32>>::default());
         for (i, p) in patterns.iter().enumerate() {
             let map = if p.fold { &mut folded } else { &mut exact };
             map.entry(p.words[0].clone()).or_default().push(i as u32);
@@ -328,7 +326,9 @@ impl PatternNoiser {
                     }
                 }
             };
-            try_ids(self.exact.get(key));
+            if !self.exact.is_empty() {
+                try_ids(self.exact.get(key));
+            }
             if case_of(key) != Case::Mixed {
                 lower_into(key, lower);
                 try_ids(self.folded.get(lower.as_str()));
@@ -336,10 +336,18 @@ impl PatternNoiser {
         }
         let next = toks.get(i + 1).map(|t| &text[t.start..t.end]);
         for (r, rule) in self.rules.iter().enumerate() {
-            if rule.applies(word, next) {
+            if rule.applies(word, (pre, core, suf), next) {
                 cands.push(Cand { what: RULE | r as u32, len: 1, first_core: false, last_core: false });
             }
         }
+    }
+
+    /// A text for each of its patterns and rules, where it applies (for tests of the rate).
+    #[cfg(test)]
+    pub(crate) fn examples(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.patterns.iter().map(|p| p.words.join(" ")).collect();
+        out.extend(self.rules.iter().map(|r| r.example().to_owned()));
+        out
     }
 
     /// How many places of `text` some pattern or rule applies to (for tests of the rate).
@@ -582,13 +590,38 @@ fn is_number(core: &str) -> bool {
 }
 
 impl Rule {
+    /// A word the rule applies to.
+    #[cfg(test)]
+    fn example(self) -> &'static str {
+        match self {
+            Rule::StripAccent => "también",
+            Rule::DropInitialH => "hacer",
+            Rule::DropInvertedMark => "¿Vienes?",
+            Rule::SwapQuotes => "«hola»",
+            Rule::PluralApostrophe => "apples",
+            Rule::DropComma => "well,",
+            Rule::CommaSplice => "done. Then",
+            Rule::DropApostrophe => "don't",
+            Rule::CaseStyle => "user_id",
+            Rule::DropSemicolon => "x;",
+            Rule::BracketMismatch => "f(x)",
+            Rule::OffByOne => "10",
+            Rule::OperatorSwap => "i<n",
+            Rule::DecimalShift => "0.5",
+            Rule::DigitChange => "1983",
+            Rule::SigFigs => "3.14",
+            Rule::ClauseLabel => "(a)",
+            Rule::DropCaret => "x^2",
+        }
+    }
+
     fn from_name(name: &str) -> Option<Rule> {
         RULES.iter().find(|(n, _)| *n == name).map(|(_, r)| *r)
     }
 
-    /// Whether the rule applies to `word` (followed by `next`).
-    fn applies(self, word: &str, next: Option<&str>) -> bool {
-        let (pre, core, suf) = affixes(word);
+    /// Whether the rule applies to `word` (split as `pre`, `core`, `suf` by [`affixes`]),
+    /// followed by `next`.
+    fn applies(self, word: &str, (pre, core, suf): (&str, &str, &str), next: Option<&str>) -> bool {
         match self {
             Rule::StripAccent => word.chars().any(|c| unaccent(c).is_some()),
             Rule::DropInitialH => {

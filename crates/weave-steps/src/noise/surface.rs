@@ -36,7 +36,7 @@ impl Noiser for CaseNoise {
         for t in &scratch.toks {
             out.push_str(&text[t.ws..t.start]);
             let word = &text[t.start..t.end];
-            if !word.chars().any(is_cased) || !rng.chance(self.rate) {
+            if !rng.chance(self.rate) || !word.chars().any(is_cased) {
                 out.push_str(word);
                 continue;
             }
@@ -89,10 +89,11 @@ fn flip_first(word: &str, out: &mut String) {
     }
 }
 
-/// Whitespace noise: after each word, with probability `rate`, the space is lost (the
-/// word is joined to the next), a space appears inside the word (split in two), or the
-/// space after it is doubled, one of the three at random. A joined pair is two changed
-/// words, a split word one, a doubled space none: about `rate` changed words per word.
+/// Whitespace noise: each word, with probability `rate`, loses the space after it (it is
+/// joined to the next word; the last word, to the one before), gets a space inside it
+/// (split in two), or gets its space doubled, one of the three at random. A joined pair is
+/// two changed words, a split word one, a doubled space none: about `rate` changed words
+/// per word.
 #[derive(Debug, Clone)]
 pub struct WhitespaceNoise {
     rate: f64,
@@ -118,13 +119,17 @@ impl Noiser for WhitespaceNoise {
         tokenize(text, &mut scratch.toks);
         let toks = &scratch.toks;
         let mut changed = 0;
+        // The previous word lost the space after it.
         let mut joined = false;
+        // This word was counted as changed.
+        let mut counted = false;
         for (i, t) in toks.iter().enumerate() {
+            let prev_counted = counted;
             if !joined {
                 out.push_str(&text[t.ws..t.start]);
             }
             // A word joined to the one before was counted when the space was lost.
-            let counted = joined;
+            counted = joined;
             changed += usize::from(joined);
             joined = false;
             let word = &text[t.start..t.end];
@@ -132,14 +137,23 @@ impl Noiser for WhitespaceNoise {
                 out.push_str(word);
                 continue;
             }
-            let last = i + 1 == toks.len();
             let chars = word.chars().count();
             match rng.below(3) {
-                0 if !last => {
+                // The space after the word lost (before it, for the last word, so that
+                // a word's chance does not depend on where it stands).
+                0 if i + 1 < toks.len() => {
                     out.push_str(word);
-                    // The next word counts itself as changed when it is written.
                     changed += usize::from(!counted);
+                    counted = true;
                     joined = true;
+                }
+                0 if i > 0 && out.ends_with(char::is_whitespace) => {
+                    // All of it, a space the word before doubled too.
+                    let end = out.trim_end().len();
+                    out.truncate(end);
+                    out.push_str(word);
+                    changed += usize::from(!counted) + usize::from(!prev_counted);
+                    counted = true;
                 }
                 0 | 1 if chars >= 2 => {
                     let at = word.char_indices().nth(1 + rng.below(chars - 1)).map_or(word.len(), |(i, _)| i);
@@ -147,6 +161,7 @@ impl Noiser for WhitespaceNoise {
                     out.push(' ');
                     out.push_str(&word[at..]);
                     changed += usize::from(!counted);
+                    counted = true;
                 }
                 _ => {
                     out.push_str(word);

@@ -1,9 +1,8 @@
 //! The `typos` noiser: the slips of a hurried typist, at a chosen frequency and severity.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use super::{Noiser, Rng, Scratch, affixes, case_of, has_letter, lower_into, push_cased, tokenize, trailing};
+use super::{Noiser, WordMap, Rng, Scratch, affixes, case_of, has_letter, lower_into, push_cased, tokenize, trailing};
 
 /// How often `typos` damages a word.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,7 +101,7 @@ impl Severity {
 ///   extra neighbouring key, a missing, doubled or transposed letter; as many as the
 ///   [`Severity`] says;
 /// - a wrong case (8%): one letter, most often the first, in the other case;
-/// - a missing space (6%): joined to the next word;
+/// - a missing space (6%): joined to the next word (the last word, to the one before);
 /// - an extra space (6%): split in two;
 /// - wrong punctuation (10%): its final mark dropped or changed, an apostrophe dropped,
 ///   or a comma added;
@@ -281,10 +280,10 @@ const MISSPELLINGS: &[(&str, &str)] = &[
 ];
 
 /// Word (lower case) → what it can be mistyped as, from the two tables above.
-fn table() -> &'static HashMap<&'static str, Vec<&'static str>> {
-    static TABLE: OnceLock<HashMap<&'static str, Vec<&'static str>>> = OnceLock::new();
+fn table() -> &'static WordMap<&'static str, Vec<&'static str>> {
+    static TABLE: OnceLock<WordMap<&'static str, Vec<&'static str>>> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut t: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
+        let mut t: WordMap<&'static str, Vec<&'static str>> = WordMap::default();
         for group in HOMOPHONES {
             for w in *group {
                 t.entry(w).or_default().extend(group.iter().filter(|o| *o != w));
@@ -313,14 +312,19 @@ impl Noiser for Typos {
         let mut changed = 0;
         // The previous word asked to be joined to this one (a missing space).
         let mut joined = false;
+        // This word was counted as changed.
+        let mut counted = false;
         for (i, t) in toks.iter().enumerate() {
-            if !joined {
-                out.push_str(&text[t.ws..t.start]);
-            }
+            let prev_counted = counted;
+            let ws_at = out.len();
+            let ws_len = if joined { 0 } else { t.start - t.ws };
+            out.push_str(&text[t.ws..t.ws + ws_len]);
             let word = &text[t.start..t.end];
-            let (pre, core, suf) = affixes(word);
-            let chosen = has_letter(core) && rng.chance(p);
-            changed += usize::from(chosen || joined);
+            // The draw comes first so that most words cost no more than it.
+            let chosen = rng.chance(p) && has_letter(word);
+            let (pre, core, suf) = if chosen { affixes(word) } else { ("", word, "") };
+            counted = chosen || joined;
+            changed += usize::from(counted);
             joined = false;
             if !chosen {
                 out.push_str(word);
@@ -345,9 +349,17 @@ impl Noiser for Typos {
                         continue;
                     }
                 }
+                // A missing space: joined to the next word, or the last word to the one
+                // before (so that a word's chance does not depend on where it stands).
                 78..84 if i + 1 < toks.len() => {
                     out.push_str(suf);
                     joined = true;
+                    continue;
+                }
+                78..84 if ws_len > 0 && i > 0 => {
+                    out.replace_range(ws_at..ws_at + ws_len, "");
+                    changed += usize::from(!prev_counted);
+                    out.push_str(suf);
                     continue;
                 }
                 84..90 if core.chars().nth(1).is_some() => {

@@ -49,10 +49,11 @@ impl Noiser for WordDropout {
     }
 }
 
-/// Local shuffle: words trade places with one of the next `window - 1` words, never
-/// moving further than that, so that about `rate` of the words are out of order (as a
-/// word diff counts them: a swap of neighbours is one word out of order, a swap over a
-/// distance two). The spaces stay where they are.
+/// Local shuffle: each word, with probability `rate`, moves forward by 1 to `window - 1`
+/// places (back, where it cannot move forward), the words it passes shifting by one. A moved
+/// word is one word out of order for a word diff, so about `rate` of the words are; no
+/// word ends up further than `window - 1` places from where it was. The spaces stay
+/// where they are.
 #[derive(Debug, Clone)]
 pub struct LocalShuffle {
     rate: f64,
@@ -65,6 +66,11 @@ impl LocalShuffle {
         LocalShuffle { rate, window: window.max(2) }
     }
 }
+
+/// Marks a word of `order` that has moved.
+const MOVED: u32 = 1 << 31;
+/// Marks a word of `order` that a word moving back has passed.
+const PASSED: u32 = 1 << 30;
 
 impl Noiser for LocalShuffle {
     fn name(&self) -> &'static str {
@@ -82,21 +88,39 @@ impl Noiser for LocalShuffle {
         let mut order = std::mem::take(&mut scratch.order);
         order.clear();
         order.extend(0..n as u32);
-        // A swap over a distance of 1 puts one word out of order, over a longer distance
-        // two; distances are equally likely, so this many swaps per word give `rate`.
-        let w = self.window as f64;
-        let swap = self.rate * (w - 1.0) / (2.0 * w - 3.0);
-        for i in 0..n.saturating_sub(1) {
-            // A word moves at most once, so that it never ends up further than the window.
-            if order[i] == i as u32 && rng.chance(swap) {
-                let reach = (self.window - 1).min(n - 1 - i);
-                let j = i + 1 + rng.below(reach);
-                if order[j] == j as u32 {
-                    order.swap(i, j);
-                }
+        // Each word is met once, unmoved, at position `k`: the words before `k` are done,
+        // a word moved forward is marked and passed over when `k` reaches it. A word passes
+        // unmoved words only (passing a moved word could put it back in order, undoing a
+        // move), forward if it can, backward if not; a word passed backward is not passed
+        // again, so that nothing drifts beyond the window.
+        let mut k = 0;
+        while k < n {
+            if order[k] & MOVED != 0 || n < 2 || !rng.chance(self.rate) {
+                k += 1;
+                continue;
             }
+            let w = order[k] | MOVED;
+            let ahead = order[k + 1..].iter().take(self.window - 1).take_while(|&&o| o & MOVED == 0).count();
+            if ahead > 0 {
+                let to = k + 1 + rng.below(ahead);
+                order.copy_within(k + 1..=to, k);
+                order[to] = w;
+                // The word now at `k` has not been met yet.
+                continue;
+            }
+            // It may have been pushed back already (by words passing it): that counts too.
+            let back = (self.window - 1).saturating_sub(order[k] as usize - k);
+            let behind = order[..k].iter().rev().take(back).take_while(|&&o| o & (MOVED | PASSED) == 0).count();
+            if behind > 0 {
+                let to = k - 1 - rng.below(behind);
+                order.copy_within(to..k, to + 1);
+                order[to] = w;
+                order[to + 1..=k].iter_mut().for_each(|o| *o |= PASSED);
+            }
+            k += 1;
         }
         for (k, t) in toks.iter().enumerate() {
+            order[k] &= !(MOVED | PASSED);
             let w = toks[order[k] as usize];
             let word = &text[w.start..w.end];
             out.push_str(&text[t.ws..t.start]);
