@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use weave_core::{
-    Batch, CanonicalConfig, Column, ConfItem, ConfValue, Diagnostic, Location, Params, Rejected, Shape, Snippet,
-    Step, StepContext, StepError, StepInfo, StepKind, StrColumn, Transform, ValueRef,
+    Batch, CanonicalConfig, Column, ConfItem, ConfValue, Diagnostic, Location, Params, Rejected, Shape, Snippet, Step,
+    StepContext, StepError, StepInfo, StepKind, StrColumn, Transform, ValueRef,
 };
 
 use crate::noise::{
@@ -42,8 +42,18 @@ const NOISERS: &[&str] =
     &["typos", "language", "domain", "case", "whitespace", "punctuation", "dropout", "shuffle", "synonyms", "style"];
 
 /// Every noiser's own keys.
-const NOISER_KEYS: &[&str] =
-    &["frequency", "severity", "rate", "language", "domain", "categories", "style", "window", "patterns", "patterns_file"];
+const NOISER_KEYS: &[&str] = &[
+    "frequency",
+    "severity",
+    "rate",
+    "language",
+    "domain",
+    "categories",
+    "style",
+    "window",
+    "patterns",
+    "patterns_file",
+];
 
 /// The keys of noiser `name`.
 fn keys_of(name: &str) -> &'static [&'static str] {
@@ -251,7 +261,10 @@ fn read_inline_patterns(src: &Params, keys: &mut Keys) {
                     }
                 }
                 other => {
-                    src.error_at(line, format!("a pattern is a string such as \"from -> to\", not {}", other.type_name()));
+                    src.error_at(
+                        line,
+                        format!("a pattern is a string such as \"from -> to\", not {}", other.type_name()),
+                    );
                 }
             }
         }
@@ -293,10 +306,9 @@ fn read_pattern_file(src: &Params, keys: &mut Keys) {
 fn make(name: &'static str, keys: &Keys, src: &Params) -> Option<Box<dyn Noiser>> {
     let rate = keys.rate.unwrap_or_else(|| default_rate(name));
     Some(match name {
-        "typos" => Box::new(Typos::new(
-            keys.frequency.unwrap_or(Frequency::Moderate),
-            keys.severity.unwrap_or(Severity::Mild),
-        )),
+        "typos" => {
+            Box::new(Typos::new(keys.frequency.unwrap_or(Frequency::Moderate), keys.severity.unwrap_or(Severity::Mild)))
+        }
         "case" => Box::new(CaseNoise::new(rate)),
         "whitespace" => Box::new(WhitespaceNoise::new(rate)),
         "punctuation" => Box::new(PunctuationNoise::new(rate)),
@@ -372,7 +384,10 @@ fn pattern_noiser(name: &'static str, keys: &Keys, src: &Params, rate: f64) -> O
         None => Vec::new(),
     };
     if set.is_empty() {
-        src.push(Diagnostic::error(format!("{name} \"{label_name}\" has no patterns")).at(label.map(|(_, i)| src.locate(i.span.clone()))));
+        src.push(
+            Diagnostic::error(format!("{name} \"{label_name}\" has no patterns"))
+                .at(label.map(|(_, i)| src.locate(i.span.clone()))),
+        );
         return None;
     }
     let mut settings = String::new();
@@ -464,6 +479,7 @@ fn build(p: &Params) -> Option<Step> {
     // The step's own noiser keys, read once for every noiser named by a string.
     let named: Vec<&str> =
         entries.iter().filter_map(|e| if let Entry::Named(n) = e { Some(*n) } else { None }).collect();
+    let step_keys = Keys::read(p, &named);
     for key in NOISER_KEYS {
         if p.has(key)
             && !named.iter().any(|n| keys_of(n).contains(key))
@@ -482,7 +498,6 @@ fn build(p: &Params) -> Option<Step> {
             p.error_at(item, msg);
         }
     }
-    let step_keys = Keys::read(p, &named);
     let mut noisers: Vec<Box<dyn Noiser>> = Vec::new();
     let mut files: Vec<(PathBuf, String)> = step_keys.files.clone();
     for e in &entries {
@@ -490,8 +505,9 @@ fn build(p: &Params) -> Option<Step> {
             Entry::Named(n) => noisers.extend(make(n, &step_keys, p)),
             Entry::Table(n, item) => {
                 let ConfValue::Table(t) = &item.value else { continue };
-                let sub = Params::new(t.clone(), p.file().clone(), format!("noiser \"{n}\""), p.step_id().map(str::to_owned))
-                    .spanning(item.span.clone());
+                let sub =
+                    Params::new(t.clone(), p.file().clone(), format!("noiser \"{n}\""), p.step_id().map(str::to_owned))
+                        .spanning(item.span.clone());
                 sub.item("kind");
                 let keys = Keys::read(&sub, &[n]);
                 noisers.extend(make(n, &keys, &sub));
@@ -632,5 +648,318 @@ impl Transform for Augment {
             Some(k) => b.filter(&k),
             None => b,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::{build_step, check_build_errors};
+    use weave_core::{Record, Value};
+
+    fn step(config: &str) -> std::sync::Arc<dyn Transform> {
+        let Step::Transform(t) = build_step("augment", config) else { panic!("not a transform") };
+        t
+    }
+
+    fn ctx(seed: u64) -> StepContext {
+        StepContext::new("augment", seed, 0, Default::default())
+    }
+
+    fn texts(texts: &[&str]) -> Vec<Record> {
+        texts.iter().enumerate().map(|(i, t)| Record::new().with("id", i as i64).with("text", *t)).collect()
+    }
+
+    /// Rows of ordinary text, different from each other.
+    fn corpus(n: usize) -> Vec<Record> {
+        let words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "it", "rains"];
+        (0..n)
+            .map(|i| {
+                let t: Vec<&str> = (0..10).map(|k| words[(i * 7 + k * (i % 5 + 1)) % words.len()]).collect();
+                Record::new().with("id", i as i64).with("text", format!("{} {i}.", t.join(" ")))
+            })
+            .collect()
+    }
+
+    fn field<'a>(r: &'a Record, name: &str) -> &'a Value {
+        r.get(name).unwrap_or_else(|| panic!("no field {name} in {r}"))
+    }
+
+    #[test]
+    fn the_original_stays_and_the_noiser_and_seed_are_recorded() {
+        let t = step("noiser = \"typos\"\nfrequency = \"high\"");
+        let recs = corpus(50);
+        let out = t.apply(&Batch::from_records(&recs), &mut ctx(42)).unwrap().to_records();
+        assert_eq!(out.len(), 50);
+        let names: Vec<&str> = out[0].iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["id", "text", "text_noisy", "text_noisy_noiser", "text_noisy_seed"]);
+        let mut changed = 0;
+        for (r, orig) in out.iter().zip(&recs) {
+            assert_eq!(field(r, "text"), field(orig, "text"));
+            assert_eq!(field(r, "text_noisy_noiser").as_str(), Some("typos(frequency=high,severity=mild)"));
+            let seed = field(r, "text_noisy_seed").as_str().unwrap();
+            assert_eq!(seed.len(), 16);
+            // The seed gives the same text again, through the public noiser.
+            let seed = u64::from_str_radix(seed, 16).unwrap();
+            let mut again = String::new();
+            Typos::new(Frequency::High, Severity::Mild).apply(
+                field(r, "text").as_str().unwrap(),
+                &mut Rng::for_noiser(seed, 0),
+                &mut Scratch::default(),
+                &mut again,
+            );
+            assert_eq!(field(r, "text_noisy").as_str(), Some(again.as_str()));
+            changed += usize::from(field(r, "text_noisy") != field(r, "text"));
+        }
+        assert!(changed > 40, "{changed} of 50 rows changed at high frequency");
+    }
+
+    /// The noised texts of `recs`, split into batches of `size`, each batch run on its own
+    /// thread with its own context, in reverse order.
+    fn run_split(t: &std::sync::Arc<dyn Transform>, recs: &[Record], size: usize, seed: u64) -> Vec<String> {
+        let batches: Vec<Batch> = recs.chunks(size).map(Batch::from_records).collect();
+        let outs: Vec<Batch> = std::thread::scope(|s| {
+            let handles: Vec<_> = batches
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(i, b)| {
+                    let t = std::sync::Arc::clone(t);
+                    s.spawn(move || t.apply(b, &mut StepContext::new("augment", seed, i as u64, Default::default())))
+                })
+                .collect();
+            let mut outs: Vec<Batch> = handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
+            outs.reverse();
+            outs
+        });
+        outs.iter().flat_map(|b| b.to_records()).map(|r| r.to_string()).collect()
+    }
+
+    #[test]
+    fn same_seed_same_output_whatever_the_batches_and_threads() {
+        let t = step("noiser = [\"typos\", \"synonyms\", \"shuffle\", \"case\"]\nrate = 0.2");
+        let recs = corpus(600);
+        let whole = run_split(&t, &recs, 600, 7);
+        assert_eq!(run_split(&t, &recs, 7, 7), whole);
+        assert_eq!(run_split(&t, &recs, 64, 7), whole);
+        assert_eq!(run_split(&t, &recs, 1, 7), whole);
+        // A record's noise does not depend on the records around it either.
+        let alone = run_split(&t, &recs[300..301], 1, 7);
+        assert_eq!(alone[0], whole[300]);
+    }
+
+    #[test]
+    fn different_seeds_and_steps_give_different_noise() {
+        let t = step("noiser = \"typos\"");
+        let recs = corpus(500);
+        let noisy = |seed: u64, id: &str| -> Vec<String> {
+            let mut c = StepContext::new(id, seed, 0, Default::default());
+            let out = t.apply(&Batch::from_records(&recs), &mut c).unwrap().to_records();
+            out.iter().map(|r| field(r, "text_noisy").to_string()).collect()
+        };
+        let differ = |a: &[String], b: &[String]| a.iter().zip(b).filter(|(x, y)| x != y).count();
+        let a = noisy(1, "augment");
+        assert_eq!(a, noisy(1, "augment"));
+        // At moderate frequency about a third of 11-word rows come through untouched, so
+        // two seeds agree on about a ninth of them.
+        assert!(differ(&a, &noisy(2, "augment")) > 350, "{}", differ(&a, &noisy(2, "augment")));
+        assert!(differ(&a, &noisy(1, "augment2")) > 350);
+    }
+
+    #[test]
+    fn nulls_empty_text_and_unicode() {
+        let t = step(
+            "noiser = [{ kind = \"typos\", frequency = \"high\", severity = \"severe\" }, \"whitespace\", \"punctuation\", \"case\", \"dropout\", \"shuffle\", { kind = \"language\", language = \"es\" }]\nrate = 1",
+        );
+        let recs = vec![
+            Record::new().with("text", Value::Null),
+            Record::new().with("text", ""),
+            Record::new().with("text", "   "),
+            Record::new().with("text", "¿Qué tal? Ñandú «cañón» naïve 日本語 テキスト 🙂👍🏽 İstanbul ǅ ß"),
+            Record::new().with("text", "\u{301}\u{200d}\u{feff} x\u{a0}y"),
+        ];
+        let out = t.apply(&Batch::from_records(&recs), &mut ctx(3)).unwrap().to_records();
+        assert_eq!(field(&out[0], "text_noisy"), &Value::Null);
+        assert_eq!(field(&out[0], "text_noisy_seed"), &Value::Null);
+        assert_eq!(field(&out[0], "text_noisy_noiser"), &Value::Null);
+        assert_eq!(field(&out[1], "text_noisy").as_str(), Some(""));
+        assert_eq!(field(&out[1], "text_noisy_seed").as_str().map(str::len), Some(16));
+        assert_eq!(field(&out[2], "text_noisy").as_str(), Some("   "));
+        for seed in 0..300 {
+            // Many seeds through every noiser: any split inside a character would panic.
+            let out = t.apply(&Batch::from_records(&recs[3..]), &mut ctx(seed)).unwrap();
+            assert_eq!(out.len(), 2);
+        }
+    }
+
+    #[test]
+    fn text_of_another_type_is_an_error_or_a_bad_record() {
+        let t = step("noiser = \"case\"");
+        let ints = vec![Record::new().with("text", 5i64)];
+        let err = t.apply(&Batch::from_records(&ints), &mut ctx(0)).unwrap_err();
+        assert_eq!(err.to_string(), "field `text` holds int values; `augment` works on text");
+        // A column of mixed values: the record that is not text is set aside, the rest go on.
+        let mixed = vec![
+            Record::new().with("id", 1i64).with("text", "Hello there"),
+            Record::new().with("id", 2i64).with("text", 5i64),
+            Record::new().with("id", 3i64).with("text", Value::Null),
+        ];
+        let mut c = ctx(0);
+        let out = t.apply(&Batch::from_records(&mixed), &mut c).unwrap().to_records();
+        let ids: Vec<String> = out.iter().map(|r| field(r, "id").to_string()).collect();
+        assert_eq!(ids, ["1", "3"]);
+        let rejected = c.take_rejected();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].reason, "field `text` holds int 5, not text");
+        assert_eq!(rejected[0].record.as_ref().and_then(|r| r.get("id")), Some(&Value::Int(2)));
+        let missing = t.apply(&Batch::from_records(&[Record::new().with("body", "x")]), &mut ctx(0)).unwrap_err();
+        assert_eq!(missing.to_string(), "field `text` is not in the data (fields: body)");
+        let twice = t.apply(&t.apply(&Batch::from_records(&texts(&["a"])), &mut ctx(0)).unwrap(), &mut ctx(0));
+        assert_eq!(
+            twice.unwrap_err().to_string(),
+            "field `text_noisy` is already in the data: augment would overwrite it (set `output` to another name)"
+        );
+    }
+
+    #[test]
+    fn noisers_chain_with_their_own_keys() {
+        let Step::Transform(t) = build_step(
+            "augment",
+            "field = \"body\"\noutput = \"noised\"\nnoiser = [{ kind = \"typos\", frequency = 0.05 }, \"case\", { kind = \"style\", style = \"casual\" }]\nrate = 0.5",
+        ) else {
+            panic!()
+        };
+        let recs = vec![Record::new().with("body", "I do not know")];
+        let out = t.apply(&Batch::from_records(&recs), &mut ctx(1)).unwrap().to_records();
+        assert_eq!(
+            field(&out[0], "noised_noiser").as_str(),
+            Some("typos(frequency=0.05,severity=mild) > case(rate=0.5) > style(style=casual,rate=1)")
+        );
+        assert!(out[0].get("noised_seed").is_some());
+    }
+
+    #[test]
+    fn users_add_domains_and_languages_inline_or_in_a_file() {
+        let t = step(
+            "noiser = \"domain\"\ndomain = \"cooking\"\nrate = 1\npatterns = { units = [\"tsp -> tbsp\", \"tbsp -> tsp\", \"@off_by_one\"] }",
+        );
+        let out = t.apply(&Batch::from_records(&texts(&["Add 2 tsp salt."])), &mut ctx(0)).unwrap().to_records();
+        let noisy = field(&out[0], "text_noisy").as_str().unwrap().to_owned();
+        assert!(["Add 3 tbsp salt.", "Add 1 tbsp salt."].contains(&noisy.as_str()), "{noisy}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fr.txt");
+        std::fs::write(&file, "[orthographe]\ncomme -> come\n@strip_accent\n[grammaire]\nje suis -> je es\n").unwrap();
+        let config = format!(
+            "noiser = \"language\"\nlanguage = \"fr\"\ncategories = [\"grammaire\"]\nrate = 1\npatterns_file = \"{}\"",
+            file.display()
+        );
+        let Step::Transform(t) = build_step("augment", &config) else { panic!() };
+        assert_eq!(t.files_read(), std::slice::from_ref(&file));
+        let out = t.apply(&Batch::from_records(&texts(&["Je suis comme ça"])), &mut ctx(0)).unwrap().to_records();
+        assert_eq!(field(&out[0], "text_noisy").as_str(), Some("Je es comme ça"));
+        // The cache key follows what the file says.
+        let before = t.config();
+        std::fs::write(&file, "[grammaire]\nje suis -> je est\n").unwrap();
+        let Step::Transform(t2) = build_step("augment", &config) else { panic!() };
+        assert_ne!(t2.config(), before);
+    }
+
+    #[test]
+    fn bad_keys_are_reported_at_their_place() {
+        check_build_errors(
+            "augment",
+            "noiser = [\"typo\", \"cases\", { kind = \"style_transfer\" }, 3, { frequency = \"high\" }]",
+            &[
+                "1:11 unknown noiser \"typo\" (did you mean \"typos\"?)",
+                "1:19 unknown noiser \"cases\" (did you mean \"case\"?)",
+                "1:37 unknown noiser \"style_transfer\" (did you mean \"style\"?)",
+                "1:57 a noiser is a name (\"typos\") or a table ({ kind = \"typos\", frequency = \"high\" }), not an integer",
+                "1:60 a noiser table names its noiser with `kind`, such as { kind = \"typos\", frequency = \"high\" }",
+            ],
+        );
+        check_build_errors(
+            "augment",
+            "noiser = \"typos\"\nfrequency = \"medium\"\nseverity = \"bad\"\nrate = 0.5\nwindow = 3",
+            &[
+                "2:13 `frequency` must be \"low\", \"moderate\", \"high\" or a number from 0 to 1, not \"medium\"",
+                "3:12 `severity` must be one of \"mild\", \"moderate\", \"severe\", not \"bad\"",
+                "4:8 `rate` is not a key of \"typos\" (it is a key of language, domain, case, whitespace, punctuation, dropout, shuffle, synonyms, style)",
+                "5:10 `window` is not a key of \"typos\" (it is a key of shuffle)",
+            ],
+        );
+        check_build_errors(
+            "augment",
+            "noiser = [\"shuffle\", { kind = \"case\", rate = -0.1, sevrity = \"mild\" }]\nrate = 1.5\nwindow = 40\noutput = \"text\"",
+            &[
+                "4:10 `output` must differ from `field`: augment keeps the original text",
+                "2:8 `rate` must be a number from 0 to 1, not 1.5",
+                "3:10 `window` must be from 2 to 10 words",
+                "1:46 `rate` must be a number from 0 to 1, not -0.1",
+                "1:52 unknown key `sevrity` in noiser \"case\"",
+            ],
+        );
+        check_build_errors(
+            "augment",
+            "noiser = [{ kind = \"language\", language = \"fr\" }, { kind = \"domain\", domain = \"medicine\", categories = [\"dosge\"] }, { kind = \"style\" }, { kind = \"language\", categories = [\"grammar\", \"tone\"] }]",
+            &[
+                "1:43 `language` \"fr\" has no built-in table (built in: en, es); give its patterns with `patterns` or `patterns_file`",
+                "1:79 `domain` \"medicine\" has no built-in table (built in: programming, medical, legal, scientific); give its patterns with `patterns` or `patterns_file`",
+                "1:117 missing required key `style` (technical, casual, academic, business or one of your own)",
+                "1:171 language \"en\" has no category \"tone\" (categories: grammar, spelling, punctuation)",
+            ],
+        );
+        check_build_errors(
+            "augment",
+            "field = \"body\"",
+            &[
+                "1:1 missing required key `noiser` (one of typos, language, domain, case, whitespace, punctuation, dropout, shuffle, synonyms, style, or a list of them applied in order)",
+            ],
+        );
+        check_build_errors("augment", "noiser = []", &["1:10 `noiser` is an empty list: name at least one noiser"]);
+        check_build_errors(
+            "augment",
+            "noiser = \"domain\"\ndomain = \"legal\"\npatterns = { terms = [\"ok -> fine\", \"broken\", 4] }",
+            &[
+                "3:37 expected `from -> to`, `@rule` or `[category]`",
+                "3:47 a pattern is a string such as \"from -> to\", not an integer",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_bad_patterns_file_is_reported_with_its_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pat.txt");
+        std::fs::write(&file, "[spelling]\nok -> fine\nbroken line\n@no_such_rule\n").unwrap();
+        let config = format!("noiser = \"language\"\npatterns_file = \"{}\"", file.display());
+        let k = *crate::registry().get("augment").unwrap();
+        let src = weave_core::SourceFile::new("p.toml", config.clone());
+        let p = Params::new(weave_core::ConfTable::parse(&config).unwrap(), src, "step", Some("s".into()));
+        assert!((k.build)(&p).is_none());
+        let diags = p.finish(k.keys);
+        let got: Vec<String> = diags
+            .0
+            .iter()
+            .map(|d| {
+                let l = d.location.as_ref().unwrap();
+                format!("{}:{}:{} {}", l.file.display(), l.line, l.column, d.message)
+            })
+            .collect();
+        let f = file.display();
+        assert_eq!(
+            got,
+            [
+                format!("{f}:3:1 expected `from -> to`, `@rule` or `[category]`"),
+                format!(
+                    "{f}:4:1 unknown rule `@no_such_rule` (rules: @strip_accent, @drop_initial_h, @drop_inverted_mark, @swap_quotes, @plural_apostrophe, @drop_comma, @comma_splice, @drop_apostrophe, @case_style, @drop_semicolon, @bracket_mismatch, @off_by_one, @operator_swap, @decimal_shift, @digit_change, @sig_figs, @clause_label, @drop_caret)"
+                ),
+            ]
+        );
+        check_build_errors(
+            "augment",
+            "noiser = \"synonyms\"\npatterns_file = \"/no/such/file.txt\"",
+            &["2:17 cannot read the patterns file /no/such/file.txt: No such file or directory (os error 2)"],
+        );
     }
 }

@@ -17,7 +17,7 @@
 //! with an upper-case letter matches exactly and is replaced as written. A word of the
 //! text matches with or without its surrounding punctuation (`statute,` → `statue,`).
 
-use super::{Case, Noiser, WordMap, Rng, Scratch, Tok, affixes, case_of, lower_into, push_cased, tokenize, trailing};
+use super::{Case, Noiser, Rng, Scratch, Tok, WordMap, affixes, case_of, lower_into, push_cased, tokenize, trailing};
 
 /// The built-in languages of the `language` noiser.
 pub(crate) const BUILT_IN_LANGUAGES: &[&str] = &["en", "es"];
@@ -132,7 +132,9 @@ pub(crate) fn parse_line(line: &str) -> Result<Line, (usize, String)> {
     // A lower-case pattern matches every case of its words, unless a choice only changes
     // their case (`true -> True`): then case is what it is about, and it matches exactly.
     let fold = !from.chars().any(char::is_uppercase)
-        && !to.split(" | ").any(|alt| alt.trim().to_lowercase().split_whitespace().eq(words.iter().map(String::as_str)));
+        && !to
+            .split(" | ")
+            .any(|alt| alt.trim().to_lowercase().split_whitespace().eq(words.iter().map(String::as_str)));
     let mut choices = Vec::new();
     let to_col = col0 + text[..text.len() - to.len()].chars().count();
     for alt in to.split(" | ") {
@@ -288,8 +290,7 @@ impl PatternNoiser {
     ) -> PatternNoiser {
         let wanted: Vec<bool> =
             set.categories.iter().map(|c| categories.is_empty() || categories.contains(c)).collect();
-        let patterns: Vec<Pattern> =
-            set.patterns.iter().filter(|(_, c)| wanted[*c]).map(|(p, _)| p.clone()).collect();
+        let patterns: Vec<Pattern> = set.patterns.iter().filter(|(_, c)| wanted[*c]).map(|(p, _)| p.clone()).collect();
         let mut rules: Vec<Rule> = Vec::new();
         for (r, c) in &set.rules {
             if wanted[*c] && !rules.contains(r) {
@@ -646,9 +647,7 @@ impl Rule {
                 });
                 suf == "." && core.chars().count() > 1 && case_of(core) != Case::Upper && next_ok
             }
-            Rule::DropApostrophe => {
-                core.contains(['\'', '\u{2019}']) && !core.starts_with(['\'', '\u{2019}'])
-            }
+            Rule::DropApostrophe => core.contains(['\'', '\u{2019}']) && !core.starts_with(['\'', '\u{2019}']),
             Rule::CaseStyle => snake(core) || camel(core),
             Rule::DropSemicolon => word.len() > 1 && word.ends_with(';'),
             Rule::BracketMismatch => word.contains(['(', ')', '[', ']', '{', '}']),
@@ -795,7 +794,7 @@ impl Rule {
             Rule::OperatorSwap => {
                 if let Some((at, op, to)) = find_operator(word) {
                     out.push_str(&word[..at]);
-                    out.push_str(*rng.pick(to));
+                    out.push_str(to[rng.below(to.len())]);
                     out.push_str(&word[at + op.len()..]);
                 }
             }
@@ -1021,7 +1020,9 @@ mod tests {
 
     #[test]
     fn rules_do_what_they_say() {
-        let cases: &[(&str, &str, &[&str], &str, &[&str])] = &[
+        // (noiser, table, categories, text, every output it can give)
+        type Case<'a> = (&'a str, &'a str, &'a [&'a str], &'a str, &'a [&'a str]);
+        let cases: &[Case<'_>] = &[
             ("language", "es", &["spelling"], "también", &["tambien"]),
             ("language", "es", &["spelling"], "Hola", &["Ola"]),
             ("language", "es", &["punctuation"], "¿Qué?", &["Qué?"]),
@@ -1073,7 +1074,8 @@ mod tests {
 
     #[test]
     fn bad_lines_say_where_and_why() {
-        let text = "reveive -> receive\n[spelling]\nok -> fine\nnope\n@strip_acent\n  a->b\nsame -> same\nx -> \n[bad name]\n";
+        let text =
+            "reveive -> receive\n[spelling]\nok -> fine\nnope\n@strip_acent\n  a->b\nsame -> same\nx -> \n[bad name]\n";
         let errors = PatternSet::parse(text).unwrap_err();
         let got: Vec<String> = errors.iter().map(|e| format!("{}:{} {}", e.line, e.column, e.message)).collect();
         assert_eq!(

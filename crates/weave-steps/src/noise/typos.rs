@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use super::{Noiser, WordMap, Rng, Scratch, affixes, case_of, has_letter, lower_into, push_cased, tokenize, trailing};
+use super::{Noiser, Rng, Scratch, WordMap, affixes, case_of, has_letter, lower_into, push_cased, tokenize, trailing};
 
 /// How often `typos` damages a word.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -334,7 +334,7 @@ impl Noiser for Typos {
             if rng.below(2) == 0 {
                 lower_into(core, &mut scratch.lower);
                 if let Some(alts) = table().get(scratch.lower.as_str()) {
-                    push_cased(out, *rng.pick(alts), case_of(core));
+                    push_cased(out, alts[rng.below(alts.len())], case_of(core));
                     out.push_str(suf);
                     continue;
                 }
@@ -343,11 +343,10 @@ impl Noiser for Typos {
             out.push_str(core);
             match rng.below(100) {
                 0..70 => {}
-                70..78 => {
-                    if toggle_case(out, start, rng) {
-                        out.push_str(suf);
-                        continue;
-                    }
+                // (A letter without case falls through to the letter edits.)
+                70..78 if toggle_case(out, start, rng) => {
+                    out.push_str(suf);
+                    continue;
                 }
                 // A missing space: joined to the next word, or the last word to the one
                 // before (so that a word's chance does not depend on where it stands).
