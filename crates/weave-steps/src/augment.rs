@@ -141,6 +141,8 @@ struct Keys {
     window: Option<usize>,
     /// Patterns given inline or in a file.
     user: Option<PatternSet>,
+    /// `patterns` or `patterns_file` was written (even if it could not be read).
+    patterns_given: bool,
     /// Pattern files read, with their bytes' hash for the cache key.
     files: Vec<(PathBuf, String)>,
 }
@@ -206,6 +208,8 @@ impl Keys {
                 }
             });
         }
+        keys.patterns_given =
+            (uses("patterns") && src.has("patterns")) || (uses("patterns_file") && src.has("patterns_file"));
         if uses("patterns") {
             read_inline_patterns(src, &mut keys);
         }
@@ -342,6 +346,8 @@ fn pattern_noiser(name: &'static str, keys: &Keys, src: &Params, rate: f64) -> O
             }
         },
         None if keys.user.is_some() => PatternSet::new(),
+        // The user's patterns could not be read: that was reported.
+        None if keys.patterns_given => return None,
         None => {
             if let Some((_, item)) = label {
                 let mut d = Diagnostic::error(format!(
@@ -447,11 +453,16 @@ fn build(p: &Params) -> Option<Step> {
         },
     };
     let mut entries: Vec<Entry<'_>> = Vec::new();
+    // A name that is not a noiser's: which of the step's keys it would use is unknown.
+    let mut unknown_name = false;
     for it in items {
         match &it.value {
             ConfValue::Str(s) => match NOISERS.iter().find(|n| **n == s) {
                 Some(n) => entries.push(Entry::Named(n)),
-                None => unknown_noiser(p, it, s),
+                None => {
+                    unknown_noiser(p, it, s);
+                    unknown_name = true;
+                }
             },
             ConfValue::Table(t) => match t.get("kind").map(|k| &k.value) {
                 Some(ConfValue::Str(s)) => match NOISERS.iter().find(|n| **n == s) {
@@ -481,6 +492,10 @@ fn build(p: &Params) -> Option<Step> {
         entries.iter().filter_map(|e| if let Entry::Named(n) = e { Some(*n) } else { None }).collect();
     let step_keys = Keys::read(p, &named);
     for key in NOISER_KEYS {
+        if unknown_name {
+            p.item(key);
+            continue;
+        }
         if p.has(key)
             && !named.iter().any(|n| keys_of(n).contains(key))
             && let Some(item) = p.item(key)
@@ -917,6 +932,12 @@ mod tests {
             ],
         );
         check_build_errors("augment", "noiser = []", &["1:10 `noiser` is an empty list: name at least one noiser"]);
+        // regression: a misspelt noiser also drew errors about every key of the step.
+        check_build_errors(
+            "augment",
+            "noiser = \"typo\"\nfrequency = \"high\"",
+            &["1:10 unknown noiser \"typo\" (did you mean \"typos\"?)"],
+        );
         check_build_errors(
             "augment",
             "noiser = \"domain\"\ndomain = \"legal\"\npatterns = { terms = [\"ok -> fine\", \"broken\", 4] }",
@@ -956,10 +977,11 @@ mod tests {
                 ),
             ]
         );
+        // A file that cannot be read is the one error (not also "no built-in table").
         check_build_errors(
             "augment",
-            "noiser = \"synonyms\"\npatterns_file = \"/no/such/file.txt\"",
-            &["2:17 cannot read the patterns file /no/such/file.txt: No such file or directory (os error 2)"],
+            "noiser = \"domain\"\ndomain = \"cooking\"\npatterns_file = \"/no/such/file.txt\"",
+            &["3:17 cannot read the patterns file /no/such/file.txt: No such file or directory (os error 2)"],
         );
     }
 }
