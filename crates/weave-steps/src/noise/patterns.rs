@@ -14,8 +14,11 @@
 //!
 //! A pattern written in lower case matches its lower-case, capitalised and upper-case
 //! forms, and the replacement takes the case of the text (`Their` → `There`); a pattern
-//! with an upper-case letter matches exactly and is replaced as written. A word of the
+//! with an upper-case letter, or one whose choice changes only the case (`true -> True`),
+//! matches exactly and is replaced as written. A word of the
 //! text matches with or without its surrounding punctuation (`statute,` → `statue,`).
+
+use std::fmt::Write;
 
 use super::{Case, Noiser, Rng, Scratch, Tok, WordMap, affixes, case_of, lower_into, push_cased, tokenize, trailing};
 
@@ -275,6 +278,43 @@ pub struct PatternNoiser {
     exact: WordMap<String, Vec<u32>>,
     /// First word (lower case) → patterns written in lower case.
     folded: WordMap<String, Vec<u32>>,
+    /// The first words of every pattern, for a quick "no" before the maps.
+    filter: Filter,
+}
+
+/// A bitmap of (length, first and last letter) of a set of words, in ASCII lower case:
+/// most words of a text are in no table, and this tells most of them so for the price of
+/// three bytes read, where a map lookup hashes the whole word.
+#[derive(Debug, Clone)]
+struct Filter(Vec<u64>);
+
+impl Filter {
+    fn new() -> Self {
+        Filter(vec![0; 256])
+    }
+
+    /// The bit for `w`, or `None` for a word that is not ASCII (always looked up).
+    fn slot(w: &str) -> Option<usize> {
+        let b = w.as_bytes();
+        let (&first, &last) = (b.first()?, b.last()?);
+        if !w.is_ascii() {
+            return None;
+        }
+        let low = |x: u8| usize::from(x.to_ascii_lowercase() & 31);
+        Some(b.len().min(15) << 10 | low(first) << 5 | low(last))
+    }
+
+    fn insert(&mut self, w: &str) {
+        match Filter::slot(w) {
+            Some(i) => self.0[i / 64] |= 1 << (i % 64),
+            // A word that is not ASCII may be looked up in another case: let all through.
+            None => self.0.iter_mut().for_each(|x| *x = u64::MAX),
+        }
+    }
+
+    fn may_hold(&self, w: &str) -> bool {
+        Filter::slot(w).is_none_or(|i| self.0[i / 64] & (1 << (i % 64)) != 0)
+    }
 }
 
 impl PatternNoiser {
@@ -298,11 +338,13 @@ impl PatternNoiser {
             }
         }
         let (mut exact, mut folded) = (WordMap::<String, Vec<u32>>::default(), WordMap::<String, Vec<u32>>::default());
+        let mut filter = Filter::new();
         for (i, p) in patterns.iter().enumerate() {
             let map = if p.fold { &mut folded } else { &mut exact };
             map.entry(p.words[0].clone()).or_default().push(i as u32);
+            filter.insert(&p.words[0]);
         }
-        PatternNoiser { name, settings, rate, patterns, rules, exact, folded }
+        PatternNoiser { name, settings, rate, patterns, rules, exact, folded, filter }
     }
 
     /// Fills `cands` with what applies at word `i`.
@@ -313,6 +355,9 @@ impl PatternNoiser {
         let keys: &[(&str, bool)] =
             if core.is_empty() || core.len() == word.len() { &[(word, false)] } else { &[(word, false), (core, true)] };
         for &(key, by_core) in keys {
+            if !self.filter.may_hold(key) {
+                continue;
+            }
             let mut try_ids = |ids: Option<&Vec<u32>>| {
                 for &id in ids.into_iter().flatten() {
                     let p = &self.patterns[id as usize];
@@ -330,7 +375,10 @@ impl PatternNoiser {
             if !self.exact.is_empty() {
                 try_ids(self.exact.get(key));
             }
-            if case_of(key) != Case::Mixed {
+            // Most words are in lower case already: look them up as they are.
+            if key.bytes().all(|b| !b.is_ascii_uppercase() && b < 0x80) {
+                try_ids(self.folded.get(key));
+            } else if case_of(key) != Case::Mixed {
                 lower_into(key, lower);
                 try_ids(self.folded.get(lower.as_str()));
             }
@@ -641,11 +689,13 @@ impl Rule {
             }
             Rule::DropComma => word.len() > 1 && word.ends_with(','),
             Rule::CommaSplice => {
-                let next_ok = next.is_some_and(|n| {
-                    let (npre, ncore, _) = affixes(n);
-                    npre.is_empty() && case_of(ncore) == Case::Title && ncore != "I"
-                });
-                suf == "." && core.chars().count() > 1 && case_of(core) != Case::Upper && next_ok
+                suf == "."
+                    && core.chars().nth(1).is_some()
+                    && case_of(core) != Case::Upper
+                    && next.is_some_and(|n| {
+                        let (npre, ncore, _) = affixes(n);
+                        npre.is_empty() && case_of(ncore) == Case::Title && ncore != "I"
+                    })
             }
             Rule::DropApostrophe => core.contains(['\'', '\u{2019}']) && !core.starts_with(['\'', '\u{2019}']),
             Rule::CaseStyle => snake(core) || camel(core),
@@ -655,7 +705,7 @@ impl Rule {
                 !core.is_empty() && core.len() <= 18 && core.bytes().all(|b| b.is_ascii_digit()) && pre != "."
             }
             Rule::OperatorSwap => find_operator(word).is_some(),
-            Rule::DecimalShift => is_number(core) && !core.ends_with('.'),
+            Rule::DecimalShift => is_number(core) && !core.ends_with('.') && !pre.ends_with('.'),
             Rule::DigitChange => core.bytes().any(|b| b.is_ascii_digit()),
             Rule::SigFigs => is_number(core) && core.split_once('.').is_some_and(|(_, f)| !f.is_empty()),
             Rule::ClauseLabel => clause(word).is_some(),
@@ -788,7 +838,7 @@ impl Rule {
                 out.push_str(pre);
                 // Keep the width of a number written with leading zeros (`007`).
                 let width = if core.starts_with('0') { core.len() } else { 0 };
-                out.push_str(&format!("{m:0width$}"));
+                let _ = write!(out, "{m:0width$}");
                 out.push_str(suf);
             }
             Rule::OperatorSwap => {
@@ -842,7 +892,7 @@ impl Rule {
                     if let Some(r) = ROMAN.iter().position(|r| *r == label) {
                         out.push_str(ROMAN[(r + 1) % ROMAN.len()]);
                     } else if let Ok(n) = label.parse::<u64>() {
-                        out.push_str(&(n + 1).to_string());
+                        let _ = write!(out, "{}", n + 1);
                     } else {
                         let c = label.as_bytes()[0];
                         let next = match c {
@@ -1043,6 +1093,11 @@ mod tests {
             ("domain", "legal", &["formatting"], "(a)", &["(b)"]),
             ("domain", "legal", &["formatting"], "(iv),", &["(v),"]),
             ("domain", "scientific", &["notation"], "3.14", &["3.1", "3.140"]),
+            ("domain", "scientific", &["notation"], "2.5", &["2", "2.50"]),
+            ("domain", "scientific", &["notation"], "(0.25),", &["(0.2),", "(0.250),"]),
+            // A number written without its leading zero is left alone by the rules
+            // that move decimal points (its point reads as punctuation).
+            ("domain", "medical", &["dosage"], ".5", &[".5"]),
             ("domain", "scientific", &["formatting"], "x^2", &["x2"]),
         ];
         for (noiser_name, name, cats, text, want) in cases {

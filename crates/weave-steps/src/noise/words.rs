@@ -109,7 +109,7 @@ impl Noiser for LocalShuffle {
                 continue;
             }
             // It may have been pushed back already (by words passing it): that counts too.
-            let back = (self.window - 1).saturating_sub(order[k] as usize - k);
+            let back = (self.window - 1).saturating_sub((order[k] as usize).saturating_sub(k));
             let behind = order[..k].iter().rev().take(back).take_while(|&&o| o & (MOVED | PASSED) == 0).count();
             if behind > 0 {
                 let to = k - 1 - rng.below(behind);
