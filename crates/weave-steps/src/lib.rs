@@ -10,6 +10,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod augment;
 mod clean;
 mod concat;
 mod csv;
@@ -20,10 +21,12 @@ mod json;
 mod json_array;
 mod jsonl;
 mod lines;
+mod noise;
 mod output;
 mod text;
 mod validate;
 
+pub use augment::Augment;
 pub use clean::Clean;
 pub use concat::Concat;
 pub use csv::{ExportCsv, LoadCsv};
@@ -33,6 +36,10 @@ pub use json::{write_json_str, write_jsonl, write_value};
 pub use json_array::ExportJson;
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use lines::LoadText;
+pub use noise::{
+    CaseNoise, Frequency, LocalShuffle, Noiser, PatternNoiser, PatternSet, PunctuationNoise, Rng, Scratch, Severity,
+    Typos, WhitespaceNoise, WordDropout, changed_words, hash_bytes, record_seed,
+};
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
 pub use validate::{Coherence, CoherenceScorer, Validate};
 
@@ -83,6 +90,7 @@ pub fn registry() -> weave_core::Registry {
         jsonl::LOAD_KIND,
         lines::KIND,
         clean::KIND,
+        augment::KIND,
         dedup::KIND,
         validate::KIND,
         concat::KIND,
