@@ -18,6 +18,7 @@ mod input;
 mod json;
 mod jsonl;
 mod lines;
+mod near_dedup;
 mod output;
 mod text;
 
@@ -28,6 +29,7 @@ pub use dedup::Dedup;
 pub use json::{write_json_str, write_jsonl, write_value};
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use lines::LoadText;
+pub use near_dedup::NearDedup;
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
 
 /// The error for a field the step was told to use but the data does not have.
@@ -56,6 +58,7 @@ pub fn registry() -> weave_core::Registry {
         lines::KIND,
         clean::KIND,
         dedup::KIND,
+        near_dedup::KIND,
         concat::KIND,
         jsonl::EXPORT_KIND,
         csv::EXPORT_KIND,
@@ -69,7 +72,7 @@ pub fn registry() -> weave_core::Registry {
 mod tests {
     use weave_core::{ConfTable, Params, STEP_COMMON_KEYS, SourceFile, Step};
 
-    fn params(config: &str) -> Params {
+    pub(crate) fn params(config: &str) -> Params {
         let table = ConfTable::parse(config).unwrap_or_else(|e| panic!("bad test TOML: {e:?}"));
         Params::new(table, SourceFile::new("t.toml", config), "step", Some("s".into()))
     }
