@@ -65,6 +65,14 @@ impl Rng {
     }
 }
 
+/// This process's peak resident set in bytes (`VmHWM`), where Linux reports it.
+pub(crate) fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +97,12 @@ mod tests {
             seen[a.below(5)] = true;
         }
         assert!(seen.iter().all(|&s| s), "{seen:?}");
+    }
+
+    #[test]
+    fn the_peak_rss_is_read_where_linux_reports_it() {
+        if cfg!(target_os = "linux") {
+            assert!(peak_rss().is_some_and(|b| b > 0));
+        }
     }
 }

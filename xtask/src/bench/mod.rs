@@ -10,6 +10,7 @@ mod backpressure;
 mod layout;
 mod measure;
 mod monitoring;
+mod near_dedup;
 mod overhead;
 mod plan;
 mod reliability;
@@ -18,7 +19,7 @@ mod speedup;
 mod steps;
 mod throughput;
 
-pub(crate) use measure::{Rng, median, time};
+pub(crate) use measure::{Rng, median, peak_rss, time};
 pub(crate) use report::{Figure, Report, Target, thousands};
 
 /// A benchmark scenario.
@@ -73,6 +74,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         summary: "2 GB of 8 MiB batches through a slow sink with max_memory = 64 MiB, in a child process: peak RSS",
         run: backpressure::run,
     },
+    Scenario {
+        name: "near_dedup",
+        summary: "1M generated records (10% planted near duplicates) through near_dedup, in a child process: records/s, peak RSS, recall",
+        run: near_dedup::run,
+    },
 ];
 
 /// The hidden task `__bench-child <scenario>`: the part of a scenario that must run in a
@@ -80,6 +86,7 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
 pub(crate) fn child(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("backpressure") => backpressure::child(args.get(1).map_or("pass", String::as_str)),
+        Some("near_dedup") => near_dedup::child(args.get(1).map_or("near", String::as_str)),
         other => Err(format!("no child task {other:?}")),
     }
 }
