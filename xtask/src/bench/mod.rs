@@ -19,7 +19,7 @@ mod speedup;
 mod steps;
 mod throughput;
 
-pub(crate) use measure::{Rng, median, peak_rss, time};
+pub(crate) use measure::{Rng, cpu_time, median, peak_rss, time};
 pub(crate) use report::{Figure, Report, Target, thousands};
 
 /// A benchmark scenario.
