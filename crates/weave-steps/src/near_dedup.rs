@@ -49,6 +49,16 @@
 //!   back with a positioned read for each candidate checked; only the last ≤ 1 MiB stays in
 //!   memory. Per batch, the step holds (2·P + 4·bands) bytes per record of the batch.
 //!
+//! Measured by `cargo xtask bench near_dedup` (1,000,000 generated records of about 450
+//! bytes, 10% of them planted near duplicates, default keys; release build on a 2-core VM
+//! shared with other builds, load 6–11): 5.9 µs of CPU time per record, all threads (the
+//! exact `dedup` step: 0.9 µs); 49,000–89,000 records/s from generator to sink as the
+//! load varied (about 170,000 when the machine was quieter); peak RSS 346–354 MB (the
+//! generator and sink alone: 30 MB). Of that, the index is 207 MB: 16 tables of 1,614,250
+//! slots for 902,114 kept records, 229 bytes per kept record; most of the rest is memory
+//! the allocator (mimalloc) keeps after the tables grow. Recall 97.6% on the 100,284 plants
+//! (all at similarity ≥ 0.8 by exact Jaccard), and no other record dropped.
+//!
 //! # Accuracy
 //!
 //! With 16 bands of 7 rows, a pair at similarity 0.8 shares a band with probability 0.98,
@@ -227,8 +237,8 @@ fn build(p: &Params) -> Option<Step> {
         },
     );
     let p_count = bands * rows;
-    // The smallest number of equal min-hashes whose share reaches the threshold (the
-    // small epsilon keeps 0.8 × 112 = 89.6 from becoming 90 through rounding the other way).
+    // The smallest number of equal min-hashes whose share reaches the threshold (the small
+    // epsilon keeps a product such as 0.14 × 100 = 14.000000000000002 from rounding up to 15).
     let min_matches = ((threshold * p_count as f64) - 1e-9).ceil().max(1.0) as usize;
     Some(Step::StatefulTransform(Box::new(NearDedup {
         fields,
@@ -266,7 +276,8 @@ fn warn_if_blind(p: &Params, bands: usize, rows: usize, threshold: f64) {
         .map(|r| (perms.div_ceil(r).max(bands), r))
         .find(|&(b, r)| candidate_probability(b, r, threshold) >= 0.95 && (b * r) as u64 <= MAX_PERMUTATIONS);
     let mut d = Diagnostic::warning(format!(
-        "with {bands} bands of {rows} rows, a pair at similarity {threshold} shares a band (and is compared at all) with probability {found:.2}, so most such near duplicates are kept"
+        "with {bands} bands of {rows} rows, a pair at similarity {threshold} shares a band with probability {found:.2}, and pairs that share none are never compared: {:.0}% of such near duplicates would be kept unseen",
+        (1.0 - found) * 100.0
     ))
     .with_code("weak-index");
     if let Some((b, r)) = better {
@@ -1259,7 +1270,7 @@ mod tests {
             "near_dedup",
             "bands = 2\nrows = 20",
             &[
-                "2:8 with 2 bands of 20 rows, a pair at similarity 0.8 shares a band (and is compared at all) with probability 0.02, so most such near duplicates are kept",
+                "2:8 with 2 bands of 20 rows, a pair at similarity 0.8 shares a band with probability 0.02, and pairs that share none are never compared: 98% of such near duplicates would be kept unseen",
             ],
         );
         let p = crate::tests::params("threshold = 0.5");
@@ -1269,7 +1280,7 @@ mod tests {
         assert!(!d.has_errors());
         assert_eq!(
             d.0[0].message,
-            "with 16 bands of 7 rows, a pair at similarity 0.5 shares a band (and is compared at all) with probability 0.12, so most such near duplicates are kept"
+            "with 16 bands of 7 rows, a pair at similarity 0.5 shares a band with probability 0.12, and pairs that share none are never compared: 88% of such near duplicates would be kept unseen"
         );
         assert_eq!(
             d.0[0].help.as_deref(),
