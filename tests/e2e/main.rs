@@ -4,5 +4,6 @@
 mod cli;
 // weave run: outputs, failures, bad records, overrides, Ctrl-C.
 mod run;
-// load → clean → dedup → export on generated data, against an independent computation.
+// load → clean → dedup → export on generated data, against an independent computation;
+// near_dedup through the binary.
 mod data_steps;
