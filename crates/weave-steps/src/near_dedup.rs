@@ -51,15 +51,15 @@
 //!
 //! Measured by `cargo xtask bench near_dedup` (1,000,000 generated records of about 450
 //! bytes, 10% of them planted near duplicates, default keys; release build on a 2-core VM
-//! shared with other builds, load 6–11): 5.9 µs of CPU time per record, all threads (the
-//! exact `dedup` step: 0.9 µs); 49,000–89,000 records/s from generator to sink as the
-//! load varied (167,000–219,000 in single runs at quieter moments); peak RSS 346–354 MB
-//! (the generator and sink alone: 30 MB). Of that, the index is 207 MB: 16 tables of
-//! 1,614,250 slots for 902,114 kept records, 229 bytes per kept record; the rest is the
-//! generator, the batches in flight, old tables while they are regrown, and memory the
-//! allocator (mimalloc) keeps once they are freed (with `MIMALLOC_PURGE_DELAY=0` the
-//! peak was 286 MB). Recall 97.6% on the 100,284 plants (all at similarity ≥ 0.8 by exact
-//! Jaccard), and no other record dropped.
+//! shared with other builds, load 3–11, three runs of three children each): 5.9–6.3 µs of
+//! CPU time per record, all threads (the exact `dedup` step: 0.8–0.9 µs); 49,000–118,000
+//! records/s from generator to sink as the load varied (167,000–219,000 in single runs at
+//! quieter moments); peak RSS 343–354 MB (the generator and sink alone: 28–30 MB). Of
+//! that, the index is 207 MB: 16 tables of 1,614,250 slots for 902,114 kept records, 229
+//! bytes per kept record; the rest is the generator, the batches in flight, old tables
+//! while they are regrown, and memory the allocator (mimalloc) keeps once they are freed
+//! (with `MIMALLOC_PURGE_DELAY=0` the peak was 286 MB). Recall 97.6% on the 100,284 plants
+//! (all at similarity ≥ 0.8 by exact Jaccard), and no other record dropped.
 //!
 //! # Accuracy
 //!
