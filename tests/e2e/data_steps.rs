@@ -179,3 +179,86 @@ fn a_partitioned_split_export_appears_whole_with_its_manifest_in_the_lineage() {
     left.sort();
     assert_eq!(left, ["test/part-000.json.zst", "train/part-000.json.zst"]);
 }
+
+/// Texts of 40 words from a small vocabulary, distinct from one another.
+fn paragraphs(n: usize) -> Vec<String> {
+    let words = [
+        "river", "stone", "quiet", "market", "lantern", "harbor", "velvet", "orchard", "signal", "copper", "meadow",
+        "thunder", "glass", "garden", "winter", "silver", "anchor", "forest", "candle", "mirror", "valley", "ember",
+        "falcon", "island", "marble", "shadow", "timber", "violet", "whisper", "canyon",
+    ];
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    (0..n).map(|_| (0..40).map(|_| rng.pick(&words)).collect::<Vec<_>>().join(" ")).collect()
+}
+
+#[test]
+fn near_dedup_drops_near_copies_through_the_binary() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let originals = paragraphs(20);
+    let mut lines = Vec::new();
+    for (i, t) in originals.iter().enumerate() {
+        lines.push(serde_json::json!({ "id": i, "text": t }));
+    }
+    // Near copies, later in the file: capitals and punctuation, and the last word changed.
+    for (i, t) in originals.iter().enumerate().step_by(2) {
+        let mut words: Vec<String> = t.split(' ').map(str::to_owned).collect();
+        words[0] = words[0].to_uppercase();
+        *words.last_mut().expect("40 words") = "changed!".to_owned();
+        lines.push(serde_json::json!({ "id": 100 + i, "text": words.join(", ") }));
+    }
+    lines.push(serde_json::json!({ "id": 999, "text": 42 }));
+    let jsonl: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.path().join("in.jsonl"), jsonl).expect("write the input");
+    std::fs::write(
+        dir.path().join("p.toml"),
+        r#"
+[[step]]
+id = "load"
+kind = "load_jsonl"
+path = "in.jsonl"
+batch_size = 7
+
+[[step]]
+id = "near"
+kind = "near_dedup"
+on_bad_record = "skip"
+
+[[step]]
+id = "export"
+kind = "export_jsonl"
+path = "out.jsonl"
+"#,
+    )
+    .expect("write the pipeline");
+    for threads in ["1", "2"] {
+        let out = check_in(dir.path(), &["run", "p.toml", "--max-concurrent", threads], 0, &["run succeeded"], &[]);
+        let line = out.stdout.lines().find(|l| l.starts_with("near")).unwrap_or_default().to_owned();
+        assert!(line.contains("10 (near duplicate 10)"), "{}", out.stdout);
+        let got = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+        let ids: Vec<u64> = got
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line")["id"].as_u64().expect("id"))
+            .collect();
+        assert_eq!(ids, (0..20).collect::<Vec<u64>>(), "with {threads} threads");
+        let q = std::fs::read_to_string(dir.path().join(".weave/quarantine.jsonl")).expect("quarantine file");
+        assert!(q.contains("field `text` holds int 42, not text"), "{q}");
+    }
+
+    // A threshold the default bands cannot see is a warning, at its place.
+    std::fs::write(
+        dir.path().join("loose.toml"),
+        "[[step]]\nid = \"load\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n[[step]]\nid = \"near\"\nkind = \"near_dedup\"\nthreshold = 0.5\n",
+    )
+    .expect("write the pipeline");
+    check_in(
+        dir.path(),
+        &["validate", "loose.toml"],
+        0,
+        &[],
+        &[
+            "a pair at similarity 0.5 shares a band with probability 0.12",
+            "--> loose.toml:9:13",
+            "bands = 38, rows = 3",
+        ],
+    );
+}

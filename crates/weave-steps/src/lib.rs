@@ -21,6 +21,7 @@ mod json;
 mod json_array;
 mod jsonl;
 mod lines;
+mod near_dedup;
 mod noise;
 mod output;
 mod text;
@@ -36,6 +37,7 @@ pub use json::{write_json_str, write_jsonl, write_value};
 pub use json_array::ExportJson;
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use lines::LoadText;
+pub use near_dedup::NearDedup;
 pub use noise::{
     CaseNoise, Frequency, LocalShuffle, Noiser, PatternNoiser, PatternSet, PunctuationNoise, Rng, Scratch, Severity,
     Typos, WhitespaceNoise, WordDropout, changed_words, hash_bytes, record_seed,
@@ -93,6 +95,7 @@ pub fn registry() -> weave_core::Registry {
         augment::KIND,
         dedup::KIND,
         validate::KIND,
+        near_dedup::KIND,
         concat::KIND,
         dataset::GENERATE_KIND,
         dataset::MIX_KIND,

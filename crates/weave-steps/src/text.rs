@@ -84,8 +84,16 @@ pub fn lowercase_into(s: &str, out: &mut Appender<'_>) {
     if !s.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
         out.push_str(s);
     } else if s.is_ascii() {
-        for b in s.bytes() {
-            out.push(char::from(b.to_ascii_lowercase()));
+        // Through a small buffer, so that the output grows by a slice at a time rather than
+        // a character at a time.
+        let mut buf = [0u8; 64];
+        for chunk in s.as_bytes().chunks(buf.len()) {
+            let lower = &mut buf[..chunk.len()];
+            for (l, b) in lower.iter_mut().zip(chunk) {
+                *l = b.to_ascii_lowercase();
+            }
+            // ASCII in, ASCII out: always valid.
+            out.push_str(std::str::from_utf8(lower).unwrap_or_default());
         }
     } else {
         // Mixed text: ASCII runs byte by byte, only the other characters through the
@@ -169,5 +177,7 @@ mod tests {
         assert_eq!(apply(collapse_into, "  a  b "), " a b ");
         assert_eq!(apply(lowercase_into, "HeLLo"), "hello");
         assert_eq!(apply(lowercase_into, "ÉCOLE İ"), "école i̇");
+        let long: String = (0..200).map(|i| char::from(b'A' + (i % 26) as u8)).collect();
+        assert_eq!(apply(lowercase_into, &long), long.to_ascii_lowercase());
     }
 }

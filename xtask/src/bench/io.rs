@@ -210,7 +210,7 @@ pub(super) fn child(args: &[String]) -> Result<(), String> {
     for (step, d) in busy {
         println!("busy_ns.{step}={}", d.as_nanos());
     }
-    if let Some(p) = super::backpressure::peak_rss() {
+    if let Some(p) = super::peak_rss() {
         println!("peak_rss={p}");
     }
     if let Some(cpu) = cpu_time() {

@@ -13,6 +13,7 @@ mod io;
 mod layout;
 mod measure;
 mod monitoring;
+mod near_dedup;
 mod ops;
 mod overhead;
 mod plan;
@@ -22,7 +23,7 @@ mod speedup;
 mod steps;
 mod throughput;
 
-pub(crate) use measure::{Rng, median, time};
+pub(crate) use measure::{Rng, cpu_time, median, peak_rss, time};
 pub(crate) use report::{Figure, Report, Target, thousands};
 
 /// A benchmark scenario.
@@ -97,6 +98,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         summary: "every operator alone on one thread over one generated corpus (200,000 rows): records/s per core and MB/s",
         run: ops::run,
     },
+    Scenario {
+        name: "near_dedup",
+        summary: "1M generated records (10% planted near duplicates) through near_dedup, in a child process: records/s, peak RSS, recall",
+        run: near_dedup::run,
+    },
 ];
 
 /// The hidden task `__bench-child <scenario>`: the part of a scenario that must run in a
@@ -105,6 +111,7 @@ pub(crate) fn child(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("backpressure") => backpressure::child(args.get(1).map_or("pass", String::as_str)),
         Some("io") => io::child(&args[1..]),
+        Some("near_dedup") => near_dedup::child(args.get(1).map_or("near", String::as_str)),
         other => Err(format!("no child task {other:?}")),
     }
 }

@@ -92,6 +92,7 @@ pub(super) const OPS: &[Op] = &[
 normalize = ["lowercase", "collapse_whitespace"]"#,
     ),
     op("dedup, whole record", "dedup", ""),
+    op("near_dedup (MinHash + LSH)", "near_dedup", ""),
     op("concat", "concat", ""),
     op("augment: typos (moderate)", "augment", r#"noiser = { kind = "typos", frequency = "moderate" }"#),
     op("augment: case", "augment", r#"noiser = "case""#),
