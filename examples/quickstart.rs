@@ -39,8 +39,13 @@ fn main() -> ExitCode {
 rules = ["strip_html", "nfc", "strip_control", "trim", "collapse_whitespace", { min_chars = 20 }]"#
                 .to_owned(),
         ),
-        ("dedup", "dedup", r#"fields = ["text"]
-normalize = ["lowercase", "collapse_whitespace"]"#.to_owned()),
+        (
+            "dedup",
+            "dedup",
+            r#"fields = ["text"]
+normalize = ["lowercase", "collapse_whitespace"]"#
+                .to_owned(),
+        ),
         (
             "augment",
             "augment",

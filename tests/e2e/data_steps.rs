@@ -231,7 +231,8 @@ path = "out.jsonl"
     )
     .expect("write the pipeline");
     for threads in ["1", "2"] {
-        let out = check_in(dir.path(), &["run", "p.toml", "--max-concurrent", threads], 0, &["run succeeded"], &[]);
+        let args = ["run", "p.toml", "--max-concurrent", threads, "--no-cache"];
+        let out = check_in(dir.path(), &args, 0, &["run succeeded"], &[]);
         let line = out.stdout.lines().find(|l| l.starts_with("near")).unwrap_or_default().to_owned();
         assert!(line.contains("10 (near duplicate 10)"), "{}", out.stdout);
         let got = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");

@@ -331,15 +331,13 @@ fn read_alerts(top: &Params, diags: &mut Diagnostics) -> Vec<AlertSpec> {
         let p = Params::new(t.clone(), top.file().clone(), "[[alert]]", None).spanning(it.span.clone());
         let location = Some(p.locate(it.span.clone()));
         let when = p.required_str("when", "the condition, such as \"error_rate > 0.05\"");
-        let parsed = when.as_deref().and_then(|w| {
-            match check_condition(w) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    if let Some(i) = p.item("when") {
-                        p.error_at(i, e);
-                    }
-                    None
+        let parsed = when.as_deref().and_then(|w| match check_condition(w) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                if let Some(i) = p.item("when") {
+                    p.error_at(i, e);
                 }
+                None
             }
         });
         let notify = p.choice("notify", &["log", "file", "command"]).unwrap_or("log");
