@@ -70,14 +70,24 @@ mod tests {
     use weave_core::{ConfTable, Params, STEP_COMMON_KEYS, SourceFile, Step};
 
     fn params(config: &str) -> Params {
+        params_at(std::path::Path::new("t.toml"), config)
+    }
+
+    fn params_at(file: &std::path::Path, config: &str) -> Params {
         let table = ConfTable::parse(config).unwrap_or_else(|e| panic!("bad test TOML: {e:?}"));
-        Params::new(table, SourceFile::new("t.toml", config), "step", Some("s".into()))
+        Params::new(table, SourceFile::new(file, config), "step", Some("s".into()))
     }
 
     /// Builds a step of `kind` from its keys, panicking with the diagnostics if it fails.
     pub(crate) fn build_step(kind: &str, config: &str) -> Step {
+        build_step_at(kind, std::path::Path::new("t.toml"), config)
+    }
+
+    /// Builds a step of `kind` as written in the pipeline file `file` (relative paths
+    /// resolve against its folder).
+    pub(crate) fn build_step_at(kind: &str, file: &std::path::Path, config: &str) -> Step {
         let k = *super::registry().get(kind).unwrap_or_else(|| panic!("no kind {kind}"));
-        let p = params(config);
+        let p = params_at(file, config);
         let step = (k.build)(&p);
         let keys: Vec<&str> = k.keys.iter().chain(STEP_COMMON_KEYS).copied().collect();
         let diags = p.finish(&keys);
@@ -102,5 +112,35 @@ mod tests {
             })
             .collect();
         assert_eq!(got, expected, "\n{diags}");
+    }
+
+    /// Reads a source to its end: its records as JSON, and its rejected records as
+    /// `origin: reason`.
+    pub(crate) fn read_source(step: Step) -> (Vec<String>, Vec<String>) {
+        let Step::Source(mut s) = step else { panic!("not a source") };
+        let mut ctx = weave_core::StepContext::new("load", 0, 0, Default::default());
+        let mut rows = Vec::new();
+        while let Some(b) = s.next_batch(&mut ctx).unwrap_or_else(|e| panic!("{e}")) {
+            rows.extend(b.to_records().iter().map(|r| r.to_string()));
+        }
+        let rejected = ctx
+            .take_rejected()
+            .into_iter()
+            .map(|r| format!("{}: {}", r.origin.unwrap_or_default(), r.reason))
+            .collect();
+        (rows, rejected)
+    }
+
+    /// The error a source stops with.
+    pub(crate) fn source_error(step: Step) -> weave_core::StepError {
+        let Step::Source(mut s) = step else { panic!("not a source") };
+        let mut ctx = weave_core::StepContext::new("load", 0, 0, Default::default());
+        loop {
+            match s.next_batch(&mut ctx) {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the source ended without an error"),
+                Err(e) => return e,
+            }
+        }
     }
 }
