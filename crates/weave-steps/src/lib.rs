@@ -16,6 +16,7 @@ mod csv;
 mod dedup;
 mod input;
 mod json;
+mod json_array;
 mod jsonl;
 mod lines;
 mod output;
@@ -26,6 +27,7 @@ pub use concat::Concat;
 pub use csv::{ExportCsv, LoadCsv};
 pub use dedup::Dedup;
 pub use json::{write_json_str, write_jsonl, write_value};
+pub use json_array::LoadJson;
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use lines::LoadText;
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
@@ -53,6 +55,7 @@ pub fn registry() -> weave_core::Registry {
     for kind in [
         csv::KIND,
         jsonl::LOAD_KIND,
+        json_array::KIND,
         lines::KIND,
         clean::KIND,
         dedup::KIND,
