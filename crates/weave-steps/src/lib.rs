@@ -10,6 +10,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod arrow;
 mod clean;
 mod concat;
 mod csv;
@@ -20,6 +21,7 @@ mod json_array;
 mod jsonl;
 mod lines;
 mod output;
+mod parquet_io;
 mod text;
 
 pub use clean::Clean;
@@ -30,6 +32,7 @@ pub use json::{write_json_str, write_jsonl, write_value};
 pub use json_array::LoadJson;
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use lines::LoadText;
+pub use parquet_io::{ExportParquet, LoadParquet};
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
 
 /// The error for a field the step was told to use but the data does not have.
@@ -62,6 +65,8 @@ pub fn registry() -> weave_core::Registry {
         concat::KIND,
         jsonl::EXPORT_KIND,
         csv::EXPORT_KIND,
+        parquet_io::LOAD_KIND,
+        parquet_io::EXPORT_KIND,
     ] {
         r.register(kind);
     }
