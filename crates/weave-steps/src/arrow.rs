@@ -576,21 +576,17 @@ fn array_of(ty: &Ty, column: &Column) -> Result<ArrayRef, String> {
     })
 }
 
-/// A string column as an Arrow string array: its buffer copied once, its offsets narrowed.
+/// A string column as an Arrow string array, its text copied row by row into one buffer
+/// (already UTF-8, so unlike building the array from raw buffers, nothing is checked again).
 fn string_array(c: &StrColumn) -> Result<StringArray, String> {
-    let mut offsets = Vec::with_capacity(c.len() + 1);
-    offsets.push(0i32);
-    let mut end = 0usize;
-    for i in 0..c.len() {
-        end += c.get(i).map_or(0, str::len);
-        offsets.push(
-            i32::try_from(end)
-                .map_err(|_| "more than 2 GiB of text in one batch; make the batches smaller".to_owned())?,
-        );
+    if i32::try_from(c.data().len()).is_err() {
+        return Err("more than 2 GiB of text in one batch; make the batches smaller".to_owned());
     }
-    let values = arrow_buffer::Buffer::from(c.data().as_bytes());
-    StringArray::try_new(OffsetBuffer::new(ScalarBuffer::from(offsets)), values, nulls(c.len(), |i| c.is_null(i)))
-        .map_err(|e| e.to_string())
+    let mut b = arrow_array::builder::StringBuilder::with_capacity(c.len(), c.data().len());
+    for v in c.iter() {
+        b.append_option(v);
+    }
+    Ok(b.finish())
 }
 
 /// Values as an array of type `ty`, checking each against it.

@@ -345,52 +345,69 @@ impl<R: BufRead> ArrayReader<R> {
                     ),
                 });
             }
-            let (mut line, mut column) = (self.line, self.column);
             let mut n = 0;
             let mut done = false;
-            for &b in chunk {
+            while n < chunk.len() {
                 if in_string {
                     if escaped {
                         escaped = false;
-                    } else if b == b'\\' {
-                        escaped = true;
-                    } else if b == b'"' {
-                        in_string = false;
+                        n += 1;
+                        continue;
                     }
-                } else {
-                    match b {
-                        b'"' => in_string = true,
-                        b'{' | b'[' => depth += 1,
-                        // Closes nothing of this element: it belongs to what comes after.
-                        b'}' | b']' if depth == 0 => done = true,
-                        b'}' | b']' => {
-                            depth -= 1;
-                            if depth == 0 && bracketed {
-                                n += 1;
-                                column += 1;
-                                done = true;
+                    // Most of an element is string: skip to its next quote or backslash.
+                    match memchr::memchr2(b'"', b'\\', &chunk[n..]) {
+                        None => n = chunk.len(),
+                        Some(at) => {
+                            n += at;
+                            if chunk[n] == b'"' {
+                                in_string = false;
+                            } else {
+                                escaped = true;
                             }
+                            n += 1;
                         }
-                        b',' | b' ' | b'\t' | b'\r' | b'\n' if depth == 0 => done = true,
-                        _ => {}
                     }
-                    if done {
-                        break;
-                    }
+                    continue;
                 }
-                if b == b'\n' {
-                    line += 1;
-                    column = 1;
-                } else if b & 0xC0 != 0x80 {
-                    column += 1;
+                match chunk[n] {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => depth += 1,
+                    // Closes nothing of this element: it belongs to what comes after.
+                    b'}' | b']' if depth == 0 => done = true,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 && bracketed {
+                            n += 1;
+                            done = true;
+                        }
+                    }
+                    b',' | b' ' | b'\t' | b'\r' | b'\n' if depth == 0 => done = true,
+                    _ => {}
+                }
+                if done {
+                    break;
                 }
                 n += 1;
             }
             buf.extend_from_slice(&chunk[..n]);
             self.reader.consume(n);
-            (self.line, self.column) = (line, column);
+            self.advance(&buf[buf.len() - n..]);
             if done {
                 return Ok(());
+            }
+        }
+    }
+
+    /// Moves the place past `bytes`: lines counted at `\n`, columns in characters.
+    fn advance(&mut self, bytes: &[u8]) {
+        // Counting in whole slices rather than byte by byte in the scan: memchr and the
+        // compiler use vector instructions.
+        let chars = |b: &[u8]| b.iter().filter(|&&b| (b as i8) >= -0x40).count() as u64;
+        match memchr::memrchr(b'\n', bytes) {
+            None => self.column += chars(bytes),
+            Some(last) => {
+                self.line += memchr::memchr_iter(b'\n', bytes).count() as u64;
+                self.column = 1 + chars(&bytes[last + 1..]);
             }
         }
     }

@@ -5,13 +5,16 @@ use std::path::{Path, PathBuf};
 
 use weave_core::StepError;
 
+/// The buffered temporary file an [`AtomicOutput`] writes into.
+pub(crate) type TempWriter = BufWriter<tempfile::NamedTempFile>;
+
 /// A file written into a temporary file beside its target and renamed into place on
 /// [`AtomicOutput::commit`]: a reader never sees a half-written file, and a failed run
 /// leaves nothing (dropping the temporary file deletes it).
 #[derive(Debug)]
 pub(crate) struct AtomicOutput {
     path: PathBuf,
-    out: Option<BufWriter<tempfile::NamedTempFile>>,
+    out: Option<TempWriter>,
 }
 
 impl AtomicOutput {
@@ -24,7 +27,7 @@ impl AtomicOutput {
     }
 
     /// The writer, creating the temporary file on first use.
-    pub(crate) fn writer(&mut self) -> Result<&mut BufWriter<tempfile::NamedTempFile>, StepError> {
+    pub(crate) fn writer(&mut self) -> Result<&mut TempWriter, StepError> {
         if self.out.is_none() {
             let dir = match self.path.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d,
@@ -38,6 +41,19 @@ impl AtomicOutput {
             self.out = Some(BufWriter::with_capacity(1 << 20, tmp));
         }
         self.out.as_mut().ok_or_else(|| StepError::internal("writer vanished"))
+    }
+
+    /// Hands the writer itself over, for a format library that must own what it writes to
+    /// (the Parquet writer). Give it back with [`AtomicOutput::restore`] before
+    /// [`AtomicOutput::commit`]; dropping it instead deletes the temporary file.
+    pub(crate) fn take_writer(&mut self) -> Result<TempWriter, StepError> {
+        self.writer()?;
+        self.out.take().ok_or_else(|| StepError::internal("writer vanished"))
+    }
+
+    /// Takes back the writer [`AtomicOutput::take_writer`] handed over.
+    pub(crate) fn restore(&mut self, writer: TempWriter) {
+        self.out = Some(writer);
     }
 
     /// Appends bytes.

@@ -9,13 +9,14 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, GzipLevel, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use weave_core::{
     Batch, CanonicalConfig, Params, Shape, Sink, Source, Step, StepContext, StepError, StepInfo, StepKind,
 };
 
 use crate::arrow::{FileSchema, batch_from_arrow};
-use crate::output::AtomicOutput;
+use crate::output::{AtomicOutput, TempWriter};
 
 /// The `load_parquet` kind.
 pub(crate) const LOAD_KIND: StepKind = StepKind {
@@ -189,7 +190,7 @@ impl Source for LoadParquet {
 const ROW_GROUP_BYTES: usize = 128 << 20;
 
 /// Writes records as one Parquet file, `compression` per column chunk (snappy by
-/// default), through a temporary file renamed into place on commit.
+/// default), into a temporary file renamed into place on commit.
 ///
 /// The file's schema is set by the first batch: each field's type (a field of values of
 /// mixed types is written as JSON text and read back as values by `load_parquet`). A later
@@ -199,7 +200,8 @@ pub struct ExportParquet {
     out: AtomicOutput,
     compression: Compression,
     config: CanonicalConfig,
-    writer: Option<(ArrowWriter<Vec<u8>>, FileSchema)>,
+    /// The Parquet writer, which owns the output's temporary file while it writes.
+    writer: Option<(ArrowWriter<TempWriter>, FileSchema)>,
 }
 
 impl std::fmt::Debug for ExportParquet {
@@ -250,26 +252,19 @@ impl ExportParquet {
             .set_compression(self.compression)
             .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
             .build();
-        let writer = ArrowWriter::try_new(Vec::new(), schema.arrow(), Some(props))
-            .map_err(|e| StepError::fatal(format!("cannot write {} as Parquet: {e}", self.out.path().display())))?;
+        let file = self.out.take_writer()?;
+        let writer = ArrowWriter::try_new(file, schema.arrow(), Some(props)).map_err(|e| self.error(e))?;
         self.writer = Some((writer, schema));
         Ok(())
     }
 
-    /// Moves what the Parquet writer has encoded so far into the output file.
-    fn drain(&mut self) -> Result<(), StepError> {
-        if let Some((writer, _)) = &mut self.writer {
-            let bytes = writer.inner_mut();
-            if !bytes.is_empty() {
-                self.out.write_all(bytes)?;
-                bytes.clear();
-            }
+    /// A failure of the Parquet writer: the disk's, or ours.
+    fn error(&self, e: ParquetError) -> StepError {
+        let message = format!("cannot write {} as Parquet", self.out.path().display());
+        match e {
+            ParquetError::External(e) if e.is::<std::io::Error>() => StepError::environment(message, e),
+            e => StepError::internal(format!("{message}: {e}")),
         }
-        Ok(())
-    }
-
-    fn parquet_error(&self, e: impl std::fmt::Display) -> StepError {
-        StepError::internal(format!("cannot write {} as Parquet: {e}", self.out.path().display()))
     }
 }
 
@@ -282,10 +277,10 @@ impl Sink for ExportParquet {
         let rb = schema
             .record_batch(batch)
             .map_err(|e| StepError::fatal(format!("cannot write {}: {e}", self.out.path().display())))?;
-        if let Err(e) = writer.write(&rb) {
-            return Err(self.parquet_error(e));
+        match writer.write(&rb) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.error(e)),
         }
-        self.drain()
     }
 
     fn commit(&mut self, _ctx: &mut StepContext) -> Result<(), StepError> {
@@ -293,17 +288,15 @@ impl Sink for ExportParquet {
         if self.writer.is_none() {
             self.start(FileSchema::of(&Batch::empty()))?;
         }
-        if let Some((writer, _)) = &mut self.writer
-            && let Err(e) = writer.finish()
-        {
-            return Err(self.parquet_error(e));
-        }
-        self.drain()?;
-        self.writer = None;
+        let Some((writer, _)) = self.writer.take() else { return Ok(()) };
+        // The footer goes last; then the file goes back to be synced and renamed.
+        let file = writer.into_inner().map_err(|e| self.error(e))?;
+        self.out.restore(file);
         self.out.commit()
     }
 
     fn abort(&mut self) {
+        // Dropping the writer drops the temporary file it owns, which deletes it.
         self.writer = None;
         self.out.abort();
     }
