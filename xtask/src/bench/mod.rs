@@ -8,6 +8,7 @@
 
 mod backpressure;
 mod layout;
+mod loaders;
 mod measure;
 mod monitoring;
 mod overhead;
@@ -62,6 +63,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "monitoring",
         summary: "cost of MetricsCollector + LogSubscriber: the throughput pipeline on 1 and 2 threads, 200,000 one-record batches",
         run: monitoring::run,
+    },
+    Scenario {
+        name: "loaders",
+        summary: "500,000 records read from JSONL, a JSON array and Parquet, and written as Parquet, vs hand-written readers and the bare parquet crate",
+        run: loaders::run,
     },
     Scenario {
         name: "reliability",
