@@ -263,3 +263,99 @@ path = "out.jsonl"
         ],
     );
 }
+
+/// The report.json of the only run recorded in `dir`.
+fn only_report(dir: &std::path::Path) -> serde_json::Value {
+    let runs: Vec<_> = std::fs::read_dir(dir.join(".weave/runs")).expect("runs").flatten().collect();
+    assert_eq!(runs.len(), 1);
+    serde_json::from_slice(&std::fs::read(runs[0].path().join("report.json")).expect("report")).expect("JSON")
+}
+
+#[test]
+fn json_shards_through_parquet_and_back_with_every_shard_in_the_lineage() {
+    let rows = generate(3_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let shards = dir.path().join("in/shards");
+    std::fs::create_dir_all(&shards).expect("shards dir");
+    let mut want = Vec::new();
+    for (k, chunk) in rows.chunks(1_000).enumerate() {
+        let objects: Vec<String> = chunk
+            .iter()
+            .map(|(id, text)| {
+                let tags: Vec<&str> = text.split_whitespace().take(2).collect();
+                serde_json::json!({ "id": id, "text": text, "tags": tags, "meta": { "shard": k } }).to_string()
+            })
+            .collect();
+        want.extend(chunk.iter().map(|(id, text)| serde_json::json!({ "text": text, "id": id })));
+        std::fs::write(shards.join(format!("part-{k}.json")), format!("[\n{}\n]\n", objects.join(",\n")))
+            .expect("write a shard");
+    }
+    // Not matched: a hidden file and another name.
+    std::fs::write(shards.join(".part-9.json"), "[{\"id\": -1}]").expect("hidden");
+    std::fs::write(shards.join("notes.json"), "[]").expect("other");
+    std::fs::write(
+        dir.path().join("to_parquet.toml"),
+        r#"
+[[step]]
+id = "load"
+kind = "load_json"
+path = "in/*/part-*.json"
+batch_size = 700
+
+[[step]]
+id = "export"
+kind = "export_parquet"
+path = "data.parquet"
+compression = "zstd"
+"#,
+    )
+    .expect("write the pipeline");
+    check_in(dir.path(), &["run", "to_parquet.toml"], 0, &["run succeeded"], &[]);
+    let report = only_report(dir.path());
+    let inputs: Vec<&str> =
+        report["inputs"].as_array().expect("inputs").iter().map(|i| i["path"].as_str().expect("path")).collect();
+    assert_eq!(inputs.len(), 3, "{inputs:?}");
+    for (k, path) in inputs.iter().enumerate() {
+        assert!(path.ends_with(&format!("in/shards/part-{k}.json")), "{path}");
+    }
+    std::fs::remove_dir_all(dir.path().join(".weave")).expect("clear the records");
+
+    std::fs::write(
+        dir.path().join("from_parquet.toml"),
+        r#"
+[[step]]
+id = "load"
+kind = "load_parquet"
+path = "*.parquet"
+columns = ["text", "id"]
+
+[[step]]
+id = "export"
+kind = "export_jsonl"
+path = "out.jsonl"
+"#,
+    )
+    .expect("write the pipeline");
+    check_in(dir.path(), &["run", "from_parquet.toml"], 0, &["run succeeded"], &[]);
+    let got = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+    assert!(got.starts_with("{\"text\":"), "the columns come in the order asked for: {:?}", got.lines().next());
+    let got: Vec<serde_json::Value> = got.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "row {i}");
+    }
+
+    // A pattern that matches nothing is found before anything runs.
+    std::fs::write(
+        dir.path().join("none.toml"),
+        "[[step]]\nid = \"load\"\nkind = \"load_json\"\npath = \"in/*/nothing-*.json\"\n\n[[step]]\nid = \"out\"\nkind = \"export_jsonl\"\npath = \"x.jsonl\"\n",
+    )
+    .expect("write the pipeline");
+    check_in(
+        dir.path(),
+        &["validate", "none.toml"],
+        1,
+        &[],
+        &["no file matches the pattern `in/*/nothing-*.json`", "--> none.toml:4:8"],
+    );
+}

@@ -13,33 +13,94 @@ use crate::output::{Export, Format, OutputSpec};
 pub(crate) const KIND: StepKind = StepKind {
     name: "load_csv",
     shape: Shape::Source,
-    summary: "read a CSV file with a header row, streaming, in batches",
+    summary: "read CSV files with a header row, streaming, in batches",
     keys: &["path", "delimiter", "quote", "batch_size"],
     build,
 };
 
-/// Reads a CSV file with a header row. Every field is read as a string. Rows with the
-/// wrong number of fields or invalid UTF-8 are rejected with their line number (the step's
-/// `on_bad_record` policy decides whether the run stops).
+/// Reads CSV files with a header row (one file, or every file a glob matches, in order;
+/// they must all have the same header). Every field is read as a string. Rows with the
+/// wrong number of fields or invalid UTF-8 are rejected with their file and line number
+/// (the step's `on_bad_record` policy decides whether the run stops).
 #[derive(Debug)]
 pub struct LoadCsv {
-    path: PathBuf,
+    paths: Vec<PathBuf>,
     delimiter: u8,
     quote: u8,
     batch_size: usize,
     config: CanonicalConfig,
-    state: Option<CsvState>,
-}
-
-#[derive(Debug)]
-struct CsvState {
-    reader: csv::Reader<crate::input::Input>,
-    header: Vec<String>,
+    /// The next file to open, as an index into `paths`.
+    next_file: usize,
+    /// The file being read.
+    open: Option<OpenCsv>,
+    /// The header, from the first file that has one, and that file: every file must match it.
+    header: Option<(Vec<String>, usize)>,
     record: csv::ByteRecord,
-    done: bool,
     /// Bytes of text per column in the last batch: the next batch's buffers start that big,
     /// so that a short file does not hold a full batch's worth of empty capacity.
     hint: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct OpenCsv {
+    /// Its index in `paths`.
+    file: usize,
+    reader: csv::Reader<LineIndex<crate::input::Input>>,
+}
+
+/// A reader that notes where the line breaks it passes on are, so that a record's line can
+/// be found from its byte offset. The csv crate counts lines itself, but one short after
+/// each CRLF line ending (BurntSushi/rust-csv#395), and CRLF is common in CSV files.
+#[derive(Debug)]
+struct LineIndex<R> {
+    inner: R,
+    /// Bytes read so far.
+    offset: u64,
+    /// The carriage returns and line feeds read and not yet behind a record:
+    /// (offset, whether it is a line feed).
+    pending: std::collections::VecDeque<(u64, bool)>,
+    /// Line feeds before the first pending one.
+    passed: u64,
+}
+
+impl<R> LineIndex<R> {
+    fn new(inner: R) -> Self {
+        LineIndex { inner, offset: 0, pending: std::collections::VecDeque::new(), passed: 0 }
+    }
+
+    /// The line (from 1) of the record the parser started at `byte`: records start at a
+    /// line's first byte, or at the line break before it (after a CRLF), and blank lines
+    /// before a record are skipped as part of it. Records must be asked for in order.
+    fn line_at(&mut self, byte: u64) -> u64 {
+        while let Some(&(at, lf)) = self.pending.front() {
+            if at >= byte {
+                break;
+            }
+            self.passed += u64::from(lf);
+            self.pending.pop_front();
+        }
+        let mut line = self.passed + 1;
+        for (expected, &(at, lf)) in (byte..).zip(&self.pending) {
+            if at != expected {
+                break;
+            }
+            line += u64::from(lf);
+        }
+        line
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for LineIndex<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b == b'\n' || b == b'\r' {
+                self.pending.push_back((self.offset + i as u64, b == b'\n'));
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
 }
 
 fn single_byte(p: &Params, key: &str, default: u8) -> u8 {
@@ -57,7 +118,7 @@ fn single_byte(p: &Params, key: &str, default: u8) -> u8 {
 }
 
 fn build(p: &Params) -> Option<Step> {
-    let path = p.required_path("path", "the CSV file to read");
+    let paths = crate::input::input_paths(p, "the CSV file to read, or a glob pattern");
     let delimiter = single_byte(p, "delimiter", b',');
     let quote = single_byte(p, "quote", b'"');
     let batch_size = crate::batch_size(p);
@@ -65,12 +126,16 @@ fn build(p: &Params) -> Option<Step> {
         return None;
     }
     Some(Step::Source(Box::new(LoadCsv {
-        path: path?,
+        paths: paths?,
         delimiter,
         quote,
         batch_size,
         config: p.canonical(&["batch_size"]),
-        state: None,
+        next_file: 0,
+        open: None,
+        header: None,
+        record: csv::ByteRecord::new(),
+        hint: Vec::new(),
     })))
 }
 
@@ -84,50 +149,68 @@ impl StepInfo for LoadCsv {
     }
 
     fn files_read(&self) -> Vec<PathBuf> {
-        vec![self.path.clone()]
+        self.paths.clone()
     }
 }
 
 impl LoadCsv {
-    fn open(&self) -> Result<CsvState, StepError> {
-        let file = crate::input::open(&self.path)?;
-        let mut reader = csv::ReaderBuilder::new()
-            .delimiter(self.delimiter)
-            .quote(self.quote)
-            .flexible(true)
-            .has_headers(true)
-            .from_reader(file);
-        let header = match reader.byte_headers() {
-            Ok(h) => h.clone(),
-            Err(e) => return Err(csv_error(&self.path, e)),
-        };
-        let mut names = Vec::with_capacity(header.len());
-        for (i, h) in header.iter().enumerate() {
-            let name = std::str::from_utf8(h).map_err(|_| {
-                StepError::fatal(format!(
-                    "{}:1: column {} of the header is not valid UTF-8",
-                    self.path.display(),
-                    i + 1
-                ))
-            })?;
-            if name.is_empty() {
-                return Err(StepError::fatal(format!(
-                    "{}:1: column {} of the header has no name",
-                    self.path.display(),
-                    i + 1
-                )));
+    /// Opens the next file that has a header (an empty file has none, and no rows), checks
+    /// its header, and makes it the open one. `false` when no file is left.
+    fn open_next(&mut self) -> Result<bool, StepError> {
+        while let Some(path) = self.paths.get(self.next_file) {
+            let file = self.next_file;
+            self.next_file += 1;
+            let mut reader = csv::ReaderBuilder::new()
+                .delimiter(self.delimiter)
+                .quote(self.quote)
+                .flexible(true)
+                .has_headers(true)
+                .from_reader(LineIndex::new(crate::input::open(path)?));
+            let header = reader.byte_headers().map_err(|e| csv_error(path, e))?;
+            if header.is_empty() {
+                continue;
             }
-            if names.contains(&name.to_owned()) {
-                return Err(StepError::fatal(format!(
-                    "{}:1: the header names column `{name}` twice",
-                    self.path.display()
-                )));
+            let names = header_names(path, header)?;
+            match &self.header {
+                None => {
+                    self.hint = vec![0; names.len()];
+                    self.header = Some((names, file));
+                }
+                Some((first, first_file)) if *first != names => {
+                    return Err(StepError::fatal(format!(
+                        "{}:1: the header ({}) differs from the first file's ({}: {}); \
+                         every file the pattern matches must have the same columns",
+                        path.display(),
+                        names.join(", "),
+                        self.paths[*first_file].display(),
+                        first.join(", ")
+                    )));
+                }
+                Some(_) => {}
             }
-            names.push(name.to_owned());
+            self.open = Some(OpenCsv { file, reader });
+            return Ok(true);
         }
-        let hint = vec![0; names.len()];
-        Ok(CsvState { reader, header: names, record: csv::ByteRecord::new(), done: false, hint })
+        Ok(false)
     }
+}
+
+/// The names of a header row, each UTF-8, not empty, and not given twice.
+fn header_names(path: &std::path::Path, header: &csv::ByteRecord) -> Result<Vec<String>, StepError> {
+    let mut names: Vec<String> = Vec::with_capacity(header.len());
+    for (i, h) in header.iter().enumerate() {
+        let name = std::str::from_utf8(h).map_err(|_| {
+            StepError::fatal(format!("{}:1: column {} of the header is not valid UTF-8", path.display(), i + 1))
+        })?;
+        if name.is_empty() {
+            return Err(StepError::fatal(format!("{}:1: column {} of the header has no name", path.display(), i + 1)));
+        }
+        if names.iter().any(|n| n == name) {
+            return Err(StepError::fatal(format!("{}:1: the header names column `{name}` twice", path.display())));
+        }
+        names.push(name.to_owned());
+    }
+    Ok(names)
 }
 
 fn csv_error(path: &std::path::Path, e: csv::Error) -> StepError {
@@ -140,61 +223,66 @@ fn csv_error(path: &std::path::Path, e: csv::Error) -> StepError {
 
 impl Source for LoadCsv {
     fn next_batch(&mut self, ctx: &mut StepContext) -> Result<Option<Batch>, StepError> {
-        if self.state.is_none() {
-            self.state = Some(self.open()?);
-        }
-        let Some(st) = self.state.as_mut() else { return Ok(None) };
-        if st.done {
+        if self.open.is_none() && !self.open_next()? {
             return Ok(None);
         }
-        let width = st.header.len();
-        let rows_hint = if st.hint.iter().any(|&h| h > 0) { self.batch_size } else { self.batch_size.min(256) };
-        let mut cols: Vec<StrColumn> = st.hint.iter().map(|&h| StrColumn::with_capacity(rows_hint, h)).collect();
+        let Some((header, _)) = &self.header else { return Ok(None) };
+        let header = header.clone();
+        let width = header.len();
+        let rows_hint = if self.hint.iter().any(|&h| h > 0) { self.batch_size } else { self.batch_size.min(256) };
+        let mut cols: Vec<StrColumn> = self.hint.iter().map(|&h| StrColumn::with_capacity(rows_hint, h)).collect();
         let mut rows = 0;
         while rows < self.batch_size {
-            match st.reader.read_byte_record(&mut st.record) {
+            let Some(open) = self.open.as_mut() else {
+                if self.open_next()? {
+                    continue;
+                }
+                break;
+            };
+            let path = &self.paths[open.file];
+            match open.reader.read_byte_record(&mut self.record) {
                 Ok(false) => {
-                    st.done = true;
-                    break;
+                    self.open = None;
+                    continue;
                 }
                 Ok(true) => {}
-                Err(e) => return Err(csv_error(&self.path, e)),
+                Err(e) => return Err(csv_error(path, e)),
             }
-            let line = st.record.position().map_or(0, csv::Position::line);
-            let origin = || Some(format!("{}:{line}", self.path.display()));
-            if st.record.len() != width {
-                let reason = format!("expected {width} fields (as in the header), found {}", st.record.len());
-                ctx.reject(Rejected { reason, record: Some(raw_record(&st.header, &st.record)), origin: origin() });
+            let record = &self.record;
+            let line = open.reader.get_mut().line_at(record.position().map_or(0, csv::Position::byte));
+            let origin = || Some(format!("{}:{line}", path.display()));
+            if record.len() != width {
+                let reason = format!("expected {width} fields (as in the header), found {}", record.len());
+                ctx.reject(Rejected { reason, record: Some(raw_record(&header, record)), origin: origin() });
                 continue;
             }
             // One UTF-8 check for the whole row: its fields are valid when the row is and
             // every field starts and ends on a character boundary. (A check per field, then
             // a conversion per field, was an eighth of the `io` benchmark's time.)
-            let text = std::str::from_utf8(st.record.as_slice()).ok().filter(|t| {
-                (0..width).all(|i| {
-                    st.record.range(i).is_some_and(|r| t.is_char_boundary(r.start) && t.is_char_boundary(r.end))
-                })
+            let text = std::str::from_utf8(record.as_slice()).ok().filter(|t| {
+                (0..width)
+                    .all(|i| record.range(i).is_some_and(|r| t.is_char_boundary(r.start) && t.is_char_boundary(r.end)))
             });
             let Some(text) = text else {
-                let bad = st.record.iter().position(|f| std::str::from_utf8(f).is_err()).unwrap_or_default();
-                let reason = format!("field `{}` is not valid UTF-8", st.header[bad]);
-                ctx.reject(Rejected { reason, record: Some(raw_record(&st.header, &st.record)), origin: origin() });
+                let bad = record.iter().position(|f| std::str::from_utf8(f).is_err()).unwrap_or_default();
+                let reason = format!("field `{}` is not valid UTF-8", header[bad]);
+                ctx.reject(Rejected { reason, record: Some(raw_record(&header, record)), origin: origin() });
                 continue;
             };
             for (i, c) in cols.iter_mut().enumerate() {
                 // Checked just above: every range is there and on character boundaries.
-                c.push(st.record.range(i).and_then(|r| text.get(r)).unwrap_or_default());
+                c.push(record.range(i).and_then(|r| text.get(r)).unwrap_or_default());
             }
             rows += 1;
         }
         if rows == 0 {
             return Ok(None);
         }
-        for (h, c) in st.hint.iter_mut().zip(&cols) {
+        for (h, c) in self.hint.iter_mut().zip(&cols) {
             *h = c.data().len();
         }
         let schema = std::sync::Arc::new(weave_core::Schema::new(
-            st.header.iter().map(|h| weave_core::Field::new(h.clone(), weave_core::DataType::Str)).collect(),
+            header.into_iter().map(|h| weave_core::Field::new(h, weave_core::DataType::Str)).collect(),
         ));
         let columns = cols.into_iter().map(|c| std::sync::Arc::new(Column::Str(c))).collect();
         Batch::new(schema, columns).map(Some).map_err(|e| StepError::internal(e.to_string()))
@@ -496,5 +584,88 @@ mod tests {
         let err = s.next_batch(&mut ctx).unwrap_err();
         assert_eq!(err.to_string(), "cannot open /nonexistent/x.csv");
         assert_eq!(err.origin(), weave_core::ErrorOrigin::Environment);
+    }
+
+    #[test]
+    fn a_glob_of_csv_files_is_one_stream_that_names_the_file_of_each_bad_row() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.csv"), b"id,text\n1,x\n2,y\n").unwrap();
+        std::fs::write(dir.path().join("b.csv"), b"").unwrap();
+        std::fs::write(dir.path().join("c.csv"), b"\xef\xbb\xbfid,text\r\n3,z\r\n4\r\n").unwrap();
+        std::fs::write(dir.path().join("d.csv"), b"id,text\n").unwrap();
+        let pattern = dir.path().join("*.csv");
+        let config = format!("path = {:?}\nbatch_size = 3", pattern.to_str().unwrap());
+        let Step::Source(mut s) = build_step("load_csv", &config) else { panic!() };
+        assert_eq!(s.files_read().len(), 4);
+        let mut ctx = StepContext::new("load", 0, 0, Default::default());
+        let first = s.next_batch(&mut ctx).unwrap().unwrap();
+        // One batch spans the first and third files (the second is empty).
+        assert_eq!(first.len(), 3);
+        assert_eq!(first.row(2).get_str("text"), Some("z"));
+        assert!(s.next_batch(&mut ctx).unwrap().is_none());
+        let rej = ctx.take_rejected();
+        assert_eq!(rej.len(), 1);
+        assert_eq!(rej[0].origin.as_deref(), Some(format!("{}:3", dir.path().join("c.csv").display()).as_str()));
+    }
+
+    #[test]
+    fn files_with_another_header_are_an_error_that_names_both() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.csv"), b"id,text\n1,x\n").unwrap();
+        std::fs::write(dir.path().join("b.csv"), b"id,body\n2,y\n").unwrap();
+        let config = format!("path = {:?}", dir.path().join("*.csv").to_str().unwrap());
+        let err = crate::tests::source_error(build_step("load_csv", &config));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:1: the header (id, body) differs from the first file's ({}: id, text); \
+                 every file the pattern matches must have the same columns",
+                dir.path().join("b.csv").display(),
+                dir.path().join("a.csv").display()
+            )
+        );
+    }
+
+    #[test]
+    fn huge_fields_and_bad_headers() {
+        let big = "é".repeat(3 << 20);
+        let (rows, rej) = read_all(format!("a,b\n1,\"{big}\"\n2,x\n").as_bytes(), "");
+        assert!(rej.is_empty());
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].len(), big.len() + r#"{"a":"1","b":""}"#.len());
+        for (bytes, message) in [
+            (&b"a,a\n1,2\n"[..], "the header names column `a` twice"),
+            (b"a,\n1,2\n", "column 2 of the header has no name"),
+            (b"a,\xff\n1,2\n", "column 2 of the header is not valid UTF-8"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("h.csv");
+            std::fs::write(&path, bytes).unwrap();
+            let err =
+                crate::tests::source_error(build_step("load_csv", &format!("path = {:?}", path.to_str().unwrap())));
+            assert_eq!(err.to_string(), format!("{}:1: {message}", path.display()));
+        }
+    }
+
+    // regression: with CRLF line endings the csv crate reports each record one line early
+    // (BurntSushi/rust-csv#395), so a bad row was named by the line before it.
+    #[test]
+    fn bad_rows_are_named_by_their_own_line_whatever_the_line_endings() {
+        let lf = b"a,b\n1,2\n\n\"x\ny\",2\n3\n4,5\n6\n";
+        let crlf = b"a,b\r\n1,2\r\n\r\n\"x\r\ny\",2\r\n3\r\n4,5\r\n6\r\n";
+        let mixed = b"\xef\xbb\xbfa,b\r\n1,2\n\r\n\"x\ny\",2\r\n3\n4,5\r\n6";
+        for bytes in [&lf[..], crlf, mixed] {
+            let (rows, rej) = read_all(bytes, "");
+            assert_eq!(rows.len(), 3, "{}", String::from_utf8_lossy(bytes));
+            assert_eq!(
+                rej,
+                [
+                    "6: expected 2 fields (as in the header), found 1",
+                    "8: expected 2 fields (as in the header), found 1"
+                ],
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod arrow;
 mod augment;
 mod clean;
 mod concat;
@@ -21,9 +22,11 @@ mod json;
 mod json_array;
 mod jsonl;
 mod lines;
+mod load_json;
 mod near_dedup;
 mod noise;
 mod output;
+mod parquet_io;
 mod text;
 mod validate;
 
@@ -37,11 +40,13 @@ pub use json::{write_json_str, write_jsonl, write_value};
 pub use json_array::ExportJson;
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use lines::LoadText;
+pub use load_json::LoadJson;
 pub use near_dedup::NearDedup;
 pub use noise::{
     CaseNoise, Frequency, LocalShuffle, Noiser, PatternNoiser, PatternSet, PunctuationNoise, Rng, Scratch, Severity,
     Typos, WhitespaceNoise, WordDropout, changed_words, hash_bytes, record_seed,
 };
+pub use parquet_io::{ExportParquet, LoadParquet};
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
 pub use validate::{Coherence, CoherenceScorer, Validate};
 
@@ -90,6 +95,7 @@ pub fn registry() -> weave_core::Registry {
     for kind in [
         csv::KIND,
         jsonl::LOAD_KIND,
+        load_json::KIND,
         lines::KIND,
         clean::KIND,
         augment::KIND,
@@ -106,6 +112,8 @@ pub fn registry() -> weave_core::Registry {
         jsonl::EXPORT_KIND,
         csv::EXPORT_KIND,
         json_array::EXPORT_KIND,
+        parquet_io::LOAD_KIND,
+        parquet_io::EXPORT_KIND,
     ] {
         r.register(kind);
     }
@@ -117,14 +125,24 @@ mod tests {
     use weave_core::{ConfTable, Params, STEP_COMMON_KEYS, SourceFile, Step};
 
     pub(crate) fn params(config: &str) -> Params {
+        params_at(std::path::Path::new("t.toml"), config)
+    }
+
+    fn params_at(file: &std::path::Path, config: &str) -> Params {
         let table = ConfTable::parse(config).unwrap_or_else(|e| panic!("bad test TOML: {e:?}"));
-        Params::new(table, SourceFile::new("t.toml", config), "step", Some("s".into()))
+        Params::new(table, SourceFile::new(file, config), "step", Some("s".into()))
     }
 
     /// Builds a step of `kind` from its keys, panicking with the diagnostics if it fails.
     pub(crate) fn build_step(kind: &str, config: &str) -> Step {
+        build_step_at(kind, std::path::Path::new("t.toml"), config)
+    }
+
+    /// Builds a step of `kind` as written in the pipeline file `file` (relative paths
+    /// resolve against its folder).
+    pub(crate) fn build_step_at(kind: &str, file: &std::path::Path, config: &str) -> Step {
         let k = *super::registry().get(kind).unwrap_or_else(|| panic!("no kind {kind}"));
-        let p = params(config);
+        let p = params_at(file, config);
         let step = (k.build)(&p);
         let keys: Vec<&str> = k.keys.iter().chain(STEP_COMMON_KEYS).copied().collect();
         let diags = p.finish(&keys);
@@ -149,5 +167,35 @@ mod tests {
             })
             .collect();
         assert_eq!(got, expected, "\n{diags}");
+    }
+
+    /// Reads a source to its end: its records as JSON, and its rejected records as
+    /// `origin: reason`.
+    pub(crate) fn read_source(step: Step) -> (Vec<String>, Vec<String>) {
+        let Step::Source(mut s) = step else { panic!("not a source") };
+        let mut ctx = weave_core::StepContext::new("load", 0, 0, Default::default());
+        let mut rows = Vec::new();
+        while let Some(b) = s.next_batch(&mut ctx).unwrap_or_else(|e| panic!("{e}")) {
+            rows.extend(b.to_records().iter().map(|r| r.to_string()));
+        }
+        let rejected = ctx
+            .take_rejected()
+            .into_iter()
+            .map(|r| format!("{}: {}", r.origin.unwrap_or_default(), r.reason))
+            .collect();
+        (rows, rejected)
+    }
+
+    /// The error a source stops with.
+    pub(crate) fn source_error(step: Step) -> weave_core::StepError {
+        let Step::Source(mut s) = step else { panic!("not a source") };
+        let mut ctx = weave_core::StepContext::new("load", 0, 0, Default::default());
+        loop {
+            match s.next_batch(&mut ctx) {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the source ended without an error"),
+                Err(e) => return e,
+            }
+        }
     }
 }

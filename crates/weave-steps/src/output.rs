@@ -136,13 +136,18 @@ impl Write for Encoder {
     }
 }
 
+/// The buffered, possibly compressing writer into an [`AtomicOutput`]'s temporary file.
+pub(crate) type TempWriter = Box<BufWriter<Encoder>>;
+
 /// Where an [`AtomicOutput`] is.
 #[derive(Debug)]
 enum State {
     /// Nothing written yet: no temporary file.
     Idle,
     /// Being written into a temporary file.
-    Writing { out: Box<BufWriter<Encoder>>, tmp: tempfile::TempPath },
+    Writing { out: TempWriter, tmp: tempfile::TempPath },
+    /// Its writer handed over to a format library ([`AtomicOutput::take_writer`]).
+    Lent { tmp: tempfile::TempPath },
     /// Written, synced and closed, waiting to be moved into place.
     Finished { tmp: tempfile::TempPath },
     /// In place.
@@ -238,6 +243,31 @@ impl AtomicOutput {
         }
     }
 
+    /// Hands the writer itself over, for a format library that must own what it writes to
+    /// (the Parquet writer). Give it back with [`AtomicOutput::restore`] before
+    /// [`AtomicOutput::finish`]; if it is dropped instead, the temporary file is still
+    /// deleted on abort (or when this output is dropped).
+    pub(crate) fn take_writer(&mut self) -> Result<TempWriter, StepError> {
+        self.writer()?;
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Writing { out, tmp } => {
+                self.state = State::Lent { tmp };
+                Ok(out)
+            }
+            other => {
+                self.state = other;
+                Err(StepError::internal("writer vanished"))
+            }
+        }
+    }
+
+    /// Takes back the writer [`AtomicOutput::take_writer`] handed over.
+    pub(crate) fn restore(&mut self, out: TempWriter) {
+        if let State::Lent { tmp } = std::mem::replace(&mut self.state, State::Idle) {
+            self.state = State::Writing { out, tmp };
+        }
+    }
+
     /// Appends bytes.
     pub(crate) fn write_all(&mut self, bytes: &[u8]) -> Result<(), StepError> {
         let w = self.writer()?;
@@ -284,7 +314,6 @@ impl AtomicOutput {
     }
 
     /// Finishes and moves into place; a run with no rows still produces its (empty) file.
-    #[allow(dead_code, reason = "for a sink that writes its one file itself, as a Parquet writer does")]
     pub(crate) fn commit(&mut self) -> Result<(), StepError> {
         self.finish()?;
         self.persist()

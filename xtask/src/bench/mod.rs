@@ -11,6 +11,7 @@ mod cache;
 mod datasetops;
 mod io;
 mod layout;
+mod loaders;
 mod measure;
 mod monitoring;
 mod near_dedup;
@@ -72,6 +73,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "datasetops",
         summary: "split + filter and generate against hand-written loops (1M records); compare and sample throughput",
         run: datasetops::run,
+    },
+    Scenario {
+        name: "loaders",
+        summary: "500,000 records read from JSONL, a JSON array and Parquet, and written as Parquet, vs hand-written readers and the bare parquet crate",
+        run: loaders::run,
     },
     Scenario {
         name: "reliability",

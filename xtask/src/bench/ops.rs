@@ -65,6 +65,8 @@ pub(super) const OPS: &[Op] = &[
     op("load_jsonl", "load_jsonl", r#"path = "{dir}/corpus.jsonl""#),
     op("load_jsonl, zstd", "load_jsonl", r#"path = "{dir}/corpus.jsonl.zst""#),
     op("load_text", "load_text", r#"path = "{dir}/corpus.txt""#),
+    op("load_json", "load_json", r#"path = "{dir}/corpus.json""#),
+    op("load_parquet", "load_parquet", r#"path = "{dir}/corpus.parquet""#),
     clean!("trim", r#""trim""#),
     clean!("collapse_whitespace", r#""collapse_whitespace""#),
     clean!("trim + collapse_whitespace", r#""trim", "collapse_whitespace""#),
@@ -158,6 +160,13 @@ max_rows = 10000"#,
     ),
     op("export_jsonl, partitioned by label", "export_jsonl", r#"path = "{dir}/out/by/{label}.jsonl""#),
     op("export_csv", "export_csv", r#"path = "{dir}/out/a.csv""#),
+    op("export_parquet", "export_parquet", r#"path = "{dir}/out/a.parquet""#),
+    op(
+        "export_parquet, zstd",
+        "export_parquet",
+        r#"path = "{dir}/out/b.parquet"
+compression = "zstd""#,
+    ),
     op("export_json", "export_json", r#"path = "{dir}/out/a.json""#),
     op(
         "export_json, pretty",
@@ -213,8 +222,9 @@ pub(super) struct CorpusData {
 
 impl Corpus {
     /// Writes the corpus's `rows` rows under `dir` as `corpus.csv` (and `.csv.gz`),
-    /// `corpus.jsonl` (and `.jsonl.zst`) and `corpus.txt` (the texts, one per line, their
-    /// line breaks made spaces), and returns them as batches.
+    /// `corpus.jsonl` (and `.jsonl.zst`), `corpus.json` (one array), `corpus.parquet` and
+    /// `corpus.txt` (the texts, one per line, their line breaks made spaces), and returns
+    /// them as batches.
     pub(super) fn files(dir: &Path, rows: usize, seed: u64) -> std::io::Result<CorpusData> {
         write_csv(&dir.join("corpus.csv"), rows, seed)?;
         let csv = std::fs::read(dir.join("corpus.csv"))?;
@@ -254,6 +264,26 @@ impl Corpus {
         let mut txt = BufWriter::new(File::create(dir.join("corpus.txt"))?);
         txt.write_all(&lines)?;
         txt.flush()?;
+        // The same objects as one JSON array, and the batches as a Parquet file.
+        let mut array = Vec::with_capacity(jsonl.len() + 2);
+        array.push(b'[');
+        for (i, line) in jsonl.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+            if i > 0 {
+                array.extend_from_slice(b",\n");
+            }
+            array.extend_from_slice(line);
+        }
+        array.extend_from_slice(b"]\n");
+        std::fs::write(dir.join("corpus.json"), &array)?;
+        let parquet = format!("path = \"{}\"", dir.join("corpus.parquet").display());
+        let Ok(Step::Sink(mut sink)) = weave_steps::registry().build("export_parquet", &parquet) else {
+            return Err(std::io::Error::other("cannot build export_parquet"));
+        };
+        let mut ctx = StepContext::new("corpus", SEED, 0, Arc::default());
+        for b in &batches {
+            sink.write(b, &mut ctx).map_err(std::io::Error::other)?;
+        }
+        sink.commit(&mut ctx).map_err(std::io::Error::other)?;
         Ok(CorpusData { batches, field_bytes, rows })
     }
 }
