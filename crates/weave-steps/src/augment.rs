@@ -563,6 +563,13 @@ impl StepInfo for Augment {
         self.config.clone()
     }
 
+    /// The noise a configuration makes also depends on the built-in tables in `noise/data`:
+    /// bump this when one changes, so that cached outputs are not reused.
+    /// 2: the technical style no longer turns every "about" into "approximately".
+    fn version(&self) -> u32 {
+        2
+    }
+
     fn files_read(&self) -> Vec<PathBuf> {
         self.files.clone()
     }
