@@ -61,11 +61,65 @@ struct LineIndex<R> {
     pending: std::collections::VecDeque<(u64, bool)>,
     /// Line feeds before the first pending one.
     passed: u64,
+    /// Where the parser is in the CSV syntax, followed byte by byte alongside it, so that
+    /// a quoted field still open at the end of the file is seen: the csv crate reads the
+    /// rest of the file into it without a word, which would lose every row after it.
+    quotes: QuoteState,
+    /// The input has ended.
+    eof: bool,
+}
+
+/// The CSV syntax as far as quoting goes: the start of a field, inside an unquoted one,
+/// inside a quoted one, or just after a quote inside a quoted one (an end, or the first
+/// half of a doubled quote).
+#[derive(Debug, Clone, Copy)]
+struct QuoteState {
+    quote: u8,
+    delimiter: u8,
+    state: u8,
+    /// Where the quoted field that is open began.
+    opened_at: u64,
+}
+
+impl QuoteState {
+    const START: u8 = 0;
+    const UNQUOTED: u8 = 1;
+    const QUOTED: u8 = 2;
+    const QUOTE_IN_QUOTED: u8 = 3;
+
+    fn step(&mut self, b: u8, at: u64) {
+        let end = b == self.delimiter || b == b'\n' || b == b'\r';
+        self.state = match self.state {
+            Self::START if b == self.quote => {
+                self.opened_at = at;
+                Self::QUOTED
+            }
+            Self::START | Self::UNQUOTED if end => Self::START,
+            Self::START | Self::UNQUOTED => Self::UNQUOTED,
+            Self::QUOTED if b == self.quote => Self::QUOTE_IN_QUOTED,
+            Self::QUOTED => Self::QUOTED,
+            _ if b == self.quote => Self::QUOTED,
+            _ if end => Self::START,
+            _ => Self::UNQUOTED,
+        };
+    }
 }
 
 impl<R> LineIndex<R> {
-    fn new(inner: R) -> Self {
-        LineIndex { inner, offset: 0, pending: std::collections::VecDeque::new(), passed: 0 }
+    fn new(inner: R, delimiter: u8, quote: u8) -> Self {
+        LineIndex {
+            inner,
+            offset: 0,
+            pending: std::collections::VecDeque::new(),
+            passed: 0,
+            quotes: QuoteState { quote, delimiter, state: QuoteState::START, opened_at: 0 },
+            eof: false,
+        }
+    }
+
+    /// Where a quoted field began that the file ended inside of, once the input has ended.
+    fn unclosed_quote(&self) -> Option<u64> {
+        (self.eof && self.quotes.state == QuoteState::QUOTED).then_some(self.quotes.opened_at)
     }
 
     /// The line (from 1) of the record the parser started at `byte`: records start at a
@@ -93,10 +147,14 @@ impl<R> LineIndex<R> {
 impl<R: std::io::Read> std::io::Read for LineIndex<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.eof = true;
+        }
         for (i, &b) in buf[..n].iter().enumerate() {
             if b == b'\n' || b == b'\r' {
                 self.pending.push_back((self.offset + i as u64, b == b'\n'));
             }
+            self.quotes.step(b, self.offset + i as u64);
         }
         self.offset += n as u64;
         Ok(n)
@@ -165,7 +223,7 @@ impl LoadCsv {
                 .quote(self.quote)
                 .flexible(true)
                 .has_headers(true)
-                .from_reader(LineIndex::new(crate::input::open(path)?));
+                .from_reader(LineIndex::new(crate::input::open(path)?, self.delimiter, self.quote));
             let header = reader.byte_headers().map_err(|e| csv_error(path, e))?;
             if header.is_empty() {
                 continue;
@@ -251,6 +309,17 @@ impl Source for LoadCsv {
             let record = &self.record;
             let line = open.reader.get_mut().line_at(record.position().map_or(0, csv::Position::byte));
             let origin = || Some(format!("{}:{line}", path.display()));
+            if let Some(at) = open.reader.get_ref().unclosed_quote()
+                && record.position().is_none_or(|p| p.byte() <= at)
+            {
+                // The last record: its quoted field ran to the end of the file.
+                let reason = format!(
+                    "a quoted field that starts on line {} is never closed, so the rest of the file would be read into it",
+                    open.reader.get_mut().line_at(at),
+                );
+                ctx.reject(Rejected { reason, record: Some(raw_record(&header, record)), origin: origin() });
+                continue;
+            }
             if record.len() != width {
                 let reason = format!("expected {width} fields (as in the header), found {}", record.len());
                 ctx.reject(Rejected { reason, record: Some(raw_record(&header, record)), origin: origin() });
@@ -489,6 +558,18 @@ mod tests {
             rows,
             [r#"{"id":"1","text":"a, \"quoted\"\r\nline"}"#, r#"{"id":"2","text":"plain"}"#, r#"{"id":"3","text":""}"#]
         );
+        assert!(rej.is_empty());
+    }
+
+    #[test]
+    fn a_quote_that_is_never_closed_is_a_bad_record_not_the_rest_of_the_file() {
+        let (rows, rej) = read_all(b"id,text\n1,\"fine\"\n2,\"broken here\n3,next row\n4,last\n", "");
+        assert_eq!(rows, [r#"{"id":"1","text":"fine"}"#]);
+        assert_eq!(rej.len(), 1, "{rej:?}");
+        assert!(rej[0].starts_with("3: a quoted field that starts on line 3 is never closed"), "{rej:?}");
+        // Quotes inside an unquoted field (inch marks) and doubled quotes are no such thing.
+        let (rows, rej) = read_all(b"id,text\n1,a 5\" screen\n2,\"say \"\"hi\"\"\"\n3,\"multi\nline\"\n", "");
+        assert_eq!(rows.len(), 3, "{rows:?} {rej:?}");
         assert!(rej.is_empty());
     }
 
