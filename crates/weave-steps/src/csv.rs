@@ -87,6 +87,32 @@ impl QuoteState {
     const QUOTED: u8 = 2;
     const QUOTE_IN_QUOTED: u8 = 3;
 
+    /// Follows `data`, which starts at byte `offset` of the input. Only quotes, delimiters
+    /// and line feeds change anything but "inside a field", so the scan jumps from one to
+    /// the next (a carriage return counts as a field byte: the line feed after it ends the
+    /// field all the same).
+    fn scan(&mut self, data: &[u8], offset: u64) {
+        let mut last = 0;
+        for at in memchr::memchr3_iter(self.quote, self.delimiter, b'\n', data) {
+            if at > last {
+                self.ordinary();
+            }
+            self.step(data[at], offset + at as u64);
+            last = at + 1;
+        }
+        if data.len() > last {
+            self.ordinary();
+        }
+    }
+
+    /// The effect of one or more bytes that are none of quote, delimiter, line feed.
+    fn ordinary(&mut self) {
+        self.state = match self.state {
+            Self::QUOTED => Self::QUOTED,
+            _ => Self::UNQUOTED,
+        };
+    }
+
     fn step(&mut self, b: u8, at: u64) {
         let end = b == self.delimiter || b == b'\n' || b == b'\r';
         self.state = match self.state {
@@ -150,12 +176,11 @@ impl<R: std::io::Read> std::io::Read for LineIndex<R> {
         if n == 0 && !buf.is_empty() {
             self.eof = true;
         }
-        for (i, &b) in buf[..n].iter().enumerate() {
-            if b == b'\n' || b == b'\r' {
-                self.pending.push_back((self.offset + i as u64, b == b'\n'));
-            }
-            self.quotes.step(b, self.offset + i as u64);
+        let data = &buf[..n];
+        for i in memchr::memchr2_iter(b'\n', b'\r', data) {
+            self.pending.push_back((self.offset + i as u64, data[i] == b'\n'));
         }
+        self.quotes.scan(data, self.offset);
         self.offset += n as u64;
         Ok(n)
     }
