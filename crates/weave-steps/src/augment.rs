@@ -597,12 +597,11 @@ impl Augment {
         self.noise(text, seed, work);
         out.text.push(&work.a);
         out.noiser.push(&self.description);
-        out.seed.push_with(|a| {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            for shift in (0..16).rev() {
-                a.push(char::from(HEX[((seed >> (shift * 4)) & 0xf) as usize]));
-            }
-        });
+        // The 16 hex digits are made on the stack and appended at once (ASCII, so
+        // `from_utf8` cannot fail).
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let hex: [u8; 16] = std::array::from_fn(|k| HEX[((seed >> ((15 - k) * 4)) & 0xf) as usize]);
+        out.seed.push(std::str::from_utf8(&hex).unwrap_or_default());
     }
 }
 

@@ -1,36 +1,46 @@
-//! `io`: a whole data pipeline on a file, through the real executor and the built-in steps,
-//! against a hand-written single-pass program doing the same work.
+//! `io` and `prep`: whole data pipelines on a file, through the real executor and the
+//! built-in steps, each against a hand-written single-pass program doing the same work.
 //!
 //! One million generated rows (`id`, a messy `text`, a `label`; see [`Corpus`]) are
 //! written as a CSV file in a temporary folder. The pipeline, read from a pipeline file as
-//! a user would write it, is `load_csv` → `clean` (trim, collapse whitespace, drop texts
-//! under 20 characters) → `dedup` (exact, on the text) → `export_jsonl`, run by
-//! `weave_exec::run` with `max_concurrent = 1` and `= 2`.
+//! a user would write it, is run by `weave_exec::run` with `max_concurrent = 1` and `= 2`:
 //!
-//! The baseline ([`hand_written`]) is what a careful programmer would write for this one
-//! job: the csv crate's `ByteRecord` reader, one reused text buffer, the same
-//! branch-light trim-and-collapse as the layout scenario's loop, a set of 128-bit blake3
-//! keys (the same hash as the step: a collision would silently drop a record, so both
-//! keep the same guarantee; the set takes the keys' low bits as its hash, as a careful
-//! programmer would, rather than hash a hash again), JSON written by hand into one reused
-//! line buffer and one `BufWriter`. No allocation per row. The three outputs must be the
-//! same bytes.
+//! - `io`: `load_csv` → `clean` (trim, collapse whitespace, drop texts under 20
+//!   characters) → `dedup` (exact, on the text) → `export_jsonl`;
+//! - `prep`: the same with `augment` (the `typos` noiser at moderate frequency) and
+//!   `validate` (a completeness check on the text and the label, failing records dropped)
+//!   between `dedup` and `export_jsonl`. Its input has 2% of blank labels (empty, or
+//!   spaces), so that the check has records to drop.
 //!
-//! Each run happens in a child process of its own (`__bench-child io <variant>`), which
-//! times itself and reads its peak resident set (`VmHWM`) and its CPU time at the end,
-//! so that they are that run's alone. The CPU time, every thread counted, is the cost per
-//! row that a loaded machine does not blur (its ratio is the baseline's over the
-//! variant's: below 1 the pipeline spends more CPU than the loop). Targets: ≥ 0.8× the baseline's records/s on one thread, ≥ 1.5×
-//! on two, a peak RSS under 300 MB.
+//! The baseline ([`hand_written`]) is what a careful programmer would write for the job:
+//! the csv crate's `ByteRecord` reader, one reused text buffer, the same branch-light
+//! trim-and-collapse as the layout scenario's loop, a set of 128-bit blake3 keys (the same
+//! hash as the step: a collision would silently drop a record, so both keep the same
+//! guarantee; the set takes the keys' low bits as its hash, as a careful programmer
+//! would, rather than hash a hash again), JSON written by hand into one reused line buffer
+//! and one `BufWriter`. For `prep` it also calls the public noiser (`weave_steps::Typos`)
+//! with each record's seed made as the `augment` step makes it (`record_seed`, then
+//! `Rng::for_noiser`), into a reused buffer with a reused `Scratch`, and skips a record
+//! whose text or label is blank before noising it (where the pipeline noises it first,
+//! then drops it: the same output for less work). No allocation per row. The outputs
+//! must be the same bytes.
+//!
+//! Each run happens in a child process of its own (`__bench-child io|prep <variant>`),
+//! which times itself and reads its peak resident set (`VmHWM`) and its CPU time at the
+//! end, so that they are that run's alone. The CPU time, every thread counted, is the cost
+//! per row that a loaded machine does not blur (its ratio is the baseline's over the
+//! variant's: below 1 the pipeline spends more CPU than the loop). Targets: ≥ 0.8× the
+//! baseline's records/s on one thread, ≥ 1.5× on two, a peak RSS under 300 MB.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use weave_steps::{KeySet, write_json_str};
+use weave_steps::{
+    Frequency, KeySet, Noiser, Rng as NoiseRng, Scratch, Severity, Typos, hash_bytes, record_seed, write_json_str,
+};
 
 use super::layout::{SPACES, WORDS, trim_collapse};
 use super::{Figure, Report, Rng, Target, median, thousands};
@@ -43,6 +53,12 @@ const REPS: usize = 5;
 const SEED: u64 = 0x10_5ca1e;
 /// Cleaned texts shorter than this are dropped.
 const MIN_CHARS: usize = 20;
+/// `prep`: the share of rows whose label is blank, for the completeness check to drop.
+const BLANK_LABELS: f64 = 0.02;
+/// `prep`: the pipeline's seed and the augment step's id, from which each record's seed
+/// derives.
+const PREP_SEED: u64 = 42;
+const AUGMENT_ID: &str = "augment";
 
 /// The variants: name on the child's command line, and what the report calls it.
 const VARIANTS: [(&str, &str); 3] = [
@@ -52,11 +68,51 @@ const VARIANTS: [(&str, &str); 3] = [
 ];
 const BASELINE: usize = 2;
 
+/// Which of the two scenarios: they share the input's generator, the runner, the
+/// figures and the hand-written program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Job {
+    /// load → clean → dedup → export.
+    Io,
+    /// load → clean → dedup → augment (typos) → validate (completeness) → export.
+    Prep,
+}
+
+impl Job {
+    /// The scenario's name, as `cargo xtask bench` and `__bench-child` take it.
+    fn name(self) -> &'static str {
+        match self {
+            Job::Io => "io",
+            Job::Prep => "prep",
+        }
+    }
+
+    /// Writes the scenario's input: [`ROWS`] rows of the corpus, with blank labels for
+    /// `prep`.
+    fn write_input(self, path: &Path) -> std::io::Result<()> {
+        match self {
+            Job::Io => write_csv(path, ROWS, SEED),
+            Job::Prep => write_csv_with(path, ROWS, SEED, BLANK_LABELS),
+        }
+    }
+}
+
+/// The `io` scenario.
 pub(super) fn run(report: &mut Report) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("io: cannot make a temporary folder: {e}"));
+    measure(Job::Io, report);
+}
+
+/// The `prep` scenario.
+pub(super) fn run_prep(report: &mut Report) {
+    measure(Job::Prep, report);
+}
+
+fn measure(job: Job, report: &mut Report) {
+    let name = job.name();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{name}: cannot make a temporary folder: {e}"));
     let input = dir.path().join("input.csv");
     report.progress(format!("writing {} generated rows to {}", thousands(ROWS as u64), input.display()));
-    write_csv(&input, ROWS, SEED).unwrap_or_else(|e| panic!("io: cannot write {}: {e}", input.display()));
+    job.write_input(&input).unwrap_or_else(|e| panic!("{name}: cannot write {}: {e}", input.display()));
     let input_bytes = std::fs::metadata(&input).map_or(0, |m| m.len());
     report.progress(format!(
         "{:.1} MB of CSV; {REPS} interleaved runs of each variant, each in a child process",
@@ -67,10 +123,10 @@ pub(super) fn run(report: &mut Report) {
     let mut runs: Vec<Vec<ChildRun>> = VARIANTS.iter().map(|_| Vec::new()).collect();
     for rep in 0..REPS {
         for k in (0..VARIANTS.len()).map(|k| (k + rep) % VARIANTS.len()) {
-            runs[k].push(child_run(VARIANTS[k].0, &input, &outputs[k]));
+            runs[k].push(child_run(job, VARIANTS[k].0, &input, &outputs[k]));
         }
         if rep == 0 {
-            check_same_output(&outputs);
+            check_same_output(job, &outputs);
         }
     }
     let records_out = runs[BASELINE][0].records_out;
@@ -81,23 +137,17 @@ pub(super) fn run(report: &mut Report) {
         thousands(records_out),
         output_bytes as f64 / 1e6
     ));
-    for (k, (_, name)) in VARIANTS.iter().enumerate().take(BASELINE) {
-        let busy = &runs[k][0].busy;
-        let ms = |s: &str| busy.get(s).map_or(0.0, |d| d.as_secs_f64() * 1e3);
-        report.progress(format!(
-            "{name}: time inside each step (first run): load {:.0} ms, clean {:.0} ms, dedup {:.0} ms, export {:.0} ms",
-            ms("load"),
-            ms("clean"),
-            ms("dedup"),
-            ms("export")
-        ));
+    for (k, (_, variant)) in VARIANTS.iter().enumerate().take(BASELINE) {
+        let steps: Vec<String> =
+            runs[k][0].busy.iter().map(|(s, d)| format!("{s} {:.0} ms", d.as_secs_f64() * 1e3)).collect();
+        report.progress(format!("{variant}: time inside each step (first run): {}", steps.join(", ")));
     }
 
     let secs: Vec<f64> = runs.iter().map(|r| median(r.iter().map(|c| c.elapsed).collect()).as_secs_f64()).collect();
     let base = ROWS as f64 / secs[BASELINE];
-    for (k, (_, name)) in VARIANTS.iter().enumerate() {
+    for (k, (_, variant)) in VARIANTS.iter().enumerate() {
         let per_sec = ROWS as f64 / secs[k];
-        let mut fig = Figure::new(format!("{name}: rows/s"), per_sec, "rows/s").ratio(per_sec / base);
+        let mut fig = Figure::new(format!("{variant}: rows/s"), per_sec, "rows/s").ratio(per_sec / base);
         fig = match k {
             0 => fig.target(Target::RatioAtLeast(0.8)),
             1 => fig.target(Target::RatioAtLeast(1.5)),
@@ -105,7 +155,7 @@ pub(super) fn run(report: &mut Report) {
         };
         report.add(fig);
         report.add(
-            Figure::new(format!("{name}: CSV in, MB/s"), input_bytes as f64 / 1e6 / secs[k], "MB/s")
+            Figure::new(format!("{variant}: CSV in, MB/s"), input_bytes as f64 / 1e6 / secs[k], "MB/s")
                 .ratio(per_sec / base),
         );
     }
@@ -116,9 +166,9 @@ pub(super) fn run(report: &mut Report) {
         .map(|r| r.iter().map(|c| c.cpu).collect::<Option<Vec<_>>>().map(|t| median(t).as_secs_f64()))
         .collect();
     if let Some(base_cpu) = cpu[BASELINE] {
-        for (k, (_, name)) in VARIANTS.iter().enumerate() {
+        for (k, (_, variant)) in VARIANTS.iter().enumerate() {
             if let Some(c) = cpu[k] {
-                report.add(Figure::new(format!("{name}: CPU time, every thread"), c, "s").ratio(base_cpu / c));
+                report.add(Figure::new(format!("{variant}: CPU time, every thread"), c, "s").ratio(base_cpu / c));
             }
         }
     }
@@ -146,30 +196,32 @@ struct ChildRun {
     /// CPU time of the whole process, every thread.
     cpu: Option<Duration>,
     records_out: u64,
-    /// Time inside each step of the pipeline.
-    busy: HashMap<String, Duration>,
+    /// Time inside each step of the pipeline, in the pipeline's order.
+    busy: Vec<(String, Duration)>,
 }
 
-fn child_run(variant: &str, input: &Path, output: &Path) -> ChildRun {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("io: cannot find this program: {e}"));
+fn child_run(job: Job, variant: &str, input: &Path, output: &Path) -> ChildRun {
+    let name = job.name();
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{name}: cannot find this program: {e}"));
     let out = Command::new(&exe)
-        .args(["__bench-child", "io", variant])
+        .args(["__bench-child", name, variant])
         .arg(input)
         .arg(output)
         .output()
-        .unwrap_or_else(|e| panic!("io: cannot start {}: {e}", exe.display()));
+        .unwrap_or_else(|e| panic!("{name}: cannot start {}: {e}", exe.display()));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "io: the child process ({variant}) failed ({}):\n{stdout}{}",
+        "{name}: the child process ({variant}) failed ({}):\n{stdout}{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let values: HashMap<&str, &str> = stdout.lines().filter_map(|l| l.split_once('=')).collect();
-    let number = |key: &str| -> Option<u64> { values.get(key).and_then(|v| v.parse().ok()) };
-    let required =
-        |key: &str| -> u64 { number(key).unwrap_or_else(|| panic!("io: the child did not report `{key}`:\n{stdout}")) };
-    let busy = values
+    let pairs: Vec<(&str, &str)> = stdout.lines().filter_map(|l| l.split_once('=')).collect();
+    let number = |key: &str| -> Option<u64> { pairs.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v.parse().ok()) };
+    let required = |key: &str| -> u64 {
+        number(key).unwrap_or_else(|| panic!("{name}: the child did not report `{key}`:\n{stdout}"))
+    };
+    let busy = pairs
         .iter()
         .filter_map(|(k, v)| Some((k.strip_prefix("busy_ns.")?.to_owned(), Duration::from_nanos(v.parse().ok()?))))
         .collect();
@@ -182,26 +234,33 @@ fn child_run(variant: &str, input: &Path, output: &Path) -> ChildRun {
     }
 }
 
-/// The child's side: `args` are the variant, the input and the output file. Prints
-/// `key=value` lines.
+/// The child's side of scenario `name` (`io` or `prep`): `args` are the variant, the input
+/// and the output file. Prints `key=value` lines.
 ///
-/// `__bench-child io generate <file.csv>` writes the input alone, to profile a variant by
-/// hand (`perf record target/release/xtask __bench-child io pipeline-1 in.csv out.jsonl`).
-pub(super) fn child(args: &[String]) -> Result<(), String> {
+/// `__bench-child <name> generate <file.csv>` writes the input alone, to profile a variant
+/// by hand (`perf record target/release/xtask __bench-child prep pipeline-1 in.csv out.jsonl`).
+pub(super) fn child(name: &str, args: &[String]) -> Result<(), String> {
+    let job = match name {
+        "io" => Job::Io,
+        "prep" => Job::Prep,
+        other => return Err(format!("no child task {other:?} in the io module")),
+    };
     if let [generate, path] = args
         && generate == "generate"
     {
-        return write_csv(Path::new(path), ROWS, SEED).map_err(|e| format!("cannot write {path}: {e}"));
+        return job.write_input(Path::new(path)).map_err(|e| format!("cannot write {path}: {e}"));
     }
     let [variant, input, output] = args else {
-        return Err("usage: __bench-child io <variant> <input.csv> <output.jsonl>, or io generate <file.csv>".into());
+        return Err(format!(
+            "usage: __bench-child {name} <variant> <input.csv> <output.jsonl>, or {name} generate <file.csv>"
+        ));
     };
     let (input, output) = (Path::new(input), Path::new(output));
     let start = Instant::now();
     let (records_out, busy) = match variant.as_str() {
-        "pipeline-1" => run_pipeline(input, output, 1)?,
-        "pipeline-2" => run_pipeline(input, output, 2)?,
-        "hand-written" => (hand_written(input, output).map_err(|e| e.to_string())?, Vec::new()),
+        "pipeline-1" => run_pipeline(job, input, output, 1)?,
+        "pipeline-2" => run_pipeline(job, input, output, 2)?,
+        "hand-written" => (hand_written(job, input, output).map_err(|e| e.to_string())?, Vec::new()),
         other => return Err(format!("unknown variant `{other}`")),
     };
     let elapsed = start.elapsed();
@@ -213,30 +272,39 @@ pub(super) fn child(args: &[String]) -> Result<(), String> {
     if let Some(p) = super::peak_rss() {
         println!("peak_rss={p}");
     }
-    if let Some(cpu) = cpu_time() {
+    if let Some(cpu) = super::cpu_time() {
         println!("cpu_ns={}", cpu.as_nanos());
     }
     Ok(())
 }
 
-/// The CPU time (user and system, every thread, finished ones too) this process has
-/// used, from `/proc/self/stat`, where Linux reports it (in 1/100 s).
-fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The fields after the command name (which may hold spaces, in parentheses): the
-    // 12th and 13th are utime and stime, in clock ticks of 1/100 s (USER_HZ).
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
-
 /// The pipeline file the scenario runs, as a user would write it.
-pub(super) fn pipeline_file(input: &Path, output: &Path, threads: usize) -> String {
+pub(super) fn pipeline_file(job: Job, input: &Path, output: &Path, threads: usize) -> String {
+    let name = job.name();
+    let (seed, prep) = match job {
+        Job::Io => (String::new(), String::new()),
+        Job::Prep => (
+            format!("seed = {PREP_SEED}\n"),
+            format!(
+                r#"
+[[step]]
+id = "{AUGMENT_ID}"
+kind = "augment"
+noiser = {{ kind = "typos", frequency = "moderate" }}
+
+[[step]]
+id = "validate"
+kind = "validate"
+checks = [{{ check = "completeness", fields = ["text", "label"] }}]
+on_fail = "drop"
+"#
+            ),
+        ),
+    };
     format!(
         r#"[pipeline]
-name = "io"
-
+name = "{name}"
+{seed}
 [resources]
 max_concurrent = {threads}
 
@@ -255,7 +323,7 @@ rules = ["trim", "collapse_whitespace", {{ min_chars = {MIN_CHARS} }}]
 id = "dedup"
 kind = "dedup"
 fields = ["text"]
-
+{prep}
 [[step]]
 id = "export"
 kind = "export_jsonl"
@@ -267,22 +335,71 @@ path = {output:?}
 /// Runs the pipeline through the executor; returns the records written and the time
 /// inside each step.
 pub(super) fn run_pipeline(
+    job: Job,
     input: &Path,
     output: &Path,
     threads: usize,
 ) -> Result<(u64, Vec<(String, Duration)>), String> {
-    let dir = output.parent().unwrap_or(Path::new("."));
-    let text = pipeline_file(input, output, threads);
-    let pipeline = weave_core::Pipeline::from_file_text(dir.join("io.toml"), &text, &weave_steps::registry())
-        .map_err(|d| format!("the io pipeline does not build:\n{d}"))?;
-    let summary = weave_exec::run(pipeline, weave_exec::ExecOptions::default()).map_err(|e| e.to_string())?;
+    let summary = run_summary(job, input, output, threads)?;
     let written = summary.step("export").map_or(0, |s| s.records_in);
     Ok((written, summary.steps.iter().map(|s| (s.id.clone(), s.busy)).collect()))
 }
 
+/// Runs the pipeline through the executor and returns its summary.
+fn run_summary(job: Job, input: &Path, output: &Path, threads: usize) -> Result<weave_exec::RunSummary, String> {
+    let dir = output.parent().unwrap_or(Path::new("."));
+    let text = pipeline_file(job, input, output, threads);
+    let name = job.name();
+    let pipeline =
+        weave_core::Pipeline::from_file_text(dir.join(format!("{name}.toml")), &text, &weave_steps::registry())
+            .map_err(|d| format!("the {name} pipeline does not build:\n{d}"))?;
+    weave_exec::run(pipeline, weave_exec::ExecOptions::default()).map_err(|e| e.to_string())
+}
+
+/// What `prep`'s `augment` and `validate` steps do to a record, by hand: the same public
+/// noiser, each record seeded as the step seeds it, into reused buffers.
+struct Noise {
+    typos: Typos,
+    /// The step id's hash, which goes into every record's seed.
+    step_hash: u64,
+    /// `,"text_noisy_noiser":"typos(...)","text_noisy_seed":"`, escaped once.
+    middle: Vec<u8>,
+    scratch: Scratch,
+    noisy: String,
+}
+
+impl Noise {
+    fn new() -> Self {
+        let typos = Typos::new(Frequency::Moderate, Severity::Mild);
+        let mut middle = b",\"text_noisy_noiser\":".to_vec();
+        write_json_str(&format!("{}({})", typos.name(), typos.settings()), &mut middle);
+        middle.extend_from_slice(b",\"text_noisy_seed\":\"");
+        Noise {
+            typos,
+            step_hash: hash_bytes(AUGMENT_ID.as_bytes()),
+            middle,
+            scratch: Scratch::default(),
+            noisy: String::new(),
+        }
+    }
+
+    /// Noises `text` and appends the three fields `augment` writes to `line`.
+    fn write(&mut self, text: &str, line: &mut Vec<u8>) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let seed = record_seed(PREP_SEED, self.step_hash, text);
+        self.noisy.clear();
+        self.typos.apply(text, &mut NoiseRng::for_noiser(seed, 0), &mut self.scratch, &mut self.noisy);
+        line.extend_from_slice(b",\"text_noisy\":");
+        write_json_str(&self.noisy, line);
+        line.extend_from_slice(&self.middle);
+        line.extend((0..16).rev().map(|shift| HEX[((seed >> (shift * 4)) & 0xf) as usize]));
+        line.push(b'"');
+    }
+}
+
 /// The baseline: one pass over the CSV file with reused buffers, no allocation per row.
 /// Returns the records written.
-pub(super) fn hand_written(input: &Path, output: &Path) -> std::io::Result<u64> {
+pub(super) fn hand_written(job: Job, input: &Path, output: &Path) -> std::io::Result<u64> {
     let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let mut reader = csv::ReaderBuilder::new().buffer_capacity(1 << 20).from_reader(File::open(input)?);
     let header = reader.byte_headers().map_err(|e| bad(e.to_string()))?.clone();
@@ -294,6 +411,7 @@ pub(super) fn hand_written(input: &Path, output: &Path) -> std::io::Result<u64> 
     let mut text = String::with_capacity(1024);
     let mut line = Vec::with_capacity(4096);
     let mut seen = KeySet::default();
+    let mut noise = (job == Job::Prep).then(Noise::new);
     let mut written = 0;
     while reader.read_byte_record(&mut row).map_err(|e| bad(e.to_string()))? {
         let field = |i: usize| {
@@ -312,6 +430,10 @@ pub(super) fn hand_written(input: &Path, output: &Path) -> std::io::Result<u64> 
         if !seen.insert(u128::from_le_bytes(key)) {
             continue;
         }
+        // The completeness check, before the noise it would throw away.
+        if noise.is_some() && (text.trim().is_empty() || label.trim().is_empty()) {
+            continue;
+        }
         line.clear();
         line.extend_from_slice(b"{\"id\":");
         write_json_str(id, &mut line);
@@ -319,6 +441,9 @@ pub(super) fn hand_written(input: &Path, output: &Path) -> std::io::Result<u64> 
         write_json_str(&text, &mut line);
         line.extend_from_slice(b",\"label\":");
         write_json_str(label, &mut line);
+        if let Some(noise) = &mut noise {
+            noise.write(&text, &mut line);
+        }
         line.extend_from_slice(b"}\n");
         out.write_all(&line)?;
         written += 1;
@@ -328,12 +453,13 @@ pub(super) fn hand_written(input: &Path, output: &Path) -> std::io::Result<u64> 
 }
 
 /// Panics, naming the first differing line, unless every variant wrote the same bytes.
-fn check_same_output(outputs: &[PathBuf]) {
-    let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("io: cannot read {}: {e}", p.display()));
+fn check_same_output(job: Job, outputs: &[PathBuf]) {
+    let name = job.name();
+    let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("{name}: cannot read {}: {e}", p.display()));
     let base = read(&outputs[BASELINE]);
     for (k, path) in outputs.iter().enumerate() {
         if let Some(diff) = super::layout::first_difference(VARIANTS[k].0, &read(path), &base) {
-            panic!("io: {diff}");
+            panic!("{name}: {diff}");
         }
     }
 }
@@ -341,8 +467,8 @@ fn check_same_output(outputs: &[PathBuf]) {
 /// Labels of the generated rows.
 const LABELS: [&str; 5] = ["billing", "shipping", "account", "hardware", "other"];
 
-/// The generated corpus that `io` and `ops` share: rows of an id, a messy text and a
-/// label. About 10% of the texts are short (under 20 characters once cleaned) and about
+/// The generated corpus that `io`, `prep` and `ops` share: rows of an id, a messy text and
+/// a label. About 10% of the texts are short (under 20 characters once cleaned) and about
 /// 15% repeat one of the last 4,096 texts' words with other whitespace (so that they are
 /// exact duplicates once cleaned); the rest are 40 to 270 characters of words with runs of
 /// tabs, newlines and Unicode spaces, some quotes, backslashes and control characters.
@@ -351,11 +477,21 @@ pub(super) struct Corpus {
     recent: Vec<Vec<usize>>,
     words: Vec<usize>,
     next: usize,
+    /// A stream of its own and the share of labels it blanks, so that the rest of the
+    /// corpus is the same with blank labels or without.
+    blanks: Option<(Rng, f64)>,
 }
 
 impl Corpus {
     pub(super) fn new(seed: u64) -> Self {
-        Corpus { rng: Rng::new(seed), recent: Vec::new(), words: Vec::new(), next: 0 }
+        Corpus { rng: Rng::new(seed), recent: Vec::new(), words: Vec::new(), next: 0, blanks: None }
+    }
+
+    /// The same rows, but a share `blank_labels` of them (drawn at random) have a blank
+    /// label: empty, or two spaces, half of the time each.
+    pub(super) fn with_blank_labels(seed: u64, blank_labels: f64) -> Self {
+        let blanks = Some((Rng::new(seed ^ 0xb1a2_c3d4), blank_labels));
+        Corpus { blanks, ..Corpus::new(seed) }
     }
 
     /// The next row: writes its text into `text` (cleared first) and returns its id and label.
@@ -395,15 +531,27 @@ impl Corpus {
             text.push_str(rng.pick(SPACES));
         }
         self.next += 1;
-        (self.next, rng.pick(&LABELS))
+        let label = rng.pick(&LABELS);
+        if let Some((r, share)) = &mut self.blanks
+            && r.chance(*share)
+        {
+            return (self.next, if r.chance(0.5) { "" } else { "  " });
+        }
+        (self.next, label)
     }
 }
 
 /// Writes `rows` rows of the corpus as CSV with a header `id,text,label`.
 pub(super) fn write_csv(path: &Path, rows: usize, seed: u64) -> std::io::Result<()> {
+    write_csv_with(path, rows, seed, 0.0)
+}
+
+/// [`write_csv`] with a share `blank_labels` of blank labels (see
+/// [`Corpus::with_blank_labels`]).
+fn write_csv_with(path: &Path, rows: usize, seed: u64, blank_labels: f64) -> std::io::Result<()> {
     let mut w = csv::Writer::from_writer(BufWriter::with_capacity(1 << 20, File::create(path)?));
     w.write_record(["id", "text", "label"])?;
-    let mut corpus = Corpus::new(seed);
+    let mut corpus = Corpus::with_blank_labels(seed, blank_labels);
     let mut text = String::new();
     let mut id = String::new();
     for _ in 0..rows {
@@ -425,15 +573,80 @@ mod tests {
         let input = dir.path().join("in.csv");
         write_csv(&input, 30_000, 3).unwrap();
         let hand = dir.path().join("hand.jsonl");
-        let written = hand_written(&input, &hand).unwrap();
+        let written = hand_written(Job::Io, &input, &hand).unwrap();
         // The corpus has work for every step: short texts and repeats.
         assert!((20_000..27_000).contains(&written), "{written} of 30,000 kept");
         for threads in [1, 2] {
             let out = dir.path().join(format!("p{threads}.jsonl"));
-            let (n, busy) = run_pipeline(&input, &out, threads).unwrap();
+            let (n, busy) = run_pipeline(Job::Io, &input, &out, threads).unwrap();
             assert_eq!(n, written);
             assert_eq!(busy.len(), 4);
             assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&hand).unwrap(), "{threads} thread(s)");
         }
+    }
+
+    #[test]
+    fn blank_labels_leave_the_rest_of_the_corpus_as_it_was() {
+        let (mut plain, mut blanks) = (Corpus::new(5), Corpus::with_blank_labels(5, 0.1));
+        let (mut a, mut b) = (String::new(), String::new());
+        let mut blank = 0;
+        for _ in 0..10_000 {
+            let (ia, la) = plain.next_row(&mut a);
+            let (ib, lb) = blanks.next_row(&mut b);
+            assert_eq!((ia, &a), (ib, &b));
+            if lb.trim().is_empty() {
+                blank += 1;
+            } else {
+                assert_eq!(la, lb);
+            }
+        }
+        assert!((800..1200).contains(&blank), "{blank} blank labels of 10,000 at 10%");
+    }
+
+    #[test]
+    fn prep_pipeline_and_hand_written_program_write_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.csv");
+        write_csv_with(&input, 30_000, 3, BLANK_LABELS).unwrap();
+        let hand = dir.path().join("hand.jsonl");
+        let written = hand_written(Job::Prep, &input, &hand).unwrap();
+        let hand_bytes = std::fs::read(&hand).unwrap();
+        for threads in [1, 2] {
+            let out = dir.path().join(format!("p{threads}.jsonl"));
+            let summary = run_summary(Job::Prep, &input, &out, threads).unwrap();
+            let ids: Vec<&str> = summary.steps.iter().map(|s| s.id.as_str()).collect();
+            assert_eq!(ids, ["load", "clean", "dedup", "augment", "validate", "export"]);
+            assert_eq!(summary.step("export").map(|s| s.records_in), Some(written));
+            // Every step had work: the completeness check dropped the blank labels that
+            // cleaning and dedup left (about 2% of them), and nothing else.
+            let drops = |id: &str| summary.step(id).map_or(0, |s| s.dropped.iter().map(|(_, n)| n).sum::<u64>());
+            assert!(drops("clean") > 2_000 && drops("dedup") > 2_000, "{:?}", summary.steps);
+            let validate = summary.step("validate").unwrap();
+            let blank = validate.dropped.iter().find(|(r, _)| r.ends_with("`label` empty")).map_or(0, |(_, n)| *n);
+            assert!((300..700).contains(&blank), "{:?}", validate.dropped);
+            assert_eq!(drops("validate"), blank, "{:?}", validate.dropped);
+            assert_eq!(std::fs::read(&out).unwrap(), hand_bytes, "{threads} thread(s)");
+        }
+
+        // What the records hold: the fields augment writes, after the original ones, and
+        // noise where the typos noiser's rate says.
+        let text = String::from_utf8(hand_bytes).unwrap();
+        let (mut lines, mut noised) = (0, 0);
+        for line in text.lines() {
+            let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+            // The fields in the batch's order (serde_json's map sorts them, so look at the line).
+            let fields = ["id", "text", "label", "text_noisy", "text_noisy_noiser", "text_noisy_seed"];
+            let at: Vec<Option<usize>> = fields.iter().map(|f| line.find(&format!("\"{f}\":"))).collect();
+            assert!(v.len() == 6 && at.is_sorted() && at[0] == Some(1), "{line}");
+            assert!(LABELS.contains(&v["label"].as_str().unwrap()), "{line}");
+            assert_eq!(v["text_noisy_noiser"], "typos(frequency=moderate,severity=mild)");
+            let seed = v["text_noisy_seed"].as_str().unwrap();
+            assert!(seed.len() == 16 && seed.bytes().all(|b| b.is_ascii_hexdigit()), "{line}");
+            lines += 1;
+            noised += usize::from(v["text"] != v["text_noisy"]);
+        }
+        assert_eq!(lines as u64, written);
+        // At 10% of words, nearly every text of 40 characters or more gets some noise.
+        assert!(noised * 10 > lines * 8, "{noised} of {lines} noised");
     }
 }

@@ -100,6 +100,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         run: io::run,
     },
     Scenario {
+        name: "prep",
+        summary: "1M generated CSV rows: load_csv → clean → dedup → augment (typos) → validate (completeness) → export_jsonl on 1 and 2 threads vs a hand-written single pass; peak RSS",
+        run: io::run_prep,
+    },
+    Scenario {
         name: "ops",
         summary: "every operator alone on one thread over one generated corpus (200,000 rows): records/s per core and MB/s",
         run: ops::run,
@@ -116,7 +121,7 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
 pub(crate) fn child(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("backpressure") => backpressure::child(args.get(1).map_or("pass", String::as_str)),
-        Some("io") => io::child(&args[1..]),
+        Some(name @ ("io" | "prep")) => io::child(name, &args[1..]),
         Some("near_dedup") => near_dedup::child(args.get(1).map_or("near", String::as_str)),
         other => Err(format!("no child task {other:?}")),
     }
