@@ -97,7 +97,8 @@ pub struct StepStats {
     pub cache: CacheUse,
     /// Records written to the step's exclusion file.
     pub excluded: u64,
-    /// The step's dataset-level figures, set with `StepContext::set_stat`.
+    /// The step's dataset-level figures, set with `StepContext::set_stat` (or summed over
+    /// its calls, from `StepContext::add_stat`).
     pub figures: Vec<(String, Value)>,
 }
 
@@ -130,6 +131,13 @@ impl StepStats {
         match self.figures.iter_mut().find(|(n, _)| *n == name) {
             Some((_, v)) => *v = value,
             None => self.figures.push((name, value)),
+        }
+    }
+
+    fn add_figure(&mut self, name: String, amount: Value) {
+        match self.figures.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v = weave_core::sum_figures(v, &amount),
+            None => self.figures.push((name, amount)),
         }
     }
 
@@ -301,6 +309,9 @@ impl Shared {
         for (name, value) in rep.figures {
             stats.set_figure(name, value);
         }
+        for (name, amount) in rep.added {
+            stats.add_figure(name, amount);
+        }
         self.reject(step, stats, rep.rejected)
     }
 
@@ -362,6 +373,7 @@ pub(crate) struct CallReport {
     pub(crate) dropped: Vec<(String, u64)>,
     pub(crate) excluded: Vec<(String, Record)>,
     pub(crate) figures: Vec<(String, Value)>,
+    pub(crate) added: Vec<(String, Value)>,
     pub(crate) rejected: Vec<Rejected>,
 }
 
@@ -371,6 +383,7 @@ impl CallReport {
             dropped: ctx.take_dropped(),
             excluded: ctx.take_excluded(),
             figures: ctx.take_stats(),
+            added: ctx.take_added_stats(),
             rejected: ctx.take_rejected(),
         }
     }
