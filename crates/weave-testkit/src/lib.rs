@@ -205,6 +205,11 @@ pub struct Logged {
     pub reply: &'static str,
     /// Whether a completion was written out whole (an answer the client may have).
     pub answered: bool,
+    /// When it arrived (its body read).
+    pub at: Instant,
+    /// When the reply was written or the connection dropped (`None` while held, or still
+    /// being answered).
+    pub done: Option<Instant>,
 }
 
 type Respond = dyn Fn(&Request) -> Reply + Send + Sync;
@@ -214,6 +219,8 @@ struct Shared {
     latency: Duration,
     key: Option<String>,
     stop: AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
     log: Mutex<Vec<Logged>>,
     counts: Mutex<HashMap<String, u32>>,
 }
@@ -254,6 +261,8 @@ impl Builder {
             latency: self.latency,
             key: self.key,
             stop: AtomicBool::new(false),
+            in_flight: Default::default(),
+            max_in_flight: Default::default(),
             log: Mutex::default(),
             counts: Mutex::default(),
         });
@@ -314,6 +323,11 @@ impl TestServer {
     /// How many requests were received.
     pub fn total(&self) -> usize {
         self.shared.log().len()
+    }
+
+    /// The most requests that were being handled at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// How many requests were answered with a whole completion.
@@ -392,14 +406,20 @@ fn serve(s: &Shared, conn: TcpStream) {
         let request = Request { body, json, authorization, attempt };
         let index = {
             let mut log = s.log();
-            log.push(Logged { request: request.clone(), reply: "", answered: false });
+            log.push(Logged { request: request.clone(), reply: "", answered: false, at: Instant::now(), done: None });
             log.len() - 1
         };
         let set = |reply: &'static str, answered: bool| {
             let mut log = s.log();
             log[index].reply = reply;
             log[index].answered = answered;
+            if reply != "hold" {
+                log[index].done = Some(Instant::now());
+            }
         };
+        let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        s.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let _leave = Leave(&s.in_flight);
         if path != "/v1/chat/completions" {
             set("error", false);
             let body = error_body(&format!("no route {path}"), "not_found");
@@ -488,12 +508,24 @@ fn serve(s: &Shared, conn: TcpStream) {
     }
 }
 
+/// Counts a request out of flight when its handling ends, however it ends.
+struct Leave<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn error_body(message: &str, code: &str) -> String {
     serde_json::json!({"error": {"message": message, "type": "error", "code": code}}).to_string()
 }
 
-/// Reads one request: its path, lower-cased headers and body (`Content-Length` bodies only).
-fn read_request(input: &mut BufReader<TcpStream>) -> Option<(String, Vec<(String, String)>, String)> {
+/// A request as read off the wire: its path, lower-cased headers and body.
+type Raw = (String, Vec<(String, String)>, String);
+
+/// Reads one request (`Content-Length` bodies only).
+fn read_request(input: &mut BufReader<TcpStream>) -> Option<Raw> {
     let mut line = String::new();
     input.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
