@@ -19,6 +19,7 @@ mod input;
 mod json;
 mod jsonl;
 mod lines;
+mod llm;
 mod output;
 mod text;
 mod validate;
@@ -31,6 +32,7 @@ pub use dedup::Dedup;
 pub use json::{write_json_str, write_jsonl, write_value};
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use lines::LoadText;
+pub use llm::{LlmAugment, LlmGenerate, LlmJudge};
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
 pub use validate::{Coherence, CoherenceScorer, Validate};
 
@@ -90,6 +92,9 @@ pub fn registry() -> weave_core::Registry {
         dataset::FILTER_KIND,
         dataset::SAMPLE_KIND,
         dataset::COMPARE_KIND,
+        llm::AUGMENT_KIND,
+        llm::GENERATE_KIND,
+        llm::JUDGE_KIND,
         jsonl::EXPORT_KIND,
         csv::EXPORT_KIND,
     ] {
