@@ -167,8 +167,8 @@ fn the_readme_main_command_plans_the_shipped_example() {
         &["plan", "../../examples/quickstart/pipeline.toml"],
         0,
         &[
-            "pipeline \"support-tickets\": 3 steps, 2 edges",
-            "critical path (estimated cost 3): load -> clean -> export",
+            "pipeline \"support-tickets\": 6 steps, 5 edges",
+            "critical path (estimated cost 6): load -> clean -> dedup -> augment -> validate -> export",
         ],
         &[],
     );

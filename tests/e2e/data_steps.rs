@@ -130,3 +130,232 @@ path = "out.jsonl"
         }
     }
 }
+
+#[test]
+fn a_partitioned_split_export_appears_whole_with_its_manifest_in_the_lineage() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut csv = String::from("id,split,text\n");
+    for id in 0..50 {
+        csv.push_str(&format!("{id},{},text number {id}\n", ["train", "test"][id % 2]));
+    }
+    std::fs::write(dir.path().join("in.csv"), csv).expect("write the input");
+    let pipeline = |max_rows: usize| {
+        format!(
+            "[[step]]\nid = \"load\"\nkind = \"load_csv\"\npath = \"in.csv\"\nbatch_size = 7\n\n\
+             [[step]]\nid = \"export\"\nkind = \"export_json\"\npath = \"out/{{split}}/part-{{index:03}}.json.zst\"\nmax_rows = {max_rows}\n"
+        )
+    };
+    std::fs::write(dir.path().join("p.toml"), pipeline(10)).expect("write the pipeline");
+    check_in(dir.path(), &["run", "p.toml"], 0, &["run succeeded"], &[]);
+    let manifest_path = dir.path().join("out/part.manifest.json");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).expect("manifest")).expect("JSON");
+    assert_eq!(manifest["records"], 50);
+    let parts = manifest["parts"].as_array().expect("parts");
+    assert_eq!(parts.len(), 6, "25 records a split in parts of 10: 3 each");
+    assert_eq!(parts[0]["path"], "test/part-000.json.zst");
+    assert_eq!(parts[5]["partition"], serde_json::json!({"split": "train"}));
+    let last = zstd::decode_all(&std::fs::read(dir.path().join("out/train/part-002.json.zst")).expect("part")[..])
+        .expect("zstd");
+    let records: serde_json::Value = serde_json::from_slice(&last).expect("a JSON array");
+    assert_eq!(records.as_array().map(Vec::len), Some(5));
+
+    // The lineage lists the manifest, whose hash covers the parts'.
+    let out = check_in(dir.path(), &["report", "--format", "json"], 0, &[], &[]);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
+    let bytes = std::fs::read(&manifest_path).expect("manifest");
+    assert_eq!(report["outputs"][0]["path"], "out/part.manifest.json");
+    assert_eq!(report["outputs"][0]["blake3"], weave::cache::Key::of_content(&bytes).to_hex());
+
+    // A smaller run replaces the set: the parts it does not write are gone.
+    std::fs::write(dir.path().join("p.toml"), pipeline(30)).expect("write the pipeline");
+    check_in(dir.path(), &["run", "p.toml"], 0, &["run succeeded"], &[]);
+    let mut left: Vec<String> = Vec::new();
+    for split in ["test", "train"] {
+        for e in std::fs::read_dir(dir.path().join("out").join(split)).expect("partition folder") {
+            left.push(format!("{split}/{}", e.expect("entry").file_name().to_string_lossy()));
+        }
+    }
+    left.sort();
+    assert_eq!(left, ["test/part-000.json.zst", "train/part-000.json.zst"]);
+}
+
+/// Texts of 40 words from a small vocabulary, distinct from one another.
+fn paragraphs(n: usize) -> Vec<String> {
+    let words = [
+        "river", "stone", "quiet", "market", "lantern", "harbor", "velvet", "orchard", "signal", "copper", "meadow",
+        "thunder", "glass", "garden", "winter", "silver", "anchor", "forest", "candle", "mirror", "valley", "ember",
+        "falcon", "island", "marble", "shadow", "timber", "violet", "whisper", "canyon",
+    ];
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    (0..n).map(|_| (0..40).map(|_| rng.pick(&words)).collect::<Vec<_>>().join(" ")).collect()
+}
+
+#[test]
+fn near_dedup_drops_near_copies_through_the_binary() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let originals = paragraphs(20);
+    let mut lines = Vec::new();
+    for (i, t) in originals.iter().enumerate() {
+        lines.push(serde_json::json!({ "id": i, "text": t }));
+    }
+    // Near copies, later in the file: capitals and punctuation, and the last word changed.
+    for (i, t) in originals.iter().enumerate().step_by(2) {
+        let mut words: Vec<String> = t.split(' ').map(str::to_owned).collect();
+        words[0] = words[0].to_uppercase();
+        *words.last_mut().expect("40 words") = "changed!".to_owned();
+        lines.push(serde_json::json!({ "id": 100 + i, "text": words.join(", ") }));
+    }
+    lines.push(serde_json::json!({ "id": 999, "text": 42 }));
+    let jsonl: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.path().join("in.jsonl"), jsonl).expect("write the input");
+    std::fs::write(
+        dir.path().join("p.toml"),
+        r#"
+[[step]]
+id = "load"
+kind = "load_jsonl"
+path = "in.jsonl"
+batch_size = 7
+
+[[step]]
+id = "near"
+kind = "near_dedup"
+on_bad_record = "skip"
+
+[[step]]
+id = "export"
+kind = "export_jsonl"
+path = "out.jsonl"
+"#,
+    )
+    .expect("write the pipeline");
+    for threads in ["1", "2"] {
+        let args = ["run", "p.toml", "--max-concurrent", threads, "--no-cache"];
+        let out = check_in(dir.path(), &args, 0, &["run succeeded"], &[]);
+        let line = out.stdout.lines().find(|l| l.starts_with("near")).unwrap_or_default().to_owned();
+        assert!(line.contains("10 (near duplicate 10)"), "{}", out.stdout);
+        let got = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+        let ids: Vec<u64> = got
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line")["id"].as_u64().expect("id"))
+            .collect();
+        assert_eq!(ids, (0..20).collect::<Vec<u64>>(), "with {threads} threads");
+        let q = std::fs::read_to_string(dir.path().join(".weave/quarantine.jsonl")).expect("quarantine file");
+        assert!(q.contains("field `text` holds int 42, not text"), "{q}");
+    }
+
+    // A threshold the default bands cannot see is a warning, at its place.
+    std::fs::write(
+        dir.path().join("loose.toml"),
+        "[[step]]\nid = \"load\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n[[step]]\nid = \"near\"\nkind = \"near_dedup\"\nthreshold = 0.5\n",
+    )
+    .expect("write the pipeline");
+    check_in(
+        dir.path(),
+        &["validate", "loose.toml"],
+        0,
+        &[],
+        &[
+            "a pair at similarity 0.5 shares a band with probability 0.12",
+            "--> loose.toml:9:13",
+            "bands = 38, rows = 3",
+        ],
+    );
+}
+
+/// The report.json of the only run recorded in `dir`.
+fn only_report(dir: &std::path::Path) -> serde_json::Value {
+    let runs: Vec<_> = std::fs::read_dir(dir.join(".weave/runs")).expect("runs").flatten().collect();
+    assert_eq!(runs.len(), 1);
+    serde_json::from_slice(&std::fs::read(runs[0].path().join("report.json")).expect("report")).expect("JSON")
+}
+
+#[test]
+fn json_shards_through_parquet_and_back_with_every_shard_in_the_lineage() {
+    let rows = generate(3_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let shards = dir.path().join("in/shards");
+    std::fs::create_dir_all(&shards).expect("shards dir");
+    let mut want = Vec::new();
+    for (k, chunk) in rows.chunks(1_000).enumerate() {
+        let objects: Vec<String> = chunk
+            .iter()
+            .map(|(id, text)| {
+                let tags: Vec<&str> = text.split_whitespace().take(2).collect();
+                serde_json::json!({ "id": id, "text": text, "tags": tags, "meta": { "shard": k } }).to_string()
+            })
+            .collect();
+        want.extend(chunk.iter().map(|(id, text)| serde_json::json!({ "text": text, "id": id })));
+        std::fs::write(shards.join(format!("part-{k}.json")), format!("[\n{}\n]\n", objects.join(",\n")))
+            .expect("write a shard");
+    }
+    // Not matched: a hidden file and another name.
+    std::fs::write(shards.join(".part-9.json"), "[{\"id\": -1}]").expect("hidden");
+    std::fs::write(shards.join("notes.json"), "[]").expect("other");
+    std::fs::write(
+        dir.path().join("to_parquet.toml"),
+        r#"
+[[step]]
+id = "load"
+kind = "load_json"
+path = "in/*/part-*.json"
+batch_size = 700
+
+[[step]]
+id = "export"
+kind = "export_parquet"
+path = "data.parquet"
+compression = "zstd"
+"#,
+    )
+    .expect("write the pipeline");
+    check_in(dir.path(), &["run", "to_parquet.toml"], 0, &["run succeeded"], &[]);
+    let report = only_report(dir.path());
+    let inputs: Vec<&str> =
+        report["inputs"].as_array().expect("inputs").iter().map(|i| i["path"].as_str().expect("path")).collect();
+    assert_eq!(inputs.len(), 3, "{inputs:?}");
+    for (k, path) in inputs.iter().enumerate() {
+        assert!(path.ends_with(&format!("in/shards/part-{k}.json")), "{path}");
+    }
+    std::fs::remove_dir_all(dir.path().join(".weave")).expect("clear the records");
+
+    std::fs::write(
+        dir.path().join("from_parquet.toml"),
+        r#"
+[[step]]
+id = "load"
+kind = "load_parquet"
+path = "*.parquet"
+columns = ["text", "id"]
+
+[[step]]
+id = "export"
+kind = "export_jsonl"
+path = "out.jsonl"
+"#,
+    )
+    .expect("write the pipeline");
+    check_in(dir.path(), &["run", "from_parquet.toml"], 0, &["run succeeded"], &[]);
+    let got = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+    assert!(got.starts_with("{\"text\":"), "the columns come in the order asked for: {:?}", got.lines().next());
+    let got: Vec<serde_json::Value> = got.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "row {i}");
+    }
+
+    // A pattern that matches nothing is found before anything runs.
+    std::fs::write(
+        dir.path().join("none.toml"),
+        "[[step]]\nid = \"load\"\nkind = \"load_json\"\npath = \"in/*/nothing-*.json\"\n\n[[step]]\nid = \"out\"\nkind = \"export_jsonl\"\npath = \"x.jsonl\"\n",
+    )
+    .expect("write the pipeline");
+    check_in(
+        dir.path(),
+        &["validate", "none.toml"],
+        1,
+        &[],
+        &["no file matches the pattern `in/*/nothing-*.json`", "--> none.toml:4:8"],
+    );
+}

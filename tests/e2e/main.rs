@@ -6,7 +6,8 @@ mod cli;
 mod cache;
 // weave run: outputs, failures, bad records, overrides, Ctrl-C.
 mod run;
-// load → clean → dedup → export on generated data, against an independent computation.
+// load → clean → dedup → export on generated data, against an independent computation;
+// near_dedup through the binary.
 mod data_steps;
 // generate, compare, mix, split and filter wired together on a real and a generated set.
 mod dataset_ops;

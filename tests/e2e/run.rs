@@ -6,12 +6,21 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{check_in, data};
 
+/// A temporary folder holding a copy of `tests/data/tickets`: 10 support tickets through
+/// load → clean → export, small enough that every count below is known.
+fn tickets() -> tempfile::TempDir {
+    copy_of(&data("tickets"))
+}
+
 /// A temporary folder holding a copy of the shipped quick-start example.
 fn quickstart() -> tempfile::TempDir {
+    copy_of(&data("../../examples/quickstart"))
+}
+
+fn copy_of(from: &Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    let example = data("../../examples/quickstart");
     for f in ["pipeline.toml", "raw_data.csv"] {
-        std::fs::copy(example.join(f), dir.path().join(f)).expect("copy the example");
+        std::fs::copy(from.join(f), dir.path().join(f)).expect("copy the example");
     }
     dir
 }
@@ -21,8 +30,8 @@ fn write(dir: &Path, name: &str, text: &str) {
 }
 
 #[test]
-fn the_quickstart_runs_and_writes_clean_rows() {
-    let dir = quickstart();
+fn the_tickets_run_and_write_clean_rows() {
+    let dir = tickets();
     check_in(dir.path(), &["run", "pipeline.toml"], 0, &["run succeeded", "clean", "2 (min_chars 2)"], &[]);
     let out = std::fs::read_to_string(dir.path().join("processed_data.jsonl")).expect("the output exists");
     let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON lines")).collect();
@@ -54,7 +63,7 @@ path = "out/result.jsonl"
 
 #[test]
 fn metrics_file_holds_the_runs_counts_in_prometheus_text() {
-    let dir = quickstart();
+    let dir = tickets();
     check_in(dir.path(), &["run", "pipeline.toml", "--metrics-file", "metrics.prom"], 0, &[], &[]);
     let text = std::fs::read_to_string(dir.path().join("metrics.prom")).expect("metrics file");
     for line in [
@@ -70,7 +79,7 @@ fn metrics_file_holds_the_runs_counts_in_prometheus_text() {
 
 #[test]
 fn an_alert_rule_fires_into_its_file() {
-    let dir = quickstart();
+    let dir = tickets();
     let text = std::fs::read_to_string(dir.path().join("pipeline.toml")).expect("read");
     let text = text.replace(
         "[[alert]]\nwhen = \"error_rate > 0.05\"\nnotify = \"log\"",
@@ -136,7 +145,7 @@ fn a_missing_input_names_the_file_and_step() {
 
 #[test]
 fn command_line_limits_override_the_file() {
-    let dir = quickstart();
+    let dir = tickets();
     let out =
         check_in(dir.path(), &["run", "pipeline.toml", "--max-concurrent", "1", "--max-memory", "64MiB"], 0, &[], &[]);
     assert!(out.stdout.contains("1 worker threads"), "{}", out.stdout);
@@ -232,7 +241,7 @@ fn a_killed_run_leaves_a_record_that_says_interrupted_and_what_was_running() {
 
 #[test]
 fn runs_and_report_read_the_records() {
-    let dir = quickstart();
+    let dir = tickets();
     check_in(dir.path(), &["run", "pipeline.toml"], 0, &[], &["run record: "]);
     // Computed again (not skipped as up to date), so that the latest report has counts.
     check_in(dir.path(), &["run", "pipeline.toml", "--no-cache"], 0, &[], &[]);
@@ -287,7 +296,7 @@ fn the_html_report_renders_in_headless_chromium() {
         }
         return;
     }
-    let dir = quickstart();
+    let dir = tickets();
     check_in(dir.path(), &["run", "pipeline.toml"], 0, &[], &[]);
     let out = check_in(dir.path(), &["report", "--format", "html"], 0, &[], &[]);
     let page = dir.path().join("report.html");
@@ -322,4 +331,79 @@ fn the_html_report_renders_in_headless_chromium() {
     chromium(&[&format!("--screenshot={}", shot.display()), "--window-size=1200,900"]);
     let png = std::fs::read(&shot).expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} bytes", png.len());
+}
+
+/// The README's first command, `weave run examples/quickstart/pipeline.toml`, on a copy of
+/// the shipped example: the output's rows and fields, checked against the raw file.
+#[test]
+fn the_quickstart_example_runs_as_the_readme_says() {
+    let dir = quickstart();
+    let out = check_in(dir.path(), &["run", "pipeline.toml"], 0, &["run succeeded", "validate: records"], &[]);
+    let text = std::fs::read_to_string(dir.path().join("processed_data.jsonl")).expect("the output exists");
+    let rows: Vec<serde_json::Map<String, serde_json::Value>> =
+        text.lines().map(|l| serde_json::from_str(l).expect("a JSON object per line")).collect();
+    assert_eq!(rows.len(), 2046, "{}", out.stdout);
+
+    // The raw tickets by id.
+    let mut raw = std::collections::HashMap::new();
+    let mut reader = csv::Reader::from_path(dir.path().join("raw_data.csv")).expect("the raw CSV");
+    for r in reader.records() {
+        let r = r.expect("a CSV row");
+        raw.insert(r[0].to_owned(), (r[1].to_owned(), r[2].to_owned()));
+    }
+    assert_eq!(raw.len(), 3000);
+
+    let fields = [
+        "id",
+        "text",
+        "label",
+        "channel",
+        "text_technical",
+        "text_technical_noiser",
+        "text_technical_seed",
+        "coherence_score",
+    ];
+    let mut seen = std::collections::HashSet::new();
+    let (mut last_id, mut restyled) = (0u64, 0);
+    for row in &rows {
+        let mut keys: Vec<&str> = row.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut want = fields;
+        want.sort_unstable();
+        assert_eq!(keys, want, "{row:?}");
+        let s = |k: &str| row[k].as_str().unwrap_or_else(|| panic!("{k} is a string in {row:?}"));
+        let id: u64 = s("id").parse().expect("a numeric id");
+        assert!(id > last_id, "rows keep the input's order");
+        last_id = id;
+        let (raw_text, raw_label) = &raw[s("id")];
+        // Cleaned: no markup, trimmed, single spaces, at least 20 characters; for a raw
+        // text without markup or control characters, exactly its trimmed, collapsed form.
+        let t = s("text");
+        assert!(t.chars().count() >= 20 && t == t.trim() && !t.contains("  ") && !t.contains('<'), "{t:?}");
+        if !raw_text.contains(['<', '&']) && !raw_text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            assert_eq!(t, raw_text.split_whitespace().collect::<Vec<_>>().join(" "), "id {id}");
+        }
+        // Deduplicated ignoring case and spacing; complete; coherent.
+        assert!(seen.insert(t.to_lowercase()), "duplicate {t:?}");
+        assert_eq!(s("label"), raw_label.as_str());
+        assert!(!raw_label.is_empty(), "id {id} has no label");
+        assert!(row["coherence_score"].as_f64().expect("a score") >= 0.6);
+        // Augmented: the original kept, the restyled text beside it, with noiser and seed.
+        assert_eq!(s("text_technical_noiser"), "style(style=technical,rate=1)");
+        assert!(
+            s("text_technical_seed").len() == 16 && s("text_technical_seed").chars().all(|c| c.is_ascii_hexdigit())
+        );
+        if s("text_technical") != t {
+            restyled += 1;
+        }
+    }
+    assert!(restyled > 300, "the technical style rewrote {restyled} texts");
+    // The records the cleaning dropped, each with its reason.
+    let excluded = std::fs::read_to_string(dir.path().join("excluded.jsonl")).expect("the exclusion file");
+    assert_eq!(excluded.lines().count(), 161);
+    assert!(excluded.lines().all(|l| l.contains("\"reason\":\"min_chars\"")));
+
+    // A second run finds everything up to date and leaves the output as it was.
+    check_in(dir.path(), &["run", "pipeline.toml"], 0, &["skipped"], &[]);
+    assert_eq!(std::fs::read_to_string(dir.path().join("processed_data.jsonl")).expect("output"), text);
 }

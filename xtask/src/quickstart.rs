@@ -94,6 +94,22 @@ const QUEUES: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// What people add to a ticket.
+const CONTEXT: &[&str] = &[
+    "I have been a customer for {n} years.",
+    "My customer number is {order}{n}.",
+    "This is the second time I write about it.",
+    "I need this fixed before {day}.",
+    "Please call me back, {name} speaking.",
+    "It happened again this morning at {n}:15.",
+    "I attached a photo of the problem.",
+    "My colleague {name} has the same issue.",
+    "I bought it {n} days ago.",
+    "Order #{order}, in case you need it.",
+    "Nothing in the FAQ helped.",
+    "Thanks in advance, {name}.",
+];
+
 /// Spanish tickets, with their queue.
 const SPANISH: &[(&str, &str)] = &[
     ("shipping", "Mi pedido #{order} no ha llegado todavía, ¿pueden revisarlo?"),
@@ -166,8 +182,12 @@ fn ticket(rng: &mut Rng, written: &[(String, String)]) -> (String, String) {
     } else {
         let (l, templates) = QUEUES[rng.below(QUEUES.len())];
         let mut t = fill(templates[rng.below(templates.len())], rng);
-        // Some tickets run on for a second sentence.
-        if rng.chance(0.3) {
+        // Most tickets say a little more: context, or a second problem.
+        if rng.chance(0.6) {
+            t.push(' ');
+            t.push_str(&fill(rng.pick(CONTEXT), rng));
+        }
+        if rng.chance(0.25) {
             let (_, more) = QUEUES[rng.below(QUEUES.len())];
             t.push(' ');
             t.push_str(&fill(more[rng.below(more.len())], rng));

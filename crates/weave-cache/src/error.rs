@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// The cache folder or an entry could not be read or written.
-    #[error("cache I/O on {}", path.display())]
+    #[error("cannot use {}: {source}", path.display())]
     Io {
         /// The file or folder.
         path: PathBuf,

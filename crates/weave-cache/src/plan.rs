@@ -68,6 +68,10 @@ pub struct StepPlan {
     pub reasons: Vec<String>,
     /// Whether its output is stored in this run.
     pub stores: bool,
+    /// Whether its parts are synced to disk as they are written: for costly steps (an
+    /// LLM's answers cost money), not for cheap ones, whose torn parts after a power cut
+    /// are caught by their checksum and recomputed.
+    durable: bool,
     record: Option<KeyRecord>,
     sink_files: Option<Vec<PathBuf>>,
 }
@@ -238,6 +242,7 @@ impl CachePlan {
                 status,
                 reasons,
                 stores,
+                durable: node.cost >= CacheMode::AUTO_MIN_COST,
                 record,
                 sink_files,
             });
@@ -279,6 +284,7 @@ impl CachePlan {
                 files: Arc::clone(&self.files),
                 key,
                 fresh: s.status == Status::Refresh,
+                durable: s.durable,
                 sink_files: s.sink_files.clone(),
                 complete: OnceLock::new(),
                 parts: OnceLock::new(),
@@ -464,6 +470,8 @@ struct StepEntry {
     key: Key,
     /// `--refresh`: nothing stored is used, the output is stored anew.
     fresh: bool,
+    /// Parts are synced before their rename.
+    durable: bool,
     sink_files: Option<Vec<PathBuf>>,
     complete: OnceLock<bool>,
     parts: OnceLock<u64>,
@@ -531,7 +539,9 @@ impl StepCache for StepEntry {
 
     fn store(&self, part: u64, out: &[(u64, Batch)]) -> Result<(), String> {
         let bytes = codec::encode(out).map_err(|e| e.to_string())?;
-        self.store.put(&prefixed(&self.key, part), codec::BINCODE2, &bytes).map_err(|e| e.to_string())
+        self.store
+            .put_with(&prefixed(&self.key, part), codec::BINCODE2, &bytes, self.durable)
+            .map_err(|e| e.to_string())
     }
 
     fn finish(&self, parts: u64) -> Result<(), String> {

@@ -71,8 +71,15 @@ impl Store {
         self.path_of(key).is_file()
     }
 
-    /// Writes `payload` under `key`, atomically.
+    /// Writes `payload` under `key`, atomically and durably (synced before the rename).
     pub fn put(&self, key: &Key, codec: u32, payload: &[u8]) -> Result<(), Error> {
+        self.put_with(key, codec, payload, true)
+    }
+
+    /// Writes `payload` under `key`, atomically; synced to disk first when `durable`.
+    /// Without the sync, a power cut can leave the entry torn or empty — which its
+    /// checksum then reveals, so it reads as a miss: cheap to recompute, never wrong.
+    pub fn put_with(&self, key: &Key, codec: u32, payload: &[u8], durable: bool) -> Result<(), Error> {
         let path = self.path_of(key);
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(Error::io(dir))?;
@@ -87,7 +94,9 @@ impl Store {
         let tmp_path = tmp.path().to_path_buf();
         tmp.write_all(&header).map_err(Error::io(&tmp_path))?;
         tmp.write_all(payload).map_err(Error::io(&tmp_path))?;
-        tmp.as_file().sync_all().map_err(Error::io(&tmp_path))?;
+        if durable {
+            tmp.as_file().sync_all().map_err(Error::io(&tmp_path))?;
+        }
         tmp.persist(&path).map_err(|e| Error::Io { path: path.clone(), source: e.error })?;
         Ok(())
     }

@@ -65,6 +65,36 @@ impl Registry {
     pub fn kinds(&self) -> impl Iterator<Item = &StepKind> {
         self.kinds.values()
     }
+
+    /// Builds one step of kind `kind` from its keys, written as in a pipeline file's
+    /// `[[step]]` table (`r#"path = "raw_data.csv""#`): the Rust form of a step, for
+    /// [`PipelineBuilder`]. Relative paths stay relative to the working directory. Every
+    /// problem is returned, as for a pipeline file.
+    pub fn build(&self, kind: &str, keys: &str) -> Result<Step, Diagnostics> {
+        let file = crate::diagnostic::SourceFile::new(format!("<{kind} keys>"), keys);
+        let Some(k) = self.get(kind) else {
+            let mut d = Diagnostic::error(format!("unknown step kind `{kind}`")).with_code("unknown-kind");
+            if let Some(m) = did_you_mean(kind, self.kinds().map(|k| k.name)) {
+                d = d.with_help(format!("did you mean `{m}`?"));
+            }
+            return Err(Diagnostics(vec![d]));
+        };
+        let table = crate::conf::ConfTable::parse(keys).map_err(|(msg, span)| {
+            let d = Diagnostic::error(format!("{kind}: {msg}")).with_code("syntax");
+            Diagnostics(vec![match span {
+                Some(span) => d.at(Some(file.locate(span))),
+                None => d,
+            }])
+        })?;
+        let params = Params::new(table, file, "step", Some(kind.to_owned()));
+        let built = (k.build)(&params);
+        let diags = params.finish(k.keys);
+        match built {
+            Some(step) if !diags.has_errors() => Ok(step),
+            _ if diags.has_errors() => Err(diags),
+            _ => Err(Diagnostics(vec![Diagnostic::error(format!("step kind `{kind}` could not be built"))])),
+        }
+    }
 }
 
 /// A built step with everything the executor needs to run it.

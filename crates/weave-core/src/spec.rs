@@ -365,23 +365,13 @@ fn read_alerts(top: &Params, diags: &mut Diagnostics) -> Vec<AlertSpec> {
         let p = Params::new(t.clone(), top.file().clone(), "[[alert]]", None).spanning(it.span.clone());
         let location = Some(p.locate(it.span.clone()));
         let when = p.required_str("when", "the condition, such as \"error_rate > 0.05\"");
-        let parsed = when.as_deref().and_then(|w| {
-            let checked = parse_condition(w).and_then(|c| {
-                if ALERT_METRICS.contains(&c.0.as_str()) {
-                    return Ok(c);
+        let parsed = when.as_deref().and_then(|w| match check_condition(w) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                if let Some(i) = p.item("when") {
+                    p.error_at(i, e);
                 }
-                let hint = crate::diagnostic::did_you_mean(&c.0, ALERT_METRICS.iter().copied())
-                    .map_or_else(|| format!("known: {}", ALERT_METRICS.join(", ")), |m| format!("did you mean `{m}`?"));
-                Err(format!("unknown metric `{}` in the condition ({hint})", c.0))
-            });
-            match checked {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    if let Some(i) = p.item("when") {
-                        p.error_at(i, e);
-                    }
-                    None
-                }
+                None
             }
         });
         let notify = p.choice("notify", &["log", "file", "command"]).unwrap_or("log");
@@ -409,6 +399,37 @@ fn read_alerts(top: &Params, diags: &mut Diagnostics) -> Vec<AlertSpec> {
         diags.extend(p.finish(ALERT_KEYS));
     }
     out
+}
+
+/// Parses a condition and checks that its metric is one alerts know.
+fn check_condition(when: &str) -> Result<(String, Comparison, f64), String> {
+    let c = parse_condition(when)?;
+    if ALERT_METRICS.contains(&c.0.as_str()) {
+        return Ok(c);
+    }
+    let hint = crate::diagnostic::did_you_mean(&c.0, ALERT_METRICS.iter().copied())
+        .map_or_else(|| format!("known: {}", ALERT_METRICS.join(", ")), |m| format!("did you mean `{m}`?"));
+    Err(format!("unknown metric `{}` in the condition ({hint})", c.0))
+}
+
+impl AlertSpec {
+    /// An alert to the log on `when` (`"error_rate > 0.05"`), over every step, with the
+    /// defaults of a pipeline file's `[[alert]]`: the Rust form of
+    /// `[[alert]] when = "..." notify = "log"`.
+    pub fn log(when: &str) -> Result<AlertSpec, String> {
+        let (metric, comparison, threshold) = check_condition(when)?;
+        Ok(AlertSpec {
+            metric,
+            comparison,
+            threshold,
+            when: when.to_owned(),
+            sink: AlertSink::Log,
+            timeout: Duration::from_secs(10),
+            step: None,
+            window: Duration::from_secs(60),
+            location: None,
+        })
+    }
 }
 
 /// Parses `metric op number[unit]`, such as `error_rate > 0.05`, `duration > "5m"` or

@@ -1,7 +1,5 @@
 //! The `dedup` step: drops records whose chosen fields repeat an earlier record's.
 
-use std::collections::HashSet;
-
 use weave_core::{
     Batch, CanonicalConfig, Params, Shape, StatefulTransform, Step, StepContext, StepError, StepInfo, StepKind,
     ValueRef,
@@ -25,7 +23,7 @@ const NORMALIZE: &[&str] = &["lowercase", "trim", "collapse_whitespace"];
 #[derive(Debug)]
 pub struct Dedup {
     keys: RecordKeys,
-    seen: HashSet<u128>,
+    seen: KeySet,
     config: CanonicalConfig,
 }
 
@@ -34,7 +32,7 @@ fn build(p: &Params) -> Option<Step> {
     if p.has_errors() {
         return None;
     }
-    Some(Step::StatefulTransform(Box::new(Dedup { keys: keys?, seen: HashSet::new(), config: p.canonical(&[]) })))
+    Some(Step::StatefulTransform(Box::new(Dedup { keys: keys?, seen: KeySet::default(), config: p.canonical(&[]) })))
 }
 
 impl StepInfo for Dedup {
@@ -62,7 +60,8 @@ pub(crate) struct RecordKeys {
     /// Collapse inner whitespace to one space, and trim the ends.
     collapse: bool,
     trim: bool,
-    buf: String,
+    /// The key being built, reused: its bytes are hashed in one call.
+    buf: Vec<u8>,
 }
 
 impl RecordKeys {
@@ -100,7 +99,7 @@ impl RecordKeys {
             lowercase: norm.contains(&"lowercase"),
             collapse: norm.contains(&"collapse_whitespace"),
             trim: norm.contains(&"trim"),
-            buf: String::new(),
+            buf: Vec::new(),
         })
     }
 
@@ -122,71 +121,106 @@ impl RecordKeys {
 
     /// The key of row `row` of `batch`, over `columns` (from [`RecordKeys::columns`]).
     pub(crate) fn key(&mut self, batch: &Batch, columns: &[usize], row: usize) -> u128 {
-        let mut h = blake3::Hasher::new();
+        // The key's bytes are laid out in one reused buffer and hashed in one call:
+        // blake3 of the whole is the same as fed in pieces, and one call is cheaper.
+        let mut key = std::mem::take(&mut self.buf);
+        key.clear();
         for &c in columns {
             // Field names are part of the key when every field is used, so that
             // records with different fields never match.
             if self.fields.is_none() {
                 let name = &batch.schema().fields()[c].name;
-                h.update(&(name.len() as u64).to_le_bytes());
-                h.update(name.as_bytes());
+                key.extend_from_slice(&(name.len() as u64).to_le_bytes());
+                key.extend_from_slice(name.as_bytes());
             }
             match batch.columns()[c].get(row) {
-                ValueRef::Null => {
-                    h.update(&[0]);
-                }
-                ValueRef::Str(s) => {
-                    self.normalise(s);
-                    h.update(&[1]);
-                    h.update(&(self.buf.len() as u64).to_le_bytes());
-                    h.update(self.buf.as_bytes());
-                }
+                ValueRef::Null => frame(&mut key, 0, |_| {}),
+                ValueRef::Str(s) => frame(&mut key, 1, |k| self.normalise_into(s, k)),
                 // Numbers by value: a column that mixes integers and floats holds 3 as
                 // 3.0, so whether a 3 is an Int or a Float depends on its batch.
                 ValueRef::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
-                    h.update(&[3]);
-                    h.update(&(f as i64).to_le_bytes());
+                    frame(&mut key, 3, |k| k.extend_from_slice(&(f as i64).to_le_bytes()));
                 }
-                ValueRef::Int(i) => {
-                    h.update(&[3]);
-                    h.update(&i.to_le_bytes());
-                }
-                other => {
-                    let text = other.to_string();
-                    h.update(&[2]);
-                    h.update(&(text.len() as u64).to_le_bytes());
-                    h.update(text.as_bytes());
-                }
+                ValueRef::Int(i) => frame(&mut key, 3, |k| k.extend_from_slice(&i.to_le_bytes())),
+                other => frame(&mut key, 2, |k| {
+                    use std::io::Write as _;
+                    // Writing to a Vec cannot fail.
+                    let _ = write!(k, "{other}");
+                }),
             }
         }
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&h.finalize().as_bytes()[..16]);
-        u128::from_le_bytes(key)
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&blake3::hash(&key).as_bytes()[..16]);
+        self.buf = key;
+        u128::from_le_bytes(bytes)
     }
 
-    /// Writes the normalised form of `s` into the reused buffer.
-    fn normalise(&mut self, s: &str) {
-        self.buf.clear();
+    /// Appends the normalised form of `s` to the key being built.
+    fn normalise_into(&self, s: &str, key: &mut Vec<u8>) {
         let s = if self.trim || self.collapse { s.trim() } else { s };
-        let push = |buf: &mut String, part: &str| {
-            if self.lowercase {
-                buf.extend(part.chars().flat_map(char::to_lowercase));
+        let push = |key: &mut Vec<u8>, part: &str| {
+            if self.lowercase && part.is_ascii() {
+                key.extend(part.bytes().map(|b| b.to_ascii_lowercase()));
+            } else if self.lowercase {
+                let mut b = [0u8; 4];
+                for c in part.chars().flat_map(char::to_lowercase) {
+                    key.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+                }
             } else {
-                buf.push_str(part);
+                key.extend_from_slice(part.as_bytes());
             }
         };
         if self.collapse {
             for (i, w) in s.split_whitespace().enumerate() {
                 if i > 0 {
-                    self.buf.push(' ');
+                    key.push(b' ');
                 }
-                push(&mut self.buf, w);
+                push(key, w);
             }
         } else {
-            push(&mut self.buf, s);
+            push(key, s);
         }
     }
 }
+
+/// Appends one framed part to a key: a tag, then (but for null) the body's length and the
+/// body, so that no two different lists of parts lay out alike.
+fn frame(key: &mut Vec<u8>, tag: u8, body: impl FnOnce(&mut Vec<u8>)) {
+    key.push(tag);
+    if tag == 0 {
+        return;
+    }
+    let at = key.len();
+    key.extend_from_slice(&[0; 8]);
+    body(key);
+    let len = (key.len() - at - 8) as u64;
+    key[at..at + 8].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Hashes a 128-bit key for a [`KeySet`] by taking its low 64 bits: keys are blake3 output,
+/// already uniformly spread, so hashing them again would only cost time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used by the set; any other input is folded in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+/// A set of 128-bit keys that are hashes already (dedup's keys), hashed by [`KeyHasher`].
+pub type KeySet = std::collections::HashSet<u128, std::hash::BuildHasherDefault<KeyHasher>>;
 
 impl StatefulTransform for Dedup {
     fn process(&mut self, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {

@@ -1,10 +1,73 @@
-//! Opening input files, decompressing `.gz` and `.zst` on the fly.
+//! Input files: the `path` key of every loader (one file or a glob pattern), and opening
+//! them, decompressing `.gz` and `.zst` on the fly.
 
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use weave_core::{Rejected, StepContext, StepError};
+use weave_core::{Diagnostic, Params, Rejected, StepContext, StepError};
+
+/// The files a loader reads, from its `path` key: one file, or a glob pattern
+/// (`data/*.jsonl.gz`, `shards/**/part-*.parquet`) expanded here, at build time, into the
+/// regular files it matches, in sorted order. Relative paths and patterns resolve against
+/// the pipeline file's folder. `*` and `?` match within one path component and not a
+/// leading dot (so hidden files, such as the temporary files of a run's own outputs, are
+/// left out); `**` matches any number of folders. A pattern that matches no file is an
+/// error at the key. A missing single file is reported when the step runs, as before.
+pub(crate) fn input_paths(p: &Params, what: &str) -> Option<Vec<PathBuf>> {
+    let raw = p.required_str("path", what)?;
+    let literal = weave_core::resolve(p.file().path(), &raw);
+    // A name with `[` or `*` in it that exists as it is written is that file.
+    if !raw.contains(['*', '?', '[']) || literal.is_file() {
+        return Some(vec![literal]);
+    }
+    let item = p.item("path")?;
+    let at = Some(p.locate(item.span.clone()));
+    let pattern = if Path::new(&raw).is_absolute() {
+        raw.clone()
+    } else {
+        match p.file().path().parent().map(|d| d.to_str()) {
+            None | Some(Some("")) => raw.clone(),
+            // The folder's own name may hold `[` or `*`: it is matched literally.
+            Some(Some(dir)) => format!("{}/{raw}", glob::Pattern::escape(dir)),
+            Some(None) => {
+                p.error_at(item, "a glob pattern needs the pipeline file's folder name to be UTF-8");
+                return None;
+            }
+        }
+    };
+    let options =
+        glob::MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: true };
+    let entries = match glob::glob_with(&pattern, options) {
+        Ok(entries) => entries,
+        Err(e) => {
+            p.error_at(item, format!("`path` is not a valid glob pattern: {}", e.msg));
+            return None;
+        }
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(path) if path.is_file() => files.push(path),
+            Ok(_) => {}
+            Err(e) => {
+                p.error_at(item, format!("cannot list {} to match `{raw}`: {}", e.path().display(), e.error()));
+                return None;
+            }
+        }
+    }
+    if files.is_empty() {
+        p.push(
+            Diagnostic::error(format!("no file matches the pattern `{raw}`"))
+                .with_code("no-match")
+                .at(at)
+                .with_help(format!("looked for {pattern}")),
+        );
+        return None;
+    }
+    files.sort();
+    Some(files)
+}
 
 /// An input file's bytes, decompressed when its name ends in `.gz` or `.zst`.
 pub(crate) struct Input(Box<dyn Read + Send>);
@@ -37,36 +100,63 @@ pub(crate) fn open(path: &Path) -> Result<Input, StepError> {
     }))
 }
 
-/// A file read line by line, as the line-oriented loaders read it.
+/// Files read line by line, one after the other, as the line-oriented loaders read them.
 #[derive(Debug)]
 pub(crate) struct Lines {
-    path: std::path::PathBuf,
+    paths: Vec<PathBuf>,
+    /// The file being read: `paths[file]`, open in `reader`.
+    file: usize,
     reader: Option<std::io::BufReader<Input>>,
     line_no: u64,
     buf: Vec<u8>,
 }
 
+/// One line of [`Lines`], with where it is.
+#[derive(Debug)]
+pub(crate) struct Line<'a> {
+    /// The file it is in.
+    pub(crate) path: &'a Path,
+    /// Its number in that file, from 1.
+    pub(crate) number: u64,
+    /// Its text, without the line ending.
+    pub(crate) text: &'a str,
+}
+
+impl Line<'_> {
+    /// `file:line`, as bad records name their origin.
+    pub(crate) fn origin(&self) -> String {
+        format!("{}:{}", self.path.display(), self.number)
+    }
+}
+
 impl Lines {
-    pub(crate) fn new(path: std::path::PathBuf) -> Self {
-        Lines { path, reader: None, line_no: 0, buf: Vec::new() }
+    pub(crate) fn new(paths: Vec<PathBuf>) -> Self {
+        Lines { paths, file: 0, reader: None, line_no: 0, buf: Vec::new() }
     }
 
-    /// The next line with its number (from 1), without its line ending and, on the first
-    /// line, without a byte-order mark. A line that is not UTF-8 is set aside in `ctx` with
-    /// its place and skipped. `None` at the end of the file.
-    pub(crate) fn next_line(&mut self, ctx: &mut StepContext) -> Result<Option<(u64, &str)>, StepError> {
+    /// The next line, the files taken in order; line numbers count from 1 in each file,
+    /// and each file's first line loses its byte-order mark. A line that is not UTF-8 is
+    /// set aside in `ctx` with its place and skipped. `None` after the last file.
+    pub(crate) fn next_line(&mut self, ctx: &mut StepContext) -> Result<Option<Line<'_>>, StepError> {
         use std::io::BufRead;
-        if self.reader.is_none() {
-            self.reader = Some(std::io::BufReader::with_capacity(1 << 20, open(&self.path)?));
-        }
-        let Some(reader) = self.reader.as_mut() else { return Ok(None) };
         loop {
+            let reader = match &mut self.reader {
+                Some(r) => r,
+                None => {
+                    let Some(path) = self.paths.get(self.file) else { return Ok(None) };
+                    self.line_no = 0;
+                    self.reader.insert(std::io::BufReader::with_capacity(1 << 20, open(path)?))
+                }
+            };
+            let path = &self.paths[self.file];
             self.buf.clear();
             let n = reader.read_until(b'\n', &mut self.buf).map_err(|e| {
-                StepError::environment(format!("cannot read {}:{}", self.path.display(), self.line_no + 1), e)
+                StepError::environment(format!("cannot read {}:{}", path.display(), self.line_no + 1), e)
             })?;
             if n == 0 {
-                return Ok(None);
+                self.reader = None;
+                self.file += 1;
+                continue;
             }
             self.line_no += 1;
             let mut end = self.buf.len();
@@ -81,12 +171,12 @@ impl Lines {
                 ctx.reject(Rejected {
                     reason: "line is not valid UTF-8".into(),
                     record: None,
-                    origin: Some(format!("{}:{}", self.path.display(), self.line_no)),
+                    origin: Some(format!("{}:{}", path.display(), self.line_no)),
                 });
                 continue;
             }
             let text = std::str::from_utf8(&self.buf[start..end]).unwrap_or_default();
-            return Ok(Some((self.line_no, text)));
+            return Ok(Some(Line { path, number: self.line_no, text }));
         }
     }
 }
@@ -115,5 +205,79 @@ mod tests {
         std::fs::write(&bad, b"\x1f\x8b\x08\x00garbage").unwrap();
         let mut out = String::new();
         assert!(open(&bad).unwrap().read_to_string(&mut out).is_err());
+    }
+
+    use crate::tests::{build_step, build_step_at, check_build_errors, read_source};
+
+    fn write(path: &Path, bytes: &[u8]) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_glob_reads_every_match_in_sorted_order_and_names_the_file_of_each_bad_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(&d.join("shards/b/part-2.jsonl"), b"{\"n\": 3}\n{bad\n");
+        write(&d.join("shards/a/part-1.jsonl.gz"), &gz(b"{\"n\": 1}\n"));
+        write(&d.join("shards/a/part-1b.jsonl"), b"\xef\xbb\xbf{\"n\": 2}\n\xff\n");
+        // Not matched: a hidden file, a folder whose name matches, another name.
+        write(&d.join("shards/a/.part-0.jsonl"), b"{\"n\": 0}\n");
+        std::fs::create_dir_all(d.join("shards/a/part-9.jsonl")).unwrap();
+        write(&d.join("shards/other.jsonl"), b"{\"n\": 0}\n");
+        let config = format!("path = {:?}", d.join("shards/**/part-*.jsonl*").to_str().unwrap());
+        let step = build_step("load_jsonl", &config);
+        let expected: Vec<PathBuf> =
+            ["shards/a/part-1.jsonl.gz", "shards/a/part-1b.jsonl", "shards/b/part-2.jsonl"].map(|f| d.join(f)).into();
+        assert_eq!(step.info().files_read(), expected);
+        let (rows, rejected) = read_source(step);
+        assert_eq!(rows, [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]);
+        let part = |f: &str| d.join(f).display().to_string();
+        assert_eq!(rejected.len(), 2);
+        assert_eq!(rejected[0], format!("{}:2: line is not valid UTF-8", part("shards/a/part-1b.jsonl")));
+        assert!(rejected[1].starts_with(&format!("{}:2: invalid JSON", part("shards/b/part-2.jsonl"))), "{rejected:?}");
+    }
+
+    #[test]
+    fn a_glob_that_matches_nothing_or_is_malformed_is_a_build_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let pattern = dir.path().join("*.csv").to_str().unwrap().to_owned();
+        check_build_errors(
+            "load_csv",
+            &format!("path = {pattern:?}"),
+            &[&format!("1:8 no file matches the pattern `{pattern}`")],
+        );
+        check_build_errors(
+            "load_text",
+            "path = \"data/[a-.txt\"",
+            &["1:8 `path` is not a valid glob pattern: invalid range pattern"],
+        );
+        check_build_errors(
+            "load_jsonl",
+            "batch_size = 2",
+            &["1:1 missing required key `path` (the JSONL file to read, or a glob pattern)"],
+        );
+    }
+
+    #[test]
+    fn relative_patterns_resolve_against_the_pipeline_file_and_literal_names_win() {
+        let dir = tempfile::tempdir().unwrap();
+        // The pipeline's folder has glob characters of its own: they are matched literally.
+        let root = dir.path().join("runs [1]");
+        write(&root.join("data/b.txt"), b"b\n");
+        write(&root.join("data/a.txt"), b"a\n");
+        write(&root.join("data/[x].txt"), b"literal\n");
+        let pipeline = root.join("pipeline.toml");
+        let (rows, _) = read_source(build_step_at("load_text", &pipeline, "path = \"data/?.txt\""));
+        assert_eq!(rows, [r#"{"text":"a"}"#, r#"{"text":"b"}"#]);
+        // A file whose own name looks like a pattern is that file.
+        let (rows, _) = read_source(build_step_at("load_text", &pipeline, "path = \"data/[x].txt\""));
+        assert_eq!(rows, [r#"{"text":"literal"}"#]);
     }
 }

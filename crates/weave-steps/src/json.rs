@@ -8,6 +8,20 @@ use weave_core::{Batch, Column, ValueRef};
 /// order. Strings are escaped as JSON requires; floats that JSON cannot hold (NaN,
 /// infinities) are written as `null`, as serde_json does.
 pub fn write_jsonl(batch: &Batch, out: &mut Vec<u8>) {
+    write_objects(batch, out, b"", b"\n", |_| {});
+}
+
+/// Appends each row of `batch` as one compact JSON object between `before` and `after`,
+/// calling `row_end` with the length of `out` after each row (the exporters cut files at
+/// those offsets).
+#[inline]
+pub(crate) fn write_objects(
+    batch: &Batch,
+    out: &mut Vec<u8>,
+    before: &[u8],
+    after: &[u8],
+    mut row_end: impl FnMut(usize),
+) {
     let fields = batch.schema().fields();
     // Field names are escaped once per batch, not once per row.
     let keys: Vec<Vec<u8>> = fields
@@ -23,6 +37,7 @@ pub fn write_jsonl(batch: &Batch, out: &mut Vec<u8>) {
         .collect();
     let columns = batch.columns();
     for row in 0..batch.len() {
+        out.extend_from_slice(before);
         if keys.is_empty() {
             out.push(b'{');
         }
@@ -36,7 +51,57 @@ pub fn write_jsonl(batch: &Batch, out: &mut Vec<u8>) {
                 other => write_value(other.get(row), out),
             }
         }
-        out.extend_from_slice(b"}\n");
+        out.push(b'}');
+        out.extend_from_slice(after);
+        row_end(out.len());
+    }
+}
+
+/// Appends each row of `batch` as a JSON object laid out as serde_json's pretty printer
+/// lays out an array's elements (two spaces a level, the object one level in), with
+/// `before` in front of each, calling `row_end` with the length of `out` after each row.
+pub(crate) fn write_pretty_objects(batch: &Batch, out: &mut Vec<u8>, before: &[u8], mut row_end: impl FnMut(usize)) {
+    let keys: Vec<Vec<u8>> = batch
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut k = Vec::with_capacity(f.name.len() + 10);
+            k.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
+            write_json_str(&f.name, &mut k);
+            k.extend_from_slice(b": ");
+            k
+        })
+        .collect();
+    let mut nested = Vec::new();
+    for row in 0..batch.len() {
+        out.extend_from_slice(before);
+        out.extend_from_slice(b"  {");
+        for (key, col) in keys.iter().zip(batch.columns()) {
+            out.extend_from_slice(key);
+            match col.get(row) {
+                v @ (ValueRef::List(_) | ValueRef::Map(_)) => {
+                    nested.clear();
+                    let mut ser = serde_json::Serializer::with_formatter(
+                        &mut nested,
+                        serde_json::ser::PrettyFormatter::with_indent(b"  "),
+                    );
+                    // A value of ours always serialises (NaN becomes null).
+                    let _ = serde::Serialize::serialize(&v.to_owned(), &mut ser);
+                    // Its lines go in at the depth of the field.
+                    for (i, line) in nested.split(|&b| b == b'\n').enumerate() {
+                        if i > 0 {
+                            out.extend_from_slice(b"\n    ");
+                        }
+                        out.extend_from_slice(line);
+                    }
+                }
+                v => write_value(v, out),
+            }
+        }
+        out.extend_from_slice(if keys.is_empty() { b"}" } else { b"\n  }" });
+        row_end(out.len());
     }
 }
 

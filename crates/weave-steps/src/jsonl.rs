@@ -8,14 +8,14 @@ use weave_core::{
 };
 
 use crate::input::Lines;
-use crate::json::write_jsonl;
-use crate::output::AtomicOutput;
+use crate::json::write_objects;
+use crate::output::{Export, Format, OutputSpec};
 
 /// The `load_jsonl` kind.
 pub(crate) const LOAD_KIND: StepKind = StepKind {
     name: "load_jsonl",
     shape: Shape::Source,
-    summary: "read a JSON Lines file (one object per line), streaming, in batches",
+    summary: "read JSON Lines files (one object per line), streaming, in batches",
     keys: &["path", "batch_size"],
     build: build_load,
 };
@@ -24,31 +24,32 @@ pub(crate) const LOAD_KIND: StepKind = StepKind {
 pub(crate) const EXPORT_KIND: StepKind = StepKind {
     name: "export_jsonl",
     shape: Shape::Sink,
-    summary: "write records as JSON Lines; the file appears whole when the run succeeds",
-    keys: &["path"],
+    summary: "write records as JSON Lines (gzip/zstd, split into parts, partitioned by fields); files appear whole when the run succeeds",
+    keys: &crate::output::KEYS,
     build: build_export,
 };
 
-/// Reads a JSON Lines file: one object per line, blank lines skipped. A line that is not a
-/// JSON object, or not UTF-8, is rejected with its line number.
+/// Reads JSON Lines files (one, or every file a glob matches, in order): one object per
+/// line, blank lines skipped. A line that is not a JSON object, or not UTF-8, is rejected
+/// with its file and line number.
 #[derive(Debug)]
 pub struct LoadJsonl {
-    path: PathBuf,
+    paths: Vec<PathBuf>,
     batch_size: usize,
     config: CanonicalConfig,
     lines: Lines,
 }
 
 fn build_load(p: &Params) -> Option<Step> {
-    let path = p.required_path("path", "the JSONL file to read");
+    let paths = crate::input::input_paths(p, "the JSONL file to read, or a glob pattern");
     let batch_size = crate::batch_size(p);
     if p.has_errors() {
         return None;
     }
-    let path = path?;
+    let paths = paths?;
     Some(Step::Source(Box::new(LoadJsonl {
-        lines: Lines::new(path.clone()),
-        path,
+        lines: Lines::new(paths.clone()),
+        paths,
         batch_size,
         config: p.canonical(&["batch_size"]),
     })))
@@ -64,47 +65,82 @@ impl StepInfo for LoadJsonl {
     }
 
     fn files_read(&self) -> Vec<PathBuf> {
-        vec![self.path.clone()]
+        self.paths.clone()
+    }
+}
+
+/// Why a JSON text is not a record.
+#[derive(Debug)]
+pub(crate) enum NotAnObject {
+    /// It is JSON, but this type of value.
+    Found(&'static str),
+    /// It is not JSON.
+    Invalid(serde_json::Error),
+}
+
+/// Parses one JSON object and appends it to `b` as a row: the one way the JSON loaders
+/// turn objects into records, so that they agree on fields and types (the builder adds a
+/// field when a record first has it, with nulls before, and widens a column's type when
+/// records disagree, as [`weave_core::Column::push`] says).
+pub(crate) fn push_object(b: &mut BatchBuilder, text: &str) -> Result<(), NotAnObject> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Map(m)) => {
+            b.push_row(m.iter().map(|(k, v)| (k.as_str(), v.as_ref())));
+            Ok(())
+        }
+        Ok(other) => Err(NotAnObject::Found(other.type_name())),
+        Err(e) => Err(NotAnObject::Invalid(e)),
     }
 }
 
 impl Source for LoadJsonl {
     fn next_batch(&mut self, ctx: &mut StepContext) -> Result<Option<Batch>, StepError> {
         let mut b = BatchBuilder::new();
-        let path = &self.path;
         while b.len() < self.batch_size {
-            let mut rejected = None;
-            let Some((line_no, text)) = self.lines.next_line(ctx)? else { break };
-            let text = text.trim();
+            let Some(line) = self.lines.next_line(ctx)? else { break };
+            let text = line.text.trim();
             if text.is_empty() {
                 continue;
             }
-            match serde_json::from_str::<Value>(text) {
-                Ok(Value::Map(m)) => b.push_row(m.iter().map(|(k, v)| (k.as_str(), v.as_ref()))),
-                Ok(other) => rejected = Some(format!("expected a JSON object, found {}", other.type_name())),
-                Err(e) => rejected = Some(format!("invalid JSON: {e}")),
-            }
-            if let Some(reason) = rejected {
-                let origin = Some(format!("{}:{line_no}", path.display()));
-                ctx.reject(Rejected { reason, record: None, origin });
-            }
+            let reason = match push_object(&mut b, text) {
+                Ok(()) => continue,
+                Err(NotAnObject::Found(t)) => format!("expected a JSON object, found {t}"),
+                Err(NotAnObject::Invalid(e)) => format!("invalid JSON: {e}"),
+            };
+            let origin = Some(line.origin());
+            ctx.reject(Rejected { reason, record: None, origin });
         }
         Ok(if b.is_empty() { None } else { Some(b.finish()) })
     }
 }
 
-/// Writes records as JSON Lines into a temporary file beside the target, renamed into
-/// place on commit: readers never see a half-written file.
+/// Writes records as JSON Lines: one file, or parts split by rows or bytes and partitioned
+/// by fields, compressed by the extension, all written under temporary names and moved
+/// into place on commit (see `output.rs`).
 #[derive(Debug)]
 pub struct ExportJsonl {
-    out: AtomicOutput,
+    out: Export<Jsonl>,
     config: CanonicalConfig,
-    buf: Vec<u8>,
+}
+
+/// JSON Lines: an object and a newline per record.
+#[derive(Debug)]
+struct Jsonl;
+
+impl Format for Jsonl {
+    fn name(&self) -> &'static str {
+        "jsonl"
+    }
+
+    fn rows(&mut self, batch: &Batch, out: &mut Vec<u8>, ends: &mut Vec<usize>) -> Result<(), StepError> {
+        write_objects(batch, out, b"", b"\n", |end| ends.push(end));
+        Ok(())
+    }
 }
 
 fn build_export(p: &Params) -> Option<Step> {
-    let path = p.required_path("path", "the JSONL file to write")?;
-    Some(Step::Sink(Box::new(ExportJsonl { out: AtomicOutput::new(path), config: p.canonical(&[]), buf: Vec::new() })))
+    let spec = OutputSpec::read(p, "the JSONL file to write")?;
+    Some(Step::Sink(Box::new(ExportJsonl { out: Export::new(spec, Jsonl), config: p.canonical(&["max_partitions"]) })))
 }
 
 impl StepInfo for ExportJsonl {
@@ -117,15 +153,13 @@ impl StepInfo for ExportJsonl {
     }
 
     fn files_written(&self) -> Vec<PathBuf> {
-        vec![self.out.path().to_path_buf()]
+        self.out.files_written()
     }
 }
 
 impl Sink for ExportJsonl {
     fn write(&mut self, batch: &Batch, _ctx: &mut StepContext) -> Result<(), StepError> {
-        self.buf.clear();
-        write_jsonl(batch, &mut self.buf);
-        self.out.write_all(&self.buf)
+        self.out.write(batch)
     }
 
     fn commit(&mut self, _ctx: &mut StepContext) -> Result<(), StepError> {
@@ -194,5 +228,25 @@ mod tests {
         export.write(&Batch::from_records(&[weave_core::Record::new().with("a", 1i64)]), &mut ctx).unwrap();
         export.abort();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn empty_files_missing_fields_and_huge_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.jsonl");
+        std::fs::write(&empty, b"").unwrap();
+        let (rows, rej) =
+            crate::tests::read_source(build_step("load_jsonl", &format!("path = {:?}", empty.to_str().unwrap())));
+        assert!(rows.is_empty() && rej.is_empty());
+        let big = "\u{1F600}".repeat(1 << 20);
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, format!("{{\"a\": 1}}\n{{\"b\": \"{big}\"}}\n{{\"a\": 2.5, \"b\": null}}\n")).unwrap();
+        let (rows, rej) =
+            crate::tests::read_source(build_step("load_jsonl", &format!("path = {:?}", path.to_str().unwrap())));
+        assert!(rej.is_empty());
+        // A field a record lacks is null there; ints and floats in one field are floats.
+        assert_eq!(rows[0], r#"{"a":1.0,"b":null}"#);
+        assert_eq!(rows[1], format!("{{\"a\":null,\"b\":\"{big}\"}}"));
+        assert_eq!(rows[2], r#"{"a":2.5,"b":null}"#);
     }
 }

@@ -10,6 +10,8 @@
 //! ```
 #![deny(missing_docs)]
 
+mod arrow;
+mod augment;
 mod clean;
 mod concat;
 mod csv;
@@ -17,22 +19,36 @@ mod dataset;
 mod dedup;
 mod input;
 mod json;
+mod json_array;
 mod jsonl;
 mod lines;
 mod llm;
+mod load_json;
+mod near_dedup;
+mod noise;
 mod output;
+mod parquet_io;
 mod text;
 mod validate;
 
+pub use augment::Augment;
 pub use clean::Clean;
 pub use concat::Concat;
 pub use csv::{ExportCsv, LoadCsv};
 pub use dataset::{Compare, Filter, Generate, Mix, Sample, Split};
-pub use dedup::Dedup;
+pub use dedup::{Dedup, KeyHasher, KeySet};
 pub use json::{write_json_str, write_jsonl, write_value};
+pub use json_array::ExportJson;
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use lines::LoadText;
 pub use llm::{LlmAugment, LlmGenerate, LlmJudge};
+pub use load_json::LoadJson;
+pub use near_dedup::NearDedup;
+pub use noise::{
+    CaseNoise, Frequency, LocalShuffle, Noiser, PatternNoiser, PatternSet, PunctuationNoise, Rng, Scratch, Severity,
+    Typos, WhitespaceNoise, WordDropout, changed_words, hash_bytes, record_seed,
+};
+pub use parquet_io::{ExportParquet, LoadParquet};
 pub use text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
 pub use validate::{Coherence, CoherenceScorer, Validate};
 
@@ -81,10 +97,13 @@ pub fn registry() -> weave_core::Registry {
     for kind in [
         csv::KIND,
         jsonl::LOAD_KIND,
+        load_json::KIND,
         lines::KIND,
         clean::KIND,
+        augment::KIND,
         dedup::KIND,
         validate::KIND,
+        near_dedup::KIND,
         concat::KIND,
         dataset::GENERATE_KIND,
         dataset::MIX_KIND,
@@ -97,6 +116,9 @@ pub fn registry() -> weave_core::Registry {
         llm::JUDGE_KIND,
         jsonl::EXPORT_KIND,
         csv::EXPORT_KIND,
+        json_array::EXPORT_KIND,
+        parquet_io::LOAD_KIND,
+        parquet_io::EXPORT_KIND,
     ] {
         r.register(kind);
     }
@@ -108,14 +130,24 @@ mod tests {
     use weave_core::{ConfTable, Params, STEP_COMMON_KEYS, SourceFile, Step};
 
     pub(crate) fn params(config: &str) -> Params {
+        params_at(std::path::Path::new("t.toml"), config)
+    }
+
+    fn params_at(file: &std::path::Path, config: &str) -> Params {
         let table = ConfTable::parse(config).unwrap_or_else(|e| panic!("bad test TOML: {e:?}"));
-        Params::new(table, SourceFile::new("t.toml", config), "step", Some("s".into()))
+        Params::new(table, SourceFile::new(file, config), "step", Some("s".into()))
     }
 
     /// Builds a step of `kind` from its keys, panicking with the diagnostics if it fails.
     pub(crate) fn build_step(kind: &str, config: &str) -> Step {
+        build_step_at(kind, std::path::Path::new("t.toml"), config)
+    }
+
+    /// Builds a step of `kind` as written in the pipeline file `file` (relative paths
+    /// resolve against its folder).
+    pub(crate) fn build_step_at(kind: &str, file: &std::path::Path, config: &str) -> Step {
         let k = *super::registry().get(kind).unwrap_or_else(|| panic!("no kind {kind}"));
-        let p = params(config);
+        let p = params_at(file, config);
         let step = (k.build)(&p);
         let keys: Vec<&str> = k.keys.iter().chain(STEP_COMMON_KEYS).copied().collect();
         let diags = p.finish(&keys);
@@ -140,5 +172,35 @@ mod tests {
             })
             .collect();
         assert_eq!(got, expected, "\n{diags}");
+    }
+
+    /// Reads a source to its end: its records as JSON, and its rejected records as
+    /// `origin: reason`.
+    pub(crate) fn read_source(step: Step) -> (Vec<String>, Vec<String>) {
+        let Step::Source(mut s) = step else { panic!("not a source") };
+        let mut ctx = weave_core::StepContext::new("load", 0, 0, Default::default());
+        let mut rows = Vec::new();
+        while let Some(b) = s.next_batch(&mut ctx).unwrap_or_else(|e| panic!("{e}")) {
+            rows.extend(b.to_records().iter().map(|r| r.to_string()));
+        }
+        let rejected = ctx
+            .take_rejected()
+            .into_iter()
+            .map(|r| format!("{}: {}", r.origin.unwrap_or_default(), r.reason))
+            .collect();
+        (rows, rejected)
+    }
+
+    /// The error a source stops with.
+    pub(crate) fn source_error(step: Step) -> weave_core::StepError {
+        let Step::Source(mut s) = step else { panic!("not a source") };
+        let mut ctx = weave_core::StepContext::new("load", 0, 0, Default::default());
+        loop {
+            match s.next_batch(&mut ctx) {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the source ended without an error"),
+                Err(e) => return e,
+            }
+        }
     }
 }

@@ -13,16 +13,17 @@ use weave_core::{
 pub(crate) const KIND: StepKind = StepKind {
     name: "load_text",
     shape: Shape::Source,
-    summary: "read a text file, one record per line (LF or CRLF), into one field",
+    summary: "read text files, one record per line (LF or CRLF), into one field",
     keys: &["path", "field", "skip_empty", "batch_size"],
     build,
 };
 
-/// Reads a text file line by line into records of one field (`text` by default). Lines
-/// that are not UTF-8 are rejected with their line number.
+/// Reads text files (one, or every file a glob matches, in order) line by line into
+/// records of one field (`text` by default). Lines that are not UTF-8 are rejected with
+/// their file and line number.
 #[derive(Debug)]
 pub struct LoadText {
-    path: PathBuf,
+    paths: Vec<PathBuf>,
     field: String,
     skip_empty: bool,
     batch_size: usize,
@@ -31,17 +32,17 @@ pub struct LoadText {
 }
 
 fn build(p: &Params) -> Option<Step> {
-    let path = p.required_path("path", "the text file to read");
+    let paths = crate::input::input_paths(p, "the text file to read, or a glob pattern");
     let field = p.str("field").unwrap_or_else(|| "text".to_owned());
     let skip_empty = p.bool("skip_empty").unwrap_or(false);
     let batch_size = crate::batch_size(p);
     if p.has_errors() {
         return None;
     }
-    let path = path?;
+    let paths = paths?;
     Some(Step::Source(Box::new(LoadText {
-        lines: Lines::new(path.clone()),
-        path,
+        lines: Lines::new(paths.clone()),
+        paths,
         field,
         skip_empty,
         batch_size,
@@ -59,7 +60,7 @@ impl StepInfo for LoadText {
     }
 
     fn files_read(&self) -> Vec<PathBuf> {
-        vec![self.path.clone()]
+        self.paths.clone()
     }
 }
 
@@ -67,9 +68,9 @@ impl Source for LoadText {
     fn next_batch(&mut self, ctx: &mut StepContext) -> Result<Option<Batch>, StepError> {
         let mut col = StrColumn::with_capacity(self.batch_size.min(4096), 0);
         while col.len() < self.batch_size {
-            let Some((_, text)) = self.lines.next_line(ctx)? else { break };
-            if !(text.is_empty() && self.skip_empty) {
-                col.push(text);
+            let Some(line) = self.lines.next_line(ctx)? else { break };
+            if !(line.text.is_empty() && self.skip_empty) {
+                col.push(line.text);
             }
         }
         if col.is_empty() {
@@ -102,5 +103,20 @@ mod tests {
         let rej = ctx.take_rejected();
         assert_eq!(rej.len(), 1);
         assert!(rej[0].origin.as_deref().unwrap().ends_with(":3"));
+    }
+
+    #[test]
+    fn empty_files_huge_lines_and_a_bom_in_each_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = "x".repeat(5 << 20);
+        std::fs::write(dir.path().join("1.txt"), b"").unwrap();
+        std::fs::write(dir.path().join("2.txt"), format!("\u{feff}{big}\nend")).unwrap();
+        std::fs::write(dir.path().join("3.txt"), "\u{feff}third\r\n").unwrap();
+        let config = format!("path = {:?}", dir.path().join("*.txt").to_str().unwrap());
+        let (rows, rej) = crate::tests::read_source(build_step("load_text", &config));
+        assert!(rej.is_empty());
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0], format!("{{\"text\":\"{big}\"}}"));
+        assert_eq!(rows[1..], [r#"{"text":"end"}"#, r#"{"text":"third"}"#]);
     }
 }

@@ -84,12 +84,34 @@ pub fn lowercase_into(s: &str, out: &mut Appender<'_>) {
     if !s.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
         out.push_str(s);
     } else if s.is_ascii() {
-        for b in s.bytes() {
-            out.push(char::from(b.to_ascii_lowercase()));
+        // Through a small buffer, so that the output grows by a slice at a time rather than
+        // a character at a time.
+        let mut buf = [0u8; 64];
+        for chunk in s.as_bytes().chunks(buf.len()) {
+            let lower = &mut buf[..chunk.len()];
+            for (l, b) in lower.iter_mut().zip(chunk) {
+                *l = b.to_ascii_lowercase();
+            }
+            // ASCII in, ASCII out: always valid.
+            out.push_str(std::str::from_utf8(lower).unwrap_or_default());
         }
     } else {
-        for c in s.chars().flat_map(char::to_lowercase) {
-            out.push(c);
+        // Mixed text: ASCII runs byte by byte, only the other characters through the
+        // Unicode tables (all of it through `char::to_lowercase` ran at a tenth of the
+        // speed of the other rewrites in `cargo xtask bench ops`).
+        let mut rest = s;
+        while !rest.is_empty() {
+            let ascii = rest.bytes().take_while(u8::is_ascii).count();
+            for b in rest[..ascii].bytes() {
+                out.push(char::from(b.to_ascii_lowercase()));
+            }
+            rest = &rest[ascii..];
+            if let Some(c) = rest.chars().next() {
+                for l in c.to_lowercase() {
+                    out.push(l);
+                }
+                rest = &rest[c.len_utf8()..];
+            }
         }
     }
 }
@@ -136,10 +158,26 @@ mod tests {
     }
 
     #[test]
+    fn lowercase_agrees_with_char_to_lowercase_on_every_char() {
+        // The fast path takes ASCII runs byte by byte: check it against the tables.
+        let mut c = StrColumn::new();
+        let chars: Vec<char> = (0..=0x10_ffff).filter_map(char::from_u32).collect();
+        for ch in &chars {
+            c.push_with(|a| lowercase_into(&format!("Ab{ch}CD{ch}"), a));
+        }
+        for (ch, got) in chars.iter().zip(c.iter()) {
+            let want: String = format!("Ab{ch}CD{ch}").chars().flat_map(char::to_lowercase).collect();
+            assert_eq!(got, Some(want.as_str()), "U+{:04X}", u32::from(*ch));
+        }
+    }
+
+    #[test]
     fn trim_and_collapse_alone() {
         assert_eq!(apply(trim_into, "  a  b "), "a  b");
         assert_eq!(apply(collapse_into, "  a  b "), " a b ");
         assert_eq!(apply(lowercase_into, "HeLLo"), "hello");
         assert_eq!(apply(lowercase_into, "ÉCOLE İ"), "école i̇");
+        let long: String = (0..200).map(|i| char::from(b'A' + (i % 26) as u8)).collect();
+        assert_eq!(apply(lowercase_into, &long), long.to_ascii_lowercase());
     }
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use weave_core::{Batch, Column, DataType, Field, PrimitiveColumn, ResourceLimits, Schema, StrColumn};
 
 use super::steps::{builder, sink, source, stateful, transform};
-use super::{Figure, Report, Target, median, thousands};
+use super::{Figure, Report, Target, median, peak_rss, thousands};
 
 /// Batches from the source.
 const BATCHES: u64 = 250;
@@ -232,24 +232,4 @@ fn make_batch(schema: &Arc<Schema>, template: &str, n: u64) -> Batch {
     }
     Batch::new(Arc::clone(schema), vec![Arc::new(Column::Int(ids)), Arc::new(Column::Str(text))])
         .unwrap_or_else(|e| panic!("backpressure: bad batch: {e}"))
-}
-
-/// This process's peak resident set in bytes (`VmHWM`), where Linux reports it.
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kb * 1024)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_peak_rss_is_read_where_linux_reports_it() {
-        if cfg!(target_os = "linux") {
-            assert!(peak_rss().is_some_and(|b| b > 0));
-        }
-    }
 }

@@ -286,7 +286,7 @@ fn verify(raw: &[Raw], schema: &Arc<Schema>) {
 
 /// Where `out` (written by variant `name`) first differs from the baseline's `base`, or
 /// `None` if the bytes are the same.
-fn first_difference(name: &str, out: &[u8], base: &[u8]) -> Option<String> {
+pub(super) fn first_difference(name: &str, out: &[u8], base: &[u8]) -> Option<String> {
     if out == base {
         return None;
     }

@@ -65,6 +65,27 @@ impl Rng {
     }
 }
 
+/// This process's peak resident set in bytes (`VmHWM`), where Linux reports it.
+pub(crate) fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// CPU time this process has used, all threads together (those that have ended too),
+/// from `/proc/self/stat`, where Linux reports it. Ticks are taken as 1/100 s, the value
+/// of `USER_HZ` on every Linux architecture this runs on.
+pub(crate) fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces; the fields after it are space-separated numbers.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line; `rest` starts at field 3.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +110,26 @@ mod tests {
             seen[a.below(5)] = true;
         }
         assert!(seen.iter().all(|&s| s), "{seen:?}");
+    }
+
+    #[test]
+    fn the_peak_rss_is_read_where_linux_reports_it() {
+        if cfg!(target_os = "linux") {
+            assert!(peak_rss().is_some_and(|b| b > 0));
+        }
+    }
+
+    #[test]
+    fn the_cpu_time_grows_with_work() {
+        if cfg!(target_os = "linux") {
+            let before = cpu_time().unwrap_or_default();
+            let mut x = 0u64;
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(100) {
+                x = black_box(x.wrapping_add(1));
+            }
+            let after = cpu_time().unwrap_or_default();
+            assert!(after > before, "{before:?} -> {after:?}");
+        }
     }
 }

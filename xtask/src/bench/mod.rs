@@ -9,9 +9,13 @@
 mod backpressure;
 mod cache;
 mod datasetops;
+mod io;
 mod layout;
+mod loaders;
 mod measure;
 mod monitoring;
+mod near_dedup;
+mod ops;
 mod overhead;
 mod plan;
 mod reliability;
@@ -20,7 +24,7 @@ mod speedup;
 mod steps;
 mod throughput;
 
-pub(crate) use measure::{Rng, median, time};
+pub(crate) use measure::{Rng, cpu_time, median, peak_rss, time};
 pub(crate) use report::{Figure, Report, Target, thousands};
 
 /// A benchmark scenario.
@@ -71,6 +75,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         run: datasetops::run,
     },
     Scenario {
+        name: "loaders",
+        summary: "500,000 records read from JSONL, a JSON array and Parquet, and written as Parquet, vs hand-written readers and the bare parquet crate",
+        run: loaders::run,
+    },
+    Scenario {
         name: "reliability",
         summary: "1,000 runs of a 10-step pipeline where every step call fails transiently with p = 5%, default retries",
         run: reliability::run,
@@ -85,6 +94,21 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         summary: "1M-row load/clean/dedup/export through the weave binary: cache write cost, no-change re-run, replay; blake3 GB/s",
         run: cache::run,
     },
+    Scenario {
+        name: "io",
+        summary: "1M generated CSV rows: load_csv → clean → dedup → export_jsonl on 1 and 2 threads vs a hand-written single pass; peak RSS",
+        run: io::run,
+    },
+    Scenario {
+        name: "ops",
+        summary: "every operator alone on one thread over one generated corpus (200,000 rows): records/s per core and MB/s",
+        run: ops::run,
+    },
+    Scenario {
+        name: "near_dedup",
+        summary: "1M generated records (10% planted near duplicates) through near_dedup, in a child process: records/s, peak RSS, recall",
+        run: near_dedup::run,
+    },
 ];
 
 /// The hidden task `__bench-child <scenario>`: the part of a scenario that must run in a
@@ -92,6 +116,8 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
 pub(crate) fn child(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("backpressure") => backpressure::child(args.get(1).map_or("pass", String::as_str)),
+        Some("io") => io::child(&args[1..]),
+        Some("near_dedup") => near_dedup::child(args.get(1).map_or("near", String::as_str)),
         other => Err(format!("no child task {other:?}")),
     }
 }

@@ -380,11 +380,11 @@ impl Generate {
             out.push(match s {
                 Values::List(l) => l.clone(),
                 Values::File(path) => {
-                    let mut lines = crate::input::Lines::new(path.clone());
+                    let mut lines = crate::input::Lines::new(vec![path.clone()]);
                     let mut values = Vec::new();
-                    while let Some((_, line)) = lines.next_line(ctx)? {
-                        if !line.trim().is_empty() {
-                            values.push(line.to_owned());
+                    while let Some(line) = lines.next_line(ctx)? {
+                        if !line.text.trim().is_empty() {
+                            values.push(line.text.to_owned());
                         }
                     }
                     if values.is_empty() {

@@ -1,0 +1,722 @@
+//! Between Arrow arrays, which the Parquet reader and writer speak, and Weave's columns.
+//!
+//! Reading: booleans, integers and floats become typed columns, strings (and binary data
+//! that is UTF-8) string columns, dates, times, timestamps and decimals strings in ISO 8601
+//! or decimal notation, and lists, structs and maps [`Value`]s in a [`Column::Any`].
+//! Writing: each field's Arrow type is fixed by the first batch ([`FileSchema`]); a field
+//! whose values do not fit one Arrow type (ints and strings mixed, say) is written as JSON
+//! text and marked so that reading it back gives the values again.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Date32Type, Date64Type, Decimal32Type, Decimal64Type, Decimal128Type, Decimal256Type, Float16Type, Float32Type,
+    Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, Time32MillisecondType, Time32SecondType,
+    Time64MicrosecondType, Time64NanosecondType, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use arrow_array::{
+    Array, ArrayRef, ArrowPrimitiveType, BooleanArray, Float64Array, Int64Array, ListArray, OffsetSizeTrait,
+    RecordBatch, RecordBatchOptions, StringArray, StructArray,
+};
+use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType as ArrowType, Field as ArrowField, Fields, Schema as ArrowSchema, TimeUnit};
+use weave_core::{Batch, Column, Field, PrimitiveColumn, Schema, StrColumn, Value, ValueRef};
+
+/// The field metadata key marking a string column that holds JSON text written for a
+/// field of mixed types.
+pub(crate) const JSON_MARK: &str = "weave:json";
+
+// ---------------------------------------------------------------------------------------
+// Arrow to Weave
+// ---------------------------------------------------------------------------------------
+
+/// An Arrow record batch as a batch; messages say which column could not be read.
+pub(crate) fn batch_from_arrow(rb: &RecordBatch) -> Result<Batch, String> {
+    let mut fields = Vec::with_capacity(rb.num_columns());
+    let mut columns = Vec::with_capacity(rb.num_columns());
+    for (f, array) in rb.schema().fields().iter().zip(rb.columns()) {
+        if fields.iter().any(|g: &Field| g.name == *f.name()) {
+            return Err(format!("the column `{}` appears twice", f.name()));
+        }
+        let mut column = column_from_arrow(array.as_ref()).map_err(|e| format!("column `{}`: {e}", f.name()))?;
+        if f.metadata().get(JSON_MARK).is_some_and(|v| v == "true") {
+            column = decode_json(&column).map_err(|e| format!("column `{}`: {e}", f.name()))?;
+        }
+        fields.push(Field::new(f.name().clone(), column.data_type()));
+        columns.push(Arc::new(column));
+    }
+    if fields.is_empty() {
+        // Records with no fields at all: a batch cannot say how many there are.
+        return Ok(Batch::empty());
+    }
+    Batch::new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
+}
+
+/// A string column of JSON texts as the values they hold, typed as loaders type them.
+fn decode_json(column: &Column) -> Result<Column, String> {
+    let Column::Str(c) = column else { return Ok(column.clone()) };
+    let mut out = Column::Null(0);
+    for (i, text) in c.iter().enumerate() {
+        match text {
+            None => out.push(ValueRef::Null),
+            Some(t) => {
+                let v: Value =
+                    serde_json::from_str(t).map_err(|e| format!("row {i} is marked as JSON but is not: {e}"))?;
+                out.push(v.as_ref());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One Arrow array as a column.
+pub(crate) fn column_from_arrow(array: &dyn Array) -> Result<Column, String> {
+    let n = array.len();
+    Ok(match array.data_type() {
+        ArrowType::Null => Column::Null(n),
+        ArrowType::Boolean => {
+            let a = array.as_boolean();
+            Column::Bool(primitive(array, a.values().iter().collect()))
+        }
+        ArrowType::Int8 => ints::<Int8Type>(array),
+        ArrowType::Int16 => ints::<Int16Type>(array),
+        ArrowType::Int32 => ints::<Int32Type>(array),
+        ArrowType::Int64 => ints::<Int64Type>(array),
+        ArrowType::UInt8 => ints::<UInt8Type>(array),
+        ArrowType::UInt16 => ints::<UInt16Type>(array),
+        ArrowType::UInt32 => ints::<UInt32Type>(array),
+        ArrowType::UInt64 => {
+            let a = array.as_primitive::<UInt64Type>();
+            let mut values = Vec::with_capacity(n);
+            for (i, &v) in a.values().iter().enumerate() {
+                match i64::try_from(v) {
+                    Ok(v) => values.push(v),
+                    Err(_) if a.is_null(i) => values.push(0),
+                    Err(_) => return Err(format!("row {i}: {v} does not fit in a 64-bit signed integer")),
+                }
+            }
+            Column::Int(primitive(array, values))
+        }
+        ArrowType::Float16 => {
+            let a = array.as_primitive::<Float16Type>();
+            Column::Float(primitive(array, a.values().iter().map(|v| v.to_f64()).collect()))
+        }
+        ArrowType::Float32 => {
+            let a = array.as_primitive::<Float32Type>();
+            Column::Float(primitive(array, a.values().iter().map(|&v| f64::from(v)).collect()))
+        }
+        ArrowType::Float64 => Column::Float(primitive(array, array.as_primitive::<Float64Type>().values().to_vec())),
+        ArrowType::Utf8 => strings(n, array.as_string::<i32>().value_data().len(), array.as_string::<i32>().iter()),
+        ArrowType::LargeUtf8 => {
+            strings(n, array.as_string::<i64>().value_data().len(), array.as_string::<i64>().iter())
+        }
+        ArrowType::Utf8View => strings(n, 0, array.as_string_view().iter()),
+        ArrowType::Binary => binary(n, array.as_binary::<i32>().iter())?,
+        ArrowType::LargeBinary => binary(n, array.as_binary::<i64>().iter())?,
+        ArrowType::BinaryView => binary(n, array.as_binary_view().iter())?,
+        ArrowType::FixedSizeBinary(_) => binary(n, array.as_fixed_size_binary().iter())?,
+        ArrowType::Date32 => {
+            let a = array.as_primitive::<Date32Type>();
+            formatted(array, |i, buf| write_opt(buf, a.value_as_date(i), "date"))?
+        }
+        ArrowType::Date64 => {
+            let a = array.as_primitive::<Date64Type>();
+            formatted(array, |i, buf| write_opt(buf, a.value_as_date(i), "date"))?
+        }
+        ArrowType::Time32(TimeUnit::Second) => {
+            let a = array.as_primitive::<Time32SecondType>();
+            formatted(array, |i, buf| write_opt(buf, a.value_as_time(i), "time"))?
+        }
+        ArrowType::Time32(TimeUnit::Millisecond) => {
+            let a = array.as_primitive::<Time32MillisecondType>();
+            formatted(array, |i, buf| write_opt(buf, a.value_as_time(i), "time"))?
+        }
+        ArrowType::Time64(TimeUnit::Microsecond) => {
+            let a = array.as_primitive::<Time64MicrosecondType>();
+            formatted(array, |i, buf| write_opt(buf, a.value_as_time(i), "time"))?
+        }
+        ArrowType::Time64(TimeUnit::Nanosecond) => {
+            let a = array.as_primitive::<Time64NanosecondType>();
+            formatted(array, |i, buf| write_opt(buf, a.value_as_time(i), "time"))?
+        }
+        ArrowType::Timestamp(unit, tz) => {
+            // With a time zone, values are instants in UTC; without, wall-clock times.
+            let zone = if tz.is_some() { "Z" } else { "" };
+            macro_rules! timestamps {
+                ($t:ty) => {{
+                    let a = array.as_primitive::<$t>();
+                    formatted(array, |i, buf| {
+                        let dt = a.value_as_datetime(i).ok_or_else(|| format!("row {i}: timestamp out of range"))?;
+                        let _ = write!(buf, "{}{zone}", dt.format("%Y-%m-%dT%H:%M:%S%.f"));
+                        Ok(())
+                    })?
+                }};
+            }
+            match unit {
+                TimeUnit::Second => timestamps!(TimestampSecondType),
+                TimeUnit::Millisecond => timestamps!(TimestampMillisecondType),
+                TimeUnit::Microsecond => timestamps!(TimestampMicrosecondType),
+                TimeUnit::Nanosecond => timestamps!(TimestampNanosecondType),
+            }
+        }
+        ArrowType::Decimal32(_, _) => decimals::<Decimal32Type>(array)?,
+        ArrowType::Decimal64(_, _) => decimals::<Decimal64Type>(array)?,
+        ArrowType::Decimal128(_, _) => decimals::<Decimal128Type>(array)?,
+        ArrowType::Decimal256(_, _) => decimals::<Decimal256Type>(array)?,
+        ArrowType::Dictionary(_, _) => {
+            let d = array.as_any_dictionary();
+            let plain = arrow_select::take::take(d.values().as_ref(), d.keys(), None).map_err(|e| e.to_string())?;
+            column_from_arrow(plain.as_ref())?
+        }
+        ArrowType::List(_)
+        | ArrowType::LargeList(_)
+        | ArrowType::FixedSizeList(_, _)
+        | ArrowType::Struct(_)
+        | ArrowType::Map(_, _) => Column::Any(values_from_arrow(array)?),
+        other => return Err(unsupported(other)),
+    })
+}
+
+fn unsupported(t: &ArrowType) -> String {
+    format!("values of type {t} are not read by Weave; leave the column out with `columns = [...]`")
+}
+
+/// A primitive column of `values`, with the array's nulls.
+fn primitive<T: Copy + Default>(array: &dyn Array, values: Vec<T>) -> PrimitiveColumn<T> {
+    if array.null_count() == 0 {
+        return PrimitiveColumn::from_values(values);
+    }
+    let mut c = PrimitiveColumn::new();
+    for (i, v) in values.into_iter().enumerate() {
+        if array.is_null(i) {
+            c.push_null();
+        } else {
+            c.push(v);
+        }
+    }
+    c
+}
+
+fn ints<T: ArrowPrimitiveType>(array: &dyn Array) -> Column
+where
+    T::Native: Into<i64>,
+{
+    let a = array.as_primitive::<T>();
+    Column::Int(primitive(array, a.values().iter().map(|&v| v.into()).collect()))
+}
+
+fn strings<'a>(n: usize, bytes: usize, rows: impl Iterator<Item = Option<&'a str>>) -> Column {
+    let mut c = StrColumn::with_capacity(n, bytes);
+    for s in rows {
+        match s {
+            Some(s) => c.push(s),
+            None => c.push_null(),
+        }
+    }
+    Column::Str(c)
+}
+
+/// Binary values as strings: many writers store text as plain binary. Bytes that are not
+/// UTF-8 (images, audio) are an error rather than text that means nothing.
+fn binary<'a>(n: usize, rows: impl Iterator<Item = Option<&'a [u8]>>) -> Result<Column, String> {
+    let mut c = StrColumn::with_capacity(n, 0);
+    for (i, b) in rows.enumerate() {
+        match b.map(std::str::from_utf8) {
+            None => c.push_null(),
+            Some(Ok(s)) => c.push(s),
+            Some(Err(_)) => {
+                return Err(format!(
+                    "row {i} holds binary data that is not UTF-8 text; \
+                     leave the column out with `columns = [...]`"
+                ));
+            }
+        }
+    }
+    Ok(Column::Str(c))
+}
+
+/// A string column of each row written by `f` into a buffer reused from row to row.
+fn formatted(array: &dyn Array, mut f: impl FnMut(usize, &mut String) -> Result<(), String>) -> Result<Column, String> {
+    let mut c = StrColumn::with_capacity(array.len(), array.len() * 20);
+    let mut buf = String::new();
+    for i in 0..array.len() {
+        if array.is_null(i) {
+            c.push_null();
+            continue;
+        }
+        buf.clear();
+        f(i, &mut buf)?;
+        c.push(&buf);
+    }
+    Ok(Column::Str(c))
+}
+
+fn write_opt(buf: &mut String, v: Option<impl std::fmt::Display>, what: &str) -> Result<(), String> {
+    let v = v.ok_or_else(|| format!("a {what} out of range"))?;
+    let _ = write!(buf, "{v}");
+    Ok(())
+}
+
+fn decimals<T: arrow_array::types::DecimalType>(array: &dyn Array) -> Result<Column, String> {
+    let a = array.as_primitive::<T>();
+    formatted(array, |i, buf| {
+        buf.push_str(&a.value_as_string(i));
+        Ok(())
+    })
+}
+
+/// Every row of an array as a value: the general, slower path, for nested data.
+fn values_from_arrow(array: &dyn Array) -> Result<Vec<Value>, String> {
+    let valid = |i: usize| !array.is_null(i);
+    Ok(match array.data_type() {
+        ArrowType::List(_) => lists(array.as_list::<i32>(), &valid)?,
+        ArrowType::LargeList(_) => lists(array.as_list::<i64>(), &valid)?,
+        ArrowType::FixedSizeList(_, size) => {
+            let a = array.as_fixed_size_list();
+            let size = usize::try_from(*size).map_err(|e| e.to_string())?;
+            let mut items = values_from_arrow(a.values().as_ref())?;
+            (0..a.len())
+                .map(|i| {
+                    let start = a.value_offset_at(i);
+                    if valid(i) { Value::List(take_values(&mut items, start, start + size)) } else { Value::Null }
+                })
+                .collect()
+        }
+        ArrowType::Struct(fields) => {
+            let a = array.as_struct();
+            let mut children =
+                a.columns().iter().map(|c| values_from_arrow(c.as_ref())).collect::<Result<Vec<_>, _>>()?;
+            (0..a.len())
+                .map(|i| {
+                    if !valid(i) {
+                        return Value::Null;
+                    }
+                    let m: BTreeMap<String, Value> = fields
+                        .iter()
+                        .zip(children.iter_mut())
+                        .map(|(f, c)| (f.name().clone(), std::mem::take(&mut c[i])))
+                        .collect();
+                    Value::Map(m)
+                })
+                .collect()
+        }
+        ArrowType::Map(_, _) => {
+            let a = array.as_map();
+            let keys = values_from_arrow(a.keys().as_ref())?;
+            let mut values = values_from_arrow(a.values().as_ref())?;
+            let offsets = a.value_offsets();
+            (0..a.len())
+                .map(|i| {
+                    if !valid(i) {
+                        return Value::Null;
+                    }
+                    let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+                    let m: BTreeMap<String, Value> = (start..end)
+                        .map(|j| {
+                            let k = match &keys[j] {
+                                Value::Str(s) => s.clone(),
+                                other => other.to_string(),
+                            };
+                            (k, std::mem::take(&mut values[j]))
+                        })
+                        .collect();
+                    Value::Map(m)
+                })
+                .collect()
+        }
+        _ => {
+            let c = column_from_arrow(array)?;
+            match c {
+                Column::Any(v) => v,
+                c => (0..c.len()).map(|i| c.get(i).to_owned()).collect(),
+            }
+        }
+    })
+}
+
+fn lists<O: OffsetSizeTrait>(
+    a: &arrow_array::GenericListArray<O>,
+    valid: &dyn Fn(usize) -> bool,
+) -> Result<Vec<Value>, String> {
+    let mut items = values_from_arrow(a.values().as_ref())?;
+    let offsets = a.value_offsets();
+    Ok((0..a.len())
+        .map(|i| {
+            if valid(i) {
+                Value::List(take_values(&mut items, offsets[i].as_usize(), offsets[i + 1].as_usize()))
+            } else {
+                Value::Null
+            }
+        })
+        .collect())
+}
+
+/// Moves `items[start..end]` out (leaving nulls), clamped to the items there are.
+fn take_values(items: &mut [Value], start: usize, end: usize) -> Vec<Value> {
+    let end = end.min(items.len());
+    let start = start.min(end);
+    items[start..end].iter_mut().map(std::mem::take).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Weave to Arrow
+// ---------------------------------------------------------------------------------------
+
+/// The type a field has in the file: the Arrow types Weave writes.
+#[derive(Debug, Clone, PartialEq)]
+enum Ty {
+    Null,
+    Bool,
+    Int,
+    Float,
+    Str,
+    List(Box<Ty>),
+    /// Fields sorted by name, as maps hold them.
+    Struct(Vec<(String, Ty)>),
+    /// Values of mixed types, written as JSON text.
+    Json,
+}
+
+impl Ty {
+    fn of_value(v: ValueRef<'_>) -> Ty {
+        match v {
+            ValueRef::Null => Ty::Null,
+            ValueRef::Bool(_) => Ty::Bool,
+            ValueRef::Int(_) => Ty::Int,
+            ValueRef::Float(_) => Ty::Float,
+            ValueRef::Str(_) => Ty::Str,
+            ValueRef::List(items) => {
+                Ty::List(Box::new(items.iter().fold(Ty::Null, |t, v| t.unify(Ty::of_value(v.as_ref())))))
+            }
+            ValueRef::Map(m) => Ty::Struct(m.iter().map(|(k, v)| (k.clone(), Ty::of_value(v.as_ref()))).collect()),
+        }
+    }
+
+    /// The type that holds values of both types, or JSON when none does.
+    fn unify(self, other: Ty) -> Ty {
+        match (self, other) {
+            (a, b) if a == b => a,
+            (Ty::Null, t) | (t, Ty::Null) => t,
+            (Ty::Int | Ty::Float, Ty::Int | Ty::Float) => Ty::Float,
+            (Ty::List(a), Ty::List(b)) => Ty::List(Box::new(a.unify(*b))),
+            (Ty::Struct(a), Ty::Struct(b)) => {
+                let mut merged: BTreeMap<String, Ty> = a.into_iter().collect();
+                for (k, t) in b {
+                    let u = match merged.remove(&k) {
+                        Some(old) => old.unify(t),
+                        None => t,
+                    };
+                    merged.insert(k, u);
+                }
+                Ty::Struct(merged.into_iter().collect())
+            }
+            _ => Ty::Json,
+        }
+    }
+
+    /// Whether Parquet can hold this type as it is: no JSON inside, no struct without fields.
+    fn is_writable(&self) -> bool {
+        match self {
+            Ty::Json => false,
+            Ty::List(t) => t.is_writable(),
+            Ty::Struct(fields) => !fields.is_empty() && fields.iter().all(|(_, t)| t.is_writable()),
+            _ => true,
+        }
+    }
+
+    fn arrow(&self) -> ArrowType {
+        match self {
+            Ty::Null => ArrowType::Null,
+            Ty::Bool => ArrowType::Boolean,
+            Ty::Int => ArrowType::Int64,
+            Ty::Float => ArrowType::Float64,
+            Ty::Str | Ty::Json => ArrowType::Utf8,
+            Ty::List(t) => ArrowType::List(Arc::new(ArrowField::new_list_field(t.arrow(), true))),
+            Ty::Struct(fields) => ArrowType::Struct(struct_fields(fields)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Ty::Null => "null".into(),
+            Ty::Bool => "bool".into(),
+            Ty::Int => "int".into(),
+            Ty::Float => "float".into(),
+            Ty::Str => "string".into(),
+            Ty::Json => "JSON text".into(),
+            Ty::List(t) => format!("list of {}", t.describe()),
+            Ty::Struct(fields) => {
+                let f: Vec<String> = fields.iter().map(|(k, t)| format!("{k}: {}", t.describe())).collect();
+                format!("struct {{{}}}", f.join(", "))
+            }
+        }
+    }
+}
+
+fn struct_fields(fields: &[(String, Ty)]) -> Fields {
+    fields.iter().map(|(k, t)| ArrowField::new(k.clone(), t.arrow(), true)).collect()
+}
+
+/// The schema of a Parquet file being written: each field's type, fixed by the first batch.
+#[derive(Debug)]
+pub(crate) struct FileSchema {
+    fields: Vec<(String, Ty)>,
+    arrow: Arc<ArrowSchema>,
+}
+
+impl FileSchema {
+    /// The schema the first batch gives.
+    pub(crate) fn of(batch: &Batch) -> FileSchema {
+        let fields: Vec<(String, Ty)> = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(f, c)| {
+                let ty = match &**c {
+                    Column::Null(_) => Ty::Null,
+                    Column::Bool(_) => Ty::Bool,
+                    Column::Int(_) => Ty::Int,
+                    Column::Float(_) => Ty::Float,
+                    Column::Str(_) => Ty::Str,
+                    other => {
+                        let t = (0..other.len()).fold(Ty::Null, |t, i| t.unify(Ty::of_value(other.get(i))));
+                        if t.is_writable() { t } else { Ty::Json }
+                    }
+                };
+                (f.name.clone(), ty)
+            })
+            .collect();
+        let arrow = ArrowSchema::new(
+            fields
+                .iter()
+                .map(|(name, ty)| {
+                    let f = ArrowField::new(name.clone(), ty.arrow(), true);
+                    if *ty == Ty::Json {
+                        f.with_metadata(BTreeMap::from([(JSON_MARK.to_owned(), "true".to_owned())]))
+                    } else {
+                        f
+                    }
+                })
+                .collect::<Vec<_>>(),
+        );
+        FileSchema { fields, arrow: Arc::new(arrow) }
+    }
+
+    /// The Arrow schema.
+    pub(crate) fn arrow(&self) -> Arc<ArrowSchema> {
+        Arc::clone(&self.arrow)
+    }
+
+    /// A batch as an Arrow record batch of this schema: a field the batch lacks is null,
+    /// ints go into a float field, anything goes into a JSON field; a field the schema lacks
+    /// or a value of another type is an error that names the field.
+    pub(crate) fn record_batch(&self, batch: &Batch) -> Result<RecordBatch, String> {
+        if self.fields.is_empty() && !batch.is_empty() {
+            return Err("records with no fields cannot be written as Parquet rows".to_owned());
+        }
+        if let Some(extra) = batch.schema().names().find(|n| !self.fields.iter().any(|(f, _)| f == n)) {
+            let known: Vec<&str> = self.fields.iter().map(|(f, _)| f.as_str()).collect();
+            return Err(format!(
+                "field `{extra}` is not in the Parquet file's schema, which the first batch set ({})",
+                if known.is_empty() { "no fields".to_owned() } else { known.join(", ") }
+            ));
+        }
+        let mut arrays = Vec::with_capacity(self.fields.len());
+        for (name, ty) in &self.fields {
+            let array = match batch.column(name) {
+                None => arrow_array::new_null_array(&ty.arrow(), batch.len()),
+                Some(c) => array_of(ty, c).map_err(|e| format!("field `{name}`: {e}"))?,
+            };
+            arrays.push(array);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.len()));
+        RecordBatch::try_new_with_options(self.arrow(), arrays, &options).map_err(|e| e.to_string())
+    }
+}
+
+fn conflict(ty: &Ty, found: &str) -> String {
+    format!("{found} values, but the Parquet file's schema (set by the first batch) has {} there", ty.describe())
+}
+
+fn nulls(len: usize, is_null: impl Fn(usize) -> bool) -> Option<NullBuffer> {
+    let valid: Vec<bool> = (0..len).map(|i| !is_null(i)).collect();
+    if valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(valid)) }
+}
+
+/// One column as an array of type `ty`.
+fn array_of(ty: &Ty, column: &Column) -> Result<ArrayRef, String> {
+    Ok(match (ty, column) {
+        (_, Column::Null(n)) => arrow_array::new_null_array(&ty.arrow(), *n),
+        (Ty::Bool, Column::Bool(c)) => Arc::new(BooleanArray::from_iter((0..c.len()).map(|i| c.get(i)))),
+        (Ty::Int, Column::Int(c)) => {
+            Arc::new(Int64Array::new(ScalarBuffer::from(c.values().to_vec()), nulls(c.len(), |i| c.get(i).is_none())))
+        }
+        (Ty::Float, Column::Float(c)) => {
+            Arc::new(Float64Array::new(ScalarBuffer::from(c.values().to_vec()), nulls(c.len(), |i| c.get(i).is_none())))
+        }
+        (Ty::Float, Column::Int(c)) => Arc::new(Float64Array::new(
+            ScalarBuffer::from(c.values().iter().map(|&v| v as f64).collect::<Vec<_>>()),
+            nulls(c.len(), |i| c.get(i).is_none()),
+        )),
+        (Ty::Str, Column::Str(c)) => Arc::new(string_array(c)?),
+        (Ty::Json, _) => Arc::new(StringArray::from_iter((0..column.len()).map(|i| match column.get(i) {
+            ValueRef::Null => None,
+            v => Some(v.to_string()),
+        }))),
+        (Ty::List(_) | Ty::Struct(_), Column::Any(values)) => {
+            let refs: Vec<ValueRef<'_>> = values.iter().map(Value::as_ref).collect();
+            array_of_values(ty, &refs)?
+        }
+        (ty, c) => return Err(conflict(ty, &c.data_type().to_string())),
+    })
+}
+
+/// A string column as an Arrow string array, its text copied row by row into one buffer
+/// (already UTF-8, so unlike building the array from raw buffers, nothing is checked again).
+fn string_array(c: &StrColumn) -> Result<StringArray, String> {
+    if i32::try_from(c.data().len()).is_err() {
+        return Err("more than 2 GiB of text in one batch; make the batches smaller".to_owned());
+    }
+    let mut b = arrow_array::builder::StringBuilder::with_capacity(c.len(), c.data().len());
+    for v in c.iter() {
+        b.append_option(v);
+    }
+    Ok(b.finish())
+}
+
+/// Values as an array of type `ty`, checking each against it.
+fn array_of_values(ty: &Ty, values: &[ValueRef<'_>]) -> Result<ArrayRef, String> {
+    let wrong = |v: &ValueRef<'_>| conflict(ty, v.type_name());
+    Ok(match ty {
+        Ty::Null => match values.iter().find(|v| !v.is_null()) {
+            Some(v) => return Err(wrong(v)),
+            None => arrow_array::new_null_array(&ArrowType::Null, values.len()),
+        },
+        Ty::Bool => Arc::new(
+            values
+                .iter()
+                .map(|v| match v {
+                    ValueRef::Null => Ok(None),
+                    ValueRef::Bool(b) => Ok(Some(*b)),
+                    v => Err(wrong(v)),
+                })
+                .collect::<Result<BooleanArray, String>>()?,
+        ),
+        Ty::Int => Arc::new(
+            values
+                .iter()
+                .map(|v| match v {
+                    ValueRef::Null => Ok(None),
+                    ValueRef::Int(i) => Ok(Some(*i)),
+                    v => Err(wrong(v)),
+                })
+                .collect::<Result<Int64Array, String>>()?,
+        ),
+        Ty::Float => Arc::new(
+            values
+                .iter()
+                .map(|v| match v {
+                    ValueRef::Null => Ok(None),
+                    ValueRef::Int(i) => Ok(Some(*i as f64)),
+                    ValueRef::Float(f) => Ok(Some(*f)),
+                    v => Err(wrong(v)),
+                })
+                .collect::<Result<Float64Array, String>>()?,
+        ),
+        Ty::Str => Arc::new(
+            values
+                .iter()
+                .map(|v| match v {
+                    ValueRef::Null => Ok(None),
+                    ValueRef::Str(s) => Ok(Some(*s)),
+                    v => Err(wrong(v)),
+                })
+                .collect::<Result<StringArray, String>>()?,
+        ),
+        Ty::Json => Arc::new(StringArray::from_iter(values.iter().map(|v| match v {
+            ValueRef::Null => None,
+            v => Some(v.to_string()),
+        }))),
+        Ty::List(item) => {
+            let mut offsets = Vec::with_capacity(values.len() + 1);
+            offsets.push(0i32);
+            let mut items = Vec::new();
+            for v in values {
+                match v {
+                    ValueRef::Null => {}
+                    ValueRef::List(l) => items.extend(l.iter().map(Value::as_ref)),
+                    v => return Err(wrong(v)),
+                }
+                offsets
+                    .push(i32::try_from(items.len()).map_err(|_| "a list column too long for one batch".to_owned())?);
+            }
+            let child = array_of_values(item, &items).map_err(|e| format!("in a list: {e}"))?;
+            let field = Arc::new(ArrowField::new_list_field(item.arrow(), true));
+            Arc::new(
+                ListArray::try_new(
+                    field,
+                    OffsetBuffer::new(ScalarBuffer::from(offsets)),
+                    child,
+                    nulls(values.len(), |i| values[i].is_null()),
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        }
+        Ty::Struct(fields) => {
+            for v in values {
+                match v {
+                    ValueRef::Null => {}
+                    ValueRef::Map(m) => {
+                        if let Some(k) = m.keys().find(|k| !fields.iter().any(|(f, _)| f == *k)) {
+                            return Err(format!(
+                                "key `{k}` is not in the Parquet file's schema (set by the first batch), which has {}",
+                                ty.describe()
+                            ));
+                        }
+                    }
+                    v => return Err(wrong(v)),
+                }
+            }
+            let mut children = Vec::with_capacity(fields.len());
+            for (name, t) in fields {
+                let child: Vec<ValueRef<'_>> = values
+                    .iter()
+                    .map(|v| match v {
+                        ValueRef::Map(m) => m.get(name).map_or(ValueRef::Null, Value::as_ref),
+                        _ => ValueRef::Null,
+                    })
+                    .collect();
+                children.push(array_of_values(t, &child).map_err(|e| format!("in key `{name}`: {e}"))?);
+            }
+            Arc::new(
+                StructArray::try_new(struct_fields(fields), children, nulls(values.len(), |i| values[i].is_null()))
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_unify_to_the_narrowest_that_holds_both() {
+        let t = |v: Value| Ty::of_value(v.as_ref());
+        assert_eq!(t(Value::Int(1)).unify(t(Value::Float(1.5))), Ty::Float);
+        assert_eq!(t(Value::Null).unify(t(Value::Str("x".into()))), Ty::Str);
+        assert_eq!(t(Value::Int(1)).unify(t(Value::Str("x".into()))), Ty::Json);
+        let a = t(serde_json::from_str(r#"{"a": 1, "l": [1]}"#).unwrap());
+        let b = t(serde_json::from_str(r#"{"b": "x", "l": [2.5, null]}"#).unwrap());
+        assert_eq!(
+            a.unify(b),
+            Ty::Struct(vec![("a".into(), Ty::Int), ("b".into(), Ty::Str), ("l".into(), Ty::List(Box::new(Ty::Float)))])
+        );
+        assert!(!t(serde_json::from_str(r#"{}"#).unwrap()).is_writable());
+    }
+}

@@ -1,0 +1,108 @@
+//! The `export_json` step: one JSON array of objects.
+
+use std::path::PathBuf;
+
+use weave_core::{Batch, CanonicalConfig, Params, Shape, Sink, Step, StepContext, StepError, StepInfo, StepKind};
+
+use crate::json::{write_objects, write_pretty_objects};
+use crate::output::{Export, Format, OutputSpec};
+
+/// The `export_json` kind.
+pub(crate) const EXPORT_KIND: StepKind = StepKind {
+    name: "export_json",
+    shape: Shape::Sink,
+    summary: "write records as one JSON array of objects (gzip/zstd, split into parts, partitioned by fields); files appear whole when the run succeeds",
+    keys: &["path", "compression", "level", "max_rows", "max_bytes", "max_partitions", "manifest", "pretty"],
+    build,
+};
+
+/// Writes records as one JSON array of objects, streamed as the batches come (nothing is
+/// held back until the end). Compact by default, an object per line:
+///
+/// ```text
+/// [
+/// {"id":1,"text":"a"},
+/// {"id":2,"text":"b"}
+/// ]
+/// ```
+///
+/// With `pretty = true`, laid out as serde_json's pretty printer does (two spaces a
+/// level). No records give `[]`; every part of a split output is an array of its own.
+#[derive(Debug)]
+pub struct ExportJson {
+    out: Export<JsonArray>,
+    config: CanonicalConfig,
+}
+
+/// A JSON array of objects.
+#[derive(Debug)]
+struct JsonArray {
+    pretty: bool,
+}
+
+impl Format for JsonArray {
+    fn name(&self) -> &'static str {
+        "json"
+    }
+
+    fn rows(&mut self, batch: &Batch, out: &mut Vec<u8>, ends: &mut Vec<usize>) -> Result<(), StepError> {
+        // Every element comes after a comma and a newline; a file's first leaves the comma
+        // out (`lead`).
+        if self.pretty {
+            write_pretty_objects(batch, out, b",\n", |end| ends.push(end));
+        } else {
+            write_objects(batch, out, b",\n", b"", |end| ends.push(end));
+        }
+        Ok(())
+    }
+
+    fn start(&self, out: &mut Vec<u8>) {
+        out.push(b'[');
+    }
+
+    fn lead(&self) -> usize {
+        1
+    }
+
+    fn end(&self, records: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(if records == 0 { b"]\n" } else { b"\n]\n" });
+    }
+}
+
+fn build(p: &Params) -> Option<Step> {
+    let spec = OutputSpec::read(p, "the JSON file to write");
+    let pretty = p.bool("pretty").unwrap_or(false);
+    let spec = spec?;
+    Some(Step::Sink(Box::new(ExportJson {
+        out: Export::new(spec, JsonArray { pretty }),
+        config: p.canonical(&["max_partitions"]),
+    })))
+}
+
+impl StepInfo for ExportJson {
+    fn kind(&self) -> &str {
+        EXPORT_KIND.name
+    }
+
+    fn config(&self) -> CanonicalConfig {
+        self.config.clone()
+    }
+
+    fn files_written(&self) -> Vec<PathBuf> {
+        self.out.files_written()
+    }
+}
+
+impl Sink for ExportJson {
+    fn write(&mut self, batch: &Batch, _ctx: &mut StepContext) -> Result<(), StepError> {
+        self.out.write(batch)
+    }
+
+    fn commit(&mut self, _ctx: &mut StepContext) -> Result<(), StepError> {
+        self.out.commit()
+    }
+
+    fn abort(&mut self) {
+        self.out.abort();
+    }
+}

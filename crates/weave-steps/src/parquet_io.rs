@@ -1,0 +1,691 @@
+//! The `load_parquet` and `export_parquet` steps: Parquet files, the format Hugging Face
+//! datasets ship in, read and written through the parquet crate's Arrow reader and writer.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow_schema::ArrowError;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::basic::{Compression, GzipLevel, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::properties::WriterProperties;
+use weave_core::{
+    Batch, CanonicalConfig, Params, Shape, Sink, Source, Step, StepContext, StepError, StepInfo, StepKind,
+};
+
+use crate::arrow::{FileSchema, batch_from_arrow};
+use crate::output::{AtomicOutput, TempWriter};
+
+/// The `load_parquet` kind.
+pub(crate) const LOAD_KIND: StepKind = StepKind {
+    name: "load_parquet",
+    shape: Shape::Source,
+    summary: "read Parquet files (all columns or some), streaming row group by row group, in batches",
+    keys: &["path", "columns", "batch_size"],
+    build: build_load,
+};
+
+/// The `export_parquet` kind.
+pub(crate) const EXPORT_KIND: StepKind = StepKind {
+    name: "export_parquet",
+    shape: Shape::Sink,
+    summary: "write records as a Parquet file whose schema the first batch sets; it appears whole when the run succeeds",
+    keys: &["path", "compression"],
+    build: build_export,
+};
+
+/// Reads Parquet files (one, or every file a glob matches, in order), `batch_size` rows at
+/// a time, reading only the `columns` asked for. Types map to columns as
+/// [`crate::arrow`] says: numbers and strings to typed columns, nested data to values.
+#[derive(Debug)]
+pub struct LoadParquet {
+    paths: Vec<PathBuf>,
+    columns: Option<Vec<String>>,
+    batch_size: usize,
+    config: CanonicalConfig,
+    /// The next file to open, as an index into `paths`.
+    next_file: usize,
+    /// The file being read, with its index in `paths`, and where each asked-for column is
+    /// in its batches.
+    open: Option<OpenParquet>,
+}
+
+struct OpenParquet {
+    file: usize,
+    reader: ParquetRecordBatchReader,
+    /// The columns of each batch, in the order `columns` asks for (all, in the file's
+    /// order, without it).
+    order: Option<Vec<usize>>,
+}
+
+impl std::fmt::Debug for OpenParquet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenParquet").field("file", &self.file).field("order", &self.order).finish_non_exhaustive()
+    }
+}
+
+fn build_load(p: &Params) -> Option<Step> {
+    let paths = crate::input::input_paths(p, "the Parquet file to read, or a glob pattern");
+    let columns = p.str_list("columns");
+    if let (Some(cols), Some(item)) = (&columns, p.item("columns")) {
+        if cols.is_empty() {
+            p.error_at(item, "`columns` must name at least one column (leave it out to read them all)");
+        }
+        if let Some((_, c)) = cols.iter().enumerate().find(|(i, c)| cols[..*i].contains(c)) {
+            p.error_at(item, format!("`columns` names `{c}` twice"));
+        }
+    }
+    let batch_size = crate::batch_size(p);
+    if p.has_errors() {
+        return None;
+    }
+    Some(Step::Source(Box::new(LoadParquet {
+        paths: paths?,
+        columns,
+        batch_size,
+        config: p.canonical(&["batch_size"]),
+        next_file: 0,
+        open: None,
+    })))
+}
+
+impl StepInfo for LoadParquet {
+    fn kind(&self) -> &str {
+        LOAD_KIND.name
+    }
+
+    fn config(&self) -> CanonicalConfig {
+        self.config.clone()
+    }
+
+    fn files_read(&self) -> Vec<PathBuf> {
+        self.paths.clone()
+    }
+}
+
+/// A file the Parquet reader refuses: not Parquet, cut short, or damaged.
+fn not_parquet(path: &Path, e: impl std::fmt::Display) -> StepError {
+    StepError::fatal(format!("{}: cannot read it as Parquet (is it a Parquet file, and whole?): {e}", path.display()))
+}
+
+impl LoadParquet {
+    fn open(&self, file: usize) -> Result<OpenParquet, StepError> {
+        let path = &self.paths[file];
+        let f = File::open(path).map_err(|e| StepError::environment(format!("cannot open {}", path.display()), e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| not_parquet(path, e))?;
+        let mut builder = builder.with_batch_size(self.batch_size);
+        let mut order = None;
+        if let Some(columns) = &self.columns {
+            let schema = builder.schema();
+            let mut roots = Vec::with_capacity(columns.len());
+            for c in columns {
+                match schema.index_of(c) {
+                    Ok(i) => roots.push(i),
+                    Err(_) => {
+                        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                        return Err(StepError::fatal(format!(
+                            "{}: no column `{c}` (its columns: {})",
+                            path.display(),
+                            names.join(", ")
+                        )));
+                    }
+                }
+            }
+            // The reader gives the chosen columns in the file's order; this puts them back
+            // in the order asked for.
+            let mut sorted = roots.clone();
+            sorted.sort_unstable();
+            order = Some(roots.iter().map(|r| sorted.iter().position(|s| s == r).unwrap_or(0)).collect());
+            let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+            builder = builder.with_projection(mask);
+        }
+        let reader = builder.build().map_err(|e| not_parquet(path, e))?;
+        Ok(OpenParquet { file, reader, order })
+    }
+}
+
+impl Source for LoadParquet {
+    fn next_batch(&mut self, _ctx: &mut StepContext) -> Result<Option<Batch>, StepError> {
+        loop {
+            let open = match &mut self.open {
+                Some(open) => open,
+                None => {
+                    if self.next_file >= self.paths.len() {
+                        return Ok(None);
+                    }
+                    let open = self.open(self.next_file)?;
+                    self.next_file += 1;
+                    self.open.insert(open)
+                }
+            };
+            let path = &self.paths[open.file];
+            let rb = match open.reader.next() {
+                None => {
+                    self.open = None;
+                    continue;
+                }
+                Some(Err(ArrowError::IoError(m, e))) => {
+                    return Err(StepError::environment(format!("cannot read {}: {m}", path.display()), e));
+                }
+                Some(Err(e)) => return Err(not_parquet(path, e)),
+                Some(Ok(rb)) => rb,
+            };
+            let rb = match &open.order {
+                Some(order) => rb.project(order).map_err(|e| StepError::internal(e.to_string()))?,
+                None => rb,
+            };
+            let batch = batch_from_arrow(&rb).map_err(|e| StepError::fatal(format!("{}: {e}", path.display())))?;
+            // Rows without any column (a file of no columns) carry nothing to pass on.
+            if !batch.is_empty() {
+                return Ok(Some(batch));
+            }
+        }
+    }
+}
+
+/// Row groups are cut at about this many encoded bytes, which bounds what the writer holds
+/// in memory (Parquet needs a whole row group before it can write it out).
+const ROW_GROUP_BYTES: usize = 128 << 20;
+
+/// Writes records as one Parquet file, `compression` per column chunk (snappy by
+/// default), into a temporary file renamed into place on commit.
+///
+/// The file's schema is set by the first batch: each field's type (a field of values of
+/// mixed types is written as JSON text and read back as values by `load_parquet`). A later
+/// batch may lack a field (it is null there) or hold ints in a float field; a field the
+/// schema lacks, or values of another type, are an error that names the field.
+pub struct ExportParquet {
+    out: AtomicOutput,
+    compression: Compression,
+    config: CanonicalConfig,
+    /// The Parquet writer, which owns the output's temporary file while it writes.
+    writer: Option<(ArrowWriter<TempWriter>, FileSchema)>,
+}
+
+impl std::fmt::Debug for ExportParquet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportParquet")
+            .field("out", &self.out)
+            .field("compression", &self.compression)
+            .finish_non_exhaustive()
+    }
+}
+
+fn build_export(p: &Params) -> Option<Step> {
+    let path = p.required_path("path", "the Parquet file to write");
+    let compression = match p.choice("compression", &["snappy", "zstd", "gzip", "none"]) {
+        None | Some("snappy") => Compression::SNAPPY,
+        Some("zstd") => Compression::ZSTD(ZstdLevel::default()),
+        Some("gzip") => Compression::GZIP(GzipLevel::default()),
+        Some(_) => Compression::UNCOMPRESSED,
+    };
+    if p.has_errors() {
+        return None;
+    }
+    Some(Step::Sink(Box::new(ExportParquet {
+        out: AtomicOutput::new(path?),
+        compression,
+        config: p.canonical(&[]),
+        writer: None,
+    })))
+}
+
+impl StepInfo for ExportParquet {
+    fn kind(&self) -> &str {
+        EXPORT_KIND.name
+    }
+
+    fn config(&self) -> CanonicalConfig {
+        self.config.clone()
+    }
+
+    fn files_written(&self) -> Vec<PathBuf> {
+        vec![self.out.path().to_path_buf()]
+    }
+}
+
+impl ExportParquet {
+    fn start(&mut self, schema: FileSchema) -> Result<(), StepError> {
+        let props = WriterProperties::builder()
+            .set_compression(self.compression)
+            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+            .build();
+        let file = self.out.take_writer()?;
+        let writer = ArrowWriter::try_new(file, schema.arrow(), Some(props)).map_err(|e| self.error(e))?;
+        self.writer = Some((writer, schema));
+        Ok(())
+    }
+
+    /// A failure of the Parquet writer: the disk's, or ours.
+    fn error(&self, e: ParquetError) -> StepError {
+        let message = format!("cannot write {} as Parquet", self.out.path().display());
+        match e {
+            ParquetError::External(e) if e.is::<std::io::Error>() => StepError::environment(message, e),
+            e => StepError::internal(format!("{message}: {e}")),
+        }
+    }
+}
+
+impl Sink for ExportParquet {
+    fn write(&mut self, batch: &Batch, _ctx: &mut StepContext) -> Result<(), StepError> {
+        if self.writer.is_none() {
+            self.start(FileSchema::of(batch))?;
+        }
+        let Some((writer, schema)) = &mut self.writer else { return Ok(()) };
+        let rb = schema
+            .record_batch(batch)
+            .map_err(|e| StepError::fatal(format!("cannot write {}: {e}", self.out.path().display())))?;
+        match writer.write(&rb) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    fn commit(&mut self, _ctx: &mut StepContext) -> Result<(), StepError> {
+        // No batch came: the file still is a valid Parquet file, of no columns and no rows.
+        if self.writer.is_none() {
+            self.start(FileSchema::of(&Batch::empty()))?;
+        }
+        let Some((writer, _)) = self.writer.take() else { return Ok(()) };
+        // The footer goes last; then the file goes back to be synced and renamed.
+        let file = writer.into_inner().map_err(|e| self.error(e))?;
+        self.out.restore(file);
+        self.out.commit()
+    }
+
+    fn abort(&mut self) {
+        // Dropping the writer drops the temporary file it owns, which deletes it.
+        self.writer = None;
+        self.out.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::Array;
+    use arrow_array::builder::{Int64Builder, MapBuilder, StringBuilder};
+    use arrow_array::types::Int32Type;
+    use arrow_array::{
+        ArrayRef, BinaryArray, Date32Array, Decimal128Array, DictionaryArray, FixedSizeListArray, Float32Array,
+        Int32Array, LargeStringArray, ListArray, RecordBatch, StringArray, StructArray, TimestampMillisecondArray,
+        UInt64Array,
+    };
+    use arrow_buffer::{OffsetBuffer, ScalarBuffer};
+    use arrow_schema::{DataType as ArrowType, Field as ArrowField};
+    use weave_core::{Record, Value};
+
+    use super::*;
+    use crate::tests::{build_step, check_build_errors, read_source, source_error};
+
+    fn export(path: &Path, extra: &str, batches: &[Batch]) -> Result<(), StepError> {
+        let Step::Sink(mut out) =
+            build_step("export_parquet", &format!("path = {:?}\n{extra}", path.to_str().unwrap()))
+        else {
+            panic!()
+        };
+        let mut ctx = StepContext::new("out", 0, 0, Default::default());
+        for b in batches {
+            if let Err(e) = out.write(b, &mut ctx) {
+                out.abort();
+                return Err(e);
+            }
+        }
+        assert!(!path.exists(), "the file must not appear before commit");
+        out.commit(&mut ctx)
+    }
+
+    fn load(path: &Path, extra: &str) -> Vec<Batch> {
+        let Step::Source(mut s) = build_step("load_parquet", &format!("path = {:?}\n{extra}", path.to_str().unwrap()))
+        else {
+            panic!()
+        };
+        let mut ctx = StepContext::new("load", 0, 0, Default::default());
+        let mut out = Vec::new();
+        while let Some(b) = s.next_batch(&mut ctx).unwrap_or_else(|e| panic!("{e}")) {
+            out.push(b);
+        }
+        assert!(ctx.take_rejected().is_empty());
+        out
+    }
+
+    fn records(batches: &[Batch]) -> Vec<Record> {
+        batches.iter().flat_map(Batch::to_records).collect()
+    }
+
+    fn json(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    fn sample() -> (Vec<Batch>, Vec<Record>) {
+        let first = vec![
+            Record::new()
+                .with("id", 1i64)
+                .with("score", 0.5)
+                .with("text", "héllo 😀 \"quoted\"\n")
+                .with("flag", true)
+                .with("tags", json(r#"["a", null, "ü"]"#))
+                .with("meta", json(r#"{"n": 1, "s": "x"}"#))
+                .with("nothing", Value::Null),
+            Record::new()
+                .with("id", 2i64)
+                .with("score", Value::Null)
+                .with("text", "")
+                .with("flag", Value::Null)
+                .with("tags", json("[]"))
+                .with("meta", json(r#"{"n": 2}"#))
+                .with("nothing", Value::Null),
+            Record::new().with("id", Value::Null).with("score", 2.0).with("text", Value::Null),
+        ];
+        // The second batch lacks `flag` and `nothing`, and has an int in the float field.
+        let second = vec![Record::new().with("id", 4i64).with("score", 3i64).with("text", "last")];
+        let batches = vec![Batch::from_records(&first), Batch::from_records(&second)];
+        let expected = [
+            r#"{"id":1,"score":0.5,"text":"héllo 😀 \"quoted\"\n","flag":true,"tags":["a",null,"ü"],"meta":{"n":1,"s":"x"},"nothing":null}"#,
+            r#"{"id":2,"score":null,"text":"","flag":null,"tags":[],"meta":{"n":2,"s":null},"nothing":null}"#,
+            r#"{"id":null,"score":2.0,"text":null,"flag":null,"tags":null,"meta":null,"nothing":null}"#,
+            r#"{"id":4,"score":3.0,"text":"last","flag":null,"tags":null,"meta":null,"nothing":null}"#,
+        ]
+        .iter()
+        .map(|t| serde_json::from_str(t).unwrap())
+        .collect();
+        (batches, expected)
+    }
+
+    #[test]
+    fn export_then_load_gives_the_same_records_whatever_the_compression() {
+        let (batches, expected) = sample();
+        for compression in [
+            "",
+            "compression = \"snappy\"",
+            "compression = \"zstd\"",
+            "compression = \"gzip\"",
+            "compression = \"none\"",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("sub/out.parquet");
+            export(&path, compression, &batches).unwrap();
+            assert_eq!(std::fs::read_dir(dir.path().join("sub")).unwrap().count(), 1, "no temporary file is left");
+            let back = load(&path, "batch_size = 2");
+            assert!(back.iter().all(|b| b.len() <= 2));
+            assert_eq!(records(&back), expected, "{compression}");
+            assert_eq!(
+                back[0].schema().to_string(),
+                "{id: int, score: float, text: string, flag: bool, tags: any, meta: any, nothing: null}"
+            );
+        }
+    }
+
+    #[test]
+    fn columns_are_read_in_the_order_asked_and_a_missing_one_is_named() {
+        let (batches, _) = sample();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.parquet");
+        export(&path, "", &batches).unwrap();
+        let back = load(&path, "columns = [\"text\", \"id\"]");
+        let rows: Vec<String> = records(&back).iter().map(ToString::to_string).collect();
+        assert_eq!(rows[0], r#"{"text":"héllo 😀 \"quoted\"\n","id":1}"#);
+        assert_eq!(rows[3], r#"{"text":"last","id":4}"#);
+        let err = source_error(build_step(
+            "load_parquet",
+            &format!("path = {:?}\ncolumns = [\"id\", \"nope\"]", path.to_str().unwrap()),
+        ));
+        assert_eq!(
+            err.to_string(),
+            format!("{}: no column `nope` (its columns: id, score, text, flag, tags, meta, nothing)", path.display())
+        );
+        check_build_errors(
+            "load_parquet",
+            &format!("path = {:?}\ncolumns = []", path.to_str().unwrap()),
+            &["2:11 `columns` must name at least one column (leave it out to read them all)"],
+        );
+        check_build_errors(
+            "load_parquet",
+            &format!("path = {:?}\ncolumns = [\"id\", \"id\"]", path.to_str().unwrap()),
+            &["2:11 `columns` names `id` twice"],
+        );
+        check_build_errors(
+            "export_parquet",
+            "path = \"x.parquet\"\ncompression = \"snapy\"",
+            &["2:15 `compression` must be one of \"snappy\", \"zstd\", \"gzip\", \"none\", not \"snapy\""],
+        );
+    }
+
+    #[test]
+    fn a_field_of_mixed_types_is_written_as_json_and_read_back_as_values() {
+        let recs = vec![
+            Record::new().with("v", 1i64),
+            Record::new().with("v", "one"),
+            Record::new().with("v", json(r#"{"k": [1, "x"]}"#)),
+            Record::new().with("v", Value::Null),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.parquet");
+        export(&path, "", &[Batch::from_records(&recs)]).unwrap();
+        assert_eq!(records(&load(&path, "")), recs);
+        // Other readers see JSON text.
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap().build().unwrap();
+        let rb = reader.into_iter().next().unwrap().unwrap();
+        assert_eq!(rb.schema().field(0).data_type(), &ArrowType::Utf8);
+        assert_eq!(rb.column(0).as_any().downcast_ref::<StringArray>().unwrap().value(1), "\"one\"");
+    }
+
+    #[test]
+    fn a_later_batch_that_does_not_fit_the_schema_is_an_error_naming_the_field() {
+        let first = Batch::from_records(&[Record::new().with("n", 1i64).with("m", json(r#"{"a": 1}"#))]);
+        let cases = [
+            (
+                Record::new().with("n", "x"),
+                "field `n`: string values, but the Parquet file's schema (set by the first batch) has int there",
+            ),
+            (
+                Record::new().with("n", 1.5),
+                "field `n`: float values, but the Parquet file's schema (set by the first batch) has int there",
+            ),
+            (
+                Record::new().with("extra", 1i64),
+                "field `extra` is not in the Parquet file's schema, which the first batch set (n, m)",
+            ),
+            (
+                Record::new().with("m", json(r#"{"a": "x"}"#)),
+                "field `m`: in key `a`: string values, but the Parquet file's schema (set by the first batch) has int there",
+            ),
+            (
+                Record::new().with("m", json(r#"{"b": 1}"#)),
+                "field `m`: key `b` is not in the Parquet file's schema (set by the first batch), which has struct {a: int}",
+            ),
+        ];
+        for (late, message) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("out.parquet");
+            let err = export(&path, "", &[first.clone(), Batch::from_records(&[late])]).unwrap_err();
+            assert_eq!(err.to_string(), format!("cannot write {}: {message}", path.display()));
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "an aborted export leaves nothing");
+        }
+    }
+
+    #[test]
+    fn empty_input_gives_a_valid_file_that_loads_as_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = dir.path().join("none.parquet");
+        export(&none, "", &[]).unwrap();
+        assert!(records(&load(&none, "")).is_empty());
+        // No rows but known columns: the columns are in the file.
+        let empty = Batch::from_records(&[Record::new().with("a", 1i64)]).filter(&[false]);
+        let cols = dir.path().join("cols.parquet");
+        export(&cols, "", &[empty]).unwrap();
+        assert!(records(&load(&cols, "")).is_empty());
+        let err = source_error(build_step(
+            "load_parquet",
+            &format!("path = {:?}\ncolumns = [\"b\"]", cols.to_str().unwrap()),
+        ));
+        assert!(err.to_string().ends_with("no column `b` (its columns: a)"), "{err}");
+        // Records of no fields cannot be rows of a Parquet file: an error, not a silent drop.
+        let err = export(&dir.path().join("x.parquet"), "", &[Batch::from_records(&[Record::new()])]).unwrap_err();
+        assert!(err.to_string().ends_with("records with no fields cannot be written as Parquet rows"), "{err}");
+    }
+
+    #[test]
+    fn truncated_damaged_and_other_files_are_errors_that_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.parquet");
+        let recs: Vec<Record> = (0..5000)
+            .map(|i| Record::new().with("i", i as i64).with("t", format!("row {i} {}", "x".repeat(i % 50))))
+            .collect();
+        export(&good, "", &[Batch::from_records(&recs)]).unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        let mut damaged = bytes.clone();
+        // The column chunks start after the 4-byte magic: spoil the first page's header.
+        damaged[4..40].fill(0xff);
+        let cases: [(&str, &[u8]); 5] = [
+            ("empty.parquet", b""),
+            ("text.parquet", b"{\"not\": \"parquet\"}\n"),
+            ("half.parquet", &bytes[..bytes.len() / 2]),
+            ("tail.parquet", &bytes[..bytes.len() - 1]),
+            ("damaged.parquet", &damaged),
+        ];
+        for (name, content) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            let err = source_error(build_step("load_parquet", &format!("path = {:?}", path.to_str().unwrap())));
+            let prefix = format!("{}: cannot read it as Parquet (is it a Parquet file, and whole?): ", path.display());
+            assert!(err.to_string().starts_with(&prefix), "{name}: {err}");
+            assert_eq!(err.origin(), weave_core::ErrorOrigin::User);
+        }
+        let err = source_error(build_step("load_parquet", "path = \"/nonexistent/x.parquet\""));
+        assert_eq!(
+            (err.to_string().as_str(), err.origin()),
+            ("cannot open /nonexistent/x.parquet", weave_core::ErrorOrigin::Environment)
+        );
+    }
+
+    /// A file written by the parquet crate's own writer, with types Weave does not write
+    /// (as other tools write them), in row groups of 1000 rows.
+    fn foreign_file(path: &Path, rows: usize) {
+        let n = rows;
+        let i32s: ArrayRef = Arc::new(Int32Array::from_iter((0..n).map(|i| (i % 7 != 3).then_some(i as i32))));
+        let u64s: ArrayRef = Arc::new(UInt64Array::from_iter_values((0..n).map(|i| i as u64 * 3)));
+        let f32s: ArrayRef = Arc::new(Float32Array::from_iter_values((0..n).map(|i| i as f32 / 4.0)));
+        let large: ArrayRef = Arc::new(LargeStringArray::from_iter_values((0..n).map(|i| format!("large {i}"))));
+        let dict: ArrayRef =
+            Arc::new(DictionaryArray::<Int32Type>::from_iter((0..n).map(|i| ["train", "test"][i % 2])));
+        let dates: ArrayRef = Arc::new(Date32Array::from_iter_values((0..n).map(|i| 19_000 + i as i32)));
+        let stamps: ArrayRef = Arc::new(
+            TimestampMillisecondArray::from_iter_values((0..n).map(|i| 1_700_000_000_000 + i as i64 * 1500))
+                .with_timezone("UTC"),
+        );
+        let decimals: ArrayRef = Arc::new(
+            Decimal128Array::from_iter_values((0..n).map(|i| i as i128 * 101)).with_precision_and_scale(10, 2).unwrap(),
+        );
+        let text_bytes: ArrayRef =
+            Arc::new(BinaryArray::from_iter_values((0..n).map(|i| format!("bytes {i}").into_bytes())));
+        let fixed: ArrayRef = Arc::new(FixedSizeListArray::from_iter_primitive::<Int32Type, _, _>(
+            (0..n).map(|i| Some(vec![Some(i as i32), None])),
+            2,
+        ));
+        // Chat messages as Hugging Face datasets hold them: list<struct<role, content>>.
+        let role: ArrayRef = Arc::new(StringArray::from_iter_values((0..2 * n).map(|j| ["user", "assistant"][j % 2])));
+        let content: ArrayRef = Arc::new(StringArray::from_iter_values((0..2 * n).map(|j| format!("m{j}"))));
+        let message = StructArray::from(vec![
+            (Arc::new(ArrowField::new("role", ArrowType::Utf8, false)), role),
+            (Arc::new(ArrowField::new("content", ArrowType::Utf8, false)), content),
+        ]);
+        let item = Arc::new(ArrowField::new_list_field(message.data_type().clone(), false));
+        let offsets = OffsetBuffer::new(ScalarBuffer::from((0..=n).map(|i| 2 * i as i32).collect::<Vec<_>>()));
+        let messages: ArrayRef = Arc::new(ListArray::try_new(item, offsets, Arc::new(message), None).unwrap());
+        let mut map = MapBuilder::new(None, StringBuilder::new(), Int64Builder::new());
+        for i in 0..n {
+            map.keys().append_value("len");
+            map.values().append_value(i as i64);
+            map.append(true).unwrap();
+        }
+        let maps: ArrayRef = Arc::new(map.finish());
+        let rb = RecordBatch::try_from_iter([
+            ("i32", i32s),
+            ("u64", u64s),
+            ("f32", f32s),
+            ("large", large),
+            ("split", dict),
+            ("date", dates),
+            ("at", stamps),
+            ("price", decimals),
+            ("raw", text_bytes),
+            ("pair", fixed),
+            ("messages", messages),
+            ("counts", maps),
+        ])
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(1000))
+            .set_compression(Compression::SNAPPY)
+            .build();
+        let mut w = ArrowWriter::try_new(File::create(path).unwrap(), rb.schema(), Some(props)).unwrap();
+        w.write(&rb).unwrap();
+        w.close().unwrap();
+    }
+
+    #[test]
+    fn files_from_other_writers_map_to_columns_row_group_by_row_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("foreign.parquet");
+        foreign_file(&path, 2500);
+        let back = load(&path, "batch_size = 300");
+        assert!(back.iter().all(|b| b.len() <= 300));
+        assert_eq!(back.iter().map(Batch::len).sum::<usize>(), 2500);
+        assert_eq!(
+            back[0].schema().to_string(),
+            "{i32: int, u64: int, f32: float, large: string, split: string, date: string, at: string, \
+             price: string, raw: string, pair: any, messages: any, counts: any}"
+        );
+        let all = records(&back);
+        assert_eq!(
+            all[1001].to_string(),
+            r#"{"i32":1001,"u64":3003,"f32":250.25,"large":"large 1001","split":"test","date":"2024-10-05","at":"2023-11-14T22:38:21.500Z","price":"1011.01","raw":"bytes 1001","pair":[1001,null],"messages":[{"content":"m2002","role":"user"},{"content":"m2003","role":"assistant"}],"counts":{"len":1001}}"#
+        );
+        assert_eq!(all[3].get("i32"), Some(&Value::Null));
+    }
+
+    #[test]
+    fn binary_that_is_not_text_is_an_error_unless_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images.parquet");
+        let image: ArrayRef = Arc::new(BinaryArray::from_iter_values([b"\x89PNG\r\n\x1a\n".to_vec()]));
+        let label: ArrayRef = Arc::new(Int32Array::from(vec![7]));
+        let rb = RecordBatch::try_from_iter([("image", image), ("label", label)]).unwrap();
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), rb.schema(), None).unwrap();
+        w.write(&rb).unwrap();
+        w.close().unwrap();
+        let err = source_error(build_step("load_parquet", &format!("path = {:?}", path.to_str().unwrap())));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: column `image`: row 0 holds binary data that is not UTF-8 text; \
+                 leave the column out with `columns = [...]`",
+                path.display()
+            )
+        );
+        let back = load(&path, "columns = [\"label\"]");
+        assert_eq!(records(&back), [Record::new().with("label", 7i64)]);
+    }
+
+    #[test]
+    fn a_glob_of_shards_is_one_stream_in_sorted_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, name) in
+            ["shards/b/part-1.parquet", "shards/a/part-0.parquet", "shards/a/part-2.parquet"].iter().enumerate()
+        {
+            let path = dir.path().join(name);
+            export(&path, "", &[Batch::from_records(&[Record::new().with("shard", i as i64)])]).unwrap();
+        }
+        let step = build_step(
+            "load_parquet",
+            &format!("path = {:?}", dir.path().join("shards/**/part-*.parquet").to_str().unwrap()),
+        );
+        assert_eq!(step.info().files_read().len(), 3);
+        let (rows, _) = read_source(step);
+        assert_eq!(rows, [r#"{"shard":1}"#, r#"{"shard":2}"#, r#"{"shard":0}"#]);
+    }
+}
