@@ -111,7 +111,6 @@ pub fn registry() -> weave_core::Registry {
         dataset::FILTER_KIND,
         dataset::SAMPLE_KIND,
         dataset::COMPARE_KIND,
-        llm::AUGMENT_KIND,
         llm::GENERATE_KIND,
         llm::JUDGE_KIND,
         jsonl::EXPORT_KIND,

@@ -1,58 +1,54 @@
-//! The `llm_augment` step: a text field rewritten by an LLM noiser (style transfer,
-//! persona, sentiment, language errors, locale, context-aware noise, domain errors,
-//! typos), written beside the original with the noiser and the seed that produced it.
+//! The LLM noisers of the `augment` step (style transfer, persona, sentiment, language
+//! errors, locale, context-aware noise, domain errors, typos): a text field rewritten by an
+//! LLM, written beside the original with the noiser and the seed that produced it, as the
+//! rule-based noisers do. A step with an LLM noiser is built here, so that it sends the
+//! requests of a batch at once.
 
 use std::sync::Arc;
 
 use weave_core::{
-    Batch, CanonicalConfig, ConfValue, DataType, Diagnostic, Params, Rejected, Resources, Shape, Step, StepContext,
-    StepError, StepInfo, StepKind, StrColumn, Transform, ValueRef, did_you_mean,
+    Batch, CanonicalConfig, ConfItem, ConfValue, DataType, Diagnostic, Params, Rejected, Resources, Step, StepContext,
+    StepError, StepInfo, StrColumn, Transform, ValueRef, did_you_mean,
 };
 
 use super::prompt::{self, Prompt, Var};
 use super::{Either, LlmCall, Outcome, Request};
 
-/// The `llm_augment` kind.
-pub(crate) const KIND: StepKind = StepKind {
-    name: "llm_augment",
-    shape: Shape::Transform,
-    summary: "write an LLM-rewritten copy of a text field (style transfer, persona, sentiment, language errors, locale, context, domain errors, typos), with the noiser and seed",
-    keys: &[
-        "noiser",
-        "field",
-        "output",
-        "template",
-        "llm",
-        "concurrency",
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "stop",
-        "system",
-        "style",
-        "styles",
-        "persona",
-        "description",
-        "traits",
-        "examples",
-        "instructions",
-        "sentiment",
-        "intensity",
-        "preserve",
-        "language",
-        "error_types",
-        "rate",
-        "locale",
-        "context_field",
-        "context_type",
-        "window",
-        "domain",
-        "categories",
-        "frequency",
-        "severity",
-    ],
-    build,
-};
+/// The keys an `augment` step with an LLM noiser takes besides `field` and `output` (the
+/// `augment` kind lists them with its own).
+#[cfg(test)]
+pub(crate) const KEYS: &[&str] = &[
+    "noiser",
+    "template",
+    "llm",
+    "concurrency",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "system",
+    "style",
+    "styles",
+    "persona",
+    "description",
+    "traits",
+    "examples",
+    "instructions",
+    "sentiment",
+    "intensity",
+    "preserve",
+    "language",
+    "error_types",
+    "rate",
+    "locale",
+    "context_field",
+    "context_type",
+    "window",
+    "domain",
+    "categories",
+    "frequency",
+    "severity",
+];
 
 /// The keys that belong to one noiser or another.
 const NOISER_KEYS: &[&str] = &[
@@ -278,6 +274,25 @@ fn def(name: &str) -> Option<&'static Def> {
     DEFS.iter().find(|d| d.name == name)
 }
 
+/// The names of the LLM noisers.
+pub(crate) fn noiser_names() -> impl Iterator<Item = &'static str> {
+    DEFS.iter().map(|d| d.name)
+}
+
+/// Whether a noiser entry of `augment` (a name, or a table with `kind`) names an LLM noiser
+/// (or means to: its name starts with `llm_`).
+pub(crate) fn is_llm_noiser(item: &ConfItem) -> bool {
+    let name = match &item.value {
+        ConfValue::Str(s) => s.as_str(),
+        ConfValue::Table(t) => match t.get("kind").map(|k| &k.value) {
+            Some(ConfValue::Str(s)) => s.as_str(),
+            _ => return false,
+        },
+        _ => return false,
+    };
+    name.starts_with("llm_")
+}
+
 /// The error for a noiser name that is not one.
 fn unknown_noiser(p: &Params, item: &weave_core::ConfItem, name: &str) {
     let names: Vec<&str> = DEFS.iter().map(|d| d.name).collect();
@@ -292,26 +307,30 @@ fn unknown_noiser(p: &Params, item: &weave_core::ConfItem, name: &str) {
     p.push(d);
 }
 
-fn build(p: &Params) -> Option<Step> {
+/// Builds an `augment` step whose noiser, written at `noiser` (a name or a table), is an
+/// LLM noiser (alone: `augment` refuses a chain with one).
+pub(crate) fn build(p: &Params, noiser: &ConfItem) -> Option<Step> {
     let field = p.str("field").unwrap_or_else(|| "text".to_owned());
     let output = p.str("output").unwrap_or_else(|| format!("{field}_noisy"));
+    if output == field
+        && let Some(item) = p.item("output")
+    {
+        p.error_at(item, "`output` must differ from `field`: augment keeps the original text");
+    }
     let mut table: Option<Params> = None;
     let mut chosen: Option<&'static Def> = None;
-    match p.item("noiser") {
-        None => p.push(
-            Diagnostic::error(format!(
-                "missing required key `noiser` (one of {})",
-                DEFS.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
-            ))
-            .with_code("missing-key"),
-        ),
-        Some(item) => match &item.value {
+    {
+        let item = noiser;
+        match &item.value {
             ConfValue::Str(name) => match def(name) {
                 Some(d) => chosen = Some(d),
                 None => unknown_noiser(p, item, name),
             },
-            ConfValue::Table(_) => {
-                let t = p.table("noiser")?;
+            ConfValue::Table(t) => {
+                let t = Params::new(t.clone(), p.file().clone(), "`noiser`", p.step_id().map(str::to_owned))
+                    .spanning(item.span.clone())
+                    .with_context(p.context())
+                    .with_retry(p.retry_policy());
                 if let Some(kind) = t.required_str("kind", "the noiser, such as \"llm_style_transfer\"") {
                     match def(&kind) {
                         Some(d) => chosen = Some(d),
@@ -324,16 +343,9 @@ fn build(p: &Params) -> Option<Step> {
                 }
                 table = Some(t);
             }
-            other => {
-                p.error_at(
-                    item,
-                    format!(
-                        "`noiser` must be a noiser's name or a table such as {{ kind = \"llm_style_transfer\", style = \"casual\" }}, not {}",
-                        other.type_name()
-                    ),
-                );
-            }
-        },
+            // `augment` sends only names and tables here (see `is_llm_noiser`).
+            _ => {}
+        }
     }
     let src = table.as_ref().unwrap_or(p);
     let settings = chosen.and_then(|d| (d.read)(src));
@@ -689,7 +701,7 @@ impl LlmAugment {
 
 impl StepInfo for LlmAugment {
     fn kind(&self) -> &str {
-        KIND.name
+        "augment"
     }
 
     fn config(&self) -> CanonicalConfig {

@@ -1,5 +1,5 @@
-//! LLM-backed steps: `llm_augment` (the LLM noisers), `llm_generate` and `llm_judge`, on
-//! an OpenAI-compatible `/chat/completions` endpoint named by an `[llm.NAME]` table.
+//! LLM-backed steps: the LLM noisers of `augment`, `llm_generate` and `llm_judge`, on an
+//! OpenAI-compatible `/chat/completions` endpoint named by an `[llm.NAME]` table.
 //!
 //! - `client.rs`: one [`Endpoint`](client::Endpoint) per provider and pipeline (its HTTP
 //!   agent, API key, rate budget), shared by every step that names the provider; a
@@ -31,8 +31,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use weave_core::{CanonicalConfig, Diagnostic, ErrorOrigin, LlmProvider, Params, RetryPolicy, StepContext, StepError};
 
-pub(crate) use augment::KIND as AUGMENT_KIND;
 pub use augment::LlmAugment;
+pub(crate) use augment::{build as build_augment, is_llm_noiser, noiser_names};
 pub(crate) use generate::KIND as GENERATE_KIND;
 pub use generate::LlmGenerate;
 pub(crate) use judge::KIND as JUDGE_KIND;

@@ -144,10 +144,14 @@ fn text_of(prompt: &str) -> &str {
 
 #[test]
 fn every_llm_kind_takes_the_common_keys() {
-    for kind in [super::AUGMENT_KIND, super::GENERATE_KIND, super::JUDGE_KIND] {
+    for kind in [super::GENERATE_KIND, super::JUDGE_KIND] {
         for k in super::COMMON_KEYS {
             assert!(kind.keys.contains(k), "{} lacks `{k}`", kind.name);
         }
+    }
+    // `augment` lists the keys of its LLM noisers with its own.
+    for k in super::COMMON_KEYS.iter().chain(super::augment::KEYS) {
+        assert!(crate::augment::KIND.keys.contains(k), "augment lacks `{k}`");
     }
 }
 
@@ -155,7 +159,7 @@ fn every_llm_kind_takes_the_common_keys() {
 fn style_transfer_sends_the_prompt_and_writes_beside_the_original() {
     let server = TestServer::start(|r| Reply::text(format!("  TECH: {}\n", text_of(r.prompt())))).unwrap();
     let env = env(&server);
-    let step = build("llm_augment", "noiser = \"llm_style_transfer\"\nstyle = \"technical\"", &env.ctx);
+    let step = build("augment", "noiser = \"llm_style_transfer\"\nstyle = \"technical\"", &env.ctx);
     let c = call(&*step, &texts(&["my phone broke", "the app is slow"]));
     assert_eq!(strings(&c.column("text")), ["my phone broke", "the app is slow"], "the original is kept");
     assert_eq!(strings(&c.column("text_noisy")), ["TECH: my phone broke", "TECH: the app is slow"]);
@@ -215,7 +219,7 @@ fn every_record_is_answered_or_set_aside_with_a_reason_never_both_never_twice() 
     })
     .unwrap();
     let env = env(&server);
-    let step = build("llm_augment", "noiser = \"llm_typos\"\nconcurrency = 8", &env.ctx);
+    let step = build("augment", "noiser = \"llm_typos\"\nconcurrency = 8", &env.ctx);
     let names: Vec<String> = (0..60).map(|i| format!("record {i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let c = call(&*step, &texts(&refs));
@@ -267,14 +271,14 @@ fn a_rerun_asks_nothing_already_answered_and_settings_that_change_no_answer_keep
     .unwrap();
     let env = env(&server);
     let batch = texts(&["a", "b", "long one"]);
-    let first = build("llm_augment", "noiser = \"llm_typos\"\nmax_tokens = 5", &env.ctx);
+    let first = build("augment", "noiser = \"llm_typos\"\nmax_tokens = 5", &env.ctx);
     let c1 = call(&*first, &batch);
     assert_eq!(c1.rejected.len(), 1);
     assert_eq!(c1.rejected[0].0, "llm_typos: the answer was cut off at max_tokens = 5 (raise `max_tokens`)");
     assert_eq!(server.total(), 3);
 
     // The same step again (a re-run, a resumed run): nothing is sent.
-    let again = build("llm_augment", "noiser = \"llm_typos\"\nmax_tokens = 5\nconcurrency = 3", &env.ctx);
+    let again = build("augment", "noiser = \"llm_typos\"\nmax_tokens = 5\nconcurrency = 3", &env.ctx);
     let c2 = call(&*again, &batch);
     assert_eq!(server.total(), 3, "concurrency changes no answer");
     assert_eq!(c2.column("text_noisy"), c1.column("text_noisy"));
@@ -282,7 +286,7 @@ fn a_rerun_asks_nothing_already_answered_and_settings_that_change_no_answer_keep
     assert!(c2.stat("cached_tokens") > 0);
 
     // A larger limit: the finished answers still serve; the cut one is asked again.
-    let larger = build("llm_augment", "noiser = \"llm_typos\"\nmax_tokens = 500", &env.ctx);
+    let larger = build("augment", "noiser = \"llm_typos\"\nmax_tokens = 500", &env.ctx);
     let c3 = call(&*larger, &batch);
     assert!(c3.rejected.is_empty());
     assert_eq!(server.total(), 4);
@@ -290,7 +294,7 @@ fn a_rerun_asks_nothing_already_answered_and_settings_that_change_no_answer_keep
     assert_eq!(strings(&c3.column("text_noisy")), ["v1 a", "v1 b", "v1 long one"]);
 
     // What changes the answer changes the request: a new temperature is asked again.
-    let hotter = build("llm_augment", "noiser = \"llm_typos\"\nmax_tokens = 500\ntemperature = 1.2", &env.ctx);
+    let hotter = build("augment", "noiser = \"llm_typos\"\nmax_tokens = 500\ntemperature = 1.2", &env.ctx);
     call(&*hotter, &batch);
     assert_eq!(server.total(), 7);
 }
@@ -299,7 +303,7 @@ fn a_rerun_asks_nothing_already_answered_and_settings_that_change_no_answer_keep
 fn without_a_cache_every_run_asks_again() {
     let server = TestServer::echo().unwrap();
     let env = env_with(vec![provider(&server.url(), None)], false);
-    let step = build("llm_augment", "noiser = \"llm_typos\"", &env.ctx);
+    let step = build("augment", "noiser = \"llm_typos\"", &env.ctx);
     call(&*step, &texts(&["a", "b"]));
     call(&*step, &texts(&["a", "b"]));
     assert_eq!(server.total(), 4);
@@ -309,7 +313,7 @@ fn without_a_cache_every_run_asks_again() {
 fn a_batch_sends_its_requests_at_once_up_to_the_concurrency() {
     let server = TestServer::builder().latency(Duration::from_millis(50)).start(|r| Reply::text(r.prompt())).unwrap();
     let env = env(&server);
-    let step = build("llm_augment", "noiser = \"llm_typos\"\nconcurrency = 8", &env.ctx);
+    let step = build("augment", "noiser = \"llm_typos\"\nconcurrency = 8", &env.ctx);
     let names: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let c = call(&*step, &texts(&refs));
@@ -327,7 +331,7 @@ fn output_is_the_same_whatever_the_concurrency() {
     let mut outs = Vec::new();
     for conc in [1, 7] {
         let env = env(&server);
-        let step = build("llm_augment", &format!("noiser = \"llm_typos\"\nconcurrency = {conc}"), &env.ctx);
+        let step = build("augment", &format!("noiser = \"llm_typos\"\nconcurrency = {conc}"), &env.ctx);
         let names: Vec<String> = (0..30).map(|i| format!("t{i}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         outs.push(call(&*step, &texts(&refs)).out().clone());
@@ -340,8 +344,8 @@ fn steps_of_one_provider_share_its_rate_budget() {
     let server = TestServer::echo().unwrap();
     // 600 a minute: 10 a second, a burst of 10.
     let env = env_with(vec![provider(&server.url(), Some(600))], false);
-    let a = build("llm_augment", "noiser = \"llm_typos\"\nconcurrency = 16", &env.ctx);
-    let b = build("llm_augment", "noiser = \"llm_style_transfer\"\nstyle = \"casual\"\nconcurrency = 16", &env.ctx);
+    let a = build("augment", "noiser = \"llm_typos\"\nconcurrency = 16", &env.ctx);
+    let b = build("augment", "noiser = \"llm_style_transfer\"\nstyle = \"casual\"\nconcurrency = 16", &env.ctx);
     let names: Vec<String> = (0..15).map(|i| format!("t{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let batch = texts(&refs);
@@ -367,7 +371,7 @@ fn a_429_pauses_every_request_to_the_provider() {
     })
     .unwrap();
     let env = env(&server);
-    let step = build("llm_augment", "noiser = \"llm_typos\"\nconcurrency = 4", &env.ctx);
+    let step = build("augment", "noiser = \"llm_typos\"\nconcurrency = 4", &env.ctx);
     let names: Vec<String> = (0..12).map(|i| format!("t{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let c = call(&*step, &texts(&refs));
@@ -387,7 +391,7 @@ fn a_429_pauses_every_request_to_the_provider() {
 fn a_provider_that_refuses_the_key_stops_the_step_without_repeating_the_key() {
     let server = TestServer::builder().api_key("sk-the-right-one").start(|_| Reply::text("ok")).unwrap();
     let env = env(&server);
-    let step = build("llm_augment", "noiser = \"llm_typos\"", &env.ctx);
+    let step = build("augment", "noiser = \"llm_typos\"", &env.ctx);
     let c = call(&*step, &texts(&["a"]));
     let err = c.out.unwrap_err();
     assert!(matches!(err.class(), weave_core::ErrorClass::Fatal));
@@ -401,12 +405,12 @@ fn a_missing_key_variable_is_a_warning_when_built_and_an_error_when_run() {
     p.api_key_env = Some("WEAVE_TEST_NO_SUCH_KEY_VAR".into());
     let env = env_with(vec![p], false);
     assert_eq!(
-        diagnostics("llm_augment", "noiser = \"llm_typos\"", &env.ctx),
+        diagnostics("augment", "noiser = \"llm_typos\"", &env.ctx),
         [
             "- the environment variable `WEAVE_TEST_NO_SUCH_KEY_VAR` (`api_key_env` of [llm.local]) is not set: set it to the API key"
         ]
     );
-    let step = build("llm_augment", "noiser = \"llm_typos\"", &env.ctx);
+    let step = build("augment", "noiser = \"llm_typos\"", &env.ctx);
     let err = call(&*step, &texts(&["a"])).out.unwrap_err();
     assert!(err.to_string().starts_with("the environment variable `WEAVE_TEST_NO_SUCH_KEY_VAR`"), "{err}");
 }
@@ -415,7 +419,7 @@ fn a_missing_key_variable_is_a_warning_when_built_and_an_error_when_run() {
 fn nulls_pass_through_and_non_text_is_a_bad_record() {
     let server = TestServer::echo().unwrap();
     let env = env(&server);
-    let step = build("llm_augment", "noiser = \"llm_typos\"", &env.ctx);
+    let step = build("augment", "noiser = \"llm_typos\"", &env.ctx);
     let batch = Batch::from_records(&[
         Record::new().with("text", "a"),
         Record::new().with("text", Value::Null),
@@ -480,7 +484,7 @@ fn every_noiser_builds_a_prompt_of_its_own_keys() {
     ];
     let batch = Batch::from_records(&[Record::new().with("text", "hi").with("doc", "history")]);
     for (config, want) in cases {
-        let step = build("llm_augment", config, &env.ctx);
+        let step = build("augment", config, &env.ctx);
         let c = call(&*step, &batch);
         let prompt = c.column("text_noisy")[0].as_str().unwrap().to_owned();
         assert!(prompt.contains(want), "{config}\n---\n{prompt}");
@@ -495,7 +499,7 @@ fn mistakes_in_a_noiser_are_named_where_they_are() {
     let env = env(&server);
     let wrong = std::cell::RefCell::new(Vec::new());
     let check = |config: &str, want: &[&str]| {
-        let got = diagnostics("llm_augment", config, &env.ctx);
+        let got = diagnostics("augment", config, &env.ctx);
         if got != want {
             wrong.borrow_mut().push(format!("{config}\n  got:  {got:?}\n  want: {want:?}"));
         }
@@ -504,9 +508,16 @@ fn mistakes_in_a_noiser_are_named_where_they_are() {
         "noiser = \"llm_stye_transfer\"",
         &["1:10 unknown LLM noiser \"llm_stye_transfer\" (did you mean \"llm_style_transfer\"?)"],
     );
+    // Without the prefix, the rule-based noisers are searched first.
+    check("noiser = \"style_transfer\"", &["1:10 unknown noiser \"style_transfer\" (did you mean \"style\"?)"]);
+    check("noiser = \"persona\"", &["1:10 unknown noiser \"persona\" (did you mean \"llm_persona\"?)"]);
     check(
-        "noiser = \"style_transfer\"",
-        &["1:10 unknown LLM noiser \"style_transfer\" (did you mean \"llm_style_transfer\"?)"],
+        "noiser = [\"typos\", { kind = \"llm_style_transfer\", style = \"casual\" }]",
+        &["1:20 an LLM noiser is not chained with other noisers in one step: give it an `augment` step of its own"],
+    );
+    check(
+        "noiser = [{ kind = \"llm_locale\", locale = \"fr-CA\" }]\noutput = \"text\"",
+        &["2:10 `output` must differ from `field`: augment keeps the original text"],
     );
     check(
         "noiser = \"llm_style_transfer\"\nstyle = \"technicl\"",
@@ -560,12 +571,6 @@ fn mistakes_in_a_noiser_are_named_where_they_are() {
     check(
         "noiser = \"llm_context\"",
         &["1:1 missing required key `context_field` (the field that holds the text's context)"],
-    );
-    check(
-        "field = \"t\"",
-        &[
-            "- missing required key `noiser` (one of llm_style_transfer, llm_persona, llm_sentiment, llm_language, llm_locale, llm_context, llm_domain, llm_typos)",
-        ],
     );
     let wrong = wrong.into_inner();
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
@@ -734,7 +739,7 @@ fn judge_mistakes_are_named() {
 fn a_cancelled_run_stops_waiting() {
     let server = TestServer::start(|_| Reply::Hold).unwrap();
     let env = env(&server);
-    let step = build("llm_augment", "noiser = \"llm_typos\"", &env.ctx);
+    let step = build("augment", "noiser = \"llm_typos\"", &env.ctx);
     let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut ctx = StepContext::new("s", 0, 0, Arc::clone(&cancel));
     let flag = Arc::clone(&cancel);
