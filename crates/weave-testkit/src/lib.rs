@@ -325,6 +325,11 @@ impl TestServer {
         self.shared.log().len()
     }
 
+    /// How many requests are being handled now (received, not yet answered or held).
+    pub fn busy(&self) -> usize {
+        self.shared.log().iter().filter(|l| l.reply.is_empty()).count()
+    }
+
     /// The most requests that were being handled at once.
     pub fn max_in_flight(&self) -> usize {
         self.shared.max_in_flight.load(Ordering::SeqCst)
