@@ -268,6 +268,9 @@ fn the_api_key_is_never_written_anywhere() {
     let ok = weave(dir.path(), &["-vv", "run", "p.toml", "--metrics-file", "metrics.prom"], KEY);
     assert_eq!(ok.code, 0, "{}", ok.stderr);
     assert!(ok.stderr.contains("restyle"), "the log has the run in it");
+    // The tokens reach the metrics too.
+    let prom = std::fs::read_to_string(dir.path().join("metrics.prom")).expect("metrics");
+    assert!(prom.contains("weave_step_figure{pipeline=\"llm\",step=\"restyle\",figure=\"prompt_tokens\"}"), "{prom}");
     assert_eq!(server.requests()[0].request.authorization.as_deref(), Some(format!("Bearer {KEY}").as_str()));
     // A run the server refuses: it repeats the key it was sent in its error message.
     let wrong = "sk-e2e-WRONG-9a8b7c6d5e";

@@ -306,11 +306,27 @@ impl Shared {
             }
             stats.excluded += rep.excluded.len() as u64;
         }
+        let changed = !(rep.figures.is_empty() && rep.added.is_empty());
         for (name, value) in rep.figures {
             stats.set_figure(name, value);
         }
         for (name, amount) in rep.added {
             stats.add_figure(name, amount);
+        }
+        if changed {
+            let figures: Vec<(String, f64)> = stats
+                .figures
+                .iter()
+                .filter_map(|(n, v)| match v {
+                    Value::Int(i) => Some((n.clone(), *i as f64)),
+                    Value::Float(x) => Some((n.clone(), *x)),
+                    _ => None,
+                })
+                .collect();
+            if !figures.is_empty() {
+                let s = Arc::clone(&step.id);
+                self.emit(|| Event::StepFigures { step: s, figures });
+            }
         }
         self.reject(step, stats, rep.rejected)
     }

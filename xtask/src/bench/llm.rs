@@ -97,16 +97,16 @@ fn measure(report: &mut Report) -> Result<(), String> {
         // Each repetition in a fresh folder: a cold cache, then the same file again.
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         std::fs::write(dir.path().join("in.jsonl"), &input).map_err(|e| e.to_string())?;
-        let sent = server.total();
-        let mut records = Ok(0);
-        cold.push(time(|| records = run_once(dir.path(), &text, false)));
-        check(records?, server.total() - sent, RECORDS)?;
-        let sent = server.total();
-        cached.push(time(|| records = run_once(dir.path(), &text, false)));
-        check(records?, server.total() - sent, 0)?;
-        let sent = server.total();
-        uncached.push(time(|| records = run_once(dir.path(), &text, true)));
-        check(records?, server.total() - sent, RECORDS)?;
+        let timed = |no_cache: bool, expected_sent: usize| -> Result<Duration, String> {
+            let sent = server.total();
+            let mut records = Ok(0);
+            let t = time(|| records = run_once(dir.path(), &text, no_cache));
+            check(records?, server.total() - sent, expected_sent)?;
+            Ok(t)
+        };
+        cold.push(timed(false, RECORDS)?);
+        cached.push(timed(false, 0)?);
+        uncached.push(timed(true, RECORDS)?);
         report.progress(format!(
             "run {}: cold {:.3} s, all cached {:.3} s, no cache {:.3} s",
             rep + 1,
