@@ -11,3 +11,6 @@ mod run;
 mod data_steps;
 // generate, compare, mix, split and filter wired together on a real and a generated set.
 mod dataset_ops;
+// LLM steps against an OpenAI-compatible test server: faults, resume after SIGKILL, the API
+// key kept out of every output, --no-cache, generate and judge.
+mod llm;

@@ -21,12 +21,16 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("weave-exec", &["weave-core"]),
     ("weave-cache", &["weave-core"]),
     ("weave-monitor", &["weave-core"]),
-    ("weave-steps", &["weave-core", "weave-exec", "weave-cache", "weave-monitor"]),
+    ("weave-steps", &["weave-core", "weave-exec", "weave-cache", "weave-monitor", "weave-testkit"]),
     ("weave", &["weave-core", "weave-exec", "weave-cache", "weave-monitor", "weave-steps"]),
-    // The command line goes through the facade, like any user of the library.
-    ("weave-cli", &["weave"]),
+    // The command line goes through the facade, like any user of the library; its
+    // end-to-end tests also start the test server.
+    ("weave-cli", &["weave", "weave-testkit"]),
     // Benchmarks and dev tasks measure the parts directly.
-    ("xtask", &["weave-core", "weave-exec", "weave-cache", "weave-monitor", "weave-steps", "weave"]),
+    ("xtask", &["weave-core", "weave-exec", "weave-cache", "weave-monitor", "weave-steps", "weave", "weave-testkit"]),
+    // Test support (an OpenAI-compatible test server) for tests and benchmarks: it knows
+    // nothing of Weave, and only tests, dev-dependencies and xtask may use it.
+    ("weave-testkit", &[]),
 ];
 
 /// Crates that are programs, not libraries: they may print, and need not document items.

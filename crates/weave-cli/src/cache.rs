@@ -11,15 +11,15 @@ use crate::Failure;
 pub(crate) const CACHE_DIR_ENV: &str = "WEAVE_CACHE_DIR";
 
 /// Where the cache of a pipeline lives: `--cache-dir`, else `$WEAVE_CACHE_DIR`, else the
-/// file's `[cache] dir`, else `.weave/cache` beside the pipeline file.
-pub(crate) fn dir_for(file: &Path, pipeline: &Pipeline, flag: Option<&Path>) -> PathBuf {
+/// file's `[cache] dir` (`configured`), else `.weave/cache` beside the pipeline file.
+pub(crate) fn dir_for(file: &Path, configured: Option<&Path>, flag: Option<&Path>) -> PathBuf {
     if let Some(d) = flag {
         return d.to_path_buf();
     }
     if let Some(d) = std::env::var_os(CACHE_DIR_ENV).filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
-    pipeline.cache_dir.clone().unwrap_or_else(|| weave::resolve(file, ".weave/cache"))
+    configured.map_or_else(|| weave::default_cache_dir(file), Path::to_path_buf)
 }
 
 /// Opens the store in `dir`.

@@ -232,6 +232,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Run { file, max_memory, max_concurrent, quarantine, metrics_file, no_cache, refresh, cache_dir } => {
             let text = read_text(file)?;
+            let mut dir = PathBuf::new();
             let p = build(file, &text, cli.quiet, |spec| {
                 if let Some(m) = max_memory {
                     spec.resources.max_memory = *m;
@@ -239,11 +240,15 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 if let Some(n) = max_concurrent {
                     spec.resources.max_concurrent = Some(*n as usize);
                 }
+                // The steps with a cache of their own (LLM requests) use the run's.
+                dir = cache::dir_for(file, spec.cache_dir.as_deref(), cache_dir.as_deref());
+                spec.cache_dir = Some(dir.clone());
+                spec.no_cache = *no_cache;
             })?;
             let config_hash = weave::cache::Key::of_content(text.as_bytes()).to_hex();
             cache::check_refresh(&p, refresh)?;
             let cache = run::CacheArgs {
-                dir: cache::dir_for(file, &p, cache_dir.as_deref()),
+                dir,
                 options: weave::cache::CacheOptions { disabled: *no_cache, refresh: refresh.clone() },
             };
             run::run(file, p, &config_hash, quarantine.clone(), metrics_file.clone(), cache, cli.quiet)
@@ -256,7 +261,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Plan { file, format, explain, cache_dir } => {
             let p = load(file, cli.quiet)?;
-            let dir = cache::dir_for(file, &p, cache_dir.as_deref());
+            let dir = cache::dir_for(file, p.cache_dir.as_deref(), cache_dir.as_deref());
             let cplan = cache::plan(&p, &dir, &weave::cache::CacheOptions::default())?;
             let text = match format {
                 PlanFormat::Table => plan::table(&p, &cplan, *explain),

@@ -143,6 +143,14 @@ pub enum Event {
         /// The step.
         step: Arc<str>,
     },
+    /// A step's numeric figures changed (`StepContext::set_stat`, `add_stat`): their
+    /// values so far (tokens, requests and cost of an LLM step, a validator's pass rate).
+    StepFigures {
+        /// The step.
+        step: Arc<str>,
+        /// Every numeric figure of the step, by name, as it stands now.
+        figures: Vec<(String, f64)>,
+    },
     /// A step waited for the memory budget before it could pass a batch on.
     WaitedForMemory {
         /// The step.
@@ -170,6 +178,7 @@ impl Event {
             | Event::CacheHit { step, .. }
             | Event::CacheMiss { step, .. }
             | Event::StepSkipped { step }
+            | Event::StepFigures { step, .. }
             | Event::WaitedForMemory { step, .. } => Some(step),
         }
     }

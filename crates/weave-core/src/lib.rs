@@ -5,6 +5,7 @@
 mod batch;
 mod column;
 mod conf;
+mod context;
 mod dag;
 mod diagnostic;
 mod error;
@@ -22,6 +23,7 @@ mod value;
 pub use batch::{Batch, BatchBuilder, RowRef};
 pub use column::{Appender, Column, PrimitiveColumn, StrColumn};
 pub use conf::{ConfItem, ConfTable, ConfValue};
+pub use context::BuildContext;
 pub use dag::{CriticalPath, Dag, Dep, Node, NodeSpec};
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity, Snippet, SourceFile, did_you_mean};
 pub use error::{BoxError, Error, ErrorClass, ErrorOrigin, StepError};
@@ -34,11 +36,11 @@ pub use schema::{DataType, Field, Schema};
 pub use spec::{
     ALERT_KEYS, ALERT_METRICS, AlertSink, AlertSpec, CACHE_KEYS, Comparison, DEFAULT_MAX_MEMORY, LLM_KEYS, LlmProvider,
     PIPELINE_KEYS, PipelineSpec, RESOURCES_KEYS, RETRY_KEYS, ResourceLimits, ResourceOverride, RetryOverride,
-    STEP_COMMON_KEYS, STEP_RESOURCES_KEYS, StepSpec, TOP_LEVEL_KEYS,
+    STEP_COMMON_KEYS, STEP_RESOURCES_KEYS, StepSpec, TOP_LEVEL_KEYS, default_cache_dir,
 };
 pub use step::{
     CacheMode, CanonicalConfig, Merge, Rejected, Shape, Sink, Source, StatefulTransform, Step, StepCache, StepContext,
-    StepInfo, Transform,
+    StepInfo, Transform, sum_figures,
 };
 pub use units::{format_bytes, format_duration, parse_bytes, parse_duration};
 pub use value::{Value, ValueRef};

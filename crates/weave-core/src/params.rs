@@ -2,10 +2,14 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::conf::{ConfItem, ConfTable, ConfValue};
+use crate::context::BuildContext;
 use crate::diagnostic::{Diagnostic, Diagnostics, Location, SourceFile, did_you_mean};
+use crate::policy::RetryPolicy;
+use crate::spec::LlmProvider;
 use crate::step::CanonicalConfig;
 use crate::units::{parse_bytes, parse_duration};
 
@@ -25,6 +29,8 @@ pub struct Params {
     span: Option<std::ops::Range<usize>>,
     read: RefCell<Vec<bool>>,
     diags: RefCell<Diagnostics>,
+    pipeline: Option<Arc<BuildContext>>,
+    retry: Option<RetryPolicy>,
 }
 
 impl Params {
@@ -40,7 +46,36 @@ impl Params {
             span: None,
             read: RefCell::new(vec![false; n]),
             diags: RefCell::default(),
+            pipeline: None,
+            retry: None,
         }
+    }
+
+    /// Gives the table its pipeline: the LLM providers a step may name, the cache folder,
+    /// shared state (see [`BuildContext`]). Tables read with [`Params::table`] inherit it.
+    pub fn with_context(mut self, context: Arc<BuildContext>) -> Self {
+        self.pipeline = Some(context);
+        self
+    }
+
+    /// Sets the step's retry policy as the pipeline file resolves it (`[retry]` under the
+    /// step's own `retry`), for steps that retry inside a call.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// The pipeline around the table; a table read on its own (a test) has an empty one.
+    pub fn context(&self) -> Arc<BuildContext> {
+        self.pipeline.clone().unwrap_or_default()
+    }
+
+    /// The step's retry policy as the pipeline file resolves it (the default policy for a
+    /// table read on its own). The executor retries a failed call with it; a step that
+    /// makes several requests in one call (one per record, to an LLM) retries each request
+    /// with it instead, so that one flaky request does not repeat the others.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry.unwrap_or_default()
     }
 
     /// Sets where the table itself was written, which messages about a missing key point at.
@@ -238,6 +273,51 @@ impl Params {
         self.path(key)
     }
 
+    /// The LLM provider that `key` names (`llm = "local"` for `[llm.local]`). When the key
+    /// is absent and the pipeline declares exactly one provider, that one. A name that
+    /// matches no provider, or no provider at all, is an error with a hint.
+    pub fn llm(&self, key: &str) -> Option<Arc<LlmProvider>> {
+        let ctx = self.context();
+        let names: Vec<&str> = ctx.llm_providers().map(|p| p.name.as_str()).collect();
+        let Some(item) = self.item(key) else {
+            let mut all = ctx.llm_providers();
+            return match (all.next(), all.next()) {
+                (Some(only), None) => Some(Arc::clone(only)),
+                (None, _) => {
+                    let span = self.span.clone().or_else(|| self.table.entries.first().map(|(_, s, _)| s.clone()));
+                    self.push(
+                        Diagnostic::error("the pipeline declares no LLM provider for this step to call")
+                            .with_code("missing-key")
+                            .at(span.map(|s| self.file.locate(s)))
+                            .with_help("add an `[llm.NAME]` table with `base_url` and `model`, and name it with `llm = \"NAME\"`"),
+                    );
+                    None
+                }
+                _ => {
+                    self.missing(key, &format!("the LLM provider to call: {}", quote_list(&names)));
+                    None
+                }
+            };
+        };
+        let ConfValue::Str(name) = &item.value else {
+            self.wrong_type(key, item, "the name of an `[llm.NAME]` provider");
+            return None;
+        };
+        if let Some(p) = ctx.llm(name) {
+            return Some(Arc::clone(p));
+        }
+        let mut d = Diagnostic::error(format!("no LLM provider `{name}`: the pipeline has no `[llm.{name}]` table"))
+            .with_code("invalid-value")
+            .at(Some(self.file.locate(item.span.clone())));
+        d = match did_you_mean(name, names.iter().copied()) {
+            Some(m) => d.with_help(format!("did you mean \"{m}\"?")),
+            None if names.is_empty() => d.with_help(format!("declare it: `[llm.{name}]` with `base_url` and `model`")),
+            None => d.with_help(format!("the providers are {}", quote_list(&names))),
+        };
+        self.push(d);
+        None
+    }
+
     /// A list of strings; a single string is taken as a list of one.
     pub fn str_list(&self, key: &str) -> Option<Vec<String>> {
         let item = self.item(key)?;
@@ -269,7 +349,11 @@ impl Params {
         match &item.value {
             ConfValue::Table(t) => {
                 let context = if self.step.is_some() { format!("`{key}`") } else { format!("[{key}]") };
-                Some(Params::new(t.clone(), self.file.clone(), context, self.step.clone()).spanning(item.span.clone()))
+                let mut nested =
+                    Params::new(t.clone(), self.file.clone(), context, self.step.clone()).spanning(item.span.clone());
+                nested.pipeline.clone_from(&self.pipeline);
+                nested.retry = self.retry;
+                Some(nested)
             }
             _ => {
                 self.wrong_type(key, item, "a table");
@@ -384,6 +468,57 @@ mod tests {
         assert_eq!(d.0[1].help.as_deref(), Some("did you mean \"fast\"?"));
         assert_eq!(d.0[3].help.as_deref(), Some("did you mean `rules`?"));
         assert!(d.0.iter().all(|d| d.step.as_deref() == Some("s")));
+    }
+
+    fn provider(name: &str) -> crate::spec::LlmProvider {
+        crate::spec::LlmProvider {
+            name: name.into(),
+            base_url: "http://127.0.0.1:8000/v1".into(),
+            model: "m".into(),
+            api_key_env: None,
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            timeout: None,
+            prompt_price_per_million: None,
+            completion_price_per_million: None,
+        }
+    }
+
+    #[test]
+    fn llm_providers_are_checked_by_name() {
+        let two = Arc::new(BuildContext::new([provider("local"), provider("openai")], None));
+        let p = params("llm = \"locl\"\n").with_context(Arc::clone(&two));
+        assert!(p.llm("llm").is_none());
+        let p2 = params("llm = \"openai\"\nx = 1\n").with_context(Arc::clone(&two));
+        assert_eq!(p2.llm("llm").map(|p| p.name.clone()).as_deref(), Some("openai"));
+        let p3 = params("x = 1\n").with_context(Arc::clone(&two));
+        assert!(p3.llm("llm").is_none(), "two providers: the step must say which");
+        let one = Arc::new(BuildContext::new([provider("local")], None));
+        let p4 = params("x = 1\n").with_context(one);
+        assert_eq!(p4.llm("llm").map(|p| p.name.clone()).as_deref(), Some("local"), "the only provider");
+        let p5 = params("x = 1\n");
+        assert!(p5.llm("llm").is_none());
+
+        let d = p.finish(&["llm"]);
+        assert_eq!(messages(&d), ["1:7 no LLM provider `locl`: the pipeline has no `[llm.locl]` table"]);
+        assert_eq!(d.0[0].help.as_deref(), Some("did you mean \"local\"?"));
+        let _ = (p3.u64("x"), p5.u64("x"));
+        let d = p3.finish(&["llm", "x"]);
+        assert_eq!(messages(&d), ["1:1 missing required key `llm` (the LLM provider to call: \"local\", \"openai\")"]);
+        let d = p5.finish(&["llm", "x"]);
+        assert_eq!(messages(&d), ["1:1 the pipeline declares no LLM provider for this step to call"]);
+    }
+
+    #[test]
+    fn nested_tables_inherit_the_context_and_retry_policy() {
+        let ctx = Arc::new(BuildContext::new([provider("local")], Some(PathBuf::from("/c"))));
+        let retry = RetryPolicy { max_retries: 9, ..RetryPolicy::default() };
+        let p = params("noiser = { llm = \"local\" }\n").with_context(ctx).with_retry(retry);
+        let nested = p.table("noiser").unwrap();
+        assert_eq!(nested.retry_policy().max_retries, 9);
+        assert_eq!(nested.context().cache_dir(), Some(Path::new("/c")));
+        assert!(nested.llm("llm").is_some());
+        assert_eq!(params("").retry_policy(), RetryPolicy::default());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::context::BuildContext;
 use crate::dag::{Dag, Dep, NodeSpec};
 use crate::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use crate::params::Params;
@@ -157,6 +158,11 @@ impl Pipeline {
         let mut diags = Diagnostics::default();
         let mut nodes = Vec::with_capacity(spec.steps.len());
         let mut unknown_kind = Vec::new();
+        // One context for the whole pipeline, so that its steps share what they share
+        // (an LLM provider's rate budget).
+        let cache_dir = (!spec.no_cache)
+            .then(|| spec.cache_dir.clone().unwrap_or_else(|| crate::spec::default_cache_dir(spec.source.path())));
+        let context = std::sync::Arc::new(BuildContext::new(spec.llm.values().cloned(), cache_dir));
         for s in &spec.steps {
             let Some(kind) = registry.get(&s.kind) else {
                 if !s.kind.is_empty() {
@@ -182,8 +188,10 @@ impl Pipeline {
                 });
                 continue;
             };
-            let params =
-                Params::new(s.params.clone(), spec.source.clone(), "step", Some(s.id.clone())).spanning(s.span.clone());
+            let params = Params::new(s.params.clone(), spec.source.clone(), "step", Some(s.id.clone()))
+                .spanning(s.span.clone())
+                .with_context(std::sync::Arc::clone(&context))
+                .with_retry(s.retry.apply(spec.retry));
             let built = (kind.build)(&params);
             let failed_quietly = built.is_none() && !params.has_errors();
             let keys: Vec<&str> = kind.keys.iter().chain(STEP_COMMON_KEYS).copied().collect();

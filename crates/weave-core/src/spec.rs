@@ -26,8 +26,16 @@ pub const ALERT_KEYS: &[&str] = &["when", "notify", "command", "path", "timeout"
 /// The metrics an alert's `when` can name.
 pub const ALERT_METRICS: &[&str] = &["error_rate", "step_duration", "retries", "memory_share", "run_failed"];
 /// The keys of an `[llm.NAME]` provider.
-pub const LLM_KEYS: &[&str] =
-    &["base_url", "model", "api_key_env", "requests_per_minute", "tokens_per_minute", "timeout"];
+pub const LLM_KEYS: &[&str] = &[
+    "base_url",
+    "model",
+    "api_key_env",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "timeout",
+    "prompt_price_per_million",
+    "completion_price_per_million",
+];
 /// The keys every step takes, whatever its kind.
 pub const STEP_COMMON_KEYS: &[&str] =
     &["id", "kind", "after", "retry", "timeout", "on_bad_record", "resources", "cache", "exclusions"];
@@ -120,6 +128,10 @@ pub struct LlmProvider {
     pub tokens_per_minute: Option<u64>,
     /// The timeout of one request.
     pub timeout: Option<Duration>,
+    /// The price of a million prompt tokens, for the cost figures (any currency).
+    pub prompt_price_per_million: Option<f64>,
+    /// The price of a million completion tokens.
+    pub completion_price_per_million: Option<f64>,
 }
 
 /// One `[[step]]` as written: the common keys read, the kind's own keys kept for the kind.
@@ -232,10 +244,20 @@ pub struct PipelineSpec {
     pub alerts: Vec<AlertSpec>,
     /// `[llm.NAME]` providers, by name.
     pub llm: BTreeMap<String, LlmProvider>,
-    /// `[cache] dir`: where the cache lives, resolved against the file's folder.
+    /// `[cache] dir`: where the cache lives, resolved against the file's folder. The caller
+    /// may put the folder it resolved here (`weave run --cache-dir`), before building.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Set by the caller, never by the file (`weave run --no-cache`): the run uses no cache,
+    /// so steps with a cache of their own (LLM requests) neither read nor write it.
+    pub no_cache: bool,
     /// `[[step]]`s in the order written.
     pub steps: Vec<StepSpec>,
+}
+
+/// Where the cache of the pipeline file at `file` lives when nothing says otherwise:
+/// `.weave/cache` beside it.
+pub fn default_cache_dir(file: &Path) -> std::path::PathBuf {
+    crate::params::resolve(file, ".weave/cache")
 }
 
 impl PipelineSpec {
@@ -311,7 +333,19 @@ impl PipelineSpec {
         let steps = read_steps(&top, &mut diags);
 
         diags.extend(top.finish(TOP_LEVEL_KEYS));
-        let spec = PipelineSpec { source, name, description, seed, resources, retry, alerts, llm, cache_dir, steps };
+        let spec = PipelineSpec {
+            source,
+            name,
+            description,
+            seed,
+            resources,
+            retry,
+            alerts,
+            llm,
+            cache_dir,
+            no_cache: false,
+            steps,
+        };
         if diags.has_errors() { Err(diags) } else { Ok((spec, diags)) }
     }
 }
@@ -466,11 +500,25 @@ fn read_llm(top: &Params, diags: &mut Diagnostics) -> BTreeMap<String, LlmProvid
             requests_per_minute: p.u64("requests_per_minute"),
             tokens_per_minute: p.u64("tokens_per_minute"),
             timeout: p.duration("timeout"),
+            prompt_price_per_million: price(&p, "prompt_price_per_million"),
+            completion_price_per_million: price(&p, "completion_price_per_million"),
         };
         out.insert(name.clone(), provider);
         diags.extend(p.finish(LLM_KEYS));
     }
     out
+}
+
+/// A price per million tokens: a number, not negative.
+fn price(p: &Params, key: &str) -> Option<f64> {
+    let v = p.f64(key)?;
+    if v < 0.0 || !v.is_finite() {
+        if let Some(item) = p.item(key) {
+            p.error_at(item, format!("`{key}` must be a price (a number, not negative)"));
+        }
+        return None;
+    }
+    Some(v)
 }
 
 fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
@@ -636,6 +684,8 @@ notify = "log"
 base_url = "http://127.0.0.1:8000/v1"
 model = "qwen"
 api_key_env = "OPENAI_API_KEY"
+prompt_price_per_million = 0.15
+completion_price_per_million = 0.6
 
 [[step]]
 id = "load"
@@ -663,6 +713,9 @@ rules = ["trim"]
         assert_eq!(spec.alerts[0].metric, "error_rate");
         assert_eq!(spec.alerts[0].threshold, 0.05);
         assert_eq!(spec.llm["local"].model, "qwen");
+        assert_eq!(spec.llm["local"].prompt_price_per_million, Some(0.15));
+        assert_eq!(spec.llm["local"].completion_price_per_million, Some(0.6));
+        assert!(!spec.no_cache, "only the caller turns the cache off");
         assert_eq!(spec.steps.len(), 2);
         let clean = &spec.steps[1];
         assert_eq!(clean.retry.apply(spec.retry).max_retries, 1);
@@ -711,13 +764,14 @@ rules = ["trim"]
     #[test]
     fn alerts_and_providers_are_checked() {
         check_errors(
-            "[[alert]]\nwhen = \"error_rate >> x\"\n[[alert]]\nwhen = \"step_duration > 5m\"\nnotify = \"command\"\n[llm.x]\nbase_url = \"localhost\"\napi_key_env = \"sk-123\"\n[[step]]\nid = \"a\"\nkind = \"k\"\n",
+            "[[alert]]\nwhen = \"error_rate >> x\"\n[[alert]]\nwhen = \"step_duration > 5m\"\nnotify = \"command\"\n[llm.x]\nbase_url = \"localhost\"\napi_key_env = \"sk-123\"\nprompt_price_per_million = -1\n[[step]]\nid = \"a\"\nkind = \"k\"\n",
             &[
                 "2:8 cannot read the condition `error_rate >> x`: write `metric > number`, such as `error_rate > 0.05`",
                 "3:1 missing required key `command` (the command that receives each alert as JSON on stdin)",
                 "7:12 `base_url` must start with http:// or https://",
                 "6:1 missing required key `model` (the model name)",
                 "8:15 `api_key_env` is the name of an environment variable (letters, digits, `_`), not the key itself",
+                "9:28 `prompt_price_per_million` must be a price (a number, not negative)",
             ],
         );
     }

@@ -335,6 +335,7 @@ pub struct StepContext {
     keep_dropped: bool,
     excluded: Vec<(String, Record)>,
     stats: Vec<(String, Value)>,
+    added: Vec<(String, Value)>,
 }
 
 impl StepContext {
@@ -351,6 +352,7 @@ impl StepContext {
             keep_dropped: false,
             excluded: Vec::new(),
             stats: Vec::new(),
+            added: Vec::new(),
         }
     }
 
@@ -425,6 +427,23 @@ impl StepContext {
         std::mem::take(&mut self.stats)
     }
 
+    /// Adds `amount` (an integer or a float) to the figure `name`: what a stateless step
+    /// uses for totals (tokens, requests), since its calls run in parallel and end in any
+    /// order, so that no call knows the running total. The run sums every call's amounts;
+    /// a step uses either this or [`StepContext::set_stat`] for one name, not both.
+    pub fn add_stat(&mut self, name: &str, amount: impl Into<Value>) {
+        let amount = amount.into();
+        match self.added.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => *v = sum_figures(v, &amount),
+            None => self.added.push((name.to_owned(), amount)),
+        }
+    }
+
+    /// The amounts given to [`StepContext::add_stat`], emptying them.
+    pub fn take_added_stats(&mut self) -> Vec<(String, Value)> {
+        std::mem::take(&mut self.added)
+    }
+
     /// Sets aside a bad record; the step's bad-record policy decides whether the run goes on.
     pub fn reject(&mut self, rejected: Rejected) {
         self.rejected.push(rejected);
@@ -447,9 +466,36 @@ impl StepContext {
     }
 }
 
+/// The sum of two figures: integers stay integers, a float makes a float, anything else
+/// (not a number) is replaced by the newer value.
+pub fn sum_figures(a: &Value, b: &Value) -> Value {
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => Value::Int(x.saturating_add(*y)),
+        (Value::Int(x), Value::Float(y)) => Value::Float(*x as f64 + y),
+        (Value::Float(x), Value::Int(y)) => Value::Float(x + *y as f64),
+        (Value::Float(x), Value::Float(y)) => Value::Float(x + y),
+        (_, b) => b.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn added_figures_sum_within_a_call() {
+        let mut ctx = StepContext::new("llm", 0, 0, Arc::default());
+        ctx.add_stat("tokens", 3i64);
+        ctx.add_stat("tokens", 4i64);
+        ctx.add_stat("cost", 0.5);
+        ctx.add_stat("cost", 1i64);
+        assert_eq!(
+            ctx.take_added_stats(),
+            vec![("tokens".to_owned(), Value::Int(7)), ("cost".to_owned(), Value::Float(1.5))]
+        );
+        assert!(ctx.take_added_stats().is_empty());
+        assert!(ctx.take_stats().is_empty(), "set and added figures are kept apart");
+    }
 
     #[test]
     fn canonical_config_ignores_key_order() {

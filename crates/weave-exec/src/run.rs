@@ -97,7 +97,8 @@ pub struct StepStats {
     pub cache: CacheUse,
     /// Records written to the step's exclusion file.
     pub excluded: u64,
-    /// The step's dataset-level figures, set with `StepContext::set_stat`.
+    /// The step's dataset-level figures, set with `StepContext::set_stat` (or summed over
+    /// its calls, from `StepContext::add_stat`).
     pub figures: Vec<(String, Value)>,
 }
 
@@ -130,6 +131,13 @@ impl StepStats {
         match self.figures.iter_mut().find(|(n, _)| *n == name) {
             Some((_, v)) => *v = value,
             None => self.figures.push((name, value)),
+        }
+    }
+
+    fn add_figure(&mut self, name: String, amount: Value) {
+        match self.figures.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v = weave_core::sum_figures(v, &amount),
+            None => self.figures.push((name, amount)),
         }
     }
 
@@ -298,8 +306,27 @@ impl Shared {
             }
             stats.excluded += rep.excluded.len() as u64;
         }
+        let changed = !(rep.figures.is_empty() && rep.added.is_empty());
         for (name, value) in rep.figures {
             stats.set_figure(name, value);
+        }
+        for (name, amount) in rep.added {
+            stats.add_figure(name, amount);
+        }
+        if changed {
+            let figures: Vec<(String, f64)> = stats
+                .figures
+                .iter()
+                .filter_map(|(n, v)| match v {
+                    Value::Int(i) => Some((n.clone(), *i as f64)),
+                    Value::Float(x) => Some((n.clone(), *x)),
+                    _ => None,
+                })
+                .collect();
+            if !figures.is_empty() {
+                let s = Arc::clone(&step.id);
+                self.emit(|| Event::StepFigures { step: s, figures });
+            }
         }
         self.reject(step, stats, rep.rejected)
     }
@@ -362,6 +389,7 @@ pub(crate) struct CallReport {
     pub(crate) dropped: Vec<(String, u64)>,
     pub(crate) excluded: Vec<(String, Record)>,
     pub(crate) figures: Vec<(String, Value)>,
+    pub(crate) added: Vec<(String, Value)>,
     pub(crate) rejected: Vec<Rejected>,
 }
 
@@ -371,6 +399,7 @@ impl CallReport {
             dropped: ctx.take_dropped(),
             excluded: ctx.take_excluded(),
             figures: ctx.take_stats(),
+            added: ctx.take_added_stats(),
             rejected: ctx.take_rejected(),
         }
     }

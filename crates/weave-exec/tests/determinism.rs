@@ -44,3 +44,26 @@ fn same_bytes_with_1_2_and_8_threads() {
         assert!(diamond(threads) == one, "output with {threads} threads differs from 1 thread");
     }
 }
+
+#[test]
+fn added_figures_are_summed_over_every_batch_whatever_order_they_end_in() {
+    for threads in [1, 4] {
+        let (out, _) = collect();
+        // Later batches end first, so a running total set by each call would end short.
+        let count = map(|b, ctx| {
+            std::thread::sleep(Duration::from_micros(300 * (10 - ctx.sequence() % 10)));
+            ctx.add_stat("rows", b.len() as i64);
+            ctx.add_stat("cost", 0.5);
+            ctx.set_stat("last_seq", ctx.sequence() as i64);
+            Ok(b.clone())
+        });
+        let p = builder(threads).step("gen", src(gen_(40, 3))).step("count", tf(count)).step("out", sink(out));
+        let summary = run(p.build().expect("valid"), ExecOptions::default()).expect("run succeeds");
+        let figures = &summary.step("count").unwrap().figures;
+        let get = |n: &str| figures.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(get("rows"), Some(weave_core::Value::Int(120)), "{threads} threads");
+        assert_eq!(get("cost"), Some(weave_core::Value::Float(20.0)));
+        // A set figure is replaced in input order: the last batch's.
+        assert_eq!(get("last_seq"), Some(weave_core::Value::Int(39)));
+    }
+}

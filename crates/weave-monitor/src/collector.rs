@@ -43,6 +43,8 @@ pub struct StepMetrics {
     pub cache_use: &'static str,
     /// How long each successful call took.
     pub latency: Histogram,
+    /// The step's numeric figures as they last stood (an LLM step's tokens and cost).
+    pub figures: BTreeMap<String, f64>,
     started: Option<Instant>,
     /// From the step's start to its end.
     pub wall: Option<Duration>,
@@ -245,8 +247,12 @@ impl MetricsCollector {
         let mut failures = Vec::new();
         let mut dropped = Vec::new();
         let mut latency = Vec::new();
+        let mut figures = Vec::new();
         for s in &st.steps {
             let step = escape(&s.step);
+            for (name, v) in &s.figures {
+                figures.push((format!(",step=\"{step}\",figure=\"{}\"", escape(name)), format!("{v}")));
+            }
             for (class, n) in &s.failures {
                 failures.push((format!(",step=\"{step}\",class=\"{}\"", escape(class)), n.to_string()));
             }
@@ -263,6 +269,12 @@ impl MetricsCollector {
         family("weave_step_failures_total", "counter", "Failed step calls by class.", failures);
         family("weave_step_dropped_records_total", "counter", "Records dropped on purpose, by reason.", dropped);
         family("weave_step_call_duration_seconds", "gauge", "Quantiles of the duration of a step call.", latency);
+        family(
+            "weave_step_figure",
+            "gauge",
+            "A step's numeric figures as they stand (an LLM step's requests, tokens and cost).",
+            figures,
+        );
         let run = &st.run;
         family(
             "weave_run_peak_memory_bytes",
@@ -355,6 +367,7 @@ impl Subscriber for MetricsCollector {
             }
             Event::CacheMiss { step, .. } => st.step(step).cache_misses += 1,
             Event::StepSkipped { step } => st.step(step).cache_use = "skipped",
+            Event::StepFigures { step, figures } => st.step(step).figures = figures.iter().cloned().collect(),
             _ => {}
         }
     }
@@ -398,6 +411,11 @@ mod tests {
             },
             Event::RecordsDropped { step: id("clean"), reason: "min_chars".into(), count: 3 },
             Event::BatchFailed { step: id("clean"), seq: 1, error: "boom".into(), class: ErrorClass::Fatal },
+            Event::StepFigures { step: id("clean"), figures: vec![("prompt_tokens".into(), 120.0)] },
+            Event::StepFigures {
+                step: id("clean"),
+                figures: vec![("prompt_tokens".into(), 250.0), ("cost".into(), 0.0125)],
+            },
             Event::RunFinished { status: RunStatus::Failed, elapsed: Duration::from_millis(9), peak_memory: 250 },
         ];
         for ev in &e {
@@ -430,6 +448,12 @@ mod tests {
             text.contains("weave_step_failures_total{pipeline=\"p \\\"q\\\"\",step=\"clean\",class=\"fatal\"} 1\n")
         );
         assert!(text.contains("weave_run_status{pipeline=\"p \\\"q\\\"\",status=\"failed\"} 1\n"));
+        // The figures as they last stood.
+        assert!(
+            text.contains("weave_step_figure{pipeline=\"p \\\"q\\\"\",step=\"clean\",figure=\"prompt_tokens\"} 250\n"),
+            "{text}"
+        );
+        assert!(text.contains("figure=\"cost\"} 0.0125\n"), "{text}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "not a number in {line:?}");

@@ -258,6 +258,11 @@ fn event_json(e: &Event, t: Duration) -> Value {
         }
         Event::CacheMiss { step, seq } => json!({"t": t, "event": "cache_miss", "step": &**step, "seq": seq}),
         Event::StepSkipped { step } => json!({"t": t, "event": "step_skipped", "step": &**step}),
+        Event::StepFigures { step, figures } => {
+            let f: serde_json::Map<String, serde_json::Value> =
+                figures.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            json!({"t": t, "event": "step_figures", "step": &**step, "figures": f})
+        }
         other => json!({"t": t, "event": format!("{other:?}")}),
     }
 }
@@ -268,7 +273,7 @@ impl Subscriber for RunRecorder {
         {
             let mut st = self.lock();
             let line = event_json(event, st.start.elapsed());
-            let important = !matches!(event, Event::BatchFinished { .. });
+            let important = !matches!(event, Event::BatchFinished { .. } | Event::StepFigures { .. });
             match event {
                 Event::StepStarted { step } => {
                     st.running.push(step.to_string());

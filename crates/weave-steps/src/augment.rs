@@ -33,6 +33,28 @@ pub(crate) const KIND: StepKind = StepKind {
         "window",
         "patterns",
         "patterns_file",
+        // The LLM noisers' keys (see llm/augment.rs).
+        "llm",
+        "concurrency",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "stop",
+        "system",
+        "template",
+        "styles",
+        "persona",
+        "description",
+        "traits",
+        "examples",
+        "instructions",
+        "sentiment",
+        "intensity",
+        "preserve",
+        "error_types",
+        "locale",
+        "context_field",
+        "context_type",
     ],
     build,
 };
@@ -416,14 +438,38 @@ fn pattern_noiser(name: &'static str, keys: &Keys, src: &Params, rate: f64) -> O
 /// The message for a name that is not a noiser.
 fn unknown_noiser(p: &Params, item: &ConfItem, name: &str) {
     let mut msg = format!("unknown noiser \"{name}\"");
-    match weave_core::did_you_mean(name, NOISERS.iter().copied()) {
+    let all = NOISERS.iter().copied().chain(crate::llm::noiser_names());
+    match weave_core::did_you_mean(name, all)
+        .or_else(|| weave_core::did_you_mean(&format!("llm_{name}"), crate::llm::noiser_names()))
+    {
         Some(m) => msg.push_str(&format!(" (did you mean \"{m}\"?)")),
-        None => msg.push_str(&format!(" (noisers: {})", NOISERS.join(", "))),
+        None => msg.push_str(&format!(
+            " (noisers: {}; LLM noisers: {})",
+            NOISERS.join(", "),
+            crate::llm::noiser_names().collect::<Vec<_>>().join(", ")
+        )),
     }
     p.error_at(item, msg);
 }
 
 fn build(p: &Params) -> Option<Step> {
+    // An LLM noiser makes a step of its own, which sends a batch's requests at once; it
+    // rewrites a whole text, so it is not chained with others in one step.
+    if let Some(item) = p.item("noiser") {
+        let entries: Vec<&ConfItem> = match &item.value {
+            ConfValue::Array(a) => a.iter().collect(),
+            _ => vec![item],
+        };
+        if entries.len() == 1 && crate::llm::is_llm_noiser(entries[0]) {
+            return crate::llm::build_augment(p, entries[0]);
+        }
+        if let Some(llm) = entries.iter().find(|e| crate::llm::is_llm_noiser(e)) {
+            p.error_at(
+                llm,
+                "an LLM noiser is not chained with other noisers in one step: give it an `augment` step of its own",
+            );
+        }
+    }
     let field = p.str("field").unwrap_or_else(|| "text".to_owned());
     let output = p.str("output").unwrap_or_else(|| format!("{field}_noisy"));
     if output == field
@@ -456,6 +502,10 @@ fn build(p: &Params) -> Option<Step> {
     // A name that is not a noiser's: which of the step's keys it would use is unknown.
     let mut unknown_name = false;
     for it in items {
+        if crate::llm::is_llm_noiser(it) {
+            // Reported above: not chained.
+            continue;
+        }
         match &it.value {
             ConfValue::Str(s) => match NOISERS.iter().find(|n| **n == s) {
                 Some(n) => entries.push(Entry::Named(n)),

@@ -22,6 +22,7 @@ mod json;
 mod json_array;
 mod jsonl;
 mod lines;
+mod llm;
 mod load_json;
 mod near_dedup;
 mod noise;
@@ -40,6 +41,7 @@ pub use json::{write_json_str, write_jsonl, write_value};
 pub use json_array::ExportJson;
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use lines::LoadText;
+pub use llm::{LlmAugment, LlmGenerate, LlmJudge};
 pub use load_json::LoadJson;
 pub use near_dedup::NearDedup;
 pub use noise::{
@@ -109,6 +111,8 @@ pub fn registry() -> weave_core::Registry {
         dataset::FILTER_KIND,
         dataset::SAMPLE_KIND,
         dataset::COMPARE_KIND,
+        llm::GENERATE_KIND,
+        llm::JUDGE_KIND,
         jsonl::EXPORT_KIND,
         csv::EXPORT_KIND,
         json_array::EXPORT_KIND,

@@ -11,6 +11,7 @@ mod cache;
 mod datasetops;
 mod io;
 mod layout;
+mod llm;
 mod loaders;
 mod measure;
 mod monitoring;
@@ -108,6 +109,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "ops",
         summary: "every operator alone on one thread over one generated corpus (200,000 rows): records/s per core and MB/s",
         run: ops::run,
+    },
+    Scenario {
+        name: "llm",
+        summary: "2,000 requests to the OpenAI-compatible test server at 100 ms latency, concurrency 64, through an augment LLM noiser: wall time against the ideal",
+        run: llm::run,
     },
     Scenario {
         name: "near_dedup",

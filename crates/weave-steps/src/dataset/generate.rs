@@ -73,9 +73,10 @@ pub struct Generate {
     config: CanonicalConfig,
 }
 
-/// Parses a template into pieces, with slot names unresolved; an error says what is wrong
-/// and at which character.
-fn parse_template(s: &str) -> Result<Vec<(bool, String)>, String> {
+/// Parses a template into pieces — text, or a name in braces (`true`) — with the names
+/// unresolved; an error says what is wrong and at which character, calling the names
+/// `noun`s ("slot", "variable"). `{{` and `}}` are braces.
+pub(crate) fn parse_template(s: &str, noun: &str) -> Result<Vec<(bool, String)>, String> {
     let mut out: Vec<(bool, String)> = Vec::new();
     let mut text = String::new();
     let mut chars = s.char_indices().peekable();
@@ -93,14 +94,14 @@ fn parse_template(s: &str) -> Result<Vec<(bool, String)>, String> {
                 let rest = &s[i + 1..];
                 let Some(end) = rest.find(['}', '{']).filter(|&e| rest.as_bytes()[e] == b'}') else {
                     return Err(format!(
-                        "the `{{` at character {} opens a slot that is not closed (write `{{{{` for a brace)",
+                        "the `{{` at character {} opens a {noun} that is not closed (write `{{{{` for a brace)",
                         s[..i].chars().count() + 1
                     ));
                 };
                 let name = rest[..end].trim();
                 if name.is_empty() {
                     return Err(format!(
-                        "the slot at character {} has no name (write `{{{{}}}}` for braces)",
+                        "the {noun} at character {} has no name (write `{{{{}}}}` for braces)",
                         s[..i].chars().count() + 1
                     ));
                 }
@@ -115,7 +116,7 @@ fn parse_template(s: &str) -> Result<Vec<(bool, String)>, String> {
             }
             '}' => {
                 return Err(format!(
-                    "the `}}` at character {} closes no slot (write `}}}}` for a brace)",
+                    "the `}}` at character {} closes no {noun} (write `}}}}` for a brace)",
                     s[..i].chars().count() + 1
                 ));
             }
@@ -250,7 +251,7 @@ fn build(p: &Params) -> Option<Step> {
                             continue;
                         }
                     };
-                    let parsed = match parse_template(text) {
+                    let parsed = match parse_template(text, "slot") {
                         Ok(x) => x,
                         Err(e) => {
                             p.error_at(t, e);

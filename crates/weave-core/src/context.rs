@@ -1,0 +1,97 @@
+//! What a step's constructor may know of its pipeline besides its own keys.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::spec::LlmProvider;
+
+/// The pipeline around a step being built: the `[llm.NAME]` providers it may name, where
+/// the run's cache is, and state that the steps of one pipeline share.
+///
+/// One context is made per pipeline and handed to every step's [`Params`](crate::Params),
+/// so that, for instance, every step calling one LLM provider shares one rate budget
+/// (see [`BuildContext::shared`]). Nothing here does I/O: the cache folder is only a path,
+/// which steps open when they first need it.
+#[derive(Default)]
+pub struct BuildContext {
+    llm: BTreeMap<String, Arc<LlmProvider>>,
+    cache_dir: Option<PathBuf>,
+    shared: Mutex<BTreeMap<String, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl BuildContext {
+    /// A context with these providers and this cache folder (`None`: the run uses no cache,
+    /// as with `weave run --no-cache`, so steps neither read nor write caches of their own).
+    pub fn new(llm: impl IntoIterator<Item = LlmProvider>, cache_dir: Option<PathBuf>) -> Self {
+        BuildContext {
+            llm: llm.into_iter().map(|p| (p.name.clone(), Arc::new(p))).collect(),
+            cache_dir,
+            shared: Mutex::default(),
+        }
+    }
+
+    /// The provider declared as `[llm.NAME]`.
+    pub fn llm(&self, name: &str) -> Option<&Arc<LlmProvider>> {
+        self.llm.get(name)
+    }
+
+    /// Every provider, by name.
+    pub fn llm_providers(&self) -> impl Iterator<Item = &Arc<LlmProvider>> {
+        self.llm.values()
+    }
+
+    /// The run's cache folder, or `None` when the run uses no cache.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache_dir.as_deref()
+    }
+
+    /// The value shared under `key` by the steps of this pipeline: made by `make` for the
+    /// first step that asks, the same `Arc` for every later one. Keys are the caller's to
+    /// choose (`"llm.local"`); a key already holding a value of another type gets a fresh
+    /// value of type `T` (the kinds that use a key agree on its type, so this is a bug
+    /// made harmless rather than a panic).
+    pub fn shared<T: Any + Send + Sync>(&self, key: &str, make: impl FnOnce() -> T) -> Arc<T> {
+        // A poisoned lock only means a `make` panicked elsewhere; the map is still whole.
+        let mut map = self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(v) = map.get(key)
+            && let Ok(v) = Arc::clone(v).downcast::<T>()
+        {
+            return v;
+        }
+        let v = Arc::new(make());
+        map.insert(key.to_owned(), v.clone() as Arc<dyn Any + Send + Sync>);
+        v
+    }
+}
+
+impl fmt::Debug for BuildContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared: Vec<String> = self.shared.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        f.debug_struct("BuildContext")
+            .field("llm", &self.llm.keys().collect::<Vec<_>>())
+            .field("cache_dir", &self.cache_dir)
+            .field("shared", &shared)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_values_are_made_once_per_key() {
+        let ctx = BuildContext::default();
+        let a = ctx.shared("llm.local", || std::sync::atomic::AtomicU64::new(1));
+        let b = ctx.shared("llm.local", || std::sync::atomic::AtomicU64::new(2));
+        assert!(Arc::ptr_eq(&a, &b), "the second step gets the first one's value");
+        let c = ctx.shared("llm.other", || std::sync::atomic::AtomicU64::new(3));
+        assert_eq!(c.load(std::sync::atomic::Ordering::Relaxed), 3);
+        // Another type under a used key: a fresh value, not a panic.
+        let s = ctx.shared("llm.local", || String::from("x"));
+        assert_eq!(*s, "x");
+    }
+}

@@ -1,0 +1,190 @@
+//! The per-request cache: every answer an LLM gave, under a key of what decides it, so that
+//! a re-run or a resumed run never sends a request that already has an answer.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use weave_cache::{Key, KeyBuilder, Store, codec};
+
+use super::client::Answer;
+
+/// A stored answer and the token limit it was asked with (not part of the key: see
+/// [`RequestCache::get`]).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Entry {
+    answer: Answer,
+    max_tokens: Option<u64>,
+}
+
+/// The answers of the run's cache folder (`.weave/cache`, shared with the step outputs).
+#[derive(Debug)]
+pub(crate) struct RequestCache {
+    dir: PathBuf,
+    store: OnceLock<Option<Store>>,
+    warned: AtomicBool,
+}
+
+/// The key of a request: blake3 over the endpoint and the canonical JSON of everything in
+/// the request that can change the answer (the model, the messages, the sampling
+/// parameters, the seed, the response format) — never the token limit, the concurrency or
+/// the timeout, which do not change an answer that was not cut off.
+pub(crate) fn request_key(url: &str, request_without_max_tokens: &serde_json::Value) -> Key {
+    let mut canonical = String::new();
+    write_canonical(request_without_max_tokens, &mut canonical);
+    KeyBuilder::new("llm-request").part("url", url.as_bytes()).part("request", canonical.as_bytes()).finish()
+}
+
+/// JSON with every object's keys in order, so that the bytes do not depend on how the
+/// request was put together.
+fn write_canonical(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&m[k], out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+impl RequestCache {
+    /// The cache in `dir`, opened when first used.
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        RequestCache { dir, store: OnceLock::new(), warned: AtomicBool::new(false) }
+    }
+
+    fn store(&self) -> Option<&Store> {
+        self.store
+            .get_or_init(|| match Store::open(&self.dir) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    log::warn!(
+                        "cannot open the cache in {} ({e}); LLM answers will not be kept, and a re-run pays for them again",
+                        self.dir.display()
+                    );
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// The answer stored under `key`, if it is the answer a request with this token limit
+    /// would get: an answer that was not cut off serves any limit it fits in (a limit of
+    /// `None` is no limit); an answer cut off at its limit serves only that same limit.
+    pub(crate) fn get(&self, key: &Key, max_tokens: Option<u64>) -> Option<Answer> {
+        let entry = match self.store()?.get(key) {
+            Ok(Some(e)) if e.codec == codec::BINCODE2 => e,
+            Ok(_) => return None,
+            Err(e) => {
+                self.warn(&e);
+                return None;
+            }
+        };
+        let Some(entry) = codec::decode::<Entry>(&entry.payload) else {
+            log::warn!("cache entry {key} of an LLM answer does not decode; asking again");
+            return None;
+        };
+        serves(&entry, max_tokens).then_some(entry.answer)
+    }
+
+    /// Stores an answer (durably: it was paid for). A failure costs only a later re-run.
+    pub(crate) fn put(&self, key: &Key, answer: &Answer, max_tokens: Option<u64>) {
+        let Some(store) = self.store() else { return };
+        let entry = Entry { answer: answer.clone(), max_tokens };
+        let r = codec::encode(&entry).and_then(|bytes| store.put(key, codec::BINCODE2, &bytes));
+        if let Err(e) = r {
+            self.warn(&e);
+        }
+    }
+
+    fn warn(&self, e: &weave_cache::Error) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            log::warn!("the cache of LLM answers in {} failed ({e}); going on without it", self.dir.display());
+        }
+    }
+}
+
+/// Whether a stored entry is the answer to a request with the token limit `max_tokens`.
+fn serves(entry: &Entry, max_tokens: Option<u64>) -> bool {
+    if entry.answer.truncated() {
+        // Cut off at its limit: a larger limit would have let it go on.
+        entry.max_tokens == max_tokens
+    } else {
+        max_tokens.is_none_or(|m| entry.answer.completion_tokens <= m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(finish: &str, completion_tokens: u64) -> Answer {
+        Answer {
+            content: "hi".into(),
+            finish_reason: Some(finish.into()),
+            prompt_tokens: 5,
+            completion_tokens,
+            model: None,
+        }
+    }
+
+    #[test]
+    fn keys_ignore_key_order_and_see_every_value() {
+        let a = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 0.7});
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"temperature":0.7,"messages":[{"content":"x","role":"user"}],"model":"m"}"#)
+                .unwrap();
+        assert_eq!(request_key("u", &a), request_key("u", &b));
+        let c = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 0.8});
+        assert_ne!(request_key("u", &a), request_key("u", &c));
+        assert_ne!(request_key("u", &a), request_key("v", &a), "another endpoint");
+    }
+
+    #[test]
+    fn a_finished_answer_serves_any_limit_it_fits_a_cut_one_only_its_own() {
+        let done = Entry { answer: answer("stop", 40), max_tokens: Some(100) };
+        assert!(serves(&done, Some(100)));
+        assert!(serves(&done, Some(4000)), "a larger limit changes nothing");
+        assert!(serves(&done, None));
+        assert!(serves(&done, Some(40)));
+        assert!(!serves(&done, Some(39)), "a smaller limit would cut it off");
+        let cut = Entry { answer: answer("length", 100), max_tokens: Some(100) };
+        assert!(serves(&cut, Some(100)));
+        assert!(!serves(&cut, Some(200)), "a larger limit lets the answer go on: ask again");
+        assert!(!serves(&cut, None));
+    }
+
+    #[test]
+    fn answers_round_trip_through_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = RequestCache::new(dir.path().to_path_buf());
+        let key = request_key("u", &serde_json::json!({"model": "m"}));
+        assert!(cache.get(&key, None).is_none());
+        cache.put(&key, &answer("stop", 3), Some(10));
+        assert_eq!(cache.get(&key, Some(10)).map(|a| a.content), Some("hi".into()));
+        // Another process (a resumed run) sees it too.
+        let again = RequestCache::new(dir.path().to_path_buf());
+        assert!(again.get(&key, Some(2)).is_none());
+        assert!(again.get(&key, Some(20)).is_some());
+    }
+}

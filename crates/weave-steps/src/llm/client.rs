@@ -1,0 +1,568 @@
+//! The client of an OpenAI-compatible `/chat/completions` endpoint (OpenAI, vLLM,
+//! llama.cpp's server, Ollama): one per provider, shared by every step that calls it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weave_core::{LlmProvider, RetryPolicy};
+
+use super::limiter::{Cancelled, Limiter, RateHeaders};
+
+/// How long one request may take when the provider sets no `timeout`.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The largest answer body read (a chat completion is a few kilobytes).
+const MAX_BODY: u64 = 64 << 20;
+
+/// An answer to one request.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Answer {
+    /// The message's text.
+    pub(crate) content: String,
+    /// Why the model stopped: `"stop"`, `"length"` (cut off at `max_tokens`), ...
+    pub(crate) finish_reason: Option<String>,
+    /// Tokens of the prompt, as the provider counted them.
+    pub(crate) prompt_tokens: u64,
+    /// Tokens of the answer.
+    pub(crate) completion_tokens: u64,
+    /// The model that answered, as the provider named it.
+    pub(crate) model: Option<String>,
+}
+
+impl Answer {
+    /// Whether the answer was cut off at the token limit.
+    pub(crate) fn truncated(&self) -> bool {
+        self.finish_reason.as_deref() == Some("length")
+    }
+}
+
+/// Why a request got no answer, in the terms the step acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum CallError {
+    /// Every request would fail (the key is refused, the model does not exist, the
+    /// endpoint cannot be reached): the run stops.
+    Fatal(String),
+    /// This request cannot be answered (refused as invalid, or still failing after every
+    /// retry): its record goes to the quarantine file with this reason.
+    Rejected(String),
+    /// The endpoint cannot be reached at all (nothing listens, the host is unknown),
+    /// after every retry: the run stops.
+    Unreachable(String),
+    /// The run is being cancelled.
+    Cancelled,
+}
+
+/// One failed attempt.
+#[derive(Debug)]
+enum Failure {
+    /// Worth trying again (429, 5xx, a timeout, a dropped connection, a body that is not
+    /// JSON); `unreachable` when no connection could be made at all.
+    Transient {
+        why: String,
+        retry_after: Option<Duration>,
+        rate_limited: bool,
+        unreachable: bool,
+    },
+    Fatal(String),
+    Rejected(String),
+}
+
+/// What the requests of one job cost, summed into the step's figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// HTTP requests sent, retries included.
+    pub(crate) requests: u64,
+    /// Requests sent again after a transient failure.
+    pub(crate) retries: u64,
+    /// 429 answers.
+    pub(crate) rate_limited: u64,
+}
+
+/// The API key, which nothing prints: not `Debug`, not logs, not errors.
+enum ApiKey {
+    /// The provider needs none (a local server).
+    None,
+    Present(String),
+    /// `api_key_env` names a variable that is not set.
+    Missing(String),
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ApiKey::None => "none",
+            ApiKey::Present(_) => "[redacted]",
+            ApiKey::Missing(_) => "missing",
+        })
+    }
+}
+
+/// One provider's endpoint: the HTTP agent (its connection pool), the API key, the rate
+/// budget. Shared by every step of a pipeline that names the provider.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    provider: Arc<LlmProvider>,
+    url: String,
+    agent: ureq::Agent,
+    key: ApiKey,
+    pub(crate) limiter: Limiter,
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl Endpoint {
+    /// The endpoint of `provider`; its API key is read from the environment now.
+    pub(crate) fn new(provider: Arc<LlmProvider>) -> Self {
+        let url = format!("{}/chat/completions", provider.base_url.trim_end_matches('/'));
+        let timeout = provider.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            // Every request in flight keeps its connection for the next one.
+            .max_idle_connections(1024)
+            .max_idle_connections_per_host(1024)
+            .max_idle_age(Duration::from_secs(60))
+            .user_agent(concat!("weave/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let key = match &provider.api_key_env {
+            None => ApiKey::None,
+            Some(var) => match std::env::var(var) {
+                Ok(k) if !k.is_empty() => ApiKey::Present(k),
+                _ => ApiKey::Missing(var.clone()),
+            },
+        };
+        let limiter = Limiter::new(provider.requests_per_minute, provider.tokens_per_minute);
+        Endpoint { agent: config.into(), url, key, limiter, provider, warned: Default::default() }
+    }
+
+    /// True the first time it is asked: a problem with the provider is reported once, not
+    /// once per step that names it.
+    pub(crate) fn first_warning(&self) -> bool {
+        !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The URL requests go to.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The provider.
+    pub(crate) fn provider(&self) -> &LlmProvider {
+        &self.provider
+    }
+
+    /// Why requests cannot be sent at all, if so (the key's variable is not set).
+    pub(crate) fn unusable(&self) -> Option<String> {
+        match &self.key {
+            ApiKey::Missing(var) => Some(format!(
+                "the environment variable `{var}` (`api_key_env` of [llm.{}]) is not set: set it to the API key",
+                self.provider.name
+            )),
+            _ => None,
+        }
+    }
+
+    /// `text` with the API key blanked out, for anything the provider said that we repeat.
+    fn redact(&self, text: &str) -> String {
+        match &self.key {
+            ApiKey::Present(k) if k.len() >= 4 => text.replace(k.as_str(), "[redacted]"),
+            _ => text.to_owned(),
+        }
+    }
+
+    /// Sends `body` until it is answered, retrying transient failures with `policy`
+    /// (honouring `Retry-After`; a 429 pauses every request to the provider), within the
+    /// provider's rate budget. `tokens` is the request's estimated cost in tokens,
+    /// `jitter` spreads the retry delays of different requests.
+    pub(crate) fn complete(
+        &self,
+        body: &[u8],
+        tokens: u64,
+        policy: &RetryPolicy,
+        jitter: u64,
+        cancelled: &dyn Fn() -> bool,
+        tally: &mut Tally,
+    ) -> Result<Answer, CallError> {
+        if let Some(why) = self.unusable() {
+            return Err(CallError::Fatal(why));
+        }
+        let mut attempt = 0u32;
+        loop {
+            self.limiter.acquire(tokens, cancelled).map_err(|Cancelled| CallError::Cancelled)?;
+            if cancelled() {
+                return Err(CallError::Cancelled);
+            }
+            tally.requests += 1;
+            let (result, headers) = self.send(body);
+            if let Some(h) = &headers {
+                self.limiter.observe(h);
+            }
+            let failure = match result {
+                Ok(answer) => {
+                    self.limiter.settle(tokens, answer.prompt_tokens + answer.completion_tokens);
+                    return Ok(answer);
+                }
+                Err(f) => f,
+            };
+            let (why, retry_after, rate_limited, unreachable) = match failure {
+                Failure::Fatal(m) => return Err(CallError::Fatal(m)),
+                Failure::Rejected(m) => return Err(CallError::Rejected(m)),
+                Failure::Transient { why, retry_after, rate_limited, unreachable } => {
+                    (why, retry_after, rate_limited, unreachable)
+                }
+            };
+            if rate_limited {
+                tally.rate_limited += 1;
+            }
+            if attempt >= policy.max_retries {
+                let tries = attempt + 1;
+                let what = if tries == 1 { "1 attempt".to_owned() } else { format!("{tries} attempts") };
+                return Err(if unreachable {
+                    CallError::Unreachable(format!("cannot reach {} after {what}: {why}", self.url))
+                } else {
+                    CallError::Rejected(format!("no answer after {what}: {why}"))
+                });
+            }
+            attempt += 1;
+            tally.retries += 1;
+            let delay = backoff(policy, attempt, jitter).max(retry_after.unwrap_or_default());
+            if rate_limited {
+                // The provider's limit is everyone's: every request to it waits.
+                self.limiter.cool_down(Instant::now() + delay);
+            }
+            log::debug!("{}: {why}; retry {attempt} in {}", self.url, weave_core::format_duration(delay));
+            sleep(delay, cancelled).map_err(|Cancelled| CallError::Cancelled)?;
+        }
+    }
+
+    /// One attempt.
+    fn send(&self, body: &[u8]) -> (Result<Answer, Failure>, Option<RateHeaders>) {
+        let mut req = self.agent.post(&self.url).header("content-type", "application/json");
+        if let ApiKey::Present(k) = &self.key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let mut resp = match req.send(body) {
+            Ok(r) => r,
+            Err(e) => return (Err(self.transport_failure(e)), None),
+        };
+        let status = resp.status().as_u16();
+        let headers = RateHeaders::read(|name| resp.headers().get(name).and_then(|v| v.to_str().ok()));
+        let text = match resp.body_mut().with_config().limit(MAX_BODY).read_to_string() {
+            Ok(t) => t,
+            Err(e) => {
+                let why = format!("the connection broke while reading the answer ({})", self.redact(&e.to_string()));
+                return (Err(transient(why, None)), Some(headers));
+            }
+        };
+        let result = match status {
+            200..=299 => parse_answer(&text).map_err(|f| match f {
+                Failure::Transient { why, retry_after, rate_limited, unreachable } => {
+                    Failure::Transient { why: self.redact(&why), retry_after, rate_limited, unreachable }
+                }
+                Failure::Rejected(m) => Failure::Rejected(self.redact(&m)),
+                Failure::Fatal(m) => Failure::Fatal(self.redact(&m)),
+            }),
+            _ => Err(self.status_failure(status, &text, headers.retry_after)),
+        };
+        (result, Some(headers))
+    }
+
+    /// A non-2xx answer, classified.
+    fn status_failure(&self, status: u16, body: &str, retry_after: Option<Duration>) -> Failure {
+        let msg = self.redact(&error_message(body));
+        let said = if msg.is_empty() { String::new() } else { format!(": {msg}") };
+        match status {
+            429 => Failure::Transient {
+                why: format!("rate limited (HTTP 429){said}"),
+                retry_after,
+                rate_limited: true,
+                unreachable: false,
+            },
+            408 | 409 | 425 | 500..=599 => transient(format!("HTTP {status}{said}"), retry_after),
+            401 | 403 => Failure::Fatal(format!(
+                "{} refused the request (HTTP {status}){said}; check the API key in `{}`",
+                self.url,
+                self.provider.api_key_env.as_deref().unwrap_or("api_key_env (none is set)")
+            )),
+            404 => Failure::Fatal(format!(
+                "{} answered HTTP 404{said}; check `base_url` and `model` (\"{}\") of [llm.{}]",
+                self.url, self.provider.model, self.provider.name
+            )),
+            _ => Failure::Rejected(format!("the provider refused the request (HTTP {status}){said}")),
+        }
+    }
+
+    /// A request that got no HTTP answer, classified.
+    fn transport_failure(&self, e: ureq::Error) -> Failure {
+        let text = self.redact(&e.to_string());
+        match e {
+            ureq::Error::Timeout(_) => transient(
+                format!(
+                    "no answer within {}",
+                    weave_core::format_duration(self.provider.timeout.unwrap_or(DEFAULT_TIMEOUT))
+                ),
+                None,
+            ),
+            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => unreachable(text),
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => unreachable(text),
+            ureq::Error::Io(_) | ureq::Error::Protocol(_) | ureq::Error::BodyStalled => {
+                transient(format!("the connection broke ({text})"), None)
+            }
+            _ => Failure::Fatal(format!("cannot send a request to {}: {text}", self.url)),
+        }
+    }
+}
+
+fn transient(why: String, retry_after: Option<Duration>) -> Failure {
+    Failure::Transient { why, retry_after, rate_limited: false, unreachable: false }
+}
+
+fn unreachable(why: String) -> Failure {
+    Failure::Transient { why, retry_after: None, rate_limited: false, unreachable: true }
+}
+
+/// The delay before retry number `attempt` (from 1): the policy's backoff, with a jitter
+/// taken from `jitter` and the attempt rather than a clock, so that requests that failed
+/// together do not come back together.
+fn backoff(policy: &RetryPolicy, attempt: u32, jitter: u64) -> Duration {
+    let d = policy.delay(attempt);
+    if !policy.jitter {
+        return d;
+    }
+    let mut x = jitter ^ u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 31;
+    d.mul_f64(0.5 + (x % 1000) as f64 / 2000.0)
+}
+
+/// Sleeps `d`, looking at `cancelled` every 50 ms.
+fn sleep(d: Duration, cancelled: &dyn Fn() -> bool) -> Result<(), Cancelled> {
+    let end = Instant::now() + d;
+    loop {
+        if cancelled() {
+            return Err(Cancelled);
+        }
+        let now = Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// The `error.message` of an OpenAI-style error body, or the start of the body.
+fn error_message(body: &str) -> String {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(body)
+        && let Some(m) =
+            v["error"]["message"].as_str().or_else(|| v["error"].as_str()).or_else(|| v["message"].as_str())
+    {
+        return m.to_owned();
+    }
+    let t: String = body.trim().chars().take(200).collect();
+    t
+}
+
+/// A chat completion's answer.
+fn parse_answer(text: &str) -> Result<Answer, Failure> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        let start: String = text.chars().take(80).collect();
+        transient(format!("the answer is not JSON ({e}): {start:?}"), None)
+    })?;
+    if !v["error"].is_null() {
+        return Err(transient(format!("the server answered with an error: {}", error_message(text)), None));
+    }
+    let Some(choice) = v["choices"].get(0) else {
+        return Err(transient("the answer has no `choices`".to_owned(), None));
+    };
+    let finish_reason = choice["finish_reason"].as_str().map(str::to_owned);
+    let message = &choice["message"];
+    let Some(content) = message["content"].as_str() else {
+        if let Some(r) = message["refusal"].as_str() {
+            return Err(Failure::Rejected(format!("the model refused: {r}")));
+        }
+        if message.is_null() {
+            return Err(transient("the answer's first choice has no `message`".to_owned(), None));
+        }
+        return Err(Failure::Rejected(format!(
+            "the model gave no text (finish_reason {})",
+            finish_reason.as_deref().unwrap_or("missing")
+        )));
+    };
+    let usage = &v["usage"];
+    Ok(Answer {
+        content: content.to_owned(),
+        finish_reason,
+        prompt_tokens: usage["prompt_tokens"].as_u64().unwrap_or(0),
+        completion_tokens: usage["completion_tokens"].as_u64().unwrap_or(0),
+        model: v["model"].as_str().map(str::to_owned),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weave_testkit::{Reply, TestServer};
+
+    fn provider(url: &str, key_env: Option<&str>) -> Arc<LlmProvider> {
+        Arc::new(LlmProvider {
+            name: "local".into(),
+            base_url: url.into(),
+            model: "m".into(),
+            api_key_env: key_env.map(str::to_owned),
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            timeout: Some(Duration::from_secs(5)),
+            prompt_price_per_million: None,
+            completion_price_per_million: None,
+        })
+    }
+
+    fn fast(n: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: n,
+            retry_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            ..RetryPolicy::default()
+        }
+    }
+
+    fn body(prompt: &str) -> Vec<u8> {
+        serde_json::json!({"model": "m", "messages": [{"role": "user", "content": prompt}]}).to_string().into_bytes()
+    }
+
+    fn call(e: &Endpoint, prompt: &str, retries: u32) -> (Result<Answer, CallError>, Tally) {
+        let mut tally = Tally::default();
+        let r = e.complete(&body(prompt), 10, &fast(retries), 7, &|| false, &mut tally);
+        (r, tally)
+    }
+
+    #[test]
+    fn transient_failures_are_retried_until_answered() {
+        // Each prompt fails in its own way on its first two tries.
+        let server = TestServer::start(|r| match (r.prompt(), r.attempt) {
+            ("500", 1 | 2) => Reply::error(500, "boom"),
+            ("429", 1 | 2) => Reply::too_many_requests("0"),
+            ("bad", 1 | 2) => Reply::Malformed,
+            ("drop", 1 | 2) => Reply::Drop,
+            (p, _) => Reply::text(format!("ok {p}")).with_usage(7, 2),
+        })
+        .unwrap();
+        let e = Endpoint::new(provider(&server.url(), None));
+        for p in ["500", "429", "bad", "drop"] {
+            let (r, tally) = call(&e, p, 3);
+            let a = r.unwrap_or_else(|e| panic!("{p}: {e:?}"));
+            assert_eq!(a.content, format!("ok {p}"));
+            assert_eq!((a.prompt_tokens, a.completion_tokens), (7, 2));
+            assert_eq!(a.finish_reason.as_deref(), Some("stop"));
+            assert_eq!((tally.requests, tally.retries), (3, 2), "{p}");
+            assert_eq!(tally.rate_limited, if p == "429" { 2 } else { 0 });
+        }
+    }
+
+    #[test]
+    fn retries_run_out_into_a_rejection_with_the_last_reason() {
+        let server = TestServer::start(|_| Reply::error(503, "overloaded")).unwrap();
+        let e = Endpoint::new(provider(&server.url(), None));
+        let (r, tally) = call(&e, "x", 2);
+        assert_eq!(r, Err(CallError::Rejected("no answer after 3 attempts: HTTP 503: overloaded".into())));
+        assert_eq!(tally.requests, 3);
+    }
+
+    #[test]
+    fn refusals_are_per_request_and_auth_errors_stop_everything() {
+        let server = TestServer::start(|r| match r.prompt() {
+            "long" => Reply::error(400, "maximum context length exceeded"),
+            "auth" => Reply::error(401, "bad key"),
+            _ => Reply::error(404, "model `m` not found"),
+        })
+        .unwrap();
+        let e = Endpoint::new(provider(&server.url(), None));
+        let (r, tally) = call(&e, "long", 3);
+        assert_eq!(
+            r,
+            Err(CallError::Rejected(
+                "the provider refused the request (HTTP 400): maximum context length exceeded".into()
+            ))
+        );
+        assert_eq!(tally.requests, 1, "not retried");
+        let Err(CallError::Fatal(m)) = call(&e, "auth", 3).0 else { panic!() };
+        assert!(m.contains("HTTP 401") && m.contains("check the API key"), "{m}");
+        let Err(CallError::Fatal(m)) = call(&e, "x", 3).0 else { panic!() };
+        assert!(m.contains("HTTP 404") && m.contains("\"m\""), "{m}");
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_pauses_the_provider() {
+        let server =
+            TestServer::start(|r| if r.attempt == 1 { Reply::too_many_requests("1") } else { Reply::text("ok") })
+                .unwrap();
+        let e = Endpoint::new(provider(&server.url(), None));
+        let t0 = Instant::now();
+        let (r, _) = call(&e, "x", 3);
+        assert!(r.is_ok());
+        // The retry waited at least the second the server asked for, though the policy's
+        // own delay is a millisecond.
+        assert!(t0.elapsed() >= Duration::from_secs(1), "{:?}", t0.elapsed());
+    }
+
+    #[test]
+    fn an_endpoint_nobody_listens_on_is_fatal_after_the_retries() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let e = Endpoint::new(provider(&format!("http://127.0.0.1:{port}/v1"), None));
+        let Err(CallError::Unreachable(m)) = call(&e, "x", 1).0 else { panic!() };
+        assert!(
+            m.starts_with(&format!("cannot reach http://127.0.0.1:{port}/v1/chat/completions after 2 attempts")),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn the_key_is_sent_and_never_repeated() {
+        let var = "WEAVE_TEST_CLIENT_KEY_1";
+        // A variable the test process does not have: the key is missing.
+        let e = Endpoint::new(provider("http://127.0.0.1:9/v1", Some(var)));
+        assert!(std::env::var(var).is_err());
+        let Err(CallError::Fatal(m)) = call(&e, "x", 0).0 else { panic!() };
+        assert_eq!(
+            m,
+            "the environment variable `WEAVE_TEST_CLIENT_KEY_1` (`api_key_env` of [llm.local]) is not set: set it to the API key"
+        );
+        // A key the server refuses, and repeats back in its message.
+        let server = TestServer::builder().api_key("sk-right-key").start(|_| Reply::text("ok")).unwrap();
+        let mut e = Endpoint::new(provider(&server.url(), None));
+        e.key = ApiKey::Present("sk-wrong-secret-key".into());
+        let Err(CallError::Fatal(m)) = call(&e, "x", 0).0 else { panic!() };
+        assert!(!m.contains("sk-wrong-secret-key"), "{m}");
+        assert!(m.contains("[redacted]"), "{m}");
+        assert_eq!(format!("{:?}", e.key), "[redacted]");
+        assert_eq!(server.requests()[0].request.authorization.as_deref(), Some("Bearer sk-wrong-secret-key"));
+        e.key = ApiKey::Present("sk-right-key".into());
+        assert!(call(&e, "x", 0).0.is_ok());
+    }
+
+    #[test]
+    fn answers_without_text_are_refusals() {
+        assert!(matches!(
+            parse_answer(r#"{"choices":[{"message":{"content":null,"refusal":"no"},"finish_reason":"stop"}]}"#),
+            Err(Failure::Rejected(m)) if m == "the model refused: no"
+        ));
+        assert!(matches!(
+            parse_answer(r#"{"choices":[{"message":{"content":null},"finish_reason":"content_filter"}]}"#),
+            Err(Failure::Rejected(m)) if m == "the model gave no text (finish_reason content_filter)"
+        ));
+        assert!(matches!(parse_answer(r#"{"choices":[]}"#), Err(Failure::Transient { .. })));
+        let a = parse_answer(r#"{"choices":[{"message":{"content":"x"},"finish_reason":"length"}]}"#).unwrap();
+        assert!(a.truncated());
+        assert_eq!((a.prompt_tokens, a.completion_tokens), (0, 0), "no usage: zero, not an error");
+    }
+
+    #[test]
+    fn backoff_follows_the_policy_with_a_reproducible_jitter() {
+        let p = RetryPolicy { retry_delay: Duration::from_millis(100), ..RetryPolicy::default() };
+        let d = backoff(&p, 2, 42);
+        assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(200), "{d:?}");
+        assert_eq!(d, backoff(&p, 2, 42));
+        assert_ne!(backoff(&p, 2, 42), backoff(&p, 2, 43));
+        let flat = RetryPolicy { jitter: false, ..p };
+        assert_eq!(backoff(&flat, 2, 42), Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,507 @@
+//! LLM-backed steps: the LLM noisers of `augment`, `llm_generate` and `llm_judge`, on an
+//! OpenAI-compatible `/chat/completions` endpoint named by an `[llm.NAME]` table.
+//!
+//! - `client.rs`: one [`Endpoint`](client::Endpoint) per provider and pipeline (its HTTP
+//!   agent, API key, rate budget), shared by every step that names the provider; a
+//!   request is retried on 429, 5xx, timeouts, dropped connections and bodies that are
+//!   not JSON, with the step's retry policy and the provider's `Retry-After`.
+//! - `limiter.rs`: the provider's budget of requests and tokens per minute, adjusted from
+//!   its rate-limit headers, with a cool-down after a 429 that every step respects.
+//! - `cache.rs`: every answer stored under a key of what decides it, so that a re-run or
+//!   a resumed run never sends a request that already has an answer.
+//! - `prompt.rs`: templates with `{variable}`s, checked when the pipeline is built;
+//!   `schema.rs`: the JSON-schema subset structured answers are checked against.
+//! - Here: [`LlmCall`], what every LLM step shares: its keys, a pool of `concurrency`
+//!   worker threads that send a batch's requests at once, and the step's figures
+//!   (requests, tokens, cost, cache hits), summed over its calls.
+
+mod augment;
+mod cache;
+mod client;
+mod generate;
+mod judge;
+mod limiter;
+mod prompt;
+mod schema;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use weave_core::{CanonicalConfig, Diagnostic, ErrorOrigin, LlmProvider, Params, RetryPolicy, StepContext, StepError};
+
+pub use augment::LlmAugment;
+pub(crate) use augment::{build as build_augment, is_llm_noiser, noiser_names};
+pub(crate) use generate::KIND as GENERATE_KIND;
+pub use generate::LlmGenerate;
+pub(crate) use judge::KIND as JUDGE_KIND;
+pub use judge::LlmJudge;
+
+use cache::{RequestCache, request_key};
+use client::{Answer, CallError, Endpoint, Tally};
+
+/// The keys every LLM step takes.
+#[cfg(test)]
+const COMMON_KEYS: &[&str] = &["llm", "concurrency", "temperature", "top_p", "max_tokens", "stop", "system"];
+
+/// Requests a step keeps in flight when `concurrency` is not given.
+const DEFAULT_CONCURRENCY: u64 = 16;
+
+/// The tokens an answer is assumed to take, for the rate budget, when `max_tokens` is not
+/// given (the difference is settled when the answer comes).
+const ASSUMED_ANSWER_TOKENS: u64 = 256;
+
+/// The cost per record of an LLM step, for the critical path and the cache (`auto` keeps
+/// the output of steps this costly).
+const COST: f64 = 1000.0;
+
+/// The sampling parameters sent with every request.
+#[derive(Debug, Clone, Default)]
+struct Sampling {
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    max_tokens: Option<u64>,
+    stop: Vec<String>,
+}
+
+/// One request to make.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    /// The system message, if any.
+    pub(crate) system: Option<String>,
+    /// The user message.
+    pub(crate) user: String,
+    /// The seed sent with it (31 bits, which every server takes).
+    pub(crate) seed: u64,
+}
+
+impl Request {
+    /// A request whose seed comes from the pipeline's seed, the messages and `sample`
+    /// (the number of the answer, when one prompt asks for several): the same messages
+    /// give the same request, whatever the step, batch or thread.
+    pub(crate) fn new(system: Option<String>, user: String, pipeline_seed: u64, sample: u64) -> Request {
+        let mut h = blake3::Hasher::new_derive_key("weave llm request seed v1");
+        h.update(&pipeline_seed.to_le_bytes());
+        h.update(&sample.to_le_bytes());
+        for part in [system.as_deref().unwrap_or(""), user.as_str()] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&h.finalize().as_bytes()[..8]);
+        Request { system, user, seed: u64::from_le_bytes(first) >> 33 }
+    }
+}
+
+/// What became of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outcome {
+    /// The model's answer (from the cache or fresh).
+    Answered(Answer),
+    /// No answer: the record goes to the quarantine file with this reason.
+    Rejected(String),
+}
+
+/// What every LLM step shares: the provider's endpoint, the cache of answers, the retry
+/// policy and sampling, and the pool of worker threads that send requests.
+#[derive(Debug)]
+pub(crate) struct LlmCall {
+    worker: Arc<Worker>,
+    concurrency: usize,
+    step: String,
+    jobs: OnceLock<Sender<Job>>,
+}
+
+#[derive(Debug)]
+struct Worker {
+    endpoint: Arc<Endpoint>,
+    cache: Option<Arc<RequestCache>>,
+    retry: RetryPolicy,
+    sampling: Sampling,
+    response_format: Option<serde_json::Value>,
+}
+
+struct Job {
+    index: usize,
+    request: Request,
+    reply: Sender<Done>,
+    cancel: Arc<AtomicBool>,
+}
+
+struct Done {
+    index: usize,
+    result: Result<(Answer, bool), CallError>,
+    tally: Tally,
+}
+
+impl LlmCall {
+    /// Reads the keys every LLM step takes (`llm`, `concurrency`, `temperature`,
+    /// `top_p`, `max_tokens`, `stop`) from the step `step`, or from `inner` (a noiser's
+    /// table) for those written there; `temperature` is the kind's default, and
+    /// `response_format` is sent with every request.
+    pub(crate) fn read(
+        step: &Params,
+        inner: Option<&Params>,
+        temperature: f64,
+        response_format: Option<serde_json::Value>,
+    ) -> Option<LlmCall> {
+        let p = &Either { step, inner };
+        let provider = p.pick("llm").llm("llm");
+        let concurrency = step.u64("concurrency").unwrap_or(DEFAULT_CONCURRENCY);
+        if !(1..=1024).contains(&concurrency)
+            && let Some(item) = step.item("concurrency")
+        {
+            step.error_at(item, "`concurrency` (requests in flight) must be from 1 to 1024");
+        }
+        let (mt, stop) = (p.pick("max_tokens"), p.pick("stop"));
+        let sampling = Sampling {
+            temperature: Some(number_in(p.pick("temperature"), "temperature", 0.0, 2.0).unwrap_or(temperature)),
+            top_p: number_in(p.pick("top_p"), "top_p", 0.0, 1.0),
+            max_tokens: mt.u64("max_tokens"),
+            stop: stop.str_list("stop").unwrap_or_default(),
+        };
+        if sampling.max_tokens == Some(0)
+            && let Some(item) = mt.item("max_tokens")
+        {
+            mt.error_at(item, "`max_tokens` must be at least 1");
+        }
+        if sampling.stop.len() > 4
+            && let Some(item) = stop.item("stop")
+        {
+            stop.error_at(item, "`stop` takes at most 4 sequences (the OpenAI API's limit)");
+        }
+        let provider = provider?;
+        let ctx = step.context();
+        let endpoint = ctx.shared(&format!("llm.{}", provider.name), || Endpoint::new(Arc::clone(&provider)));
+        if let Some(why) = endpoint.unusable()
+            && endpoint.first_warning()
+        {
+            step.push(Diagnostic::warning(why).with_code("llm-key"));
+        }
+        let cache = ctx.cache_dir().map(|dir| ctx.shared("llm.answers", || RequestCache::new(dir.to_path_buf())));
+        Some(LlmCall {
+            worker: Arc::new(Worker { endpoint, cache, retry: step.retry_policy(), sampling, response_format }),
+            concurrency: concurrency.clamp(1, 1024) as usize,
+            step: step.step_id().unwrap_or("llm").to_owned(),
+            jobs: OnceLock::new(),
+        })
+    }
+
+    /// Requests in flight at once.
+    pub(crate) fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// The token limit of an answer.
+    pub(crate) fn max_tokens(&self) -> Option<u64> {
+        self.worker.sampling.max_tokens
+    }
+
+    /// The provider.
+    pub(crate) fn provider(&self) -> &LlmProvider {
+        self.worker.endpoint.provider()
+    }
+
+    /// The step's configuration for the cache key: its own keys but those that do not
+    /// change its output (`exclude`, and `concurrency`), and the provider's endpoint and
+    /// model — never its key or its limits.
+    pub(crate) fn config(&self, p: &Params, exclude: &[&str]) -> CanonicalConfig {
+        let mut skip = vec!["concurrency"];
+        skip.extend_from_slice(exclude);
+        let own: serde_json::Value =
+            serde_json::from_slice(p.canonical(&skip).as_bytes()).unwrap_or(serde_json::Value::Null);
+        let provider = self.provider();
+        let v = serde_json::json!({
+            "step": own,
+            "llm": { "base_url": provider.base_url, "model": provider.model },
+        });
+        CanonicalConfig::of(&v).unwrap_or_default()
+    }
+
+    /// Sends `requests` (at most `concurrency` at once, over every batch of the step in
+    /// flight), and returns what became of each, in order. A request that every other
+    /// would share the fate of (a refused key, an unreachable endpoint) fails the call;
+    /// the step's figures are added to `ctx`.
+    pub(crate) fn run(&self, requests: Vec<Request>, ctx: &mut StepContext) -> Result<Vec<Outcome>, StepError> {
+        let n = requests.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let jobs = self.jobs.get_or_init(|| self.start_workers());
+        let (reply, results) = crossbeam_channel::unbounded();
+        let cancel = Arc::new(AtomicBool::new(false));
+        for (index, request) in requests.into_iter().enumerate() {
+            let job = Job { index, request, reply: reply.clone(), cancel: Arc::clone(&cancel) };
+            if jobs.send(job).is_err() {
+                return Err(StepError::internal("the LLM request workers are gone"));
+            }
+        }
+        drop(reply);
+        let done = match collect(&results, n, ctx) {
+            Ok(d) => d,
+            Err(e) => {
+                // Queued requests are dropped unsent; those in flight finish and are kept.
+                cancel.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let mut tally = Tally::default();
+        let (mut answers, mut hits, mut failed) = (0i64, 0i64, 0i64);
+        let (mut prompt_tokens, mut completion_tokens, mut cached_tokens) = (0i64, 0i64, 0i64);
+        let mut outcomes = Vec::with_capacity(n);
+        let mut fatal = None;
+        for d in done {
+            tally.requests += d.tally.requests;
+            tally.retries += d.tally.retries;
+            tally.rate_limited += d.tally.rate_limited;
+            match d.result {
+                Ok((a, cached)) => {
+                    let tokens = (a.prompt_tokens as i64, a.completion_tokens as i64);
+                    if cached {
+                        hits += 1;
+                        cached_tokens += tokens.0 + tokens.1;
+                    } else {
+                        answers += 1;
+                        prompt_tokens += tokens.0;
+                        completion_tokens += tokens.1;
+                    }
+                    outcomes.push(Outcome::Answered(a));
+                }
+                Err(CallError::Rejected(why)) => {
+                    failed += 1;
+                    outcomes.push(Outcome::Rejected(why));
+                }
+                Err(CallError::Fatal(why)) => {
+                    fatal.get_or_insert(StepError::fatal(why));
+                    outcomes.push(Outcome::Rejected(String::new()));
+                }
+                Err(CallError::Unreachable(why)) => {
+                    fatal.get_or_insert(StepError::Fatal {
+                        message: why,
+                        origin: ErrorOrigin::Environment,
+                        source: None,
+                    });
+                    outcomes.push(Outcome::Rejected(String::new()));
+                }
+                Err(CallError::Cancelled) => {
+                    fatal.get_or_insert(StepError::transient("the run is being cancelled"));
+                    outcomes.push(Outcome::Rejected(String::new()));
+                }
+            }
+        }
+        // Paid for, whatever happens to the batch.
+        ctx.add_stat("requests", tally.requests as i64);
+        ctx.add_stat("answers", answers);
+        ctx.add_stat("cache_hits", hits);
+        ctx.add_stat("prompt_tokens", prompt_tokens);
+        ctx.add_stat("completion_tokens", completion_tokens);
+        for (name, v) in [("retries", tally.retries as i64), ("rate_limited", tally.rate_limited as i64)] {
+            if v > 0 {
+                ctx.add_stat(name, v);
+            }
+        }
+        if failed > 0 {
+            ctx.add_stat("failed_requests", failed);
+        }
+        if cached_tokens > 0 {
+            ctx.add_stat("cached_tokens", cached_tokens);
+        }
+        let provider = self.provider();
+        if provider.prompt_price_per_million.is_some() || provider.completion_price_per_million.is_some() {
+            let cost = prompt_tokens as f64 * provider.prompt_price_per_million.unwrap_or(0.0) / 1e6
+                + completion_tokens as f64 * provider.completion_price_per_million.unwrap_or(0.0) / 1e6;
+            ctx.add_stat("cost", cost);
+        }
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(outcomes),
+        }
+    }
+
+    fn start_workers(&self) -> Sender<Job> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let mut started = 0;
+        for i in 0..self.concurrency {
+            let (rx, worker) = (rx.clone(), Arc::clone(&self.worker));
+            let spawned = std::thread::Builder::new()
+                .name(format!("weave-llm-{}-{i}", self.step))
+                .spawn(move || work(&worker, &rx));
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => log::warn!("step {}: cannot start an LLM request thread ({e})", self.step),
+            }
+        }
+        if started == 0 {
+            // No thread at all: one must exist or the step would wait forever.
+            let worker = Arc::clone(&self.worker);
+            std::thread::spawn(move || work(&worker, &rx));
+        } else if started < self.concurrency {
+            log::warn!("step {}: {started} of {} LLM request threads started", self.step, self.concurrency);
+        }
+        tx
+    }
+}
+
+/// Waits for the `n` answers of one call, in order; gives up when the run is cancelled.
+fn collect(results: &Receiver<Done>, n: usize, ctx: &StepContext) -> Result<Vec<Done>, StepError> {
+    let mut slots: Vec<Option<Done>> = (0..n).map(|_| None).collect();
+    let mut got = 0;
+    while got < n {
+        match results.recv_timeout(Duration::from_millis(50)) {
+            Ok(d) => {
+                let i = d.index;
+                if slots[i].replace(d).is_none() {
+                    got += 1;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if ctx.is_cancelled() {
+                    return Err(StepError::transient("the run is being cancelled"));
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(StepError::internal("an LLM request worker stopped without answering"));
+            }
+        }
+    }
+    Ok(slots.into_iter().flatten().collect())
+}
+
+/// A worker thread: takes jobs until the step is dropped.
+fn work(worker: &Worker, jobs: &Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        let mut tally = Tally::default();
+        let cancel = Arc::clone(&job.cancel);
+        let result = if cancel.load(Ordering::Relaxed) {
+            Err(CallError::Cancelled)
+        } else {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                worker.answer(&job.request, &|| cancel.load(Ordering::Relaxed), &mut tally)
+            }))
+            .unwrap_or_else(|_| Err(CallError::Fatal("an LLM request thread panicked".into())))
+        };
+        let _ = job.reply.send(Done { index: job.index, result, tally });
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("index", &self.index).finish()
+    }
+}
+
+impl Worker {
+    /// The request's body as JSON, without `max_tokens` (the key's part).
+    fn body(&self, r: &Request) -> serde_json::Value {
+        let mut messages = Vec::with_capacity(2);
+        if let Some(s) = &r.system {
+            messages.push(serde_json::json!({"role": "system", "content": s}));
+        }
+        messages.push(serde_json::json!({"role": "user", "content": r.user}));
+        let mut body = serde_json::json!({
+            "model": self.endpoint.provider().model,
+            "messages": messages,
+            "seed": r.seed,
+        });
+        let s = &self.sampling;
+        if let Some(t) = s.temperature {
+            body["temperature"] = t.into();
+        }
+        if let Some(t) = s.top_p {
+            body["top_p"] = t.into();
+        }
+        if !s.stop.is_empty() {
+            body["stop"] = s.stop.clone().into();
+        }
+        if let Some(f) = &self.response_format {
+            body["response_format"] = f.clone();
+        }
+        body
+    }
+
+    /// The answer to one request: from the cache, or asked (and then stored).
+    fn answer(
+        &self,
+        r: &Request,
+        cancelled: &dyn Fn() -> bool,
+        tally: &mut Tally,
+    ) -> Result<(Answer, bool), CallError> {
+        let mut body = self.body(r);
+        let key = request_key(self.endpoint.url(), &body);
+        let max_tokens = self.sampling.max_tokens;
+        if let Some(a) = self.cache.as_ref().and_then(|c| c.get(&key, max_tokens)) {
+            return Ok((a, true));
+        }
+        if let Some(m) = max_tokens {
+            body["max_tokens"] = m.into();
+        }
+        let bytes = body.to_string().into_bytes();
+        // About four bytes a token, plus the answer.
+        let tokens = bytes.len() as u64 / 4 + max_tokens.unwrap_or(ASSUMED_ANSWER_TOKENS);
+        let answer = self.endpoint.complete(&bytes, tokens, &self.retry, r.seed, cancelled, tally)?;
+        if let Some(c) = &self.cache {
+            c.put(&key, &answer, max_tokens);
+        }
+        Ok((answer, false))
+    }
+}
+
+/// A step's table and, for a noiser written as a table, that table: each key is read from
+/// the one that has it (the inner one first).
+pub(crate) struct Either<'a> {
+    pub(crate) step: &'a Params,
+    pub(crate) inner: Option<&'a Params>,
+}
+
+impl Either<'_> {
+    /// The table that has `key` (the step's when neither has it). A key in both is an
+    /// error at the step's copy.
+    pub(crate) fn pick(&self, key: &str) -> &Params {
+        match self.inner {
+            Some(inner) if inner.has(key) => {
+                if let Some(item) = self.step.item(key) {
+                    self.step.error_at(item, format!("`{key}` is given twice: here and in the `noiser` table"));
+                }
+                inner
+            }
+            _ => self.step,
+        }
+    }
+}
+
+/// A number from `min` to `max` at `key`, if given and right.
+fn number_in(p: &Params, key: &str, min: f64, max: f64) -> Option<f64> {
+    let v = p.f64(key)?;
+    if (min..=max).contains(&v) {
+        Some(v)
+    } else {
+        if let Some(item) = p.item(key) {
+            p.error_at(item, format!("`{key}` must be from {min} to {max}, not {v}"));
+        }
+        None
+    }
+}
+
+/// The parsed JSON of an answer (the part between the first `{` or `[` and the last `}` or
+/// `]` when the model wrapped it in prose or a code fence), or why it is not JSON.
+pub(crate) fn answer_json(text: &str) -> Result<serde_json::Value, String> {
+    let t = text.trim();
+    if let Ok(v) = serde_json::from_str(t) {
+        return Ok(v);
+    }
+    let start = t.find(['{', '[']);
+    let end = t.rfind(['}', ']']);
+    if let (Some(s), Some(e)) = (start, end)
+        && s < e
+        && let Ok(v) = serde_json::from_str(&t[s..=e])
+    {
+        return Ok(v);
+    }
+    let err = serde_json::from_str::<serde_json::Value>(t).err().map(|e| e.to_string()).unwrap_or_default();
+    let shown: String = t.chars().take(60).collect();
+    Err(format!("the answer is not JSON ({err}): {shown:?}"))
+}
+
+#[cfg(test)]
+mod tests;

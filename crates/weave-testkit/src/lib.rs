@@ -1,0 +1,648 @@
+//! Test support for Weave: [`TestServer`], a real HTTP/1.1 server on `127.0.0.1` that
+//! speaks the OpenAI chat-completions wire format (`POST /v1/chat/completions`), with the
+//! reply to each request chosen by the test — an answer, a truncated answer, a 429 with
+//! `Retry-After`, a 500, a body that is not JSON, a dropped connection, a reply held back,
+//! latency — and a log of every request, counted by body, so that a test can check that
+//! nothing was asked twice.
+//!
+//! The unit tests of the LLM steps, the end-to-end tests (which run the `weave` binary
+//! against it) and `cargo xtask bench llm` all use this one server.
+//!
+//! ```
+//! use weave_testkit::{Reply, TestServer};
+//!
+//! // Every prompt is answered with itself in capitals; the first try of each is a 503.
+//! let server = TestServer::start(|req| {
+//!     if req.attempt == 1 { Reply::error(503, "warming up") } else { Reply::text(req.prompt().to_uppercase()) }
+//! })
+//! .unwrap();
+//! assert!(server.url().starts_with("http://127.0.0.1:"));
+//! assert_eq!(server.total(), 0);
+//! ```
+#![deny(missing_docs)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// One request as the server received it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The raw body.
+    pub body: String,
+    /// The body as JSON (`Null` when it is not JSON).
+    pub json: serde_json::Value,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// How many times this exact body has been received, this one included (1 for the
+    /// first): lets a test fail the first tries of every request and answer the next.
+    pub attempt: u32,
+}
+
+impl Request {
+    /// The content of the last user message (empty when there is none).
+    pub fn prompt(&self) -> &str {
+        self.messages().iter().rev().find(|(role, _)| *role == "user").map_or("", |(_, c)| c)
+    }
+
+    /// The content of the system message, if any.
+    pub fn system(&self) -> Option<&str> {
+        self.messages().into_iter().find(|(role, _)| *role == "system").map(|(_, c)| c)
+    }
+
+    /// The messages as (role, content).
+    pub fn messages(&self) -> Vec<(&str, &str)> {
+        self.json["messages"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|m| (m["role"].as_str().unwrap_or_default(), m["content"].as_str().unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A top-level field of the body (`"temperature"`, `"seed"`, `"response_format"`).
+    pub fn field(&self, name: &str) -> &serde_json::Value {
+        &self.json[name]
+    }
+}
+
+/// How the server answers one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// `200` with a chat completion.
+    Completion {
+        /// The message's content.
+        content: String,
+        /// `"stop"`, or `"length"` for an answer cut off at `max_tokens`.
+        finish_reason: String,
+        /// The usage's prompt tokens; `None` counts the words of the messages.
+        prompt_tokens: Option<u64>,
+        /// The usage's completion tokens; `None` counts the words of the content.
+        completion_tokens: Option<u64>,
+        /// Extra response headers (rate-limit headers).
+        headers: Vec<(String, String)>,
+    },
+    /// An HTTP error with an OpenAI-style JSON error body.
+    Error {
+        /// The status code.
+        status: u16,
+        /// The error's message.
+        message: String,
+        /// Extra response headers (`Retry-After`).
+        headers: Vec<(String, String)>,
+    },
+    /// `200` with a body that is not JSON (cut off half-way).
+    Malformed,
+    /// The connection is closed without an answer.
+    Drop,
+    /// No answer at all until the server is dropped (a request in flight when a run is
+    /// killed).
+    Hold,
+    /// Waits, then replies.
+    After(Duration, Box<Reply>),
+}
+
+impl Reply {
+    /// An answer with this content.
+    pub fn text(content: impl Into<String>) -> Reply {
+        Reply::Completion {
+            content: content.into(),
+            finish_reason: "stop".to_owned(),
+            prompt_tokens: None,
+            completion_tokens: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// An answer whose content is this JSON value.
+    pub fn json(value: &serde_json::Value) -> Reply {
+        Reply::text(value.to_string())
+    }
+
+    /// An answer cut off at the token limit (`finish_reason: "length"`).
+    pub fn truncated(content: impl Into<String>) -> Reply {
+        match Reply::text(content) {
+            Reply::Completion { content, prompt_tokens, completion_tokens, headers, .. } => Reply::Completion {
+                content,
+                finish_reason: "length".to_owned(),
+                prompt_tokens,
+                completion_tokens,
+                headers,
+            },
+            other => other,
+        }
+    }
+
+    /// An HTTP error.
+    pub fn error(status: u16, message: impl Into<String>) -> Reply {
+        Reply::Error { status, message: message.into(), headers: Vec::new() }
+    }
+
+    /// A `429 Too Many Requests` with `Retry-After: retry_after` (seconds, or an HTTP date).
+    pub fn too_many_requests(retry_after: &str) -> Reply {
+        Reply::error(429, "Rate limit reached, please try again later").with_header("Retry-After", retry_after)
+    }
+
+    /// This reply with one more response header.
+    pub fn with_header(self, name: &str, value: &str) -> Reply {
+        match self {
+            Reply::Completion { content, finish_reason, prompt_tokens, completion_tokens, mut headers } => {
+                headers.push((name.to_owned(), value.to_owned()));
+                Reply::Completion { content, finish_reason, prompt_tokens, completion_tokens, headers }
+            }
+            Reply::Error { status, message, mut headers } => {
+                headers.push((name.to_owned(), value.to_owned()));
+                Reply::Error { status, message, headers }
+            }
+            Reply::After(d, r) => Reply::After(d, Box::new(r.with_header(name, value))),
+            other => other,
+        }
+    }
+
+    /// This reply with usage figures of its own.
+    pub fn with_usage(self, prompt: u64, completion: u64) -> Reply {
+        match self {
+            Reply::Completion { content, finish_reason, headers, .. } => Reply::Completion {
+                content,
+                finish_reason,
+                prompt_tokens: Some(prompt),
+                completion_tokens: Some(completion),
+                headers,
+            },
+            other => other,
+        }
+    }
+
+    /// This reply after a wait.
+    pub fn after(self, wait: Duration) -> Reply {
+        Reply::After(wait, Box::new(self))
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Reply::Completion { .. } => "completion",
+            Reply::Error { .. } => "error",
+            Reply::Malformed => "malformed",
+            Reply::Drop => "drop",
+            Reply::Hold => "hold",
+            Reply::After(_, r) => r.kind(),
+        }
+    }
+}
+
+/// A request in the server's log, with what was done with it.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    /// The request.
+    pub request: Request,
+    /// `"completion"`, `"error"`, `"malformed"`, `"drop"`, `"hold"`, or `"unauthorized"`.
+    pub reply: &'static str,
+    /// Whether a completion was written out whole (an answer the client may have).
+    pub answered: bool,
+    /// When it arrived (its body read).
+    pub at: Instant,
+    /// When the reply was written or the connection dropped (`None` while held, or still
+    /// being answered).
+    pub done: Option<Instant>,
+}
+
+type Respond = dyn Fn(&Request) -> Reply + Send + Sync;
+
+struct Shared {
+    respond: Box<Respond>,
+    latency: Duration,
+    key: Option<String>,
+    stop: AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
+    log: Mutex<Vec<Logged>>,
+    counts: Mutex<HashMap<String, u32>>,
+}
+
+impl Shared {
+    fn log(&self) -> MutexGuard<'_, Vec<Logged>> {
+        self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// How to start a [`TestServer`].
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    latency: Duration,
+    key: Option<String>,
+}
+
+impl Builder {
+    /// Every reply waits this long first (as a model would take to answer).
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// Requests must carry `Authorization: Bearer <key>`; others get a 401 whose message
+    /// repeats what they sent (as some servers do), which a client must not pass on.
+    pub fn api_key(mut self, key: &str) -> Self {
+        self.key = Some(key.to_owned());
+        self
+    }
+
+    /// Starts the server on `127.0.0.1` on a free port; `respond` chooses each reply.
+    pub fn start(self, respond: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> std::io::Result<TestServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            respond: Box::new(respond),
+            latency: self.latency,
+            key: self.key,
+            stop: AtomicBool::new(false),
+            in_flight: Default::default(),
+            max_in_flight: Default::default(),
+            log: Mutex::default(),
+            counts: Mutex::default(),
+        });
+        let s = Arc::clone(&shared);
+        let accept = std::thread::Builder::new().name("testkit-accept".into()).spawn(move || {
+            for conn in listener.incoming() {
+                if s.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let s = Arc::clone(&s);
+                let _ = std::thread::Builder::new().name("testkit-conn".into()).spawn(move || serve(&s, conn));
+            }
+        })?;
+        Ok(TestServer { addr, shared, accept: Some(accept) })
+    }
+}
+
+/// An OpenAI-compatible HTTP server on `127.0.0.1`, stopped when dropped.
+pub struct TestServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer").field("addr", &self.addr).finish()
+    }
+}
+
+impl TestServer {
+    /// How to start a server with latency or an API key.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Starts a server without latency or key; `respond` chooses each reply.
+    pub fn start(respond: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> std::io::Result<TestServer> {
+        Builder::default().start(respond)
+    }
+
+    /// Starts a server that answers every prompt with `echo: <prompt>`.
+    pub fn echo() -> std::io::Result<TestServer> {
+        TestServer::start(|r| Reply::text(format!("echo: {}", r.prompt())))
+    }
+
+    /// The base URL to configure (`http://127.0.0.1:PORT/v1`).
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Every request received, in arrival order.
+    pub fn requests(&self) -> Vec<Logged> {
+        self.shared.log().clone()
+    }
+
+    /// How many requests were received.
+    pub fn total(&self) -> usize {
+        self.shared.log().len()
+    }
+
+    /// How many requests are being handled now (received, not yet answered or held).
+    pub fn busy(&self) -> usize {
+        self.shared.log().iter().filter(|l| l.reply.is_empty()).count()
+    }
+
+    /// The most requests that were being handled at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// How many requests were answered with a whole completion.
+    pub fn answered(&self) -> usize {
+        self.shared.log().iter().filter(|l| l.answered).count()
+    }
+
+    /// How many times each body was received.
+    pub fn counts(&self) -> HashMap<String, u32> {
+        self.shared.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The prompts answered with a whole completion, once per answer.
+    pub fn answered_prompts(&self) -> Vec<String> {
+        self.shared.log().iter().filter(|l| l.answered).map(|l| l.request.prompt().to_owned()).collect()
+    }
+
+    /// Waits until `done(answered, total)` holds, up to `timeout`; returns whether it did.
+    pub fn wait_until(&self, timeout: Duration, done: impl Fn(usize, usize) -> bool) -> bool {
+        let start = Instant::now();
+        loop {
+            if done(self.answered(), self.total()) {
+                return true;
+            }
+            if start.elapsed() > timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// One connection: requests one after another (keep-alive) until the client closes it or
+/// the server stops.
+fn serve(s: &Shared, conn: TcpStream) {
+    let _ = conn.set_nodelay(true);
+    let Ok(mut out) = conn.try_clone() else { return };
+    let mut input = BufReader::new(conn);
+    loop {
+        // Wait for the next request, looking at the stop flag now and then.
+        let _ = input.get_ref().set_read_timeout(Some(Duration::from_millis(100)));
+        loop {
+            if s.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            match input.fill_buf() {
+                Ok([]) => return,
+                Ok(_) => break,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return,
+            }
+        }
+        let _ = input.get_ref().set_read_timeout(Some(Duration::from_secs(10)));
+        let Some((path, headers, body)) = read_request(&mut input) else { return };
+        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let authorization = header("authorization");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+        let attempt = {
+            let mut c = s.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = c.entry(body.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let request = Request { body, json, authorization, attempt };
+        let index = {
+            let mut log = s.log();
+            log.push(Logged { request: request.clone(), reply: "", answered: false, at: Instant::now(), done: None });
+            log.len() - 1
+        };
+        let set = |reply: &'static str, answered: bool| {
+            let mut log = s.log();
+            log[index].reply = reply;
+            log[index].answered = answered;
+            if reply != "hold" {
+                log[index].done = Some(Instant::now());
+            }
+        };
+        let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        s.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let _leave = Leave(&s.in_flight);
+        if path != "/v1/chat/completions" {
+            set("error", false);
+            let body = error_body(&format!("no route {path}"), "not_found");
+            if write(&mut out, 404, &[], &body).is_err() || close {
+                return;
+            }
+            continue;
+        }
+        if let Some(key) = &s.key
+            && request.authorization.as_deref() != Some(&format!("Bearer {key}"))
+        {
+            set("unauthorized", false);
+            let sent = request.authorization.clone().unwrap_or_default();
+            let sent = sent.strip_prefix("Bearer ").unwrap_or(&sent);
+            let body = error_body(&format!("Incorrect API key provided: {sent}"), "invalid_api_key");
+            if write(&mut out, 401, &[], &body).is_err() || close {
+                return;
+            }
+            continue;
+        }
+        if request.json.is_null() {
+            set("error", false);
+            if write(&mut out, 400, &[], &error_body("the body is not JSON", "invalid_request_error")).is_err() || close
+            {
+                return;
+            }
+            continue;
+        }
+        let mut reply = (s.respond)(&request);
+        std::thread::sleep(s.latency);
+        while let Reply::After(wait, r) = reply {
+            std::thread::sleep(wait);
+            reply = *r;
+        }
+        let kind = reply.kind();
+        let written = match reply {
+            Reply::Completion { content, finish_reason, prompt_tokens, completion_tokens, headers } => {
+                let prompt_tokens = prompt_tokens.unwrap_or_else(|| {
+                    request.messages().iter().map(|(_, c)| c.split_whitespace().count() as u64 + 1).sum()
+                });
+                let completion_tokens = completion_tokens.unwrap_or(content.split_whitespace().count() as u64);
+                let body = serde_json::json!({
+                    "id": format!("chatcmpl-{index}"),
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": request.json["model"],
+                    "choices": [{
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": finish_reason,
+                    }],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    },
+                })
+                .to_string();
+                write(&mut out, 200, &headers, &body)
+            }
+            Reply::Error { status, message, headers } => {
+                let body = error_body(&message, if status == 429 { "rate_limit_exceeded" } else { "server_error" });
+                write(&mut out, status, &headers, &body)
+            }
+            Reply::Malformed => {
+                write(&mut out, 200, &[], "{\"id\":\"chatcmpl-x\",\"choices\":[{\"message\":{\"content\":\"cut")
+            }
+            Reply::Drop => {
+                set(kind, false);
+                let _ = out.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            Reply::Hold => {
+                set(kind, false);
+                while !s.stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return;
+            }
+            Reply::After(..) => unreachable!("unwrapped above"),
+        };
+        set(kind, kind == "completion" && written.is_ok());
+        if written.is_err() || close {
+            return;
+        }
+    }
+}
+
+/// Counts a request out of flight when its handling ends, however it ends.
+struct Leave<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn error_body(message: &str, code: &str) -> String {
+    serde_json::json!({"error": {"message": message, "type": "error", "code": code}}).to_string()
+}
+
+/// A request as read off the wire: its path, lower-cased headers and body.
+type Raw = (String, Vec<(String, String)>, String);
+
+/// Reads one request (`Content-Length` bodies only).
+fn read_request(input: &mut BufReader<TcpStream>) -> Option<Raw> {
+    let mut line = String::new();
+    input.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let (_method, path) = (parts.next()?, parts.next()?.to_owned());
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        input.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0u8; len];
+    input.read_exact(&mut body).ok()?;
+    Some((path, headers, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn write(out: &mut TcpStream, status: u16, headers: &[(String, String)], body: &str) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    };
+    let mut text =
+        format!("HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n", body.len());
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal client: one request on a fresh connection, the raw response back.
+    fn post(url: &str, body: &str) -> String {
+        let addr = url.trim_start_matches("http://").trim_end_matches("/v1");
+        let mut c = TcpStream::connect(addr).unwrap();
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        c.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        out
+    }
+
+    const BODY: &str =
+        r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hello there"}]}"#;
+
+    #[test]
+    fn answers_in_the_openai_format_and_counts_by_body() {
+        let server =
+            TestServer::start(|r| if r.attempt == 1 { Reply::error(500, "boom") } else { Reply::text("hi") }).unwrap();
+        let first = post(&server.url(), BODY);
+        assert!(first.starts_with("HTTP/1.1 500"), "{first}");
+        let second = post(&server.url(), BODY);
+        assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+        let json: serde_json::Value = serde_json::from_str(second.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(json["choices"][0]["message"]["content"], "hi");
+        assert_eq!(json["choices"][0]["finish_reason"], "stop");
+        assert_eq!(json["usage"]["prompt_tokens"], 2 + 1 + 2 + 1);
+        assert_eq!(json["usage"]["completion_tokens"], 1);
+        assert_eq!(json["model"], "m");
+        assert_eq!(server.counts()[BODY], 2);
+        assert_eq!((server.total(), server.answered()), (2, 1));
+        let log = server.requests();
+        assert_eq!(log[0].request.prompt(), "hello there");
+        assert_eq!(log[0].request.system(), Some("be brief"));
+        assert_eq!((log[0].reply, log[1].reply), ("error", "completion"));
+    }
+
+    #[test]
+    fn faults_are_what_they_say() {
+        let server = TestServer::start(|r| match r.prompt() {
+            "429" => Reply::too_many_requests("2"),
+            "bad" => Reply::Malformed,
+            "drop" => Reply::Drop,
+            _ => Reply::truncated("cut off"),
+        })
+        .unwrap();
+        let body = |p: &str| BODY.replace("hello there", p);
+        let r = post(&server.url(), &body("429"));
+        assert!(r.starts_with("HTTP/1.1 429") && r.contains("Retry-After: 2"), "{r}");
+        let r = post(&server.url(), &body("bad"));
+        assert!(serde_json::from_str::<serde_json::Value>(r.split("\r\n\r\n").nth(1).unwrap()).is_err());
+        assert_eq!(post(&server.url(), &body("drop")), "");
+        let r = post(&server.url(), &body("x"));
+        assert!(r.contains("\"finish_reason\":\"length\""), "{r}");
+        assert_eq!(server.answered(), 1);
+    }
+
+    #[test]
+    fn a_wrong_key_is_refused_and_repeated_back() {
+        let server = TestServer::builder().api_key("sk-right").start(|_| Reply::text("ok")).unwrap();
+        let r = post(&server.url(), BODY);
+        assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+        assert_eq!(server.requests()[0].reply, "unauthorized");
+    }
+}
