@@ -188,9 +188,13 @@ impl LlmCall {
         })
     }
 
-    /// Requests in flight at once.
-    pub(crate) fn concurrency(&self) -> usize {
-        self.concurrency
+    /// What the step needs: the executor runs a few of its batches at once (a sixteenth
+    /// of the concurrency, from 2 to 8), each waiting on the step's own request threads.
+    /// A batch's requests go out together, so a few batches keep the threads busy; more
+    /// would hold more prompts and answers in memory, which the memory budget does not see.
+    pub(crate) fn resources(&self) -> weave_core::Resources {
+        let batches = (self.concurrency / 16).clamp(2, 8) as u32;
+        weave_core::Resources { io_concurrency: Some(batches), ..weave_core::Resources::default() }
     }
 
     /// The token limit of an answer.
