@@ -24,6 +24,7 @@ mod limiter;
 mod prompt;
 mod schema;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -232,10 +233,23 @@ impl LlmCall {
         if n == 0 {
             return Ok(Vec::new());
         }
+        // The same request twice in a call (two records with one text) is sent once.
+        let mut unique: Vec<Request> = Vec::with_capacity(n);
+        let mut first: HashMap<(Option<String>, String, u64), usize> = HashMap::with_capacity(n);
+        let mut slot_of: Vec<usize> = Vec::with_capacity(n);
+        for r in requests {
+            let key = (r.system.clone(), r.user.clone(), r.seed);
+            let slot = *first.entry(key).or_insert_with(|| {
+                unique.push(r);
+                unique.len() - 1
+            });
+            slot_of.push(slot);
+        }
+        let n = unique.len();
         let jobs = self.jobs.get_or_init(|| self.start_workers());
         let (reply, results) = crossbeam_channel::unbounded();
         let cancel = Arc::new(AtomicBool::new(false));
-        for (index, request) in requests.into_iter().enumerate() {
+        for (index, request) in unique.into_iter().enumerate() {
             let job = Job { index, request, reply: reply.clone(), cancel: Arc::clone(&cancel) };
             if jobs.send(job).is_err() {
                 return Err(StepError::internal("the LLM request workers are gone"));
@@ -319,7 +333,7 @@ impl LlmCall {
         }
         match fatal {
             Some(e) => Err(e),
-            None => Ok(outcomes),
+            None => Ok(slot_of.into_iter().map(|i| outcomes[i].clone()).collect()),
         }
     }
 
