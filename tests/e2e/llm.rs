@@ -372,3 +372,26 @@ fn a_step_naming_no_provider_is_refused_with_a_suggestion() {
         out.stderr
     );
 }
+
+#[test]
+fn small_batches_still_keep_the_requests_in_flight() {
+    // Batches of 5 records, 8 requests in flight: the step runs batches side by side.
+    let server = TestServer::builder()
+        .api_key(KEY)
+        .latency(Duration::from_millis(40))
+        .start(|r| Reply::text(text_of(r.prompt())))
+        .expect("server");
+    let step = AUGMENT.replace("concurrency = 16", "concurrency = 8");
+    let dir = setup(&server.url(), &step, 60);
+    let text = std::fs::read_to_string(dir.path().join("p.toml"))
+        .expect("pipeline")
+        .replace("batch_size = 1000", "batch_size = 5");
+    std::fs::write(dir.path().join("p.toml"), text).expect("pipeline");
+    let out = weave(dir.path(), &["run", "p.toml"], KEY);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = jsonl(&dir.path().join("out.jsonl"));
+    let ids: Vec<u64> = rows.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (0..60).collect::<Vec<u64>>(), "in input order");
+    let most = server.max_in_flight();
+    assert!((6..=8).contains(&most), "{most} requests in flight at most");
+}

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use weave_core::{
-    Batch, CanonicalConfig, ConfItem, ConfValue, DataType, Diagnostic, Params, Rejected, Resources, Step, StepContext,
-    StepError, StepInfo, StrColumn, Transform, ValueRef, did_you_mean,
+    Batch, CanonicalConfig, ConfItem, ConfValue, DataType, Diagnostic, Params, Rejected, Step, StepContext, StepError,
+    StepInfo, StrColumn, Transform, ValueRef, did_you_mean,
 };
 
 use super::prompt::{self, Prompt, Var};
@@ -708,8 +708,8 @@ impl StepInfo for LlmAugment {
         self.config.clone()
     }
 
-    fn resources(&self) -> Resources {
-        Resources { io_concurrency: Some(self.call.concurrency() as u32), ..Resources::default() }
+    fn resources(&self) -> weave_core::Resources {
+        self.call.resources()
     }
 
     fn estimated_cost(&self) -> f64 {

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use weave_core::{
-    Batch, BatchBuilder, CanonicalConfig, ConfValue, Diagnostic, Params, Rejected, Resources, Shape, Step, StepContext,
-    StepError, StepInfo, StepKind, Transform, Value,
+    Batch, BatchBuilder, CanonicalConfig, ConfValue, Diagnostic, Params, Rejected, Shape, Step, StepContext, StepError,
+    StepInfo, StepKind, Transform, Value,
 };
 
 use super::prompt::{self, Prompt, Var};
@@ -160,8 +160,8 @@ impl StepInfo for LlmGenerate {
         self.config.clone()
     }
 
-    fn resources(&self) -> Resources {
-        Resources { io_concurrency: Some(self.call.concurrency() as u32), ..Resources::default() }
+    fn resources(&self) -> weave_core::Resources {
+        self.call.resources()
     }
 
     fn estimated_cost(&self) -> f64 {

@@ -24,6 +24,7 @@ mod limiter;
 mod prompt;
 mod schema;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -188,9 +189,13 @@ impl LlmCall {
         })
     }
 
-    /// Requests in flight at once.
-    pub(crate) fn concurrency(&self) -> usize {
-        self.concurrency
+    /// What the step needs: the executor runs a few of its batches at once (a sixteenth
+    /// of the concurrency, from 2 to 8), each waiting on the step's own request threads.
+    /// A batch's requests go out together, so a few batches keep the threads busy; more
+    /// would hold more prompts and answers in memory, which the memory budget does not see.
+    pub(crate) fn resources(&self) -> weave_core::Resources {
+        let batches = (self.concurrency / 16).clamp(2, 8) as u32;
+        weave_core::Resources { io_concurrency: Some(batches), ..weave_core::Resources::default() }
     }
 
     /// The token limit of an answer.
@@ -228,10 +233,23 @@ impl LlmCall {
         if n == 0 {
             return Ok(Vec::new());
         }
+        // The same request twice in a call (two records with one text) is sent once.
+        let mut unique: Vec<Request> = Vec::with_capacity(n);
+        let mut first: HashMap<(Option<String>, String, u64), usize> = HashMap::with_capacity(n);
+        let mut slot_of: Vec<usize> = Vec::with_capacity(n);
+        for r in requests {
+            let key = (r.system.clone(), r.user.clone(), r.seed);
+            let slot = *first.entry(key).or_insert_with(|| {
+                unique.push(r);
+                unique.len() - 1
+            });
+            slot_of.push(slot);
+        }
+        let n = unique.len();
         let jobs = self.jobs.get_or_init(|| self.start_workers());
         let (reply, results) = crossbeam_channel::unbounded();
         let cancel = Arc::new(AtomicBool::new(false));
-        for (index, request) in requests.into_iter().enumerate() {
+        for (index, request) in unique.into_iter().enumerate() {
             let job = Job { index, request, reply: reply.clone(), cancel: Arc::clone(&cancel) };
             if jobs.send(job).is_err() {
                 return Err(StepError::internal("the LLM request workers are gone"));
@@ -315,7 +333,7 @@ impl LlmCall {
         }
         match fatal {
             Some(e) => Err(e),
-            None => Ok(outcomes),
+            None => Ok(slot_of.into_iter().map(|i| outcomes[i].clone()).collect()),
         }
     }
 

@@ -300,6 +300,19 @@ fn a_rerun_asks_nothing_already_answered_and_settings_that_change_no_answer_keep
 }
 
 #[test]
+fn the_same_request_twice_in_a_batch_is_sent_once() {
+    let server = TestServer::echo().unwrap();
+    let env = env_with(vec![provider(&server.url(), None)], false);
+    let step = build("augment", "noiser = \"llm_typos\"", &env.ctx);
+    let c = call(&*step, &texts(&["same", "other", "same", "same"]));
+    assert_eq!(server.total(), 2);
+    let noisy = c.column("text_noisy");
+    assert_eq!((&noisy[0], &noisy[2], &noisy[3]), (&noisy[0], &noisy[0], &noisy[0]));
+    assert_eq!(c.column("text_noisy_seed")[0], c.column("text_noisy_seed")[3]);
+    assert_eq!((c.stat("requests"), c.stat("answers")), (2, 2), "paid once");
+}
+
+#[test]
 fn without_a_cache_every_run_asks_again() {
     let server = TestServer::echo().unwrap();
     let env = env_with(vec![provider(&server.url(), None)], false);
