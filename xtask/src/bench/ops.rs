@@ -417,12 +417,9 @@ mod tests {
 
     #[test]
     fn every_kind_is_measured() {
-        // The LLM steps wait on an endpoint, not on a core: the `llm` scenario measures
-        // them against the test server (requests in flight, wall time against the ideal).
         let missing: Vec<&str> = weave_steps::registry()
             .kinds()
             .map(|k| k.name)
-            .filter(|name| !name.starts_with("llm_"))
             .filter(|name| !OPS.iter().any(|op| op.kind == *name))
             .filter(|name| !ELSEWHERE.iter().any(|(kind, _)| kind == name))
             .collect();
