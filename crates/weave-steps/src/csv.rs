@@ -353,7 +353,7 @@ impl Source for LoadCsv {
             // One UTF-8 check for the whole row: its fields are valid when the row is and
             // every field starts and ends on a character boundary. (A check per field, then
             // a conversion per field, was an eighth of the `io` benchmark's time.)
-            let text = std::str::from_utf8(record.as_slice()).ok().filter(|t| {
+            let text = crate::text::utf8(record.as_slice()).filter(|t| {
                 (0..width)
                     .all(|i| record.range(i).is_some_and(|r| t.is_char_boundary(r.start) && t.is_char_boundary(r.end)))
             });

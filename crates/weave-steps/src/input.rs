@@ -166,8 +166,9 @@ impl Lines {
                 }
             }
             let start = if self.line_no == 1 && self.buf[..end].starts_with(b"\xef\xbb\xbf") { 3 } else { 0 };
-            // Checked first and read after, so that the borrow ends before the next line.
-            if std::str::from_utf8(&self.buf[start..end]).is_err() {
+            // Checked first and read after, so that the borrow ends before the next line
+            // (a second SIMD check of a valid line costs little; unsafe is not allowed).
+            if crate::text::utf8(&self.buf[start..end]).is_none() {
                 ctx.reject(Rejected {
                     reason: "line is not valid UTF-8".into(),
                     record: None,
@@ -175,7 +176,7 @@ impl Lines {
                 });
                 continue;
             }
-            let text = std::str::from_utf8(&self.buf[start..end]).unwrap_or_default();
+            let text = crate::text::utf8(&self.buf[start..end]).unwrap_or_default();
             return Ok(Some(Line { path, number: self.line_no, text }));
         }
     }
