@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use weave_core::{
-    Batch, CanonicalConfig, Column, Params, Record, Rejected, Shape, Sink, Source, Step, StepContext, StepError,
-    StepInfo, StepKind, StrColumn, ValueRef,
+    Batch, CanonicalConfig, Column, Params, Record, Rejected, Shape, Source, Step, StepContext, StepError, StepInfo,
+    StepKind, StrColumn, ValueRef,
 };
 
 use crate::output::{Export, Format, OutputSpec};
@@ -519,33 +519,7 @@ fn build_export(p: &Params) -> Option<Step> {
     Some(Step::Sink(Box::new(ExportCsv { out: Export::new(spec?, format), config: p.canonical(&["max_partitions"]) })))
 }
 
-impl StepInfo for ExportCsv {
-    fn kind(&self) -> &str {
-        EXPORT_KIND.name
-    }
-
-    fn config(&self) -> CanonicalConfig {
-        self.config.clone()
-    }
-
-    fn files_written(&self) -> Vec<PathBuf> {
-        self.out.files_written()
-    }
-}
-
-impl Sink for ExportCsv {
-    fn write(&mut self, batch: &Batch, _ctx: &mut StepContext) -> Result<(), StepError> {
-        self.out.write(batch)
-    }
-
-    fn commit(&mut self, _ctx: &mut StepContext) -> Result<(), StepError> {
-        self.out.commit()
-    }
-
-    fn abort(&mut self) {
-        self.out.abort();
-    }
-}
+crate::output::export_step!(ExportCsv, EXPORT_KIND);
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,6 @@
 //! The `export_json` step: one JSON array of objects.
 
-use std::path::PathBuf;
-
-use weave_core::{Batch, CanonicalConfig, Params, Shape, Sink, Step, StepContext, StepError, StepInfo, StepKind};
+use weave_core::{Batch, CanonicalConfig, Params, Shape, Step, StepError, StepKind};
 
 use crate::json::{write_objects, write_pretty_objects};
 use crate::output::{Export, Format, OutputSpec};
@@ -79,30 +77,4 @@ fn build(p: &Params) -> Option<Step> {
     })))
 }
 
-impl StepInfo for ExportJson {
-    fn kind(&self) -> &str {
-        EXPORT_KIND.name
-    }
-
-    fn config(&self) -> CanonicalConfig {
-        self.config.clone()
-    }
-
-    fn files_written(&self) -> Vec<PathBuf> {
-        self.out.files_written()
-    }
-}
-
-impl Sink for ExportJson {
-    fn write(&mut self, batch: &Batch, _ctx: &mut StepContext) -> Result<(), StepError> {
-        self.out.write(batch)
-    }
-
-    fn commit(&mut self, _ctx: &mut StepContext) -> Result<(), StepError> {
-        self.out.commit()
-    }
-
-    fn abort(&mut self) {
-        self.out.abort();
-    }
-}
+crate::output::export_step!(ExportJson, EXPORT_KIND);

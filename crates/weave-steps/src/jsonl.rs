@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use weave_core::{
-    Batch, BatchBuilder, CanonicalConfig, Params, Rejected, Shape, Sink, Source, Step, StepContext, StepError,
-    StepInfo, StepKind, Value,
+    Batch, BatchBuilder, CanonicalConfig, Params, Rejected, Shape, Source, Step, StepContext, StepError, StepInfo,
+    StepKind, Value,
 };
 
 use crate::input::Lines;
@@ -143,33 +143,7 @@ fn build_export(p: &Params) -> Option<Step> {
     Some(Step::Sink(Box::new(ExportJsonl { out: Export::new(spec, Jsonl), config: p.canonical(&["max_partitions"]) })))
 }
 
-impl StepInfo for ExportJsonl {
-    fn kind(&self) -> &str {
-        EXPORT_KIND.name
-    }
-
-    fn config(&self) -> CanonicalConfig {
-        self.config.clone()
-    }
-
-    fn files_written(&self) -> Vec<PathBuf> {
-        self.out.files_written()
-    }
-}
-
-impl Sink for ExportJsonl {
-    fn write(&mut self, batch: &Batch, _ctx: &mut StepContext) -> Result<(), StepError> {
-        self.out.write(batch)
-    }
-
-    fn commit(&mut self, _ctx: &mut StepContext) -> Result<(), StepError> {
-        self.out.commit()
-    }
-
-    fn abort(&mut self) {
-        self.out.abort();
-    }
-}
+crate::output::export_step!(ExportJsonl, EXPORT_KIND);
 
 #[cfg(test)]
 mod tests {

@@ -136,6 +136,46 @@ impl Write for Encoder {
     }
 }
 
+/// The `StepInfo` and `Sink` of an exporter: a struct with `out: Export<F>` and
+/// `config: CanonicalConfig`, of the kind `$kind`. Every text exporter is one of these;
+/// only the format differs.
+macro_rules! export_step {
+    ($step:ty, $kind:expr) => {
+        impl weave_core::StepInfo for $step {
+            fn kind(&self) -> &str {
+                $kind.name
+            }
+
+            fn config(&self) -> weave_core::CanonicalConfig {
+                self.config.clone()
+            }
+
+            fn files_written(&self) -> Vec<std::path::PathBuf> {
+                self.out.files_written()
+            }
+        }
+
+        impl weave_core::Sink for $step {
+            fn write(
+                &mut self,
+                batch: &weave_core::Batch,
+                _ctx: &mut weave_core::StepContext,
+            ) -> Result<(), weave_core::StepError> {
+                self.out.write(batch)
+            }
+
+            fn commit(&mut self, _ctx: &mut weave_core::StepContext) -> Result<(), weave_core::StepError> {
+                self.out.commit()
+            }
+
+            fn abort(&mut self) {
+                self.out.abort();
+            }
+        }
+    };
+}
+pub(crate) use export_step;
+
 /// The buffered, possibly compressing writer into an [`AtomicOutput`]'s temporary file.
 pub(crate) type TempWriter = Box<BufWriter<Encoder>>;
 
