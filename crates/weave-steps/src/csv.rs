@@ -35,7 +35,6 @@ pub struct LoadCsv {
     open: Option<OpenCsv>,
     /// The header, from the first file that has one, and that file: every file must match it.
     header: Option<(Vec<String>, usize)>,
-    record: csv::ByteRecord,
     /// Bytes of text per column in the last batch: the next batch's buffers start that big,
     /// so that a short file does not hold a full batch's worth of empty capacity.
     hint: Vec<usize>,
@@ -45,144 +44,199 @@ pub struct LoadCsv {
 struct OpenCsv {
     /// Its index in `paths`.
     file: usize,
-    reader: csv::Reader<LineIndex<crate::input::Input>>,
+    reader: CsvReader,
 }
 
-/// A reader that notes where the line breaks it passes on are, so that a record's line can
-/// be found from its byte offset. The csv crate counts lines itself, but one short after
-/// each CRLF line ending (BurntSushi/rust-csv#395), and CRLF is common in CSV files.
-#[derive(Debug)]
-struct LineIndex<R> {
-    inner: R,
-    /// Bytes read so far.
-    offset: u64,
-    /// The carriage returns and line feeds read and not yet behind a record:
-    /// (offset, whether it is a line feed).
-    pending: std::collections::VecDeque<(u64, bool)>,
-    /// Line feeds before the first pending one.
-    passed: u64,
-    /// Where the parser is in the CSV syntax, followed byte by byte alongside it, so that
-    /// a quoted field still open at the end of the file is seen: the csv crate reads the
-    /// rest of the file into it without a word, which would lose every row after it.
-    quotes: QuoteState,
+/// A CSV file read record by record, with `csv_core` doing the parsing. Two things the
+/// csv crate's reader gets wrong are done here: lines are counted by their line feeds (the
+/// csv crate counts one short after each CRLF line ending, BurntSushi/rust-csv#395, and
+/// CRLF is common in CSV files), and a quoted field still open at the end of the input is
+/// seen (the csv crate reads the rest of the file into it without a word, which would lose
+/// every row after it). Both come out of the bytes the parser consumes, with no second
+/// scan of the input.
+struct CsvReader {
+    input: crate::input::Input,
+    core: csv_core::Reader,
+    buf: Box<[u8]>,
+    /// The unread part of `buf`.
+    start: usize,
+    end: usize,
     /// The input has ended.
     eof: bool,
+    /// The line feed given to the parser after the input ended (see [`CsvReader::read`]).
+    fed_end: bool,
+    /// Line feeds consumed so far.
+    lines: u64,
+    /// The last record's fields, unescaped, one after the other, and where each ends.
+    fields: Vec<u8>,
+    ends: Vec<usize>,
+    len: usize,
 }
 
-/// The CSV syntax as far as quoting goes: the start of a field, inside an unquoted one,
-/// inside a quoted one, or just after a quote inside a quoted one (an end, or the first
-/// half of a doubled quote).
-#[derive(Debug, Clone, Copy)]
-struct QuoteState {
-    quote: u8,
-    delimiter: u8,
-    state: u8,
-    /// Where the quoted field that is open began.
-    opened_at: u64,
-}
-
-impl QuoteState {
-    const START: u8 = 0;
-    const UNQUOTED: u8 = 1;
-    const QUOTED: u8 = 2;
-    const QUOTE_IN_QUOTED: u8 = 3;
-
-    /// Follows `data`, which starts at byte `offset` of the input. Only quotes, delimiters
-    /// and line feeds change anything but "inside a field", so the scan jumps from one to
-    /// the next (a carriage return counts as a field byte: the line feed after it ends the
-    /// field all the same).
-    fn scan(&mut self, data: &[u8], offset: u64) {
-        let mut last = 0;
-        for at in memchr::memchr3_iter(self.quote, self.delimiter, b'\n', data) {
-            if at > last {
-                self.ordinary();
-            }
-            self.step(data[at], offset + at as u64);
-            last = at + 1;
-        }
-        if data.len() > last {
-            self.ordinary();
-        }
-    }
-
-    /// The effect of one or more bytes that are none of quote, delimiter, line feed.
-    fn ordinary(&mut self) {
-        self.state = match self.state {
-            Self::QUOTED => Self::QUOTED,
-            _ => Self::UNQUOTED,
-        };
-    }
-
-    fn step(&mut self, b: u8, at: u64) {
-        let end = b == self.delimiter || b == b'\n' || b == b'\r';
-        self.state = match self.state {
-            Self::START if b == self.quote => {
-                self.opened_at = at;
-                Self::QUOTED
-            }
-            Self::START | Self::UNQUOTED if end => Self::START,
-            Self::START | Self::UNQUOTED => Self::UNQUOTED,
-            Self::QUOTED if b == self.quote => Self::QUOTE_IN_QUOTED,
-            Self::QUOTED => Self::QUOTED,
-            _ if b == self.quote => Self::QUOTED,
-            _ if end => Self::START,
-            _ => Self::UNQUOTED,
-        };
+impl std::fmt::Debug for CsvReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CsvReader").field("lines", &self.lines).field("eof", &self.eof).finish_non_exhaustive()
     }
 }
 
-impl<R> LineIndex<R> {
-    fn new(inner: R, delimiter: u8, quote: u8) -> Self {
-        LineIndex {
-            inner,
-            offset: 0,
-            pending: std::collections::VecDeque::new(),
-            passed: 0,
-            quotes: QuoteState { quote, delimiter, state: QuoteState::START, opened_at: 0 },
+/// What [`CsvReader::read`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CsvRead {
+    /// A record, which starts on this line (from 1).
+    Record {
+        line: u64,
+    },
+    /// The last record, which starts on this line and has a quoted field that the input
+    /// ended inside of.
+    Unclosed {
+        line: u64,
+    },
+    End,
+}
+
+/// Bytes read from the input at a time.
+const CSV_BUFFER: usize = 64 << 10;
+
+impl CsvReader {
+    fn new(input: crate::input::Input, delimiter: u8, quote: u8) -> Self {
+        CsvReader {
+            input,
+            core: csv_core::ReaderBuilder::new().delimiter(delimiter).quote(quote).build(),
+            buf: vec![0; CSV_BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
             eof: false,
+            fed_end: false,
+            lines: 0,
+            fields: vec![0; 1024],
+            ends: vec![0; 16],
+            len: 0,
         }
     }
 
-    /// Where a quoted field began that the file ended inside of, once the input has ended.
-    fn unclosed_quote(&self) -> Option<u64> {
-        (self.eof && self.quotes.state == QuoteState::QUOTED).then_some(self.quotes.opened_at)
+    /// The fields of the last record read.
+    fn record(&self) -> CsvRecord<'_> {
+        CsvRecord { fields: &self.fields, ends: &self.ends[..self.len] }
     }
 
-    /// The line (from 1) of the record the parser started at `byte`: records start at a
-    /// line's first byte, or at the line break before it (after a CRLF), and blank lines
-    /// before a record are skipped as part of it. Records must be asked for in order.
-    fn line_at(&mut self, byte: u64) -> u64 {
-        while let Some(&(at, lf)) = self.pending.front() {
-            if at >= byte {
-                break;
+    /// Reads the next record.
+    ///
+    /// A record's line is that of its first byte: the line breaks before it (those that
+    /// end the record before, and blank lines, which the parser skips) are counted first.
+    /// Once the input has ended, the parser is given one line feed before the end: it ends
+    /// the last record if that record is complete, and it is read into a quoted field if
+    /// one is open, which is how an unclosed quote is told (that line feed is then taken
+    /// back out of the field).
+    fn read(&mut self) -> std::io::Result<CsvRead> {
+        use csv_core::ReadRecordResult as R;
+        let (mut out, mut nends) = (0, 0);
+        let mut line = None;
+        let mut unclosed = false;
+        loop {
+            if self.start == self.end && !self.eof {
+                self.fill()?;
             }
-            self.passed += u64::from(lf);
-            self.pending.pop_front();
-        }
-        let mut line = self.passed + 1;
-        for (expected, &(at, lf)) in (byte..).zip(&self.pending) {
-            if at != expected {
-                break;
+            let real = self.start < self.end;
+            let input: &[u8] = if real {
+                &self.buf[self.start..self.end]
+            } else if !self.fed_end {
+                b"\n"
+            } else {
+                &[]
+            };
+            let (res, nin, nout, nend) = self.core.read_record(input, &mut self.fields[out..], &mut self.ends[nends..]);
+            if real {
+                let mut consumed = &input[..nin];
+                if line.is_none() {
+                    let first = consumed.iter().position(|&b| b != b'\n' && b != b'\r');
+                    let (breaks, rest) = consumed.split_at(first.unwrap_or(consumed.len()));
+                    self.lines += line_feeds(breaks);
+                    if first.is_some() {
+                        line = Some(self.lines + 1);
+                    }
+                    consumed = rest;
+                }
+                self.lines += line_feeds(consumed);
+                self.start += nin;
+            } else if !self.fed_end && nin == 1 {
+                self.fed_end = true;
+                // Read into an open record rather than ending it: a quoted field is open.
+                unclosed = res == R::InputEmpty && line.is_some();
             }
-            line += u64::from(lf);
+            out += nout;
+            nends += nend;
+            match res {
+                R::InputEmpty => {}
+                R::OutputFull => {
+                    let more = self.fields.len().max(1024);
+                    self.fields.resize(self.fields.len() + more, 0);
+                }
+                R::OutputEndsFull => {
+                    let more = self.ends.len().max(16);
+                    self.ends.resize(self.ends.len() + more, 0);
+                }
+                R::Record => {
+                    self.len = nends;
+                    let line = line.unwrap_or(self.lines + 1);
+                    if unclosed {
+                        // The line feed given at the end is the last byte of the last field.
+                        if let Some(last) = self.ends[..nends].last_mut() {
+                            *last = last.saturating_sub(1);
+                        }
+                        return Ok(CsvRead::Unclosed { line });
+                    }
+                    return Ok(CsvRead::Record { line });
+                }
+                R::End => return Ok(CsvRead::End),
+            }
         }
-        line
+    }
+
+    fn fill(&mut self) -> std::io::Result<()> {
+        loop {
+            match std::io::Read::read(&mut self.input, &mut self.buf) {
+                Ok(n) => {
+                    (self.start, self.end) = (0, n);
+                    self.eof = n == 0;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
-impl<R: std::io::Read> std::io::Read for LineIndex<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.eof = true;
-        }
-        let data = &buf[..n];
-        for i in memchr::memchr2_iter(b'\n', b'\r', data) {
-            self.pending.push_back((self.offset + i as u64, data[i] == b'\n'));
-        }
-        self.quotes.scan(data, self.offset);
-        self.offset += n as u64;
-        Ok(n)
+/// The line feeds in `bytes` (a loop the compiler turns into vector code).
+fn line_feeds(bytes: &[u8]) -> u64 {
+    bytes.iter().map(|&b| u64::from(b == b'\n')).sum()
+}
+
+/// One record's fields.
+#[derive(Debug, Clone, Copy)]
+struct CsvRecord<'a> {
+    fields: &'a [u8],
+    ends: &'a [usize],
+}
+
+impl<'a> CsvRecord<'a> {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Every field's bytes, one after the other.
+    fn as_slice(&self) -> &'a [u8] {
+        &self.fields[..self.ends.last().copied().unwrap_or(0)]
+    }
+
+    /// Where field `i` is in [`CsvRecord::as_slice`].
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        start..self.ends[i]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        (0..self.len()).map(|i| &self.fields[self.range(i)])
     }
 }
 
@@ -217,7 +271,6 @@ fn build(p: &Params) -> Option<Step> {
         next_file: 0,
         open: None,
         header: None,
-        record: csv::ByteRecord::new(),
         hint: Vec::new(),
     })))
 }
@@ -243,17 +296,11 @@ impl LoadCsv {
         while let Some(path) = self.paths.get(self.next_file) {
             let file = self.next_file;
             self.next_file += 1;
-            let mut reader = csv::ReaderBuilder::new()
-                .delimiter(self.delimiter)
-                .quote(self.quote)
-                .flexible(true)
-                .has_headers(true)
-                .from_reader(LineIndex::new(crate::input::open(path)?, self.delimiter, self.quote));
-            let header = reader.byte_headers().map_err(|e| csv_error(path, e))?;
-            if header.is_empty() {
+            let mut reader = CsvReader::new(crate::input::open(path)?, self.delimiter, self.quote);
+            if reader.read().map_err(|e| read_error(path, &reader, e))? == CsvRead::End {
                 continue;
             }
-            let names = header_names(path, header)?;
+            let names = header_names(path, reader.record())?;
             match &self.header {
                 None => {
                     self.hint = vec![0; names.len()];
@@ -279,7 +326,7 @@ impl LoadCsv {
 }
 
 /// The names of a header row, each UTF-8, not empty, and not given twice.
-fn header_names(path: &std::path::Path, header: &csv::ByteRecord) -> Result<Vec<String>, StepError> {
+fn header_names(path: &std::path::Path, header: CsvRecord<'_>) -> Result<Vec<String>, StepError> {
     let mut names: Vec<String> = Vec::with_capacity(header.len());
     for (i, h) in header.iter().enumerate() {
         let name = std::str::from_utf8(h).map_err(|_| {
@@ -296,12 +343,10 @@ fn header_names(path: &std::path::Path, header: &csv::ByteRecord) -> Result<Vec<
     Ok(names)
 }
 
-fn csv_error(path: &std::path::Path, e: csv::Error) -> StepError {
-    let line = e.position().map_or(String::new(), |p| format!(":{}", p.line()));
-    match e.kind() {
-        csv::ErrorKind::Io(_) => StepError::environment(format!("cannot read {}{line}", path.display()), e),
-        _ => StepError::fatal(format!("{}{line}: {e}", path.display())),
-    }
+/// A read error (a broken compressed stream, a failing disk), named by the file and the
+/// line the reader had reached.
+fn read_error(path: &std::path::Path, reader: &CsvReader, e: std::io::Error) -> StepError {
+    StepError::environment(format!("cannot read {}:{}", path.display(), reader.lines + 1), e)
 }
 
 impl Source for LoadCsv {
@@ -323,24 +368,22 @@ impl Source for LoadCsv {
                 break;
             };
             let path = &self.paths[open.file];
-            match open.reader.read_byte_record(&mut self.record) {
-                Ok(false) => {
+            let (line, unclosed) = match open.reader.read() {
+                Ok(CsvRead::Record { line }) => (line, false),
+                Ok(CsvRead::Unclosed { line }) => (line, true),
+                Ok(CsvRead::End) => {
                     self.open = None;
                     continue;
                 }
-                Ok(true) => {}
-                Err(e) => return Err(csv_error(path, e)),
-            }
-            let record = &self.record;
-            let line = open.reader.get_mut().line_at(record.position().map_or(0, csv::Position::byte));
+                Err(e) => return Err(read_error(path, &open.reader, e)),
+            };
+            let record = open.reader.record();
             let origin = || Some(format!("{}:{line}", path.display()));
-            if let Some(at) = open.reader.get_ref().unclosed_quote()
-                && record.position().is_none_or(|p| p.byte() <= at)
-            {
+            if unclosed {
                 // The last record: its quoted field ran to the end of the file.
                 let reason = format!(
-                    "a quoted field that starts on line {} is never closed, so the rest of the file would be read into it",
-                    open.reader.get_mut().line_at(at),
+                    "a quoted field in the record that starts on line {line} is never closed, \
+                     so the rest of the file would be read into it"
                 );
                 ctx.reject(Rejected { reason, record: Some(raw_record(&header, record)), origin: origin() });
                 continue;
@@ -354,8 +397,10 @@ impl Source for LoadCsv {
             // every field starts and ends on a character boundary. (A check per field, then
             // a conversion per field, was an eighth of the `io` benchmark's time.)
             let text = crate::text::utf8(record.as_slice()).filter(|t| {
-                (0..width)
-                    .all(|i| record.range(i).is_some_and(|r| t.is_char_boundary(r.start) && t.is_char_boundary(r.end)))
+                (0..width).all(|i| {
+                    let r = record.range(i);
+                    t.is_char_boundary(r.start) && t.is_char_boundary(r.end)
+                })
             });
             let Some(text) = text else {
                 let bad = record.iter().position(|f| std::str::from_utf8(f).is_err()).unwrap_or_default();
@@ -365,7 +410,7 @@ impl Source for LoadCsv {
             };
             for (i, c) in cols.iter_mut().enumerate() {
                 // Checked just above: every range is there and on character boundaries.
-                c.push(record.range(i).and_then(|r| text.get(r)).unwrap_or_default());
+                c.push(text.get(record.range(i)).unwrap_or_default());
             }
             rows += 1;
         }
@@ -384,7 +429,7 @@ impl Source for LoadCsv {
 }
 
 /// A rejected row as a record: fields lossily decoded, extra fields numbered.
-fn raw_record(header: &[String], row: &csv::ByteRecord) -> Record {
+fn raw_record(header: &[String], row: CsvRecord<'_>) -> Record {
     row.iter()
         .enumerate()
         .map(|(i, f)| {
@@ -565,7 +610,7 @@ mod tests {
         let (rows, rej) = read_all(b"id,text\n1,\"fine\"\n2,\"broken here\n3,next row\n4,last\n", "");
         assert_eq!(rows, [r#"{"id":"1","text":"fine"}"#]);
         assert_eq!(rej.len(), 1, "{rej:?}");
-        assert!(rej[0].starts_with("3: a quoted field that starts on line 3 is never closed"), "{rej:?}");
+        assert!(rej[0].starts_with("3: a quoted field in the record that starts on line 3 is never closed"), "{rej:?}");
         // Quotes inside an unquoted field (inch marks) and doubled quotes are no such thing.
         let (rows, rej) = read_all(b"id,text\n1,a 5\" screen\n2,\"say \"\"hi\"\"\"\n3,\"multi\nline\"\n", "");
         assert_eq!(rows.len(), 3, "{rows:?} {rej:?}");
@@ -725,6 +770,96 @@ mod tests {
                 crate::tests::source_error(build_step("load_csv", &format!("path = {:?}", path.to_str().unwrap())));
             assert_eq!(err.to_string(), format!("{}:1: {message}", path.display()));
         }
+    }
+
+    #[test]
+    fn the_last_record_ends_with_the_file_whatever_its_last_byte() {
+        for (bytes, last) in [
+            (&b"a,b\n1,2"[..], r#"{"a":"1","b":"2"}"#),
+            (b"a,b\n1,\"2\"", r#"{"a":"1","b":"2"}"#),
+            (b"a,b\n1,\"\"", r#"{"a":"1","b":""}"#),
+            (b"a,b\r\n1,\"x\ny\"\r", r#"{"a":"1","b":"x\ny"}"#),
+            (b"a,b\n1,\n\n\n", r#"{"a":"1","b":""}"#),
+        ] {
+            let (rows, rej) = read_all(bytes, "");
+            assert_eq!(rows, [last], "{}", String::from_utf8_lossy(bytes));
+            assert!(rej.is_empty(), "{rej:?}");
+        }
+        // A quote opened in the last field, with nothing after it, or only line breaks.
+        for bytes in [&b"a,b\n1,2\n3,\""[..], b"a,b\n1,2\n3,\"\r\n\r\n", b"a,b\n1,2\n3,\"x,\"\"y\n"] {
+            let (rows, rej) = read_all(bytes, "");
+            assert_eq!(rows, [r#"{"a":"1","b":"2"}"#], "{}", String::from_utf8_lossy(bytes));
+            assert_eq!(rej.len(), 1, "{rej:?}");
+            assert!(rej[0].starts_with("3: a quoted field in the record that starts on line 3"), "{rej:?}");
+        }
+    }
+
+    #[test]
+    fn line_numbers_hold_across_read_buffers() {
+        // Far more than one read buffer, CRLF and LF mixed, multi-line quoted fields, a
+        // CRLF split between two reads somewhere: every bad row is named by its own line,
+        // counted here independently.
+        let mut bytes = b"id,text\r\n".to_vec();
+        let (mut line, mut expected, mut good) = (2u64, Vec::new(), 0);
+        for i in 0..20_000 {
+            let eol: &[u8] = if i % 3 == 0 { b"\n" } else { b"\r\n" };
+            if i % 997 == 0 {
+                bytes.extend_from_slice(format!("{i}").as_bytes());
+                expected.push(format!("{line}: expected 2 fields (as in the header), found 1"));
+            } else if i % 7 == 0 {
+                bytes.extend_from_slice(format!("{i},\"two\r\nlines, \"\"quoted\"\"\"").as_bytes());
+                line += 1;
+                good += 1;
+            } else {
+                bytes.extend_from_slice(format!("{i},row {i}").as_bytes());
+                good += 1;
+            }
+            bytes.extend_from_slice(eol);
+            line += 1;
+            if i % 1000 == 500 {
+                bytes.extend_from_slice(b"\r\n\n");
+                line += 2;
+            }
+        }
+        assert!(bytes.len() > 4 * CSV_BUFFER);
+        let (rows, rej) = read_all(&bytes, "");
+        assert_eq!(rows.len(), good);
+        assert_eq!(rej, expected);
+    }
+
+    #[test]
+    fn a_damaged_compressed_file_is_a_read_error_naming_file_and_line() {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        for i in 0..50_000 {
+            writeln!(gz, "{i},some text {i}").unwrap();
+        }
+        let mut bytes = b"".to_vec();
+        let body = gz.finish().unwrap();
+        let mut header = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        header.write_all(b"id,text\n").unwrap();
+        bytes.extend_from_slice(&header.finish().unwrap());
+        bytes.extend_from_slice(&body[..body.len() / 2]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv.gz");
+        std::fs::write(&path, &bytes).unwrap();
+        let Step::Source(mut s) = build_step("load_csv", &format!("path = {:?}", path.to_str().unwrap())) else {
+            panic!()
+        };
+        let mut ctx = StepContext::new("load", 0, 0, Default::default());
+        let err = loop {
+            match s.next_batch(&mut ctx) {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("a truncated gzip stream read to its end"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.origin(), weave_core::ErrorOrigin::Environment);
+        let message = err.to_string();
+        let prefix = format!("cannot read {}:", path.display());
+        let line: u64 =
+            message.strip_prefix(&prefix).and_then(|l| l.parse().ok()).unwrap_or_else(|| panic!("{message}"));
+        assert!(line > 1000 && line < 50_000, "{message}");
     }
 
     // regression: with CRLF line endings the csv crate reports each record one line early
