@@ -14,7 +14,7 @@ pub(crate) const KIND: StepKind = StepKind {
     name: "load_csv",
     shape: Shape::Source,
     summary: "read CSV files with a header row, streaming, in batches",
-    keys: &["path", "delimiter", "quote", "batch_size"],
+    keys: &["path", "delimiter", "quote", "batch_size", "batch_bytes"],
     build,
 };
 
@@ -27,7 +27,7 @@ pub struct LoadCsv {
     paths: Vec<PathBuf>,
     delimiter: u8,
     quote: u8,
-    batch_size: usize,
+    batch: crate::BatchLimit,
     config: CanonicalConfig,
     /// The next file to open, as an index into `paths`.
     next_file: usize,
@@ -38,6 +38,8 @@ pub struct LoadCsv {
     /// Bytes of text per column in the last batch: the next batch's buffers start that big,
     /// so that a short file does not hold a full batch's worth of empty capacity.
     hint: Vec<usize>,
+    /// Rows in the last batch.
+    rows_hint: usize,
 }
 
 #[derive(Debug)]
@@ -207,9 +209,16 @@ impl CsvReader {
     }
 }
 
-/// The line feeds in `bytes` (a loop the compiler turns into vector code).
+/// The line feeds in `bytes`. Counted in blocks of 64 bytes with a byte-wide count per
+/// block, which the compiler turns into a few vector compares and one sum per block: on
+/// the `io` benchmark's 168 MB, 10 ms where a 64-bit count per byte took 65 ms.
 fn line_feeds(bytes: &[u8]) -> u64 {
-    bytes.iter().map(|&b| u64::from(b == b'\n')).sum()
+    let mut blocks = bytes.chunks_exact(64);
+    let mut n = 0;
+    for block in &mut blocks {
+        n += u64::from(block.iter().fold(0u8, |c, &b| c + u8::from(b == b'\n')));
+    }
+    n + blocks.remainder().iter().map(|&b| u64::from(b == b'\n')).sum::<u64>()
 }
 
 /// One record's fields.
@@ -258,7 +267,7 @@ fn build(p: &Params) -> Option<Step> {
     let paths = crate::input::input_paths(p, "the CSV file to read, or a glob pattern");
     let delimiter = single_byte(p, "delimiter", b',');
     let quote = single_byte(p, "quote", b'"');
-    let batch_size = crate::batch_size(p);
+    let batch = crate::BatchLimit::read(p);
     if p.has_errors() {
         return None;
     }
@@ -266,12 +275,13 @@ fn build(p: &Params) -> Option<Step> {
         paths: paths?,
         delimiter,
         quote,
-        batch_size,
-        config: p.canonical(&["batch_size"]),
+        batch,
+        config: p.canonical(&["batch_size", "batch_bytes"]),
         next_file: 0,
         open: None,
         header: None,
         hint: Vec::new(),
+        rows_hint: 0,
     })))
 }
 
@@ -357,10 +367,10 @@ impl Source for LoadCsv {
         let Some((header, _)) = &self.header else { return Ok(None) };
         let header = header.clone();
         let width = header.len();
-        let rows_hint = if self.hint.iter().any(|&h| h > 0) { self.batch_size } else { self.batch_size.min(256) };
+        let rows_hint = if self.hint.iter().any(|&h| h > 0) { self.rows_hint } else { self.batch.rows.min(256) };
         let mut cols: Vec<StrColumn> = self.hint.iter().map(|&h| StrColumn::with_capacity(rows_hint, h)).collect();
-        let mut rows = 0;
-        while rows < self.batch_size {
+        let (mut rows, mut bytes) = (0, 0);
+        while !self.batch.full(rows, bytes) {
             let Some(open) = self.open.as_mut() else {
                 if self.open_next()? {
                     continue;
@@ -413,6 +423,7 @@ impl Source for LoadCsv {
                 c.push(text.get(record.range(i)).unwrap_or_default());
             }
             rows += 1;
+            bytes += text.len();
         }
         if rows == 0 {
             return Ok(None);
@@ -420,6 +431,7 @@ impl Source for LoadCsv {
         for (h, c) in self.hint.iter_mut().zip(&cols) {
             *h = c.data().len();
         }
+        self.rows_hint = rows;
         let schema = std::sync::Arc::new(weave_core::Schema::new(
             header.into_iter().map(|h| weave_core::Field::new(h, weave_core::DataType::Str)).collect(),
         ));

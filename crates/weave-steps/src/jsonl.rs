@@ -16,7 +16,7 @@ pub(crate) const LOAD_KIND: StepKind = StepKind {
     name: "load_jsonl",
     shape: Shape::Source,
     summary: "read JSON Lines files (one object per line), streaming, in batches",
-    keys: &["path", "batch_size"],
+    keys: &["path", "batch_size", "batch_bytes"],
     build: build_load,
 };
 
@@ -35,14 +35,14 @@ pub(crate) const EXPORT_KIND: StepKind = StepKind {
 #[derive(Debug)]
 pub struct LoadJsonl {
     paths: Vec<PathBuf>,
-    batch_size: usize,
+    batch: crate::BatchLimit,
     config: CanonicalConfig,
     lines: Lines,
 }
 
 fn build_load(p: &Params) -> Option<Step> {
     let paths = crate::input::input_paths(p, "the JSONL file to read, or a glob pattern");
-    let batch_size = crate::batch_size(p);
+    let batch = crate::BatchLimit::read(p);
     if p.has_errors() {
         return None;
     }
@@ -50,8 +50,8 @@ fn build_load(p: &Params) -> Option<Step> {
     Some(Step::Source(Box::new(LoadJsonl {
         lines: Lines::new(paths.clone()),
         paths,
-        batch_size,
-        config: p.canonical(&["batch_size"]),
+        batch,
+        config: p.canonical(&["batch_size", "batch_bytes"]),
     })))
 }
 
@@ -96,14 +96,18 @@ pub(crate) fn push_object(b: &mut BatchBuilder, text: &str) -> Result<(), NotAnO
 impl Source for LoadJsonl {
     fn next_batch(&mut self, ctx: &mut StepContext) -> Result<Option<Batch>, StepError> {
         let mut b = BatchBuilder::new();
-        while b.len() < self.batch_size {
+        let mut bytes = 0;
+        while !self.batch.full(b.len(), bytes) {
             let Some(line) = self.lines.next_line(ctx)? else { break };
             let text = line.text.trim();
             if text.is_empty() {
                 continue;
             }
             let reason = match push_object(&mut b, text) {
-                Ok(()) => continue,
+                Ok(()) => {
+                    bytes += text.len();
+                    continue;
+                }
                 Err(NotAnObject::Found(t)) => format!("expected a JSON object, found {t}"),
                 Err(NotAnObject::Invalid(e)) => format!("invalid JSON: {e}"),
             };
@@ -215,8 +219,9 @@ mod tests {
         let big = "\u{1F600}".repeat(1 << 20);
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, format!("{{\"a\": 1}}\n{{\"b\": \"{big}\"}}\n{{\"a\": 2.5, \"b\": null}}\n")).unwrap();
-        let (rows, rej) =
-            crate::tests::read_source(build_step("load_jsonl", &format!("path = {:?}", path.to_str().unwrap())));
+        // One batch (a 4 MB record would end a batch of the default 1 MiB).
+        let config = format!("path = {:?}\nbatch_bytes = \"16MiB\"", path.to_str().unwrap());
+        let (rows, rej) = crate::tests::read_source(build_step("load_jsonl", &config));
         assert!(rej.is_empty());
         // A field a record lacks is null there; ints and floats in one field are floats.
         assert_eq!(rows[0], r#"{"a":1.0,"b":null}"#);

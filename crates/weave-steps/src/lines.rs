@@ -14,7 +14,7 @@ pub(crate) const KIND: StepKind = StepKind {
     name: "load_text",
     shape: Shape::Source,
     summary: "read text files, one record per line (LF or CRLF), into one field",
-    keys: &["path", "field", "skip_empty", "batch_size"],
+    keys: &["path", "field", "skip_empty", "batch_size", "batch_bytes"],
     build,
 };
 
@@ -26,7 +26,7 @@ pub struct LoadText {
     paths: Vec<PathBuf>,
     field: String,
     skip_empty: bool,
-    batch_size: usize,
+    batch: crate::BatchLimit,
     config: CanonicalConfig,
     lines: Lines,
 }
@@ -35,7 +35,7 @@ fn build(p: &Params) -> Option<Step> {
     let paths = crate::input::input_paths(p, "the text file to read, or a glob pattern");
     let field = p.str("field").unwrap_or_else(|| "text".to_owned());
     let skip_empty = p.bool("skip_empty").unwrap_or(false);
-    let batch_size = crate::batch_size(p);
+    let batch = crate::BatchLimit::read(p);
     if p.has_errors() {
         return None;
     }
@@ -45,8 +45,8 @@ fn build(p: &Params) -> Option<Step> {
         paths,
         field,
         skip_empty,
-        batch_size,
-        config: p.canonical(&["batch_size"]),
+        batch,
+        config: p.canonical(&["batch_size", "batch_bytes"]),
     })))
 }
 
@@ -66,8 +66,8 @@ impl StepInfo for LoadText {
 
 impl Source for LoadText {
     fn next_batch(&mut self, ctx: &mut StepContext) -> Result<Option<Batch>, StepError> {
-        let mut col = StrColumn::with_capacity(self.batch_size.min(4096), 0);
-        while col.len() < self.batch_size {
+        let mut col = StrColumn::with_capacity(self.batch.rows.min(4096), 0);
+        while !self.batch.full(col.len(), col.data().len()) {
             let Some(line) = self.lines.next_line(ctx)? else { break };
             if !(line.text.is_empty() && self.skip_empty) {
                 col.push(line.text);
@@ -103,6 +103,30 @@ mod tests {
         let rej = ctx.take_rejected();
         assert_eq!(rej.len(), 1);
         assert!(rej[0].origin.as_deref().unwrap().ends_with(":3"));
+    }
+
+    #[test]
+    fn a_batch_ends_at_batch_size_rows_or_batch_bytes_whichever_comes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        std::fs::write(&path, "aaaa\nbbbb\ncccc\n".to_owned() + &"x".repeat(50) + "\ndddd\neeee\nf\n").unwrap();
+        let sizes = |extra: &str| {
+            let config = format!("path = {:?}\n{extra}", path.to_str().unwrap());
+            let Step::Source(mut s) = build_step("load_text", &config) else { panic!() };
+            let mut ctx = StepContext::new("load", 0, 0, Default::default());
+            std::iter::from_fn(|| s.next_batch(&mut ctx).unwrap().map(|b| b.len())).collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(""), [7]);
+        assert_eq!(sizes("batch_size = 2"), [2, 2, 2, 1]);
+        // 4 + 4 bytes is under 10, a third line reaches it; a line over the bound is a
+        // batch of its own rather than never read.
+        assert_eq!(sizes("batch_bytes = 10"), [3, 1, 3]);
+        assert_eq!(sizes("batch_bytes = \"10B\"\nbatch_size = 2"), [2, 2, 2, 1]);
+        crate::tests::check_build_errors(
+            "load_text",
+            "path = \"x.txt\"\nbatch_bytes = 0\nbatch_size = 0",
+            &["3:14 `batch_size` must be at least 1", "2:15 `batch_bytes` must be at least 1"],
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub(crate) const KIND: StepKind = StepKind {
     name: "load_json",
     shape: Shape::Source,
     summary: "read JSON files that each hold one array of objects, element by element, in batches",
-    keys: &["path", "batch_size"],
+    keys: &["path", "batch_size", "batch_bytes"],
     build,
 };
 
@@ -32,7 +32,7 @@ pub(crate) const KIND: StepKind = StepKind {
 #[derive(Debug)]
 pub struct LoadJson {
     paths: Vec<PathBuf>,
-    batch_size: usize,
+    batch: crate::BatchLimit,
     config: CanonicalConfig,
     /// The next file to open, as an index into `paths`.
     next_file: usize,
@@ -44,14 +44,14 @@ pub struct LoadJson {
 
 fn build(p: &Params) -> Option<Step> {
     let paths = crate::input::input_paths(p, "the JSON file to read, or a glob pattern");
-    let batch_size = crate::batch_size(p);
+    let batch = crate::BatchLimit::read(p);
     if p.has_errors() {
         return None;
     }
     Some(Step::Source(Box::new(LoadJson {
         paths: paths?,
-        batch_size,
-        config: p.canonical(&["batch_size"]),
+        batch,
+        config: p.canonical(&["batch_size", "batch_bytes"]),
         next_file: 0,
         open: None,
         buf: Vec::new(),
@@ -75,7 +75,8 @@ impl StepInfo for LoadJson {
 impl Source for LoadJson {
     fn next_batch(&mut self, ctx: &mut StepContext) -> Result<Option<Batch>, StepError> {
         let mut b = BatchBuilder::new();
-        while b.len() < self.batch_size {
+        let mut bytes = 0;
+        while !self.batch.full(b.len(), bytes) {
             let (file, reader) = match &mut self.open {
                 Some((file, reader)) => (*file, reader),
                 None => {
@@ -105,7 +106,10 @@ impl Source for LoadJson {
             let reason = match std::str::from_utf8(&self.buf) {
                 Err(_) => format!("element {index} is not valid UTF-8"),
                 Ok(text) => match push_object(&mut b, text) {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        bytes += text.len();
+                        continue;
+                    }
                     Err(NotAnObject::Found(t)) => format!("element {index}: expected a JSON object, found {t}"),
                     Err(NotAnObject::Invalid(e)) => {
                         let (line, column) = element.position_of(&self.buf, &e);
