@@ -52,6 +52,33 @@ pub(crate) struct Tally {
     file: File,
     bytes: u64,
     hasher: Option<blake3::Hasher>,
+    /// Bytes whose write-back has been started (see [`WRITE_BACK_EVERY`]).
+    written_back: u64,
+}
+
+/// Every this many bytes written, the kernel is asked to start writing them to the disk
+/// (on Linux; elsewhere nothing is done). The sync at commit then waits for the last few
+/// megabytes rather than for the whole file: on the `prep` benchmark's 200 MB output it
+/// took 100 ms, a tenth of the run, during which nothing else was left to do. Only
+/// write-back is started, and nothing is waited for, so an I/O error is still reported by
+/// the sync at commit, as before.
+const WRITE_BACK_EVERY: u64 = 8 << 20;
+
+impl Tally {
+    fn new(file: File, hash: bool) -> Self {
+        Tally { file, bytes: 0, hasher: hash.then(blake3::Hasher::new), written_back: 0 }
+    }
+
+    fn start_write_back(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Some(len) = std::num::NonZeroU64::new(self.bytes - self.written_back) {
+            // Advice: a failure changes nothing but the timing, so it is not an error.
+            // (DONTNEED starts the write-back of the range's dirty pages, and drops the
+            // pages that are already clean, which a pipeline's output does not need kept.)
+            let _ = rustix::fs::fadvise(&self.file, self.written_back, Some(len), rustix::fs::Advice::DontNeed);
+        }
+        self.written_back = self.bytes;
+    }
 }
 
 impl Write for Tally {
@@ -60,6 +87,9 @@ impl Write for Tally {
         self.bytes += n as u64;
         if let Some(h) = &mut self.hasher {
             h.update(&buf[..n]);
+        }
+        if self.bytes - self.written_back >= WRITE_BACK_EVERY {
+            self.start_write_back();
         }
         Ok(n)
     }
@@ -270,7 +300,7 @@ impl AtomicOutput {
                 StepError::environment(format!("cannot create a temporary file in {}", dir.display()), e)
             })?;
             let (file, tmp) = tmp.into_parts();
-            let tally = Tally { file, bytes: 0, hasher: self.hash.then(blake3::Hasher::new) };
+            let tally = Tally::new(file, self.hash);
             let encoder = Encoder::new(tally, self.compression).map_err(|e| {
                 let what = format!("cannot start {} compression for {}", self.compression.name(), self.path.display());
                 StepError::environment(what, e)
@@ -1279,6 +1309,31 @@ impl<F: Format> Export<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_of_many_write_back_blocks_is_written_whole_plain_and_compressed() {
+        // Writes that straddle the write-back bound, of odd sizes, then the whole file
+        // read back: starting the write-back early must change nothing in it.
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(2 * WRITE_BACK_EVERY as usize + 12_345)).map(|i| (i * 7 % 251) as u8).collect();
+        for (name, compression) in [("plain.bin", Compression::None), ("packed.bin.zst", Compression::Zstd(1))] {
+            let path = dir.path().join(name);
+            let mut out = AtomicOutput::new(path.clone()).compressed(compression).hashed();
+            for chunk in data.chunks(1_000_003) {
+                out.write_all(chunk).unwrap();
+            }
+            let written = out.finish().unwrap();
+            out.persist().unwrap();
+            let on_disk = std::fs::read(&path).unwrap();
+            assert_eq!(written.bytes, on_disk.len() as u64);
+            assert_eq!(written.blake3.as_deref(), Some(blake3::hash(&on_disk).to_hex().as_str()));
+            let back = match compression {
+                Compression::None => on_disk,
+                _ => zstd::decode_all(&on_disk[..]).unwrap(),
+            };
+            assert!(back == data, "{name} differs");
+        }
+    }
 
     #[test]
     fn templates_parse_and_render() {
