@@ -307,8 +307,15 @@ impl LoadCsv {
             let file = self.next_file;
             self.next_file += 1;
             let mut reader = CsvReader::new(crate::input::open(path)?, self.delimiter, self.quote);
-            if reader.read().map_err(|e| read_error(path, &reader, e))? == CsvRead::End {
-                continue;
+            match reader.read().map_err(|e| read_error(path, &reader, e))? {
+                CsvRead::End => continue,
+                CsvRead::Unclosed { .. } => {
+                    return Err(StepError::fatal(format!(
+                        "{}:1: the header has a quoted field that is never closed, so the whole file would be read into it",
+                        path.display()
+                    )));
+                }
+                CsvRead::Record { .. } => {}
             }
             let names = header_names(path, reader.record())?;
             match &self.header {
@@ -774,6 +781,10 @@ mod tests {
             (&b"a,a\n1,2\n"[..], "the header names column `a` twice"),
             (b"a,\n1,2\n", "column 2 of the header has no name"),
             (b"a,\xff\n1,2\n", "column 2 of the header is not valid UTF-8"),
+            (
+                b"a,\"b\n1,2\n",
+                "the header has a quoted field that is never closed, so the whole file would be read into it",
+            ),
         ] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("h.csv");
