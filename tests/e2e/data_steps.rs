@@ -359,3 +359,39 @@ path = "out.jsonl"
         &["no file matches the pattern `in/*/nothing-*.json`", "--> none.toml:4:8"],
     );
 }
+
+/// A CSV file whose third row opens a quote that is never closed, followed by megabytes:
+/// the loader names the row and holds none of what follows (`max_record_bytes`), the run
+/// fails by default and, with `on_bad_record = "skip"`, keeps the rows before it.
+#[test]
+fn a_quote_never_closed_in_a_large_csv_is_a_bad_record_named_by_its_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut csv = String::from("id,text\r\n1,first\r\n2,\"second, quoted\"\r\n3,\"opens here\r\n");
+    for i in 4..200_000 {
+        csv.push_str(&format!("{i},row number {i} with some words\r\n"));
+    }
+    std::fs::write(dir.path().join("big.csv"), &csv).expect("write the input");
+    let pipeline = |policy: &str| {
+        format!(
+            "[[step]]\nid = \"load\"\nkind = \"load_csv\"\npath = \"big.csv\"\nmax_record_bytes = \"1MiB\"\n{policy}\n\n\
+             [[step]]\nid = \"export\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n"
+        )
+    };
+    std::fs::write(dir.path().join("fail.toml"), pipeline("")).expect("write the pipeline");
+    check_in(
+        dir.path(),
+        &["run", "fail.toml", "--no-cache"],
+        1,
+        &[],
+        &["big.csv:4", "a quoted field in the record that starts on line 4 is never closed"],
+    );
+    assert!(!dir.path().join("out.jsonl").exists(), "a failed run leaves no output");
+
+    std::fs::write(dir.path().join("skip.toml"), pipeline("on_bad_record = \"skip\"")).expect("write the pipeline");
+    check_in(dir.path(), &["run", "skip.toml", "--no-cache"], 0, &["run succeeded"], &[]);
+    let out = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+    assert_eq!(out, "{\"id\":\"1\",\"text\":\"first\"}\n{\"id\":\"2\",\"text\":\"second, quoted\"}\n");
+    let q = std::fs::read_to_string(dir.path().join(".weave/quarantine.jsonl")).expect("quarantine file");
+    assert!(q.contains("big.csv:4") && q.contains("never closed"), "{q}");
+    assert!(q.len() < 4096, "the quarantined record holds none of the megabytes after the quote: {} bytes", q.len());
+}

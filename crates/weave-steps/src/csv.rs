@@ -14,7 +14,7 @@ pub(crate) const KIND: StepKind = StepKind {
     name: "load_csv",
     shape: Shape::Source,
     summary: "read CSV files with a header row, streaming, in batches",
-    keys: &["path", "delimiter", "quote", "batch_size", "batch_bytes"],
+    keys: &["path", "delimiter", "quote", "batch_size", "batch_bytes", "max_record_bytes"],
     build,
 };
 
@@ -28,6 +28,7 @@ pub struct LoadCsv {
     delimiter: u8,
     quote: u8,
     batch: crate::BatchLimit,
+    max_record: usize,
     config: CanonicalConfig,
     /// The next file to open, as an index into `paths`.
     next_file: usize,
@@ -73,6 +74,12 @@ struct CsvReader {
     fields: Vec<u8>,
     ends: Vec<usize>,
     len: usize,
+    /// The most bytes a record's fields may hold (`max_record_bytes`; and at most one field
+    /// per 8 of those bytes, so that a line of delimiters is bounded too): the rest of a
+    /// larger record is parsed into `spill`, over and over, and dropped.
+    max: usize,
+    spill: Vec<u8>,
+    spill_ends: Vec<usize>,
 }
 
 impl std::fmt::Debug for CsvReader {
@@ -93,6 +100,11 @@ enum CsvRead {
     Unclosed {
         line: u64,
     },
+    /// A record larger than `max_record_bytes`, which starts on this line: read past, its
+    /// fields not kept.
+    TooLarge {
+        line: u64,
+    },
     End,
 }
 
@@ -100,7 +112,7 @@ enum CsvRead {
 const CSV_BUFFER: usize = 64 << 10;
 
 impl CsvReader {
-    fn new(input: crate::input::Input, delimiter: u8, quote: u8) -> Self {
+    fn new(input: crate::input::Input, delimiter: u8, quote: u8, max: usize) -> Self {
         CsvReader {
             input,
             core: csv_core::ReaderBuilder::new().delimiter(delimiter).quote(quote).build(),
@@ -113,6 +125,9 @@ impl CsvReader {
             fields: vec![0; 1024],
             ends: vec![0; 16],
             len: 0,
+            max,
+            spill: Vec::new(),
+            spill_ends: Vec::new(),
         }
     }
 
@@ -133,7 +148,7 @@ impl CsvReader {
         use csv_core::ReadRecordResult as R;
         let (mut out, mut nends) = (0, 0);
         let mut line = None;
-        let mut unclosed = false;
+        let (mut unclosed, mut too_large) = (false, false);
         loop {
             if self.start == self.end && !self.eof {
                 self.fill()?;
@@ -146,7 +161,11 @@ impl CsvReader {
             } else {
                 &[]
             };
-            let (res, nin, nout, nend) = self.core.read_record(input, &mut self.fields[out..], &mut self.ends[nends..]);
+            let (res, nin, nout, nend) = if too_large {
+                self.core.read_record(input, &mut self.spill, &mut self.spill_ends)
+            } else {
+                self.core.read_record(input, &mut self.fields[out..], &mut self.ends[nends..])
+            };
             if real {
                 let mut consumed = &input[..nin];
                 if line.is_none() {
@@ -165,17 +184,32 @@ impl CsvReader {
                 // Read into an open record rather than ending it: a quoted field is open.
                 unclosed = res == R::InputEmpty && line.is_some();
             }
-            out += nout;
-            nends += nend;
+            if !too_large {
+                out += nout;
+                nends += nend;
+            }
             match res {
                 R::InputEmpty => {}
+                R::OutputFull | R::OutputEndsFull if too_large => {}
+                // What this record holds so far, not what earlier ones left the buffers.
+                R::OutputFull | R::OutputEndsFull if out > self.max || nends > self.max / 8 => {
+                    too_large = true;
+                    self.spill.resize(64 << 10, 0);
+                    self.spill_ends.resize(1024, 0);
+                }
                 R::OutputFull => {
-                    let more = self.fields.len().max(1024);
+                    // Up to one byte over the bound, so that a record over it is told.
+                    let more = self.fields.len().max(1024).min((self.max + 1).saturating_sub(out).max(1));
                     self.fields.resize(self.fields.len() + more, 0);
                 }
                 R::OutputEndsFull => {
                     let more = self.ends.len().max(16);
                     self.ends.resize(self.ends.len() + more, 0);
+                }
+                R::Record if too_large || out > self.max => {
+                    self.len = 0;
+                    let line = line.unwrap_or(self.lines + 1);
+                    return Ok(if unclosed { CsvRead::Unclosed { line } } else { CsvRead::TooLarge { line } });
                 }
                 R::Record => {
                     self.len = nends;
@@ -276,6 +310,7 @@ fn build(p: &Params) -> Option<Step> {
         delimiter,
         quote,
         batch,
+        max_record: crate::max_record_bytes(p),
         config: p.canonical(&["batch_size", "batch_bytes"]),
         next_file: 0,
         open: None,
@@ -306,7 +341,7 @@ impl LoadCsv {
         while let Some(path) = self.paths.get(self.next_file) {
             let file = self.next_file;
             self.next_file += 1;
-            let mut reader = CsvReader::new(crate::input::open(path)?, self.delimiter, self.quote);
+            let mut reader = CsvReader::new(crate::input::open(path)?, self.delimiter, self.quote, self.max_record);
             match reader.read().map_err(|e| read_error(path, &reader, e))? {
                 CsvRead::End => continue,
                 CsvRead::Unclosed { .. } => {
@@ -314,6 +349,10 @@ impl LoadCsv {
                         "{}:1: the header has a quoted field that is never closed, so the whole file would be read into it",
                         path.display()
                     )));
+                }
+                CsvRead::TooLarge { .. } => {
+                    let reason = crate::too_large("the header", self.max_record);
+                    return Err(StepError::fatal(format!("{}:1: {reason}", path.display())));
                 }
                 CsvRead::Record { .. } => {}
             }
@@ -388,6 +427,11 @@ impl Source for LoadCsv {
             let (line, unclosed) = match open.reader.read() {
                 Ok(CsvRead::Record { line }) => (line, false),
                 Ok(CsvRead::Unclosed { line }) => (line, true),
+                Ok(CsvRead::TooLarge { line }) => {
+                    let reason = crate::too_large("the record", self.max_record);
+                    ctx.reject(Rejected { reason, record: None, origin: Some(format!("{}:{line}", path.display())) });
+                    continue;
+                }
                 Ok(CsvRead::End) => {
                     self.open = None;
                     continue;
@@ -815,6 +859,36 @@ mod tests {
             assert_eq!(rej.len(), 1, "{rej:?}");
             assert!(rej[0].starts_with("3: a quoted field in the record that starts on line 3"), "{rej:?}");
         }
+    }
+
+    #[test]
+    fn a_record_over_max_record_bytes_is_read_past_and_named() {
+        let big = "x".repeat(200_000);
+        let bytes = format!("a,b\n1,\"{big}\"\n2,{big}\n3,ok\n4,\"{big}\n");
+        let (rows, rej) = read_all(bytes.as_bytes(), "max_record_bytes = \"64KiB\"");
+        assert_eq!(rows, [r#"{"a":"3","b":"ok"}"#]);
+        assert_eq!(
+            rej,
+            [
+                "2: the record is larger than `max_record_bytes` (64 KiB); it was skipped without being read into memory",
+                "3: the record is larger than `max_record_bytes` (64 KiB); it was skipped without being read into memory",
+                "5: a quoted field in the record that starts on line 5 is never closed, so the rest of the file would be read into it",
+            ]
+        );
+        // A record of many empty fields is bounded too, and the bound is on the record:
+        // one just under it is read.
+        let commas = ",".repeat(20_000);
+        let fit = "z".repeat(60_000);
+        let (rows, rej) = read_all(format!("a,b\n{commas}\n5,{fit}\n").as_bytes(), "max_record_bytes = \"64KiB\"");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rej.len(), 1, "{rej:?}");
+        assert!(rej[0].starts_with("2: the record is larger"), "{rej:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.csv");
+        std::fs::write(&path, format!("a,{big}\n1,2\n")).unwrap();
+        let config = format!("path = {:?}\nmax_record_bytes = 1000", path.to_str().unwrap());
+        let err = crate::tests::source_error(build_step("load_csv", &config));
+        assert!(err.to_string().starts_with(&format!("{}:1: the header is larger", path.display())), "{err}");
     }
 
     #[test]

@@ -109,6 +109,8 @@ pub(crate) struct Lines {
     reader: Option<std::io::BufReader<Input>>,
     line_no: u64,
     buf: Vec<u8>,
+    /// The longest line held, in bytes (`max_record_bytes`).
+    max: usize,
 }
 
 /// One line of [`Lines`], with where it is.
@@ -130,13 +132,14 @@ impl Line<'_> {
 }
 
 impl Lines {
-    pub(crate) fn new(paths: Vec<PathBuf>) -> Self {
-        Lines { paths, file: 0, reader: None, line_no: 0, buf: Vec::new() }
+    pub(crate) fn new(paths: Vec<PathBuf>, max: usize) -> Self {
+        Lines { paths, file: 0, reader: None, line_no: 0, buf: Vec::new(), max }
     }
 
     /// The next line, the files taken in order; line numbers count from 1 in each file,
     /// and each file's first line loses its byte-order mark. A line that is not UTF-8 is
-    /// set aside in `ctx` with its place and skipped. `None` after the last file.
+    /// set aside in `ctx` with its place and skipped, and so is a line longer than `max`
+    /// bytes, read past without being held. `None` after the last file.
     pub(crate) fn next_line(&mut self, ctx: &mut StepContext) -> Result<Option<Line<'_>>, StepError> {
         use std::io::BufRead;
         loop {
@@ -150,9 +153,29 @@ impl Lines {
             };
             let path = &self.paths[self.file];
             self.buf.clear();
-            let n = reader.read_until(b'\n', &mut self.buf).map_err(|e| {
-                StepError::environment(format!("cannot read {}:{}", path.display(), self.line_no + 1), e)
-            })?;
+            // The line, its ending and a byte more are held at most: enough to tell a
+            // line over the bound.
+            let hold = self.max.saturating_add(3);
+            let mut n = 0;
+            loop {
+                let chunk = reader.fill_buf().map_err(|e| {
+                    StepError::environment(format!("cannot read {}:{}", path.display(), self.line_no + 1), e)
+                })?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let (take, ended) = match memchr::memchr(b'\n', chunk) {
+                    Some(i) => (i + 1, true),
+                    None => (chunk.len(), false),
+                };
+                let room = hold.saturating_sub(self.buf.len()).min(take);
+                self.buf.extend_from_slice(&chunk[..room]);
+                reader.consume(take);
+                n += take;
+                if ended {
+                    break;
+                }
+            }
             if n == 0 {
                 self.reader = None;
                 self.file += 1;
@@ -166,6 +189,14 @@ impl Lines {
                 }
             }
             let start = if self.line_no == 1 && self.buf[..end].starts_with(b"\xef\xbb\xbf") { 3 } else { 0 };
+            if end - start > self.max {
+                ctx.reject(Rejected {
+                    reason: crate::too_large("line", self.max),
+                    record: None,
+                    origin: Some(format!("{}:{}", path.display(), self.line_no)),
+                });
+                continue;
+            }
             // Checked first and read after, so that the borrow ends before the next line
             // (a second SIMD check of a valid line costs little; unsafe is not allowed).
             if crate::text::utf8(&self.buf[start..end]).is_none() {

@@ -16,7 +16,7 @@ pub(crate) const LOAD_KIND: StepKind = StepKind {
     name: "load_jsonl",
     shape: Shape::Source,
     summary: "read JSON Lines files (one object per line), streaming, in batches",
-    keys: &["path", "batch_size", "batch_bytes"],
+    keys: &["path", "batch_size", "batch_bytes", "max_record_bytes"],
     build: build_load,
 };
 
@@ -48,7 +48,7 @@ fn build_load(p: &Params) -> Option<Step> {
     }
     let paths = paths?;
     Some(Step::Source(Box::new(LoadJsonl {
-        lines: Lines::new(paths.clone()),
+        lines: Lines::new(paths.clone(), crate::max_record_bytes(p)),
         paths,
         batch,
         config: p.canonical(&["batch_size", "batch_bytes"]),

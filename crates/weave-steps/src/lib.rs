@@ -96,6 +96,32 @@ fn batch_size(p: &weave_core::Params) -> usize {
     n as usize
 }
 
+/// The default of `max_record_bytes`.
+const MAX_RECORD_BYTES: usize = 256 << 20;
+
+/// The largest record a text loader holds: the `max_record_bytes` key, 256 MiB by default.
+/// A longer record (a line, a CSV record, an element of a JSON array) is a bad record named
+/// by its place, and the loader reads past it without holding it, so that a file with no
+/// line break, or a CSV quote never closed, cannot take all the memory.
+fn max_record_bytes(p: &weave_core::Params) -> usize {
+    let n = p.bytes("max_record_bytes").unwrap_or(MAX_RECORD_BYTES as u64);
+    if n == 0
+        && let Some(item) = p.item("max_record_bytes")
+    {
+        p.error_at(item, "`max_record_bytes` must be at least 1");
+    }
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// The reason a record over [`max_record_bytes`] is set aside: `what` is "line",
+/// "record"...
+fn too_large(what: &str, max: usize) -> String {
+    format!(
+        "{what} is larger than `max_record_bytes` ({}); it was skipped without being read into memory",
+        weave_core::format_bytes(max as u64)
+    )
+}
+
 /// How big a text loader's batches get: `batch_size` rows, or `batch_bytes` of input
 /// (1 MiB by default), whichever comes first; a batch always takes at least one record.
 /// The byte bound keeps the memory in flight small when records are large (web pages,

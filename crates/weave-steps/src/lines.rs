@@ -14,7 +14,7 @@ pub(crate) const KIND: StepKind = StepKind {
     name: "load_text",
     shape: Shape::Source,
     summary: "read text files, one record per line (LF or CRLF), into one field",
-    keys: &["path", "field", "skip_empty", "batch_size", "batch_bytes"],
+    keys: &["path", "field", "skip_empty", "batch_size", "batch_bytes", "max_record_bytes"],
     build,
 };
 
@@ -41,7 +41,7 @@ fn build(p: &Params) -> Option<Step> {
     }
     let paths = paths?;
     Some(Step::Source(Box::new(LoadText {
-        lines: Lines::new(paths.clone()),
+        lines: Lines::new(paths.clone(), crate::max_record_bytes(p)),
         paths,
         field,
         skip_empty,
@@ -103,6 +103,35 @@ mod tests {
         let rej = ctx.take_rejected();
         assert_eq!(rej.len(), 1);
         assert!(rej[0].origin.as_deref().unwrap().ends_with(":3"));
+    }
+
+    #[test]
+    fn a_line_over_max_record_bytes_is_a_bad_record_and_the_next_lines_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        let long = "y".repeat(3 << 20);
+        std::fs::write(&path, format!("0123456789\n{long}\r\n01234567890\nlast")).unwrap();
+        for kind in ["load_text", "load_jsonl"] {
+            let config = format!("path = {:?}\nmax_record_bytes = 10", path.to_str().unwrap());
+            let (rows, rejected) = crate::tests::read_source(build_step(kind, &config));
+            let prefix = path.display().to_string();
+            let too_large = "is larger than `max_record_bytes` (10 B); it was skipped without being read into memory";
+            if kind == "load_text" {
+                assert_eq!(rows, [r#"{"text":"0123456789"}"#, r#"{"text":"last"}"#]);
+                assert_eq!(
+                    rejected,
+                    [format!("{prefix}:2: line {too_large}"), format!("{prefix}:3: line {too_large}")]
+                );
+            } else {
+                assert_eq!(rejected.len(), 4, "{rejected:?}");
+                assert_eq!(rejected[1], format!("{prefix}:2: line {too_large}"));
+            }
+        }
+        crate::tests::check_build_errors(
+            "load_text",
+            "path = \"x.txt\"\nmax_record_bytes = 0",
+            &["2:20 `max_record_bytes` must be at least 1"],
+        );
     }
 
     #[test]

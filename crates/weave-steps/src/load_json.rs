@@ -17,7 +17,7 @@ pub(crate) const KIND: StepKind = StepKind {
     name: "load_json",
     shape: Shape::Source,
     summary: "read JSON files that each hold one array of objects, element by element, in batches",
-    keys: &["path", "batch_size", "batch_bytes"],
+    keys: &["path", "batch_size", "batch_bytes", "max_record_bytes"],
     build,
 };
 
@@ -33,6 +33,7 @@ pub(crate) const KIND: StepKind = StepKind {
 pub struct LoadJson {
     paths: Vec<PathBuf>,
     batch: crate::BatchLimit,
+    max_record: usize,
     config: CanonicalConfig,
     /// The next file to open, as an index into `paths`.
     next_file: usize,
@@ -51,6 +52,7 @@ fn build(p: &Params) -> Option<Step> {
     Some(Step::Source(Box::new(LoadJson {
         paths: paths?,
         batch,
+        max_record: crate::max_record_bytes(p),
         config: p.canonical(&["batch_size", "batch_bytes"]),
         next_file: 0,
         open: None,
@@ -81,8 +83,10 @@ impl Source for LoadJson {
                 Some((file, reader)) => (*file, reader),
                 None => {
                     let Some(path) = self.paths.get(self.next_file) else { break };
-                    let reader =
-                        ArrayReader::new(std::io::BufReader::with_capacity(1 << 20, crate::input::open(path)?));
+                    let reader = ArrayReader::new(
+                        std::io::BufReader::with_capacity(1 << 20, crate::input::open(path)?),
+                        self.max_record,
+                    );
                     self.next_file += 1;
                     let (file, reader) = self.open.insert((self.next_file - 1, reader));
                     (*file, reader)
@@ -103,21 +107,25 @@ impl Source for LoadJson {
                 }
             };
             let index = element.index;
-            let reason = match std::str::from_utf8(&self.buf) {
-                Err(_) => format!("element {index} is not valid UTF-8"),
-                Ok(text) => match push_object(&mut b, text) {
-                    Ok(()) => {
-                        bytes += text.len();
-                        continue;
-                    }
-                    Err(NotAnObject::Found(t)) => format!("element {index}: expected a JSON object, found {t}"),
-                    Err(NotAnObject::Invalid(e)) => {
-                        let (line, column) = element.position_of(&self.buf, &e);
-                        let message = e.to_string();
-                        let message = message.split(" at line ").next().unwrap_or_default();
-                        format!("element {index}: invalid JSON: {message} at {line}:{column}")
-                    }
-                },
+            let reason = if element.too_large {
+                crate::too_large(&format!("element {index}"), self.max_record)
+            } else {
+                match std::str::from_utf8(&self.buf) {
+                    Err(_) => format!("element {index} is not valid UTF-8"),
+                    Ok(text) => match push_object(&mut b, text) {
+                        Ok(()) => {
+                            bytes += text.len();
+                            continue;
+                        }
+                        Err(NotAnObject::Found(t)) => format!("element {index}: expected a JSON object, found {t}"),
+                        Err(NotAnObject::Invalid(e)) => {
+                            let (line, column) = element.position_of(&self.buf, &e);
+                            let message = e.to_string();
+                            let message = message.split(" at line ").next().unwrap_or_default();
+                            format!("element {index}: invalid JSON: {message} at {line}:{column}")
+                        }
+                    },
+                }
             };
             let origin = Some(format!("{}:{}:{}", path.display(), element.line, element.column));
             ctx.reject(Rejected { reason, record: None, origin });
@@ -164,6 +172,9 @@ pub(crate) struct Element {
     pub(crate) line: u64,
     /// The column of its first byte, from 1, in characters.
     pub(crate) column: u64,
+    /// It is larger than the reader's bound: it was read past, and only its first bytes
+    /// are in the buffer.
+    pub(crate) too_large: bool,
 }
 
 impl Element {
@@ -203,11 +214,15 @@ pub(crate) struct ArrayReader<R> {
     column: u64,
     /// The next element's index.
     index: u64,
+    /// The most bytes of an element held (`max_record_bytes`).
+    max: usize,
+    /// Where an element's bytes past `max` go, one chunk at a time, to count its place.
+    spill: Vec<u8>,
 }
 
 impl<R: BufRead> ArrayReader<R> {
-    pub(crate) fn new(reader: R) -> Self {
-        ArrayReader { reader, state: State::Start, line: 1, column: 1, index: 0 }
+    pub(crate) fn new(reader: R, max: usize) -> Self {
+        ArrayReader { reader, state: State::Start, line: 1, column: 1, index: 0, max, spill: Vec::new() }
     }
 
     fn syntax(&self, message: impl Into<String>) -> ArrayError {
@@ -310,8 +325,9 @@ impl<R: BufRead> ArrayReader<R> {
                 }
                 (State::First, Some(b',')) => return Err(self.syntax("expected an element, found `,`")),
                 (State::First, Some(first)) => {
-                    let element = Element { index: self.index, line: self.line, column: self.column };
-                    self.scan_element(first, buf, &element)?;
+                    let mut element =
+                        Element { index: self.index, line: self.line, column: self.column, too_large: false };
+                    element.too_large = self.scan_element(first, buf, &element)? > self.max;
                     self.index += 1;
                     self.state = State::Next;
                     return Ok(Some(element));
@@ -334,9 +350,10 @@ impl<R: BufRead> ArrayReader<R> {
     }
 
     /// Copies one element, which starts with `first`, into `buf`.
-    fn scan_element(&mut self, first: u8, buf: &mut Vec<u8>, element: &Element) -> Result<(), ArrayError> {
+    fn scan_element(&mut self, first: u8, buf: &mut Vec<u8>, element: &Element) -> Result<usize, ArrayError> {
         let bracketed = matches!(first, b'{' | b'[');
         let (mut depth, mut in_string, mut escaped) = (0u64, false, false);
+        let mut size = 0;
         loop {
             let chunk = self.reader.fill_buf()?;
             if chunk.is_empty() {
@@ -393,11 +410,22 @@ impl<R: BufRead> ArrayReader<R> {
                 }
                 n += 1;
             }
-            buf.extend_from_slice(&chunk[..n]);
-            self.reader.consume(n);
-            self.advance(&buf[buf.len() - n..]);
+            size += n;
+            // Held while within the bound; past it, only its place is followed.
+            if buf.len() <= self.max {
+                buf.extend_from_slice(&chunk[..n]);
+                self.reader.consume(n);
+                self.advance(&buf[buf.len() - n..]);
+            } else {
+                let mut spill = std::mem::take(&mut self.spill);
+                spill.clear();
+                spill.extend_from_slice(&chunk[..n]);
+                self.reader.consume(n);
+                self.advance(&spill);
+                self.spill = spill;
+            }
             if done {
-                return Ok(());
+                return Ok(size);
             }
         }
     }
@@ -511,6 +539,32 @@ mod tests {
     }
 
     #[test]
+    fn an_element_over_max_record_bytes_is_read_past_with_its_place_kept() {
+        let big = format!("{{\"t\": \"{}\n\"}}", "é".repeat(100_000));
+        let bytes = format!("[{{\"n\": 1}},\n {big}, {{\"n\": 2}},\n  {{\"n\": 3, \"x\": [1, 2]}}]");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.json");
+        std::fs::write(&path, bytes).unwrap();
+        let config = format!("path = {:?}\nmax_record_bytes = \"20KiB\"", path.to_str().unwrap());
+        let (rows, rejected) = read_source(build_step("load_json", &config));
+        assert_eq!(rows, [r#"{"n":1,"x":null}"#, r#"{"n":2,"x":null}"#, r#"{"n":3,"x":[1,2]}"#]);
+        assert_eq!(
+            rejected,
+            [format!(
+                "{}:2:2: element 1 is larger than `max_record_bytes` (20 KiB); it was skipped without being read into memory",
+                path.display()
+            )]
+        );
+        // The place of what follows is still right (the line break inside the skipped
+        // element counted): a bad element after it is named by it.
+        let bytes = format!("[{big},\n  {{\"n\": }}]");
+        std::fs::write(&path, bytes).unwrap();
+        let (_, rejected) = read_source(build_step("load_json", &config));
+        assert_eq!(rejected.len(), 2);
+        assert!(rejected[1].starts_with(&format!("{}:3:3: element 1: invalid JSON", path.display())), "{rejected:?}");
+    }
+
+    #[test]
     fn a_file_that_is_not_one_array_is_an_error_with_its_place() {
         let cases: [(&[u8], &str); 12] = [
             (b"", "1:1: the file is empty; expected a JSON array of objects, `[{...}, ...]`"),
@@ -578,7 +632,7 @@ mod tests {
         let n = 200_000;
         let source = Generated { n, next: 0, chunk: Vec::new(), at: 0 };
         // Seven bytes at a time: every element, string and escape is split across reads.
-        let mut reader = ArrayReader::new(std::io::BufReader::with_capacity(7, source));
+        let mut reader = ArrayReader::new(std::io::BufReader::with_capacity(7, source), usize::MAX);
         let mut buf = Vec::new();
         let mut b = BatchBuilder::new();
         let mut last = None;
@@ -588,7 +642,7 @@ mod tests {
             }
             last = Some(element);
         }
-        assert_eq!(last, Some(Element { index: n - 1, line: n + 1, column: 1 }));
+        assert_eq!(last, Some(Element { index: n - 1, line: n + 1, column: 1, too_large: false }));
         // Memory held one element at a time, never the array (about 9 MB here).
         assert!(buf.capacity() < 128, "the element buffer grew to {}", buf.capacity());
         let records: Vec<String> = b.finish().to_records().iter().map(|r| r.to_string()).collect();

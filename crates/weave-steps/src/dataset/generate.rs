@@ -380,7 +380,7 @@ impl Generate {
             out.push(match s {
                 Values::List(l) => l.clone(),
                 Values::File(path) => {
-                    let mut lines = crate::input::Lines::new(vec![path.clone()]);
+                    let mut lines = crate::input::Lines::new(vec![path.clone()], crate::MAX_RECORD_BYTES);
                     let mut values = Vec::new();
                     while let Some(line) = lines.next_line(ctx)? {
                         if !line.text.trim().is_empty() {
