@@ -296,7 +296,13 @@ impl AtomicOutput {
                 _ => PathBuf::from("."),
             };
             create_dirs(&dir, &mut self.created)?;
-            let tmp = tempfile::Builder::new().prefix(".weave-").suffix(".tmp").tempfile_in(&dir).map_err(|e| {
+            let mut builder = tempfile::Builder::new();
+            builder.prefix(".weave-").suffix(".tmp");
+            // The output is the user's file: the permissions `File::create` would give it
+            // (0666 less the umask), not the temporary file's owner-only 0600.
+            #[cfg(unix)]
+            builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+            let tmp = builder.tempfile_in(&dir).map_err(|e| {
                 StepError::environment(format!("cannot create a temporary file in {}", dir.display()), e)
             })?;
             let (file, tmp) = tmp.into_parts();
@@ -1309,6 +1315,21 @@ impl<F: Format> Export<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_output_gets_the_permissions_file_create_gives_not_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let plain = dir.path().join("plain.txt");
+        File::create(&plain).unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut out = AtomicOutput::new(path.clone());
+        out.write_all(b"{}\n").unwrap();
+        out.commit().unwrap();
+        assert_eq!(mode(&path), mode(&plain), "{:o}", mode(&path));
+    }
 
     #[test]
     fn a_file_of_many_write_back_blocks_is_written_whole_plain_and_compressed() {
