@@ -14,10 +14,7 @@ use weave::{Diagnostics, Pipeline, format_bytes, format_duration};
 
 /// mimalloc keeps freed memory for reuse across threads: batches are built on one thread
 /// and freed on another, where glibc's allocator returns and re-faults pages (about 10% of
-/// a run's time in `cargo xtask bench throughput`). It is built without asking for
-/// transparent huge pages (the workspace's `no_thp` feature): a heap of short-lived batch
-/// buffers spread over threads touched a third more memory in 2 MiB pages, and zeroing
-/// those pages made the `io` and `prep` benchmarks slower and far less steady.
+/// a run's time in `cargo xtask bench throughput`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
