@@ -415,7 +415,7 @@ impl Source for Generate {
         let rows = (end - self.next) as usize;
         let bytes = |c: usize, guess: usize| rows * (self.row_bytes.get(c).copied().unwrap_or(guess) + 1);
         let mut text = StrColumn::with_capacity(rows, bytes(0, 64));
-        let mut template = PrimitiveColumn::<i64>::new();
+        let mut template = Vec::with_capacity(rows);
         let mut slot_cols: Vec<StrColumn> =
             (0..values.len()).map(|s| StrColumn::with_capacity(rows, bytes(s + 1, 8))).collect();
         let mut extra_cols: Vec<Column> = self.extra_fields.iter().map(|_| Column::Null(0)).collect();
@@ -453,7 +453,8 @@ impl Source for Generate {
         self.next = end;
         self.row_bytes =
             std::iter::once(&text).chain(&slot_cols).map(|c| c.data().len().div_ceil(rows.max(1))).collect();
-        let mut columns: Vec<Arc<Column>> = vec![Arc::new(Column::Str(text)), Arc::new(Column::Int(template))];
+        let mut columns: Vec<Arc<Column>> =
+            vec![Arc::new(Column::Str(text)), Arc::new(Column::Int(PrimitiveColumn::from_values(template)))];
         columns.extend(slot_cols.into_iter().map(|c| Arc::new(Column::Str(c))));
         columns.extend(extra_cols.into_iter().map(Arc::new));
         // Extra columns take their type from their values; the schema follows them.
