@@ -135,3 +135,57 @@ fn mix_split_and_filter_a_real_and_a_generated_set() {
     assert_eq!(count("account", "real"), 40, "{by:?}");
     assert_eq!(by.values().sum::<usize>(), 640);
 }
+
+/// One source split in two and joined again, one branch holding its records back until
+/// its end (`sample` with `n`): the merge keeps the other branch's batches meanwhile, so
+/// the run goes through (it used to stall), with the same output on 1 and 2 threads.
+#[test]
+fn a_split_that_rejoins_after_a_sample_runs_through() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lines: String = (0..20_000).map(|i| format!("{{\"id\":{i},\"text\":\"record {i}\"}}\n")).collect();
+    std::fs::write(dir.path().join("in.jsonl"), lines).expect("write the input");
+    std::fs::write(
+        dir.path().join("p.toml"),
+        r#"
+[pipeline]
+seed = 3
+
+[[step]]
+id = "load"
+kind = "load_jsonl"
+path = "in.jsonl"
+batch_size = 100
+
+[[step]]
+id = "few"
+kind = "sample"
+after = ["load"]
+n = 50
+
+[[step]]
+id = "even"
+kind = "filter"
+after = ["load"]
+field = "id"
+max = 9999
+
+[[step]]
+id = "join"
+kind = "concat"
+after = ["few", "even"]
+
+[[step]]
+id = "export"
+kind = "export_jsonl"
+path = "out.jsonl"
+"#,
+    )
+    .expect("write the pipeline");
+    let mut outputs = Vec::new();
+    for threads in ["1", "2"] {
+        check_in(dir.path(), &["run", "p.toml", "--no-cache", "--max-concurrent", threads], 0, &["run succeeded"], &[]);
+        outputs.push(std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output"));
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(outputs[0].lines().count(), 50 + 10_000);
+}

@@ -83,9 +83,9 @@ pub enum Error {
     },
     /// No batch moved and no step worked for a while: the DAG deadlocked. It happens when a
     /// DAG splits and rejoins and one branch holds batches back (a stateful step that
-    /// emits at the end, before a merge), so the merge waits on it while the other branch
-    /// fills up.
-    #[error("the run stalled: for {} no batch moved and no step was working (steps still waiting: {}); if a branch that rejoins another holds batches back (a stateful step before a merge), move that step after the merge", weave_core::format_duration(*waited), waiting.join(", "))]
+    /// emits at the end, before a merge), so the merge waits on it while queueing the
+    /// other branch's batches, until they fill the memory budget.
+    #[error("the run stalled: for {} no batch moved and no step was working (steps still waiting: {}); if a branch that rejoins another holds batches back (a stateful step before a merge), the merge keeps the other branches' batches meanwhile, within `max_memory`: raise it, or move that step after the merge", weave_core::format_duration(*waited), waiting.join(", "))]
     Stalled {
         /// How long nothing moved.
         waited: Duration,

@@ -249,6 +249,36 @@ impl Shared {
         }
     }
 
+    /// The next message on any of `inputs` but those marked `ended`, with the input's
+    /// index: `Some((i, None))` when input `i` has ended, `None` when the run is cancelled
+    /// (or no input is left).
+    pub(crate) fn recv_any(&self, inputs: &[Receiver<Msg>], ended: &[bool]) -> Option<(usize, Option<Msg>)> {
+        let open: Vec<usize> = (0..inputs.len()).filter(|&i| !ended[i]).collect();
+        if open.is_empty() {
+            return None;
+        }
+        let mut select = crossbeam_channel::Select::new();
+        for &i in &open {
+            select.recv(&inputs[i]);
+        }
+        loop {
+            match select.select_timeout(TICK) {
+                Ok(op) => {
+                    let i = open[op.index()];
+                    return Some(match op.recv(&inputs[i]) {
+                        Ok(m) => {
+                            self.progress.fetch_add(1, Ordering::Relaxed);
+                            (i, Some(m))
+                        }
+                        Err(_) => (i, None),
+                    });
+                }
+                Err(_) if self.cancelled() => return None,
+                Err(_) => {}
+            }
+        }
+    }
+
     /// Sends `msg` to every consumer; `Err` when cancelled or a consumer is gone. The last
     /// consumer gets the message itself, so that with one consumer nothing else holds its
     /// share of the memory budget (which the consumer can then hand on to its output).
@@ -1187,37 +1217,51 @@ fn merge_loop(
     rec: &mut Recorder,
 ) -> Result<(), Stopped> {
     let shared = c.shared;
-    // Inputs are merged by sequence number (ties in input order), reading one head per
-    // input: the output order depends on the data, never on timing.
-    let mut heads: Vec<Option<Msg>> = inputs.iter().map(|_| None).collect();
-    let mut open: Vec<bool> = inputs.iter().map(|_| true).collect();
+    // Inputs are merged by sequence number (ties in input order): once every input that
+    // has not ended has its next batch at hand, the smallest goes first, so the output
+    // order depends on the data, never on timing. While an input's next batch is awaited,
+    // batches arriving on the others are queued (holding their share of the memory
+    // budget): a branch that holds its batches back until its end (a stateful step before
+    // the merge) then does not stop the branches beside it, and with them the source they
+    // split from. Only when the queues fill the budget does the run stall (and the stall
+    // watch stops it, with the way out).
+    let mut queues: Vec<std::collections::VecDeque<Msg>> = inputs.iter().map(|_| Default::default()).collect();
+    // The input's channel has ended; `input_done` has been called for it.
+    let mut ended: Vec<bool> = inputs.iter().map(|_| false).collect();
+    let mut done: Vec<bool> = inputs.iter().map(|_| false).collect();
     let mut out = Vec::new();
     let mut last_seq = 0;
     loop {
-        for (i, rx) in inputs.iter().enumerate() {
-            if open[i] && heads[i].is_none() {
-                match shared.recv(rx) {
-                    Some(msg) => heads[i] = Some(msg),
-                    None if shared.cancelled() => return Err(Stopped),
-                    None => {
-                        open[i] = false;
-                        let t0 = Instant::now();
-                        let ((), mut ctx) = c.call(step, last_seq, stats, |ctx| {
-                            out.clear();
-                            m.input_done(i, ctx, &mut out)
-                        })?;
-                        shared.settle(step, stats, &mut ctx)?;
-                        emit_outputs(shared, step, stats, last_seq, &mut out, outputs, 0, t0, None, rec)?;
-                    }
+        for i in 0..inputs.len() {
+            if done[i] {
+                continue;
+            }
+            while queues[i].is_empty() && !ended[i] {
+                match shared.recv_any(inputs, &ended) {
+                    Some((j, Some(msg))) => queues[j].push_back(msg),
+                    Some((j, None)) => ended[j] = true,
+                    None => return Err(Stopped),
                 }
+            }
+            if queues[i].is_empty() {
+                // Its queued batches all merged, and its channel ended: in the same place
+                // among the calls as if nothing had been queued.
+                done[i] = true;
+                let t0 = Instant::now();
+                let ((), mut ctx) = c.call(step, last_seq, stats, |ctx| {
+                    out.clear();
+                    m.input_done(i, ctx, &mut out)
+                })?;
+                shared.settle(step, stats, &mut ctx)?;
+                emit_outputs(shared, step, stats, last_seq, &mut out, outputs, 0, t0, None, rec)?;
             }
         }
         let Some(i) =
-            (0..heads.len()).filter(|&i| heads[i].is_some()).min_by_key(|&i| heads[i].as_ref().map(|m| m.seq))
+            (0..queues.len()).filter(|&i| !queues[i].is_empty()).min_by_key(|&i| queues[i].front().map(|m| m.seq))
         else {
             break;
         };
-        let Some(msg) = heads[i].take() else { break };
+        let Some(msg) = queues[i].pop_front() else { break };
         let t0 = Instant::now();
         stats.batches_in += 1;
         stats.records_in += msg.batch.len() as u64;

@@ -349,11 +349,41 @@ impl weave_core::StatefulTransform for HoldAll {
 }
 
 #[test]
-fn a_deadlocked_dag_is_stopped_with_an_explanation_not_left_hanging() {
+fn a_branch_that_holds_everything_back_before_a_merge_runs_within_the_budget() {
     // a splits into a branch that holds everything back and one that does not; the merge
-    // waits on the first while the second fills its channel and stops `a`.
+    // waits on the first while it queues the second's batches, which would otherwise fill
+    // their channel and stop `a`. The output is the same whatever the timing.
+    let outputs: Vec<Vec<String>> = (0..3)
+        .map(|_| {
+            let (sink_, got) = collect();
+            let p = builder(2)
+                .step("a", src(gen_(200, 3)))
+                .step_after("hold", ["a"], stateful(HoldAll { held: Vec::new() }))
+                .step_after("pass", ["a"], tf(tag("p")))
+                .step_after("join", ["hold", "pass"], merge(concat()))
+                .step("out", sink(sink_))
+                .build()
+                .unwrap();
+            let opts = ExecOptions { stall_timeout: Duration::from_secs(5), ..ExecOptions::default() };
+            run(p, opts).unwrap_or_else(|e| panic!("{e}"));
+            let bytes = got.lock().unwrap().clone().expect("committed");
+            String::from_utf8(bytes).unwrap().lines().map(str::to_owned).collect()
+        })
+        .collect();
+    assert_eq!(outputs[0].len(), 1200, "every record of both branches");
+    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(outputs[0], outputs[2]);
+}
+
+#[test]
+fn a_deadlocked_dag_is_stopped_with_an_explanation_not_left_hanging() {
+    // The same DAG with a budget too small for what the merge must queue: the source
+    // cannot go on, nothing moves, and the stall watch stops the run.
+    let mut g = gen_(200, 1);
+    g.pad = 64 * 1024;
     let p = builder(2)
-        .step("a", src(gen_(200, 1)))
+        .resources(weave_core::ResourceLimits { max_memory: 4 << 20, max_concurrent: Some(2), ..Default::default() })
+        .step("a", src(g))
         .step_after("hold", ["a"], stateful(HoldAll { held: Vec::new() }))
         .step_after("pass", ["a"], tf(tag("p")))
         .step_after("join", ["hold", "pass"], merge(concat()))
@@ -367,7 +397,7 @@ fn a_deadlocked_dag_is_stopped_with_an_explanation_not_left_hanging() {
     assert!(matches!(err.error, Error::Stalled { .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.starts_with("the run stalled: for 300ms no batch moved"), "{msg}");
-    assert!(msg.contains("move that step after the merge"), "{msg}");
+    assert!(msg.contains("within `max_memory`: raise it, or move that step after the merge"), "{msg}");
 }
 
 #[test]
