@@ -74,9 +74,9 @@ struct CsvReader {
     fields: Vec<u8>,
     ends: Vec<usize>,
     len: usize,
-    /// The most bytes a record's fields may hold (`max_record_bytes`; and at most one field
-    /// per 8 of those bytes, so that a line of delimiters is bounded too): the rest of a
-    /// larger record is parsed into `spill`, over and over, and dropped.
+    /// The most memory a record may take (`max_record_bytes`): the text of its fields and
+    /// 8 bytes per field (where it ends), so that a line of delimiters is bounded too. The
+    /// rest of a larger record is parsed into `spill`, over and over, and dropped.
     max: usize,
     spill: Vec<u8>,
     spill_ends: Vec<usize>,
@@ -192,7 +192,7 @@ impl CsvReader {
                 R::InputEmpty => {}
                 R::OutputFull | R::OutputEndsFull if too_large => {}
                 // What this record holds so far, not what earlier ones left the buffers.
-                R::OutputFull | R::OutputEndsFull if out > self.max || nends > self.max / 8 => {
+                R::OutputFull | R::OutputEndsFull if out.saturating_add(nends.saturating_mul(8)) > self.max => {
                     too_large = true;
                     self.spill.resize(64 << 10, 0);
                     self.spill_ends.resize(1024, 0);
@@ -206,7 +206,7 @@ impl CsvReader {
                     let more = self.ends.len().max(16);
                     self.ends.resize(self.ends.len() + more, 0);
                 }
-                R::Record if too_large || out > self.max => {
+                R::Record if too_large || out.saturating_add(nends.saturating_mul(8)) > self.max => {
                     self.len = 0;
                     let line = line.unwrap_or(self.lines + 1);
                     return Ok(if unclosed { CsvRead::Unclosed { line } } else { CsvRead::TooLarge { line } });
@@ -978,6 +978,111 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bytes)
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod reader_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Where a quote-aware scan of the bytes ends: inside a quoted field or not. Written
+    /// byte by byte, the plain way, as the reference for the reader's unclosed quotes.
+    fn ends_in_a_quote(bytes: &[u8]) -> bool {
+        #[derive(PartialEq)]
+        enum S {
+            Start,
+            Unquoted,
+            Quoted,
+            QuoteInQuoted,
+        }
+        let mut s = S::Start;
+        for &b in bytes {
+            let end = matches!(b, b',' | b'\n' | b'\r');
+            s = match s {
+                S::Start if b == b'"' => S::Quoted,
+                S::Start | S::Unquoted if end => S::Start,
+                S::Start | S::Unquoted => S::Unquoted,
+                S::Quoted if b == b'"' => S::QuoteInQuoted,
+                S::Quoted => S::Quoted,
+                S::QuoteInQuoted if b == b'"' => S::Quoted,
+                S::QuoteInQuoted if end => S::Start,
+                S::QuoteInQuoted => S::Unquoted,
+            };
+        }
+        s == S::Quoted
+    }
+
+    fn input(bytes: &[u8]) -> crate::input::Input {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, bytes).unwrap();
+        // Opened, then the file's folder goes: the open file stays readable.
+        crate::input::open(&path).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        /// On any mix of text, delimiters, quotes and line breaks, the reader returns the
+        /// csv crate's records, each with the line of its first byte (line feeds before
+        /// it, plus one), and calls the last one unclosed exactly when the input ends
+        /// inside a quoted field.
+        #[test]
+        fn records_lines_and_unclosed_quotes_match_a_plain_reading(
+            parts in proptest::collection::vec(prop_oneof![
+                Just("a"), Just("bc"), Just(","), Just("\""), Just("\"\""), Just("\n"), Just("\r\n"), Just("\r"), Just(" "), Just("é"),
+            ], 0..60),
+            small_buffer in any::<bool>(),
+            bound in prop_oneof![Just(usize::MAX / 2), 0usize..40],
+        ) {
+            let bytes: Vec<u8> = parts.concat().into_bytes();
+            let unclosed = ends_in_a_quote(&bytes);
+            let mut reference = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(&bytes[..]);
+            let mut expected = Vec::new();
+            let mut row = csv::ByteRecord::new();
+            let mut last_fields: Vec<Vec<u8>> = Vec::new();
+            while reference.read_byte_record(&mut row).unwrap() {
+                let at = row.position().map_or(0, csv::Position::byte) as usize;
+                let first = bytes[at..].iter().position(|&b| b != b'\n' && b != b'\r').map_or(bytes.len(), |p| at + p);
+                let line = 1 + bytes[..first].iter().filter(|&&b| b == b'\n').count() as u64;
+                let fields: Vec<Vec<u8>> = row.iter().map(<[u8]>::to_vec).collect();
+                last_fields.clone_from(&fields);
+                let size = fields.iter().map(Vec::len).sum::<usize>() + 8 * fields.len();
+                expected.push((line, if size > bound { None } else { Some(fields) }));
+            }
+            // The last record is the unclosed one, whatever its size.
+            if unclosed && let Some(last) = expected.last_mut() {
+                last.1 = Some(last_fields.clone());
+            }
+
+            let mut reader = CsvReader::new(input(&bytes), b',', b'"', bound);
+            if small_buffer {
+                reader.buf = vec![0; 3].into_boxed_slice();
+            }
+            let mut got = Vec::new();
+            let mut flagged = Vec::new();
+            loop {
+                let (line, fields, is_unclosed) = match reader.read().unwrap() {
+                    CsvRead::Record { line } => (line, Some(reader.record().iter().map(<[u8]>::to_vec).collect()), false),
+                    CsvRead::Unclosed { line } => {
+                        let fields: Vec<Vec<u8>> = reader.record().iter().map(<[u8]>::to_vec).collect();
+                        // Read past when too large (the line feed given at the end
+                        // counted): then nothing of it is kept.
+                        let size = last_fields.iter().map(Vec::len).sum::<usize>() + 8 * last_fields.len() + 1;
+                        prop_assert_eq!(fields.is_empty(), size > bound);
+                        (line, Some(if fields.is_empty() { last_fields.clone() } else { fields }), true)
+                    }
+                    CsvRead::TooLarge { line } => (line, None, false),
+                    CsvRead::End => break,
+                };
+                got.push((line, fields));
+                flagged.push(is_unclosed);
+            }
+            prop_assert_eq!(&got, &expected, "{:?} bound {}", String::from_utf8_lossy(&bytes), bound);
+            let last_unclosed = flagged.last().copied().unwrap_or(false);
+            prop_assert_eq!(last_unclosed, unclosed, "{:?}", String::from_utf8_lossy(&bytes));
+            prop_assert!(flagged.iter().rev().skip(1).all(|f| !f), "only the last record can be unclosed");
         }
     }
 }
