@@ -111,6 +111,8 @@ pub(crate) struct Lines {
     buf: Vec<u8>,
     /// The longest line held, in bytes (`max_record_bytes`).
     max: usize,
+    /// Bytes read from a file at a time.
+    buffer: usize,
 }
 
 /// One line of [`Lines`], with where it is.
@@ -133,7 +135,7 @@ impl Line<'_> {
 
 impl Lines {
     pub(crate) fn new(paths: Vec<PathBuf>, max: usize) -> Self {
-        Lines { paths, file: 0, reader: None, line_no: 0, buf: Vec::new(), max }
+        Lines { paths, file: 0, reader: None, line_no: 0, buf: Vec::new(), max, buffer: 1 << 20 }
     }
 
     /// The next line, the files taken in order; line numbers count from 1 in each file,
@@ -148,15 +150,16 @@ impl Lines {
                 None => {
                     let Some(path) = self.paths.get(self.file) else { return Ok(None) };
                     self.line_no = 0;
-                    self.reader.insert(std::io::BufReader::with_capacity(1 << 20, open(path)?))
+                    self.reader.insert(std::io::BufReader::with_capacity(self.buffer, open(path)?))
                 }
             };
             let path = &self.paths[self.file];
             self.buf.clear();
-            // The line, its ending and a byte more are held at most: enough to tell a
-            // line over the bound.
-            let hold = self.max.saturating_add(3);
-            let mut n = 0;
+            // A line within the bound is held whole, with a BOM and a CRLF ending; of a
+            // longer one, only its first bytes: its length, and its last two bytes (for
+            // the ending), are followed as it is read past.
+            let hold = self.max.saturating_add(5);
+            let (mut n, mut last) = (0, [0u8; 2]);
             loop {
                 let chunk = reader.fill_buf().map_err(|e| {
                     StepError::environment(format!("cannot read {}:{}", path.display(), self.line_no + 1), e)
@@ -170,6 +173,11 @@ impl Lines {
                 };
                 let room = hold.saturating_sub(self.buf.len()).min(take);
                 self.buf.extend_from_slice(&chunk[..room]);
+                last = match &chunk[..take] {
+                    [.., a, b] => [*a, *b],
+                    [b] => [last[1], *b],
+                    [] => last,
+                };
                 reader.consume(take);
                 n += take;
                 if ended {
@@ -182,14 +190,16 @@ impl Lines {
                 continue;
             }
             self.line_no += 1;
-            let mut end = self.buf.len();
+            // The line's length without its ending ("\n", "\r\n" or a last "\r").
+            let mut len = n;
             for ending in [b'\n', b'\r'] {
-                if end > 0 && self.buf[end - 1] == ending {
-                    end -= 1;
+                if len > 0 && last[1] == ending {
+                    len -= 1;
+                    last = [0, last[0]];
                 }
             }
-            let start = if self.line_no == 1 && self.buf[..end].starts_with(b"\xef\xbb\xbf") { 3 } else { 0 };
-            if end - start > self.max {
+            let start = if self.line_no == 1 && len >= 3 && self.buf.starts_with(b"\xef\xbb\xbf") { 3 } else { 0 };
+            if len - start > self.max {
                 ctx.reject(Rejected {
                     reason: crate::too_large("line", self.max),
                     record: None,
@@ -197,6 +207,8 @@ impl Lines {
                 });
                 continue;
             }
+            // Within the bound, so held whole.
+            let end = len;
             // Checked first and read after, so that the borrow ends before the next line
             // (a second SIMD check of a valid line costs little; unsafe is not allowed).
             if crate::text::utf8(&self.buf[start..end]).is_none() {
@@ -217,6 +229,72 @@ impl Lines {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    mod lines_properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A line read (its number and text) or set aside (its number and why).
+        type Read = Result<(u64, String), (u64, &'static str)>;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+            /// On any mix of text, line breaks, a BOM and bytes that are not UTF-8, read
+            /// through buffers of 1 to 8 bytes or the usual one, `Lines` gives each line
+            /// (its ending, and the first line's BOM, taken off) with its number, and sets
+            /// aside the lines over the bound, then those that are not UTF-8, by number.
+            #[test]
+            fn lines_match_a_plain_split(
+                parts in proptest::collection::vec(prop_oneof![
+                    Just(&b"ab"[..]), Just(&b"\n"[..]), Just(&b"\r\n"[..]), Just(&b"\r"[..]), Just(&b"\xff"[..]),
+                    Just("é".as_bytes()), Just(&b"\xef\xbb\xbf"[..]), Just(&b" "[..]),
+                ], 0..40),
+                buffer in prop_oneof![1usize..9, Just(1usize << 20)],
+                bound in prop_oneof![Just(usize::MAX / 2), 0usize..12],
+            ) {
+                let bytes = parts.concat();
+                let mut expected: Vec<Read> = Vec::new();
+                let mut pieces: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+                if pieces.last().is_some_and(|p| p.is_empty()) {
+                    pieces.pop();
+                }
+                for (i, piece) in pieces.into_iter().enumerate() {
+                    let n = i as u64 + 1;
+                    let mut line = piece.strip_suffix(b"\r").unwrap_or(piece);
+                    if n == 1 {
+                        line = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
+                    }
+                    expected.push(if line.len() > bound {
+                        Err((n, "larger"))
+                    } else {
+                        match std::str::from_utf8(line) {
+                            Ok(t) => Ok((n, t.to_owned())),
+                            Err(_) => Err((n, "not valid UTF-8")),
+                        }
+                    });
+                }
+
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("in.txt");
+                std::fs::write(&path, &bytes).unwrap();
+                let mut lines = Lines::new(vec![path.clone()], bound);
+                lines.buffer = buffer;
+                let mut ctx = StepContext::new("load", 0, 0, Default::default());
+                let mut got: Vec<Read> = Vec::new();
+                while let Some(line) = lines.next_line(&mut ctx).unwrap() {
+                    got.push(Ok((line.number, line.text.to_owned())));
+                }
+                for r in ctx.take_rejected() {
+                    let n: u64 = r.origin.unwrap().rsplit(':').next().unwrap().parse().unwrap();
+                    let why = if r.reason.contains("larger") { "larger" } else { "not valid UTF-8" };
+                    got.push(Err((n, why)));
+                }
+                let key = |r: &Read| match r { Ok((n, _)) | Err((n, _)) => *n };
+                got.sort_by_key(key);
+                prop_assert_eq!(got, expected, "{:?} buffer {} bound {}", String::from_utf8_lossy(&bytes), buffer, bound);
+            }
+        }
+    }
 
     #[test]
     fn gzip_and_zstd_read_back_and_damage_is_an_error() {
