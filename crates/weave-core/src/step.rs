@@ -137,6 +137,14 @@ pub trait StepInfo: Send {
     fn cacheable(&self) -> bool {
         true
     }
+
+    /// Whether the step's calls run rayon parallel iterators (or `rayon::join`) inside
+    /// them. The executor then makes each call on the run's worker pool, so that those
+    /// iterators use its `max_concurrent` threads rather than rayon's global pool (one
+    /// thread per core, whatever the run's limits).
+    fn parallel(&self) -> bool {
+        false
+    }
 }
 
 /// Whether a step's output is kept in the cache (the `cache` key of a step).

@@ -533,6 +533,8 @@ pub(crate) struct StageStep {
     pub(crate) on_bad_record: BadRecordPolicy,
     pub(crate) gpus: u32,
     pub(crate) exclusions: Option<Arc<Exclusions>>,
+    /// Its calls run on the worker pool ([`weave_core::StepInfo::parallel`]).
+    pub(crate) parallel: bool,
 }
 
 /// What a stage runs.
@@ -905,6 +907,7 @@ fn build_stages(
             on_bad_record: node.payload.on_bad_record,
             gpus: node.payload.resources.gpus,
             exclusions: exclusions.iter().find(|e| e.step() == node.id).cloned(),
+            parallel: node.payload.step.info().parallel(),
         });
     }
     let stage_caches: Vec<Option<Arc<dyn StepCache>>> = members.iter().map(|m| cache_of(m[m.len() - 1])).collect();
@@ -957,7 +960,7 @@ fn run_stage(stage: Stage, shared: &Shared, pool: &Arc<rayon::ThreadPool>, start
     let began = Instant::now();
     let mut stats: Vec<StepStats> = steps.iter().map(|_| StepStats::default()).collect();
     let mut sink = None;
-    let caller = Caller { shared, watch: &watch, start };
+    let caller = Caller { shared, watch: &watch, start, pool };
     match work {
         Work::Replay(c) => {
             let _ = replay_loop(shared, &steps[0], &*c, &outputs, &mut stats[0]);
@@ -1015,15 +1018,17 @@ struct Caller<'a> {
     shared: &'a Shared,
     watch: &'a Watch,
     start: Instant,
+    /// The run's worker pool, where the calls of a parallel step run.
+    pool: &'a rayon::ThreadPool,
 }
 
 impl Caller<'_> {
-    fn call<T>(
+    fn call<T: Send>(
         &self,
         step: &StageStep,
         seq: u64,
         stats: &mut StepStats,
-        mut f: impl FnMut(&mut StepContext) -> Result<T, StepError>,
+        mut f: impl FnMut(&mut StepContext) -> Result<T, StepError> + Send,
     ) -> Result<(T, StepContext), Stopped> {
         let mut attempt = 0u32;
         loop {
@@ -1036,7 +1041,8 @@ impl Caller<'_> {
             let gpu = self.shared.gpus.acquire(step.gpus, &self.shared.cancel).ok_or(Stopped)?;
             let t0 = Instant::now();
             self.watch.call_started.store((self.start.elapsed().as_nanos() as u64).max(1), Ordering::Relaxed);
-            let r = catch_unwind(AssertUnwindSafe(|| f(&mut ctx)));
+            let mut once = || catch_unwind(AssertUnwindSafe(|| f(&mut ctx)));
+            let r = if step.parallel { self.pool.install(once) } else { once() };
             self.watch.call_started.store(0, Ordering::Relaxed);
             drop(gpu);
             stats.busy += t0.elapsed();

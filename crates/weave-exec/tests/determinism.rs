@@ -1,5 +1,6 @@
 //! The output is the same, byte for byte, whatever the thread count.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::steps::*;
@@ -66,4 +67,64 @@ fn added_figures_are_summed_over_every_batch_whatever_order_they_end_in() {
         // A set figure is replaced in input order: the last batch's.
         assert_eq!(get("last_seq"), Some(weave_core::Value::Int(39)));
     }
+}
+
+/// A stateful step that says it runs rayon iterators, and notes how many threads they get.
+struct Wide {
+    parallel: bool,
+    seen: Arc<Mutex<Vec<usize>>>,
+}
+
+impl weave_core::StepInfo for Wide {
+    fn kind(&self) -> &str {
+        "wide"
+    }
+    fn config(&self) -> weave_core::CanonicalConfig {
+        weave_core::CanonicalConfig::default()
+    }
+    fn parallel(&self) -> bool {
+        self.parallel
+    }
+}
+
+impl weave_core::StatefulTransform for Wide {
+    fn process(
+        &mut self,
+        b: &weave_core::Batch,
+        _ctx: &mut weave_core::StepContext,
+        out: &mut Vec<weave_core::Batch>,
+    ) -> Result<(), weave_core::StepError> {
+        use rayon::prelude::*;
+        let widths: Vec<usize> = (0..64).into_par_iter().map(|_| rayon::current_num_threads()).collect();
+        self.seen.lock().unwrap().extend(widths);
+        out.push(b.clone());
+        Ok(())
+    }
+}
+
+#[test]
+fn a_parallel_step_runs_its_iterators_on_max_concurrent_threads() {
+    for threads in [1, 3] {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let p = builder(threads)
+            .step("g", src(gen_(4, 10)))
+            .step("wide", stateful(Wide { parallel: true, seen: Arc::clone(&seen) }))
+            .step("out", sink(collect().0))
+            .build()
+            .unwrap();
+        run(p, ExecOptions::default()).unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 4 * 64);
+        assert!(seen.iter().all(|&w| w == threads), "max_concurrent {threads}: {seen:?}");
+    }
+    // A step that does not say so keeps rayon's global pool.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let p = builder(1)
+        .step("g", src(gen_(1, 10)))
+        .step("wide", stateful(Wide { parallel: false, seen: Arc::clone(&seen) }))
+        .step("out", sink(collect().0))
+        .build()
+        .unwrap();
+    run(p, ExecOptions::default()).unwrap();
+    assert!(seen.lock().unwrap().iter().all(|&w| w == rayon::current_num_threads()));
 }

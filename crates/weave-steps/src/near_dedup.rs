@@ -38,10 +38,11 @@
 //!   look-up depends on another, so their cache misses overlap: a table is tens of
 //!   megabytes and each look-up a miss); the decisions, in input order, against those
 //!   candidates and against a small index of the batch's own kept records; and the kept
-//!   records added to the index, in parallel over bands. The parallel passes run on
-//!   rayon's global pool (one thread per core: the executor's `max_concurrent` does not
-//!   reach a step's own threads). Only the decisions depend on order, and they are made
-//!   in order, so the output is the same whatever the thread count or batch boundaries.
+//!   records added to the index, in parallel over bands. The parallel passes are rayon
+//!   iterators, and the step says so (`StepInfo::parallel`): the executor makes its calls
+//!   on the run's worker pool, so they use `max_concurrent` threads, as the rest of the run
+//!   does. Only the decisions depend on order, and they are made in order, so the output
+//!   is the same whatever the thread count or batch boundaries.
 //! - **Memory.** The index lives in memory: 8 bytes per slot at a load of 53–80%, so
 //!   10–15 bytes per band per kept record (160–240 bytes with the default 16 bands).
 //!   Signatures (2·P bytes: 224 bytes by default) are appended to an unnamed temporary file
@@ -295,6 +296,11 @@ fn warn_if_blind(p: &Params, bands: usize, rows: usize, threshold: f64) {
 impl StepInfo for NearDedup {
     fn kind(&self) -> &str {
         KIND.name
+    }
+
+    /// Its passes over a batch are rayon parallel iterators.
+    fn parallel(&self) -> bool {
+        true
     }
 
     fn config(&self) -> CanonicalConfig {
