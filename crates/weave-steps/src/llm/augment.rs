@@ -14,44 +14,8 @@ use weave_core::{
 use super::prompt::{self, Prompt, Var};
 use super::{Either, LlmCall, Outcome, Request};
 
-/// The keys an `augment` step with an LLM noiser takes besides `field` and `output` (the
-/// `augment` kind lists them with its own).
-#[cfg(test)]
-pub(crate) const KEYS: &[&str] = &[
-    "noiser",
-    "template",
-    "llm",
-    "concurrency",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "stop",
-    "system",
-    "style",
-    "styles",
-    "persona",
-    "description",
-    "traits",
-    "examples",
-    "instructions",
-    "sentiment",
-    "intensity",
-    "preserve",
-    "language",
-    "error_types",
-    "rate",
-    "locale",
-    "context_field",
-    "context_type",
-    "window",
-    "domain",
-    "categories",
-    "frequency",
-    "severity",
-];
-
 /// The keys that belong to one noiser or another.
-const NOISER_KEYS: &[&str] = &[
+pub(crate) const NOISER_KEYS: &[&str] = &[
     "style",
     "styles",
     "persona",

@@ -150,7 +150,8 @@ fn every_llm_kind_takes_the_common_keys() {
         }
     }
     // `augment` lists the keys of its LLM noisers with its own.
-    for k in super::COMMON_KEYS.iter().chain(super::augment::KEYS) {
+    let own = ["noiser", "template"];
+    for k in super::COMMON_KEYS.iter().chain(&own).chain(super::augment::NOISER_KEYS) {
         assert!(crate::augment::KIND.keys.contains(k), "augment lacks `{k}`");
     }
 }
