@@ -30,6 +30,15 @@ pub(crate) fn weave_in(dir: &std::path::Path, args: &[&str]) -> Output {
     }
 }
 
+/// The report.json of the latest run recorded under `dir`.
+pub(crate) fn last_report(dir: &std::path::Path) -> serde_json::Value {
+    let mut runs: Vec<PathBuf> =
+        std::fs::read_dir(dir.join(".weave/runs")).expect("run records").flatten().map(|e| e.path()).collect();
+    runs.sort();
+    let last = runs.last().expect("a run record");
+    serde_json::from_slice(&std::fs::read(last.join("report.json")).expect("report.json")).expect("JSON")
+}
+
 /// Runs `weave` and checks the exit code and that stdout/stderr contain each fragment.
 pub(crate) fn check(args: &[&str], code: i32, stdout: &[&str], stderr: &[&str]) -> Output {
     check_in(&data(""), args, code, stdout, stderr)

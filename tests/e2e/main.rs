@@ -14,3 +14,6 @@ mod dataset_ops;
 // LLM steps against an OpenAI-compatible test server: faults, resume after SIGKILL, the API
 // key kept out of every output, --no-cache, generate and judge.
 mod llm;
+// The monitoring tells the truth: one count everywhere, bad records, LLM retries,
+// promtool on a real metrics file, an error printed once.
+mod monitor;

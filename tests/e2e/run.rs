@@ -188,6 +188,26 @@ fn ctrl_c_stops_the_run_and_commits_nothing() {
     check_in(dir.path(), &["runs"], 0, &["interrupted"], &[]);
 }
 
+/// Regression: SIGTERM (what `kill`, systemd and Kubernetes send) exited 130 like Ctrl-C;
+/// the convention is 128 + 15. It stops the run as cleanly as Ctrl-C does.
+#[test]
+fn sigterm_stops_the_run_and_exits_143() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let child = start_big_run(dir.path());
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+    assert!(killed.success());
+    let out = child.wait_with_output().expect("weave exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(0) {
+        assert!(dir.path().join("out/result.jsonl").exists());
+        return;
+    }
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("terminated (SIGTERM)") && stderr.contains("nothing was written"), "{stderr}");
+    assert!(!dir.path().join("out/result.jsonl").exists());
+    check_in(dir.path(), &["runs"], 0, &["interrupted"], &[]);
+}
+
 /// Starts `weave run` on a large input and returns once its export is writing.
 fn start_big_run(dir: &Path) -> std::process::Child {
     write(dir, "p.toml", &PIPELINE.replace("ON_BAD", "batch_size = 64"));

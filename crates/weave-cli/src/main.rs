@@ -1,7 +1,8 @@
 //! The `weave` command: check, plan and draw pipelines.
 //!
 //! Exit codes: 0 success; 1 the pipeline has errors, or the command failed (the reasons
-//! are on stderr); 2 the command line itself is wrong.
+//! are on stderr); 2 the command line itself is wrong; 130 a run stopped by Ctrl-C
+//! (SIGINT), 143 by SIGTERM.
 // The CLI is where output goes to the terminal: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -167,8 +168,7 @@ enum ReportFormat {
     Html,
 }
 
-const RUN_EXIT_CODES: &str =
-    "Exit codes: 0 success, 1 the pipeline has errors or the run failed, 2 bad command line, 130 interrupted (Ctrl-C).";
+const RUN_EXIT_CODES: &str = "Exit codes: 0 success, 1 the pipeline has errors or the run failed, 2 bad command line, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).";
 
 fn parse_size(s: &str) -> Result<u64, String> {
     match weave::parse_bytes(s)? {
@@ -198,8 +198,9 @@ enum GraphFormat {
 enum Failure {
     /// The pipeline has errors, or the run failed (already printed).
     Invalid,
-    /// The run was interrupted (already printed).
-    Interrupted,
+    /// The run was stopped by a signal (already printed); the exit code says which:
+    /// 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
+    Interrupted(u8),
     /// Something else, to print.
     Other(String),
 }
@@ -210,7 +211,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Invalid) => ExitCode::from(1),
-        Err(Failure::Interrupted) => ExitCode::from(130),
+        Err(Failure::Interrupted(code)) => ExitCode::from(code),
         Err(Failure::Other(msg)) => {
             eprintln!("error: {msg}");
             ExitCode::from(1)
@@ -391,6 +392,23 @@ fn print_diagnostics(diags: &Diagnostics) {
     for d in &diags.0 {
         eprintln!("{d}\n");
     }
+}
+
+/// An error and its causes for stderr: `error: ...`, then `  caused by: ...` for each
+/// cause whose text the lines before do not already hold. Errors often repeat their
+/// cause in their own message (`step "x" failed: <the step's error>`) and also give it as
+/// their source; printed both ways, one error reads as two.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = format!("error: {error}\n");
+    let mut source = error.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(&format!("  caused by: {text}\n"));
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// Writes to stdout; a closed pipe (`weave plan x | head`) is not an error.

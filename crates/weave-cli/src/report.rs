@@ -130,8 +130,13 @@ pub(crate) fn report_table(r: &RunEntry) -> String {
         &rows,
     ));
     let stats = &rep["stats"];
+    let bad = match stats["bad_records"].as_u64().unwrap_or(0) {
+        0 => String::new(),
+        1 => ", 1 bad record".to_owned(),
+        n => format!(", {n} bad records"),
+    };
     out.push_str(&format!(
-        "\nsuccess rate {:.2}%, peak memory {} of {}\n",
+        "\nsuccess rate {:.2}%{bad}, peak memory {} of {}\n",
         stats["success_rate"].as_f64().unwrap_or(0.0) * 100.0,
         weave::format_bytes(stats["resource_usage"]["peak_memory"].as_u64().unwrap_or(0)),
         weave::format_bytes(stats["resource_usage"]["max_memory"].as_u64().unwrap_or(0)),

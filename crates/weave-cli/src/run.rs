@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use weave::{
     AlertManager, ExecError, ExecOptions, LogSubscriber, MetricsCollector, Pipeline, RunInfo, RunRecorder, RunSummary,
@@ -34,17 +34,7 @@ pub(crate) fn run(
     quiet: bool,
 ) -> Result<(), Failure> {
     let cancel = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&cancel);
-    // The first Ctrl-C stops the run cleanly (nothing committed); a second one kills it.
-    let handler = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\ninterrupted: stopping the run (Ctrl-C again to kill it)");
-    });
-    if let Err(e) = handler {
-        log::warn!("cannot catch Ctrl-C ({e}); an interrupted run stops without cleaning up");
-    }
+    let stopped_by = stop_on_signals(&cancel);
     let quarantine = quarantine.unwrap_or_else(|| default_quarantine(file));
     // A quarantine file from an earlier run would read as this run's.
     match std::fs::remove_file(&quarantine) {
@@ -195,18 +185,64 @@ pub(crate) fn run(
             let nothing = "nothing was written: outputs appear only when the whole run succeeds";
             if matches!(failure.error, ExecError::Cancelled) {
                 eprintln!("interrupted after {}; {nothing}", format_duration(failure.summary.elapsed));
-                return Err(Failure::Interrupted);
+                let code = match stopped_by.load(Ordering::SeqCst) {
+                    0 => SIGINT_EXIT,
+                    code => code,
+                };
+                return Err(Failure::Interrupted(code));
             }
-            eprintln!("error: {}", failure.error);
-            let mut source = std::error::Error::source(&failure.error);
-            while let Some(s) = source {
-                eprintln!("  caused by: {s}");
-                source = s.source();
-            }
+            eprint!("{}", crate::error_chain(&failure.error));
             eprintln!("{nothing}");
             Err(Failure::Invalid)
         }
     }
+}
+
+/// The exit code of a run stopped by SIGINT (Ctrl-C) and by SIGTERM: 128 + the signal's
+/// number, as shells report a process killed by it.
+const SIGINT_EXIT: u8 = 130;
+const SIGTERM_EXIT: u8 = 143;
+
+/// Stops the run on SIGINT (Ctrl-C) or SIGTERM: the first one sets `cancel` (the run stops
+/// cleanly and commits nothing), a second one of either kills the process at once. The
+/// signals only set flags, which a thread of ours watches. Returns the exit code of the
+/// signal that stopped the run (0 while none has).
+fn stop_on_signals(cancel: &Arc<AtomicBool>) -> Arc<AtomicU8> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stopped_by = Arc::new(AtomicU8::new(0));
+    let (int, term) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let registered = signal_hook::flag::register(SIGINT, Arc::clone(&int))
+        .and_then(|_| signal_hook::flag::register(SIGTERM, Arc::clone(&term)));
+    if let Err(e) = registered {
+        log::warn!("cannot catch Ctrl-C and SIGTERM ({e}); a stopped run stops without cleaning up");
+        return stopped_by;
+    }
+    let (cancel, stopped) = (Arc::clone(cancel), Arc::clone(&stopped_by));
+    let watcher = std::thread::Builder::new().name("weave-signals".to_owned()).spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let code = if int.swap(false, Ordering::SeqCst) {
+                SIGINT_EXIT
+            } else if term.swap(false, Ordering::SeqCst) {
+                SIGTERM_EXIT
+            } else {
+                continue;
+            };
+            if stopped.swap(code, Ordering::SeqCst) != 0 {
+                std::process::exit(i32::from(code));
+            }
+            cancel.store(true, Ordering::SeqCst);
+            if code == SIGTERM_EXIT {
+                eprintln!("\nterminated (SIGTERM): stopping the run (send it again to kill it)");
+            } else {
+                eprintln!("\ninterrupted: stopping the run (Ctrl-C again to kill it)");
+            }
+        }
+    });
+    if let Err(e) = watcher {
+        log::warn!("cannot watch for Ctrl-C and SIGTERM ({e}); a stopped run stops without cleaning up");
+    }
+    stopped_by
 }
 
 /// Writes `text` to `path` through a temporary file and a rename, so that a reader (a

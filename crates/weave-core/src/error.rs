@@ -21,6 +21,17 @@ pub enum ErrorClass {
     BadRecord,
 }
 
+impl ErrorClass {
+    /// Its name in metrics and records: `transient`, `fatal` or `bad_record`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Fatal => "fatal",
+            ErrorClass::BadRecord => "bad_record",
+        }
+    }
+}
+
 impl fmt::Display for ErrorClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

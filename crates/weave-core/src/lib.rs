@@ -27,10 +27,10 @@ pub use context::BuildContext;
 pub use dag::{CriticalPath, Dag, Dep, Node, NodeSpec};
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity, Snippet, SourceFile, did_you_mean};
 pub use error::{BoxError, Error, ErrorClass, ErrorOrigin, StepError};
-pub use event::{Event, RunStatus, Subscriber};
+pub use event::{Event, RunStatus, StepCounts, Subscriber};
 pub use params::{Params, resolve};
 pub use pipeline::{BuildFn, Pipeline, PipelineBuilder, PipelineStep, Registry, StepKind};
-pub use policy::{Backoff, BadRecordPolicy, Resources, RetryPolicy, StepPolicy};
+pub use policy::{Backoff, BadRecordLimit, BadRecordPolicy, Resources, RetryPolicy, StepPolicy};
 pub use record::Record;
 pub use schema::{DataType, Field, Schema};
 pub use spec::{
@@ -39,8 +39,8 @@ pub use spec::{
     STEP_COMMON_KEYS, STEP_RESOURCES_KEYS, StepSpec, TOP_LEVEL_KEYS, default_cache_dir,
 };
 pub use step::{
-    CacheMode, CanonicalConfig, Merge, Rejected, Shape, Sink, Source, StatefulTransform, Step, StepCache, StepContext,
-    StepInfo, Transform, sum_figures,
+    CacheMode, CanonicalConfig, Merge, Rejected, RequestCounts, Shape, Sink, Source, StatefulTransform, Step,
+    StepCache, StepContext, StepInfo, Transform, sum_figures,
 };
-pub use units::{format_bytes, format_duration, parse_bytes, parse_duration};
+pub use units::{format_bytes, format_duration, format_percent, parse_bytes, parse_duration};
 pub use value::{Value, ValueRef};

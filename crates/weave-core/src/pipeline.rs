@@ -10,7 +10,7 @@ use crate::context::BuildContext;
 use crate::dag::{Dag, Dep, NodeSpec};
 use crate::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use crate::params::Params;
-use crate::policy::{BadRecordPolicy, Resources, RetryPolicy};
+use crate::policy::{BadRecordLimit, BadRecordPolicy, Resources, RetryPolicy};
 use crate::spec::{AlertSpec, LlmProvider, PipelineSpec, ResourceLimits, STEP_COMMON_KEYS};
 use crate::step::{CacheMode, CanonicalConfig, Shape, Step};
 use crate::units::format_bytes;
@@ -116,6 +116,8 @@ pub struct PipelineStep {
     pub timeout: Option<Duration>,
     /// What happens to its bad records.
     pub on_bad_record: BadRecordPolicy,
+    /// How many bad records it may set aside before the run fails.
+    pub max_bad_records: BadRecordLimit,
     /// Whether its output is kept in the cache.
     pub cache: CacheMode,
     /// Where the records it drops on purpose go, with their reasons.
@@ -129,6 +131,8 @@ pub struct Pipeline {
     pub name: String,
     /// The seed that all randomness derives from.
     pub seed: u64,
+    /// How many bad records the run's steps together may set aside before it fails.
+    pub max_bad_records: BadRecordLimit,
     /// The limits the run must stay within.
     pub resources: ResourceLimits,
     /// Alert rules.
@@ -224,6 +228,7 @@ impl Pipeline {
                     retry: s.retry.apply(own.retry.unwrap_or(spec.retry)),
                     timeout: s.timeout.or(own.timeout),
                     on_bad_record: s.on_bad_record.or(own.on_bad_record).unwrap_or_default(),
+                    max_bad_records: s.max_bad_records.unwrap_or_default(),
                     cache: s.cache,
                     exclusions: s.exclusions.clone(),
                     resources,
@@ -274,6 +279,7 @@ impl Pipeline {
         Ok(Pipeline {
             name: spec.name,
             seed: spec.seed,
+            max_bad_records: spec.max_bad_records,
             resources: spec.resources,
             alerts: spec.alerts,
             llm: spec.llm,
@@ -409,6 +415,7 @@ fn check_resources<P>(
 pub struct PipelineBuilder {
     name: String,
     seed: u64,
+    max_bad_records: BadRecordLimit,
     resources: ResourceLimits,
     retry: RetryPolicy,
     steps: Vec<(String, Option<Vec<String>>, Step)>,
@@ -443,6 +450,13 @@ impl PipelineBuilder {
         self
     }
 
+    /// Sets how many bad records the run's steps together may set aside before it fails
+    /// (`[pipeline] max_bad_records`; by default half of what the sources read).
+    pub fn max_bad_records(mut self, limit: BadRecordLimit) -> Self {
+        self.max_bad_records = limit;
+        self
+    }
+
     /// Sets the resource limits.
     pub fn resources(mut self, resources: ResourceLimits) -> Self {
         self.resources = resources;
@@ -472,6 +486,7 @@ impl PipelineBuilder {
                     retry: own.retry.unwrap_or(retry),
                     timeout: own.timeout,
                     on_bad_record: own.on_bad_record.unwrap_or_default(),
+                    max_bad_records: BadRecordLimit::default(),
                     cache: CacheMode::Auto,
                     exclusions: None,
                     step,
@@ -499,6 +514,7 @@ impl PipelineBuilder {
         Ok(Pipeline {
             name: self.name,
             seed: self.seed,
+            max_bad_records: self.max_bad_records,
             resources: self.resources,
             alerts: Vec::new(),
             llm: BTreeMap::new(),

@@ -70,6 +70,64 @@ pub enum BadRecordPolicy {
     Skip,
 }
 
+/// How many bad records a step, or a run, may have before it fails: `max_bad_records`.
+/// A count is checked as records are set aside, so that the run stops at once; a share
+/// is checked when the step (or the run) has handled all its records.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadRecordLimit {
+    /// At most this many (`max_bad_records = 100`).
+    Count(u64),
+    /// At most this share, from 0 to 1, of the records handled (`max_bad_records = "1%"`).
+    Share(f64),
+}
+
+impl Default for BadRecordLimit {
+    /// Half: a step (or run) that sets aside more than half of its records fails. Past
+    /// half, more was lost than kept, which is a misread input (a wrong delimiter, file or
+    /// field) or a broken model far more often than data worth keeping; a stricter
+    /// default would fail the runs whose authors chose `on_bad_record = "skip"` because
+    /// some records are bad.
+    fn default() -> Self {
+        BadRecordLimit::Share(0.5)
+    }
+}
+
+impl BadRecordLimit {
+    /// Whether `bad` records out of `handled` are more than the limit allows. A share is
+    /// judged only once something was handled.
+    pub fn exceeded(self, bad: u64, handled: u64) -> bool {
+        match self {
+            BadRecordLimit::Count(n) => bad > n,
+            BadRecordLimit::Share(s) => handled > 0 && bad as f64 > s * handled as f64,
+        }
+    }
+
+    /// Reads a limit as written in a pipeline file: a count (`100`) or a share of at most
+    /// 100% (`"1%"`, `"0.5%"`).
+    pub fn parse(text: &str) -> Result<BadRecordLimit, String> {
+        let bad = || format!("`{text}` is not a count of records (such as 100) or a share (such as \"1%\")");
+        match text.trim().strip_suffix('%') {
+            Some(pct) => match pct.trim().parse::<f64>() {
+                Ok(p) if (0.0..=100.0).contains(&p) => Ok(BadRecordLimit::Share(p / 100.0)),
+                Ok(_) => Err(format!("{}: a share is from 0% to 100%", bad())),
+                Err(_) => Err(bad()),
+            },
+            None => text.trim().parse::<u64>().map(BadRecordLimit::Count).map_err(|_| bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for BadRecordLimit {
+    /// As a pipeline file writes it: `100`, `"1%"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadRecordLimit::Count(n) => write!(f, "{n}"),
+            BadRecordLimit::Share(s) => write!(f, "\"{}\"", crate::units::format_percent(*s)),
+        }
+    }
+}
+
 /// A step's retry, timeout and bad-record policy. Fields left `None` take the pipeline's
 /// defaults (the `[retry]` table and the built-in defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -127,5 +185,22 @@ mod tests {
         assert_eq!(lin.delay(3), Duration::from_secs(3));
         // regression guard: huge attempt numbers saturate instead of overflowing.
         assert_eq!(p.delay(u32::MAX), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_record_limits_read_counts_and_shares() {
+        assert_eq!(BadRecordLimit::parse("100"), Ok(BadRecordLimit::Count(100)));
+        assert_eq!(BadRecordLimit::parse("1%"), Ok(BadRecordLimit::Share(0.01)));
+        assert_eq!(BadRecordLimit::parse("100%"), Ok(BadRecordLimit::Share(1.0)));
+        for bad in ["-1", "lots", "150%", "1.5", "%", ""] {
+            assert!(BadRecordLimit::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(BadRecordLimit::Share(0.025).to_string(), "\"2.5%\"");
+        assert_eq!(BadRecordLimit::Count(7).to_string(), "7");
+        // Past the limit, never at it; a share of nothing is never past.
+        assert!(!BadRecordLimit::Count(2).exceeded(2, 2) && BadRecordLimit::Count(2).exceeded(3, 100));
+        assert!(!BadRecordLimit::Share(0.2).exceeded(2, 10) && BadRecordLimit::Share(0.2).exceeded(3, 10));
+        assert!(!BadRecordLimit::Share(0.0).exceeded(0, 0));
+        assert!(BadRecordLimit::default().exceeded(3, 3), "a step that sets aside everything fails by default");
     }
 }

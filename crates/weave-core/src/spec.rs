@@ -8,7 +8,7 @@ use crate::conf::{self, ConfTable, ConfValue};
 use crate::dag::Dep;
 use crate::diagnostic::{Diagnostic, Diagnostics, Location, SourceFile};
 use crate::params::Params;
-use crate::policy::{Backoff, BadRecordPolicy, RetryPolicy};
+use crate::policy::{Backoff, BadRecordLimit, BadRecordPolicy, RetryPolicy};
 use crate::step::CacheMode;
 
 /// The top-level tables of a pipeline file.
@@ -16,7 +16,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &["pipeline", "resources", "retry", "cache",
 /// The keys of `[cache]`.
 pub const CACHE_KEYS: &[&str] = &["dir"];
 /// The keys of `[pipeline]`.
-pub const PIPELINE_KEYS: &[&str] = &["name", "description", "seed"];
+pub const PIPELINE_KEYS: &[&str] = &["name", "description", "seed", "max_bad_records"];
 /// The keys of `[resources]`.
 pub const RESOURCES_KEYS: &[&str] = &["max_memory", "max_concurrent", "gpu_enabled", "gpus"];
 /// The keys of `[retry]` and of a step's `retry` table.
@@ -37,8 +37,18 @@ pub const LLM_KEYS: &[&str] = &[
     "completion_price_per_million",
 ];
 /// The keys every step takes, whatever its kind.
-pub const STEP_COMMON_KEYS: &[&str] =
-    &["id", "kind", "after", "retry", "timeout", "on_bad_record", "resources", "cache", "exclusions"];
+pub const STEP_COMMON_KEYS: &[&str] = &[
+    "id",
+    "kind",
+    "after",
+    "retry",
+    "timeout",
+    "on_bad_record",
+    "max_bad_records",
+    "resources",
+    "cache",
+    "exclusions",
+];
 /// The keys of a step's `resources` table.
 pub const STEP_RESOURCES_KEYS: &[&str] = &["memory", "threads", "gpus"];
 
@@ -151,6 +161,8 @@ pub struct StepSpec {
     pub timeout: Option<Duration>,
     /// What to do with bad records.
     pub on_bad_record: Option<BadRecordPolicy>,
+    /// How many bad records the step may set aside before the run fails.
+    pub max_bad_records: Option<BadRecordLimit>,
     /// Resource needs that override what the step declares.
     pub resources: ResourceOverride,
     /// Whether its output is kept in the cache.
@@ -236,6 +248,9 @@ pub struct PipelineSpec {
     pub description: Option<String>,
     /// `[pipeline] seed` (default 0).
     pub seed: u64,
+    /// `[pipeline] max_bad_records`: how many bad records the run's steps together may set
+    /// aside before the run fails (a share is of the records its sources read).
+    pub max_bad_records: BadRecordLimit,
     /// `[resources]`.
     pub resources: ResourceLimits,
     /// `[retry]` over the built-in defaults.
@@ -278,11 +293,12 @@ impl PipelineSpec {
         let top = Params::new(root, source.clone(), "the pipeline file", None);
         let mut diags = Diagnostics::default();
 
-        let (mut name, mut description, mut seed) = (None, None, 0);
+        let (mut name, mut description, mut seed, mut max_bad_records) = (None, None, 0, BadRecordLimit::default());
         if let Some(p) = top.table("pipeline") {
             name = p.str("name");
             description = p.str("description");
             seed = p.u64("seed").unwrap_or(0);
+            max_bad_records = bad_record_limit(&p).unwrap_or_default();
             diags.extend(p.finish(PIPELINE_KEYS));
         }
         let name = name.unwrap_or_else(|| {
@@ -338,6 +354,7 @@ impl PipelineSpec {
             name,
             description,
             seed,
+            max_bad_records,
             resources,
             retry,
             alerts,
@@ -602,6 +619,7 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
             "skip" => BadRecordPolicy::Skip,
             _ => BadRecordPolicy::Fail,
         });
+        let max_bad_records = bad_record_limit(&common);
         let resources = common.table("resources").map_or_else(ResourceOverride::default, |r| {
             let o = ResourceOverride {
                 memory: r.bytes("memory"),
@@ -630,6 +648,7 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
             retry,
             timeout,
             on_bad_record,
+            max_bad_records,
             resources,
             cache,
             exclusions,
@@ -639,6 +658,22 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
         });
     }
     out
+}
+
+/// `max_bad_records`: a count (an integer) or a share (a string such as `"1%"`).
+fn bad_record_limit(p: &Params) -> Option<BadRecordLimit> {
+    let item = p.item("max_bad_records")?;
+    let read = match &item.value {
+        ConfValue::Int(n) => u64::try_from(*n)
+            .map(BadRecordLimit::Count)
+            .map_err(|_| format!("`{n}` is not a count of records (such as 100) or a share (such as \"1%\")")),
+        ConfValue::Str(s) => BadRecordLimit::parse(s),
+        other => Err(format!(
+            "`max_bad_records` must be a count of records (such as 100) or a share (such as \"1%\"), not {}",
+            other.type_name()
+        )),
+    };
+    read.map_err(|e| p.error_at(item, e)).ok()
 }
 
 fn valid_id(s: &str) -> bool {
@@ -789,6 +824,24 @@ rules = ["trim"]
         check_errors(
             "",
             &["- the pipeline has no steps (add steps as `[[step]]` tables, each with an `id` and a `kind`)"],
+        );
+    }
+
+    #[test]
+    fn max_bad_records_is_a_count_or_a_share_on_a_step_and_the_pipeline() {
+        let text = "[pipeline]\nmax_bad_records = \"1.5%\"\n[[step]]\nid = \"a\"\nkind = \"k\"\nmax_bad_records = 100\n[[step]]\nid = \"b\"\nkind = \"k\"\n";
+        let (spec, _) = PipelineSpec::parse("p.toml", text).unwrap();
+        assert_eq!(spec.max_bad_records, BadRecordLimit::Share(0.015));
+        assert_eq!(spec.steps[0].max_bad_records, Some(BadRecordLimit::Count(100)));
+        assert_eq!(spec.steps[1].max_bad_records, None, "the default is the pipeline's to resolve");
+        let (spec, _) = PipelineSpec::parse("p.toml", "[[step]]\nid = \"a\"\nkind = \"k\"\n").unwrap();
+        assert_eq!(spec.max_bad_records, BadRecordLimit::default());
+        check_errors(
+            "[pipeline]\nmax_bad_records = 0.5\n[[step]]\nid = \"a\"\nkind = \"k\"\nmax_bad_records = \"101%\"\n",
+            &[
+                "2:19 `max_bad_records` must be a count of records (such as 100) or a share (such as \"1%\"), not a float",
+                "6:19 `101%` is not a count of records (such as 100) or a share (such as \"1%\"): a share is from 0% to 100%",
+            ],
         );
     }
 

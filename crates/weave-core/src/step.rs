@@ -344,6 +344,19 @@ pub struct StepContext {
     excluded: Vec<(String, Record)>,
     stats: Vec<(String, Value)>,
     added: Vec<(String, Value)>,
+    requests: RequestCounts,
+}
+
+/// Requests a call made of its own and retried itself (an LLM step's HTTP requests), for
+/// the run's retry counts and error rates: see [`StepContext::count_requests`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// Attempts sent, retries included.
+    pub requests: u64,
+    /// Attempts that failed: those retried, and those given up on.
+    pub failed: u64,
+    /// Attempts sent again after a transient failure.
+    pub retries: u64,
 }
 
 impl StepContext {
@@ -361,6 +374,7 @@ impl StepContext {
             excluded: Vec::new(),
             stats: Vec::new(),
             added: Vec::new(),
+            requests: RequestCounts::default(),
         }
     }
 
@@ -450,6 +464,21 @@ impl StepContext {
     /// The amounts given to [`StepContext::add_stat`], emptying them.
     pub fn take_added_stats(&mut self) -> Vec<(String, Value)> {
         std::mem::take(&mut self.added)
+    }
+
+    /// Counts requests this call made of its own and retried itself (an LLM step's HTTP
+    /// requests, retried through 429s and 5xx answers): they count in the step's retries
+    /// and error rate like the executor's own retries of calls, once each. A step reports
+    /// them even when the call then fails, since they were made.
+    pub fn count_requests(&mut self, counts: RequestCounts) {
+        self.requests.requests += counts.requests;
+        self.requests.failed += counts.failed;
+        self.requests.retries += counts.retries;
+    }
+
+    /// The requests given to [`StepContext::count_requests`], emptying them.
+    pub fn take_requests(&mut self) -> RequestCounts {
+        std::mem::take(&mut self.requests)
     }
 
     /// Sets aside a bad record; the step's bad-record policy decides whether the run goes on.

@@ -123,6 +123,17 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
+/// A share as a percentage, with a decimal only where it has one: `20%`, `2.5%`, `0.1%`.
+pub fn format_percent(share: f64) -> String {
+    let p = share * 100.0;
+    if (p - p.round()).abs() < 1e-9 {
+        format!("{}%", p.round() as i64)
+    } else {
+        let s = format!("{p:.2}");
+        format!("{}%", s.trim_end_matches('0').trim_end_matches('.'))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

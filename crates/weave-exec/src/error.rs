@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use weave_core::{ErrorClass, ErrorOrigin, StepError};
+use weave_core::{BadRecordLimit, ErrorClass, ErrorOrigin, StepError, format_percent};
 
 /// Why a run failed. Every variant that concerns a step names it.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,22 @@ pub enum Error {
         reason: String,
         /// Where the record came from, when known.
         origin: Option<String>,
+    },
+    /// More records were bad than `max_bad_records` allows: in a step, or (`step` `None`)
+    /// over the run's steps together.
+    #[error("{}", too_many_bad(step.as_deref(), *bad, *handled, limit, quarantine.as_deref()))]
+    TooManyBadRecords {
+        /// The step, or `None` for the run's own limit.
+        step: Option<String>,
+        /// Its bad records.
+        bad: u64,
+        /// The records they are a share of, for a limit that is a share: the step's (for a
+        /// source, those it read), or those the run's sources read.
+        handled: Option<u64>,
+        /// The limit.
+        limit: BadRecordLimit,
+        /// Where the records set aside are.
+        quarantine: Option<PathBuf>,
     },
     /// A step panicked: a bug in the step.
     #[error("step \"{step}\" panicked: {message}")]
@@ -100,6 +116,28 @@ pub enum Error {
     Thread(#[source] std::io::Error),
 }
 
+/// `step "load": 3 bad records of 3 (100%), more than max_bad_records = "50%" allows (...)`.
+fn too_many_bad(
+    step: Option<&str>,
+    bad: u64,
+    handled: Option<u64>,
+    limit: &BadRecordLimit,
+    quarantine: Option<&std::path::Path>,
+) -> String {
+    let (who, key, read) = match step {
+        Some(s) => (format!("step \"{s}\""), "max_bad_records", ""),
+        None => ("the run".to_owned(), "[pipeline] max_bad_records", " read"),
+    };
+    let noun = if bad == 1 { "bad record" } else { "bad records" };
+    let of = handled.map_or_else(String::new, |n| {
+        format!(" of {n}{read} ({})", format_percent(if n == 0 { 0.0 } else { bad as f64 / n as f64 }))
+    });
+    let kept = quarantine.map_or_else(String::new, |q| format!("they are in {}; ", q.display()));
+    format!(
+        "{who}: {bad} {noun}{of}, more than {key} = {limit} allows ({kept}raise `max_bad_records` to let the run go on)"
+    )
+}
+
 impl Error {
     /// The step the error is about, if any.
     pub fn step(&self) -> Option<&str> {
@@ -110,6 +148,7 @@ impl Error {
             | Error::Panic { step, .. }
             | Error::Exclusions { step, .. }
             | Error::Cache { step, .. } => Some(step),
+            Error::TooManyBadRecords { step, .. } => step.as_deref(),
             Error::Quarantine { .. } | Error::Cancelled | Error::Thread(_) | Error::Stalled { .. } => None,
         }
     }
@@ -119,7 +158,7 @@ impl Error {
         match self {
             Error::Step { source, .. } => source.class(),
             Error::Timeout { .. } => ErrorClass::Transient,
-            Error::BadRecord { .. } => ErrorClass::BadRecord,
+            Error::BadRecord { .. } | Error::TooManyBadRecords { .. } => ErrorClass::BadRecord,
             _ => ErrorClass::Fatal,
         }
     }
@@ -133,7 +172,7 @@ impl Error {
             | Error::Exclusions { .. }
             | Error::Cache { .. }
             | Error::Thread(_) => ErrorOrigin::Environment,
-            Error::BadRecord { .. } | Error::Cancelled => ErrorOrigin::User,
+            Error::BadRecord { .. } | Error::TooManyBadRecords { .. } | Error::Cancelled => ErrorOrigin::User,
             Error::Panic { .. } => ErrorOrigin::Internal,
             Error::Stalled { .. } => ErrorOrigin::User,
         }

@@ -3,7 +3,9 @@
 use weave_core::{Event, RunStatus, Subscriber, format_bytes, format_duration};
 
 /// Logs run events through the `log` crate: the run and each step at `info`, retries,
-/// drops and quarantined records at `warn` or `info`, each batch at `trace`.
+/// drops and quarantined records at `warn` or `info`, each batch at `trace`. A step's
+/// failure is logged at `debug` without its message: the run's error carries it, and the
+/// caller reports it.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LogSubscriber;
 
@@ -30,7 +32,9 @@ impl Subscriber for LogSubscriber {
             Event::StepFinished { step, elapsed } => {
                 log::info!("step \"{step}\" finished in {}", format_duration(*elapsed));
             }
-            Event::StepFailed { step, error, class } => log::error!("step \"{step}\" failed ({class}): {error}"),
+            // The run's error says why, once: whoever runs the pipeline reports it (the CLI
+            // prints it); a log line repeating it would print it twice.
+            Event::StepFailed { step, class, .. } => log::debug!("step \"{step}\" failed ({class}); the run stops"),
             Event::BatchFinished { step, seq, records_in, records_out, elapsed } => log::trace!(
                 "step \"{step}\" batch {seq}: {records_in} records in, {records_out} out, {}",
                 format_duration(*elapsed)

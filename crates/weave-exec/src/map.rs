@@ -27,11 +27,13 @@ struct Report {
 /// How a job ended.
 enum Outcome {
     Done(Batch),
-    /// Step `k` failed on `input`; steps before it are done.
+    /// Step `k` failed on `input`; steps before it are done. `spent` is what the failed
+    /// call spent (requests, added figures), which counts although it is made again.
     Failed {
         k: usize,
         input: Batch,
         error: StepError,
+        spent: Box<CallReport>,
     },
 }
 
@@ -164,16 +166,14 @@ pub(crate) fn map_loop(
             }
             let last = stats.len() - 1;
             if cached {
-                stats[last].cached_batches += 1;
                 let (id, records) = (Arc::clone(&steps[last].id), batch.len() as u64);
-                shared.emit(|| Event::CacheHit { step: id, seq: Some(seq), batches: 1, records });
+                shared.count(&mut stats[last], Event::CacheHit { step: id, seq: Some(seq), batches: 1, records });
             } else if rec.active() {
                 let id = Arc::clone(&steps[last].id);
-                shared.emit(|| Event::CacheMiss { step: id, seq: Some(seq) });
+                shared.count(&mut stats[last], Event::CacheMiss { step: id, seq: Some(seq) });
                 rec.store_at(idx, &[(seq, batch.clone())]);
             }
             stats[last].batches_out += 1;
-            stats[last].records_out += batch.len() as u64;
             let Msg { batch: input_batch, permit, .. } = input;
             drop(input_batch);
             shared.send(outputs, shared.charged(seq, batch, Some(permit)))?;
@@ -208,9 +208,8 @@ pub(crate) fn map_loop(
                 match retry_delay(&steps[k].retry, &err, e.retries[k], seq) {
                     Some(delay) => {
                         e.retries[k] += 1;
-                        stats[k].retries += 1;
                         let (id, attempt, error) = (Arc::clone(&steps[k].id), e.retries[k], err.to_string());
-                        shared.emit(|| Event::BatchRetried { step: id, seq, attempt, delay, error });
+                        shared.count(&mut stats[k], Event::BatchRetried { step: id, seq, attempt, delay, error });
                         e.slot = Slot::Waiting { at: now + delay, k, input };
                     }
                     None => {
@@ -302,21 +301,23 @@ fn handle_result(
     e.reports.extend(r.reports);
     match r.outcome {
         Outcome::Done(batch) => e.slot = Slot::Done(batch),
-        Outcome::Failed { k, input, error } => match retry_delay(&steps[k].retry, &error, e.retries[k], seq) {
-            Some(delay) => {
-                e.retries[k] += 1;
-                stats[k].retries += 1;
-                let (id, attempt, msg) = (Arc::clone(&steps[k].id), e.retries[k], error.to_string());
-                shared.emit(|| Event::BatchRetried { step: id, seq, attempt, delay, error: msg });
-                e.slot = Slot::Waiting { at: Instant::now() + delay, k, input };
+        Outcome::Failed { k, input, error, spent } => {
+            shared.settle_parts(&steps[k], &mut stats[k], *spent)?;
+            match retry_delay(&steps[k].retry, &error, e.retries[k], seq) {
+                Some(delay) => {
+                    e.retries[k] += 1;
+                    let (id, attempt, msg) = (Arc::clone(&steps[k].id), e.retries[k], error.to_string());
+                    shared.count(&mut stats[k], Event::BatchRetried { step: id, seq, attempt, delay, error: msg });
+                    e.slot = Slot::Waiting { at: Instant::now() + delay, k, input };
+                }
+                None => {
+                    let (id, msg, class) = (Arc::clone(&steps[k].id), error.to_string(), error.class());
+                    shared.count(&mut stats[k], Event::BatchFailed { step: id, seq, error: msg, class });
+                    shared.fail(step_error(&steps[k], e.retries[k], error));
+                    return Err(Stopped);
+                }
             }
-            None => {
-                let (id, msg, class) = (Arc::clone(&steps[k].id), error.to_string(), error.class());
-                shared.emit(|| Event::BatchFailed { step: id, seq, error: msg, class });
-                shared.fail(step_error(&steps[k], e.retries[k], error));
-                return Err(Stopped);
-            }
-        },
+        }
     }
     Ok(())
 }
@@ -331,17 +332,17 @@ fn account(
     rep: Report,
 ) -> Result<(), Stopped> {
     let (step, st) = (&steps[rep.k], &mut stats[rep.k]);
-    st.batches_in += 1;
-    st.records_in += rep.records_in;
     st.busy += rep.elapsed;
+    // As on a stage's own thread: what the call reported first (a bad record may fail
+    // it), then the call's end.
+    shared.settle_parts(step, st, rep.call)?;
+    st.batches_in += 1;
     if rep.k + 1 < steps.len() {
         st.batches_out += 1;
-        st.records_out += rep.records_out;
     }
-    let id = Arc::clone(&step.id);
     let (records_in, records_out, elapsed) = (rep.records_in, rep.records_out, rep.elapsed);
-    shared.emit(|| Event::BatchFinished { step: id, seq, records_in, records_out, elapsed });
-    shared.settle_parts(step, st, rep.call)
+    shared.count(st, Event::BatchFinished { step: Arc::clone(&step.id), seq, records_in, records_out, elapsed });
+    Ok(())
 }
 
 /// Runs steps `k..` of the chain on one batch.
@@ -363,10 +364,13 @@ fn run_job(
         let r = catch_unwind(AssertUnwindSafe(|| chain[k].apply(&batch, &mut ctx)));
         let out = match r {
             Ok(Ok(out)) => out,
-            Ok(Err(error)) => return (reports, Outcome::Failed { k, input: batch, error }),
+            Ok(Err(error)) => {
+                let spent = Box::new(CallReport::spent(&mut ctx));
+                return (reports, Outcome::Failed { k, input: batch, error, spent });
+            }
             Err(p) => {
                 let error = StepError::internal(format!("panicked: {}", panic_message(&p)));
-                return (reports, Outcome::Failed { k, input: batch, error });
+                return (reports, Outcome::Failed { k, input: batch, error, spent: Box::default() });
             }
         };
         reports.push(Report {

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded, unbounded};
 use weave_core::{
-    BadRecordPolicy, Batch, Event, Merge, Pipeline, PipelineStep, Record, Rejected, RetryPolicy, RunStatus, Shape,
-    Sink, Source, StatefulTransform, Step, StepCache, StepContext, StepError, Subscriber, Transform, Value,
+    BadRecordLimit, BadRecordPolicy, Batch, Event, Merge, Pipeline, PipelineStep, Record, Rejected, RequestCounts,
+    RetryPolicy, RunStatus, Shape, Sink, Source, StatefulTransform, Step, StepCache, StepContext, StepCounts,
+    StepError, Subscriber, Transform, Value,
 };
 
 use crate::budget::{MemoryBudget, Permit};
@@ -68,7 +69,8 @@ impl std::fmt::Debug for ExecOptions {
     }
 }
 
-/// What one step did in a run.
+/// What one step did in a run. Its counts are the fold of the step's events
+/// ([`StepCounts::apply`]), the same that the monitor makes of them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepStats {
     /// The step's id.
@@ -83,12 +85,15 @@ pub struct StepStats {
     pub records_in: u64,
     /// Records it passed on.
     pub records_out: u64,
-    /// Calls retried after a transient failure (timeouts included).
+    /// Calls retried after a transient failure (timeouts included), and requests that
+    /// calls retried themselves (an LLM step's).
     pub retries: u64,
     /// Records dropped on purpose, by reason.
     pub dropped: Vec<(String, u64)>,
     /// Records set aside into the quarantine file.
     pub quarantined: u64,
+    /// Bad records: set aside, or failing the run.
+    pub bad_records: u64,
     /// Time spent inside the step's calls, summed over threads.
     pub busy: Duration,
     /// Batches whose output came from the cache instead of the step.
@@ -100,6 +105,9 @@ pub struct StepStats {
     /// The step's dataset-level figures, set with `StepContext::set_stat` (or summed over
     /// its calls, from `StepContext::add_stat`).
     pub figures: Vec<(String, Value)>,
+    /// The counts, as the events made them; the fields above are filled from them when the
+    /// run ends.
+    counts: StepCounts,
 }
 
 /// How the cache served a step in a run.
@@ -141,11 +149,23 @@ impl StepStats {
         }
     }
 
-    fn add_dropped(&mut self, reason: &str, n: u64) {
-        match self.dropped.iter_mut().find(|(r, _)| r == reason) {
-            Some((_, c)) => *c += n,
-            None => self.dropped.push((reason.to_owned(), n)),
-        }
+    /// Fills the public counts from the events counted.
+    fn close(&mut self) {
+        let c = &self.counts;
+        self.records_in = c.records_in;
+        self.records_out = c.records_out;
+        self.retries = c.retries;
+        self.dropped.clone_from(&c.dropped);
+        self.quarantined = c.quarantined;
+        self.bad_records = c.bad_records();
+        self.cached_batches = c.cache_hit_batches;
+    }
+
+    /// The records the step handled, bad ones included, for `max_bad_records` shares: a
+    /// source's are those it read (its bad records are not passed on), another step's
+    /// those it took in.
+    fn handled(&self, source: bool) -> u64 {
+        if source { self.counts.records_out + self.counts.bad_records() } else { self.counts.records_in }
     }
 }
 
@@ -200,6 +220,11 @@ pub(crate) struct Shared {
     subscribers: Vec<Arc<dyn Subscriber>>,
     pub(crate) seed: u64,
     quarantine: Quarantine,
+    /// Where the quarantine file is, for messages.
+    quarantine_path: Option<PathBuf>,
+    /// `[pipeline] max_bad_records`, and the bad records set aside so far over every step.
+    max_bad_records: BadRecordLimit,
+    bad_records: AtomicU64,
     failure: Mutex<Option<Error>>,
     pub(crate) gpus: Semaphore,
     /// Counts batches received and sent, for the stall watch.
@@ -218,6 +243,27 @@ impl Shared {
         let e = event();
         for s in &self.subscribers {
             s.on_event(&e);
+        }
+    }
+
+    /// Counts `event` into the stats of the step it is about, and sends it to the
+    /// subscribers: the one way a step's counts change, so that the run summary is the
+    /// same fold of the same events as the metrics.
+    pub(crate) fn count(&self, stats: &mut StepStats, event: Event) {
+        stats.counts.apply(&event);
+        for s in &self.subscribers {
+            s.on_event(&event);
+        }
+    }
+
+    /// The error for `bad` bad records past `limit`, in a step or (`step` `None`) the run.
+    fn too_many_bad(&self, step: Option<&str>, bad: u64, handled: Option<u64>, limit: BadRecordLimit) -> Error {
+        Error::TooManyBadRecords {
+            step: step.map(str::to_owned),
+            bad,
+            handled,
+            limit,
+            quarantine: self.quarantine_path.clone(),
         }
     }
 
@@ -322,10 +368,13 @@ impl Shared {
     }
 
     pub(crate) fn settle_parts(&self, step: &StageStep, stats: &mut StepStats, rep: CallReport) -> Result<(), Stopped> {
+        let seq = rep.seq;
+        let RequestCounts { requests, failed, retries } = rep.requests;
+        if requests > 0 {
+            self.count(stats, Event::RequestsMade { step: Arc::clone(&step.id), seq, requests, failed, retries });
+        }
         for (reason, n) in rep.dropped {
-            stats.add_dropped(&reason, n);
-            let s = Arc::clone(&step.id);
-            self.emit(|| Event::RecordsDropped { step: s, reason, count: n });
+            self.count(stats, Event::RecordsDropped { step: Arc::clone(&step.id), reason, count: n });
         }
         if let Some(ex) = &step.exclusions
             && !rep.excluded.is_empty()
@@ -358,31 +407,47 @@ impl Shared {
                 self.emit(|| Event::StepFigures { step: s, figures });
             }
         }
-        self.reject(step, stats, rep.rejected)
+        self.reject(step, stats, seq, rep.rejected)
     }
 
     pub(crate) fn reject(
         &self,
         step: &StageStep,
         stats: &mut StepStats,
+        seq: u64,
         rejected: Vec<Rejected>,
     ) -> Result<(), Stopped> {
         let Some(first) = rejected.first() else { return Ok(()) };
+        let n = rejected.len() as u64;
         match step.on_bad_record {
             BadRecordPolicy::Fail => {
-                self.fail(Error::BadRecord {
+                let error = Error::BadRecord {
                     step: step.id.to_string(),
                     reason: first.reason.clone(),
                     origin: first.origin.clone(),
-                });
+                };
+                self.count(stats, Event::RecordsFailed { step: Arc::clone(&step.id), seq, count: n });
+                self.fail(error);
                 Err(Stopped)
             }
             BadRecordPolicy::Skip => match self.quarantine.write(&step.id, &rejected) {
                 Ok(()) => {
-                    let n = rejected.len() as u64;
-                    stats.quarantined += n;
-                    let s = Arc::clone(&step.id);
-                    self.emit(|| Event::RecordsQuarantined { step: s, count: n });
+                    self.count(stats, Event::RecordsQuarantined { step: Arc::clone(&step.id), count: n });
+                    // A count is checked at once, so that the run stops without reading
+                    // the rest; a share waits for the step's end.
+                    let bad = stats.counts.bad_records();
+                    if matches!(step.max_bad_records, BadRecordLimit::Count(_)) && step.max_bad_records.exceeded(bad, 0)
+                    {
+                        self.fail(self.too_many_bad(Some(&step.id), bad, None, step.max_bad_records));
+                        return Err(Stopped);
+                    }
+                    let total = self.bad_records.fetch_add(n, Ordering::Relaxed) + n;
+                    if matches!(self.max_bad_records, BadRecordLimit::Count(_))
+                        && self.max_bad_records.exceeded(total, 0)
+                    {
+                        self.fail(self.too_many_bad(None, total, None, self.max_bad_records));
+                        return Err(Stopped);
+                    }
                     Ok(())
                 }
                 Err(e) => {
@@ -390,6 +455,15 @@ impl Shared {
                     Err(Stopped)
                 }
             },
+        }
+    }
+
+    /// Checks a step that ended against its `max_bad_records`.
+    fn check_bad_records(&self, step: &StageStep, stats: &StepStats) {
+        let (bad, handled) = (stats.counts.bad_records(), stats.handled(step.source));
+        if step.max_bad_records.exceeded(bad, handled) {
+            let handled = matches!(step.max_bad_records, BadRecordLimit::Share(_)).then_some(handled);
+            self.fail(self.too_many_bad(Some(&step.id), bad, handled, step.max_bad_records));
         }
     }
 
@@ -416,21 +490,38 @@ impl Shared {
 /// What a call reported besides its output, taken out of its context.
 #[derive(Default)]
 pub(crate) struct CallReport {
+    pub(crate) seq: u64,
     pub(crate) dropped: Vec<(String, u64)>,
     pub(crate) excluded: Vec<(String, Record)>,
     pub(crate) figures: Vec<(String, Value)>,
     pub(crate) added: Vec<(String, Value)>,
     pub(crate) rejected: Vec<Rejected>,
+    pub(crate) requests: RequestCounts,
 }
 
 impl CallReport {
     pub(crate) fn take(ctx: &mut StepContext) -> Self {
         CallReport {
+            seq: ctx.sequence(),
             dropped: ctx.take_dropped(),
             excluded: ctx.take_excluded(),
             figures: ctx.take_stats(),
             added: ctx.take_added_stats(),
             rejected: ctx.take_rejected(),
+            requests: ctx.take_requests(),
+        }
+    }
+
+    /// What a call that failed spent, which counts although the call will be made again
+    /// (or the run stops): the requests it made and the amounts it added to its figures
+    /// (tokens and cost are paid for). What it produced (drops, bad records, set
+    /// figures) does not count: the retry produces it again.
+    pub(crate) fn spent(ctx: &mut StepContext) -> Self {
+        CallReport {
+            seq: ctx.sequence(),
+            added: ctx.take_added_stats(),
+            requests: ctx.take_requests(),
+            ..CallReport::default()
         }
     }
 }
@@ -535,6 +626,10 @@ pub(crate) struct StageStep {
     pub(crate) exclusions: Option<Arc<Exclusions>>,
     /// Its calls run on the worker pool ([`weave_core::StepInfo::parallel`]).
     pub(crate) parallel: bool,
+    /// How many bad records it may set aside before the run fails.
+    pub(crate) max_bad_records: BadRecordLimit,
+    /// It is a source (for `max_bad_records` shares: what it read).
+    pub(crate) source: bool,
 }
 
 /// What a stage runs.
@@ -594,6 +689,9 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
         subscribers: options.subscribers.clone(),
         seed: pipeline.seed,
         quarantine: Quarantine::new(options.quarantine.clone()),
+        quarantine_path: options.quarantine.clone(),
+        max_bad_records: pipeline.max_bad_records,
+        bad_records: AtomicU64::new(0),
         failure: Mutex::new(None),
         gpus: Semaphore {
             free: Mutex::new(if pipeline.resources.gpu_enabled { pipeline.resources.gpus } else { 0 }),
@@ -626,10 +724,14 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
         .filter_map(|(n, _)| Some(Arc::new(Exclusions::new(&n.id, n.payload.exclusions.clone()?))))
         .collect();
 
-    let summary = |stats: Vec<StepStats>, status, shared: &Shared| RunSummary {
+    let sources: Vec<bool> = dag.nodes().iter().map(|n| n.shape == Shape::Source).collect();
+    let summary = |mut stats: Vec<StepStats>, status, shared: &Shared| RunSummary {
         pipeline: name.clone(),
         status,
-        steps: stats,
+        steps: {
+            stats.iter_mut().for_each(StepStats::close);
+            stats
+        },
         elapsed: start.elapsed(),
         peak_memory: shared.budget.peak(),
         threads,
@@ -741,6 +843,14 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
         }
     }
     sinks.sort_by_key(|(node, _)| *node);
+    // `[pipeline] max_bad_records` as a share: of the records the sources read.
+    if !shared.cancelled() && matches!(shared.max_bad_records, BadRecordLimit::Share(_)) {
+        let read: u64 = stats.iter().zip(&sources).filter(|(_, s)| **s).map(|(st, _)| st.handled(true)).sum();
+        let bad: u64 = stats.iter().map(|s| s.counts.bad_records()).sum();
+        if shared.max_bad_records.exceeded(bad, read) {
+            shared.fail(shared.too_many_bad(None, bad, Some(read), shared.max_bad_records));
+        }
+    }
 
     if let Err(e) = shared.quarantine.flush() {
         shared.fail(e);
@@ -908,6 +1018,8 @@ fn build_stages(
             gpus: node.payload.resources.gpus,
             exclusions: exclusions.iter().find(|e| e.step() == node.id).cloned(),
             parallel: node.payload.step.info().parallel(),
+            max_bad_records: node.payload.max_bad_records,
+            source: node.shape == Shape::Source,
         });
     }
     let stage_caches: Vec<Option<Arc<dyn StepCache>>> = members.iter().map(|m| cache_of(m[m.len() - 1])).collect();
@@ -1001,6 +1113,11 @@ fn run_stage(stage: Stage, shared: &Shared, pool: &Arc<rayon::ThreadPool>, start
             sink = Some((steps[0].node, k));
         }
     }
+    if !shared.cancelled() {
+        for (s, st) in steps.iter().zip(&stats) {
+            shared.check_bad_records(s, st);
+        }
+    }
     // Closing the outputs tells consumers that this stage's data has ended.
     drop(outputs);
     drop(inputs);
@@ -1054,12 +1171,12 @@ impl Caller<'_> {
                     return Err(Stopped);
                 }
             };
+            self.shared.settle_parts(step, stats, CallReport::spent(&mut ctx))?;
             match retry_delay(&step.retry, &e, attempt, seq) {
                 Some(delay) => {
                     attempt += 1;
-                    stats.retries += 1;
                     let (id, error) = (Arc::clone(&step.id), e.to_string());
-                    self.shared.emit(|| Event::BatchRetried { step: id, seq, attempt, delay, error });
+                    self.shared.count(stats, Event::BatchRetried { step: id, seq, attempt, delay, error });
                     self.watch.pending.fetch_add(1, Ordering::Relaxed);
                     let slept = self.shared.sleep(delay);
                     self.watch.pending.fetch_sub(1, Ordering::Relaxed);
@@ -1067,7 +1184,7 @@ impl Caller<'_> {
                 }
                 None => {
                     let (id, error, class) = (Arc::clone(&step.id), e.to_string(), e.class());
-                    self.shared.emit(|| Event::BatchFailed { step: id, seq, error, class });
+                    self.shared.count(stats, Event::BatchFailed { step: id, seq, error, class });
                     self.shared.fail(step_error(step, attempt, e));
                     return Err(Stopped);
                 }
@@ -1124,15 +1241,14 @@ fn source_loop(
         let Some(batch) = batch else { return Ok(()) };
         let records = batch.len() as u64;
         stats.batches_out += 1;
-        stats.records_out += records;
-        let id = Arc::clone(&step.id);
-        shared.emit(|| Event::BatchFinished {
-            step: id,
+        let event = Event::BatchFinished {
+            step: Arc::clone(&step.id),
             seq,
             records_in: 0,
             records_out: records,
             elapsed: t0.elapsed(),
-        });
+        };
+        shared.count(stats, event);
         if rec.active() {
             rec.store(&[(seq, batch.clone())]);
         }
@@ -1161,13 +1277,12 @@ fn stateful_loop(
     let mut last_seq = None;
     while let Some(msg) = shared.recv(input) {
         let t0 = Instant::now();
-        stats.batches_in += 1;
-        stats.records_in += msg.batch.len() as u64;
         let ((), mut ctx) = c.call(step, msg.seq, stats, |ctx| {
             out.clear();
             st.process(&msg.batch, ctx, &mut out)
         })?;
         shared.settle(step, stats, &mut ctx)?;
+        stats.batches_in += 1;
         let (seq, n) = (msg.seq, msg.batch.len() as u64);
         emit_outputs(shared, step, stats, seq, &mut out, outputs, n, t0, Some(msg.permit), rec)?;
         last_seq = Some(seq);
@@ -1203,11 +1318,11 @@ fn emit_outputs(
         let part: Vec<(u64, Batch)> = out.iter().map(|b| (seq, b.clone())).collect();
         rec.store(&part);
     }
-    let id = Arc::clone(&step.id);
-    shared.emit(|| Event::BatchFinished { step: id, seq, records_in, records_out, elapsed: t0.elapsed() });
+    let event =
+        Event::BatchFinished { step: Arc::clone(&step.id), seq, records_in, records_out, elapsed: t0.elapsed() };
+    shared.count(stats, event);
     for b in out.drain(..) {
         stats.batches_out += 1;
-        stats.records_out += b.len() as u64;
         shared.send(outputs, shared.charged(seq, b, input.take()))?;
     }
     Ok(())
@@ -1269,13 +1384,12 @@ fn merge_loop(
         };
         let Some(msg) = queues[i].pop_front() else { break };
         let t0 = Instant::now();
-        stats.batches_in += 1;
-        stats.records_in += msg.batch.len() as u64;
         let ((), mut ctx) = c.call(step, msg.seq, stats, |ctx| {
             out.clear();
             m.process(i, &msg.batch, ctx, &mut out)
         })?;
         shared.settle(step, stats, &mut ctx)?;
+        stats.batches_in += 1;
         last_seq = msg.seq;
         let n = msg.batch.len() as u64;
         emit_outputs(shared, step, stats, msg.seq, &mut out, outputs, n, t0, Some(msg.permit), rec)?;
@@ -1298,6 +1412,7 @@ fn replay_loop(
     stats: &mut StepStats,
 ) -> Result<(), Stopped> {
     let mut stopped = false;
+    let mut records = 0u64;
     let r = cache.replay(&mut |seq, batch| {
         let bytes = batch.memory_size() as u64;
         let Some((permit, _)) = shared.budget.acquire(bytes, &shared.cancel) else {
@@ -1305,8 +1420,7 @@ fn replay_loop(
             return false;
         };
         stats.batches_out += 1;
-        stats.cached_batches += 1;
-        stats.records_out += batch.len() as u64;
+        records += batch.len() as u64;
         if shared.send(outputs, Msg { seq, batch, permit: Arc::new(permit) }).is_err() {
             stopped = true;
             return false;
@@ -1320,8 +1434,8 @@ fn replay_loop(
     if stopped || shared.cancelled() {
         return Err(Stopped);
     }
-    let (id, batches, records) = (Arc::clone(&step.id), stats.batches_out, stats.records_out);
-    shared.emit(|| Event::CacheHit { step: id, seq: None, batches, records });
+    let (id, batches) = (Arc::clone(&step.id), stats.batches_out);
+    shared.count(stats, Event::CacheHit { step: id, seq: None, batches, records });
     Ok(())
 }
 
@@ -1336,19 +1450,17 @@ fn sink_loop(
     while let Some(msg) = shared.recv(input) {
         let t0 = Instant::now();
         let records = msg.batch.len() as u64;
-        stats.batches_in += 1;
-        stats.records_in += records;
         let ((), mut ctx) = c.call(step, msg.seq, stats, |ctx| k.write(&msg.batch, ctx))?;
         shared.settle(step, stats, &mut ctx)?;
-        let id = Arc::clone(&step.id);
-        let seq = msg.seq;
-        shared.emit(|| Event::BatchFinished {
-            step: id,
-            seq,
+        stats.batches_in += 1;
+        let event = Event::BatchFinished {
+            step: Arc::clone(&step.id),
+            seq: msg.seq,
             records_in: records,
             records_out: 0,
             elapsed: t0.elapsed(),
-        });
+        };
+        shared.count(stats, event);
     }
     if shared.cancelled() { Err(Stopped) } else { Ok(()) }
 }

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
-use weave_core::{AlertSink, AlertSpec, Comparison, Event, RunStatus, Subscriber};
+use weave_core::{AlertSink, AlertSpec, Comparison, Event, RunStatus, StepCounts, Subscriber};
 
 /// One alert that fired.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -37,9 +37,10 @@ pub struct Alert {
 #[derive(Debug, Default)]
 struct StepState {
     started: Option<Instant>,
-    retries: u64,
-    /// (when, failed) of recent calls, for windowed error rates.
-    calls: VecDeque<(Instant, bool)>,
+    /// The step's counts, as the metrics count them.
+    counts: StepCounts,
+    /// (when, attempts, failed attempts) of recent events, for windowed error rates.
+    attempts: VecDeque<(Instant, u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -150,21 +151,26 @@ impl Subscriber for AlertManager {
                 st.max_memory = *max_memory;
             }
             Event::StepStarted { step } => st.steps.entry(Arc::clone(step)).or_default().started = Some(now),
+            // Requests a call made of its own count with the call; the rules are judged
+            // when the call's end is known, so that a call and its requests are seen whole.
+            Event::RequestsMade { step, requests, failed, .. } => {
+                let s = st.steps.entry(Arc::clone(step)).or_default();
+                s.counts.apply(event);
+                s.attempts.push_back((now, *requests, *failed));
+            }
             Event::BatchFinished { step, .. } | Event::BatchRetried { step, .. } | Event::BatchFailed { step, .. } => {
                 let failed = !matches!(event, Event::BatchFinished { .. });
                 let s = st.steps.entry(Arc::clone(step)).or_default();
-                s.calls.push_back((now, failed));
-                if matches!(event, Event::BatchRetried { .. }) {
-                    s.retries += 1;
-                }
-                let (retries, started) = (s.retries, s.started);
+                s.counts.apply(event);
+                s.attempts.push_back((now, 1, u64::from(failed)));
+                let (retries, started) = (s.counts.retries, s.started);
                 for i in 0..self.rules.len() {
                     let value = match self.rules[i].metric.as_str() {
                         "error_rate" => {
                             let window = self.rules[i].window;
-                            let calls = &st.steps[step].calls;
-                            let recent = calls.iter().filter(|(t, _)| now.duration_since(*t) <= window);
-                            let (n, bad) = recent.fold((0u64, 0u64), |(n, b), (_, f)| (n + 1, b + u64::from(*f)));
+                            let recent =
+                                st.steps[step].attempts.iter().filter(|(t, ..)| now.duration_since(*t) <= window);
+                            let (n, bad) = recent.fold((0u64, 0u64), |(n, b), (_, a, f)| (n + a, b + f));
                             bad as f64 / n.max(1) as f64
                         }
                         "retries" => retries as f64,
@@ -176,8 +182,8 @@ impl Subscriber for AlertManager {
                 // Keep only what the longest window can still see.
                 let longest = self.rules.iter().map(|r| r.window).max().unwrap_or_default();
                 if let Some(s) = st.steps.get_mut(step) {
-                    while s.calls.front().is_some_and(|(t, _)| now.duration_since(*t) > longest) {
-                        s.calls.pop_front();
+                    while s.attempts.front().is_some_and(|(t, ..)| now.duration_since(*t) > longest) {
+                        s.attempts.pop_front();
                     }
                 }
             }

@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use weave_core::{Event, RunStatus, Subscriber};
+use weave_core::{Event, RunStatus, StepCounts, Subscriber};
 
 use crate::histogram::Histogram;
 
-/// What one step did, as the events told it.
+/// What one step did, as the events told it. The counts are the fold of the step's events
+/// by [`StepCounts::apply`], as in the executor's run summary.
 #[derive(Debug, Clone, Default)]
 pub struct StepMetrics {
     /// The step's id.
@@ -20,16 +21,25 @@ pub struct StepMetrics {
     pub calls: u64,
     /// Records taken in.
     pub records_in: u64,
-    /// Records passed on.
+    /// Records passed on (those taken from the cache included).
     pub records_out: u64,
-    /// Calls tried again after a transient failure.
+    /// Calls tried again after a transient failure, and requests that calls retried
+    /// themselves (an LLM step's).
     pub retries: u64,
-    /// Failed calls by class (`transient` counts the retried ones too).
+    /// Failed calls by class (`transient` counts the retried ones too; `bad_record` a call
+    /// that stopped the run on a bad record).
     pub failures: BTreeMap<String, u64>,
+    /// Requests that calls made of their own (an LLM step's HTTP requests), retries
+    /// included.
+    pub requests: u64,
+    /// Those that failed (retried, or given up on).
+    pub failed_requests: u64,
     /// Records dropped on purpose, by reason.
     pub dropped: BTreeMap<String, u64>,
     /// Records set aside into the quarantine file.
     pub quarantined: u64,
+    /// Bad records: set aside, or failing the run.
+    pub bad_records: u64,
     /// Time spent waiting for the memory budget.
     pub waited_for_memory: Duration,
     /// Batches whose output came from the cache (a replayed step counts every batch).
@@ -48,6 +58,7 @@ pub struct StepMetrics {
     started: Option<Instant>,
     /// From the step's start to its end.
     pub wall: Option<Duration>,
+    counts: StepCounts,
 }
 
 impl StepMetrics {
@@ -57,11 +68,29 @@ impl StepMetrics {
         if wall.is_zero() { 0.0 } else { self.records_out.max(self.records_in) as f64 / wall.as_secs_f64() }
     }
 
-    /// Failed calls over all calls (retried ones included).
+    /// Failed attempts over all attempts: an attempt is a call (retried ones included), or
+    /// a request that a call made of its own ([`StepCounts::error_rate`]).
     pub fn error_rate(&self) -> f64 {
-        let failed: u64 = self.failures.values().sum();
-        let all = failed + self.calls;
-        if all == 0 { 0.0 } else { failed as f64 / all as f64 }
+        self.counts.error_rate()
+    }
+
+    /// The public counts, filled from the events counted.
+    fn with_counts(mut self) -> Self {
+        let c = &self.counts;
+        self.calls = c.calls;
+        self.records_in = c.records_in;
+        self.records_out = c.records_out;
+        self.retries = c.retries;
+        self.failures.clone_from(&c.failures);
+        self.requests = c.requests;
+        self.failed_requests = c.failed_requests;
+        self.dropped = c.dropped.iter().cloned().collect();
+        self.quarantined = c.quarantined;
+        self.bad_records = c.bad_records();
+        self.cache_hits = c.cache_hit_batches;
+        self.cache_hit_records = c.cache_hit_records;
+        self.cache_misses = c.cache_misses;
+        self
     }
 }
 
@@ -85,12 +114,12 @@ struct State {
 }
 
 impl State {
-    fn step(&mut self, id: &Arc<str>) -> &mut StepMetrics {
+    fn step(&mut self, id: &str) -> &mut StepMetrics {
         let i = match self.index.get(id) {
             Some(&i) => i,
             None => {
-                self.steps.push(StepMetrics { step: id.to_string(), ..StepMetrics::default() });
-                self.index.insert(Arc::clone(id), self.steps.len() - 1);
+                self.steps.push(StepMetrics { step: id.to_owned(), ..StepMetrics::default() });
+                self.index.insert(id.into(), self.steps.len() - 1);
                 self.steps.len() - 1
             }
         };
@@ -108,15 +137,20 @@ pub struct MetricsCollector {
 /// `get_pipeline_stats()` of the original write-up.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PipelineStats {
-    /// Successful calls over all calls, retried ones included (1.0 with no calls).
+    /// The share of attempts that succeeded, over every step: 1 − failed attempts / all
+    /// attempts, where an attempt is a step call or a request a call makes of its own (an
+    /// LLM step's), and a failed one is a call or request that failed (retried or not) or
+    /// a call that stopped the run on a bad record (1.0 with no attempt).
     pub success_rate: f64,
+    /// Bad records over every step: set aside into the quarantine file, or failing the run.
+    pub bad_records: u64,
     /// The mean duration of a successful call, over every step.
     pub avg_call_duration: Duration,
     /// Each step's mean call duration.
     pub avg_durations: BTreeMap<String, Duration>,
     /// Memory and threads.
     pub resource_usage: ResourceUsage,
-    /// Each step's failed calls over all its calls.
+    /// Each step's failed attempts over all its attempts.
     pub error_rates: BTreeMap<String, f64>,
 }
 
@@ -147,23 +181,25 @@ impl MetricsCollector {
 
     /// Each step's metrics, in the order the steps first appeared.
     pub fn steps(&self) -> Vec<StepMetrics> {
-        self.lock().steps.clone()
+        self.lock().steps.iter().cloned().map(StepMetrics::with_counts).collect()
     }
 
     /// The metrics of step `id`.
     pub fn step(&self, id: &str) -> Option<StepMetrics> {
-        self.lock().steps.iter().find(|s| s.step == id).cloned()
+        self.lock().steps.iter().find(|s| s.step == id).cloned().map(StepMetrics::with_counts)
     }
 
     /// Success rate, average durations, resource usage and error rates.
     pub fn pipeline_stats(&self) -> PipelineStats {
         let st = self.lock();
-        let calls: u64 = st.steps.iter().map(|s| s.calls).sum();
-        let failed: u64 = st.steps.iter().flat_map(|s| s.failures.values()).sum();
+        let calls: u64 = st.steps.iter().map(|s| s.counts.calls).sum();
+        let attempts: u64 = st.steps.iter().map(|s| s.counts.attempts()).sum();
+        let failed: u64 = st.steps.iter().map(|s| s.counts.failed_attempts()).sum();
         let total: Duration = st.steps.iter().map(|s| s.latency.sum()).sum();
         let waited = st.steps.iter().map(|s| s.waited_for_memory).sum();
         PipelineStats {
-            success_rate: if calls + failed == 0 { 1.0 } else { calls as f64 / (calls + failed) as f64 },
+            success_rate: if attempts == 0 { 1.0 } else { 1.0 - failed as f64 / attempts as f64 },
+            bad_records: st.steps.iter().map(|s| s.counts.bad_records()).sum(),
             avg_call_duration: if calls == 0 { Duration::ZERO } else { total / calls as u32 },
             avg_durations: st.steps.iter().map(|s| (s.step.clone(), s.latency.mean())).collect(),
             resource_usage: ResourceUsage {
@@ -181,10 +217,13 @@ impl MetricsCollector {
         }
     }
 
-    /// The metrics in the Prometheus text exposition format.
+    /// The metrics in the Prometheus text exposition format (version 0.0.4): a `# HELP`
+    /// and `# TYPE` line for each family, counters named `_total`, call durations as a
+    /// histogram (`_bucket{le}`, `_sum`, `_count`), as `promtool check metrics` wants.
     pub fn prometheus(&self) -> String {
         let st = self.lock();
         let p = escape(&st.run.pipeline);
+        let steps: Vec<StepMetrics> = st.steps.iter().cloned().map(StepMetrics::with_counts).collect();
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -193,7 +232,7 @@ impl MetricsCollector {
             }
         };
         let per_step = |f: &dyn Fn(&StepMetrics) -> String| -> Vec<(String, String)> {
-            st.steps.iter().map(|s| (format!(",step=\"{}\"", escape(&s.step)), f(s))).collect()
+            steps.iter().map(|s| (format!(",step=\"{}\"", escape(&s.step)), f(s))).collect()
         };
         family("weave_step_calls_total", "counter", "Step calls that succeeded.", per_step(&|s| s.calls.to_string()));
         family(
@@ -205,20 +244,38 @@ impl MetricsCollector {
         family(
             "weave_step_records_out_total",
             "counter",
-            "Records a step passed on.",
+            "Records a step passed on, those taken from the cache included.",
             per_step(&|s| s.records_out.to_string()),
         );
         family(
             "weave_step_retries_total",
             "counter",
-            "Calls retried after a transient failure.",
+            "Calls retried after a transient failure, and requests that calls retried themselves (an LLM step's).",
             per_step(&|s| s.retries.to_string()),
+        );
+        family(
+            "weave_step_requests_total",
+            "counter",
+            "Requests that calls made of their own (an LLM step's HTTP requests), retries included.",
+            per_step(&|s| s.requests.to_string()),
+        );
+        family(
+            "weave_step_failed_requests_total",
+            "counter",
+            "Requests made inside calls that failed (retried, or given up on).",
+            per_step(&|s| s.failed_requests.to_string()),
         );
         family(
             "weave_step_quarantined_records_total",
             "counter",
             "Records set aside into the quarantine file.",
             per_step(&|s| s.quarantined.to_string()),
+        );
+        family(
+            "weave_step_bad_records_total",
+            "counter",
+            "Bad records: set aside into the quarantine file, or failing the run.",
+            per_step(&|s| s.bad_records.to_string()),
         );
         family(
             "weave_step_cache_hit_batches_total",
@@ -246,12 +303,11 @@ impl MetricsCollector {
         );
         let mut failures = Vec::new();
         let mut dropped = Vec::new();
-        let mut latency = Vec::new();
         let mut figures = Vec::new();
-        for s in &st.steps {
+        for s in &steps {
             let step = escape(&s.step);
             for (name, v) in &s.figures {
-                figures.push((format!(",step=\"{step}\",figure=\"{}\"", escape(name)), format!("{v}")));
+                figures.push((format!(",step=\"{step}\",figure=\"{}\"", escape(name)), number(*v)));
             }
             for (class, n) in &s.failures {
                 failures.push((format!(",step=\"{step}\",class=\"{}\"", escape(class)), n.to_string()));
@@ -259,16 +315,30 @@ impl MetricsCollector {
             for (reason, n) in &s.dropped {
                 dropped.push((format!(",step=\"{step}\",reason=\"{}\"", escape(reason)), n.to_string()));
             }
-            for q in [0.5, 0.95, 0.99] {
-                latency.push((
-                    format!(",step=\"{step}\",quantile=\"{q}\""),
-                    format!("{:.6}", s.latency.quantile(q).as_secs_f64()),
-                ));
-            }
         }
         family("weave_step_failures_total", "counter", "Failed step calls by class.", failures);
         family("weave_step_dropped_records_total", "counter", "Records dropped on purpose, by reason.", dropped);
-        family("weave_step_call_duration_seconds", "gauge", "Quantiles of the duration of a step call.", latency);
+        // A histogram is three series under one family name: cumulative buckets, the sum
+        // and the count.
+        let name = "weave_step_call_duration_seconds";
+        let _ =
+            writeln!(out, "# HELP {name} How long a step call took (calls that succeeded).\n# TYPE {name} histogram");
+        for s in &steps {
+            let step = escape(&s.step);
+            let labels = format!("pipeline=\"{p}\",step=\"{step}\"");
+            for (le, n) in s.latency.cumulative() {
+                let le = if le.is_finite() { number(le) } else { "+Inf".to_owned() };
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+            }
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {:.6}", s.latency.sum().as_secs_f64());
+            let _ = writeln!(out, "{name}_count{{{labels}}} {}", s.latency.count());
+        }
+        let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in rows {
+                let _ = writeln!(out, "{name}{{pipeline=\"{p}\"{labels}}} {value}");
+            }
+        };
         family(
             "weave_step_figure",
             "gauge",
@@ -311,6 +381,17 @@ impl MetricsCollector {
     }
 }
 
+/// A number as Prometheus reads it: `NaN`, `+Inf` and `-Inf` spelled its way.
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf".to_owned() } else { "-Inf".to_owned() }
+    } else {
+        format!("{v}")
+    }
+}
+
 /// A Prometheus label value: backslash, quote and newline escaped.
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -337,47 +418,20 @@ impl Subscriber for MetricsCollector {
             Event::StepStarted { step } => st.step(step).started = Some(Instant::now()),
             Event::StepFinished { step, elapsed } => st.step(step).wall = Some(*elapsed),
             Event::StepFailed { .. } => {}
-            Event::BatchFinished { step, records_in, records_out, elapsed, .. } => {
-                let s = st.step(step);
-                s.calls += 1;
-                s.records_in += records_in;
-                s.records_out += records_out;
-                s.latency.record(*elapsed);
-            }
-            Event::BatchRetried { step, .. } => {
-                let s = st.step(step);
-                s.retries += 1;
-                *s.failures.entry("transient".to_owned()).or_default() += 1;
-            }
-            Event::BatchFailed { step, class, .. } => {
-                *st.step(step).failures.entry(class_name(*class).to_owned()).or_default() += 1;
-            }
-            Event::RecordsDropped { step, reason, count } => {
-                *st.step(step).dropped.entry(reason.clone()).or_default() += count;
-            }
-            Event::RecordsQuarantined { step, count } => st.step(step).quarantined += count,
             Event::WaitedForMemory { step, waited, .. } => st.step(step).waited_for_memory += *waited,
-            Event::CacheHit { step, seq, batches, records } => {
-                let s = st.step(step);
-                s.cache_hit_records += records;
-                s.cache_hits += batches;
-                if seq.is_none() {
-                    s.cache_use = "replayed";
-                }
-            }
-            Event::CacheMiss { step, .. } => st.step(step).cache_misses += 1,
             Event::StepSkipped { step } => st.step(step).cache_use = "skipped",
             Event::StepFigures { step, figures } => st.step(step).figures = figures.iter().cloned().collect(),
-            _ => {}
+            other => {
+                let Some(step) = other.step() else { return };
+                let s = st.step(step);
+                s.counts.apply(other);
+                match other {
+                    Event::BatchFinished { elapsed, .. } => s.latency.record(*elapsed),
+                    Event::CacheHit { seq: None, .. } => s.cache_use = "replayed",
+                    _ => {}
+                }
+            }
         }
-    }
-}
-
-fn class_name(c: weave_core::ErrorClass) -> &'static str {
-    match c {
-        weave_core::ErrorClass::Transient => "transient",
-        weave_core::ErrorClass::Fatal => "fatal",
-        weave_core::ErrorClass::BadRecord => "bad_record",
     }
 }
 

@@ -7,12 +7,21 @@ const PER_DOUBLING: f64 = 8.0;
 /// Buckets: from 1 µs up to 2^40 µs (12 days), plus one for 0.
 const BUCKETS: usize = 40 * 8 + 2;
 
+/// The bucket bounds published to Prometheus, in seconds: from half a millisecond (a
+/// cheap batch) to five minutes (an LLM call through retries), about three per factor of
+/// ten, as Prometheus's own defaults are spaced.
+pub const PROMETHEUS_BOUNDS: [f64; 18] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
 /// Durations counted in logarithmic buckets, so that p50/p95/p99 come from a fixed-size
 /// table rather than a sorted list of every sample. A quantile is reported as its
-/// bucket's upper bound: at most about 9% above the true value.
+/// bucket's upper bound: at most about 9% above the true value. The durations are also
+/// counted exactly against [`PROMETHEUS_BOUNDS`], for a Prometheus histogram.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Histogram {
     counts: Vec<u64>,
+    /// Durations by the first of `PROMETHEUS_BOUNDS` they do not exceed (none: past all).
+    bounded: [u64; PROMETHEUS_BOUNDS.len()],
     count: u64,
     sum: Duration,
     max: Duration,
@@ -20,7 +29,13 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { counts: vec![0; BUCKETS], count: 0, sum: Duration::ZERO, max: Duration::ZERO }
+        Histogram {
+            counts: vec![0; BUCKETS],
+            bounded: [0; PROMETHEUS_BOUNDS.len()],
+            count: 0,
+            sum: Duration::ZERO,
+            max: Duration::ZERO,
+        }
     }
 }
 
@@ -43,6 +58,10 @@ impl Histogram {
     /// Counts one duration.
     pub fn record(&mut self, d: Duration) {
         self.counts[bucket(d)] += 1;
+        let secs = d.as_secs_f64();
+        if let Some(b) = self.bounded.get_mut(PROMETHEUS_BOUNDS.partition_point(|&le| le < secs)) {
+            *b += 1;
+        }
         self.count += 1;
         self.sum += d;
         self.max = self.max.max(d);
@@ -66,6 +85,20 @@ impl Histogram {
     /// The largest.
     pub fn max(&self) -> Duration {
         self.max
+    }
+
+    /// Prometheus's cumulative buckets: for each of [`PROMETHEUS_BOUNDS`], then infinity,
+    /// the durations at most that many seconds.
+    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        let mut seen = 0;
+        PROMETHEUS_BOUNDS
+            .iter()
+            .zip(&self.bounded)
+            .map(move |(&le, &n)| {
+                seen += n;
+                (le, seen)
+            })
+            .chain(std::iter::once((f64::INFINITY, self.count)))
     }
 
     /// The `q` quantile (0 ≤ q ≤ 1), as the upper bound of its bucket, never above the
@@ -107,5 +140,24 @@ mod tests {
         let mut tiny = Histogram::default();
         tiny.record(Duration::from_nanos(10));
         assert_eq!(tiny.quantile(0.99), Duration::from_nanos(10));
+    }
+
+    #[test]
+    fn prometheus_buckets_count_exactly_and_cumulatively() {
+        let mut h = Histogram::default();
+        // On a bound counts in its bucket (`le` is "less or equal"); past every bound
+        // counts only in +Inf.
+        for ms in [1, 1, 2, 10, 11, 1000, 400_000] {
+            h.record(Duration::from_millis(ms));
+        }
+        let got: Vec<(f64, u64)> = h.cumulative().collect();
+        assert_eq!(got.len(), PROMETHEUS_BOUNDS.len() + 1);
+        let at = |le: f64| got.iter().find(|(b, _)| *b == le).map(|(_, n)| *n);
+        assert_eq!(
+            (at(0.0005), at(0.001), at(0.0025), at(0.01), at(0.025)),
+            (Some(0), Some(2), Some(3), Some(4), Some(5))
+        );
+        assert_eq!((at(1.0), at(300.0), at(f64::INFINITY)), (Some(6), Some(6), Some(7)));
+        assert!(got.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative");
     }
 }

@@ -36,5 +36,5 @@ mod record;
 
 pub use alerts::{Alert, AlertManager};
 pub use collector::{MetricsCollector, PipelineStats, ResourceUsage, StepMetrics};
-pub use histogram::Histogram;
+pub use histogram::{Histogram, PROMETHEUS_BOUNDS};
 pub use record::{RunEntry, RunInfo, RunRecorder, list_runs};

@@ -167,8 +167,12 @@ impl RunRecorder {
                         "records_out": s.records_out,
                         "retries": s.retries,
                         "failures": s.failures,
+                        "requests": s.requests,
+                        "failed_requests": s.failed_requests,
+                        "error_rate": s.error_rate(),
                         "dropped": s.dropped,
                         "quarantined": s.quarantined,
+                        "bad_records": s.bad_records,
                         "cache": if s.cache_use.is_empty() { "ran" } else { s.cache_use },
                         "cache_hit_batches": s.cache_hits,
                         "cache_hit_records": s.cache_hit_records,
@@ -250,6 +254,13 @@ fn event_json(e: &Event, t: Duration) -> Value {
         Event::RecordsQuarantined { step, count } => {
             json!({"t": t, "event": "records_quarantined", "step": &**step, "count": count})
         }
+        Event::RecordsFailed { step, seq, count } => {
+            json!({"t": t, "event": "records_failed", "step": &**step, "seq": seq, "count": count})
+        }
+        Event::RequestsMade { step, seq, requests, failed, retries } => json!({
+            "t": t, "event": "requests_made", "step": &**step, "seq": seq,
+            "requests": requests, "failed": failed, "retries": retries
+        }),
         Event::WaitedForMemory { step, bytes, waited } => {
             json!({"t": t, "event": "waited_for_memory", "step": &**step, "bytes": bytes, "waited": waited.as_secs_f64()})
         }

@@ -74,6 +74,8 @@ pub(crate) struct Tally {
     pub(crate) requests: u64,
     /// Requests sent again after a transient failure.
     pub(crate) retries: u64,
+    /// Requests that failed: those sent again, and those given up on.
+    pub(crate) failed: u64,
     /// 429 answers.
     pub(crate) rate_limited: u64,
 }
@@ -203,6 +205,7 @@ impl Endpoint {
                 }
                 Err(f) => f,
             };
+            tally.failed += 1;
             let (why, retry_after, rate_limited, unreachable) = match failure {
                 Failure::Fatal(m) => return Err(CallError::Fatal(m)),
                 Failure::Rejected(m) => return Err(CallError::Rejected(m)),

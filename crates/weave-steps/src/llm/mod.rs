@@ -273,6 +273,7 @@ impl LlmCall {
             tally.requests += d.tally.requests;
             tally.retries += d.tally.retries;
             tally.rate_limited += d.tally.rate_limited;
+            tally.failed += d.tally.failed;
             match d.result {
                 Ok((a, cached)) => {
                     let tokens = (a.prompt_tokens as i64, a.completion_tokens as i64);
@@ -308,7 +309,10 @@ impl LlmCall {
                 }
             }
         }
-        // Paid for, whatever happens to the batch.
+        // Paid for, whatever happens to the batch. The requests also count in the step's
+        // retries and error rate, with the executor's retries of calls.
+        let Tally { requests, failed: failed_attempts, retries, .. } = tally;
+        ctx.count_requests(weave_core::RequestCounts { requests, failed: failed_attempts, retries });
         ctx.add_stat("requests", tally.requests as i64);
         ctx.add_stat("answers", answers);
         ctx.add_stat("cache_hits", hits);
