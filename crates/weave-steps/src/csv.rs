@@ -302,6 +302,7 @@ fn build(p: &Params) -> Option<Step> {
     let delimiter = single_byte(p, "delimiter", b',');
     let quote = single_byte(p, "quote", b'"');
     let batch = crate::BatchLimit::read(p);
+    let max_record = crate::max_record_bytes(p);
     if p.has_errors() {
         return None;
     }
@@ -310,7 +311,7 @@ fn build(p: &Params) -> Option<Step> {
         delimiter,
         quote,
         batch,
-        max_record: crate::max_record_bytes(p),
+        max_record,
         config: p.canonical(&["batch_size", "batch_bytes"]),
         next_file: 0,
         open: None,
