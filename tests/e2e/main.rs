@@ -14,3 +14,6 @@ mod dataset_ops;
 // LLM steps against an OpenAI-compatible test server: faults, resume after SIGKILL, the API
 // key kept out of every output, --no-cache, generate and judge.
 mod llm;
+// The bad-input corpus (tests/bad-inputs/): every case folder through the real binary, none
+// panicking, hanging, changing an input or leaving debris.
+mod bad_inputs;
