@@ -41,6 +41,8 @@ struct Case {
     /// The command line after `weave`.
     #[serde(default = "default_args")]
     args: Vec<String>,
+    /// The folder of the case it runs in (default: the case's own).
+    cwd: Option<String>,
     /// The exit code the command must end with.
     exit: i32,
     /// Words stderr must contain, each as written.
@@ -74,6 +76,31 @@ struct Case {
     /// FIFOs (named pipes) made before the run, which git cannot hold.
     #[serde(default)]
     fifo: Vec<String>,
+    /// Commands run first, in order: a `weave` command line (a first run that fills the
+    /// cache), checked as the main one is, or a shell command that sets the next one up
+    /// (an edit between two runs), of which only the exit code is checked.
+    #[serde(default)]
+    before: Vec<Before>,
+}
+
+/// A command run before the case's own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Before {
+    /// A command line after `weave`...
+    #[serde(default)]
+    args: Vec<String>,
+    /// ...or a shell command (`sh -c`).
+    sh: Option<String>,
+    /// The folder of the case it runs in.
+    cwd: Option<String>,
+    /// Its exit code.
+    #[serde(default)]
+    exit: i32,
+    #[serde(default)]
+    stderr: Vec<String>,
+    #[serde(default)]
+    stdout: Vec<String>,
 }
 
 fn default_args() -> Vec<String> {
@@ -248,19 +275,33 @@ fn run_case(case_dir: &Path) -> Outcome {
 /// Runs the case's commands in `dir` (a copy of the case) and returns every problem.
 fn check_case(case: &Case, dir: &Path) -> Vec<String> {
     let mut problems = Vec::new();
-    let before = snapshot(dir);
-
+    let at = |cwd: &Option<String>| cwd.as_ref().map_or_else(|| dir.to_path_buf(), |c| dir.join(c));
+    for b in &case.before {
+        match (&b.sh, b.args.is_empty()) {
+            (Some(sh), true) => {
+                let ran = run_command("sh", &["-c", sh], &at(&b.cwd), TIMEOUT);
+                if ran.code != Some(b.exit) || !ran.problems.is_empty() {
+                    problems.push(format!(
+                        "sh -c {sh:?}: exit code {:?}, expected {}; {:?}\n{}",
+                        ran.code,
+                        b.exit,
+                        ran.problems,
+                        String::from_utf8_lossy(&ran.stderr)
+                    ));
+                }
+            }
+            (None, false) => {
+                let args: Vec<&str> = b.args.iter().map(String::as_str).collect();
+                problems.extend(run_weave(&args, &at(&b.cwd), dir, b.exit, &b.stdout, &b.stderr, &case.outputs));
+            }
+            _ => problems.push("a [[before]] command has either `args` or `sh`, and not both".to_owned()),
+        }
+    }
     if let Some(code) = case.validate {
-        let ran = run_command(weave_bin(), &["validate", "pipeline.toml"], dir, TIMEOUT);
-        problems.extend(check_run("weave validate pipeline.toml", &ran, code, &[], &[]));
+        problems.extend(run_weave(&["validate", "pipeline.toml"], &at(&case.cwd), dir, code, &[], &[], &case.outputs));
     }
     let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
-    let what = format!("weave {}", args.join(" "));
-    let ran = run_command(weave_bin(), &args, dir, TIMEOUT);
-    problems.extend(check_run(&what, &ran, case.exit, &case.stdout, &case.stderr));
-
-    let failed = ran.code != Some(0);
-    problems.extend(check_files(&before, dir, &case.outputs, failed));
+    problems.extend(run_weave(&args, &at(&case.cwd), dir, case.exit, &case.stdout, &case.stderr, &case.outputs));
     for f in &case.exists {
         if std::fs::symlink_metadata(dir.join(f)).is_err() {
             problems.push(format!("{f} should exist after the command, and does not"));
@@ -284,6 +325,24 @@ fn check_case(case: &Case, dir: &Path) -> Vec<String> {
             Err(e) => problems.push(format!("{f} cannot be read after the command: {e}")),
         }
     }
+    problems
+}
+
+/// Runs one `weave` command in `cwd` and checks it: its exit code and words, no panic, and
+/// what it did to the case's folder `dir`.
+fn run_weave(
+    args: &[&str],
+    cwd: &Path,
+    dir: &Path,
+    code: i32,
+    stdout: &[String],
+    stderr: &[String],
+    outputs: &[String],
+) -> Vec<String> {
+    let before = snapshot(dir);
+    let ran = run_command(weave_bin(), args, cwd, TIMEOUT);
+    let mut problems = check_run(&format!("weave {}", args.join(" ")), &ran, code, stdout, stderr);
+    problems.extend(check_files(&before, dir, outputs, ran.code != Some(0)));
     problems
 }
 
@@ -341,7 +400,9 @@ fn check_files(before: &Snapshot, dir: &Path, outputs: &[String], failed: bool) 
     let mut problems = Vec::new();
     let after = snapshot(dir);
     let declared = |p: &Path| outputs.iter().any(|o| Path::new(o) == p);
-    for (path, was) in before {
+    // `.weave/` (the cache, the run records, the quarantine) is Weave's own, to rewrite.
+    let own = |p: &Path| p.components().any(|c| c.as_os_str() == ".weave");
+    for (path, was) in before.iter().filter(|(p, _)| !own(p)) {
         match after.get(path) {
             Some(now) if now == was => {}
             Some(_) if declared(path) => {}
@@ -370,7 +431,7 @@ fn check_files(before: &Snapshot, dir: &Path, outputs: &[String], failed: bool) 
         if !matches!(now, Entry::Dir) && (name.ends_with(".tmp") || in_cache_tmp) {
             problems.push(format!("a temporary file was left behind: {}", path.display()));
         }
-        if failed && !before.contains_key(path) && !path.starts_with(".weave") && !declared(path) {
+        if failed && !before.contains_key(path) && !own(path) && !declared(path) {
             problems.push(format!("the command failed, yet it left {} behind", path.display()));
         }
     }
