@@ -51,6 +51,12 @@ struct Case {
     /// Words stdout must contain, each as written.
     #[serde(default)]
     stdout: Vec<String>,
+    /// Words stderr must not contain.
+    #[serde(default)]
+    stderr_not: Vec<String>,
+    /// Words stdout must not contain.
+    #[serde(default)]
+    stdout_not: Vec<String>,
     /// When given, `weave validate pipeline.toml` is run first and must end with this code.
     validate: Option<i32>,
     /// Files (relative to the case folder) that must exist after the command.
@@ -101,14 +107,50 @@ struct Before {
     stderr: Vec<String>,
     #[serde(default)]
     stdout: Vec<String>,
+    #[serde(default)]
+    stderr_not: Vec<String>,
+    #[serde(default)]
+    stdout_not: Vec<String>,
+}
+
+/// What one command must give: its exit code, and words its output holds or not.
+#[derive(Debug, Clone, Copy)]
+struct Expect<'a> {
+    code: i32,
+    stdout: &'a [String],
+    stderr: &'a [String],
+    stdout_not: &'a [String],
+    stderr_not: &'a [String],
+}
+
+impl Expect<'_> {
+    /// Only an exit code.
+    fn code(code: i32) -> Expect<'static> {
+        Expect { code, stdout: &[], stderr: &[], stdout_not: &[], stderr_not: &[] }
+    }
+}
+
+impl Case {
+    fn expect(&self) -> Expect<'_> {
+        let (stdout, stderr, stdout_not, stderr_not) = (&self.stdout, &self.stderr, &self.stdout_not, &self.stderr_not);
+        Expect { code: self.exit, stdout, stderr, stdout_not, stderr_not }
+    }
+}
+
+impl Before {
+    fn expect(&self) -> Expect<'_> {
+        let (stdout, stderr, stdout_not, stderr_not) = (&self.stdout, &self.stderr, &self.stdout_not, &self.stderr_not);
+        Expect { code: self.exit, stdout, stderr, stdout_not, stderr_not }
+    }
 }
 
 fn default_args() -> Vec<String> {
     vec!["run".to_owned(), "pipeline.toml".to_owned()]
 }
 
-/// An input written before the run: `prefix`, then `repeat` `times` times, then `suffix`.
-/// Several entries for one file write it one after the other.
+/// An input written before the run: `prefix`, then `repeat` `times` times (`{n}` in it
+/// replaced by the repeat's number, from 0), then `suffix`. Several entries for one file
+/// write it one after the other.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Generate {
@@ -279,7 +321,7 @@ fn check_case(case: &Case, dir: &Path) -> Vec<String> {
     for b in &case.before {
         match (&b.sh, b.args.is_empty()) {
             (Some(sh), true) => {
-                let ran = run_command("sh", &["-c", sh], &at(&b.cwd), TIMEOUT);
+                let ran = run_shell(sh, &at(&b.cwd));
                 if ran.code != Some(b.exit) || !ran.problems.is_empty() {
                     problems.push(format!(
                         "sh -c {sh:?}: exit code {:?}, expected {}; {:?}\n{}",
@@ -292,16 +334,22 @@ fn check_case(case: &Case, dir: &Path) -> Vec<String> {
             }
             (None, false) => {
                 let args: Vec<&str> = b.args.iter().map(String::as_str).collect();
-                problems.extend(run_weave(&args, &at(&b.cwd), dir, b.exit, &b.stdout, &b.stderr, &case.outputs));
+                problems.extend(run_weave(&args, &at(&b.cwd), dir, b.expect(), &case.outputs));
             }
             _ => problems.push("a [[before]] command has either `args` or `sh`, and not both".to_owned()),
         }
     }
     if let Some(code) = case.validate {
-        problems.extend(run_weave(&["validate", "pipeline.toml"], &at(&case.cwd), dir, code, &[], &[], &case.outputs));
+        problems.extend(run_weave(
+            &["validate", "pipeline.toml"],
+            &at(&case.cwd),
+            dir,
+            Expect::code(code),
+            &case.outputs,
+        ));
     }
     let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
-    problems.extend(run_weave(&args, &at(&case.cwd), dir, case.exit, &case.stdout, &case.stderr, &case.outputs));
+    problems.extend(run_weave(&args, &at(&case.cwd), dir, case.expect(), &case.outputs));
     for f in &case.exists {
         if std::fs::symlink_metadata(dir.join(f)).is_err() {
             problems.push(format!("{f} should exist after the command, and does not"));
@@ -330,24 +378,17 @@ fn check_case(case: &Case, dir: &Path) -> Vec<String> {
 
 /// Runs one `weave` command in `cwd` and checks it: its exit code and words, no panic, and
 /// what it did to the case's folder `dir`.
-fn run_weave(
-    args: &[&str],
-    cwd: &Path,
-    dir: &Path,
-    code: i32,
-    stdout: &[String],
-    stderr: &[String],
-    outputs: &[String],
-) -> Vec<String> {
+fn run_weave(args: &[&str], cwd: &Path, dir: &Path, expect: Expect<'_>, outputs: &[String]) -> Vec<String> {
     let before = snapshot(dir);
     let ran = run_command(weave_bin(), args, cwd, TIMEOUT);
-    let mut problems = check_run(&format!("weave {}", args.join(" ")), &ran, code, stdout, stderr);
+    let mut problems = check_run(&format!("weave {}", args.join(" ")), &ran, expect);
     problems.extend(check_files(&before, dir, outputs, ran.code != Some(0)));
     problems
 }
 
 /// Checks one command's exit code, its words, and that it did not panic.
-fn check_run(what: &str, ran: &Ran, code: i32, stdout: &[String], stderr: &[String]) -> Vec<String> {
+fn check_run(what: &str, ran: &Ran, expect: Expect<'_>) -> Vec<String> {
+    let code = expect.code;
     let mut problems: Vec<String> = ran.problems.iter().map(|p| format!("{what}: {p}")).collect();
     let out = String::from_utf8_lossy(&ran.stdout);
     let err = String::from_utf8_lossy(&ran.stderr);
@@ -357,14 +398,14 @@ fn check_run(what: &str, ran: &Ran, code: i32, stdout: &[String], stderr: &[Stri
         Some(c) => problems.push(format!("{what}: exit code {c}, expected {code}{}", shown())),
         None => problems.push(format!("{what}: ended by a signal, expected exit code {code}{}", shown())),
     }
-    for w in stdout {
-        if !out.contains(w.as_str()) {
-            problems.push(format!("{what}: stdout lacks {w:?}{}", shown()));
+    for (name, text, words, not) in
+        [("stdout", &out, expect.stdout, expect.stdout_not), ("stderr", &err, expect.stderr, expect.stderr_not)]
+    {
+        for w in words.iter().filter(|w| !text.contains(w.as_str())) {
+            problems.push(format!("{what}: {name} lacks {w:?}{}", shown()));
         }
-    }
-    for w in stderr {
-        if !err.contains(w.as_str()) {
-            problems.push(format!("{what}: stderr lacks {w:?}{}", shown()));
+        for w in not.iter().filter(|w| text.contains(w.as_str())) {
+            problems.push(format!("{what}: {name} holds {w:?}, which it must not{}", shown()));
         }
     }
     for (name, bytes) in [("stdout", &ran.stdout), ("stderr", &ran.stderr)] {
@@ -499,7 +540,12 @@ fn generate(path: &Path, g: &Generate, append: bool) -> std::io::Result<()> {
     let file = std::fs::OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(path)?;
     let mut out = std::io::BufWriter::new(file);
     out.write_all(g.prefix.as_bytes())?;
-    if !g.repeat.is_empty() {
+    if g.repeat.contains("{n}") {
+        // Numbered repeats (unique column names): one at a time.
+        for n in 0..g.times {
+            out.write_all(g.repeat.replace("{n}", &n.to_string()).as_bytes())?;
+        }
+    } else if !g.repeat.is_empty() {
         let per_chunk = ((1 << 20) / g.repeat.len()).max(1) as u64;
         let chunk = g.repeat.repeat(per_chunk.min(g.times) as usize);
         let mut left = g.times;
@@ -511,6 +557,12 @@ fn generate(path: &Path, g: &Generate, append: bool) -> std::io::Result<()> {
     }
     out.write_all(g.suffix.as_bytes())?;
     out.flush()
+}
+
+/// Runs a shell command of a case in `dir`, with `$WEAVE` naming the binary (for a setup
+/// that runs it, such as a run killed part-way).
+fn run_shell(sh: &str, dir: &Path) -> Ran {
+    run_command("sh", &["-c", &format!("export WEAVE='{}'; {sh}", weave_bin())], dir, TIMEOUT)
 }
 
 /// Runs a command in `dir` in a process group of its own, with its output collected.
@@ -602,7 +654,7 @@ fn the_checks_catch_a_wrong_exit_missing_words_a_panic_and_files_out_of_place() 
     // The run succeeds and copies this line into its output, which the panic check reads.
     std::fs::write(dir.path().join("in.txt"), "thread 'main' panicked at src/main.rs:1:1\n").expect("write");
     let case: Case = toml::from_str(
-        "description = \"expects what does not happen\"\nexit = 1\nstderr = [\"no such words\"]\n\
+        "description = \"expects what does not happen\"\nexit = 1\nstderr = [\"no such words\"]\nstdout_not = [\"run succeeded\"]\n\
          absent = [\"out.jsonl\"]\nexists = [\"never.jsonl\"]\ncontains = { \"out.jsonl\" = [\"absent words\"] }\n",
     )
     .expect("case");
@@ -610,6 +662,7 @@ fn the_checks_catch_a_wrong_exit_missing_words_a_panic_and_files_out_of_place() 
     for expected in [
         "exit code 0, expected 1",
         "stderr lacks \"no such words\"",
+        "stdout holds \"run succeeded\", which it must not",
         "out.jsonl says `panicked`",
         "out.jsonl should not exist",
         "never.jsonl should exist",
