@@ -17,3 +17,6 @@ mod llm;
 // The monitoring tells the truth: one count everywhere, bad records, LLM retries,
 // promtool on a real metrics file, an error printed once.
 mod monitor;
+// The bad-input corpus (tests/bad-inputs/): every case folder through the real binary, none
+// panicking, hanging, changing an input or leaving debris.
+mod bad_inputs;

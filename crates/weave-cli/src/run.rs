@@ -44,6 +44,9 @@ pub(crate) fn run(
             return Err(Failure::Other(format!("cannot remove the old quarantine file {}: {e}", quarantine.display())));
         }
     }
+    if let Some(path) = &metrics_file {
+        prepare_metrics_file(path)?;
+    }
     let metrics = Arc::new(MetricsCollector::new());
     let alerts = Arc::new(AlertManager::new(pipeline.alerts.clone()));
     let steps: Vec<String> =
@@ -166,17 +169,20 @@ pub(crate) fn run(
     if let Some(w) = writer {
         let _ = w.join();
     }
-    if let Some(path) = &metrics_file {
+    // Told after the run's own outcome, which must never be lost behind it.
+    let metrics_error = metrics_file.as_ref().and_then(|path| {
         write_atomically(path, &metrics.prometheus())
-            .map_err(|e| Failure::Other(format!("cannot write the metrics file {}: {e}", path.display())))?;
-    }
+            .err()
+            .map(|e| format!("cannot write the metrics file {}: {e}", path.display()))
+    });
     match outcome {
         Ok(summary) => {
             let table = if quiet { String::new() } else { summary_table(&summary) };
             let q = summary.steps.iter().map(|s| s.quarantined).sum::<u64>();
             let note =
                 if q > 0 { format!("; {q} bad records set aside in {}", quarantine.display()) } else { String::new() };
-            emit(&format!("{table}run succeeded in {}{note}\n", format_duration(summary.elapsed)))
+            emit(&format!("{table}run succeeded in {}{note}\n", format_duration(summary.elapsed)))?;
+            metrics_error.map_or(Ok(()), |m| Err(Failure::Other(m)))
         }
         Err(failure) => {
             if !quiet {
@@ -192,6 +198,9 @@ pub(crate) fn run(
                 return Err(Failure::Interrupted(code));
             }
             eprint!("{}", crate::error_chain(&failure.error));
+            if let Some(m) = metrics_error {
+                eprintln!("error: {m}");
+            }
             eprintln!("{nothing}");
             Err(Failure::Invalid)
         }
@@ -246,13 +255,31 @@ fn stop_on_signals(cancel: &Arc<AtomicBool>) -> Arc<AtomicU8> {
 }
 
 /// Writes `text` to `path` through a temporary file and a rename, so that a reader (a
-/// Prometheus file collector) never sees half a file.
+/// Prometheus file collector) never sees half a file; a failed write leaves nothing.
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Readies `--metrics-file` before the run, so that a run never commits its outputs and then
+/// fails on its metrics: a folder in its place is refused, and its own folder is made (as the
+/// quarantine's and the exports' are).
+fn prepare_metrics_file(path: &Path) -> Result<(), Failure> {
+    if path.is_dir() {
+        return Err(Failure::Other(format!("--metrics-file {}: this is a folder; give a file's path", path.display())));
+    }
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir).map_err(|e| {
+            Failure::Other(format!("--metrics-file {}: cannot make its folder {}: {e}", path.display(), dir.display()))
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Each file as `{step, path, bytes, blake3}` (or `{step, path, error}` when it cannot be

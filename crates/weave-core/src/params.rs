@@ -382,12 +382,14 @@ impl Params {
     }
 
     /// Reports every key not read as unknown, with a suggestion from `known`, and returns
-    /// all diagnostics recorded.
+    /// all diagnostics recorded. A key in `known` that was not read after an error is left
+    /// alone: its builder stopped at the error, and the key is not unknown.
     pub fn finish(self, known: &[&str]) -> Diagnostics {
         let read = self.read.into_inner();
         let mut diags = self.diags.into_inner();
+        let stopped = diags.has_errors();
         for ((key, span, _), read) in self.table.entries.iter().zip(read) {
-            if read {
+            if read || (stopped && known.contains(&key.as_str())) {
                 continue;
             }
             let mut d = Diagnostic::error(format!("unknown key `{key}` in {}", self.context))
@@ -468,6 +470,23 @@ mod tests {
         assert_eq!(d.0[1].help.as_deref(), Some("did you mean \"fast\"?"));
         assert_eq!(d.0[3].help.as_deref(), Some("did you mean `rules`?"));
         assert!(d.0.iter().all(|d| d.step.as_deref() == Some("s")));
+    }
+
+    // regression: a builder that stopped at an error left its later keys unread, and they
+    // were reported as unknown with a did-you-mean naming themselves
+    // ("unknown key `max_record_bytes` ... did you mean `max_record_bytes`?").
+    #[test]
+    fn a_known_key_left_unread_after_an_error_is_not_called_unknown() {
+        let p = params(
+            "n = -1
+later = 2
+latre = 3
+",
+        );
+        assert_eq!(p.u64("n"), None);
+        let d = p.finish(&["n", "later"]);
+        assert_eq!(messages(&d), ["1:5 `n` must not be negative", "3:1 unknown key `latre` in step"]);
+        assert_eq!(d.0[1].help.as_deref(), Some("did you mean `later`?"));
     }
 
     fn provider(name: &str) -> crate::spec::LlmProvider {

@@ -301,10 +301,32 @@ fn read_inline_patterns(src: &Params, keys: &mut Keys) {
 /// missing file or a bad line (with its line and column in that file).
 fn read_pattern_file(src: &Params, keys: &mut Keys) {
     let (Some(path), Some(item)) = (src.path("patterns_file"), src.item("patterns_file")) else { return };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
+    if let Some(why) = crate::input::not_a_regular_file(&path) {
+        src.error_at(item, format!("`patterns_file` {why}"));
+        return;
+    }
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
         Err(e) => {
             src.error_at(item, format!("cannot read the patterns file {}: {e}", path.display()));
+            return;
+        }
+    };
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            // The text before the first bad byte says on which line and column it is.
+            let good = String::from_utf8_lossy(&e.as_bytes()[..e.utf8_error().valid_up_to()]).into_owned();
+            let end = good.len();
+            let loc = weave_core::SourceFile::new(path.clone(), good).locate(end..end);
+            src.push(
+                Diagnostic::error(format!(
+                    "the patterns file {} is not valid UTF-8 (save it as UTF-8)",
+                    path.display()
+                ))
+                .with_code("invalid-value")
+                .at(Some(loc)),
+            );
             return;
         }
     };
@@ -1006,23 +1028,25 @@ mod tests {
 
     #[test]
     fn a_bad_patterns_file_is_reported_with_its_lines() {
+        // Every error of building an augment step from `config`, as `file:line:column message`.
+        let errors = |config: String| -> Vec<String> {
+            let k = *crate::registry().get("augment").unwrap();
+            let src = weave_core::SourceFile::new("p.toml", config.clone());
+            let p = Params::new(weave_core::ConfTable::parse(&config).unwrap(), src, "step", Some("s".into()));
+            assert!((k.build)(&p).is_none());
+            p.finish(k.keys)
+                .0
+                .iter()
+                .map(|d| {
+                    let l = d.location.as_ref().unwrap();
+                    format!("{}:{}:{} {}", l.file.display(), l.line, l.column, d.message)
+                })
+                .collect()
+        };
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pat.txt");
         std::fs::write(&file, "[spelling]\nok -> fine\nbroken line\n@no_such_rule\n").unwrap();
-        let config = format!("noiser = \"language\"\npatterns_file = \"{}\"", file.display());
-        let k = *crate::registry().get("augment").unwrap();
-        let src = weave_core::SourceFile::new("p.toml", config.clone());
-        let p = Params::new(weave_core::ConfTable::parse(&config).unwrap(), src, "step", Some("s".into()));
-        assert!((k.build)(&p).is_none());
-        let diags = p.finish(k.keys);
-        let got: Vec<String> = diags
-            .0
-            .iter()
-            .map(|d| {
-                let l = d.location.as_ref().unwrap();
-                format!("{}:{}:{} {}", l.file.display(), l.line, l.column, d.message)
-            })
-            .collect();
+        let got = errors(format!("noiser = \"language\"\npatterns_file = \"{}\"", file.display()));
         let f = file.display();
         assert_eq!(
             got,
@@ -1032,6 +1056,19 @@ mod tests {
                     "{f}:4:1 unknown rule `@no_such_rule` (rules: @strip_accent, @drop_initial_h, @drop_inverted_mark, @swap_quotes, @plural_apostrophe, @drop_comma, @comma_splice, @drop_apostrophe, @case_style, @drop_semicolon, @bracket_mismatch, @off_by_one, @operator_swap, @decimal_shift, @digit_change, @sig_figs, @clause_label, @drop_caret)"
                 ),
             ]
+        );
+        // regression: a patterns file that is not UTF-8 was told without its line.
+        std::fs::write(&file, b"[spelling]\nok -> fine\nca\xffe -> x\n").unwrap();
+        let got = errors(format!("noiser = \"language\"\npatterns_file = \"{}\"", file.display()));
+        assert_eq!(got, [format!("{f}:3:3 the patterns file {f} is not valid UTF-8 (save it as UTF-8)")]);
+        // regression: a FIFO as the patterns file hung `weave validate` for ever.
+        let fifo = dir.path().join("fifo.txt");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let got = errors(format!("noiser = \"language\"\npatterns_file = \"{}\"", fifo.display()));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(&format!("p.toml:2:17 `patterns_file` names a FIFO (named pipe) ({})", fifo.display())),
+            "{got:?}"
         );
         // A file that cannot be read is the one error (not also "no built-in table").
         check_build_errors(

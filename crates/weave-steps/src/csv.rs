@@ -283,25 +283,34 @@ impl<'a> CsvRecord<'a> {
     }
 }
 
+/// A one-character key (`delimiter`, `quote`): one ASCII character, and not a line break,
+/// which ends records whatever the key says.
 fn single_byte(p: &Params, key: &str, default: u8) -> u8 {
     let Some(s) = p.str(key) else { return default };
-    match s.as_bytes() {
-        [b] => *b,
-        _ if s == "\\t" => b'\t',
-        _ => {
-            if let Some(item) = p.item(key) {
-                p.error_at(item, format!("`{key}` must be one ASCII character, such as \",\" or \"\\t\""));
-            }
-            default
-        }
+    let problem = match s.as_bytes() {
+        [b'\n' | b'\r'] => "cannot be a line break",
+        [b] if b.is_ascii() => return *b,
+        _ if s == "\\t" => return b'\t',
+        _ => "must be one ASCII character, such as \",\" or \"\\t\"",
+    };
+    if let Some(item) = p.item(key) {
+        p.error_at(item, format!("`{key}` {problem}"));
     }
+    default
 }
 
 fn build(p: &Params) -> Option<Step> {
     let paths = crate::input::input_paths(p, "the CSV file to read, or a glob pattern");
     let delimiter = single_byte(p, "delimiter", b',');
     let quote = single_byte(p, "quote", b'"');
+    if delimiter == quote
+        && let Some(item) = p.item("quote").or_else(|| p.item("delimiter"))
+    {
+        let c = char::from(quote);
+        p.error_at(item, format!("`delimiter` and `quote` are both {:?}: they must differ", c.to_string()));
+    }
     let batch = crate::BatchLimit::read(p);
+    let max_record = crate::max_record_bytes(p);
     if p.has_errors() {
         return None;
     }
@@ -310,7 +319,7 @@ fn build(p: &Params) -> Option<Step> {
         delimiter,
         quote,
         batch,
-        max_record: crate::max_record_bytes(p),
+        max_record,
         config: p.canonical(&["batch_size", "batch_bytes"]),
         next_file: 0,
         open: None,
@@ -537,6 +546,8 @@ struct Csv {
     delimiter: u8,
     /// The columns, once known.
     fields: Option<Vec<String>>,
+    /// Whether the columns are the step's `fields` (else the first batch's).
+    given: bool,
     /// The header row, once the columns are known.
     header: Vec<u8>,
     record: csv::ByteRecord,
@@ -567,8 +578,13 @@ impl Format for Csv {
         }
         let fields = self.fields.as_deref().unwrap_or_default();
         if let Some(extra) = batch.schema().names().find(|n| !fields.iter().any(|f| f == n)) {
+            let fix = if self.given {
+                ": add it to `fields`, or remove it from the records before this step"
+            } else {
+                " (the first batch's fields); list the columns with `fields = [...]`"
+            };
             return Err(StepError::fatal(format!(
-                "field `{extra}` is not among the CSV columns ({}); list the columns with `fields = [...]`",
+                "field `{extra}` is not among the CSV columns ({}){fix}",
                 fields.join(", ")
             )));
         }
@@ -607,17 +623,34 @@ impl Format for Csv {
 fn build_export(p: &Params) -> Option<Step> {
     let spec = OutputSpec::read(p, "the CSV file to write");
     let delimiter = single_byte(p, "delimiter", b',');
-    let fields = p.str_list("fields");
-    if let (Some(f), Some(item)) = (&fields, p.item("fields"))
-        && f.is_empty()
+    if delimiter == b'"'
+        && let Some(item) = p.item("delimiter")
     {
-        p.error_at(item, "`fields` is empty: name the columns, or leave `fields` out to take the first batch's fields");
+        p.error_at(item, "`delimiter` cannot be `\"`, which quotes the fields that need it");
+    }
+    let fields = p.str_list("fields");
+    if let (Some(f), Some(item)) = (&fields, p.item("fields")) {
+        if f.is_empty() {
+            p.error_at(
+                item,
+                "`fields` is empty: name the columns, or leave `fields` out to take the first batch's fields",
+            );
+        }
+        if let Some((_, twice)) = f.iter().enumerate().find(|(i, name)| f[..*i].contains(name)) {
+            p.error_at(item, format!("`fields` names `{twice}` twice"));
+        }
     }
     if p.has_errors() {
         return None;
     }
-    let mut format =
-        Csv { delimiter, fields: None, header: Vec::new(), record: csv::ByteRecord::new(), cell: Vec::new() };
+    let mut format = Csv {
+        delimiter,
+        fields: None,
+        given: fields.is_some(),
+        header: Vec::new(),
+        record: csv::ByteRecord::new(),
+        cell: Vec::new(),
+    };
     if let Some(fields) = fields
         && let Err(e) = format.set_fields(fields)
     {
@@ -753,6 +786,49 @@ mod tests {
         let late = Batch::from_records(&[Record::new().with("id", 4i64).with("extra", "x")]);
         let err = out.write(&late, &mut ctx).unwrap_err();
         assert!(err.to_string().starts_with("field `extra` is not among the CSV columns (id, text, tags)"), "{err}");
+    }
+
+    // regression: a delimiter equal to the quote, or a line break, was accepted and gave a
+    // confusing error at run time (loading) or a CSV file no reader can split (exporting:
+    // `delimiter = "\""` wrote `1""a ""b"""`); columns named twice were accepted too.
+    #[test]
+    fn delimiters_that_cannot_work_and_columns_named_twice_are_refused() {
+        use crate::tests::check_build_errors;
+        check_build_errors(
+            "load_csv",
+            "path = \"x.csv\"\nquote = \",\"",
+            &["2:9 `delimiter` and `quote` are both \",\": they must differ"],
+        );
+        check_build_errors(
+            "load_csv",
+            "path = \"x.csv\"\ndelimiter = \"\\n\"\nquote = \"\\r\"",
+            &["2:13 `delimiter` cannot be a line break", "3:9 `quote` cannot be a line break"],
+        );
+        check_build_errors(
+            "export_csv",
+            "path = \"x.csv\"\ndelimiter = '\"'",
+            &["2:13 `delimiter` cannot be `\"`, which quotes the fields that need it"],
+        );
+        check_build_errors(
+            "export_csv",
+            "path = \"x.csv\"\ndelimiter = \"\\r\"\nfields = [\"id\", \"text\", \"id\"]",
+            &["2:13 `delimiter` cannot be a line break", "3:10 `fields` names `id` twice"],
+        );
+    }
+
+    // regression: with `fields` given, a field outside them was told to "list the columns
+    // with `fields = [...]`", which the step already did.
+    #[test]
+    fn a_field_outside_the_given_columns_says_how_to_fix_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!("path = {:?}\nfields = [\"id\"]", dir.path().join("out.csv").to_str().unwrap());
+        let Step::Sink(mut out) = build_step("export_csv", &config) else { panic!() };
+        let mut ctx = StepContext::new("out", 0, 0, Default::default());
+        let err = out.write(&Batch::from_records(&[Record::new().with("id", 1i64).with("extra", "x")]), &mut ctx);
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            "field `extra` is not among the CSV columns (id): add it to `fields`, or remove it from the records before this step"
+        );
     }
 
     #[test]

@@ -13,12 +13,17 @@ use weave_core::{Diagnostic, Params, Rejected, StepContext, StepError};
 /// the pipeline file's folder. `*` and `?` match within one path component and not a
 /// leading dot (so hidden files, such as the temporary files of a run's own outputs, are
 /// left out); `**` matches any number of folders. A pattern that matches no file is an
-/// error at the key. A missing single file is reported when the step runs, as before.
+/// error at the key. A missing single file is reported when the step runs, as before; one
+/// that is there but is no regular file (a folder, a FIFO, a device) is an error at the key.
 pub(crate) fn input_paths(p: &Params, what: &str) -> Option<Vec<PathBuf>> {
     let raw = p.required_str("path", what)?;
     let literal = weave_core::resolve(p.file().path(), &raw);
     // A name with `[` or `*` in it that exists as it is written is that file.
     if !raw.contains(['*', '?', '[']) || literal.is_file() {
+        if let Some(why) = not_a_regular_file(&literal) {
+            p.error_at(p.item("path")?, format!("`path` {why}"));
+            return None;
+        }
         return Some(vec![literal]);
     }
     let item = p.item("path")?;
@@ -67,6 +72,53 @@ pub(crate) fn input_paths(p: &Params, what: &str) -> Option<Vec<PathBuf>> {
     }
     files.sort();
     Some(files)
+}
+
+/// Why a path that is there cannot be read as an input file, such as `names a FIFO (in.txt),
+/// not a regular file: ...`; `None` for a regular file, or for one that is not there (that
+/// is told when it is opened).
+///
+/// An input is hashed for the cache key before it is read, and read again on a re-run: a
+/// FIFO would be emptied by the hash, or block it for ever while nothing writes to it, and a
+/// device such as `/dev/zero` never ends. So they are refused when the pipeline is built,
+/// where `weave validate` reports them, rather than hanging `weave plan` and `weave run`.
+pub(crate) fn not_a_regular_file(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    let t = meta.file_type();
+    let what = if t.is_file() {
+        return None;
+    } else if t.is_dir() {
+        "a folder"
+    } else {
+        special_file_kind(&t)
+    };
+    Some(format!(
+        "names {what} ({}), not a regular file: inputs must be regular files, since Weave reads each once to hash it for the cache and again to load it",
+        path.display()
+    ))
+}
+
+/// What a file that is neither a regular file nor a folder is.
+#[cfg(unix)]
+fn special_file_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+/// What a file that is neither a regular file nor a folder is.
+#[cfg(not(unix))]
+fn special_file_kind(_: &std::fs::FileType) -> &'static str {
+    "a special file"
 }
 
 /// An input file's bytes, decompressed when its name ends in `.gz` or `.zst`.
@@ -373,6 +425,35 @@ mod tests {
             "batch_size = 2",
             &["1:1 missing required key `path` (the JSONL file to read, or a glob pattern)"],
         );
+    }
+
+    // regression: a FIFO or a device as an input hung `weave plan` and `weave run` for ever
+    // (hashing it for the cache key), and a folder was told only when the run read it.
+    #[test]
+    fn an_input_that_is_no_regular_file_is_a_build_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("in.csv");
+        std::fs::create_dir(&folder).unwrap();
+        let fifo = dir.path().join("in.txt");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let why = "not a regular file: inputs must be regular files, since Weave reads each once to hash it for the cache and again to load it";
+        for (kind, path, what) in [
+            ("load_csv", folder.clone(), "a folder"),
+            ("load_text", fifo.clone(), "a FIFO (named pipe)"),
+            ("load_jsonl", PathBuf::from("/dev/zero"), "a character device"),
+        ] {
+            let path = path.to_str().unwrap();
+            check_build_errors(
+                kind,
+                &format!("path = {path:?}"),
+                &[&format!("1:8 `path` names {what} ({path}), {why}")],
+            );
+        }
+        // A glob leaves them out, as it leaves out anything that is not a regular file.
+        write(&dir.path().join("a.txt"), b"a\n");
+        let pattern = dir.path().join("*.txt");
+        let (rows, _) = read_source(build_step("load_text", &format!("path = {:?}", pattern.to_str().unwrap())));
+        assert_eq!(rows, [r#"{"text":"a"}"#]);
     }
 
     #[test]

@@ -43,12 +43,13 @@ pub struct LoadJsonl {
 fn build_load(p: &Params) -> Option<Step> {
     let paths = crate::input::input_paths(p, "the JSONL file to read, or a glob pattern");
     let batch = crate::BatchLimit::read(p);
+    let max_record = crate::max_record_bytes(p);
     if p.has_errors() {
         return None;
     }
     let paths = paths?;
     Some(Step::Source(Box::new(LoadJsonl {
-        lines: Lines::new(paths.clone(), crate::max_record_bytes(p)),
+        lines: Lines::new(paths.clone(), max_record),
         paths,
         batch,
         config: p.canonical(&["batch_size", "batch_bytes"]),

@@ -262,4 +262,18 @@ mod tests {
             }
         }
     }
+
+    // regression: the loaders read `max_record_bytes` only once their other keys were fine,
+    // so with another error it was called an unknown key ("did you mean
+    // `max_record_bytes`?"), and its own mistake went untold.
+    #[test]
+    fn every_loader_reports_each_bad_limit_at_once() {
+        for kind in ["load_csv", "load_jsonl", "load_json", "load_text"] {
+            check_build_errors(
+                kind,
+                "path = \"x\"\nbatch_size = 0\nmax_record_bytes = \"0\"",
+                &["2:14 `batch_size` must be at least 1", "3:20 `max_record_bytes` must be at least 1"],
+            );
+        }
+    }
 }

@@ -36,12 +36,13 @@ fn build(p: &Params) -> Option<Step> {
     let field = p.str("field").unwrap_or_else(|| "text".to_owned());
     let skip_empty = p.bool("skip_empty").unwrap_or(false);
     let batch = crate::BatchLimit::read(p);
+    let max_record = crate::max_record_bytes(p);
     if p.has_errors() {
         return None;
     }
     let paths = paths?;
     Some(Step::Source(Box::new(LoadText {
-        lines: Lines::new(paths.clone(), crate::max_record_bytes(p)),
+        lines: Lines::new(paths.clone(), max_record),
         paths,
         field,
         skip_empty,

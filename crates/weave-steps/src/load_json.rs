@@ -46,13 +46,14 @@ pub struct LoadJson {
 fn build(p: &Params) -> Option<Step> {
     let paths = crate::input::input_paths(p, "the JSON file to read, or a glob pattern");
     let batch = crate::BatchLimit::read(p);
+    let max_record = crate::max_record_bytes(p);
     if p.has_errors() {
         return None;
     }
     Some(Step::Source(Box::new(LoadJson {
         paths: paths?,
         batch,
-        max_record: crate::max_record_bytes(p),
+        max_record,
         config: p.canonical(&["batch_size", "batch_bytes"]),
         next_file: 0,
         open: None,

@@ -176,7 +176,16 @@ fn read_slots(p: &Params) -> Vec<(String, std::ops::Range<usize>, Option<Values>
                 Some(Values::List(list))
             }
             ConfValue::Table(ft) => match (ft.entries.len(), ft.get("file").map(|f| &f.value)) {
-                (1, Some(ConfValue::Str(path))) => Some(Values::File(weave_core::resolve(p.file().path(), path))),
+                (1, Some(ConfValue::Str(path))) => {
+                    let path = weave_core::resolve(p.file().path(), path);
+                    match crate::input::not_a_regular_file(&path) {
+                        Some(why) => {
+                            p.error_at(v, format!("slot `{name}`: `file` {why}"));
+                            None
+                        }
+                        None => Some(Values::File(path)),
+                    }
+                }
                 _ => {
                     p.error_at(v, format!("slot `{name}` takes a list of values or {{ file = \"values.txt\" }}"));
                     None
@@ -572,6 +581,24 @@ mod tests {
         let Step::Source(mut g) = build_step("generate", &config) else { panic!() };
         let err = g.next_batch(&mut StepContext::new("g", 0, 0, Default::default())).unwrap_err();
         assert_eq!(err.to_string(), format!("slot `x`: {} has no values (one per line)", path.display()));
+    }
+
+    // regression: a slot file that is a device or a FIFO hung `weave plan` and `weave run`
+    // (hashing it for the cache key) instead of being refused.
+    #[test]
+    fn a_slot_file_that_is_no_regular_file_is_a_build_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in [PathBuf::from("/dev/zero"), dir.path().to_path_buf()] {
+            let what = if path.is_dir() { "a folder" } else { "a character device" };
+            let path = path.display().to_string();
+            check_build_errors(
+                "generate",
+                &format!("templates = [\"{{x}}\"]\nslots = {{ x = {{ file = {path:?} }} }}\ncount = 1"),
+                &[&format!(
+                    "2:15 slot `x`: `file` names {what} ({path}), not a regular file: inputs must be regular files, since Weave reads each once to hash it for the cache and again to load it"
+                )],
+            );
+        }
     }
 
     #[test]
