@@ -26,7 +26,9 @@ use crate::store::Store;
 pub enum Status {
     /// Its whole output is stored under its key (for a sink: its files are as it wrote them).
     Cached,
-    /// An interrupted run stored the output of this many input batches; the rest is computed.
+    /// An interrupted run stored the output of this many input batches, which this run
+    /// takes instead of computing them; the rest is computed. Only a stateless step that
+    /// sets no record aside resumes so (see [`CachePlan::new`]).
     Partial(u64),
     /// It ran before with another key (the reasons say what changed).
     Stale,
@@ -35,7 +37,8 @@ pub enum Status {
     NotStored,
     /// Never run with this cache.
     New,
-    /// `--refresh` asked for it (or a step before it) to be computed again.
+    /// It is computed again although unchanged: `--refresh` asked for it (or for a step
+    /// before it), or a step before it must run again to rewrite a file of its own.
     Refresh,
     /// Its key cannot be computed, so it is never taken from the cache.
     Uncacheable,
@@ -74,6 +77,10 @@ pub struct StepPlan {
     durable: bool,
     record: Option<KeyRecord>,
     sink_files: Option<Vec<PathBuf>>,
+    /// Its exclusion file, as the run writes it.
+    exclusions: Option<PathBuf>,
+    /// Computed again although unchanged: nothing stored is used, the output is stored anew.
+    fresh: bool,
 }
 
 /// What went into a step's key, remembered after a run so that the next plan can say what
@@ -84,9 +91,18 @@ struct KeyRecord {
     kind: String,
     version: u32,
     config: String,
+    /// The pipeline-level settings in the key.
+    #[serde(default)]
+    pipeline: String,
     seed: u64,
     inputs: Vec<(String, Key)>,
+    /// Input files, by their path relative to the pipeline file's folder, and their hash.
     files: Vec<(String, Key)>,
+    /// The exclusion file the step wrote (by its path relative to the pipeline file's
+    /// folder) and its hash when the run ended: a step whose file is no longer so runs
+    /// again, even when its output is served by the cache.
+    #[serde(default)]
+    written: Vec<(String, Key)>,
 }
 
 /// The options of a run that bear on the cache.
@@ -104,6 +120,8 @@ pub struct CachePlan {
     store: Store,
     files: Arc<FileIndex>,
     pipeline: String,
+    /// The folder that paths in keys and manifests are relative to.
+    base: PathBuf,
     steps: Vec<StepPlan>,
 }
 
@@ -111,8 +129,35 @@ pub struct CachePlan {
 #[derive(Debug, Serialize, Deserialize)]
 struct Manifest {
     parts: u64,
-    /// For a sink: the files it wrote and their content hashes.
+    /// For a sink: the files it wrote (by their path relative to the pipeline file's
+    /// folder) and their content hashes.
     files: Vec<(String, Key)>,
+}
+
+/// How a key or a manifest names `path`: relative to `base` (the pipeline file's folder)
+/// when it is under it, as it is otherwise (an absolute path, or one that climbs out with
+/// `..`), so that a pipeline has the same keys from whatever folder it is run.
+fn key_path(base: &Path, path: &Path) -> String {
+    path.strip_prefix(base).unwrap_or(path).display().to_string()
+}
+
+/// Why stored parts of a step's output cannot stand in for computing it, if they cannot:
+/// only a stateless step resumes from them (each part is the output of one input batch,
+/// whatever came before it), and only when nothing it sets aside would be lost with the
+/// computing it skips.
+fn cannot_resume(shape: Shape, p: &weave_core::PipelineStep) -> Option<&'static str> {
+    match shape {
+        Shape::Source => Some("a source cannot start reading part-way"),
+        Shape::StatefulTransform | Shape::Merge => Some("its state is not stored with them"),
+        Shape::Sink => Some("a sink stores no parts"),
+        Shape::Transform if p.exclusions.is_some() => {
+            Some("the records it dropped in them are not stored for its exclusion file")
+        }
+        Shape::Transform if p.on_bad_record != weave_core::BadRecordPolicy::Fail => {
+            Some("the bad records it set aside in them are not stored for the quarantine file")
+        }
+        Shape::Transform => None,
+    }
 }
 
 fn prefixed(key: &Key, n: u64) -> Key {
@@ -129,16 +174,26 @@ impl CachePlan {
     /// Computes every step's key and status. Input files are hashed through `files`
     /// (trusted by their stamp when unchanged). Never fails: a key part that cannot be
     /// computed makes that step (and the steps after it) uncacheable, with the reason.
+    ///
+    /// A step's key covers its kind, version, configuration (every key written for it but
+    /// the output-neutral ones: `weave_core::OUTPUT_NEUTRAL`), the pipeline-level settings,
+    /// the seed, its inputs' keys, and the content of the files it reads, named relative
+    /// to the pipeline file's folder. A step whose exclusion file is not as its last run
+    /// left it runs again, and so do the steps after it, down to the sinks that make it
+    /// run. Stored parts of an interrupted run are claimed (`Partial`) only for steps that
+    /// resume from them.
     pub fn new(pipeline: &Pipeline, store: Store, files: Arc<FileIndex>, options: &CacheOptions) -> CachePlan {
         let dag = pipeline.dag();
+        let base = pipeline.base_dir.clone();
         let records = read_records(&store, &pipeline.name);
         let mut steps: Vec<Option<StepPlan>> = (0..dag.len()).map(|_| None).collect();
-        let mut refresh = vec![false; dag.len()];
+        // Why a step is computed again although unchanged (`--refresh`, or a step before it
+        // that must rewrite its exclusion file), inherited by the steps after it.
+        let mut again: Vec<Option<String>> = vec![None; dag.len()];
         for &i in dag.topological_order() {
             let node = dag.node(i);
             let p = &node.payload;
             let info = p.step.info();
-            refresh[i] = options.refresh.contains(&node.id) || node.inputs.iter().any(|&j| refresh[j]);
             let mut reasons = Vec::new();
             // The key, or why there is none.
             let mut inputs = Vec::new();
@@ -152,7 +207,7 @@ impl CachePlan {
             let mut file_keys = Vec::new();
             for f in info.files_read() {
                 match files.hash(&f) {
-                    Ok(k) => file_keys.push((f.display().to_string(), k)),
+                    Ok(k) => file_keys.push((key_path(&base, &f), k)),
                     Err(e) => reasons.push(format!("cannot hash its input: {e}")),
                 }
             }
@@ -164,6 +219,7 @@ impl CachePlan {
                     .part("kind", p.kind.as_bytes())
                     .number("version", u64::from(p.version))
                     .part("config", p.config.as_bytes())
+                    .part("pipeline", pipeline.key_config.as_bytes())
                     .number("seed", pipeline.seed);
                 for (id, k) in &inputs {
                     b = b.part("input", id.as_bytes()).key("input-key", k);
@@ -176,14 +232,39 @@ impl CachePlan {
                     kind: p.kind.clone(),
                     version: p.version,
                     config: p.config.to_string(),
+                    pipeline: pipeline.key_config.to_string(),
                     seed: pipeline.seed,
                     inputs,
                     files: file_keys,
+                    written: Vec::new(),
                 }
             });
-            let stores = !options.disabled && record.is_some() && p.cache.stores(node.shape, node.cost);
             let previous = records.get(&node.id);
-            let status = match &record {
+            again[i] = if options.refresh.contains(&node.id) {
+                Some("--refresh".to_owned())
+            } else {
+                node.inputs.iter().find_map(|&j| again[j].as_ref().map(|why| (j, why))).map(|(j, why)| {
+                    // `--refresh` reads as itself down the DAG; a step that must rewrite its
+                    // exclusion file is named by the steps after it.
+                    if why == "--refresh" || why.starts_with("step \"") {
+                        why.clone()
+                    } else {
+                        format!("step \"{}\" before it runs again ({why})", dag.node(j).id)
+                    }
+                })
+            };
+            // Its exclusion file: a run that takes the step's output from the cache, or does
+            // not need it, does not write it, so it must be as the last run left it, or the
+            // step runs again (and with it the steps after it, down to the sinks that make
+            // it run).
+            let exclusions_changed = match (&p.exclusions, &record) {
+                (Some(path), Some(now)) if !options.disabled && p.cache != CacheMode::Off => {
+                    exclusions_state(&files, &base, path, previous.filter(|prev| prev.key == now.key))
+                }
+                _ => None,
+            };
+            let stores = !options.disabled && record.is_some() && p.cache.stores(node.shape, node.cost);
+            let mut status = match &record {
                 _ if options.disabled => {
                     reasons.push("--no-cache".to_owned());
                     Status::Off
@@ -200,13 +281,25 @@ impl CachePlan {
                         Some(_) => {}
                         None => reasons.push("never run with this cache".to_owned()),
                     }
-                    if refresh[i] {
-                        reasons.push("--refresh".to_owned());
+                    if let Some(why) = &again[i] {
+                        reasons.push(why.clone());
                         Status::Refresh
                     } else if stores {
-                        match stored_state(&store, &files, &r.key, node.shape == Shape::Sink) {
+                        match stored_state(&store, &files, &base, &r.key, node.shape == Shape::Sink) {
                             Stored::Complete => Status::Cached,
-                            Stored::Parts(n) if n > 0 => Status::Partial(n),
+                            Stored::Parts(n) if n > 0 => match cannot_resume(node.shape, p) {
+                                None => Status::Partial(n),
+                                Some(why) => {
+                                    reasons.push(format!(
+                                        "an interrupted run stored {n} batches of its output, which it does not resume from: {why}"
+                                    ));
+                                    if changed.as_ref().is_some_and(|c| !c.is_empty()) {
+                                        Status::Stale
+                                    } else {
+                                        Status::New
+                                    }
+                                }
+                            },
                             Stored::OutputChanged(why) => {
                                 reasons.push(why);
                                 Status::Stale
@@ -235,6 +328,13 @@ impl CachePlan {
                     }
                 }
             };
+            if let Some(why) = exclusions_changed {
+                reasons.push(why.clone());
+                if matches!(status, Status::Cached | Status::NotStored | Status::Partial(_)) {
+                    status = Status::Stale;
+                }
+                again[i].get_or_insert(why);
+            }
             let sink_files = (node.shape == Shape::Sink).then(|| info.files_written());
             steps[i] = Some(StepPlan {
                 id: node.id.clone(),
@@ -245,10 +345,12 @@ impl CachePlan {
                 durable: node.cost >= CacheMode::AUTO_MIN_COST,
                 record,
                 sink_files,
+                exclusions: p.exclusions.clone(),
+                fresh: again[i].is_some(),
             });
         }
         let steps = steps.into_iter().flatten().collect();
-        CachePlan { store, files, pipeline: pipeline.name.clone(), steps }
+        CachePlan { store, files, pipeline: pipeline.name.clone(), base, steps }
     }
 
     /// Opens (creating it if needed) the cache in `dir` and plans `pipeline` against it.
@@ -283,7 +385,8 @@ impl CachePlan {
                 store: self.store.clone(),
                 files: Arc::clone(&self.files),
                 key,
-                fresh: s.status == Status::Refresh,
+                fresh: s.fresh,
+                base: self.base.clone(),
                 durable: s.durable,
                 sink_files: s.sink_files.clone(),
                 complete: OnceLock::new(),
@@ -295,12 +398,24 @@ impl CachePlan {
     }
 
     /// Remembers every step's key parts, after a run that succeeded, so that the next plan
-    /// can say what changed; and saves the file index.
+    /// can say what changed, with the hash of each exclusion file as the run leaves it;
+    /// and saves the file index.
     pub fn remember(&self) -> Result<(), Error> {
         let dir = records_dir(&self.store, &self.pipeline);
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-        let records: BTreeMap<&str, &KeyRecord> =
-            self.steps.iter().filter_map(|s| Some((s.id.as_str(), s.record.as_ref()?))).collect();
+        let records: BTreeMap<&str, KeyRecord> = self
+            .steps
+            .iter()
+            .filter_map(|s| {
+                let mut r = s.record.clone()?;
+                if let Some(path) = &s.exclusions
+                    && let Ok(k) = self.files.hash(path)
+                {
+                    r.written.push((key_path(&self.base, path), k));
+                }
+                Some((s.id.as_str(), r))
+            })
+            .collect();
         let bytes = serde_json::to_vec_pretty(&records).map_err(|e| Error::Encode(e.to_string()))?;
         let path = dir.join("keys.json");
         let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(Error::io(&dir))?;
@@ -343,6 +458,18 @@ fn explain(prev: &KeyRecord, now: &KeyRecord) -> Vec<String> {
         }
         for f in fields {
             why.push(format!("config {f}"));
+        }
+    }
+    if prev.pipeline != now.pipeline {
+        let a: serde_json::Value = serde_json::from_str(&prev.pipeline).unwrap_or(serde_json::Value::Null);
+        let b: serde_json::Value = serde_json::from_str(&now.pipeline).unwrap_or(serde_json::Value::Null);
+        let mut fields = Vec::new();
+        diff_json("", &a, &b, &mut fields);
+        if fields.is_empty() {
+            why.push("pipeline settings changed".to_owned());
+        }
+        for f in fields {
+            why.push(format!("pipeline setting {f}"));
         }
     }
     if prev.seed != now.seed {
@@ -424,15 +551,26 @@ enum Stored {
     OutputChanged(String),
 }
 
+/// Why a step's exclusion file at `path` is not as the last run with the same key left it
+/// (`previous`), if it is not: missing, or changed since.
+fn exclusions_state(files: &FileIndex, base: &Path, path: &Path, previous: Option<&KeyRecord>) -> Option<String> {
+    let name = key_path(base, path);
+    let Ok(now) = files.hash(path) else { return Some(format!("its exclusion file {name} is missing")) };
+    match previous.and_then(|r| r.written.iter().find(|(n, _)| *n == name)) {
+        Some((_, was)) if *was != now => Some(format!("its exclusion file {name} was changed since it was written")),
+        _ => None,
+    }
+}
+
 /// What the store holds for `key`, from file presence only (nothing is read but a sink's
 /// manifest): the plan must stay fast.
-fn stored_state(store: &Store, files: &FileIndex, key: &Key, sink: bool) -> Stored {
+fn stored_state(store: &Store, files: &FileIndex, base: &Path, key: &Key, sink: bool) -> Stored {
     if store.contains(&manifest_key(key)) {
         if !sink {
             return Stored::Complete;
         }
         return match read_manifest(store, key) {
-            Some(m) => match files_changed(&m, files) {
+            Some(m) => match files_changed(&m, files, base) {
                 Some(why) => Stored::OutputChanged(why),
                 None => Stored::Complete,
             },
@@ -451,10 +589,11 @@ fn read_manifest(store: &Store, key: &Key) -> Option<Manifest> {
     codec::decode(&e.payload)
 }
 
-/// Why a sink's files are not as its manifest records them, if they are not.
-fn files_changed(m: &Manifest, files: &FileIndex) -> Option<String> {
+/// Why a sink's files are not as its manifest records them, if they are not. The manifest
+/// names them relative to `base`, the pipeline file's folder.
+fn files_changed(m: &Manifest, files: &FileIndex, base: &Path) -> Option<String> {
     for (path, k) in &m.files {
-        match files.hash(Path::new(path)) {
+        match files.hash(&base.join(path)) {
             Ok(now) if now == *k => {}
             Ok(_) => return Some(format!("output file {path} was changed since it was written")),
             Err(_) => return Some(format!("output file {path} is missing")),
@@ -473,6 +612,8 @@ struct StepEntry {
     /// Parts are synced before their rename.
     durable: bool,
     sink_files: Option<Vec<PathBuf>>,
+    /// The folder the manifest's file names are relative to.
+    base: PathBuf,
     complete: OnceLock<bool>,
     parts: OnceLock<u64>,
 }
@@ -500,7 +641,7 @@ impl StepCache for StepEntry {
             }
             let Some(m) = self.manifest() else { return false };
             if self.sink_files.is_some() {
-                return files_changed(&m, &self.files).is_none();
+                return files_changed(&m, &self.files, &self.base).is_none();
             }
             // Every part is read and checked now, so that a damaged one means computing the
             // step, never a failure half-way through a replay.
@@ -548,7 +689,7 @@ impl StepCache for StepEntry {
         let mut files = Vec::new();
         for f in self.sink_files.iter().flatten() {
             let k = self.files.hash(f).map_err(|e| e.to_string())?;
-            files.push((f.display().to_string(), k));
+            files.push((key_path(&self.base, f), k));
         }
         let bytes = codec::encode(&Manifest { parts, files }).map_err(|e| e.to_string())?;
         self.store.put(&manifest_key(&self.key), codec::BINCODE2, &bytes).map_err(|e| e.to_string())
@@ -675,6 +816,7 @@ mod tests {
             store: store.clone(),
             files: Arc::new(FileIndex::load(dir.path())),
             pipeline: "p".into(),
+            base: PathBuf::new(),
             steps: Vec::new(),
         };
         let pin = Pin::new(&plan).unwrap();

@@ -207,7 +207,9 @@ fn check(bytes: &[u8], key: &Key) -> Result<u32, String> {
     let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     let format = word(8);
     if format != FORMAT_VERSION {
-        return Err(format!("was written in format {format} by another version of weave, which reads {FORMAT_VERSION}"));
+        return Err(format!(
+            "was written in format {format} by another version of weave, which reads {FORMAT_VERSION}"
+        ));
     }
     let codec = word(12);
     let mut len = [0u8; 8];

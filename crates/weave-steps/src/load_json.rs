@@ -53,7 +53,7 @@ fn build(p: &Params) -> Option<Step> {
         paths: paths?,
         batch,
         max_record: crate::max_record_bytes(p),
-        config: p.canonical(&["batch_size", "batch_bytes"]),
+        config: p.canonical(),
         next_file: 0,
         open: None,
         buf: Vec::new(),
