@@ -134,6 +134,9 @@ struct Manifest {
     files: Vec<(String, Key)>,
 }
 
+/// Why an unchanged step whose output is not stored runs when a step after it needs it.
+const NOT_KEPT: &str = "unchanged, but its output is not kept (cache = \"auto\" keeps costly steps only)";
+
 /// How a key or a manifest names `path`: relative to `base` (the pipeline file's folder)
 /// when it is under it, as it is otherwise (an absolute path, or one that climbs out with
 /// `..`), so that a pipeline has the same keys from whatever folder it is run.
@@ -258,7 +261,7 @@ impl CachePlan {
             // step runs again (and with it the steps after it, down to the sinks that make
             // it run).
             let exclusions_changed = match (&p.exclusions, &record) {
-                (Some(path), Some(now)) if !options.disabled && p.cache != CacheMode::Off => {
+                (Some(path), Some(now)) if !options.disabled => {
                     exclusions_state(&files, &base, path, previous.filter(|prev| prev.key == now.key))
                 }
                 _ => None,
@@ -282,7 +285,10 @@ impl CachePlan {
                         None => reasons.push("never run with this cache".to_owned()),
                     }
                     if let Some(why) = &again[i] {
-                        reasons.push(why.clone());
+                        // A step that runs anyway (never run, or changed) needs no other reason.
+                        if why == "--refresh" || changed.as_ref().is_some_and(Vec::is_empty) {
+                            reasons.push(why.clone());
+                        }
                         Status::Refresh
                     } else if stores {
                         match stored_state(&store, &files, &base, &r.key, node.shape == Shape::Sink) {
@@ -317,10 +323,7 @@ impl CachePlan {
                         match changed {
                             Some(why) if !why.is_empty() => Status::Stale,
                             Some(_) => {
-                                reasons.push(
-                                    "unchanged, but its output is not kept (cache = \"auto\" keeps costly steps only)"
-                                        .to_owned(),
-                                );
+                                reasons.push(NOT_KEPT.to_owned());
                                 Status::NotStored
                             }
                             None => Status::New,
@@ -329,8 +332,13 @@ impl CachePlan {
                 }
             };
             if let Some(why) = exclusions_changed {
-                reasons.push(why.clone());
+                // A step that was never run writes its exclusion file anyway: only a step
+                // that would otherwise be taken from the cache (or skipped) is told why.
+                if previous.is_some() {
+                    reasons.push(why.clone());
+                }
                 if matches!(status, Status::Cached | Status::NotStored | Status::Partial(_)) {
+                    reasons.retain(|r| r != NOT_KEPT);
                     status = Status::Stale;
                 }
                 again[i].get_or_insert(why);
