@@ -503,3 +503,43 @@ fn a_killed_stateful_step_is_not_claimed_as_partly_done() {
     check_in(dir.path(), &["run", "p.toml"], 0, &["replayed"], &[]);
     assert_eq!(step(&report(dir.path()), "dedup")["cache"], "replayed");
 }
+
+// regression (issue 13, sibling of item 1): a run that took a step from the cache started
+// a new quarantine file without the bad records that step had set aside, though its output
+// still lacked them; `--no-cache` listed them.
+#[test]
+fn bad_records_set_aside_by_a_cached_step_are_in_the_quarantine_file_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    std::fs::write(d.join("in.csv"), "id,text\n1,a line long enough to keep\n2,ragged,row\n3,another fine line\n")
+        .expect("input");
+    let text = r#"
+[[step]]
+id = "load"
+kind = "load_csv"
+path = "in.csv"
+on_bad_record = "skip"
+cache = true
+
+[[step]]
+id = "export"
+kind = "export_jsonl"
+path = "out/result.jsonl"
+"#;
+    std::fs::write(d.join("p.toml"), text).expect("pipeline");
+    let quarantine = d.join(".weave/quarantine.jsonl");
+    check_in(d, &["run", "p.toml", "--no-cache"], 0, &["1 bad records set aside"], &[]);
+    let want = std::fs::read_to_string(&quarantine).expect("quarantine");
+    assert_eq!(want.lines().count(), 1, "{want}");
+    check_in(d, &["run", "p.toml"], 0, &["1 bad records set aside"], &[]);
+    assert_eq!(std::fs::read_to_string(&quarantine).expect("quarantine"), want);
+
+    // Nothing runs: the record comes from the cache.
+    check_in(d, &["run", "p.toml"], 0, &["skipped", "1 bad records set aside"], &[]);
+    assert_eq!(step(&report(d), "load")["cache"], "skipped");
+    assert_eq!(std::fs::read_to_string(&quarantine).expect("quarantine"), want);
+    // The step replayed: the same.
+    std::fs::remove_file(d.join("out/result.jsonl")).expect("rm");
+    check_in(d, &["run", "p.toml"], 0, &["replayed", "1 bad records set aside"], &[]);
+    assert_eq!(std::fs::read_to_string(&quarantine).expect("quarantine"), want);
+}

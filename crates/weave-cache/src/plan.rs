@@ -79,6 +79,8 @@ pub struct StepPlan {
     sink_files: Option<Vec<PathBuf>>,
     /// Its exclusion file, as the run writes it.
     exclusions: Option<PathBuf>,
+    /// Its bad records are set aside into the quarantine file (`on_bad_record = "skip"`).
+    sets_aside: bool,
     /// Computed again although unchanged: nothing stored is used, the output is stored anew.
     fresh: bool,
 }
@@ -167,6 +169,12 @@ fn prefixed(key: &Key, n: u64) -> Key {
     let mut b = *key.as_bytes();
     b[24..].copy_from_slice(&n.to_be_bytes());
     Key::from_bytes(b)
+}
+
+/// Where the records a step set aside under `key` are kept: the lines it wrote to the
+/// quarantine file.
+fn set_aside_key(key: &Key) -> Key {
+    KeyBuilder::new("set-aside").key("step-output", key).finish()
 }
 
 fn manifest_key(key: &Key) -> Key {
@@ -266,6 +274,16 @@ impl CachePlan {
                 }
                 _ => None,
             };
+            // The same for the records it sets aside: this run's quarantine file gets them
+            // from the cache when the step does not run, so they must be there.
+            let sets_aside = p.on_bad_record != weave_core::BadRecordPolicy::Fail;
+            let set_aside_lost = match &record {
+                Some(now) if sets_aside && !options.disabled && !store.contains(&set_aside_key(&now.key)) => {
+                    Some("the records it set aside are not in the cache".to_owned())
+                }
+                _ => None,
+            };
+            let exclusions_changed = exclusions_changed.or(set_aside_lost);
             let stores = !options.disabled && record.is_some() && p.cache.stores(node.shape, node.cost);
             let mut status = match &record {
                 _ if options.disabled => {
@@ -354,6 +372,7 @@ impl CachePlan {
                 record,
                 sink_files,
                 exclusions: p.exclusions.clone(),
+                sets_aside,
                 fresh: again[i].is_some(),
             });
         }
@@ -434,7 +453,60 @@ impl CachePlan {
 
     /// The 24-byte prefixes of every entry this plan's steps use, for a [`Pin`].
     pub fn prefixes(&self) -> Vec<[u8; 24]> {
-        self.steps.iter().filter_map(|s| s.key).map(|k| prefix_of(&k)).collect()
+        let set_aside = self.steps.iter().filter(|s| s.sets_aside).filter_map(|s| s.key).map(|k| set_aside_key(&k));
+        self.steps.iter().filter_map(|s| s.key).chain(set_aside).map(|k| prefix_of(&k)).collect()
+    }
+
+    /// Keeps the quarantine file of a run that succeeded as `weave run --no-cache` would
+    /// have written it, and returns how many records it added: a step that sets bad records
+    /// aside but did not run (`ran` is false: its output was taken from the cache, or no
+    /// step needed it) gets the lines it wrote when it last ran appended to `quarantine`;
+    /// a step that ran has the lines it wrote kept in the cache under its key, for the next
+    /// run that does not run it.
+    pub fn settle_set_aside(&self, quarantine: &Path, ran: &dyn Fn(&str) -> bool) -> Result<u64, Error> {
+        let text = match std::fs::read_to_string(quarantine) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::Io { path: quarantine.to_path_buf(), source: e }),
+        };
+        let step_of = |line: &str| -> Option<String> {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            Some(v.get("step")?.as_str()?.to_owned())
+        };
+        let mut restored: Vec<String> = Vec::new();
+        for s in self.steps.iter().filter(|s| s.sets_aside) {
+            let Some(key) = s.key else { continue };
+            let k = set_aside_key(&key);
+            if ran(&s.id) {
+                let lines: Vec<&str> = text.lines().filter(|l| step_of(l).as_deref() == Some(s.id.as_str())).collect();
+                let bytes = codec::encode(&lines)?;
+                self.store.put(&k, codec::BINCODE2, &bytes)?;
+            } else {
+                match self.store.get(&k)?.and_then(|e| codec::decode::<Vec<String>>(&e.payload)) {
+                    Some(lines) => restored.extend(lines),
+                    None => log::warn!(
+                        "step \"{}\": the records it set aside when it last ran are no longer in the cache, so the quarantine file {} lacks them; `--refresh {}` sets them aside again",
+                        s.id,
+                        quarantine.display(),
+                        s.id
+                    ),
+                }
+            }
+        }
+        if !restored.is_empty() {
+            if let Some(dir) = quarantine.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(quarantine)
+                .map_err(Error::io(quarantine))?;
+            let mut buf = restored.join("\n");
+            buf.push('\n');
+            std::io::Write::write_all(&mut f, buf.as_bytes()).map_err(Error::io(quarantine))?;
+        }
+        Ok(restored.len() as u64)
     }
 }
 
