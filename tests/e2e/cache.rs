@@ -397,6 +397,8 @@ fn the_same_pipeline_is_cached_from_any_folder() {
     let abs = proj.join("p.toml");
     for (folder, file) in [
         (dir.path().to_path_buf(), "proj/p.toml"),
+        (dir.path().to_path_buf(), "./proj/p.toml"),
+        (proj.clone(), "./p.toml"),
         (proj.join("out"), "../p.toml"),
         (PathBuf::from("/"), abs.to_str().expect("UTF-8")),
     ] {

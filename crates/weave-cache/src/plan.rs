@@ -143,7 +143,10 @@ const NOT_KEPT: &str = "unchanged, but its output is not kept (cache = \"auto\" 
 /// when it is under it, as it is otherwise (an absolute path, or one that climbs out with
 /// `..`), so that a pipeline has the same keys from whatever folder it is run.
 fn key_path(base: &Path, path: &Path) -> String {
-    path.strip_prefix(base).unwrap_or(path).display().to_string()
+    let rel = path.strip_prefix(base).unwrap_or(path);
+    // `./in.csv` and `in.csv` are one file, however the pipeline file was named.
+    let plain: PathBuf = rel.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
+    plain.display().to_string()
 }
 
 /// Why stored parts of a step's output cannot stand in for computing it, if they cannot:
@@ -861,6 +864,29 @@ mod tests {
                 "`rules[1].min_chars` changed: 20 → 25",
             ]
         );
+    }
+
+    // regression (issue 13, item 2): keys named files by their path from the working
+    // directory.
+    #[test]
+    fn files_are_named_relative_to_the_pipeline_files_folder_however_it_is_spelt() {
+        // (the pipeline file's folder, a file as the steps resolve it)
+        let cases = [
+            ("", "in.csv"),
+            ("", "./in.csv"),
+            (".", "./in.csv"),
+            (".", "././in.csv"),
+            ("proj", "proj/in.csv"),
+            ("proj", "proj/./in.csv"),
+            ("./proj", "./proj/in.csv"),
+            ("/abs/proj", "/abs/proj/in.csv"),
+        ];
+        for (base, path) in cases {
+            assert_eq!(key_path(Path::new(base), Path::new(path)), "in.csv", "{base} + {path}");
+        }
+        assert_eq!(key_path(Path::new("proj"), Path::new("proj/../data/in.csv")), "../data/in.csv");
+        assert_eq!(key_path(Path::new("proj"), Path::new("/data/in.csv")), "/data/in.csv");
+        assert_eq!(key_path(Path::new("proj"), Path::new("proj/sub/in.csv")), "sub/in.csv");
     }
 
     #[test]
