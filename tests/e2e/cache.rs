@@ -90,6 +90,26 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Starts `weave run p.toml` in `dir` and kills it (SIGKILL) once the cache holds `n`
+/// entries; checks that it had not finished.
+fn kill_when_stored(dir: &Path, n: usize) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weave"))
+        .args(["run", "p.toml"])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("weave starts");
+    let t0 = Instant::now();
+    while entries(dir).len() < n && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let killed = Command::new("kill").args(["-KILL", &child.id().to_string()]).status().expect("kill runs");
+    assert!(killed.success());
+    let status = child.wait().expect("weave exits");
+    assert!(!status.success(), "the run was killed before it finished ({status})");
+}
+
 /// An uninterrupted run without the cache, in a folder of its own: the reference output.
 fn reference(rows: usize, batch: usize) -> Vec<u8> {
     let dir = setup(rows, batch);
@@ -174,22 +194,8 @@ fn changing_one_step_recomputes_it_and_the_steps_after_it() {
 fn a_killed_run_resumes_without_recomputing_finished_batches() {
     let (rows, batch) = (400_000, 2000);
     let dir = setup(rows, batch);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weave"))
-        .args(["run", "p.toml"])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("weave starts");
-    // Wait until clean has stored some batches, then kill the run outright.
-    let t0 = Instant::now();
-    while entries(dir.path()).len() < 10 && t0.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let killed = Command::new("kill").args(["-KILL", &child.id().to_string()]).status().expect("kill runs");
-    assert!(killed.success());
-    let status = child.wait().expect("weave exits");
-    assert!(!status.success(), "the run was killed before it finished ({status})");
+    // Kill the run outright once clean has stored some batches.
+    kill_when_stored(dir.path(), 10);
     assert!(!dir.path().join("out/result.jsonl").exists(), "nothing committed");
     let stored = entries(dir.path()).len() as u64;
     assert!(stored >= 10);
@@ -223,16 +229,21 @@ fn damaged_entries_are_warned_about_and_recomputed() {
     let bytes = std::fs::read(&parts[1]).expect("entry");
     std::fs::write(&parts[1], &bytes[..bytes.len() / 2]).expect("truncate");
     std::fs::write(&parts[2], b"").expect("empty");
-    std::fs::remove_file(dir.path().join("out/result.jsonl")).expect("rm");
+    check_recomputed(dir.path(), &good, "is damaged");
+}
 
-    let out = check_in(dir.path(), &["run", "p.toml"], 0, &["run succeeded"], &["is damaged"]);
+/// Runs the pipeline in `dir` again without its output file, after entries of its cache
+/// were spoilt: the run warns with `warning`, computes them again and writes `good`; they
+/// were replaced, so the run after it warns of nothing and replays them.
+fn check_recomputed(dir: &Path, good: &[u8], warning: &str) {
+    std::fs::remove_file(dir.join("out/result.jsonl")).expect("rm");
+    let out = check_in(dir, &["run", "p.toml"], 0, &["run succeeded"], &[warning]);
     assert!(out.stderr.contains("removing it and recomputing"), "{}", out.stderr);
-    assert_eq!(output(dir.path()), good);
-    // The damaged entries were replaced: the next run finds the cache whole again.
-    std::fs::remove_file(dir.path().join("out/result.jsonl")).expect("rm");
-    let out = check_in(dir.path(), &["run", "p.toml"], 0, &["replayed"], &[]);
-    assert!(!out.stderr.contains("damaged"), "{}", out.stderr);
-    assert_eq!(output(dir.path()), good);
+    assert_eq!(output(dir), good, "the output is the one computed");
+    std::fs::remove_file(dir.join("out/result.jsonl")).expect("rm");
+    let out = check_in(dir, &["run", "p.toml"], 0, &["replayed"], &[]);
+    assert!(!out.stderr.contains("recomputing"), "{}", out.stderr);
+    assert_eq!(output(dir), good);
 }
 
 #[test]
@@ -434,16 +445,7 @@ fn entries_swapped_on_disk_are_warned_about_and_recomputed() {
     assert_ne!(a, b);
     std::fs::write(&parts[0], &b).expect("swap");
     std::fs::write(&parts[1], &a).expect("swap");
-    std::fs::remove_file(dir.path().join("out/result.jsonl")).expect("rm");
-
-    let out = check_in(dir.path(), &["run", "p.toml"], 0, &["run succeeded"], &["holds the entry of another key"]);
-    assert!(out.stderr.contains("removing it and recomputing"), "{}", out.stderr);
-    assert_eq!(output(dir.path()), good, "the output is the one computed, not the swapped parts'");
-    // The entries were rewritten under their own keys: the cache is whole again.
-    std::fs::remove_file(dir.path().join("out/result.jsonl")).expect("rm");
-    let out = check_in(dir.path(), &["run", "p.toml"], 0, &["replayed"], &[]);
-    assert!(!out.stderr.contains("another key"), "{}", out.stderr);
-    assert_eq!(output(dir.path()), good);
+    check_recomputed(dir.path(), &good, "holds the entry of another key");
 }
 
 // regression (issue 13, item 4): after a kill, `weave plan` said `partial (N batches
@@ -470,20 +472,7 @@ fn a_killed_stateful_step_is_not_claimed_as_partly_done() {
     let uninterrupted = folder();
     check_in(uninterrupted.path(), &["run", "p.toml", "--no-cache"], 0, &[], &[]);
     let dir = folder();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weave"))
-        .args(["run", "p.toml"])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("weave starts");
-    let t0 = Instant::now();
-    while entries(dir.path()).len() < 10 && t0.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let killed = Command::new("kill").args(["-KILL", &child.id().to_string()]).status().expect("kill runs");
-    assert!(killed.success());
-    assert!(!child.wait().expect("weave exits").success(), "the run was killed before it finished");
+    kill_when_stored(dir.path(), 10);
     let stored = entries(dir.path()).len();
     assert!(stored >= 10, "{stored} entries");
 

@@ -531,30 +531,8 @@ fn explain(prev: &KeyRecord, now: &KeyRecord) -> Vec<String> {
     if prev.version != now.version {
         why.push(format!("step version changed: {} → {}", prev.version, now.version));
     }
-    if prev.config != now.config {
-        let a: serde_json::Value = serde_json::from_str(&prev.config).unwrap_or(serde_json::Value::Null);
-        let b: serde_json::Value = serde_json::from_str(&now.config).unwrap_or(serde_json::Value::Null);
-        let mut fields = Vec::new();
-        diff_json("", &a, &b, &mut fields);
-        if fields.is_empty() {
-            why.push("configuration changed".to_owned());
-        }
-        for f in fields {
-            why.push(format!("config {f}"));
-        }
-    }
-    if prev.pipeline != now.pipeline {
-        let a: serde_json::Value = serde_json::from_str(&prev.pipeline).unwrap_or(serde_json::Value::Null);
-        let b: serde_json::Value = serde_json::from_str(&now.pipeline).unwrap_or(serde_json::Value::Null);
-        let mut fields = Vec::new();
-        diff_json("", &a, &b, &mut fields);
-        if fields.is_empty() {
-            why.push("pipeline settings changed".to_owned());
-        }
-        for f in fields {
-            why.push(format!("pipeline setting {f}"));
-        }
-    }
+    diff_settings(&prev.config, &now.config, "config", "configuration changed", &mut why);
+    diff_settings(&prev.pipeline, &now.pipeline, "pipeline setting", "pipeline settings changed", &mut why);
     if prev.seed != now.seed {
         why.push(format!("seed changed: {} → {}", prev.seed, now.seed));
     }
@@ -586,6 +564,22 @@ fn explain(prev: &KeyRecord, now: &KeyRecord) -> Vec<String> {
         why.push("its key changed".to_owned());
     }
     why
+}
+
+/// Says which fields differ between two settings in canonical JSON, each as `what` and
+/// its JSON path, or `whole` when they differ in a way no field shows.
+fn diff_settings(prev: &str, now: &str, what: &str, whole: &str, why: &mut Vec<String>) {
+    if prev == now {
+        return;
+    }
+    let a: serde_json::Value = serde_json::from_str(prev).unwrap_or(serde_json::Value::Null);
+    let b: serde_json::Value = serde_json::from_str(now).unwrap_or(serde_json::Value::Null);
+    let mut fields = Vec::new();
+    diff_json("", &a, &b, &mut fields);
+    if fields.is_empty() {
+        why.push(whole.to_owned());
+    }
+    why.extend(fields.into_iter().map(|f| format!("{what} {f}")));
 }
 
 /// Lists the fields that differ between two JSON values, as `` `a.b[2]`: x → y ``.

@@ -70,31 +70,10 @@ const SAMPLES: &[Sample] = &[
             ("path", None, "path = \"in3.csv\""),
             ("delimiter", None, "delimiter = \";\""),
             ("quote", None, "quote = \"'\""),
-            ("batch_size", None, "batch_size = 7"),
-            ("batch_bytes", None, "batch_bytes = \"2MiB\""),
-            ("max_record_bytes", None, "max_record_bytes = \"1KiB\""),
         ],
     },
-    Sample {
-        kind: "load_jsonl",
-        base: "path = \"in.jsonl\"",
-        changes: &[
-            ("path", None, "path = \"in2.jsonl\""),
-            ("batch_size", None, "batch_size = 7"),
-            ("batch_bytes", None, "batch_bytes = \"2MiB\""),
-            ("max_record_bytes", None, "max_record_bytes = \"1KiB\""),
-        ],
-    },
-    Sample {
-        kind: "load_json",
-        base: "path = \"in.json\"",
-        changes: &[
-            ("path", None, "path = \"in2.json\""),
-            ("batch_size", None, "batch_size = 7"),
-            ("batch_bytes", None, "batch_bytes = \"2MiB\""),
-            ("max_record_bytes", None, "max_record_bytes = \"1KiB\""),
-        ],
-    },
+    Sample { kind: "load_jsonl", base: "path = \"in.jsonl\"", changes: &[("path", None, "path = \"in2.jsonl\"")] },
+    Sample { kind: "load_json", base: "path = \"in.json\"", changes: &[("path", None, "path = \"in2.json\"")] },
     Sample {
         kind: "load_text",
         base: "path = \"in.txt\"",
@@ -102,19 +81,12 @@ const SAMPLES: &[Sample] = &[
             ("path", None, "path = \"in2.txt\""),
             ("field", None, "field = \"line\""),
             ("skip_empty", None, "skip_empty = true"),
-            ("batch_size", None, "batch_size = 7"),
-            ("batch_bytes", None, "batch_bytes = \"2MiB\""),
-            ("max_record_bytes", None, "max_record_bytes = \"1KiB\""),
         ],
     },
     Sample {
         kind: "load_parquet",
         base: "path = \"in.parquet\"",
-        changes: &[
-            ("path", None, "path = \"in2.parquet\""),
-            ("columns", None, "columns = [\"text\"]"),
-            ("batch_size", None, "batch_size = 7"),
-        ],
+        changes: &[("path", None, "path = \"in2.parquet\""), ("columns", None, "columns = [\"text\"]")],
     },
     Sample {
         kind: "clean",
@@ -213,8 +185,6 @@ const SAMPLES: &[Sample] = &[
             ("count", None, "count = 11"),
             ("field", None, "field = \"body\""),
             ("template_field", None, "template_field = \"tpl\""),
-            ("batch_size", None, "batch_size = 7"),
-            ("seed", None, "seed = 9"),
         ],
     },
     Sample {
@@ -227,7 +197,6 @@ const SAMPLES: &[Sample] = &[
             ("balance_by", None, "balance_by = \"label\""),
             ("source", None, "source = \"origin\""),
             ("check_schema", None, "check_schema = false"),
-            ("seed", None, "seed = 9"),
         ],
     },
     Sample {
@@ -238,7 +207,6 @@ const SAMPLES: &[Sample] = &[
             ("field", None, "field = \"part\""),
             ("key", None, "key = [\"id\"]"),
             ("stratify_by", None, "stratify_by = \"label\""),
-            ("seed", None, "seed = 9"),
         ],
     },
     Sample {
@@ -262,7 +230,6 @@ const SAMPLES: &[Sample] = &[
             ("fraction", None, "fraction = 0.25"),
             ("stratify_by", None, "stratify_by = \"label\""),
             ("key", None, "key = [\"id\"]"),
-            ("seed", None, "seed = 9"),
         ],
     },
     Sample {
@@ -274,7 +241,6 @@ const SAMPLES: &[Sample] = &[
             ("top", None, "top = 5"),
             ("max_categories", None, "max_categories = 50"),
             ("ks_sample", None, "ks_sample = 100"),
-            ("seed", None, "seed = 9"),
         ],
     },
     Sample {
@@ -292,13 +258,6 @@ const SAMPLES: &[Sample] = &[
             ),
             ("keep_input", None, "keep_input = false"),
             ("sample_field", None, "sample_field = \"k\""),
-            ("llm", None, "llm = \"other\""),
-            ("concurrency", None, "concurrency = 4"),
-            ("temperature", None, "temperature = 0.2"),
-            ("top_p", None, "top_p = 0.5"),
-            ("max_tokens", None, "max_tokens = 100"),
-            ("stop", None, "stop = [\"END\"]"),
-            ("system", None, "system = \"Be terse.\""),
         ],
     },
     Sample {
@@ -319,13 +278,6 @@ const SAMPLES: &[Sample] = &[
                 "pass_field = \"p\"",
             ),
             ("response_format", None, "response_format = \"json\""),
-            ("llm", None, "llm = \"other\""),
-            ("concurrency", None, "concurrency = 4"),
-            ("temperature", None, "temperature = 0.2"),
-            ("top_p", None, "top_p = 0.5"),
-            ("max_tokens", None, "max_tokens = 100"),
-            ("stop", None, "stop = [\"END\"]"),
-            ("system", None, "system = \"Be terse.\""),
         ],
     },
     Sample {
@@ -335,8 +287,6 @@ const SAMPLES: &[Sample] = &[
             ("path", None, "path = \"out/p.jsonl\""),
             ("compression", Some("path = \"out/o.jsonl.gz\""), "compression = \"gzip\""),
             ("level", Some("path = \"out/o.jsonl.gz\""), "level = 9"),
-            ("max_rows", None, "max_rows = 10"),
-            ("max_bytes", None, "max_bytes = \"1MiB\""),
             ("max_partitions", Some("path = \"out/{label}.jsonl\""), "max_partitions = 3"),
             ("manifest", Some("path = \"out/o.jsonl\"\nmax_rows = 10"), "manifest = \"out/m.json\""),
         ],
@@ -348,8 +298,6 @@ const SAMPLES: &[Sample] = &[
             ("path", None, "path = \"out/p.csv\""),
             ("compression", Some("path = \"out/o.csv.gz\""), "compression = \"gzip\""),
             ("level", Some("path = \"out/o.csv.gz\""), "level = 9"),
-            ("max_rows", None, "max_rows = 10"),
-            ("max_bytes", None, "max_bytes = \"1MiB\""),
             ("max_partitions", Some("path = \"out/{label}.csv\""), "max_partitions = 3"),
             ("manifest", Some("path = \"out/o.csv\"\nmax_rows = 10"), "manifest = \"out/m.json\""),
             ("delimiter", None, "delimiter = \";\""),
@@ -363,8 +311,6 @@ const SAMPLES: &[Sample] = &[
             ("path", None, "path = \"out/p.json\""),
             ("compression", Some("path = \"out/o.json.gz\""), "compression = \"gzip\""),
             ("level", Some("path = \"out/o.json.gz\""), "level = 9"),
-            ("max_rows", None, "max_rows = 10"),
-            ("max_bytes", None, "max_bytes = \"1MiB\""),
             ("max_partitions", Some("path = \"out/{label}.json\""), "max_partitions = 3"),
             ("manifest", Some("path = \"out/o.json\"\nmax_rows = 10"), "manifest = \"out/m.json\""),
             ("pretty", None, "pretty = true"),
@@ -375,6 +321,24 @@ const SAMPLES: &[Sample] = &[
         base: "path = \"out/o.parquet\"",
         changes: &[("path", None, "path = \"out/p.parquet\""), ("compression", None, "compression = \"zstd\"")],
     },
+];
+
+/// The line that changes a key several kinds take, written into the kind's sample; a
+/// kind's own line for the key (in `SAMPLES`) comes first.
+const SHARED: &[(&str, &str)] = &[
+    ("batch_size", "batch_size = 7"),
+    ("batch_bytes", "batch_bytes = \"2MiB\""),
+    ("max_record_bytes", "max_record_bytes = \"1KiB\""),
+    ("max_rows", "max_rows = 10"),
+    ("max_bytes", "max_bytes = \"1MiB\""),
+    ("llm", "llm = \"other\""),
+    ("concurrency", "concurrency = 4"),
+    ("temperature", "temperature = 0.2"),
+    ("top_p", "top_p = 0.5"),
+    ("max_tokens", "max_tokens = 100"),
+    ("stop", "stop = [\"END\"]"),
+    ("system", "system = \"Be terse.\""),
+    ("seed", "seed = 9"),
 ];
 
 /// The keys every step takes, and the line that changes each (`None`: `kind`, which makes
@@ -480,28 +444,26 @@ fn every_key_of_every_kind_is_in_the_key_unless_declared_neutral() {
             problems.push(format!("kind `{}` has no sample: add one to SAMPLES", kind.name));
             continue;
         };
-        for key in kind.keys {
-            if !sample.changes.iter().any(|(k, _, _)| k == key) {
-                problems.push(format!(
-                    "key `{key}` of kind `{}` has no sample: add the line that changes it to SAMPLES",
-                    kind.name
-                ));
-            }
-        }
         for (key, _, _) in sample.changes {
             if !kind.keys.contains(key) {
                 problems.push(format!("SAMPLES changes `{key}`, which kind `{}` does not take", kind.name));
             }
         }
-        let mut cases: Vec<(String, String, String, bool)> = sample
-            .changes
-            .iter()
-            .map(|(key, base, line)| {
-                let base = step_text(kind.name, kind.shape, base.unwrap_or(sample.base));
-                let changed = set(&base, line);
-                (key.to_string(), base, changed, !is_output_neutral_for_kind(kind.name, key))
-            })
-            .collect();
+        let mut cases: Vec<(String, String, String, bool)> = Vec::new();
+        for key in kind.keys {
+            let own = sample.changes.iter().find(|(k, _, _)| k == key).map(|(_, base, line)| (*base, *line));
+            let shared = SHARED.iter().find(|(k, _)| k == key).map(|(_, line)| (None, *line));
+            let Some((base, line)) = own.or(shared) else {
+                problems.push(format!(
+                    "key `{key}` of kind `{}` has no sample: add the line that changes it to SAMPLES",
+                    kind.name
+                ));
+                continue;
+            };
+            let base = step_text(kind.name, kind.shape, base.unwrap_or(sample.base));
+            let changed = set(&base, line);
+            cases.push((key.to_string(), base, changed, !is_output_neutral_for_kind(kind.name, key)));
+        }
         for key in STEP_COMMON_KEYS {
             let Some((_, change)) = COMMON.iter().find(|(k, _)| k == key) else {
                 problems.push(format!("the common key `{key}` has no sample: add the line that changes it to COMMON"));
