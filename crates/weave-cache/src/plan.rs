@@ -77,8 +77,9 @@ pub struct StepPlan {
     durable: bool,
     record: Option<KeyRecord>,
     sink_files: Option<Vec<PathBuf>>,
-    /// Its exclusion file, as the run writes it.
-    exclusions: Option<PathBuf>,
+    /// The files it writes besides a sink's: its exclusion file, and those a step of
+    /// another shape declares (`StepInfo::files_written`), each with what it is.
+    own_files: Vec<(&'static str, PathBuf)>,
     /// Its bad records are set aside into the quarantine file (`on_bad_record = "skip"`).
     sets_aside: bool,
     /// Computed again although unchanged: nothing stored is used, the output is stored anew.
@@ -100,9 +101,9 @@ struct KeyRecord {
     inputs: Vec<(String, Key)>,
     /// Input files, by their path relative to the pipeline file's folder, and their hash.
     files: Vec<(String, Key)>,
-    /// The exclusion file the step wrote (by its path relative to the pipeline file's
-    /// folder) and its hash when the run ended: a step whose file is no longer so runs
-    /// again, even when its output is served by the cache.
+    /// The files the step wrote besides a sink's (its exclusion file), by their path
+    /// relative to the pipeline file's folder, and their hash when the run ended: a step
+    /// whose file is no longer so runs again, even when its output is served by the cache.
     #[serde(default)]
     written: Vec<(String, Key)>,
 }
@@ -267,13 +268,25 @@ impl CachePlan {
                     }
                 })
             };
-            // Its exclusion file: a run that takes the step's output from the cache, or does
-            // not need it, does not write it, so it must be as the last run left it, or the
-            // step runs again (and with it the steps after it, down to the sinks that make
-            // it run).
-            let exclusions_changed = match (&p.exclusions, &record) {
-                (Some(path), Some(now)) if !options.disabled => {
-                    exclusions_state(&files, &base, path, previous.filter(|prev| prev.key == now.key))
+            // Its own files (its exclusion file): a run that takes the step's output from the
+            // cache, or does not need it, does not write them, so they must be as the last
+            // run left them, or the step runs again (and with it the steps after it, down to
+            // the sinks that make it run).
+            let own_files: Vec<(&'static str, PathBuf)> = p
+                .exclusions
+                .iter()
+                .map(|f| ("exclusion file", f.clone()))
+                .chain(
+                    (node.shape != Shape::Sink)
+                        .then(|| info.files_written())
+                        .into_iter()
+                        .flatten()
+                        .map(|f| ("output file", f)),
+                )
+                .collect();
+            let own_changed = match &record {
+                Some(now) if !options.disabled => {
+                    own_files_state(&files, &base, &own_files, previous.filter(|prev| prev.key == now.key))
                 }
                 _ => None,
             };
@@ -286,7 +299,7 @@ impl CachePlan {
                 }
                 _ => None,
             };
-            let exclusions_changed = exclusions_changed.or(set_aside_lost);
+            let own_changed = own_changed.or(set_aside_lost);
             let stores = !options.disabled && record.is_some() && p.cache.stores(node.shape, node.cost);
             let mut status = match &record {
                 _ if options.disabled => {
@@ -352,7 +365,7 @@ impl CachePlan {
                     }
                 }
             };
-            if let Some(why) = exclusions_changed {
+            if let Some(why) = own_changed {
                 // A step that was never run writes its exclusion file anyway: only a step
                 // that would otherwise be taken from the cache (or skipped) is told why.
                 if previous.is_some() {
@@ -374,7 +387,7 @@ impl CachePlan {
                 durable: node.cost >= CacheMode::AUTO_MIN_COST,
                 record,
                 sink_files,
-                exclusions: p.exclusions.clone(),
+                own_files,
                 sets_aside,
                 fresh: again[i].is_some(),
             });
@@ -438,10 +451,10 @@ impl CachePlan {
             .iter()
             .filter_map(|s| {
                 let mut r = s.record.clone()?;
-                if let Some(path) = &s.exclusions
-                    && let Ok(k) = self.files.hash(path)
-                {
-                    r.written.push((key_path(&self.base, path), k));
+                for (_, path) in &s.own_files {
+                    if let Ok(k) = self.files.hash(path) {
+                        r.written.push((key_path(&self.base, path), k));
+                    }
                 }
                 Some((s.id.as_str(), r))
             })
@@ -628,15 +641,22 @@ enum Stored {
     OutputChanged(String),
 }
 
-/// Why a step's exclusion file at `path` is not as the last run with the same key left it
-/// (`previous`), if it is not: missing, or changed since.
-fn exclusions_state(files: &FileIndex, base: &Path, path: &Path, previous: Option<&KeyRecord>) -> Option<String> {
-    let name = key_path(base, path);
-    let Ok(now) = files.hash(path) else { return Some(format!("its exclusion file {name} is missing")) };
-    match previous.and_then(|r| r.written.iter().find(|(n, _)| *n == name)) {
-        Some((_, was)) if *was != now => Some(format!("its exclusion file {name} was changed since it was written")),
-        _ => None,
-    }
+/// Why one of a step's own files (`what`, at a path) is not as the last run with the same
+/// key left it (`previous`), if one is not: missing, or changed since.
+fn own_files_state(
+    files: &FileIndex,
+    base: &Path,
+    own: &[(&'static str, PathBuf)],
+    previous: Option<&KeyRecord>,
+) -> Option<String> {
+    own.iter().find_map(|(what, path)| {
+        let name = key_path(base, path);
+        let Ok(now) = files.hash(path) else { return Some(format!("its {what} {name} is missing")) };
+        match previous.and_then(|r| r.written.iter().find(|(n, _)| *n == name)) {
+            Some((_, was)) if *was != now => Some(format!("its {what} {name} was changed since it was written")),
+            _ => None,
+        }
+    })
 }
 
 /// What the store holds for `key`, from file presence only (nothing is read but a sink's
