@@ -175,6 +175,10 @@ fn prefixed(key: &Key, n: u64) -> Key {
     Key::from_bytes(b)
 }
 
+/// The largest quarantine file whose records are kept in the cache for the steps that
+/// set them aside.
+pub const MAX_SET_ASIDE_BYTES: u64 = 256 << 20;
+
 /// Where the records a step set aside under `key` are kept: the lines it wrote to the
 /// quarantine file.
 fn set_aside_key(key: &Key) -> Key {
@@ -479,10 +483,21 @@ impl CachePlan {
     /// step needed it) gets the lines it wrote when it last ran appended to `quarantine`;
     /// a step that ran has the lines it wrote kept in the cache under its key, for the next
     /// run that does not run it.
+    ///
+    /// A quarantine file larger than [`MAX_SET_ASIDE_BYTES`] is not kept (it would be held
+    /// in memory): its steps then run again next time, to set their records aside anew.
     pub fn settle_set_aside(&self, quarantine: &Path, ran: &dyn Fn(&str) -> bool) -> Result<u64, Error> {
+        let size = std::fs::metadata(quarantine).map_or(0, |m| m.len());
         let text = match std::fs::read_to_string(quarantine) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            _ if size > MAX_SET_ASIDE_BYTES => {
+                log::info!(
+                    "the quarantine file {} is too large to keep in the cache; the steps that set records aside run again next time",
+                    quarantine.display()
+                );
+                None
+            }
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(String::new()),
             Err(e) => return Err(Error::Io { path: quarantine.to_path_buf(), source: e }),
         };
         let step_of = |line: &str| -> Option<String> {
@@ -494,6 +509,11 @@ impl CachePlan {
             let Some(key) = s.key else { continue };
             let k = set_aside_key(&key);
             if ran(&s.id) {
+                let Some(text) = &text else {
+                    // What an earlier run kept may not be what this one set aside.
+                    self.store.remove(&k)?;
+                    continue;
+                };
                 let lines: Vec<&str> = text.lines().filter(|l| step_of(l).as_deref() == Some(s.id.as_str())).collect();
                 let bytes = codec::encode(&lines)?;
                 self.store.put(&k, codec::BINCODE2, &bytes)?;
