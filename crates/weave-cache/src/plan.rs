@@ -488,17 +488,18 @@ impl CachePlan {
     /// in memory): its steps then run again next time, to set their records aside anew.
     pub fn settle_set_aside(&self, quarantine: &Path, ran: &dyn Fn(&str) -> bool) -> Result<u64, Error> {
         let size = std::fs::metadata(quarantine).map_or(0, |m| m.len());
-        let text = match std::fs::read_to_string(quarantine) {
-            _ if size > MAX_SET_ASIDE_BYTES => {
+        let read = if size > MAX_SET_ASIDE_BYTES { None } else { Some(std::fs::read_to_string(quarantine)) };
+        let text = match read {
+            None => {
                 log::info!(
                     "the quarantine file {} is too large to keep in the cache; the steps that set records aside run again next time",
                     quarantine.display()
                 );
                 None
             }
-            Ok(t) => Some(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(String::new()),
-            Err(e) => return Err(Error::Io { path: quarantine.to_path_buf(), source: e }),
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Some(String::new()),
+            Some(Err(e)) => return Err(Error::Io { path: quarantine.to_path_buf(), source: e }),
         };
         let step_of = |line: &str| -> Option<String> {
             let v: serde_json::Value = serde_json::from_str(line).ok()?;
