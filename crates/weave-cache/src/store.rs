@@ -3,6 +3,8 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use crate::error::Error;
@@ -29,6 +31,8 @@ const HEADER_LEN: usize = 88;
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Whether an entry of another version's format was met (said once, not per entry).
+    met_old_format: Arc<AtomicBool>,
 }
 
 /// A read entry.
@@ -56,7 +60,7 @@ impl Store {
         for dir in [root.join("objects"), root.join("tmp")] {
             fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         }
-        Ok(Store { root })
+        Ok(Store { root, met_old_format: Arc::default() })
     }
 
     /// The store's folder.
@@ -123,7 +127,19 @@ impl Store {
                 bytes.drain(..HEADER_LEN);
                 Ok(Some(Entry { codec, payload: bytes }))
             }
-            Err(why) => {
+            Err(Unusable::OldFormat(format)) => {
+                // A cache kept across an upgrade holds many: one line says it for all.
+                if !self.met_old_format.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "the cache in {} holds entries written in format {format} by another version of weave (this one reads {FORMAT_VERSION}): each is removed when met and computed again (LLM answers among them are asked again)",
+                        self.root.display()
+                    );
+                }
+                log::debug!("cache entry {} is in format {format}; removing it", path.display());
+                let _ = fs::remove_file(&path);
+                Ok(None)
+            }
+            Err(Unusable::Other(why)) => {
                 log::warn!("cache entry {} {why}; removing it and recomputing", path.display());
                 let _ = fs::remove_file(&path);
                 Ok(None)
@@ -195,21 +211,32 @@ impl Store {
     }
 }
 
+/// Why an entry cannot be used.
+enum Unusable {
+    /// Written in another format (by another version of weave).
+    OldFormat(u32),
+    /// Anything else, as the end of a sentence that starts with the entry.
+    Other(String),
+}
+
 /// Checks an entry's header and payload, and that it was written under `key`; the codec,
 /// or why it cannot be used, as the end of a sentence that starts with the entry.
-fn check(bytes: &[u8], key: &Key) -> Result<u32, String> {
-    if bytes.len() < HEADER_LEN {
-        return Err(format!("is damaged ({} bytes, shorter than the header)", bytes.len()));
+fn check(bytes: &[u8], key: &Key) -> Result<u32, Unusable> {
+    let short = || Unusable::Other(format!("is damaged ({} bytes, shorter than the header)", bytes.len()));
+    // Magic and format first: an older format's header is shorter.
+    if bytes.len() < 12 {
+        return Err(short());
     }
     if &bytes[..8] != MAGIC {
-        return Err("is damaged (not a weave cache entry)".to_owned());
+        return Err(Unusable::Other("is damaged (not a weave cache entry)".to_owned()));
     }
     let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     let format = word(8);
     if format != FORMAT_VERSION {
-        return Err(format!(
-            "was written in format {format} by another version of weave, which reads {FORMAT_VERSION}"
-        ));
+        return Err(Unusable::OldFormat(format));
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(short());
     }
     let codec = word(12);
     let mut len = [0u8; 8];
@@ -217,18 +244,18 @@ fn check(bytes: &[u8], key: &Key) -> Result<u32, String> {
     let len = u64::from_le_bytes(len);
     let payload = &bytes[HEADER_LEN..];
     if payload.len() as u64 != len {
-        return Err(format!("is damaged (payload is {} bytes, the header says {len})", payload.len()));
+        return Err(Unusable::Other(format!("is damaged (payload is {} bytes, the header says {len})", payload.len())));
     }
     if blake3::hash(payload).as_bytes() != &bytes[24..56] {
-        return Err("is damaged (payload does not match its checksum)".to_owned());
+        return Err(Unusable::Other("is damaged (payload does not match its checksum)".to_owned()));
     }
     if &bytes[56..88] != key.as_bytes() {
         let mut other = [0u8; 32];
         other.copy_from_slice(&bytes[56..88]);
-        return Err(format!(
+        return Err(Unusable::Other(format!(
             "holds the entry of another key ({}): it was moved or copied over this one",
             Key::from_bytes(other).to_hex()
-        ));
+        )));
     }
     Ok(codec)
 }
@@ -279,6 +306,27 @@ mod tests {
             assert!(s.get(&k).unwrap().is_none(), "{what}: read as a miss");
             assert!(!path.exists(), "{what}: the damaged entry is removed");
         }
+    }
+
+    #[test]
+    fn an_entry_of_the_previous_format_is_a_miss_and_is_removed() {
+        let (_d, s) = store();
+        let k = Key::of_content(b"k");
+        // Format 1: a 56-byte header without the key.
+        let payload = b"an answer paid for";
+        let mut v1 = MAGIC.to_vec();
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        v1.extend_from_slice(blake3::hash(payload).as_bytes());
+        v1.extend_from_slice(payload);
+        let path = s.path_of(&k);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &v1).unwrap();
+        assert!(matches!(check(&v1, &k), Err(Unusable::OldFormat(1))));
+        assert!(s.get(&k).unwrap().is_none());
+        assert!(!path.exists());
+        assert!(s.met_old_format.load(Ordering::Relaxed), "said once for the whole store");
     }
 
     // regression: two intact entries swapped on disk were served as each other's data.
