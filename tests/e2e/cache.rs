@@ -90,6 +90,26 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Starts `weave run p.toml` in `dir` and kills it (SIGKILL) once the cache holds `n`
+/// entries; checks that it had not finished.
+fn kill_when_stored(dir: &Path, n: usize) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weave"))
+        .args(["run", "p.toml"])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("weave starts");
+    let t0 = Instant::now();
+    while entries(dir).len() < n && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let killed = Command::new("kill").args(["-KILL", &child.id().to_string()]).status().expect("kill runs");
+    assert!(killed.success());
+    let status = child.wait().expect("weave exits");
+    assert!(!status.success(), "the run was killed before it finished ({status})");
+}
+
 /// An uninterrupted run without the cache, in a folder of its own: the reference output.
 fn reference(rows: usize, batch: usize) -> Vec<u8> {
     let dir = setup(rows, batch);
@@ -174,22 +194,8 @@ fn changing_one_step_recomputes_it_and_the_steps_after_it() {
 fn a_killed_run_resumes_without_recomputing_finished_batches() {
     let (rows, batch) = (400_000, 2000);
     let dir = setup(rows, batch);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weave"))
-        .args(["run", "p.toml"])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("weave starts");
-    // Wait until clean has stored some batches, then kill the run outright.
-    let t0 = Instant::now();
-    while entries(dir.path()).len() < 10 && t0.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let killed = Command::new("kill").args(["-KILL", &child.id().to_string()]).status().expect("kill runs");
-    assert!(killed.success());
-    let status = child.wait().expect("weave exits");
-    assert!(!status.success(), "the run was killed before it finished ({status})");
+    // Kill the run outright once clean has stored some batches.
+    kill_when_stored(dir.path(), 10);
     assert!(!dir.path().join("out/result.jsonl").exists(), "nothing committed");
     let stored = entries(dir.path()).len() as u64;
     assert!(stored >= 10);
@@ -223,16 +229,21 @@ fn damaged_entries_are_warned_about_and_recomputed() {
     let bytes = std::fs::read(&parts[1]).expect("entry");
     std::fs::write(&parts[1], &bytes[..bytes.len() / 2]).expect("truncate");
     std::fs::write(&parts[2], b"").expect("empty");
-    std::fs::remove_file(dir.path().join("out/result.jsonl")).expect("rm");
+    check_recomputed(dir.path(), &good, "is damaged");
+}
 
-    let out = check_in(dir.path(), &["run", "p.toml"], 0, &["run succeeded"], &["is damaged"]);
+/// Runs the pipeline in `dir` again without its output file, after entries of its cache
+/// were spoilt: the run warns with `warning`, computes them again and writes `good`; they
+/// were replaced, so the run after it warns of nothing and replays them.
+fn check_recomputed(dir: &Path, good: &[u8], warning: &str) {
+    std::fs::remove_file(dir.join("out/result.jsonl")).expect("rm");
+    let out = check_in(dir, &["run", "p.toml"], 0, &["run succeeded"], &[warning]);
     assert!(out.stderr.contains("removing it and recomputing"), "{}", out.stderr);
-    assert_eq!(output(dir.path()), good);
-    // The damaged entries were replaced: the next run finds the cache whole again.
-    std::fs::remove_file(dir.path().join("out/result.jsonl")).expect("rm");
-    let out = check_in(dir.path(), &["run", "p.toml"], 0, &["replayed"], &[]);
-    assert!(!out.stderr.contains("damaged"), "{}", out.stderr);
-    assert_eq!(output(dir.path()), good);
+    assert_eq!(output(dir), good, "the output is the one computed");
+    std::fs::remove_file(dir.join("out/result.jsonl")).expect("rm");
+    let out = check_in(dir, &["run", "p.toml"], 0, &["replayed"], &[]);
+    assert!(!out.stderr.contains("recomputing"), "{}", out.stderr);
+    assert_eq!(output(dir), good);
 }
 
 #[test]
@@ -301,4 +312,225 @@ fn dropped_records_go_to_the_exclusion_file_with_their_reason() {
     assert_eq!(lines[0]["step"], "clean");
     assert_eq!(lines[0]["record"]["id"], "3");
     assert_eq!(lines[9]["record"]["id"], "93");
+}
+
+// regression (issue 13, item 1): a step's `on_bad_record` and `exclusions` were not in its
+// cache key, so a stricter re-run "succeeded" on the laxer run's output, and a new exclusion
+// file was never written.
+#[test]
+fn a_stricter_bad_record_policy_or_another_exclusion_file_is_not_served_from_the_cache() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    std::fs::write(d.join("in.csv"), "id,text\n1,a line long enough to keep\n2,ragged,row\n3,short\n").expect("input");
+    let text = r#"
+[[step]]
+id = "load"
+kind = "load_csv"
+path = "in.csv"
+on_bad_record = "skip"
+
+[[step]]
+id = "clean"
+kind = "clean"
+fields = ["text"]
+rules = [{ min_chars = 10 }]
+exclusions = "out/dropped.jsonl"
+cache = true
+
+[[step]]
+id = "export"
+kind = "export_jsonl"
+path = "out/result.jsonl"
+"#;
+    std::fs::write(d.join("p.toml"), text).expect("pipeline");
+    check_in(d, &["run", "p.toml"], 0, &["1 bad records set aside"], &[]);
+    let dropped = std::fs::read_to_string(d.join("out/dropped.jsonl")).expect("exclusion file");
+    assert_eq!(dropped.lines().count(), 1, "{dropped}");
+
+    // The stricter policy fails the run, as it does without the cache.
+    std::fs::write(d.join("p.toml"), text.replace("on_bad_record = \"skip\"", "on_bad_record = \"fail\"")).expect("p");
+    let out = check_in(d, &["plan", "p.toml", "--explain"], 0, &[], &[]);
+    assert!(out.stdout.contains("load (stale): config `on_bad_record` changed: \"skip\" → \"fail\""), "{}", out.stdout);
+    check_in(d, &["run", "p.toml", "--no-cache"], 1, &[], &["in.csv:3: expected 2 fields"]);
+    check_in(d, &["run", "p.toml"], 1, &[], &["in.csv:3: expected 2 fields"]);
+
+    // Another exclusion file: clean runs again and writes it.
+    std::fs::write(d.join("p.toml"), text.replace("out/dropped.jsonl", "out/dropped2.jsonl")).expect("p");
+    let out = check_in(d, &["plan", "p.toml", "--explain"], 0, &[], &[]);
+    assert!(out.stdout.contains("config `exclusions` changed"), "{}", out.stdout);
+    check_in(d, &["run", "p.toml"], 0, &[], &[]);
+    assert_eq!(std::fs::read_to_string(d.join("out/dropped2.jsonl")).expect("new exclusion file"), dropped);
+
+    // The exclusion file removed: the plan says so, and the step runs again to rewrite it,
+    // though its output and the export's file are in the cache.
+    std::fs::remove_file(d.join("out/dropped2.jsonl")).expect("rm");
+    let out = check_in(d, &["plan", "p.toml", "--explain"], 0, &[], &[]);
+    assert!(out.stdout.contains("clean (stale): its exclusion file out/dropped2.jsonl is missing"), "{}", out.stdout);
+    assert!(out.stdout.contains("export (compute): step \"clean\" before it runs again"), "{}", out.stdout);
+    check_in(d, &["run", "p.toml"], 0, &[], &[]);
+    assert_eq!(std::fs::read_to_string(d.join("out/dropped2.jsonl")).expect("rewritten"), dropped);
+    let r = report(d);
+    assert_eq!(step(&r, "clean")["cache"], "ran");
+    // A file edited by hand is noticed too.
+    std::fs::write(d.join("out/dropped2.jsonl"), "{}\n").expect("edit");
+    let out = check_in(d, &["plan", "p.toml", "--explain"], 0, &[], &[]);
+    assert!(
+        out.stdout.contains("its exclusion file out/dropped2.jsonl was changed since it was written"),
+        "{}",
+        out.stdout
+    );
+    check_in(d, &["run", "p.toml"], 0, &[], &[]);
+    assert_eq!(std::fs::read_to_string(d.join("out/dropped2.jsonl")).expect("rewritten"), dropped);
+    // Nothing changed since: everything is in the cache again.
+    check_in(d, &["run", "p.toml"], 0, &["skipped"], &[]);
+    assert_eq!(step(&report(d), "clean")["cache"], "skipped");
+}
+
+// regression (issue 13, item 2): keys named input files by their path from the working
+// directory, so the same pipeline run from its parent folder recomputed everything.
+#[test]
+fn the_same_pipeline_is_cached_from_any_folder() {
+    let dir = setup(3000, 500);
+    let proj = dir.path().join("proj");
+    std::fs::create_dir(&proj).expect("proj");
+    std::fs::rename(dir.path().join("in.csv"), proj.join("in.csv")).expect("mv");
+    std::fs::write(proj.join("typos.txt"), "[spelling]\nnumber -> nubmer\n").expect("patterns");
+    // Every step stored, one with an exclusion file, one reading a pattern file.
+    let text = pipeline(500, 10)
+        .replace("path = \"in.csv\"\n", "path = \"in.csv\"\ncache = true\n")
+        .replace("cache = true\n\n[[step]]\nid = \"dedup\"", "cache = true\nexclusions = \"out/short.jsonl\"\n\n[[step]]\nid = \"noise\"\nkind = \"augment\"\nnoiser = \"language\"\nlanguage = \"mine\"\npatterns_file = \"typos.txt\"\ncache = true\n\n[[step]]\nid = \"dedup\"")
+        .replace("fields = [\"text\"]\n\n[[step]]\nid = \"export\"", "fields = [\"text\"]\ncache = true\n\n[[step]]\nid = \"export\"");
+    std::fs::write(proj.join("p.toml"), &text).expect("pipeline");
+    check_in(&proj, &["run", "p.toml"], 0, &["run succeeded"], &[]);
+    let first = std::fs::read(proj.join("out/result.jsonl")).expect("output");
+
+    let ids = ["load", "clean", "noise", "dedup", "export"];
+    let abs = proj.join("p.toml");
+    for (folder, file) in [
+        (dir.path().to_path_buf(), "proj/p.toml"),
+        (dir.path().to_path_buf(), "./proj/p.toml"),
+        (proj.clone(), "./p.toml"),
+        (proj.join("out"), "../p.toml"),
+        (PathBuf::from("/"), abs.to_str().expect("UTF-8")),
+    ] {
+        let out = check_in(&folder, &["plan", file, "--explain"], 0, &[], &[]);
+        for id in ids {
+            assert!(
+                out.stdout.contains(&format!("  {id} (cached): unchanged")),
+                "{id} from {}:\n{}",
+                folder.display(),
+                out.stdout
+            );
+        }
+    }
+    check_in(dir.path(), &["run", "proj/p.toml"], 0, &["skipped"], &[]);
+    let r = report(&proj);
+    for id in ids {
+        assert_eq!(step(&r, id)["cache"], "skipped", "{id}: {r:#}");
+    }
+    assert_eq!(std::fs::read(proj.join("out/result.jsonl")).expect("output"), first);
+}
+
+// regression (issue 13, item 3): two intact entries swapped on disk were served as each
+// other's data, with no warning.
+#[test]
+fn entries_swapped_on_disk_are_warned_about_and_recomputed() {
+    let dir = setup(6000, 500);
+    check_in(dir.path(), &["run", "p.toml"], 0, &[], &[]);
+    let good = output(dir.path());
+    // The two largest entries are two of clean's parts: intact, each under the other's key.
+    let mut parts = entries(dir.path());
+    parts.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).expect("entry").len()));
+    let (a, b) = (std::fs::read(&parts[0]).expect("a"), std::fs::read(&parts[1]).expect("b"));
+    assert_ne!(a, b);
+    std::fs::write(&parts[0], &b).expect("swap");
+    std::fs::write(&parts[1], &a).expect("swap");
+    check_recomputed(dir.path(), &good, "holds the entry of another key");
+}
+
+// regression (issue 13, item 4): after a kill, `weave plan` said `partial (N batches
+// stored)` for a stateful step whose stored batches the resumed run does not use.
+#[test]
+fn a_killed_stateful_step_is_not_claimed_as_partly_done() {
+    let (rows, batch) = (400_000, 2000);
+    // dedup (stateful) keeps its output; clean does not. Every text is unique, so that
+    // dedup stores a part for every batch.
+    let text = pipeline(batch, 10).replace("cache = true\n", "").replace(
+        "fields = [\"text\"]\n\n[[step]]\nid = \"export\"",
+        "fields = [\"text\"]\ncache = true\n\n[[step]]\nid = \"export\"",
+    );
+    let mut csv = String::from("id,text\n");
+    for i in 0..rows {
+        csv.push_str(&format!("{i},  text   number {i} of the corpus \n"));
+    }
+    let folder = || {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("p.toml"), &text).expect("pipeline");
+        std::fs::write(dir.path().join("in.csv"), &csv).expect("input");
+        dir
+    };
+    let uninterrupted = folder();
+    check_in(uninterrupted.path(), &["run", "p.toml", "--no-cache"], 0, &[], &[]);
+    let dir = folder();
+    kill_when_stored(dir.path(), 10);
+    let stored = entries(dir.path()).len();
+    assert!(stored >= 10, "{stored} entries");
+
+    let out = check_in(dir.path(), &["plan", "p.toml", "--explain"], 0, &[], &[]);
+    assert!(!out.stdout.contains("partial"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("batches of its output, which it does not resume from: its state is not stored with them"),
+        "{}",
+        out.stdout
+    );
+    check_in(dir.path(), &["run", "p.toml"], 0, &["run succeeded"], &[]);
+    let r = report(dir.path());
+    assert_eq!(step(&r, "dedup")["cache"], "ran");
+    assert_eq!(step(&r, "dedup")["cache_hit_batches"], 0, "nothing claimed, nothing used");
+    assert_eq!(step(&r, "dedup")["records_in"].as_u64(), step(&r, "clean")["records_out"].as_u64());
+    assert_eq!(output(dir.path()), output(uninterrupted.path()), "the resumed run's output is the uninterrupted one's");
+    // Its output is whole in the cache now.
+    std::fs::remove_file(dir.path().join("out/result.jsonl")).expect("rm");
+    check_in(dir.path(), &["run", "p.toml"], 0, &["replayed"], &[]);
+    assert_eq!(step(&report(dir.path()), "dedup")["cache"], "replayed");
+}
+
+// regression (issue 13, sibling of item 1): a run that took a step from the cache started
+// a new quarantine file without the bad records that step had set aside, though its output
+// still lacked them; `--no-cache` listed them.
+#[test]
+fn bad_records_set_aside_by_a_cached_step_are_in_the_quarantine_file_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    std::fs::write(d.join("in.csv"), "id,text\n1,a line long enough to keep\n2,ragged,row\n3,another fine line\n")
+        .expect("input");
+    let text = r#"
+[[step]]
+id = "load"
+kind = "load_csv"
+path = "in.csv"
+on_bad_record = "skip"
+cache = true
+
+[[step]]
+id = "export"
+kind = "export_jsonl"
+path = "out/result.jsonl"
+"#;
+    std::fs::write(d.join("p.toml"), text).expect("pipeline");
+    let quarantine = d.join(".weave/quarantine.jsonl");
+    check_in(d, &["run", "p.toml", "--no-cache"], 0, &["1 bad records set aside"], &[]);
+    let want = std::fs::read_to_string(&quarantine).expect("quarantine");
+    assert_eq!(want.lines().count(), 1, "{want}");
+    check_in(d, &["run", "p.toml"], 0, &["1 bad records set aside"], &[]);
+    assert_eq!(std::fs::read_to_string(&quarantine).expect("quarantine"), want);
+
+    // Nothing runs: the record comes from the cache.
+    check_in(d, &["run", "p.toml"], 0, &["skipped", "1 bad records set aside"], &[]);
+    assert_eq!(step(&report(d), "load")["cache"], "skipped");
+    assert_eq!(std::fs::read_to_string(&quarantine).expect("quarantine"), want);
+    // The step replayed: the same.
+    std::fs::remove_file(d.join("out/result.jsonl")).expect("rm");
+    check_in(d, &["run", "p.toml"], 0, &["replayed", "1 bad records set aside"], &[]);
+    assert_eq!(std::fs::read_to_string(&quarantine).expect("quarantine"), want);
 }

@@ -2,9 +2,11 @@
 //!
 //! - [`Store`]: entries on disk under a blake3 [`Key`], written atomically (temp file,
 //!   fsync, rename), each with a header (magic, format version, codec, length, blake3 of
-//!   the payload); a torn or corrupt entry is a warning and a miss, never data.
+//!   the payload, its key); a torn or corrupt entry, or one found under another key, is a
+//!   warning and a miss, never data.
 //! - [`KeyBuilder`]: keys from named, length-framed parts: a step's kind, version,
-//!   canonical configuration, the seed, and its inputs' keys (a Merkle chain through the
+//!   canonical configuration (every key written for it but the output-neutral ones), the
+//!   pipeline-level settings, the seed, and its inputs' keys (a Merkle chain through the
 //!   DAG).
 //! - [`FileIndex`]: input files' content hashes, computed once and then trusted while
 //!   (path, size, mtime, inode) stay the same, as git's index does, so that an unchanged
@@ -37,5 +39,5 @@ mod store;
 pub use error::Error;
 pub use files::FileIndex;
 pub use key::{Key, KeyBuilder};
-pub use plan::{CacheOptions, CachePlan, Pin, Status, StepPlan, gc};
+pub use plan::{CacheOptions, CachePlan, MAX_SET_ASIDE_BYTES, Pin, Status, StepPlan, gc};
 pub use store::{Entry, FORMAT_VERSION, Stats, Store};

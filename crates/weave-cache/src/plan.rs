@@ -26,7 +26,9 @@ use crate::store::Store;
 pub enum Status {
     /// Its whole output is stored under its key (for a sink: its files are as it wrote them).
     Cached,
-    /// An interrupted run stored the output of this many input batches; the rest is computed.
+    /// An interrupted run stored the output of this many input batches, which this run
+    /// takes instead of computing them; the rest is computed. Only a stateless step that
+    /// sets no record aside resumes so (see [`CachePlan::new`]).
     Partial(u64),
     /// It ran before with another key (the reasons say what changed).
     Stale,
@@ -35,7 +37,8 @@ pub enum Status {
     NotStored,
     /// Never run with this cache.
     New,
-    /// `--refresh` asked for it (or a step before it) to be computed again.
+    /// It is computed again although unchanged: `--refresh` asked for it (or for a step
+    /// before it), or a step before it must run again to rewrite a file of its own.
     Refresh,
     /// Its key cannot be computed, so it is never taken from the cache.
     Uncacheable,
@@ -74,6 +77,13 @@ pub struct StepPlan {
     durable: bool,
     record: Option<KeyRecord>,
     sink_files: Option<Vec<PathBuf>>,
+    /// The files it writes besides a sink's: its exclusion file, and those a step of
+    /// another shape declares (`StepInfo::files_written`), each with what it is.
+    own_files: Vec<(&'static str, PathBuf)>,
+    /// Its bad records are set aside into the quarantine file (`on_bad_record = "skip"`).
+    sets_aside: bool,
+    /// Computed again although unchanged: nothing stored is used, the output is stored anew.
+    fresh: bool,
 }
 
 /// What went into a step's key, remembered after a run so that the next plan can say what
@@ -84,9 +94,18 @@ struct KeyRecord {
     kind: String,
     version: u32,
     config: String,
+    /// The pipeline-level settings in the key.
+    #[serde(default)]
+    pipeline: String,
     seed: u64,
     inputs: Vec<(String, Key)>,
+    /// Input files, by their path relative to the pipeline file's folder, and their hash.
     files: Vec<(String, Key)>,
+    /// The files the step wrote besides a sink's (its exclusion file), by their path
+    /// relative to the pipeline file's folder, and their hash when the run ended: a step
+    /// whose file is no longer so runs again, even when its output is served by the cache.
+    #[serde(default)]
+    written: Vec<(String, Key)>,
 }
 
 /// The options of a run that bear on the cache.
@@ -104,6 +123,8 @@ pub struct CachePlan {
     store: Store,
     files: Arc<FileIndex>,
     pipeline: String,
+    /// The folder that paths in keys and manifests are relative to.
+    base: PathBuf,
     steps: Vec<StepPlan>,
 }
 
@@ -111,14 +132,57 @@ pub struct CachePlan {
 #[derive(Debug, Serialize, Deserialize)]
 struct Manifest {
     parts: u64,
-    /// For a sink: the files it wrote and their content hashes.
+    /// For a sink: the files it wrote (by their path relative to the pipeline file's
+    /// folder) and their content hashes.
     files: Vec<(String, Key)>,
+}
+
+/// Why an unchanged step whose output is not stored runs when a step after it needs it.
+const NOT_KEPT: &str = "unchanged, but its output is not kept (cache = \"auto\" keeps costly steps only)";
+
+/// How a key or a manifest names `path`: relative to `base` (the pipeline file's folder)
+/// when it is under it, as it is otherwise (an absolute path, or one that climbs out with
+/// `..`), so that a pipeline has the same keys from whatever folder it is run.
+fn key_path(base: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(base).unwrap_or(path);
+    // `./in.csv` and `in.csv` are one file, however the pipeline file was named.
+    let plain: PathBuf = rel.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
+    plain.display().to_string()
+}
+
+/// Why stored parts of a step's output cannot stand in for computing it, if they cannot:
+/// only a stateless step resumes from them (each part is the output of one input batch,
+/// whatever came before it), and only when nothing it sets aside would be lost with the
+/// computing it skips.
+fn cannot_resume(shape: Shape, p: &weave_core::PipelineStep) -> Option<&'static str> {
+    match shape {
+        Shape::Source => Some("a source cannot start reading part-way"),
+        Shape::StatefulTransform | Shape::Merge => Some("its state is not stored with them"),
+        Shape::Sink => Some("a sink stores no parts"),
+        Shape::Transform if p.exclusions.is_some() => {
+            Some("the records it dropped in them are not stored for its exclusion file")
+        }
+        Shape::Transform if p.on_bad_record != weave_core::BadRecordPolicy::Fail => {
+            Some("the bad records it set aside in them are not stored for the quarantine file")
+        }
+        Shape::Transform => None,
+    }
 }
 
 fn prefixed(key: &Key, n: u64) -> Key {
     let mut b = *key.as_bytes();
     b[24..].copy_from_slice(&n.to_be_bytes());
     Key::from_bytes(b)
+}
+
+/// The largest quarantine file whose records are kept in the cache for the steps that
+/// set them aside.
+pub const MAX_SET_ASIDE_BYTES: u64 = 256 << 20;
+
+/// Where the records a step set aside under `key` are kept: the lines it wrote to the
+/// quarantine file.
+fn set_aside_key(key: &Key) -> Key {
+    KeyBuilder::new("set-aside").key("step-output", key).finish()
 }
 
 fn manifest_key(key: &Key) -> Key {
@@ -129,16 +193,26 @@ impl CachePlan {
     /// Computes every step's key and status. Input files are hashed through `files`
     /// (trusted by their stamp when unchanged). Never fails: a key part that cannot be
     /// computed makes that step (and the steps after it) uncacheable, with the reason.
+    ///
+    /// A step's key covers its kind, version, configuration (every key written for it but
+    /// the output-neutral ones: `weave_core::OUTPUT_NEUTRAL`), the pipeline-level settings,
+    /// the seed, its inputs' keys, and the content of the files it reads, named relative
+    /// to the pipeline file's folder. A step whose exclusion file is not as its last run
+    /// left it runs again, and so do the steps after it, down to the sinks that make it
+    /// run. Stored parts of an interrupted run are claimed (`Partial`) only for steps that
+    /// resume from them.
     pub fn new(pipeline: &Pipeline, store: Store, files: Arc<FileIndex>, options: &CacheOptions) -> CachePlan {
         let dag = pipeline.dag();
+        let base = pipeline.base_dir.clone();
         let records = read_records(&store, &pipeline.name);
         let mut steps: Vec<Option<StepPlan>> = (0..dag.len()).map(|_| None).collect();
-        let mut refresh = vec![false; dag.len()];
+        // Why a step is computed again although unchanged (`--refresh`, or a step before it
+        // that must rewrite its exclusion file), inherited by the steps after it.
+        let mut again: Vec<Option<String>> = vec![None; dag.len()];
         for &i in dag.topological_order() {
             let node = dag.node(i);
             let p = &node.payload;
             let info = p.step.info();
-            refresh[i] = options.refresh.contains(&node.id) || node.inputs.iter().any(|&j| refresh[j]);
             let mut reasons = Vec::new();
             // The key, or why there is none.
             let mut inputs = Vec::new();
@@ -152,7 +226,7 @@ impl CachePlan {
             let mut file_keys = Vec::new();
             for f in info.files_read() {
                 match files.hash(&f) {
-                    Ok(k) => file_keys.push((f.display().to_string(), k)),
+                    Ok(k) => file_keys.push((key_path(&base, &f), k)),
                     Err(e) => reasons.push(format!("cannot hash its input: {e}")),
                 }
             }
@@ -164,6 +238,7 @@ impl CachePlan {
                     .part("kind", p.kind.as_bytes())
                     .number("version", u64::from(p.version))
                     .part("config", p.config.as_bytes())
+                    .part("pipeline", pipeline.key_config.as_bytes())
                     .number("seed", pipeline.seed);
                 for (id, k) in &inputs {
                     b = b.part("input", id.as_bytes()).key("input-key", k);
@@ -176,14 +251,61 @@ impl CachePlan {
                     kind: p.kind.clone(),
                     version: p.version,
                     config: p.config.to_string(),
+                    pipeline: pipeline.key_config.to_string(),
                     seed: pipeline.seed,
                     inputs,
                     files: file_keys,
+                    written: Vec::new(),
                 }
             });
-            let stores = !options.disabled && record.is_some() && p.cache.stores(node.shape, node.cost);
             let previous = records.get(&node.id);
-            let status = match &record {
+            again[i] = if options.refresh.contains(&node.id) {
+                Some("--refresh".to_owned())
+            } else {
+                node.inputs.iter().find_map(|&j| again[j].as_ref().map(|why| (j, why))).map(|(j, why)| {
+                    // `--refresh` reads as itself down the DAG; a step that must rewrite its
+                    // exclusion file is named by the steps after it.
+                    if why == "--refresh" || why.starts_with("step \"") {
+                        why.clone()
+                    } else {
+                        format!("step \"{}\" before it runs again ({why})", dag.node(j).id)
+                    }
+                })
+            };
+            // Its own files (its exclusion file): a run that takes the step's output from the
+            // cache, or does not need it, does not write them, so they must be as the last
+            // run left them, or the step runs again (and with it the steps after it, down to
+            // the sinks that make it run).
+            let own_files: Vec<(&'static str, PathBuf)> = p
+                .exclusions
+                .iter()
+                .map(|f| ("exclusion file", f.clone()))
+                .chain(
+                    (node.shape != Shape::Sink)
+                        .then(|| info.files_written())
+                        .into_iter()
+                        .flatten()
+                        .map(|f| ("output file", f)),
+                )
+                .collect();
+            let own_changed = match &record {
+                Some(now) if !options.disabled => {
+                    own_files_state(&files, &base, &own_files, previous.filter(|prev| prev.key == now.key))
+                }
+                _ => None,
+            };
+            // The same for the records it sets aside: this run's quarantine file gets them
+            // from the cache when the step does not run, so they must be there.
+            let sets_aside = p.on_bad_record != weave_core::BadRecordPolicy::Fail;
+            let set_aside_lost = match &record {
+                Some(now) if sets_aside && !options.disabled && !store.contains(&set_aside_key(&now.key)) => {
+                    Some("the records it set aside are not in the cache".to_owned())
+                }
+                _ => None,
+            };
+            let own_changed = own_changed.or(set_aside_lost);
+            let stores = !options.disabled && record.is_some() && p.cache.stores(node.shape, node.cost);
+            let mut status = match &record {
                 _ if options.disabled => {
                     reasons.push("--no-cache".to_owned());
                     Status::Off
@@ -200,13 +322,28 @@ impl CachePlan {
                         Some(_) => {}
                         None => reasons.push("never run with this cache".to_owned()),
                     }
-                    if refresh[i] {
-                        reasons.push("--refresh".to_owned());
+                    if let Some(why) = &again[i] {
+                        // A step that runs anyway (never run, or changed) needs no other reason.
+                        if why == "--refresh" || changed.as_ref().is_some_and(Vec::is_empty) {
+                            reasons.push(why.clone());
+                        }
                         Status::Refresh
                     } else if stores {
-                        match stored_state(&store, &files, &r.key, node.shape == Shape::Sink) {
+                        match stored_state(&store, &files, &base, &r.key, node.shape == Shape::Sink) {
                             Stored::Complete => Status::Cached,
-                            Stored::Parts(n) if n > 0 => Status::Partial(n),
+                            Stored::Parts(n) if n > 0 => match cannot_resume(node.shape, p) {
+                                None => Status::Partial(n),
+                                Some(why) => {
+                                    reasons.push(format!(
+                                        "an interrupted run stored {n} batches of its output, which it does not resume from: {why}"
+                                    ));
+                                    if changed.as_ref().is_some_and(|c| !c.is_empty()) {
+                                        Status::Stale
+                                    } else {
+                                        Status::New
+                                    }
+                                }
+                            },
                             Stored::OutputChanged(why) => {
                                 reasons.push(why);
                                 Status::Stale
@@ -224,10 +361,7 @@ impl CachePlan {
                         match changed {
                             Some(why) if !why.is_empty() => Status::Stale,
                             Some(_) => {
-                                reasons.push(
-                                    "unchanged, but its output is not kept (cache = \"auto\" keeps costly steps only)"
-                                        .to_owned(),
-                                );
+                                reasons.push(NOT_KEPT.to_owned());
                                 Status::NotStored
                             }
                             None => Status::New,
@@ -235,6 +369,18 @@ impl CachePlan {
                     }
                 }
             };
+            if let Some(why) = own_changed {
+                // A step that was never run writes its exclusion file anyway: only a step
+                // that would otherwise be taken from the cache (or skipped) is told why.
+                if previous.is_some() {
+                    reasons.push(why.clone());
+                }
+                if matches!(status, Status::Cached | Status::NotStored | Status::Partial(_)) {
+                    reasons.retain(|r| r != NOT_KEPT);
+                    status = Status::Stale;
+                }
+                again[i].get_or_insert(why);
+            }
             let sink_files = (node.shape == Shape::Sink).then(|| info.files_written());
             steps[i] = Some(StepPlan {
                 id: node.id.clone(),
@@ -245,10 +391,13 @@ impl CachePlan {
                 durable: node.cost >= CacheMode::AUTO_MIN_COST,
                 record,
                 sink_files,
+                own_files,
+                sets_aside,
+                fresh: again[i].is_some(),
             });
         }
         let steps = steps.into_iter().flatten().collect();
-        CachePlan { store, files, pipeline: pipeline.name.clone(), steps }
+        CachePlan { store, files, pipeline: pipeline.name.clone(), base, steps }
     }
 
     /// Opens (creating it if needed) the cache in `dir` and plans `pipeline` against it.
@@ -283,7 +432,8 @@ impl CachePlan {
                 store: self.store.clone(),
                 files: Arc::clone(&self.files),
                 key,
-                fresh: s.status == Status::Refresh,
+                fresh: s.fresh,
+                base: self.base.clone(),
                 durable: s.durable,
                 sink_files: s.sink_files.clone(),
                 complete: OnceLock::new(),
@@ -295,12 +445,24 @@ impl CachePlan {
     }
 
     /// Remembers every step's key parts, after a run that succeeded, so that the next plan
-    /// can say what changed; and saves the file index.
+    /// can say what changed, with the hash of each exclusion file as the run leaves it;
+    /// and saves the file index.
     pub fn remember(&self) -> Result<(), Error> {
         let dir = records_dir(&self.store, &self.pipeline);
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-        let records: BTreeMap<&str, &KeyRecord> =
-            self.steps.iter().filter_map(|s| Some((s.id.as_str(), s.record.as_ref()?))).collect();
+        let records: BTreeMap<&str, KeyRecord> = self
+            .steps
+            .iter()
+            .filter_map(|s| {
+                let mut r = s.record.clone()?;
+                for (_, path) in &s.own_files {
+                    if let Ok(k) = self.files.hash(path) {
+                        r.written.push((key_path(&self.base, path), k));
+                    }
+                }
+                Some((s.id.as_str(), r))
+            })
+            .collect();
         let bytes = serde_json::to_vec_pretty(&records).map_err(|e| Error::Encode(e.to_string()))?;
         let path = dir.join("keys.json");
         let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(Error::io(&dir))?;
@@ -311,7 +473,77 @@ impl CachePlan {
 
     /// The 24-byte prefixes of every entry this plan's steps use, for a [`Pin`].
     pub fn prefixes(&self) -> Vec<[u8; 24]> {
-        self.steps.iter().filter_map(|s| s.key).map(|k| prefix_of(&k)).collect()
+        let set_aside = self.steps.iter().filter(|s| s.sets_aside).filter_map(|s| s.key).map(|k| set_aside_key(&k));
+        self.steps.iter().filter_map(|s| s.key).chain(set_aside).map(|k| prefix_of(&k)).collect()
+    }
+
+    /// Keeps the quarantine file of a run that succeeded as `weave run --no-cache` would
+    /// have written it, and returns how many records it added: a step that sets bad records
+    /// aside but did not run (`ran` is false: its output was taken from the cache, or no
+    /// step needed it) gets the lines it wrote when it last ran appended to `quarantine`;
+    /// a step that ran has the lines it wrote kept in the cache under its key, for the next
+    /// run that does not run it.
+    ///
+    /// A quarantine file larger than [`MAX_SET_ASIDE_BYTES`] is not kept (it would be held
+    /// in memory): its steps then run again next time, to set their records aside anew.
+    pub fn settle_set_aside(&self, quarantine: &Path, ran: &dyn Fn(&str) -> bool) -> Result<u64, Error> {
+        let size = std::fs::metadata(quarantine).map_or(0, |m| m.len());
+        let read = if size > MAX_SET_ASIDE_BYTES { None } else { Some(std::fs::read_to_string(quarantine)) };
+        let text = match read {
+            None => {
+                log::info!(
+                    "the quarantine file {} is too large to keep in the cache; the steps that set records aside run again next time",
+                    quarantine.display()
+                );
+                None
+            }
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Some(String::new()),
+            Some(Err(e)) => return Err(Error::Io { path: quarantine.to_path_buf(), source: e }),
+        };
+        let step_of = |line: &str| -> Option<String> {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            Some(v.get("step")?.as_str()?.to_owned())
+        };
+        let mut restored: Vec<String> = Vec::new();
+        for s in self.steps.iter().filter(|s| s.sets_aside) {
+            let Some(key) = s.key else { continue };
+            let k = set_aside_key(&key);
+            if ran(&s.id) {
+                let Some(text) = &text else {
+                    // What an earlier run kept may not be what this one set aside.
+                    self.store.remove(&k)?;
+                    continue;
+                };
+                let lines: Vec<&str> = text.lines().filter(|l| step_of(l).as_deref() == Some(s.id.as_str())).collect();
+                let bytes = codec::encode(&lines)?;
+                self.store.put(&k, codec::BINCODE2, &bytes)?;
+            } else {
+                match self.store.get(&k)?.and_then(|e| codec::decode::<Vec<String>>(&e.payload)) {
+                    Some(lines) => restored.extend(lines),
+                    None => log::warn!(
+                        "step \"{}\": the records it set aside when it last ran are no longer in the cache, so the quarantine file {} lacks them; `--refresh {}` sets them aside again",
+                        s.id,
+                        quarantine.display(),
+                        s.id
+                    ),
+                }
+            }
+        }
+        if !restored.is_empty() {
+            if let Some(dir) = quarantine.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(quarantine)
+                .map_err(Error::io(quarantine))?;
+            let mut buf = restored.join("\n");
+            buf.push('\n');
+            std::io::Write::write_all(&mut f, buf.as_bytes()).map_err(Error::io(quarantine))?;
+        }
+        Ok(restored.len() as u64)
     }
 }
 
@@ -333,18 +565,8 @@ fn explain(prev: &KeyRecord, now: &KeyRecord) -> Vec<String> {
     if prev.version != now.version {
         why.push(format!("step version changed: {} → {}", prev.version, now.version));
     }
-    if prev.config != now.config {
-        let a: serde_json::Value = serde_json::from_str(&prev.config).unwrap_or(serde_json::Value::Null);
-        let b: serde_json::Value = serde_json::from_str(&now.config).unwrap_or(serde_json::Value::Null);
-        let mut fields = Vec::new();
-        diff_json("", &a, &b, &mut fields);
-        if fields.is_empty() {
-            why.push("configuration changed".to_owned());
-        }
-        for f in fields {
-            why.push(format!("config {f}"));
-        }
-    }
+    diff_settings(&prev.config, &now.config, "config", "configuration changed", &mut why);
+    diff_settings(&prev.pipeline, &now.pipeline, "pipeline setting", "pipeline settings changed", &mut why);
     if prev.seed != now.seed {
         why.push(format!("seed changed: {} → {}", prev.seed, now.seed));
     }
@@ -376,6 +598,22 @@ fn explain(prev: &KeyRecord, now: &KeyRecord) -> Vec<String> {
         why.push("its key changed".to_owned());
     }
     why
+}
+
+/// Says which fields differ between two settings in canonical JSON, each as `what` and
+/// its JSON path, or `whole` when they differ in a way no field shows.
+fn diff_settings(prev: &str, now: &str, what: &str, whole: &str, why: &mut Vec<String>) {
+    if prev == now {
+        return;
+    }
+    let a: serde_json::Value = serde_json::from_str(prev).unwrap_or(serde_json::Value::Null);
+    let b: serde_json::Value = serde_json::from_str(now).unwrap_or(serde_json::Value::Null);
+    let mut fields = Vec::new();
+    diff_json("", &a, &b, &mut fields);
+    if fields.is_empty() {
+        why.push(whole.to_owned());
+    }
+    why.extend(fields.into_iter().map(|f| format!("{what} {f}")));
 }
 
 /// Lists the fields that differ between two JSON values, as `` `a.b[2]`: x → y ``.
@@ -424,15 +662,33 @@ enum Stored {
     OutputChanged(String),
 }
 
+/// Why one of a step's own files (`what`, at a path) is not as the last run with the same
+/// key left it (`previous`), if one is not: missing, or changed since.
+fn own_files_state(
+    files: &FileIndex,
+    base: &Path,
+    own: &[(&'static str, PathBuf)],
+    previous: Option<&KeyRecord>,
+) -> Option<String> {
+    own.iter().find_map(|(what, path)| {
+        let name = key_path(base, path);
+        let Ok(now) = files.hash(path) else { return Some(format!("its {what} {name} is missing")) };
+        match previous.and_then(|r| r.written.iter().find(|(n, _)| *n == name)) {
+            Some((_, was)) if *was != now => Some(format!("its {what} {name} was changed since it was written")),
+            _ => None,
+        }
+    })
+}
+
 /// What the store holds for `key`, from file presence only (nothing is read but a sink's
 /// manifest): the plan must stay fast.
-fn stored_state(store: &Store, files: &FileIndex, key: &Key, sink: bool) -> Stored {
+fn stored_state(store: &Store, files: &FileIndex, base: &Path, key: &Key, sink: bool) -> Stored {
     if store.contains(&manifest_key(key)) {
         if !sink {
             return Stored::Complete;
         }
         return match read_manifest(store, key) {
-            Some(m) => match files_changed(&m, files) {
+            Some(m) => match files_changed(&m, files, base) {
                 Some(why) => Stored::OutputChanged(why),
                 None => Stored::Complete,
             },
@@ -451,10 +707,11 @@ fn read_manifest(store: &Store, key: &Key) -> Option<Manifest> {
     codec::decode(&e.payload)
 }
 
-/// Why a sink's files are not as its manifest records them, if they are not.
-fn files_changed(m: &Manifest, files: &FileIndex) -> Option<String> {
+/// Why a sink's files are not as its manifest records them, if they are not. The manifest
+/// names them relative to `base`, the pipeline file's folder.
+fn files_changed(m: &Manifest, files: &FileIndex, base: &Path) -> Option<String> {
     for (path, k) in &m.files {
-        match files.hash(Path::new(path)) {
+        match files.hash(&base.join(path)) {
             Ok(now) if now == *k => {}
             Ok(_) => return Some(format!("output file {path} was changed since it was written")),
             Err(_) => return Some(format!("output file {path} is missing")),
@@ -473,6 +730,8 @@ struct StepEntry {
     /// Parts are synced before their rename.
     durable: bool,
     sink_files: Option<Vec<PathBuf>>,
+    /// The folder the manifest's file names are relative to.
+    base: PathBuf,
     complete: OnceLock<bool>,
     parts: OnceLock<u64>,
 }
@@ -500,7 +759,7 @@ impl StepCache for StepEntry {
             }
             let Some(m) = self.manifest() else { return false };
             if self.sink_files.is_some() {
-                return files_changed(&m, &self.files).is_none();
+                return files_changed(&m, &self.files, &self.base).is_none();
             }
             // Every part is read and checked now, so that a damaged one means computing the
             // step, never a failure half-way through a replay.
@@ -548,7 +807,7 @@ impl StepCache for StepEntry {
         let mut files = Vec::new();
         for f in self.sink_files.iter().flatten() {
             let k = self.files.hash(f).map_err(|e| e.to_string())?;
-            files.push((f.display().to_string(), k));
+            files.push((key_path(&self.base, f), k));
         }
         let bytes = codec::encode(&Manifest { parts, files }).map_err(|e| e.to_string())?;
         self.store.put(&manifest_key(&self.key), codec::BINCODE2, &bytes).map_err(|e| e.to_string())
@@ -642,6 +901,29 @@ mod tests {
         );
     }
 
+    // regression (issue 13, item 2): keys named files by their path from the working
+    // directory.
+    #[test]
+    fn files_are_named_relative_to_the_pipeline_files_folder_however_it_is_spelt() {
+        // (the pipeline file's folder, a file as the steps resolve it)
+        let cases = [
+            ("", "in.csv"),
+            ("", "./in.csv"),
+            (".", "./in.csv"),
+            (".", "././in.csv"),
+            ("proj", "proj/in.csv"),
+            ("proj", "proj/./in.csv"),
+            ("./proj", "./proj/in.csv"),
+            ("/abs/proj", "/abs/proj/in.csv"),
+        ];
+        for (base, path) in cases {
+            assert_eq!(key_path(Path::new(base), Path::new(path)), "in.csv", "{base} + {path}");
+        }
+        assert_eq!(key_path(Path::new("proj"), Path::new("proj/../data/in.csv")), "../data/in.csv");
+        assert_eq!(key_path(Path::new("proj"), Path::new("/data/in.csv")), "/data/in.csv");
+        assert_eq!(key_path(Path::new("proj"), Path::new("proj/sub/in.csv")), "sub/in.csv");
+    }
+
     #[test]
     fn gc_spares_entries_pinned_by_a_live_process_only() {
         let dir = tempfile::tempdir().unwrap();
@@ -675,6 +957,7 @@ mod tests {
             store: store.clone(),
             files: Arc::new(FileIndex::load(dir.path())),
             pipeline: "p".into(),
+            base: PathBuf::new(),
             steps: Vec::new(),
         };
         let pin = Pin::new(&plan).unwrap();

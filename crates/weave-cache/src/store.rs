@@ -3,6 +3,8 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use crate::error::Error;
@@ -11,9 +13,11 @@ use crate::key::Key;
 /// The first bytes of every entry.
 const MAGIC: &[u8; 8] = b"WEAVE\x00C\x01";
 /// The entry format: bump it when the header or its meaning changes.
-pub const FORMAT_VERSION: u32 = 1;
-/// magic (8) + format (4) + codec (4) + payload length (8) + blake3 of the payload (32).
-const HEADER_LEN: usize = 56;
+/// 2: the header names the entry's key.
+pub const FORMAT_VERSION: u32 = 2;
+/// magic (8) + format (4) + codec (4) + payload length (8) + blake3 of the payload (32) +
+/// the key the entry was written under (32).
+const HEADER_LEN: usize = 88;
 
 /// A content-addressed store of entries under `root/objects/ab/cdef…`.
 ///
@@ -21,11 +25,14 @@ const HEADER_LEN: usize = 56;
 /// so a reader sees a whole entry or none, even with several processes writing at once
 /// (the same key always holds the same content, so the last rename wins harmlessly).
 /// Every entry starts with a header (magic, format version, codec, payload length, blake3
-/// of the payload); an entry that fails any check is reported as a warning, removed, and
-/// read as a miss — never returned as data.
+/// of the payload, and the key it was written under); an entry that fails any check, or
+/// that is found under another key than its own (a file moved or copied over another), is
+/// reported as a warning, removed, and read as a miss — never returned as data.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Whether an entry of another version's format was met (said once, not per entry).
+    met_old_format: Arc<AtomicBool>,
 }
 
 /// A read entry.
@@ -53,7 +60,7 @@ impl Store {
         for dir in [root.join("objects"), root.join("tmp")] {
             fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         }
-        Ok(Store { root })
+        Ok(Store { root, met_old_format: Arc::default() })
     }
 
     /// The store's folder.
@@ -91,6 +98,7 @@ impl Store {
         header.extend_from_slice(&codec.to_le_bytes());
         header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         header.extend_from_slice(blake3::hash(payload).as_bytes());
+        header.extend_from_slice(key.as_bytes());
         let tmp_path = tmp.path().to_path_buf();
         tmp.write_all(&header).map_err(Error::io(&tmp_path))?;
         tmp.write_all(payload).map_err(Error::io(&tmp_path))?;
@@ -101,8 +109,8 @@ impl Store {
         Ok(())
     }
 
-    /// Reads the entry under `key`: `None` if there is none, or if it is damaged (which is
-    /// logged as a warning, and the entry removed).
+    /// Reads the entry under `key`: `None` if there is none, or if it is damaged or
+    /// written under another key (which is logged as a warning, and the entry removed).
     pub fn get(&self, key: &Key) -> Result<Option<Entry>, Error> {
         let path = self.path_of(key);
         let mut file = match File::open(&path) {
@@ -112,15 +120,27 @@ impl Store {
         };
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(Error::io(&path))?;
-        match check(&bytes) {
+        match check(&bytes, key) {
             Ok(codec) => {
                 // Mark it used, for least-recently-used eviction.
                 let _ = file.set_modified(SystemTime::now());
                 bytes.drain(..HEADER_LEN);
                 Ok(Some(Entry { codec, payload: bytes }))
             }
-            Err(why) => {
-                log::warn!("cache entry {} is damaged ({why}); removing it and recomputing", path.display());
+            Err(Unusable::OldFormat(format)) => {
+                // A cache kept across an upgrade holds many: one line says it for all.
+                if !self.met_old_format.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "the cache in {} holds entries written in format {format} by another version of weave (this one reads {FORMAT_VERSION}): each is removed when met and computed again (LLM answers among them are asked again)",
+                        self.root.display()
+                    );
+                }
+                log::debug!("cache entry {} is in format {format}; removing it", path.display());
+                let _ = fs::remove_file(&path);
+                Ok(None)
+            }
+            Err(Unusable::Other(why)) => {
+                log::warn!("cache entry {} {why}; removing it and recomputing", path.display());
                 let _ = fs::remove_file(&path);
                 Ok(None)
             }
@@ -191,18 +211,32 @@ impl Store {
     }
 }
 
-/// Checks an entry's header and payload; the codec, or why it is damaged.
-fn check(bytes: &[u8]) -> Result<u32, String> {
-    if bytes.len() < HEADER_LEN {
-        return Err(format!("{} bytes, shorter than the header", bytes.len()));
+/// Why an entry cannot be used.
+enum Unusable {
+    /// Written in another format (by another version of weave).
+    OldFormat(u32),
+    /// Anything else, as the end of a sentence that starts with the entry.
+    Other(String),
+}
+
+/// Checks an entry's header and payload, and that it was written under `key`; the codec,
+/// or why it cannot be used, as the end of a sentence that starts with the entry.
+fn check(bytes: &[u8], key: &Key) -> Result<u32, Unusable> {
+    let short = || Unusable::Other(format!("is damaged ({} bytes, shorter than the header)", bytes.len()));
+    // Magic and format first: an older format's header is shorter.
+    if bytes.len() < 12 {
+        return Err(short());
     }
     if &bytes[..8] != MAGIC {
-        return Err("not a weave cache entry".to_owned());
+        return Err(Unusable::Other("is damaged (not a weave cache entry)".to_owned()));
     }
     let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     let format = word(8);
     if format != FORMAT_VERSION {
-        return Err(format!("format version {format}, this weave reads {FORMAT_VERSION}"));
+        return Err(Unusable::OldFormat(format));
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(short());
     }
     let codec = word(12);
     let mut len = [0u8; 8];
@@ -210,10 +244,18 @@ fn check(bytes: &[u8]) -> Result<u32, String> {
     let len = u64::from_le_bytes(len);
     let payload = &bytes[HEADER_LEN..];
     if payload.len() as u64 != len {
-        return Err(format!("payload is {} bytes, the header says {len}", payload.len()));
+        return Err(Unusable::Other(format!("is damaged (payload is {} bytes, the header says {len})", payload.len())));
     }
     if blake3::hash(payload).as_bytes() != &bytes[24..56] {
-        return Err("payload does not match its checksum".to_owned());
+        return Err(Unusable::Other("is damaged (payload does not match its checksum)".to_owned()));
+    }
+    if &bytes[56..88] != key.as_bytes() {
+        let mut other = [0u8; 32];
+        other.copy_from_slice(&bytes[56..88]);
+        return Err(Unusable::Other(format!(
+            "holds the entry of another key ({}): it was moved or copied over this one",
+            Key::from_bytes(other).to_hex()
+        )));
     }
     Ok(codec)
 }
@@ -253,6 +295,7 @@ mod tests {
             ("empty", Box::new(|b| b.clear())),
             ("append", Box::new(|b| b.push(0))),
             ("wrong format version", Box::new(|b| b[8] = 99)),
+            ("another key in the header", Box::new(|b| b[60] ^= 1)),
         ];
         for (what, damage) in damages {
             s.put(&k, 1, b"some payload bytes").unwrap();
@@ -263,6 +306,45 @@ mod tests {
             assert!(s.get(&k).unwrap().is_none(), "{what}: read as a miss");
             assert!(!path.exists(), "{what}: the damaged entry is removed");
         }
+    }
+
+    #[test]
+    fn an_entry_of_the_previous_format_is_a_miss_and_is_removed() {
+        let (_d, s) = store();
+        let k = Key::of_content(b"k");
+        // Format 1: a 56-byte header without the key.
+        let payload = b"an answer paid for";
+        let mut v1 = MAGIC.to_vec();
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        v1.extend_from_slice(blake3::hash(payload).as_bytes());
+        v1.extend_from_slice(payload);
+        let path = s.path_of(&k);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &v1).unwrap();
+        assert!(matches!(check(&v1, &k), Err(Unusable::OldFormat(1))));
+        assert!(s.get(&k).unwrap().is_none());
+        assert!(!path.exists());
+        assert!(s.met_old_format.load(Ordering::Relaxed), "said once for the whole store");
+    }
+
+    // regression: two intact entries swapped on disk were served as each other's data.
+    #[test]
+    fn an_entry_under_another_key_is_a_miss_and_is_removed() {
+        let (_d, s) = store();
+        let (a, b) = (Key::of_content(b"a"), Key::of_content(b"b"));
+        s.put(&a, 1, b"the output of a").unwrap();
+        s.put(&b, 1, b"the output of b").unwrap();
+        let (pa, pb) = (s.path_of(&a), s.path_of(&b));
+        let (ba, bb) = (std::fs::read(&pa).unwrap(), std::fs::read(&pb).unwrap());
+        std::fs::write(&pa, bb).unwrap();
+        std::fs::write(&pb, ba).unwrap();
+        assert!(s.get(&a).unwrap().is_none(), "b's entry read under a");
+        assert!(s.get(&b).unwrap().is_none(), "a's entry read under b");
+        assert!(!pa.exists() && !pb.exists(), "both are removed, to be recomputed");
+        s.put(&a, 1, b"the output of a").unwrap();
+        assert_eq!(s.get(&a).unwrap().unwrap().payload, b"the output of a");
     }
 
     #[test]

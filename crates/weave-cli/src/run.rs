@@ -124,6 +124,17 @@ pub(crate) fn run(
         })
     });
     let outcome = weave::run(pipeline, options);
+    // Bad records that steps taken from the cache set aside when they last ran.
+    let mut restored = 0;
+    if let Ok(summary) = &outcome
+        && !cache.options.disabled
+    {
+        let ran = |id: &str| summary.steps.iter().any(|s| s.id == id && s.cache == weave::CacheUse::Ran);
+        match plan.settle_set_aside(&quarantine, &ran) {
+            Ok(n) => restored = n,
+            Err(e) => log::warn!("cannot keep the set-aside records of the cached steps ({e})"),
+        }
+    }
     if outcome.is_ok()
         && !cache.options.disabled
         && let Err(e) = plan.remember()
@@ -178,7 +189,7 @@ pub(crate) fn run(
     match outcome {
         Ok(summary) => {
             let table = if quiet { String::new() } else { summary_table(&summary) };
-            let q = summary.steps.iter().map(|s| s.quarantined).sum::<u64>();
+            let q = summary.steps.iter().map(|s| s.quarantined).sum::<u64>() + restored;
             let note =
                 if q > 0 { format!("; {q} bad records set aside in {}", quarantine.display()) } else { String::new() };
             emit(&format!("{table}run succeeded in {}{note}\n", format_duration(summary.elapsed)))?;

@@ -31,6 +31,7 @@ pub struct Params {
     diags: RefCell<Diagnostics>,
     pipeline: Option<Arc<BuildContext>>,
     retry: Option<RetryPolicy>,
+    kind: Option<&'static str>,
 }
 
 impl Params {
@@ -48,7 +49,15 @@ impl Params {
             diags: RefCell::default(),
             pipeline: None,
             retry: None,
+            kind: None,
         }
+    }
+
+    /// Says which kind the table is a step of, for [`Params::canonical`]: keys declared
+    /// output-neutral for that kind stay out of its cache key.
+    pub fn of_kind(mut self, kind: &'static str) -> Self {
+        self.kind = Some(kind);
+        self
     }
 
     /// Gives the table its pipeline: the LLM providers a step may name, the cache folder,
@@ -368,17 +377,12 @@ impl Params {
         self.diags.borrow_mut().extend(d);
     }
 
-    /// The canonical bytes of the keys other than `exclude` (the keys that do not change
-    /// the output: ids, dependencies, retry and timeout policy).
-    pub fn canonical(&self, exclude: &[&str]) -> CanonicalConfig {
-        let map: serde_json::Map<String, serde_json::Value> = self
-            .table
-            .entries
-            .iter()
-            .filter(|(k, _, _)| !exclude.contains(&k.as_str()))
-            .map(|(k, _, v)| (k.clone(), v.value.to_json()))
-            .collect();
-        CanonicalConfig::from_bytes(serde_json::Value::Object(map).to_string().into_bytes())
+    /// The canonical bytes of the table's keys, for the cache key: every key as written
+    /// (keys sorted), but those declared output-neutral for the table's kind in
+    /// [`OUTPUT_NEUTRAL`](crate::OUTPUT_NEUTRAL). A step's configuration is this, plus
+    /// what it adds from elsewhere (an LLM provider's model).
+    pub fn canonical(&self) -> CanonicalConfig {
+        crate::keys::kind_config(&self.table, self.kind)
     }
 
     /// Reports every key not read as unknown, with a suggestion from `known`, and returns
@@ -500,6 +504,7 @@ latre = 3
             timeout: None,
             prompt_price_per_million: None,
             completion_price_per_million: None,
+            config: Default::default(),
         }
     }
 
@@ -541,12 +546,14 @@ latre = 3
     }
 
     #[test]
-    fn canonical_bytes_ignore_order_and_excluded_keys() {
-        let a = params("b = 1\na = { y = 2, x = [1, \"s\"] }\nid = \"one\"\n");
-        let b = params("id = \"two\"\n[a]\nx = [1, \"s\"]\ny = 2\n");
-        let b2 = params("b = 1\nid = \"two\"\n[a]\nx = [1, \"s\"]\ny = 2\n");
-        assert_ne!(a.canonical(&["id"]), b.canonical(&["id"]));
-        assert_eq!(a.canonical(&["id"]), b2.canonical(&["id"]));
-        assert_eq!(a.canonical(&["id"]).to_string(), r#"{"a":{"x":[1,"s"],"y":2},"b":1}"#);
+    fn canonical_bytes_ignore_order_and_neutral_keys() {
+        let a = params("b = 1\na = { y = 2, x = [1, \"s\"] }\nconcurrency = 4\n").of_kind("llm_generate");
+        let b = params("[a]\nx = [1, \"s\"]\ny = 2\n").of_kind("llm_generate");
+        let b2 = params("b = 1\nconcurrency = 8\n[a]\nx = [1, \"s\"]\ny = 2\n").of_kind("llm_generate");
+        assert_ne!(a.canonical(), b.canonical());
+        assert_eq!(a.canonical(), b2.canonical());
+        assert_eq!(a.canonical().to_string(), r#"{"a":{"x":[1,"s"],"y":2},"b":1}"#);
+        // Another kind's `concurrency` is not declared neutral.
+        assert_ne!(params("concurrency = 4\n").of_kind("clean").canonical(), params("").of_kind("clean").canonical());
     }
 }

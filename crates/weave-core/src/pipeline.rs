@@ -86,7 +86,7 @@ impl Registry {
                 None => d,
             }])
         })?;
-        let params = Params::new(table, file, "step", Some(kind.to_owned()));
+        let params = Params::new(table, file, "step", Some(kind.to_owned())).of_kind(k.name);
         let built = (k.build)(&params);
         let diags = params.finish(k.keys);
         match built {
@@ -141,6 +141,13 @@ pub struct Pipeline {
     pub llm: BTreeMap<String, LlmProvider>,
     /// Where the pipeline file puts the cache (`[cache] dir`), if it says.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// The folder relative paths resolve against: the pipeline file's (empty for the
+    /// working directory). Cache keys name files relative to it, so that a pipeline has
+    /// the same keys from whatever folder it is run.
+    pub base_dir: std::path::PathBuf,
+    /// The pipeline-level settings in every step's cache key (see
+    /// [`OUTPUT_NEUTRAL`](crate::OUTPUT_NEUTRAL)).
+    pub key_config: CanonicalConfig,
     dag: Dag<PipelineStep>,
     warnings: Diagnostics,
 }
@@ -193,6 +200,7 @@ impl Pipeline {
                 continue;
             };
             let params = Params::new(s.params.clone(), spec.source.clone(), "step", Some(s.id.clone()))
+                .of_kind(kind.name)
                 .spanning(s.span.clone())
                 .with_context(std::sync::Arc::clone(&context))
                 .with_retry(s.retry.apply(spec.retry));
@@ -224,7 +232,8 @@ impl Pipeline {
                 PipelineStep {
                     kind: s.kind.clone(),
                     version: info.version(),
-                    config: info.config(),
+                    // Every key written for the step is in its cache key but the neutral ones.
+                    config: crate::keys::step_config(&s.common, &info.config()),
                     retry: s.retry.apply(own.retry.unwrap_or(spec.retry)),
                     timeout: s.timeout.or(own.timeout),
                     on_bad_record: s.on_bad_record.or(own.on_bad_record).unwrap_or_default(),
@@ -276,6 +285,7 @@ impl Pipeline {
         // Every payload is there: a missing one was an error above.
         let dag =
             dag.map(|_, p| p.unwrap_or_else(|| unreachable!("a step that failed to build was reported as an error")));
+        let base_dir = spec.source.path().parent().map(Path::to_path_buf).unwrap_or_default();
         Ok(Pipeline {
             name: spec.name,
             seed: spec.seed,
@@ -284,6 +294,8 @@ impl Pipeline {
             alerts: spec.alerts,
             llm: spec.llm,
             cache_dir: spec.cache_dir,
+            base_dir,
+            key_config: spec.key_config,
             dag,
             warnings,
         })
@@ -519,6 +531,8 @@ impl PipelineBuilder {
             alerts: Vec::new(),
             llm: BTreeMap::new(),
             cache_dir: None,
+            base_dir: std::path::PathBuf::new(),
+            key_config: CanonicalConfig::default(),
             dag,
             warnings,
         })

@@ -9,7 +9,7 @@ use crate::dag::Dep;
 use crate::diagnostic::{Diagnostic, Diagnostics, Location, SourceFile};
 use crate::params::Params;
 use crate::policy::{Backoff, BadRecordLimit, BadRecordPolicy, RetryPolicy};
-use crate::step::CacheMode;
+use crate::step::{CacheMode, CanonicalConfig};
 
 /// The top-level tables of a pipeline file.
 pub const TOP_LEVEL_KEYS: &[&str] = &["pipeline", "resources", "retry", "cache", "alert", "llm", "step"];
@@ -142,6 +142,9 @@ pub struct LlmProvider {
     pub prompt_price_per_million: Option<f64>,
     /// The price of a million completion tokens.
     pub completion_price_per_million: Option<f64>,
+    /// Its keys as written but the output-neutral ones: what the steps that call it put
+    /// in their cache keys.
+    pub config: CanonicalConfig,
 }
 
 /// One `[[step]]` as written: the common keys read, the kind's own keys kept for the kind.
@@ -171,6 +174,9 @@ pub struct StepSpec {
     pub exclusions: Option<std::path::PathBuf>,
     /// The kind's own keys.
     pub params: ConfTable,
+    /// The keys every step takes, as written: with the kind's own keys, what the step's
+    /// cache key is made of.
+    pub common: ConfTable,
     /// Where the step was declared.
     pub location: Option<Location>,
     /// The bytes of the file the step's table spans.
@@ -267,6 +273,9 @@ pub struct PipelineSpec {
     pub no_cache: bool,
     /// `[[step]]`s in the order written.
     pub steps: Vec<StepSpec>,
+    /// The pipeline-level settings in every step's cache key (see
+    /// [`OUTPUT_NEUTRAL`](crate::OUTPUT_NEUTRAL)).
+    pub key_config: CanonicalConfig,
 }
 
 /// Where the cache of the pipeline file at `file` lives when nothing says otherwise:
@@ -290,6 +299,7 @@ impl PipelineSpec {
                 ]));
             }
         };
+        let key_config = crate::keys::pipeline_config(&root);
         let top = Params::new(root, source.clone(), "the pipeline file", None);
         let mut diags = Diagnostics::default();
 
@@ -362,6 +372,7 @@ impl PipelineSpec {
             cache_dir,
             no_cache: false,
             steps,
+            key_config,
         };
         if diags.has_errors() { Err(diags) } else { Ok((spec, diags)) }
     }
@@ -519,6 +530,7 @@ fn read_llm(top: &Params, diags: &mut Diagnostics) -> BTreeMap<String, LlmProvid
             timeout: p.duration("timeout"),
             prompt_price_per_million: price(&p, "prompt_price_per_million"),
             completion_price_per_million: price(&p, "completion_price_per_million"),
+            config: crate::keys::provider_config(pt),
         };
         out.insert(name.clone(), provider);
         diags.extend(p.finish(LLM_KEYS));
@@ -567,8 +579,9 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
         let (common, params): (Vec<_>, Vec<_>) =
             t.entries.iter().cloned().partition(|(k, _, _)| STEP_COMMON_KEYS.contains(&k.as_str()));
         let params = ConfTable { entries: params };
-        let common = Params::new(ConfTable { entries: common }, top.file().clone(), "step", Some(id.clone()))
-            .spanning(it.span.clone());
+        let common_keys = ConfTable { entries: common };
+        let common =
+            Params::new(common_keys.clone(), top.file().clone(), "step", Some(id.clone())).spanning(it.span.clone());
         match common.item("id") {
             None => common.push(
                 Diagnostic::error("this step has no `id`")
@@ -653,6 +666,7 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
             cache,
             exclusions,
             params,
+            common: common_keys,
             location,
             span: it.span.clone(),
         });

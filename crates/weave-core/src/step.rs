@@ -183,7 +183,8 @@ impl CacheMode {
 /// with the sequence number it went out with, and is complete once [`StepCache::finish`]
 /// is called. A complete entry is replayed instead of running the step (a sink with a
 /// complete entry is skipped: its files are up to date). Parts of an incomplete entry,
-/// left by an interrupted run, let a stateless step skip the batches it already did.
+/// left by an interrupted run, let a stateless step that sets no record aside skip the
+/// batches it already did.
 pub trait StepCache: Send + Sync {
     /// Whether the whole output is stored and readable. May check every part, so the
     /// executor asks only for steps whose output it needs.

@@ -88,6 +88,7 @@ pub(crate) fn map_loop(
     let chain: Arc<[Arc<dyn Transform>]> = chain.into();
     let ids: Arc<[Arc<str>]> = steps.iter().map(|s| Arc::clone(&s.id)).collect();
     let keep: Arc<[bool]> = steps.iter().map(|s| s.exclusions.is_some()).collect();
+    let resumable = steps.iter().all(|s| !s.sets_aside());
     // A step with a timeout runs each call on a thread of its own, so that an abandoned
     // call never holds a pool worker; an I/O-bound step gets a pool of its own size.
     let timeout = steps[0].timeout.filter(|_| steps.len() == 1);
@@ -250,8 +251,10 @@ pub(crate) fn map_loop(
                     let attempt = next_attempt;
                     next_attempt += 1;
                     let batch = msg.batch.clone();
-                    // An interrupted run may have stored this batch's output already.
-                    let stored = match rec.load(idx) {
+                    // An interrupted run may have stored this batch's output already; it
+                    // stands in only when no step of the stage sets records aside, since
+                    // those records are not stored with it.
+                    let stored = match rec.load(idx).filter(|_| resumable) {
                         Some(mut out) if out.len() == 1 => out.pop().map(|(_, b)| b),
                         _ => None,
                     };

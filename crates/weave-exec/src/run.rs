@@ -632,6 +632,15 @@ pub(crate) struct StageStep {
     pub(crate) source: bool,
 }
 
+impl StageStep {
+    /// Whether the step's calls set records aside, into its exclusion file or the
+    /// quarantine: their output alone does not stand for them, so the stored output of an
+    /// interrupted run cannot replace calling them.
+    pub(crate) fn sets_aside(&self) -> bool {
+        self.exclusions.is_some() || self.on_bad_record != BadRecordPolicy::Fail
+    }
+}
+
 /// What a stage runs.
 enum Work {
     Source(Box<dyn Source>),
@@ -969,6 +978,12 @@ fn build_stages(
             && node.payload.resources.io_concurrency.is_none()
     };
     let live_consumers = |j: usize| dag.consumers(j).iter().filter(|&&c| roles[c] == CacheUse::Ran).count();
+    // A step whose output is stored starts a stage of its own after steps that set records
+    // aside: its stored parts then stand for its own calls only, which the stage can check.
+    let sets_aside = |m: usize| {
+        let p = &dag.node(m).payload;
+        p.exclusions.is_some() || p.on_bad_record != BadRecordPolicy::Fail
+    };
     let mut stage_of = vec![usize::MAX; n];
     let mut members: Vec<Vec<usize>> = Vec::new();
     for &i in dag.topological_order() {
@@ -982,6 +997,7 @@ fn build_stages(
             && !caches.contains_key(&dag.node(j).id)
             && live_consumers(j) == 1
             && dag.node(j).payload.resources.gpus == node.payload.resources.gpus
+            && !(caches.contains_key(&node.id) && members[stage_of[j]].iter().any(|&m| sets_aside(m)))
         {
             stage_of[i] = stage_of[j];
             members[stage_of[j]].push(i);

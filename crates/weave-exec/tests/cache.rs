@@ -134,3 +134,50 @@ fn a_sink_with_a_complete_entry_is_skipped_with_everything_before_it() {
     assert!(s.steps.iter().all(|st| st.cache == CacheUse::Skipped), "{:?}", s.steps);
     assert!(bytes.lock().unwrap().is_none(), "the sink did not run, so it committed nothing");
 }
+
+// regression (issue 13, item 4): a stateless step that sets bad records aside resumed from
+// an interrupted run's parts, and the records it had set aside in them were missing from
+// this run's quarantine file (which each run starts anew).
+#[test]
+fn a_step_that_sets_records_aside_does_not_resume_from_parts_that_lack_them() {
+    use weave_core::{BadRecordPolicy, Rejected, StepPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("quarantine.jsonl");
+    let entry = Arc::new(Mem::default());
+    let calls = Arc::new(AtomicU64::new(0));
+    let go = |calls: Arc<AtomicU64>| {
+        let mut check = map(move |b, ctx| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            let bad = |r: &weave_core::RowRef<'_>| r.get("i").and_then(|v| v.as_int()).unwrap_or(0) % 4 == 0;
+            for r in b.rows().filter(bad) {
+                ctx.reject(Rejected { reason: "divisible by 4".into(), record: Some(r.to_record()), origin: None });
+            }
+            let keep: Vec<bool> = b.rows().map(|r| !bad(&r)).collect();
+            Ok(b.filter(&keep))
+        });
+        check.policy = StepPolicy { on_bad_record: Some(BadRecordPolicy::Skip), ..StepPolicy::default() };
+        let (out, bytes) = collect();
+        let p = builder(2)
+            .step("gen", src(gen_(10, 4)))
+            .step("check", tf(check))
+            .step("out", sink(out))
+            .build()
+            .expect("valid DAG");
+        let caches = HashMap::from([("check".to_owned(), Arc::clone(&entry) as Arc<dyn StepCache>)]);
+        let s = run(p, ExecOptions { caches, quarantine: Some(q.clone()), ..ExecOptions::default() })
+            .expect("run succeeds");
+        (s, bytes.lock().unwrap().take().expect("committed"))
+    };
+    let (_, want) = go(Arc::clone(&calls));
+    // As if the run had been killed after 6 batches of `check`.
+    *entry.finished.lock().unwrap() = None;
+    entry.parts.lock().unwrap().retain(|&part, _| part < 6);
+    calls.store(0, Ordering::Relaxed);
+
+    let (second, got) = go(Arc::clone(&calls));
+    assert_eq!(got, want);
+    assert_eq!(calls.load(Ordering::Relaxed), 10, "every batch computed again, none taken from the parts");
+    assert_eq!(second.step("check").unwrap().cached_batches, 0);
+    assert_eq!(second.step("check").unwrap().quarantined, 10, "every bad record set aside by this run");
+    assert_eq!(std::fs::read_to_string(&q).unwrap().lines().count(), 10);
+}

@@ -608,10 +608,12 @@ fn build(p: &Params) -> Option<Step> {
         return None;
     }
     let description = noisers.iter().map(|n| format!("{}({})", n.name(), n.settings())).collect::<Vec<_>>().join(" > ");
-    // The cache key covers what the pattern files say, not only their names.
-    let mut config = p.canonical(&[]).as_bytes().to_vec();
-    for (path, hash) in &files {
-        config.extend_from_slice(format!("\n{}={hash}", path.display()).as_bytes());
+    // The cache key covers what the pattern files said when they were read, by content
+    // only: their paths are in the keys as written, relative to the pipeline file, so
+    // that the key is the same from any working directory.
+    let mut config: serde_json::Value = serde_json::from_slice(p.canonical().as_bytes()).unwrap_or_default();
+    if let (Some(map), false) = (config.as_object_mut(), files.is_empty()) {
+        map.insert("pattern_file_hashes".to_owned(), files.iter().map(|(_, hash)| hash.clone()).collect());
     }
     files.dedup();
     Some(Step::Transform(std::sync::Arc::new(Augment {
@@ -622,7 +624,7 @@ fn build(p: &Params) -> Option<Step> {
         noisers,
         description,
         files: files.into_iter().map(|(p, _)| p).collect(),
-        config: CanonicalConfig::from_bytes(config),
+        config: CanonicalConfig::from_bytes(config.to_string().into_bytes()),
     })))
 }
 

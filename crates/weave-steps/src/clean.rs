@@ -162,7 +162,7 @@ fn build(p: &Params) -> Option<Step> {
             _ => fused.push(r),
         }
     }
-    Some(Step::Transform(std::sync::Arc::new(Clean { rules: fused, fields, config: p.canonical(&[]) })))
+    Some(Step::Transform(std::sync::Arc::new(Clean { rules: fused, fields, config: p.canonical() })))
 }
 
 /// One rule from the list, or `None` with the problem recorded at its place.

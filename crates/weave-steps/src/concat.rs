@@ -19,7 +19,7 @@ pub struct Concat {
 }
 
 fn build(p: &Params) -> Option<Step> {
-    Some(Step::Merge(Box::new(Concat { config: p.canonical(&[]) })))
+    Some(Step::Merge(Box::new(Concat { config: p.canonical() })))
 }
 
 impl StepInfo for Concat {

@@ -320,7 +320,7 @@ fn build(p: &Params) -> Option<Step> {
         quote,
         batch,
         max_record,
-        config: p.canonical(&["batch_size", "batch_bytes"]),
+        config: p.canonical(),
         next_file: 0,
         open: None,
         header: None,
@@ -657,7 +657,7 @@ fn build_export(p: &Params) -> Option<Step> {
         p.push(weave_core::Diagnostic::error(e.to_string()));
         return None;
     }
-    Some(Step::Sink(Box::new(ExportCsv { out: Export::new(spec?, format), config: p.canonical(&["max_partitions"]) })))
+    Some(Step::Sink(Box::new(ExportCsv { out: Export::new(spec?, format), config: p.canonical() })))
 }
 
 crate::output::export_step!(ExportCsv, EXPORT_KIND);

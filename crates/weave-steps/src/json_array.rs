@@ -71,10 +71,7 @@ fn build(p: &Params) -> Option<Step> {
     let spec = OutputSpec::read(p, "the JSON file to write");
     let pretty = p.bool("pretty").unwrap_or(false);
     let spec = spec?;
-    Some(Step::Sink(Box::new(ExportJson {
-        out: Export::new(spec, JsonArray { pretty }),
-        config: p.canonical(&["max_partitions"]),
-    })))
+    Some(Step::Sink(Box::new(ExportJson { out: Export::new(spec, JsonArray { pretty }), config: p.canonical() })))
 }
 
 crate::output::export_step!(ExportJson, EXPORT_KIND);

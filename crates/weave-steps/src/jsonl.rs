@@ -52,7 +52,7 @@ fn build_load(p: &Params) -> Option<Step> {
         lines: Lines::new(paths.clone(), max_record),
         paths,
         batch,
-        config: p.canonical(&["batch_size", "batch_bytes"]),
+        config: p.canonical(),
     })))
 }
 
@@ -145,7 +145,7 @@ impl Format for Jsonl {
 
 fn build_export(p: &Params) -> Option<Step> {
     let spec = OutputSpec::read(p, "the JSONL file to write")?;
-    Some(Step::Sink(Box::new(ExportJsonl { out: Export::new(spec, Jsonl), config: p.canonical(&["max_partitions"]) })))
+    Some(Step::Sink(Box::new(ExportJsonl { out: Export::new(spec, Jsonl), config: p.canonical() })))
 }
 
 crate::output::export_step!(ExportJsonl, EXPORT_KIND);

@@ -47,7 +47,7 @@ fn build(p: &Params) -> Option<Step> {
         field,
         skip_empty,
         batch,
-        config: p.canonical(&["batch_size", "batch_bytes"]),
+        config: p.canonical(),
     })))
 }
 

@@ -54,7 +54,7 @@ fn build(p: &Params) -> Option<Step> {
         paths: paths?,
         batch,
         max_record,
-        config: p.canonical(&["batch_size", "batch_bytes"]),
+        config: p.canonical(),
         next_file: 0,
         open: None,
         buf: Vec::new(),

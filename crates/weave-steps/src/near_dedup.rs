@@ -247,7 +247,7 @@ fn build(p: &Params) -> Option<Step> {
         fields,
         signer,
         min_matches,
-        config: p.canonical(&[]),
+        config: p.canonical(),
         index: (0..bands).map(|_| BandTable::default()).collect(),
         recent: (0..bands).map(|_| BandTable::default()).collect(),
         store: SignatureStore::new(p_count, SPILL_BYTES),

@@ -85,7 +85,7 @@ fn build_load(p: &Params) -> Option<Step> {
         paths: paths?,
         columns,
         batch_size,
-        config: p.canonical(&["batch_size"]),
+        config: p.canonical(),
         next_file: 0,
         open: None,
     })))
@@ -227,7 +227,7 @@ fn build_export(p: &Params) -> Option<Step> {
     Some(Step::Sink(Box::new(ExportParquet {
         out: AtomicOutput::new(path?),
         compression,
-        config: p.canonical(&[]),
+        config: p.canonical(),
         writer: None,
     })))
 }

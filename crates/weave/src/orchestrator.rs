@@ -120,7 +120,14 @@ impl Orchestrator {
         if let Some(p) = &plan {
             options.caches = p.entries();
         }
+        let quarantine = options.quarantine.clone();
         let summary = weave_exec::run(pipeline, options)?;
+        if let (Some(p), Some(q)) = (&plan, &quarantine) {
+            let ran = |id: &str| summary.step(id).is_some_and(|s| s.cache == weave_exec::CacheUse::Ran);
+            if let Err(e) = p.settle_set_aside(q, &ran) {
+                log::warn!("cannot keep the set-aside records of the cached steps ({e})");
+            }
+        }
         if let Some(Err(e)) = plan.as_ref().map(weave_cache::CachePlan::remember) {
             log::warn!("cannot record the steps' keys in the cache ({e})");
         }

@@ -5,3 +5,7 @@ mod metrics;
 
 // Orchestrator::cache: unchanged work taken from the cache.
 mod cache;
+
+// Every key of every kind, and every pipeline-level key, is in the cache keys it bears on
+// unless declared output-neutral.
+mod keys;

@@ -300,7 +300,7 @@ impl Sink for Noop {
 }
 
 fn noop(kind: &'static str, p: &Params) -> Noop {
-    Noop { kind, config: p.canonical(&[]) }
+    Noop { kind, config: p.canonical() }
 }
 
 /// A registry with one no-op kind per shape.

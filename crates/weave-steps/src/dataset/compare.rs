@@ -88,7 +88,7 @@ fn build(p: &Params) -> Option<Step> {
         max_categories,
         ks_sample: ks_sample as usize,
         seed,
-        config: p.canonical(&[]),
+        config: p.canonical(),
         state: Vec::new(),
         labels: HashMap::new(),
         records: [0; 2],

@@ -210,7 +210,7 @@ fn build(p: &Params) -> Option<Step> {
     if p.has_errors() {
         return None;
     }
-    Some(Step::Transform(Arc::new(Filter { field: field?, checks, not, config: p.canonical(&[]) })))
+    Some(Step::Transform(Arc::new(Filter { field: field?, checks, not, config: p.canonical() })))
 }
 
 impl StepInfo for Filter {

@@ -357,7 +357,7 @@ fn build(p: &Params) -> Option<Step> {
         next: 0,
         schema: None,
         row_bytes: Vec::new(),
-        config: p.canonical(&["batch_size"]),
+        config: p.canonical(),
     })))
 }
 

@@ -157,7 +157,7 @@ fn build(p: &Params) -> Option<Step> {
         source,
         check_schema,
         seed,
-        config: p.canonical(&[]),
+        config: p.canonical(),
         types: Default::default(),
         done: [false; 2],
         counts: [0; 2],

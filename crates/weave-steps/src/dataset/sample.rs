@@ -84,7 +84,7 @@ fn build(p: &Params) -> Option<Step> {
     if p.has_errors() {
         return None;
     }
-    let config = p.canonical(&[]);
+    let config = p.canonical();
     if let Some(f) = fraction {
         let Some(field) = stratify_by else {
             return Some(Step::Transform(Arc::new(Sample { mode: Mode::Fraction(f), key, seed, config })));

@@ -96,7 +96,7 @@ fn build(p: &Params) -> Option<Step> {
         classes: Classes::default(),
         stratifier: Stratifier::new(fractions.clone()),
     });
-    let split = Split { names, fractions, bounds, field, key, seed, config: p.canonical(&[]), stratified };
+    let split = Split { names, fractions, bounds, field, key, seed, config: p.canonical(), stratified };
     Some(if split.stratified.is_some() {
         Step::StatefulTransform(Box::new(split))
     } else {

@@ -383,7 +383,7 @@ pub(crate) fn build(p: &Params, noiser: &ConfItem) -> Option<Step> {
         parts.push(format!("model={}", call.provider().model));
         format!("{}({})", d.name, parts.join(","))
     };
-    let config = call.config(p, &[]);
+    let config = call.config(p);
     Some(Step::Transform(Arc::new(LlmAugment {
         call,
         noiser: d.name,

@@ -416,6 +416,7 @@ mod tests {
             timeout: Some(Duration::from_secs(5)),
             prompt_price_per_million: None,
             completion_price_per_million: None,
+            config: Default::default(),
         })
     }
 

@@ -137,7 +137,7 @@ fn build(p: &Params) -> Option<Step> {
         return None;
     }
     let (call, prompt) = (call?, prompt?);
-    let config = call.config(p, &[]);
+    let config = call.config(p);
     Some(Step::Transform(Arc::new(LlmGenerate {
         call,
         system,

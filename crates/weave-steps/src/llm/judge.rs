@@ -142,7 +142,7 @@ fn build(p: &Params) -> Option<Step> {
         return None;
     }
     let (call, prompt, system) = (call?, prompt?, system?);
-    let config = call.config(p, &[]);
+    let config = call.config(p);
     Some(Step::Transform(Arc::new(LlmJudge {
         call,
         system,

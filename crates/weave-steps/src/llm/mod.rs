@@ -208,19 +208,23 @@ impl LlmCall {
         self.worker.endpoint.provider()
     }
 
-    /// The step's configuration for the cache key: its own keys but those that do not
-    /// change its output (`exclude`, and `concurrency`), and the provider's endpoint and
-    /// model — never its key or its limits.
-    pub(crate) fn config(&self, p: &Params, exclude: &[&str]) -> CanonicalConfig {
-        let mut skip = vec!["concurrency"];
-        skip.extend_from_slice(exclude);
-        let own: serde_json::Value =
-            serde_json::from_slice(p.canonical(&skip).as_bytes()).unwrap_or(serde_json::Value::Null);
+    /// The step's configuration for the cache key: its own keys (but those declared
+    /// output-neutral, such as `concurrency`) and the provider's keys that decide its
+    /// answers (its endpoint and model; never its API key or its limits).
+    pub(crate) fn config(&self, p: &Params) -> CanonicalConfig {
+        let parse = |c: CanonicalConfig| -> serde_json::Value {
+            serde_json::from_slice(c.as_bytes()).unwrap_or(serde_json::Value::Null)
+        };
         let provider = self.provider();
-        let v = serde_json::json!({
-            "step": own,
-            "llm": { "base_url": provider.base_url, "model": provider.model },
-        });
+        // The provider's keys as written; its endpoint and model always, for a provider
+        // made in Rust rather than read from a pipeline file.
+        let mut llm = match parse(provider.config.clone()) {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        llm.insert("base_url".to_owned(), provider.base_url.clone().into());
+        llm.insert("model".to_owned(), provider.model.clone().into());
+        let v = serde_json::json!({ "step": parse(p.canonical()), "llm": llm });
         CanonicalConfig::of(&v).unwrap_or_default()
     }
 

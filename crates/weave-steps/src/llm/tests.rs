@@ -29,6 +29,7 @@ fn provider(url: &str, rpm: Option<u64>) -> LlmProvider {
         timeout: Some(Duration::from_secs(10)),
         prompt_price_per_million: Some(1.0),
         completion_price_per_million: Some(2.0),
+        config: Default::default(),
     }
 }
 

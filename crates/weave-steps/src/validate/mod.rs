@@ -163,7 +163,7 @@ fn build(p: &Params) -> Option<Step> {
         failed_field,
         id_field,
         scorer: CoherenceScorer::new(),
-        config: p.canonical(&[]),
+        config: p.canonical(),
         records: 0,
         failed: 0,
         watched,
