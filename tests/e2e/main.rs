@@ -14,3 +14,6 @@ mod dataset_ops;
 // LLM steps against an OpenAI-compatible test server: faults, resume after SIGKILL, the API
 // key kept out of every output, --no-cache, generate and judge.
 mod llm;
+// Outputs: what a run writes checked against what it reads, targets that are not files,
+// killed runs' temporary files, split exports killed inside their commit.
+mod outputs;

@@ -35,9 +35,11 @@ pub(crate) fn run(
 ) -> Result<(), Failure> {
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
-    // The first Ctrl-C stops the run cleanly (nothing committed); a second one kills it.
+    // The first Ctrl-C stops the run cleanly (nothing committed); a second one kills it,
+    // taking the run's temporary files with it.
     let handler = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
+            weave::remove_live_temporaries();
             std::process::exit(130);
         }
         eprintln!("\ninterrupted: stopping the run (Ctrl-C again to kill it)");
@@ -209,14 +211,19 @@ pub(crate) fn run(
     }
 }
 
-/// Writes `text` to `path` through a temporary file and a rename, so that a reader (a
-/// Prometheus file collector) never sees half a file.
+/// Writes `text` to `path` through a temporary file beside it and a rename, so that a
+/// reader (a Prometheus file collector) never sees half a file, and a killed run leaves
+/// nothing that a later one does not remove.
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    use std::io::Write as _;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let (mut file, tmp) = weave::TempFile::new_in(dir)?;
+    file.write_all(text.as_bytes())?;
+    drop(file);
+    tmp.persist(path)
 }
 
 /// Each file as `{step, path, bytes, blake3}` (or `{step, path, error}` when it cannot be

@@ -13,6 +13,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use weave_core::{Batch, ConfItem, ConfValue, Params, StepError, ValueRef};
+use weave_exec::TempFile;
 
 /// How an output file is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,11 +216,11 @@ enum State {
     /// Nothing written yet: no temporary file.
     Idle,
     /// Being written into a temporary file.
-    Writing { out: TempWriter, tmp: tempfile::TempPath },
+    Writing { out: TempWriter, tmp: TempFile },
     /// Its writer handed over to a format library ([`AtomicOutput::take_writer`]).
-    Lent { tmp: tempfile::TempPath },
+    Lent { tmp: TempFile },
     /// Written, synced and closed, waiting to be moved into place.
-    Finished { tmp: tempfile::TempPath },
+    Finished { tmp: TempFile },
     /// In place.
     Persisted,
 }
@@ -296,16 +297,11 @@ impl AtomicOutput {
                 _ => PathBuf::from("."),
             };
             create_dirs(&dir, &mut self.created)?;
-            let mut builder = tempfile::Builder::new();
-            builder.prefix(".weave-").suffix(".tmp");
-            // The output is the user's file: the permissions `File::create` would give it
-            // (0666 less the umask), not the temporary file's owner-only 0600.
-            #[cfg(unix)]
-            builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-            let tmp = builder.tempfile_in(&dir).map_err(|e| {
+            // Named after this process, so that a later run can remove it if this one is
+            // killed; with the permissions `File::create` would give, as it is the user's file.
+            let (file, tmp) = TempFile::new_in(&dir).map_err(|e| {
                 StepError::environment(format!("cannot create a temporary file in {}", dir.display()), e)
             })?;
-            let (file, tmp) = tmp.into_parts();
             let tally = Tally::new(file, self.hash);
             let encoder = Encoder::new(tally, self.compression).map_err(|e| {
                 let what = format!("cannot start {} compression for {}", self.compression.name(), self.path.display());
@@ -379,7 +375,7 @@ impl AtomicOutput {
     pub(crate) fn persist(&mut self) -> Result<(), StepError> {
         match std::mem::replace(&mut self.state, State::Persisted) {
             State::Finished { tmp } => tmp.persist(&self.path).map_err(|e| {
-                StepError::environment(format!("cannot move the output into place at {}", self.path.display()), e.error)
+                StepError::environment(format!("cannot move the output into place at {}", self.path.display()), e)
             }),
             State::Persisted => Ok(()),
             other => {
