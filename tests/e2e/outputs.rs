@@ -136,3 +136,167 @@ fn a_second_ctrl_c_leaves_no_temporary_file() {
     assert_eq!(temporaries(&out), Vec::<String>::new());
     assert!(!out.join("result.jsonl").exists());
 }
+
+/// A folder with `in.csv` (with a bad row, so that a run with `--quarantine` has
+/// something to set aside) and `p.toml`: load `in.csv`, export to `export`, plus `extra`
+/// at the end of the file.
+fn reads_in_csv(export: &str, extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "in.csv", "a,text\n1,first\n2,second,extra\n3,third\n");
+    write(
+        dir.path(),
+        "p.toml",
+        &format!(
+            "[[step]]\nid = \"load\"\nkind = \"load_csv\"\npath = \"in.csv\"\non_bad_record = \"skip\"\n\n\
+             [[step]]\nid = \"export\"\nkind = \"export_jsonl\"\npath = {export:?}\n{extra}"
+        ),
+    );
+    dir
+}
+
+/// Runs `weave run p.toml` with `args` in `dir`, expects it refused (exit 1) with each of
+/// `messages` on stderr, and every file of `dir` (the input and the pipeline above all)
+/// exactly as it was.
+fn refused(dir: &Path, args: &[&str], messages: &[&str]) {
+    let before = snapshot(dir);
+    let mut all = vec!["run", "p.toml"];
+    all.extend_from_slice(args);
+    let mut expected = messages.to_vec();
+    expected.push("nothing was written");
+    check_in(dir, &all, 1, &[], &expected);
+    assert_eq!(snapshot(dir), before, "the run touched nothing");
+}
+
+/// Every entry of `dir` (not below): its name, and its bytes for a regular file or its
+/// kind otherwise.
+fn snapshot(dir: &Path) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::fs::read_dir(dir)
+        .expect("list")
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let kind = e.file_type().expect("type");
+            let what = if kind.is_file() {
+                String::from_utf8_lossy(&std::fs::read(e.path()).expect("read")).into_owned()
+            } else {
+                format!("{kind:?}")
+            };
+            (name, what)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn an_export_that_names_the_input_by_another_spelling_is_refused() {
+    // regression: `./in.csv`, `sub/../in.csv` and the absolute path overwrote the input.
+    let message = "step \"export\" would write over a file that step \"load\" reads: ";
+    for spelling in ["./in.csv", "sub/../in.csv", "missing/../in.csv", "ABS", "link.csv", "via/in.csv"] {
+        let dir = reads_in_csv("PLACEHOLDER", "");
+        std::fs::create_dir(dir.path().join("sub")).expect("sub");
+        std::os::unix::fs::symlink(dir.path().join("in.csv"), dir.path().join("link.csv")).expect("link");
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("via")).expect("folder link");
+        let abs = dir.path().join("in.csv").display().to_string();
+        let path = if spelling == "ABS" { abs.as_str() } else { spelling };
+        let text = std::fs::read_to_string(dir.path().join("p.toml")).expect("read");
+        write(dir.path(), "p.toml", &text.replace("PLACEHOLDER", path));
+        refused(dir.path(), &[], &[message, &format!("{path} and in.csv are both ")]);
+    }
+}
+
+#[test]
+fn two_exports_to_one_file_spelled_differently_are_refused() {
+    // regression: `out.jsonl` and `./out.jsonl` silently lost one export's rows.
+    let dir = reads_in_csv(
+        "out.jsonl",
+        "\n[[step]]\nid = \"again\"\nkind = \"export_jsonl\"\nafter = \"load\"\npath = \"./out.jsonl\"\n",
+    );
+    refused(
+        dir.path(),
+        &[],
+        &["step \"export\" and step \"again\" would both write one file: out.jsonl and ./out.jsonl are both "],
+    );
+}
+
+#[test]
+fn quarantine_and_metrics_file_on_the_input_are_refused() {
+    // regression: `--quarantine in.csv` deleted the input before the run read it, and
+    // `--metrics-file in.csv` overwrote it with metrics.
+    let dir = reads_in_csv("out.jsonl", "");
+    refused(
+        dir.path(),
+        &["--quarantine", "./in.csv"],
+        &["--quarantine would write over a file that step \"load\" reads: ./in.csv and in.csv are both "],
+    );
+    let abs = dir.path().join("in.csv").display().to_string();
+    refused(
+        dir.path(),
+        &["--metrics-file", &abs],
+        &["--metrics-file would write over a file that step \"load\" reads: "],
+    );
+    // The metrics file and the quarantine file are not one file either.
+    refused(
+        dir.path(),
+        &["--metrics-file", "bad.jsonl", "--quarantine", "./bad.jsonl"],
+        &["--quarantine and --metrics-file would both write one file"],
+    );
+    // With paths of their own, the run goes, and sets the bad row aside.
+    check_in(dir.path(), &["run", "p.toml", "--quarantine", "bad.jsonl", "--metrics-file", "m.prom"], 0, &[], &[]);
+    assert!(std::fs::read_to_string(dir.path().join("bad.jsonl")).expect("quarantine").contains("second"));
+    assert_eq!(std::fs::read_to_string(dir.path().join("in.csv")).expect("input").lines().count(), 4);
+}
+
+#[test]
+fn an_export_to_the_pipeline_file_or_an_alert_file_on_the_input_is_refused() {
+    // regression: an export to the pipeline file itself overwrote the pipeline.
+    let dir = reads_in_csv("./p.toml", "");
+    refused(dir.path(), &[], &["step \"export\" would write over the pipeline file: ./p.toml and p.toml are both "]);
+    let dir =
+        reads_in_csv("out.jsonl", "\n[[alert]]\nwhen = \"run_failed > 0\"\nnotify = \"file\"\npath = \"in.csv\"\n");
+    refused(dir.path(), &[], &["alert `run_failed > 0` would write over a file that step \"load\" reads"]);
+    // `weave validate` says so too, and `weave graph -o` does not write over the pipeline.
+    check_in(dir.path(), &["validate", "p.toml"], 1, &[], &["alert `run_failed > 0` would write over a file"]);
+    check_in(dir.path(), &["graph", "p.toml", "-o", "./p.toml"], 1, &[], &["-o would write over the pipeline file"]);
+    assert!(std::fs::read_to_string(dir.path().join("p.toml")).expect("pipeline").contains("[[alert]]"));
+}
+
+#[test]
+fn an_export_to_a_parts_pattern_that_makes_an_input_is_refused() {
+    // A split export's parts are named as the run goes: one that could be the input is
+    // refused before the run, like a file named outright.
+    let dir = reads_in_csv("data.csv", "max_rows = 1\n");
+    std::fs::rename(dir.path().join("in.csv"), dir.path().join("data-00001.csv")).expect("rename");
+    let text = std::fs::read_to_string(dir.path().join("p.toml")).expect("read");
+    write(dir.path(), "p.toml", &text.replace("in.csv", "./data-00001.csv").replace("export_jsonl", "export_csv"));
+    refused(
+        dir.path(),
+        &[],
+        &[
+            "step \"export\" writes its parts as `data.csv`, which makes ",
+            "data-00001.csv: a file that step \"load\" reads (as ./data-00001.csv)",
+        ],
+    );
+}
+
+#[test]
+fn targets_that_are_not_regular_files_are_refused() {
+    // regression: an export to a FIFO or a device replaced it with a regular file (as
+    // root, `path = "/dev/null"` would have replaced the system's /dev/null).
+    let dir = reads_in_csv("pipe", "");
+    assert!(Command::new("mkfifo").arg(dir.path().join("pipe")).status().expect("mkfifo").success());
+    refused(dir.path(), &[], &["step \"export\" would replace pipe, which is a FIFO (named pipe), not a regular file"]);
+    let dir = reads_in_csv("/dev/null", "");
+    refused(dir.path(), &[], &["step \"export\" would replace /dev/null, which is a device, not a regular file"]);
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &std::fs::metadata("/dev/null").expect("/dev/null").file_type()
+    ));
+    let dir = reads_in_csv("out.jsonl", "");
+    refused(dir.path(), &["--quarantine", "/dev/null"], &["--quarantine would replace /dev/null, which is a device"]);
+    std::fs::create_dir(dir.path().join("folder")).expect("folder");
+    refused(dir.path(), &["--metrics-file", "folder"], &["--metrics-file would replace folder, which is a folder"]);
+    // A symbolic link is refused too: the rename would replace the link, not its file.
+    std::fs::write(dir.path().join("real.jsonl"), "old").expect("write");
+    std::os::unix::fs::symlink("real.jsonl", dir.path().join("out.jsonl")).expect("link");
+    refused(dir.path(), &[], &["step \"export\" would replace out.jsonl, which is a symbolic link (to real.jsonl)"]);
+}

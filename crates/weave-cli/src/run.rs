@@ -47,7 +47,16 @@ pub(crate) fn run(
     if let Err(e) = handler {
         log::warn!("cannot catch Ctrl-C ({e}); an interrupted run stops without cleaning up");
     }
+    let quarantine_flag = if quarantine.is_some() { "--quarantine" } else { "the quarantine file" };
     let quarantine = quarantine.unwrap_or_else(|| default_quarantine(file));
+    // Before anything is written or removed: no output may be an input, the pipeline file
+    // or another output, nor anything but a regular file.
+    let mut files =
+        weave::RunFiles::of_pipeline(&pipeline).read("the pipeline file", file).replaced(quarantine_flag, &quarantine);
+    if let Some(m) = &metrics_file {
+        files = files.replaced("--metrics-file", m);
+    }
+    crate::refuse(files, "nothing was written: give each output a path of its own")?;
     // A quarantine file from an earlier run would read as this run's.
     match std::fs::remove_file(&quarantine) {
         Ok(()) => {}
@@ -248,7 +257,7 @@ pub(crate) fn runs_dir(file: &Path) -> PathBuf {
 }
 
 /// `.weave/quarantine.jsonl` beside the pipeline file.
-fn default_quarantine(file: &Path) -> PathBuf {
+pub(crate) fn default_quarantine(file: &Path) -> PathBuf {
     weave::resolve(file, ".weave/quarantine.jsonl")
 }
 

@@ -39,8 +39,8 @@ pub use spec::{
     STEP_COMMON_KEYS, STEP_RESOURCES_KEYS, StepSpec, TOP_LEVEL_KEYS, default_cache_dir,
 };
 pub use step::{
-    CacheMode, CanonicalConfig, Merge, Rejected, Shape, Sink, Source, StatefulTransform, Step, StepCache, StepContext,
-    StepInfo, Transform, sum_figures,
+    CacheMode, CanonicalConfig, FilePattern, Merge, Rejected, Shape, Sink, Source, StatefulTransform, Step, StepCache,
+    StepContext, StepInfo, Transform, sum_figures,
 };
 pub use units::{format_bytes, format_duration, parse_bytes, parse_duration};
 pub use value::{Value, ValueRef};

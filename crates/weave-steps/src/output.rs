@@ -184,6 +184,10 @@ macro_rules! export_step {
             fn files_written(&self) -> Vec<std::path::PathBuf> {
                 self.out.files_written()
             }
+
+            fn written_patterns(&self) -> Vec<weave_core::FilePattern> {
+                self.out.written_patterns()
+            }
         }
 
         impl weave_core::Sink for $step {
@@ -296,6 +300,20 @@ impl AtomicOutput {
                 Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
                 _ => PathBuf::from("."),
             };
+            // The run checked the files it names before it started; a part's name is
+            // made as it goes, so each is looked at here, before anything is written.
+            if let Ok(m) = std::fs::symlink_metadata(&self.path)
+                && !m.is_file()
+            {
+                let what = if m.is_symlink() {
+                    "a symbolic link (an output is replaced whole, which would replace the link, not the file it points to)"
+                } else if m.is_dir() {
+                    "a folder"
+                } else {
+                    "not a regular file (a device, a FIFO or a socket)"
+                };
+                return Err(StepError::fatal(format!("cannot write {}: it is {what}", self.path.display())));
+            }
             create_dirs(&dir, &mut self.created)?;
             // Named after this process, so that a later run can remove it if this one is
             // killed; with the permissions `File::create` would give, as it is the user's file.
@@ -568,6 +586,18 @@ impl Template {
         PathBuf::from(s)
     }
 
+    /// The text before the first placeholder.
+    fn literal_prefix(&self) -> String {
+        let mut prefix = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => prefix.push_str(t),
+                _ => break,
+            }
+        }
+        prefix
+    }
+
     /// Whether the pattern can make `path`.
     fn matches(&self, path: &str) -> bool {
         fn go(pieces: &[Piece], s: &str) -> bool {
@@ -605,13 +635,7 @@ impl Template {
     /// The default manifest's name before it was hidden (`out/part.manifest.json`): a
     /// set written then still has it, and its commit must clear it out with its parts.
     fn legacy_manifest(&self) -> PathBuf {
-        let mut prefix = String::new();
-        for p in &self.pieces {
-            match p {
-                Piece::Text(t) => prefix.push_str(t),
-                _ => break,
-            }
-        }
+        let prefix = self.literal_prefix();
         let dir = prefix.rfind('/').map_or("", |i| &prefix[..=i]);
         // Placeholders become NUL, which no path holds, and are dropped at the end.
         let full: String = self
@@ -724,6 +748,8 @@ pub(crate) struct OutputSpec {
     path: PathBuf,
     /// The pattern parts are named by; `None` for a single file.
     template: Option<Template>,
+    /// `path` as the pipeline file writes it, for messages.
+    raw: String,
     /// The fields the output is partitioned by.
     fields: Vec<String>,
     compression: Compression,
@@ -816,6 +842,7 @@ impl OutputSpec {
         };
         Some(OutputSpec {
             path,
+            raw,
             template,
             fields,
             compression: compression?,
@@ -831,6 +858,18 @@ impl OutputSpec {
     /// set its manifest, which lists the parts (with their hashes) once they are written.
     pub(crate) fn files_written(&self) -> Vec<PathBuf> {
         vec![self.manifest.clone().unwrap_or_else(|| self.path.clone())]
+    }
+
+    /// For a set, the parts it may write: the files the pattern can make, under the
+    /// pattern's folder before its first placeholder.
+    pub(crate) fn written_patterns(&self) -> Vec<weave_core::FilePattern> {
+        let Some(template) = &self.template else { return Vec::new() };
+        let prefix = template.literal_prefix();
+        let dir = prefix.rfind('/').map_or("", |i| &prefix[..=i]).to_owned();
+        let shown = self.raw.clone();
+        let template = template.clone();
+        let folder = if dir.is_empty() { PathBuf::from(".") } else { PathBuf::from(&dir) };
+        vec![weave_core::FilePattern::new(folder, shown, move |rel| template.matches(&format!("{dir}{rel}")))]
     }
 }
 
@@ -1037,6 +1076,10 @@ impl<F: Format> Export<F> {
 
     pub(crate) fn files_written(&self) -> Vec<PathBuf> {
         self.spec.files_written()
+    }
+
+    pub(crate) fn written_patterns(&self) -> Vec<weave_core::FilePattern> {
+        self.spec.written_patterns()
     }
 
     /// Writes a batch's records into their files.
@@ -2008,6 +2051,25 @@ mod export_tests {
             read += b.len();
         }
         assert_eq!(read, 7);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_part_that_is_not_a_regular_file_is_refused_and_left_alone() {
+        // The run's check before it starts cannot know the parts' names: each part is
+        // looked at as it is opened.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("p-00001.jsonl");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let mut s = sink("export_jsonl", &config(dir.path(), "p.jsonl", "max_rows = 1"));
+        let err = s.write(&Batch::from_records(&records(3)), &mut ctx()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("cannot write {}: it is not a regular file (a device, a FIFO or a socket)", fifo.display())
+        );
+        s.abort();
+        assert_eq!(tree(dir.path()), ["p-00001.jsonl"]);
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&std::fs::symlink_metadata(&fifo).unwrap().file_type()));
     }
 
     #[test]
