@@ -300,3 +300,41 @@ fn targets_that_are_not_regular_files_are_refused() {
     std::os::unix::fs::symlink("real.jsonl", dir.path().join("out.jsonl")).expect("link");
     refused(dir.path(), &[], &["step \"export\" would replace out.jsonl, which is a symbolic link (to real.jsonl)"]);
 }
+
+#[test]
+fn a_smaller_split_run_leaves_exactly_its_parts_and_its_hidden_manifest() {
+    // regression: the old parts a new manifest did not list were left beside it, and the
+    // manifest (`data.manifest.json`) matched the data's glob: `out/*.json` read it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rows = |n: usize| (0..n).map(|i| format!("{{\"id\":{i}}}\n")).collect::<String>();
+    write(
+        dir.path(),
+        "p.toml",
+        "[[step]]\nid = \"load\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n\
+         [[step]]\nid = \"export\"\nkind = \"export_json\"\npath = \"out/data.json\"\nmax_rows = 2\n",
+    );
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("out"))
+            .expect("out")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    write(dir.path(), "in.jsonl", &rows(10));
+    check_in(dir.path(), &["run", "p.toml"], 0, &["run succeeded"], &[]);
+    assert_eq!(listing().len(), 6, "5 parts and the manifest: {:?}", listing());
+    write(dir.path(), "in.jsonl", &rows(6));
+    check_in(dir.path(), &["run", "p.toml"], 0, &["run succeeded"], &[]);
+    assert_eq!(listing(), [".data.manifest.json", "data-00000.json", "data-00001.json", "data-00002.json"]);
+    // A glob over the output reads the 6 records and nothing else.
+    write(
+        dir.path(),
+        "read.toml",
+        "[[step]]\nid = \"load\"\nkind = \"load_json\"\npath = \"out/*.json\"\n\n\
+         [[step]]\nid = \"export\"\nkind = \"export_jsonl\"\npath = \"copy.jsonl\"\n",
+    );
+    check_in(dir.path(), &["run", "read.toml"], 0, &["run succeeded"], &[]);
+    assert_eq!(std::fs::read_to_string(dir.path().join("copy.jsonl")).expect("copy"), rows(6));
+}
