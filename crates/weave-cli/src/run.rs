@@ -15,6 +15,9 @@ use crate::{Failure, emit};
 /// How often progress is logged when stderr is not a terminal.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a stopped run waits for its LLM requests in flight to be answered.
+const LLM_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How often `--metrics-file` is rewritten while the run goes.
 const METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -142,6 +145,9 @@ pub(crate) fn run(
         })
     });
     let outcome = weave::run(pipeline, options);
+    if outcome.is_err() {
+        settle_llm_requests(quiet);
+    }
     if outcome.is_ok()
         && !cache.options.disabled
         && let Err(e) = plan.remember()
@@ -217,6 +223,27 @@ pub(crate) fn run(
             eprintln!("{nothing}");
             Err(Failure::Invalid)
         }
+    }
+}
+
+/// Gives the LLM requests a stopped run has in flight (already paid for) up to
+/// [`LLM_GRACE`] to be answered and stored in the cache, so that the next run does not pay
+/// for them again. Nothing new is sent meanwhile; a second Ctrl-C stops at once.
+fn settle_llm_requests(quiet: bool) {
+    let n = weave::steps::requests_in_flight();
+    if n == 0 {
+        return;
+    }
+    if !quiet {
+        let what = if n == 1 { "LLM request" } else { "LLM requests" };
+        eprintln!(
+            "waiting up to {} for {n} {what} in flight to be answered and kept in the cache (Ctrl-C again to stop now)",
+            format_duration(LLM_GRACE)
+        );
+    }
+    let left = weave::steps::settle_requests(LLM_GRACE);
+    if left > 0 {
+        log::warn!("{left} LLM requests still had no answer after {}; they were abandoned", format_duration(LLM_GRACE));
     }
 }
 

@@ -448,6 +448,12 @@ impl StepContext {
         self.cancel.load(Ordering::Relaxed)
     }
 
+    /// The run's cancel flag itself, for work a call hands to threads of its own, which
+    /// must stop starting new work when the run stops, even after the call has returned.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancel)
+    }
+
     /// Counts `n` records dropped on purpose (a filter) for `reason`, for the metrics.
     pub fn count_dropped(&mut self, reason: &str, n: u64) {
         if n == 0 {
