@@ -869,7 +869,21 @@ impl OutputSpec {
         let shown = self.raw.clone();
         let template = template.clone();
         let folder = if dir.is_empty() { PathBuf::from(".") } else { PathBuf::from(&dir) };
-        vec![weave_core::FilePattern::new(folder, shown, move |rel| template.matches(&format!("{dir}{rel}")))]
+        let mut patterns =
+            vec![weave_core::FilePattern::new(folder, shown, move |rel| template.matches(&format!("{dir}{rel}")))];
+        // The commit also writes the note of earlier parts beside the manifest, and
+        // removes a manifest of the name earlier versions gave it.
+        if let Some(manifest) = &self.manifest {
+            let folder = manifest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            let names: Vec<String> = [Some(previous_record(manifest)), self.legacy_manifest.clone()]
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            let shown = format!("{} (and {})", self.raw, names.join(", "));
+            patterns.push(weave_core::FilePattern::new(folder, shown, move |rel| names.iter().any(|n| n == rel)));
+        }
+        patterns
     }
 }
 
@@ -2051,6 +2065,32 @@ mod export_tests {
             read += b.len();
         }
         assert_eq!(read, 7);
+    }
+
+    #[test]
+    fn a_set_names_the_files_it_may_write_or_remove_for_the_runs_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sink("export_jsonl", &config(dir.path(), "out/{split}/part.jsonl", "max_rows = 2"));
+        let patterns = s.written_patterns();
+        let may_write = |path: &str| {
+            patterns
+                .iter()
+                .any(|p| Path::new(path).strip_prefix(p.dir()).is_ok_and(|rel| p.matches(&rel.to_string_lossy())))
+        };
+        let at = |rel: &str| dir.path().join(rel).to_string_lossy().into_owned();
+        for yes in [
+            "out/train/part-00000.jsonl",
+            "out/x/part-12345.jsonl",
+            "out/.part.manifest.json.previous",
+            "out/part.manifest.json",
+        ] {
+            assert!(may_write(&at(yes)), "{yes}");
+        }
+        for no in ["out/train/part.jsonl", "out/train/notes.txt", "out/a/b/part-00000.jsonl", "part-00000.jsonl"] {
+            assert!(!may_write(&at(no)), "{no}");
+        }
+        // One file names no pattern: it names its file outright.
+        assert!(sink("export_jsonl", &config(dir.path(), "one.jsonl", "")).written_patterns().is_empty());
     }
 
     #[cfg(unix)]
