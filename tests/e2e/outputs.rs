@@ -201,7 +201,12 @@ fn an_export_that_names_the_input_by_another_spelling_is_refused() {
         let path = if spelling == "ABS" { abs.as_str() } else { spelling };
         let text = std::fs::read_to_string(dir.path().join("p.toml")).expect("read");
         write(dir.path(), "p.toml", &text.replace("PLACEHOLDER", path));
-        refused(dir.path(), &[], &[message, &format!("{path} and in.csv are both ")]);
+        let both = if spelling == "link.csv" {
+            "link.csv and in.csv are one file (linked)".to_owned()
+        } else {
+            format!("{path} and in.csv are both ")
+        };
+        refused(dir.path(), &[], &[message, &both]);
     }
 }
 

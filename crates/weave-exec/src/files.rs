@@ -128,33 +128,28 @@ impl RunFiles {
                 problems.push(format!("{} would replace {}, which {why}", u.who, u.path.display()));
             }
         }
-        for (i, (a, ra)) in self.uses.iter().zip(&resolved).enumerate() {
-            for (b, rb) in self.uses[i + 1..].iter().zip(&resolved[i + 1..]) {
-                if !ra.same_file(rb) {
-                    continue;
+        for (i, j) in same_files(&resolved) {
+            let (a, b) = (&self.uses[i], &self.uses[j]);
+            let (pa, pb) = (&resolved[i].path, &resolved[j].path);
+            // The two spellings, the writer's first, and the file they both name.
+            let both = |first: &Use, second: &Use| {
+                let (x, y) = (first.path.display(), second.path.display());
+                if pa != pb {
+                    format!("{x} and {y} are one file (linked)")
+                } else if first.path == second.path {
+                    format!("{}", pa.display())
+                } else {
+                    format!("{x} and {y} are both {}", pa.display())
                 }
-                // The two spellings, the writer's first, and the file they both name.
-                let both = |first: &Use, second: &Use| {
-                    let (x, y) = (first.path.display().to_string(), second.path.display().to_string());
-                    if x == y {
-                        format!("{}", ra.path.display())
-                    } else {
-                        format!("{x} and {y} are both {}", ra.path.display())
-                    }
-                };
-                match (a.access, b.access) {
-                    (Access::Read, Access::Read) | (Access::InPlace, Access::InPlace) => {}
-                    // A step that reads and writes its own file does so on purpose.
-                    (Access::Read, _) | (_, Access::Read) if a.who == b.who => {}
-                    (Access::Read, _) => {
-                        problems.push(format!("{} would write over {}: {}", b.who, a.object, both(b, a)))
-                    }
-                    (_, Access::Read) => {
-                        problems.push(format!("{} would write over {}: {}", a.who, b.object, both(a, b)))
-                    }
-                    _ if a.path == b.path && a.who == b.who => {}
-                    _ => problems.push(format!("{} and {} would both write one file: {}", a.who, b.who, both(a, b))),
-                }
+            };
+            match (a.access, b.access) {
+                (Access::Read, Access::Read) | (Access::InPlace, Access::InPlace) => {}
+                // A step that reads and writes its own file does so on purpose.
+                (Access::Read, _) | (_, Access::Read) if a.who == b.who => {}
+                (Access::Read, _) => problems.push(format!("{} would write over {}: {}", b.who, a.object, both(b, a))),
+                (_, Access::Read) => problems.push(format!("{} would write over {}: {}", a.who, b.object, both(a, b))),
+                _ if a.path == b.path && a.who == b.who => {}
+                _ => problems.push(format!("{} and {} would both write one file: {}", a.who, b.who, both(a, b))),
             }
         }
         for (writer, pattern) in &self.patterns {
@@ -181,6 +176,28 @@ impl RunFiles {
     }
 }
 
+/// The pairs `(i, j)`, `i < j`, of paths that resolve to one file, in order: found through
+/// maps rather than by comparing every pair, as a glob can read many thousands of files.
+fn same_files(resolved: &[Resolved]) -> Vec<(usize, usize)> {
+    let mut by_path: HashMap<&Path, Vec<usize>> = HashMap::new();
+    let mut by_id: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
+    for (i, r) in resolved.iter().enumerate() {
+        by_path.entry(&r.path).or_default().push(i);
+        if let Some(id) = r.id {
+            by_id.entry(id).or_default().push(i);
+        }
+    }
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    for group in by_path.values().chain(by_id.values()).filter(|g| g.len() > 1) {
+        for (k, &i) in group.iter().enumerate() {
+            pairs.extend(group[k + 1..].iter().map(|&j| (i, j)));
+        }
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
+}
+
 /// What a path resolves to.
 #[derive(Debug)]
 struct Resolved {
@@ -193,10 +210,6 @@ struct Resolved {
 }
 
 impl Resolved {
-    fn same_file(&self, other: &Resolved) -> bool {
-        self.path == other.path || (self.id.is_some() && self.id == other.id)
-    }
-
     /// Why the file cannot be replaced, if it cannot.
     fn not_replaceable(&self) -> Option<String> {
         let kind = self.kind?;
