@@ -8,28 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cli::check_in;
-
-const PIPELINE: &str = r#"
-[[step]]
-id = "load"
-kind = "load_csv"
-path = "in.csv"
-batch_size = 64
-
-[[step]]
-id = "clean"
-kind = "clean"
-rules = ["trim"]
-
-[[step]]
-id = "export"
-kind = "export_jsonl"
-path = "out/result.jsonl"
-"#;
-
-fn write(dir: &Path, name: &str, text: &str) {
-    std::fs::write(dir.join(name), text).expect("write a fixture");
-}
+use crate::run::write;
 
 /// The temporary files (`.weave-*.tmp`) in `dir`.
 fn temporaries(dir: &Path) -> Vec<String> {
@@ -44,7 +23,7 @@ fn temporaries(dir: &Path) -> Vec<String> {
 /// Starts `weave run p.toml` on a million-row input and returns once its export is
 /// writing: once `out/` holds a temporary file that was not in `before`.
 fn start_big_run(dir: &Path, before: &[String]) -> Child {
-    write(dir, "p.toml", PIPELINE);
+    write(dir, "p.toml", &crate::run::PIPELINE.replace("ON_BAD", "batch_size = 64"));
     let mut csv = String::from("a,text\n");
     for i in 0..1_000_000 {
         csv.push_str(&format!("{i},  some   text number {i}  \n"));
