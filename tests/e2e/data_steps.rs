@@ -147,7 +147,7 @@ fn a_partitioned_split_export_appears_whole_with_its_manifest_in_the_lineage() {
     };
     std::fs::write(dir.path().join("p.toml"), pipeline(10)).expect("write the pipeline");
     check_in(dir.path(), &["run", "p.toml"], 0, &["run succeeded"], &[]);
-    let manifest_path = dir.path().join("out/part.manifest.json");
+    let manifest_path = dir.path().join("out/.part.manifest.json");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&manifest_path).expect("manifest")).expect("JSON");
     assert_eq!(manifest["records"], 50);
@@ -164,7 +164,7 @@ fn a_partitioned_split_export_appears_whole_with_its_manifest_in_the_lineage() {
     let out = check_in(dir.path(), &["report", "--format", "json"], 0, &[], &[]);
     let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON report");
     let bytes = std::fs::read(&manifest_path).expect("manifest");
-    assert_eq!(report["outputs"][0]["path"], "out/part.manifest.json");
+    assert_eq!(report["outputs"][0]["path"], "out/.part.manifest.json");
     assert_eq!(report["outputs"][0]["blake3"], weave::cache::Key::of_content(&bytes).to_hex());
 
     // A smaller run replaces the set: the parts it does not write are gone.

@@ -395,3 +395,97 @@ fn small_batches_still_keep_the_requests_in_flight() {
     let most = server.max_in_flight();
     assert!((6..=8).contains(&most), "{most} requests in flight at most");
 }
+
+#[test]
+fn a_graceful_stop_lets_the_requests_in_flight_land_in_the_cache() {
+    // regression: Ctrl-C abandoned the requests in flight, which the provider had already
+    // charged for, and the resumed run sent them again (8 per stop at `concurrency` 64).
+    // The server takes a while to answer while `slow` is set: the run is stopped with all
+    // four of its requests in flight.
+    let slow = Arc::new(AtomicBool::new(true));
+    let slow2 = Arc::clone(&slow);
+    let server = TestServer::builder()
+        .api_key(KEY)
+        .start(move |r| {
+            let reply = Reply::text(format!("casual {}", text_of(r.prompt())));
+            if slow2.load(Ordering::SeqCst) { reply.after(Duration::from_millis(1500)) } else { reply }
+        })
+        .expect("server");
+    let dir = setup(&server.url(), &AUGMENT.replace("concurrency = 16", "concurrency = 4"), 40);
+    let child = Command::new(env!("CARGO_BIN_EXE_weave"))
+        .args(["run", "p.toml"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env_remove("WEAVE_CACHE_DIR")
+        .env("WEAVE_E2E_KEY", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weave starts");
+    let start = std::time::Instant::now();
+    while server.busy() < 4 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(server.busy(), 4, "four requests in flight");
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
+    assert!(sent.success());
+    let out = child.wait_with_output().expect("weave exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("waiting up to 10s for 4 LLM requests in flight"), "{stderr}");
+    // Nothing new went out after the stop, and the four were answered and kept.
+    assert_eq!(server.total(), 4);
+    assert_eq!(server.answered(), 4);
+
+    slow.store(false, Ordering::SeqCst);
+    let again = weave(dir.path(), &["run", "p.toml"], KEY);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(jsonl(&dir.path().join("out.jsonl")).len(), 40);
+    let twice: Vec<(String, u32)> = server.counts().into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(twice.is_empty(), "sent twice: {twice:?}");
+    assert_eq!(server.total(), 40);
+}
+
+#[test]
+fn a_second_ctrl_c_skips_the_grace_period() {
+    // The server never answers: the first Ctrl-C waits for the requests in flight, the
+    // second stops at once (before the grace period ends, which would say so).
+    let server = TestServer::builder().api_key(KEY).start(|_| Reply::Hold).expect("server");
+    let dir = setup(&server.url(), &AUGMENT.replace("concurrency = 16", "concurrency = 2"), 10);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weave"))
+        .args(["run", "p.toml"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env_remove("WEAVE_CACHE_DIR")
+        .env("WEAVE_E2E_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weave starts");
+    let start = std::time::Instant::now();
+    while server.total() < 2 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    let interrupt = || {
+        let sent = Command::new("kill").args(["-INT", &pid]).status().expect("kill runs");
+        assert!(sent.success());
+    };
+    interrupt();
+    // Wait for the run to say it is waiting, then interrupt again.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    while !seen.contains("waiting up to 10s for 2 LLM requests in flight") {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut stderr, &mut line).expect("read stderr") == 0 {
+            panic!("weave ended without waiting for its requests:\n{seen}");
+        }
+        seen.push_str(&line);
+    }
+    interrupt();
+    std::io::Read::read_to_string(&mut stderr, &mut seen).expect("read stderr");
+    let status = child.wait().expect("weave exits");
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(!seen.contains("still had no answer"), "the grace period ran out instead:\n{seen}");
+    assert_eq!(server.total(), 2, "nothing new was sent after the stop");
+}

@@ -20,3 +20,6 @@ mod monitor;
 // The bad-input corpus (tests/bad-inputs/): every case folder through the real binary, none
 // panicking, hanging, changing an input or leaving debris.
 mod bad_inputs;
+// Outputs: what a run writes checked against what it reads, targets that are not files,
+// killed runs' temporary files, split exports killed inside their commit.
+mod outputs;

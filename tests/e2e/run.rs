@@ -25,7 +25,7 @@ fn copy_of(from: &Path) -> tempfile::TempDir {
     dir
 }
 
-fn write(dir: &Path, name: &str, text: &str) {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).expect("write a fixture");
 }
 
@@ -43,7 +43,9 @@ fn the_tickets_run_and_write_clean_rows() {
     assert!(!dir.path().join(".weave/quarantine.jsonl").exists());
 }
 
-const PIPELINE: &str = r#"
+/// load `in.csv` → trim → export `out/result.jsonl`; `ON_BAD` is replaced by the loader's
+/// extra keys.
+pub(crate) const PIPELINE: &str = r#"
 [[step]]
 id = "load"
 kind = "load_csv"

@@ -256,6 +256,13 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Validate { file } => {
             let p = load(file, cli.quiet)?;
+            let quarantine = run::default_quarantine(file);
+            refuse(
+                weave::RunFiles::of_pipeline(&p)
+                    .read("the pipeline file", file)
+                    .replaced("the quarantine file", quarantine),
+                "give each output a path of its own",
+            )?;
             let warnings = p.warnings().0.len();
             let noun = if warnings == 1 { "warning" } else { "warnings" };
             emit(&format!("ok: {}: {p}, {warnings} {noun}\n", file.display()))
@@ -279,8 +286,12 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 GraphFormat::Mermaid => dag.to_mermaid(label),
             };
             match output {
-                Some(path) => std::fs::write(path, text)
-                    .map_err(|e| Failure::Other(format!("cannot write {}: {e}", path.display()))),
+                Some(path) => {
+                    let files = weave::RunFiles::default().read("the pipeline file", file).written_in_place("-o", path);
+                    refuse(files, "nothing was written")?;
+                    std::fs::write(path, text)
+                        .map_err(|e| Failure::Other(format!("cannot write {}: {e}", path.display())))
+                }
                 None => emit(&text),
             }
         }
@@ -331,6 +342,22 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             out.push_str(&format!("\nEvery step also takes: {}\n", weave::STEP_COMMON_KEYS.join(", ")));
             emit(&out)
         }
+    }
+}
+
+/// Prints each problem `files` has (a file written that is read or written twice, or
+/// not a regular file), then `note`, and fails: before anything is touched.
+pub(crate) fn refuse(files: weave::RunFiles, note: &str) -> Result<(), Failure> {
+    match files.check() {
+        Ok(()) => Ok(()),
+        Err(weave::ExecError::Files { problems }) => {
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            eprintln!("{note}");
+            Err(Failure::Invalid)
+        }
+        Err(e) => Err(Failure::Other(e.to_string())),
     }
 }
 

@@ -15,6 +15,9 @@ use crate::{Failure, emit};
 /// How often progress is logged when stderr is not a terminal.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a stopped run waits for its LLM requests in flight to be answered.
+const LLM_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How often `--metrics-file` is rewritten while the run goes.
 const METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -35,7 +38,16 @@ pub(crate) fn run(
 ) -> Result<(), Failure> {
     let cancel = Arc::new(AtomicBool::new(false));
     let stopped_by = stop_on_signals(&cancel);
+    let quarantine_flag = if quarantine.is_some() { "--quarantine" } else { "the quarantine file" };
     let quarantine = quarantine.unwrap_or_else(|| default_quarantine(file));
+    // Before anything is written or removed: no output may be an input, the pipeline file
+    // or another output, nor anything but a regular file.
+    let mut files =
+        weave::RunFiles::of_pipeline(&pipeline).read("the pipeline file", file).replaced(quarantine_flag, &quarantine);
+    if let Some(m) = &metrics_file {
+        files = files.replaced("--metrics-file", m);
+    }
+    crate::refuse(files, "nothing was written: give each output a path of its own")?;
     // A quarantine file from an earlier run would read as this run's.
     match std::fs::remove_file(&quarantine) {
         Ok(()) => {}
@@ -134,6 +146,9 @@ pub(crate) fn run(
             Ok(n) => restored = n,
             Err(e) => log::warn!("cannot keep the set-aside records of the cached steps ({e})"),
         }
+    }
+    if outcome.is_err() {
+        settle_llm_requests(quiet);
     }
     if outcome.is_ok()
         && !cache.options.disabled
@@ -249,6 +264,7 @@ fn stop_on_signals(cancel: &Arc<AtomicBool>) -> Arc<AtomicU8> {
                 continue;
             };
             if stopped.swap(code, Ordering::SeqCst) != 0 {
+                weave::remove_live_temporaries();
                 std::process::exit(i32::from(code));
             }
             cancel.store(true, Ordering::SeqCst);
@@ -265,19 +281,6 @@ fn stop_on_signals(cancel: &Arc<AtomicBool>) -> Arc<AtomicU8> {
     stopped_by
 }
 
-/// Writes `text` to `path` through a temporary file and a rename, so that a reader (a
-/// Prometheus file collector) never sees half a file; a failed write leaves nothing.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
-
 /// Readies `--metrics-file` before the run, so that a run never commits its outputs and then
 /// fails on its metrics: a folder in its place is refused, and its own folder is made (as the
 /// quarantine's and the exports' are).
@@ -291,6 +294,42 @@ fn prepare_metrics_file(path: &Path) -> Result<(), Failure> {
         }),
         None => Ok(()),
     }
+}
+
+/// Gives the LLM requests a stopped run has in flight (already paid for) up to
+/// [`LLM_GRACE`] to be answered and stored in the cache, so that the next run does not pay
+/// for them again. Nothing new is sent meanwhile; a second Ctrl-C stops at once.
+fn settle_llm_requests(quiet: bool) {
+    let n = weave::steps::requests_in_flight();
+    if n == 0 {
+        return;
+    }
+    if !quiet {
+        let what = if n == 1 { "LLM request" } else { "LLM requests" };
+        eprintln!(
+            "waiting up to {} for {n} {what} in flight to be answered and kept in the cache (Ctrl-C again to stop now)",
+            format_duration(LLM_GRACE)
+        );
+    }
+    let left = weave::steps::settle_requests(LLM_GRACE);
+    if left > 0 {
+        log::warn!("{left} LLM requests still had no answer after {}; they were abandoned", format_duration(LLM_GRACE));
+    }
+}
+
+/// Writes `text` to `path` through a temporary file beside it and a rename, so that a
+/// reader (a Prometheus file collector) never sees half a file, and a killed run leaves
+/// nothing that a later one does not remove.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let (mut file, tmp) = weave::TempFile::new_in(dir)?;
+    file.write_all(text.as_bytes())?;
+    drop(file);
+    tmp.persist(path)
 }
 
 /// Each file as `{step, path, bytes, blake3}` (or `{step, path, error}` when it cannot be
@@ -315,7 +354,7 @@ pub(crate) fn runs_dir(file: &Path) -> PathBuf {
 }
 
 /// `.weave/quarantine.jsonl` beside the pipeline file.
-fn default_quarantine(file: &Path) -> PathBuf {
+pub(crate) fn default_quarantine(file: &Path) -> PathBuf {
     weave::resolve(file, ".weave/quarantine.jsonl")
 }
 

@@ -41,8 +41,8 @@ pub use spec::{
     STEP_COMMON_KEYS, STEP_RESOURCES_KEYS, StepSpec, TOP_LEVEL_KEYS, default_cache_dir,
 };
 pub use step::{
-    CacheMode, CanonicalConfig, Merge, Rejected, RequestCounts, Shape, Sink, Source, StatefulTransform, Step,
-    StepCache, StepContext, StepInfo, Transform, sum_figures,
+    CacheMode, CanonicalConfig, FilePattern, Merge, Rejected, RequestCounts, Shape, Sink, Source, StatefulTransform,
+    Step, StepCache, StepContext, StepInfo, Transform, sum_figures,
 };
 pub use units::{format_bytes, format_duration, format_percent, parse_bytes, parse_duration};
 pub use value::{Value, ValueRef};

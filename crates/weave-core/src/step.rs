@@ -130,6 +130,13 @@ pub trait StepInfo: Send {
         Vec::new()
     }
 
+    /// The sets of files the step writes whose names it makes as it runs (the parts of a
+    /// split or partitioned export), so that a run can refuse, before it starts, to write
+    /// over a file it reads or another output.
+    fn written_patterns(&self) -> Vec<FilePattern> {
+        Vec::new()
+    }
+
     /// Whether the step's output is decided by what its cache key covers: kind, version,
     /// configuration, seed, its inputs and the content of [`StepInfo::files_read`].
     /// A step whose output depends on anything else (the clock, a web page, a file it
@@ -144,6 +151,49 @@ pub trait StepInfo: Send {
     /// thread per core, whatever the run's limits).
     fn parallel(&self) -> bool {
         false
+    }
+}
+
+/// A set of files a step writes, named as it runs: every one is under [`FilePattern::dir`],
+/// and [`FilePattern::matches`] says whether a path under it is one of them.
+#[derive(Clone)]
+pub struct FilePattern {
+    dir: std::path::PathBuf,
+    shown: String,
+    matches: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+impl FilePattern {
+    /// The files under `dir` whose path relative to it (`/` between folders) `matches`
+    /// accepts; `shown` is the pattern as the pipeline file writes it, for messages.
+    pub fn new(
+        dir: impl Into<std::path::PathBuf>,
+        shown: impl Into<String>,
+        matches: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> FilePattern {
+        FilePattern { dir: dir.into(), shown: shown.into(), matches: Arc::new(matches) }
+    }
+
+    /// The folder every file of the set is under.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// The pattern as the pipeline file writes it.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Whether `relative` (a path under [`FilePattern::dir`], `/` between folders) is a
+    /// file of the set.
+    pub fn matches(&self, relative: &str) -> bool {
+        (self.matches)(relative)
+    }
+}
+
+impl fmt::Debug for FilePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FilePattern").field("dir", &self.dir).field("shown", &self.shown).finish_non_exhaustive()
     }
 }
 
@@ -411,6 +461,12 @@ impl StepContext {
     /// Whether the run is being cancelled; long calls should check it and return.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// The run's cancel flag itself, for work a call hands to threads of its own, which
+    /// must stop starting new work when the run stops, even after the call has returned.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancel)
     }
 
     /// Counts `n` records dropped on purpose (a filter) for `reason`, for the metrics.

@@ -108,6 +108,13 @@ pub enum Error {
         /// The steps that had not finished.
         waiting: Vec<String>,
     },
+    /// What the run would write clashes with what it reads or with another of its
+    /// outputs, or is not a file it can replace: found before anything was touched.
+    #[error("{}", problems.join("\n"))]
+    Files {
+        /// One line per problem, naming the steps or flags and the paths as written.
+        problems: Vec<String>,
+    },
     /// The run was cancelled (Ctrl-C).
     #[error("the run was cancelled")]
     Cancelled,
@@ -149,7 +156,11 @@ impl Error {
             | Error::Exclusions { step, .. }
             | Error::Cache { step, .. } => Some(step),
             Error::TooManyBadRecords { step, .. } => step.as_deref(),
-            Error::Quarantine { .. } | Error::Cancelled | Error::Thread(_) | Error::Stalled { .. } => None,
+            Error::Quarantine { .. }
+            | Error::Cancelled
+            | Error::Thread(_)
+            | Error::Stalled { .. }
+            | Error::Files { .. } => None,
         }
     }
 
@@ -174,7 +185,7 @@ impl Error {
             | Error::Thread(_) => ErrorOrigin::Environment,
             Error::BadRecord { .. } | Error::TooManyBadRecords { .. } | Error::Cancelled => ErrorOrigin::User,
             Error::Panic { .. } => ErrorOrigin::Internal,
-            Error::Stalled { .. } => ErrorOrigin::User,
+            Error::Stalled { .. } | Error::Files { .. } => ErrorOrigin::User,
         }
     }
 }

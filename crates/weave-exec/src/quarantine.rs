@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use weave_core::{Record, Rejected};
 
 use crate::error::Error;
+use crate::temp::TempFile;
 
 /// Appends rejected records to a JSONL file, created on the first record of the run.
 #[derive(Debug)]
@@ -70,22 +71,19 @@ fn create_parent(path: &Path) -> std::io::Result<()> {
 }
 
 /// A step's exclusion file: the records it dropped on purpose, each with its reason, in
-/// input order. Written under a temporary name and renamed into place when the run
-/// succeeds (an empty file if nothing was dropped), removed when it fails: like every
-/// output, it never looks finished when it is not.
+/// input order. Written under a temporary name beside it ([`TempFile`]) and renamed into
+/// place when the run succeeds (an empty file if nothing was dropped), removed when it
+/// fails: like every output, it never looks finished when it is not.
 #[derive(Debug)]
 pub(crate) struct Exclusions {
     step: String,
     path: PathBuf,
-    temp: PathBuf,
-    out: Mutex<Option<BufWriter<File>>>,
+    out: Mutex<Option<(BufWriter<File>, TempFile)>>,
 }
 
 impl Exclusions {
     pub(crate) fn new(step: &str, path: PathBuf) -> Self {
-        let name = path.file_name().map_or_else(|| "exclusions".into(), |n| n.to_string_lossy().into_owned());
-        let temp = path.with_file_name(format!(".{name}.weave-tmp-{}", std::process::id()));
-        Exclusions { step: step.to_owned(), path, temp, out: Mutex::new(None) }
+        Exclusions { step: step.to_owned(), path, out: Mutex::new(None) }
     }
 
     /// The step whose records these are.
@@ -100,11 +98,16 @@ impl Exclusions {
     fn with_out(&self, f: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<(), Error> {
         let mut guard = self.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if guard.is_none() {
-            create_parent(&self.temp).map_err(self.io())?;
-            *guard = Some(BufWriter::new(File::create(&self.temp).map_err(self.io())?));
+            create_parent(&self.path).map_err(self.io())?;
+            let dir = match self.path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            let (file, temp) = TempFile::new_in(dir).map_err(self.io())?;
+            *guard = Some((BufWriter::new(file), temp));
         }
         match guard.as_mut() {
-            Some(out) => f(out).map_err(self.io()),
+            Some((out, _)) => f(out).map_err(self.io()),
             None => Ok(()),
         }
     }
@@ -129,13 +132,18 @@ impl Exclusions {
             out.flush()?;
             out.get_ref().sync_all()
         })?;
-        *self.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-        std::fs::rename(&self.temp, &self.path).map_err(self.io())
+        let taken = self.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        match taken {
+            Some((out, temp)) => {
+                drop(out);
+                temp.persist(&self.path).map_err(self.io())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Throws away what was written.
     pub(crate) fn abort(&self) {
         *self.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-        let _ = std::fs::remove_file(&self.temp);
     }
 }

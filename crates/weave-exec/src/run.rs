@@ -17,6 +17,7 @@ use weave_core::{
 
 use crate::budget::{MemoryBudget, Permit};
 use crate::error::Error;
+use crate::files::RunFiles;
 use crate::quarantine::{Exclusions, Quarantine};
 
 /// How often blocked threads look at the cancel flag, and the coordinator at deadlines.
@@ -708,6 +709,13 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
         },
         progress: AtomicU64::new(0),
     });
+    // What the run writes against what it reads, before anything is touched (a front end
+    // that writes files of its own, as the CLI does, checks them with these first).
+    let mut files = RunFiles::of_pipeline(&pipeline);
+    if let Some(q) = &options.quarantine {
+        files = files.replaced("the quarantine file", q.clone());
+    }
+    let files_checked = files.check();
     let max_memory = pipeline.resources.max_memory;
     let dag = pipeline.into_dag();
     let mut stats: Vec<StepStats> = dag
@@ -746,6 +754,11 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
         threads,
     };
 
+    if let Err(error) = files_checked {
+        let sum = summary(stats, RunStatus::Failed, &shared);
+        shared.emit(|| Event::RunFinished { status: RunStatus::Failed, elapsed: sum.elapsed, peak_memory: 0 });
+        return Err(Box::new(RunError { error, summary: sum }));
+    }
     let pool =
         match rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("weave-worker-{i}")).build()
         {

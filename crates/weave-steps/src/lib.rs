@@ -41,7 +41,7 @@ pub use json::{write_json_str, write_jsonl, write_value};
 pub use json_array::ExportJson;
 pub use jsonl::{ExportJsonl, LoadJsonl};
 pub use lines::LoadText;
-pub use llm::{LlmAugment, LlmGenerate, LlmJudge};
+pub use llm::{LlmAugment, LlmGenerate, LlmJudge, requests_in_flight, settle_requests};
 pub use load_json::LoadJson;
 pub use near_dedup::NearDedup;
 pub use noise::{

@@ -13,6 +13,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use weave_core::{Batch, ConfItem, ConfValue, Params, StepError, ValueRef};
+use weave_exec::TempFile;
 
 /// How an output file is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +184,10 @@ macro_rules! export_step {
             fn files_written(&self) -> Vec<std::path::PathBuf> {
                 self.out.files_written()
             }
+
+            fn written_patterns(&self) -> Vec<weave_core::FilePattern> {
+                self.out.written_patterns()
+            }
         }
 
         impl weave_core::Sink for $step {
@@ -215,11 +220,11 @@ enum State {
     /// Nothing written yet: no temporary file.
     Idle,
     /// Being written into a temporary file.
-    Writing { out: TempWriter, tmp: tempfile::TempPath },
+    Writing { out: TempWriter, tmp: TempFile },
     /// Its writer handed over to a format library ([`AtomicOutput::take_writer`]).
-    Lent { tmp: tempfile::TempPath },
+    Lent { tmp: TempFile },
     /// Written, synced and closed, waiting to be moved into place.
-    Finished { tmp: tempfile::TempPath },
+    Finished { tmp: TempFile },
     /// In place.
     Persisted,
 }
@@ -295,17 +300,26 @@ impl AtomicOutput {
                 Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
                 _ => PathBuf::from("."),
             };
+            // The run checked the files it names before it started; a part's name is
+            // made as it goes, so each is looked at here, before anything is written.
+            if let Ok(m) = std::fs::symlink_metadata(&self.path)
+                && !m.is_file()
+            {
+                let what = if m.is_symlink() {
+                    "a symbolic link (an output is replaced whole, which would replace the link, not the file it points to)"
+                } else if m.is_dir() {
+                    "a folder"
+                } else {
+                    "not a regular file (a device, a FIFO or a socket)"
+                };
+                return Err(StepError::fatal(format!("cannot write {}: it is {what}", self.path.display())));
+            }
             create_dirs(&dir, &mut self.created)?;
-            let mut builder = tempfile::Builder::new();
-            builder.prefix(".weave-").suffix(".tmp");
-            // The output is the user's file: the permissions `File::create` would give it
-            // (0666 less the umask), not the temporary file's owner-only 0600.
-            #[cfg(unix)]
-            builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-            let tmp = builder.tempfile_in(&dir).map_err(|e| {
+            // Named after this process, so that a later run can remove it if this one is
+            // killed; with the permissions `File::create` would give, as it is the user's file.
+            let (file, tmp) = TempFile::new_in(&dir).map_err(|e| {
                 StepError::environment(format!("cannot create a temporary file in {}", dir.display()), e)
             })?;
-            let (file, tmp) = tmp.into_parts();
             let tally = Tally::new(file, self.hash);
             let encoder = Encoder::new(tally, self.compression).map_err(|e| {
                 let what = format!("cannot start {} compression for {}", self.compression.name(), self.path.display());
@@ -379,7 +393,7 @@ impl AtomicOutput {
     pub(crate) fn persist(&mut self) -> Result<(), StepError> {
         match std::mem::replace(&mut self.state, State::Persisted) {
             State::Finished { tmp } => tmp.persist(&self.path).map_err(|e| {
-                StepError::environment(format!("cannot move the output into place at {}", self.path.display()), e.error)
+                StepError::environment(format!("cannot move the output into place at {}", self.path.display()), e)
             }),
             State::Persisted => Ok(()),
             other => {
@@ -572,6 +586,18 @@ impl Template {
         PathBuf::from(s)
     }
 
+    /// The text before the first placeholder.
+    fn literal_prefix(&self) -> String {
+        let mut prefix = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => prefix.push_str(t),
+                _ => break,
+            }
+        }
+        prefix
+    }
+
     /// Whether the pattern can make `path`.
     fn matches(&self, path: &str) -> bool {
         fn go(pieces: &[Piece], s: &str) -> bool {
@@ -593,16 +619,23 @@ impl Template {
 
     /// Where a set's manifest goes unless `manifest` says: in the deepest folder of the
     /// pattern before any placeholder, named after the file name without its placeholders
-    /// and extensions (`out/{split}/part-{index}.jsonl.gz` gives `out/part.manifest.json`,
-    /// `out/{split}.jsonl` gives `out/manifest.json`).
+    /// and extensions, behind a dot (`out/{split}/part-{index}.jsonl.gz` gives
+    /// `out/.part.manifest.json`, `out/{split}.jsonl` gives `out/.manifest.json`).
+    ///
+    /// The dot hides it from the globs that read the data: a shell's `*`, Python's
+    /// `glob`, Hugging Face `datasets` (whose `data_files` skip hidden files), pyarrow
+    /// datasets and Spark (which skip names starting with `.` or `_`), Weave's own
+    /// loaders. Without it `out/*.json` took the manifest for data.
     fn default_manifest(&self) -> PathBuf {
-        let mut prefix = String::new();
-        for p in &self.pieces {
-            match p {
-                Piece::Text(t) => prefix.push_str(t),
-                _ => break,
-            }
-        }
+        let legacy = self.legacy_manifest();
+        let name = legacy.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        legacy.with_file_name(format!(".{name}"))
+    }
+
+    /// The default manifest's name before it was hidden (`out/part.manifest.json`): a
+    /// set written then still has it, and its commit must clear it out with its parts.
+    fn legacy_manifest(&self) -> PathBuf {
+        let prefix = self.literal_prefix();
         let dir = prefix.rfind('/').map_or("", |i| &prefix[..=i]);
         // Placeholders become NUL, which no path holds, and are dropped at the end.
         let full: String = self
@@ -715,6 +748,8 @@ pub(crate) struct OutputSpec {
     path: PathBuf,
     /// The pattern parts are named by; `None` for a single file.
     template: Option<Template>,
+    /// `path` as the pipeline file writes it, for messages.
+    raw: String,
     /// The fields the output is partitioned by.
     fields: Vec<String>,
     compression: Compression,
@@ -723,6 +758,9 @@ pub(crate) struct OutputSpec {
     max_partitions: usize,
     /// Where the set's manifest goes; `None` for a single file.
     manifest: Option<PathBuf>,
+    /// The manifest's default name in earlier versions (see [`Template::legacy_manifest`]),
+    /// when `manifest` is not given: read at commit so that a set they wrote is cleared out.
+    legacy_manifest: Option<PathBuf>,
 }
 
 impl OutputSpec {
@@ -795,6 +833,7 @@ impl OutputSpec {
         }
         let template = template?;
         let path = template.render(0, &[]);
+        let legacy_manifest = (set && manifest.is_none()).then(|| template.legacy_manifest());
         let manifest = set.then(|| manifest.unwrap_or_else(|| template.default_manifest()));
         let template = match (set, split && !template.has_index()) {
             (false, _) => None,
@@ -803,6 +842,7 @@ impl OutputSpec {
         };
         Some(OutputSpec {
             path,
+            raw,
             template,
             fields,
             compression: compression?,
@@ -810,6 +850,7 @@ impl OutputSpec {
             max_bytes,
             max_partitions: max_partitions.unwrap_or(MAX_PARTITIONS) as usize,
             manifest,
+            legacy_manifest,
         })
     }
 
@@ -817,6 +858,32 @@ impl OutputSpec {
     /// set its manifest, which lists the parts (with their hashes) once they are written.
     pub(crate) fn files_written(&self) -> Vec<PathBuf> {
         vec![self.manifest.clone().unwrap_or_else(|| self.path.clone())]
+    }
+
+    /// For a set, the parts it may write: the files the pattern can make, under the
+    /// pattern's folder before its first placeholder.
+    pub(crate) fn written_patterns(&self) -> Vec<weave_core::FilePattern> {
+        let Some(template) = &self.template else { return Vec::new() };
+        let prefix = template.literal_prefix();
+        let dir = prefix.rfind('/').map_or("", |i| &prefix[..=i]).to_owned();
+        let shown = self.raw.clone();
+        let template = template.clone();
+        let folder = if dir.is_empty() { PathBuf::from(".") } else { PathBuf::from(&dir) };
+        let mut patterns =
+            vec![weave_core::FilePattern::new(folder, shown, move |rel| template.matches(&format!("{dir}{rel}")))];
+        // The commit also writes the note of earlier parts beside the manifest, and
+        // removes a manifest of the name earlier versions gave it.
+        if let Some(manifest) = &self.manifest {
+            let folder = manifest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            let names: Vec<String> = [Some(previous_record(manifest)), self.legacy_manifest.clone()]
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            let shown = format!("{} (and {})", self.raw, names.join(", "));
+            patterns.push(weave_core::FilePattern::new(folder, shown, move |rel| names.iter().any(|n| n == rel)));
+        }
+        patterns
     }
 }
 
@@ -923,6 +990,53 @@ struct Part {
     bytes: u64,
 }
 
+/// The points of a set's commit where a test can stop it, as a crash would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CommitStep {
+    /// The record of the earlier parts is in place, nothing else has changed.
+    RecordWritten,
+    /// The old manifests are gone and the new parts in place; no manifest.
+    PartsMoved,
+    /// The new manifest is in place; the earlier parts it does not list are still there.
+    ManifestMoved,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Where the commits of sets on this thread stop, as a crash would (tests only).
+    static CRASH_AT: std::cell::Cell<Option<CommitStep>> = const { std::cell::Cell::new(None) };
+}
+
+/// Where a set's commit lists the parts of the earlier manifests until the new manifest
+/// is in place and they are removed: `.<manifest name>.previous` beside the manifest (one
+/// dot when the name has one already). A run killed inside its commit leaves it, and the
+/// next commit of the set removes what it lists.
+fn previous_record(manifest: &Path) -> PathBuf {
+    let name = manifest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let hidden = if name.starts_with('.') { name } else { format!(".{name}") };
+    manifest.with_file_name(format!("{hidden}.previous"))
+}
+
+/// Writes the record of a set's earlier parts (`{"parts": [{"path": ...}]}`, the
+/// manifest's shape, paths relative to its folder) through a temporary file and a rename.
+fn write_record(record: &Path, parts: &[PathBuf], relative: &dyn Fn(&Path) -> String) -> Result<(), StepError> {
+    let listed: Vec<serde_json::Value> = parts.iter().map(|p| serde_json::json!({ "path": relative(p) })).collect();
+    let mut text = serde_json::to_vec_pretty(&serde_json::json!({ "parts": listed }))
+        .map_err(|e| StepError::internal(format!("the list of earlier parts does not serialise: {e}")))?;
+    text.push(b'\n');
+    let mut out = AtomicOutput::new(record.to_path_buf());
+    out.write_all(&text)?;
+    out.commit()
+}
+
+/// Removes a file; one that is not there is no error.
+fn remove_if_there(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Buffer of a file in an output that is not partitioned.
 const BUFFER: usize = 1 << 20;
 /// Buffer of each partition's open file: partitions share the memory.
@@ -976,6 +1090,10 @@ impl<F: Format> Export<F> {
 
     pub(crate) fn files_written(&self) -> Vec<PathBuf> {
         self.spec.files_written()
+    }
+
+    pub(crate) fn written_patterns(&self) -> Vec<weave_core::FilePattern> {
+        self.spec.written_patterns()
     }
 
     /// Writes a batch's records into their files.
@@ -1227,16 +1345,29 @@ impl<F: Format> Export<F> {
         new_manifest.write_all(&text)?;
         new_manifest.finish()?;
 
-        // From here on the set changes on disk. The old manifest goes first, so that a set
-        // caught half-way (by a crash) has no manifest and does not read as complete.
-        let stale = self.stale_parts(manifest, &dir);
-        match std::fs::remove_file(manifest) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                let what = format!("cannot remove the previous manifest {}", manifest.display());
-                return Err(StepError::environment(what, e));
+        // From here on the set changes on disk, in an order that a crash at any point
+        // leaves recoverable. First, every part that an earlier manifest lists (the
+        // current one, one of the name earlier versions used, and the record of a run
+        // killed inside its commit) goes into that record, written whole.
+        let record = previous_record(manifest);
+        let legacy = self.spec.legacy_manifest.clone().filter(|l| l != manifest);
+        let mut stale: Vec<PathBuf> = Vec::new();
+        for listed in [Some(manifest), legacy.as_deref(), Some(record.as_path())].into_iter().flatten() {
+            for p in self.listed_parts(listed, &dir) {
+                if !stale.contains(&p) {
+                    stale.push(p);
+                }
             }
+        }
+        if !stale.is_empty() {
+            self.crash_point(CommitStep::RecordWritten, || write_record(&record, &stale, &relative))?;
+        }
+        // Then the manifests go, so that a set caught half-way has none and does not read
+        // as complete.
+        for old in [Some(manifest), legacy.as_deref()].into_iter().flatten() {
+            remove_if_there(old).map_err(|e| {
+                StepError::environment(format!("cannot remove the previous manifest {}", old.display()), e)
+            })?;
         }
         for k in 0..self.done.len() {
             if let Err(e) = self.done[k].out.persist() {
@@ -1247,19 +1378,24 @@ impl<F: Format> Export<F> {
                 return Err(e);
             }
         }
+        self.crash_point(CommitStep::PartsMoved, || Ok(()))?;
+        // The new manifest is the commit point: the set is complete once it is in place.
+        new_manifest.persist()?;
+        self.crash_point(CommitStep::ManifestMoved, || Ok(()))?;
+        // Only then are the parts no manifest lists any more removed, and the record last.
         let written: std::collections::HashSet<&Path> = self.done.iter().map(|d| d.out.path()).collect();
         let mut emptied = Vec::new();
         for old in stale.iter().filter(|p| !written.contains(p.as_path())) {
             match std::fs::remove_file(old) {
                 Ok(()) => {
-                    log::debug!("removed {}, a part of the previous run that this run did not write", old.display());
+                    log::debug!("removed {}, a part of an earlier run that this run did not write", old.display());
                     let parents = old.ancestors().skip(1).take_while(|a| a.starts_with(&dir) && *a != dir);
                     emptied.extend(parents.map(Path::to_path_buf));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     let what = format!(
-                        "cannot remove {}, a part of the previous run that this run did not write",
+                        "cannot remove {}, a part of an earlier run that this run did not write",
                         old.display()
                     );
                     return Err(StepError::environment(what, e));
@@ -1269,19 +1405,42 @@ impl<F: Format> Export<F> {
         emptied.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
         emptied.dedup();
         remove_empty_dirs(&emptied);
-        new_manifest.persist()
+        remove_if_there(&record).map_err(|e| {
+            StepError::environment(
+                format!("cannot remove {}, the list of the set's earlier parts", record.display()),
+                e,
+            )
+        })
     }
 
-    /// The parts the previous manifest lists that the pattern can make: only those are
-    /// removed, so that a file the export did not make is never touched. A manifest that
-    /// cannot be read lists none.
-    fn stale_parts(&self, manifest: &Path, dir: &Path) -> Vec<PathBuf> {
+    /// Runs `f`, then, in tests, stops the commit there as a crash would.
+    fn crash_point(&self, at: CommitStep, f: impl FnOnce() -> Result<(), StepError>) -> Result<(), StepError> {
+        f()?;
+        #[cfg(test)]
+        if CRASH_AT.with(std::cell::Cell::get) == Some(at) {
+            return Err(StepError::internal(format!("simulated crash after {at:?}")));
+        }
+        let _ = at;
+        Ok(())
+    }
+
+    /// The parts a manifest (or the record of earlier parts) at `listed` names that the
+    /// pattern can make: only those are removed, so that a file the export did not make is
+    /// never touched. A file that cannot be read lists none.
+    fn listed_parts(&self, listed: &Path, dir: &Path) -> Vec<PathBuf> {
         let Some(template) = &self.spec.template else { return Vec::new() };
-        let Ok(text) = std::fs::read(manifest) else { return Vec::new() };
+        let text = match std::fs::read(listed) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => {
+                log::warn!("cannot read {} ({e}); the parts it lists are left alone", listed.display());
+                return Vec::new();
+            }
+        };
         let parsed: serde_json::Value = match serde_json::from_slice(&text) {
             Ok(v) => v,
             Err(e) => {
-                log::warn!("cannot read the previous manifest {} ({e}); its parts are left alone", manifest.display());
+                log::warn!("cannot read {} ({e}); the parts it lists are left alone", listed.display());
                 return Vec::new();
             }
         };
@@ -1410,11 +1569,11 @@ mod tests {
     #[test]
     fn manifests_are_named_after_the_pattern() {
         let cases = [
-            ("out/{split}/part-{index}.jsonl.gz", "out/part.manifest.json"),
-            ("out/{split}.jsonl", "out/manifest.json"),
-            ("out/data.jsonl", "out/data.manifest.json"),
-            ("train-{index:05}.json", "train.manifest.json"),
-            ("/abs/x/{lang}-{index}.csv", "/abs/x/manifest.json"),
+            ("out/{split}/part-{index}.jsonl.gz", "out/.part.manifest.json"),
+            ("out/{split}.jsonl", "out/.manifest.json"),
+            ("out/data.jsonl", "out/.data.manifest.json"),
+            ("train-{index:05}.json", ".train.manifest.json"),
+            ("/abs/x/{lang}-{index}.csv", "/abs/x/.manifest.json"),
         ];
         for (path, want) in cases {
             assert_eq!(Template::parse(path).unwrap().default_manifest(), PathBuf::from(want), "{path}");
@@ -1563,11 +1722,11 @@ mod export_tests {
         }
         // Split, the set has one empty part; partitioned, it has none.
         export("export_json", &config(dir.path(), "s/part-{index}.json", "max_rows = 2"), &[], 1);
-        assert_eq!(tree(&dir.path().join("s")), ["part-00000.json", "part.manifest.json"]);
+        assert_eq!(tree(&dir.path().join("s")), [".part.manifest.json", "part-00000.json"]);
         assert_eq!(text(&dir.path().join("s/part-00000.json")), "[]\n");
         export("export_jsonl", &config(dir.path(), "q/{split}.jsonl", ""), &[], 1);
-        assert_eq!(tree(&dir.path().join("q")), ["manifest.json"]);
-        assert_eq!(manifest(&dir.path().join("q/manifest.json"))["parts"], serde_json::json!([]));
+        assert_eq!(tree(&dir.path().join("q")), [".manifest.json"]);
+        assert_eq!(manifest(&dir.path().join("q/.manifest.json"))["parts"], serde_json::json!([]));
     }
 
     #[test]
@@ -1584,9 +1743,9 @@ mod export_tests {
         let dir = tempfile::tempdir().unwrap();
         let recs = records(10);
         let s = export("export_jsonl", &config(dir.path(), "out/data.jsonl", "max_rows = 5"), &recs, 3);
-        assert_eq!(tree(&dir.path().join("out")), ["data-00000.jsonl", "data-00001.jsonl", "data.manifest.json"]);
-        assert_eq!(s.files_written(), [dir.path().join("out/data.manifest.json")]);
-        let m = manifest(&dir.path().join("out/data.manifest.json"));
+        assert_eq!(tree(&dir.path().join("out")), [".data.manifest.json", "data-00000.jsonl", "data-00001.jsonl"]);
+        assert_eq!(s.files_written(), [dir.path().join("out/.data.manifest.json")]);
+        let m = manifest(&dir.path().join("out/.data.manifest.json"));
         assert_eq!(m["format"], "jsonl");
         assert_eq!(m["compression"], "none");
         assert_eq!(m["records"], 10);
@@ -1606,7 +1765,7 @@ mod export_tests {
         // One more record makes a third part of one.
         export("export_jsonl", &config(dir.path(), "eleven/part-{index:02}.jsonl", "max_rows = 5"), &records(11), 4);
         let parts = tree(&dir.path().join("eleven"));
-        assert_eq!(parts, ["part-00.jsonl", "part-01.jsonl", "part-02.jsonl", "part.manifest.json"]);
+        assert_eq!(parts, [".part.manifest.json", "part-00.jsonl", "part-01.jsonl", "part-02.jsonl"]);
         assert_eq!(text(&dir.path().join("eleven/part-02.jsonl")).lines().count(), 1);
     }
 
@@ -1631,8 +1790,8 @@ mod export_tests {
             assert_eq!(joined, whole, "batches of {batch}");
             // Batch boundaries change nothing: the same parts, byte for byte.
             assert!(parts.len() >= 7, "{parts:?}");
-            let m = manifest(&dir.path().join(name).join("p.manifest.json"));
-            assert_eq!(m["parts"], manifest(&dir.path().join("a/p.manifest.json"))["parts"], "batches of {batch}");
+            let m = manifest(&dir.path().join(name).join(".p.manifest.json"));
+            assert_eq!(m["parts"], manifest(&dir.path().join("a/.p.manifest.json"))["parts"], "batches of {batch}");
         }
     }
 
@@ -1697,7 +1856,7 @@ mod export_tests {
             }
             // Split and compressed: the parts decompress to the plain bytes, cut.
             export(kind, &config(dir.path(), &format!("s-{ext}/x.{ext}.zst"), "max_rows = 100"), &recs, 64);
-            let m = manifest(&dir.path().join(format!("s-{ext}/x.manifest.json")));
+            let m = manifest(&dir.path().join(format!("s-{ext}/.x.manifest.json")));
             assert_eq!(m["compression"], "zstd");
             assert_eq!(m["parts"][0]["path"], format!("x-00000.{ext}.zst"));
             if kind == "export_jsonl" {
@@ -1719,11 +1878,11 @@ mod export_tests {
         let dir = tempfile::tempdir().unwrap();
         let recs = records(20);
         export("export_jsonl", &config(dir.path(), "by/{split}.jsonl", ""), &recs, 6);
-        assert_eq!(tree(&dir.path().join("by")), ["dev.jsonl", "manifest.json", "test.jsonl", "train.jsonl"]);
+        assert_eq!(tree(&dir.path().join("by")), [".manifest.json", "dev.jsonl", "test.jsonl", "train.jsonl"]);
         let train = text(&dir.path().join("by/train.jsonl"));
         assert_eq!(train.lines().count(), 7);
         assert!(train.lines().all(|l| l.contains("\"split\":\"train\"")));
-        let m = manifest(&dir.path().join("by/manifest.json"));
+        let m = manifest(&dir.path().join("by/.manifest.json"));
         assert_eq!(m["records"], 20);
         assert_eq!(m["parts"][2]["path"], "train.jsonl");
         assert_eq!(m["parts"][2]["partition"], serde_json::json!({"split": "train"}));
@@ -1733,9 +1892,9 @@ mod export_tests {
         assert_eq!(
             files,
             [
+                ".part.manifest.json",
                 "dev/part-000.csv.gz",
                 "dev/part-001.csv.gz",
-                "part.manifest.json",
                 "test/part-000.csv.gz",
                 "test/part-001.csv.gz",
                 "test/part-002.csv.gz",
@@ -1755,9 +1914,9 @@ mod export_tests {
         export("export_jsonl", &config(dir.path(), "v/{k}.jsonl", ""), &recs, 2);
         assert_eq!(
             tree(&dir.path().join("v")),
-            ["3.jsonl", "_..jsonl", "__empty__.jsonl", "__null__.jsonl", "a_b.jsonl", "manifest.json"]
+            [".manifest.json", "3.jsonl", "_..jsonl", "__empty__.jsonl", "__null__.jsonl", "a_b.jsonl"]
         );
-        let m = manifest(&dir.path().join("v/manifest.json"));
+        let m = manifest(&dir.path().join("v/.manifest.json"));
         let a_b = m["parts"].as_array().unwrap().iter().find(|p| p["path"] == "a_b.jsonl").unwrap();
         assert_eq!(a_b["partition"], serde_json::json!({"k": "a/b"}));
 
@@ -1829,7 +1988,7 @@ mod export_tests {
         assert_eq!(
             tree(&dir.path().join("out")),
             [
-                "part.manifest.json",
+                ".part.manifest.json",
                 "test/part-00000.jsonl",
                 "train/notes.txt",
                 "train/part-00000.jsonl",
@@ -1837,9 +1996,120 @@ mod export_tests {
                 "train/part-00099.jsonl",
             ]
         );
-        let m = manifest(&dir.path().join("out/part.manifest.json"));
+        let m = manifest(&dir.path().join("out/.part.manifest.json"));
         assert_eq!(m["records"], 5);
         assert_eq!(m["parts"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_commit_killed_half_way_is_cleared_up_by_the_next() {
+        // regression: a split export killed inside its commit, then run again, left the
+        // parts that the new manifest does not list, so a glob over the output read
+        // 1,869,052 records instead of 1,484,526.
+        use super::{CRASH_AT, CommitStep};
+        for at in [CommitStep::RecordWritten, CommitStep::PartsMoved, CommitStep::ManifestMoved] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = config(dir.path(), "out/data.jsonl", "max_rows = 2");
+            export("export_jsonl", &cfg, &records(10), 4);
+            assert_eq!(tree(&dir.path().join("out")).len(), 6, "5 parts and the manifest");
+            // A run of 6 records (3 parts), killed inside its commit.
+            let mut s = sink("export_jsonl", &cfg);
+            s.write(&Batch::from_records(&records(6)), &mut ctx()).unwrap();
+            CRASH_AT.with(|c| c.set(Some(at)));
+            let err = s.commit(&mut ctx()).unwrap_err();
+            CRASH_AT.with(|c| c.set(None));
+            assert!(err.to_string().contains("simulated crash"), "{err}");
+            // The next run of 6 records leaves exactly its 3 parts and its manifest.
+            export("export_jsonl", &cfg, &records(6), 4);
+            assert_eq!(
+                tree(&dir.path().join("out")),
+                [".data.manifest.json", "data-00000.jsonl", "data-00001.jsonl", "data-00002.jsonl"],
+                "killed after {at:?}"
+            );
+            assert_eq!(manifest(&dir.path().join("out/.data.manifest.json"))["records"], 6);
+        }
+    }
+
+    #[test]
+    fn a_set_under_the_manifest_name_of_earlier_versions_is_cleared_out_too() {
+        // Earlier versions named the manifest `data.manifest.json`: a set they wrote is
+        // replaced whole, its manifest included, rather than left beside the new one.
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), "out/data.jsonl", "max_rows = 2");
+        export("export_jsonl", &cfg, &records(10), 4);
+        let out = dir.path().join("out");
+        std::fs::rename(out.join(".data.manifest.json"), out.join(".data.manifest.json")).unwrap();
+        export("export_jsonl", &cfg, &records(5), 4);
+        assert_eq!(tree(&out), [".data.manifest.json", "data-00000.jsonl", "data-00001.jsonl", "data-00002.jsonl"]);
+    }
+
+    #[test]
+    fn the_manifest_is_hidden_from_the_globs_that_read_the_data() {
+        // regression: `data.manifest.json` beside `data-00001.json` matched `out/*.json`,
+        // so `datasets.load_dataset("json", data_files="out/*.json")` failed on it.
+        let dir = tempfile::tempdir().unwrap();
+        export("export_json", &config(dir.path(), "out/data.json", "max_rows = 3"), &records(7), 4);
+        let pattern = format!("{}/out/*.json", dir.path().display());
+        // As a shell or Python's glob matches: `*` does not match a leading dot.
+        let options = glob::MatchOptions { require_literal_leading_dot: true, ..Default::default() };
+        let matched: Vec<String> = glob::glob_with(&pattern, options)
+            .unwrap()
+            .map(|p| p.unwrap().file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(matched, ["data-00000.json", "data-00001.json", "data-00002.json"]);
+        // Weave's own loaders read the parts and nothing else.
+        let Step::Source(mut load) = build_step("load_json", &format!("path = {pattern:?}")) else { panic!() };
+        let mut read = 0;
+        let mut c = ctx();
+        while let Some(b) = load.next_batch(&mut c).unwrap() {
+            read += b.len();
+        }
+        assert_eq!(read, 7);
+    }
+
+    #[test]
+    fn a_set_names_the_files_it_may_write_or_remove_for_the_runs_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sink("export_jsonl", &config(dir.path(), "out/{split}/part.jsonl", "max_rows = 2"));
+        let patterns = s.written_patterns();
+        let may_write = |path: &str| {
+            patterns
+                .iter()
+                .any(|p| Path::new(path).strip_prefix(p.dir()).is_ok_and(|rel| p.matches(&rel.to_string_lossy())))
+        };
+        let at = |rel: &str| dir.path().join(rel).to_string_lossy().into_owned();
+        for yes in [
+            "out/train/part-00000.jsonl",
+            "out/x/part-12345.jsonl",
+            "out/.part.manifest.json.previous",
+            "out/part.manifest.json",
+        ] {
+            assert!(may_write(&at(yes)), "{yes}");
+        }
+        for no in ["out/train/part.jsonl", "out/train/notes.txt", "out/a/b/part-00000.jsonl", "part-00000.jsonl"] {
+            assert!(!may_write(&at(no)), "{no}");
+        }
+        // One file names no pattern: it names its file outright.
+        assert!(sink("export_jsonl", &config(dir.path(), "one.jsonl", "")).written_patterns().is_empty());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_part_that_is_not_a_regular_file_is_refused_and_left_alone() {
+        // The run's check before it starts cannot know the parts' names: each part is
+        // looked at as it is opened.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("p-00001.jsonl");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let mut s = sink("export_jsonl", &config(dir.path(), "p.jsonl", "max_rows = 1"));
+        let err = s.write(&Batch::from_records(&records(3)), &mut ctx()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("cannot write {}: it is not a regular file (a device, a FIFO or a socket)", fifo.display())
+        );
+        s.abort();
+        assert_eq!(tree(dir.path()), ["p-00001.jsonl"]);
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&std::fs::symlink_metadata(&fifo).unwrap().file_type()));
     }
 
     #[test]
@@ -1937,6 +2207,6 @@ mod export_tests {
                     [[step]]\nid = \"a\"\nkind = \"export_jsonl\"\nafter = \"load\"\npath = \"out/{split}.jsonl\"\n\n\
                     [[step]]\nid = \"b\"\nkind = \"export_json\"\nafter = \"load\"\npath = \"out/{split}.json\"\n";
         let err = weave_core::Pipeline::from_file_text("p.toml", text, &crate::registry()).unwrap_err();
-        assert!(err.to_string().contains("steps \"a\" and \"b\" both write out/manifest.json"), "{err}");
+        assert!(err.to_string().contains("steps \"a\" and \"b\" both write out/.manifest.json"), "{err}");
     }
 }

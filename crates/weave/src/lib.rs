@@ -33,7 +33,8 @@
 
 pub use weave_core::*;
 pub use weave_exec::{
-    CacheUse, ExecOptions, LogSubscriber, MemoryBudget, RunError, RunSummary, StepStats, cache_roles, run,
+    CacheUse, ExecOptions, LogSubscriber, MemoryBudget, RunError, RunFiles, RunSummary, StepStats, TempFile,
+    cache_roles, remove_live_temporaries, run, sweep_dead_temporaries,
 };
 pub use weave_monitor::{
     Alert, AlertManager, Histogram, MetricsCollector, PipelineStats, ResourceUsage, RunEntry, RunInfo, RunRecorder,

@@ -26,7 +26,7 @@ mod schema;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -127,7 +127,58 @@ struct Job {
     index: usize,
     request: Request,
     reply: Sender<Done>,
+    /// Raised when the call gives up on its requests.
     cancel: Arc<AtomicBool>,
+    /// The run's cancel flag: once the run stops, no request is sent (one already sent is
+    /// let finish, and its answer kept: see [`settle_requests`]).
+    stop: Arc<AtomicBool>,
+}
+
+/// Requests of this process on their way: from the decision to send one to its answer
+/// stored in the cache (or its failure).
+static IN_FLIGHT: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// One request counted in [`IN_FLIGHT`] while this lives.
+#[derive(Debug)]
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> InFlight {
+        *IN_FLIGHT.0.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut n = IN_FLIGHT.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *n = n.saturating_sub(1);
+        IN_FLIGHT.1.notify_all();
+    }
+}
+
+/// How many LLM requests of this process are on their way now.
+pub fn requests_in_flight() -> usize {
+    *IN_FLIGHT.0.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Waits, for at most `grace`, until every LLM request of this process that is on its
+/// way has its answer stored in the cache (or has failed), and returns how many still
+/// have not. For a run that stopped (Ctrl-C, a failure): the provider has charged for the
+/// requests it received, and an answer stored is one the next run does not pay for again.
+/// Once the run's cancel flag is up no request is sent, and none is retried, so this waits
+/// only for answers already asked for.
+pub fn settle_requests(grace: Duration) -> usize {
+    let deadline = std::time::Instant::now() + grace;
+    let mut n = IN_FLIGHT.0.lock().unwrap_or_else(PoisonError::into_inner);
+    while *n > 0 {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        n = IN_FLIGHT.1.wait_timeout(n, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+    }
+    *n
 }
 
 struct Done {
@@ -253,8 +304,10 @@ impl LlmCall {
         let jobs = self.jobs.get_or_init(|| self.start_workers());
         let (reply, results) = crossbeam_channel::unbounded();
         let cancel = Arc::new(AtomicBool::new(false));
+        let stop = ctx.cancel_flag();
         for (index, request) in unique.into_iter().enumerate() {
-            let job = Job { index, request, reply: reply.clone(), cancel: Arc::clone(&cancel) };
+            let job =
+                Job { index, request, reply: reply.clone(), cancel: Arc::clone(&cancel), stop: Arc::clone(&stop) };
             if jobs.send(job).is_err() {
                 return Err(StepError::internal("the LLM request workers are gone"));
             }
@@ -398,12 +451,13 @@ fn collect(results: &Receiver<Done>, n: usize, ctx: &StepContext) -> Result<Vec<
 fn work(worker: &Worker, jobs: &Receiver<Job>) {
     while let Ok(job) = jobs.recv() {
         let mut tally = Tally::default();
-        let cancel = Arc::clone(&job.cancel);
-        let result = if cancel.load(Ordering::Relaxed) {
+        let (cancel, stop) = (Arc::clone(&job.cancel), Arc::clone(&job.stop));
+        let cancelled = move || cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed);
+        let result = if cancelled() {
             Err(CallError::Cancelled)
         } else {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                worker.answer(&job.request, &|| cancel.load(Ordering::Relaxed), &mut tally)
+                worker.answer(&job.request, &cancelled, &mut tally)
             }))
             .unwrap_or_else(|_| Err(CallError::Fatal("an LLM request thread panicked".into())))
         };
@@ -465,6 +519,8 @@ impl Worker {
         let bytes = body.to_string().into_bytes();
         // About four bytes a token, plus the answer.
         let tokens = bytes.len() as u64 / 4 + max_tokens.unwrap_or(ASSUMED_ANSWER_TOKENS);
+        // Counted until its answer is stored, so that a stopped run can wait for it.
+        let _in_flight = InFlight::enter();
         let answer = self.endpoint.complete(&bytes, tokens, &self.retry, r.seed, cancelled, tally)?;
         if let Some(c) = &self.cache {
             c.put(&key, &answer, max_tokens);

@@ -1,0 +1,287 @@
+//! Temporary files that name the process that owns them, so that a later run can tell a
+//! dead run's leftovers (a SIGKILL, a power cut) from a live run's work in progress.
+//!
+//! Every file a run writes before moving it into place (an export, a part of a set, an
+//! exclusion file, the metrics file) is a [`TempFile`] beside its target, named
+//! `.weave-<pid>-<start>-<n>.tmp`: the process id, the process's start time (in clock
+//! ticks after boot, field 22 of `/proc/<pid>/stat`, so that a reused process id does not
+//! pass for the owner), and a number unique in the process. Before it makes its first
+//! temporary file in a folder, a process removes the temporary files there whose owner is
+//! gone ([`sweep_dead_temporaries`]); the files of a live process, files named otherwise,
+//! and files whose owner cannot be told (a name without one, as earlier versions wrote; a
+//! system without `/proc`) are left alone.
+//!
+//! Each live temporary file is also listed in the process, so that a forced stop (a
+//! second Ctrl-C) can remove them before it exits ([`remove_live_temporaries`]).
+//!
+//! The owner is a process on this machine since its last boot: a folder shared between
+//! machines (NFS) would need the host and boot id in the name too.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How every temporary file's name starts.
+const PREFIX: &str = ".weave-";
+/// How every temporary file's name ends.
+const SUFFIX: &str = ".tmp";
+
+/// A folder swept less than this long ago is not swept again by this process: a set of
+/// many parts makes a temporary file per part, and a folder read per part would cost a
+/// run with 10,000 parts 10,000 listings of 10,000 files.
+const SWEEP_AGAIN_AFTER: Duration = Duration::from_secs(60);
+
+/// A process, as temporary file names record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owner {
+    pid: u32,
+    /// Clock ticks after boot at which the process started (0 where unknown).
+    start: u64,
+}
+
+impl Owner {
+    /// This process.
+    fn current() -> Owner {
+        static CURRENT: OnceLock<Owner> = OnceLock::new();
+        *CURRENT.get_or_init(|| {
+            let pid = std::process::id();
+            Owner { pid, start: start_time(pid).ok().flatten().unwrap_or(0) }
+        })
+    }
+
+    /// The owner a temporary file's name records, if it records one.
+    fn of_name(name: &str) -> Option<Owner> {
+        let inner = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+        let mut fields = inner.split('-');
+        let (pid, start, n) = (fields.next()?, fields.next()?, fields.next()?);
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if fields.next().is_some() || !digits(pid) || !digits(start) || !digits(n) {
+            return None;
+        }
+        Some(Owner { pid: pid.parse().ok()?, start: start.parse().ok()? })
+    }
+
+    /// Whether the process is gone: `false` unless that is certain (its `/proc` entry is
+    /// missing, or holds another process that has its id).
+    fn is_gone(&self) -> bool {
+        if self.start == 0 {
+            return false;
+        }
+        match start_time(self.pid) {
+            Ok(Some(start)) => start != self.start,
+            Ok(None) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+}
+
+/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`), `None` where it
+/// cannot be read (not Linux), an error when the process does not exist.
+fn start_time(pid: u32) -> std::io::Result<Option<u64>> {
+    if !cfg!(target_os = "linux") {
+        return Ok(None);
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may hold spaces and parentheses of
+    // its own: the fields are counted after the last `)`. It is followed by field 3.
+    let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    Ok(after.split_whitespace().nth(22 - 3).and_then(|f| f.parse().ok()))
+}
+
+/// The temporary files of this process that exist now.
+fn live() -> &'static Mutex<HashSet<PathBuf>> {
+    static LIVE: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    LIVE.get_or_init(Mutex::default)
+}
+
+/// A file written under a temporary name beside its target (see the module's
+/// documentation), removed when dropped unless [`TempFile::persist`]ed.
+#[derive(Debug)]
+pub struct TempFile {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl TempFile {
+    /// Creates a new temporary file in `dir` (which must exist), after removing the
+    /// temporary files there whose owner is gone. It gets the permissions `File::create`
+    /// gives (0666 less the umask): it becomes the user's file.
+    pub fn new_in(dir: &Path) -> std::io::Result<(File, TempFile)> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        sweep_once(dir);
+        let owner = Owner::current();
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = dir.join(format!("{PREFIX}{}-{}-{n}{SUFFIX}", owner.pid, owner.start));
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    live().lock().unwrap_or_else(PoisonError::into_inner).insert(path.clone());
+                    return Ok((file, TempFile { path, kept: false }));
+                }
+                // Left by an earlier process that had this id and start time: impossible
+                // unless the clock ticks wrapped, but a new number costs nothing.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Moves the file to `target` (a rename: `target` must be in the same file system,
+    /// which beside it is), replacing what was there. On failure the file stays
+    /// temporary, and is removed when dropped.
+    pub fn persist(mut self, target: &Path) -> std::io::Result<()> {
+        std::fs::rename(&self.path, target)?;
+        self.kept = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        live().lock().unwrap_or_else(PoisonError::into_inner).remove(&self.path);
+    }
+}
+
+/// Removes every temporary file of this process that exists now, and returns how many
+/// were removed. For a forced stop, just before the process exits: the threads writing
+/// them are not waited for (a file still open is removed from its folder all the same).
+pub fn remove_live_temporaries() -> usize {
+    remove_live(|_| true)
+}
+
+/// Removes the temporary files of this process that exist now and that `which` picks.
+fn remove_live(which: impl Fn(&Path) -> bool) -> usize {
+    let paths: Vec<PathBuf> =
+        live().lock().unwrap_or_else(PoisonError::into_inner).iter().filter(|p| which(p)).cloned().collect();
+    paths.iter().filter(|p| std::fs::remove_file(p).is_ok()).count()
+}
+
+/// Removes the temporary files in `dir` whose owner is gone (see the module's
+/// documentation), and returns how many were removed. A folder that cannot be read has
+/// none.
+pub fn sweep_dead_temporaries(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name.to_str().and_then(Owner::of_name) else { continue };
+        if owner == Owner::current() || !owner.is_gone() {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                removed += 1;
+                log::info!("removed {}, left by process {} which is gone", path.display(), owner.pid);
+            }
+            Err(e) => log::debug!("cannot remove {}, left by a process that is gone ({e})", path.display()),
+        }
+    }
+    removed
+}
+
+/// [`sweep_dead_temporaries`], unless this process swept `dir` within the last minute.
+fn sweep_once(dir: &Path) {
+    static SWEPT: OnceLock<Mutex<HashMap<PathBuf, Instant>>> = OnceLock::new();
+    let key = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    {
+        let mut swept = SWEPT.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner);
+        if swept.get(&key).is_some_and(|at| at.elapsed() < SWEEP_AGAIN_AFTER) {
+            return;
+        }
+        swept.insert(key, Instant::now());
+    }
+    sweep_dead_temporaries(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A temporary file's name for `owner`.
+    fn name_of(owner: Owner, n: u64) -> String {
+        format!("{PREFIX}{}-{}-{n}{SUFFIX}", owner.pid, owner.start)
+    }
+
+    #[test]
+    fn names_record_their_owner_and_nothing_else_parses() {
+        let o = Owner { pid: 4242, start: 987_654 };
+        assert_eq!(Owner::of_name(&name_of(o, 3)), Some(o));
+        for other in
+            [".weave-abc123.tmp", ".weave-1-2.tmp", ".weave-1-2-3-4.tmp", "weave-1-2-3.tmp", ".weave-1-x-3.tmp"]
+        {
+            assert_eq!(Owner::of_name(other), None, "{other}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_sweep_removes_dead_owners_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        // A live process other than this one, holding a temporary file.
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let live = Owner { pid: child.id(), start: start_time(child.id()).unwrap().unwrap() };
+        // A process that has exited, and one whose id now belongs to another process
+        // (this one's id with another start time).
+        let mut done = std::process::Command::new("true").spawn().unwrap();
+        let done_pid = done.id();
+        done.wait().unwrap();
+        let gone = Owner { pid: done_pid, start: live.start };
+        let reused = Owner { pid: std::process::id(), start: Owner::current().start + 1 };
+        let files = [
+            name_of(live, 0),
+            name_of(gone, 0),
+            name_of(reused, 7),
+            name_of(Owner::current(), 999),
+            ".weave-abc123.tmp".to_owned(),
+            "data.jsonl".to_owned(),
+        ];
+        for f in &files {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        assert_eq!(sweep_dead_temporaries(dir.path()), 2);
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        let mut want = vec![files[0].clone(), files[3].clone(), files[4].clone(), files[5].clone()];
+        want.sort();
+        assert_eq!(left, want, "the live process's, this process's, an unowned name and data stay");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Once its owner is gone, the live process's file goes too.
+        assert_eq!(sweep_dead_temporaries(dir.path()), 1);
+    }
+
+    #[test]
+    fn a_temporary_file_is_listed_while_it_lives_and_removed_unless_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, a) = TempFile::new_in(dir.path()).unwrap();
+        let (_, b) = TempFile::new_in(dir.path()).unwrap();
+        let (_, c) = TempFile::new_in(dir.path()).unwrap();
+        assert_ne!(a.path(), b.path());
+        assert_eq!(Owner::of_name(&a.path().file_name().unwrap().to_string_lossy()), Some(Owner::current()));
+        let listed = |p: &Path| live().lock().unwrap().contains(p);
+        assert!(listed(a.path()) && listed(b.path()));
+        let (a_path, b_path, c_path) = (a.path().to_path_buf(), b.path().to_path_buf(), c.path().to_path_buf());
+        a.persist(&dir.path().join("out")).unwrap();
+        drop(b);
+        assert!(!listed(&a_path) && !listed(&b_path) && listed(&c_path));
+        assert!(!b_path.exists() && dir.path().join("out").exists());
+        // A forced stop removes what is left (here: of this test's folder, as other tests
+        // running at the same time have files of their own).
+        assert_eq!(remove_live(|p| p.starts_with(dir.path())), 1);
+        assert!(!c_path.exists());
+        drop(c);
+    }
+}
