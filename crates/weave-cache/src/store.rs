@@ -15,8 +15,10 @@ const MAGIC: &[u8; 8] = b"WEAVE\x00C\x01";
 /// The entry format: bump it when the header or its meaning changes.
 /// 2: the header names the entry's key.
 pub const FORMAT_VERSION: u32 = 2;
-/// magic (8) + format (4) + codec (4) + payload length (8) + blake3 of the payload (32) +
-/// the key the entry was written under (32).
+/// magic (8) + format (4) + codec (4) + payload length (8) + checksum (32) + the key the
+/// entry was written under (32). The checksum is blake3 over the codec, the length, the key
+/// and the payload, so that a damaged key field reads as damage, and an intact entry under
+/// another key's name as exactly that.
 const HEADER_LEN: usize = 88;
 
 /// A content-addressed store of entries under `root/objects/ab/cdef…`.
@@ -97,7 +99,8 @@ impl Store {
         header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         header.extend_from_slice(&codec.to_le_bytes());
         header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        header.extend_from_slice(blake3::hash(payload).as_bytes());
+        let sum = checksum(&header[12..24], key.as_bytes(), payload);
+        header.extend_from_slice(&sum);
         header.extend_from_slice(key.as_bytes());
         let tmp_path = tmp.path().to_path_buf();
         tmp.write_all(&header).map_err(Error::io(&tmp_path))?;
@@ -219,6 +222,14 @@ enum Unusable {
     Other(String),
 }
 
+/// The checksum of an entry: blake3 over its codec and length (`codec_len`, as in the
+/// header), the key it is written under, and its payload.
+fn checksum(codec_len: &[u8], key: &[u8], payload: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(codec_len).update(key).update(payload);
+    *h.finalize().as_bytes()
+}
+
 /// Checks an entry's header and payload, and that it was written under `key`; the codec,
 /// or why it cannot be used, as the end of a sentence that starts with the entry.
 fn check(bytes: &[u8], key: &Key) -> Result<u32, Unusable> {
@@ -246,8 +257,8 @@ fn check(bytes: &[u8], key: &Key) -> Result<u32, Unusable> {
     if payload.len() as u64 != len {
         return Err(Unusable::Other(format!("is damaged (payload is {} bytes, the header says {len})", payload.len())));
     }
-    if blake3::hash(payload).as_bytes() != &bytes[24..56] {
-        return Err(Unusable::Other("is damaged (payload does not match its checksum)".to_owned()));
+    if checksum(&bytes[12..24], &bytes[56..88], payload) != bytes[24..56] {
+        return Err(Unusable::Other("is damaged (it does not match its checksum)".to_owned()));
     }
     if &bytes[56..88] != key.as_bytes() {
         let mut other = [0u8; 32];
@@ -295,7 +306,8 @@ mod tests {
             ("empty", Box::new(|b| b.clear())),
             ("append", Box::new(|b| b.push(0))),
             ("wrong format version", Box::new(|b| b[8] = 99)),
-            ("another key in the header", Box::new(|b| b[60] ^= 1)),
+            ("flip a byte of the key in the header", Box::new(|b| b[60] ^= 1)),
+            ("flip a byte of the codec", Box::new(|b| b[12] ^= 1)),
         ];
         for (what, damage) in damages {
             s.put(&k, 1, b"some payload bytes").unwrap();
@@ -306,6 +318,23 @@ mod tests {
             assert!(s.get(&k).unwrap().is_none(), "{what}: read as a miss");
             assert!(!path.exists(), "{what}: the damaged entry is removed");
         }
+    }
+
+    // regression: a damaged byte in the header's key field was reported as an entry moved
+    // from another key, sending the user looking for a copy that never happened.
+    #[test]
+    fn damage_to_the_key_field_is_told_apart_from_an_entry_under_another_key() {
+        let (_d, s) = store();
+        let (a, b) = (Key::of_content(b"a"), Key::of_content(b"b"));
+        s.put(&a, 1, b"the output of a").unwrap();
+        let mut bytes = std::fs::read(s.path_of(&a)).unwrap();
+        let why = |r: Result<u32, Unusable>| match r {
+            Err(Unusable::Other(m)) => m,
+            _ => panic!("expected a reason"),
+        };
+        assert!(why(check(&bytes, &b)).contains("holds the entry of another key"));
+        bytes[70] ^= 1;
+        assert!(why(check(&bytes, &a)).contains("is damaged"));
     }
 
     #[test]

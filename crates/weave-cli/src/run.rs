@@ -282,12 +282,9 @@ fn stop_on_signals(cancel: &Arc<AtomicBool>) -> Arc<AtomicU8> {
 }
 
 /// Readies `--metrics-file` before the run, so that a run never commits its outputs and then
-/// fails on its metrics: a folder in its place is refused, and its own folder is made (as the
-/// quarantine's and the exports' are).
+/// fails on its metrics: its own folder is made (as the quarantine's and the exports' are; a
+/// folder in the file's place was refused with the run's other files).
 fn prepare_metrics_file(path: &Path) -> Result<(), Failure> {
-    if path.is_dir() {
-        return Err(Failure::Other(format!("--metrics-file {}: this is a folder; give a file's path", path.display())));
-    }
     match path.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(dir) => std::fs::create_dir_all(dir).map_err(|e| {
             Failure::Other(format!("--metrics-file {}: cannot make its folder {}: {e}", path.display(), dir.display()))
