@@ -64,9 +64,11 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A run id that sorts by time: `20261126T160844Z-<pid>`.
+/// A run id that sorts by time: `20261126T160844.123Z-<pid>` (milliseconds, so that runs
+/// started within one second still sort in the order they started).
 fn new_run_id() -> String {
-    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let ms = now_ms();
+    let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -78,7 +80,14 @@ fn new_run_id() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{}", rem / 3600, rem / 60 % 60, rem % 60, std::process::id())
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:03}Z-{}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        ms % 1000,
+        std::process::id()
+    )
 }
 
 impl RunRecorder {
@@ -90,9 +99,22 @@ impl RunRecorder {
         metrics: Arc<MetricsCollector>,
         alerts: Option<Arc<AlertManager>>,
     ) -> std::io::Result<RunRecorder> {
-        let id = new_run_id();
-        let dir = runs_dir.join(&id);
-        fs::create_dir_all(&dir)?;
+        fs::create_dir_all(runs_dir)?;
+        // A folder of its own, never an earlier run's: two runs of one process can start
+        // within the same millisecond.
+        let base = new_run_id();
+        let (mut id, mut n) = (base.clone(), 1);
+        let dir = loop {
+            let dir = runs_dir.join(&id);
+            match fs::create_dir(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => {
+                    n += 1;
+                    id = format!("{base}-{n}");
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let events = BufWriter::new(File::create(dir.join("events.jsonl"))?);
         let rec = RunRecorder {
             dir,
@@ -377,7 +399,9 @@ pub fn list_runs(runs_dir: &Path) -> std::io::Result<Vec<RunEntry>> {
         }
         out.push(RunEntry { id: entry.file_name().to_string_lossy().into_owned(), report });
     }
-    out.sort_by(|a, b| a.id.cmp(&b.id));
+    // By start time, then id: ids from before they carried milliseconds sort only by the
+    // second.
+    out.sort_by(|a, b| (a.report["started_ms"].as_u64(), &a.id).cmp(&(b.report["started_ms"].as_u64(), &b.id)));
     Ok(out)
 }
 
@@ -457,5 +481,21 @@ mod tests {
         assert_eq!(on_disk["status"], "interrupted");
         assert!(on_disk["error"].as_str().unwrap().ends_with("while running: embed"));
         assert!(new_run_id().len() > 16);
+    }
+
+    // regression: run ids were to the second, so two runs started within one second of
+    // one process shared a folder (the second overwrote the first's record), and `weave
+    // report` could take the earlier of two runs as the latest.
+    #[test]
+    fn runs_started_at_once_get_folders_of_their_own_listed_in_start_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(MetricsCollector::new());
+        let recs: Vec<RunRecorder> =
+            (0..5).map(|_| RunRecorder::start(dir.path(), info(), metrics.clone(), None).unwrap()).collect();
+        let ids: std::collections::BTreeSet<&str> = recs.iter().map(RunRecorder::id).collect();
+        assert_eq!(ids.len(), 5, "{ids:?}");
+        let listed: Vec<String> = list_runs(dir.path()).unwrap().into_iter().map(|r| r.id).collect();
+        let started: Vec<String> = recs.iter().map(|r| r.id().to_owned()).collect();
+        assert_eq!(listed, started);
     }
 }
