@@ -90,7 +90,11 @@ pub enum StepError {
         #[source]
         source: Option<BoxError>,
     },
-    /// One record cannot be processed; the step's bad-record policy decides what happens.
+    /// One record cannot be processed, and the call cannot go on without it: the run stops
+    /// naming the record, whatever the step's `on_bad_record` says (the call's output for
+    /// the rest of its batch is lost). A step that can go on without the record sets it
+    /// aside with [`StepContext::reject`](crate::StepContext::reject) instead, and then
+    /// `on_bad_record` decides.
     #[error("bad record: {reason}")]
     BadRecord {
         /// Why the record is bad.
