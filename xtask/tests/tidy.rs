@@ -266,8 +266,20 @@ fn fuzz_follows_the_workspace(root: &toml::Table, fuzz: &toml::Table) -> Vec<Str
         problems.push("fuzz/ is not in the root workspace's `exclude`".to_owned());
     }
     let declared = workspace.and_then(|w| w.get("dependencies")).and_then(toml::Value::as_table);
+    // Version, features and default features: the fuzzed code must build as it does here.
     let version = |spec: &toml::Value| -> Option<String> {
-        spec.as_str().or_else(|| spec.get("version").and_then(toml::Value::as_str)).map(str::to_owned)
+        let v = spec.as_str().or_else(|| spec.get("version").and_then(toml::Value::as_str))?;
+        let mut features: Vec<&str> = spec
+            .get("features")
+            .and_then(toml::Value::as_array)
+            .map(|f| f.iter().filter_map(toml::Value::as_str).collect())
+            .unwrap_or_default();
+        features.sort_unstable();
+        let defaults = spec.get("default-features").and_then(toml::Value::as_bool).unwrap_or(true);
+        Some(match (features.is_empty(), defaults) {
+            (true, true) => v.to_owned(),
+            _ => format!("{v} (features: {}{})", features.join(", "), if defaults { "" } else { "; no defaults" }),
+        })
     };
     for d in dependencies(fuzz) {
         if is_weave_crate(d.package) {
@@ -285,7 +297,7 @@ fn fuzz_follows_the_workspace(root: &toml::Table, fuzz: &toml::Table) -> Vec<Str
         let own = version(d.spec);
         if root_version.is_none() || root_version != own {
             problems.push(format!(
-                "fuzz sets `{}` to {} (in {}), the root [workspace.dependencies] to {}: write the root's version, declaring it there first",
+                "fuzz sets `{}` to {} (in {}), the root [workspace.dependencies] to {}: write the root's version and features, declaring it there first",
                 d.package,
                 own.as_deref().unwrap_or("no version"),
                 d.table,
@@ -391,18 +403,25 @@ fn workspace_rule_catches_local_versions_and_missing_lints() {
 
 #[test]
 fn fuzz_rule_catches_other_versions_and_upper_crates() {
-    let root = manifest_of("[workspace]\nexclude = [\"fuzz\"]\n[workspace.dependencies]\nserde_json = \"1.0\"\n");
+    let root = manifest_of(
+        "[workspace]\nexclude = [\"fuzz\"]\n[workspace.dependencies]\nserde_json = \"1.0\"\n\
+         log = { version = \"0.4\", features = [\"std\"] }\n",
+    );
     let fuzz = manifest_of(
         "[dependencies]\nserde_json = \"1.1\"\nrand = \"0.9\"\nweave-core = { path = \"../crates/weave-core\" }\n\
-         weave = { path = \"../crates/weave\" }\n",
+         weave = { path = \"../crates/weave\" }\nlog = \"0.4\"\n",
     );
     let problems = fuzz_follows_the_workspace(&root, &fuzz);
-    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert_eq!(problems.len(), 4, "{problems:?}");
     let found = |what: &[&str]| problems.iter().any(|p| what.iter().all(|w| p.contains(w)));
     assert!(found(&["`serde_json` to 1.1", "to 1.0"]), "{problems:?}");
+    assert!(found(&["`log` to 0.4 ", "to 0.4 (features: std)"]), "{problems:?}");
     assert!(found(&["`rand` to 0.9", "to nothing"]), "{problems:?}");
     assert!(found(&["fuzz uses `weave` "]), "{problems:?}");
-    let good = manifest_of("[dependencies]\nserde_json = \"1.0\"\nweave-core = { path = \"../crates/weave-core\" }\n");
+    let good = manifest_of(
+        "[dependencies]\nserde_json = { version = \"1.0\" }\nlog = { version = \"0.4\", features = [\"std\"] }\n\
+         weave-core = { path = \"../crates/weave-core\" }\n",
+    );
     assert!(fuzz_follows_the_workspace(&root, &good).is_empty());
     assert_eq!(fuzz_follows_the_workspace(&manifest_of("[workspace]\n"), &manifest_of("")).len(), 1);
 }
