@@ -20,6 +20,9 @@
 #   FUZZ_SANITIZER  `none` (default: the code is safe Rust, and without a sanitizer a target
 #                   runs about twice as many inputs) or `address`.
 #   CARGO_BUILD_JOBS  cargo's build jobs, as for any cargo command.
+#   WEAVE_FUZZ_FLOAT_WIDENING=1  compare numbers as floats (see fuzz/src/lib.rs): only on a
+#                   tree without the fix of issue 13's item 11, where the JSON loaders
+#                   otherwise crash at once on an integer that loses digits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

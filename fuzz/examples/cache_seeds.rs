@@ -21,8 +21,11 @@ fn main() {
     let store = Store::open(store_dir.path()).expect("open a store");
     let mut written = 0;
     for (kind, dir) in [("load_csv", "load_csv"), ("load_jsonl", "load_jsonl"), ("load_json", "load_json")] {
-        let mut seeds: Vec<_> =
-            std::fs::read_dir(root.join("seeds").join(dir)).expect("the loader seeds").flatten().map(|e| e.path()).collect();
+        let mut seeds: Vec<_> = std::fs::read_dir(root.join("seeds").join(dir))
+            .expect("the loader seeds")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         seeds.sort();
         for seed in seeds {
             let keys = format!("path = {}\nbatch_size = 2", weave_fuzz::toml_str(&seed));

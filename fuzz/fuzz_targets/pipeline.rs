@@ -21,7 +21,8 @@ fuzz_target!(|data: &[u8]| {
                 let _ = d.to_string();
             }
             let dag = p.dag();
-            let label = |_: usize, n: &weave_core::Node<weave_core::PipelineStep>| format!("{}\n{}", n.id, n.payload.kind);
+            let label =
+                |_: usize, n: &weave_core::Node<weave_core::PipelineStep>| format!("{}\n{}", n.id, n.payload.kind);
             let _ = dag.to_dot(&p.name, label);
             let _ = dag.to_mermaid(label);
             let _ = dag.critical_path();

@@ -111,11 +111,14 @@ pub fn load_all_ways(kind: &str, path: &Path, extra: &str, seed: usize) -> Loade
     let rows = 1 + seed % 3;
     let bytes = 1 + (seed / 3) % 200;
     let small = load(kind, &format!("{path_key}\nbatch_size = {rows}\nbatch_bytes = {bytes}"));
-    let differ = |what: &str| format!("{kind} {what} with batch_size = {rows}, batch_bytes = {bytes} (both are output-neutral)");
+    let differ =
+        |what: &str| format!("{kind} {what} with batch_size = {rows}, batch_bytes = {bytes} (both are output-neutral)");
     match (&whole.seen.error, &small.seen.error) {
         // A run that fails commits nothing, so only its error is seen: the records sent on
         // before it depend on where batches end, and are never written.
-        (Some(_), _) | (_, Some(_)) => assert_eq!(whole.seen.error, small.seen.error, "{}", differ("failed differently")),
+        (Some(_), _) | (_, Some(_)) => {
+            assert_eq!(whole.seen.error, small.seen.error, "{}", differ("failed differently"))
+        }
         _ => assert_eq!(whole.seen, small.seen, "{}", differ("read differently")),
     }
     // A small `max_record_bytes` takes the path that reads past a record without holding
@@ -126,7 +129,10 @@ pub fn load_all_ways(kind: &str, path: &Path, extra: &str, seed: usize) -> Loade
     }
     let again = write_input("reread.jsonl", &whole.jsonl);
     let reread = load("load_jsonl", &format!("path = {}", toml_str(&again))).seen;
-    assert!(reread.rejected.is_empty() && reread.error.is_none(), "load_jsonl refused what the exporter wrote: {reread:?}");
+    assert!(
+        reread.rejected.is_empty() && reread.error.is_none(),
+        "load_jsonl refused what the exporter wrote: {reread:?}"
+    );
     assert_eq!(whole.seen.records, reread.records, "records written as JSONL did not read back the same");
     whole
 }
@@ -177,9 +183,9 @@ pub fn check_batch(seq: u64, batch: &Batch, jsonl: &mut Vec<u8>) -> Vec<serde_js
 /// `12345678901234567` and `12345678901234568.0` are not).
 pub fn normalise_record(v: serde_json::Value) -> serde_json::Value {
     match v {
-        serde_json::Value::Object(m) => {
-            serde_json::Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, normalise(v))).collect())
-        }
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, normalise(v))).collect(),
+        ),
         other => normalise(other),
     }
 }
@@ -188,7 +194,9 @@ fn normalise(v: serde_json::Value) -> serde_json::Value {
     match v {
         serde_json::Value::Number(n) => serde_json::Value::String(exact_number(&n)),
         serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(normalise).collect()),
-        serde_json::Value::Object(m) => serde_json::Value::Object(m.into_iter().map(|(k, v)| (k, normalise(v))).collect()),
+        serde_json::Value::Object(m) => {
+            serde_json::Value::Object(m.into_iter().map(|(k, v)| (k, normalise(v))).collect())
+        }
         other => other,
     }
 }
