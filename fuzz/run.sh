@@ -17,8 +17,8 @@
 #   FUZZ_TOOLCHAIN  a rustup toolchain to build with (`nightly`). By default the stable
 #                   toolchain builds, with RUSTC_BOOTSTRAP=1 for the `-Z` flags that
 #                   `cargo fuzz` passes (sanitizer coverage), so no nightly is needed.
-#   FUZZ_SANITIZER  `none` (default: the code is safe Rust, and without a sanitizer a target
-#                   runs about twice as many inputs) or `address`.
+#   FUZZ_SANITIZER  `none` (default: Weave is safe Rust, and a sanitizer slows every
+#                   input down) or `address`.
 #   CARGO_BUILD_JOBS  cargo's build jobs, as for any cargo command.
 #   WEAVE_FUZZ_FLOAT_WIDENING=1  compare numbers as floats (see fuzz/src/lib.rs): only on a
 #                   tree without the fix of issue 13's item 11, where the JSON loaders
