@@ -7,6 +7,8 @@
 //! - Every member inherits the workspace's lints, and takes every dependency from
 //!   `[workspace.dependencies]`, so that versions are set once, in the root `Cargo.toml`.
 //! - Every library crate denies missing docs and does not print (libraries log through `log`).
+//! - The fuzz targets (`fuzz/`, a workspace of their own, left out of this one) take every
+//!   version from the root's `[workspace.dependencies]` and depend only on library crates.
 //!
 //! Each rule is a function from a crate's files to a list of problems, reported through
 //! [`check`]. Each rule is also run on a small bad example, so that a rule that can no
@@ -32,6 +34,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     // nothing of Weave, and only tests, dev-dependencies and xtask may use it.
     ("weave-testkit", &[]),
 ];
+
+/// The weave crates the fuzz targets may use: the libraries whose code they fuzz.
+const FUZZ_MAY_USE: &[&str] = &["weave-core", "weave-cache", "weave-steps"];
 
 /// Crates that are programs, not libraries: they may print, and need not document items.
 const PROGRAMS: &[&str] = &["weave-cli", "xtask"];
@@ -247,6 +252,62 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Rule: the fuzz crate, which cannot inherit from a workspace it is not in, is left out of
+/// it (`exclude`), writes the root's version of each external crate, and uses weave crates
+/// by path, only those in [`FUZZ_MAY_USE`].
+fn fuzz_follows_the_workspace(root: &toml::Table, fuzz: &toml::Table) -> Vec<String> {
+    let mut problems = Vec::new();
+    let workspace = root.get("workspace");
+    let excluded = workspace
+        .and_then(|w| w.get("exclude"))
+        .and_then(toml::Value::as_array)
+        .is_some_and(|e| e.iter().any(|x| x.as_str() == Some("fuzz")));
+    if !excluded {
+        problems.push("fuzz/ is not in the root workspace's `exclude`".to_owned());
+    }
+    let declared = workspace.and_then(|w| w.get("dependencies")).and_then(toml::Value::as_table);
+    // Version, features and default features: the fuzzed code must build as it does here.
+    let version = |spec: &toml::Value| -> Option<String> {
+        let v = spec.as_str().or_else(|| spec.get("version").and_then(toml::Value::as_str))?;
+        let mut features: Vec<&str> = spec
+            .get("features")
+            .and_then(toml::Value::as_array)
+            .map(|f| f.iter().filter_map(toml::Value::as_str).collect())
+            .unwrap_or_default();
+        features.sort_unstable();
+        let defaults = spec.get("default-features").and_then(toml::Value::as_bool).unwrap_or(true);
+        Some(match (features.is_empty(), defaults) {
+            (true, true) => v.to_owned(),
+            _ => format!("{v} (features: {}{})", features.join(", "), if defaults { "" } else { "; no defaults" }),
+        })
+    };
+    for d in dependencies(fuzz) {
+        if is_weave_crate(d.package) {
+            if !FUZZ_MAY_USE.contains(&d.package) || d.spec.get("path").is_none() {
+                problems.push(format!(
+                    "fuzz uses `{}` (in {}): it may use {} by path",
+                    d.package,
+                    d.table,
+                    FUZZ_MAY_USE.join(", ")
+                ));
+            }
+            continue;
+        }
+        let root_version = declared.and_then(|t| t.get(d.package)).and_then(version);
+        let own = version(d.spec);
+        if root_version.is_none() || root_version != own {
+            problems.push(format!(
+                "fuzz sets `{}` to {} (in {}), the root [workspace.dependencies] to {}: write the root's version and features, declaring it there first",
+                d.package,
+                own.as_deref().unwrap_or("no version"),
+                d.table,
+                root_version.as_deref().unwrap_or("nothing")
+            ));
+        }
+    }
+    problems
+}
+
 fn manifest_of(text: &str) -> toml::Table {
     toml::from_str(text).unwrap_or_else(|e| panic!("bad example TOML: {e}"))
 }
@@ -298,6 +359,14 @@ fn libraries_do_not_print() {
 }
 
 #[test]
+fn fuzz_takes_the_workspace_versions() {
+    let root = workspace_root();
+    let fuzz = read_toml(&root.join("fuzz/Cargo.toml"));
+    assert!(!dependencies(&fuzz).is_empty(), "tidy: fuzz/Cargo.toml has no dependencies");
+    check("fuzz versions", fuzz_follows_the_workspace(&read_toml(&root.join("Cargo.toml")), &fuzz));
+}
+
+#[test]
 fn layering_rule_catches_upward_dependencies() {
     let core = manifest_of("[package]\nname = \"weave-core\"\n[dev-dependencies]\nweave-steps.workspace = true\n");
     assert_eq!(
@@ -330,6 +399,31 @@ fn workspace_rule_catches_local_versions_and_missing_lints() {
     assert!(problems[2].contains("`libc` (in [target.cfg(unix).dev-dependencies])"), "{problems:?}");
     let good = manifest_of("[dependencies]\nlog.workspace = true\n[lints]\nworkspace = true\n");
     assert!(inherits_workspace("weave-x", &good).is_empty());
+}
+
+#[test]
+fn fuzz_rule_catches_other_versions_and_upper_crates() {
+    let root = manifest_of(
+        "[workspace]\nexclude = [\"fuzz\"]\n[workspace.dependencies]\nserde_json = \"1.0\"\n\
+         log = { version = \"0.4\", features = [\"std\"] }\n",
+    );
+    let fuzz = manifest_of(
+        "[dependencies]\nserde_json = \"1.1\"\nrand = \"0.9\"\nweave-core = { path = \"../crates/weave-core\" }\n\
+         weave = { path = \"../crates/weave\" }\nlog = \"0.4\"\n",
+    );
+    let problems = fuzz_follows_the_workspace(&root, &fuzz);
+    assert_eq!(problems.len(), 4, "{problems:?}");
+    let found = |what: &[&str]| problems.iter().any(|p| what.iter().all(|w| p.contains(w)));
+    assert!(found(&["`serde_json` to 1.1", "to 1.0"]), "{problems:?}");
+    assert!(found(&["`log` to 0.4 ", "to 0.4 (features: std)"]), "{problems:?}");
+    assert!(found(&["`rand` to 0.9", "to nothing"]), "{problems:?}");
+    assert!(found(&["fuzz uses `weave` "]), "{problems:?}");
+    let good = manifest_of(
+        "[dependencies]\nserde_json = { version = \"1.0\" }\nlog = { version = \"0.4\", features = [\"std\"] }\n\
+         weave-core = { path = \"../crates/weave-core\" }\n",
+    );
+    assert!(fuzz_follows_the_workspace(&root, &good).is_empty());
+    assert_eq!(fuzz_follows_the_workspace(&manifest_of("[workspace]\n"), &manifest_of("")).len(), 1);
 }
 
 #[test]

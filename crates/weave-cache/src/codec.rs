@@ -14,9 +14,31 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| Error::Encode(e.to_string()))
 }
 
-/// Decodes a value; `None` if the bytes are not a valid encoding (a damaged entry).
+/// Decodes a value; `None` if the bytes are not a valid encoding (a damaged entry, or one
+/// written by a weave whose types were laid out otherwise).
+///
+/// bincode makes room for a string before it reads it, trusting the length it read: a
+/// damaged length would ask for terabytes (an abort) or more than a `Vec` can hold (a
+/// panic). So decoding runs under bincode's limit on what it may claim, set from the input's
+/// size: a valid encoding claims at most 16 bytes per byte it reads (a `u128` in a 1-byte
+/// varint; strings claim their own length), so a limit of 16 times the input, rounded up to
+/// a power of 16, refuses every length that the input cannot hold and no valid encoding.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
-    match bincode::serde::decode_from_slice(bytes, bincode::config::standard()) {
+    let most = bytes.len().saturating_mul(16);
+    macro_rules! within {
+        ($($bits:literal)*) => {
+            $(if most <= 1 << $bits {
+                return decode_within::<T, { 1 << $bits }>(bytes);
+            })*
+        };
+    }
+    within!(16 20 24 28 32 36 40 44);
+    // No input this large fits in memory to be decoded.
+    decode_within::<T, { 1 << 48 }>(bytes)
+}
+
+fn decode_within<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Option<T> {
+    match bincode::serde::decode_from_slice(bytes, bincode::config::standard().with_limit::<LIMIT>()) {
         Ok((v, used)) if used == bytes.len() => Some(v),
         _ => None,
     }
@@ -36,6 +58,35 @@ mod tests {
         let bytes = encode(&vec![b.clone()]).unwrap();
         let back: Vec<Batch> = decode(&bytes).unwrap();
         assert_eq!(back, vec![b]);
+    }
+
+    #[test]
+    fn a_length_beyond_the_input_decodes_to_none_without_allocating_it() {
+        // regression (found by the `cache_entry` fuzz target): bincode makes room for a
+        // string before reading it, so a damaged length panicked ("capacity overflow" at
+        // 2^64 - 1) or aborted the process (out of memory at 2^40): a damaged entry, or one
+        // a weave with another batch layout wrote, must be a miss instead.
+        let b = Batch::from_records(&[Record::new().with("t", "hello")]);
+        let bytes = encode(&vec![(0u64, b)]).unwrap();
+        let at = bytes.windows(6).position(|w| w == b"\x05hello").expect("the string's length prefix");
+        for huge in [u64::MAX, 1 << 40, 1 << 32, 1 << 20] {
+            let mut bad = bytes[..at].to_vec();
+            bad.push(0xfd); // a u64 follows
+            bad.extend_from_slice(&huge.to_le_bytes());
+            bad.extend_from_slice(&bytes[at + 1..]);
+            assert!(decode::<Vec<(u64, Batch)>>(&bad).is_none(), "length {huge}");
+        }
+    }
+
+    #[test]
+    fn large_payloads_still_decode() {
+        // The bound on what decoding may allocate grows with the input: a part of many
+        // numbers (8 bytes of memory for a 1-byte varint) and long strings still decodes.
+        let big: Vec<(u64, String)> = (0..200_000u64).map(|i| (i % 100, "x".repeat((i % 7) as usize * 40))).collect();
+        let back: Vec<(u64, String)> = decode(&encode(&big).unwrap()).unwrap();
+        assert_eq!(back, big);
+        let small: Vec<u64> = vec![1; 100_000];
+        assert_eq!(decode::<Vec<u64>>(&encode(&small).unwrap()), Some(small));
     }
 
     #[test]

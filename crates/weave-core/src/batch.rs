@@ -39,7 +39,11 @@ impl TryFrom<BatchRepr> for Batch {
     type Error = Error;
 
     fn try_from(r: BatchRepr) -> Result<Self, Error> {
-        let b = Batch::new(r.schema, r.columns)?;
+        let mut b = Batch::new(r.schema, r.columns)?;
+        if b.columns.is_empty() {
+            // Records without fields (`{}`) leave no column to count them by.
+            b.len = r.len;
+        }
         if b.len != r.len {
             return Err(Error::InvalidBatch(format!("batch says {} rows, its columns hold {}", r.len, b.len)));
         }
@@ -447,6 +451,17 @@ mod tests {
         assert_eq!(serde_json::from_str::<Batch>(&s).unwrap(), b);
         let lie = s.replace("\"len\":3", "\"len\":4");
         assert!(serde_json::from_str::<Batch>(&lie).is_err());
+    }
+
+    #[test]
+    fn records_without_fields_survive_serialisation() {
+        // regression (found by the `load_jsonl` fuzz target): a batch of `{}` records has
+        // rows but no columns, so its length was taken as 0 on reading and the batch refused,
+        // which made every cache entry of such a step read as damaged.
+        let b = Batch::from_records(&[Record::new(), Record::new()]);
+        assert_eq!(b.len(), 2);
+        let s = serde_json::to_string(&b).unwrap();
+        assert_eq!(serde_json::from_str::<Batch>(&s).unwrap(), b);
     }
 
     #[test]

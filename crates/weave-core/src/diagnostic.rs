@@ -48,7 +48,9 @@ impl SourceFile {
         let line_end = self.line_starts.get(line_idx + 1).map_or(self.text.len(), |&e| e - 1);
         let line_text = self.text[line_start..line_end].trim_end_matches('\r');
         let column = self.text[line_start..start].chars().count() + 1;
-        let end = floor_char_boundary(&self.text, span.end.clamp(start, line_start + line_text.len()));
+        // The span may start in the `\r`s trimmed off the line's end: the underline then
+        // starts after the text, and never ends before it starts.
+        let end = floor_char_boundary(&self.text, span.end.min(line_start + line_text.len()).max(start));
         let width = self.text[start..end].chars().count().max(1);
         Location {
             file: self.path.clone(),
@@ -296,6 +298,22 @@ mod tests {
         // Columns count characters, not bytes.
         let at = src.text().find('"').unwrap() + 3;
         assert_eq!(src.locate(at..at + 1).column, 10);
+    }
+
+    #[test]
+    fn a_span_in_the_carriage_returns_that_end_a_line_is_located() {
+        // regression (found by the `pipeline` fuzz target): a span starting in the `\r`s
+        // trimmed off a line's end panicked (`clamp` with its minimum above its maximum),
+        // so `weave validate` on a file holding only "\r" crashed.
+        let src = SourceFile::new("p.toml", "ab\r\r\nx = 1\n");
+        for start in 0..=4 {
+            let loc = src.locate(start..6);
+            assert_eq!((loc.line, loc.column), (1, start + 1), "span {start}..6");
+            assert_eq!(loc.snippet.as_ref().map(|s| s.text.as_str()), Some("ab"));
+            let _ = Diagnostic::error("here").at(Some(loc)).to_string();
+        }
+        let lone = SourceFile::new("p.toml", "\r");
+        assert_eq!(lone.locate(1..1).column, 2);
     }
 
     #[test]
