@@ -14,3 +14,5 @@ mod dataset_ops;
 // LLM steps against an OpenAI-compatible test server: faults, resume after SIGKILL, the API
 // key kept out of every output, --no-cache, generate and judge.
 mod llm;
+// Values arrive as they left: field order and exact numbers through every format, NaN.
+mod values;

@@ -302,8 +302,11 @@ impl BatchBuilder {
     /// Appends a row given as (field, value) pairs. A field given twice keeps its first value.
     pub fn push_row<'v>(&mut self, fields: impl IntoIterator<Item = (&'v str, ValueRef<'v>)>) {
         self.seen.iter_mut().for_each(|s| *s = false);
-        for (name, value) in fields {
-            let i = match self.names.iter().position(|n| n == name) {
+        for (k, (name, value)) in fields.into_iter().enumerate() {
+            // Records of one source mostly list their fields in one order: the k-th field
+            // is looked for at column k first, so a row costs no scan of the names.
+            let at = self.names.get(k).filter(|n| *n == name).map(|_| k);
+            let i = match at.or_else(|| self.names.iter().position(|n| n == name)) {
                 Some(i) => i,
                 None => {
                     self.names.push(name.to_owned());

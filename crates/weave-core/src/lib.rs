@@ -10,6 +10,8 @@ mod dag;
 mod diagnostic;
 mod error;
 mod event;
+mod json;
+mod map;
 mod params;
 mod pipeline;
 mod policy;
@@ -28,6 +30,7 @@ pub use dag::{CriticalPath, Dag, Dep, Node, NodeSpec};
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity, Snippet, SourceFile, did_you_mean};
 pub use error::{BoxError, Error, ErrorClass, ErrorOrigin, StepError};
 pub use event::{Event, RunStatus, Subscriber};
+pub use map::{Map, MapIntoIter, MapIter};
 pub use params::{Params, resolve};
 pub use pipeline::{BuildFn, Pipeline, PipelineBuilder, PipelineStep, Registry, StepKind};
 pub use policy::{Backoff, BadRecordPolicy, Resources, RetryPolicy, StepPolicy};
@@ -43,4 +46,4 @@ pub use step::{
     StepInfo, Transform, sum_figures,
 };
 pub use units::{format_bytes, format_duration, parse_bytes, parse_duration};
-pub use value::{Value, ValueRef};
+pub use value::{Canonical, Value, ValueRef};
