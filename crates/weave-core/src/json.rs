@@ -14,26 +14,143 @@ impl Value {
     /// digits (`Int`, `UInt` above `i64::MAX`, `BigInt` beyond 64 bits: never a float),
     /// and a float is the nearest `f64`, as serde_json reads it.
     ///
-    /// The JSON loaders read every record through this, so a value is written back as it
-    /// was read. Errors are serde_json's, with its line and column.
+    /// Every JSON text that becomes data is read through this (or
+    /// [`Value::fields_from_json`]), so a value is written back as it was read. Errors are
+    /// serde_json's, with its line and column.
     pub fn from_json(text: &str) -> Result<Value, serde_json::Error> {
-        let wide = Cell::new(false);
-        let v = parse(text, Exact { literals: None, next: &Cell::new(0), wide: &wide })?;
-        if !wide.get() {
-            return Ok(v);
-        }
-        // serde_json reads an integer past 64 bits as a float. It said a float that may
-        // have been one, so the text is read again, each number matched with its literal.
-        let literals = number_literals(text);
-        parse(text, Exact { literals: Some(&literals), next: &Cell::new(0), wide: &wide })
+        read_exactly(text, |seed, de| seed.deserialize(de))
+    }
+
+    /// Parses a JSON text that should be an object into `fields` (cleared first), in
+    /// order, read as [`Value::from_json`] reads it: the one way the JSON loaders turn a
+    /// line or an element into a record. A key written twice keeps its first place and
+    /// its last value. A JSON value of another type is [`JsonText::Other`].
+    ///
+    /// An object's fields go into a list the caller reuses rather than a [`Map`]: a record
+    /// is read once, in order, so hashing its keys would be wasted (`cargo xtask bench
+    /// loaders`).
+    pub fn fields_from_json(text: &str, fields: &mut Vec<(String, Value)>) -> Result<JsonText, serde_json::Error> {
+        read_exactly(text, |exact, de| {
+            fields.clear();
+            Fields { out: &mut *fields, exact }.deserialize(de)
+        })
     }
 }
 
-fn parse(text: &str, seed: Exact<'_>) -> Result<Value, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let v = seed.deserialize(&mut de)?;
-    de.end()?;
-    Ok(v)
+/// What a JSON text given to [`Value::fields_from_json`] held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonText {
+    /// An object, whose fields are in the list.
+    Object,
+    /// A value of another type, named as [`Value::type_name`] names it (`"list"`).
+    Other(&'static str),
+}
+
+/// Reads `text` with `read`, once with a seed that reads numbers as serde_json does, and,
+/// only when that reading met a float that may have been an integer past 64 bits, again
+/// with each number matched with its literal.
+fn read_exactly<T>(
+    text: &str,
+    mut read: impl FnMut(
+        Exact<'_>,
+        &mut serde_json::Deserializer<serde_json::de::StrRead<'_>>,
+    ) -> Result<T, serde_json::Error>,
+) -> Result<T, serde_json::Error> {
+    let wide = Cell::new(false);
+    let mut once = |literals: Option<&[&str]>| {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let v = read(Exact { literals, next: &Cell::new(0), wide: &wide }, &mut de)?;
+        de.end()?;
+        Ok(v)
+    };
+    let v = once(None)?;
+    if !wide.get() {
+        return Ok(v);
+    }
+    // serde_json reads an integer past 64 bits as a float. It said a float that may have
+    // been one, so the text is read again, each number matched with its literal.
+    let literals = number_literals(text);
+    once(Some(&literals))
+}
+
+/// Reads an object's fields into a list (see [`Value::fields_from_json`]); any other value
+/// is read whole, for its type's name.
+struct Fields<'f, 'a> {
+    out: &'f mut Vec<(String, Value)>,
+    exact: Exact<'a>,
+}
+
+impl<'de> DeserializeSeed<'de> for Fields<'_, '_> {
+    type Value = JsonText;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<JsonText, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Fields<'_, '_> {
+    type Value = JsonText;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonText, A::Error> {
+        while let Some(k) = map.next_key::<String>()? {
+            let v = map.next_value_seed(self.exact)?;
+            self.out.push((k, v));
+        }
+        keep_last_of_each_key(self.out);
+        Ok(JsonText::Object)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<JsonText, A::Error> {
+        self.exact.visit_seq(seq).map(|v| JsonText::Other(v.type_name()))
+    }
+    fn visit_unit<E>(self) -> Result<JsonText, E> {
+        Ok(JsonText::Other("null"))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<JsonText, E> {
+        Ok(JsonText::Other("bool"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<JsonText, E> {
+        Ok(JsonText::Other("int"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<JsonText, E> {
+        Ok(JsonText::Other("int"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<JsonText, E> {
+        // A lone number is no record, whatever its size.
+        Ok(JsonText::Other("float"))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<JsonText, E> {
+        Ok(JsonText::Other("string"))
+    }
+}
+
+/// Makes a list of fields hold each key once, as a JSON reader does: a key written twice
+/// keeps its first place and its last value. Objects rarely repeat a key, so the common
+/// case is only a check (without allocating, for a small object).
+fn keep_last_of_each_key(fields: &mut Vec<(String, Value)>) {
+    let repeats = if fields.len() <= 16 {
+        fields.iter().enumerate().any(|(i, (k, _))| fields[..i].iter().any(|(j, _)| j == k))
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(fields.len());
+        !fields.iter().all(|(k, _)| seen.insert(k.as_str()))
+    };
+    if !repeats {
+        return;
+    }
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::with_capacity(fields.len());
+    let mut kept: Vec<(String, Value)> = Vec::with_capacity(fields.len());
+    for (k, v) in fields.drain(..) {
+        match at.get(&k) {
+            Some(&i) => kept[i].1 = v,
+            None => {
+                at.insert(k.clone(), kept.len());
+                kept.push((k, v));
+            }
+        }
+    }
+    *fields = kept;
 }
 
 /// The text of every number in a JSON text, in order. Strings are skipped (with their
@@ -216,6 +333,28 @@ mod tests {
         // minus signs and escaped quotes.
         let text = format!(r#"{{"a\"1":"-2\\","l":[1.5,{big},-3,{{"k":1e+30,"n":-{big}}}],"z":"0"}}"#);
         assert_eq!(parse(&text).to_string(), text);
+    }
+
+    #[test]
+    fn an_object_s_fields_are_read_into_a_list_in_order() {
+        let mut fields = Vec::new();
+        let text = r#"{"zeta":1,"alpha":{"y":1,"b":2},"zeta":18446744073709551616,"mid":3}"#;
+        assert_eq!(Value::fields_from_json(text, &mut fields).unwrap(), JsonText::Object);
+        let got: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(got, ["zeta=18446744073709551616", r#"alpha={"y":1,"b":2}"#, "mid=3"]);
+        // Past 16 keys the repeats are found by hashing; the list is reused.
+        let many: Vec<String> = (0..40).map(|i| format!("\"k{}\":{i}", i % 20)).collect();
+        assert_eq!(Value::fields_from_json(&format!("{{{}}}", many.join(",")), &mut fields).unwrap(), JsonText::Object);
+        assert_eq!(fields.len(), 20);
+        assert_eq!((fields[3].0.as_str(), &fields[3].1), ("k3", &Value::Int(23)));
+        for (text, found) in [("[1]", "list"), ("3", "int"), ("1e400", ""), ("\"x\"", "string"), ("null", "null")] {
+            match Value::fields_from_json(text, &mut fields) {
+                Ok(JsonText::Other(t)) => assert_eq!(t, found),
+                Ok(JsonText::Object) => panic!("{text} is no object"),
+                Err(e) => assert!(found.is_empty(), "{text}: {e}"),
+            }
+        }
+        assert!(Value::fields_from_json(r#"{"a":1} x"#, &mut fields).is_err());
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub use dag::{CriticalPath, Dag, Dep, Node, NodeSpec};
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity, Snippet, SourceFile, did_you_mean};
 pub use error::{BoxError, Error, ErrorClass, ErrorOrigin, StepError};
 pub use event::{Event, RunStatus, Subscriber};
+pub use json::JsonText;
 pub use map::{Map, MapIntoIter, MapIter};
 pub use params::{Params, resolve};
 pub use pipeline::{BuildFn, Pipeline, PipelineBuilder, PipelineStep, Registry, StepKind};

@@ -367,7 +367,9 @@ impl<'a> ValueRef<'a> {
     }
 
     /// This value as JSON with every map's keys in name order: the same text for two
-    /// equal values, whatever order their maps were built in (for keys and hashes).
+    /// equal values, whatever order their maps were built in (for keys, hashes and
+    /// category names). Floats JSON lacks are `NaN`, `inf` and `-inf` here, not `null`,
+    /// so that they are told from each other and from a null.
     pub fn canonical(self) -> Canonical<'a> {
         Canonical(self)
     }
@@ -503,6 +505,8 @@ impl fmt::Display for Canonical<'_> {
                 }
                 f.write_str("}")
             }
+            ValueRef::Float(x) if x.is_nan() => f.write_str("NaN"),
+            ValueRef::Float(x) if x.is_infinite() => f.write_str(if x > 0.0 { "inf" } else { "-inf" }),
             v => v.fmt(f),
         }
     }
@@ -518,6 +522,9 @@ mod tests {
         let v = Value::Map(m);
         assert_eq!(v.to_string(), r#"{"b":1.5,"a":[null,"x\"y"]}"#);
         assert_eq!(v.as_ref().canonical().to_string(), r#"{"a":[null,"x\"y"],"b":1.5}"#);
+        let floats = Value::List(vec![Value::Float(f64::NAN), Value::Float(f64::NEG_INFINITY), Value::Null]);
+        assert_eq!(floats.to_string(), "[null,null,null]");
+        assert_eq!(floats.as_ref().canonical().to_string(), "[NaN,-inf,null]");
         assert_eq!(Value::Float(f64::NAN).to_string(), "null");
         assert_eq!(Value::from(u64::MAX).to_string(), "18446744073709551615");
         assert_eq!(Value::BigInt("-100000000000000000000000".into()).to_string(), "-100000000000000000000000");

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use weave_core::{
-    Batch, BatchBuilder, CanonicalConfig, Params, Rejected, Shape, Source, Step, StepContext, StepError, StepInfo,
-    StepKind, Value,
+    Batch, BatchBuilder, CanonicalConfig, JsonText, Params, Rejected, Shape, Source, Step, StepContext, StepError,
+    StepInfo, StepKind, Value,
 };
 
 use crate::input::Lines;
@@ -38,6 +38,8 @@ pub struct LoadJsonl {
     batch: crate::BatchLimit,
     config: CanonicalConfig,
     lines: Lines,
+    /// A record's fields, reused.
+    fields: Vec<(String, Value)>,
 }
 
 fn build_load(p: &Params) -> Option<Step> {
@@ -49,6 +51,7 @@ fn build_load(p: &Params) -> Option<Step> {
     let paths = paths?;
     Some(Step::Source(Box::new(LoadJsonl {
         lines: Lines::new(paths.clone(), crate::max_record_bytes(p)),
+        fields: Vec::new(),
         paths,
         batch,
         config: p.canonical(&["batch_size", "batch_bytes"]),
@@ -88,14 +91,19 @@ pub(crate) enum NotAnObject {
 /// turn objects into records, so that they agree on fields and types (the builder adds a
 /// field when a record first has it, with nulls before, and widens a column's type when
 /// records disagree, as [`weave_core::Column::push`] says). Values are read exactly
-/// ([`Value::from_json`]): fields keep their order, integers their digits.
-pub(crate) fn push_object(b: &mut BatchBuilder, text: &str) -> Result<(), NotAnObject> {
-    match Value::from_json(text) {
-        Ok(Value::Map(m)) => {
-            b.push_row(m.iter().map(|(k, v)| (k.as_str(), v.as_ref())));
+/// ([`Value::fields_from_json`]): fields keep their order, integers their digits.
+/// `fields` is a buffer the caller reuses from record to record.
+pub(crate) fn push_object(
+    b: &mut BatchBuilder,
+    text: &str,
+    fields: &mut Vec<(String, Value)>,
+) -> Result<(), NotAnObject> {
+    match Value::fields_from_json(text, fields) {
+        Ok(JsonText::Object) => {
+            b.push_row(fields.iter().map(|(k, v)| (k.as_str(), v.as_ref())));
             Ok(())
         }
-        Ok(other) => Err(NotAnObject::Found(other.type_name())),
+        Ok(JsonText::Other(t)) => Err(NotAnObject::Found(t)),
         Err(e) => Err(NotAnObject::Invalid(e)),
     }
 }
@@ -110,7 +118,7 @@ impl Source for LoadJsonl {
             if text.is_empty() {
                 continue;
             }
-            let reason = match push_object(&mut b, text) {
+            let reason = match push_object(&mut b, text, &mut self.fields) {
                 Ok(()) => {
                     bytes += text.len();
                     continue;

@@ -41,6 +41,8 @@ pub struct LoadJson {
     open: Option<(usize, ArrayReader<std::io::BufReader<Input>>)>,
     /// The current element's bytes, reused.
     buf: Vec<u8>,
+    /// The current element's fields, reused.
+    fields: Vec<(String, weave_core::Value)>,
 }
 
 fn build(p: &Params) -> Option<Step> {
@@ -57,6 +59,7 @@ fn build(p: &Params) -> Option<Step> {
         next_file: 0,
         open: None,
         buf: Vec::new(),
+        fields: Vec::new(),
     })))
 }
 
@@ -117,7 +120,7 @@ impl Source for LoadJson {
             } else {
                 match std::str::from_utf8(&self.buf) {
                     Err(_) => format!("element {index} is not valid UTF-8"),
-                    Ok(text) => match push_object(&mut b, text) {
+                    Ok(text) => match push_object(&mut b, text, &mut self.fields) {
                         Ok(()) => {
                             bytes += text.len();
                             continue;
@@ -644,7 +647,7 @@ mod tests {
         let mut last = None;
         while let Some(element) = reader.next_element(&mut buf).unwrap() {
             if element.index % 50_000 == 0 {
-                push_object(&mut b, std::str::from_utf8(&buf).unwrap()).unwrap();
+                push_object(&mut b, std::str::from_utf8(&buf).unwrap(), &mut Vec::new()).unwrap();
             }
             last = Some(element);
         }

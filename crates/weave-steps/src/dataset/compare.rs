@@ -386,10 +386,13 @@ impl Compare {
                 if s.numeric {
                     // Statistics are in floats: an integer past 2^53 counts as the nearest.
                     let x = match v {
-                        ValueRef::Str(t) => t.trim().parse::<f64>().ok().filter(|x| x.is_finite()),
+                        ValueRef::Str(t) => t.trim().parse::<f64>().ok(),
                         v => v.as_f64(),
                     };
                     match x {
+                        // NaN and the infinities (a float, or CSV's `NaN`, `inf`) are numbers
+                        // no mean or percentile can hold: left out, as a null is.
+                        Some(x) if !x.is_finite() => {}
                         Some(x) => {
                             s.number_sum += x;
                             s.min = s.min.min(x);
@@ -454,13 +457,14 @@ impl Compare {
                 sm.insert("chars".to_owned(), s.chars.summary());
                 sm.insert("words".to_owned(), s.words.summary());
             }
-            if s.numeric && s.values > 0 {
+            // Over the numbers seen (NaN and the infinities are left out).
+            if s.numeric && s.sample.seen > 0 {
                 let sorted = s.sample.sorted();
                 sm.insert(
                     "number".to_owned(),
                     Value::Map(
                         BTreeMap::from([
-                            ("mean".to_owned(), Value::Float(s.number_sum / s.values as f64)),
+                            ("mean".to_owned(), Value::Float(s.number_sum / s.sample.seen as f64)),
                             ("min".to_owned(), Value::Float(s.min)),
                             ("max".to_owned(), Value::Float(s.max)),
                             ("p50".to_owned(), Value::Float(percentile(&sorted, 0.5))),
@@ -784,6 +788,23 @@ mod tests {
         let ks = get(&stats["fields"], &["score", "ks"]);
         assert_eq!(get(ks, &["real_sample"]), &Value::Int(50));
         assert!((float(get(ks, &["statistic"])) - 0.5).abs() < 0.3, "a sample of 50 is rough, not wrong: {ks}");
+    }
+
+    // NaN made every statistic of a field NaN (and CSV's `NaN` made it no number field).
+    #[test]
+    fn nan_and_infinities_are_left_out_of_the_numbers() {
+        let real: Vec<Record> =
+            [Value::Float(1.0), Value::Float(f64::NAN), Value::Float(3.0), Value::Float(f64::INFINITY)]
+                .into_iter()
+                .map(|v| Record::new().with("n", v))
+                .collect();
+        let synthetic: Vec<Record> =
+            ["2", "NaN", "-inf", "4"].into_iter().map(|t| Record::new().with("n", t)).collect();
+        let (stats, _) = run("", &real, &synthetic, 2);
+        let n = get(&stats["fields"], &["n"]);
+        assert_eq!(get(n, &["real", "number", "mean"]), &Value::Float(2.0), "{n}");
+        assert_eq!(get(n, &["synthetic", "number", "mean"]), &Value::Float(3.0), "{n}");
+        assert!(close(float(get(n, &["ks", "statistic"])), 0.5), "{n}");
     }
 
     #[test]
