@@ -23,3 +23,5 @@ mod bad_inputs;
 // Outputs: what a run writes checked against what it reads, targets that are not files,
 // killed runs' temporary files, split exports killed inside their commit.
 mod outputs;
+// Values arrive as they left: field order and exact numbers through every format, NaN.
+mod values;

@@ -103,4 +103,27 @@ mod tests {
             let _ = decode::<Vec<Batch>>(&bad);
         }
     }
+
+    // The cache stores step outputs: a batch read back must hold its fields in their order
+    // and its numbers exactly, as the run that stored it had them.
+    #[test]
+    fn batches_keep_field_order_and_exact_numbers() {
+        let lines = [
+            r#"{"zeta":1,"alpha":{"y":1,"b":2},"mid":18446744073709551615,"big":-9223372036854775809,"x":12345678901234567}"#,
+            r#"{"zeta":2,"alpha":{"b":3,"y":4},"mid":5,"big":1000000000000000000000000000000,"x":0.5}"#,
+        ];
+        let records: Vec<Record> = lines
+            .iter()
+            .map(|l| match Value::from_json(l).unwrap() {
+                Value::Map(m) => m.into_iter().collect(),
+                other => panic!("{other}"),
+            })
+            .collect();
+        let b = Batch::from_records(&records);
+        let back: Vec<Batch> = decode(&encode(&vec![b.clone()]).unwrap()).unwrap();
+        assert_eq!(back, vec![b]);
+        let text: Vec<String> = back[0].to_records().iter().map(Record::to_string).collect();
+        assert_eq!(text, lines);
+        assert_eq!(back[0].schema().to_string(), "{zeta: int, alpha: any, mid: uint, big: any, x: any}");
+    }
 }

@@ -1,5 +1,6 @@
 //! Batches: a shared schema and a chunk of rows stored column by column.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -271,7 +272,13 @@ pub struct BatchBuilder {
     len: usize,
     /// Per column, whether the current row has set it (reused between rows).
     seen: Vec<bool>,
+    /// Name → column, once there are more names than a scan handles well; kept in step
+    /// with `names` from then on, so that a record of 100,000 fields costs linear time.
+    index: HashMap<String, usize>,
 }
+
+/// Past this many fields, a name is looked up in a hash map rather than by a scan.
+const SCAN_LIMIT: usize = 32;
 
 impl BatchBuilder {
     /// An empty builder.
@@ -285,7 +292,7 @@ impl BatchBuilder {
         let names: Vec<String> = names.into_iter().map(Into::into).collect();
         let columns = names.iter().map(|_| Column::Null(0)).collect();
         let seen = vec![false; names.len()];
-        BatchBuilder { names, columns, len: 0, seen }
+        BatchBuilder { names, columns, len: 0, seen, index: HashMap::new() }
     }
 
     /// The number of rows pushed so far.
@@ -306,10 +313,13 @@ impl BatchBuilder {
     /// Appends a row given as (field, value) pairs. A field given twice keeps its first value.
     pub fn push_row<'v>(&mut self, fields: impl IntoIterator<Item = (&'v str, ValueRef<'v>)>) {
         self.seen.iter_mut().for_each(|s| *s = false);
-        for (name, value) in fields {
-            let i = match self.names.iter().position(|n| n == name) {
+        for (k, (name, value)) in fields.into_iter().enumerate() {
+            let i = match self.find(k, name) {
                 Some(i) => i,
                 None => {
+                    if !self.index.is_empty() {
+                        self.index.insert(name.to_owned(), self.names.len());
+                    }
                     self.names.push(name.to_owned());
                     self.columns.push(Column::Null(self.len));
                     self.seen.push(false);
@@ -327,6 +337,22 @@ impl BatchBuilder {
             }
         }
         self.len += 1;
+    }
+
+    /// The column of field `name`, given as the `k`-th field of its row.
+    fn find(&mut self, k: usize, name: &str) -> Option<usize> {
+        // Records of one source mostly list their fields in one order: the k-th field is
+        // looked for at column k first, so a row costs no search.
+        if self.names.get(k).is_some_and(|n| n == name) {
+            return Some(k);
+        }
+        if self.names.len() <= SCAN_LIMIT {
+            return self.names.iter().position(|n| n == name);
+        }
+        if self.index.is_empty() {
+            self.index = self.names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        }
+        self.index.get(name).copied()
     }
 
     /// Appends a row given as values in field order (as set by [`BatchBuilder::with_fields`]);
@@ -398,6 +424,24 @@ mod tests {
                 r#"{"id":3,"text":"c","label":"neg"}"#
             ]
         );
+    }
+
+    #[test]
+    fn wide_rows_find_their_columns_in_any_order() {
+        // Past the scan limit names are found by hashing: every field lands in its column
+        // whatever order a row gives them in, and a new field comes at the end.
+        let names: Vec<String> = (0..100).map(|i| format!("f{i}")).collect();
+        let mut b = BatchBuilder::new();
+        b.push_row(names.iter().enumerate().map(|(i, n)| (n.as_str(), ValueRef::Int(i as i64))));
+        b.push_row(names.iter().enumerate().rev().map(|(i, n)| (n.as_str(), ValueRef::Int(i as i64 * 10))));
+        b.push_row([("new", ValueRef::Int(1)), ("f7", ValueRef::Int(7))]);
+        let batch = b.finish();
+        assert_eq!(batch.schema().len(), 101);
+        assert_eq!(batch.schema().fields()[100].name, "new");
+        assert_eq!(batch.row(1).get("f3"), Some(ValueRef::Int(30)));
+        assert_eq!(batch.row(2).get("f7"), Some(ValueRef::Int(7)));
+        assert_eq!(batch.row(2).get("f8"), Some(ValueRef::Null));
+        assert_eq!(batch.row(0).get("new"), Some(ValueRef::Null));
     }
 
     #[test]

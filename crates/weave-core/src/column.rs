@@ -200,7 +200,7 @@ impl Appender<'_> {
     }
 }
 
-/// A column of fixed-size values (`bool`, `i64`, `f64`) with an optional null mask.
+/// A column of fixed-size values (`bool`, `i64`, `u64`, `f64`) with an optional null mask.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "PrimitiveRepr<T>")]
 #[serde(bound(deserialize = "T: Deserialize<'de>"))]
@@ -297,7 +297,8 @@ impl<T: Copy + Default> PrimitiveColumn<T> {
 /// One column of a batch.
 ///
 /// Columns are typed where the data allows it: strings live in one buffer, numbers in a
-/// plain vector. Values of mixed or nested type fall back to [`Column::Any`].
+/// plain vector. Values of mixed or nested type fall back to [`Column::Any`], where each
+/// keeps its own type: integers and floats in one field stay integers and floats.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Column {
@@ -313,6 +314,10 @@ pub enum Column {
     Str(StrColumn),
     /// Values of any type, one [`Value`] per row.
     Any(Vec<Value>),
+    /// Unsigned 64-bit integers: a Parquet `UInt64` column, or integers past `i64::MAX`
+    /// with no negative one among them. Read out in their one form ([`Value::from`]): a
+    /// value that fits an `i64` as an int.
+    UInt(PrimitiveColumn<u64>),
 }
 
 impl Column {
@@ -323,6 +328,7 @@ impl Column {
             Column::Null(n) => *n,
             Column::Bool(c) => c.len(),
             Column::Int(c) => c.len(),
+            Column::UInt(c) => c.len(),
             Column::Float(c) => c.len(),
             Column::Str(c) => c.len(),
             Column::Any(c) => c.len(),
@@ -340,6 +346,7 @@ impl Column {
             Column::Null(_) => DataType::Null,
             Column::Bool(_) => DataType::Bool,
             Column::Int(_) => DataType::Int,
+            Column::UInt(_) => DataType::UInt,
             Column::Float(_) => DataType::Float,
             Column::Str(_) => DataType::Str,
             Column::Any(_) => DataType::Any,
@@ -356,6 +363,7 @@ impl Column {
             }
             Column::Bool(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Bool),
             Column::Int(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Int),
+            Column::UInt(c) => c.get(i).map_or(ValueRef::Null, uint_ref),
             Column::Float(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Float),
             Column::Str(c) => c.get(i).map_or(ValueRef::Null, ValueRef::Str),
             Column::Any(c) => c[i].as_ref(),
@@ -370,9 +378,11 @@ impl Column {
         }
     }
 
-    /// Appends a value, widening the column's type when the value does not fit it:
-    /// a null column takes the first value's type, ints become floats next to floats,
-    /// and any other mix becomes [`Column::Any`].
+    /// Appends a value, widening the column's type when the value does not fit it: a null
+    /// column takes the first value's type, an int column becomes a uint column when an
+    /// integer past `i64::MAX` comes and none is negative, and any other mix (ints and
+    /// floats too) becomes [`Column::Any`], where every value keeps its own type, so
+    /// that no integer is rounded to a float and each is written back as it came.
     pub fn push(&mut self, v: ValueRef<'_>) {
         match (&mut *self, v) {
             (Column::Null(n), ValueRef::Null) => *n += 1,
@@ -385,20 +395,23 @@ impl Column {
             (Column::Bool(c), ValueRef::Null) => c.push_null(),
             (Column::Int(c), ValueRef::Int(i)) => c.push(i),
             (Column::Int(c), ValueRef::Null) => c.push_null(),
-            (Column::Float(c), ValueRef::Float(f)) => c.push(f),
-            (Column::Float(c), ValueRef::Int(i)) => c.push(i as f64),
-            (Column::Float(c), ValueRef::Null) => c.push_null(),
-            (Column::Int(c), ValueRef::Float(f)) => {
-                let mut fc = PrimitiveColumn::new();
+            (Column::Int(c), ValueRef::UInt(u)) if c.values().iter().all(|&i| i >= 0) => {
+                // Null rows hold 0, which passed the check and is kept null.
+                let mut uc = PrimitiveColumn::new();
                 for i in 0..c.len() {
                     match c.get(i) {
-                        Some(x) => fc.push(x as f64),
-                        None => fc.push_null(),
+                        Some(x) => uc.push(x.unsigned_abs()),
+                        None => uc.push_null(),
                     }
                 }
-                fc.push(f);
-                *self = Column::Float(fc);
+                uc.push(u);
+                *self = Column::UInt(uc);
             }
+            (Column::UInt(c), ValueRef::UInt(u)) => c.push(u),
+            (Column::UInt(c), ValueRef::Int(i)) if i >= 0 => c.push(i.unsigned_abs()),
+            (Column::UInt(c), ValueRef::Null) => c.push_null(),
+            (Column::Float(c), ValueRef::Float(f)) => c.push(f),
+            (Column::Float(c), ValueRef::Null) => c.push_null(),
             (Column::Str(c), ValueRef::Str(s)) => c.push(s),
             (Column::Str(c), ValueRef::Null) => c.push_null(),
             (Column::Any(c), v) => c.push(v.to_owned()),
@@ -416,9 +429,10 @@ impl Column {
             ValueRef::Null => return Column::Null(nulls),
             ValueRef::Bool(_) => Column::Bool(PrimitiveColumn::new()),
             ValueRef::Int(_) => Column::Int(PrimitiveColumn::new()),
+            ValueRef::UInt(_) => Column::UInt(PrimitiveColumn::new()),
             ValueRef::Float(_) => Column::Float(PrimitiveColumn::new()),
             ValueRef::Str(_) => Column::Str(StrColumn::new()),
-            ValueRef::List(_) | ValueRef::Map(_) => Column::Any(Vec::new()),
+            ValueRef::BigInt(_) | ValueRef::List(_) | ValueRef::Map(_) => Column::Any(Vec::new()),
         };
         for _ in 0..nulls {
             c.push(ValueRef::Null);
@@ -432,6 +446,7 @@ impl Column {
             DataType::Null => Column::Null(0),
             DataType::Bool => Column::Bool(PrimitiveColumn::new()),
             DataType::Int => Column::Int(PrimitiveColumn::new()),
+            DataType::UInt => Column::UInt(PrimitiveColumn::new()),
             DataType::Float => Column::Float(PrimitiveColumn::new()),
             DataType::Str => Column::Str(StrColumn::new()),
             DataType::Any => Column::Any(Vec::new()),
@@ -456,6 +471,7 @@ impl Column {
             Column::Any(c) => Column::Any(indices.iter().map(|&i| c[i].clone()).collect()),
             Column::Bool(c) => Column::Bool(c.take(indices)),
             Column::Int(c) => Column::Int(c.take(indices)),
+            Column::UInt(c) => Column::UInt(c.take(indices)),
             Column::Float(c) => Column::Float(c.take(indices)),
         }
     }
@@ -466,6 +482,7 @@ impl Column {
             Column::Null(_) => 0,
             Column::Bool(c) => c.heap_size(),
             Column::Int(c) => c.heap_size(),
+            Column::UInt(c) => c.heap_size(),
             Column::Float(c) => c.heap_size(),
             Column::Str(c) => c.heap_size(),
             Column::Any(c) => {
@@ -473,6 +490,12 @@ impl Column {
             }
         }
     }
+}
+
+/// A `u64` in its one form: an int when it fits one.
+#[inline]
+fn uint_ref<'a>(u: u64) -> ValueRef<'a> {
+    i64::try_from(u).map_or(ValueRef::UInt(u), ValueRef::Int)
 }
 
 impl From<StrColumn> for Column {
@@ -484,11 +507,7 @@ impl From<StrColumn> for Column {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-
-    fn map_of(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
-    }
+    use crate::map::Map;
 
     #[test]
     fn str_column_stores_rows_end_to_end() {
@@ -513,21 +532,46 @@ mod tests {
         assert_eq!(up.iter().collect::<Vec<_>>(), vec![Some("AB"), None, Some("é Z")]);
     }
 
+    // regression: ints next to a float became floats, and 17-digit ints lost digits.
     #[test]
-    fn columns_widen_on_mixed_types() {
+    fn mixed_columns_keep_each_value_as_it_came() {
         let mut c = Column::Null(0);
         c.push(ValueRef::Null);
-        c.push(ValueRef::Int(1));
+        c.push(ValueRef::Int(12_345_678_901_234_567));
         assert_eq!(c.data_type(), DataType::Int);
         c.push(ValueRef::Float(2.5));
-        assert_eq!(c.data_type(), DataType::Float);
-        c.push(ValueRef::Str("x"));
         assert_eq!(c.data_type(), DataType::Any);
+        c.push(ValueRef::Str("x"));
         let got: Vec<String> = (0..c.len()).map(|i| c.get(i).to_string()).collect();
-        assert_eq!(got, ["null", "1.0", "2.5", "\"x\""]);
-        let m = map_of(&[("k", Value::Int(1))]);
+        assert_eq!(got, ["null", "12345678901234567", "2.5", "\"x\""]);
+        let m = Map::from([("k", Value::Int(1)), ("a", Value::Int(2))]);
         c.push(ValueRef::Map(&m));
-        assert_eq!(c.get(4).to_string(), r#"{"k":1}"#);
+        assert_eq!(c.get(4).to_string(), r#"{"k":1,"a":2}"#);
+        let mut f = Column::Null(0);
+        f.push(ValueRef::Float(0.5));
+        f.push(ValueRef::Int(1));
+        assert_eq!(f.data_type(), DataType::Any);
+        assert_eq!(f.get(1), ValueRef::Int(1));
+    }
+
+    #[test]
+    fn ints_past_i64_make_a_uint_column_unless_one_is_negative() {
+        let mut c = Column::Null(0);
+        for v in [ValueRef::Int(1), ValueRef::Null, ValueRef::UInt(u64::MAX), ValueRef::Int(2)] {
+            c.push(v);
+        }
+        assert_eq!(c.data_type(), DataType::UInt);
+        let got: Vec<ValueRef<'_>> = (0..c.len()).map(|i| c.get(i)).collect();
+        assert_eq!(got, [ValueRef::Int(1), ValueRef::Null, ValueRef::UInt(u64::MAX), ValueRef::Int(2)]);
+        c.push(ValueRef::Int(-1));
+        assert_eq!(c.data_type(), DataType::Any);
+        assert_eq!(c.get(2), ValueRef::UInt(u64::MAX));
+        assert_eq!(c.get(4), ValueRef::Int(-1));
+        let mut n = Column::Null(0);
+        n.push(ValueRef::Int(-1));
+        n.push(ValueRef::UInt(u64::MAX));
+        assert_eq!(n.data_type(), DataType::Any);
+        assert_eq!(n.take(&[1, 0]).get(0), ValueRef::UInt(u64::MAX));
     }
 
     #[test]

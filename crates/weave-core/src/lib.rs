@@ -10,7 +10,9 @@ mod dag;
 mod diagnostic;
 mod error;
 mod event;
+mod json;
 mod keys;
+mod map;
 mod params;
 mod pipeline;
 mod policy;
@@ -29,7 +31,9 @@ pub use dag::{CriticalPath, Dag, Dep, Node, NodeSpec};
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity, Snippet, SourceFile, did_you_mean};
 pub use error::{BoxError, Error, ErrorClass, ErrorOrigin, StepError};
 pub use event::{Event, RunStatus, StepCounts, Subscriber};
+pub use json::JsonText;
 pub use keys::{KeyScope, NeutralKey, OUTPUT_NEUTRAL, is_output_neutral, is_output_neutral_for_kind};
+pub use map::{Map, MapIntoIter, MapIter};
 pub use params::{Params, resolve};
 pub use pipeline::{BuildFn, Pipeline, PipelineBuilder, PipelineStep, Registry, StepKind};
 pub use policy::{Backoff, BadRecordLimit, BadRecordPolicy, Resources, RetryPolicy, StepPolicy};
@@ -45,4 +49,4 @@ pub use step::{
     Step, StepCache, StepContext, StepInfo, Transform, sum_figures,
 };
 pub use units::{format_bytes, format_duration, format_percent, parse_bytes, parse_duration};
-pub use value::{Value, ValueRef};
+pub use value::{Canonical, Value, ValueRef};

@@ -12,6 +12,7 @@ use crate::policy::RetryPolicy;
 use crate::spec::LlmProvider;
 use crate::step::CanonicalConfig;
 use crate::units::{parse_bytes, parse_duration};
+use crate::value::Value;
 
 /// A table of the pipeline file (a step's own keys, or a top-level table) being read by
 /// its owner.
@@ -217,6 +218,21 @@ impl Params {
         match &item.value {
             ConfValue::Int(i) => Some(*i as f64),
             ConfValue::Float(f) => Some(*f),
+            _ => {
+                self.wrong_type(key, item, "a number");
+                None
+            }
+        }
+    }
+
+    /// A number as written: an int stays a [`Value::Int`] (a float would round one past
+    /// 2^53), a float is a [`Value::Float`]; for bounds compared exactly
+    /// ([`ValueRef::cmp_number`](crate::ValueRef::cmp_number)).
+    pub fn number(&self, key: &str) -> Option<Value> {
+        let item = self.item(key)?;
+        match &item.value {
+            ConfValue::Int(i) => Some(Value::Int(*i)),
+            ConfValue::Float(f) => Some(Value::Float(*f)),
             _ => {
                 self.wrong_type(key, item, "a number");
                 None

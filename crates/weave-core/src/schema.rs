@@ -20,6 +20,8 @@ pub enum DataType {
     Str,
     /// Values of mixed or nested type.
     Any,
+    /// 64-bit unsigned integers (see [`Column::UInt`](crate::Column::UInt)).
+    UInt,
 }
 
 impl fmt::Display for DataType {
@@ -31,6 +33,7 @@ impl fmt::Display for DataType {
             DataType::Float => "float",
             DataType::Str => "string",
             DataType::Any => "any",
+            DataType::UInt => "uint",
         })
     }
 }

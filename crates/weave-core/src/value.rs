@@ -1,15 +1,21 @@
 //! Dynamically typed values: what one field of one record holds.
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::map::Map;
 
 /// One field's value.
 ///
 /// This is the owned, general form, used at the edges (building records by hand, nested
 /// data, tests). Inside a [`Batch`](crate::Batch) most values live in typed columns and
 /// are read through [`ValueRef`] without being copied.
+///
+/// Every integer has one form: [`Value::Int`] when it fits an `i64`, [`Value::UInt`] above
+/// that up to `u64::MAX`, [`Value::BigInt`] beyond (`Value::from` chooses). Integers never
+/// become floats on the way: a value is written back as it was read.
 ///
 /// Serialised as plain JSON values by human-readable formats (`"text"`, `3`, `[1, 2]`),
 /// and as a tagged enum by binary formats such as the cache's bincode codec, which cannot
@@ -29,8 +35,14 @@ pub enum Value {
     Str(String),
     /// An ordered list of values.
     List(Vec<Value>),
-    /// A map from field names to values, ordered by key so that equal maps serialise equally.
-    Map(BTreeMap<String, Value>),
+    /// A map from field names to values, in the order the keys came (see [`Map`]).
+    Map(Map),
+    /// An integer above `i64::MAX` that fits a `u64`.
+    UInt(u64),
+    /// An integer outside the 64-bit range (below `i64::MIN` or above `u64::MAX`), kept as
+    /// its decimal digits, a JSON integer (`-` and digits, no leading zero), so that it is
+    /// written back exactly.
+    BigInt(String),
 }
 
 impl Value {
@@ -40,10 +52,23 @@ impl Value {
             Value::Null => ValueRef::Null,
             Value::Bool(b) => ValueRef::Bool(*b),
             Value::Int(i) => ValueRef::Int(*i),
+            Value::UInt(u) => ValueRef::UInt(*u),
+            Value::BigInt(s) => ValueRef::BigInt(s),
             Value::Float(f) => ValueRef::Float(*f),
             Value::Str(s) => ValueRef::Str(s),
             Value::List(l) => ValueRef::List(l),
             Value::Map(m) => ValueRef::Map(m),
+        }
+    }
+
+    /// The integer `i` in its one form.
+    pub fn from_i128(i: i128) -> Value {
+        if let Ok(i) = i64::try_from(i) {
+            Value::Int(i)
+        } else if let Ok(u) = u64::try_from(i) {
+            Value::UInt(u)
+        } else {
+            Value::BigInt(i.to_string())
         }
     }
 
@@ -68,17 +93,12 @@ impl Value {
     /// An estimate of the heap bytes this value owns (not counting `size_of::<Value>()`).
     pub fn heap_size(&self) -> usize {
         match self {
-            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => 0,
-            Value::Str(s) => s.capacity(),
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_) => 0,
+            Value::Str(s) | Value::BigInt(s) => s.capacity(),
             Value::List(l) => {
                 l.capacity() * std::mem::size_of::<Value>() + l.iter().map(Value::heap_size).sum::<usize>()
             }
-            Value::Map(m) => m
-                .iter()
-                // A B-tree node holds up to 11 entries; count one entry's share of a node
-                // plus the key's and value's own heap.
-                .map(|(k, v)| k.capacity() + std::mem::size_of::<(String, Value)>() + v.heap_size())
-                .sum(),
+            Value::Map(m) => m.heap_size(),
         }
     }
 }
@@ -91,6 +111,12 @@ impl From<bool> for Value {
 impl From<i64> for Value {
     fn from(v: i64) -> Self {
         Value::Int(v)
+    }
+}
+impl From<u64> for Value {
+    /// An `Int` when it fits one, else a `UInt`.
+    fn from(v: u64) -> Self {
+        i64::try_from(v).map_or(Value::UInt(v), Value::Int)
     }
 }
 impl From<f64> for Value {
@@ -108,6 +134,11 @@ impl From<String> for Value {
         Value::Str(v)
     }
 }
+impl From<Map> for Value {
+    fn from(v: Map) -> Self {
+        Value::Map(v)
+    }
+}
 impl<T: Into<Value>> From<Option<T>> for Value {
     fn from(v: Option<T>) -> Self {
         v.map_or(Value::Null, Into::into)
@@ -121,7 +152,8 @@ impl fmt::Display for Value {
     }
 }
 
-/// The binary form of a [`Value`]: variant names and order are part of the cache format.
+/// The binary form of a [`Value`]: variant names and order are part of the cache format,
+/// so new variants go at the end.
 #[derive(Serialize)]
 #[serde(rename = "Value")]
 enum ValueReprRef<'a> {
@@ -131,7 +163,9 @@ enum ValueReprRef<'a> {
     Float(f64),
     Str(&'a str),
     List(&'a [Value]),
-    Map(&'a BTreeMap<String, Value>),
+    Map(&'a Map),
+    UInt(u64),
+    BigInt(&'a str),
 }
 
 /// The owned twin of [`ValueReprRef`], for decoding.
@@ -144,7 +178,9 @@ enum ValueRepr {
     Float(f64),
     Str(String),
     List(Vec<Value>),
-    Map(BTreeMap<String, Value>),
+    Map(Map),
+    UInt(u64),
+    BigInt(String),
 }
 
 impl Serialize for Value {
@@ -154,6 +190,12 @@ impl Serialize for Value {
                 Value::Null => serializer.serialize_unit(),
                 Value::Bool(b) => serializer.serialize_bool(*b),
                 Value::Int(i) => serializer.serialize_i64(*i),
+                Value::UInt(u) => serializer.serialize_u64(*u),
+                // A JSON number of any size: serde_json writes a raw value's text as it
+                // is (other formats get it as serde_json's raw-value structure).
+                Value::BigInt(s) => serde_json::value::RawValue::from_string(s.clone())
+                    .map_err(serde::ser::Error::custom)?
+                    .serialize(serializer),
                 Value::Float(f) => serializer.serialize_f64(*f),
                 Value::Str(s) => serializer.serialize_str(s),
                 Value::List(l) => l.serialize(serializer),
@@ -164,6 +206,8 @@ impl Serialize for Value {
                 Value::Null => ValueReprRef::Null,
                 Value::Bool(b) => ValueReprRef::Bool(*b),
                 Value::Int(i) => ValueReprRef::Int(*i),
+                Value::UInt(u) => ValueReprRef::UInt(*u),
+                Value::BigInt(s) => ValueReprRef::BigInt(s),
                 Value::Float(f) => ValueReprRef::Float(*f),
                 Value::Str(s) => ValueReprRef::Str(s),
                 Value::List(l) => ValueReprRef::List(l),
@@ -175,73 +219,26 @@ impl Serialize for Value {
 }
 
 impl<'de> Deserialize<'de> for Value {
+    /// From a self-describing format (JSON, TOML) by its types: an integer past 64 bits
+    /// that the format gives as a float stays one here. [`Value::from_json`] reads JSON
+    /// text exactly.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         if deserializer.is_human_readable() {
-            deserializer.deserialize_any(ValueVisitor)
+            let (next, wide) = (std::cell::Cell::new(0), std::cell::Cell::new(false));
+            deserializer.deserialize_any(crate::json::Exact { literals: None, next: &next, wide: &wide })
         } else {
             Ok(match ValueRepr::deserialize(deserializer)? {
                 ValueRepr::Null => Value::Null,
                 ValueRepr::Bool(b) => Value::Bool(b),
                 ValueRepr::Int(i) => Value::Int(i),
+                ValueRepr::UInt(u) => Value::UInt(u),
+                ValueRepr::BigInt(s) => Value::BigInt(s),
                 ValueRepr::Float(f) => Value::Float(f),
                 ValueRepr::Str(s) => Value::Str(s),
                 ValueRepr::List(l) => Value::List(l),
                 ValueRepr::Map(m) => Value::Map(m),
             })
         }
-    }
-}
-
-/// Reads a self-describing format (JSON, TOML) into a [`Value`].
-struct ValueVisitor;
-
-impl<'de> serde::de::Visitor<'de> for ValueVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        Value::deserialize(d)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Int(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        // Integers past i64::MAX keep their magnitude as a float rather than wrapping.
-        Ok(i64::try_from(v).map_or(Value::Float(v as f64), Value::Int))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::Float(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::Str(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::Str(v))
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(v) = seq.next_element()? {
-            out.push(v);
-        }
-        Ok(Value::List(out))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = BTreeMap::new();
-        while let Some((k, v)) = map.next_entry::<String, Value>()? {
-            out.insert(k, v);
-        }
-        Ok(Value::Map(out))
     }
 }
 
@@ -261,7 +258,11 @@ pub enum ValueRef<'a> {
     /// A list.
     List(&'a [Value]),
     /// A map.
-    Map(&'a BTreeMap<String, Value>),
+    Map(&'a Map),
+    /// An integer above `i64::MAX` that fits a `u64`.
+    UInt(u64),
+    /// An integer outside the 64-bit range, as its decimal digits (see [`Value::BigInt`]).
+    BigInt(&'a str),
 }
 
 impl<'a> ValueRef<'a> {
@@ -271,6 +272,8 @@ impl<'a> ValueRef<'a> {
             ValueRef::Null => Value::Null,
             ValueRef::Bool(b) => Value::Bool(b),
             ValueRef::Int(i) => Value::Int(i),
+            ValueRef::UInt(u) => Value::UInt(u),
+            ValueRef::BigInt(s) => Value::BigInt(s.to_owned()),
             ValueRef::Float(f) => Value::Float(f),
             ValueRef::Str(s) => Value::Str(s.to_owned()),
             ValueRef::List(l) => Value::List(l.to_vec()),
@@ -286,7 +289,7 @@ impl<'a> ValueRef<'a> {
         }
     }
 
-    /// The integer inside, if this is an integer.
+    /// The integer inside, if this is an integer that fits an `i64`.
     pub fn as_int(self) -> Option<i64> {
         match self {
             ValueRef::Int(i) => Some(i),
@@ -294,13 +297,54 @@ impl<'a> ValueRef<'a> {
         }
     }
 
-    /// The number inside as a float, if this is an integer or a float.
+    /// The number inside as a float, if this is a number: the nearest `f64`, so an
+    /// integer past 2^53 is rounded (for statistics; [`ValueRef::cmp_number`] compares
+    /// exactly).
     pub fn as_f64(self) -> Option<f64> {
         match self {
             ValueRef::Int(i) => Some(i as f64),
+            ValueRef::UInt(u) => Some(u as f64),
+            ValueRef::BigInt(s) => s.parse().ok(),
             ValueRef::Float(f) => Some(f),
             _ => None,
         }
+    }
+
+    /// A number read from text (a CSV field, say): an integer in its one form at any size,
+    /// else a float as Rust reads one (`1e3`, `NaN`, `inf`); `None` when the text is no
+    /// number. An integer past 64 bits is kept as its digits when they are a JSON integer
+    /// (no sign but `-`, no leading zero), and read as the nearest float otherwise.
+    pub fn parse_number(s: &'a str) -> Option<ValueRef<'a>> {
+        if let Ok(i) = s.parse::<i64>() {
+            return Some(ValueRef::Int(i));
+        }
+        if let Ok(u) = s.parse::<u64>() {
+            return Some(ValueRef::UInt(u));
+        }
+        let digits = s.strip_prefix('-').unwrap_or(s);
+        if !digits.is_empty() && !digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Some(ValueRef::BigInt(s));
+        }
+        s.parse::<f64>().ok().map(ValueRef::Float)
+    }
+
+    /// Whether this is a number (an integer of any size, or a float).
+    pub fn is_number(self) -> bool {
+        matches!(self, ValueRef::Int(_) | ValueRef::UInt(_) | ValueRef::BigInt(_) | ValueRef::Float(_))
+    }
+
+    /// Compares two numbers by their exact values (`3` equals `3.0`; `2^53 + 1` is above
+    /// `2^53` as a float); `None` when either is not a number, or is NaN.
+    pub fn cmp_number(self, other: ValueRef<'_>) -> Option<Ordering> {
+        Some(match (Num::of(self)?, Num::of(other)?) {
+            (Num::Int(a), Num::Int(b)) => a.cmp(&b),
+            (Num::Int(a), Num::Float(b)) => cmp_int_float(a, b)?,
+            (Num::Float(a), Num::Int(b)) => cmp_int_float(b, a)?.reverse(),
+            (Num::Float(a), Num::Float(b)) => a.partial_cmp(&b)?,
+            (Num::Big(a), Num::Big(b)) => cmp_big(a, b),
+            (Num::Big(a), b) => cmp_big_other(a, b)?,
+            (a, Num::Big(b)) => cmp_big_other(b, a)?.reverse(),
+        })
     }
 
     /// Whether this is [`ValueRef::Null`].
@@ -308,30 +352,111 @@ impl<'a> ValueRef<'a> {
         matches!(self, ValueRef::Null)
     }
 
-    /// The name of this value's type, as error messages print it.
+    /// The name of this value's type, as error messages print it: integers of every size
+    /// are `int`.
     pub fn type_name(self) -> &'static str {
         match self {
             ValueRef::Null => "null",
             ValueRef::Bool(_) => "bool",
-            ValueRef::Int(_) => "int",
+            ValueRef::Int(_) | ValueRef::UInt(_) | ValueRef::BigInt(_) => "int",
             ValueRef::Float(_) => "float",
             ValueRef::Str(_) => "string",
             ValueRef::List(_) => "list",
             ValueRef::Map(_) => "map",
         }
     }
+
+    /// This value as JSON with every map's keys in name order: the same text for two
+    /// equal values, whatever order their maps were built in (for keys, hashes and
+    /// category names). Floats JSON lacks are `NaN`, `inf` and `-inf` here, not `null`,
+    /// so that they are told from each other and from a null.
+    pub fn canonical(self) -> Canonical<'a> {
+        Canonical(self)
+    }
+}
+
+/// A number, for exact comparisons.
+#[derive(Clone, Copy)]
+enum Num<'a> {
+    Int(i128),
+    Float(f64),
+    /// Beyond 64 bits: its digits, with a sign.
+    Big(&'a str),
+}
+
+impl<'a> Num<'a> {
+    fn of(v: ValueRef<'a>) -> Option<Num<'a>> {
+        match v {
+            ValueRef::Int(i) => Some(Num::Int(i128::from(i))),
+            ValueRef::UInt(u) => Some(Num::Int(i128::from(u))),
+            ValueRef::BigInt(s) => Some(match s.parse::<i128>() {
+                Ok(i) => Num::Int(i),
+                Err(_) => Num::Big(s),
+            }),
+            ValueRef::Float(f) if f.is_nan() => None,
+            ValueRef::Float(f) => Some(Num::Float(f)),
+            _ => None,
+        }
+    }
+}
+
+/// 2^127: every `i128` is below it, and every `f64` of at least this size is an integer.
+const TWO_127: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0;
+
+/// An integer against a float, exactly.
+fn cmp_int_float(a: i128, b: f64) -> Option<Ordering> {
+    if b.is_nan() {
+        None
+    } else if b >= TWO_127 {
+        Some(Ordering::Less)
+    } else if b < -TWO_127 {
+        Some(Ordering::Greater)
+    } else {
+        // Within ±2^127 a float's integer part is exact as an i128, and the fraction
+        // breaks a tie.
+        let t = b.trunc();
+        Some(a.cmp(&(t as i128)).then_with(|| 0.0f64.partial_cmp(&(b - t)).unwrap_or(Ordering::Equal)))
+    }
+}
+
+/// Two integers past i128, as digit strings.
+fn cmp_big(a: &str, b: &str) -> Ordering {
+    let (na, da) = (a.starts_with('-'), a.trim_start_matches('-'));
+    let (nb, db) = (b.starts_with('-'), b.trim_start_matches('-'));
+    let magnitude = da.len().cmp(&db.len()).then_with(|| da.cmp(db));
+    match (na, nb) {
+        (false, false) => magnitude,
+        (true, true) => magnitude.reverse(),
+        (false, true) => Ordering::Greater,
+        (true, false) => Ordering::Less,
+    }
+}
+
+/// An integer past i128 (digits) against an integer within it or a float.
+fn cmp_big_other(a: &str, b: Num<'_>) -> Option<Ordering> {
+    let sign = if a.starts_with('-') { Ordering::Less } else { Ordering::Greater };
+    match b {
+        Num::Big(b) => Some(cmp_big(a, b)),
+        Num::Float(f) if f.is_infinite() => Some(if f > 0.0 { Ordering::Less } else { Ordering::Greater }),
+        // A float this large is an integer, whose exact digits `{:.0}` prints.
+        Num::Float(f) if f.abs() >= TWO_127 => Some(cmp_big(a, &format!("{f:.0}"))),
+        // Anything within ±2^127 is nearer zero than an integer past i128.
+        Num::Int(_) | Num::Float(_) => Some(sign),
+    }
 }
 
 impl fmt::Display for ValueRef<'_> {
-    /// Values display as JSON.
+    /// Values display as JSON, maps with their keys in order; a float JSON cannot hold
+    /// (NaN, infinities) as `null`, as serde_json writes it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             ValueRef::Null => f.write_str("null"),
             ValueRef::Bool(b) => write!(f, "{b}"),
             ValueRef::Int(i) => write!(f, "{i}"),
+            ValueRef::UInt(u) => write!(f, "{u}"),
+            ValueRef::BigInt(s) => f.write_str(s),
             ValueRef::Float(x) => match serde_json::Number::from_f64(x) {
                 Some(n) => write!(f, "{n}"),
-                // JSON has no NaN or infinity; `null` is what serde_json writes for them.
                 None => f.write_str("null"),
             },
             ValueRef::Str(s) => match serde_json::to_string(s) {
@@ -350,23 +475,138 @@ impl fmt::Display for ValueRef<'_> {
     }
 }
 
+/// A value displayed as JSON with every map's keys in name order
+/// ([`ValueRef::canonical`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Canonical<'a>(ValueRef<'a>);
+
+impl fmt::Display for Canonical<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            ValueRef::List(l) => {
+                f.write_str("[")?;
+                for (i, v) in l.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    Canonical(v.as_ref()).fmt(f)?;
+                }
+                f.write_str("]")
+            }
+            ValueRef::Map(m) => {
+                let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                f.write_str("{")?;
+                for (i, (k, v)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{}:{}", ValueRef::Str(k), Canonical(v.as_ref()))?;
+                }
+                f.write_str("}")
+            }
+            ValueRef::Float(x) if x.is_nan() => f.write_str("NaN"),
+            ValueRef::Float(x) if x.is_infinite() => f.write_str(if x > 0.0 { "inf" } else { "-inf" }),
+            v => v.fmt(f),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn values_display_as_json() {
-        let mut m = BTreeMap::new();
-        m.insert("b".to_owned(), Value::from(1.5));
-        m.insert("a".to_owned(), Value::List(vec![Value::Null, "x\"y".into()]));
-        assert_eq!(Value::Map(m).to_string(), r#"{"a":[null,"x\"y"],"b":1.5}"#);
+    fn values_display_as_json_with_maps_in_order() {
+        let m = Map::from([("b", Value::from(1.5)), ("a", Value::List(vec![Value::Null, "x\"y".into()]))]);
+        let v = Value::Map(m);
+        assert_eq!(v.to_string(), r#"{"b":1.5,"a":[null,"x\"y"]}"#);
+        assert_eq!(v.as_ref().canonical().to_string(), r#"{"a":[null,"x\"y"],"b":1.5}"#);
+        let floats = Value::List(vec![Value::Float(f64::NAN), Value::Float(f64::NEG_INFINITY), Value::Null]);
+        assert_eq!(floats.to_string(), "[null,null,null]");
+        assert_eq!(floats.as_ref().canonical().to_string(), "[NaN,-inf,null]");
         assert_eq!(Value::Float(f64::NAN).to_string(), "null");
+        assert_eq!(Value::from(u64::MAX).to_string(), "18446744073709551615");
+        assert_eq!(Value::BigInt("-100000000000000000000000".into()).to_string(), "-100000000000000000000000");
+    }
+
+    #[test]
+    fn maps_with_the_same_entries_are_equal_in_any_order() {
+        let a = Map::from([("x", 1i64), ("y", 2)]);
+        let b = Map::from([("y", 2i64), ("x", 1)]);
+        assert_eq!(Value::Map(a.clone()), Value::Map(b.clone()));
+        assert_ne!(Value::Map(a.clone()).to_string(), Value::Map(b.clone()).to_string());
+        assert_eq!(Value::Map(a).as_ref().canonical().to_string(), Value::Map(b).as_ref().canonical().to_string());
+    }
+
+    #[test]
+    fn every_integer_has_one_form() {
+        assert_eq!(Value::from(5u64), Value::Int(5));
+        assert_eq!(Value::from(u64::MAX), Value::UInt(u64::MAX));
+        assert_eq!(Value::from_i128(-5), Value::Int(-5));
+        assert_eq!(Value::from_i128(i128::from(u64::MAX)), Value::UInt(u64::MAX));
+        assert_eq!(Value::from_i128(i128::from(i64::MIN) - 1), Value::BigInt("-9223372036854775809".into()));
+        assert_eq!(Value::BigInt("1".into()).type_name(), "int");
+    }
+
+    #[test]
+    fn numbers_compare_exactly_across_kinds() {
+        use Ordering::*;
+        let cmp = |a: Value, b: Value| a.as_ref().cmp_number(b.as_ref());
+        let big = |s: &str| Value::BigInt(s.into());
+        // 2^53 + 1 is above 2^53, though both are the same float.
+        assert_eq!(cmp(Value::Int(9_007_199_254_740_993), Value::Float(9_007_199_254_740_992.0)), Some(Greater));
+        assert_eq!(cmp(Value::Int(3), Value::Float(3.0)), Some(Equal));
+        assert_eq!(cmp(Value::Int(3), Value::Float(3.5)), Some(Less));
+        assert_eq!(cmp(Value::Int(-3), Value::Float(-3.5)), Some(Greater));
+        assert_eq!(cmp(Value::UInt(u64::MAX), Value::UInt(u64::MAX - 1)), Some(Greater));
+        assert_eq!(cmp(Value::UInt(u64::MAX), Value::Float(1.8446744073709552e19)), Some(Less));
+        assert_eq!(cmp(Value::UInt(u64::MAX), Value::Int(-1)), Some(Greater));
+        assert_eq!(cmp(big("100000000000000000000000000000"), Value::UInt(u64::MAX)), Some(Greater));
+        assert_eq!(cmp(big("-9223372036854775809"), Value::Int(i64::MIN)), Some(Less));
+        // 2^130 is a float exactly; 1e39 is not (the float is 999999999999999939709166371603178586112).
+        let two_130 = 2f64.powi(130);
+        assert_eq!(cmp(big("1361129467683753853853498429727072845824"), Value::Float(two_130)), Some(Equal));
+        assert_eq!(cmp(big("1361129467683753853853498429727072845825"), Value::Float(two_130)), Some(Greater));
+        assert_eq!(cmp(big("-1361129467683753853853498429727072845825"), Value::Float(-two_130)), Some(Less));
+        assert_eq!(cmp(big("1000000000000000000000000000000000000000"), Value::Float(1e39)), Some(Greater));
+        assert_eq!(cmp(big("-1000000000000000000000000000000000000000"), Value::Float(1e38)), Some(Less));
+        assert_eq!(
+            cmp(big("99999999999999999999999999999999999999999"), big("100000000000000000000000000000000000000000")),
+            Some(Less)
+        );
+        assert_eq!(
+            cmp(big("-99999999999999999999999999999999999999999"), big("-100000000000000000000000000000000000000000")),
+            Some(Greater)
+        );
+        assert_eq!(cmp(big("1000000000000000000000000000000000000000"), Value::Float(f64::INFINITY)), Some(Less));
+        assert_eq!(cmp(Value::Float(f64::NAN), Value::Int(1)), None);
+        assert_eq!(cmp(Value::Str("1".into()), Value::Int(1)), None);
+    }
+
+    #[test]
+    fn numbers_read_from_text_keep_their_kind_and_digits() {
+        assert_eq!(ValueRef::parse_number("12345678901234567"), Some(ValueRef::Int(12_345_678_901_234_567)));
+        assert_eq!(ValueRef::parse_number("18446744073709551615"), Some(ValueRef::UInt(u64::MAX)));
+        assert_eq!(ValueRef::parse_number("-9223372036854775809"), Some(ValueRef::BigInt("-9223372036854775809")));
+        assert_eq!(ValueRef::parse_number("3.0"), Some(ValueRef::Float(3.0)));
+        assert!(ValueRef::parse_number("NaN").is_some_and(|v| v.as_f64().is_some_and(f64::is_nan)));
+        assert_eq!(ValueRef::parse_number("3 apples"), None);
+        assert_eq!(ValueRef::parse_number(""), None);
     }
 
     #[test]
     fn value_round_trips_through_json() {
-        let v = Value::List(vec![Value::Int(3), Value::Str("é".into()), Value::Bool(true)]);
+        let v = Value::List(vec![
+            Value::Int(3),
+            Value::Str("é".into()),
+            Value::Bool(true),
+            Value::UInt(u64::MAX),
+            Value::BigInt("-100000000000000000000000".into()),
+            Value::Map(Map::from([("z", Value::Int(1)), ("a", Value::Null)])),
+        ]);
         let s = serde_json::to_string(&v).unwrap();
-        assert_eq!(serde_json::from_str::<Value>(&s).unwrap(), v);
+        assert_eq!(s, r#"[3,"é",true,18446744073709551615,-100000000000000000000000,{"z":1,"a":null}]"#);
+        assert_eq!(Value::from_json(&s).unwrap(), v);
     }
 }

@@ -1,14 +1,19 @@
 //! Between Arrow arrays, which the Parquet reader and writer speak, and Weave's columns.
 //!
-//! Reading: booleans, integers and floats become typed columns, strings (and binary data
-//! that is UTF-8) string columns, dates, times, timestamps and decimals strings in ISO 8601
-//! or decimal notation, and lists, structs and maps [`Value`]s in a [`Column::Any`].
-//! Writing: each field's Arrow type is fixed by the first batch ([`FileSchema`]); a field
-//! whose values do not fit one Arrow type (ints and strings mixed, say) is written as JSON
-//! text and marked so that reading it back gives the values again.
+//! Reading: booleans, integers (unsigned 64-bit ones too) and floats become typed
+//! columns, strings (and binary data that is UTF-8) string columns, dates, times,
+//! timestamps and decimals strings in ISO 8601 or decimal notation, and lists, structs and
+//! maps [`Value`]s in a [`Column::Any`], a struct's fields in the file's order.
+//! Writing: each field's Arrow type is fixed by the first batch ([`FileSchema`]); a struct's
+//! fields come in the order its records first have them; a field whose values do not fit
+//! one Arrow type exactly (ints and strings mixed, ints a float cannot hold next to floats,
+//! integers past 64 bits) is written as JSON text and marked so that reading it back gives
+//! the values again.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+
+use indexmap::IndexMap;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -20,11 +25,13 @@ use arrow_array::types::{
 };
 use arrow_array::{
     Array, ArrayRef, ArrowPrimitiveType, BooleanArray, Float64Array, Int64Array, ListArray, OffsetSizeTrait,
-    RecordBatch, RecordBatchOptions, StringArray, StructArray,
+    RecordBatch, RecordBatchOptions, StringArray, StructArray, UInt64Array,
 };
 use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType as ArrowType, Field as ArrowField, Fields, Schema as ArrowSchema, TimeUnit};
-use weave_core::{Batch, Column, Field, PrimitiveColumn, Schema, StrColumn, Value, ValueRef};
+use weave_core::{Batch, Column, Field, Map, PrimitiveColumn, Schema, StrColumn, Value, ValueRef};
+
+use crate::json::{NonFinite, non_finite};
 
 /// The field metadata key marking a string column that holds JSON text written for a
 /// field of mixed types.
@@ -64,8 +71,7 @@ fn decode_json(column: &Column) -> Result<Column, String> {
         match text {
             None => out.push(ValueRef::Null),
             Some(t) => {
-                let v: Value =
-                    serde_json::from_str(t).map_err(|e| format!("row {i} is marked as JSON but is not: {e}"))?;
+                let v = Value::from_json(t).map_err(|e| format!("row {i} is marked as JSON but is not: {e}"))?;
                 out.push(v.as_ref());
             }
         }
@@ -89,18 +95,7 @@ pub(crate) fn column_from_arrow(array: &dyn Array) -> Result<Column, String> {
         ArrowType::UInt8 => ints::<UInt8Type>(array),
         ArrowType::UInt16 => ints::<UInt16Type>(array),
         ArrowType::UInt32 => ints::<UInt32Type>(array),
-        ArrowType::UInt64 => {
-            let a = array.as_primitive::<UInt64Type>();
-            let mut values = Vec::with_capacity(n);
-            for (i, &v) in a.values().iter().enumerate() {
-                match i64::try_from(v) {
-                    Ok(v) => values.push(v),
-                    Err(_) if a.is_null(i) => values.push(0),
-                    Err(_) => return Err(format!("row {i}: {v} does not fit in a 64-bit signed integer")),
-                }
-            }
-            Column::Int(primitive(array, values))
-        }
+        ArrowType::UInt64 => Column::UInt(primitive(array, array.as_primitive::<UInt64Type>().values().to_vec())),
         ArrowType::Float16 => {
             let a = array.as_primitive::<Float16Type>();
             Column::Float(primitive(array, a.values().iter().map(|v| v.to_f64()).collect()))
@@ -295,7 +290,7 @@ fn values_from_arrow(array: &dyn Array) -> Result<Vec<Value>, String> {
                     if !valid(i) {
                         return Value::Null;
                     }
-                    let m: BTreeMap<String, Value> = fields
+                    let m: Map = fields
                         .iter()
                         .zip(children.iter_mut())
                         .map(|(f, c)| (f.name().clone(), std::mem::take(&mut c[i])))
@@ -315,7 +310,7 @@ fn values_from_arrow(array: &dyn Array) -> Result<Vec<Value>, String> {
                         return Value::Null;
                     }
                     let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
-                    let m: BTreeMap<String, Value> = (start..end)
+                    let m: Map = (start..end)
                         .map(|j| {
                             let k = match &keys[j] {
                                 Value::Str(s) => s.clone(),
@@ -366,17 +361,43 @@ fn take_values(items: &mut [Value], start: usize, end: usize) -> Vec<Value> {
 // Weave to Arrow
 // ---------------------------------------------------------------------------------------
 
+/// Number types a field's values fit exactly, as a set of these bits.
+const I64: u8 = 1;
+const U64: u8 = 2;
+const F64: u8 = 4;
+
+/// The number types that hold `v` exactly (0 for an integer past 64 bits, which none
+/// holds): an int is an `i64`, a `u64` when not negative, a float when one holds it.
+fn number_fits(v: ValueRef<'_>) -> u8 {
+    match v {
+        ValueRef::Int(i) => {
+            I64 | if i >= 0 { U64 } else { 0 } | if float_of_int(i128::from(i)).is_some() { F64 } else { 0 }
+        }
+        ValueRef::UInt(u) => U64 | if float_of_int(i128::from(u)).is_some() { F64 } else { 0 },
+        ValueRef::Float(_) => F64,
+        _ => 0,
+    }
+}
+
+/// `i` as a float, if one holds it exactly.
+fn float_of_int(i: i128) -> Option<f64> {
+    let f = i as f64;
+    // A float of at least 2^127 would saturate the cast back; no i128 is that large.
+    (f.abs() < 1.7e38 && f as i128 == i).then_some(f)
+}
+
 /// The type a field has in the file: the Arrow types Weave writes.
 #[derive(Debug, Clone, PartialEq)]
 enum Ty {
     Null,
     Bool,
-    Int,
-    Float,
+    /// Numbers: the set of number types ([`I64`], [`U64`], [`F64`]) that holds every
+    /// value exactly, never empty; the file's type is the first of int, uint, float in it.
+    Num(u8),
     Str,
     List(Box<Ty>),
-    /// Fields sorted by name, as maps hold them.
-    Struct(Vec<(String, Ty)>),
+    /// Fields in the order the records first have them.
+    Struct(IndexMap<String, Ty>),
     /// Values of mixed types, written as JSON text.
     Json,
 }
@@ -386,8 +407,8 @@ impl Ty {
         match v {
             ValueRef::Null => Ty::Null,
             ValueRef::Bool(_) => Ty::Bool,
-            ValueRef::Int(_) => Ty::Int,
-            ValueRef::Float(_) => Ty::Float,
+            ValueRef::Int(_) | ValueRef::UInt(_) | ValueRef::Float(_) => Ty::Num(number_fits(v)),
+            ValueRef::BigInt(_) => Ty::Json,
             ValueRef::Str(_) => Ty::Str,
             ValueRef::List(items) => {
                 Ty::List(Box::new(items.iter().fold(Ty::Null, |t, v| t.unify(Ty::of_value(v.as_ref())))))
@@ -396,23 +417,23 @@ impl Ty {
         }
     }
 
-    /// The type that holds values of both types, or JSON when none does.
+    /// The type that holds values of both types exactly, or JSON when none does.
     fn unify(self, other: Ty) -> Ty {
         match (self, other) {
+            (Ty::Num(a), Ty::Num(b)) if a & b != 0 => Ty::Num(a & b),
             (a, b) if a == b => a,
             (Ty::Null, t) | (t, Ty::Null) => t,
-            (Ty::Int | Ty::Float, Ty::Int | Ty::Float) => Ty::Float,
             (Ty::List(a), Ty::List(b)) => Ty::List(Box::new(a.unify(*b))),
-            (Ty::Struct(a), Ty::Struct(b)) => {
-                let mut merged: BTreeMap<String, Ty> = a.into_iter().collect();
+            (Ty::Struct(mut a), Ty::Struct(b)) => {
+                // The first record's keys keep their places; new keys go after them.
                 for (k, t) in b {
-                    let u = match merged.remove(&k) {
-                        Some(old) => old.unify(t),
+                    let u = match a.get_mut(&k) {
+                        Some(old) => std::mem::replace(old, Ty::Null).unify(t),
                         None => t,
                     };
-                    merged.insert(k, u);
+                    a.insert(k, u);
                 }
-                Ty::Struct(merged.into_iter().collect())
+                Ty::Struct(a)
             }
             _ => Ty::Json,
         }
@@ -423,7 +444,7 @@ impl Ty {
         match self {
             Ty::Json => false,
             Ty::List(t) => t.is_writable(),
-            Ty::Struct(fields) => !fields.is_empty() && fields.iter().all(|(_, t)| t.is_writable()),
+            Ty::Struct(fields) => !fields.is_empty() && fields.values().all(Ty::is_writable),
             _ => true,
         }
     }
@@ -432,8 +453,9 @@ impl Ty {
         match self {
             Ty::Null => ArrowType::Null,
             Ty::Bool => ArrowType::Boolean,
-            Ty::Int => ArrowType::Int64,
-            Ty::Float => ArrowType::Float64,
+            Ty::Num(m) if m & I64 != 0 => ArrowType::Int64,
+            Ty::Num(m) if m & U64 != 0 => ArrowType::UInt64,
+            Ty::Num(_) => ArrowType::Float64,
             Ty::Str | Ty::Json => ArrowType::Utf8,
             Ty::List(t) => ArrowType::List(Arc::new(ArrowField::new_list_field(t.arrow(), true))),
             Ty::Struct(fields) => ArrowType::Struct(struct_fields(fields)),
@@ -444,8 +466,9 @@ impl Ty {
         match self {
             Ty::Null => "null".into(),
             Ty::Bool => "bool".into(),
-            Ty::Int => "int".into(),
-            Ty::Float => "float".into(),
+            Ty::Num(m) if m & I64 != 0 => "int".into(),
+            Ty::Num(m) if m & U64 != 0 => "uint".into(),
+            Ty::Num(_) => "float".into(),
             Ty::Str => "string".into(),
             Ty::Json => "JSON text".into(),
             Ty::List(t) => format!("list of {}", t.describe()),
@@ -457,7 +480,7 @@ impl Ty {
     }
 }
 
-fn struct_fields(fields: &[(String, Ty)]) -> Fields {
+fn struct_fields(fields: &IndexMap<String, Ty>) -> Fields {
     fields.iter().map(|(k, t)| ArrowField::new(k.clone(), t.arrow(), true)).collect()
 }
 
@@ -480,8 +503,9 @@ impl FileSchema {
                 let ty = match &**c {
                     Column::Null(_) => Ty::Null,
                     Column::Bool(_) => Ty::Bool,
-                    Column::Int(_) => Ty::Int,
-                    Column::Float(_) => Ty::Float,
+                    Column::Int(_) => Ty::Num(I64),
+                    Column::UInt(_) => Ty::Num(U64),
+                    Column::Float(_) => Ty::Num(F64),
                     Column::Str(_) => Ty::Str,
                     other => {
                         let t = (0..other.len()).fold(Ty::Null, |t, i| t.unify(Ty::of_value(other.get(i))));
@@ -513,9 +537,10 @@ impl FileSchema {
     }
 
     /// A batch as an Arrow record batch of this schema: a field the batch lacks is null,
-    /// ints go into a float field, anything goes into a JSON field; a field the schema lacks
-    /// or a value of another type is an error that names the field.
-    pub(crate) fn record_batch(&self, batch: &Batch) -> Result<RecordBatch, String> {
+    /// numbers go into a field of another number type when it holds them exactly, anything
+    /// goes into a JSON field (counting in `nulled` the floats JSON cannot hold); a field
+    /// the schema lacks or a value of another type is an error that names the field.
+    pub(crate) fn record_batch(&self, batch: &Batch, nulled: &mut NonFinite) -> Result<RecordBatch, String> {
         if self.fields.is_empty() && !batch.is_empty() {
             return Err("records with no fields cannot be written as Parquet rows".to_owned());
         }
@@ -530,7 +555,12 @@ impl FileSchema {
         for (name, ty) in &self.fields {
             let array = match batch.column(name) {
                 None => arrow_array::new_null_array(&ty.arrow(), batch.len()),
-                Some(c) => array_of(ty, c).map_err(|e| format!("field `{name}`: {e}"))?,
+                Some(c) => {
+                    if *ty == Ty::Json {
+                        nulled.add(name, (0..c.len()).map(|i| non_finite(c.get(i))).sum());
+                    }
+                    array_of(ty, c).map_err(|e| format!("field `{name}`: {e}"))?
+                }
             };
             arrays.push(array);
         }
@@ -543,6 +573,14 @@ fn conflict(ty: &Ty, found: &str) -> String {
     format!("{found} values, but the Parquet file's schema (set by the first batch) has {} there", ty.describe())
 }
 
+/// A number that the file's number type cannot hold exactly.
+fn inexact(ty: &Ty, v: ValueRef<'_>) -> String {
+    format!(
+        "{v} cannot be written exactly in the Parquet file's {} column (its schema was set by the first batch)",
+        ty.describe()
+    )
+}
+
 fn nulls(len: usize, is_null: impl Fn(usize) -> bool) -> Option<NullBuffer> {
     let valid: Vec<bool> = (0..len).map(|i| !is_null(i)).collect();
     if valid.iter().all(|&v| v) { None } else { Some(NullBuffer::from(valid)) }
@@ -553,23 +591,24 @@ fn array_of(ty: &Ty, column: &Column) -> Result<ArrayRef, String> {
     Ok(match (ty, column) {
         (_, Column::Null(n)) => arrow_array::new_null_array(&ty.arrow(), *n),
         (Ty::Bool, Column::Bool(c)) => Arc::new(BooleanArray::from_iter((0..c.len()).map(|i| c.get(i)))),
-        (Ty::Int, Column::Int(c)) => {
+        (Ty::Num(_), Column::Int(c)) if ty.arrow() == ArrowType::Int64 => {
             Arc::new(Int64Array::new(ScalarBuffer::from(c.values().to_vec()), nulls(c.len(), |i| c.get(i).is_none())))
         }
-        (Ty::Float, Column::Float(c)) => {
+        (Ty::Num(_), Column::UInt(c)) if ty.arrow() == ArrowType::UInt64 => {
+            Arc::new(UInt64Array::new(ScalarBuffer::from(c.values().to_vec()), nulls(c.len(), |i| c.get(i).is_none())))
+        }
+        (Ty::Num(_), Column::Float(c)) if ty.arrow() == ArrowType::Float64 => {
             Arc::new(Float64Array::new(ScalarBuffer::from(c.values().to_vec()), nulls(c.len(), |i| c.get(i).is_none())))
         }
-        (Ty::Float, Column::Int(c)) => Arc::new(Float64Array::new(
-            ScalarBuffer::from(c.values().iter().map(|&v| v as f64).collect::<Vec<_>>()),
-            nulls(c.len(), |i| c.get(i).is_none()),
-        )),
         (Ty::Str, Column::Str(c)) => Arc::new(string_array(c)?),
         (Ty::Json, _) => Arc::new(StringArray::from_iter((0..column.len()).map(|i| match column.get(i) {
             ValueRef::Null => None,
             v => Some(v.to_string()),
         }))),
-        (Ty::List(_) | Ty::Struct(_), Column::Any(values)) => {
-            let refs: Vec<ValueRef<'_>> = values.iter().map(Value::as_ref).collect();
+        // Numbers into a field of another number type (ints into a float field), and
+        // nested values: value by value, each checked.
+        (Ty::Num(_) | Ty::List(_) | Ty::Struct(_), Column::Int(_) | Column::UInt(_) | Column::Any(_)) => {
+            let refs: Vec<ValueRef<'_>> = (0..column.len()).map(|i| column.get(i)).collect();
             array_of_values(ty, &refs)?
         }
         (ty, c) => return Err(conflict(ty, &c.data_type().to_string())),
@@ -592,6 +631,13 @@ fn string_array(c: &StrColumn) -> Result<StringArray, String> {
 /// Values as an array of type `ty`, checking each against it.
 fn array_of_values(ty: &Ty, values: &[ValueRef<'_>]) -> Result<ArrayRef, String> {
     let wrong = |v: &ValueRef<'_>| conflict(ty, v.type_name());
+    // A number as the file's number type, exactly, or why not.
+    let number = |v: &ValueRef<'_>, fits: u8| match v {
+        ValueRef::Null => Ok(false),
+        v if number_fits(*v) & fits != 0 => Ok(true),
+        ValueRef::Int(_) | ValueRef::UInt(_) | ValueRef::BigInt(_) => Err(inexact(ty, *v)),
+        v => Err(wrong(v)),
+    };
     Ok(match ty {
         Ty::Null => match values.iter().find(|v| !v.is_null()) {
             Some(v) => return Err(wrong(v)),
@@ -607,27 +653,40 @@ fn array_of_values(ty: &Ty, values: &[ValueRef<'_>]) -> Result<ArrayRef, String>
                 })
                 .collect::<Result<BooleanArray, String>>()?,
         ),
-        Ty::Int => Arc::new(
-            values
-                .iter()
-                .map(|v| match v {
-                    ValueRef::Null => Ok(None),
-                    ValueRef::Int(i) => Ok(Some(*i)),
-                    v => Err(wrong(v)),
-                })
-                .collect::<Result<Int64Array, String>>()?,
-        ),
-        Ty::Float => Arc::new(
-            values
-                .iter()
-                .map(|v| match v {
-                    ValueRef::Null => Ok(None),
-                    ValueRef::Int(i) => Ok(Some(*i as f64)),
-                    ValueRef::Float(f) => Ok(Some(*f)),
-                    v => Err(wrong(v)),
-                })
-                .collect::<Result<Float64Array, String>>()?,
-        ),
+        Ty::Num(_) => match ty.arrow() {
+            ArrowType::Int64 => {
+                Arc::new(values.iter().map(|v| Ok(if number(v, I64)? { v.as_int() } else { None })).collect::<Result<
+                    Int64Array,
+                    String,
+                >>(
+                )?)
+            }
+            ArrowType::UInt64 => Arc::new(
+                values
+                    .iter()
+                    .map(|v| {
+                        Ok(match (number(v, U64)?, v) {
+                            (true, ValueRef::Int(i)) => u64::try_from(*i).ok(),
+                            (true, ValueRef::UInt(u)) => Some(*u),
+                            _ => None,
+                        })
+                    })
+                    .collect::<Result<UInt64Array, String>>()?,
+            ),
+            _ => Arc::new(
+                values
+                    .iter()
+                    .map(|v| {
+                        Ok(match (number(v, F64)?, v) {
+                            (true, ValueRef::Float(f)) => Some(*f),
+                            (true, ValueRef::Int(i)) => float_of_int(i128::from(*i)),
+                            (true, ValueRef::UInt(u)) => float_of_int(i128::from(*u)),
+                            _ => None,
+                        })
+                    })
+                    .collect::<Result<Float64Array, String>>()?,
+            ),
+        },
         Ty::Str => Arc::new(
             values
                 .iter()
@@ -672,7 +731,7 @@ fn array_of_values(ty: &Ty, values: &[ValueRef<'_>]) -> Result<ArrayRef, String>
                 match v {
                     ValueRef::Null => {}
                     ValueRef::Map(m) => {
-                        if let Some(k) = m.keys().find(|k| !fields.iter().any(|(f, _)| f == *k)) {
+                        if let Some(k) = m.keys().find(|k| !fields.contains_key(*k)) {
                             return Err(format!(
                                 "key `{k}` is not in the Parquet file's schema (set by the first batch), which has {}",
                                 ty.describe()
@@ -706,17 +765,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn types_unify_to_the_narrowest_that_holds_both() {
-        let t = |v: Value| Ty::of_value(v.as_ref());
-        assert_eq!(t(Value::Int(1)).unify(t(Value::Float(1.5))), Ty::Float);
-        assert_eq!(t(Value::Null).unify(t(Value::Str("x".into()))), Ty::Str);
-        assert_eq!(t(Value::Int(1)).unify(t(Value::Str("x".into()))), Ty::Json);
-        let a = t(serde_json::from_str(r#"{"a": 1, "l": [1]}"#).unwrap());
-        let b = t(serde_json::from_str(r#"{"b": "x", "l": [2.5, null]}"#).unwrap());
+    fn types_unify_to_the_narrowest_that_holds_every_value_exactly() {
+        let t = |text: &str| Ty::of_value(Value::from_json(text).unwrap().as_ref());
+        let arrow = |texts: &[&str]| texts.iter().map(|x| t(x)).fold(Ty::Null, Ty::unify).arrow();
+        assert_eq!(arrow(&["1", "1.5"]), ArrowType::Float64);
+        assert_eq!(arrow(&["1", "18446744073709551615"]), ArrowType::UInt64);
+        assert_eq!(arrow(&["-1", "2", "null"]), ArrowType::Int64);
+        // regression: 17-digit ints next to a float were written as floats, losing digits.
+        assert_eq!(t("12345678901234567").unify(t("0.5")), Ty::Json);
+        assert_eq!(arrow(&["12345678901234568", "0.5"]), ArrowType::Float64, "an int a float holds exactly");
+        assert_eq!(t("-1").unify(t("18446744073709551615")), Ty::Json);
+        assert_eq!(t("100000000000000000000000"), Ty::Json);
+        assert_eq!(t("null").unify(t("\"x\"")), Ty::Str);
+        assert_eq!(t("1").unify(t("\"x\"")), Ty::Json);
+        // A struct's fields come in the order the records first have them.
+        let Ty::Struct(fields) = t(r#"{"z": 1, "l": [1]}"#).unify(t(r#"{"b": "x", "l": [2.5, null], "z": 2}"#)) else {
+            panic!("a struct")
+        };
+        let got: Vec<(&str, ArrowType)> = fields.iter().map(|(k, t)| (k.as_str(), t.arrow())).collect();
         assert_eq!(
-            a.unify(b),
-            Ty::Struct(vec![("a".into(), Ty::Int), ("b".into(), Ty::Str), ("l".into(), Ty::List(Box::new(Ty::Float)))])
+            got,
+            [
+                ("z", ArrowType::Int64),
+                ("l", ArrowType::List(Arc::new(ArrowField::new_list_field(ArrowType::Float64, true)))),
+                ("b", ArrowType::Utf8)
+            ]
         );
-        assert!(!t(serde_json::from_str(r#"{}"#).unwrap()).is_writable());
+        assert!(!t("{}").is_writable());
     }
 }

@@ -7,6 +7,7 @@ use weave_core::{
     StepKind, StrColumn, ValueRef,
 };
 
+use crate::json::NonFinite;
 use crate::output::{Export, Format, OutputSpec};
 
 /// The `load_csv` kind.
@@ -552,6 +553,8 @@ struct Csv {
     header: Vec<u8>,
     record: csv::ByteRecord,
     cell: Vec<u8>,
+    /// Floats inside lists and maps, written as JSON, that JSON cannot hold.
+    nulled: NonFinite,
 }
 
 impl Csv {
@@ -594,12 +597,19 @@ impl Format for Csv {
         let mut w = csv::WriterBuilder::new().delimiter(self.delimiter).has_headers(false).from_writer(out);
         for r in 0..batch.len() {
             self.record.clear();
-            for c in &columns {
+            for (c, name) in columns.iter().zip(fields) {
                 match c.map(|c| c.get(r)) {
+                    // A real null is an empty cell; NaN and the infinities are written as
+                    // pandas, polars and Python's `float` read them back.
                     None | Some(ValueRef::Null) => self.record.push_field(b""),
                     Some(ValueRef::Str(s)) => self.record.push_field(s.as_bytes()),
+                    Some(ValueRef::Float(x)) if x.is_nan() => self.record.push_field(b"NaN"),
+                    Some(ValueRef::Float(x)) if x.is_infinite() => {
+                        self.record.push_field(if x > 0.0 { b"inf" } else { b"-inf" });
+                    }
                     Some(other) => {
                         use std::io::Write as _;
+                        self.nulled.add(name, crate::json::non_finite(other));
                         self.cell.clear();
                         // Writing to a Vec cannot fail.
                         let _ = write!(self.cell, "{other}");
@@ -617,6 +627,10 @@ impl Format for Csv {
 
     fn start(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.header);
+    }
+
+    fn report(&mut self, ctx: &mut StepContext) {
+        self.nulled.report(ctx, "JSON (in a CSV cell)");
     }
 }
 
@@ -650,6 +664,7 @@ fn build_export(p: &Params) -> Option<Step> {
         header: Vec::new(),
         record: csv::ByteRecord::new(),
         cell: Vec::new(),
+        nulled: NonFinite::default(),
     };
     if let Some(fields) = fields
         && let Err(e) = format.set_fields(fields)
@@ -660,7 +675,8 @@ fn build_export(p: &Params) -> Option<Step> {
     Some(Step::Sink(Box::new(ExportCsv { out: Export::new(spec?, format), config: p.canonical() })))
 }
 
-crate::output::export_step!(ExportCsv, EXPORT_KIND);
+// 2: NaN and the infinities are written as `NaN`, `inf`, `-inf` (they were `null`).
+crate::output::export_step!(ExportCsv, EXPORT_KIND, 2);
 
 #[cfg(test)]
 mod tests {
@@ -828,6 +844,56 @@ mod tests {
         assert_eq!(
             err.unwrap_err().to_string(),
             "field `extra` is not among the CSV columns (id): add it to `fields`, or remove it from the records before this step"
+        );
+    }
+
+    // regression: NaN was written as the text `null` while a real null is an empty cell.
+    #[test]
+    fn export_writes_nan_and_infinities_as_readers_read_them_and_null_as_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        let Step::Sink(mut out) = build_step("export_csv", &format!("path = {:?}", path.to_str().unwrap())) else {
+            panic!()
+        };
+        let mut ctx = StepContext::new("out", 0, 0, Default::default());
+        let recs: Vec<Record> = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1.5]
+            .into_iter()
+            .map(|x| Record::new().with("x", x))
+            .chain([Record::new().with("x", weave_core::Value::Null)])
+            .collect();
+        out.write(&Batch::from_records(&recs), &mut ctx).unwrap();
+        out.commit(&mut ctx).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "x\nNaN\ninf\n-inf\n1.5\n\"\"\n");
+        assert!(ctx.take_added_stats().is_empty(), "nothing was changed");
+        // Rust (as Python, pandas and polars) reads them back as the floats they were.
+        let back: Vec<f64> = ["NaN", "inf", "-inf"].iter().map(|t| t.parse().unwrap()).collect();
+        assert!(back[0].is_nan() && back[1] == f64::INFINITY && back[2] == f64::NEG_INFINITY);
+    }
+
+    // regression: CSV columns came out sorted when the records came from JSON.
+    #[test]
+    fn json_records_become_csv_columns_in_their_order_with_exact_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.jsonl");
+        std::fs::write(
+            &input,
+            "{\"zeta\":1,\"alpha\":{\"y\":1,\"b\":2},\"mid\":18446744073709551615,\"big\":-9223372036854775809}\n",
+        )
+        .unwrap();
+        let (batches, _) =
+            crate::tests::read_batches(build_step("load_jsonl", &format!("path = {:?}", input.to_str().unwrap())));
+        let path = dir.path().join("out.csv");
+        let Step::Sink(mut out) = build_step("export_csv", &format!("path = {:?}", path.to_str().unwrap())) else {
+            panic!()
+        };
+        let mut ctx = StepContext::new("out", 0, 0, Default::default());
+        for b in &batches {
+            out.write(b, &mut ctx).unwrap();
+        }
+        out.commit(&mut ctx).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "zeta,alpha,mid,big\n1,\"{\"\"y\"\":1,\"\"b\"\":2}\",18446744073709551615,-9223372036854775809\n"
         );
     }
 

@@ -136,16 +136,17 @@ impl RecordKeys {
             match batch.columns()[c].get(row) {
                 ValueRef::Null => frame(&mut key, 0, |_| {}),
                 ValueRef::Str(s) => frame(&mut key, 1, |k| self.normalise_into(s, k)),
-                // Numbers by value: a column that mixes integers and floats holds 3 as
-                // 3.0, so whether a 3 is an Int or a Float depends on its batch.
+                // Numbers by value: 3 and 3.0 are one key, since a float column (from
+                // Parquet, say) holds what an int column holds elsewhere.
                 ValueRef::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
                     frame(&mut key, 3, |k| k.extend_from_slice(&(f as i64).to_le_bytes()));
                 }
                 ValueRef::Int(i) => frame(&mut key, 3, |k| k.extend_from_slice(&i.to_le_bytes())),
+                // Maps by their entries, whatever their order, as they compare.
                 other => frame(&mut key, 2, |k| {
                     use std::io::Write as _;
                     // Writing to a Vec cannot fail.
-                    let _ = write!(k, "{other}");
+                    let _ = write!(k, "{}", other.canonical());
                 }),
             }
         }
@@ -291,6 +292,21 @@ mod tests {
             run("fields = [\"n\"]", &[vec![n(Float(3.0)), n(Float(2.5))], vec![n(Int(3)), n(Int(4))]]);
         assert_eq!(dropped, 1, "{rows:?}");
         assert_eq!(rows.len(), 3);
+    }
+
+    // JSON objects are unordered: two maps with the same entries are one key, whatever the
+    // order their fields were written in (the order is kept in the output).
+    #[test]
+    fn maps_match_by_their_entries_whatever_their_order() {
+        let m = |text: &str| Record::new().with("m", weave_core::Value::from_json(text).unwrap());
+        let (rows, dropped) = run(
+            "fields = [\"m\"]",
+            &[vec![m(r#"{"a":1,"b":{"x":1,"y":2}}"#), m(r#"{"b":{"y":2,"x":1},"a":1}"#), m(r#"{"a":1,"b":{"x":2}}"#)]],
+        );
+        assert_eq!(dropped, 1);
+        assert_eq!(rows.len(), 2);
+        let (rows, dropped) = run("fields = [\"m\"]", &[vec![m("18446744073709551615"), m("18446744073709551614")]]);
+        assert_eq!((rows.len(), dropped), (2, 0), "u64s told apart by every digit");
     }
 
     #[test]

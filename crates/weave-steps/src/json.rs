@@ -2,24 +2,79 @@
 
 use std::io::Write as _;
 
-use weave_core::{Batch, Column, ValueRef};
+use weave_core::{Batch, Column, StepContext, ValueRef};
+
+/// The figure under which an export counts the floats it wrote as `null`.
+pub(crate) const NON_FINITE_FIGURE: &str = "non_finite_as_null";
 
 /// Appends each row of `batch` to `out` as one JSON object and a newline, fields in schema
 /// order. Strings are escaped as JSON requires; floats that JSON cannot hold (NaN,
 /// infinities) are written as `null`, as serde_json does.
 pub fn write_jsonl(batch: &Batch, out: &mut Vec<u8>) {
-    write_objects(batch, out, b"", b"\n", |_| {});
+    write_objects(batch, out, b"", b"\n", &mut NonFinite::default(), |_| {});
+}
+
+/// Floats that JSON cannot hold (NaN, infinities) that an export wrote as `null`: counted
+/// and reported, so that no value changes in silence.
+#[derive(Debug, Default)]
+pub(crate) struct NonFinite {
+    /// How many since the last report.
+    count: u64,
+    /// The field of the first one, for the warning.
+    field: Option<String>,
+    /// Whether the step has warned (once: the figure carries the total).
+    warned: bool,
+}
+
+impl NonFinite {
+    /// Counts `n` more in `field`.
+    pub(crate) fn add(&mut self, field: &str, n: u64) {
+        if n > 0 {
+            self.count += n;
+            if self.field.is_none() {
+                self.field = Some(field.to_owned());
+            }
+        }
+    }
+
+    /// Adds the count to the step's figure [`NON_FINITE_FIGURE`], and warns the first time.
+    pub(crate) fn report(&mut self, ctx: &mut StepContext, format: &str) {
+        if self.count == 0 {
+            return;
+        }
+        if !self.warned {
+            self.warned = true;
+            log::warn!(
+                "{}: field `{}` holds NaN or an infinite float, which {format} cannot hold: written as null (every one is counted in the figure `{NON_FINITE_FIGURE}`)",
+                ctx.step_id(),
+                self.field.as_deref().unwrap_or_default(),
+            );
+        }
+        ctx.add_stat(NON_FINITE_FIGURE, i64::try_from(self.count).unwrap_or(i64::MAX));
+        self.count = 0;
+    }
+}
+
+/// How many floats in `v` JSON cannot hold (NaN, infinities), nested ones included.
+pub(crate) fn non_finite(v: ValueRef<'_>) -> u64 {
+    match v {
+        ValueRef::Float(f) => u64::from(!f.is_finite()),
+        ValueRef::List(l) => l.iter().map(|v| non_finite(v.as_ref())).sum(),
+        ValueRef::Map(m) => m.values().map(|v| non_finite(v.as_ref())).sum(),
+        _ => 0,
+    }
 }
 
 /// Appends each row of `batch` as one compact JSON object between `before` and `after`,
 /// calling `row_end` with the length of `out` after each row (the exporters cut files at
-/// those offsets).
+/// those offsets), and counting in `nulled` the floats written as `null`.
 #[inline]
 pub(crate) fn write_objects(
     batch: &Batch,
     out: &mut Vec<u8>,
     before: &[u8],
     after: &[u8],
+    nulled: &mut NonFinite,
     mut row_end: impl FnMut(usize),
 ) {
     let fields = batch.schema().fields();
@@ -36,34 +91,49 @@ pub(crate) fn write_objects(
         })
         .collect();
     let columns = batch.columns();
+    // Floats written as null, per column.
+    let mut nulls = vec![0u64; columns.len()];
     for row in 0..batch.len() {
         out.extend_from_slice(before);
         if keys.is_empty() {
             out.push(b'{');
         }
-        for (key, col) in keys.iter().zip(columns) {
+        for (c, (key, col)) in keys.iter().zip(columns).enumerate() {
             out.extend_from_slice(key);
             match &**col {
                 Column::Str(c) => match c.get(row) {
                     Some(s) => write_json_str(s, out),
                     None => out.extend_from_slice(b"null"),
                 },
-                other => write_value(other.get(row), out),
+                other => {
+                    let v = other.get(row);
+                    nulls[c] += non_finite(v);
+                    write_value(v, out);
+                }
             }
         }
         out.push(b'}');
         out.extend_from_slice(after);
         row_end(out.len());
     }
+    for (f, n) in fields.iter().zip(nulls) {
+        nulled.add(&f.name, n);
+    }
 }
 
 /// Appends each row of `batch` as a JSON object laid out as serde_json's pretty printer
 /// lays out an array's elements (two spaces a level, the object one level in), with
-/// `before` in front of each, calling `row_end` with the length of `out` after each row.
-pub(crate) fn write_pretty_objects(batch: &Batch, out: &mut Vec<u8>, before: &[u8], mut row_end: impl FnMut(usize)) {
-    let keys: Vec<Vec<u8>> = batch
-        .schema()
-        .fields()
+/// `before` in front of each, calling `row_end` with the length of `out` after each row,
+/// and counting in `nulled` the floats written as `null`.
+pub(crate) fn write_pretty_objects(
+    batch: &Batch,
+    out: &mut Vec<u8>,
+    before: &[u8],
+    nulled: &mut NonFinite,
+    mut row_end: impl FnMut(usize),
+) {
+    let fields = batch.schema().fields();
+    let keys: Vec<Vec<u8>> = fields
         .iter()
         .enumerate()
         .map(|(i, f)| {
@@ -75,13 +145,16 @@ pub(crate) fn write_pretty_objects(batch: &Batch, out: &mut Vec<u8>, before: &[u
         })
         .collect();
     let mut nested = Vec::new();
+    let mut nulls = vec![0u64; keys.len()];
     for row in 0..batch.len() {
         out.extend_from_slice(before);
         out.extend_from_slice(b"  {");
-        for (key, col) in keys.iter().zip(batch.columns()) {
+        for (c, (key, col)) in keys.iter().zip(batch.columns()).enumerate() {
             out.extend_from_slice(key);
-            match col.get(row) {
-                v @ (ValueRef::List(_) | ValueRef::Map(_)) => {
+            let v = col.get(row);
+            nulls[c] += non_finite(v);
+            match v {
+                ValueRef::List(_) | ValueRef::Map(_) => {
                     nested.clear();
                     let mut ser = serde_json::Serializer::with_formatter(
                         &mut nested,
@@ -103,6 +176,9 @@ pub(crate) fn write_pretty_objects(batch: &Batch, out: &mut Vec<u8>, before: &[u
         out.extend_from_slice(if keys.is_empty() { b"}" } else { b"\n  }" });
         row_end(out.len());
     }
+    for (f, n) in fields.iter().zip(nulls) {
+        nulled.add(&f.name, n);
+    }
 }
 
 /// Appends one value as JSON.
@@ -115,6 +191,11 @@ pub fn write_value(v: ValueRef<'_>, out: &mut Vec<u8>) {
             // Writing to a Vec cannot fail.
             let _ = write!(out, "{i}");
         }
+        ValueRef::UInt(u) => {
+            let _ = write!(out, "{u}");
+        }
+        // Its digits, as it was read: a JSON number of any size.
+        ValueRef::BigInt(s) => out.extend_from_slice(s.as_bytes()),
         ValueRef::Str(s) => write_json_str(s, out),
         // Floats, lists and maps are rare in text pipelines; serde_json formats them
         // (shortest round-trip floats, NaN as null).

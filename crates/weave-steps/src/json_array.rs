@@ -1,8 +1,8 @@
 //! The `export_json` step: one JSON array of objects.
 
-use weave_core::{Batch, CanonicalConfig, Params, Shape, Step, StepError, StepKind};
+use weave_core::{Batch, CanonicalConfig, Params, Shape, Step, StepContext, StepError, StepKind};
 
-use crate::json::{write_objects, write_pretty_objects};
+use crate::json::{NonFinite, write_objects, write_pretty_objects};
 use crate::output::{Export, Format, OutputSpec};
 
 /// The `export_json` kind.
@@ -36,6 +36,7 @@ pub struct ExportJson {
 #[derive(Debug)]
 struct JsonArray {
     pretty: bool,
+    nulled: NonFinite,
 }
 
 impl Format for JsonArray {
@@ -47,11 +48,15 @@ impl Format for JsonArray {
         // Every element comes after a comma and a newline; a file's first leaves the comma
         // out (`lead`).
         if self.pretty {
-            write_pretty_objects(batch, out, b",\n", |end| ends.push(end));
+            write_pretty_objects(batch, out, b",\n", &mut self.nulled, |end| ends.push(end));
         } else {
-            write_objects(batch, out, b",\n", b"", |end| ends.push(end));
+            write_objects(batch, out, b",\n", b"", &mut self.nulled, |end| ends.push(end));
         }
         Ok(())
+    }
+
+    fn report(&mut self, ctx: &mut StepContext) {
+        self.nulled.report(ctx, "JSON");
     }
 
     fn start(&self, out: &mut Vec<u8>) {
@@ -71,7 +76,10 @@ fn build(p: &Params) -> Option<Step> {
     let spec = OutputSpec::read(p, "the JSON file to write");
     let pretty = p.bool("pretty").unwrap_or(false);
     let spec = spec?;
-    Some(Step::Sink(Box::new(ExportJson { out: Export::new(spec, JsonArray { pretty }), config: p.canonical() })))
+    Some(Step::Sink(Box::new(ExportJson {
+        out: Export::new(spec, JsonArray { pretty, nulled: NonFinite::default() }),
+        config: p.canonical(),
+    })))
 }
 
-crate::output::export_step!(ExportJson, EXPORT_KIND);
+crate::output::export_step!(ExportJson, EXPORT_KIND, 1);

@@ -58,6 +58,15 @@ fn missing_field(batch: &weave_core::Batch, name: &str) -> weave_core::StepError
     weave_core::StepError::fatal(format!("field `{name}` is not in the data (fields: {})", known.join(", ")))
 }
 
+/// A number written in the pipeline file (a bound, a value to equal), as drop reasons and
+/// messages name it: `18`, `0.5` (a float as Rust prints one: `3` for 3.0).
+fn number_label(v: &weave_core::Value) -> String {
+    match v {
+        weave_core::Value::Float(x) => x.to_string(),
+        v => v.to_string(),
+    }
+}
+
 /// The regular expression written at `item` (the value of key `what`), or `None` with
 /// the problem recorded at its place.
 fn regex_at(p: &weave_core::Params, item: &weave_core::ConfItem, what: &str) -> Option<regex::Regex> {
@@ -233,21 +242,28 @@ mod tests {
         assert_eq!(got, expected, "\n{diags}");
     }
 
-    /// Reads a source to its end: its records as JSON, and its rejected records as
+    /// Reads a source to its end: its batches, and its rejected records as
     /// `origin: reason`.
-    pub(crate) fn read_source(step: Step) -> (Vec<String>, Vec<String>) {
+    pub(crate) fn read_batches(step: Step) -> (Vec<weave_core::Batch>, Vec<String>) {
         let Step::Source(mut s) = step else { panic!("not a source") };
         let mut ctx = weave_core::StepContext::new("load", 0, 0, Default::default());
-        let mut rows = Vec::new();
+        let mut batches = Vec::new();
         while let Some(b) = s.next_batch(&mut ctx).unwrap_or_else(|e| panic!("{e}")) {
-            rows.extend(b.to_records().iter().map(|r| r.to_string()));
+            batches.push(b);
         }
         let rejected = ctx
             .take_rejected()
             .into_iter()
             .map(|r| format!("{}: {}", r.origin.unwrap_or_default(), r.reason))
             .collect();
-        (rows, rejected)
+        (batches, rejected)
+    }
+
+    /// Reads a source to its end: its records as JSON, and its rejected records as
+    /// `origin: reason`.
+    pub(crate) fn read_source(step: Step) -> (Vec<String>, Vec<String>) {
+        let (batches, rejected) = read_batches(step);
+        (batches.iter().flat_map(|b| b.to_records()).map(|r| r.to_string()).collect(), rejected)
     }
 
     /// The error a source stops with.

@@ -41,6 +41,8 @@ pub struct LoadJson {
     open: Option<(usize, ArrayReader<std::io::BufReader<Input>>)>,
     /// The current element's bytes, reused.
     buf: Vec<u8>,
+    /// The current element's fields, reused.
+    fields: Vec<(String, weave_core::Value)>,
 }
 
 fn build(p: &Params) -> Option<Step> {
@@ -58,12 +60,18 @@ fn build(p: &Params) -> Option<Step> {
         next_file: 0,
         open: None,
         buf: Vec::new(),
+        fields: Vec::new(),
     })))
 }
 
 impl StepInfo for LoadJson {
     fn kind(&self) -> &str {
         KIND.name
+    }
+
+    /// 2: values as they were read (see `load_jsonl`'s version 2).
+    fn version(&self) -> u32 {
+        2
     }
 
     fn config(&self) -> CanonicalConfig {
@@ -113,7 +121,7 @@ impl Source for LoadJson {
             } else {
                 match std::str::from_utf8(&self.buf) {
                     Err(_) => format!("element {index} is not valid UTF-8"),
-                    Ok(text) => match push_object(&mut b, text) {
+                    Ok(text) => match push_object(&mut b, text, &mut self.fields) {
                         Ok(()) => {
                             bytes += text.len();
                             continue;
@@ -509,7 +517,8 @@ mod tests {
         };
         let from_json = batches("load_json", &json);
         assert_eq!(from_json, batches("load_jsonl", &jsonl));
-        assert_eq!(from_json[0].schema().to_string(), "{a: float, t: string, z: any}");
+        // `a` holds ints and floats, each kept as it came.
+        assert_eq!(from_json[0].schema().to_string(), "{a: any, t: string, z: any}");
         assert_eq!(from_json[0].row(2).get_str("t"), Some("é😀 \"]}[{,\\\n"));
     }
 
@@ -639,7 +648,7 @@ mod tests {
         let mut last = None;
         while let Some(element) = reader.next_element(&mut buf).unwrap() {
             if element.index % 50_000 == 0 {
-                push_object(&mut b, std::str::from_utf8(&buf).unwrap()).unwrap();
+                push_object(&mut b, std::str::from_utf8(&buf).unwrap(), &mut Vec::new()).unwrap();
             }
             last = Some(element);
         }

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use weave_core::{Batch, ConfItem, ConfValue, Params, StepError, ValueRef};
+use weave_core::{Batch, ConfItem, ConfValue, Params, StepContext, StepError, ValueRef};
 use weave_exec::TempFile;
 
 /// How an output file is compressed.
@@ -171,10 +171,14 @@ impl Write for Encoder {
 /// `config: CanonicalConfig`, of the kind `$kind`. Every text exporter is one of these;
 /// only the format differs.
 macro_rules! export_step {
-    ($step:ty, $kind:expr) => {
+    ($step:ty, $kind:expr, $version:expr) => {
         impl weave_core::StepInfo for $step {
             fn kind(&self) -> &str {
                 $kind.name
+            }
+
+            fn version(&self) -> u32 {
+                $version
             }
 
             fn config(&self) -> weave_core::CanonicalConfig {
@@ -194,9 +198,11 @@ macro_rules! export_step {
             fn write(
                 &mut self,
                 batch: &weave_core::Batch,
-                _ctx: &mut weave_core::StepContext,
+                ctx: &mut weave_core::StepContext,
             ) -> Result<(), weave_core::StepError> {
-                self.out.write(batch)
+                let written = self.out.write(batch);
+                self.out.report(ctx);
+                written
             }
 
             fn commit(&mut self, _ctx: &mut weave_core::StepContext) -> Result<(), weave_core::StepError> {
@@ -966,6 +972,12 @@ pub(crate) trait Format: std::fmt::Debug + Send {
     fn end(&self, records: u64, out: &mut Vec<u8>) {
         let _ = (records, out);
     }
+
+    /// Reports, as the step's figures, what the rows serialised since the last call had to
+    /// give up to fit the format (JSON's NaN written as null).
+    fn report(&mut self, ctx: &mut StepContext) {
+        let _ = ctx;
+    }
 }
 
 /// A partition of the output: the records with one set of values of the partition fields
@@ -1094,6 +1106,11 @@ impl<F: Format> Export<F> {
 
     pub(crate) fn written_patterns(&self) -> Vec<weave_core::FilePattern> {
         self.spec.written_patterns()
+    }
+
+    /// Reports the format's figures (see [`Format::report`]).
+    pub(crate) fn report(&mut self, ctx: &mut StepContext) {
+        self.format.report(ctx);
     }
 
     /// Writes a batch's records into their files.

@@ -16,6 +16,7 @@ use weave_core::{
 };
 
 use crate::arrow::{FileSchema, batch_from_arrow};
+use crate::json::NonFinite;
 use crate::output::{AtomicOutput, TempWriter};
 
 /// The `load_parquet` kind.
@@ -94,6 +95,11 @@ fn build_load(p: &Params) -> Option<Step> {
 impl StepInfo for LoadParquet {
     fn kind(&self) -> &str {
         LOAD_KIND.name
+    }
+
+    /// 2: a struct's fields in the file's order (they were sorted), `UInt64` exact.
+    fn version(&self) -> u32 {
+        2
     }
 
     fn config(&self) -> CanonicalConfig {
@@ -202,6 +208,9 @@ pub struct ExportParquet {
     config: CanonicalConfig,
     /// The Parquet writer, which owns the output's temporary file while it writes.
     writer: Option<(ArrowWriter<TempWriter>, FileSchema)>,
+    /// Floats in fields written as JSON text that JSON cannot hold (Parquet's own float
+    /// columns hold NaN and the infinities).
+    nulled: NonFinite,
 }
 
 impl std::fmt::Debug for ExportParquet {
@@ -229,12 +238,19 @@ fn build_export(p: &Params) -> Option<Step> {
         compression,
         config: p.canonical(),
         writer: None,
+        nulled: NonFinite::default(),
     })))
 }
 
 impl StepInfo for ExportParquet {
     fn kind(&self) -> &str {
         EXPORT_KIND.name
+    }
+
+    /// 2: a struct's fields in the records' order (they were sorted), unsigned and exact
+    /// numbers (ints a float cannot hold no longer go into a float column).
+    fn version(&self) -> u32 {
+        2
     }
 
     fn config(&self) -> CanonicalConfig {
@@ -269,14 +285,15 @@ impl ExportParquet {
 }
 
 impl Sink for ExportParquet {
-    fn write(&mut self, batch: &Batch, _ctx: &mut StepContext) -> Result<(), StepError> {
+    fn write(&mut self, batch: &Batch, ctx: &mut StepContext) -> Result<(), StepError> {
         if self.writer.is_none() {
             self.start(FileSchema::of(batch))?;
         }
         let Some((writer, schema)) = &mut self.writer else { return Ok(()) };
         let rb = schema
-            .record_batch(batch)
+            .record_batch(batch, &mut self.nulled)
             .map_err(|e| StepError::fatal(format!("cannot write {}: {e}", self.out.path().display())))?;
+        self.nulled.report(ctx, "a JSON text field");
         match writer.write(&rb) {
             Ok(()) => Ok(()),
             Err(e) => Err(self.error(e)),
@@ -637,13 +654,13 @@ mod tests {
         assert_eq!(back.iter().map(Batch::len).sum::<usize>(), 2500);
         assert_eq!(
             back[0].schema().to_string(),
-            "{i32: int, u64: int, f32: float, large: string, split: string, date: string, at: string, \
+            "{i32: int, u64: uint, f32: float, large: string, split: string, date: string, at: string, \
              price: string, raw: string, pair: any, messages: any, counts: any}"
         );
         let all = records(&back);
         assert_eq!(
             all[1001].to_string(),
-            r#"{"i32":1001,"u64":3003,"f32":250.25,"large":"large 1001","split":"test","date":"2024-10-05","at":"2023-11-14T22:38:21.500Z","price":"1011.01","raw":"bytes 1001","pair":[1001,null],"messages":[{"content":"m2002","role":"user"},{"content":"m2003","role":"assistant"}],"counts":{"len":1001}}"#
+            r#"{"i32":1001,"u64":3003,"f32":250.25,"large":"large 1001","split":"test","date":"2024-10-05","at":"2023-11-14T22:38:21.500Z","price":"1011.01","raw":"bytes 1001","pair":[1001,null],"messages":[{"role":"user","content":"m2002"},{"role":"assistant","content":"m2003"}],"counts":{"len":1001}}"#
         );
         assert_eq!(all[3].get("i32"), Some(&Value::Null));
     }
@@ -687,5 +704,129 @@ mod tests {
         assert_eq!(step.info().files_read().len(), 3);
         let (rows, _) = read_source(step);
         assert_eq!(rows, [r#"{"shard":1}"#, r#"{"shard":2}"#, r#"{"shard":0}"#]);
+    }
+
+    /// The JSONL lines through load_jsonl → export_parquet → load_parquet → export_jsonl.
+    fn jsonl_through_parquet(dir: &Path, lines: &str) -> (std::path::PathBuf, String) {
+        let input = dir.join("in.jsonl");
+        std::fs::write(&input, lines).unwrap();
+        let (batches, _) =
+            crate::tests::read_batches(build_step("load_jsonl", &format!("path = {:?}", input.to_str().unwrap())));
+        let parquet = dir.join("out.parquet");
+        export(&parquet, "", &batches).unwrap();
+        let back = load(&parquet, "");
+        let mut out = Vec::new();
+        for b in &back {
+            crate::write_jsonl(b, &mut out);
+        }
+        (parquet, String::from_utf8(out).unwrap())
+    }
+
+    // regression: struct fields were written sorted ({alpha: {b, y}}), and ints past i64
+    // were floats on the way in.
+    #[test]
+    fn field_order_and_exact_numbers_survive_a_parquet_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = concat!(
+            r#"{"zeta":1,"alpha":{"y":1,"b":2},"mid":3,"id":18446744073709551615,"n":-5}"#,
+            "\n",
+            r#"{"zeta":2,"alpha":{"y":3,"b":4},"mid":4,"id":7,"n":9223372036854775807}"#,
+            "\n"
+        );
+        let (parquet, back) = jsonl_through_parquet(dir.path(), lines);
+        assert_eq!(back, lines);
+        // Other readers see the same order and types, straight from the file.
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&parquet).unwrap()).unwrap().build().unwrap();
+        let rb = reader.into_iter().next().unwrap().unwrap();
+        let names: Vec<&str> = rb.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["zeta", "alpha", "mid", "id", "n"]);
+        let ArrowType::Struct(inner) = rb.schema_ref().field(1).data_type() else { panic!("a struct") };
+        let inner: Vec<&str> = inner.iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(inner, ["y", "b"]);
+        assert_eq!(rb.schema_ref().field(3).data_type(), &ArrowType::UInt64);
+        let ids = rb.column(3).as_any().downcast_ref::<UInt64Array>().unwrap();
+        assert_eq!(ids.values().to_vec(), [u64::MAX, 7]);
+        assert_eq!(rb.schema_ref().field(4).data_type(), &ArrowType::Int64);
+    }
+
+    // regression: a 17-digit int next to a float was written as a float and lost digits.
+    #[test]
+    fn ints_a_float_cannot_hold_next_to_floats_keep_their_digits() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = concat!(
+            r#"{"x":12345678901234567,"big":100000000000000000000000000000,"s":0.5,"f":1.5}"#,
+            "\n",
+            r#"{"x":0.5,"big":-9223372036854775809,"s":3,"f":-0.0}"#,
+            "\n"
+        );
+        let (parquet, back) = jsonl_through_parquet(dir.path(), lines);
+        // Each value as it came, through JSON text where no Parquet type holds them; but
+        // `s`'s int is in a double column, which gives it back as the float it holds.
+        assert_eq!(back, lines.replace("\"s\":3,", "\"s\":3.0,"));
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&parquet).unwrap()).unwrap().build().unwrap();
+        let rb = reader.into_iter().next().unwrap().unwrap();
+        let types: Vec<&ArrowType> = rb.schema_ref().fields().iter().map(|f| f.data_type()).collect();
+        // `s` holds an int a float holds exactly: a float column, as other tools write one.
+        assert_eq!(types, [&ArrowType::Utf8, &ArrowType::Utf8, &ArrowType::Float64, &ArrowType::Float64]);
+        // Written into a float column set by an earlier batch, such an int is an error.
+        let first = Batch::from_records(&[Record::new().with("x", 0.5)]);
+        let late = Batch::from_records(&[Record::new().with("x", 12_345_678_901_234_567i64)]);
+        let path = dir.path().join("late.parquet");
+        let err = export(&path, "", &[first, late]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot write {}: field `x`: 12345678901234567 cannot be written exactly in the Parquet file's float column (its schema was set by the first batch)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn unsigned_64_bit_columns_are_read_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u64.parquet");
+        let u64s: ArrayRef = Arc::new(UInt64Array::from(vec![Some(u64::MAX), None, Some(1 << 63), Some(5)]));
+        let rb = RecordBatch::try_from_iter([("h", u64s)]).unwrap();
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), rb.schema(), None).unwrap();
+        w.write(&rb).unwrap();
+        w.close().unwrap();
+        let back = load(&path, "");
+        assert_eq!(back[0].schema().to_string(), "{h: uint}");
+        let rows: Vec<String> = records(&back).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rows,
+            [r#"{"h":18446744073709551615}"#, r#"{"h":null}"#, r#"{"h":9223372036854775808}"#, r#"{"h":5}"#]
+        );
+        // And written back as UInt64.
+        let again = dir.path().join("again.parquet");
+        export(&again, "", &back).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&again).unwrap()).unwrap().build().unwrap();
+        let rb = reader.into_iter().next().unwrap().unwrap();
+        assert_eq!(rb.schema_ref().field(0).data_type(), &ArrowType::UInt64);
+        assert_eq!(rb.column(0).as_any().downcast_ref::<UInt64Array>().unwrap().value(0), u64::MAX);
+    }
+
+    // Parquet holds NaN and the infinities natively; in a field written as JSON text they
+    // become null, and are counted.
+    #[test]
+    fn nan_and_infinities_are_kept_in_float_columns_and_counted_in_json_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nan.parquet");
+        let recs = vec![
+            Record::new().with("f", f64::NAN).with("mixed", f64::INFINITY),
+            Record::new().with("f", f64::NEG_INFINITY).with("mixed", "x"),
+        ];
+        let Step::Sink(mut out) = build_step("export_parquet", &format!("path = {:?}", path.to_str().unwrap())) else {
+            panic!()
+        };
+        let mut ctx = StepContext::new("out", 0, 0, Default::default());
+        out.write(&Batch::from_records(&recs), &mut ctx).unwrap();
+        out.commit(&mut ctx).unwrap();
+        assert_eq!(ctx.take_added_stats(), [("non_finite_as_null".to_owned(), Value::Int(1))]);
+        let back = records(&load(&path, ""));
+        assert!(matches!(back[0].get("f"), Some(Value::Float(x)) if x.is_nan()));
+        assert_eq!(back[1].get("f"), Some(&Value::Float(f64::NEG_INFINITY)));
+        assert_eq!(back[0].get("mixed"), Some(&Value::Null));
     }
 }

@@ -141,11 +141,14 @@ impl Lengths {
 
     fn summary(&self) -> Value {
         let mean = if self.n == 0 { 0.0 } else { self.sum as f64 / self.n as f64 };
-        Value::Map(BTreeMap::from([
-            ("mean".to_owned(), Value::Float(mean)),
-            ("p50".to_owned(), Value::Int(self.percentile(0.5) as i64)),
-            ("p95".to_owned(), Value::Int(self.percentile(0.95) as i64)),
-        ]))
+        Value::Map(
+            BTreeMap::from([
+                ("mean".to_owned(), Value::Float(mean)),
+                ("p50".to_owned(), Value::Int(self.percentile(0.5) as i64)),
+                ("p95".to_owned(), Value::Int(self.percentile(0.95) as i64)),
+            ])
+            .into(),
+        )
     }
 }
 
@@ -381,13 +384,15 @@ impl Compare {
                     s.tokens += n;
                 }
                 if s.numeric {
+                    // Statistics are in floats: an integer past 2^53 counts as the nearest.
                     let x = match v {
-                        ValueRef::Int(i) => Some(i as f64),
-                        ValueRef::Float(f) => Some(f),
-                        ValueRef::Str(t) => t.trim().parse::<f64>().ok().filter(|x| x.is_finite()),
-                        _ => None,
+                        ValueRef::Str(t) => t.trim().parse::<f64>().ok(),
+                        v => v.as_f64(),
                     };
                     match x {
+                        // NaN and the infinities (a float, or CSV's `NaN`, `inf`) are numbers
+                        // no mean or percentile can hold: left out, as a null is.
+                        Some(x) if !x.is_finite() => {}
                         Some(x) => {
                             s.number_sum += x;
                             s.min = s.min.min(x);
@@ -407,7 +412,8 @@ impl Compare {
                         other => {
                             use std::fmt::Write;
                             self.buf.clear();
-                            let _ = write!(self.buf, "{other}");
+                            // Maps by their entries, whatever their order, as they compare.
+                            let _ = write!(self.buf, "{}", other.canonical());
                             &self.buf
                         }
                     };
@@ -430,7 +436,7 @@ impl Compare {
                 let v = col.get(row);
                 let key = match v {
                     ValueRef::Str(t) => t.to_owned(),
-                    other => other.to_string(),
+                    other => other.canonical().to_string(),
                 };
                 self.labels.entry(key).or_default()[side] += 1;
             }
@@ -451,20 +457,24 @@ impl Compare {
                 sm.insert("chars".to_owned(), s.chars.summary());
                 sm.insert("words".to_owned(), s.words.summary());
             }
-            if s.numeric && s.values > 0 {
+            // Over the numbers seen (NaN and the infinities are left out).
+            if s.numeric && s.sample.seen > 0 {
                 let sorted = s.sample.sorted();
                 sm.insert(
                     "number".to_owned(),
-                    Value::Map(BTreeMap::from([
-                        ("mean".to_owned(), Value::Float(s.number_sum / s.values as f64)),
-                        ("min".to_owned(), Value::Float(s.min)),
-                        ("max".to_owned(), Value::Float(s.max)),
-                        ("p50".to_owned(), Value::Float(percentile(&sorted, 0.5))),
-                        ("p95".to_owned(), Value::Float(percentile(&sorted, 0.95))),
-                    ])),
+                    Value::Map(
+                        BTreeMap::from([
+                            ("mean".to_owned(), Value::Float(s.number_sum / s.sample.seen as f64)),
+                            ("min".to_owned(), Value::Float(s.min)),
+                            ("max".to_owned(), Value::Float(s.max)),
+                            ("p50".to_owned(), Value::Float(percentile(&sorted, 0.5))),
+                            ("p95".to_owned(), Value::Float(percentile(&sorted, 0.95))),
+                        ])
+                        .into(),
+                    ),
                 );
             }
-            m.insert(INPUTS[side].to_owned(), Value::Map(sm));
+            m.insert(INPUTS[side].to_owned(), Value::Map(sm.into()));
         }
         if both && f.sides.iter().all(|s| s.tokens > 0) {
             let types = |side: usize| f.vocab.values().filter(|c| c[side] > 0).count() as u64;
@@ -473,13 +483,19 @@ impl Compare {
             let unseen: u64 = f.vocab.values().filter(|c| c[0] == 0).map(|c| c[1]).sum();
             m.insert(
                 "vocabulary".to_owned(),
-                Value::Map(BTreeMap::from([
-                    ("real".to_owned(), Value::Int(tr as i64)),
-                    ("synthetic".to_owned(), Value::Int(ts as i64)),
-                    ("jaccard".to_owned(), Value::Float(shared as f64 / (tr + ts - shared) as f64)),
-                    ("unseen_token_share".to_owned(), Value::Float(unseen as f64 / f.sides[1].tokens as f64)),
-                    ("js_divergence".to_owned(), Value::Float(js_divergence(f.vocab.values().map(|c| (c[0], c[1]))))),
-                ])),
+                Value::Map(
+                    BTreeMap::from([
+                        ("real".to_owned(), Value::Int(tr as i64)),
+                        ("synthetic".to_owned(), Value::Int(ts as i64)),
+                        ("jaccard".to_owned(), Value::Float(shared as f64 / (tr + ts - shared) as f64)),
+                        ("unseen_token_share".to_owned(), Value::Float(unseen as f64 / f.sides[1].tokens as f64)),
+                        (
+                            "js_divergence".to_owned(),
+                            Value::Float(js_divergence(f.vocab.values().map(|c| (c[0], c[1])))),
+                        ),
+                    ])
+                    .into(),
+                ),
             );
         }
         if let Some(cats) = &f.categories
@@ -499,26 +515,32 @@ impl Compare {
             };
             m.insert(
                 "categories".to_owned(),
-                Value::Map(BTreeMap::from([
-                    ("distinct".to_owned(), Value::Int(cats.len() as i64)),
-                    ("real_top".to_owned(), top(0)),
-                    ("synthetic_top".to_owned(), top(1)),
-                    ("js_divergence".to_owned(), Value::Float(js_divergence(cats.values().map(|c| (c[0], c[1]))))),
-                ])),
+                Value::Map(
+                    BTreeMap::from([
+                        ("distinct".to_owned(), Value::Int(cats.len() as i64)),
+                        ("real_top".to_owned(), top(0)),
+                        ("synthetic_top".to_owned(), top(1)),
+                        ("js_divergence".to_owned(), Value::Float(js_divergence(cats.values().map(|c| (c[0], c[1]))))),
+                    ])
+                    .into(),
+                ),
             );
         }
         if both && f.sides.iter().all(|s| s.numeric) {
             let (a, b) = (f.sides[0].sample.sorted(), f.sides[1].sample.sorted());
             m.insert(
                 "ks".to_owned(),
-                Value::Map(BTreeMap::from([
-                    ("statistic".to_owned(), Value::Float(ks_statistic(&a, &b))),
-                    ("real_sample".to_owned(), Value::Int(a.len() as i64)),
-                    ("synthetic_sample".to_owned(), Value::Int(b.len() as i64)),
-                ])),
+                Value::Map(
+                    BTreeMap::from([
+                        ("statistic".to_owned(), Value::Float(ks_statistic(&a, &b))),
+                        ("real_sample".to_owned(), Value::Int(a.len() as i64)),
+                        ("synthetic_sample".to_owned(), Value::Int(b.len() as i64)),
+                    ])
+                    .into(),
+                ),
             );
         }
-        Value::Map(m)
+        Value::Map(m.into())
     }
 }
 
@@ -568,13 +590,16 @@ impl Merge for Compare {
         }
         ctx.set_stat(
             "records",
-            Value::Map(BTreeMap::from([
-                ("real".to_owned(), Value::Int(self.records[0] as i64)),
-                ("synthetic".to_owned(), Value::Int(self.records[1] as i64)),
-            ])),
+            Value::Map(
+                BTreeMap::from([
+                    ("real".to_owned(), Value::Int(self.records[0] as i64)),
+                    ("synthetic".to_owned(), Value::Int(self.records[1] as i64)),
+                ])
+                .into(),
+            ),
         );
         let fields: BTreeMap<String, Value> = self.state.iter().map(|f| (f.name.clone(), self.report(f))).collect();
-        ctx.set_stat("fields", Value::Map(fields));
+        ctx.set_stat("fields", Value::Map(fields.into()));
         let only = |side: usize| {
             Value::List(
                 self.state
@@ -587,10 +612,10 @@ impl Merge for Compare {
         };
         ctx.set_stat(
             "schema",
-            Value::Map(BTreeMap::from([
-                ("only_in_real".to_owned(), only(0)),
-                ("only_in_synthetic".to_owned(), only(1)),
-            ])),
+            Value::Map(
+                BTreeMap::from([("only_in_real".to_owned(), only(0)), ("only_in_synthetic".to_owned(), only(1))])
+                    .into(),
+            ),
         );
         if self.label.is_some() {
             let mut names: Vec<&String> = self.labels.keys().collect();
@@ -602,15 +627,18 @@ impl Merge for Compare {
                 names.iter().filter(|n| self.labels[**n][1] == 0).map(|n| Value::Str((*n).clone())).collect();
             ctx.set_stat(
                 "label_balance",
-                Value::Map(BTreeMap::from([
-                    ("real".to_owned(), share(0)),
-                    ("synthetic".to_owned(), share(1)),
-                    ("missing_in_synthetic".to_owned(), Value::List(missing)),
-                    (
-                        "js_divergence".to_owned(),
-                        Value::Float(js_divergence(self.labels.values().map(|c| (c[0], c[1])))),
-                    ),
-                ])),
+                Value::Map(
+                    BTreeMap::from([
+                        ("real".to_owned(), share(0)),
+                        ("synthetic".to_owned(), share(1)),
+                        ("missing_in_synthetic".to_owned(), Value::List(missing)),
+                        (
+                            "js_divergence".to_owned(),
+                            Value::Float(js_divergence(self.labels.values().map(|c| (c[0], c[1])))),
+                        ),
+                    ])
+                    .into(),
+                ),
             );
         }
         Ok(())
@@ -688,7 +716,7 @@ mod tests {
 
     fn get<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
         path.iter().fold(v, |v, k| match v {
-            Value::Map(m) => m.get(*k).unwrap_or_else(|| panic!("no `{k}` in {v}")),
+            Value::Map(m) => m.get(k).unwrap_or_else(|| panic!("no `{k}` in {v}")),
             other => panic!("not a map: {other}"),
         })
     }
@@ -760,6 +788,23 @@ mod tests {
         let ks = get(&stats["fields"], &["score", "ks"]);
         assert_eq!(get(ks, &["real_sample"]), &Value::Int(50));
         assert!((float(get(ks, &["statistic"])) - 0.5).abs() < 0.3, "a sample of 50 is rough, not wrong: {ks}");
+    }
+
+    // NaN made every statistic of a field NaN (and CSV's `NaN` made it no number field).
+    #[test]
+    fn nan_and_infinities_are_left_out_of_the_numbers() {
+        let real: Vec<Record> =
+            [Value::Float(1.0), Value::Float(f64::NAN), Value::Float(3.0), Value::Float(f64::INFINITY)]
+                .into_iter()
+                .map(|v| Record::new().with("n", v))
+                .collect();
+        let synthetic: Vec<Record> =
+            ["2", "NaN", "-inf", "4"].into_iter().map(|t| Record::new().with("n", t)).collect();
+        let (stats, _) = run("", &real, &synthetic, 2);
+        let n = get(&stats["fields"], &["n"]);
+        assert_eq!(get(n, &["real", "number", "mean"]), &Value::Float(2.0), "{n}");
+        assert_eq!(get(n, &["synthetic", "number", "mean"]), &Value::Float(3.0), "{n}");
+        assert!(close(float(get(n, &["ks", "statistic"])), 0.5), "{n}");
     }
 
     #[test]

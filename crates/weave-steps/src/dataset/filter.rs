@@ -1,12 +1,13 @@
 //! The `filter` step: keeps the records whose field meets every condition.
 
+use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use regex::Regex;
 use weave_core::{
     Batch, CanonicalConfig, ConfItem, ConfValue, Params, Rejected, Shape, Step, StepContext, StepError, StepInfo,
-    StepKind, Transform, ValueRef,
+    StepKind, Transform, Value, ValueRef,
 };
 
 /// The `filter` kind.
@@ -22,7 +23,8 @@ pub(crate) const KIND: StepKind = StepKind {
 #[derive(Debug, Clone, PartialEq)]
 enum Lit {
     Str(String),
-    Num(f64),
+    /// An int or a float as written, compared exactly.
+    Num(Value),
     Bool(bool),
 }
 
@@ -30,7 +32,7 @@ impl std::fmt::Display for Lit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Lit::Str(s) => write!(f, "{s:?}"),
-            Lit::Num(n) => write!(f, "{n}"),
+            Lit::Num(n) => f.write_str(&crate::number_label(n)),
             Lit::Bool(b) => write!(f, "{b}"),
         }
     }
@@ -48,7 +50,7 @@ impl Lit {
                 text_of(other, buf);
                 s == buf
             }
-            (Lit::Num(n), other) => number_of(other).is_some_and(|x| x == *n),
+            (Lit::Num(n), other) => number_of(other).is_some_and(|x| x.cmp_number(n.as_ref()) == Some(Ordering::Equal)),
             (Lit::Bool(b), ValueRef::Bool(x)) => *b == x,
             (Lit::Bool(b), ValueRef::Str(x)) => x.trim() == if *b { "true" } else { "false" },
             (Lit::Bool(_), _) => false,
@@ -63,12 +65,12 @@ fn text_of(v: ValueRef<'_>, buf: &mut String) {
     let _ = write!(buf, "{v}");
 }
 
-/// A value as a number: numbers as they are, strings parsed (CSV fields are strings).
-fn number_of(v: ValueRef<'_>) -> Option<f64> {
+/// A value as a number: numbers as they are, strings read as numbers (CSV fields are
+/// strings), exactly.
+fn number_of(v: ValueRef<'_>) -> Option<ValueRef<'_>> {
     match v {
-        ValueRef::Int(i) => Some(i as f64),
-        ValueRef::Float(f) => Some(f),
-        ValueRef::Str(s) => s.trim().parse().ok(),
+        ValueRef::Str(s) => ValueRef::parse_number(s.trim()),
+        v if v.is_number() => Some(v),
         _ => None,
     }
 }
@@ -78,8 +80,8 @@ enum Cond {
     Equals(Lit),
     In { strs: HashSet<String>, others: Vec<Lit> },
     Matches(Regex),
-    Min(f64),
-    Max(f64),
+    Min(Value),
+    Max(Value),
 }
 
 /// One condition with the words that explain a drop.
@@ -111,8 +113,8 @@ pub struct Filter {
 fn literal(p: &Params, key: &str, item: &ConfItem) -> Option<Lit> {
     match &item.value {
         ConfValue::Str(s) => Some(Lit::Str(s.clone())),
-        ConfValue::Int(i) => Some(Lit::Num(*i as f64)),
-        ConfValue::Float(f) => Some(Lit::Num(*f)),
+        ConfValue::Int(i) => Some(Lit::Num(Value::Int(*i))),
+        ConfValue::Float(f) => Some(Lit::Num(Value::Float(*f))),
         ConfValue::Bool(b) => Some(Lit::Bool(*b)),
         other => {
             p.error_at(item, format!("`{key}` takes a string, a number or a boolean, not {}", other.type_name()));
@@ -188,17 +190,28 @@ fn build(p: &Params) -> Option<Step> {
             }
         }
     }
-    let min = p.f64("min");
-    let max = p.f64("max");
-    if let Some(m) = min {
-        checks.push(Check { holds: format!("{name} >= {m}"), fails: format!("{name} < {m}"), cond: Cond::Min(m) });
+    let min = p.number("min");
+    let max = p.number("max");
+    if let Some(m) = &min {
+        let l = crate::number_label(m);
+        checks.push(Check {
+            holds: format!("{name} >= {l}"),
+            fails: format!("{name} < {l}"),
+            cond: Cond::Min(m.clone()),
+        });
     }
-    if let Some(m) = max {
-        checks.push(Check { holds: format!("{name} <= {m}"), fails: format!("{name} > {m}"), cond: Cond::Max(m) });
+    if let Some(m) = &max {
+        let l = crate::number_label(m);
+        checks.push(Check {
+            holds: format!("{name} <= {l}"),
+            fails: format!("{name} > {l}"),
+            cond: Cond::Max(m.clone()),
+        });
     }
-    if let (Some(lo), Some(hi), Some(item)) = (min, max, p.item("max"))
-        && lo > hi
+    if let (Some(lo), Some(hi), Some(item)) = (&min, &max, p.item("max"))
+        && hi.as_ref().cmp_number(lo.as_ref()) == Some(Ordering::Less)
     {
+        let (hi, lo) = (crate::number_label(hi), crate::number_label(lo));
         p.error_at(item, format!("`max` ({hi}) is below `min` ({lo}), so no record would be kept"));
     }
     if checks.is_empty() && !p.has_errors() && field.is_some() {
@@ -264,7 +277,12 @@ impl Cond {
                     return Verdict::Fails;
                 }
                 let Some(x) = number_of(v) else { return Verdict::Bad };
-                if matches!(self, Cond::Min(_)) { x >= *m } else { x <= *m }
+                // Exactly; NaN is in no range.
+                match (self, x.cmp_number(m.as_ref())) {
+                    (_, None) => false,
+                    (Cond::Min(_), Some(o)) => o != Ordering::Less,
+                    (_, Some(o)) => o != Ordering::Greater,
+                }
             }
         };
         if holds { Verdict::Holds } else { Verdict::Fails }
@@ -386,6 +404,27 @@ mod tests {
         ];
         let (ids, _, _) = check("field = \"ok\"\nequals = true", &flags);
         assert_eq!(ids, ["1", "3"]);
+    }
+
+    // regression: numbers compared as floats, so 2^53 + 1 passed `max = 9007199254740992`
+    // and equalled its neighbour.
+    #[test]
+    fn numbers_compare_exactly_at_any_size() {
+        use weave_core::Value;
+        let rows = vec![
+            rec(1, "a", Value::Int(9_007_199_254_740_993)),
+            rec(2, "b", Value::Int(9_007_199_254_740_992)),
+            rec(3, "c", Value::UInt(u64::MAX)),
+            rec(4, "d", "9007199254740993"),
+            rec(5, "e", Value::Float(f64::NAN)),
+        ];
+        let (ids, dropped, _) = check("field = \"score\"\nmax = 9007199254740992", &rows);
+        assert_eq!(ids, ["2"]);
+        assert_eq!(dropped, [("score > 9007199254740992".to_owned(), 4)], "NaN is in no range");
+        let (ids, _, _) = check("field = \"score\"\nequals = 9007199254740993", &rows);
+        assert_eq!(ids, ["1", "4"]);
+        let (ids, _, _) = check("field = \"score\"\nmin = 9223372036854775807", &rows);
+        assert_eq!(ids, ["3"]);
     }
 
     #[test]

@@ -366,6 +366,11 @@ impl StepInfo for Generate {
         KIND.name
     }
 
+    /// 2: a template field holding ints in some templates and floats in others keeps each as written (they were all floats in batches that mixed them).
+    fn version(&self) -> u32 {
+        2
+    }
+
     fn config(&self) -> CanonicalConfig {
         self.config.clone()
     }

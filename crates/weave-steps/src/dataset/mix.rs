@@ -183,17 +183,35 @@ impl StepInfo for Mix {
 
 /// Whether two types of one field can be mixed.
 fn compatible(a: DataType, b: DataType) -> bool {
-    use DataType::{Any, Float, Int, Null};
-    a == b || matches!(a, Null | Any) || matches!(b, Null | Any) || matches!((a, b), (Int, Float) | (Float, Int))
+    use DataType::{Any, Float, Int, Null, UInt};
+    a == b
+        || matches!(a, Null | Any)
+        || matches!(b, Null | Any)
+        || matches!((a, b), (Int | UInt | Float, Int | UInt | Float))
+}
+
+/// A column's type for the schema check: a column of mixed values that are all numbers
+/// (ints next to floats, each kept as it came) is a float field, as it was before they kept
+/// their kinds, so that the check still tells numbers from text.
+fn checked_type(c: &weave_core::Column) -> DataType {
+    match c {
+        weave_core::Column::Any(values)
+            if values.iter().any(|v| !v.is_null()) && values.iter().all(|v| v.is_null() || v.as_ref().is_number()) =>
+        {
+            DataType::Float
+        }
+        c => c.data_type(),
+    }
 }
 
 /// The type that holds values of both types.
 fn widen(a: DataType, b: DataType) -> DataType {
-    use DataType::{Any, Float, Int, Null};
+    use DataType::{Any, Float, Int, Null, UInt};
     match (a, b) {
         (Null, t) | (t, Null) => t,
         (a, b) if a == b => a,
-        (Int, Float) | (Float, Int) => Float,
+        (Int, UInt) | (UInt, Int) => UInt,
+        (Int | UInt | Float, Int | UInt | Float) => Float,
         _ => Any,
     }
 }
@@ -220,10 +238,11 @@ impl Mix {
     /// Folds a batch's field types into input `i`'s and returns the fields whose types no
     /// longer fit the other input's.
     fn type_conflicts(&mut self, i: usize, batch: &Batch) -> Vec<String> {
-        for f in batch.schema().fields() {
+        for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+            let ty = checked_type(c);
             match self.types[i].iter_mut().find(|(n, _)| *n == f.name) {
-                Some((_, t)) => *t = widen(*t, f.data_type),
-                None => self.types[i].push((f.name.clone(), f.data_type)),
+                Some((_, t)) => *t = widen(*t, ty),
+                None => self.types[i].push((f.name.clone(), ty)),
             }
         }
         let mut out = Vec::new();
@@ -453,10 +472,10 @@ impl Merge for Mix {
             );
         }
         let counts = |i: u64, o: u64| {
-            Value::Map(BTreeMap::from([
-                ("in".to_owned(), Value::Int(i as i64)),
-                ("out".to_owned(), Value::Int(o as i64)),
-            ]))
+            Value::Map(
+                BTreeMap::from([("in".to_owned(), Value::Int(i as i64)), ("out".to_owned(), Value::Int(o as i64))])
+                    .into(),
+            )
         };
         ctx.set_stat("real", counts(real, real_out));
         ctx.set_stat("synthetic", counts(synthetic, synthetic_out));
@@ -467,16 +486,16 @@ impl Merge for Mix {
             ctx.set_stat("synthetic_target", Value::Int(t as i64));
         }
         if self.balance_by.is_some() {
-            let classes = (0..n_classes)
+            let classes: BTreeMap<String, Value> = (0..n_classes)
                 .map(|c| {
                     let m = BTreeMap::from([
                         ("real".to_owned(), Value::Int(base[c] as i64)),
                         ("synthetic".to_owned(), Value::Int(keep[c] as i64)),
                     ]);
-                    (self.classes.name(c as u32).to_owned(), Value::Map(m))
+                    (self.classes.name(c as u32).to_owned(), Value::Map(m.into()))
                 })
                 .collect();
-            ctx.set_stat("classes", Value::Map(classes));
+            ctx.set_stat("classes", Value::Map(classes.into()));
         }
         Ok(())
     }

@@ -194,8 +194,10 @@ fn hash_value(h: &mut blake3::Hasher, v: ValueRef<'_>) {
             h.update(&(s.len() as u64).to_le_bytes());
             h.update(s.as_bytes());
         }
+        // Lists and maps by their JSON text, maps' keys in name order (their entries, as
+        // they compare); integers past i64 by their digits.
         other => {
-            let text = other.to_string();
+            let text = other.canonical().to_string();
             h.update(&[5]);
             h.update(&(text.len() as u64).to_le_bytes());
             h.update(text.as_bytes());
@@ -222,7 +224,8 @@ impl Classes {
             other => {
                 use std::fmt::Write;
                 self.buf.clear();
-                let _ = write!(self.buf, "{other}");
+                // Maps by their entries, whatever their order, as they compare.
+                let _ = write!(self.buf, "{}", other.canonical());
                 &self.buf
             }
         };
@@ -418,7 +421,7 @@ fn smallest(keys: &[(u64, usize)], n: usize, keep: &mut [bool]) {
 /// Shares as a map of name to fraction, for stats.
 fn shares(names: impl Iterator<Item = (String, u64)>, total: u64) -> weave_core::Value {
     let map = names.map(|(n, c)| (n, weave_core::Value::Float(if total == 0 { 0.0 } else { c as f64 / total as f64 })));
-    weave_core::Value::Map(map.collect())
+    weave_core::Value::Map(map.collect::<std::collections::BTreeMap<_, _>>().into())
 }
 
 #[cfg(test)]

@@ -165,13 +165,13 @@ impl StatefulTransform for Sample {
             Mode::StratifiedFraction { classes, stratifier, kept, seen, .. } => {
                 ctx.set_stat("seen", Value::Int(*seen as i64));
                 ctx.set_stat("kept", Value::Int(*kept as i64));
-                let by_class = stratifier
+                let by_class: BTreeMap<String, Value> = stratifier
                     .counts
                     .iter()
                     .enumerate()
                     .map(|(c, (_, counts))| (classes.name(c as u32).to_owned(), Value::Int(counts[0] as i64)))
                     .collect();
-                ctx.set_stat("kept_by_class", Value::Map(by_class));
+                ctx.set_stat("kept_by_class", Value::Map(by_class.into()));
                 Ok(())
             }
             Mode::Reservoir(r) => r.finish(ctx, out),
@@ -325,7 +325,7 @@ impl Reservoir {
                 .enumerate()
                 .map(|(c, q)| (self.classes.name(c as u32).to_owned(), Value::Int(*q as i64)))
                 .collect();
-            ctx.set_stat("kept_by_class", Value::Map(by_class));
+            ctx.set_stat("kept_by_class", Value::Map(by_class.into()));
         }
         Ok(())
     }

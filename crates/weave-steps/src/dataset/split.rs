@@ -169,11 +169,12 @@ impl StatefulTransform for Split {
                 total[j] += c;
                 m.insert(self.names[j].clone(), Value::Int(*c as i64));
             }
-            by_class.insert(st.classes.name(class as u32).to_owned(), Value::Map(m));
+            by_class.insert(st.classes.name(class as u32).to_owned(), Value::Map(m.into()));
         }
-        let counts = self.names.iter().zip(&total).map(|(n, c)| (n.clone(), Value::Int(*c as i64))).collect();
-        ctx.set_stat("counts", Value::Map(counts));
-        ctx.set_stat("counts_by_class", Value::Map(by_class));
+        let counts: std::collections::BTreeMap<String, Value> =
+            self.names.iter().zip(&total).map(|(n, c)| (n.clone(), Value::Int(*c as i64))).collect();
+        ctx.set_stat("counts", Value::Map(counts.into()));
+        ctx.set_stat("counts_by_class", Value::Map(by_class.into()));
         Ok(())
     }
 }

@@ -156,6 +156,11 @@ impl StepInfo for LlmGenerate {
         KIND.name
     }
 
+    /// 2: a JSON answer's fields in the order the model wrote them (they were sorted), integers exact.
+    fn version(&self) -> u32 {
+        2
+    }
+
     fn config(&self) -> CanonicalConfig {
         self.config.clone()
     }
@@ -187,14 +192,15 @@ impl LlmGenerate {
                 Ok(vec![(self.field.clone(), Value::Str(t.to_owned()))])
             }
             Format::Json(s) => {
-                let v = super::answer_json(&a.content)?;
+                // Fields in the order the model wrote them, numbers as it wrote them.
+                let v = super::answer_value(&a.content)?;
                 if let Some(s) = s {
-                    schema::validate(s, &v).map_err(|e| format!("the answer does not fit `json_schema`: {e}"))?;
+                    let json = serde_json::to_value(&v).map_err(|e| e.to_string())?;
+                    schema::validate(s, &json).map_err(|e| format!("the answer does not fit `json_schema`: {e}"))?;
                 }
-                let to_value = |v: serde_json::Value| serde_json::from_value::<Value>(v).map_err(|e| e.to_string());
                 match v {
-                    serde_json::Value::Object(m) => m.into_iter().map(|(k, v)| Ok((k, to_value(v)?))).collect(),
-                    other => Ok(vec![(self.field.clone(), to_value(other)?)]),
+                    Value::Map(m) => Ok(m.into_iter().collect()),
+                    other => Ok(vec![(self.field.clone(), other)]),
                 }
             }
         }

@@ -568,15 +568,26 @@ fn number_in(p: &Params, key: &str, min: f64, max: f64) -> Option<f64> {
 /// The parsed JSON of an answer (the part between the first `{` or `[` and the last `}` or
 /// `]` when the model wrapped it in prose or a code fence), or why it is not JSON.
 pub(crate) fn answer_json(text: &str) -> Result<serde_json::Value, String> {
+    answer_parsed(text, |t| serde_json::from_str(t).ok())
+}
+
+/// An answer's JSON as a value, read exactly ([`weave_core::Value::from_json`]): an object's fields in
+/// the order the model wrote them, integers with their digits.
+pub(crate) fn answer_value(text: &str) -> Result<weave_core::Value, String> {
+    answer_parsed(text, |t| weave_core::Value::from_json(t).ok())
+}
+
+/// The answer's JSON (see [`answer_json`]) read by `parse`.
+fn answer_parsed<T>(text: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, String> {
     let t = text.trim();
-    if let Ok(v) = serde_json::from_str(t) {
+    if let Some(v) = parse(t) {
         return Ok(v);
     }
     let start = t.find(['{', '[']);
     let end = t.rfind(['}', ']']);
     if let (Some(s), Some(e)) = (start, end)
         && s < e
-        && let Ok(v) = serde_json::from_str(&t[s..=e])
+        && let Some(v) = parse(&t[s..=e])
     {
         return Ok(v);
     }

@@ -1,6 +1,7 @@
 //! The checks of the `validate` step: how each is read from the pipeline file, and how it
 //! judges every row of a batch at once.
 
+use std::cmp::Ordering;
 use std::collections::HashSet;
 
 use regex::Regex;
@@ -83,8 +84,9 @@ pub(super) struct Schema {
     ty: Option<&'static str>,
     /// Read string values as `ty` before checking them.
     parse: bool,
-    min: Option<f64>,
-    max: Option<f64>,
+    /// Bounds as written (an int or a float), compared with each value exactly.
+    min: Option<Value>,
+    max: Option<Value>,
     pattern: Option<Regex>,
     allowed: Option<Allowed>,
     optional: bool,
@@ -300,7 +302,7 @@ fn read_score_field(sub: &Params, prefix: &str) -> Option<String> {
 fn read_schema(sub: &Params, item: &ConfItem) -> Option<Schema> {
     let ty = sub.choice("type", TYPES);
     let parse = sub.bool("parse").unwrap_or(false);
-    let (min, max) = (sub.f64("min"), sub.f64("max"));
+    let (min, max) = (sub.number("min"), sub.number("max"));
     let pattern = sub.item("pattern").and_then(|i| crate::regex_at(sub, i, "pattern"));
     let allowed = sub.item("allowed").and_then(|i| read_allowed(sub, i, ty));
     if !["type", "min", "max", "pattern", "allowed"].iter().any(|k| sub.has(k)) {
@@ -309,10 +311,17 @@ fn read_schema(sub: &Params, item: &ConfItem) -> Option<Schema> {
     if let (Some(t @ ("string" | "bool" | "list" | "map")), Some(i)) = (ty, sub.item("min").or(sub.item("max"))) {
         sub.error_at(i, format!("`min` and `max` bound numbers, and `type` is \"{t}\""));
     }
-    if let (Some(lo), Some(hi), Some(i)) = (min, max, sub.item("max"))
-        && lo > hi
+    if let (Some(lo), Some(hi), Some(i)) = (&min, &max, sub.item("max"))
+        && hi.as_ref().cmp_number(lo.as_ref()) == Some(std::cmp::Ordering::Less)
     {
-        sub.error_at(i, format!("`max` ({hi}) is below `min` ({lo}): no record could pass"));
+        sub.error_at(
+            i,
+            format!(
+                "`max` ({}) is below `min` ({}): no record could pass",
+                crate::number_label(hi),
+                crate::number_label(lo)
+            ),
+        );
     }
     if let (Some(t), Some(i)) = (ty, sub.item("pattern"))
         && t != "string"
@@ -433,13 +442,13 @@ impl Rule {
                 let f = &s.field;
                 let ty = s.ty.unwrap_or("");
                 let article = if ty == "int" { "an" } else { "a" };
-                let num = |b: Option<f64>| b.map_or_else(String::new, |n| n.to_string());
+                let num = |b: &Option<Value>| b.as_ref().map_or_else(String::new, crate::number_label);
                 vec![
                     null(f),
                     format!("`{f}` is not {article} {ty}"),
                     format!("`{f}` is not a number"),
-                    format!("`{f}` below {}", num(s.min)),
-                    format!("`{f}` above {}", num(s.max)),
+                    format!("`{f}` below {}", num(&s.min)),
+                    format!("`{f}` above {}", num(&s.max)),
                     not_string(f),
                     format!("`{f}` does not match {}", s.pattern.as_ref().map_or("", Regex::as_str)),
                     format!("`{f}` is not an allowed value"),
@@ -662,8 +671,9 @@ impl Schema {
             (true, ValueRef::Str(s)) => {
                 let s = s.trim();
                 let parsed = match self.ty {
-                    Some("int") => s.parse::<i64>().ok().map(ValueRef::Int),
-                    Some("float") => s.parse::<f64>().ok().filter(|x| x.is_finite()).map(ValueRef::Float),
+                    // Integers of any size, exactly; a float's text as a float.
+                    Some("int") => ValueRef::parse_number(s).filter(|v| v.type_name() == "int"),
+                    Some("float") => ValueRef::parse_number(s).filter(|v| v.as_f64().is_some_and(f64::is_finite)),
                     Some("bool") => s.parse::<bool>().ok().map(ValueRef::Bool),
                     _ => None,
                 };
@@ -677,12 +687,12 @@ impl Schema {
         if let Some(ty) = self.ty {
             let fits = match (ty, v) {
                 ("string", ValueRef::Str(_))
-                | ("int", ValueRef::Int(_))
-                | ("float", ValueRef::Int(_) | ValueRef::Float(_))
+                | ("int", ValueRef::Int(_) | ValueRef::UInt(_) | ValueRef::BigInt(_))
+                | ("float", ValueRef::Int(_) | ValueRef::UInt(_) | ValueRef::BigInt(_) | ValueRef::Float(_))
                 | ("bool", ValueRef::Bool(_))
                 | ("list", ValueRef::List(_))
                 | ("map", ValueRef::Map(_)) => true,
-                // A column holding ints and floats widens to floats: 3.0 may have been 3.
+                // A float column (Parquet's, say) holds whole numbers as 3.0.
                 ("int", ValueRef::Float(x)) => x.fract() == 0.0,
                 _ => false,
             };
@@ -691,11 +701,16 @@ impl Schema {
             }
         }
         if self.min.is_some() || self.max.is_some() {
-            let Some(x) = v.as_f64() else { return NOT_NUMBER };
-            if self.min.is_some_and(|m| x < m) {
+            // Exactly, whatever the kinds: 2^53 + 1 is above a bound of 2^53, and
+            // 18446744073709551615 is above 18446744073709551614. NaN is no number in range.
+            if !v.is_number() || v.as_f64().is_some_and(f64::is_nan) {
+                return NOT_NUMBER;
+            }
+            let against = |b: &Option<Value>| b.as_ref().and_then(|b| v.cmp_number(b.as_ref()));
+            if against(&self.min) == Some(Ordering::Less) {
                 return BELOW_MIN;
             }
-            if self.max.is_some_and(|m| x > m) {
+            if against(&self.max) == Some(Ordering::Greater) {
                 return ABOVE_MAX;
             }
         }

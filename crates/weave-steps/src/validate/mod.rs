@@ -634,10 +634,11 @@ mod tests {
     #[test]
     fn schema_types_follow_the_data_model() {
         let age = |v: Value| Record::new().with("age", v);
-        // Ints and floats in one column widen to floats: an integral float is still an int.
+        // Ints and floats in one column keep their kinds; an integral float is still an int
+        // (a Parquet double column holds 4 as 4.0).
         let batch = vec![age(Value::Int(3)), age(Value::Float(2.5)), age(Value::Float(4.0))];
         let o = run("checks = [{ check = \"schema\", field = \"age\", type = \"int\" }]", std::slice::from_ref(&batch));
-        assert_eq!(o.rows, [r#"{"age":3.0}"#, r#"{"age":4.0}"#]);
+        assert_eq!(o.rows, [r#"{"age":3}"#, r#"{"age":4.0}"#]);
         let o = run("checks = [{ check = \"schema\", field = \"age\", type = \"float\" }]", &[batch]);
         assert_eq!(o.rows.len(), 3, "an int is a float");
         // A range without a type needs a number.
@@ -655,6 +656,35 @@ mod tests {
             ]],
         );
         assert_eq!(o.dropped, dropped(&[("schema.tags: not a list", 1)]));
+    }
+
+    // regression: ranges compared floats, so 2^53 + 1 passed `max = 9007199254740992`, and
+    // a u64 read as text was not an int.
+    #[test]
+    fn schema_ranges_compare_exactly_and_ints_have_any_size() {
+        let n = |v: Value| Record::new().with("n", v);
+        let batch = vec![
+            n(Value::Int(9_007_199_254_740_993)),
+            n(Value::Int(9_007_199_254_740_992)),
+            n(Value::UInt(u64::MAX)),
+            n(Value::BigInt("100000000000000000000000000000".into())),
+            n(Value::Float(f64::NAN)),
+        ];
+        let o =
+            run("checks = [{ check = \"schema\", field = \"n\", type = \"int\", max = 9007199254740992 }]", &[batch]);
+        assert_eq!(o.rows, [r#"{"n":9007199254740992}"#]);
+        assert_eq!(
+            o.dropped,
+            dropped(&[("schema.n: above max", 3), ("schema.n: not an int", 1)]),
+            "NaN is no int, and in no range"
+        );
+        let text = |s: &str| Record::new().with("n", s);
+        let o = run(
+            "checks = [{ check = \"schema\", field = \"n\", type = \"int\", parse = true, min = 9223372036854775807 }]",
+            &[vec![text("18446744073709551615"), text("-9223372036854775809"), text("9223372036854775806")]],
+        );
+        assert_eq!(o.rows, [r#"{"n":"18446744073709551615"}"#]);
+        assert_eq!(o.dropped, dropped(&[("schema.n: below min", 2)]));
     }
 
     #[test]
