@@ -14,3 +14,6 @@ mod dataset_ops;
 // LLM steps against an OpenAI-compatible test server: faults, resume after SIGKILL, the API
 // key kept out of every output, --no-cache, generate and judge.
 mod llm;
+// Limits and bad input: absurd settings, long and wide ids, thousands of problems, alert
+// commands and what they start, wide files.
+mod limits;

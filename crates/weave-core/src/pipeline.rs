@@ -11,7 +11,7 @@ use crate::dag::{Dag, Dep, NodeSpec};
 use crate::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use crate::params::Params;
 use crate::policy::{BadRecordPolicy, Resources, RetryPolicy};
-use crate::spec::{AlertSpec, LlmProvider, PipelineSpec, ResourceLimits, STEP_COMMON_KEYS};
+use crate::spec::{AlertSpec, LlmProvider, MAX_CONCURRENT, MAX_GPUS, PipelineSpec, ResourceLimits, STEP_COMMON_KEYS};
 use crate::step::{CacheMode, CanonicalConfig, Shape, Step};
 use crate::units::format_bytes;
 
@@ -365,8 +365,37 @@ fn check_resources<P>(
     limits: &ResourceLimits,
     diags: &mut Diagnostics,
 ) {
+    // The file's values are checked where they are written; these come from the command
+    // line (`--max-concurrent`) or from Rust, and each is a number of threads to start.
+    match limits.max_concurrent {
+        Some(n) if !(1..=MAX_CONCURRENT).contains(&n) => diags.push(
+            Diagnostic::error(format!("`max_concurrent` must be from 1 to {MAX_CONCURRENT}, not {n}"))
+                .with_code("resources")
+                .with_help("it is the number of worker threads the run starts"),
+        ),
+        _ => {}
+    }
+    if limits.gpus > MAX_GPUS {
+        diags.push(
+            Diagnostic::error(format!("`gpus` must be from 0 to {MAX_GPUS}, not {}", limits.gpus))
+                .with_code("resources"),
+        );
+    }
     for n in dag.nodes() {
         let Some(p) = step(&n.payload) else { continue };
+        let too_many = |what: &str, k: u64| {
+            Diagnostic::error(format!("step \"{}\" asks for {k} {what}; at most {MAX_CONCURRENT} are allowed", n.id))
+                .with_code("resources")
+                .at(n.location.clone())
+        };
+        if p.resources.threads as usize > MAX_CONCURRENT {
+            diags.push(too_many("threads", u64::from(p.resources.threads)));
+        }
+        if let Some(io) = p.resources.io_concurrency
+            && io as usize > MAX_CONCURRENT
+        {
+            diags.push(too_many("I/O threads (`io_concurrency`)", u64::from(io)));
+        }
         if p.resources.memory > limits.max_memory {
             diags.push(
                 Diagnostic::error(format!(

@@ -60,4 +60,4 @@ mod run;
 pub use budget::{MemoryBudget, Permit};
 pub use error::Error;
 pub use log::LogSubscriber;
-pub use run::{CacheUse, ExecOptions, RunError, RunSummary, StepStats, cache_roles, run};
+pub use run::{CacheUse, ExecOptions, MAX_CHANNEL_CAPACITY, RunError, RunSummary, StepStats, cache_roles, run};
