@@ -247,8 +247,8 @@ fn deliver(rx: &Receiver<(Alert, usize)>, sinks: &[(AlertSink, Duration)]) {
 /// running, holding Weave's stderr open, so that `weave run … | cat` waited for it. What
 /// the command leaves running when it exits gets the rest of the timeout, then goes too.
 fn run_command(cmd: &str, json: &str, timeout: Duration, message: &str) {
-    use std::os::unix::process::CommandExt;
     use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
+    use std::os::unix::process::CommandExt;
 
     let child =
         Command::new("sh").arg("-c").arg(cmd).stdin(Stdio::piped()).stdout(Stdio::null()).process_group(0).spawn();

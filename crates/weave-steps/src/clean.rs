@@ -133,6 +133,12 @@ fn build(p: &Params) -> Option<Step> {
     {
         p.error_at(item, "`fields` is empty: name the fields to clean, such as [\"text\"]");
     }
+    if let (Some(f), Some(item)) = (&fields, p.item("fields")) {
+        let mut seen = std::collections::HashSet::with_capacity(f.len());
+        if let Some(twice) = f.iter().find(|n| !seen.insert(n.as_str())) {
+            p.error_at(item, format!("`fields` names `{twice}` twice"));
+        }
+    }
     let mut rules = Vec::new();
     // The first filter, to point at when no field names what it judges.
     let mut first_filter: Option<(&'static str, &ConfItem)> = None;
@@ -335,6 +341,10 @@ impl Transform for Clean {
         for rule in &self.rules {
             match rule {
                 Rule::Rewrite(rw) => {
+                    // The new columns go in place and the batch is made once per rule:
+                    // `with_column` per field copies the list of columns each time, which
+                    // over every field of a wide batch is quadratic.
+                    let mut columns = out.columns().to_vec();
                     for name in &names {
                         let Some(col) = text_column(&out, name)? else { continue };
                         let mut new = StrColumn::with_capacity(col.len(), col.data().len());
@@ -344,9 +354,12 @@ impl Transform for Clean {
                                 None => new.push_null(),
                             }
                         }
-                        out =
-                            out.with_column(name, Column::Str(new)).map_err(|e| StepError::internal(e.to_string()))?;
+                        if let Some(i) = out.schema().index_of(name) {
+                            columns[i] = std::sync::Arc::new(Column::Str(new));
+                        }
                     }
+                    out = Batch::new(std::sync::Arc::clone(out.schema()), columns)
+                        .map_err(|e| StepError::internal(e.to_string()))?;
                 }
                 Rule::Filter(f) => {
                     let mut keep = vec![true; out.len()];
