@@ -543,3 +543,65 @@ impl fmt::Display for Pipeline {
         write!(f, "pipeline \"{}\": {} steps, {} edges", self.name, self.dag.len(), self.dag.edges().count())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Batch;
+    use crate::error::StepError;
+    use crate::policy::Resources;
+    use crate::step::{Source, StepContext, StepInfo};
+
+    /// A source that asks for what it is given.
+    #[derive(Debug)]
+    struct Asks(Resources);
+
+    impl StepInfo for Asks {
+        fn kind(&self) -> &str {
+            "asks"
+        }
+        fn config(&self) -> CanonicalConfig {
+            CanonicalConfig::default()
+        }
+        fn resources(&self) -> Resources {
+            self.0
+        }
+    }
+
+    impl Source for Asks {
+        fn next_batch(&mut self, _: &mut StepContext) -> Result<Option<Batch>, StepError> {
+            Ok(None)
+        }
+    }
+
+    fn errors(limits: ResourceLimits, id: &str, asks: Resources) -> Vec<String> {
+        let built = PipelineBuilder::new("p").resources(limits).step(id, Step::Source(Box::new(Asks(asks)))).build();
+        built.err().map(|d| d.0.iter().map(|d| d.message.clone()).collect()).unwrap_or_default()
+    }
+
+    // regression: a pipeline built in Rust took any `max_concurrent`, and the run started
+    // that many threads.
+    #[test]
+    fn pipelines_built_in_rust_are_held_to_the_same_limits() {
+        let ok = Resources::default();
+        assert!(errors(ResourceLimits::default(), "a", ok).is_empty());
+        let wide = ResourceLimits { max_concurrent: Some(1_000_000_000), gpus: 5000, ..ResourceLimits::default() };
+        assert_eq!(
+            errors(wide, "a", ok),
+            ["`max_concurrent` must be from 1 to 1024, not 1000000000", "`gpus` must be from 0 to 1024, not 5000"]
+        );
+        let greedy = Resources { threads: 5000, io_concurrency: Some(100_000), ..ok };
+        assert_eq!(
+            errors(ResourceLimits::default(), "a", greedy),
+            [
+                "step \"a\" asks for 5000 threads; at most 1024 are allowed",
+                "step \"a\" asks for 100000 I/O threads (`io_concurrency`); at most 1024 are allowed"
+            ]
+        );
+        let long = "a".repeat(200);
+        assert_eq!(
+            errors(ResourceLimits::default(), &long, ok),
+            [format!("step id `{}…` is 200 characters long: ids are at most 128", "a".repeat(40))]
+        );
+    }
+}
