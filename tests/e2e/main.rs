@@ -25,3 +25,6 @@ mod bad_inputs;
 mod outputs;
 // Values arrive as they left: field order and exact numbers through every format, NaN.
 mod values;
+// Limits and bad input: absurd settings, long and wide ids, thousands of problems, alert
+// commands and what they start, wide files.
+mod limits;

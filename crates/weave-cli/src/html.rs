@@ -146,7 +146,8 @@ pub(crate) fn report_html(r: &RunEntry) -> String {
         esc(status),
         esc(status),
         esc(rep["pipeline_file"].as_str().unwrap_or("?")),
-        esc(rep["config_hash"].as_str().map_or("?", |h| &h[..h.len().min(12)])),
+        // By characters: a record edited by hand may hold anything there.
+        esc(&rep["config_hash"].as_str().map_or("?".to_owned(), |h| h.chars().take(12).collect())),
         esc(rep["tool_version"].as_str().unwrap_or("?"))
     );
     if let Some(e) = rep["error"].as_str() {
@@ -202,4 +203,27 @@ pub(crate) fn report_html(r: &RunEntry) -> String {
     }
     out.push_str("</table></body></html>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // regression: the config hash was cut at byte 12, which panics inside a character of a
+    // report edited by hand.
+    #[test]
+    fn a_report_with_odd_values_renders() {
+        let entry = RunEntry {
+            id: "r".to_owned(),
+            report: serde_json::json!({
+                "status": "succeeded",
+                "config_hash": "a数据数据数据数据",
+                "dag": { "nodes": [{ "id": "数".repeat(128), "kind": "load_csv", "level": 0 }], "edges": [] },
+                "steps": [{ "step": "数".repeat(128), "records_in": 1 }],
+            }),
+        };
+        let html = report_html(&entry);
+        assert!(html.contains("config a数据数据数据数据"), "{html}");
+        assert!(html.contains(&"数".repeat(128)));
+    }
 }

@@ -25,6 +25,7 @@ mod plan;
 mod progress;
 mod report;
 mod run;
+mod table;
 
 /// Weave: build, run and watch data-generation pipelines.
 #[derive(Debug, Parser)]
@@ -90,8 +91,8 @@ enum Command {
         /// ("4GB", "512MiB").
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         max_memory: Option<u64>,
-        /// CPU worker threads, over the file's `[resources] max_concurrent`.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        /// CPU worker threads, over the file's `[resources] max_concurrent` (1 to 1024).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=weave::MAX_CONCURRENT as u64))]
         max_concurrent: Option<u64>,
         /// Where records set aside by `on_bad_record = "skip"` go
         /// [default: .weave/quarantine.jsonl beside the pipeline file].
@@ -415,9 +416,17 @@ fn build(
     }
 }
 
+/// The most diagnostics printed: past a screenful, more of them hide the first (often the
+/// cause of the rest) and cost a terminal thousands of lines.
+const MAX_DIAGNOSTICS_SHOWN: usize = 50;
+
 fn print_diagnostics(diags: &Diagnostics) {
-    for d in &diags.0 {
+    let (shown, omitted) = diags.first(MAX_DIAGNOSTICS_SHOWN);
+    for d in shown {
         eprintln!("{d}\n");
+    }
+    if !omitted.is_empty() {
+        eprintln!("... {omitted}\n");
     }
 }
 

@@ -60,27 +60,7 @@ pub(crate) fn table(p: &Pipeline, cache: &CachePlan, explain: bool) -> String {
             ]);
         }
     }
-    let mut widths = header.map(str::len);
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        let mut l = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(c);
-            } else {
-                l.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        l.trim_end().to_owned() + "\n"
-    };
-    out.push_str(&line(&header.map(str::to_owned)));
-    for r in &rows {
-        out.push_str(&line(r));
-    }
+    out.push_str(&crate::table::render(&header, &rows));
 
     let cp = dag.critical_path();
     let ids: Vec<&str> = cp.nodes.iter().map(|&i| dag.node(i).id.as_str()).collect();

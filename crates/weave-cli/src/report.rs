@@ -3,6 +3,8 @@
 use serde_json::Value;
 use weave::RunEntry;
 
+use crate::table::render as table;
+
 /// The run named by `id` (or a unique start of it), or the latest.
 pub(crate) fn pick<'a>(runs: &'a [RunEntry], id: Option<&str>) -> Result<&'a RunEntry, String> {
     let Some(id) = id else {
@@ -27,30 +29,6 @@ fn duration_ms(report: &Value) -> String {
         (Some(a), Some(b)) => weave::format_duration(std::time::Duration::from_millis(b.saturating_sub(a))),
         _ => "-".to_owned(),
     }
-}
-
-/// Columns padded to their widest cell.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[String]| {
-        let mut l = String::new();
-        for (c, w) in cells.iter().zip(&widths) {
-            l.push_str(&format!("{c:<w$}  "));
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(&header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>());
-    for r in rows {
-        line(r);
-    }
-    out
 }
 
 pub(crate) fn runs_table(runs: &[RunEntry]) -> String {

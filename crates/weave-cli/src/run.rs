@@ -391,25 +391,7 @@ fn summary_table(s: &RunSummary) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[String]| {
-        let mut l = String::new();
-        for (c, w) in cells.iter().zip(widths) {
-            l.push_str(&format!("{c:<w$}  "));
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(&header.map(str::to_owned));
-    for r in &rows {
-        line(r);
-    }
+    let mut out = crate::table::render(&header, &rows);
     for st in s.steps.iter().filter(|s| !s.figures.is_empty()) {
         let parts: Vec<String> = st
             .figures

@@ -107,9 +107,22 @@ impl<T> Dag<T> {
     pub fn build(specs: Vec<NodeSpec<T>>) -> Result<Dag<T>, Diagnostics> {
         let mut diags = Diagnostics::default();
 
-        // Ids: unique.
+        // Ids: unique, and short enough to name the step in tables, logs and labels. (A
+        // pipeline file's ids are checked where they are written; these come from Rust.)
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(specs.len());
         for (i, s) in specs.iter().enumerate() {
+            let chars = s.id.chars().count();
+            if chars > crate::spec::MAX_ID_CHARS {
+                diags.push(
+                    Diagnostic::error(format!(
+                        "step id `{}` is {chars} characters long: ids are at most {}",
+                        crate::diagnostic::clip(&s.id, 40),
+                        crate::spec::MAX_ID_CHARS
+                    ))
+                    .with_code("invalid-value")
+                    .at(s.location.clone()),
+                );
+            }
             if let Some(&first) = index.get(s.id.as_str()) {
                 let mut d = Diagnostic::error(format!("duplicate step id `{}`", s.id))
                     .with_code("duplicate-id")

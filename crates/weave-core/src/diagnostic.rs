@@ -5,6 +5,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use unicode_width::UnicodeWidthChar;
+
 /// How serious a diagnostic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
@@ -58,6 +60,15 @@ impl SourceFile {
             column,
             snippet: Some(Snippet { text: line_text.to_owned(), width }),
         }
+    }
+}
+
+/// `s` cut to its first `max_chars` characters, with `…` when cut: a value quoted in a
+/// message, which may be as long as the input.
+pub(crate) fn clip(s: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}…", &s[..at]).into(),
+        None => s.into(),
     }
 }
 
@@ -192,15 +203,29 @@ impl fmt::Display for Diagnostic {
             if let Some(s) = &loc.snippet {
                 // A very long line (minified, generated) is shown as a window around the
                 // column, so that the message stays readable.
-                let chars: Vec<char> = s.text.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
-                let col = loc.column - 1;
+                // A tab is shown as one space, so that it takes the one column it counts
+                // for; other control characters (a NUL, an escape) are not sent to the
+                // terminal as they are.
+                let chars: Vec<char> = s
+                    .text
+                    .chars()
+                    .map(|c| match c {
+                        '\t' => ' ',
+                        c if c.is_control() => char::REPLACEMENT_CHARACTER,
+                        c => c,
+                    })
+                    .collect();
+                let col = loc.column.saturating_sub(1).min(chars.len());
                 let (start, end) = if chars.len() > 160 {
                     (col.saturating_sub(60), (col + 80).min(chars.len()))
                 } else {
                     (0, chars.len())
                 };
-                let mut text: String = chars[start.min(end)..end].iter().collect();
-                let mut caret = col - start.min(col);
+                let mut text: String = chars[start..end].iter().collect();
+                // The caret goes under the column by display width: a CJK character takes
+                // two columns of the terminal, a combining mark none.
+                let columns = |cs: &[char]| cs.iter().map(|c| c.width().unwrap_or(0)).sum::<usize>();
+                let mut caret = columns(&chars[start..col]);
                 if start > 0 {
                     text.insert(0, '…');
                     caret += 1;
@@ -208,7 +233,7 @@ impl fmt::Display for Diagnostic {
                 if end < chars.len() {
                     text.push('…');
                 }
-                let width = s.width.min(80);
+                let width = columns(&chars[col..(col + s.width).min(end)]).clamp(1, 80);
                 write!(f, "\n{pad} |\n{} | {text}\n{pad} | {}{}", loc.line, " ".repeat(caret), "^".repeat(width))?;
             }
         }
@@ -253,6 +278,58 @@ impl Diagnostics {
     pub fn extend(&mut self, other: Diagnostics) {
         self.0.extend(other.0);
     }
+
+    /// At most `limit` of them to show, and what is left out. When all fit they come in
+    /// the order found; when they do not, errors come first (they are what stops the
+    /// run), each kind in the order found. A file with thousands of problems is read one
+    /// screen at a time anyway, and its first problems are often the cause of the rest.
+    pub fn first(&self, limit: usize) -> (Vec<&Diagnostic>, Omitted) {
+        if self.0.len() <= limit {
+            return (self.0.iter().collect(), Omitted::default());
+        }
+        let errors = self.0.iter().filter(|d| d.is_error());
+        let shown: Vec<&Diagnostic> = errors.chain(self.warnings()).take(limit).collect();
+        let shown_errors = shown.iter().filter(|d| d.is_error()).count();
+        let omitted = Omitted {
+            errors: self.error_count() - shown_errors,
+            warnings: self.0.len() - self.error_count() - (shown.len() - shown_errors),
+        };
+        (shown, omitted)
+    }
+}
+
+/// What [`Diagnostics::first`] left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Omitted {
+    /// Errors not shown.
+    pub errors: usize,
+    /// Warnings not shown.
+    pub warnings: usize,
+}
+
+impl Omitted {
+    /// Whether nothing was left out.
+    pub fn is_empty(&self) -> bool {
+        self.errors == 0 && self.warnings == 0
+    }
+}
+
+impl fmt::Display for Omitted {
+    /// `and 4950 more problems not shown (4950 errors)`; nothing when nothing was left out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        let parts: Vec<String> = [(self.errors, "error"), (self.warnings, "warning")]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, w)| plural(*n, w))
+            .collect();
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let n = self.errors + self.warnings;
+        let noun = if n == 1 { "problem" } else { "problems" };
+        write!(f, "and {n} more {noun} not shown ({})", parts.join(", "))
+    }
 }
 
 impl fmt::Display for Diagnostics {
@@ -269,10 +346,18 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
+/// Words longer than this get no suggestion: comparing two long strings costs the product
+/// of their lengths, and a typo is not what makes a word that long.
+const SUGGEST_MAX_BYTES: usize = 256;
+
 /// The candidate closest to `word`, if one is close enough to be a likely typo.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    if word.len() > SUGGEST_MAX_BYTES {
+        return None;
+    }
     candidates
         .into_iter()
+        .filter(|c| c.len() <= SUGGEST_MAX_BYTES)
         .map(|c| (strsim::jaro_winkler(word, c), c))
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
@@ -329,6 +414,44 @@ mod tests {
         let caret = lines[4];
         let pos = caret.find('^').unwrap();
         assert_eq!(&code[code.char_indices().nth(caret[..pos].chars().count()).unwrap().0..][..4], "oops", "{shown}");
+    }
+
+    #[test]
+    fn the_caret_is_under_the_column_after_wide_and_control_characters() {
+        let src = SourceFile::new("p.toml", "id = \"数据\tx\u{1b}\" oops\n");
+        let at = src.text().find("oops").unwrap();
+        let shown = Diagnostic::error("here").at(Some(src.locate(at..at + 4))).to_string();
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines[3], "1 | id = \"数据 x\u{fffd}\" oops", "{shown}");
+        // `id = "` is 6 columns, 数据 4, then the tab, x, the replacement, `"` and a space.
+        assert_eq!(lines[4], format!("  | {}^^^^", " ".repeat(15)), "{shown}");
+    }
+
+    #[test]
+    fn past_the_limit_errors_come_first_and_the_rest_are_counted() {
+        let mut d = Diagnostics::default();
+        for i in 0..3 {
+            d.push(Diagnostic::warning(format!("w{i}")));
+            d.push(Diagnostic::error(format!("e{i}")));
+        }
+        let (all, none) = d.first(6);
+        assert_eq!(all.iter().map(|d| d.message.as_str()).collect::<Vec<_>>(), ["w0", "e0", "w1", "e1", "w2", "e2"]);
+        assert!(none.is_empty());
+        assert_eq!(none.to_string(), "");
+        let (shown, omitted) = d.first(4);
+        assert_eq!(shown.iter().map(|d| d.message.as_str()).collect::<Vec<_>>(), ["e0", "e1", "e2", "w0"]);
+        assert_eq!(omitted, Omitted { errors: 0, warnings: 2 });
+        assert_eq!(omitted.to_string(), "and 2 more problems not shown (2 warnings)");
+        let (_, omitted) = d.first(1);
+        assert_eq!(omitted.to_string(), "and 5 more problems not shown (2 errors, 3 warnings)");
+    }
+
+    #[test]
+    fn long_values_are_clipped_in_messages_and_get_no_suggestion() {
+        assert_eq!(clip("数据数据", 2), "数据…");
+        assert_eq!(clip("abc", 3), "abc");
+        let long = "a".repeat(100_000);
+        assert_eq!(did_you_mean(&long, [long.as_str(), "rules"]), None);
     }
 
     #[test]

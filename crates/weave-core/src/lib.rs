@@ -28,7 +28,7 @@ pub use column::{Appender, Column, PrimitiveColumn, StrColumn};
 pub use conf::{ConfItem, ConfTable, ConfValue};
 pub use context::BuildContext;
 pub use dag::{CriticalPath, Dag, Dep, Node, NodeSpec};
-pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity, Snippet, SourceFile, did_you_mean};
+pub use diagnostic::{Diagnostic, Diagnostics, Location, Omitted, Severity, Snippet, SourceFile, did_you_mean};
 pub use error::{BoxError, Error, ErrorClass, ErrorOrigin, StepError};
 pub use event::{Event, RunStatus, StepCounts, Subscriber};
 pub use json::JsonText;
@@ -41,8 +41,9 @@ pub use record::Record;
 pub use schema::{DataType, Field, Schema};
 pub use spec::{
     ALERT_KEYS, ALERT_METRICS, AlertSink, AlertSpec, CACHE_KEYS, Comparison, DEFAULT_MAX_MEMORY, LLM_KEYS, LlmProvider,
-    PIPELINE_KEYS, PipelineSpec, RESOURCES_KEYS, RETRY_KEYS, ResourceLimits, ResourceOverride, RetryOverride,
-    STEP_COMMON_KEYS, STEP_RESOURCES_KEYS, StepSpec, TOP_LEVEL_KEYS, default_cache_dir,
+    MAX_CONCURRENT, MAX_GPUS, MAX_ID_CHARS, PIPELINE_KEYS, PipelineSpec, RESOURCES_KEYS, RETRY_KEYS, ResourceLimits,
+    ResourceOverride, RetryOverride, STEP_COMMON_KEYS, STEP_RESOURCES_KEYS, StepSpec, TOP_LEVEL_KEYS,
+    default_cache_dir,
 };
 pub use step::{
     CacheMode, CanonicalConfig, FilePattern, Merge, Rejected, RequestCounts, Shape, Sink, Source, StatefulTransform,

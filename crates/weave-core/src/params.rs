@@ -212,6 +212,22 @@ impl Params {
         }
     }
 
+    /// A non-negative integer from `min` to `max`; a value outside is an error at its
+    /// place that gives the range. For settings that make threads, memory or work in
+    /// proportion (`max_concurrent`, `batch_size`), so that an absurd value is refused
+    /// before it is acted on.
+    pub fn u64_in(&self, key: &str, min: u64, max: u64) -> Option<u64> {
+        let n = self.u64(key)?;
+        if (min..=max).contains(&n) {
+            return Some(n);
+        }
+        if let Some(item) = self.item(key) {
+            let range = if max == u64::MAX { format!("at least {min}") } else { format!("from {min} to {max}") };
+            self.error_at(item, format!("`{key}` must be {range}, not {n}"));
+        }
+        None
+    }
+
     /// A number (integers are accepted).
     pub fn f64(&self, key: &str) -> Option<f64> {
         let item = self.item(key)?;
@@ -280,6 +296,19 @@ impl Params {
                 None
             }
         }
+    }
+
+    /// A duration that must be more than zero: a timeout, a window. (`"0s"` would stop a
+    /// call before it starts, or judge a rate over no time at all.)
+    pub fn positive_duration(&self, key: &str) -> Option<Duration> {
+        let d = self.duration(key)?;
+        if d.is_zero() {
+            if let Some(item) = self.item(key) {
+                self.error_at(item, format!("`{key}` must be more than zero"));
+            }
+            return None;
+        }
+        Some(d)
     }
 
     /// A path, resolved against the pipeline file's folder (no I/O: it is not checked to

@@ -11,7 +11,7 @@ use crate::dag::{Dag, Dep, NodeSpec};
 use crate::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use crate::params::Params;
 use crate::policy::{BadRecordLimit, BadRecordPolicy, Resources, RetryPolicy};
-use crate::spec::{AlertSpec, LlmProvider, PipelineSpec, ResourceLimits, STEP_COMMON_KEYS};
+use crate::spec::{AlertSpec, LlmProvider, MAX_CONCURRENT, MAX_GPUS, PipelineSpec, ResourceLimits, STEP_COMMON_KEYS};
 use crate::step::{CacheMode, CanonicalConfig, Shape, Step};
 use crate::units::format_bytes;
 
@@ -383,8 +383,37 @@ fn check_resources<P>(
     limits: &ResourceLimits,
     diags: &mut Diagnostics,
 ) {
+    // The file's values are checked where they are written; these come from the command
+    // line (`--max-concurrent`) or from Rust, and each is a number of threads to start.
+    match limits.max_concurrent {
+        Some(n) if !(1..=MAX_CONCURRENT).contains(&n) => diags.push(
+            Diagnostic::error(format!("`max_concurrent` must be from 1 to {MAX_CONCURRENT}, not {n}"))
+                .with_code("resources")
+                .with_help("it is the number of worker threads the run starts"),
+        ),
+        _ => {}
+    }
+    if limits.gpus > MAX_GPUS {
+        diags.push(
+            Diagnostic::error(format!("`gpus` must be from 0 to {MAX_GPUS}, not {}", limits.gpus))
+                .with_code("resources"),
+        );
+    }
     for n in dag.nodes() {
         let Some(p) = step(&n.payload) else { continue };
+        let too_many = |what: &str, k: u64| {
+            Diagnostic::error(format!("step \"{}\" asks for {k} {what}; at most {MAX_CONCURRENT} are allowed", n.id))
+                .with_code("resources")
+                .at(n.location.clone())
+        };
+        if p.resources.threads as usize > MAX_CONCURRENT {
+            diags.push(too_many("threads", u64::from(p.resources.threads)));
+        }
+        if let Some(io) = p.resources.io_concurrency
+            && io as usize > MAX_CONCURRENT
+        {
+            diags.push(too_many("I/O threads (`io_concurrency`)", u64::from(io)));
+        }
         if p.resources.memory > limits.max_memory {
             diags.push(
                 Diagnostic::error(format!(
@@ -542,5 +571,67 @@ impl PipelineBuilder {
 impl fmt::Display for Pipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "pipeline \"{}\": {} steps, {} edges", self.name, self.dag.len(), self.dag.edges().count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Batch;
+    use crate::error::StepError;
+    use crate::policy::Resources;
+    use crate::step::{Source, StepContext, StepInfo};
+
+    /// A source that asks for what it is given.
+    #[derive(Debug)]
+    struct Asks(Resources);
+
+    impl StepInfo for Asks {
+        fn kind(&self) -> &str {
+            "asks"
+        }
+        fn config(&self) -> CanonicalConfig {
+            CanonicalConfig::default()
+        }
+        fn resources(&self) -> Resources {
+            self.0
+        }
+    }
+
+    impl Source for Asks {
+        fn next_batch(&mut self, _: &mut StepContext) -> Result<Option<Batch>, StepError> {
+            Ok(None)
+        }
+    }
+
+    fn errors(limits: ResourceLimits, id: &str, asks: Resources) -> Vec<String> {
+        let built = PipelineBuilder::new("p").resources(limits).step(id, Step::Source(Box::new(Asks(asks)))).build();
+        built.err().map(|d| d.0.iter().map(|d| d.message.clone()).collect()).unwrap_or_default()
+    }
+
+    // regression: a pipeline built in Rust took any `max_concurrent`, and the run started
+    // that many threads.
+    #[test]
+    fn pipelines_built_in_rust_are_held_to_the_same_limits() {
+        let ok = Resources::default();
+        assert!(errors(ResourceLimits::default(), "a", ok).is_empty());
+        let wide = ResourceLimits { max_concurrent: Some(1_000_000_000), gpus: 5000, ..ResourceLimits::default() };
+        assert_eq!(
+            errors(wide, "a", ok),
+            ["`max_concurrent` must be from 1 to 1024, not 1000000000", "`gpus` must be from 0 to 1024, not 5000"]
+        );
+        let greedy = Resources { threads: 5000, io_concurrency: Some(100_000), ..ok };
+        assert_eq!(
+            errors(ResourceLimits::default(), "a", greedy),
+            [
+                "step \"a\" asks for 5000 threads; at most 1024 are allowed",
+                "step \"a\" asks for 100000 I/O threads (`io_concurrency`); at most 1024 are allowed"
+            ]
+        );
+        let long = "a".repeat(200);
+        assert_eq!(
+            errors(ResourceLimits::default(), &long, ok),
+            [format!("step id `{}…` is 200 characters long: ids are at most 128", "a".repeat(40))]
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Records: one row, owned, with its fields in order.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::ser::SerializeMap;
@@ -70,14 +71,36 @@ impl Record {
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()
     }
+
+    /// [`Record::set`] for each pair, in time linear in their number: past a few fields,
+    /// names are found through a map rather than a scan (a row of a 100,000-column file set
+    /// aside as a bad record took minutes).
+    fn set_all(&mut self, pairs: impl IntoIterator<Item = (String, Value)>) {
+        let mut index: Option<HashMap<String, usize>> = None;
+        for (k, v) in pairs {
+            if index.is_none() && self.fields.len() < crate::schema::WIDE {
+                self.set(k, v);
+                continue;
+            }
+            let fields = &self.fields;
+            // In reverse, so that the first of a repeated name is the one kept.
+            let index = index
+                .get_or_insert_with(|| fields.iter().enumerate().rev().map(|(i, (k, _))| (k.clone(), i)).collect());
+            match index.get(&k) {
+                Some(&i) => self.fields[i].1 = v,
+                None => {
+                    index.insert(k.clone(), self.fields.len());
+                    self.fields.push((k, v));
+                }
+            }
+        }
+    }
 }
 
 impl<K: Into<String>, V: Into<Value>> FromIterator<(K, V)> for Record {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let mut r = Record::new();
-        for (k, v) in iter {
-            r.set(k, v);
-        }
+        r.set_all(iter.into_iter().map(|(k, v)| (k.into(), v.into())));
         r
     }
 }
@@ -101,10 +124,12 @@ impl<'de> Deserialize<'de> for Record {
                 f.write_str("a record (a map of field names to values)")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Record, A::Error> {
-                let mut r = Record::new();
-                while let Some((k, v)) = map.next_entry::<String, Value>()? {
-                    r.set(k, v);
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry::<String, Value>()? {
+                    pairs.push(pair);
                 }
+                let mut r = Record::new();
+                r.set_all(pairs);
                 Ok(r)
             }
         }
@@ -131,6 +156,20 @@ mod tests {
         let mut r = Record::new().with("b", 1i64).with("a", "x");
         r.set("b", 2i64);
         assert_eq!(r.to_string(), r#"{"b":2,"a":"x"}"#);
+        let back: Record = serde_json::from_str(&r.to_string()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_wide_record_collects_like_a_narrow_one() {
+        // A repeated name keeps its first place and its last value, before and after the
+        // record is wide enough for a map.
+        let pairs = (0..20_000).map(|i| (format!("f{}", i % 15_000), i as i64));
+        let r: Record = pairs.collect();
+        assert_eq!(r.len(), 15_000);
+        assert_eq!(r.iter().next(), Some(("f0", &Value::Int(15_000))));
+        assert_eq!(r.get("f14999"), Some(&Value::Int(14_999)));
+        assert_eq!(r.get("f4999"), Some(&Value::Int(19_999)));
         let back: Record = serde_json::from_str(&r.to_string()).unwrap();
         assert_eq!(back, r);
     }

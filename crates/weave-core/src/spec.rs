@@ -55,6 +55,19 @@ pub const STEP_RESOURCES_KEYS: &[&str] = &["memory", "threads", "gpus"];
 /// The default memory budget when `[resources] max_memory` is not set.
 pub const DEFAULT_MAX_MEMORY: u64 = 2 << 30;
 
+/// The most threads a setting may ask for: `[resources] max_concurrent` (and
+/// `--max-concurrent`), a step's `resources.threads`, a step's I/O pool, an LLM step's
+/// `concurrency`. Each is a thread the run starts (or may start); a larger value is refused
+/// when the pipeline is checked, since a billion of them would never finish starting.
+pub const MAX_CONCURRENT: usize = 1024;
+
+/// The most GPUs `[resources] gpus` and a step's `resources.gpus` may name.
+pub const MAX_GPUS: u32 = 1024;
+
+/// The longest step id, in characters: ids name steps in every table, log line, metric
+/// label and file name the run writes.
+pub const MAX_ID_CHARS: usize = 128;
+
 /// The `[resources]` table: the limits the run must stay within.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResourceLimits {
@@ -326,18 +339,12 @@ impl PipelineSpec {
                     resources.max_memory = m;
                 }
             }
-            if let Some(n) = p.u64("max_concurrent") {
-                if n == 0 {
-                    if let Some(item) = p.item("max_concurrent") {
-                        p.error_at(item, "`max_concurrent` must be at least 1");
-                    }
-                } else {
-                    resources.max_concurrent = Some(n as usize);
-                }
+            if let Some(n) = p.u64_in("max_concurrent", 1, MAX_CONCURRENT as u64) {
+                resources.max_concurrent = Some(n as usize);
             }
             resources.gpu_enabled = p.bool("gpu_enabled").unwrap_or(false);
-            if let Some(g) = p.u64("gpus") {
-                resources.gpus = g.min(u32::MAX as u64) as u32;
+            if let Some(g) = p.u64_in("gpus", 0, u64::from(MAX_GPUS)) {
+                resources.gpus = g as u32;
             }
             diags.extend(p.finish(RESOURCES_KEYS));
         }
@@ -410,9 +417,9 @@ fn read_alerts(top: &Params, diags: &mut Diagnostics) -> Vec<AlertSpec> {
                 .map(AlertSink::Command),
             _ => Some(AlertSink::Log),
         };
-        let timeout = p.duration("timeout").unwrap_or(Duration::from_secs(10));
+        let timeout = p.positive_duration("timeout").unwrap_or(Duration::from_secs(10));
         let step = p.str("step");
-        let window = p.duration("window").unwrap_or(Duration::from_secs(60));
+        let window = p.positive_duration("window").unwrap_or(Duration::from_secs(60));
         if notify != "file" && p.has("path") {
             p.item("path");
             p.push(Diagnostic::warning("`path` is only used with notify = \"file\"").at(location.clone()));
@@ -525,9 +532,10 @@ fn read_llm(top: &Params, diags: &mut Diagnostics) -> BTreeMap<String, LlmProvid
             base_url: base_url.unwrap_or_default(),
             model: model.unwrap_or_default(),
             api_key_env,
-            requests_per_minute: p.u64("requests_per_minute"),
-            tokens_per_minute: p.u64("tokens_per_minute"),
-            timeout: p.duration("timeout"),
+            // A budget of zero would never let a request go.
+            requests_per_minute: p.u64_in("requests_per_minute", 1, u64::MAX),
+            tokens_per_minute: p.u64_in("tokens_per_minute", 1, u64::MAX),
+            timeout: p.positive_duration("timeout"),
             prompt_price_per_million: price(&p, "prompt_price_per_million"),
             completion_price_per_million: price(&p, "completion_price_per_million"),
             config: crate::keys::provider_config(pt),
@@ -571,7 +579,9 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
         };
         let location = Some(top.locate(it.span.clone()));
         let id = match t.get("id").map(|i| &i.value) {
-            Some(ConfValue::Str(s)) => s.clone(),
+            // An id past the limit is reported below; the step goes by its number, so that
+            // the other messages about it stay readable.
+            Some(ConfValue::Str(s)) if s.chars().count() <= MAX_ID_CHARS => s.clone(),
             _ => format!("#{}", n + 1),
         };
         // The common keys are read here; the rest belongs to the kind, which reports its
@@ -590,6 +600,16 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
                     .with_help("give every step a unique `id = \"...\"`"),
             ),
             Some(i) => match &i.value {
+                ConfValue::Str(s) if s.chars().count() > MAX_ID_CHARS => {
+                    common.error_at(
+                        i,
+                        format!(
+                            "step id `{}` is {} characters long: ids are at most {MAX_ID_CHARS}",
+                            crate::diagnostic::clip(s, 40),
+                            s.chars().count()
+                        ),
+                    );
+                }
                 ConfValue::Str(s) if valid_id(s) => {}
                 ConfValue::Str(s) => {
                     common.error_at(i, format!("step id `{s}` is not valid: use letters, digits, `_`, `-` and `.`"));
@@ -627,7 +647,7 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
             common.absorb(r, RETRY_KEYS);
             o
         });
-        let timeout = common.duration("timeout");
+        let timeout = common.positive_duration("timeout");
         let on_bad_record = common.choice("on_bad_record", &["fail", "skip"]).map(|c| match c {
             "skip" => BadRecordPolicy::Skip,
             _ => BadRecordPolicy::Fail,
@@ -636,8 +656,8 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
         let resources = common.table("resources").map_or_else(ResourceOverride::default, |r| {
             let o = ResourceOverride {
                 memory: r.bytes("memory"),
-                threads: r.u64("threads").map(|n| n.min(u32::MAX as u64) as u32),
-                gpus: r.u64("gpus").map(|n| n.min(u32::MAX as u64) as u32),
+                threads: r.u64_in("threads", 0, MAX_CONCURRENT as u64).map(|n| n as u32),
+                gpus: r.u64_in("gpus", 0, u64::from(MAX_GPUS)).map(|n| n as u32),
             };
             common.absorb(r, STEP_RESOURCES_KEYS);
             o
@@ -791,7 +811,7 @@ rules = ["trim"]
             "[resources]\nmax_memory = \"4XB\"\nmax_concurrent = 0\n[retry]\nretry_delay = 5\nbackoff = \"expo\"\n[[step]]\nkind = \"k\"\n[[step]]\nid = \"a b\"\nkind = 3\nafter = [1]\n",
             &[
                 "2:14 `4XB` has an unknown size unit: use B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)",
-                "3:18 `max_concurrent` must be at least 1",
+                "3:18 `max_concurrent` must be from 1 to 1024, not 0",
                 "5:15 `retry_delay` needs a unit (write \"5s\" for seconds or \"5ms\" for milliseconds)",
                 "6:11 `backoff` must be one of \"fixed\", \"linear\", \"exponential\", not \"expo\" (did you mean \"exponential\"?)",
                 "7:1 this step has no `id` (give every step a unique `id = \"...\"`)",
@@ -800,6 +820,65 @@ rules = ["trim"]
                 "12:10 `after` must list step ids, not an integer",
             ],
         );
+    }
+
+    // regression: `max_concurrent = 1000000000` started threads until the machine gave out.
+    #[test]
+    fn settings_that_start_threads_are_bounded() {
+        check_errors(
+            "[resources]\nmax_concurrent = 1000000000\ngpus = 5000\n[[step]]\nid = \"a\"\nkind = \"k\"\nresources = { threads = 100000, gpus = 2000 }\n",
+            &[
+                "2:18 `max_concurrent` must be from 1 to 1024, not 1000000000",
+                "3:8 `gpus` must be from 0 to 1024, not 5000",
+                "7:25 `threads` must be from 0 to 1024, not 100000",
+                "7:40 `gpus` must be from 0 to 1024, not 2000",
+            ],
+        );
+        let (spec, _) =
+            PipelineSpec::parse("p.toml", "[resources]\nmax_concurrent = 1024\n[[step]]\nid = \"a\"\nkind = \"k\"\n")
+                .unwrap();
+        assert_eq!(spec.resources.max_concurrent, Some(MAX_CONCURRENT));
+    }
+
+    // regression: `timeout = "0s"` was accepted, and stopped every call before it started.
+    #[test]
+    fn durations_and_budgets_that_mean_nothing_at_zero_are_refused() {
+        check_errors(
+            "[[alert]]\nwhen = \"error_rate > 0.1\"\ntimeout = \"0s\"\nwindow = \"0ms\"\n[llm.x]\nbase_url = \"http://h\"\nmodel = \"m\"\ntimeout = \"0s\"\nrequests_per_minute = 0\ntokens_per_minute = 0\n[[step]]\nid = \"a\"\nkind = \"k\"\ntimeout = \"0s\"\n",
+            &[
+                "3:11 `timeout` must be more than zero",
+                "4:10 `window` must be more than zero",
+                "9:23 `requests_per_minute` must be at least 1, not 0",
+                "10:21 `tokens_per_minute` must be at least 1, not 0",
+                "8:11 `timeout` must be more than zero",
+                "14:11 `timeout` must be more than zero",
+            ],
+        );
+        // A retry at once is a choice, not a mistake.
+        let (spec, _) = PipelineSpec::parse(
+            "p.toml",
+            "[retry]\nretry_delay = \"0s\"\nmax_delay = \"0s\"\n[[step]]\nid = \"a\"\nkind = \"k\"\n",
+        )
+        .unwrap();
+        assert_eq!(spec.retry.retry_delay, Duration::ZERO);
+    }
+
+    // regression: a 100,000-character step id was accepted, and panicked in the summary table.
+    #[test]
+    fn step_ids_are_at_most_128_characters() {
+        let long = "a".repeat(100_000);
+        let text = format!("[[step]]\nid = \"{long}\"\nkind = \"k\"\n[[step]]\nid = \"b\"\nkind = \"k\"\n");
+        let err = PipelineSpec::parse("p.toml", &text).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        let d = &err.0[0];
+        assert_eq!(d.message, format!("step id `{}…` is 100000 characters long: ids are at most 128", "a".repeat(40)));
+        assert_eq!(d.step.as_deref(), Some("#1"), "the other messages name the step by its number");
+        assert_eq!(d.location.as_ref().map(|l| (l.line, l.column)), Some((2, 6)));
+        assert!(err.to_string().lines().all(|l| l.chars().count() < 200), "{err}");
+        let cjk = "数".repeat(MAX_ID_CHARS);
+        let text = format!("[[step]]\nid = \"{cjk}\"\nkind = \"k\"\n");
+        let (spec, _) = PipelineSpec::parse("p.toml", &text).unwrap();
+        assert_eq!(spec.steps[0].id, cjk);
     }
 
     #[test]

@@ -23,10 +23,16 @@ use crate::quarantine::{Exclusions, Quarantine};
 /// How often blocked threads look at the cancel flag, and the coordinator at deadlines.
 pub(crate) const TICK: Duration = Duration::from_millis(20);
 
+/// The most batches an edge may hold: a channel's slots are allocated when it is made, and
+/// the memory budget, not the channels, is what bounds the data in flight.
+pub const MAX_CHANNEL_CAPACITY: usize = 1024;
+
 /// Settings of one run that are not in the pipeline file.
 #[derive(Clone)]
 pub struct ExecOptions {
-    /// Batches an edge holds before its producer waits (default 4).
+    /// Batches an edge holds before its producer waits (default 4; from 1 to
+    /// [`MAX_CHANNEL_CAPACITY`], a value outside is taken to the nearer bound with a
+    /// warning).
     pub channel_capacity: usize,
     /// Who hears the run's events.
     pub subscribers: Vec<Arc<dyn Subscriber>>,
@@ -683,6 +689,15 @@ struct StageResult {
     sink: Option<(usize, Box<dyn Sink>)>,
 }
 
+/// `n` taken into `1..=max`, with a warning when it was outside.
+fn within(what: &str, n: usize, max: usize) -> usize {
+    let b = n.clamp(1, max);
+    if b != n {
+        log::warn!("{what} is {n}; the run uses {b} (it must be from 1 to {max})");
+    }
+    b
+}
+
 /// Runs a pipeline to the end. Outputs are committed only if every step succeeded;
 /// otherwise every sink is aborted and the first error is returned with what the run did.
 pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<RunError>> {
@@ -690,8 +705,11 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
     let threads = pipeline
         .resources
         .max_concurrent
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
-        .max(1);
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
+    // A checked pipeline is within the bound; its `resources` are public, so a caller may
+    // have changed them since.
+    let threads = within("max_concurrent", threads, weave_core::MAX_CONCURRENT);
+    let channel_capacity = within("channel_capacity", options.channel_capacity, MAX_CHANNEL_CAPACITY);
     let name = pipeline.name.clone();
     let shared = Arc::new(Shared {
         cancel: Arc::clone(&options.cancel),
@@ -769,7 +787,7 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
             }
         };
 
-    let stages = build_stages(dag, &roles, &options.caches, &exclusions, options.channel_capacity.max(1));
+    let stages = build_stages(dag, &roles, &options.caches, &exclusions, channel_capacity);
     let (done_tx, done_rx) = unbounded::<usize>();
     let mut handles = Vec::with_capacity(stages.len());
     let mut watches = Vec::with_capacity(stages.len());

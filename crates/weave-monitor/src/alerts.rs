@@ -245,9 +245,19 @@ fn deliver(rx: &Receiver<(Alert, usize)>, sinks: &[(AlertSink, Duration)]) {
     }
 }
 
-/// Runs `sh -c cmd` with the alert as JSON on stdin; kills it after `timeout`.
+/// Runs `sh -c cmd` with the alert as JSON on stdin; stops it, and everything it started,
+/// at `timeout`.
+///
+/// The command is the leader of a process group of its own, and the whole group is killed
+/// at the timeout: killing `sh` alone would leave what it started (`sh -c 'sleep 1000' &`)
+/// running, holding Weave's stderr open, so that `weave run … | cat` waited for it. What
+/// the command leaves running when it exits gets the rest of the timeout, then goes too.
 fn run_command(cmd: &str, json: &str, timeout: Duration, message: &str) {
-    let child = Command::new("sh").arg("-c").arg(cmd).stdin(Stdio::piped()).stdout(Stdio::null()).spawn();
+    use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
+    use std::os::unix::process::CommandExt;
+
+    let child =
+        Command::new("sh").arg("-c").arg(cmd).stdin(Stdio::piped()).stdout(Stdio::null()).process_group(0).spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
@@ -255,19 +265,18 @@ fn run_command(cmd: &str, json: &str, timeout: Duration, message: &str) {
             return;
         }
     };
+    let group = Pid::from_child(&child);
     if let Some(mut stdin) = child.stdin.take() {
         // A command that does not read its input must not block the delivery.
         let _ = stdin.write_all(json.as_bytes()).and_then(|()| stdin.write_all(b"\n"));
     }
     let start = Instant::now();
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(status)) if status.success() => return,
-            Ok(Some(status)) => {
-                log::warn!("{message} (the alert command exited with {status})");
-                return;
-            }
+            Ok(Some(status)) => break status,
             Ok(None) if start.elapsed() >= timeout => {
+                // `sh` is not reaped yet, so the group's id cannot name another group.
+                let _ = kill_process_group(group, Signal::KILL);
                 let _ = child.kill();
                 let _ = child.wait();
                 log::warn!("{message} (the alert command took longer than {timeout:?} and was stopped)");
@@ -275,10 +284,26 @@ fn run_command(cmd: &str, json: &str, timeout: Duration, message: &str) {
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => {
+                let _ = kill_process_group(group, Signal::KILL);
                 log::warn!("{message} (cannot wait for the alert command: {e})");
                 return;
             }
         }
+    };
+    // While a process of the group lives, the group's id stays taken (no new process gets
+    // it), so the test and the kill below reach that group only.
+    while test_kill_process_group(group).is_ok() {
+        if start.elapsed() >= timeout {
+            let _ = kill_process_group(group, Signal::KILL);
+            log::warn!(
+                "{message} (the alert command left processes running past its timeout of {timeout:?}; they were stopped)"
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !status.success() {
+        log::warn!("{message} (the alert command exited with {status})");
     }
 }
 
@@ -346,6 +371,48 @@ mod tests {
             "the command was stopped at its timeout: {took:?}"
         );
         assert_eq!(m.fired().len(), 1);
+    }
+
+    /// Whether the process `pid` has ended (gone, or a zombie waiting for its parent).
+    fn ended(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat.rsplit(") ").next().is_some_and(|rest| rest.starts_with(['Z', 'X'])),
+        }
+    }
+
+    // regression: at its timeout only `sh` was killed; what it had started lived on,
+    // holding Weave's stderr, and `weave run … | cat` waited until it ended.
+    #[test]
+    fn a_command_is_stopped_with_everything_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            // Still running at the timeout (as `sleep`), with a child in the background.
+            ("running", "sh -c 'echo $$ >> {pids}; exec sleep 1000' & echo $$ >> {pids}; exec sleep 1000"),
+            // Gone at once, its child left running in the background.
+            ("left", "sh -c 'echo $$ >> {pids}; exec sleep 1000' &"),
+        ];
+        for (name, command) in cases {
+            let pid_file = dir.path().join(name);
+            let command = command.replace("{pids}", &pid_file.display().to_string());
+            let m = AlertManager::new(rules(&format!(
+                "[[alert]]\nwhen = \"retries > 0\"\nnotify = \"command\"\ncommand = \"{command}\"\ntimeout = \"500ms\""
+            )));
+            m.on_event(&call("s", false));
+            m.finish();
+            let pids = std::fs::read_to_string(&pid_file).unwrap();
+            for pid in pids.split_whitespace() {
+                // The kill is sent before `finish` returns; the kernel takes a moment to end it.
+                let gone = (0..500).any(|_| {
+                    std::thread::sleep(Duration::from_millis(10));
+                    ended(pid)
+                });
+                if !gone {
+                    let _ = std::process::Command::new("kill").arg("-9").arg(pid).status();
+                }
+                assert!(gone, "{name}: process {pid} of the command outlived its timeout");
+            }
+        }
     }
 
     #[test]

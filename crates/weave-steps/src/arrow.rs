@@ -45,8 +45,12 @@ pub(crate) const JSON_MARK: &str = "weave:json";
 pub(crate) fn batch_from_arrow(rb: &RecordBatch) -> Result<Batch, String> {
     let mut fields = Vec::with_capacity(rb.num_columns());
     let mut columns = Vec::with_capacity(rb.num_columns());
-    for (f, array) in rb.schema().fields().iter().zip(rb.columns()) {
-        if fields.iter().any(|g: &Field| g.name == *f.name()) {
+    let schema = rb.schema();
+    // A set, not a scan of the names so far, so that a file of many columns reads in
+    // linear time.
+    let mut seen = std::collections::HashSet::with_capacity(rb.num_columns());
+    for (f, array) in schema.fields().iter().zip(rb.columns()) {
+        if !seen.insert(f.name().as_str()) {
             return Err(format!("the column `{}` appears twice", f.name()));
         }
         let mut column = column_from_arrow(array.as_ref()).map_err(|e| format!("column `{}`: {e}", f.name()))?;
@@ -544,7 +548,13 @@ impl FileSchema {
         if self.fields.is_empty() && !batch.is_empty() {
             return Err("records with no fields cannot be written as Parquet rows".to_owned());
         }
-        if let Some(extra) = batch.schema().names().find(|n| !self.fields.iter().any(|(f, _)| f == n)) {
+        // The schema's names are unique, so the batch has a field the schema lacks exactly
+        // when fewer of the schema's fields are found in it than it has; only then is the
+        // field looked for (a scan per field was quadratic in a wide batch).
+        let found = self.fields.iter().filter(|(f, _)| batch.schema().index_of(f).is_some()).count();
+        if found < batch.schema().len()
+            && let Some(extra) = batch.schema().names().find(|n| !self.fields.iter().any(|(f, _)| f == n))
+        {
             let known: Vec<&str> = self.fields.iter().map(|(f, _)| f.as_str()).collect();
             return Err(format!(
                 "field `{extra}` is not in the Parquet file's schema, which the first batch set ({})",

@@ -120,14 +120,28 @@ enum Rule {
 #[derive(Debug)]
 pub struct Clean {
     rules: Vec<Rule>,
-    /// The fields to clean; `None` means every string field.
+    /// The fields to clean; `None` means every string field (only when every rule is a
+    /// rewrite: a filter needs its fields named).
     fields: Option<Vec<String>>,
     config: CanonicalConfig,
 }
 
 fn build(p: &Params) -> Option<Step> {
     let fields = p.str_list("fields");
+    if let (Some(f), Some(item)) = (&fields, p.item("fields"))
+        && f.is_empty()
+    {
+        p.error_at(item, "`fields` is empty: name the fields to clean, such as [\"text\"]");
+    }
+    if let (Some(f), Some(item)) = (&fields, p.item("fields")) {
+        let mut seen = std::collections::HashSet::with_capacity(f.len());
+        if let Some(twice) = f.iter().find(|n| !seen.insert(n.as_str())) {
+            p.error_at(item, format!("`fields` names `{twice}` twice"));
+        }
+    }
     let mut rules = Vec::new();
+    // The first filter, to point at when no field names what it judges.
+    let mut first_filter: Option<(&'static str, &ConfItem)> = None;
     match p.item("rules") {
         None => {
             p.push(weave_core::Diagnostic::error(
@@ -138,6 +152,9 @@ fn build(p: &Params) -> Option<Step> {
             ConfValue::Array(items) => {
                 for it in items {
                     if let Some(rule) = read_rule(p, it) {
+                        if let (Rule::Filter(f), None) = (&rule, first_filter) {
+                            first_filter = Some((f.name(), it));
+                        }
                         rules.push(rule);
                     }
                 }
@@ -146,6 +163,21 @@ fn build(p: &Params) -> Option<Step> {
                 p.error_at(item, format!("`rules` must be a list, not {}", other.type_name()));
             }
         },
+    }
+    // A filter judges every field it cleans, and without `fields` that is every string
+    // field: `{ min_chars = 20 }` would drop every record for its short id. The field a
+    // filter judges is named, never guessed.
+    if let (None, Some((name, item))) = (&fields, first_filter) {
+        p.push(
+            weave_core::Diagnostic::error(format!(
+                "the filter `{name}` needs `fields`: the field(s) whose text it judges"
+            ))
+            .with_code("missing-key")
+            .at(Some(p.locate(item.span.clone())))
+            .with_help(
+                "add `fields = [\"text\"]`, naming your text field(s); without `fields`, every string field (ids and labels too) would have to pass it",
+            ),
+        );
     }
     if p.has_errors() {
         return None;
@@ -309,6 +341,10 @@ impl Transform for Clean {
         for rule in &self.rules {
             match rule {
                 Rule::Rewrite(rw) => {
+                    // The new columns go in place and the batch is made once per rule:
+                    // `with_column` per field copies the list of columns each time, which
+                    // over every field of a wide batch is quadratic.
+                    let mut columns = out.columns().to_vec();
                     for name in &names {
                         let Some(col) = text_column(&out, name)? else { continue };
                         let mut new = StrColumn::with_capacity(col.len(), col.data().len());
@@ -318,9 +354,12 @@ impl Transform for Clean {
                                 None => new.push_null(),
                             }
                         }
-                        out =
-                            out.with_column(name, Column::Str(new)).map_err(|e| StepError::internal(e.to_string()))?;
+                        if let Some(i) = out.schema().index_of(name) {
+                            columns[i] = std::sync::Arc::new(Column::Str(new));
+                        }
                     }
+                    out = Batch::new(std::sync::Arc::clone(out.schema()), columns)
+                        .map_err(|e| StepError::internal(e.to_string()))?;
                 }
                 Rule::Filter(f) => {
                     let mut keep = vec![true; out.len()];
@@ -504,10 +543,38 @@ mod tests {
             Record::new().with("text", " hi ").with("n", 2i64),
             Record::new().with("text", weave_core::Value::Null).with("n", 3i64),
         ];
-        let (rows, dropped) =
-            run("rules = [\"trim\", \"collapse_whitespace\", \"lowercase\", { min_chars = 3 }]", &recs);
+        let (rows, dropped) = run(
+            "fields = [\"text\"]\nrules = [\"trim\", \"collapse_whitespace\", \"lowercase\", { min_chars = 3 }]",
+            &recs,
+        );
         assert_eq!(rows, [r#"{"text":"hello world","n":1}"#]);
         assert_eq!(dropped, [("min_chars".to_owned(), 2)]);
+    }
+
+    // regression: without `fields`, `{ min_chars = 20 }` judged every string field, `id`
+    // included, so a natural first pipeline dropped every record and "succeeded" with an
+    // empty file.
+    #[test]
+    fn a_filter_needs_the_fields_it_judges() {
+        check_build_errors(
+            "clean",
+            "rules = [\"trim\", { min_chars = 20 }, \"drop_empty\"]",
+            &["1:18 the filter `min_chars` needs `fields`: the field(s) whose text it judges"],
+        );
+        check_build_errors(
+            "clean",
+            "fields = []\nrules = [\"trim\"]",
+            &["1:10 `fields` is empty: name the fields to clean, such as [\"text\"]"],
+        );
+        // Rewrites alone still apply to every string field.
+        let recs = vec![Record::new().with("id", " 1 ").with("text", " a ").with("n", 2i64)];
+        let (rows, _) = run("rules = [\"trim\"]", &recs);
+        assert_eq!(rows, [r#"{"id":"1","text":"a","n":2}"#]);
+        // Named, a filter judges only its fields: the short id no longer drops the record.
+        let recs = vec![Record::new().with("id", "1").with("text", "long enough text")];
+        let (rows, dropped) = run("fields = [\"text\"]\nrules = [{ min_chars = 5 }]", &recs);
+        assert_eq!(rows.len(), 1);
+        assert!(dropped.is_empty());
     }
 
     #[test]
@@ -527,7 +594,7 @@ mod tests {
 
     fn texts(config: &str, texts: &[&str]) -> (Vec<String>, Vec<(String, u64)>) {
         let recs: Vec<Record> = texts.iter().map(|t| Record::new().with("text", *t)).collect();
-        let (rows, dropped) = run(config, &recs);
+        let (rows, dropped) = run(&format!("fields = [\"text\"]\n{config}"), &recs);
         let rows = rows
             .iter()
             .map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap()["text"].as_str().unwrap().to_owned())

@@ -89,20 +89,20 @@ fn regex_at(p: &weave_core::Params, item: &weave_core::ConfItem, what: &str) -> 
     }
 }
 
-/// Rows per batch for a source: the `batch_size` key, at least 1, 2048 by default.
+/// The largest `batch_size`: a source sizes its columns for a batch up front, so a billion
+/// rows would be an allocation that fails before the memory budget could refuse it. Past
+/// a few thousand rows a batch is no faster.
+pub const MAX_BATCH_SIZE: u64 = 1_000_000;
+
+/// Rows per batch for a source: the `batch_size` key, from 1 to [`MAX_BATCH_SIZE`], 2048 by
+/// default.
 ///
 /// Small enough that a batch's text stays in the CPU's caches from one step to the next
 /// and that the batches in flight hold little memory (with 8192 rows of the `io` corpus,
 /// the pipeline touched twice the memory and its page faults cost a tenth of its time),
 /// large enough that the cost per batch (a channel send, an event) is noise.
 fn batch_size(p: &weave_core::Params) -> usize {
-    let n = p.u64("batch_size").unwrap_or(2048);
-    if n == 0
-        && let Some(item) = p.item("batch_size")
-    {
-        p.error_at(item, "`batch_size` must be at least 1");
-    }
-    n as usize
+    p.u64_in("batch_size", 1, MAX_BATCH_SIZE).unwrap_or(2048) as usize
 }
 
 /// The default of `max_record_bytes`.

@@ -143,7 +143,7 @@ impl LoadParquet {
             // in the order asked for.
             let mut sorted = roots.clone();
             sorted.sort_unstable();
-            order = Some(roots.iter().map(|r| sorted.iter().position(|s| s == r).unwrap_or(0)).collect());
+            order = Some(roots.iter().map(|r| sorted.binary_search(r).unwrap_or(0)).collect());
             let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
             builder = builder.with_projection(mask);
         }

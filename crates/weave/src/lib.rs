@@ -17,6 +17,7 @@
 //! [[step]]
 //! id = "clean"
 //! kind = "clean"
+//! fields = ["text"]
 //! rules = ["trim", "collapse_whitespace", { min_chars = 20 }]
 //!
 //! [[step]]

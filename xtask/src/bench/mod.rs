@@ -24,6 +24,7 @@ mod report;
 mod speedup;
 mod steps;
 mod throughput;
+mod wide;
 
 pub(crate) use measure::{Rng, cpu_time, median, peak_rss, time};
 pub(crate) use report::{Figure, Report, Target, thousands};
@@ -114,6 +115,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "llm",
         summary: "2,000 requests to the OpenAI-compatible test server at 100 ms latency, concurrency 64, through an augment LLM noiser: wall time against the ideal",
         run: llm::run,
+    },
+    Scenario {
+        name: "wide",
+        summary: "CSV, JSON Lines and Parquet of 12,500 to 100,000 columns read and written (CSV cleaned over every field): time per column against the narrowest",
+        run: wide::run,
     },
     Scenario {
         name: "near_dedup",

@@ -64,6 +64,8 @@ pub struct Compare {
     records: [u64; 2],
     done: [bool; 2],
     buf: String,
+    /// A field's place in `state`, so that every field of a wide record is found at once.
+    index: HashMap<String, usize>,
 }
 
 fn build(p: &Params) -> Option<Step> {
@@ -94,6 +96,7 @@ fn build(p: &Params) -> Option<Step> {
         records: [0; 2],
         done: [false; 2],
         buf: String::new(),
+        index: HashMap::new(),
     })))
 }
 
@@ -345,9 +348,10 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 impl Compare {
     fn field(&mut self, name: &str) -> usize {
-        match self.state.iter().position(|f| f.name == name) {
-            Some(i) => i,
+        match self.index.get(name) {
+            Some(&i) => i,
             None => {
+                self.index.insert(name.to_owned(), self.state.len());
                 self.state.push(FieldState::new(name));
                 self.state.len() - 1
             }
@@ -582,7 +586,7 @@ impl Merge for Compare {
             ));
         }
         if let Some(fields) = &self.fields {
-            let missing: Vec<&String> = fields.iter().filter(|f| !self.state.iter().any(|s| s.name == **f)).collect();
+            let missing: Vec<&String> = fields.iter().filter(|f| !self.index.contains_key(f.as_str())).collect();
             if !missing.is_empty() {
                 let names: Vec<String> = missing.iter().map(|f| format!("`{f}`")).collect();
                 return Err(StepError::fatal(format!("{} not in the real or the synthetic records", names.join(", "))));

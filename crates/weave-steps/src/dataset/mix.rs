@@ -1,6 +1,6 @@
 //! The `mix` step: real and synthetic records merged into one dataset.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use weave_core::{
     Batch, CanonicalConfig, DataType, Merge, Params, Shape, Step, StepContext, StepError, StepInfo, StepKind, Value,
@@ -74,6 +74,9 @@ pub struct Mix {
     config: CanonicalConfig,
     /// Per input: every field seen and its (widened) type.
     types: [Vec<(String, DataType)>; 2],
+    /// Per input: a field's place in `types`, so that a wide record's fields are each found
+    /// at once, not by a scan.
+    type_index: [HashMap<String, usize>; 2],
     done: [bool; 2],
     counts: [u64; 2],
     classes: Classes,
@@ -164,6 +167,7 @@ fn build(p: &Params) -> Option<Step> {
         classes: Classes::default(),
         real_by_class: Vec::new(),
         held: Default::default(),
+        type_index: Default::default(),
     })))
 }
 
@@ -240,15 +244,19 @@ impl Mix {
     fn type_conflicts(&mut self, i: usize, batch: &Batch) -> Vec<String> {
         for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
             let ty = checked_type(c);
-            match self.types[i].iter_mut().find(|(n, _)| *n == f.name) {
-                Some((_, t)) => *t = widen(*t, ty),
-                None => self.types[i].push((f.name.clone(), ty)),
+            match self.type_index[i].get(&f.name) {
+                Some(&k) => self.types[i][k].1 = widen(self.types[i][k].1, ty),
+                None => {
+                    self.type_index[i].insert(f.name.clone(), self.types[i].len());
+                    self.types[i].push((f.name.clone(), ty));
+                }
             }
         }
         let mut out = Vec::new();
         for (name, real) in &self.types[0] {
-            if let Some((_, synth)) = self.types[1].iter().find(|(n, _)| n == name)
-                && !compatible(*real, *synth)
+            if let Some(&k) = self.type_index[1].get(name)
+                && let synth = self.types[1][k].1
+                && !compatible(*real, synth)
             {
                 out.push(format!("`{name}` is {real} in the real records and {synth} in the synthetic ones"));
             }
@@ -258,7 +266,7 @@ impl Mix {
 
     /// The fields that only one input has, as one message, or `None`.
     fn field_differences(&self) -> Option<String> {
-        let has = |i: usize, name: &str| self.types[i].iter().any(|(n, _)| n == name);
+        let has = |i: usize, name: &str| self.type_index[i].contains_key(name);
         let only: [Vec<&str>; 2] = [0, 1]
             .map(|i| self.types[i].iter().map(|(n, _)| n.as_str()).filter(|n| !has(1 - i, n)).collect::<Vec<_>>());
         if only[0].is_empty() && only[1].is_empty() {

@@ -58,12 +58,15 @@ struct Def {
 }
 
 /// A noiser's keys as read: the values of its template's variables, what
-/// `<output>_noiser` shows of them, and (for `llm_context`) the context field and how many
-/// characters of it the prompt takes.
+/// `<output>_noiser` shows of them, (for `llm_context`) the context field and how many
+/// characters of it the prompt takes, and the default template when the settings call for
+/// another than the noiser's own (a persona of the user's with no examples has no
+/// "Examples" line).
 struct Settings {
     vars: Vec<(&'static str, String)>,
     shown: Vec<String>,
     context: Option<(String, usize)>,
+    template: Option<String>,
 }
 
 const DEFS: &[Def] = &[
@@ -350,7 +353,7 @@ pub(crate) fn build(p: &Params, noiser: &ConfItem) -> Option<Step> {
         };
         let (ps, pt) = (either.pick("system"), either.pick("template"));
         system = prompt::read(ps, "system", Some(SYSTEM), &resolve);
-        template = prompt::read(pt, "template", Some(d.template), &resolve);
+        template = prompt::read(pt, "template", Some(s.template.as_deref().unwrap_or(d.template)), &resolve);
         if let (Some(sy), Some(te)) = (&system, &template) {
             let missing = |var: &str| !sy.uses(var) && !te.uses(var);
             let mut need = vec!["text"];
@@ -471,26 +474,64 @@ fn read_style(p: &Params) -> Option<Settings> {
         vars: vec![("style", style.clone()), ("style_instructions", instructions)],
         shown: vec![format!("style={style}")],
         context: None,
+        template: None,
     })
 }
 
+/// A persona's defaults: the built-in one's, which apply to it alone.
+struct Persona {
+    name: &'static str,
+    description: &'static str,
+    traits: &'static [&'static str],
+    examples: &'static [&'static str],
+    instructions: &'static str,
+}
+
+/// The persona used when the noiser names none.
+const TECHNICAL_EXPERT: Persona = Persona {
+    name: "Technical Expert",
+    description: "a knowledgeable and precise technical professional",
+    traits: &["precise", "knowledgeable", "professional", "analytical", "detail-oriented"],
+    examples: &[
+        "The implementation uses a bounded queue, so memory stays flat under load.",
+        "Based on the measurements, we can conclude that the cache pays for itself.",
+    ],
+    instructions: "Write in a clear, professional and technically accurate manner.",
+};
+
+/// A persona's settings. The built-in persona's description, traits, examples and
+/// instructions apply only to it: a persona of the user's gets what its keys say and
+/// nothing else, and the prompt leaves out the lines for what they do not say (a "hurried
+/// customer" must not come out as "a knowledgeable and precise technical professional").
 fn read_persona(p: &Params) -> Option<Settings> {
-    let persona = p.str("persona").unwrap_or_else(|| "Technical Expert".to_owned());
-    let description =
-        p.str("description").unwrap_or_else(|| "a knowledgeable and precise technical professional".to_owned());
-    let traits = list_or(p, "traits", &["precise", "knowledgeable", "professional", "analytical", "detail-oriented"]);
-    let examples = list_or(
-        p,
-        "examples",
-        &[
-            "The implementation uses a bounded queue, so memory stays flat under load.",
-            "Based on the measurements, we can conclude that the cache pays for itself.",
-        ],
-    );
-    let instructions = p
-        .str("instructions")
-        .unwrap_or_else(|| "Write in a clear, professional and technically accurate manner.".to_owned());
+    let persona = p.str("persona").unwrap_or_else(|| TECHNICAL_EXPERT.name.to_owned());
+    let built_in = persona.eq_ignore_ascii_case(TECHNICAL_EXPERT.name);
+    let default = |value: &'static str| if built_in { value } else { "" };
+    let defaults = |values: &'static [&'static str]| if built_in { values } else { &[] };
+    let description = p.str("description").unwrap_or_else(|| default(TECHNICAL_EXPERT.description).to_owned());
+    let traits = list_or(p, "traits", defaults(TECHNICAL_EXPERT.traits));
+    let examples = list_or(p, "examples", defaults(TECHNICAL_EXPERT.examples));
+    let instructions = p.str("instructions").unwrap_or_else(|| default(TECHNICAL_EXPERT.instructions).to_owned());
     let examples: Vec<String> = examples.iter().map(|e| format!("- {e}")).collect();
+    // The noiser's template, without the lines of what is not given; with everything
+    // given (the built-in persona), it is that template.
+    let mut template = String::from("Rewrite the text as this persona would write it.\nPersona: {persona}");
+    if !description.trim().is_empty() {
+        template.push_str(", {description}");
+    }
+    template.push_str(".\n");
+    if !traits.is_empty() {
+        template.push_str("Traits: {traits}.\n");
+    }
+    if !examples.is_empty() {
+        template.push_str("Examples of their writing:\n{examples}\n");
+    }
+    if !instructions.trim().is_empty() {
+        template.push_str("{instructions}\n");
+    }
+    template.push_str(
+        "Keep the meaning, the technical terms, numbers and references; change only the style and tone.\n\nText:\n{text}",
+    );
     Some(Settings {
         vars: vec![
             ("persona", persona.clone()),
@@ -501,6 +542,7 @@ fn read_persona(p: &Params) -> Option<Settings> {
         ],
         shown: vec![format!("persona={persona}")],
         context: None,
+        template: Some(template),
     })
 }
 
@@ -519,6 +561,7 @@ fn read_sentiment(p: &Params) -> Option<Settings> {
         ],
         shown: vec![format!("sentiment={sentiment}"), format!("intensity={intensity}")],
         context: None,
+        template: None,
     })
 }
 
@@ -536,6 +579,7 @@ fn read_language(p: &Params) -> Option<Settings> {
         ],
         shown: vec![format!("language={language}"), format!("rate={rate}")],
         context: None,
+        template: None,
     })
 }
 
@@ -555,6 +599,7 @@ fn read_locale(p: &Params) -> Option<Settings> {
         vars: vec![("locale", locale.clone()), ("instructions", instructions)],
         shown: vec![format!("locale={locale}")],
         context: None,
+        template: None,
     })
 }
 
@@ -576,6 +621,7 @@ fn read_context(p: &Params) -> Option<Settings> {
         vars: vec![("context_type", kind.to_owned()), ("context_instructions", instructions.to_owned())],
         shown: vec![format!("context_field={field}"), format!("context_type={kind}")],
         context: Some((field, window.max(1) as usize)),
+        template: None,
     })
 }
 
@@ -627,6 +673,7 @@ fn read_domain(p: &Params) -> Option<Settings> {
         ],
         shown: vec![format!("domain={domain}"), format!("rate={rate}")],
         context: None,
+        template: None,
     })
 }
 
@@ -648,6 +695,7 @@ fn read_typos(p: &Params) -> Option<Settings> {
         ],
         shown: vec![format!("frequency={frequency}"), format!("severity={severity}")],
         context: None,
+        template: None,
     })
 }
 

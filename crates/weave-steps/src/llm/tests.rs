@@ -472,7 +472,7 @@ fn every_noiser_builds_a_prompt_of_its_own_keys() {
         ),
         (
             "noiser = { kind = \"llm_persona\", persona = \"Ada\", traits = [\"terse\"] }",
-            "Persona: Ada, a knowledgeable",
+            "Persona: Ada.\nTraits: terse.\nKeep the meaning",
         ),
         (
             "noiser = \"llm_sentiment\"\nsentiment = \"negative\"\nintensity = 0.9\npreserve = [\"refund\"]",
@@ -510,6 +510,51 @@ fn every_noiser_builds_a_prompt_of_its_own_keys() {
     }
     let last = server.requests().pop().unwrap();
     assert_eq!(last.request.system(), Some("Be sloppy."));
+}
+
+// regression: `llm_persona` with a persona of one's own inherited the built-in "Technical
+// Expert"'s description, traits, examples and instructions: the prompt sent said "A
+// HURRIED CUSTOMER, A KNOWLEDGEABLE AND PRECISE TECHNICAL PROFESSIONAL".
+#[test]
+fn a_persona_of_ones_own_gets_none_of_the_built_in_personas_defaults() {
+    let server = TestServer::echo().unwrap();
+    let env = env(&server);
+    let batch = Batch::from_records(&[Record::new().with("text", "The app crashes on start.")]);
+    let sent = |config: &str| {
+        let step = build("augment", config, &env.ctx);
+        call(&*step, &batch).out();
+        server.requests().pop().unwrap().request.prompt().to_owned()
+    };
+    let built_in = [
+        "a knowledgeable and precise technical professional",
+        "precise, knowledgeable",
+        "bounded queue",
+        "technically accurate manner",
+    ];
+    let own = sent("noiser = { kind = \"llm_persona\", persona = \"A hurried customer\" }");
+    assert_eq!(
+        own,
+        "Rewrite the text as this persona would write it.\nPersona: A hurried customer.\nKeep the meaning, the technical terms, numbers and references; change only the style and tone.\n\nText:\nThe app crashes on start."
+    );
+    let described = sent(
+        "noiser = { kind = \"llm_persona\", persona = \"A hurried customer\", description = \"short of time\", examples = [\"fix it now\"] }",
+    );
+    assert!(
+        described
+            .contains("Persona: A hurried customer, short of time.\nExamples of their writing:\n- fix it now\nKeep")
+    );
+    for text in [&own, &described] {
+        for words in built_in {
+            assert!(!text.contains(words), "{words:?} in\n{text}");
+        }
+    }
+    // The built-in persona keeps its defaults and its prompt, byte for byte.
+    let default = sent("noiser = \"llm_persona\"");
+    assert!(built_in.iter().all(|w| default.contains(w)), "{default}");
+    assert!(default.starts_with(
+        "Rewrite the text as this persona would write it.\nPersona: Technical Expert, a knowledgeable and precise technical professional.\nTraits: precise, knowledgeable, professional, analytical, detail-oriented.\nExamples of their writing:\n- The implementation"
+    ));
+    assert_eq!(sent("noiser = { kind = \"llm_persona\", persona = \"technical expert\" }").len(), default.len());
 }
 
 #[test]
