@@ -288,7 +288,7 @@ mod tests {
             check_build_errors(
                 kind,
                 "path = \"x\"\nbatch_size = 0\nmax_record_bytes = \"0\"",
-                &["2:14 `batch_size` must be at least 1", "3:20 `max_record_bytes` must be at least 1"],
+                &["2:14 `batch_size` must be from 1 to 1000000, not 0", "3:20 `max_record_bytes` must be at least 1"],
             );
         }
     }
