@@ -166,10 +166,7 @@ impl Format for Jsonl {
 
 fn build_export(p: &Params) -> Option<Step> {
     let spec = OutputSpec::read(p, "the JSONL file to write")?;
-    Some(Step::Sink(Box::new(ExportJsonl {
-        out: Export::new(spec, Jsonl::default()),
-        config: p.canonical(),
-    })))
+    Some(Step::Sink(Box::new(ExportJsonl { out: Export::new(spec, Jsonl::default()), config: p.canonical() })))
 }
 
 crate::output::export_step!(ExportJsonl, EXPORT_KIND, 1);
@@ -197,7 +194,6 @@ mod tests {
             assert_eq!(again.finish(), batch, "{text}, written as {}", String::from_utf8_lossy(&written));
         }
     }
-
 
     /// `bytes` through load_jsonl (with `extra` keys) → export_jsonl: what the export wrote,
     /// and the context with the rejected records and the figures.

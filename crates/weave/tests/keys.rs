@@ -586,7 +586,15 @@ path = "out/o.jsonl"
 
 /// Each pipeline-level key and the line that changes it in its table.
 const PIPELINE_LEVEL: &[(&str, &[(&str, &str)])] = &[
-    ("pipeline", &[("name", "name = \"other\""), ("description", "description = \"another\""), ("seed", "seed = 2"), ("max_bad_records", "max_bad_records = \"5%\"")]),
+    (
+        "pipeline",
+        &[
+            ("name", "name = \"other\""),
+            ("description", "description = \"another\""),
+            ("seed", "seed = 2"),
+            ("max_bad_records", "max_bad_records = \"5%\""),
+        ],
+    ),
     (
         "resources",
         &[
