@@ -126,4 +126,17 @@ mod tests {
         assert_eq!(text, lines);
         assert_eq!(back[0].schema().to_string(), "{zeta: int, alpha: any, mid: uint, big: any, x: any}");
     }
+
+    // regression (found by the `cache_entry` fuzz target): a stored part whose big integer
+    // held other text than digits decoded, and writing the record as JSON then panicked
+    // ("a Display implementation returned an error").
+    #[test]
+    fn a_big_integer_that_is_not_one_is_refused_when_decoded() {
+        for text in ["12a", "", "-", "007", "1.5", "{}", "123"] {
+            let forged = Value::List(vec![Value::BigInt(text.to_owned())]);
+            assert_eq!(decode::<Value>(&encode(&forged).unwrap()), None, "{text:?}");
+        }
+        let big = Value::List(vec![Value::BigInt("-100000000000000000000000".to_owned())]);
+        assert_eq!(decode::<Value>(&encode(&big).unwrap()), Some(big));
+    }
 }

@@ -232,7 +232,12 @@ impl<'de> Deserialize<'de> for Value {
                 ValueRepr::Bool(b) => Value::Bool(b),
                 ValueRepr::Int(i) => Value::Int(i),
                 ValueRepr::UInt(u) => Value::UInt(u),
-                ValueRepr::BigInt(s) => Value::BigInt(s),
+                // Its one form, as `Value::from` makes it: a damaged or forged encoding is
+                // an error here, never a value whose JSON cannot be written later.
+                ValueRepr::BigInt(s) => match ValueRef::parse_number(&s) {
+                    Some(ValueRef::BigInt(_)) => Value::BigInt(s),
+                    _ => return Err(serde::de::Error::custom("an integer past 64 bits that is not one")),
+                },
                 ValueRepr::Float(f) => Value::Float(f),
                 ValueRepr::Str(s) => Value::Str(s),
                 ValueRepr::List(l) => Value::List(l),
