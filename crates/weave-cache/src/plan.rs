@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use weave_core::{Batch, CacheMode, Pipeline, Shape, StepCache};
+use weave_fs::Owner;
 
 use crate::codec;
 use crate::error::Error;
@@ -465,9 +466,7 @@ impl CachePlan {
             .collect();
         let bytes = serde_json::to_vec_pretty(&records).map_err(|e| Error::Encode(e.to_string()))?;
         let path = dir.join("keys.json");
-        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(Error::io(&dir))?;
-        std::io::Write::write_all(&mut tmp, &bytes).map_err(Error::io(&path))?;
-        tmp.persist(&path).map_err(|e| Error::Io { path: path.clone(), source: e.error })?;
+        weave_fs::write_atomically(&path, &bytes).map_err(Error::io(&path))?;
         self.files.save()
     }
 
@@ -821,9 +820,12 @@ pub struct Pin {
     path: PathBuf,
 }
 
+/// A pin on disk, `pins/<pid>-<nanos>.json`: its owner (`pid`, and `process_start` since
+/// pins carry it: a pin without it is judged by its process id alone) and the prefixes.
 #[derive(Serialize, Deserialize)]
 struct PinFile {
-    pid: u32,
+    #[serde(flatten)]
+    owner: Owner,
     prefixes: Vec<String>,
 }
 
@@ -832,14 +834,12 @@ impl Pin {
     pub fn new(plan: &CachePlan) -> Result<Pin, Error> {
         let dir = plan.store.root().join("pins");
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-        let pid = std::process::id();
-        let file = PinFile { pid, prefixes: plan.prefixes().iter().map(hex24).collect() };
+        let owner = Owner::current();
+        let file = PinFile { owner, prefixes: plan.prefixes().iter().map(hex24).collect() };
         let bytes = serde_json::to_vec(&file).map_err(|e| Error::Encode(e.to_string()))?;
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let path = dir.join(format!("{pid}-{nanos}.json"));
-        let mut tmp = tempfile::Builder::new().prefix(".pin-").tempfile_in(&dir).map_err(Error::io(&dir))?;
-        std::io::Write::write_all(&mut tmp, &bytes).map_err(Error::io(&dir))?;
-        tmp.persist(&path).map_err(|e| Error::Io { path: path.clone(), source: e.error })?;
+        let path = dir.join(format!("{}-{nanos}.json", owner.pid()));
+        weave_fs::write_atomically(&path, &bytes).map_err(Error::io(&path))?;
         Ok(Pin { path })
     }
 }
@@ -854,13 +854,10 @@ fn hex24(p: &[u8; 24]) -> String {
     p.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether process `pid` is alive (on Linux; elsewhere every pin counts as alive).
-fn alive(pid: u32) -> bool {
-    if cfg!(target_os = "linux") { Path::new(&format!("/proc/{pid}")).exists() } else { true }
-}
-
 /// Evicts least recently used entries until the store holds at most `max_bytes`, never
-/// one pinned by a live run (pins of dead runs are removed). Returns what was removed.
+/// one pinned by a run that may be alive (pins whose owner is certainly gone are
+/// removed: `weave_fs::Owner::liveness`, which a reused process id does not fool).
+/// Returns what was removed.
 pub fn gc(store: &Store, max_bytes: u64) -> Result<crate::store::Stats, Error> {
     let mut pinned = std::collections::HashSet::new();
     let dir = store.root().join("pins");
@@ -870,10 +867,10 @@ pub fn gc(store: &Store, max_bytes: u64) -> Result<crate::store::Stats, Error> {
             else {
                 continue;
             };
-            if alive(pin.pid) {
-                pinned.extend(pin.prefixes);
-            } else {
+            if pin.owner.is_gone() {
                 let _ = std::fs::remove_file(e.path());
+            } else {
+                pinned.extend(pin.prefixes);
             }
         }
     }
@@ -935,10 +932,10 @@ mod tests {
         }
         let pins = dir.path().join("pins");
         std::fs::create_dir_all(&pins).unwrap();
-        let live = PinFile { pid: std::process::id(), prefixes: vec![hex24(&prefix_of(&step))] };
+        let live = PinFile { owner: Owner::current(), prefixes: vec![hex24(&prefix_of(&step))] };
         std::fs::write(pins.join("live.json"), serde_json::to_vec(&live).unwrap()).unwrap();
         // A pid that cannot be alive (above the kernel's maximum): its pin is stale.
-        let dead = PinFile { pid: u32::MAX - 1, prefixes: vec![hex24(&prefix_of(&other))] };
+        let dead = PinFile { owner: Owner::new(u32::MAX - 1, None), prefixes: vec![hex24(&prefix_of(&other))] };
         std::fs::write(pins.join("dead.json"), serde_json::to_vec(&dead).unwrap()).unwrap();
 
         let removed = gc(&store, 0).unwrap();
@@ -947,6 +944,47 @@ mod tests {
         assert!(!store.contains(&prefixed(&other, 0)));
         assert!(!pins.join("dead.json").exists(), "a dead run's pin is cleaned up");
         assert!(pins.join("live.json").exists());
+    }
+
+    // regression: a pin was judged by its process id alone, so a dead run's pin whose id
+    // the kernel had given to another process kept the dead run's entries from eviction
+    // for as long as that other process lived.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_pin_whose_process_id_was_reused_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (dead, live, old) = (
+            KeyBuilder::new("t").part("a", b"1").finish(),
+            KeyBuilder::new("t").part("a", b"2").finish(),
+            KeyBuilder::new("t").part("a", b"3").finish(),
+        );
+        for k in [dead, live, old] {
+            store.put(&prefixed(&k, 0), codec::BINCODE2, b"payload").unwrap();
+        }
+        // A live process, and a pin of a dead run that had its id (another start time).
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let start = Owner::of_process(child.id()).unwrap().start().unwrap();
+        let pins = dir.path().join("pins");
+        std::fs::create_dir_all(&pins).unwrap();
+        let pin = |name: &str, text: String| std::fs::write(pins.join(name), text).unwrap();
+        let hex = |k: &Key| hex24(&prefix_of(k));
+        pin(
+            "reused.json",
+            format!(r#"{{"pid":{},"process_start":{},"prefixes":["{}"]}}"#, child.id(), start + 1, hex(&dead)),
+        );
+        pin("live.json", format!(r#"{{"pid":{},"process_start":{start},"prefixes":["{}"]}}"#, child.id(), hex(&live)));
+        // Written before pins kept the start time: judged by the process id alone.
+        pin("old.json", format!(r#"{{"pid":{},"prefixes":["{}"]}}"#, child.id(), hex(&old)));
+
+        let removed = gc(&store, 0).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(removed.entries, 1, "only the dead run's entry");
+        assert!(!store.contains(&prefixed(&dead, 0)));
+        assert!(store.contains(&prefixed(&live, 0)) && store.contains(&prefixed(&old, 0)));
+        assert!(!pins.join("reused.json").exists(), "the dead run's pin is cleaned up");
+        assert!(pins.join("live.json").exists() && pins.join("old.json").exists());
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub(crate) fn run(
         let metrics = Arc::clone(&metrics);
         std::thread::spawn(move || {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(METRICS_EVERY) {
-                if let Err(e) = write_atomically(&path, &metrics.prometheus()) {
+                if let Err(e) = weave::write_atomically(&path, metrics.prometheus().as_bytes()) {
                     log::warn!("cannot write the metrics file {}: {e}", path.display());
                 }
             }
@@ -197,7 +197,7 @@ pub(crate) fn run(
     }
     // Told after the run's own outcome, which must never be lost behind it.
     let metrics_error = metrics_file.as_ref().and_then(|path| {
-        write_atomically(path, &metrics.prometheus())
+        weave::write_atomically(path, metrics.prometheus().as_bytes())
             .err()
             .map(|e| format!("cannot write the metrics file {}: {e}", path.display()))
     });
@@ -312,21 +312,6 @@ fn settle_llm_requests(quiet: bool) {
     if left > 0 {
         log::warn!("{left} LLM requests still had no answer after {}; they were abandoned", format_duration(LLM_GRACE));
     }
-}
-
-/// Writes `text` to `path` through a temporary file beside it and a rename, so that a
-/// reader (a Prometheus file collector) never sees half a file, and a killed run leaves
-/// nothing that a later one does not remove.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let (mut file, tmp) = weave::TempFile::new_in(dir)?;
-    file.write_all(text.as_bytes())?;
-    drop(file);
-    tmp.persist(path)
 }
 
 /// Each file as `{step, path, bytes, blake3}` (or `{step, path, error}` when it cannot be
