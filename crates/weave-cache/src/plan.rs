@@ -141,14 +141,35 @@ struct Manifest {
 /// Why an unchanged step whose output is not stored runs when a step after it needs it.
 const NOT_KEPT: &str = "unchanged, but its output is not kept (cache = \"auto\" keeps costly steps only)";
 
-/// How a key or a manifest names `path`: relative to `base` (the pipeline file's folder)
-/// when it is under it, as it is otherwise (an absolute path, or one that climbs out with
-/// `..`), so that a pipeline has the same keys from whatever folder it is run.
-fn key_path(base: &Path, path: &Path) -> String {
-    let rel = path.strip_prefix(base).unwrap_or(path);
+/// How keys, manifests and a run's lineage name `path` (a file a step resolved against
+/// the pipeline file's folder `base`): relative to `base` when it is under it, as it is
+/// otherwise (an absolute path elsewhere, or one that climbs out with `..`), so that a
+/// pipeline names its files alike from whatever folder it is run.
+///
+/// An absolute path is compared with the folder by the real paths of both (links
+/// followed), since `base` is spelt as the pipeline file was given: relative to the
+/// working directory, or through a link.
+pub fn pipeline_relative(base: &Path, path: &Path) -> String {
+    let real;
+    let rel = if path.is_absolute() {
+        real = (real_path(base), real_path(path));
+        path.strip_prefix(base).or_else(|_| real.1.strip_prefix(&real.0)).unwrap_or(path)
+    } else {
+        path.strip_prefix(base).unwrap_or(path)
+    };
     // `./in.csv` and `in.csv` are one file, however the pipeline file was named.
     let plain: PathBuf = rel.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
     plain.display().to_string()
+}
+
+/// `path` with links followed: itself when it exists, its folder's and its name when only
+/// the folder does (an output not yet written), or as it is.
+fn real_path(path: &Path) -> PathBuf {
+    let folder = || {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
+    };
+    std::fs::canonicalize(path).ok().or_else(folder).unwrap_or_else(|| path.to_path_buf())
 }
 
 /// Why stored parts of a step's output cannot stand in for computing it, if they cannot:
@@ -227,7 +248,7 @@ impl CachePlan {
             let mut file_keys = Vec::new();
             for f in info.files_read() {
                 match files.hash(&f) {
-                    Ok(k) => file_keys.push((key_path(&base, &f), k)),
+                    Ok(k) => file_keys.push((pipeline_relative(&base, &f), k)),
                     Err(e) => reasons.push(format!("cannot hash its input: {e}")),
                 }
             }
@@ -458,7 +479,7 @@ impl CachePlan {
                 let mut r = s.record.clone()?;
                 for (_, path) in &s.own_files {
                     if let Ok(k) = self.files.hash(path) {
-                        r.written.push((key_path(&self.base, path), k));
+                        r.written.push((pipeline_relative(&self.base, path), k));
                     }
                 }
                 Some((s.id.as_str(), r))
@@ -670,7 +691,7 @@ fn own_files_state(
     previous: Option<&KeyRecord>,
 ) -> Option<String> {
     own.iter().find_map(|(what, path)| {
-        let name = key_path(base, path);
+        let name = pipeline_relative(base, path);
         let Ok(now) = files.hash(path) else { return Some(format!("its {what} {name} is missing")) };
         match previous.and_then(|r| r.written.iter().find(|(n, _)| *n == name)) {
             Some((_, was)) if *was != now => Some(format!("its {what} {name} was changed since it was written")),
@@ -806,7 +827,7 @@ impl StepCache for StepEntry {
         let mut files = Vec::new();
         for f in self.sink_files.iter().flatten() {
             let k = self.files.hash(f).map_err(|e| e.to_string())?;
-            files.push((key_path(&self.base, f), k));
+            files.push((pipeline_relative(&self.base, f), k));
         }
         let bytes = codec::encode(&Manifest { parts, files }).map_err(|e| e.to_string())?;
         self.store.put(&manifest_key(&self.key), codec::BINCODE2, &bytes).map_err(|e| e.to_string())
@@ -899,7 +920,8 @@ mod tests {
     }
 
     // regression (issue 13, item 2): keys named files by their path from the working
-    // directory.
+    // directory; and an absolute path into the folder by itself when the pipeline file was
+    // given relative to the working directory, by its name in the folder otherwise.
     #[test]
     fn files_are_named_relative_to_the_pipeline_files_folder_however_it_is_spelt() {
         // (the pipeline file's folder, a file as the steps resolve it)
@@ -914,11 +936,38 @@ mod tests {
             ("/abs/proj", "/abs/proj/in.csv"),
         ];
         for (base, path) in cases {
-            assert_eq!(key_path(Path::new(base), Path::new(path)), "in.csv", "{base} + {path}");
+            assert_eq!(pipeline_relative(Path::new(base), Path::new(path)), "in.csv", "{base} + {path}");
         }
-        assert_eq!(key_path(Path::new("proj"), Path::new("proj/../data/in.csv")), "../data/in.csv");
-        assert_eq!(key_path(Path::new("proj"), Path::new("/data/in.csv")), "/data/in.csv");
-        assert_eq!(key_path(Path::new("proj"), Path::new("proj/sub/in.csv")), "sub/in.csv");
+        assert_eq!(pipeline_relative(Path::new("proj"), Path::new("proj/../data/in.csv")), "../data/in.csv");
+        assert_eq!(pipeline_relative(Path::new("proj"), Path::new("/data/in.csv")), "/data/in.csv");
+        assert_eq!(pipeline_relative(Path::new("proj"), Path::new("proj/sub/in.csv")), "sub/in.csv");
+        // An absolute path in the folder, with the pipeline file given relative to the
+        // working directory or through a link.
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(real.join("proj/out")).unwrap();
+        std::fs::write(real.join("proj/in.csv"), "a\n").unwrap();
+        std::os::unix::fs::symlink(real.join("proj"), real.join("link")).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let relative = pathdiff(&real.join("proj"), &cwd);
+        for (base, path) in [
+            (relative.clone(), real.join("proj/in.csv")),
+            (real.join("link"), real.join("proj/in.csv")),
+            (relative, real.join("link/in.csv")),
+            (real.join("proj"), real.join("link/out/new.csv")),
+        ] {
+            let want = if path.ends_with("new.csv") { "out/new.csv" } else { "in.csv" };
+            assert_eq!(pipeline_relative(&base, &path), want, "{} + {}", base.display(), path.display());
+        }
+    }
+
+    /// `to` spelt relative to `from` (both absolute), with `..` where it climbs.
+    fn pathdiff(to: &Path, from: &Path) -> PathBuf {
+        let (to, from): (Vec<_>, Vec<_>) = (to.components().collect(), from.components().collect());
+        let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
+        let mut out: PathBuf = from[common..].iter().map(|_| "..").collect();
+        out.extend(&to[common..]);
+        out
     }
 
     #[test]

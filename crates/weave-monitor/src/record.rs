@@ -21,7 +21,8 @@ use crate::collector::MetricsCollector;
 pub struct RunInfo {
     /// The pipeline's name.
     pub pipeline: String,
-    /// The pipeline file.
+    /// The pipeline file, best given by its real path (as `weave run` does), so that the
+    /// record does not depend on the folder the run was started from.
     pub file: PathBuf,
     /// A hash of the pipeline file's text, to tell runs of different versions apart.
     pub config_hash: String,
@@ -152,8 +153,9 @@ impl RunRecorder {
         &self.dir
     }
 
-    /// Records the files the run read and wrote, each as `{step, path, bytes, blake3}`:
-    /// the lineage of every output.
+    /// Records the files the run read and wrote, each as a JSON object (`weave run` gives
+    /// `{step, path, absolute, bytes, blake3}`, `path` relative to the pipeline file's
+    /// folder): the lineage of every output.
     pub fn set_lineage(&self, inputs: Vec<Value>, outputs: Vec<Value>) {
         self.lock().lineage = Some(json!({ "inputs": inputs, "outputs": outputs }));
     }
