@@ -73,7 +73,9 @@ impl Owner {
     }
 
     /// Whether the owner still runs. Gone only when that is certain: a missing `/proc`
-    /// entry, or one that holds another process with the same id. (A `/proc` mounted with
+    /// entry, one that holds another process with the same id, or one of a process that
+    /// has ended and waits for its parent to collect it (a zombie writes nothing more).
+    /// (A `/proc` mounted with
     /// `hidepid=2` hides other users' processes, which then read as gone: a folder shared
     /// by users on such a machine is out of reach of this check.)
     pub fn liveness(&self) -> Liveness {
@@ -89,8 +91,9 @@ impl Owner {
             // it looks like, and a missing entry proves nothing.
             return Liveness::Unknown;
         }
-        match start_time(self.pid) {
-            Ok(Some(now)) => match self.start {
+        match stat(self.pid) {
+            Ok(Some(Stat { ended: true, .. })) => Liveness::Gone,
+            Ok(Some(Stat { start: now, .. })) => match self.start {
                 Some(then) if then != now => Liveness::Gone,
                 _ => Liveness::Alive,
             },
@@ -107,18 +110,33 @@ impl Owner {
     }
 }
 
-/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`), `None` where it
-/// cannot be read (not Linux, or a line that does not parse), an error when the process
-/// does not exist (`NotFound`) or cannot be looked at.
-fn start_time(pid: u32) -> std::io::Result<Option<u64>> {
+/// What `/proc/<pid>/stat` says of a process.
+struct Stat {
+    /// Clock ticks after boot at which it started (field 22).
+    start: u64,
+    /// Whether it has ended, waiting to be collected by its parent (state `Z` or `X`,
+    /// field 3).
+    ended: bool,
+}
+
+/// What `/proc/<pid>/stat` says of process `pid`: `None` where it cannot be read (not
+/// Linux, or a line that does not parse), an error when the process does not exist
+/// (`NotFound`) or cannot be looked at.
+fn stat(pid: u32) -> std::io::Result<Option<Stat>> {
     if !cfg!(target_os = "linux") {
         return Ok(None);
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) is in parentheses and may hold spaces and parentheses of
     // its own: the fields are counted after the last `)`. It is followed by field 3.
-    let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
-    Ok(after.split_whitespace().nth(22 - 3).and_then(|f| f.parse().ok()))
+    let mut fields = stat.rfind(')').map_or("", |i| &stat[i + 1..]).split_whitespace();
+    let ended = fields.next().is_some_and(|state| state == "Z" || state == "X");
+    Ok(fields.nth(22 - 4).and_then(|f| f.parse().ok()).map(|start| Stat { start, ended }))
+}
+
+/// The start time of process `pid` (see [`stat`]).
+fn start_time(pid: u32) -> std::io::Result<Option<u64>> {
+    Ok(stat(pid)?.map(|s| s.start))
 }
 
 #[cfg(test)]
@@ -158,5 +176,14 @@ mod tests {
         assert!(Owner::of_process(live.pid).is_none());
         // Above the kernel's largest process id.
         assert!(Owner::new(u32::MAX - 1, None).is_gone());
+        // A process that has exited but that its parent has not collected yet (a zombie).
+        let mut zombie = std::process::Command::new("true").spawn().unwrap();
+        let owner = Owner::of_process(zombie.id()).unwrap();
+        let t0 = std::time::Instant::now();
+        while owner.liveness() == Liveness::Alive && t0.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(owner.liveness(), Liveness::Gone);
+        zombie.wait().unwrap();
     }
 }
