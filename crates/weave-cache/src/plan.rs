@@ -851,10 +851,12 @@ struct PinFile {
 }
 
 impl Pin {
-    /// Pins the entries of `plan` for this process.
+    /// Pins the entries of `plan` for this process, after removing the pins of runs that
+    /// are gone (a killed run cannot remove its own).
     pub fn new(plan: &CachePlan) -> Result<Pin, Error> {
         let dir = plan.store.root().join("pins");
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        live_pins(&dir);
         let owner = Owner::current();
         let file = PinFile { owner, prefixes: plan.prefixes().iter().map(hex24).collect() };
         let bytes = serde_json::to_vec(&file).map_err(|e| Error::Encode(e.to_string()))?;
@@ -880,22 +882,30 @@ fn hex24(p: &[u8; 24]) -> String {
 /// removed: `weave_fs::Owner::liveness`, which a reused process id does not fool).
 /// Returns what was removed.
 pub fn gc(store: &Store, max_bytes: u64) -> Result<crate::store::Stats, Error> {
+    let pinned = live_pins(&store.root().join("pins"));
+    store.gc(max_bytes, &|k| pinned.contains(&hex24(&prefix_of(k))))
+}
+
+/// The prefixes that the pins in `dir` hold for runs that may be alive; the pins of runs
+/// that are certainly gone are removed.
+fn live_pins(dir: &Path) -> std::collections::HashSet<String> {
     let mut pinned = std::collections::HashSet::new();
-    let dir = store.root().join("pins");
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        for e in rd.flatten() {
-            let Some(pin) = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<PinFile>(&b).ok())
-            else {
-                continue;
-            };
-            if pin.owner.is_gone() {
-                let _ = std::fs::remove_file(e.path());
-            } else {
-                pinned.extend(pin.prefixes);
-            }
+    let Ok(rd) = std::fs::read_dir(dir) else { return pinned };
+    for e in rd.flatten() {
+        // Pins only: not the temporary file of a pin being written.
+        if !e.file_name().to_string_lossy().ends_with(".json") {
+            continue;
+        }
+        let Some(pin) = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<PinFile>(&b).ok()) else {
+            continue;
+        };
+        if pin.owner.is_gone() {
+            let _ = std::fs::remove_file(e.path());
+        } else {
+            pinned.extend(pin.prefixes);
         }
     }
-    store.gc(max_bytes, &|k| pinned.contains(&hex24(&prefix_of(k))))
+    pinned
 }
 
 #[cfg(test)]
@@ -1036,8 +1046,9 @@ mod tests {
         assert!(pins.join("live.json").exists() && pins.join("old.json").exists());
     }
 
+    // regression: a killed run's pin stayed in `pins/` until someone ran `weave cache gc`.
     #[test]
-    fn a_pin_lives_as_long_as_its_guard() {
+    fn a_pin_lives_as_long_as_its_guard_and_a_killed_runs_goes_with_the_next_pin() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let plan = CachePlan {
@@ -1047,8 +1058,12 @@ mod tests {
             base: PathBuf::new(),
             steps: Vec::new(),
         };
+        // A killed run's pin: the next run's pin removes it.
+        let pins = dir.path().join("pins");
+        std::fs::create_dir_all(&pins).unwrap();
+        std::fs::write(pins.join("4294967294-1.json"), r#"{"pid":4294967294,"prefixes":[]}"#).unwrap();
         let pin = Pin::new(&plan).unwrap();
-        let count = || std::fs::read_dir(dir.path().join("pins")).unwrap().count();
+        let count = || std::fs::read_dir(&pins).unwrap().count();
         assert_eq!(count(), 1);
         drop(pin);
         assert_eq!(count(), 0);
