@@ -31,4 +31,4 @@ mod owner;
 mod temp;
 
 pub use owner::{Liveness, Owner};
-pub use temp::{TempFile, is_temporary_name, remove_live_temporaries, sweep_dead_temporaries, write_atomically};
+pub use temp::{TempFile, remove_live_temporaries, sweep_dead_temporaries, write_atomically};

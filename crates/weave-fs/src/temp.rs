@@ -52,11 +52,6 @@ fn owner_of_name(name: &str) -> Option<Owner> {
     Some(Owner::new(pid.parse().ok()?, (start != 0).then_some(start)))
 }
 
-/// Whether `name` is a temporary file's name (whatever its owner).
-pub fn is_temporary_name(name: &str) -> bool {
-    owner_of_name(name).is_some()
-}
-
 /// The temporary files of this process that exist now.
 fn live() -> &'static Mutex<HashSet<PathBuf>> {
     static LIVE: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
@@ -201,7 +196,6 @@ mod tests {
             [".weave-abc123.tmp", ".weave-1-2.tmp", ".weave-1-2-3-4.tmp", "weave-1-2-3.tmp", ".weave-1-x-3.tmp"]
         {
             assert_eq!(owner_of_name(other), None, "{other}");
-            assert!(!is_temporary_name(other));
         }
     }
 

@@ -37,9 +37,7 @@ pub use weave_core::*;
 pub use weave_exec::{
     CacheUse, ExecOptions, LogSubscriber, MemoryBudget, RunError, RunFiles, RunSummary, StepStats, cache_roles, run,
 };
-pub use weave_fs::{
-    Liveness, Owner, TempFile, is_temporary_name, remove_live_temporaries, sweep_dead_temporaries, write_atomically,
-};
+pub use weave_fs::{Liveness, Owner, TempFile, remove_live_temporaries, sweep_dead_temporaries, write_atomically};
 pub use weave_monitor::{
     Alert, AlertManager, Histogram, MetricsCollector, PipelineStats, ResourceUsage, RunEntry, RunInfo, RunRecorder,
     StepMetrics, list_runs,
