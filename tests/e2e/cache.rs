@@ -214,6 +214,64 @@ fn a_killed_run_resumes_without_recomputing_finished_batches() {
     assert_eq!(output(dir.path()), reference(rows, batch), "the resumed run's output is the uninterrupted one's");
 }
 
+/// The files in the cache's `tmp/` folder, where entries are written before their rename.
+fn cache_temporaries(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir.join(".weave/cache/tmp"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_killed_runs_cache_temporaries_are_removed_by_the_next_run_but_not_a_live_ones() {
+    // regression (issue 13, item 7, in the cache): an entry was written through a randomly
+    // named file in `.weave/cache/tmp/`, which a SIGKILL left there for good (an LLM
+    // step's part can be large), as no later run could tell a dead writer's from a live one's.
+    let dir = setup(600_000, 200_000);
+    let tmp = dir.path().join(".weave/cache/tmp");
+    // Parts of 200,000 records take milliseconds to write: the run is killed while one is
+    // being written (tried again in a fresh cache in the rare case the kill comes just
+    // after the rename).
+    let mut left = Vec::new();
+    for _ in 0..10 {
+        let _ = std::fs::remove_dir_all(dir.path().join(".weave"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weave"))
+            .args(["run", "p.toml"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("weave starts");
+        let t0 = Instant::now();
+        while cache_temporaries(dir.path()).is_empty()
+            && child.try_wait().expect("wait").is_none()
+            && t0.elapsed() < Duration::from_secs(120)
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let killed = Command::new("kill").args(["-KILL", &child.id().to_string()]).status().expect("kill runs");
+        let status = child.wait().expect("weave exits");
+        assert!(killed.success() && !status.success(), "the run was killed before it finished ({status})");
+        left = cache_temporaries(dir.path());
+        if !left.is_empty() {
+            break;
+        }
+    }
+    assert!(!left.is_empty(), "the killed run left the part it was writing");
+    // A live process's temporary file, as a run writing into the same cache now has.
+    let mut live = Command::new("sleep").arg("60").spawn().expect("sleep starts");
+    let owner = weave::Owner::of_process(live.id()).expect("a live process");
+    let writing = format!(".weave-{}-{}-0.tmp", owner.pid(), owner.start().unwrap_or(0));
+    std::fs::write(tmp.join(&writing), "a part being written").expect("write");
+
+    check_in(dir.path(), &["run", "p.toml"], 0, &["run succeeded"], &[]);
+    let after = cache_temporaries(dir.path());
+    live.kill().expect("kill sleep");
+    live.wait().expect("sleep exits");
+    assert_eq!(after, [writing], "the dead run's file is removed, the live process's is not");
+}
+
 #[test]
 fn damaged_entries_are_warned_about_and_recomputed() {
     let dir = setup(6000, 500);

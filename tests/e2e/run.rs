@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::cli::{check_in, data};
+use crate::cli::{check_in, data, last_report};
 
 /// A temporary folder holding a copy of `tests/data/tickets`: 10 support tickets through
 /// load → clean → export, small enough that every count below is known.
@@ -259,6 +259,45 @@ fn a_killed_run_leaves_a_record_that_says_interrupted_and_what_was_running() {
     let events = std::fs::read_to_string(runs[0].path().join("events.jsonl")).expect("events");
     assert!(events.lines().next().is_some_and(|l| l.contains("run_started")), "{events}");
     assert!(!dir.path().join("out/result.jsonl").exists(), "nothing committed");
+}
+
+#[test]
+fn the_lineage_names_files_alike_from_any_working_directory() {
+    // regression: report.json named each file by its path from the folder the run was
+    // started in (`raw_data.csv` from the project, `proj/raw_data.csv` from its parent,
+    // the cache keys having been made independent of it).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let proj = dir.path().join("proj");
+    std::fs::create_dir(&proj).expect("proj");
+    for f in ["pipeline.toml", "raw_data.csv"] {
+        std::fs::copy(data("tickets").join(f), proj.join(f)).expect("copy the example");
+    }
+    let lineage = |r: &serde_json::Value| -> Vec<(String, String, String)> {
+        ["inputs", "outputs"]
+            .iter()
+            .flat_map(|k| r[*k].as_array().expect("files").clone())
+            .map(|f| {
+                assert!(f["blake3"].is_string(), "{f}");
+                let s = |k: &str| f[k].as_str().unwrap_or_else(|| panic!("{k} in {f}")).to_owned();
+                (s("step"), s("path"), s("absolute"))
+            })
+            .collect()
+    };
+    check_in(&proj, &["run", "pipeline.toml", "--no-cache"], 0, &["run succeeded"], &[]);
+    let from_proj = last_report(&proj);
+    check_in(dir.path(), &["run", "proj/pipeline.toml", "--no-cache"], 0, &["run succeeded"], &[]);
+    let from_parent = last_report(&proj);
+    assert_ne!(from_proj["run_id"], from_parent["run_id"]);
+    let real = std::fs::canonicalize(&proj).expect("canonical");
+    let abs = |name: &str| real.join(name).display().to_string();
+    let expected = vec![
+        ("load".to_owned(), "raw_data.csv".to_owned(), abs("raw_data.csv")),
+        ("export".to_owned(), "processed_data.jsonl".to_owned(), abs("processed_data.jsonl")),
+    ];
+    assert_eq!(lineage(&from_proj), expected);
+    assert_eq!(lineage(&from_parent), expected);
+    assert_eq!(from_proj["pipeline_file"], abs("pipeline.toml"));
+    assert_eq!(from_parent["pipeline_file"], abs("pipeline.toml"));
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! remembered by reviewers (as rust-analyzer's tidy tests and Buck2's dependency rules do).
 //!
 //! - Layering: dependencies point downward only
-//!   (`weave-core ← weave-exec, weave-cache, weave-monitor ← weave-steps ← weave ← weave-cli`),
+//!   (`weave-core, weave-fs ← weave-exec, weave-cache, weave-monitor ← weave-steps ← weave ← weave-cli`,
+//!   and weave-steps does not depend on weave-exec),
 //!   and `weave-cli` reaches the libraries only through the `weave` facade.
 //! - Every member inherits the workspace's lints, and takes every dependency from
 //!   `[workspace.dependencies]`, so that versions are set once, in the root `Cargo.toml`.
@@ -20,16 +21,32 @@ use std::path::{Path, PathBuf};
 /// A new crate must be added here: the tests fail until someone decides where it sits.
 const LAYERS: &[(&str, &[&str])] = &[
     ("weave-core", &[]),
-    ("weave-exec", &["weave-core"]),
-    ("weave-cache", &["weave-core"]),
-    ("weave-monitor", &["weave-core"]),
-    ("weave-steps", &["weave-core", "weave-exec", "weave-cache", "weave-monitor", "weave-testkit"]),
-    ("weave", &["weave-core", "weave-exec", "weave-cache", "weave-monitor", "weave-steps"]),
+    // The files a run writes and who owns them (temporary files, the liveness of their
+    // owners): I/O that weave-core must not do, below every crate that writes.
+    ("weave-fs", &[]),
+    ("weave-exec", &["weave-core", "weave-fs"]),
+    ("weave-cache", &["weave-core", "weave-fs"]),
+    ("weave-monitor", &["weave-core", "weave-fs"]),
+    // The steps know the executor only through weave-core's traits: not weave-exec.
+    ("weave-steps", &["weave-core", "weave-fs", "weave-cache", "weave-monitor", "weave-testkit"]),
+    ("weave", &["weave-core", "weave-fs", "weave-exec", "weave-cache", "weave-monitor", "weave-steps"]),
     // The command line goes through the facade, like any user of the library; its
     // end-to-end tests also start the test server.
     ("weave-cli", &["weave", "weave-testkit"]),
     // Benchmarks and dev tasks measure the parts directly.
-    ("xtask", &["weave-core", "weave-exec", "weave-cache", "weave-monitor", "weave-steps", "weave", "weave-testkit"]),
+    (
+        "xtask",
+        &[
+            "weave-core",
+            "weave-fs",
+            "weave-exec",
+            "weave-cache",
+            "weave-monitor",
+            "weave-steps",
+            "weave",
+            "weave-testkit",
+        ],
+    ),
     // Test support (an OpenAI-compatible test server) for tests and benchmarks: it knows
     // nothing of Weave, and only tests, dev-dependencies and xtask may use it.
     ("weave-testkit", &[]),
@@ -381,7 +398,13 @@ fn layering_rule_catches_upward_dependencies() {
     let problems = layering("weave-cli", &cli);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].contains("crate `weave-cli` depends on `weave-core`"), "{problems:?}");
-    assert!(layering("weave-steps", &manifest_of("[dependencies]\nweave-exec.workspace = true\n")).is_empty());
+    assert!(layering("weave-steps", &manifest_of("[dependencies]\nweave-fs.workspace = true\n")).is_empty());
+    // The steps know no executor internals: the files they write go through weave-fs.
+    let steps = layering("weave-steps", &manifest_of("[dependencies]\nweave-exec.workspace = true\n"));
+    assert!(steps[0].contains("crate `weave-steps` depends on `weave-exec`"), "{steps:?}");
+    // weave-fs stands below every crate that writes files, on no weave crate.
+    let fs = layering("weave-fs", &manifest_of("[dependencies]\nweave-core.workspace = true\n"));
+    assert!(fs[0].contains("it may depend on no weave crate"), "{fs:?}");
     let new = layering("weave-gpu", &manifest_of("[dependencies]\nweave-core.workspace = true\n"));
     assert!(new[0].contains("`weave-gpu` is not in the layering table"), "{new:?}");
 }

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -89,10 +88,7 @@ impl FileIndex {
         drop(known);
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(Error::io(dir))?;
-        tmp.write_all(&bytes).map_err(Error::io(&self.path))?;
-        tmp.persist(&self.path).map_err(|e| Error::Io { path: self.path.clone(), source: e.error })?;
-        Ok(())
+        weave_fs::write_atomically(&self.path, &bytes).map_err(Error::io(&self.path))
     }
 }
 

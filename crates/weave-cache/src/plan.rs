@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use weave_core::{Batch, CacheMode, Pipeline, Shape, StepCache};
+use weave_fs::Owner;
 
 use crate::codec;
 use crate::error::Error;
@@ -140,14 +141,35 @@ struct Manifest {
 /// Why an unchanged step whose output is not stored runs when a step after it needs it.
 const NOT_KEPT: &str = "unchanged, but its output is not kept (cache = \"auto\" keeps costly steps only)";
 
-/// How a key or a manifest names `path`: relative to `base` (the pipeline file's folder)
-/// when it is under it, as it is otherwise (an absolute path, or one that climbs out with
-/// `..`), so that a pipeline has the same keys from whatever folder it is run.
-fn key_path(base: &Path, path: &Path) -> String {
-    let rel = path.strip_prefix(base).unwrap_or(path);
+/// How keys, manifests and a run's lineage name `path` (a file a step resolved against
+/// the pipeline file's folder `base`): relative to `base` when it is under it, as it is
+/// otherwise (an absolute path elsewhere, or one that climbs out with `..`), so that a
+/// pipeline names its files alike from whatever folder it is run.
+///
+/// An absolute path is compared with the folder by the real paths of both (links
+/// followed), since `base` is spelt as the pipeline file was given: relative to the
+/// working directory, or through a link.
+pub fn pipeline_relative(base: &Path, path: &Path) -> String {
+    let real;
+    let rel = if path.is_absolute() {
+        real = (real_path(base), real_path(path));
+        path.strip_prefix(base).or_else(|_| real.1.strip_prefix(&real.0)).unwrap_or(path)
+    } else {
+        path.strip_prefix(base).unwrap_or(path)
+    };
     // `./in.csv` and `in.csv` are one file, however the pipeline file was named.
     let plain: PathBuf = rel.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
     plain.display().to_string()
+}
+
+/// `path` with links followed: itself when it exists, its folder's and its name when only
+/// the folder does (an output not yet written), or as it is.
+fn real_path(path: &Path) -> PathBuf {
+    let folder = || {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
+    };
+    std::fs::canonicalize(path).ok().or_else(folder).unwrap_or_else(|| path.to_path_buf())
 }
 
 /// Why stored parts of a step's output cannot stand in for computing it, if they cannot:
@@ -226,7 +248,7 @@ impl CachePlan {
             let mut file_keys = Vec::new();
             for f in info.files_read() {
                 match files.hash(&f) {
-                    Ok(k) => file_keys.push((key_path(&base, &f), k)),
+                    Ok(k) => file_keys.push((pipeline_relative(&base, &f), k)),
                     Err(e) => reasons.push(format!("cannot hash its input: {e}")),
                 }
             }
@@ -457,7 +479,7 @@ impl CachePlan {
                 let mut r = s.record.clone()?;
                 for (_, path) in &s.own_files {
                     if let Ok(k) = self.files.hash(path) {
-                        r.written.push((key_path(&self.base, path), k));
+                        r.written.push((pipeline_relative(&self.base, path), k));
                     }
                 }
                 Some((s.id.as_str(), r))
@@ -465,9 +487,7 @@ impl CachePlan {
             .collect();
         let bytes = serde_json::to_vec_pretty(&records).map_err(|e| Error::Encode(e.to_string()))?;
         let path = dir.join("keys.json");
-        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(Error::io(&dir))?;
-        std::io::Write::write_all(&mut tmp, &bytes).map_err(Error::io(&path))?;
-        tmp.persist(&path).map_err(|e| Error::Io { path: path.clone(), source: e.error })?;
+        weave_fs::write_atomically(&path, &bytes).map_err(Error::io(&path))?;
         self.files.save()
     }
 
@@ -671,7 +691,7 @@ fn own_files_state(
     previous: Option<&KeyRecord>,
 ) -> Option<String> {
     own.iter().find_map(|(what, path)| {
-        let name = key_path(base, path);
+        let name = pipeline_relative(base, path);
         let Ok(now) = files.hash(path) else { return Some(format!("its {what} {name} is missing")) };
         match previous.and_then(|r| r.written.iter().find(|(n, _)| *n == name)) {
             Some((_, was)) if *was != now => Some(format!("its {what} {name} was changed since it was written")),
@@ -807,7 +827,7 @@ impl StepCache for StepEntry {
         let mut files = Vec::new();
         for f in self.sink_files.iter().flatten() {
             let k = self.files.hash(f).map_err(|e| e.to_string())?;
-            files.push((key_path(&self.base, f), k));
+            files.push((pipeline_relative(&self.base, f), k));
         }
         let bytes = codec::encode(&Manifest { parts, files }).map_err(|e| e.to_string())?;
         self.store.put(&manifest_key(&self.key), codec::BINCODE2, &bytes).map_err(|e| e.to_string())
@@ -821,25 +841,28 @@ pub struct Pin {
     path: PathBuf,
 }
 
+/// A pin on disk, `pins/<pid>-<nanos>.json`: its owner (`pid`, and `process_start` since
+/// pins carry it: a pin without it is judged by its process id alone) and the prefixes.
 #[derive(Serialize, Deserialize)]
 struct PinFile {
-    pid: u32,
+    #[serde(flatten)]
+    owner: Owner,
     prefixes: Vec<String>,
 }
 
 impl Pin {
-    /// Pins the entries of `plan` for this process.
+    /// Pins the entries of `plan` for this process, after removing the pins of runs that
+    /// are gone (a killed run cannot remove its own).
     pub fn new(plan: &CachePlan) -> Result<Pin, Error> {
         let dir = plan.store.root().join("pins");
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-        let pid = std::process::id();
-        let file = PinFile { pid, prefixes: plan.prefixes().iter().map(hex24).collect() };
+        live_pins(&dir);
+        let owner = Owner::current();
+        let file = PinFile { owner, prefixes: plan.prefixes().iter().map(hex24).collect() };
         let bytes = serde_json::to_vec(&file).map_err(|e| Error::Encode(e.to_string()))?;
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let path = dir.join(format!("{pid}-{nanos}.json"));
-        let mut tmp = tempfile::Builder::new().prefix(".pin-").tempfile_in(&dir).map_err(Error::io(&dir))?;
-        std::io::Write::write_all(&mut tmp, &bytes).map_err(Error::io(&dir))?;
-        tmp.persist(&path).map_err(|e| Error::Io { path: path.clone(), source: e.error })?;
+        let path = dir.join(format!("{}-{nanos}.json", owner.pid()));
+        weave_fs::write_atomically(&path, &bytes).map_err(Error::io(&path))?;
         Ok(Pin { path })
     }
 }
@@ -854,30 +877,35 @@ fn hex24(p: &[u8; 24]) -> String {
     p.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether process `pid` is alive (on Linux; elsewhere every pin counts as alive).
-fn alive(pid: u32) -> bool {
-    if cfg!(target_os = "linux") { Path::new(&format!("/proc/{pid}")).exists() } else { true }
+/// Evicts least recently used entries until the store holds at most `max_bytes`, never
+/// one pinned by a run that may be alive (pins whose owner is certainly gone are
+/// removed: `weave_fs::Owner::liveness`, which a reused process id does not fool).
+/// Returns what was removed.
+pub fn gc(store: &Store, max_bytes: u64) -> Result<crate::store::Stats, Error> {
+    let pinned = live_pins(&store.root().join("pins"));
+    store.gc(max_bytes, &|k| pinned.contains(&hex24(&prefix_of(k))))
 }
 
-/// Evicts least recently used entries until the store holds at most `max_bytes`, never
-/// one pinned by a live run (pins of dead runs are removed). Returns what was removed.
-pub fn gc(store: &Store, max_bytes: u64) -> Result<crate::store::Stats, Error> {
+/// The prefixes that the pins in `dir` hold for runs that may be alive; the pins of runs
+/// that are certainly gone are removed.
+fn live_pins(dir: &Path) -> std::collections::HashSet<String> {
     let mut pinned = std::collections::HashSet::new();
-    let dir = store.root().join("pins");
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        for e in rd.flatten() {
-            let Some(pin) = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<PinFile>(&b).ok())
-            else {
-                continue;
-            };
-            if alive(pin.pid) {
-                pinned.extend(pin.prefixes);
-            } else {
-                let _ = std::fs::remove_file(e.path());
-            }
+    let Ok(rd) = std::fs::read_dir(dir) else { return pinned };
+    for e in rd.flatten() {
+        // Pins only: not the temporary file of a pin being written.
+        if !e.file_name().to_string_lossy().ends_with(".json") {
+            continue;
+        }
+        let Some(pin) = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<PinFile>(&b).ok()) else {
+            continue;
+        };
+        if pin.owner.is_gone() {
+            let _ = std::fs::remove_file(e.path());
+        } else {
+            pinned.extend(pin.prefixes);
         }
     }
-    store.gc(max_bytes, &|k| pinned.contains(&hex24(&prefix_of(k))))
+    pinned
 }
 
 #[cfg(test)]
@@ -902,7 +930,8 @@ mod tests {
     }
 
     // regression (issue 13, item 2): keys named files by their path from the working
-    // directory.
+    // directory; and an absolute path into the folder by itself when the pipeline file was
+    // given relative to the working directory, by its name in the folder otherwise.
     #[test]
     fn files_are_named_relative_to_the_pipeline_files_folder_however_it_is_spelt() {
         // (the pipeline file's folder, a file as the steps resolve it)
@@ -917,11 +946,38 @@ mod tests {
             ("/abs/proj", "/abs/proj/in.csv"),
         ];
         for (base, path) in cases {
-            assert_eq!(key_path(Path::new(base), Path::new(path)), "in.csv", "{base} + {path}");
+            assert_eq!(pipeline_relative(Path::new(base), Path::new(path)), "in.csv", "{base} + {path}");
         }
-        assert_eq!(key_path(Path::new("proj"), Path::new("proj/../data/in.csv")), "../data/in.csv");
-        assert_eq!(key_path(Path::new("proj"), Path::new("/data/in.csv")), "/data/in.csv");
-        assert_eq!(key_path(Path::new("proj"), Path::new("proj/sub/in.csv")), "sub/in.csv");
+        assert_eq!(pipeline_relative(Path::new("proj"), Path::new("proj/../data/in.csv")), "../data/in.csv");
+        assert_eq!(pipeline_relative(Path::new("proj"), Path::new("/data/in.csv")), "/data/in.csv");
+        assert_eq!(pipeline_relative(Path::new("proj"), Path::new("proj/sub/in.csv")), "sub/in.csv");
+        // An absolute path in the folder, with the pipeline file given relative to the
+        // working directory or through a link.
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(real.join("proj/out")).unwrap();
+        std::fs::write(real.join("proj/in.csv"), "a\n").unwrap();
+        std::os::unix::fs::symlink(real.join("proj"), real.join("link")).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let relative = pathdiff(&real.join("proj"), &cwd);
+        for (base, path) in [
+            (relative.clone(), real.join("proj/in.csv")),
+            (real.join("link"), real.join("proj/in.csv")),
+            (relative, real.join("link/in.csv")),
+            (real.join("proj"), real.join("link/out/new.csv")),
+        ] {
+            let want = if path.ends_with("new.csv") { "out/new.csv" } else { "in.csv" };
+            assert_eq!(pipeline_relative(&base, &path), want, "{} + {}", base.display(), path.display());
+        }
+    }
+
+    /// `to` spelt relative to `from` (both absolute), with `..` where it climbs.
+    fn pathdiff(to: &Path, from: &Path) -> PathBuf {
+        let (to, from): (Vec<_>, Vec<_>) = (to.components().collect(), from.components().collect());
+        let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
+        let mut out: PathBuf = from[common..].iter().map(|_| "..").collect();
+        out.extend(&to[common..]);
+        out
     }
 
     #[test]
@@ -935,10 +991,10 @@ mod tests {
         }
         let pins = dir.path().join("pins");
         std::fs::create_dir_all(&pins).unwrap();
-        let live = PinFile { pid: std::process::id(), prefixes: vec![hex24(&prefix_of(&step))] };
+        let live = PinFile { owner: Owner::current(), prefixes: vec![hex24(&prefix_of(&step))] };
         std::fs::write(pins.join("live.json"), serde_json::to_vec(&live).unwrap()).unwrap();
         // A pid that cannot be alive (above the kernel's maximum): its pin is stale.
-        let dead = PinFile { pid: u32::MAX - 1, prefixes: vec![hex24(&prefix_of(&other))] };
+        let dead = PinFile { owner: Owner::new(u32::MAX - 1, None), prefixes: vec![hex24(&prefix_of(&other))] };
         std::fs::write(pins.join("dead.json"), serde_json::to_vec(&dead).unwrap()).unwrap();
 
         let removed = gc(&store, 0).unwrap();
@@ -949,8 +1005,50 @@ mod tests {
         assert!(pins.join("live.json").exists());
     }
 
+    // regression: a pin was judged by its process id alone, so a dead run's pin whose id
+    // the kernel had given to another process kept the dead run's entries from eviction
+    // for as long as that other process lived.
+    #[cfg(target_os = "linux")]
     #[test]
-    fn a_pin_lives_as_long_as_its_guard() {
+    fn a_pin_whose_process_id_was_reused_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (dead, live, old) = (
+            KeyBuilder::new("t").part("a", b"1").finish(),
+            KeyBuilder::new("t").part("a", b"2").finish(),
+            KeyBuilder::new("t").part("a", b"3").finish(),
+        );
+        for k in [dead, live, old] {
+            store.put(&prefixed(&k, 0), codec::BINCODE2, b"payload").unwrap();
+        }
+        // A live process, and a pin of a dead run that had its id (another start time).
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let start = Owner::of_process(child.id()).unwrap().start().unwrap();
+        let pins = dir.path().join("pins");
+        std::fs::create_dir_all(&pins).unwrap();
+        let pin = |name: &str, text: String| std::fs::write(pins.join(name), text).unwrap();
+        let hex = |k: &Key| hex24(&prefix_of(k));
+        pin(
+            "reused.json",
+            format!(r#"{{"pid":{},"process_start":{},"prefixes":["{}"]}}"#, child.id(), start + 1, hex(&dead)),
+        );
+        pin("live.json", format!(r#"{{"pid":{},"process_start":{start},"prefixes":["{}"]}}"#, child.id(), hex(&live)));
+        // Written before pins kept the start time: judged by the process id alone.
+        pin("old.json", format!(r#"{{"pid":{},"prefixes":["{}"]}}"#, child.id(), hex(&old)));
+
+        let removed = gc(&store, 0).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(removed.entries, 1, "only the dead run's entry");
+        assert!(!store.contains(&prefixed(&dead, 0)));
+        assert!(store.contains(&prefixed(&live, 0)) && store.contains(&prefixed(&old, 0)));
+        assert!(!pins.join("reused.json").exists(), "the dead run's pin is cleaned up");
+        assert!(pins.join("live.json").exists() && pins.join("old.json").exists());
+    }
+
+    // regression: a killed run's pin stayed in `pins/` until someone ran `weave cache gc`.
+    #[test]
+    fn a_pin_lives_as_long_as_its_guard_and_a_killed_runs_goes_with_the_next_pin() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let plan = CachePlan {
@@ -960,8 +1058,12 @@ mod tests {
             base: PathBuf::new(),
             steps: Vec::new(),
         };
+        // A killed run's pin: the next run's pin removes it.
+        let pins = dir.path().join("pins");
+        std::fs::create_dir_all(&pins).unwrap();
+        std::fs::write(pins.join("4294967294-1.json"), r#"{"pid":4294967294,"prefixes":[]}"#).unwrap();
         let pin = Pin::new(&plan).unwrap();
-        let count = || std::fs::read_dir(dir.path().join("pins")).unwrap().count();
+        let count = || std::fs::read_dir(&pins).unwrap().count();
         assert_eq!(count(), 1);
         drop(pin);
         assert_eq!(count(), 0);

@@ -21,11 +21,19 @@ pub const FORMAT_VERSION: u32 = 2;
 /// another key's name as exactly that.
 const HEADER_LEN: usize = 88;
 
+/// How old a temporary file without an owner in its name (written by a version of weave
+/// from before they had one) must be before [`Store::gc`] takes it for a dead writer's.
+const UNOWNED_TEMPORARY_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// A content-addressed store of entries under `root/objects/ab/cdef…`.
 ///
 /// Writes go to a temporary file in `root/tmp`, are synced, and are renamed into place,
 /// so a reader sees a whole entry or none, even with several processes writing at once
 /// (the same key always holds the same content, so the last rename wins harmlessly).
+/// Temporary files are `weave_fs::TempFile`s, named after the process that writes them:
+/// those of a process that is gone (a killed run; an LLM step's part can be large) are
+/// removed when the store is opened, when a process first writes into it, and by
+/// [`Store::gc`].
 /// Every entry starts with a header (magic, format version, codec, payload length, blake3
 /// of the payload, and the key it was written under); an entry that fails any check, or
 /// that is found under another key than its own (a file moved or copied over another), is
@@ -62,7 +70,33 @@ impl Store {
         for dir in [root.join("objects"), root.join("tmp")] {
             fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         }
-        Ok(Store { root, met_old_format: Arc::default() })
+        let store = Store { root, met_old_format: Arc::default() };
+        weave_fs::sweep_dead_temporaries(&store.tmp_dir());
+        Ok(store)
+    }
+
+    /// Where entries are written before they are renamed into place.
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Removes the temporary files in `tmp/` that no live process writes: those of owners
+    /// that are gone, and those named by versions of weave that did not record their
+    /// owner (`entry-…`) once they are a day old (an entry is written in seconds, so no
+    /// live writer is that slow). Returns how many were removed.
+    fn sweep_tmp(&self) -> usize {
+        let tmp = self.tmp_dir();
+        let mut removed = weave_fs::sweep_dead_temporaries(&tmp);
+        let Ok(entries) = fs::read_dir(&tmp) else { return removed };
+        for e in entries.flatten() {
+            let unowned = e.file_name().to_str().is_some_and(|n| n.starts_with("entry-"));
+            let old = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|m| m.elapsed().ok());
+            if unowned && old.is_some_and(|age| age > UNOWNED_TEMPORARY_AGE) && fs::remove_file(e.path()).is_ok() {
+                log::info!("removed {}, a temporary file left by an earlier version of weave", e.path().display());
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// The store's folder.
@@ -92,8 +126,8 @@ impl Store {
         let path = self.path_of(key);
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        let tmp_dir = self.root.join("tmp");
-        let mut tmp = tempfile::Builder::new().prefix("entry-").tempfile_in(&tmp_dir).map_err(Error::io(&tmp_dir))?;
+        let tmp_dir = self.tmp_dir();
+        let (mut file, tmp) = weave_fs::TempFile::new_in(&tmp_dir).map_err(Error::io(&tmp_dir))?;
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -103,12 +137,13 @@ impl Store {
         header.extend_from_slice(&sum);
         header.extend_from_slice(key.as_bytes());
         let tmp_path = tmp.path().to_path_buf();
-        tmp.write_all(&header).map_err(Error::io(&tmp_path))?;
-        tmp.write_all(payload).map_err(Error::io(&tmp_path))?;
+        file.write_all(&header).map_err(Error::io(&tmp_path))?;
+        file.write_all(payload).map_err(Error::io(&tmp_path))?;
         if durable {
-            tmp.as_file().sync_all().map_err(Error::io(&tmp_path))?;
+            file.sync_all().map_err(Error::io(&tmp_path))?;
         }
-        tmp.persist(&path).map_err(|e| Error::Io { path: path.clone(), source: e.error })?;
+        drop(file);
+        tmp.persist(&path).map_err(Error::io(&path))?;
         Ok(())
     }
 
@@ -187,8 +222,10 @@ impl Store {
     }
 
     /// Evicts least recently used entries until the store holds at most `max_bytes`,
-    /// never an entry in `keep` (those a running run holds). Returns what was removed.
+    /// never an entry in `keep` (those a running run holds), after removing the temporary
+    /// files of writers that are gone. Returns the entries removed.
     pub fn gc(&self, max_bytes: u64, keep: &dyn Fn(&Key) -> bool) -> Result<Stats, Error> {
+        self.sweep_tmp();
         let mut list = self.list()?;
         let mut total: u64 = list.iter().map(|(_, b, _)| b).sum();
         list.sort_by_key(|(_, _, used)| *used);
@@ -394,6 +431,45 @@ mod tests {
         assert!(s.contains(&keys[0]) && s.contains(&keys[1]));
         assert!(!s.contains(&keys[2]) && !s.contains(&keys[3]));
         assert_eq!(s.clear().unwrap().entries, 2);
+    }
+
+    // regression (issue 13, item 7): entries were written through randomly named
+    // temporary files in `tmp/` that nothing removed after a killed run.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn opening_and_gc_remove_the_temporary_files_of_dead_writers_only() {
+        let (_d, s) = store();
+        let tmp = s.root().join("tmp");
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let live = weave_fs::Owner::of_process(child.id()).unwrap();
+        let me = weave_fs::Owner::current();
+        let name = |o: weave_fs::Owner| format!(".weave-{}-{}-0.tmp", o.pid(), o.start().unwrap_or(0));
+        let dead = name(weave_fs::Owner::new(me.pid(), me.start().map(|t| t + 1)));
+        let old_day = SystemTime::now() - std::time::Duration::from_secs(2 * 24 * 3600);
+        for (f, when) in [
+            (name(live), None),
+            (dead.clone(), None),
+            ("entry-aB3xYz".to_owned(), Some(old_day)),
+            ("entry-Qw9Rt1".to_owned(), None),
+        ] {
+            std::fs::write(tmp.join(&f), "half an entry").unwrap();
+            if let Some(t) = when {
+                File::options().write(true).open(tmp.join(&f)).unwrap().set_modified(t).unwrap();
+            }
+        }
+        let left = || {
+            let mut v: Vec<String> =
+                std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            v.sort();
+            v
+        };
+        let s = Store::open(s.root()).unwrap();
+        assert!(!left().contains(&dead), "opening removes a dead writer's file");
+        assert!(left().contains(&"entry-aB3xYz".to_owned()), "an unowned file waits for gc");
+        s.gc(u64::MAX, &|_| false).unwrap();
+        assert_eq!(left(), [name(live), "entry-Qw9Rt1".to_owned()], "a live writer's and a young unowned file stay");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

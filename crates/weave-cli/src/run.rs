@@ -74,7 +74,7 @@ pub(crate) fn run(
         steps: steps.clone(),
         dag: dag_json,
         pipeline: pipeline.name.clone(),
-        file: file.to_path_buf(),
+        file: absolute(file),
         config_hash: config_hash.to_owned(),
         tool_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
@@ -89,6 +89,8 @@ pub(crate) fn run(
     let reads = files(&|s| s.step.info().files_read());
     let writes = files(&|s| s.step.info().files_written());
     let plan = crate::cache::plan(&pipeline, &cache.dir, &cache.options)?;
+    // `pipeline` goes to the run; the lineage of its outputs is named after the run.
+    let base_dir = pipeline.base_dir.clone();
     // The run's entries are pinned against `weave cache gc` until it ends.
     let _pin = match weave::cache::Pin::new(&plan) {
         Ok(p) => Some(p),
@@ -98,7 +100,7 @@ pub(crate) fn run(
         }
     };
     let index = Arc::clone(plan.files());
-    let inputs = lineage(&index, &reads);
+    let inputs = lineage(&index, &pipeline.base_dir, &reads);
     let bars = (!quiet && std::io::stderr().is_terminal()).then(|| Arc::new(crate::progress::Bars::new(&steps)));
     if let Some(b) = &bars {
         subscribers.push(b.clone());
@@ -129,7 +131,7 @@ pub(crate) fn run(
         let metrics = Arc::clone(&metrics);
         std::thread::spawn(move || {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(METRICS_EVERY) {
-                if let Err(e) = write_atomically(&path, &metrics.prometheus()) {
+                if let Err(e) = weave::write_atomically(&path, metrics.prometheus().as_bytes()) {
                     log::warn!("cannot write the metrics file {}: {e}", path.display());
                 }
             }
@@ -175,7 +177,7 @@ pub(crate) fn run(
         for st in summary.steps.iter().filter(|s| !s.figures.is_empty()) {
             r.set_figures(&st.id, figures_json(&st.figures));
         }
-        let outputs = if outcome.is_ok() { lineage(&index, &writes) } else { Vec::new() };
+        let outputs = if outcome.is_ok() { lineage(&index, &base_dir, &writes) } else { Vec::new() };
         r.set_lineage(inputs, outputs);
         if let Err(e) = index.save() {
             log::debug!("cannot save the file index ({e}); inputs will be hashed again next time");
@@ -197,7 +199,7 @@ pub(crate) fn run(
     }
     // Told after the run's own outcome, which must never be lost behind it.
     let metrics_error = metrics_file.as_ref().and_then(|path| {
-        write_atomically(path, &metrics.prometheus())
+        weave::write_atomically(path, metrics.prometheus().as_bytes())
             .err()
             .map(|e| format!("cannot write the metrics file {}: {e}", path.display()))
     });
@@ -314,35 +316,36 @@ fn settle_llm_requests(quiet: bool) {
     }
 }
 
-/// Writes `text` to `path` through a temporary file beside it and a rename, so that a
-/// reader (a Prometheus file collector) never sees half a file, and a killed run leaves
-/// nothing that a later one does not remove.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let (mut file, tmp) = weave::TempFile::new_in(dir)?;
-    file.write_all(text.as_bytes())?;
-    drop(file);
-    tmp.persist(path)
-}
-
-/// Each file as `{step, path, bytes, blake3}` (or `{step, path, error}` when it cannot be
-/// read).
-fn lineage(index: &weave::cache::FileIndex, files: &[(String, PathBuf)]) -> Vec<serde_json::Value> {
+/// Each file as `{step, path, absolute, bytes, blake3}` (or `{step, path, absolute,
+/// error}` when it cannot be read): `path` relative to the pipeline file's folder `base`,
+/// as cache keys name it, and `absolute` its real path, so that neither depends on the
+/// folder the run was started from.
+fn lineage(index: &weave::cache::FileIndex, base: &Path, files: &[(String, PathBuf)]) -> Vec<serde_json::Value> {
     files
         .iter()
         .map(|(step, path)| {
+            let mut entry = serde_json::json!({
+                "step": step,
+                "path": weave::cache::pipeline_relative(base, path),
+                "absolute": absolute(path),
+            });
             let bytes = std::fs::metadata(path).map(|m| m.len());
-            match (index.hash(path), bytes) {
-                (Ok(h), Ok(n)) => serde_json::json!({"step": step, "path": path, "bytes": n, "blake3": h.to_hex()}),
-                (Err(e), _) => serde_json::json!({"step": step, "path": path, "error": e.to_string()}),
-                (_, Err(e)) => serde_json::json!({"step": step, "path": path, "error": e.to_string()}),
+            let more = match (index.hash(path), bytes) {
+                (Ok(h), Ok(n)) => serde_json::json!({"bytes": n, "blake3": h.to_hex()}),
+                (Err(e), _) => serde_json::json!({"error": e.to_string()}),
+                (_, Err(e)) => serde_json::json!({"error": e.to_string()}),
+            };
+            if let (Some(entry), serde_json::Value::Object(more)) = (entry.as_object_mut(), more) {
+                entry.extend(more);
             }
+            entry
         })
         .collect()
+}
+
+/// `path` from the root, links followed where it exists.
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// `.weave/runs` beside the pipeline file: where run records go.

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use weave_core::{Record, Rejected};
 
 use crate::error::Error;
-use crate::temp::TempFile;
+use weave_fs::TempFile;
 
 /// Appends rejected records to a JSONL file, created on the first record of the run.
 #[derive(Debug)]

@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 use weave_core::{Event, RunStatus, Subscriber};
+use weave_fs::Owner;
 
 use crate::alerts::AlertManager;
 use crate::collector::MetricsCollector;
@@ -19,7 +21,8 @@ use crate::collector::MetricsCollector;
 pub struct RunInfo {
     /// The pipeline's name.
     pub pipeline: String,
-    /// The pipeline file.
+    /// The pipeline file, best given by its real path (as `weave run` does), so that the
+    /// record does not depend on the folder the run was started from.
     pub file: PathBuf,
     /// A hash of the pipeline file's text, to tell runs of different versions apart.
     pub config_hash: String,
@@ -150,8 +153,9 @@ impl RunRecorder {
         &self.dir
     }
 
-    /// Records the files the run read and wrote, each as `{step, path, bytes, blake3}`:
-    /// the lineage of every output.
+    /// Records the files the run read and wrote, each as a JSON object (`weave run` gives
+    /// `{step, path, absolute, bytes, blake3}`, `path` relative to the pipeline file's
+    /// folder): the lineage of every output.
     pub fn set_lineage(&self, inputs: Vec<Value>, outputs: Vec<Value>) {
         self.lock().lineage = Some(json!({ "inputs": inputs, "outputs": outputs }));
     }
@@ -211,13 +215,12 @@ impl RunRecorder {
                     })
                 })
                 .collect();
-            json!({
+            let mut report = json!({
                 "run_id": self.id,
                 "pipeline": self.info.pipeline,
                 "pipeline_file": self.info.file,
                 "config_hash": self.info.config_hash,
                 "tool_version": self.info.tool_version,
-                "pid": std::process::id(),
                 "status": st.status,
                 "error": st.error,
                 "started_ms": st.started_ms,
@@ -229,17 +232,25 @@ impl RunRecorder {
                 "alerts": self.alerts.as_ref().map(|a| a.fired()).unwrap_or_default(),
                 "inputs": st.lineage.as_ref().map_or(json!([]), |l| l["inputs"].clone()),
                 "outputs": st.lineage.as_ref().map_or(json!([]), |l| l["outputs"].clone()),
-            })
+            });
+            // The process that runs it (`pid`, `process_start`), for `list_runs` to tell a
+            // live run from a dead one.
+            if let (Some(r), Ok(Value::Object(owner))) =
+                (report.as_object_mut(), serde_json::to_value(Owner::current()))
+            {
+                r.extend(owner);
+            }
+            report
         };
         write_json(&self.dir.join("report.json"), &report)
     }
 }
 
-/// Writes `value` to `path` through a temporary file and a rename.
+/// Writes `value` to `path` through a temporary file of this process and a rename
+/// (`weave_fs::write_atomically`: a writer killed half-way leaves a file that the next
+/// writer in the folder removes, and two writers never share one).
 fn write_json(path: &Path, value: &Value) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(value).unwrap_or_default())?;
-    fs::rename(&tmp, path)
+    weave_fs::write_atomically(path, &serde_json::to_vec_pretty(value).unwrap_or_default())
 }
 
 /// An event as a JSON object, with `t`, the seconds since the run started.
@@ -383,7 +394,7 @@ pub fn list_runs(runs_dir: &Path) -> std::io::Result<Vec<RunEntry>> {
             log::warn!("{} is not a readable run report; skipping it", path.display());
             continue;
         };
-        if report["status"] == "running" && !process_alive(report["pid"].as_u64().unwrap_or(0)) {
+        if report["status"] == "running" && runner_is_gone(&report) {
             report["status"] = json!("interrupted");
             if report["error"].is_null() {
                 let running: Vec<String> = report["running_steps"]
@@ -405,14 +416,15 @@ pub fn list_runs(runs_dir: &Path) -> std::io::Result<Vec<RunEntry>> {
     Ok(out)
 }
 
-fn process_alive(pid: u64) -> bool {
-    if pid == 0 {
-        return false;
+/// Whether the process that ran the run of `report` is certainly gone (a report that
+/// names none is from no live process). Through `weave_fs::Owner`, so that a reused
+/// process id does not keep a dead run `running`; a report written before reports kept
+/// the start time is judged by the process id alone.
+fn runner_is_gone(report: &Value) -> bool {
+    match Owner::deserialize(report) {
+        Ok(owner) if owner.pid() != 0 => owner.is_gone(),
+        _ => true,
     }
-    if pid == u64::from(std::process::id()) {
-        return true;
-    }
-    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 #[cfg(test)]
@@ -481,6 +493,63 @@ mod tests {
         assert_eq!(on_disk["status"], "interrupted");
         assert!(on_disk["error"].as_str().unwrap().ends_with("while running: embed"));
         assert!(new_run_id().len() > 16);
+    }
+
+    // regression: a record was judged by its process id alone, so a killed run's record
+    // whose id the kernel had given to another process (here: this one) said `running`
+    // for as long as that process lived.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_record_left_running_by_a_process_whose_id_was_reused_reads_as_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = weave_fs::Owner::current();
+        let write = |name: &str, report: Value| {
+            fs::create_dir_all(dir.path().join(name)).unwrap();
+            fs::write(dir.path().join(name).join("report.json"), report.to_string()).unwrap();
+        };
+        let reused = json!({"status": "running", "pid": me.pid(), "process_start": me.start().unwrap() + 1, "running_steps": []});
+        write("20260101T000000Z-1", reused);
+        // This process's own record, and one written before records kept the start time
+        // (judged by the process id alone, as before).
+        write("20260101T000001Z-2", json!({"status": "running", "pid": me.pid(), "process_start": me.start()}));
+        write("20260101T000002Z-3", json!({"status": "running", "pid": me.pid()}));
+        let status: Vec<String> = list_runs(dir.path()).unwrap().iter().map(|r| r.status().to_owned()).collect();
+        assert_eq!(status, ["interrupted", "running", "running"]);
+    }
+
+    // regression (issue 13, item 7): report.json was written through `report.json.tmp`, a
+    // fixed name: two writers of one record (a run and `weave runs` marking it
+    // interrupted) wrote into one temporary file, and a killed writer's was never removed.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn report_json_is_written_through_a_temporary_file_of_its_own_and_a_dead_writers_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(MetricsCollector::new());
+        let rec = RunRecorder::start(dir.path(), info(), metrics, None).unwrap();
+        let other = rec.dir().join("report.json.tmp");
+        fs::write(&other, "another writer's").unwrap();
+        rec.write_report().unwrap();
+        assert_eq!(fs::read_to_string(&other).unwrap(), "another writer's", "not taken over");
+        let names = |d: &Path| -> Vec<String> {
+            let mut v: Vec<String> =
+                fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(rec.dir()), ["events.jsonl", "report.json", "report.json.tmp"]);
+        // A run killed while it wrote its report: its record says `running`, and its
+        // temporary file is there.
+        let me = weave_fs::Owner::current();
+        let dead = weave_fs::Owner::new(me.pid(), me.start().map(|s| s + 1));
+        let run = dir.path().join("20260101T000000Z-1");
+        fs::create_dir_all(&run).unwrap();
+        let mut report = json!({"status": "running", "running_steps": ["embed"]});
+        report.as_object_mut().unwrap().extend(serde_json::to_value(dead).unwrap().as_object().unwrap().clone());
+        fs::write(run.join("report.json"), report.to_string()).unwrap();
+        let leftover = format!(".weave-{}-{}-3.tmp", dead.pid(), dead.start().unwrap());
+        fs::write(run.join(&leftover), "half a report").unwrap();
+        assert_eq!(list_runs(dir.path()).unwrap()[0].status(), "interrupted");
+        assert_eq!(names(&run), ["report.json"], "the dead writer's temporary file is removed");
     }
 
     // regression: run ids were to the second, so two runs started within one second of

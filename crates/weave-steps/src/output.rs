@@ -13,7 +13,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use weave_core::{Batch, ConfItem, ConfValue, Params, StepContext, StepError, ValueRef};
-use weave_exec::TempFile;
+use weave_fs::TempFile;
 
 /// How an output file is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,8 +2,9 @@
 //! validate → export, as a DAG.
 //!
 //! This crate is the facade: it re-exports the core model and traits from `weave-core`
-//! (data model, step traits, DAG, pipeline file), the executor from `weave-exec` and the
-//! built-in steps from `weave-steps`, and adds [`Orchestrator`], the one-line way to
+//! (data model, step traits, DAG, pipeline file), the executor from `weave-exec`, the
+//! built-in steps from `weave-steps`, and the files a run writes and who owns them from
+//! `weave-fs`, and adds [`Orchestrator`], the one-line way to
 //! build and run a pipeline, so that one dependency gives the whole thing. Depend on a `weave-*`
 //! crate directly to take only a part.
 //!
@@ -34,9 +35,9 @@
 
 pub use weave_core::*;
 pub use weave_exec::{
-    CacheUse, ExecOptions, LogSubscriber, MemoryBudget, RunError, RunFiles, RunSummary, StepStats, TempFile,
-    cache_roles, remove_live_temporaries, run, sweep_dead_temporaries,
+    CacheUse, ExecOptions, LogSubscriber, MemoryBudget, RunError, RunFiles, RunSummary, StepStats, cache_roles, run,
 };
+pub use weave_fs::{Liveness, Owner, TempFile, remove_live_temporaries, sweep_dead_temporaries, write_atomically};
 pub use weave_monitor::{
     Alert, AlertManager, Histogram, MetricsCollector, PipelineStats, ResourceUsage, RunEntry, RunInfo, RunRecorder,
     StepMetrics, list_runs,

@@ -1,28 +1,28 @@
-//! Temporary files that name the process that owns them, so that a later run can tell a
-//! dead run's leftovers (a SIGKILL, a power cut) from a live run's work in progress.
+//! Temporary files that name the process that owns them, so that a later run can tell
+//! a dead run's leftovers (a SIGKILL, a power cut) from a live run's work in progress.
 //!
 //! Every file a run writes before moving it into place (an export, a part of a set, an
-//! exclusion file, the metrics file) is a [`TempFile`] beside its target, named
-//! `.weave-<pid>-<start>-<n>.tmp`: the process id, the process's start time (in clock
-//! ticks after boot, field 22 of `/proc/<pid>/stat`, so that a reused process id does not
-//! pass for the owner), and a number unique in the process. Before it makes its first
-//! temporary file in a folder, a process removes the temporary files there whose owner is
-//! gone ([`sweep_dead_temporaries`]); the files of a live process, files named otherwise,
-//! and files whose owner cannot be told (a name without one, as earlier versions wrote; a
-//! system without `/proc`) are left alone.
+//! exclusion file, the metrics file, a cache entry, the cache's file index and keys, a
+//! pin, a run record's report) is a [`TempFile`] beside its target (or, for the cache's
+//! entries, in the cache's `tmp/`), named `.weave-<pid>-<start>-<n>.tmp`: its [`Owner`]'s
+//! process id and start time (0 where unknown), and a number unique in the process.
+//! Before it makes its first temporary file in a folder, a process removes the temporary
+//! files there whose owner is gone ([`sweep_dead_temporaries`]); the files of a live
+//! process, files named otherwise, and files whose owner cannot be told (a system without
+//! `/proc`) are left alone.
 //!
 //! Each live temporary file is also listed in the process, so that a forced stop (a
 //! second Ctrl-C) can remove them before it exits ([`remove_live_temporaries`]).
-//!
-//! The owner is a process on this machine since its last boot: a folder shared between
-//! machines (NFS) would need the host and boot id in the name too.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::owner::Owner;
 
 /// How every temporary file's name starts.
 const PREFIX: &str = ".weave-";
@@ -34,61 +34,22 @@ const SUFFIX: &str = ".tmp";
 /// run with 10,000 parts 10,000 listings of 10,000 files.
 const SWEEP_AGAIN_AFTER: Duration = Duration::from_secs(60);
 
-/// A process, as temporary file names record it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Owner {
-    pid: u32,
-    /// Clock ticks after boot at which the process started (0 where unknown).
-    start: u64,
+/// The name of `owner`'s temporary file number `n`.
+fn name_of(owner: Owner, n: u64) -> String {
+    format!("{PREFIX}{}-{}-{n}{SUFFIX}", owner.pid(), owner.start().unwrap_or(0))
 }
 
-impl Owner {
-    /// This process.
-    fn current() -> Owner {
-        static CURRENT: OnceLock<Owner> = OnceLock::new();
-        *CURRENT.get_or_init(|| {
-            let pid = std::process::id();
-            Owner { pid, start: start_time(pid).ok().flatten().unwrap_or(0) }
-        })
+/// The owner a temporary file's name records, if it records one.
+fn owner_of_name(name: &str) -> Option<Owner> {
+    let inner = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    let mut fields = inner.split('-');
+    let (pid, start, n) = (fields.next()?, fields.next()?, fields.next()?);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if fields.next().is_some() || !digits(pid) || !digits(start) || !digits(n) {
+        return None;
     }
-
-    /// The owner a temporary file's name records, if it records one.
-    fn of_name(name: &str) -> Option<Owner> {
-        let inner = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
-        let mut fields = inner.split('-');
-        let (pid, start, n) = (fields.next()?, fields.next()?, fields.next()?);
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if fields.next().is_some() || !digits(pid) || !digits(start) || !digits(n) {
-            return None;
-        }
-        Some(Owner { pid: pid.parse().ok()?, start: start.parse().ok()? })
-    }
-
-    /// Whether the process is gone: `false` unless that is certain (its `/proc` entry is
-    /// missing, or holds another process that has its id).
-    fn is_gone(&self) -> bool {
-        if self.start == 0 {
-            return false;
-        }
-        match start_time(self.pid) {
-            Ok(Some(start)) => start != self.start,
-            Ok(None) => false,
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        }
-    }
-}
-
-/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`), `None` where it
-/// cannot be read (not Linux), an error when the process does not exist.
-fn start_time(pid: u32) -> std::io::Result<Option<u64>> {
-    if !cfg!(target_os = "linux") {
-        return Ok(None);
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name (field 2) is in parentheses and may hold spaces and parentheses of
-    // its own: the fields are counted after the last `)`. It is followed by field 3.
-    let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
-    Ok(after.split_whitespace().nth(22 - 3).and_then(|f| f.parse().ok()))
+    let start: u64 = start.parse().ok()?;
+    Some(Owner::new(pid.parse().ok()?, (start != 0).then_some(start)))
 }
 
 /// The temporary files of this process that exist now.
@@ -115,7 +76,7 @@ impl TempFile {
         let owner = Owner::current();
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = dir.join(format!("{PREFIX}{}-{}-{n}{SUFFIX}", owner.pid, owner.start));
+            let path = dir.join(name_of(owner, n));
             match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => {
                     live().lock().unwrap_or_else(PoisonError::into_inner).insert(path.clone());
@@ -142,6 +103,22 @@ impl TempFile {
         self.kept = true;
         Ok(())
     }
+}
+
+/// Writes `bytes` to `path` through a [`TempFile`] beside it and a rename, so that a
+/// reader sees the old file or the new one, never half of one, two writers never write
+/// into one temporary file, and a writer killed half-way leaves a file that the next
+/// writer in the folder removes. Not synced: for files that are cheap to lose in a power
+/// cut (indexes, records, metrics), not for data.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let (mut file, tmp) = TempFile::new_in(dir)?;
+    file.write_all(bytes)?;
+    drop(file);
+    tmp.persist(path)
 }
 
 impl Drop for TempFile {
@@ -175,15 +152,15 @@ pub fn sweep_dead_temporaries(dir: &Path) -> usize {
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(owner) = name.to_str().and_then(Owner::of_name) else { continue };
-        if owner == Owner::current() || !owner.is_gone() {
+        let Some(owner) = name.to_str().and_then(owner_of_name) else { continue };
+        if !owner.is_gone() {
             continue;
         }
         let path = entry.path();
         match std::fs::remove_file(&path) {
             Ok(()) => {
                 removed += 1;
-                log::info!("removed {}, left by process {} which is gone", path.display(), owner.pid);
+                log::info!("removed {}, left by process {} which is gone", path.display(), owner.pid());
             }
             Err(e) => log::debug!("cannot remove {}, left by a process that is gone ({e})", path.display()),
         }
@@ -209,19 +186,16 @@ fn sweep_once(dir: &Path) {
 mod tests {
     use super::*;
 
-    /// A temporary file's name for `owner`.
-    fn name_of(owner: Owner, n: u64) -> String {
-        format!("{PREFIX}{}-{}-{n}{SUFFIX}", owner.pid, owner.start)
-    }
-
     #[test]
     fn names_record_their_owner_and_nothing_else_parses() {
-        let o = Owner { pid: 4242, start: 987_654 };
-        assert_eq!(Owner::of_name(&name_of(o, 3)), Some(o));
+        let o = Owner::new(4242, Some(987_654));
+        assert_eq!(owner_of_name(&name_of(o, 3)), Some(o));
+        // A start time that could not be read is written as 0, and read as unknown.
+        assert_eq!(owner_of_name(&name_of(Owner::new(5, None), 1)), Some(Owner::new(5, None)));
         for other in
             [".weave-abc123.tmp", ".weave-1-2.tmp", ".weave-1-2-3-4.tmp", "weave-1-2-3.tmp", ".weave-1-x-3.tmp"]
         {
-            assert_eq!(Owner::of_name(other), None, "{other}");
+            assert_eq!(owner_of_name(other), None, "{other}");
         }
     }
 
@@ -231,19 +205,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A live process other than this one, holding a temporary file.
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        let live = Owner { pid: child.id(), start: start_time(child.id()).unwrap().unwrap() };
+        let live = Owner::of_process(child.id()).unwrap();
         // A process that has exited, and one whose id now belongs to another process
         // (this one's id with another start time).
         let mut done = std::process::Command::new("true").spawn().unwrap();
         let done_pid = done.id();
         done.wait().unwrap();
-        let gone = Owner { pid: done_pid, start: live.start };
-        let reused = Owner { pid: std::process::id(), start: Owner::current().start + 1 };
+        let gone = Owner::new(done_pid, live.start());
+        let me = Owner::current();
+        let reused = Owner::new(me.pid(), me.start().map(|s| s + 1));
         let files = [
             name_of(live, 0),
             name_of(gone, 0),
             name_of(reused, 7),
-            name_of(Owner::current(), 999),
+            name_of(me, 999),
             ".weave-abc123.tmp".to_owned(),
             "data.jsonl".to_owned(),
         ];
@@ -270,7 +245,7 @@ mod tests {
         let (_, b) = TempFile::new_in(dir.path()).unwrap();
         let (_, c) = TempFile::new_in(dir.path()).unwrap();
         assert_ne!(a.path(), b.path());
-        assert_eq!(Owner::of_name(&a.path().file_name().unwrap().to_string_lossy()), Some(Owner::current()));
+        assert_eq!(owner_of_name(&a.path().file_name().unwrap().to_string_lossy()), Some(Owner::current()));
         let listed = |p: &Path| live().lock().unwrap().contains(p);
         assert!(listed(a.path()) && listed(b.path()));
         let (a_path, b_path, c_path) = (a.path().to_path_buf(), b.path().to_path_buf(), c.path().to_path_buf());
@@ -283,5 +258,18 @@ mod tests {
         assert_eq!(remove_live(|p| p.starts_with(dir.path())), 1);
         assert!(!c_path.exists());
         drop(c);
+    }
+
+    #[test]
+    fn a_file_written_atomically_leaves_no_temporary_file_and_takes_no_one_elses() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("report.json");
+        // Another writer's temporary file under the name a fixed-name writer would use.
+        std::fs::write(dir.path().join("report.json.tmp"), "another writer's").unwrap();
+        write_atomically(&target, b"{}").unwrap();
+        write_atomically(&target, b"{\"a\":1}").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "{\"a\":1}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("report.json.tmp")).unwrap(), "another writer's");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 }

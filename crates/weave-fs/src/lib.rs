@@ -1,0 +1,34 @@
+//! The files a Weave run writes and who owns them.
+//!
+//! - [`Owner`]: the process that owns something on disk (a temporary file, a cache pin, a
+//!   run record that says `running`), as its id and start time, and [`Owner::liveness`],
+//!   the one check of whether it still runs, against an id the kernel gave again to
+//!   another process. A later version adds the host and boot id (and leases) here, for
+//!   folders shared between machines.
+//! - [`TempFile`]: a file written under a temporary name that records its owner, then
+//!   renamed into place; [`write_atomically`] for a small file in one go.
+//! - [`sweep_dead_temporaries`]: the temporary files of owners that are gone, removed (a
+//!   folder is swept before the first temporary file a process makes in it);
+//!   [`remove_live_temporaries`]: this process's own, removed on a forced stop.
+//!
+//! Every crate that writes files through a rename uses this one, so that a killed run's
+//! debris is recognised, and removed, by every later run alike. It depends on no weave
+//! crate: the executor, the cache, the monitor and the steps all stand on it.
+//!
+//! ```
+//! let dir = tempfile::tempdir().unwrap();
+//! let target = dir.path().join("out.txt");
+//! let (mut file, tmp) = weave_fs::TempFile::new_in(dir.path()).unwrap();
+//! std::io::Write::write_all(&mut file, b"whole or nothing").unwrap();
+//! assert!(tmp.path().file_name().unwrap().to_string_lossy().starts_with(".weave-"));
+//! tmp.persist(&target).unwrap();
+//! assert_eq!(std::fs::read_to_string(&target).unwrap(), "whole or nothing");
+//! assert_eq!(weave_fs::Owner::current().liveness(), weave_fs::Liveness::Alive);
+//! ```
+#![deny(missing_docs)]
+
+mod owner;
+mod temp;
+
+pub use owner::{Liveness, Owner};
+pub use temp::{TempFile, remove_live_temporaries, sweep_dead_temporaries, write_atomically};
