@@ -620,6 +620,13 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
             },
         }
         let kind = common.required_str("kind", "the step's kind, such as \"load_csv\"").unwrap_or_default();
+        // An empty kind is refused here: past this point an empty kind means one that was
+        // already reported (missing, or not a string).
+        if kind.is_empty()
+            && let Some(i) = common.item("kind").filter(|i| matches!(i.value, ConfValue::Str(_)))
+        {
+            common.error_at(i, "`kind` is empty: name the step's kind, such as \"load_csv\" (`weave kinds` lists them)");
+        }
         let kind_location = common.item("kind").map(|i| top.locate(i.span.clone()));
         let after = common.item("after").and_then(|i| match &i.value {
             ConfValue::Str(s) => Some(vec![Dep { id: s.clone(), location: Some(top.locate(i.span.clone())) }]),
@@ -819,6 +826,16 @@ rules = ["trim"]
                 "11:8 `kind` must be a string, not an integer",
                 "12:10 `after` must list step ids, not an integer",
             ],
+        );
+    }
+
+    // regression (found by the `pipeline` fuzz target): `kind = ""` was refused with no
+    // error at all ("pipeline.toml has 0 errors").
+    #[test]
+    fn an_empty_kind_is_an_error_at_its_place() {
+        check_errors(
+            "[[step]]\nid = \"load\"\nkind = \"\"\n",
+            &["3:8 `kind` is empty: name the step's kind, such as \"load_csv\" (`weave kinds` lists them)"],
         );
     }
 
