@@ -438,11 +438,17 @@ fn check_run(what: &str, ran: &Ran, expect: Expect<'_>) -> Vec<String> {
     problems
 }
 
-/// The first and last lines of a long text, enough to see what happened.
+/// The first and last lines of a long text, each cut to a screen's width or so, enough to
+/// see what happened (a generated 100,000-character line would drown the report).
 fn excerpt(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
+    const WIDTH: usize = 400;
+    let clip = |l: &&str| match l.char_indices().nth(WIDTH) {
+        Some((end, _)) => format!("{}[... {} more characters]", &l[..end], l[end..].chars().count()),
+        None => (*l).to_owned(),
+    };
+    let lines: Vec<String> = text.lines().map(|l| clip(&l)).collect();
     if lines.len() <= 40 {
-        return text.to_owned();
+        return lines.join("\n");
     }
     format!(
         "{}\n[... {} lines ...]\n{}",
@@ -695,6 +701,16 @@ fn the_checks_catch_a_wrong_exit_missing_words_a_panic_and_files_out_of_place() 
 }
 
 #[test]
+fn a_long_line_is_cut_in_the_report_and_a_short_one_is_whole() {
+    let long = format!("start {} end", "n".repeat(100_000));
+    let shown = excerpt(&format!("first line\n{long}\nlast line\n"));
+    assert!(shown.starts_with("first line\nstart nnn"), "{shown}");
+    assert!(shown.contains("[... 99610 more characters]\nlast line"), "{shown}");
+    assert!(shown.len() < 500, "{} bytes", shown.len());
+    assert_eq!(excerpt("one\ntwo"), "one\ntwo");
+}
+
+#[test]
 fn words_expected_once_fail_when_printed_twice_or_never() {
     let ran = Ran {
         code: Some(1),
@@ -706,9 +722,10 @@ fn words_expected_once_fail_when_printed_twice_or_never() {
     let (twice, never, one) = (words(&["cannot open in.csv"]), words(&["panicked"]), words(&["No such file"]));
     let expect = Expect { stderr_once: &twice, stdout_once: &never, ..Expect::code(1) };
     let problems = check_run("weave run", &ran, expect).join("\n");
-    for expected in
-        ["stderr holds \"cannot open in.csv\" 2 times, expected once", "stdout holds \"panicked\" 0 times, expected once"]
-    {
+    for expected in [
+        "stderr holds \"cannot open in.csv\" 2 times, expected once",
+        "stdout holds \"panicked\" 0 times, expected once",
+    ] {
         assert!(problems.contains(expected), "{expected:?} not reported in:\n{problems}");
     }
     // Printed once, it passes.
