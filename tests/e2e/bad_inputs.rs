@@ -27,7 +27,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The least number of cases the corpus holds, so that a folder moved away or a listing
 /// that finds nothing cannot pass as a corpus that is all fine.
-const MIN_CASES: usize = 45;
+const MIN_CASES: usize = 200;
 
 /// Set to a comma-separated list of case names to run only those (while writing a case).
 const ONLY_ENV: &str = "WEAVE_BAD_INPUTS";
