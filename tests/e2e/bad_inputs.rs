@@ -27,7 +27,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The least number of cases the corpus holds, so that a folder moved away or a listing
 /// that finds nothing cannot pass as a corpus that is all fine.
-const MIN_CASES: usize = 45;
+const MIN_CASES: usize = 200;
 
 /// Set to a comma-separated list of case names to run only those (while writing a case).
 const ONLY_ENV: &str = "WEAVE_BAD_INPUTS";
@@ -57,6 +57,13 @@ struct Case {
     /// Words stdout must not contain.
     #[serde(default)]
     stdout_not: Vec<String>,
+    /// Words stderr must contain exactly once (an error printed once, not as a log line,
+    /// an `error:` and a `caused by:`).
+    #[serde(default)]
+    stderr_once: Vec<String>,
+    /// Words stdout must contain exactly once.
+    #[serde(default)]
+    stdout_once: Vec<String>,
     /// When given, `weave validate pipeline.toml` is run first and must end with this code.
     validate: Option<i32>,
     /// Files (relative to the case folder) that must exist after the command.
@@ -111,6 +118,10 @@ struct Before {
     stderr_not: Vec<String>,
     #[serde(default)]
     stdout_not: Vec<String>,
+    #[serde(default)]
+    stderr_once: Vec<String>,
+    #[serde(default)]
+    stdout_once: Vec<String>,
 }
 
 /// What one command must give: its exit code, and words its output holds or not.
@@ -121,26 +132,30 @@ struct Expect<'a> {
     stderr: &'a [String],
     stdout_not: &'a [String],
     stderr_not: &'a [String],
+    stdout_once: &'a [String],
+    stderr_once: &'a [String],
 }
 
 impl Expect<'_> {
     /// Only an exit code.
     fn code(code: i32) -> Expect<'static> {
-        Expect { code, stdout: &[], stderr: &[], stdout_not: &[], stderr_not: &[] }
+        Expect { code, stdout: &[], stderr: &[], stdout_not: &[], stderr_not: &[], stdout_once: &[], stderr_once: &[] }
     }
 }
 
 impl Case {
     fn expect(&self) -> Expect<'_> {
         let (stdout, stderr, stdout_not, stderr_not) = (&self.stdout, &self.stderr, &self.stdout_not, &self.stderr_not);
-        Expect { code: self.exit, stdout, stderr, stdout_not, stderr_not }
+        let (stdout_once, stderr_once) = (&self.stdout_once, &self.stderr_once);
+        Expect { code: self.exit, stdout, stderr, stdout_not, stderr_not, stdout_once, stderr_once }
     }
 }
 
 impl Before {
     fn expect(&self) -> Expect<'_> {
         let (stdout, stderr, stdout_not, stderr_not) = (&self.stdout, &self.stderr, &self.stdout_not, &self.stderr_not);
-        Expect { code: self.exit, stdout, stderr, stdout_not, stderr_not }
+        let (stdout_once, stderr_once) = (&self.stdout_once, &self.stderr_once);
+        Expect { code: self.exit, stdout, stderr, stdout_not, stderr_not, stdout_once, stderr_once }
     }
 }
 
@@ -398,14 +413,21 @@ fn check_run(what: &str, ran: &Ran, expect: Expect<'_>) -> Vec<String> {
         Some(c) => problems.push(format!("{what}: exit code {c}, expected {code}{}", shown())),
         None => problems.push(format!("{what}: ended by a signal, expected exit code {code}{}", shown())),
     }
-    for (name, text, words, not) in
-        [("stdout", &out, expect.stdout, expect.stdout_not), ("stderr", &err, expect.stderr, expect.stderr_not)]
-    {
+    for (name, text, words, not, once) in [
+        ("stdout", &out, expect.stdout, expect.stdout_not, expect.stdout_once),
+        ("stderr", &err, expect.stderr, expect.stderr_not, expect.stderr_once),
+    ] {
         for w in words.iter().filter(|w| !text.contains(w.as_str())) {
             problems.push(format!("{what}: {name} lacks {w:?}{}", shown()));
         }
         for w in not.iter().filter(|w| text.contains(w.as_str())) {
             problems.push(format!("{what}: {name} holds {w:?}, which it must not{}", shown()));
+        }
+        for w in once {
+            let n = text.matches(w.as_str()).count();
+            if n != 1 {
+                problems.push(format!("{what}: {name} holds {w:?} {n} times, expected once{}", shown()));
+            }
         }
     }
     for (name, bytes) in [("stdout", &ran.stdout), ("stderr", &ran.stderr)] {
@@ -416,11 +438,17 @@ fn check_run(what: &str, ran: &Ran, expect: Expect<'_>) -> Vec<String> {
     problems
 }
 
-/// The first and last lines of a long text, enough to see what happened.
+/// The first and last lines of a long text, each cut to a screen's width or so, enough to
+/// see what happened (a generated 100,000-character line would drown the report).
 fn excerpt(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
+    const WIDTH: usize = 400;
+    let clip = |l: &&str| match l.char_indices().nth(WIDTH) {
+        Some((end, _)) => format!("{}[... {} more characters]", &l[..end], l[end..].chars().count()),
+        None => (*l).to_owned(),
+    };
+    let lines: Vec<String> = text.lines().map(|l| clip(&l)).collect();
     if lines.len() <= 40 {
-        return text.to_owned();
+        return lines.join("\n");
     }
     format!(
         "{}\n[... {} lines ...]\n{}",
@@ -670,6 +698,38 @@ fn the_checks_catch_a_wrong_exit_missing_words_a_panic_and_files_out_of_place() 
     ] {
         assert!(problems.contains(expected), "{expected:?} not reported in:\n{problems}");
     }
+}
+
+#[test]
+fn a_long_line_is_cut_in_the_report_and_a_short_one_is_whole() {
+    let long = format!("start {} end", "n".repeat(100_000));
+    let shown = excerpt(&format!("first line\n{long}\nlast line\n"));
+    assert!(shown.starts_with("first line\nstart nnn"), "{shown}");
+    assert!(shown.contains("[... 99610 more characters]\nlast line"), "{shown}");
+    assert!(shown.len() < 500, "{} bytes", shown.len());
+    assert_eq!(excerpt("one\ntwo"), "one\ntwo");
+}
+
+#[test]
+fn words_expected_once_fail_when_printed_twice_or_never() {
+    let ran = Ran {
+        code: Some(1),
+        stdout: b"3 records\n".to_vec(),
+        stderr: b"[WARN] cannot open in.csv\nerror: cannot open in.csv\n  caused by: No such file\n".to_vec(),
+        problems: Vec::new(),
+    };
+    let words = |w: &[&str]| w.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>();
+    let (twice, never, one) = (words(&["cannot open in.csv"]), words(&["panicked"]), words(&["No such file"]));
+    let expect = Expect { stderr_once: &twice, stdout_once: &never, ..Expect::code(1) };
+    let problems = check_run("weave run", &ran, expect).join("\n");
+    for expected in [
+        "stderr holds \"cannot open in.csv\" 2 times, expected once",
+        "stdout holds \"panicked\" 0 times, expected once",
+    ] {
+        assert!(problems.contains(expected), "{expected:?} not reported in:\n{problems}");
+    }
+    // Printed once, it passes.
+    assert_eq!(check_run("weave run", &ran, Expect { stderr_once: &one, ..Expect::code(1) }), Vec::<String>::new());
 }
 
 #[test]

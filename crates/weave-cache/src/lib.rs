@@ -41,3 +41,14 @@ pub use files::FileIndex;
 pub use key::{Key, KeyBuilder};
 pub use plan::{CacheOptions, CachePlan, MAX_SET_ASIDE_BYTES, Pin, Status, StepPlan, gc, pipeline_relative};
 pub use store::{Entry, FORMAT_VERSION, Stats, Store};
+
+use std::path::{Path, PathBuf};
+
+/// The files and folders the cache writes and removes in its folder `dir`: its entries
+/// (`objects/`) and their temporary files (`tmp/`), the steps' last keys (`keys/`), the
+/// pins of running runs (`pins/`) and the index of input files (`files.json`). Nothing
+/// else there is the cache's: a run refuses to write an output onto these, and may keep
+/// other files beside them (the quarantine file, with the cache in `.weave/`).
+pub fn own_paths(dir: &Path) -> Vec<PathBuf> {
+    ["objects", "tmp", "keys", "pins", "files.json"].iter().map(|name| dir.join(name)).collect()
+}

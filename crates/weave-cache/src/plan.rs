@@ -664,8 +664,13 @@ fn diff_json(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut
 }
 
 fn records_dir(store: &Store, pipeline: &str) -> PathBuf {
-    let safe: String =
+    let mut safe: String =
         pipeline.chars().map(|c| if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    // A name of dots only (`.`, `..`) or none would name `keys/` itself or the folder
+    // above it: the records of a pipeline named `..` were written into the cache's root.
+    if safe.bytes().all(|b| b == b'.') {
+        safe.insert(0, '_');
+    }
     store.root().join("keys").join(safe)
 }
 
@@ -1003,6 +1008,38 @@ mod tests {
         assert!(!store.contains(&prefixed(&other, 0)));
         assert!(!pins.join("dead.json").exists(), "a dead run's pin is cleaned up");
         assert!(pins.join("live.json").exists());
+    }
+
+    // The paths a run refuses to write outputs onto must be all the cache writes: every
+    // name in a cache folder that has an entry, a file index, key records and a pin is
+    // one of them, and so is the folder of a pipeline whose name is all dots.
+    #[test]
+    fn the_cache_writes_nothing_but_its_own_paths() {
+        for name in ["p", "..", ".", "", "a/../.."] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            store.put(&KeyBuilder::new("t").part("a", b"1").finish(), codec::BINCODE2, b"payload").unwrap();
+            std::fs::write(dir.path().join("in.csv"), "a\n").unwrap();
+            let plan = CachePlan {
+                store: store.clone(),
+                files: Arc::new(FileIndex::load(dir.path())),
+                pipeline: name.into(),
+                base: PathBuf::new(),
+                steps: Vec::new(),
+            };
+            plan.files.hash(&dir.path().join("in.csv")).unwrap();
+            plan.remember().unwrap();
+            let _pin = Pin::new(&plan).unwrap();
+            let own = crate::own_paths(dir.path());
+            for e in std::fs::read_dir(dir.path()).unwrap().flatten().filter(|e| e.file_name() != "in.csv") {
+                assert!(own.contains(&e.path()), "{name:?}: {} is not among {own:?}", e.path().display());
+            }
+            assert!(
+                records_dir(&store, name).starts_with(dir.path().join("keys"))
+                    && records_dir(&store, name) != dir.path().join("keys"),
+                "{name:?}"
+            );
+        }
     }
 
     // regression: a pin was judged by its process id alone, so a dead run's pin whose id

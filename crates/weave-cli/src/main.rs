@@ -258,12 +258,13 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Validate { file } => {
             let p = load(file, cli.quiet)?;
             let quarantine = run::default_quarantine(file);
-            refuse(
-                weave::RunFiles::of_pipeline(&p)
-                    .read("the pipeline file", file)
-                    .replaced("the quarantine file", quarantine),
-                "give each output a path of its own",
-            )?;
+            let mut files = weave::RunFiles::of_pipeline(&p)
+                .read("the pipeline file", file)
+                .replaced("the quarantine file", quarantine);
+            for own in weave::cache::own_paths(&cache::dir_for(file, p.cache_dir.as_deref(), None)) {
+                files = files.kept_by_weave("the cache", own);
+            }
+            refuse(files, "give each output a path of its own")?;
             let warnings = p.warnings().0.len();
             let noun = if warnings == 1 { "warning" } else { "warnings" };
             emit(&format!("ok: {}: {p}, {warnings} {noun}\n", file.display()))

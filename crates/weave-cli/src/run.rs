@@ -41,9 +41,12 @@ pub(crate) fn run(
     let quarantine_flag = if quarantine.is_some() { "--quarantine" } else { "the quarantine file" };
     let quarantine = quarantine.unwrap_or_else(|| default_quarantine(file));
     // Before anything is written or removed: no output may be an input, the pipeline file
-    // or another output, nor anything but a regular file.
+    // or another output, nor anything but a regular file, nor one of the cache's files.
     let mut files =
         weave::RunFiles::of_pipeline(&pipeline).read("the pipeline file", file).replaced(quarantine_flag, &quarantine);
+    for own in weave::cache::own_paths(&cache.dir) {
+        files = files.kept_by_weave("the cache", own);
+    }
     if let Some(m) = &metrics_file {
         files = files.replaced("--metrics-file", m);
     }

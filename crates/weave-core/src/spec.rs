@@ -319,6 +319,30 @@ impl PipelineSpec {
         let (mut name, mut description, mut seed, mut max_bad_records) = (None, None, 0, BadRecordLimit::default());
         if let Some(p) = top.table("pipeline") {
             name = p.str("name");
+            // The name is in every metric's labels, the tables of `weave runs` and the
+            // cache's records of the pipeline: bounded as step ids are, and one line of
+            // text (a line break split the tables; an escape sequence would reach the
+            // terminal).
+            if let (Some(n), Some(item)) = (&name, p.item("name")) {
+                if n.chars().count() > MAX_ID_CHARS {
+                    p.error_at(
+                        item,
+                        format!(
+                            "the pipeline's name `{}` is {} characters long: names are at most {MAX_ID_CHARS}",
+                            crate::diagnostic::clip(n, 40),
+                            n.chars().count()
+                        ),
+                    );
+                } else if let Some(c) = n.chars().find(|c| c.is_control()) {
+                    p.error_at(
+                        item,
+                        format!(
+                            "the pipeline's name holds a control character (U+{:04X}): names are one line of text",
+                            u32::from(c)
+                        ),
+                    );
+                }
+            }
             description = p.str("description");
             seed = p.u64("seed").unwrap_or(0);
             max_bad_records = bad_record_limit(&p).unwrap_or_default();
@@ -896,6 +920,36 @@ rules = ["trim"]
         let text = format!("[[step]]\nid = \"{cjk}\"\nkind = \"k\"\n");
         let (spec, _) = PipelineSpec::parse("p.toml", &text).unwrap();
         assert_eq!(spec.steps[0].id, cjk);
+    }
+
+    // regression (a sibling of issue 13, item 18): a 100,000-character pipeline name was
+    // accepted, went into every metric's labels, and its cache path was too long to make
+    // (a warning that printed all of it).
+    #[test]
+    fn pipeline_names_are_at_most_128_characters() {
+        let text = |name: &str| format!("[pipeline]\nname = \"{name}\"\n[[step]]\nid = \"a\"\nkind = \"k\"\n");
+        let err = PipelineSpec::parse("p.toml", &text(&"n".repeat(100_000))).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        let d = &err.0[0];
+        assert_eq!(
+            d.message,
+            format!("the pipeline's name `{}…` is 100000 characters long: names are at most 128", "n".repeat(40))
+        );
+        assert_eq!(d.location.as_ref().map(|l| (l.line, l.column)), Some((2, 8)));
+        assert!(err.to_string().lines().all(|l| l.chars().count() < 200), "{err}");
+        let cjk = "数".repeat(MAX_ID_CHARS);
+        let (spec, _) = PipelineSpec::parse("p.toml", &text(&cjk)).unwrap();
+        assert_eq!(spec.name, cjk);
+        // One line of text: a line break split `weave runs`'s table.
+        for (name, code) in [("a\\nb", "000A"), ("\\u001b[2J", "001B")] {
+            let err = PipelineSpec::parse("p.toml", &text(name)).unwrap_err();
+            assert_eq!(
+                err.0[0].message,
+                format!("the pipeline's name holds a control character (U+{code}): names are one line of text")
+            );
+        }
+        let (spec, _) = PipelineSpec::parse("p.toml", &text("Support tickets, v2 (fr/de)")).unwrap();
+        assert_eq!(spec.name, "Support tickets, v2 (fr/de)");
     }
 
     #[test]

@@ -55,6 +55,9 @@ struct Use {
 pub struct RunFiles {
     uses: Vec<Use>,
     patterns: Vec<(String, FilePattern)>,
+    /// Folders whose files Weave writes and removes itself (the cache's), each with how
+    /// messages name it.
+    kept: Vec<(String, PathBuf)>,
 }
 
 impl RunFiles {
@@ -87,6 +90,19 @@ impl RunFiles {
             }
         }
         files
+    }
+
+    /// Adds a file or folder that Weave writes and removes itself (the cache's index and
+    /// its folders of entries; `what` names its owner: `the cache`): no output may be it or
+    /// in it, where Weave would write over the output, or the output over Weave's files (an
+    /// export to `.weave/cache/files.json` was replaced by the cache's index at the end of
+    /// the run). A path given twice is checked once.
+    pub fn kept_by_weave(mut self, what: &str, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        if !self.kept.iter().any(|(_, p)| *p == path) {
+            self.kept.push((what.to_owned(), path));
+        }
+        self
     }
 
     /// Adds a file the run reads; `what` names it in messages (`"the pipeline file"`).
@@ -170,6 +186,29 @@ impl RunFiles {
                     u.object,
                     u.path.display()
                 ));
+            }
+        }
+        for (what, kept) in &self.kept {
+            let own = dirs.resolve(kept).path;
+            let place = |written: &Path| {
+                let shown = if written == kept { String::new() } else { format!(" (as {})", written.display()) };
+                format!("where {what} keeps its own files: {}{shown}; give it another path", kept.display())
+            };
+            for (u, r) in self.uses.iter().zip(&resolved) {
+                if u.access != Access::Read && r.path.starts_with(&own) {
+                    problems.push(format!("{} would write {}", u.who, place(&u.path)));
+                }
+            }
+            for (writer, pattern) in &self.patterns {
+                let dir = dirs.canonical_dir(pattern.dir());
+                let makes = own.strip_prefix(&dir).is_ok_and(|rel| {
+                    let rel: Vec<String> =
+                        rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+                    !rel.is_empty() && pattern.matches(&rel.join("/"))
+                });
+                if makes || dir.starts_with(&own) {
+                    problems.push(format!("{writer} would write its parts (`{}`) {}", pattern.shown(), place(kept)));
+                }
             }
         }
         if problems.is_empty() { Ok(()) } else { Err(Error::Files { problems }) }
@@ -404,5 +443,52 @@ mod tests {
         let as_written = d.join("out/data-00003.json").display().to_string();
         assert!(found[0].ends_with(&format!("out/data-00003.json: the input (as {as_written})")), "{}", found[0]);
         assert!(found[1].contains(": the file that --metrics-file writes (as "), "{}", found[1]);
+    }
+
+    // regression (a sibling of issue 13, item 5): an export to `.weave/cache/files.json`
+    // succeeded, and the cache then wrote its index over it: the run said it succeeded and
+    // its output was gone.
+    #[test]
+    fn nothing_the_run_writes_may_be_where_the_cache_keeps_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let cache = d.join(".weave/cache");
+        let parts = |dir: &str, template: &'static str| {
+            FilePattern::new(d.join(dir), template, |rel: &str| rel.starts_with("part-") || rel == "files.json")
+        };
+        let mut files = RunFiles::default()
+            .kept_by_weave("the cache", cache.join("files.json"))
+            .kept_by_weave("the cache", cache.join("objects"))
+            .kept_by_weave("the cache", cache.join("objects"))
+            .read("the input", cache.join("objects/ab/entry"))
+            .replaced("step \"export\"", cache.join("files.json"))
+            .replaced("--metrics-file", d.join(".weave/x/../cache/objects/m.prom"))
+            .written_in_place("alert `failed > 0`", cache.join("objects"))
+            // Beside the cache's own files, not among them: fine.
+            .replaced("--quarantine", cache.join("quarantine.jsonl"))
+            .replaced("step \"other\"", d.join(".weave/cache/objects-copy/files.json"));
+        files.patterns.push(("step \"parts\"".to_owned(), parts(".weave/cache/objects/x", "objects/x/part.json")));
+        files.patterns.push(("step \"index\"".to_owned(), parts(".weave/cache", "cache/part.json")));
+        files.patterns.push(("step \"beside\"".to_owned(), parts(".weave", "part.json")));
+        let found = problems(files);
+        let index = cache.join("files.json").display().to_string();
+        let objects = cache.join("objects").display().to_string();
+        let own = "where the cache keeps its own files: ";
+        for expected in [
+            format!("step \"export\" would write {own}{index}; give it another path"),
+            format!(
+                "--metrics-file would write {own}{objects} (as {}); give it another path",
+                d.join(".weave/x/../cache/objects/m.prom").display()
+            ),
+            format!("alert `failed > 0` would write {own}{objects}; give it another path"),
+            format!("step \"index\" would write its parts (`cache/part.json`) {own}{index}; give it another path"),
+            format!(
+                "step \"parts\" would write its parts (`objects/x/part.json`) {own}{objects}; give it another path"
+            ),
+        ] {
+            assert!(found.contains(&expected), "{expected}\nnot in {found:#?}");
+        }
+        // And the index's pattern makes the export's file, which is said as ever: six in all.
+        assert_eq!(found.len(), 6, "{found:#?}");
     }
 }

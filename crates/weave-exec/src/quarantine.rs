@@ -42,13 +42,7 @@ impl Quarantine {
         }
         let Some(out) = guard.as_mut() else { return Ok(()) };
         for r in rejected {
-            let line = serde_json::json!({
-                "step": step,
-                "reason": r.reason,
-                "origin": r.origin,
-                "record": r.record,
-            });
-            writeln!(out, "{line}").map_err(io)?;
+            write_line(out, Some(r.origin.as_deref()), &r.reason, r.record.as_ref(), step).map_err(io)?;
         }
         Ok(())
     }
@@ -61,6 +55,34 @@ impl Quarantine {
         }
         Ok(())
     }
+}
+
+/// Writes one line of a quarantine or exclusion file:
+/// `{"origin":...,"reason":...,"record":...,"step":...}` (`origin` only when given, for the
+/// quarantine file, `null` when unknown). The record is written straight from the data,
+/// as an export writes it, not through `serde_json::Value`, whose maps sort their keys and
+/// whose numbers stop at 64 bits: its fields keep their order, nested ones too, and its
+/// integers their digits.
+fn write_line(
+    out: &mut impl Write,
+    origin: Option<Option<&str>>,
+    reason: &str,
+    record: Option<&Record>,
+    step: &str,
+) -> std::io::Result<()> {
+    out.write_all(b"{")?;
+    if let Some(origin) = origin {
+        out.write_all(b"\"origin\":")?;
+        serde_json::to_writer(&mut *out, &origin)?;
+        out.write_all(b",")?;
+    }
+    out.write_all(b"\"reason\":")?;
+    serde_json::to_writer(&mut *out, reason)?;
+    out.write_all(b",\"record\":")?;
+    serde_json::to_writer(&mut *out, &record)?;
+    out.write_all(b",\"step\":")?;
+    serde_json::to_writer(&mut *out, step)?;
+    out.write_all(b"}\n")
 }
 
 fn create_parent(path: &Path) -> std::io::Result<()> {
@@ -119,8 +141,7 @@ impl Exclusions {
         }
         self.with_out(|out| {
             for (reason, record) in excluded {
-                let line = serde_json::json!({ "step": self.step, "reason": reason, "record": record });
-                writeln!(out, "{line}")?;
+                write_line(out, None, reason, Some(record), &self.step)?;
             }
             Ok(())
         })
@@ -145,5 +166,60 @@ impl Exclusions {
     /// Throws away what was written.
     pub(crate) fn abort(&self) {
         *self.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weave_core::Value;
+
+    /// `{"zeta":1,"alpha":{"y":1,"b":2},"n":<30 digits>}`: fields out of name order, nested
+    /// too, and an integer past 64 bits.
+    fn record() -> Record {
+        let Ok(Value::Map(fields)) =
+            Value::from_json(r#"{"zeta":1,"alpha":{"y":1,"b":2},"n":100000000000000000000000000000}"#)
+        else {
+            panic!("an object")
+        };
+        fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    const RECORD: &str = r#"{"zeta":1,"alpha":{"y":1,"b":2},"n":100000000000000000000000000000}"#;
+
+    // regression (issue 13, items 10 and 11, in the files of set-aside records): a record
+    // went through `serde_json::Value`, whose maps sort their keys and whose numbers stop at
+    // 64 bits, so the quarantine and exclusion files said `{"alpha":{"b":2,"y":1},"n":1e+29,...}`.
+    #[test]
+    fn the_quarantine_file_keeps_a_records_field_order_and_its_big_integers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.jsonl");
+        let q = Quarantine::new(Some(path.clone()));
+        let rejected = [
+            Rejected { reason: "too long".into(), record: Some(record()), origin: Some("in.jsonl:3".into()) },
+            Rejected { reason: "not an object".into(), record: None, origin: None },
+        ];
+        q.write("load", &rejected).unwrap();
+        q.flush().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!(
+                "{{\"origin\":\"in.jsonl:3\",\"reason\":\"too long\",\"record\":{RECORD},\"step\":\"load\"}}\n\
+                 {{\"origin\":null,\"reason\":\"not an object\",\"record\":null,\"step\":\"load\"}}\n"
+            )
+        );
+    }
+
+    #[test]
+    fn the_exclusion_file_keeps_a_records_field_order_and_its_big_integers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dropped.jsonl");
+        let x = Exclusions::new("clean", path.clone());
+        x.write(&[("min_chars".to_owned(), record())]).unwrap();
+        x.commit().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{{\"reason\":\"min_chars\",\"record\":{RECORD},\"step\":\"clean\"}}\n")
+        );
     }
 }

@@ -230,14 +230,26 @@ fn deliver(rx: &Receiver<(Alert, usize)>, sinks: &[(AlertSink, Duration)]) {
         match sink {
             AlertSink::Log => log::warn!("{}", alert.message),
             AlertSink::File(path) => {
+                // Without blocking: a FIFO that no process reads would otherwise hold the
+                // open (and a full one the write) for ever, and with it the end of the run.
+                // On a regular file the flag changes nothing.
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
                 let written = path
                     .parent()
                     .filter(|d| !d.as_os_str().is_empty())
                     .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(path))
+                    .and_then(|()| {
+                        std::fs::OpenOptions::new().create(true).append(true).custom_flags(nonblock).open(path)
+                    })
                     .and_then(|mut f| writeln!(f, "{json}"));
                 if let Err(e) = written {
-                    log::warn!("{} (and it could not be written to {}: {e})", alert.message, path.display());
+                    let why = if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) {
+                        "it is a FIFO that no process reads".to_owned()
+                    } else {
+                        e.to_string()
+                    };
+                    log::warn!("{} (and it could not be written to {}: {why})", alert.message, path.display());
                 }
             }
             AlertSink::Command(cmd) => run_command(cmd, &json, *timeout, &alert.message),
@@ -413,6 +425,45 @@ mod tests {
                 assert!(gone, "{name}: process {pid} of the command outlived its timeout");
             }
         }
+    }
+
+    // regression: an alert file that is a FIFO no process reads blocked the opening of it
+    // for ever, and with it the end of the run (a SIGTERM did not help).
+    #[test]
+    fn an_alert_file_that_is_a_fifo_without_a_reader_does_not_hold_up_the_run() {
+        use std::io::Read as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("alerts.fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let failed = Event::RunFinished { status: RunStatus::Failed, elapsed: Duration::ZERO, peak_memory: 0 };
+        let manager = || {
+            let text =
+                format!("[[alert]]\nwhen = \"run_failed > 0\"\nnotify = \"file\"\npath = \"{}\"", fifo.display());
+            AlertManager::new(rules(&text))
+        };
+        let m = manager();
+        m.on_event(&failed);
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            m.finish();
+            let _ = done.send(m.fired().len());
+        });
+        let delivered = finished.recv_timeout(Duration::from_secs(60));
+        if delivered.is_err() {
+            // Let the blocked open go, so that the test ends.
+            let _ = std::fs::File::open(&fifo);
+        }
+        assert_eq!(delivered, Ok(1), "the delivery ended, the alert counted as fired");
+        // With a process reading the FIFO, the alert reaches it.
+        let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+        let mut reader = std::fs::OpenOptions::new().read(true).custom_flags(nonblock).open(&fifo).unwrap();
+        let m = manager();
+        m.on_event(&failed);
+        m.finish();
+        let mut got = String::new();
+        reader.read_to_string(&mut got).unwrap();
+        assert!(got.contains("\"rule\":\"run_failed > 0\""), "{got:?}");
     }
 
     #[test]
