@@ -649,7 +649,8 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
         if kind.is_empty()
             && let Some(i) = common.item("kind").filter(|i| matches!(i.value, ConfValue::Str(_)))
         {
-            common.error_at(i, "`kind` is empty: name the step's kind, such as \"load_csv\" (`weave kinds` lists them)");
+            common
+                .error_at(i, "`kind` is empty: name the step's kind, such as \"load_csv\" (`weave kinds` lists them)");
         }
         let kind_location = common.item("kind").map(|i| top.locate(i.span.clone()));
         let after = common.item("after").and_then(|i| match &i.value {
