@@ -119,7 +119,13 @@ fn not_parquet(path: &Path, e: impl std::fmt::Display) -> StepError {
 impl LoadParquet {
     fn open(&self, file: usize) -> Result<OpenParquet, StepError> {
         let path = &self.paths[file];
-        let f = File::open(path).map_err(|e| StepError::environment(format!("cannot open {}", path.display()), e))?;
+        let cannot_read = |e| StepError::environment(format!("cannot read {}", path.display()), e);
+        let mut f =
+            File::open(path).map_err(|e| StepError::environment(format!("cannot open {}", path.display()), e))?;
+        // Before the parquet crate reads the schema, by a recursion its depth could overflow.
+        crate::parquet_footer::check_schema_depth(&mut f)
+            .map_err(cannot_read)?
+            .map_err(|e| StepError::fatal(format!("{}: {e}", path.display())))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| not_parquet(path, e))?;
         let mut builder = builder.with_batch_size(self.batch_size);
         let mut order = None;
@@ -828,5 +834,56 @@ mod tests {
         assert!(matches!(back[0].get("f"), Some(Value::Float(x)) if x.is_nan()));
         assert_eq!(back[1].get("f"), Some(&Value::Float(f64::NEG_INFINITY)));
         assert_eq!(back[0].get("mixed"), Some(&Value::Null));
+    }
+
+    /// A Parquet file of one row whose column `deep` is a list nested `depth` deep around
+    /// an integer, written without the Arrow schema (whose reader has a limit of its own),
+    /// as another writer may.
+    fn write_nested_lists(path: &Path, depth: usize) {
+        let path = path.to_path_buf();
+        // Arrow and the parquet crate build and write such a schema by recursion too.
+        let write = move || {
+            let mut array: ArrayRef = Arc::new(arrow_array::Int64Array::from(vec![1i64]));
+            for _ in 0..depth {
+                let field = Arc::new(ArrowField::new("item", array.data_type().clone(), true));
+                array = Arc::new(ListArray::new(field, OffsetBuffer::from_lengths([1]), array, None));
+            }
+            let rb = RecordBatch::try_from_iter([("deep", array)]).unwrap();
+            let options = parquet::arrow::arrow_writer::ArrowWriterOptions::new().with_skip_arrow_metadata(true);
+            let mut w = ArrowWriter::try_new_with_options(File::create(&path).unwrap(), rb.schema(), options).unwrap();
+            w.write(&rb).unwrap();
+            w.close().unwrap();
+        };
+        std::thread::Builder::new().stack_size(1 << 30).spawn(write).unwrap().join().unwrap();
+    }
+
+    // regression: the parquet crate reads a file's schema by a recursion per level, so a
+    // hostile file of 88 KB whose column nests 2,000 lists deep overflowed a stage thread's
+    // stack (a SIGSEGV of the whole run) before any row was read.
+    #[test]
+    fn a_schema_nested_past_the_limit_is_refused_before_the_parquet_crate_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (deep, deepest) = (dir.path().join("deep.parquet"), dir.path().join("deepest.parquet"));
+        write_nested_lists(&deep, 2000);
+        // Each list takes two levels of the schema (the list, its repeated group), the
+        // integer one more.
+        write_nested_lists(&deepest, (crate::parquet_footer::MAX_SCHEMA_DEPTH - 1) / 2);
+        // On a thread with a stage thread's stack.
+        let (deep2, deepest2) = (deep.clone(), deepest.clone());
+        let (err, values) = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let step = build_step("load_parquet", &format!("path = {:?}", deep2.to_str().unwrap()));
+                (source_error(step).to_string(), load(&deepest2, ""))
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(
+            err,
+            format!("{}: its schema nests 4001 levels deep; Weave reads schemas of at most 128 levels", deep.display())
+        );
+        let v = records(&values)[0].get("deep").unwrap().clone();
+        assert_eq!(v.to_string(), format!("{}1{}", "[".repeat(63), "]".repeat(63)));
     }
 }
