@@ -189,7 +189,6 @@ impl Source for LoadParquet {
                 None => rb,
             };
             let batch = batch_from_arrow(&rb).map_err(|e| StepError::fatal(format!("{}: {e}", path.display())))?;
-            // Rows without any column (a file of no columns) carry nothing to pass on.
             if !batch.is_empty() {
                 return Ok(Some(batch));
             }
@@ -885,5 +884,61 @@ mod tests {
         );
         let v = records(&values)[0].get("deep").unwrap().clone();
         assert_eq!(v.to_string(), format!("{}1{}", "[".repeat(63), "]".repeat(63)));
+    }
+
+    /// A Parquet file of `rows` rows and no columns, as a writer that counts rows apart from
+    /// columns makes it (the parquet crate's writer counts them by their columns): its
+    /// footer, in the Thrift compact protocol, is a schema of a root alone and one row group
+    /// of no column chunks.
+    fn rows_without_columns(path: &Path, rows: i64) {
+        let zigzag = |v: i64, out: &mut Vec<u8>| {
+            let mut u = ((v << 1) ^ (v >> 63)) as u64;
+            while u >= 0x80 {
+                out.push((u as u8 & 0x7f) | 0x80);
+                u >>= 7;
+            }
+            out.push(u as u8);
+        };
+        // FileMetaData: 1 version (i32), 2 schema (a list of one struct: 4 name, 5
+        // num_children), 3 num_rows (i64), 4 row_groups (a list of one struct: 1 columns,
+        // an empty list; 2 total_byte_size; 3 num_rows).
+        let mut meta = vec![0x15, 0x02, 0x19, 0x1c, 0x48, 6];
+        meta.extend_from_slice(b"schema");
+        meta.extend_from_slice(&[0x15, 0x00, 0x00, 0x16]);
+        zigzag(rows, &mut meta);
+        meta.extend_from_slice(&[0x19, 0x1c, 0x19, 0x0c, 0x16, 0x00, 0x16]);
+        zigzag(rows, &mut meta);
+        meta.extend_from_slice(&[0x00, 0x00]);
+        let mut file = b"PAR1".to_vec();
+        file.extend_from_slice(&meta);
+        file.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        file.extend_from_slice(b"PAR1");
+        std::fs::write(path, file).unwrap();
+    }
+
+    // regression: a file of rows without columns loaded as nothing (the batch of records
+    // with no fields was dropped as empty, from when a batch could not count them).
+    #[test]
+    fn rows_without_columns_load_as_records_without_fields_and_are_exported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-columns.parquet");
+        rows_without_columns(&path, 5);
+        let back = load(&path, "batch_size = 2");
+        assert_eq!(back.iter().map(Batch::len).collect::<Vec<_>>(), [2, 2, 1]);
+        assert_eq!(records(&back), vec![Record::new(); 5]);
+        let out = dir.path().join("out.jsonl");
+        let Step::Sink(mut jsonl) = build_step("export_jsonl", &format!("path = {:?}", out.to_str().unwrap())) else {
+            panic!()
+        };
+        let mut ctx = StepContext::new("out", 0, 0, Default::default());
+        for b in &back {
+            jsonl.write(b, &mut ctx).unwrap();
+        }
+        jsonl.commit(&mut ctx).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "{}\n".repeat(5));
+        // The parquet crate's writer cannot count rows without columns: an error, never
+        // a file of no rows.
+        let err = export(&dir.path().join("out.parquet"), "", &back).unwrap_err();
+        assert!(err.to_string().ends_with("records with no fields cannot be written as Parquet rows"), "{err}");
     }
 }
