@@ -290,6 +290,27 @@ fn damaged_entries_are_warned_about_and_recomputed() {
     check_recomputed(dir.path(), &good, "is damaged");
 }
 
+// regression (fuzz/artifacts-found/cache_entry/deep-nested-list.part): an intact entry
+// holding a value nested 20,000 deep overflowed the stack when decoded, killing the run
+// (SIGSEGV); a hostile entry must be a warning and a miss, as a damaged one is.
+#[test]
+fn a_part_nested_too_deep_is_warned_about_and_recomputed() {
+    use weave::cache::{Key, Store, codec};
+    let dir = setup(6000, 500);
+    check_in(dir.path(), &["run", "p.toml"], 0, &[], &[]);
+    let good = output(dir.path());
+    let store = Store::open(dir.path().join(".weave/cache")).expect("the run's cache");
+    let parts = entries(dir.path());
+    // Every entry of the store but the manifests (…ffffffffffffffff) is a part of clean.
+    let part = parts.iter().find(|p| !p.to_string_lossy().ends_with("ffffffffffffffff")).expect("a part");
+    let hex: String =
+        part.iter().rev().take(2).collect::<Vec<_>>().into_iter().rev().map(|s| s.to_string_lossy()).collect();
+    let key = Key::from_hex(&hex).expect("an entry's path is its key");
+    let deep = include_bytes!("../../fuzz/artifacts-found/cache_entry/deep-nested-list.part");
+    store.put(&key, codec::BINCODE2, deep).expect("put");
+    check_recomputed(dir.path(), &good, "does not decode");
+}
+
 /// Runs the pipeline in `dir` again without its output file, after entries of its cache
 /// were spoilt: the run warns with `warning`, computes them again and writes `good`; they
 /// were replaced, so the run after it warns of nothing and replays them.

@@ -408,3 +408,70 @@ fn an_error_is_printed_once() {
     assert_eq!(count(&out.stderr, "cannot open in.csv"), 1, "{}", out.stderr);
     assert_eq!(count(&out.stderr, "No such file"), 1, "{}", out.stderr);
 }
+
+/// Whether the process `pid` has ended (gone, or a zombie waiting for its parent).
+fn ended(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(") ").next().is_some_and(|rest| rest.starts_with(['Z', 'X'])),
+    }
+}
+
+// regression: an `[[alert]]` command runs in a process group of its own (so that its
+// timeout kills all it started), which a terminal's Ctrl-C does not reach; after the
+// forced stop (a second Ctrl-C), weave exited and the command lived on.
+#[test]
+fn a_second_ctrl_c_stops_the_alert_commands_still_running() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "in.csv", "a,text\n1,x\n");
+    write(
+        dir.path(),
+        "p.toml",
+        "[[alert]]\nwhen = \"step_duration >= 0s\"\nstep = \"load\"\nnotify = \"command\"\n\
+         command = \"sh -c 'echo $$ >> pids; exec sleep 1000' & echo $$ >> pids; exec sleep 1000\"\ntimeout = \"10m\"\n\
+         [[step]]\nid = \"load\"\nkind = \"load_csv\"\npath = \"in.csv\"\n\n\
+         [[step]]\nid = \"export\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n",
+    );
+    // Not piped: the command holds weave's stderr, so reading it to the end would wait for
+    // the command to end.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weave"))
+        .args(["run", "p.toml", "--no-cache"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("weave starts");
+    // The command and the child it started have written their process ids; weave waits
+    // for the command (its timeout is long) before it exits.
+    let pids = dir.path().join("pids");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&pids).map_or(0, |p| p.lines().count()) < 2
+        && started.elapsed() < std::time::Duration::from_secs(60)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let pids = std::fs::read_to_string(&pids).expect("the alert command ran");
+    for _ in 0..2 {
+        let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
+        assert!(sent.success());
+        // Apart, so that the two are not merged into one pending signal.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = child.wait().expect("weave exits");
+    assert_eq!(status.code(), Some(130));
+    // The kill is sent before weave exits; the kernel takes a moment to end them.
+    let outlived: Vec<&str> = pids
+        .split_whitespace()
+        .filter(|pid| {
+            let gone = (0..500).any(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                ended(pid)
+            });
+            if !gone {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+            !gone
+        })
+        .collect();
+    assert!(outlived.is_empty(), "processes {outlived:?} of the alert command outlived the forced stop");
+}

@@ -89,6 +89,43 @@ mod tests {
         assert_eq!(decode::<Vec<u64>>(&encode(&small).unwrap()), Some(small));
     }
 
+    /// A value of lists inside lists, `depth` of them, around a null.
+    fn nested(depth: usize) -> Value {
+        (0..depth).fold(Value::Null, |v, _| Value::List(vec![v]))
+    }
+
+    // regression (fuzz/artifacts-found/cache_entry/deep-nested-list.part): decoding recursed
+    // once per level of nesting, so a stored part holding a list nested 20,000 deep
+    // overflowed the stack and killed the process; it must be a miss like any damage.
+    #[test]
+    fn values_nested_too_deep_decode_to_none_without_exhausting_the_stack() {
+        let part = include_bytes!("../../../fuzz/artifacts-found/cache_entry/deep-nested-list.part");
+        assert!(decode::<Vec<(u64, Batch)>>(part).is_none());
+        // A list is its variant number (5) and its length (1), a null is 0.
+        for depth in [weave_core::MAX_DEPTH + 1, 20_000, 1_000_000] {
+            let mut bytes = [5u8, 1].repeat(depth);
+            bytes.push(0);
+            assert!(decode::<Value>(&bytes).is_none(), "{depth} deep");
+            let mut in_a_map = vec![6u8, 1, 1, b'k'];
+            in_a_map.extend_from_slice(&bytes);
+            assert!(decode::<Value>(&in_a_map).is_none(), "{depth} deep in a map");
+        }
+    }
+
+    #[test]
+    fn values_as_deep_as_allowed_round_trip_and_deeper_ones_are_not_stored() {
+        let deepest = nested(weave_core::MAX_DEPTH);
+        let b = Batch::from_records(&[Record::new().with("v", deepest.clone())]);
+        let back: Vec<Batch> = decode(&encode(&vec![b.clone()]).unwrap()).unwrap();
+        assert_eq!(back, vec![b]);
+        let mut m = weave_core::Map::new();
+        m.insert("k", nested(weave_core::MAX_DEPTH - 1));
+        assert_eq!(decode::<Value>(&encode(&Value::Map(m.clone())).unwrap()), Some(Value::Map(m)));
+        // What could not be read back is not written.
+        let err = encode(&nested(weave_core::MAX_DEPTH + 1)).unwrap_err();
+        assert!(err.to_string().contains("nested more than 128 deep"), "{err}");
+    }
+
     #[test]
     fn damaged_bytes_decode_to_none_not_a_panic() {
         let b = Batch::from_records(&[Record::new().with("t", "hello world")]);

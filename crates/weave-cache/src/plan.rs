@@ -539,7 +539,7 @@ impl CachePlan {
                 let bytes = codec::encode(&lines)?;
                 self.store.put(&k, codec::BINCODE2, &bytes)?;
             } else {
-                match self.store.get(&k)?.and_then(|e| codec::decode::<Vec<String>>(&e.payload)) {
+                match self.store.get_decoded::<Vec<String>>(&k)? {
                     Some(lines) => restored.extend(lines),
                     None => log::warn!(
                         "step \"{}\": the records it set aside when it last ran are no longer in the cache, so the quarantine file {} lacks them; `--refresh {}` sets them aside again",
@@ -728,8 +728,7 @@ fn stored_state(store: &Store, files: &FileIndex, base: &Path, key: &Key, sink: 
 }
 
 fn read_manifest(store: &Store, key: &Key) -> Option<Manifest> {
-    let e = store.get(&manifest_key(key)).ok()??;
-    codec::decode(&e.payload)
+    store.get_decoded(&manifest_key(key)).ok()?
 }
 
 /// Why a sink's files are not as its manifest records them, if they are not. The manifest
@@ -767,12 +766,10 @@ impl StepEntry {
     }
 
     fn read_part(&self, part: u64) -> Result<Vec<(u64, Batch)>, String> {
-        let entry = self
-            .store
-            .get(&prefixed(&self.key, part))
+        self.store
+            .get_decoded(&prefixed(&self.key, part))
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("part {part} is missing or damaged"))?;
-        codec::decode(&entry.payload).ok_or_else(|| format!("part {part} does not decode"))
+            .ok_or_else(|| format!("part {part} is missing or damaged"))
     }
 }
 

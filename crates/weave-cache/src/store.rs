@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
+use crate::codec;
 use crate::error::Error;
 use crate::key::Key;
 
@@ -145,6 +146,21 @@ impl Store {
         drop(file);
         tmp.persist(&path).map_err(Error::io(&path))?;
         Ok(())
+    }
+
+    /// Reads and decodes (with [`codec::decode`]) the value under `key`: `None` if there is
+    /// none, or if the entry is damaged, written under another key, or does not decode
+    /// (another codec, a value laid out otherwise, nested past `weave_core::MAX_DEPTH`),
+    /// each logged as a warning, the entry removed: damage is a miss, never data or a crash.
+    pub fn get_decoded<T: serde::de::DeserializeOwned>(&self, key: &Key) -> Result<Option<T>, Error> {
+        let Some(entry) = self.get(key)? else { return Ok(None) };
+        let value = if entry.codec == codec::BINCODE2 { codec::decode(&entry.payload) } else { None };
+        if value.is_none() {
+            let path = self.path_of(key);
+            log::warn!("cache entry {} does not decode; removing it and recomputing", path.display());
+            let _ = fs::remove_file(&path);
+        }
+        Ok(value)
     }
 
     /// Reads the entry under `key`: `None` if there is none, or if it is damaged or

@@ -244,7 +244,7 @@ const SIGINT_EXIT: u8 = 130;
 const SIGTERM_EXIT: u8 = 143;
 
 /// Stops the run on SIGINT (Ctrl-C) or SIGTERM: the first one sets `cancel` (the run stops
-/// cleanly and commits nothing), a second one of either kills the process at once. The
+/// cleanly and commits nothing), a second one of either kills the process at once (removing its temporary files and killing the alert commands under way first). The
 /// signals only set flags, which a thread of ours watches. Returns the exit code of the
 /// signal that stopped the run (0 while none has).
 fn stop_on_signals(cancel: &Arc<AtomicBool>) -> Arc<AtomicU8> {
@@ -270,6 +270,8 @@ fn stop_on_signals(cancel: &Arc<AtomicBool>) -> Arc<AtomicU8> {
             };
             if stopped.swap(code, Ordering::SeqCst) != 0 {
                 weave::remove_live_temporaries();
+                // They run in process groups of their own, which the Ctrl-C did not reach.
+                weave::kill_alert_commands();
                 std::process::exit(i32::from(code));
             }
             cancel.store(true, Ordering::SeqCst);

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use crate::map::Map;
-use crate::value::Value;
+use crate::value::{MAX_DEPTH, Value};
 
 impl Value {
     /// Parses one JSON value, exactly: an object's keys keep their order (a key written
@@ -59,7 +59,7 @@ fn read_exactly<T>(
     let wide = Cell::new(false);
     let mut once = |literals: Option<&[&str]>| {
         let mut de = serde_json::Deserializer::from_str(text);
-        let v = read(Exact { literals, next: &Cell::new(0), wide: &wide }, &mut de)?;
+        let v = read(Exact { literals, next: &Cell::new(0), wide: &wide, enclosing: 0 }, &mut de)?;
         de.end()?;
         Ok(v)
     };
@@ -203,9 +203,20 @@ pub(crate) struct Exact<'a> {
     pub(crate) next: &'a Cell<usize>,
     /// Set when a float might have been an integer past 64 bits.
     pub(crate) wide: &'a Cell<bool>,
+    /// The lists and maps around the value read: one nested past [`MAX_DEPTH`] is an
+    /// error (serde_json stops at the same depth; other formats may not).
+    pub(crate) enclosing: usize,
 }
 
 impl Exact<'_> {
+    /// The reader of what a list or map holds, or the error of one nested too deep.
+    fn inside<E: serde::de::Error>(self) -> Result<Self, E> {
+        if self.enclosing >= MAX_DEPTH {
+            return Err(E::custom(crate::value::too_deep()));
+        }
+        Ok(Exact { enclosing: self.enclosing + 1, ..self })
+    }
+
     fn number(&self) -> usize {
         let n = self.next.get();
         self.next.set(n + 1);
@@ -281,16 +292,18 @@ impl<'de> Visitor<'de> for Exact<'_> {
         Ok(Value::Str(v))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.inside()?;
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(v) = seq.next_element_seed(self)? {
+        while let Some(v) = seq.next_element_seed(inner)? {
             out.push(v);
         }
         Ok(Value::List(out))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let inner = self.inside()?;
         let mut out = Map::with_capacity(map.size_hint().unwrap_or(0).min(4096));
         while let Some(k) = map.next_key::<String>()? {
-            let v = map.next_value_seed(self)?;
+            let v = map.next_value_seed(inner)?;
             out.insert(k, v);
         }
         Ok(Value::Map(out))

@@ -50,4 +50,4 @@ pub use step::{
     Step, StepCache, StepContext, StepInfo, Transform, sum_figures,
 };
 pub use units::{format_bytes, format_duration, format_percent, parse_bytes, parse_duration};
-pub use value::{Canonical, Value, ValueRef};
+pub use value::{Canonical, MAX_DEPTH, Value, ValueRef};

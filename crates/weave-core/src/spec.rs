@@ -537,18 +537,25 @@ fn read_llm(top: &Params, diags: &mut Diagnostics) -> BTreeMap<String, LlmProvid
         let p = Params::new(pt.clone(), top.file().clone(), format!("[llm.{name}]"), None).spanning(it.span.clone());
         let base_url = p.required_str("base_url", "the endpoint, such as \"http://127.0.0.1:8000/v1\"");
         if let (Some(u), Some(i)) = (&base_url, p.item("base_url"))
-            && !(u.starts_with("http://") || u.starts_with("https://"))
+            && let Some(problem) = base_url_problem(u)
         {
-            p.error_at(i, "`base_url` must start with http:// or https://");
+            p.error_at(i, problem);
         }
         let model = p.required_str("model", "the model name");
+        if let (Some(m), Some(i)) = (&model, p.item("model")) {
+            if m.trim().is_empty() {
+                p.error_at(i, "`model` is empty: name the model the provider serves");
+            } else if m.trim() != m {
+                p.error_at(i, format!("`model` has spaces around it (`{m}`): the provider would not know it"));
+            }
+        }
         let api_key_env = p.str("api_key_env");
         if let (Some(k), Some(i)) = (&api_key_env, p.item("api_key_env"))
-            && (k.is_empty() || k.chars().any(|c| !(c.is_ascii_alphanumeric() || c == '_')))
+            && !is_variable_name(k)
         {
             p.error_at(
                 i,
-                "`api_key_env` is the name of an environment variable (letters, digits, `_`), not the key itself",
+                "`api_key_env` is the name of an environment variable (letters, digits and `_`, not starting with a digit), not the key itself",
             );
         }
         let provider = LlmProvider {
@@ -568,6 +575,71 @@ fn read_llm(top: &Params, diags: &mut Diagnostics) -> BTreeMap<String, LlmProvid
         diags.extend(p.finish(LLM_KEYS));
     }
     out
+}
+
+/// What is wrong with a provider's `base_url`, if anything: it must be an http(s) URL with a
+/// host, an optional port and a path, and nothing that `/chat/completions`, added to its
+/// end, could not follow.
+fn base_url_problem(url: &str) -> Option<String> {
+    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+        return Some("`base_url` must start with http:// or https://".to_owned());
+    };
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("`base_url` holds a space or a control character".to_owned());
+    }
+    if rest.contains(['?', '#']) {
+        return Some(
+            "`base_url` cannot hold a query or a fragment (`?`, `#`): the request's path is added to its end"
+                .to_owned(),
+        );
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    // Credentials (`user:password@`) come before the host.
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let (host, port) = match host_port.strip_prefix('[') {
+        // An IPv6 address, in brackets.
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, after)) if addr.parse::<std::net::Ipv6Addr>().is_ok() => match after {
+                "" => (host_port, None),
+                _ => match after.strip_prefix(':') {
+                    Some(port) => (&host_port[..addr.len() + 2], Some(port)),
+                    None => (host_port, Some("")),
+                },
+            },
+            _ => {
+                return Some(format!(
+                    "`base_url` has the host `{host_port}`, which is not a host name or an IP address"
+                ));
+            }
+        },
+        None => match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() {
+        return Some(
+            "`base_url` has no host: write it as http://HOST[:PORT][/PATH], such as \"http://127.0.0.1:8000/v1\""
+                .to_owned(),
+        );
+    }
+    if !host.starts_with('[') && !host.chars().all(|c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_')) {
+        return Some(format!("`base_url` has the host `{host}`, which is not a host name or an IP address"));
+    }
+    match port {
+        Some(p) if !p.parse::<u16>().is_ok_and(|p| p > 0) || !p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(format!("`base_url` has the port `{p}`: a port is a number from 1 to 65535"))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `name` can name an environment variable that a shell sets: letters, digits and
+/// `_`, not starting with a digit.
+fn is_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A price per million tokens: a number, not negative.
@@ -970,10 +1042,35 @@ rules = ["trim"]
                 "3:1 missing required key `command` (the command that receives each alert as JSON on stdin)",
                 "7:12 `base_url` must start with http:// or https://",
                 "6:1 missing required key `model` (the model name)",
-                "8:15 `api_key_env` is the name of an environment variable (letters, digits, `_`), not the key itself",
+                "8:15 `api_key_env` is the name of an environment variable (letters, digits and `_`, not starting with a digit), not the key itself",
                 "9:28 `prompt_price_per_million` must be a price (a number, not negative)",
             ],
         );
+    }
+
+    // regression: `model = ""`, and a `base_url` with no host, a port past 65535, a query
+    // (to which the request's path was added) or a space were accepted, and every request
+    // failed at run time.
+    #[test]
+    fn providers_that_cannot_work_are_refused_where_written() {
+        check_errors(
+            "[llm.a]\nbase_url = \"http://\"\nmodel = \"\"\n[llm.b]\nbase_url = \"https://api.example.com:99999/v1\"\nmodel = \"m\"\napi_key_env = \"1KEY\"\n[llm.c]\nbase_url = \"http://host/v1?key=sk-1\"\nmodel = \" gpt-4o\"\n[llm.d]\nbase_url = \"http://ho st/v1\"\nmodel = \"m\"\n[llm.e]\nbase_url = \"http:///v1\"\nmodel = \"m\"\n[llm.f]\nbase_url = \"http://[::1/v1\"\nmodel = \"m\"\n[[step]]\nid = \"a\"\nkind = \"k\"\n",
+            &[
+                "2:12 `base_url` has no host: write it as http://HOST[:PORT][/PATH], such as \"http://127.0.0.1:8000/v1\"",
+                "3:9 `model` is empty: name the model the provider serves",
+                "5:12 `base_url` has the port `99999`: a port is a number from 1 to 65535",
+                "7:15 `api_key_env` is the name of an environment variable (letters, digits and `_`, not starting with a digit), not the key itself",
+                "9:12 `base_url` cannot hold a query or a fragment (`?`, `#`): the request's path is added to its end",
+                "10:9 `model` has spaces around it (` gpt-4o`): the provider would not know it",
+                "12:12 `base_url` holds a space or a control character",
+                "15:12 `base_url` has no host: write it as http://HOST[:PORT][/PATH], such as \"http://127.0.0.1:8000/v1\"",
+                "18:12 `base_url` has the host `[::1`, which is not a host name or an IP address",
+            ],
+        );
+        // What works: a port, an IPv6 address, a path, a name with digits and `_`.
+        let text = "[llm.a]\nbase_url = \"http://[::1]:8000/v1/\"\nmodel = \"m\"\napi_key_env = \"_KEY_2\"\n[llm.b]\nbase_url = \"https://API.example.com\"\nmodel = \"org/model-7b\"\n[[step]]\nid = \"a\"\nkind = \"k\"\n";
+        let (spec, _) = PipelineSpec::parse("p.toml", text).unwrap();
+        assert_eq!(spec.llm.len(), 2);
     }
 
     #[test]

@@ -7,6 +7,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::map::Map;
 
+/// How deep values may nest: lists and maps inside one another, the outermost counted.
+///
+/// serde_json's parser stops one level short of it, so every value a JSON text can hold is
+/// within it. Every way data
+/// becomes a value keeps to it (JSON text, Parquet files, the cache's entries, any serde
+/// format), so that code walking a value recursively (display, comparison, hashing, drop)
+/// cannot exhaust a thread's stack on hostile input; a value nested deeper is an error
+/// there, and the cache refuses to store one built deeper in Rust.
+pub const MAX_DEPTH: usize = 128;
+
 /// One field's value.
 ///
 /// This is the owned, general form, used at the edges (building records by hand, nested
@@ -152,35 +162,200 @@ impl fmt::Display for Value {
     }
 }
 
-/// The binary form of a [`Value`]: variant names and order are part of the cache format,
-/// so new variants go at the end.
-#[derive(Serialize)]
-#[serde(rename = "Value")]
-enum ValueReprRef<'a> {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(&'a str),
-    List(&'a [Value]),
-    Map(&'a Map),
-    UInt(u64),
-    BigInt(&'a str),
+/// The message of a value nested past [`MAX_DEPTH`].
+pub(crate) fn too_deep() -> String {
+    format!("a value nested more than {MAX_DEPTH} deep (lists and maps inside one another)")
 }
 
-/// The owned twin of [`ValueReprRef`], for decoding.
+/// The binary form of a [`Value`]: a tagged enum whose variant names and order are part of
+/// the cache format, so new variants go at the end.
+const VARIANTS: &[&str] = &["Null", "Bool", "Int", "Float", "Str", "List", "Map", "UInt", "BigInt"];
+
+/// A variant of the binary form, read by its number or its name.
 #[derive(Deserialize)]
-#[serde(rename = "Value")]
-enum ValueRepr {
+#[serde(variant_identifier)]
+enum Tag {
     Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(String),
-    List(Vec<Value>),
-    Map(Map),
-    UInt(u64),
-    BigInt(String),
+    Bool,
+    Int,
+    Float,
+    Str,
+    List,
+    Map,
+    UInt,
+    BigInt,
+}
+
+/// A value in the binary form, inside `enclosing` lists and maps: written and read with
+/// its depth counted, so that a value nested past [`MAX_DEPTH`] is an error (never written,
+/// and refused when read, before the recursion could exhaust the stack).
+struct Binary<'a> {
+    value: &'a Value,
+    enclosing: usize,
+}
+
+impl Serialize for Binary<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let inner = self.enclosing + 1;
+        if matches!(self.value, Value::List(_) | Value::Map(_)) && inner > MAX_DEPTH {
+            return Err(serde::ser::Error::custom(too_deep()));
+        }
+        match self.value {
+            Value::Null => s.serialize_unit_variant("Value", 0, "Null"),
+            Value::Bool(b) => s.serialize_newtype_variant("Value", 1, "Bool", b),
+            Value::Int(i) => s.serialize_newtype_variant("Value", 2, "Int", i),
+            Value::Float(f) => s.serialize_newtype_variant("Value", 3, "Float", f),
+            Value::Str(v) => s.serialize_newtype_variant("Value", 4, "Str", v.as_str()),
+            Value::List(items) => s.serialize_newtype_variant("Value", 5, "List", &Items { items, enclosing: inner }),
+            Value::Map(map) => s.serialize_newtype_variant("Value", 6, "Map", &Entries { map, enclosing: inner }),
+            Value::UInt(u) => s.serialize_newtype_variant("Value", 7, "UInt", u),
+            Value::BigInt(v) => s.serialize_newtype_variant("Value", 8, "BigInt", v.as_str()),
+        }
+    }
+}
+
+/// A list's items in the binary form, as a sequence (as `Vec<Value>` writes them).
+struct Items<'a> {
+    items: &'a [Value],
+    enclosing: usize,
+}
+
+impl Serialize for Items<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.items.len()))?;
+        for value in self.items {
+            seq.serialize_element(&Binary { value, enclosing: self.enclosing })?;
+        }
+        seq.end()
+    }
+}
+
+/// A map's entries in the binary form, in order (as [`Map`] writes them).
+struct Entries<'a> {
+    map: &'a Map,
+    enclosing: usize,
+}
+
+impl Serialize for Entries<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.map.len()))?;
+        for (k, value) in self.map {
+            m.serialize_entry(k, &Binary { value, enclosing: self.enclosing })?;
+        }
+        m.end()
+    }
+}
+
+/// Reads a value in the binary form inside `enclosing` lists and maps.
+#[derive(Clone, Copy)]
+struct BinarySeed {
+    enclosing: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for BinarySeed {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_enum("Value", VARIANTS, self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for BinarySeed {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value")
+    }
+
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        use serde::de::{Error, VariantAccess};
+        let (tag, v) = data.variant::<Tag>()?;
+        let inner = BinarySeed { enclosing: self.enclosing + 1 };
+        if matches!(tag, Tag::List | Tag::Map) && inner.enclosing > MAX_DEPTH {
+            return Err(A::Error::custom(too_deep()));
+        }
+        Ok(match tag {
+            Tag::Null => {
+                v.unit_variant()?;
+                Value::Null
+            }
+            Tag::Bool => Value::Bool(v.newtype_variant()?),
+            Tag::Int => Value::Int(v.newtype_variant()?),
+            Tag::Float => Value::Float(v.newtype_variant()?),
+            Tag::Str => Value::Str(v.newtype_variant()?),
+            Tag::List => Value::List(v.newtype_variant_seed(ItemsSeed(inner))?),
+            Tag::Map => Value::Map(v.newtype_variant_seed(EntriesSeed(inner))?),
+            Tag::UInt => Value::UInt(v.newtype_variant()?),
+            // Its one form, as `Value::from` makes it: a damaged or forged encoding is an
+            // error here, never a value whose JSON cannot be written later.
+            Tag::BigInt => {
+                let s: String = v.newtype_variant()?;
+                match ValueRef::parse_number(&s) {
+                    Some(ValueRef::BigInt(_)) => Value::BigInt(s),
+                    _ => return Err(A::Error::custom("an integer past 64 bits that is not one")),
+                }
+            }
+        })
+    }
+}
+
+/// Reads a list's items, each inside one more level.
+struct ItemsSeed(BinarySeed);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ItemsSeed {
+    type Value = Vec<Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ItemsSeed {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of values")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+        // The length is the encoder's word: bounded, so that a damaged one cannot reserve
+        // the memory.
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(v) = seq.next_element_seed(self.0)? {
+            out.push(v);
+        }
+        Ok(out)
+    }
+}
+
+/// Reads a map's entries, each value inside one more level.
+struct EntriesSeed(BinarySeed);
+
+impl<'de> serde::de::DeserializeSeed<'de> for EntriesSeed {
+    type Value = Map;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Map, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EntriesSeed {
+    type Value = Map;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map of field names to values")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Map, A::Error> {
+        let mut m = Map::with_capacity(access.size_hint().unwrap_or(0).min(4096));
+        while let Some(k) = access.next_key::<String>()? {
+            let v = access.next_value_seed(self.0)?;
+            m.insert(k, v);
+        }
+        Ok(m)
+    }
 }
 
 impl Serialize for Value {
@@ -202,18 +377,7 @@ impl Serialize for Value {
                 Value::Map(m) => m.serialize(serializer),
             }
         } else {
-            let repr = match self {
-                Value::Null => ValueReprRef::Null,
-                Value::Bool(b) => ValueReprRef::Bool(*b),
-                Value::Int(i) => ValueReprRef::Int(*i),
-                Value::UInt(u) => ValueReprRef::UInt(*u),
-                Value::BigInt(s) => ValueReprRef::BigInt(s),
-                Value::Float(f) => ValueReprRef::Float(*f),
-                Value::Str(s) => ValueReprRef::Str(s),
-                Value::List(l) => ValueReprRef::List(l),
-                Value::Map(m) => ValueReprRef::Map(m),
-            };
-            repr.serialize(serializer)
+            Binary { value: self, enclosing: 0 }.serialize(serializer)
         }
     }
 }
@@ -221,28 +385,14 @@ impl Serialize for Value {
 impl<'de> Deserialize<'de> for Value {
     /// From a self-describing format (JSON, TOML) by its types: an integer past 64 bits
     /// that the format gives as a float stays one here. [`Value::from_json`] reads JSON
-    /// text exactly.
+    /// text exactly. Either way, a value nested past [`MAX_DEPTH`] is an error.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::DeserializeSeed;
         if deserializer.is_human_readable() {
             let (next, wide) = (std::cell::Cell::new(0), std::cell::Cell::new(false));
-            deserializer.deserialize_any(crate::json::Exact { literals: None, next: &next, wide: &wide })
+            deserializer.deserialize_any(crate::json::Exact { literals: None, next: &next, wide: &wide, enclosing: 0 })
         } else {
-            Ok(match ValueRepr::deserialize(deserializer)? {
-                ValueRepr::Null => Value::Null,
-                ValueRepr::Bool(b) => Value::Bool(b),
-                ValueRepr::Int(i) => Value::Int(i),
-                ValueRepr::UInt(u) => Value::UInt(u),
-                // Its one form, as `Value::from` makes it: a damaged or forged encoding is
-                // an error here, never a value whose JSON cannot be written later.
-                ValueRepr::BigInt(s) => match ValueRef::parse_number(&s) {
-                    Some(ValueRef::BigInt(_)) => Value::BigInt(s),
-                    _ => return Err(serde::de::Error::custom("an integer past 64 bits that is not one")),
-                },
-                ValueRepr::Float(f) => Value::Float(f),
-                ValueRepr::Str(s) => Value::Str(s),
-                ValueRepr::List(l) => Value::List(l),
-                ValueRepr::Map(m) => Value::Map(m),
-            })
+            BinarySeed { enclosing: 0 }.deserialize(deserializer)
         }
     }
 }
@@ -598,6 +748,25 @@ mod tests {
         assert!(ValueRef::parse_number("NaN").is_some_and(|v| v.as_f64().is_some_and(f64::is_nan)));
         assert_eq!(ValueRef::parse_number("3 apples"), None);
         assert_eq!(ValueRef::parse_number(""), None);
+    }
+
+    // A format with no depth limit of its own (here serde_json's tree, unlike its parser)
+    // still cannot give a value nested past MAX_DEPTH.
+    #[test]
+    fn values_are_read_at_most_max_depth_deep_from_any_format() {
+        let nested = |depth: usize, inner: serde_json::Value| {
+            (0..depth)
+                .fold(inner, |v, i| if i % 2 == 0 { serde_json::json!([v]) } else { serde_json::json!({ "k": v }) })
+        };
+        let deepest = nested(MAX_DEPTH, serde_json::Value::Null);
+        let v = Value::deserialize(&deepest).unwrap();
+        assert_eq!(v.to_string(), deepest.to_string());
+        let e = Value::deserialize(&nested(MAX_DEPTH + 1, serde_json::Value::Null)).unwrap_err();
+        assert!(e.to_string().contains("nested more than 128 deep"), "{e}");
+        // serde_json's parser stops just short of it: every value JSON text holds is within.
+        assert!(Value::from_json(&nested(MAX_DEPTH - 1, serde_json::Value::Null).to_string()).is_ok());
+        let e = Value::from_json(&deepest.to_string()).unwrap_err();
+        assert!(e.to_string().starts_with("recursion limit exceeded"), "{e}");
     }
 
     #[test]

@@ -33,6 +33,21 @@ pub enum Error {
         /// Whether the step could be retried at all (only stateless transforms can).
         retryable: bool,
     },
+    /// More calls of a step hung past its timeout, abandoned (a thread cannot be stopped)
+    /// but still running, than a step may leave behind ([`max_abandoned_calls`]).
+    ///
+    /// [`max_abandoned_calls`]: crate::max_abandoned_calls
+    #[error("step \"{step}\": {hung} calls hung past the step's timeout of {} and still run, more than the {limit} a step may leave behind (their threads cannot be stopped); find out why its calls hang, or raise its `timeout`", weave_core::format_duration(*timeout))]
+    Hung {
+        /// The step.
+        step: String,
+        /// Its calls abandoned and still running.
+        hung: usize,
+        /// How many it may leave behind.
+        limit: usize,
+        /// The timeout.
+        timeout: Duration,
+    },
     /// A step rejected a record and its policy is `on_bad_record = "fail"`.
     #[error("step \"{step}\": bad record{}: {reason}", origin.as_ref().map(|o| format!(" at {o}")).unwrap_or_default())]
     BadRecord {
@@ -151,6 +166,7 @@ impl Error {
         match self {
             Error::Step { step, .. }
             | Error::Timeout { step, .. }
+            | Error::Hung { step, .. }
             | Error::BadRecord { step, .. }
             | Error::Panic { step, .. }
             | Error::Exclusions { step, .. }
@@ -179,6 +195,7 @@ impl Error {
         match self {
             Error::Step { source, .. } => source.origin(),
             Error::Timeout { .. }
+            | Error::Hung { .. }
             | Error::Quarantine { .. }
             | Error::Exclusions { .. }
             | Error::Cache { .. }

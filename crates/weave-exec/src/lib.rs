@@ -62,4 +62,5 @@ pub use budget::{MemoryBudget, Permit};
 pub use error::Error;
 pub use files::RunFiles;
 pub use log::LogSubscriber;
+pub use map::max_abandoned_calls;
 pub use run::{CacheUse, ExecOptions, MAX_CHANNEL_CAPACITY, RunError, RunSummary, StepStats, cache_roles, run};

@@ -1,7 +1,7 @@
 //! The map stage: one or more stateless transforms, fused into one pass per batch, with
 //! batches processed in parallel on a pool and put back in input order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -68,6 +68,15 @@ struct Entry {
     cached: bool,
 }
 
+/// How many calls of a step that ran past its timeout may be left running (a thread cannot
+/// be stopped, so an abandoned call goes on until it returns) before the run fails: as many
+/// as the step may have under way, `width` (the run's `max_concurrent`, or the step's I/O
+/// concurrency), and at least 4, so that a step of one call at a time can still retry a few.
+/// With the calls under way, a step with a timeout has at most twice that many threads.
+pub fn max_abandoned_calls(width: usize) -> usize {
+    width.max(4)
+}
+
 /// Runs the stage until its input ends, the run is cancelled, or a step fails for good.
 /// When the stage's last step has a cache entry, each output batch is stored as the part
 /// numbered by its input's arrival, and inputs whose part an earlier run stored are not
@@ -110,6 +119,12 @@ pub(crate) fn map_loop(
         (None, _) => cpu_pool.current_num_threads(),
     };
     let max_in_flight = (4 * width).max(4);
+    // Calls run on a pool queue the batches past its width; a call on a thread of its own
+    // starts only when fewer than `width` are under way, the others wait their turn.
+    let max_running = if timeout.is_some() { width } else { max_in_flight };
+    // The attempts of calls abandoned past their timeout that have not returned yet.
+    let mut hung: HashSet<u64> = HashSet::new();
+    let max_hung = max_abandoned_calls(width);
     let gpus = steps.iter().map(|s| s.gpus).max().unwrap_or(0);
 
     let (res_tx, res_rx) = unbounded::<JobResult>();
@@ -185,12 +200,20 @@ pub(crate) fn map_loop(
         if !input_open && order.is_empty() {
             return Ok(next_idx);
         }
-        // Retries whose wait is over.
+        // Retries whose wait is over and batches waiting for their turn, longest due first.
         let now = Instant::now();
-        for (&idx, e) in &mut entries {
-            if let Slot::Waiting { at, k, input } = &e.slot
-                && *at <= now
-            {
+        let running = entries.values().filter(|e| matches!(e.slot, Slot::Running { .. })).count();
+        let mut due: Vec<(Instant, u64)> = entries
+            .iter()
+            .filter_map(|(&idx, e)| match &e.slot {
+                Slot::Waiting { at, .. } if *at <= now => Some((*at, idx)),
+                _ => None,
+            })
+            .collect();
+        due.sort_unstable();
+        for (_, idx) in due.into_iter().take(max_running.saturating_sub(running)) {
+            let Some(e) = entries.get_mut(&idx) else { continue };
+            if let Slot::Waiting { k, input, .. } = &e.slot {
                 let (k, input) = (*k, input.clone());
                 let attempt = next_attempt;
                 next_attempt += 1;
@@ -200,9 +223,10 @@ pub(crate) fn map_loop(
         }
         // Timeouts: the call is abandoned and counts as a transient failure.
         for e in entries.values_mut() {
-            if let Slot::Running { deadline: Some(d), k, input, .. } = &e.slot
+            if let Slot::Running { attempt, deadline: Some(d), k, input } = &e.slot
                 && *d <= now
             {
+                hung.insert(*attempt);
                 let (k, input, seq) = (*k, input.clone(), e.seq);
                 let t = timeout.unwrap_or_default();
                 let err = StepError::transient(format!("call timed out after {}", weave_core::format_duration(t)));
@@ -223,14 +247,21 @@ pub(crate) fn map_loop(
                         return Err(Stopped);
                     }
                 }
+                if hung.len() > max_hung {
+                    let step = steps[k].id.to_string();
+                    shared.fail(Error::Hung { step, hung: hung.len(), limit: max_hung, timeout: t });
+                    return Err(Stopped);
+                }
             }
         }
 
-        // Wait for a result, an input (when there is room), or the next deadline.
+        // Wait for a result, an input (when there is room), or the next deadline: a batch
+        // waiting for a call to start wakes the stage only when one can.
+        let running = entries.values().filter(|e| matches!(e.slot, Slot::Running { .. })).count();
         let next_wake = entries
             .values()
             .filter_map(|e| match &e.slot {
-                Slot::Waiting { at, .. } => Some(*at),
+                Slot::Waiting { at, .. } => (running < max_running).then_some(*at),
                 Slot::Running { deadline, .. } => *deadline,
                 Slot::Done(_) => None,
             })
@@ -259,9 +290,11 @@ pub(crate) fn map_loop(
                         _ => None,
                     };
                     let cached = stored.is_some();
+                    let start = !cached && running < max_running;
                     let slot = match stored {
                         Some(b) => Slot::Done(b),
-                        None => Slot::Running { attempt, deadline: timeout.map(|t| Instant::now() + t), k: 0, input: batch.clone() },
+                        None if start => Slot::Running { attempt, deadline: timeout.map(|t| Instant::now() + t), k: 0, input: batch.clone() },
+                        None => Slot::Waiting { at: Instant::now(), k: 0, input: batch.clone() },
                     };
                     entries.insert(idx, Entry {
                         seq,
@@ -272,7 +305,7 @@ pub(crate) fn map_loop(
                         cached,
                     });
                     order.push_back(idx);
-                    if !cached {
+                    if start {
                         submit(idx, seq, attempt, 0, batch);
                     }
                 }
@@ -280,6 +313,8 @@ pub(crate) fn map_loop(
             },
             recv(res_rx) -> r => {
                 let Ok(r) = r else { continue };
+                // An abandoned call that returns at last no longer holds a thread.
+                hung.remove(&r.attempt);
                 handle_result(shared, steps, stats, &mut entries, r)?;
             },
             default(wait) => {}

@@ -221,6 +221,75 @@ fn a_call_that_hangs_is_abandoned_retried_then_fails_the_run() {
     assert_eq!(err.summary.step("hang").unwrap().retries, 2);
 }
 
+/// A step whose calls take `each` (or hang until `release` when `hang`), counting the calls
+/// under way at once, abandoned ones included: each runs on a thread of its own.
+#[derive(Default)]
+struct Calls {
+    running: AtomicU32,
+    peak: AtomicU32,
+    started: AtomicU32,
+    release: AtomicBool,
+}
+
+impl Calls {
+    fn step(self: &Arc<Self>, each: Duration, hang: bool, policy: StepPolicy) -> Map {
+        let calls = Arc::clone(self);
+        let mut m = map(move |b, _| {
+            let now = calls.running.fetch_add(1, Ordering::SeqCst) + 1;
+            calls.peak.fetch_max(now, Ordering::SeqCst);
+            calls.started.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(each);
+            while hang && !calls.release.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            calls.running.fetch_sub(1, Ordering::SeqCst);
+            Ok(b.clone())
+        });
+        m.policy = policy;
+        m
+    }
+}
+
+// regression: a step with a timeout ran each call on a thread of its own, up to 4 ×
+// max_concurrent calls at once.
+#[test]
+fn the_calls_of_a_step_with_a_timeout_stay_within_max_concurrent() {
+    let calls = Arc::new(Calls::default());
+    let policy = StepPolicy { timeout: Some(Duration::from_secs(60)), ..StepPolicy::default() };
+    let step = calls.step(Duration::from_millis(20), false, policy);
+    let (out, _) = collect();
+    let p = builder(2).step("gen", src(gen_(24, 5))).step("slow", tf(step)).step("out", sink(out)).build().unwrap();
+    let summary = run(p, ExecOptions::default()).unwrap();
+    assert_eq!(summary.step("out").unwrap().records_in, 120, "every record went through");
+    assert_eq!(calls.started.load(Ordering::SeqCst), 24);
+    assert_eq!(calls.peak.load(Ordering::SeqCst), 2, "calls under way at once, with max_concurrent = 2");
+}
+
+// regression: the threads of calls abandoned past their timeout piled up without bound
+// (each retry of a call that hangs left one more behind: 8 at once, then 8 per timeout).
+#[test]
+fn calls_hung_past_their_timeout_are_bounded_and_then_fail_the_run() {
+    let calls = Arc::new(Calls::default());
+    let policy = StepPolicy { timeout: Some(Duration::from_millis(100)), ..fast_retries(20) };
+    let step = calls.step(Duration::ZERO, true, policy);
+    let (out, _) = collect();
+    let p = builder(2).step("gen", src(gen_(24, 5))).step("hang", tf(step)).step("out", sink(out)).build().unwrap();
+    let err = run(p, ExecOptions::default()).unwrap_err();
+    calls.release.store(true, Ordering::SeqCst);
+    assert_eq!(
+        err.to_string(),
+        "step \"hang\": 5 calls hung past the step's timeout of 100ms and still run, more than the 4 a step may leave behind (their threads cannot be stopped); find out why its calls hang, or raise its `timeout`"
+    );
+    assert!(matches!(err.error, Error::Hung { hung: 5, .. }), "{err:?}");
+    // max_concurrent calls under way, and at most 4 abandoned ones beside them.
+    let peak = calls.peak.load(Ordering::SeqCst);
+    assert!(peak <= 6, "{peak} calls at once");
+    // Two at a time: 2 calls, 4 abandoned and retried, and the fifth to hang stops the run
+    // (the sixth had started beside it, unless it was slow to start).
+    let started = calls.started.load(Ordering::SeqCst);
+    assert!((5..=6).contains(&started), "{started} calls started");
+}
+
 #[test]
 fn a_hung_sink_stops_the_run() {
     let (mut out, _) = collect();

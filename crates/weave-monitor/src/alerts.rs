@@ -257,6 +257,41 @@ fn deliver(rx: &Receiver<(Alert, usize)>, sinks: &[(AlertSink, Duration)]) {
     }
 }
 
+/// The process groups of the alert commands under way, for [`kill_alert_commands`].
+fn live_groups() -> &'static Mutex<HashSet<i32>> {
+    static LIVE: std::sync::OnceLock<Mutex<HashSet<i32>>> = std::sync::OnceLock::new();
+    LIVE.get_or_init(Mutex::default)
+}
+
+/// Kills every alert command under way, with everything it started (its process group),
+/// for a process about to exit at once (the forced stop of a second Ctrl-C): a command runs
+/// in a process group of its own, which the terminal's Ctrl-C does not reach, so it would
+/// outlive Weave. Returns how many commands were killed.
+pub fn kill_alert_commands() -> usize {
+    use rustix::process::{Pid, Signal, kill_process_group};
+    let groups = live_groups().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for group in groups.iter().filter_map(|&g| Pid::from_raw(g)) {
+        let _ = kill_process_group(group, Signal::KILL);
+    }
+    groups.len()
+}
+
+/// A command's process group, listed in [`live_groups`] while it lives.
+struct Listed(i32);
+
+impl Listed {
+    fn new(group: i32) -> Listed {
+        live_groups().lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(group);
+        Listed(group)
+    }
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        live_groups().lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.0);
+    }
+}
+
 /// Runs `sh -c cmd` with the alert as JSON on stdin; stops it, and everything it started,
 /// at `timeout`.
 ///
@@ -278,6 +313,9 @@ fn run_command(cmd: &str, json: &str, timeout: Duration, message: &str) {
         }
     };
     let group = Pid::from_child(&child);
+    // Listed until the group is found empty or killed (dropped on every return below): a
+    // group's id is not given to another while a process of it lives.
+    let _listed = Listed::new(group.as_raw_nonzero().get());
     if let Some(mut stdin) = child.stdin.take() {
         // A command that does not read its input must not block the delivery.
         let _ = stdin.write_all(json.as_bytes()).and_then(|()| stdin.write_all(b"\n"));

@@ -34,7 +34,7 @@ mod collector;
 mod histogram;
 mod record;
 
-pub use alerts::{Alert, AlertManager};
+pub use alerts::{Alert, AlertManager, kill_alert_commands};
 pub use collector::{MetricsCollector, PipelineStats, ResourceUsage, StepMetrics};
 pub use histogram::{Histogram, PROMETHEUS_BOUNDS};
 pub use record::{RunEntry, RunInfo, RunRecorder, list_runs};

@@ -61,8 +61,13 @@ pub(crate) fn batch_from_arrow(rb: &RecordBatch) -> Result<Batch, String> {
         columns.push(Arc::new(column));
     }
     if fields.is_empty() {
-        // Records with no fields at all: a batch cannot say how many there are.
-        return Ok(Batch::empty());
+        // Rows without columns (a file of no columns, which a Parquet file's row groups
+        // still count): records without fields, as many as there are rows.
+        let mut b = weave_core::BatchBuilder::new();
+        for _ in 0..rb.num_rows() {
+            b.push_row(std::iter::empty());
+        }
+        return Ok(b.finish());
     }
     Batch::new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
 }

@@ -582,6 +582,12 @@ impl Format for Csv {
             self.set_fields(batch.schema().names().map(str::to_owned).collect())?;
         }
         let fields = self.fields.as_deref().unwrap_or_default();
+        if fields.is_empty() && !batch.is_empty() {
+            // A line of no cells is no row to a CSV reader (and none has a header to name).
+            return Err(StepError::fatal(
+                "records with no fields cannot be written as CSV rows (a row has at least one column): export them as JSON Lines",
+            ));
+        }
         let columns: Vec<Option<&Column>> =
             fields.iter().map(|f| batch.schema().index_of(f).map(|c| &*batch.columns()[c])).collect();
         // Every field of the batch is a column when as many columns are found as it has
@@ -810,6 +816,26 @@ mod tests {
         let late = Batch::from_records(&[Record::new().with("id", 4i64).with("extra", "x")]);
         let err = out.write(&late, &mut ctx).unwrap_err();
         assert!(err.to_string().starts_with("field `extra` is not among the CSV columns (id, text, tags)"), "{err}");
+    }
+
+    // regression: records without fields (`{}`) were written as lines of `""` under no
+    // header, a file that load_csv refuses ("column 1 of the header has no name"): a CSV row
+    // has at least one column, so they are an error, as in export_parquet.
+    #[test]
+    fn export_refuses_records_without_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        let Step::Sink(mut out) = build_step("export_csv", &format!("path = {:?}", path.to_str().unwrap())) else {
+            panic!()
+        };
+        let mut ctx = StepContext::new("out", 0, 0, Default::default());
+        let err = out.write(&Batch::from_records(&[Record::new(), Record::new()]), &mut ctx).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "records with no fields cannot be written as CSV rows (a row has at least one column): export them as JSON Lines"
+        );
+        out.abort();
+        assert!(!path.exists());
     }
 
     // regression: a delimiter equal to the quote, or a line break, was accepted and gave a

@@ -27,6 +27,7 @@ mod load_json;
 mod near_dedup;
 mod noise;
 mod output;
+mod parquet_footer;
 mod parquet_io;
 mod text;
 mod validate;

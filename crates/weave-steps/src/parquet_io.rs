@@ -119,7 +119,13 @@ fn not_parquet(path: &Path, e: impl std::fmt::Display) -> StepError {
 impl LoadParquet {
     fn open(&self, file: usize) -> Result<OpenParquet, StepError> {
         let path = &self.paths[file];
-        let f = File::open(path).map_err(|e| StepError::environment(format!("cannot open {}", path.display()), e))?;
+        let cannot_read = |e| StepError::environment(format!("cannot read {}", path.display()), e);
+        let mut f =
+            File::open(path).map_err(|e| StepError::environment(format!("cannot open {}", path.display()), e))?;
+        // Before the parquet crate reads the schema, by a recursion its depth could overflow.
+        crate::parquet_footer::check_schema_depth(&mut f)
+            .map_err(cannot_read)?
+            .map_err(|e| StepError::fatal(format!("{}: {e}", path.display())))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| not_parquet(path, e))?;
         let mut builder = builder.with_batch_size(self.batch_size);
         let mut order = None;
@@ -183,7 +189,6 @@ impl Source for LoadParquet {
                 None => rb,
             };
             let batch = batch_from_arrow(&rb).map_err(|e| StepError::fatal(format!("{}: {e}", path.display())))?;
-            // Rows without any column (a file of no columns) carry nothing to pass on.
             if !batch.is_empty() {
                 return Ok(Some(batch));
             }
@@ -828,5 +833,112 @@ mod tests {
         assert!(matches!(back[0].get("f"), Some(Value::Float(x)) if x.is_nan()));
         assert_eq!(back[1].get("f"), Some(&Value::Float(f64::NEG_INFINITY)));
         assert_eq!(back[0].get("mixed"), Some(&Value::Null));
+    }
+
+    /// A Parquet file of one row whose column `deep` is a list nested `depth` deep around
+    /// an integer, written without the Arrow schema (whose reader has a limit of its own),
+    /// as another writer may.
+    fn write_nested_lists(path: &Path, depth: usize) {
+        let path = path.to_path_buf();
+        // Arrow and the parquet crate build and write such a schema by recursion too.
+        let write = move || {
+            let mut array: ArrayRef = Arc::new(arrow_array::Int64Array::from(vec![1i64]));
+            for _ in 0..depth {
+                let field = Arc::new(ArrowField::new("item", array.data_type().clone(), true));
+                array = Arc::new(ListArray::new(field, OffsetBuffer::from_lengths([1]), array, None));
+            }
+            let rb = RecordBatch::try_from_iter([("deep", array)]).unwrap();
+            let options = parquet::arrow::arrow_writer::ArrowWriterOptions::new().with_skip_arrow_metadata(true);
+            let mut w = ArrowWriter::try_new_with_options(File::create(&path).unwrap(), rb.schema(), options).unwrap();
+            w.write(&rb).unwrap();
+            w.close().unwrap();
+        };
+        std::thread::Builder::new().stack_size(1 << 30).spawn(write).unwrap().join().unwrap();
+    }
+
+    // regression: the parquet crate reads a file's schema by a recursion per level, so a
+    // hostile file of 88 KB whose column nests 2,000 lists deep overflowed a stage thread's
+    // stack (a SIGSEGV of the whole run) before any row was read.
+    #[test]
+    fn a_schema_nested_past_the_limit_is_refused_before_the_parquet_crate_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (deep, deepest) = (dir.path().join("deep.parquet"), dir.path().join("deepest.parquet"));
+        write_nested_lists(&deep, 2000);
+        // Each list takes two levels of the schema (the list, its repeated group), the
+        // integer one more.
+        write_nested_lists(&deepest, (crate::parquet_footer::MAX_SCHEMA_DEPTH - 1) / 2);
+        // On a thread with a stage thread's stack.
+        let (deep2, deepest2) = (deep.clone(), deepest.clone());
+        let (err, values) = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let step = build_step("load_parquet", &format!("path = {:?}", deep2.to_str().unwrap()));
+                (source_error(step).to_string(), load(&deepest2, ""))
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(
+            err,
+            format!("{}: its schema nests 4001 levels deep; Weave reads schemas of at most 128 levels", deep.display())
+        );
+        let v = records(&values)[0].get("deep").unwrap().clone();
+        assert_eq!(v.to_string(), format!("{}1{}", "[".repeat(63), "]".repeat(63)));
+    }
+
+    /// A Parquet file of `rows` rows and no columns, as a writer that counts rows apart from
+    /// columns makes it (the parquet crate's writer counts them by their columns): its
+    /// footer, in the Thrift compact protocol, is a schema of a root alone and one row group
+    /// of no column chunks.
+    fn rows_without_columns(path: &Path, rows: i64) {
+        let zigzag = |v: i64, out: &mut Vec<u8>| {
+            let mut u = ((v << 1) ^ (v >> 63)) as u64;
+            while u >= 0x80 {
+                out.push((u as u8 & 0x7f) | 0x80);
+                u >>= 7;
+            }
+            out.push(u as u8);
+        };
+        // FileMetaData: 1 version (i32), 2 schema (a list of one struct: 4 name, 5
+        // num_children), 3 num_rows (i64), 4 row_groups (a list of one struct: 1 columns,
+        // an empty list; 2 total_byte_size; 3 num_rows).
+        let mut meta = vec![0x15, 0x02, 0x19, 0x1c, 0x48, 6];
+        meta.extend_from_slice(b"schema");
+        meta.extend_from_slice(&[0x15, 0x00, 0x00, 0x16]);
+        zigzag(rows, &mut meta);
+        meta.extend_from_slice(&[0x19, 0x1c, 0x19, 0x0c, 0x16, 0x00, 0x16]);
+        zigzag(rows, &mut meta);
+        meta.extend_from_slice(&[0x00, 0x00]);
+        let mut file = b"PAR1".to_vec();
+        file.extend_from_slice(&meta);
+        file.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        file.extend_from_slice(b"PAR1");
+        std::fs::write(path, file).unwrap();
+    }
+
+    // regression: a file of rows without columns loaded as nothing (the batch of records
+    // with no fields was dropped as empty, from when a batch could not count them).
+    #[test]
+    fn rows_without_columns_load_as_records_without_fields_and_are_exported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-columns.parquet");
+        rows_without_columns(&path, 5);
+        let back = load(&path, "batch_size = 2");
+        assert_eq!(back.iter().map(Batch::len).collect::<Vec<_>>(), [2, 2, 1]);
+        assert_eq!(records(&back), vec![Record::new(); 5]);
+        let out = dir.path().join("out.jsonl");
+        let Step::Sink(mut jsonl) = build_step("export_jsonl", &format!("path = {:?}", out.to_str().unwrap())) else {
+            panic!()
+        };
+        let mut ctx = StepContext::new("out", 0, 0, Default::default());
+        for b in &back {
+            jsonl.write(b, &mut ctx).unwrap();
+        }
+        jsonl.commit(&mut ctx).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "{}\n".repeat(5));
+        // The parquet crate's writer cannot count rows without columns: an error, never
+        // a file of no rows.
+        let err = export(&dir.path().join("out.parquet"), "", &back).unwrap_err();
+        assert!(err.to_string().ends_with("records with no fields cannot be written as Parquet rows"), "{err}");
     }
 }

@@ -40,7 +40,7 @@ pub use weave_exec::{
 pub use weave_fs::{Liveness, Owner, TempFile, remove_live_temporaries, sweep_dead_temporaries, write_atomically};
 pub use weave_monitor::{
     Alert, AlertManager, Histogram, MetricsCollector, PipelineStats, ResourceUsage, RunEntry, RunInfo, RunRecorder,
-    StepMetrics, list_runs,
+    StepMetrics, kill_alert_commands, list_runs,
 };
 pub use weave_steps::registry;
 

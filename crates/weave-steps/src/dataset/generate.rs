@@ -214,6 +214,9 @@ fn build(p: &Params) -> Option<Step> {
     if !p.has("count") {
         p.push(Diagnostic::error("missing required key `count` (how many records to make)"));
     }
+    if let (Some(0), Some(item)) = (count, p.item("count")) {
+        p.error_at(item, "`count` must be at least 1: generating no record leaves nothing to export");
+    }
     let field = p.str("field").unwrap_or_else(|| "text".to_owned());
     let template_field = p.str("template_field").unwrap_or_else(|| "template".to_owned());
     let batch_size = crate::batch_size(p);
@@ -604,6 +607,16 @@ mod tests {
                 )],
             );
         }
+    }
+
+    // regression: `count = 0` made no record, and the run succeeded with an empty output.
+    #[test]
+    fn a_count_of_zero_is_refused() {
+        check_build_errors(
+            "generate",
+            "templates = [\"x\"]\ncount = 0",
+            &["2:9 `count` must be at least 1: generating no record leaves nothing to export"],
+        );
     }
 
     #[test]

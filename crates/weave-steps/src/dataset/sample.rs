@@ -61,10 +61,15 @@ fn build(p: &Params) -> Option<Step> {
     let stratify_by = p.str("stratify_by");
     let key = super::field_list(p, "key", "use the whole record");
     let seed = super::seed_key(p);
+    // A sample of nothing can only be a mistake: its output would be empty.
     if let (Some(f), Some(item)) = (fraction, p.item("fraction"))
-        && !(0.0..=1.0).contains(&f)
+        && !(f > 0.0 && f <= 1.0)
     {
-        p.error_at(item, format!("`fraction` must be from 0 to 1, not {f}"));
+        let why = if f == 0.0 { ": a share of 0 keeps no record" } else { "" };
+        p.error_at(item, format!("`fraction` must be above 0 and at most 1, not {f}{why}"));
+    }
+    if let (Some(0), Some(item)) = (n, p.item("n")) {
+        p.error_at(item, "`n` must be at least 1: a sample of no records leaves nothing to export");
     }
     match (n, fraction) {
         (Some(_), Some(_)) => {
@@ -440,8 +445,8 @@ mod tests {
         assert_ne!(a, c);
         let (tail, _, _) = run("fraction = 0.1", &r[10_000..], 999, 42);
         assert_eq!(tail, a.iter().copied().filter(|i| *i >= 10_000).collect::<Vec<_>>());
-        let (none, _, _) = run("fraction = 0", &r, 1000, 42);
-        assert!(none.is_empty());
+        let (all, _, _) = run("fraction = 1", &r, 1000, 42);
+        assert_eq!(all.len(), 20_000);
     }
 
     #[test]
@@ -475,11 +480,27 @@ mod tests {
             "sample",
             "n = 10\nfraction = 1.5",
             &[
-                "2:12 `fraction` must be from 0 to 1, not 1.5",
+                "2:12 `fraction` must be above 0 and at most 1, not 1.5",
                 "2:12 give `n` (how many records) or `fraction` (which share), not both",
             ],
         );
         check_build_errors("sample", "n = -1", &["1:5 `n` must not be negative"]);
+        // regression: a sample of nothing gave an empty output and exit 0, silently.
+        check_build_errors(
+            "sample",
+            "n = 0",
+            &["1:5 `n` must be at least 1: a sample of no records leaves nothing to export"],
+        );
+        for f in ["0", "0.0", "-0.0"] {
+            check_build_errors(
+                "sample",
+                &format!("fraction = {f}"),
+                &[&format!(
+                    "1:12 `fraction` must be above 0 and at most 1, not {}: a share of 0 keeps no record",
+                    f.trim_end_matches(".0")
+                )],
+            );
+        }
         check_build_errors(
             "sample",
             "n = 5\nkey = \"id\"",

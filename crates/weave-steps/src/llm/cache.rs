@@ -92,17 +92,13 @@ impl RequestCache {
     /// would get: an answer that was not cut off serves any limit it fits in (a limit of
     /// `None` is no limit); an answer cut off at its limit serves only that same limit.
     pub(crate) fn get(&self, key: &Key, max_tokens: Option<u64>) -> Option<Answer> {
-        let entry = match self.store()?.get(key) {
-            Ok(Some(e)) if e.codec == codec::BINCODE2 => e,
-            Ok(_) => return None,
+        let entry = match self.store()?.get_decoded::<Entry>(key) {
+            Ok(Some(e)) => e,
+            Ok(None) => return None,
             Err(e) => {
                 self.warn(&e);
                 return None;
             }
-        };
-        let Some(entry) = codec::decode::<Entry>(&entry.payload) else {
-            log::warn!("cache entry {key} of an LLM answer does not decode; asking again");
-            return None;
         };
         serves(&entry, max_tokens).then_some(entry.answer)
     }
