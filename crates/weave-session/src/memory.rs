@@ -10,7 +10,7 @@ use weave_core::{Batch, CanonicalConfig, Sink, Source, Step, StepContext, StepEr
 ///
 /// Built from batches held in memory ([`MemorySource::new`]), its cache key covers their
 /// content (a blake3 of their encoding), so a later run with other data is never served
-/// an earlier run's output. Built from an iterator ([`MemorySource::from_iter`]), whose
+/// an earlier run's output. Built from an iterator ([`MemorySource::streamed`]), whose
 /// batches are not known before the run, it is never taken from the cache.
 pub struct MemorySource {
     batches: Batches,
@@ -51,7 +51,7 @@ impl MemorySource {
 
     /// A source of the batches `iter` yields as the run asks for them (a channel's
     /// receiver, a generator). It is never taken from the cache.
-    pub fn from_iter(iter: impl IntoIterator<Item = Batch, IntoIter: Send + 'static>) -> MemorySource {
+    pub fn streamed(iter: impl IntoIterator<Item = Batch, IntoIter: Send + 'static>) -> MemorySource {
         MemorySource { batches: Batches::Iter(Box::new(iter.into_iter())), content: None }
     }
 

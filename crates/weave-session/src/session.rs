@@ -14,6 +14,9 @@ use weave_monitor::{AlertManager, MetricsCollector, RunInfo, RunRecorder};
 use crate::files::{PipelineFile, cache_dir_for, caller_cache_dir, default_quarantine, runs_dir};
 use crate::lineage::{absolute, lineage};
 
+/// The stack of the thread a session runs on: a Linux main thread's (8 MiB).
+const MAIN_THREAD_STACK: usize = 8 << 20;
+
 /// How often the metrics file is rewritten while the run goes.
 const METRICS_EVERY: Duration = Duration::from_secs(2);
 
@@ -437,6 +440,11 @@ impl Session {
         };
         let thread = std::thread::Builder::new()
             .name("weave-session".to_owned())
+            // What the run does on the calling thread (a sink's commit, making and removing
+            // an output's folders, which the standard library does recursively) had a main
+            // thread's stack when the CLI ran it there: 3,000 nested folders overflow the
+            // 2 MiB of a spawned thread.
+            .stack_size(MAIN_THREAD_STACK)
             .spawn(move || {
                 let outcome = weave_exec::run(pipeline, exec);
                 run.finish(outcome)
@@ -669,4 +677,87 @@ pub struct RunOutcome {
     pub metrics_error: Option<String>,
     /// The run's metrics.
     pub metrics: Arc<MetricsCollector>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MemorySink, MemorySource};
+    use weave_core::{Batch, PipelineBuilder, Record};
+
+    fn pipeline(texts: &[&str]) -> (Pipeline, crate::MemorySinkHandle) {
+        let records: Vec<Record> = texts.iter().map(|t| Record::new().with("text", *t)).collect();
+        let (sink, handle) = MemorySink::new();
+        let p = PipelineBuilder::new("mem")
+            .step("in", MemorySource::new(vec![Batch::from_records(&records)]).into_step())
+            .step("out", sink.into_step())
+            .build()
+            .expect("a valid pipeline");
+        (p, handle)
+    }
+
+    #[test]
+    fn a_session_keeps_the_record_and_the_metrics_file_it_is_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, handle) = pipeline(&["a", "b"]);
+        let options = RunOptions {
+            runs_dir: Some(dir.path().join("runs")),
+            metrics_file: Some(dir.path().join("m/metrics.prom")),
+            log_events: false,
+            ..RunOptions::default()
+        };
+        let run = Session::new(p, None, options).unwrap().start().unwrap();
+        let record = run.record_dir().expect("a record").to_path_buf();
+        let outcome = run.wait();
+        assert_eq!(outcome.result.expect("the run succeeds").step("out").map(|s| s.records_in), Some(2));
+        assert_eq!(handle.take().iter().map(Batch::len).sum::<usize>(), 2);
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(record.join("report.json")).unwrap()).unwrap();
+        assert_eq!(report["status"], "succeeded");
+        assert_eq!(report["pipeline"], "mem");
+        let metrics = std::fs::read_to_string(dir.path().join("m/metrics.prom")).unwrap();
+        assert!(metrics.contains("weave_step_records_in_total{pipeline=\"mem\",step=\"out\"} 2"), "{metrics}");
+        // Without a file, nothing is written beside one: no cache, no quarantine file.
+        assert_eq!(outcome.quarantine, None);
+        assert!(!dir.path().join(".weave").exists());
+    }
+
+    #[test]
+    fn clashing_files_are_refused_before_the_old_quarantine_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("q.jsonl");
+        std::fs::write(&q, "an earlier run's\n").unwrap();
+        let (p, _) = pipeline(&["a"]);
+        let options = RunOptions {
+            quarantine: Some(q.clone()),
+            metrics_file: Some(q.clone()),
+            log_events: false,
+            ..RunOptions::default()
+        };
+        match Session::new(p, None, options).unwrap().start() {
+            Err(SessionError::Files { problems }) => {
+                assert!(problems[0].contains("would both write one file"), "{problems:?}")
+            }
+            other => panic!("refused, not {other:?}"),
+        }
+        assert_eq!(std::fs::read_to_string(&q).unwrap(), "an earlier run's\n");
+    }
+
+    #[test]
+    fn a_refresh_of_a_step_the_pipeline_lacks_is_refused() {
+        let (p, _) = pipeline(&["a"]);
+        let options = RunOptions { refresh: vec!["outs".to_owned()], ..RunOptions::default() };
+        let err = Session::new(p, None, options).unwrap_err();
+        assert_eq!(err.to_string(), "the pipeline has no step \"outs\" (did you mean \"out\"?); its steps: in, out");
+    }
+
+    #[test]
+    fn a_cancelled_session_commits_nothing() {
+        let (p, handle) = pipeline(&["a"]);
+        let options = RunOptions { log_events: false, ..RunOptions::default() };
+        options.cancel.store(true, Ordering::SeqCst);
+        let outcome = Session::new(p, None, options).unwrap().start().unwrap().wait();
+        assert!(matches!(outcome.result.map_err(|e| e.error), Err(weave_exec::Error::Cancelled)));
+        assert!(handle.take().is_empty());
+    }
 }
