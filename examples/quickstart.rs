@@ -112,7 +112,7 @@ noiser = { kind = "style", style = "technical" }"#
             ExitCode::SUCCESS
         }
         Err(failure) => {
-            eprintln!("error: {}", failure.error);
+            eprintln!("error: {failure}");
             ExitCode::FAILURE
         }
     }

@@ -28,3 +28,6 @@ mod values;
 // Limits and bad input: absurd settings, long and wide ids, thousands of problems, alert
 // commands and what they start, wide files.
 mod limits;
+// One session behind every front end: the Rust API and `weave run` keep the same run
+// record, metrics file and alerts.
+mod session;

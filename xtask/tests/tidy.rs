@@ -2,8 +2,8 @@
 //! remembered by reviewers (as rust-analyzer's tidy tests and Buck2's dependency rules do).
 //!
 //! - Layering: dependencies point downward only
-//!   (`weave-core, weave-fs ← weave-exec, weave-cache, weave-monitor ← weave-steps ← weave ← weave-cli`,
-//!   and weave-steps does not depend on weave-exec),
+//!   (`weave-core, weave-fs ← weave-exec, weave-cache, weave-monitor ← weave-steps, weave-session ← weave ← weave-cli`,
+//!   and weave-steps does not depend on weave-exec, nor weave-session on weave-steps),
 //!   and `weave-cli` reaches the libraries only through the `weave` facade.
 //! - Every member inherits the workspace's lints, and takes every dependency from
 //!   `[workspace.dependencies]`, so that versions are set once, in the root `Cargo.toml`.
@@ -29,7 +29,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("weave-monitor", &["weave-core", "weave-fs"]),
     // The steps know the executor only through weave-core's traits: not weave-exec.
     ("weave-steps", &["weave-core", "weave-fs", "weave-cache", "weave-monitor", "weave-testkit"]),
-    ("weave", &["weave-core", "weave-fs", "weave-exec", "weave-cache", "weave-monitor", "weave-steps"]),
+    // The run session composes a run from the parts; it takes the registry of kinds as an
+    // argument, so it sits beside the steps, not above them.
+    ("weave-session", &["weave-core", "weave-fs", "weave-exec", "weave-cache", "weave-monitor"]),
+    (
+        "weave",
+        &["weave-core", "weave-fs", "weave-exec", "weave-cache", "weave-monitor", "weave-steps", "weave-session"],
+    ),
     // The command line goes through the facade, like any user of the library; its
     // end-to-end tests also start the test server.
     ("weave-cli", &["weave", "weave-testkit"]),

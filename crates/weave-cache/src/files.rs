@@ -52,6 +52,12 @@ impl FileIndex {
         FileIndex { path, known: Mutex::new(known) }
     }
 
+    /// An empty index kept nowhere, for a run without a cache (its lineage still hashes
+    /// the files it reads and writes). [`FileIndex::save`] must not be called on it.
+    pub fn unsaved() -> FileIndex {
+        FileIndex { path: PathBuf::new(), known: Mutex::new(HashMap::new()) }
+    }
+
     /// The blake3 of `file`'s content: from the index when the file's stamp is unchanged,
     /// read and hashed otherwise.
     pub fn hash(&self, file: &Path) -> Result<Key, Error> {

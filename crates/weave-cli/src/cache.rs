@@ -1,57 +1,15 @@
-//! The cache as the CLI uses it: where it lives, the plan of a run against it, and the
-//! `weave cache` commands.
+//! The cache as the CLI shows it: a step's status in `weave plan`, and the `weave cache`
+//! commands.
 
-use std::path::{Path, PathBuf};
-use weave::cache::{CacheOptions, CachePlan, Status, Store};
-use weave::{CacheUse, Pipeline, format_bytes};
+use std::path::Path;
+use weave::cache::{Status, Store};
+use weave::{CacheUse, format_bytes};
 
 use crate::Failure;
 
-/// The environment variable that moves the cache.
-pub(crate) const CACHE_DIR_ENV: &str = "WEAVE_CACHE_DIR";
-
-/// Where the cache of a pipeline lives: `--cache-dir`, else `$WEAVE_CACHE_DIR`, else the
-/// file's `[cache] dir` (`configured`), else `.weave/cache` beside the pipeline file.
-pub(crate) fn dir_for(file: &Path, configured: Option<&Path>, flag: Option<&Path>) -> PathBuf {
-    if let Some(d) = flag {
-        return d.to_path_buf();
-    }
-    if let Some(d) = std::env::var_os(CACHE_DIR_ENV).filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    configured.map_or_else(|| weave::default_cache_dir(file), Path::to_path_buf)
-}
-
 /// Opens the store in `dir`.
-pub(crate) fn open(dir: &Path) -> Result<Store, Failure> {
+fn open(dir: &Path) -> Result<Store, Failure> {
     Store::open(dir).map_err(|e| Failure::Other(format!("cannot open the cache in {}: {e}", dir.display())))
-}
-
-/// Checks that every `--refresh` names a step.
-pub(crate) fn check_refresh(pipeline: &Pipeline, refresh: &[String]) -> Result<(), Failure> {
-    let ids: Vec<&str> = pipeline.dag().nodes().iter().map(|n| n.id.as_str()).collect();
-    for r in refresh {
-        if !ids.contains(&r.as_str()) {
-            let hint = weave::did_you_mean(r, ids.iter().copied())
-                .map_or_else(String::new, |s| format!(" (did you mean \"{s}\"?)"));
-            return Err(Failure::Other(format!(
-                "--refresh {r}: the pipeline has no step \"{r}\"{hint}; its steps: {}",
-                ids.join(", ")
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The plan of `pipeline` against the cache in `dir`.
-pub(crate) fn plan(pipeline: &Pipeline, dir: &Path, options: &CacheOptions) -> Result<CachePlan, Failure> {
-    CachePlan::open(pipeline, dir, options)
-        .map_err(|e| Failure::Other(format!("cannot open the cache in {}: {e}", dir.display())))
-}
-
-/// What the run will do with each step given the plan, in the DAG's node order.
-pub(crate) fn roles(pipeline: &Pipeline, plan: &CachePlan) -> Vec<CacheUse> {
-    weave::cache_roles(pipeline.dag(), &|id| plan.step(id).is_some_and(|s| s.stores && s.status == Status::Cached))
 }
 
 /// The word for a step in `weave plan`: what the cache holds, and whether it will run.

@@ -20,7 +20,6 @@ use weave::{Diagnostics, Pipeline, format_bytes, format_duration};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cache;
-mod html;
 mod plan;
 mod progress;
 mod report;
@@ -233,46 +232,40 @@ fn init_logging(verbose: u8, quiet: bool) {
 fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Run { file, max_memory, max_concurrent, quarantine, metrics_file, no_cache, refresh, cache_dir } => {
-            let text = read_text(file)?;
-            let mut dir = PathBuf::new();
-            let p = build(file, &text, cli.quiet, |spec| {
-                if let Some(m) = max_memory {
-                    spec.resources.max_memory = *m;
-                }
-                if let Some(n) = max_concurrent {
-                    spec.resources.max_concurrent = Some(*n as usize);
-                }
-                // The steps with a cache of their own (LLM requests) use the run's.
-                dir = cache::dir_for(file, spec.cache_dir.as_deref(), cache_dir.as_deref());
-                spec.cache_dir = Some(dir.clone());
-                spec.no_cache = *no_cache;
-            })?;
-            let config_hash = weave::cache::Key::of_content(text.as_bytes()).to_hex();
-            cache::check_refresh(&p, refresh)?;
-            let cache = run::CacheArgs {
-                dir,
-                options: weave::cache::CacheOptions { disabled: *no_cache, refresh: refresh.clone() },
+            let options = weave::RunOptions {
+                max_memory: *max_memory,
+                max_concurrent: max_concurrent.map(|n| n as usize),
+                cache_dir: cache_dir.clone(),
+                no_cache: *no_cache,
+                refresh: refresh.clone(),
+                quarantine: quarantine.clone(),
+                metrics_file: metrics_file.clone(),
+                labels: weave::Labels {
+                    quarantine: "--quarantine".to_owned(),
+                    metrics_file: "--metrics-file".to_owned(),
+                },
+                ..weave::RunOptions::default()
             };
-            run::run(file, p, &config_hash, quarantine.clone(), metrics_file.clone(), cache, cli.quiet)
+            let pf = read_file(file)?;
+            let p = build(&pf, &options.build_options(), cli.quiet)?;
+            run::run(pf, p, options, cli.quiet)
         }
         Command::Validate { file } => {
-            let p = load(file, cli.quiet)?;
-            let quarantine = run::default_quarantine(file);
-            let mut files = weave::RunFiles::of_pipeline(&p)
-                .read("the pipeline file", file)
-                .replaced("the quarantine file", quarantine);
-            for own in weave::cache::own_paths(&cache::dir_for(file, p.cache_dir.as_deref(), None)) {
-                files = files.kept_by_weave("the cache", own);
-            }
-            refuse(files, "give each output a path of its own")?;
+            let pf = read_file(file)?;
+            let p = build(&pf, &weave::BuildOptions::default(), cli.quiet)?;
+            let session = weave::Session::new(p, Some(pf), weave::RunOptions::default())
+                .map_err(|e| Failure::Other(e.to_string()))?;
+            refuse(session.run_files(), "give each output a path of its own")?;
+            let p = session.pipeline();
             let warnings = p.warnings().0.len();
             let noun = if warnings == 1 { "warning" } else { "warnings" };
             emit(&format!("ok: {}: {p}, {warnings} {noun}\n", file.display()))
         }
         Command::Plan { file, format, explain, cache_dir } => {
             let p = load(file, cli.quiet)?;
-            let dir = cache::dir_for(file, p.cache_dir.as_deref(), cache_dir.as_deref());
-            let cplan = cache::plan(&p, &dir, &weave::cache::CacheOptions::default())?;
+            let dir = weave::cache_dir_for(file, p.cache_dir.as_deref(), cache_dir.as_deref());
+            let cplan = weave::cache_plan(&p, &dir, &weave::cache::CacheOptions::default())
+                .map_err(|e| Failure::Other(e.to_string()))?;
             let text = match format {
                 PlanFormat::Table => plan::table(&p, &cplan, *explain),
                 PlanFormat::Json => plan::json(&p, &cplan),
@@ -309,12 +302,12 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             match format {
                 ReportFormat::Table => emit(&report::report_table(entry)),
                 ReportFormat::Json => emit(&format!("{:#}\n", entry.report)),
-                ReportFormat::Html => emit(&html::report_html(entry)),
+                ReportFormat::Html => emit(&weave::report_html(entry)),
             }
         }
         Command::Cache { action, dir } => {
             let dir = dir.clone().unwrap_or_else(|| {
-                std::env::var_os(cache::CACHE_DIR_ENV)
+                std::env::var_os(weave::CACHE_DIR_ENV)
                     .filter(|d| !d.is_empty())
                     .map_or_else(|| PathBuf::from(".weave/cache"), PathBuf::from)
             });
@@ -322,7 +315,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 return Err(Failure::Other(format!(
                     "no cache in {} (give the folder with --dir, or set {})",
                     dir.display(),
-                    cache::CACHE_DIR_ENV
+                    weave::CACHE_DIR_ENV
                 )));
             }
             emit(&match action {
@@ -366,42 +359,17 @@ pub(crate) fn refuse(files: weave::RunFiles, note: &str) -> Result<(), Failure> 
 /// Reads, parses and checks a pipeline file, printing its warnings (unless quiet) and, on
 /// failure, every error.
 fn load(file: &Path, quiet: bool) -> Result<Pipeline, Failure> {
-    load_with(file, quiet, |_| {})
+    build(&read_file(file)?, &weave::BuildOptions::default(), quiet)
 }
 
-/// [`load`], with a change to the parsed file (command-line overrides) before the steps
-/// are built and checked against the limits.
-fn load_with(file: &Path, quiet: bool, adjust: impl FnOnce(&mut weave::PipelineSpec)) -> Result<Pipeline, Failure> {
-    build(file, &read_text(file)?, quiet, adjust)
+/// The pipeline file, or an error naming the file (and where it stops being UTF-8).
+fn read_file(file: &Path) -> Result<weave::PipelineFile, Failure> {
+    weave::PipelineFile::read(file).map_err(|e| Failure::Other(e.to_string()))
 }
 
-/// The pipeline file's text, or an error naming the file (and where it stops being UTF-8).
-fn read_text(file: &Path) -> Result<String, Failure> {
-    let bytes = std::fs::read(file).map_err(|e| Failure::Other(format!("cannot read {}: {e}", file.display())))?;
-    String::from_utf8(bytes).map_err(|e| {
-        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
-        Failure::Other(format!("{}:{line}:{column}: the file is not valid UTF-8 (save it as UTF-8)", file.display()))
-    })
-}
-
-/// Parses and checks a pipeline file's text.
-fn build(
-    file: &Path,
-    text: &str,
-    quiet: bool,
-    adjust: impl FnOnce(&mut weave::PipelineSpec),
-) -> Result<Pipeline, Failure> {
-    let built = weave::PipelineSpec::parse(file, text).and_then(|(mut spec, mut warnings)| {
-        adjust(&mut spec);
-        let mut p = Pipeline::from_spec(spec, &weave::registry())?;
-        warnings.extend(p.take_warnings());
-        p.set_warnings(warnings);
-        Ok(p)
-    });
-    match built {
+/// Parses and checks a pipeline file's text, with the run's options over the file's.
+fn build(file: &weave::PipelineFile, options: &weave::BuildOptions, quiet: bool) -> Result<Pipeline, Failure> {
+    match file.build(&weave::registry(), options) {
         Ok(p) => {
             if !quiet {
                 print_diagnostics(p.warnings());
@@ -411,7 +379,7 @@ fn build(
         Err(diags) => {
             print_diagnostics(&diags);
             let n = diags.error_count();
-            eprintln!("\nerror: {} has {n} {}", file.display(), if n == 1 { "error" } else { "errors" });
+            eprintln!("\nerror: {} has {n} {}", file.path.display(), if n == 1 { "error" } else { "errors" });
             Err(Failure::Invalid)
         }
     }

@@ -8,7 +8,7 @@ use crate::{duration_or_dash, size_or_dash};
 /// The plan as a table.
 pub(crate) fn table(p: &Pipeline, cache: &CachePlan, explain: bool) -> String {
     let dag = p.dag();
-    let roles = crate::cache::roles(p, cache);
+    let roles = weave::planned_roles(p, cache);
     let mut out = String::new();
     out.push_str(&format!("{p}, {} parallel levels\n", dag.levels().len()));
     let threads = p.resources.max_concurrent.map_or_else(|| "one per core".to_owned(), |n| n.to_string());
@@ -108,7 +108,7 @@ fn trim_float(x: f64) -> String {
 /// The plan as JSON.
 pub(crate) fn json(p: &Pipeline, cache: &CachePlan) -> String {
     let dag = p.dag();
-    let roles = crate::cache::roles(p, cache);
+    let roles = weave::planned_roles(p, cache);
     let steps: Vec<serde_json::Value> = dag
         .topological_order()
         .iter()

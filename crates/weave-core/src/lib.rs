@@ -35,7 +35,7 @@ pub use json::JsonText;
 pub use keys::{KeyScope, NeutralKey, OUTPUT_NEUTRAL, is_output_neutral, is_output_neutral_for_kind};
 pub use map::{Map, MapIntoIter, MapIter};
 pub use params::{Params, resolve};
-pub use pipeline::{BuildFn, Pipeline, PipelineBuilder, PipelineStep, Registry, StepKind};
+pub use pipeline::{BuildFn, BuildOptions, Pipeline, PipelineBuilder, PipelineStep, Registry, StepKind};
 pub use policy::{Backoff, BadRecordLimit, BadRecordPolicy, Resources, RetryPolicy, StepPolicy};
 pub use record::Record;
 pub use schema::{DataType, Field, Schema};

@@ -124,6 +124,24 @@ pub struct PipelineStep {
     pub exclusions: Option<std::path::PathBuf>,
 }
 
+/// What the caller of a build says over the pipeline file: the run's options that change
+/// how its steps are built or checked. They are not part of the parsed file
+/// ([`PipelineSpec`]), which holds only what the file says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// The run's cache folder, over the file's `[cache] dir` (the caller resolves its own
+    /// sources, `--cache-dir` and `$WEAVE_CACHE_DIR`). Steps with a cache of their own
+    /// (LLM answers) keep it there.
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// The run uses no cache (`--no-cache`): steps with a cache of their own neither read
+    /// nor write it.
+    pub no_cache: bool,
+    /// The memory budget, over the file's `[resources] max_memory`.
+    pub max_memory: Option<u64>,
+    /// The worker threads, over the file's `[resources] max_concurrent`.
+    pub max_concurrent: Option<usize>,
+}
+
 /// A checked pipeline, ready to run: the DAG of built steps and the run-wide settings.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -164,15 +182,51 @@ impl Pipeline {
         Ok(p)
     }
 
+    /// [`Pipeline::from_file_text`], with the caller's run options over the file's
+    /// (`weave run --cache-dir`, `--no-cache`, `--max-memory`, `--max-concurrent`).
+    pub fn from_file_text_with(
+        path: impl AsRef<Path>,
+        text: &str,
+        registry: &Registry,
+        options: &BuildOptions,
+    ) -> Result<Pipeline, Diagnostics> {
+        let (spec, mut warnings) = PipelineSpec::parse(path, text)?;
+        let mut p = Pipeline::from_spec_with(spec, registry, options)?;
+        warnings.extend(p.take_warnings());
+        p.warnings = warnings;
+        Ok(p)
+    }
+
     /// Builds a parsed spec's steps through `registry` and checks the DAG.
     pub fn from_spec(spec: PipelineSpec, registry: &Registry) -> Result<Pipeline, Diagnostics> {
+        Pipeline::from_spec_with(spec, registry, &BuildOptions::default())
+    }
+
+    /// [`Pipeline::from_spec`], with the caller's run options over the file's.
+    pub fn from_spec_with(
+        mut spec: PipelineSpec,
+        registry: &Registry,
+        options: &BuildOptions,
+    ) -> Result<Pipeline, Diagnostics> {
+        // The limits are checked below against the steps, so the caller's come first.
+        if let Some(m) = options.max_memory {
+            spec.resources.max_memory = m;
+        }
+        if let Some(n) = options.max_concurrent {
+            spec.resources.max_concurrent = Some(n);
+        }
         let mut diags = Diagnostics::default();
         let mut nodes = Vec::with_capacity(spec.steps.len());
         let mut unknown_kind = Vec::new();
         // One context for the whole pipeline, so that its steps share what they share
         // (an LLM provider's rate budget).
-        let cache_dir = (!spec.no_cache)
-            .then(|| spec.cache_dir.clone().unwrap_or_else(|| crate::spec::default_cache_dir(spec.source.path())));
+        let cache_dir = (!options.no_cache).then(|| {
+            options
+                .cache_dir
+                .clone()
+                .or_else(|| spec.cache_dir.clone())
+                .unwrap_or_else(|| crate::spec::default_cache_dir(spec.source.path()))
+        });
         let context = std::sync::Arc::new(BuildContext::new(spec.llm.values().cloned(), cache_dir));
         for s in &spec.steps {
             let Some(kind) = registry.get(&s.kind) else {

@@ -278,12 +278,9 @@ pub struct PipelineSpec {
     pub alerts: Vec<AlertSpec>,
     /// `[llm.NAME]` providers, by name.
     pub llm: BTreeMap<String, LlmProvider>,
-    /// `[cache] dir`: where the cache lives, resolved against the file's folder. The caller
-    /// may put the folder it resolved here (`weave run --cache-dir`), before building.
+    /// `[cache] dir`: where the cache lives, resolved against the file's folder. The
+    /// caller's own choice goes to building (`BuildOptions`), not here.
     pub cache_dir: Option<std::path::PathBuf>,
-    /// Set by the caller, never by the file (`weave run --no-cache`): the run uses no cache,
-    /// so steps with a cache of their own (LLM requests) neither read nor write it.
-    pub no_cache: bool,
     /// `[[step]]`s in the order written.
     pub steps: Vec<StepSpec>,
     /// The pipeline-level settings in every step's cache key (see
@@ -401,7 +398,6 @@ impl PipelineSpec {
             alerts,
             llm,
             cache_dir,
-            no_cache: false,
             steps,
             key_config,
         };
@@ -888,7 +884,6 @@ rules = ["trim"]
         assert_eq!(spec.llm["local"].model, "qwen");
         assert_eq!(spec.llm["local"].prompt_price_per_million, Some(0.15));
         assert_eq!(spec.llm["local"].completion_price_per_million, Some(0.6));
-        assert!(!spec.no_cache, "only the caller turns the cache off");
         assert_eq!(spec.steps.len(), 2);
         let clean = &spec.steps[1];
         assert_eq!(clean.retry.apply(spec.retry).max_retries, 1);

@@ -26,15 +26,17 @@
 //! `report.json`, written as the run goes; [`list_runs`] reads them back, marking a run
 //! whose process died as interrupted.
 //!
-//! The HTML report and progress bars are the rest of the monitoring issue.
+//! [`report_html`] renders a run record as one self-contained HTML page.
 #![deny(missing_docs)]
 
 mod alerts;
 mod collector;
 mod histogram;
+mod html;
 mod record;
 
 pub use alerts::{Alert, AlertManager, kill_alert_commands};
 pub use collector::{MetricsCollector, PipelineStats, ResourceUsage, StepMetrics};
 pub use histogram::{Histogram, PROMETHEUS_BOUNDS};
+pub use html::report_html;
 pub use record::{RunEntry, RunInfo, RunRecorder, list_runs};

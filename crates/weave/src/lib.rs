@@ -3,8 +3,9 @@
 //!
 //! This crate is the facade: it re-exports the core model and traits from `weave-core`
 //! (data model, step traits, DAG, pipeline file), the executor from `weave-exec`, the
-//! built-in steps from `weave-steps`, and the files a run writes and who owns them from
-//! `weave-fs`, and adds [`Orchestrator`], the one-line way to
+//! built-in steps from `weave-steps`, the files a run writes and who owns them from
+//! `weave-fs`, and the run session from `weave-session` ([`Session`]: one run composed
+//! as `weave run` composes it), and adds [`Orchestrator`], the one-line way to
 //! build and run a pipeline, so that one dependency gives the whole thing. Depend on a `weave-*`
 //! crate directly to take only a part.
 //!
@@ -40,12 +41,16 @@ pub use weave_exec::{
 pub use weave_fs::{Liveness, Owner, TempFile, remove_live_temporaries, sweep_dead_temporaries, write_atomically};
 pub use weave_monitor::{
     Alert, AlertManager, Histogram, MetricsCollector, PipelineStats, ResourceUsage, RunEntry, RunInfo, RunRecorder,
-    StepMetrics, kill_alert_commands, list_runs,
+    StepMetrics, kill_alert_commands, list_runs, report_html,
+};
+pub use weave_session::{
+    CACHE_DIR_ENV, Labels, MemorySink, MemorySinkHandle, MemorySource, PipelineFile, RunFailure, RunHandle, RunOptions,
+    RunOutcome, Session, SessionError, cache_dir_for, cache_plan, default_quarantine, planned_roles, runs_dir,
 };
 pub use weave_steps::registry;
 
 mod orchestrator;
-pub use orchestrator::Orchestrator;
+pub use orchestrator::{LLM_GRACE, Orchestrator, settle_llm_requests};
 
 /// The executor's error type.
 pub type ExecError = weave_exec::Error;

@@ -1,10 +1,13 @@
 //! The one-line way to build and run a pipeline, as in the original write-up:
-//! `Orchestrator().build_pipeline([...])`, then `run(...)`.
+//! `Orchestrator().build_pipeline([...])`, then `run(...)`. A run goes through the same
+//! [`Session`] as `weave run`, so it keeps the same run record, metrics and alerts.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use weave_core::{Diagnostics, Pipeline, PipelineBuilder, ResourceLimits, RetryPolicy, Step, Subscriber};
-use weave_exec::{ExecOptions, LogSubscriber, RunError, RunSummary};
+use weave_exec::{ExecOptions, RunSummary};
+use weave_session::{PipelineFile, RunFailure, RunOptions, Session, SessionError};
 
 /// Builds pipelines from steps and runs them with monitoring and resource limits.
 ///
@@ -28,7 +31,9 @@ pub struct Orchestrator {
     seed: u64,
     options: ExecOptions,
     log: bool,
-    cache: Option<std::path::PathBuf>,
+    cache: Option<PathBuf>,
+    metrics_file: Option<PathBuf>,
+    runs_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -76,9 +81,22 @@ impl Orchestrator {
 
     /// Keeps step outputs in the cache in `dir` (as `weave run` does in `.weave/cache`):
     /// what is unchanged since an earlier run is taken from it, and an interrupted run
-    /// resumes. Off by default.
-    pub fn cache(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+    /// resumes. Off by default for a pipeline built in Rust; a pipeline file's run uses
+    /// the cache `weave run` would.
+    pub fn cache(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache = Some(dir.into());
+        self
+    }
+
+    /// Writes the run's metrics (Prometheus text) to `path` while it goes and at its end.
+    pub fn metrics_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.metrics_file = Some(path.into());
+        self
+    }
+
+    /// Keeps run records in `dir` (a pipeline file's go to `.weave/runs` beside it).
+    pub fn runs_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.runs_dir = Some(dir.into());
         self
     }
 
@@ -101,36 +119,56 @@ impl Orchestrator {
         b.build()
     }
 
+    /// The run options this orchestrator gives a session.
+    fn run_options(&self) -> RunOptions {
+        RunOptions {
+            cache_dir: self.cache.clone(),
+            quarantine: self.options.quarantine.clone(),
+            metrics_file: self.metrics_file.clone(),
+            runs_dir: self.runs_dir.clone(),
+            subscribers: self.options.subscribers.clone(),
+            log_events: self.log,
+            cancel: Arc::clone(&self.options.cancel),
+            on_failure: Some(Arc::new(settle_llm_requests)),
+            channel_capacity: self.options.channel_capacity,
+            stall_timeout: self.options.stall_timeout,
+            ..RunOptions::default()
+        }
+    }
+
     /// Runs a pipeline to the end.
-    pub fn run(&self, pipeline: Pipeline) -> Result<RunSummary, Box<RunError>> {
-        let mut options = self.options.clone();
-        if self.log {
-            options.subscribers.push(Arc::new(LogSubscriber));
-        }
-        let Some(dir) = &self.cache else { return weave_exec::run(pipeline, options) };
-        // A cache that cannot be opened costs only the saving: the run goes on without.
-        let plan = match weave_cache::CachePlan::open(&pipeline, dir, &weave_cache::CacheOptions::default()) {
-            Ok(plan) => Some(plan),
-            Err(e) => {
-                log::warn!("cannot open the cache in {} ({e}); running without it", dir.display());
-                None
-            }
-        };
-        let _pin = plan.as_ref().and_then(|p| weave_cache::Pin::new(p).ok());
-        if let Some(p) = &plan {
-            options.caches = p.entries();
-        }
-        let quarantine = options.quarantine.clone();
-        let summary = weave_exec::run(pipeline, options)?;
-        if let (Some(p), Some(q)) = (&plan, &quarantine) {
-            let ran = |id: &str| summary.step(id).is_some_and(|s| s.cache == weave_exec::CacheUse::Ran);
-            if let Err(e) = p.settle_set_aside(q, &ran) {
-                log::warn!("cannot keep the set-aside records of the cached steps ({e})");
-            }
-        }
-        if let Some(Err(e)) = plan.as_ref().map(weave_cache::CachePlan::remember) {
-            log::warn!("cannot record the steps' keys in the cache ({e})");
-        }
-        Ok(summary)
+    pub fn run(&self, pipeline: Pipeline) -> Result<RunSummary, RunFailure> {
+        Session::new(pipeline, None, self.run_options()).map_err(RunFailure::Start)?.run()
+    }
+
+    /// Reads, builds and runs the pipeline file at `path`, as `weave run` does: its cache,
+    /// quarantine file and run record beside it (unless this orchestrator says where),
+    /// its `[[alert]]` rules, and the file's own limits and seed.
+    pub fn run_file(&self, path: impl AsRef<Path>) -> Result<RunSummary, RunFailure> {
+        let file = PipelineFile::read(path).map_err(RunFailure::Start)?;
+        let options = self.run_options();
+        let pipeline = file
+            .build(&weave_steps::registry(), &options.build_options())
+            .map_err(|d| RunFailure::Start(SessionError::Invalid(d)))?;
+        Session::new(pipeline, Some(file), options).map_err(RunFailure::Start)?.run()
     }
 }
+
+/// Gives the LLM requests a failed or stopped run has in flight (already paid for) up to
+/// [`LLM_GRACE`] to be answered and kept in the cache, so that the next run does not pay
+/// for them again.
+pub fn settle_llm_requests() {
+    if weave_steps::requests_in_flight() == 0 {
+        return;
+    }
+    let left = weave_steps::settle_requests(LLM_GRACE);
+    if left > 0 {
+        log::warn!(
+            "{left} LLM requests still had no answer after {}; they were abandoned",
+            weave_core::format_duration(LLM_GRACE)
+        );
+    }
+}
+
+/// How long a stopped run waits for its LLM requests in flight to be answered.
+pub const LLM_GRACE: std::time::Duration = std::time::Duration::from_secs(10);

@@ -9,3 +9,9 @@ mod cache;
 // Every key of every kind, and every pipeline-level key, is in the cache keys it bears on
 // unless declared output-neutral.
 mod keys;
+
+// In-memory ends: MemorySource → clean → MemorySink, and their cache keys.
+mod memory;
+
+// Run options go to building and the session: the caller's over the file's.
+mod session;

@@ -61,9 +61,9 @@ path = "out.jsonl"
 /// Builds and runs the pipeline in `dir`; returns the records written.
 fn run_once(dir: &Path, text: &str, no_cache: bool) -> Result<u64, String> {
     let file = dir.join("p.toml");
-    let (mut spec, _) = weave_core::PipelineSpec::parse(&file, text).map_err(|d| d.to_string())?;
-    spec.no_cache = no_cache;
-    let pipeline = weave_core::Pipeline::from_spec(spec, &weave_steps::registry()).map_err(|d| d.to_string())?;
+    let options = weave_core::BuildOptions { no_cache, ..weave_core::BuildOptions::default() };
+    let pipeline = weave_core::Pipeline::from_file_text_with(&file, text, &weave_steps::registry(), &options)
+        .map_err(|d| d.to_string())?;
     let summary = weave_exec::run(pipeline, weave_exec::ExecOptions::default()).map_err(|e| e.to_string())?;
     Ok(summary.step("export").map_or(0, |s| s.records_in))
 }

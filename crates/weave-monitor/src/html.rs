@@ -1,10 +1,11 @@
-//! `weave report --format html`: one self-contained page (no scripts, no network) with
-//! the run's summary, its DAG, and a chart per step.
+//! A run record as one self-contained HTML page (no scripts, no network) with the run's
+//! summary, its DAG, and a chart per step: `weave report --format html`, and any other
+//! front end's.
 
 use std::fmt::Write as _;
 
+use crate::record::RunEntry;
 use serde_json::Value;
-use weave::RunEntry;
 
 /// Text made safe inside HTML and SVG.
 fn esc(s: &str) -> String {
@@ -101,7 +102,7 @@ fn step_chart(s: &Value, max_records: f64, max_seconds: f64) -> String {
     };
     let calls = &s["call_seconds"];
     let secs = |q: &str| num(&calls[q]);
-    let dur = |x: f64| weave::format_duration(std::time::Duration::from_secs_f64(x.max(0.0)));
+    let dur = |x: f64| weave_core::format_duration(std::time::Duration::from_secs_f64(x.max(0.0)));
     let mut svg = String::from(
         "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"420\" height=\"100\" role=\"img\">",
     );
@@ -121,7 +122,9 @@ fn step_chart(s: &Value, max_records: f64, max_seconds: f64) -> String {
     svg
 }
 
-pub(crate) fn report_html(r: &RunEntry) -> String {
+/// The run record `r` as one HTML page: status, the DAG, each step's counts and call times,
+/// the stats and the alerts.
+pub fn report_html(r: &RunEntry) -> String {
     let rep = &r.report;
     let steps = rep["steps"].as_array().cloned().unwrap_or_default();
     let max_records = steps.iter().map(|s| num(&s["records_in"]).max(num(&s["records_out"]))).fold(0.0, f64::max);
