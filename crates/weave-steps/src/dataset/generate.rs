@@ -536,6 +536,19 @@ mod tests {
     }
 
     #[test]
+    fn seeded_records_are_fixed_forever() {
+        // Part of the output contract (see `weave_core::rng`): recorded before the random
+        // streams moved to weave-core, they must never change.
+        let want = [
+            r#"{"text":"laptop: charge, charge!","template":1,"device":"laptop","problem":"charge"}"#,
+            r#"{"text":"tablet: boot, boot!","template":1,"device":"tablet","problem":"boot"}"#,
+            r#"{"text":"phone: charge, charge!","template":1,"device":"phone","problem":"charge"}"#,
+            r#"{"text":"phone: charge, charge!","template":1,"device":"phone","problem":"charge"}"#,
+        ];
+        assert_eq!(generate(&format!("{DEVICES}count = 4"), 42), want);
+    }
+
+    #[test]
     fn output_depends_on_the_seed_not_on_the_batch_size() {
         let a = generate(&format!("{DEVICES}count = 1000"), 1);
         assert_eq!(a, generate(&format!("{DEVICES}count = 1000\nbatch_size = 7"), 1));
