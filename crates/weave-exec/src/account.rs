@@ -52,7 +52,13 @@ impl CallReport {
 
 impl Shared {
     /// The error for `bad` bad records past `limit`, in a step or (`step` `None`) the run.
-    pub(crate) fn too_many_bad(&self, step: Option<&str>, bad: u64, handled: Option<u64>, limit: BadRecordLimit) -> Error {
+    pub(crate) fn too_many_bad(
+        &self,
+        step: Option<&str>,
+        bad: u64,
+        handled: Option<u64>,
+        limit: BadRecordLimit,
+    ) -> Error {
         Error::TooManyBadRecords {
             step: step.map(str::to_owned),
             bad,

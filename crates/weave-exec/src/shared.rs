@@ -66,7 +66,6 @@ impl Shared {
         }
     }
 
-
     /// Records the run's failure (the first one wins) and stops every thread.
     pub(crate) fn fail(&self, err: Error) {
         let mut f = self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -160,7 +159,6 @@ impl Shared {
         }
         Err(Stopped)
     }
-
 
     /// The message carrying `batch`, charged to the budget without waiting. When `input`
     /// (the batch it was made from) has no other holder, its share of the budget is handed

@@ -80,11 +80,11 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 
 use rayon::prelude::*;
+use weave_core::rng::murmur_mix;
 use weave_core::{
     Batch, CanonicalConfig, Column, Diagnostic, Params, Rejected, Shape, StatefulTransform, Step, StepContext,
     StepError, StepInfo, StepKind, StrColumn, ValueRef,
 };
-use weave_core::rng::murmur_mix;
 
 use crate::text::lowercase_into;
 

@@ -76,4 +76,3 @@ pub(super) fn merge_loop(cx: &StageCtx<'_>, mut one: Single<'_>, m: &mut dyn Mer
     shared.settle(step, one.stats, &mut ctx)?;
     cx.emit_outputs(&mut one, &mut out, Made { seq: last_seq, records_in: 0, t0, input: None })
 }
-

@@ -135,8 +135,13 @@ impl StageCtx<'_> {
             let part: Vec<(u64, Batch)> = out.iter().map(|b| (seq, b.clone())).collect();
             one.rec.store(&part);
         }
-        let event =
-            Event::BatchFinished { step: Arc::clone(&one.step.id), seq, records_in, records_out, elapsed: t0.elapsed() };
+        let event = Event::BatchFinished {
+            step: Arc::clone(&one.step.id),
+            seq,
+            records_in,
+            records_out,
+            elapsed: t0.elapsed(),
+        };
         shared.count(one.stats, event);
         for b in out.drain(..) {
             one.stats.batches_out += 1;
