@@ -17,9 +17,11 @@ mod params;
 mod pipeline;
 mod policy;
 mod record;
+pub mod rng;
 mod schema;
 mod spec;
 mod step;
+mod template;
 mod units;
 mod value;
 
@@ -49,5 +51,6 @@ pub use step::{
     CacheMode, CanonicalConfig, FilePattern, Merge, Rejected, RequestCounts, Shape, Sink, Source, StatefulTransform,
     Step, StepCache, StepContext, StepInfo, Transform, sum_figures,
 };
+pub use template::{TemplateError, TemplatePart, parse_template};
 pub use units::{format_bytes, format_duration, format_percent, parse_bytes, parse_duration};
 pub use value::{Canonical, MAX_DEPTH, Value, ValueRef};

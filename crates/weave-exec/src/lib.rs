@@ -50,17 +50,27 @@
 //! ```
 #![deny(missing_docs)]
 
+mod account;
 mod budget;
+mod caller;
 mod error;
 mod files;
 mod log;
-mod map;
+mod options;
 mod quarantine;
+mod recorder;
 mod run;
+mod shared;
+mod stage;
+mod stages;
+mod summary;
 
 pub use budget::{MemoryBudget, Permit};
 pub use error::Error;
 pub use files::RunFiles;
 pub use log::LogSubscriber;
-pub use map::max_abandoned_calls;
-pub use run::{CacheUse, ExecOptions, MAX_CHANNEL_CAPACITY, RunError, RunSummary, StepStats, cache_roles, run};
+pub use options::{ExecOptions, MAX_CHANNEL_CAPACITY};
+pub use run::run;
+pub use stage::max_abandoned_calls;
+pub use stages::cache_roles;
+pub use summary::{CacheUse, RunError, RunSummary, StepStats};

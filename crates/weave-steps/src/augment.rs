@@ -132,12 +132,12 @@ impl Augment {
     }
 
     /// Noises `text` with every noiser in turn, the noiser number `i` drawing from
-    /// [`Rng::for_noiser`]`(seed, i)`: what the step writes for a record whose seed is
+    /// [`Rng::substream`]`(seed, i)`: what the step writes for a record whose seed is
     /// `seed`. The result is left in `work.a`.
     fn noise(&self, text: &str, seed: u64, work: &mut Work) {
         work.a.clear();
         for (i, n) in self.noisers.iter().enumerate() {
-            let mut rng = Rng::for_noiser(seed, i);
+            let mut rng = Rng::substream(seed, i);
             if i == 0 {
                 n.apply(text, &mut rng, &mut work.scratch, &mut work.a);
             } else {
@@ -799,7 +799,7 @@ mod tests {
             let mut again = String::new();
             Typos::new(Frequency::High, Severity::Mild).apply(
                 field(r, "text").as_str().unwrap(),
-                &mut Rng::for_noiser(seed, 0),
+                &mut Rng::substream(seed, 0),
                 &mut Scratch::default(),
                 &mut again,
             );

@@ -80,6 +80,7 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 
 use rayon::prelude::*;
+use weave_core::rng::murmur_mix;
 use weave_core::{
     Batch, CanonicalConfig, Column, Diagnostic, Params, Rejected, Shape, StatefulTransform, Step, StepContext,
     StepError, StepInfo, StepKind, StrColumn, ValueRef,
@@ -613,9 +614,9 @@ impl Signer {
     fn new(unit: Unit, size: usize, bands: usize, rows: usize, norm: Normalize) -> Self {
         let mut state = PERMUTATION_SEED;
         let mut next = || {
-            // splitmix64
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            fmix64(state)
+            // A splitmix64 counter under the murmur3 finaliser.
+            state = state.wrapping_add(weave_core::rng::GAMMA);
+            murmur_mix(state)
         };
         let perms = bands * rows;
         let a: Vec<u64> = (0..perms).map(|_| next()).collect();
@@ -684,7 +685,7 @@ impl Signer {
         match self.unit {
             Unit::Word => for_each_word(text, self.norm.strip_punctuation, |w| add(hash_bytes(w))),
             Unit::Char => for_each_char(text, self.norm.strip_punctuation, self.norm.collapse_whitespace, |c| {
-                add(fmix64(u64::from(c) ^ CHAR_SALT))
+                add(murmur_mix(u64::from(c) ^ CHAR_SALT))
             }),
         }
         match roll.short() {
@@ -703,7 +704,7 @@ impl Signer {
             for &v in band {
                 h = (h ^ u64::from(v)).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(29);
             }
-            *fp = (fmix64(h) >> 32) as u32;
+            *fp = (murmur_mix(h) >> 32) as u32;
         }
         Status::Signed
     }
@@ -728,7 +729,7 @@ fn min_hash(mins: &mut [u32], a_lo: &[u32], a_hi: &[u32], b: &[u32], xs: &[u32])
 /// The 32-bit value a shingle's rolling hash stands for.
 #[inline]
 fn shingle_value(h: u64) -> u32 {
-    (fmix64(h) >> 32) as u32
+    (murmur_mix(h) >> 32) as u32
 }
 
 /// A polynomial hash over the last `ring.len()` elements, updated in O(1) per element.
@@ -764,16 +765,6 @@ impl Rolling<'_> {
 
 const CHAR_SALT: u64 = 0x6368_6172_735f_5f5f;
 
-/// The murmur3 64-bit finaliser: every input bit affects every output bit.
-#[inline]
-fn fmix64(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
-
 /// A 64-bit hash of a word's bytes, 8 at a time, without allocating. A tail shorter than 8
 /// bytes is read as overlapping fixed-size loads (as wyhash does), never byte by byte.
 #[inline]
@@ -796,7 +787,7 @@ fn hash_bytes(bytes: &[u8]) -> u64 {
         let w = (u64::from(bytes[0]) << 16) | (u64::from(bytes[len / 2]) << 8) | u64::from(bytes[len - 1]);
         h = word(w, h);
     }
-    fmix64(h)
+    murmur_mix(h)
 }
 
 /// The first 8 bytes of `b` as a little-endian number (`b` has at least 8).

@@ -475,32 +475,11 @@ pub(crate) struct Template {
 impl Template {
     fn parse(s: &str) -> Result<Template, String> {
         let mut pieces = Vec::new();
-        let mut text = String::new();
-        let mut rest = s;
-        while let Some(i) = rest.find(['{', '}']) {
-            text.push_str(&rest[..i]);
-            let (c, after) = (rest.as_bytes()[i], &rest[i + 1..]);
-            if after.as_bytes().first() == Some(&c) {
-                text.push(char::from(c));
-                rest = &after[1..];
-                continue;
-            }
-            let at = s.len() - rest.len() + i;
-            if c == b'}' {
-                return Err(format!("the `}}` at byte {at} closes no placeholder (write `}}}}` for a brace)"));
-            }
-            let Some(end) = after.find('}') else {
-                return Err(format!("the `{{` at byte {at} has no closing `}}` (write `{{{{` for a brace)"));
-            };
-            if !text.is_empty() {
-                pieces.push(Piece::Text(std::mem::take(&mut text)));
-            }
-            pieces.push(placeholder(&after[..end])?);
-            rest = &after[end + 1..];
-        }
-        text.push_str(rest);
-        if !text.is_empty() {
-            pieces.push(Piece::Text(text));
+        for part in weave_core::parse_template(s, "placeholder").map_err(|e| e.to_string())? {
+            pieces.push(match part {
+                weave_core::TemplatePart::Text(text) => Piece::Text(text),
+                weave_core::TemplatePart::Name { name, .. } => placeholder(&name)?,
+            });
         }
         Ok(Template { pieces })
     }
@@ -1541,9 +1520,9 @@ mod tests {
         let t = Template::parse("a{{b}}/{index}").unwrap();
         assert_eq!(t.render(12, &[]), PathBuf::from("a{b}/00012"));
         for (bad, why) in [
-            ("out/{split", "the `{` at byte 4 has no closing `}`"),
-            ("out/}x", "the `}` at byte 4 closes no placeholder"),
-            ("out/{}", "names nothing"),
+            ("out/{split", "the `{` at character 5 opens a placeholder that is not closed"),
+            ("out/}x", "the `}` at character 5 closes no placeholder"),
+            ("out/{}", "the placeholder at character 5 has no name"),
             ("{index:5}", "the width is written `0N`"),
             ("{index:0}", "the width is written `0N`"),
             ("{lang:03}", "only `{index}` takes a width"),
@@ -2184,7 +2163,7 @@ mod export_tests {
             "path = \"out/{split.jsonl\"\nmax_rows = 0",
             &[
                 "2:12 `max_rows` must be at least 1",
-                "1:8 `path`: the `{` at byte 4 has no closing `}` (write `{{` for a brace)",
+                "1:8 `path`: the `{` at character 5 opens a placeholder that is not closed (write `{{` for a brace)",
             ],
         );
         check_build_errors(

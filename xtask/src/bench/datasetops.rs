@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weave_core::{Batch, Column, ConfTable, Params, SourceFile, Step, StepError};
+use weave_core::{Batch, Column, ConfTable, Params, SourceFile, Step, StepError, rng};
 
 use super::steps::{builder, sink, source, timed_run};
 use super::throughput::{ROWS, Raw, SEED, build_batches, generate};
@@ -241,12 +241,6 @@ fn generate_records(report: &mut Report) {
 /// A piece of a template in the loop: a slot (its number) when the flag is set, else text.
 type Piece = (bool, usize, &'static str);
 
-fn mix64(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
 /// The baseline: the same draws as `generate` (a splitmix64 stream per record, seeded by
 /// its position), each record's text and slot values written into reused `String`s.
 fn generate_loop() -> Tally {
@@ -275,15 +269,15 @@ fn generate_loop() -> Tally {
         })
         .collect();
     let below = |x: u64, n: usize| ((u128::from(x) * n as u128) >> 64) as usize;
-    let stream = mix64(PIPELINE_SEED ^ SALT_GENERATE);
+    let stream = rng::mix(PIPELINE_SEED ^ SALT_GENERATE);
     let mut buf = String::with_capacity(256);
     let mut fields: [String; 4] = Default::default();
     let mut t = Tally::default();
     for i in 0..ROWS as u64 {
-        let mut state = mix64(stream.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        let mut state = rng::mix(stream.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
         let mut next = || {
             state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            mix64(state)
+            rng::mix(state)
         };
         let template = below(next(), parsed.len());
         let (pieces, uses) = &parsed[template];

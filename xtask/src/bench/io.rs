@@ -20,7 +20,7 @@
 //! would, rather than hash a hash again), JSON written by hand into one reused line buffer
 //! and one `BufWriter`. For `prep` it also calls the public noiser (`weave_steps::Typos`)
 //! with each record's seed made as the `augment` step makes it (`record_seed`, then
-//! `Rng::for_noiser`), into a reused buffer with a reused `Scratch`, and skips a record
+//! `Rng::substream`), into a reused buffer with a reused `Scratch`, and skips a record
 //! whose text or label is blank before noising it (where the pipeline noises it first,
 //! then drops it: the same output for less work). No allocation per row. The outputs
 //! must be the same bytes.
@@ -388,7 +388,7 @@ impl Noise {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let seed = record_seed(PREP_SEED, self.step_hash, text);
         self.noisy.clear();
-        self.typos.apply(text, &mut NoiseRng::for_noiser(seed, 0), &mut self.scratch, &mut self.noisy);
+        self.typos.apply(text, &mut NoiseRng::substream(seed, 0), &mut self.scratch, &mut self.noisy);
         line.extend_from_slice(b",\"text_noisy\":");
         write_json_str(&self.noisy, line);
         line.extend_from_slice(&self.middle);

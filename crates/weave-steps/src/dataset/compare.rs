@@ -256,13 +256,13 @@ fn for_each_token(s: &str, mut f: impl FnMut(u64)) {
         if alnum {
             in_token = true;
         } else if in_token {
-            f(super::mix64(h));
+            f(weave_core::rng::mix(h));
             h = FNV;
             in_token = false;
         }
     }
     if in_token {
-        f(super::mix64(h));
+        f(weave_core::rng::mix(h));
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use weave_core::{
     Batch, CanonicalConfig, Column, ConfItem, ConfValue, DataType, Diagnostic, Field, Params, PrimitiveColumn, Schema,
-    Shape, Source, Step, StepContext, StepError, StepInfo, StepKind, StrColumn, Value, did_you_mean,
+    Shape, Source, Step, StepContext, StepError, StepInfo, StepKind, StrColumn, TemplatePart, Value, did_you_mean,
 };
 
 use super::{Rng, position_key, salt};
@@ -71,62 +71,6 @@ pub struct Generate {
     /// next batch's buffers in one allocation.
     row_bytes: Vec<usize>,
     config: CanonicalConfig,
-}
-
-/// Parses a template into pieces — text, or a name in braces (`true`) — with the names
-/// unresolved; an error says what is wrong and at which character, calling the names
-/// `noun`s ("slot", "variable"). `{{` and `}}` are braces.
-pub(crate) fn parse_template(s: &str, noun: &str) -> Result<Vec<(bool, String)>, String> {
-    let mut out: Vec<(bool, String)> = Vec::new();
-    let mut text = String::new();
-    let mut chars = s.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '{' if chars.peek().is_some_and(|(_, c)| *c == '{') => {
-                chars.next();
-                text.push('{');
-            }
-            '}' if chars.peek().is_some_and(|(_, c)| *c == '}') => {
-                chars.next();
-                text.push('}');
-            }
-            '{' => {
-                let rest = &s[i + 1..];
-                let Some(end) = rest.find(['}', '{']).filter(|&e| rest.as_bytes()[e] == b'}') else {
-                    return Err(format!(
-                        "the `{{` at character {} opens a {noun} that is not closed (write `{{{{` for a brace)",
-                        s[..i].chars().count() + 1
-                    ));
-                };
-                let name = rest[..end].trim();
-                if name.is_empty() {
-                    return Err(format!(
-                        "the {noun} at character {} has no name (write `{{{{}}}}` for braces)",
-                        s[..i].chars().count() + 1
-                    ));
-                }
-                if !text.is_empty() {
-                    out.push((false, std::mem::take(&mut text)));
-                }
-                out.push((true, name.to_owned()));
-                // Skip the name and the closing brace.
-                for _ in 0..rest[..=end].chars().count() {
-                    chars.next();
-                }
-            }
-            '}' => {
-                return Err(format!(
-                    "the `}}` at character {} closes no {noun} (write `}}}}` for a brace)",
-                    s[..i].chars().count() + 1
-                ));
-            }
-            c => text.push(c),
-        }
-    }
-    if !text.is_empty() {
-        out.push((false, text));
-    }
-    Ok(out)
 }
 
 /// A value given with a template, as a record field.
@@ -263,20 +207,23 @@ fn build(p: &Params) -> Option<Step> {
                             continue;
                         }
                     };
-                    let parsed = match parse_template(text, "slot") {
+                    let parsed = match weave_core::parse_template(text, "slot") {
                         Ok(x) => x,
                         Err(e) => {
-                            p.error_at(t, e);
+                            p.error_at(t, e.to_string());
                             continue;
                         }
                     };
                     let mut pieces = Vec::with_capacity(parsed.len());
                     let mut uses = Vec::new();
-                    for (is_slot, s) in parsed {
-                        if !is_slot {
-                            pieces.push(Piece::Text(s));
-                            continue;
-                        }
+                    for part in parsed {
+                        let s = match part {
+                            TemplatePart::Text(s) => {
+                                pieces.push(Piece::Text(s));
+                                continue;
+                            }
+                            TemplatePart::Name { name, .. } => name,
+                        };
                         match slot_names.iter().position(|n| *n == s) {
                             Some(i) => {
                                 used[i] = true;
@@ -533,6 +480,19 @@ mod tests {
         assert_eq!(seen_templates.len(), 2);
         let distinct: HashSet<&String> = rows.iter().collect();
         assert_eq!(distinct.len(), 12, "3 devices × 2 problems × 2 templates");
+    }
+
+    #[test]
+    fn seeded_records_are_fixed_forever() {
+        // Part of the output contract (see `weave_core::rng`): recorded before the random
+        // streams moved to weave-core, they must never change.
+        let want = [
+            r#"{"text":"laptop: charge, charge!","template":1,"device":"laptop","problem":"charge"}"#,
+            r#"{"text":"tablet: boot, boot!","template":1,"device":"tablet","problem":"boot"}"#,
+            r#"{"text":"phone: charge, charge!","template":1,"device":"phone","problem":"charge"}"#,
+            r#"{"text":"phone: charge, charge!","template":1,"device":"phone","problem":"charge"}"#,
+        ];
+        assert_eq!(generate(&format!("{DEVICES}count = 4"), 42), want);
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! Every random choice here derives from the seed (the step's `seed` key, or the
 //! pipeline's) and from something that does not depend on how the data was cut into
 //! batches or how many threads ran: a record's content (or key fields) for the stateless
-//! steps, a record's position in its input for the stateful ones.
+//! steps, a record's position in its input for the stateful ones. The streams are
+//! `weave_core::rng`'s, where the output stability contract is written.
 
 use std::collections::HashMap;
 
+use weave_core::rng::{GAMMA, Rng, mix, unit};
 use weave_core::{Batch, BatchBuilder, Column, Params, StepError, StrColumn, ValueRef};
 
 mod compare;
@@ -29,7 +31,6 @@ pub use split::Split;
 pub(crate) use compare::KIND as COMPARE_KIND;
 pub(crate) use filter::KIND as FILTER_KIND;
 pub(crate) use generate::KIND as GENERATE_KIND;
-pub(crate) use generate::parse_template;
 pub(crate) use mix::KIND as MIX_KIND;
 pub(crate) use sample::KIND as SAMPLE_KIND;
 pub(crate) use split::KIND as SPLIT_KIND;
@@ -45,47 +46,11 @@ mod salt {
     pub(super) const COMPARE: u64 = 0x636f_6d70_6172_0006;
 }
 
-/// splitmix64's finaliser: every input bit spreads over the output, so consecutive
-/// positions give unrelated numbers.
-#[inline]
-pub(crate) fn mix64(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
 /// The random key of position `index` in a stream: a pure function of seed, salt and
 /// position, so that it does not depend on batch boundaries.
 #[inline]
 fn position_key(seed: u64, salt: u64, index: u64) -> u64 {
-    mix64(mix64(seed ^ salt).wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
-}
-
-/// A number in [0, 1) from the top 53 bits of `x`.
-#[inline]
-fn unit(x: u64) -> f64 {
-    (x >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-}
-
-/// A seeded stream of random numbers (splitmix64): small, fast, and the same on every
-/// platform, which is what reproducible data needs.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix64(self.0)
-    }
-
-    /// A number in `0..n` (`n > 0`), by multiply-and-shift: the bias is below n / 2^64.
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
+    mix(mix(seed ^ salt).wrapping_add(index.wrapping_mul(GAMMA)))
 }
 
 /// The optional `seed` key: a step's own seed in place of the pipeline's.
@@ -449,7 +414,7 @@ mod tests {
         let mut s = Stratifier::new(vec![0.8, 0.1, 0.1]);
         let mut counts = [0u64; 3];
         for i in 0..10_000u64 {
-            let j = s.assign(0, unit(mix64(i)));
+            let j = s.assign(0, unit(mix(i)));
             counts[j] += 1;
             let n = (i + 1) as f64;
             for (j, f) in [0.8, 0.1, 0.1].iter().enumerate() {

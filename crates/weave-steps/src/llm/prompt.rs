@@ -30,7 +30,7 @@ impl Prompt {
     /// Compiles `src`, asking `resolve` what each variable stands for; every problem is
     /// returned (an unclosed brace, a variable `resolve` does not know).
     pub(crate) fn compile(src: &str, resolve: &dyn Fn(&str) -> Result<Var, String>) -> Result<Prompt, Vec<String>> {
-        let parsed = crate::dataset::parse_template(src, "variable").map_err(|e| vec![e])?;
+        let parsed = weave_core::parse_template(src, "variable").map_err(|e| vec![e.to_string()])?;
         let mut pieces: Vec<Piece> = Vec::new();
         let mut vars: Vec<String> = Vec::new();
         let mut errors = Vec::new();
@@ -38,11 +38,14 @@ impl Prompt {
             Some(Piece::Text(prev)) => prev.push_str(t),
             _ => pieces.push(Piece::Text(t.to_owned())),
         };
-        for (is_var, s) in parsed {
-            if !is_var {
-                push_text(&mut pieces, &s);
-                continue;
-            }
+        for part in parsed {
+            let s = match part {
+                weave_core::TemplatePart::Text(t) => {
+                    push_text(&mut pieces, &t);
+                    continue;
+                }
+                weave_core::TemplatePart::Name { name, .. } => name,
+            };
             if !vars.contains(&s) {
                 vars.push(s.clone());
             }

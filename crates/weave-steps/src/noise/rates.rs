@@ -152,7 +152,7 @@ fn measure(noiser: &dyn Noiser, rows: &[String]) -> (f64, f64, f64) {
     let mut out = String::new();
     for (i, row) in rows.iter().enumerate() {
         out.clear();
-        reported += noiser.apply(row, &mut Rng::for_noiser(i as u64, 0), &mut scratch, &mut out);
+        reported += noiser.apply(row, &mut Rng::substream(i as u64, 0), &mut scratch, &mut out);
         measured += changed_words(row, &out);
         rows_changed += usize::from(out != *row);
     }
@@ -228,7 +228,7 @@ fn pattern_noisers_apply_at_their_rate() {
         let mut changed = 0;
         for (i, row) in rows.iter().enumerate() {
             out.clear();
-            n.apply(row, &mut Rng::for_noiser(i as u64, 0), &mut scratch, &mut out);
+            n.apply(row, &mut Rng::substream(i as u64, 0), &mut scratch, &mut out);
             changed += usize::from(out != **row);
         }
         (examples.len(), changed as f64 / rows.len() as f64)
