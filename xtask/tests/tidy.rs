@@ -27,9 +27,26 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("weave-exec", &["weave-core", "weave-fs"]),
     ("weave-cache", &["weave-core", "weave-fs"]),
     ("weave-monitor", &["weave-core", "weave-fs"]),
-    // The steps know the executor only through weave-core's traits: not weave-exec.
-    ("weave-steps", &["weave-core", "weave-fs", "weave-cache", "weave-monitor", "weave-testkit"]),
-    ("weave", &["weave-core", "weave-fs", "weave-exec", "weave-cache", "weave-monitor", "weave-steps"]),
+    // File formats and atomic outputs: what they write goes through weave-fs.
+    ("weave-io", &["weave-core", "weave-fs"]),
+    // The LLM steps: their answers are kept in the cache's store; the test server in tests.
+    ("weave-llm", &["weave-core", "weave-cache", "weave-testkit"]),
+    // The pure transforms and the registry, over the two crates whose kinds it adds. The
+    // steps know the executor only through weave-core's traits: not weave-exec.
+    ("weave-steps", &["weave-core", "weave-io", "weave-llm", "weave-testkit"]),
+    (
+        "weave",
+        &[
+            "weave-core",
+            "weave-fs",
+            "weave-exec",
+            "weave-cache",
+            "weave-monitor",
+            "weave-io",
+            "weave-llm",
+            "weave-steps",
+        ],
+    ),
     // The command line goes through the facade, like any user of the library; its
     // end-to-end tests also start the test server.
     ("weave-cli", &["weave", "weave-testkit"]),
@@ -42,6 +59,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "weave-exec",
             "weave-cache",
             "weave-monitor",
+            "weave-io",
+            "weave-llm",
             "weave-steps",
             "weave",
             "weave-testkit",
@@ -398,7 +417,7 @@ fn layering_rule_catches_upward_dependencies() {
     let problems = layering("weave-cli", &cli);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].contains("crate `weave-cli` depends on `weave-core`"), "{problems:?}");
-    assert!(layering("weave-steps", &manifest_of("[dependencies]\nweave-fs.workspace = true\n")).is_empty());
+    assert!(layering("weave-io", &manifest_of("[dependencies]\nweave-fs.workspace = true\n")).is_empty());
     // The steps know no executor internals: the files they write go through weave-fs.
     let steps = layering("weave-steps", &manifest_of("[dependencies]\nweave-exec.workspace = true\n"));
     assert!(steps[0].contains("crate `weave-steps` depends on `weave-exec`"), "{steps:?}");

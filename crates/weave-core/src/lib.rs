@@ -20,6 +20,7 @@ mod record;
 mod schema;
 mod spec;
 mod step;
+mod template;
 mod units;
 mod value;
 
@@ -29,7 +30,7 @@ pub use conf::{ConfItem, ConfTable, ConfValue};
 pub use context::BuildContext;
 pub use dag::{CriticalPath, Dag, Dep, Node, NodeSpec};
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Omitted, Severity, Snippet, SourceFile, did_you_mean};
-pub use error::{BoxError, Error, ErrorClass, ErrorOrigin, StepError};
+pub use error::{BoxError, Error, ErrorClass, ErrorOrigin, StepError, missing_field};
 pub use event::{Event, RunStatus, StepCounts, Subscriber};
 pub use json::JsonText;
 pub use keys::{KeyScope, NeutralKey, OUTPUT_NEUTRAL, is_output_neutral, is_output_neutral_for_kind};
@@ -49,5 +50,6 @@ pub use step::{
     CacheMode, CanonicalConfig, FilePattern, Merge, Rejected, RequestCounts, Shape, Sink, Source, StatefulTransform,
     Step, StepCache, StepContext, StepInfo, Transform, sum_figures,
 };
+pub use template::parse_template;
 pub use units::{format_bytes, format_duration, format_percent, parse_bytes, parse_duration};
 pub use value::{Canonical, MAX_DEPTH, Value, ValueRef};

@@ -73,62 +73,6 @@ pub struct Generate {
     config: CanonicalConfig,
 }
 
-/// Parses a template into pieces — text, or a name in braces (`true`) — with the names
-/// unresolved; an error says what is wrong and at which character, calling the names
-/// `noun`s ("slot", "variable"). `{{` and `}}` are braces.
-pub(crate) fn parse_template(s: &str, noun: &str) -> Result<Vec<(bool, String)>, String> {
-    let mut out: Vec<(bool, String)> = Vec::new();
-    let mut text = String::new();
-    let mut chars = s.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '{' if chars.peek().is_some_and(|(_, c)| *c == '{') => {
-                chars.next();
-                text.push('{');
-            }
-            '}' if chars.peek().is_some_and(|(_, c)| *c == '}') => {
-                chars.next();
-                text.push('}');
-            }
-            '{' => {
-                let rest = &s[i + 1..];
-                let Some(end) = rest.find(['}', '{']).filter(|&e| rest.as_bytes()[e] == b'}') else {
-                    return Err(format!(
-                        "the `{{` at character {} opens a {noun} that is not closed (write `{{{{` for a brace)",
-                        s[..i].chars().count() + 1
-                    ));
-                };
-                let name = rest[..end].trim();
-                if name.is_empty() {
-                    return Err(format!(
-                        "the {noun} at character {} has no name (write `{{{{}}}}` for braces)",
-                        s[..i].chars().count() + 1
-                    ));
-                }
-                if !text.is_empty() {
-                    out.push((false, std::mem::take(&mut text)));
-                }
-                out.push((true, name.to_owned()));
-                // Skip the name and the closing brace.
-                for _ in 0..rest[..=end].chars().count() {
-                    chars.next();
-                }
-            }
-            '}' => {
-                return Err(format!(
-                    "the `}}` at character {} closes no {noun} (write `}}}}` for a brace)",
-                    s[..i].chars().count() + 1
-                ));
-            }
-            c => text.push(c),
-        }
-    }
-    if !text.is_empty() {
-        out.push((false, text));
-    }
-    Ok(out)
-}
-
 /// A value given with a template, as a record field.
 fn field_value(p: &Params, name: &str, item: &ConfItem) -> Option<Value> {
     Some(match &item.value {
@@ -263,7 +207,7 @@ fn build(p: &Params) -> Option<Step> {
                             continue;
                         }
                     };
-                    let parsed = match parse_template(text, "slot") {
+                    let parsed = match weave_core::parse_template(text, "slot") {
                         Ok(x) => x,
                         Err(e) => {
                             p.error_at(t, e);
@@ -500,6 +444,17 @@ mod tests {
     use super::*;
     use crate::tests::{build_step, check_build_errors};
     use std::collections::HashSet;
+
+    // regression: `batch_size` had no upper bound, and `generate` sized its columns for
+    // a whole batch up front: a billion rows aborted on a failed allocation.
+    #[test]
+    fn batch_size_has_an_upper_bound() {
+        check_build_errors(
+            "generate",
+            "count = 1000000000\nbatch_size = 1000000000\ntemplates = [\"x\"]",
+            &["2:14 `batch_size` must be from 1 to 1000000, not 1000000000"],
+        );
+    }
 
     fn generate(config: &str, seed: u64) -> Vec<String> {
         let Step::Source(mut g) = build_step("generate", config) else { panic!("generate is a source") };

@@ -29,7 +29,6 @@ pub use split::Split;
 pub(crate) use compare::KIND as COMPARE_KIND;
 pub(crate) use filter::KIND as FILTER_KIND;
 pub(crate) use generate::KIND as GENERATE_KIND;
-pub(crate) use generate::parse_template;
 pub(crate) use mix::KIND as MIX_KIND;
 pub(crate) use sample::KIND as SAMPLE_KIND;
 pub(crate) use split::KIND as SPLIT_KIND;

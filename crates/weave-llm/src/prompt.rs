@@ -30,7 +30,7 @@ impl Prompt {
     /// Compiles `src`, asking `resolve` what each variable stands for; every problem is
     /// returned (an unclosed brace, a variable `resolve` does not know).
     pub(crate) fn compile(src: &str, resolve: &dyn Fn(&str) -> Result<Var, String>) -> Result<Prompt, Vec<String>> {
-        let parsed = crate::dataset::parse_template(src, "variable").map_err(|e| vec![e])?;
+        let parsed = weave_core::parse_template(src, "variable").map_err(|e| vec![e])?;
         let mut pieces: Vec<Piece> = Vec::new();
         let mut vars: Vec<String> = Vec::new();
         let mut errors = Vec::new();
