@@ -22,6 +22,9 @@
 //! ```
 #![deny(missing_docs)]
 
+/// A batch as an Arrow record batch and back (the `parquet` feature).
+#[cfg(feature = "parquet")]
+pub use weave_io::arrow;
 pub use weave_io::{
     ExportCsv, ExportJson, ExportJsonl, LoadCsv, LoadJson, LoadJsonl, LoadText, MAX_BATCH_SIZE, write_json_str,
     write_jsonl, write_value,
