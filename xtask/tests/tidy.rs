@@ -2,14 +2,23 @@
 //! remembered by reviewers (as rust-analyzer's tidy tests and Buck2's dependency rules do).
 //!
 //! - Layering: dependencies point downward only
-//!   (`weave-core, weave-fs ← weave-exec, weave-cache, weave-monitor ← weave-steps, weave-session ← weave ← weave-cli`,
-//!   and weave-steps does not depend on weave-exec, nor weave-session on weave-steps),
+//!   (`weave-core, weave-fs ← weave-exec, weave-cache, weave-monitor, weave-io; weave-cache ←
+//!   weave-llm; weave-io, weave-llm ← weave-steps; weave-exec, weave-cache, weave-monitor ←
+//!   weave-session; weave-steps, weave-session ← weave ← weave-cli`, and weave-steps does
+//!   not depend on weave-exec, nor weave-session on weave-steps),
 //!   and `weave-cli` reaches the libraries only through the `weave` facade.
 //! - Every member inherits the workspace's lints, and takes every dependency from
 //!   `[workspace.dependencies]`, so that versions are set once, in the root `Cargo.toml`.
 //! - Every library crate denies missing docs and does not print (libraries log through `log`).
 //! - The fuzz targets (`fuzz/`, a workspace of their own, left out of this one) take every
 //!   version from the root's `[workspace.dependencies]` and depend only on library crates.
+//! - weave-core does no I/O and knows no threads, blake3 or bincode: its manifest names
+//!   none of those crates and its sources name no `std::fs`, `std::process`, `std::thread`,
+//!   socket or standard stream.
+//! - bincode is used only in weave-cache's `codec.rs`; the test kit only in
+//!   dev-dependencies (and xtask).
+//! - weave-steps without its features, and weave-io without `parquet`, pull no arrow or
+//!   parquet crate, no HTTP client and no cache (`cargo tree`).
 //!
 //! Each rule is a function from a crate's files to a list of problems, reported through
 //! [`check`]. Each rule is also run on a small bad example, so that a rule that can no
@@ -27,14 +36,29 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("weave-exec", &["weave-core", "weave-fs"]),
     ("weave-cache", &["weave-core", "weave-fs"]),
     ("weave-monitor", &["weave-core", "weave-fs"]),
-    // The steps know the executor only through weave-core's traits: not weave-exec.
-    ("weave-steps", &["weave-core", "weave-fs", "weave-cache", "weave-monitor", "weave-testkit"]),
+    // File formats and atomic outputs: what they write goes through weave-fs.
+    ("weave-io", &["weave-core", "weave-fs"]),
+    // The LLM steps: their answers are kept in the cache's store; the test server in tests.
+    ("weave-llm", &["weave-core", "weave-cache", "weave-testkit"]),
+    // The pure transforms and the registry, over the two crates whose kinds it adds. The
+    // steps know the executor only through weave-core's traits: not weave-exec.
+    ("weave-steps", &["weave-core", "weave-io", "weave-llm", "weave-testkit"]),
     // The run session composes a run from the parts; it takes the registry of kinds as an
     // argument, so it sits beside the steps, not above them.
     ("weave-session", &["weave-core", "weave-fs", "weave-exec", "weave-cache", "weave-monitor"]),
     (
         "weave",
-        &["weave-core", "weave-fs", "weave-exec", "weave-cache", "weave-monitor", "weave-steps", "weave-session"],
+        &[
+            "weave-core",
+            "weave-fs",
+            "weave-exec",
+            "weave-cache",
+            "weave-monitor",
+            "weave-io",
+            "weave-llm",
+            "weave-steps",
+            "weave-session",
+        ],
     ),
     // The command line goes through the facade, like any user of the library; its
     // end-to-end tests also start the test server.
@@ -48,6 +72,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "weave-exec",
             "weave-cache",
             "weave-monitor",
+            "weave-io",
+            "weave-llm",
             "weave-steps",
             "weave",
             "weave-testkit",
@@ -331,6 +357,262 @@ fn fuzz_follows_the_workspace(root: &toml::Table, fuzz: &toml::Table) -> Vec<Str
     problems
 }
 
+/// What weave-core's sources must not name, with why: it does no I/O (the front ends
+/// read and write, and hand it text) and knows no threads (the executor's), nor the
+/// cache's hashing and codec.
+const CORE_FORBIDDEN_PATHS: &[(&str, &str)] = &[
+    ("std::fs", "does file I/O"),
+    ("std::process", "runs processes"),
+    ("std::net::TcpStream", "opens sockets"),
+    ("std::net::TcpListener", "opens sockets"),
+    ("std::net::UdpSocket", "opens sockets"),
+    ("std::os::unix::net", "opens sockets"),
+    ("std::io::stdin", "reads the standard streams"),
+    ("std::io::stdout", "writes the standard streams"),
+    ("std::io::stderr", "writes the standard streams"),
+    ("std::thread", "knows threads"),
+    ("rayon", "knows threads"),
+    ("crossbeam_channel", "knows threads"),
+    ("blake3", "knows the cache's hashing"),
+    ("bincode", "knows the cache's codec"),
+];
+
+/// The crates weave-core must not depend on (any dependency table).
+const CORE_FORBIDDEN_CRATES: &[&str] = &["rayon", "crossbeam-channel", "blake3", "bincode", "tempfile", "rustix"];
+
+/// `text` without its comments and the contents of its string and character literals.
+fn code_only(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            'r' if matches!(chars.peek(), Some('"' | '#'))
+                && !out.ends_with(|c: char| c.is_alphanumeric() || c == '_') =>
+            {
+                // A raw string: r"...", r#"..."#.
+                let mut hashes = 0;
+                while chars.peek() == Some(&'#') {
+                    chars.next();
+                    hashes += 1;
+                }
+                if chars.next() != Some('"') {
+                    continue;
+                }
+                out.push_str("\"\"");
+                'raw: while let Some(c) = chars.next() {
+                    if c == '"' {
+                        let mut n = 0;
+                        while n < hashes && chars.peek() == Some(&'#') {
+                            chars.next();
+                            n += 1;
+                        }
+                        if n == hashes {
+                            break 'raw;
+                        }
+                    }
+                }
+            }
+            '"' => {
+                out.push_str("\"\"");
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '\'' => {
+                // A character literal ('x', '\n', '"'), or a lifetime, which is code.
+                let mut ahead = chars.clone();
+                let literal = match ahead.next() {
+                    Some('\\') => true,
+                    Some(_) => ahead.next() == Some('\''),
+                    None => false,
+                };
+                if literal {
+                    for c in chars.by_ref() {
+                        if c == '\'' {
+                            break;
+                        }
+                    }
+                    out.push_str("' '");
+                } else {
+                    out.push(c);
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `text`'s code (see [`code_only`]) with every grouped import written out
+/// (`std::{fs::File, io}` as `std::fs::File, std::io`), so that a path is found however
+/// it is imported.
+fn code_paths(text: &str) -> String {
+    expand_groups(&code_only(text))
+}
+
+/// `code` with every grouped import written out.
+fn expand_groups(code: &str) -> String {
+    let mut out = String::new();
+    let mut rest = code;
+    while let Some(open) = rest.find("::{") {
+        // The path before the brace: back to the last character that is not one of a path.
+        let head = &rest[..open];
+        let start = head.rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).map_or(0, |i| i + 1);
+        let prefix = &head[start..];
+        out.push_str(&head[..start]);
+        // The items of the group, split at the commas of its own level.
+        let body = &rest[open + 3..];
+        let (mut depth, mut item, mut end) = (0usize, String::new(), body.len());
+        let mut items = Vec::new();
+        for (i, c) in body.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => {
+                    end = i + 1;
+                    break;
+                }
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    items.push(std::mem::take(&mut item));
+                    continue;
+                }
+                _ => {}
+            }
+            item.push(c);
+        }
+        items.push(item);
+        let expanded: Vec<String> = items
+            .iter()
+            .map(|i| i.trim())
+            .filter(|i| !i.is_empty())
+            .map(|i| expand_groups(&format!("{prefix}::{i}")))
+            .collect();
+        out.push_str(&expanded.join(", "));
+        rest = &body[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether `path` occurs in `code` as a whole path (not as part of a longer name).
+fn names_path(code: &str, path: &str) -> bool {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    code.match_indices(path).any(|(i, _)| {
+        let before = code[..i].chars().next_back();
+        let after = code[i + path.len()..].chars().next();
+        before.is_none_or(|c| !ident(c) && c != ':') && after.is_none_or(|c| !ident(c))
+    })
+}
+
+/// Rule: weave-core's source `file` names nothing of [`CORE_FORBIDDEN_PATHS`].
+fn core_is_pure(file: &str, text: &str) -> Vec<String> {
+    let code = code_paths(text);
+    CORE_FORBIDDEN_PATHS
+        .iter()
+        .filter(|(path, _)| names_path(&code, path))
+        .map(|(path, why)| format!("weave-core: {file} names `{path}`: weave-core {why}, which it must not"))
+        .collect()
+}
+
+/// Rule: weave-core's manifest names none of [`CORE_FORBIDDEN_CRATES`].
+fn core_depends_on_no_runtime(manifest: &toml::Table) -> Vec<String> {
+    dependencies(manifest)
+        .into_iter()
+        .filter(|d| CORE_FORBIDDEN_CRATES.contains(&d.package))
+        .map(|d| {
+            format!(
+                "weave-core depends on `{}` (in {}): it does no I/O and knows no threads, blake3 or bincode",
+                d.package, d.table
+            )
+        })
+        .collect()
+}
+
+/// The one file that may use bincode: the cache's codec, behind its entry header's format
+/// version and codec number.
+const BINCODE_HOME: &str = "crates/weave-cache/src/codec.rs";
+
+/// Rule: only weave-cache depends on bincode, and only [`BINCODE_HOME`] names it (`file` is
+/// relative to the workspace root).
+fn bincode_only_in_the_codec(name: &str, manifest: &toml::Table, files: &[(String, String)]) -> Vec<String> {
+    let mut problems: Vec<String> = dependencies(manifest)
+        .into_iter()
+        .filter(|d| d.package == "bincode" && name != "weave-cache")
+        .map(|d| format!("crate `{name}` depends on bincode (in {}): only weave-cache's codec may", d.table))
+        .collect();
+    for (file, text) in files {
+        // A use in code: comments and string literals do not count.
+        if file != BINCODE_HOME && names_path(&code_paths(text), "bincode") {
+            problems.push(format!("{file} names bincode: only {BINCODE_HOME} may (the cache's codec)"));
+        }
+    }
+    problems
+}
+
+/// Rule: the test kit is a dev-dependency, except for xtask (benchmarks start its server).
+fn testkit_only_in_tests(name: &str, manifest: &toml::Table) -> Vec<String> {
+    if name == "xtask" {
+        return Vec::new();
+    }
+    dependencies(manifest)
+        .into_iter()
+        .filter(|d| d.package == "weave-testkit" && !d.table.ends_with("dev-dependencies]"))
+        .map(|d| {
+            format!("crate `{name}` depends on weave-testkit in {}: only dev-dependencies (and xtask) may", d.table)
+        })
+        .collect()
+}
+
+/// The crates that a lean build must not pull: the arrow and parquet crates, the HTTP
+/// client and its TLS, the cache, the LLM steps.
+fn heavy(package: &str) -> bool {
+    package.starts_with("arrow") || ["parquet", "ureq", "rustls", "weave-cache", "weave-llm"].contains(&package)
+}
+
+/// The packages that `package` builds with `args` (features), from `cargo tree`: normal
+/// and build dependencies, as the build of a user who depends on it would have them.
+fn tree(package: &str, args: &[&str]) -> Vec<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = std::process::Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["tree", "--offline", "-e", "normal,build", "--prefix", "none", "-f", "{p}", "-p", package])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo tree: {e}"));
+    assert!(out.status.success(), "cargo tree -p {package} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Rule: a build of `package` with `args` pulls no [`heavy`] crate.
+fn lean(package: &str, args: &[&str], packages: &[String]) -> Vec<String> {
+    packages
+        .iter()
+        .filter(|p| heavy(p))
+        .map(|p| format!("`{package}` built with {args:?} pulls `{p}`: it must come only with a feature"))
+        .collect()
+}
+
 fn manifest_of(text: &str) -> toml::Table {
     toml::from_str(text).unwrap_or_else(|e| panic!("bad example TOML: {e}"))
 }
@@ -390,6 +672,124 @@ fn fuzz_takes_the_workspace_versions() {
 }
 
 #[test]
+fn core_does_no_io_and_knows_no_threads() {
+    let root = workspace_root();
+    let core = members().into_iter().find(|c| c.name == "weave-core").expect("weave-core is a member");
+    let mut problems = core_depends_on_no_runtime(&core.manifest);
+    let files = rust_files(&core.dir.join("src"));
+    assert!(files.len() > 10, "tidy: only {} files in weave-core/src", files.len());
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        problems.extend(core_is_pure(&file.strip_prefix(&root).unwrap_or(&file).display().to_string(), &text));
+    }
+    check("weave-core purity", problems);
+}
+
+#[test]
+fn bincode_is_used_only_in_the_cache_codec() {
+    let root = workspace_root();
+    let mut problems = Vec::new();
+    let mut seen = false;
+    for c in members() {
+        let mut files = Vec::new();
+        for dir in ["src", "tests", "benches", "examples"] {
+            if c.dir.join(dir).is_dir() {
+                for file in rust_files(&c.dir.join(dir)) {
+                    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                    let shown = file.strip_prefix(&root).unwrap_or(&file).display().to_string();
+                    seen |= shown == BINCODE_HOME;
+                    files.push((shown, text));
+                }
+            }
+        }
+        problems.extend(bincode_only_in_the_codec(&c.name, &c.manifest, &files));
+    }
+    assert!(seen, "tidy: {BINCODE_HOME} not found");
+    check("bincode", problems);
+}
+
+#[test]
+fn the_test_kit_is_only_a_dev_dependency() {
+    check("test kit", members().iter().flat_map(|c| testkit_only_in_tests(&c.name, &c.manifest)).collect());
+}
+
+#[test]
+fn steps_without_features_pull_no_formats_http_or_cache() {
+    let mut problems = Vec::new();
+    for (package, args) in
+        [("weave-steps", &["--no-default-features"][..]), ("weave-io", &["--no-default-features"][..])]
+    {
+        let packages = tree(package, args);
+        assert!(
+            packages.iter().any(|p| p == "weave-core"),
+            "tidy: cargo tree -p {package} found no weave-core: {packages:?}"
+        );
+        problems.extend(lean(package, args, &packages));
+    }
+    // Each feature brings its crates (so that this test looks where they would be).
+    let full = tree("weave-steps", &["--features", "io,parquet,llm"]);
+    for p in ["parquet", "arrow-array", "ureq", "weave-cache", "weave-llm", "weave-io"] {
+        assert!(full.iter().any(|f| f == p), "tidy: weave-steps with every feature lacks `{p}`: {full:?}");
+    }
+    check("lean builds", problems);
+}
+
+#[test]
+fn purity_rules_catch_io_threads_bincode_and_the_test_kit() {
+    let bad = "//! Docs naming std::fs in a comment are fine.\nuse std::{collections::HashMap, fs::File, io::{self, stdout}};\n\
+               use std::sync::Arc;\nfn f() { std::thread::spawn(|| ()); let _ = blake3::hash(b\"\"); }\n\
+               fn g(a: std::net::Ipv6Addr) {}\n";
+    let problems = core_is_pure("src/a.rs", bad);
+    let named: Vec<&str> = problems.iter().map(|p| p.split('`').nth(1).unwrap_or_default()).collect();
+    assert_eq!(named, ["std::fs", "std::io::stdout", "std::thread", "blake3"], "{problems:?}");
+    assert!(
+        core_is_pure(
+            "src/a.rs",
+            "use std::sync::Arc;\nfn f(x: std::net::Ipv6Addr, s: &str) -> bool { s.contains(\"fs\") }\n"
+        )
+        .is_empty()
+    );
+    assert!(core_is_pure("src/a.rs", "use my_std::fs;\nfn std_fsx() {}\n").is_empty());
+    // Text in strings and characters is not code; code after them is.
+    let quoted =
+        "fn f<'a>(s: &'a str) { let _ = (\"std::fs \\\" std::thread\", '\"', r#\"rayon\"#); std::process::exit(1) }";
+    assert_eq!(core_is_pure("src/a.rs", quoted).len(), 1, "{:?}", core_is_pure("src/a.rs", quoted));
+    let core = manifest_of(
+        "[dependencies]\nrayon.workspace = true\nserde.workspace = true\n[dev-dependencies]\nbincode.workspace = true\n",
+    );
+    assert_eq!(core_depends_on_no_runtime(&core).len(), 2);
+
+    let files = vec![
+        (
+            BINCODE_HOME.to_owned(),
+            "fn f() { bincode::serde::encode_to_vec(1, bincode::config::standard()); }".to_owned(),
+        ),
+        ("crates/weave-cache/src/store.rs".to_owned(), "use bincode::config;\n".to_owned()),
+        ("crates/weave-cache/src/key.rs".to_owned(), "// not bincode here\nfn bincode_like() {}\n".to_owned()),
+    ];
+    let problems =
+        bincode_only_in_the_codec("weave-cache", &manifest_of("[dependencies]\nbincode.workspace = true\n"), &files);
+    assert_eq!(
+        problems,
+        ["crates/weave-cache/src/store.rs names bincode: only crates/weave-cache/src/codec.rs may (the cache's codec)"]
+    );
+    let exec = bincode_only_in_the_codec("weave-exec", &manifest_of("[dependencies]\nbincode.workspace = true\n"), &[]);
+    assert_eq!(exec.len(), 1, "{exec:?}");
+
+    let kit = manifest_of(
+        "[dependencies]\nweave-testkit.workspace = true\n[dev-dependencies]\nweave-testkit.workspace = true\n",
+    );
+    assert_eq!(
+        testkit_only_in_tests("weave-steps", &kit),
+        ["crate `weave-steps` depends on weave-testkit in [dependencies]: only dev-dependencies (and xtask) may"]
+    );
+    assert!(testkit_only_in_tests("xtask", &kit).is_empty());
+
+    let pulled = ["weave-core", "arrow-array", "ureq", "serde"].map(str::to_owned);
+    assert_eq!(lean("weave-steps", &[], &pulled).len(), 2);
+}
+
+#[test]
 fn layering_rule_catches_upward_dependencies() {
     let core = manifest_of("[package]\nname = \"weave-core\"\n[dev-dependencies]\nweave-steps.workspace = true\n");
     assert_eq!(
@@ -404,13 +804,22 @@ fn layering_rule_catches_upward_dependencies() {
     let problems = layering("weave-cli", &cli);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].contains("crate `weave-cli` depends on `weave-core`"), "{problems:?}");
-    assert!(layering("weave-steps", &manifest_of("[dependencies]\nweave-fs.workspace = true\n")).is_empty());
+    assert!(layering("weave-io", &manifest_of("[dependencies]\nweave-fs.workspace = true\n")).is_empty());
     // The steps know no executor internals: the files they write go through weave-fs.
     let steps = layering("weave-steps", &manifest_of("[dependencies]\nweave-exec.workspace = true\n"));
     assert!(steps[0].contains("crate `weave-steps` depends on `weave-exec`"), "{steps:?}");
     // weave-fs stands below every crate that writes files, on no weave crate.
     let fs = layering("weave-fs", &manifest_of("[dependencies]\nweave-core.workspace = true\n"));
     assert!(fs[0].contains("it may depend on no weave crate"), "{fs:?}");
+    // weave-io and weave-llm stand below weave-steps, which adds their kinds: never the
+    // other way round, and weave-llm knows no file format.
+    let io = layering("weave-io", &manifest_of("[dependencies]\nweave-steps.workspace = true\n"));
+    assert!(io[0].contains("crate `weave-io` depends on `weave-steps`"), "{io:?}");
+    let llm = layering(
+        "weave-llm",
+        &manifest_of("[dependencies]\nweave-io.workspace = true\nweave-steps.workspace = true\n"),
+    );
+    assert_eq!(llm.len(), 2, "{llm:?}");
     let new = layering("weave-gpu", &manifest_of("[dependencies]\nweave-core.workspace = true\n"));
     assert!(new[0].contains("`weave-gpu` is not in the layering table"), "{new:?}");
 }

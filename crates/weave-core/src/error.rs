@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::batch::Batch;
 use crate::diagnostic::Diagnostics;
 use crate::record::Record;
 
@@ -102,6 +103,12 @@ pub enum StepError {
         /// The record, when the step has it, for the quarantine file.
         record: Option<Box<Record>>,
     },
+}
+
+/// The error for a field the step was told to use but the data does not have.
+pub fn missing_field(batch: &Batch, name: &str) -> StepError {
+    let known: Vec<&str> = batch.schema().names().collect();
+    StepError::fatal(format!("field `{name}` is not in the data (fields: {})", known.join(", ")))
 }
 
 impl StepError {

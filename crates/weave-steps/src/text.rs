@@ -116,12 +116,6 @@ pub fn lowercase_into(s: &str, out: &mut Appender<'_>) {
     }
 }
 
-/// `bytes` as text if they are valid UTF-8, checked with SIMD (several times faster than
-/// `std::str::from_utf8` on the mostly-ASCII text that loaders read).
-pub(crate) fn utf8(bytes: &[u8]) -> Option<&str> {
-    simdutf8::basic::from_utf8(bytes).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -448,6 +448,17 @@ mod tests {
     use crate::tests::{build_step, check_build_errors};
     use std::collections::HashSet;
 
+    // regression: `batch_size` had no upper bound, and `generate` sized its columns for
+    // a whole batch up front: a billion rows aborted on a failed allocation.
+    #[test]
+    fn batch_size_has_an_upper_bound() {
+        check_build_errors(
+            "generate",
+            "count = 1000000000\nbatch_size = 1000000000\ntemplates = [\"x\"]",
+            &["2:14 `batch_size` must be from 1 to 1000000, not 1000000000"],
+        );
+    }
+
     fn generate(config: &str, seed: u64) -> Vec<String> {
         let Step::Source(mut g) = build_step("generate", config) else { panic!("generate is a source") };
         let mut ctx = StepContext::new("generate", seed, 0, Default::default());

@@ -1,5 +1,7 @@
-//! LLM-backed steps: the LLM noisers of `augment`, `llm_generate` and `llm_judge`, on an
-//! OpenAI-compatible `/chat/completions` endpoint named by an `[llm.NAME]` table.
+//! Weave's LLM-backed steps: the LLM noisers of `augment`, `llm_generate` and
+//! `llm_judge`, on an OpenAI-compatible `/chat/completions` endpoint named by an
+//! `[llm.NAME]` table. The HTTP client (ureq) and the answer cache (weave-cache) are this
+//! crate's; weave-steps takes it with its `llm` feature.
 //!
 //! - `client.rs`: one [`Endpoint`](client::Endpoint) per provider and pipeline (its HTTP
 //!   agent, API key, rate budget), shared by every step that names the provider; a
@@ -14,6 +16,7 @@
 //! - Here: [`LlmCall`], what every LLM step shares: its keys, a pool of `concurrency`
 //!   worker threads that send a batch's requests at once, and the step's figures
 //!   (requests, tokens, cost, cache hits), summed over its calls.
+#![deny(missing_docs)]
 
 mod augment;
 mod cache;
@@ -33,18 +36,19 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use weave_core::{CanonicalConfig, Diagnostic, ErrorOrigin, LlmProvider, Params, RetryPolicy, StepContext, StepError};
 
 pub use augment::LlmAugment;
-pub(crate) use augment::{build as build_augment, is_llm_noiser, noiser_names};
-pub(crate) use generate::KIND as GENERATE_KIND;
+pub use augment::{NOISER_KEYS, build as build_augment, noiser_names};
+pub use generate::KIND as GENERATE_KIND;
 pub use generate::LlmGenerate;
-pub(crate) use judge::KIND as JUDGE_KIND;
+pub use judge::KIND as JUDGE_KIND;
 pub use judge::LlmJudge;
+
+use weave_core::missing_field;
 
 use cache::{RequestCache, request_key};
 use client::{Answer, CallError, Endpoint, Tally};
 
 /// The keys every LLM step takes.
-#[cfg(test)]
-const COMMON_KEYS: &[&str] = &["llm", "concurrency", "temperature", "top_p", "max_tokens", "stop", "system"];
+pub const COMMON_KEYS: &[&str] = &["llm", "concurrency", "temperature", "top_p", "max_tokens", "stop", "system"];
 
 /// Requests a step keeps in flight when `concurrency` is not given.
 const DEFAULT_CONCURRENCY: u64 = 16;
@@ -596,5 +600,9 @@ fn answer_parsed<T>(text: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, 
     Err(format!("the answer is not JSON ({err}): {shown:?}"))
 }
 
-#[cfg(test)]
-mod tests;
+/// Adds `llm_generate` and `llm_judge` to `registry` (the LLM noisers are `augment`'s,
+/// which weave-steps builds through [`build_augment`]).
+pub fn register(registry: &mut weave_core::Registry) {
+    registry.register(GENERATE_KIND);
+    registry.register(JUDGE_KIND);
+}

@@ -12,7 +12,7 @@ use super::prompt::{self, Prompt, Var};
 use super::{LlmCall, Outcome, Request, schema};
 
 /// The `llm_generate` kind.
-pub(crate) const KIND: StepKind = StepKind {
+pub const KIND: StepKind = StepKind {
     name: "llm_generate",
     shape: Shape::Transform,
     summary: "ask an LLM a prompt made from each record's fields and make `n` new records of the answers (text, or JSON fields checked against a schema)",

@@ -1,5 +1,7 @@
 //! Input files: the `path` key of every loader (one file or a glob pattern), and opening
-//! them, decompressing `.gz` and `.zst` on the fly.
+//! them, decompressing `.gz` and `.zst` on the fly. [`Lines`] and [`not_a_regular_file`]
+//! are public for the steps of other crates that read files of their own (`generate`'s
+//! slot files, `augment`'s pattern files), so that they read them as the loaders do.
 
 use std::fs::File;
 use std::io::Read;
@@ -82,7 +84,7 @@ pub(crate) fn input_paths(p: &Params, what: &str) -> Option<Vec<PathBuf>> {
 /// FIFO would be emptied by the hash, or block it for ever while nothing writes to it, and a
 /// device such as `/dev/zero` never ends. So they are refused when the pipeline is built,
 /// where `weave validate` reports them, rather than hanging `weave plan` and `weave run`.
-pub(crate) fn not_a_regular_file(path: &Path) -> Option<String> {
+pub fn not_a_regular_file(path: &Path) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
     let t = meta.file_type();
     let what = if t.is_file() {
@@ -154,7 +156,7 @@ pub(crate) fn open(path: &Path) -> Result<Input, StepError> {
 
 /// Files read line by line, one after the other, as the line-oriented loaders read them.
 #[derive(Debug)]
-pub(crate) struct Lines {
+pub struct Lines {
     paths: Vec<PathBuf>,
     /// The file being read: `paths[file]`, open in `reader`.
     file: usize,
@@ -169,24 +171,25 @@ pub(crate) struct Lines {
 
 /// One line of [`Lines`], with where it is.
 #[derive(Debug)]
-pub(crate) struct Line<'a> {
+pub struct Line<'a> {
     /// The file it is in.
-    pub(crate) path: &'a Path,
+    pub path: &'a Path,
     /// Its number in that file, from 1.
-    pub(crate) number: u64,
+    pub number: u64,
     /// Its text, without the line ending.
-    pub(crate) text: &'a str,
+    pub text: &'a str,
 }
 
 impl Line<'_> {
     /// `file:line`, as bad records name their origin.
-    pub(crate) fn origin(&self) -> String {
+    pub fn origin(&self) -> String {
         format!("{}:{}", self.path.display(), self.number)
     }
 }
 
 impl Lines {
-    pub(crate) fn new(paths: Vec<PathBuf>, max: usize) -> Self {
+    /// A reader of the files `paths`, in order, holding lines of at most `max` bytes.
+    pub fn new(paths: Vec<PathBuf>, max: usize) -> Self {
         Lines { paths, file: 0, reader: None, line_no: 0, buf: Vec::new(), max, buffer: 1 << 20 }
     }
 
@@ -194,7 +197,7 @@ impl Lines {
     /// and each file's first line loses its byte-order mark. A line that is not UTF-8 is
     /// set aside in `ctx` with its place and skipped, and so is a line longer than `max`
     /// bytes, read past without being held. `None` after the last file.
-    pub(crate) fn next_line(&mut self, ctx: &mut StepContext) -> Result<Option<Line<'_>>, StepError> {
+    pub fn next_line(&mut self, ctx: &mut StepContext) -> Result<Option<Line<'_>>, StepError> {
         use std::io::BufRead;
         loop {
             let reader = match &mut self.reader {
@@ -263,7 +266,7 @@ impl Lines {
             let end = len;
             // Checked first and read after, so that the borrow ends before the next line
             // (a second SIMD check of a valid line costs little; unsafe is not allowed).
-            if crate::text::utf8(&self.buf[start..end]).is_none() {
+            if crate::input::utf8(&self.buf[start..end]).is_none() {
                 ctx.reject(Rejected {
                     reason: "line is not valid UTF-8".into(),
                     record: None,
@@ -271,10 +274,16 @@ impl Lines {
                 });
                 continue;
             }
-            let text = crate::text::utf8(&self.buf[start..end]).unwrap_or_default();
+            let text = crate::input::utf8(&self.buf[start..end]).unwrap_or_default();
             return Ok(Some(Line { path, number: self.line_no, text }));
         }
     }
+}
+
+/// `bytes` as text if they are valid UTF-8, checked with SIMD (several times faster than
+/// `std::str::from_utf8` on the mostly-ASCII text that loaders read).
+pub(crate) fn utf8(bytes: &[u8]) -> Option<&str> {
+    simdutf8::basic::from_utf8(bytes).ok()
 }
 
 #[cfg(test)]

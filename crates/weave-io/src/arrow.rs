@@ -1,4 +1,17 @@
-//! Between Arrow arrays, which the Parquet reader and writer speak, and Weave's columns.
+//! Between Arrow arrays, which the Parquet reader and writer speak, and Weave's columns:
+//! [`to_record_batch`] and [`from_record_batch`] convert a whole [`Batch`] each way, with
+//! the code the Parquet loader and exporter use, so that a front end handing batches to
+//! Arrow (the Python bindings) gets what a Parquet file would hold.
+//!
+//! ```
+//! use weave_core::{Batch, Record, Value};
+//! let record = Record::new().with("text", "hi").with("n", 1i64).with("tags", Value::List(vec!["a".into()]));
+//! let batch = Batch::from_records(&[record]);
+//! let rb = weave_io::arrow::to_record_batch(&batch).unwrap();
+//! assert_eq!(rb.num_rows(), 1);
+//! let back = weave_io::arrow::from_record_batch(&rb).unwrap();
+//! assert_eq!(back.to_records(), batch.to_records());
+//! ```
 //!
 //! Reading: booleans, integers (unsigned 64-bit ones too) and floats become typed
 //! columns, strings (and binary data that is UTF-8) string columns, dates, times,
@@ -33,9 +46,54 @@ use weave_core::{Batch, Column, Field, Map, PrimitiveColumn, Schema, StrColumn, 
 
 use crate::json::{NonFinite, non_finite};
 
+/// The Arrow crates this module speaks, so that a caller uses the same versions.
+pub use {arrow_array, arrow_schema};
+
 /// The field metadata key marking a string column that holds JSON text written for a
 /// field of mixed types.
 pub(crate) const JSON_MARK: &str = "weave:json";
+
+/// Why a batch could not become an Arrow record batch, or the other way round.
+#[derive(Debug, thiserror::Error)]
+pub enum ConversionError {
+    /// The batch holds what an Arrow record batch cannot: records without fields (rows
+    /// with no column), or NaN or an infinite float in a field of mixed types, which Arrow
+    /// gets as JSON text (JSON has no such numbers).
+    #[error("the batch cannot be an Arrow record batch: {0}")]
+    ToArrow(String),
+    /// The record batch holds what Weave does not read: a column of an Arrow type it has
+    /// no column for (intervals, durations, unions...), or one name twice.
+    #[error("the Arrow record batch cannot be a batch: {0}")]
+    FromArrow(String),
+}
+
+/// `batch` as an Arrow record batch, typed as `export_parquet` types a file by its first
+/// batch: booleans, 64-bit ints, unsigned ints and floats, strings, nulls as Arrow's
+/// types; lists and maps as lists and structs (a struct's fields in the order the records
+/// first have them); a field whose values fit no one Arrow type exactly (ints and strings
+/// mixed, integers past 64 bits) as JSON text, its field marked (metadata `weave:json`) so
+/// that [`from_record_batch`] gives the values back.
+pub fn to_record_batch(batch: &Batch) -> Result<RecordBatch, ConversionError> {
+    let mut nulled = NonFinite::default();
+    let rb = FileSchema::of(batch).record_batch(batch, &mut nulled).map_err(ConversionError::ToArrow)?;
+    // The Parquet exporter writes them as nulls and counts them; a conversion has no one to
+    // tell, so it refuses rather than change a value in silence.
+    if let Some(field) = nulled.first_field() {
+        return Err(ConversionError::ToArrow(format!(
+            "field `{field}` mixes types and holds NaN or an infinite float, which its JSON text cannot hold"
+        )));
+    }
+    Ok(rb)
+}
+
+/// An Arrow record batch as a batch, read as `load_parquet` reads a file: booleans,
+/// integers and floats as typed columns (unsigned 64-bit ones too), strings (and binary
+/// data that is UTF-8) as strings, dates, times, timestamps and decimals as strings in ISO
+/// 8601 or decimal notation, lists, structs and maps as values; a field marked as JSON
+/// text (by [`to_record_batch`]) as the values it holds.
+pub fn from_record_batch(rb: &RecordBatch) -> Result<Batch, ConversionError> {
+    batch_from_arrow(rb).map_err(ConversionError::FromArrow)
+}
 
 // ---------------------------------------------------------------------------------------
 // Arrow to Weave

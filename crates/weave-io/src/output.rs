@@ -228,6 +228,8 @@ enum State {
     /// Being written into a temporary file.
     Writing { out: TempWriter, tmp: TempFile },
     /// Its writer handed over to a format library ([`AtomicOutput::take_writer`]).
+    // Only the Parquet writer borrows the writer: without the `parquet` feature, nothing does.
+    #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
     Lent { tmp: TempFile },
     /// Written, synced and closed, waiting to be moved into place.
     Finished { tmp: TempFile },
@@ -343,6 +345,7 @@ impl AtomicOutput {
     /// (the Parquet writer). Give it back with [`AtomicOutput::restore`] before
     /// [`AtomicOutput::finish`]; if it is dropped instead, the temporary file is still
     /// deleted on abort (or when this output is dropped).
+    #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
     pub(crate) fn take_writer(&mut self) -> Result<TempWriter, StepError> {
         self.writer()?;
         match std::mem::replace(&mut self.state, State::Idle) {
@@ -358,6 +361,7 @@ impl AtomicOutput {
     }
 
     /// Takes back the writer [`AtomicOutput::take_writer`] handed over.
+    #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
     pub(crate) fn restore(&mut self, out: TempWriter) {
         if let State::Lent { tmp } = std::mem::replace(&mut self.state, State::Idle) {
             self.state = State::Writing { out, tmp };

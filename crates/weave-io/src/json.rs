@@ -37,6 +37,12 @@ impl NonFinite {
         }
     }
 
+    /// The field of the first one counted since the last report, if any.
+    #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
+    pub(crate) fn first_field(&self) -> Option<&str> {
+        if self.count == 0 { None } else { self.field.as_deref() }
+    }
+
     /// Adds the count to the step's figure [`NON_FINITE_FIGURE`], and warns the first time.
     pub(crate) fn report(&mut self, ctx: &mut StepContext, format: &str) {
         if self.count == 0 {

@@ -145,14 +145,14 @@ fn text_of(prompt: &str) -> &str {
 
 #[test]
 fn every_llm_kind_takes_the_common_keys() {
-    for kind in [super::GENERATE_KIND, super::JUDGE_KIND] {
-        for k in super::COMMON_KEYS {
+    for kind in [weave_llm::GENERATE_KIND, weave_llm::JUDGE_KIND] {
+        for k in weave_llm::COMMON_KEYS {
             assert!(kind.keys.contains(k), "{} lacks `{k}`", kind.name);
         }
     }
     // `augment` lists the keys of its LLM noisers with its own.
     let own = ["noiser", "template"];
-    for k in super::COMMON_KEYS.iter().chain(&own).chain(super::augment::NOISER_KEYS) {
+    for k in weave_llm::COMMON_KEYS.iter().chain(&own).chain(weave_llm::NOISER_KEYS) {
         assert!(crate::augment::KIND.keys.contains(k), "augment lacks `{k}`");
     }
 }

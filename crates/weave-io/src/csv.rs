@@ -469,7 +469,7 @@ impl Source for LoadCsv {
             // One UTF-8 check for the whole row: its fields are valid when the row is and
             // every field starts and ends on a character boundary. (A check per field, then
             // a conversion per field, was an eighth of the `io` benchmark's time.)
-            let text = crate::text::utf8(record.as_slice()).filter(|t| {
+            let text = crate::input::utf8(record.as_slice()).filter(|t| {
                 (0..width).all(|i| {
                     let r = record.range(i);
                     t.is_char_boundary(r.start) && t.is_char_boundary(r.end)

@@ -15,7 +15,7 @@ use super::prompt::{self, Prompt, Var};
 use super::{Either, LlmCall, Outcome, Request};
 
 /// The keys that belong to one noiser or another.
-pub(crate) const NOISER_KEYS: &[&str] = &[
+pub const NOISER_KEYS: &[&str] = &[
     "style",
     "styles",
     "persona",
@@ -242,22 +242,8 @@ fn def(name: &str) -> Option<&'static Def> {
 }
 
 /// The names of the LLM noisers.
-pub(crate) fn noiser_names() -> impl Iterator<Item = &'static str> {
+pub fn noiser_names() -> impl Iterator<Item = &'static str> {
     DEFS.iter().map(|d| d.name)
-}
-
-/// Whether a noiser entry of `augment` (a name, or a table with `kind`) names an LLM noiser
-/// (or means to: its name starts with `llm_`).
-pub(crate) fn is_llm_noiser(item: &ConfItem) -> bool {
-    let name = match &item.value {
-        ConfValue::Str(s) => s.as_str(),
-        ConfValue::Table(t) => match t.get("kind").map(|k| &k.value) {
-            Some(ConfValue::Str(s)) => s.as_str(),
-            _ => return false,
-        },
-        _ => return false,
-    };
-    name.starts_with("llm_")
 }
 
 /// The error for a noiser name that is not one.
@@ -276,7 +262,7 @@ fn unknown_noiser(p: &Params, item: &weave_core::ConfItem, name: &str) {
 
 /// Builds an `augment` step whose noiser, written at `noiser` (a name or a table), is an
 /// LLM noiser (alone: `augment` refuses a chain with one).
-pub(crate) fn build(p: &Params, noiser: &ConfItem) -> Option<Step> {
+pub fn build(p: &Params, noiser: &ConfItem) -> Option<Step> {
     let field = p.str("field").unwrap_or_else(|| "text".to_owned());
     let output = p.str("output").unwrap_or_else(|| format!("{field}_noisy"));
     if output == field

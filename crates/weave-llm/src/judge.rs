@@ -12,7 +12,7 @@ use super::prompt::{self, Prompt, Var};
 use super::{LlmCall, Outcome, Request, schema};
 
 /// The `llm_judge` kind.
-pub(crate) const KIND: StepKind = StepKind {
+pub const KIND: StepKind = StepKind {
     name: "llm_judge",
     shape: Shape::Transform,
     summary: "have an LLM score each record against criteria, with a reason; a threshold drops, flags or fails the records below it",
