@@ -82,6 +82,20 @@ fn report(dir: &Path) -> Value {
 /// interleave (each step's own events keep their order in its sequence numbers).
 fn events(dir: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(record(dir).join("events.jsonl")).expect("events.jsonl");
+    // Every line is an `Event` (with its time), and reads back as exactly what was written.
+    let read = weave::read_events(&record(dir)).expect("events.jsonl reads back as events");
+    assert_eq!(read.len(), text.lines().count());
+    for (event, line) in read.iter().zip(text.lines()) {
+        assert_eq!(event.to_line(), line);
+    }
+    assert!(matches!(read.first().map(|l| &l.event), Some(weave::Event::RunStarted { .. })), "{text}");
+    assert!(
+        matches!(
+            read.last().map(|l| &l.event),
+            Some(weave::Event::RunFinished { status: weave::RunStatus::Succeeded, .. })
+        ),
+        "{text}"
+    );
     let mut lines: Vec<String> =
         text.lines().map(|l| scrub(serde_json::from_str(l).expect("a JSON line")).to_string()).collect();
     lines.sort();

@@ -325,18 +325,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 CacheAction::Clear => cache::gc(&dir, 0)?,
             })
         }
-        Command::Kinds => {
-            let registry = weave::registry();
-            let mut out = String::new();
-            for k in registry.kinds() {
-                out.push_str(&format!("{:<14} {:<19} {}\n", k.name, k.shape.to_string(), k.summary));
-                if !k.keys.is_empty() {
-                    out.push_str(&format!("{:<14} {:<19} keys: {}\n", "", "", k.keys.join(", ")));
-                }
-            }
-            out.push_str(&format!("\nEvery step also takes: {}\n", weave::STEP_COMMON_KEYS.join(", ")));
-            emit(&out)
-        }
+        Command::Kinds => emit(&weave::registry().listing()),
     }
 }
 

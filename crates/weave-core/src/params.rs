@@ -32,7 +32,7 @@ pub struct Params {
     diags: RefCell<Diagnostics>,
     pipeline: Option<Arc<BuildContext>>,
     retry: Option<RetryPolicy>,
-    kind: Option<&'static str>,
+    kind: Option<String>,
 }
 
 impl Params {
@@ -56,8 +56,8 @@ impl Params {
 
     /// Says which kind the table is a step of, for [`Params::canonical`]: keys declared
     /// output-neutral for that kind stay out of its cache key.
-    pub fn of_kind(mut self, kind: &'static str) -> Self {
-        self.kind = Some(kind);
+    pub fn of_kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
         self
     }
 
@@ -427,13 +427,14 @@ impl Params {
     /// [`OUTPUT_NEUTRAL`](crate::OUTPUT_NEUTRAL). A step's configuration is this, plus
     /// what it adds from elsewhere (an LLM provider's model).
     pub fn canonical(&self) -> CanonicalConfig {
-        crate::keys::kind_config(&self.table, self.kind)
+        crate::keys::kind_config(&self.table, self.kind.as_deref())
     }
 
     /// Reports every key not read as unknown, with a suggestion from `known`, and returns
     /// all diagnostics recorded. A key in `known` that was not read after an error is left
     /// alone: its builder stopped at the error, and the key is not unknown.
-    pub fn finish(self, known: &[&str]) -> Diagnostics {
+    pub fn finish<K: AsRef<str>>(self, known: &[K]) -> Diagnostics {
+        let known: Vec<&str> = known.iter().map(AsRef::as_ref).collect();
         let read = self.read.into_inner();
         let mut diags = self.diags.into_inner();
         let stopped = diags.has_errors();

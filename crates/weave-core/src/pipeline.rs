@@ -1,9 +1,11 @@
 //! Pipelines: a checked DAG of built steps with their resolved policies, made from a
 //! pipeline file through a [`Registry`] of step kinds, or from steps built in Rust.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::context::BuildContext;
@@ -19,29 +21,75 @@ use crate::units::format_bytes;
 ///
 /// The function reads its keys through the [`Params`] getters, which record a diagnostic
 /// for each bad value, and returns the step, or `None` if it could not be built (with at
-/// least one error recorded). Keys it does not read are reported as unknown.
-pub type BuildFn = fn(&Params) -> Option<Step>;
+/// least one error recorded). Keys it does not read are reported as unknown. It is a
+/// shared closure, so that a kind made at run time (by a user's crate, or a binding to
+/// another language) can carry what it needs.
+pub type BuildFn = Arc<dyn Fn(&Params) -> Option<Step> + Send + Sync>;
 
 /// A kind of step that pipeline files can name.
-#[derive(Debug, Clone, Copy)]
+///
+/// Built-in kinds and kinds registered at run time are the same type and go through the
+/// same code: their keys are checked alike ("did you mean"), their steps' cache keys hold
+/// the kind's name and its steps' [`version`](crate::StepInfo::version), and
+/// [`Registry::listing`] lists them.
+#[derive(Clone)]
 pub struct StepKind {
     /// The name the pipeline file uses (`"load_csv"`).
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// The shape of its steps.
     pub shape: Shape,
     /// One line on what it does, for `weave kinds` and messages.
-    pub summary: &'static str,
+    pub summary: Cow<'static, str>,
     /// Its own keys (beyond the common `id`, `kind`, `after`, ...), for "did you mean".
-    pub keys: &'static [&'static str],
+    pub keys: Vec<Cow<'static, str>>,
     /// The constructor.
     pub build: BuildFn,
 }
 
+impl StepKind {
+    /// A kind called `name` whose steps have `shape`, described by `summary`, taking
+    /// `keys` and built by `build`. Names and keys may be `&'static str` (the built-in
+    /// kinds) or `String` (kinds made at run time).
+    pub fn new<K: Into<Cow<'static, str>>>(
+        name: impl Into<Cow<'static, str>>,
+        shape: Shape,
+        summary: impl Into<Cow<'static, str>>,
+        keys: impl IntoIterator<Item = K>,
+        build: impl Fn(&Params) -> Option<Step> + Send + Sync + 'static,
+    ) -> Self {
+        StepKind {
+            name: name.into(),
+            shape,
+            summary: summary.into(),
+            keys: keys.into_iter().map(Into::into).collect(),
+            build: Arc::new(build),
+        }
+    }
+
+    /// Its own keys followed by the keys every step takes: all the keys a step of this
+    /// kind may have.
+    pub fn all_keys(&self) -> Vec<&str> {
+        self.keys.iter().map(|k| k.as_ref()).chain(STEP_COMMON_KEYS.iter().copied()).collect()
+    }
+}
+
+impl fmt::Debug for StepKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepKind")
+            .field("name", &self.name)
+            .field("shape", &self.shape)
+            .field("summary", &self.summary)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The step kinds a pipeline file can name: kind name → constructor. `weave-steps` fills
-/// one with the built-in kinds; users add their own.
+/// one with the built-in kinds; users add their own with [`Registry::register`], at run
+/// time, on top of it.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    kinds: BTreeMap<&'static str, StepKind>,
+    kinds: BTreeMap<Cow<'static, str>, StepKind>,
 }
 
 impl Registry {
@@ -52,7 +100,7 @@ impl Registry {
 
     /// Adds a kind, replacing any kind of the same name.
     pub fn register(&mut self, kind: StepKind) -> &mut Self {
-        self.kinds.insert(kind.name, kind);
+        self.kinds.insert(kind.name.clone(), kind);
         self
     }
 
@@ -66,6 +114,21 @@ impl Registry {
         self.kinds.values()
     }
 
+    /// The kinds as `weave kinds` prints them: per kind, by name, its name, shape and
+    /// summary, then its own keys; then the keys every step takes. A front end with kinds
+    /// of its own lists them by calling this on its registry.
+    pub fn listing(&self) -> String {
+        let mut out = String::new();
+        for k in self.kinds() {
+            out.push_str(&format!("{:<14} {:<19} {}\n", k.name, k.shape.to_string(), k.summary));
+            if !k.keys.is_empty() {
+                out.push_str(&format!("{:<14} {:<19} keys: {}\n", "", "", k.keys.join(", ")));
+            }
+        }
+        out.push_str(&format!("\nEvery step also takes: {}\n", STEP_COMMON_KEYS.join(", ")));
+        out
+    }
+
     /// Builds one step of kind `kind` from its keys, written as in a pipeline file's
     /// `[[step]]` table (`r#"path = "raw_data.csv""#`): the Rust form of a step, for
     /// [`PipelineBuilder`]. Relative paths stay relative to the working directory. Every
@@ -74,7 +137,7 @@ impl Registry {
         let file = crate::diagnostic::SourceFile::new(format!("<{kind} keys>"), keys);
         let Some(k) = self.get(kind) else {
             let mut d = Diagnostic::error(format!("unknown step kind `{kind}`")).with_code("unknown-kind");
-            if let Some(m) = did_you_mean(kind, self.kinds().map(|k| k.name)) {
+            if let Some(m) = did_you_mean(kind, self.kinds().map(|k| k.name.as_ref())) {
                 d = d.with_help(format!("did you mean `{m}`?"));
             }
             return Err(Diagnostics(vec![d]));
@@ -86,9 +149,9 @@ impl Registry {
                 None => d,
             }])
         })?;
-        let params = Params::new(table, file, "step", Some(kind.to_owned())).of_kind(k.name);
+        let params = Params::new(table, file, "step", Some(kind.to_owned())).of_kind(k.name.as_ref());
         let built = (k.build)(&params);
-        let diags = params.finish(k.keys);
+        let diags = params.finish(&k.keys);
         match built {
             Some(step) if !diags.has_errors() => Ok(step),
             _ if diags.has_errors() => Err(diags),
@@ -235,7 +298,7 @@ impl Pipeline {
                         .with_code("unknown-kind")
                         .with_step(&s.id)
                         .at(s.kind_location.clone().or_else(|| s.location.clone()));
-                    d = match did_you_mean(&s.kind, registry.kinds().map(|k| k.name)) {
+                    d = match did_you_mean(&s.kind, registry.kinds().map(|k| k.name.as_ref())) {
                         Some(m) => d.with_help(format!("did you mean `{m}`?")),
                         None => d.with_help("`weave kinds` lists the step kinds"),
                     };
@@ -254,14 +317,13 @@ impl Pipeline {
                 continue;
             };
             let params = Params::new(s.params.clone(), spec.source.clone(), "step", Some(s.id.clone()))
-                .of_kind(kind.name)
+                .of_kind(kind.name.as_ref())
                 .spanning(s.span.clone())
                 .with_context(std::sync::Arc::clone(&context))
                 .with_retry(s.retry.apply(spec.retry));
             let built = (kind.build)(&params);
             let failed_quietly = built.is_none() && !params.has_errors();
-            let keys: Vec<&str> = kind.keys.iter().chain(STEP_COMMON_KEYS).copied().collect();
-            let mut step_diags = params.finish(&keys);
+            let mut step_diags = params.finish(&kind.all_keys());
             if failed_quietly {
                 step_diags.push(
                     Diagnostic::error(format!("step kind `{}` could not be built", s.kind))

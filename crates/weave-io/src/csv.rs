@@ -11,13 +11,15 @@ use crate::json::NonFinite;
 use crate::output::{Export, Format, OutputSpec};
 
 /// The `load_csv` kind.
-pub(crate) const KIND: StepKind = StepKind {
-    name: "load_csv",
-    shape: Shape::Source,
-    summary: "read CSV files with a header row, streaming, in batches",
-    keys: &["path", "delimiter", "quote", "batch_size", "batch_bytes", "max_record_bytes"],
-    build,
-};
+pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "load_csv",
+        Shape::Source,
+        "read CSV files with a header row, streaming, in batches",
+        ["path", "delimiter", "quote", "batch_size", "batch_bytes", "max_record_bytes"],
+        build,
+    )
+});
 
 /// Reads CSV files with a header row (one file, or every file a glob matches, in order;
 /// they must all have the same header). Every field is read as a string. Rows with the
@@ -332,7 +334,7 @@ fn build(p: &Params) -> Option<Step> {
 
 impl StepInfo for LoadCsv {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     fn config(&self) -> CanonicalConfig {
@@ -515,23 +517,15 @@ fn raw_record(header: &[String], row: CsvRecord<'_>) -> Record {
 }
 
 /// The `export_csv` kind.
-pub(crate) const EXPORT_KIND: StepKind = StepKind {
-    name: "export_csv",
-    shape: Shape::Sink,
-    summary: "write records as CSV with a header row (gzip/zstd, split into parts, partitioned by fields); files appear whole when the run succeeds",
-    keys: &[
-        "path",
-        "compression",
-        "level",
-        "max_rows",
-        "max_bytes",
-        "max_partitions",
-        "manifest",
-        "delimiter",
-        "fields",
-    ],
-    build: build_export,
-};
+pub(crate) static EXPORT_KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "export_csv",
+        Shape::Sink,
+        "write records as CSV with a header row (gzip/zstd, split into parts, partitioned by fields); files appear whole when the run succeeds",
+        ["path", "compression", "level", "max_rows", "max_bytes", "max_partitions", "manifest", "delimiter", "fields"],
+        build_export,
+    )
+});
 
 /// Writes records as CSV: a header row, then one row per record, in one file or in parts
 /// (each with its header) as the export cuts them. The columns are

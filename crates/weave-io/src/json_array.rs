@@ -6,13 +6,15 @@ use crate::json::{NonFinite, write_objects, write_pretty_objects};
 use crate::output::{Export, Format, OutputSpec};
 
 /// The `export_json` kind.
-pub(crate) const EXPORT_KIND: StepKind = StepKind {
-    name: "export_json",
-    shape: Shape::Sink,
-    summary: "write records as one JSON array of objects (gzip/zstd, split into parts, partitioned by fields); files appear whole when the run succeeds",
-    keys: &["path", "compression", "level", "max_rows", "max_bytes", "max_partitions", "manifest", "pretty"],
-    build,
-};
+pub(crate) static EXPORT_KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "export_json",
+        Shape::Sink,
+        "write records as one JSON array of objects (gzip/zstd, split into parts, partitioned by fields); files appear whole when the run succeeds",
+        ["path", "compression", "level", "max_rows", "max_bytes", "max_partitions", "manifest", "pretty"],
+        build,
+    )
+});
 
 /// Writes records as one JSON array of objects, streamed as the batches come (nothing is
 /// held back until the end). Compact by default, an object per line:

@@ -12,22 +12,26 @@ use crate::json::{NonFinite, write_objects};
 use crate::output::{Export, Format, OutputSpec};
 
 /// The `load_jsonl` kind.
-pub(crate) const LOAD_KIND: StepKind = StepKind {
-    name: "load_jsonl",
-    shape: Shape::Source,
-    summary: "read JSON Lines files (one object per line), streaming, in batches",
-    keys: &["path", "batch_size", "batch_bytes", "max_record_bytes"],
-    build: build_load,
-};
+pub(crate) static LOAD_KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "load_jsonl",
+        Shape::Source,
+        "read JSON Lines files (one object per line), streaming, in batches",
+        ["path", "batch_size", "batch_bytes", "max_record_bytes"],
+        build_load,
+    )
+});
 
 /// The `export_jsonl` kind.
-pub(crate) const EXPORT_KIND: StepKind = StepKind {
-    name: "export_jsonl",
-    shape: Shape::Sink,
-    summary: "write records as JSON Lines (gzip/zstd, split into parts, partitioned by fields); files appear whole when the run succeeds",
-    keys: &crate::output::KEYS,
-    build: build_export,
-};
+pub(crate) static EXPORT_KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "export_jsonl",
+        Shape::Sink,
+        "write records as JSON Lines (gzip/zstd, split into parts, partitioned by fields); files appear whole when the run succeeds",
+        crate::output::KEYS,
+        build_export,
+    )
+});
 
 /// Reads JSON Lines files (one, or every file a glob matches, in order): one object per
 /// line, blank lines skipped. A line that is not a JSON object, or not UTF-8, is rejected
@@ -61,7 +65,7 @@ fn build_load(p: &Params) -> Option<Step> {
 
 impl StepInfo for LoadJsonl {
     fn kind(&self) -> &str {
-        LOAD_KIND.name
+        &LOAD_KIND.name
     }
 
     /// 2: values as they were read: nested fields in order (they were sorted), integers

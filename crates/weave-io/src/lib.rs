@@ -119,19 +119,19 @@ impl BatchLimit {
 /// `load_parquet` and `export_parquet` too).
 pub fn register(registry: &mut weave_core::Registry) {
     for kind in [
-        csv::KIND,
-        jsonl::LOAD_KIND,
-        load_json::KIND,
-        lines::KIND,
-        jsonl::EXPORT_KIND,
-        csv::EXPORT_KIND,
-        json_array::EXPORT_KIND,
+        &csv::KIND,
+        &jsonl::LOAD_KIND,
+        &load_json::KIND,
+        &lines::KIND,
+        &jsonl::EXPORT_KIND,
+        &csv::EXPORT_KIND,
+        &json_array::EXPORT_KIND,
         #[cfg(feature = "parquet")]
-        parquet_io::LOAD_KIND,
+        &parquet_io::LOAD_KIND,
         #[cfg(feature = "parquet")]
-        parquet_io::EXPORT_KIND,
+        &parquet_io::EXPORT_KIND,
     ] {
-        registry.register(kind);
+        registry.register(weave_core::StepKind::clone(kind));
     }
 }
 
@@ -145,7 +145,7 @@ fn registry() -> weave_core::Registry {
 
 #[cfg(test)]
 mod tests {
-    use weave_core::{ConfTable, Params, STEP_COMMON_KEYS, SourceFile, Step};
+    use weave_core::{ConfTable, Params, SourceFile, Step};
 
     pub(crate) fn params(config: &str) -> Params {
         params_at(std::path::Path::new("t.toml"), config)
@@ -164,11 +164,10 @@ mod tests {
     /// Builds a step of `kind` as written in the pipeline file `file` (relative paths
     /// resolve against its folder).
     pub(crate) fn build_step_at(kind: &str, file: &std::path::Path, config: &str) -> Step {
-        let k = *super::registry().get(kind).unwrap_or_else(|| panic!("no kind {kind}"));
+        let k = super::registry().get(kind).cloned().unwrap_or_else(|| panic!("no kind {kind}"));
         let p = params_at(file, config);
         let step = (k.build)(&p);
-        let keys: Vec<&str> = k.keys.iter().chain(STEP_COMMON_KEYS).copied().collect();
-        let diags = p.finish(&keys);
+        let diags = p.finish(&k.all_keys());
         assert!(!diags.has_errors(), "{diags}");
         step.unwrap_or_else(|| panic!("{kind} did not build"))
     }
@@ -176,11 +175,10 @@ mod tests {
     /// Checks the errors that building a step of `kind` from `config` reports, as
     /// `line:column message`.
     pub(crate) fn check_build_errors(kind: &str, config: &str, expected: &[&str]) {
-        let k = *super::registry().get(kind).unwrap_or_else(|| panic!("no kind {kind}"));
+        let k = super::registry().get(kind).cloned().unwrap_or_else(|| panic!("no kind {kind}"));
         let p = params(config);
         let _ = (k.build)(&p);
-        let keys: Vec<&str> = k.keys.iter().chain(STEP_COMMON_KEYS).copied().collect();
-        let diags = p.finish(&keys);
+        let diags = p.finish(&k.all_keys());
         let got: Vec<String> = diags
             .0
             .iter()

@@ -10,13 +10,15 @@ use weave_core::{
 };
 
 /// The `load_text` kind.
-pub(crate) const KIND: StepKind = StepKind {
-    name: "load_text",
-    shape: Shape::Source,
-    summary: "read text files, one record per line (LF or CRLF), into one field",
-    keys: &["path", "field", "skip_empty", "batch_size", "batch_bytes", "max_record_bytes"],
-    build,
-};
+pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "load_text",
+        Shape::Source,
+        "read text files, one record per line (LF or CRLF), into one field",
+        ["path", "field", "skip_empty", "batch_size", "batch_bytes", "max_record_bytes"],
+        build,
+    )
+});
 
 /// Reads text files (one, or every file a glob matches, in order) line by line into
 /// records of one field (`text` by default). Lines that are not UTF-8 are rejected with
@@ -53,7 +55,7 @@ fn build(p: &Params) -> Option<Step> {
 
 impl StepInfo for LoadText {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     fn config(&self) -> CanonicalConfig {

@@ -13,13 +13,15 @@ use crate::input::Input;
 use crate::jsonl::{NotAnObject, push_object};
 
 /// The `load_json` kind.
-pub(crate) const KIND: StepKind = StepKind {
-    name: "load_json",
-    shape: Shape::Source,
-    summary: "read JSON files that each hold one array of objects, element by element, in batches",
-    keys: &["path", "batch_size", "batch_bytes", "max_record_bytes"],
-    build,
-};
+pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "load_json",
+        Shape::Source,
+        "read JSON files that each hold one array of objects, element by element, in batches",
+        ["path", "batch_size", "batch_bytes", "max_record_bytes"],
+        build,
+    )
+});
 
 /// Reads files that each hold one JSON array of objects (one file, or every file a glob
 /// matches, in order), one element at a time: memory holds one element, never the file.
@@ -66,7 +68,7 @@ fn build(p: &Params) -> Option<Step> {
 
 impl StepInfo for LoadJson {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     /// 2: values as they were read (see `load_jsonl`'s version 2).

@@ -174,7 +174,7 @@ macro_rules! export_step {
     ($step:ty, $kind:expr, $version:expr) => {
         impl weave_core::StepInfo for $step {
             fn kind(&self) -> &str {
-                $kind.name
+                &$kind.name
             }
 
             fn version(&self) -> u32 {
@@ -2194,9 +2194,9 @@ mod export_tests {
     #[test]
     fn every_exporter_takes_the_common_keys() {
         for kind in ["export_jsonl", "export_csv", "export_json"] {
-            let k = crate::registry().get(kind).copied().unwrap();
+            let k = crate::registry().get(kind).cloned().unwrap();
             for key in super::KEYS {
-                assert!(k.keys.contains(&key), "{kind} lacks `{key}`");
+                assert!(k.keys.contains(&key.into()), "{kind} lacks `{key}`");
             }
         }
     }

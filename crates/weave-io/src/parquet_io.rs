@@ -20,22 +20,26 @@ use crate::json::NonFinite;
 use crate::output::{AtomicOutput, TempWriter};
 
 /// The `load_parquet` kind.
-pub(crate) const LOAD_KIND: StepKind = StepKind {
-    name: "load_parquet",
-    shape: Shape::Source,
-    summary: "read Parquet files (all columns or some), streaming row group by row group, in batches",
-    keys: &["path", "columns", "batch_size"],
-    build: build_load,
-};
+pub(crate) static LOAD_KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "load_parquet",
+        Shape::Source,
+        "read Parquet files (all columns or some), streaming row group by row group, in batches",
+        ["path", "columns", "batch_size"],
+        build_load,
+    )
+});
 
 /// The `export_parquet` kind.
-pub(crate) const EXPORT_KIND: StepKind = StepKind {
-    name: "export_parquet",
-    shape: Shape::Sink,
-    summary: "write records as a Parquet file whose schema the first batch sets; it appears whole when the run succeeds",
-    keys: &["path", "compression"],
-    build: build_export,
-};
+pub(crate) static EXPORT_KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "export_parquet",
+        Shape::Sink,
+        "write records as a Parquet file whose schema the first batch sets; it appears whole when the run succeeds",
+        ["path", "compression"],
+        build_export,
+    )
+});
 
 /// Reads Parquet files (one, or every file a glob matches, in order), `batch_size` rows at
 /// a time, reading only the `columns` asked for. Types map to columns as
@@ -94,7 +98,7 @@ fn build_load(p: &Params) -> Option<Step> {
 
 impl StepInfo for LoadParquet {
     fn kind(&self) -> &str {
-        LOAD_KIND.name
+        &LOAD_KIND.name
     }
 
     /// 2: a struct's fields in the file's order (they were sorted), `UInt64` exact.
@@ -249,7 +253,7 @@ fn build_export(p: &Params) -> Option<Step> {
 
 impl StepInfo for ExportParquet {
     fn kind(&self) -> &str {
-        EXPORT_KIND.name
+        &EXPORT_KIND.name
     }
 
     /// 2: a struct's fields in the records' order (they were sorted), unsigned and exact

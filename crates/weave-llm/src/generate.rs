@@ -12,28 +12,30 @@ use super::prompt::{self, Prompt, Var};
 use super::{LlmCall, Outcome, Request, schema};
 
 /// The `llm_generate` kind.
-pub const KIND: StepKind = StepKind {
-    name: "llm_generate",
-    shape: Shape::Transform,
-    summary: "ask an LLM a prompt made from each record's fields and make `n` new records of the answers (text, or JSON fields checked against a schema)",
-    keys: &[
-        "prompt",
-        "n",
-        "field",
-        "json",
-        "json_schema",
-        "keep_input",
-        "sample_field",
-        "llm",
-        "concurrency",
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "stop",
-        "system",
-    ],
-    build,
-};
+pub static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "llm_generate",
+        Shape::Transform,
+        "ask an LLM a prompt made from each record's fields and make `n` new records of the answers (text, or JSON fields checked against a schema)",
+        [
+            "prompt",
+            "n",
+            "field",
+            "json",
+            "json_schema",
+            "keep_input",
+            "sample_field",
+            "llm",
+            "concurrency",
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "stop",
+            "system",
+        ],
+        build,
+    )
+});
 
 /// How answers are read.
 #[derive(Debug, Clone)]
@@ -153,7 +155,7 @@ fn build(p: &Params) -> Option<Step> {
 
 impl StepInfo for LlmGenerate {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     /// 2: a JSON answer's fields in the order the model wrote them (they were sorted), integers exact.

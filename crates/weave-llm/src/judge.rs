@@ -12,31 +12,33 @@ use super::prompt::{self, Prompt, Var};
 use super::{LlmCall, Outcome, Request, schema};
 
 /// The `llm_judge` kind.
-pub const KIND: StepKind = StepKind {
-    name: "llm_judge",
-    shape: Shape::Transform,
-    summary: "have an LLM score each record against criteria, with a reason; a threshold drops, flags or fails the records below it",
-    keys: &[
-        "field",
-        "criteria",
-        "prompt",
-        "scale",
-        "threshold",
-        "on_fail",
-        "score_field",
-        "reason_field",
-        "pass_field",
-        "response_format",
-        "llm",
-        "concurrency",
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "stop",
-        "system",
-    ],
-    build,
-};
+pub static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "llm_judge",
+        Shape::Transform,
+        "have an LLM score each record against criteria, with a reason; a threshold drops, flags or fails the records below it",
+        [
+            "field",
+            "criteria",
+            "prompt",
+            "scale",
+            "threshold",
+            "on_fail",
+            "score_field",
+            "reason_field",
+            "pass_field",
+            "response_format",
+            "llm",
+            "concurrency",
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "stop",
+            "system",
+        ],
+        build,
+    )
+});
 
 const CRITERIA: &str = "Is the text correct, coherent, fluent and useful? Penalise factual errors, contradictions, gibberish and text that does not fit its purpose.";
 
@@ -187,7 +189,7 @@ fn number(x: f64) -> String {
 
 impl StepInfo for LlmJudge {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     fn config(&self) -> CanonicalConfig {

@@ -603,6 +603,6 @@ fn answer_parsed<T>(text: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, 
 /// Adds `llm_generate` and `llm_judge` to `registry` (the LLM noisers are `augment`'s,
 /// which weave-steps builds through [`build_augment`]).
 pub fn register(registry: &mut weave_core::Registry) {
-    registry.register(GENERATE_KIND);
-    registry.register(JUDGE_KIND);
+    registry.register(weave_core::StepKind::clone(&GENERATE_KIND));
+    registry.register(weave_core::StepKind::clone(&JUDGE_KIND));
 }

@@ -39,4 +39,4 @@ pub use alerts::{Alert, AlertManager, kill_alert_commands};
 pub use collector::{MetricsCollector, PipelineStats, ResourceUsage, StepMetrics};
 pub use histogram::{Histogram, PROMETHEUS_BOUNDS};
 pub use html::report_html;
-pub use record::{RunEntry, RunInfo, RunRecorder, list_runs};
+pub use record::{RunEntry, RunInfo, RunRecorder, list_runs, read_events};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use weave_core::{Event, RunStatus, Subscriber};
+use weave_core::{Event, EventLine, RunStatus, Subscriber};
 use weave_fs::Owner;
 
 use crate::alerts::AlertManager;
@@ -253,70 +253,12 @@ fn write_json(path: &Path, value: &Value) -> std::io::Result<()> {
     weave_fs::write_atomically(path, &serde_json::to_vec_pretty(value).unwrap_or_default())
 }
 
-/// An event as a JSON object, with `t`, the seconds since the run started.
-fn event_json(e: &Event, t: Duration) -> Value {
-    let t = t.as_secs_f64();
-    match e {
-        Event::RunStarted { pipeline, steps, threads, max_memory } => {
-            json!({"t": t, "event": "run_started", "pipeline": pipeline, "steps": steps, "threads": threads, "max_memory": max_memory})
-        }
-        Event::RunFinished { status, elapsed, peak_memory } => {
-            json!({"t": t, "event": "run_finished", "status": status, "elapsed": elapsed.as_secs_f64(), "peak_memory": peak_memory})
-        }
-        Event::StepStarted { step } => json!({"t": t, "event": "step_started", "step": &**step}),
-        Event::StepFinished { step, elapsed } => {
-            json!({"t": t, "event": "step_finished", "step": &**step, "elapsed": elapsed.as_secs_f64()})
-        }
-        Event::StepFailed { step, error, class } => {
-            json!({"t": t, "event": "step_failed", "step": &**step, "error": error, "class": class})
-        }
-        Event::BatchFinished { step, seq, records_in, records_out, elapsed } => json!({
-            "t": t, "event": "batch_finished", "step": &**step, "seq": seq,
-            "records_in": records_in, "records_out": records_out, "elapsed": elapsed.as_secs_f64()
-        }),
-        Event::BatchRetried { step, seq, attempt, delay, error } => json!({
-            "t": t, "event": "batch_retried", "step": &**step, "seq": seq, "attempt": attempt,
-            "delay": delay.as_secs_f64(), "error": error
-        }),
-        Event::BatchFailed { step, seq, error, class } => {
-            json!({"t": t, "event": "batch_failed", "step": &**step, "seq": seq, "error": error, "class": class})
-        }
-        Event::RecordsDropped { step, reason, count } => {
-            json!({"t": t, "event": "records_dropped", "step": &**step, "reason": reason, "count": count})
-        }
-        Event::RecordsQuarantined { step, count } => {
-            json!({"t": t, "event": "records_quarantined", "step": &**step, "count": count})
-        }
-        Event::RecordsFailed { step, seq, count } => {
-            json!({"t": t, "event": "records_failed", "step": &**step, "seq": seq, "count": count})
-        }
-        Event::RequestsMade { step, seq, requests, failed, retries } => json!({
-            "t": t, "event": "requests_made", "step": &**step, "seq": seq,
-            "requests": requests, "failed": failed, "retries": retries
-        }),
-        Event::WaitedForMemory { step, bytes, waited } => {
-            json!({"t": t, "event": "waited_for_memory", "step": &**step, "bytes": bytes, "waited": waited.as_secs_f64()})
-        }
-        Event::CacheHit { step, seq, batches, records } => {
-            json!({"t": t, "event": "cache_hit", "step": &**step, "seq": seq, "batches": batches, "records": records})
-        }
-        Event::CacheMiss { step, seq } => json!({"t": t, "event": "cache_miss", "step": &**step, "seq": seq}),
-        Event::StepSkipped { step } => json!({"t": t, "event": "step_skipped", "step": &**step}),
-        Event::StepFigures { step, figures } => {
-            let f: serde_json::Map<String, serde_json::Value> =
-                figures.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-            json!({"t": t, "event": "step_figures", "step": &**step, "figures": f})
-        }
-        other => json!({"t": t, "event": format!("{other:?}")}),
-    }
-}
-
 impl Subscriber for RunRecorder {
     fn on_event(&self, event: &Event) {
         let mut report = false;
         {
             let mut st = self.lock();
-            let line = event_json(event, st.start.elapsed());
+            let line = EventLine { t: st.start.elapsed().as_secs_f64(), event: event.clone() }.to_line();
             let important = !matches!(event, Event::BatchFinished { .. } | Event::StepFigures { .. });
             match event {
                 Event::StepStarted { step } => {
@@ -359,6 +301,23 @@ impl Subscriber for RunRecorder {
             log::warn!("cannot write the run report in {} ({e})", self.dir.display());
         }
     }
+}
+
+/// The events of the run recorded in `run_dir` (a folder under `.weave/runs`), in the
+/// order they were written, read from its `events.jsonl` ([`EventLine`]). A last line
+/// cut short (a run killed while writing it) is left out.
+pub fn read_events(run_dir: &Path) -> std::io::Result<Vec<EventLine>> {
+    let text = fs::read_to_string(run_dir.join("events.jsonl"))?;
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            EventLine::parse(line).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("events.jsonl line {}: {e}", i + 1))
+            })
+        })
+        .collect()
 }
 
 /// A run read back from its record.
@@ -471,13 +430,21 @@ mod tests {
         let r = report();
         assert_eq!(r["status"], "succeeded");
         assert_eq!(r["steps"][0]["records_out"], 5);
-        let lines = fs::read_to_string(rec.dir().join("events.jsonl")).unwrap();
-        let kinds: Vec<String> = lines
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(kinds, ["run_started", "step_started", "batch_finished", "run_finished"]);
+        let written: Vec<Event> = read_events(rec.dir()).unwrap().into_iter().map(|l| l.event).collect();
+        assert_eq!(written, [&events[..], &[end]].concat());
         assert_eq!(list_runs(dir.path()).unwrap()[0].status(), "succeeded");
+    }
+
+    #[test]
+    fn a_last_line_cut_short_is_left_out_and_a_bad_line_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = EventLine { t: 0.25, event: Event::StepStarted { step: "load".into() } };
+        let whole = format!("{}\n", line.to_line());
+        fs::write(dir.path().join("events.jsonl"), format!("{whole}{{\"event\":\"step_fin")).unwrap();
+        assert_eq!(read_events(dir.path()).unwrap(), [line]);
+        fs::write(dir.path().join("events.jsonl"), format!("{{\"event\":\"nope\",\"t\":1}}\n{whole}")).unwrap();
+        let err = read_events(dir.path()).unwrap_err();
+        assert!(err.to_string().starts_with("events.jsonl line 1: unknown variant `nope`"), "{err}");
     }
 
     #[test]

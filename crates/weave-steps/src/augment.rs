@@ -15,49 +15,51 @@ use crate::noise::{
 };
 
 /// The `augment` kind.
-pub(crate) const KIND: StepKind = StepKind {
-    name: "augment",
-    shape: Shape::Transform,
-    summary: "write a noised copy of a text field (typos, language, domain, case, whitespace, punctuation, dropout, shuffle, synonyms, style), with the noiser and seed",
-    keys: &[
-        "field",
-        "output",
-        "noiser",
-        "frequency",
-        "severity",
-        "rate",
-        "language",
-        "domain",
-        "categories",
-        "style",
-        "window",
-        "patterns",
-        "patterns_file",
-        // The LLM noisers' keys (see llm/augment.rs).
-        "llm",
-        "concurrency",
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "stop",
-        "system",
-        "template",
-        "styles",
-        "persona",
-        "description",
-        "traits",
-        "examples",
-        "instructions",
-        "sentiment",
-        "intensity",
-        "preserve",
-        "error_types",
-        "locale",
-        "context_field",
-        "context_type",
-    ],
-    build,
-};
+pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "augment",
+        Shape::Transform,
+        "write a noised copy of a text field (typos, language, domain, case, whitespace, punctuation, dropout, shuffle, synonyms, style), with the noiser and seed",
+        [
+            "field",
+            "output",
+            "noiser",
+            "frequency",
+            "severity",
+            "rate",
+            "language",
+            "domain",
+            "categories",
+            "style",
+            "window",
+            "patterns",
+            "patterns_file",
+            // The LLM noisers' keys (see llm/augment.rs).
+            "llm",
+            "concurrency",
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "stop",
+            "system",
+            "template",
+            "styles",
+            "persona",
+            "description",
+            "traits",
+            "examples",
+            "instructions",
+            "sentiment",
+            "intensity",
+            "preserve",
+            "error_types",
+            "locale",
+            "context_field",
+            "context_type",
+        ],
+        build,
+    )
+});
 
 /// The noisers a pipeline file can name.
 const NOISERS: &[&str] =
@@ -630,7 +632,7 @@ fn build(p: &Params) -> Option<Step> {
 
 impl StepInfo for Augment {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     fn config(&self) -> CanonicalConfig {
@@ -1032,11 +1034,11 @@ mod tests {
     fn a_bad_patterns_file_is_reported_with_its_lines() {
         // Every error of building an augment step from `config`, as `file:line:column message`.
         let errors = |config: String| -> Vec<String> {
-            let k = *crate::registry().get("augment").unwrap();
+            let k = crate::registry().get("augment").cloned().unwrap();
             let src = weave_core::SourceFile::new("p.toml", config.clone());
             let p = Params::new(weave_core::ConfTable::parse(&config).unwrap(), src, "step", Some("s".into()));
             assert!((k.build)(&p).is_none());
-            p.finish(k.keys)
+            p.finish(&k.keys)
                 .0
                 .iter()
                 .map(|d| {

@@ -10,13 +10,15 @@ use weave_core::{
 use crate::text::{collapse_into, lowercase_into, trim_collapse_into, trim_into};
 
 /// The `clean` kind.
-pub(crate) const KIND: StepKind = StepKind {
-    name: "clean",
-    shape: Shape::Transform,
-    summary: "rewrite text fields (trim, collapse_whitespace, lowercase, nfc, strip_html, replace...) and drop records by length, pattern or quality",
-    keys: &["rules", "fields"],
-    build,
-};
+pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "clean",
+        Shape::Transform,
+        "rewrite text fields (trim, collapse_whitespace, lowercase, nfc, strip_html, replace...) and drop records by length, pattern or quality",
+        ["rules", "fields"],
+        build,
+    )
+});
 
 /// Rules written as a bare name.
 const NAMED: &[&str] =
@@ -291,7 +293,7 @@ fn read_rule(p: &Params, it: &ConfItem) -> Option<Rule> {
 
 impl StepInfo for Clean {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     fn config(&self) -> CanonicalConfig {

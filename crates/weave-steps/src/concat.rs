@@ -3,13 +3,15 @@
 use weave_core::{Batch, CanonicalConfig, Merge, Params, Shape, Step, StepContext, StepError, StepInfo, StepKind};
 
 /// The `concat` kind.
-pub(crate) const KIND: StepKind = StepKind {
-    name: "concat",
-    shape: Shape::Merge,
-    summary: "pass on the records of every input, input by input in the order of `after`",
-    keys: &[],
-    build,
-};
+pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "concat",
+        Shape::Merge,
+        "pass on the records of every input, input by input in the order of `after`",
+        [] as [&str; 0],
+        build,
+    )
+});
 
 /// Passes on every batch of every input unchanged. The executor feeds the inputs in the
 /// order of `after`, so the output order does not depend on timing.
@@ -24,7 +26,7 @@ fn build(p: &Params) -> Option<Step> {
 
 impl StepInfo for Concat {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     fn config(&self) -> CanonicalConfig {

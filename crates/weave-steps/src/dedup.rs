@@ -6,13 +6,15 @@ use weave_core::{
 };
 
 /// The `dedup` kind.
-pub(crate) const KIND: StepKind = StepKind {
-    name: "dedup",
-    shape: Shape::StatefulTransform,
-    summary: "drop records whose fields (after an optional normalisation) repeat an earlier record's",
-    keys: &["fields", "normalize"],
-    build,
-};
+pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "dedup",
+        Shape::StatefulTransform,
+        "drop records whose fields (after an optional normalisation) repeat an earlier record's",
+        ["fields", "normalize"],
+        build,
+    )
+});
 
 const NORMALIZE: &[&str] = &["lowercase", "trim", "collapse_whitespace"];
 
@@ -37,7 +39,7 @@ fn build(p: &Params) -> Option<Step> {
 
 impl StepInfo for Dedup {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     /// 2: numbers are keyed by value (an integral float matches the integer).

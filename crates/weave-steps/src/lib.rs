@@ -100,20 +100,20 @@ fn regex_at(p: &weave_core::Params, item: &weave_core::ConfItem, what: &str) -> 
 pub fn registry() -> weave_core::Registry {
     let mut r = weave_core::Registry::new();
     for kind in [
-        clean::KIND,
-        augment::KIND,
-        dedup::KIND,
-        validate::KIND,
-        near_dedup::KIND,
-        concat::KIND,
-        dataset::GENERATE_KIND,
-        dataset::MIX_KIND,
-        dataset::SPLIT_KIND,
-        dataset::FILTER_KIND,
-        dataset::SAMPLE_KIND,
-        dataset::COMPARE_KIND,
+        &clean::KIND,
+        &augment::KIND,
+        &dedup::KIND,
+        &validate::KIND,
+        &near_dedup::KIND,
+        &concat::KIND,
+        &dataset::GENERATE_KIND,
+        &dataset::MIX_KIND,
+        &dataset::SPLIT_KIND,
+        &dataset::FILTER_KIND,
+        &dataset::SAMPLE_KIND,
+        &dataset::COMPARE_KIND,
     ] {
-        r.register(kind);
+        r.register(weave_core::StepKind::clone(kind));
     }
     #[cfg(feature = "io")]
     weave_io::register(&mut r);
@@ -124,7 +124,7 @@ pub fn registry() -> weave_core::Registry {
 
 #[cfg(test)]
 mod tests {
-    use weave_core::{ConfTable, Params, STEP_COMMON_KEYS, SourceFile, Step};
+    use weave_core::{ConfTable, Params, SourceFile, Step};
 
     pub(crate) fn params(config: &str) -> Params {
         params_at(std::path::Path::new("t.toml"), config)
@@ -143,11 +143,10 @@ mod tests {
     /// Builds a step of `kind` as written in the pipeline file `file` (relative paths
     /// resolve against its folder).
     pub(crate) fn build_step_at(kind: &str, file: &std::path::Path, config: &str) -> Step {
-        let k = *super::registry().get(kind).unwrap_or_else(|| panic!("no kind {kind}"));
+        let k = super::registry().get(kind).cloned().unwrap_or_else(|| panic!("no kind {kind}"));
         let p = params_at(file, config);
         let step = (k.build)(&p);
-        let keys: Vec<&str> = k.keys.iter().chain(STEP_COMMON_KEYS).copied().collect();
-        let diags = p.finish(&keys);
+        let diags = p.finish(&k.all_keys());
         assert!(!diags.has_errors(), "{diags}");
         step.unwrap_or_else(|| panic!("{kind} did not build"))
     }
@@ -155,11 +154,10 @@ mod tests {
     /// Checks the errors that building a step of `kind` from `config` reports, as
     /// `line:column message`.
     pub(crate) fn check_build_errors(kind: &str, config: &str, expected: &[&str]) {
-        let k = *super::registry().get(kind).unwrap_or_else(|| panic!("no kind {kind}"));
+        let k = super::registry().get(kind).cloned().unwrap_or_else(|| panic!("no kind {kind}"));
         let p = params(config);
         let _ = (k.build)(&p);
-        let keys: Vec<&str> = k.keys.iter().chain(STEP_COMMON_KEYS).copied().collect();
-        let diags = p.finish(&keys);
+        let diags = p.finish(&k.all_keys());
         let got: Vec<String> = diags
             .0
             .iter()

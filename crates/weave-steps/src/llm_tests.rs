@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weave_core::{
-    Batch, BuildContext, ConfTable, LlmProvider, Params, Record, RetryPolicy, STEP_COMMON_KEYS, SourceFile, Step,
-    StepContext, StepError, Transform, Value,
+    Batch, BuildContext, ConfTable, LlmProvider, Params, Record, RetryPolicy, SourceFile, Step, StepContext, StepError,
+    Transform, Value,
 };
 use weave_testkit::{Reply, TestServer};
 
@@ -62,11 +62,10 @@ fn params(config: &str, ctx: &Arc<BuildContext>) -> Params {
 
 /// Builds a step of `kind`, panicking with the diagnostics if it fails.
 fn build(kind: &str, config: &str, ctx: &Arc<BuildContext>) -> Arc<dyn Transform> {
-    let k = *crate::registry().get(kind).unwrap_or_else(|| panic!("no kind {kind}"));
+    let k = crate::registry().get(kind).cloned().unwrap_or_else(|| panic!("no kind {kind}"));
     let p = params(config, ctx);
     let step = (k.build)(&p);
-    let keys: Vec<&str> = k.keys.iter().chain(STEP_COMMON_KEYS).copied().collect();
-    let diags = p.finish(&keys);
+    let diags = p.finish(&k.all_keys());
     assert!(!diags.has_errors(), "{diags}");
     match step {
         Some(Step::Transform(t)) => t,
@@ -76,11 +75,10 @@ fn build(kind: &str, config: &str, ctx: &Arc<BuildContext>) -> Arc<dyn Transform
 
 /// The diagnostics of building `kind` from `config`, as `line:column message`.
 fn diagnostics(kind: &str, config: &str, ctx: &Arc<BuildContext>) -> Vec<String> {
-    let k = *crate::registry().get(kind).unwrap_or_else(|| panic!("no kind {kind}"));
+    let k = crate::registry().get(kind).cloned().unwrap_or_else(|| panic!("no kind {kind}"));
     let p = params(config, ctx);
     let _ = (k.build)(&p);
-    let keys: Vec<&str> = k.keys.iter().chain(STEP_COMMON_KEYS).copied().collect();
-    p.finish(&keys)
+    p.finish(&k.all_keys())
         .0
         .iter()
         .map(|d| {
@@ -145,15 +143,15 @@ fn text_of(prompt: &str) -> &str {
 
 #[test]
 fn every_llm_kind_takes_the_common_keys() {
-    for kind in [weave_llm::GENERATE_KIND, weave_llm::JUDGE_KIND] {
+    for kind in [&*weave_llm::GENERATE_KIND, &*weave_llm::JUDGE_KIND] {
         for k in weave_llm::COMMON_KEYS {
-            assert!(kind.keys.contains(k), "{} lacks `{k}`", kind.name);
+            assert!(kind.keys.contains(&(*k).into()), "{} lacks `{k}`", kind.name);
         }
     }
     // `augment` lists the keys of its LLM noisers with its own.
     let own = ["noiser", "template"];
     for k in weave_llm::COMMON_KEYS.iter().chain(&own).chain(weave_llm::NOISER_KEYS) {
-        assert!(crate::augment::KIND.keys.contains(k), "augment lacks `{k}`");
+        assert!(crate::augment::KIND.keys.contains(&(*k).into()), "augment lacks `{k}`");
     }
 }
 

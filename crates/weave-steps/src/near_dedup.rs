@@ -89,13 +89,15 @@ use weave_core::{
 use crate::text::lowercase_into;
 
 /// The `near_dedup` kind.
-pub(crate) const KIND: StepKind = StepKind {
-    name: "near_dedup",
-    shape: Shape::StatefulTransform,
-    summary: "drop records whose text is a near duplicate (MinHash + LSH, Jaccard similarity ≥ threshold) of an earlier record's",
-    keys: &["fields", "shingle", "shingle_size", "bands", "rows", "threshold", "normalize"],
-    build,
-};
+pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "near_dedup",
+        Shape::StatefulTransform,
+        "drop records whose text is a near duplicate (MinHash + LSH, Jaccard similarity ≥ threshold) of an earlier record's",
+        ["fields", "shingle", "shingle_size", "bands", "rows", "threshold", "normalize"],
+        build,
+    )
+});
 
 const NORMALIZE: &[&str] = &["lowercase", "strip_punctuation", "collapse_whitespace"];
 const DEFAULT_BANDS: u64 = 16;
@@ -296,7 +298,7 @@ fn warn_if_blind(p: &Params, bands: usize, rows: usize, threshold: f64) {
 
 impl StepInfo for NearDedup {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     /// Its passes over a batch are rayon parallel iterators.
@@ -1056,7 +1058,7 @@ mod tests {
 
     use super::*;
     use crate::tests::{build_step, check_build_errors};
-    use weave_core::{Record, STEP_COMMON_KEYS, Value};
+    use weave_core::{Record, Value};
 
     fn step(config: &str) -> Box<dyn StatefulTransform> {
         let Step::StatefulTransform(s) = build_step("near_dedup", config) else { panic!("not stateful") };
@@ -1280,8 +1282,7 @@ mod tests {
         );
         let p = crate::tests::params("threshold = 0.5");
         assert!(build(&p).is_some(), "a warning does not stop the step");
-        let keys: Vec<&str> = KIND.keys.iter().chain(STEP_COMMON_KEYS).copied().collect();
-        let d = p.finish(&keys);
+        let d = p.finish(&KIND.all_keys());
         assert!(!d.has_errors());
         assert_eq!(
             d.0[0].message,

@@ -41,7 +41,7 @@ pub use weave_exec::{
 pub use weave_fs::{Liveness, Owner, TempFile, remove_live_temporaries, sweep_dead_temporaries, write_atomically};
 pub use weave_monitor::{
     Alert, AlertManager, Histogram, MetricsCollector, PipelineStats, ResourceUsage, RunEntry, RunInfo, RunRecorder,
-    StepMetrics, kill_alert_commands, list_runs, report_html,
+    StepMetrics, kill_alert_commands, list_runs, read_events, report_html,
 };
 pub use weave_session::{
     CACHE_DIR_ENV, Labels, MemorySink, MemorySinkHandle, MemorySource, PipelineFile, RunFailure, RunHandle, RunOptions,

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use weave_core::{Diagnostics, Pipeline, PipelineBuilder, ResourceLimits, RetryPolicy, Step, Subscriber};
+use weave_core::{Diagnostics, Pipeline, PipelineBuilder, Registry, ResourceLimits, RetryPolicy, Step, Subscriber};
 use weave_exec::{ExecOptions, RunSummary};
 use weave_session::{PipelineFile, RunFailure, RunOptions, Session, SessionError};
 
@@ -34,6 +34,7 @@ pub struct Orchestrator {
     cache: Option<PathBuf>,
     metrics_file: Option<PathBuf>,
     runs_dir: Option<PathBuf>,
+    registry: Option<Registry>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -100,6 +101,13 @@ impl Orchestrator {
         self
     }
 
+    /// Builds pipeline files with the kinds of `registry` (by default the built-in ones,
+    /// [`weave_steps::registry`]): add kinds of your own to that one and give it here.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
     /// Sets the executor's options (cancel flag, quarantine file, channel capacity).
     pub fn options(mut self, options: ExecOptions) -> Self {
         self.options = options;
@@ -147,9 +155,16 @@ impl Orchestrator {
     pub fn run_file(&self, path: impl AsRef<Path>) -> Result<RunSummary, RunFailure> {
         let file = PipelineFile::read(path).map_err(RunFailure::Start)?;
         let options = self.run_options();
-        let pipeline = file
-            .build(&weave_steps::registry(), &options.build_options())
-            .map_err(|d| RunFailure::Start(SessionError::Invalid(d)))?;
+        let built_in;
+        let registry = match &self.registry {
+            Some(r) => r,
+            None => {
+                built_in = weave_steps::registry();
+                &built_in
+            }
+        };
+        let pipeline =
+            file.build(registry, &options.build_options()).map_err(|d| RunFailure::Start(SessionError::Invalid(d)))?;
         Session::new(pipeline, Some(file), options).map_err(RunFailure::Start)?.run()
     }
 }

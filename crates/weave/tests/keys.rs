@@ -446,14 +446,15 @@ fn every_key_of_every_kind_is_in_the_key_unless_declared_neutral() {
             continue;
         };
         for (key, _, _) in sample.changes {
-            if !kind.keys.contains(key) {
+            if !kind.keys.contains(&(*key).into()) {
                 problems.push(format!("SAMPLES changes `{key}`, which kind `{}` does not take", kind.name));
             }
         }
         let mut cases: Vec<(String, String, String, bool)> = Vec::new();
-        for key in kind.keys {
-            let own = sample.changes.iter().find(|(k, _, _)| k == key).map(|(_, base, line)| (*base, *line));
-            let shared = SHARED.iter().find(|(k, _)| k == key).map(|(_, line)| (None, *line));
+        for key in &kind.keys {
+            let key = key.as_ref();
+            let own = sample.changes.iter().find(|(k, _, _)| *k == key).map(|(_, base, line)| (*base, *line));
+            let shared = SHARED.iter().find(|(k, _)| *k == key).map(|(_, line)| (None, *line));
             let Some((base, line)) = own.or(shared) else {
                 problems.push(format!(
                     "key `{key}` of kind `{}` has no sample: add the line that changes it to SAMPLES",
@@ -461,9 +462,9 @@ fn every_key_of_every_kind_is_in_the_key_unless_declared_neutral() {
                 ));
                 continue;
             };
-            let base = step_text(kind.name, kind.shape, base.unwrap_or(sample.base));
+            let base = step_text(&kind.name, kind.shape, base.unwrap_or(sample.base));
             let changed = set(&base, line);
-            cases.push((key.to_string(), base, changed, !is_output_neutral_for_kind(kind.name, key)));
+            cases.push((key.to_string(), base, changed, !is_output_neutral_for_kind(&kind.name, key)));
         }
         for key in STEP_COMMON_KEYS {
             let Some((_, change)) = COMMON.iter().find(|(k, _)| k == key) else {
@@ -478,7 +479,7 @@ fn every_key_of_every_kind_is_in_the_key_unless_declared_neutral() {
                 (l, _) => l.to_owned(),
             };
             let keyed = !is_output_neutral(KeyScope::Step, key);
-            let base = step_text(kind.name, kind.shape, sample.base);
+            let base = step_text(&kind.name, kind.shape, sample.base);
             let changed = set(&base, &line);
             cases.push((key.to_string(), base, changed, keyed));
         }

@@ -15,3 +15,6 @@ mod memory;
 
 // Run options go to building and the session: the caller's over the file's.
 mod session;
+
+// A step kind registered at run time: checked, cached, measured and listed as built-in kinds are.
+mod kinds;

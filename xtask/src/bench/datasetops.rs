@@ -47,7 +47,7 @@ fn built(kind: &str, keys: &str) -> Step {
     let table = ConfTable::parse(keys).unwrap_or_else(|e| panic!("datasetops: bad keys for {kind}: {e:?}"));
     let p = Params::new(table, SourceFile::new("bench.toml", keys), "step", Some(kind.to_owned()));
     let step = (k.build)(&p);
-    let diags = p.finish(k.keys);
+    let diags = p.finish(&k.keys);
     assert!(!diags.has_errors(), "datasetops: {kind} does not build:\n{diags}");
     step.unwrap_or_else(|| panic!("datasetops: {kind} did not build"))
 }

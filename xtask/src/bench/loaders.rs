@@ -149,7 +149,7 @@ fn build(kind: &str, path: &std::path::Path, extra: &str) -> Step {
     let p = Params::new(table, SourceFile::new("bench.toml", config.as_str()), "step", Some("s".into()));
     let registry = weave_steps::registry();
     let k = registry.get(kind).unwrap_or_else(|| panic!("no kind {kind}"));
-    (k.build)(&p).unwrap_or_else(|| panic!("{kind} did not build: {}", p.finish(k.keys)))
+    (k.build)(&p).unwrap_or_else(|| panic!("{kind} did not build: {}", p.finish(&k.keys)))
 }
 
 /// Reads a source to its end: records and bytes of text.

@@ -292,8 +292,7 @@ fn registry_step(kind: &str, keys: &str) -> Result<Step, String> {
     let table = ConfTable::parse(keys).map_err(|(e, _)| e)?;
     let p = Params::new(table, SourceFile::new("bench.toml", keys), "step", Some("dedup".to_owned()));
     let step = (k.build)(&p);
-    let all: Vec<&str> = k.keys.iter().chain(weave_core::STEP_COMMON_KEYS).copied().collect();
-    let diags = p.finish(&all);
+    let diags = p.finish(&k.all_keys());
     if diags.has_errors() {
         return Err(diags.to_string());
     }

@@ -304,8 +304,7 @@ fn build(op: &Op, dir: &Path) -> Result<Step, String> {
     let table = ConfTable::parse(&text).map_err(|(e, _)| format!("bad keys: {e}"))?;
     let params = Params::new(table, SourceFile::new("ops.toml", text.as_str()), "step", Some(op.name.to_owned()));
     let step = (kind.build)(&params);
-    let known: Vec<&str> = kind.keys.iter().chain(weave_core::STEP_COMMON_KEYS).copied().collect();
-    let diags = params.finish(&known);
+    let diags = params.finish(&kind.all_keys());
     if diags.has_errors() {
         return Err(diags.to_string());
     }
@@ -417,9 +416,10 @@ mod tests {
 
     #[test]
     fn every_kind_is_measured() {
-        let missing: Vec<&str> = weave_steps::registry()
+        let registry = weave_steps::registry();
+        let missing: Vec<&str> = registry
             .kinds()
-            .map(|k| k.name)
+            .map(|k| k.name.as_ref())
             .filter(|name| !OPS.iter().any(|op| op.kind == *name))
             .filter(|name| !ELSEWHERE.iter().any(|(kind, _)| kind == name))
             .collect();

@@ -305,7 +305,9 @@ fn noop(kind: &'static str, p: &Params) -> Noop {
 
 /// A registry with one no-op kind per shape.
 fn registry() -> Registry {
-    let kind = |name, shape, build| StepKind { name, shape, summary: "does nothing (benchmarks)", keys: &[], build };
+    let kind = |name: &'static str, shape, build: fn(&Params) -> Option<Step>| {
+        StepKind::new(name, shape, "does nothing (benchmarks)", [] as [&str; 0], build)
+    };
     let mut r = Registry::new();
     r.register(kind("noop_source", Shape::Source, |p| Some(Step::Source(Box::new(noop("noop_source", p))))))
         .register(kind("noop_transform", Shape::Transform, |p| {

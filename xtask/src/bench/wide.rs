@@ -112,7 +112,7 @@ fn build_keys(kind: &str, config: &str) -> Step {
     let p = Params::new(table, SourceFile::new("bench.toml", config), "step", Some("s".into()));
     let registry = weave_steps::registry();
     let k = registry.get(kind).unwrap_or_else(|| panic!("no kind {kind}"));
-    (k.build)(&p).unwrap_or_else(|| panic!("{kind} did not build: {}", p.finish(k.keys)))
+    (k.build)(&p).unwrap_or_else(|| panic!("{kind} did not build: {}", p.finish(&k.keys)))
 }
 
 fn read_all(step: Step) -> Vec<Batch> {

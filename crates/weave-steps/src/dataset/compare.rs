@@ -10,13 +10,15 @@ use weave_core::{
 use super::{position_key, salt};
 
 /// The `compare` kind.
-pub(crate) const KIND: StepKind = StepKind {
-    name: "compare",
-    shape: Shape::Merge,
-    summary: "compare synthetic records (second input) with real ones (first) field by field into the run's stats: lengths, values, label balance, vocabulary, Jensen-Shannon divergence, KS; passes the synthetic records on",
-    keys: &["fields", "label", "top", "max_categories", "ks_sample", "seed"],
-    build,
-};
+pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "compare",
+        Shape::Merge,
+        "compare synthetic records (second input) with real ones (first) field by field into the run's stats: lengths, values, label balance, vocabulary, Jensen-Shannon divergence, KS; passes the synthetic records on",
+        ["fields", "label", "top", "max_categories", "ks_sample", "seed"],
+        build,
+    )
+});
 
 const INPUTS: [&str; 2] = ["real", "synthetic"];
 
@@ -102,7 +104,7 @@ fn build(p: &Params) -> Option<Step> {
 
 impl StepInfo for Compare {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     fn config(&self) -> CanonicalConfig {

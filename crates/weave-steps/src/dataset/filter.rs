@@ -11,13 +11,15 @@ use weave_core::{
 };
 
 /// The `filter` kind.
-pub(crate) const KIND: StepKind = StepKind {
-    name: "filter",
-    shape: Shape::Transform,
-    summary: "keep the records whose field equals a value, is in a list, matches a pattern or lies in a range (or, with not, the others)",
-    keys: &["field", "equals", "in", "matches", "min", "max", "not"],
-    build,
-};
+pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "filter",
+        Shape::Transform,
+        "keep the records whose field equals a value, is in a list, matches a pattern or lies in a range (or, with not, the others)",
+        ["field", "equals", "in", "matches", "min", "max", "not"],
+        build,
+    )
+});
 
 /// A value written in the pipeline file.
 #[derive(Debug, Clone, PartialEq)]
@@ -228,7 +230,7 @@ fn build(p: &Params) -> Option<Step> {
 
 impl StepInfo for Filter {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     fn config(&self) -> CanonicalConfig {

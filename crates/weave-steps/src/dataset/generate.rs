@@ -11,13 +11,15 @@ use weave_core::{
 use super::{Rng, position_key, salt};
 
 /// The `generate` kind.
-pub(crate) const KIND: StepKind = StepKind {
-    name: "generate",
-    shape: Shape::Source,
-    summary: "make `count` records from templates such as \"My {device} won't {problem}.\", each slot filled with a seeded random value",
-    keys: &["templates", "slots", "count", "field", "template_field", "batch_size", "seed"],
-    build,
-};
+pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "generate",
+        Shape::Source,
+        "make `count` records from templates such as \"My {device} won't {problem}.\", each slot filled with a seeded random value",
+        ["templates", "slots", "count", "field", "template_field", "batch_size", "seed"],
+        build,
+    )
+});
 
 /// A piece of a template: text as it is, or a slot (by its number in `slots`).
 #[derive(Debug, Clone, PartialEq)]
@@ -313,7 +315,7 @@ fn build(p: &Params) -> Option<Step> {
 
 impl StepInfo for Generate {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     /// 2: a template field holding ints in some templates and floats in others keeps each as written (they were all floats in batches that mixed them).
@@ -528,7 +530,7 @@ mod tests {
         let pipeline = dir.path().join("p.toml");
         let table = weave_core::ConfTable::parse(config).unwrap();
         let p = Params::new(table, weave_core::SourceFile::new(pipeline, config), "step", Some("g".into()));
-        let Some(Step::Source(mut g)) = (KIND.build)(&p) else { panic!("{}", p.finish(KIND.keys)) };
+        let Some(Step::Source(mut g)) = (KIND.build)(&p) else { panic!("{}", p.finish(&KIND.all_keys())) };
         assert_eq!(g.files_read(), [dir.path().join("colors.txt")]);
         let mut ctx = StepContext::new("g", 0, 0, Default::default());
         let batch = g.next_batch(&mut ctx).unwrap().unwrap();

@@ -10,13 +10,15 @@ use weave_core::{
 use super::{Classes, column, constant_column, position_key, salt, water_fill};
 
 /// The `mix` kind.
-pub(crate) const KIND: StepKind = StepKind {
-    name: "mix",
-    shape: Shape::Merge,
-    summary: "merge real records (first input) with synthetic ones (second): append, a target synthetic share, or replace; capped, class-balanced, schema-checked",
-    keys: &["mode", "ratio", "max_synthetic_share", "balance_by", "source", "check_schema", "seed"],
-    build,
-};
+pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "mix",
+        Shape::Merge,
+        "merge real records (first input) with synthetic ones (second): append, a target synthetic share, or replace; capped, class-balanced, schema-checked",
+        ["mode", "ratio", "max_synthetic_share", "balance_by", "source", "check_schema", "seed"],
+        build,
+    )
+});
 
 /// The two inputs, in the order of `after`.
 const INPUTS: [&str; 2] = ["real", "synthetic"];
@@ -173,7 +175,7 @@ fn build(p: &Params) -> Option<Step> {
 
 impl StepInfo for Mix {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     fn config(&self) -> CanonicalConfig {

@@ -12,13 +12,15 @@ use weave_core::{
 use super::{Classes, KeyColumns, Stratifier, column, position_key, salt, unit};
 
 /// The `sample` kind.
-pub(crate) const KIND: StepKind = StepKind {
-    name: "sample",
-    shape: Shape::StatefulTransform,
-    summary: "keep a seeded random sample: n records (reservoir, input order kept) or a fraction, optionally stratified by a field",
-    keys: &["n", "fraction", "stratify_by", "key", "seed"],
-    build,
-};
+pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "sample",
+        Shape::StatefulTransform,
+        "keep a seeded random sample: n records (reservoir, input order kept) or a fraction, optionally stratified by a field",
+        ["n", "fraction", "stratify_by", "key", "seed"],
+        build,
+    )
+});
 
 /// The drop reason of the records a sample leaves out.
 const REASON: &str = "not sampled";
@@ -109,7 +111,7 @@ fn build(p: &Params) -> Option<Step> {
 
 impl StepInfo for Sample {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     fn config(&self) -> CanonicalConfig {

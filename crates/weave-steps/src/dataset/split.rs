@@ -11,13 +11,15 @@ use weave_core::{
 use super::{Classes, KeyColumns, Stratifier, column, salt, unit};
 
 /// The `split` kind.
-pub(crate) const KIND: StepKind = StepKind {
-    name: "split",
-    shape: Shape::Transform,
-    summary: "write a split name (train / validation / test...) into a field, by seeded fractions, optionally stratified by a field",
-    keys: &["fractions", "field", "key", "stratify_by", "seed"],
-    build,
-};
+pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "split",
+        Shape::Transform,
+        "write a split name (train / validation / test...) into a field, by seeded fractions, optionally stratified by a field",
+        ["fractions", "field", "key", "stratify_by", "seed"],
+        build,
+    )
+});
 
 /// Writes a split name into a field of every record; exporters can then write one file
 /// per split, and `filter` can keep one.
@@ -106,7 +108,7 @@ fn build(p: &Params) -> Option<Step> {
 
 impl StepInfo for Split {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     fn config(&self) -> CanonicalConfig {

@@ -22,13 +22,15 @@ use checks::{Check, DUPLICATE, breakdown, preview, read_check};
 pub use coherence::{Coherence, CoherenceScorer};
 
 /// The `validate` kind.
-pub(crate) const KIND: StepKind = StepKind {
-    name: "validate",
-    shape: Shape::StatefulTransform,
-    summary: "check records (completeness, coherence, length, schema, uniqueness), write their scores, and drop or flag those that fall short, or fail the run",
-    keys: &["checks", "on_fail", "prefix", "id_field"],
-    build,
-};
+pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
+    StepKind::new(
+        "validate",
+        Shape::StatefulTransform,
+        "check records (completeness, coherence, length, schema, uniqueness), write their scores, and drop or flag those that fall short, or fail the run",
+        ["checks", "on_fail", "prefix", "id_field"],
+        build,
+    )
+});
 
 /// The most checks one step takes (a row's failures are a 64-bit mask).
 const MAX_CHECKS: usize = 64;
@@ -173,7 +175,7 @@ fn build(p: &Params) -> Option<Step> {
 
 impl StepInfo for Validate {
     fn kind(&self) -> &str {
-        KIND.name
+        &KIND.name
     }
 
     fn config(&self) -> CanonicalConfig {
@@ -909,7 +911,7 @@ mod tests {
                 "1:52 missing required key `check` (which check: completeness, coherence, length, schema or uniqueness)",
             ],
         );
-        let k = *crate::registry().get("validate").unwrap();
+        let k = crate::registry().get("validate").cloned().unwrap();
         let p = crate::tests::params(cfg);
         let _ = (k.build)(&p);
         let d = p.finish(&["checks"]);
