@@ -220,10 +220,13 @@ impl MetricsCollector {
     /// The metrics in the Prometheus text exposition format (version 0.0.4): a `# HELP`
     /// and `# TYPE` line for each family, counters named `_total`, call durations as a
     /// histogram (`_bucket{le}`, `_sum`, `_count`), as `promtool check metrics` wants.
+    /// Steps come in order of their ids, so that two runs of one pipeline write their
+    /// series in the same order whichever step's thread started first.
     pub fn prometheus(&self) -> String {
         let st = self.lock();
         let p = escape(&st.run.pipeline);
-        let steps: Vec<StepMetrics> = st.steps.iter().cloned().map(StepMetrics::with_counts).collect();
+        let mut steps: Vec<StepMetrics> = st.steps.iter().cloned().map(StepMetrics::with_counts).collect();
+        steps.sort_by(|a, b| a.step.cmp(&b.step));
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -490,6 +493,25 @@ mod tests {
         assert_eq!(stats.error_rates["clean"], 2.0 / 3.0);
         assert_eq!(stats.avg_call_duration, Duration::from_millis(3));
         assert_eq!(stats.resource_usage.memory_share, 0.25);
+    }
+
+    /// Regression: series came in the order the steps' threads first reported, so two
+    /// runs of one pipeline wrote their metrics files in different orders.
+    #[test]
+    fn steps_are_written_in_one_order_whichever_started_first() {
+        let text = |order: [&str; 3]| {
+            let c = MetricsCollector::new();
+            c.on_event(&Event::RunStarted { pipeline: "p".into(), steps: 3, threads: 2, max_memory: 1000 });
+            for step in order {
+                c.on_event(&Event::StepStarted { step: id(step) });
+            }
+            c.prometheus()
+        };
+        let a = text(["load", "clean", "export"]);
+        assert_eq!(a, text(["export", "load", "clean"]));
+        let clean = a.find("step=\"clean\"").expect("clean is there");
+        let load = a.find("step=\"load\"").expect("load is there");
+        assert!(clean < load, "{a}");
     }
 
     #[test]
