@@ -130,22 +130,46 @@ pub(crate) struct Tok {
     pub(crate) end: usize,
 }
 
+/// What a byte says about whitespace: [`NOT_SPACE`], [`ASCII_SPACE`], or [`MAYBE_SPACE`]
+/// for the four lead bytes (C2, E1, E2, E3) that can start a Unicode space, which only
+/// then is decoded. Continuation bytes and other lead bytes are never whitespace, so a
+/// scan may step through a text byte by byte.
+static SPACE_CLASS: [u8; 256] = {
+    let mut t = [NOT_SPACE; 256];
+    t[b' ' as usize] = ASCII_SPACE;
+    let mut b = b'\t';
+    while b <= b'\r' {
+        t[b as usize] = ASCII_SPACE;
+        b += 1;
+    }
+    t[0xc2] = MAYBE_SPACE;
+    t[0xe1] = MAYBE_SPACE;
+    t[0xe2] = MAYBE_SPACE;
+    t[0xe3] = MAYBE_SPACE;
+    t
+};
+const NOT_SPACE: u8 = 0;
+const ASCII_SPACE: u8 = 1;
+const MAYBE_SPACE: u8 = 2;
+
 /// The length in bytes of the whitespace character at byte `i` of `s`, or 0 if the
 /// character there is not whitespace. ASCII is decided on the byte; only the few lead
 /// bytes that can start a Unicode space are decoded.
 #[inline]
 fn space_len(s: &str, i: usize) -> usize {
-    let b = s.as_bytes()[i];
-    if b < 0x80 {
-        return usize::from(matches!(b, b' ' | b'\t'..=b'\r'));
+    match SPACE_CLASS[usize::from(s.as_bytes()[i])] {
+        NOT_SPACE => 0,
+        ASCII_SPACE => 1,
+        _ => unicode_space_len(s, i),
     }
-    if matches!(b, 0xc2 | 0xe1..=0xe3)
-        && let Some(c) = s[i..].chars().next()
-        && c.is_whitespace()
-    {
-        return c.len_utf8();
+}
+
+/// The length of the character at byte `i` of `s` (a lead byte) if it is whitespace, or 0.
+fn unicode_space_len(s: &str, i: usize) -> usize {
+    match s.get(i..).and_then(|r| r.chars().next()) {
+        Some(c) if c.is_whitespace() => c.len_utf8(),
+        _ => 0,
     }
-    0
 }
 
 /// The byte length of the character that starts with byte `b`.
@@ -159,30 +183,64 @@ fn char_len(b: u8) -> usize {
     }
 }
 
-/// Fills `toks` with the words of `text`; what follows the last word is
-/// `text[toks.last().end..]`.
-pub(crate) fn tokenize(text: &str, toks: &mut Vec<Tok>) {
-    toks.clear();
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let ws = i;
+/// The words of a text, one [`Tok`] at a time, found in one pass over its bytes: a run of
+/// non-space bytes is skipped by a table lookup per byte, and only the lead bytes that
+/// can start a Unicode space are decoded. What follows the last word is
+/// `text[last.end..]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Words<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Words<'a> {
+    /// The words of `text`.
+    pub(crate) fn new(text: &'a str) -> Self {
+        Words { text, at: 0 }
+    }
+}
+
+impl Iterator for Words<'_> {
+    type Item = Tok;
+
+    #[inline]
+    fn next(&mut self) -> Option<Tok> {
+        let bytes = self.text.as_bytes();
+        let ws = self.at;
+        let mut i = ws;
         loop {
             if i >= bytes.len() {
-                return;
+                self.at = i;
+                return None;
             }
-            let n = space_len(text, i);
+            let n = space_len(self.text, i);
             if n == 0 {
                 break;
             }
             i += n;
         }
         let start = i;
-        while i < bytes.len() && space_len(text, i) == 0 {
-            i += char_len(bytes[i]);
+        // The first character is not a space; its other bytes (if any) are continuation
+        // bytes, which the table calls `NOT_SPACE`.
+        i += 1;
+        while let Some(k) = bytes[i..].iter().position(|&b| SPACE_CLASS[usize::from(b)] != NOT_SPACE) {
+            i += k;
+            if SPACE_CLASS[usize::from(bytes[i])] == ASCII_SPACE || unicode_space_len(self.text, i) > 0 {
+                self.at = i;
+                return Some(Tok { ws, start, end: i });
+            }
+            i += 1;
         }
-        toks.push(Tok { ws, start, end: i });
+        self.at = bytes.len();
+        Some(Tok { ws, start, end: bytes.len() })
     }
+}
+
+/// Fills `toks` with the words of `text`; what follows the last word is
+/// `text[toks.last().end..]`.
+pub(crate) fn tokenize(text: &str, toks: &mut Vec<Tok>) {
+    toks.clear();
+    toks.extend(Words::new(text));
 }
 
 /// The whitespace after the last word (all of `text` when it has no words).
