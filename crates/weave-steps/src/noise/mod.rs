@@ -223,17 +223,40 @@ impl Iterator for Words<'_> {
         // The first character is not a space; its other bytes (if any) are continuation
         // bytes, which the table calls `NOT_SPACE`.
         i += 1;
-        while let Some(k) = bytes[i..].iter().position(|&b| SPACE_CLASS[usize::from(b)] != NOT_SPACE) {
-            i += k;
-            if SPACE_CLASS[usize::from(bytes[i])] == ASCII_SPACE || unicode_space_len(self.text, i) > 0 {
-                self.at = i;
-                return Some(Tok { ws, start, end: i });
+        loop {
+            // Eight bytes at a time to the first byte that may be whitespace (most words
+            // end within one step), then that byte is decided by the table.
+            while let Some(w) = bytes.get(i..i + 8) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(w);
+                let m = maybe_space(u64::from_le_bytes(b));
+                if m != 0 {
+                    i += (m.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                i += 8;
             }
-            i += 1;
+            let Some(&b) = bytes.get(i) else { break };
+            match SPACE_CLASS[usize::from(b)] {
+                NOT_SPACE => i += 1,
+                ASCII_SPACE => break,
+                _ if unicode_space_len(self.text, i) > 0 => break,
+                _ => i += 1,
+            }
         }
-        self.at = bytes.len();
-        Some(Tok { ws, start, end: bytes.len() })
+        self.at = i;
+        Some(Tok { ws, start, end: i })
     }
+}
+
+/// The high bit of each byte of `w` (eight bytes of text, little-endian) that may be
+/// whitespace: an ASCII byte below `!` or any byte that is not ASCII. Only the lowest mark
+/// is exact (a borrow may mark bytes above it), which is the one a scan needs.
+#[inline]
+fn maybe_space(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    (w.wrapping_sub(ONES * 0x21) & !w & HIGH) | (w & HIGH)
 }
 
 /// Fills `toks` with the words of `text`; what follows the last word is
@@ -369,7 +392,16 @@ mod tests {
 
     #[test]
     fn tokenize_keeps_every_byte_in_place() {
-        for text in ["", "   ", "a", " a  b\t", "héllo\u{a0}wörld\u{3000}日本 語\n", "x\u{2003}"] {
+        for text in [
+            "",
+            "   ",
+            "a",
+            " a  b\t",
+            "héllo\u{a0}wörld\u{3000}日本 語\n",
+            "x\u{2003}",
+            "abcdefghijklmno\u{1}pq rstuvwxyzabcdefgh\u{a0}ijklmnopqrstu\u{2003}vwxyz0123456789é\u{85}end",
+            "seven77 eight888\televen11111\u{c2}\u{a9}more",
+        ] {
             let mut toks = Vec::new();
             tokenize(text, &mut toks);
             let mut rebuilt = String::new();
@@ -382,6 +414,12 @@ mod tests {
         assert_eq!(words(" a  b\t"), (vec!["a", "b"], "\t"));
         assert_eq!(words("héllo\u{a0}wörld\u{3000}日本"), (vec!["héllo", "wörld", "日本"], ""));
         assert_eq!(words("  "), (vec![], "  "));
+        // Long words, control characters and non-ASCII bytes across the eight-byte steps of
+        // the scan.
+        assert_eq!(
+            words("abcdefghij\u{1}klmnop qrstuvwxyz0123\u{a0}©©©©©©©©x\u{85}y"),
+            (vec!["abcdefghij\u{1}klmnop", "qrstuvwxyz0123", "©©©©©©©©x", "y"], "")
+        );
     }
 
     #[test]
