@@ -53,7 +53,7 @@ fn corpus() -> Vec<String> {
     texts.push(format!("{} {}", "日本".repeat(100), "x".repeat(500)));
     let vocab: Vec<&str> = FIXED.iter().flat_map(|s| s.split_whitespace()).collect();
     let spaces = [" ", " ", " ", " ", "  ", "\t", "\n", "\u{a0}", "\u{3000}", " \r\n "];
-    let mut rng = Rng::new(0x601d_e4);
+    let mut rng = Rng::new(0x0060_1de4);
     for i in 0..400 {
         let words = rng.below(60) + usize::from(i % 7 != 0);
         let mut t = String::new();
@@ -140,10 +140,8 @@ fn noisers() -> Vec<(String, Box<dyn Noiser>)> {
 fn check(got: &[(String, String)], want: &[(&str, &str)]) {
     let same = got.len() == want.len() && got.iter().zip(want).all(|((a, b), (c, d))| a == c && b == d);
     if !same {
-        for (name, digest) in got {
-            println!("(\"{name}\", \"{digest}\"),");
-        }
-        panic!("golden outputs changed (the table above is what the code writes now)");
+        let table: String = got.iter().map(|(name, digest)| format!("    (\"{name}\", \"{digest}\"),\n")).collect();
+        panic!("golden outputs changed; what the code writes now:\n{table}");
     }
 }
 
@@ -155,10 +153,13 @@ fn every_noiser_writes_its_golden_output() {
     check(&got, NOISE_GOLDEN);
 }
 
+/// A text rewrite of `text.rs`.
+type Rewrite = fn(&str, &mut weave_core::Appender<'_>);
+
 #[test]
 fn text_rewrites_write_their_golden_output() {
     let texts = corpus();
-    let rewrites: [(&str, fn(&str, &mut weave_core::Appender<'_>)); 4] = [
+    let rewrites: [(&str, Rewrite); 4] = [
         ("trim_collapse", trim_collapse_into),
         ("trim", trim_into),
         ("collapse", collapse_into),
