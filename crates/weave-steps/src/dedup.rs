@@ -160,29 +160,7 @@ impl RecordKeys {
 
     /// Appends the normalised form of `s` to the key being built.
     fn normalise_into(&self, s: &str, key: &mut Vec<u8>) {
-        let s = if self.trim || self.collapse { s.trim() } else { s };
-        let push = |key: &mut Vec<u8>, part: &str| {
-            if self.lowercase && part.is_ascii() {
-                key.extend(part.bytes().map(|b| b.to_ascii_lowercase()));
-            } else if self.lowercase {
-                let mut b = [0u8; 4];
-                for c in part.chars().flat_map(char::to_lowercase) {
-                    key.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
-                }
-            } else {
-                key.extend_from_slice(part.as_bytes());
-            }
-        };
-        if self.collapse {
-            for (i, w) in s.split_whitespace().enumerate() {
-                if i > 0 {
-                    key.push(b' ');
-                }
-                push(key, w);
-            }
-        } else {
-            push(key, s);
-        }
+        crate::text::normalise_key_into(s, self.lowercase, self.trim, self.collapse, key);
     }
 }
 

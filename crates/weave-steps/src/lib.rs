@@ -39,6 +39,8 @@ mod clean;
 mod concat;
 mod dataset;
 mod dedup;
+#[cfg(test)]
+mod golden;
 mod llm;
 #[cfg(all(test, feature = "llm"))]
 mod llm_tests;

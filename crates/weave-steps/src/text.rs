@@ -8,23 +8,34 @@ use weave_core::Appender;
 /// by one ASCII space.
 pub fn trim_collapse_into(s: &str, out: &mut Appender<'_>) {
     // Copying word by word costs two mispredicted branches per word (where it starts and
-    // where it ends), which dominates on short words. Instead every ASCII byte is pushed,
-    // whitespace as ' ', and a space pushed right after another is taken back at once: a
-    // data-dependent length rather than a branch. Non-ASCII characters are copied whole;
-    // only those whose first byte can start a Unicode space (C2, E1, E2, E3) are decoded.
+    // where it ends), which dominates on short words. Instead ASCII is compacted through a
+    // buffer on the stack: every byte is written, whitespace as ' ', and the write position
+    // moves on unless a space follows a space (a data-dependent index rather than a
+    // branch); each full buffer goes out in one `push_str`. Non-ASCII characters are
+    // copied whole; only those whose first byte can start a Unicode space (C2, E1, E2, E3)
+    // are decoded.
     let bytes = s.as_bytes();
     // 1 after whitespace, and at the start, so that leading whitespace is dropped.
     let mut after_space = 1;
+    let mut buf = [0u8; 128];
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        if b < 0x80 {
+        let chunk = &bytes[i..bytes.len().min(i + buf.len())];
+        let mut j = 0;
+        let mut k = 0;
+        while k < chunk.len() && chunk[k] < 0x80 {
+            let b = chunk[k];
             let space = usize::from(matches!(b, b' ' | b'\t'..=b'\r'));
-            out.push(if space == 1 { ' ' } else { char::from(b) });
-            out.truncate(out.len() - (space & after_space));
+            buf[j] = if space == 1 { b' ' } else { b };
+            j += 1 - (space & after_space);
             after_space = space;
-            i += 1;
-        } else {
+            k += 1;
+        }
+        // ASCII in, ASCII out: always valid.
+        out.push_str(std::str::from_utf8(&buf[..j]).unwrap_or_default());
+        i += k;
+        if k < chunk.len() {
+            let b = bytes[i];
             let len = if b < 0xe0 {
                 2
             } else if b < 0xf0 {
@@ -84,27 +95,15 @@ pub fn lowercase_into(s: &str, out: &mut Appender<'_>) {
     if !s.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
         out.push_str(s);
     } else if s.is_ascii() {
-        // Through a small buffer, so that the output grows by a slice at a time rather than
-        // a character at a time.
-        let mut buf = [0u8; 64];
-        for chunk in s.as_bytes().chunks(buf.len()) {
-            let lower = &mut buf[..chunk.len()];
-            for (l, b) in lower.iter_mut().zip(chunk) {
-                *l = b.to_ascii_lowercase();
-            }
-            // ASCII in, ASCII out: always valid.
-            out.push_str(std::str::from_utf8(lower).unwrap_or_default());
-        }
+        push_ascii_lower(s.as_bytes(), out);
     } else {
-        // Mixed text: ASCII runs byte by byte, only the other characters through the
-        // Unicode tables (all of it through `char::to_lowercase` ran at a tenth of the
+        // Mixed text: ASCII runs through the fast path, only the other characters through
+        // the Unicode tables (all of it through `char::to_lowercase` ran at a tenth of the
         // speed of the other rewrites in `cargo xtask bench ops`).
         let mut rest = s;
         while !rest.is_empty() {
             let ascii = rest.bytes().take_while(u8::is_ascii).count();
-            for b in rest[..ascii].bytes() {
-                out.push(char::from(b.to_ascii_lowercase()));
-            }
+            push_ascii_lower(&rest.as_bytes()[..ascii], out);
             rest = &rest[ascii..];
             if let Some(c) = rest.chars().next() {
                 for l in c.to_lowercase() {
@@ -113,6 +112,69 @@ pub fn lowercase_into(s: &str, out: &mut Appender<'_>) {
                 rest = &rest[c.len_utf8()..];
             }
         }
+    }
+}
+
+/// Appends the ASCII bytes `run` in lower case, through a small buffer, so that the output
+/// grows by a slice at a time rather than a character at a time.
+fn push_ascii_lower(run: &[u8], out: &mut Appender<'_>) {
+    let mut buf = [0u8; 64];
+    for chunk in run.chunks(buf.len()) {
+        let lower = &mut buf[..chunk.len()];
+        for (l, b) in lower.iter_mut().zip(chunk) {
+            *l = b.to_ascii_lowercase();
+        }
+        // ASCII in, ASCII out: always valid.
+        out.push_str(std::str::from_utf8(lower).unwrap_or_default());
+    }
+}
+
+/// Appends the key form of `s` to `key`, as `dedup` and `validate`'s uniqueness check
+/// normalise a field: trimmed when `trim` or `collapse`, every inner run of whitespace
+/// made one space when `collapse`, lower case when `lowercase`.
+///
+/// ASCII text that is collapsed (the usual case) is compacted straight into the key in
+/// one pass, the way [`trim_collapse_into`] does it, without a branch per word.
+pub(crate) fn normalise_key_into(s: &str, lowercase: bool, trim: bool, collapse: bool, key: &mut Vec<u8>) {
+    let s = if trim || collapse { s.trim() } else { s };
+    if collapse && s.is_ascii() {
+        let at = key.len();
+        key.resize(at + s.len(), 0);
+        let dst = &mut key[at..];
+        let mut j = 0;
+        // `s` is trimmed, so it neither starts nor ends with a space.
+        let mut after_space = 0;
+        for &b in s.as_bytes() {
+            let space = usize::from(matches!(b, b' ' | b'\t'..=b'\r'));
+            let c = if lowercase && b.is_ascii_uppercase() { b | 0x20 } else { b };
+            dst[j] = if space == 1 { b' ' } else { c };
+            j += 1 - (space & after_space);
+            after_space = space;
+        }
+        key.truncate(at + j);
+        return;
+    }
+    let push = |key: &mut Vec<u8>, part: &str| {
+        if lowercase && part.is_ascii() {
+            key.extend(part.bytes().map(|b| b.to_ascii_lowercase()));
+        } else if lowercase {
+            let mut b = [0u8; 4];
+            for c in part.chars().flat_map(char::to_lowercase) {
+                key.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+            }
+        } else {
+            key.extend_from_slice(part.as_bytes());
+        }
+    };
+    if collapse {
+        for (i, w) in s.split_whitespace().enumerate() {
+            if i > 0 {
+                key.push(b' ');
+            }
+            push(key, w);
+        }
+    } else {
+        push(key, s);
     }
 }
 

@@ -15,6 +15,9 @@
 //! cost per core. MB/s counts the file's bytes for a loader and the bytes of the
 //! records' fields for the others (the same for every operator but the loaders).
 //!
+//! `WEAVE_BENCH_OPS=augment,dedup cargo xtask bench ops` measures only the operators
+//! whose name holds one of the comma-separated words.
+//!
 //! Adding an operator is one line in [`OPS`]: a name, its kind and its keys. The test
 //! `every_kind_is_measured` fails when a kind in the registry has no line.
 
@@ -102,6 +105,12 @@ normalize = ["lowercase", "collapse_whitespace"]"#,
     op("near_dedup (MinHash + LSH)", "near_dedup", ""),
     op("concat", "concat", ""),
     op("augment: typos (moderate)", "augment", r#"noiser = { kind = "typos", frequency = "moderate" }"#),
+    op("augment: typos (low, mild)", "augment", r#"noiser = { kind = "typos", frequency = "low", severity = "mild" }"#),
+    op(
+        "augment: typos (high, severe)",
+        "augment",
+        r#"noiser = { kind = "typos", frequency = "high", severity = "severe" }"#,
+    ),
     op("augment: case", "augment", r#"noiser = "case""#),
     op("augment: whitespace", "augment", r#"noiser = "whitespace""#),
     op("augment: punctuation", "augment", r#"noiser = "punctuation""#),
@@ -197,7 +206,12 @@ pub(super) fn run(report: &mut Report) {
     for (kind, scenario) in ELSEWHERE {
         report.progress(format!("{kind} is measured by the `{scenario}` scenario"));
     }
-    for op in OPS {
+    // `WEAVE_BENCH_OPS=augment,clean` measures only the operators whose name holds one of
+    // the words, for a quick comparison of a few kernels.
+    let only: Vec<String> = std::env::var("WEAVE_BENCH_OPS")
+        .map(|v| v.split(',').map(str::trim).filter(|w| !w.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    for op in OPS.iter().filter(|op| only.is_empty() || only.iter().any(|w| op.name.contains(w.as_str()))) {
         let mut times = Vec::with_capacity(REPS);
         let mut result = None;
         for _ in 0..REPS {

@@ -130,22 +130,46 @@ pub(crate) struct Tok {
     pub(crate) end: usize,
 }
 
+/// What a byte says about whitespace: [`NOT_SPACE`], [`ASCII_SPACE`], or [`MAYBE_SPACE`]
+/// for the four lead bytes (C2, E1, E2, E3) that can start a Unicode space, which only
+/// then is decoded. Continuation bytes and other lead bytes are never whitespace, so a
+/// scan may step through a text byte by byte.
+static SPACE_CLASS: [u8; 256] = {
+    let mut t = [NOT_SPACE; 256];
+    t[b' ' as usize] = ASCII_SPACE;
+    let mut b = b'\t';
+    while b <= b'\r' {
+        t[b as usize] = ASCII_SPACE;
+        b += 1;
+    }
+    t[0xc2] = MAYBE_SPACE;
+    t[0xe1] = MAYBE_SPACE;
+    t[0xe2] = MAYBE_SPACE;
+    t[0xe3] = MAYBE_SPACE;
+    t
+};
+const NOT_SPACE: u8 = 0;
+const ASCII_SPACE: u8 = 1;
+const MAYBE_SPACE: u8 = 2;
+
 /// The length in bytes of the whitespace character at byte `i` of `s`, or 0 if the
 /// character there is not whitespace. ASCII is decided on the byte; only the few lead
 /// bytes that can start a Unicode space are decoded.
 #[inline]
 fn space_len(s: &str, i: usize) -> usize {
-    let b = s.as_bytes()[i];
-    if b < 0x80 {
-        return usize::from(matches!(b, b' ' | b'\t'..=b'\r'));
+    match SPACE_CLASS[usize::from(s.as_bytes()[i])] {
+        NOT_SPACE => 0,
+        ASCII_SPACE => 1,
+        _ => unicode_space_len(s, i),
     }
-    if matches!(b, 0xc2 | 0xe1..=0xe3)
-        && let Some(c) = s[i..].chars().next()
-        && c.is_whitespace()
-    {
-        return c.len_utf8();
+}
+
+/// The length of the character at byte `i` of `s` (a lead byte) if it is whitespace, or 0.
+fn unicode_space_len(s: &str, i: usize) -> usize {
+    match s.get(i..).and_then(|r| r.chars().next()) {
+        Some(c) if c.is_whitespace() => c.len_utf8(),
+        _ => 0,
     }
-    0
 }
 
 /// The byte length of the character that starts with byte `b`.
@@ -159,30 +183,87 @@ fn char_len(b: u8) -> usize {
     }
 }
 
-/// Fills `toks` with the words of `text`; what follows the last word is
-/// `text[toks.last().end..]`.
-pub(crate) fn tokenize(text: &str, toks: &mut Vec<Tok>) {
-    toks.clear();
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let ws = i;
+/// The words of a text, one [`Tok`] at a time, found in one pass over its bytes: a run of
+/// non-space bytes is skipped by a table lookup per byte, and only the lead bytes that
+/// can start a Unicode space are decoded. What follows the last word is
+/// `text[last.end..]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Words<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Words<'a> {
+    /// The words of `text`.
+    pub(crate) fn new(text: &'a str) -> Self {
+        Words { text, at: 0 }
+    }
+}
+
+impl Iterator for Words<'_> {
+    type Item = Tok;
+
+    #[inline]
+    fn next(&mut self) -> Option<Tok> {
+        let bytes = self.text.as_bytes();
+        let ws = self.at;
+        let mut i = ws;
         loop {
             if i >= bytes.len() {
-                return;
+                self.at = i;
+                return None;
             }
-            let n = space_len(text, i);
+            let n = space_len(self.text, i);
             if n == 0 {
                 break;
             }
             i += n;
         }
         let start = i;
-        while i < bytes.len() && space_len(text, i) == 0 {
-            i += char_len(bytes[i]);
+        // The first character is not a space; its other bytes (if any) are continuation
+        // bytes, which the table calls `NOT_SPACE`.
+        i += 1;
+        loop {
+            // Eight bytes at a time to the first byte that may be whitespace (most words
+            // end within one step), then that byte is decided by the table.
+            while let Some(w) = bytes.get(i..i + 8) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(w);
+                let m = maybe_space(u64::from_le_bytes(b));
+                if m != 0 {
+                    i += (m.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                i += 8;
+            }
+            let Some(&b) = bytes.get(i) else { break };
+            match SPACE_CLASS[usize::from(b)] {
+                NOT_SPACE => i += 1,
+                ASCII_SPACE => break,
+                _ if unicode_space_len(self.text, i) > 0 => break,
+                _ => i += 1,
+            }
         }
-        toks.push(Tok { ws, start, end: i });
+        self.at = i;
+        Some(Tok { ws, start, end: i })
     }
+}
+
+/// The high bit of each byte of `w` (eight bytes of text, little-endian) that may be
+/// whitespace: an ASCII byte below `!` or any byte that is not ASCII. Only the lowest mark
+/// is exact (a borrow may mark bytes above it), which is the one a scan needs.
+#[inline]
+fn maybe_space(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    (w.wrapping_sub(ONES * 0x21) & !w & HIGH) | (w & HIGH)
+}
+
+/// Fills `toks` with the words of `text`; what follows the last word is
+/// `text[toks.last().end..]`.
+pub(crate) fn tokenize(text: &str, toks: &mut Vec<Tok>) {
+    toks.clear();
+    toks.extend(Words::new(text));
 }
 
 /// The whitespace after the last word (all of `text` when it has no words).
@@ -311,7 +392,16 @@ mod tests {
 
     #[test]
     fn tokenize_keeps_every_byte_in_place() {
-        for text in ["", "   ", "a", " a  b\t", "héllo\u{a0}wörld\u{3000}日本 語\n", "x\u{2003}"] {
+        for text in [
+            "",
+            "   ",
+            "a",
+            " a  b\t",
+            "héllo\u{a0}wörld\u{3000}日本 語\n",
+            "x\u{2003}",
+            "abcdefghijklmno\u{1}pq rstuvwxyzabcdefgh\u{a0}ijklmnopqrstu\u{2003}vwxyz0123456789é\u{85}end",
+            "seven77 eight888\televen11111\u{c2}\u{a9}more",
+        ] {
             let mut toks = Vec::new();
             tokenize(text, &mut toks);
             let mut rebuilt = String::new();
@@ -324,6 +414,12 @@ mod tests {
         assert_eq!(words(" a  b\t"), (vec!["a", "b"], "\t"));
         assert_eq!(words("héllo\u{a0}wörld\u{3000}日本"), (vec!["héllo", "wörld", "日本"], ""));
         assert_eq!(words("  "), (vec![], "  "));
+        // Long words, control characters and non-ASCII bytes across the eight-byte steps of
+        // the scan.
+        assert_eq!(
+            words("abcdefghij\u{1}klmnop qrstuvwxyz0123\u{a0}©©©©©©©©x\u{85}y"),
+            (vec!["abcdefghij\u{1}klmnop", "qrstuvwxyz0123", "©©©©©©©©x", "y"], "")
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use super::{Noiser, Rng, Scratch, WordMap, affixes, case_of, has_letter, lower_into, push_cased, tokenize, trailing};
+use super::{Noiser, Rng, Scratch, WordMap, Words, affixes, case_of, has_letter, lower_into, push_cased};
 
 /// How often `typos` damages a word.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -307,29 +307,46 @@ impl Noiser for Typos {
 
     fn apply(&self, text: &str, rng: &mut Rng, scratch: &mut Scratch, out: &mut String) -> usize {
         let p = self.frequency.rate();
-        let mut toks = std::mem::take(&mut scratch.toks);
-        tokenize(text, &mut toks);
+        // One pass over the text: the words come from `Words` as they are needed (one
+        // ahead, to know whether a word is the last), and the text is copied lazily: the
+        // untouched stretch since the last damaged word goes out in one `push_str` when
+        // the next damaged word (or the end) comes, so the nine words in ten that stay as
+        // they are cost a table scan and a random draw, no copy of their own.
+        let mut words = Words::new(text);
+        let mut next = words.next();
+        // `text[..copied]` is in `out` (damaged where it was picked).
+        let mut copied = 0;
         let mut changed = 0;
         // The previous word asked to be joined to this one (a missing space).
         let mut joined = false;
         // This word was counted as changed.
         let mut counted = false;
-        for (i, t) in toks.iter().enumerate() {
+        let mut first = true;
+        while let Some(t) = next {
+            next = words.next();
+            let is_first = std::mem::replace(&mut first, false);
             let prev_counted = counted;
-            let ws_at = out.len();
-            let ws_len = if joined { 0 } else { t.start - t.ws };
-            out.push_str(&text[t.ws..t.ws + ws_len]);
             let word = &text[t.start..t.end];
             // The draw comes first so that most words cost no more than it.
             let chosen = rng.chance(p) && has_letter(word);
-            let (pre, core, suf) = if chosen { affixes(word) } else { ("", word, "") };
             counted = chosen || joined;
             changed += usize::from(counted);
-            joined = false;
             if !chosen {
-                out.push_str(word);
+                if joined {
+                    // The space before this word is left out.
+                    out.push_str(&text[copied..t.ws]);
+                    copied = t.start;
+                    joined = false;
+                }
                 continue;
             }
+            out.push_str(&text[copied..t.ws]);
+            let ws_at = out.len();
+            let ws_len = if joined { 0 } else { t.start - t.ws };
+            out.push_str(&text[t.ws..t.ws + ws_len]);
+            copied = t.end;
+            joined = false;
+            let (pre, core, suf) = affixes(word);
             out.push_str(pre);
             if rng.below(2) == 0 {
                 lower_into(core, &mut scratch.lower);
@@ -350,12 +367,12 @@ impl Noiser for Typos {
                 }
                 // A missing space: joined to the next word, or the last word to the one
                 // before (so that a word's chance does not depend on where it stands).
-                78..84 if i + 1 < toks.len() => {
+                78..84 if next.is_some() => {
                     out.push_str(suf);
                     joined = true;
                     continue;
                 }
-                78..84 if ws_len > 0 && i > 0 => {
+                78..84 if ws_len > 0 && !is_first => {
                     out.replace_range(ws_at..ws_at + ws_len, "");
                     changed += usize::from(!prev_counted);
                     out.push_str(suf);
@@ -385,8 +402,7 @@ impl Noiser for Typos {
             }
             out.push_str(suf);
         }
-        out.push_str(trailing(text, &toks));
-        scratch.toks = toks;
+        out.push_str(&text[copied..]);
         changed
     }
 }
