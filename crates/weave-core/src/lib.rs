@@ -48,7 +48,7 @@ pub use spec::{
     default_cache_dir,
 };
 pub use step::{
-    CacheMode, CanonicalConfig, FilePattern, Merge, Rejected, RequestCounts, Shape, Sink, Source, StatefulTransform,
+    CacheMode, CanonicalConfig, FilePattern, Merge, Prepare, Prepared, Rejected, RequestCounts, Shape, Sink, Source, StatefulTransform,
     Step, StepCache, StepContext, StepInfo, Transform, sum_figures,
 };
 pub use template::{TemplateError, TemplatePart, parse_template};
