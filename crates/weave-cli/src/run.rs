@@ -159,8 +159,19 @@ fn settle_llm_requests(quiet: bool) {
 /// One line per step: what went in and out, retries, drops, time, and the CPU time its
 /// calls used (against `busy`: a step near its busy time keeps a core busy).
 fn summary_table(s: &RunSummary) -> String {
-    let header =
-        ["step", "kind", "cache", "batches", "records in", "records out", "retries", "dropped", "quarantined", "busy", "cpu"];
+    let header = [
+        "step",
+        "kind",
+        "cache",
+        "batches",
+        "records in",
+        "records out",
+        "retries",
+        "dropped",
+        "quarantined",
+        "busy",
+        "cpu",
+    ];
     let dash = |n: u64| if n == 0 { "-".to_owned() } else { n.to_string() };
     let rows: Vec<[String; 11]> = s
         .steps

@@ -181,7 +181,8 @@ impl KeepNew {
 
 impl StatefulTransform for KeepNew {
     fn preparer(&self) -> Option<Arc<dyn Prepare>> {
-        self.ahead.then(|| Arc::new(Keys { modulus: self.modulus, before: Arc::clone(&self.before) }) as Arc<dyn Prepare>)
+        self.ahead
+            .then(|| Arc::new(Keys { modulus: self.modulus, before: Arc::clone(&self.before) }) as Arc<dyn Prepare>)
     }
 
     fn process(&mut self, batch: &Batch, _ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {

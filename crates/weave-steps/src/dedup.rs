@@ -37,7 +37,11 @@ fn build(p: &Params) -> Option<Step> {
     if p.has_errors() {
         return None;
     }
-    Some(Step::StatefulTransform(Box::new(Dedup { keys: Arc::new(keys?), seen: KeySet::default(), config: p.canonical() })))
+    Some(Step::StatefulTransform(Box::new(Dedup {
+        keys: Arc::new(keys?),
+        seen: KeySet::default(),
+        config: p.canonical(),
+    })))
 }
 
 impl StepInfo for Dedup {

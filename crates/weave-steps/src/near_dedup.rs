@@ -512,7 +512,13 @@ impl NearDedup {
 
     /// Decides on each record of `batch` in order, from its signatures `s`: kept (and
     /// indexed), dropped as a near duplicate, or refused (not text).
-    fn decide(&mut self, batch: &Batch, s: &Signed, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+    fn decide(
+        &mut self,
+        batch: &Batch,
+        s: &Signed,
+        ctx: &mut StepContext,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), StepError> {
         let n = batch.len();
         if n == 0 {
             return Ok(());
@@ -560,7 +566,6 @@ impl NearDedup {
         }
         Ok(())
     }
-
 
     /// Bytes the index holds.
     fn index_bytes(&self) -> usize {

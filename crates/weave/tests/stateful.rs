@@ -128,6 +128,7 @@ fn stateful_steps_write_the_same_bytes_at_any_thread_count_and_as_before() {
         "c58400683b54587f06472e15cd808561d0c43493dceb0be93a797aa561833904",
     ];
     assert_eq!(files, &golden.map(str::to_owned), "counts: {counts:?}");
-    let expected = [("load", 0, 4000), ("dedup", 4000, 2860), ("check", 2860, 2860), ("near", 2860, 2853), ("out", 2853, 0)];
+    let expected =
+        [("load", 0, 4000), ("dedup", 4000, 2860), ("check", 2860, 2860), ("near", 2860, 2853), ("out", 2853, 0)];
     assert_eq!(counts, &expected.map(|(id, i, o)| (id.to_owned(), i, o)).to_vec());
 }

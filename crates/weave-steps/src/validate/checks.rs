@@ -239,8 +239,7 @@ pub(super) fn read_check(p: &Params, item: &ConfItem, prefix: &str) -> Option<Ch
         }
         "uniqueness" => {
             let keys = RecordKeys::read(&sub, "make a record a duplicate");
-            let rule =
-                keys.map(|keys| Rule::Uniqueness(Uniqueness { keys: Arc::new(keys), seen: HashSet::new() }));
+            let rule = keys.map(|keys| Rule::Uniqueness(Uniqueness { keys: Arc::new(keys), seen: HashSet::new() }));
             (rule, &["check", "name", "fields", "normalize"], None)
         }
         _ => unreachable!("`choice` returns one of CHECKS"),

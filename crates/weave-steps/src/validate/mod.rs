@@ -387,7 +387,6 @@ impl Validate {
         Ok(())
     }
 
-
     /// The labels of the checks in `mask`, in the order written.
     fn labels(&self, mask: u64) -> Vec<Value> {
         let mut labels = Vec::new();
