@@ -156,12 +156,24 @@ fn settle_llm_requests(quiet: bool) {
     weave::settle_llm_requests();
 }
 
-/// One line per step: what went in and out, retries, drops, time.
+/// One line per step: what went in and out, retries, drops, time, and the CPU time its
+/// calls used (against `busy`: a step near its busy time keeps a core busy).
 fn summary_table(s: &RunSummary) -> String {
-    let header =
-        ["step", "kind", "cache", "batches", "records in", "records out", "retries", "dropped", "quarantined", "busy"];
+    let header = [
+        "step",
+        "kind",
+        "cache",
+        "batches",
+        "records in",
+        "records out",
+        "retries",
+        "dropped",
+        "quarantined",
+        "busy",
+        "cpu",
+    ];
     let dash = |n: u64| if n == 0 { "-".to_owned() } else { n.to_string() };
-    let rows: Vec<[String; 10]> = s
+    let rows: Vec<[String; 11]> = s
         .steps
         .iter()
         .map(|st| {
@@ -182,6 +194,7 @@ fn summary_table(s: &RunSummary) -> String {
                 if dropped == 0 { "-".to_owned() } else { format!("{dropped} ({})", reasons.join(", ")) },
                 dash(st.quarantined),
                 format_duration(st.busy),
+                format_duration(st.cpu),
             ]
         })
         .collect();

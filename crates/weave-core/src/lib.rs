@@ -48,8 +48,8 @@ pub use spec::{
     default_cache_dir,
 };
 pub use step::{
-    CacheMode, CanonicalConfig, FilePattern, Merge, Rejected, RequestCounts, Shape, Sink, Source, StatefulTransform,
-    Step, StepCache, StepContext, StepInfo, Transform, sum_figures,
+    CacheMode, CanonicalConfig, FilePattern, Merge, Prepare, Prepared, Rejected, RequestCounts, Shape, Sink, Source,
+    StatefulTransform, Step, StepCache, StepContext, StepInfo, Transform, sum_figures,
 };
 pub use template::{TemplateError, TemplatePart, parse_template};
 pub use units::{format_bytes, format_duration, format_percent, parse_bytes, parse_duration};

@@ -268,10 +268,52 @@ pub trait Transform: StepInfo + Sync {
     fn apply(&self, batch: &Batch, ctx: &mut StepContext) -> Result<Batch, StepError>;
 }
 
+/// What a stateful step's [`Prepare`] made of one batch (its records' keys, hashes or
+/// signatures), handed back to [`StatefulTransform::process_prepared`] with the batch.
+/// Opaque to the executor: the step downcasts it to the type its preparer made.
+pub type Prepared = Box<dyn std::any::Any + Send + Sync>;
+
+/// The per-record work of a stateful step that does not depend on its state: normalising
+/// and hashing keys, shingling, signatures. The executor runs it on the worker pool,
+/// several batches at a time and in any order (within `max_concurrent`), and hands each
+/// result to the step's ordered call in input order, so that only the decision over
+/// compact keys ("is this key new?") runs on the stage's thread.
+///
+/// A failed call is retried like a stateless step's (a transient error, within the step's
+/// retry policy). It must be a function of the batch and the step's settings alone: the
+/// output may not depend on whether, or on which thread, a batch was prepared.
+pub trait Prepare: Send + Sync {
+    /// Works out what the step's ordered call needs from `batch`. `ctx` gives the step
+    /// id, seed, sequence number and cancellation flag; dropped and rejected records and
+    /// figures belong in the ordered call.
+    fn prepare(&self, batch: &Batch, ctx: &StepContext) -> Result<Prepared, StepError>;
+}
+
 /// A stateful transform (dedup, sample, sort): batches arrive one at a time, in order.
 pub trait StatefulTransform: StepInfo {
+    /// The step's per-record work that the executor may run ahead on the worker pool (see
+    /// [`Prepare`]); `None` (the default) when there is none. Asked once, before the first
+    /// batch. A step that has one gets [`StatefulTransform::process_prepared`] calls.
+    fn preparer(&self) -> Option<Arc<dyn Prepare>> {
+        None
+    }
+
     /// Takes one batch and appends any output batches to `out`.
     fn process(&mut self, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError>;
+
+    /// Takes one batch with what the step's [`Prepare`] made of it, in input order, and
+    /// appends any output batches to `out`: the same output as [`StatefulTransform::process`]
+    /// on the batch. The default ignores `prepared`.
+    fn process_prepared(
+        &mut self,
+        batch: &Batch,
+        prepared: &Prepared,
+        ctx: &mut StepContext,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), StepError> {
+        let _ = prepared;
+        self.process(batch, ctx, out)
+    }
 
     /// Called once after the last batch; appends any remaining output.
     fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {

@@ -56,10 +56,11 @@ impl Caller<'_> {
             let t0 = Instant::now();
             self.watch.call_started.store((self.start.elapsed().as_nanos() as u64).max(1), Ordering::Relaxed);
             let mut once = || catch_unwind(AssertUnwindSafe(|| f(&mut ctx)));
-            let r = if step.parallel { self.pool.install(once) } else { once() };
+            let (r, cpu) = crate::cpu::timed(|| if step.parallel { self.pool.install(once) } else { once() });
             self.watch.call_started.store(0, Ordering::Relaxed);
             drop(gpu);
             stats.busy += t0.elapsed();
+            stats.cpu += cpu;
             let e = match r {
                 Ok(Ok(v)) => return Ok((v, ctx)),
                 Ok(Err(e)) => e,

@@ -53,6 +53,7 @@
 mod account;
 mod budget;
 mod caller;
+mod cpu;
 mod error;
 mod files;
 mod log;

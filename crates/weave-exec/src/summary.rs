@@ -33,6 +33,12 @@ pub struct StepStats {
     pub bad_records: u64,
     /// Time spent inside the step's calls, summed over threads.
     pub busy: Duration,
+    /// CPU time the step's calls used, summed over the threads that made them (its
+    /// stage's thread, the worker pool): against `busy`, it tells a step that computes
+    /// from one that waits. A call that spreads its own work over the pool
+    /// (`StepInfo::parallel`) counts its calling thread's share only. Zero where the
+    /// system does not say (Linux does: `/proc/thread-self/schedstat`).
+    pub cpu: Duration,
     /// Batches whose output came from the cache instead of the step.
     pub cached_batches: u64,
     /// Whether the step ran, was replayed from the cache, or was skipped.

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use weave_core::{
-    Batch, CanonicalConfig, Merge, PipelineBuilder, Record, Resources, Sink, Source, StatefulTransform, Step,
-    StepContext, StepError, StepInfo, StepPolicy, Transform,
+    Batch, CanonicalConfig, Merge, PipelineBuilder, Prepare, Prepared, Record, Resources, Sink, Source,
+    StatefulTransform, Step, StepContext, StepError, StepInfo, StepPolicy, Transform, ValueRef,
 };
 
 macro_rules! info {
@@ -112,6 +112,99 @@ impl StatefulTransform for EveryOther {
     }
     fn finish(&mut self, _ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
         out.push(Batch::from_records(&[Record::new().with("seen", self.seen as i64)]));
+        Ok(())
+    }
+}
+
+pub(crate) type PrepareFn = dyn Fn(&StepContext) -> Result<(), StepError> + Send + Sync;
+
+/// A small dedup: keeps the records whose key (`i % modulus`) is new. With `ahead`, the
+/// keys are made by its preparer (after `before`, which may sleep or fail), and its
+/// ordered call notes the sequence numbers it was handed, checking that the keys are its
+/// batch's.
+pub(crate) struct KeepNew {
+    pub(crate) modulus: i64,
+    pub(crate) ahead: bool,
+    pub(crate) before: Arc<PrepareFn>,
+    pub(crate) seen: std::collections::HashSet<i64>,
+    pub(crate) order: Arc<Mutex<Vec<u64>>>,
+    pub(crate) policy: StepPolicy,
+    pub(crate) resources: Resources,
+}
+info!(KeepNew, "keep_new");
+
+pub(crate) fn keep_new(modulus: i64, ahead: bool) -> KeepNew {
+    KeepNew {
+        modulus,
+        ahead,
+        before: Arc::new(|_| Ok(())),
+        seen: Default::default(),
+        order: Default::default(),
+        policy: StepPolicy::default(),
+        resources: Resources::default(),
+    }
+}
+
+/// `KeepNew`'s preparer.
+struct Keys {
+    modulus: i64,
+    before: Arc<PrepareFn>,
+}
+
+impl Keys {
+    fn keys(&self, batch: &Batch) -> Vec<i64> {
+        let col = batch.column("i").expect("an `i` field");
+        (0..batch.len())
+            .map(|r| match col.get(r) {
+                ValueRef::Int(i) => i % self.modulus,
+                other => panic!("not an int: {other:?}"),
+            })
+            .collect()
+    }
+}
+
+impl Prepare for Keys {
+    fn prepare(&self, batch: &Batch, ctx: &StepContext) -> Result<Prepared, StepError> {
+        (self.before)(ctx)?;
+        Ok(Box::new((ctx.sequence(), self.keys(batch))))
+    }
+}
+
+impl KeepNew {
+    fn decide(&mut self, batch: &Batch, keys: &[i64], out: &mut Vec<Batch>) {
+        let keep: Vec<bool> = keys.iter().map(|k| self.seen.insert(*k)).collect();
+        if keep.iter().any(|k| *k) {
+            out.push(batch.filter(&keep));
+        }
+    }
+}
+
+impl StatefulTransform for KeepNew {
+    fn preparer(&self) -> Option<Arc<dyn Prepare>> {
+        self.ahead
+            .then(|| Arc::new(Keys { modulus: self.modulus, before: Arc::clone(&self.before) }) as Arc<dyn Prepare>)
+    }
+
+    fn process(&mut self, batch: &Batch, _ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let keys = Keys { modulus: self.modulus, before: Arc::clone(&self.before) }.keys(batch);
+        self.decide(batch, &keys, out);
+        Ok(())
+    }
+
+    fn process_prepared(
+        &mut self,
+        batch: &Batch,
+        prepared: &Prepared,
+        ctx: &mut StepContext,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), StepError> {
+        let (seq, keys) = prepared.downcast_ref::<(u64, Vec<i64>)>().expect("keys");
+        if *seq != ctx.sequence() {
+            return Err(StepError::fatal(format!("handed batch {seq}'s keys with batch {}", ctx.sequence())));
+        }
+        self.order.lock().unwrap().push(*seq);
+        let keys = keys.clone();
+        self.decide(batch, &keys, out);
         Ok(())
     }
 }

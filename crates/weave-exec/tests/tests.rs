@@ -10,3 +10,5 @@ mod failures;
 mod memory;
 // Cache entries: replay, skip, resume.
 mod cache;
+// A stateful step's preparation on the pool: order, retries, failure, cancellation.
+mod prepared;

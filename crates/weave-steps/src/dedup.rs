@@ -1,8 +1,10 @@
 //! The `dedup` step: drops records whose chosen fields repeat an earlier record's.
 
+use std::sync::Arc;
+
 use weave_core::{
-    Batch, CanonicalConfig, Params, Shape, StatefulTransform, Step, StepContext, StepError, StepInfo, StepKind,
-    ValueRef,
+    Batch, CanonicalConfig, Params, Prepare, Prepared, Shape, StatefulTransform, Step, StepContext, StepError,
+    StepInfo, StepKind, ValueRef,
 };
 
 /// The `dedup` kind.
@@ -21,10 +23,11 @@ const NORMALIZE: &[&str] = &["lowercase", "trim", "collapse_whitespace"];
 /// Keeps the first record of each distinct key and drops the rest, counting them as
 /// `duplicate`. A key is a 128-bit blake3 of the chosen fields (normalised as asked), so
 /// memory grows by 16 bytes (plus the set's overhead) per distinct record, whatever the
-/// text's length.
+/// text's length. The keys are made on the worker pool, batches at a time (its
+/// [`Prepare`] is [`RecordKeys`]); only the look-up in the set of keys seen runs in order.
 #[derive(Debug)]
 pub struct Dedup {
-    keys: RecordKeys,
+    keys: Arc<RecordKeys>,
     seen: KeySet,
     config: CanonicalConfig,
 }
@@ -34,7 +37,11 @@ fn build(p: &Params) -> Option<Step> {
     if p.has_errors() {
         return None;
     }
-    Some(Step::StatefulTransform(Box::new(Dedup { keys: keys?, seen: KeySet::default(), config: p.canonical() })))
+    Some(Step::StatefulTransform(Box::new(Dedup {
+        keys: Arc::new(keys?),
+        seen: KeySet::default(),
+        config: p.canonical(),
+    })))
 }
 
 impl StepInfo for Dedup {
@@ -62,8 +69,6 @@ pub(crate) struct RecordKeys {
     /// Collapse inner whitespace to one space, and trim the ends.
     collapse: bool,
     trim: bool,
-    /// The key being built, reused: its bytes are hashed in one call.
-    buf: Vec<u8>,
 }
 
 impl RecordKeys {
@@ -101,7 +106,6 @@ impl RecordKeys {
             lowercase: norm.contains(&"lowercase"),
             collapse: norm.contains(&"collapse_whitespace"),
             trim: norm.contains(&"trim"),
-            buf: Vec::new(),
         })
     }
 
@@ -121,11 +125,19 @@ impl RecordKeys {
         }
     }
 
+    /// The keys of every row of `batch`, in row order, or an error naming a missing field.
+    pub(crate) fn batch_keys(&self, batch: &Batch) -> Result<Vec<u128>, StepError> {
+        let columns = self.columns(batch)?;
+        let mut buf = Vec::new();
+        Ok((0..batch.len()).map(|row| self.key(batch, &columns, row, &mut buf)).collect())
+    }
+
     /// The key of row `row` of `batch`, over `columns` (from [`RecordKeys::columns`]).
-    pub(crate) fn key(&mut self, batch: &Batch, columns: &[usize], row: usize) -> u128 {
+    /// `buf` is reused from row to row.
+    fn key(&self, batch: &Batch, columns: &[usize], row: usize, buf: &mut Vec<u8>) -> u128 {
         // The key's bytes are laid out in one reused buffer and hashed in one call:
         // blake3 of the whole is the same as fed in pieces, and one call is cheaper.
-        let mut key = std::mem::take(&mut self.buf);
+        let key = buf;
         key.clear();
         for &c in columns {
             // Field names are part of the key when every field is used, so that
@@ -136,16 +148,16 @@ impl RecordKeys {
                 key.extend_from_slice(name.as_bytes());
             }
             match batch.columns()[c].get(row) {
-                ValueRef::Null => frame(&mut key, 0, |_| {}),
-                ValueRef::Str(s) => frame(&mut key, 1, |k| self.normalise_into(s, k)),
+                ValueRef::Null => frame(key, 0, |_| {}),
+                ValueRef::Str(s) => frame(key, 1, |k| self.normalise_into(s, k)),
                 // Numbers by value: 3 and 3.0 are one key, since a float column (from
                 // Parquet, say) holds what an int column holds elsewhere.
                 ValueRef::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
-                    frame(&mut key, 3, |k| k.extend_from_slice(&(f as i64).to_le_bytes()));
+                    frame(key, 3, |k| k.extend_from_slice(&(f as i64).to_le_bytes()));
                 }
-                ValueRef::Int(i) => frame(&mut key, 3, |k| k.extend_from_slice(&i.to_le_bytes())),
+                ValueRef::Int(i) => frame(key, 3, |k| k.extend_from_slice(&i.to_le_bytes())),
                 // Maps by their entries, whatever their order, as they compare.
-                other => frame(&mut key, 2, |k| {
+                other => frame(key, 2, |k| {
                     use std::io::Write as _;
                     // Writing to a Vec cannot fail.
                     let _ = write!(k, "{}", other.canonical());
@@ -153,8 +165,7 @@ impl RecordKeys {
             }
         }
         let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&blake3::hash(&key).as_bytes()[..16]);
-        self.buf = key;
+        bytes.copy_from_slice(&blake3::hash(key).as_bytes()[..16]);
         u128::from_le_bytes(bytes)
     }
 
@@ -203,13 +214,17 @@ impl std::hash::Hasher for KeyHasher {
 /// A set of 128-bit keys that are hashes already (dedup's keys), hashed by [`KeyHasher`].
 pub type KeySet = std::collections::HashSet<u128, std::hash::BuildHasherDefault<KeyHasher>>;
 
-impl StatefulTransform for Dedup {
-    fn process(&mut self, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
-        let columns = self.keys.columns(batch)?;
-        let mut keep = Vec::with_capacity(batch.len());
-        for row in 0..batch.len() {
-            keep.push(self.seen.insert(self.keys.key(batch, &columns, row)));
-        }
+impl Prepare for RecordKeys {
+    /// The batch's keys, a `Vec<u128>` in row order.
+    fn prepare(&self, batch: &Batch, _ctx: &StepContext) -> Result<Prepared, StepError> {
+        Ok(Box::new(self.batch_keys(batch)?))
+    }
+}
+
+impl Dedup {
+    /// Keeps the rows of `batch` whose key (`keys`, one per row) was not seen before.
+    fn decide(&mut self, batch: &Batch, keys: &[u128], ctx: &mut StepContext, out: &mut Vec<Batch>) {
+        let keep: Vec<bool> = keys.iter().map(|&k| self.seen.insert(k)).collect();
         let dropped = keep.iter().filter(|k| !**k).count() as u64;
         if ctx.keeps_dropped() {
             for (i, _) in keep.iter().enumerate().filter(|(_, k)| !**k) {
@@ -221,6 +236,31 @@ impl StatefulTransform for Dedup {
         if dropped < batch.len() as u64 {
             out.push(batch.filter(&keep));
         }
+    }
+}
+
+impl StatefulTransform for Dedup {
+    fn preparer(&self) -> Option<Arc<dyn Prepare>> {
+        Some(Arc::clone(&self.keys) as Arc<dyn Prepare>)
+    }
+
+    fn process(&mut self, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let keys = self.keys.batch_keys(batch)?;
+        self.decide(batch, &keys, ctx, out);
+        Ok(())
+    }
+
+    fn process_prepared(
+        &mut self,
+        batch: &Batch,
+        prepared: &Prepared,
+        ctx: &mut StepContext,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), StepError> {
+        let keys = prepared
+            .downcast_ref::<Vec<u128>>()
+            .ok_or_else(|| StepError::internal("dedup was handed keys of another type"))?;
+        self.decide(batch, keys, ctx, out);
         Ok(())
     }
 }

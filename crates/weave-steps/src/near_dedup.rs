@@ -78,12 +78,13 @@
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use weave_core::rng::murmur_mix;
 use weave_core::{
-    Batch, CanonicalConfig, Column, Diagnostic, Params, Rejected, Shape, StatefulTransform, Step, StepContext,
-    StepError, StepInfo, StepKind, StrColumn, ValueRef,
+    Batch, CanonicalConfig, Column, Diagnostic, Params, Prepare, Prepared, Rejected, Shape, StatefulTransform, Step,
+    StepContext, StepError, StepInfo, StepKind, StrColumn, ValueRef,
 };
 
 use crate::text::lowercase_into;
@@ -133,8 +134,8 @@ enum Unit {
 /// `near duplicate`. See the module documentation for the design and its memory use.
 #[derive(Debug)]
 pub struct NearDedup {
-    fields: Vec<String>,
-    signer: Signer,
+    /// The fields and the signer: the step's preparation, run ahead on the worker pool.
+    signing: Arc<Signing>,
     /// Equal min-hashes needed to call a pair near duplicates: `ceil(threshold · P)`.
     min_matches: usize,
     config: CanonicalConfig,
@@ -143,10 +144,6 @@ pub struct NearDedup {
     /// The kept records of the current batch, by band (small, so it stays in the cache).
     recent: Vec<BandTable>,
     store: SignatureStore,
-    /// Per batch: the 16-bit signatures, the band fingerprints and what became of each record.
-    sigs: Vec<u16>,
-    fps: Vec<u32>,
-    status: Vec<Status>,
     /// Per band: (record of the batch, id of a kept record) sharing that band, by record.
     found: Vec<Vec<(u32, u32)>>,
     /// Rows of the batch kept (and given ids), in order.
@@ -247,16 +244,12 @@ fn build(p: &Params) -> Option<Step> {
     // epsilon keeps a product such as 0.14 × 100 = 14.000000000000002 from rounding up to 15).
     let min_matches = ((threshold * p_count as f64) - 1e-9).ceil().max(1.0) as usize;
     Some(Step::StatefulTransform(Box::new(NearDedup {
-        fields,
-        signer,
+        signing: Arc::new(Signing { fields, signer }),
         min_matches,
         config: p.canonical(),
         index: (0..bands).map(|_| BandTable::default()).collect(),
         recent: (0..bands).map(|_| BandTable::default()).collect(),
         store: SignatureStore::new(p_count, SPILL_BYTES),
-        sigs: Vec::new(),
-        fps: Vec::new(),
-        status: Vec::new(),
         found: vec![Vec::new(); bands],
         kept_rows: Vec::new(),
         candidates: Vec::new(),
@@ -354,7 +347,24 @@ impl<'a> TextColumn<'a> {
     }
 }
 
-impl NearDedup {
+/// What the step reads of a record and how it signs it: its preparation, which makes a
+/// batch's signatures on the worker pool ahead of the ordered decisions.
+#[derive(Debug)]
+struct Signing {
+    fields: Vec<String>,
+    signer: Signer,
+}
+
+/// A batch's signatures: per record, its 16-bit min-hashes, its band fingerprints and
+/// what became of it.
+#[derive(Debug)]
+struct Signed {
+    sigs: Vec<u16>,
+    fps: Vec<u32>,
+    status: Vec<Status>,
+}
+
+impl Signing {
     /// The batch's text fields, or a fatal error for a missing field. A value that is not
     /// text is a bad record, whatever the rest of its column holds (so that whether a
     /// record is refused never depends on the batch it came in).
@@ -370,116 +380,22 @@ impl NearDedup {
             .collect()
     }
 
-    /// Whether signed record `i` of the batch is a near duplicate of a kept record: one of
-    /// earlier batches that shares a band with it (`found`, read from `cursors` on), or one
-    /// of this batch (`recent`).
-    fn is_near_duplicate(&mut self, i: usize, cursors: &mut [usize]) -> Result<bool, StepError> {
-        let (b, p) = (self.signer.bands, self.signer.perms());
-        self.candidates.clear();
-        for ((found, c), (recent, &fp)) in
-            self.found.iter().zip(cursors.iter_mut()).zip(self.recent.iter().zip(&self.fps[i * b..(i + 1) * b]))
-        {
-            while let Some(&(_, id)) = found.get(*c).filter(|(row, _)| *row as usize == i) {
-                self.candidates.push(id);
-                *c += 1;
-            }
-            recent.find(fp, &mut self.candidates);
-        }
-        if self.candidates.is_empty() {
-            return Ok(false);
-        }
-        // Oldest first, each once, so that the decision never depends on the band order.
-        self.candidates.sort_unstable();
-        self.candidates.dedup();
-        let query = &self.sigs[i * p..(i + 1) * p];
-        for &id in &self.candidates {
-            self.totals.candidates_checked += 1;
-            if self.store.matches(id as usize, query)? >= self.min_matches {
-                return Ok(true);
-            }
-            self.totals.candidates_rejected += 1;
-        }
-        Ok(false)
-    }
-
-    /// Keeps signed record `i` of the batch: gives it the next id, stores its signature and
-    /// indexes its bands among the batch's (the index of earlier batches takes them when
-    /// the batch is done).
-    fn keep(&mut self, i: usize) -> Result<(), StepError> {
-        let (b, p) = (self.signer.bands, self.signer.perms());
-        let id = self.store.len();
-        if id >= MAX_KEPT {
-            return Err(StepError::fatal(format!(
-                "`near_dedup` can keep at most {MAX_KEPT} distinct records; split the input and run it on each part"
-            )));
-        }
-        self.store.push(&self.sigs[i * p..(i + 1) * p])?;
-        for (table, &fp) in self.recent.iter_mut().zip(&self.fps[i * b..(i + 1) * b]) {
-            table.insert(fp, id as u32);
-        }
-        self.kept_rows.push(i);
-        Ok(())
-    }
-
-    /// Looks every signed record of the batch up in the index of earlier batches, one band
-    /// per task: within a band the look-ups do not depend on one another, so their cache
-    /// misses overlap.
-    fn look_up(&mut self, n: usize) {
-        let b = self.signer.bands;
-        let (fps, status) = (&self.fps, &self.status);
-        self.index.par_iter().zip(self.found.par_iter_mut()).enumerate().for_each(|(j, (table, found))| {
-            found.clear();
-            for i in 0..n {
-                if let Some(&fp) = fps.get((i + LOOK_AHEAD) * b + j) {
-                    std::hint::black_box(table.touch(fp));
-                }
-                if status[i] == Status::Signed {
-                    table.find_each(fps[i * b + j], |id| found.push((i as u32, id)));
-                }
-            }
-        });
-    }
-
-    /// Adds the batch's kept records to the index of earlier batches, one band per task.
-    fn index_kept(&mut self, first_id: usize) {
-        let b = self.signer.bands;
-        let (fps, rows) = (&self.fps, &self.kept_rows);
-        self.index.par_iter_mut().enumerate().for_each(|(j, table)| {
-            for (k, &i) in rows.iter().enumerate() {
-                if let Some(&ahead) = rows.get(k + LOOK_AHEAD) {
-                    std::hint::black_box(table.touch(fps[ahead * b + j]));
-                }
-                table.insert(fps[i * b + j], (first_id + k) as u32);
-            }
-        });
-        for t in &mut self.recent {
-            t.clear();
-        }
-        self.kept_rows.clear();
-    }
-
-    /// Bytes the index holds.
-    fn index_bytes(&self) -> usize {
-        self.index.iter().map(BandTable::heap_size).sum()
-    }
-}
-
-impl StatefulTransform for NearDedup {
-    fn process(&mut self, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+    /// Signs every record of `batch`, in parallel over chunks of records.
+    fn sign_batch(&self, batch: &Batch) -> Result<Signed, StepError> {
         let n = batch.len();
         if n == 0 {
-            return Ok(());
+            // An empty batch is passed over whatever its fields, as it always was.
+            return Ok(Signed { sigs: Vec::new(), fps: Vec::new(), status: Vec::new() });
         }
         let columns = self.text_columns(batch)?;
-        let (b, p) = (self.signer.bands, self.signer.perms());
-        self.sigs.resize(n * p, 0);
-        self.fps.resize(n * b, 0);
-        self.status.resize(n, Status::Empty);
         let signer = &self.signer;
-        self.sigs
+        let (b, p) = (signer.bands, signer.perms());
+        let mut signed = Signed { sigs: vec![0; n * p], fps: vec![0; n * b], status: vec![Status::Empty; n] };
+        signed
+            .sigs
             .par_chunks_mut(TASK_RECORDS * p)
-            .zip(self.fps.par_chunks_mut(TASK_RECORDS * b))
-            .zip(self.status.par_chunks_mut(TASK_RECORDS))
+            .zip(signed.fps.par_chunks_mut(TASK_RECORDS * b))
+            .zip(signed.status.par_chunks_mut(TASK_RECORDS))
             .enumerate()
             .for_each(|(t, ((sigs, fps), status))| {
                 let mut scratch = Scratch::new(signer);
@@ -494,13 +410,127 @@ impl StatefulTransform for NearDedup {
                     );
                 }
             });
+        Ok(signed)
+    }
+}
 
-        self.look_up(n);
+impl Prepare for Signing {
+    /// The batch's signatures (a [`Signed`]).
+    fn prepare(&self, batch: &Batch, _ctx: &StepContext) -> Result<Prepared, StepError> {
+        Ok(Box::new(self.sign_batch(batch)?))
+    }
+}
+
+impl NearDedup {
+    /// Whether signed record `i` of the batch is a near duplicate of a kept record: one of
+    /// earlier batches that shares a band with it (`found`, read from `cursors` on), or one
+    /// of this batch (`recent`).
+    fn is_near_duplicate(&mut self, s: &Signed, i: usize, cursors: &mut [usize]) -> Result<bool, StepError> {
+        let (b, p) = (self.signing.signer.bands, self.signing.signer.perms());
+        self.candidates.clear();
+        for ((found, c), (recent, &fp)) in
+            self.found.iter().zip(cursors.iter_mut()).zip(self.recent.iter().zip(&s.fps[i * b..(i + 1) * b]))
+        {
+            while let Some(&(_, id)) = found.get(*c).filter(|(row, _)| *row as usize == i) {
+                self.candidates.push(id);
+                *c += 1;
+            }
+            recent.find(fp, &mut self.candidates);
+        }
+        if self.candidates.is_empty() {
+            return Ok(false);
+        }
+        // Oldest first, each once, so that the decision never depends on the band order.
+        self.candidates.sort_unstable();
+        self.candidates.dedup();
+        let query = &s.sigs[i * p..(i + 1) * p];
+        for &id in &self.candidates {
+            self.totals.candidates_checked += 1;
+            if self.store.matches(id as usize, query)? >= self.min_matches {
+                return Ok(true);
+            }
+            self.totals.candidates_rejected += 1;
+        }
+        Ok(false)
+    }
+
+    /// Keeps signed record `i` of the batch: gives it the next id, stores its signature and
+    /// indexes its bands among the batch's (the index of earlier batches takes them when
+    /// the batch is done).
+    fn keep(&mut self, s: &Signed, i: usize) -> Result<(), StepError> {
+        let (b, p) = (self.signing.signer.bands, self.signing.signer.perms());
+        let id = self.store.len();
+        if id >= MAX_KEPT {
+            return Err(StepError::fatal(format!(
+                "`near_dedup` can keep at most {MAX_KEPT} distinct records; split the input and run it on each part"
+            )));
+        }
+        self.store.push(&s.sigs[i * p..(i + 1) * p])?;
+        for (table, &fp) in self.recent.iter_mut().zip(&s.fps[i * b..(i + 1) * b]) {
+            table.insert(fp, id as u32);
+        }
+        self.kept_rows.push(i);
+        Ok(())
+    }
+
+    /// Looks every signed record of the batch up in the index of earlier batches, one band
+    /// per task: within a band the look-ups do not depend on one another, so their cache
+    /// misses overlap.
+    fn look_up(&mut self, s: &Signed, n: usize) {
+        let b = self.signing.signer.bands;
+        let (fps, status) = (&s.fps, &s.status);
+        self.index.par_iter().zip(self.found.par_iter_mut()).enumerate().for_each(|(j, (table, found))| {
+            found.clear();
+            for i in 0..n {
+                if let Some(&fp) = fps.get((i + LOOK_AHEAD) * b + j) {
+                    std::hint::black_box(table.touch(fp));
+                }
+                if status[i] == Status::Signed {
+                    table.find_each(fps[i * b + j], |id| found.push((i as u32, id)));
+                }
+            }
+        });
+    }
+
+    /// Adds the batch's kept records to the index of earlier batches, one band per task.
+    fn index_kept(&mut self, s: &Signed, first_id: usize) {
+        let b = self.signing.signer.bands;
+        let (fps, rows) = (&s.fps, &self.kept_rows);
+        self.index.par_iter_mut().enumerate().for_each(|(j, table)| {
+            for (k, &i) in rows.iter().enumerate() {
+                if let Some(&ahead) = rows.get(k + LOOK_AHEAD) {
+                    std::hint::black_box(table.touch(fps[ahead * b + j]));
+                }
+                table.insert(fps[i * b + j], (first_id + k) as u32);
+            }
+        });
+        for t in &mut self.recent {
+            t.clear();
+        }
+        self.kept_rows.clear();
+    }
+
+    /// Decides on each record of `batch` in order, from its signatures `s`: kept (and
+    /// indexed), dropped as a near duplicate, or refused (not text).
+    fn decide(
+        &mut self,
+        batch: &Batch,
+        s: &Signed,
+        ctx: &mut StepContext,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), StepError> {
+        let n = batch.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let columns = self.signing.text_columns(batch)?;
+        let b = self.signing.signer.bands;
+        self.look_up(s, n);
         let first_id = self.store.len();
         let mut cursors = vec![0usize; b];
         let mut keep = vec![true; n];
         for (i, k) in keep.iter_mut().enumerate() {
-            match self.status[i] {
+            match s.status[i] {
                 Status::Empty => self.totals.unsigned += 1,
                 Status::NotText(f) => {
                     *k = false;
@@ -508,7 +538,7 @@ impl StatefulTransform for NearDedup {
                     ctx.reject(Rejected {
                         reason: format!(
                             "field `{}` holds {} {value}, not text; `near_dedup` compares text",
-                            self.fields[f],
+                            self.signing.fields[f],
                             value.type_name()
                         ),
                         record: Some(batch.row(i).to_record()),
@@ -516,17 +546,17 @@ impl StatefulTransform for NearDedup {
                     });
                 }
                 Status::Signed => {
-                    if self.is_near_duplicate(i, &mut cursors)? {
+                    if self.is_near_duplicate(s, i, &mut cursors)? {
                         *k = false;
                         self.totals.near_duplicates += 1;
                         ctx.drop_record("near duplicate", || batch.row(i).to_record());
                     } else {
-                        self.keep(i)?;
+                        self.keep(s, i)?;
                     }
                 }
             }
         }
-        self.index_kept(first_id);
+        self.index_kept(s, first_id);
         self.totals.records += n as u64;
         let kept = keep.iter().filter(|k| **k).count();
         if kept == n {
@@ -535,6 +565,35 @@ impl StatefulTransform for NearDedup {
             out.push(batch.filter(&keep));
         }
         Ok(())
+    }
+
+    /// Bytes the index holds.
+    fn index_bytes(&self) -> usize {
+        self.index.iter().map(BandTable::heap_size).sum()
+    }
+}
+
+impl StatefulTransform for NearDedup {
+    fn preparer(&self) -> Option<Arc<dyn Prepare>> {
+        Some(Arc::clone(&self.signing) as Arc<dyn Prepare>)
+    }
+
+    fn process(&mut self, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let signed = self.signing.sign_batch(batch)?;
+        self.decide(batch, &signed, ctx, out)
+    }
+
+    fn process_prepared(
+        &mut self,
+        batch: &Batch,
+        prepared: &Prepared,
+        ctx: &mut StepContext,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), StepError> {
+        let signed = prepared
+            .downcast_ref::<Signed>()
+            .ok_or_else(|| StepError::internal("near_dedup was handed signatures of another type"))?;
+        self.decide(batch, signed, ctx, out)
     }
 
     fn finish(&mut self, ctx: &mut StepContext, _out: &mut Vec<Batch>) -> Result<(), StepError> {

@@ -18,3 +18,6 @@ mod session;
 
 // A step kind registered at run time: checked, cached, measured and listed as built-in kinds are.
 mod kinds;
+
+// The stateful steps' outputs at 1, 2 and 8 threads, against golden hashes.
+mod stateful;

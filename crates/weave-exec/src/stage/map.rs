@@ -26,6 +26,8 @@ struct Report {
     records_in: u64,
     records_out: u64,
     elapsed: Duration,
+    /// The CPU time the call used.
+    cpu: Duration,
     call: CallReport,
 }
 
@@ -438,6 +440,7 @@ impl MapStage<'_, '_> {
         let shared = self.cx.shared;
         let (step, st) = (&self.steps[rep.k], &mut self.stats[rep.k]);
         st.busy += rep.elapsed;
+        st.cpu += rep.cpu;
         // As on a stage's own thread: what the call reported first (a bad record may fail
         // it), then the call's end.
         shared.settle_parts(step, st, rep.call)?;
@@ -467,7 +470,7 @@ fn run_job(
     for k in start..chain.len() {
         let mut ctx = StepContext::new(Arc::clone(&ids[k]), seed, seq, Arc::clone(cancel)).keeping_dropped(keep[k]);
         let t0 = Instant::now();
-        let r = catch_unwind(AssertUnwindSafe(|| chain[k].apply(&batch, &mut ctx)));
+        let (r, cpu) = crate::cpu::timed(|| catch_unwind(AssertUnwindSafe(|| chain[k].apply(&batch, &mut ctx))));
         let out = match r {
             Ok(Ok(out)) => out,
             Ok(Err(error)) => {
@@ -484,6 +487,7 @@ fn run_job(
             records_in: batch.len() as u64,
             records_out: out.len() as u64,
             elapsed: t0.elapsed(),
+            cpu,
             call: CallReport::take(&mut ctx),
         });
         batch = out;

@@ -3,6 +3,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use regex::Regex;
 use weave_core::{Batch, ConfItem, ConfValue, Params, PrimitiveColumn, StepError, Value, ValueRef};
@@ -104,11 +105,11 @@ struct Allowed {
 /// No two records (that passed every check) with the same key.
 #[derive(Debug)]
 pub(super) struct Uniqueness {
-    keys: RecordKeys,
+    /// How a record's key is made; the step makes the batch's keys ahead of its ordered
+    /// call (see `UniqueKeys`).
+    keys: Arc<RecordKeys>,
     /// The keys of records that passed every check so far.
     seen: HashSet<u128>,
-    /// The current batch's keys, one per row.
-    row_keys: Vec<u128>,
 }
 
 // Failure codes, per check. 0 always means "passed".
@@ -238,8 +239,7 @@ pub(super) fn read_check(p: &Params, item: &ConfItem, prefix: &str) -> Option<Ch
         }
         "uniqueness" => {
             let keys = RecordKeys::read(&sub, "make a record a duplicate");
-            let rule =
-                keys.map(|keys| Rule::Uniqueness(Uniqueness { keys, seen: HashSet::new(), row_keys: Vec::new() }));
+            let rule = keys.map(|keys| Rule::Uniqueness(Uniqueness { keys: Arc::new(keys), seen: HashSet::new() }));
             (rule, &["check", "name", "fields", "normalize"], None)
         }
         _ => unreachable!("`choice` returns one of CHECKS"),
@@ -474,9 +474,9 @@ impl Check {
 
     /// Judges every row of `batch`: writes each row's failure code (0 when it passed) into
     /// `codes`, and returns the per-row scores of a check that has them (written out only
-    /// when the check has a `score_field`). Uniqueness only
-    /// computes its keys here; [`Check::duplicate`] and [`Check::remember`] judge each row
-    /// once the other checks are known.
+    /// when the check has a `score_field`). Uniqueness passes
+    /// every row here; [`Check::duplicate`] and [`Check::remember`] judge each row by its
+    /// key once the other checks are known.
     pub(super) fn evaluate(
         &mut self,
         batch: &Batch,
@@ -579,37 +579,32 @@ impl Check {
                 }
                 Ok(None)
             }
-            Rule::Uniqueness(u) => {
-                let columns = u.keys.columns(batch)?;
-                u.row_keys.clear();
-                for row in 0..batch.len() {
-                    let key = u.keys.key(batch, &columns, row);
-                    u.row_keys.push(key);
-                }
-                Ok(None)
-            }
+            Rule::Uniqueness(_) => Ok(None),
         }
     }
 
-    /// For a uniqueness check, whether row `row` of the batch last evaluated repeats the
-    /// key of a record that passed every check; false for other checks.
-    pub(super) fn duplicate(&self, row: usize) -> bool {
+    /// For a uniqueness check, whether `key` (a row's) repeats the key of a record that
+    /// passed every check; false for other checks.
+    pub(super) fn duplicate(&self, key: u128) -> bool {
         match &self.rule {
-            Rule::Uniqueness(u) => u.seen.contains(&u.row_keys[row]),
+            Rule::Uniqueness(u) => u.seen.contains(&key),
             _ => false,
         }
     }
 
-    /// For a uniqueness check, remembers row `row`'s key: the row passed every check.
-    pub(super) fn remember(&mut self, row: usize) {
+    /// For a uniqueness check, remembers a row's `key`: the row passed every check.
+    pub(super) fn remember(&mut self, key: u128) {
         if let Rule::Uniqueness(u) = &mut self.rule {
-            u.seen.insert(u.row_keys[row]);
+            u.seen.insert(key);
         }
     }
 
-    /// Whether this is a uniqueness check.
-    pub(super) fn is_uniqueness(&self) -> bool {
-        matches!(self.rule, Rule::Uniqueness(_))
+    /// For a uniqueness check, how its keys are made.
+    pub(super) fn record_keys(&self) -> Option<&Arc<RecordKeys>> {
+        match &self.rule {
+            Rule::Uniqueness(u) => Some(&u.keys),
+            _ => None,
+        }
     }
 
     /// What row `row` of `batch` holds that made it fail with `code`, for the report: the

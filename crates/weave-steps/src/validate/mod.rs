@@ -13,10 +13,14 @@
 mod checks;
 mod coherence;
 
+use std::sync::Arc;
+
 use weave_core::{
-    Batch, CanonicalConfig, Column, ConfValue, Params, PrimitiveColumn, Shape, StatefulTransform, Step, StepContext,
-    StepError, StepInfo, StepKind, Value,
+    Batch, CanonicalConfig, Column, ConfValue, Params, Prepare, Prepared, PrimitiveColumn, Shape, StatefulTransform,
+    Step, StepContext, StepError, StepInfo, StepKind, Value,
 };
+
+use crate::dedup::RecordKeys;
 
 use checks::{Check, DUPLICATE, breakdown, preview, read_check};
 pub use coherence::{Coherence, CoherenceScorer};
@@ -58,6 +62,10 @@ enum OnFail {
 #[derive(Debug)]
 pub struct Validate {
     checks: Vec<Check>,
+    /// The uniqueness checks' key makers, in check order, with the checks' indices: the
+    /// keys are made on the worker pool ahead of the ordered call.
+    unique: Arc<UniqueKeys>,
+    unique_at: Vec<usize>,
     on_fail: OnFail,
     /// The fields the step adds, which the data must not have already.
     written: Vec<String>,
@@ -152,7 +160,11 @@ fn build(p: &Params) -> Option<Step> {
         }
     }
     let n = checks.len();
+    let unique_at: Vec<usize> = (0..n).filter(|&i| checks[i].record_keys().is_some()).collect();
+    let unique = Arc::new(UniqueKeys(unique_at.iter().filter_map(|&i| checks[i].record_keys().cloned()).collect()));
     Some(Step::StatefulTransform(Box::new(Validate {
+        unique,
+        unique_at,
         check_failed: vec![0; n],
         code_counts: checks.iter().map(|c| vec![0; c.whys.len()]).collect(),
         batch_drops: checks.iter().map(|c| vec![0; c.whys.len()]).collect(),
@@ -183,8 +195,75 @@ impl StepInfo for Validate {
     }
 }
 
+/// The record keys of a step's uniqueness checks, in check order: what the step's
+/// preparation makes of a batch (a `Vec<Vec<u128>>`, one list of row keys per check).
+#[derive(Debug)]
+struct UniqueKeys(Vec<Arc<RecordKeys>>);
+
+impl UniqueKeys {
+    fn batch_keys(&self, batch: &Batch) -> Result<Vec<Vec<u128>>, StepError> {
+        self.0.iter().map(|k| k.batch_keys(batch)).collect()
+    }
+}
+
+impl Prepare for UniqueKeys {
+    fn prepare(&self, batch: &Batch, _ctx: &StepContext) -> Result<Prepared, StepError> {
+        Ok(Box::new(self.batch_keys(batch)?))
+    }
+}
+
 impl StatefulTransform for Validate {
+    fn preparer(&self) -> Option<Arc<dyn Prepare>> {
+        (!self.unique.0.is_empty()).then(|| Arc::clone(&self.unique) as Arc<dyn Prepare>)
+    }
+
     fn process(&mut self, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        self.judge(batch, None, ctx, out)
+    }
+
+    fn process_prepared(
+        &mut self,
+        batch: &Batch,
+        prepared: &Prepared,
+        ctx: &mut StepContext,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), StepError> {
+        let keys = prepared
+            .downcast_ref::<Vec<Vec<u128>>>()
+            .ok_or_else(|| StepError::internal("validate was handed keys of another type"))?;
+        self.judge(batch, Some(keys), ctx, out)
+    }
+
+    fn finish(&mut self, ctx: &mut StepContext, _out: &mut Vec<Batch>) -> Result<(), StepError> {
+        for (name, value) in self.stats() {
+            ctx.set_stat(&name, value);
+        }
+        let never_seen = self.never_seen();
+        if self.records > 0 {
+            for f in &never_seen {
+                log::warn!(
+                    "step {}: field `{f}` never appeared in the data, so the checks on it read it as null in every record",
+                    ctx.step_id()
+                );
+            }
+        }
+        if self.on_fail == OnFail::Fail && self.failed > 0 {
+            return Err(StepError::fatal(self.report(&never_seen)));
+        }
+        Ok(())
+    }
+}
+
+impl Validate {
+    /// Judges one batch: the checks, then uniqueness by the rows' keys (`prepared`: one list
+    /// per uniqueness check, when they were made ahead; made here otherwise).
+    fn judge(
+        &mut self,
+        batch: &Batch,
+        prepared: Option<&Vec<Vec<u128>>>,
+        ctx: &mut StepContext,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), StepError> {
         let n = batch.len();
         if n == 0 {
             return Ok(());
@@ -197,6 +276,14 @@ impl StatefulTransform for Validate {
         for (f, seen) in &mut self.watched {
             *seen |= batch.schema().index_of(f).is_some();
         }
+        let made;
+        let keys = match prepared {
+            Some(keys) => keys,
+            None => {
+                made = self.unique.batch_keys(batch)?;
+                &made
+            }
+        };
 
         // Every check judges the whole batch; uniqueness comes after the others, row by
         // row, since only records that pass every check count as seen.
@@ -216,16 +303,18 @@ impl StatefulTransform for Validate {
                 *mask |= u64::from(code != 0) << i;
             }
         }
-        if self.checks.iter().any(Check::is_uniqueness) {
+        if !self.unique_at.is_empty() {
             for row in 0..n {
-                for (i, check) in self.checks.iter().enumerate() {
-                    if check.duplicate(row) {
+                for (&i, of_check) in self.unique_at.iter().zip(keys) {
+                    if self.checks[i].duplicate(of_check[row]) {
                         self.codes[i][row] = DUPLICATE;
                         self.masks[row] |= 1 << i;
                     }
                 }
                 if self.masks[row] == 0 {
-                    self.checks.iter_mut().for_each(|c| c.remember(row));
+                    for (&i, of_check) in self.unique_at.iter().zip(keys) {
+                        self.checks[i].remember(of_check[row]);
+                    }
                 }
             }
         }
@@ -298,27 +387,6 @@ impl StatefulTransform for Validate {
         Ok(())
     }
 
-    fn finish(&mut self, ctx: &mut StepContext, _out: &mut Vec<Batch>) -> Result<(), StepError> {
-        for (name, value) in self.stats() {
-            ctx.set_stat(&name, value);
-        }
-        let never_seen = self.never_seen();
-        if self.records > 0 {
-            for f in &never_seen {
-                log::warn!(
-                    "step {}: field `{f}` never appeared in the data, so the checks on it read it as null in every record",
-                    ctx.step_id()
-                );
-            }
-        }
-        if self.on_fail == OnFail::Fail && self.failed > 0 {
-            return Err(StepError::fatal(self.report(&never_seen)));
-        }
-        Ok(())
-    }
-}
-
-impl Validate {
     /// The labels of the checks in `mask`, in the order written.
     fn labels(&self, mask: u64) -> Vec<Value> {
         let mut labels = Vec::new();
