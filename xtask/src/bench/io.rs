@@ -159,7 +159,8 @@ fn measure(job: Job, report: &mut Report) {
         _ => TUNED_1,
     };
     for (k, (_, variant)) in VARIANTS.iter().enumerate() {
-        let mut fig = Figure::new(format!("{variant}: rows/s"), per_sec[k], "rows/s").ratio(per_sec[k] / per_sec[against(k)]);
+        let mut fig =
+            Figure::new(format!("{variant}: rows/s"), per_sec[k], "rows/s").ratio(per_sec[k] / per_sec[against(k)]);
         if matches!(k, WEAVE_1 | WEAVE_2) {
             fig = fig.target(Target::RatioAtLeast(0.8));
         }
