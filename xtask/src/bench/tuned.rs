@@ -469,7 +469,7 @@ fn next_stop(s: &[u8], mut i: usize) -> usize {
     }
     while i < s.len() {
         let b = s[i];
-        if b < 0x20 || b >= 0x80 || b == b'"' || (b == b' ' && s.get(i + 1) == Some(&b' ')) {
+        if !(0x20..0x80).contains(&b) || b == b'"' || (b == b' ' && s.get(i + 1) == Some(&b' ')) {
             return i;
         }
         i += 1;
