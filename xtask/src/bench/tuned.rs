@@ -44,9 +44,9 @@ use weave_steps::KeySet;
 use super::io::{Job, MIN_CHARS, Noise};
 
 /// The size of a piece of input: large enough that handing a piece from thread to
-/// thread costs nothing next to its work, small enough that the pieces in flight take a
-/// few megabytes.
-pub(super) const PIECE: usize = 1 << 20;
+/// thread costs nothing next to its work (a few microseconds against a millisecond),
+/// small enough that the pieces in flight take a few megabytes.
+pub(super) const PIECE: usize = 256 << 10;
 
 /// The header the program expects: it is single-purpose, and says so when the input is
 /// not what it was written for.
@@ -64,7 +64,7 @@ pub(super) fn run(job: Job, input: &Path, output: &Path, threads: usize, piece: 
     let pool = 2 * threads + 2;
     let (free_tx, free_rx) = crossbeam_channel::bounded::<Piece>(pool);
     for _ in 0..pool {
-        let _ = free_tx.send(Piece::default());
+        let _ = free_tx.send(Piece::new(job, piece));
     }
     let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Work>();
     let (parsed_tx, parsed_rx) = crossbeam_channel::unbounded::<Msg>();
@@ -190,6 +190,22 @@ struct Piece {
 }
 
 impl Piece {
+    /// A piece whose buffers are sized once for pieces of `piece` bytes, so that they do
+    /// not grow (and leave freed blocks behind, on another thread's heap) as they fill.
+    fn new(job: Job, piece: usize) -> Piece {
+        // `prep`'s lines carry the text twice (the noisy copy) and the noiser's fields.
+        let out = if job == Job::Prep { 3 * piece } else { piece + piece / 2 };
+        Piece {
+            // A carried record and a piece, and room for `read_to_end`'s probe read.
+            raw: Vec::with_capacity(2 * piece + 64),
+            clean: Vec::with_capacity(piece),
+            fields: Vec::with_capacity(piece / 8),
+            recs: Vec::with_capacity(piece / 64),
+            out: Vec::with_capacity(out),
+            ..Piece::default()
+        }
+    }
+
     fn reset(&mut self, index: u64) {
         self.index = index;
         self.raw.clear();
