@@ -24,6 +24,7 @@ mod report;
 mod speedup;
 mod steps;
 mod throughput;
+mod tuned;
 mod wide;
 
 pub(crate) use measure::{Rng, cpu_time, median, peak_rss, time};
