@@ -7,59 +7,204 @@ use weave_core::Appender;
 /// whitespace (Unicode `White_Space`, so tabs, newlines and no-break spaces too) replaced
 /// by one ASCII space.
 pub fn trim_collapse_into(s: &str, out: &mut Appender<'_>) {
-    // Copying word by word costs two mispredicted branches per word (where it starts and
-    // where it ends), which dominates on short words. Instead ASCII is compacted through a
-    // buffer on the stack: every byte is written, whitespace as ' ', and the write position
-    // moves on unless a space follows a space (a data-dependent index rather than a
-    // branch); each full buffer goes out in one `push_str`. Non-ASCII characters are
-    // copied whole; only those whose first byte can start a Unicode space (C2, E1, E2, E3)
-    // are decoded.
-    let bytes = s.as_bytes();
-    // 1 after whitespace, and at the start, so that leading whitespace is dropped.
-    let mut after_space = 1;
-    let mut buf = [0u8; 128];
-    let mut i = 0;
-    while i < bytes.len() {
-        let chunk = &bytes[i..bytes.len().min(i + buf.len())];
-        let mut j = 0;
-        let mut k = 0;
-        while k < chunk.len() && chunk[k] < 0x80 {
-            let b = chunk[k];
-            let space = usize::from(matches!(b, b' ' | b'\t'..=b'\r'));
-            buf[j] = if space == 1 { b' ' } else { b };
-            j += 1 - (space & after_space);
-            after_space = space;
-            k += 1;
-        }
-        // ASCII in, ASCII out: always valid.
-        out.push_str(std::str::from_utf8(&buf[..j]).unwrap_or_default());
-        i += k;
-        if k < chunk.len() {
-            let b = bytes[i];
-            let len = if b < 0xe0 {
-                2
-            } else if b < 0xf0 {
-                3
-            } else {
-                4
-            };
-            let c = &s[i..i + len];
-            if matches!(b, 0xc2 | 0xe1..=0xe3) && c.chars().next().is_some_and(char::is_whitespace) {
-                if after_space == 0 {
-                    out.push(' ');
-                }
-                after_space = 1;
-            } else {
-                out.push_str(c);
-                after_space = 0;
-            }
-            i += len;
+    collapse_runs(s, &mut ColumnOut(out));
+}
+
+/// Where [`collapse_runs`] writes: a column's row, or a key's bytes (lower-cased or not).
+trait RunOut {
+    /// Bytes written so far.
+    fn len(&self) -> usize;
+    /// Whether the last byte written is a space.
+    fn ends_in_space(&self) -> bool;
+    /// Appends a stretch of ASCII text (lone spaces included).
+    fn plain(&mut self, run: &str);
+    /// Appends one non-ASCII character that is not whitespace (`c` is its text).
+    fn other(&mut self, c: &str);
+    /// Appends a space.
+    fn space(&mut self);
+    /// Drops the last byte (a trailing space).
+    fn pop_space(&mut self);
+}
+
+struct ColumnOut<'o, 'a>(&'o mut Appender<'a>);
+
+impl RunOut for ColumnOut<'_, '_> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn ends_in_space(&self) -> bool {
+        self.0.written().ends_with(' ')
+    }
+    fn plain(&mut self, run: &str) {
+        self.0.push_str(run);
+    }
+    fn other(&mut self, c: &str) {
+        self.0.push_str(c);
+    }
+    fn space(&mut self) {
+        self.0.push(' ');
+    }
+    fn pop_space(&mut self) {
+        let len = self.0.len() - 1;
+        self.0.truncate(len);
+    }
+}
+
+/// A key's bytes, from `start`; lower-cased when `lowercase`.
+struct KeyOut<'k> {
+    key: &'k mut Vec<u8>,
+    start: usize,
+    lowercase: bool,
+}
+
+impl RunOut for KeyOut<'_> {
+    fn len(&self) -> usize {
+        self.key.len() - self.start
+    }
+    fn ends_in_space(&self) -> bool {
+        self.len() > 0 && self.key.last() == Some(&b' ')
+    }
+    fn plain(&mut self, run: &str) {
+        let at = self.key.len();
+        self.key.extend_from_slice(run.as_bytes());
+        if self.lowercase {
+            self.key[at..].make_ascii_lowercase();
         }
     }
+    fn other(&mut self, c: &str) {
+        push_key_char(self.key, c, self.lowercase);
+    }
+    fn space(&mut self) {
+        self.key.push(b' ');
+    }
+    fn pop_space(&mut self) {
+        self.key.pop();
+    }
+}
+
+/// Appends the non-ASCII character `c` (its text) to `key`, lower-cased when `lowercase`.
+fn push_key_char(key: &mut Vec<u8>, c: &str, lowercase: bool) {
+    match c.chars().next() {
+        Some(ch) if lowercase => {
+            let mut b = [0u8; 4];
+            for l in ch.to_lowercase() {
+                key.extend_from_slice(l.encode_utf8(&mut b).as_bytes());
+            }
+        }
+        _ => key.extend_from_slice(c.as_bytes()),
+    }
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `x` below `n` (at most 0x80). The lowest flag is exact;
+/// a borrow can flag bytes above it.
+#[inline]
+fn bytes_below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(LO * u64::from(n)) & !x & HI
+}
+
+/// The high bit of each byte of `x` equal to `b` (the lowest exact, as [`bytes_below`]).
+#[inline]
+fn bytes_equal(x: u64, b: u8) -> u64 {
+    bytes_below(x ^ (LO * u64::from(b)), 1)
+}
+
+/// Where the next byte of `s[i..]` is that [`collapse_runs`] must look at (a control
+/// byte, so tabs and newlines; a non-ASCII byte; a space followed by a space), or
+/// `s.len()`, looking at eight bytes at a time. A byte that needs no look may be reported
+/// too (a borrow in the arithmetic): the caller decides on the byte itself.
+#[inline]
+fn next_stop(s: &[u8], mut i: usize) -> usize {
+    while i + 9 <= s.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        let x = u64::from_le_bytes(w);
+        w.copy_from_slice(&s[i + 1..i + 9]);
+        let next = u64::from_le_bytes(w);
+        let stops = bytes_below(x, 0x20) | (x & HI) | (bytes_equal(x, b' ') & bytes_equal(next, b' '));
+        if stops != 0 {
+            return i + (stops.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < s.len() {
+        let b = s[i];
+        if !(0x20..0x80).contains(&b) || (b == b' ' && s.get(i + 1) == Some(&b' ')) {
+            return i;
+        }
+        i += 1;
+    }
+    s.len()
+}
+
+/// The length of the UTF-8 character whose first byte is `b`.
+#[inline]
+fn utf8_len(b: u8) -> usize {
+    match b {
+        0..0x80 => 1,
+        0x80..0xe0 => 2,
+        0xe0..0xf0 => 3,
+        _ => 4,
+    }
+}
+
+/// Writes `s` trimmed, every run of whitespace (`char::is_whitespace`) as one space.
+///
+/// Copying word by word costs two mispredicted branches per word, which dominates on
+/// short words. Instead plain stretches (ASCII above the space, and lone spaces) are
+/// found eight bytes at a time and written as slices; only control bytes, non-ASCII
+/// bytes and doubled spaces stop the copy, and of the non-ASCII characters only those
+/// whose first byte can start a Unicode space (C2, E1, E2, E3) are decoded.
+fn collapse_runs(s: &str, out: &mut impl RunOut) {
+    let bytes = s.as_bytes();
+    let start = out.len();
+    let mut i = 0;
+    // After whitespace (and at the start): spaces that would open the next stretch are
+    // dropped.
+    let mut after_space = true;
+    loop {
+        if after_space {
+            while bytes.get(i) == Some(&b' ') {
+                i += 1;
+            }
+        }
+        let j = next_stop(bytes, i);
+        if j > i {
+            // `i` and `j` are on character boundaries: every stop is at an ASCII byte or
+            // the first byte of a character, and a stretch is ASCII.
+            out.plain(&s[i..j]);
+        }
+        if j == bytes.len() {
+            break;
+        }
+        let b = bytes[j];
+        let len = utf8_len(b).min(bytes.len() - j);
+        let c = &s[j..j + len];
+        let space = if b < 0x80 {
+            matches!(b, b' ' | b'\t'..=b'\r')
+        } else {
+            matches!(b, 0xc2 | 0xe1..=0xe3) && c.chars().next().is_some_and(char::is_whitespace)
+        };
+        if space {
+            if out.len() > start && !out.ends_in_space() {
+                out.space();
+            }
+            after_space = true;
+        } else {
+            if b < 0x80 {
+                out.plain(c);
+            } else {
+                out.other(c);
+            }
+            after_space = false;
+        }
+        i = j + len;
+    }
     // A space is only ever written for whitespace, so a final one is trailing whitespace.
-    if out.written().ends_with(' ') {
-        let len = out.written().len() - 1;
-        out.truncate(len);
+    if out.len() > start && out.ends_in_space() {
+        out.pop_space();
     }
 }
 
@@ -133,58 +278,34 @@ fn push_ascii_lower(run: &[u8], out: &mut Appender<'_>) {
 /// normalise a field: trimmed when `trim` or `collapse`, every inner run of whitespace
 /// made one space when `collapse`, lower case when `lowercase`.
 ///
-/// One pass, the way [`trim_collapse_into`] does it: ASCII is compacted through a buffer
-/// on the stack without a branch per word or per byte, and only the other characters are
-/// decoded (whitespace among them collapsed, the rest lower-cased through the Unicode
-/// tables). Text with a few accented words thus stays on the fast path for all but those
-/// characters, where splitting it into words cost a third of a dedup run's CPU.
+/// Collapsed text takes [`collapse_runs`], the path of [`trim_collapse_into`], lower-cased
+/// a stretch at a time; only non-ASCII characters are decoded (where splitting the text
+/// into words and each accented word into characters cost a third of a dedup run's CPU).
 pub(crate) fn normalise_key_into(s: &str, lowercase: bool, trim: bool, collapse: bool, key: &mut Vec<u8>) {
-    let s = if trim || collapse { s.trim() } else { s };
-    if !lowercase && !collapse {
-        key.extend_from_slice(s.as_bytes());
+    if collapse {
+        let start = key.len();
+        collapse_runs(s, &mut KeyOut { key, start, lowercase });
         return;
     }
-    let bytes = s.as_bytes();
-    // 1 after whitespace (when collapsing). `s` is trimmed when collapsing, so it neither
-    // starts nor ends with whitespace and no space is ever written at either end.
-    let mut after_space = 0usize;
-    let mut buf = [0u8; 128];
-    let mut i = 0;
-    while i < bytes.len() {
-        let chunk = &bytes[i..bytes.len().min(i + buf.len())];
-        let (mut j, mut k) = (0, 0);
-        while k < chunk.len() && chunk[k] < 0x80 {
-            let b = chunk[k];
-            let space = usize::from(collapse && matches!(b, b' ' | b'\t'..=b'\r'));
-            let c = if lowercase { b.to_ascii_lowercase() } else { b };
-            buf[j] = if space == 1 { b' ' } else { c };
-            j += 1 - (space & after_space);
-            after_space = space;
-            k += 1;
+    let s = if trim { s.trim() } else { s };
+    if !lowercase || s.is_ascii() {
+        let at = key.len();
+        key.extend_from_slice(s.as_bytes());
+        if lowercase {
+            key[at..].make_ascii_lowercase();
         }
-        key.extend_from_slice(&buf[..j]);
-        i += k;
-        if k < chunk.len() {
-            // `i` is on a character boundary: the bytes before it were ASCII or whole
-            // characters.
-            let Some(c) = s[i..].chars().next() else { break };
-            i += c.len_utf8();
-            if collapse && c.is_whitespace() {
-                if after_space == 0 {
-                    key.push(b' ');
-                }
-                after_space = 1;
-                continue;
-            }
-            after_space = 0;
-            let mut b = [0u8; 4];
-            if lowercase {
-                for l in c.to_lowercase() {
-                    key.extend_from_slice(l.encode_utf8(&mut b).as_bytes());
-                }
-            } else {
-                key.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
-            }
+        return;
+    }
+    let mut rest = s;
+    while !rest.is_empty() {
+        let ascii = rest.bytes().take_while(u8::is_ascii).count();
+        let at = key.len();
+        key.extend_from_slice(&rest.as_bytes()[..ascii]);
+        key[at..].make_ascii_lowercase();
+        rest = &rest[ascii..];
+        if let Some(c) = rest.chars().next() {
+            push_key_char(key, &rest[..c.len_utf8()], true);
+            rest = &rest[c.len_utf8()..];
         }
     }
 }
