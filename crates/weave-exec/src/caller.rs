@@ -53,13 +53,21 @@ impl Caller<'_> {
                 StepContext::new(Arc::clone(&step.id), self.shared.seed, seq, Arc::clone(&self.shared.cancel))
                     .keeping_dropped(step.exclusions.is_some());
             let gpu = self.shared.gpus.acquire(step.gpus, &self.shared.cancel).ok_or(Stopped)?;
-            let t0 = Instant::now();
             self.watch.call_started.store((self.start.elapsed().as_nanos() as u64).max(1), Ordering::Relaxed);
-            let mut once = || catch_unwind(AssertUnwindSafe(|| f(&mut ctx)));
-            let (r, cpu) = crate::cpu::timed(|| if step.parallel { self.pool.install(once) } else { once() });
+            // A call that computes runs on the pool (the stage's thread waits), so that the
+            // run keeps at most `max_concurrent` cores busy; the CPU time is the pool
+            // thread's. A call that may be abandoned (a timeout), waits on a GPU or on I/O
+            // stays on the stage's thread, where it cannot hold a worker.
+            // The time in the call is counted where it runs, without the wait for a worker.
+            let mut once = || {
+                let t0 = Instant::now();
+                let (r, cpu) = crate::cpu::timed(|| catch_unwind(AssertUnwindSafe(|| f(&mut ctx))));
+                (r, cpu, t0.elapsed())
+            };
+            let (r, cpu, busy) = if step.parallel || step.on_pool { self.pool.install(once) } else { once() };
             self.watch.call_started.store(0, Ordering::Relaxed);
             drop(gpu);
-            stats.busy += t0.elapsed();
+            stats.busy += busy;
             stats.cpu += cpu;
             let e = match r {
                 Ok(Ok(v)) => return Ok((v, ctx)),

@@ -28,6 +28,10 @@ pub(crate) struct StageStep {
     pub(crate) exclusions: Option<Arc<Exclusions>>,
     /// Its calls run on the worker pool ([`weave_core::StepInfo::parallel`]).
     pub(crate) parallel: bool,
+    /// Its calls compute (no timeout, no GPU, not I/O-bound): a source's, stateful step's,
+    /// merge's or sink's calls then run on the worker pool too, so that `max_concurrent`
+    /// bounds every core the run keeps busy, stage threads included.
+    pub(crate) on_pool: bool,
     /// How many bad records it may set aside before the run fails.
     pub(crate) max_bad_records: BadRecordLimit,
     /// It is a source (for `max_bad_records` shares: what it read).
@@ -182,6 +186,9 @@ pub(crate) fn build_stages(
             gpus: node.payload.resources.gpus,
             exclusions: exclusions.iter().find(|e| e.step() == node.id).cloned(),
             parallel: node.payload.step.info().parallel(),
+            on_pool: node.payload.timeout.is_none()
+                && node.payload.resources.gpus == 0
+                && node.payload.resources.io_concurrency.is_none(),
             max_bad_records: node.payload.max_bad_records,
             source: node.shape == Shape::Source,
         });

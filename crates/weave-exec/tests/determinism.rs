@@ -72,6 +72,7 @@ fn added_figures_are_summed_over_every_batch_whatever_order_they_end_in() {
 /// A stateful step that says it runs rayon iterators, and notes how many threads they get.
 struct Wide {
     parallel: bool,
+    timeout: Option<Duration>,
     seen: Arc<Mutex<Vec<usize>>>,
 }
 
@@ -84,6 +85,9 @@ impl weave_core::StepInfo for Wide {
     }
     fn parallel(&self) -> bool {
         self.parallel
+    }
+    fn policy(&self) -> weave_core::StepPolicy {
+        weave_core::StepPolicy { timeout: self.timeout, ..weave_core::StepPolicy::default() }
     }
 }
 
@@ -108,7 +112,7 @@ fn a_parallel_step_runs_its_iterators_on_max_concurrent_threads() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let p = builder(threads)
             .step("g", src(gen_(4, 10)))
-            .step("wide", stateful(Wide { parallel: true, seen: Arc::clone(&seen) }))
+            .step("wide", stateful(Wide { parallel: true, timeout: None, seen: Arc::clone(&seen) }))
             .step("out", sink(collect().0))
             .build()
             .unwrap();
@@ -117,11 +121,26 @@ fn a_parallel_step_runs_its_iterators_on_max_concurrent_threads() {
         assert_eq!(seen.len(), 4 * 64);
         assert!(seen.iter().all(|&w| w == threads), "max_concurrent {threads}: {seen:?}");
     }
-    // A step that does not say so keeps rayon's global pool.
+    // A step that does not say so computes on the run's pool too (every call that computes
+    // does, so that `max_concurrent` bounds the cores a run keeps busy)...
     let seen = Arc::new(Mutex::new(Vec::new()));
     let p = builder(1)
         .step("g", src(gen_(1, 10)))
-        .step("wide", stateful(Wide { parallel: false, seen: Arc::clone(&seen) }))
+        .step("wide", stateful(Wide { parallel: false, timeout: None, seen: Arc::clone(&seen) }))
+        .step("out", sink(collect().0))
+        .build()
+        .unwrap();
+    run(p, ExecOptions::default()).unwrap();
+    assert!(seen.lock().unwrap().iter().all(|&w| w == 1));
+    // ... but one with a timeout, whose calls may be abandoned, keeps its stage's thread
+    // (and rayon's global pool), where an abandoned call cannot hold a worker.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let p = builder(1)
+        .step("g", src(gen_(1, 10)))
+        .step(
+            "wide",
+            stateful(Wide { parallel: false, timeout: Some(Duration::from_secs(60)), seen: Arc::clone(&seen) }),
+        )
         .step("out", sink(collect().0))
         .build()
         .unwrap();

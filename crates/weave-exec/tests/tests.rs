@@ -12,3 +12,5 @@ mod memory;
 mod cache;
 // A stateful step's preparation on the pool: order, retries, failure, cancellation.
 mod prepared;
+// Where calls run: within max_concurrent, stage threads included.
+mod placement;
