@@ -21,6 +21,7 @@ pub mod rng;
 mod schema;
 mod spec;
 mod step;
+pub mod swar;
 mod template;
 mod units;
 mod value;

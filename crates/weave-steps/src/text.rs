@@ -95,21 +95,7 @@ fn push_key_char(key: &mut Vec<u8>, c: &str, lowercase: bool) {
     }
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// The high bit of each byte of `x` below `n` (at most 0x80). The lowest flag is exact;
-/// a borrow can flag bytes above it.
-#[inline]
-fn bytes_below(x: u64, n: u8) -> u64 {
-    x.wrapping_sub(LO * u64::from(n)) & !x & HI
-}
-
-/// The high bit of each byte of `x` equal to `b` (the lowest exact, as [`bytes_below`]).
-#[inline]
-fn bytes_equal(x: u64, b: u8) -> u64 {
-    bytes_below(x ^ (LO * u64::from(b)), 1)
-}
+use weave_core::swar::{HI, bytes_below, bytes_equal, word};
 
 /// Where the next byte of `s[i..]` is that [`collapse_runs`] must look at (a control
 /// byte, so tabs and newlines; a non-ASCII byte; a space followed by a space), or
@@ -118,11 +104,7 @@ fn bytes_equal(x: u64, b: u8) -> u64 {
 #[inline]
 fn next_stop(s: &[u8], mut i: usize) -> usize {
     while i + 9 <= s.len() {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&s[i..i + 8]);
-        let x = u64::from_le_bytes(w);
-        w.copy_from_slice(&s[i + 1..i + 9]);
-        let next = u64::from_le_bytes(w);
+        let (x, next) = (word(s, i), word(s, i + 1));
         let stops = bytes_below(x, 0x20) | (x & HI) | (bytes_equal(x, b' ') & bytes_equal(next, b' '));
         if stops != 0 {
             return i + (stops.trailing_zeros() / 8) as usize;
