@@ -13,10 +13,6 @@
 mod bench;
 mod quickstart;
 
-/// The allocator the `weave` binary ships with, so that benchmarks measure what users run.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::process::ExitCode;
 
 fn usage() -> String {

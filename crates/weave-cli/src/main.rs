@@ -13,12 +13,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use weave::{Diagnostics, Pipeline, format_bytes, format_duration};
 
-/// mimalloc keeps freed memory for reuse across threads: batches are built on one thread
-/// and freed on another, where glibc's allocator returns and re-faults pages (about 10% of
-/// a run's time in `cargo xtask bench throughput`).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod cache;
 mod plan;
 mod progress;
