@@ -196,9 +196,12 @@ fn dedup_keys_are_golden() {
             .collect();
         let config = format!("fields = [\"text\"]\nnormalize = {norm:?}");
         let keys = RecordKeys::read(&crate::tests::params(&config), "x").expect("valid keys");
+        // The bytes each key is made from, hashed as the keys were when this was recorded
+        // (the first 16 bytes of their blake3): the keys' own hash has a secret of each
+        // run, the bytes are what the normalisation decides.
         let mut h = blake3::Hasher::new();
-        for key in keys.batch_keys(&batch).expect("the text column") {
-            h.update(&key.to_le_bytes());
+        for bytes in keys.batch_key_bytes(&batch).expect("the text column") {
+            h.update(&blake3::hash(&bytes).as_bytes()[..16]);
         }
         got.push((norm.join("+"), h.finalize().to_hex().to_string()));
     }
