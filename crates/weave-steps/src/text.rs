@@ -87,12 +87,40 @@ fn push_key_char(key: &mut Vec<u8>, c: &str, lowercase: bool) {
     match c.chars().next() {
         Some(ch) if lowercase => {
             let mut b = [0u8; 4];
-            for l in ch.to_lowercase() {
-                key.extend_from_slice(l.encode_utf8(&mut b).as_bytes());
-            }
+            lower_each(ch, |l| key.extend_from_slice(l.encode_utf8(&mut b).as_bytes()));
         }
         _ => key.extend_from_slice(c.as_bytes()),
     }
+}
+
+/// The lower case of each character from U+0080 to U+07FF (two bytes in UTF-8: the
+/// accented Latin, Greek and Cyrillic letters) whose lower case is one character, or NUL.
+static LOWER_TWO_BYTES: std::sync::LazyLock<Box<[char]>> = std::sync::LazyLock::new(|| {
+    (0x80u32..0x800)
+        .map(|u| {
+            let mut l = char::from_u32(u).map(char::to_lowercase).into_iter().flatten();
+            match (l.next(), l.next()) {
+                (Some(one), None) => one,
+                _ => '\0',
+            }
+        })
+        .collect()
+});
+
+/// Calls `f` with each character of the lower case of `c`, as `char::to_lowercase` gives
+/// them. Two-byte characters come from a table: `to_lowercase` searches the Unicode tables,
+/// which on accented text cost as much as the rest of a dedup key.
+#[inline]
+fn lower_each(c: char, mut f: impl FnMut(char)) {
+    let u = u32::from(c);
+    if (0x80..0x800).contains(&u) {
+        let l = LOWER_TWO_BYTES[(u - 0x80) as usize];
+        if l != '\0' {
+            f(l);
+            return;
+        }
+    }
+    c.to_lowercase().for_each(f);
 }
 
 use weave_core::swar::{HI, bytes_below, bytes_equal, word};
@@ -233,9 +261,7 @@ pub fn lowercase_into(s: &str, out: &mut Appender<'_>) {
             push_ascii_lower(&rest.as_bytes()[..ascii], out);
             rest = &rest[ascii..];
             if let Some(c) = rest.chars().next() {
-                for l in c.to_lowercase() {
-                    out.push(l);
-                }
+                lower_each(c, |l| out.push(l));
                 rest = &rest[c.len_utf8()..];
             }
         }
