@@ -296,26 +296,39 @@ pub(crate) fn normalise_key_into(s: &str, lowercase: bool, trim: bool, collapse:
         return;
     }
     let s = if trim { s.trim() } else { s };
-    if !lowercase || s.is_ascii() {
-        let at = key.len();
+    if !lowercase {
         key.extend_from_slice(s.as_bytes());
-        if lowercase {
-            key[at..].make_ascii_lowercase();
-        }
         return;
     }
-    let mut rest = s;
-    while !rest.is_empty() {
-        let ascii = rest.bytes().take_while(u8::is_ascii).count();
+    // ASCII stretches (found eight bytes at a time) copied and lower-cased in place; the
+    // other characters one by one.
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    loop {
+        let j = next_non_ascii(bytes, i);
         let at = key.len();
-        key.extend_from_slice(&rest.as_bytes()[..ascii]);
+        key.extend_from_slice(&bytes[i..j]);
         key[at..].make_ascii_lowercase();
-        rest = &rest[ascii..];
-        if let Some(c) = rest.chars().next() {
-            push_key_char(key, &rest[..c.len_utf8()], true);
-            rest = &rest[c.len_utf8()..];
+        if j == bytes.len() {
+            break;
         }
+        let len = utf8_len(bytes[j]).min(bytes.len() - j);
+        push_key_char(key, &s[j..j + len], true);
+        i = j + len;
     }
+}
+
+/// Where the next byte of `s[i..]` above 0x7f is, or `s.len()`.
+#[inline]
+fn next_non_ascii(s: &[u8], mut i: usize) -> usize {
+    while i + 8 <= s.len() {
+        let high = word(s, i) & HI;
+        if high != 0 {
+            return i + (high.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + s[i..].iter().position(|b| *b >= 0x80).unwrap_or(s.len() - i)
 }
 
 #[cfg(test)]
