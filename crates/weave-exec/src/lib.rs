@@ -51,6 +51,7 @@
 #![deny(missing_docs)]
 
 mod account;
+mod arenas;
 mod budget;
 mod caller;
 mod cpu;

@@ -96,6 +96,7 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
         shared.emit(|| Event::RunFinished { status: RunStatus::Failed, elapsed: sum.elapsed, peak_memory: 0 });
         return Err(Box::new(RunError { error, summary: sum }));
     }
+    crate::arenas::bound_arenas();
     let pool =
         match rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("weave-worker-{i}")).build()
         {
