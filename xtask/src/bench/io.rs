@@ -191,6 +191,14 @@ fn measure(job: Job, report: &mut Report) {
             report.add(Figure::new(format!("{variant}: CPU time, every thread"), c, "s").ratio(base / c));
         }
     }
+    // Cores kept busy (CPU time over wall time): `max_concurrent = N` means N busy cores,
+    // stage threads included, so Weave should sit just under N; a shared machine that
+    // lends fewer cores shows here too, in the tuned program's figure as well.
+    for k in [WEAVE_1, WEAVE_2, TUNED_1, TUNED_2] {
+        if let Some(c) = cpu[k] {
+            report.add(Figure::new(format!("{}: cores busy (CPU time / wall time)", VARIANTS[k].1), c / secs[k], ""));
+        }
+    }
     for (k, (_, variant)) in VARIANTS.iter().enumerate() {
         let Some(peaks) = runs[k].iter().map(|r| r.peak_rss).collect::<Option<Vec<u64>>>() else {
             report.progress("the peak RSS is not known on this system (no VmHWM in /proc/self/status)");
