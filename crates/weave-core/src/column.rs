@@ -110,6 +110,36 @@ impl StrColumn {
         }
     }
 
+    /// The rows at `indices`, in that order. Runs of consecutive rows (what a filter that
+    /// keeps most rows leaves) are copied in one piece, their offsets shifted, rather than
+    /// row by row.
+    pub fn take(&self, indices: &[usize]) -> StrColumn {
+        let bytes = indices.iter().map(|&i| self.offsets[i + 1] - self.offsets[i]).sum();
+        let mut out = StrColumn::with_capacity(indices.len(), bytes);
+        if self.nulls.is_some() {
+            for &i in indices {
+                match self.get(i) {
+                    Some(s) => out.push(s),
+                    None => out.push_null(),
+                }
+            }
+            return out;
+        }
+        let mut k = 0;
+        while k < indices.len() {
+            let start = indices[k];
+            let mut end = start + 1;
+            while indices.get(k + end - start) == Some(&end) {
+                end += 1;
+            }
+            let (from, base) = (self.offsets[start], out.data.len());
+            out.data.push_str(&self.data[from..self.offsets[end]]);
+            out.offsets.extend(self.offsets[start + 1..=end].iter().map(|&o| o - from + base));
+            k += end - start;
+        }
+        out
+    }
+
     /// Appends a null row.
     pub fn push_null(&mut self) {
         let len = self.len();
@@ -457,17 +487,7 @@ impl Column {
     pub fn take(&self, indices: &[usize]) -> Column {
         match self {
             Column::Null(_) => Column::Null(indices.len()),
-            Column::Str(c) => {
-                let bytes = indices.iter().map(|&i| c.offsets[i + 1] - c.offsets[i]).sum();
-                let mut out = StrColumn::with_capacity(indices.len(), bytes);
-                for &i in indices {
-                    match c.get(i) {
-                        Some(s) => out.push(s),
-                        None => out.push_null(),
-                    }
-                }
-                Column::Str(out)
-            }
+            Column::Str(c) => Column::Str(c.take(indices)),
             Column::Any(c) => Column::Any(indices.iter().map(|&i| c[i].clone()).collect()),
             Column::Bool(c) => Column::Bool(c.take(indices)),
             Column::Int(c) => Column::Int(c.take(indices)),
@@ -520,6 +540,36 @@ mod tests {
         });
         assert_eq!(c.iter().collect::<Vec<_>>(), vec![Some("ab"), None, Some("xy")]);
         assert_eq!(c.data(), "abxy");
+    }
+
+    #[test]
+    fn take_copies_runs_of_rows_as_row_by_row_copying_would() {
+        let texts = ["", "a", "bc", "é", "dé f", "", "ghij", "k", "😀", "lm"];
+        let mut plain = StrColumn::new();
+        for t in texts {
+            plain.push(t);
+        }
+        let mut with_null = plain.clone();
+        with_null.push_null();
+        with_null.push("n");
+        let picks: [&[usize]; 6] =
+            [&[], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], &[1, 2, 3, 7, 8], &[9, 8, 7], &[2, 2, 3, 0, 1, 4], &[5, 6, 0]];
+        for column in [&plain, &with_null] {
+            for pick in
+                picks.iter().copied().chain([&[10, 11, 3, 4][..]]).filter(|p| p.iter().all(|&i| i < column.len()))
+            {
+                let mut want = StrColumn::new();
+                for &i in pick {
+                    match column.get(i) {
+                        Some(s) => want.push(s),
+                        None => want.push_null(),
+                    }
+                }
+                let got = column.take(pick);
+                assert_eq!(got.iter().collect::<Vec<_>>(), want.iter().collect::<Vec<_>>(), "{pick:?}");
+                assert_eq!(got, want, "{pick:?}: the same buffers");
+            }
+        }
     }
 
     #[test]
