@@ -46,8 +46,8 @@ pub use judge::LlmJudge;
 use weave_core::missing_field;
 
 use cache::{RequestCache, request_key};
-use weave_cache::Key;
 use client::{Answer, CallError, Endpoint, Tally};
+use weave_cache::Key;
 
 /// The keys every LLM step takes.
 pub const COMMON_KEYS: &[&str] = &["llm", "concurrency", "temperature", "top_p", "max_tokens", "stop", "system"];
@@ -306,14 +306,15 @@ impl LlmCall {
         })
     }
 
-    /// What the step needs: the executor runs a few of its batches at once (a sixteenth
+    /// What the step needs: the executor runs a few of its batches at once (one per 256
     /// of the concurrency, from 2 to 8), each waiting on the step's slots. A batch's
-    /// requests go out one after another as slots free up, so a few batches keep the slots
-    /// full (8 batches of the loaders' 2,048 rows fill 1,024 of them; any batches of 128
-    /// rows or more do); more would hold more prompts and answers in memory, which the
-    /// memory budget does not see.
+    /// requests go out one after another as slots free up, the batches in turn, so that
+    /// while one batch waits for its last answers the next one's requests fill the slots
+    /// it frees: 2 batches of the loaders' 2,048 rows keep 1,024 slots full, 4 batches of
+    /// 342 rows do. More batches would hold more prompts and answers in memory (which the
+    /// memory budget does not see), each on a thread of its own.
     pub(crate) fn resources(&self) -> weave_core::Resources {
-        let batches = (self.concurrency / 16).clamp(2, 8) as u32;
+        let batches = (self.concurrency / 256).clamp(2, 8) as u32;
         weave_core::Resources { io_concurrency: Some(batches), ..weave_core::Resources::default() }
     }
 
@@ -356,18 +357,22 @@ impl LlmCall {
         if n == 0 {
             return Ok(Vec::new());
         }
-        // The same request twice in a call (two records with one text) is sent once.
-        let mut unique: Vec<Request> = Vec::with_capacity(n);
-        let mut first: HashMap<(Option<String>, String, u64), usize> = HashMap::with_capacity(n);
+        // The same request twice in a call (two records with one text) is sent once. The
+        // messages are compared where they are, not copied: a batch's prompts are most
+        // of what an LLM step holds.
         let mut slot_of: Vec<usize> = Vec::with_capacity(n);
-        for r in requests {
-            let key = (r.system.clone(), r.user.clone(), r.seed);
-            let slot = *first.entry(key).or_insert_with(|| {
-                unique.push(r);
-                unique.len() - 1
-            });
-            slot_of.push(slot);
+        let mut first_of_its_kind: Vec<bool> = Vec::with_capacity(n);
+        {
+            let mut first: HashMap<(Option<&str>, &str, u64), usize> = HashMap::with_capacity(n);
+            for r in &requests {
+                let unique = first.len();
+                let slot = *first.entry((r.system.as_deref(), r.user.as_str(), r.seed)).or_insert(unique);
+                first_of_its_kind.push(slot == unique);
+                slot_of.push(slot);
+            }
         }
+        let unique: Vec<Request> =
+            requests.into_iter().zip(first_of_its_kind).filter_map(|(r, k)| k.then_some(r)).collect();
         let n = unique.len();
         let runtime = client::runtime().map_err(StepError::fatal)?;
         let (reply, results) = crossbeam_channel::unbounded();
@@ -394,7 +399,7 @@ impl LlmCall {
                 let in_flight = InFlight::enter();
                 let worker = Arc::clone(&self.worker);
                 let (cancel, stop) = (Arc::clone(&cancel), Arc::clone(&stop));
-                runtime.spawn(async move {
+                let task = async move {
                     let cancelled = move || cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed);
                     let mut tally = Tally::default();
                     let result = if cancelled() {
@@ -404,7 +409,8 @@ impl LlmCall {
                     };
                     drop((in_flight, slot));
                     reply.send(result, tally);
-                });
+                };
+                runtime.spawn(task);
             }
         }
         drop(reply);

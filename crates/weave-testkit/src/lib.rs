@@ -221,6 +221,7 @@ struct Shared {
     stop: AtomicBool,
     in_flight: std::sync::atomic::AtomicUsize,
     max_in_flight: std::sync::atomic::AtomicUsize,
+    connections: std::sync::atomic::AtomicUsize,
     log: Mutex<Vec<Logged>>,
     counts: Mutex<HashMap<String, u32>>,
 }
@@ -263,6 +264,7 @@ impl Builder {
             stop: AtomicBool::new(false),
             in_flight: Default::default(),
             max_in_flight: Default::default(),
+            connections: Default::default(),
             log: Mutex::default(),
             counts: Mutex::default(),
         });
@@ -273,6 +275,7 @@ impl Builder {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                s.connections.fetch_add(1, Ordering::SeqCst);
                 let s = Arc::clone(&s);
                 let _ = std::thread::Builder::new().name("testkit-conn".into()).spawn(move || serve(&s, conn));
             }
@@ -333,6 +336,12 @@ impl TestServer {
     /// The most requests that were being handled at once.
     pub fn max_in_flight(&self) -> usize {
         self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// How many connections clients opened (a client that keeps its connections for the
+    /// next request opens about as many as it has requests in flight).
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
     /// How many requests were answered with a whole completion.
