@@ -407,6 +407,10 @@ impl LlmCall {
                     } else {
                         worker.ask(prepared, &cancelled, &mut tally).await
                     };
+                    // One turn of the runtime first: the response's connection goes back to
+                    // the pool then, so the request that takes this slot finds it there
+                    // rather than opening another.
+                    tokio::task::yield_now().await;
                     drop((in_flight, slot));
                     reply.send(result, tally);
                 };
