@@ -725,8 +725,34 @@ mod tests {
         call
     }
 
+    /// A server that answers `re: <prompt>` after `latency`.
+    fn slow_server(latency: Duration) -> TestServer {
+        TestServer::builder().latency(latency).start(|r| Reply::text(format!("re: {}", r.prompt()))).unwrap()
+    }
+
     fn requests(prefix: &str, n: usize) -> Vec<Request> {
         (0..n).map(|i| Request::new(None, format!("{prefix} {i}"), 1, 0)).collect()
+    }
+
+    /// Runs `call` on `n` requests on a thread of its own, stops the run once `sent` of
+    /// them are at the server, and returns what the call returned.
+    fn stopped_once_sent(
+        call: &Arc<LlmCall>,
+        server: &TestServer,
+        n: usize,
+        sent: usize,
+    ) -> Result<Vec<Outcome>, StepError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let batch = {
+            let (call, stop) = (Arc::clone(call), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut ctx = StepContext::new("s", 0, 0, stop);
+                call.run(requests("stop", n), &mut ctx)
+            })
+        };
+        assert!(server.wait_until(Duration::from_secs(30), |_, total| total >= sent));
+        stop.store(true, Ordering::Relaxed);
+        batch.join().unwrap()
     }
 
     /// The threads of this process whose name starts with `prefix` now.
@@ -740,10 +766,7 @@ mod tests {
 
     #[test]
     fn requests_in_flight_stay_within_the_concurrency_over_every_batch_and_are_not_threads() {
-        let server = TestServer::builder()
-            .latency(Duration::from_millis(100))
-            .start(|r| Reply::text(format!("re: {}", r.prompt())))
-            .unwrap();
+        let server = slow_server(Duration::from_millis(100));
         let dir = tempfile::tempdir().unwrap();
         let call = Arc::new(llm_call(&server.url(), "concurrency = 256", dir.path()));
         // Three batches at once, as the executor runs them, 1,200 requests in all; a
@@ -798,23 +821,10 @@ mod tests {
     #[test]
     fn a_stop_sends_nothing_more_and_the_answers_in_flight_land_in_the_cache() {
         // Every request takes a while: the run stops with four in flight, out of twenty.
-        let server = TestServer::builder()
-            .latency(Duration::from_millis(300))
-            .start(|r| Reply::text(format!("re: {}", r.prompt())))
-            .unwrap();
+        let server = slow_server(Duration::from_millis(300));
         let dir = tempfile::tempdir().unwrap();
         let call = Arc::new(llm_call(&server.url(), "concurrency = 4", dir.path()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let batch = {
-            let (call, stop) = (Arc::clone(&call), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let mut ctx = StepContext::new("s", 0, 0, stop);
-                call.run(requests("stop", 20), &mut ctx)
-            })
-        };
-        assert!(server.wait_until(Duration::from_secs(30), |_, total| total >= 4));
-        stop.store(true, Ordering::Relaxed);
-        let err = batch.join().unwrap().unwrap_err();
+        let err = stopped_once_sent(&call, &server, 20, 4).unwrap_err();
         assert_eq!(err.to_string(), "the run is being cancelled");
         assert_eq!(settle_requests(Duration::from_secs(30)), 0);
         assert_eq!((server.total(), server.answered()), (4, 4), "nothing new went out after the stop");
@@ -834,17 +844,7 @@ mod tests {
         let server = TestServer::start(|_| Reply::too_many_requests("3600")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let call = Arc::new(llm_call(&server.url(), "concurrency = 2", dir.path()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let batch = {
-            let (call, stop) = (Arc::clone(&call), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let mut ctx = StepContext::new("s", 0, 0, stop);
-                call.run(requests("wait", 2), &mut ctx)
-            })
-        };
-        assert!(server.wait_until(Duration::from_secs(30), |_, total| total >= 2));
-        stop.store(true, Ordering::Relaxed);
-        let err = batch.join().unwrap().unwrap_err();
+        let err = stopped_once_sent(&call, &server, 2, 2).unwrap_err();
         assert_eq!(err.to_string(), "the run is being cancelled");
         assert_eq!(settle_requests(Duration::from_secs(30)), 0, "the waits ended");
         assert_eq!(server.total(), 2, "no retry after the stop");
