@@ -145,7 +145,7 @@ fn measure(report: &mut Report, concurrency: usize, records: usize, rss_target: 
                 .target(Target::AtMost(1.15)),
         );
     }
-    report.add(Figure::new(format!("{at}: cold cache: answers stored per second"), stored, "/s"));
+    report.add(Figure::new(format!("{at}: cold cache: answers stored per second (records / wall time; the disk bounds it when below concurrency / 0.1 s)"), stored, "/s"));
     let t = median(cached).as_secs_f64();
     report.add(Figure::new(format!("{at}: every answer from the cache: wall time"), t * 1e3, "ms").ratio(ideal / t));
     match rss.iter().max() {
