@@ -578,9 +578,10 @@ fn testkit_only_in_tests(name: &str, manifest: &toml::Table) -> Vec<String> {
 }
 
 /// The crates that a lean build must not pull: the arrow and parquet crates, the HTTP
-/// client and its TLS, the cache, the LLM steps.
+/// client, its runtime and its TLS, the cache, the LLM steps.
 fn heavy(package: &str) -> bool {
-    package.starts_with("arrow") || ["parquet", "ureq", "rustls", "weave-cache", "weave-llm"].contains(&package)
+    package.starts_with("arrow")
+        || ["parquet", "reqwest", "tokio", "rustls", "weave-cache", "weave-llm"].contains(&package)
 }
 
 /// The packages that `package` builds with `args` (features), from `cargo tree`: normal
@@ -728,7 +729,7 @@ fn steps_without_features_pull_no_formats_http_or_cache() {
     }
     // Each feature brings its crates (so that this test looks where they would be).
     let full = tree("weave-steps", &["--features", "io,parquet,llm"]);
-    for p in ["parquet", "arrow-array", "ureq", "weave-cache", "weave-llm", "weave-io"] {
+    for p in ["parquet", "arrow-array", "reqwest", "tokio", "weave-cache", "weave-llm", "weave-io"] {
         assert!(full.iter().any(|f| f == p), "tidy: weave-steps with every feature lacks `{p}`: {full:?}");
     }
     check("lean builds", problems);
@@ -785,7 +786,7 @@ fn purity_rules_catch_io_threads_bincode_and_the_test_kit() {
     );
     assert!(testkit_only_in_tests("xtask", &kit).is_empty());
 
-    let pulled = ["weave-core", "arrow-array", "ureq", "serde"].map(str::to_owned);
+    let pulled = ["weave-core", "arrow-array", "reqwest", "serde"].map(str::to_owned);
     assert_eq!(lean("weave-steps", &[], &pulled).len(), 2);
 }
 

@@ -1,7 +1,12 @@
 //! The client of an OpenAI-compatible `/chat/completions` endpoint (OpenAI, vLLM,
 //! llama.cpp's server, Ollama): one per provider, shared by every step that calls it.
+//!
+//! Requests are tasks on one small tokio runtime for the whole process ([`runtime`]), sent
+//! with reqwest: a request in flight is a few kilobytes (its task, its connection's
+//! buffers), not a thread, so that a step can keep a thousand of them in flight. Waits
+//! (the rate budget, the backoff between retries) are timers on that runtime.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use weave_core::{LlmProvider, RetryPolicy};
@@ -12,7 +17,36 @@ use super::limiter::{Cancelled, Limiter, RateHeaders};
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The largest answer body read (a chat completion is a few kilobytes).
-const MAX_BODY: u64 = 64 << 20;
+const MAX_BODY: usize = 64 << 20;
+
+/// The runtime's threads that run requests: the work of a request between its waits (a
+/// few microseconds of parsing) is small, so two keep up with a thousand in flight.
+pub(crate) const IO_THREADS: usize = 2;
+
+/// The runtime's threads for blocking work: storing answers in the cache (each synced to
+/// disk, about a millisecond, which a few threads at once overlap) and name lookups.
+pub(crate) const BLOCKING_THREADS: usize = 32;
+
+/// The process's runtime for LLM requests, started when the first request is sent:
+/// [`IO_THREADS`] threads named `weave-llm-io` for every step and provider, rather than a
+/// thread per request in flight.
+pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(IO_THREADS);
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .max_blocking_threads(BLOCKING_THREADS)
+                .thread_name("weave-llm-io")
+                .enable_io()
+                .enable_time()
+                .build()
+                .map_err(|e| format!("cannot start the LLM client's threads: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
 
 /// An answer to one request.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -99,13 +133,14 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
-/// One provider's endpoint: the HTTP agent (its connection pool), the API key, the rate
+/// One provider's endpoint: the HTTP client (its connection pool), the API key, the rate
 /// budget. Shared by every step of a pipeline that names the provider.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
     provider: Arc<LlmProvider>,
     url: String,
-    agent: ureq::Agent,
+    /// The client, or why none could be made (its TLS setup failed).
+    http: Result<reqwest::Client, String>,
     key: ApiKey,
     pub(crate) limiter: Limiter,
     warned: std::sync::atomic::AtomicBool,
@@ -116,15 +151,7 @@ impl Endpoint {
     pub(crate) fn new(provider: Arc<LlmProvider>) -> Self {
         let url = format!("{}/chat/completions", provider.base_url.trim_end_matches('/'));
         let timeout = provider.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(timeout))
-            // Every request in flight keeps its connection for the next one.
-            .max_idle_connections(1024)
-            .max_idle_connections_per_host(1024)
-            .max_idle_age(Duration::from_secs(60))
-            .user_agent(concat!("weave/", env!("CARGO_PKG_VERSION")))
-            .build();
+        let http = http_client(timeout);
         let key = match &provider.api_key_env {
             None => ApiKey::None,
             Some(var) => match std::env::var(var) {
@@ -133,7 +160,7 @@ impl Endpoint {
             },
         };
         let limiter = Limiter::new(provider.requests_per_minute, provider.tokens_per_minute);
-        Endpoint { agent: config.into(), url, key, limiter, provider, warned: Default::default() }
+        Endpoint { http, url, key, limiter, provider, warned: Default::default() }
     }
 
     /// True the first time it is asked: a problem with the provider is reported once, not
@@ -152,13 +179,15 @@ impl Endpoint {
         &self.provider
     }
 
-    /// Why requests cannot be sent at all, if so (the key's variable is not set).
+    /// Why requests cannot be sent at all, if so (the key's variable is not set, the
+    /// client could not be made).
     pub(crate) fn unusable(&self) -> Option<String> {
-        match &self.key {
-            ApiKey::Missing(var) => Some(format!(
+        match (&self.key, &self.http) {
+            (ApiKey::Missing(var), _) => Some(format!(
                 "the environment variable `{var}` (`api_key_env` of [llm.{}]) is not set: set it to the API key",
                 self.provider.name
             )),
+            (_, Err(why)) => Some(format!("cannot send requests to {}: {why}", self.url)),
             _ => None,
         }
     }
@@ -174,27 +203,30 @@ impl Endpoint {
     /// Sends `body` until it is answered, retrying transient failures with `policy`
     /// (honouring `Retry-After`; a 429 pauses every request to the provider), within the
     /// provider's rate budget. `tokens` is the request's estimated cost in tokens,
-    /// `jitter` spreads the retry delays of different requests.
-    pub(crate) fn complete(
+    /// `jitter` spreads the retry delays of different requests. A request sent is let
+    /// finish (the provider charges for it); `cancelled` is asked before each attempt and
+    /// at least every 50 ms of a wait. Runs on [`runtime`].
+    pub(crate) async fn complete(
         &self,
         body: &[u8],
         tokens: u64,
         policy: &RetryPolicy,
         jitter: u64,
-        cancelled: &dyn Fn() -> bool,
+        cancelled: &(dyn Fn() -> bool + Send + Sync),
         tally: &mut Tally,
     ) -> Result<Answer, CallError> {
         if let Some(why) = self.unusable() {
             return Err(CallError::Fatal(why));
         }
+        let Ok(http) = &self.http else { return Err(CallError::Fatal("no HTTP client".into())) };
         let mut attempt = 0u32;
         loop {
-            self.limiter.acquire(tokens, cancelled).map_err(|Cancelled| CallError::Cancelled)?;
+            self.limiter.acquire(tokens, cancelled).await.map_err(|Cancelled| CallError::Cancelled)?;
             if cancelled() {
                 return Err(CallError::Cancelled);
             }
             tally.requests += 1;
-            let (result, headers) = self.send(body);
+            let (result, headers) = self.send(http, body).await;
             if let Some(h) = &headers {
                 self.limiter.observe(h);
             }
@@ -233,26 +265,26 @@ impl Endpoint {
                 self.limiter.cool_down(Instant::now() + delay);
             }
             log::debug!("{}: {why}; retry {attempt} in {}", self.url, weave_core::format_duration(delay));
-            sleep(delay, cancelled).map_err(|Cancelled| CallError::Cancelled)?;
+            sleep(delay, cancelled).await.map_err(|Cancelled| CallError::Cancelled)?;
         }
     }
 
     /// One attempt.
-    fn send(&self, body: &[u8]) -> (Result<Answer, Failure>, Option<RateHeaders>) {
-        let mut req = self.agent.post(&self.url).header("content-type", "application/json");
+    async fn send(&self, http: &reqwest::Client, body: &[u8]) -> (Result<Answer, Failure>, Option<RateHeaders>) {
+        let mut req = http.post(&self.url).header("content-type", "application/json").body(body.to_vec());
         if let ApiKey::Present(k) = &self.key {
             req = req.header("authorization", format!("Bearer {k}"));
         }
-        let mut resp = match req.send(body) {
+        let mut resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return (Err(self.transport_failure(e)), None),
+            Err(e) => return (Err(self.transport_failure(&e)), None),
         };
         let status = resp.status().as_u16();
         let headers = RateHeaders::read(|name| resp.headers().get(name).and_then(|v| v.to_str().ok()));
-        let text = match resp.body_mut().with_config().limit(MAX_BODY).read_to_string() {
+        let text = match read_body(&mut resp).await {
             Ok(t) => t,
             Err(e) => {
-                let why = format!("the connection broke while reading the answer ({})", self.redact(&e.to_string()));
+                let why = format!("the connection broke while reading the answer ({})", self.redact(&e));
                 return (Err(transient(why, None)), Some(headers));
             }
         };
@@ -294,25 +326,74 @@ impl Endpoint {
         }
     }
 
-    /// A request that got no HTTP answer, classified.
-    fn transport_failure(&self, e: ureq::Error) -> Failure {
-        let text = self.redact(&e.to_string());
-        match e {
-            ureq::Error::Timeout(_) => transient(
+    /// A request that got no HTTP answer, classified: a timeout, no connection at all
+    /// (refused, no route, an unknown host), a connection that broke, or a request that
+    /// cannot be made (a bad URL).
+    fn transport_failure(&self, e: &reqwest::Error) -> Failure {
+        let text = self.redact(&error_chain(e));
+        if e.is_timeout() {
+            transient(
                 format!(
                     "no answer within {}",
                     weave_core::format_duration(self.provider.timeout.unwrap_or(DEFAULT_TIMEOUT))
                 ),
                 None,
-            ),
-            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => unreachable(text),
-            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => unreachable(text),
-            ureq::Error::Io(_) | ureq::Error::Protocol(_) | ureq::Error::BodyStalled => {
-                transient(format!("the connection broke ({text})"), None)
-            }
-            _ => Failure::Fatal(format!("cannot send a request to {}: {text}", self.url)),
+            )
+        } else if e.is_connect() {
+            unreachable(text)
+        } else if e.is_builder() {
+            Failure::Fatal(format!("cannot send a request to {}: {text}", self.url))
+        } else {
+            transient(format!("the connection broke ({text})"), None)
         }
     }
+}
+
+/// The HTTP client of one endpoint: HTTP/1.1 connections kept for the next request (as
+/// many as there are requests in flight), `timeout` for each request whole, Weave's user
+/// agent, rustls with the ring provider and the webpki roots for https.
+fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(timeout)
+        .pool_max_idle_per_host(1024)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("weave/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| error_chain(&e))
+}
+
+/// An error and its causes, as one line (reqwest's own message names only the URL).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The body of `resp` as text, up to [`MAX_BODY`] bytes.
+async fn read_body(resp: &mut reqwest::Response) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+        if bytes.len() + chunk.len() > MAX_BODY {
+            return Err(format!("the answer is larger than {}", weave_core::format_bytes(MAX_BODY as u64)));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|e| format!("the answer is not UTF-8 ({e})"))
 }
 
 fn transient(why: String, retry_after: Option<Duration>) -> Failure {
@@ -337,8 +418,8 @@ fn backoff(policy: &RetryPolicy, attempt: u32, jitter: u64) -> Duration {
     d.mul_f64(0.5 + (x % 1000) as f64 / 2000.0)
 }
 
-/// Sleeps `d`, looking at `cancelled` every 50 ms.
-fn sleep(d: Duration, cancelled: &dyn Fn() -> bool) -> Result<(), Cancelled> {
+/// Sleeps `d` on the runtime's timer, looking at `cancelled` every 50 ms.
+pub(crate) async fn sleep(d: Duration, cancelled: &(dyn Fn() -> bool + Send + Sync)) -> Result<(), Cancelled> {
     let end = Instant::now() + d;
     loop {
         if cancelled() {
@@ -348,7 +429,7 @@ fn sleep(d: Duration, cancelled: &dyn Fn() -> bool) -> Result<(), Cancelled> {
         if now >= end {
             return Ok(());
         }
-        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+        tokio::time::sleep((end - now).min(Duration::from_millis(50))).await;
     }
 }
 
@@ -435,7 +516,7 @@ mod tests {
 
     fn call(e: &Endpoint, prompt: &str, retries: u32) -> (Result<Answer, CallError>, Tally) {
         let mut tally = Tally::default();
-        let r = e.complete(&body(prompt), 10, &fast(retries), 7, &|| false, &mut tally);
+        let r = runtime().unwrap().block_on(e.complete(&body(prompt), 10, &fast(retries), 7, &|| false, &mut tally));
         (r, tally)
     }
 

@@ -1,20 +1,21 @@
 //! Weave's LLM-backed steps: the LLM noisers of `augment`, `llm_generate` and
 //! `llm_judge`, on an OpenAI-compatible `/chat/completions` endpoint named by an
-//! `[llm.NAME]` table. The HTTP client (ureq) and the answer cache (weave-cache) are this
-//! crate's; weave-steps takes it with its `llm` feature.
+//! `[llm.NAME]` table. The HTTP client (reqwest on a small tokio runtime) and the answer
+//! cache (weave-cache) are this crate's; weave-steps takes it with its `llm` feature.
 //!
 //! - `client.rs`: one [`Endpoint`](client::Endpoint) per provider and pipeline (its HTTP
-//!   agent, API key, rate budget), shared by every step that names the provider; a
+//!   client, API key, rate budget), shared by every step that names the provider; a
 //!   request is retried on 429, 5xx, timeouts, dropped connections and bodies that are
-//!   not JSON, with the step's retry policy and the provider's `Retry-After`.
+//!   not JSON, with the step's retry policy and the provider's `Retry-After`. Requests
+//!   are tasks on one runtime of two threads for the whole process, not threads.
 //! - `limiter.rs`: the provider's budget of requests and tokens per minute, adjusted from
 //!   its rate-limit headers, with a cool-down after a 429 that every step respects.
 //! - `cache.rs`: every answer stored under a key of what decides it, so that a re-run or
 //!   a resumed run never sends a request that already has an answer.
 //! - `prompt.rs`: templates with `{variable}`s, checked when the pipeline is built;
 //!   `schema.rs`: the JSON-schema subset structured answers are checked against.
-//! - Here: [`LlmCall`], what every LLM step shares: its keys, a pool of `concurrency`
-//!   worker threads that send a batch's requests at once, and the step's figures
+//! - Here: [`LlmCall`], what every LLM step shares: its keys, its `concurrency` slots
+//!   (requests in flight, over every batch of the step), and the step's figures
 //!   (requests, tokens, cost, cache hits), summed over its calls.
 #![deny(missing_docs)]
 
@@ -29,7 +30,7 @@ mod schema;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -46,6 +47,7 @@ use weave_core::missing_field;
 
 use cache::{RequestCache, request_key};
 use client::{Answer, CallError, Endpoint, Tally};
+use weave_cache::Key;
 
 /// The keys every LLM step takes.
 pub const COMMON_KEYS: &[&str] = &["llm", "concurrency", "temperature", "top_p", "max_tokens", "stop", "system"];
@@ -109,13 +111,17 @@ pub(crate) enum Outcome {
 }
 
 /// What every LLM step shares: the provider's endpoint, the cache of answers, the retry
-/// policy and sampling, and the pool of worker threads that send requests.
+/// policy and sampling, and the step's slots for requests in flight.
 #[derive(Debug)]
 pub(crate) struct LlmCall {
     worker: Arc<Worker>,
     concurrency: usize,
-    step: String,
-    jobs: OnceLock<Sender<Job>>,
+    /// One per request in flight, over every batch of the step.
+    slots: Arc<Slots>,
+    /// Held by the batch handing its requests over: one batch at a time, so that the
+    /// batches' requests go out in the order the batches came, and the first batch is done
+    /// first rather than every batch at the end.
+    turn: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -127,15 +133,70 @@ struct Worker {
     response_format: Option<serde_json::Value>,
 }
 
-struct Job {
+/// A step's requests in flight: at most `concurrency`, whatever the number of its batches
+/// at once. A slot is taken by the batch's thread before a request is looked up in the
+/// cache and sent, and given back when its answer is stored (or it failed).
+#[derive(Debug)]
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One slot taken, given back when dropped (on the runtime's thread that finished the
+/// request, or on the batch's thread for an answer found in the cache).
+#[derive(Debug)]
+struct Slot(Arc<Slots>);
+
+impl Slots {
+    fn new(n: usize) -> Arc<Slots> {
+        Arc::new(Slots { free: Mutex::new(n), freed: Condvar::new() })
+    }
+
+    /// Waits for a free slot; `None` once `stopped` says so (asked every 50 ms).
+    fn take(self: &Arc<Self>, stopped: impl Fn() -> bool) -> Option<Slot> {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if stopped() {
+                return None;
+            }
+            if *free > 0 {
+                *free -= 1;
+                return Some(Slot(Arc::clone(self)));
+            }
+            free = self.freed.wait_timeout(free, Duration::from_millis(50)).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// The reply of one request, sent to the batch waiting for it; a request whose task ends
+/// without one (it panicked) replies that it failed, so that the batch does not wait forever.
+struct Reply {
     index: usize,
-    request: Request,
-    reply: Sender<Done>,
-    /// Raised when the call gives up on its requests.
-    cancel: Arc<AtomicBool>,
-    /// The run's cancel flag: once the run stops, no request is sent (one already sent is
-    /// let finish, and its answer kept: see [`settle_requests`]).
-    stop: Arc<AtomicBool>,
+    to: Option<Sender<Done>>,
+}
+
+impl Reply {
+    fn send(mut self, result: Result<(Answer, bool), CallError>, tally: Tally) {
+        if let Some(to) = self.to.take() {
+            let _ = to.send(Done { index: self.index, result, tally });
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(to) = self.to.take() {
+            let result = Err(CallError::Fatal("an LLM request task panicked".into()));
+            let _ = to.send(Done { index: self.index, result, tally: Tally::default() });
+        }
+    }
 }
 
 /// Requests of this process on their way: from the decision to send one to its answer
@@ -236,20 +297,24 @@ impl LlmCall {
             step.push(Diagnostic::warning(why).with_code("llm-key"));
         }
         let cache = ctx.cache_dir().map(|dir| ctx.shared("llm.answers", || RequestCache::new(dir.to_path_buf())));
+        let concurrency = concurrency.clamp(1, 1024) as usize;
         Some(LlmCall {
             worker: Arc::new(Worker { endpoint, cache, retry: step.retry_policy(), sampling, response_format }),
-            concurrency: concurrency.clamp(1, 1024) as usize,
-            step: step.step_id().unwrap_or("llm").to_owned(),
-            jobs: OnceLock::new(),
+            concurrency,
+            slots: Slots::new(concurrency),
+            turn: Mutex::new(()),
         })
     }
 
-    /// What the step needs: the executor runs a few of its batches at once (a sixteenth
-    /// of the concurrency, from 2 to 8), each waiting on the step's own request threads.
-    /// A batch's requests go out together, so a few batches keep the threads busy; more
-    /// would hold more prompts and answers in memory, which the memory budget does not see.
+    /// What the step needs: the executor runs a few of its batches at once (one per 256
+    /// of the concurrency, from 2 to 8), each waiting on the step's slots. A batch's
+    /// requests go out one after another as slots free up, the batches in turn, so that
+    /// while one batch waits for its last answers the next one's requests fill the slots
+    /// it frees: 2 batches of the loaders' 2,048 rows keep 1,024 slots full, 4 batches of
+    /// 342 rows do. More batches would hold more prompts and answers in memory (which the
+    /// memory budget does not see), each on a thread of its own.
     pub(crate) fn resources(&self) -> weave_core::Resources {
-        let batches = (self.concurrency / 16).clamp(2, 8) as u32;
+        let batches = (self.concurrency / 256).clamp(2, 8) as u32;
         weave_core::Resources { io_concurrency: Some(batches), ..weave_core::Resources::default() }
     }
 
@@ -292,28 +357,64 @@ impl LlmCall {
         if n == 0 {
             return Ok(Vec::new());
         }
-        // The same request twice in a call (two records with one text) is sent once.
-        let mut unique: Vec<Request> = Vec::with_capacity(n);
-        let mut first: HashMap<(Option<String>, String, u64), usize> = HashMap::with_capacity(n);
+        // The same request twice in a call (two records with one text) is sent once. The
+        // messages are compared where they are, not copied: a batch's prompts are most
+        // of what an LLM step holds.
         let mut slot_of: Vec<usize> = Vec::with_capacity(n);
-        for r in requests {
-            let key = (r.system.clone(), r.user.clone(), r.seed);
-            let slot = *first.entry(key).or_insert_with(|| {
-                unique.push(r);
-                unique.len() - 1
-            });
-            slot_of.push(slot);
+        let mut first_of_its_kind: Vec<bool> = Vec::with_capacity(n);
+        {
+            let mut first: HashMap<(Option<&str>, &str, u64), usize> = HashMap::with_capacity(n);
+            for r in &requests {
+                let unique = first.len();
+                let slot = *first.entry((r.system.as_deref(), r.user.as_str(), r.seed)).or_insert(unique);
+                first_of_its_kind.push(slot == unique);
+                slot_of.push(slot);
+            }
         }
+        let unique: Vec<Request> =
+            requests.into_iter().zip(first_of_its_kind).filter_map(|(r, k)| k.then_some(r)).collect();
         let n = unique.len();
-        let jobs = self.jobs.get_or_init(|| self.start_workers());
+        let runtime = client::runtime().map_err(StepError::fatal)?;
         let (reply, results) = crossbeam_channel::unbounded();
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = ctx.cancel_flag();
-        for (index, request) in unique.into_iter().enumerate() {
-            let job =
-                Job { index, request, reply: reply.clone(), cancel: Arc::clone(&cancel), stop: Arc::clone(&stop) };
-            if jobs.send(job).is_err() {
-                return Err(StepError::internal("the LLM request workers are gone"));
+        {
+            let _turn = self.turn.lock().unwrap_or_else(PoisonError::into_inner);
+            for (index, request) in unique.into_iter().enumerate() {
+                // The run stopped: no request is sent, and none is waited for.
+                let Some(slot) = self.slots.take(|| stop.load(Ordering::Relaxed)) else {
+                    cancel.store(true, Ordering::Relaxed);
+                    return Err(StepError::transient("the run is being cancelled"));
+                };
+                let reply = Reply { index, to: Some(reply.clone()) };
+                let prepared = match self.worker.look_up(&request) {
+                    Lookup::Hit(a) => {
+                        reply.send(Ok((a, true)), Tally::default());
+                        continue;
+                    }
+                    Lookup::Miss(p) => p,
+                };
+                // Counted from now until its answer is stored, so that a stopped run can
+                // wait for it.
+                let in_flight = InFlight::enter();
+                let worker = Arc::clone(&self.worker);
+                let (cancel, stop) = (Arc::clone(&cancel), Arc::clone(&stop));
+                let task = async move {
+                    let cancelled = move || cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed);
+                    let mut tally = Tally::default();
+                    let result = if cancelled() {
+                        Err(CallError::Cancelled)
+                    } else {
+                        worker.ask(prepared, &cancelled, &mut tally).await
+                    };
+                    // One turn of the runtime first: the response's connection goes back to
+                    // the pool then, so the request that takes this slot finds it there
+                    // rather than opening another.
+                    tokio::task::yield_now().await;
+                    drop((in_flight, slot));
+                    reply.send(result, tally);
+                };
+                runtime.spawn(task);
             }
         }
         drop(reply);
@@ -401,29 +502,6 @@ impl LlmCall {
             None => Ok(slot_of.into_iter().map(|i| outcomes[i].clone()).collect()),
         }
     }
-
-    fn start_workers(&self) -> Sender<Job> {
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-        let mut started = 0;
-        for i in 0..self.concurrency {
-            let (rx, worker) = (rx.clone(), Arc::clone(&self.worker));
-            let spawned = std::thread::Builder::new()
-                .name(format!("weave-llm-{}-{i}", self.step))
-                .spawn(move || work(&worker, &rx));
-            match spawned {
-                Ok(_) => started += 1,
-                Err(e) => log::warn!("step {}: cannot start an LLM request thread ({e})", self.step),
-            }
-        }
-        if started == 0 {
-            // No thread at all: one must exist or the step would wait forever.
-            let worker = Arc::clone(&self.worker);
-            std::thread::spawn(move || work(&worker, &rx));
-        } else if started < self.concurrency {
-            log::warn!("step {}: {started} of {} LLM request threads started", self.step, self.concurrency);
-        }
-        tx
-    }
 }
 
 /// Waits for the `n` answers of one call, in order; gives up when the run is cancelled.
@@ -449,30 +527,6 @@ fn collect(results: &Receiver<Done>, n: usize, ctx: &StepContext) -> Result<Vec<
         }
     }
     Ok(slots.into_iter().flatten().collect())
-}
-
-/// A worker thread: takes jobs until the step is dropped.
-fn work(worker: &Worker, jobs: &Receiver<Job>) {
-    while let Ok(job) = jobs.recv() {
-        let mut tally = Tally::default();
-        let (cancel, stop) = (Arc::clone(&job.cancel), Arc::clone(&job.stop));
-        let cancelled = move || cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed);
-        let result = if cancelled() {
-            Err(CallError::Cancelled)
-        } else {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                worker.answer(&job.request, &cancelled, &mut tally)
-            }))
-            .unwrap_or_else(|_| Err(CallError::Fatal("an LLM request thread panicked".into())))
-        };
-        let _ = job.reply.send(Done { index: job.index, result, tally });
-    }
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("index", &self.index).finish()
-    }
 }
 
 impl Worker {
@@ -504,18 +558,13 @@ impl Worker {
         body
     }
 
-    /// The answer to one request: from the cache, or asked (and then stored).
-    fn answer(
-        &self,
-        r: &Request,
-        cancelled: &dyn Fn() -> bool,
-        tally: &mut Tally,
-    ) -> Result<(Answer, bool), CallError> {
+    /// The answer to `r` from the cache, or the request to send for it.
+    fn look_up(&self, r: &Request) -> Lookup {
         let mut body = self.body(r);
         let key = request_key(self.endpoint.url(), &body);
         let max_tokens = self.sampling.max_tokens;
         if let Some(a) = self.cache.as_ref().and_then(|c| c.get(&key, max_tokens)) {
-            return Ok((a, true));
+            return Lookup::Hit(a);
         }
         if let Some(m) = max_tokens {
             body["max_tokens"] = m.into();
@@ -523,14 +572,45 @@ impl Worker {
         let bytes = body.to_string().into_bytes();
         // About four bytes a token, plus the answer.
         let tokens = bytes.len() as u64 / 4 + max_tokens.unwrap_or(ASSUMED_ANSWER_TOKENS);
-        // Counted until its answer is stored, so that a stopped run can wait for it.
-        let _in_flight = InFlight::enter();
-        let answer = self.endpoint.complete(&bytes, tokens, &self.retry, r.seed, cancelled, tally)?;
-        if let Some(c) = &self.cache {
-            c.put(&key, &answer, max_tokens);
-        }
-        Ok((answer, false))
+        Lookup::Miss(Prepared { key, bytes, tokens, seed: r.seed })
     }
+
+    /// Asks for the answer to a request the cache did not have, and stores it (on the
+    /// runtime's threads for blocking work: the store syncs it to disk).
+    async fn ask(
+        self: Arc<Self>,
+        p: Prepared,
+        cancelled: &(dyn Fn() -> bool + Send + Sync),
+        tally: &mut Tally,
+    ) -> Result<(Answer, bool), CallError> {
+        let answer = self.endpoint.complete(&p.bytes, p.tokens, &self.retry, p.seed, cancelled, tally).await?;
+        let Some(cache) = &self.cache else { return Ok((answer, false)) };
+        let (cache, key, max_tokens) = (Arc::clone(cache), p.key, self.sampling.max_tokens);
+        let stored = tokio::task::spawn_blocking(move || {
+            cache.put(&key, &answer, max_tokens);
+            answer
+        });
+        match stored.await {
+            Ok(answer) => Ok((answer, false)),
+            Err(e) => Err(CallError::Fatal(format!("storing an LLM answer failed: {e}"))),
+        }
+    }
+}
+
+/// What [`Worker::look_up`] found.
+enum Lookup {
+    /// The cache's answer.
+    Hit(Answer),
+    /// No answer stored: the request to send.
+    Miss(Prepared),
+}
+
+/// A request ready to send: its body, its cache key, its cost in tokens for the budget.
+struct Prepared {
+    key: Key,
+    bytes: Vec<u8>,
+    tokens: u64,
+    seed: u64,
 }
 
 /// A step's table and, for a noiser written as a table, that table: each key is read from
@@ -605,4 +685,168 @@ fn answer_parsed<T>(text: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, 
 pub fn register(registry: &mut weave_core::Registry) {
     registry.register(weave_core::StepKind::clone(&GENERATE_KIND));
     registry.register(weave_core::StepKind::clone(&JUDGE_KIND));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weave_core::{BuildContext, ConfTable, SourceFile};
+    use weave_testkit::{Reply, TestServer};
+
+    /// A step's [`LlmCall`] with `config` (its keys) against the provider `local` at
+    /// `url`, with a cache of answers in `cache`.
+    fn llm_call(url: &str, config: &str, cache: &std::path::Path) -> LlmCall {
+        let provider = LlmProvider {
+            name: "local".into(),
+            base_url: url.into(),
+            model: "m".into(),
+            api_key_env: None,
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            timeout: Some(Duration::from_secs(30)),
+            prompt_price_per_million: None,
+            completion_price_per_million: None,
+            config: Default::default(),
+        };
+        let ctx = Arc::new(BuildContext::new([provider], Some(cache.to_path_buf())));
+        let text = format!("llm = \"local\"\n{config}");
+        let table = ConfTable::parse(&text).expect("test TOML");
+        let retry = RetryPolicy {
+            max_retries: 2,
+            retry_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            ..RetryPolicy::default()
+        };
+        let p = Params::new(table, SourceFile::new("t.toml", text.as_str()), "step", Some("s".into()))
+            .with_context(ctx)
+            .with_retry(retry);
+        let call = LlmCall::read(&p, None, 0.0, None).expect("the step's LLM keys");
+        assert!(!p.finish(COMMON_KEYS).has_errors());
+        call
+    }
+
+    /// A server that answers `re: <prompt>` after `latency`.
+    fn slow_server(latency: Duration) -> TestServer {
+        TestServer::builder().latency(latency).start(|r| Reply::text(format!("re: {}", r.prompt()))).unwrap()
+    }
+
+    fn requests(prefix: &str, n: usize) -> Vec<Request> {
+        (0..n).map(|i| Request::new(None, format!("{prefix} {i}"), 1, 0)).collect()
+    }
+
+    /// Runs `call` on `n` requests on a thread of its own, stops the run once `sent` of
+    /// them are at the server, and returns what the call returned.
+    fn stopped_once_sent(
+        call: &Arc<LlmCall>,
+        server: &TestServer,
+        n: usize,
+        sent: usize,
+    ) -> Result<Vec<Outcome>, StepError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let batch = {
+            let (call, stop) = (Arc::clone(call), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut ctx = StepContext::new("s", 0, 0, stop);
+                call.run(requests("stop", n), &mut ctx)
+            })
+        };
+        assert!(server.wait_until(Duration::from_secs(30), |_, total| total >= sent));
+        stop.store(true, Ordering::Relaxed);
+        batch.join().unwrap()
+    }
+
+    /// The threads of this process whose name starts with `prefix` now.
+    fn threads_named(prefix: &str) -> usize {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+        tasks
+            .flatten()
+            .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix)))
+            .count()
+    }
+
+    #[test]
+    fn requests_in_flight_stay_within_the_concurrency_over_every_batch_and_are_not_threads() {
+        let server = slow_server(Duration::from_millis(100));
+        let dir = tempfile::tempdir().unwrap();
+        let call = Arc::new(llm_call(&server.url(), "concurrency = 256", dir.path()));
+        // Three batches at once, as the executor runs them, 1,200 requests in all; a
+        // watcher counts the client's threads meanwhile.
+        let done = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut most = 0;
+                while !done.load(Ordering::Relaxed) {
+                    most = most.max(threads_named("weave-llm"));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                most
+            })
+        };
+        let batches: Vec<_> = (0..3)
+            .map(|b| {
+                let call = Arc::clone(&call);
+                std::thread::spawn(move || {
+                    let mut ctx = StepContext::new("s", 0, 0, Arc::default());
+                    let out = call.run(requests(&format!("batch {b}"), 400), &mut ctx).expect("answers");
+                    (b, out, ctx.take_added_stats())
+                })
+            })
+            .collect();
+        for handle in batches {
+            let (b, out, stats) = handle.join().unwrap();
+            let texts: Vec<String> = out
+                .into_iter()
+                .map(|o| match o {
+                    Outcome::Answered(a) => a.content,
+                    Outcome::Rejected(why) => panic!("rejected: {why}"),
+                })
+                .collect();
+            let expected: Vec<String> = (0..400).map(|i| format!("re: batch {b} {i}")).collect();
+            assert_eq!(texts, expected, "in order");
+            let requests = stats.iter().find(|(k, _)| k == "requests").map(|(_, v)| v.clone());
+            assert_eq!(requests, Some(weave_core::Value::Int(400)));
+        }
+        done.store(true, Ordering::Relaxed);
+        let threads = watcher.join().unwrap();
+        assert_eq!(server.total(), 1200);
+        let most = server.max_in_flight();
+        assert!((128..=256).contains(&most), "{most} requests in flight at most");
+        assert!(
+            threads <= client::IO_THREADS + client::BLOCKING_THREADS,
+            "{threads} client threads for {most} requests in flight"
+        );
+    }
+
+    #[test]
+    fn a_stop_sends_nothing_more_and_the_answers_in_flight_land_in_the_cache() {
+        // Every request takes a while: the run stops with four in flight, out of twenty.
+        let server = slow_server(Duration::from_millis(300));
+        let dir = tempfile::tempdir().unwrap();
+        let call = Arc::new(llm_call(&server.url(), "concurrency = 4", dir.path()));
+        let err = stopped_once_sent(&call, &server, 20, 4).unwrap_err();
+        assert_eq!(err.to_string(), "the run is being cancelled");
+        assert_eq!(settle_requests(Duration::from_secs(30)), 0);
+        assert_eq!((server.total(), server.answered()), (4, 4), "nothing new went out after the stop");
+        // The next run takes the four from the cache and asks only for the rest.
+        let mut ctx = StepContext::new("s", 0, 0, Arc::default());
+        let out = call.run(requests("stop", 20), &mut ctx).unwrap();
+        assert_eq!(out.len(), 20);
+        assert_eq!(server.total(), 20);
+        let hits = ctx.take_added_stats().into_iter().find(|(k, _)| k == "cache_hits").map(|(_, v)| v);
+        assert_eq!(hits, Some(weave_core::Value::Int(4)));
+    }
+
+    #[test]
+    fn a_stop_cuts_short_the_waits_of_a_cool_down() {
+        // The provider asks for an hour's pause: the request waits on a timer, which a
+        // stop ends at once.
+        let server = TestServer::start(|_| Reply::too_many_requests("3600")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let call = Arc::new(llm_call(&server.url(), "concurrency = 2", dir.path()));
+        let err = stopped_once_sent(&call, &server, 2, 2).unwrap_err();
+        assert_eq!(err.to_string(), "the run is being cancelled");
+        assert_eq!(settle_requests(Duration::from_secs(30)), 0, "the waits ended");
+        assert_eq!(server.total(), 2, "no retry after the stop");
+    }
 }

@@ -192,20 +192,21 @@ impl Limiter {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Waits until a request of about `tokens` tokens fits the budget and no cool-down is
-    /// on, then takes its share; returns how long it waited. `cancelled` is asked at least
-    /// every 50 ms.
-    pub(crate) fn acquire(&self, tokens: u64, cancelled: &dyn Fn() -> bool) -> Result<Duration, Cancelled> {
+    /// Waits (on the LLM client's runtime: a timer, not a thread) until a request of
+    /// about `tokens` tokens fits the budget and no cool-down is on, then takes its share;
+    /// returns how long it waited. `cancelled` is asked at least every 50 ms.
+    pub(crate) async fn acquire(
+        &self,
+        tokens: u64,
+        cancelled: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<Duration, Cancelled> {
         let start = Instant::now();
         loop {
             let wait = match self.lock().take(Instant::now(), tokens as f64) {
                 Ok(()) => return Ok(start.elapsed()),
                 Err(w) => w,
             };
-            if cancelled() {
-                return Err(Cancelled);
-            }
-            std::thread::sleep(wait.min(Duration::from_millis(50)));
+            super::client::sleep(wait, cancelled).await?;
         }
     }
 
@@ -389,6 +390,7 @@ mod tests {
     fn waiting_can_be_cancelled() {
         let l = Limiter::new(None, None);
         l.cool_down(Instant::now() + Duration::from_secs(3600));
-        assert_eq!(l.acquire(0, &|| true), Err(Cancelled));
+        let rt = crate::client::runtime().unwrap();
+        assert_eq!(rt.block_on(l.acquire(0, &|| true)), Err(Cancelled));
     }
 }

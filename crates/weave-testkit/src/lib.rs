@@ -221,6 +221,7 @@ struct Shared {
     stop: AtomicBool,
     in_flight: std::sync::atomic::AtomicUsize,
     max_in_flight: std::sync::atomic::AtomicUsize,
+    connections: std::sync::atomic::AtomicUsize,
     log: Mutex<Vec<Logged>>,
     counts: Mutex<HashMap<String, u32>>,
 }
@@ -263,18 +264,20 @@ impl Builder {
             stop: AtomicBool::new(false),
             in_flight: Default::default(),
             max_in_flight: Default::default(),
+            connections: Default::default(),
             log: Mutex::default(),
             counts: Mutex::default(),
         });
         let s = Arc::clone(&shared);
         let accept = std::thread::Builder::new().name("testkit-accept".into()).spawn(move || {
+            let threads = Threads::default();
             for conn in listener.incoming() {
                 if s.stop.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let s = Arc::clone(&s);
-                let _ = std::thread::Builder::new().name("testkit-conn".into()).spawn(move || serve(&s, conn));
+                s.connections.fetch_add(1, Ordering::SeqCst);
+                threads.serve(&s, conn);
             }
         })?;
         Ok(TestServer { addr, shared, accept: Some(accept) })
@@ -333,6 +336,12 @@ impl TestServer {
     /// The most requests that were being handled at once.
     pub fn max_in_flight(&self) -> usize {
         self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// How many connections clients opened (a client that keeps its connections for the
+    /// next request opens about as many as it has requests in flight).
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
     /// How many requests were answered with a whole completion.
@@ -513,6 +522,54 @@ fn serve(s: &Shared, conn: TcpStream) {
     }
 }
 
+/// The threads that serve connections, a thread per connection open: one whose connection
+/// closed waits for the next, so that a client that opens a thousand connections per run,
+/// run after run, makes the server start a thousand threads once, not every run (starting
+/// them, their stacks and heaps zeroed, is the work that made the server fall behind a
+/// client at 1,024 requests in flight).
+struct Threads {
+    /// How many threads wait for a connection.
+    idle: Arc<Mutex<usize>>,
+    /// Connections for them; dropped with the accept loop, which ends them.
+    to_idle: std::sync::mpsc::Sender<TcpStream>,
+    for_idle: Arc<Mutex<std::sync::mpsc::Receiver<TcpStream>>>,
+}
+
+impl Default for Threads {
+    fn default() -> Self {
+        let (to_idle, for_idle) = std::sync::mpsc::channel();
+        Threads { idle: Arc::default(), to_idle, for_idle: Arc::new(Mutex::new(for_idle)) }
+    }
+}
+
+impl Threads {
+    /// Serves `conn` on a thread that waits for one, or on a new thread.
+    fn serve(&self, s: &Arc<Shared>, conn: TcpStream) {
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *idle > 0 {
+                *idle -= 1;
+                // A thread counted idle takes it (it waits on the receiver, or soon will).
+                let _ = self.to_idle.send(conn);
+                return;
+            }
+        }
+        let (s, idle, next) = (Arc::clone(s), Arc::clone(&self.idle), Arc::clone(&self.for_idle));
+        let _ = std::thread::Builder::new().name("testkit-conn".into()).spawn(move || {
+            serve(&s, conn);
+            loop {
+                *idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+                let conn = next.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                match conn {
+                    Ok(conn) => serve(&s, conn),
+                    // The server stopped.
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+}
+
 /// Counts a request out of flight when its handling ends, however it ends.
 struct Leave<'a>(&'a std::sync::atomic::AtomicUsize);
 
@@ -612,6 +669,8 @@ mod tests {
         assert_eq!(json["model"], "m");
         assert_eq!(server.counts()[BODY], 2);
         assert_eq!((server.total(), server.answered()), (2, 1));
+        // Two connections, one after the other (the second on the first's thread).
+        assert_eq!(server.connections(), 2);
         let log = server.requests();
         assert_eq!(log[0].request.prompt(), "hello there");
         assert_eq!(log[0].request.system(), Some("be brief"));

@@ -2,34 +2,51 @@
 //! one the tests use, `weave-testkit`), started in this process on 127.0.0.1 with 100 ms
 //! of latency per request.
 //!
-//! A pipeline file (load_jsonl of 2,000 records → `augment` with an LLM noiser,
-//! `concurrency = 64` → export_jsonl) is built and run through the executor, as
-//! `weave run` does. The baseline is the ideal wall time: 2,000 × 0.1 s / 64 = 3.125 s
-//! (target: at most 1.15× that).
+//! A pipeline file (load_jsonl → `augment` with an LLM noiser → export_jsonl) is built and
+//! run through the executor, as `weave run` does, at `concurrency` 64 (2,000 records),
+//! 256 and 1,024 (10,000 records each). The baseline is the ideal wall time: records ×
+//! 0.1 s / concurrency (target: at most 1.15× that).
 //!
-//! - **cold**: an empty cache of answers, so each of the 2,000 answers is also stored
-//!   (durably) in the run's cache folder;
-//! - **no cache**: as `weave run --no-cache`;
-//! - **all cached**: the cold run again in the same folder: the executor here keeps no
-//!   step outputs (that is `weave run`'s cache plan), so the step runs, and takes every
-//!   answer from the cache of answers, sending no request.
+//! - **cold**: an empty cache of answers, so each answer is also stored (durably) in the
+//!   run's cache folder;
+//! - **all cached**: the cold run again in the same folder: the executor keeps no step
+//!   outputs here (that is `weave run`'s cache plan), so the step runs, and takes every
+//!   answer from the cache of answers, sending no request;
+//! - **no cache**: as `weave run --no-cache`.
 //!
-//! Each figure is the median of 3 runs; the server's peak of requests in flight is
-//! reported too (it should be the concurrency).
+//! Each run happens in a child process (this binary again, as `__bench-child llm`), so
+//! that its peak resident set (`VmHWM`) is Weave's alone, not the test server's (which
+//! runs here, a thread per open connection). Figures per concurrency: the wall time over
+//! the ideal (median of 3 runs), the peak RSS of the child (the highest of the cold and
+//! no-cache runs; targets: at most 100 MB at 64, 150 MB at 1,024), the server's peak of
+//! requests in flight (a fresh server per concurrency; at most the concurrency, and near
+//! it when the client keeps the slots full), the connections opened per run, the
+//! server's mean time per request (above the 100 ms of latency when the server, sharing
+//! the machine's cores with the client, falls behind: the wall time cannot then reach the
+//! ideal), and the child's CPU time.
+//!
+//! The cold runs can be bound by the disk rather than the client: each answer is stored
+//! durably (a file created, synced and renamed) before its request's slot is free again,
+//! so the figure "answers stored per second" is also given.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use weave_testkit::{Reply, TestServer};
 
-use super::{Figure, Report, Target, median, time};
+use super::{Figure, Report, Target, cpu_time, median, peak_rss, thousands};
 
-const RECORDS: usize = 2_000;
-const CONCURRENCY: usize = 64;
 const LATENCY: Duration = Duration::from_millis(100);
 const REPS: usize = 3;
 
-fn pipeline(url: &str) -> String {
+/// Each level of the scenario: requests in flight, records (one request each), and the
+/// peak RSS target of the child (MB), where the issue sets one.
+const LEVELS: [(usize, usize, Option<f64>); 3] =
+    [(64, 2_000, Some(100.0)), (256, 10_000, None), (1_024, 10_000, Some(150.0))];
+
+fn pipeline(url: &str, concurrency: usize) -> String {
     format!(
         r#"
 [pipeline]
@@ -48,7 +65,7 @@ path = "in.jsonl"
 id = "restyle"
 kind = "augment"
 noiser = {{ kind = "llm_style_transfer", style = "casual" }}
-concurrency = {CONCURRENCY}
+concurrency = {concurrency}
 
 [[step]]
 id = "export"
@@ -58,88 +75,209 @@ path = "out.jsonl"
     )
 }
 
-/// Builds and runs the pipeline in `dir`; returns the records written.
-fn run_once(dir: &Path, text: &str, no_cache: bool) -> Result<u64, String> {
-    let file = dir.join("p.toml");
-    let options = weave_core::BuildOptions { no_cache, ..weave_core::BuildOptions::default() };
-    let pipeline = weave_core::Pipeline::from_file_text_with(&file, text, &weave_steps::registry(), &options)
-        .map_err(|d| d.to_string())?;
-    let summary = weave_exec::run(pipeline, weave_exec::ExecOptions::default()).map_err(|e| e.to_string())?;
-    Ok(summary.step("export").map_or(0, |s| s.records_in))
-}
-
 pub(super) fn run(report: &mut Report) {
-    if let Err(e) = measure(report) {
-        report.progress(format!("llm: {e}"));
+    for (concurrency, records, rss_target) in LEVELS {
+        if let Err(e) = measure(report, concurrency, records, rss_target) {
+            report.progress(format!("llm at concurrency {concurrency}: {e}"));
+        }
     }
 }
 
-fn measure(report: &mut Report) -> Result<(), String> {
+fn measure(report: &mut Report, concurrency: usize, records: usize, rss_target: Option<f64>) -> Result<(), String> {
     let server = TestServer::builder()
         .latency(LATENCY)
         .start(|r| Reply::text(format!("casual: {}", r.prompt().rsplit("Text:\n").next().unwrap_or_default())))
         .map_err(|e| format!("cannot start the test server: {e}"))?;
-    let text = pipeline(&server.url());
-    let ideal = RECORDS as f64 * LATENCY.as_secs_f64() / CONCURRENCY as f64;
+    let ideal = records as f64 * LATENCY.as_secs_f64() / concurrency as f64;
     report.progress(format!(
-        "{RECORDS} requests, {} ms latency, concurrency {CONCURRENCY}: ideal {ideal:.3} s",
+        "{} requests, {} ms latency, concurrency {concurrency}: ideal {ideal:.3} s; {REPS} runs of each, each in a child process",
+        thousands(records as u64),
         LATENCY.as_millis()
     ));
     let mut input = String::new();
-    for i in 0..RECORDS {
+    for i in 0..records {
         input.push_str(&format!("{{\"id\":{i},\"text\":\"ticket number {i}: my order arrived late\"}}\n"));
     }
 
-    let mut cold = Vec::new();
-    let mut uncached = Vec::new();
-    let mut cached = Vec::new();
+    let (mut cold, mut uncached, mut cached) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cpu_uncached = Vec::new();
+    let mut rss: Vec<u64> = Vec::new();
+    let mut rss_cached: Vec<u64> = Vec::new();
     for rep in 0..REPS {
         // Each repetition in a fresh folder: a cold cache, then the same file again.
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         std::fs::write(dir.path().join("in.jsonl"), &input).map_err(|e| e.to_string())?;
-        let timed = |no_cache: bool, expected_sent: usize| -> Result<Duration, String> {
+        std::fs::write(dir.path().join("p.toml"), pipeline(&server.url(), concurrency)).map_err(|e| e.to_string())?;
+        let timed = |no_cache: bool, expected_sent: usize| -> Result<ChildRun, String> {
             let sent = server.total();
-            let mut records = Ok(0);
-            let t = time(|| records = run_once(dir.path(), &text, no_cache));
-            check(records?, server.total() - sent, expected_sent)?;
-            Ok(t)
+            let run = child_run(dir.path(), no_cache)?;
+            check(run.records, records, server.total() - sent, expected_sent)?;
+            Ok(run)
         };
-        cold.push(timed(false, RECORDS)?);
-        cached.push(timed(false, 0)?);
-        uncached.push(timed(true, RECORDS)?);
+        let c = timed(false, records)?;
+        let h = timed(false, 0)?;
+        let u = timed(true, records)?;
         report.progress(format!(
-            "run {}: cold {:.3} s, all cached {:.3} s, no cache {:.3} s",
+            "run {}: cold {:.3} s ({}), all cached {:.3} s ({}), no cache {:.3} s ({})",
             rep + 1,
-            cold[rep].as_secs_f64(),
-            cached[rep].as_secs_f64(),
-            uncached[rep].as_secs_f64()
+            c.elapsed.as_secs_f64(),
+            mb(c.peak_rss),
+            h.elapsed.as_secs_f64(),
+            mb(h.peak_rss),
+            u.elapsed.as_secs_f64(),
+            mb(u.peak_rss)
         ));
+        rss.extend(c.peak_rss.into_iter().chain(u.peak_rss));
+        rss_cached.extend(h.peak_rss);
+        cold.push(c.elapsed);
+        cached.push(h.elapsed);
+        uncached.push(u.elapsed);
+        cpu_uncached.extend(u.cpu);
     }
-    report.add(Figure::new("ideal wall time: 2,000 × 0.1 s / 64 (baseline)", ideal, "s"));
+    let at = format!("concurrency {concurrency}, {} requests", thousands(records as u64));
+    report.add(Figure::new(format!("{at}: ideal wall time, records × 0.1 s / concurrency (baseline)"), ideal, "s"));
+    let stored = records as f64 / median(cold.clone()).as_secs_f64();
     for (name, times) in [("cold cache (each answer stored)", cold), ("no cache (--no-cache)", uncached)] {
         let t = median(times).as_secs_f64();
         report.add(
-            Figure::new(format!("{name}: wall time over the ideal"), t / ideal, "×")
+            Figure::new(format!("{at}: {name}: wall time over the ideal"), t / ideal, "×")
                 .ratio(ideal / t)
                 .target(Target::AtMost(1.15)),
         );
     }
+    report.add(Figure::new(format!("{at}: cold cache: answers stored per second (records / wall time; the disk bounds it when below concurrency / 0.1 s)"), stored, "/s"));
     let t = median(cached).as_secs_f64();
-    report.add(Figure::new("every answer from the cache: wall time", t * 1e3, "ms").ratio(ideal / t));
+    report.add(Figure::new(format!("{at}: every answer from the cache: wall time"), t * 1e3, "ms").ratio(ideal / t));
+    match rss.iter().max() {
+        Some(&peak) => {
+            let figure = Figure::new(
+                format!("{at}: peak RSS of the child, requests sent (highest of cold and no cache)"),
+                peak as f64 / 1e6,
+                "MB",
+            );
+            report.add(match rss_target {
+                Some(t) => figure.target(Target::AtMost(t)),
+                None => figure,
+            });
+        }
+        None => report.progress("the peak RSS is not known on this system (no VmHWM in /proc/self/status)"),
+    }
+    if let Some(&peak) = rss_cached.iter().max() {
+        report.add(Figure::new(
+            format!("{at}: peak RSS of the child, every answer from the cache"),
+            peak as f64 / 1e6,
+            "MB",
+        ));
+    }
     report.add(
-        Figure::new("requests in flight at the server, at most", server.max_in_flight() as f64, "")
-            .target(Target::AtMost(CONCURRENCY as f64)),
+        Figure::new(format!("{at}: requests in flight at the server, at most"), server.max_in_flight() as f64, "")
+            .target(Target::AtMost(concurrency as f64)),
     );
+    report.add(Figure::new(
+        format!("{at}: connections opened per run (the client keeps them for the next request)"),
+        server.connections() as f64 / (2 * REPS) as f64,
+        "",
+    ));
+    // Whether the server kept up: the time it took over each request, from the request
+    // read to the answer written (the latency, and more when its threads wait for a core).
+    let served: Vec<Duration> =
+        server.requests().iter().filter_map(|l| l.done.map(|d| d.saturating_duration_since(l.at))).collect();
+    if !served.is_empty() {
+        let mean = served.iter().sum::<Duration>().as_secs_f64() / served.len() as f64;
+        report.add(Figure::new(
+            format!("{at}: the server's time per request, mean (100 ms of latency; more: it fell behind)"),
+            mean * 1e3,
+            "ms",
+        ));
+    }
+    if !cpu_uncached.is_empty() {
+        let cpu = median(cpu_uncached).as_secs_f64();
+        report.add(Figure::new(format!("{at}: CPU time of the child, no cache (all threads)"), cpu, "s"));
+    }
     Ok(())
 }
 
+/// Megabytes, for the progress lines.
+fn mb(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "RSS unknown".to_owned(), |b| format!("{:.0} MB", b as f64 / 1e6))
+}
+
 /// The run wrote every record and sent the requests it should have.
-fn check(records: u64, sent: usize, expected_sent: usize) -> Result<(), String> {
-    if records != RECORDS as u64 {
-        return Err(format!("the run wrote {records} records, not {RECORDS}"));
+fn check(records: u64, expected: usize, sent: usize, expected_sent: usize) -> Result<(), String> {
+    if records != expected as u64 {
+        return Err(format!("the run wrote {records} records, not {expected}"));
     }
     if sent != expected_sent {
         return Err(format!("the run sent {sent} requests, not {expected_sent}"));
     }
+    Ok(())
+}
+
+/// What one child process reported.
+#[derive(Debug)]
+struct ChildRun {
+    records: u64,
+    elapsed: Duration,
+    peak_rss: Option<u64>,
+    /// CPU time of the whole child process (its start included).
+    cpu: Option<Duration>,
+}
+
+/// Runs the pipeline `p.toml` in `dir` in a child process and reads its report.
+fn child_run(dir: &Path, no_cache: bool) -> Result<ChildRun, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let dir_arg = dir.to_str().ok_or("the temporary folder's path is not UTF-8")?;
+    let out = Command::new(&exe)
+        .args(["__bench-child", "llm", dir_arg, if no_cache { "no-cache" } else { "cache" }])
+        .output()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "the child process failed ({}):\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let values: HashMap<&str, &str> = stdout.lines().filter_map(|l| l.split_once('=')).collect();
+    let number = |key: &str| -> Option<u64> { values.get(key).and_then(|v| v.parse().ok()) };
+    let required = |key: &str| number(key).ok_or_else(|| format!("the child did not report `{key}`:\n{stdout}"));
+    Ok(ChildRun {
+        records: required("records")?,
+        elapsed: Duration::from_nanos(required("elapsed_ns")?),
+        peak_rss: number("peak_rss"),
+        cpu: number("cpu_ns").map(Duration::from_nanos),
+    })
+}
+
+/// The child's side: `__bench-child llm <dir> cache|no-cache` builds `dir/p.toml` and
+/// runs it through the executor once, as `weave run` (with `--no-cache`) does, and prints
+/// `key=value` lines on stdout: the records written, the wall time, the peak RSS.
+pub(super) fn child(args: &[String]) -> Result<(), String> {
+    let (Some(dir), Some(mode)) = (args.first(), args.get(1)) else {
+        return Err("usage: __bench-child llm <dir> cache|no-cache".to_owned());
+    };
+    let no_cache = match mode.as_str() {
+        "cache" => false,
+        "no-cache" => true,
+        other => return Err(format!("`{other}` is neither `cache` nor `no-cache`")),
+    };
+    let dir = Path::new(dir);
+    let file = dir.join("p.toml");
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let start = Instant::now();
+    let options = weave_core::BuildOptions { no_cache, ..weave_core::BuildOptions::default() };
+    let pipeline = weave_core::Pipeline::from_file_text_with(&file, &text, &weave_steps::registry(), &options)
+        .map_err(|d| d.to_string())?;
+    let summary = weave_exec::run(pipeline, weave_exec::ExecOptions::default()).map_err(|e| e.to_string())?;
+    let elapsed = start.elapsed();
+    if let Some(p) = peak_rss() {
+        println!("peak_rss={p}");
+    }
+    if let Some(c) = cpu_time() {
+        println!("cpu_ns={}", c.as_nanos());
+    }
+    println!("records={}", summary.step("export").map_or(0, |s| s.records_in));
+    println!("elapsed_ns={}", elapsed.as_nanos());
     Ok(())
 }

@@ -114,7 +114,7 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "llm",
-        summary: "2,000 requests to the OpenAI-compatible test server at 100 ms latency, concurrency 64, through an augment LLM noiser: wall time against the ideal",
+        summary: "an augment LLM noiser against the OpenAI-compatible test server at 100 ms latency, concurrency 64 (2,000 requests), 256 and 1,024 (10,000), in a child process: wall time against the ideal, peak RSS",
         run: llm::run,
     },
     Scenario {
@@ -136,6 +136,7 @@ pub(crate) fn child(args: &[String]) -> Result<(), String> {
         Some("backpressure") => backpressure::child(args.get(1).map_or("pass", String::as_str)),
         Some(name @ ("io" | "prep")) => io::child(name, &args[1..]),
         Some("near_dedup") => near_dedup::child(args.get(1).map_or("near", String::as_str)),
+        Some("llm") => llm::child(&args[1..]),
         other => Err(format!("no child task {other:?}")),
     }
 }
