@@ -343,8 +343,10 @@ fn diagnostics_json(diags: &Diagnostics) -> serde_json::Value {
 /// `PipelineError` for a pipeline file's diagnostics, with the text `weave validate`
 /// prints for them.
 fn pipeline_error(py: Python<'_>, path: &Path, diags: &Diagnostics) -> PyErr {
+    // Laid out as `weave validate` prints them on stderr (all of them: no screenful limit).
+    let mut text: String = diags.0.iter().map(|d| format!("{d}\n\n")).collect();
     let n = diags.error_count();
-    let text = format!("{diags}\n\nerror: {} has {n} {}", path.display(), if n == 1 { "error" } else { "errors" });
+    text.push_str(&format!("\nerror: {} has {n} {}", path.display(), if n == 1 { "error" } else { "errors" }));
     let err = PipelineError::new_err(text.clone());
     let attached = to_python(py, &diagnostics_json(diags)).and_then(|list| {
         let value = err.value(py);
