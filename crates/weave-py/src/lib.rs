@@ -121,8 +121,10 @@ impl Pipeline {
 
     /// Runs the pipeline as `weave run` does, and returns what it did as a dict (the
     /// Python package makes it a `RunResult`). Raises `KeyboardInterrupt` when Ctrl-C
-    /// stopped it (nothing committed).
-    #[pyo3(signature = (*, max_memory=None, max_concurrent=None, cache_dir=None, no_cache=false, refresh=Vec::new(), quarantine=None, metrics_file=None))]
+    /// stopped it (nothing committed). `progress`, when given, is called about every
+    /// 100 ms and once at the end with each step's counts so far; an exception it raises
+    /// stops the run as Ctrl-C does, and is raised once the run has stopped.
+    #[pyo3(signature = (*, max_memory=None, max_concurrent=None, cache_dir=None, no_cache=false, refresh=Vec::new(), quarantine=None, metrics_file=None, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn run<'py>(
         &self,
@@ -134,6 +136,7 @@ impl Pipeline {
         refresh: Vec<String>,
         quarantine: Option<PathBuf>,
         metrics_file: Option<PathBuf>,
+        progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let max_memory = max_memory.map(|m| memory_budget(&m)).transpose()?;
         if let Some(n) = max_concurrent
@@ -163,6 +166,13 @@ impl Pipeline {
         let session = Session::new(pipeline, Some(self.file.clone()), options).map_err(|e| session_error(py, e))?;
         // Starting plans against the cache and hashes the inputs: no lock held meanwhile.
         let handle = py.detach(|| session.start()).map_err(|e| session_error(py, e))?;
+        let metrics = Arc::clone(handle.metrics());
+        let report = |done: bool| -> PyResult<()> {
+            match &progress {
+                Some(f) => f.call1((to_python(py, &progress_json(&metrics, done))?,)).map(drop),
+                None => Ok(()),
+            }
+        };
         // A channel whose receiver may be waited on with the lock released (it is `Sync`).
         let (tx, rx) = crossbeam_channel::bounded(1);
         std::thread::Builder::new()
@@ -180,7 +190,7 @@ impl Pipeline {
                     // The first Ctrl-C stops the run cleanly, as in `weave run`; the wait
                     // goes on until it has, so that nothing is left half-written.
                     if interrupted.is_none()
-                        && let Err(e) = py.check_signals()
+                        && let Err(e) = py.check_signals().and_then(|()| report(false))
                     {
                         cancel.store(true, Ordering::SeqCst);
                         interrupted = Some(e);
@@ -194,6 +204,7 @@ impl Pipeline {
         if let Some(e) = interrupted {
             return Err(e);
         }
+        report(true)?;
         to_python(py, &outcome_json(&outcome))
     }
 
@@ -295,6 +306,27 @@ fn outcome_json(outcome: &RunOutcome) -> serde_json::Value {
         "alerts_fired": outcome.alerts_fired,
         "metrics_error": outcome.metrics_error,
     })
+}
+
+/// Each step's counts so far, for a progress display: `step`, `records_in`,
+/// `records_out`, `retries`, `records_per_second`, `finished` (the step has ended), and
+/// `done` (the run has).
+fn progress_json(metrics: &weave::MetricsCollector, done: bool) -> serde_json::Value {
+    let steps: Vec<serde_json::Value> = metrics
+        .steps()
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "step": s.step,
+                "records_in": s.records_in,
+                "records_out": s.records_out,
+                "retries": s.retries,
+                "records_per_second": s.records_per_second(),
+                "finished": s.wall.is_some(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "done": done, "steps": steps })
 }
 
 /// A step's figures (tokens, cost, pass rates) as one JSON object, in the order it set them.

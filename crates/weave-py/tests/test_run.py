@@ -169,3 +169,40 @@ def test_keyboard_interrupt_stops_a_long_run_and_commits_nothing(tmp_path: Path)
     report = json.loads((record / "report.json").read_text())
     assert report["status"] == "interrupted", report["status"]
     assert report["steps"][0]["records_out"] > 0
+
+
+def test_progress_is_reported_while_the_run_goes_and_at_its_end(quickstart: Path) -> None:
+    snapshots: list[dict] = []
+    result = wp.Pipeline.from_file(quickstart).run(progress=snapshots.append)
+    last = snapshots[-1]
+    assert last["done"] and all(not s["done"] for s in snapshots[:-1])
+    counts = {s["step"]: (s["records_in"], s["records_out"], s["finished"]) for s in last["steps"]}
+    assert counts["export"] == (result.step("export")["records_in"], 0, True)
+    assert counts["load"] == (0, 3000, True)
+
+
+def test_an_exception_in_the_progress_callback_stops_the_run(tmp_path: Path) -> None:
+    p = wp.Pipeline.from_toml(LONG, tmp_path / "long.toml")
+
+    def fail(snapshot: dict) -> None:
+        if any(s["records_out"] > 0 for s in snapshot["steps"]):
+            raise RuntimeError("enough")
+
+    with pytest.raises(RuntimeError, match="enough"):
+        p.run(no_cache=True, progress=fail)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_the_plain_progress_lines_show_each_step() -> None:
+    import io
+
+    from weave_pipelines._progress import Lines
+
+    out = io.StringIO()
+    show = Lines(out)
+    step = {"step": "load", "records_in": 0, "records_out": 3000, "retries": 0, "records_per_second": 10.0}
+    show({"done": False, "steps": [dict(step, finished=False)]})
+    show({"done": True, "steps": [dict(step, finished=True)]})
+    text = out.getvalue()
+    assert "load" in text and "3000 records  10/s" in text
+    assert text.endswith("3000 records  done\n") and "\x1b[1F" in text

@@ -22,9 +22,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-from . import _native
+from . import _native, _progress
 from ._native import PipelineError, RunError, WeaveError
 
 __all__ = ["Pipeline", "RunResult", "WeaveError", "PipelineError", "RunError", "__version__"]
@@ -182,6 +182,7 @@ class Pipeline:
         refresh: Sequence[str] = (),
         quarantine: Optional[PathLike] = None,
         metrics_file: Optional[PathLike] = None,
+        progress: Union[bool, Callable[[Dict[str, Any]], None]] = True,
     ) -> RunResult:
         """Runs the pipeline as ``weave run`` does, and returns what it did.
 
@@ -190,6 +191,11 @@ class Pipeline:
         ``no_cache`` (neither read nor write the cache) and ``refresh`` (step ids to compute
         again, with every step after them); ``quarantine`` (where set-aside records go) and
         ``metrics_file`` (Prometheus text, rewritten while the run goes).
+
+        ``progress``: ``True`` shows a bar per step in a terminal or a Jupyter notebook
+        (tqdm's, when it is installed), ``False`` nothing; a callable is called about every
+        100 ms, and once at the end, with ``{"done": bool, "steps": [{"step",
+        "records_in", "records_out", "retries", "records_per_second", "finished"}]}``.
 
         Outputs appear only when the whole run succeeds. Raises :class:`RunError` when the
         run fails, :class:`WeaveError` when it cannot start (its files would clash), and
@@ -204,6 +210,7 @@ class Pipeline:
             refresh=list(refresh),
             quarantine=None if quarantine is None else os.fspath(quarantine),
             metrics_file=None if metrics_file is None else os.fspath(metrics_file),
+            progress=_progress.default_display() if progress is True else (progress or None),
         )
         result = RunResult._from_native(data)
         if result.status != "succeeded":

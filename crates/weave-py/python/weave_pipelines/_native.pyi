@@ -3,7 +3,7 @@
 Use the package's ``Pipeline`` and ``RunResult``; this module is what they call.
 """
 
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 __version__: str
 
@@ -62,5 +62,6 @@ class Pipeline:
         refresh: List[str] = ...,
         quarantine: Optional[str] = None,
         metrics_file: Optional[str] = None,
+        progress: Optional[Callable[[Dict[str, Any]], None]] = None,
     ) -> Dict[str, Any]:
         """Runs the pipeline as ``weave run`` does; the dict behind ``RunResult``."""
