@@ -468,11 +468,23 @@ fn toml_value(obj: &Bound<'_, PyAny>, at: &str) -> PyResult<toml::Value> {
     Err(PyTypeError::new_err(format!("{at}: a {kind} has no TOML form (use a dict, list, str, int, float or bool)")))
 }
 
+/// Runs the `weave` command with `args` (`sys.argv`: the first is the program's name), the
+/// lock released, and returns its exit code: the wheel's `weave` command.
+#[pyfunction]
+fn cli(py: Python<'_>, args: Vec<std::ffi::OsString>) -> u8 {
+    let code = py.detach(|| weave_cli::run_command(args));
+    // The command handled Ctrl-C itself (the run stopped, exit code 130); the
+    // `KeyboardInterrupt` Python's own handler left pending is dropped here, not raised.
+    let _ = py.check_signals();
+    code
+}
+
 /// The compiled part of `weave_pipelines`.
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pipeline>()?;
+    m.add_function(pyo3::wrap_pyfunction!(cli, m)?)?;
     m.add("WeaveError", m.py().get_type::<WeaveError>())?;
     m.add("PipelineError", m.py().get_type::<PipelineError>())?;
     m.add("RunError", m.py().get_type::<RunError>())?;

@@ -26,6 +26,9 @@ class RunError(WeaveError):
 
     result: Any
 
+def cli(args: List[str]) -> int:
+    """Runs the ``weave`` command with ``args`` (``sys.argv``); returns its exit code."""
+
 class Pipeline:
     """A checked pipeline: its text, and the path relative paths resolve from."""
 
