@@ -397,17 +397,18 @@ fn print_diagnostics(diags: &Diagnostics) {
     }
 }
 
-/// An error and its causes for stderr: `error: ...`, then `  caused by: ...` for each
-/// cause whose text the lines before do not already hold. Errors often repeat their
-/// cause in their own message (`step "x" failed: <the step's error>`) and also give it as
-/// their source; printed both ways, one error reads as two.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = format!("error: {error}\n");
+/// An error and its causes as `weave` prints them after `error: ` (and the Python
+/// package's `RunError` says them): the error, then `  caused by: ...` on a line of its own
+/// for each cause whose text the lines before do not already hold. Errors often repeat
+/// their cause in their own message (`step "x" failed: <the step's error>`) and also give
+/// it as their source; printed both ways, one error reads as two.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {
         let text = s.to_string();
         if !out.contains(&text) {
-            out.push_str(&format!("  caused by: {text}\n"));
+            out.push_str(&format!("\n  caused by: {text}"));
         }
         source = s.source();
     }

@@ -247,9 +247,9 @@ fn outcome_json(outcome: &RunOutcome) -> serde_json::Value {
     let (status, summary, error) = match &outcome.result {
         Ok(s) => ("succeeded", s, None),
         Err(f) if matches!(f.error, weave::ExecError::Cancelled) => {
-            ("cancelled", &f.summary, Some(error_chain(&f.error)))
+            ("cancelled", &f.summary, Some(weave_cli::error_chain(&f.error)))
         }
-        Err(f) => ("failed", &f.summary, Some(error_chain(&f.error))),
+        Err(f) => ("failed", &f.summary, Some(weave_cli::error_chain(&f.error))),
     };
     let steps: Vec<serde_json::Value> = summary
         .steps
@@ -334,21 +334,6 @@ fn figures_json(figures: &[(String, weave::Value)]) -> serde_json::Value {
     serde_json::Value::Object(
         figures.iter().map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default())).collect(),
     )
-}
-
-/// An error and the causes its text does not already hold, one line each (as `weave run`
-/// prints them).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(&format!("\n  caused by: {text}"));
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// Each diagnostic as a JSON object: what `PipelineError.diagnostics` holds.

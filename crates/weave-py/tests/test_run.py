@@ -98,13 +98,13 @@ def test_clashing_files_are_refused_before_anything_is_written(quickstart: Path)
     assert not (quickstart.parent / "processed_data.jsonl").exists()
 
 
-def test_a_failed_run_raises_run_error_with_its_result(tmp_path: Path) -> None:
+def test_a_failed_run_raises_run_error_with_its_result(tmp_path: Path, weave_bin: Path) -> None:
     (tmp_path / "in.csv").write_text('text\n"unclosed\n')
-    p = wp.Pipeline.from_toml(
+    (tmp_path / "p.toml").write_text(
         '[pipeline]\nname = "f"\n\n[[step]]\nid = "load"\nkind = "load_csv"\npath = "in.csv"\n\n'
-        '[[step]]\nid = "out"\nkind = "export_jsonl"\npath = "out.jsonl"\n',
-        tmp_path / "p.toml",
+        '[[step]]\nid = "out"\nkind = "export_jsonl"\npath = "out.jsonl"\n'
     )
+    p = wp.Pipeline.from_file(tmp_path / "p.toml")
     with pytest.raises(wp.RunError) as caught:
         p.run()
     result = caught.value.result
@@ -112,6 +112,10 @@ def test_a_failed_run_raises_run_error_with_its_result(tmp_path: Path) -> None:
     assert str(caught.value) == result.error
     assert result.report["status"] == "failed"
     assert not (tmp_path / "out.jsonl").exists()
+    # The error reads as `weave run` prints it.
+    cli = subprocess.run([weave_bin, "-q", "run", tmp_path / "p.toml"], capture_output=True, text=True)
+    assert cli.returncode == 1
+    assert f"error: {result.error}\n" in cli.stderr
 
 
 def test_bad_options_are_refused(quickstart: Path) -> None:
