@@ -83,7 +83,7 @@ class RunResult:
     def _from_native(cls, data: Mapping[str, Any]) -> "RunResult":
         """Makes a result from the dict the compiled module returns."""
         paths = ("report_path", "record_dir", "quarantine")
-        values = {k: (Path(v) if k in paths and v is not None else v) for k, v in data.items()}
+        values: Dict[str, Any] = {k: (Path(v) if k in paths and v is not None else v) for k, v in data.items()}
         return cls(**values)
 
     @property
@@ -215,7 +215,7 @@ class Pipeline:
         result = RunResult._from_native(data)
         if result.status != "succeeded":
             error = RunError(result.error or f"the run {result.status}")
-            error.result = result  # type: ignore[attr-defined]
+            error.result = result
             raise error
         return result
 

@@ -22,7 +22,7 @@ def default_display() -> Optional[Callable[[Mapping[str, Any]], None]]:
     if not (_in_notebook() or (hasattr(stream, "isatty") and stream.isatty())):
         return None
     try:
-        from tqdm.auto import tqdm  # type: ignore[import-not-found]
+        from tqdm.auto import tqdm  # type: ignore[import-not-found, import-untyped, unused-ignore]
     except ImportError:
         return Lines(stream)
     return TqdmBars(tqdm)
