@@ -214,3 +214,44 @@ def test_the_plain_progress_lines_show_each_step() -> None:
     text = out.getvalue()
     assert "load" in text and "3000 records  10/s" in text
     assert text.endswith("3000 records  done\n") and "\x1b[1F" in text
+
+
+def test_tqdm_bars_follow_each_step_and_close_at_the_end() -> None:
+    from weave_pipelines._progress import TqdmBars
+
+    made: list = []
+
+    class FakeTqdm:
+        def __init__(self, **kwargs: object) -> None:
+            self.kwargs, self.n, self.closed = kwargs, 0, False
+            made.append(self)
+
+        def update(self, k: int) -> None:
+            self.n += k
+
+        def close(self) -> None:
+            self.closed = True
+
+    bars = TqdmBars(FakeTqdm)
+    step = {"retries": 0, "records_per_second": 1.0, "finished": False}
+    bars({"done": False, "steps": [dict(step, step="load", records_in=0, records_out=500)]})
+    bars(
+        {
+            "done": True,
+            "steps": [
+                dict(step, step="load", records_in=0, records_out=3000),
+                dict(step, step="export", records_in=2046, records_out=0),
+            ],
+        }
+    )
+    assert [(b.kwargs["desc"], b.kwargs["position"], b.n, b.closed) for b in made] == [
+        ("load", 0, 3000, True),
+        ("export", 1, 2046, True),
+    ]
+
+
+def test_no_progress_is_shown_without_a_terminal() -> None:
+    from weave_pipelines._progress import default_display
+
+    # pytest captures stderr: neither a terminal nor a notebook's.
+    assert default_display() is None
