@@ -4,9 +4,9 @@
 //! - Layering: dependencies point downward only
 //!   (`weave-core, weave-fs ← weave-exec, weave-cache, weave-monitor, weave-io; weave-cache ←
 //!   weave-llm; weave-io, weave-llm ← weave-steps; weave-exec, weave-cache, weave-monitor ←
-//!   weave-session; weave-steps, weave-session ← weave ← weave-cli`, and weave-steps does
+//!   weave-session; weave-steps, weave-session ← weave ← weave-cli ← weave-py`, and weave-steps does
 //!   not depend on weave-exec, nor weave-session on weave-steps),
-//!   and `weave-cli` reaches the libraries only through the `weave` facade.
+//!   and `weave-cli` and `weave-py` reach the libraries only through the `weave` facade.
 //! - Every member inherits the workspace's lints, and takes every dependency from
 //!   `[workspace.dependencies]`, so that versions are set once, in the root `Cargo.toml`.
 //! - Every library crate denies missing docs and does not print (libraries log through `log`).
@@ -63,6 +63,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     // The command line goes through the facade, like any user of the library; its
     // end-to-end tests also start the test server.
     ("weave-cli", &["weave", "weave-testkit"]),
+    // The Python bindings are another front end over the facade; the wheel carries the
+    // command line too.
+    ("weave-py", &["weave", "weave-cli"]),
     // Benchmarks and dev tasks measure the parts directly.
     (
         "xtask",

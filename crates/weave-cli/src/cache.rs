@@ -1,27 +1,14 @@
-//! The cache as the CLI shows it: a step's status in `weave plan`, and the `weave cache`
-//! commands.
+//! The `weave cache` commands.
 
 use std::path::Path;
-use weave::cache::{Status, Store};
-use weave::{CacheUse, format_bytes};
+use weave::cache::Store;
+use weave::format_bytes;
 
 use crate::Failure;
 
 /// Opens the store in `dir`.
 fn open(dir: &Path) -> Result<Store, Failure> {
     Store::open(dir).map_err(|e| Failure::Other(format!("cannot open the cache in {}: {e}", dir.display())))
-}
-
-/// The word for a step in `weave plan`: what the cache holds, and whether it will run.
-pub(crate) fn status_text(status: &Status, role: CacheUse) -> String {
-    match (role, status) {
-        (CacheUse::Skipped, Status::Cached) => "cached".to_owned(),
-        (CacheUse::Skipped, _) => "skip (not needed)".to_owned(),
-        (CacheUse::Replayed, _) => "cached".to_owned(),
-        (CacheUse::Ran, Status::Cached) => "cached".to_owned(),
-        (CacheUse::Ran, Status::Partial(n)) => format!("partial ({n} batches stored)"),
-        (CacheUse::Ran, s) => s.label().to_owned(),
-    }
 }
 
 /// `weave cache stats`.

@@ -45,7 +45,7 @@ pub(crate) fn table(p: &Pipeline, cache: &CachePlan, explain: bool) -> String {
                 s.kind.clone(),
                 n.shape.to_string(),
                 if after.is_empty() { "-".to_owned() } else { after.join(", ") },
-                cache.step(&n.id).map_or_else(|| "-".to_owned(), |c| crate::cache::status_text(&c.status, roles[i])),
+                cache.step(&n.id).map_or_else(|| "-".to_owned(), |c| weave::cache_status_text(&c.status, roles[i])),
                 size_or_dash(s.resources.memory),
                 s.resources
                     .io_concurrency
@@ -73,7 +73,7 @@ pub(crate) fn table(p: &Pipeline, cache: &CachePlan, explain: bool) -> String {
         for &i in dag.topological_order() {
             let n = dag.node(i);
             let Some(c) = cache.step(&n.id) else { continue };
-            let status = crate::cache::status_text(&c.status, roles[i]);
+            let status = weave::cache_status_text(&c.status, roles[i]);
             let why = if c.reasons.is_empty() {
                 match status.as_str() {
                     "cached" => "unchanged; its output is in the cache".to_owned(),
@@ -105,56 +105,7 @@ fn trim_float(x: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-/// The plan as JSON.
+/// The plan as JSON (the session's, which the Python bindings return too).
 pub(crate) fn json(p: &Pipeline, cache: &CachePlan) -> String {
-    let dag = p.dag();
-    let roles = weave::planned_roles(p, cache);
-    let steps: Vec<serde_json::Value> = dag
-        .topological_order()
-        .iter()
-        .map(|&i| {
-            let n = dag.node(i);
-            let s = &n.payload;
-            serde_json::json!({
-                "id": n.id,
-                "kind": s.kind,
-                "version": s.version,
-                "shape": n.shape,
-                "level": dag.level_of(i),
-                "after": n.inputs.iter().map(|&j| dag.node(j).id.clone()).collect::<Vec<_>>(),
-                "config": serde_json::from_slice::<serde_json::Value>(s.config.as_bytes()).unwrap_or_else(|_| s.config.to_string().into()),
-                "resources": s.resources,
-                "retry": s.retry,
-                "timeout_ms": s.timeout.map(|t| t.as_millis() as u64),
-                "on_bad_record": s.on_bad_record,
-                "estimated_cost": n.cost,
-                "cache": cache.step(&n.id).map(|c| serde_json::json!({
-                    "status": crate::cache::status_text(&c.status, roles[i]),
-                    "key": c.key.map(|k| k.to_hex()),
-                    "stored": c.stores,
-                    "reasons": c.reasons,
-                })),
-            })
-        })
-        .collect();
-    let levels: Vec<Vec<&str>> =
-        dag.levels().iter().map(|l| l.iter().map(|&i| dag.node(i).id.as_str()).collect()).collect();
-    let cp = dag.critical_path();
-    let v = serde_json::json!({
-        "pipeline": p.name,
-        "seed": p.seed,
-        "resources": {
-            "max_memory": p.resources.max_memory,
-            "max_concurrent": p.resources.max_concurrent,
-            "gpu_enabled": p.resources.gpu_enabled,
-        },
-        "steps": steps,
-        "levels": levels,
-        "critical_path": {
-            "steps": cp.nodes.iter().map(|&i| dag.node(i).id.as_str()).collect::<Vec<_>>(),
-            "estimated_cost": cp.cost,
-        },
-        "warnings": p.warnings().0.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-    });
-    format!("{v:#}\n")
+    format!("{:#}\n", weave::plan_json(p, cache))
 }

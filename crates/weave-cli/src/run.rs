@@ -78,7 +78,7 @@ pub(crate) fn run(file: PipelineFile, pipeline: Pipeline, mut options: RunOption
                 };
                 return Err(Failure::Interrupted(code));
             }
-            eprint!("{}", crate::error_chain(&failure.error));
+            eprintln!("error: {}", crate::error_chain(&failure.error));
             if let Some(m) = outcome.metrics_error {
                 eprintln!("error: {m}");
             }

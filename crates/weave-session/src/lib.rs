@@ -30,10 +30,12 @@
 mod files;
 mod lineage;
 mod memory;
+mod plan;
 mod session;
 
 pub use files::{CACHE_DIR_ENV, PipelineFile, cache_dir_for, default_quarantine, runs_dir};
 pub use memory::{MemorySink, MemorySinkHandle, MemorySource};
+pub use plan::{cache_status_text, plan_json};
 pub use session::{
     Labels, RunFailure, RunHandle, RunOptions, RunOutcome, Session, SessionError, cache_plan, planned_roles,
 };
