@@ -148,16 +148,6 @@ impl Store {
         Ok(())
     }
 
-    /// Syncs to disk every entry written so far without a sync of its own
-    /// ([`Store::put_with`] with `durable` false), their renames included: one `syncfs`
-    /// of the store's file system, for entries written in groups (an LLM step's answers,
-    /// a batch at a time), where a sync per entry bounded how many could be stored a
-    /// second.
-    pub fn sync(&self) -> Result<(), Error> {
-        let dir = File::open(&self.root).map_err(Error::io(&self.root))?;
-        rustix::fs::syncfs(&dir).map_err(|e| Error::Io { path: self.root.clone(), source: e.into() })
-    }
-
     /// Reads and decodes (with [`codec::decode`]) the value under `key`: `None` if there is
     /// none, or if the entry is damaged, written under another key, or does not decode
     /// (another codec, a value laid out otherwise, nested past `weave_core::MAX_DEPTH`),
@@ -342,20 +332,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path().join("cache")).unwrap();
         (dir, s)
-    }
-
-    #[test]
-    fn entries_written_without_their_own_sync_are_synced_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let keys: Vec<Key> = (0..20u8).map(|i| crate::KeyBuilder::new("t").part("i", &[i]).finish()).collect();
-        for (i, k) in keys.iter().enumerate() {
-            store.put_with(k, 1, format!("value {i}").as_bytes(), false).unwrap();
-        }
-        store.sync().unwrap();
-        for (i, k) in keys.iter().enumerate() {
-            assert_eq!(store.get(k).unwrap().unwrap().payload, format!("value {i}").into_bytes());
-        }
     }
 
     #[test]

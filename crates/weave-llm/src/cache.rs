@@ -23,8 +23,6 @@ pub(crate) struct RequestCache {
     dir: PathBuf,
     store: OnceLock<Option<Store>>,
     warned: AtomicBool,
-    /// Answers were stored since the last [`RequestCache::sync`].
-    unsynced: AtomicBool,
 }
 
 /// The key of a request: blake3 over the endpoint and the canonical JSON of everything in
@@ -72,7 +70,7 @@ fn write_canonical(v: &serde_json::Value, out: &mut String) {
 impl RequestCache {
     /// The cache in `dir`, opened when first used.
     pub(crate) fn new(dir: PathBuf) -> Self {
-        RequestCache { dir, store: OnceLock::new(), warned: AtomicBool::new(false), unsynced: AtomicBool::new(false) }
+        RequestCache { dir, store: OnceLock::new(), warned: AtomicBool::new(false) }
     }
 
     fn store(&self) -> Option<&Store> {
@@ -105,31 +103,12 @@ impl RequestCache {
         serves(&entry, max_tokens).then_some(entry.answer)
     }
 
-    /// Stores an answer, without syncing it to disk on its own: the answers of a batch are
-    /// synced together by [`RequestCache::sync`] (a group commit). Once stored, an answer
-    /// survives the process being stopped or killed (it is in the system's page cache); a
-    /// power cut before the sync can tear it, which its checksum reveals, so that it reads
-    /// as a miss and is asked again. A failure costs only a later re-run.
+    /// Stores an answer (durably: it was paid for). A failure costs only a later re-run.
     pub(crate) fn put(&self, key: &Key, answer: &Answer, max_tokens: Option<u64>) {
         let Some(store) = self.store() else { return };
         let entry = Entry { answer: answer.clone(), max_tokens };
-        let r = codec::encode(&entry).and_then(|bytes| store.put_with(key, codec::BINCODE2, &bytes, false));
-        match r {
-            Ok(()) => self.unsynced.store(true, Ordering::Release),
-            Err(e) => self.warn(&e),
-        }
-    }
-
-    /// Syncs to disk the answers stored since the last sync, if any: once per batch of
-    /// requests, where a sync per answer held the answers stored to the disk's pace
-    /// (1,700–2,500 a second in `cargo xtask bench llm`, against 10,000 answered).
-    pub(crate) fn sync(&self) {
-        if !self.unsynced.swap(false, Ordering::AcqRel) {
-            return;
-        }
-        if let Some(store) = self.store()
-            && let Err(e) = store.sync()
-        {
+        let r = codec::encode(&entry).and_then(|bytes| store.put(key, codec::BINCODE2, &bytes));
+        if let Err(e) = r {
             self.warn(&e);
         }
     }

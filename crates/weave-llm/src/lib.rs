@@ -421,17 +421,11 @@ impl LlmCall {
         let done = match collect(&results, n, ctx) {
             Ok(d) => d,
             Err(e) => {
-                // Queued requests are dropped unsent; those in flight finish and are kept
-                // (stored as they land; synced with the next batch's, or left to the
-                // system's write-back if the run ends).
+                // Queued requests are dropped unsent; those in flight finish and are kept.
                 cancel.store(true, Ordering::Relaxed);
                 return Err(e);
             }
         };
-        // The batch's answers reach the disk together: one sync, not one per answer.
-        if let Some(cache) = &self.worker.cache {
-            cache.sync();
-        }
         let mut tally = Tally::default();
         let (mut answers, mut hits, mut failed) = (0i64, 0i64, 0i64);
         let (mut prompt_tokens, mut completion_tokens, mut cached_tokens) = (0i64, 0i64, 0i64);
@@ -582,7 +576,7 @@ impl Worker {
     }
 
     /// Asks for the answer to a request the cache did not have, and stores it (on the
-    /// runtime's threads for blocking work; the batch syncs its answers together).
+    /// runtime's threads for blocking work: the store syncs it to disk).
     async fn ask(
         self: Arc<Self>,
         p: Prepared,
