@@ -50,7 +50,7 @@ pub use spec::{
 };
 pub use step::{
     CacheMode, CanonicalConfig, FilePattern, Merge, Prepare, Prepared, Rejected, RequestCounts, Shape, Sink, Source,
-    StatefulTransform, Step, StepCache, StepContext, StepInfo, Transform, sum_figures,
+    StatefulTransform, Step, StepCache, StepContext, StepInfo, Transform, prepared_as, sum_figures,
 };
 pub use template::{TemplateError, TemplatePart, parse_template};
 pub use units::{format_bytes, format_duration, format_percent, parse_bytes, parse_duration};

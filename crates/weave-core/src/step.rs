@@ -270,8 +270,18 @@ pub trait Transform: StepInfo + Sync {
 
 /// What a stateful step's [`Prepare`] made of one batch (its records' keys, hashes or
 /// signatures), handed back to [`StatefulTransform::process_prepared`] with the batch.
-/// Opaque to the executor: the step downcasts it to the type its preparer made.
+/// Opaque to the executor: the step reads it as the type its preparer made, with
+/// [`prepared_as`].
 pub type Prepared = Box<dyn std::any::Any + Send + Sync>;
+
+/// What a step's [`Prepare`] made, as the type it makes: for
+/// [`StatefulTransform::process_prepared`]. Another type is an internal error naming
+/// `step` (the executor hands a step only what its own preparer made).
+pub fn prepared_as<'p, T: 'static>(prepared: &'p Prepared, step: &str) -> Result<&'p T, StepError> {
+    prepared.downcast_ref::<T>().ok_or_else(|| {
+        StepError::internal(format!("{step} was handed a preparation of another type than its preparer makes"))
+    })
+}
 
 /// The per-record work of a stateful step that does not depend on its state: normalising
 /// and hashing keys, shingling, signatures. The executor runs it on the worker pool,
@@ -617,6 +627,14 @@ pub fn sum_figures(a: &Value, b: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_preparation_reads_as_its_own_type_and_another_is_an_error_naming_the_step() {
+        let prepared: Prepared = Box::new(vec![1u128, 2]);
+        assert_eq!(prepared_as::<Vec<u128>>(&prepared, "dedup").unwrap(), &vec![1u128, 2]);
+        let e = prepared_as::<Vec<u64>>(&prepared, "dedup").unwrap_err();
+        assert!(e.to_string().contains("dedup was handed a preparation of another type"), "{e}");
+    }
 
     #[test]
     fn added_figures_sum_within_a_call() {

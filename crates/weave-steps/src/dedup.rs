@@ -296,9 +296,7 @@ impl StatefulTransform for Dedup {
         ctx: &mut StepContext,
         out: &mut Vec<Batch>,
     ) -> Result<(), StepError> {
-        let keys = prepared
-            .downcast_ref::<Vec<u128>>()
-            .ok_or_else(|| StepError::internal("dedup was handed keys of another type"))?;
+        let keys = weave_core::prepared_as::<Vec<u128>>(prepared, "dedup")?;
         self.decide(batch, keys, ctx, out);
         Ok(())
     }

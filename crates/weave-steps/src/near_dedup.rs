@@ -591,9 +591,7 @@ impl StatefulTransform for NearDedup {
         ctx: &mut StepContext,
         out: &mut Vec<Batch>,
     ) -> Result<(), StepError> {
-        let signed = prepared
-            .downcast_ref::<Signed>()
-            .ok_or_else(|| StepError::internal("near_dedup was handed signatures of another type"))?;
+        let signed = weave_core::prepared_as::<Signed>(prepared, "near_dedup")?;
         self.decide(batch, signed, ctx, out)
     }
 

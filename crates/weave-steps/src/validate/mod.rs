@@ -228,9 +228,7 @@ impl StatefulTransform for Validate {
         ctx: &mut StepContext,
         out: &mut Vec<Batch>,
     ) -> Result<(), StepError> {
-        let keys = prepared
-            .downcast_ref::<Vec<Vec<u128>>>()
-            .ok_or_else(|| StepError::internal("validate was handed keys of another type"))?;
+        let keys = weave_core::prepared_as::<Vec<Vec<u128>>>(prepared, "validate")?;
         self.judge(batch, Some(keys), ctx, out)
     }
 
