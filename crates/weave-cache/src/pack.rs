@@ -9,8 +9,10 @@
 //! entry durable waits for the next `fdatasync` of the pack, which one of the waiting
 //! writers runs for all of them (a group commit).
 //!
-//! A pack is `packs/<pid>-<start>-<n>.pack`, named after the [`Owner`] that appends to
-//! it, so that `weave cache gc` never removes a pack a live process writes. It holds a
+//! A pack is `packs/<pid space>-<pid>-<start>-<n>.pack`, named after the [`Owner`] that
+//! appends to it, so that `weave cache gc` never removes a pack a live process writes (on
+//! another machine sharing the folder: while its lease, the pack's modification time,
+//! is renewed). It holds a
 //! header (magic, format version) and then records: payload length, codec, key, a blake3
 //! checksum over the three and the payload (as a store entry's), and the payload. Readers
 //! index every pack when they open the folder (and again on [`Packs::refresh`]); a record
@@ -30,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::SystemTime;
 
-use weave_fs::{Liveness, Owner};
+use weave_fs::Owner;
 
 use crate::error::Error;
 use crate::key::Key;
@@ -113,6 +115,8 @@ struct Writer {
     synced: u64,
     /// Whether a writer runs an `fdatasync` now.
     syncing: bool,
+    /// Keeps the pack's lease renewed while this process may append to it.
+    _lease: weave_fs::LeaseGuard,
 }
 
 /// A pack on disk, for eviction and listing.
@@ -326,7 +330,11 @@ impl Packs {
         let me = Owner::current();
         let (file, path) = loop {
             let n = N.fetch_add(1, Ordering::Relaxed);
-            let path = dir.join(format!("{}-{}-{n}.pack", me.pid(), me.start().unwrap_or(0)));
+            let (pid, start) = (me.pid(), me.start().unwrap_or(0));
+            let path = match me.space() {
+                Some(space) => dir.join(format!("{space:016x}-{pid}-{start}-{n}.pack")),
+                None => dir.join(format!("{pid}-{start}-{n}.pack")),
+            };
             match OpenOptions::new().read(true).append(true).create_new(true).open(&path) {
                 Ok(f) => break (f, path),
                 // Left by an earlier process that had this id and start time (a reboot).
@@ -345,7 +353,8 @@ impl Packs {
         index.packs.push(pack);
         let i = index.packs.len() - 1;
         index.by_name.insert(path.clone(), i);
-        Ok(Writer { file, path, pack: i, len: FILE_HEADER_LEN, synced: FILE_HEADER_LEN, syncing: false })
+        let lease = weave_fs::hold_lease(&path);
+        Ok(Writer { file, path, pack: i, len: FILE_HEADER_LEN, synced: FILE_HEADER_LEN, syncing: false, _lease: lease })
     }
 }
 
@@ -468,7 +477,7 @@ pub(crate) fn list(root: &Path) -> Result<Vec<PackInfo>, Error> {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
             Err(err) => return Err(Error::Io { path, source: err }),
         };
-        let live = owner_of(&path).is_none_or(|o| o.liveness() != Liveness::Gone);
+        let live = owner_of(&path).is_none_or(|o| !weave_fs::holder_is_gone(&o, &path));
         out.push(PackInfo { path, bytes: meta.len(), used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), live });
     }
     Ok(out)
@@ -486,15 +495,26 @@ pub(crate) fn entries(path: &Path) -> Vec<(Key, u64)> {
     out
 }
 
-/// The process that appends to the pack at `path`, from its name (`<pid>-<start>-<n>`);
-/// `None` for a name that does not say (never removed while it may be written).
+/// The process that appends to the pack at `path`, from its name
+/// (`<pid space>-<pid>-<start>-<n>`, or `<pid>-<start>-<n>` where the pid space is
+/// unknown); `None` for a name that does not say (never removed).
 fn owner_of(path: &Path) -> Option<Owner> {
     let stem = path.file_stem()?.to_str()?;
-    let mut parts = stem.split('-');
-    let pid = parts.next()?.parse().ok()?;
-    let start: u64 = parts.next()?.parse().ok()?;
-    parts.next()?.parse::<u64>().ok()?;
-    Some(Owner::new(pid, (start != 0).then_some(start)))
+    let parts: Vec<&str> = stem.split('-').collect();
+    let (space, rest) = match parts.as_slice() {
+        [space, rest @ ..] if rest.len() == 3 && space.len() == 16 => {
+            (Some(u64::from_str_radix(space, 16).ok()?), rest)
+        }
+        rest => (None, rest),
+    };
+    let [pid, start, n] = rest else { return None };
+    n.parse::<u64>().ok()?;
+    let start: u64 = start.parse().ok()?;
+    let (pid, start) = (pid.parse().ok()?, (start != 0).then_some(start));
+    Some(match space {
+        Some(space) => Owner::in_space(pid, start, Some(space)),
+        None => Owner::new(pid, start),
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -653,6 +673,10 @@ mod tests {
         assert!(listed[0].live, "this process writes it");
         assert_eq!(owner_of(&listed[0].path), Some(Owner::current()));
         assert_eq!(owner_of(Path::new("x/123-0-4.pack")), Some(Owner::new(123, None)));
+        assert_eq!(
+            owner_of(Path::new("x/00000000000000ff-123-5-4.pack")),
+            Some(Owner::in_space(123, Some(5), Some(255)))
+        );
         assert_eq!(owner_of(Path::new("x/abc.pack")), None);
     }
 }

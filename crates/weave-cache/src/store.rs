@@ -497,7 +497,7 @@ mod tests {
         // than an entry of its own: it goes first, whole.
         let dir = s.root().join("packs");
         let pack = fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
-        let dead = dir.join("4294967295-1-0.pack");
+        let dead = dir.join(format!("{:016x}-4294967295-1-0.pack", weave_fs::pid_space().unwrap_or(0)));
         fs::rename(&pack, &dead).unwrap();
         File::options().write(true).open(&dead).unwrap().set_modified(SystemTime::UNIX_EPOCH).unwrap();
         let newer = Key::of_content(b"newer");
