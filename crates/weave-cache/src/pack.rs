@@ -330,11 +330,7 @@ impl Packs {
         let me = Owner::current();
         let (file, path) = loop {
             let n = N.fetch_add(1, Ordering::Relaxed);
-            let (pid, start) = (me.pid(), me.start().unwrap_or(0));
-            let path = match me.space() {
-                Some(space) => dir.join(format!("{space:016x}-{pid}-{start}-{n}.pack")),
-                None => dir.join(format!("{pid}-{start}-{n}.pack")),
-            };
+            let path = dir.join(format!("{}.pack", weave_fs::owner_tag(me, n)));
             match OpenOptions::new().read(true).append(true).create_new(true).open(&path) {
                 Ok(f) => break (f, path),
                 // Left by an earlier process that had this id and start time (a reboot).
@@ -495,26 +491,10 @@ pub(crate) fn entries(path: &Path) -> Vec<(Key, u64)> {
     out
 }
 
-/// The process that appends to the pack at `path`, from its name
-/// (`<pid space>-<pid>-<start>-<n>`, or `<pid>-<start>-<n>` where the pid space is
-/// unknown); `None` for a name that does not say (never removed).
+/// The process that appends to the pack at `path`, from its name (a
+/// [`weave_fs::owner_tag`]); `None` for a name that does not say (never removed).
 fn owner_of(path: &Path) -> Option<Owner> {
-    let stem = path.file_stem()?.to_str()?;
-    let parts: Vec<&str> = stem.split('-').collect();
-    let (space, rest) = match parts.as_slice() {
-        [space, rest @ ..] if rest.len() == 3 && space.len() == 16 => {
-            (Some(u64::from_str_radix(space, 16).ok()?), rest)
-        }
-        rest => (None, rest),
-    };
-    let [pid, start, n] = rest else { return None };
-    n.parse::<u64>().ok()?;
-    let start: u64 = start.parse().ok()?;
-    let (pid, start) = (pid.parse().ok()?, (start != 0).then_some(start));
-    Some(match space {
-        Some(space) => Owner::in_space(pid, start, Some(space)),
-        None => Owner::new(pid, start),
-    })
+    weave_fs::owner_of_tag(path.file_stem()?.to_str()?)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

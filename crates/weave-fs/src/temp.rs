@@ -36,21 +36,33 @@ const SUFFIX: &str = ".tmp";
 /// run with 10,000 parts 10,000 listings of 10,000 files.
 const SWEEP_AGAIN_AFTER: Duration = Duration::from_secs(60);
 
-/// The name of `owner`'s temporary file number `n`: `.weave-<pid space>-<pid>-<start>-<n>.tmp`
-/// (`.weave-<pid>-<start>-<n>.tmp` where the pid space is unknown, as versions of weave
-/// from before it was kept named them all).
+/// The name of `owner`'s temporary file number `n`: `.weave-<tag>.tmp` ([`owner_tag`]).
 fn name_of(owner: Owner, n: u64) -> String {
-    let (pid, start) = (owner.pid(), owner.start().unwrap_or(0));
-    match owner.space() {
-        Some(space) => format!("{PREFIX}{space:016x}-{pid}-{start}-{n}{SUFFIX}"),
-        None => format!("{PREFIX}{pid}-{start}-{n}{SUFFIX}"),
-    }
+    format!("{PREFIX}{}{SUFFIX}", owner_tag(owner, n))
 }
 
 /// The owner a temporary file's name records, if it records one.
 fn owner_of_name(name: &str) -> Option<Owner> {
-    let inner = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
-    let fields: Vec<&str> = inner.split('-').collect();
+    owner_of_tag(name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?)
+}
+
+/// The part of a file's name that says which process owns it (its number `n` of such
+/// files): `<pid space>-<pid>-<start>-<n>`, the pid space in 16 hex digits, the start time
+/// 0 where unknown; `<pid>-<start>-<n>` where the pid space is unknown, as versions of
+/// weave from before it was kept named them all. Temporary files and the cache's packs
+/// are named with it.
+pub fn owner_tag(owner: Owner, n: u64) -> String {
+    let (pid, start) = (owner.pid(), owner.start().unwrap_or(0));
+    match owner.space() {
+        Some(space) => format!("{space:016x}-{pid}-{start}-{n}"),
+        None => format!("{pid}-{start}-{n}"),
+    }
+}
+
+/// The owner an [`owner_tag`] names; `None` for text that is not one (a tag without a pid
+/// space is taken for this machine's).
+pub fn owner_of_tag(tag: &str) -> Option<Owner> {
+    let fields: Vec<&str> = tag.split('-').collect();
     let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
     let (space, rest) = match fields.as_slice() {
         [space, rest @ ..] if rest.len() == 3 && space.len() == 16 && space.bytes().all(|b| b.is_ascii_hexdigit()) => {
