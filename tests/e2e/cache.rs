@@ -643,6 +643,17 @@ fn gc_keeps_what_a_run_on_another_machine_pinned_until_its_lease_runs_out() {
     if child.try_wait().expect("wait").is_some() {
         return; // Finished before it could be frozen on a very fast machine: nothing to check.
     }
+    // `kill` returns before every thread has stopped: wait until each says `T` (stopped).
+    let stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task")).expect("its threads").flatten().all(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            stat.rfind(')').is_some_and(|i| stat[i + 1..].trim_start().starts_with('T'))
+        })
+    };
+    while !stopped() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(50));
     let pin = std::fs::read_dir(&pins).expect("pins").flatten().next().expect("a pin").path();
     let text = std::fs::read_to_string(&pin).expect("the pin");
     assert!(text.contains(r#""pid_space":"00000000dec0ded1""#) && text.contains(r#""host":"#), "{text}");
