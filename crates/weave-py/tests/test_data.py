@@ -200,3 +200,24 @@ def test_a_failed_run_hands_back_no_table(tmp_path: Path) -> None:
     with pytest.raises(wp.RunError, match="field `text` is not in the data") as caught:
         pipeline(tmp_path).run(inputs={"load": pa.table({"other": [1]})}, outputs=["load"], progress=False)
     assert caught.value.result.tables == {}
+
+
+def test_the_python_quick_start_example_gives_the_cli_records_as_a_dataset(tmp_path: Path, weave_bin: Path) -> None:
+    import importlib.util
+
+    import datasets
+
+    by_cli = copy_quickstart(tmp_path / "cli")
+    subprocess.run([weave_bin, "-q", "run", by_cli], check=True)
+    cli = [json.loads(line) for line in (by_cli.parent / "processed_data.jsonl").read_text().splitlines()]
+    script = QUICKSTART.parent / "python" / "quickstart.py"
+    spec = importlib.util.spec_from_file_location("quickstart_example", script)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    dataset = example.main(["--workdir", str(tmp_path / "python")])
+    assert isinstance(dataset, datasets.Dataset)
+    assert dataset.to_list() == cli
+    # Its pipeline's export ran too, in the work folder, with the same bytes as the CLI's.
+    written = (tmp_path / "python" / "processed_data.jsonl").read_bytes()
+    assert written == (by_cli.parent / "processed_data.jsonl").read_bytes()
