@@ -8,7 +8,8 @@
 //! step of its own after the step named, `<step>.to_python`. Both are weave-session's
 //! in-memory ends, registered as kinds for this one build, so the pipeline is checked,
 //! keyed and run as any other: an input's cache key is the blake3 of its batches, so a
-//! run with other data is never served an earlier run's output.
+//! run with other data is never served an earlier run's output (a run without a cache
+//! does not hash them).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -64,7 +65,11 @@ pub(crate) fn build(
         // The loader's own keys (its path, format, batch size) say nothing of the data
         // given instead.
         step.params = ConfTable::default();
-        sources.insert(id, MemorySource::new(batches));
+        // Without a cache the content hash would key nothing: the batches are handed over
+        // as they are, unhashed.
+        let source =
+            if options.no_cache { MemorySource::streamed(batches) } else { MemorySource::new(batches) };
+        sources.insert(id, source);
     }
     let mut handles = Vec::with_capacity(outputs.len());
     let mut sinks = HashMap::new();
