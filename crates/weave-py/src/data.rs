@@ -67,8 +67,7 @@ pub(crate) fn build(
         step.params = ConfTable::default();
         // Without a cache the content hash would key nothing: the batches are handed over
         // as they are, unhashed.
-        let source =
-            if options.no_cache { MemorySource::streamed(batches) } else { MemorySource::new(batches) };
+        let source = if options.no_cache { MemorySource::streamed(batches) } else { MemorySource::new(batches) };
         sources.insert(id, source);
     }
     let mut handles = Vec::with_capacity(outputs.len());
@@ -104,9 +103,14 @@ pub(crate) fn build(
     register(&mut registry, MEMORY_SOURCE, Shape::Source, "data given from Python (`run(inputs=...)`)", sources, |s| {
         s.into_step()
     });
-    register(&mut registry, MEMORY_SINK, Shape::Sink, "a step's output handed to Python (`run(outputs=...)`)", sinks, |s| {
-        s.into_step()
-    });
+    register(
+        &mut registry,
+        MEMORY_SINK,
+        Shape::Sink,
+        "a step's output handed to Python (`run(outputs=...)`)",
+        sinks,
+        |s| s.into_step(),
+    );
     let mut pipeline = Pipeline::from_spec_with(spec, &registry, options).map_err(EndsError::Invalid)?;
     warnings.extend(pipeline.take_warnings());
     pipeline.set_warnings(warnings);
