@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use weave::{
-    BuildOptions, CacheMode, ConfTable, Dep, Diagnostics, MemorySink, MemorySinkHandle, MemorySource, Params,
-    Pipeline, PipelineFile, PipelineSpec, Registry, SessionError, Shape, StepKind,
+    BuildOptions, CacheMode, ConfTable, Dep, Diagnostics, MemorySink, MemorySinkHandle, MemorySource, Params, Pipeline,
+    PipelineFile, PipelineSpec, Registry, SessionError, Shape, StepKind,
 };
 
 /// The kind of a source step replaced by data given from Python.

@@ -24,7 +24,9 @@ use std::time::Duration;
 use pyo3::exceptions::{PyException, PyFileNotFoundError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
-use weave::{Diagnostic, StepError, Diagnostics, Location, PipelineFile, RunOptions, RunOutcome, Session, SessionError};
+use weave::{
+    Diagnostic, Diagnostics, Location, PipelineFile, RunOptions, RunOutcome, Session, SessionError, StepError,
+};
 
 /// How often the waiting thread looks for Ctrl-C (Python's signal handlers run only when
 /// the interpreter checks for them).
