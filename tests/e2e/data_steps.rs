@@ -395,3 +395,53 @@ fn a_quote_never_closed_in_a_large_csv_is_a_bad_record_named_by_its_line() {
     assert!(q.contains("big.csv:4") && q.contains("never closed"), "{q}");
     assert!(q.len() < 4096, "the quarantined record holds none of the megabytes after the quote: {} bytes", q.len());
 }
+
+// Issue 18, item 3: `fields` through the binary, from a CSV (every field a string) to
+// typed JSON Lines, with a value that does not cast set aside in the quarantine file.
+#[test]
+fn fields_reshape_csv_rows_into_typed_records_and_set_bad_casts_aside() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("in.csv"),
+        "id,first,last,score,meta_flag\n1,Ada,Lovelace, 3.5 ,yes\n2,Alan,Turing,,no\n3,Grace,Hopper,n/a,1\n",
+    )
+    .expect("input");
+    std::fs::write(
+        dir.path().join("p.toml"),
+        r#"[pipeline]
+name = "shape"
+
+[[step]]
+id = "load"
+kind = "load_csv"
+path = "in.csv"
+
+[[step]]
+id = "shape"
+kind = "fields"
+rename = { meta_flag = "flag" }
+cast = { id = "int", score = "float", flag = "bool" }
+fill = { score = 0 }
+template = { name = "{first} {last}" }
+drop = ["first", "last"]
+nest = { person = ["name", "id"] }
+on_bad_record = "skip"
+
+[[step]]
+id = "export"
+kind = "export_jsonl"
+path = "out.jsonl"
+"#,
+    )
+    .expect("pipeline");
+    check_in(dir.path(), &["run", "p.toml", "--quarantine", "bad.jsonl"], 0, &[], &[]);
+    let out = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+    assert_eq!(
+        out,
+        "{\"person\":{\"name\":\"Ada Lovelace\",\"id\":1},\"score\":3.5,\"flag\":true}\n\
+         {\"person\":{\"name\":\"Alan Turing\",\"id\":2},\"score\":0.0,\"flag\":false}\n"
+    );
+    let bad = std::fs::read_to_string(dir.path().join("bad.jsonl")).expect("quarantine");
+    assert!(bad.contains(r#"`score` cannot be cast to float: \"n/a\" is not a number"#), "{bad}");
+    assert!(bad.contains(r#""last":"Hopper""#), "the record as it came in: {bad}");
+}

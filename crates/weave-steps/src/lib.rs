@@ -52,7 +52,7 @@ mod validate;
 pub use augment::Augment;
 pub use clean::Clean;
 pub use concat::Concat;
-pub use dataset::{Compare, Filter, Generate, Mix, Sample, Split};
+pub use dataset::{Compare, Fields, Filter, Generate, Mix, Sample, Split};
 pub use dedup::{Dedup, KeyHasher, KeySet};
 pub use near_dedup::NearDedup;
 pub use noise::{
@@ -111,6 +111,7 @@ pub fn registry() -> weave_core::Registry {
         &dataset::GENERATE_KIND,
         &dataset::MIX_KIND,
         &dataset::SPLIT_KIND,
+        &dataset::FIELDS_KIND,
         &dataset::FILTER_KIND,
         &dataset::SAMPLE_KIND,
         &dataset::COMPARE_KIND,

@@ -161,6 +161,14 @@ stratify_by = "label""#,
         r#"field = "label"
 equals = "billing""#,
     ),
+    op(
+        "fields, select + rename (no copy)",
+        "fields",
+        r#"select = ["id", "text"]
+rename = { text = "prompt" }"#,
+    ),
+    op("fields, cast id to int", "fields", r#"cast = { id = "int" }"#),
+    op("fields, template", "fields", r#"template = { line = "{label}: {text}" }"#),
     op("sample, n = 10,000", "sample", "n = 10000"),
     op("sample, fraction 0.1", "sample", "fraction = 0.1"),
     op("export_jsonl", "export_jsonl", r#"path = "{dir}/out/a.jsonl""#),

@@ -15,6 +15,7 @@ use weave_core::rng::{GAMMA, Rng, mix, unit};
 use weave_core::{Batch, BatchBuilder, Column, Params, StepError, StrColumn, ValueRef};
 
 mod compare;
+mod fields;
 mod filter;
 mod generate;
 mod mix;
@@ -22,6 +23,7 @@ mod sample;
 mod split;
 
 pub use compare::Compare;
+pub use fields::Fields;
 pub use filter::Filter;
 pub use generate::Generate;
 pub use mix::Mix;
@@ -29,6 +31,7 @@ pub use sample::Sample;
 pub use split::Split;
 
 pub(crate) use compare::KIND as COMPARE_KIND;
+pub(crate) use fields::KIND as FIELDS_KIND;
 pub(crate) use filter::KIND as FILTER_KIND;
 pub(crate) use generate::KIND as GENERATE_KIND;
 pub(crate) use mix::KIND as MIX_KIND;
