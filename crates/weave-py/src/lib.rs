@@ -22,6 +22,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use weave::{Diagnostic, Diagnostics, Location, PipelineFile, RunOptions, RunOutcome, Session, SessionError};
 
+mod steps;
+
 /// How often the waiting thread looks for Ctrl-C (Python's signal handlers run only when
 /// the interpreter checks for them).
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
@@ -216,7 +218,7 @@ impl Pipeline {
 impl Pipeline {
     /// Builds `file` once to check it, keeping its name and warnings.
     fn checked(py: Python<'_>, file: PipelineFile) -> PyResult<Pipeline> {
-        let built = py.detach(|| file.build(&weave::registry(), &weave::BuildOptions::default()));
+        let built = py.detach(|| file.build(&steps::registry(), &weave::BuildOptions::default()));
         let pipeline = built.map_err(|d| pipeline_error(py, &file.path, &d))?;
         let warnings = diagnostics_json(pipeline.warnings());
         Ok(Pipeline { name: pipeline.name.clone(), file, warnings })
@@ -224,7 +226,7 @@ impl Pipeline {
 
     /// Builds the pipeline's steps with `options` over the file's.
     fn build(&self, py: Python<'_>, options: &weave::BuildOptions) -> PyResult<weave::Pipeline> {
-        py.detach(|| self.file.build(&weave::registry(), options)).map_err(|d| pipeline_error(py, &self.file.path, &d))
+        py.detach(|| self.file.build(&steps::registry(), options)).map_err(|d| pipeline_error(py, &self.file.path, &d))
     }
 }
 
@@ -473,6 +475,9 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("WeaveError", m.py().get_type::<WeaveError>())?;
     m.add("PipelineError", m.py().get_type::<PipelineError>())?;
     m.add("RunError", m.py().get_type::<RunError>())?;
+    m.add("TransientError", m.py().get_type::<steps::TransientError>())?;
+    m.add_function(pyo3::wrap_pyfunction!(steps::register_step, m)?)?;
+    m.add_function(pyo3::wrap_pyfunction!(steps::step_kinds, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

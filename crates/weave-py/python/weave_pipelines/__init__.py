@@ -25,9 +25,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from . import _native, _progress
-from ._native import PipelineError, RunError, WeaveError
+from ._native import PipelineError, RunError, TransientError, WeaveError
+from ._steps import step, step_kinds
 
 __all__ = ["Pipeline", "RunResult", "WeaveError", "PipelineError", "RunError", "__version__"]
+# Python steps (_steps.py): a function registered as a step kind.
+__all__ += ["step", "step_kinds", "TransientError"]
 
 __version__: str = _native.__version__
 

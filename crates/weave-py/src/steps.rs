@@ -1,0 +1,311 @@
+//! Python steps: a Python function registered as a step kind that pipeline files name.
+//!
+//! `weave_pipelines.step` (in `_steps.py`) registers a function with [`register_step`];
+//! [`registry`] is the built-in kinds plus those, and is what every pipeline built from
+//! Python is checked and built with, so an unknown kind is the usual diagnostic and
+//! `plan()` shows a Python step as any other. A Python step is a stateless
+//! [`Transform`](weave::Transform): the executor gives it batches on its worker threads as
+//! it does a built-in one, and retries, sets records aside, counts and caches alike.
+//!
+//! A call takes the interpreter's lock for its batch: Python steps run one batch at a time
+//! across the run's threads, while Rust steps and I/O go on beside them. The rows cross
+//! as JSON text, through the conversions every JSON loader and exporter uses
+//! ([`weave::steps::write_jsonl`], [`weave::Value::from_json`]), parsed and written by the
+//! standard library's `json` in one call per batch, so that integers keep their digits
+//! and objects their field order.
+//!
+//! What a function's call does with a record:
+//! - returns a dict: the output record;
+//! - returns `None`: the record is dropped, counted under "`KIND` returned None";
+//! - raises `weave_pipelines.TransientError` (or a subclass): the call fails as transient,
+//!   and the executor retries the batch under the step's retry policy;
+//! - raises any other `Exception`, or returns something else: the record is bad, set
+//!   aside with the exception's type and message (`on_bad_record` decides what follows);
+//! - raises a `BaseException` that is not an `Exception` (`SystemExit`): the run stops.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use weave::{
+    Batch, BatchBuilder, CanonicalConfig, Params, Rejected, Shape, Step, StepContext, StepError, StepInfo, StepKind,
+    Transform, Value,
+};
+
+pyo3::create_exception!(
+    weave_pipelines,
+    TransientError,
+    PyException,
+    "Raised by a Python step for a failure that may pass if tried again (a timeout, a busy service): the step's call is retried under its retry policy, and counted in its retries. Subclass it for failures of your own."
+);
+
+/// The Python kinds registered in this process, by name.
+static KINDS: LazyLock<Mutex<BTreeMap<String, Arc<PyKind>>>> = LazyLock::new(Mutex::default);
+
+/// The registered kinds, whatever a panic elsewhere left the lock as (the map is replaced
+/// an entry at a time, so it is never half-written).
+fn kinds() -> MutexGuard<'static, BTreeMap<String, Arc<PyKind>>> {
+    KINDS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The step kinds pipelines built from Python may name: the built-in kinds and the Python
+/// kinds registered so far.
+pub(crate) fn registry() -> weave::Registry {
+    let mut registry = weave::registry();
+    for kind in kinds().values() {
+        registry.register(kind.step_kind());
+    }
+    registry
+}
+
+/// A Python function registered as a step kind.
+struct PyKind {
+    /// The kind's name, as pipeline files write it.
+    name: String,
+    /// The function: `f(record)` or `f(record, config)`.
+    function: Py<PyAny>,
+    /// The user's version string, in the cache key.
+    version: String,
+    /// A digest of the function's source (or, without one, its name and bytecode), in
+    /// the cache key.
+    fingerprint: String,
+    /// The keys the step takes, with their defaults.
+    defaults: serde_json::Map<String, serde_json::Value>,
+    /// Whether the function takes the step's configuration as a second argument.
+    takes_config: bool,
+    /// One line on what it does, for listings.
+    summary: String,
+    /// The reason its dropped records are counted under.
+    drop_reason: String,
+}
+
+impl PyKind {
+    /// The kind as the registry holds it: its steps are built from the step's table.
+    fn step_kind(self: &Arc<Self>) -> StepKind {
+        let kind = Arc::clone(self);
+        let keys: Vec<String> = self.defaults.keys().cloned().collect();
+        StepKind::new(self.name.clone(), Shape::Transform, self.summary.clone(), keys, move |p| build(&kind, p))
+    }
+}
+
+/// A step of a Python kind, built from its table: the kind's defaults under the file's keys.
+fn build(kind: &Arc<PyKind>, p: &Params) -> Option<Step> {
+    let mut config = kind.defaults.clone();
+    for key in kind.defaults.keys() {
+        if let Some(item) = p.item(key) {
+            config.insert(key.clone(), item.value.to_json());
+        }
+    }
+    // The function's source and the user's version are part of what decides the output,
+    // so they are in the cache key beside the configuration.
+    let key = serde_json::json!({
+        "config": config,
+        "function": { "version": kind.version, "source": kind.fingerprint },
+    });
+    let canonical = match CanonicalConfig::of(&key) {
+        Ok(c) => c,
+        Err(e) => {
+            p.push(weave::Diagnostic::error(format!("the configuration of `{}` cannot be keyed: {e}", kind.name)));
+            return None;
+        }
+    };
+    let config = serde_json::Value::Object(config);
+    Some(Step::Transform(Arc::new(PythonStep { kind: Arc::clone(kind), config, canonical })))
+}
+
+/// A step of a Python kind: the function applied to each record.
+struct PythonStep {
+    kind: Arc<PyKind>,
+    /// The configuration the function is given (when it takes one).
+    config: serde_json::Value,
+    canonical: CanonicalConfig,
+}
+
+impl StepInfo for PythonStep {
+    fn kind(&self) -> &str {
+        &self.kind.name
+    }
+
+    fn config(&self) -> CanonicalConfig {
+        self.canonical.clone()
+    }
+
+    /// As much as `cache = "auto"` keeps: a Python step holds the interpreter's lock, so
+    /// it runs one batch at a time, and reading its output back from the cache costs far
+    /// less than calling it again (`crates/weave-py/bench/python_step.py`).
+    fn estimated_cost(&self) -> f64 {
+        weave::CacheMode::AUTO_MIN_COST
+    }
+}
+
+impl Transform for PythonStep {
+    fn apply(&self, batch: &Batch, ctx: &mut StepContext) -> Result<Batch, StepError> {
+        let rows = rows_json(batch);
+        let text = Python::attach(|py| {
+            self.call(py, batch, rows, ctx).unwrap_or_else(|e| {
+                Err(StepError::internal(format!("{}: the json module failed: {}", self.kind.name, describe(py, &e))))
+            })
+        })?;
+        records_from_json(&text).map_err(|e| {
+            StepError::internal(format!("{}: the records it returned do not read back from JSON: {e}", self.kind.name))
+        })
+    }
+}
+
+impl PythonStep {
+    /// Calls the function on each row (`rows`: the batch as a JSON array), with the lock
+    /// held, and returns the records it kept as a JSON array. The outer error is one of
+    /// the `json` module's (a bug); the inner one, the call's.
+    fn call(
+        &self,
+        py: Python<'_>,
+        batch: &Batch,
+        rows: String,
+        ctx: &mut StepContext,
+    ) -> PyResult<Result<String, StepError>> {
+        let json = py.import("json")?;
+        let records = json.call_method1("loads", (rows,))?.cast_into::<PyList>()?;
+        let config = if self.kind.takes_config { Some(crate::to_python(py, &self.config)?) } else { None };
+        let function = self.kind.function.bind(py);
+        let kept = PyList::empty(py);
+        let mut origins = Vec::new();
+        for (i, record) in records.iter().enumerate() {
+            if ctx.is_cancelled() {
+                return Ok(Err(StepError::transient("the run is being cancelled")));
+            }
+            let returned = match &config {
+                Some(c) => function.call1((record, c)),
+                None => function.call1((record,)),
+            };
+            match returned {
+                Ok(r) if r.is_none() => ctx.drop_record(&self.kind.drop_reason, || batch.row(i).to_record()),
+                Ok(r) if r.cast::<PyDict>().is_ok() => {
+                    kept.append(r)?;
+                    origins.push(i);
+                }
+                Ok(r) => {
+                    let what = r.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
+                    self.reject(ctx, batch, i, format!("TypeError: it returned a {what}, not a dict or None"));
+                }
+                Err(e) if e.is_instance_of::<TransientError>(py) => {
+                    return Ok(Err(StepError::transient(format!("{}: {}", self.kind.name, describe(py, &e)))));
+                }
+                Err(e) if e.is_instance_of::<PyException>(py) => self.reject(ctx, batch, i, describe(py, &e)),
+                // `SystemExit`, `KeyboardInterrupt` raised by the function itself,
+                // `GeneratorExit`: not a bad record, a request to stop.
+                Err(e) => return Ok(Err(StepError::fatal(format!("{}: {}", self.kind.name, describe(py, &e))))),
+            }
+        }
+        let dumps = json.getattr("dumps")?;
+        let options = PyDict::new(py);
+        // NaN is not JSON: such a record is bad rather than written in a form nothing
+        // reads back. The text stays UTF-8, which Rust reads without unescaping.
+        options.set_item("allow_nan", false)?;
+        options.set_item("ensure_ascii", false)?;
+        let whole = dumps.call((&kept,), Some(&options)).and_then(|t| t.extract::<String>());
+        if let Ok(text) = whole {
+            return Ok(Ok(text));
+        }
+        // Some record has a value JSON cannot hold (a datetime, a set, NaN, a lone
+        // surrogate): each is tried alone, and those that fail are set aside.
+        let mut texts = Vec::with_capacity(kept.len());
+        for (record, &i) in kept.iter().zip(&origins) {
+            match dumps.call((&record,), Some(&options)).and_then(|t| t.extract::<String>()) {
+                Ok(text) => texts.push(text),
+                Err(e) => {
+                    self.reject(ctx, batch, i, format!("the record it returned is not JSON data: {}", describe(py, &e)))
+                }
+            }
+        }
+        Ok(Ok(format!("[{}]", texts.join(","))))
+    }
+
+    /// Sets input row `i` aside as a bad record for `reason`.
+    fn reject(&self, ctx: &mut StepContext, batch: &Batch, i: usize, reason: String) {
+        ctx.reject(Rejected { reason, record: Some(batch.row(i).to_record()), origin: None });
+    }
+}
+
+/// An exception as `Type: message`, the way Python prints its last line.
+fn describe(py: Python<'_>, e: &PyErr) -> String {
+    let kind = e.get_type(py).name().map_or_else(|_| "Exception".to_owned(), |n| n.to_string());
+    match e.value(py).str() {
+        Ok(m) if !m.to_string().is_empty() => format!("{kind}: {m}"),
+        _ => kind,
+    }
+}
+
+/// A batch as a JSON array of objects, fields in schema order, as JSON Lines writes them.
+fn rows_json(batch: &Batch) -> String {
+    let mut out = Vec::with_capacity(batch.memory_size() + 2 * batch.len() + 2);
+    out.push(b'[');
+    weave::steps::write_jsonl(batch, &mut out);
+    // Each row ends in a newline, and a newline occurs nowhere else (JSON escapes it in
+    // strings): the newlines become the array's commas.
+    if out.last() == Some(&b'\n') {
+        out.pop();
+    }
+    for b in &mut out {
+        if *b == b'\n' {
+            *b = b',';
+        }
+    }
+    out.push(b']');
+    // The writer writes UTF-8 from UTF-8 strings.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// A JSON array of objects as a batch.
+fn records_from_json(text: &str) -> Result<Batch, String> {
+    let Value::List(items) = Value::from_json(text).map_err(|e| e.to_string())? else {
+        return Err("not an array".to_owned());
+    };
+    let mut builder = BatchBuilder::new();
+    for item in &items {
+        let Value::Map(fields) = item else {
+            return Err(format!("an element is {}, not an object", item.type_name()));
+        };
+        builder.push_row(fields.iter().map(|(k, v)| (k.as_str(), v.as_ref())));
+    }
+    Ok(builder.finish())
+}
+
+/// Registers `function` as the step kind `name` (what `weave_pipelines.step` does):
+/// `defaults` is the JSON object of the keys its steps take with their default values,
+/// `fingerprint` a digest of its source. A kind of the same name registered before is
+/// replaced; a built-in kind's name is refused.
+#[pyfunction]
+#[pyo3(signature = (name, function, *, version, fingerprint, defaults, takes_config, summary))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn register_step(
+    name: String,
+    function: Py<PyAny>,
+    version: String,
+    fingerprint: String,
+    defaults: String,
+    takes_config: bool,
+    summary: String,
+) -> PyResult<()> {
+    if weave::registry().get(&name).is_some() {
+        return Err(PyValueError::new_err(format!(
+            "`{name}` is a built-in step kind: give the Python step another name"
+        )));
+    }
+    let defaults = match serde_json::from_str::<serde_json::Value>(&defaults) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => return Err(PyValueError::new_err("the step's config must be a JSON object of its keys")),
+    };
+    let drop_reason = format!("{name} returned None");
+    let kind =
+        PyKind { name: name.clone(), function, version, fingerprint, defaults, takes_config, summary, drop_reason };
+    kinds().insert(name, Arc::new(kind));
+    Ok(())
+}
+
+/// The names of the Python step kinds registered in this process.
+#[pyfunction]
+pub(crate) fn step_kinds() -> Vec<String> {
+    kinds().keys().cloned().collect()
+}
