@@ -1,0 +1,309 @@
+"""Python steps (@wp.step): records in and out, bad records, retries, filters, cache keys,
+Ctrl-C, and kinds the pipeline does not know."""
+
+from __future__ import annotations
+
+import _thread
+import datetime
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+import weave_pipelines as wp
+
+
+def write_records(path: Path, records: List[Dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def read_records(path: Path) -> List[Dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def pipeline(tmp_path: Path, kind: str, step_keys: str = "") -> wp.Pipeline:
+    """load in.jsonl → a step of `kind` (with `step_keys`) → export out.jsonl."""
+    return wp.Pipeline.from_toml(
+        f"""[pipeline]
+name = "python-steps"
+
+[[step]]
+id = "load"
+kind = "load_jsonl"
+path = "in.jsonl"
+
+[[step]]
+id = "py"
+kind = "{kind}"
+{step_keys}
+
+[[step]]
+id = "out"
+kind = "export_jsonl"
+path = "out.jsonl"
+""",
+        tmp_path / "pipeline.toml",
+    )
+
+
+TEXTS = [{"id": i, "text": t} for i, t in enumerate(["alpha", "", "beta", "boom", "gamma"])]
+
+
+def test_records_go_through_the_function_in_order_with_their_types(tmp_path: Path) -> None:
+    @wp.step("tag_length")
+    def tag(record: Dict[str, Any]) -> Dict[str, Any]:
+        record["length"] = len(record["text"])
+        record["ratio"] = record["length"] / 4
+        return record
+
+    write_records(tmp_path / "in.jsonl", [{"id": 2**70, "text": "héllo", "tags": ["a"], "meta": {"k": None}}] + TEXTS)
+    result = pipeline(tmp_path, "tag_length").run(progress=False)
+    out = read_records(tmp_path / "out.jsonl")
+    assert out[0] == {"id": 2**70, "text": "héllo", "tags": ["a"], "meta": {"k": None}, "length": 5, "ratio": 1.25}
+    assert [r["id"] for r in out[1:]] == [r["id"] for r in TEXTS]
+    assert list(out[1]) == ["id", "text", "tags", "meta", "length", "ratio"]
+    step = result.step("py")
+    assert (step["kind"], step["records_in"], step["records_out"]) == ("tag_length", 6, 6)
+    assert step["busy_seconds"] > 0 and step["cpu_seconds"] > 0
+
+
+def test_a_raising_step_quarantines_its_records_with_the_exception_message(tmp_path: Path) -> None:
+    @wp.step("explode_on_boom")
+    def explode(record: Dict[str, Any]) -> Dict[str, Any]:
+        if record["text"] == "boom":
+            raise ValueError(f"cannot take {record['text']!r}")
+        if record["text"] == "":
+            return {"when": datetime.date(2024, 1, 1)}  # not JSON data: a bad record too
+        return record
+
+    write_records(tmp_path / "in.jsonl", TEXTS)
+    quarantine = tmp_path / "quarantine.jsonl"
+    result = pipeline(tmp_path, "explode_on_boom", 'on_bad_record = "skip"').run(
+        quarantine=quarantine, progress=False
+    )
+    assert [r["text"] for r in read_records(tmp_path / "out.jsonl")] == ["alpha", "beta", "gamma"]
+    assert result.step("py")["quarantined"] == 2
+    set_aside = {r["record"]["text"]: r for r in read_records(quarantine)}
+    assert set_aside["boom"]["reason"] == "ValueError: cannot take 'boom'"
+    assert set_aside["boom"]["step"] == "py"
+    assert set_aside["boom"]["record"] == {"id": 3, "text": "boom"}
+    assert set_aside[""]["reason"].startswith("the record it returned is not JSON data: TypeError: ")
+    assert "date" in set_aside[""]["reason"]
+
+    # Without "skip", the first bad record stops the run, naming the exception.
+    (tmp_path / "out.jsonl").unlink()
+    with pytest.raises(wp.RunError, match="ValueError: cannot take 'boom'"):
+        pipeline(tmp_path, "explode_on_boom").run(progress=False)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_wrong_return_value_is_a_bad_record(tmp_path: Path) -> None:
+    @wp.step("returns_a_list")
+    def wrong(record: Dict[str, Any]) -> Any:
+        return [record] if record["id"] == 0 else record
+
+    write_records(tmp_path / "in.jsonl", TEXTS)
+    quarantine = tmp_path / "q.jsonl"
+    pipeline(tmp_path, "returns_a_list", 'on_bad_record = "skip"').run(quarantine=quarantine, progress=False)
+    [bad] = read_records(quarantine)
+    assert bad["reason"] == "TypeError: it returned a list, not a dict or None"
+    assert len(read_records(tmp_path / "out.jsonl")) == len(TEXTS) - 1
+
+
+class Busy(wp.TransientError):
+    """A failure of our own that may pass: a subclass is retried too."""
+
+
+def test_a_transient_error_is_retried_and_counted(tmp_path: Path) -> None:
+    failures = {"left": 2}
+
+    @wp.step("flaky")
+    def flaky(record: Dict[str, Any]) -> Dict[str, Any]:
+        if record["text"] == "beta" and failures["left"] > 0:
+            failures["left"] -= 1
+            raise Busy("the service is busy")
+        return record
+
+    write_records(tmp_path / "in.jsonl", TEXTS)
+    metrics = tmp_path / "metrics.prom"
+    retry = 'retry = { max_retries = 3, retry_delay = "1ms" }'
+    result = pipeline(tmp_path, "flaky", retry).run(metrics_file=metrics, progress=False)
+    assert failures["left"] == 0
+    assert [r["id"] for r in read_records(tmp_path / "out.jsonl")] == [r["id"] for r in TEXTS]
+    assert result.step("py")["retries"] == 2
+    assert 'weave_step_retries_total{pipeline="python-steps",step="py"} 2' in metrics.read_text()
+
+    # Past the step's retries, the run fails with the exception.
+    @wp.step("always_busy")
+    def always_busy(record: Dict[str, Any]) -> Dict[str, Any]:
+        raise wp.TransientError("still busy")
+
+    (tmp_path / "out.jsonl").unlink()
+    with pytest.raises(wp.RunError, match="always_busy: TransientError: still busy") as caught:
+        pipeline(tmp_path, "always_busy", 'retry = { max_retries = 2, retry_delay = "1ms" }').run(progress=False)
+    assert caught.value.result.step("py")["retries"] == 2
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_filter_drops_records_and_counts_them(tmp_path: Path) -> None:
+    @wp.step("non_empty")
+    def non_empty(record: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        return record if record["text"] else None
+
+    write_records(tmp_path / "in.jsonl", TEXTS)
+    result = pipeline(tmp_path, "non_empty").run(progress=False)
+    assert [r["text"] for r in read_records(tmp_path / "out.jsonl")] == ["alpha", "beta", "boom", "gamma"]
+    step = result.step("py")
+    assert (step["records_in"], step["records_out"]) == (5, 4)
+    assert step["dropped"] == {"non_empty returned None": 1}
+
+
+def test_the_config_reaches_the_function_over_its_defaults(tmp_path: Path) -> None:
+    @wp.step("suffix", config={"field": "text", "suffix": "!"})
+    def suffix(record: Dict[str, Any], config: Dict[str, Any]) -> Dict[str, Any]:
+        record[config["field"]] += config["suffix"]
+        return record
+
+    write_records(tmp_path / "in.jsonl", TEXTS[:1])
+    pipeline(tmp_path, "suffix").run(progress=False)
+    assert read_records(tmp_path / "out.jsonl") == [{"id": 0, "text": "alpha!"}]
+    pipeline(tmp_path, "suffix", 'suffix = "?"').run(progress=False)
+    assert read_records(tmp_path / "out.jsonl") == [{"id": 0, "text": "alpha?"}]
+
+    with pytest.raises(wp.PipelineError) as caught:
+        pipeline(tmp_path, "suffix", 'sufix = "?"')
+    [d] = caught.value.diagnostics
+    assert d["message"] == "unknown key `sufix` in step"
+    assert (d["line"], d["column"], d["step"], d["hint"]) == (12, 1, "py", "did you mean `suffix`?")
+
+
+def first_version(record: Dict[str, Any]) -> Dict[str, Any]:
+    record["v"] = 1
+    return record
+
+
+def second_version(record: Dict[str, Any]) -> Dict[str, Any]:
+    record["v"] = 2
+    return record
+
+
+def test_the_cache_key_covers_the_function_source_and_version(tmp_path: Path) -> None:
+    write_records(tmp_path / "in.jsonl", TEXTS)
+    cache = tmp_path / "cache"
+
+    def run_with(function: Any, version: str) -> str:
+        """Whether the step ran or was replayed; the export always runs (refreshed), so
+        that an unchanged run is not skipped whole."""
+        wp.step("versioned", version=version)(function)
+        result = pipeline(tmp_path, "versioned").run(cache_dir=cache, refresh=["out"], progress=False)
+        assert {r["v"] for r in read_records(tmp_path / "out.jsonl")} == {2 if function is second_version else 1}
+        return str(result.step("py")["cache"])
+
+    assert run_with(first_version, "1") == "ran"
+    assert run_with(first_version, "1") == "replayed"
+    assert run_with(second_version, "1") == "ran", "another source is another key"
+    assert run_with(first_version, "2") == "ran", "another version is another key"
+    assert run_with(first_version, "1") == "replayed"
+
+    # A function without a source file (made by exec) is keyed by its name and bytecode.
+    made: Dict[str, Any] = {}
+    exec("def made(record):\n    record['v'] = 1\n    return record\n", made)
+    assert run_with(made["made"], "1") == "ran"
+    exec("def made(record):\n    record['v'] = 1\n    return record\n", made)
+    assert run_with(made["made"], "1") == "replayed"
+    exec("def made(record):\n    record['v'] = 1\n    record['w'] = 0\n    return record\n", made)
+    assert run_with(made["made"], "1") == "ran"
+
+
+LONG = """[pipeline]
+name = "long"
+
+[[step]]
+id = "make"
+kind = "generate"
+templates = [{ text = "My {device} won't {problem}." }]
+slots = { device = ["phone", "laptop"], problem = ["charge", "boot"] }
+count = 100000000
+batch_size = 1000
+
+[[step]]
+id = "py"
+kind = "slow_upper"
+
+[[step]]
+id = "out"
+kind = "export_jsonl"
+path = "out.jsonl"
+"""
+
+
+def test_keyboard_interrupt_stops_a_run_with_a_python_step_and_commits_nothing(tmp_path: Path) -> None:
+    @wp.step("slow_upper")
+    def slow_upper(record: Dict[str, Any]) -> Dict[str, Any]:
+        record["text"] = record["text"].upper()
+        return record
+
+    p = wp.Pipeline.from_toml(LONG, tmp_path / "long.toml")
+    interrupted_at: List[float] = []
+
+    def interrupt() -> None:
+        interrupted_at.append(time.monotonic())
+        _thread.interrupt_main()
+
+    timer = threading.Timer(1.5, interrupt)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            p.run(no_cache=True, max_concurrent=2, progress=False)
+        stopped_after = time.monotonic() - interrupted_at[0]
+    finally:
+        timer.cancel()
+    # As in test_run.py: about 0.1 s here; the bound leaves room for a busy machine, and
+    # a run that does not stop (100 million records through Python) fails it.
+    print(f"stopped {stopped_after:.3f}s after the interrupt")
+    assert stopped_after < 10.0, f"stopped {stopped_after:.2f}s after the interrupt"
+    assert not (tmp_path / "out.jsonl").exists()
+    [record] = (tmp_path / ".weave" / "runs").iterdir()
+    report = json.loads((record / "report.json").read_text())
+    assert report["status"] == "interrupted", report["status"]
+    py = next(s for s in report["steps"] if s["step"] == "py")
+    assert 0 < py["records_out"] < 100_000_000
+
+
+def test_an_unknown_kind_is_a_validation_error_with_line_and_column(tmp_path: Path) -> None:
+    with pytest.raises(wp.PipelineError) as caught:
+        pipeline(tmp_path, "never_registered")
+    [d] = caught.value.diagnostics
+    assert d["message"] == "unknown step kind `never_registered`"
+    assert (d["file"], d["line"], d["column"], d["step"]) == (str(tmp_path / "pipeline.toml"), 11, 8, "py")
+    assert "never_registered" in caught.value.text
+
+    @wp.step("now_registered", version="3", config={"n": 1})
+    def now_registered(record: Dict[str, Any]) -> Dict[str, Any]:
+        """Passes records through."""
+        return record
+
+    assert "now_registered" in wp.step_kinds()
+    planned = {s["id"]: s for s in pipeline(tmp_path, "now_registered", "n = 2").plan()["steps"]}
+    assert planned["py"]["kind"] == "now_registered"
+    assert planned["py"]["shape"] == "transform"
+    assert planned["py"]["config"]["config"] == {"n": 2}
+    assert planned["py"]["config"]["function"]["version"] == "3"
+
+
+def test_bad_registrations_are_refused() -> None:
+    with pytest.raises(ValueError, match="`clean` is a built-in step kind"):
+        wp.step("clean")(first_version)
+    with pytest.raises(ValueError, match="lowercase word"):
+        wp.step("Not A Kind")(first_version)
+    with pytest.raises(TypeError, match="`config` must be the function's second parameter"):
+
+        @wp.step("config_first")
+        def config_first(config: Dict[str, Any], record: Dict[str, Any]) -> Dict[str, Any]:
+            return record
+
+    with pytest.raises(TypeError, match="config must hold JSON data"):
+        wp.step("not_json", config={"when": datetime.date(2024, 1, 1)})
