@@ -6,6 +6,8 @@ from __future__ import annotations
 import _thread
 import datetime
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 import weave_pipelines as wp
+from conftest import REPO
 
 
 def write_records(path: Path, records: List[Dict[str, Any]]) -> None:
@@ -307,3 +310,19 @@ def test_bad_registrations_are_refused() -> None:
 
     with pytest.raises(TypeError, match="config must hold JSON data"):
         wp.step("not_json", config={"when": datetime.date(2024, 1, 1)})
+
+
+def test_the_python_step_example_runs(tmp_path: Path) -> None:
+    example = REPO / "examples" / "python" / "python_step.py"
+    done = subprocess.run([sys.executable, str(example), str(tmp_path)], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("succeeded: triage took "), done.stdout
+    tickets = read_records(tmp_path / "triaged.jsonl")
+    assert tickets and all(t["label"] for t in tickets)
+    assert {t["priority"] for t in tickets} == {"high", "normal"}
+    high = [t for t in tickets if t["priority"] == "high"]
+    assert all(t["urgent_words"] and all(w in t["text"].lower() for w in t["urgent_words"]) for t in high)
+    assert f"{len(high)} of {len(tickets)} tickets are high priority" in done.stdout
+    [record] = (tmp_path / ".weave" / "runs").iterdir()
+    report = json.loads((record / "report.json").read_text())
+    triage = next(s for s in report["steps"] if s["step"] == "triage")
+    assert triage["records_out"] == len(tickets)
