@@ -300,7 +300,10 @@ pub(crate) fn register_step(
     let drop_reason = format!("{name} returned None");
     let kind =
         PyKind { name: name.clone(), function, version, fingerprint, defaults, takes_config, summary, drop_reason };
-    kinds().insert(name, Arc::new(kind));
+    // The kind it replaces is dropped once the map's lock is released: dropping the last
+    // reference to a function may run Python code, which could register a kind in turn.
+    let replaced = kinds().insert(name, Arc::new(kind));
+    drop(replaced);
     Ok(())
 }
 
