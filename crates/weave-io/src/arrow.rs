@@ -76,14 +76,38 @@ pub enum ConversionError {
 pub fn to_record_batch(batch: &Batch) -> Result<RecordBatch, ConversionError> {
     let mut nulled = NonFinite::default();
     let rb = FileSchema::of(batch).record_batch(batch, &mut nulled).map_err(ConversionError::ToArrow)?;
-    // The Parquet exporter writes them as nulls and counts them; a conversion has no one to
-    // tell, so it refuses rather than change a value in silence.
-    if let Some(field) = nulled.first_field() {
-        return Err(ConversionError::ToArrow(format!(
-            "field `{field}` mixes types and holds NaN or an infinite float, which its JSON text cannot hold"
-        )));
-    }
+    refuse_non_finite(&nulled)?;
     Ok(rb)
+}
+
+/// `batches` as Arrow record batches of one schema, as a table or a stream needs them
+/// (a Python caller's `pyarrow.Table`), with their Arrow schema (the one of no fields when
+/// there are no batches). Each field is typed as [`to_record_batch`] types it, over the
+/// values of every batch rather than the first: a field null in one batch and strings in
+/// another is a string field, and a field a batch lacks is null in its rows. Fields come
+/// in the order the batches first have them.
+pub fn to_record_batches(batches: &[Batch]) -> Result<(Arc<ArrowSchema>, Vec<RecordBatch>), ConversionError> {
+    let schema = FileSchema::of_all(batches);
+    let mut nulled = NonFinite::default();
+    let out = batches
+        .iter()
+        .map(|b| schema.record_batch(b, &mut nulled))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ConversionError::ToArrow)?;
+    refuse_non_finite(&nulled)?;
+    Ok((schema.arrow(), out))
+}
+
+/// The Parquet exporter writes NaN and infinities in a JSON text field as nulls and counts
+/// them; a conversion has no one to tell, so it refuses rather than change a value in
+/// silence.
+fn refuse_non_finite(nulled: &NonFinite) -> Result<(), ConversionError> {
+    match nulled.first_field() {
+        Some(field) => Err(ConversionError::ToArrow(format!(
+            "field `{field}` mixes types and holds NaN or an infinite float, which its JSON text cannot hold"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// An Arrow record batch as a batch, read as `load_parquet` reads a file: booleans,
@@ -559,6 +583,22 @@ pub(crate) struct FileSchema {
 }
 
 impl FileSchema {
+    /// The schema that holds the values of every one of `batches`: each field's types
+    /// unified over the batches, in the order the batches first have the fields.
+    fn of_all(batches: &[Batch]) -> FileSchema {
+        let mut fields: IndexMap<String, Ty> = IndexMap::new();
+        for batch in batches {
+            for (name, ty) in FileSchema::of(batch).fields {
+                let unified = match fields.get_mut(&name) {
+                    Some(old) => std::mem::replace(old, Ty::Null).unify(ty),
+                    None => ty,
+                };
+                fields.insert(name, unified);
+            }
+        }
+        FileSchema::of_fields(fields.into_iter().collect())
+    }
+
     /// The schema the first batch gives.
     pub(crate) fn of(batch: &Batch) -> FileSchema {
         let fields: Vec<(String, Ty)> = batch
@@ -582,6 +622,11 @@ impl FileSchema {
                 (f.name.clone(), ty)
             })
             .collect();
+        FileSchema::of_fields(fields)
+    }
+
+    /// The schema of these fields and types.
+    fn of_fields(fields: Vec<(String, Ty)>) -> FileSchema {
         let arrow = ArrowSchema::new(
             fields
                 .iter()

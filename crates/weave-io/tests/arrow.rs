@@ -7,7 +7,7 @@ use std::sync::Arc;
 use weave_core::{Batch, Record, Value};
 use weave_io::arrow::arrow_array::{ArrayRef, DurationSecondArray, Int64Array, RecordBatch};
 use weave_io::arrow::arrow_schema::{DataType, Field as ArrowField, Schema as ArrowSchema, TimeUnit};
-use weave_io::arrow::{ConversionError, from_record_batch, to_record_batch};
+use weave_io::arrow::{ConversionError, from_record_batch, to_record_batch, to_record_batches};
 
 fn value(json: &str) -> Value {
     Value::from_json(json).unwrap_or_else(|e| panic!("bad test JSON {json}: {e}"))
@@ -112,4 +112,37 @@ fn what_arrow_cannot_hold_is_refused_with_why() {
     let err = from_record_batch(&RecordBatch::try_new(schema, vec![column]).unwrap()).unwrap_err();
     assert!(matches!(err, ConversionError::FromArrow(_)), "{err:?}");
     assert!(err.to_string().contains("column `d`"), "{err}");
+}
+
+#[test]
+fn batches_go_to_arrow_with_one_schema_that_holds_every_batch() {
+    let record = |json: &str| match value(json) {
+        Value::Map(m) => m.into_iter().fold(Record::new(), |r, (k, v)| r.with(k, v)),
+        v => panic!("not an object: {v}"),
+    };
+    let batch = |rows: &[&str]| Batch::from_records(&rows.iter().map(|r| record(r)).collect::<Vec<_>>());
+    // The first batch alone would type `s` as null and lack `late`.
+    let batches = [
+        batch(&[r#"{"n": 1, "s": null}"#, r#"{"n": 2, "s": null}"#]),
+        batch(&[r#"{"n": 3, "s": "x", "late": [1.5]}"#]),
+        batch(&[]),
+    ];
+    let (schema, rbs) = to_record_batches(&batches).unwrap();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["n", "s", "late"]);
+    assert_eq!(schema.field(1).data_type(), &DataType::Utf8);
+    assert!(rbs.iter().all(|rb| rb.schema() == schema));
+    let back: Vec<String> =
+        rbs.iter().flat_map(|rb| from_record_batch(rb).unwrap().to_records()).map(|r| r.to_string()).collect();
+    assert_eq!(
+        back,
+        [
+            r#"{"n":1,"s":null,"late":null}"#,
+            r#"{"n":2,"s":null,"late":null}"#,
+            r#"{"n":3,"s":"x","late":[1.5]}"#
+        ]
+    );
+    // No batches: a schema of no fields.
+    let (schema, rbs) = to_record_batches(&[]).unwrap();
+    assert!(schema.fields().is_empty() && rbs.is_empty());
 }

@@ -9,8 +9,11 @@
 //! (`KeyboardInterrupt`) stopping it cleanly.
 #![deny(missing_docs)]
 // PyO3's macros expand to `unsafe` FFI glue (module init, type objects, exception
-// types); this crate writes no `unsafe` of its own.
+// types); the only `unsafe` written here is `arrow.rs`'s, which takes Arrow's C structs
+// out of another library's capsules, each block with the protocol's promise it relies on.
 #![allow(unsafe_code)]
+
+mod arrow;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -471,6 +474,7 @@ fn cli(py: Python<'_>, args: Vec<std::ffi::OsString>) -> u8 {
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pipeline>()?;
+    m.add_class::<arrow::ArrowData>()?;
     m.add_function(pyo3::wrap_pyfunction!(cli, m)?)?;
     m.add("WeaveError", m.py().get_type::<WeaveError>())?;
     m.add("PipelineError", m.py().get_type::<PipelineError>())?;
