@@ -104,7 +104,8 @@ impl ArrowData {
     /// `batches` as Arrow record batches of one schema (see [`to_record_batches`]); `what`
     /// names them in errors (`the output of step "clean"`).
     pub(crate) fn from_batches(batches: &[Batch], what: &str) -> PyResult<ArrowData> {
-        let (schema, batches) = to_record_batches(batches).map_err(|e| PyValueError::new_err(format!("{what}: {e}")))?;
+        let (schema, batches) =
+            to_record_batches(batches).map_err(|e| PyValueError::new_err(format!("{what}: {e}")))?;
         Ok(ArrowData { schema, batches })
     }
 }

@@ -9,12 +9,18 @@
 //!
 //! A call takes the interpreter's lock for its batch: Python steps run one batch at a time
 //! across the run's threads, while Rust steps and I/O go on beside them. The rows cross
-//! as JSON text, through the conversions every JSON loader and exporter uses
+//! (in dict mode) as JSON text, through the conversions every JSON loader and exporter uses
 //! ([`weave::steps::write_jsonl`], [`weave::Value::from_json`]), parsed and written by the
 //! standard library's `json` in one call per batch, so that integers keep their digits
 //! and objects their field order.
 //!
-//! What a function's call does with a record:
+//! With `batch=True`, the function takes the batch as a pyarrow `RecordBatch` and returns
+//! a table (a `RecordBatch`, a `Table`, anything of the Arrow PyCapsule protocol): the
+//! columns cross through Arrow's C data interface (`arrow.rs`), both ways. Fewer rows
+//! out than in are counted as dropped; an exception other than a `TransientError`, or a
+//! value that is not a table, sets every record of the batch aside.
+//!
+//! What a function's call does with a record (dict mode):
 //! - returns a dict: the output record;
 //! - returns `None`: the record is dropped, counted under "`KIND` returned None";
 //! - raises `weave_pipelines.TransientError` (or a subclass): the call fails as transient,
@@ -26,6 +32,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
+use crate::arrow::{ArrowData, BatchStream};
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -75,6 +82,8 @@ struct PyKind {
     defaults: serde_json::Map<String, serde_json::Value>,
     /// Whether the function takes the step's configuration as a second argument.
     takes_config: bool,
+    /// Whether the function takes a batch (a pyarrow `RecordBatch`) rather than a record.
+    batch: bool,
     /// One line on what it does, for listings.
     summary: String,
     /// The reason its dropped records are counted under.
@@ -142,9 +151,58 @@ impl StepInfo for PythonStep {
 
 impl Transform for PythonStep {
     fn apply(&self, batch: &Batch, ctx: &mut StepContext) -> Result<Batch, StepError> {
+        if self.kind.batch { self.apply_batch(batch, ctx) } else { self.apply_records(batch, ctx) }
+    }
+}
+
+/// What an exception raised by the function means for the run.
+enum Raised {
+    /// A `TransientError`: the call is retried.
+    Transient(StepError),
+    /// Another `Exception`: the record (or the batch) is bad, for this reason.
+    Bad(String),
+    /// A `BaseException` that is not an `Exception` (`SystemExit`, `KeyboardInterrupt`
+    /// raised by the function itself): not a bad record, a request to stop.
+    Fatal(StepError),
+}
+
+impl PythonStep {
+    /// Classes an exception the function raised.
+    fn raised(&self, py: Python<'_>, e: &PyErr) -> Raised {
+        if e.is_instance_of::<TransientError>(py) {
+            Raised::Transient(StepError::transient(format!("{}: {}", self.kind.name, describe(py, e))))
+        } else if e.is_instance_of::<PyException>(py) {
+            Raised::Bad(describe(py, e))
+        } else {
+            Raised::Fatal(StepError::fatal(format!("{}: {}", self.kind.name, describe(py, e))))
+        }
+    }
+
+    /// The configuration as the function gets it, if it takes it.
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if self.kind.takes_config { crate::to_python(py, &self.config).map(Some) } else { Ok(None) }
+    }
+
+    /// Calls the function on `input` (a record or a batch), with the configuration if it
+    /// takes it.
+    fn call_with<'py>(
+        &self,
+        py: Python<'py>,
+        input: Bound<'py, PyAny>,
+        config: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let function = self.kind.function.bind(py);
+        match config {
+            Some(c) => function.call1((input, c)),
+            None => function.call1((input,)),
+        }
+    }
+
+    /// Dict mode: the function on each record.
+    fn apply_records(&self, batch: &Batch, ctx: &mut StepContext) -> Result<Batch, StepError> {
         let rows = rows_json(batch);
         let text = Python::attach(|py| {
-            self.call(py, batch, rows, ctx).unwrap_or_else(|e| {
+            self.call_records(py, batch, rows, ctx).unwrap_or_else(|e| {
                 Err(StepError::internal(format!("{}: the json module failed: {}", self.kind.name, describe(py, &e))))
             })
         })?;
@@ -152,13 +210,11 @@ impl Transform for PythonStep {
             StepError::internal(format!("{}: the records it returned do not read back from JSON: {e}", self.kind.name))
         })
     }
-}
 
-impl PythonStep {
     /// Calls the function on each row (`rows`: the batch as a JSON array), with the lock
     /// held, and returns the records it kept as a JSON array. The outer error is one of
     /// the `json` module's (a bug); the inner one, the call's.
-    fn call(
+    fn call_records(
         &self,
         py: Python<'_>,
         batch: &Batch,
@@ -167,19 +223,14 @@ impl PythonStep {
     ) -> PyResult<Result<String, StepError>> {
         let json = py.import("json")?;
         let records = json.call_method1("loads", (rows,))?.cast_into::<PyList>()?;
-        let config = if self.kind.takes_config { Some(crate::to_python(py, &self.config)?) } else { None };
-        let function = self.kind.function.bind(py);
+        let config = self.config(py)?;
         let kept = PyList::empty(py);
         let mut origins = Vec::new();
         for (i, record) in records.iter().enumerate() {
             if ctx.is_cancelled() {
                 return Ok(Err(StepError::transient("the run is being cancelled")));
             }
-            let returned = match &config {
-                Some(c) => function.call1((record, c)),
-                None => function.call1((record,)),
-            };
-            match returned {
+            match self.call_with(py, record, config.as_ref()) {
                 Ok(r) if r.is_none() => ctx.drop_record(&self.kind.drop_reason, || batch.row(i).to_record()),
                 Ok(r) if r.cast::<PyDict>().is_ok() => {
                     kept.append(r)?;
@@ -187,15 +238,12 @@ impl PythonStep {
                 }
                 Ok(r) => {
                     let what = r.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
-                    self.reject(ctx, batch, i, format!("TypeError: it returned a {what}, not a dict or None"));
+                    reject(ctx, batch, i, format!("TypeError: it returned a {what}, not a dict or None"));
                 }
-                Err(e) if e.is_instance_of::<TransientError>(py) => {
-                    return Ok(Err(StepError::transient(format!("{}: {}", self.kind.name, describe(py, &e)))));
-                }
-                Err(e) if e.is_instance_of::<PyException>(py) => self.reject(ctx, batch, i, describe(py, &e)),
-                // `SystemExit`, `KeyboardInterrupt` raised by the function itself,
-                // `GeneratorExit`: not a bad record, a request to stop.
-                Err(e) => return Ok(Err(StepError::fatal(format!("{}: {}", self.kind.name, describe(py, &e))))),
+                Err(e) => match self.raised(py, &e) {
+                    Raised::Bad(reason) => reject(ctx, batch, i, reason),
+                    Raised::Transient(e) | Raised::Fatal(e) => return Ok(Err(e)),
+                },
             }
         }
         let dumps = json.getattr("dumps")?;
@@ -215,17 +263,70 @@ impl PythonStep {
             match dumps.call((&record,), Some(&options)).and_then(|t| t.extract::<String>()) {
                 Ok(text) => texts.push(text),
                 Err(e) => {
-                    self.reject(ctx, batch, i, format!("the record it returned is not JSON data: {}", describe(py, &e)))
+                    reject(ctx, batch, i, format!("the record it returned is not JSON data: {}", describe(py, &e)))
                 }
             }
         }
         Ok(Ok(format!("[{}]", texts.join(","))))
     }
 
-    /// Sets input row `i` aside as a bad record for `reason`.
-    fn reject(&self, ctx: &mut StepContext, batch: &Batch, i: usize, reason: String) {
-        ctx.reject(Rejected { reason, record: Some(batch.row(i).to_record()), origin: None });
+    /// Batch mode: the function on the whole batch as a pyarrow `RecordBatch`, through
+    /// Arrow's C data interface (`arrow.rs`), both ways.
+    fn apply_batch(&self, batch: &Batch, ctx: &mut StepContext) -> Result<Batch, StepError> {
+        let name = &self.kind.name;
+        let returned = Python::attach(|py| -> Result<Option<BatchStream>, StepError> {
+            let unexpected = |e: PyErr| StepError::internal(format!("{name}: {}", describe(py, &e)));
+            let data =
+                Bound::new(py, ArrowData::from_batches(std::slice::from_ref(batch), "the batch").map_err(unexpected)?)
+                    .map_err(unexpected)?;
+            let input =
+                py.import("pyarrow").and_then(|pa| pa.call_method1("record_batch", (data,))).map_err(unexpected)?;
+            let config = self.config(py).map_err(unexpected)?;
+            let bad = match self.call_with(py, input, config.as_ref()) {
+                Ok(out) => match BatchStream::import(&out, &format!("what {name} returned")) {
+                    Ok(stream) => return Ok(Some(stream)),
+                    Err(e) => describe(py, &e),
+                },
+                Err(e) => match self.raised(py, &e) {
+                    Raised::Bad(reason) => reason,
+                    Raised::Transient(e) | Raised::Fatal(e) => return Err(e),
+                },
+            };
+            // The function failed on the batch as a whole: which record it could not
+            // take is not known, so each is set aside with the reason.
+            for i in 0..batch.len() {
+                reject(ctx, batch, i, bad.clone());
+            }
+            Ok(None)
+        })?;
+        let Some(stream) = returned else {
+            return Ok(Batch::empty());
+        };
+        let batches =
+            stream.read_all().map_err(|e| StepError::fatal(format!("{name}: what it returned cannot be read: {e}")))?;
+        let out = match <[Batch; 1]>::try_from(batches) {
+            Ok([one]) => one,
+            Err(many) => {
+                // A table of several chunks: one batch out of the call, as a transform gives.
+                let mut builder = BatchBuilder::new();
+                for b in &many {
+                    for row in b.rows() {
+                        builder.push_row(row.iter());
+                    }
+                }
+                builder.finish()
+            }
+        };
+        if out.len() < batch.len() {
+            ctx.count_dropped(&self.kind.drop_reason, (batch.len() - out.len()) as u64);
+        }
+        Ok(out)
     }
+}
+
+/// Sets input row `i` of `batch` aside as a bad record for `reason`.
+fn reject(ctx: &mut StepContext, batch: &Batch, i: usize, reason: String) {
+    ctx.reject(Rejected { reason, record: Some(batch.row(i).to_record()), origin: None });
 }
 
 /// An exception as `Type: message`, the way Python prints its last line.
@@ -277,7 +378,7 @@ fn records_from_json(text: &str) -> Result<Batch, String> {
 /// `fingerprint` a digest of its source. A kind of the same name registered before is
 /// replaced; a built-in kind's name is refused.
 #[pyfunction]
-#[pyo3(signature = (name, function, *, version, fingerprint, defaults, takes_config, summary))]
+#[pyo3(signature = (name, function, *, version, fingerprint, defaults, takes_config, batch, summary))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn register_step(
     name: String,
@@ -286,6 +387,7 @@ pub(crate) fn register_step(
     fingerprint: String,
     defaults: String,
     takes_config: bool,
+    batch: bool,
     summary: String,
 ) -> PyResult<()> {
     if weave::registry().get(&name).is_some() {
@@ -297,9 +399,18 @@ pub(crate) fn register_step(
         Ok(serde_json::Value::Object(map)) => map,
         _ => return Err(PyValueError::new_err("the step's config must be a JSON object of its keys")),
     };
-    let drop_reason = format!("{name} returned None");
-    let kind =
-        PyKind { name: name.clone(), function, version, fingerprint, defaults, takes_config, summary, drop_reason };
+    let drop_reason = if batch { format!("{name} left it out") } else { format!("{name} returned None") };
+    let kind = PyKind {
+        name: name.clone(),
+        function,
+        version,
+        fingerprint,
+        defaults,
+        takes_config,
+        batch,
+        summary,
+        drop_reason,
+    };
     // The kind it replaces is dropped once the map's lock is released: dropping the last
     // reference to a function may run Python code, which could register a kind in turn.
     let replaced = kinds().insert(name, Arc::new(kind));

@@ -27,11 +27,11 @@ def read_records(path: Path) -> List[Dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def pipeline(tmp_path: Path, kind: str, step_keys: str = "") -> wp.Pipeline:
+def pipeline(tmp_path: Path, kind: str, step_keys: str = "", pipeline_keys: str = "") -> wp.Pipeline:
     """load in.jsonl → a step of `kind` (with `step_keys`) → export out.jsonl."""
     return wp.Pipeline.from_toml(
         f"""[pipeline]
-name = "python-steps"
+name = "python-steps"{pipeline_keys}
 
 [[step]]
 id = "load"
@@ -326,3 +326,67 @@ def test_the_python_step_example_runs(tmp_path: Path) -> None:
     report = json.loads((record / "report.json").read_text())
     triage = next(s for s in report["steps"] if s["step"] == "triage")
     assert triage["records_out"] == len(tickets)
+
+
+def test_a_batch_step_takes_and_returns_pyarrow_record_batches(tmp_path: Path) -> None:
+    # pyarrow is a test dependency (.ci/run installs it); batch mode needs it.
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    seen: List[Any] = []
+
+    @wp.step("long_texts", batch=True, config={"min_length": 4})
+    def long_texts(batch: Any, config: Dict[str, Any]) -> Any:
+        seen.append(type(batch))
+        lengths = pc.utf8_length(batch["text"])
+        kept = batch.filter(pc.greater_equal(lengths, config["min_length"]))
+        return kept.append_column("length", pc.utf8_length(kept["text"]))
+
+    write_records(tmp_path / "in.jsonl", TEXTS)
+    result = pipeline(tmp_path, "long_texts", "min_length = 5").run(progress=False)
+    assert seen == [pa.RecordBatch]
+    assert read_records(tmp_path / "out.jsonl") == [
+        {"id": 0, "text": "alpha", "length": 5},
+        {"id": 4, "text": "gamma", "length": 5},
+    ]
+    step = result.step("py")
+    assert (step["records_in"], step["records_out"]) == (5, 2)
+    assert step["dropped"] == {"long_texts left it out": 3}
+
+    # A table of several chunks is one batch out.
+    @wp.step("doubled", batch=True)
+    def doubled(batch: Any) -> Any:
+        return pa.Table.from_batches([batch, batch])
+
+    pipeline(tmp_path, "doubled").run(progress=False)
+    assert [r["id"] for r in read_records(tmp_path / "out.jsonl")] == [r["id"] for r in TEXTS] * 2
+
+
+def test_a_failing_batch_step_sets_its_batch_aside_or_is_retried(tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    @wp.step("batch_flaky", batch=True)
+    def batch_flaky(batch: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise wp.TransientError("try again")
+        if calls["n"] == 2:
+            raise KeyError("no such column")
+        return batch
+
+    write_records(tmp_path / "in.jsonl", TEXTS)
+    quarantine = tmp_path / "q.jsonl"
+    keys = 'on_bad_record = "skip"\nmax_bad_records = 10\nretry = { max_retries = 2, retry_delay = "1ms" }'
+    p = pipeline(tmp_path, "batch_flaky", keys, pipeline_keys="\nmax_bad_records = 10")
+    result = p.run(quarantine=quarantine, progress=False)
+    step = result.step("py")
+    assert (step["retries"], step["quarantined"], step["records_out"]) == (1, len(TEXTS), 0)
+    set_aside = read_records(quarantine)
+    assert [r["record"]["id"] for r in set_aside] == [r["id"] for r in TEXTS]
+    assert {r["reason"] for r in set_aside} == {"KeyError: 'no such column'"}
+
+    @wp.step("not_a_table", batch=True)
+    def not_a_table(batch: Any) -> Any:
+        return batch.to_pylist()
+
+    with pytest.raises(wp.RunError, match="what not_a_table returned: a list is not a table"):
+        pipeline(tmp_path, "not_a_table").run(progress=False)

@@ -37,6 +37,7 @@ def register_step(
     fingerprint: str,
     defaults: str,
     takes_config: bool,
+    batch: bool,
     summary: str,
 ) -> None:
     """Registers ``function`` as the step kind ``name`` (``weave_pipelines.step`` calls it)."""

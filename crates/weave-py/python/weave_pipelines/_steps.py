@@ -1,7 +1,8 @@
 """Python steps: a Python function registered as a step kind that pipelines can name.
 
-``@step("kind")`` on ``def f(record: dict) -> dict | None`` makes ``kind = "kind"`` usable
-in any pipeline built from Python afterwards (a file, TOML text or a dict). See
+``@step("kind")`` on ``def f(record: dict) -> dict | None`` (or, with ``batch=True``, on
+``def f(batch: pyarrow.RecordBatch) -> pyarrow.RecordBatch``) makes ``kind = "kind"``
+usable in any pipeline built from Python afterwards (a file, TOML text or a dict). See
 :func:`step`.
 """
 
@@ -27,12 +28,13 @@ def step(
     *,
     version: str = "1",
     config: Optional[Mapping[str, Any]] = None,
+    batch: bool = False,
     summary: Optional[str] = None,
 ) -> Callable[[F], F]:
     """Registers the decorated function as the step kind ``kind``, a record-wise transform
     or filter, and returns the function unchanged.
 
-    The function is called once per record, with the record as a dict (field names to
+    By default the function is called once per record, with the record as a dict (field names to
     ``None``, bools, ints, floats, strings, lists and dicts, in the record's field order)::
 
         import weave_pipelines as wp
@@ -58,6 +60,21 @@ def step(
       record, set aside with ``"ExceptionType: message"`` as its reason, and the step's
       ``on_bad_record`` decides whether the run goes on (``"skip"``: into the quarantine
       file) or fails (``"fail"``, the default).
+
+    With ``batch=True``, the function is called once per batch instead, with a
+    ``pyarrow.RecordBatch`` (pyarrow must be installed), and returns the output batch:
+    a ``pyarrow.RecordBatch`` or ``Table``, or any table of the Arrow PyCapsule protocol
+    (a polars ``DataFrame``). The columns cross through Arrow's C data interface, not row
+    by row. It may return fewer rows (a filter: the others are counted as dropped, under
+    ``"KIND left it out"``). An exception other than :class:`TransientError`, or a return
+    value that is not a table, sets every record of the batch aside with its message::
+
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        @wp.step("long_texts", batch=True)
+        def long_texts(batch: pa.RecordBatch) -> pa.RecordBatch:
+            return batch.filter(pc.greater(pc.utf8_length(batch["text"]), 20))
 
     ``config``: the keys a step of this kind takes in the pipeline file, with their
     default values (JSON data). When the function has a second parameter named
@@ -98,6 +115,7 @@ def step(
             fingerprint=_fingerprint(function),
             defaults=defaults_json,
             takes_config=_takes_config(function, kind),
+            batch=bool(batch),
             summary=summary or _summary(function),
         )
         return function
