@@ -1,15 +1,19 @@
 """What a trivial Python step costs per record, against the same function in a plain loop.
 
 A run of N rows (default 1,000,000) from a JSON Lines file through `load_jsonl → STEP →
-export_jsonl`, where STEP is `identity = lambda r: r` registered with `@wp.step`, is
-timed against the same run without the step; the difference over N is what the step
-adds per record. The same function applied in a plain Python loop over the same batches
-of the same records (dicts already made) is the floor: the rest is the step's
-conversions (rows to dicts and back, as JSON) and its share of the run's machinery.
+export_jsonl`, where STEP is the identity function registered with `@wp.step` (dict
+mode: called per record) or `@wp.step(batch=True)` (batch mode: called per pyarrow
+record batch), is timed against the same run without the step; the difference over N is
+what the step adds per record. The same function applied in a plain Python loop over
+the same batches of the same records (dicts, or pyarrow record batches, already made) is
+the floor: the rest is the step's conversions and its share of the run's machinery. The
+JSON round trip of the same batches (`json.loads` and `json.dumps`, what dict mode does
+in Python besides the calls) is timed alone too.
 
 Run it with a release build of the package (README.md, "Using Weave from Python"):
 
     pip install ./crates/weave-py
+    pip install pyarrow    # for batch mode
     python crates/weave-py/bench/python_step.py [--rows 1000000] [--repeat 3]
 
 Each figure is the best of `--repeat` runs (the machine is shared: the best is the
@@ -23,19 +27,20 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import weave_pipelines as wp
 
 
-def identity(record: Dict[str, Any]) -> Dict[str, Any]:
-    return record
+def identity(x: Any) -> Any:
+    """The trivial step: a record (dict mode) or a batch (batch mode) unchanged."""
+    return x
 
 
-def pipeline(folder: Path, batch_size: int, step: bool) -> wp.Pipeline:
+def pipeline(folder: Path, batch_size: int, kind: Optional[str]) -> wp.Pipeline:
     steps: List[Dict[str, Any]] = [{"id": "load", "kind": "load_jsonl", "path": "in.jsonl", "batch_size": batch_size}]
-    if step:
-        steps.append({"id": "identity", "kind": "bench_identity"})
+    if kind is not None:
+        steps.append({"id": "step", "kind": kind})
     steps.append({"id": "export", "kind": "export_jsonl", "path": "out.jsonl"})
     return wp.Pipeline.from_dict({"pipeline": {"name": "python-step-bench"}, "step": steps}, folder / "p.toml")
 
@@ -45,7 +50,7 @@ def best(repeat: int, f: Callable[[], float]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--repeat", type=int, default=3)
@@ -53,6 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     n = args.rows
     wp.step("bench_identity")(identity)
+    wp.step("bench_identity_batch", batch=True)(identity)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -60,19 +66,20 @@ def main() -> None:
             for i in range(n):
                 f.write(json.dumps({"id": i, "text": f"ticket {i}: my router will not boot", "score": i / 7}) + "\n")
 
-        busy: List[float] = []
+        busy: Dict[str, List[float]] = {"bench_identity": [], "bench_identity_batch": []}
 
-        def run(step: bool) -> float:
-            result = pipeline(folder, args.batch_size, step).run(
+        def run(kind: Optional[str]) -> float:
+            result = pipeline(folder, args.batch_size, kind).run(
                 no_cache=True, progress=False, max_concurrent=args.max_concurrent
             )
             assert result.step("export")["records_in"] == n
-            if step:
-                busy.append(result.step("identity")["busy_seconds"])
+            if kind is not None:
+                busy[kind].append(result.step("step")["busy_seconds"])
             return result.elapsed_seconds
 
-        with_step = best(args.repeat, lambda: run(True))
-        without = best(args.repeat, lambda: run(False))
+        without = best(args.repeat, lambda: run(None))
+        with_dicts = best(args.repeat, lambda: run("bench_identity"))
+        with_batches = best(args.repeat, lambda: run("bench_identity_batch"))
 
         # The same records as dicts, in the same batches, through the same function.
         with open(folder / "in.jsonl") as f:
@@ -88,14 +95,50 @@ def main() -> None:
 
         loop = best(args.repeat, plain)
 
+        # What dict mode does besides the calls: each batch's rows made dicts from JSON
+        # text and the records it returns written back as JSON text, by `json`.
+        texts = [json.dumps(b) for b in batches]
+
+        def json_round_trip() -> float:
+            start = time.perf_counter()
+            for text in texts:
+                json.dumps(json.loads(text), allow_nan=False, ensure_ascii=False)
+            return time.perf_counter() - start
+
+        round_trip = best(args.repeat, json_round_trip)
+
+        try:
+            import pyarrow as pa  # type: ignore[import-untyped]
+        except ImportError:
+            arrow_batches = None
+        else:
+            arrow_batches = pa.Table.from_pylist(records).to_batches(max_chunksize=args.batch_size)
+
+        def plain_batches() -> float:
+            assert arrow_batches is not None
+            start = time.perf_counter()
+            for batch in arrow_batches:
+                identity(batch)
+            return time.perf_counter() - start
+
+        batch_loop = best(args.repeat, plain_batches) if arrow_batches is not None else float("nan")
+
     ns = 1e9 / n
-    added = with_step - without
     print(f"{n:,} rows, batches of {args.batch_size}, max_concurrent {args.max_concurrent}, best of {args.repeat}")
-    print(f"run with the Python step     {with_step:8.3f} s")
-    print(f"run without it               {without:8.3f} s")
-    print(f"the step adds                {added * ns:8.0f} ns/record  (its busy time: {min(busy) * ns:.0f} ns/record)")
-    print(f"plain Python loop            {loop * ns:8.0f} ns/record")
-    print(f"step / plain loop            {added / loop:8.1f}x")
+    print(f"run without a Python step              {without:8.3f} s")
+    print(f"run with it, dict mode                 {with_dicts:8.3f} s")
+    print(f"run with it, batch mode                {with_batches:8.3f} s")
+    print(
+        f"dict mode adds                         {(with_dicts - without) * ns:8.0f} ns/record"
+        f"  (step busy {min(busy['bench_identity']) * ns:.0f} ns/record)"
+    )
+    print(
+        f"batch mode adds                        {(with_batches - without) * ns:8.0f} ns/record"
+        f"  (step busy {min(busy['bench_identity_batch']) * ns:.0f} ns/record)"
+    )
+    print(f"plain loop over the dicts              {loop * ns:8.0f} ns/record")
+    print(f"plain loop over the pyarrow batches    {batch_loop * ns:8.1f} ns/record")
+    print(f"json loads + dumps of the same batches {round_trip * ns:8.0f} ns/record")
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ pub(crate) fn registry() -> weave::Registry {
 struct PyKind {
     /// The kind's name, as pipeline files write it.
     name: String,
-    /// The function: `f(record)` or `f(record, config)`.
+    /// The function: `f(record)` or `f(record, config)` (a batch in batch mode).
     function: Py<PyAny>,
     /// The user's version string, in the cache key.
     version: String,
@@ -107,11 +107,11 @@ fn build(kind: &Arc<PyKind>, p: &Params) -> Option<Step> {
             config.insert(key.clone(), item.value.to_json());
         }
     }
-    // The function's source and the user's version are part of what decides the output,
-    // so they are in the cache key beside the configuration.
+    // The function's source, the user's version and how it is called are part of what
+    // decides the output, so they are in the cache key beside the configuration.
     let key = serde_json::json!({
         "config": config,
-        "function": { "version": kind.version, "source": kind.fingerprint },
+        "function": { "version": kind.version, "source": kind.fingerprint, "batch": kind.batch },
     });
     let canonical = match CanonicalConfig::of(&key) {
         Ok(c) => c,
@@ -124,7 +124,7 @@ fn build(kind: &Arc<PyKind>, p: &Params) -> Option<Step> {
     Some(Step::Transform(Arc::new(PythonStep { kind: Arc::clone(kind), config, canonical })))
 }
 
-/// A step of a Python kind: the function applied to each record.
+/// A step of a Python kind: the function applied to each record, or to each batch.
 struct PythonStep {
     kind: Arc<PyKind>,
     /// The configuration the function is given (when it takes one).
