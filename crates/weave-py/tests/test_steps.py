@@ -3,20 +3,17 @@ Ctrl-C, and kinds the pipeline does not know."""
 
 from __future__ import annotations
 
-import _thread
 import datetime
 import json
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
 
 import weave_pipelines as wp
-from conftest import REPO
+from conftest import REPO, seconds_to_stop_on_ctrl_c
 
 
 def write_records(path: Path, records: List[Dict[str, Any]]) -> None:
@@ -250,20 +247,7 @@ def test_keyboard_interrupt_stops_a_run_with_a_python_step_and_commits_nothing(t
         return record
 
     p = wp.Pipeline.from_toml(LONG, tmp_path / "long.toml")
-    interrupted_at: List[float] = []
-
-    def interrupt() -> None:
-        interrupted_at.append(time.monotonic())
-        _thread.interrupt_main()
-
-    timer = threading.Timer(1.5, interrupt)
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            p.run(no_cache=True, max_concurrent=2, progress=False)
-        stopped_after = time.monotonic() - interrupted_at[0]
-    finally:
-        timer.cancel()
+    stopped_after = seconds_to_stop_on_ctrl_c(lambda: p.run(no_cache=True, max_concurrent=2, progress=False))
     # As in test_run.py: about 0.1 s here; the bound leaves room for a busy machine, and
     # a run that does not stop (100 million records through Python) fails it.
     print(f"stopped {stopped_after:.3f}s after the interrupt")
