@@ -141,6 +141,13 @@ impl StepInfo for PythonStep {
         self.canonical.clone()
     }
 
+    /// One call at a time, on a thread of the step's own (the executor's pool for I/O-bound
+    /// steps): the interpreter's lock lets one batch run anyway, and a call waiting for
+    /// the lock on the CPU pool would hold a worker that the Rust steps need.
+    fn resources(&self) -> weave::Resources {
+        weave::Resources { io_concurrency: Some(1), ..weave::Resources::default() }
+    }
+
     /// As much as `cache = "auto"` keeps: a Python step holds the interpreter's lock, so
     /// it runs one batch at a time, and reading its output back from the cache costs far
     /// less than calling it again (`crates/weave-py/bench/python_step.py`).
