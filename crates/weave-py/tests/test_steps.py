@@ -277,6 +277,9 @@ def test_an_unknown_kind_is_a_validation_error_with_line_and_column(tmp_path: Pa
     planned = {s["id"]: s for s in pipeline(tmp_path, "now_registered", "n = 2").plan()["steps"]}
     assert planned["py"]["kind"] == "now_registered"
     assert planned["py"]["shape"] == "transform"
+    # Its calls run on a thread of their own, one at a time (they hold the GIL anyway).
+    assert planned["py"]["resources"]["io_concurrency"] == 1
+    assert planned["py"]["cache"]["stored"], "cache = auto keeps a Python step's output"
     assert planned["py"]["config"]["config"] == {"n": 2}
     assert planned["py"]["config"]["function"]["version"] == "3"
 
