@@ -204,6 +204,11 @@ def test_the_cache_key_covers_the_function_source_and_version(tmp_path: Path) ->
 
     assert run_with(first_version, "1") == "ran"
     assert run_with(first_version, "1") == "replayed"
+    # The plan says why a changed function runs again.
+    wp.step("versioned", version="1")(second_version)
+    [planned] = [s for s in pipeline(tmp_path, "versioned").plan(cache_dir=cache)["steps"] if s["id"] == "py"]
+    assert planned["cache"]["status"] == "stale"
+    assert any(r.startswith("config `function.source` changed") for r in planned["cache"]["reasons"])
     assert run_with(second_version, "1") == "ran", "another source is another key"
     assert run_with(first_version, "2") == "ran", "another version is another key"
     assert run_with(first_version, "1") == "replayed"
@@ -274,6 +279,7 @@ def test_an_unknown_kind_is_a_validation_error_with_line_and_column(tmp_path: Pa
         return record
 
     assert "now_registered" in wp.step_kinds()
+    write_records(tmp_path / "in.jsonl", TEXTS)
     planned = {s["id"]: s for s in pipeline(tmp_path, "now_registered", "n = 2").plan()["steps"]}
     assert planned["py"]["kind"] == "now_registered"
     assert planned["py"]["shape"] == "transform"
