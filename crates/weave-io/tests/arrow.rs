@@ -136,11 +136,7 @@ fn batches_go_to_arrow_with_one_schema_that_holds_every_batch() {
         rbs.iter().flat_map(|rb| from_record_batch(rb).unwrap().to_records()).map(|r| r.to_string()).collect();
     assert_eq!(
         back,
-        [
-            r#"{"n":1,"s":null,"late":null}"#,
-            r#"{"n":2,"s":null,"late":null}"#,
-            r#"{"n":3,"s":"x","late":[1.5]}"#
-        ]
+        [r#"{"n":1,"s":null,"late":null}"#, r#"{"n":2,"s":null,"late":null}"#, r#"{"n":3,"s":"x","late":[1.5]}"#]
     );
     // No batches: a schema of no fields.
     let (schema, rbs) = to_record_batches(&[]).unwrap();

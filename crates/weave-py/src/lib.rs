@@ -14,6 +14,8 @@
 #![allow(unsafe_code)]
 
 mod arrow;
+mod data;
+mod steps;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,9 +25,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyException, PyFileNotFoundError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
-use weave::{Diagnostic, Diagnostics, Location, PipelineFile, RunOptions, RunOutcome, Session, SessionError};
-
-mod steps;
+use weave::{Batch, Diagnostic, Diagnostics, Location, PipelineFile, RunOptions, RunOutcome, Session, SessionError};
 
 /// How often the waiting thread looks for Ctrl-C (Python's signal handlers run only when
 /// the interpreter checks for them).
@@ -129,7 +129,11 @@ impl Pipeline {
     /// stopped it (nothing committed). `progress`, when given, is called about every
     /// 100 ms and once at the end with each step's counts so far; an exception it raises
     /// stops the run as Ctrl-C does, and is raised once the run has stopped.
-    #[pyo3(signature = (*, max_memory=None, max_concurrent=None, cache_dir=None, no_cache=false, refresh=Vec::new(), quarantine=None, metrics_file=None, progress=None))]
+    ///
+    /// `inputs`: (step id, table) pairs, each table an object of the Arrow PyCapsule
+    /// protocol that takes the place of that source step. `outputs`: step ids whose
+    /// output comes back, under `tables` in the dict, as `ArrowData` by step id.
+    #[pyo3(signature = (*, max_memory=None, max_concurrent=None, cache_dir=None, no_cache=false, refresh=Vec::new(), quarantine=None, metrics_file=None, progress=None, inputs=Vec::new(), outputs=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn run<'py>(
         &self,
@@ -142,6 +146,8 @@ impl Pipeline {
         quarantine: Option<PathBuf>,
         metrics_file: Option<PathBuf>,
         progress: Option<Bound<'py, PyAny>>,
+        inputs: Vec<(String, Bound<'py, PyAny>)>,
+        outputs: Vec<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let max_memory = max_memory.map(|m| memory_budget(&m)).transpose()?;
         if let Some(n) = max_concurrent
@@ -167,7 +173,14 @@ impl Pipeline {
             ..RunOptions::default()
         };
         let cancel = Arc::clone(&options.cancel);
-        let pipeline = self.build(py, &options.build_options())?;
+        let inputs = read_inputs(py, inputs)?;
+        let file = &self.file;
+        let build_options = options.build_options();
+        let built = py.detach(|| data::build(file, steps::registry(), &build_options, inputs, &outputs));
+        let (pipeline, output_handles) = built.map_err(|e| match e {
+            data::EndsError::Invalid(d) => pipeline_error(py, &self.file.path, &d),
+            data::EndsError::Step(message) => PyValueError::new_err(message),
+        })?;
         let session = Session::new(pipeline, Some(self.file.clone()), options).map_err(|e| session_error(py, e))?;
         // Starting plans against the cache and hashes the inputs: no lock held meanwhile.
         let handle = py.detach(|| session.start()).map_err(|e| session_error(py, e))?;
@@ -210,7 +223,18 @@ impl Pipeline {
             return Err(e);
         }
         report(true)?;
-        to_python(py, &outcome_json(&outcome))
+        let result = to_python(py, &outcome_json(&outcome))?;
+        // A failed run committed nothing: its handles are empty, and no table is made.
+        let tables = PyDict::new(py);
+        if outcome.result.is_ok() {
+            for (id, handle) in output_handles {
+                let what = format!("the output of step \"{id}\"");
+                let data = py.detach(|| arrow::ArrowData::from_batches(&handle.take(), &what))?;
+                tables.set_item(id, data)?;
+            }
+        }
+        result.set_item("tables", tables)?;
+        Ok(result)
     }
 
     fn __repr__(&self) -> String {
@@ -231,6 +255,20 @@ impl Pipeline {
     fn build(&self, py: Python<'_>, options: &weave::BuildOptions) -> PyResult<weave::Pipeline> {
         py.detach(|| self.file.build(&steps::registry(), options)).map_err(|d| pipeline_error(py, &self.file.path, &d))
     }
+}
+
+/// Each input's batches, read through the Arrow C stream of its table with the lock
+/// released (a producer that calls back into Python takes it itself).
+fn read_inputs(py: Python<'_>, inputs: Vec<(String, Bound<'_, PyAny>)>) -> PyResult<Vec<(String, Vec<Batch>)>> {
+    inputs
+        .into_iter()
+        .map(|(id, table)| {
+            let what = format!("inputs[\"{id}\"]");
+            let stream = arrow::BatchStream::import(&table, &what)?;
+            let batches = py.detach(|| stream.read_all()).map_err(|e| PyValueError::new_err(format!("{what}: {e}")))?;
+            Ok((id, batches))
+        })
+        .collect()
 }
 
 /// A memory budget given as bytes (an int) or as the CLI takes it ("4GB", "512MiB").

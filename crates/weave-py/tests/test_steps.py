@@ -383,3 +383,18 @@ def test_a_failing_batch_step_sets_its_batch_aside_or_is_retried(tmp_path: Path)
 
     with pytest.raises(wp.RunError, match="what not_a_table returned: a list is not a table"):
         pipeline(tmp_path, "not_a_table").run(progress=False)
+
+
+def test_a_python_step_runs_between_data_in_and_out_of_memory(tmp_path: Path) -> None:
+    @wp.step("in_memory_upper")
+    def upper(record: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        if not record["text"]:
+            return None
+        record["text"] = record["text"].upper()
+        return record
+
+    write_records(tmp_path / "in.jsonl", [])
+    result = pipeline(tmp_path, "in_memory_upper").run(inputs={"load": TEXTS}, outputs=["py"], progress=False)
+    assert result.table("py").to_pylist() == [
+        {"id": r["id"], "text": r["text"].upper()} for r in TEXTS if r["text"]
+    ]

@@ -11,6 +11,14 @@ text, or from a dict of the same shape::
     result = pipeline.run(max_concurrent=2)
     print(result.status, result.step("export")["records_in"], result.report_path)
 
+Data can come from memory and go back to it, without files: ``inputs`` gives a table (a
+pyarrow Table, a pandas or polars DataFrame, a ``datasets.Dataset``, a list of dicts) in
+place of a source step, and ``outputs`` names steps whose records come back as pyarrow
+Tables::
+
+    result = pipeline.run(inputs={"load": df}, outputs=["clean"])
+    clean = result.table("clean").to_pandas()
+
 A run is ``weave run``'s: the same run record (``report.json``), metrics file, alerts,
 cache and quarantine file. Errors in a pipeline raise :class:`PipelineError` with the
 diagnostics ``weave validate`` prints; Ctrl-C stops a run cleanly (nothing is committed)
@@ -24,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-from . import _native, _progress
+from . import _data, _native, _progress
 from ._native import PipelineError, RunError, TransientError, WeaveError
 from ._steps import step, step_kinds
 
@@ -63,6 +71,9 @@ class RunResult:
         quarantined: How many bad records were set aside in it.
         alerts_fired: How many alerts fired.
         metrics_error: Why the metrics file could not be written at the end, if it could not.
+        tables: The output of each step named in ``run(outputs=...)``, by step id, as an
+            object of the Arrow PyCapsule protocol (``pyarrow.table()``,
+            ``polars.DataFrame()`` read it); :meth:`table` gives it as a pyarrow Table.
     """
 
     status: str
@@ -81,6 +92,7 @@ class RunResult:
     quarantined: int
     alerts_fired: int
     metrics_error: Optional[str]
+    tables: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def _from_native(cls, data: Mapping[str, Any]) -> "RunResult":
@@ -100,6 +112,23 @@ class RunResult:
             if s["id"] == step_id:
                 return s
         raise KeyError(f"the run has no step {step_id!r}; its steps: {', '.join(s['id'] for s in self.steps)}")
+
+    def table(self, step_id: str) -> Any:
+        """The records step ``step_id`` gave, as a ``pyarrow.Table``, in the order of the
+        data; the step must be named in ``run(outputs=...)``.
+
+        Types are kept: ints (as int64), floats (float64), bools, strings, nulls, lists and
+        structs; a field whose values mix types is JSON text. ``table.to_pandas()``,
+        ``polars.from_arrow(table)`` and ``datasets.Dataset(table)`` take it from there.
+        """
+        try:
+            data = self.tables[step_id]
+        except KeyError:
+            named = ", ".join(self.tables) or "none"
+            raise KeyError(
+                f"step {step_id!r} was not named in run(outputs=[...]); the steps named: {named}"
+            ) from None
+        return _data.arrow_table(data, step_id)
 
 
 class Pipeline:
@@ -186,6 +215,8 @@ class Pipeline:
         quarantine: Optional[PathLike] = None,
         metrics_file: Optional[PathLike] = None,
         progress: Union[bool, Callable[[Dict[str, Any]], None]] = True,
+        inputs: Optional[Mapping[str, Any]] = None,
+        outputs: Sequence[str] = (),
     ) -> RunResult:
         """Runs the pipeline as ``weave run`` does, and returns what it did.
 
@@ -199,6 +230,16 @@ class Pipeline:
         (tqdm's, when it is installed), ``False`` nothing; a callable is called about every
         100 ms, and once at the end, with ``{"done": bool, "steps": [{"step",
         "records_in", "records_out", "retries", "records_per_second", "finished"}]}``.
+
+        ``inputs``: data in place of source steps, by step id (``{"load": df}``): a
+        pyarrow Table, RecordBatch or RecordBatchReader, a pandas DataFrame (its index
+        dropped unless named), a polars DataFrame, a ``datasets.Dataset``, a list of dicts,
+        or any object with ``__arrow_c_stream__``. The step's own keys (its file) are then
+        not used; its cache key is the data's content. ``outputs``: step ids whose records
+        come back (:meth:`RunResult.table`); each gets a step ``<id>.to_python`` after it.
+        An id that names no step, a step of the wrong kind (an input for a step that is not
+        a source, an output of a sink), or data that is not a table raise an error naming
+        the step.
 
         Outputs appear only when the whole run succeeds. Raises :class:`RunError` when the
         run fails, :class:`WeaveError` when it cannot start (its files would clash), and
@@ -214,6 +255,8 @@ class Pipeline:
             quarantine=None if quarantine is None else os.fspath(quarantine),
             metrics_file=None if metrics_file is None else os.fspath(metrics_file),
             progress=_progress.default_display() if progress is True else (progress or None),
+            inputs=[(step, _data.arrow_input(data, step)) for step, data in (inputs or {}).items()],
+            outputs=list(dict.fromkeys(outputs)),
         )
         result = RunResult._from_native(data)
         if result.status != "succeeded":

@@ -3,7 +3,7 @@
 Use the package's ``Pipeline`` and ``RunResult``; this module is what they call.
 """
 
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 __version__: str
 
@@ -85,5 +85,25 @@ class Pipeline:
         quarantine: Optional[str] = None,
         metrics_file: Optional[str] = None,
         progress: Optional[Callable[[Dict[str, Any]], None]] = None,
+        inputs: List[Tuple[str, Any]] = ...,
+        outputs: List[str] = ...,
     ) -> Dict[str, Any]:
-        """Runs the pipeline as ``weave run`` does; the dict behind ``RunResult``."""
+        """Runs the pipeline as ``weave run`` does; the dict behind ``RunResult``.
+
+        ``inputs``: (step id, object of the Arrow PyCapsule protocol) pairs in place of
+        source steps; ``outputs``: step ids whose output comes back under ``tables``.
+        """
+
+class ArrowData:
+    """Record batches of one schema that a run handed back, read through the Arrow
+    PyCapsule protocol (``pyarrow.table(data)``, ``polars.DataFrame(data)``)."""
+
+    @property
+    def num_rows(self) -> int:
+        """How many rows the batches hold."""
+    def __arrow_c_stream__(self, requested_schema: Optional[object] = None) -> object:
+        """The batches as an Arrow C stream (a capsule named ``arrow_array_stream``)."""
+    def __arrow_c_schema__(self) -> object:
+        """The schema as an Arrow C schema (a capsule named ``arrow_schema``)."""
+    def __arrow_c_array__(self, requested_schema: Optional[object] = None) -> Tuple[object, object]:
+        """The batches as one Arrow C struct array: (schema capsule, array capsule)."""
