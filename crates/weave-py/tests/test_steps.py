@@ -4,6 +4,7 @@ Ctrl-C, and kinds the pipeline does not know."""
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import subprocess
 import sys
@@ -221,6 +222,35 @@ def test_the_cache_key_covers_the_function_source_and_version(tmp_path: Path) ->
     assert run_with(made["made"], "1") == "replayed"
     exec("def made(record):\n    record['v'] = 1\n    record['w'] = 0\n    return record\n", made)
     assert run_with(made["made"], "1") == "ran"
+
+
+def set_field(record: Dict[str, Any], value: int) -> Dict[str, Any]:
+    record["v"] = value
+    return record
+
+
+class Setter:
+    """A callable object as a step."""
+
+    def __call__(self, record: Dict[str, Any]) -> Dict[str, Any]:
+        record["v"] = 3
+        return record
+
+
+def test_partials_and_callable_objects_are_keyed_by_their_code_and_arguments(tmp_path: Path) -> None:
+    write_records(tmp_path / "in.jsonl", TEXTS)
+
+    def source_key(function: Any) -> str:
+        wp.step("keyed_callable")(function)
+        [planned] = [s for s in pipeline(tmp_path, "keyed_callable").plan()["steps"] if s["id"] == "py"]
+        return str(planned["config"]["function"]["source"])
+
+    one = source_key(functools.partial(set_field, value=1))
+    assert source_key(functools.partial(set_field, value=1)) == one
+    assert source_key(functools.partial(set_field, value=2)) != one
+    assert source_key(Setter()) == source_key(Setter()) != one
+    pipeline(tmp_path, "keyed_callable").run(progress=False)
+    assert {r["v"] for r in read_records(tmp_path / "out.jsonl")} == {3}
 
 
 LONG = """[pipeline]

@@ -8,6 +8,7 @@ usable in any pipeline built from Python afterwards (a file, TOML text or a dict
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -130,16 +131,31 @@ def step_kinds() -> list[str]:
 
 def _fingerprint(function: Callable[..., Any]) -> str:
     """A digest of the function's source, or of its qualified name and bytecode when it
-    has no source file (defined in a REPL, or by ``exec``)."""
+    has no source file (defined in a REPL, or by ``exec``). A ``functools.partial`` is its
+    function's digest and its arguments; an object with ``__call__``, its class's."""
     h = hashlib.sha256()
-    try:
-        h.update(b"source\0" + inspect.getsource(function).encode("utf-8", "surrogatepass"))
-    except (OSError, TypeError):
-        h.update(b"code\0" + getattr(function, "__qualname__", type(function).__qualname__).encode())
-        code = getattr(function, "__code__", None) or getattr(getattr(function, "__call__", None), "__code__", None)
-        if code is not None:
-            h.update(b"\0" + code.co_code + b"\0" + repr(code.co_consts).encode("utf-8", "surrogatepass"))
+    _digest_into(h, function)
     return h.hexdigest()
+
+
+def _digest_into(h: "hashlib._Hash", function: Any) -> None:
+    """Feeds what identifies ``function``'s code to ``h`` (see :func:`_fingerprint`)."""
+    if isinstance(function, functools.partial):
+        _digest_into(h, function.func)
+        # An argument whose repr holds an address differs in every process: that misses
+        # the cache, which is safe, where a repr that hid a difference would not be.
+        h.update(b"\0partial\0" + repr((function.args, sorted(function.keywords.items()))).encode())
+        return
+    target = function if inspect.isroutine(function) or inspect.isclass(function) else type(function)
+    try:
+        h.update(b"source\0" + inspect.getsource(target).encode("utf-8", "surrogatepass"))
+        return
+    except (OSError, TypeError):
+        pass
+    h.update(b"code\0" + getattr(target, "__qualname__", repr(target)).encode("utf-8", "surrogatepass"))
+    code = getattr(function, "__code__", None) or getattr(getattr(target, "__call__", None), "__code__", None)
+    if code is not None:
+        h.update(b"\0" + code.co_code + b"\0" + repr(code.co_consts).encode("utf-8", "surrogatepass"))
 
 
 def _takes_config(function: Callable[..., Any], kind: str) -> bool:
