@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import inspect
 import json
 import re
@@ -109,6 +110,9 @@ def step(
     def register(function: F) -> F:
         if not callable(function):
             raise TypeError(f"@step({kind!r}) decorates a function, not {type(function).__name__}")
+        # The batches are pyarrow's: without it, every call would fail at run time.
+        if batch and importlib.util.find_spec("pyarrow") is None:
+            raise ImportError(f"@step({kind!r}, batch=True) needs pyarrow: pip install pyarrow")
         _native.register_step(
             kind,
             function,
