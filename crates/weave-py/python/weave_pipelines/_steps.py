@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import inspect
 import json
 import re
 from typing import Any, Callable, Dict, Mapping, Optional, TypeVar
 
-from . import _native
+from . import _data, _native
 
 __all__ = ["step", "step_kinds"]
 
@@ -111,8 +110,8 @@ def step(
         if not callable(function):
             raise TypeError(f"@step({kind!r}) decorates a function, not {type(function).__name__}")
         # The batches are pyarrow's: without it, every call would fail at run time.
-        if batch and importlib.util.find_spec("pyarrow") is None:
-            raise ImportError(f"@step({kind!r}, batch=True) needs pyarrow: pip install pyarrow")
+        if batch:
+            _data.pyarrow(f"@step({kind!r}, batch=True)")
         _native.register_step(
             kind,
             function,
