@@ -7,8 +7,9 @@ record batch), is timed against the same run without the step; the difference ov
 what the step adds per record. The same function applied in a plain Python loop over
 the same batches of the same records (dicts, or pyarrow record batches, already made) is
 the floor: the rest is the step's conversions and its share of the run's machinery. The
-JSON round trip of the same batches (`json.loads` and `json.dumps`, what dict mode does
-in Python besides the calls) is timed alone too.
+JSON round trip of the same batches (`json.loads` and `json.dumps`) is timed alone too:
+it is what dict mode cost when rows crossed as JSON text, before they were made dicts
+straight from the columns (ARCHITECTURE.md, `crates/weave-py`).
 
 Run it with a release build of the package (README.md, "Using Weave from Python"):
 
@@ -95,8 +96,8 @@ def main() -> None:
 
         loop = best(args.repeat, plain)
 
-        # What dict mode does besides the calls: each batch's rows made dicts from JSON
-        # text and the records it returns written back as JSON text, by `json`.
+        # The conversion dict mode measured against: each batch's rows made dicts from
+        # JSON text and the records returned written back as JSON text, by `json`.
         texts = [json.dumps(b) for b in batches]
 
         def json_round_trip() -> float:

@@ -94,9 +94,11 @@ def test_a_raising_step_quarantines_its_records_with_the_exception_message(tmp_p
     assert set_aside[""]["reason"].startswith("the record it returned is not JSON data: TypeError: ")
     assert "date" in set_aside[""]["reason"]
 
-    # Without "skip", the first bad record stops the run, naming the exception.
+    assert set_aside[""]["reason"].endswith("(field `when`)")
+
+    # Without "skip", the first bad record stops the run, naming why.
     (tmp_path / "out.jsonl").unlink()
-    with pytest.raises(wp.RunError, match="ValueError: cannot take 'boom'"):
+    with pytest.raises(wp.RunError, match="bad record: the record it returned is not JSON data: TypeError: a date"):
         pipeline(tmp_path, "explode_on_boom").run(progress=False)
     assert not (tmp_path / "out.jsonl").exists()
 
@@ -428,3 +430,43 @@ def test_a_python_step_runs_between_data_in_and_out_of_memory(tmp_path: Path) ->
     assert result.table("py").to_pylist() == [
         {"id": r["id"], "text": r["text"].upper()} for r in TEXTS if r["text"]
     ]
+
+
+def test_what_a_function_returns_becomes_the_records_values(tmp_path: Path) -> None:
+    @wp.step("value_kinds")
+    def value_kinds(record: Dict[str, Any]) -> Dict[str, Any]:
+        if record["id"] == 1:
+            return {1: "a key that is no string"}
+        if record["id"] == 2:
+            loop: List[Any] = []
+            loop.append(loop)
+            return {"loop": loop}
+        return {
+            "big": 2**64 + 1,
+            "negative_big": -(2**70),
+            "u64": 2**63,
+            "pair": (1, "two"),
+            "nested": {"z": [1.5, None, True], "a": {}},
+            "nan": float("nan"),
+            "text": "naïve ☃",
+        }
+
+    write_records(tmp_path / "in.jsonl", TEXTS[:3])
+    quarantine = tmp_path / "q.jsonl"
+    keys = 'on_bad_record = "skip"\nmax_bad_records = 2'
+    p = pipeline(tmp_path, "value_kinds", keys, pipeline_keys="\nmax_bad_records = 2")
+    p.run(quarantine=quarantine, progress=False)
+    [out] = read_records(tmp_path / "out.jsonl")
+    assert out == {
+        "big": 2**64 + 1,
+        "negative_big": -(2**70),
+        "u64": 2**63,
+        "pair": [1, "two"],
+        "nested": {"z": [1.5, None, True], "a": {}},
+        "nan": None,  # JSON has no NaN: the export writes null, and counts it
+        "text": "naïve ☃",
+    }
+    assert list(out["nested"]) == ["z", "a"], "a dict's order is kept"
+    reasons = {r["record"]["id"]: r["reason"] for r in read_records(quarantine)}
+    assert reasons[1] == "the record it returned is not JSON data: TypeError: a key is a int, not a str"
+    assert reasons[2].startswith("the record it returned is not JSON data: ValueError: nested more than 128 deep")
