@@ -150,9 +150,10 @@ impl StepInfo for PythonStep {
         weave::Resources { io_concurrency: Some(1), ..weave::Resources::default() }
     }
 
-    /// As much as `cache = "auto"` keeps: a Python step holds the interpreter's lock, so
-    /// it runs one batch at a time, and reading its output back from the cache costs far
-    /// less than calling it again (`crates/weave-py/bench/python_step.py`).
+    /// As much as `cache = "auto"` keeps, as an LLM step's: a Python step runs one batch
+    /// at a time (it holds the interpreter's lock), costs 0.3 µs a record doing nothing
+    /// (`crates/weave-py/bench/python_step.py`), and is usually there for work far dearer
+    /// than that (a model, a parser): its output is worth storing.
     fn estimated_cost(&self) -> f64 {
         weave::CacheMode::AUTO_MIN_COST
     }
