@@ -157,11 +157,16 @@ def test_a_filter_drops_records_and_counts_them(tmp_path: Path) -> None:
         return record if record["text"] else None
 
     write_records(tmp_path / "in.jsonl", TEXTS)
-    result = pipeline(tmp_path, "non_empty").run(progress=False)
+    # The progress callback takes the lock while the step runs: no deadlock, and the
+    # step's counts are in it.
+    snapshots: List[Dict[str, Any]] = []
+    result = pipeline(tmp_path, "non_empty").run(progress=snapshots.append)
     assert [r["text"] for r in read_records(tmp_path / "out.jsonl")] == ["alpha", "beta", "boom", "gamma"]
     step = result.step("py")
     assert (step["records_in"], step["records_out"]) == (5, 4)
     assert step["dropped"] == {"non_empty returned None": 1}
+    [shown] = [s for s in snapshots[-1]["steps"] if s["step"] == "py"]
+    assert (shown["records_in"], shown["records_out"], shown["finished"]) == (5, 4, True)
 
 
 def test_the_config_reaches_the_function_over_its_defaults(tmp_path: Path) -> None:
