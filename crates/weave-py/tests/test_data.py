@@ -122,6 +122,11 @@ def test_a_datasets_dataset_goes_in_in_its_row_order_and_loads_the_output(tmp_pa
 def test_a_list_of_dicts_and_arrow_readers_and_record_batches(tmp_path: Path) -> None:
     records = [{"text": " q", "n": 1}, {"text": "r"}]
     assert through(tmp_path / "dicts", records).to_pylist() == [{"text": "q", "n": 1}, {"text": "r", "n": None}]
+    # Without a cache, the input is handed over unhashed: the same records.
+    assert through(tmp_path / "nocache", records, no_cache=True).to_pylist() == [
+        {"text": "q", "n": 1},
+        {"text": "r", "n": None},
+    ]
     batches = [pa.record_batch({"text": [f" {i}", "x"]}) for i in range(3)]
     reader = pa.RecordBatchReader.from_batches(batches[0].schema, batches)
     assert through(tmp_path / "reader", reader)["text"].to_pylist() == ["0", "x", "1", "x", "2", "x"]
