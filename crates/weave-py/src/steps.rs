@@ -14,7 +14,7 @@
 //! batch (`from_py`), as JSON's types: integers keep every digit, dicts their order. A
 //! round trip through JSON text (`write_jsonl`, `json.loads`, `json.dumps`,
 //! `Value::from_json`) cost six times as much per record
-//! (`crates/weave-py/bench/python_step.py`: 2.1 µs against 0.32 µs).
+//! (`crates/weave-py/bench/python_step.py`: 2.1 µs against 0.23-0.32 µs).
 //!
 //! With `batch=True`, the function takes the batch as a pyarrow `RecordBatch` and returns
 //! a table (a `RecordBatch`, a `Table`, anything of the Arrow PyCapsule protocol): the
@@ -151,7 +151,7 @@ impl StepInfo for PythonStep {
     }
 
     /// As much as `cache = "auto"` keeps, as an LLM step's: a Python step runs one batch
-    /// at a time (it holds the interpreter's lock), costs 0.3 µs a record doing nothing
+    /// at a time (it holds the interpreter's lock), costs 0.2-0.3 µs a record doing nothing
     /// (`crates/weave-py/bench/python_step.py`), and is usually there for work far dearer
     /// than that (a model, a parser): its output is worth storing.
     fn estimated_cost(&self) -> f64 {
