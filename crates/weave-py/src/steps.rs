@@ -25,29 +25,32 @@
 //! What a function's call does with a record (dict mode):
 //! - returns a dict: the output record;
 //! - returns `None`: the record is dropped, counted under "`KIND` returned None";
-//! - raises `weave_pipelines.TransientError` (or a subclass): the call fails as transient,
-//!   and the executor retries the batch under the step's retry policy;
+//! - raises `weave_pipelines.TransientError` (or a subclass): the function is called again
+//!   on the record, under the step's retry policy; past its retries the record is bad (in
+//!   batch mode, the call fails as transient, and the executor retries the batch);
 //! - raises any other `Exception`, or returns something else: the record is bad, set
 //!   aside with the exception's type and message (`on_bad_record` decides what follows);
 //! - raises a `BaseException` that is not an `Exception` (`SystemExit`): the run stops.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::arrow::{ArrowData, BatchStream};
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use weave::{
-    Batch, BatchBuilder, CanonicalConfig, MAX_DEPTH, Params, Rejected, Shape, Step, StepContext, StepError, StepInfo,
-    StepKind, Transform, Value, ValueRef,
+    Batch, BatchBuilder, CanonicalConfig, MAX_DEPTH, Params, Rejected, RequestCounts, RetryPolicy, Shape, Step,
+    StepContext, StepError, StepInfo, StepKind, Transform, Value, ValueRef,
 };
 
 pyo3::create_exception!(
     weave_pipelines,
     TransientError,
     PyException,
-    "Raised by a Python step for a failure that may pass if tried again (a timeout, a busy service): the step's call is retried under its retry policy, and counted in its retries. Subclass it for failures of your own."
+    "Raised by a Python step for a failure that may pass if tried again (a timeout, a busy service): the record's call is made again under the step's retry policy (the batch's, in batch mode), and counted in its retries. Subclass it for failures of your own."
 );
 
 /// The Python kinds registered in this process, by name.
@@ -123,7 +126,8 @@ fn build(kind: &Arc<PyKind>, p: &Params) -> Option<Step> {
         }
     };
     let config = serde_json::Value::Object(config);
-    Some(Step::Transform(Arc::new(PythonStep { kind: Arc::clone(kind), config, canonical })))
+    let retry = p.retry_policy();
+    Some(Step::Transform(Arc::new(PythonStep { kind: Arc::clone(kind), config, canonical, retry })))
 }
 
 /// A step of a Python kind: the function applied to each record, or to each batch.
@@ -132,6 +136,8 @@ struct PythonStep {
     /// The configuration the function is given (when it takes one).
     config: serde_json::Value,
     canonical: CanonicalConfig,
+    /// How a record's call that raised `TransientError` is retried (dict mode).
+    retry: RetryPolicy,
 }
 
 impl StepInfo for PythonStep {
@@ -167,7 +173,7 @@ impl Transform for PythonStep {
 
 /// What an exception raised by the function means for the run.
 enum Raised {
-    /// A `TransientError`: the call is retried.
+    /// A `TransientError` in batch mode: the executor retries the call.
     Transient(StepError),
     /// Another `Exception`: the record (or the batch) is bad, for this reason.
     Bad(String),
@@ -211,16 +217,27 @@ impl PythonStep {
     /// Dict mode: the function on each record, each made a dict and the dicts it returns
     /// made records again, with the lock held.
     fn apply_records(&self, batch: &Batch, ctx: &mut StepContext) -> Result<Batch, StepError> {
-        Python::attach(|py| {
-            self.call_records(py, batch, ctx)
+        let mut calls = RequestCounts::default();
+        let out = Python::attach(|py| {
+            self.call_records(py, batch, ctx, &mut calls)
                 .unwrap_or_else(|e| Err(StepError::internal(format!("{}: {}", self.kind.name, describe(py, &e)))))
-        })
+        });
+        // The calls are counted as an LLM step counts its requests, whatever the outcome:
+        // their retries are the step's.
+        ctx.count_requests(calls);
+        out
     }
 
     /// Calls the function on each row of `batch` and builds the batch of the records it
-    /// returns. The outer error is the interpreter's own (out of memory); the inner one,
-    /// the call's.
-    fn call_records(&self, py: Python<'_>, batch: &Batch, ctx: &mut StepContext) -> PyResult<Result<Batch, StepError>> {
+    /// returns; counts the calls in `calls`. The outer error is the interpreter's own (out
+    /// of memory); the inner one, the call's.
+    fn call_records(
+        &self,
+        py: Python<'_>,
+        batch: &Batch,
+        ctx: &mut StepContext,
+        calls: &mut RequestCounts,
+    ) -> PyResult<Result<Batch, StepError>> {
         let config = self.config(py)?;
         // Each field name is made a Python string once a batch, not once a row.
         let names: Vec<Bound<'_, PyString>> = batch.schema().names().map(|n| PyString::intern(py, n)).collect();
@@ -228,13 +245,38 @@ impl PythonStep {
         let mut fields = Vec::new();
         for (i, row) in batch.rows().enumerate() {
             if ctx.is_cancelled() {
-                return Ok(Err(StepError::transient("the run is being cancelled")));
+                return Ok(Err(cancelled()));
             }
-            let record = PyDict::new(py);
-            for (name, (_, value)) in names.iter().zip(row.iter()) {
-                record.set_item(name, to_py(py, value)?)?;
-            }
-            match self.call_with(py, record.into_any(), config.as_ref()) {
+            let mut retries = 0;
+            let returned = loop {
+                // A fresh dict each attempt: a call that failed may have changed it.
+                let record = PyDict::new(py);
+                for (name, (_, value)) in names.iter().zip(row.iter()) {
+                    record.set_item(name, to_py(py, value)?)?;
+                }
+                calls.requests += 1;
+                match self.call_with(py, record.into_any(), config.as_ref()) {
+                    Ok(r) => break Ok(r),
+                    Err(e) if e.is_instance_of::<TransientError>(py) => {
+                        calls.failed += 1;
+                        if retries >= self.retry.max_retries {
+                            let why = format!("{} (still failing after {retries} retries)", describe(py, &e));
+                            break Err(Raised::Bad(why));
+                        }
+                        // The record's call alone is tried again, so that one flaky
+                        // record does not repeat the others. No jitter: the step's calls
+                        // are made one at a time, so none fail together.
+                        retries += 1;
+                        calls.retries += 1;
+                        let (delay, cancel) = (self.retry.delay(retries), ctx.cancel_flag());
+                        if !py.detach(|| sleep_unless_cancelled(delay, &cancel)) {
+                            return Ok(Err(cancelled()));
+                        }
+                    }
+                    Err(e) => break Err(self.raised(py, &e)),
+                }
+            };
+            match returned {
                 Ok(r) if r.is_none() => ctx.drop_record(&self.kind.drop_reason, || row.to_record()),
                 Ok(r) => match r.cast::<PyDict>() {
                     Ok(d) => match fields_of(d, &mut fields) {
@@ -246,10 +288,8 @@ impl PythonStep {
                         reject(ctx, batch, i, format!("TypeError: it returned a {what}, not a dict or None"));
                     }
                 },
-                Err(e) => match self.raised(py, &e) {
-                    Raised::Bad(reason) => reject(ctx, batch, i, reason),
-                    Raised::Transient(e) | Raised::Fatal(e) => return Ok(Err(e)),
-                },
+                Err(Raised::Bad(reason)) => reject(ctx, batch, i, reason),
+                Err(Raised::Transient(e) | Raised::Fatal(e)) => return Ok(Err(e)),
             }
         }
         Ok(Ok(out.finish()))
@@ -306,6 +346,27 @@ impl PythonStep {
             ctx.count_dropped(&self.kind.drop_reason, (batch.len() - out.len()) as u64);
         }
         Ok(out)
+    }
+}
+
+/// The error of a call that stopped because the run is being cancelled.
+fn cancelled() -> StepError {
+    StepError::transient("the run is being cancelled")
+}
+
+/// Sleeps for `delay`, looking at the run's cancel flag every 50 ms; `false` if the run is
+/// being cancelled.
+fn sleep_unless_cancelled(delay: Duration, cancel: &AtomicBool) -> bool {
+    let end = Instant::now() + delay;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= end {
+            return true;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
     }
 }
 

@@ -121,12 +121,13 @@ class Busy(wp.TransientError):
 
 
 def test_a_transient_error_is_retried_and_counted(tmp_path: Path) -> None:
-    failures = {"left": 2}
+    calls: Dict[str, int] = {}
 
     @wp.step("flaky")
     def flaky(record: Dict[str, Any]) -> Dict[str, Any]:
-        if record["text"] == "beta" and failures["left"] > 0:
-            failures["left"] -= 1
+        calls[record["text"]] = calls.get(record["text"], 0) + 1
+        if record["text"] == "beta" and calls["beta"] <= 2:
+            record["text"] = "changed by a call that failed"
             raise Busy("the service is busy")
         return record
 
@@ -134,20 +135,35 @@ def test_a_transient_error_is_retried_and_counted(tmp_path: Path) -> None:
     metrics = tmp_path / "metrics.prom"
     retry = 'retry = { max_retries = 3, retry_delay = "1ms" }'
     result = pipeline(tmp_path, "flaky", retry).run(metrics_file=metrics, progress=False)
-    assert failures["left"] == 0
-    assert [r["id"] for r in read_records(tmp_path / "out.jsonl")] == [r["id"] for r in TEXTS]
+    # The failing record's call alone is made again, on the record as it was.
+    assert calls == {"alpha": 1, "": 1, "beta": 3, "boom": 1, "gamma": 1}
+    assert read_records(tmp_path / "out.jsonl") == TEXTS
     assert result.step("py")["retries"] == 2
-    assert 'weave_step_retries_total{pipeline="python-steps",step="py"} 2' in metrics.read_text()
+    prometheus = metrics.read_text()
+    assert 'weave_step_retries_total{pipeline="python-steps",step="py"} 2' in prometheus
+    assert 'weave_step_requests_total{pipeline="python-steps",step="py"} 7' in prometheus
+    assert 'weave_step_failed_requests_total{pipeline="python-steps",step="py"} 2' in prometheus
 
-    # Past the step's retries, the run fails with the exception.
-    @wp.step("always_busy")
-    def always_busy(record: Dict[str, Any]) -> Dict[str, Any]:
-        raise wp.TransientError("still busy")
+    # Past the step's retries, the record is a bad record: set aside, or the run fails.
+    @wp.step("busy_on_beta")
+    def busy_on_beta(record: Dict[str, Any]) -> Dict[str, Any]:
+        if record["text"] == "beta":
+            raise wp.TransientError("still busy")
+        return record
+
+    keys = 'retry = { max_retries = 2, retry_delay = "1ms" }'
+    quarantine = tmp_path / "q.jsonl"
+    skipped = pipeline(tmp_path, "busy_on_beta", keys + '\non_bad_record = "skip"').run(
+        quarantine=quarantine, progress=False
+    )
+    assert (skipped.step("py")["retries"], skipped.step("py")["quarantined"]) == (2, 1)
+    [set_aside] = read_records(quarantine)
+    assert set_aside["reason"] == "TransientError: still busy (still failing after 2 retries)"
+    assert [r["text"] for r in read_records(tmp_path / "out.jsonl")] == ["alpha", "", "boom", "gamma"]
 
     (tmp_path / "out.jsonl").unlink()
-    with pytest.raises(wp.RunError, match="always_busy: TransientError: still busy") as caught:
-        pipeline(tmp_path, "always_busy", 'retry = { max_retries = 2, retry_delay = "1ms" }').run(progress=False)
-    assert caught.value.result.step("py")["retries"] == 2
+    with pytest.raises(wp.RunError, match="TransientError: still busy \\(still failing after 2 retries\\)"):
+        pipeline(tmp_path, "busy_on_beta", keys).run(progress=False)
     assert not (tmp_path / "out.jsonl").exists()
 
 

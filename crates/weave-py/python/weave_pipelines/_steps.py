@@ -53,10 +53,10 @@ def step(
 
     - it returns a dict: that is the output record (fields may be added or removed);
     - it returns ``None``: the record is dropped, counted in the step's ``dropped``;
-    - it raises :class:`TransientError` (or a subclass): the step's call is retried under
-      its retry policy (``retry = {max_retries = 3, retry_delay = "1s"}``), and counted
-      in its ``retries``. The call is the batch's: records before the failing one are
-      given to the function again;
+    - it raises :class:`TransientError` (or a subclass): the function is called again on
+      that record alone, under the step's retry policy (``retry = {max_retries = 3,
+      retry_delay = "1s"}``), and each retry is counted in the step's ``retries``; a
+      record still failing after them is a bad record (below);
     - it raises any other ``Exception``, or returns something else: the record is a bad
       record, set aside with ``"ExceptionType: message"`` as its reason, and the step's
       ``on_bad_record`` decides whether the run goes on (``"skip"``: into the quarantine
@@ -67,8 +67,9 @@ def step(
     a ``pyarrow.RecordBatch`` or ``Table``, or any table of the Arrow PyCapsule protocol
     (a polars ``DataFrame``). The columns cross through Arrow's C data interface, not row
     by row. It may return fewer rows (a filter: the others are counted as dropped, under
-    ``"KIND left it out"``). An exception other than :class:`TransientError`, or a return
-    value that is not a table, sets every record of the batch aside with its message::
+    ``"KIND left it out"``). A :class:`TransientError` has the batch's call retried; any
+    other exception, or a return value that is not a table, sets every record of the
+    batch aside with its message::
 
         import pyarrow as pa
         import pyarrow.compute as pc
