@@ -30,13 +30,13 @@ def step(
     version: str = "1",
     config: Optional[Mapping[str, Any]] = None,
     batch: bool = False,
-    summary: Optional[str] = None,
 ) -> Callable[[F], F]:
     """Registers the decorated function as the step kind ``kind``, a record-wise transform
     or filter, and returns the function unchanged.
 
-    By default the function is called once per record, with the record as a dict (field names to
-    ``None``, bools, ints, floats, strings, lists and dicts, in the record's field order)::
+    By default the function is called once per record, with the record as a dict (field
+    names to ``None``, bools, ints, floats, strings, lists and dicts, in the record's
+    field order)::
 
         import weave_pipelines as wp
 
@@ -121,7 +121,7 @@ def step(
             defaults=defaults_json,
             takes_config=_takes_config(function, kind),
             batch=bool(batch),
-            summary=summary or _summary(function),
+            summary=_summary(function),
         )
         return function
 
@@ -177,7 +177,8 @@ def _takes_config(function: Callable[..., Any], kind: str) -> bool:
 
 
 def _summary(function: Callable[..., Any]) -> str:
-    """The first line of the function's docstring, or its name."""
+    """The kind's one-line summary (the registry's listing): the first line of the
+    function's docstring, or its name."""
     doc = inspect.getdoc(function)
     if doc:
         return doc.splitlines()[0]
