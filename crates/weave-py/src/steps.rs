@@ -14,7 +14,7 @@
 //! batch (`from_py`), as JSON's types: integers keep every digit, dicts their order. A
 //! round trip through JSON text (`write_jsonl`, `json.loads`, `json.dumps`,
 //! `Value::from_json`) cost six times as much per record
-//! (`crates/weave-py/bench/python_step.py`: 2.1 µs against 0.23-0.32 µs).
+//! (`crates/weave-py/bench/python_step.py`: 2.1 µs against 0.20-0.32 µs).
 //!
 //! With `batch=True`, the function takes the batch as a pyarrow `RecordBatch` and returns
 //! a table (a `RecordBatch`, a `Table`, anything of the Arrow PyCapsule protocol): the
