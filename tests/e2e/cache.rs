@@ -613,3 +613,65 @@ path = "out/result.jsonl"
     check_in(d, &["run", "p.toml"], 0, &["replayed", "1 bad records set aside"], &[]);
     assert_eq!(std::fs::read_to_string(&quarantine).expect("quarantine"), want);
 }
+
+// Issue 17, item 1: a cache shared by the nodes of a cluster. A run on another node (its
+// pid space faked with WEAVE_PID_SPACE) cannot be looked up by its process id from here:
+// `weave cache gc` keeps what it pinned while its pin's lease is fresh, and takes it back
+// once the lease has run out (the run frozen with SIGSTOP renews nothing; the expiry is
+// brought forward by ageing the pin's modification time).
+#[test]
+fn gc_keeps_what_a_run_on_another_machine_pinned_until_its_lease_runs_out() {
+    let dir = setup(400_000, 64);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weave"))
+        .args(["run", "p.toml", "-q"])
+        .env("WEAVE_PID_SPACE", "00000000dec0ded1")
+        .env_remove("WEAVE_CACHE_DIR")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("weave starts");
+    let pins = dir.path().join(".weave/cache/pins");
+    let start = Instant::now();
+    let pinned = || std::fs::read_dir(&pins).map(|d| d.flatten().count() > 0).unwrap_or(false);
+    while !(pinned() && entries(dir.path()).len() >= 3) && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let pid = child.id().to_string();
+    let stop = |sig: &str| Command::new("kill").args([sig, &pid]).status().expect("kill runs");
+    assert!(stop("-STOP").success());
+    if child.try_wait().expect("wait").is_some() {
+        return; // Finished before it could be frozen on a very fast machine: nothing to check.
+    }
+    // `kill` returns before every thread has stopped: wait until each says `T` (stopped).
+    let stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task")).expect("its threads").flatten().all(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            stat.rfind(')').is_some_and(|i| stat[i + 1..].trim_start().starts_with('T'))
+        })
+    };
+    while !stopped() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let pin = std::fs::read_dir(&pins).expect("pins").flatten().next().expect("a pin").path();
+    let text = std::fs::read_to_string(&pin).expect("the pin");
+    assert!(text.contains(r#""pid_space":"00000000dec0ded1""#) && text.contains(r#""host":"#), "{text}");
+    let held = entries(dir.path()).len();
+
+    check_in(dir.path(), &["cache", "gc", "--max-size", "0"], 0, &["removed 0 entries"], &[]);
+    assert_eq!(entries(dir.path()).len(), held, "the other node's entries are kept");
+    assert!(pin.exists());
+    let runs = check_in(dir.path(), &["runs"], 0, &["running"], &[]);
+    assert!(!runs.stdout.contains("interrupted"), "{}", runs.stdout);
+
+    let expired = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options().append(true).open(&pin).expect("pin").set_modified(expired).expect("age the pin");
+    let gc = check_in(dir.path(), &["cache", "gc", "--max-size", "0"], 0, &[], &[]);
+    assert!(!gc.stdout.contains("removed 0 entries"), "{}", gc.stdout);
+    assert!(!pin.exists(), "the pin of a node that stopped renewing it is removed");
+    assert!(entries(dir.path()).len() < held);
+
+    assert!(stop("-KILL").success());
+    let _ = child.wait();
+}

@@ -87,9 +87,17 @@ impl FileIndex {
         Ok(hash)
     }
 
-    /// Writes the index back, atomically.
+    /// Writes the index back, atomically, merged with what other processes saved since it
+    /// was loaded (runs sharing the cache: a shard of a job, another pipeline), so that
+    /// the last to save does not drop what the others hashed. Where both know a file, this
+    /// process's entry wins: it is the latest look at it.
     pub fn save(&self) -> Result<(), Error> {
-        let known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let on_disk: HashMap<PathBuf, Known> =
+            fs::read(&self.path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (path, k) in on_disk {
+            known.entry(path).or_insert(k);
+        }
         let bytes = serde_json::to_vec(&*known).map_err(|e| Error::Encode(e.to_string()))?;
         drop(known);
         let dir = self.path.parent().unwrap_or(Path::new("."));
@@ -145,6 +153,27 @@ mod tests {
         fs::write(&data, "a,b\n9,9,9\n").unwrap();
         age(&data, 30);
         assert_eq!(idx.hash(&data).unwrap(), Key::of_content(b"a,b\n9,9,9\n"));
+    }
+
+    // Issue 17, item 1: runs sharing a cache (the shards of a job) each save the index;
+    // the last one used to drop what the others had hashed.
+    #[test]
+    fn indexes_saved_by_two_runs_keep_what_both_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+        for p in [&a, &b] {
+            fs::write(p, p.to_string_lossy().as_bytes()).unwrap();
+            age(p, 60);
+        }
+        let (first, second) = (FileIndex::load(dir.path()), FileIndex::load(dir.path()));
+        first.hash(&a).unwrap();
+        second.hash(&b).unwrap();
+        first.save().unwrap();
+        second.save().unwrap();
+        let known = FileIndex::load(dir.path()).known.into_inner().unwrap();
+        for p in [&a, &b] {
+            assert!(known.contains_key(&fs::canonicalize(p).unwrap()), "{} kept", p.display());
+        }
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //!   canonical configuration (every key written for it but the output-neutral ones), the
 //!   pipeline-level settings, the seed, and its inputs' keys (a Merkle chain through the
 //!   DAG).
+//! - [`Packs`]: small entries (LLM answers) appended to one file per writing process,
+//!   with the syncs of writers that wait at once shared (a group commit), indexed in
+//!   memory; a record that does not check out is a miss, as in the store.
 //! - [`FileIndex`]: input files' content hashes, computed once and then trusted while
 //!   (path, size, mtime, inode) stay the same, as git's index does, so that an unchanged
 //!   10 GB input is not reread to plan a run.
@@ -33,22 +36,25 @@ pub mod codec;
 mod error;
 mod files;
 mod key;
+mod pack;
 mod plan;
 mod store;
 
 pub use error::Error;
 pub use files::FileIndex;
 pub use key::{Key, KeyBuilder};
+pub use pack::{PACK_FORMAT_VERSION, Packs};
 pub use plan::{CacheOptions, CachePlan, MAX_SET_ASIDE_BYTES, Pin, Status, StepPlan, gc, pipeline_relative};
 pub use store::{Entry, FORMAT_VERSION, Stats, Store};
 
 use std::path::{Path, PathBuf};
 
 /// The files and folders the cache writes and removes in its folder `dir`: its entries
-/// (`objects/`) and their temporary files (`tmp/`), the steps' last keys (`keys/`), the
+/// (`objects/`) and their temporary files (`tmp/`), the packs of small entries (`packs/`),
+/// the steps' last keys (`keys/`), the
 /// pins of running runs (`pins/`) and the index of input files (`files.json`). Nothing
 /// else there is the cache's: a run refuses to write an output onto these, and may keep
 /// other files beside them (the quarantine file, with the cache in `.weave/`).
 pub fn own_paths(dir: &Path) -> Vec<PathBuf> {
-    ["objects", "tmp", "keys", "pins", "files.json"].iter().map(|name| dir.join(name)).collect()
+    ["objects", "tmp", "packs", "keys", "pins", "files.json"].iter().map(|name| dir.join(name)).collect()
 }

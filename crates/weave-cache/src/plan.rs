@@ -837,18 +837,24 @@ impl StepCache for StepEntry {
 }
 
 /// A running run's claim on its entries: `weave cache gc` never removes an entry whose
-/// prefix a live run has pinned. Removed when dropped.
+/// prefix a live run has pinned. Its lease (the pin file's modification time) is renewed
+/// while it lives, for runs on other machines that share the cache. Removed when dropped.
 #[derive(Debug)]
 pub struct Pin {
     path: PathBuf,
+    _lease: weave_fs::LeaseGuard,
 }
 
-/// A pin on disk, `pins/<pid>-<nanos>.json`: its owner (`pid`, and `process_start` since
-/// pins carry it: a pin without it is judged by its process id alone) and the prefixes.
+/// A pin on disk, `pins/<pid>-<nanos>.json`: its owner (`pid`, `process_start` and
+/// `pid_space` where known: a pin without them is judged by its process id alone, on this
+/// machine), the host it runs on (for people: the pid space is what is checked) and the
+/// prefixes.
 #[derive(Serialize, Deserialize)]
 struct PinFile {
     #[serde(flatten)]
     owner: Owner,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
     prefixes: Vec<String>,
 }
 
@@ -860,12 +866,14 @@ impl Pin {
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         live_pins(&dir);
         let owner = Owner::current();
-        let file = PinFile { owner, prefixes: plan.prefixes().iter().map(hex24).collect() };
+        let file =
+            PinFile { owner, host: weave_fs::host_name(), prefixes: plan.prefixes().iter().map(hex24).collect() };
         let bytes = serde_json::to_vec(&file).map_err(|e| Error::Encode(e.to_string()))?;
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let path = dir.join(format!("{}-{nanos}.json", owner.pid()));
         weave_fs::write_atomically(&path, &bytes).map_err(Error::io(&path))?;
-        Ok(Pin { path })
+        let lease = weave_fs::hold_lease(&path);
+        Ok(Pin { path, _lease: lease })
     }
 }
 
@@ -881,7 +889,8 @@ fn hex24(p: &[u8; 24]) -> String {
 
 /// Evicts least recently used entries until the store holds at most `max_bytes`, never
 /// one pinned by a run that may be alive (pins whose owner is certainly gone are
-/// removed: `weave_fs::Owner::liveness`, which a reused process id does not fool).
+/// removed: `weave_fs::holder_is_gone`, which a reused process id does not fool, and
+/// which judges a run on another machine by its pin's lease).
 /// Returns what was removed.
 pub fn gc(store: &Store, max_bytes: u64) -> Result<crate::store::Stats, Error> {
     let pinned = live_pins(&store.root().join("pins"));
@@ -901,7 +910,7 @@ fn live_pins(dir: &Path) -> std::collections::HashSet<String> {
         let Some(pin) = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<PinFile>(&b).ok()) else {
             continue;
         };
-        if pin.owner.is_gone() {
+        if weave_fs::holder_is_gone(&pin.owner, &e.path()) {
             let _ = std::fs::remove_file(e.path());
         } else {
             pinned.extend(pin.prefixes);
@@ -993,10 +1002,11 @@ mod tests {
         }
         let pins = dir.path().join("pins");
         std::fs::create_dir_all(&pins).unwrap();
-        let live = PinFile { owner: Owner::current(), prefixes: vec![hex24(&prefix_of(&step))] };
+        let live = PinFile { owner: Owner::current(), host: None, prefixes: vec![hex24(&prefix_of(&step))] };
         std::fs::write(pins.join("live.json"), serde_json::to_vec(&live).unwrap()).unwrap();
         // A pid that cannot be alive (above the kernel's maximum): its pin is stale.
-        let dead = PinFile { owner: Owner::new(u32::MAX - 1, None), prefixes: vec![hex24(&prefix_of(&other))] };
+        let dead =
+            PinFile { owner: Owner::new(u32::MAX - 1, None), host: None, prefixes: vec![hex24(&prefix_of(&other))] };
         std::fs::write(pins.join("dead.json"), serde_json::to_vec(&dead).unwrap()).unwrap();
 
         let removed = gc(&store, 0).unwrap();
@@ -1005,6 +1015,34 @@ mod tests {
         assert!(!store.contains(&prefixed(&other, 0)));
         assert!(!pins.join("dead.json").exists(), "a dead run's pin is cleaned up");
         assert!(pins.join("live.json").exists());
+    }
+
+    // Issue 17, item 1: on a cache shared by the nodes of a cluster, a pin's process id
+    // means nothing to another node; its lease does.
+    #[test]
+    fn a_pin_of_another_machine_holds_while_its_lease_is_renewed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let step = KeyBuilder::new("t").part("a", b"1").finish();
+        store.put(&prefixed(&step, 0), codec::BINCODE2, b"payload").unwrap();
+        let pins = dir.path().join("pins");
+        std::fs::create_dir_all(&pins).unwrap();
+        // A run on a node with a pid that does not exist here (and would be gone if it
+        // were judged as this machine's).
+        let space = weave_fs::pid_space().map(|s| !s);
+        let remote = PinFile {
+            owner: Owner::in_space(u32::MAX - 1, Some(1), space),
+            host: Some("node7".into()),
+            prefixes: vec![hex24(&prefix_of(&step))],
+        };
+        let path = pins.join("remote.json");
+        std::fs::write(&path, serde_json::to_vec(&remote).unwrap()).unwrap();
+        assert_eq!(gc(&store, 0).unwrap().entries, 0, "its lease is fresh");
+        assert!(path.exists() && store.contains(&prefixed(&step, 0)));
+        let expired = std::time::SystemTime::now() - weave_fs::LEASE_EXPIRY - std::time::Duration::from_secs(5);
+        std::fs::File::options().append(true).open(&path).unwrap().set_modified(expired).unwrap();
+        assert_eq!(gc(&store, 0).unwrap().entries, 1, "the node stopped renewing it");
+        assert!(!path.exists());
     }
 
     // The paths a run refuses to write outputs onto must be all the cache writes: every

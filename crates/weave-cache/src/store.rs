@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use crate::codec;
 use crate::error::Error;
 use crate::key::Key;
+use crate::pack;
 
 /// The first bytes of every entry.
 const MAGIC: &[u8; 8] = b"WEAVE\x00C\x01";
@@ -210,8 +211,17 @@ impl Store {
         }
     }
 
-    /// Every entry: key, size on disk, last use.
+    /// Every entry: key, size on disk, last use (for an entry in a pack, the pack's).
     pub fn list(&self) -> Result<Vec<(Key, u64, SystemTime)>, Error> {
+        let mut out = self.list_objects()?;
+        for pack in pack::list(&self.root)? {
+            out.extend(pack::entries(&pack.path).into_iter().map(|(key, bytes)| (key, bytes, pack.used)));
+        }
+        Ok(out)
+    }
+
+    /// The entries that are files of their own (`objects/`): key, size, last use.
+    fn list_objects(&self) -> Result<Vec<(Key, u64, SystemTime)>, Error> {
         let objects = self.root.join("objects");
         let mut out = Vec::new();
         for shard in fs::read_dir(&objects).map_err(Error::io(&objects))? {
@@ -231,7 +241,7 @@ impl Store {
         Ok(out)
     }
 
-    /// How many entries and bytes the store holds.
+    /// How many entries and bytes the store holds (in `objects/` and in `packs/`).
     pub fn stats(&self) -> Result<Stats, Error> {
         let list = self.list()?;
         Ok(Stats { entries: list.len() as u64, bytes: list.iter().map(|(_, b, _)| b).sum() })
@@ -239,23 +249,40 @@ impl Store {
 
     /// Evicts least recently used entries until the store holds at most `max_bytes`,
     /// never an entry in `keep` (those a running run holds), after removing the temporary
-    /// files of writers that are gone. Returns the entries removed.
+    /// files of writers that are gone. A pack ([`Packs`](crate::Packs)) goes whole, and
+    /// never while the process that appends to it may run. Returns the entries removed.
     pub fn gc(&self, max_bytes: u64, keep: &dyn Fn(&Key) -> bool) -> Result<Stats, Error> {
+        enum Unit {
+            Object(Key),
+            Pack(PathBuf, bool),
+        }
         self.sweep_tmp();
-        let mut list = self.list()?;
-        let mut total: u64 = list.iter().map(|(_, b, _)| b).sum();
-        list.sort_by_key(|(_, _, used)| *used);
+        let mut units: Vec<(Unit, u64, SystemTime)> =
+            self.list_objects()?.into_iter().map(|(k, bytes, used)| (Unit::Object(k), bytes, used)).collect();
+        units.extend(pack::list(&self.root)?.into_iter().map(|p| (Unit::Pack(p.path, p.live), p.bytes, p.used)));
+        let mut total: u64 = units.iter().map(|(_, b, _)| b).sum();
+        units.sort_by_key(|(_, _, used)| *used);
         let mut removed = Stats::default();
-        for (key, bytes, _) in list {
+        for (unit, bytes, _) in units {
             if total <= max_bytes {
                 break;
             }
-            if keep(&key) {
-                continue;
+            match unit {
+                Unit::Object(key) if !keep(&key) => {
+                    self.remove(&key)?;
+                    removed.entries += 1;
+                }
+                Unit::Pack(path, false) => {
+                    let entries = pack::entries(&path).len() as u64;
+                    match fs::remove_file(&path) {
+                        Ok(()) => removed.entries += entries,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(Error::Io { path, source: e }),
+                    }
+                }
+                _ => continue,
             }
-            self.remove(&key)?;
             total -= bytes;
-            removed.entries += 1;
             removed.bytes += bytes;
         }
         Ok(removed)
@@ -277,7 +304,7 @@ enum Unusable {
 
 /// The checksum of an entry: blake3 over its codec and length (`codec_len`, as in the
 /// header), the key it is written under, and its payload.
-fn checksum(codec_len: &[u8], key: &[u8], payload: &[u8]) -> [u8; 32] {
+pub(crate) fn checksum(codec_len: &[u8], key: &[u8], payload: &[u8]) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(codec_len).update(key).update(payload);
     *h.finalize().as_bytes()
@@ -452,6 +479,34 @@ mod tests {
     // regression (issue 13, item 7): entries were written through randomly named
     // temporary files in `tmp/` that nothing removed after a killed run.
     #[cfg(target_os = "linux")]
+    #[test]
+    fn packs_are_counted_listed_and_evicted_whole_never_while_their_writer_lives() {
+        let (_d, s) = store();
+        let packs = crate::Packs::open(s.root()).unwrap();
+        for i in 0..3u8 {
+            packs.append(&Key::of_content(&[i]), 1, &[i; 50], true).unwrap();
+        }
+        s.put(&Key::of_content(b"object"), 1, &[0u8; 100]).unwrap();
+        let stats = s.stats().unwrap();
+        assert_eq!(stats.entries, 4, "three answers in a pack and one entry of its own");
+        assert_eq!(s.list().unwrap().len(), 4);
+        // This process appends to the pack: gc keeps it, even to reach zero.
+        assert_eq!(s.clear().unwrap().entries, 1);
+        assert_eq!(s.stats().unwrap().entries, 3);
+        // The same pack left by a process that is gone (a pid past any pid_max), older
+        // than an entry of its own: it goes first, whole.
+        let dir = s.root().join("packs");
+        let pack = fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+        let dead = dir.join(format!("{:016x}-4294967295-1-0.pack", weave_fs::pid_space().unwrap_or(0)));
+        fs::rename(&pack, &dead).unwrap();
+        File::options().write(true).open(&dead).unwrap().set_modified(SystemTime::UNIX_EPOCH).unwrap();
+        let newer = Key::of_content(b"newer");
+        s.put(&newer, 1, &[0u8; 100]).unwrap();
+        let removed = s.gc((HEADER_LEN + 100) as u64, &|_| false).unwrap();
+        assert_eq!(removed.entries, 3);
+        assert!(!dead.exists() && s.contains(&newer));
+    }
+
     #[test]
     fn opening_and_gc_remove_the_temporary_files_of_dead_writers_only() {
         let (_d, s) = store();

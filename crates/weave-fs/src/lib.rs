@@ -30,5 +30,8 @@
 mod owner;
 mod temp;
 
-pub use owner::{Liveness, Owner};
-pub use temp::{TempFile, remove_live_temporaries, sweep_dead_temporaries, write_atomically};
+pub use owner::{
+    LEASE_EXPIRY, LEASE_RENEWAL, LeaseGuard, Liveness, Owner, hold_lease, holder_is_gone, host_name, lease_expired,
+    pid_space,
+};
+pub use temp::{TempFile, owner_of_tag, owner_tag, remove_live_temporaries, sweep_dead_temporaries, write_atomically};

@@ -4,12 +4,14 @@
 //! Every file a run writes before moving it into place (an export, a part of a set, an
 //! exclusion file, the metrics file, a cache entry, the cache's file index and keys, a
 //! pin, a run record's report) is a [`TempFile`] beside its target (or, for the cache's
-//! entries, in the cache's `tmp/`), named `.weave-<pid>-<start>-<n>.tmp`: its [`Owner`]'s
-//! process id and start time (0 where unknown), and a number unique in the process.
-//! Before it makes its first temporary file in a folder, a process removes the temporary
-//! files there whose owner is gone ([`sweep_dead_temporaries`]); the files of a live
-//! process, files named otherwise, and files whose owner cannot be told (a system without
-//! `/proc`) are left alone.
+//! entries, in the cache's `tmp/`), named `.weave-<pid space>-<pid>-<start>-<n>.tmp`: its
+//! [`Owner`]'s pid space (16 hex digits: see [`crate::pid_space`]), process id and start
+//! time (0 where unknown), and a number unique in the process. Before it makes its first
+//! temporary file in a folder, a process removes the temporary files there whose owner is
+//! gone ([`sweep_dead_temporaries`]); the files of a live process, files named otherwise,
+//! and files whose owner cannot be told (a system without `/proc`) are left alone. A file
+//! of an owner on another machine of a cluster goes once its lease has run out (its
+//! modification time, renewed while its owner lives: [`crate::hold_lease`]).
 //!
 //! Each live temporary file is also listed in the process, so that a forced stop (a
 //! second Ctrl-C) can remove them before it exits ([`remove_live_temporaries`]).
@@ -34,22 +36,58 @@ const SUFFIX: &str = ".tmp";
 /// run with 10,000 parts 10,000 listings of 10,000 files.
 const SWEEP_AGAIN_AFTER: Duration = Duration::from_secs(60);
 
-/// The name of `owner`'s temporary file number `n`.
+/// The name of `owner`'s temporary file number `n`: `.weave-<tag>.tmp` ([`owner_tag`]).
 fn name_of(owner: Owner, n: u64) -> String {
-    format!("{PREFIX}{}-{}-{n}{SUFFIX}", owner.pid(), owner.start().unwrap_or(0))
+    format!("{PREFIX}{}{SUFFIX}", owner_tag(owner, n))
 }
 
 /// The owner a temporary file's name records, if it records one.
 fn owner_of_name(name: &str) -> Option<Owner> {
-    let inner = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
-    let mut fields = inner.split('-');
-    let (pid, start, n) = (fields.next()?, fields.next()?, fields.next()?);
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if fields.next().is_some() || !digits(pid) || !digits(start) || !digits(n) {
+    owner_of_tag(name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?)
+}
+
+/// The part of a file's name that says which process owns it (its number `n` of such
+/// files): `<pid space>-<pid>-<start>-<n>`, the pid space in 16 hex digits, the start time
+/// 0 where unknown; `<pid>-<start>-<n>` where the pid space is unknown, as versions of
+/// weave from before it was kept named them all. Temporary files and the cache's packs
+/// are named with it.
+pub fn owner_tag(owner: Owner, n: u64) -> String {
+    let (pid, start) = (owner.pid(), owner.start().unwrap_or(0));
+    match owner.space() {
+        Some(space) => format!("{space:016x}-{pid}-{start}-{n}"),
+        None => format!("{pid}-{start}-{n}"),
+    }
+}
+
+/// The owner an [`owner_tag`] names; `None` for text that is not one (a tag without a pid
+/// space is taken for this machine's).
+pub fn owner_of_tag(tag: &str) -> Option<Owner> {
+    let fields: Vec<&str> = tag.split('-').collect();
+    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    let (space, rest) = match fields.as_slice() {
+        [space, rest @ ..] if rest.len() == 3 && space.len() == 16 && space.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            (Some(u64::from_str_radix(space, 16).ok()?), rest)
+        }
+        rest if rest.len() == 3 => (None, rest),
+        _ => return None,
+    };
+    let [pid, start, n] = rest else { return None };
+    if !digits(pid) || !digits(start) || !digits(n) {
         return None;
     }
     let start: u64 = start.parse().ok()?;
-    Some(Owner::new(pid.parse().ok()?, (start != 0).then_some(start)))
+    let start = (start != 0).then_some(start);
+    let pid = pid.parse().ok()?;
+    Some(match space {
+        Some(space) => Owner::in_space(pid, start, Some(space)),
+        None => Owner::new(pid, start),
+    })
+}
+
+/// The paths of this process's temporary files that exist now (their leases are renewed
+/// with the others: [`crate::hold_lease`]).
+pub(crate) fn live_paths() -> Vec<PathBuf> {
+    live().lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
 }
 
 /// The temporary files of this process that exist now.
@@ -73,6 +111,7 @@ impl TempFile {
     pub fn new_in(dir: &Path) -> std::io::Result<(File, TempFile)> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         sweep_once(dir);
+        crate::owner::start_keeper();
         let owner = Owner::current();
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -153,10 +192,10 @@ pub fn sweep_dead_temporaries(dir: &Path) -> usize {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(owner) = name.to_str().and_then(owner_of_name) else { continue };
-        if !owner.is_gone() {
+        let path = entry.path();
+        if !crate::holder_is_gone(&owner, &path) {
             continue;
         }
-        let path = entry.path();
         match std::fs::remove_file(&path) {
             Ok(()) => {
                 removed += 1;
@@ -192,14 +231,41 @@ mod tests {
         assert_eq!(owner_of_name(&name_of(o, 3)), Some(o));
         // A start time that could not be read is written as 0, and read as unknown.
         assert_eq!(owner_of_name(&name_of(Owner::new(5, None), 1)), Some(Owner::new(5, None)));
-        for other in
-            [".weave-abc123.tmp", ".weave-1-2.tmp", ".weave-1-2-3-4.tmp", "weave-1-2-3.tmp", ".weave-1-x-3.tmp"]
-        {
+        // With its pid space, and as versions from before it was kept named them.
+        let elsewhere = Owner::in_space(9, Some(8), Some(0x0123_4567_89ab_cdef));
+        assert_eq!(name_of(elsewhere, 7), ".weave-0123456789abcdef-9-8-7.tmp");
+        assert_eq!(owner_of_name(".weave-0123456789abcdef-9-8-7.tmp"), Some(elsewhere));
+        assert_eq!(owner_of_name(".weave-9-8-7.tmp"), Some(Owner::new(9, Some(8))));
+        for other in [
+            ".weave-abc123.tmp",
+            ".weave-1-2.tmp",
+            ".weave-1-2-3-4.tmp",
+            "weave-1-2-3.tmp",
+            ".weave-1-x-3.tmp",
+            ".weave-0123456789abcdeg-9-8-7.tmp",
+            ".weave-0123456789abcdef-9-8-7-6.tmp",
+        ] {
             assert_eq!(owner_of_name(other), None, "{other}");
         }
     }
 
     #[cfg(target_os = "linux")]
+    #[test]
+    fn a_temporary_file_of_another_machine_goes_only_once_its_lease_has_run_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Owner::current();
+        // A node of the cluster writing into the shared folder, with this very pid.
+        let other = Owner::in_space(me.pid(), me.start(), me.space().map(|s| !s));
+        let path = dir.path().join(name_of(other, 1));
+        std::fs::write(&path, "part of a live node's output").unwrap();
+        assert_eq!(sweep_dead_temporaries(dir.path()), 0);
+        assert!(path.exists(), "its lease is fresh");
+        let old = std::time::SystemTime::now() - crate::LEASE_EXPIRY - Duration::from_secs(1);
+        File::options().append(true).open(&path).unwrap().set_modified(old).unwrap();
+        assert_eq!(sweep_dead_temporaries(dir.path()), 1);
+        assert!(!path.exists(), "its node stopped renewing it");
+    }
+
     #[test]
     fn the_sweep_removes_dead_owners_files_only() {
         let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use weave_cache::{Key, KeyBuilder, Store, codec};
+use weave_cache::{Key, KeyBuilder, Packs, Store, codec};
 
 use super::client::Answer;
 
@@ -18,10 +18,16 @@ struct Entry {
 }
 
 /// The answers of the run's cache folder (`.weave/cache`, shared with the step outputs).
+///
+/// Answers are appended to the cache's packs ([`Packs`]): one file per process, synced
+/// for a group of answers at once, where a file per answer cost a new inode and a sync
+/// each (about 2,000 answers a second, short of what an inference server at 1,024
+/// requests in flight returns). Answers stored by an earlier version, as entries of their
+/// own, are still read.
 #[derive(Debug)]
 pub(crate) struct RequestCache {
     dir: PathBuf,
-    store: OnceLock<Option<Store>>,
+    store: OnceLock<Option<(Store, Packs)>>,
     warned: AtomicBool,
 }
 
@@ -73,9 +79,9 @@ impl RequestCache {
         RequestCache { dir, store: OnceLock::new(), warned: AtomicBool::new(false) }
     }
 
-    fn store(&self) -> Option<&Store> {
+    fn store(&self) -> Option<&(Store, Packs)> {
         self.store
-            .get_or_init(|| match Store::open(&self.dir) {
+            .get_or_init(|| match Store::open(&self.dir).and_then(|s| Ok((s, Packs::shared(&self.dir)?))) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     log::warn!(
@@ -92,7 +98,18 @@ impl RequestCache {
     /// would get: an answer that was not cut off serves any limit it fits in (a limit of
     /// `None` is no limit); an answer cut off at its limit serves only that same limit.
     pub(crate) fn get(&self, key: &Key, max_tokens: Option<u64>) -> Option<Answer> {
-        let entry = match self.store()?.get_decoded::<Entry>(key) {
+        let (store, packs) = self.store()?;
+        let found = match packs.get(key) {
+            Some((codec::BINCODE2, bytes)) => Ok(codec::decode::<Entry>(&bytes)),
+            Some((other, _)) => {
+                log::warn!(
+                    "the cached LLM answer {key} is in codec {other}, which this version does not read; asking again"
+                );
+                Ok(None)
+            }
+            None => store.get_decoded::<Entry>(key),
+        };
+        let entry = match found {
             Ok(Some(e)) => e,
             Ok(None) => return None,
             Err(e) => {
@@ -103,11 +120,12 @@ impl RequestCache {
         serves(&entry, max_tokens).then_some(entry.answer)
     }
 
-    /// Stores an answer (durably: it was paid for). A failure costs only a later re-run.
+    /// Stores an answer (durably: it was paid for; the call returns once it is on disk).
+    /// A failure costs only a later re-run.
     pub(crate) fn put(&self, key: &Key, answer: &Answer, max_tokens: Option<u64>) {
-        let Some(store) = self.store() else { return };
+        let Some((_, packs)) = self.store() else { return };
         let entry = Entry { answer: answer.clone(), max_tokens };
-        let r = codec::encode(&entry).and_then(|bytes| store.put(key, codec::BINCODE2, &bytes));
+        let r = codec::encode(&entry).and_then(|bytes| packs.append(key, codec::BINCODE2, &bytes, true));
         if let Err(e) = r {
             self.warn(&e);
         }
@@ -178,9 +196,26 @@ mod tests {
         assert!(cache.get(&key, None).is_none());
         cache.put(&key, &answer("stop", 3), Some(10));
         assert_eq!(cache.get(&key, Some(10)).map(|a| a.content), Some("hi".into()));
-        // Another process (a resumed run) sees it too.
+        // Another run in this process sees it too.
         let again = RequestCache::new(dir.path().to_path_buf());
         assert!(again.get(&key, Some(2)).is_none());
         assert!(again.get(&key, Some(20)).is_some());
+        // Kept in a pack, where another process reads it, not as a file of its own.
+        let (bytes, objects) = (
+            Packs::open(dir.path()).unwrap().get(&key).unwrap().1,
+            std::fs::read_dir(dir.path().join("objects")).unwrap().count(),
+        );
+        assert_eq!(codec::decode::<Entry>(&bytes).unwrap().answer.content, "hi");
+        assert_eq!(objects, 0);
+    }
+
+    #[test]
+    fn answers_stored_as_entries_of_their_own_by_an_earlier_version_are_still_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = request_key("u", &serde_json::json!({"model": "old"}));
+        let entry = Entry { answer: answer("stop", 3), max_tokens: None };
+        Store::open(dir.path()).unwrap().put(&key, codec::BINCODE2, &codec::encode(&entry).unwrap()).unwrap();
+        let cache = RequestCache::new(dir.path().to_path_buf());
+        assert_eq!(cache.get(&key, None).map(|a| a.content), Some("hi".into()));
     }
 }

@@ -23,8 +23,9 @@ const MAX_BODY: usize = 64 << 20;
 /// few microseconds of parsing) is small, so two keep up with a thousand in flight.
 pub(crate) const IO_THREADS: usize = 2;
 
-/// The runtime's threads for blocking work: storing answers in the cache (each synced to
-/// disk, about a millisecond, which a few threads at once overlap) and name lookups.
+/// The runtime's threads for blocking work: storing answers in the cache (each waits for a
+/// sync of the cache's pack, which the answers waiting at once share: up to this many per
+/// sync) and name lookups.
 pub(crate) const BLOCKING_THREADS: usize = 32;
 
 /// The process's runtime for LLM requests, started when the first request is sent:

@@ -576,7 +576,7 @@ impl Worker {
     }
 
     /// Asks for the answer to a request the cache did not have, and stores it (on the
-    /// runtime's threads for blocking work: the store syncs it to disk).
+    /// runtime's threads for blocking work: it is on disk when this returns).
     async fn ask(
         self: Arc<Self>,
         p: Prepared,

@@ -47,6 +47,10 @@ pub struct RunRecorder {
     /// Held while a report is made and written, so that two threads never interleave
     /// (and an older snapshot never lands after a newer one).
     writing: Mutex<()>,
+    /// The lease of `report.json` while the run runs: its modification time, renewed so
+    /// that `weave runs` on another machine sharing the folder does not take the run for
+    /// dead ([`weave_fs::holder_is_gone`]). Released when the run finishes.
+    lease: Mutex<Option<weave_fs::LeaseGuard>>,
 }
 
 #[derive(Debug)]
@@ -67,8 +71,10 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A run id that sorts by time: `20261126T160844.123Z-<pid>` (milliseconds, so that runs
-/// started within one second still sort in the order they started).
+/// A run id that sorts by time: `20261126T160844.123Z-<host>-<pid>` (milliseconds, so that
+/// runs started within one second still sort in the order they started; the host, so that
+/// the runs of the nodes of a cluster that share a folder never take each other's id).
+/// The host is the kernel's node name, cut to 32 characters of `[A-Za-z0-9._]`.
 fn new_run_id() -> String {
     let ms = now_ms();
     let secs = ms / 1000;
@@ -83,8 +89,15 @@ fn new_run_id() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
+    let host: String = weave_fs::host_name()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_'))
+        .take(32)
+        .collect();
+    let host = if host.is_empty() { host } else { format!("{host}-") };
     format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:03}Z-{}",
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:03}Z-{host}{}",
         rem / 3600,
         rem / 60 % 60,
         rem % 60,
@@ -138,8 +151,11 @@ impl RunRecorder {
                 ended_ms: None,
             }),
             writing: Mutex::new(()),
+            lease: Mutex::new(None),
         };
         rec.write_report()?;
+        *rec.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(weave_fs::hold_lease(&rec.dir.join("report.json")));
         Ok(rec)
     }
 
@@ -233,8 +249,11 @@ impl RunRecorder {
                 "inputs": st.lineage.as_ref().map_or(json!([]), |l| l["inputs"].clone()),
                 "outputs": st.lineage.as_ref().map_or(json!([]), |l| l["outputs"].clone()),
             });
-            // The process that runs it (`pid`, `process_start`), for `list_runs` to tell a
-            // live run from a dead one.
+            // The process that runs it (`pid`, `process_start`, `pid_space`), for
+            // `list_runs` to tell a live run from a dead one, and its host, for people.
+            if let (Some(r), Some(host)) = (report.as_object_mut(), weave_fs::host_name()) {
+                r.insert("host".to_owned(), json!(host));
+            }
             if let (Some(r), Ok(Value::Object(owner))) =
                 (report.as_object_mut(), serde_json::to_value(Owner::current()))
             {
@@ -280,6 +299,7 @@ impl Subscriber for RunRecorder {
                     };
                     st.ended_ms = Some(now_ms());
                     report = true;
+                    self.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
                 }
                 _ => {}
             }
@@ -353,7 +373,7 @@ pub fn list_runs(runs_dir: &Path) -> std::io::Result<Vec<RunEntry>> {
             log::warn!("{} is not a readable run report; skipping it", path.display());
             continue;
         };
-        if report["status"] == "running" && runner_is_gone(&report) {
+        if report["status"] == "running" && runner_is_gone(&report, &path) {
             report["status"] = json!("interrupted");
             if report["error"].is_null() {
                 let running: Vec<String> = report["running_steps"]
@@ -375,13 +395,14 @@ pub fn list_runs(runs_dir: &Path) -> std::io::Result<Vec<RunEntry>> {
     Ok(out)
 }
 
-/// Whether the process that ran the run of `report` is certainly gone (a report that
-/// names none is from no live process). Through `weave_fs::Owner`, so that a reused
-/// process id does not keep a dead run `running`; a report written before reports kept
-/// the start time is judged by the process id alone.
-fn runner_is_gone(report: &Value) -> bool {
+/// Whether the process that ran the run of `report` (read from `path`) is certainly gone
+/// (a report that names none is from no live process). Through
+/// `weave_fs::holder_is_gone`, so that a reused process id does not keep a dead run
+/// `running`, and a run on another machine is judged by its report's lease; a report
+/// written before reports kept the start time is judged by the process id alone.
+fn runner_is_gone(report: &Value, path: &Path) -> bool {
     match Owner::deserialize(report) {
-        Ok(owner) if owner.pid() != 0 => owner.is_gone(),
+        Ok(owner) if owner.pid() != 0 => weave_fs::holder_is_gone(&owner, path),
         _ => true,
     }
 }
@@ -482,6 +503,36 @@ mod tests {
         write("20260101T000002Z-3", json!({"status": "running", "pid": me.pid()}));
         let status: Vec<String> = list_runs(dir.path()).unwrap().iter().map(|r| r.status().to_owned()).collect();
         assert_eq!(status, ["interrupted", "running", "running"]);
+    }
+
+    // Issue 17, item 1: a folder of run records shared by the nodes of a cluster. A run
+    // on another node cannot be looked up by its process id: its record's lease says.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_record_of_another_machine_is_running_while_its_lease_is_renewed() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("20260101T000000Z-node7-1");
+        fs::create_dir_all(&run).unwrap();
+        let space = format!("{:016x}", !weave_fs::pid_space().unwrap());
+        let report = json!({"status": "running", "pid": 4_000_000_000u64, "pid_space": space, "host": "node7", "running_steps": []});
+        fs::write(run.join("report.json"), report.to_string()).unwrap();
+        assert_eq!(list_runs(dir.path()).unwrap()[0].status(), "running", "a fresh lease");
+        let expired = std::time::SystemTime::now() - weave_fs::LEASE_EXPIRY - Duration::from_secs(5);
+        File::options().append(true).open(run.join("report.json")).unwrap().set_modified(expired).unwrap();
+        assert_eq!(list_runs(dir.path()).unwrap()[0].status(), "interrupted", "the node stopped renewing it");
+    }
+
+    #[test]
+    fn a_run_record_names_its_host_and_pid_space_and_its_id_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = RunRecorder::start(dir.path(), info(), Arc::new(MetricsCollector::new()), None).unwrap();
+        let report: Value = serde_json::from_slice(&fs::read(rec.dir().join("report.json")).unwrap()).unwrap();
+        let host = weave_fs::host_name().unwrap();
+        assert_eq!(report["host"], json!(host));
+        assert_eq!(report["pid_space"], json!(format!("{:016x}", weave_fs::pid_space().unwrap())));
+        let safe: String =
+            host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_')).take(32).collect();
+        assert!(rec.id().ends_with(&format!("Z-{safe}-{}", std::process::id())), "{}", rec.id());
     }
 
     // regression (issue 13, item 7): report.json was written through `report.json.tmp`, a

@@ -7,16 +7,15 @@
 //! keys dropped, the keys every step takes kept), and each output gets a `memory_sink`
 //! step of its own after the step named, `<step>.to_python`. Both are weave-session's
 //! in-memory ends, registered as kinds for this one build, so the pipeline is checked,
-//! keyed and run as any other: an input's cache key is the blake3 of its batches, so a
-//! run with other data is never served an earlier run's output (a run without a cache
-//! does not hash them).
+//! keyed and run as any other: an input held in memory has the blake3 of its batches as
+//! its cache key, so a run with other data is never served an earlier run's output.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use weave::{
-    Batch, BuildOptions, CacheMode, ConfTable, Dep, Diagnostics, MemorySink, MemorySinkHandle, MemorySource, Params,
-    Pipeline, PipelineFile, PipelineSpec, Registry, SessionError, Shape, StepKind,
+    BuildOptions, CacheMode, ConfTable, Dep, Diagnostics, MemorySink, MemorySinkHandle, MemorySource, Params, Pipeline,
+    PipelineFile, PipelineSpec, Registry, SessionError, Shape, StepKind,
 };
 
 /// The kind of a source step replaced by data given from Python.
@@ -37,13 +36,13 @@ pub(crate) enum EndsError {
 }
 
 /// `file`'s pipeline, built with `options` through `registry`, with `inputs` (a step id
-/// and its batches each) in place of the source steps they name and a memory sink after
+/// and its source each) in place of the source steps they name and a memory sink after
 /// each step of `outputs`, whose handles come back with the step ids.
 pub(crate) fn build(
     file: &PipelineFile,
     mut registry: Registry,
     options: &BuildOptions,
-    inputs: Vec<(String, Vec<Batch>)>,
+    inputs: Vec<(String, MemorySource)>,
     outputs: &[String],
 ) -> Result<(Pipeline, Vec<(String, MemorySinkHandle)>), EndsError> {
     if inputs.is_empty() && outputs.is_empty() {
@@ -52,7 +51,7 @@ pub(crate) fn build(
     let (mut spec, mut warnings) = PipelineSpec::parse(&file.path, &file.text).map_err(EndsError::Invalid)?;
     let shape_of = |kind: &str| registry.get(kind).map(|k| k.shape);
     let mut sources = HashMap::new();
-    for (id, batches) in inputs {
+    for (id, source) in inputs {
         let step = find(&mut spec, "inputs", &id)?;
         let shape = shape_of(&step.kind);
         if shape != Some(Shape::Source) {
@@ -65,9 +64,6 @@ pub(crate) fn build(
         // The loader's own keys (its path, format, batch size) say nothing of the data
         // given instead.
         step.params = ConfTable::default();
-        // Without a cache the content hash would key nothing: the batches are handed over
-        // as they are, unhashed.
-        let source = if options.no_cache { MemorySource::streamed(batches) } else { MemorySource::new(batches) };
         sources.insert(id, source);
     }
     let mut handles = Vec::with_capacity(outputs.len());

@@ -25,7 +25,9 @@ use std::time::Duration;
 use pyo3::exceptions::{PyException, PyFileNotFoundError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
-use weave::{Batch, Diagnostic, Diagnostics, Location, PipelineFile, RunOptions, RunOutcome, Session, SessionError};
+use weave::{
+    Diagnostic, Diagnostics, Location, PipelineFile, RunOptions, RunOutcome, Session, SessionError, StepError,
+};
 
 /// How often the waiting thread looks for Ctrl-C (Python's signal handlers run only when
 /// the interpreter checks for them).
@@ -173,7 +175,7 @@ impl Pipeline {
             ..RunOptions::default()
         };
         let cancel = Arc::clone(&options.cancel);
-        let inputs = read_inputs(py, inputs)?;
+        let inputs = read_inputs(py, inputs, no_cache)?;
         let file = &self.file;
         let build_options = options.build_options();
         let built = py.detach(|| data::build(file, steps::registry(), &build_options, inputs, &outputs));
@@ -257,16 +259,30 @@ impl Pipeline {
     }
 }
 
-/// Each input's batches, read through the Arrow C stream of its table with the lock
-/// released (a producer that calls back into Python takes it itself).
-fn read_inputs(py: Python<'_>, inputs: Vec<(String, Bound<'_, PyAny>)>) -> PyResult<Vec<(String, Vec<Batch>)>> {
+/// Each input as a source of the batches of its table's Arrow C stream, read with the
+/// lock released (a producer that calls back into Python takes it itself). With a cache,
+/// the stream is read in full now, and its batches hashed for the source's key; without
+/// one, the key would key nothing, so the run reads the stream as it goes, and an error
+/// of the stream fails the step.
+fn read_inputs(
+    py: Python<'_>,
+    inputs: Vec<(String, Bound<'_, PyAny>)>,
+    no_cache: bool,
+) -> PyResult<Vec<(String, weave::MemorySource)>> {
     inputs
         .into_iter()
         .map(|(id, table)| {
             let what = format!("inputs[\"{id}\"]");
             let stream = arrow::BatchStream::import(&table, &what)?;
-            let batches = py.detach(|| stream.read_all()).map_err(|e| PyValueError::new_err(format!("{what}: {e}")))?;
-            Ok((id, batches))
+            let source = if no_cache {
+                let fail = move |e: String| StepError::fatal(format!("{what}: {e}"));
+                weave::MemorySource::try_streamed(stream.map(move |b| b.map_err(&fail)))
+            } else {
+                let batches =
+                    py.detach(|| stream.read_all()).map_err(|e| PyValueError::new_err(format!("{what}: {e}")))?;
+                py.detach(|| weave::MemorySource::new(batches))
+            };
+            Ok((id, source))
         })
         .collect()
 }

@@ -131,6 +131,10 @@ def test_a_list_of_dicts_and_arrow_readers_and_record_batches(tmp_path: Path) ->
     reader = pa.RecordBatchReader.from_batches(batches[0].schema, batches)
     assert through(tmp_path / "reader", reader)["text"].to_pylist() == ["0", "x", "1", "x", "2", "x"]
     assert through(tmp_path / "batch", batches[1])["text"].to_pylist() == ["1", "x"]
+    # A reader over a Python generator, read while the run goes (no cache): its callbacks
+    # take the interpreter's lock, which the waiting run() has released.
+    generated = pa.RecordBatchReader.from_batches(batches[0].schema, (b for b in batches))
+    assert through(tmp_path / "generated", generated, no_cache=True)["text"].to_pylist() == ["0", "x", "1", "x", "2", "x"]
     # The output read as a stream, and as one record batch, through the capsule protocol.
     result = pipeline(tmp_path / "stream").run(inputs={"load": reader}, outputs=["clean"], progress=False)
     assert result.tables["clean"].num_rows == 0  # the reader was used up above
@@ -198,6 +202,10 @@ def test_bad_inputs_and_outputs_raise_errors_that_name_the_step(tmp_path: Path) 
     with pytest.raises(ValueError, match='inputs\\["load"\\]: .*column `d`: values of type Duration'):
         p.run(inputs={"load": durations}, progress=False)
     # Nothing ran: no output file.
+    assert not (tmp_path / "out.jsonl").exists()
+    # Without a cache the input is read as the run goes: the same error fails the step.
+    with pytest.raises(wp.RunError, match='step "load" failed: inputs\\["load"\\]: .*column `d`: values of type Duration'):
+        p.run(inputs={"load": durations}, no_cache=True, progress=False)
     assert not (tmp_path / "out.jsonl").exists()
 
 

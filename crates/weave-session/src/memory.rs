@@ -10,8 +10,9 @@ use weave_core::{Batch, CanonicalConfig, Sink, Source, Step, StepContext, StepEr
 ///
 /// Built from batches held in memory ([`MemorySource::new`]), its cache key covers their
 /// content (a blake3 of their encoding), so a later run with other data is never served
-/// an earlier run's output. Built from an iterator ([`MemorySource::streamed`]), whose
-/// batches are not known before the run, it is never taken from the cache.
+/// an earlier run's output. Built from an iterator ([`MemorySource::streamed`],
+/// [`MemorySource::try_streamed`]), whose batches are not known before the run, it is
+/// never taken from the cache.
 pub struct MemorySource {
     batches: Batches,
     /// The blake3 of the batches' content, when they are known up front.
@@ -20,7 +21,7 @@ pub struct MemorySource {
 
 enum Batches {
     Held(VecDeque<Batch>),
-    Iter(Box<dyn Iterator<Item = Batch> + Send>),
+    Iter(Box<dyn Iterator<Item = Result<Batch, StepError>> + Send>),
 }
 
 impl std::fmt::Debug for MemorySource {
@@ -52,6 +53,14 @@ impl MemorySource {
     /// A source of the batches `iter` yields as the run asks for them (a channel's
     /// receiver, a generator). It is never taken from the cache.
     pub fn streamed(iter: impl IntoIterator<Item = Batch, IntoIter: Send + 'static>) -> MemorySource {
+        MemorySource::try_streamed(iter.into_iter().map(Ok))
+    }
+
+    /// [`MemorySource::streamed`] from an iterator that may fail (a stream read from another
+    /// library as the run goes): an error it yields is the step's, as a loader's would be.
+    pub fn try_streamed(
+        iter: impl IntoIterator<Item = Result<Batch, StepError>, IntoIter: Send + 'static>,
+    ) -> MemorySource {
         MemorySource { batches: Batches::Iter(Box::new(iter.into_iter())), content: None }
     }
 
@@ -83,7 +92,7 @@ impl Source for MemorySource {
     fn next_batch(&mut self, _ctx: &mut StepContext) -> Result<Option<Batch>, StepError> {
         Ok(match &mut self.batches {
             Batches::Held(q) => q.pop_front(),
-            Batches::Iter(it) => it.next(),
+            Batches::Iter(it) => it.next().transpose()?,
         })
     }
 }

@@ -87,9 +87,20 @@ fn push_key_char(key: &mut Vec<u8>, c: &str, lowercase: bool) {
     match c.chars().next() {
         Some(ch) if lowercase => {
             let mut b = [0u8; 4];
-            lower_each(ch, |l| key.extend_from_slice(l.encode_utf8(&mut b).as_bytes()));
+            lower_each(ch, |l| push_short(key, l.encode_utf8(&mut b).as_bytes()));
         }
-        _ => key.extend_from_slice(c.as_bytes()),
+        _ => push_short(key, c.as_bytes()),
+    }
+}
+
+/// Appends a character's one to four bytes: byte by byte, since a copy of a length not
+/// known at compile time is a call to `memmove`, which on accented text took a tenth of the
+/// time of a dedup key.
+#[inline]
+fn push_short(key: &mut Vec<u8>, bytes: &[u8]) {
+    key.reserve(bytes.len());
+    for &b in bytes {
+        key.push(b);
     }
 }
 

@@ -2,7 +2,7 @@
 //! batches handed back; and the cache never serves such a run stale data.
 
 use weave::cache::{CacheOptions, Status};
-use weave::{Batch, MemorySink, MemorySource, Orchestrator, Record, Step};
+use weave::{Batch, MemorySink, MemorySource, Orchestrator, Record, Step, StepError};
 
 /// Batches of `texts`, two records a batch.
 fn batches(texts: &[&str]) -> Vec<Batch> {
@@ -96,4 +96,20 @@ fn a_memory_sources_key_follows_its_content_or_it_is_not_cached() {
     let streamed = plan(MemorySource::streamed(batches(&["one text here"])));
     assert_eq!(streamed.0.1, Status::Uncacheable, "batches not known before the run: never cached");
     assert_eq!(streamed.1.1, Status::Uncacheable);
+}
+
+#[test]
+fn a_streamed_source_that_fails_fails_its_step_with_its_error() {
+    let orchestrator = Orchestrator::new().monitoring(false);
+    let items = batches(&["a first good text"]).into_iter().map(Ok).chain([Err(StepError::fatal("the stream broke"))]);
+    let (sink, handle) = MemorySink::new();
+    let p = orchestrator
+        .build_pipeline(
+            "memory",
+            [("in", MemorySource::try_streamed(items).into_step()), ("clean", clean()), ("out", sink.into_step())],
+        )
+        .expect("a valid pipeline");
+    let err = orchestrator.run(p).expect_err("the run fails").to_string();
+    assert!(err.contains("the stream broke") && err.contains("\"in\""), "{err}");
+    assert!(handle.take().is_empty(), "a failed run hands nothing back");
 }

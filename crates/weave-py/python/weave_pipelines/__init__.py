@@ -235,7 +235,8 @@ class Pipeline:
         pyarrow Table, RecordBatch or RecordBatchReader, a pandas DataFrame (its index
         dropped unless named), a polars DataFrame, a ``datasets.Dataset``, a list of dicts,
         or any object with ``__arrow_c_stream__``. The step's own keys (its file) are then
-        not used; its cache key is the data's content. ``outputs``: step ids whose records
+        not used. With a cache, the data is read before the run and its content is its
+        cache key; with ``no_cache``, it is read batch by batch as the run goes. ``outputs``: step ids whose records
         come back (:meth:`RunResult.table`); each gets a step ``<id>.to_python`` after it.
         An id that names no step, a step of the wrong kind (an input for a step that is not
         a source, an output of a sink), or data that is not a table raise an error naming
