@@ -6,7 +6,8 @@
 //! CLI prints. `plan()` is `weave plan --format json` as Python data, and `run()` is
 //! `weave run`: the same [`weave::Session`], so the same run record, report, metrics file
 //! and alerts, with the interpreter's lock released while the run goes and Ctrl-C
-//! (`KeyboardInterrupt`) stopping it cleanly.
+//! (`KeyboardInterrupt`) stopping it cleanly. Python functions registered with
+//! `weave_pipelines.step` are step kinds of every pipeline built here (`steps.rs`).
 #![deny(missing_docs)]
 // PyO3's macros expand to `unsafe` FFI glue (module init, type objects, exception
 // types); the only `unsafe` written here is `arrow.rs`'s, which takes Arrow's C structs

@@ -19,6 +19,9 @@ Tables::
     result = pipeline.run(inputs={"load": df}, outputs=["clean"])
     clean = result.table("clean").to_pandas()
 
+A Python function becomes a step kind that pipelines name with :func:`step`
+(``@wp.step("my_kind")`` on ``def f(record: dict) -> dict | None``).
+
 A run is ``weave run``'s: the same run record (``report.json``), metrics file, alerts,
 cache and quarantine file. Errors in a pipeline raise :class:`PipelineError` with the
 diagnostics ``weave validate`` prints; Ctrl-C stops a run cleanly (nothing is committed)
