@@ -6,7 +6,8 @@
 //! CLI prints. `plan()` is `weave plan --format json` as Python data, and `run()` is
 //! `weave run`: the same [`weave::Session`], so the same run record, report, metrics file
 //! and alerts, with the interpreter's lock released while the run goes and Ctrl-C
-//! (`KeyboardInterrupt`) stopping it cleanly.
+//! (`KeyboardInterrupt`) stopping it cleanly. Python functions registered with
+//! `weave_pipelines.step` are step kinds of every pipeline built here (`steps.rs`).
 #![deny(missing_docs)]
 // PyO3's macros expand to `unsafe` FFI glue (module init, type objects, exception
 // types); the only `unsafe` written here is `arrow.rs`'s, which takes Arrow's C structs
@@ -15,6 +16,7 @@
 
 mod arrow;
 mod data;
+mod steps;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -177,7 +179,7 @@ impl Pipeline {
         let inputs = read_inputs(py, inputs, no_cache)?;
         let file = &self.file;
         let build_options = options.build_options();
-        let built = py.detach(|| data::build(file, weave::registry(), &build_options, inputs, &outputs));
+        let built = py.detach(|| data::build(file, steps::registry(), &build_options, inputs, &outputs));
         let (pipeline, output_handles) = built.map_err(|e| match e {
             data::EndsError::Invalid(d) => pipeline_error(py, &self.file.path, &d),
             data::EndsError::Step(message) => PyValueError::new_err(message),
@@ -246,7 +248,7 @@ impl Pipeline {
 impl Pipeline {
     /// Builds `file` once to check it, keeping its name and warnings.
     fn checked(py: Python<'_>, file: PipelineFile) -> PyResult<Pipeline> {
-        let built = py.detach(|| file.build(&weave::registry(), &weave::BuildOptions::default()));
+        let built = py.detach(|| file.build(&steps::registry(), &weave::BuildOptions::default()));
         let pipeline = built.map_err(|d| pipeline_error(py, &file.path, &d))?;
         let warnings = diagnostics_json(pipeline.warnings());
         Ok(Pipeline { name: pipeline.name.clone(), file, warnings })
@@ -254,7 +256,7 @@ impl Pipeline {
 
     /// Builds the pipeline's steps with `options` over the file's.
     fn build(&self, py: Python<'_>, options: &weave::BuildOptions) -> PyResult<weave::Pipeline> {
-        py.detach(|| self.file.build(&weave::registry(), options)).map_err(|d| pipeline_error(py, &self.file.path, &d))
+        py.detach(|| self.file.build(&steps::registry(), options)).map_err(|d| pipeline_error(py, &self.file.path, &d))
     }
 }
 
@@ -532,6 +534,9 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("WeaveError", m.py().get_type::<WeaveError>())?;
     m.add("PipelineError", m.py().get_type::<PipelineError>())?;
     m.add("RunError", m.py().get_type::<RunError>())?;
+    m.add("TransientError", m.py().get_type::<steps::TransientError>())?;
+    m.add_function(pyo3::wrap_pyfunction!(steps::register_step, m)?)?;
+    m.add_function(pyo3::wrap_pyfunction!(steps::step_kinds, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -3,9 +3,13 @@ with, and copies of the quick start in temporary folders."""
 
 from __future__ import annotations
 
+import _thread
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
+from typing import Callable, List
 
 import pytest
 
@@ -34,3 +38,23 @@ def copy_quickstart(dest: Path) -> Path:
 def quickstart(tmp_path: Path) -> Path:
     """A fresh copy of the quick start; returns its pipeline file."""
     return copy_quickstart(tmp_path / "quickstart")
+
+
+def seconds_to_stop_on_ctrl_c(run: Callable[[], object], after: float = 1.5) -> float:
+    """Calls `run`, sends it Ctrl-C (`KeyboardInterrupt` in the main thread) `after` seconds
+    in, checks that it raised `KeyboardInterrupt`, and returns how long it took to stop
+    once interrupted."""
+    interrupted_at: List[float] = []
+
+    def interrupt() -> None:
+        interrupted_at.append(time.monotonic())
+        _thread.interrupt_main()
+
+    timer = threading.Timer(after, interrupt)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run()
+        return time.monotonic() - interrupted_at[0]
+    finally:
+        timer.cancel()

@@ -19,6 +19,9 @@ Tables::
     result = pipeline.run(inputs={"load": df}, outputs=["clean"])
     clean = result.table("clean").to_pandas()
 
+A Python function becomes a step kind that pipelines name with :func:`step`
+(``@wp.step("my_kind")`` on ``def f(record: dict) -> dict | None``).
+
 A run is ``weave run``'s: the same run record (``report.json``), metrics file, alerts,
 cache and quarantine file. Errors in a pipeline raise :class:`PipelineError` with the
 diagnostics ``weave validate`` prints; Ctrl-C stops a run cleanly (nothing is committed)
@@ -33,9 +36,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from . import _data, _native, _progress
-from ._native import PipelineError, RunError, WeaveError
+from ._native import PipelineError, RunError, TransientError, WeaveError
+from ._steps import step, step_kinds
 
 __all__ = ["Pipeline", "RunResult", "WeaveError", "PipelineError", "RunError", "__version__"]
+# Python steps (_steps.py): a function registered as a step kind.
+__all__ += ["step", "step_kinds", "TransientError"]
 
 __version__: str = _native.__version__
 

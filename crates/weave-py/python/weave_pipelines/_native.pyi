@@ -26,6 +26,25 @@ class RunError(WeaveError):
 
     result: Any
 
+class TransientError(Exception):
+    """Raised by a Python step for a failure that may pass if tried again: retried."""
+
+def register_step(
+    name: str,
+    function: Callable[..., Any],
+    *,
+    version: str,
+    fingerprint: str,
+    defaults: str,
+    takes_config: bool,
+    batch: bool,
+    summary: str,
+) -> None:
+    """Registers ``function`` as the step kind ``name`` (``weave_pipelines.step`` calls it)."""
+
+def step_kinds() -> List[str]:
+    """The names of the Python step kinds registered in this process."""
+
 def cli(args: List[str]) -> int:
     """Runs the ``weave`` command with ``args`` (``sys.argv``); returns its exit code."""
 
