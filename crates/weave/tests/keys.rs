@@ -223,6 +223,22 @@ const SAMPLES: &[Sample] = &[
         ],
     },
     Sample {
+        kind: "fields",
+        base: "select = [\"text\", \"label\"]",
+        changes: &[
+            ("select", None, "select = [\"text\"]"),
+            ("drop", None, "drop = [\"label\"]"),
+            ("rename", None, "rename = { label = \"class\" }"),
+            ("fill", None, "fill = { label = \"none\" }"),
+            ("cast", None, "cast = { label = \"int\" }"),
+            ("add", None, "add = { source = \"web\" }"),
+            ("template", None, "template = { line = \"{label}: {text}\" }"),
+            ("flatten", None, "flatten = [\"text\"]"),
+            ("nest", None, "nest = { both = [\"text\", \"label\"] }"),
+            ("separator", Some("flatten = true"), "separator = \"_\""),
+        ],
+    },
+    Sample {
         kind: "sample",
         base: "fraction = 0.5",
         changes: &[

@@ -80,6 +80,23 @@ enum Op {
     Nest(Vec<(String, Vec<String>)>),
 }
 
+impl Op {
+    /// The key it is written under.
+    fn key(&self) -> serde_json::Value {
+        serde_json::Value::from(match self {
+            Op::Select(_) => "select",
+            Op::Drop(_) => "drop",
+            Op::Rename(_) => "rename",
+            Op::Fill(_) => "fill",
+            Op::Cast(_) => "cast",
+            Op::Add(_) => "add",
+            Op::Template(_) => "template",
+            Op::Flatten(_) => "flatten",
+            Op::Nest(_) => "nest",
+        })
+    }
+}
+
 /// Reshapes records: see the module's documentation and the README's table of kinds.
 #[derive(Debug)]
 pub struct Fields {
@@ -270,8 +287,21 @@ fn build(p: &Params) -> Option<Step> {
         return None;
     }
     ops.sort_by_key(|(at, _)| *at);
-    let ops = ops.into_iter().map(|(_, op)| op).collect();
-    Some(Step::Transform(Arc::new(Fields { ops, separator, config: p.canonical() })))
+    let ops: Vec<Op> = ops.into_iter().map(|(_, op)| op).collect();
+    // The order of the keys decides the output, and a canonical configuration sorts keys:
+    // the order goes into the cache key on its own.
+    let mut config: serde_json::Value = serde_json::from_slice(p.canonical().as_bytes()).unwrap_or_default();
+    if let Some(m) = config.as_object_mut() {
+        m.insert("operation_order".to_owned(), ops.iter().map(Op::key).collect());
+    }
+    let config = match CanonicalConfig::of(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            p.push(weave_core::Diagnostic::error(format!("the configuration of `fields` cannot be keyed: {e}")));
+            return None;
+        }
+    };
+    Some(Step::Transform(Arc::new(Fields { ops, separator, config })))
 }
 
 impl StepInfo for Fields {
@@ -703,6 +733,15 @@ mod tests {
         // Written the other way round, the select comes first and knows no `given`.
         let (rows, _) = run("select = [\"id\", \"given\"]\nrename = { first = \"given\" }", &people());
         assert_eq!(rows[0], serde_json::json!({"id": "1", "given": null}));
+    }
+
+    #[test]
+    fn the_order_of_the_operations_is_in_the_cache_key() {
+        let config = |text: &str| build_step("fields", text).info().config();
+        let a = config("select = [\"id\", \"given\"]\nrename = { first = \"given\" }");
+        let b = config("rename = { first = \"given\" }\nselect = [\"id\", \"given\"]");
+        assert_ne!(a, b, "the same keys in another order make other records");
+        assert_eq!(a, config("select = [\"id\", \"given\"]\nrename = { first = \"given\" }"));
     }
 
     #[test]
