@@ -216,6 +216,17 @@ impl Batch {
         // keeps its type too, so the schema still holds.
         Batch { schema: Arc::clone(&self.schema), columns, len: indices.len() }
     }
+    /// Feeds `out` the bytes that say what the batch holds: each field's name, then its
+    /// column's [`Column::content_bytes`]. Two batches feed the same bytes exactly when
+    /// they hold the same fields, in the same order, with the same values.
+    pub fn content_bytes(&self, out: &mut dyn FnMut(&[u8])) {
+        out(&(self.columns.len() as u64).to_le_bytes());
+        for (field, column) in self.schema.fields().iter().zip(&self.columns) {
+            out(&(field.name.len() as u64).to_le_bytes());
+            out(field.name.as_bytes());
+            column.content_bytes(out);
+        }
+    }
 
     /// An estimate of the bytes this batch holds in memory, for the executor's memory
     /// budget. It counts buffer capacities (what the allocator handed out), so it is an
@@ -411,6 +422,45 @@ mod tests {
             Record::new().with("id", 2i64).with("label", "pos"),
             Record::new().with("id", 3i64).with("text", "c").with("label", "neg"),
         ])
+    }
+
+    #[test]
+    fn content_bytes_tell_batches_apart_by_any_name_type_value_or_null() {
+        let bytes = |b: &Batch| {
+            let mut all = Vec::new();
+            b.content_bytes(&mut |x| all.extend_from_slice(x));
+            all
+        };
+        let one = |id: Value, text: Value| Batch::from_records(&[Record::new().with("id", id).with("text", text)]);
+        let base = bytes(&sample());
+        assert_eq!(base, bytes(&sample()), "the same content, the same bytes");
+        let variants = [
+            one(Value::Int(1), Value::Str("a".into())),
+            one(Value::Int(1), Value::Str("b".into())),
+            one(Value::Float(1.0), Value::Str("a".into())),
+            one(Value::Int(1), Value::Null),
+            one(Value::Int(1), Value::Str(String::new())),
+            one(Value::Int(2), Value::Str("a".into())),
+            Batch::from_records(&[Record::new().with("ID", 1i64).with("text", "a")]),
+            Batch::from_records(&[Record::new().with("text", "a").with("id", 1i64)]),
+            // Text that moves a boundary between two values.
+            Batch::from_records(&[
+                Record::new().with("id", 1i64).with("text", "ab"),
+                Record::new().with("id", 2i64).with("text", ""),
+            ]),
+            Batch::from_records(&[
+                Record::new().with("id", 1i64).with("text", "a"),
+                Record::new().with("id", 2i64).with("text", "b"),
+            ]),
+            Batch::from_records(&[Record::new().with("id", 1i64).with("text", Value::List(vec![Value::Int(1)]))]),
+        ];
+        let all: Vec<Vec<u8>> = variants.iter().map(bytes).collect();
+        for (i, a) in all.iter().enumerate() {
+            assert_ne!(*a, base);
+            for (j, b) in all.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "variants {i} and {j} feed the same bytes");
+            }
+        }
     }
 
     #[test]
