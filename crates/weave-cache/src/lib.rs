@@ -43,7 +43,7 @@ mod store;
 pub use error::Error;
 pub use files::FileIndex;
 pub use key::{Key, KeyBuilder};
-pub use pack::{PACK_FORMAT_VERSION, Packs};
+pub use pack::{Durable, PACK_FORMAT_VERSION, Packs};
 pub use plan::{CacheOptions, CachePlan, MAX_SET_ASIDE_BYTES, Pin, Status, StepPlan, gc, pipeline_relative};
 pub use store::{Entry, FORMAT_VERSION, Stats, Store};
 

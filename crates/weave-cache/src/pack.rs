@@ -64,8 +64,8 @@ struct Inner {
     dir: PathBuf,
     index: Mutex<Index>,
     writer: Mutex<WriterState>,
-    /// Signalled when a sync of this process's pack ends.
-    synced: Condvar,
+    /// Signalled when a record waits for a sync.
+    work: Condvar,
 }
 
 #[derive(Debug, Default)]
@@ -100,7 +100,30 @@ struct PackFile {
 #[derive(Debug, Default)]
 struct WriterState {
     writer: Option<Writer>,
+    /// Records written and not yet synced, with what to call once they are.
+    pending: Vec<Pending>,
+    /// Whether the sync thread runs (it stops after a while without work).
+    syncer: bool,
 }
+
+/// What is called once a record is on disk, or with why it may not be.
+pub type Durable = Box<dyn FnOnce(Result<(), Error>) + Send>;
+
+/// A record waiting for a sync of its pack.
+struct Pending {
+    file: Arc<File>,
+    path: PathBuf,
+    done: Durable,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// How long the sync thread waits for work before it stops.
+const SYNCER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// This process's pack.
 #[derive(Debug)]
@@ -111,10 +134,6 @@ struct Writer {
     pack: usize,
     /// Bytes written.
     len: u64,
-    /// Bytes known to be on disk.
-    synced: u64,
-    /// Whether a writer runs an `fdatasync` now.
-    syncing: bool,
     /// Keeps the pack's lease renewed while this process may append to it.
     _lease: weave_fs::LeaseGuard,
 }
@@ -136,7 +155,7 @@ impl Packs {
         let dir = root.join("packs");
         fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         let packs = Packs {
-            inner: Arc::new(Inner { dir, index: Mutex::default(), writer: Mutex::default(), synced: Condvar::new() }),
+            inner: Arc::new(Inner { dir, index: Mutex::default(), writer: Mutex::default(), work: Condvar::new() }),
         };
         packs.refresh()?;
         Ok(packs)
@@ -240,12 +259,63 @@ impl Packs {
     }
 
     /// Appends `payload` under `key` to this process's pack (created on the first call);
-    /// when `durable`, returns once it is on disk, with the syncs shared among the
-    /// writers waiting at once. An entry the packs already hold is not written again (the
-    /// same key always holds the same content).
+    /// when `durable`, returns once it is on disk ([`Packs::append_then`]). An entry the
+    /// packs already hold is not written again (the same key always holds the same
+    /// content).
     pub fn append(&self, key: &Key, codec: u32, payload: &[u8], durable: bool) -> Result<(), Error> {
+        if !durable {
+            return self.write(key, codec, payload).map(|_| ());
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.append_then(
+            key,
+            codec,
+            payload,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or_else(|_| {
+            Err(Error::Io {
+                path: self.inner.dir.clone(),
+                source: std::io::Error::other("the pack's sync thread stopped"),
+            })
+        })
+    }
+
+    /// Appends `payload` under `key` and returns at once; `then` is called once the record
+    /// is on disk (or with why it may not be), from the pack's sync thread, which runs one
+    /// `fdatasync` for every record written while the one before ran (a group commit). A
+    /// caller that must not block (an async task) waits for `then` instead of a thread.
+    pub fn append_then(&self, key: &Key, codec: u32, payload: &[u8], then: Durable) {
+        let file = match self.write(key, codec, payload) {
+            Ok(Some(file)) => file,
+            Ok(None) => return then(Ok(())),
+            Err(e) => return then(Err(e)),
+        };
+        let mut state = lock(&self.inner.writer);
+        state.pending.push(Pending { path: file.1, file: file.0, done: then });
+        if state.syncer {
+            self.inner.work.notify_one();
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        let spawned = std::thread::Builder::new().name("weave-pack-sync".into()).spawn(move || sync_loop(&inner));
+        if spawned.is_ok() {
+            state.syncer = true;
+        } else {
+            // No thread: sync here, for what waits now.
+            let pending = std::mem::take(&mut state.pending);
+            drop(state);
+            sync_all(pending);
+        }
+    }
+
+    /// Writes a record of `payload` under `key` to this process's pack: the pack's file
+    /// and name, or `None` when the packs already hold the key.
+    fn write(&self, key: &Key, codec: u32, payload: &[u8]) -> Result<Option<(Arc<File>, PathBuf)>, Error> {
         if self.contains(key) {
-            return Ok(());
+            return Ok(None);
         }
         let mut record = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
         let mut codec_len = [0u8; 12];
@@ -273,53 +343,13 @@ impl Packs {
             return Err(Error::Io { path, source: e });
         }
         w.len += record.len() as u64;
-        let end = w.len;
-        let pack = w.pack;
-        {
-            let mut index = lock(&self.inner.index);
-            index.entries.entry(*key).or_insert(Loc { pack, offset, len: payload.len() as u64 });
-            let p = &mut index.packs[pack];
-            p.read_to = p.read_to.max(end);
-        }
-        if durable {
-            self.wait_synced(state, pack, end)?;
-        }
-        Ok(())
-    }
-
-    /// Waits until this process's pack is on disk up to `end`, running the sync itself
-    /// when no other writer does.
-    fn wait_synced<'a>(&'a self, mut state: MutexGuard<'a, WriterState>, pack: usize, end: u64) -> Result<(), Error> {
-        loop {
-            let Some(w) = state.writer.as_mut().filter(|w| w.pack == pack) else {
-                // The pack was given up (a failed write) after this entry was written:
-                // whether it reached the disk is unknown.
-                return Err(Error::Io {
-                    path: self.inner.dir.clone(),
-                    source: std::io::Error::other("the pack failed before this entry was synced"),
-                });
-            };
-            if w.synced >= end {
-                return Ok(());
-            }
-            if w.syncing {
-                state = self.inner.synced.wait(state).unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            w.syncing = true;
-            let (file, path, target) = (Arc::clone(&w.file), w.path.clone(), w.len);
-            drop(state);
-            let r = file.sync_data();
-            state = lock(&self.inner.writer);
-            if let Some(w) = state.writer.as_mut().filter(|w| w.pack == pack) {
-                w.syncing = false;
-                if r.is_ok() {
-                    w.synced = w.synced.max(target);
-                }
-            }
-            self.inner.synced.notify_all();
-            r.map_err(|e| Error::Io { path, source: e })?;
-        }
+        let (end, pack, file, path) = (w.len, w.pack, Arc::clone(&w.file), w.path.clone());
+        drop(state);
+        let mut index = lock(&self.inner.index);
+        index.entries.entry(*key).or_insert(Loc { pack, offset, len: payload.len() as u64 });
+        let p = &mut index.packs[pack];
+        p.read_to = p.read_to.max(end);
+        Ok(Some((file, path)))
     }
 
     /// Creates this process's pack: its header written and synced, and its name in the
@@ -350,7 +380,44 @@ impl Packs {
         let i = index.packs.len() - 1;
         index.by_name.insert(path.clone(), i);
         let lease = weave_fs::hold_lease(&path);
-        Ok(Writer { file, path, pack: i, len: FILE_HEADER_LEN, synced: FILE_HEADER_LEN, syncing: false, _lease: lease })
+        Ok(Writer { file, path, pack: i, len: FILE_HEADER_LEN, _lease: lease })
+    }
+}
+
+/// The sync thread: takes every record waiting, syncs their packs once each, and tells
+/// their writers; stops after [`SYNCER_IDLE`] without work.
+fn sync_loop(inner: &Inner) {
+    loop {
+        let mut state = lock(&inner.writer);
+        while state.pending.is_empty() {
+            let (s, waited) = inner.work.wait_timeout(state, SYNCER_IDLE).unwrap_or_else(PoisonError::into_inner);
+            state = s;
+            if waited.timed_out() && state.pending.is_empty() {
+                state.syncer = false;
+                return;
+            }
+        }
+        let pending = std::mem::take(&mut state.pending);
+        drop(state);
+        sync_all(pending);
+    }
+}
+
+/// Syncs the packs of `pending` (each once) and tells each record's writer.
+fn sync_all(pending: Vec<Pending>) {
+    let mut outcome: Vec<(*const File, Result<(), std::io::ErrorKind>, String)> = Vec::new();
+    for p in pending {
+        let at = Arc::as_ptr(&p.file);
+        let r = match outcome.iter().find(|(f, _, _)| *f == at) {
+            Some((_, r, why)) => r.map_err(|kind| std::io::Error::new(kind, why.clone())),
+            None => {
+                let r = p.file.sync_data();
+                let why = r.as_ref().err().map(ToString::to_string).unwrap_or_default();
+                outcome.push((at, r.as_ref().map(|_| ()).map_err(std::io::Error::kind), why));
+                r
+            }
+        };
+        (p.done)(r.map_err(|e| Error::Io { path: p.path, source: e }));
     }
 }
 
@@ -631,6 +698,43 @@ mod tests {
             }
         }
         assert_eq!(entries(&the_pack(dir.path())).len(), 1600);
+    }
+
+    #[test]
+    fn every_record_appended_without_waiting_is_reported_on_disk_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = Packs::open(dir.path()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                let (packs, tx) = (&packs, tx.clone());
+                s.spawn(move || {
+                    for i in 0..250 {
+                        let tx = tx.clone();
+                        let n = t * 1000 + i;
+                        packs.append_then(
+                            &key(n),
+                            1,
+                            &n.to_le_bytes(),
+                            Box::new(move |r| tx.send((n, r.is_ok())).unwrap()),
+                        );
+                    }
+                });
+            }
+        });
+        drop(tx);
+        let mut told: Vec<(u32, bool)> = rx.iter().collect();
+        told.sort_unstable();
+        assert_eq!(told.len(), 1000, "each record is told once");
+        assert!(told.iter().all(|(_, ok)| *ok));
+        let again = Packs::open(dir.path()).unwrap();
+        assert!(told.iter().all(|(n, _)| again.get(&key(*n)).is_some()));
+        // A key the packs hold is told at once, and not written again.
+        let size = fs::metadata(the_pack(dir.path())).unwrap().len();
+        let (tx, rx) = std::sync::mpsc::channel();
+        packs.append_then(&key(3), 1, b"3", Box::new(move |r| tx.send(r.is_ok()).unwrap()));
+        assert!(rx.recv().unwrap());
+        assert_eq!(fs::metadata(the_pack(dir.path())).unwrap().len(), size);
     }
 
     #[test]

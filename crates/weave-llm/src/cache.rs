@@ -2,8 +2,8 @@
 //! a re-run or a resumed run never sends a request that already has an answer.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use weave_cache::{Key, KeyBuilder, Packs, Store, codec};
 
@@ -120,15 +120,47 @@ impl RequestCache {
         serves(&entry, max_tokens).then_some(entry.answer)
     }
 
-    /// Stores an answer (durably: it was paid for; the call returns once it is on disk).
-    /// A failure costs only a later re-run.
-    pub(crate) fn put(&self, key: &Key, answer: &Answer, max_tokens: Option<u64>) {
-        let Some((_, packs)) = self.store() else { return };
+    /// Stores an answer durably (it was paid for), and returns at once: `then` is called
+    /// once it is on disk, from the cache's sync thread, whose one sync serves every
+    /// answer stored meanwhile. A failure (warned about) costs only a later re-run.
+    pub(crate) fn put_then(
+        self: &Arc<Self>,
+        key: &Key,
+        answer: &Answer,
+        max_tokens: Option<u64>,
+        then: impl FnOnce() + Send + 'static,
+    ) {
+        let Some((_, packs)) = self.store() else { return then() };
         let entry = Entry { answer: answer.clone(), max_tokens };
-        let r = codec::encode(&entry).and_then(|bytes| packs.append(key, codec::BINCODE2, &bytes, true));
-        if let Err(e) = r {
-            self.warn(&e);
-        }
+        let bytes = match codec::encode(&entry) {
+            Ok(b) => b,
+            Err(e) => {
+                self.warn(&e);
+                return then();
+            }
+        };
+        let me = Arc::clone(self);
+        packs.append_then(
+            key,
+            codec::BINCODE2,
+            &bytes,
+            Box::new(move |r| {
+                if let Err(e) = r {
+                    me.warn(&e);
+                }
+                then();
+            }),
+        );
+    }
+
+    /// [`RequestCache::put_then`], returning once the answer is on disk.
+    #[cfg(test)]
+    pub(crate) fn put(self: &Arc<Self>, key: &Key, answer: &Answer, max_tokens: Option<u64>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.put_then(key, answer, max_tokens, move || {
+            let _ = tx.send(());
+        });
+        let _ = rx.recv();
     }
 
     fn warn(&self, e: &weave_cache::Error) {
@@ -191,7 +223,7 @@ mod tests {
     #[test]
     fn answers_round_trip_through_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = RequestCache::new(dir.path().to_path_buf());
+        let cache = Arc::new(RequestCache::new(dir.path().to_path_buf()));
         let key = request_key("u", &serde_json::json!({"model": "m"}));
         assert!(cache.get(&key, None).is_none());
         cache.put(&key, &answer("stop", 3), Some(10));

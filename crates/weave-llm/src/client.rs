@@ -23,9 +23,8 @@ const MAX_BODY: usize = 64 << 20;
 /// few microseconds of parsing) is small, so two keep up with a thousand in flight.
 pub(crate) const IO_THREADS: usize = 2;
 
-/// The runtime's threads for blocking work: storing answers in the cache (each waits for a
-/// sync of the cache's pack, which the answers waiting at once share: up to this many per
-/// sync) and name lookups.
+/// The runtime's threads for blocking work: name lookups, and opening the cache. (Storing
+/// an answer is a small append on the I/O thread; the wait for its sync takes no thread.)
 pub(crate) const BLOCKING_THREADS: usize = 32;
 
 /// The process's runtime for LLM requests, started when the first request is sent:

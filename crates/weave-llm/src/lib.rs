@@ -575,8 +575,8 @@ impl Worker {
         Lookup::Miss(Prepared { key, bytes, tokens, seed: r.seed })
     }
 
-    /// Asks for the answer to a request the cache did not have, and stores it (on the
-    /// runtime's threads for blocking work: it is on disk when this returns).
+    /// Asks for the answer to a request the cache did not have, and stores it: it is on
+    /// disk when this returns.
     async fn ask(
         self: Arc<Self>,
         p: Prepared,
@@ -585,15 +585,14 @@ impl Worker {
     ) -> Result<(Answer, bool), CallError> {
         let answer = self.endpoint.complete(&p.bytes, p.tokens, &self.retry, p.seed, cancelled, tally).await?;
         let Some(cache) = &self.cache else { return Ok((answer, false)) };
-        let (cache, key, max_tokens) = (Arc::clone(cache), p.key, self.sampling.max_tokens);
-        let stored = tokio::task::spawn_blocking(move || {
-            cache.put(&key, &answer, max_tokens);
-            answer
+        // Appended to the cache's pack here (a write of a few hundred bytes), then waited
+        // for without a thread until the cache's sync thread has it on disk.
+        let (stored, on_disk) = tokio::sync::oneshot::channel();
+        cache.put_then(&p.key, &answer, self.sampling.max_tokens, move || {
+            let _ = stored.send(());
         });
-        match stored.await {
-            Ok(answer) => Ok((answer, false)),
-            Err(e) => Err(CallError::Fatal(format!("storing an LLM answer failed: {e}"))),
-        }
+        let _ = on_disk.await;
+        Ok((answer, false))
     }
 }
 
