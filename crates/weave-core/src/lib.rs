@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 mod batch;
+pub mod cast;
 mod column;
 mod conf;
 mod context;

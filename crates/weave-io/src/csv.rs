@@ -9,22 +9,38 @@ use weave_core::{
 
 use crate::json::NonFinite;
 use crate::output::{Export, Format, OutputSpec};
+use weave_core::cast::CastType;
 
 /// The `load_csv` kind.
 pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
     StepKind::new(
         "load_csv",
         Shape::Source,
-        "read CSV files with a header row, streaming, in batches",
-        ["path", "delimiter", "quote", "batch_size", "batch_bytes", "max_record_bytes"],
+        "read CSV files with a header row (or names given), streaming, in batches; fields typed by `types`",
+        [
+            "path",
+            "delimiter",
+            "quote",
+            "batch_size",
+            "batch_bytes",
+            "max_record_bytes",
+            "types",
+            "null_values",
+            "header",
+            "names",
+        ],
         build,
     )
 });
 
 /// Reads CSV files with a header row (one file, or every file a glob matches, in order;
-/// they must all have the same header). Every field is read as a string. Rows with the
-/// wrong number of fields or invalid UTF-8 are rejected with their file and line number
-/// (the step's `on_bad_record` policy decides whether the run stops).
+/// they must all have the same header), or without one (`header = false`) under the
+/// `names` given. Every field is read as a string, unless `types` types it (with the
+/// rules of `weave_core::cast`, as the `fields` step's `cast`); a value in `null_values`
+/// is null. Rows with the wrong number of fields, invalid UTF-8 or a value that does not
+/// parse as its type are rejected with their file and line number (the step's
+/// `on_bad_record` policy decides whether the run stops). A header's empty or repeated
+/// names are renamed (`column_3`, `id_2`) with a warning.
 #[derive(Debug)]
 pub struct LoadCsv {
     paths: Vec<PathBuf>,
@@ -44,6 +60,15 @@ pub struct LoadCsv {
     hint: Vec<usize>,
     /// Rows in the last batch.
     rows_hint: usize,
+    /// The fields `types` types, by name.
+    types: Vec<(String, CastType)>,
+    /// The texts that read as null.
+    null_values: Vec<String>,
+    /// The names given (`names`): of a file without a header row, or in place of its
+    /// header's.
+    names: Option<Vec<String>>,
+    /// Whether each file starts with a header row.
+    has_header: bool,
 }
 
 #[derive(Debug)]
@@ -314,6 +339,31 @@ fn build(p: &Params) -> Option<Step> {
     }
     let batch = crate::BatchLimit::read(p);
     let max_record = crate::max_record_bytes(p);
+    let types = typed_fields(p);
+    let null_values = p.str_list("null_values").unwrap_or_default();
+    let has_header = p.bool("header").unwrap_or(true);
+    let names = p.str_list("names");
+    match (&names, has_header, p.item("names"), p.item("header")) {
+        (None, false, _, Some(item)) => {
+            p.error_at(item, "`header = false` needs `names`: the fields of each row, in order");
+        }
+        (Some(n), _, Some(item), _) => {
+            let mut seen = std::collections::HashSet::new();
+            if n.is_empty() {
+                p.error_at(item, "`names` is empty: name the fields of each row");
+            } else if let Some(twice) = n.iter().find(|x| !seen.insert(x.as_str())) {
+                p.error_at(item, format!("`names` names `{twice}` twice"));
+            } else if n.iter().any(String::is_empty) {
+                p.error_at(item, "`names` has an empty name");
+            }
+        }
+        _ => {}
+    }
+    if let (Some(n), Some(item)) = (&names, p.item("types"))
+        && let Some((field, _)) = types.iter().find(|(f, _)| !n.contains(f))
+    {
+        p.error_at(item, format!("`types` names `{field}`, which is not in `names`"));
+    }
     if p.has_errors() {
         return None;
     }
@@ -329,7 +379,41 @@ fn build(p: &Params) -> Option<Step> {
         header: None,
         hint: Vec::new(),
         rows_hint: 0,
+        types,
+        null_values,
+        names,
+        has_header,
     })))
+}
+
+/// The `types` table: field → one of `weave_core::cast::CastType::NAMES`.
+fn typed_fields(p: &Params) -> Vec<(String, CastType)> {
+    let Some(item) = p.item("types") else { return Vec::new() };
+    let weave_core::ConfValue::Table(t) = &item.value else {
+        p.error_at(
+            item,
+            format!("`types` must be a table such as {{ score = \"float\" }}, not {}", item.value.type_name()),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (field, _, v) in &t.entries {
+        match &v.value {
+            weave_core::ConfValue::Str(name) => match CastType::parse(name) {
+                Some(t) => out.push((field.clone(), t)),
+                None => {
+                    p.error_at(
+                        v,
+                        format!("unknown type `{name}` for `{field}`; the types are {}", CastType::NAMES.join(", ")),
+                    );
+                }
+            },
+            other => {
+                p.error_at(v, format!("`types.{field}` must name a type (a string), not {}", other.type_name()));
+            }
+        }
+    }
+    out
 }
 
 impl StepInfo for LoadCsv {
@@ -354,6 +438,15 @@ impl LoadCsv {
             let file = self.next_file;
             self.next_file += 1;
             let mut reader = CsvReader::new(crate::input::open(path)?, self.delimiter, self.quote, self.max_record);
+            if let (Some(names), false) = (&self.names, self.has_header) {
+                // No header row: every row is data, under the names given.
+                if self.header.is_none() {
+                    self.hint = vec![0; names.len()];
+                    self.header = Some((names.clone(), file));
+                }
+                self.open = Some(OpenCsv { file, reader });
+                return Ok(true);
+            }
             match reader.read().map_err(|e| read_error(path, &reader, e))? {
                 CsvRead::End => continue,
                 CsvRead::Unclosed { .. } => {
@@ -368,9 +461,28 @@ impl LoadCsv {
                 }
                 CsvRead::Record { .. } => {}
             }
-            let names = header_names(path, reader.record())?;
+            let names = match &self.names {
+                // The names given replace the header's.
+                Some(given) if given.len() != reader.record().len() => {
+                    return Err(StepError::fatal(format!(
+                        "{}:1: `names` gives {} names, the header has {} columns",
+                        path.display(),
+                        given.len(),
+                        reader.record().len()
+                    )));
+                }
+                Some(given) => given.clone(),
+                None => header_names(path, reader.record())?,
+            };
             match &self.header {
                 None => {
+                    if let Some((field, _)) = self.types.iter().find(|(f, _)| !names.contains(f)) {
+                        return Err(StepError::fatal(format!(
+                            "`types` names `{field}`, which the header of {} does not have (its columns: {})",
+                            path.display(),
+                            names.join(", ")
+                        )));
+                    }
                     self.hint = vec![0; names.len()];
                     self.header = Some((names, file));
                 }
@@ -393,22 +505,45 @@ impl LoadCsv {
     }
 }
 
-/// The names of a header row, each UTF-8, not empty, and not given twice.
+/// The names of a header row, each UTF-8. An empty name is read as `column_N` (N its
+/// column, from 1) and a repeated one as `NAME_2`, `NAME_3`..., each with a warning: a
+/// spreadsheet's export often has them, and the data is still good.
 fn header_names(path: &std::path::Path, header: CsvRecord<'_>) -> Result<Vec<String>, StepError> {
-    let mut names: Vec<String> = Vec::with_capacity(header.len());
-    // A set, not a scan of the names so far: a header of 100,000 columns took 23 s.
-    let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::with_capacity(header.len());
+    let mut raw: Vec<&str> = Vec::with_capacity(header.len());
     for (i, h) in header.iter().enumerate() {
-        let name = std::str::from_utf8(h).map_err(|_| {
+        raw.push(std::str::from_utf8(h).map_err(|_| {
             StepError::fatal(format!("{}:1: column {} of the header is not valid UTF-8", path.display(), i + 1))
-        })?;
+        })?);
+    }
+    // Sets, not scans of the names so far: a header of 100,000 columns took 23 s.
+    let all: std::collections::HashSet<&str> = raw.iter().copied().collect();
+    let mut used: std::collections::HashSet<String> = std::collections::HashSet::with_capacity(raw.len());
+    let mut names: Vec<String> = Vec::with_capacity(raw.len());
+    for (i, name) in raw.iter().enumerate() {
+        if !name.is_empty() && used.insert((*name).to_owned()) {
+            names.push((*name).to_owned());
+            continue;
+        }
+        let base = if name.is_empty() { format!("column_{}", i + 1) } else { (*name).to_owned() };
+        let mut k = if name.is_empty() { 1 } else { 2 };
+        let fresh = loop {
+            let candidate = if k == 1 { base.clone() } else { format!("{base}_{k}") };
+            if !used.contains(&candidate) && !all.contains(candidate.as_str()) {
+                break candidate;
+            }
+            k += 1;
+        };
         if name.is_empty() {
-            return Err(StepError::fatal(format!("{}:1: column {} of the header has no name", path.display(), i + 1)));
+            log::warn!("{}:1: column {} of the header has no name: it is read as `{fresh}`", path.display(), i + 1);
+        } else {
+            log::warn!(
+                "{}:1: the header names column `{name}` twice: column {} is read as `{fresh}`",
+                path.display(),
+                i + 1
+            );
         }
-        if !seen.insert(h) {
-            return Err(StepError::fatal(format!("{}:1: the header names column `{name}` twice", path.display())));
-        }
-        names.push(name.to_owned());
+        used.insert(fresh.clone());
+        names.push(fresh);
     }
     Ok(names)
 }
@@ -421,15 +556,39 @@ fn read_error(path: &std::path::Path, reader: &CsvReader, e: std::io::Error) -> 
 
 impl Source for LoadCsv {
     fn next_batch(&mut self, ctx: &mut StepContext) -> Result<Option<Batch>, StepError> {
-        if self.open.is_none() && !self.open_next()? {
-            return Ok(None);
+        loop {
+            match self.read_batch(ctx)? {
+                Read::Batch(b) => return Ok(Some(b)),
+                Read::End => return Ok(None),
+                // Every row of a batch set aside: on to the next one.
+                Read::AllSetAside => {}
+            }
         }
-        let Some((header, _)) = &self.header else { return Ok(None) };
+    }
+}
+
+/// What [`LoadCsv::read_batch`] read.
+enum Read {
+    Batch(Batch),
+    AllSetAside,
+    End,
+}
+
+impl LoadCsv {
+    fn read_batch(&mut self, ctx: &mut StepContext) -> Result<Read, StepError> {
+        if self.open.is_none() && !self.open_next()? {
+            return Ok(Read::End);
+        }
+        let Some((header, _)) = &self.header else { return Ok(Read::End) };
         let header = header.clone();
         let width = header.len();
         let rows_hint = if self.hint.iter().any(|&h| h > 0) { self.rows_hint } else { self.batch.rows.min(256) };
         let mut cols: Vec<StrColumn> = self.hint.iter().map(|&h| StrColumn::with_capacity(rows_hint, h)).collect();
         let (mut rows, mut bytes) = (0, 0);
+        // Where each row came from, when its values are typed (a value that does not parse
+        // is a bad record named by its line).
+        let typing = !self.types.is_empty() || !self.null_values.is_empty();
+        let mut origins: Vec<(usize, u64)> = Vec::new();
         while !self.batch.full(rows, bytes) {
             let Some(open) = self.open.as_mut() else {
                 if self.open_next()? {
@@ -489,19 +648,93 @@ impl Source for LoadCsv {
             }
             rows += 1;
             bytes += text.len();
+            if typing {
+                origins.push((open.file, line));
+            }
         }
         if rows == 0 {
-            return Ok(None);
+            return Ok(Read::End);
         }
         for (h, c) in self.hint.iter_mut().zip(&cols) {
             *h = c.data().len();
         }
         self.rows_hint = rows;
+        let columns: Vec<Column> =
+            if typing { self.typed(&header, cols, &origins, ctx) } else { cols.into_iter().map(Column::Str).collect() };
+        if columns.first().is_some_and(Column::is_empty) {
+            return Ok(Read::AllSetAside);
+        }
         let schema = std::sync::Arc::new(weave_core::Schema::new(
-            header.into_iter().map(|h| weave_core::Field::new(h, weave_core::DataType::Str)).collect(),
+            header.into_iter().zip(&columns).map(|(h, c)| weave_core::Field::new(h, c.data_type())).collect(),
         ));
-        let columns = cols.into_iter().map(|c| std::sync::Arc::new(Column::Str(c))).collect();
-        Batch::new(schema, columns).map(Some).map_err(|e| StepError::internal(e.to_string()))
+        let columns = columns.into_iter().map(std::sync::Arc::new).collect();
+        Batch::new(schema, columns).map(Read::Batch).map_err(|e| StepError::internal(e.to_string()))
+    }
+
+    /// The string columns of a batch with `null_values` made null and `types` applied;
+    /// a row with a value that does not parse is set aside (named by its file and line,
+    /// with the field and the value) and left out of every column.
+    fn typed(
+        &self,
+        header: &[String],
+        cols: Vec<StrColumn>,
+        origins: &[(usize, u64)],
+        ctx: &mut StepContext,
+    ) -> Vec<Column> {
+        let rows = origins.len();
+        let mut bad: Vec<Option<String>> = vec![None; rows];
+        let mut out: Vec<Column> = Vec::with_capacity(cols.len());
+        for (name, col) in header.iter().zip(&cols) {
+            let ty = self.types.iter().find(|(f, _)| f == name).map(|(_, t)| *t);
+            if ty.is_none() && !col.iter().any(|v| v.is_some_and(|v| self.null_values.iter().any(|n| n == v))) {
+                out.push(Column::Str(col.clone()));
+                continue;
+            }
+            let mut c = Column::Null(0);
+            for (r, v) in col.iter().enumerate() {
+                let v = v.filter(|v| !self.null_values.iter().any(|n| n == v));
+                let value = match (v, ty) {
+                    (None, _) => weave_core::Value::Null,
+                    (Some(v), None) => weave_core::Value::Str(v.to_owned()),
+                    (Some(v), Some(t)) => match weave_core::cast::cast(weave_core::ValueRef::Str(v), t) {
+                        Ok(x) => x,
+                        Err(why) => {
+                            if bad[r].is_none() {
+                                bad[r] = Some(format!("`{name}` does not parse as {}: {why}", t.name()));
+                            }
+                            weave_core::Value::Null
+                        }
+                    },
+                };
+                c.push(value.as_ref());
+            }
+            // A column typed as text keeps its type when every value is null.
+            if matches!(c, Column::Null(_)) && ty.is_none_or(|t| t == CastType::Str) {
+                let mut s = StrColumn::with_capacity(rows, 0);
+                for _ in 0..rows {
+                    s.push_null();
+                }
+                c = Column::Str(s);
+            }
+            out.push(c);
+        }
+        if bad.iter().all(Option::is_none) {
+            return out;
+        }
+        let mut keep = Vec::with_capacity(rows);
+        for (r, why) in bad.into_iter().enumerate() {
+            match why {
+                None => keep.push(r),
+                Some(reason) => {
+                    let (file, line) = origins[r];
+                    let record: Record =
+                        header.iter().zip(&cols).map(|(h, c)| (h.clone(), c.get(r).map(str::to_owned))).collect();
+                    let origin = Some(format!("{}:{line}", self.paths[file].display()));
+                    ctx.reject(Rejected { reason, record: Some(record), origin });
+                }
+            }
+        }
+        out.iter().map(|c| c.take(&keep)).collect()
     }
 }
 
@@ -689,7 +922,7 @@ crate::output::export_step!(ExportCsv, EXPORT_KIND, 2);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::build_step;
+    use crate::tests::{build_step, check_build_errors};
     use std::io::Write;
 
     fn read_all(bytes: &[u8], extra: &str) -> (Vec<String>, Vec<String>) {
@@ -837,7 +1070,6 @@ mod tests {
     // `delimiter = "\""` wrote `1""a ""b"""`); columns named twice were accepted too.
     #[test]
     fn delimiters_that_cannot_work_and_columns_named_twice_are_refused() {
-        use crate::tests::check_build_errors;
         check_build_errors(
             "load_csv",
             "path = \"x.csv\"\nquote = \",\"",
@@ -992,9 +1224,7 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].len(), big.len() + r#"{"a":"1","b":""}"#.len());
         for (bytes, message) in [
-            (&b"a,a\n1,2\n"[..], "the header names column `a` twice"),
-            (b"a,\n1,2\n", "column 2 of the header has no name"),
-            (b"a,\xff\n1,2\n", "column 2 of the header is not valid UTF-8"),
+            (&b"a,\xff\n1,2\n"[..], "column 2 of the header is not valid UTF-8"),
             (
                 b"a,\"b\n1,2\n",
                 "the header has a quoted field that is never closed, so the whole file would be read into it",
@@ -1007,6 +1237,59 @@ mod tests {
                 crate::tests::source_error(build_step("load_csv", &format!("path = {:?}", path.to_str().unwrap())));
             assert_eq!(err.to_string(), format!("{}:1: {message}", path.display()));
         }
+    }
+
+    // Issue 18, item 2: a header's empty and repeated names are renamed, not fatal.
+    #[test]
+    fn empty_and_repeated_header_names_are_renamed() {
+        let (rows, rej) = read_all(b"a,a,,a_2,\n1,2,3,4,5\n", "");
+        assert!(rej.is_empty());
+        assert_eq!(rows, [r#"{"a":"1","a_3":"2","column_3":"3","a_2":"4","column_5":"5"}"#]);
+    }
+
+    #[test]
+    fn types_and_null_values_type_the_fields_and_bad_values_name_their_line() {
+        let csv = b"id,score,ok,tags,name\n1, 3.5 ,yes,\"[1,2]\",Ada\n2,NA,no,[],NA\n3,n/a,true,[],Alan\n4,,1,x,\n";
+        let extra =
+            "types = { id = \"int\", score = \"float\", ok = \"bool\", tags = \"json\" }\nnull_values = [\"NA\"]";
+        let (rows, rej) = read_all(csv, extra);
+        assert_eq!(
+            rows,
+            [
+                r#"{"id":1,"score":3.5,"ok":true,"tags":[1,2],"name":"Ada"}"#,
+                r#"{"id":2,"score":null,"ok":false,"tags":[],"name":null}"#,
+            ]
+        );
+        assert_eq!(
+            rej,
+            [
+                "4: `score` does not parse as float: \"n/a\" is not a number",
+                "5: `tags` does not parse as json: \"x\" is not JSON (expected value at line 1 column 1)",
+            ]
+        );
+        // Without types, every field is text as before: the same bytes.
+        let (rows, _) = read_all(b"id,score\n1, 3.5 \n", "");
+        assert_eq!(rows, [r#"{"id":"1","score":" 3.5 "}"#]);
+    }
+
+    #[test]
+    fn a_file_without_a_header_row_takes_the_names_given() {
+        let (rows, rej) =
+            read_all(b"1,a\n2,b\n3,c\n", "header = false\nnames = [\"id\", \"text\"]\ntypes = { id = \"int\" }");
+        assert!(rej.is_empty());
+        assert_eq!(rows, [r#"{"id":1,"text":"a"}"#, r#"{"id":2,"text":"b"}"#, r#"{"id":3,"text":"c"}"#]);
+        check_build_errors(
+            "load_csv",
+            "path = \"in.csv\"\nheader = false\ntypes = { x = \"date\", y = 3 }",
+            &[
+                "3:15 unknown type `date` for `x`; the types are string, int, float, bool, json",
+                "3:27 `types.y` must name a type (a string), not an integer",
+                "2:10 `header = false` needs `names`: the fields of each row, in order",
+            ],
+        );
+        // With a header row, the names given replace its names.
+        let (rows, _) = read_all(b"x,y\n1,a\n", "names = [\"id\", \"text\"]");
+        assert_eq!(rows, [r#"{"id":"1","text":"a"}"#]);
     }
 
     #[test]

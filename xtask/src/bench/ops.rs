@@ -70,6 +70,12 @@ pub(super) const ELSEWHERE: &[(&str, &str)] = &[("llm_generate", "llm"), ("llm_j
 pub(super) const OPS: &[Op] = &[
     op("load_csv", "load_csv", r#"path = "{dir}/corpus.csv""#),
     op("load_csv, gzip", "load_csv", r#"path = "{dir}/corpus.csv.gz""#),
+    op(
+        "load_csv, typed (id as int)",
+        "load_csv",
+        r#"path = "{dir}/corpus.csv"
+types = { id = "int" }"#,
+    ),
     op("load_jsonl", "load_jsonl", r#"path = "{dir}/corpus.jsonl""#),
     op("load_jsonl, zstd", "load_jsonl", r#"path = "{dir}/corpus.jsonl.zst""#),
     op("load_text", "load_text", r#"path = "{dir}/corpus.txt""#),

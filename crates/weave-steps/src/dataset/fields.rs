@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use weave_core::cast::{CastType as Type, cast};
 use weave_core::{
     Batch, CanonicalConfig, Column, ConfItem, ConfValue, DataType, Field, Map, Params, Rejected, Schema, Shape, Step,
     StepContext, StepError, StepInfo, StepKind, TemplatePart, Transform, Value, ValueRef,
@@ -26,42 +27,6 @@ pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new
         build,
     )
 });
-
-/// A type a field is cast to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Type {
-    Str,
-    Int,
-    Float,
-    Bool,
-    /// A string read as JSON (a CSV field holding an object or a list).
-    Json,
-}
-
-impl Type {
-    const NAMES: [&'static str; 5] = ["string", "int", "float", "bool", "json"];
-
-    fn parse(s: &str) -> Option<Type> {
-        Some(match s {
-            "string" => Type::Str,
-            "int" => Type::Int,
-            "float" => Type::Float,
-            "bool" => Type::Bool,
-            "json" => Type::Json,
-            _ => return None,
-        })
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Type::Str => "string",
-            Type::Int => "int",
-            Type::Float => "float",
-            Type::Bool => "bool",
-            Type::Json => "json",
-        }
-    }
-}
 
 /// One operation, as written.
 #[derive(Debug)]
@@ -581,72 +546,6 @@ fn constant(value: &Value, rows: usize) -> Column {
         col.push(value.as_ref());
     }
     col
-}
-
-/// `v` as type `t`, or why not. Null stays null, and so does empty text cast to anything
-/// but a string. Text is read with the whitespace around it trimmed; see the README's
-/// table of kinds for each type's rules.
-fn cast(v: ValueRef<'_>, t: Type) -> Result<Value, String> {
-    if v.is_null() {
-        return Ok(Value::Null);
-    }
-    // An empty CSV field is a missing value, as pandas and polars read it.
-    if t != Type::Str
-        && let ValueRef::Str(s) = v
-        && s.trim().is_empty()
-    {
-        return Ok(Value::Null);
-    }
-    match t {
-        Type::Str => Ok(match v {
-            ValueRef::Str(s) => Value::Str(s.to_owned()),
-            other => Value::Str(other.to_string()),
-        }),
-        Type::Int => match v {
-            ValueRef::Int(_) | ValueRef::UInt(_) | ValueRef::BigInt(_) => Ok(v.to_owned()),
-            ValueRef::Bool(b) => Ok(Value::Int(i64::from(b))),
-            ValueRef::Float(f) => float_to_int(f).ok_or_else(|| format!("{v} is not a whole number")),
-            ValueRef::Str(s) => match ValueRef::parse_number(s.trim()) {
-                Some(n @ (ValueRef::Int(_) | ValueRef::UInt(_) | ValueRef::BigInt(_))) => Ok(n.to_owned()),
-                Some(ValueRef::Float(f)) => float_to_int(f).ok_or_else(|| format!("{v} is not a whole number")),
-                _ => Err(format!("{v} is not a number")),
-            },
-            _ => Err(format!("{v} is not a number")),
-        },
-        Type::Float => match v {
-            ValueRef::Int(i) => Ok(Value::Float(i as f64)),
-            ValueRef::UInt(u) => Ok(Value::Float(u as f64)),
-            ValueRef::Float(_) => Ok(v.to_owned()),
-            ValueRef::Bool(b) => Ok(Value::Float(if b { 1.0 } else { 0.0 })),
-            ValueRef::BigInt(s) | ValueRef::Str(s) => {
-                s.trim().parse::<f64>().map(Value::Float).map_err(|_| format!("{v} is not a number"))
-            }
-            _ => Err(format!("{v} is not a number")),
-        },
-        Type::Bool => match v {
-            ValueRef::Bool(_) => Ok(v.to_owned()),
-            ValueRef::Int(0) => Ok(Value::Bool(false)),
-            ValueRef::Int(1) => Ok(Value::Bool(true)),
-            ValueRef::Float(f) if f == 0.0 || f == 1.0 => Ok(Value::Bool(f == 1.0)),
-            ValueRef::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" => Ok(Value::Bool(true)),
-                "false" | "no" | "0" => Ok(Value::Bool(false)),
-                _ => Err(format!("{v} is not true, false, yes, no, 1 or 0")),
-            },
-            _ => Err(format!("{v} is not true, false, yes, no, 1 or 0")),
-        },
-        Type::Json => match v {
-            ValueRef::Str(s) => Value::from_json(s).map_err(|e| format!("{v} is not JSON ({e})")),
-            other => Ok(other.to_owned()),
-        },
-    }
-}
-
-/// A float that is a whole number in the 64-bit range, as an int.
-fn float_to_int(f: f64) -> Option<Value> {
-    // 2^63 as a float: the first value past `i64::MAX`.
-    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
-    (f.is_finite() && f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f)).then(|| Value::Int(f as i64))
 }
 
 impl Transform for Fields {
