@@ -1,7 +1,44 @@
 //! Casting a value to a type: the one set of rules for `fields`'s `cast` and `load_csv`'s
 //! `types`, so that a value reads the same wherever it is typed.
 
+use crate::conf::ConfValue;
+use crate::params::Params;
 use crate::value::{Value, ValueRef};
+
+/// The table under `key` (`{ field = "type", ... }`), each type one of
+/// [`CastType::NAMES`]; each problem an error at its place in the file. `None` when the
+/// key is not there.
+pub fn types_at(p: &Params, key: &str) -> Option<Vec<(String, CastType)>> {
+    let item = p.item(key)?;
+    let ConfValue::Table(t) = &item.value else {
+        p.error_at(
+            item,
+            format!("`{key}` must be a table such as {{ score = \"float\" }}, not {}", item.value.type_name()),
+        );
+        return Some(Vec::new());
+    };
+    if t.entries.is_empty() {
+        p.error_at(item, format!("`{key}` is empty: name the fields it applies to"));
+    }
+    let mut out = Vec::new();
+    for (field, _, v) in &t.entries {
+        match &v.value {
+            ConfValue::Str(name) => match CastType::parse(name) {
+                Some(t) => out.push((field.clone(), t)),
+                None => {
+                    p.error_at(
+                        v,
+                        format!("unknown type `{name}` for `{field}`; the types are {}", CastType::NAMES.join(", ")),
+                    );
+                }
+            },
+            other => {
+                p.error_at(v, format!("`{key}.{field}` must name a type (a string), not {}", other.type_name()));
+            }
+        }
+    }
+    Some(out)
+}
 
 /// A type a value is cast to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -339,7 +339,7 @@ fn build(p: &Params) -> Option<Step> {
     }
     let batch = crate::BatchLimit::read(p);
     let max_record = crate::max_record_bytes(p);
-    let types = typed_fields(p);
+    let types = weave_core::cast::types_at(p, "types").unwrap_or_default();
     let null_values = p.str_list("null_values").unwrap_or_default();
     let has_header = p.bool("header").unwrap_or(true);
     let names = p.str_list("names");
@@ -384,36 +384,6 @@ fn build(p: &Params) -> Option<Step> {
         names,
         has_header,
     })))
-}
-
-/// The `types` table: field → one of `weave_core::cast::CastType::NAMES`.
-fn typed_fields(p: &Params) -> Vec<(String, CastType)> {
-    let Some(item) = p.item("types") else { return Vec::new() };
-    let weave_core::ConfValue::Table(t) = &item.value else {
-        p.error_at(
-            item,
-            format!("`types` must be a table such as {{ score = \"float\" }}, not {}", item.value.type_name()),
-        );
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (field, _, v) in &t.entries {
-        match &v.value {
-            weave_core::ConfValue::Str(name) => match CastType::parse(name) {
-                Some(t) => out.push((field.clone(), t)),
-                None => {
-                    p.error_at(
-                        v,
-                        format!("unknown type `{name}` for `{field}`; the types are {}", CastType::NAMES.join(", ")),
-                    );
-                }
-            },
-            other => {
-                p.error_at(v, format!("`types.{field}` must name a type (a string), not {}", other.type_name()));
-            }
-        }
-    }
-    out
 }
 
 impl StepInfo for LoadCsv {

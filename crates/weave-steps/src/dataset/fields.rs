@@ -142,26 +142,7 @@ fn build(p: &Params) -> Option<Step> {
         let pairs: Vec<(String, Value)> = entries.into_iter().map(|(k, v)| (k.to_owned(), value_of(v))).collect();
         ops.push((item.span.start, if key == "fill" { Op::Fill(pairs) } else { Op::Add(pairs) }));
     }
-    if let Some(item) = p.item("cast")
-        && let Some(entries) = table_entries(p, "cast", item)
-    {
-        let mut pairs = Vec::new();
-        for (field, v) in entries {
-            match &v.value {
-                ConfValue::Str(t) => match Type::parse(t) {
-                    Some(t) => pairs.push((field.to_owned(), t)),
-                    None => {
-                        p.error_at(
-                            v,
-                            format!("unknown type `{t}` for `{field}`; the types are {}", Type::NAMES.join(", ")),
-                        );
-                    }
-                },
-                other => {
-                    p.error_at(v, format!("`cast.{field}` must name a type (a string), not {}", other.type_name()));
-                }
-            }
-        }
+    if let (Some(item), Some(pairs)) = (p.item("cast"), weave_core::cast::types_at(p, "cast")) {
         ops.push((item.span.start, Op::Cast(pairs)));
     }
     if let Some(item) = p.item("template")
