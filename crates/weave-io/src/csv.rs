@@ -25,9 +25,11 @@ pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new
             "batch_bytes",
             "max_record_bytes",
             "types",
+            "infer",
             "null_values",
             "header",
             "names",
+            "encoding",
         ],
         build,
     )
@@ -69,6 +71,12 @@ pub struct LoadCsv {
     names: Option<Vec<String>>,
     /// Whether each file starts with a header row.
     has_header: bool,
+    /// Whether the fields `types` leaves out are typed from the first batch (`infer`),
+    /// and whether that is done.
+    infer: bool,
+    inferred: bool,
+    /// The files' character encoding.
+    encoding: crate::input::Encoding,
 }
 
 #[derive(Debug)]
@@ -342,6 +350,7 @@ fn build(p: &Params) -> Option<Step> {
     let types = weave_core::cast::types_at(p, "types").unwrap_or_default();
     let null_values = p.str_list("null_values").unwrap_or_default();
     let has_header = p.bool("header").unwrap_or(true);
+    let encoding = crate::input::Encoding::read(p);
     let names = p.str_list("names");
     match (&names, has_header, p.item("names"), p.item("header")) {
         (None, false, _, Some(item)) => {
@@ -383,6 +392,9 @@ fn build(p: &Params) -> Option<Step> {
         null_values,
         names,
         has_header,
+        infer: p.bool("infer").unwrap_or(false),
+        inferred: false,
+        encoding,
     })))
 }
 
@@ -407,7 +419,8 @@ impl LoadCsv {
         while let Some(path) = self.paths.get(self.next_file) {
             let file = self.next_file;
             self.next_file += 1;
-            let mut reader = CsvReader::new(crate::input::open(path)?, self.delimiter, self.quote, self.max_record);
+            let input = self.encoding.decode(crate::input::open(path)?);
+            let mut reader = CsvReader::new(input, self.delimiter, self.quote, self.max_record);
             if let (Some(names), false) = (&self.names, self.has_header) {
                 // No header row: every row is data, under the names given.
                 if self.header.is_none() {
@@ -557,7 +570,7 @@ impl LoadCsv {
         let (mut rows, mut bytes) = (0, 0);
         // Where each row came from, when its values are typed (a value that does not parse
         // is a bad record named by its line).
-        let typing = !self.types.is_empty() || !self.null_values.is_empty();
+        let typing = !self.types.is_empty() || !self.null_values.is_empty() || (self.infer && !self.inferred);
         let mut origins: Vec<(usize, u64)> = Vec::new();
         while !self.batch.full(rows, bytes) {
             let Some(open) = self.open.as_mut() else {
@@ -629,6 +642,9 @@ impl LoadCsv {
             *h = c.data().len();
         }
         self.rows_hint = rows;
+        if self.infer && !self.inferred {
+            self.infer_types(&header, &cols);
+        }
         let columns: Vec<Column> =
             if typing { self.typed(&header, cols, &origins, ctx) } else { cols.into_iter().map(Column::Str).collect() };
         if columns.first().is_some_and(Column::is_empty) {
@@ -639,6 +655,52 @@ impl LoadCsv {
         ));
         let columns = columns.into_iter().map(std::sync::Arc::new).collect();
         Batch::new(schema, columns).map(Read::Batch).map_err(|e| StepError::internal(e.to_string()))
+    }
+
+    /// Types the fields `types` leaves out from the values of the first batch (`infer`):
+    /// a field whose every value (leaving out nulls, `null_values` and empty text) is a
+    /// whole number is an int, one whose every value is a number a float, one whose every
+    /// value is true or false (any case) a bool; any other stays a string, and so does a
+    /// field with a number written with a leading zero (`007`, a zip code, keeps its
+    /// zero) or with no value at all.
+    fn infer_types(&mut self, header: &[String], cols: &[StrColumn]) {
+        self.inferred = true;
+        for (name, col) in header.iter().zip(cols) {
+            if self.types.iter().any(|(f, _)| f == name) {
+                continue;
+            }
+            let values = || {
+                col.iter()
+                    .flatten()
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty() && !self.null_values.iter().any(|n| n == v))
+            };
+            if values().next().is_none() {
+                continue;
+            }
+            let leading_zero = |v: &str| {
+                let digits = v.trim_start_matches(['-', '+']);
+                digits.len() > 1 && digits.starts_with('0') && !digits.starts_with("0.")
+            };
+            let numeric = |v: &str| {
+                v.bytes().any(|b| b.is_ascii_digit())
+                    && v.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
+                    && v.parse::<f64>().is_ok()
+                    && !leading_zero(v)
+            };
+            let whole = |v: &str| numeric(v) && v.trim_start_matches(['-', '+']).bytes().all(|b| b.is_ascii_digit());
+            let ty = if values().all(whole) {
+                CastType::Int
+            } else if values().all(numeric) {
+                CastType::Float
+            } else if values().all(|v| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false")) {
+                CastType::Bool
+            } else {
+                continue;
+            };
+            log::debug!("load_csv infers `{name}` as {}", ty.name());
+            self.types.push((name.clone(), ty));
+        }
     }
 
     /// The string columns of a batch with `null_values` made null and `types` applied;
@@ -1240,6 +1302,49 @@ mod tests {
         // Without types, every field is text as before: the same bytes.
         let (rows, _) = read_all(b"id,score\n1, 3.5 \n", "");
         assert_eq!(rows, [r#"{"id":"1","score":" 3.5 "}"#]);
+    }
+
+    #[test]
+    fn infer_types_fields_from_the_first_batch_and_keeps_leading_zeros() {
+        let csv = b"id,zip,score,ok,text,empty\n1,02139,1.5,TRUE,a,\n2,10001,2,false,b,\n";
+        let (rows, rej) = read_all(csv, "infer = true");
+        assert!(rej.is_empty(), "{rej:?}");
+        assert_eq!(
+            rows,
+            [
+                r#"{"id":1,"zip":"02139","score":1.5,"ok":true,"text":"a","empty":""}"#,
+                r#"{"id":2,"zip":"10001","score":2.0,"ok":false,"text":"b","empty":""}"#,
+            ]
+        );
+        // A later value that does not fit the inferred type is a bad record.
+        let (rows, rej) = read_all(b"n\n1\n2\nthree\n", "infer = true");
+        assert_eq!(rows, [r#"{"n":1}"#, r#"{"n":2}"#]);
+        assert_eq!(rej, ["4: `n` does not parse as int: \"three\" is not a number"]);
+    }
+
+    #[test]
+    fn latin_1_and_utf_16_files_are_read_as_utf_8() {
+        let text = "name,city\nJosé,Zürich\n";
+        let latin1: Vec<u8> = text.chars().map(|c| u8::try_from(u32::from(c)).unwrap()).collect();
+        let expected = [r#"{"name":"José","city":"Zürich"}"#];
+        assert_eq!(read_all(&latin1, "encoding = \"latin-1\"").0, expected);
+        let mut utf16le = vec![0xFF, 0xFE];
+        utf16le.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+        assert_eq!(read_all(&utf16le, "encoding = \"utf-16\"").0, expected);
+        let mut utf16be = vec![0xFE, 0xFF];
+        utf16be.extend(text.encode_utf16().flat_map(u16::to_be_bytes));
+        assert_eq!(read_all(&utf16be, "encoding = \"utf-16\"").0, expected, "the byte-order mark decides");
+        // Read as UTF-8, latin-1's é is not valid: a bad record naming its line.
+        let (rows, rej) = read_all(&latin1, "");
+        assert!(rows.is_empty());
+        assert_eq!(rej, ["2: field `name` is not valid UTF-8"]);
+        check_build_errors(
+            "load_csv",
+            "path = \"in.csv\"\nencoding = \"ebcdic\"",
+            &[
+                "2:12 unknown encoding `ebcdic`; the encodings are utf-8, latin-1, windows-1252, utf-16, utf-16le, utf-16be",
+            ],
+        );
     }
 
     #[test]

@@ -154,6 +154,97 @@ pub(crate) fn open(path: &Path) -> Result<Input, StepError> {
     }))
 }
 
+/// The character encoding of an input file (`encoding`), decoded to UTF-8 as it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// UTF-8, read as it is (the default).
+    Utf8,
+    /// ISO-8859-1: each byte is the character of that number.
+    Latin1,
+    /// Windows-1252 (what spreadsheets on Windows write as "ANSI").
+    Windows1252,
+    /// UTF-16: little-endian unless a byte-order mark says otherwise.
+    Utf16,
+    /// UTF-16, little-endian (a byte-order mark still decides when there is one).
+    Utf16Le,
+    /// UTF-16, big-endian (a byte-order mark still decides when there is one).
+    Utf16Be,
+}
+
+impl Encoding {
+    /// The names `encoding` takes.
+    pub(crate) const NAMES: [&'static str; 6] = ["utf-8", "latin-1", "windows-1252", "utf-16", "utf-16le", "utf-16be"];
+
+    /// The `encoding` key (UTF-8 without it).
+    pub(crate) fn read(p: &Params) -> Encoding {
+        let Some(item) = p.item("encoding") else { return Encoding::Utf8 };
+        let Some(name) = p.str("encoding") else { return Encoding::Utf8 };
+        match name.to_ascii_lowercase().replace('_', "-").as_str() {
+            "utf-8" | "utf8" => Encoding::Utf8,
+            "latin-1" | "latin1" | "iso-8859-1" => Encoding::Latin1,
+            "windows-1252" | "cp1252" => Encoding::Windows1252,
+            "utf-16" | "utf16" => Encoding::Utf16,
+            "utf-16le" => Encoding::Utf16Le,
+            "utf-16be" => Encoding::Utf16Be,
+            _ => {
+                p.error_at(
+                    item,
+                    format!("unknown encoding `{name}`; the encodings are {}", Encoding::NAMES.join(", ")),
+                );
+                Encoding::Utf8
+            }
+        }
+    }
+
+    /// `input`, decoded to UTF-8.
+    pub(crate) fn decode(self, input: Input) -> Input {
+        let with = |e: &'static encoding_rs::Encoding, input: Input| {
+            Input(Box::new(
+                encoding_rs_io::DecodeReaderBytesBuilder::new().encoding(Some(e)).bom_override(true).build(input.0),
+            ))
+        };
+        match self {
+            Encoding::Utf8 => input,
+            Encoding::Latin1 => {
+                Input(Box::new(Latin1 { inner: input.0, raw: vec![0; 32 << 10], out: Vec::new(), at: 0 }))
+            }
+            Encoding::Windows1252 => with(encoding_rs::WINDOWS_1252, input),
+            Encoding::Utf16 | Encoding::Utf16Le => with(encoding_rs::UTF_16LE, input),
+            Encoding::Utf16Be => with(encoding_rs::UTF_16BE, input),
+        }
+    }
+}
+
+/// ISO-8859-1 decoded to UTF-8: each byte is the character of that number (which
+/// encoding_rs, following the web's rules, reads as Windows-1252 instead).
+struct Latin1 {
+    inner: Box<dyn Read + Send>,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Latin1 {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.out.len() {
+            let n = self.inner.read(&mut self.raw)?;
+            self.out.clear();
+            self.at = 0;
+            for &b in &self.raw[..n] {
+                if b < 0x80 {
+                    self.out.push(b);
+                } else {
+                    self.out.extend_from_slice(char::from(b).encode_utf8(&mut [0; 2]).as_bytes());
+                }
+            }
+        }
+        let n = buf.len().min(self.out.len() - self.at);
+        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 /// Files read line by line, one after the other, as the line-oriented loaders read them.
 #[derive(Debug)]
 pub struct Lines {

@@ -72,6 +72,8 @@ const SAMPLES: &[Sample] = &[
             ("quote", None, "quote = \"'\""),
             ("types", None, "types = { text = \"string\" }"),
             ("null_values", None, "null_values = [\"NA\"]"),
+            ("infer", None, "infer = true"),
+            ("encoding", None, "encoding = \"latin-1\""),
             ("header", Some("path = \"in.csv\"\nnames = [\"id\", \"text\"]"), "header = false"),
             ("names", None, "names = [\"id\", \"body\"]"),
         ],
