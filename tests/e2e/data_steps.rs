@@ -445,3 +445,39 @@ path = "out.jsonl"
     assert!(bad.contains(r#"`score` cannot be cast to float: \"n/a\" is not a number"#), "{bad}");
     assert!(bad.contains(r#""last":"Hopper""#), "the record as it came in: {bad}");
 }
+
+// Issue 19, item 2: `pii` through the binary: redacted text in the output, and the counts
+// by kind among the step's figures in the run record.
+#[test]
+fn pii_redacts_personal_data_and_counts_it_by_kind() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        concat!(
+            "{\"text\":\"Mail ana@example.com or call +44 20 7946 0958.\"}\n",
+            "{\"text\":\"Card 4111 1111 1111 1111 from 192.168.1.20.\"}\n",
+            "{\"text\":\"Order 20240115 shipped at 10:30:00, v1.2.3.\"}\n",
+        ),
+    )
+    .expect("input");
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[[step]]\nid = \"load\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n\
+         [[step]]\nid = \"scrub\"\nkind = \"pii\"\n\n\
+         [[step]]\nid = \"export\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n",
+    )
+    .expect("pipeline");
+    check_in(dir.path(), &["run", "p.toml"], 0, &[], &[]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output"),
+        "{\"text\":\"Mail [EMAIL] or call [PHONE].\"}\n\
+         {\"text\":\"Card [CREDIT_CARD] from [IP].\"}\n\
+         {\"text\":\"Order 20240115 shipped at 10:30:00, v1.2.3.\"}\n"
+    );
+    let report = only_report(dir.path());
+    let figures =
+        &report["steps"].as_array().expect("steps").iter().find(|s| s["step"] == "scrub").expect("scrub")["figures"];
+    for (kind, n) in [("email", 1), ("phone", 1), ("credit_card", 1), ("ip", 1), ("records_with_pii", 2)] {
+        assert_eq!(figures[kind], n, "{kind}: {figures}");
+    }
+}

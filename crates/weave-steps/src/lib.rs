@@ -46,6 +46,7 @@ mod llm;
 mod llm_tests;
 mod near_dedup;
 mod noise;
+mod pii;
 mod text;
 mod validate;
 
@@ -113,6 +114,7 @@ pub fn registry() -> weave_core::Registry {
         &dataset::SPLIT_KIND,
         &dataset::FIELDS_KIND,
         &dataset::FILTER_KIND,
+        &pii::KIND,
         &dataset::SAMPLE_KIND,
         &dataset::COMPARE_KIND,
     ] {

@@ -245,6 +245,15 @@ const SAMPLES: &[Sample] = &[
         ],
     },
     Sample {
+        kind: "pii",
+        base: "fields = [\"text\"]",
+        changes: &[
+            ("fields", None, "fields = [\"label\"]"),
+            ("kinds", None, "kinds = [\"email\"]"),
+            ("action", None, "action = \"drop\""),
+        ],
+    },
+    Sample {
         kind: "sample",
         base: "fraction = 0.5",
         changes: &[
