@@ -512,7 +512,7 @@ mod tests {
                     rng.digits(1)
                 ),
                 8 => format!(
-                    "fn main() {{ println!(\"{{}}\", Foo::bar::<u8>({})); }} // {}:{}",
+                    "fn show(f: &mut F) {{ write!(f, \"{{}}\", Foo::bar::<u8>({})) }} // {}:{}",
                     rng.below(256),
                     rng.below(24),
                     rng.below(60)
