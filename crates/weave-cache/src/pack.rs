@@ -100,25 +100,29 @@ struct PackFile {
 #[derive(Debug, Default)]
 struct WriterState {
     writer: Option<Writer>,
-    /// Records written and not yet synced, with what to call once they are.
+    /// Records to write and sync, with what to call once they are on disk.
     pending: Vec<Pending>,
     /// Whether the sync thread runs (it stops after a while without work).
     syncer: bool,
 }
 
+/// The pack a record was written to: its file and name.
+type Written = (Arc<File>, PathBuf);
+
 /// What is called once a record is on disk, or with why it may not be.
 pub type Durable = Box<dyn FnOnce(Result<(), Error>) + Send>;
 
-/// A record waiting for a sync of its pack.
+/// A record for the pack's thread to write and sync.
 struct Pending {
-    file: Arc<File>,
-    path: PathBuf,
+    key: Key,
+    codec: u32,
+    payload: Vec<u8>,
     done: Durable,
 }
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Pending").field("key", &self.key).finish_non_exhaustive()
     }
 }
 
@@ -283,18 +287,17 @@ impl Packs {
         })
     }
 
-    /// Appends `payload` under `key` and returns at once; `then` is called once the record
-    /// is on disk (or with why it may not be), from the pack's sync thread, which runs one
-    /// `fdatasync` for every record written while the one before ran (a group commit). A
-    /// caller that must not block (an async task) waits for `then` instead of a thread.
+    /// Hands `payload` over to be appended under `key`, and returns at once, touching no
+    /// disk: the pack's thread writes it, and `then` is called once it is on disk (or
+    /// with why it may not be). The thread writes every record handed over meanwhile,
+    /// then runs one `fdatasync` for all of them (a group commit). A caller that must not
+    /// block (an async task) waits for `then` instead of a thread.
     pub fn append_then(&self, key: &Key, codec: u32, payload: &[u8], then: Durable) {
-        let file = match self.write(key, codec, payload) {
-            Ok(Some(file)) => file,
-            Ok(None) => return then(Ok(())),
-            Err(e) => return then(Err(e)),
-        };
+        if self.contains(key) {
+            return then(Ok(()));
+        }
         let mut state = lock(&self.inner.writer);
-        state.pending.push(Pending { path: file.1, file: file.0, done: then });
+        state.pending.push(Pending { key: *key, codec, payload: payload.to_vec(), done: then });
         if state.syncer {
             self.inner.work.notify_one();
             return;
@@ -304,17 +307,24 @@ impl Packs {
         if spawned.is_ok() {
             state.syncer = true;
         } else {
-            // No thread: sync here, for what waits now.
+            // No thread: write and sync here, for what waits now.
             let pending = std::mem::take(&mut state.pending);
             drop(state);
-            sync_all(pending);
+            write_and_sync(&self.inner, pending);
         }
     }
 
     /// Writes a record of `payload` under `key` to this process's pack: the pack's file
     /// and name, or `None` when the packs already hold the key.
-    fn write(&self, key: &Key, codec: u32, payload: &[u8]) -> Result<Option<(Arc<File>, PathBuf)>, Error> {
-        if self.contains(key) {
+    fn write(&self, key: &Key, codec: u32, payload: &[u8]) -> Result<Option<Written>, Error> {
+        self.inner.write(key, codec, payload)
+    }
+}
+
+impl Inner {
+    /// [`Packs::write`].
+    fn write(&self, key: &Key, codec: u32, payload: &[u8]) -> Result<Option<Written>, Error> {
+        if lock(&self.index).entries.contains_key(key) {
             return Ok(None);
         }
         let mut record = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
@@ -327,7 +337,7 @@ impl Packs {
         record.extend_from_slice(&checksum(&codec_len, key.as_bytes(), payload));
         record.extend_from_slice(payload);
 
-        let mut state = lock(&self.inner.writer);
+        let mut state = lock(&self.writer);
         let w = match state.writer.take() {
             Some(w) => w,
             None => self.new_writer()?,
@@ -345,7 +355,7 @@ impl Packs {
         w.len += record.len() as u64;
         let (end, pack, file, path) = (w.len, w.pack, Arc::clone(&w.file), w.path.clone());
         drop(state);
-        let mut index = lock(&self.inner.index);
+        let mut index = lock(&self.index);
         index.entries.entry(*key).or_insert(Loc { pack, offset, len: payload.len() as u64 });
         let p = &mut index.packs[pack];
         p.read_to = p.read_to.max(end);
@@ -356,7 +366,7 @@ impl Packs {
     /// folder synced, so that what is appended later is found after a power cut.
     fn new_writer(&self) -> Result<Writer, Error> {
         static N: AtomicU64 = AtomicU64::new(0);
-        let dir = &self.inner.dir;
+        let dir = &self.dir;
         let me = Owner::current();
         let (file, path) = loop {
             let n = N.fetch_add(1, Ordering::Relaxed);
@@ -374,7 +384,7 @@ impl Packs {
         file.sync_all().map_err(Error::io(&path))?;
         File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))?;
         let file = Arc::new(file);
-        let mut index = lock(&self.inner.index);
+        let mut index = lock(&self.index);
         let pack = PackFile { path: path.clone(), read_to: FILE_HEADER_LEN, damaged: false, touched: true };
         index.packs.push(pack);
         let i = index.packs.len() - 1;
@@ -399,25 +409,39 @@ fn sync_loop(inner: &Inner) {
         }
         let pending = std::mem::take(&mut state.pending);
         drop(state);
-        sync_all(pending);
+        write_and_sync(inner, pending);
     }
 }
 
-/// Syncs the packs of `pending` (each once) and tells each record's writer.
-fn sync_all(pending: Vec<Pending>) {
+/// Writes the records of `pending`, syncs their packs (each once), and tells each record's
+/// writer.
+fn write_and_sync(inner: &Inner, pending: Vec<Pending>) {
+    let written: Vec<(Result<Option<Written>, Error>, Durable)> =
+        pending.into_iter().map(|p| (inner.write(&p.key, p.codec, &p.payload), p.done)).collect();
     let mut outcome: Vec<(*const File, Result<(), std::io::ErrorKind>, String)> = Vec::new();
-    for p in pending {
-        let at = Arc::as_ptr(&p.file);
+    for (w, done) in written {
+        let (file, path) = match w {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                done(Ok(()));
+                continue;
+            }
+            Err(e) => {
+                done(Err(e));
+                continue;
+            }
+        };
+        let at = Arc::as_ptr(&file);
         let r = match outcome.iter().find(|(f, _, _)| *f == at) {
             Some((_, r, why)) => r.map_err(|kind| std::io::Error::new(kind, why.clone())),
             None => {
-                let r = p.file.sync_data();
+                let r = file.sync_data();
                 let why = r.as_ref().err().map(ToString::to_string).unwrap_or_default();
                 outcome.push((at, r.as_ref().map(|_| ()).map_err(std::io::Error::kind), why));
                 r
             }
         };
-        (p.done)(r.map_err(|e| Error::Io { path: p.path, source: e }));
+        done(r.map_err(|e| Error::Io { path, source: e }));
     }
 }
 

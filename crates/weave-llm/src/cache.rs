@@ -120,9 +120,9 @@ impl RequestCache {
         serves(&entry, max_tokens).then_some(entry.answer)
     }
 
-    /// Stores an answer durably (it was paid for), and returns at once: `then` is called
-    /// once it is on disk, from the cache's sync thread, whose one sync serves every
-    /// answer stored meanwhile. A failure (warned about) costs only a later re-run.
+    /// Stores an answer durably (it was paid for), and returns at once: the cache's pack
+    /// thread writes it with the answers stored meanwhile, syncs them once, and calls
+    /// `then`. A failure (warned about) costs only a later re-run.
     pub(crate) fn put_then(
         self: &Arc<Self>,
         key: &Key,

@@ -24,7 +24,7 @@ const MAX_BODY: usize = 64 << 20;
 pub(crate) const IO_THREADS: usize = 2;
 
 /// The runtime's threads for blocking work: name lookups, and opening the cache. (Storing
-/// an answer is a small append on the I/O thread; the wait for its sync takes no thread.)
+/// an answer is the cache's pack thread's work; the wait for it takes no thread.)
 pub(crate) const BLOCKING_THREADS: usize = 32;
 
 /// The process's runtime for LLM requests, started when the first request is sent:

@@ -585,8 +585,10 @@ impl Worker {
     ) -> Result<(Answer, bool), CallError> {
         let answer = self.endpoint.complete(&p.bytes, p.tokens, &self.retry, p.seed, cancelled, tally).await?;
         let Some(cache) = &self.cache else { return Ok((answer, false)) };
-        // Appended to the cache's pack here (a write of a few hundred bytes), then waited
-        // for without a thread until the cache's sync thread has it on disk.
+        // Handed to the cache's pack thread, which writes and syncs it with the others
+        // that came meanwhile; waited for without a thread, and without touching the disk
+        // on this one (a write stalled by the kernel's dirty-page throttle would hold up
+        // every request of the runtime).
         let (stored, on_disk) = tokio::sync::oneshot::channel();
         cache.put_then(&p.key, &answer, self.sampling.max_tokens, move || {
             let _ = stored.send(());

@@ -64,29 +64,40 @@ impl Kind {
 }
 
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b[a-z0-9][a-z0-9._%+-]*@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.[a-z]{2,24}\b")
+    Regex::new(r"(?i-u)\b[a-z0-9][a-z0-9._%+-]*@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.[a-z]{2,24}\b")
         .expect("a valid pattern")
 });
 static IBAN: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b").expect("a valid pattern"));
-static CARD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b\d(?:[ -]?\d){12,18}\b").expect("a valid pattern"));
+    LazyLock::new(|| Regex::new(r"(?-u)\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}\b").expect("a valid pattern"));
+static CARD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?-u)\b[0-9](?:[ -]?[0-9]){12,18}\b").expect("a valid pattern"));
 static IPV4: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b")
+    Regex::new(r"(?-u)\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\b")
         .expect("a valid pattern")
 });
 static IPV6: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"[0-9A-Fa-f:]*:[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*").expect("a valid pattern"));
+    LazyLock::new(|| Regex::new(r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}").expect("a valid pattern"));
 static PHONE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
-        r"\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}\b",
-        r"|(?:\(\d{3}\) ?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b",
-        r"|\b0\d{1,4}(?:[ .-]\d{2,4}){2,4}\b",
+        r"(?-u)\+[0-9]{1,3}[ .-]?(?:\([0-9]{1,4}\)[ .-]?)?[0-9]{1,4}(?:[ .-]?[0-9]{2,4}){1,4}\b",
+        r"|(?:\([0-9]{3}\) ?|\b[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}\b",
+        r"|\b0[0-9]{1,4}(?:[ .-][0-9]{2,4}){2,4}\b",
     ))
     .expect("a valid pattern")
 });
 
 /// The spans of `kind` in `text` that pass its check.
 fn find(kind: Kind, text: &str, out: &mut Vec<(usize, usize, Kind)>) {
+    // Each kind needs a byte that most text lacks: looked for first, with memchr.
+    let needs = match kind {
+        Kind::Email => text.contains('@'),
+        Kind::Iban => text.bytes().any(|b| b.is_ascii_uppercase()),
+        Kind::Ip => text.contains('.') || text.contains(':'),
+        Kind::CreditCard | Kind::Phone => text.bytes().any(|b| b.is_ascii_digit()),
+    };
+    if !needs {
+        return;
+    }
     let re: &Regex = match kind {
         Kind::Email => &EMAIL,
         Kind::Iban => &IBAN,
@@ -106,12 +117,10 @@ fn find(kind: Kind, text: &str, out: &mut Vec<(usize, usize, Kind)>) {
             out.push((m.start(), m.end(), kind));
         }
     }
-    if kind == Kind::Ip {
+    if kind == Kind::Ip && text.contains(':') {
         for m in IPV6.find_iter(text) {
-            let s = m.as_str().trim_end_matches('.');
-            let end = m.start() + s.len();
-            if ipv6_ok(s) && !word_around(text, m.start(), end) {
-                out.push((m.start(), end, Kind::Ip));
+            if ipv6_ok(m.as_str()) && !word_around(text, m.start(), m.end()) {
+                out.push((m.start(), m.end(), Kind::Ip));
             }
         }
     }
