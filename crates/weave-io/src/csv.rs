@@ -716,10 +716,14 @@ impl LoadCsv {
         let rows = origins.len();
         let mut bad: Vec<Option<String>> = vec![None; rows];
         let mut out: Vec<Column> = Vec::with_capacity(cols.len());
-        for (name, col) in header.iter().zip(&cols) {
+        // The text of the columns that are converted, for the records set aside (the
+        // others are moved into `out` as they are, not copied).
+        let mut raw: Vec<Option<StrColumn>> = Vec::with_capacity(cols.len());
+        for (name, col) in header.iter().zip(cols) {
             let ty = self.types.iter().find(|(f, _)| f == name).map(|(_, t)| *t);
             if ty.is_none() && !col.iter().any(|v| v.is_some_and(|v| self.null_values.iter().any(|n| n == v))) {
-                out.push(Column::Str(col.clone()));
+                out.push(Column::Str(col));
+                raw.push(None);
                 continue;
             }
             let mut c = Column::Null(0);
@@ -749,6 +753,7 @@ impl LoadCsv {
                 c = Column::Str(s);
             }
             out.push(c);
+            raw.push(Some(col));
         }
         if bad.iter().all(Option::is_none) {
             return out;
@@ -759,8 +764,11 @@ impl LoadCsv {
                 None => keep.push(r),
                 Some(reason) => {
                     let (file, line) = origins[r];
-                    let record: Record =
-                        header.iter().zip(&cols).map(|(h, c)| (h.clone(), c.get(r).map(str::to_owned))).collect();
+                    let text = |i: usize| match &raw[i] {
+                        Some(c) => c.get(r).map(str::to_owned),
+                        None => out[i].as_str().and_then(|c| c.get(r)).map(str::to_owned),
+                    };
+                    let record: Record = header.iter().enumerate().map(|(i, h)| (h.clone(), text(i))).collect();
                     let origin = Some(format!("{}:{line}", self.paths[file].display()));
                     ctx.reject(Rejected { reason, record: Some(record), origin });
                 }
@@ -1345,6 +1353,19 @@ mod tests {
                 "2:12 unknown encoding `ebcdic`; the encodings are utf-8, latin-1, windows-1252, utf-16, utf-16le, utf-16be",
             ],
         );
+    }
+
+    #[test]
+    fn a_row_set_aside_for_a_value_that_does_not_parse_keeps_its_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, "id,score,name\n1,x,Ada\n").unwrap();
+        let config = format!("path = {:?}\ntypes = {{ score = \"float\" }}", path.to_str().unwrap());
+        let Step::Source(mut s) = build_step("load_csv", &config) else { panic!() };
+        let mut ctx = StepContext::new("load", 0, 0, Default::default());
+        assert!(s.next_batch(&mut ctx).unwrap().is_none(), "the only row is set aside");
+        let rejected = ctx.take_rejected();
+        assert_eq!(rejected[0].record.as_ref().unwrap().to_string(), r#"{"id":"1","score":"x","name":"Ada"}"#);
     }
 
     #[test]
