@@ -262,14 +262,11 @@ impl Packs {
         lock(&self.inner.index).entries.contains_key(key)
     }
 
-    /// Appends `payload` under `key` to this process's pack (created on the first call);
-    /// when `durable`, returns once it is on disk ([`Packs::append_then`]). An entry the
+    /// Appends `payload` under `key` to this process's pack (created on the first call)
+    /// and returns once it is on disk: [`Packs::append_then`], waited for. An entry the
     /// packs already hold is not written again (the same key always holds the same
     /// content).
-    pub fn append(&self, key: &Key, codec: u32, payload: &[u8], durable: bool) -> Result<(), Error> {
-        if !durable {
-            return self.write(key, codec, payload).map(|_| ());
-        }
+    pub fn append(&self, key: &Key, codec: u32, payload: &[u8]) -> Result<(), Error> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.append_then(
             key,
@@ -313,16 +310,11 @@ impl Packs {
             write_and_sync(&self.inner, pending);
         }
     }
-
-    /// Writes a record of `payload` under `key` to this process's pack: the pack's file
-    /// and name, or `None` when the packs already hold the key.
-    fn write(&self, key: &Key, codec: u32, payload: &[u8]) -> Result<Option<Written>, Error> {
-        self.inner.write(key, codec, payload)
-    }
 }
 
 impl Inner {
-    /// [`Packs::write`].
+    /// Writes a record of `payload` under `key` to this process's pack: the pack's file
+    /// and name, or `None` when the packs already hold the key.
     fn write(&self, key: &Key, codec: u32, payload: &[u8]) -> Result<Option<Written>, Error> {
         if lock(&self.index).entries.contains_key(key) {
             return Ok(None);
@@ -612,7 +604,7 @@ mod tests {
         let packs = Packs::open(dir.path()).unwrap();
         assert!(packs.get(&key(1)).is_none());
         for i in 0..100 {
-            packs.append(&key(i), 7, format!("answer {i}").as_bytes(), i % 2 == 0).unwrap();
+            packs.append(&key(i), 7, format!("answer {i}").as_bytes()).unwrap();
         }
         assert_eq!(packs.get(&key(42)), Some((7, b"answer 42".to_vec())));
         let other = Packs::open(dir.path()).unwrap();
@@ -621,7 +613,7 @@ mod tests {
         }
         // Written again: not appended twice.
         let size = fs::metadata(the_pack(dir.path())).unwrap().len();
-        packs.append(&key(3), 7, b"answer 3", true).unwrap();
+        packs.append(&key(3), 7, b"answer 3").unwrap();
         assert_eq!(fs::metadata(the_pack(dir.path())).unwrap().len(), size);
     }
 
@@ -630,11 +622,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reader = Packs::open(dir.path()).unwrap();
         let writer = Packs::open(dir.path()).unwrap();
-        writer.append(&key(1), 1, b"one", true).unwrap();
+        writer.append(&key(1), 1, b"one").unwrap();
         assert!(reader.get(&key(1)).is_none(), "not read yet");
         reader.refresh().unwrap();
         assert_eq!(reader.get(&key(1)).map(|e| e.1), Some(b"one".to_vec()));
-        writer.append(&key(2), 1, b"two", true).unwrap();
+        writer.append(&key(2), 1, b"two").unwrap();
         reader.refresh().unwrap();
         assert_eq!(reader.get(&key(2)).map(|e| e.1), Some(b"two".to_vec()));
     }
@@ -645,7 +637,7 @@ mod tests {
         {
             let packs = Packs::open(dir.path()).unwrap();
             for i in 0..3 {
-                packs.append(&key(i), 1, b"a paid answer", true).unwrap();
+                packs.append(&key(i), 1, b"a paid answer").unwrap();
             }
         }
         let path = the_pack(dir.path());
@@ -663,7 +655,7 @@ mod tests {
     #[test]
     fn a_damaged_record_is_a_miss_never_data() {
         let dir = tempfile::tempdir().unwrap();
-        Packs::open(dir.path()).unwrap().append(&key(0), 1, b"a paid answer", true).unwrap();
+        Packs::open(dir.path()).unwrap().append(&key(0), 1, b"a paid answer").unwrap();
         let path = the_pack(dir.path());
         let clean = fs::read(&path).unwrap();
         let at = |i: usize| {
@@ -693,7 +685,7 @@ mod tests {
     #[test]
     fn a_length_past_any_sane_size_is_damage_not_an_allocation() {
         let dir = tempfile::tempdir().unwrap();
-        Packs::open(dir.path()).unwrap().append(&key(0), 1, b"x", true).unwrap();
+        Packs::open(dir.path()).unwrap().append(&key(0), 1, b"x").unwrap();
         let path = the_pack(dir.path());
         let mut bytes = fs::read(&path).unwrap();
         bytes[FILE_HEADER_LEN as usize..FILE_HEADER_LEN as usize + 8].copy_from_slice(&u64::MAX.to_le_bytes());
@@ -710,7 +702,7 @@ mod tests {
                 let packs = &packs;
                 s.spawn(move || {
                     for i in 0..200 {
-                        packs.append(&key(t * 1000 + i), 1, &(t * 1000 + i).to_le_bytes(), true).unwrap();
+                        packs.append(&key(t * 1000 + i), 1, &(t * 1000 + i).to_le_bytes()).unwrap();
                     }
                 });
             }
@@ -766,16 +758,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = Packs::shared(dir.path()).unwrap();
         let b = Packs::shared(&dir.path().join(".")).unwrap();
-        a.append(&key(1), 1, b"one", true).unwrap();
+        a.append(&key(1), 1, b"one").unwrap();
         assert_eq!(b.get(&key(1)).map(|e| e.1), Some(b"one".to_vec()));
-        b.append(&key(2), 1, b"two", true).unwrap();
+        b.append(&key(2), 1, b"two").unwrap();
         the_pack(dir.path());
     }
 
     #[test]
     fn a_pack_names_its_writer() {
         let dir = tempfile::tempdir().unwrap();
-        Packs::open(dir.path()).unwrap().append(&key(1), 1, b"one", false).unwrap();
+        Packs::open(dir.path()).unwrap().append(&key(1), 1, b"one").unwrap();
         let listed = list(dir.path()).unwrap();
         assert_eq!(listed.len(), 1);
         assert!(listed[0].live, "this process writes it");

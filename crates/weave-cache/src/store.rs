@@ -484,7 +484,7 @@ mod tests {
         let (_d, s) = store();
         let packs = crate::Packs::open(s.root()).unwrap();
         for i in 0..3u8 {
-            packs.append(&Key::of_content(&[i]), 1, &[i; 50], true).unwrap();
+            packs.append(&Key::of_content(&[i]), 1, &[i; 50]).unwrap();
         }
         s.put(&Key::of_content(b"object"), 1, &[0u8; 100]).unwrap();
         let stats = s.stats().unwrap();

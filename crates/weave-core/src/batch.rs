@@ -453,6 +453,14 @@ mod tests {
                 Record::new().with("id", 2i64).with("text", "b"),
             ]),
             Batch::from_records(&[Record::new().with("id", 1i64).with("text", Value::List(vec![Value::Int(1)]))]),
+            // Mixed columns: a NaN and a null, a number and its text, each its own bytes.
+            Batch::from_records(&[Record::new()
+                .with("id", 1i64)
+                .with("text", Value::List(vec![Value::Float(f64::NAN)]))]),
+            Batch::from_records(&[Record::new().with("id", 1i64).with("text", Value::List(vec![Value::Null]))]),
+            Batch::from_records(&[Record::new()
+                .with("id", 1i64)
+                .with("text", Value::List(vec![Value::Str("1".into())]))]),
         ];
         let all: Vec<Vec<u8>> = variants.iter().map(bytes).collect();
         for (i, a) in all.iter().enumerate() {

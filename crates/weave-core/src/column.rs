@@ -552,15 +552,8 @@ impl Column {
             }
             Column::Any(values) => {
                 out(b"any_");
-                let mut text = Vec::new();
                 for v in values {
-                    text.clear();
-                    // A value that cannot be written as JSON (a NaN) feeds its debug form.
-                    if serde_json::to_writer(&mut text, v).is_err() {
-                        text = format!("{v:?}").into_bytes();
-                    }
-                    out(&(text.len() as u64).to_le_bytes());
-                    out(&text);
+                    value_bytes(v, out);
                 }
             }
         }
@@ -591,6 +584,50 @@ fn uint_ref<'a>(u: u64) -> ValueRef<'a> {
 impl From<StrColumn> for Column {
     fn from(c: StrColumn) -> Self {
         Column::Str(c)
+    }
+}
+
+/// Feeds `out` one value's bytes for [`Column::content_bytes`]: a tag for its type, then
+/// its content, lengths first, so that no two values (a NaN and a null, `"1"` and `1`)
+/// feed the same bytes.
+fn value_bytes(v: &Value, out: &mut dyn FnMut(&[u8])) {
+    let text = |tag: u8, s: &str, out: &mut dyn FnMut(&[u8])| {
+        out(&[tag]);
+        out(&(s.len() as u64).to_le_bytes());
+        out(s.as_bytes());
+    };
+    match v {
+        Value::Null => out(&[0]),
+        Value::Bool(b) => out(&[1, u8::from(*b)]),
+        Value::Int(i) => {
+            out(&[2]);
+            out(&i.to_le_bytes());
+        }
+        Value::UInt(u) => {
+            out(&[3]);
+            out(&u.to_le_bytes());
+        }
+        Value::Float(f) => {
+            out(&[4]);
+            out(&f.to_bits().to_le_bytes());
+        }
+        Value::Str(s) => text(5, s, out),
+        Value::BigInt(s) => text(6, s, out),
+        Value::List(items) => {
+            out(&[7]);
+            out(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                value_bytes(item, out);
+            }
+        }
+        Value::Map(m) => {
+            out(&[8]);
+            out(&(m.len() as u64).to_le_bytes());
+            for (k, item) in m.iter() {
+                text(9, k, out);
+                value_bytes(item, out);
+            }
+        }
     }
 }
 

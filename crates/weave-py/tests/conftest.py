@@ -58,3 +58,26 @@ def seconds_to_stop_on_ctrl_c(run: Callable[[], object], after: float = 1.5) -> 
         return time.monotonic() - interrupted_at[0]
     finally:
         timer.cancel()
+
+
+def long_pipeline(middle: str) -> str:
+    """A pipeline that would run for hours (100 million generated records), with `middle`
+    (TOML steps) between its source and its export: for the tests that stop a run."""
+    return f"""[pipeline]
+name = "long"
+
+[[step]]
+id = "make"
+kind = "generate"
+templates = [{{ text = "My {{device}} won't {{problem}} after {{n}} days." }}]
+slots = {{ device = ["phone", "laptop", "tablet"], problem = ["charge", "boot", "sync"], n = ["1", "2", "3"] }}
+count = 100000000
+batch_size = 1000
+
+{middle}
+
+[[step]]
+id = "out"
+kind = "export_jsonl"
+path = "out.jsonl"
+"""

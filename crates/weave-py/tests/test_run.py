@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import weave_pipelines as wp
-from conftest import copy_quickstart, seconds_to_stop_on_ctrl_c
+from conftest import copy_quickstart, long_pipeline, seconds_to_stop_on_ctrl_c
 
 
 def test_the_quick_start_writes_the_same_records_as_the_cli(tmp_path: Path, weave_bin: Path) -> None:
@@ -123,28 +123,14 @@ def test_bad_options_are_refused(quickstart: Path) -> None:
         p.run(max_memory="lots")
 
 
-LONG = """[pipeline]
-name = "long"
-
-[[step]]
-id = "make"
-kind = "generate"
-templates = [{ text = "My {device} won't {problem} after {n} days." }]
-slots = { device = ["phone", "laptop", "tablet"], problem = ["charge", "boot", "sync"], n = ["1", "2", "3"] }
-count = 100000000
-batch_size = 1000
-
-[[step]]
+LONG = long_pipeline(
+    """[[step]]
 id = "clean"
 kind = "clean"
 fields = ["text"]
 rules = ["trim", "collapse_whitespace"]
-
-[[step]]
-id = "out"
-kind = "export_jsonl"
-path = "out.jsonl"
 """
+)
 
 
 def test_keyboard_interrupt_stops_a_long_run_and_commits_nothing(tmp_path: Path) -> None:

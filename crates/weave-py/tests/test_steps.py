@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 import weave_pipelines as wp
-from conftest import REPO, seconds_to_stop_on_ctrl_c
+from conftest import REPO, long_pipeline, seconds_to_stop_on_ctrl_c
 
 
 def write_records(path: Path, records: List[Dict[str, Any]]) -> None:
@@ -276,26 +276,12 @@ def test_partials_and_callable_objects_are_keyed_by_their_code_and_arguments(tmp
     assert {r["v"] for r in read_records(tmp_path / "out.jsonl")} == {3}
 
 
-LONG = """[pipeline]
-name = "long"
-
-[[step]]
-id = "make"
-kind = "generate"
-templates = [{ text = "My {device} won't {problem}." }]
-slots = { device = ["phone", "laptop"], problem = ["charge", "boot"] }
-count = 100000000
-batch_size = 1000
-
-[[step]]
+LONG = long_pipeline(
+    """[[step]]
 id = "py"
 kind = "slow_upper"
-
-[[step]]
-id = "out"
-kind = "export_jsonl"
-path = "out.jsonl"
 """
+)
 
 
 def test_keyboard_interrupt_stops_a_run_with_a_python_step_and_commits_nothing(tmp_path: Path) -> None:
