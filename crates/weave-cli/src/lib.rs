@@ -104,6 +104,12 @@ enum Command {
         /// beside the pipeline file].
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
+        /// Run shard I of N (from 0): the sources read their share of the input, and every
+        /// file written is named for the shard (`-part-IIIII-of-NNNNN`, or `{shard}` in a
+        /// path) [default: $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT, or
+        /// $JOB_COMPLETION_INDEX of $WEAVE_SHARD_COUNT].
+        #[arg(long, value_name = "I/N")]
+        shard: Option<weave::Shard>,
     },
     /// Look after the cache: its size, its entries, eviction.
     Cache {
@@ -240,8 +246,23 @@ fn init_logging(verbose: u8, quiet: bool) {
 
 fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
-        Command::Run { file, max_memory, max_concurrent, quarantine, metrics_file, no_cache, refresh, cache_dir } => {
+        Command::Run {
+            file,
+            max_memory,
+            max_concurrent,
+            quarantine,
+            metrics_file,
+            no_cache,
+            refresh,
+            cache_dir,
+            shard,
+        } => {
+            let shard = match shard {
+                Some(s) => Some(*s),
+                None => weave::Shard::from_env(|k| std::env::var(k).ok()).map_err(|e| Failure::Other(e.to_string()))?,
+            };
             let options = weave::RunOptions {
+                shard,
                 max_memory: *max_memory,
                 max_concurrent: max_concurrent.map(|n| n as usize),
                 cache_dir: cache_dir.clone(),

@@ -19,6 +19,7 @@ use crate::spec::LlmProvider;
 pub struct BuildContext {
     llm: BTreeMap<String, Arc<LlmProvider>>,
     cache_dir: Option<PathBuf>,
+    shard: Option<crate::Shard>,
     shared: Mutex<BTreeMap<String, Arc<dyn Any + Send + Sync>>>,
 }
 
@@ -29,8 +30,21 @@ impl BuildContext {
         BuildContext {
             llm: llm.into_iter().map(|p| (p.name.clone(), Arc::new(p))).collect(),
             cache_dir,
+            shard: None,
             shared: Mutex::default(),
         }
+    }
+
+    /// This context, for a run that is `shard` of a job.
+    pub fn with_shard(mut self, shard: Option<crate::Shard>) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    /// The shard of a job the run is, if it is one: sources read their share of the
+    /// input, outputs are named for it.
+    pub fn shard(&self) -> Option<crate::Shard> {
+        self.shard
     }
 
     /// The provider declared as `[llm.NAME]`.
@@ -73,6 +87,7 @@ impl fmt::Debug for BuildContext {
         f.debug_struct("BuildContext")
             .field("llm", &self.llm.keys().collect::<Vec<_>>())
             .field("cache_dir", &self.cache_dir)
+            .field("shard", &self.shard)
             .field("shared", &shared)
             .finish()
     }
