@@ -33,3 +33,5 @@ mod limits;
 mod session;
 // Sharded runs: N processes' parts are the single process's output.
 mod shards;
+// `weave slurm` on a real one-node Slurm (when .ci/run started one).
+mod slurm;
