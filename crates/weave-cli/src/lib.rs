@@ -333,7 +333,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             if let Some(dir) = job_dir {
                 slurm::check_job(dir, shard, &pf.config_hash())?;
             }
-            let p = build(&pf, &options.build_options(), cli.quiet)?;
+            let p = build(&pf, &sharded_build_options(&pf, &options)?, cli.quiet)?;
             let hash = pf.config_hash();
             let record = run::run(pf, p, options, cli.quiet)?;
             match job_dir {
@@ -457,6 +457,24 @@ fn load(file: &Path, quiet: bool) -> Result<Pipeline, Failure> {
 }
 
 /// The pipeline file, or an error naming the file (and where it stops being UTF-8).
+/// The build options of a run: in a shard of a job of several, with the folders where the
+/// shards exchange the keys of the pipeline's whole-dataset steps, named from the pipeline
+/// built whole (see `weave::exchange_dirs`).
+fn sharded_build_options(
+    pf: &weave::PipelineFile,
+    options: &weave::RunOptions,
+) -> Result<weave::BuildOptions, Failure> {
+    let mut bo = options.build_options();
+    let Some(shard) = bo.shard.filter(|s| s.count() > 1) else { return Ok(bo) };
+    // Its problems are the sharded pipeline's, which the build after this one prints.
+    let Ok(whole) = pf.build(&weave::registry(), &weave::BuildOptions { shard: None, ..bo.clone() }) else {
+        return Ok(bo);
+    };
+    let dir = weave::cache_dir_for(&pf.path, whole.cache_dir.as_deref(), options.cache_dir.as_deref());
+    bo.exchange = weave::exchange_dirs(&whole, &dir, shard.count()).map_err(|e| Failure::Other(e.to_string()))?;
+    Ok(bo)
+}
+
 pub(crate) fn read_file(file: &Path) -> Result<weave::PipelineFile, Failure> {
     weave::PipelineFile::read(file).map_err(|e| Failure::Other(e.to_string()))
 }

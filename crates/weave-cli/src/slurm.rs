@@ -142,8 +142,12 @@ pub(crate) fn submit(file: &Path, tasks: u32, resources: Resources, quiet: bool)
     // The pipeline is checked as a shard sees it (steps that need the whole dataset are
     // refused here, before anything is queued).
     let pf = crate::read_file(file)?;
-    let options = weave::BuildOptions { shard: Some(shard), ..weave::BuildOptions::default() };
-    let pipeline = crate::build(&pf, &options, quiet)?;
+    let run = weave::RunOptions {
+        shard: Some(shard),
+        cache_dir: resources.cache_dir.clone(),
+        ..weave::RunOptions::default()
+    };
+    let pipeline = crate::build(&pf, &crate::sharded_build_options(&pf, &run)?, quiet)?;
     let abs = std::fs::canonicalize(file).map_err(|e| Failure::Other(format!("{}: {e}", file.display())))?;
     let weave_bin =
         std::env::current_exe().map_err(|e| Failure::Other(format!("cannot find the weave binary: {e}")))?;

@@ -20,6 +20,7 @@ pub struct BuildContext {
     llm: BTreeMap<String, Arc<LlmProvider>>,
     cache_dir: Option<PathBuf>,
     shard: Option<crate::Shard>,
+    exchange: BTreeMap<String, PathBuf>,
     shared: Mutex<BTreeMap<String, Arc<dyn Any + Send + Sync>>>,
 }
 
@@ -31,6 +32,7 @@ impl BuildContext {
             llm: llm.into_iter().map(|p| (p.name.clone(), Arc::new(p))).collect(),
             cache_dir,
             shard: None,
+            exchange: BTreeMap::new(),
             shared: Mutex::default(),
         }
     }
@@ -39,6 +41,19 @@ impl BuildContext {
     pub fn with_shard(mut self, shard: Option<crate::Shard>) -> Self {
         self.shard = shard;
         self
+    }
+
+    /// This context, with the folders where the shards of a job exchange the keys of
+    /// their whole-dataset steps, by step id.
+    pub fn with_exchange(mut self, exchange: BTreeMap<String, PathBuf>) -> Self {
+        self.exchange = exchange;
+        self
+    }
+
+    /// The folder where the shards of the job exchange step `id`'s keys, if the run is a
+    /// shard that has one.
+    pub fn exchange(&self, id: &str) -> Option<&Path> {
+        self.exchange.get(id).map(PathBuf::as_path)
     }
 
     /// The shard of a job the run is, if it is one: sources read their share of the
@@ -88,6 +103,7 @@ impl fmt::Debug for BuildContext {
             .field("llm", &self.llm.keys().collect::<Vec<_>>())
             .field("cache_dir", &self.cache_dir)
             .field("shard", &self.shard)
+            .field("exchange", &self.exchange)
             .field("shared", &shared)
             .finish()
     }
