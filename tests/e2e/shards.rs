@@ -369,3 +369,23 @@ fn shards_run_one_after_another_in_shard_order_give_the_single_run() {
     }
     assert_eq!(concatenated(&parts), kept);
 }
+
+#[test]
+fn plan_with_shards_shows_each_steps_part_and_the_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.toml"), DEDUP_PIPELINE).unwrap();
+    std::fs::write(d.join("in.csv"), "id,text\n1,a\n").unwrap();
+    let out = check_in(d, &["plan", "p.toml", "--shards", "4"], 0, &["as 4 shards", "3 stages"], &[]);
+    let line = |id: &str| out.stdout.lines().find(|l| l.starts_with(&format!("{id} "))).map(str::to_owned);
+    assert!(line("dedup").is_some_and(|l| l.contains(" 2 ") && l.contains("exchanges its keys")), "{}", out.stdout);
+    assert!(line("near").is_some_and(|l| l.contains(" 3 ")), "{}", out.stdout);
+    let json = check_in(d, &["plan", "p.toml", "--shards", "4", "--format", "json"], 0, &[], &[]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["sharded"]["stages"], 3);
+    // A step that needs the whole dataset is named.
+    let sampled = DEDUP_PIPELINE
+        .replace("kind = \"near_dedup\"\nfields = [\"text\"]\nthreshold = 0.7", "kind = \"sample\"\nn = 5");
+    std::fs::write(d.join("p.toml"), sampled).unwrap();
+    check_in(d, &["plan", "p.toml", "--shards", "2"], 0, &["cannot run sharded: near"], &[]);
+}

@@ -18,6 +18,7 @@ mod progress;
 mod report;
 mod run;
 mod slurm;
+mod stages;
 mod table;
 
 /// Weave: build, run and watch data-generation pipelines.
@@ -61,6 +62,9 @@ enum Command {
         /// or .weave/cache beside the pipeline file].
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
+        /// Also show how the pipeline runs as N shards: each step's part, and its stages.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(weave::MAX_SHARDS)))]
+        shards: Option<u32>,
     },
     /// Draw a pipeline's DAG as Graphviz DOT or Mermaid.
     #[command(after_help = EXIT_CODES)]
@@ -366,14 +370,21 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let noun = if warnings == 1 { "warning" } else { "warnings" };
             emit(&format!("ok: {}: {p}, {warnings} {noun}\n", file.display()))
         }
-        Command::Plan { file, format, explain, cache_dir } => {
+        Command::Plan { file, format, explain, cache_dir, shards } => {
             let p = load(file, cli.quiet)?;
             let dir = weave::cache_dir_for(file, p.cache_dir.as_deref(), cache_dir.as_deref());
             let cplan = weave::cache_plan(&p, &dir, &weave::cache::CacheOptions::default())
                 .map_err(|e| Failure::Other(e.to_string()))?;
-            let text = match format {
-                PlanFormat::Table => plan::table(&p, &cplan, *explain),
-                PlanFormat::Json => plan::json(&p, &cplan),
+            let text = match (format, shards) {
+                (PlanFormat::Table, None) => plan::table(&p, &cplan, *explain),
+                (PlanFormat::Table, Some(n)) => plan::table(&p, &cplan, *explain) + &stages::table(&p, *n),
+                (PlanFormat::Json, None) => plan::json(&p, &cplan),
+                (PlanFormat::Json, Some(n)) => {
+                    let mut v: serde_json::Value =
+                        serde_json::from_str(&plan::json(&p, &cplan)).map_err(|e| Failure::Other(e.to_string()))?;
+                    v["sharded"] = stages::json(&p, *n);
+                    format!("{v:#}\n")
+                }
             };
             emit(&text)
         }
