@@ -164,6 +164,15 @@ fn a_slurm_job_of_four_shards_survives_a_cancelled_task_and_equals_one_process()
         assert_eq!(n, if i == 1 { 2 } else { 1 }, "shard {i}'s runs: {runs:?}");
     }
     assert_eq!(text(&expected).lines().count(), 40, "the single run kept each text once");
+    // One report for the job: the shards' records merged.
+    let out = weave(d, &["report", jobarg, "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["status"], "succeeded");
+    let dedup = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "dedup").unwrap();
+    assert_eq!((dedup["records_in"].as_u64(), dedup["records_out"].as_u64()), (Some(60), Some(40)), "{dedup}");
+    assert_eq!(dedup["dropped"]["duplicate"], 20);
+    assert_eq!(r["shards"]["done"], 4);
     let got: Vec<u8> = (0..4)
         .flat_map(|i| std::fs::read(d.join(format!("out/restyled-part-{i:05}-of-00004.jsonl"))).unwrap())
         .collect();

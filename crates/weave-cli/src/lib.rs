@@ -143,7 +143,8 @@ enum Command {
     },
     /// Print a run's report: status, per-step metrics, stats, alerts.
     Report {
-        /// The run's id, or a unique start of it [default: the latest run].
+        /// The run's id, or a unique start of it [default: the latest run]; or a Slurm job's
+        /// folder, whose shards' records are merged into one report.
         run: Option<String>,
         /// The folder of run records (`.weave/runs` beside the pipeline file).
         #[arg(long, default_value = ".weave/runs")]
@@ -412,9 +413,19 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             emit(&report::runs_table(&runs))
         }
         Command::Report { run, dir, format } => {
-            let runs =
-                weave::list_runs(dir).map_err(|e| Failure::Other(format!("cannot read {}: {e}", dir.display())))?;
-            let entry = report::pick(&runs, run.as_deref()).map_err(Failure::Other)?;
+            // A job's folder (`weave slurm submit` made it): its shards' records, merged.
+            let job = run.as_deref().map(Path::new).filter(|p| p.join("job.json").is_file());
+            let merged = job.map(slurm::job_report).transpose()?;
+            let runs = match merged {
+                Some(_) => Vec::new(),
+                None => {
+                    weave::list_runs(dir).map_err(|e| Failure::Other(format!("cannot read {}: {e}", dir.display())))?
+                }
+            };
+            let entry = match &merged {
+                Some(m) => m,
+                None => report::pick(&runs, run.as_deref()).map_err(Failure::Other)?,
+            };
             match format {
                 ReportFormat::Table => emit(&report::report_table(entry)),
                 ReportFormat::Json => emit(&format!("{:#}\n", entry.report)),
