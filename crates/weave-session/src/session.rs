@@ -547,6 +547,11 @@ pub fn exchange_dirs(
         return Ok(out);
     }
     let plan = cache_plan(whole, dir, &CacheOptions::default())?;
+    // The run's own plan, made next, finds the input's hashes here rather than reading
+    // the input again.
+    if let Err(e) = plan.files().save() {
+        log::warn!("cannot keep the input's hashes in {}: {e}", dir.display());
+    }
     for id in wanted {
         let step = plan.step(id);
         match step.and_then(|s| s.key) {

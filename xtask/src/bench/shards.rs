@@ -1,12 +1,13 @@
 //! `shards`: what splitting a run into shards costs. The release `weave` binary runs
-//! load_csv → clean → dedup → export_jsonl (the cache on, cold; dedup's shards exchange
-//! their keys) over the
-//! `cache` scenario's 1,000,000 generated CSV rows as one process, then as 1, 2 and 4
-//! shards (`--shard I/N`) started together, each with `--max-concurrent` of its share of
-//! the machine's cores (at least 1). Figures: the wall time of the whole job and the CPU
-//! time of all its processes together (the children's `cutime + cstime`), against the
-//! single process's (target: the 4 shards' CPU ≤ 1.2× the single process's). Each is the
-//! median of 3 runs.
+//! load → clean → dedup → export_jsonl (the cache on, cold; dedup's shards exchange their
+//! keys) over the `cache` scenario's 1,000,000 generated rows, as CSV and as JSON Lines, as
+//! one process, then as 1, 2 and 4 shards (`--shard I/N`) started together, each with
+//! `--max-concurrent` of its share of the machine's cores (at least 1). Figures: the wall
+//! time of the whole job and the CPU time of all its processes together (the children's
+//! `cutime + cstime`), against the single process's (target: the 4 shards' CPU ≤ 1.2× the
+//! single process's). Each is the median of 3 runs. A CSV shard parses the bytes before
+//! its range (so that a quoted line break is never taken for a record's end); a JSONL shard
+//! only counts the line feeds before it: the two formats tell that cost apart.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -61,7 +62,18 @@ pub(super) fn run(report: &mut Report) {
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let bytes = super::cache::write_input(dir.path());
-    std::fs::write(dir.path().join("p.toml"), PIPELINE).expect("pipeline");
+    // The same rows as JSON Lines.
+    let csv = std::fs::read_to_string(dir.path().join("in.csv")).expect("input");
+    let mut jsonl = String::with_capacity(csv.len() + csv.len() / 4);
+    for row in csv::ReaderBuilder::new().from_reader(csv.as_bytes()).records().flatten() {
+        jsonl.push_str(&serde_json::json!({"id": &row[0], "text": &row[1]}).to_string());
+        jsonl.push('\n');
+    }
+    drop(csv);
+    std::fs::write(dir.path().join("in.jsonl"), jsonl).expect("input");
+    let csv_pipeline = PIPELINE.to_owned();
+    let jsonl_pipeline =
+        PIPELINE.replace("kind = \"load_csv\"\npath = \"in.csv\"", "kind = \"load_jsonl\"\npath = \"in.jsonl\"");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     report.progress(format!("1,000,000 rows ({} MB), {cores} cores", bytes / 1_000_000));
     // One job: `shards` processes (none: one process without `--shard`) started together.
@@ -91,19 +103,22 @@ pub(super) fn run(report: &mut Report) {
         let runs: Vec<(Duration, Duration)> = (0..REPS).map(|_| job(shards)).collect();
         (median(runs.iter().map(|r| r.0).collect()), median(runs.iter().map(|r| r.1).collect()))
     };
-    let (wall1, cpu1) = measure(None);
-    report.add(Figure::new("one process: wall time", wall1.as_secs_f64() * 1e3, "ms"));
-    report.add(Figure::new("one process: CPU time", cpu1.as_secs_f64() * 1e3, "ms"));
-    for n in [1usize, 2, 4] {
-        let (wall, cpu) = measure(Some(n));
-        report.add(
-            Figure::new(format!("{n} shards: wall time"), wall.as_secs_f64() * 1e3, "ms")
-                .ratio(wall1.as_secs_f64() / wall.as_secs_f64()),
-        );
-        let over = cpu.as_secs_f64() / cpu1.as_secs_f64().max(1e-9);
-        let f = Figure::new(format!("{n} shards: CPU time of all, over one process's"), over, "×")
-            .ratio(cpu1.as_secs_f64() / cpu.as_secs_f64().max(1e-9));
-        report.add(if n == 4 { f.target(Target::AtMost(1.2)) } else { f });
-        report.progress(format!("{n} shards: {} ms CPU", thousands(cpu.as_millis() as u64)));
+    for (format, pipeline) in [("CSV", &csv_pipeline), ("JSONL", &jsonl_pipeline)] {
+        std::fs::write(dir.path().join("p.toml"), pipeline).expect("pipeline");
+        let (wall1, cpu1) = measure(None);
+        report.add(Figure::new(format!("{format}: one process: wall time"), wall1.as_secs_f64() * 1e3, "ms"));
+        report.add(Figure::new(format!("{format}: one process: CPU time"), cpu1.as_secs_f64() * 1e3, "ms"));
+        for n in [1usize, 2, 4] {
+            let (wall, cpu) = measure(Some(n));
+            report.add(
+                Figure::new(format!("{format}: {n} shards: wall time"), wall.as_secs_f64() * 1e3, "ms")
+                    .ratio(wall1.as_secs_f64() / wall.as_secs_f64()),
+            );
+            let over = cpu.as_secs_f64() / cpu1.as_secs_f64().max(1e-9);
+            let f = Figure::new(format!("{format}: {n} shards: CPU time of all, over one process's"), over, "×")
+                .ratio(cpu1.as_secs_f64() / cpu.as_secs_f64().max(1e-9));
+            report.add(if n == 4 { f.target(Target::AtMost(1.2)) } else { f });
+            report.progress(format!("{format}, {n} shards: {} ms CPU", thousands(cpu.as_millis() as u64)));
+        }
     }
 }
