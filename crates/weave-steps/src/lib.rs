@@ -41,6 +41,7 @@ mod dataset;
 mod dedup;
 #[cfg(test)]
 mod golden;
+mod language;
 mod llm;
 #[cfg(all(test, feature = "llm"))]
 mod llm_tests;
@@ -48,6 +49,7 @@ mod near_dedup;
 mod noise;
 mod pii;
 mod text;
+mod tokens;
 mod validate;
 
 pub use augment::Augment;
@@ -99,6 +101,25 @@ fn regex_at(p: &weave_core::Params, item: &weave_core::ConfItem, what: &str) -> 
     }
 }
 
+/// The text column `name` of `batch`, for a step of kind `kind` that reads text: `None` when
+/// every value is null, an error naming the field when it holds something else or is not
+/// in the data.
+fn text_column<'b>(
+    batch: &'b weave_core::Batch,
+    name: &str,
+    kind: &str,
+) -> Result<Option<&'b weave_core::StrColumn>, weave_core::StepError> {
+    match batch.column(name) {
+        Some(weave_core::Column::Str(c)) => Ok(Some(c)),
+        Some(weave_core::Column::Null(_)) => Ok(None),
+        Some(other) => Err(weave_core::StepError::fatal(format!(
+            "field `{name}` holds {} values; `{kind}` reads text",
+            other.data_type()
+        ))),
+        None => Err(missing_field(batch, name)),
+    }
+}
+
 /// A registry holding every built-in step kind.
 pub fn registry() -> weave_core::Registry {
     let mut r = weave_core::Registry::new();
@@ -117,6 +138,8 @@ pub fn registry() -> weave_core::Registry {
         &pii::KIND,
         &dataset::SAMPLE_KIND,
         &dataset::COMPARE_KIND,
+        &language::KIND,
+        &tokens::KIND,
     ] {
         r.register(weave_core::StepKind::clone(kind));
     }
