@@ -297,16 +297,7 @@ impl Transform for Language {
             .with_column(&self.language_field, Column::Str(langs))
             .and_then(|b| b.with_column(&self.confidence_field, Column::Float(confidences)))
             .map_err(|e| StepError::internal(e.to_string()))?;
-        if drop.iter().all(Option::is_none) {
-            return Ok(out);
-        }
-        for (row, reason) in drop.iter().enumerate() {
-            if let Some(reason) = reason {
-                ctx.drop_record(reason, || out.row(row).to_record());
-            }
-        }
-        let keep: Vec<bool> = drop.iter().map(Option::is_none).collect();
-        Ok(out.filter(&keep))
+        Ok(crate::drop_rows(out, &drop, ctx))
     }
 }
 
@@ -318,12 +309,8 @@ mod tests {
     use crate::tests::{build_step, check_build_errors};
     use weave_core::{Record, Value};
 
-    /// Runs a `language` step written as `config` on `records`, keeping dropped records.
     fn run(config: &str, records: &[Record]) -> (Batch, StepContext) {
-        let Step::Transform(t) = build_step("language", config) else { panic!("not a transform") };
-        let mut ctx = StepContext::new("language", 0, 0, Default::default()).keeping_dropped(true);
-        let out = t.apply(&Batch::from_records(records), &mut ctx).unwrap();
-        (out, ctx)
+        crate::tests::run_transform("language", config, records)
     }
 
     fn texts(lines: &[&str]) -> Vec<Record> {

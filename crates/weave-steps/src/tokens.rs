@@ -118,10 +118,9 @@ impl Transform for Tokens {
         let bpe = encoding(self.encoding)?;
         let n = batch.len();
         let mut counts = PrimitiveColumn::<i64>::new();
-        let mut keep = vec![true; n];
+        let mut drop: Vec<Option<&'static str>> = vec![None; n];
         let (mut kept_tokens, mut dropped_tokens) = (0u64, 0u64);
-        let mut drops: Vec<(usize, &'static str)> = Vec::new();
-        for (row, k) in keep.iter_mut().enumerate() {
+        for (row, reason) in drop.iter_mut().enumerate() {
             // A null text has no tokens: its count is null, and the filters read it as 0.
             let count = match texts.and_then(|t| t.get(row)) {
                 Some(text) => {
@@ -134,20 +133,17 @@ impl Transform for Tokens {
                     0
                 }
             };
-            let reason = if self.min_tokens.is_some_and(|m| count < m) {
+            *reason = if self.min_tokens.is_some_and(|m| count < m) {
                 Some(TOO_FEW)
             } else if self.max_tokens.is_some_and(|m| count > m) {
                 Some(TOO_MANY)
             } else {
                 None
             };
-            match reason {
-                Some(r) => {
-                    *k = false;
-                    dropped_tokens += count;
-                    drops.push((row, r));
-                }
-                None => kept_tokens += count,
+            if reason.is_some() {
+                dropped_tokens += count;
+            } else {
+                kept_tokens += count;
             }
         }
         ctx.add_stat("tokens", kept_tokens);
@@ -157,13 +153,7 @@ impl Transform for Tokens {
         let out = batch
             .with_column(&self.count_field, Column::Int(counts))
             .map_err(|e| StepError::internal(e.to_string()))?;
-        if drops.is_empty() {
-            return Ok(out);
-        }
-        for (row, reason) in drops {
-            ctx.drop_record(reason, || out.row(row).to_record());
-        }
-        Ok(out.filter(&keep))
+        Ok(crate::drop_rows(out, &drop, ctx))
     }
 }
 
@@ -174,10 +164,7 @@ mod tests {
     use weave_core::{Record, Value};
 
     fn run(config: &str, records: &[Record]) -> (Batch, StepContext) {
-        let Step::Transform(t) = build_step("tokens", config) else { panic!("not a transform") };
-        let mut ctx = StepContext::new("tokens", 0, 0, Default::default()).keeping_dropped(true);
-        let out = t.apply(&Batch::from_records(records), &mut ctx).unwrap();
-        (out, ctx)
+        crate::tests::run_transform("tokens", config, records)
     }
 
     /// The strings whose counts are checked below.
