@@ -50,9 +50,15 @@ fn language_writes_code_and_confidence_filters_with_reasons_and_counts_languages
         ],
         "kind = \"language\"\nlanguages = [\"en\", \"de\"]\nmin_confidence = 0.5\nlanguage_field = \"lang\"",
     );
-    let out = check_in(dir.path(), &["run", "p.toml"], 0, &[], &[]);
-    // The figures in the summary the run prints (one batch: in code order).
+    let out = check_in(dir.path(), &["run", "p.toml", "--metrics-file", "m.prom"], 0, &[], &[]);
+    // The figures in the summary the run prints (one batch: in code order), and in the
+    // metrics.
     assert!(out.stdout.contains("pick: language.de 1, language.en 2, language.fr 1, language.und 1"), "{}", out.stdout);
+    let metrics = std::fs::read_to_string(dir.path().join("m.prom")).expect("metrics");
+    for (code, n) in [("en", 2), ("de", 1), ("fr", 1), ("und", 1)] {
+        let line = format!("step=\"pick\",figure=\"language.{code}\"}} {n}\n");
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
     let kept = lines_of(&dir.path().join("out/kept.jsonl"));
     let got: Vec<(i64, &str)> =
         kept.iter().map(|r| (r["id"].as_i64().expect("id"), r["lang"].as_str().expect("lang"))).collect();
