@@ -9,6 +9,8 @@ mod run;
 // load → clean → dedup → export on generated data, against an independent computation;
 // near_dedup through the binary.
 mod data_steps;
+// language and tokens: fields written, filters with reasons, figures in the summary.
+mod language_tokens;
 // generate, compare, mix, split and filter wired together on a real and a generated set.
 mod dataset_ops;
 // LLM steps against an OpenAI-compatible test server: faults, resume after SIGKILL, the API

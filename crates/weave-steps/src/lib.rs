@@ -42,6 +42,7 @@ mod dedup;
 mod exchange;
 #[cfg(test)]
 mod golden;
+mod language;
 mod llm;
 #[cfg(all(test, feature = "llm"))]
 mod llm_tests;
@@ -49,6 +50,7 @@ mod near_dedup;
 mod noise;
 mod pii;
 mod text;
+mod tokens;
 mod validate;
 
 pub use augment::Augment;
@@ -100,6 +102,45 @@ fn regex_at(p: &weave_core::Params, item: &weave_core::ConfItem, what: &str) -> 
     }
 }
 
+/// The text column `name` of `batch`, for a step of kind `kind` that reads text: `None` when
+/// every value is null, an error naming the field when it holds something else or is not
+/// in the data.
+fn text_column<'b>(
+    batch: &'b weave_core::Batch,
+    name: &str,
+    kind: &str,
+) -> Result<Option<&'b weave_core::StrColumn>, weave_core::StepError> {
+    match batch.column(name) {
+        Some(weave_core::Column::Str(c)) => Ok(Some(c)),
+        Some(weave_core::Column::Null(_)) => Ok(None),
+        Some(other) => Err(weave_core::StepError::fatal(format!(
+            "field `{name}` holds {} values; `{kind}` reads text",
+            other.data_type()
+        ))),
+        None => Err(missing_field(batch, name)),
+    }
+}
+
+/// `batch` without the rows that have a reason in `reasons` (one per row; `None` keeps
+/// it), each dropped through `ctx`: counted under its reason, and kept for the exclusion
+/// file as the step wrote it when the step has one.
+fn drop_rows(
+    batch: weave_core::Batch,
+    reasons: &[Option<&str>],
+    ctx: &mut weave_core::StepContext,
+) -> weave_core::Batch {
+    if reasons.iter().all(Option::is_none) {
+        return batch;
+    }
+    for (row, reason) in reasons.iter().enumerate() {
+        if let Some(reason) = reason {
+            ctx.drop_record(reason, || batch.row(row).to_record());
+        }
+    }
+    let keep: Vec<bool> = reasons.iter().map(Option::is_none).collect();
+    batch.filter(&keep)
+}
+
 /// A registry holding every built-in step kind.
 pub fn registry() -> weave_core::Registry {
     let mut r = weave_core::Registry::new();
@@ -118,6 +159,8 @@ pub fn registry() -> weave_core::Registry {
         &pii::KIND,
         &dataset::SAMPLE_KIND,
         &dataset::COMPARE_KIND,
+        &language::KIND,
+        &tokens::KIND,
     ] {
         r.register(weave_core::StepKind::clone(kind));
     }
@@ -155,6 +198,20 @@ mod tests {
         let diags = p.finish(&k.all_keys());
         assert!(!diags.has_errors(), "{diags}");
         step.unwrap_or_else(|| panic!("{kind} did not build"))
+    }
+
+    /// Runs a transform of `kind` written as `config` on `records`, keeping the records it
+    /// drops (as with an exclusion file), and returns its output and its context.
+    pub(crate) fn run_transform(
+        kind: &str,
+        config: &str,
+        records: &[weave_core::Record],
+    ) -> (weave_core::Batch, weave_core::StepContext) {
+        let Step::Transform(t) = build_step(kind, config) else { panic!("{kind} is not a transform") };
+        let mut ctx = weave_core::StepContext::new(kind, 0, 0, Default::default()).keeping_dropped(true);
+        let out =
+            t.apply(&weave_core::Batch::from_records(records), &mut ctx).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        (out, ctx)
     }
 
     /// Checks the errors that building a step of `kind` from `config` reports, as

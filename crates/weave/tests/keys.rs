@@ -254,6 +254,29 @@ const SAMPLES: &[Sample] = &[
         ],
     },
     Sample {
+        kind: "language",
+        base: "field = \"text\"",
+        changes: &[
+            ("field", None, "field = \"label\""),
+            ("language_field", None, "language_field = \"lang\""),
+            ("confidence_field", None, "confidence_field = \"p\""),
+            ("codes", None, "codes = \"iso_639_3\""),
+            ("languages", None, "languages = [\"en\"]"),
+            ("min_confidence", None, "min_confidence = 0.5"),
+        ],
+    },
+    Sample {
+        kind: "tokens",
+        base: "field = \"text\"",
+        changes: &[
+            ("field", None, "field = \"label\""),
+            ("count_field", None, "count_field = \"n\""),
+            ("encoding", None, "encoding = \"cl100k_base\""),
+            ("min_tokens", None, "min_tokens = 1"),
+            ("max_tokens", None, "max_tokens = 100"),
+        ],
+    },
+    Sample {
         kind: "sample",
         base: "fraction = 0.5",
         changes: &[
