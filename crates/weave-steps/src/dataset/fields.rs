@@ -370,7 +370,7 @@ impl Work<'_> {
                     }
                     let mut col = Column::Null(0);
                     for r in 0..self.rows {
-                        match cast(old.get(r), *t) {
+                        match cast(old.get(r), t) {
                             Ok(v) => col.push(v.as_ref()),
                             Err(why) => {
                                 self.mark(r, || format!("`{name}` cannot be cast to {}: {why}", t.name()));
