@@ -276,9 +276,12 @@ pub fn cast(v: ValueRef<'_>, t: &CastType) -> Result<Value, String> {
         CastType::Str => Ok(match v {
             ValueRef::Str(s) => Value::Str(s.to_owned()),
             // Their text forms, unquoted (a date's text is `2024-05-01`).
-            ValueRef::Timestamp(_) | ValueRef::Date(_) | ValueRef::Decimal(_) | ValueRef::Binary(_) => {
-                Value::Str(TextForm(v).to_string())
-            }
+            // Bytes that are UTF-8 text (writers that store strings as plain binary).
+            ValueRef::Binary(b) => match std::str::from_utf8(b) {
+                Ok(s) => Value::Str(s.to_owned()),
+                Err(_) => return Err(format!("{} bytes are not UTF-8 text", b.len())),
+            },
+            ValueRef::Timestamp(_) | ValueRef::Date(_) | ValueRef::Decimal(_) => Value::Str(TextForm(v).to_string()),
             other => Value::Str(other.to_string()),
         }),
         CastType::Int => match v {
@@ -434,4 +437,84 @@ fn float_to_int(f: f64) -> Option<Value> {
     // 2^63 as a float: the first value past `i64::MAX`.
     const LIMIT: f64 = 9_223_372_036_854_775_808.0;
     (f.is_finite() && f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f)).then(|| Value::Int(f as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn to(text: &str, t: &str) -> Result<String, String> {
+        cast(ValueRef::Str(text), &CastType::parse(t)?).map(|v| format!("{}: {v}", v.type_name()))
+    }
+
+    #[test]
+    fn dates_timestamps_and_decimals_parse_from_text_or_say_why_not() {
+        assert_eq!(to("2024-02-29", "date"), Ok(r#"date: "2024-02-29""#.into()));
+        assert_eq!(
+            to("2024-02-30", "date"),
+            Err("\"2024-02-30\" is not an ISO 8601 date such as 2024-05-01 (input is out of range)".into())
+        );
+        assert_eq!(to("2024-05-01T12:30:00Z", "timestamp"), Ok(r#"timestamp: "2024-05-01T12:30:00.000000Z""#.into()));
+        assert_eq!(
+            to("2024-05-01 14:30:00.5+02:00", "timestamp(ms)"),
+            Ok(r#"timestamp: "2024-05-01T12:30:00.500Z""#.into()),
+            "an offset makes an instant in UTC"
+        );
+        assert_eq!(to("2024-05-01T12:30:00", "timestamp(s)"), Ok(r#"timestamp: "2024-05-01T12:30:00""#.into()));
+        assert_eq!(to("2024-05-01", "timestamp(s)"), Ok(r#"timestamp: "2024-05-01T00:00:00""#.into()));
+        assert_eq!(
+            to("2024-05-01 14:30", "timestamp(s, +02:00)"),
+            Ok(r#"timestamp: "2024-05-01T12:30:00Z""#.into()),
+            "text without an offset is a time in the zone given"
+        );
+        assert_eq!(
+            to("2024-05-01T12:30:00.5", "timestamp(s)"),
+            Err("\"2024-05-01T12:30:00.5\" does not fit a timestamp in s".into())
+        );
+        assert!(to("yesterday", "timestamp").unwrap_err().contains("is not an RFC 3339 timestamp"));
+        assert_eq!(to(" 12.5 ", "decimal(5, 2)"), Ok(r#"decimal: "12.50""#.into()));
+        assert_eq!(to("12.555", "decimal(5, 2)"), Err("\"12.555\" has more than 2 decimal places".into()));
+        assert_eq!(to("", "decimal(5, 2)"), Ok("null: null".into()), "empty text is a missing value");
+        let ts = CastType::Timestamp { unit: TimeUnit::Second, zone: None, format: Some("%d/%m/%Y %H:%M".into()) };
+        assert_eq!(cast(ValueRef::Str("01/05/2024 08:00"), &ts).unwrap().to_string(), r#""2024-05-01T08:00:00""#);
+        let d = CastType::Date { format: Some("%d/%m/%Y".into()) };
+        assert!(cast(ValueRef::Str("2024-05-01"), &d).unwrap_err().contains("is not a date in the format `%d/%m/%Y`"));
+    }
+
+    #[test]
+    fn the_new_types_cast_to_each_other_and_to_text() {
+        let dec = cast(ValueRef::Str("3.10"), &CastType::parse("decimal(4, 2)").unwrap()).unwrap();
+        assert_eq!(cast(dec.as_ref(), &CastType::Str), Ok(Value::Str("3.10".into())), "unquoted text");
+        assert_eq!(cast(dec.as_ref(), &CastType::Float), Ok(Value::Float(3.1)));
+        assert_eq!(cast(dec.as_ref(), &CastType::Int), Err("\"3.10\" is not a whole number".into()));
+        assert_eq!(
+            cast(ValueRef::Float(0.1), &CastType::parse("decimal(3, 2)").unwrap()).unwrap().to_string(),
+            "\"0.10\""
+        );
+        let ts = cast(ValueRef::Str("2024-05-01T23:30:00Z"), &CastType::parse("timestamp(ms)").unwrap()).unwrap();
+        assert_eq!(cast(ts.as_ref(), &CastType::parse("date").unwrap()).unwrap().to_string(), "\"2024-05-01\"");
+        let s = cast(ts.as_ref(), &CastType::parse("timestamp(s)").unwrap()).unwrap();
+        assert_eq!(s.to_string(), "\"2024-05-01T23:30:00Z\"", "another unit, the zone kept");
+        assert_eq!(
+            cast(ValueRef::Binary(b"hi"), &CastType::Str),
+            Ok(Value::Str("hi".into())),
+            "bytes that are UTF-8 are their text"
+        );
+        assert!(cast(ValueRef::Binary(&[0xff]), &CastType::Str).unwrap_err().contains("not UTF-8"));
+    }
+
+    #[test]
+    fn type_names_are_checked_with_their_arguments() {
+        assert_eq!(CastType::parse("decimal(39, 2)"), Err("a decimal's precision must be 1 to 38, not 39".into()));
+        assert_eq!(CastType::parse("decimal"), Err("`decimal` needs its precision and scale: `decimal(10, 2)`".into()));
+        assert_eq!(
+            CastType::parse("timestamp(ms, Europe/Paris)"),
+            Err(
+                "zone `Europe/Paris` is not `UTC` or an offset such as `+02:00` (zone names need a time zone database)"
+                    .into()
+            )
+        );
+        assert!(CastType::parse("timestamp(min)").unwrap_err().starts_with("unknown time unit `min`"));
+        assert_eq!(CastType::parse("decimal(10,2)").map(|t| t.name()), Ok("decimal(10, 2)".into()));
+    }
 }
