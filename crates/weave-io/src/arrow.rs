@@ -599,6 +599,48 @@ impl Ty {
         }
     }
 
+    /// The type a file of `self` values widens to so that it holds `other` values too: a
+    /// null type takes the other, ints become floats (or unsigned ints), a struct gains
+    /// the keys it lacked, and lists and maps widen their items. `Err` says where no type
+    /// holds both without turning typed values into JSON text. Values already written are
+    /// checked as they are rewritten (an int a float cannot hold exactly is an error then).
+    fn widen(&self, other: &Ty) -> Result<Ty, String> {
+        let incompatible = || {
+            format!(
+                "{} in the rows written so far, {} in this batch, and no Parquet type holds both",
+                self.describe(),
+                other.describe()
+            )
+        };
+        Ok(match (self, other) {
+            (a, b) if a == b => a.clone(),
+            (Ty::Null, t) | (t, Ty::Null) => t.clone(),
+            // Anything can be written as JSON text.
+            (Ty::Json, _) => Ty::Json,
+            (Ty::Num(a), Ty::Num(b)) if a & b != 0 => Ty::Num(a & b),
+            (Ty::Num(a), Ty::Num(b)) if (a | b) & F64 != 0 => Ty::Num(F64),
+            (Ty::Num(_), Ty::Num(_)) => Ty::Num(U64),
+            (Ty::List(a), Ty::List(b)) => Ty::List(Box::new(a.widen(b).map_err(|e| format!("in a list: {e}"))?)),
+            (Ty::Map(a), Ty::Map(b)) => Ty::Map(Box::new(a.widen(b).map_err(|e| format!("in a map's values: {e}"))?)),
+            (Ty::Struct(a), Ty::Struct(b)) => {
+                let mut out = a.clone();
+                for (k, t) in b {
+                    let w = match a.get(k) {
+                        Some(old) => old.widen(t).map_err(|e| format!("in key `{k}`: {e}"))?,
+                        None => t.clone(),
+                    };
+                    out.insert(k.clone(), w);
+                }
+                Ty::Struct(out)
+            }
+            (Ty::Decimal(..), Ty::Decimal(..)) => match self.clone().unify(other.clone()) {
+                Ty::Json => return Err(incompatible()),
+                t => t,
+            },
+            _ => return Err(incompatible()),
+        })
+    }
+
     /// Whether Parquet can hold this type as it is: no JSON inside, no struct without fields.
     fn is_writable(&self) -> bool {
         match self {
@@ -731,6 +773,32 @@ impl FileSchema {
                 .collect::<Vec<_>>(),
         );
         FileSchema { fields, arrow: Arc::new(arrow) }
+    }
+
+    /// This schema widened to hold `batch` too ([`Ty::widen`], field by field; a field it
+    /// lacks goes at the end), or the field and both types when no widening holds both.
+    pub(crate) fn widened(&self, batch: &Batch) -> Result<FileSchema, String> {
+        let mut fields: IndexMap<String, Ty> = self.fields.iter().cloned().collect();
+        for (name, ty) in FileSchema::of(batch).fields {
+            let w = match fields.get(&name) {
+                Some(old) => old.widen(&ty).map_err(|e| format!("field `{name}`: {e}"))?,
+                None => ty,
+            };
+            fields.insert(name, w);
+        }
+        Ok(FileSchema::of_fields(fields.into_iter().collect()))
+    }
+
+    /// The fields whose types differ from `other`'s, with both types, for messages.
+    pub(crate) fn changes_from(&self, other: &FileSchema) -> Vec<String> {
+        self.fields
+            .iter()
+            .filter_map(|(name, ty)| match other.fields.iter().find(|(n, _)| n == name) {
+                Some((_, old)) if old.arrow() == ty.arrow() => None,
+                Some((_, old)) => Some(format!("`{name}` from {} to {}", old.describe(), ty.describe())),
+                None => Some(format!("`{name}` added as {}", ty.describe())),
+            })
+            .collect()
     }
 
     /// The Arrow schema.

@@ -293,15 +293,74 @@ impl ExportParquet {
     }
 }
 
+impl ExportParquet {
+    /// The file so far rewritten under `wider`, a schema that holds every value it holds:
+    /// the writer finishes the temporary file, which is read back a batch at a time into a
+    /// new one (so memory stays within a batch and a row group, whatever the file's
+    /// size), and the old one is deleted. Each widening costs a rewrite of the rows so far,
+    /// and a schema can widen only so many times (each field's type climbs a short ladder:
+    /// null, int, float; a struct's keys), so the total is bounded by a few passes.
+    fn rewrite(&mut self, wider: FileSchema) -> Result<(), StepError> {
+        let Some((writer, old_schema)) = self.writer.take() else { return Ok(()) };
+        let changes = wider.changes_from(&old_schema).join(", ");
+        let file = writer.into_inner().map_err(|e| self.error(e))?;
+        self.out.restore(file);
+        self.out.finish()?;
+        let mut old = self.out.successor();
+        std::mem::swap(&mut old, &mut self.out);
+        let Some(old_path) = old.finished_temporary().map(Path::to_path_buf) else {
+            return Err(StepError::internal("the Parquet file to widen was not finished"));
+        };
+        self.start(wider)?;
+        let path = self.out.path().display().to_string();
+        let reread = |e: &dyn std::fmt::Display| {
+            StepError::internal(format!("cannot read back {path} to widen its schema: {e}"))
+        };
+        let f = File::open(&old_path).map_err(|e| reread(&e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+            .and_then(|b| b.with_batch_size(8192).build())
+            .map_err(|e| reread(&e))?;
+        let mut rows = 0;
+        // NaN and infinities in JSON text fields were counted when first written.
+        let mut recounted = NonFinite::default();
+        for rb in reader {
+            let rb = rb.map_err(|e| reread(&e))?;
+            let batch = batch_from_arrow(&rb).map_err(|e| reread(&e))?;
+            rows += batch.len();
+            let Some((writer, schema)) = &mut self.writer else { break };
+            let rb = schema.record_batch(&batch, &mut recounted).map_err(|e| {
+                StepError::fatal(format!("cannot write {path}: the schema cannot widen ({changes}): {e}"))
+            })?;
+            writer.write(&rb).map_err(|e| self.error(e))?;
+        }
+        old.abort();
+        log::info!("{path}: the schema widened ({changes}); the {rows} rows written so far were rewritten");
+        Ok(())
+    }
+}
+
 impl Sink for ExportParquet {
     fn write(&mut self, batch: &Batch, ctx: &mut StepContext) -> Result<(), StepError> {
         if self.writer.is_none() {
             self.start(FileSchema::of(batch))?;
         }
-        let Some((writer, schema)) = &mut self.writer else { return Ok(()) };
-        let rb = schema
-            .record_batch(batch, &mut self.nulled)
-            .map_err(|e| StepError::fatal(format!("cannot write {}: {e}", self.out.path().display())))?;
+        let Some((_, schema)) = &mut self.writer else { return Ok(()) };
+        let cannot = |path: &Path, e: String| StepError::fatal(format!("cannot write {}: {e}", path.display()));
+        let rb = match schema.record_batch(batch, &mut self.nulled) {
+            Ok(rb) => rb,
+            Err(first) => {
+                // The batch does not fit the file's schema: widen it when a wider one holds
+                // both, and rewrite what was written under it.
+                let wider = schema.widened(batch).map_err(|e| cannot(self.out.path(), e))?;
+                if wider.changes_from(schema).is_empty() {
+                    return Err(cannot(self.out.path(), first));
+                }
+                self.rewrite(wider)?;
+                let Some((_, schema)) = &mut self.writer else { return Ok(()) };
+                schema.record_batch(batch, &mut self.nulled).map_err(|e| cannot(self.out.path(), e))?
+            }
+        };
+        let Some((writer, _)) = &mut self.writer else { return Ok(()) };
         self.nulled.report(ctx, "a JSON text field");
         match writer.write(&rb) {
             Ok(()) => Ok(()),
@@ -500,28 +559,20 @@ mod tests {
     }
 
     #[test]
-    fn a_later_batch_that_does_not_fit_the_schema_is_an_error_naming_the_field() {
+    fn a_later_batch_that_no_type_holds_with_the_first_is_an_error_naming_the_field() {
         let first = Batch::from_records(&[Record::new().with("n", 1i64).with("m", json(r#"{"a": 1}"#))]);
         let cases = [
             (
                 Record::new().with("n", "x"),
-                "field `n`: string values, but the Parquet file's schema (set by the first batch) has int there",
-            ),
-            (
-                Record::new().with("n", 1.5),
-                "field `n`: float values, but the Parquet file's schema (set by the first batch) has int there",
-            ),
-            (
-                Record::new().with("extra", 1i64),
-                "field `extra` is not in the Parquet file's schema, which the first batch set (n, m)",
+                "field `n`: int in the rows written so far, string in this batch, and no Parquet type holds both",
             ),
             (
                 Record::new().with("m", json(r#"{"a": "x"}"#)),
-                "field `m`: in key `a`: string values, but the Parquet file's schema (set by the first batch) has int there",
+                "field `m`: in key `a`: int in the rows written so far, string in this batch, and no Parquet type holds both",
             ),
             (
-                Record::new().with("m", json(r#"{"b": 1}"#)),
-                "field `m`: key `b` is not in the Parquet file's schema (set by the first batch), which has struct {a: int}",
+                Record::new().with("m", json("[1]")),
+                "field `m`: struct {a: int} in the rows written so far, list of int in this batch, and no Parquet type holds both",
             ),
         ];
         for (late, message) in cases {
@@ -531,6 +582,73 @@ mod tests {
             assert_eq!(err.to_string(), format!("cannot write {}: {message}", path.display()));
             assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "an aborted export leaves nothing");
         }
+    }
+
+    /// The Arrow types of a Parquet file's columns, as `name: type`.
+    fn arrow_types(path: &Path) -> Vec<String> {
+        read_raw(path).schema().fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect()
+    }
+
+    // The first batch fixed the file's schema: a float after ints, a late field or a
+    // struct's late key failed the run.
+    #[test]
+    fn the_schema_widens_across_batches_and_rewrites_the_rows_written() {
+        let b = |lines: &[&str]| {
+            Batch::from_records(&lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<Record>>())
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&str, Vec<Batch>, &[&str], &[&str]); 4] = [
+            (
+                "int then float",
+                vec![b(&[r#"{"a": 1}"#, r#"{"a": 2}"#]), b(&[r#"{"a": 3.5}"#])],
+                &["a: Float64"],
+                &[r#"{"a":1.0}"#, r#"{"a":2.0}"#, r#"{"a":3.5}"#],
+            ),
+            (
+                "a late nullable field",
+                vec![b(&[r#"{"a": 1}"#]), b(&[r#"{"a": 2, "late": "x"}"#]), b(&[r#"{"a": 3}"#])],
+                &["a: Int64", "late: Utf8"],
+                &[r#"{"a":1,"late":null}"#, r#"{"a":2,"late":"x"}"#, r#"{"a":3,"late":null}"#],
+            ),
+            (
+                "a struct gaining a key",
+                vec![b(&[r#"{"m": {"x": 1}}"#]), b(&[r#"{"m": {"x": 2, "y": [true]}}"#])],
+                &["m: Struct(\"x\": Int64, \"y\": List(Boolean))"],
+                &[r#"{"m":{"x":1,"y":null}}"#, r#"{"m":{"x":2,"y":[true]}}"#],
+            ),
+            (
+                "a null field that gets values",
+                vec![b(&[r#"{"a": 1, "n": null}"#]), b(&[r#"{"a": 2, "n": [1.5]}"#])],
+                &["a: Int64", "n: List(Float64)"],
+                &[r#"{"a":1,"n":null}"#, r#"{"a":2,"n":[1.5]}"#],
+            ),
+        ];
+        for (name, batches, types, rows) in cases {
+            let path = dir.path().join(format!("{name}.parquet"));
+            export(&path, "", &batches).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
+            assert_eq!(
+                arrow_types(&path).iter().map(|t| t.replace("nullable ", "")).collect::<Vec<_>>(),
+                types,
+                "{name}"
+            );
+            let got: Vec<String> = records(&load(&path, "")).iter().map(ToString::to_string).collect();
+            assert_eq!(got, rows, "{name}");
+        }
+        let names = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(names, 4, "no temporary file is left");
+        // Ints written before that a float cannot hold exactly stop the widening.
+        let path = dir.path().join("inexact.parquet");
+        let err = export(&path, "", &[b(&[r#"{"a": 12345678901234567}"#]), b(&[r#"{"a": 0.5}"#])]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot write {}: the schema cannot widen (`a` from int to float): field `a`: \
+                 12345678901234567 cannot be written exactly in the Parquet file's float column (its schema was set by the first batch)",
+                path.display()
+            )
+        );
+        assert!(!path.exists());
     }
 
     #[test]
