@@ -14,10 +14,12 @@
 //! ```
 //!
 //! Reading: booleans, integers (unsigned 64-bit ones too) and floats become typed
-//! columns, strings (and binary data that is UTF-8) string columns, dates, times,
-//! timestamps and decimals strings in ISO 8601 or decimal notation, and lists, structs and
-//! maps [`Value`]s in a [`Column::Any`], a struct's fields in the file's order.
-//! Writing: each field's Arrow type is fixed by the first batch ([`FileSchema`]); a struct's
+//! columns, strings string columns, timestamps, dates, decimals (to 38 digits) and binary
+//! data values of those types, times and wider decimals strings in ISO 8601 or decimal
+//! notation, and lists, structs and maps [`Value`]s in a [`Column::Any`], a struct's fields
+//! in the file's order, a map's entries as a key-value [`Map`].
+//! Writing: each field's Arrow type is set by the first batch ([`FileSchema`]) and widened
+//! by later ones ([`FileSchema::widened`]); a struct's
 //! fields come in the order its records first have them; a field whose values do not fit
 //! one Arrow type exactly (ints and strings mixed, ints a float cannot hold next to floats,
 //! integers past 64 bits) is written as JSON text and marked so that reading it back gives
@@ -707,7 +709,8 @@ fn struct_fields(fields: &IndexMap<String, Ty>) -> Fields {
     fields.iter().map(|(k, t)| ArrowField::new(k.clone(), t.arrow(), true)).collect()
 }
 
-/// The schema of a Parquet file being written: each field's type, fixed by the first batch.
+/// The schema of a Parquet file being written: each field's type, set by the first batch
+/// and widened by later ones.
 #[derive(Debug)]
 pub(crate) struct FileSchema {
     fields: Vec<(String, Ty)>,
@@ -823,7 +826,7 @@ impl FileSchema {
         {
             let known: Vec<&str> = self.fields.iter().map(|(f, _)| f.as_str()).collect();
             return Err(format!(
-                "field `{extra}` is not in the Parquet file's schema, which the first batch set ({})",
+                "field `{extra}` is not in the Parquet file's schema ({})",
                 if known.is_empty() { "no fields".to_owned() } else { known.join(", ") }
             ));
         }
@@ -846,15 +849,12 @@ impl FileSchema {
 }
 
 fn conflict(ty: &Ty, found: &str) -> String {
-    format!("{found} values, but the Parquet file's schema (set by the first batch) has {} there", ty.describe())
+    format!("{found} values, but the Parquet file's schema has {} there", ty.describe())
 }
 
 /// A number that the file's number type cannot hold exactly.
 fn inexact(ty: &Ty, v: ValueRef<'_>) -> String {
-    format!(
-        "{v} cannot be written exactly in the Parquet file's {} column (its schema was set by the first batch)",
-        ty.describe()
-    )
+    format!("{v} cannot be written exactly in the Parquet file's {} column", ty.describe())
 }
 
 fn nulls(len: usize, is_null: impl Fn(usize) -> bool) -> Option<NullBuffer> {
@@ -1124,7 +1124,7 @@ fn array_of_values(ty: &Ty, values: &[ValueRef<'_>]) -> Result<ArrayRef, String>
                     ValueRef::Map(m) => {
                         if let Some(k) = m.keys().find(|k| !fields.contains_key(*k)) {
                             return Err(format!(
-                                "key `{k}` is not in the Parquet file's schema (set by the first batch), which has {}",
+                                "key `{k}` is not in the Parquet file's schema, which has {}",
                                 ty.describe()
                             ));
                         }

@@ -35,7 +35,7 @@ pub(crate) static EXPORT_KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLo
     StepKind::new(
         "export_parquet",
         Shape::Sink,
-        "write records as a Parquet file whose schema the first batch sets; it appears whole when the run succeeds",
+        "write records as a Parquet file whose schema later batches widen; it appears whole when the run succeeds",
         ["path", "compression"],
         build_export,
     )
@@ -102,8 +102,10 @@ impl StepInfo for LoadParquet {
     }
 
     /// 2: a struct's fields in the file's order (they were sorted), `UInt64` exact.
+    /// 3: timestamps, dates, decimals and binary as values of their types (they were
+    /// strings), maps as key-value maps.
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn config(&self) -> CanonicalConfig {
@@ -209,8 +211,10 @@ const ROW_GROUP_BYTES: usize = 128 << 20;
 ///
 /// The file's schema is set by the first batch: each field's type (a field of values of
 /// mixed types is written as JSON text and read back as values by `load_parquet`). A later
-/// batch may lack a field (it is null there) or hold ints in a float field; a field the
-/// schema lacks, or values of another type, are an error that names the field.
+/// batch may lack a field (it is null there) or hold ints in a float field; one that needs
+/// a wider schema (floats after ints, a new field, a struct's new key) widens it and the
+/// rows so far are rewritten ([`ExportParquet::rewrite`]); values no type holds with the
+/// earlier ones are an error that names the field and both types.
 pub struct ExportParquet {
     out: AtomicOutput,
     compression: Compression,
@@ -258,8 +262,10 @@ impl StepInfo for ExportParquet {
 
     /// 2: a struct's fields in the records' order (they were sorted), unsigned and exact
     /// numbers (ints a float cannot hold no longer go into a float column).
+    /// 3: the schema widens across batches; timestamps, dates, decimals, binary and maps
+    /// as their Parquet types.
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn config(&self) -> CanonicalConfig {
@@ -644,7 +650,7 @@ mod tests {
             err.to_string(),
             format!(
                 "cannot write {}: the schema cannot widen (`a` from int to float): field `a`: \
-                 12345678901234567 cannot be written exactly in the Parquet file's float column (its schema was set by the first batch)",
+                 12345678901234567 cannot be written exactly in the Parquet file's float column",
                 path.display()
             )
         );
@@ -1075,7 +1081,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "cannot write {}: field `x`: 12345678901234567 cannot be written exactly in the Parquet file's float column (its schema was set by the first batch)",
+                "cannot write {}: field `x`: 12345678901234567 cannot be written exactly in the Parquet file's float column",
                 path.display()
             )
         );
