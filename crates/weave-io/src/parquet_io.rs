@@ -603,7 +603,9 @@ mod tests {
             Batch::from_records(&lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<Record>>())
         };
         let dir = tempfile::tempdir().unwrap();
-        let cases: [(&str, Vec<Batch>, &[&str], &[&str]); 4] = [
+        // A name, the batches, the file's column types, its rows read back.
+        type Case<'a> = (&'a str, Vec<Batch>, &'a [&'a str], &'a [&'a str]);
+        let cases: [Case<'_>; 4] = [
             (
                 "int then float",
                 vec![b(&[r#"{"a": 1}"#, r#"{"a": 2}"#]), b(&[r#"{"a": 3.5}"#])],
