@@ -137,7 +137,7 @@ impl CastType {
     /// The type a table describes: `type` (as [`CastType::parse`] reads it), and for a
     /// date or a timestamp `format`, for a timestamp `unit` and `zone`, for a decimal
     /// `precision` and `scale`.
-    fn from_table(t: &ConfTable) -> Result<CastType, String> {
+    pub fn from_table(t: &ConfTable) -> Result<CastType, String> {
         let get = |k: &str| t.entries.iter().find(|(key, _, _)| key == k).map(|(_, _, v)| &v.value);
         if let Some((k, _, _)) = t
             .entries

@@ -15,7 +15,7 @@ use weave_core::{
     Batch, CanonicalConfig, Params, Shape, Sink, Source, Step, StepContext, StepError, StepInfo, StepKind,
 };
 
-use crate::arrow::{FileSchema, batch_from_arrow};
+use crate::arrow::{DeclaredField, FileSchema, batch_from_arrow};
 use crate::json::NonFinite;
 use crate::output::{AtomicOutput, TempWriter};
 
@@ -36,7 +36,7 @@ pub(crate) static EXPORT_KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLo
         "export_parquet",
         Shape::Sink,
         "write records as a Parquet file whose schema later batches widen; it appears whole when the run succeeds",
-        ["path", "compression"],
+        ["path", "compression", "schema"],
         build_export,
     )
 });
@@ -224,6 +224,8 @@ pub struct ExportParquet {
     /// Floats in fields written as JSON text that JSON cannot hold (Parquet's own float
     /// columns hold NaN and the infinities).
     nulled: NonFinite,
+    /// The `schema` declared: the file's schema from the start, never widened.
+    declared: Option<Vec<DeclaredField>>,
 }
 
 impl std::fmt::Debug for ExportParquet {
@@ -243,6 +245,7 @@ fn build_export(p: &Params) -> Option<Step> {
         Some("gzip") => Compression::GZIP(GzipLevel::default()),
         Some(_) => Compression::UNCOMPRESSED,
     };
+    let declared = declared_schema(p);
     if p.has_errors() {
         return None;
     }
@@ -252,7 +255,53 @@ fn build_export(p: &Params) -> Option<Step> {
         config: p.canonical(),
         writer: None,
         nulled: NonFinite::default(),
+        declared,
     })))
+}
+
+/// `schema = { field = "type", other = { type = "float", nullable = false } }`: the
+/// output's fields in that order, with the types `fields`'s `cast` names (each field
+/// nullable unless it says `nullable = false`).
+fn declared_schema(p: &Params) -> Option<Vec<DeclaredField>> {
+    use weave_core::{ConfTable, ConfValue};
+    let item = p.item("schema")?;
+    let ConfValue::Table(t) = &item.value else {
+        p.error_at(
+            item,
+            format!(
+                "`schema` must be a table such as {{ id = \"int\", text = \"string\" }}, not {}",
+                item.value.type_name()
+            ),
+        );
+        return None;
+    };
+    if t.entries.is_empty() {
+        p.error_at(item, "`schema` is empty: declare the fields of the output");
+    }
+    let mut out = Vec::new();
+    for (name, _, v) in &t.entries {
+        let field = match &v.value {
+            ConfValue::Str(ty) => weave_core::cast::CastType::parse(ty).map(|ty| (ty, true)),
+            ConfValue::Table(table) => {
+                let nullable = match table.entries.iter().find(|(k, _, _)| k == "nullable").map(|(_, _, v)| &v.value) {
+                    None => Ok(true),
+                    Some(ConfValue::Bool(b)) => Ok(*b),
+                    Some(other) => Err(format!("`nullable` must be true or false, not {}", other.type_name())),
+                };
+                let rest =
+                    ConfTable { entries: table.entries.iter().filter(|(k, _, _)| k != "nullable").cloned().collect() };
+                nullable.and_then(|n| weave_core::cast::CastType::from_table(&rest).map(|ty| (ty, n)))
+            }
+            other => Err(format!("must name a type (a string) or be a table with `type`, not {}", other.type_name())),
+        };
+        match field {
+            Ok((ty, nullable)) => out.push(DeclaredField { name: name.clone(), ty, nullable }),
+            Err(why) => {
+                p.error_at(v, format!("`schema.{name}`: {why}"));
+            }
+        }
+    }
+    Some(out)
 }
 
 impl StepInfo for ExportParquet {
@@ -345,8 +394,57 @@ impl ExportParquet {
     }
 }
 
+impl ExportParquet {
+    /// Writes a batch under the declared schema: a record that does not fit it (a field
+    /// it does not declare, a value of another type, a null where none may be) is a bad
+    /// record naming the field, the type expected and the value found.
+    fn write_declared(
+        &mut self,
+        declared: Vec<DeclaredField>,
+        batch: &Batch,
+        ctx: &mut StepContext,
+    ) -> Result<(), StepError> {
+        if self.writer.is_none() {
+            self.start(FileSchema::declared(&declared))?;
+        }
+        let Some((writer, schema)) = &mut self.writer else { return Ok(()) };
+        let mut keep = vec![true; batch.len()];
+        for (row, k) in keep.iter_mut().enumerate() {
+            if let Some(reason) = schema.misfit(&declared, batch, row) {
+                *k = false;
+                ctx.reject(weave_core::Rejected { reason, record: Some(batch.row(row).to_record()), origin: None });
+            }
+        }
+        let fitting = batch.filter(&keep);
+        // The declared fields, in their order (null where the batch lacks one); the fields
+        // it does not declare are null in every row kept, and left out.
+        let rows = fitting.len();
+        let (fields, columns): (Vec<_>, Vec<_>) = declared
+            .iter()
+            .map(|d| {
+                let c = fitting.column(&d.name).map_or_else(
+                    || std::sync::Arc::new(weave_core::Column::Null(rows)),
+                    |_| std::sync::Arc::clone(&fitting.columns()[fitting.schema().index_of(&d.name).unwrap_or(0)]),
+                );
+                (weave_core::Field::new(d.name.clone(), c.data_type()), c)
+            })
+            .unzip();
+        let fitting = Batch::new(std::sync::Arc::new(weave_core::Schema::new(fields)), columns)
+            .map_err(|e| StepError::internal(e.to_string()))?;
+        let path = self.out.path().display().to_string();
+        let rb = schema
+            .record_batch(&fitting, &mut self.nulled)
+            .map_err(|e| StepError::fatal(format!("cannot write {path}: {e}")))?;
+        self.nulled.report(ctx, "a JSON text field");
+        writer.write(&rb).map_err(|e| self.error(e))
+    }
+}
+
 impl Sink for ExportParquet {
     fn write(&mut self, batch: &Batch, ctx: &mut StepContext) -> Result<(), StepError> {
+        if let Some(declared) = &self.declared {
+            return self.write_declared(declared.clone(), batch, ctx);
+        }
         if self.writer.is_none() {
             self.start(FileSchema::of(batch))?;
         }
@@ -375,9 +473,14 @@ impl Sink for ExportParquet {
     }
 
     fn commit(&mut self, _ctx: &mut StepContext) -> Result<(), StepError> {
-        // No batch came: the file still is a valid Parquet file, of no columns and no rows.
+        // No batch came: the file still is a valid Parquet file, of no rows, and of the
+        // declared columns or none.
         if self.writer.is_none() {
-            self.start(FileSchema::of(&Batch::empty()))?;
+            let schema = match &self.declared {
+                Some(d) => FileSchema::declared(d),
+                None => FileSchema::of(&Batch::empty()),
+            };
+            self.start(schema)?;
         }
         let Some((writer, _)) = self.writer.take() else { return Ok(()) };
         // The footer goes last; then the file goes back to be synced and renamed.
@@ -592,7 +695,8 @@ mod tests {
 
     /// The Arrow types of a Parquet file's columns, as `name: type`.
     fn arrow_types(path: &Path) -> Vec<String> {
-        read_raw(path).schema().fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect()
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+        builder.schema().fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect()
     }
 
     // The first batch fixed the file's schema: a float after ints, a late field or a
@@ -657,6 +761,55 @@ mod tests {
             )
         );
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_declared_schema_fixes_the_files_schema_and_sets_records_that_do_not_fit_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.parquet");
+        let keys = "schema = { id = { type = \"int\", nullable = false }, score = \"float\", day = \"date\", \
+                    price = \"decimal(6, 2)\" }";
+        let b = |lines: &[&str]| {
+            Batch::from_records(&lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<Record>>())
+        };
+        let Step::Sink(mut out) = build_step("export_parquet", &format!("path = {:?}\n{keys}", path.to_str().unwrap()))
+        else {
+            panic!()
+        };
+        let mut ctx = StepContext::new("out", 0, 0, Default::default());
+        // The first batch's ints would have made `score` an int column: the schema says float.
+        out.write(&b(&[r#"{"id": 1, "score": 2}"#, r#"{"id": 2, "score": "high"}"#]), &mut ctx).unwrap();
+        out.write(&b(&[r#"{"score": 0.5}"#, r#"{"id": 3, "extra": true}"#, r#"{"id": 4, "score": 1.5}"#]), &mut ctx)
+            .unwrap();
+        out.commit(&mut ctx).unwrap();
+        let reasons: Vec<String> =
+            ctx.take_rejected().into_iter().map(|r| format!("{} {}", r.reason, r.record.unwrap())).collect();
+        assert_eq!(
+            reasons,
+            [
+                r#"`score`: expected float, found string "high" {"id":2,"score":"high"}"#,
+                r#"`id`: expected int (not null), found null {"score":0.5,"id":null,"extra":null}"#,
+                r#"field `extra` is not in the declared schema {"score":null,"id":3,"extra":true}"#,
+            ]
+        );
+        assert_eq!(arrow_types(&path), ["id: Int64", "score: Float64", "day: Date32", "price: Decimal128(6, 2)"]);
+        let rows: Vec<String> = records(&load(&path, "")).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rows,
+            [r#"{"id":1,"score":2.0,"day":null,"price":null}"#, r#"{"id":4,"score":1.5,"day":null,"price":null}"#]
+        );
+        // No rows at all: the declared columns are still the file's.
+        let empty = dir.path().join("empty.parquet");
+        export(&empty, keys, &[]).unwrap();
+        assert_eq!(arrow_types(&empty), ["id: Int64", "score: Float64", "day: Date32", "price: Decimal128(6, 2)"]);
+        check_build_errors(
+            "export_parquet",
+            "path = \"x.parquet\"\nschema = { a = \"datum\", b = { type = \"int\", nullable = 1 } }",
+            &[
+                "2:16 `schema.a`: unknown type `datum`; the types are string, int, float, bool, json, date, timestamp, decimal(P, S)",
+                "2:29 `schema.b`: `nullable` must be true or false, not an integer",
+            ],
+        );
     }
 
     #[test]
