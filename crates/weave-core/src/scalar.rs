@@ -360,5 +360,6 @@ mod tests {
         assert_eq!(d(&max, 38, 0).map(|x| x.1), Ok(max.clone()));
         assert!(Decimal::new(1, 39, 0).is_err());
         assert_eq!(std::mem::size_of::<crate::Value>(), 32, "a value stays 32 bytes");
+        assert_eq!(std::mem::size_of::<crate::ValueRef<'_>>(), 24, "and a borrowed one 24");
     }
 }
