@@ -481,3 +481,73 @@ fn pii_redacts_personal_data_and_counts_it_by_kind() {
         assert_eq!(figures[kind], n, "{kind}: {figures}");
     }
 }
+
+// Typed CSV fields went to Parquet as strings; a declared schema fixes the file's types.
+#[test]
+fn typed_csv_goes_to_parquet_with_its_types_and_comes_back_as_their_text() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("in.csv"),
+        "id,day,at,price,blob\n\
+         1,2024-05-01,2024-05-01T12:30:00.250Z,12.5,aGk=\n\
+         ,2024-02-29,2024-05-01 14:30:00+02:00,-0.05,\n\
+         3,2024-03-01,2024-05-01T00:00:00Z,1.25,\n",
+    )
+    .expect("input");
+    std::fs::write(
+        dir.path().join("to_parquet.toml"),
+        r#"[pipeline]
+name = "to_parquet"
+
+[[step]]
+id = "load"
+kind = "load_csv"
+path = "in.csv"
+types = { id = "int", day = "date", at = "timestamp(ms)", price = "decimal(6, 2)" }
+
+[[step]]
+id = "export"
+kind = "export_parquet"
+path = "typed.parquet"
+schema = { id = { type = "int", nullable = false }, day = "date", at = "timestamp(ms, UTC)", price = "decimal(6, 2)", blob = "string" }
+on_bad_record = "skip"
+"#,
+    )
+    .expect("pipeline");
+    check_in(dir.path(), &["run", "to_parquet.toml", "--quarantine", "bad.jsonl"], 0, &[], &[]);
+    let bad = std::fs::read_to_string(dir.path().join("bad.jsonl")).expect("quarantine");
+    assert!(bad.contains("`id`: expected int (not null), found null"), "{bad}");
+    std::fs::write(
+        dir.path().join("back.toml"),
+        r#"[pipeline]
+name = "back"
+
+[[step]]
+id = "load"
+kind = "load_parquet"
+path = "typed.parquet"
+
+[[step]]
+id = "out"
+kind = "export_csv"
+path = "back.csv"
+
+[[step]]
+id = "lines"
+kind = "export_jsonl"
+path = "back.jsonl"
+after = ["load"]
+"#,
+    )
+    .expect("pipeline");
+    check_in(dir.path(), &["run", "back.toml"], 0, &[], &[]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("back.csv")).expect("csv"),
+        "id,day,at,price,blob\n1,2024-05-01,2024-05-01T12:30:00.250Z,12.50,aGk=\n3,2024-03-01,2024-05-01T00:00:00.000Z,1.25,\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("back.jsonl")).expect("jsonl"),
+        "{\"id\":1,\"day\":\"2024-05-01\",\"at\":\"2024-05-01T12:30:00.250Z\",\"price\":\"12.50\",\"blob\":\"aGk=\"}\n\
+         {\"id\":3,\"day\":\"2024-03-01\",\"at\":\"2024-05-01T00:00:00.000Z\",\"price\":\"1.25\",\"blob\":\"\"}\n"
+    );
+}

@@ -176,4 +176,46 @@ mod tests {
         let big = Value::List(vec![Value::BigInt("-100000000000000000000000".to_owned())]);
         assert_eq!(decode::<Value>(&encode(&big).unwrap()), Some(big));
     }
+
+    // The bytes of a value as weave wrote them before timestamps, dates, decimals and
+    // binary values were added (bincode's standard form, worked out by hand: a variant's
+    // number, then its content), which must still decode: new variants go at the end.
+    #[test]
+    fn entries_written_before_the_new_types_still_decode() {
+        let old: &[u8] = &[5, 4, 2, 3, 4, 1, b'a', 6, 1, 1, b'k', 1, 1, 0];
+        let v = Value::List(vec![
+            Value::Int(-2),
+            Value::from("a"),
+            Value::Map(weave_core::Map::from([("k", Value::Bool(true))])),
+            Value::Null,
+        ]);
+        assert_eq!(decode::<Value>(old), Some(v.clone()));
+        assert_eq!(encode(&v).unwrap(), old, "old variants are written as they were");
+    }
+
+    #[test]
+    fn timestamps_dates_decimals_binary_and_key_value_maps_round_trip() {
+        use weave_core::{Decimal, Map, TimeUnit, Timestamp};
+        let zone = Some(std::sync::Arc::new("Europe/Paris".to_owned()));
+        let mut kv = Map::from([("x", 1i64)]);
+        kv.set_key_value(true);
+        let v = Value::List(vec![
+            Value::Timestamp(Timestamp::new(-5, TimeUnit::Nanosecond, zone)),
+            Value::Timestamp(Timestamp::new(1_700_000_000_000, TimeUnit::Millisecond, None)),
+            Value::Date(-3),
+            Value::Decimal(Decimal::new(-(10i128.pow(37)), 38, 4).unwrap()),
+            Value::Binary(vec![0, 255, 7]),
+            Value::Map(kv),
+        ]);
+        let back: Value = decode(&encode(&v).unwrap()).unwrap();
+        assert_eq!(back, v);
+        let Value::List(items) = back else { panic!() };
+        assert!(matches!(&items[5], Value::Map(m) if m.is_key_value()), "the mark survives");
+        // A forged decimal with more digits than its precision is refused.
+        let forged = Value::Decimal(Decimal::new(99, 2, 0).unwrap());
+        let mut bytes = encode(&forged).unwrap();
+        let at = bytes.len() - 2;
+        bytes[at] = 1;
+        assert_eq!(decode::<Value>(&bytes), None);
+    }
 }

@@ -462,7 +462,13 @@ impl Column {
             ValueRef::UInt(_) => Column::UInt(PrimitiveColumn::new()),
             ValueRef::Float(_) => Column::Float(PrimitiveColumn::new()),
             ValueRef::Str(_) => Column::Str(StrColumn::new()),
-            ValueRef::BigInt(_) | ValueRef::List(_) | ValueRef::Map(_) => Column::Any(Vec::new()),
+            ValueRef::BigInt(_)
+            | ValueRef::List(_)
+            | ValueRef::Map(_)
+            | ValueRef::Timestamp(_)
+            | ValueRef::Date(_)
+            | ValueRef::Decimal(_)
+            | ValueRef::Binary(_) => Column::Any(Vec::new()),
         };
         for _ in 0..nulls {
             c.push(ValueRef::Null);
@@ -620,8 +626,32 @@ fn value_bytes(v: &Value, out: &mut dyn FnMut(&[u8])) {
                 value_bytes(item, out);
             }
         }
+        Value::Timestamp(t) => {
+            out(&[10]);
+            out(&t.value().to_le_bytes());
+            out(t.unit().name().as_bytes());
+            match t.zone() {
+                Some(z) => text(11, z, out),
+                None => out(&[0]),
+            }
+        }
+        Value::Date(d) => {
+            out(&[12]);
+            out(&d.to_le_bytes());
+        }
+        Value::Decimal(d) => {
+            out(&[13]);
+            out(&d.value().to_le_bytes());
+            out(&[d.precision(), d.scale().to_le_bytes()[0]]);
+        }
+        Value::Binary(b) => {
+            out(&[14]);
+            out(&(b.len() as u64).to_le_bytes());
+            out(b);
+        }
         Value::Map(m) => {
-            out(&[8]);
+            // A key-value map and a struct of the same entries are written differently.
+            out(&[if m.is_key_value() { 15 } else { 8 }]);
             out(&(m.len() as u64).to_le_bytes());
             for (k, item) in m.iter() {
                 text(9, k, out);

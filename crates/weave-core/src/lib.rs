@@ -19,6 +19,7 @@ mod pipeline;
 mod policy;
 mod record;
 pub mod rng;
+mod scalar;
 mod schema;
 mod shard;
 mod spec;
@@ -43,6 +44,7 @@ pub use params::{Params, resolve};
 pub use pipeline::{BuildFn, BuildOptions, Pipeline, PipelineBuilder, PipelineStep, Registry, StepKind};
 pub use policy::{Backoff, BadRecordLimit, BadRecordPolicy, Resources, RetryPolicy, StepPolicy};
 pub use record::Record;
+pub use scalar::{Decimal, MAX_DECIMAL_PRECISION, TimeUnit, Timestamp, date_of_days, days_of_date};
 pub use schema::{DataType, Field, Schema};
 pub use shard::{MAX_SHARDS, Shard, ShardError};
 pub use spec::{
@@ -57,4 +59,4 @@ pub use step::{
 };
 pub use template::{TemplateError, TemplatePart, parse_template};
 pub use units::{format_bytes, format_duration, format_percent, parse_bytes, parse_duration};
-pub use value::{Canonical, MAX_DEPTH, Value, ValueRef};
+pub use value::{Canonical, MAX_DEPTH, TextForm, Value, ValueRef};

@@ -19,10 +19,23 @@ use crate::value::Value;
 /// Setting a key the map already has replaces its value in place (as Python's `dict` and
 /// JavaScript objects do, and as a JSON object with a key written twice reads: the last
 /// value, where the key first stood).
-#[derive(Clone, Default, PartialEq)]
+///
+/// A map is a struct (named fields, as a JSON object or a Parquet struct) unless it is
+/// marked a key-value map ([`Map::is_key_value`]): one read from an Arrow or Parquet map,
+/// whose rows each have their own keys, written back as a map rather than as a struct of
+/// every key any row had. The mark is not part of what a map holds: it does not change
+/// equality, and JSON writes both alike.
+#[derive(Clone, Default)]
 pub struct Map {
     // Boxed so that a `Value` stays 32 bytes: nested maps are rare, values are many.
     entries: Box<IndexMap<String, Value>>,
+    key_value: bool,
+}
+
+impl PartialEq for Map {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
 }
 
 impl Map {
@@ -33,13 +46,23 @@ impl Map {
 
     /// An empty map with room for `n` entries.
     pub fn with_capacity(n: usize) -> Self {
-        Map { entries: Box::new(IndexMap::with_capacity(n)) }
+        Map { entries: Box::new(IndexMap::with_capacity(n)), key_value: false }
     }
 
     /// Sets `key` to `value`: in place if the key is there (returning the old value), at
     /// the end if not.
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<Value>) -> Option<Value> {
         self.entries.insert(key.into(), value.into())
+    }
+
+    /// Whether this is a key-value map (an Arrow map) rather than a struct.
+    pub fn is_key_value(&self) -> bool {
+        self.key_value
+    }
+
+    /// Marks this as a key-value map (`true`) or a struct.
+    pub fn set_key_value(&mut self, key_value: bool) {
+        self.key_value = key_value;
     }
 
     /// The value of `key`.

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::map::Map;
+use crate::scalar::{Decimal, TimeUnit, Timestamp, write_date};
 
 /// How deep values may nest: lists and maps inside one another, the outermost counted.
 ///
@@ -53,6 +54,14 @@ pub enum Value {
     /// its decimal digits, a JSON integer (`-` and digits, no leading zero), so that it is
     /// written back exactly.
     BigInt(String),
+    /// A point in time (see [`Timestamp`]).
+    Timestamp(Timestamp),
+    /// A date: days since 1970-01-01.
+    Date(i32),
+    /// A decimal number (see [`Decimal`]).
+    Decimal(Decimal),
+    /// Bytes (an image, audio, anything not text).
+    Binary(Vec<u8>),
 }
 
 impl Value {
@@ -68,6 +77,10 @@ impl Value {
             Value::Str(s) => ValueRef::Str(s),
             Value::List(l) => ValueRef::List(l),
             Value::Map(m) => ValueRef::Map(m),
+            Value::Timestamp(t) => ValueRef::Timestamp(t),
+            Value::Date(d) => ValueRef::Date(*d),
+            Value::Decimal(d) => ValueRef::Decimal(*d),
+            Value::Binary(b) => ValueRef::Binary(b),
         }
     }
 
@@ -103,7 +116,16 @@ impl Value {
     /// An estimate of the heap bytes this value owns (not counting `size_of::<Value>()`).
     pub fn heap_size(&self) -> usize {
         match self {
-            Value::Null | Value::Bool(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_) => 0,
+            Value::Null
+            | Value::Bool(_)
+            | Value::Int(_)
+            | Value::UInt(_)
+            | Value::Float(_)
+            | Value::Date(_)
+            | Value::Decimal(_) => 0,
+            // The zone is shared by a column's values.
+            Value::Timestamp(_) => 0,
+            Value::Binary(b) => b.capacity(),
             Value::Str(s) | Value::BigInt(s) => s.capacity(),
             Value::List(l) => {
                 l.capacity() * std::mem::size_of::<Value>() + l.iter().map(Value::heap_size).sum::<usize>()
@@ -169,7 +191,22 @@ pub(crate) fn too_deep() -> String {
 
 /// The binary form of a [`Value`]: a tagged enum whose variant names and order are part of
 /// the cache format, so new variants go at the end.
-const VARIANTS: &[&str] = &["Null", "Bool", "Int", "Float", "Str", "List", "Map", "UInt", "BigInt"];
+const VARIANTS: &[&str] = &[
+    "Null",
+    "Bool",
+    "Int",
+    "Float",
+    "Str",
+    "List",
+    "Map",
+    "UInt",
+    "BigInt",
+    "Timestamp",
+    "Date",
+    "Decimal",
+    "Binary",
+    "KeyValueMap",
+];
 
 /// A variant of the binary form, read by its number or its name.
 #[derive(Deserialize)]
@@ -184,6 +221,12 @@ enum Tag {
     Map,
     UInt,
     BigInt,
+    Timestamp,
+    Date,
+    Decimal,
+    Binary,
+    /// A [`Map`] that is a key-value map ([`Map::is_key_value`]).
+    KeyValueMap,
 }
 
 /// A value in the binary form, inside `enclosing` lists and maps: written and read with
@@ -207,10 +250,74 @@ impl Serialize for Binary<'_> {
             Value::Float(f) => s.serialize_newtype_variant("Value", 3, "Float", f),
             Value::Str(v) => s.serialize_newtype_variant("Value", 4, "Str", v.as_str()),
             Value::List(items) => s.serialize_newtype_variant("Value", 5, "List", &Items { items, enclosing: inner }),
+            Value::Map(map) if map.is_key_value() => {
+                s.serialize_newtype_variant("Value", 13, "KeyValueMap", &Entries { map, enclosing: inner })
+            }
             Value::Map(map) => s.serialize_newtype_variant("Value", 6, "Map", &Entries { map, enclosing: inner }),
             Value::UInt(u) => s.serialize_newtype_variant("Value", 7, "UInt", u),
             Value::BigInt(v) => s.serialize_newtype_variant("Value", 8, "BigInt", v.as_str()),
+            Value::Timestamp(t) => {
+                s.serialize_newtype_variant("Value", 9, "Timestamp", &(t.value(), t.unit().name(), t.zone()))
+            }
+            Value::Date(d) => s.serialize_newtype_variant("Value", 10, "Date", d),
+            Value::Decimal(d) => {
+                // An i128 as two halves: not every binary format has 128-bit integers.
+                let v = d.value();
+                s.serialize_newtype_variant(
+                    "Value",
+                    11,
+                    "Decimal",
+                    &(v as u64, (v >> 64) as i64, d.precision(), d.scale()),
+                )
+            }
+            Value::Binary(b) => s.serialize_newtype_variant("Value", 12, "Binary", &Bytes(b)),
         }
+    }
+}
+
+/// Bytes in the binary form, as the format writes bytes.
+struct Bytes<'a>(&'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// Reads bytes written by [`Bytes`], as bytes or as a sequence of them.
+struct BytesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BytesVisitor {
+    type Value = Vec<u8>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("bytes")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+        Ok(v.to_vec())
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+        Ok(v)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+        while let Some(b) = seq.next_element()? {
+            out.push(b);
+        }
+        Ok(out)
+    }
+}
+
+struct BytesSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for BytesSeed {
+    type Value = Vec<u8>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(BytesVisitor)
     }
 }
 
@@ -273,7 +380,7 @@ impl<'de> serde::de::Visitor<'de> for BinarySeed {
         use serde::de::{Error, VariantAccess};
         let (tag, v) = data.variant::<Tag>()?;
         let inner = BinarySeed { enclosing: self.enclosing + 1 };
-        if matches!(tag, Tag::List | Tag::Map) && inner.enclosing > MAX_DEPTH {
+        if matches!(tag, Tag::List | Tag::Map | Tag::KeyValueMap) && inner.enclosing > MAX_DEPTH {
             return Err(A::Error::custom(too_deep()));
         }
         Ok(match tag {
@@ -296,6 +403,23 @@ impl<'de> serde::de::Visitor<'de> for BinarySeed {
                     Some(ValueRef::BigInt(_)) => Value::BigInt(s),
                     _ => return Err(A::Error::custom("an integer past 64 bits that is not one")),
                 }
+            }
+            Tag::Timestamp => {
+                let (value, unit, zone): (i64, String, Option<String>) = v.newtype_variant()?;
+                let unit = TimeUnit::parse(&unit).ok_or_else(|| A::Error::custom("a timestamp of no unit"))?;
+                Value::Timestamp(Timestamp::new(value, unit, zone.map(std::sync::Arc::new)))
+            }
+            Tag::Date => Value::Date(v.newtype_variant()?),
+            Tag::Decimal => {
+                let (lo, hi, precision, scale): (u64, i64, u8, i8) = v.newtype_variant()?;
+                let value = (i128::from(hi) << 64) | i128::from(lo);
+                Value::Decimal(Decimal::new(value, precision, scale).map_err(A::Error::custom)?)
+            }
+            Tag::Binary => Value::Binary(v.newtype_variant_seed(BytesSeed)?),
+            Tag::KeyValueMap => {
+                let mut m = v.newtype_variant_seed(EntriesSeed(inner))?;
+                m.set_key_value(true);
+                Value::Map(m)
             }
         })
     }
@@ -375,6 +499,10 @@ impl Serialize for Value {
                 Value::Str(s) => serializer.serialize_str(s),
                 Value::List(l) => l.serialize(serializer),
                 Value::Map(m) => m.serialize(serializer),
+                // Their text forms (see `scalar.rs`): JSON has no such types.
+                Value::Timestamp(_) | Value::Date(_) | Value::Decimal(_) | Value::Binary(_) => {
+                    serializer.collect_str(&TextForm(self.as_ref()))
+                }
             }
         } else {
             Binary { value: self, enclosing: 0 }.serialize(serializer)
@@ -418,6 +546,14 @@ pub enum ValueRef<'a> {
     UInt(u64),
     /// An integer outside the 64-bit range, as its decimal digits (see [`Value::BigInt`]).
     BigInt(&'a str),
+    /// A point in time.
+    Timestamp(&'a Timestamp),
+    /// A date: days since 1970-01-01.
+    Date(i32),
+    /// A decimal number.
+    Decimal(Decimal),
+    /// Bytes.
+    Binary(&'a [u8]),
 }
 
 impl<'a> ValueRef<'a> {
@@ -433,6 +569,10 @@ impl<'a> ValueRef<'a> {
             ValueRef::Str(s) => Value::Str(s.to_owned()),
             ValueRef::List(l) => Value::List(l.to_vec()),
             ValueRef::Map(m) => Value::Map(m.clone()),
+            ValueRef::Timestamp(t) => Value::Timestamp(t.clone()),
+            ValueRef::Date(d) => Value::Date(d),
+            ValueRef::Decimal(d) => Value::Decimal(d),
+            ValueRef::Binary(b) => Value::Binary(b.to_vec()),
         }
     }
 
@@ -461,6 +601,7 @@ impl<'a> ValueRef<'a> {
             ValueRef::UInt(u) => Some(u as f64),
             ValueRef::BigInt(s) => s.parse().ok(),
             ValueRef::Float(f) => Some(f),
+            ValueRef::Decimal(d) => Some(d.to_f64()),
             _ => None,
         }
     }
@@ -518,6 +659,10 @@ impl<'a> ValueRef<'a> {
             ValueRef::Str(_) => "string",
             ValueRef::List(_) => "list",
             ValueRef::Map(_) => "map",
+            ValueRef::Timestamp(_) => "timestamp",
+            ValueRef::Date(_) => "date",
+            ValueRef::Decimal(_) => "decimal",
+            ValueRef::Binary(_) => "binary",
         }
     }
 
@@ -626,6 +771,31 @@ impl fmt::Display for ValueRef<'_> {
                 Ok(j) => f.write_str(&j),
                 Err(_) => Err(fmt::Error),
             },
+            // Their text forms hold no quote or backslash: a JSON string as they are.
+            v @ (ValueRef::Timestamp(_) | ValueRef::Date(_) | ValueRef::Decimal(_) | ValueRef::Binary(_)) => {
+                write!(f, "\"{}\"", TextForm(v))
+            }
+        }
+    }
+}
+
+/// The text form of a value JSON has no type for: RFC 3339 timestamps, ISO 8601 dates,
+/// decimal digits, base64 (standard alphabet, padded) bytes. Other values show as JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct TextForm<'a>(pub ValueRef<'a>);
+
+impl fmt::Display for TextForm<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            ValueRef::Timestamp(t) => t.fmt(f),
+            ValueRef::Date(d) => write_date(d, f),
+            ValueRef::Decimal(d) => d.fmt(f),
+            ValueRef::Binary(b) => {
+                use base64::Engine as _;
+                f.write_str(&base64::engine::general_purpose::STANDARD.encode(b))
+            }
+            ValueRef::Str(s) => f.write_str(s),
+            v => v.fmt(f),
         }
     }
 }

@@ -14,10 +14,12 @@
 //! ```
 //!
 //! Reading: booleans, integers (unsigned 64-bit ones too) and floats become typed
-//! columns, strings (and binary data that is UTF-8) string columns, dates, times,
-//! timestamps and decimals strings in ISO 8601 or decimal notation, and lists, structs and
-//! maps [`Value`]s in a [`Column::Any`], a struct's fields in the file's order.
-//! Writing: each field's Arrow type is fixed by the first batch ([`FileSchema`]); a struct's
+//! columns, strings string columns, timestamps, dates, decimals (to 38 digits) and binary
+//! data values of those types, times and wider decimals strings in ISO 8601 or decimal
+//! notation, and lists, structs and maps [`Value`]s in a [`Column::Any`], a struct's fields
+//! in the file's order, a map's entries as a key-value [`Map`].
+//! Writing: each field's Arrow type is set by the first batch ([`FileSchema`]) and widened
+//! by later ones ([`FileSchema::widened`]); a struct's
 //! fields come in the order its records first have them; a field whose values do not fit
 //! one Arrow type exactly (ints and strings mixed, ints a float cannot hold next to floats,
 //! integers past 64 bits) is written as JSON text and marked so that reading it back gives
@@ -42,7 +44,10 @@ use arrow_array::{
 };
 use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType as ArrowType, Field as ArrowField, Fields, Schema as ArrowSchema, TimeUnit};
-use weave_core::{Batch, Column, Field, Map, PrimitiveColumn, Schema, StrColumn, Value, ValueRef};
+use weave_core::{
+    Batch, Column, Decimal, Field, Map, PrimitiveColumn, Schema, StrColumn, TimeUnit as WeaveUnit, Timestamp, Value,
+    ValueRef,
+};
 
 use crate::json::{NonFinite, non_finite};
 
@@ -201,17 +206,27 @@ pub(crate) fn column_from_arrow(array: &dyn Array) -> Result<Column, String> {
             strings(n, array.as_string::<i64>().value_data().len(), array.as_string::<i64>().iter())
         }
         ArrowType::Utf8View => strings(n, 0, array.as_string_view().iter()),
-        ArrowType::Binary => binary(n, array.as_binary::<i32>().iter())?,
-        ArrowType::LargeBinary => binary(n, array.as_binary::<i64>().iter())?,
-        ArrowType::BinaryView => binary(n, array.as_binary_view().iter())?,
-        ArrowType::FixedSizeBinary(_) => binary(n, array.as_fixed_size_binary().iter())?,
+        ArrowType::Binary => binary(array.as_binary::<i32>().iter()),
+        ArrowType::LargeBinary => binary(array.as_binary::<i64>().iter()),
+        ArrowType::BinaryView => binary(array.as_binary_view().iter()),
+        ArrowType::FixedSizeBinary(_) => binary(array.as_fixed_size_binary().iter()),
         ArrowType::Date32 => {
             let a = array.as_primitive::<Date32Type>();
-            formatted(array, |i, buf| write_opt(buf, a.value_as_date(i), "date"))?
+            values(array, |i| Value::Date(a.value(i)))
         }
         ArrowType::Date64 => {
+            // Milliseconds since the epoch, which Arrow requires to be whole days.
             let a = array.as_primitive::<Date64Type>();
-            formatted(array, |i, buf| write_opt(buf, a.value_as_date(i), "date"))?
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                out.push(if a.is_null(i) {
+                    Value::Null
+                } else {
+                    let days = a.value(i).div_euclid(86_400_000);
+                    Value::Date(i32::try_from(days).map_err(|_| format!("row {i}: a date out of range"))?)
+                });
+            }
+            Column::Any(out)
         }
         ArrowType::Time32(TimeUnit::Second) => {
             let a = array.as_primitive::<Time32SecondType>();
@@ -230,29 +245,28 @@ pub(crate) fn column_from_arrow(array: &dyn Array) -> Result<Column, String> {
             formatted(array, |i, buf| write_opt(buf, a.value_as_time(i), "time"))?
         }
         ArrowType::Timestamp(unit, tz) => {
-            // With a time zone, values are instants in UTC; without, wall-clock times.
-            let zone = if tz.is_some() { "Z" } else { "" };
+            // With a time zone, values are instants in UTC; without, wall-clock times. The
+            // values of a column share its zone.
+            let zone = tz.as_ref().map(|z| Arc::new(z.to_string()));
+            let unit = weave_unit(*unit);
             macro_rules! timestamps {
                 ($t:ty) => {{
                     let a = array.as_primitive::<$t>();
-                    formatted(array, |i, buf| {
-                        let dt = a.value_as_datetime(i).ok_or_else(|| format!("row {i}: timestamp out of range"))?;
-                        let _ = write!(buf, "{}{zone}", dt.format("%Y-%m-%dT%H:%M:%S%.f"));
-                        Ok(())
-                    })?
+                    values(array, |i| Value::Timestamp(Timestamp::new(a.value(i), unit, zone.clone())))
                 }};
             }
             match unit {
-                TimeUnit::Second => timestamps!(TimestampSecondType),
-                TimeUnit::Millisecond => timestamps!(TimestampMillisecondType),
-                TimeUnit::Microsecond => timestamps!(TimestampMicrosecondType),
-                TimeUnit::Nanosecond => timestamps!(TimestampNanosecondType),
+                WeaveUnit::Second => timestamps!(TimestampSecondType),
+                WeaveUnit::Millisecond => timestamps!(TimestampMillisecondType),
+                WeaveUnit::Microsecond => timestamps!(TimestampMicrosecondType),
+                WeaveUnit::Nanosecond => timestamps!(TimestampNanosecondType),
             }
         }
-        ArrowType::Decimal32(_, _) => decimals::<Decimal32Type>(array)?,
-        ArrowType::Decimal64(_, _) => decimals::<Decimal64Type>(array)?,
-        ArrowType::Decimal128(_, _) => decimals::<Decimal128Type>(array)?,
-        ArrowType::Decimal256(_, _) => decimals::<Decimal256Type>(array)?,
+        ArrowType::Decimal32(p, s) => decimals::<Decimal32Type>(array, *p, *s)?,
+        ArrowType::Decimal64(p, s) => decimals::<Decimal64Type>(array, *p, *s)?,
+        ArrowType::Decimal128(p, s) => decimals::<Decimal128Type>(array, *p, *s)?,
+        // Past 38 digits an i128 cannot hold every value: their decimal text.
+        ArrowType::Decimal256(_, _) => decimal_texts::<Decimal256Type>(array)?,
         ArrowType::Dictionary(_, _) => {
             let d = array.as_any_dictionary();
             let plain = arrow_select::take::take(d.values().as_ref(), d.keys(), None).map_err(|e| e.to_string())?;
@@ -306,23 +320,33 @@ fn strings<'a>(n: usize, bytes: usize, rows: impl Iterator<Item = Option<&'a str
     Column::Str(c)
 }
 
-/// Binary values as strings: many writers store text as plain binary. Bytes that are not
-/// UTF-8 (images, audio) are an error rather than text that means nothing.
-fn binary<'a>(n: usize, rows: impl Iterator<Item = Option<&'a [u8]>>) -> Result<Column, String> {
-    let mut c = StrColumn::with_capacity(n, 0);
-    for (i, b) in rows.enumerate() {
-        match b.map(std::str::from_utf8) {
-            None => c.push_null(),
-            Some(Ok(s)) => c.push(s),
-            Some(Err(_)) => {
-                return Err(format!(
-                    "row {i} holds binary data that is not UTF-8 text; \
-                     leave the column out with `columns = [...]`"
-                ));
-            }
-        }
+/// Binary values as bytes ([`Value::Binary`]); `fields`'s `cast = { f = "string" }` reads
+/// bytes that are UTF-8 text as text.
+fn binary<'a>(rows: impl Iterator<Item = Option<&'a [u8]>>) -> Column {
+    Column::Any(rows.map(|b| b.map_or(Value::Null, |b| Value::Binary(b.to_vec()))).collect())
+}
+
+/// A column of each valid row's value made by `f`, nulls where the array has them.
+fn values(array: &dyn Array, f: impl Fn(usize) -> Value) -> Column {
+    Column::Any((0..array.len()).map(|i| if array.is_null(i) { Value::Null } else { f(i) }).collect())
+}
+
+fn weave_unit(u: TimeUnit) -> WeaveUnit {
+    match u {
+        TimeUnit::Second => WeaveUnit::Second,
+        TimeUnit::Millisecond => WeaveUnit::Millisecond,
+        TimeUnit::Microsecond => WeaveUnit::Microsecond,
+        TimeUnit::Nanosecond => WeaveUnit::Nanosecond,
     }
-    Ok(Column::Str(c))
+}
+
+fn arrow_unit(u: WeaveUnit) -> TimeUnit {
+    match u {
+        WeaveUnit::Second => TimeUnit::Second,
+        WeaveUnit::Millisecond => TimeUnit::Millisecond,
+        WeaveUnit::Microsecond => TimeUnit::Microsecond,
+        WeaveUnit::Nanosecond => TimeUnit::Nanosecond,
+    }
 }
 
 /// A string column of each row written by `f` into a buffer reused from row to row.
@@ -347,7 +371,24 @@ fn write_opt(buf: &mut String, v: Option<impl std::fmt::Display>, what: &str) ->
     Ok(())
 }
 
-fn decimals<T: arrow_array::types::DecimalType>(array: &dyn Array) -> Result<Column, String> {
+/// Decimals of up to 38 digits as [`Value::Decimal`]s.
+fn decimals<T: arrow_array::types::DecimalType>(array: &dyn Array, precision: u8, scale: i8) -> Result<Column, String>
+where
+    T::Native: Into<i128>,
+{
+    let a = array.as_primitive::<T>();
+    let mut out = Vec::with_capacity(a.len());
+    for i in 0..a.len() {
+        out.push(if a.is_null(i) {
+            Value::Null
+        } else {
+            Value::Decimal(Decimal::new(a.value(i).into(), precision, scale).map_err(|e| format!("row {i}: {e}"))?)
+        });
+    }
+    Ok(Column::Any(out))
+}
+
+fn decimal_texts<T: arrow_array::types::DecimalType>(array: &dyn Array) -> Result<Column, String> {
     let a = array.as_primitive::<T>();
     formatted(array, |i, buf| {
         buf.push_str(&a.value_as_string(i));
@@ -410,6 +451,8 @@ fn values_from_arrow(array: &dyn Array) -> Result<Vec<Value>, String> {
                             (k, std::mem::take(&mut values[j]))
                         })
                         .collect();
+                    let mut m = m;
+                    m.set_key_value(true);
                     Value::Map(m)
                 })
                 .collect()
@@ -491,6 +534,16 @@ enum Ty {
     Struct(IndexMap<String, Ty>),
     /// Values of mixed types, written as JSON text.
     Json,
+    /// Timestamps of one unit and zone.
+    Timestamp(WeaveUnit, Option<Arc<String>>),
+    /// Dates (Arrow's `Date32`).
+    Date,
+    /// Decimals of this precision and scale (Arrow's `Decimal128`).
+    Decimal(u8, i8),
+    /// Bytes.
+    Binary,
+    /// Key-value maps (string keys) of values of this type.
+    Map(Box<Ty>),
 }
 
 impl Ty {
@@ -504,7 +557,14 @@ impl Ty {
             ValueRef::List(items) => {
                 Ty::List(Box::new(items.iter().fold(Ty::Null, |t, v| t.unify(Ty::of_value(v.as_ref())))))
             }
+            ValueRef::Map(m) if m.is_key_value() => {
+                Ty::Map(Box::new(m.values().fold(Ty::Null, |t, v| t.unify(Ty::of_value(v.as_ref())))))
+            }
             ValueRef::Map(m) => Ty::Struct(m.iter().map(|(k, v)| (k.clone(), Ty::of_value(v.as_ref()))).collect()),
+            ValueRef::Timestamp(t) => Ty::Timestamp(t.unit(), t.zone_arc().cloned()),
+            ValueRef::Date(_) => Ty::Date,
+            ValueRef::Decimal(d) => Ty::Decimal(d.precision(), d.scale()),
+            ValueRef::Binary(_) => Ty::Binary,
         }
     }
 
@@ -515,6 +575,17 @@ impl Ty {
             (a, b) if a == b => a,
             (Ty::Null, t) | (t, Ty::Null) => t,
             (Ty::List(a), Ty::List(b)) => Ty::List(Box::new(a.unify(*b))),
+            (Ty::Map(a), Ty::Map(b)) => Ty::Map(Box::new(a.unify(*b))),
+            // Decimals of two scales: the larger scale, and digits enough for the larger
+            // whole part, when that is within 38 digits.
+            (Ty::Decimal(p1, s1), Ty::Decimal(p2, s2)) => {
+                let scale = s1.max(s2);
+                let whole = (i16::from(p1) - i16::from(s1)).max(i16::from(p2) - i16::from(s2));
+                match u8::try_from(whole + i16::from(scale)) {
+                    Ok(p) if (1..=weave_core::MAX_DECIMAL_PRECISION).contains(&p) => Ty::Decimal(p, scale),
+                    _ => Ty::Json,
+                }
+            }
             (Ty::Struct(mut a), Ty::Struct(b)) => {
                 // The first record's keys keep their places; new keys go after them.
                 for (k, t) in b {
@@ -530,11 +601,93 @@ impl Ty {
         }
     }
 
+    /// The type a file of `self` values widens to so that it holds `other` values too: a
+    /// null type takes the other, ints become floats (or unsigned ints), a struct gains
+    /// the keys it lacked, and lists and maps widen their items. `Err` says where no type
+    /// holds both without turning typed values into JSON text. Values already written are
+    /// checked as they are rewritten (an int a float cannot hold exactly is an error then).
+    fn widen(&self, other: &Ty) -> Result<Ty, String> {
+        let incompatible = || {
+            format!(
+                "{} in the rows written so far, {} in this batch, and no Parquet type holds both",
+                self.describe(),
+                other.describe()
+            )
+        };
+        Ok(match (self, other) {
+            (a, b) if a == b => a.clone(),
+            (Ty::Null, t) | (t, Ty::Null) => t.clone(),
+            // Anything can be written as JSON text.
+            (Ty::Json, _) => Ty::Json,
+            (Ty::Num(a), Ty::Num(b)) if a & b != 0 => Ty::Num(a & b),
+            (Ty::Num(a), Ty::Num(b)) if (a | b) & F64 != 0 => Ty::Num(F64),
+            (Ty::Num(_), Ty::Num(_)) => Ty::Num(U64),
+            (Ty::List(a), Ty::List(b)) => Ty::List(Box::new(a.widen(b).map_err(|e| format!("in a list: {e}"))?)),
+            (Ty::Map(a), Ty::Map(b)) => Ty::Map(Box::new(a.widen(b).map_err(|e| format!("in a map's values: {e}"))?)),
+            (Ty::Struct(a), Ty::Struct(b)) => {
+                let mut out = a.clone();
+                for (k, t) in b {
+                    let w = match a.get(k) {
+                        Some(old) => old.widen(t).map_err(|e| format!("in key `{k}`: {e}"))?,
+                        None => t.clone(),
+                    };
+                    out.insert(k.clone(), w);
+                }
+                Ty::Struct(out)
+            }
+            (Ty::Decimal(..), Ty::Decimal(..)) => match self.clone().unify(other.clone()) {
+                Ty::Json => return Err(incompatible()),
+                t => t,
+            },
+            _ => return Err(incompatible()),
+        })
+    }
+
+    /// The type a declared type (`export_parquet`'s `schema`) names.
+    fn of_cast(t: &weave_core::cast::CastType) -> Ty {
+        use weave_core::cast::CastType;
+        match t {
+            CastType::Str => Ty::Str,
+            CastType::Int => Ty::Num(I64),
+            CastType::Float => Ty::Num(F64),
+            CastType::Bool => Ty::Bool,
+            CastType::Json => Ty::Json,
+            CastType::Date { .. } => Ty::Date,
+            CastType::Timestamp { unit, zone, .. } => Ty::Timestamp(*unit, zone.as_ref().map(|z| Arc::new(z.clone()))),
+            CastType::Decimal { precision, scale } => Ty::Decimal(*precision, *scale),
+        }
+    }
+
+    /// Whether a column of this type holds `v` as it is (null aside): a number the column's
+    /// type holds exactly, a decimal of no more places and whole digits, anything in JSON.
+    fn holds(&self, v: ValueRef<'_>) -> bool {
+        match (self, v) {
+            (_, ValueRef::Null) | (Ty::Json, _) => true,
+            (Ty::Num(m), v) => {
+                let first = if m & I64 != 0 {
+                    I64
+                } else if m & U64 != 0 {
+                    U64
+                } else {
+                    F64
+                };
+                number_fits(v) & first != 0
+            }
+            (Ty::Decimal(p, s), ValueRef::Decimal(d)) => {
+                d.scale() <= *s && i16::from(d.precision()) - i16::from(d.scale()) <= i16::from(*p) - i16::from(*s)
+            }
+            (Ty::Timestamp(..) | Ty::Map(_) | Ty::List(_) | Ty::Struct(_), v) => {
+                Ty::of_value(v).widen(self).is_ok_and(|w| w.arrow() == self.arrow())
+            }
+            (t, v) => std::mem::discriminant(t) == std::mem::discriminant(&Ty::of_value(v)),
+        }
+    }
+
     /// Whether Parquet can hold this type as it is: no JSON inside, no struct without fields.
     fn is_writable(&self) -> bool {
         match self {
             Ty::Json => false,
-            Ty::List(t) => t.is_writable(),
+            Ty::List(t) | Ty::Map(t) => t.is_writable(),
             Ty::Struct(fields) => !fields.is_empty() && fields.values().all(Ty::is_writable),
             _ => true,
         }
@@ -550,6 +703,13 @@ impl Ty {
             Ty::Str | Ty::Json => ArrowType::Utf8,
             Ty::List(t) => ArrowType::List(Arc::new(ArrowField::new_list_field(t.arrow(), true))),
             Ty::Struct(fields) => ArrowType::Struct(struct_fields(fields)),
+            Ty::Timestamp(unit, zone) => {
+                ArrowType::Timestamp(arrow_unit(*unit), zone.as_ref().map(|z| z.as_str().into()))
+            }
+            Ty::Date => ArrowType::Date32,
+            Ty::Decimal(p, s) => ArrowType::Decimal128(*p, *s),
+            Ty::Binary => ArrowType::Binary,
+            Ty::Map(t) => ArrowType::Map(map_entries(t), false),
         }
     }
 
@@ -563,6 +723,12 @@ impl Ty {
             Ty::Str => "string".into(),
             Ty::Json => "JSON text".into(),
             Ty::List(t) => format!("list of {}", t.describe()),
+            Ty::Map(t) => format!("map of {}", t.describe()),
+            Ty::Timestamp(unit, None) => format!("timestamp({})", unit.name()),
+            Ty::Timestamp(unit, Some(z)) => format!("timestamp({}, {z})", unit.name()),
+            Ty::Date => "date".into(),
+            Ty::Decimal(p, s) => format!("decimal({p}, {s})"),
+            Ty::Binary => "binary".into(),
             Ty::Struct(fields) => {
                 let f: Vec<String> = fields.iter().map(|(k, t)| format!("{k}: {}", t.describe())).collect();
                 format!("struct {{{}}}", f.join(", "))
@@ -571,11 +737,29 @@ impl Ty {
     }
 }
 
+/// The entries field of a map of string keys to values of type `t`, named as Arrow C++
+/// (pyarrow) names them.
+fn map_entries(t: &Ty) -> Arc<ArrowField> {
+    let entries =
+        Fields::from(vec![ArrowField::new("key", ArrowType::Utf8, false), ArrowField::new("value", t.arrow(), true)]);
+    Arc::new(ArrowField::new("entries", ArrowType::Struct(entries), false))
+}
+
 fn struct_fields(fields: &IndexMap<String, Ty>) -> Fields {
     fields.iter().map(|(k, t)| ArrowField::new(k.clone(), t.arrow(), true)).collect()
 }
 
-/// The schema of a Parquet file being written: each field's type, fixed by the first batch.
+/// A field of a declared schema (`export_parquet`'s `schema`): its name, its type, and
+/// whether it may be null.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct DeclaredField {
+    pub(crate) name: String,
+    pub(crate) ty: weave_core::cast::CastType,
+    pub(crate) nullable: bool,
+}
+
+/// The schema of a Parquet file being written: each field's type, set by the first batch
+/// and widened by later ones.
 #[derive(Debug)]
 pub(crate) struct FileSchema {
     fields: Vec<(String, Ty)>,
@@ -643,6 +827,63 @@ impl FileSchema {
         FileSchema { fields, arrow: Arc::new(arrow) }
     }
 
+    /// The schema declared by `export_parquet`'s `schema` key: its fields in that order.
+    pub(crate) fn declared(fields: &[DeclaredField]) -> FileSchema {
+        FileSchema::of_fields(fields.iter().map(|f| (f.name.clone(), Ty::of_cast(&f.ty))).collect())
+    }
+
+    /// Why a row of `batch` does not fit this declared schema: a field it does not declare,
+    /// a value of another type, or a null where `fields` says none may be; `None` when it fits.
+    pub(crate) fn misfit(&self, fields: &[DeclaredField], batch: &Batch, row: usize) -> Option<String> {
+        for (name, c) in batch.schema().names().zip(batch.columns()) {
+            let v = c.get(row);
+            match self.fields.iter().position(|(f, _)| f == name) {
+                None if v.is_null() => {}
+                None => return Some(format!("field `{name}` is not in the declared schema")),
+                Some(i) if !self.fields[i].1.holds(v) => {
+                    return Some(format!(
+                        "`{name}`: expected {}, found {} {v}",
+                        self.fields[i].1.describe(),
+                        v.type_name()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        for (f, (_, ty)) in fields.iter().zip(&self.fields) {
+            if !f.nullable && batch.column(&f.name).is_none_or(|c| c.get(row).is_null()) {
+                return Some(format!("`{}`: expected {} (not null), found null", f.name, ty.describe()));
+            }
+        }
+        None
+    }
+
+    /// This schema widened to hold `batch` too ([`Ty::widen`], field by field; a field it
+    /// lacks goes at the end), or the field and both types when no widening holds both.
+    pub(crate) fn widened(&self, batch: &Batch) -> Result<FileSchema, String> {
+        let mut fields: IndexMap<String, Ty> = self.fields.iter().cloned().collect();
+        for (name, ty) in FileSchema::of(batch).fields {
+            let w = match fields.get(&name) {
+                Some(old) => old.widen(&ty).map_err(|e| format!("field `{name}`: {e}"))?,
+                None => ty,
+            };
+            fields.insert(name, w);
+        }
+        Ok(FileSchema::of_fields(fields.into_iter().collect()))
+    }
+
+    /// The fields whose types differ from `other`'s, with both types, for messages.
+    pub(crate) fn changes_from(&self, other: &FileSchema) -> Vec<String> {
+        self.fields
+            .iter()
+            .filter_map(|(name, ty)| match other.fields.iter().find(|(n, _)| n == name) {
+                Some((_, old)) if old.arrow() == ty.arrow() => None,
+                Some((_, old)) => Some(format!("`{name}` from {} to {}", old.describe(), ty.describe())),
+                None => Some(format!("`{name}` added as {}", ty.describe())),
+            })
+            .collect()
+    }
+
     /// The Arrow schema.
     pub(crate) fn arrow(&self) -> Arc<ArrowSchema> {
         Arc::clone(&self.arrow)
@@ -665,7 +906,7 @@ impl FileSchema {
         {
             let known: Vec<&str> = self.fields.iter().map(|(f, _)| f.as_str()).collect();
             return Err(format!(
-                "field `{extra}` is not in the Parquet file's schema, which the first batch set ({})",
+                "field `{extra}` is not in the Parquet file's schema ({})",
                 if known.is_empty() { "no fields".to_owned() } else { known.join(", ") }
             ));
         }
@@ -688,15 +929,12 @@ impl FileSchema {
 }
 
 fn conflict(ty: &Ty, found: &str) -> String {
-    format!("{found} values, but the Parquet file's schema (set by the first batch) has {} there", ty.describe())
+    format!("{found} values, but the Parquet file's schema has {} there", ty.describe())
 }
 
 /// A number that the file's number type cannot hold exactly.
 fn inexact(ty: &Ty, v: ValueRef<'_>) -> String {
-    format!(
-        "{v} cannot be written exactly in the Parquet file's {} column (its schema was set by the first batch)",
-        ty.describe()
-    )
+    format!("{v} cannot be written exactly in the Parquet file's {} column", ty.describe())
 }
 
 fn nulls(len: usize, is_null: impl Fn(usize) -> bool) -> Option<NullBuffer> {
@@ -725,7 +963,17 @@ fn array_of(ty: &Ty, column: &Column) -> Result<ArrayRef, String> {
         }))),
         // Numbers into a field of another number type (ints into a float field), and
         // nested values: value by value, each checked.
-        (Ty::Num(_) | Ty::List(_) | Ty::Struct(_), Column::Int(_) | Column::UInt(_) | Column::Any(_)) => {
+        (
+            Ty::Num(_)
+            | Ty::List(_)
+            | Ty::Struct(_)
+            | Ty::Map(_)
+            | Ty::Timestamp(..)
+            | Ty::Date
+            | Ty::Decimal(..)
+            | Ty::Binary,
+            Column::Int(_) | Column::UInt(_) | Column::Any(_),
+        ) => {
             let refs: Vec<ValueRef<'_>> = (0..column.len()).map(|i| column.get(i)).collect();
             array_of_values(ty, &refs)?
         }
@@ -844,14 +1092,119 @@ fn array_of_values(ty: &Ty, values: &[ValueRef<'_>]) -> Result<ArrayRef, String>
                 .map_err(|e| e.to_string())?,
             )
         }
+        Ty::Timestamp(unit, zone) => {
+            let mut raw = Vec::with_capacity(values.len());
+            for v in values {
+                raw.push(match v {
+                    ValueRef::Null => None,
+                    ValueRef::Timestamp(t) if t.unit() == *unit && t.zone() == zone.as_deref().map(String::as_str) => {
+                        Some(t.value())
+                    }
+                    ValueRef::Timestamp(t) => {
+                        return Err(conflict(ty, &Ty::Timestamp(t.unit(), t.zone_arc().cloned()).describe()));
+                    }
+                    v => return Err(wrong(v)),
+                });
+            }
+            let zone = zone.as_ref().map(|z| Arc::<str>::from(z.as_str()));
+            macro_rules! timestamps {
+                ($a:ty) => {
+                    Arc::new(<$a>::from(raw).with_timezone_opt(zone))
+                };
+            }
+            match unit {
+                WeaveUnit::Second => timestamps!(arrow_array::TimestampSecondArray),
+                WeaveUnit::Millisecond => timestamps!(arrow_array::TimestampMillisecondArray),
+                WeaveUnit::Microsecond => timestamps!(arrow_array::TimestampMicrosecondArray),
+                WeaveUnit::Nanosecond => timestamps!(arrow_array::TimestampNanosecondArray),
+            }
+        }
+        Ty::Date => Arc::new(
+            values
+                .iter()
+                .map(|v| match v {
+                    ValueRef::Null => Ok(None),
+                    ValueRef::Date(d) => Ok(Some(*d)),
+                    v => Err(wrong(v)),
+                })
+                .collect::<Result<arrow_array::Date32Array, String>>()?,
+        ),
+        Ty::Decimal(precision, scale) => {
+            let mut raw = Vec::with_capacity(values.len());
+            for v in values {
+                raw.push(match v {
+                    ValueRef::Null => None,
+                    // A decimal of a smaller scale, scaled up exactly (the type was unified
+                    // to hold every value).
+                    ValueRef::Decimal(d) if d.scale() <= *scale => {
+                        let up = 10i128.checked_pow(u32::from((*scale - d.scale()).unsigned_abs()));
+                        Some(up.and_then(|up| d.value().checked_mul(up)).ok_or_else(|| inexact(ty, *v))?)
+                    }
+                    ValueRef::Decimal(_) => return Err(inexact(ty, *v)),
+                    v => return Err(wrong(v)),
+                });
+            }
+            Arc::new(
+                arrow_array::Decimal128Array::from(raw)
+                    .with_precision_and_scale(*precision, *scale)
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        Ty::Binary => Arc::new(
+            values
+                .iter()
+                .map(|v| match v {
+                    ValueRef::Null => Ok(None),
+                    ValueRef::Binary(b) => Ok(Some(*b)),
+                    v => Err(wrong(v)),
+                })
+                .collect::<Result<arrow_array::BinaryArray, String>>()?,
+        ),
+        Ty::Map(item) => {
+            let mut offsets = Vec::with_capacity(values.len() + 1);
+            offsets.push(0i32);
+            let (mut keys, mut items) = (Vec::new(), Vec::new());
+            for v in values {
+                match v {
+                    ValueRef::Null => {}
+                    ValueRef::Map(m) if m.is_key_value() => {
+                        for (k, x) in m.iter() {
+                            keys.push(k.as_str());
+                            items.push(x.as_ref());
+                        }
+                    }
+                    ValueRef::Map(_) => return Err(conflict(ty, "struct")),
+                    v => return Err(wrong(v)),
+                }
+                offsets.push(i32::try_from(keys.len()).map_err(|_| "a map column too long for one batch".to_owned())?);
+            }
+            let child = array_of_values(item, &items).map_err(|e| format!("in a map's values: {e}"))?;
+            let entries_field = map_entries(item);
+            let ArrowType::Struct(entry_fields) = entries_field.data_type().clone() else {
+                return Err("a map's entries are not a struct".to_owned());
+            };
+            let entries = StructArray::try_new(entry_fields, vec![Arc::new(StringArray::from(keys)), child], None)
+                .map_err(|e| e.to_string())?;
+            Arc::new(
+                arrow_array::MapArray::try_new(
+                    entries_field,
+                    OffsetBuffer::new(ScalarBuffer::from(offsets)),
+                    entries,
+                    nulls(values.len(), |i| values[i].is_null()),
+                    false,
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        }
         Ty::Struct(fields) => {
             for v in values {
                 match v {
                     ValueRef::Null => {}
+                    ValueRef::Map(m) if m.is_key_value() => return Err(conflict(ty, "key-value map")),
                     ValueRef::Map(m) => {
                         if let Some(k) = m.keys().find(|k| !fields.contains_key(*k)) {
                             return Err(format!(
-                                "key `{k}` is not in the Parquet file's schema (set by the first batch), which has {}",
+                                "key `{k}` is not in the Parquet file's schema, which has {}",
                                 ty.describe()
                             ));
                         }

@@ -759,7 +759,7 @@ impl LoadCsv {
         // others are moved into `out` as they are, not copied).
         let mut raw: Vec<Option<StrColumn>> = Vec::with_capacity(cols.len());
         for (name, col) in header.iter().zip(cols) {
-            let ty = self.types.iter().find(|(f, _)| f == name).map(|(_, t)| *t);
+            let ty = self.types.iter().find(|(f, _)| f == name).map(|(_, t)| t);
             if ty.is_none() && !col.iter().any(|v| v.is_some_and(|v| self.null_values.iter().any(|n| n == v))) {
                 out.push(Column::Str(col));
                 raw.push(None);
@@ -784,7 +784,7 @@ impl LoadCsv {
                 c.push(value.as_ref());
             }
             // A column typed as text keeps its type when every value is null.
-            if matches!(c, Column::Null(_)) && ty.is_none_or(|t| t == CastType::Str) {
+            if matches!(c, Column::Null(_)) && ty.is_none_or(|t| *t == CastType::Str) {
                 let mut s = StrColumn::with_capacity(rows, 0);
                 for _ in 0..rows {
                     s.push_null();
@@ -924,6 +924,16 @@ impl Format for Csv {
                     Some(ValueRef::Float(x)) if x.is_nan() => self.record.push_field(b"NaN"),
                     Some(ValueRef::Float(x)) if x.is_infinite() => {
                         self.record.push_field(if x > 0.0 { b"inf" } else { b"-inf" });
+                    }
+                    // Timestamps, dates, decimals and bytes in their text forms (RFC 3339,
+                    // ISO 8601, digits, base64), unquoted.
+                    Some(
+                        v @ (ValueRef::Timestamp(_) | ValueRef::Date(_) | ValueRef::Decimal(_) | ValueRef::Binary(_)),
+                    ) => {
+                        use std::io::Write as _;
+                        self.cell.clear();
+                        let _ = write!(self.cell, "{}", weave_core::TextForm(v));
+                        self.record.push_field(&self.cell);
                     }
                     Some(other) => {
                         use std::io::Write as _;
@@ -1415,10 +1425,10 @@ mod tests {
         assert_eq!(rows, [r#"{"id":1,"text":"a"}"#, r#"{"id":2,"text":"b"}"#, r#"{"id":3,"text":"c"}"#]);
         check_build_errors(
             "load_csv",
-            "path = \"in.csv\"\nheader = false\ntypes = { x = \"date\", y = 3 }",
+            "path = \"in.csv\"\nheader = false\ntypes = { x = \"datum\", y = 3 }",
             &[
-                "3:15 unknown type `date` for `x`; the types are string, int, float, bool, json",
-                "3:27 `types.y` must name a type (a string), not an integer",
+                "3:15 `types.x`: unknown type `datum`; the types are string, int, float, bool, json, date, timestamp, decimal(P, S)",
+                "3:28 `types.y` must name a type (a string) or be a table with `type`, not an integer",
                 "2:10 `header = false` needs `names`: the fields of each row, in order",
             ],
         );

@@ -480,6 +480,29 @@ impl AtomicOutput {
         }
     }
 
+    /// The temporary file of a finished output, which can be read back until it is moved
+    /// into place or thrown away (the Parquet exporter rewrites it when its schema widens).
+    #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
+    pub(crate) fn finished_temporary(&self) -> Option<&Path> {
+        match &self.state {
+            State::Finished { tmp } => Some(tmp.path()),
+            _ => None,
+        }
+    }
+
+    /// A new output to the same file, made as this one was, that takes over the folders
+    /// this one created (so that aborting it still removes them).
+    #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
+    pub(crate) fn successor(&mut self) -> AtomicOutput {
+        let mut next = AtomicOutput::new(self.path.clone());
+        next.compression = self.compression;
+        next.capacity = self.capacity;
+        next.hash = self.hash;
+        next.behind = self.behind;
+        next.created = self.take_created();
+        next
+    }
+
     /// Takes back the writer [`AtomicOutput::take_writer`] handed over.
     #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
     pub(crate) fn restore(&mut self, out: TempWriter) {

@@ -73,6 +73,41 @@ fn every_value_kind_goes_to_arrow_and_back_unchanged() {
 }
 
 #[test]
+fn timestamps_dates_decimals_bytes_and_key_value_maps_go_to_arrow_and_back() {
+    use weave_core::{Decimal, Map, TimeUnit as Unit, Timestamp};
+    let zone = Some(Arc::new("Europe/Paris".to_owned()));
+    let mut kv = Map::from([("k1", 1i64), ("k2", 2)]);
+    kv.set_key_value(true);
+    let records: Vec<Record> = (0..2i64)
+        .map(|i| {
+            Record::new()
+                .with("at", Value::Timestamp(Timestamp::new(1_700_000_000_000 + i, Unit::Millisecond, zone.clone())))
+                .with("local", Value::Timestamp(Timestamp::new(-i, Unit::Nanosecond, None)))
+                .with("day", Value::Date(19_000 + i as i32))
+                .with("price", Value::Decimal(Decimal::new(1250 * i128::from(i), 10, 2).unwrap()))
+                .with("raw", Value::Binary(vec![0, 255, i as u8]))
+                .with("counts", if i == 0 { Value::Map(kv.clone()) } else { Value::Null })
+        })
+        .collect();
+    let rb = to_record_batch(&Batch::from_records(&records)).unwrap();
+    let types: Vec<String> = rb.schema().fields().iter().map(|f| f.data_type().to_string()).collect();
+    assert_eq!(
+        types,
+        [
+            "Timestamp(ms, \"Europe/Paris\")",
+            "Timestamp(ns)",
+            "Date32",
+            "Decimal128(10, 2)",
+            "Binary",
+            "Map(\"entries\": non-null Struct(\"key\": non-null Utf8, \"value\": Int64), unsorted)"
+        ]
+    );
+    let back = from_record_batch(&rb).unwrap().to_records();
+    assert_eq!(back, records);
+    assert!(matches!(back[0].get("counts"), Some(Value::Map(m)) if m.is_key_value()), "still a map");
+}
+
+#[test]
 fn non_finite_floats_of_a_float_column_go_to_arrow_and_back() {
     let records: Vec<Record> =
         [f64::INFINITY, f64::NEG_INFINITY, 0.0].iter().map(|&x| Record::new().with("x", Value::Float(x))).collect();

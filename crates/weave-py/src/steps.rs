@@ -390,7 +390,9 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 }
 
 /// A value of a record as Python data: JSON's types (`None`, `bool`, `int` of any size,
-/// `float`, `str`, `list`, `dict` in the map's order), as `json.loads` would make them.
+/// `float`, `str`, `list`, `dict` in the map's order), as `json.loads` would make them,
+/// and `datetime`, `date`, `decimal.Decimal` and `bytes` for timestamps, dates, decimals
+/// and binary values.
 fn to_py<'py>(py: Python<'py>, value: ValueRef<'_>) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
         ValueRef::Null => py.None().into_bound(py),
@@ -415,7 +417,81 @@ fn to_py<'py>(py: Python<'py>, value: ValueRef<'_>) -> PyResult<Bound<'py, PyAny
             }
             dict.into_any()
         }
+        // A `datetime` (in UTC when the timestamp has a zone), to the microsecond, which is
+        // as fine as Python's `datetime` goes.
+        ValueRef::Timestamp(t) => {
+            let datetime = py.import("datetime")?;
+            let micros = i128::from(t.value()) * 1_000_000;
+            let micros = micros.div_euclid(i128::from(t.unit().per_second()));
+            let epoch = epoch(py, t.zone().is_some())?;
+            let delta = datetime.getattr("timedelta")?.call1((0, 0, micros))?;
+            epoch.call_method1("__add__", (delta,))?
+        }
+        ValueRef::Date(d) => {
+            py.import("datetime")?.getattr("date")?.call_method1("fromordinal", (i64::from(d) + EPOCH_ORDINAL,))?
+        }
+        ValueRef::Decimal(d) => py.import("decimal")?.getattr("Decimal")?.call1((d.to_string(),))?,
+        ValueRef::Binary(b) => pyo3::types::PyBytes::new(py, b).into_any(),
     })
+}
+
+/// `date(1970, 1, 1).toordinal()`.
+const EPOCH_ORDINAL: i64 = 719_163;
+
+/// 1970-01-01T00:00:00, in UTC when `utc`.
+fn epoch(py: Python<'_>, utc: bool) -> PyResult<Bound<'_, PyAny>> {
+    let datetime = py.import("datetime")?;
+    let kwargs = PyDict::new(py);
+    if utc {
+        kwargs.set_item("tzinfo", datetime.getattr("timezone")?.getattr("utc")?)?;
+    }
+    datetime.getattr("datetime")?.call((1970, 1, 1), Some(&kwargs))
+}
+
+/// A `datetime`, `date`, `decimal.Decimal` or `bytes` as a timestamp (in microseconds; in
+/// UTC when it has a time zone), a date, a decimal or bytes; `None` for any other object.
+fn typed_from_py(obj: &Bound<'_, PyAny>) -> Result<Option<Value>, String> {
+    let py = obj.py();
+    let err = |e: PyErr| e.to_string();
+    if let Ok(b) = obj.cast::<pyo3::types::PyBytes>() {
+        return Ok(Some(Value::Binary(b.as_bytes().to_vec())));
+    }
+    let datetime = py.import("datetime").map_err(err)?;
+    if obj.is_instance(&datetime.getattr("datetime").map_err(err)?).map_err(err)? {
+        let aware = !obj.getattr("tzinfo").map_err(err)?.is_none();
+        let since = obj.call_method1("__sub__", (epoch(py, aware).map_err(err)?,)).map_err(err)?;
+        let one = datetime.getattr("timedelta").map_err(err)?.call1((0, 0, 1)).map_err(err)?;
+        let micros: i64 = since.call_method1("__floordiv__", (one,)).and_then(|m| m.extract()).map_err(err)?;
+        let zone = aware.then(|| std::sync::Arc::new("UTC".to_owned()));
+        return Ok(Some(Value::Timestamp(weave::Timestamp::new(micros, weave::TimeUnit::Microsecond, zone))));
+    }
+    if obj.is_instance(&datetime.getattr("date").map_err(err)?).map_err(err)? {
+        let ordinal: i64 = obj.call_method0("toordinal").and_then(|o| o.extract()).map_err(err)?;
+        let days = i32::try_from(ordinal - EPOCH_ORDINAL).map_err(|e| e.to_string())?;
+        return Ok(Some(Value::Date(days)));
+    }
+    if obj.is_instance(&py.import("decimal").map_err(err)?.getattr("Decimal").map_err(err)?).map_err(err)? {
+        let (sign, digits, exponent): (i64, Vec<u8>, Bound<'_, PyAny>) =
+            obj.call_method0("as_tuple").and_then(|t| t.extract()).map_err(err)?;
+        let exponent: i64 = exponent.extract().map_err(|_| format!("ValueError: {obj} is not a finite decimal"))?;
+        let scale = i8::try_from(-exponent).map_err(|_| format!("ValueError: {obj} has too many decimal places"))?;
+        let mut value: i128 = 0;
+        for d in &digits {
+            value = value
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(i128::from(*d)))
+                .ok_or_else(|| format!("ValueError: {obj} has more than 38 digits"))?;
+        }
+        if sign == 1 {
+            value = -value;
+        }
+        let precision = digits.len().max(usize::from(scale.max(0).unsigned_abs())).max(1);
+        let precision = u8::try_from(precision).unwrap_or(u8::MAX);
+        return weave::Decimal::new(value, precision, scale)
+            .map(|d| Some(Value::Decimal(d)))
+            .map_err(|e| format!("ValueError: {e}"));
+    }
+    Ok(None)
 }
 
 /// The fields of a dict a function returned, in its order, into `fields` (cleared first);
@@ -462,6 +538,9 @@ fn from_py(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, String> {
     if let Ok(s) = obj.cast::<PyString>() {
         return s.to_cow().map(|c| Value::Str(c.into_owned())).map_err(|e| format!("UnicodeEncodeError: {e}"));
     }
+    if let Some(v) = typed_from_py(obj)? {
+        return Ok(v);
+    }
     if depth >= MAX_DEPTH {
         return Err(format!("ValueError: nested more than {MAX_DEPTH} deep"));
     }
@@ -479,7 +558,10 @@ fn from_py(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, String> {
             .collect::<Result<Vec<_>, _>>()
             .map(Value::List);
     }
-    Err(format!("TypeError: a {} is not JSON data (str, int, float, bool, None, list or dict)", type_name(obj)))
+    Err(format!(
+        "TypeError: a {} is not record data (str, int, float, bool, None, list, dict, datetime, date, Decimal or bytes)",
+        type_name(obj)
+    ))
 }
 
 /// Registers `function` as the step kind `name` (what `weave_pipelines.step` does):

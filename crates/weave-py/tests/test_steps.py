@@ -77,7 +77,7 @@ def test_a_raising_step_quarantines_its_records_with_the_exception_message(tmp_p
         if record["text"] == "boom":
             raise ValueError(f"cannot take {record['text']!r}")
         if record["text"] == "":
-            return {"when": datetime.date(2024, 1, 1)}  # not JSON data: a bad record too
+            return {"when": {2024, 1}}  # a set is not record data: a bad record too
         return record
 
     write_records(tmp_path / "in.jsonl", TEXTS)
@@ -92,13 +92,13 @@ def test_a_raising_step_quarantines_its_records_with_the_exception_message(tmp_p
     assert set_aside["boom"]["step"] == "py"
     assert set_aside["boom"]["record"] == {"id": 3, "text": "boom"}
     assert set_aside[""]["reason"].startswith("the record it returned is not JSON data: TypeError: ")
-    assert "date" in set_aside[""]["reason"]
+    assert "a set is not record data" in set_aside[""]["reason"]
 
     assert set_aside[""]["reason"].endswith("(field `when`)")
 
     # Without "skip", the first bad record stops the run, naming why.
     (tmp_path / "out.jsonl").unlink()
-    with pytest.raises(wp.RunError, match="bad record: the record it returned is not JSON data: TypeError: a date"):
+    with pytest.raises(wp.RunError, match="bad record: the record it returned is not JSON data: TypeError: a set"):
         pipeline(tmp_path, "explode_on_boom").run(progress=False)
     assert not (tmp_path / "out.jsonl").exists()
 

@@ -373,7 +373,11 @@ const SAMPLES: &[Sample] = &[
     Sample {
         kind: "export_parquet",
         base: "path = \"out/o.parquet\"",
-        changes: &[("path", None, "path = \"out/p.parquet\""), ("compression", None, "compression = \"zstd\"")],
+        changes: &[
+            ("path", None, "path = \"out/p.parquet\""),
+            ("compression", None, "compression = \"zstd\""),
+            ("schema", None, "schema = { text = \"string\" }"),
+        ],
     },
 ];
 

@@ -370,7 +370,7 @@ impl Work<'_> {
                     }
                     let mut col = Column::Null(0);
                     for r in 0..self.rows {
-                        match cast(old.get(r), *t) {
+                        match cast(old.get(r), t) {
                             Ok(v) => col.push(v.as_ref()),
                             Err(why) => {
                                 self.mark(r, || format!("`{name}` cannot be cast to {}: {why}", t.name()));
@@ -718,12 +718,12 @@ mod tests {
     fn bad_keys_are_named_where_they_are_written() {
         check_build_errors(
             "fields",
-            "select = []\nrename = { a = \"x\", b = \"x\", c = 3 }\ncast = { a = \"date\" }\ntemplate = { t = \"{a\" }\nflatten = 3\nnest = { m = [] }\nseparator = \"\"",
+            "select = []\nrename = { a = \"x\", b = \"x\", c = 3 }\ncast = { a = \"datum\" }\ntemplate = { t = \"{a\" }\nflatten = 3\nnest = { m = [] }\nseparator = \"\"",
             &[
                 "1:10 `select` is empty, so every field would go: name the fields to keep",
                 "2:25 `rename` gives two fields the name `x`",
                 "2:34 `rename.c` must be the new name (a string), not an integer",
-                "3:14 unknown type `date` for `a`; the types are string, int, float, bool, json",
+                "3:14 `cast.a`: unknown type `datum`; the types are string, int, float, bool, json, date, timestamp, decimal(P, S)",
                 "4:18 `template.t`: the `{` at character 1 opens a field that is not closed (write `{{` for a brace)",
                 "5:11 `flatten` takes true (every field that holds tables) or a list of fields, not an integer",
                 "6:14 `nest.m` must be a list of the fields it gathers, such as [\"a\", \"b\"]",
