@@ -27,6 +27,7 @@ mod judge;
 mod limiter;
 mod prompt;
 mod schema;
+mod vary;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,7 +51,8 @@ use client::{Answer, CallError, Endpoint, Tally};
 use weave_cache::Key;
 
 /// The keys every LLM step takes.
-pub const COMMON_KEYS: &[&str] = &["llm", "concurrency", "temperature", "top_p", "max_tokens", "stop", "system"];
+pub const COMMON_KEYS: &[&str] =
+    &["llm", "concurrency", "temperature", "top_p", "max_tokens", "stop", "system", "vary_by"];
 
 /// Requests a step keeps in flight when `concurrency` is not given.
 const DEFAULT_CONCURRENCY: u64 = 16;
@@ -84,16 +86,28 @@ pub(crate) struct Request {
 }
 
 impl Request {
-    /// A request whose seed comes from the pipeline's seed, the messages and `sample`
-    /// (the number of the answer, when one prompt asks for several): the same messages
-    /// give the same request, whatever the step, batch or thread.
-    pub(crate) fn new(system: Option<String>, user: String, pipeline_seed: u64, sample: u64) -> Request {
+    /// A request whose seed comes from the pipeline's seed, the messages, `sample` (the
+    /// number of the answer, when one prompt asks for several) and the record's `salt`
+    /// (`vary_by`, [`vary::VaryBy::salt`]): the same messages and salt give the same
+    /// request, whatever the step, batch or thread. Without a salt the seed is the one
+    /// earlier versions sent, so that their answers in the cache still serve.
+    pub(crate) fn new(
+        system: Option<String>,
+        user: String,
+        pipeline_seed: u64,
+        sample: u64,
+        salt: Option<&[u8; 32]>,
+    ) -> Request {
         let mut h = blake3::Hasher::new_derive_key("weave llm request seed v1");
         h.update(&pipeline_seed.to_le_bytes());
         h.update(&sample.to_le_bytes());
         for part in [system.as_deref().unwrap_or(""), user.as_str()] {
             h.update(&(part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
+        }
+        if let Some(salt) = salt {
+            h.update(b"salt");
+            h.update(salt);
         }
         let mut first = [0u8; 8];
         first.copy_from_slice(&h.finalize().as_bytes()[..8]);
@@ -122,6 +136,9 @@ pub(crate) struct LlmCall {
     /// batches' requests go out in the order the batches came, and the first batch is done
     /// first rather than every batch at the end.
     turn: Mutex<()>,
+    /// The answers the step has had in this run, by a hash of their text, for its
+    /// `distinct` figure (each call adds the answers new to the step).
+    seen: Mutex<std::collections::HashSet<u128>>,
 }
 
 #[derive(Debug)]
@@ -303,6 +320,7 @@ impl LlmCall {
             concurrency,
             slots: Slots::new(concurrency),
             turn: Mutex::new(()),
+            seen: Mutex::default(),
         })
     }
 
@@ -373,6 +391,8 @@ impl LlmCall {
         }
         let unique: Vec<Request> =
             requests.into_iter().zip(first_of_its_kind).filter_map(|(r, k)| k.then_some(r)).collect();
+        // Counted, not silent: records whose request was another's (see `vary_by`).
+        let shared = (n - unique.len()) as i64;
         let n = unique.len();
         let runtime = client::runtime().map_err(StepError::fatal)?;
         let (reply, results) = crossbeam_channel::unbounded();
@@ -488,6 +508,10 @@ impl LlmCall {
         if failed > 0 {
             ctx.add_stat("failed_requests", failed);
         }
+        if shared > 0 {
+            ctx.add_stat("shared_requests", shared);
+        }
+        ctx.add_stat("distinct", self.new_distinct(&outcomes));
         if cached_tokens > 0 {
             ctx.add_stat("cached_tokens", cached_tokens);
         }
@@ -501,6 +525,25 @@ impl LlmCall {
             Some(e) => Err(e),
             None => Ok(slot_of.into_iter().map(|i| outcomes[i].clone()).collect()),
         }
+    }
+}
+
+impl LlmCall {
+    /// How many of the answers in `outcomes` the step has not had before in this run.
+    fn new_distinct(&self, outcomes: &[Outcome]) -> i64 {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut new = 0;
+        for o in outcomes {
+            if let Outcome::Answered(a) = o {
+                let h = blake3::hash(a.content.as_bytes());
+                let mut first = [0u8; 16];
+                first.copy_from_slice(&h.as_bytes()[..16]);
+                if seen.insert(u128::from_le_bytes(first)) {
+                    new += 1;
+                }
+            }
+        }
+        new
     }
 }
 
@@ -732,7 +775,7 @@ mod tests {
     }
 
     fn requests(prefix: &str, n: usize) -> Vec<Request> {
-        (0..n).map(|i| Request::new(None, format!("{prefix} {i}"), 1, 0)).collect()
+        (0..n).map(|i| Request::new(None, format!("{prefix} {i}"), 1, 0, None)).collect()
     }
 
     /// Runs `call` on `n` requests on a thread of its own, stops the run once `sent` of

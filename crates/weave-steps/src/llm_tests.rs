@@ -815,3 +815,95 @@ fn a_cancelled_run_stops_waiting() {
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     assert_eq!(err.to_string(), "the run is being cancelled");
 }
+
+#[test]
+fn n_answers_and_records_with_one_prompt_get_requests_of_their_own_and_a_rerun_sends_none() {
+    // The server answers with the seed it was sent: a model that samples.
+    let server = TestServer::start(|r| Reply::text(format!("{} / {}", r.prompt(), r.field("seed")))).unwrap();
+    let env = env(&server);
+    let config = "prompt = \"Write about {topic}.\"\nn = 5\ntemperature = 0.9";
+    // Three records, two of them with one prompt (they differ by `id`).
+    let batch = Batch::from_records(&[
+        Record::new().with("id", 1i64).with("topic", "cats"),
+        Record::new().with("id", 2i64).with("topic", "cats"),
+        Record::new().with("id", 3i64).with("topic", "dogs"),
+    ]);
+    let step = build("llm_generate", config, &env.ctx);
+    let c = call(&*step, &batch);
+    assert_eq!(c.out().len(), 15);
+    // Five requests per input, each sent once, with bodies (seeds) of their own.
+    assert_eq!(server.total(), 15);
+    let counts = server.counts();
+    assert_eq!(counts.len(), 15);
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    let per_prompt = |p: &str| server.requests().iter().filter(|l| l.request.prompt() == p).count();
+    assert_eq!((per_prompt("Write about cats."), per_prompt("Write about dogs.")), (10, 5));
+    assert_eq!((c.stat("requests"), c.stat("distinct"), c.stat("shared_requests")), (15, 15, 0));
+    let mut generated: Vec<String> = strings(&c.column("generated")).into_iter().map(str::to_owned).collect();
+    generated.sort();
+    generated.dedup();
+    assert_eq!(generated.len(), 15, "every answer differs");
+
+    // The same pipeline again, built anew, on the records in another order: nothing sent.
+    let again = build("llm_generate", config, &env.ctx);
+    let reordered = batch.take(&[2, 0, 1]);
+    let c2 = call(&*again, &reordered);
+    assert_eq!(server.total(), 15, "a re-run sends nothing");
+    assert_eq!((c2.stat("requests"), c2.stat("cache_hits"), c2.stat("distinct")), (0, 15, 15));
+    assert_eq!(strings(&c2.column("generated"))[..5], strings(&c.column("generated"))[10..]);
+}
+
+#[test]
+fn vary_by_says_which_records_share_a_request_and_sharing_is_counted() {
+    let server = TestServer::start(|r| Reply::text(format!("{} / {}", r.prompt(), r.field("seed")))).unwrap();
+    let env = env_with(vec![provider(&server.url(), None)], false);
+    // Four records with one prompt: two identical, two with other ids.
+    let batch = Batch::from_records(&[
+        Record::new().with("id", 1i64).with("topic", "cats"),
+        Record::new().with("id", 1i64).with("topic", "cats"),
+        Record::new().with("id", 2i64).with("topic", "cats"),
+        Record::new().with("id", 3i64).with("topic", "cats"),
+    ]);
+    let run = |vary: &str| {
+        let before = server.total();
+        let step = build("llm_generate", &format!("prompt = \"About {{topic}}.\"\n{vary}"), &env.ctx);
+        let c = call(&*step, &batch);
+        (server.total() - before, c.stat("shared_requests"), c.stat("distinct"))
+    };
+    // The whole record (the default): the identical pair shares.
+    assert_eq!(run(""), (3, 1, 3));
+    // The prompt alone: one request for all four, counted as shared by three.
+    assert_eq!(run("vary_by = \"prompt\""), (1, 3, 1));
+    // A field: the records with id 1 share.
+    assert_eq!(run("vary_by = [\"id\"]"), (3, 1, 3));
+    // The position: every record is asked, the identical ones too.
+    assert_eq!(run("vary_by = \"position\""), (4, 0, 4));
+    // The judge shares by default (a score belongs to the text), and varies when asked.
+    let judge = |vary: &str| {
+        let server = TestServer::start(|_| Reply::json(&serde_json::json!({"score": 5, "reason": "ok"}))).unwrap();
+        let env = env_with(vec![provider(&server.url(), None)], false);
+        let step = build("llm_judge", &format!("field = \"topic\"\n{vary}"), &env.ctx);
+        let c = call(&*step, &batch);
+        (server.total(), c.stat("shared_requests"))
+    };
+    assert_eq!(judge(""), (1, 3));
+    assert_eq!(judge("vary_by = \"record\""), (3, 1));
+    // A field that is not in the data stops the step, naming it.
+    let step = build("llm_generate", "prompt = \"About {topic}.\"\nvary_by = [\"lang\"]", &env.ctx);
+    let e = call(&*step, &batch).out.unwrap_err().to_string();
+    assert!(e.contains("`vary_by`: field `lang` is not in the data"), "{e}");
+}
+
+#[test]
+fn a_wrong_vary_by_is_refused_where_it_is_written() {
+    let server = TestServer::echo().unwrap();
+    let env = env(&server);
+    assert_eq!(
+        diagnostics("llm_generate", "prompt = \"p\"\nvary_by = \"row\"", &env.ctx),
+        ["2:11 `vary_by` must be one of \"prompt\", \"record\", \"position\", not \"row\""]
+    );
+    assert_eq!(
+        diagnostics("augment", "noiser = \"llm_typos\"\nvary_by = 1", &env.ctx),
+        ["2:11 `vary_by` must be \"prompt\", \"record\", \"position\" or a non-empty list of field names"]
+    );
+}
