@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 mod augment;
+mod batch;
 mod cache;
 mod client;
 mod generate;
@@ -60,6 +61,10 @@ const DEFAULT_CONCURRENCY: u64 = 16;
 /// The tokens an answer is assumed to take, for the rate budget, when `max_tokens` is not
 /// given (the difference is settled when the answer comes).
 const ASSUMED_ANSWER_TOKENS: u64 = 256;
+
+/// The share of the prices the Batch API takes off when `batch_discount` is not given
+/// (OpenAI's).
+pub(crate) const DEFAULT_BATCH_DISCOUNT: f64 = 0.5;
 
 /// The cost per record of an LLM step, for the critical path and the cache (`auto` keeps
 /// the output of steps this costly).
@@ -393,6 +398,12 @@ impl LlmCall {
             requests.into_iter().zip(first_of_its_kind).filter_map(|(r, k)| k.then_some(r)).collect();
         // Counted, not silent: records whose request was another's (see `vary_by`).
         let shared = (n - unique.len()) as i64;
+        let done = if self.provider().batch { self.run_batch(unique, ctx)? } else { self.run_each(unique, ctx)? };
+        self.figures(done, shared, slot_of, ctx)
+    }
+
+    /// [`LlmCall::run`]'s requests (already told apart) one by one, as they take slots.
+    fn run_each(&self, unique: Vec<Request>, ctx: &StepContext) -> Result<Vec<Done>, StepError> {
         let n = unique.len();
         let runtime = client::runtime().map_err(StepError::fatal)?;
         let (reply, results) = crossbeam_channel::unbounded();
@@ -438,14 +449,26 @@ impl LlmCall {
             }
         }
         drop(reply);
-        let done = match collect(&results, n, ctx) {
-            Ok(d) => d,
+        match collect(&results, n, ctx) {
+            Ok(d) => Ok(d),
             Err(e) => {
                 // Queued requests are dropped unsent; those in flight finish and are kept.
                 cancel.store(true, Ordering::Relaxed);
-                return Err(e);
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// The outcomes of a call's requests (`done`, one per distinct request, in order; each
+    /// record's is `slot_of` it), with the step's figures added to `ctx`.
+    fn figures(
+        &self,
+        done: Vec<Done>,
+        shared: i64,
+        slot_of: Vec<usize>,
+        ctx: &mut StepContext,
+    ) -> Result<Vec<Outcome>, StepError> {
+        let n = done.len();
         let mut tally = Tally::default();
         let (mut answers, mut hits, mut failed) = (0i64, 0i64, 0i64);
         let (mut prompt_tokens, mut completion_tokens, mut cached_tokens) = (0i64, 0i64, 0i64);
@@ -517,9 +540,12 @@ impl LlmCall {
         }
         let provider = self.provider();
         if provider.prompt_price_per_million.is_some() || provider.completion_price_per_million.is_some() {
+            // The Batch API's answers cost a share of the price.
+            let paid =
+                if provider.batch { 1.0 - provider.batch_discount.unwrap_or(DEFAULT_BATCH_DISCOUNT) } else { 1.0 };
             let cost = prompt_tokens as f64 * provider.prompt_price_per_million.unwrap_or(0.0) / 1e6
                 + completion_tokens as f64 * provider.completion_price_per_million.unwrap_or(0.0) / 1e6;
-            ctx.add_stat("cost", cost);
+            ctx.add_stat("cost", cost * paid);
         }
         match fatal {
             Some(e) => Err(e),
@@ -750,6 +776,9 @@ mod tests {
             timeout: Some(Duration::from_secs(30)),
             prompt_price_per_million: None,
             completion_price_per_million: None,
+            batch: false,
+            batch_discount: None,
+            batch_poll_interval: None,
             config: Default::default(),
         };
         let ctx = Arc::new(BuildContext::new([provider], Some(cache.to_path_buf())));
