@@ -51,3 +51,72 @@ temperature = 1.0"#;
     assert_eq!((f["cache_hits"].as_u64(), f["distinct"].as_u64()), (Some(30), Some(30)), "{f}");
     assert_eq!(jsonl(&dir.path().join("out.jsonl")), rows);
 }
+
+/// `setup`'s pipeline with its provider sending through the Batch API, polled every 20 ms.
+fn batch_setup(url: &str, step: &str, rows: usize) -> tempfile::TempDir {
+    let dir = setup(url, step, rows);
+    let p = dir.path().join("p.toml");
+    let text = std::fs::read_to_string(&p).expect("pipeline");
+    let text = text.replace(
+        "completion_price_per_million = 1.5\n",
+        "completion_price_per_million = 1.5\nbatch = true\nbatch_poll_interval = \"20ms\"\n",
+    );
+    std::fs::write(&p, text).expect("pipeline");
+    dir
+}
+
+#[test]
+fn a_batch_run_killed_after_upload_resumes_and_sends_every_request_once() {
+    // The batch takes three seconds: the run is killed while it waits.
+    let server = TestServer::builder()
+        .api_key(KEY)
+        .batch_delay(std::time::Duration::from_secs(3))
+        .start(|r| Reply::text(format!("answer to {}", r.prompt())).with_usage(12, 3))
+        .expect("server");
+    let step = r#"[[step]]
+id = "gen"
+kind = "llm_generate"
+prompt = "Summarise ticket {id}: {text}""#;
+    let dir = batch_setup(&server.url(), step, 200);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weave"))
+        .args(["run", "p.toml", "-q"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env_remove("WEAVE_CACHE_DIR")
+        .env("WEAVE_E2E_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("weave starts");
+    // Once the batch is polled, its id is in the cache (it is stored before the first poll).
+    let start = std::time::Instant::now();
+    while !server.api_calls().iter().any(|c| c.starts_with("GET /v1/batches/"))
+        && start.elapsed() < std::time::Duration::from_secs(60)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let killed = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    assert!(!child.wait().expect("weave exits").success());
+    assert!(!dir.path().join("out.jsonl").exists(), "a killed run commits nothing");
+    assert_eq!((server.batches(), server.total()), (1, 200), "one batch of every request");
+
+    let out = weave(dir.path(), &["run", "p.toml"], KEY);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = jsonl(&dir.path().join("out.jsonl"));
+    assert_eq!(rows.len(), 200);
+    for r in &rows {
+        let expected = format!("answer to Summarise ticket {}: ticket {}", r["id"], r["id"]);
+        assert_eq!(r["generated"].as_str(), Some(expected.as_str()));
+    }
+    // The resumed run polled the same batch: nothing uploaded or asked again.
+    assert_eq!(server.batches(), 1);
+    assert_eq!(server.total(), 200);
+    assert!(server.counts().values().all(|&n| n == 1), "every request exactly once");
+    assert_eq!(server.api_calls().iter().filter(|c| *c == "POST /v1/files").count(), 1);
+    let f = figures(dir.path(), "gen");
+    assert_eq!((f["requests"].as_u64(), f["answers"].as_u64()), (Some(0), Some(200)), "{f}");
+    // 200 × 12 prompt tokens at 0.5 and 200 × 3 at 1.5 a million, at half the price.
+    let cost = f["cost"].as_f64().expect("cost");
+    assert!((cost - (2400.0 * 0.5 + 600.0 * 1.5) / 1e6 * 0.5).abs() < 1e-12, "{cost}");
+}
