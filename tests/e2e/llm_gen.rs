@@ -120,3 +120,85 @@ prompt = "Summarise ticket {id}: {text}""#;
     let cost = f["cost"].as_f64().expect("cost");
     assert!((cost - (2400.0 * 0.5 + 600.0 * 1.5) / 1e6 * 0.5).abs() < 1e-12, "{cost}");
 }
+
+/// Tokens as the test server counts them: a quarter of the bytes, rounded up. No test
+/// server has a real tokenizer; the plan's estimate uses the same rule, so what is tested
+/// is what the plan must get right by itself: which requests are new, how many, and how
+/// long their answers will be (learnt from the cache and the last run).
+fn tokens(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4)
+}
+
+/// A model whose answers are 20 to 60 words long, as its seed decides, with usage counted
+/// by [`tokens`] (and three tokens per message and three for the reply, as OpenAI counts).
+fn sampling_model(r: &weave_testkit::Request) -> Reply {
+    let seed = r.field("seed").as_u64().unwrap_or(0);
+    let words = ["the", "ticket", "customer", "refund", "delivery", "was", "late", "and", "support", "answered"];
+    let n = 20 + (seed % 41) as usize;
+    let content: Vec<&str> = (0..n).map(|i| words[(seed as usize / 7 + i * 3) % words.len()]).collect();
+    let content = content.join(" ");
+    let prompt: u64 = r.messages().iter().map(|(_, c)| tokens(c) + 3).sum::<u64>() + 3;
+    let completion = tokens(&content);
+    Reply::text(content).with_usage(prompt, completion)
+}
+
+/// `weave plan --cost --format json`'s entry for step `id`.
+fn planned(dir: &std::path::Path, id: &str) -> serde_json::Value {
+    let out = weave(dir, &["plan", "p.toml", "--cost", "--format", "json"], KEY);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    v["cost"]["steps"].as_array().expect("steps").iter().find(|s| s["step"] == id).expect("the step").clone()
+}
+
+/// Whether `estimate` is within 10% of `actual`.
+fn within_10_percent(estimate: f64, actual: f64) -> bool {
+    (estimate - actual).abs() <= 0.1 * actual
+}
+
+#[test]
+fn plan_cost_says_what_the_run_then_sends_and_pays() {
+    let server = TestServer::builder().api_key(KEY).start(sampling_model).expect("server");
+    let step = r#"[[step]]
+id = "gen"
+kind = "llm_generate"
+prompt = "Summarise support ticket {id} in a few sentences: {text}""#;
+    let dir = setup(&server.url(), step, 200);
+    let out = weave(dir.path(), &["run", "p.toml"], KEY);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(server.total(), 200);
+
+    // Nothing changed: the step's output is cached, nothing would be sent.
+    let p = planned(dir.path(), "gen");
+    assert_eq!((p["output_cached"].as_bool(), p["new_requests"].as_u64()), (Some(true), Some(0)), "{p}");
+    assert_eq!(server.total(), 200, "a plan sends nothing");
+
+    // Check the plan against the run after each change: 100 records more, then a new prompt.
+    let check = |dir: &std::path::Path, new: u64, cached: u64, basis: &str| {
+        let p = planned(dir, "gen");
+        assert_eq!((p["new_requests"].as_u64(), p["cache_hits"].as_u64()), (Some(new), Some(cached)), "{p}");
+        assert_eq!(p["answer_basis"], basis, "{p}");
+        let before = server.total();
+        let out = weave(dir, &["run", "p.toml"], KEY);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!((server.total() - before) as u64, new, "the run sent what the plan said");
+        let f = figures(dir, "gen");
+        for (planned, reported) in
+            [("prompt_tokens", "prompt_tokens"), ("completion_tokens", "completion_tokens"), ("cost", "cost")]
+        {
+            let (e, a) = (p[planned].as_f64().expect("planned"), f[reported].as_f64().expect("reported"));
+            assert!(within_10_percent(e, a), "{planned}: planned {e}, the run reported {a}");
+        }
+    };
+    let more: String =
+        (200..300).map(|i| serde_json::json!({"id": i, "text": format!("ticket {i}")}).to_string() + "\n").collect();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, std::fs::read_to_string(&input).expect("input") + &more).expect("input");
+    check(dir.path(), 100, 200, "mean of the cached answers");
+
+    let p = dir.path().join("p.toml");
+    let text = std::fs::read_to_string(&p).expect("pipeline");
+    std::fs::write(&p, text.replace("in a few sentences", "for a manager, in one paragraph")).expect("pipeline");
+    check(dir.path(), 300, 0, "mean of the last run's answers");
+    let table = weave(dir.path(), &["plan", "p.toml", "--cost"], KEY);
+    assert!(table.stdout.contains("total: 0 new requests"), "{}", table.stdout);
+}

@@ -203,6 +203,9 @@ pub struct BuildOptions {
     pub max_memory: Option<u64>,
     /// The worker threads, over the file's `[resources] max_concurrent`.
     pub max_concurrent: Option<usize>,
+    /// A dry run (`weave plan --cost`): steps that pay for their work (LLM requests)
+    /// count what they would send, with what their caches answer, and send nothing.
+    pub dry_run: bool,
 }
 
 /// A checked pipeline, ready to run: the DAG of built steps and the run-wide settings.
@@ -290,7 +293,8 @@ impl Pipeline {
                 .or_else(|| spec.cache_dir.clone())
                 .unwrap_or_else(|| crate::spec::default_cache_dir(spec.source.path()))
         });
-        let context = std::sync::Arc::new(BuildContext::new(spec.llm.values().cloned(), cache_dir));
+        let context =
+            std::sync::Arc::new(BuildContext::new(spec.llm.values().cloned(), cache_dir).dry_run(options.dry_run));
         for s in &spec.steps {
             let Some(kind) = registry.get(&s.kind) else {
                 if !s.kind.is_empty() {

@@ -142,7 +142,10 @@ fn build(p: &Params) -> Option<Step> {
     if p.has_errors() {
         return None;
     }
-    let (call, prompt) = (call?, prompt?);
+    let (mut call, prompt) = (call?, prompt?);
+    if let Format::Json(schema) = &format {
+        call.shape = super::estimate::Shape::of_schema(schema.as_ref(), &field);
+    }
     let config = call.config(p);
     Some(Step::Transform(Arc::new(LlmGenerate {
         call,

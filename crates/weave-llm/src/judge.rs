@@ -148,7 +148,9 @@ fn build(p: &Params) -> Option<Step> {
     if p.has_errors() {
         return None;
     }
-    let (call, prompt, system) = (call?, prompt?, system?);
+    let (mut call, prompt, system) = (call?, prompt?, system?);
+    // A dry run's stand-in judgement passes, so that the steps after it see every record.
+    call.shape = super::estimate::Shape::Json(serde_json::json!({"score": hi, "reason": ""}));
     let config = call.config(p);
     Some(Step::Transform(Arc::new(LlmJudge {
         call,

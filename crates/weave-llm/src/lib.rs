@@ -23,6 +23,7 @@ mod augment;
 mod batch;
 mod cache;
 mod client;
+mod estimate;
 mod generate;
 mod judge;
 mod limiter;
@@ -144,6 +145,10 @@ pub(crate) struct LlmCall {
     /// The answers the step has had in this run, by a hash of their text, for its
     /// `distinct` figure (each call adds the answers new to the step).
     seen: Mutex<std::collections::HashSet<u128>>,
+    /// A dry run (`weave plan --cost`): count the requests, send none.
+    dry_run: bool,
+    /// How a dry run's stand-in answers are shaped (the kind sets it).
+    pub(crate) shape: estimate::Shape,
 }
 
 #[derive(Debug)]
@@ -326,6 +331,8 @@ impl LlmCall {
             slots: Slots::new(concurrency),
             turn: Mutex::new(()),
             seen: Mutex::default(),
+            dry_run: ctx.is_dry_run(),
+            shape: estimate::Shape::default(),
         })
     }
 
@@ -398,6 +405,10 @@ impl LlmCall {
             requests.into_iter().zip(first_of_its_kind).filter_map(|(r, k)| k.then_some(r)).collect();
         // Counted, not silent: records whose request was another's (see `vary_by`).
         let shared = (n - unique.len()) as i64;
+        if self.dry_run {
+            let outcomes = self.estimate(unique, ctx);
+            return Ok(slot_of.into_iter().map(|i| outcomes[i].clone()).collect());
+        }
         let done = if self.provider().batch { self.run_batch(unique, ctx)? } else { self.run_each(unique, ctx)? };
         self.figures(done, shared, slot_of, ctx)
     }

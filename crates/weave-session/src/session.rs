@@ -221,6 +221,7 @@ impl RunOptions {
             no_cache: self.no_cache,
             max_memory: self.max_memory,
             max_concurrent: self.max_concurrent,
+            dry_run: false,
         }
     }
 }
