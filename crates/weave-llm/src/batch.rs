@@ -30,6 +30,13 @@ const DEFAULT_POLL: Duration = Duration::from_secs(30);
 /// The endpoint every line of a batch asks.
 const CHAT: &str = "/v1/chat/completions";
 
+/// The most requests one batch takes (OpenAI's limit).
+const MAX_LINES: usize = 50_000;
+
+/// The largest input file one batch takes: half OpenAI's 200 MB, so that a provider with
+/// a smaller limit is less likely to refuse it.
+const MAX_BYTES: usize = 100 << 20;
+
 /// The requests of one call sent through the Batch API: what became of each miss.
 struct Settled {
     results: Vec<Option<Result<Answer, CallError>>>,
@@ -106,25 +113,44 @@ impl Worker {
                 None => fresh.push(i),
             }
         }
+        // The batches a stopped run left: one the provider no longer has is sent anew.
+        let left_by_a_run: Vec<String> = batches.keys().cloned().collect();
         let resumed: usize = batches.values().map(Vec::len).sum();
         if resumed > 0 {
             log::info!("{step}: {resumed} requests are in {} batches a stopped run left; polling them", batches.len());
         }
         let mut rounds = 0u32;
         loop {
-            if !fresh.is_empty() {
-                let id = self.submit(misses, &fresh, &mut generation, cancelled).await?;
-                tally.requests += fresh.len() as u64;
-                log::info!("{step}: batch {id} holds {} requests", fresh.len());
-                batches.insert(id, std::mem::take(&mut fresh));
+            for part in parts(misses, &fresh) {
+                let id = self.submit(misses, &part, &mut generation, cancelled).await?;
+                tally.requests += part.len() as u64;
+                log::info!("{step}: batch {id} holds {} requests", part.len());
+                batches.insert(id, part);
             }
+            fresh.clear();
             if batches.is_empty() {
                 break;
             }
             for (id, members) in std::mem::take(&mut batches) {
-                let ended = self.wait(&id, cancelled).await?;
+                let ended = match self.wait(&id, cancelled).await {
+                    Err(CallError::NotFound(why)) if left_by_a_run.contains(&id) => {
+                        log::warn!(
+                            "{step}: batch {id}, left by a stopped run, is gone ({why}); sending its requests anew"
+                        );
+                        fresh.extend(members);
+                        continue;
+                    }
+                    other => other?,
+                };
                 let status = ended["status"].as_str().unwrap_or_default().to_owned();
-                let got = self.collect(&ended, misses, &by_id, &mut results, &members, cancelled).await?;
+                let got = match self.collect(&ended, misses, &by_id, &mut results, &members, cancelled).await {
+                    Err(CallError::NotFound(why)) if left_by_a_run.contains(&id) => {
+                        log::warn!("{step}: the answers of batch {id} are gone ({why}); sending its requests anew");
+                        fresh.extend(members.iter().filter(|&&i| results[i].is_none()));
+                        continue;
+                    }
+                    other => other?,
+                };
                 tally.failed += got.failed;
                 let left: Vec<usize> = members.into_iter().filter(|&i| results[i].is_none()).collect();
                 if left.is_empty() {
@@ -273,6 +299,26 @@ impl Worker {
         }
         Ok(tally)
     }
+}
+
+/// The requests `which` of `misses` in parts that each fit in one batch ([`MAX_LINES`],
+/// [`MAX_BYTES`]).
+fn parts(misses: &[&Prepared], which: &[usize]) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut bytes = 0;
+    for &i in which {
+        // A line is the body and about 150 bytes of framing.
+        let line = misses[i].bytes.len() + 150;
+        match out.last_mut() {
+            Some(part) if part.len() < MAX_LINES && bytes + line <= MAX_BYTES => part.push(i),
+            _ => {
+                out.push(vec![i]);
+                bytes = 0;
+            }
+        }
+        bytes += line;
+    }
+    out
 }
 
 /// The `id` of an object the API answered with (`what`: "file", "batch").

@@ -84,6 +84,9 @@ pub(crate) enum CallError {
     Unreachable(String),
     /// The run is being cancelled.
     Cancelled,
+    /// A Batch API object (a batch, a file) the provider does not have (HTTP 404): a
+    /// batch a stopped run left may have been deleted since, or belong to another key.
+    NotFound(String),
 }
 
 /// One failed attempt.
@@ -312,7 +315,7 @@ impl Endpoint {
                         Ok(text) if (200..300).contains(&status) => return Ok(text),
                         Ok(text) if status == 404 => {
                             let msg = self.redact(&error_message(&text));
-                            return Err(CallError::Fatal(format!(
+                            return Err(CallError::NotFound(format!(
                                 "{url} answered HTTP 404 ({msg}): does the provider offer the Batch API? (or set `batch = false` in [llm.{}])",
                                 self.provider.name
                             )));

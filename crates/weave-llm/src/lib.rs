@@ -507,7 +507,7 @@ impl LlmCall {
                     failed += 1;
                     outcomes.push(Outcome::Rejected(why));
                 }
-                Err(CallError::Fatal(why)) => {
+                Err(CallError::Fatal(why) | CallError::NotFound(why)) => {
                     fatal.get_or_insert(StepError::fatal(why));
                     outcomes.push(Outcome::Rejected(String::new()));
                 }

@@ -1012,6 +1012,39 @@ fn a_batch_left_by_a_stopped_run_is_polled_not_sent_again() {
 }
 
 #[test]
+fn a_batch_the_provider_no_longer_has_is_sent_anew() {
+    let server = TestServer::builder().batch_delay(Duration::from_secs(3600)).start(batch_answer).unwrap();
+    let env = env_with(vec![batch_provider(&server.url())], true);
+    let config = "prompt = \"About {topic}.\"";
+    let batch = topics(&["cats", "dogs"]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first = {
+        let (step, batch, stop) = (build("llm_generate", config, &env.ctx), batch.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || step.apply(&batch, &mut StepContext::new("s", 42, 0, stop)).map(|b| b.len()))
+    };
+    let start = Instant::now();
+    while !server.api_calls().iter().any(|c| c.starts_with("GET /v1/batches/"))
+        && start.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(first.join().unwrap().is_err());
+    // The provider forgets it (and would never finish it): the next run sends the two
+    // requests in a batch of its own rather than failing on the 404 for ever.
+    server.forget_batches();
+    server.finish_batches();
+    let step = build("llm_generate", config, &env.ctx);
+    let c = call(&*step, &batch);
+    assert_eq!(c.out().len(), 2);
+    assert_eq!(server.batches(), 2, "a batch of its own");
+    assert_eq!(c.stat("requests"), 2);
+    // Sent twice in all: the provider lost the first answers (and the test server
+    // answered them when the first batch was made).
+    assert_eq!(server.total(), 4);
+}
+
+#[test]
 fn an_expired_batch_sends_the_rest_again_and_a_refused_one_stops_the_step() {
     // The first batch answers two of its lines and expires; the second completes.
     let server = TestServer::builder()

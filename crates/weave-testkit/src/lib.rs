@@ -263,6 +263,8 @@ struct Shared {
     jobs: Mutex<Vec<Job>>,
     /// Every Batch API call, as `METHOD /path`.
     api: Mutex<Vec<String>>,
+    /// Every batch ends now, whatever the delay ([`TestServer::finish_batches`]).
+    finished: AtomicBool,
 }
 
 impl Shared {
@@ -333,6 +335,7 @@ impl Builder {
             files: Mutex::default(),
             jobs: Mutex::default(),
             api: Mutex::default(),
+            finished: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
         let accept = std::thread::Builder::new().name("testkit-accept".into()).spawn(move || {
@@ -428,6 +431,21 @@ impl TestServer {
     /// How many batches of the Batch API were created.
     pub fn batches(&self) -> usize {
         lock(&self.shared.jobs).len()
+    }
+
+    /// Ends every batch now, and every batch made from now on at once, whatever
+    /// [`Builder::batch_delay`] says.
+    pub fn finish_batches(&self) {
+        self.shared.finished.store(true, Ordering::SeqCst);
+    }
+
+    /// Forgets every batch and file, as a provider does after its retention period (or
+    /// for another account's key): asking for one then answers 404.
+    pub fn forget_batches(&self) {
+        lock(&self.shared.files).clear();
+        for job in lock(&self.shared.jobs).iter_mut() {
+            job.id = format!("forgotten-{}", job.id);
+        }
     }
 
     /// Every Batch API call, in order, as `METHOD /path` (`POST /v1/files`).
@@ -763,7 +781,7 @@ fn run_batch(s: &Shared, n: usize, file_id: &str, input: &str, end: BatchEnd) ->
 
 /// A batch as the API shows it now.
 fn batch_object(s: &Shared, job: &Job) -> serde_json::Value {
-    let done = job.created.elapsed() >= s.batch_delay;
+    let done = job.created.elapsed() >= s.batch_delay || s.finished.load(Ordering::SeqCst);
     let (status, errors) = match (&job.end, done, job.cancelled) {
         (BatchEnd::Failed(why), _, _) => (
             "failed",
