@@ -61,15 +61,7 @@ pub(crate) fn table(plan: &weave::CostPlan) -> String {
 
 /// A count with thousands separated: `4,212`.
 fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    weave::format_count(n)
 }
 
 /// An amount: cents from 1 up, four significant digits below.
