@@ -202,3 +202,33 @@ prompt = "Summarise support ticket {id} in a few sentences: {text}""#;
     let table = weave(dir.path(), &["plan", "p.toml", "--cost"], KEY);
     assert!(table.stdout.contains("total: 0 new requests"), "{}", table.stdout);
 }
+
+#[test]
+fn plan_cost_on_a_pipeline_that_cannot_run_says_why_and_sends_nothing() {
+    let server = TestServer::builder().api_key(KEY).start(sampling_model).expect("server");
+    let step = r#"[[step]]
+id = "gen"
+kind = "llm_generate"
+prompt = "Summarise {text}""#;
+    let dir = setup(&server.url(), step, 3);
+    std::fs::remove_file(dir.path().join("in.jsonl")).expect("input");
+    let out = weave(dir.path(), &["plan", "p.toml", "--cost"], KEY);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("the dry run failed") && out.stderr.contains("in.jsonl"), "{}", out.stderr);
+    assert_eq!(server.total(), 0);
+    assert!(!dir.path().join("out.jsonl").exists());
+
+    // A pipeline without an LLM step says so.
+    let p = dir.path().join("p.toml");
+    let text = std::fs::read_to_string(&p).expect("pipeline");
+    std::fs::write(
+        &p,
+        text.replace("kind = \"llm_generate\"\nprompt = \"Summarise {text}\"", "kind = \"clean\"\nrules = [\"trim\"]"),
+    )
+    .expect("pipeline");
+    std::fs::write(dir.path().join("in.jsonl"), "{\"text\": \" a \"}\n").expect("input");
+    let out = weave(dir.path(), &["plan", "p.toml", "--cost"], KEY);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("no LLM step"), "{}", out.stdout);
+    assert!(!dir.path().join("out.jsonl").exists(), "a plan writes no output");
+}

@@ -1079,3 +1079,26 @@ fn an_expired_batch_sends_the_rest_again_and_a_refused_one_stops_the_step() {
     let e = call(&*step, &topics(&["a"])).out.unwrap_err().to_string();
     assert!(e.contains("HTTP 404") && e.contains("does the provider offer the Batch API?"), "{e}");
 }
+
+#[test]
+fn the_batch_keys_are_checked_where_they_are_written() {
+    let text = "[llm.x]\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\nbatch = \"yes\"\nbatch_discount = 1.5\nbatch_poll_interval = \"0s\"\n";
+    let diags = weave_core::PipelineSpec::parse("p.toml", text).err().expect("errors");
+    let got: Vec<String> = diags
+        .0
+        .iter()
+        .filter(|d| d.message.contains("batch"))
+        .map(|d| {
+            let l = d.location.as_ref().map_or("-".into(), |l| format!("{}:{}", l.line, l.column));
+            format!("{l} {}", d.message)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "4:9 `batch` must be true or false, not a string",
+            "5:18 `batch_discount` is the share of the price taken off, from 0 to 1, not 1.5",
+            "6:23 `batch_poll_interval` must be more than zero",
+        ]
+    );
+}
