@@ -1083,7 +1083,7 @@ fn an_expired_batch_sends_the_rest_again_and_a_refused_one_stops_the_step() {
 #[test]
 fn the_batch_keys_are_checked_where_they_are_written() {
     let text = "[llm.x]\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\nbatch = \"yes\"\nbatch_discount = 1.5\nbatch_poll_interval = \"0s\"\n";
-    let diags = weave_core::PipelineSpec::parse("p.toml", text).err().expect("errors");
+    let Err(diags) = weave_core::PipelineSpec::parse("p.toml", text) else { panic!("no errors") };
     let got: Vec<String> = diags
         .0
         .iter()
