@@ -23,6 +23,7 @@ mod augment;
 mod batch;
 mod cache;
 mod client;
+mod distinct;
 mod estimate;
 mod generate;
 mod judge;
@@ -142,9 +143,9 @@ pub(crate) struct LlmCall {
     /// batches' requests go out in the order the batches came, and the first batch is done
     /// first rather than every batch at the end.
     turn: Mutex<()>,
-    /// The answers the step has had in this run, by a hash of their text, for its
-    /// `distinct` figure (each call adds the answers new to the step).
-    seen: Mutex<std::collections::HashSet<u128>>,
+    /// The answers the step has had in this run, for its `distinct` figure (each call
+    /// adds how much the count grew).
+    seen: Mutex<distinct::Distinct>,
     /// A dry run (`weave plan --cost`): count the requests, send none.
     dry_run: bool,
     /// How a dry run's stand-in answers are shaped (the kind sets it).
@@ -566,21 +567,17 @@ impl LlmCall {
 }
 
 impl LlmCall {
-    /// How many of the answers in `outcomes` the step has not had before in this run.
+    /// How much the step's count of different answers grows with those in `outcomes`
+    /// (the calls' amounts add up to the count: see `distinct.rs`).
     fn new_distinct(&self, outcomes: &[Outcome]) -> i64 {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut new = 0;
+        let before = seen.count();
         for o in outcomes {
             if let Outcome::Answered(a) = o {
-                let h = blake3::hash(a.content.as_bytes());
-                let mut first = [0u8; 16];
-                first.copy_from_slice(&h.as_bytes()[..16]);
-                if seen.insert(u128::from_le_bytes(first)) {
-                    new += 1;
-                }
+                seen.add(&a.content);
             }
         }
-        new
+        seen.count() as i64 - before as i64
     }
 }
 
