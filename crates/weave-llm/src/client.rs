@@ -19,6 +19,10 @@ pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The largest answer body read (a chat completion is a few kilobytes).
 const MAX_BODY: usize = 64 << 20;
 
+/// The largest body of the Batch API read (a batch's output file: the answers of up to
+/// 50,000 requests).
+const MAX_FILE: usize = 1 << 30;
+
 /// The runtime's threads that run requests: the work of a request between its waits (a
 /// few microseconds of parsing) is small, so two keep up with a thousand in flight.
 pub(crate) const IO_THREADS: usize = 2;
@@ -307,7 +311,7 @@ impl Endpoint {
                     let status = resp.status().as_u16();
                     let retry_after =
                         RateHeaders::read(|name| resp.headers().get(name).and_then(|v| v.to_str().ok())).retry_after;
-                    match read_body(&mut resp).await {
+                    match read_body(&mut resp, MAX_FILE).await {
                         Err(e) => transient(
                             format!("the connection broke while reading the answer ({})", self.redact(&e)),
                             None,
@@ -356,7 +360,7 @@ impl Endpoint {
         };
         let status = resp.status().as_u16();
         let headers = RateHeaders::read(|name| resp.headers().get(name).and_then(|v| v.to_str().ok()));
-        let text = match read_body(&mut resp).await {
+        let text = match read_body(&mut resp, MAX_BODY).await {
             Ok(t) => t,
             Err(e) => {
                 let why = format!("the connection broke while reading the answer ({})", self.redact(&e));
@@ -459,12 +463,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The body of `resp` as text, up to [`MAX_BODY`] bytes.
-async fn read_body(resp: &mut reqwest::Response) -> Result<String, String> {
+/// The body of `resp` as text, up to `max` bytes.
+async fn read_body(resp: &mut reqwest::Response, max: usize) -> Result<String, String> {
     let mut bytes = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
-        if bytes.len() + chunk.len() > MAX_BODY {
-            return Err(format!("the answer is larger than {}", weave_core::format_bytes(MAX_BODY as u64)));
+        if bytes.len() + chunk.len() > max {
+            return Err(format!("the answer is larger than {}", weave_core::format_bytes(max as u64)));
         }
         bytes.extend_from_slice(&chunk);
     }
