@@ -41,6 +41,8 @@ const MAX_BYTES: usize = 100 << 20;
 struct Settled {
     results: Vec<Option<Result<Answer, CallError>>>,
     tally: Tally,
+    /// Batches created.
+    batches: u64,
 }
 
 impl LlmCall {
@@ -49,7 +51,7 @@ impl LlmCall {
     pub(crate) fn run_batch(
         &self,
         unique: Vec<Request>,
-        ctx: &weave_core::StepContext,
+        ctx: &mut weave_core::StepContext,
     ) -> Result<Vec<Done>, StepError> {
         let mut done: Vec<Done> = Vec::with_capacity(unique.len());
         let mut misses: Vec<(usize, Prepared)> = Vec::new();
@@ -67,7 +69,7 @@ impl LlmCall {
         let cancelled = move || stop.load(std::sync::atomic::Ordering::Relaxed);
         let prepared: Vec<&Prepared> = misses.iter().map(|(_, p)| p).collect();
         let settled = runtime.block_on(self.worker.settle(&prepared, &cancelled, ctx.step_id()));
-        let Settled { results, mut tally } = match settled {
+        let Settled { results, mut tally, batches } = match settled {
             Ok(s) => s,
             Err(CallError::Cancelled) => return Err(StepError::transient("the run is being cancelled")),
             Err(e) => {
@@ -81,6 +83,7 @@ impl LlmCall {
                 return Ok(done);
             }
         };
+        ctx.add_stat("batches", batches as i64);
         for ((index, _), result) in misses.iter().zip(results) {
             let result = result.unwrap_or_else(|| Err(CallError::Rejected("the batch gave no answer".into())));
             done.push(Done { index: *index, result: result.map(|a| (a, false)), tally: std::mem::take(&mut tally) });
@@ -119,10 +122,11 @@ impl Worker {
         if resumed > 0 {
             log::info!("{step}: {resumed} requests are in {} batches a stopped run left; polling them", batches.len());
         }
-        let mut rounds = 0u32;
+        let (mut rounds, mut created) = (0u32, 0u64);
         loop {
             for part in parts(misses, &fresh) {
                 let id = self.submit(misses, &part, &mut generation, cancelled).await?;
+                created += 1;
                 tally.requests += part.len() as u64;
                 log::info!("{step}: batch {id} holds {} requests", part.len());
                 batches.insert(id, part);
@@ -175,7 +179,7 @@ impl Worker {
             }
             rounds += 1;
         }
-        Ok(Settled { results, tally })
+        Ok(Settled { results, tally, batches: created })
     }
 
     /// Uploads the requests `which` of `misses` as a batch's input file, creates the batch,

@@ -949,7 +949,7 @@ fn the_batch_api_answers_a_call_in_one_batch_at_the_batch_price() {
         reasons[0].contains("the provider refused the request in the batch (HTTP 400): this prompt is refused"),
         "{reasons:?}"
     );
-    assert_eq!((c.stat("requests"), c.stat("answers"), c.stat("failed_requests")), (6, 4, 2));
+    assert_eq!((c.stat("requests"), c.stat("answers"), c.stat("failed_requests"), c.stat("batches")), (6, 4, 2, 1));
     assert_eq!((c.stat("prompt_tokens"), c.stat("completion_tokens")), (40, 16));
     // Half the price: 40 prompt tokens at 1 and 16 completion tokens at 2 a million.
     let cost = match c.stats["cost"] {
@@ -1006,7 +1006,7 @@ fn a_batch_left_by_a_stopped_run_is_polled_not_sent_again() {
     assert_eq!(server.batches(), 1, "no new batch");
     assert_eq!(server.total(), 12);
     assert!(server.counts().values().all(|&n| n == 1), "every request exactly once");
-    assert_eq!(c.stat("requests"), 0, "none sent by this run");
+    assert_eq!((c.stat("requests"), c.stat("batches")), (0, 0), "none sent by this run");
     assert_eq!(c.stat("answers"), 12);
     assert_eq!(server.api_calls().iter().filter(|c| *c == "POST /v1/files").count(), 1, "one upload");
 }
@@ -1057,7 +1057,7 @@ fn an_expired_batch_sends_the_rest_again_and_a_refused_one_stops_the_step() {
     assert_eq!(c.out().len(), 5);
     assert_eq!((server.batches(), server.total()), (2, 5), "the three left, sent once more");
     assert!(server.counts().values().all(|&n| n == 1));
-    assert_eq!((c.stat("requests"), c.stat("retries")), (8, 3));
+    assert_eq!((c.stat("requests"), c.stat("retries"), c.stat("batches")), (8, 3, 2));
 
     // Every batch refused: after the retries, the step stops saying why.
     let server = TestServer::builder()
