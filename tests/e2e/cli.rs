@@ -16,13 +16,22 @@ pub(crate) fn data(name: &str) -> PathBuf {
 
 /// Runs `weave` with `args` in tests/data, so that file names in messages are short.
 /// Runs `weave` with `args` in `dir`.
+/// The variables a job's task gives its shard by (a test run inside a Slurm array job
+/// must not shard every run).
+pub(crate) const SHARD_VARIABLES: [&str; 5] = [
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_ARRAY_TASK_MIN",
+    "JOB_COMPLETION_INDEX",
+    "WEAVE_SHARD_COUNT",
+];
+
 pub(crate) fn weave_in(dir: &std::path::Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_weave"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the weave binary runs");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weave"));
+    for v in SHARD_VARIABLES {
+        command.env_remove(v);
+    }
+    let out = command.args(args).current_dir(dir).env_remove("RUST_LOG").output().expect("the weave binary runs");
     Output {
         code: out.status.code().expect("weave exited on its own, not by a signal"),
         stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),

@@ -34,3 +34,7 @@ mod limits;
 // One session behind every front end: the Rust API and `weave run` keep the same run
 // record, metrics file and alerts.
 mod session;
+// Sharded runs: N processes' parts are the single process's output.
+mod shards;
+// `weave slurm` on a real one-node Slurm (when .ci/run started one).
+mod slurm;

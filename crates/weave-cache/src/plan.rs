@@ -262,6 +262,10 @@ impl CachePlan {
                     .part("config", p.config.as_bytes())
                     .part("pipeline", pipeline.key_config.as_bytes())
                     .number("seed", pipeline.seed);
+                // A shard's steps see its share of the data, not the whole.
+                if let Some(s) = pipeline.shard {
+                    b = b.part("shard", s.to_string().as_bytes());
+                }
                 for (id, k) in &inputs {
                     b = b.part("input", id.as_bytes()).key("input-key", k);
                 }

@@ -18,6 +18,7 @@ mod plan_cost;
 mod progress;
 mod report;
 mod run;
+mod slurm;
 mod table;
 
 /// Weave: build, run and watch data-generation pipelines.
@@ -110,6 +111,21 @@ enum Command {
         /// beside the pipeline file].
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
+        /// Run shard I of N (from 0): the sources read their share of the input, and every
+        /// file written is named for the shard (`-part-IIIII-of-NNNNN`, or `{shard}` in a
+        /// path) [default: $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT, or
+        /// $JOB_COMPLETION_INDEX of $WEAVE_SHARD_COUNT].
+        #[arg(long, value_name = "I/N")]
+        shard: Option<weave::Shard>,
+        /// The folder of the job this shard belongs to (`weave slurm submit` makes it): the
+        /// run leaves its completion marker there when it succeeds.
+        #[arg(long, value_name = "DIR")]
+        job_dir: Option<PathBuf>,
+    },
+    /// Run a pipeline's shards as a Slurm array job, and follow it.
+    Slurm {
+        #[command(subcommand)]
+        action: SlurmAction,
     },
     /// Look after the cache: its size, its entries, eviction.
     Cache {
@@ -137,6 +153,48 @@ enum Command {
         /// Output format (html: one self-contained page with the DAG and a chart per step).
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SlurmAction {
+    /// Submit an array job of N tasks, task I running `weave run FILE --shard I/N`; the job's
+    /// folder (.weave/jobs/<id> beside the file) keeps its sbatch scripts, logs and the
+    /// shards' completion markers.
+    Submit {
+        /// The pipeline file (TOML).
+        file: PathBuf,
+        /// How many shards (array tasks).
+        #[arg(long, value_name = "N")]
+        tasks: u32,
+        /// The partition (`sbatch --partition`).
+        #[arg(long)]
+        partition: Option<String>,
+        /// Each task's time limit (`sbatch --time`, such as 2:00:00).
+        #[arg(long)]
+        time: Option<String>,
+        /// Each task's memory (`sbatch --mem`, such as 8G).
+        #[arg(long)]
+        mem: Option<String>,
+        /// Each task's CPUs (`sbatch --cpus-per-task`; also the run's `--max-concurrent`).
+        #[arg(long, value_name = "C")]
+        cpus: Option<u32>,
+        /// The cache every task uses: a folder every node sees [default: the pipeline's].
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Each shard's state: done (with its run), queued or running, or not done.
+    Status {
+        /// The job's folder (or its id under .weave/jobs).
+        job: String,
+        /// Wait until no shard is queued or running; fail if any did not finish.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Submit again the shards that neither finished nor are queued (failed, cancelled).
+    Resume {
+        /// The job's folder (or its id under .weave/jobs).
+        job: String,
     },
 }
 
@@ -246,8 +304,24 @@ fn init_logging(verbose: u8, quiet: bool) {
 
 fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
-        Command::Run { file, max_memory, max_concurrent, quarantine, metrics_file, no_cache, refresh, cache_dir } => {
+        Command::Run {
+            file,
+            max_memory,
+            max_concurrent,
+            quarantine,
+            metrics_file,
+            no_cache,
+            refresh,
+            cache_dir,
+            shard,
+            job_dir,
+        } => {
+            let shard = match shard {
+                Some(s) => Some(*s),
+                None => weave::Shard::from_env(|k| std::env::var(k).ok()).map_err(|e| Failure::Other(e.to_string()))?,
+            };
             let options = weave::RunOptions {
+                shard,
                 max_memory: *max_memory,
                 max_concurrent: max_concurrent.map(|n| n as usize),
                 cache_dir: cache_dir.clone(),
@@ -262,9 +336,31 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 ..weave::RunOptions::default()
             };
             let pf = read_file(file)?;
+            if let Some(dir) = job_dir {
+                slurm::check_job(dir, shard, &pf.config_hash())?;
+            }
             let p = build(&pf, &options.build_options(), cli.quiet)?;
-            run::run(pf, p, options, cli.quiet)
+            let hash = pf.config_hash();
+            let record = run::run(pf, p, options, cli.quiet)?;
+            match job_dir {
+                Some(dir) => slurm::mark_done(dir, shard, &hash, record.as_deref()),
+                None => Ok(()),
+            }
         }
+        Command::Slurm { action } => match action {
+            SlurmAction::Submit { file, tasks, partition, time, mem, cpus, cache_dir } => {
+                let r = slurm::Resources {
+                    partition: partition.clone(),
+                    time: time.clone(),
+                    mem: mem.clone(),
+                    cpus: *cpus,
+                    cache_dir: cache_dir.clone(),
+                };
+                slurm::submit(file, *tasks, r, cli.quiet)
+            }
+            SlurmAction::Status { job, wait } => slurm::status(job, *wait),
+            SlurmAction::Resume { job } => slurm::resume(job),
+        },
         Command::Validate { file } => {
             let pf = read_file(file)?;
             let p = build(&pf, &weave::BuildOptions::default(), cli.quiet)?;
@@ -384,12 +480,16 @@ fn load(file: &Path, quiet: bool) -> Result<Pipeline, Failure> {
 }
 
 /// The pipeline file, or an error naming the file (and where it stops being UTF-8).
-fn read_file(file: &Path) -> Result<weave::PipelineFile, Failure> {
+pub(crate) fn read_file(file: &Path) -> Result<weave::PipelineFile, Failure> {
     weave::PipelineFile::read(file).map_err(|e| Failure::Other(e.to_string()))
 }
 
 /// Parses and checks a pipeline file's text, with the run's options over the file's.
-fn build(file: &weave::PipelineFile, options: &weave::BuildOptions, quiet: bool) -> Result<Pipeline, Failure> {
+pub(crate) fn build(
+    file: &weave::PipelineFile,
+    options: &weave::BuildOptions,
+    quiet: bool,
+) -> Result<Pipeline, Failure> {
     match file.build(&weave::registry(), options) {
         Ok(p) => {
             if !quiet {
@@ -439,7 +539,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// Writes to stdout; a closed pipe (`weave plan x | head`) is not an error.
-fn emit(text: &str) -> Result<(), Failure> {
+pub(crate) fn emit(text: &str) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),

@@ -14,7 +14,13 @@ use crate::{Failure, emit};
 /// How often progress is logged when stderr is not a terminal.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-pub(crate) fn run(file: PipelineFile, pipeline: Pipeline, mut options: RunOptions, quiet: bool) -> Result<(), Failure> {
+/// Runs the pipeline; returns the run record's folder when it succeeded.
+pub(crate) fn run(
+    file: PipelineFile,
+    pipeline: Pipeline,
+    mut options: RunOptions,
+    quiet: bool,
+) -> Result<Option<std::path::PathBuf>, Failure> {
     let steps: Vec<String> =
         pipeline.dag().topological_order().iter().map(|&i| pipeline.dag().node(i).id.clone()).collect();
     // Progress: bars on a terminal, periodic log lines (seen with -v) otherwise.
@@ -63,7 +69,7 @@ pub(crate) fn run(file: PipelineFile, pipeline: Pipeline, mut options: RunOption
                 _ => String::new(),
             };
             emit(&format!("{table}run succeeded in {}{note}\n", format_duration(summary.elapsed)))?;
-            outcome.metrics_error.map_or(Ok(()), |m| Err(Failure::Other(m)))
+            outcome.metrics_error.map_or(Ok(outcome.record_dir), |m| Err(Failure::Other(m)))
         }
         Err(failure) => {
             if !quiet {

@@ -20,6 +20,7 @@ pub struct BuildContext {
     llm: BTreeMap<String, Arc<LlmProvider>>,
     cache_dir: Option<PathBuf>,
     dry_run: bool,
+    shard: Option<crate::Shard>,
     shared: Mutex<BTreeMap<String, Arc<dyn Any + Send + Sync>>>,
 }
 
@@ -31,8 +32,21 @@ impl BuildContext {
             llm: llm.into_iter().map(|p| (p.name.clone(), Arc::new(p))).collect(),
             cache_dir,
             dry_run: false,
+            shard: None,
             shared: Mutex::default(),
         }
+    }
+
+    /// This context, for a run that is `shard` of a job.
+    pub fn with_shard(mut self, shard: Option<crate::Shard>) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    /// The shard of a job the run is, if it is one: sources read their share of the
+    /// input, outputs are named for it.
+    pub fn shard(&self) -> Option<crate::Shard> {
+        self.shard
     }
 
     /// Builder: a dry run ([`BuildOptions::dry_run`](crate::BuildOptions::dry_run)), in
@@ -89,6 +103,7 @@ impl fmt::Debug for BuildContext {
             .field("llm", &self.llm.keys().collect::<Vec<_>>())
             .field("cache_dir", &self.cache_dir)
             .field("dry_run", &self.dry_run)
+            .field("shard", &self.shard)
             .field("shared", &shared)
             .finish()
     }

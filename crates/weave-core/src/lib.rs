@@ -20,6 +20,7 @@ mod policy;
 mod record;
 pub mod rng;
 mod schema;
+mod shard;
 mod spec;
 mod step;
 pub mod swar;
@@ -43,6 +44,7 @@ pub use pipeline::{BuildFn, BuildOptions, Pipeline, PipelineBuilder, PipelineSte
 pub use policy::{Backoff, BadRecordLimit, BadRecordPolicy, Resources, RetryPolicy, StepPolicy};
 pub use record::Record;
 pub use schema::{DataType, Field, Schema};
+pub use shard::{MAX_SHARDS, Shard, ShardError};
 pub use spec::{
     ALERT_KEYS, ALERT_METRICS, AlertSink, AlertSpec, CACHE_KEYS, Comparison, DEFAULT_MAX_MEMORY, LLM_KEYS, LlmProvider,
     MAX_CONCURRENT, MAX_GPUS, MAX_ID_CHARS, PIPELINE_KEYS, PipelineSpec, RESOURCES_KEYS, RETRY_KEYS, ResourceLimits,

@@ -203,6 +203,9 @@ pub struct BuildOptions {
     pub max_memory: Option<u64>,
     /// The worker threads, over the file's `[resources] max_concurrent`.
     pub max_concurrent: Option<usize>,
+    /// The run is this shard of a job (`weave run --shard I/N`): sources read their share
+    /// of the input and outputs are named for the shard (see [`Shard`]).
+    pub shard: Option<crate::Shard>,
     /// A dry run (`weave plan --cost`): steps that pay for their work (LLM requests)
     /// count what they would send, with what their caches answer, and send nothing.
     pub dry_run: bool,
@@ -232,6 +235,9 @@ pub struct Pipeline {
     /// The pipeline-level settings in every step's cache key (see
     /// [`OUTPUT_NEUTRAL`](crate::OUTPUT_NEUTRAL)).
     pub key_config: CanonicalConfig,
+    /// The shard of a job this run is, if it is one ([`BuildOptions::shard`]); in every
+    /// step's cache key.
+    pub shard: Option<crate::Shard>,
     dag: Dag<PipelineStep>,
     warnings: Diagnostics,
 }
@@ -293,8 +299,9 @@ impl Pipeline {
                 .or_else(|| spec.cache_dir.clone())
                 .unwrap_or_else(|| crate::spec::default_cache_dir(spec.source.path()))
         });
-        let context =
-            std::sync::Arc::new(BuildContext::new(spec.llm.values().cloned(), cache_dir).dry_run(options.dry_run));
+        let context = std::sync::Arc::new(
+            BuildContext::new(spec.llm.values().cloned(), cache_dir).with_shard(options.shard).dry_run(options.dry_run),
+        );
         for s in &spec.steps {
             let Some(kind) = registry.get(&s.kind) else {
                 if !s.kind.is_empty() {
@@ -359,7 +366,7 @@ impl Pipeline {
                     on_bad_record: s.on_bad_record.or(own.on_bad_record).unwrap_or_default(),
                     max_bad_records: s.max_bad_records.unwrap_or_default(),
                     cache: s.cache,
-                    exclusions: s.exclusions.clone(),
+                    exclusions: s.exclusions.as_ref().map(|p| crate::Shard::apply_path(options.shard, p)),
                     resources,
                     step,
                 }
@@ -392,6 +399,11 @@ impl Pipeline {
                 None
             }
         };
+        if let (Some(dag), Some(shard)) = (&dag, options.shard)
+            && shard.count() > 1
+        {
+            check_shardable(dag, shard, &mut diags);
+        }
         if let Some(dag) = &dag {
             check_resources(dag, |p| p.as_ref(), &spec.resources, &mut diags);
             check_files(dag, |p| p.as_ref(), &mut diags);
@@ -416,6 +428,7 @@ impl Pipeline {
             cache_dir: spec.cache_dir,
             base_dir,
             key_config: spec.key_config,
+            shard: options.shard,
             dag,
             warnings,
         })
@@ -682,6 +695,7 @@ impl PipelineBuilder {
             cache_dir: None,
             base_dir: std::path::PathBuf::new(),
             key_config: CanonicalConfig::default(),
+            shard: None,
             dag,
             warnings,
         })
@@ -691,6 +705,28 @@ impl PipelineBuilder {
 impl fmt::Display for Pipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "pipeline \"{}\": {} steps, {} edges", self.name, self.dag.len(), self.dag.edges().count())
+    }
+}
+
+/// Refuses, in a run that is one shard of several, the steps that need the whole dataset
+/// (see [`StepInfo::runs_per_shard`]): each shard would see only its share of it.
+fn check_shardable(dag: &Dag<Option<PipelineStep>>, shard: crate::Shard, diags: &mut Diagnostics) {
+    for n in dag.nodes() {
+        let Some(p) = &n.payload else { continue };
+        let whole =
+            matches!(p.step.shape(), Shape::StatefulTransform | Shape::Merge) && !p.step.info().runs_per_shard();
+        if whole {
+            diags.push(
+                Diagnostic::error(format!(
+                    "step `{}` ({}) needs the whole dataset, and shard {shard} of the job sees only its share of it",
+                    n.id, p.kind
+                ))
+                .with_code("needs-whole-dataset")
+                .with_step(&n.id)
+                .at(n.location.clone())
+                .with_help("run it without `--shard` (or with a single shard): sharded runs take sources, record-wise steps, `concat` and exports"),
+            );
+        }
     }
 }
 

@@ -137,6 +137,16 @@ pub trait StepInfo: Send {
         Vec::new()
     }
 
+    /// Whether each shard of a job may run this step on its own share of the data (see
+    /// [`Shard`](crate::Shard)): sources, transforms and sinks always do, whatever this
+    /// says; a stateful step or a merge does only when its output for a share is its
+    /// output for the whole cut the same way (a merge that passes its inputs on), and says
+    /// so here. The others (dedup, sampling, mixing at a ratio) see the whole dataset, and a
+    /// sharded run refuses them.
+    fn runs_per_shard(&self) -> bool {
+        false
+    }
+
     /// Whether the step's output is decided by what its cache key covers: kind, version,
     /// configuration, seed, its inputs and the content of [`StepInfo::files_read`].
     /// A step whose output depends on anything else (the clock, a web page, a file it

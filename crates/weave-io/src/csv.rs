@@ -46,12 +46,16 @@ pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new
 #[derive(Debug)]
 pub struct LoadCsv {
     paths: Vec<PathBuf>,
+    /// The run's shard, and what it reads of `paths` (worked out when the first file is
+    /// opened; see [`crate::input::pieces`]).
+    shard: Option<weave_core::Shard>,
+    pieces: Option<Vec<crate::input::Piece>>,
     delimiter: u8,
     quote: u8,
     batch: crate::BatchLimit,
     max_record: usize,
     config: CanonicalConfig,
-    /// The next file to open, as an index into `paths`.
+    /// The next piece to open, as an index into `pieces`.
     next_file: usize,
     /// The file being read.
     open: Option<OpenCsv>,
@@ -84,6 +88,8 @@ struct OpenCsv {
     /// Its index in `paths`.
     file: usize,
     reader: CsvReader,
+    /// The range of bytes the shard's records start in (`None`: the whole file).
+    bytes: Option<std::ops::Range<u64>>,
 }
 
 /// A CSV file read record by record, with `csv_core` doing the parsing. Two things the
@@ -106,6 +112,10 @@ struct CsvReader {
     fed_end: bool,
     /// Line feeds consumed so far.
     lines: u64,
+    /// Bytes consumed so far, and where the last record read starts (its first byte that
+    /// is not a line break): a shard's records are those that start in its range.
+    consumed: u64,
+    record_start: u64,
     /// The last record's fields, unescaped, one after the other, and where each ends.
     fields: Vec<u8>,
     ends: Vec<usize>,
@@ -158,6 +168,8 @@ impl CsvReader {
             eof: false,
             fed_end: false,
             lines: 0,
+            consumed: 0,
+            record_start: 0,
             fields: vec![0; 1024],
             ends: vec![0; 16],
             len: 0,
@@ -208,13 +220,15 @@ impl CsvReader {
                     let first = consumed.iter().position(|&b| b != b'\n' && b != b'\r');
                     let (breaks, rest) = consumed.split_at(first.unwrap_or(consumed.len()));
                     self.lines += line_feeds(breaks);
-                    if first.is_some() {
+                    if let Some(first) = first {
                         line = Some(self.lines + 1);
+                        self.record_start = self.consumed + first as u64;
                     }
                     consumed = rest;
                 }
                 self.lines += line_feeds(consumed);
                 self.start += nin;
+                self.consumed += nin as u64;
             } else if !self.fed_end && nin == 1 {
                 self.fed_end = true;
                 // Read into an open record rather than ending it: a quoted field is open.
@@ -279,17 +293,7 @@ impl CsvReader {
     }
 }
 
-/// The line feeds in `bytes`. Counted in blocks of 64 bytes with a byte-wide count per
-/// block, which the compiler turns into a few vector compares and one sum per block: on
-/// the `io` benchmark's 168 MB, 10 ms where a 64-bit count per byte took 65 ms.
-fn line_feeds(bytes: &[u8]) -> u64 {
-    let mut blocks = bytes.chunks_exact(64);
-    let mut n = 0;
-    for block in &mut blocks {
-        n += u64::from(block.iter().fold(0u8, |c, &b| c + u8::from(b == b'\n')));
-    }
-    n + blocks.remainder().iter().map(|&b| u64::from(b == b'\n')).sum::<u64>()
-}
+use crate::input::line_feeds;
 
 /// One record's fields.
 #[derive(Debug, Clone, Copy)]
@@ -376,8 +380,21 @@ fn build(p: &Params) -> Option<Step> {
     if p.has_errors() {
         return None;
     }
+    let shard = p.context().shard();
+    if let (Some(s), Some(item)) = (shard, p.item("infer"))
+        && s.count() > 1
+        && p.bool("infer") == Some(true)
+    {
+        p.error_at(
+            item,
+            "`infer` types fields from the first batch, which each shard of a job reads differently: give the fields' `types` for a sharded run",
+        );
+        return None;
+    }
     Some(Step::Source(Box::new(LoadCsv {
         paths: paths?,
+        shard,
+        pieces: None,
         delimiter,
         quote,
         batch,
@@ -416,8 +433,15 @@ impl LoadCsv {
     /// Opens the next file that has a header (an empty file has none, and no rows), checks
     /// its header, and makes it the open one. `false` when no file is left.
     fn open_next(&mut self) -> Result<bool, StepError> {
-        while let Some(path) = self.paths.get(self.next_file) {
-            let file = self.next_file;
+        if self.pieces.is_none() {
+            // A file decoded as it is read is not cut: its bytes are not the file's.
+            let utf8 = self.encoding == crate::input::Encoding::Utf8;
+            self.pieces =
+                Some(crate::input::pieces(&self.paths, self.shard, |p| utf8 && !crate::input::is_compressed(p))?);
+        }
+        while let Some(piece) = self.pieces.as_ref().and_then(|p| p.get(self.next_file)).cloned() {
+            let (file, bytes) = (piece.file, piece.bytes);
+            let path = &self.paths[file];
             self.next_file += 1;
             let input = self.encoding.decode(crate::input::open(path)?);
             let mut reader = CsvReader::new(input, self.delimiter, self.quote, self.max_record);
@@ -427,7 +451,7 @@ impl LoadCsv {
                     self.hint = vec![0; names.len()];
                     self.header = Some((names.clone(), file));
                 }
-                self.open = Some(OpenCsv { file, reader });
+                self.open = Some(OpenCsv { file, reader, bytes });
                 return Ok(true);
             }
             match reader.read().map_err(|e| read_error(path, &reader, e))? {
@@ -481,7 +505,7 @@ impl LoadCsv {
                 }
                 Some(_) => {}
             }
-            self.open = Some(OpenCsv { file, reader });
+            self.open = Some(OpenCsv { file, reader, bytes });
             return Ok(true);
         }
         Ok(false)
@@ -580,7 +604,22 @@ impl LoadCsv {
                 break;
             };
             let path = &self.paths[open.file];
-            let (line, unclosed) = match open.reader.read() {
+            let read = open.reader.read();
+            // A shard reads the records that start in its range: those before it are
+            // parsed past (where a record starts depends on the quotes before it), and the
+            // first one after it ends the file.
+            if let (Some(range), Ok(CsvRead::Record { .. } | CsvRead::Unclosed { .. } | CsvRead::TooLarge { .. })) =
+                (&open.bytes, &read)
+            {
+                if open.reader.record_start >= range.end {
+                    self.open = None;
+                    continue;
+                }
+                if open.reader.record_start < range.start {
+                    continue;
+                }
+            }
+            let (line, unclosed) = match read {
                 Ok(CsvRead::Record { line }) => (line, false),
                 Ok(CsvRead::Unclosed { line }) => (line, true),
                 Ok(CsvRead::TooLarge { line }) => {

@@ -55,7 +55,7 @@ fn build_load(p: &Params) -> Option<Step> {
     }
     let paths = paths?;
     Some(Step::Source(Box::new(LoadJsonl {
-        lines: Lines::new(paths.clone(), max_record),
+        lines: Lines::new(paths.clone(), max_record).with_shard(p.context().shard()),
         fields: Vec::new(),
         paths,
         batch,

@@ -44,7 +44,7 @@ fn build(p: &Params) -> Option<Step> {
     }
     let paths = paths?;
     Some(Step::Source(Box::new(LoadText {
-        lines: Lines::new(paths.clone(), max_record),
+        lines: Lines::new(paths.clone(), max_record).with_shard(p.context().shard()),
         paths,
         field,
         skip_empty,

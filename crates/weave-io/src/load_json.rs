@@ -55,7 +55,7 @@ fn build(p: &Params) -> Option<Step> {
         return None;
     }
     Some(Step::Source(Box::new(LoadJson {
-        paths: paths?,
+        paths: crate::input::whole_files_of(paths?, p.context().shard()),
         batch,
         max_record,
         config: p.canonical(),

@@ -896,7 +896,9 @@ impl OutputSpec {
                 p.error_at(item, format!("`{key}` must be at least 1"));
             }
         }
-        let raw = raw?;
+        // A shard's output sits beside the other shards' (`{shard}`, or a part name put
+        // before the extension: see `weave_core::Shard::apply`).
+        let raw = weave_core::Shard::apply(p.context().shard(), &raw?);
         let at_path = |msg: &str| {
             if let Some(item) = p.item("path") {
                 p.error_at(item, msg);

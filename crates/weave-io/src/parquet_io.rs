@@ -87,7 +87,7 @@ fn build_load(p: &Params) -> Option<Step> {
         return None;
     }
     Some(Step::Source(Box::new(LoadParquet {
-        paths: paths?,
+        paths: crate::input::whole_files_of(paths?, p.context().shard()),
         columns,
         batch_size,
         config: p.canonical(),

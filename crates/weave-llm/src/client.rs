@@ -155,7 +155,15 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     /// The endpoint of `provider`; its API key is read from the environment now.
+    #[cfg(test)]
     pub(crate) fn new(provider: Arc<LlmProvider>) -> Self {
+        Endpoint::for_shards(provider, 1)
+    }
+
+    /// The endpoint of `provider` in one of `shards` processes of a job, whose
+    /// `requests_per_minute` and `tokens_per_minute` are the whole job's: each process
+    /// spends an equal share.
+    pub(crate) fn for_shards(provider: Arc<LlmProvider>, shards: u32) -> Self {
         let url = format!("{}/chat/completions", provider.base_url.trim_end_matches('/'));
         let timeout = provider.timeout.unwrap_or(DEFAULT_TIMEOUT);
         let http = http_client(timeout);
@@ -166,7 +174,7 @@ impl Endpoint {
                 _ => ApiKey::Missing(var.clone()),
             },
         };
-        let limiter = Limiter::new(provider.requests_per_minute, provider.tokens_per_minute);
+        let limiter = Limiter::shared_by(provider.requests_per_minute, provider.tokens_per_minute, shards);
         Endpoint { http, url, key, limiter, provider, warned: Default::default() }
     }
 

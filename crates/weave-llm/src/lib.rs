@@ -318,7 +318,9 @@ impl LlmCall {
         }
         let provider = provider?;
         let ctx = step.context();
-        let endpoint = ctx.shared(&format!("llm.{}", provider.name), || Endpoint::new(Arc::clone(&provider)));
+        let shards = ctx.shard().map_or(1, |s| s.count());
+        let endpoint =
+            ctx.shared(&format!("llm.{}", provider.name), || Endpoint::for_shards(Arc::clone(&provider), shards));
         if let Some(why) = endpoint.unusable()
             && endpoint.first_warning()
         {

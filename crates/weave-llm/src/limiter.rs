@@ -171,9 +171,17 @@ pub(crate) struct Cancelled;
 impl Limiter {
     /// A budget of `rpm` requests and `tpm` tokens per minute (`None`: no limit of ours;
     /// the provider's headers may still set one).
+    #[cfg(test)]
     pub(crate) fn new(rpm: Option<u64>, tpm: Option<u64>) -> Self {
-        let rpm = rpm.filter(|r| *r > 0).map(|r| r as f64);
-        let tpm = tpm.filter(|t| *t > 0).map(|t| t as f64);
+        Limiter::shared_by(rpm, tpm, 1)
+    }
+
+    /// This process's share of a budget of `rpm` requests and `tpm` tokens per minute that
+    /// `shares` processes spend together (the shards of a job: each gets an equal part).
+    pub(crate) fn shared_by(rpm: Option<u64>, tpm: Option<u64>, shares: u32) -> Self {
+        let shares = f64::from(shares.max(1));
+        let rpm = rpm.filter(|r| *r > 0).map(|r| r as f64 / shares);
+        let tpm = tpm.filter(|t| *t > 0).map(|t| t as f64 / shares);
         Limiter {
             state: Mutex::new(State {
                 rpm,
@@ -302,6 +310,17 @@ mod tests {
         assert!(l.take_at(later, 0).is_ok());
         assert!(l.take_at(later, 0).is_ok());
         assert!(l.take_at(later, 0).is_err());
+    }
+
+    #[test]
+    fn a_shard_of_a_job_spends_its_share_of_the_budget() {
+        // 480 a minute over 4 shards: each spends 120, one every half second.
+        let l = Limiter::shared_by(Some(480), None, 4);
+        let t0 = at(&l);
+        assert!(l.take_at(t0, 0).is_ok());
+        assert!(l.take_at(t0, 0).is_ok());
+        let wait = l.take_at(t0, 0).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct RunInfo {
     /// The DAG, for reports that draw it: `{"nodes": [{id, kind, shape, level}], "edges":
     /// [[from, to]]}` with ids.
     pub dag: Value,
+    /// The shard of a job the run is, if it is one: in its id and its report.
+    pub shard: Option<weave_core::Shard>,
 }
 
 /// Writes a run's record. Subscribe it after the [`MetricsCollector`] it reads.
@@ -75,7 +77,7 @@ fn now_ms() -> u64 {
 /// runs started within one second still sort in the order they started; the host, so that
 /// the runs of the nodes of a cluster that share a folder never take each other's id).
 /// The host is the kernel's node name, cut to 32 characters of `[A-Za-z0-9._]`.
-fn new_run_id() -> String {
+fn new_run_id(shard: Option<weave_core::Shard>) -> String {
     let ms = now_ms();
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -96,8 +98,11 @@ fn new_run_id() -> String {
         .take(32)
         .collect();
     let host = if host.is_empty() { host } else { format!("{host}-") };
+    // A shard's run says which it is (`-part-00001-of-00004`), so that the records of a
+    // job's shards sort by time and tell apart at a glance.
+    let shard = shard.map(|s| format!("-{}", s.part_name())).unwrap_or_default();
     format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:03}Z-{host}{}",
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:03}Z-{host}{}{shard}",
         rem / 3600,
         rem / 60 % 60,
         rem % 60,
@@ -118,7 +123,7 @@ impl RunRecorder {
         fs::create_dir_all(runs_dir)?;
         // A folder of its own, never an earlier run's: two runs of one process can start
         // within the same millisecond.
-        let base = new_run_id();
+        let base = new_run_id(info.shard);
         let (mut id, mut n) = (base.clone(), 1);
         let dir = loop {
             let dir = runs_dir.join(&id);
@@ -253,6 +258,9 @@ impl RunRecorder {
             // `list_runs` to tell a live run from a dead one, and its host, for people.
             if let (Some(r), Some(host)) = (report.as_object_mut(), weave_fs::host_name()) {
                 r.insert("host".to_owned(), json!(host));
+            }
+            if let (Some(r), Some(shard)) = (report.as_object_mut(), self.info.shard) {
+                r.insert("shard".to_owned(), json!({"index": shard.index(), "count": shard.count()}));
             }
             if let (Some(r), Ok(Value::Object(owner))) =
                 (report.as_object_mut(), serde_json::to_value(Owner::current()))
@@ -419,6 +427,7 @@ mod tests {
             tool_version: "0.1.0".into(),
             steps: vec!["load".into()],
             dag: json!({"nodes": [], "edges": []}),
+            shard: None,
         }
     }
 
@@ -480,7 +489,8 @@ mod tests {
         let on_disk: Value = serde_json::from_slice(&fs::read(run.join("report.json")).unwrap()).unwrap();
         assert_eq!(on_disk["status"], "interrupted");
         assert!(on_disk["error"].as_str().unwrap().ends_with("while running: embed"));
-        assert!(new_run_id().len() > 16);
+        assert!(new_run_id(None).len() > 16);
+        assert!(new_run_id(Some(weave_core::Shard::new(1, 4).unwrap())).ends_with("-part-00001-of-00004"));
     }
 
     // regression: a record was judged by its process id alone, so a killed run's record

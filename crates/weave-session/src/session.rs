@@ -170,6 +170,10 @@ pub struct RunOptions {
     pub stall_timeout: Duration,
     /// How messages name the run's own files.
     pub labels: Labels,
+    /// The run is this shard of a job (`--shard I/N`, or the task's environment): its
+    /// sources read their share of the input, and its outputs, exclusion, quarantine and
+    /// metrics files are named for the shard (see [`weave_core::Shard`]).
+    pub shard: Option<weave_core::Shard>,
 }
 
 impl Default for RunOptions {
@@ -191,6 +195,7 @@ impl Default for RunOptions {
             channel_capacity: exec.channel_capacity,
             stall_timeout: exec.stall_timeout,
             labels: Labels::default(),
+            shard: None,
         }
     }
 }
@@ -206,6 +211,7 @@ impl std::fmt::Debug for RunOptions {
             .field("quarantine", &self.quarantine)
             .field("metrics_file", &self.metrics_file)
             .field("runs_dir", &self.runs_dir)
+            .field("shard", &self.shard)
             .field("subscribers", &self.subscribers.len())
             .finish_non_exhaustive()
     }
@@ -221,6 +227,7 @@ impl RunOptions {
             no_cache: self.no_cache,
             max_memory: self.max_memory,
             max_concurrent: self.max_concurrent,
+            shard: self.shard,
             dry_run: false,
         }
     }
@@ -275,7 +282,15 @@ impl Session {
             (None, Some(dir)) => Some(dir.clone()),
             (None, None) => None,
         };
-        let quarantine = options.quarantine.clone().or_else(|| path.as_deref().map(default_quarantine));
+        // A shard's own files sit beside the other shards' (`-part-IIIII-of-NNNNN`).
+        let shard = pipeline.shard;
+        let quarantine = options
+            .quarantine
+            .clone()
+            .or_else(|| path.as_deref().map(default_quarantine))
+            .map(|q| weave_core::Shard::apply_path(shard, &q));
+        let mut options = options;
+        options.metrics_file = options.metrics_file.map(|m| weave_core::Shard::apply_path(shard, &m));
         let runs = options.runs_dir.clone().or_else(|| path.as_deref().map(runs_dir));
         Ok(Session { pipeline, file, options, cache_dir, quarantine, runs_dir: runs })
     }
@@ -487,6 +502,7 @@ fn run_info(pipeline: &Pipeline, file: Option<&PipelineFile>) -> RunInfo {
         file: path,
         config_hash,
         tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+        shard: pipeline.shard,
     }
 }
 

@@ -36,6 +36,12 @@ impl StepInfo for Concat {
     fn estimated_cost(&self) -> f64 {
         0.1
     }
+
+    /// A shard's concatenation holds its share of every input: the job's output has every
+    /// record (in shard order, then each shard's own order).
+    fn runs_per_shard(&self) -> bool {
+        true
+    }
 }
 
 impl Merge for Concat {

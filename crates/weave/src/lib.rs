@@ -38,7 +38,9 @@ pub use weave_core::*;
 pub use weave_exec::{
     CacheUse, ExecOptions, LogSubscriber, MemoryBudget, RunError, RunFiles, RunSummary, StepStats, cache_roles, run,
 };
-pub use weave_fs::{Liveness, Owner, TempFile, remove_live_temporaries, sweep_dead_temporaries, write_atomically};
+pub use weave_fs::{
+    Liveness, Owner, TempFile, host_name, remove_live_temporaries, sweep_dead_temporaries, write_atomically,
+};
 pub use weave_monitor::{
     Alert, AlertManager, Histogram, MetricsCollector, PipelineStats, ResourceUsage, RunEntry, RunInfo, RunRecorder,
     StepMetrics, kill_alert_commands, list_runs, read_events, report_html,

@@ -194,7 +194,7 @@ pub(super) fn run(report: &mut Report) {
 }
 
 /// Builds the release `weave` binary and returns its path.
-fn build_weave() -> Result<PathBuf, String> {
+pub(super) fn build_weave() -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let st = Command::new(cargo)
@@ -210,7 +210,7 @@ fn build_weave() -> Result<PathBuf, String> {
 }
 
 /// The input: texts with messy spacing, some short, a fifth repeated. Returns its size.
-fn write_input(dir: &Path) -> usize {
+pub(super) fn write_input(dir: &Path) -> usize {
     let mut rng = Rng::new(42);
     let words = ["order", "refund", "screen", "battery", "late", "invoice", "password", "login", "broken", "shipping"];
     let mut csv = String::with_capacity(ROWS * 70);

@@ -21,6 +21,7 @@ mod overhead;
 mod plan;
 mod reliability;
 mod report;
+mod shards;
 mod speedup;
 mod steps;
 mod throughput;
@@ -121,6 +122,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "wide",
         summary: "CSV, JSON Lines and Parquet of 12,500 to 100,000 columns read and written (CSV cleaned over every field): time per column against the narrowest",
         run: wide::run,
+    },
+    Scenario {
+        name: "shards",
+        summary: "1M CSV rows through load → clean → export as one process and as 1, 2 and 4 shards started together: wall time, and CPU of all against one process's",
+        run: shards::run,
     },
     Scenario {
         name: "near_dedup",

@@ -295,18 +295,21 @@ fn build(p: &Params) -> Option<Step> {
             );
         }
     }
+    // A shard generates its share of the positions: each record is a function of the seed
+    // and its position alone, so the shards' records together are the whole run's.
+    let positions = p.context().shard().map_or(0..count?, |s| s.range(count.unwrap_or_default()));
     Some(Step::Source(Box::new(Generate {
         templates,
         slot_names,
         slots,
         values: None,
         extra_fields,
-        count: count?,
+        count: positions.end,
         field,
         template_field,
         batch_size,
         seed,
-        next: 0,
+        next: positions.start,
         schema: None,
         row_bytes: Vec::new(),
         config: p.canonical(),
