@@ -16,8 +16,9 @@
 //!   added upstream changes every request.
 //! - `["field", ...]`: those fields only, as `"record"` does with every field.
 //! - `"position"`: the record's place in the step's input (its batch's sequence number and
-//!   its row in it); every record is asked anew, identical ones too, but a reordering,
-//!   a record added before it, or another batch size upstream asks again.
+//!   its row in it, and the shard, in a job of shards, whose batches are numbered from 0
+//!   each); every record is asked anew, identical ones too, but a reordering, a record
+//!   added before it, or another batch size upstream asks again.
 
 use weave_core::{Batch, ConfValue, Params, StepContext, StepError, ValueRef};
 
@@ -33,8 +34,8 @@ pub(crate) enum VaryBy {
     Record,
     /// These fields of the record.
     Fields(Vec<String>),
-    /// The record's position in the step's input.
-    Position,
+    /// The record's position in the step's input, in this shard (its index) of a job.
+    Position(u32),
 }
 
 impl VaryBy {
@@ -45,7 +46,7 @@ impl VaryBy {
             ConfValue::Str(_) => match p.choice("vary_by", WORDS) {
                 Some("prompt") => VaryBy::Prompt,
                 Some("record") => VaryBy::Record,
-                Some("position") => VaryBy::Position,
+                Some("position") => VaryBy::Position(p.context().shard().map_or(0, |s| s.index())),
                 _ => default,
             },
             ConfValue::Array(a) if !a.is_empty() => match p.str_list("vary_by") {
@@ -79,7 +80,7 @@ impl VaryBy {
                     })
                 })
                 .collect(),
-            VaryBy::Prompt | VaryBy::Position => Ok(Vec::new()),
+            VaryBy::Prompt | VaryBy::Position(_) => Ok(Vec::new()),
         }
     }
 
@@ -90,8 +91,9 @@ impl VaryBy {
         let mut h = blake3::Hasher::new_derive_key("weave llm request salt v1");
         match self {
             VaryBy::Prompt => return None,
-            VaryBy::Position => {
+            VaryBy::Position(shard) => {
                 h.update(b"position");
+                h.update(&shard.to_le_bytes());
                 h.update(&ctx.sequence().to_le_bytes());
                 h.update(&(row as u64).to_le_bytes());
             }
@@ -138,7 +140,7 @@ mod tests {
     fn the_key_reads_words_and_field_lists_and_names_what_is_wrong() {
         assert_eq!(read(""), (VaryBy::Record, vec![]));
         assert_eq!(read("vary_by = \"prompt\""), (VaryBy::Prompt, vec![]));
-        assert_eq!(read("vary_by = \"position\""), (VaryBy::Position, vec![]));
+        assert_eq!(read("vary_by = \"position\""), (VaryBy::Position(0), vec![]));
         assert_eq!(read("vary_by = [\"id\", \"lang\"]"), (VaryBy::Fields(vec!["id".into(), "lang".into()]), vec![]));
         let (_, e) = read("vary_by = \"records\"");
         assert_eq!(e, ["`vary_by` must be one of \"prompt\", \"record\", \"position\", not \"records\""]);
@@ -170,9 +172,10 @@ mod tests {
         let topic = salts(&VaryBy::Fields(vec!["topic".into()]), &batch, 0);
         assert!(topic.iter().all(|s| *s == topic[0]));
         assert_ne!(topic[0], record[0]);
-        let position = salts(&VaryBy::Position, &batch, 0);
+        let position = salts(&VaryBy::Position(0), &batch, 0);
         assert_ne!(position[0], position[2], "identical records, two places");
-        assert_ne!(position[0], salts(&VaryBy::Position, &batch, 1)[0], "another batch");
+        assert_ne!(position[0], salts(&VaryBy::Position(0), &batch, 1)[0], "another batch");
+        assert_ne!(position[0], salts(&VaryBy::Position(1), &batch, 0)[0], "another shard's batch 0");
         assert_eq!(salts(&VaryBy::Prompt, &batch, 0), [None, None, None]);
         let e = VaryBy::Fields(vec!["topik".into()]).columns(&batch).unwrap_err().to_string();
         assert!(e.starts_with("`vary_by`: ") && e.contains("topik"), "{e}");
