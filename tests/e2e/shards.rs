@@ -214,9 +214,10 @@ fn a_sharded_run_refuses_steps_that_need_the_whole_dataset_and_bad_shards() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("in.jsonl"), "{\"text\":\"a\"}\n{\"text\":\"a\"}\n").unwrap();
-    let p = "[[step]]\nid = \"l\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n[[step]]\nid = \"dd\"\nkind = \"dedup\"\nfields = [\"text\"]\n\n[[step]]\nid = \"e\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n";
+    let p = "[[step]]\nid = \"l\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n[[step]]\nid = \"dd\"\nkind = \"sample\"\nn = 1\n\n[[step]]\nid = \"e\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n";
     std::fs::write(d.join("p.toml"), p).unwrap();
-    let out = check_in(d, &["run", "p.toml", "--shard", "1/2"], 1, &[], &["step `dd` (dedup) needs the whole dataset"]);
+    let out =
+        check_in(d, &["run", "p.toml", "--shard", "1/2"], 1, &[], &["step `dd` (sample) needs the whole dataset"]);
     assert!(out.stderr.contains("p.toml:6"), "{}", out.stderr);
     // One shard of one sees everything.
     check_in(d, &["run", "p.toml", "--shard", "0/1"], 0, &["run succeeded"], &[]);
@@ -227,4 +228,164 @@ fn a_sharded_run_refuses_steps_that_need_the_whole_dataset_and_bad_shards() {
         assert!(out.stderr.contains("--shard"), "{bad}: {}", out.stderr);
     }
     assert!(!d.join("out.jsonl").exists());
+}
+
+/// load → clean → exact dedup (lower-cased, its drops kept) → near dedup → export, over
+/// texts with exact, case-only and near duplicates spread through the file.
+const DEDUP_PIPELINE: &str = r#"
+[pipeline]
+name = "sharded-dedup"
+seed = 11
+
+[[step]]
+id = "load"
+kind = "load_csv"
+path = "in.csv"
+types = { id = "int" }
+batch_size = 64
+
+[[step]]
+id = "clean"
+kind = "clean"
+fields = ["text"]
+rules = ["trim", "collapse_whitespace"]
+
+[[step]]
+id = "dedup"
+kind = "dedup"
+fields = ["text"]
+normalize = ["lowercase"]
+exclusions = "out/duplicates.jsonl"
+
+[[step]]
+id = "near"
+kind = "near_dedup"
+fields = ["text"]
+threshold = 0.7
+
+[[step]]
+id = "export"
+kind = "export_jsonl"
+path = "out/kept.jsonl"
+"#;
+
+/// 1,500 rows: a third repeats one of 150 texts (some upper-cased), a fifth changes one
+/// word of one, the rest are new.
+fn dedup_input() -> String {
+    let words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu"];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let text = |next: &mut dyn FnMut(usize) -> usize| {
+        let n = 8 + next(10);
+        (0..n).map(|_| words[next(words.len())]).collect::<Vec<_>>().join(" ")
+    };
+    let base: Vec<String> = (0..150).map(|_| text(&mut next)).collect();
+    let mut csv = String::from("id,text\n");
+    for i in 0..1500 {
+        let t = match next(15) {
+            0..=4 => base[next(base.len())].clone(),
+            5 => base[next(base.len())].to_uppercase(),
+            6..=8 => {
+                let mut w: Vec<String> = base[next(base.len())].split(' ').map(String::from).collect();
+                let at = next(w.len());
+                w[at] = words[next(words.len())].to_owned();
+                w.join(" ")
+            }
+            _ => text(&mut next),
+        };
+        csv.push_str(&format!("{i},  {t} \n"));
+    }
+    csv
+}
+
+#[test]
+fn shards_with_exact_and_near_dedup_started_together_give_the_single_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.toml"), DEDUP_PIPELINE).unwrap();
+    std::fs::write(d.join("in.csv"), dedup_input()).unwrap();
+    check_in(d, &["run", "p.toml"], 0, &["run succeeded"], &[]);
+    let kept = read(&d.join("out/kept.jsonl"));
+    let duplicates = read(&d.join("out/duplicates.jsonl"));
+    let (k, dup) =
+        (String::from_utf8_lossy(&kept).lines().count(), String::from_utf8_lossy(&duplicates).lines().count());
+    assert!(k > 500 && dup > 300, "the input has both kinds of duplicates: {k} kept, {dup} exact");
+    for n in [1usize, 2, 3, 4, 7] {
+        // Every shard at once, as an array job's tasks run: each waits for the earlier
+        // shards' keys before deciding on its own records.
+        let children: Vec<_> = (0..n)
+            .map(|i| {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_weave"));
+                for v in crate::cli::SHARD_VARIABLES {
+                    c.env_remove(v);
+                }
+                c.args(["-q", "run", "p.toml", "--shard", &format!("{i}/{n}")])
+                    .current_dir(d)
+                    .env_remove("RUST_LOG")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("weave starts")
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "{n} shards: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let parts = |stem: &str| -> Vec<std::path::PathBuf> {
+            (0..n).map(|i| d.join(format!("out/{stem}-part-{i:05}-of-{n:05}.jsonl"))).collect()
+        };
+        assert_eq!(
+            String::from_utf8(concatenated(&parts("kept"))).unwrap(),
+            String::from_utf8(kept.clone()).unwrap(),
+            "kept at {n} shards"
+        );
+        assert_eq!(concatenated(&parts("duplicates")), duplicates, "exact duplicates at {n} shards");
+    }
+}
+
+#[test]
+fn shards_run_one_after_another_in_shard_order_give_the_single_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.toml"), DEDUP_PIPELINE).unwrap();
+    std::fs::write(d.join("in.csv"), dedup_input()).unwrap();
+    check_in(d, &["run", "p.toml", "--no-cache"], 0, &["run succeeded"], &[]);
+    let kept = read(&d.join("out/kept.jsonl"));
+    for i in 0..3 {
+        check_in(d, &["run", "p.toml", "--shard", &format!("{i}/3")], 0, &["run succeeded"], &[]);
+    }
+    let parts: Vec<_> = (0..3).map(|i| d.join(format!("out/kept-part-{i:05}-of-00003.jsonl"))).collect();
+    assert_eq!(concatenated(&parts), kept);
+    // Run again, every shard's output is taken from the cache; the keys stay in place for
+    // a shard computed again.
+    for i in [2, 0, 1] {
+        check_in(d, &["run", "p.toml", "--shard", &format!("{i}/3")], 0, &["run succeeded"], &[]);
+    }
+    assert_eq!(concatenated(&parts), kept);
+}
+
+#[test]
+fn plan_with_shards_shows_each_steps_part_and_the_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.toml"), DEDUP_PIPELINE).unwrap();
+    std::fs::write(d.join("in.csv"), "id,text\n1,a\n").unwrap();
+    let out = check_in(d, &["plan", "p.toml", "--shards", "4"], 0, &["as 4 shards", "3 stages"], &[]);
+    let line = |id: &str| out.stdout.lines().find(|l| l.starts_with(&format!("{id} "))).map(str::to_owned);
+    assert!(line("dedup").is_some_and(|l| l.contains(" 2 ") && l.contains("exchanges its keys")), "{}", out.stdout);
+    assert!(line("near").is_some_and(|l| l.contains(" 3 ")), "{}", out.stdout);
+    let json = check_in(d, &["plan", "p.toml", "--shards", "4", "--format", "json"], 0, &[], &[]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["sharded"]["stages"], 3);
+    // A step that needs the whole dataset is named.
+    let sampled = DEDUP_PIPELINE
+        .replace("kind = \"near_dedup\"\nfields = [\"text\"]\nthreshold = 0.7", "kind = \"sample\"\nn = 5");
+    std::fs::write(d.join("p.toml"), sampled).unwrap();
+    check_in(d, &["plan", "p.toml", "--shards", "2"], 0, &["cannot run sharded: near"], &[]);
 }

@@ -1,12 +1,14 @@
 //! `weave slurm` on a real Slurm: `.ci/run` starts a one-node cluster (`.ci/slurm-up.sh`)
 //! and sets `WEAVE_TEST_SLURM=1`; without it, this test says so and does nothing.
 //!
-//! A 4-task job runs a pipeline whose LLM step answers slowly (the test server, 150 ms an
-//! answer, one at a time), one task at a time (`--cpus 2` on a 2-CPU node). Shard 1 is
-//! cancelled with `scancel` while it runs; `weave slurm status --wait` then fails naming
-//! the shard, `weave slurm resume` submits that shard alone, and the job's parts in shard
-//! order are the single process's output. The finished shards are not run again: their
-//! completion markers are untouched and each has one run record.
+//! A 4-task job runs a two-stage pipeline — an exact dedup over the whole input (the shards
+//! exchange their keys), then an LLM step that answers slowly (the test server, 150 ms an
+//! answer, one at a time) — one task at a time (`--cpus 2` on a 2-CPU node). Shard 1 is
+//! cancelled with `scancel` while it runs (after its dedup keys are out, so that the later
+//! shards do not wait for them); `weave slurm status --wait` then fails naming the shard,
+//! `weave slurm resume` submits that shard alone, and the job's parts in shard order are
+//! the single process's output. The finished shards are not run again: their completion
+//! markers are untouched and each has one run record.
 
 use std::path::Path;
 use std::process::Command;
@@ -33,6 +35,11 @@ id = "load"
 kind = "load_jsonl"
 path = "in.jsonl"
 batch_size = 2
+
+[[step]]
+id = "dedup"
+kind = "dedup"
+fields = ["text"]
 
 [[step]]
 id = "restyle"
@@ -85,7 +92,9 @@ fn a_slurm_job_of_four_shards_survives_a_cancelled_task_and_equals_one_process()
         .latency(Duration::from_millis(150))
         .start(|r| Reply::text(format!("casual: {}", r.prompt().rsplit("Text:\n").next().unwrap_or(""))))
         .expect("server");
-    let input: String = (0..40).map(|i| format!("{{\"id\":{i},\"text\":\"ticket number {i}\"}}\n")).collect();
+    // 60 records, 40 distinct texts: a third repeat a text of an earlier shard.
+    let input: String =
+        (0..60).map(|i| format!("{{\"id\":{i},\"text\":\"ticket number {}\"}}\n", (i * 7) % 40)).collect();
     let single = tempfile::tempdir().unwrap();
     let job = tempfile::tempdir().unwrap();
     for d in [single.path(), job.path()] {
@@ -111,8 +120,12 @@ fn a_slurm_job_of_four_shards_survives_a_cancelled_task_and_equals_one_process()
     let t0 = Instant::now();
     loop {
         assert!(t0.elapsed() < Duration::from_secs(120), "shard 1 never ran");
-        if queued(&id, 1).as_deref() == Some("RUNNING") {
-            std::thread::sleep(Duration::from_millis(400));
+        let keys_out = std::fs::read_dir(d.join(".weave/cache/exchange"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join("part-00001-of-00004.keys").exists());
+        if queued(&id, 1).as_deref() == Some("RUNNING") && keys_out {
             let st = Command::new("scancel").arg(format!("{id}_1")).status().expect("scancel");
             assert!(st.success());
             break;
@@ -150,6 +163,16 @@ fn a_slurm_job_of_four_shards_survives_a_cancelled_task_and_equals_one_process()
         let n = runs.iter().filter(|r| r.ends_with(&format!("-part-{i:05}-of-00004"))).count();
         assert_eq!(n, if i == 1 { 2 } else { 1 }, "shard {i}'s runs: {runs:?}");
     }
+    assert_eq!(text(&expected).lines().count(), 40, "the single run kept each text once");
+    // One report for the job: the shards' records merged.
+    let out = weave(d, &["report", jobarg, "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["status"], "succeeded");
+    let dedup = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "dedup").unwrap();
+    assert_eq!((dedup["records_in"].as_u64(), dedup["records_out"].as_u64()), (Some(60), Some(40)), "{dedup}");
+    assert_eq!(dedup["dropped"]["duplicate"], 20);
+    assert_eq!(r["shards"]["done"], 4);
     let got: Vec<u8> = (0..4)
         .flat_map(|i| std::fs::read(d.join(format!("out/restyled-part-{i:05}-of-00004.jsonl"))).unwrap())
         .collect();

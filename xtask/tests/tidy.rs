@@ -3,7 +3,7 @@
 //!
 //! - Layering: dependencies point downward only
 //!   (`weave-core, weave-fs ← weave-exec, weave-cache, weave-monitor, weave-io; weave-cache ←
-//!   weave-llm; weave-io, weave-llm ← weave-steps; weave-exec, weave-cache, weave-monitor ←
+//!   weave-llm; weave-fs, weave-io, weave-llm ← weave-steps; weave-exec, weave-cache, weave-monitor ←
 //!   weave-session; weave-steps, weave-session ← weave ← weave-cli ← weave-py`, and weave-steps does
 //!   not depend on weave-exec, nor weave-session on weave-steps),
 //!   and `weave-cli` and `weave-py` reach the libraries only through the `weave` facade.
@@ -42,7 +42,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("weave-llm", &["weave-core", "weave-cache", "weave-testkit"]),
     // The pure transforms and the registry, over the two crates whose kinds it adds. The
     // steps know the executor only through weave-core's traits: not weave-exec.
-    ("weave-steps", &["weave-core", "weave-io", "weave-llm", "weave-testkit"]),
+    ("weave-steps", &["weave-core", "weave-fs", "weave-io", "weave-llm", "weave-testkit"]),
     // The run session composes a run from the parts; it takes the registry of kinds as an
     // argument, so it sits beside the steps, not above them.
     ("weave-session", &["weave-core", "weave-fs", "weave-exec", "weave-cache", "weave-monitor"]),

@@ -56,5 +56,5 @@ use std::path::{Path, PathBuf};
 /// else there is the cache's: a run refuses to write an output onto these, and may keep
 /// other files beside them (the quarantine file, with the cache in `.weave/`).
 pub fn own_paths(dir: &Path) -> Vec<PathBuf> {
-    ["objects", "tmp", "packs", "keys", "pins", "files.json"].iter().map(|name| dir.join(name)).collect()
+    ["objects", "tmp", "packs", "keys", "pins", "exchange", "files.json"].iter().map(|name| dir.join(name)).collect()
 }

@@ -19,6 +19,7 @@ mod progress;
 mod report;
 mod run;
 mod slurm;
+mod stages;
 mod table;
 
 /// Weave: build, run and watch data-generation pipelines.
@@ -67,6 +68,9 @@ enum Command {
         /// or .weave/cache beside the pipeline file].
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
+        /// Also show how the pipeline runs as N shards: each step's part, and its stages.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(weave::MAX_SHARDS)))]
+        shards: Option<u32>,
     },
     /// Draw a pipeline's DAG as Graphviz DOT or Mermaid.
     #[command(after_help = EXIT_CODES)]
@@ -145,7 +149,8 @@ enum Command {
     },
     /// Print a run's report: status, per-step metrics, stats, alerts.
     Report {
-        /// The run's id, or a unique start of it [default: the latest run].
+        /// The run's id, or a unique start of it [default: the latest run]; or a Slurm job's
+        /// folder, whose shards' records are merged into one report.
         run: Option<String>,
         /// The folder of run records (`.weave/runs` beside the pipeline file).
         #[arg(long, default_value = ".weave/runs")]
@@ -339,7 +344,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             if let Some(dir) = job_dir {
                 slurm::check_job(dir, shard, &pf.config_hash())?;
             }
-            let p = build(&pf, &options.build_options(), cli.quiet)?;
+            let p = build(&pf, &sharded_build_options(&pf, &options)?, cli.quiet)?;
             let hash = pf.config_hash();
             let record = run::run(pf, p, options, cli.quiet)?;
             match job_dir {
@@ -372,7 +377,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let noun = if warnings == 1 { "warning" } else { "warnings" };
             emit(&format!("ok: {}: {p}, {warnings} {noun}\n", file.display()))
         }
-        Command::Plan { file, format, explain, cost, cache_dir } => {
+        Command::Plan { file, format, explain, cost, cache_dir, shards } => {
             let p = load(file, cli.quiet)?;
             let dir = weave::cache_dir_for(file, p.cache_dir.as_deref(), cache_dir.as_deref());
             let cplan = weave::cache_plan(&p, &dir, &weave::cache::CacheOptions::default())
@@ -384,19 +389,25 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let text = match format {
                 PlanFormat::Table => {
                     let mut t = plan::table(&p, &cplan, *explain);
+                    if let Some(n) = shards {
+                        t.push_str(&stages::table(&p, *n));
+                    }
                     if let Some(c) = &costs {
                         t.push_str(&plan_cost::table(c));
                     }
                     t
                 }
-                PlanFormat::Json => match &costs {
-                    None => plan::json(&p, &cplan),
-                    Some(c) => {
-                        let mut v = weave::plan_json(&p, &cplan);
-                        v["cost"] = c.to_json();
-                        format!("{v:#}\n")
+                PlanFormat::Json if shards.is_none() && costs.is_none() => plan::json(&p, &cplan),
+                PlanFormat::Json => {
+                    let mut v = weave::plan_json(&p, &cplan);
+                    if let Some(n) = shards {
+                        v["sharded"] = stages::json(&p, *n);
                     }
-                },
+                    if let Some(c) = &costs {
+                        v["cost"] = c.to_json();
+                    }
+                    format!("{v:#}\n")
+                }
             };
             emit(&text)
         }
@@ -424,9 +435,19 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             emit(&report::runs_table(&runs))
         }
         Command::Report { run, dir, format } => {
-            let runs =
-                weave::list_runs(dir).map_err(|e| Failure::Other(format!("cannot read {}: {e}", dir.display())))?;
-            let entry = report::pick(&runs, run.as_deref()).map_err(Failure::Other)?;
+            // A job's folder (`weave slurm submit` made it): its shards' records, merged.
+            let job = run.as_deref().map(Path::new).filter(|p| p.join("job.json").is_file());
+            let merged = job.map(slurm::job_report).transpose()?;
+            let runs = match merged {
+                Some(_) => Vec::new(),
+                None => {
+                    weave::list_runs(dir).map_err(|e| Failure::Other(format!("cannot read {}: {e}", dir.display())))?
+                }
+            };
+            let entry = match &merged {
+                Some(m) => m,
+                None => report::pick(&runs, run.as_deref()).map_err(Failure::Other)?,
+            };
             match format {
                 ReportFormat::Table => emit(&report::report_table(entry)),
                 ReportFormat::Json => emit(&format!("{:#}\n", entry.report)),
@@ -480,6 +501,24 @@ fn load(file: &Path, quiet: bool) -> Result<Pipeline, Failure> {
 }
 
 /// The pipeline file, or an error naming the file (and where it stops being UTF-8).
+/// The build options of a run: in a shard of a job of several, with the folders where the
+/// shards exchange the keys of the pipeline's whole-dataset steps, named from the pipeline
+/// built whole (see `weave::exchange_dirs`).
+fn sharded_build_options(
+    pf: &weave::PipelineFile,
+    options: &weave::RunOptions,
+) -> Result<weave::BuildOptions, Failure> {
+    let mut bo = options.build_options();
+    let Some(shard) = bo.shard.filter(|s| s.count() > 1) else { return Ok(bo) };
+    // Its problems are the sharded pipeline's, which the build after this one prints.
+    let Ok(whole) = pf.build(&weave::registry(), &weave::BuildOptions { shard: None, ..bo.clone() }) else {
+        return Ok(bo);
+    };
+    let dir = weave::cache_dir_for(&pf.path, whole.cache_dir.as_deref(), options.cache_dir.as_deref());
+    bo.exchange = weave::exchange_dirs(&whole, &dir, shard.count()).map_err(|e| Failure::Other(e.to_string()))?;
+    Ok(bo)
+}
+
 pub(crate) fn read_file(file: &Path) -> Result<weave::PipelineFile, Failure> {
     weave::PipelineFile::read(file).map_err(|e| Failure::Other(e.to_string()))
 }

@@ -142,8 +142,12 @@ pub(crate) fn submit(file: &Path, tasks: u32, resources: Resources, quiet: bool)
     // The pipeline is checked as a shard sees it (steps that need the whole dataset are
     // refused here, before anything is queued).
     let pf = crate::read_file(file)?;
-    let options = weave::BuildOptions { shard: Some(shard), ..weave::BuildOptions::default() };
-    let pipeline = crate::build(&pf, &options, quiet)?;
+    let run = weave::RunOptions {
+        shard: Some(shard),
+        cache_dir: resources.cache_dir.clone(),
+        ..weave::RunOptions::default()
+    };
+    let pipeline = crate::build(&pf, &crate::sharded_build_options(&pf, &run)?, quiet)?;
     let abs = std::fs::canonicalize(file).map_err(|e| Failure::Other(format!("{}: {e}", file.display())))?;
     let weave_bin =
         std::env::current_exe().map_err(|e| Failure::Other(format!("cannot find the weave binary: {e}")))?;
@@ -364,4 +368,113 @@ pub(crate) fn check_job(dir: &Path, shard: Option<weave::Shard>, config_hash: &s
         )));
     }
     Ok(())
+}
+
+/// The job's report: its done shards' run records merged into one, as `weave report JOB`
+/// prints it. Counts are summed over the shards (records, retries, drops by reason,
+/// failures by class, bad records, calls, requests); the job runs from its first shard's
+/// start to its last one's end, and its rates are over that time; call times (p50, p99)
+/// and peak memory are the largest of any shard; alerts, inputs and outputs are listed
+/// shard by shard. A job with shards not done reads as `incomplete`.
+pub(crate) fn job_report(dir: &Path) -> Result<weave::RunEntry, Failure> {
+    let meta = load(dir)?;
+    let file = PathBuf::from(meta["pipeline_file"].as_str().unwrap_or_default());
+    let runs = weave::runs_dir(&file);
+    let s = states(dir, &meta)?;
+    let mut reports = Vec::new();
+    for st in &s {
+        if let ShardState::Done(marker) = st
+            && let Some(run) = marker["run"].as_str()
+        {
+            let path = runs.join(run).join("report.json");
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Failure::Other(format!("cannot read {}: {e}", path.display())))?;
+            reports.push(
+                serde_json::from_str::<Value>(&text).map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?,
+            );
+        }
+    }
+    let first = reports.first().cloned().unwrap_or(Value::Null);
+    let started = reports.iter().filter_map(|r| r["started_ms"].as_u64()).min();
+    let ended = reports.iter().filter_map(|r| r["ended_ms"].as_u64()).max();
+    let secs = match (started, ended) {
+        (Some(a), Some(b)) if b > a => (b - a) as f64 / 1000.0,
+        _ => 0.0,
+    };
+    let sum_map = |into: &mut serde_json::Map<String, Value>, from: &Value| {
+        for (k, v) in from.as_object().into_iter().flatten() {
+            let n = into.get(k).and_then(Value::as_u64).unwrap_or(0) + v.as_u64().unwrap_or(0);
+            into.insert(k.clone(), json!(n));
+        }
+    };
+    let mut steps = Vec::new();
+    for step in first["steps"].as_array().into_iter().flatten() {
+        let id = &step["step"];
+        let all: Vec<&Value> =
+            reports.iter().filter_map(|r| r["steps"].as_array()?.iter().find(|x| &x["step"] == id)).collect();
+        let sum = |key: &str| all.iter().filter_map(|x| x[key].as_u64()).sum::<u64>();
+        let most = |a: &str, b: &str| all.iter().filter_map(|x| x[a][b].as_f64()).fold(0.0f64, f64::max);
+        let (mut dropped, mut failures) = (serde_json::Map::new(), serde_json::Map::new());
+        for x in &all {
+            sum_map(&mut dropped, &x["dropped"]);
+            sum_map(&mut failures, &x["failures"]);
+        }
+        let records = sum("records_in").max(sum("records_out"));
+        steps.push(json!({
+            "step": id,
+            "records_in": sum("records_in"),
+            "records_out": sum("records_out"),
+            "records_per_second": if secs > 0.0 { records as f64 / secs } else { 0.0 },
+            "retries": sum("retries"),
+            "failures": failures,
+            "dropped": dropped,
+            "quarantined": sum("quarantined"),
+            "bad_records": sum("bad_records"),
+            "calls": sum("calls"),
+            "requests": sum("requests"),
+            "failed_requests": sum("failed_requests"),
+            "call_seconds": {"p50": most("call_seconds", "p50"), "p99": most("call_seconds", "p99")},
+        }));
+    }
+    let done = reports.len();
+    let all_ok = done == s.len() && reports.iter().all(|r| r["status"] == "succeeded");
+    let peak = reports.iter().filter_map(|r| r["stats"]["resource_usage"]["peak_memory"].as_u64()).max();
+    let success = reports.iter().filter_map(|r| r["stats"]["success_rate"].as_f64()).fold(1.0f64, f64::min);
+    let concat = |key: &str| -> Vec<Value> {
+        reports.iter().flat_map(|r| r[key].as_array().cloned().unwrap_or_default()).collect()
+    };
+    let report = json!({
+        "pipeline": first["pipeline"],
+        "pipeline_file": first["pipeline_file"],
+        "config_hash": first["config_hash"],
+        "tool_version": first["tool_version"],
+        "status": if all_ok { "succeeded".to_owned() } else { format!("incomplete ({done} of {} shards done)", s.len()) },
+        "error": Value::Null,
+        "started_ms": started,
+        "ended_ms": ended,
+        "dag": first["dag"],
+        "steps": steps,
+        "stats": {
+            "bad_records": reports.iter().filter_map(|r| r["stats"]["bad_records"].as_u64()).sum::<u64>(),
+            "success_rate": success,
+            "resource_usage": {
+                "peak_memory": peak,
+                "max_memory": first["stats"]["resource_usage"]["max_memory"],
+            },
+        },
+        "alerts": concat("alerts"),
+        "inputs": concat("inputs"),
+        "outputs": concat("outputs"),
+        "shards": {
+            "count": s.len(),
+            "done": done,
+            "runs": reports.iter().map(|r| r["run_id"].clone()).collect::<Vec<_>>(),
+        },
+    });
+    let id = format!(
+        "{} ({} shards)",
+        dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        s.len()
+    );
+    Ok(weave::RunEntry { id, report })
 }

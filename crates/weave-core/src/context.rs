@@ -21,6 +21,7 @@ pub struct BuildContext {
     cache_dir: Option<PathBuf>,
     dry_run: bool,
     shard: Option<crate::Shard>,
+    exchange: BTreeMap<String, PathBuf>,
     shared: Mutex<BTreeMap<String, Arc<dyn Any + Send + Sync>>>,
 }
 
@@ -33,6 +34,7 @@ impl BuildContext {
             cache_dir,
             dry_run: false,
             shard: None,
+            exchange: BTreeMap::new(),
             shared: Mutex::default(),
         }
     }
@@ -41,6 +43,19 @@ impl BuildContext {
     pub fn with_shard(mut self, shard: Option<crate::Shard>) -> Self {
         self.shard = shard;
         self
+    }
+
+    /// This context, with the folders where the shards of a job exchange the keys of
+    /// their whole-dataset steps, by step id.
+    pub fn with_exchange(mut self, exchange: BTreeMap<String, PathBuf>) -> Self {
+        self.exchange = exchange;
+        self
+    }
+
+    /// The folder where the shards of the job exchange step `id`'s keys, if the run is a
+    /// shard that has one.
+    pub fn exchange(&self, id: &str) -> Option<&Path> {
+        self.exchange.get(id).map(PathBuf::as_path)
     }
 
     /// The shard of a job the run is, if it is one: sources read their share of the
@@ -104,6 +119,7 @@ impl fmt::Debug for BuildContext {
             .field("cache_dir", &self.cache_dir)
             .field("dry_run", &self.dry_run)
             .field("shard", &self.shard)
+            .field("exchange", &self.exchange)
             .field("shared", &shared)
             .finish()
     }

@@ -206,6 +206,11 @@ pub struct BuildOptions {
     /// The run is this shard of a job (`weave run --shard I/N`): sources read their share
     /// of the input and outputs are named for the shard (see [`Shard`]).
     pub shard: Option<crate::Shard>,
+    /// Where the shards of a job exchange the keys of each whole-dataset step that runs
+    /// sharded that way ([`StepInfo::shards_by_exchange`](crate::StepInfo::shards_by_exchange)),
+    /// by step id: a folder the front end names after the step's key over the whole job's
+    /// input (the same in every shard), in the shared cache.
+    pub exchange: BTreeMap<String, std::path::PathBuf>,
     /// A dry run (`weave plan --cost`): steps that pay for their work (LLM requests)
     /// count what they would send, with what their caches answer, and send nothing.
     pub dry_run: bool,
@@ -300,7 +305,10 @@ impl Pipeline {
                 .unwrap_or_else(|| crate::spec::default_cache_dir(spec.source.path()))
         });
         let context = std::sync::Arc::new(
-            BuildContext::new(spec.llm.values().cloned(), cache_dir).with_shard(options.shard).dry_run(options.dry_run),
+            BuildContext::new(spec.llm.values().cloned(), cache_dir)
+                .with_shard(options.shard)
+                .with_exchange(options.exchange.clone())
+                .dry_run(options.dry_run),
         );
         for s in &spec.steps {
             let Some(kind) = registry.get(&s.kind) else {
@@ -713,8 +721,10 @@ impl fmt::Display for Pipeline {
 fn check_shardable(dag: &Dag<Option<PipelineStep>>, shard: crate::Shard, diags: &mut Diagnostics) {
     for n in dag.nodes() {
         let Some(p) = &n.payload else { continue };
-        let whole =
-            matches!(p.step.shape(), Shape::StatefulTransform | Shape::Merge) && !p.step.info().runs_per_shard();
+        let info = p.step.info();
+        let whole = matches!(p.step.shape(), Shape::StatefulTransform | Shape::Merge)
+            && !info.runs_per_shard()
+            && !info.shards_by_exchange();
         if whole {
             diags.push(
                 Diagnostic::error(format!(

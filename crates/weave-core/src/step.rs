@@ -147,6 +147,15 @@ pub trait StepInfo: Send {
         false
     }
 
+    /// Whether a stateful step that needs the whole dataset (keep the first of each key)
+    /// runs in a sharded job by exchanging its per-record keys with the other shards: each
+    /// shard publishes the keys of its input, takes in the keys of every earlier shard (in
+    /// shard order) before deciding on its own records, and so decides as the single
+    /// process would. The front end names the folder ([`BuildContext::exchange`](crate::BuildContext::exchange)).
+    fn shards_by_exchange(&self) -> bool {
+        false
+    }
+
     /// Whether the step's output is decided by what its cache key covers: kind, version,
     /// configuration, seed, its inputs and the content of [`StepInfo::files_read`].
     /// A step whose output depends on anything else (the clock, a web page, a file it

@@ -1610,6 +1610,51 @@ mod reader_properties {
         crate::input::open(&path).unwrap()
     }
 
+    /// Every row a `load_csv` source gives (as text), and every row it sets aside (its line
+    /// and why).
+    fn drain(s: &mut Box<dyn weave_core::Source>) -> (Vec<String>, Vec<String>) {
+        let mut ctx = StepContext::new("load", 0, 0, Default::default());
+        let mut rows = Vec::new();
+        while let Some(b) = s.next_batch(&mut ctx).unwrap() {
+            rows.extend(b.to_records().iter().map(|r| r.to_string()));
+        }
+        let rejected = ctx.take_rejected().into_iter().map(|r| format!("{:?}: {}", r.origin, r.reason)).collect();
+        (rows, rejected)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Whatever the quoting (line breaks inside quoted fields, doubled quotes, quotes
+        /// left open at the end), the ragged rows and the number of shards, the shards'
+        /// rows in shard order are the whole file's, each once, and so are the rows set
+        /// aside, each named by its own line.
+        #[test]
+        fn the_shards_rows_in_order_are_the_whole_files(
+            parts in proptest::collection::vec(prop_oneof![
+                Just("a"), Just("bc"), Just(","), Just("\""), Just("\"\""), Just("\n"), Just("\r\n"), Just(" "),
+                Just("\"x\ny\""), Just("1,2\n"),
+            ], 0..80),
+            count in 1u32..8,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("in.csv");
+            std::fs::write(&path, format!("h1,h2\n{}", parts.concat())).unwrap();
+            let config = format!("path = {:?}\nbatch_size = 3", path.to_str().unwrap());
+            let Step::Source(mut whole) = crate::tests::build_step("load_csv", &config) else { panic!() };
+            let whole = drain(&mut whole);
+            let (mut rows, mut rejected) = (Vec::new(), Vec::new());
+            for i in 0..count {
+                let shard = weave_core::Shard::new(i, count).unwrap();
+                let Step::Source(mut s) = crate::tests::build_sharded_step("load_csv", &config, shard) else { panic!() };
+                let (r, x) = drain(&mut s);
+                rows.extend(r);
+                rejected.extend(x);
+            }
+            prop_assert_eq!(rows, whole.0);
+            prop_assert_eq!(rejected, whole.1);
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(400))]
         /// On any mix of text, delimiters, quotes and line breaks, the reader returns the

@@ -647,6 +647,71 @@ mod tests {
         }
     }
 
+    mod shard_properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Every line a reader gives, with its file, number, and text, and every line it
+        /// sets aside.
+        fn read_all(lines: &mut Lines) -> (Vec<(String, u64, String)>, Vec<String>) {
+            let mut ctx = StepContext::new("load", 0, 0, Default::default());
+            let mut got = Vec::new();
+            while let Some(line) = lines.next_line(&mut ctx).unwrap() {
+                got.push((line.path.display().to_string(), line.number, line.text.to_owned()));
+            }
+            let rejected = ctx.take_rejected().into_iter().map(|r| format!("{:?} {}", r.origin, r.reason)).collect();
+            (got, rejected)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+            /// Whatever the files (empty ones, lines of any length, CRLF, no final line
+            /// break, a compressed one read whole) and however many shards, the shards'
+            /// lines, in shard order, are the whole reading's: each line once, with its
+            /// file and number; and so are the lines set aside.
+            #[test]
+            fn the_shards_lines_in_order_are_the_whole_reading(
+                files in proptest::collection::vec(
+                    (proptest::collection::vec(prop_oneof![
+                        Just(&b"ab"[..]), Just(&b"\n"[..]), Just(&b"\r\n"[..]), Just(&b"xyz xyz xyz"[..]),
+                        Just(&b"\xff"[..]), Just(&b""[..]),
+                    ], 0..30), any::<bool>()),
+                    1..5,
+                ),
+                count in 1u32..9,
+                bound in prop_oneof![Just(usize::MAX / 2), 4usize..12],
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let mut paths = Vec::new();
+                for (i, (parts, compressed)) in files.iter().enumerate() {
+                    let bytes = parts.concat();
+                    let path = if *compressed {
+                        let p = dir.path().join(format!("{i}.txt.zst"));
+                        std::fs::write(&p, zstd::encode_all(&bytes[..], 1).unwrap()).unwrap();
+                        p
+                    } else {
+                        let p = dir.path().join(format!("{i}.txt"));
+                        std::fs::write(&p, &bytes).unwrap();
+                        p
+                    };
+                    paths.push(path);
+                }
+                let whole = read_all(&mut Lines::new(paths.clone(), bound));
+                let (mut lines, mut rejected) = (Vec::new(), Vec::new());
+                for i in 0..count {
+                    let shard = weave_core::Shard::new(i, count).unwrap();
+                    let mut reader = Lines::new(paths.clone(), bound).with_shard(Some(shard));
+                    reader.buffer = 7;
+                    let (l, r) = read_all(&mut reader);
+                    lines.extend(l);
+                    rejected.extend(r);
+                }
+                prop_assert_eq!(lines, whole.0);
+                prop_assert_eq!(rejected, whole.1);
+            }
+        }
+    }
+
     #[test]
     fn gzip_and_zstd_read_back_and_damage_is_an_error() {
         let dir = tempfile::tempdir().unwrap();

@@ -156,6 +156,17 @@ mod tests {
         Params::new(table, SourceFile::new(file, config), "step", Some("s".into()))
     }
 
+    /// Builds a step of `kind` from its keys for a run that is `shard` of a job.
+    pub(crate) fn build_sharded_step(kind: &str, config: &str, shard: weave_core::Shard) -> Step {
+        let k = super::registry().get(kind).cloned().unwrap_or_else(|| panic!("no kind {kind}"));
+        let context = weave_core::BuildContext::new(Vec::new(), None).with_shard(Some(shard));
+        let p = params_at(std::path::Path::new("t.toml"), config).with_context(std::sync::Arc::new(context));
+        let step = (k.build)(&p);
+        let diags = p.finish(&k.all_keys());
+        assert!(!diags.has_errors(), "{diags}");
+        step.unwrap_or_else(|| panic!("{kind} did not build"))
+    }
+
     /// Builds a step of `kind` from its keys, panicking with the diagnostics if it fails.
     pub(crate) fn build_step(kind: &str, config: &str) -> Step {
         build_step_at(kind, std::path::Path::new("t.toml"), config)

@@ -47,10 +47,14 @@ pub(crate) static EXPORT_KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLo
 #[derive(Debug)]
 pub struct LoadParquet {
     paths: Vec<PathBuf>,
+    /// The run's shard, and what it reads of `paths` (worked out when the first file is
+    /// opened): a shard reads the row groups that start in its range of the files' bytes.
+    shard: Option<weave_core::Shard>,
+    pieces: Option<Vec<crate::input::Piece>>,
     columns: Option<Vec<String>>,
     batch_size: usize,
     config: CanonicalConfig,
-    /// The next file to open, as an index into `paths`.
+    /// The next piece to open, as an index into `pieces`.
     next_file: usize,
     /// The file being read, with its index in `paths`, and where each asked-for column is
     /// in its batches.
@@ -87,7 +91,9 @@ fn build_load(p: &Params) -> Option<Step> {
         return None;
     }
     Some(Step::Source(Box::new(LoadParquet {
-        paths: crate::input::whole_files_of(paths?, p.context().shard()),
+        paths: paths?,
+        shard: p.context().shard(),
+        pieces: None,
         columns,
         batch_size,
         config: p.canonical(),
@@ -121,7 +127,9 @@ fn not_parquet(path: &Path, e: impl std::fmt::Display) -> StepError {
 }
 
 impl LoadParquet {
-    fn open(&self, file: usize) -> Result<OpenParquet, StepError> {
+    /// Opens piece `piece` of the share: `None` when none of its row groups is the shard's.
+    fn open(&self, piece: &crate::input::Piece) -> Result<Option<OpenParquet>, StepError> {
+        let file = piece.file;
         let path = &self.paths[file];
         let cannot_read = |e| StepError::environment(format!("cannot read {}", path.display()), e);
         let mut f =
@@ -132,6 +140,25 @@ impl LoadParquet {
             .map_err(|e| StepError::fatal(format!("{}: {e}", path.display())))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| not_parquet(path, e))?;
         let mut builder = builder.with_batch_size(self.batch_size);
+        if let Some(range) = &piece.bytes {
+            // A row group is the shard's whose first byte (its first column chunk's) is in
+            // the shard's range of the file.
+            let groups: Vec<usize> = builder
+                .metadata()
+                .row_groups()
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| {
+                    let start = (0..g.num_columns()).map(|c| g.column(c).byte_range().0).min().unwrap_or(0);
+                    range.contains(&start)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if groups.is_empty() {
+                return Ok(None);
+            }
+            builder = builder.with_row_groups(groups);
+        }
         let mut order = None;
         if let Some(columns) = &self.columns {
             let schema = builder.schema();
@@ -158,7 +185,7 @@ impl LoadParquet {
             builder = builder.with_projection(mask);
         }
         let reader = builder.build().map_err(|e| not_parquet(path, e))?;
-        Ok(OpenParquet { file, reader, order })
+        Ok(Some(OpenParquet { file, reader, order }))
     }
 }
 
@@ -168,12 +195,17 @@ impl Source for LoadParquet {
             let open = match &mut self.open {
                 Some(open) => open,
                 None => {
-                    if self.next_file >= self.paths.len() {
-                        return Ok(None);
+                    if self.pieces.is_none() {
+                        self.pieces = Some(crate::input::pieces(&self.paths, self.shard, |_| true)?);
                     }
-                    let open = self.open(self.next_file)?;
+                    let Some(piece) = self.pieces.as_ref().and_then(|p| p.get(self.next_file)).cloned() else {
+                        return Ok(None);
+                    };
                     self.next_file += 1;
-                    self.open.insert(open)
+                    match self.open(&piece)? {
+                        Some(open) => self.open.insert(open),
+                        None => continue,
+                    }
                 }
             };
             let path = &self.paths[open.file];
@@ -672,6 +704,39 @@ mod tests {
             r#"{"i32":1001,"u64":3003,"f32":250.25,"large":"large 1001","split":"test","date":"2024-10-05","at":"2023-11-14T22:38:21.500Z","price":"1011.01","raw":"bytes 1001","pair":[1001,null],"messages":[{"role":"user","content":"m2002"},{"role":"assistant","content":"m2003"}],"counts":{"len":1001}}"#
         );
         assert_eq!(all[3].get("i32"), Some(&Value::Null));
+    }
+
+    #[test]
+    fn shards_read_the_row_groups_that_start_in_their_range_and_together_every_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // Row groups of 1,000 rows: 3 in the first file, 2 in the second.
+        foreign_file(&dir.path().join("a.parquet"), 2500);
+        foreign_file(&dir.path().join("b.parquet"), 1200);
+        let config = format!("path = {:?}\nbatch_size = 400", dir.path().join("*.parquet").to_str().unwrap());
+        let read = |step: Step| {
+            let Step::Source(mut s) = step else { panic!() };
+            let mut ctx = StepContext::new("load", 0, 0, Default::default());
+            let mut rows = Vec::new();
+            while let Some(b) = s.next_batch(&mut ctx).unwrap_or_else(|e| panic!("{e}")) {
+                rows.extend(b.to_records().iter().map(|r| r.to_string()));
+            }
+            rows
+        };
+        let whole = read(build_step("load_parquet", &config));
+        assert_eq!(whole.len(), 3700);
+        for count in 1..=7 {
+            let mut rows = Vec::new();
+            let mut empty = 0;
+            for i in 0..count {
+                let shard = weave_core::Shard::new(i, count).unwrap();
+                let part = read(crate::tests::build_sharded_step("load_parquet", &config, shard));
+                empty += usize::from(part.is_empty());
+                rows.extend(part);
+            }
+            assert_eq!(rows, whole, "{count} shards");
+            // Five row groups: past five shards, some read none.
+            assert_eq!(empty, count.saturating_sub(5) as usize, "{count} shards");
+        }
     }
 
     #[test]

@@ -39,5 +39,6 @@ pub use files::{CACHE_DIR_ENV, PipelineFile, cache_dir_for, default_quarantine, 
 pub use memory::{MemorySink, MemorySinkHandle, MemorySource};
 pub use plan::{cache_status_text, plan_json};
 pub use session::{
-    Labels, RunFailure, RunHandle, RunOptions, RunOutcome, Session, SessionError, cache_plan, planned_roles,
+    Labels, RunFailure, RunHandle, RunOptions, RunOutcome, Session, SessionError, cache_plan, exchange_dirs,
+    planned_roles,
 };

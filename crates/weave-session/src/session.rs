@@ -64,6 +64,17 @@ pub enum SessionError {
         /// Each problem, one sentence.
         problems: Vec<String>,
     },
+    /// A sharded run cannot name the folder where the shards exchange a whole-dataset
+    /// step's keys: the step's key over the whole input cannot be computed.
+    #[error(
+        "step \"{step}\" needs the keys of every shard, exchanged in a folder named by its key, which cannot be computed: {why}"
+    )]
+    Exchange {
+        /// The step.
+        step: String,
+        /// Why its key cannot be computed.
+        why: String,
+    },
     /// The quarantine file of an earlier run cannot be removed.
     #[error("cannot remove the old quarantine file {}: {source}", path.display())]
     OldQuarantine {
@@ -228,6 +239,7 @@ impl RunOptions {
             max_memory: self.max_memory,
             max_concurrent: self.max_concurrent,
             shard: self.shard,
+            exchange: std::collections::BTreeMap::new(),
             dry_run: false,
         }
     }
@@ -510,6 +522,45 @@ fn run_info(pipeline: &Pipeline, file: Option<&PipelineFile>) -> RunInfo {
 /// run uses).
 pub fn cache_plan(pipeline: &Pipeline, dir: &Path, options: &CacheOptions) -> Result<CachePlan, SessionError> {
     CachePlan::open(pipeline, dir, options).map_err(|e| SessionError::Cache { dir: dir.to_path_buf(), source: e })
+}
+
+/// Where the shards of a job of `count` shards exchange the keys of the pipeline's
+/// whole-dataset steps (those that shard by exchange, `StepInfo::shards_by_exchange`), by
+/// step id: `exchange/<key>-of-<count>` in the cache `dir`, `<key>` being the step's key in
+/// `whole`, the pipeline built without a shard. That key covers the job's whole input and
+/// every setting up to the step, so every shard names the same folder, and a folder holds
+/// keys of this data and these settings only. (Every shard hashes the whole input for it;
+/// the cache's file index keeps the hashes, so a shared cache hashes each file once.)
+pub fn exchange_dirs(
+    whole: &Pipeline,
+    dir: &Path,
+    count: u32,
+) -> Result<std::collections::BTreeMap<String, PathBuf>, SessionError> {
+    let mut out = std::collections::BTreeMap::new();
+    let wanted: Vec<&str> = whole
+        .dag()
+        .nodes()
+        .iter()
+        .filter(|n| n.payload.step.info().shards_by_exchange())
+        .map(|n| n.id.as_str())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let plan = cache_plan(whole, dir, &CacheOptions::default())?;
+    for id in wanted {
+        let step = plan.step(id);
+        match step.and_then(|s| s.key) {
+            Some(key) => {
+                out.insert(id.to_owned(), dir.join("exchange").join(format!("{}-of-{count}", key.to_hex())));
+            }
+            None => {
+                let why = step.map(|s| s.reasons.join("; ")).unwrap_or_default();
+                return Err(SessionError::Exchange { step: id.to_owned(), why });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What a run will do with each step given `plan`, in the DAG's node order.

@@ -30,17 +30,34 @@ pub struct Dedup {
     keys: Arc<RecordKeys>,
     seen: KeySet,
     config: CanonicalConfig,
+    /// In a shard of a job: the keys exchanged with the other shards, whether the earlier
+    /// shards' were taken in, and this shard's batches held until they are.
+    exchange: Option<crate::exchange::Exchange>,
+    warmed: bool,
+    held: crate::exchange::Held<Vec<u128>>,
 }
 
 fn build(p: &Params) -> Option<Step> {
     let keys = RecordKeys::read(p, "make a record a duplicate");
+    let exchange = crate::exchange::Exchange::of(p).unwrap_or_else(|e| {
+        p.push(weave_core::Diagnostic::error(e).with_code("no-exchange"));
+        None
+    });
     if p.has_errors() {
         return None;
     }
+    let mut keys = keys?;
+    if let Some(x) = &exchange {
+        // Every shard hashes keys alike, so that they compare across shards.
+        keys.secret = x.secret();
+    }
     Some(Step::StatefulTransform(Box::new(Dedup {
-        keys: Arc::new(keys?),
+        keys: Arc::new(keys),
         seen: KeySet::default(),
-        config: p.canonical(),
+        config: exchange.as_ref().map_or_else(|| p.canonical(), |x| x.keyed(p.canonical())),
+        exchange,
+        warmed: false,
+        held: Vec::new(),
     })))
 }
 
@@ -56,6 +73,10 @@ impl StepInfo for Dedup {
 
     fn config(&self) -> CanonicalConfig {
         self.config.clone()
+    }
+
+    fn shards_by_exchange(&self) -> bool {
+        true
     }
 }
 
@@ -278,6 +299,47 @@ impl Dedup {
     }
 }
 
+impl Dedup {
+    /// Takes a batch with its keys: decides at once, or, in a shard whose earlier shards'
+    /// keys are not all there yet, holds it (publishing its keys either way).
+    fn take(
+        &mut self,
+        batch: &Batch,
+        keys: &[u128],
+        ctx: &mut StepContext,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), StepError> {
+        let Some(x) = &mut self.exchange else {
+            self.decide(batch, keys, ctx, out);
+            return Ok(());
+        };
+        x.publish(&keys.iter().flat_map(|k| k.to_le_bytes()).collect::<Vec<u8>>())?;
+        if !self.warmed && self.held.is_empty() && x.earlier_ready() {
+            self.warm(ctx)?;
+        }
+        if self.warmed {
+            self.decide(batch, keys, ctx, out);
+        } else {
+            self.held.push((batch.clone(), keys.to_vec()));
+        }
+        Ok(())
+    }
+
+    /// Takes every earlier shard's keys into the set, as if their records had come first.
+    fn warm(&mut self, ctx: &StepContext) -> Result<(), StepError> {
+        let Some(x) = &self.exchange else { return Ok(()) };
+        let seen = &mut self.seen;
+        x.take_earlier(ctx, |bytes| {
+            for k in bytes.chunks_exact(16) {
+                seen.insert(u128::from_le_bytes(k.try_into().unwrap_or_default()));
+            }
+            Ok(())
+        })?;
+        self.warmed = true;
+        Ok(())
+    }
+}
+
 impl StatefulTransform for Dedup {
     fn preparer(&self) -> Option<Arc<dyn Prepare>> {
         Some(Arc::clone(&self.keys) as Arc<dyn Prepare>)
@@ -285,8 +347,7 @@ impl StatefulTransform for Dedup {
 
     fn process(&mut self, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
         let keys = self.keys.batch_keys(batch)?;
-        self.decide(batch, &keys, ctx, out);
-        Ok(())
+        self.take(batch, &keys, ctx, out)
     }
 
     fn process_prepared(
@@ -297,7 +358,20 @@ impl StatefulTransform for Dedup {
         out: &mut Vec<Batch>,
     ) -> Result<(), StepError> {
         let keys = weave_core::prepared_as::<Vec<u128>>(prepared, "dedup")?;
-        self.decide(batch, keys, ctx, out);
+        self.take(batch, keys, ctx, out)
+    }
+
+    /// In a shard: puts its keys in place for the later shards, then (if it held its
+    /// batches) waits for the earlier shards' keys and decides on its own.
+    fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let Some(x) = &mut self.exchange else { return Ok(()) };
+        x.finish_publishing()?;
+        if !self.warmed {
+            self.warm(ctx)?;
+        }
+        for (batch, keys) in std::mem::take(&mut self.held) {
+            self.decide(&batch, &keys, ctx, out);
+        }
         Ok(())
     }
 }

@@ -39,6 +39,7 @@ mod clean;
 mod concat;
 mod dataset;
 mod dedup;
+mod exchange;
 #[cfg(test)]
 mod golden;
 mod llm;

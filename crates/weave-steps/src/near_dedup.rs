@@ -151,10 +151,15 @@ pub struct NearDedup {
     kept_rows: Vec<usize>,
     candidates: Vec<u32>,
     totals: Totals,
+    /// In a shard of a job: the signatures exchanged with the other shards, whether the
+    /// earlier shards' were taken in, and this shard's batches held until they are.
+    exchange: Option<crate::exchange::Exchange>,
+    warmed: bool,
+    held: crate::exchange::Held<Signed>,
 }
 
 /// Running totals, reported as the step's stats.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 struct Totals {
     records: u64,
     near_duplicates: u64,
@@ -224,6 +229,10 @@ fn build(p: &Params) -> Option<Step> {
             }
         }
     }
+    let exchange = crate::exchange::Exchange::of(p).unwrap_or_else(|e| {
+        p.push(weave_core::Diagnostic::error(e).with_code("no-exchange"));
+        None
+    });
     if p.has_errors() {
         return None;
     }
@@ -247,7 +256,7 @@ fn build(p: &Params) -> Option<Step> {
     Some(Step::StatefulTransform(Box::new(NearDedup {
         signing: Arc::new(Signing { fields, signer }),
         min_matches,
-        config: p.canonical(),
+        config: exchange.as_ref().map_or_else(|| p.canonical(), |x| x.keyed(p.canonical())),
         index: (0..bands).map(|_| BandTable::default()).collect(),
         recent: (0..bands).map(|_| BandTable::default()).collect(),
         store: SignatureStore::new(p_count, SPILL_BYTES),
@@ -255,6 +264,9 @@ fn build(p: &Params) -> Option<Step> {
         kept_rows: Vec::new(),
         candidates: Vec::new(),
         totals: Totals::default(),
+        exchange,
+        warmed: false,
+        held: Vec::new(),
     })))
 }
 
@@ -302,6 +314,10 @@ impl StepInfo for NearDedup {
 
     fn config(&self) -> CanonicalConfig {
         self.config.clone()
+    }
+
+    fn shards_by_exchange(&self) -> bool {
+        true
     }
 
     fn estimated_cost(&self) -> f64 {
@@ -358,11 +374,42 @@ struct Signing {
 
 /// A batch's signatures: per record, its 16-bit min-hashes, its band fingerprints and
 /// what became of it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Signed {
     sigs: Vec<u16>,
     fps: Vec<u32>,
     status: Vec<Status>,
+}
+
+impl Signed {
+    /// The form the shards of a job exchange (see `exchange.rs`): the record count (u32),
+    /// the min-hashes (u16 each), the band fingerprints (u32 each), then a byte per record,
+    /// 1 when it was signed (an unsigned one, empty or not text, is never indexed). Little
+    /// endian.
+    fn encode(&self) -> Vec<u8> {
+        let n = self.status.len();
+        let mut out = Vec::with_capacity(4 + self.sigs.len() * 2 + self.fps.len() * 4 + n);
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+        out.extend(self.sigs.iter().flat_map(|x| x.to_le_bytes()));
+        out.extend(self.fps.iter().flat_map(|x| x.to_le_bytes()));
+        out.extend(self.status.iter().map(|s| u8::from(*s == Status::Signed)));
+        out
+    }
+
+    /// Reads [`Signed::encode`]'s form, for `bands` bands of `perms` min-hashes.
+    fn decode(bytes: &[u8], bands: usize, perms: usize) -> Result<Signed, StepError> {
+        let damaged = || StepError::fatal("a shard's near_dedup signatures are damaged or of other settings");
+        let n = u32::from_le_bytes(bytes.get(..4).ok_or_else(damaged)?.try_into().map_err(|_| damaged())?) as usize;
+        let (sig_end, fp_end) = (4 + n * perms * 2, 4 + n * perms * 2 + n * bands * 4);
+        if bytes.len() != fp_end + n {
+            return Err(damaged());
+        }
+        let sigs = bytes[4..sig_end].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        let fps =
+            bytes[sig_end..fp_end].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let status = bytes[fp_end..].iter().map(|&b| if b == 1 { Status::Signed } else { Status::Empty }).collect();
+        Ok(Signed { sigs, fps, status })
+    }
 }
 
 impl Signing {
@@ -511,6 +558,28 @@ impl NearDedup {
         self.kept_rows.clear();
     }
 
+    /// Takes the signed records of a batch into the index in order: each is kept (given
+    /// an id and indexed) unless it is a near duplicate of a kept one. Returns, per record,
+    /// whether it is a near duplicate.
+    fn take_in(&mut self, s: &Signed, n: usize) -> Result<Vec<bool>, StepError> {
+        let b = self.signing.signer.bands;
+        self.look_up(s, n);
+        let first_id = self.store.len();
+        let mut cursors = vec![0usize; b];
+        let mut near = vec![false; n];
+        for (i, is_near) in near.iter_mut().enumerate() {
+            if s.status[i] == Status::Signed {
+                if self.is_near_duplicate(s, i, &mut cursors)? {
+                    *is_near = true;
+                } else {
+                    self.keep(s, i)?;
+                }
+            }
+        }
+        self.index_kept(s, first_id);
+        Ok(near)
+    }
+
     /// Decides on each record of `batch` in order, from its signatures `s`: kept (and
     /// indexed), dropped as a near duplicate, or refused (not text).
     fn decide(
@@ -525,10 +594,7 @@ impl NearDedup {
             return Ok(());
         }
         let columns = self.signing.text_columns(batch)?;
-        let b = self.signing.signer.bands;
-        self.look_up(s, n);
-        let first_id = self.store.len();
-        let mut cursors = vec![0usize; b];
+        let near = self.take_in(s, n)?;
         let mut keep = vec![true; n];
         for (i, k) in keep.iter_mut().enumerate() {
             match s.status[i] {
@@ -546,18 +612,14 @@ impl NearDedup {
                         origin: None,
                     });
                 }
-                Status::Signed => {
-                    if self.is_near_duplicate(s, i, &mut cursors)? {
-                        *k = false;
-                        self.totals.near_duplicates += 1;
-                        ctx.drop_record("near duplicate", || batch.row(i).to_record());
-                    } else {
-                        self.keep(s, i)?;
-                    }
+                Status::Signed if near[i] => {
+                    *k = false;
+                    self.totals.near_duplicates += 1;
+                    ctx.drop_record("near duplicate", || batch.row(i).to_record());
                 }
+                Status::Signed => {}
             }
         }
-        self.index_kept(s, first_id);
         self.totals.records += n as u64;
         let kept = keep.iter().filter(|k| **k).count();
         if kept == n {
@@ -565,6 +627,39 @@ impl NearDedup {
         } else if kept > 0 {
             out.push(batch.filter(&keep));
         }
+        Ok(())
+    }
+
+    /// Takes a batch with its signatures: decides at once, or, in a shard whose earlier
+    /// shards' signatures are not all there yet, holds it (publishing its own either way).
+    fn take(&mut self, batch: &Batch, s: Signed, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let Some(x) = &mut self.exchange else { return self.decide(batch, &s, ctx, out) };
+        x.publish(&s.encode())?;
+        if !self.warmed && self.held.is_empty() && x.earlier_ready() {
+            self.warm(ctx)?;
+        }
+        if self.warmed {
+            self.decide(batch, &s, ctx, out)
+        } else {
+            self.held.push((batch.clone(), s));
+            Ok(())
+        }
+    }
+
+    /// Takes every earlier shard's signed records into the index, as if they had come
+    /// first (this shard's figures count its own records only).
+    fn warm(&mut self, ctx: &StepContext) -> Result<(), StepError> {
+        let Some(x) = self.exchange.take() else { return Ok(()) };
+        let totals = self.totals;
+        let (b, p) = (self.signing.signer.bands, self.signing.signer.perms());
+        let r = x.take_earlier(ctx, |bytes| {
+            let s = Signed::decode(bytes, b, p)?;
+            self.take_in(&s, s.status.len()).map(|_| ())
+        });
+        self.exchange = Some(x);
+        self.totals = totals;
+        r?;
+        self.warmed = true;
         Ok(())
     }
 
@@ -581,7 +676,7 @@ impl StatefulTransform for NearDedup {
 
     fn process(&mut self, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
         let signed = self.signing.sign_batch(batch)?;
-        self.decide(batch, &signed, ctx, out)
+        self.take(batch, signed, ctx, out)
     }
 
     fn process_prepared(
@@ -592,10 +687,24 @@ impl StatefulTransform for NearDedup {
         out: &mut Vec<Batch>,
     ) -> Result<(), StepError> {
         let signed = weave_core::prepared_as::<Signed>(prepared, "near_dedup")?;
-        self.decide(batch, signed, ctx, out)
+        if self.exchange.is_none() {
+            return self.decide(batch, signed, ctx, out);
+        }
+        self.take(batch, signed.clone(), ctx, out)
     }
 
-    fn finish(&mut self, ctx: &mut StepContext, _out: &mut Vec<Batch>) -> Result<(), StepError> {
+    fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        // In a shard: its signatures in place for the later shards, then (if it held its
+        // batches) the earlier shards' taken in and its own decided.
+        if let Some(x) = &mut self.exchange {
+            x.finish_publishing()?;
+            if !self.warmed {
+                self.warm(ctx)?;
+            }
+            for (batch, s) in std::mem::take(&mut self.held) {
+                self.decide(&batch, &s, ctx, out)?;
+            }
+        }
         let t = &self.totals;
         let index_bytes = self.index_bytes();
         log::debug!(

@@ -48,8 +48,8 @@ pub use weave_monitor::{
 pub use weave_session::{AnswerBasis, CostError, CostPlan, StepCost, cost_plan};
 pub use weave_session::{
     CACHE_DIR_ENV, Labels, MemorySink, MemorySinkHandle, MemorySource, PipelineFile, RunFailure, RunHandle, RunOptions,
-    RunOutcome, Session, SessionError, cache_dir_for, cache_plan, cache_status_text, default_quarantine, plan_json,
-    planned_roles, runs_dir,
+    RunOutcome, Session, SessionError, cache_dir_for, cache_plan, cache_status_text, default_quarantine, exchange_dirs,
+    plan_json, planned_roles, runs_dir,
 };
 pub use weave_steps::registry;
 

@@ -125,7 +125,7 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "shards",
-        summary: "1M CSV rows through load → clean → export as one process and as 1, 2 and 4 shards started together: wall time, and CPU of all against one process's",
+        summary: "1M CSV rows through load → clean → dedup → export as one process and as 1, 2 and 4 shards started together: wall time, and CPU of all against one process's",
         run: shards::run,
     },
     Scenario {

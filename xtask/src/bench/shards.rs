@@ -1,5 +1,6 @@
-//! `shards`: what splitting a run into shards costs. The release `weave` binary runs a
-//! record-wise pipeline (load_csv → clean → export_jsonl, the cache on, cold) over the
+//! `shards`: what splitting a run into shards costs. The release `weave` binary runs
+//! load_csv → clean → dedup → export_jsonl (the cache on, cold; dedup's shards exchange
+//! their keys) over the
 //! `cache` scenario's 1,000,000 generated CSV rows as one process, then as 1, 2 and 4
 //! shards (`--shard I/N`) started together, each with `--max-concurrent` of its share of
 //! the machine's cores (at least 1). Figures: the wall time of the whole job and the CPU
@@ -28,6 +29,11 @@ id = "clean"
 kind = "clean"
 fields = ["text"]
 rules = ["trim", "collapse_whitespace", { min_chars = 20 }]
+
+[[step]]
+id = "dedup"
+kind = "dedup"
+fields = ["text"]
 
 [[step]]
 id = "export"

@@ -1,0 +1,194 @@
+//! The keys a whole-dataset step exchanges between the shards of a job (see
+//! `StepInfo::shards_by_exchange`): `dedup`'s 128-bit keys, `near_dedup`'s signatures.
+//!
+//! Each shard writes the keys of its input, batch by batch in its order, to
+//! `part-IIIII-of-NNNNN.keys` in the step's exchange folder (a temporary file renamed
+//! into place when its input has ended, so that a file there is whole). Before it decides
+//! on its own records, shard `i` reads the files of shards `0..i` in order and takes their
+//! keys into its state, as the single process would have by then. The folder is named by
+//! the front end after the step's key over the whole job's input, so a file there is of
+//! this data and these settings, whatever run wrote it.
+//!
+//! A file: `WVX1`, then frames: a little-endian u64 length and that many bytes (one
+//! batch's keys, in the step's own encoding).
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use weave_core::{Batch, Shard, StepContext, StepError};
+
+const MAGIC: &[u8; 4] = b"WVX1";
+
+/// How often a shard looks for an earlier shard's keys while it waits.
+const POLL: Duration = Duration::from_millis(100);
+
+/// One shard's side of a step's exchange.
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    dir: PathBuf,
+    shard: Shard,
+    /// This shard's keys being written, until its input ends.
+    out: Option<(BufWriter<File>, weave_fs::TempFile)>,
+    /// Whether this shard's file is there already (a resumed or earlier stage's run wrote
+    /// it: the folder is content-addressed, so it is the same).
+    published: bool,
+}
+
+impl Exchange {
+    /// The exchange of step `step` for this run, when it is a shard of a job of several
+    /// that has one; a fatal error when the run is such a shard and has none (the step was
+    /// built without its front end naming the folder).
+    pub(crate) fn of(p: &weave_core::Params) -> Result<Option<Exchange>, String> {
+        let ctx = p.context();
+        let Some(shard) = ctx.shard().filter(|s| s.count() > 1) else { return Ok(None) };
+        let id = p.step_id().unwrap_or_default();
+        match ctx.exchange(id) {
+            Some(dir) => Ok(Some(Exchange { dir: dir.to_path_buf(), shard, out: None, published: false })),
+            None => Err(format!(
+                "step `{id}` needs the keys of every shard of the job, and this run was given no folder to exchange them in (run it with `weave run --shard`)"
+            )),
+        }
+    }
+
+    /// The step's configuration for its cache key, with the exchange folder's name in it:
+    /// a shard's output depends on the earlier shards' input, which the folder's name (a
+    /// key over the whole input) covers and the shard's own input key may not.
+    pub(crate) fn keyed(&self, config: weave_core::CanonicalConfig) -> weave_core::CanonicalConfig {
+        let step: serde_json::Value = serde_json::from_slice(config.as_bytes()).unwrap_or(serde_json::Value::Null);
+        let folder = self.dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        weave_core::CanonicalConfig::of(&serde_json::json!({ "step": step, "exchange": folder })).unwrap_or(config)
+    }
+
+    /// A secret both shards of the job share for keyed hashes: from the folder's name,
+    /// which the front end makes from a content key.
+    pub(crate) fn secret(&self) -> (u64, u64) {
+        let h = blake3::hash(self.dir.as_os_str().as_encoded_bytes());
+        let b = h.as_bytes();
+        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        (word(0), word(8))
+    }
+
+    fn file_of(&self, shard: u32) -> PathBuf {
+        let s = Shard::new(shard, self.shard.count()).unwrap_or(self.shard);
+        self.dir.join(format!("{}.keys", s.part_name()))
+    }
+
+    fn io(&self, what: &str, path: &Path, e: std::io::Error) -> StepError {
+        StepError::environment(format!("cannot {what} the shards' keys in {}", path.display()), e)
+    }
+
+    /// Whether every earlier shard's keys are there (then this shard decides as its
+    /// records come; otherwise it holds them until they are).
+    pub(crate) fn earlier_ready(&self) -> bool {
+        (0..self.shard.index()).all(|j| self.file_of(j).exists())
+    }
+
+    /// Adds one batch's keys to this shard's file.
+    pub(crate) fn publish(&mut self, bytes: &[u8]) -> Result<(), StepError> {
+        if self.published {
+            return Ok(());
+        }
+        if self.out.is_none() {
+            if self.file_of(self.shard.index()).exists() {
+                self.published = true;
+                return Ok(());
+            }
+            std::fs::create_dir_all(&self.dir).map_err(|e| self.io("make the folder of", &self.dir, e))?;
+            let (file, temp) = weave_fs::TempFile::new_in(&self.dir).map_err(|e| self.io("write", &self.dir, e))?;
+            let mut w = BufWriter::with_capacity(1 << 20, file);
+            w.write_all(MAGIC).map_err(|e| self.io("write", &self.dir, e))?;
+            self.out = Some((w, temp));
+        }
+        if let Some((w, _)) = &mut self.out {
+            let r = w.write_all(&(bytes.len() as u64).to_le_bytes()).and_then(|()| w.write_all(bytes));
+            r.map_err(|e| {
+                StepError::environment(format!("cannot write the shards' keys in {}", self.dir.display()), e)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Puts this shard's file in place: its input has ended. (A shard with no input
+    /// publishes an empty file, so that the later shards do not wait for it.)
+    pub(crate) fn finish_publishing(&mut self) -> Result<(), StepError> {
+        if self.published {
+            return Ok(());
+        }
+        if self.out.is_none() {
+            // No batch came: an empty file, so that the later shards do not wait for it.
+            self.publish(&[])?;
+            if self.published {
+                return Ok(());
+            }
+        }
+        let target = self.file_of(self.shard.index());
+        if let Some((w, temp)) = self.out.take() {
+            let file = w.into_inner().map_err(|e| self.io("write", &target, e.into_error()))?;
+            file.sync_all().map_err(|e| self.io("write", &target, e))?;
+            drop(file);
+            temp.persist(&target).map_err(|e| self.io("write", &target, e))?;
+        }
+        self.published = true;
+        Ok(())
+    }
+
+    /// Waits until every earlier shard's keys are there (or the run is cancelled), then
+    /// hands each batch's keys to `take`, shard by shard in order.
+    pub(crate) fn take_earlier(
+        &self,
+        ctx: &StepContext,
+        mut take: impl FnMut(&[u8]) -> Result<(), StepError>,
+    ) -> Result<(), StepError> {
+        let mut said = false;
+        for j in 0..self.shard.index() {
+            let path = self.file_of(j);
+            while !path.exists() {
+                if ctx.is_cancelled() {
+                    return Err(StepError::fatal("cancelled while waiting for the other shards' keys"));
+                }
+                if !said {
+                    log::info!(
+                        "shard {}: waiting for shard {j}'s keys ({}) before deciding on its own records",
+                        self.shard,
+                        path.display()
+                    );
+                    said = true;
+                }
+                std::thread::sleep(POLL);
+            }
+            let file = File::open(&path).map_err(|e| self.io("read", &path, e))?;
+            let mut r = BufReader::with_capacity(1 << 20, file);
+            let mut magic = [0u8; 4];
+            r.read_exact(&mut magic).map_err(|e| self.io("read", &path, e))?;
+            if &magic != MAGIC {
+                return Err(StepError::fatal(format!("{} is not a file of the shards' keys", path.display())));
+            }
+            let mut buf = Vec::new();
+            loop {
+                let mut len = [0u8; 8];
+                match r.read_exact(&mut len) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(self.io("read", &path, e)),
+                }
+                let n = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX);
+                buf.clear();
+                buf.try_reserve(n).map_err(|_| StepError::fatal(format!("{} is damaged", path.display())))?;
+                r.by_ref().take(n as u64).read_to_end(&mut buf).map_err(|e| self.io("read", &path, e))?;
+                if buf.len() != n {
+                    return Err(StepError::fatal(format!("{} is cut short", path.display())));
+                }
+                if n > 0 {
+                    take(&buf)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a sharded whole-dataset step holds while it waits for the earlier shards: its own
+/// batches, with their keys, to decide on once it has taken the earlier shards' in.
+pub(crate) type Held<K> = Vec<(Batch, K)>;
