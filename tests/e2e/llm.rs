@@ -14,10 +14,10 @@ use weave_testkit::{Reply, TestServer};
 use crate::cli::Output;
 
 /// The API key the tests give the binary; it must never appear in anything it writes.
-const KEY: &str = "sk-e2e-SECRET-4f7c2a9b1d";
+pub(crate) const KEY: &str = "sk-e2e-SECRET-4f7c2a9b1d";
 
 /// `weave` with `args` in `dir`, with the key in `WEAVE_E2E_KEY` (or `key`).
-fn weave(dir: &Path, args: &[&str], key: &str) -> Output {
+pub(crate) fn weave(dir: &Path, args: &[&str], key: &str) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_weave"))
         .args(args)
         .current_dir(dir)
@@ -33,7 +33,7 @@ fn weave(dir: &Path, args: &[&str], key: &str) -> Output {
     }
 }
 
-fn pipeline(url: &str, step: &str) -> String {
+pub(crate) fn pipeline(url: &str, step: &str) -> String {
     format!(
         r#"
 [pipeline]
@@ -75,7 +75,7 @@ noiser = { kind = "llm_style_transfer", style = "casual", llm = "local" }
 concurrency = 16
 on_bad_record = "skip""#;
 
-fn setup(url: &str, step: &str, rows: usize) -> tempfile::TempDir {
+pub(crate) fn setup(url: &str, step: &str, rows: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("p.toml"), pipeline(url, step)).expect("pipeline");
     let mut input = String::new();
@@ -87,7 +87,7 @@ fn setup(url: &str, step: &str, rows: usize) -> tempfile::TempDir {
     dir
 }
 
-fn jsonl(path: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn jsonl(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
 }
@@ -115,12 +115,12 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The cache's entries, as `weave cache stats` counts them (answers are in its packs).
-fn cache_entries(dir: &Path) -> usize {
+pub(crate) fn cache_entries(dir: &Path) -> usize {
     let out = weave(dir, &["cache", "stats", "--dir", ".weave/cache"], "");
     out.stdout.lines().find_map(|l| l.strip_prefix("entries: ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
 }
 
-fn report(dir: &Path) -> serde_json::Value {
+pub(crate) fn report(dir: &Path) -> serde_json::Value {
     let mut runs: Vec<PathBuf> =
         std::fs::read_dir(dir.join(".weave/runs")).expect("runs").flatten().map(|e| e.path()).collect();
     runs.sort();

@@ -16,6 +16,9 @@ mod dataset_ops;
 // LLM steps against an OpenAI-compatible test server: faults, resume after SIGKILL, the API
 // key kept out of every output, --no-cache, generate and judge.
 mod llm;
+// LLM generation: distinct requests per answer and record, the Batch API resumed after a
+// kill, `weave plan --cost` against what the run then reports.
+mod llm_gen;
 // The monitoring tells the truth: one count everywhere, bad records, LLM retries,
 // promtool on a real metrics file, an error printed once.
 mod monitor;

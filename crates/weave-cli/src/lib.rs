@@ -14,6 +14,7 @@ use weave::{Diagnostics, Pipeline, format_bytes, format_duration};
 
 mod cache;
 mod plan;
+mod plan_cost;
 mod progress;
 mod report;
 mod run;
@@ -58,6 +59,11 @@ enum Command {
         /// an upstream step), or why it is not kept.
         #[arg(long)]
         explain: bool,
+        /// Estimate the LLM requests the run would send and what they would cost, step by
+        /// step (a dry run: every step before the LLM steps runs, nothing is sent or
+        /// written).
+        #[arg(long)]
+        cost: bool,
         /// The cache to plan against [default: $WEAVE_CACHE_DIR, the file's `[cache] dir`,
         /// or .weave/cache beside the pipeline file].
         #[arg(long, value_name = "DIR")]
@@ -371,19 +377,35 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let noun = if warnings == 1 { "warning" } else { "warnings" };
             emit(&format!("ok: {}: {p}, {warnings} {noun}\n", file.display()))
         }
-        Command::Plan { file, format, explain, cache_dir, shards } => {
+        Command::Plan { file, format, explain, cost, cache_dir, shards } => {
             let p = load(file, cli.quiet)?;
             let dir = weave::cache_dir_for(file, p.cache_dir.as_deref(), cache_dir.as_deref());
             let cplan = weave::cache_plan(&p, &dir, &weave::cache::CacheOptions::default())
                 .map_err(|e| Failure::Other(e.to_string()))?;
-            let text = match (format, shards) {
-                (PlanFormat::Table, None) => plan::table(&p, &cplan, *explain),
-                (PlanFormat::Table, Some(n)) => plan::table(&p, &cplan, *explain) + &stages::table(&p, *n),
-                (PlanFormat::Json, None) => plan::json(&p, &cplan),
-                (PlanFormat::Json, Some(n)) => {
-                    let mut v: serde_json::Value =
-                        serde_json::from_str(&plan::json(&p, &cplan)).map_err(|e| Failure::Other(e.to_string()))?;
-                    v["sharded"] = stages::json(&p, *n);
+            let costs = match cost {
+                true => Some(plan_cost::estimate(file, &dir)?),
+                false => None,
+            };
+            let text = match format {
+                PlanFormat::Table => {
+                    let mut t = plan::table(&p, &cplan, *explain);
+                    if let Some(n) = shards {
+                        t.push_str(&stages::table(&p, *n));
+                    }
+                    if let Some(c) = &costs {
+                        t.push_str(&plan_cost::table(c));
+                    }
+                    t
+                }
+                PlanFormat::Json if shards.is_none() && costs.is_none() => plan::json(&p, &cplan),
+                PlanFormat::Json => {
+                    let mut v = weave::plan_json(&p, &cplan);
+                    if let Some(n) = shards {
+                        v["sharded"] = stages::json(&p, *n);
+                    }
+                    if let Some(c) = &costs {
+                        v["cost"] = c.to_json();
+                    }
                     format!("{v:#}\n")
                 }
             };

@@ -19,6 +19,7 @@ use crate::spec::LlmProvider;
 pub struct BuildContext {
     llm: BTreeMap<String, Arc<LlmProvider>>,
     cache_dir: Option<PathBuf>,
+    dry_run: bool,
     shard: Option<crate::Shard>,
     exchange: BTreeMap<String, PathBuf>,
     shared: Mutex<BTreeMap<String, Arc<dyn Any + Send + Sync>>>,
@@ -31,6 +32,7 @@ impl BuildContext {
         BuildContext {
             llm: llm.into_iter().map(|p| (p.name.clone(), Arc::new(p))).collect(),
             cache_dir,
+            dry_run: false,
             shard: None,
             exchange: BTreeMap::new(),
             shared: Mutex::default(),
@@ -60,6 +62,19 @@ impl BuildContext {
     /// input, outputs are named for it.
     pub fn shard(&self) -> Option<crate::Shard> {
         self.shard
+    }
+
+    /// Builder: a dry run ([`BuildOptions::dry_run`](crate::BuildOptions::dry_run)), in
+    /// which steps that pay for their work count it instead.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Whether this is a dry run: an LLM step sends nothing, and reports the requests it
+    /// would send (see `weave plan --cost`).
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
     }
 
     /// The provider declared as `[llm.NAME]`.
@@ -102,6 +117,7 @@ impl fmt::Debug for BuildContext {
         f.debug_struct("BuildContext")
             .field("llm", &self.llm.keys().collect::<Vec<_>>())
             .field("cache_dir", &self.cache_dir)
+            .field("dry_run", &self.dry_run)
             .field("shard", &self.shard)
             .field("exchange", &self.exchange)
             .field("shared", &shared)

@@ -129,6 +129,13 @@ pub const OUTPUT_NEUTRAL: &[NeutralKey] = &[
     ),
     neutral(KeyScope::Provider, "prompt_price_per_million", "a price for the cost figures, never sent"),
     neutral(KeyScope::Provider, "completion_price_per_million", "a price for the cost figures, never sent"),
+    neutral(
+        KeyScope::Provider,
+        "batch",
+        "the same requests, sent in a Batch API file rather than one by one: their answers are cached under the same keys",
+    ),
+    neutral(KeyScope::Provider, "batch_discount", "a price for the cost figures, never sent"),
+    neutral(KeyScope::Provider, "batch_poll_interval", "how often a batch is polled, not what it answers"),
 ];
 
 /// The top-level tables whose keys are not read as pipeline-level settings: each step's

@@ -58,5 +58,5 @@ pub use step::{
     StatefulTransform, Step, StepCache, StepContext, StepInfo, Transform, prepared_as, sum_figures,
 };
 pub use template::{TemplateError, TemplatePart, parse_template};
-pub use units::{format_bytes, format_duration, format_percent, parse_bytes, parse_duration};
+pub use units::{format_bytes, format_count, format_duration, format_percent, parse_bytes, parse_duration};
 pub use value::{Canonical, MAX_DEPTH, TextForm, Value, ValueRef};

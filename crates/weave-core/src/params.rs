@@ -550,6 +550,9 @@ latre = 3
             timeout: None,
             prompt_price_per_million: None,
             completion_price_per_million: None,
+            batch: false,
+            batch_discount: None,
+            batch_poll_interval: None,
             config: Default::default(),
         }
     }

@@ -211,6 +211,9 @@ pub struct BuildOptions {
     /// by step id: a folder the front end names after the step's key over the whole job's
     /// input (the same in every shard), in the shared cache.
     pub exchange: BTreeMap<String, std::path::PathBuf>,
+    /// A dry run (`weave plan --cost`): steps that pay for their work (LLM requests)
+    /// count what they would send, with what their caches answer, and send nothing.
+    pub dry_run: bool,
 }
 
 /// A checked pipeline, ready to run: the DAG of built steps and the run-wide settings.
@@ -304,7 +307,8 @@ impl Pipeline {
         let context = std::sync::Arc::new(
             BuildContext::new(spec.llm.values().cloned(), cache_dir)
                 .with_shard(options.shard)
-                .with_exchange(options.exchange.clone()),
+                .with_exchange(options.exchange.clone())
+                .dry_run(options.dry_run),
         );
         for s in &spec.steps {
             let Some(kind) = registry.get(&s.kind) else {

@@ -35,6 +35,9 @@ pub const LLM_KEYS: &[&str] = &[
     "timeout",
     "prompt_price_per_million",
     "completion_price_per_million",
+    "batch",
+    "batch_discount",
+    "batch_poll_interval",
 ];
 /// The keys every step takes, whatever its kind.
 pub const STEP_COMMON_KEYS: &[&str] = &[
@@ -155,6 +158,13 @@ pub struct LlmProvider {
     pub prompt_price_per_million: Option<f64>,
     /// The price of a million completion tokens.
     pub completion_price_per_million: Option<f64>,
+    /// Whether the steps send their requests through the provider's Batch API (upload a
+    /// file, create a batch, poll it, download its output) rather than one at a time.
+    pub batch: bool,
+    /// The share of the prices the Batch API takes off (0.5 when `None`).
+    pub batch_discount: Option<f64>,
+    /// How often a batch is polled (30 s when `None`).
+    pub batch_poll_interval: Option<Duration>,
     /// Its keys as written but the output-neutral ones: what the steps that call it put
     /// in their cache keys.
     pub config: CanonicalConfig,
@@ -565,6 +575,9 @@ fn read_llm(top: &Params, diags: &mut Diagnostics) -> BTreeMap<String, LlmProvid
             timeout: p.positive_duration("timeout"),
             prompt_price_per_million: price(&p, "prompt_price_per_million"),
             completion_price_per_million: price(&p, "completion_price_per_million"),
+            batch: p.bool("batch").unwrap_or(false),
+            batch_discount: batch_discount(&p),
+            batch_poll_interval: p.positive_duration("batch_poll_interval"),
             config: crate::keys::provider_config(pt),
         };
         out.insert(name.clone(), provider);
@@ -636,6 +649,18 @@ fn is_variable_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The Batch API's discount: a share of the price, from 0 to 1.
+fn batch_discount(p: &Params) -> Option<f64> {
+    let v = p.f64("batch_discount")?;
+    if !(0.0..=1.0).contains(&v) {
+        if let Some(item) = p.item("batch_discount") {
+            p.error_at(item, format!("`batch_discount` is the share of the price taken off, from 0 to 1, not {v}"));
+        }
+        return None;
+    }
+    Some(v)
 }
 
 /// A price per million tokens: a number, not negative.

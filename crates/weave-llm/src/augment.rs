@@ -12,6 +12,7 @@ use weave_core::{
 };
 
 use super::prompt::{self, Prompt, Var};
+use super::vary::VaryBy;
 use super::{Either, LlmCall, Outcome, Request};
 
 /// The keys that belong to one noiser or another.
@@ -40,7 +41,8 @@ pub const NOISER_KEYS: &[&str] = &[
 ];
 
 /// The keys a noiser's table may hold besides its own.
-const TABLE_KEYS: &[&str] = &["kind", "llm", "temperature", "top_p", "max_tokens", "stop", "system", "template"];
+const TABLE_KEYS: &[&str] =
+    &["kind", "llm", "temperature", "top_p", "max_tokens", "stop", "system", "template", "vary_by"];
 
 /// The system message of every noiser, unless `system` replaces it.
 const SYSTEM: &str =
@@ -234,6 +236,7 @@ pub struct LlmAugment {
     description: String,
     system: Prompt,
     template: Prompt,
+    vary_by: VaryBy,
     config: CanonicalConfig,
 }
 
@@ -316,6 +319,9 @@ pub fn build(p: &Params, noiser: &ConfItem) -> Option<Step> {
     }
     let either = Either { step: p, inner: table.as_ref() };
     let call = LlmCall::read(p, table.as_ref(), chosen.map_or(0.7, |d| d.temperature), None);
+    // Like the rule-based noisers, whose seed comes from the text: one text, one rewrite,
+    // unless asked.
+    let vary_by = VaryBy::read(either.pick("vary_by"), VaryBy::Prompt);
     let (mut system, mut template) = (None, None);
     if let (Some(d), Some(s)) = (chosen, &settings) {
         let resolve = |name: &str| -> Result<Var, String> {
@@ -383,6 +389,7 @@ pub fn build(p: &Params, noiser: &ConfItem) -> Option<Step> {
         description,
         system,
         template,
+        vary_by,
         config,
     })))
 }
@@ -744,6 +751,7 @@ impl Transform for LlmAugment {
             }
         }
         let (scols, tcols) = (self.system.columns(batch)?, self.template.columns(batch)?);
+        let vcols = self.vary_by.columns(batch)?;
         let mut plans = Vec::with_capacity(batch.len());
         let mut requests = Vec::new();
         for row in 0..batch.len() {
@@ -757,7 +765,8 @@ impl Transform for LlmAugment {
                         .and_then(|()| self.template.render(batch, &tcols, row, &mut user))
                     {
                         Ok(()) => {
-                            requests.push(Request::new(Some(system), user, ctx.seed(), 0));
+                            let salt = self.vary_by.salt(batch, &vcols, row, ctx);
+                            requests.push(Request::new(Some(system), user, ctx.seed(), 0, salt.as_ref()));
                             Plan::Ask(requests.len() - 1)
                         }
                         Err(why) => Plan::Bad(why),

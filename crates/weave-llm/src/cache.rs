@@ -163,11 +163,70 @@ impl RequestCache {
         let _ = rx.recv();
     }
 
+    /// The newest batch of the Batch API that the request under `key` was put in (by a
+    /// run that stopped before its answer came), and the generation a new batch of it
+    /// takes: entries are never rewritten, so each batch a request goes to is an entry of
+    /// its own, numbered from 0.
+    pub(crate) fn pending(&self, key: &Key) -> (Option<Pending>, u32) {
+        let Some((_, packs)) = self.store() else { return (None, 0) };
+        let (mut last, mut generation) = (None, 0);
+        while let Some((codec::BINCODE2, bytes)) = packs.get(&pending_key(key, generation)) {
+            last = codec::decode::<Pending>(&bytes);
+            generation += 1;
+        }
+        (last, generation)
+    }
+
+    /// Stores, for each request key and its generation, the batch it was put in, and
+    /// returns once every entry is on disk (a batch whose id is lost is paid for twice).
+    pub(crate) async fn put_pending(self: &Arc<Self>, requests: &[(Key, u32)], batch: &Pending) {
+        let Some((_, packs)) = self.store() else { return };
+        let bytes = match codec::encode(batch) {
+            Ok(b) => b,
+            Err(e) => return self.warn(&e),
+        };
+        let mut waits = Vec::with_capacity(requests.len());
+        for (key, generation) in requests {
+            let (stored, on_disk) = tokio::sync::oneshot::channel();
+            let me = Arc::clone(self);
+            packs.append_then(
+                &pending_key(key, *generation),
+                codec::BINCODE2,
+                &bytes,
+                Box::new(move |r| {
+                    if let Err(e) = r {
+                        me.warn(&e);
+                    }
+                    let _ = stored.send(());
+                }),
+            );
+            waits.push(on_disk);
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+    }
+
     fn warn(&self, e: &weave_cache::Error) {
         if !self.warned.swap(true, Ordering::Relaxed) {
             log::warn!("the cache of LLM answers in {} failed ({e}); going on without it", self.dir.display());
         }
     }
+}
+
+/// A batch of the Batch API that requests were put in: what a resumed run polls rather
+/// than sending them again.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Pending {
+    /// The batch's id (`batch_...`).
+    pub(crate) batch_id: String,
+    /// Its input file's id.
+    pub(crate) input_file_id: String,
+}
+
+/// Where the batch of generation `generation` of the request under `key` is kept.
+fn pending_key(key: &Key, generation: u32) -> Key {
+    KeyBuilder::new("llm-batch-pending").key("request", key).number("generation", u64::from(generation)).finish()
 }
 
 /// Whether a stored entry is the answer to a request with the token limit `max_tokens`.

@@ -19,6 +19,10 @@ pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The largest answer body read (a chat completion is a few kilobytes).
 const MAX_BODY: usize = 64 << 20;
 
+/// The largest body of the Batch API read (a batch's output file: the answers of up to
+/// 50,000 requests).
+const MAX_FILE: usize = 1 << 30;
+
 /// The runtime's threads that run requests: the work of a request between its waits (a
 /// few microseconds of parsing) is small, so two keep up with a thousand in flight.
 pub(crate) const IO_THREADS: usize = 2;
@@ -84,6 +88,9 @@ pub(crate) enum CallError {
     Unreachable(String),
     /// The run is being cancelled.
     Cancelled,
+    /// A Batch API object (a batch, a file) the provider does not have (HTTP 404): a
+    /// batch a stopped run left may have been deleted since, or belong to another key.
+    NotFound(String),
 }
 
 /// One failed attempt.
@@ -277,6 +284,78 @@ impl Endpoint {
         }
     }
 
+    /// A call of the provider's API besides the chat completions (the Batch API's files
+    /// and batches): `method` on `path` (after `base_url`), with a body of its content
+    /// type, retried as a request is (transient failures, `Retry-After`), its answer's
+    /// text back. A refusal stops the step: it is the whole batch's, not a record's.
+    pub(crate) async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        policy: &RetryPolicy,
+        cancelled: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<String, CallError> {
+        if let Some(why) = self.unusable() {
+            return Err(CallError::Fatal(why));
+        }
+        let Ok(http) = &self.http else { return Err(CallError::Fatal("no HTTP client".into())) };
+        let url = format!("{}/{}", self.provider.base_url.trim_end_matches('/'), path.trim_start_matches('/'));
+        let mut attempt = 0u32;
+        loop {
+            if cancelled() {
+                return Err(CallError::Cancelled);
+            }
+            let mut req = http.request(method.clone(), &url);
+            if let Some((content_type, bytes)) = &body {
+                req = req.header("content-type", *content_type).body(bytes.clone());
+            }
+            if let ApiKey::Present(k) = &self.key {
+                req = req.header("authorization", format!("Bearer {k}"));
+            }
+            let failure = match req.send().await {
+                Err(e) => self.transport_failure(&e),
+                Ok(mut resp) => {
+                    let status = resp.status().as_u16();
+                    let retry_after =
+                        RateHeaders::read(|name| resp.headers().get(name).and_then(|v| v.to_str().ok())).retry_after;
+                    match read_body(&mut resp, MAX_FILE).await {
+                        Err(e) => transient(
+                            format!("the connection broke while reading the answer ({})", self.redact(&e)),
+                            None,
+                        ),
+                        Ok(text) if (200..300).contains(&status) => return Ok(text),
+                        Ok(text) if status == 404 => {
+                            let msg = self.redact(&error_message(&text));
+                            return Err(CallError::NotFound(format!(
+                                "{url} answered HTTP 404 ({msg}): does the provider offer the Batch API? (or set `batch = false` in [llm.{}])",
+                                self.provider.name
+                            )));
+                        }
+                        Ok(text) => self.status_failure(status, &text, retry_after),
+                    }
+                }
+            };
+            let (why, retry_after, unreachable) = match failure {
+                Failure::Fatal(m) => return Err(CallError::Fatal(m)),
+                Failure::Rejected(m) => return Err(CallError::Fatal(format!("{url}: {m}"))),
+                Failure::Transient { why, retry_after, unreachable, .. } => (why, retry_after, unreachable),
+            };
+            if attempt >= policy.max_retries {
+                let what = format!("{} attempts", attempt + 1);
+                return Err(if unreachable {
+                    CallError::Unreachable(format!("cannot reach {url} after {what}: {why}"))
+                } else {
+                    CallError::Fatal(format!("no answer from {url} after {what}: {why}"))
+                });
+            }
+            attempt += 1;
+            let delay = backoff(policy, attempt, 0).max(retry_after.unwrap_or_default());
+            log::debug!("{url}: {why}; retry {attempt} in {}", weave_core::format_duration(delay));
+            sleep(delay, cancelled).await.map_err(|Cancelled| CallError::Cancelled)?;
+        }
+    }
+
     /// One attempt.
     async fn send(&self, http: &reqwest::Client, body: &[u8]) -> (Result<Answer, Failure>, Option<RateHeaders>) {
         let mut req = http.post(&self.url).header("content-type", "application/json").body(body.to_vec());
@@ -289,7 +368,7 @@ impl Endpoint {
         };
         let status = resp.status().as_u16();
         let headers = RateHeaders::read(|name| resp.headers().get(name).and_then(|v| v.to_str().ok()));
-        let text = match read_body(&mut resp).await {
+        let text = match read_body(&mut resp, MAX_BODY).await {
             Ok(t) => t,
             Err(e) => {
                 let why = format!("the connection broke while reading the answer ({})", self.redact(&e));
@@ -392,12 +471,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The body of `resp` as text, up to [`MAX_BODY`] bytes.
-async fn read_body(resp: &mut reqwest::Response) -> Result<String, String> {
+/// The body of `resp` as text, up to `max` bytes.
+async fn read_body(resp: &mut reqwest::Response, max: usize) -> Result<String, String> {
     let mut bytes = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
-        if bytes.len() + chunk.len() > MAX_BODY {
-            return Err(format!("the answer is larger than {}", weave_core::format_bytes(MAX_BODY as u64)));
+        if bytes.len() + chunk.len() > max {
+            return Err(format!("the answer is larger than {}", weave_core::format_bytes(max as u64)));
         }
         bytes.extend_from_slice(&chunk);
     }
@@ -453,6 +532,20 @@ fn error_message(body: &str) -> String {
     t
 }
 
+/// The answer in a chat completion's body (a line of a batch's output file), or why there
+/// is none.
+pub(crate) fn answer_of(body: &serde_json::Value) -> Result<Answer, String> {
+    parse_answer(&body.to_string()).map_err(|f| match f {
+        Failure::Transient { why, .. } => why,
+        Failure::Rejected(m) | Failure::Fatal(m) => m,
+    })
+}
+
+/// The `error.message` of an OpenAI-style error body, for a line of a batch's error file.
+pub(crate) fn error_text(body: &serde_json::Value) -> String {
+    error_message(&body.to_string())
+}
+
 /// A chat completion's answer.
 fn parse_answer(text: &str) -> Result<Answer, Failure> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
@@ -505,6 +598,9 @@ mod tests {
             timeout: Some(Duration::from_secs(5)),
             prompt_price_per_million: None,
             completion_price_per_million: None,
+            batch: false,
+            batch_discount: None,
+            batch_poll_interval: None,
             config: Default::default(),
         })
     }

@@ -9,6 +9,7 @@ use weave_core::{
 };
 
 use super::prompt::{self, Prompt, Var};
+use super::vary::VaryBy;
 use super::{LlmCall, Outcome, Request, schema};
 
 /// The `llm_generate` kind.
@@ -32,6 +33,7 @@ pub static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
             "max_tokens",
             "stop",
             "system",
+            "vary_by",
         ],
         build,
     )
@@ -64,6 +66,7 @@ pub struct LlmGenerate {
     format: Format,
     keep_input: bool,
     sample_field: Option<String>,
+    vary_by: VaryBy,
     config: CanonicalConfig,
 }
 
@@ -134,11 +137,15 @@ fn build(p: &Params) -> Option<Step> {
             Some(serde_json::json!({"type": "json_schema", "json_schema": {"name": "record", "schema": s}}))
         }
     };
+    let vary_by = VaryBy::read(p, VaryBy::Record);
     let call = LlmCall::read(p, None, 1.0, response_format);
     if p.has_errors() {
         return None;
     }
-    let (call, prompt) = (call?, prompt?);
+    let (mut call, prompt) = (call?, prompt?);
+    if let Format::Json(schema) = &format {
+        call.shape = super::estimate::Shape::of_schema(schema.as_ref(), &field);
+    }
     let config = call.config(p);
     Some(Step::Transform(Arc::new(LlmGenerate {
         call,
@@ -149,6 +156,7 @@ fn build(p: &Params) -> Option<Step> {
         format,
         keep_input,
         sample_field,
+        vary_by,
         config,
     })))
 }
@@ -159,8 +167,10 @@ impl StepInfo for LlmGenerate {
     }
 
     /// 2: a JSON answer's fields in the order the model wrote them (they were sorted), integers exact.
+    /// 3: each request salted by the whole record (`vary_by = "record"`) by default, so that
+    /// records with one prompt get answers of their own.
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn config(&self) -> CanonicalConfig {
@@ -229,6 +239,7 @@ impl Transform for LlmGenerate {
             Some(s) => s.columns(batch)?,
             None => Vec::new(),
         };
+        let vcols = self.vary_by.columns(batch)?;
         // Per row: the first request's number, or why the row is bad.
         let mut plans: Vec<Result<usize, String>> = Vec::with_capacity(batch.len());
         let mut requests = Vec::new();
@@ -243,8 +254,9 @@ impl Transform for LlmGenerate {
             match rendered {
                 Ok(()) => {
                     plans.push(Ok(requests.len()));
+                    let salt = self.vary_by.salt(batch, &vcols, row, ctx);
                     for sample in 0..self.n {
-                        requests.push(Request::new(system.clone(), user.clone(), ctx.seed(), sample));
+                        requests.push(Request::new(system.clone(), user.clone(), ctx.seed(), sample, salt.as_ref()));
                     }
                 }
                 Err(why) => plans.push(Err(why)),

@@ -9,6 +9,7 @@ use weave_core::{
 };
 
 use super::prompt::{self, Prompt, Var};
+use super::vary::VaryBy;
 use super::{LlmCall, Outcome, Request, schema};
 
 /// The `llm_judge` kind.
@@ -35,6 +36,7 @@ pub static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
             "max_tokens",
             "stop",
             "system",
+            "vary_by",
         ],
         build,
     )
@@ -75,6 +77,7 @@ pub struct LlmJudge {
     reason_field: String,
     pass_field: String,
     schema: serde_json::Value,
+    vary_by: VaryBy,
     config: CanonicalConfig,
 }
 
@@ -139,11 +142,15 @@ fn build(p: &Params) -> Option<Step> {
         Some("json") => serde_json::json!({"type": "json_object"}),
         _ => serde_json::json!({"type": "json_schema", "json_schema": {"name": "judgement", "schema": schema}}),
     };
+    // A score belongs to the text: records with one prompt share a judgement unless asked.
+    let vary_by = VaryBy::read(p, VaryBy::Prompt);
     let call = LlmCall::read(p, None, 0.0, Some(response_format));
     if p.has_errors() {
         return None;
     }
-    let (call, prompt, system) = (call?, prompt?, system?);
+    let (mut call, prompt, system) = (call?, prompt?, system?);
+    // A dry run's stand-in judgement passes, so that the steps after it see every record.
+    call.shape = super::estimate::Shape::Json(serde_json::json!({"score": hi, "reason": ""}));
     let config = call.config(p);
     Some(Step::Transform(Arc::new(LlmJudge {
         call,
@@ -156,6 +163,7 @@ fn build(p: &Params) -> Option<Step> {
         reason_field,
         pass_field,
         schema,
+        vary_by,
         config,
     })))
 }
@@ -232,6 +240,7 @@ impl Transform for LlmJudge {
             }
         }
         let (scols, pcols) = (self.system.columns(batch)?, self.prompt.columns(batch)?);
+        let vcols = self.vary_by.columns(batch)?;
         let mut plans: Vec<Result<usize, String>> = Vec::with_capacity(batch.len());
         let mut requests = Vec::new();
         for row in 0..batch.len() {
@@ -242,7 +251,8 @@ impl Transform for LlmJudge {
                 .and_then(|()| self.prompt.render(batch, &pcols, row, &mut user))
             {
                 Ok(()) => {
-                    requests.push(Request::new(Some(system), user, ctx.seed(), 0));
+                    let salt = self.vary_by.salt(batch, &vcols, row, ctx);
+                    requests.push(Request::new(Some(system), user, ctx.seed(), 0, salt.as_ref()));
                     plans.push(Ok(requests.len() - 1));
                 }
                 Err(why) => plans.push(Err(why)),

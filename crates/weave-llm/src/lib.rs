@@ -20,13 +20,17 @@
 #![deny(missing_docs)]
 
 mod augment;
+mod batch;
 mod cache;
 mod client;
+mod distinct;
+mod estimate;
 mod generate;
 mod judge;
 mod limiter;
 mod prompt;
 mod schema;
+mod vary;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,7 +54,8 @@ use client::{Answer, CallError, Endpoint, Tally};
 use weave_cache::Key;
 
 /// The keys every LLM step takes.
-pub const COMMON_KEYS: &[&str] = &["llm", "concurrency", "temperature", "top_p", "max_tokens", "stop", "system"];
+pub const COMMON_KEYS: &[&str] =
+    &["llm", "concurrency", "temperature", "top_p", "max_tokens", "stop", "system", "vary_by"];
 
 /// Requests a step keeps in flight when `concurrency` is not given.
 const DEFAULT_CONCURRENCY: u64 = 16;
@@ -58,6 +63,10 @@ const DEFAULT_CONCURRENCY: u64 = 16;
 /// The tokens an answer is assumed to take, for the rate budget, when `max_tokens` is not
 /// given (the difference is settled when the answer comes).
 const ASSUMED_ANSWER_TOKENS: u64 = 256;
+
+/// The share of the prices the Batch API takes off when `batch_discount` is not given
+/// (OpenAI's).
+pub(crate) const DEFAULT_BATCH_DISCOUNT: f64 = 0.5;
 
 /// The cost per record of an LLM step, for the critical path and the cache (`auto` keeps
 /// the output of steps this costly).
@@ -84,16 +93,28 @@ pub(crate) struct Request {
 }
 
 impl Request {
-    /// A request whose seed comes from the pipeline's seed, the messages and `sample`
-    /// (the number of the answer, when one prompt asks for several): the same messages
-    /// give the same request, whatever the step, batch or thread.
-    pub(crate) fn new(system: Option<String>, user: String, pipeline_seed: u64, sample: u64) -> Request {
+    /// A request whose seed comes from the pipeline's seed, the messages, `sample` (the
+    /// number of the answer, when one prompt asks for several) and the record's `salt`
+    /// (`vary_by`, [`vary::VaryBy::salt`]): the same messages and salt give the same
+    /// request, whatever the step, batch or thread. Without a salt the seed is the one
+    /// earlier versions sent, so that their answers in the cache still serve.
+    pub(crate) fn new(
+        system: Option<String>,
+        user: String,
+        pipeline_seed: u64,
+        sample: u64,
+        salt: Option<&[u8; 32]>,
+    ) -> Request {
         let mut h = blake3::Hasher::new_derive_key("weave llm request seed v1");
         h.update(&pipeline_seed.to_le_bytes());
         h.update(&sample.to_le_bytes());
         for part in [system.as_deref().unwrap_or(""), user.as_str()] {
             h.update(&(part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
+        }
+        if let Some(salt) = salt {
+            h.update(b"salt");
+            h.update(salt);
         }
         let mut first = [0u8; 8];
         first.copy_from_slice(&h.finalize().as_bytes()[..8]);
@@ -122,6 +143,13 @@ pub(crate) struct LlmCall {
     /// batches' requests go out in the order the batches came, and the first batch is done
     /// first rather than every batch at the end.
     turn: Mutex<()>,
+    /// The answers the step has had in this run, for its `distinct` figure (each call
+    /// adds how much the count grew).
+    seen: Mutex<distinct::Distinct>,
+    /// A dry run (`weave plan --cost`): count the requests, send none.
+    dry_run: bool,
+    /// How a dry run's stand-in answers are shaped (the kind sets it).
+    pub(crate) shape: estimate::Shape,
 }
 
 #[derive(Debug)]
@@ -305,6 +333,9 @@ impl LlmCall {
             concurrency,
             slots: Slots::new(concurrency),
             turn: Mutex::new(()),
+            seen: Mutex::default(),
+            dry_run: ctx.is_dry_run(),
+            shape: estimate::Shape::default(),
         })
     }
 
@@ -375,6 +406,18 @@ impl LlmCall {
         }
         let unique: Vec<Request> =
             requests.into_iter().zip(first_of_its_kind).filter_map(|(r, k)| k.then_some(r)).collect();
+        // Counted, not silent: records whose request was another's (see `vary_by`).
+        let shared = (n - unique.len()) as i64;
+        if self.dry_run {
+            let outcomes = self.estimate(unique, ctx);
+            return Ok(slot_of.into_iter().map(|i| outcomes[i].clone()).collect());
+        }
+        let done = if self.provider().batch { self.run_batch(unique, ctx)? } else { self.run_each(unique, ctx)? };
+        self.figures(done, shared, slot_of, ctx)
+    }
+
+    /// [`LlmCall::run`]'s requests (already told apart) one by one, as they take slots.
+    fn run_each(&self, unique: Vec<Request>, ctx: &StepContext) -> Result<Vec<Done>, StepError> {
         let n = unique.len();
         let runtime = client::runtime().map_err(StepError::fatal)?;
         let (reply, results) = crossbeam_channel::unbounded();
@@ -420,14 +463,26 @@ impl LlmCall {
             }
         }
         drop(reply);
-        let done = match collect(&results, n, ctx) {
-            Ok(d) => d,
+        match collect(&results, n, ctx) {
+            Ok(d) => Ok(d),
             Err(e) => {
                 // Queued requests are dropped unsent; those in flight finish and are kept.
                 cancel.store(true, Ordering::Relaxed);
-                return Err(e);
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// The outcomes of a call's requests (`done`, one per distinct request, in order; each
+    /// record's is `slot_of` it), with the step's figures added to `ctx`.
+    fn figures(
+        &self,
+        done: Vec<Done>,
+        shared: i64,
+        slot_of: Vec<usize>,
+        ctx: &mut StepContext,
+    ) -> Result<Vec<Outcome>, StepError> {
+        let n = done.len();
         let mut tally = Tally::default();
         let (mut answers, mut hits, mut failed) = (0i64, 0i64, 0i64);
         let (mut prompt_tokens, mut completion_tokens, mut cached_tokens) = (0i64, 0i64, 0i64);
@@ -455,7 +510,7 @@ impl LlmCall {
                     failed += 1;
                     outcomes.push(Outcome::Rejected(why));
                 }
-                Err(CallError::Fatal(why)) => {
+                Err(CallError::Fatal(why) | CallError::NotFound(why)) => {
                     fatal.get_or_insert(StepError::fatal(why));
                     outcomes.push(Outcome::Rejected(String::new()));
                 }
@@ -490,19 +545,41 @@ impl LlmCall {
         if failed > 0 {
             ctx.add_stat("failed_requests", failed);
         }
+        if shared > 0 {
+            ctx.add_stat("shared_requests", shared);
+        }
+        ctx.add_stat("distinct", self.new_distinct(&outcomes));
         if cached_tokens > 0 {
             ctx.add_stat("cached_tokens", cached_tokens);
         }
         let provider = self.provider();
         if provider.prompt_price_per_million.is_some() || provider.completion_price_per_million.is_some() {
+            // The Batch API's answers cost a share of the price.
+            let paid =
+                if provider.batch { 1.0 - provider.batch_discount.unwrap_or(DEFAULT_BATCH_DISCOUNT) } else { 1.0 };
             let cost = prompt_tokens as f64 * provider.prompt_price_per_million.unwrap_or(0.0) / 1e6
                 + completion_tokens as f64 * provider.completion_price_per_million.unwrap_or(0.0) / 1e6;
-            ctx.add_stat("cost", cost);
+            ctx.add_stat("cost", cost * paid);
         }
         match fatal {
             Some(e) => Err(e),
             None => Ok(slot_of.into_iter().map(|i| outcomes[i].clone()).collect()),
         }
+    }
+}
+
+impl LlmCall {
+    /// How much the step's count of different answers grows with those in `outcomes`
+    /// (the calls' amounts add up to the count: see `distinct.rs`).
+    fn new_distinct(&self, outcomes: &[Outcome]) -> i64 {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = seen.count();
+        for o in outcomes {
+            if let Outcome::Answered(a) = o {
+                seen.add(&a.content);
+            }
+        }
+        seen.count() as i64 - before as i64
     }
 }
 
@@ -709,6 +786,9 @@ mod tests {
             timeout: Some(Duration::from_secs(30)),
             prompt_price_per_million: None,
             completion_price_per_million: None,
+            batch: false,
+            batch_discount: None,
+            batch_poll_interval: None,
             config: Default::default(),
         };
         let ctx = Arc::new(BuildContext::new([provider], Some(cache.to_path_buf())));
@@ -734,7 +814,7 @@ mod tests {
     }
 
     fn requests(prefix: &str, n: usize) -> Vec<Request> {
-        (0..n).map(|i| Request::new(None, format!("{prefix} {i}"), 1, 0)).collect()
+        (0..n).map(|i| Request::new(None, format!("{prefix} {i}"), 1, 0, None)).collect()
     }
 
     /// Runs `call` on `n` requests on a thread of its own, stops the run once `sent` of

@@ -27,12 +27,14 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cost;
 mod files;
 mod lineage;
 mod memory;
 mod plan;
 mod session;
 
+pub use cost::{AnswerBasis, CostError, CostPlan, StepCost, cost_plan};
 pub use files::{CACHE_DIR_ENV, PipelineFile, cache_dir_for, default_quarantine, runs_dir};
 pub use memory::{MemorySink, MemorySinkHandle, MemorySource};
 pub use plan::{cache_status_text, plan_json};

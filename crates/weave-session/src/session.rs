@@ -240,6 +240,7 @@ impl RunOptions {
             max_concurrent: self.max_concurrent,
             shard: self.shard,
             exchange: std::collections::BTreeMap::new(),
+            dry_run: false,
         }
     }
 }

@@ -42,6 +42,7 @@ pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new
             "max_tokens",
             "stop",
             "system",
+            "vary_by",
             "template",
             "styles",
             "persona",

@@ -29,6 +29,9 @@ fn provider(url: &str, rpm: Option<u64>) -> LlmProvider {
         timeout: Some(Duration::from_secs(10)),
         prompt_price_per_million: Some(1.0),
         completion_price_per_million: Some(2.0),
+        batch: false,
+        batch_discount: None,
+        batch_poll_interval: None,
         config: Default::default(),
     }
 }
@@ -814,4 +817,288 @@ fn a_cancelled_run_stops_waiting() {
     let err = step.apply(&texts(&["a", "b"]), &mut ctx).unwrap_err();
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     assert_eq!(err.to_string(), "the run is being cancelled");
+}
+
+#[test]
+fn n_answers_and_records_with_one_prompt_get_requests_of_their_own_and_a_rerun_sends_none() {
+    // The server answers with the seed it was sent: a model that samples.
+    let server = TestServer::start(|r| Reply::text(format!("{} / {}", r.prompt(), r.field("seed")))).unwrap();
+    let env = env(&server);
+    let config = "prompt = \"Write about {topic}.\"\nn = 5\ntemperature = 0.9";
+    // Three records, two of them with one prompt (they differ by `id`).
+    let batch = Batch::from_records(&[
+        Record::new().with("id", 1i64).with("topic", "cats"),
+        Record::new().with("id", 2i64).with("topic", "cats"),
+        Record::new().with("id", 3i64).with("topic", "dogs"),
+    ]);
+    let step = build("llm_generate", config, &env.ctx);
+    let c = call(&*step, &batch);
+    assert_eq!(c.out().len(), 15);
+    // Five requests per input, each sent once, with bodies (seeds) of their own.
+    assert_eq!(server.total(), 15);
+    let counts = server.counts();
+    assert_eq!(counts.len(), 15);
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    let per_prompt = |p: &str| server.requests().iter().filter(|l| l.request.prompt() == p).count();
+    assert_eq!((per_prompt("Write about cats."), per_prompt("Write about dogs.")), (10, 5));
+    assert_eq!((c.stat("requests"), c.stat("distinct"), c.stat("shared_requests")), (15, 15, 0));
+    let mut generated: Vec<String> = strings(&c.column("generated")).into_iter().map(str::to_owned).collect();
+    generated.sort();
+    generated.dedup();
+    assert_eq!(generated.len(), 15, "every answer differs");
+
+    // The same pipeline again, built anew, on the records in another order: nothing sent.
+    let again = build("llm_generate", config, &env.ctx);
+    let reordered = batch.take(&[2, 0, 1]);
+    let c2 = call(&*again, &reordered);
+    assert_eq!(server.total(), 15, "a re-run sends nothing");
+    assert_eq!((c2.stat("requests"), c2.stat("cache_hits"), c2.stat("distinct")), (0, 15, 15));
+    assert_eq!(strings(&c2.column("generated"))[..5], strings(&c.column("generated"))[10..]);
+}
+
+#[test]
+fn vary_by_says_which_records_share_a_request_and_sharing_is_counted() {
+    let server = TestServer::start(|r| Reply::text(format!("{} / {}", r.prompt(), r.field("seed")))).unwrap();
+    let env = env_with(vec![provider(&server.url(), None)], false);
+    // Four records with one prompt: two identical, two with other ids.
+    let batch = Batch::from_records(&[
+        Record::new().with("id", 1i64).with("topic", "cats"),
+        Record::new().with("id", 1i64).with("topic", "cats"),
+        Record::new().with("id", 2i64).with("topic", "cats"),
+        Record::new().with("id", 3i64).with("topic", "cats"),
+    ]);
+    let run = |vary: &str| {
+        let before = server.total();
+        let step = build("llm_generate", &format!("prompt = \"About {{topic}}.\"\n{vary}"), &env.ctx);
+        let c = call(&*step, &batch);
+        (server.total() - before, c.stat("shared_requests"), c.stat("distinct"))
+    };
+    // The whole record (the default): the identical pair shares.
+    assert_eq!(run(""), (3, 1, 3));
+    // The prompt alone: one request for all four, counted as shared by three.
+    assert_eq!(run("vary_by = \"prompt\""), (1, 3, 1));
+    // A field: the records with id 1 share.
+    assert_eq!(run("vary_by = [\"id\"]"), (3, 1, 3));
+    // The position: every record is asked, the identical ones too.
+    assert_eq!(run("vary_by = \"position\""), (4, 0, 4));
+    // The judge shares by default (a score belongs to the text), and varies when asked.
+    let judge = |vary: &str| {
+        let server = TestServer::start(|_| Reply::json(&serde_json::json!({"score": 5, "reason": "ok"}))).unwrap();
+        let env = env_with(vec![provider(&server.url(), None)], false);
+        let step = build("llm_judge", &format!("field = \"topic\"\n{vary}"), &env.ctx);
+        let c = call(&*step, &batch);
+        (server.total(), c.stat("shared_requests"))
+    };
+    assert_eq!(judge(""), (1, 3));
+    assert_eq!(judge("vary_by = \"record\""), (3, 1));
+    // A field that is not in the data stops the step, naming it.
+    let step = build("llm_generate", "prompt = \"About {topic}.\"\nvary_by = [\"lang\"]", &env.ctx);
+    let e = call(&*step, &batch).out.unwrap_err().to_string();
+    assert!(e.contains("`vary_by`: field `lang` is not in the data"), "{e}");
+}
+
+#[test]
+fn a_wrong_vary_by_is_refused_where_it_is_written() {
+    let server = TestServer::echo().unwrap();
+    let env = env(&server);
+    assert_eq!(
+        diagnostics("llm_generate", "prompt = \"p\"\nvary_by = \"row\"", &env.ctx),
+        ["2:11 `vary_by` must be one of \"prompt\", \"record\", \"position\", not \"row\""]
+    );
+    assert_eq!(
+        diagnostics("augment", "noiser = \"llm_typos\"\nvary_by = 1", &env.ctx),
+        ["2:11 `vary_by` must be \"prompt\", \"record\", \"position\" or a non-empty list of field names"]
+    );
+}
+
+/// The provider `local` at `url`, sending through the Batch API, polled every 10 ms.
+fn batch_provider(url: &str) -> LlmProvider {
+    LlmProvider { batch: true, batch_poll_interval: Some(Duration::from_millis(10)), ..provider(url, None) }
+}
+
+/// What a batch test's model answers: the prompt and its seed; `refuse` is refused.
+fn batch_answer(r: &weave_testkit::Request) -> Reply {
+    if r.prompt().contains("refuse") {
+        Reply::error(400, "this prompt is refused")
+    } else {
+        Reply::text(format!("{} / {}", r.prompt(), r.field("seed"))).with_usage(10, 4)
+    }
+}
+
+fn topics(names: &[&str]) -> Batch {
+    let recs: Vec<Record> = names.iter().map(|t| Record::new().with("topic", *t)).collect();
+    Batch::from_records(&recs)
+}
+
+#[test]
+fn the_batch_api_answers_a_call_in_one_batch_at_the_batch_price() {
+    let server = TestServer::start(batch_answer).unwrap();
+    let env = env_with(vec![batch_provider(&server.url())], true);
+    let config = "prompt = \"About {topic}.\"\nn = 2";
+    let step = build("llm_generate", config, &env.ctx);
+    let c = call(&*step, &topics(&["cats", "dogs", "refuse"]));
+    assert_eq!(server.batches(), 1);
+    assert_eq!(server.total(), 6, "each request a line, once");
+    assert!(server.counts().values().all(|&n| n == 1));
+    let generated = strings(&c.column("generated")).iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(generated.len(), 4);
+    assert!(generated[0].starts_with("About cats. / ") && generated[3].starts_with("About dogs. / "), "{generated:?}");
+    let reasons: Vec<&str> = c.rejected.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(reasons.len(), 2);
+    assert!(
+        reasons[0].contains("the provider refused the request in the batch (HTTP 400): this prompt is refused"),
+        "{reasons:?}"
+    );
+    assert_eq!((c.stat("requests"), c.stat("answers"), c.stat("failed_requests"), c.stat("batches")), (6, 4, 2, 1));
+    assert_eq!((c.stat("prompt_tokens"), c.stat("completion_tokens")), (40, 16));
+    // Half the price: 40 prompt tokens at 1 and 16 completion tokens at 2 a million.
+    let cost = match c.stats["cost"] {
+        Value::Float(f) => f,
+        ref other => panic!("{other:?}"),
+    };
+    assert!((cost - (40.0 * 1.0 + 16.0 * 2.0) / 1e6 * 0.5).abs() < 1e-12, "{cost}");
+    let calls = server.api_calls();
+    assert_eq!(calls[..3], ["POST /v1/files", "POST /v1/batches", "GET /v1/batches/batch_0"]);
+    assert!(calls.iter().any(|c| c.ends_with("/content")), "{calls:?}");
+
+    // The answers are in the answer cache, for either way of asking.
+    let cache = env.ctx.cache_dir().map(std::path::Path::to_path_buf);
+    let one_by_one = Arc::new(BuildContext::new(vec![provider(&server.url(), None)], cache));
+    let again = build("llm_generate", config, &one_by_one);
+    let c2 = call(&*again, &topics(&["cats", "dogs"]));
+    assert_eq!((server.total(), c2.stat("cache_hits")), (6, 4), "nothing asked again");
+}
+
+#[test]
+fn a_batch_left_by_a_stopped_run_is_polled_not_sent_again() {
+    // A batch takes a while: the run stops once it exists.
+    let server = TestServer::builder().batch_delay(Duration::from_millis(1500)).start(batch_answer).unwrap();
+    let env = env_with(vec![batch_provider(&server.url())], true);
+    let config = "prompt = \"About {topic}.\"\nn = 3";
+    let batch = topics(&["cats", "dogs", "owls", "bats"]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first = {
+        let (step, batch, stop) = (build("llm_generate", config, &env.ctx), batch.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut ctx = StepContext::new("s", 42, 0, stop);
+            step.apply(&batch, &mut ctx).map(|b| b.len())
+        })
+    };
+    let start = Instant::now();
+    while server.batches() == 0 && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The batch is polled (its id kept) before the stop.
+    while !server.api_calls().iter().any(|c| c.starts_with("GET /v1/batches/"))
+        && start.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let err = first.join().unwrap().unwrap_err();
+    assert_eq!(err.to_string(), "the run is being cancelled");
+    assert_eq!((server.batches(), server.total()), (1, 12));
+
+    // The next run (a new step, the same cache) polls the same batch and sends nothing.
+    let step = build("llm_generate", config, &env.ctx);
+    let c = call(&*step, &batch);
+    assert_eq!(c.out().len(), 12);
+    assert_eq!(server.batches(), 1, "no new batch");
+    assert_eq!(server.total(), 12);
+    assert!(server.counts().values().all(|&n| n == 1), "every request exactly once");
+    assert_eq!((c.stat("requests"), c.stat("batches")), (0, 0), "none sent by this run");
+    assert_eq!(c.stat("answers"), 12);
+    assert_eq!(server.api_calls().iter().filter(|c| *c == "POST /v1/files").count(), 1, "one upload");
+}
+
+#[test]
+fn a_batch_the_provider_no_longer_has_is_sent_anew() {
+    let server = TestServer::builder().batch_delay(Duration::from_secs(3600)).start(batch_answer).unwrap();
+    let env = env_with(vec![batch_provider(&server.url())], true);
+    let config = "prompt = \"About {topic}.\"";
+    let batch = topics(&["cats", "dogs"]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first = {
+        let (step, batch, stop) = (build("llm_generate", config, &env.ctx), batch.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || step.apply(&batch, &mut StepContext::new("s", 42, 0, stop)).map(|b| b.len()))
+    };
+    let start = Instant::now();
+    while !server.api_calls().iter().any(|c| c.starts_with("GET /v1/batches/"))
+        && start.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(first.join().unwrap().is_err());
+    // The provider forgets it (and would never finish it): the next run sends the two
+    // requests in a batch of its own rather than failing on the 404 for ever.
+    server.forget_batches();
+    server.finish_batches();
+    let step = build("llm_generate", config, &env.ctx);
+    let c = call(&*step, &batch);
+    assert_eq!(c.out().len(), 2);
+    assert_eq!(server.batches(), 2, "a batch of its own");
+    assert_eq!(c.stat("requests"), 2);
+    // Sent twice in all: the provider lost the first answers (and the test server
+    // answered them when the first batch was made).
+    assert_eq!(server.total(), 4);
+}
+
+#[test]
+fn an_expired_batch_sends_the_rest_again_and_a_refused_one_stops_the_step() {
+    // The first batch answers two of its lines and expires; the second completes.
+    let server = TestServer::builder()
+        .batch_end(|n| if n == 0 { weave_testkit::BatchEnd::Expired(2) } else { weave_testkit::BatchEnd::Completed })
+        .start(batch_answer)
+        .unwrap();
+    let env = env_with(vec![batch_provider(&server.url())], true);
+    let step = build("llm_generate", "prompt = \"About {topic}.\"", &env.ctx);
+    let c = call(&*step, &topics(&["a", "b", "c", "d", "e"]));
+    assert_eq!(c.out().len(), 5);
+    assert_eq!((server.batches(), server.total()), (2, 5), "the three left, sent once more");
+    assert!(server.counts().values().all(|&n| n == 1));
+    assert_eq!((c.stat("requests"), c.stat("retries"), c.stat("batches")), (8, 3, 2));
+
+    // Every batch refused: after the retries, the step stops saying why.
+    let server = TestServer::builder()
+        .batch_end(|_| weave_testkit::BatchEnd::Failed("the model `test-model` does not take batches".into()))
+        .start(batch_answer)
+        .unwrap();
+    let env = env_with(vec![batch_provider(&server.url())], true);
+    let step = build("llm_generate", "prompt = \"About {topic}.\"", &env.ctx);
+    let e = call(&*step, &topics(&["a"])).out.unwrap_err().to_string();
+    assert!(e.contains("the provider refused batch batch_3: the model `test-model` does not take batches"), "{e}");
+    assert_eq!((server.batches(), server.total()), (4, 0), "a first try and three retries, nothing answered");
+
+    // A provider without the Batch API: one clear error.
+    let plain = TestServer::start(|_| Reply::text("x")).unwrap();
+    let mut p = batch_provider(&plain.url());
+    p.base_url = format!("{}/nowhere", plain.url());
+    let env = env_with(vec![p], true);
+    let step = build("llm_generate", "prompt = \"About {topic}.\"", &env.ctx);
+    let e = call(&*step, &topics(&["a"])).out.unwrap_err().to_string();
+    assert!(e.contains("HTTP 404") && e.contains("does the provider offer the Batch API?"), "{e}");
+}
+
+#[test]
+fn the_batch_keys_are_checked_where_they_are_written() {
+    let text = "[llm.x]\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\nbatch = \"yes\"\nbatch_discount = 1.5\nbatch_poll_interval = \"0s\"\n";
+    let Err(diags) = weave_core::PipelineSpec::parse("p.toml", text) else { panic!("no errors") };
+    let got: Vec<String> = diags
+        .0
+        .iter()
+        .filter(|d| d.message.contains("batch"))
+        .map(|d| {
+            let l = d.location.as_ref().map_or("-".into(), |l| format!("{}:{}", l.line, l.column));
+            format!("{l} {}", d.message)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "4:9 `batch` must be true or false, not a string",
+            "5:18 `batch_discount` is the share of the price taken off, from 0 to 1, not 1.5",
+            "6:23 `batch_poll_interval` must be more than zero",
+        ]
+    );
 }

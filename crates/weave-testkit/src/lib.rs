@@ -5,6 +5,12 @@
 //! latency — and a log of every request, counted by body, so that a test can check that
 //! nothing was asked twice.
 //!
+//! It also speaks the OpenAI Batch API (`POST /v1/files`, `POST /v1/batches`,
+//! `GET /v1/batches/{id}`, `GET /v1/files/{id}/content`): each line of a batch's input
+//! file is answered by the same reply function and counted in the same log as a request
+//! of its own, and a batch completes after [`Builder::batch_delay`], or fails or expires
+//! as [`Builder::batch_end`] says.
+//!
 //! The unit tests of the LLM steps, the end-to-end tests (which run the `weave` binary
 //! against it) and `cargo xtask bench llm` all use this one server.
 //!
@@ -196,6 +202,31 @@ impl Reply {
     }
 }
 
+/// How a batch of the Batch API ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchEnd {
+    /// Every line answered (each by the reply function), after the batch delay.
+    Completed,
+    /// Refused at validation, at once, with this message: no line is answered.
+    Failed(String),
+    /// Only the first this many lines are answered, and the batch expires after the delay.
+    Expired(usize),
+}
+
+/// One batch of the Batch API.
+#[derive(Debug, Clone)]
+struct Job {
+    id: String,
+    input_file_id: String,
+    created: Instant,
+    end: BatchEnd,
+    /// The output and error files' ids and their line counts.
+    output: Option<(String, usize)>,
+    errors: Option<(String, usize)>,
+    total: usize,
+    cancelled: bool,
+}
+
 /// A request in the server's log, with what was done with it.
 #[derive(Debug, Clone)]
 pub struct Logged {
@@ -213,6 +244,7 @@ pub struct Logged {
 }
 
 type Respond = dyn Fn(&Request) -> Reply + Send + Sync;
+type EndOf = dyn Fn(usize) -> BatchEnd + Send + Sync;
 
 struct Shared {
     respond: Box<Respond>,
@@ -224,6 +256,15 @@ struct Shared {
     connections: std::sync::atomic::AtomicUsize,
     log: Mutex<Vec<Logged>>,
     counts: Mutex<HashMap<String, u32>>,
+    batch_delay: Duration,
+    batch_end: Option<Box<EndOf>>,
+    /// Uploaded files and the files a batch made, by id.
+    files: Mutex<HashMap<String, String>>,
+    jobs: Mutex<Vec<Job>>,
+    /// Every Batch API call, as `METHOD /path`.
+    api: Mutex<Vec<String>>,
+    /// Every batch ends now, whatever the delay ([`TestServer::finish_batches`]).
+    finished: AtomicBool,
 }
 
 impl Shared {
@@ -233,10 +274,18 @@ impl Shared {
 }
 
 /// How to start a [`TestServer`].
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub struct Builder {
     latency: Duration,
     key: Option<String>,
+    batch_delay: Duration,
+    batch_end: Option<Box<EndOf>>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder").field("latency", &self.latency).field("batch_delay", &self.batch_delay).finish()
+    }
 }
 
 impl Builder {
@@ -250,6 +299,20 @@ impl Builder {
     /// repeats what they sent (as some servers do), which a client must not pass on.
     pub fn api_key(mut self, key: &str) -> Self {
         self.key = Some(key.to_owned());
+        self
+    }
+
+    /// A batch of the Batch API is `in_progress` this long after it is created, then
+    /// completes (or expires, see [`Builder::batch_end`]).
+    pub fn batch_delay(mut self, delay: Duration) -> Self {
+        self.batch_delay = delay;
+        self
+    }
+
+    /// How batch number `n` (from 0, in the order they are created) ends; every batch
+    /// completes without it.
+    pub fn batch_end(mut self, end: impl Fn(usize) -> BatchEnd + Send + Sync + 'static) -> Self {
+        self.batch_end = Some(Box::new(end));
         self
     }
 
@@ -267,6 +330,12 @@ impl Builder {
             connections: Default::default(),
             log: Mutex::default(),
             counts: Mutex::default(),
+            batch_delay: self.batch_delay,
+            batch_end: self.batch_end,
+            files: Mutex::default(),
+            jobs: Mutex::default(),
+            api: Mutex::default(),
+            finished: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
         let accept = std::thread::Builder::new().name("testkit-accept".into()).spawn(move || {
@@ -359,6 +428,31 @@ impl TestServer {
         self.shared.log().iter().filter(|l| l.answered).map(|l| l.request.prompt().to_owned()).collect()
     }
 
+    /// How many batches of the Batch API were created.
+    pub fn batches(&self) -> usize {
+        lock(&self.shared.jobs).len()
+    }
+
+    /// Ends every batch now, and every batch made from now on at once, whatever
+    /// [`Builder::batch_delay`] says.
+    pub fn finish_batches(&self) {
+        self.shared.finished.store(true, Ordering::SeqCst);
+    }
+
+    /// Forgets every batch and file, as a provider does after its retention period (or
+    /// for another account's key): asking for one then answers 404.
+    pub fn forget_batches(&self) {
+        lock(&self.shared.files).clear();
+        for job in lock(&self.shared.jobs).iter_mut() {
+            job.id = format!("forgotten-{}", job.id);
+        }
+    }
+
+    /// Every Batch API call, in order, as `METHOD /path` (`POST /v1/files`).
+    pub fn api_calls(&self) -> Vec<String> {
+        lock(&self.shared.api).clone()
+    }
+
     /// Waits until `done(answered, total)` holds, up to `timeout`; returns whether it did.
     pub fn wait_until(&self, timeout: Duration, done: impl Fn(usize, usize) -> bool) -> bool {
         let start = Instant::now();
@@ -406,10 +500,23 @@ fn serve(s: &Shared, conn: TcpStream) {
             }
         }
         let _ = input.get_ref().set_read_timeout(Some(Duration::from_secs(10)));
-        let Some((path, headers, body)) = read_request(&mut input) else { return };
+        let Some((method, path, headers, body)) = read_request(&mut input) else { return };
         let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let authorization = header("authorization");
+        if path.starts_with("/v1/files") || path.starts_with("/v1/batches") {
+            lock(&s.api).push(format!("{method} {path}"));
+            let (status, body) = match &s.key {
+                Some(key) if authorization.as_deref() != Some(&format!("Bearer {key}")) => {
+                    (401, error_body("Incorrect API key provided", "invalid_api_key"))
+                }
+                _ => batch_api(s, &method, &path, header("content-type").as_deref(), &body),
+            };
+            if write(&mut out, status, &[], &body).is_err() || close {
+                return;
+            }
+            continue;
+        }
         let json: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
         let attempt = {
             let mut c = s.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -471,28 +578,8 @@ fn serve(s: &Shared, conn: TcpStream) {
         let kind = reply.kind();
         let written = match reply {
             Reply::Completion { content, finish_reason, prompt_tokens, completion_tokens, headers } => {
-                let prompt_tokens = prompt_tokens.unwrap_or_else(|| {
-                    request.messages().iter().map(|(_, c)| c.split_whitespace().count() as u64 + 1).sum()
-                });
-                let completion_tokens = completion_tokens.unwrap_or(content.split_whitespace().count() as u64);
-                let body = serde_json::json!({
-                    "id": format!("chatcmpl-{index}"),
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": request.json["model"],
-                    "choices": [{
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": finish_reason,
-                    }],
-                    "usage": {
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": completion_tokens,
-                        "total_tokens": prompt_tokens + completion_tokens,
-                    },
-                })
-                .to_string();
-                write(&mut out, 200, &headers, &body)
+                let body = completion(&request, index, &content, &finish_reason, prompt_tokens, completion_tokens);
+                write(&mut out, 200, &headers, &body.to_string())
             }
             Reply::Error { status, message, headers } => {
                 let body = error_body(&message, if status == 429 { "rate_limit_exceeded" } else { "server_error" });
@@ -520,6 +607,209 @@ fn serve(s: &Shared, conn: TcpStream) {
             return;
         }
     }
+}
+
+/// A chat completion's body.
+fn completion(
+    request: &Request,
+    index: usize,
+    content: &str,
+    finish_reason: &str,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+) -> serde_json::Value {
+    let prompt_tokens = prompt_tokens
+        .unwrap_or_else(|| request.messages().iter().map(|(_, c)| c.split_whitespace().count() as u64 + 1).sum());
+    let completion_tokens = completion_tokens.unwrap_or(content.split_whitespace().count() as u64);
+    serde_json::json!({
+        "id": format!("chatcmpl-{index}"),
+        "object": "chat.completion",
+        "created": 0,
+        "model": request.json["model"],
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": finish_reason,
+        }],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A Batch API call: its status and JSON body.
+fn batch_api(s: &Shared, method: &str, path: &str, content_type: Option<&str>, body: &str) -> (u16, String) {
+    let not_found = |what: &str| (404, error_body(&format!("no such {what}"), "not_found"));
+    let bad = |why: &str| (400, error_body(why, "invalid_request_error"));
+    let parts: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+    match (method, parts.as_slice()) {
+        ("POST", ["files"]) => {
+            let Some(boundary) = content_type.and_then(|c| c.split("boundary=").nth(1)) else {
+                return bad("a file upload is multipart/form-data");
+            };
+            let (mut purpose, mut file) = (None, None);
+            for part in body.split(&format!("--{}", boundary.trim_matches('"'))) {
+                let Some((head, content)) = part.split_once("\r\n\r\n") else { continue };
+                let content = content.strip_suffix("\r\n").unwrap_or(content);
+                if head.contains("name=\"purpose\"") {
+                    purpose = Some(content.to_owned());
+                } else if head.contains("name=\"file\"") {
+                    file = Some(content.to_owned());
+                }
+            }
+            let (Some(purpose), Some(file)) = (purpose, file) else { return bad("missing `purpose` or `file`") };
+            if purpose != "batch" {
+                return bad("this server takes files for batches only");
+            }
+            let mut files = lock(&s.files);
+            let id = format!("file-{}", files.len());
+            let bytes = file.len();
+            files.insert(id.clone(), file);
+            let obj = serde_json::json!({"id": id, "object": "file", "bytes": bytes, "purpose": "batch", "filename": "batch.jsonl"});
+            (200, obj.to_string())
+        }
+        ("GET", ["files", id, "content"]) => match lock(&s.files).get(*id) {
+            Some(content) => (200, content.clone()),
+            None => not_found("file"),
+        },
+        ("POST", ["batches"]) => {
+            let Ok(req) = serde_json::from_str::<serde_json::Value>(body) else { return bad("the body is not JSON") };
+            let Some(file_id) = req["input_file_id"].as_str() else { return bad("missing `input_file_id`") };
+            if req["endpoint"] != "/v1/chat/completions" {
+                return bad("`endpoint` must be /v1/chat/completions");
+            }
+            let Some(input) = lock(&s.files).get(file_id).cloned() else { return not_found("file") };
+            let n = lock(&s.jobs).len();
+            let end = s.batch_end.as_ref().map_or(BatchEnd::Completed, |f| f(n));
+            let job = run_batch(s, n, file_id, &input, end);
+            let obj = batch_object(s, &job);
+            lock(&s.jobs).push(job);
+            (200, obj.to_string())
+        }
+        ("GET", ["batches", id]) => match lock(&s.jobs).iter().find(|j| j.id == *id) {
+            Some(job) => (200, batch_object(s, job).to_string()),
+            None => not_found("batch"),
+        },
+        ("POST", ["batches", id, "cancel"]) => {
+            let mut jobs = lock(&s.jobs);
+            match jobs.iter_mut().find(|j| j.id == *id) {
+                Some(job) => {
+                    job.cancelled = true;
+                    (200, batch_object(s, job).to_string())
+                }
+                None => not_found("batch"),
+            }
+        }
+        _ => (404, error_body(&format!("no route {method} {path}"), "not_found")),
+    }
+}
+
+/// Answers the lines of batch number `n` (those its end lets through), each logged and
+/// counted as a request, and keeps its output and error files.
+fn run_batch(s: &Shared, n: usize, file_id: &str, input: &str, end: BatchEnd) -> Job {
+    let lines: Vec<&str> = input.lines().filter(|l| !l.trim().is_empty()).collect();
+    let answered = match end {
+        BatchEnd::Completed => lines.len(),
+        BatchEnd::Failed(_) => 0,
+        BatchEnd::Expired(k) => k.min(lines.len()),
+    };
+    let (mut output, mut errors) = (String::new(), String::new());
+    for (i, line) in lines.iter().take(answered).enumerate() {
+        let parsed: serde_json::Value = serde_json::from_str(line).unwrap_or(serde_json::Value::Null);
+        let custom_id = parsed["custom_id"].clone();
+        let body = parsed["body"].to_string();
+        let attempt = {
+            let mut c = lock(&s.counts);
+            let k = c.entry(body.clone()).or_insert(0);
+            *k += 1;
+            *k
+        };
+        let request = Request { body, json: parsed["body"].clone(), authorization: None, attempt };
+        let mut reply = (s.respond)(&request);
+        while let Reply::After(_, r) = reply {
+            reply = *r;
+        }
+        let index = lock(&s.log).len();
+        let id = format!("batch_req_{n}_{i}");
+        let (kind, answered, out, target) = match reply {
+            Reply::Completion { content, finish_reason, prompt_tokens, completion_tokens, .. } => {
+                let body = completion(&request, index, &content, &finish_reason, prompt_tokens, completion_tokens);
+                let line = serde_json::json!({"id": id, "custom_id": custom_id, "response": {"status_code": 200, "request_id": format!("req_{index}"), "body": body}, "error": null});
+                ("completion", true, line, &mut output)
+            }
+            Reply::Error { status, message, .. } => {
+                let line = serde_json::json!({"id": id, "custom_id": custom_id, "response": {"status_code": status, "request_id": format!("req_{index}"), "body": {"error": {"message": message, "type": "error"}}}, "error": null});
+                ("error", false, line, &mut errors)
+            }
+            other => {
+                let line = serde_json::json!({"id": id, "custom_id": custom_id, "response": null, "error": {"code": "server_error", "message": format!("the request failed ({})", other.kind())}});
+                ("error", false, line, &mut errors)
+            }
+        };
+        target.push_str(&out.to_string());
+        target.push('\n');
+        let now = Instant::now();
+        lock(&s.log).push(Logged { request, reply: kind, answered, at: now, done: Some(now) });
+    }
+    let mut files = lock(&s.files);
+    let mut keep = |text: String, count: usize| {
+        (count > 0).then(|| {
+            let id = format!("file-{}", files.len());
+            files.insert(id.clone(), text);
+            (id, count)
+        })
+    };
+    let ok = output.lines().count();
+    let failed = errors.lines().count();
+    Job {
+        id: format!("batch_{n}"),
+        input_file_id: file_id.to_owned(),
+        created: Instant::now(),
+        end,
+        output: keep(output, ok),
+        errors: keep(errors, failed),
+        total: lines.len(),
+        cancelled: false,
+    }
+}
+
+/// A batch as the API shows it now.
+fn batch_object(s: &Shared, job: &Job) -> serde_json::Value {
+    let done = job.created.elapsed() >= s.batch_delay || s.finished.load(Ordering::SeqCst);
+    let (status, errors) = match (&job.end, done, job.cancelled) {
+        (BatchEnd::Failed(why), _, _) => (
+            "failed",
+            serde_json::json!({"object": "list", "data": [{"code": "invalid_request", "message": why, "line": null}]}),
+        ),
+        (_, _, true) => ("cancelled", serde_json::Value::Null),
+        (_, false, _) => ("in_progress", serde_json::Value::Null),
+        (BatchEnd::Completed, true, _) => ("completed", serde_json::Value::Null),
+        (BatchEnd::Expired(_), true, _) => ("expired", serde_json::Value::Null),
+    };
+    let finished = done && status != "failed";
+    let (ok, failed) = (job.output.as_ref().map_or(0, |o| o.1), job.errors.as_ref().map_or(0, |e| e.1));
+    serde_json::json!({
+        "id": job.id,
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "errors": errors,
+        "input_file_id": job.input_file_id,
+        "completion_window": "24h",
+        "status": status,
+        "output_file_id": if finished { job.output.as_ref().map(|o| o.0.clone()) } else { None },
+        "error_file_id": if finished { job.errors.as_ref().map(|e| e.0.clone()) } else { None },
+        "request_counts": {
+            "total": job.total,
+            "completed": if finished { ok } else { 0 },
+            "failed": if finished { failed } else { 0 },
+        },
+    })
 }
 
 /// The threads that serve connections, a thread per connection open: one whose connection
@@ -583,15 +873,15 @@ fn error_body(message: &str, code: &str) -> String {
     serde_json::json!({"error": {"message": message, "type": "error", "code": code}}).to_string()
 }
 
-/// A request as read off the wire: its path, lower-cased headers and body.
-type Raw = (String, Vec<(String, String)>, String);
+/// A request as read off the wire: its method, path, lower-cased headers and body.
+type Raw = (String, String, Vec<(String, String)>, String);
 
 /// Reads one request (`Content-Length` bodies only).
 fn read_request(input: &mut BufReader<TcpStream>) -> Option<Raw> {
     let mut line = String::new();
     input.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
-    let (_method, path) = (parts.next()?, parts.next()?.to_owned());
+    let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
     let mut headers = Vec::new();
     loop {
         let mut h = String::new();
@@ -606,7 +896,7 @@ fn read_request(input: &mut BufReader<TcpStream>) -> Option<Raw> {
     let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
     let mut body = vec![0u8; len];
     input.read_exact(&mut body).ok()?;
-    Some((path, headers, String::from_utf8_lossy(&body).into_owned()))
+    Some((method, path, headers, String::from_utf8_lossy(&body).into_owned()))
 }
 
 fn write(out: &mut TcpStream, status: u16, headers: &[(String, String)], body: &str) -> std::io::Result<()> {
@@ -695,6 +985,92 @@ mod tests {
         let r = post(&server.url(), &body("x"));
         assert!(r.contains("\"finish_reason\":\"length\""), "{r}");
         assert_eq!(server.answered(), 1);
+    }
+
+    /// One request of any method on a fresh connection; the status and body back.
+    fn call(url: &str, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
+        let addr = url.trim_start_matches("http://").trim_end_matches("/v1");
+        let mut c = TcpStream::connect(addr).unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        c.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        let status = out.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+    }
+
+    fn upload(url: &str, jsonl: &str) -> String {
+        let body = format!(
+            "--XX\r\ncontent-disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--XX\r\ncontent-disposition: form-data; name=\"file\"; filename=\"b.jsonl\"\r\ncontent-type: application/jsonl\r\n\r\n{jsonl}\r\n--XX--\r\n"
+        );
+        let (status, out) = call(url, "POST", "/v1/files", "multipart/form-data; boundary=XX", &body);
+        assert_eq!(status, 200, "{out}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_str().unwrap().to_owned()
+    }
+
+    fn line(custom_id: &str, prompt: &str) -> String {
+        serde_json::json!({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "m", "messages": [{"role": "user", "content": prompt}]}})
+        .to_string()
+    }
+
+    fn json(text: &str) -> serde_json::Value {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    #[test]
+    fn batches_answer_every_line_once_after_the_delay_and_fail_or_expire_on_demand() {
+        let server = TestServer::builder()
+            .batch_delay(Duration::from_millis(200))
+            .batch_end(|n| match n {
+                0 => BatchEnd::Completed,
+                1 => BatchEnd::Failed("bad model".into()),
+                _ => BatchEnd::Expired(1),
+            })
+            .start(|r| {
+                if r.prompt() == "no" { Reply::error(400, "refused") } else { Reply::text(r.prompt().to_uppercase()) }
+            })
+            .unwrap();
+        let url = server.url();
+        let input = [line("a", "hi"), line("b", "no"), line("c", "yo")].join("\n");
+        let file = upload(&url, &input);
+        let create =
+            format!(r#"{{"input_file_id":"{file}","endpoint":"/v1/chat/completions","completion_window":"24h"}}"#);
+        let (status, out) = call(&url, "POST", "/v1/batches", "application/json", &create);
+        assert_eq!(status, 200, "{out}");
+        let batch = json(&out);
+        assert_eq!(batch["status"], "in_progress");
+        assert!(batch["output_file_id"].is_null());
+        // Each line is a request, answered once, when the batch is made.
+        assert_eq!((server.total(), server.answered(), server.batches()), (3, 2, 1));
+        std::thread::sleep(Duration::from_millis(250));
+        let done = json(&call(&url, "GET", "/v1/batches/batch_0", "", "").1);
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["request_counts"], serde_json::json!({"total": 3, "completed": 2, "failed": 1}));
+        let output =
+            call(&url, "GET", &format!("/v1/files/{}/content", done["output_file_id"].as_str().unwrap()), "", "").1;
+        let lines: Vec<serde_json::Value> = output.lines().map(json).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["custom_id"], "a");
+        assert_eq!(lines[0]["response"]["body"]["choices"][0]["message"]["content"], "HI");
+        let errors =
+            call(&url, "GET", &format!("/v1/files/{}/content", done["error_file_id"].as_str().unwrap()), "", "").1;
+        let e = json(errors.lines().next().unwrap());
+        assert_eq!((e["custom_id"].as_str(), e["response"]["status_code"].as_u64()), (Some("b"), Some(400)));
+        // The second batch fails at once, answering nothing; the third answers one line.
+        let failed = json(&call(&url, "POST", "/v1/batches", "application/json", &create).1);
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(failed["errors"]["data"][0]["message"], "bad model");
+        assert_eq!(server.total(), 3);
+        call(&url, "POST", "/v1/batches", "application/json", &create);
+        assert_eq!(server.total(), 4);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(json(&call(&url, "GET", "/v1/batches/batch_2", "", "").1)["status"], "expired");
+        assert_eq!(call(&url, "GET", "/v1/batches/batch_9", "", "").0, 404);
+        assert_eq!(server.api_calls()[..2], ["POST /v1/files", "POST /v1/batches"]);
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub use weave_monitor::{
     Alert, AlertManager, Histogram, MetricsCollector, PipelineStats, ResourceUsage, RunEntry, RunInfo, RunRecorder,
     StepMetrics, kill_alert_commands, list_runs, read_events, report_html,
 };
+pub use weave_session::{AnswerBasis, CostError, CostPlan, StepCost, cost_plan};
 pub use weave_session::{
     CACHE_DIR_ENV, Labels, MemorySink, MemorySinkHandle, MemorySource, PipelineFile, RunFailure, RunHandle, RunOptions,
     RunOutcome, Session, SessionError, cache_dir_for, cache_plan, cache_status_text, default_quarantine, exchange_dirs,

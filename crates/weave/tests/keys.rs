@@ -123,6 +123,7 @@ const SAMPLES: &[Sample] = &[
             ("max_tokens", Some(LLM_TYPOS), "max_tokens = 100"),
             ("stop", Some(LLM_TYPOS), "stop = [\"END\"]"),
             ("system", Some(LLM_TYPOS), "system = \"Be terse.\""),
+            ("vary_by", Some(LLM_TYPOS), "vary_by = \"record\""),
             ("template", Some(LLM_TYPOS), "template = \"Add typos: {text}\""),
             ("instructions", Some(LLM_TYPOS), "instructions = \"Only vowels.\""),
             ("error_types", Some(LLM_TYPOS), "error_types = [\"doubled letters\"]"),
@@ -312,6 +313,7 @@ const SAMPLES: &[Sample] = &[
             ),
             ("keep_input", None, "keep_input = false"),
             ("sample_field", None, "sample_field = \"k\""),
+            ("vary_by", None, "vary_by = \"prompt\""),
         ],
     },
     Sample {
@@ -332,6 +334,7 @@ const SAMPLES: &[Sample] = &[
                 "pass_field = \"p\"",
             ),
             ("response_format", None, "response_format = \"json\""),
+            ("vary_by", None, "vary_by = \"record\""),
         ],
     },
     Sample {
@@ -697,6 +700,9 @@ const PIPELINE_LEVEL: &[(&str, &[(&str, &str)])] = &[
             ("timeout", "timeout = \"11s\""),
             ("prompt_price_per_million", "prompt_price_per_million = 1.5"),
             ("completion_price_per_million", "completion_price_per_million = 2.5"),
+            ("batch", "batch = true"),
+            ("batch_discount", "batch_discount = 0.4"),
+            ("batch_poll_interval", "batch_poll_interval = \"5s\""),
         ],
     ),
 ];

@@ -203,15 +203,7 @@ fn format_value(v: f64) -> String {
 
 /// `n` with thousands separated by commas: `1,000,000`.
 pub(crate) fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    weave_core::format_count(n)
 }
 
 /// The JSON file's content.
