@@ -47,6 +47,7 @@ mod llm_tests;
 mod near_dedup;
 mod noise;
 mod pii;
+mod quality;
 mod text;
 mod validate;
 
@@ -115,6 +116,7 @@ pub fn registry() -> weave_core::Registry {
         &dataset::FIELDS_KIND,
         &dataset::FILTER_KIND,
         &pii::KIND,
+        &quality::KIND,
         &dataset::SAMPLE_KIND,
         &dataset::COMPARE_KIND,
     ] {
