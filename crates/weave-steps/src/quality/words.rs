@@ -117,6 +117,25 @@ const ABBREVIATIONS: &[&str] = &[
     "N.C.", "N.D.", "Okla.", "Ore.", "Pa.", "S.C.", "Tenn.", "Va.", "Wash.", "Wis.", "D.C.", "and/or",
 ];
 
+/// Emoticons, kept whole although made of punctuation.
+const EMOTICONS: &[&str] = &[
+    ":)", ":(", ":-)", ":-(", ";)", ";-)", ":D", ":-D", ":P", ":-P", ":p", ":-p", "xD", ":/", "(:", "):", "=)", "=(",
+    ":'(", ":')", "^_^", "-_-", "o_O", "O_o", "<3", ":o", ":O", ":]", ":[", ";(",
+];
+
+/// Units that split off a number before them (`35km` is `35` + `km`).
+const UNITS: &[&str] = &[
+    "km", "m", "dm", "cm", "mm", "ha", "nm", "yd", "in", "ft", "kg", "g", "mg", "t", "lb", "oz", "kmh", "mph", "hPa",
+    "Pa", "mbar", "mb", "MB", "kb", "KB", "gb", "GB", "tb", "TB", "T", "G", "M", "K",
+];
+
+/// Whether `c` is a symbol such as `°`, `©` or an emoji (general category So), which
+/// splits off whatever it touches.
+fn is_icon(c: char) -> bool {
+    static ICON: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\p{So}$").expect("a valid pattern"));
+    !c.is_ascii() && ICON.is_match(c.encode_utf8(&mut [0; 4]))
+}
+
 /// Verbs whose `n't` splits off (`can't` is `ca` + `n't`, as spaCy has it).
 const NT_STEMS: &[&str] = &[
     "do", "does", "did", "is", "are", "was", "were", "has", "have", "had", "could", "would", "should", "must", "might",
@@ -130,8 +149,17 @@ const PRONOUNS: &[&str] =
 /// How an exception splits `s`, as the lengths of its parts in bytes; `None` when `s` is
 /// not one.
 fn special(s: &str) -> Option<[usize; 2]> {
-    if ABBREVIATIONS.contains(&s) {
+    if ABBREVIATIONS.contains(&s) || EMOTICONS.contains(&s) {
         return Some([s.len(), 0]);
+    }
+    // `10am`, `5pm`: the hour and its period.
+    for period in ["am", "pm", "a.m.", "p.m."] {
+        if let Some(h) = s.strip_suffix(period)
+            && h.parse::<u8>().is_ok_and(|h| (1..=12).contains(&h))
+            && !h.starts_with('0')
+        {
+            return Some([h.len(), period.len()]);
+        }
     }
     let b = s.as_bytes();
     if b.len() == 2 && b[0].is_ascii_lowercase() && b[1] == b'.' {
@@ -215,7 +243,8 @@ fn prefix_len(s: &str) -> usize {
             | '€'
             | '¥'
             | '…'
-    ) || (c == '+' && !s[1..].starts_with(|d: char| d.is_ascii_digit()));
+    ) || (c == '+' && !s[1..].starts_with(|d: char| d.is_ascii_digit()))
+        || is_icon(c);
     if one { c.len_utf8() } else { 0 }
 }
 
@@ -233,6 +262,28 @@ fn suffix_len(s: &str) -> usize {
     }
     let prev = before.chars().next_back();
     let after_digit = prev.is_some_and(|p| p.is_ascii_digit());
+    if last.is_ascii_alphabetic() {
+        // The longest unit after a digit.
+        let unit = UNITS
+            .iter()
+            .filter(|u| {
+                s.len() > u.len() && s.ends_with(*u) && s[..s.len() - u.len()].ends_with(|d: char| d.is_ascii_digit())
+            })
+            .map(|u| u.len())
+            .max();
+        if let Some(n) = unit {
+            return n;
+        }
+    }
+    if last == '.'
+        && matches!(prev, Some('F' | 'f' | 'C' | 'c' | 'K' | 'k'))
+        && before[..before.len() - 1].ends_with('°')
+    {
+        return 1;
+    }
+    if is_icon(last) {
+        return last.len_utf8();
+    }
     let one = match last {
         '.' => {
             prev.is_some_and(|p| {
@@ -269,7 +320,7 @@ fn push_infixed<'a>(s: &'a str, out: &mut Vec<&'a str>) {
         let mut len = 0;
         if c == '.' && cs.get(i + 1).is_some_and(|&(_, n)| n == '.') {
             len = cs[i..].iter().take_while(|&&(_, n)| n == '.').count();
-        } else if c == '…' {
+        } else if c == '…' || is_icon(c) {
             len = 1;
         } else if let Some(p) = prev {
             let next = cs.get(i + 1).map(|&(_, n)| n);
@@ -320,6 +371,27 @@ fn is_quote(c: char) -> bool {
 
 /// Pushes the words of one whitespace-free piece of text.
 fn push_piece<'a>(piece: &'a str, out: &mut Vec<&'a str>) {
+    let first = out.len();
+    split_piece(piece, out);
+    // An emoticon split by the affix rules (`yes:)` is `yes`, `:`, `)`) is one word again,
+    // as spaCy's matcher of special cases makes it.
+    let mut i = first;
+    while i + 1 < out.len() {
+        let merged = (2..=3).filter(|k| i + k <= out.len()).find_map(|k| {
+            let start = out[i].as_ptr() as usize - piece.as_ptr() as usize;
+            let last = out[i + k - 1];
+            let end = last.as_ptr() as usize - piece.as_ptr() as usize + last.len();
+            EMOTICONS.contains(&&piece[start..end]).then_some((k, &piece[start..end]))
+        });
+        if let Some((k, w)) = merged {
+            out.splice(i..i + k, [w]);
+        }
+        i += 1;
+    }
+}
+
+/// Pushes the words of `piece`: prefixes, exceptions, infixes and suffixes.
+fn split_piece<'a>(piece: &'a str, out: &mut Vec<&'a str>) {
     let mut s = piece;
     let mut suffixes: Vec<&'a str> = Vec::new();
     loop {
@@ -486,6 +558,50 @@ mod tests {
             &[
                 "Wait", "...", "then", ".", "Yes", "…", "no", "!", "Why", "?", "\"", "Quoted", ".", "\"", "(", "paren",
                 ".", ")",
+            ],
+        );
+    }
+
+    #[test]
+    fn symbols_units_times_and_emoticons_split_as_spacy_splits_them() {
+        check(
+            "35°C, 95°F. Copyright © 2021 :) <3 yes:) 35km 10am 100mph 3rd 24h 5m 2x Mon.–Fri. Q&A U.S.-based C# +44 (0)20",
+            &[
+                "35",
+                "°",
+                "C",
+                ",",
+                "95",
+                "°",
+                "F",
+                ".",
+                "Copyright",
+                "©",
+                "2021",
+                ":)",
+                "<3",
+                "yes",
+                ":)",
+                "35",
+                "km",
+                "10",
+                "am",
+                "100",
+                "mph",
+                "3rd",
+                "24h",
+                "5",
+                "m",
+                "2x",
+                "Mon.–Fri",
+                ".",
+                "Q&A",
+                "U.S.-based",
+                "C",
+                "#",
+                "+44",
+                "(",
+                "0)20",
             ],
         );
     }
