@@ -31,3 +31,5 @@ mod limits;
 // One session behind every front end: the Rust API and `weave run` keep the same run
 // record, metrics file and alerts.
 mod session;
+// The quality filters through the binary: drops named by rule, C4's kept lines, figures.
+mod quality;
