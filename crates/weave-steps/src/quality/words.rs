@@ -326,19 +326,18 @@ fn push_infixed<'a>(s: &'a str, out: &mut Vec<&'a str>) {
             let next = cs.get(i + 1).map(|&(_, n)| n);
             let alpha_next = next.is_some_and(char::is_alphabetic);
             let alnum_prev = p.is_alphabetic() || p.is_ascii_digit();
-            if matches!(c, '+' | '-' | '*' | '^')
+            // A mark between two digits (`3-4`), a period between a lowercase letter and an
+            // uppercase one (`home.Then`), a comma between letters, or `:<>=/` after a
+            // letter or digit and before a letter.
+            let one = (matches!(c, '+' | '-' | '*' | '^')
                 && p.is_ascii_digit()
-                && next.is_some_and(|n| n.is_ascii_digit() || n == '-')
-            {
-                len = 1;
-            } else if c == '.'
-                && (p.is_lowercase() || is_quote(p))
-                && next.is_some_and(|n| n.is_uppercase() || is_quote(n))
-            {
-                len = 1;
-            } else if c == ',' && p.is_alphabetic() && alpha_next {
-                len = 1;
-            } else if alnum_prev && matches!(c, ':' | '<' | '>' | '=' | '/') && alpha_next {
+                && next.is_some_and(|n| n.is_ascii_digit() || n == '-'))
+                || (c == '.'
+                    && (p.is_lowercase() || is_quote(p))
+                    && next.is_some_and(|n| n.is_uppercase() || is_quote(n)))
+                || (c == ',' && p.is_alphabetic() && alpha_next)
+                || (alnum_prev && matches!(c, ':' | '<' | '>' | '=' | '/') && alpha_next);
+            if one {
                 len = 1;
             } else if alnum_prev && matches!(c, '-' | '–' | '—' | '~') {
                 // A hyphen or a run of them (`--`, `---`) between a letter or digit and a letter.
