@@ -155,6 +155,7 @@ fn special(s: &str) -> Option<[usize; 2]> {
     // `10am`, `5pm`: the hour and its period.
     for period in ["am", "pm", "a.m.", "p.m."] {
         if let Some(h) = s.strip_suffix(period)
+            && h.bytes().all(|b| b.is_ascii_digit())
             && h.parse::<u8>().is_ok_and(|h| (1..=12).contains(&h))
             && !h.starts_with('0')
         {
@@ -603,6 +604,26 @@ mod tests {
                 "0)20",
             ],
         );
+    }
+
+    // Whatever the text, the words are non-empty, hold no whitespace, and run together
+    // they are the text without its whitespace, in order: nothing is lost or made up.
+    #[test]
+    fn words_cover_the_text_whatever_it_holds() {
+        let alphabet: Vec<char> =
+            "ab AZ09.,;:!?'\"()[]{}<>-–—…#$%&*+/=@^_`|~°©€’“”´éßΩ日本\u{301}\t\n\u{a0}:)".chars().collect();
+        let mut rng = weave_core::rng::Rng::new(0x9_0bbe5);
+        for _ in 0..20_000 {
+            let mut out = Vec::new();
+            let len = rng.below(24);
+            let text: String = (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect();
+            words(&text, &mut out);
+            assert!(out.iter().all(|w| !w.is_empty() && !w.contains(is_space)), "{text:?}: {out:?}");
+            let joined: String = out.concat();
+            let expected: String = text.chars().filter(|c| !is_space(*c)).collect();
+            assert_eq!(joined, expected, "{text:?}: {out:?}");
+            assert!(sentences(&out) >= 1);
+        }
     }
 
     #[test]
