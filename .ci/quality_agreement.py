@@ -9,8 +9,10 @@ clean prose. Each of datatrove's four filters, with its default thresholds and i
 word tokenizer (spaCy's blank English, which ships in the spaCy wheel: no download), judges
 every document; `weave run` judges the same file once per filter. The script prints, per
 filter, how often the two agree on keeping a document, on the rule that drops it and (C4)
-on the text it keeps, and exits non-zero when any filter agrees on fewer than 99% of the
-documents.
+on the text it keeps. Then, on real English with code in it (the docstrings of Python's
+standard library, about 1,000), it checks that both count the same words (Gopher's) and
+the same C4 sentences. It exits non-zero when any of these agrees on fewer than 99%, or
+when the corpus leaves a filter untested.
 
 Usage: python quality_agreement.py WEAVE_BIN [--docs N] [--seed S] [--show K]
 """
@@ -376,6 +378,74 @@ path = "kept.jsonl"
     return out
 
 
+def docstrings(limit=1000):
+    """Real English with code in it: the docstrings of Python's standard library."""
+    import importlib
+    import inspect
+
+    out = []
+    for m in ["os", "re", "json", "collections", "argparse", "subprocess", "pathlib", "typing", "email",
+              "http.client", "urllib.parse", "logging", "unittest", "asyncio", "datetime", "decimal", "statistics",
+              "textwrap", "string", "csv", "sqlite3", "zipfile", "tarfile", "shutil", "inspect", "functools",
+              "itertools", "random", "socket"]:
+        for _, obj in inspect.getmembers(importlib.import_module(m)):
+            d = inspect.getdoc(obj)
+            if d and len(d) > 40:
+                out.append(d)
+    return list(dict.fromkeys(out))[:limit]
+
+
+def counts_agree(weave, work, texts):
+    """How often `quality` and datatrove count the same words (Gopher's, symbols left out)
+    and the same C4 sentences in each text: the measures read out of the exclusion file,
+    with thresholds no text can meet."""
+    from datatrove.pipeline.filters.c4_filters import CITATION_REGEX, ELLIPSIS, END_PUNCTUATION, POLICY_SUBSTRINGS
+    from datatrove.utils.text import PUNCTUATION_SET, split_into_sentences, split_into_words
+
+    d = work / "counts"
+    d.mkdir()
+    with open(d / "docs.jsonl", "w") as f:
+        for i, t in enumerate(texts):
+            f.write(json.dumps({"id": i, "text": t}) + "\n")
+    measured = {}
+    for name, table in [("gopher_quality", "{ min_doc_words = 100000000 }"),
+                        ("c4", "{ min_num_sentences = 100000000, filter_lorem_ipsum = false, filter_curly_bracket = false }")]:
+        (d / "p.toml").write_text(
+            f'[[step]]\nid = "load"\nkind = "load_jsonl"\npath = "docs.jsonl"\n\n'
+            f'[[step]]\nid = "quality"\nkind = "quality"\nfilters = ["{name}"]\n{name} = {table}\n'
+            f'exclusions = "excluded.jsonl"\n\n[[step]]\nid = "export"\nkind = "export_jsonl"\npath = "kept.jsonl"\n'
+        )
+        run = subprocess.run([weave, "run", "p.toml", "--no-cache"], cwd=d, capture_output=True, text=True)
+        if run.returncode != 0:
+            sys.exit(f"weave run failed:\n{run.stdout}\n{run.stderr}")
+        for line in (d / "excluded.jsonl").read_text().splitlines():
+            ex = json.loads(line)
+            measured[(name, ex["record"]["id"])] = int(ex["reason"].split(" ")[2])
+
+    def c4_sentences(text):
+        n = 0
+        for line in text.splitlines():
+            line = line.strip()
+            words = line.split()
+            if any(len(w) > 1000 for w in words):
+                continue
+            line = CITATION_REGEX.sub("", line)
+            if not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS) or len(words) < 3:
+                continue
+            low = line.lower()
+            if "javascript" in low or any(p in low for p in POLICY_SUBSTRINGS):
+                continue
+            n += len(split_into_sentences(line))
+        return n
+
+    words_ok = sum(
+        measured[("gopher_quality", i)] == sum(any(c not in PUNCTUATION_SET for c in w) for w in split_into_words(t))
+        for i, t in enumerate(texts)
+    )
+    sentences_ok = sum(measured[("c4", i)] == c4_sentences(t) for i, t in enumerate(texts))
+    return words_ok / len(texts), sentences_ok / len(texts)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("weave")
@@ -421,6 +491,12 @@ def main():
                     shown += 1
                     print(f"  doc {i}: datatrove {'keeps' if a[0] else 'drops: ' + a[1]}, "
                           f"weave {'keeps' if b[0] else 'drops: ' + b[1]}: {texts[i][:300]!r}")
+        texts = docstrings()
+        words, sentences = counts_agree(args.weave, work, texts)
+        print(f"{len(texts)} docstrings of Python's standard library: the same word count in {words:.2%}, "
+              f"the same C4 sentence count in {sentences:.2%}")
+        if min(words, sentences) < MIN_AGREEMENT:
+            failed = True
     if failed:
         sys.exit(f"agreement below {MIN_AGREEMENT:.0%}, or a filter left untested")
 

@@ -5,7 +5,8 @@
 //! that tokenizer does to the text web pages hold: text splits at whitespace; each piece
 //! loses its leading punctuation (prefixes) and trailing punctuation (suffixes) one at a
 //! time, unless what is left is a known abbreviation (`Dr.`, `e.g.`) or contraction
-//! (`don't` is `do` + `n't`); then hyphens, ellipses and a few other marks inside a word
+//! (`don't` is `do` + `n't`, and so is `dont`: spaCy splits them without the apostrophe
+//! too, `id` as `i` + `d`); then hyphens, ellipses and a few other marks inside a word
 //! split it (infixes). A sentence ends at a `.`, `!` or `?` token (spaCy's sentencizer),
 //! so `Dr. Smith` stays one sentence. Where these rules and spaCy's differ (emoticons,
 //! units after numbers, rarer abbreviations), README.md's `quality` section says so.
@@ -114,7 +115,9 @@ const ABBREVIATIONS: &[&str] = &[
     "a.m.", "p.m.", "vs.", "v.", "Inc.", "Ltd.", "Co.", "Corp.", "Ph.D.", "N.Y.", "Jan.", "Feb.", "Mar.", "Apr.",
     "Jun.", "Jul.", "Aug.", "Sep.", "Sept.", "Oct.", "Nov.", "Dec.", "Ala.", "Ariz.", "Calif.", "Conn.", "Fla.", "Ga.",
     "Ill.", "Kan.", "Ky.", "La.", "Md.", "Mass.", "Mich.", "Minn.", "Miss.", "Mo.", "Neb.", "Nev.", "N.J.", "N.M.",
-    "N.C.", "N.D.", "Okla.", "Ore.", "Pa.", "S.C.", "Tenn.", "Va.", "Wash.", "Wis.", "D.C.", "and/or",
+    "N.C.", "N.D.", "Okla.", "Ore.", "Pa.", "S.C.", "Tenn.", "Va.", "Wash.", "Wis.", "D.C.", "Ak.", "Adm.", "Ark.",
+    "Bros.", "Colo.", "Del.", "E.G.", "E.g.", "I.E.", "I.e.", "Ia.", "Id.", "Ind.", "Kans.", "Messrs.", "Mont.",
+    "N.H.", "Nebr.", "co.", "v.s.", "._.", "and/or",
 ];
 
 /// Emoticons, kept whole although made of punctuation.
@@ -136,21 +139,114 @@ fn is_icon(c: char) -> bool {
     !c.is_ascii() && ICON.is_match(c.encode_utf8(&mut [0; 4]))
 }
 
-/// Verbs whose `n't` splits off (`can't` is `ca` + `n't`, as spaCy has it).
-const NT_STEMS: &[&str] = &[
-    "do", "does", "did", "is", "are", "was", "were", "has", "have", "had", "could", "would", "should", "must", "might",
-    "need", "ca", "wo", "sha", "ai", "dare",
+/// The pronouns and question words that contractions attach to.
+const W: &[&str] = &[
+    "he", "how", "i", "it", "she", "that", "there", "these", "they", "this", "those", "we", "what", "when", "where",
+    "who", "why", "you",
+];
+/// The verbs whose `n't` (or bare `nt`) splits off: `can't` is `ca` + `n't`.
+const NT: &[&str] = &[
+    "ai", "are", "ca", "could", "dare", "did", "do", "does", "had", "has", "have", "is", "may", "might", "must",
+    "need", "ought", "sha", "should", "was", "were", "wo", "would",
+];
+/// Those of [`NT`] that also take `'ve` after `n't` (`couldn't've`).
+const NT_VE: &[&str] = &[
+    "ca", "could", "did", "do", "does", "had", "may", "might", "must", "need", "ought", "sha", "should", "wo", "would",
+];
+/// The words that take `'ve` (`could've`, `they've`).
+const VE: &[&str] = &[
+    "could", "how", "i", "might", "must", "not", "should", "there", "these", "they", "those", "we", "what", "when",
+    "where", "who", "why", "would", "you",
+];
+const RE: &[&str] = &["how", "there", "these", "they", "those", "we", "what", "when", "where", "who", "why", "you"];
+const S: &[&str] = &["he", "how", "it", "let", "she", "that", "there", "this", "what", "when", "where", "who", "why"];
+/// Without an apostrophe, the words that would read as another word are left out
+/// (`shed`, `hell`, `ill`, `shell`, `well`, `were`, `its`, `lets`).
+const D_BARE: &[&str] = &[
+    "he", "how", "i", "it", "that", "there", "these", "they", "this", "those", "we", "what", "when", "where", "who",
+    "why", "you",
+];
+const LL_BARE: &[&str] =
+    &["how", "it", "that", "there", "these", "they", "this", "those", "what", "when", "where", "who", "why", "you"];
+const RE_BARE: &[&str] = &["how", "there", "these", "they", "those", "what", "when", "where", "why", "you"];
+const S_BARE: &[&str] = &["he", "how", "she", "that", "there", "this", "what", "when", "where", "who", "why"];
+
+/// The contractions spaCy's English exceptions split: the parts after the stem (`{a}`
+/// stands for the apostrophe, straight or curly) and the stems that take them, longest
+/// endings first.
+const CONTRACTIONS: &[(&[&str], &[&str])] = &[
+    (&["n{a}t", "{a}ve"], NT_VE),
+    (&["{a}d", "{a}ve"], W),
+    (&["{a}ll", "{a}ve"], W),
+    (&["nt", "ve"], NT_VE),
+    (&["ll", "ve"], W),
+    (&["d", "ve"], W),
+    (&["{a}m", "a"], &["i"]),
+    (&["m", "a"], &["i"]),
+    (&["n{a}t"], NT),
+    (&["{a}ll"], W),
+    (&["{a}re"], RE),
+    (&["{a}ve"], VE),
+    (&["{a}d"], W),
+    (&["{a}s"], S),
+    (&["{a}m"], &["i"]),
+    (&["nt"], NT),
+    (&["ll"], LL_BARE),
+    (&["re"], RE_BARE),
+    (&["ve"], VE),
+    (&["d"], D_BARE),
+    (&["s"], S_BARE),
+    (&["m"], &["i"]),
 ];
 
-/// Words whose `'s`, `'m`, `'re`, `'ve`, `'ll`, `'d` split off.
-const PRONOUNS: &[&str] =
-    &["i", "you", "we", "they", "he", "she", "it", "who", "what", "there", "that", "where", "how", "this"];
+/// Whole words that split: `cannot` is `can` + `not`, `gonna` is `gon` + `na`.
+const SPLIT_WORDS: &[(&str, usize)] = &[("cannot", 3), ("gonna", 3), ("gotta", 3), ("yall", 1), ("y'all", 2)];
 
-/// How an exception splits `s`, as the lengths of its parts in bytes; `None` when `s` is
-/// not one.
-fn special(s: &str) -> Option<[usize; 2]> {
+/// How a contraction splits `s`, as the lengths of its parts in bytes.
+fn contraction(s: &str) -> Option<[usize; 3]> {
+    for &(word, at) in SPLIT_WORDS {
+        if lower_or_title(s, word) {
+            return Some([at, s.len() - at, 0]);
+        }
+    }
+    if !s.bytes().all(|b| b.is_ascii_alphabetic() || b == b'\'' || b >= 0x80) {
+        return None;
+    }
+    for apostrophe in ["'", "\u{2019}"] {
+        for &(tails, stems) in CONTRACTIONS {
+            let mut rest = s;
+            let mut lens = [0usize; 3];
+            let mut ok = true;
+            for (i, tail) in tails.iter().enumerate().rev() {
+                let tail = tail.replace("{a}", apostrophe);
+                match rest.strip_suffix(tail.as_str()) {
+                    Some(r) => {
+                        lens[i + 1] = tail.len();
+                        rest = r;
+                    }
+                    None => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok && stems.iter().any(|w| lower_or_title(rest, w)) {
+                lens[0] = rest.len();
+                return Some(lens);
+            }
+        }
+        if !s.contains('\u{2019}') {
+            break;
+        }
+    }
+    None
+}
+
+/// How an exception splits `s`, as the lengths of its parts in bytes (0 for none);
+/// `None` when `s` is not one.
+fn special(s: &str) -> Option<[usize; 3]> {
     if ABBREVIATIONS.contains(&s) || EMOTICONS.contains(&s) {
-        return Some([s.len(), 0]);
+        return Some([s.len(), 0, 0]);
     }
     // `10am`, `5pm`: the hour and its period.
     for period in ["am", "pm", "a.m.", "p.m."] {
@@ -159,35 +255,19 @@ fn special(s: &str) -> Option<[usize; 2]> {
             && h.parse::<u8>().is_ok_and(|h| (1..=12).contains(&h))
             && !h.starts_with('0')
         {
-            return Some([h.len(), period.len()]);
+            return Some([h.len(), period.len(), 0]);
         }
     }
+    if is_letter_abbreviation(s) {
+        return Some([2, 0, 0]);
+    }
+    contraction(s)
+}
+
+/// A lowercase letter and a period (`d.`): one word.
+fn is_letter_abbreviation(s: &str) -> bool {
     let b = s.as_bytes();
-    if b.len() == 2 && b[0].is_ascii_lowercase() && b[1] == b'.' {
-        return Some([2, 0]);
-    }
-    if s == "cannot" || s == "Cannot" {
-        return Some([3, 3]);
-    }
-    for (suffix, stems) in [("n't", NT_STEMS), ("n\u{2019}t", NT_STEMS)] {
-        if let Some(stem) = s.strip_suffix(suffix)
-            && stems.iter().any(|t| lower_or_title(stem, t))
-        {
-            return Some([stem.len(), suffix.len()]);
-        }
-    }
-    for apostrophe in ['\'', '\u{2019}'] {
-        if let Some(at) = s.rfind(apostrophe) {
-            let (stem, tail) = (&s[..at], &s[at + apostrophe.len_utf8()..]);
-            if matches!(tail, "s" | "m" | "re" | "ve" | "ll" | "d")
-                && PRONOUNS.iter().any(|p| lower_or_title(stem, p))
-                && (tail != "m" || stem.eq_ignore_ascii_case("i"))
-            {
-                return Some([stem.len(), s.len() - stem.len()]);
-            }
-        }
-    }
-    None
+    b.len() == 2 && b[0].is_ascii_lowercase() && b[1] == b'.'
 }
 
 /// Whether `s` is `word` in lowercase or with a capital first letter (`I` for `i`).
@@ -373,15 +453,17 @@ fn is_quote(c: char) -> bool {
 fn push_piece<'a>(piece: &'a str, out: &mut Vec<&'a str>) {
     let first = out.len();
     split_piece(piece, out);
-    // An emoticon split by the affix rules (`yes:)` is `yes`, `:`, `)`) is one word again,
-    // as spaCy's matcher of special cases makes it.
+    // An emoticon or a letter and its period split by the affix rules (`yes:)` is `yes`,
+    // `:`, `)`; `id.` is `i`, `d`, `.`) is one word again, as spaCy's matcher of special
+    // cases makes it.
     let mut i = first;
     while i + 1 < out.len() {
         let merged = (2..=3).filter(|k| i + k <= out.len()).find_map(|k| {
             let start = out[i].as_ptr() as usize - piece.as_ptr() as usize;
             let last = out[i + k - 1];
             let end = last.as_ptr() as usize - piece.as_ptr() as usize + last.len();
-            EMOTICONS.contains(&&piece[start..end]).then_some((k, &piece[start..end]))
+            let w = &piece[start..end];
+            (EMOTICONS.contains(&w) || is_letter_abbreviation(w)).then_some((k, w))
         });
         if let Some((k, w)) = merged {
             out.splice(i..i + k, [w]);
@@ -426,10 +508,11 @@ fn split_piece<'a>(piece: &'a str, out: &mut Vec<&'a str>) {
     }
     if !s.is_empty() {
         match special(s) {
-            Some([a, b]) => {
-                out.push(&s[..a]);
-                if b > 0 {
-                    out.push(&s[a..]);
+            Some(parts) => {
+                let mut at = 0;
+                for n in parts.into_iter().filter(|&n| n > 0) {
+                    out.push(&s[at..at + n]);
+                    at += n;
                 }
             }
             None if is_url(s) => out.push(s),
@@ -624,6 +707,18 @@ mod tests {
             assert_eq!(joined, expected, "{text:?}: {out:?}");
             assert!(sentences(&out) >= 1);
         }
+    }
+
+    #[test]
+    fn contractions_with_and_without_apostrophes_split_as_spacy_splits_them() {
+        check(
+            "Dont wont id. It's couldn't've they'd've I'ma gonna Gotta yall y'all its lets well shed hes whos don’t I’ll",
+            &[
+                "Do", "nt", "wo", "nt", "i", "d.", "It", "'s", "could", "n't", "'ve", "they", "'d", "'ve", "I", "'m",
+                "a", "gon", "na", "Got", "ta", "y", "all", "y'", "all", "its", "lets", "well", "shed", "he", "s",
+                "who", "s", "do", "n’t", "I", "’ll",
+            ],
+        );
     }
 
     #[test]
