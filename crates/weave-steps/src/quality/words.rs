@@ -202,6 +202,21 @@ const CONTRACTIONS: &[(&[&str], &[&str])] = &[
 /// Whole words that split: `cannot` is `can` + `not`, `gonna` is `gon` + `na`.
 const SPLIT_WORDS: &[(&str, usize)] = &[("cannot", 3), ("gonna", 3), ("gotta", 3), ("yall", 1), ("y'all", 2)];
 
+/// [`CONTRACTIONS`] with the apostrophe written in, straight then curly: made once, since
+/// every word is looked up.
+static CONTRACTION_TABLE: LazyLock<Vec<(Vec<String>, &'static [&'static str])>> = LazyLock::new(|| {
+    let mut table = Vec::new();
+    for apostrophe in ["'", "\u{2019}"] {
+        for &(tails, stems) in CONTRACTIONS {
+            if apostrophe != "'" && !tails.iter().any(|t| t.contains("{a}")) {
+                continue;
+            }
+            table.push((tails.iter().map(|t| t.replace("{a}", apostrophe)).collect(), stems));
+        }
+    }
+    table
+});
+
 /// How a contraction splits `s`, as the lengths of its parts in bytes.
 fn contraction(s: &str) -> Option<[usize; 3]> {
     for &(word, at) in SPLIT_WORDS {
@@ -209,43 +224,38 @@ fn contraction(s: &str) -> Option<[usize; 3]> {
             return Some([at, s.len() - at, 0]);
         }
     }
-    if !s.bytes().all(|b| b.is_ascii_alphabetic() || b == b'\'' || b >= 0x80) {
+    // Every contraction is letters and apostrophes, at most 10 bytes.
+    if s.len() > 12 || !s.bytes().all(|b| b.is_ascii_alphabetic() || b == b'\'' || b >= 0x80) {
         return None;
     }
-    for apostrophe in ["'", "\u{2019}"] {
-        for &(tails, stems) in CONTRACTIONS {
-            let mut rest = s;
-            let mut lens = [0usize; 3];
-            let mut ok = true;
-            for (i, tail) in tails.iter().enumerate().rev() {
-                let tail = tail.replace("{a}", apostrophe);
-                match rest.strip_suffix(tail.as_str()) {
-                    Some(r) => {
-                        lens[i + 1] = tail.len();
-                        rest = r;
-                    }
-                    None => {
-                        ok = false;
-                        break;
-                    }
+    'patterns: for (tails, stems) in CONTRACTION_TABLE.iter() {
+        let mut rest = s;
+        let mut lens = [0usize; 3];
+        for (i, tail) in tails.iter().enumerate().rev() {
+            match rest.strip_suffix(tail.as_str()) {
+                Some(r) => {
+                    lens[i + 1] = tail.len();
+                    rest = r;
                 }
-            }
-            if ok && stems.iter().any(|w| lower_or_title(rest, w)) {
-                lens[0] = rest.len();
-                return Some(lens);
+                None => continue 'patterns,
             }
         }
-        if !s.contains('\u{2019}') {
-            break;
+        if stems.iter().any(|w| lower_or_title(rest, w)) {
+            lens[0] = rest.len();
+            return Some(lens);
         }
     }
     None
 }
 
+/// The exceptions kept whole: [`ABBREVIATIONS`] and [`EMOTICONS`].
+static WHOLE: LazyLock<std::collections::HashSet<&'static str>> =
+    LazyLock::new(|| ABBREVIATIONS.iter().chain(EMOTICONS).copied().collect());
+
 /// How an exception splits `s`, as the lengths of its parts in bytes (0 for none);
 /// `None` when `s` is not one.
 fn special(s: &str) -> Option<[usize; 3]> {
-    if ABBREVIATIONS.contains(&s) || EMOTICONS.contains(&s) {
+    if WHOLE.contains(s) {
         return Some([s.len(), 0, 0]);
     }
     // `10am`, `5pm`: the hour and its period.
