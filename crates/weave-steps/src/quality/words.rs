@@ -224,8 +224,12 @@ fn contraction(s: &str) -> Option<[usize; 3]> {
             return Some([at, s.len() - at, 0]);
         }
     }
-    // Every contraction is letters and apostrophes, at most 10 bytes.
-    if s.len() > 12 || !s.bytes().all(|b| b.is_ascii_alphabetic() || b == b'\'' || b >= 0x80) {
+    // Every contraction is letters and apostrophes, at most 10 bytes, and ends in one of
+    // the letters its endings end in.
+    if s.len() > 12
+        || !s.ends_with(['t', 'T', 'e', 'd', 'l', 's', 'm', 'a'])
+        || !s.bytes().all(|b| b.is_ascii_alphabetic() || b == b'\'' || b >= 0x80)
+    {
         return None;
     }
     'patterns: for (tails, stems) in CONTRACTION_TABLE.iter() {
@@ -401,6 +405,13 @@ fn is_url(s: &str) -> bool {
 
 /// Pushes the infix-split parts of `s`.
 fn push_infixed<'a>(s: &'a str, out: &mut Vec<&'a str>) {
+    // Most words hold no character an infix starts with: pushed whole, with no work.
+    if !s.bytes().any(|b| {
+        matches!(b, b'.' | b'-' | b'+' | b'*' | b'^' | b',' | b':' | b'<' | b'>' | b'=' | b'/' | b'~') || b >= 0x80
+    }) {
+        out.push(s);
+        return;
+    }
     let cs: Vec<(usize, char)> = s.char_indices().collect();
     let mut start = 0;
     let mut i = 0;
