@@ -297,7 +297,7 @@ impl GopherRepetition {
 /// The characters of the most frequent n-gram (its words joined by spaces) times its
 /// count; of those equally frequent, the first to appear.
 fn top_gram_chars(ws: &[&str], n: usize) -> usize {
-    let mut counts: HashMap<&[&str], (usize, usize)> = HashMap::new();
+    let mut counts: HashMap<&[&str], (usize, usize)> = HashMap::with_capacity(ws.len());
     for (i, g) in ws.windows(n).enumerate() {
         counts.entry(g).or_insert((0, i)).0 += 1;
     }
@@ -311,7 +311,7 @@ fn top_gram_chars(ws: &[&str], n: usize) -> usize {
 /// skipping past each repeat (datatrove's `find_all_duplicate`).
 fn dup_gram_chars(joined: &str, starts: &[usize], n: usize) -> usize {
     let words = starts.len() - 1;
-    let mut seen: HashSet<&str> = HashSet::new();
+    let mut seen: HashSet<&str> = HashSet::with_capacity(words);
     let (mut repeated, mut i) = (0, 0);
     while i + n <= words {
         let gram = &joined[starts[i]..starts[i + n]];
