@@ -40,3 +40,5 @@ mod session;
 mod shards;
 // `weave slurm` on a real one-node Slurm (when .ci/run started one).
 mod slurm;
+// The quality filters through the binary: drops named by rule, C4's kept lines, figures.
+mod quality;

@@ -560,6 +560,17 @@ impl StepContext {
         }
     }
 
+    /// Drops one record on purpose like [`StepContext::drop_record`], counted under
+    /// `reason` but kept for the exclusion file with the reason `why` gives (built only
+    /// then): the counts stay one per rule while each excluded record says what it measured
+    /// (`gopher_repetition: top_2_gram 0.231 > 0.2`).
+    pub fn drop_record_because(&mut self, reason: &str, why: impl FnOnce() -> String, record: impl FnOnce() -> Record) {
+        self.count_dropped(reason, 1);
+        if self.keep_dropped {
+            self.excluded.push((why(), record()));
+        }
+    }
+
     /// Sets a dataset-level figure of the step (a validator's pass rate, a comparison of
     /// distributions) under `name`, for the run's stats and report. A later value for
     /// the same name replaces the earlier one, so a stateful step can set its totals in

@@ -49,6 +49,7 @@ mod llm_tests;
 mod near_dedup;
 mod noise;
 mod pii;
+mod quality;
 mod text;
 mod tokens;
 mod validate;
@@ -157,6 +158,7 @@ pub fn registry() -> weave_core::Registry {
         &dataset::FIELDS_KIND,
         &dataset::FILTER_KIND,
         &pii::KIND,
+        &quality::KIND,
         &dataset::SAMPLE_KIND,
         &dataset::COMPARE_KIND,
         &language::KIND,

@@ -278,6 +278,18 @@ const SAMPLES: &[Sample] = &[
         ],
     },
     Sample {
+        kind: "quality",
+        base: "",
+        changes: &[
+            ("field", None, "field = \"label\""),
+            ("filters", None, "filters = [\"c4\"]"),
+            ("gopher_quality", None, "gopher_quality = { min_doc_words = 20 }"),
+            ("gopher_repetition", None, "gopher_repetition = { top_2_gram = 0.3 }"),
+            ("c4", None, "c4 = { min_num_sentences = 3 }"),
+            ("fineweb", None, "fineweb = { line_punct_thr = 0.2 }"),
+        ],
+    },
+    Sample {
         kind: "sample",
         base: "fraction = 0.5",
         changes: &[
