@@ -105,6 +105,23 @@ pub enum StepError {
     },
 }
 
+/// An error and its causes as one line: each cause whose text the error's message does
+/// not already hold, after a colon (libraries' errors, such as an HTTP client's, often name
+/// only the operation and keep the reason in their source).
+pub fn error_line(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// The error for a field the step was told to use but the data does not have.
 pub fn missing_field(batch: &Batch, name: &str) -> StepError {
     let known: Vec<&str> = batch.schema().names().collect();

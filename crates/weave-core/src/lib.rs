@@ -35,7 +35,7 @@ pub use conf::{ConfItem, ConfTable, ConfValue};
 pub use context::BuildContext;
 pub use dag::{CriticalPath, Dag, Dep, Node, NodeSpec};
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Omitted, Severity, Snippet, SourceFile, did_you_mean};
-pub use error::{BoxError, Error, ErrorClass, ErrorOrigin, StepError, missing_field};
+pub use error::{BoxError, Error, ErrorClass, ErrorOrigin, StepError, error_line, missing_field};
 pub use event::{Event, EventLine, RunStatus, StepCounts, Subscriber};
 pub use json::JsonText;
 pub use keys::{KeyScope, NeutralKey, OUTPUT_NEUTRAL, is_output_neutral, is_output_neutral_for_kind};

@@ -417,7 +417,7 @@ impl Endpoint {
     /// (refused, no route, an unknown host), a connection that broke, or a request that
     /// cannot be made (a bad URL).
     fn transport_failure(&self, e: &reqwest::Error) -> Failure {
-        let text = self.redact(&error_chain(e));
+        let text = self.redact(&weave_core::error_line(e));
         if e.is_timeout() {
             transient(
                 format!(
@@ -453,28 +453,13 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
         .pool_idle_timeout(Duration::from_secs(60))
         .user_agent(concat!("weave/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| error_chain(&e))
-}
-
-/// An error and its causes, as one line (reqwest's own message names only the URL).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
+        .map_err(|e| weave_core::error_line(&e))
 }
 
 /// The body of `resp` as text, up to `max` bytes.
 async fn read_body(resp: &mut reqwest::Response, max: usize) -> Result<String, String> {
     let mut bytes = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| weave_core::error_line(&e))? {
         if bytes.len() + chunk.len() > max {
             return Err(format!("the answer is larger than {}", weave_core::format_bytes(max as u64)));
         }

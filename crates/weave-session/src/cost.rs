@@ -184,7 +184,8 @@ pub fn cost_plan(
     ));
     let dry = Pipeline::from_spec_with(spec, &registry, &BuildOptions { dry_run: true, ..options })
         .map_err(CostError::Invalid)?;
-    let summary = weave_exec::run(dry, ExecOptions::default()).map_err(|e| CostError::Run(error_chain(&e.error)))?;
+    let summary =
+        weave_exec::run(dry, ExecOptions::default()).map_err(|e| CostError::Run(weave_core::error_line(&e.error)))?;
     let last_runs = weave_monitor::list_runs(runs_dir).unwrap_or_default();
 
     let mut steps = Vec::new();
@@ -243,21 +244,6 @@ pub fn cost_plan(
         });
     }
     Ok(CostPlan { steps })
-}
-
-/// An error and its causes, as one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// A sink that writes nothing: a dry run's stand-in for every sink.
