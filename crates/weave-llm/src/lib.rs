@@ -838,6 +838,14 @@ mod tests {
         batch.join().unwrap()
     }
 
+    /// Held by the tests that count what is in flight in the whole process (requests
+    /// sent, the client's threads): run side by side, each would count the other's.
+    static PROCESS_WIDE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn process_wide() -> std::sync::MutexGuard<'static, ()> {
+        PROCESS_WIDE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The threads of this process whose name starts with `prefix` now.
     fn threads_named(prefix: &str) -> usize {
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
@@ -849,6 +857,7 @@ mod tests {
 
     #[test]
     fn requests_in_flight_stay_within_the_concurrency_over_every_batch_and_are_not_threads() {
+        let _alone = process_wide();
         let server = slow_server(Duration::from_millis(100));
         let dir = tempfile::tempdir().unwrap();
         let call = Arc::new(llm_call(&server.url(), "concurrency = 256", dir.path()));
@@ -903,6 +912,7 @@ mod tests {
 
     #[test]
     fn a_stop_sends_nothing_more_and_the_answers_in_flight_land_in_the_cache() {
+        let _alone = process_wide();
         // Every request takes a while: the run stops with four in flight, out of twenty.
         let server = slow_server(Duration::from_millis(300));
         let dir = tempfile::tempdir().unwrap();
@@ -922,6 +932,7 @@ mod tests {
 
     #[test]
     fn a_stop_cuts_short_the_waits_of_a_cool_down() {
+        let _alone = process_wide();
         // The provider asks for an hour's pause: the request waits on a timer, which a
         // stop ends at once.
         let server = TestServer::start(|_| Reply::too_many_requests("3600")).unwrap();
