@@ -389,3 +389,33 @@ fn plan_with_shards_shows_each_steps_part_and_the_stages() {
     std::fs::write(d.join("p.toml"), sampled).unwrap();
     check_in(d, &["plan", "p.toml", "--shards", "2"], 0, &["cannot run sharded: near"], &[]);
 }
+
+#[test]
+fn slurm_submit_without_sbatch_says_so_and_leaves_no_job_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("in.jsonl"), "{\"a\":1}\n").unwrap();
+    let p = "[[step]]\nid = \"l\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n[[step]]\nid = \"e\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n";
+    std::fs::write(d.join("p.toml"), p).unwrap();
+    // A PATH without Slurm's commands.
+    let out = Command::new(env!("CARGO_BIN_EXE_weave"))
+        .args(["slurm", "submit", "p.toml", "--tasks", "2"])
+        .current_dir(d)
+        .env("PATH", d)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot run sbatch"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jobs = std::fs::read_dir(d.join(".weave/jobs")).map(|r| r.count()).unwrap_or(0);
+    assert_eq!(jobs, 0, "no job folder left");
+    let out = weave_in(d, &["slurm", "submit", "p.toml", "--tasks", "0"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("--tasks"), "{}", out.stderr);
+    let out = weave_in(d, &["slurm", "status", "no-such-job"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("not a job folder"), "{}", out.stderr);
+}

@@ -177,7 +177,14 @@ pub(crate) fn submit(file: &Path, tasks: u32, resources: Resources, quiet: bool)
         "submissions": [],
     });
     let all: Vec<u32> = (0..tasks).collect();
-    let id = submit_array(&dir, &mut job, &all)?;
+    let id = match submit_array(&dir, &mut job, &all) {
+        Ok(id) => id,
+        Err(e) => {
+            // Nothing was queued: no job folder is left to follow.
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
     emit(&format!(
         "submitted Slurm job {id}: {tasks} tasks of {}\njob folder: {}\nfollow it with: weave slurm status {}\n",
         file.display(),
