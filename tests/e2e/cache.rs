@@ -52,7 +52,7 @@ fn input(rows: usize) -> String {
     csv
 }
 
-fn setup(rows: usize, batch: usize) -> tempfile::TempDir {
+pub(crate) fn setup(rows: usize, batch: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("p.toml"), pipeline(batch, 10)).expect("pipeline");
     std::fs::write(dir.path().join("in.csv"), input(rows)).expect("input");
@@ -77,7 +77,7 @@ fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 }
 
 /// Every file in the cache's object store.
-fn entries(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn entries(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(shards) = std::fs::read_dir(dir.join(".weave/cache/objects")) {
         for shard in shards.flatten() {

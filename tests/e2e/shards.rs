@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::cli::{check_in, weave_in};
 
@@ -418,4 +419,72 @@ fn slurm_submit_without_sbatch_says_so_and_leaves_no_job_folder() {
     let out = weave_in(d, &["slurm", "status", "no-such-job"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("not a job folder"), "{}", out.stderr);
+}
+
+/// A job of 3 shards over one cache, each standing in for a machine of its own (its pid
+/// space faked with WEAVE_PID_SPACE), is frozen (SIGSTOP) once each has pinned its entries;
+/// `weave cache gc --max-size 0` then removes nothing (the pins' leases are fresh); the
+/// shards go on (SIGCONT) and the job's parts in order are the single process's output.
+#[test]
+fn gc_during_a_sharded_job_removes_nothing_a_live_shard_holds() {
+    let dir = crate::cache::setup(300_000, 64);
+    let d = dir.path();
+    check_in(d, &["run", "p.toml", "--no-cache"], 0, &["run succeeded"], &[]);
+    let whole = read(&d.join("out/result.jsonl"));
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_weave"));
+            for v in crate::cli::SHARD_VARIABLES {
+                c.env_remove(v);
+            }
+            c.args(["-q", "run", "p.toml", "--shard", &format!("{i}/3")])
+                .current_dir(d)
+                .env_remove("WEAVE_CACHE_DIR")
+                .env("WEAVE_PID_SPACE", format!("00000000dec0de0{i}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("weave starts")
+        })
+        .collect();
+    let pins = d.join(".weave/cache/pins");
+    let start = std::time::Instant::now();
+    let pinned = || std::fs::read_dir(&pins).map(|p| p.flatten().count()).unwrap_or(0);
+    while !(pinned() >= 3 && crate::cache::entries(d).len() >= 3) && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let signal = |sig: &str| {
+        for c in &children {
+            Command::new("kill").args([sig, &c.id().to_string()]).status().expect("kill runs");
+        }
+    };
+    signal("-STOP");
+    // `kill` returns before every thread has stopped: wait until each says `T` (stopped).
+    let stopped = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task")).map_or(true, |tasks| {
+            tasks.flatten().all(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                stat.rfind(')').is_none_or(|i| matches!(stat[i + 1..].trim_start().chars().next(), Some('T' | 'Z')))
+            })
+        })
+    };
+    while !children.iter().all(|c| stopped(c.id())) && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let held = crate::cache::entries(d);
+    let live_pins = pinned();
+    check_in(d, &["cache", "gc", "--max-size", "0"], 0, &[], &[]);
+    let after = crate::cache::entries(d);
+    signal("-CONT");
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    if live_pins >= 3 {
+        // Every shard was still running when gc ran: it kept everything they hold.
+        assert_eq!(after, held, "gc removed entries that live shards pinned");
+    }
+    let parts: Vec<_> = (0..3).map(|i| d.join(format!("out/result-part-{i:05}-of-00003.jsonl"))).collect();
+    assert_eq!(concatenated(&parts), whole);
 }
