@@ -24,6 +24,11 @@ const MAGIC: &[u8; 4] = b"WVX1";
 /// How often a shard looks for an earlier shard's keys while it waits.
 const POLL: Duration = Duration::from_millis(100);
 
+/// How long a shard waits for an earlier shard's keys before it says so as a warning, and
+/// how often it says so again.
+const WAIT_WARNING: Duration = Duration::from_secs(60);
+const WAIT_WARNING_AGAIN: Duration = Duration::from_secs(600);
+
 /// One shard's side of a step's exchange.
 #[derive(Debug)]
 pub(crate) struct Exchange {
@@ -144,6 +149,8 @@ impl Exchange {
         let mut said = false;
         for j in 0..self.shard.index() {
             let path = self.file_of(j);
+            let since = std::time::Instant::now();
+            let mut next_warning = WAIT_WARNING;
             while !path.exists() {
                 if ctx.is_cancelled() {
                     return Err(StepError::fatal("cancelled while waiting for the other shards' keys"));
@@ -155,6 +162,18 @@ impl Exchange {
                         path.display()
                     );
                     said = true;
+                }
+                // A long wait is worth seeing without -v: the earlier shard may have died
+                // before its keys were out, and then only its run again ends the wait.
+                let waited = since.elapsed();
+                if waited >= next_warning {
+                    log::warn!(
+                        "shard {}: still waiting, after {} s, for shard {j}'s keys ({}): is shard {j} of the job running? If it failed, run it again (`weave slurm resume JOB`)",
+                        self.shard,
+                        waited.as_secs(),
+                        path.display()
+                    );
+                    next_warning = waited + WAIT_WARNING_AGAIN;
                 }
                 std::thread::sleep(POLL);
             }
@@ -192,3 +211,67 @@ impl Exchange {
 /// What a sharded whole-dataset step holds while it waits for the earlier shards: its own
 /// batches, with their keys, to decide on once it has taken the earlier shards' in.
 pub(crate) type Held<K> = Vec<(Batch, K)>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    fn exchange(dir: &Path, index: u32, count: u32) -> Exchange {
+        Exchange { dir: dir.to_path_buf(), shard: Shard::new(index, count).unwrap(), out: None, published: false }
+    }
+
+    #[test]
+    fn the_earlier_shards_keys_come_back_in_shard_order_batch_by_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("x-of-3");
+        let mut zero = exchange(&folder, 0, 3);
+        zero.publish(b"a1").unwrap();
+        zero.publish(b"a22").unwrap();
+        let mut one = exchange(&folder, 1, 3);
+        assert!(!one.earlier_ready(), "shard 0's file is not there until its input ends");
+        zero.finish_publishing().unwrap();
+        assert!(one.earlier_ready());
+        // A shard with no input publishes an empty file.
+        one.finish_publishing().unwrap();
+        let two = exchange(&folder, 2, 3);
+        let ctx = StepContext::new("s", 0, 0, Arc::default());
+        let mut got = Vec::new();
+        two.take_earlier(&ctx, |b| {
+            got.push(b.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, [b"a1".to_vec(), b"a22".to_vec()]);
+        // Published again (a resumed run): the file in place is kept.
+        let mut again = exchange(&folder, 0, 3);
+        again.publish(b"other").unwrap();
+        again.finish_publishing().unwrap();
+        let mut got = Vec::new();
+        two.take_earlier(&ctx, |b| {
+            got.push(b.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn a_cancelled_run_stops_waiting_and_a_damaged_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("y-of-2");
+        let one = exchange(&folder, 1, 2);
+        let ctx = StepContext::new("s", 0, 0, Arc::new(AtomicBool::new(true)));
+        let err = one.take_earlier(&ctx, |_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("cancelled"), "{err}");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("part-00000-of-00002.keys"), b"WVX1\x09\x00\x00\x00\x00\x00\x00\x00ab").unwrap();
+        let ctx = StepContext::new("s", 0, 0, Arc::default());
+        let err = one.take_earlier(&ctx, |_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("cut short"), "{err}");
+        std::fs::write(folder.join("part-00000-of-00002.keys"), b"nope").unwrap();
+        let err = one.take_earlier(&ctx, |_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("not a file of the shards' keys"), "{err}");
+    }
+}
