@@ -66,10 +66,12 @@ impl Exchange {
         weave_core::CanonicalConfig::of(&serde_json::json!({ "step": step, "exchange": folder })).unwrap_or(config)
     }
 
-    /// A secret both shards of the job share for keyed hashes: from the folder's name,
-    /// which the front end makes from a content key.
+    /// A secret every shard of the job shares for keyed hashes: from the folder's name
+    /// (a content key), not its path, which differs on nodes that mount the shared cache
+    /// elsewhere.
     pub(crate) fn secret(&self) -> (u64, u64) {
-        let h = blake3::hash(self.dir.as_os_str().as_encoded_bytes());
+        let name = self.dir.file_name().unwrap_or(self.dir.as_os_str());
+        let h = blake3::hash(name.as_encoded_bytes());
         let b = h.as_bytes();
         let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
         (word(0), word(8))
@@ -255,6 +257,15 @@ mod tests {
         })
         .unwrap();
         assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn the_secret_is_the_same_wherever_the_shared_cache_is_mounted() {
+        let a = exchange(Path::new("/mnt/a/.weave/cache/exchange/k1-of-4"), 0, 4);
+        let b = exchange(Path::new("/shared/cache/exchange/k1-of-4"), 3, 4);
+        let other = exchange(Path::new("/mnt/a/.weave/cache/exchange/k2-of-4"), 0, 4);
+        assert_eq!(a.secret(), b.secret());
+        assert_ne!(a.secret(), other.secret());
     }
 
     #[test]

@@ -632,16 +632,23 @@ impl NearDedup {
 
     /// Takes a batch with its signatures: decides at once, or, in a shard whose earlier
     /// shards' signatures are not all there yet, holds it (publishing its own either way).
-    fn take(&mut self, batch: &Batch, s: Signed, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
-        let Some(x) = &mut self.exchange else { return self.decide(batch, &s, ctx, out) };
+    fn take(
+        &mut self,
+        batch: &Batch,
+        s: &Signed,
+        ctx: &mut StepContext,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), StepError> {
+        let Some(x) = &mut self.exchange else { return self.decide(batch, s, ctx, out) };
         x.publish(&s.encode())?;
         if !self.warmed && self.held.is_empty() && x.earlier_ready() {
             self.warm(ctx)?;
         }
         if self.warmed {
-            self.decide(batch, &s, ctx, out)
+            self.decide(batch, s, ctx, out)
         } else {
-            self.held.push((batch.clone(), s));
+            // Held: copied, since the executor keeps the preparation for a retried call.
+            self.held.push((batch.clone(), s.clone()));
             Ok(())
         }
     }
@@ -676,7 +683,7 @@ impl StatefulTransform for NearDedup {
 
     fn process(&mut self, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
         let signed = self.signing.sign_batch(batch)?;
-        self.take(batch, signed, ctx, out)
+        self.take(batch, &signed, ctx, out)
     }
 
     fn process_prepared(
@@ -687,10 +694,7 @@ impl StatefulTransform for NearDedup {
         out: &mut Vec<Batch>,
     ) -> Result<(), StepError> {
         let signed = weave_core::prepared_as::<Signed>(prepared, "near_dedup")?;
-        if self.exchange.is_none() {
-            return self.decide(batch, signed, ctx, out);
-        }
-        self.take(batch, signed.clone(), ctx, out)
+        self.take(batch, signed, ctx, out)
     }
 
     fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {

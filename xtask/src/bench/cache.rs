@@ -24,7 +24,7 @@ use super::{Figure, Report, Rng, Target, median, thousands};
 const ROWS: usize = 1_000_000;
 const REPS: usize = 3;
 
-const PIPELINE: &str = r#"
+pub(super) const PIPELINE: &str = r#"
 [pipeline]
 name = "cache-bench"
 

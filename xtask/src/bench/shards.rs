@@ -16,32 +16,6 @@ use super::{Figure, Report, Target, median, thousands};
 
 const REPS: usize = 3;
 
-const PIPELINE: &str = r#"
-[pipeline]
-name = "shards-bench"
-
-[[step]]
-id = "load"
-kind = "load_csv"
-path = "in.csv"
-
-[[step]]
-id = "clean"
-kind = "clean"
-fields = ["text"]
-rules = ["trim", "collapse_whitespace", { min_chars = 20 }]
-
-[[step]]
-id = "dedup"
-kind = "dedup"
-fields = ["text"]
-
-[[step]]
-id = "export"
-kind = "export_jsonl"
-path = "out/clean.jsonl"
-"#;
-
 /// CPU time of the children this process has waited for, from `/proc/self/stat`
 /// (`cutime` and `cstime`, fields 16 and 17, in ticks of 1/100 s).
 fn children_cpu() -> Option<Duration> {
@@ -71,9 +45,11 @@ pub(super) fn run(report: &mut Report) {
     }
     drop(csv);
     std::fs::write(dir.path().join("in.jsonl"), jsonl).expect("input");
-    let csv_pipeline = PIPELINE.to_owned();
+    // The `cache` scenario's pipeline, with the cache's defaults.
+    let csv_pipeline = super::cache::PIPELINE.replace("CACHE", "").replace("OUT", "out/clean.jsonl");
     let jsonl_pipeline =
-        PIPELINE.replace("kind = \"load_csv\"\npath = \"in.csv\"", "kind = \"load_jsonl\"\npath = \"in.jsonl\"");
+        csv_pipeline.replace("kind = \"load_csv\"\npath = \"in.csv\"", "kind = \"load_jsonl\"\npath = \"in.jsonl\"");
+    assert!(jsonl_pipeline.contains("load_jsonl"), "the cache scenario's pipeline reads in.csv as its load step");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     report.progress(format!("1,000,000 rows ({} MB), {cores} cores", bytes / 1_000_000));
     // One job: `shards` processes (none: one process without `--shard`) started together.
