@@ -371,6 +371,110 @@ fn shards_run_one_after_another_in_shard_order_give_the_single_run() {
     assert_eq!(concatenated(&parts), kept);
 }
 
+/// Runs `weave run p.toml --shard I/N --stage K` in `d`, failing if it does not end
+/// within two minutes (a stage that waited for another shard would never end here).
+fn run_stage(d: &Path, i: usize, n: usize, k: usize) -> serde_json::Value {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weave"));
+    for v in crate::cli::SHARD_VARIABLES {
+        c.env_remove(v);
+    }
+    let mut child = c
+        .args(["-q", "run", "p.toml", "--shard", &format!("{i}/{n}"), "--stage", &k.to_string()])
+        .current_dir(d)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("weave starts");
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("stage {k} of shard {i}/{n} did not end: it waited for another shard");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "stage {k} of shard {i}/{n}: {}", String::from_utf8_lossy(&out.stderr));
+    // The run's record: the newest report of this shard.
+    let runs = d.join(".weave/runs");
+    let part = format!("part-{i:05}-of-{n:05}");
+    let mut reports: Vec<_> = std::fs::read_dir(&runs)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(&part)))
+        .collect();
+    reports.sort_by_key(|p| std::fs::metadata(p.join("report.json")).and_then(|m| m.modified()).ok());
+    let path = reports.last().expect("a run record").join("report.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["steps"].as_array().unwrap().iter().find(|s| s["step"] == id).unwrap_or_else(|| panic!("no step {id}"))
+}
+
+/// A job run stage by stage (`--stage K`, as `weave slurm submit` runs it, one array job
+/// per stage): in each stage the shards run in any order without waiting for one another,
+/// a stage before the last writes no output, the stage after it reads the whole-dataset
+/// step's input back from the cache, and the last stage's parts in order are the single
+/// process's output.
+#[test]
+fn shards_run_stage_by_stage_give_the_single_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.toml"), DEDUP_PIPELINE).unwrap();
+    std::fs::write(d.join("in.csv"), dedup_input()).unwrap();
+    check_in(d, &["run", "p.toml", "--no-cache"], 0, &["run succeeded"], &[]);
+    let kept = read(&d.join("out/kept.jsonl"));
+    let duplicates = read(&d.join("out/duplicates.jsonl"));
+    let n = 3;
+    for k in 1..=3 {
+        // Last shard first: nothing a stage needs comes from a shard of the same stage.
+        for i in (0..n).rev() {
+            let report = run_stage(d, i, n, k);
+            match k {
+                1 => {
+                    // Up to dedup's input, and dedup only publishes its keys.
+                    let ids: Vec<&str> =
+                        report["steps"].as_array().unwrap().iter().filter_map(|s| s["step"].as_str()).collect();
+                    assert_eq!(ids, ["load", "clean", "dedup"], "stage 1 runs what dedup needs");
+                    assert_eq!(step(&report, "dedup")["records_out"], 0);
+                }
+                2 => {
+                    // dedup decides; its input is read back from the cache stage 1 left.
+                    assert_eq!(step(&report, "clean")["cache"], "replayed", "{report:#}");
+                    assert_eq!(step(&report, "load")["cache"], "skipped", "{report:#}");
+                    assert!(report["steps"].as_array().unwrap().iter().all(|s| s["step"] != "export"));
+                }
+                _ => {
+                    // near_dedup's input, dedup's output, was kept by stage 2.
+                    assert_eq!(step(&report, "dedup")["cache"], "replayed", "{report:#}");
+                    assert_eq!(step(&report, "clean")["cache"], "skipped", "{report:#}");
+                    assert_eq!(step(&report, "export")["records_in"], step(&report, "near")["records_out"]);
+                }
+            }
+            // The export's parts are the last stage's; dedup's exclusion file is written by
+            // the stage in which it decides.
+            let written: Vec<String> = std::fs::read_dir(d.join("out"))
+                .unwrap()
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .filter(|name| name.contains("-part-"))
+                .collect();
+            let allowed = |name: &String| k >= 3 || (k == 2 && name.starts_with("duplicates-"));
+            assert!(written.iter().all(allowed), "stage {k} wrote {written:?}");
+        }
+    }
+    let parts = |stem: &str| -> Vec<std::path::PathBuf> {
+        (0..n).map(|i| d.join(format!("out/{stem}-part-{i:05}-of-{n:05}.jsonl"))).collect()
+    };
+    assert_eq!(String::from_utf8(concatenated(&parts("kept"))).unwrap(), String::from_utf8(kept).unwrap());
+    assert_eq!(concatenated(&parts("duplicates")), duplicates);
+    // A stage out of range, or without a shard, is refused.
+    check_in(d, &["run", "p.toml", "--shard", "0/3", "--stage", "4"], 1, &[], &["--stage 4", "3 stages"]);
+    check_in(d, &["run", "p.toml", "--shard", "0/3", "--stage", "0"], 1, &[], &["--stage 0"]);
+    check_in(d, &["run", "p.toml", "--stage", "1"], 1, &[], &["--stage is for a shard"]);
+}
+
 #[test]
 fn plan_with_shards_shows_each_steps_part_and_the_stages() {
     let dir = tempfile::tempdir().unwrap();

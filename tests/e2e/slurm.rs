@@ -3,12 +3,15 @@
 //!
 //! A 4-task job runs a two-stage pipeline — an exact dedup over the whole input (the shards
 //! exchange their keys), then an LLM step that answers slowly (the test server, 150 ms an
-//! answer, one at a time) — one task at a time (`--cpus 2` on a 2-CPU node). Shard 1 is
-//! cancelled with `scancel` while it runs (after its dedup keys are out, so that the later
-//! shards do not wait for them); `weave slurm status --wait` then fails naming the shard,
-//! `weave slurm resume` submits that shard alone, and the job's parts in shard order are
-//! the single process's output. The finished shards are not run again: their completion
-//! markers are untouched and each has one run record.
+//! answer, one at a time) — as two array jobs, the second after the first (`afterok`), one
+//! task at a time (`--cpus 2` on a 2-CPU node). Stage 1 reads each shard's input and
+//! publishes its dedup keys; stage 2 reads the input back from the cache, dedups and calls
+//! the LLM. Shard 1's stage 2 is cancelled with `scancel` while it runs; `weave slurm status
+//! --wait` then fails naming the shard, `weave slurm resume` submits that task alone, and
+//! the job's parts in shard order are the single process's output. Nothing finished is run
+//! again: the completion markers of every finished task are untouched, each finished task
+//! has one run record, and the resumed task's run reads its input back from the cache
+//! that stage 1 left (`"cache": "replayed"` in its report).
 
 use std::path::Path;
 use std::process::Command;
@@ -108,25 +111,32 @@ fn a_slurm_job_of_four_shards_survives_a_cancelled_task_and_equals_one_process()
     let d = job.path();
     let out = weave(d, &["slurm", "submit", "p.toml", "--tasks", "4", "--cpus", "2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let said = text(&out.stdout);
-    let id = said.split_whitespace().nth(3).expect("the Slurm job id").trim_end_matches(':').to_owned();
+    assert!(text(&out.stdout).contains("2 stages of 4 tasks"), "{}", text(&out.stdout));
     let jobs: Vec<_> = std::fs::read_dir(d.join(".weave/jobs")).unwrap().flatten().map(|e| e.path()).collect();
     assert_eq!(jobs.len(), 1);
     let jobdir = jobs[0].clone();
     let jobarg = jobdir.to_str().unwrap();
-    assert!(std::fs::read_to_string(jobdir.join("submit-1.sbatch")).unwrap().contains("--array=0,1,2,3"));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(jobdir.join("job.json")).unwrap()).unwrap();
+    let (first, second) = (
+        meta["submissions"][0]["slurm_job"].as_str().unwrap().to_owned(),
+        meta["submissions"][1]["slurm_job"].as_str().unwrap().to_owned(),
+    );
+    let script = |name: &str| std::fs::read_to_string(jobdir.join(name)).unwrap();
+    assert!(script("submit-1-stage-1.sbatch").contains("--array=0,1,2,3"));
+    assert!(script("submit-1-stage-1.sbatch").contains("--stage 1"));
+    let stage2 = script("submit-2-stage-2.sbatch");
+    assert!(stage2.contains(&format!("--dependency=afterok:{first}\n")), "{stage2}");
+    assert!(stage2.contains("--stage 2"), "{stage2}");
 
-    // Shard 1, once it runs, is cancelled mid-run.
+    // Shard 1's second stage, once it runs, is cancelled mid-run.
     let t0 = Instant::now();
     loop {
-        assert!(t0.elapsed() < Duration::from_secs(120), "shard 1 never ran");
-        let keys_out = std::fs::read_dir(d.join(".weave/cache/exchange"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| e.path().join("part-00001-of-00004.keys").exists());
-        if queued(&id, 1).as_deref() == Some("RUNNING") && keys_out {
-            let st = Command::new("scancel").arg(format!("{id}_1")).status().expect("scancel");
+        assert!(t0.elapsed() < Duration::from_secs(180), "stage 2 of shard 1 never ran");
+        if queued(&second, 1).as_deref() == Some("RUNNING") {
+            // Into its LLM calls (each 150 ms).
+            std::thread::sleep(Duration::from_millis(400));
+            let st = Command::new("scancel").arg(format!("{second}_1")).status().expect("scancel");
             assert!(st.success());
             break;
         }
@@ -134,25 +144,38 @@ fn a_slurm_job_of_four_shards_survives_a_cancelled_task_and_equals_one_process()
     }
     let out = weave(d, &["slurm", "status", jobarg, "--wait"]);
     assert_eq!(out.status.code(), Some(1), "{}\n{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stdout).contains("shard 1: not done"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("shard 1: not done (failed or cancelled) (stage 2 of 2"),
+        "{}",
+        text(&out.stdout)
+    );
     assert!(text(&out.stderr).contains("weave slurm resume"), "{}", text(&out.stderr));
-    let markers = |i: u32| std::fs::read_to_string(jobdir.join(format!("done/part-{i:05}-of-00004.json"))).ok();
-    let before: Vec<Option<String>> = (0..4).map(markers).collect();
-    assert!(before[1].is_none(), "the cancelled shard left no marker");
+    let markers = |name: String| std::fs::read_to_string(jobdir.join("done").join(name)).ok();
+    let last = |i: u32| markers(format!("part-{i:05}-of-00004.json"));
+    let first_stage = |i: u32| markers(format!("stage-1-part-{i:05}-of-00004.json"));
+    let before: Vec<Option<String>> = (0..4).map(last).collect();
+    let before_first: Vec<Option<String>> = (0..4).map(first_stage).collect();
+    assert!(before[1].is_none(), "the cancelled task left no marker");
     assert!([0, 2, 3].iter().all(|&i| before[i].is_some()), "{before:?}");
+    assert!(before_first.iter().all(Option::is_some), "every first stage finished: {before_first:?}");
 
     let out = weave(d, &["slurm", "resume", jobarg]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("shards 1 of 4"), "{}", text(&out.stdout));
-    assert!(std::fs::read_to_string(jobdir.join("submit-2.sbatch")).unwrap().contains("--array=1\n"));
+    assert!(text(&out.stdout).contains("stage 2 of shards 1 of 4"), "{}", text(&out.stdout));
+    let resumed = script("submit-3-stage-2.sbatch");
+    assert!(resumed.contains("--array=1\n") && !resumed.contains("--dependency"), "{resumed}");
     let out = weave(d, &["slurm", "status", jobarg, "--wait"]);
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("4 of 4 shards done"), "{}", text(&out.stdout));
 
-    // The finished shards were not run again: their markers are as they were, and each
-    // has the one run record that succeeded.
+    // Nothing finished was run again: the markers are as they were, and each finished
+    // task has the one run record that succeeded (two per shard, one per stage; shard 1
+    // has its cancelled second stage's as well).
     for i in [0u32, 2, 3] {
-        assert_eq!(markers(i), before[i as usize], "shard {i}'s marker");
+        assert_eq!(last(i), before[i as usize], "shard {i}'s marker");
+    }
+    for i in 0..4u32 {
+        assert_eq!(first_stage(i), before_first[i as usize], "shard {i}'s first stage's marker");
     }
     let runs: Vec<String> = std::fs::read_dir(d.join(".weave/runs"))
         .unwrap()
@@ -161,10 +184,21 @@ fn a_slurm_job_of_four_shards_survives_a_cancelled_task_and_equals_one_process()
         .collect();
     for i in 0..4 {
         let n = runs.iter().filter(|r| r.ends_with(&format!("-part-{i:05}-of-00004"))).count();
-        assert_eq!(n, if i == 1 { 2 } else { 1 }, "shard {i}'s runs: {runs:?}");
+        assert_eq!(n, if i == 1 { 3 } else { 2 }, "shard {i}'s runs: {runs:?}");
     }
+    // The resumed run read its input back from the cache stage 1 left.
+    let resumed_run = last(1)
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+        .and_then(|m| m["run"].as_str().map(str::to_owned))
+        .expect("shard 1's run");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join(".weave/runs").join(&resumed_run).join("report.json")).unwrap(),
+    )
+    .unwrap();
+    let step = |id: &str| report["steps"].as_array().unwrap().iter().find(|s| s["step"] == id).unwrap().clone();
+    assert_eq!(step("load")["cache"], "replayed", "{report:#}");
     assert_eq!(text(&expected).lines().count(), 40, "the single run kept each text once");
-    // One report for the job: the shards' records merged.
+    // One report for the job: the shards' last stages' records merged.
     let out = weave(d, &["report", jobarg, "--format", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

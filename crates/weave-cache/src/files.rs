@@ -1,5 +1,10 @@
 //! Input files' content hashes, computed once and then trusted while the file's
 //! (path, size, mtime, inode) stay the same, the way git's index does.
+//!
+//! Processes sharing a cache folder hash a large file once between them: the shards of
+//! a job start together, and each would otherwise read the whole input to key its share
+//! of it. The first to need a file's hash takes a lock named for the file in `files.d/`,
+//! hashes it and leaves the hash there; the others wait for the lock and take the hash.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -41,6 +46,20 @@ fn racy_window(stamp: &Stamp) -> Duration {
 pub struct FileIndex {
     path: PathBuf,
     known: Mutex<HashMap<PathBuf, Known>>,
+    /// Where a large file's hash is left for the other processes that share the cache
+    /// (`files.d/` beside `files.json`); `None` for an index kept nowhere.
+    shared: Option<PathBuf>,
+}
+
+/// Files smaller than this are hashed by each process that needs them: hashing a
+/// mebibyte takes well under a millisecond, less than taking a lock and writing a record.
+const SHARED_FROM: u64 = 1 << 20;
+
+/// A large file's hash as left in `files.d/` for the other processes sharing the cache.
+#[derive(Debug, Serialize, Deserialize)]
+struct SharedHash {
+    path: PathBuf,
+    known: Known,
 }
 
 impl FileIndex {
@@ -49,13 +68,13 @@ impl FileIndex {
     pub fn load(dir: &Path) -> FileIndex {
         let path = dir.join("files.json");
         let known = fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        FileIndex { path, known: Mutex::new(known) }
+        FileIndex { path, known: Mutex::new(known), shared: Some(dir.join("files.d")) }
     }
 
     /// An empty index kept nowhere, for a run without a cache (its lineage still hashes
     /// the files it reads and writes). [`FileIndex::save`] must not be called on it.
     pub fn unsaved() -> FileIndex {
-        FileIndex { path: PathBuf::new(), known: Mutex::new(HashMap::new()) }
+        FileIndex { path: PathBuf::new(), known: Mutex::new(HashMap::new()), shared: None }
     }
 
     /// The blake3 of `file`'s content: from the index when the file's stamp is unchanged,
@@ -69,20 +88,48 @@ impl FileIndex {
         {
             return Ok(k.hash);
         }
-        let mut hasher = blake3::Hasher::new();
-        let f = File::open(&abs).map_err(Error::io(&abs))?;
-        hasher.update_reader(std::io::BufReader::with_capacity(1 << 20, f)).map_err(Error::io(&abs))?;
-        let hash = Key::from(hasher.finalize());
         let fresh = meta
             .modified()
             .ok()
             .and_then(|m| SystemTime::now().duration_since(m).ok())
             .is_none_or(|age| age < racy_window(&stamp));
+        // Another process may be hashing it or have hashed it: wait for it and take its
+        // hash. (A file too recent to trust its stamp is hashed by each: its record could
+        // be stale by the time another process reads it.)
+        let shared = self.shared.as_deref().filter(|_| !fresh && stamp.size >= SHARED_FROM).map(|dir| {
+            let name = blake3::hash(abs.as_os_str().as_encoded_bytes()).to_hex();
+            (dir.join(format!("{}.lock", &name[..32])), dir.join(format!("{}.json", &name[..32])))
+        });
+        let _lock = shared.as_ref().and_then(|(lock, _)| lock_file(lock));
+        if let Some((_, record)) = &shared
+            && let Some(left) = fs::read(record).ok().and_then(|b| serde_json::from_slice::<SharedHash>(&b).ok())
+            && left.path == abs
+            && left.known.stamp == stamp
+        {
+            let hash = left.known.hash;
+            self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(abs, left.known);
+            return Ok(hash);
+        }
+        let mut hasher = blake3::Hasher::new();
+        let f = File::open(&abs).map_err(Error::io(&abs))?;
+        hasher.update_reader(std::io::BufReader::with_capacity(1 << 20, f)).map_err(Error::io(&abs))?;
+        let hash = Key::from(hasher.finalize());
         // A file changed while it was read, or too recently to trust its stamp, is not
         // remembered.
         let after = fs::metadata(&abs).map(|m| stamp_of(&m)).ok();
         if !fresh && after == Some(stamp) {
-            self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(abs, Known { stamp, hash });
+            let known = Known { stamp, hash };
+            if let Some((_, record)) = &shared {
+                // Only a shortcut for the others: a record that cannot be written costs
+                // them a hash of their own.
+                let left = SharedHash { path: abs.clone(), known: known.clone() };
+                if let Ok(bytes) = serde_json::to_vec(&left)
+                    && let Err(e) = weave_fs::write_atomically(record, &bytes)
+                {
+                    log::debug!("cannot leave the hash of {} in {}: {e}", abs.display(), record.display());
+                }
+            }
+            self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(abs, known);
         }
         Ok(hash)
     }
@@ -103,6 +150,23 @@ impl FileIndex {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(Error::io(dir))?;
         weave_fs::write_atomically(&self.path, &bytes).map_err(Error::io(&self.path))
+    }
+}
+
+/// Takes the lock `path` names (made, and its folder, when missing), waiting for the
+/// process that holds it; `None` when it cannot be taken (a file system without locks):
+/// the file is then hashed without waiting for anyone.
+fn lock_file(path: &Path) -> Option<File> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).ok()?;
+    }
+    let file = File::options().create(true).truncate(false).write(true).open(path).ok()?;
+    match file.lock() {
+        Ok(()) => Some(file),
+        Err(e) => {
+            log::debug!("cannot lock {}: {e}", path.display());
+            None
+        }
     }
 }
 
@@ -174,6 +238,60 @@ mod tests {
         for p in [&a, &b] {
             assert!(known.contains_key(&fs::canonicalize(p).unwrap()), "{} kept", p.display());
         }
+    }
+
+    // Issue 17: the shards of a job start together, and each hashed the whole input to key
+    // its share of it (4 shards, 4 reads of every byte).
+    #[test]
+    fn processes_sharing_a_cache_hash_a_large_file_once_between_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("big.jsonl");
+        let content = vec![b'x'; (SHARED_FROM + 10) as usize];
+        fs::write(&data, &content).unwrap();
+        age(&data, 60);
+        // Two processes' indexes, neither saved: only the record in files.d/ links them.
+        let (first, second) = (FileIndex::load(dir.path()), FileIndex::load(dir.path()));
+        let h = first.hash(&data).unwrap();
+        assert_eq!(h, Key::of_content(&content));
+        // Change the content behind an identical stamp: the second index's answer can then
+        // only come from the first's record.
+        let meta = fs::metadata(&data).unwrap();
+        let mut other = content.clone();
+        other[0] = b'y';
+        fs::write(&data, &other).unwrap();
+        File::options().write(true).open(&data).unwrap().set_modified(meta.modified().unwrap()).unwrap();
+        assert_eq!(second.hash(&data).unwrap(), h, "taken from the first process's record");
+
+        // A real change moves the stamp: the record no longer applies, and is replaced.
+        fs::write(&data, &other).unwrap();
+        age(&data, 30);
+        let third = FileIndex::load(dir.path());
+        assert_eq!(third.hash(&data).unwrap(), Key::of_content(&other));
+        assert_eq!(FileIndex::load(dir.path()).hash(&data).unwrap(), Key::of_content(&other));
+
+        // Threads of their own, started together, all get the right hash.
+        let hashes: Vec<Key> = std::thread::scope(|s| {
+            let handles: Vec<_> =
+                (0..4).map(|_| s.spawn(|| FileIndex::load(dir.path()).hash(&data).unwrap())).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(hashes.iter().all(|k| *k == Key::of_content(&other)));
+
+        // A damaged record is only a shortcut missed.
+        for entry in fs::read_dir(dir.path().join("files.d")).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "json") {
+                fs::write(&p, b"{not json").unwrap();
+            }
+        }
+        assert_eq!(FileIndex::load(dir.path()).hash(&data).unwrap(), Key::of_content(&other));
+        // Small files are hashed by each process, with no record left.
+        let small = dir.path().join("small.csv");
+        fs::write(&small, b"a\n").unwrap();
+        age(&small, 60);
+        let before = fs::read_dir(dir.path().join("files.d")).unwrap().count();
+        FileIndex::load(dir.path()).hash(&small).unwrap();
+        assert_eq!(fs::read_dir(dir.path().join("files.d")).unwrap().count(), before);
     }
 
     #[test]

@@ -52,9 +52,14 @@ use std::path::{Path, PathBuf};
 /// The files and folders the cache writes and removes in its folder `dir`: its entries
 /// (`objects/`) and their temporary files (`tmp/`), the packs of small entries (`packs/`),
 /// the steps' last keys (`keys/`), the
-/// pins of running runs (`pins/`) and the index of input files (`files.json`). Nothing
+/// pins of running runs (`pins/`), the keys the shards of a job exchange (`exchange/`) and
+/// the index of input files (`files.json`, and `files.d/` where processes sharing the
+/// cache leave large files' hashes for each other). Nothing
 /// else there is the cache's: a run refuses to write an output onto these, and may keep
 /// other files beside them (the quarantine file, with the cache in `.weave/`).
 pub fn own_paths(dir: &Path) -> Vec<PathBuf> {
-    ["objects", "tmp", "packs", "keys", "pins", "exchange", "files.json"].iter().map(|name| dir.join(name)).collect()
+    ["objects", "tmp", "packs", "keys", "pins", "exchange", "files.json", "files.d"]
+        .iter()
+        .map(|name| dir.join(name))
+        .collect()
 }

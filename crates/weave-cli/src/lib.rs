@@ -125,6 +125,13 @@ enum Command {
         /// run leaves its completion marker there when it succeeds.
         #[arg(long, value_name = "DIR")]
         job_dir: Option<PathBuf>,
+        /// Run only stage K (from 1) of the shard, as `weave slurm submit` does with one
+        /// array job per stage: a stage before the last runs what the next stage's
+        /// whole-dataset steps need and publishes their keys; the last runs the rest
+        /// (`weave plan FILE --shards N` shows the stages). Without it, a shard runs every
+        /// stage, waiting where it needs the earlier shards' keys.
+        #[arg(long, value_name = "K")]
+        stage: Option<usize>,
     },
     /// Run a pipeline's shards as a Slurm array job, and follow it.
     Slurm {
@@ -320,6 +327,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             cache_dir,
             shard,
             job_dir,
+            stage,
         } => {
             let shard = match shard {
                 Some(s) => Some(*s),
@@ -344,11 +352,12 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             if let Some(dir) = job_dir {
                 slurm::check_job(dir, shard, &pf.config_hash())?;
             }
-            let p = build(&pf, &sharded_build_options(&pf, &options)?, cli.quiet)?;
+            let (bo, stages) = sharded_build_options(&pf, &options, *stage)?;
+            let p = build(&pf, &bo, cli.quiet)?;
             let hash = pf.config_hash();
             let record = run::run(pf, p, options, cli.quiet)?;
             match job_dir {
-                Some(dir) => slurm::mark_done(dir, shard, &hash, record.as_deref()),
+                Some(dir) => slurm::mark_done(dir, shard, stage.zip(stages), &hash, record.as_deref()),
                 None => Ok(()),
             }
         }
@@ -504,19 +513,42 @@ fn load(file: &Path, quiet: bool) -> Result<Pipeline, Failure> {
 /// The build options of a run: in a shard of a job of several, with the folders where the
 /// shards exchange the keys of the pipeline's whole-dataset steps, named from the pipeline
 /// built whole (see `weave::exchange_dirs`).
-fn sharded_build_options(
+/// With `stage` (`--stage K`), the run is that stage of the shard (see
+/// [`stages::stage_options`]); the pipeline's number of stages comes back with the options.
+pub(crate) fn sharded_build_options(
     pf: &weave::PipelineFile,
     options: &weave::RunOptions,
-) -> Result<weave::BuildOptions, Failure> {
+    stage: Option<usize>,
+) -> Result<(weave::BuildOptions, Option<usize>), Failure> {
     let mut bo = options.build_options();
-    let Some(shard) = bo.shard.filter(|s| s.count() > 1) else { return Ok(bo) };
+    let Some(shard) = bo.shard.filter(|s| s.count() > 1) else {
+        if stage.is_some() {
+            return Err(Failure::Other(
+                "--stage is for a shard of a job of several: give --shard I/N (N > 1) as well".into(),
+            ));
+        }
+        return Ok((bo, None));
+    };
     // Its problems are the sharded pipeline's, which the build after this one prints.
     let Ok(whole) = pf.build(&weave::registry(), &weave::BuildOptions { shard: None, ..bo.clone() }) else {
-        return Ok(bo);
+        return Ok((bo, None));
     };
+    let stages = stages::count(&whole);
+    if let Some(k) = stage {
+        if k == 0 || k > stages {
+            return Err(Failure::Other(format!(
+                "--stage {k}: {} runs in {stages} {} as shards, from 1 (`weave plan {} --shards {}` shows them)",
+                pf.path.display(),
+                if stages == 1 { "stage" } else { "stages" },
+                pf.path.display(),
+                shard.count()
+            )));
+        }
+        stages::stage_options(&whole, k, &mut bo);
+    }
     let dir = weave::cache_dir_for(&pf.path, whole.cache_dir.as_deref(), options.cache_dir.as_deref());
     bo.exchange = weave::exchange_dirs(&whole, &dir, shard.count()).map_err(|e| Failure::Other(e.to_string()))?;
-    Ok(bo)
+    Ok((bo, Some(stages)))
 }
 
 pub(crate) fn read_file(file: &Path) -> Result<weave::PipelineFile, Failure> {

@@ -1,12 +1,16 @@
 //! `weave slurm`: a pipeline's shards as a Slurm array job.
 //!
 //! `submit` writes a job folder (`.weave/jobs/<id>/` beside the pipeline file: `job.json`,
-//! the sbatch scripts as submitted, the tasks' logs) and submits one array job whose task
-//! `I` runs `weave run FILE --shard I/N --job-dir <folder>`. A task whose run succeeds
-//! leaves a completion marker (`done/part-IIIII-of-NNNNN.json`); `status` reads the markers
-//! and Slurm's queue; `resume` submits again the shards that have no marker and are not
-//! queued, so that a job whose tasks were cancelled or failed is finished without
-//! running the finished shards again.
+//! the sbatch scripts as submitted, the tasks' logs) and submits one array job per stage
+//! of the pipeline run sharded (`weave plan --shards N` shows them), each after the one
+//! before has succeeded (`--dependency=afterok`): task `I` of stage `K` runs `weave run
+//! FILE --shard I/N --stage K --job-dir <folder>` (a pipeline of one stage: no
+//! `--stage`). A task whose run succeeds leaves a completion marker
+//! (`done/stage-K-part-IIIII-of-NNNNN.json`; the last stage's is
+//! `done/part-IIIII-of-NNNNN.json`, the shard's); `status` reads the markers and Slurm's
+//! queue; `resume` submits again, stage by stage, the tasks that have no marker and are
+//! not queued, so that a job whose tasks were cancelled or failed is finished without
+//! running the finished ones again.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,14 +46,34 @@ fn path_text(p: &Path) -> Result<&str, Failure> {
     p.to_str().ok_or_else(|| Failure::Other(format!("{} is not UTF-8: a Slurm script cannot name it", p.display())))
 }
 
-/// Submits shards `shards` of the job in `dir` as one array job; returns Slurm's job id.
-fn submit_array(dir: &Path, job: &mut Value, shards: &[u32]) -> Result<String, Failure> {
+/// The job's number of stages (a job folder written before stages: 1).
+fn stage_count(job: &Value) -> usize {
+    job["stages"].as_u64().map_or(1, |n| n.max(1) as usize)
+}
+
+/// The completion marker of `shard`'s stage `k` of `stages`: the last stage's is the
+/// shard's own.
+fn marker(dir: &Path, shard: weave::Shard, k: usize, stages: usize) -> PathBuf {
+    let name = if k >= stages { shard.part_name() } else { format!("stage-{k}-{}", shard.part_name()) };
+    dir.join(DONE).join(format!("{name}.json"))
+}
+
+/// Submits stage `stage` (from 1) of shards `shards` of the job in `dir` as one array job,
+/// to start once the Slurm jobs `after` have all succeeded; returns Slurm's job id.
+fn submit_array(
+    dir: &Path,
+    job: &mut Value,
+    stage: usize,
+    shards: &[u32],
+    after: &[String],
+) -> Result<String, Failure> {
     let tasks = job["tasks"].as_u64().unwrap_or(1);
+    let stages = stage_count(job);
     let file = PathBuf::from(job["pipeline_file"].as_str().unwrap_or_default());
     let weave = job["weave"].as_str().unwrap_or_default().to_owned();
     let r = &job["resources"];
     let n = job["submissions"].as_array().map_or(0, Vec::len) + 1;
-    let script_path = dir.join(format!("submit-{n}.sbatch"));
+    let script_path = dir.join(format!("submit-{n}-stage-{stage}.sbatch"));
     let array: Vec<String> = shards.iter().map(u32::to_string).collect();
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| Failure::Other(format!("cannot make {}: {e}", logs.display())))?;
@@ -57,7 +81,14 @@ fn submit_array(dir: &Path, job: &mut Value, shards: &[u32]) -> Result<String, F
     let mut s = String::from("#!/bin/bash\n");
     s.push_str(&format!("#SBATCH --job-name={}\n", sbatch_word(&format!("weave-{name}"))));
     s.push_str(&format!("#SBATCH --array={}\n", array.join(",")));
-    s.push_str(&format!("#SBATCH --output={}\n", path_text(&logs.join("part-%a.out"))?));
+    let log = if stages > 1 { format!("stage-{stage}-part-%a.out") } else { "part-%a.out".to_owned() };
+    s.push_str(&format!("#SBATCH --output={}\n", path_text(&logs.join(log))?));
+    if !after.is_empty() {
+        // A stage runs on the keys and cache entries the stage before it left; if that
+        // stage fails, Slurm cancels this one rather than leave it pending for ever.
+        s.push_str(&format!("#SBATCH --dependency=afterok:{}\n", after.join(":")));
+        s.push_str("#SBATCH --kill-on-invalid-dep=yes\n");
+    }
     s.push_str(&format!("#SBATCH --chdir={}\n", path_text(file.parent().unwrap_or(Path::new("/")))?));
     for (key, flag) in [("partition", "partition"), ("time", "time"), ("mem", "mem"), ("cpus", "cpus-per-task")] {
         match &r[key] {
@@ -66,16 +97,26 @@ fn submit_array(dir: &Path, job: &mut Value, shards: &[u32]) -> Result<String, F
             _ => {}
         }
     }
-    s.push_str(&format!(
-        "# Written by `weave slurm submit`: task I runs shard I of {tasks} of the pipeline below and\n\
-         # leaves done/part-IIIII-of-NNNNN.json in the job folder when its run succeeds.\n"
-    ));
+    if stages > 1 {
+        s.push_str(&format!(
+            "# Written by `weave slurm submit`: task I runs stage {stage} of {stages} of shard I of {tasks} of the\n\
+             # pipeline below and leaves its completion marker in the job folder's done/ when it succeeds.\n"
+        ));
+    } else {
+        s.push_str(&format!(
+            "# Written by `weave slurm submit`: task I runs shard I of {tasks} of the pipeline below and\n\
+             # leaves done/part-IIIII-of-NNNNN.json in the job folder when its run succeeds.\n"
+        ));
+    }
     let mut cmd = format!(
         "exec {} run {} --shard \"$SLURM_ARRAY_TASK_ID/{tasks}\" --job-dir {}",
         quote(&weave),
         quote(path_text(&file)?),
         quote(path_text(dir)?)
     );
+    if stages > 1 {
+        cmd.push_str(&format!(" --stage {stage}"));
+    }
     if let Some(c) = r["cache_dir"].as_str() {
         cmd.push_str(&format!(" --cache-dir {}", quote(c)));
     }
@@ -105,6 +146,8 @@ fn submit_array(dir: &Path, job: &mut Value, shards: &[u32]) -> Result<String, F
     if let Some(list) = job["submissions"].as_array_mut() {
         list.push(json!({
             "slurm_job": id,
+            "stage": stage,
+            "after": after,
             "shards": shards,
             "script": script_path.file_name().map(|n| n.to_string_lossy().into_owned()),
             "submitted_ms": now_ms(),
@@ -147,7 +190,9 @@ pub(crate) fn submit(file: &Path, tasks: u32, resources: Resources, quiet: bool)
         cache_dir: resources.cache_dir.clone(),
         ..weave::RunOptions::default()
     };
-    let pipeline = crate::build(&pf, &crate::sharded_build_options(&pf, &run)?, quiet)?;
+    let (options, stages) = crate::sharded_build_options(&pf, &run, None)?;
+    let pipeline = crate::build(&pf, &options, quiet)?;
+    let stages = stages.unwrap_or(1);
     let abs = std::fs::canonicalize(file).map_err(|e| Failure::Other(format!("{}: {e}", file.display())))?;
     let weave_bin =
         std::env::current_exe().map_err(|e| Failure::Other(format!("cannot find the weave binary: {e}")))?;
@@ -165,6 +210,7 @@ pub(crate) fn submit(file: &Path, tasks: u32, resources: Resources, quiet: bool)
         "pipeline_file": path_text(&abs)?,
         "config_hash": pf.config_hash(),
         "tasks": tasks,
+        "stages": stages,
         "weave": path_text(&weave_bin)?,
         "resources": {
             "partition": resources.partition,
@@ -177,20 +223,40 @@ pub(crate) fn submit(file: &Path, tasks: u32, resources: Resources, quiet: bool)
         "submissions": [],
     });
     let all: Vec<u32> = (0..tasks).collect();
-    let id = match submit_array(&dir, &mut job, &all) {
-        Ok(id) => id,
-        Err(e) => {
-            // Nothing was queued: no job folder is left to follow.
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
+    let mut ids: Vec<String> = Vec::new();
+    for k in 1..=stages {
+        match submit_array(&dir, &mut job, k, &all, &ids[ids.len().saturating_sub(1)..]) {
+            Ok(id) => ids.push(id),
+            Err(e) => {
+                // Nothing is left queued: no job folder is left to follow.
+                cancel(&ids);
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
         }
+    }
+    let what = if stages == 1 {
+        format!("submitted Slurm job {}: {tasks} tasks of {}", ids.join(""), file.display())
+    } else {
+        format!(
+            "submitted Slurm jobs {}: {stages} stages of {tasks} tasks of {}, each after the one before",
+            ids.join(", "),
+            file.display()
+        )
     };
-    emit(&format!(
-        "submitted Slurm job {id}: {tasks} tasks of {}\njob folder: {}\nfollow it with: weave slurm status {}\n",
-        file.display(),
-        dir.display(),
-        dir.display()
-    ))
+    emit(&format!("{what}\njob folder: {}\nfollow it with: weave slurm status {}\n", dir.display(), dir.display()))
+}
+
+/// Cancels the Slurm jobs `ids` (a submission that failed part-way), saying so when it
+/// cannot.
+fn cancel(ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    match Command::new("scancel").args(ids).status() {
+        Ok(s) if s.success() => {}
+        _ => log::warn!("could not cancel Slurm jobs {}: cancel them with scancel", ids.join(" ")),
+    }
 }
 
 /// The state of each shard of a job.
@@ -210,50 +276,77 @@ pub(crate) fn job_dir(job: &str) -> PathBuf {
     if p.join("job.json").exists() { p } else { Path::new(".weave/jobs").join(job) }
 }
 
-fn states(dir: &Path, job: &Value) -> Result<Vec<ShardState>, Failure> {
+/// The state of each stage (from the first) of each shard of the job in `dir`.
+fn states(dir: &Path, job: &Value) -> Result<Vec<Vec<ShardState>>, Failure> {
     let tasks = job["tasks"].as_u64().unwrap_or(0) as u32;
-    let ids: Vec<String> = job["submissions"]
+    let stages = stage_count(job);
+    let subs: Vec<(String, usize)> = job["submissions"]
         .as_array()
-        .map(|s| s.iter().filter_map(|x| x["slurm_job"].as_str().map(str::to_owned)).collect())
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| Some((x["slurm_job"].as_str()?.to_owned(), x["stage"].as_u64().unwrap_or(1) as usize)))
+                .collect()
+        })
         .unwrap_or_default();
-    // Queued tasks, one line each (`-r`): the array job's id, the task's index, its state.
-    let mut queued: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
-    if !ids.is_empty() {
+    // Queued tasks, one line each (`-r`): the array job's id, the task's index, its state;
+    // by stage and task.
+    let mut queued: std::collections::HashMap<(usize, u32), String> = std::collections::HashMap::new();
+    if !subs.is_empty() {
+        let ids: Vec<&str> = subs.iter().map(|(id, _)| id.as_str()).collect();
         let out = Command::new("squeue")
             .args(["-h", "-r", "-o", "%F %K %T", "-j", &ids.join(",")])
             .output()
             .map_err(|e| Failure::Other(format!("cannot run squeue: {e}")))?;
         // squeue fails when none of the jobs is known any more: nothing is queued then.
         if out.status.success() {
-            // Later submissions win: a shard resubmitted after a failure is the new task.
-            let order = |id: &str| ids.iter().position(|i| i == id).unwrap_or(0);
-            let mut seen: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+            // Later submissions win: a task resubmitted after a failure is the new one.
+            let mut seen: std::collections::HashMap<(usize, u32), usize> = std::collections::HashMap::new();
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let mut w = line.split_whitespace();
                 let (Some(array), Some(task), Some(state)) = (w.next(), w.next(), w.next()) else { continue };
                 let Ok(task) = task.parse::<u32>() else { continue };
-                let rank = order(array);
-                if seen.get(&task).is_none_or(|&r| rank >= r) {
-                    seen.insert(task, rank);
-                    queued.insert(task, state.to_owned());
+                let Some(rank) = subs.iter().position(|(id, _)| id == array) else { continue };
+                let at = (subs[rank].1, task);
+                if seen.get(&at).is_none_or(|&r| rank >= r) {
+                    seen.insert(at, rank);
+                    queued.insert(at, state.to_owned());
                 }
             }
         }
     }
-    let mut out = Vec::with_capacity(tasks as usize);
-    for i in 0..tasks {
-        let shard = weave::Shard::new(i, tasks).map_err(other)?;
-        let marker = dir.join(DONE).join(format!("{}.json", shard.part_name()));
-        let state = match std::fs::read_to_string(&marker) {
-            Ok(text) => ShardState::Done(serde_json::from_str(&text).unwrap_or(Value::Null)),
-            Err(_) => match queued.get(&i) {
-                Some(s) => ShardState::Queued(s.clone()),
-                None => ShardState::NotDone,
-            },
-        };
-        out.push(state);
+    let mut out = vec![Vec::with_capacity(tasks as usize); stages];
+    for (k, per_stage) in (1..=stages).zip(out.iter_mut()) {
+        for i in 0..tasks {
+            let shard = weave::Shard::new(i, tasks).map_err(other)?;
+            let state = match std::fs::read_to_string(marker(dir, shard, k, stages)) {
+                Ok(text) => ShardState::Done(serde_json::from_str(&text).unwrap_or(Value::Null)),
+                Err(_) => match queued.get(&(k, i)) {
+                    Some(s) => ShardState::Queued(s.clone()),
+                    None => ShardState::NotDone,
+                },
+            };
+            per_stage.push(state);
+        }
     }
     Ok(out)
+}
+
+/// Each shard's state over its stages: done when its last stage is; queued while a stage
+/// of it is in Slurm's queue (the first one not done, or a later one waiting for it).
+fn overall(s: &[Vec<ShardState>]) -> Vec<ShardState> {
+    let Some(last) = s.last() else { return Vec::new() };
+    (0..last.len())
+        .map(|i| match &last[i] {
+            ShardState::Done(m) => ShardState::Done(m.clone()),
+            _ => s
+                .iter()
+                .find_map(|stage| match &stage[i] {
+                    ShardState::Queued(q) => Some(ShardState::Queued(q.clone())),
+                    _ => None,
+                })
+                .unwrap_or(ShardState::NotDone),
+        })
+        .collect()
 }
 
 /// `weave slurm status`: one line per shard; with `wait`, until no shard is queued, then
@@ -262,11 +355,12 @@ pub(crate) fn status(job: &str, wait: bool) -> Result<(), Failure> {
     let dir = job_dir(job);
     let meta = load(&dir)?;
     let mut shown = String::new();
-    let s = loop {
-        let s = states(&dir, &meta)?;
+    let all = loop {
+        let all = states(&dir, &meta)?;
+        let s = overall(&all);
         let queued = s.iter().any(|x| matches!(x, ShardState::Queued(_)));
         if !wait || !queued {
-            break s;
+            break all;
         }
         let line = summary(&s);
         if line != shown {
@@ -275,12 +369,25 @@ pub(crate) fn status(job: &str, wait: bool) -> Result<(), Failure> {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
+    let s = overall(&all);
+    let stages = all.len();
     let mut text = String::new();
     for (i, st) in s.iter().enumerate() {
+        // Where a shard of several stages is: the first stage not done.
+        let at = (stages > 1)
+            .then(|| all.iter().position(|stage| !matches!(stage[i], ShardState::Done(_))))
+            .flatten()
+            .map(|k| match &all[k][i] {
+                ShardState::Queued(q) => format!(" (stage {} of {stages}: {})", k + 1, q.to_lowercase()),
+                _ => format!(" (stage {} of {stages} not done)", k + 1),
+            })
+            .unwrap_or_default();
         let what = match st {
             ShardState::Done(m) => format!("done ({})", m["run"].as_str().unwrap_or("run record unknown")),
-            ShardState::Queued(q) => q.to_lowercase(),
-            ShardState::NotDone => "not done (failed or cancelled): `weave slurm resume` submits it again".to_owned(),
+            ShardState::Queued(q) => format!("{}{at}", q.to_lowercase()),
+            ShardState::NotDone => {
+                format!("not done (failed or cancelled){at}: `weave slurm resume` submits it again")
+            }
         };
         text.push_str(&format!("shard {i}: {what}\n"));
     }
@@ -303,7 +410,10 @@ fn summary(s: &[ShardState]) -> String {
     format!("{done} of {} shards done, {queued} queued or running, {} not done", s.len(), s.len() - done - queued)
 }
 
-/// `weave slurm resume`: submits again the shards that neither finished nor are queued.
+/// `weave slurm resume`: submits again, stage by stage, the tasks that neither finished
+/// nor are queued (failed, cancelled, or cancelled by Slurm because a stage before them
+/// failed). Each stage resubmitted starts after the stage before it: the one submitted
+/// now, or the tasks of it still queued.
 pub(crate) fn resume(job: &str) -> Result<(), Failure> {
     let dir = job_dir(job);
     let mut meta = load(&dir)?;
@@ -315,14 +425,49 @@ pub(crate) fn resume(job: &str) -> Result<(), Failure> {
             file.display()
         )));
     }
-    let s = states(&dir, &meta)?;
-    let todo: Vec<u32> = (0..s.len() as u32).filter(|&i| s[i as usize] == ShardState::NotDone).collect();
-    if todo.is_empty() {
-        return emit(&format!("nothing to resume: {}\n", summary(&s)));
+    let all = states(&dir, &meta)?;
+    let stages = all.len();
+    // By stage: the Slurm jobs of it that may still have tasks queued.
+    let queued: Vec<Vec<String>> = (1..=stages)
+        .map(|k| {
+            if !all[k - 1].iter().any(|x| matches!(x, ShardState::Queued(_))) {
+                return Vec::new();
+            }
+            meta["submissions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|x| x["stage"].as_u64().unwrap_or(1) as usize == k)
+                .filter_map(|x| x["slurm_job"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .collect();
+    let queued_jobs = |k: usize| queued[k - 1].clone();
+    let mut lines = Vec::new();
+    let mut before: Vec<String> = Vec::new();
+    for k in 1..=stages {
+        let todo: Vec<u32> =
+            (0..all[k - 1].len() as u32).filter(|&i| all[k - 1][i as usize] == ShardState::NotDone).collect();
+        if todo.is_empty() {
+            // Still queued, the stage's own tasks are what the next stage waits for.
+            before = queued_jobs(k);
+            continue;
+        }
+        let mut after = before.clone();
+        if k > 1 && before.is_empty() {
+            after = queued_jobs(k - 1);
+        }
+        let id = submit_array(&dir, &mut meta, k, &todo, &after)?;
+        let list: Vec<String> = todo.iter().map(u32::to_string).collect();
+        let stage = if stages > 1 { format!("stage {k} of ") } else { String::new() };
+        lines.push(format!("submitted Slurm job {id}: {stage}shards {} of {}", list.join(", "), all[k - 1].len()));
+        before = vec![id];
+        before.extend(queued_jobs(k));
     }
-    let id = submit_array(&dir, &mut meta, &todo)?;
-    let list: Vec<String> = todo.iter().map(u32::to_string).collect();
-    emit(&format!("submitted Slurm job {id}: shards {} of {}\n", list.join(", "), s.len()))
+    if lines.is_empty() {
+        return emit(&format!("nothing to resume: {}\n", summary(&overall(&all))));
+    }
+    emit(&format!("{}\n", lines.join("\n")))
 }
 
 /// What `weave run --job-dir` does after its run succeeded: leaves the shard's completion
@@ -331,6 +476,7 @@ pub(crate) fn resume(job: &str) -> Result<(), Failure> {
 pub(crate) fn mark_done(
     dir: &Path,
     shard: Option<weave::Shard>,
+    stage: Option<(usize, usize)>,
     config_hash: &str,
     record: Option<&Path>,
 ) -> Result<(), Failure> {
@@ -340,17 +486,20 @@ pub(crate) fn mark_done(
     let meta = load(dir)?;
     let done = dir.join(DONE);
     std::fs::create_dir_all(&done).map_err(|e| Failure::Other(format!("cannot make {}: {e}", done.display())))?;
-    let marker = json!({
+    let (k, stages) = stage.unwrap_or((1, 1));
+    let marker_json = json!({
         "shard": shard.index(),
         "count": shard.count(),
+        "stage": k,
+        "stages": stages,
         "config_hash": config_hash,
         "job_config_hash": meta["config_hash"],
         "run": record.and_then(|r| r.file_name()).map(|n| n.to_string_lossy().into_owned()),
         "host": weave::host_name(),
         "finished_ms": now_ms(),
     });
-    let path = done.join(format!("{}.json", shard.part_name()));
-    weave::write_atomically(&path, marker.to_string().as_bytes())
+    let path = marker(dir, shard, k, stages);
+    weave::write_atomically(&path, marker_json.to_string().as_bytes())
         .map_err(|e| Failure::Other(format!("cannot write {}: {e}", path.display())))
 }
 
@@ -387,7 +536,7 @@ pub(crate) fn job_report(dir: &Path) -> Result<weave::RunEntry, Failure> {
     let meta = load(dir)?;
     let file = PathBuf::from(meta["pipeline_file"].as_str().unwrap_or_default());
     let runs = weave::runs_dir(&file);
-    let s = states(dir, &meta)?;
+    let s = overall(&states(dir, &meta)?);
     let mut reports = Vec::new();
     for st in &s {
         if let ShardState::Done(marker) = st

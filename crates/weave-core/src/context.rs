@@ -22,6 +22,7 @@ pub struct BuildContext {
     dry_run: bool,
     shard: Option<crate::Shard>,
     exchange: BTreeMap<String, PathBuf>,
+    publish_only: std::collections::BTreeSet<String>,
     shared: Mutex<BTreeMap<String, Arc<dyn Any + Send + Sync>>>,
 }
 
@@ -35,6 +36,7 @@ impl BuildContext {
             dry_run: false,
             shard: None,
             exchange: BTreeMap::new(),
+            publish_only: std::collections::BTreeSet::new(),
             shared: Mutex::default(),
         }
     }
@@ -50,6 +52,19 @@ impl BuildContext {
     pub fn with_exchange(mut self, exchange: BTreeMap<String, PathBuf>) -> Self {
         self.exchange = exchange;
         self
+    }
+
+    /// This context, with the whole-dataset steps that only publish their input's keys in
+    /// this run (see [`BuildOptions::publish_only`](crate::BuildOptions::publish_only)).
+    pub fn publishing_only(mut self, steps: std::collections::BTreeSet<String>) -> Self {
+        self.publish_only = steps;
+        self
+    }
+
+    /// Whether step `id` only publishes its input's keys in this run: it waits for no
+    /// other shard and passes nothing on (a stage before the one that decides with them).
+    pub fn publishes_only(&self, id: &str) -> bool {
+        self.publish_only.contains(id)
     }
 
     /// The folder where the shards of the job exchange step `id`'s keys, if the run is a
@@ -120,6 +135,7 @@ impl fmt::Debug for BuildContext {
             .field("dry_run", &self.dry_run)
             .field("shard", &self.shard)
             .field("exchange", &self.exchange)
+            .field("publish_only", &self.publish_only)
             .field("shared", &shared)
             .finish()
     }

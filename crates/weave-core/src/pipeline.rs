@@ -2,7 +2,7 @@
 //! pipeline file through a [`Registry`] of step kinds, or from steps built in Rust.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -214,6 +214,16 @@ pub struct BuildOptions {
     /// A dry run (`weave plan --cost`): steps that pay for their work (LLM requests)
     /// count what they would send, with what their caches answer, and send nothing.
     pub dry_run: bool,
+    /// Build only these steps, by id, leaving the others out (a stage of a job run stage
+    /// by stage, `weave run --stage K`: the steps that stage must run). `None`: every step.
+    pub only_steps: Option<BTreeSet<String>>,
+    /// Whole-dataset steps that exchange keys and, in this run, only publish the keys of
+    /// their input for the later stage: they wait for no other shard and pass nothing on.
+    pub publish_only: BTreeSet<String>,
+    /// Steps whose output is kept in the cache although their `cache` is `auto` (a staged
+    /// job keeps the input of each whole-dataset step, which the stage after it reads
+    /// back rather than computing again).
+    pub store: BTreeSet<String>,
 }
 
 /// A checked pipeline, ready to run: the DAG of built steps and the run-wide settings.
@@ -308,8 +318,12 @@ impl Pipeline {
             BuildContext::new(spec.llm.values().cloned(), cache_dir)
                 .with_shard(options.shard)
                 .with_exchange(options.exchange.clone())
+                .publishing_only(options.publish_only.clone())
                 .dry_run(options.dry_run),
         );
+        if let Some(only) = &options.only_steps {
+            spec.steps.retain(|s| only.contains(&s.id));
+        }
         for s in &spec.steps {
             let Some(kind) = registry.get(&s.kind) else {
                 if !s.kind.is_empty() {
@@ -373,8 +387,18 @@ impl Pipeline {
                     timeout: s.timeout.or(own.timeout),
                     on_bad_record: s.on_bad_record.or(own.on_bad_record).unwrap_or_default(),
                     max_bad_records: s.max_bad_records.unwrap_or_default(),
-                    cache: s.cache,
-                    exclusions: s.exclusions.as_ref().map(|p| crate::Shard::apply_path(options.shard, p)),
+                    cache: if s.cache == CacheMode::Auto && options.store.contains(&s.id) {
+                        CacheMode::On
+                    } else {
+                        s.cache
+                    },
+                    // A step that only publishes its keys drops nothing: its exclusion file
+                    // is the later stage's to write.
+                    exclusions: s
+                        .exclusions
+                        .as_ref()
+                        .filter(|_| !options.publish_only.contains(&s.id))
+                        .map(|p| crate::Shard::apply_path(options.shard, p)),
                     resources,
                     step,
                 }

@@ -278,6 +278,106 @@ impl CsvReader {
         }
     }
 
+    /// Moves to the first record that starts at or after byte `target` (its first byte
+    /// that is not a line break), without parsing the records before it: their bytes are
+    /// only followed through the states that decide where a record ends (inside quotes or
+    /// not), with `memchr` over the runs no state changes in. That is what a shard does
+    /// with the bytes before its range: the full parse it replaces cost each shard of a job
+    /// as much as reading its own share again. The states are `csv_core`'s with this
+    /// loader's settings (a delimiter, a quote doubled inside quotes, CR, LF or CRLF
+    /// ending records, no escape or comment character), so a record starts where the
+    /// parser would start it; the shards' property tests hold the two to the same records.
+    /// Lines and bytes consumed are counted as [`CsvReader::read`] counts them. `false`
+    /// when the input ends first (the records that start after `target` are none).
+    fn skim_to(&mut self, target: u64, delimiter: u8, quote: u8) -> std::io::Result<bool> {
+        /// Where the parse is: between records, at a field's start, inside an unquoted
+        /// field, inside quotes, or just after a quote inside quotes.
+        #[derive(Clone, Copy, PartialEq, Eq)]
+        enum At {
+            Record,
+            Field,
+            Unquoted,
+            Quoted,
+            QuoteInQuoted,
+        }
+        let term = |b: u8| b == b'\n' || b == b'\r';
+        // A record just read leaves the parser between records (or inside a CRLF, whose LF
+        // is then skipped as a blank line would be): start afresh there.
+        self.core.reset();
+        let mut at = At::Record;
+        loop {
+            if self.start == self.end {
+                if self.eof {
+                    return Ok(false);
+                }
+                self.fill()?;
+                if self.eof {
+                    return Ok(false);
+                }
+            }
+            let chunk = &self.buf[self.start..self.end];
+            let mut i = 0;
+            let mut found = None;
+            while i < chunk.len() {
+                let b = chunk[i];
+                match at {
+                    At::Record if term(b) => i += 1,
+                    At::Record => {
+                        if self.consumed + i as u64 >= target {
+                            found = Some(i);
+                            break;
+                        }
+                        at = At::Field;
+                    }
+                    At::Field => {
+                        at = if b == quote {
+                            At::Quoted
+                        } else if b == delimiter {
+                            At::Field
+                        } else if term(b) {
+                            At::Record
+                        } else {
+                            At::Unquoted
+                        };
+                        i += 1;
+                    }
+                    At::Unquoted => match memchr::memchr3(delimiter, b'\n', b'\r', &chunk[i..]) {
+                        Some(j) => {
+                            at = if chunk[i + j] == delimiter { At::Field } else { At::Record };
+                            i += j + 1;
+                        }
+                        None => i = chunk.len(),
+                    },
+                    At::Quoted => match memchr::memchr(quote, &chunk[i..]) {
+                        Some(j) => {
+                            at = At::QuoteInQuoted;
+                            i += j + 1;
+                        }
+                        None => i = chunk.len(),
+                    },
+                    At::QuoteInQuoted => {
+                        at = if b == quote {
+                            At::Quoted
+                        } else if b == delimiter {
+                            At::Field
+                        } else if term(b) {
+                            At::Record
+                        } else {
+                            At::Unquoted
+                        };
+                        i += 1;
+                    }
+                }
+            }
+            self.lines += line_feeds(&chunk[..i]);
+            self.start += i;
+            self.consumed += i as u64;
+            if found.is_some() {
+                return Ok(true);
+            }
+        }
+    }
+
     fn fill(&mut self) -> std::io::Result<()> {
         loop {
             match std::io::Read::read(&mut self.input, &mut self.buf) {
@@ -451,8 +551,11 @@ impl LoadCsv {
                     self.hint = vec![0; names.len()];
                     self.header = Some((names.clone(), file));
                 }
-                self.open = Some(OpenCsv { file, reader, bytes });
-                return Ok(true);
+                if self.skim(path, &mut reader, bytes.as_ref())? {
+                    self.open = Some(OpenCsv { file, reader, bytes });
+                    return Ok(true);
+                }
+                continue;
             }
             match reader.read().map_err(|e| read_error(path, &reader, e))? {
                 CsvRead::End => continue,
@@ -505,10 +608,28 @@ impl LoadCsv {
                 }
                 Some(_) => {}
             }
-            self.open = Some(OpenCsv { file, reader, bytes });
-            return Ok(true);
+            if self.skim(path, &mut reader, bytes.as_ref())? {
+                self.open = Some(OpenCsv { file, reader, bytes });
+                return Ok(true);
+            }
         }
         Ok(false)
+    }
+
+    /// Takes `reader` past the records that start before a shard's `range` (see
+    /// [`CsvReader::skim_to`]); `false` when none starts at or after it.
+    fn skim(
+        &self,
+        path: &std::path::Path,
+        reader: &mut CsvReader,
+        range: Option<&std::ops::Range<u64>>,
+    ) -> Result<bool, StepError> {
+        match range {
+            Some(r) if r.start > reader.consumed => {
+                reader.skim_to(r.start, self.delimiter, self.quote).map_err(|e| read_error(path, reader, e))
+            }
+            _ => Ok(true),
+        }
     }
 }
 
@@ -1641,8 +1762,8 @@ mod reader_properties {
         #[test]
         fn the_shards_rows_in_order_are_the_whole_files(
             parts in proptest::collection::vec(prop_oneof![
-                Just("a"), Just("bc"), Just(","), Just("\""), Just("\"\""), Just("\n"), Just("\r\n"), Just(" "),
-                Just("\"x\ny\""), Just("1,2\n"),
+                Just("a"), Just("bc"), Just(","), Just("\""), Just("\"\""), Just("\n"), Just("\r\n"), Just("\r"), Just(" "),
+                Just("\"x\ny\""), Just("1,2\n"), Just("\"a\"b"),
             ], 0..80),
             count in 1u32..8,
         ) {
@@ -1662,6 +1783,45 @@ mod reader_properties {
             }
             prop_assert_eq!(rows, whole.0);
             prop_assert_eq!(rejected, whole.1);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        /// Skimming to any byte, in buffers of any size, lands where a full parse would: the
+        /// records read after it are the records that start at or after that byte, with
+        /// their lines, and skimming reports that none is left exactly when none is.
+        #[test]
+        fn skimming_to_a_byte_leaves_the_records_that_start_from_it(
+            parts in proptest::collection::vec(prop_oneof![
+                Just("a"), Just("bc"), Just(","), Just("\""), Just("\"\""), Just("\n"), Just("\r\n"), Just("\r"), Just(" "),
+                Just("\"x\ny\""), Just("\"a\"b"),
+            ], 0..60),
+            buffer in prop_oneof![Just(CSV_BUFFER), 1usize..5],
+            target_at in 0.0f64..1.1,
+        ) {
+            let bytes: Vec<u8> = parts.concat().into_bytes();
+            let target = (bytes.len() as f64 * target_at) as u64;
+            let read_all = |r: &mut CsvReader| {
+                let mut got = Vec::new();
+                loop {
+                    match r.read().unwrap() {
+                        CsvRead::End => break,
+                        CsvRead::Record { line } | CsvRead::Unclosed { line } | CsvRead::TooLarge { line } => {
+                            got.push((r.record_start, line, r.record().iter().map(<[u8]>::to_vec).collect::<Vec<_>>()));
+                        }
+                    }
+                }
+                got
+            };
+            let mut whole = CsvReader::new(input(&bytes), b',', b'"', usize::MAX / 2);
+            let expected: Vec<_> = read_all(&mut whole).into_iter().filter(|r| r.0 >= target).collect();
+            let mut reader = CsvReader::new(input(&bytes), b',', b'"', usize::MAX / 2);
+            reader.buf = vec![0; buffer].into_boxed_slice();
+            let left = reader.skim_to(target, b',', b'"').unwrap();
+            let got = if left { read_all(&mut reader) } else { Vec::new() };
+            prop_assert_eq!(left, !expected.is_empty());
+            prop_assert_eq!(got, expected);
         }
     }
 

@@ -239,8 +239,8 @@ impl RunOptions {
             max_memory: self.max_memory,
             max_concurrent: self.max_concurrent,
             shard: self.shard,
-            exchange: std::collections::BTreeMap::new(),
             dry_run: false,
+            ..BuildOptions::default()
         }
     }
 }

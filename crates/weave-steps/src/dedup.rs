@@ -78,6 +78,12 @@ impl StepInfo for Dedup {
     fn shards_by_exchange(&self) -> bool {
         true
     }
+
+    /// Not when it only publishes its input's keys (`weave run --stage`): it passes
+    /// nothing on then, which is not the output its key names.
+    fn cacheable(&self) -> bool {
+        !self.exchange.as_ref().is_some_and(crate::exchange::Exchange::publish_only)
+    }
 }
 
 /// The 128-bit keys of records, from chosen fields normalised as asked: what `dedup` and
@@ -314,6 +320,9 @@ impl Dedup {
             return Ok(());
         };
         x.publish(&keys.iter().flat_map(|k| k.to_le_bytes()).collect::<Vec<u8>>())?;
+        if x.publish_only() {
+            return Ok(());
+        }
         if !self.warmed && self.held.is_empty() && x.earlier_ready() {
             self.warm(ctx)?;
         }
@@ -366,6 +375,9 @@ impl StatefulTransform for Dedup {
     fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
         let Some(x) = &mut self.exchange else { return Ok(()) };
         x.finish_publishing()?;
+        if x.publish_only() {
+            return Ok(());
+        }
         if !self.warmed {
             self.warm(ctx)?;
         }

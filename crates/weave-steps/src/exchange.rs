@@ -39,6 +39,9 @@ pub(crate) struct Exchange {
     /// Whether this shard's file is there already (a resumed or earlier stage's run wrote
     /// it: the folder is content-addressed, so it is the same).
     published: bool,
+    /// The run only publishes this shard's keys (a stage before the one that decides with
+    /// them, `weave run --stage`): it neither waits for the earlier shards nor decides.
+    publish_only: bool,
 }
 
 impl Exchange {
@@ -50,11 +53,23 @@ impl Exchange {
         let Some(shard) = ctx.shard().filter(|s| s.count() > 1) else { return Ok(None) };
         let id = p.step_id().unwrap_or_default();
         match ctx.exchange(id) {
-            Some(dir) => Ok(Some(Exchange { dir: dir.to_path_buf(), shard, out: None, published: false })),
+            Some(dir) => Ok(Some(Exchange {
+                dir: dir.to_path_buf(),
+                shard,
+                out: None,
+                published: false,
+                publish_only: ctx.publishes_only(id),
+            })),
             None => Err(format!(
                 "step `{id}` needs the keys of every shard of the job, and this run was given no folder to exchange them in (run it with `weave run --shard`)"
             )),
         }
+    }
+
+    /// Whether this run only publishes the shard's keys (see [`Exchange::publish_only`]'s
+    /// field): the step then passes nothing on, and its output is not cacheable.
+    pub(crate) fn publish_only(&self) -> bool {
+        self.publish_only
     }
 
     /// The step's configuration for its cache key, with the exchange folder's name in it:
@@ -221,7 +236,13 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     fn exchange(dir: &Path, index: u32, count: u32) -> Exchange {
-        Exchange { dir: dir.to_path_buf(), shard: Shard::new(index, count).unwrap(), out: None, published: false }
+        Exchange {
+            dir: dir.to_path_buf(),
+            shard: Shard::new(index, count).unwrap(),
+            out: None,
+            published: false,
+            publish_only: false,
+        }
     }
 
     #[test]

@@ -320,6 +320,12 @@ impl StepInfo for NearDedup {
         true
     }
 
+    /// Not when it only publishes its input's signatures (`weave run --stage`): it passes
+    /// nothing on then, which is not the output its key names.
+    fn cacheable(&self) -> bool {
+        !self.exchange.as_ref().is_some_and(crate::exchange::Exchange::publish_only)
+    }
+
     fn estimated_cost(&self) -> f64 {
         // A signature takes a few microseconds a record (`cargo xtask bench near_dedup`),
         // some twenty times a cleaning pass.
@@ -641,6 +647,9 @@ impl NearDedup {
     ) -> Result<(), StepError> {
         let Some(x) = &mut self.exchange else { return self.decide(batch, s, ctx, out) };
         x.publish(&s.encode())?;
+        if x.publish_only() {
+            return Ok(());
+        }
         if !self.warmed && self.held.is_empty() && x.earlier_ready() {
             self.warm(ctx)?;
         }
@@ -702,6 +711,9 @@ impl StatefulTransform for NearDedup {
         // batches) the earlier shards' taken in and its own decided.
         if let Some(x) = &mut self.exchange {
             x.finish_publishing()?;
+            if x.publish_only() {
+                return Ok(());
+            }
             if !self.warmed {
                 self.warm(ctx)?;
             }
