@@ -65,6 +65,10 @@ pub struct Stats {
     pub bytes: u64,
 }
 
+/// How long after its last write a folder of exchanged keys is kept by
+/// [`Store::gc`] whatever the size asked for.
+pub const EXCHANGE_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 impl Store {
     /// Opens (creating if needed) a store in `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, Error> {
@@ -241,25 +245,61 @@ impl Store {
         Ok(out)
     }
 
-    /// How many entries and bytes the store holds (in `objects/` and in `packs/`).
+    /// How many entries and bytes the store holds (in `objects/` and in `packs/`; the
+    /// bytes of the keys the shards of jobs exchange, in `exchange/`, too).
     pub fn stats(&self) -> Result<Stats, Error> {
         let list = self.list()?;
-        Ok(Stats { entries: list.len() as u64, bytes: list.iter().map(|(_, b, _)| b).sum() })
+        let exchanged: u64 = self.list_exchanges().iter().map(|(_, b, _)| b).sum();
+        Ok(Stats { entries: list.len() as u64, bytes: list.iter().map(|(_, b, _)| b).sum::<u64>() + exchanged })
+    }
+
+    /// The folders of keys exchanged by the shards of jobs (`exchange/<key>-of-N/`): each
+    /// with its bytes and when a file was last put in it.
+    fn list_exchanges(&self) -> Vec<(PathBuf, u64, SystemTime)> {
+        let Ok(rd) = fs::read_dir(self.root.join("exchange")) else { return Vec::new() };
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if !meta.is_dir() {
+                continue;
+            }
+            // Last used: its newest file's time (an empty folder's own).
+            let (mut bytes, mut newest) = (0, None);
+            for f in fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                if let Ok(m) = f.metadata() {
+                    bytes += m.len();
+                    newest = newest.max(Some(m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+                }
+            }
+            let used = newest.unwrap_or_else(|| meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+            out.push((e.path(), bytes, used));
+        }
+        out
     }
 
     /// Evicts least recently used entries until the store holds at most `max_bytes`,
     /// never an entry in `keep` (those a running run holds), after removing the temporary
     /// files of writers that are gone. A pack ([`Packs`](crate::Packs)) goes whole, and
-    /// never while the process that appends to it may run. Returns the entries removed.
+    /// never while the process that appends to it may run. The keys exchanged by the
+    /// shards of a job go whole too, least recently written first, and never within
+    /// [`EXCHANGE_GRACE`] of their last write: a job's next stage may wait that long in a
+    /// scheduler's queue, and its shards need every earlier shard's keys. Returns the
+    /// entries (and bytes) removed.
     pub fn gc(&self, max_bytes: u64, keep: &dyn Fn(&Key) -> bool) -> Result<Stats, Error> {
         enum Unit {
             Object(Key),
             Pack(PathBuf, bool),
+            Exchange(PathBuf, bool),
         }
         self.sweep_tmp();
         let mut units: Vec<(Unit, u64, SystemTime)> =
             self.list_objects()?.into_iter().map(|(k, bytes, used)| (Unit::Object(k), bytes, used)).collect();
         units.extend(pack::list(&self.root)?.into_iter().map(|p| (Unit::Pack(p.path, p.live), p.bytes, p.used)));
+        let now = SystemTime::now();
+        units.extend(self.list_exchanges().into_iter().map(|(path, bytes, used)| {
+            let recent = now.duration_since(used).map_or(true, |age| age < EXCHANGE_GRACE);
+            (Unit::Exchange(path, recent), bytes, used)
+        }));
         let mut total: u64 = units.iter().map(|(_, b, _)| b).sum();
         units.sort_by_key(|(_, _, used)| *used);
         let mut removed = Stats::default();
@@ -280,6 +320,11 @@ impl Store {
                         Err(e) => return Err(Error::Io { path, source: e }),
                     }
                 }
+                Unit::Exchange(path, false) => match fs::remove_dir_all(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::Io { path, source: e }),
+                },
                 _ => continue,
             }
             total -= bytes;
@@ -505,6 +550,32 @@ mod tests {
         let removed = s.gc((HEADER_LEN + 100) as u64, &|_| false).unwrap();
         assert_eq!(removed.entries, 3);
         assert!(!dead.exists() && s.contains(&newer));
+    }
+
+    // Issue 17: the keys the shards of a job exchange were never removed.
+    #[test]
+    fn gc_removes_exchanged_keys_whole_least_recent_first_never_within_the_grace() {
+        let (_d, s) = store();
+        let folder = |name: &str, age: std::time::Duration| {
+            let dir = s.root().join("exchange").join(name);
+            fs::create_dir_all(&dir).unwrap();
+            for part in ["part-00000-of-00002.keys", "part-00001-of-00002.keys"] {
+                fs::write(dir.join(part), [0u8; 1000]).unwrap();
+                let t = SystemTime::now() - age;
+                File::options().write(true).open(dir.join(part)).unwrap().set_modified(t).unwrap();
+            }
+            dir
+        };
+        let day = std::time::Duration::from_secs(24 * 3600);
+        let (old, older, live) = (folder("aa-of-2", 3 * day), folder("bb-of-2", 9 * day), folder("cc-of-2", day / 24));
+        assert_eq!(s.stats().unwrap().bytes, 6000, "the exchanged keys count in the cache's size");
+        // Down to 3,000 bytes: the oldest folder goes first, whole; then the next.
+        let removed = s.gc(3000, &|_| false).unwrap();
+        assert_eq!(removed.bytes, 4000);
+        assert!(!older.exists() && !old.exists());
+        // A folder written within the grace stays, even to reach zero.
+        assert_eq!(s.clear().unwrap().bytes, 0);
+        assert!(live.join("part-00001-of-00002.keys").exists());
     }
 
     #[test]
