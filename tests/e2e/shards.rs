@@ -371,6 +371,97 @@ fn shards_run_one_after_another_in_shard_order_give_the_single_run() {
     assert_eq!(concatenated(&parts), kept);
 }
 
+/// `validate` with a uniqueness check (the shards exchange keys, as dedup's) after one
+/// without (each shard judges its own records), with the records that fail kept in an
+/// exclusion file.
+const VALIDATE_PIPELINE: &str = r#"
+[pipeline]
+name = "sharded-validate"
+seed = 11
+
+[[step]]
+id = "load"
+kind = "load_csv"
+path = "in.csv"
+types = { id = "int" }
+batch_size = 64
+
+[[step]]
+id = "long"
+kind = "validate"
+checks = [{ check = "length", field = "text", min_words = 9 }]
+on_fail = "flag"
+prefix = "long_"
+
+[[step]]
+id = "unique"
+kind = "validate"
+checks = [
+  { check = "length", field = "text", max_words = 16 },
+  { check = "uniqueness", fields = ["text"], normalize = ["lowercase"] },
+]
+exclusions = "out/invalid.jsonl"
+
+[[step]]
+id = "export"
+kind = "export_jsonl"
+path = "out/valid.jsonl"
+"#;
+
+/// Validation over the whole dataset runs sharded: started together, and stage by stage,
+/// the parts in shard order are the single process's output and exclusion file.
+#[test]
+fn shards_with_a_uniqueness_check_give_the_single_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.toml"), VALIDATE_PIPELINE).unwrap();
+    std::fs::write(d.join("in.csv"), dedup_input()).unwrap();
+    check_in(d, &["run", "p.toml", "--no-cache"], 0, &["run succeeded"], &[]);
+    let valid = read(&d.join("out/valid.jsonl"));
+    let invalid = read(&d.join("out/invalid.jsonl"));
+    let text = String::from_utf8_lossy(&invalid).into_owned();
+    assert!(text.contains("uniqueness: duplicate") && text.contains("length.text: over max_words"), "{text}");
+    let plan = check_in(d, &["plan", "p.toml", "--shards", "3"], 0, &["2 stages"], &[]);
+    assert!(!plan.stdout.contains("cannot run sharded"), "{}", plan.stdout);
+    let parts = |stem: &str, n: usize| -> Vec<std::path::PathBuf> {
+        (0..n).map(|i| d.join(format!("out/{stem}-part-{i:05}-of-{n:05}.jsonl"))).collect()
+    };
+    for n in [2usize, 3] {
+        let children: Vec<_> = (0..n)
+            .map(|i| {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_weave"));
+                for v in crate::cli::SHARD_VARIABLES {
+                    c.env_remove(v);
+                }
+                c.args(["-q", "run", "p.toml", "--shard", &format!("{i}/{n}")])
+                    .current_dir(d)
+                    .env_remove("RUST_LOG")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("weave starts")
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "{n} shards: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert_eq!(concatenated(&parts("valid", n)), valid, "valid records at {n} shards");
+        assert_eq!(concatenated(&parts("invalid", n)), invalid, "invalid records at {n} shards");
+        for p in parts("valid", n).iter().chain(&parts("invalid", n)) {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    // Stage by stage, the last shard first.
+    for k in 1..=2 {
+        for i in (0..3).rev() {
+            run_stage(d, i, 3, k);
+        }
+    }
+    assert_eq!(concatenated(&parts("valid", 3)), valid);
+    assert_eq!(concatenated(&parts("invalid", 3)), invalid);
+}
+
 /// Runs `weave run p.toml --shard I/N --stage K` in `d`, failing if it does not end
 /// within two minutes (a stage that waited for another shard would never end here).
 fn run_stage(d: &Path, i: usize, n: usize, k: usize) -> serde_json::Value {

@@ -45,7 +45,7 @@ pub use files::FileIndex;
 pub use key::{Key, KeyBuilder};
 pub use pack::{Durable, PACK_FORMAT_VERSION, Packs};
 pub use plan::{CacheOptions, CachePlan, MAX_SET_ASIDE_BYTES, Pin, Status, StepPlan, gc, pipeline_relative};
-pub use store::{Entry, FORMAT_VERSION, Stats, Store};
+pub use store::{EXCHANGE_GRACE, Entry, FORMAT_VERSION, Stats, Store};
 
 use std::path::{Path, PathBuf};
 

@@ -97,7 +97,7 @@ pub(crate) struct RecordKeys {
     collapse: bool,
     trim: bool,
     /// The key of the hash, drawn for each step built: see [`RecordKeys::key`].
-    secret: (u64, u64),
+    pub(crate) secret: (u64, u64),
 }
 
 impl RecordKeys {

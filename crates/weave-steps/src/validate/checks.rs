@@ -599,6 +599,16 @@ impl Check {
         }
     }
 
+    /// For a uniqueness check, hashes its keys under `secret` (the shards of a job share
+    /// one, so that their keys compare). Called at build time, before the keys are shared.
+    pub(super) fn share_secret(&mut self, secret: (u64, u64)) {
+        if let Rule::Uniqueness(u) = &mut self.rule
+            && let Some(keys) = Arc::get_mut(&mut u.keys)
+        {
+            keys.secret = secret;
+        }
+    }
+
     /// For a uniqueness check, how its keys are made.
     pub(super) fn record_keys(&self) -> Option<&Arc<RecordKeys>> {
         match &self.rule {

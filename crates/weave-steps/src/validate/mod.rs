@@ -90,6 +90,13 @@ pub struct Validate {
     codes: Vec<Vec<u8>>,
     masks: Vec<u64>,
     batch_drops: Vec<Vec<u64>>,
+    /// In a shard of a job, with uniqueness checks: the keys exchanged with the other
+    /// shards (per record, whether it failed another check, and its key for each
+    /// uniqueness check), whether the earlier shards' were taken in, and this shard's
+    /// batches (with their keys) held until they are.
+    exchange: Option<crate::exchange::Exchange>,
+    warmed: bool,
+    held: crate::exchange::Held<Vec<Vec<u128>>>,
 }
 
 fn build(p: &Params) -> Option<Step> {
@@ -160,7 +167,26 @@ fn build(p: &Params) -> Option<Step> {
         }
     }
     let n = checks.len();
-    let unique_at: Vec<usize> = (0..n).filter(|&i| checks[i].record_keys().is_some()).collect();
+    let mut unique_at: Vec<usize> = (0..n).filter(|&i| checks[i].record_keys().is_some()).collect();
+    // Uniqueness is over the whole dataset: in a shard of a job, the shards exchange keys
+    // (the other checks judge each record alone).
+    let exchange = if unique_at.is_empty() {
+        None
+    } else {
+        crate::exchange::Exchange::of(p).unwrap_or_else(|e| {
+            p.push(weave_core::Diagnostic::error(e).with_code("no-exchange"));
+            unique_at.clear();
+            None
+        })
+    };
+    if p.has_errors() {
+        return None;
+    }
+    if let Some(x) = &exchange {
+        for &i in &unique_at {
+            checks[i].share_secret(x.secret());
+        }
+    }
     let unique = Arc::new(UniqueKeys(unique_at.iter().filter_map(|&i| checks[i].record_keys().cloned()).collect()));
     Some(Step::StatefulTransform(Box::new(Validate {
         unique,
@@ -177,17 +203,37 @@ fn build(p: &Params) -> Option<Step> {
         failed_field,
         id_field,
         scorer: CoherenceScorer::new(),
-        config: p.canonical(),
+        config: exchange.as_ref().map_or_else(|| p.canonical(), |x| x.keyed(p.canonical())),
         records: 0,
         failed: 0,
         watched,
         masks: Vec::new(),
+        exchange,
+        warmed: false,
+        held: Vec::new(),
     })))
 }
 
 impl StepInfo for Validate {
     fn kind(&self) -> &str {
         &KIND.name
+    }
+
+    /// Without a uniqueness check, every check judges a record alone: a shard runs it on
+    /// its records (its figures are its share's).
+    fn runs_per_shard(&self) -> bool {
+        self.unique_at.is_empty()
+    }
+
+    /// With one, the shards exchange keys, as `dedup` does.
+    fn shards_by_exchange(&self) -> bool {
+        !self.unique_at.is_empty()
+    }
+
+    /// Not when it only publishes its input's keys (`weave run --stage`): it passes
+    /// nothing on then, which is not the output its key names.
+    fn cacheable(&self) -> bool {
+        !self.exchange.as_ref().is_some_and(crate::exchange::Exchange::publish_only)
     }
 
     fn config(&self) -> CanonicalConfig {
@@ -218,6 +264,10 @@ impl StatefulTransform for Validate {
     }
 
     fn process(&mut self, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        if self.exchange.is_some() {
+            let keys = self.unique.batch_keys(batch)?;
+            return self.take(batch, &keys, ctx, out);
+        }
         self.judge(batch, None, ctx, out)
     }
 
@@ -229,10 +279,27 @@ impl StatefulTransform for Validate {
         out: &mut Vec<Batch>,
     ) -> Result<(), StepError> {
         let keys = weave_core::prepared_as::<Vec<Vec<u128>>>(prepared, "validate")?;
+        if self.exchange.is_some() {
+            return self.take(batch, keys, ctx, out);
+        }
         self.judge(batch, Some(keys), ctx, out)
     }
 
-    fn finish(&mut self, ctx: &mut StepContext, _out: &mut Vec<Batch>) -> Result<(), StepError> {
+    fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        // In a shard: its keys in place for the later shards, then (if it held its batches)
+        // the earlier shards' taken in and its own judged.
+        if let Some(x) = &mut self.exchange {
+            x.finish_publishing()?;
+            if x.publish_only() {
+                return Ok(());
+            }
+            if !self.warmed {
+                self.warm(ctx)?;
+            }
+            for (batch, keys) in std::mem::take(&mut self.held) {
+                self.judge(&batch, Some(&keys), ctx, out)?;
+            }
+        }
         for (name, value) in self.stats() {
             ctx.set_stat(&name, value);
         }
@@ -253,6 +320,73 @@ impl StatefulTransform for Validate {
 }
 
 impl Validate {
+    /// In a shard with uniqueness checks: publishes the batch's keys (with whether each
+    /// record failed another check), then judges it at once, or holds it while the earlier
+    /// shards' keys are not all there.
+    fn take(
+        &mut self,
+        batch: &Batch,
+        keys: &[Vec<u128>],
+        ctx: &mut StepContext,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), StepError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let scores = self.evaluate(batch)?;
+        let Some(x) = &mut self.exchange else { return Ok(()) };
+        // Per record: 1 when it failed a check other than uniqueness, then its keys.
+        let mut bytes = Vec::with_capacity(batch.len() * (1 + 16 * keys.len()));
+        for (row, &mask) in self.masks.iter().enumerate() {
+            bytes.push(u8::from(mask != 0));
+            for of_check in keys {
+                bytes.extend_from_slice(&of_check[row].to_le_bytes());
+            }
+        }
+        x.publish(&bytes)?;
+        if x.publish_only() {
+            return Ok(());
+        }
+        if !self.warmed && self.held.is_empty() && x.earlier_ready() {
+            self.warm(ctx)?;
+        }
+        if self.warmed {
+            self.conclude(batch, keys, scores, ctx, out)
+        } else {
+            self.held.push((batch.clone(), keys.to_vec()));
+            Ok(())
+        }
+    }
+
+    /// Takes every earlier shard's records into the uniqueness checks, as if they had come
+    /// first: a record's keys are remembered when it failed no check, as [`Validate::judge`]
+    /// does.
+    fn warm(&mut self, ctx: &StepContext) -> Result<(), StepError> {
+        let Some(x) = self.exchange.take() else { return Ok(()) };
+        let width = 1 + 16 * self.unique_at.len();
+        let (checks, unique_at) = (&mut self.checks, &self.unique_at);
+        let r = x.take_earlier(ctx, |bytes| {
+            if bytes.len() % width != 0 {
+                return Err(StepError::fatal("a shard's uniqueness keys are damaged or of other settings"));
+            }
+            for row in bytes.chunks_exact(width) {
+                let keys: Vec<u128> =
+                    row[1..].chunks_exact(16).map(|k| u128::from_le_bytes(k.try_into().unwrap_or_default())).collect();
+                let duplicate = unique_at.iter().zip(&keys).any(|(&i, &k)| checks[i].duplicate(k));
+                if row[0] == 0 && !duplicate {
+                    for (&i, &k) in unique_at.iter().zip(&keys) {
+                        checks[i].remember(k);
+                    }
+                }
+            }
+            Ok(())
+        });
+        self.exchange = Some(x);
+        r?;
+        self.warmed = true;
+        Ok(())
+    }
+
     /// Judges one batch: the checks, then uniqueness by the rows' keys (`prepared`: one list
     /// per uniqueness check, when they were made ahead; made here otherwise).
     fn judge(
@@ -262,17 +396,8 @@ impl Validate {
         ctx: &mut StepContext,
         out: &mut Vec<Batch>,
     ) -> Result<(), StepError> {
-        let n = batch.len();
-        if n == 0 {
+        if batch.is_empty() {
             return Ok(());
-        }
-        if let Some(f) = self.written.iter().find(|f| batch.schema().index_of(f).is_some()) {
-            return Err(StepError::fatal(format!(
-                "field `{f}` is already in the data, and this step writes it: set `prefix` (or the check's `score_field`) so that it is not replaced"
-            )));
-        }
-        for (f, seen) in &mut self.watched {
-            *seen |= batch.schema().index_of(f).is_some();
         }
         let made;
         let keys = match prepared {
@@ -282,9 +407,25 @@ impl Validate {
                 &made
             }
         };
+        let scores = self.evaluate(batch)?;
+        self.conclude(batch, keys, scores, ctx, out)
+    }
 
-        // Every check judges the whole batch; uniqueness comes after the others, row by
-        // row, since only records that pass every check count as seen.
+    /// Runs every check but uniqueness on a batch: each check's codes and each row's
+    /// failed checks (as bits) are left in `codes` and `masks`; the scores written to
+    /// fields come back.
+    fn evaluate(&mut self, batch: &Batch) -> Result<Vec<(usize, PrimitiveColumn<f64>)>, StepError> {
+        let n = batch.len();
+        if let Some(f) = self.written.iter().find(|f| batch.schema().index_of(f).is_some()) {
+            return Err(StepError::fatal(format!(
+                "field `{f}` is already in the data, and this step writes it: set `prefix` (or the check's `score_field`) so that it is not replaced"
+            )));
+        }
+        for (f, seen) in &mut self.watched {
+            *seen |= batch.schema().index_of(f).is_some();
+        }
+        // Every check judges the whole batch; uniqueness comes after the others (in
+        // `conclude`), row by row, since only records that pass every check count as seen.
         let mut scores: Vec<(usize, PrimitiveColumn<f64>)> = Vec::new();
         for (i, check) in self.checks.iter_mut().enumerate() {
             let codes = &mut self.codes[i];
@@ -301,6 +442,20 @@ impl Validate {
                 *mask |= u64::from(code != 0) << i;
             }
         }
+        Ok(scores)
+    }
+
+    /// Judges uniqueness on the batch that [`Validate::evaluate`] just judged, counts the
+    /// failures, and passes the batch on as `on_fail` says.
+    fn conclude(
+        &mut self,
+        batch: &Batch,
+        keys: &[Vec<u128>],
+        scores: Vec<(usize, PrimitiveColumn<f64>)>,
+        ctx: &mut StepContext,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), StepError> {
+        let n = batch.len();
         if !self.unique_at.is_empty() {
             for row in 0..n {
                 for (&i, of_check) in self.unique_at.iter().zip(keys) {
