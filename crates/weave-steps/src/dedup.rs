@@ -324,7 +324,15 @@ impl Dedup {
             return Ok(());
         }
         if !self.warmed && self.held.is_empty() && x.earlier_ready() {
-            self.warm(ctx)?;
+            // This shard's keys are known ahead when a run before this one published them
+            // (the stage before, which only published): then only the earlier keys that
+            // this shard's records have are taken in.
+            let mut own = KeySet::default();
+            let known = x.take_own(|bytes| {
+                own.extend(bytes.chunks_exact(16).map(|k| u128::from_le_bytes(k.try_into().unwrap_or_default())));
+                Ok(())
+            })?;
+            self.warm(ctx, known.then_some(&own))?;
         }
         if self.warmed {
             self.decide(batch, keys, ctx, out);
@@ -334,16 +342,35 @@ impl Dedup {
         Ok(())
     }
 
-    /// Takes every earlier shard's keys into the set, as if their records had come first.
-    fn warm(&mut self, ctx: &StepContext) -> Result<(), StepError> {
+    /// Takes every earlier shard's keys into the set, as if their records had come first;
+    /// with `own` (every key this shard will decide on), only those of them, which is all
+    /// its decisions ask of the set: the set then holds this shard's keys, not the job's,
+    /// and the earlier keys are looked up in a set of this shard's size rather than
+    /// inserted into one of the job's (the last shard's warm-up costs a fraction).
+    fn warm(&mut self, ctx: &StepContext, own: Option<&KeySet>) -> Result<(), StepError> {
         let Some(x) = &self.exchange else { return Ok(()) };
         let seen = &mut self.seen;
-        x.take_earlier(ctx, |bytes| {
-            for k in bytes.chunks_exact(16) {
-                seen.insert(u128::from_le_bytes(k.try_into().unwrap_or_default()));
+        let key = |k: &[u8]| u128::from_le_bytes(k.try_into().unwrap_or_default());
+        match own {
+            Some(own) => {
+                seen.reserve(own.len());
+                x.take_earlier(ctx, |bytes| {
+                    seen.extend(bytes.chunks_exact(16).map(key).filter(|k| own.contains(k)));
+                    Ok(())
+                })?;
             }
-            Ok(())
-        })?;
+            None => {
+                // 16 bytes a key (beside the frames' lengths), and about a shard's worth
+                // more of its own: the set is made its size at once rather than grown.
+                let earlier = x.wait_for_earlier(ctx)? / 16;
+                let more = earlier / u64::from(x.shard_index().max(1));
+                seen.reserve(usize::try_from(earlier + more).unwrap_or(0));
+                x.take_earlier(ctx, |bytes| {
+                    seen.extend(bytes.chunks_exact(16).map(key));
+                    Ok(())
+                })?;
+            }
+        }
         self.warmed = true;
         Ok(())
     }
@@ -379,7 +406,11 @@ impl StatefulTransform for Dedup {
             return Ok(());
         }
         if !self.warmed {
-            self.warm(ctx)?;
+            // It held every batch: their keys are all it will decide on.
+            let mut own = KeySet::default();
+            own.reserve(self.held.iter().map(|(_, keys)| keys.len()).sum());
+            own.extend(self.held.iter().flat_map(|(_, keys)| keys.iter().copied()));
+            self.warm(ctx, Some(&own))?;
         }
         for (batch, keys) in std::mem::take(&mut self.held) {
             self.decide(&batch, &keys, ctx, out);

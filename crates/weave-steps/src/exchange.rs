@@ -66,6 +66,11 @@ impl Exchange {
         }
     }
 
+    /// This shard's index in the job.
+    pub(crate) fn shard_index(&self) -> u32 {
+        self.shard.index()
+    }
+
     /// Whether this run only publishes the shard's keys (see [`Exchange::publish_only`]'s
     /// field): the step then passes nothing on, and its output is not cacheable.
     pub(crate) fn publish_only(&self) -> bool {
@@ -156,13 +161,10 @@ impl Exchange {
         Ok(())
     }
 
-    /// Waits until every earlier shard's keys are there (or the run is cancelled), then
-    /// hands each batch's keys to `take`, shard by shard in order.
-    pub(crate) fn take_earlier(
-        &self,
-        ctx: &StepContext,
-        mut take: impl FnMut(&[u8]) -> Result<(), StepError>,
-    ) -> Result<(), StepError> {
+    /// Waits until every earlier shard's keys are there (or the run is cancelled); returns
+    /// how many bytes of keys they hold together (so that a set of them can be made its
+    /// size at once rather than grown).
+    pub(crate) fn wait_for_earlier(&self, ctx: &StepContext) -> Result<u64, StepError> {
         let mut said = false;
         for j in 0..self.shard.index() {
             let path = self.file_of(j);
@@ -194,31 +196,62 @@ impl Exchange {
                 }
                 std::thread::sleep(POLL);
             }
-            let file = File::open(&path).map_err(|e| self.io("read", &path, e))?;
-            let mut r = BufReader::with_capacity(1 << 20, file);
-            let mut magic = [0u8; 4];
-            r.read_exact(&mut magic).map_err(|e| self.io("read", &path, e))?;
-            if &magic != MAGIC {
-                return Err(StepError::fatal(format!("{} is not a file of the shards' keys", path.display())));
+        }
+        Ok((0..self.shard.index()).filter_map(|j| std::fs::metadata(self.file_of(j)).ok()).map(|m| m.len()).sum())
+    }
+
+    /// Waits for every earlier shard's keys ([`Exchange::wait_for_earlier`]), then hands
+    /// each batch's keys to `take`, shard by shard in order.
+    pub(crate) fn take_earlier(
+        &self,
+        ctx: &StepContext,
+        mut take: impl FnMut(&[u8]) -> Result<(), StepError>,
+    ) -> Result<(), StepError> {
+        self.wait_for_earlier(ctx)?;
+        for j in 0..self.shard.index() {
+            self.read(j, &mut take)?;
+        }
+        Ok(())
+    }
+
+    /// Hands each batch's keys of this shard's own file to `take`, when a run before this
+    /// one published it (a stage that only published its keys, an earlier attempt):
+    /// `false` when it is not there.
+    pub(crate) fn take_own(&self, mut take: impl FnMut(&[u8]) -> Result<(), StepError>) -> Result<bool, StepError> {
+        if !self.file_of(self.shard.index()).exists() {
+            return Ok(false);
+        }
+        self.read(self.shard.index(), &mut take)?;
+        Ok(true)
+    }
+
+    /// Reads shard `j`'s file, handing each batch's keys to `take`.
+    fn read(&self, j: u32, take: &mut impl FnMut(&[u8]) -> Result<(), StepError>) -> Result<(), StepError> {
+        let path = self.file_of(j);
+        let file = File::open(&path).map_err(|e| self.io("read", &path, e))?;
+        let mut r = BufReader::with_capacity(1 << 20, file);
+        let mut magic = [0u8; 4];
+        r.read_exact(&mut magic).map_err(|e| self.io("read", &path, e))?;
+        if &magic != MAGIC {
+            return Err(StepError::fatal(format!("{} is not a file of the shards' keys", path.display())));
+        }
+        let mut buf = Vec::new();
+        loop {
+            let mut len = [0u8; 8];
+            match r.read_exact(&mut len) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(self.io("read", &path, e)),
             }
-            let mut buf = Vec::new();
-            loop {
-                let mut len = [0u8; 8];
-                match r.read_exact(&mut len) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                    Err(e) => return Err(self.io("read", &path, e)),
-                }
-                let n = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX);
-                buf.clear();
-                buf.try_reserve(n).map_err(|_| StepError::fatal(format!("{} is damaged", path.display())))?;
-                r.by_ref().take(n as u64).read_to_end(&mut buf).map_err(|e| self.io("read", &path, e))?;
-                if buf.len() != n {
-                    return Err(StepError::fatal(format!("{} is cut short", path.display())));
-                }
-                if n > 0 {
-                    take(&buf)?;
-                }
+            let n = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX);
+            buf.clear();
+            buf.try_reserve(n).map_err(|_| StepError::fatal(format!("{} is damaged", path.display())))?;
+            r.by_ref().take(n as u64).read_to_end(&mut buf).map_err(|e| self.io("read", &path, e))?;
+            if buf.len() != n {
+                return Err(StepError::fatal(format!("{} is cut short", path.display())));
+            }
+            if n > 0 {
+                take(&buf)?;
             }
         }
         Ok(())
