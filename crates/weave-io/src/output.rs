@@ -423,6 +423,23 @@ impl AtomicOutput {
 
     /// The writer, creating the temporary file (and the folders to it) on first use.
     pub(crate) fn writer(&mut self) -> Result<&mut BufWriter<Encoder>, StepError> {
+        if matches!(self.state, State::Idle) && crate::remote::is_remote(&self.path) {
+            // A remote output is spooled in the system's temporary folder and uploaded
+            // whole at commit (see `remote.rs`): nothing of it is in the bucket before.
+            let dir = std::env::temp_dir();
+            let (file, tmp) = TempFile::new_in(&dir).map_err(|e| {
+                StepError::environment(
+                    format!("cannot create a temporary file in {} for {}", dir.display(), self.path.display()),
+                    e,
+                )
+            })?;
+            let tally = Tally::new(file, self.hash, self.behind);
+            let encoder = Encoder::new(tally, self.compression).map_err(|e| {
+                let what = format!("cannot start {} compression for {}", self.compression.name(), self.path.display());
+                StepError::environment(what, e)
+            })?;
+            self.state = State::Writing { out: Box::new(BufWriter::with_capacity(self.capacity, encoder)), tmp };
+        }
         if matches!(self.state, State::Idle) {
             let dir = match self.path.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -546,6 +563,11 @@ impl AtomicOutput {
     /// Moves the finished file into place, replacing what was there.
     pub(crate) fn persist(&mut self) -> Result<(), StepError> {
         match std::mem::replace(&mut self.state, State::Persisted) {
+            // Uploaded, then the spooled file is deleted (dropped); a failed upload leaves
+            // no object, and the output is then no longer finished.
+            State::Finished { tmp } if crate::remote::is_remote(&self.path) => {
+                crate::remote::upload(tmp.path(), &self.path).inspect_err(|_| self.state = State::Idle)
+            }
             State::Finished { tmp } => tmp.persist(&self.path).map_err(|e| {
                 StepError::environment(format!("cannot move the output into place at {}", self.path.display()), e)
             }),
@@ -635,6 +657,9 @@ impl Template {
     /// The pattern `raw` (as written in the pipeline file at `file`) resolved as
     /// [`weave_core::resolve`] resolves paths: a relative one goes under the file's folder.
     fn under(mut self, file: &Path, raw: &str) -> Template {
+        if crate::remote::is_url(raw) {
+            return self;
+        }
         let resolved = weave_core::resolve(file, raw);
         let resolved = resolved.to_string_lossy();
         // What resolving put in front of the path as written.
@@ -945,6 +970,10 @@ impl OutputSpec {
         }
         if raw.is_empty() || raw.ends_with(['/', '\\']) {
             at_path("`path` names a folder: name the file");
+        } else if crate::remote::is_url(&raw)
+            && let Err(e) = crate::remote::check_target(&raw)
+        {
+            at_path(&e);
         }
         if max_partitions.is_some()
             && fields.is_empty()
@@ -992,13 +1021,26 @@ impl OutputSpec {
     /// The files the export writes, as far as is known before the run: the file, or for a
     /// set its manifest, which lists the parts (with their hashes) once they are written.
     pub(crate) fn files_written(&self) -> Vec<PathBuf> {
+        // A remote output is no file of this machine: the run's checks of its files and its
+        // lineage (which hashes what it wrote) are of local files only.
+        if self.is_remote() {
+            return Vec::new();
+        }
         vec![self.manifest.clone().unwrap_or_else(|| self.path.clone())]
+    }
+
+    /// Whether the output goes to object storage.
+    pub(crate) fn is_remote(&self) -> bool {
+        crate::remote::is_remote(&self.path)
     }
 
     /// For a set, the parts it may write: the files the pattern can make, under the
     /// pattern's folder before its first placeholder.
     pub(crate) fn written_patterns(&self) -> Vec<weave_core::FilePattern> {
         let Some(template) = &self.template else { return Vec::new() };
+        if self.is_remote() {
+            return Vec::new();
+        }
         let prefix = template.literal_prefix();
         let dir = prefix.rfind('/').map_or("", |i| &prefix[..=i]).to_owned();
         let shown = self.raw.clone();
@@ -1522,7 +1564,11 @@ impl<F: Format> Export<F> {
             if let Err(e) = self.done[k].out.persist() {
                 // What was moved is taken back out: without a manifest it is no output.
                 for d in &self.done[..k] {
-                    let _ = std::fs::remove_file(d.out.path());
+                    if crate::remote::is_remote(d.out.path()) {
+                        crate::remote::delete(d.out.path());
+                    } else {
+                        let _ = std::fs::remove_file(d.out.path());
+                    }
                 }
                 return Err(e);
             }
