@@ -176,6 +176,8 @@ fn locate(url: &str) -> Result<Location, String> {
         return Err(format!("`{url}` names no object (a key after the bucket or host)"));
     }
     let path = ObjectPath::parse(key).map_err(|e| format!("`{url}` is not a valid object name: {e}"))?;
+    // The clients are built with the TLS provider the runtime's start installs.
+    runtime().map_err(|e| e.to_string())?;
     let s3 = scheme == "s3";
     let id = format!("{scheme}://{authority}");
     let stores = STORES.get_or_init(|| Mutex::new(HashMap::new()));
@@ -355,10 +357,22 @@ pub(crate) fn resolve(raw: &str) -> Result<Vec<Object>, String> {
     let _ = scheme_authority;
     if !key.contains(['*', '?', '[']) {
         let loc = locate(raw)?;
-        let meta = runtime()
-            .map_err(|e| e.to_string())?
-            .block_on(loc.store.head(&loc.path))
-            .map_err(|e| store_error(&format!("look at {raw}"), &e))?;
+        let rt = runtime().map_err(|e| e.to_string())?;
+        let meta = rt.block_on(loc.store.head(&loc.path)).map_err(|e| {
+            // A HEAD's 404 has no body to say whether the bucket or the key is missing: a
+            // listing of the key's folder tells.
+            if matches!(e, object_store::Error::NotFound { .. }) && loc.s3 {
+                let listed = rt.block_on(loc.store.list_with_delimiter(Some(&loc.path)));
+                if let Err(l) = listed
+                    && (matches!(l, object_store::Error::NotFound { .. }) || weave_core::error_line(&l).contains("NoSuchBucket"))
+                {
+                    let bucket = raw.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or_default();
+                    return format!("cannot look at {raw}: there is no bucket `{bucket}`");
+                }
+                return format!("cannot look at {raw}: there is no such object");
+            }
+            store_error(&format!("look at {raw}"), &e)
+        })?;
         return Ok(vec![object_of(raw.to_owned(), &meta)]);
     }
     let base = &raw[..raw.len() - key.len()];
