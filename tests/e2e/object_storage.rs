@@ -267,6 +267,35 @@ fn a_split_export_to_s3_appears_whole_with_its_manifest_and_parquet_reads_back_b
 }
 
 #[test]
+fn shards_read_each_object_whole_once_and_write_their_parts_to_s3() {
+    let Some(ep) = endpoint() else { return };
+    let b = bucket(&ep, "shards");
+    for i in 0..5 {
+        put(&ep, &b, &format!("in/f{i}.jsonl"), lines(i * 10..i * 10 + 10).as_bytes());
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = pipeline(&format!("path = \"s3://{b}/in/*.jsonl\""), &format!("path = \"s3://{b}/out/{{shard}}/x.jsonl\""));
+    std::fs::write(dir.path().join("p.toml"), p).expect("pipeline");
+    let mut all = Vec::new();
+    for i in 0..3 {
+        let out = weave(dir.path(), &["run", "p.toml", "--shard", &format!("{i}/3")], &ep);
+        assert_eq!(out.code, 0, "shard {i}: {}\n{}", out.stdout, out.stderr);
+    }
+    let parts: Vec<String> = keys(&ep, &b).into_iter().filter(|k| k.starts_with("out/")).collect();
+    assert_eq!(parts.len(), 3, "{parts:?}");
+    for k in &parts {
+        let text = String::from_utf8(get(&ep, &b, k).expect("part")).expect("UTF-8");
+        let got = ids(&text);
+        // Each object is one shard's, whole: its ten records together.
+        for chunk in got.chunks(10) {
+            assert!(chunk.len() == 10 && chunk[9] == chunk[0] + 9, "{k}: {got:?}");
+        }
+        all.extend(got);
+    }
+    assert_eq!(all, (0..50).collect::<Vec<_>>(), "every record once, the shards in order");
+}
+
+#[test]
 fn a_failed_or_cancelled_run_leaves_no_object_and_no_open_upload() {
     let Some(ep) = endpoint() else { return };
     let b = bucket(&ep, "fail");
