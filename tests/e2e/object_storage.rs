@@ -26,7 +26,11 @@ fn endpoint() -> Option<String> {
     match std::env::var("WEAVE_TEST_S3_ENDPOINT") {
         Ok(e) if !e.is_empty() => Some(e),
         _ => {
-            eprintln!("skipped: no S3 server (.ci/run starts moto and sets WEAVE_TEST_S3_ENDPOINT)");
+            // A skip is worth saying (the harness shows it with --nocapture).
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("skipped: no S3 server (.ci/run starts moto and sets WEAVE_TEST_S3_ENDPOINT)");
+            }
             None
         }
     }
@@ -145,7 +149,9 @@ fn lines(n: std::ops::Range<usize>) -> String {
 }
 
 fn ids(text: &str) -> Vec<u64> {
-    text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON")["id"].as_u64().expect("id")).collect()
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON")["id"].as_u64().expect("id"))
+        .collect()
 }
 
 /// Every file under `dir`.
@@ -386,7 +392,11 @@ fn s3_errors_name_the_url_and_the_step_and_write_nothing() {
         std::fs::write(dir.path().join("p.toml"), p).expect("pipeline");
         let out = weave(dir.path(), &["run", "p.toml"], &ep);
         assert_ne!(out.code, 0);
-        assert!(out.stderr.contains(url.trim_end_matches("*.csv")) && out.stderr.contains(says), "{url}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(url.trim_end_matches("*.csv")) && out.stderr.contains(says),
+            "{url}: {}",
+            out.stderr
+        );
         assert!(out.stderr.contains("load"), "names the step: {}", out.stderr);
         assert!(!dir.path().join("out.jsonl").exists());
         no_credentials(dir.path(), &[&out.stderr, &out.stdout]);
@@ -399,7 +409,11 @@ fn s3_errors_name_the_url_and_the_step_and_write_nothing() {
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env_remove("AWS_SESSION_TOKEN"));
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("no credentials for s3://") && out.stderr.contains("AWS_ACCESS_KEY_ID"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no credentials for s3://") && out.stderr.contains("AWS_ACCESS_KEY_ID"),
+        "{}",
+        out.stderr
+    );
     // A profile gives them instead (the environment's removed).
     let aws = dir.path().join("home/.aws");
     std::fs::create_dir_all(&aws).expect("dir");
@@ -461,12 +475,15 @@ fn an_http_input_is_read_once_and_a_rerun_only_asks_for_its_etag() {
     assert!(!dir.path().join("gone.jsonl").exists());
 }
 
+/// The objects a [`WebServer`] serves: path → (bytes, ETag).
+type Objects = Arc<Mutex<HashMap<String, (Vec<u8>, String)>>>;
+
 /// A web server of fixed objects, in this process: HEAD and GET (with `Range`), an ETag
 /// per object, counts of each method, and, for a cancellation test, an answer that stops
 /// after some bytes until released.
 struct WebServer {
     url: String,
-    objects: Arc<Mutex<HashMap<String, (Vec<u8>, String)>>>,
+    objects: Objects,
     gets: Arc<AtomicUsize>,
     heads: Arc<AtomicUsize>,
     stall_after: Arc<AtomicUsize>,
@@ -607,7 +624,8 @@ impl StallingProxy {
                 let (up, flag) = (up.clone(), flag.clone());
                 std::thread::spawn(move || {
                     let mut conn = conn;
-                    while let Some((head, body)) = read_request(&mut conn) {
+                    // One request per connection: its answer says `Connection: close`.
+                    if let Some((head, body)) = read_request(&mut conn) {
                         let text = String::from_utf8_lossy(&head).into_owned();
                         let first = text.split("\r\n").next().unwrap_or_default().to_owned();
                         if first.starts_with("POST ") && first.contains("uploadId=") {
@@ -620,10 +638,8 @@ impl StallingProxy {
                             Ok(s) => s,
                             Err(_) => return,
                         };
-                        let kept: Vec<&str> = text
-                            .split("\r\n")
-                            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-                            .collect();
+                        let kept: Vec<&str> =
+                            text.split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("connection:")).collect();
                         let forwarded = format!("{}\r\nConnection: close\r\n\r\n", kept.join("\r\n"));
                         if server.write_all(forwarded.as_bytes()).and_then(|()| server.write_all(&body)).is_err() {
                             return;
@@ -641,7 +657,6 @@ impl StallingProxy {
                         let mut out = format!("{}\r\nConnection: close", kept.join("\r\n")).into_bytes();
                         out.extend_from_slice(&answer[split..]);
                         let _ = conn.write_all(&out);
-                        return;
                     }
                 });
             }

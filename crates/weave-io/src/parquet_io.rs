@@ -132,29 +132,29 @@ fn not_parquet(path: &Path, e: impl std::fmt::Display) -> StepError {
 impl LoadParquet {
     /// Opens piece `piece` of the share: `None` when none of its row groups is the shard's.
     fn open(&self, piece: &crate::input::Piece) -> Result<Option<OpenParquet>, StepError> {
-        let file = piece.file;
-        let path = &self.paths[file];
-        let cannot_read = |e| StepError::environment(format!("cannot read {}", path.display()), e);
+        let path = &self.paths[piece.file];
         // A remote object is read by ranges (its footer, then the chosen column chunks of
         // the chosen row groups), never downloaded whole first.
-        let builder = if crate::remote::is_remote(path) {
-            let mut f = crate::remote::RemoteFile::open(path)?;
-            crate::parquet_footer::check_schema_depth(&mut f)
-                .map_err(cannot_read)?
-                .map_err(|e| StepError::fatal(format!("{}: {e}", path.display())))?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| not_parquet(path, e))?;
-            self.reader_of(builder, piece)
-        } else {
-            let mut f =
-                File::open(path).map_err(|e| StepError::environment(format!("cannot open {}", path.display()), e))?;
-            // Before the parquet crate reads the schema, by a recursion its depth could overflow.
-            crate::parquet_footer::check_schema_depth(&mut f)
-                .map_err(cannot_read)?
-                .map_err(|e| StepError::fatal(format!("{}: {e}", path.display())))?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| not_parquet(path, e))?;
-            self.reader_of(builder, piece)
-        };
-        builder
+        if crate::remote::is_remote(path) {
+            return self.open_from(crate::remote::RemoteFile::open(path)?, piece);
+        }
+        let f = File::open(path).map_err(|e| StepError::environment(format!("cannot open {}", path.display()), e))?;
+        self.open_from(f, piece)
+    }
+
+    /// [`LoadParquet::open`] of the file or object `f`.
+    fn open_from<T>(&self, mut f: T, piece: &crate::input::Piece) -> Result<Option<OpenParquet>, StepError>
+    where
+        T: parquet::file::reader::ChunkReader + std::io::Read + std::io::Seek + 'static,
+    {
+        let path = &self.paths[piece.file];
+        let cannot_read = |e| StepError::environment(format!("cannot read {}", path.display()), e);
+        // Before the parquet crate reads the schema, by a recursion its depth could overflow.
+        crate::parquet_footer::check_schema_depth(&mut f)
+            .map_err(cannot_read)?
+            .map_err(|e| StepError::fatal(format!("{}: {e}", path.display())))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| not_parquet(path, e))?;
+        self.reader_of(builder, piece)
     }
 
     /// The reader of a file the builder opened: the shard's row groups, the chosen columns.

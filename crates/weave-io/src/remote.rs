@@ -223,7 +223,11 @@ impl Profile {
         let home = env("HOME").map(PathBuf::from);
         let file =
             |var: &str, default: &str| env(var).map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(default)));
-        Profile::read(name, file("AWS_CONFIG_FILE", ".aws/config"), file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"))
+        Profile::read(
+            name,
+            file("AWS_CONFIG_FILE", ".aws/config"),
+            file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"),
+        )
     }
 
     /// The profile `name` from the config file `config` and the credentials file `credentials`.
@@ -288,9 +292,14 @@ fn s3_store(bucket: &str) -> Result<Arc<dyn ObjectStore>, String> {
         keys(k, s, profile.get("aws_session_token"));
     } else if skip {
         b = b.with_skip_signature(true);
-    } else if ["AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_METADATA_ENDPOINT"]
-        .iter()
-        .any(|v| env(v).is_some())
+    } else if [
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_METADATA_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| env(v).is_some())
     {
         // Credentials the client fetches itself (a web identity, a container's, an
         // instance's): the variables that say where are read as the AWS SDKs read them.
@@ -308,7 +317,8 @@ fn s3_store(bucket: &str) -> Result<Arc<dyn ObjectStore>, String> {
     }
     let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).or_else(|| profile.get("region"));
     b = b.with_region(region.unwrap_or_else(|| "us-east-1".to_owned()));
-    let endpoint = env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")).or_else(|| profile.get("endpoint_url"));
+    let endpoint =
+        env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")).or_else(|| profile.get("endpoint_url"));
     let (mut options, retry) = client_options();
     if let Some(endpoint) = endpoint {
         if endpoint.to_ascii_lowercase().starts_with("http://") {
@@ -316,11 +326,10 @@ fn s3_store(bucket: &str) -> Result<Arc<dyn ObjectStore>, String> {
         }
         b = b.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
     }
-    let store = b
-        .with_client_options(options)
-        .with_retry(retry)
-        .build()
-        .map_err(|e| format!("cannot set up the client of s3://{bucket}: {}", scrub(&weave_core::error_line(&e))))?;
+    let store =
+        b.with_client_options(options).with_retry(retry).build().map_err(|e| {
+            format!("cannot set up the client of s3://{bucket}: {}", scrub(&weave_core::error_line(&e)))
+        })?;
     Ok(Arc::new(store))
 }
 
@@ -364,7 +373,8 @@ pub(crate) fn resolve(raw: &str) -> Result<Vec<Object>, String> {
             if matches!(e, object_store::Error::NotFound { .. }) && loc.s3 {
                 let listed = rt.block_on(loc.store.list_with_delimiter(Some(&loc.path)));
                 if let Err(l) = listed
-                    && (matches!(l, object_store::Error::NotFound { .. }) || weave_core::error_line(&l).contains("NoSuchBucket"))
+                    && (matches!(l, object_store::Error::NotFound { .. })
+                        || weave_core::error_line(&l).contains("NoSuchBucket"))
                 {
                     let bucket = raw.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or_default();
                     return format!("cannot look at {raw}: there is no bucket `{bucket}`");
@@ -618,9 +628,9 @@ pub(crate) fn upload(from: &Path, url: &Path) -> Result<(), StepError> {
         let mut buf = vec![0u8; 1 << 20];
         let sent: Result<(), StepError> = async {
             loop {
-                let n = file.read(&mut buf).map_err(|e| {
-                    StepError::environment(format!("cannot read the spooled output of {shown}"), e)
-                })?;
+                let n = file
+                    .read(&mut buf)
+                    .map_err(|e| StepError::environment(format!("cannot read the spooled output of {shown}"), e))?;
                 if n == 0 {
                     return Ok(());
                 }
@@ -671,8 +681,16 @@ mod tests {
     #[test]
     fn a_profile_is_read_from_both_files_the_credentials_file_winning() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("config"), "[profile p]\nregion = eu-west-1\naws_access_key_id = FROMCONFIG\n[default]\nregion=x\n").unwrap();
-        std::fs::write(dir.path().join("credentials"), "# c\n[p]\naws_access_key_id = AK\naws_secret_access_key = SK\n").unwrap();
+        std::fs::write(
+            dir.path().join("config"),
+            "[profile p]\nregion = eu-west-1\naws_access_key_id = FROMCONFIG\n[default]\nregion=x\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("credentials"),
+            "# c\n[p]\naws_access_key_id = AK\naws_secret_access_key = SK\n",
+        )
+        .unwrap();
         let read = |name| Profile::read(name, Some(dir.path().join("config")), Some(dir.path().join("credentials")));
         let p = read("p");
         assert!(p.found);
