@@ -430,10 +430,31 @@ fn s3_errors_name_the_url_and_the_step_and_write_nothing() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(ids(&std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output")), [0, 1]);
     std::fs::remove_dir_all(dir.path().join("home")).expect("home removed");
-    // An endpoint that does not answer (a port nothing listens on), after the client's retries.
+    // The endpoint and region from the pipeline's `[storage]` (over the environment's,
+    // here an endpoint nothing listens on); credentials there are refused, unrepeated.
     let closed = TcpListener::bind("127.0.0.1:0").expect("a port");
     let dead = format!("http://{}", closed.local_addr().expect("address"));
     drop(closed);
+    let storage = format!("[storage]\nendpoint = \"{ep}\"\nregion = \"eu-west-1\"\n\n");
+    let p = pipeline(&format!("path = \"s3://{b}/data/a.jsonl\""), "path = \"st.jsonl\"").replacen(
+        "[[step]]",
+        &format!("{storage}[[step]]"),
+        1,
+    );
+    std::fs::write(dir.path().join("st.toml"), &p).expect("pipeline");
+    let out = weave(dir.path(), &["run", "st.toml"], &dead);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(ids(&std::fs::read_to_string(dir.path().join("st.jsonl")).expect("output")), [0, 1]);
+    let leaky = p.replace(&format!("endpoint = \"{ep}\""), &format!("endpoint = \"http://me:{SECRET}@127.0.0.1:1\""));
+    std::fs::write(dir.path().join("leaky.toml"), &leaky).expect("pipeline");
+    let out = weave(dir.path(), &["validate", "leaky.toml"], &ep);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("must not hold credentials"), "{}", out.stderr);
+    // (The snippet under the message quotes the user's own line, as every diagnostic does;
+    // nothing was run, so nothing was written.)
+    assert!(!dir.path().join("leaky.jsonl").exists());
+    std::fs::remove_file(dir.path().join("leaky.toml")).expect("removed");
+    // An endpoint that does not answer (a port nothing listens on), after the client's retries.
     std::fs::remove_file(dir.path().join("out.jsonl")).expect("removed");
     let out = weave(dir.path(), &["run", "p.toml"], &dead);
     assert_ne!(out.code, 0);

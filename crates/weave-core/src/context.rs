@@ -23,6 +23,7 @@ pub struct BuildContext {
     shard: Option<crate::Shard>,
     exchange: BTreeMap<String, PathBuf>,
     shared: Mutex<BTreeMap<String, Arc<dyn Any + Send + Sync>>>,
+    storage: crate::StorageSettings,
 }
 
 impl BuildContext {
@@ -36,7 +37,19 @@ impl BuildContext {
             shard: None,
             exchange: BTreeMap::new(),
             shared: Mutex::default(),
+            storage: crate::StorageSettings::default(),
         }
+    }
+
+    /// This context, with the pipeline's `[storage]` settings.
+    pub fn with_storage(mut self, storage: crate::StorageSettings) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// The pipeline's `[storage]` settings (where its `s3://` URLs are).
+    pub fn storage(&self) -> &crate::StorageSettings {
+        &self.storage
     }
 
     /// This context, for a run that is `shard` of a job.

@@ -308,6 +308,7 @@ impl Pipeline {
             BuildContext::new(spec.llm.values().cloned(), cache_dir)
                 .with_shard(options.shard)
                 .with_exchange(options.exchange.clone())
+                .with_storage(spec.storage.clone())
                 .dry_run(options.dry_run),
         );
         for s in &spec.steps {

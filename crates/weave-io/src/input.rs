@@ -20,6 +20,7 @@ use weave_core::{Diagnostic, Params, Rejected, StepContext, StepError};
 pub(crate) fn input_paths(p: &Params, what: &str) -> Option<Vec<PathBuf>> {
     let raw = p.required_str("path", what)?;
     if crate::remote::is_url(&raw) {
+        crate::remote::configure(&raw, p.context().storage());
         return match crate::remote::resolve(&raw) {
             Ok(objects) => {
                 crate::remote::remember(&objects);

@@ -970,10 +970,11 @@ impl OutputSpec {
         }
         if raw.is_empty() || raw.ends_with(['/', '\\']) {
             at_path("`path` names a folder: name the file");
-        } else if crate::remote::is_url(&raw)
-            && let Err(e) = crate::remote::check_target(&raw)
-        {
-            at_path(&e);
+        } else if crate::remote::is_url(&raw) {
+            crate::remote::configure(&raw, p.context().storage());
+            if let Err(e) = crate::remote::check_target(&raw) {
+                at_path(&e);
+            }
         }
         if max_partitions.is_some()
             && fields.is_empty()

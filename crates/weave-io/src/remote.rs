@@ -153,7 +153,28 @@ fn step_error(what: &str, e: &object_store::Error) -> StepError {
     }
 }
 
-/// The store and path of `url`, building (once per bucket or web server) the client.
+/// The `[storage]` settings of the pipelines that named each bucket (`s3://bucket`), noted
+/// when they were built ([`configure`]): the reads and uploads of a run, which know only
+/// the URL, use them.
+fn settings() -> &'static Mutex<HashMap<String, weave_core::StorageSettings>> {
+    static SETTINGS: OnceLock<Mutex<HashMap<String, weave_core::StorageSettings>>> = OnceLock::new();
+    SETTINGS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Notes the pipeline's `[storage]` settings for the bucket of `url` (see [`settings`]).
+pub(crate) fn configure(url: &str, storage: &weave_core::StorageSettings) {
+    if let Some(id) = store_id(url) {
+        settings().lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, storage.clone());
+    }
+}
+
+/// `s3://bucket` or `https://host` of `url`.
+fn store_id(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    Some(format!("{}://{}", scheme.to_ascii_lowercase(), rest.split('/').next()?))
+}
+
+/// The store and path of `url`, building (once per bucket or web server, and settings) the client.
 fn locate(url: &str) -> Result<Location, String> {
     static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
     let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("`{url}` is not a URL"))?;
@@ -180,13 +201,16 @@ fn locate(url: &str) -> Result<Location, String> {
     runtime().map_err(|e| e.to_string())?;
     let s3 = scheme == "s3";
     let id = format!("{scheme}://{authority}");
+    let storage =
+        settings().lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned().unwrap_or_default();
     let stores = STORES.get_or_init(|| Mutex::new(HashMap::new()));
     let mut stores = stores.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let store = match stores.get(&id) {
+    let cached = format!("{id} {:?} {:?}", storage.endpoint, storage.region);
+    let store = match stores.get(&cached) {
         Some(s) => s.clone(),
         None => {
-            let built: Arc<dyn ObjectStore> = if s3 { s3_store(authority)? } else { http_store(&id)? };
-            stores.insert(id, built.clone());
+            let built: Arc<dyn ObjectStore> = if s3 { s3_store(authority, &storage)? } else { http_store(&id)? };
+            stores.insert(cached, built.clone());
             built
         }
     };
@@ -259,11 +283,12 @@ impl Profile {
     }
 }
 
-/// The client of an S3 bucket, with the settings of the environment and the profile (see
-/// the module's documentation): a custom endpoint (`AWS_ENDPOINT_URL_S3`,
-/// `AWS_ENDPOINT_URL`, or a profile's `endpoint_url`) is addressed path-style
-/// (`endpoint/bucket/key`), as MinIO and most S3-compatible stores expect.
-fn s3_store(bucket: &str) -> Result<Arc<dyn ObjectStore>, String> {
+/// The client of an S3 bucket, with the pipeline's `[storage]` settings, else those of
+/// the environment and the profile (see the module's documentation): a custom endpoint
+/// (`[storage] endpoint`, `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, or a profile's
+/// `endpoint_url`) is addressed path-style (`endpoint/bucket/key`), as MinIO and most
+/// S3-compatible stores expect.
+fn s3_store(bucket: &str, storage: &weave_core::StorageSettings) -> Result<Arc<dyn ObjectStore>, String> {
     let named = env("AWS_PROFILE");
     let profile = Profile::load(named.as_deref().unwrap_or("default"));
     if let Some(name) = &named
@@ -315,10 +340,19 @@ fn s3_store(bucket: &str) -> Result<Arc<dyn ObjectStore>, String> {
             "no credentials for s3://{bucket}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (a profile in ~/.aws/credentials), or AWS_SKIP_SIGNATURE=true for a public bucket"
         ));
     }
-    let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).or_else(|| profile.get("region"));
+    let region = storage
+        .region
+        .clone()
+        .or_else(|| env("AWS_REGION"))
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .or_else(|| profile.get("region"));
     b = b.with_region(region.unwrap_or_else(|| "us-east-1".to_owned()));
-    let endpoint =
-        env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")).or_else(|| profile.get("endpoint_url"));
+    let endpoint = storage
+        .endpoint
+        .clone()
+        .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+        .or_else(|| env("AWS_ENDPOINT_URL"))
+        .or_else(|| profile.get("endpoint_url"));
     let (mut options, retry) = client_options();
     if let Some(endpoint) = endpoint {
         if endpoint.to_ascii_lowercase().starts_with("http://") {
