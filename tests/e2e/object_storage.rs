@@ -273,6 +273,64 @@ fn a_split_export_to_s3_appears_whole_with_its_manifest_and_parquet_reads_back_b
 }
 
 #[test]
+fn csv_text_and_json_load_from_s3_and_a_partitioned_export_writes_a_part_per_value() {
+    let Some(ep) = endpoint() else { return };
+    let b = bucket(&ep, "formats");
+    put(&ep, &b, "in/t.csv", b"id,lang\n1,en\n2,fr\n3,en\n");
+    put(&ep, &b, "in/t.txt", b"alpha\nbeta\n");
+    put(&ep, &b, "in/t.json", br#"[{"id": 7, "lang": "de"}]"#);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = format!(
+        r#"[pipeline]
+name = "formats"
+
+[[step]]
+id = "csv"
+kind = "load_csv"
+path = "s3://{b}/in/t.csv"
+
+[[step]]
+id = "by_lang"
+kind = "export_jsonl"
+after = ["csv"]
+path = "s3://{b}/out/lang={{lang}}/part.jsonl"
+
+[[step]]
+id = "text"
+kind = "load_text"
+path = "s3://{b}/in/t.txt"
+
+[[step]]
+id = "text_out"
+kind = "export_jsonl"
+after = ["text"]
+path = "text.jsonl"
+
+[[step]]
+id = "json"
+kind = "load_json"
+path = "s3://{b}/in/t.json"
+
+[[step]]
+id = "json_out"
+kind = "export_csv"
+after = ["json"]
+path = "json.csv"
+"#
+    );
+    std::fs::write(dir.path().join("p.toml"), p).expect("pipeline");
+    let out = weave(dir.path(), &["run", "p.toml"], &ep);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let parts: Vec<String> = keys(&ep, &b).into_iter().filter(|k| k.starts_with("out/lang=")).collect();
+    assert_eq!(parts, ["out/lang=en/part.jsonl", "out/lang=fr/part.jsonl"]);
+    let en = String::from_utf8(get(&ep, &b, "out/lang=en/part.jsonl").expect("part")).expect("UTF-8");
+    assert_eq!(en, "{\"id\":\"1\",\"lang\":\"en\"}\n{\"id\":\"3\",\"lang\":\"en\"}\n");
+    let text = std::fs::read_to_string(dir.path().join("text.jsonl")).expect("text");
+    assert_eq!(text, "{\"text\":\"alpha\"}\n{\"text\":\"beta\"}\n");
+    assert_eq!(std::fs::read_to_string(dir.path().join("json.csv")).expect("csv"), "id,lang\n7,de\n");
+}
+
+#[test]
 fn shards_read_each_object_whole_once_and_write_their_parts_to_s3() {
     let Some(ep) = endpoint() else { return };
     let b = bucket(&ep, "shards");
