@@ -258,6 +258,16 @@ fn a_split_export_to_s3_appears_whole_with_its_manifest_and_parquet_reads_back_b
     assert_eq!(all, (0..250).collect::<Vec<_>>());
     assert_eq!(open_uploads(&ep, &b), 0, "every upload was completed");
 
+    // A smaller run of the set: its manifest lists two parts, and the third part of the
+    // run before, which no manifest lists any more, is removed, as a local set's is.
+    std::fs::write(dir.path().join("in.jsonl"), lines(0..120)).expect("input");
+    let again = weave(dir.path(), &["run", "p.toml"], &ep);
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    let now: Vec<String> = keys(&ep, &b).into_iter().filter(|k| k.starts_with("out/")).collect();
+    let parts_now: Vec<&String> = now.iter().filter(|k| k.starts_with("out/part-")).collect();
+    assert_eq!(parts_now.len(), 2, "{now:?}");
+    assert_eq!(now.len(), 3, "two parts and the manifest, no note of earlier parts: {now:?}");
+
     // The Parquet object reads back (footer and column chunks by ranged GETs), one column.
     let back = dir.path().join("back");
     std::fs::create_dir(&back).expect("dir");
@@ -268,7 +278,8 @@ fn a_split_export_to_s3_appears_whole_with_its_manifest_and_parquet_reads_back_b
     let out = weave(&back, &["run", "p.toml"], &ep);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let text = std::fs::read_to_string(back.join("out.jsonl")).expect("output");
-    assert_eq!(ids(&text), (0..250).collect::<Vec<_>>());
+    // The second run's object, which replaced the first's whole.
+    assert_eq!(ids(&text), (0..120).collect::<Vec<_>>());
     assert!(!text.contains("text"), "only the column asked for");
 }
 

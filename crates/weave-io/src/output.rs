@@ -1213,9 +1213,17 @@ fn write_record(record: &Path, parts: &[PathBuf], relative: &dyn Fn(&Path) -> St
     out.commit()
 }
 
+/// Removes a file, or a remote object (which S3 removes whether it is there or not).
+fn remove_file(path: &Path) -> std::io::Result<()> {
+    if crate::remote::is_remote(path) {
+        return crate::remote::remove(path).map_err(std::io::Error::other);
+    }
+    std::fs::remove_file(path)
+}
+
 /// Removes a file; one that is not there is no error.
 fn remove_if_there(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
+    match remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
@@ -1565,10 +1573,8 @@ impl<F: Format> Export<F> {
             if let Err(e) = self.done[k].out.persist() {
                 // What was moved is taken back out: without a manifest it is no output.
                 for d in &self.done[..k] {
-                    if crate::remote::is_remote(d.out.path()) {
-                        crate::remote::delete(d.out.path());
-                    } else {
-                        let _ = std::fs::remove_file(d.out.path());
+                    if let Err(e) = remove_file(d.out.path()) {
+                        log::warn!("cannot remove {}: {e}", d.out.path().display());
                     }
                 }
                 return Err(e);
@@ -1582,7 +1588,7 @@ impl<F: Format> Export<F> {
         let written: std::collections::HashSet<&Path> = self.done.iter().map(|d| d.out.path()).collect();
         let mut emptied = Vec::new();
         for old in stale.iter().filter(|p| !written.contains(p.as_path())) {
-            match std::fs::remove_file(old) {
+            match remove_file(old) {
                 Ok(()) => {
                     log::debug!("removed {}, a part of an earlier run that this run did not write", old.display());
                     let parents = old.ancestors().skip(1).take_while(|a| a.starts_with(&dir) && *a != dir);
@@ -1625,7 +1631,10 @@ impl<F: Format> Export<F> {
     /// never touched. A file that cannot be read lists none.
     fn listed_parts(&self, listed: &Path, dir: &Path) -> Vec<PathBuf> {
         let Some(template) = &self.spec.template else { return Vec::new() };
-        let text = match std::fs::read(listed) {
+        // A remote set's manifest is read from the bucket (a small object).
+        let read =
+            if crate::remote::is_remote(listed) { crate::remote::read_whole(listed) } else { std::fs::read(listed) };
+        let text = match read {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
             Err(e) => {

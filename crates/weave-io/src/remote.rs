@@ -685,17 +685,25 @@ pub(crate) fn upload(from: &Path, url: &Path) -> Result<(), StepError> {
     })
 }
 
-/// Deletes the object at `url`, an uploaded part of a set whose commit failed after it;
-/// a failure is logged (the object stays, as a local part that cannot be removed does).
-pub(crate) fn delete(url: &Path) {
+/// Deletes the object at `url` (S3 answers the same whether it was there or not): an
+/// uploaded part of a set whose commit failed after it, or a part of an earlier run of the
+/// set that its manifest no longer lists.
+pub(crate) fn remove(url: &Path) -> Result<(), String> {
     let shown = url.to_string_lossy().into_owned();
-    let done = locate(&shown).map_err(|e| e.to_string()).and_then(|loc| {
-        let rt = runtime().map_err(|e| e.to_string())?;
-        rt.block_on(loc.store.delete(&loc.path)).map_err(|e| store_error(&format!("delete {shown}"), &e))
-    });
-    if let Err(e) = done {
-        log::warn!("{e}");
-    }
+    let loc = locate(&shown)?;
+    let rt = runtime().map_err(|e| e.to_string())?;
+    rt.block_on(loc.store.delete(&loc.path)).map_err(|e| store_error(&format!("delete {shown}"), &e))
+}
+
+/// The whole of a small object (a set's manifest), or a `NotFound` error when there is none.
+pub(crate) fn read_whole(url: &Path) -> std::io::Result<Vec<u8>> {
+    let shown = url.to_string_lossy().into_owned();
+    let loc = locate(&shown).map_err(std::io::Error::other)?;
+    let rt = runtime().map_err(|e| std::io::Error::other(e.to_string()))?;
+    rt.block_on(async { loc.store.get(&loc.path).await?.bytes().await }).map(|b| b.to_vec()).map_err(|e| match e {
+        object_store::Error::NotFound { .. } => std::io::Error::from(std::io::ErrorKind::NotFound),
+        e => std::io::Error::other(store_error(&format!("read {shown}"), &e)),
+    })
 }
 
 #[cfg(test)]

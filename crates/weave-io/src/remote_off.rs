@@ -57,5 +57,15 @@ pub(crate) fn upload(_from: &Path, url: &Path) -> Result<(), StepError> {
     Err(StepError::fatal(format!("cannot write {}: {OFF}", url.display())))
 }
 
-/// Nothing to delete: nothing was uploaded.
-pub(crate) fn delete(_url: &Path) {}
+/// Refused: nothing was uploaded.
+pub(crate) fn remove(url: &Path) -> Result<(), String> {
+    Err(format!("cannot remove {}: {OFF}", url.display()))
+}
+
+/// Refused.
+pub(crate) fn read_whole(url: &Path) -> std::io::Result<Vec<u8>> {
+    Err(std::io::Error::other(format!("cannot read {}: {OFF}", url.display())))
+}
+
+/// Nothing to configure: no URL is accepted.
+pub(crate) fn configure(_url: &str, _storage: &weave_core::StorageSettings) {}
