@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -154,22 +154,9 @@ fn ids(text: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Every file under `dir`.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() { stack.push(p) } else { out.push(p) }
-        }
-    }
-    out
-}
-
 /// Fails if a credential is in any file under `dir` or in `texts`.
 fn no_credentials(dir: &Path, texts: &[&str]) {
-    for f in files(dir) {
+    for f in crate::llm::files(dir) {
         let bytes = std::fs::read(&f).unwrap_or_default();
         for s in [ACCESS_KEY, SECRET, TOKEN] {
             assert!(memchr::memmem::find(&bytes, s.as_bytes()).is_none(), "{} holds a credential", f.display());

@@ -423,43 +423,33 @@ impl AtomicOutput {
 
     /// The writer, creating the temporary file (and the folders to it) on first use.
     pub(crate) fn writer(&mut self) -> Result<&mut BufWriter<Encoder>, StepError> {
-        if matches!(self.state, State::Idle) && crate::remote::is_remote(&self.path) {
-            // A remote output is spooled in the system's temporary folder and uploaded
-            // whole at commit (see `remote.rs`): nothing of it is in the bucket before.
-            let dir = std::env::temp_dir();
-            let (file, tmp) = TempFile::new_in(&dir).map_err(|e| {
-                StepError::environment(
-                    format!("cannot create a temporary file in {} for {}", dir.display(), self.path.display()),
-                    e,
-                )
-            })?;
-            let tally = Tally::new(file, self.hash, self.behind);
-            let encoder = Encoder::new(tally, self.compression).map_err(|e| {
-                let what = format!("cannot start {} compression for {}", self.compression.name(), self.path.display());
-                StepError::environment(what, e)
-            })?;
-            self.state = State::Writing { out: Box::new(BufWriter::with_capacity(self.capacity, encoder)), tmp };
-        }
         if matches!(self.state, State::Idle) {
-            let dir = match self.path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            // The run checked the files it names before it started; a part's name is
-            // made as it goes, so each is looked at here, before anything is written.
-            if let Ok(m) = std::fs::symlink_metadata(&self.path)
-                && !m.is_file()
-            {
-                let what = if m.is_symlink() {
-                    "a symbolic link (an output is replaced whole, which would replace the link, not the file it points to)"
-                } else if m.is_dir() {
-                    "a folder"
-                } else {
-                    "not a regular file (a device, a FIFO or a socket)"
+            let dir = if crate::remote::is_remote(&self.path) {
+                // A remote output is spooled in the system's temporary folder and uploaded
+                // whole at commit (see `remote.rs`): nothing of it is in the bucket before.
+                std::env::temp_dir()
+            } else {
+                let dir = match self.path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => PathBuf::from("."),
                 };
-                return Err(StepError::fatal(format!("cannot write {}: it is {what}", self.path.display())));
-            }
-            create_dirs(&dir, &mut self.created)?;
+                // The run checked the files it names before it started; a part's name is
+                // made as it goes, so each is looked at here, before anything is written.
+                if let Ok(m) = std::fs::symlink_metadata(&self.path)
+                    && !m.is_file()
+                {
+                    let what = if m.is_symlink() {
+                        "a symbolic link (an output is replaced whole, which would replace the link, not the file it points to)"
+                    } else if m.is_dir() {
+                        "a folder"
+                    } else {
+                        "not a regular file (a device, a FIFO or a socket)"
+                    };
+                    return Err(StepError::fatal(format!("cannot write {}: it is {what}", self.path.display())));
+                }
+                create_dirs(&dir, &mut self.created)?;
+                dir
+            };
             // Named after this process, so that a later run can remove it if this one is
             // killed; with the permissions `File::create` would give, as it is the user's file.
             let (file, tmp) = TempFile::new_in(&dir).map_err(|e| {
