@@ -523,6 +523,8 @@ fn s3_errors_name_the_url_and_the_step_and_write_nothing() {
 fn an_http_input_is_read_once_and_a_rerun_only_asks_for_its_etag() {
     let server = WebServer::start();
     server.set("/data/in.jsonl", lines(0..40).into_bytes(), "\"etag-1\"");
+    // The first answers are 503: retried with backoff, the run goes through.
+    server.unavailable.store(3, Ordering::SeqCst);
     let dir = tempfile::tempdir().expect("temp dir");
     let p = pipeline(&format!("path = \"{}/data/in.jsonl\"", server.url), "path = \"out.jsonl\"");
     std::fs::write(dir.path().join("p.toml"), p).expect("pipeline");
@@ -531,6 +533,7 @@ fn an_http_input_is_read_once_and_a_rerun_only_asks_for_its_etag() {
     assert_eq!(ids(&std::fs::read_to_string(dir.path().join("out.jsonl")).expect("out")), (0..40).collect::<Vec<_>>());
     let gets = server.gets.load(Ordering::SeqCst);
     assert!(gets >= 1);
+    assert_eq!(server.unavailable.load(Ordering::SeqCst), 0, "the 503s were answered and retried");
     // Unchanged: the plan and the re-run ask for the object's ETag (HEAD), never its bytes.
     let plan = crate::cli::weave_in(dir.path(), &["plan", "p.toml", "--explain"]);
     assert!(plan.stdout.contains("export (cached): unchanged"), "{}\n{}", plan.stdout, plan.stderr);
@@ -566,6 +569,8 @@ struct WebServer {
     stall_after: Arc<AtomicUsize>,
     stalled: Arc<AtomicBool>,
     release: Arc<AtomicBool>,
+    /// Requests still to be answered 503 Service Unavailable (a transient failure).
+    unavailable: Arc<AtomicUsize>,
 }
 
 impl WebServer {
@@ -580,16 +585,23 @@ impl WebServer {
             stall_after: Arc::new(AtomicUsize::new(usize::MAX)),
             stalled: Arc::default(),
             release: Arc::default(),
+            unavailable: Arc::default(),
         };
         let (objects, gets, heads) = (s.objects.clone(), s.gets.clone(), s.heads.clone());
         let (stall_after, stalled, release) = (s.stall_after.clone(), s.stalled.clone(), s.release.clone());
+        let unavailable = s.unavailable.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let (objects, gets, heads) = (objects.clone(), gets.clone(), heads.clone());
                 let (stall_after, stalled, release) = (stall_after.clone(), stalled.clone(), release.clone());
+                let unavailable = unavailable.clone();
                 std::thread::spawn(move || {
                     let mut conn = conn;
                     while let Some((method, path, headers)) = read_head(&mut conn) {
+                        if unavailable.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                            let _ = conn.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+                            continue;
+                        }
                         let found = objects.lock().expect("objects").get(&path).cloned();
                         let Some((body, etag)) = found else {
                             let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");

@@ -743,6 +743,24 @@ mod tests {
     }
 
     #[test]
+    fn store_errors_say_what_to_do_and_never_show_a_credential() {
+        remember_secret("AKIA-UNIT-SECRET");
+        let source = || -> Box<dyn std::error::Error + Send + Sync> {
+            "<Error><Code>AccessDenied</Code><AWSAccessKeyId>AKIA-UNIT-SECRET</AWSAccessKeyId></Error>".into()
+        };
+        let denied = object_store::Error::PermissionDenied { path: "k".into(), source: source() };
+        let text = store_error("read s3://b/k", &denied);
+        assert!(text.starts_with("cannot read s3://b/k: access denied"), "{text}");
+        assert!(!text.contains("AKIA-UNIT-SECRET") && text.contains("***"), "{text}");
+        let missing = object_store::Error::NotFound { path: "k".into(), source: source() };
+        assert_eq!(store_error("read s3://b/k", &missing), "cannot read s3://b/k: there is no such object (or bucket)");
+        let refused = object_store::Error::Unauthenticated { path: "k".into(), source: source() };
+        assert!(store_error("read s3://b/k", &refused).contains("the credentials were refused"));
+        let generic = object_store::Error::Generic { store: "S3", source: "NoSuchBucket: gone".into() };
+        assert_eq!(store_error("list s3://b/", &generic), "cannot list s3://b/: there is no such bucket");
+    }
+
+    #[test]
     fn scrub_hides_every_remembered_secret() {
         remember_secret("S3CR3T-VALUE");
         assert_eq!(scrub("body: <Key>S3CR3T-VALUE</Key>"), "body: <Key>***</Key>");
