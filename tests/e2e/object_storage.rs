@@ -189,8 +189,11 @@ fn a_glob_over_an_s3_prefix_reads_matching_objects_in_key_order_and_reruns_from_
     let p = pipeline(&format!("path = \"s3://{b}/data/part-*\""), "path = \"out.jsonl\"");
     std::fs::write(dir.path().join("p.toml"), p).expect("pipeline");
 
-    let out = weave(dir.path(), &["run", "p.toml"], &ep);
+    // With every library's log lines on (the HTTP client's, the TLS stack's), which must
+    // hold no credential either.
+    let out = run(command(dir.path(), &["run", "p.toml"], &ep).env("RUST_LOG", "trace"));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("reqwest"), "the client's log lines are shown: {}", out.stderr);
     let read = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
     assert_eq!(ids(&read), (0..8).collect::<Vec<_>>());
 
@@ -229,8 +232,9 @@ fn a_split_export_to_s3_appears_whole_with_its_manifest_and_parquet_reads_back_b
         "\n[[step]]\nid = \"parquet\"\nkind = \"export_parquet\"\nafter = [\"load\"]\npath = \"s3://{b}/pq/all.parquet\"\n"
     );
     std::fs::write(dir.path().join("p.toml"), p).expect("pipeline");
-    let out = weave(dir.path(), &["run", "p.toml"], &ep);
+    let out = run(command(dir.path(), &["run", "p.toml"], &ep).env("RUST_LOG", "trace"));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    no_credentials(dir.path(), &[&out.stdout, &out.stderr]);
     let listed = keys(&ep, &b);
     let parts: Vec<&String> = listed.iter().filter(|k| k.starts_with("out/part-")).collect();
     assert_eq!(parts.len(), 3, "{listed:?}");
