@@ -13,6 +13,9 @@ if [ ! -x "$venv/bin/moto_server" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]>=5,<6" >&2
 fi
 
+# A server an earlier call started is stopped first (its pid file would be overwritten).
+bash .ci/s3-down.sh
+
 # A free port: bound by the kernel, released, then taken by the server.
 port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >target/s3-moto.log 2>&1 &
