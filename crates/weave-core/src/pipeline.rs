@@ -306,9 +306,9 @@ impl Pipeline {
         });
         let context = std::sync::Arc::new(
             BuildContext::new(spec.llm.values().cloned(), cache_dir)
+                .with_storage(spec.storage.clone())
                 .with_shard(options.shard)
                 .with_exchange(options.exchange.clone())
-                .with_storage(spec.storage.clone())
                 .dry_run(options.dry_run),
         );
         for s in &spec.steps {
