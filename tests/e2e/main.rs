@@ -42,3 +42,6 @@ mod shards;
 mod slurm;
 // The quality filters through the binary: drops named by rule, C4's kept lines, figures.
 mod quality;
+// Object storage: s3:// inputs and exports against a local S3 server (moto, when .ci/run
+// started one), http:// inputs from a web server in the test.
+mod object_storage;

@@ -24,6 +24,7 @@ pub struct BuildContext {
     exchange: BTreeMap<String, PathBuf>,
     publish_only: std::collections::BTreeSet<String>,
     shared: Mutex<BTreeMap<String, Arc<dyn Any + Send + Sync>>>,
+    storage: crate::StorageSettings,
 }
 
 impl BuildContext {
@@ -38,7 +39,19 @@ impl BuildContext {
             exchange: BTreeMap::new(),
             publish_only: std::collections::BTreeSet::new(),
             shared: Mutex::default(),
+            storage: crate::StorageSettings::default(),
         }
+    }
+
+    /// This context, with the pipeline's `[storage]` settings.
+    pub fn with_storage(mut self, storage: crate::StorageSettings) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// The pipeline's `[storage]` settings (where its `s3://` URLs are).
+    pub fn storage(&self) -> &crate::StorageSettings {
+        &self.storage
     }
 
     /// This context, for a run that is `shard` of a job.

@@ -50,8 +50,8 @@ pub use shard::{MAX_SHARDS, Shard, ShardError};
 pub use spec::{
     ALERT_KEYS, ALERT_METRICS, AlertSink, AlertSpec, CACHE_KEYS, Comparison, DEFAULT_MAX_MEMORY, LLM_KEYS, LlmProvider,
     MAX_CONCURRENT, MAX_GPUS, MAX_ID_CHARS, PIPELINE_KEYS, PipelineSpec, RESOURCES_KEYS, RETRY_KEYS, ResourceLimits,
-    ResourceOverride, RetryOverride, STEP_COMMON_KEYS, STEP_RESOURCES_KEYS, StepSpec, TOP_LEVEL_KEYS,
-    default_cache_dir,
+    ResourceOverride, RetryOverride, STEP_COMMON_KEYS, STEP_RESOURCES_KEYS, STORAGE_KEYS, StepSpec, StorageSettings,
+    TOP_LEVEL_KEYS, default_cache_dir,
 };
 pub use step::{
     CacheMode, CanonicalConfig, FilePattern, Merge, Prepare, Prepared, Rejected, RequestCounts, Shape, Sink, Source,

@@ -316,6 +316,7 @@ impl Pipeline {
         });
         let context = std::sync::Arc::new(
             BuildContext::new(spec.llm.values().cloned(), cache_dir)
+                .with_storage(spec.storage.clone())
                 .with_shard(options.shard)
                 .with_exchange(options.exchange.clone())
                 .publishing_only(options.publish_only.clone())

@@ -12,7 +12,9 @@ use crate::policy::{Backoff, BadRecordLimit, BadRecordPolicy, RetryPolicy};
 use crate::step::{CacheMode, CanonicalConfig};
 
 /// The top-level tables of a pipeline file.
-pub const TOP_LEVEL_KEYS: &[&str] = &["pipeline", "resources", "retry", "cache", "alert", "llm", "step"];
+pub const TOP_LEVEL_KEYS: &[&str] = &["pipeline", "resources", "retry", "cache", "alert", "llm", "storage", "step"];
+/// The keys of `[storage]`: where the pipeline's `s3://` URLs are (never credentials).
+pub const STORAGE_KEYS: &[&str] = &["endpoint", "region"];
 /// The keys of `[cache]`.
 pub const CACHE_KEYS: &[&str] = &["dir"];
 /// The keys of `[pipeline]`.
@@ -291,11 +293,25 @@ pub struct PipelineSpec {
     /// `[cache] dir`: where the cache lives, resolved against the file's folder. The
     /// caller's own choice goes to building (`BuildOptions`), not here.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// `[storage]`: where the pipeline's `s3://` URLs are.
+    pub storage: StorageSettings,
     /// `[[step]]`s in the order written.
     pub steps: Vec<StepSpec>,
     /// The pipeline-level settings in every step's cache key (see
     /// [`OUTPUT_NEUTRAL`](crate::OUTPUT_NEUTRAL)).
     pub key_config: CanonicalConfig,
+}
+
+/// The `[storage]` table: the S3 endpoint and region of the pipeline's `s3://` URLs, over
+/// those of the environment and the profile (`AWS_ENDPOINT_URL`, `AWS_REGION`, ...).
+/// Credentials are never here: they come from the environment or a profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct StorageSettings {
+    /// An S3-compatible endpoint (`http://localhost:9000`, an R2 or GCS URL), addressed
+    /// path-style.
+    pub endpoint: Option<String>,
+    /// The region requests are signed for.
+    pub region: Option<String>,
 }
 
 /// Where the cache of the pipeline file at `file` lives when nothing says otherwise:
@@ -392,6 +408,25 @@ impl PipelineSpec {
             diags.extend(p.finish(CACHE_KEYS));
         }
 
+        let mut storage = StorageSettings::default();
+        if let Some(p) = top.table("storage") {
+            storage.endpoint = p.str("endpoint");
+            storage.region = p.str("region");
+            if let (Some(e), Some(item)) = (&storage.endpoint, p.item("endpoint")) {
+                let lower = e.to_ascii_lowercase();
+                if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+                    p.error_at(item, "`endpoint` must be an http:// or https:// URL");
+                } else if e.split("://").nth(1).and_then(|r| r.split('/').next()).is_some_and(|h| h.contains('@')) {
+                    // Not repeated: what comes before the `@` may be a password.
+                    p.error_at(
+                        item,
+                        "`endpoint` must not hold credentials (user:password@): they come from the environment or a profile",
+                    );
+                }
+            }
+            diags.extend(p.finish(STORAGE_KEYS));
+        }
+
         let alerts = read_alerts(&top, &mut diags);
         let llm = read_llm(&top, &mut diags);
         let steps = read_steps(&top, &mut diags);
@@ -408,6 +443,7 @@ impl PipelineSpec {
             alerts,
             llm,
             cache_dir,
+            storage,
             steps,
             key_config,
         };

@@ -441,6 +441,7 @@ fn single_byte(p: &Params, key: &str, default: u8) -> u8 {
 
 fn build(p: &Params) -> Option<Step> {
     let paths = crate::input::input_paths(p, "the CSV file to read, or a glob pattern");
+    let config = crate::input::config(p, paths.as_deref().unwrap_or_default());
     let delimiter = single_byte(p, "delimiter", b',');
     let quote = single_byte(p, "quote", b'"');
     if delimiter == quote
@@ -499,7 +500,7 @@ fn build(p: &Params) -> Option<Step> {
         quote,
         batch,
         max_record,
-        config: p.canonical(),
+        config,
         next_file: 0,
         open: None,
         header: None,
@@ -525,7 +526,7 @@ impl StepInfo for LoadCsv {
     }
 
     fn files_read(&self) -> Vec<PathBuf> {
-        self.paths.clone()
+        crate::input::local_files(&self.paths)
     }
 }
 

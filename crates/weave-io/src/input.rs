@@ -19,6 +19,19 @@ use weave_core::{Diagnostic, Params, Rejected, StepContext, StepError};
 /// that is there but is no regular file (a folder, a FIFO, a device) is an error at the key.
 pub(crate) fn input_paths(p: &Params, what: &str) -> Option<Vec<PathBuf>> {
     let raw = p.required_str("path", what)?;
+    if crate::remote::is_url(&raw) {
+        crate::remote::configure(&raw, p.context().storage());
+        return match crate::remote::resolve(&raw) {
+            Ok(objects) => {
+                crate::remote::remember(&objects);
+                Some(objects.into_iter().map(|o| PathBuf::from(o.url)).collect())
+            }
+            Err(e) => {
+                p.error_at(p.item("path")?, e);
+                None
+            }
+        };
+    }
     let literal = weave_core::resolve(p.file().path(), &raw);
     // A name with `[` or `*` in it that exists as it is written is that file.
     if !raw.contains(['*', '?', '[']) || literal.is_file() {
@@ -74,6 +87,31 @@ pub(crate) fn input_paths(p: &Params, what: &str) -> Option<Vec<PathBuf>> {
     }
     files.sort();
     Some(files)
+}
+
+/// The files of `paths` on this machine: what a loader declares it reads
+/// ([`weave_core::StepInfo::files_read`]), for the cache to hash and the run's lineage.
+/// Remote objects are left out: their identity is in the step's configuration instead
+/// ([`config`]).
+pub(crate) fn local_files(paths: &[PathBuf]) -> Vec<PathBuf> {
+    paths.iter().filter(|p| !crate::remote::is_remote(p)).cloned().collect()
+}
+
+/// A loader's configuration for the cache key: its keys as written, and, when it reads
+/// remote objects, each object's URL, size and version (ETag or version id) as the store
+/// gave them when the pipeline was built, so that an object replaced in place changes the
+/// key without anything being downloaded to find out.
+pub(crate) fn config(p: &Params, paths: &[PathBuf]) -> weave_core::CanonicalConfig {
+    let canonical = p.canonical();
+    let objects = crate::remote::identities(paths);
+    if objects.is_empty() {
+        return canonical;
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(canonical.as_bytes()).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.insert("remote_objects".to_owned(), serde_json::Value::Array(objects));
+    }
+    weave_core::CanonicalConfig::of(&value).unwrap_or(canonical)
 }
 
 /// Why a path that is there cannot be read as an input file, such as `names a FIFO (in.txt),
@@ -169,6 +207,10 @@ pub(crate) fn pieces(
     };
     let mut sizes = Vec::with_capacity(paths.len());
     for path in paths {
+        if crate::remote::is_remote(path) {
+            sizes.push(crate::remote::size(path)?);
+            continue;
+        }
         let meta = std::fs::metadata(path)
             .map_err(|e| StepError::environment(format!("cannot open {}", path.display()), e))?;
         sizes.push(meta.len());
@@ -180,7 +222,9 @@ pub(crate) fn pieces(
     for (file, &size) in sizes.iter().enumerate() {
         let start = at;
         at += size;
-        if !splittable(&paths[file]) {
+        // A remote object is read whole by one shard: cutting it would need a ranged GET
+        // and, for line numbers, a count of the line feeds before the range (a download).
+        if !splittable(&paths[file]) || crate::remote::is_remote(&paths[file]) {
             if shard.owns(start, total) {
                 out.push(Piece { file, bytes: None });
             }
@@ -212,7 +256,11 @@ pub(crate) fn whole_files_of(paths: Vec<PathBuf>, shard: Option<weave_core::Shar
 /// Opens `path` for reading, with a decoder chosen by its extension (gzip, including
 /// several members one after the other; zstd).
 pub(crate) fn open(path: &Path) -> Result<Input, StepError> {
-    let file = File::open(path).map_err(|e| StepError::environment(format!("cannot open {}", path.display()), e))?;
+    let file: Box<dyn Read + Send> = if crate::remote::is_remote(path) {
+        crate::remote::open(path, 0)?
+    } else {
+        Box::new(File::open(path).map_err(|e| StepError::environment(format!("cannot open {}", path.display()), e))?)
+    };
     // The loaders buffer what they read; the decoders buffer the compressed side.
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     Ok(Input(match ext.as_deref() {
@@ -221,7 +269,7 @@ pub(crate) fn open(path: &Path) -> Result<Input, StepError> {
             zstd::stream::read::Decoder::new(file)
                 .map_err(|e| StepError::environment(format!("cannot read {} as zstd", path.display()), e))?,
         ),
-        _ => Box::new(file),
+        _ => file,
     }))
 }
 

@@ -48,6 +48,7 @@ pub struct LoadJsonl {
 
 fn build_load(p: &Params) -> Option<Step> {
     let paths = crate::input::input_paths(p, "the JSONL file to read, or a glob pattern");
+    let config = crate::input::config(p, paths.as_deref().unwrap_or_default());
     let batch = crate::BatchLimit::read(p);
     let max_record = crate::max_record_bytes(p);
     if p.has_errors() {
@@ -59,7 +60,7 @@ fn build_load(p: &Params) -> Option<Step> {
         fields: Vec::new(),
         paths,
         batch,
-        config: p.canonical(),
+        config,
     })))
 }
 
@@ -79,7 +80,7 @@ impl StepInfo for LoadJsonl {
     }
 
     fn files_read(&self) -> Vec<PathBuf> {
-        self.paths.clone()
+        crate::input::local_files(&self.paths)
     }
 }
 

@@ -32,6 +32,11 @@ mod output;
 mod parquet_footer;
 #[cfg(feature = "parquet")]
 mod parquet_io;
+#[cfg(feature = "remote")]
+mod remote;
+#[cfg(not(feature = "remote"))]
+#[path = "remote_off.rs"]
+mod remote;
 
 pub use csv::{ExportCsv, LoadCsv};
 pub use json::{write_json_str, write_jsonl, write_value};

@@ -35,6 +35,7 @@ pub struct LoadText {
 
 fn build(p: &Params) -> Option<Step> {
     let paths = crate::input::input_paths(p, "the text file to read, or a glob pattern");
+    let config = crate::input::config(p, paths.as_deref().unwrap_or_default());
     let field = p.str("field").unwrap_or_else(|| "text".to_owned());
     let skip_empty = p.bool("skip_empty").unwrap_or(false);
     let batch = crate::BatchLimit::read(p);
@@ -49,7 +50,7 @@ fn build(p: &Params) -> Option<Step> {
         field,
         skip_empty,
         batch,
-        config: p.canonical(),
+        config,
     })))
 }
 
@@ -63,7 +64,7 @@ impl StepInfo for LoadText {
     }
 
     fn files_read(&self) -> Vec<PathBuf> {
-        self.paths.clone()
+        crate::input::local_files(&self.paths)
     }
 }
 

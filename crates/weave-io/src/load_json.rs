@@ -49,6 +49,7 @@ pub struct LoadJson {
 
 fn build(p: &Params) -> Option<Step> {
     let paths = crate::input::input_paths(p, "the JSON file to read, or a glob pattern");
+    let config = crate::input::config(p, paths.as_deref().unwrap_or_default());
     let batch = crate::BatchLimit::read(p);
     let max_record = crate::max_record_bytes(p);
     if p.has_errors() {
@@ -58,7 +59,7 @@ fn build(p: &Params) -> Option<Step> {
         paths: crate::input::whole_files_of(paths?, p.context().shard()),
         batch,
         max_record,
-        config: p.canonical(),
+        config,
         next_file: 0,
         open: None,
         buf: Vec::new(),
@@ -81,7 +82,7 @@ impl StepInfo for LoadJson {
     }
 
     fn files_read(&self) -> Vec<PathBuf> {
-        self.paths.clone()
+        crate::input::local_files(&self.paths)
     }
 }
 

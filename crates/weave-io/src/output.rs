@@ -424,25 +424,32 @@ impl AtomicOutput {
     /// The writer, creating the temporary file (and the folders to it) on first use.
     pub(crate) fn writer(&mut self) -> Result<&mut BufWriter<Encoder>, StepError> {
         if matches!(self.state, State::Idle) {
-            let dir = match self.path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            // The run checked the files it names before it started; a part's name is
-            // made as it goes, so each is looked at here, before anything is written.
-            if let Ok(m) = std::fs::symlink_metadata(&self.path)
-                && !m.is_file()
-            {
-                let what = if m.is_symlink() {
-                    "a symbolic link (an output is replaced whole, which would replace the link, not the file it points to)"
-                } else if m.is_dir() {
-                    "a folder"
-                } else {
-                    "not a regular file (a device, a FIFO or a socket)"
+            let dir = if crate::remote::is_remote(&self.path) {
+                // A remote output is spooled in the system's temporary folder and uploaded
+                // whole at commit (see `remote.rs`): nothing of it is in the bucket before.
+                std::env::temp_dir()
+            } else {
+                let dir = match self.path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => PathBuf::from("."),
                 };
-                return Err(StepError::fatal(format!("cannot write {}: it is {what}", self.path.display())));
-            }
-            create_dirs(&dir, &mut self.created)?;
+                // The run checked the files it names before it started; a part's name is
+                // made as it goes, so each is looked at here, before anything is written.
+                if let Ok(m) = std::fs::symlink_metadata(&self.path)
+                    && !m.is_file()
+                {
+                    let what = if m.is_symlink() {
+                        "a symbolic link (an output is replaced whole, which would replace the link, not the file it points to)"
+                    } else if m.is_dir() {
+                        "a folder"
+                    } else {
+                        "not a regular file (a device, a FIFO or a socket)"
+                    };
+                    return Err(StepError::fatal(format!("cannot write {}: it is {what}", self.path.display())));
+                }
+                create_dirs(&dir, &mut self.created)?;
+                dir
+            };
             // Named after this process, so that a later run can remove it if this one is
             // killed; with the permissions `File::create` would give, as it is the user's file.
             let (file, tmp) = TempFile::new_in(&dir).map_err(|e| {
@@ -546,6 +553,11 @@ impl AtomicOutput {
     /// Moves the finished file into place, replacing what was there.
     pub(crate) fn persist(&mut self) -> Result<(), StepError> {
         match std::mem::replace(&mut self.state, State::Persisted) {
+            // Uploaded, then the spooled file is deleted (dropped); a failed upload leaves
+            // no object, and the output is then no longer finished.
+            State::Finished { tmp } if crate::remote::is_remote(&self.path) => {
+                crate::remote::upload(tmp.path(), &self.path).inspect_err(|_| self.state = State::Idle)
+            }
             State::Finished { tmp } => tmp.persist(&self.path).map_err(|e| {
                 StepError::environment(format!("cannot move the output into place at {}", self.path.display()), e)
             }),
@@ -635,6 +647,9 @@ impl Template {
     /// The pattern `raw` (as written in the pipeline file at `file`) resolved as
     /// [`weave_core::resolve`] resolves paths: a relative one goes under the file's folder.
     fn under(mut self, file: &Path, raw: &str) -> Template {
+        if crate::remote::is_url(raw) {
+            return self;
+        }
         let resolved = weave_core::resolve(file, raw);
         let resolved = resolved.to_string_lossy();
         // What resolving put in front of the path as written.
@@ -945,6 +960,11 @@ impl OutputSpec {
         }
         if raw.is_empty() || raw.ends_with(['/', '\\']) {
             at_path("`path` names a folder: name the file");
+        } else if crate::remote::is_url(&raw) {
+            crate::remote::configure(&raw, p.context().storage());
+            if let Err(e) = crate::remote::check_target(&raw) {
+                at_path(&e);
+            }
         }
         if max_partitions.is_some()
             && fields.is_empty()
@@ -992,13 +1012,26 @@ impl OutputSpec {
     /// The files the export writes, as far as is known before the run: the file, or for a
     /// set its manifest, which lists the parts (with their hashes) once they are written.
     pub(crate) fn files_written(&self) -> Vec<PathBuf> {
+        // A remote output is no file of this machine: the run's checks of its files and its
+        // lineage (which hashes what it wrote) are of local files only.
+        if self.is_remote() {
+            return Vec::new();
+        }
         vec![self.manifest.clone().unwrap_or_else(|| self.path.clone())]
+    }
+
+    /// Whether the output goes to object storage.
+    pub(crate) fn is_remote(&self) -> bool {
+        crate::remote::is_remote(&self.path)
     }
 
     /// For a set, the parts it may write: the files the pattern can make, under the
     /// pattern's folder before its first placeholder.
     pub(crate) fn written_patterns(&self) -> Vec<weave_core::FilePattern> {
         let Some(template) = &self.template else { return Vec::new() };
+        if self.is_remote() {
+            return Vec::new();
+        }
         let prefix = template.literal_prefix();
         let dir = prefix.rfind('/').map_or("", |i| &prefix[..=i]).to_owned();
         let shown = self.raw.clone();
@@ -1170,9 +1203,17 @@ fn write_record(record: &Path, parts: &[PathBuf], relative: &dyn Fn(&Path) -> St
     out.commit()
 }
 
+/// Removes a file, or a remote object (which S3 removes whether it is there or not).
+fn remove_file(path: &Path) -> std::io::Result<()> {
+    if crate::remote::is_remote(path) {
+        return crate::remote::remove(path).map_err(std::io::Error::other);
+    }
+    std::fs::remove_file(path)
+}
+
 /// Removes a file; one that is not there is no error.
 fn remove_if_there(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
+    match remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
@@ -1522,7 +1563,9 @@ impl<F: Format> Export<F> {
             if let Err(e) = self.done[k].out.persist() {
                 // What was moved is taken back out: without a manifest it is no output.
                 for d in &self.done[..k] {
-                    let _ = std::fs::remove_file(d.out.path());
+                    if let Err(e) = remove_file(d.out.path()) {
+                        log::warn!("cannot remove {}: {e}", d.out.path().display());
+                    }
                 }
                 return Err(e);
             }
@@ -1535,7 +1578,7 @@ impl<F: Format> Export<F> {
         let written: std::collections::HashSet<&Path> = self.done.iter().map(|d| d.out.path()).collect();
         let mut emptied = Vec::new();
         for old in stale.iter().filter(|p| !written.contains(p.as_path())) {
-            match std::fs::remove_file(old) {
+            match remove_file(old) {
                 Ok(()) => {
                     log::debug!("removed {}, a part of an earlier run that this run did not write", old.display());
                     let parents = old.ancestors().skip(1).take_while(|a| a.starts_with(&dir) && *a != dir);
@@ -1578,7 +1621,10 @@ impl<F: Format> Export<F> {
     /// never touched. A file that cannot be read lists none.
     fn listed_parts(&self, listed: &Path, dir: &Path) -> Vec<PathBuf> {
         let Some(template) = &self.spec.template else { return Vec::new() };
-        let text = match std::fs::read(listed) {
+        // A remote set's manifest is read from the bucket (a small object).
+        let read =
+            if crate::remote::is_remote(listed) { crate::remote::read_whole(listed) } else { std::fs::read(listed) };
+        let text = match read {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
             Err(e) => {

@@ -77,6 +77,7 @@ impl std::fmt::Debug for OpenParquet {
 
 fn build_load(p: &Params) -> Option<Step> {
     let paths = crate::input::input_paths(p, "the Parquet file to read, or a glob pattern");
+    let config = crate::input::config(p, paths.as_deref().unwrap_or_default());
     let columns = p.str_list("columns");
     if let (Some(cols), Some(item)) = (&columns, p.item("columns")) {
         if cols.is_empty() {
@@ -96,7 +97,7 @@ fn build_load(p: &Params) -> Option<Step> {
         pieces: None,
         columns,
         batch_size,
-        config: p.canonical(),
+        config,
         next_file: 0,
         open: None,
     })))
@@ -119,7 +120,7 @@ impl StepInfo for LoadParquet {
     }
 
     fn files_read(&self) -> Vec<PathBuf> {
-        self.paths.clone()
+        crate::input::local_files(&self.paths)
     }
 }
 
@@ -131,16 +132,39 @@ fn not_parquet(path: &Path, e: impl std::fmt::Display) -> StepError {
 impl LoadParquet {
     /// Opens piece `piece` of the share: `None` when none of its row groups is the shard's.
     fn open(&self, piece: &crate::input::Piece) -> Result<Option<OpenParquet>, StepError> {
-        let file = piece.file;
-        let path = &self.paths[file];
+        let path = &self.paths[piece.file];
+        // A remote object is read by ranges (its footer, then the chosen column chunks of
+        // the chosen row groups), never downloaded whole first.
+        if crate::remote::is_remote(path) {
+            return self.open_from(crate::remote::RemoteFile::open(path)?, piece);
+        }
+        let f = File::open(path).map_err(|e| StepError::environment(format!("cannot open {}", path.display()), e))?;
+        self.open_from(f, piece)
+    }
+
+    /// [`LoadParquet::open`] of the file or object `f`.
+    fn open_from<T>(&self, mut f: T, piece: &crate::input::Piece) -> Result<Option<OpenParquet>, StepError>
+    where
+        T: parquet::file::reader::ChunkReader + std::io::Read + std::io::Seek + 'static,
+    {
+        let path = &self.paths[piece.file];
         let cannot_read = |e| StepError::environment(format!("cannot read {}", path.display()), e);
-        let mut f =
-            File::open(path).map_err(|e| StepError::environment(format!("cannot open {}", path.display()), e))?;
         // Before the parquet crate reads the schema, by a recursion its depth could overflow.
         crate::parquet_footer::check_schema_depth(&mut f)
             .map_err(cannot_read)?
             .map_err(|e| StepError::fatal(format!("{}: {e}", path.display())))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| not_parquet(path, e))?;
+        self.reader_of(builder, piece)
+    }
+
+    /// The reader of a file the builder opened: the shard's row groups, the chosen columns.
+    fn reader_of<T: parquet::file::reader::ChunkReader + 'static>(
+        &self,
+        builder: ParquetRecordBatchReaderBuilder<T>,
+        piece: &crate::input::Piece,
+    ) -> Result<Option<OpenParquet>, StepError> {
+        let file = piece.file;
+        let path = &self.paths[file];
         let mut builder = builder.with_batch_size(self.batch_size);
         if let Some(range) = &piece.bytes {
             // A row group is the shard's whose first byte (its first column chunk's) is in

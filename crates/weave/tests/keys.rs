@@ -18,7 +18,7 @@ use std::sync::Arc;
 use weave::cache::{CacheOptions, CachePlan, FileIndex, Key, Store};
 use weave::{
     ALERT_KEYS, CACHE_KEYS, KeyScope, LLM_KEYS, PIPELINE_KEYS, Pipeline, RESOURCES_KEYS, RETRY_KEYS, STEP_COMMON_KEYS,
-    Shape, TOP_LEVEL_KEYS, is_output_neutral, is_output_neutral_for_kind,
+    STORAGE_KEYS, Shape, TOP_LEVEL_KEYS, is_output_neutral, is_output_neutral_for_kind,
 };
 
 /// The pipeline-level tables every sample starts with: two LLM providers (so that `llm`
@@ -637,6 +637,10 @@ timeout = "10s"
 prompt_price_per_million = 1.0
 completion_price_per_million = 2.0
 
+[storage]
+endpoint = "http://127.0.0.1:9"
+region = "eu-west-1"
+
 [[step]]
 id = "load"
 kind = "load_jsonl"
@@ -717,6 +721,7 @@ const PIPELINE_LEVEL: &[(&str, &[(&str, &str)])] = &[
             ("batch_poll_interval", "batch_poll_interval = \"5s\""),
         ],
     ),
+    ("storage", &[("endpoint", "endpoint = \"http://127.0.0.1:10\""), ("region", "region = \"us-west-2\"")]),
 ];
 
 /// `text` with the line of `key` in the table headed `header` replaced by `line` (or
@@ -746,6 +751,7 @@ fn every_pipeline_level_key_is_in_every_key_it_bears_on_unless_declared_neutral(
             "cache" => CACHE_KEYS,
             "alert" => ALERT_KEYS,
             "llm" => LLM_KEYS,
+            "storage" => STORAGE_KEYS,
             other => {
                 problems.push(format!("the keys of `{other}` are not known to this test: list them here"));
                 continue;
