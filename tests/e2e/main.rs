@@ -42,3 +42,5 @@ mod shards;
 mod slurm;
 // The quality filters through the binary: drops named by rule, C4's kept lines, figures.
 mod quality;
+// A `schema` on any step: bad records named by step, field and type; validate and the cache key.
+mod schemas;

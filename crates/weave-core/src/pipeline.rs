@@ -149,8 +149,8 @@ impl Registry {
                 None => d,
             }])
         })?;
-        let params = Params::new(table, file, "step", Some(kind.to_owned())).of_kind(k.name.as_ref());
-        let built = (k.build)(&params);
+        let params = Params::new(table, file, "step", Some(kind.to_owned())).of_kind(k.name.as_ref()).reading_schema();
+        let built = (k.build)(&params).map(|step| crate::checked::with_declared_schema(step, &params));
         let diags = params.finish(&k.keys);
         match built {
             Some(step) if !diags.has_errors() => Ok(step),
@@ -339,8 +339,9 @@ impl Pipeline {
                 .of_kind(kind.name.as_ref())
                 .spanning(s.span.clone())
                 .with_context(std::sync::Arc::clone(&context))
-                .with_retry(s.retry.apply(spec.retry));
-            let built = (kind.build)(&params);
+                .with_retry(s.retry.apply(spec.retry))
+                .with_schema(s.schema.clone());
+            let built = (kind.build)(&params).map(|step| crate::checked::with_declared_schema(step, &params));
             let failed_quietly = built.is_none() && !params.has_errors();
             let mut step_diags = params.finish(&kind.all_keys());
             if failed_quietly {

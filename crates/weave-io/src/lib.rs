@@ -153,7 +153,7 @@ mod tests {
 
     fn params_at(file: &std::path::Path, config: &str) -> Params {
         let table = ConfTable::parse(config).unwrap_or_else(|e| panic!("bad test TOML: {e:?}"));
-        Params::new(table, SourceFile::new(file, config), "step", Some("s".into()))
+        Params::new(table, SourceFile::new(file, config), "step", Some("s".into())).reading_schema()
     }
 
     /// Builds a step of `kind` from its keys for a run that is `shard` of a job.

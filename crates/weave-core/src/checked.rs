@@ -1,0 +1,188 @@
+//! A step with a declared `schema` (see [`crate::declared`]): the step as built, wrapped so
+//! that the records it puts out (a sink: the records it is given to write) are checked
+//! against the schema, batch by batch, within the same call. A record that does not fit
+//! is one of the call's bad records, so it goes where the step's other bad records go and
+//! is counted with them; the records that fit flow on.
+//!
+//! The wrapper is made only for a step that declares a schema, so a step without one runs
+//! as it always did, at no cost.
+
+use std::sync::Arc;
+
+use crate::batch::Batch;
+use crate::declared::DeclaredSchema;
+use crate::params::Params;
+use crate::step::{
+    CanonicalConfig, FilePattern, Merge, Prepare, Prepared, Sink, Source, StatefulTransform, Step, StepContext,
+    StepInfo, Transform,
+};
+use crate::{Resources, StepError, StepPolicy};
+
+/// `step` as built from `p`, its output checked against the step's declared schema unless
+/// its kind took the schema to check itself ([`Params::declared_schema`]).
+pub fn with_declared_schema(step: Step, p: &Params) -> Step {
+    match p.schema_left() {
+        Some(schema) => checked(step, schema),
+        None => step,
+    }
+}
+
+/// `step`, its output checked against `schema`.
+pub fn checked(step: Step, schema: Arc<DeclaredSchema>) -> Step {
+    match step {
+        Step::Source(inner) => Step::Source(Box::new(Checked { inner, schema })),
+        Step::Transform(inner) => Step::Transform(Arc::new(Checked { inner, schema })),
+        Step::StatefulTransform(inner) => Step::StatefulTransform(Box::new(Checked { inner, schema })),
+        Step::Merge(inner) => Step::Merge(Box::new(Checked { inner, schema })),
+        Step::Sink(inner) => Step::Sink(Box::new(Checked { inner, schema })),
+    }
+}
+
+struct Checked<S: ?Sized> {
+    schema: Arc<DeclaredSchema>,
+    inner: S,
+}
+
+impl<S: ?Sized> Checked<S> {
+    /// Checks the batches appended to `out` from `from` on, in place.
+    fn check_from(&self, out: &mut [Batch], from: usize, ctx: &mut StepContext) {
+        for b in out.iter_mut().skip(from) {
+            *b = self.schema.check(b, ctx);
+        }
+    }
+}
+
+/// What the wrapped step states about itself is what the step states: the schema is in
+/// its cache key as one of the keys the pipeline file writes for it.
+impl<S: std::ops::Deref<Target = T> + Send, T: StepInfo + ?Sized + 'static> StepInfo for Checked<S> {
+    fn kind(&self) -> &str {
+        self.inner.kind()
+    }
+    fn version(&self) -> u32 {
+        self.inner.version()
+    }
+    fn config(&self) -> CanonicalConfig {
+        self.inner.config()
+    }
+    fn resources(&self) -> Resources {
+        self.inner.resources()
+    }
+    fn policy(&self) -> StepPolicy {
+        self.inner.policy()
+    }
+    fn estimated_cost(&self) -> f64 {
+        self.inner.estimated_cost()
+    }
+    fn files_read(&self) -> Vec<std::path::PathBuf> {
+        self.inner.files_read()
+    }
+    fn files_written(&self) -> Vec<std::path::PathBuf> {
+        self.inner.files_written()
+    }
+    fn written_patterns(&self) -> Vec<FilePattern> {
+        self.inner.written_patterns()
+    }
+    fn runs_per_shard(&self) -> bool {
+        self.inner.runs_per_shard()
+    }
+    fn shards_by_exchange(&self) -> bool {
+        self.inner.shards_by_exchange()
+    }
+    fn cacheable(&self) -> bool {
+        self.inner.cacheable()
+    }
+    fn parallel(&self) -> bool {
+        self.inner.parallel()
+    }
+}
+
+impl Source for Checked<Box<dyn Source>> {
+    fn next_batch(&mut self, ctx: &mut StepContext) -> Result<Option<Batch>, StepError> {
+        Ok(self.inner.next_batch(ctx)?.map(|b| self.schema.check(&b, ctx)))
+    }
+}
+
+impl Transform for Checked<Arc<dyn Transform>> {
+    fn apply(&self, batch: &Batch, ctx: &mut StepContext) -> Result<Batch, StepError> {
+        let out = self.inner.apply(batch, ctx)?;
+        Ok(self.schema.check(&out, ctx))
+    }
+}
+
+impl StatefulTransform for Checked<Box<dyn StatefulTransform>> {
+    fn preparer(&self) -> Option<Arc<dyn Prepare>> {
+        self.inner.preparer()
+    }
+
+    fn process(&mut self, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let from = out.len();
+        self.inner.process(batch, ctx, out)?;
+        self.check_from(out, from, ctx);
+        Ok(())
+    }
+
+    fn process_prepared(
+        &mut self,
+        batch: &Batch,
+        prepared: &Prepared,
+        ctx: &mut StepContext,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), StepError> {
+        let from = out.len();
+        self.inner.process_prepared(batch, prepared, ctx, out)?;
+        self.check_from(out, from, ctx);
+        Ok(())
+    }
+
+    fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let from = out.len();
+        self.inner.finish(ctx, out)?;
+        self.check_from(out, from, ctx);
+        Ok(())
+    }
+}
+
+impl Merge for Checked<Box<dyn Merge>> {
+    fn process(
+        &mut self,
+        input: usize,
+        batch: &Batch,
+        ctx: &mut StepContext,
+        out: &mut Vec<Batch>,
+    ) -> Result<(), StepError> {
+        let from = out.len();
+        self.inner.process(input, batch, ctx, out)?;
+        self.check_from(out, from, ctx);
+        Ok(())
+    }
+
+    fn input_done(&mut self, input: usize, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let from = out.len();
+        self.inner.input_done(input, ctx, out)?;
+        self.check_from(out, from, ctx);
+        Ok(())
+    }
+
+    fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let from = out.len();
+        self.inner.finish(ctx, out)?;
+        self.check_from(out, from, ctx);
+        Ok(())
+    }
+}
+
+/// A sink's records are checked before it writes them: what it writes is what it puts out.
+impl Sink for Checked<Box<dyn Sink>> {
+    fn write(&mut self, batch: &Batch, ctx: &mut StepContext) -> Result<(), StepError> {
+        let fitting = self.schema.check(batch, ctx);
+        self.inner.write(&fitting, ctx)
+    }
+
+    fn commit(&mut self, ctx: &mut StepContext) -> Result<(), StepError> {
+        self.inner.commit(ctx)
+    }
+
+    fn abort(&mut self) {
+        self.inner.abort();
+    }
+}
