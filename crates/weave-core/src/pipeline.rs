@@ -394,7 +394,17 @@ impl Pipeline {
         }
 
         let dag = match Dag::build(nodes) {
-            Ok(dag) => Some(dag),
+            Ok(dag) => {
+                // The steps learn their place in the DAG only now (a Parquet export finds
+                // the loaders upstream of it, whose files' metadata it keeps).
+                context.set_inputs(
+                    dag.nodes()
+                        .iter()
+                        .map(|n| (n.id.clone(), n.inputs.iter().map(|&i| dag.node(i).id.clone()).collect()))
+                        .collect(),
+                );
+                Some(dag)
+            }
             Err(dag_diags) => {
                 // A step of unknown kind has no known shape: what the DAG says of its shape
                 // would be noise next to the unknown-kind error.

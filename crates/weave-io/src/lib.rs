@@ -32,6 +32,8 @@ mod output;
 mod parquet_footer;
 #[cfg(feature = "parquet")]
 mod parquet_io;
+#[cfg(feature = "parquet")]
+mod parquet_meta;
 
 pub use csv::{ExportCsv, LoadCsv};
 pub use json::{write_json_str, write_jsonl, write_value};

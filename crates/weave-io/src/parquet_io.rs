@@ -92,6 +92,9 @@ fn build_load(p: &Params) -> Option<Step> {
     if p.has_errors() {
         return None;
     }
+    if let Some(paths) = &paths {
+        crate::parquet_meta::register(p, paths);
+    }
     Some(Step::Source(Box::new(LoadParquet {
         paths: paths?,
         shard: p.context().shard(),
@@ -260,6 +263,8 @@ pub struct ExportParquet {
     nulled: NonFinite,
     /// The step's declared `schema`: the file's schema from the start, never widened.
     declared: Option<std::sync::Arc<DeclaredSchema>>,
+    /// Where the metadata of the Parquet input upstream is found, to be kept.
+    origin: Option<crate::parquet_meta::Origin>,
 }
 
 impl std::fmt::Debug for ExportParquet {
@@ -292,6 +297,7 @@ fn build_export(p: &Params) -> Option<Step> {
         writer: None,
         nulled: NonFinite::default(),
         declared,
+        origin: crate::parquet_meta::Origin::of(p),
     })))
 }
 
@@ -467,7 +473,12 @@ impl Sink for ExportParquet {
             };
             self.start(schema)?;
         }
-        let Some((writer, _)) = self.writer.take() else { return Ok(()) };
+        let Some((mut writer, schema)) = self.writer.take() else { return Ok(()) };
+        // The input's metadata, for the columns as they are now that no batch can widen
+        // them, goes into the footer.
+        for kv in self.origin.as_ref().map(|o| o.carried(&schema.arrow())).unwrap_or_default() {
+            writer.append_key_value_metadata(kv);
+        }
         // The footer goes last; then the file goes back to be synced and renamed.
         let file = writer.into_inner().map_err(|e| self.error(e))?;
         self.out.restore(file);
