@@ -325,12 +325,24 @@ impl StepInfo for ExportParquet {
 
 impl ExportParquet {
     fn start(&mut self, schema: FileSchema) -> Result<(), StepError> {
+        // The metadata of the Parquet input upstream, for these columns: in the file's
+        // key-value metadata, and in the Arrow schema stored there, which pyarrow reads
+        // a file's metadata from.
+        let carried = self.origin.as_ref().map(|o| o.carried(&schema.arrow())).unwrap_or_default();
+        let arrow = if carried.is_empty() {
+            schema.arrow()
+        } else {
+            let metadata: std::collections::HashMap<String, String> =
+                carried.iter().filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?))).collect();
+            std::sync::Arc::new(schema.arrow().as_ref().clone().with_metadata(metadata))
+        };
         let props = WriterProperties::builder()
             .set_compression(self.compression)
             .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+            .set_key_value_metadata((!carried.is_empty()).then_some(carried))
             .build();
         let file = self.out.take_writer()?;
-        let writer = ArrowWriter::try_new(file, schema.arrow(), Some(props)).map_err(|e| self.error(e))?;
+        let writer = ArrowWriter::try_new(file, arrow, Some(props)).map_err(|e| self.error(e))?;
         self.writer = Some((writer, schema));
         Ok(())
     }
@@ -473,12 +485,7 @@ impl Sink for ExportParquet {
             };
             self.start(schema)?;
         }
-        let Some((mut writer, schema)) = self.writer.take() else { return Ok(()) };
-        // The input's metadata, for the columns as they are now that no batch can widen
-        // them, goes into the footer.
-        for kv in self.origin.as_ref().map(|o| o.carried(&schema.arrow())).unwrap_or_default() {
-            writer.append_key_value_metadata(kv);
-        }
+        let Some((writer, _)) = self.writer.take() else { return Ok(()) };
         // The footer goes last; then the file goes back to be synced and renamed.
         let file = writer.into_inner().map_err(|e| self.error(e))?;
         self.out.restore(file);

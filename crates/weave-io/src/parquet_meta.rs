@@ -5,8 +5,12 @@
 //!
 //! It travels beside the data, not in it: each `load_parquet` step names its first file
 //! on a board the pipeline's steps share ([`BuildContext::shared`]), and an
-//! `export_parquet` step reads, when it commits, the metadata of the file of the
-//! `load_parquet` step upstream of it ([`BuildContext::upstream`]). So batches, and the
+//! `export_parquet` step reads the metadata of the file of the `load_parquet` step
+//! upstream of it ([`BuildContext::upstream`]) when it starts its file (again when a wider
+//! schema restarts it, so that it describes the columns written), and writes it both as
+//! the file's key-value metadata and in the Arrow schema stored there (pyarrow, and so
+//! pandas and `datasets`, read a file's metadata from the stored Arrow schema when there
+//! is one; the parquet crate's reader merges the two). So batches, and the
 //! cache's encoding of them, carry nothing more, and a loader taken from the cache still
 //! passes its file's metadata on. A dataset's files share their metadata (the files of a
 //! glob are one dataset's shards), so the first file speaks for them all.
@@ -30,7 +34,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use arrow_schema::Schema as ArrowSchema;
+use arrow_schema::{DataType, Schema as ArrowSchema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::KeyValue;
 use weave_core::{BuildContext, Map, Params, Value};
@@ -103,7 +107,10 @@ impl Origin {
 fn read(path: &std::path::Path) -> Result<(Vec<(String, String)>, ArrowSchema), String> {
     let f = File::open(path).map_err(|e| e.to_string())?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| e.to_string())?;
-    let kv = builder
+    // The file's key-value metadata in the order written, then the keys the Arrow schema
+    // stored in it holds besides (what the parquet crate's writer keeps of a schema's
+    // metadata), as the Arrow reader merges them.
+    let mut kv: Vec<(String, String)> = builder
         .metadata()
         .file_metadata()
         .key_value_metadata()
@@ -112,6 +119,10 @@ fn read(path: &std::path::Path) -> Result<(Vec<(String, String)>, ArrowSchema), 
         .filter(|kv| kv.key != ARROW_SCHEMA)
         .filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?)))
         .collect();
+    let mut more: Vec<(&String, &String)> =
+        builder.schema().metadata().iter().filter(|(k, _)| !kv.iter().any(|(have, _)| have == *k)).collect();
+    more.sort();
+    kv.extend(more.into_iter().map(|(k, v)| (k.clone(), v.clone())));
     let columns = ArrowSchema::new(builder.schema().fields().clone());
     Ok((kv, columns))
 }
@@ -119,10 +130,11 @@ fn read(path: &std::path::Path) -> Result<(Vec<(String, String)>, ArrowSchema), 
 /// `kv`, the metadata of a file of columns `input`, for a file of columns `written`.
 fn adjusted(kv: &[(String, String)], input: &ArrowSchema, written: &ArrowSchema) -> Vec<KeyValue> {
     // A column written as it was read: the same name and Arrow type (nested fields'
-    // names aside: `item` and `element` name the same list).
+    // names aside: `item` and `element` name the same list; large and view forms aside:
+    // Weave writes strings, bytes and lists in their plain forms, which hold the same).
     let same = |name: &str| {
         let (Ok(a), Ok(b)) = (input.field_with_name(name), written.field_with_name(name)) else { return false };
-        a.data_type().equals_datatype(b.data_type())
+        plain(a.data_type()).equals_datatype(&plain(b.data_type()))
     };
     let all_same = input.fields().len() == written.fields().len()
         && input.fields().iter().zip(written.fields()).all(|(a, b)| a.name() == b.name() && same(a.name()));
@@ -144,6 +156,21 @@ fn adjusted(kv: &[(String, String)], input: &ArrowSchema, written: &ArrowSchema)
         }
     }
     out
+}
+
+/// `t` with its large and view forms (strings, bytes, lists, within lists and structs too)
+/// as the plain ones.
+fn plain(t: &DataType) -> DataType {
+    let item = |f: &arrow_schema::FieldRef| Arc::new(f.as_ref().clone().with_data_type(plain(f.data_type())));
+    match t {
+        DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
+        DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
+        DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) | DataType::LargeListView(f) => {
+            DataType::List(item(f))
+        }
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(item).collect()),
+        other => other.clone(),
+    }
 }
 
 /// `datasets`' metadata (`{"info": {"features": {COLUMN: FEATURE, ...}}}`) with the
@@ -196,7 +223,7 @@ fn pandas(value: &str, kept: &[&str]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_schema::{DataType, Field};
+    use arrow_schema::Field;
 
     fn schema(fields: &[(&str, DataType)]) -> ArrowSchema {
         ArrowSchema::new(fields.iter().map(|(n, t)| Field::new(*n, t.clone(), true)).collect::<Vec<_>>())
@@ -259,7 +286,10 @@ mod tests {
     #[test]
     fn a_list_is_the_same_column_whatever_its_items_are_named() {
         let item = |name: &str| DataType::List(Arc::new(Field::new(name, DataType::Int64, true)));
-        let input = schema(&[("seq", item("element")), ("gone", DataType::Utf8)]);
+        let large = DataType::LargeList(Arc::new(Field::new("element", DataType::LargeUtf8, true)));
+        let input = schema(&[("seq", item("element")), ("gone", DataType::Utf8), ("words", large)]);
+        let words = DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
+        assert!(plain(input.field(2).data_type()).equals_datatype(&words), "large forms are the plain ones");
         let written = schema(&[("seq", item("item"))]);
         let hf = r#"{"info":{"features":{"seq":{"feature":{"dtype":"int64","_type":"Value"},"_type":"Sequence"},"gone":{"dtype":"string","_type":"Value"}}}}"#;
         let out = as_pairs(adjusted(&[("huggingface".into(), hf.into())], &input, &written));
@@ -267,5 +297,60 @@ mod tests {
             out[0].1,
             r#"{"info":{"features":{"seq":{"feature":{"dtype":"int64","_type":"Value"},"_type":"Sequence"}}}}"#
         );
+    }
+
+    /// A loader and an exporter of one pipeline, built as a pipeline file builds them: the
+    /// exporter's file has the input's metadata.
+    #[test]
+    fn the_metadata_of_the_loader_upstream_reaches_the_exporters_file() {
+        use arrow_array::{Int64Array, RecordBatch};
+        use parquet::arrow::ArrowWriter;
+        use weave_core::{ConfTable, SourceFile, Step, StepContext};
+
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.parquet");
+        let rb = RecordBatch::try_from_iter([("a", Arc::new(Int64Array::from(vec![1, 2])) as _)]).unwrap();
+        let schema = Arc::new(
+            rb.schema()
+                .as_ref()
+                .clone()
+                .with_metadata(std::collections::HashMap::from([("pandas".to_owned(), PANDAS.to_owned())])),
+        );
+        let rb = rb.with_schema(schema).unwrap();
+        let mut w = ArrowWriter::try_new(File::create(&input).unwrap(), rb.schema(), None).unwrap();
+        w.write(&rb).unwrap();
+        w.close().unwrap();
+
+        let context = Arc::new(BuildContext::default());
+        let build = |id: &str, kind: &str, keys: String| {
+            let k = crate::registry().get(kind).cloned().unwrap();
+            let p = Params::new(
+                ConfTable::parse(&keys).unwrap(),
+                SourceFile::new("p.toml", keys.as_str()),
+                "step",
+                Some(id.into()),
+            )
+            .with_context(Arc::clone(&context));
+            let step = (k.build)(&p).unwrap();
+            assert!(!p.finish(&k.all_keys()).has_errors());
+            step
+        };
+        let Step::Source(mut load) = build("load", "load_parquet", format!("path = {:?}", input.to_str().unwrap()))
+        else {
+            panic!()
+        };
+        let output = dir.path().join("out.parquet");
+        let Step::Sink(mut out) = build("out", "export_parquet", format!("path = {:?}", output.to_str().unwrap()))
+        else {
+            panic!()
+        };
+        context.set_inputs([("load".to_owned(), vec![]), ("out".to_owned(), vec!["load".to_owned()])].into());
+        let mut ctx = StepContext::new("out", 0, 0, Default::default());
+        while let Some(b) = load.next_batch(&mut ctx).unwrap() {
+            out.write(&b, &mut ctx).unwrap();
+        }
+        out.commit(&mut ctx).unwrap();
+        let (kv, _) = read(&output).unwrap();
+        assert_eq!(kv, [("pandas".to_owned(), PANDAS.to_owned())]);
     }
 }
