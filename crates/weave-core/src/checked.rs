@@ -43,13 +43,19 @@ struct Checked<S: ?Sized> {
     inner: S,
 }
 
-impl<S: ?Sized> Checked<S> {
-    /// Checks the batches appended to `out` from `from` on, in place.
-    fn check_from(&self, out: &mut [Batch], from: usize, ctx: &mut StepContext) {
-        for b in out.iter_mut().skip(from) {
-            *b = self.schema.check(b, ctx);
-        }
+/// Calls `f`, which appends a call's output batches to `out`, and checks those batches.
+fn checking(
+    schema: &DeclaredSchema,
+    ctx: &mut StepContext,
+    out: &mut Vec<Batch>,
+    f: impl FnOnce(&mut StepContext, &mut Vec<Batch>) -> Result<(), StepError>,
+) -> Result<(), StepError> {
+    let from = out.len();
+    f(ctx, out)?;
+    for b in out.iter_mut().skip(from) {
+        *b = schema.check(b, ctx);
     }
+    Ok(())
 }
 
 /// What the wrapped step states about itself is what the step states: the schema is in
@@ -115,10 +121,7 @@ impl StatefulTransform for Checked<Box<dyn StatefulTransform>> {
     }
 
     fn process(&mut self, batch: &Batch, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
-        let from = out.len();
-        self.inner.process(batch, ctx, out)?;
-        self.check_from(out, from, ctx);
-        Ok(())
+        checking(&self.schema, ctx, out, |ctx, out| self.inner.process(batch, ctx, out))
     }
 
     fn process_prepared(
@@ -128,17 +131,11 @@ impl StatefulTransform for Checked<Box<dyn StatefulTransform>> {
         ctx: &mut StepContext,
         out: &mut Vec<Batch>,
     ) -> Result<(), StepError> {
-        let from = out.len();
-        self.inner.process_prepared(batch, prepared, ctx, out)?;
-        self.check_from(out, from, ctx);
-        Ok(())
+        checking(&self.schema, ctx, out, |ctx, out| self.inner.process_prepared(batch, prepared, ctx, out))
     }
 
     fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
-        let from = out.len();
-        self.inner.finish(ctx, out)?;
-        self.check_from(out, from, ctx);
-        Ok(())
+        checking(&self.schema, ctx, out, |ctx, out| self.inner.finish(ctx, out))
     }
 }
 
@@ -150,24 +147,15 @@ impl Merge for Checked<Box<dyn Merge>> {
         ctx: &mut StepContext,
         out: &mut Vec<Batch>,
     ) -> Result<(), StepError> {
-        let from = out.len();
-        self.inner.process(input, batch, ctx, out)?;
-        self.check_from(out, from, ctx);
-        Ok(())
+        checking(&self.schema, ctx, out, |ctx, out| self.inner.process(input, batch, ctx, out))
     }
 
     fn input_done(&mut self, input: usize, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
-        let from = out.len();
-        self.inner.input_done(input, ctx, out)?;
-        self.check_from(out, from, ctx);
-        Ok(())
+        checking(&self.schema, ctx, out, |ctx, out| self.inner.input_done(input, ctx, out))
     }
 
     fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
-        let from = out.len();
-        self.inner.finish(ctx, out)?;
-        self.check_from(out, from, ctx);
-        Ok(())
+        checking(&self.schema, ctx, out, |ctx, out| self.inner.finish(ctx, out))
     }
 }
 
@@ -184,5 +172,63 @@ impl Sink for Checked<Box<dyn Sink>> {
 
     fn abort(&mut self) {
         self.inner.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::declared::DeclaredField;
+    use crate::record::Record;
+
+    /// Passes each batch on, and the first one again when it finishes.
+    struct Echo(Option<Batch>);
+
+    impl StepInfo for Echo {
+        fn kind(&self) -> &str {
+            "echo"
+        }
+        fn config(&self) -> CanonicalConfig {
+            CanonicalConfig::default()
+        }
+        fn runs_per_shard(&self) -> bool {
+            true
+        }
+    }
+
+    impl StatefulTransform for Echo {
+        fn process(&mut self, batch: &Batch, _: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+            self.0.get_or_insert_with(|| batch.clone());
+            out.push(batch.clone());
+            Ok(())
+        }
+        fn finish(&mut self, _: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+            out.extend(self.0.take());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stateful_steps_batches_are_checked_as_they_come_out_and_what_it_states_is_its_own() {
+        let schema = DeclaredSchema::new(vec![DeclaredField {
+            name: "n".into(),
+            ty: crate::cast::CastType::Int,
+            nullable: false,
+        }]);
+        let Step::StatefulTransform(mut st) = checked(Step::StatefulTransform(Box::new(Echo(None))), Arc::new(schema))
+        else {
+            panic!("the shape is kept")
+        };
+        assert_eq!(st.kind(), "echo");
+        assert!(st.runs_per_shard());
+        let batch = Batch::from_records(&[Record::new().with("n", 1i64), Record::new().with("n", "two")]);
+        let mut ctx = StepContext::new("echo", 0, 0, Default::default());
+        // A batch already in `out` is not the call's, and is left alone.
+        let mut out = vec![batch.clone()];
+        st.process(&batch, &mut ctx, &mut out).unwrap();
+        st.finish(&mut ctx, &mut out).unwrap();
+        assert_eq!(out.iter().map(Batch::len).collect::<Vec<_>>(), [2, 1, 1]);
+        let reasons: Vec<String> = ctx.take_rejected().into_iter().map(|r| r.reason).collect();
+        assert_eq!(reasons, [r#"the schema of step `echo`: `n`: expected int, found string "two""#; 2]);
     }
 }
