@@ -45,3 +45,5 @@ mod quality;
 // Object storage: s3:// inputs and exports against a local S3 server (moto, when .ci/run
 // started one), http:// inputs from a web server in the test.
 mod object_storage;
+// A `schema` on any step: bad records named by step, field and type; validate and the cache key.
+mod schemas;

@@ -4,7 +4,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::spec::LlmProvider;
 
@@ -25,6 +25,8 @@ pub struct BuildContext {
     publish_only: std::collections::BTreeSet<String>,
     shared: Mutex<BTreeMap<String, Arc<dyn Any + Send + Sync>>>,
     storage: crate::StorageSettings,
+    /// Each step's inputs (step ids), once the pipeline's DAG is built.
+    inputs: OnceLock<BTreeMap<String, Vec<String>>>,
 }
 
 impl BuildContext {
@@ -40,6 +42,7 @@ impl BuildContext {
             publish_only: std::collections::BTreeSet::new(),
             shared: Mutex::default(),
             storage: crate::StorageSettings::default(),
+            inputs: OnceLock::new(),
         }
     }
 
@@ -139,6 +142,35 @@ impl BuildContext {
     }
 }
 
+impl BuildContext {
+    /// Records the pipeline's edges once its DAG is built: each step's inputs, by id. The
+    /// steps are built before the DAG, so a step reads them when it runs, through
+    /// [`BuildContext::upstream`].
+    pub fn set_inputs(&self, inputs: BTreeMap<String, Vec<String>>) {
+        // A pipeline is built once; a second call would describe the same DAG.
+        let _ = self.inputs.set(inputs);
+    }
+
+    /// Every step whose output reaches step `id`, nearest first (each once); empty before
+    /// the DAG is built, and for a step built on its own.
+    pub fn upstream(&self, id: &str) -> Vec<String> {
+        let Some(inputs) = self.inputs.get() else { return Vec::new() };
+        let mut out: Vec<String> = Vec::new();
+        let mut at = id.to_owned();
+        // Breadth first: the inputs of each step found, in the order found.
+        for next in 0.. {
+            for i in inputs.get(&at).into_iter().flatten() {
+                if i != id && !out.contains(i) {
+                    out.push(i.clone());
+                }
+            }
+            let Some(n) = out.get(next) else { break };
+            at = n.clone();
+        }
+        out
+    }
+}
+
 impl fmt::Debug for BuildContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shared: Vec<String> = self.shared.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default();
@@ -169,5 +201,15 @@ mod tests {
         // Another type under a used key: a fresh value, not a panic.
         let s = ctx.shared("llm.local", || String::from("x"));
         assert_eq!(*s, "x");
+    }
+
+    #[test]
+    fn upstream_lists_every_step_that_reaches_a_step_nearest_first() {
+        let ctx = BuildContext::default();
+        assert!(ctx.upstream("out").is_empty(), "no DAG yet");
+        let edges = [("a", vec![]), ("b", vec![]), ("m", vec!["a", "b"]), ("f", vec!["m"]), ("out", vec!["f", "a"])];
+        ctx.set_inputs(edges.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect());
+        assert_eq!(ctx.upstream("out"), ["f", "a", "m", "b"]);
+        assert_eq!(ctx.upstream("a"), Vec::<String>::new());
     }
 }

@@ -4,10 +4,12 @@
 
 mod batch;
 pub mod cast;
+pub mod checked;
 mod column;
 mod conf;
 mod context;
 mod dag;
+pub mod declared;
 mod diagnostic;
 mod error;
 mod event;

@@ -1,6 +1,6 @@
 //! Reading a table of the pipeline file with every problem reported at its place.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +33,9 @@ pub struct Params {
     pipeline: Option<Arc<BuildContext>>,
     retry: Option<RetryPolicy>,
     kind: Option<String>,
+    /// The step's declared `schema`, and whether its kind took it to check itself.
+    schema: Option<Arc<crate::declared::DeclaredSchema>>,
+    schema_taken: Cell<bool>,
 }
 
 impl Params {
@@ -51,7 +54,37 @@ impl Params {
             pipeline: None,
             retry: None,
             kind: None,
+            schema: None,
+            schema_taken: Cell::new(false),
         }
+    }
+
+    /// Gives the step its declared `schema`, read with the keys every step takes.
+    pub fn with_schema(mut self, schema: Option<Arc<crate::declared::DeclaredSchema>>) -> Self {
+        self.schema = schema;
+        self
+    }
+
+    /// Reads the table's own `schema` key as the step's declared schema: for a step built
+    /// from its keys alone ([`Registry::build`](crate::Registry::build)), where the keys
+    /// every step takes are not read apart from the kind's.
+    pub fn reading_schema(mut self) -> Self {
+        self.schema = crate::declared::DeclaredSchema::read(&self, "schema").map(Arc::new);
+        self
+    }
+
+    /// The step's declared schema, taken by a kind that checks its records against it
+    /// itself (`export_parquet`, whose file's columns it fixes): the step is then not
+    /// wrapped in the check every other step with a schema gets
+    /// ([`crate::checked::with_declared_schema`]).
+    pub fn declared_schema(&self) -> Option<Arc<crate::declared::DeclaredSchema>> {
+        self.schema_taken.set(true);
+        self.schema.clone()
+    }
+
+    /// The declared schema its kind left to the builder to check, if any.
+    pub(crate) fn schema_left(&self) -> Option<Arc<crate::declared::DeclaredSchema>> {
+        self.schema.clone().filter(|_| !self.schema_taken.get())
     }
 
     /// Says which kind the table is a step of, for [`Params::canonical`]: keys declared

@@ -149,8 +149,8 @@ impl Registry {
                 None => d,
             }])
         })?;
-        let params = Params::new(table, file, "step", Some(kind.to_owned())).of_kind(k.name.as_ref());
-        let built = (k.build)(&params);
+        let params = Params::new(table, file, "step", Some(kind.to_owned())).of_kind(k.name.as_ref()).reading_schema();
+        let built = (k.build)(&params).map(|step| crate::checked::with_declared_schema(step, &params));
         let diags = params.finish(&k.keys);
         match built {
             Some(step) if !diags.has_errors() => Ok(step),
@@ -354,8 +354,9 @@ impl Pipeline {
                 .of_kind(kind.name.as_ref())
                 .spanning(s.span.clone())
                 .with_context(std::sync::Arc::clone(&context))
-                .with_retry(s.retry.apply(spec.retry));
-            let built = (kind.build)(&params);
+                .with_retry(s.retry.apply(spec.retry))
+                .with_schema(s.schema.clone());
+            let built = (kind.build)(&params).map(|step| crate::checked::with_declared_schema(step, &params));
             let failed_quietly = built.is_none() && !params.has_errors();
             let mut step_diags = params.finish(&kind.all_keys());
             if failed_quietly {
@@ -418,7 +419,17 @@ impl Pipeline {
         }
 
         let dag = match Dag::build(nodes) {
-            Ok(dag) => Some(dag),
+            Ok(dag) => {
+                // The steps learn their place in the DAG only now (a Parquet export finds
+                // the loaders upstream of it, whose files' metadata it keeps).
+                context.set_inputs(
+                    dag.nodes()
+                        .iter()
+                        .map(|n| (n.id.clone(), n.inputs.iter().map(|&i| dag.node(i).id.clone()).collect()))
+                        .collect(),
+                );
+                Some(dag)
+            }
             Err(dag_diags) => {
                 // A step of unknown kind has no known shape: what the DAG says of its shape
                 // would be noise next to the unknown-kind error.

@@ -53,6 +53,7 @@ pub const STEP_COMMON_KEYS: &[&str] = &[
     "resources",
     "cache",
     "exclusions",
+    "schema",
 ];
 /// The keys of a step's `resources` table.
 pub const STEP_RESOURCES_KEYS: &[&str] = &["memory", "threads", "gpus"];
@@ -197,6 +198,8 @@ pub struct StepSpec {
     pub cache: CacheMode,
     /// Where the records it drops on purpose are written, with their reasons.
     pub exclusions: Option<std::path::PathBuf>,
+    /// The schema its records must fit (see [`crate::declared`]).
+    pub schema: Option<std::sync::Arc<crate::declared::DeclaredSchema>>,
     /// The kind's own keys.
     pub params: ConfTable,
     /// The keys every step takes, as written: with the kind's own keys, what the step's
@@ -833,6 +836,7 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
             }
         });
         let exclusions = common.path("exclusions");
+        let schema = crate::declared::DeclaredSchema::read(&common, "schema").map(std::sync::Arc::new);
         diags.extend(common.finish(STEP_COMMON_KEYS));
         out.push(StepSpec {
             id,
@@ -846,6 +850,7 @@ fn read_steps(top: &Params, diags: &mut Diagnostics) -> Vec<StepSpec> {
             resources,
             cache,
             exclusions,
+            schema,
             params,
             common: common_keys,
             location,

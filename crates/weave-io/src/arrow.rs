@@ -658,31 +658,6 @@ impl Ty {
         }
     }
 
-    /// Whether a column of this type holds `v` as it is (null aside): a number the column's
-    /// type holds exactly, a decimal of no more places and whole digits, anything in JSON.
-    fn holds(&self, v: ValueRef<'_>) -> bool {
-        match (self, v) {
-            (_, ValueRef::Null) | (Ty::Json, _) => true,
-            (Ty::Num(m), v) => {
-                let first = if m & I64 != 0 {
-                    I64
-                } else if m & U64 != 0 {
-                    U64
-                } else {
-                    F64
-                };
-                number_fits(v) & first != 0
-            }
-            (Ty::Decimal(p, s), ValueRef::Decimal(d)) => {
-                d.scale() <= *s && i16::from(d.precision()) - i16::from(d.scale()) <= i16::from(*p) - i16::from(*s)
-            }
-            (Ty::Timestamp(..) | Ty::Map(_) | Ty::List(_) | Ty::Struct(_), v) => {
-                Ty::of_value(v).widen(self).is_ok_and(|w| w.arrow() == self.arrow())
-            }
-            (t, v) => std::mem::discriminant(t) == std::mem::discriminant(&Ty::of_value(v)),
-        }
-    }
-
     /// Whether Parquet can hold this type as it is: no JSON inside, no struct without fields.
     fn is_writable(&self) -> bool {
         match self {
@@ -747,15 +722,6 @@ fn map_entries(t: &Ty) -> Arc<ArrowField> {
 
 fn struct_fields(fields: &IndexMap<String, Ty>) -> Fields {
     fields.iter().map(|(k, t)| ArrowField::new(k.clone(), t.arrow(), true)).collect()
-}
-
-/// A field of a declared schema (`export_parquet`'s `schema`): its name, its type, and
-/// whether it may be null.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct DeclaredField {
-    pub(crate) name: String,
-    pub(crate) ty: weave_core::cast::CastType,
-    pub(crate) nullable: bool,
 }
 
 /// The schema of a Parquet file being written: each field's type, set by the first batch
@@ -827,35 +793,9 @@ impl FileSchema {
         FileSchema { fields, arrow: Arc::new(arrow) }
     }
 
-    /// The schema declared by `export_parquet`'s `schema` key: its fields in that order.
-    pub(crate) fn declared(fields: &[DeclaredField]) -> FileSchema {
-        FileSchema::of_fields(fields.iter().map(|f| (f.name.clone(), Ty::of_cast(&f.ty))).collect())
-    }
-
-    /// Why a row of `batch` does not fit this declared schema: a field it does not declare,
-    /// a value of another type, or a null where `fields` says none may be; `None` when it fits.
-    pub(crate) fn misfit(&self, fields: &[DeclaredField], batch: &Batch, row: usize) -> Option<String> {
-        for (name, c) in batch.schema().names().zip(batch.columns()) {
-            let v = c.get(row);
-            match self.fields.iter().position(|(f, _)| f == name) {
-                None if v.is_null() => {}
-                None => return Some(format!("field `{name}` is not in the declared schema")),
-                Some(i) if !self.fields[i].1.holds(v) => {
-                    return Some(format!(
-                        "`{name}`: expected {}, found {} {v}",
-                        self.fields[i].1.describe(),
-                        v.type_name()
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        for (f, (_, ty)) in fields.iter().zip(&self.fields) {
-            if !f.nullable && batch.column(&f.name).is_none_or(|c| c.get(row).is_null()) {
-                return Some(format!("`{}`: expected {} (not null), found null", f.name, ty.describe()));
-            }
-        }
-        None
+    /// The schema the step's declared `schema` gives: its fields in that order.
+    pub(crate) fn declared(declared: &weave_core::declared::DeclaredSchema) -> FileSchema {
+        FileSchema::of_fields(declared.fields().iter().map(|f| (f.name.clone(), Ty::of_cast(&f.ty))).collect())
     }
 
     /// This schema widened to hold `batch` too ([`Ty::widen`], field by field; a field it

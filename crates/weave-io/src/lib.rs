@@ -37,6 +37,8 @@ mod remote;
 #[cfg(not(feature = "remote"))]
 #[path = "remote_off.rs"]
 mod remote;
+#[cfg(feature = "parquet")]
+mod parquet_meta;
 
 pub use csv::{ExportCsv, LoadCsv};
 pub use json::{write_json_str, write_jsonl, write_value};
@@ -158,7 +160,7 @@ mod tests {
 
     fn params_at(file: &std::path::Path, config: &str) -> Params {
         let table = ConfTable::parse(config).unwrap_or_else(|e| panic!("bad test TOML: {e:?}"));
-        Params::new(table, SourceFile::new(file, config), "step", Some("s".into()))
+        Params::new(table, SourceFile::new(file, config), "step", Some("s".into())).reading_schema()
     }
 
     /// Builds a step of `kind` from its keys for a run that is `shard` of a job.

@@ -15,7 +15,9 @@ use weave_core::{
     Batch, CanonicalConfig, Params, Shape, Sink, Source, Step, StepContext, StepError, StepInfo, StepKind,
 };
 
-use crate::arrow::{DeclaredField, FileSchema, batch_from_arrow};
+use weave_core::declared::DeclaredSchema;
+
+use crate::arrow::{FileSchema, batch_from_arrow};
 use crate::json::NonFinite;
 use crate::output::{AtomicOutput, TempWriter};
 
@@ -36,7 +38,7 @@ pub(crate) static EXPORT_KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLo
         "export_parquet",
         Shape::Sink,
         "write records as a Parquet file whose schema later batches widen; it appears whole when the run succeeds",
-        ["path", "compression", "schema"],
+        ["path", "compression"],
         build_export,
     )
 });
@@ -90,6 +92,9 @@ fn build_load(p: &Params) -> Option<Step> {
     let batch_size = crate::batch_size(p);
     if p.has_errors() {
         return None;
+    }
+    if let Some(paths) = &paths {
+        crate::parquet_meta::register(p, paths);
     }
     Some(Step::Source(Box::new(LoadParquet {
         paths: paths?,
@@ -280,8 +285,10 @@ pub struct ExportParquet {
     /// Floats in fields written as JSON text that JSON cannot hold (Parquet's own float
     /// columns hold NaN and the infinities).
     nulled: NonFinite,
-    /// The `schema` declared: the file's schema from the start, never widened.
-    declared: Option<Vec<DeclaredField>>,
+    /// The step's declared `schema`: the file's schema from the start, never widened.
+    declared: Option<std::sync::Arc<DeclaredSchema>>,
+    /// Where the metadata of the Parquet input upstream is found, to be kept.
+    origin: Option<crate::parquet_meta::Origin>,
 }
 
 impl std::fmt::Debug for ExportParquet {
@@ -301,7 +308,9 @@ fn build_export(p: &Params) -> Option<Step> {
         Some("gzip") => Compression::GZIP(GzipLevel::default()),
         Some(_) => Compression::UNCOMPRESSED,
     };
-    let declared = declared_schema(p);
+    // The schema every step may declare fixes this one's columns too, so it takes it to
+    // check its records itself.
+    let declared = p.declared_schema();
     if p.has_errors() {
         return None;
     }
@@ -312,52 +321,8 @@ fn build_export(p: &Params) -> Option<Step> {
         writer: None,
         nulled: NonFinite::default(),
         declared,
+        origin: crate::parquet_meta::Origin::of(p),
     })))
-}
-
-/// `schema = { field = "type", other = { type = "float", nullable = false } }`: the
-/// output's fields in that order, with the types `fields`'s `cast` names (each field
-/// nullable unless it says `nullable = false`).
-fn declared_schema(p: &Params) -> Option<Vec<DeclaredField>> {
-    use weave_core::{ConfTable, ConfValue};
-    let item = p.item("schema")?;
-    let ConfValue::Table(t) = &item.value else {
-        p.error_at(
-            item,
-            format!(
-                "`schema` must be a table such as {{ id = \"int\", text = \"string\" }}, not {}",
-                item.value.type_name()
-            ),
-        );
-        return None;
-    };
-    if t.entries.is_empty() {
-        p.error_at(item, "`schema` is empty: declare the fields of the output");
-    }
-    let mut out = Vec::new();
-    for (name, _, v) in &t.entries {
-        let field = match &v.value {
-            ConfValue::Str(ty) => weave_core::cast::CastType::parse(ty).map(|ty| (ty, true)),
-            ConfValue::Table(table) => {
-                let nullable = match table.entries.iter().find(|(k, _, _)| k == "nullable").map(|(_, _, v)| &v.value) {
-                    None => Ok(true),
-                    Some(ConfValue::Bool(b)) => Ok(*b),
-                    Some(other) => Err(format!("`nullable` must be true or false, not {}", other.type_name())),
-                };
-                let rest =
-                    ConfTable { entries: table.entries.iter().filter(|(k, _, _)| k != "nullable").cloned().collect() };
-                nullable.and_then(|n| weave_core::cast::CastType::from_table(&rest).map(|ty| (ty, n)))
-            }
-            other => Err(format!("must name a type (a string) or be a table with `type`, not {}", other.type_name())),
-        };
-        match field {
-            Ok((ty, nullable)) => out.push(DeclaredField { name: name.clone(), ty, nullable }),
-            Err(why) => {
-                p.error_at(v, format!("`schema.{name}`: {why}"));
-            }
-        }
-    }
-    Some(out)
 }
 
 impl StepInfo for ExportParquet {
@@ -384,12 +349,24 @@ impl StepInfo for ExportParquet {
 
 impl ExportParquet {
     fn start(&mut self, schema: FileSchema) -> Result<(), StepError> {
+        // The metadata of the Parquet input upstream, for these columns: in the file's
+        // key-value metadata, and in the Arrow schema stored there, which pyarrow reads
+        // a file's metadata from.
+        let carried = self.origin.as_ref().map(|o| o.carried(&schema.arrow())).unwrap_or_default();
+        let arrow = if carried.is_empty() {
+            schema.arrow()
+        } else {
+            let metadata: std::collections::HashMap<String, String> =
+                carried.iter().filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?))).collect();
+            std::sync::Arc::new(schema.arrow().as_ref().clone().with_metadata(metadata))
+        };
         let props = WriterProperties::builder()
             .set_compression(self.compression)
             .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+            .set_key_value_metadata((!carried.is_empty()).then_some(carried))
             .build();
         let file = self.out.take_writer()?;
-        let writer = ArrowWriter::try_new(file, schema.arrow(), Some(props)).map_err(|e| self.error(e))?;
+        let writer = ArrowWriter::try_new(file, arrow, Some(props)).map_err(|e| self.error(e))?;
         self.writer = Some((writer, schema));
         Ok(())
     }
@@ -456,26 +433,20 @@ impl ExportParquet {
     /// record naming the field, the type expected and the value found.
     fn write_declared(
         &mut self,
-        declared: Vec<DeclaredField>,
+        declared: &DeclaredSchema,
         batch: &Batch,
         ctx: &mut StepContext,
     ) -> Result<(), StepError> {
         if self.writer.is_none() {
-            self.start(FileSchema::declared(&declared))?;
+            self.start(FileSchema::declared(declared))?;
         }
         let Some((writer, schema)) = &mut self.writer else { return Ok(()) };
-        let mut keep = vec![true; batch.len()];
-        for (row, k) in keep.iter_mut().enumerate() {
-            if let Some(reason) = schema.misfit(&declared, batch, row) {
-                *k = false;
-                ctx.reject(weave_core::Rejected { reason, record: Some(batch.row(row).to_record()), origin: None });
-            }
-        }
-        let fitting = batch.filter(&keep);
+        let fitting = declared.check(batch, ctx);
         // The declared fields, in their order (null where the batch lacks one); the fields
         // it does not declare are null in every row kept, and left out.
         let rows = fitting.len();
         let (fields, columns): (Vec<_>, Vec<_>) = declared
+            .fields()
             .iter()
             .map(|d| {
                 let c = fitting.column(&d.name).map_or_else(
@@ -498,8 +469,8 @@ impl ExportParquet {
 
 impl Sink for ExportParquet {
     fn write(&mut self, batch: &Batch, ctx: &mut StepContext) -> Result<(), StepError> {
-        if let Some(declared) = &self.declared {
-            return self.write_declared(declared.clone(), batch, ctx);
+        if let Some(declared) = self.declared.clone() {
+            return self.write_declared(&declared, batch, ctx);
         }
         if self.writer.is_none() {
             self.start(FileSchema::of(batch))?;
@@ -843,9 +814,9 @@ mod tests {
         assert_eq!(
             reasons,
             [
-                r#"`score`: expected float, found string "high" {"id":2,"score":"high"}"#,
-                r#"`id`: expected int (not null), found null {"score":0.5,"id":null,"extra":null}"#,
-                r#"field `extra` is not in the declared schema {"score":null,"id":3,"extra":true}"#,
+                r#"the schema of step `out`: `score`: expected float, found string "high" {"id":2,"score":"high"}"#,
+                r#"the schema of step `out`: `id`: expected int (not null), found null {"score":0.5,"id":null,"extra":null}"#,
+                r#"the schema of step `out`: field `extra` is not in the declared schema {"score":null,"id":3,"extra":true}"#,
             ]
         );
         assert_eq!(arrow_types(&path), ["id: Int64", "score: Float64", "day: Date32", "price: Decimal128(6, 2)"]);

@@ -388,11 +388,7 @@ const SAMPLES: &[Sample] = &[
     Sample {
         kind: "export_parquet",
         base: "path = \"out/o.parquet\"",
-        changes: &[
-            ("path", None, "path = \"out/p.parquet\""),
-            ("compression", None, "compression = \"zstd\""),
-            ("schema", None, "schema = { text = \"string\" }"),
-        ],
+        changes: &[("path", None, "path = \"out/p.parquet\""), ("compression", None, "compression = \"zstd\"")],
     },
 ];
 
@@ -428,6 +424,7 @@ const COMMON: &[(&str, Option<&str>)] = &[
     ("cache", Some("cache = true")),
     ("exclusions", Some("exclusions = \"dropped.jsonl\"")),
     ("max_bad_records", Some("max_bad_records = 5")),
+    ("schema", Some("schema = { text = \"string\" }")),
 ];
 
 /// `base` with the key of `line` set as `line` says: the lines of the key (a key a line)

@@ -174,6 +174,12 @@ equals = "billing""#,
 rename = { text = "prompt" }"#,
     ),
     op("fields, cast id to int", "fields", r#"cast = { id = "int" }"#),
+    op(
+        "fields, select + a schema checked",
+        "fields",
+        r#"select = ["id", "text", "label"]
+schema = { id = "string", text = { type = "string", nullable = false }, label = "string" }"#,
+    ),
     op("fields, template", "fields", r#"template = { line = "{label}: {text}" }"#),
     op("pii, redact (every kind)", "pii", r#"fields = ["text"]"#),
     op("language", "language", ""),
@@ -344,8 +350,10 @@ fn build(op: &Op, dir: &Path) -> Result<Step, String> {
     let kind = registry.get(op.kind).ok_or_else(|| format!("no step kind `{}`", op.kind))?;
     let text = op.keys.replace("{dir}", &dir.to_string_lossy());
     let table = ConfTable::parse(&text).map_err(|(e, _)| format!("bad keys: {e}"))?;
-    let params = Params::new(table, SourceFile::new("ops.toml", text.as_str()), "step", Some(op.name.to_owned()));
-    let step = (kind.build)(&params);
+    let params = Params::new(table, SourceFile::new("ops.toml", text.as_str()), "step", Some(op.name.to_owned()))
+        .reading_schema();
+    // A `schema`, one of the keys every step takes, wraps the step in its check.
+    let step = (kind.build)(&params).map(|s| weave_core::checked::with_declared_schema(s, &params));
     let diags = params.finish(&kind.all_keys());
     if diags.has_errors() {
         return Err(diags.to_string());
