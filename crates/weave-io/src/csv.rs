@@ -126,6 +126,12 @@ struct CsvReader {
     max: usize,
     spill: Vec<u8>,
     spill_ends: Vec<usize>,
+    /// The delimiter and quote, for plain lines split without the parser.
+    delimiter: u8,
+    quote: u8,
+    /// Plain lines may be split without the parser ([`crate::csv_plain`]): once the parser
+    /// has been called, which strips a byte order mark at the start of the file only.
+    plain: bool,
 }
 
 impl std::fmt::Debug for CsvReader {
@@ -176,6 +182,9 @@ impl CsvReader {
             max,
             spill: Vec::new(),
             spill_ends: Vec::new(),
+            delimiter,
+            quote,
+            plain: false,
         }
     }
 
@@ -194,6 +203,27 @@ impl CsvReader {
     /// back out of the field).
     fn read(&mut self) -> std::io::Result<CsvRead> {
         use csv_core::ReadRecordResult as R;
+        // A plain line is split here. The parser is then between records (after a line
+        // feed, or a carriage return with no line feed after it), where it reads the next
+        // byte, not a line break, as it would at the start: skipping the line leaves it
+        // where it would be after parsing it.
+        if self.plain
+            && let Some(got) = crate::csv_plain::split_plain_line(
+                &self.buf[self.start..self.end],
+                self.delimiter,
+                self.quote,
+                self.max,
+                &mut self.fields,
+                &mut self.ends,
+            )
+        {
+            self.len = got.fields;
+            self.record_start = self.consumed;
+            self.lines += 1;
+            self.start += got.consumed;
+            self.consumed += got.consumed as u64;
+            return Ok(CsvRead::Record { line: self.lines });
+        }
         let (mut out, mut nends) = (0, 0);
         let mut line = None;
         let (mut unclosed, mut too_large) = (false, false);
@@ -214,6 +244,7 @@ impl CsvReader {
             } else {
                 self.core.read_record(input, &mut self.fields[out..], &mut self.ends[nends..])
             };
+            self.plain = true;
             if real {
                 let mut consumed = &input[..nin];
                 if line.is_none() {
@@ -1675,6 +1706,7 @@ mod reader_properties {
         fn records_lines_and_unclosed_quotes_match_a_plain_reading(
             parts in proptest::collection::vec(prop_oneof![
                 Just("a"), Just("bc"), Just(","), Just("\""), Just("\"\""), Just("\n"), Just("\r\n"), Just("\r"), Just(" "), Just("é"),
+                Just("x,y\n"), Just("x\n\u{feff}z\n"),
             ], 0..60),
             small_buffer in any::<bool>(),
             bound in prop_oneof![Just(usize::MAX / 2), 0usize..40],
