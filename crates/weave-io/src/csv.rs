@@ -126,12 +126,12 @@ struct CsvReader {
     max: usize,
     spill: Vec<u8>,
     spill_ends: Vec<usize>,
-    /// The delimiter and quote, for plain lines split without the parser.
+    /// The delimiter and quote, for records split without the parser.
     delimiter: u8,
     quote: u8,
-    /// Plain lines may be split without the parser ([`crate::csv_plain`]): once the parser
-    /// has been called, which strips a byte order mark at the start of the file only.
-    plain: bool,
+    /// Records may be split without the parser ([`crate::csv_fast`]): once the parser has
+    /// been called, which strips a byte order mark at the start of the file only.
+    fast: bool,
 }
 
 impl std::fmt::Debug for CsvReader {
@@ -184,7 +184,7 @@ impl CsvReader {
             spill_ends: Vec::new(),
             delimiter,
             quote,
-            plain: false,
+            fast: false,
         }
     }
 
@@ -203,12 +203,12 @@ impl CsvReader {
     /// back out of the field).
     fn read(&mut self) -> std::io::Result<CsvRead> {
         use csv_core::ReadRecordResult as R;
-        // A plain line is split here. The parser is then between records (after a line
-        // feed, or a carriage return with no line feed after it), where it reads the next
-        // byte, not a line break, as it would at the start: skipping the line leaves it
-        // where it would be after parsing it.
-        if self.plain
-            && let Some(got) = crate::csv_plain::split_plain_line(
+        // A record that lies whole in the buffer is split here ([`crate::csv_fast`]). The
+        // parser is then between records (after a line feed, or a carriage return), where
+        // it reads a byte that is not a line break as it would at the start: skipping the
+        // record leaves it where it would be after parsing it.
+        if self.fast
+            && let Some(got) = crate::csv_fast::split_record(
                 &self.buf[self.start..self.end],
                 self.delimiter,
                 self.quote,
@@ -217,12 +217,13 @@ impl CsvReader {
                 &mut self.ends,
             )
         {
+            let line = self.lines + 1;
             self.len = got.fields;
             self.record_start = self.consumed;
-            self.lines += 1;
+            self.lines += got.line_feeds;
             self.start += got.consumed;
             self.consumed += got.consumed as u64;
-            return Ok(CsvRead::Record { line: self.lines });
+            return Ok(CsvRead::Record { line });
         }
         let (mut out, mut nends) = (0, 0);
         let mut line = None;
@@ -244,7 +245,7 @@ impl CsvReader {
             } else {
                 self.core.read_record(input, &mut self.fields[out..], &mut self.ends[nends..])
             };
-            self.plain = true;
+            self.fast = true;
             if real {
                 let mut consumed = &input[..nin];
                 if line.is_none() {
@@ -1706,7 +1707,7 @@ mod reader_properties {
         fn records_lines_and_unclosed_quotes_match_a_plain_reading(
             parts in proptest::collection::vec(prop_oneof![
                 Just("a"), Just("bc"), Just(","), Just("\""), Just("\"\""), Just("\n"), Just("\r\n"), Just("\r"), Just(" "), Just("é"),
-                Just("x,y\n"), Just("x\n\u{feff}z\n"),
+                Just("x,y\n"), Just("x\n\u{feff}z\n"), Just("\"p\",\"q\r\"\"\"\n"), Just("\"a\"b"),
             ], 0..60),
             small_buffer in any::<bool>(),
             bound in prop_oneof![Just(usize::MAX / 2), 0usize..40],
