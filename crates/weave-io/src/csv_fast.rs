@@ -45,7 +45,7 @@ pub(crate) fn split_record(
     if fields.len() < input.len() {
         fields.resize(input.len(), 0);
     }
-    let (mut pos, mut out, mut n) = (0, 0, 0);
+    let (mut pos, mut out, mut n, mut line_feeds) = (0, 0, 0, 0);
     let mut push_end = |n: &mut usize, out: usize| {
         if *n == ends.len() {
             ends.resize((2 * *n).max(16), 0);
@@ -58,10 +58,19 @@ pub(crate) fn split_record(
         if input[pos] == quote {
             pos += 1;
             loop {
-                let run = memchr::memchr(quote, &input[pos..])?;
+                // The line feeds inside are counted on the way (an unquoted field has none).
+                let run = memchr::memchr2(quote, b'\n', &input[pos..])?;
                 fields[out..out + run].copy_from_slice(&input[pos..pos + run]);
                 out += run;
-                pos += run + 1;
+                pos += run;
+                if input[pos] == b'\n' {
+                    fields[out] = b'\n';
+                    out += 1;
+                    pos += 1;
+                    line_feeds += 1;
+                    continue;
+                }
+                pos += 1;
                 // A doubled quote is one quote of the text; any other byte ends the field.
                 if *input.get(pos)? != quote {
                     break;
@@ -97,10 +106,13 @@ pub(crate) fn split_record(
         },
         _ => brk + 1,
     };
+    if input[consumed - 1] == b'\n' {
+        line_feeds += 1;
+    }
     if out.saturating_add(n.saturating_mul(8)) > max {
         return None;
     }
-    Some(Split { consumed, fields: n, line_feeds: crate::input::line_feeds(&input[..consumed]) })
+    Some(Split { consumed, fields: n, line_feeds })
 }
 
 #[cfg(test)]
