@@ -24,10 +24,13 @@
 //! of the client (the highest of the cold and no-cache runs; targets: at most 100 MB at
 //! 64, 150 MB at 1,024), the server's peak of requests in flight (at most the
 //! concurrency, and near it when the client keeps the slots full), the connections
-//! opened per run, and whether the server kept up: its own mean time per request, from
-//! the request read to the answer written, over the runs that sent requests (the 100 ms
-//! of latency, and more when its threads wait for a core: the wall time cannot then reach
-//! the ideal), and its CPU time per run; and the client's CPU time.
+//! opened per run, the CPU time of the server per run and of the client, and whether the
+//! server kept up. Two things say it: its own mean time per request, from its read of the
+//! request to its answer written, over the runs that sent requests (the 100 ms of
+//! latency, and more when its threads wait for a core; a request waiting to be read is
+//! not seen there), and the cores the server and the client together need at the ideal
+//! pace (their CPU times over the ideal wall time), against the machine's: when they need
+//! more than it can give, the wall time cannot reach the ideal whatever the client does.
 //!
 //! The cold runs can be bound by the disk rather than the client: each answer is stored
 //! durably before its request's slot is free again, so the figure "answers stored per
@@ -45,8 +48,9 @@ use super::{Figure, Report, Target, cpu_time, median, peak_rss, thousands};
 
 const LATENCY: Duration = Duration::from_millis(100);
 const REPS: usize = 3;
-/// The server kept up when its mean time per request is within this share over the
-/// latency it adds: the time it spends on a request is then small against the wait.
+/// The server keeps up when its mean time per request is within this share over the
+/// latency it adds (the time it spends on a request is then small against the wait), and
+/// it and the client fit in the machine's cores at the ideal pace (see [`measure`]).
 const KEEPS_UP: f64 = 1.05;
 
 /// Each level of the scenario: requests in flight, records (one request each), and the
@@ -196,25 +200,19 @@ fn measure(report: &mut Report, concurrency: usize, records: usize, rss_target: 
         "",
     ));
     if let Some(mean) = served.mean() {
-        let over = mean.as_secs_f64() / LATENCY.as_secs_f64();
         report.add(Figure::new(
-            format!("{at}: the server's own time per request, mean (100 ms of latency; more: it fell behind)"),
+            format!("{at}: the server's own time per request, mean, from its read of the request to its answer written (100 ms of latency; more: it fell behind; the wait before the read is not seen)"),
             mean.as_secs_f64() * 1e3,
             "ms",
         ));
         report.add(Figure::new(
-            format!("{at}: the server's slowest request (from its body read to its answer written)"),
+            format!("{at}: the server's slowest request (from its read of the request to its answer written)"),
             served.max.as_secs_f64() * 1e3,
             "ms",
         ));
-        report.progress(format!(
-            "concurrency {concurrency}: the server {} ({:.1} ms per request, {over:.3}× its latency; it keeps up within {KEEPS_UP}×)",
-            if over <= KEEPS_UP { "keeps up" } else { "does not keep up" },
-            mean.as_secs_f64() * 1e3,
-        ));
     }
-    if !server_cpu.is_empty() {
-        let cpu = median(server_cpu).as_secs_f64();
+    let server_cpu = (!server_cpu.is_empty()).then(|| median(server_cpu).as_secs_f64());
+    if let Some(cpu) = server_cpu {
         report.add(Figure::new(format!("{at}: CPU time of the server per run that sent requests"), cpu, "s"));
         let cores = server_cores.iter().sum::<f64>() / server_cores.len() as f64;
         report.add(Figure::new(
@@ -223,9 +221,31 @@ fn measure(report: &mut Report, concurrency: usize, records: usize, rss_target: 
             "",
         ));
     }
-    if !cpu_uncached.is_empty() {
-        let cpu = median(cpu_uncached).as_secs_f64();
+    let client_cpu = (!cpu_uncached.is_empty()).then(|| median(cpu_uncached).as_secs_f64());
+    if let Some(cpu) = client_cpu {
         report.add(Figure::new(format!("{at}: CPU time of the client, no cache (all threads)"), cpu, "s"));
+    }
+    // Whether the server keeps up: it answers what it has read in about its latency, and
+    // the server and the client together need no more of the machine's cores at the
+    // ideal pace than it can give them (three quarters, the rest for the kernel's network
+    // work and whatever else runs).
+    if let (Some(mean), Some(server_cpu), Some(client_cpu)) = (served.mean(), server_cpu, client_cpu) {
+        let over = mean.as_secs_f64() / LATENCY.as_secs_f64();
+        let (server_cores, client_cores) = (server_cpu / ideal, client_cpu / ideal);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        report.add(Figure::new(
+            format!(
+                "{at}: cores the server and the client need at the ideal pace ((their CPU times) / the ideal wall time)"
+            ),
+            server_cores + client_cores,
+            "",
+        ));
+        let keeps_up = over <= KEEPS_UP && server_cores + client_cores <= 0.75 * cores;
+        report.progress(format!(
+            "concurrency {concurrency}: the server {}: it answers a request it has read in {:.1} ms ({over:.3}× its latency, within {KEEPS_UP}× is keeping up), and at the ideal pace it needs {server_cores:.2} cores and the client {client_cores:.2}, of this machine's {cores:.0} (three quarters of them at most)",
+            if keeps_up { "keeps up" } else { "does not keep up" },
+            mean.as_secs_f64() * 1e3,
+        ));
     }
     Ok(())
 }
