@@ -126,6 +126,12 @@ struct CsvReader {
     max: usize,
     spill: Vec<u8>,
     spill_ends: Vec<usize>,
+    /// The delimiter and quote, for records split without the parser.
+    delimiter: u8,
+    quote: u8,
+    /// Records may be split without the parser ([`crate::csv_fast`]): once the parser has
+    /// been called, which strips a byte order mark at the start of the file only.
+    fast: bool,
 }
 
 impl std::fmt::Debug for CsvReader {
@@ -176,6 +182,9 @@ impl CsvReader {
             max,
             spill: Vec::new(),
             spill_ends: Vec::new(),
+            delimiter,
+            quote,
+            fast: false,
         }
     }
 
@@ -194,6 +203,28 @@ impl CsvReader {
     /// back out of the field).
     fn read(&mut self) -> std::io::Result<CsvRead> {
         use csv_core::ReadRecordResult as R;
+        // A record that lies whole in the buffer is split here ([`crate::csv_fast`]). The
+        // parser is then between records (after a line feed, or a carriage return), where
+        // it reads a byte that is not a line break as it would at the start: skipping the
+        // record leaves it where it would be after parsing it.
+        if self.fast
+            && let Some(got) = crate::csv_fast::split_record(
+                &self.buf[self.start..self.end],
+                self.delimiter,
+                self.quote,
+                self.max,
+                &mut self.fields,
+                &mut self.ends,
+            )
+        {
+            let line = self.lines + 1;
+            self.len = got.fields;
+            self.record_start = self.consumed;
+            self.lines += got.line_feeds;
+            self.start += got.consumed;
+            self.consumed += got.consumed as u64;
+            return Ok(CsvRead::Record { line });
+        }
         let (mut out, mut nends) = (0, 0);
         let mut line = None;
         let (mut unclosed, mut too_large) = (false, false);
@@ -214,6 +245,7 @@ impl CsvReader {
             } else {
                 self.core.read_record(input, &mut self.fields[out..], &mut self.ends[nends..])
             };
+            self.fast = true;
             if real {
                 let mut consumed = &input[..nin];
                 if line.is_none() {
@@ -1836,6 +1868,7 @@ mod reader_properties {
         fn records_lines_and_unclosed_quotes_match_a_plain_reading(
             parts in proptest::collection::vec(prop_oneof![
                 Just("a"), Just("bc"), Just(","), Just("\""), Just("\"\""), Just("\n"), Just("\r\n"), Just("\r"), Just(" "), Just("é"),
+                Just("x,y\n"), Just("x\n\u{feff}z\n"), Just("\"p\",\"q\r\"\"\"\n"), Just("\"a\"b"),
             ], 0..60),
             small_buffer in any::<bool>(),
             bound in prop_oneof![Just(usize::MAX / 2), 0usize..40],

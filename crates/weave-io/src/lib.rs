@@ -21,6 +21,7 @@
 #[cfg(feature = "parquet")]
 pub mod arrow;
 mod csv;
+mod csv_fast;
 pub mod input;
 mod json;
 mod json_array;

@@ -118,9 +118,15 @@ static LOWER_TWO_BYTES: std::sync::LazyLock<Box<[char]>> = std::sync::LazyLock::
         .collect()
 });
 
+/// Characters that are their own lower case, in blocks without letters that have a case:
+/// General Punctuation (dashes, quotes, the ellipsis) and U+3000 to U+9FFF (CJK symbols,
+/// kana, Hangul jamo, CJK ideographs). A test checks every one against `to_lowercase`.
+const CASELESS: [std::ops::Range<u32>; 2] = [0x2000..0x2070, 0x3000..0xA000];
+
 /// Calls `f` with each character of the lower case of `c`, as `char::to_lowercase` gives
-/// them. Two-byte characters come from a table: `to_lowercase` searches the Unicode tables,
-/// which on accented text cost as much as the rest of a dedup key.
+/// them. Two-byte characters come from a table, and [`CASELESS`] ones are themselves:
+/// `to_lowercase` searches the Unicode tables, which on accented text cost as much as the
+/// rest of a dedup key.
 #[inline]
 fn lower_each(c: char, mut f: impl FnMut(char)) {
     let u = u32::from(c);
@@ -130,6 +136,9 @@ fn lower_each(c: char, mut f: impl FnMut(char)) {
             f(l);
             return;
         }
+    } else if CASELESS.iter().any(|r| r.contains(&u)) {
+        f(c);
+        return;
     }
     c.to_lowercase().for_each(f);
 }

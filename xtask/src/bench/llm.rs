@@ -1,11 +1,10 @@
 //! `llm`: an LLM step at high concurrency against the OpenAI-compatible test server (the
-//! one the tests use, `weave-testkit`), started in this process on 127.0.0.1 with 100 ms
-//! of latency per request.
+//! one the tests use, `weave-testkit`), on 127.0.0.1 with 100 ms of latency per request.
 //!
 //! A pipeline file (load_jsonl → `augment` with an LLM noiser → export_jsonl) is built and
 //! run through the executor, as `weave run` does, at `concurrency` 64 (2,000 records),
 //! 256 and 1,024 (10,000 records each). The baseline is the ideal wall time: records ×
-//! 0.1 s / concurrency (target: at most 1.15× that).
+//! 0.1 s / concurrency (target: at most 1.15× that, where the server keeps up).
 //!
 //! - **cold**: an empty cache of answers, so each answer is also stored (durably) in the
 //!   run's cache folder;
@@ -14,24 +13,33 @@
 //!   answer from the cache of answers, sending no request;
 //! - **no cache**: as `weave run --no-cache`.
 //!
-//! Each run happens in a child process (this binary again, as `__bench-child llm`), so
-//! that its peak resident set (`VmHWM`) is Weave's alone, not the test server's (which
-//! runs here, a thread per open connection). Figures per concurrency: the wall time over
-//! the ideal (median of 3 runs), the peak RSS of the child (the highest of the cold and
-//! no-cache runs; targets: at most 100 MB at 64, 150 MB at 1,024), the server's peak of
-//! requests in flight (a fresh server per concurrency; at most the concurrency, and near
-//! it when the client keeps the slots full), the connections opened per run, the
-//! server's mean time per request (above the 100 ms of latency when the server, sharing
-//! the machine's cores with the client, falls behind: the wall time cannot then reach the
-//! ideal), and the child's CPU time.
+//! Three processes take part, so that each one's figures are its own: this one only
+//! starts the others and waits; the server runs in a process of its own (this binary
+//! again, as `__bench-child llm-server`, a fresh one per concurrency, a thread per open
+//! connection); each run of Weave happens in a child process (`__bench-child llm`). The
+//! server and the client still share the machine's cores: on 2 cores, what the server
+//! spends is not there for the client.
+//!
+//! Figures per concurrency: the wall time over the ideal (median of 3 runs), the peak RSS
+//! of the client (the highest of the cold and no-cache runs; targets: at most 100 MB at
+//! 64, 150 MB at 1,024), the server's peak of requests in flight (at most the
+//! concurrency, and near it when the client keeps the slots full), the connections
+//! opened per run, the CPU time of the server per run and of the client, and whether the
+//! server kept up. Two things say it: its own mean time per request, from its read of the
+//! request to its answer written, over the runs that sent requests (the 100 ms of
+//! latency, and more when its threads wait for a core; a request waiting to be read is
+//! not seen there), and the cores the server and the client together need at the ideal
+//! pace (their CPU times over the ideal wall time), against the machine's: when they need
+//! more than it can give, the wall time cannot reach the ideal whatever the client does.
 //!
 //! The cold runs can be bound by the disk rather than the client: each answer is stored
-//! durably (a file created, synced and renamed) before its request's slot is free again,
-//! so the figure "answers stored per second" is also given.
+//! durably before its request's slot is free again, so the figure "answers stored per
+//! second" is also given.
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weave_testkit::{Reply, TestServer};
@@ -40,6 +48,10 @@ use super::{Figure, Report, Target, cpu_time, median, peak_rss, thousands};
 
 const LATENCY: Duration = Duration::from_millis(100);
 const REPS: usize = 3;
+/// The server keeps up when its mean time per request is within this share over the
+/// latency it adds (the time it spends on a request is then small against the wait), and
+/// it and the client fit in the machine's cores at the ideal pace (see [`measure`]).
+const KEEPS_UP: f64 = 1.05;
 
 /// Each level of the scenario: requests in flight, records (one request each), and the
 /// peak RSS target of the child (MB), where the issue sets one.
@@ -84,13 +96,10 @@ pub(super) fn run(report: &mut Report) {
 }
 
 fn measure(report: &mut Report, concurrency: usize, records: usize, rss_target: Option<f64>) -> Result<(), String> {
-    let server = TestServer::builder()
-        .latency(LATENCY)
-        .start(|r| Reply::text(format!("casual: {}", r.prompt().rsplit("Text:\n").next().unwrap_or_default())))
-        .map_err(|e| format!("cannot start the test server: {e}"))?;
+    let mut server = ServerProcess::start(LATENCY)?;
     let ideal = records as f64 * LATENCY.as_secs_f64() / concurrency as f64;
     report.progress(format!(
-        "{} requests, {} ms latency, concurrency {concurrency}: ideal {ideal:.3} s; {REPS} runs of each, each in a child process",
+        "{} requests, {} ms latency, concurrency {concurrency}: ideal {ideal:.3} s; {REPS} runs of each, each in a child process, the server in a process of its own",
         thousands(records as u64),
         LATENCY.as_millis()
     ));
@@ -103,15 +112,26 @@ fn measure(report: &mut Report, concurrency: usize, records: usize, rss_target: 
     let mut cpu_uncached = Vec::new();
     let mut rss: Vec<u64> = Vec::new();
     let mut rss_cached: Vec<u64> = Vec::new();
+    // The server's side of the runs that sent requests: its time per request, its CPU
+    // time per run and the share of a core that is over the run's wall time.
+    let (mut served, mut server_cpu, mut server_cores) = (Served::default(), Vec::new(), Vec::new());
+    let mut before = server.report()?;
     for rep in 0..REPS {
         // Each repetition in a fresh folder: a cold cache, then the same file again.
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         std::fs::write(dir.path().join("in.jsonl"), &input).map_err(|e| e.to_string())?;
-        std::fs::write(dir.path().join("p.toml"), pipeline(&server.url(), concurrency)).map_err(|e| e.to_string())?;
-        let timed = |no_cache: bool, expected_sent: usize| -> Result<ChildRun, String> {
-            let sent = server.total();
+        std::fs::write(dir.path().join("p.toml"), pipeline(&server.url, concurrency)).map_err(|e| e.to_string())?;
+        let mut timed = |no_cache: bool, expected_sent: usize| -> Result<ChildRun, String> {
             let run = child_run(dir.path(), no_cache)?;
-            check(run.records, records, server.total() - sent, expected_sent)?;
+            let after = server.report()?;
+            check(run.records, records, after.total - before.total, expected_sent)?;
+            if expected_sent > 0 {
+                served.add(&after.served);
+                let cpu = after.cpu.saturating_sub(before.cpu);
+                server_cpu.push(cpu);
+                server_cores.push(cpu.as_secs_f64() / run.elapsed.as_secs_f64());
+            }
+            before = after;
             Ok(run)
         };
         let c = timed(false, records)?;
@@ -151,7 +171,7 @@ fn measure(report: &mut Report, concurrency: usize, records: usize, rss_target: 
     match rss.iter().max() {
         Some(&peak) => {
             let figure = Figure::new(
-                format!("{at}: peak RSS of the child, requests sent (highest of cold and no cache)"),
+                format!("{at}: peak RSS of the client, requests sent (highest of cold and no cache)"),
                 peak as f64 / 1e6,
                 "MB",
             );
@@ -164,35 +184,227 @@ fn measure(report: &mut Report, concurrency: usize, records: usize, rss_target: 
     }
     if let Some(&peak) = rss_cached.iter().max() {
         report.add(Figure::new(
-            format!("{at}: peak RSS of the child, every answer from the cache"),
+            format!("{at}: peak RSS of the client, every answer from the cache"),
             peak as f64 / 1e6,
             "MB",
         ));
     }
+    let last = server.report()?;
     report.add(
-        Figure::new(format!("{at}: requests in flight at the server, at most"), server.max_in_flight() as f64, "")
+        Figure::new(format!("{at}: requests in flight at the server, at most"), last.max_in_flight as f64, "")
             .target(Target::AtMost(concurrency as f64)),
     );
     report.add(Figure::new(
         format!("{at}: connections opened per run (the client keeps them for the next request)"),
-        server.connections() as f64 / (2 * REPS) as f64,
+        last.connections as f64 / (2 * REPS) as f64,
         "",
     ));
-    // Whether the server kept up: the time it took over each request, from the request
-    // read to the answer written (the latency, and more when its threads wait for a core).
-    let served: Vec<Duration> =
-        server.requests().iter().filter_map(|l| l.done.map(|d| d.saturating_duration_since(l.at))).collect();
-    if !served.is_empty() {
-        let mean = served.iter().sum::<Duration>().as_secs_f64() / served.len() as f64;
+    if let Some(mean) = served.mean() {
         report.add(Figure::new(
-            format!("{at}: the server's time per request, mean (100 ms of latency; more: it fell behind)"),
-            mean * 1e3,
+            format!("{at}: the server's own time per request, mean, from its read of the request to its answer written (100 ms of latency; more: it fell behind; the wait before the read is not seen)"),
+            mean.as_secs_f64() * 1e3,
+            "ms",
+        ));
+        report.add(Figure::new(
+            format!("{at}: the server's slowest request (from its read of the request to its answer written)"),
+            served.max.as_secs_f64() * 1e3,
             "ms",
         ));
     }
-    if !cpu_uncached.is_empty() {
-        let cpu = median(cpu_uncached).as_secs_f64();
-        report.add(Figure::new(format!("{at}: CPU time of the child, no cache (all threads)"), cpu, "s"));
+    let server_cpu = (!server_cpu.is_empty()).then(|| median(server_cpu).as_secs_f64());
+    if let Some(cpu) = server_cpu {
+        report.add(Figure::new(format!("{at}: CPU time of the server per run that sent requests"), cpu, "s"));
+        let cores = server_cores.iter().sum::<f64>() / server_cores.len() as f64;
+        report.add(Figure::new(
+            format!("{at}: cores the server kept busy (its CPU time / the run's wall time)"),
+            cores,
+            "",
+        ));
+    }
+    let client_cpu = (!cpu_uncached.is_empty()).then(|| median(cpu_uncached).as_secs_f64());
+    if let Some(cpu) = client_cpu {
+        report.add(Figure::new(format!("{at}: CPU time of the client, no cache (all threads)"), cpu, "s"));
+    }
+    // Whether the server keeps up: it answers what it has read in about its latency, and
+    // the server and the client together need no more of the machine's cores at the
+    // ideal pace than it can give them (three quarters, the rest for the kernel's network
+    // work and whatever else runs).
+    if let (Some(mean), Some(server_cpu), Some(client_cpu)) = (served.mean(), server_cpu, client_cpu) {
+        let over = mean.as_secs_f64() / LATENCY.as_secs_f64();
+        let (server_cores, client_cores) = (server_cpu / ideal, client_cpu / ideal);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        report.add(Figure::new(
+            format!(
+                "{at}: cores the server and the client need at the ideal pace ((their CPU times) / the ideal wall time)"
+            ),
+            server_cores + client_cores,
+            "",
+        ));
+        let keeps_up = over <= KEEPS_UP && server_cores + client_cores <= 0.75 * cores;
+        report.progress(format!(
+            "concurrency {concurrency}: the server {}: it answers a request it has read in {:.1} ms ({over:.3}× its latency, within {KEEPS_UP}× is keeping up), and at the ideal pace it needs {server_cores:.2} cores and the client {client_cores:.2}, of this machine's {cores:.0} (three quarters of them at most)",
+            if keeps_up { "keeps up" } else { "does not keep up" },
+            mean.as_secs_f64() * 1e3,
+        ));
+    }
+    Ok(())
+}
+
+/// The server's time per request, over the requests reported.
+#[derive(Debug, Default, Clone, Copy)]
+struct Served {
+    count: u64,
+    sum: Duration,
+    max: Duration,
+}
+
+impl Served {
+    fn add(&mut self, other: &Served) {
+        self.count += other.count;
+        self.sum += other.sum;
+        self.max = self.max.max(other.max);
+    }
+
+    fn mean(&self) -> Option<Duration> {
+        (self.count > 0).then(|| self.sum / self.count as u32)
+    }
+}
+
+/// What the server process reports: its counts since it started, its time per request
+/// for the requests since the report before, and its CPU time since it started.
+#[derive(Debug, Default, Clone, Copy)]
+struct ServerReport {
+    total: usize,
+    max_in_flight: usize,
+    connections: usize,
+    served: Served,
+    cpu: Duration,
+}
+
+/// The test server in a process of its own (`__bench-child llm-server`), asked for its
+/// figures over a pipe: a line `report` on its stdin, `key=value` lines and `end` back.
+/// It ends when its stdin closes.
+struct ServerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    url: String,
+}
+
+impl ServerProcess {
+    fn start(latency: Duration) -> Result<ServerProcess, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let mut child = Command::new(&exe)
+            .args(["__bench-child", "llm-server", &latency.as_millis().to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the test server ({}): {e}", exe.display()))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err("the test server's pipes were not made".to_owned());
+        };
+        let mut server =
+            ServerProcess { child, stdin: Some(stdin), stdout: BufReader::new(stdout), url: String::new() };
+        let lines = server.read_until_end()?;
+        server.url = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("url="))
+            .ok_or_else(|| format!("the test server did not say its address: {lines:?}"))?
+            .to_owned();
+        Ok(server)
+    }
+
+    /// The lines the server writes up to `end`.
+    fn read_until_end(&mut self) -> Result<Vec<String>, String> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            match self.stdout.read_line(&mut line) {
+                Ok(0) => return Err(format!("the test server ended early, after {lines:?}")),
+                Ok(_) if line.trim_end() == "end" => return Ok(lines),
+                Ok(_) => lines.push(line.trim_end().to_owned()),
+                Err(e) => return Err(format!("cannot read from the test server: {e}")),
+            }
+        }
+    }
+
+    fn report(&mut self) -> Result<ServerReport, String> {
+        let stdin = self.stdin.as_mut().ok_or("the test server's stdin is closed")?;
+        stdin
+            .write_all(b"report\n")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("cannot ask the test server: {e}"))?;
+        let lines = self.read_until_end()?;
+        let values: HashMap<&str, u64> =
+            lines.iter().filter_map(|l| l.split_once('=')).filter_map(|(k, v)| Some((k, v.parse().ok()?))).collect();
+        let get = |key: &str| {
+            values.get(key).copied().ok_or_else(|| format!("the test server did not report `{key}`: {lines:?}"))
+        };
+        Ok(ServerReport {
+            total: get("total")? as usize,
+            max_in_flight: get("max_in_flight")? as usize,
+            connections: get("connections")? as usize,
+            served: Served {
+                count: get("served")?,
+                sum: Duration::from_nanos(get("served_sum_ns")?),
+                max: Duration::from_nanos(get("served_max_ns")?),
+            },
+            cpu: Duration::from_nanos(get("cpu_ns")?),
+        })
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // Its stdin closed, the server stops.
+        self.stdin = None;
+        let _ = self.child.wait();
+    }
+}
+
+/// The server's side: `__bench-child llm-server <latency ms>` starts the test server,
+/// writes `url=...` and `end`, then answers each `report` line on stdin with its figures
+/// (see [`ServerReport`]) until stdin closes.
+pub(super) fn server(args: &[String]) -> Result<(), String> {
+    let ms: u64 = args.first().and_then(|a| a.parse().ok()).ok_or("usage: __bench-child llm-server <latency in ms>")?;
+    let server = TestServer::builder()
+        .latency(Duration::from_millis(ms))
+        .start(|r| Reply::text(format!("casual: {}", r.prompt().rsplit("Text:\n").next().unwrap_or_default())))
+        .map_err(|e| format!("cannot start the test server: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    let say = |out: &mut std::io::StdoutLock<'_>, text: String| {
+        out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|e| format!("cannot write to stdout: {e}"))
+    };
+    say(&mut out, format!("url={}\nend\n", server.url()))?;
+    let mut seen = 0;
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(|e| format!("cannot read stdin: {e}"))?;
+        if line.trim() != "report" {
+            return Err(format!("the test server takes `report`, not {line:?}"));
+        }
+        // The log is in arrival order and only grows: the requests since the last report
+        // are its tail. A request not answered yet has no time.
+        let log = server.requests();
+        let times: Vec<Duration> = log[seen.min(log.len())..]
+            .iter()
+            .filter_map(|l| l.done.map(|d| d.saturating_duration_since(l.at)))
+            .collect();
+        seen = log.len();
+        let sum: Duration = times.iter().sum();
+        let max = times.iter().max().copied().unwrap_or_default();
+        say(
+            &mut out,
+            format!(
+                "total={}\nmax_in_flight={}\nconnections={}\nserved={}\nserved_sum_ns={}\nserved_max_ns={}\ncpu_ns={}\nend\n",
+                log.len(),
+                server.max_in_flight(),
+                server.connections(),
+                times.len(),
+                sum.as_nanos(),
+                max.as_nanos(),
+                cpu_time().unwrap_or_default().as_nanos()
+            ),
+        )?;
     }
     Ok(())
 }

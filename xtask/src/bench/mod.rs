@@ -143,6 +143,7 @@ pub(crate) fn child(args: &[String]) -> Result<(), String> {
         Some(name @ ("io" | "prep")) => io::child(name, &args[1..]),
         Some("near_dedup") => near_dedup::child(args.get(1).map_or("near", String::as_str)),
         Some("llm") => llm::child(&args[1..]),
+        Some("llm-server") => llm::server(&args[1..]),
         other => Err(format!("no child task {other:?}")),
     }
 }
