@@ -33,13 +33,13 @@ mod output;
 mod parquet_footer;
 #[cfg(feature = "parquet")]
 mod parquet_io;
+#[cfg(feature = "parquet")]
+mod parquet_meta;
 #[cfg(feature = "remote")]
 mod remote;
 #[cfg(not(feature = "remote"))]
 #[path = "remote_off.rs"]
 mod remote;
-#[cfg(feature = "parquet")]
-mod parquet_meta;
 
 pub use csv::{ExportCsv, LoadCsv};
 pub use json::{write_json_str, write_jsonl, write_value};
