@@ -304,6 +304,30 @@ fn dedup_input() -> String {
     csv
 }
 
+/// Runs the `n` shards of `p.toml` in `d` all at once, as an array job's tasks run, and
+/// waits for them: each must succeed.
+fn run_together(d: &Path, n: usize) {
+    let children: Vec<_> = (0..n)
+        .map(|i| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_weave"));
+            for v in crate::cli::SHARD_VARIABLES {
+                c.env_remove(v);
+            }
+            c.args(["-q", "run", "p.toml", "--shard", &format!("{i}/{n}")])
+                .current_dir(d)
+                .env_remove("RUST_LOG")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("weave starts")
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{n} shards: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 #[test]
 fn shards_with_exact_and_near_dedup_started_together_give_the_single_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -319,25 +343,7 @@ fn shards_with_exact_and_near_dedup_started_together_give_the_single_run() {
     for n in [1usize, 2, 3, 4, 7] {
         // Every shard at once, as an array job's tasks run: each waits for the earlier
         // shards' keys before deciding on its own records.
-        let children: Vec<_> = (0..n)
-            .map(|i| {
-                let mut c = Command::new(env!("CARGO_BIN_EXE_weave"));
-                for v in crate::cli::SHARD_VARIABLES {
-                    c.env_remove(v);
-                }
-                c.args(["-q", "run", "p.toml", "--shard", &format!("{i}/{n}")])
-                    .current_dir(d)
-                    .env_remove("RUST_LOG")
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .expect("weave starts")
-            })
-            .collect();
-        for c in children {
-            let out = c.wait_with_output().unwrap();
-            assert!(out.status.success(), "{n} shards: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        run_together(d, n);
         let parts = |stem: &str| -> Vec<std::path::PathBuf> {
             (0..n).map(|i| d.join(format!("out/{stem}-part-{i:05}-of-{n:05}.jsonl"))).collect()
         };
@@ -427,25 +433,7 @@ fn shards_with_a_uniqueness_check_give_the_single_run() {
         (0..n).map(|i| d.join(format!("out/{stem}-part-{i:05}-of-{n:05}.jsonl"))).collect()
     };
     for n in [2usize, 3] {
-        let children: Vec<_> = (0..n)
-            .map(|i| {
-                let mut c = Command::new(env!("CARGO_BIN_EXE_weave"));
-                for v in crate::cli::SHARD_VARIABLES {
-                    c.env_remove(v);
-                }
-                c.args(["-q", "run", "p.toml", "--shard", &format!("{i}/{n}")])
-                    .current_dir(d)
-                    .env_remove("RUST_LOG")
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .expect("weave starts")
-            })
-            .collect();
-        for c in children {
-            let out = c.wait_with_output().unwrap();
-            assert!(out.status.success(), "{n} shards: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        run_together(d, n);
         assert_eq!(concatenated(&parts("valid", n)), valid, "valid records at {n} shards");
         assert_eq!(concatenated(&parts("invalid", n)), invalid, "invalid records at {n} shards");
         for p in parts("valid", n).iter().chain(&parts("invalid", n)) {
