@@ -442,27 +442,22 @@ pub(crate) fn resume(job: &str) -> Result<(), Failure> {
                 .collect()
         })
         .collect();
-    let queued_jobs = |k: usize| queued[k - 1].clone();
     let mut lines = Vec::new();
+    // What the next stage waits for: this stage's array submitted now, and its tasks still
+    // queued from before.
     let mut before: Vec<String> = Vec::new();
     for k in 1..=stages {
         let todo: Vec<u32> =
             (0..all[k - 1].len() as u32).filter(|&i| all[k - 1][i as usize] == ShardState::NotDone).collect();
-        if todo.is_empty() {
-            // Still queued, the stage's own tasks are what the next stage waits for.
-            before = queued_jobs(k);
-            continue;
+        let mut waited_for = queued[k - 1].clone();
+        if !todo.is_empty() {
+            let id = submit_array(&dir, &mut meta, k, &todo, &before)?;
+            let list: Vec<String> = todo.iter().map(u32::to_string).collect();
+            let stage = if stages > 1 { format!("stage {k} of ") } else { String::new() };
+            lines.push(format!("submitted Slurm job {id}: {stage}shards {} of {}", list.join(", "), all[k - 1].len()));
+            waited_for.insert(0, id);
         }
-        let mut after = before.clone();
-        if k > 1 && before.is_empty() {
-            after = queued_jobs(k - 1);
-        }
-        let id = submit_array(&dir, &mut meta, k, &todo, &after)?;
-        let list: Vec<String> = todo.iter().map(u32::to_string).collect();
-        let stage = if stages > 1 { format!("stage {k} of ") } else { String::new() };
-        lines.push(format!("submitted Slurm job {id}: {stage}shards {} of {}", list.join(", "), all[k - 1].len()));
-        before = vec![id];
-        before.extend(queued_jobs(k));
+        before = waited_for;
     }
     if lines.is_empty() {
         return emit(&format!("nothing to resume: {}\n", summary(&overall(&all))));
