@@ -35,6 +35,10 @@ pub struct Dedup {
     exchange: Option<crate::exchange::Exchange>,
     warmed: bool,
     held: crate::exchange::Held<Vec<u128>>,
+    /// In a shard whose keys a run before this one published (the stage before, which only
+    /// published them): those keys, in order, whether a single process keeps each, and
+    /// how many of them this run's records have reached.
+    decided: Option<(Vec<u128>, Vec<bool>, usize)>,
 }
 
 fn build(p: &Params) -> Option<Step> {
@@ -58,6 +62,7 @@ fn build(p: &Params) -> Option<Step> {
         exchange,
         warmed: false,
         held: Vec::new(),
+        decided: None,
     })))
 }
 
@@ -330,16 +335,32 @@ impl Dedup {
         }
         if !self.warmed && self.held.is_empty() && x.earlier_ready() {
             // This shard's keys are known ahead when a run before this one published them
-            // (the stage before, which only published): then only the earlier keys that
-            // this shard's records have are taken in.
-            let mut own = KeySet::default();
+            // (the stage before, which only published): its decisions are then made at
+            // once, as for held batches, and its records take them in order.
+            let mut own = Vec::new();
             let known = x.take_own(|bytes| {
                 own.extend(bytes.chunks_exact(16).map(|k| u128::from_le_bytes(k.try_into().unwrap_or_default())));
                 Ok(())
             })?;
-            self.warm(ctx, known.then_some(&own))?;
+            if known {
+                let keep = first_unseen(&own, |take| x.take_earlier(ctx, take))?;
+                self.decided = Some((own, keep, 0));
+                self.warmed = true;
+            } else {
+                self.warm(ctx)?;
+            }
         }
-        if self.warmed {
+        if let Some((own, keep, at)) = &mut self.decided {
+            let end = *at + keys.len();
+            if own.get(*at..end) != Some(keys) {
+                let x = self.exchange.as_ref().map_or_else(String::new, |x| format!(" (shard {})", x.shard_index()));
+                return Err(StepError::fatal(format!(
+                    "the records this shard{x} reads differ from the keys it published for them in the stage before: was its input changed between the stages? Run the job again from its first stage"
+                )));
+            }
+            Self::emit(batch, &keep[*at..end], ctx, out);
+            *at = end;
+        } else if self.warmed {
             self.decide(batch, keys, ctx, out);
         } else {
             self.held.push((batch.clone(), keys.to_vec()));
@@ -347,35 +368,22 @@ impl Dedup {
         Ok(())
     }
 
-    /// Takes every earlier shard's keys into the set, as if their records had come first;
-    /// with `own` (every key this shard will decide on), only those of them, which is all
-    /// its decisions ask of the set: the set then holds this shard's keys, not the job's,
-    /// and the earlier keys are looked up in a set of this shard's size rather than
-    /// inserted into one of the job's (the last shard's warm-up costs a fraction).
-    fn warm(&mut self, ctx: &StepContext, own: Option<&KeySet>) -> Result<(), StepError> {
+    /// Takes every earlier shard's keys into the set, as if their records had come first
+    /// (a shard that finds them there at its first batch, without its own published: the
+    /// set then holds the job's keys so far, as the single process's would).
+    fn warm(&mut self, ctx: &StepContext) -> Result<(), StepError> {
         let Some(x) = &self.exchange else { return Ok(()) };
         let seen = &mut self.seen;
         let key = |k: &[u8]| u128::from_le_bytes(k.try_into().unwrap_or_default());
-        match own {
-            Some(own) => {
-                seen.reserve(own.len());
-                x.take_earlier(ctx, |bytes| {
-                    seen.extend(bytes.chunks_exact(16).map(key).filter(|k| own.contains(k)));
-                    Ok(())
-                })?;
-            }
-            None => {
-                // 16 bytes a key (beside the frames' lengths), and about a shard's worth
-                // more of its own: the set is made its size at once rather than grown.
-                let earlier = x.wait_for_earlier(ctx)? / 16;
-                let more = earlier / u64::from(x.shard_index().max(1));
-                seen.reserve(usize::try_from(earlier + more).unwrap_or(0));
-                x.take_earlier(ctx, |bytes| {
-                    seen.extend(bytes.chunks_exact(16).map(key));
-                    Ok(())
-                })?;
-            }
-        }
+        // 16 bytes a key (beside the frames' lengths), and about a shard's worth more of its
+        // own: the set is made its size at once rather than grown.
+        let earlier = x.wait_for_earlier(ctx)? / 16;
+        let more = earlier / u64::from(x.shard_index().max(1));
+        seen.reserve(usize::try_from(earlier + more).unwrap_or(0));
+        x.take_earlier(ctx, |bytes| {
+            seen.extend(bytes.chunks_exact(16).map(key));
+            Ok(())
+        })?;
         self.warmed = true;
         Ok(())
     }
