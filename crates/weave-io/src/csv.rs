@@ -2193,6 +2193,33 @@ mod reader_properties {
         }
     }
 
+    /// A quoted field with line breaks, larger than the stretch the states are followed
+    /// for, across the shards' cuts: the shards follow the file from its start, and their
+    /// rows in order are still the whole file's.
+    #[test]
+    fn a_quoted_field_with_line_breaks_across_the_cuts_is_followed_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        let big: String = (0..150_000).map(|i| format!("line {i}, \"\"q\"\"\n")).collect();
+        std::fs::write(&path, format!("h1,h2\n1,a\n2,\"{big}\"\n3,b\n4,\"c\nd\"\n")).unwrap();
+        assert!(big.len() as u64 > 2 * SKIP_WINDOW);
+        let config = format!("path = {:?}\nbatch_size = 2", path.to_str().unwrap());
+        let Step::Source(mut whole) = crate::tests::build_step("load_csv", &config) else { panic!() };
+        let whole = drain(&mut whole);
+        assert_eq!(whole.0.len(), 4);
+        for count in [2u32, 3, 5] {
+            let mut rows = Vec::new();
+            for i in 0..count {
+                let shard = weave_core::Shard::new(i, count).unwrap();
+                let Step::Source(mut s) = crate::tests::build_sharded_step("load_csv", &config, shard) else {
+                    panic!()
+                };
+                rows.extend(drain(&mut s).0);
+            }
+            assert_eq!(rows, whole.0, "{count} shards");
+        }
+    }
+
     /// On a file whose quoted fields hold no line break, or that has no quotes, a piece
     /// read from the byte before its cut decides alone where its records start wherever
     /// the cut falls after text, so that a shard reads its own range and little more.
