@@ -230,6 +230,13 @@ fn a_sharded_run_refuses_steps_that_need_the_whole_dataset_and_bad_shards() {
         assert!(out.stderr.contains("--shard"), "{bad}: {}", out.stderr);
     }
     assert!(!d.join("out.jsonl").exists());
+    // `compare` too: its figures are over both whole sets.
+    std::fs::write(d.join("p.toml"), p.replace("kind = \"mix\"", "kind = \"compare\"").replace("ratio = 0.5\n", ""))
+        .unwrap();
+    let out =
+        check_in(d, &["run", "p.toml", "--shard", "0/3"], 1, &[], &["step `dd` (compare) needs the whole dataset"]);
+    assert!(out.stderr.contains("p.toml:11"), "{}", out.stderr);
+    assert!(!d.join("out-part-00000-of-00003.jsonl").exists());
 }
 
 /// load → clean → exact dedup (lower-cased, its drops kept) → near dedup → export, over
@@ -586,11 +593,13 @@ kind = "sample"
 fraction = 0.6
 stratify_by = "label"
 seed = 21
+exclusions = "out/thinned.jsonl"
 
 [[step]]
 id = "few"
 kind = "sample"
 n = 400
+exclusions = "out/unsampled.jsonl"
 
 [[step]]
 id = "per_split"
@@ -646,6 +655,14 @@ fn shards_with_samples_and_a_stratified_split_give_the_single_run() {
     check_in(d, &["run", "p.toml", "--no-cache"], 0, &["run succeeded"], &[]);
     let whole = String::from_utf8(read(&d.join("out/sample.jsonl"))).unwrap();
     assert_eq!(whole.lines().count(), 90, "the last sample keeps 90");
+    let thinned = String::from_utf8(read(&d.join("out/thinned.jsonl"))).unwrap();
+    let sorted = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        lines.sort();
+        lines
+    };
+    let unsampled = sorted(&String::from_utf8(read(&d.join("out/unsampled.jsonl"))).unwrap());
+    assert!(unsampled.len() > 100, "{}", unsampled.len());
     for split in ["train", "dev", "test"] {
         assert!(whole.contains(&format!("\"split\":\"{split}\"")), "{split} is among the kept");
     }
@@ -656,12 +673,19 @@ fn shards_with_samples_and_a_stratified_split_give_the_single_run() {
     assert!(line("split").contains("takes in the earlier shards'") && line("split").contains(" 2 "), "{}", plan.stdout);
     assert!(line("few").contains("takes in every shard's") && line("few").contains(" 4 "), "{}", plan.stdout);
     assert!(line("per_split").contains("takes in every shard's"), "{}", plan.stdout);
-    let parts = |n: usize| -> Vec<std::path::PathBuf> {
-        (0..n).map(|i| d.join(format!("out/sample-part-{i:05}-of-{n:05}.jsonl"))).collect()
+    let parts_of = |stem: &str, n: usize| -> Vec<std::path::PathBuf> {
+        (0..n).map(|i| d.join(format!("out/{stem}-part-{i:05}-of-{n:05}.jsonl"))).collect()
     };
+    let parts = |n: usize| parts_of("sample", n);
     for n in [1usize, 2, 3, 4] {
         run_together(d, n);
         same_lines(&concatenated(&parts(n)), &whole, &format!("at {n} shards"));
+        // A stratified fraction drops as the single process does, in order; a sample of
+        // `n` drops the same records (the single process lets a record out when it leaves
+        // the reservoir, a shard in input order).
+        same_lines(&concatenated(&parts_of("thinned", n)), &thinned, &format!("thinned at {n} shards"));
+        let dropped = String::from_utf8(concatenated(&parts_of("unsampled", n))).unwrap();
+        assert_eq!(sorted(&dropped), unsampled, "unsampled at {n} shards");
     }
     // At 4 shards one shard has no input, and writes an empty part.
     let exports: Vec<u64> =

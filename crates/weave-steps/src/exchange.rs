@@ -1,5 +1,6 @@
 //! The keys a whole-dataset step exchanges between the shards of a job (see
-//! `StepInfo::shards_by_exchange`): `dedup`'s 128-bit keys, `near_dedup`'s signatures.
+//! `StepInfo::shards_by_exchange`): `dedup`'s 128-bit keys, `near_dedup`'s signatures,
+//! the classes and random keys of the dataset steps (`dataset/shards.rs`).
 //!
 //! Each shard writes the keys of its input, batch by batch in its order, to
 //! `part-IIIII-of-NNNNN.keys` in the step's exchange folder (a temporary file renamed
@@ -8,6 +9,11 @@
 //! keys into its state, as the single process would have by then. The folder is named by
 //! the front end after the step's key over the whole job's input, so a file there is of
 //! this data and these settings, whatever run wrote it.
+//!
+//! A step whose decisions depend on the later shards too (a sample of `n`: the job's `n`
+//! smallest keys, `StepInfo::waits_for_every_shard`) takes every shard's file instead
+//! ([`Exchange::take_every`]), once its own is in place: run without `--stage`, the
+//! shards of such a job must all run at once.
 //!
 //! A file: `WVX1`, then frames: a little-endian u64 length and that many bytes (one
 //! batch's keys, in the step's own encoding).
