@@ -483,17 +483,8 @@ fn run_stage(d: &Path, i: usize, n: usize, k: usize) -> serde_json::Value {
     }
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "stage {k} of shard {i}/{n}: {}", String::from_utf8_lossy(&out.stderr));
-    // The run's record: the newest report of this shard.
-    let runs = d.join(".weave/runs");
-    let part = format!("part-{i:05}-of-{n:05}");
-    let mut reports: Vec<_> = std::fs::read_dir(&runs)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(&part)))
-        .collect();
-    reports.sort_by_key(|p| std::fs::metadata(p.join("report.json")).and_then(|m| m.modified()).ok());
-    let path = reports.last().expect("a run record").join("report.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    // The run's record.
+    last_report(d, i, n)
 }
 
 fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
