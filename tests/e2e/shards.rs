@@ -702,6 +702,54 @@ fn shards_with_samples_and_a_stratified_split_give_the_single_run() {
     same_lines(&concatenated(&parts(n)), &whole, "stage by stage");
 }
 
+/// `weave report JOB` of a job run stage by stage (here by hand, with `--job-dir`, as
+/// `weave slurm submit`'s tasks run): each step's figures are the shards' from the stage
+/// that ran it, not the last stage's, which reads its input back from the cache.
+#[test]
+fn a_staged_jobs_report_takes_each_steps_figures_from_the_stage_that_ran_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.toml"), SAMPLE_PIPELINE).unwrap();
+    sample_input(d);
+    check_in(d, &["run", "p.toml", "--no-cache"], 0, &["run succeeded"], &[]);
+    let run = std::fs::read_dir(d.join(".weave/runs")).unwrap().next().unwrap().unwrap().path();
+    let single: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    // The job folder `weave slurm submit` would have made, without its submissions.
+    let job = d.join(".weave/jobs/job-by-hand");
+    std::fs::create_dir_all(&job).unwrap();
+    let meta = serde_json::json!({
+        "pipeline": "sharded-sample",
+        "pipeline_file": d.join("p.toml").to_string_lossy(),
+        "config_hash": single["config_hash"],
+        "tasks": 3,
+        "stages": 5,
+        "submissions": [],
+    });
+    std::fs::write(job.join("job.json"), meta.to_string()).unwrap();
+    let jobarg = job.to_string_lossy().into_owned();
+    for k in 1..=5 {
+        for i in 0..3 {
+            let shard = format!("{i}/3");
+            let stage = k.to_string();
+            check_in(d, &["run", "p.toml", "--shard", &shard, "--stage", &stage, "--job-dir", &jobarg], 0, &[], &[]);
+        }
+    }
+    let out = check_in(d, &["report", &jobarg, "--format", "json"], 0, &[], &[]);
+    let r: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(r["status"], "succeeded", "{r:#}");
+    // Every step's records in and out, over the job, are the single run's.
+    for id in ["load", "some", "split", "thin", "few", "per_split", "export"] {
+        let (job, one) = (step(&r, id), step(&single, id));
+        assert_eq!(
+            (&job["records_in"], &job["records_out"], &job["dropped"]),
+            (&one["records_in"], &one["records_out"], &one["dropped"]),
+            "{id}: {job:#}"
+        );
+    }
+    assert_eq!(step(&r, "few")["records_out"], 400);
+}
+
 /// Fails, naming the first line that differs, unless `got` is `want` byte for byte.
 fn same_lines(got: &[u8], want: &str, what: &str) {
     if got == want.as_bytes() {
