@@ -556,7 +556,7 @@ fn shards_run_stage_by_stage_give_the_single_run() {
 /// A plain fraction (per shard), a stratified split, a stratified fraction with its own
 /// seed, a sample of `n` and a sample of `n` stratified by the split: each of the last four
 /// needs the whole dataset and starts a stage.
-const SAMPLE_PIPELINE: &str = r#"
+pub(crate) const SAMPLE_PIPELINE: &str = r#"
 [pipeline]
 name = "sharded-sample"
 seed = 5
@@ -608,7 +608,7 @@ path = "out/sample.jsonl"
 /// shard its first byte falls to, and larger in bytes than the plain file after it, so
 /// that with 4 shards one shard's range lies inside it and that shard has no input), then
 /// 1,200 in a plain JSONL file. Labels are uneven (one rare class).
-fn sample_input(d: &Path) {
+pub(crate) fn sample_input(d: &Path) {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = || {
         state ^= state << 13;
