@@ -774,6 +774,40 @@ fn last_report(d: &Path, i: usize, n: usize) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// A stage that decides with the keys its shard published in the stage before checks its
+/// records against them: keys that are not its records' (a damaged exchange file) fail the
+/// stage, naming the cause, rather than giving other records' decisions.
+#[test]
+fn a_stage_whose_published_keys_are_not_its_records_fails_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.toml"), DEDUP_PIPELINE).unwrap();
+    std::fs::write(d.join("in.csv"), dedup_input()).unwrap();
+    let n = 3;
+    for i in 0..n {
+        run_stage(d, i, n, 1);
+    }
+    // The keys shard 1 published, each changed.
+    let folders: Vec<_> =
+        std::fs::read_dir(d.join(".weave/cache/exchange")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(folders.len(), 1, "stage 1 published dedup's keys only: {folders:?}");
+    let keys = folders[0].join("part-00001-of-00003.keys");
+    let mut bytes = std::fs::read(&keys).unwrap();
+    assert!(bytes.len() > 12 + 16, "shard 1 has records");
+    for b in &mut bytes[12..28] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&keys, bytes).unwrap();
+    check_in(
+        d,
+        &["run", "p.toml", "--shard", "1/3", "--stage", "2"],
+        1,
+        &[],
+        &["differ from the keys it published", "shard 1"],
+    );
+    assert!(!d.join("out/duplicates-part-00001-of-00003.jsonl").exists(), "nothing half-written");
+}
+
 #[test]
 fn plan_with_shards_shows_each_steps_part_and_the_stages() {
     let dir = tempfile::tempdir().unwrap();

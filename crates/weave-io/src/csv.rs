@@ -59,6 +59,10 @@ pub struct LoadCsv {
     next_file: usize,
     /// The file being read.
     open: Option<OpenCsv>,
+    /// The lines before the piece read of a file that this shard reads from inside it, by
+    /// the file's index (see [`CsvReader::skip_to`]): a line's number in a message is its
+    /// line in the piece plus these.
+    lines_before: Vec<(usize, std::sync::Arc<crate::input::LinesBefore>)>,
     /// The header, from the first file that has one, and that file: every file must match it.
     header: Option<(Vec<String>, usize)>,
     /// Bytes of text per column in the last batch: the next batch's buffers start that big,
@@ -110,8 +114,13 @@ struct CsvReader {
     eof: bool,
     /// The line feed given to the parser after the input ended (see [`CsvReader::read`]).
     fed_end: bool,
-    /// Line feeds consumed so far.
+    /// Line feeds consumed so far, and those before the byte this reader started at (a
+    /// shard's piece read from its range: counted when a message first needs a line).
     lines: u64,
+    before: std::sync::Arc<crate::input::LinesBefore>,
+    /// Whether this reader started at the file's first byte (it has seen every byte
+    /// before the ones it reads).
+    from_start: bool,
     /// Bytes consumed so far, and where the last record read starts (its first byte that
     /// is not a line break): a shard's records are those that start in its range.
     consumed: u64,
@@ -174,6 +183,8 @@ impl CsvReader {
             eof: false,
             fed_end: false,
             lines: 0,
+            before: std::sync::Arc::default(),
+            from_start: true,
             consumed: 0,
             record_start: 0,
             fields: vec![0; 1024],
@@ -312,40 +323,19 @@ impl CsvReader {
 
     /// Moves to the first record that starts at or after byte `target` (its first byte
     /// that is not a line break), without parsing the records before it: their bytes are
-    /// only followed through the states that decide where a record ends (inside quotes or
-    /// not), with `memchr` over the runs no state changes in. That is what a shard does
-    /// with the bytes before its range: the full parse it replaces cost each shard of a job
-    /// as much as reading its own share again. The states are `csv_core`'s with this
-    /// loader's settings (a delimiter, a quote doubled inside quotes, CR, LF or CRLF
-    /// ending records, no escape or comment character), so a record starts where the
-    /// parser would start it; the shards' property tests hold the two to the same records.
-    /// Lines and bytes consumed are counted as [`CsvReader::read`] counts them. `false`
-    /// when the input ends first (the records that start after `target` are none).
-    /// `target` is past the bytes consumed so far (a shard's range starts past byte 0).
-    fn skim_to(&mut self, target: u64, delimiter: u8, quote: u8) -> std::io::Result<bool> {
-        /// Where the parse is: between records, at a field's start, inside an unquoted
-        /// field, inside quotes, or just after a quote inside quotes.
-        #[derive(Clone, Copy, PartialEq, Eq)]
-        enum At {
-            Record,
-            Field,
-            Unquoted,
-            Quoted,
-            QuoteInQuoted,
-        }
-        let term = |b: u8| b == b'\n' || b == b'\r';
+    /// only followed through the states that decide where a record ends ([`At`], with
+    /// [`follow`]). That is what a shard does with the bytes before its range when
+    /// [`CsvReader::skip_to`] cannot tell: the full parse it replaces cost each shard of a
+    /// job as much as reading its own share again. Lines and bytes consumed are counted as
+    /// [`CsvReader::read`] counts them. `false` when the input ends first (the records that
+    /// start after `target` are none). `target` is past the bytes consumed so far (a
+    /// shard's range starts past byte 0).
+    fn skim_to(&mut self, target: u64) -> std::io::Result<bool> {
         let mut at = At::Record;
         // At the file's start, a byte-order mark is taken off by the parser, and the first
-        // record is then said to start at byte 0 (where the reader counts from).
-        let mut from_zero = false;
-        if self.consumed == 0 {
-            if self.start == self.end && !self.eof {
-                self.fill()?;
-            }
-            if self.buf[self.start..self.end].starts_with(b"\xef\xbb\xbf") {
-                (self.start, self.consumed, from_zero) = (self.start + 3, 3, true);
-            }
-        }
+        // record is then said to start at byte 0 (where the reader counts from): it is
+        // never at or past the target.
+        let mut from_zero = self.take_byte_order_mark()?;
         loop {
             if self.start == self.end {
                 if self.eof {
@@ -358,75 +348,144 @@ impl CsvReader {
             }
             let chunk = &self.buf[self.start..self.end];
             let mut i = 0;
-            let mut found = None;
-            while i < chunk.len() {
-                let b = chunk[i];
-                match at {
-                    At::Record if term(b) => i += 1,
-                    At::Record => {
-                        let start = if from_zero { 0 } else { self.consumed + i as u64 };
-                        if start >= target {
-                            found = Some(i);
-                            break;
-                        }
-                        (at, from_zero) = (At::Field, false);
-                    }
-                    At::Field => {
-                        at = if b == quote {
-                            At::Quoted
-                        } else if b == delimiter {
-                            At::Field
-                        } else if term(b) {
-                            At::Record
-                        } else {
-                            At::Unquoted
-                        };
-                        i += 1;
-                    }
-                    At::Unquoted => match memchr::memchr3(delimiter, b'\n', b'\r', &chunk[i..]) {
-                        Some(j) => {
-                            at = if chunk[i + j] == delimiter { At::Field } else { At::Record };
-                            i += j + 1;
-                        }
-                        None => i = chunk.len(),
-                    },
-                    At::Quoted => match memchr::memchr(quote, &chunk[i..]) {
-                        Some(j) => {
-                            at = At::QuoteInQuoted;
-                            i += j + 1;
-                        }
-                        None => i = chunk.len(),
-                    },
-                    At::QuoteInQuoted => {
-                        at = if b == quote {
-                            At::Quoted
-                        } else if b == delimiter {
-                            At::Field
-                        } else if term(b) {
-                            At::Record
-                        } else {
-                            At::Unquoted
-                        };
-                        i += 1;
-                    }
+            if from_zero {
+                while i < chunk.len() && is_term(chunk[i]) {
+                    i += 1;
+                }
+                if i < chunk.len() {
+                    (at, from_zero) = (At::Field, false);
                 }
             }
-            self.lines += line_feeds(&chunk[..i]);
-            self.start += i;
-            self.consumed += i as u64;
+            let from = usize::try_from(target.saturating_sub(self.consumed)).unwrap_or(usize::MAX);
+            let found = if from_zero { None } else { follow(&mut at, chunk, i, from, self.delimiter, self.quote) };
+            let upto = found.unwrap_or(chunk.len());
+            self.lines += line_feeds(&chunk[..upto]);
+            self.start += upto;
+            self.consumed += upto as u64;
             if found.is_some() {
-                // A record just read leaves the parser between records (or inside a CRLF,
-                // whose LF is then skipped as a blank line would be): it starts afresh here.
-                // A fresh parser takes a byte-order mark off the first bytes it is given,
-                // which past the file's first byte are a record's own: it is then first
-                // given a line feed, which between records it skips as a blank line, so
-                // that it has read and takes nothing off.
-                self.core.reset();
-                if self.consumed > 0 {
-                    let _ = self.core.read_record(b"\n", &mut [], &mut []);
-                }
+                self.restart_between_records();
                 return Ok(true);
             }
+        }
+    }
+
+    /// Moves to the first record that starts at or after byte `target`, as
+    /// [`CsvReader::skim_to`] does, without following the bytes before `target`: of those
+    /// this reader has still to consume, only the line feeds are counted and whether one is
+    /// a quote noted (a reader opened at the byte before `target` has one to consume). At
+    /// `target` the parse can be in any state the byte before it allows
+    /// ([`At::possible_after`]); each is followed on from there, and when every one of them
+    /// starts the next record at the same byte (or none before the input ends), the bytes
+    /// before `target` could not have left the parse anywhere else. Inside quotes is only
+    /// possible when a quote came before: when that state alone disagrees, and this reader
+    /// has not seen every byte before, `quote_before` is asked. Where a line break inside
+    /// quotes is near `target`, or quotes are rare, the states disagree: `None`, and only
+    /// following every byte from the start can tell (this reader has then consumed bytes
+    /// and is dropped). So a shard of a job reads its own range and little more.
+    fn skip_to(
+        &mut self,
+        target: u64,
+        mut quote_before: impl FnMut() -> std::io::Result<bool>,
+    ) -> std::io::Result<Option<bool>> {
+        // After a byte-order mark, the first record is said to start at byte 0, however
+        // many line breaks come before it: the bytes before `target` must hold more.
+        let mut from_zero = self.take_byte_order_mark()?;
+        if from_zero && target <= self.consumed {
+            return Ok(None);
+        }
+        let (delimiter, quote) = (self.delimiter, self.quote);
+        let (mut quoted, mut before) = (false, None);
+        while self.consumed < target {
+            if self.start == self.end {
+                self.fill()?;
+                if self.eof {
+                    return Ok(Some(false));
+                }
+            }
+            let n = (self.end - self.start).min(usize::try_from(target - self.consumed).unwrap_or(usize::MAX));
+            let chunk = &self.buf[self.start..self.start + n];
+            self.lines += line_feeds(chunk);
+            quoted = quoted || memchr::memchr(quote, chunk).is_some();
+            from_zero = from_zero && chunk.iter().all(|&b| is_term(b));
+            before = chunk.last().copied().or(before);
+            self.start += n;
+            self.consumed += n as u64;
+        }
+        let Some(before) = before.filter(|_| !from_zero) else { return Ok(None) };
+        // Whether a quote came before `target` is known, or asked once, when it matters.
+        let mut known = quoted || self.from_start;
+        // Each state the parse can be in at `target`, and where following it has got to.
+        let mut states: Vec<(At, At)> =
+            At::possible_after(before, true, delimiter, quote).into_iter().map(|s| (s, s)).collect();
+        if known && !quoted {
+            states.retain(|s| s.0 != At::Quoted);
+        }
+        loop {
+            if self.start == self.end {
+                if self.consumed - target > SKIP_WINDOW {
+                    return Ok(None);
+                }
+                self.fill()?;
+                if self.eof {
+                    // No state started a record before the input ended.
+                    return Ok(Some(false));
+                }
+            }
+            let chunk = &self.buf[self.start..self.end];
+            let mut found: Vec<Option<usize>> =
+                states.iter_mut().map(|(_, at)| follow(at, chunk, 0, 0, delimiter, quote)).collect();
+            let agree = |found: &[Option<usize>]| found.windows(2).all(|w| w[0] == w[1]);
+            if let Some(inside) = states.iter().position(|s| s.0 == At::Quoted)
+                && !known
+                && !agree(&found)
+            {
+                known = true;
+                if !quote_before()? {
+                    states.remove(inside);
+                    found.remove(inside);
+                }
+            }
+            if !agree(&found) {
+                return Ok(None);
+            }
+            let first = found.first().copied().flatten();
+            let chunk = &self.buf[self.start..self.end];
+            let upto = first.unwrap_or(chunk.len());
+            self.lines += line_feeds(&chunk[..upto]);
+            self.start += upto;
+            self.consumed += upto as u64;
+            if first.is_some() {
+                self.restart_between_records();
+                return Ok(Some(true));
+            }
+        }
+    }
+
+    /// At the file's start, takes a byte-order mark off as the parser does: `true` when
+    /// there was one.
+    fn take_byte_order_mark(&mut self) -> std::io::Result<bool> {
+        if self.consumed != 0 {
+            return Ok(false);
+        }
+        if self.start == self.end && !self.eof {
+            self.fill()?;
+        }
+        if self.buf[self.start..self.end].starts_with(b"\xef\xbb\xbf") {
+            (self.start, self.consumed) = (self.start + 3, 3);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Leaves the parser between records, where a skim or skip has stopped (or inside a
+    /// CRLF, whose LF is then skipped as a blank line would be): it starts afresh. A fresh
+    /// parser takes a byte-order mark off the first bytes it is given, which past the
+    /// file's first byte are a record's own: it is then first given a line feed, which
+    /// between records it skips as a blank line, so that it has read and takes nothing off.
+    fn restart_between_records(&mut self) {
+        self.core.reset();
+        if self.consumed > 0 {
+            let _ = self.core.read_record(b"\n", &mut [], &mut []);
         }
     }
 
@@ -446,6 +505,94 @@ impl CsvReader {
 }
 
 use crate::input::line_feeds;
+
+/// How far past its target [`CsvReader::skip_to`] follows the states it cannot tell apart
+/// before it leaves the question to a full skim.
+const SKIP_WINDOW: u64 = 1 << 20;
+
+fn is_term(b: u8) -> bool {
+    b == b'\n' || b == b'\r'
+}
+
+/// Where a parse is, in the states that decide where a record ends: `csv_core`'s with this
+/// loader's settings (a delimiter, a quote doubled inside quotes, CR, LF or CRLF ending
+/// records, no escape or comment character), merged where they lead on alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// Between records: line breaks are skipped, any other byte starts a record.
+    Record,
+    /// At a field's start, or just after a quote inside quotes (both lead on the same way).
+    Field,
+    /// Inside an unquoted field (a quote there is text).
+    Unquoted,
+    /// Inside quotes.
+    Quoted,
+}
+
+impl At {
+    /// The states a parse can be in just after byte `b`: between records after a line
+    /// break; at a field's start after a delimiter, or after a quote (one that closes, or
+    /// half of a doubled one); inside an unquoted field after anything but a delimiter or a
+    /// line break; inside quotes after anything, when a quote came at all (`quoted`).
+    fn possible_after(b: u8, quoted: bool, delimiter: u8, quote: u8) -> Vec<At> {
+        let mut states = Vec::with_capacity(4);
+        if is_term(b) {
+            states.push(At::Record);
+        }
+        if b == delimiter || b == quote {
+            states.push(At::Field);
+        }
+        if !is_term(b) && b != delimiter {
+            states.push(At::Unquoted);
+        }
+        if quoted {
+            states.push(At::Quoted);
+        }
+        states
+    }
+}
+
+/// Follows `chunk` from byte `i` in state `at` until a record starts at a byte at or past
+/// `from` (its index is returned), or the chunk ends (`None`; `at` is then the state at its
+/// end). `memchr` jumps over the runs inside a field where no state changes; the shards'
+/// property tests hold this to the parser's records.
+fn follow(at: &mut At, chunk: &[u8], mut i: usize, from: usize, delimiter: u8, quote: u8) -> Option<usize> {
+    while i < chunk.len() {
+        match *at {
+            At::Record if is_term(chunk[i]) => i += 1,
+            At::Record if i >= from => return Some(i),
+            At::Record => *at = At::Field,
+            At::Field => {
+                let b = chunk[i];
+                *at = if b == quote {
+                    At::Quoted
+                } else if b == delimiter {
+                    At::Field
+                } else if is_term(b) {
+                    At::Record
+                } else {
+                    At::Unquoted
+                };
+                i += 1;
+            }
+            At::Unquoted => match memchr::memchr3(delimiter, b'\n', b'\r', &chunk[i..]) {
+                Some(j) => {
+                    *at = if chunk[i + j] == delimiter { At::Field } else { At::Record };
+                    i += j + 1;
+                }
+                None => i = chunk.len(),
+            },
+            At::Quoted => match memchr::memchr(quote, &chunk[i..]) {
+                Some(j) => {
+                    *at = At::Field;
+                    i += j + 1;
+                }
+                None => i = chunk.len(),
+            },
+        }
+    }
+    None
+}
 
 /// One record's fields.
 #[derive(Debug, Clone, Copy)]
@@ -555,6 +702,7 @@ fn build(p: &Params) -> Option<Step> {
         config,
         next_file: 0,
         open: None,
+        lines_before: Vec::new(),
         header: None,
         hint: Vec::new(),
         rows_hint: 0,
@@ -595,6 +743,13 @@ impl LoadCsv {
         while let Some(piece) = self.pieces.as_ref().and_then(|p| p.get(self.next_file)).cloned() {
             let (file, bytes) = (piece.file, piece.bytes);
             let path = &self.paths[file];
+            let bytes = match bytes {
+                Some(r) => Some(
+                    cut_after_text(path, r.start, self.delimiter, self.quote)?
+                        ..cut_after_text(path, r.end, self.delimiter, self.quote)?,
+                ),
+                None => None,
+            };
             self.next_file += 1;
             let input = self.encoding.decode(crate::input::open(path)?);
             let mut reader = CsvReader::new(input, self.delimiter, self.quote, self.max_record);
@@ -604,7 +759,7 @@ impl LoadCsv {
                     self.hint = vec![0; names.len()];
                     self.header = Some((names.clone(), file));
                 }
-                if self.skim(path, &mut reader, bytes.as_ref())? {
+                if self.skim(file, &mut reader, bytes.as_ref())? {
                     self.open = Some(OpenCsv { file, reader, bytes });
                     return Ok(true);
                 }
@@ -661,7 +816,7 @@ impl LoadCsv {
                 }
                 Some(_) => {}
             }
-            if self.skim(path, &mut reader, bytes.as_ref())? {
+            if self.skim(file, &mut reader, bytes.as_ref())? {
                 self.open = Some(OpenCsv { file, reader, bytes });
                 return Ok(true);
             }
@@ -669,20 +824,113 @@ impl LoadCsv {
         Ok(false)
     }
 
-    /// Takes `reader` past the records that start before a shard's `range` (see
-    /// [`CsvReader::skim_to`]); `false` when none starts at or after it.
+    /// Takes `reader` (of file `file`, past its header) past the records that start before
+    /// a shard's `range`: `false` when none starts at or after it. The piece is read from
+    /// the byte before its range, on a handle of its own ([`CsvReader::skip_to`]), and
+    /// becomes `reader`; only when the states near the range's start disagree is `reader`
+    /// followed from the file's start ([`CsvReader::skim_to`]). (A file without a header
+    /// row that starts with a byte-order mark is followed from its start too: where its
+    /// first record is said to start depends on every byte before it.)
     fn skim(
-        &self,
-        path: &std::path::Path,
+        &mut self,
+        file: usize,
         reader: &mut CsvReader,
         range: Option<&std::ops::Range<u64>>,
     ) -> Result<bool, StepError> {
-        match range {
-            Some(r) if r.start > reader.consumed => {
-                reader.skim_to(r.start, self.delimiter, self.quote).map_err(|e| read_error(path, reader, e))
+        let Some(r) = range.filter(|r| r.start > reader.consumed) else { return Ok(true) };
+        let path = self.paths[file].clone();
+        if reader.consumed > 0 || !starts_with_bom(&path)? {
+            let at = r.start - 1;
+            let mut near =
+                CsvReader::new(crate::input::open_plain_at(&path, at)?, self.delimiter, self.quote, self.max_record);
+            (near.consumed, near.from_start) = (at, false);
+            near.before = std::sync::Arc::new(crate::input::LinesBefore::new(&path, at));
+            let quote = self.quote;
+            let found = near
+                .skip_to(r.start, || quote_before(&path, r.start, quote))
+                .map_err(|e| read_error(&path, &near, e))?;
+            if let Some(left) = found {
+                self.lines_before.push((file, std::sync::Arc::clone(&near.before)));
+                *reader = near;
+                return Ok(left);
             }
-            _ => Ok(true),
+            log::debug!(
+                "{}: where the records after byte {} start cannot be told from the bytes near it (a line break inside quotes, or rare quotes): following the file from its start",
+                path.display(),
+                r.start
+            );
         }
+        reader.skim_to(r.start).map_err(|e| read_error(&path, reader, e))
+    }
+
+    /// The number in its file of line `line` of the piece read of file `file`.
+    fn line_in_file(&self, file: usize, line: u64) -> u64 {
+        line + self.lines_before.iter().find(|(f, _)| *f == file).map_or(0, |(_, b)| b.get())
+    }
+}
+
+/// Whether `path` starts with a byte-order mark.
+fn starts_with_bom(path: &std::path::Path) -> Result<bool, StepError> {
+    use std::io::Read as _;
+    let mut first = Vec::with_capacity(3);
+    crate::input::open_plain_at(path, 0)?
+        .take(3)
+        .read_to_end(&mut first)
+        .map_err(|e| StepError::environment(format!("cannot read {}", path.display()), e))?;
+    Ok(first == b"\xef\xbb\xbf")
+}
+
+/// Whether a `quote` comes before byte `target` of `path`: looked for from `target` back,
+/// so that it is found at once in a file with quotes, and the whole reading before
+/// `target` is only for a file with none there.
+fn quote_before(path: &std::path::Path, target: u64, quote: u8) -> std::io::Result<bool> {
+    use std::io::{Read as _, Seek as _};
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut end = target;
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(std::io::SeekFrom::Start(start))?;
+        file.read_exact(&mut buf[..n])?;
+        if memchr::memchr(quote, &buf[..n]).is_some() {
+            return Ok(true);
+        }
+        end = start;
+    }
+    Ok(false)
+}
+
+/// Where a shard's range that starts or ends at byte `cut` of a CSV file starts or ends
+/// instead: the first byte at or past `cut` whose byte before is text (not a delimiter,
+/// quote or line break; the end of the file when none is). Both shards that share the cut
+/// move it alike, so the shards' records are still every record once. A cut after text
+/// leaves the parse inside an unquoted field or inside quotes, which
+/// [`CsvReader::skip_to`] tells apart from the bytes after it in most files; after a line
+/// break, a cut could also be at a record's start, which looks the same from there on.
+fn cut_after_text(path: &std::path::Path, cut: u64, delimiter: u8, quote: u8) -> Result<u64, StepError> {
+    use std::io::{Read as _, Seek as _};
+    if cut == 0 {
+        return Ok(0);
+    }
+    let io = |e| StepError::environment(format!("cannot read {}", path.display()), e);
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    file.seek(std::io::SeekFrom::Start(cut - 1)).map_err(io)?;
+    let mut buf = [0u8; 4096];
+    let mut at = cut - 1;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e)),
+        };
+        if n == 0 {
+            return Ok(at);
+        }
+        if let Some(i) = buf[..n].iter().position(|&b| !is_term(b) && b != delimiter && b != quote) {
+            return Ok(at + i as u64 + 1);
+        }
+        at += n as u64;
     }
 }
 
@@ -732,7 +980,7 @@ fn header_names(path: &std::path::Path, header: CsvRecord<'_>) -> Result<Vec<Str
 /// A read error (a broken compressed stream, a failing disk), named by the file and the
 /// line the reader had reached.
 fn read_error(path: &std::path::Path, reader: &CsvReader, e: std::io::Error) -> StepError {
-    StepError::environment(format!("cannot read {}:{}", path.display(), reader.lines + 1), e)
+    StepError::environment(format!("cannot read {}:{}", path.display(), reader.before.get() + reader.lines + 1), e)
 }
 
 impl Source for LoadCsv {
@@ -798,6 +1046,7 @@ impl LoadCsv {
                 Ok(CsvRead::Unclosed { line }) => (line, true),
                 Ok(CsvRead::TooLarge { line }) => {
                     let reason = crate::too_large("the record", self.max_record);
+                    let line = line + open.reader.before.get();
                     ctx.reject(Rejected { reason, record: None, origin: Some(format!("{}:{line}", path.display())) });
                     continue;
                 }
@@ -808,9 +1057,11 @@ impl LoadCsv {
                 Err(e) => return Err(read_error(path, &open.reader, e)),
             };
             let record = open.reader.record();
-            let origin = || Some(format!("{}:{line}", path.display()));
+            let before = &open.reader.before;
+            let origin = || Some(format!("{}:{}", path.display(), before.get() + line));
             if unclosed {
                 // The last record: its quoted field ran to the end of the file.
+                let line = before.get() + line;
                 let reason = format!(
                     "a quoted field in the record that starts on line {line} is never closed, \
                      so the rest of the file would be read into it"
@@ -977,6 +1228,7 @@ impl LoadCsv {
                 None => keep.push(r),
                 Some(reason) => {
                     let (file, line) = origins[r];
+                    let line = self.line_in_file(file, line);
                     let text = |i: usize| match &raw[i] {
                         Some(c) => c.get(r).map(str::to_owned),
                         None => out[i].as_str().and_then(|c| c.get(r)).map(str::to_owned),
@@ -1873,10 +2125,115 @@ mod reader_properties {
             let expected: Vec<_> = read_all(&mut whole).into_iter().filter(|r| r.0 >= target).collect();
             let mut reader = CsvReader::new(input(&bytes), b',', b'"', usize::MAX / 2);
             reader.buf = vec![0; buffer].into_boxed_slice();
-            let left = reader.skim_to(target, b',', b'"').unwrap();
+            let left = reader.skim_to(target).unwrap();
             let got = if left { read_all(&mut reader) } else { Vec::new() };
             prop_assert_eq!(left, !expected.is_empty());
             prop_assert_eq!(got, expected);
+        }
+    }
+
+    /// Every record of `bytes` as (where it starts, its line, its fields).
+    fn records_of(r: &mut CsvReader) -> Vec<(u64, u64, Vec<Vec<u8>>)> {
+        let mut got = Vec::new();
+        loop {
+            match r.read().unwrap() {
+                CsvRead::End => break,
+                CsvRead::Record { line } | CsvRead::Unclosed { line } | CsvRead::TooLarge { line } => {
+                    got.push((r.record_start, line, r.record().iter().map(<[u8]>::to_vec).collect::<Vec<_>>()));
+                }
+            }
+        }
+        got
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(600))]
+        /// Skipping to any byte, in buffers of any size, either says it cannot tell or lands
+        /// where a full parse would, as skimming does: the records read after it are those
+        /// that start at or after that byte, with their lines.
+        #[test]
+        fn skipping_to_a_byte_lands_where_a_full_parse_would_or_says_it_cannot_tell(
+            parts in proptest::collection::vec(prop_oneof![
+                Just("a"), Just("bc"), Just(","), Just("\""), Just("\"\""), Just("\n"), Just("\r\n"), Just("\r"), Just(" "),
+                Just("\"x\ny\""), Just("\"a\"b"), Just("\u{feff}"), Just("é"), Just("\"p, q\",1\n"), Just("7,\"r\"\n"),
+            ], 0..60),
+            buffer in prop_oneof![Just(CSV_BUFFER), 3usize..6],
+            target_at in 0.0f64..1.1,
+        ) {
+            let bytes: Vec<u8> = parts.concat().into_bytes();
+            let target = ((bytes.len() as f64 * target_at) as u64).max(1);
+            let mut whole = CsvReader::new(input(&bytes), b',', b'"', usize::MAX / 2);
+            let expected: Vec<_> = records_of(&mut whole).into_iter().filter(|r| r.0 >= target).collect();
+            let mut reader = CsvReader::new(input(&bytes), b',', b'"', usize::MAX / 2);
+            reader.buf = vec![0; buffer].into_boxed_slice();
+            if let Some(left) = reader.skip_to(target, || unreachable!("a reader from the start has seen every byte before")).unwrap() {
+                let got = if left { records_of(&mut reader) } else { Vec::new() };
+                prop_assert_eq!(left, !expected.is_empty());
+                prop_assert_eq!(&got, &expected);
+            }
+            // Read from the byte before the target, as a shard reads its piece (not for a
+            // file that starts with a byte-order mark, which is followed from its start),
+            // with the lines before counted apart.
+            let at = target as usize - 1;
+            if at < bytes.len() && !bytes.starts_with(b"\xef\xbb\xbf") {
+                let mut near = CsvReader::new(input(&bytes[at..]), b',', b'"', usize::MAX / 2);
+                near.buf = vec![0; buffer].into_boxed_slice();
+                (near.consumed, near.from_start) = (at as u64, false);
+                let quoted = bytes[..target as usize].contains(&b'"');
+                if let Some(left) = near.skip_to(target, || Ok(quoted)).unwrap() {
+                    let before = line_feeds(&bytes[..at]);
+                    let got: Vec<_> = if left { records_of(&mut near) } else { Vec::new() }
+                        .into_iter()
+                        .map(|(start, line, fields)| (start, line + before, fields))
+                        .collect();
+                    prop_assert_eq!(left, !expected.is_empty());
+                    prop_assert_eq!(got, expected);
+                }
+            }
+        }
+    }
+
+    /// On a file whose quoted fields hold no line break, or that has no quotes, a piece
+    /// read from the byte before its cut decides alone where its records start wherever
+    /// the cut falls after text, so that a shard reads its own range and little more.
+    #[test]
+    fn a_piece_needs_no_full_parse_where_quoted_fields_hold_no_line_break() {
+        for quoted in [true, false] {
+            let mut csv = String::from("id,text\n");
+            for i in 0..2000 {
+                if quoted {
+                    csv.push_str(&format!("{i},\"  word, other \"\"quoted\"\" #{i} \"\n"));
+                } else {
+                    csv.push_str(&format!("{i},  word other #{i} \r\n"));
+                }
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("in.csv");
+            std::fs::write(&path, &csv).unwrap();
+            let mut whole = CsvReader::new(input(csv.as_bytes()), b',', b'"', usize::MAX / 2);
+            let all = records_of(&mut whole);
+            let mut decided = 0;
+            for cut in (9..csv.len() as u64).step_by(97) {
+                let cut = cut_after_text(&path, cut, b',', b'"').unwrap();
+                let expected: Vec<_> = all.iter().filter(|r| r.0 >= cut).cloned().collect();
+                let at = cut - 1;
+                let mut near =
+                    CsvReader::new(crate::input::open_plain_at(&path, at).unwrap(), b',', b'"', usize::MAX / 2);
+                (near.consumed, near.from_start) = (at, false);
+                near.before = std::sync::Arc::new(crate::input::LinesBefore::new(&path, at));
+                let left = near
+                    .skip_to(cut, || quote_before(&path, cut, b'"'))
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("undecided at byte {cut}"));
+                assert_eq!(left, !expected.is_empty());
+                let got: Vec<_> = records_of(&mut near)
+                    .into_iter()
+                    .map(|(start, line, fields)| (start, line + near.before.get(), fields))
+                    .collect();
+                assert_eq!(got, expected, "at byte {cut}");
+                decided += 1;
+            }
+            assert!(decided > 100);
         }
     }
 

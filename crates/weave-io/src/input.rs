@@ -381,7 +381,10 @@ pub struct Lines {
     pos: u64,
     end: Option<u64>,
     reader: Option<std::io::BufReader<Input>>,
+    /// The lines read of the open piece, and those of its file before it (counted when a
+    /// message first asks for a line's number).
     line_no: u64,
+    before: LinesBefore,
     buf: Vec<u8>,
     /// The longest line held, in bytes (`max_record_bytes`).
     max: usize,
@@ -393,7 +396,7 @@ pub struct Lines {
 struct OpenPiece {
     path: usize,
     input: Input,
-    line_no: u64,
+    before: LinesBefore,
     pos: u64,
     end: Option<u64>,
 }
@@ -403,17 +406,79 @@ struct OpenPiece {
 pub struct Line<'a> {
     /// The file it is in.
     pub path: &'a Path,
-    /// Its number in that file, from 1.
-    pub number: u64,
     /// Its text, without the line ending.
     pub text: &'a str,
+    /// Its number in the piece of the file read, from 1, and the lines before the piece.
+    in_piece: u64,
+    before: &'a LinesBefore,
 }
 
 impl Line<'_> {
+    /// Its number in its file, from 1.
+    pub fn number(&self) -> u64 {
+        self.before.get() + self.in_piece
+    }
+
     /// `file:line`, as bad records name their origin.
     pub fn origin(&self) -> String {
-        format!("{}:{}", self.path.display(), self.number)
+        format!("{}:{}", self.path.display(), self.number())
     }
+}
+
+/// The lines of a file before byte `upto`, where a shard's piece of it starts, counted the
+/// first time a line's number is asked for. A shard numbers its lines from its piece's
+/// start, and only a message about one of them (a bad record, a read error) needs the
+/// line feeds before it, which most runs never make: so a job's shards read their own
+/// ranges and no more, where each counted the bytes before its range (N / 2 readings of
+/// the input for N shards).
+#[derive(Debug, Default)]
+pub(crate) struct LinesBefore {
+    path: PathBuf,
+    upto: u64,
+    counted: std::sync::OnceLock<u64>,
+}
+
+impl LinesBefore {
+    /// The lines before byte `upto` of `path` (none when `upto` is 0).
+    pub(crate) fn new(path: &Path, upto: u64) -> Self {
+        LinesBefore { path: path.to_path_buf(), upto, counted: std::sync::OnceLock::new() }
+    }
+
+    /// Their count. If the file cannot be read again for it, a warning says so, and the
+    /// lines are numbered from the piece's start.
+    pub(crate) fn get(&self) -> u64 {
+        if self.upto == 0 {
+            return 0;
+        }
+        *self.counted.get_or_init(|| {
+            count_line_feeds(&self.path, self.upto).unwrap_or_else(|e| {
+                log::warn!(
+                    "cannot count the lines of {} before byte {} ({e}): the line numbers given for it count from there",
+                    self.path.display(),
+                    self.upto
+                );
+                0
+            })
+        })
+    }
+}
+
+/// The line feeds in the first `upto` bytes of `path`.
+fn count_line_feeds(path: &Path, upto: u64) -> std::io::Result<u64> {
+    let mut file = File::open(path)?;
+    let (mut lines, mut left, mut buf) = (0, upto, vec![0u8; 1 << 20]);
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = match file.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        lines += line_feeds(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(lines)
 }
 
 impl Lines {
@@ -429,6 +494,7 @@ impl Lines {
             end: None,
             reader: None,
             line_no: 0,
+            before: LinesBefore::default(),
             buf: Vec::new(),
             max,
             buffer: 1 << 20,
@@ -459,10 +525,12 @@ impl Lines {
         let Some(piece) = pieces.as_ref().and_then(|p| p.get(file)).cloned() else { return Ok(None) };
         let path = &paths[piece.file];
         Ok(Some(match piece.bytes {
-            None => OpenPiece { path: piece.file, input: open(path)?, line_no: 0, pos: 0, end: None },
+            None => {
+                OpenPiece { path: piece.file, input: open(path)?, before: LinesBefore::default(), pos: 0, end: None }
+            }
             Some(range) => {
-                let (input, pos, line_no) = open_at(path, range.start)?;
-                OpenPiece { path: piece.file, input, line_no, pos, end: Some(range.end) }
+                let (input, pos) = open_at(path, range.start)?;
+                OpenPiece { path: piece.file, input, before: LinesBefore::new(path, pos), pos, end: Some(range.end) }
             }
         }))
     }
@@ -478,7 +546,8 @@ impl Lines {
                 let Some(open) = Lines::open_piece(&self.paths, self.shard, &mut self.pieces, self.file)? else {
                     return Ok(None);
                 };
-                (self.path, self.line_no, self.pos, self.end) = (open.path, open.line_no, open.pos, open.end);
+                (self.path, self.line_no, self.pos, self.end) = (open.path, 0, open.pos, open.end);
+                self.before = open.before;
                 self.reader = Some(std::io::BufReader::with_capacity(self.buffer, open.input));
             }
             if self.end.is_some_and(|end| self.pos >= end) {
@@ -497,7 +566,10 @@ impl Lines {
             let (mut n, mut last) = (0, [0u8; 2]);
             loop {
                 let chunk = reader.fill_buf().map_err(|e| {
-                    StepError::environment(format!("cannot read {}:{}", path.display(), self.line_no + 1), e)
+                    StepError::environment(
+                        format!("cannot read {}:{}", path.display(), self.before.get() + self.line_no + 1),
+                        e,
+                    )
                 })?;
                 if chunk.is_empty() {
                     break;
@@ -524,6 +596,7 @@ impl Lines {
                 self.file += 1;
                 continue;
             }
+            let first_of_file = self.pos == 0;
             self.pos += n as u64;
             self.line_no += 1;
             // The line's length without its ending ("\n", "\r\n" or a last "\r").
@@ -534,12 +607,12 @@ impl Lines {
                     last = [0, last[0]];
                 }
             }
-            let start = if self.line_no == 1 && len >= 3 && self.buf.starts_with(b"\xef\xbb\xbf") { 3 } else { 0 };
+            let start = if first_of_file && len >= 3 && self.buf.starts_with(b"\xef\xbb\xbf") { 3 } else { 0 };
             if len - start > self.max {
                 ctx.reject(Rejected {
                     reason: crate::too_large("line", self.max),
                     record: None,
-                    origin: Some(format!("{}:{}", path.display(), self.line_no)),
+                    origin: Some(format!("{}:{}", path.display(), self.before.get() + self.line_no)),
                 });
                 continue;
             }
@@ -551,21 +624,29 @@ impl Lines {
                 ctx.reject(Rejected {
                     reason: "line is not valid UTF-8".into(),
                     record: None,
-                    origin: Some(format!("{}:{}", path.display(), self.line_no)),
+                    origin: Some(format!("{}:{}", path.display(), self.before.get() + self.line_no)),
                 });
                 continue;
             }
             let text = crate::input::utf8(&self.buf[start..end]).unwrap_or_default();
-            return Ok(Some(Line { path, number: self.line_no, text }));
+            return Ok(Some(Line { path, text, in_piece: self.line_no, before: &self.before }));
         }
     }
 }
 
+/// Opens a local file that is not compressed at byte `at`.
+pub(crate) fn open_plain_at(path: &Path, at: u64) -> Result<Input, StepError> {
+    use std::io::{Seek, SeekFrom};
+    let mut file =
+        File::open(path).map_err(|e| StepError::environment(format!("cannot open {}", path.display()), e))?;
+    file.seek(SeekFrom::Start(at)).map_err(|e| StepError::environment(format!("cannot read {}", path.display()), e))?;
+    Ok(Input(Box::new(file)))
+}
+
 /// Opens a file that is not compressed at the first line that starts at or after byte
 /// `start` (> 0: the line the byte before it ends, or after the next line feed), and
-/// returns it, where that line starts, and the lines before it (the line feeds before it,
-/// counted so that lines keep their numbers in messages).
-fn open_at(path: &Path, start: u64) -> Result<(Input, u64, u64), StepError> {
+/// returns it and where that line starts.
+fn open_at(path: &Path, start: u64) -> Result<(Input, u64), StepError> {
     use std::io::{BufRead, Seek, SeekFrom};
     let read_error = |e| StepError::environment(format!("cannot read {}", path.display()), e);
     let mut file =
@@ -590,20 +671,7 @@ fn open_at(path: &Path, start: u64) -> Result<(Input, u64, u64), StepError> {
             }
         }
     }
-    let mut before =
-        File::open(path).map_err(|e| StepError::environment(format!("cannot open {}", path.display()), e))?;
-    let mut lines = 0;
-    let (mut left, mut buf) = (pos, vec![0u8; 1 << 20]);
-    while left > 0 {
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = before.read(&mut buf[..want]).map_err(read_error)?;
-        if n == 0 {
-            break;
-        }
-        lines += line_feeds(&buf[..n]);
-        left -= n as u64;
-    }
-    Ok((Input(Box::new(reader)), pos, lines))
+    Ok((Input(Box::new(reader)), pos))
 }
 
 /// The line feeds in `bytes`. Counted in blocks of 64 bytes with a byte-wide count per
@@ -681,7 +749,7 @@ mod tests {
                 let mut ctx = StepContext::new("load", 0, 0, Default::default());
                 let mut got: Vec<Read> = Vec::new();
                 while let Some(line) = lines.next_line(&mut ctx).unwrap() {
-                    got.push(Ok((line.number, line.text.to_owned())));
+                    got.push(Ok((line.number(), line.text.to_owned())));
                 }
                 for r in ctx.take_rejected() {
                     let n: u64 = r.origin.unwrap().rsplit(':').next().unwrap().parse().unwrap();
@@ -705,7 +773,7 @@ mod tests {
             let mut ctx = StepContext::new("load", 0, 0, Default::default());
             let mut got = Vec::new();
             while let Some(line) = lines.next_line(&mut ctx).unwrap() {
-                got.push((line.path.display().to_string(), line.number, line.text.to_owned()));
+                got.push((line.path.display().to_string(), line.number(), line.text.to_owned()));
             }
             let rejected = ctx.take_rejected().into_iter().map(|r| format!("{:?} {}", r.origin, r.reason)).collect();
             (got, rejected)

@@ -35,6 +35,10 @@ pub struct Dedup {
     exchange: Option<crate::exchange::Exchange>,
     warmed: bool,
     held: crate::exchange::Held<Vec<u128>>,
+    /// In a shard whose keys a run before this one published (the stage before, which only
+    /// published them): those keys, in order, whether a single process keeps each, and
+    /// how many of them this run's records have reached.
+    decided: Option<(Vec<u128>, Vec<bool>, usize)>,
 }
 
 fn build(p: &Params) -> Option<Step> {
@@ -58,6 +62,7 @@ fn build(p: &Params) -> Option<Step> {
         exchange,
         warmed: false,
         held: Vec::new(),
+        decided: None,
     })))
 }
 
@@ -291,6 +296,11 @@ impl Dedup {
     /// Keeps the rows of `batch` whose key (`keys`, one per row) was not seen before.
     fn decide(&mut self, batch: &Batch, keys: &[u128], ctx: &mut StepContext, out: &mut Vec<Batch>) {
         let keep: Vec<bool> = keys.iter().map(|&k| self.seen.insert(k)).collect();
+        Self::emit(batch, &keep, ctx, out);
+    }
+
+    /// Passes on the rows of `batch` that `keep` says, counting the others as duplicates.
+    fn emit(batch: &Batch, keep: &[bool], ctx: &mut StepContext, out: &mut Vec<Batch>) {
         let dropped = keep.iter().filter(|k| !**k).count() as u64;
         if ctx.keeps_dropped() {
             for (i, _) in keep.iter().enumerate().filter(|(_, k)| !**k) {
@@ -300,7 +310,7 @@ impl Dedup {
             ctx.count_dropped("duplicate", dropped);
         }
         if dropped < batch.len() as u64 {
-            out.push(batch.filter(&keep));
+            out.push(batch.filter(keep));
         }
     }
 }
@@ -325,16 +335,32 @@ impl Dedup {
         }
         if !self.warmed && self.held.is_empty() && x.earlier_ready() {
             // This shard's keys are known ahead when a run before this one published them
-            // (the stage before, which only published): then only the earlier keys that
-            // this shard's records have are taken in.
-            let mut own = KeySet::default();
+            // (the stage before, which only published): its decisions are then made at
+            // once, as for held batches, and its records take them in order.
+            let mut own = Vec::new();
             let known = x.take_own(|bytes| {
                 own.extend(bytes.chunks_exact(16).map(|k| u128::from_le_bytes(k.try_into().unwrap_or_default())));
                 Ok(())
             })?;
-            self.warm(ctx, known.then_some(&own))?;
+            if known {
+                let keep = first_unseen(&own, |take| x.take_earlier(ctx, take))?;
+                self.decided = Some((own, keep, 0));
+                self.warmed = true;
+            } else {
+                self.warm(ctx)?;
+            }
         }
-        if self.warmed {
+        if let Some((own, keep, at)) = &mut self.decided {
+            let end = *at + keys.len();
+            if own.get(*at..end) != Some(keys) {
+                let x = self.exchange.as_ref().map_or_else(String::new, |x| format!(" (shard {})", x.shard_index()));
+                return Err(StepError::fatal(format!(
+                    "the records this shard{x} reads differ from the keys it published for them in the stage before: was its input changed between the stages? Run the job again from its first stage"
+                )));
+            }
+            Self::emit(batch, &keep[*at..end], ctx, out);
+            *at = end;
+        } else if self.warmed {
             self.decide(batch, keys, ctx, out);
         } else {
             self.held.push((batch.clone(), keys.to_vec()));
@@ -342,38 +368,63 @@ impl Dedup {
         Ok(())
     }
 
-    /// Takes every earlier shard's keys into the set, as if their records had come first;
-    /// with `own` (every key this shard will decide on), only those of them, which is all
-    /// its decisions ask of the set: the set then holds this shard's keys, not the job's,
-    /// and the earlier keys are looked up in a set of this shard's size rather than
-    /// inserted into one of the job's (the last shard's warm-up costs a fraction).
-    fn warm(&mut self, ctx: &StepContext, own: Option<&KeySet>) -> Result<(), StepError> {
+    /// Takes every earlier shard's keys into the set, as if their records had come first
+    /// (a shard that finds them there at its first batch, without its own published: the
+    /// set then holds the job's keys so far, as the single process's would).
+    fn warm(&mut self, ctx: &StepContext) -> Result<(), StepError> {
         let Some(x) = &self.exchange else { return Ok(()) };
         let seen = &mut self.seen;
         let key = |k: &[u8]| u128::from_le_bytes(k.try_into().unwrap_or_default());
-        match own {
-            Some(own) => {
-                seen.reserve(own.len());
-                x.take_earlier(ctx, |bytes| {
-                    seen.extend(bytes.chunks_exact(16).map(key).filter(|k| own.contains(k)));
-                    Ok(())
-                })?;
-            }
-            None => {
-                // 16 bytes a key (beside the frames' lengths), and about a shard's worth
-                // more of its own: the set is made its size at once rather than grown.
-                let earlier = x.wait_for_earlier(ctx)? / 16;
-                let more = earlier / u64::from(x.shard_index().max(1));
-                seen.reserve(usize::try_from(earlier + more).unwrap_or(0));
-                x.take_earlier(ctx, |bytes| {
-                    seen.extend(bytes.chunks_exact(16).map(key));
-                    Ok(())
-                })?;
-            }
-        }
+        // 16 bytes a key (beside the frames' lengths), and about a shard's worth more of its
+        // own: the set is made its size at once rather than grown.
+        let earlier = x.wait_for_earlier(ctx)? / 16;
+        let more = earlier / u64::from(x.shard_index().max(1));
+        seen.reserve(usize::try_from(earlier + more).unwrap_or(0));
+        x.take_earlier(ctx, |bytes| {
+            seen.extend(bytes.chunks_exact(16).map(key));
+            Ok(())
+        })?;
         self.warmed = true;
         Ok(())
     }
+}
+
+/// Which of `keys` (a shard's, in its order) a single process would keep: the first of
+/// each key in the shard, unless an earlier shard had it (its keys come as the frames
+/// `earlier` hands to `take`). The same decisions as taking the earlier keys into a set
+/// and then each own key in turn, with a table a fraction of that set's size: it holds
+/// the position of the first of each own key (4 bytes and a control byte a key, the keys
+/// staying in `keys`), so it mostly stays in the core's cache while the earlier keys are
+/// looked up in it, and a key is only read from `keys` when its hash's tag matches.
+fn first_unseen(
+    keys: &[u128],
+    earlier: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<(), StepError>) -> Result<(), StepError>,
+) -> Result<Vec<bool>, StepError> {
+    if keys.is_empty() {
+        // Nothing to decide on: the earlier keys need not be read.
+        return Ok(Vec::new());
+    }
+    // The keys are keyed hashes already: their low 64 bits are the table's hash.
+    let hash = |k: u128| k as u64;
+    let at = |j: &u32| keys[*j as usize];
+    let mut keep = vec![false; keys.len()];
+    let mut firsts: hashbrown::HashTable<u32> = hashbrown::HashTable::with_capacity(keys.len());
+    for (i, &k) in keys.iter().enumerate() {
+        if let hashbrown::hash_table::Entry::Vacant(e) = firsts.entry(hash(k), |j| at(j) == k, |j| hash(at(j))) {
+            e.insert(i as u32);
+            keep[i] = true;
+        }
+    }
+    earlier(&mut |bytes| {
+        for k in bytes.chunks_exact(16) {
+            let k = u128::from_le_bytes(k.try_into().unwrap_or_default());
+            if let Some(&j) = firsts.find(hash(k), |j| at(j) == k) {
+                keep[j as usize] = false;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(keep)
 }
 
 impl StatefulTransform for Dedup {
@@ -406,11 +457,16 @@ impl StatefulTransform for Dedup {
             return Ok(());
         }
         if !self.warmed {
-            // It held every batch: their keys are all it will decide on.
-            let mut own = KeySet::default();
-            own.reserve(self.held.iter().map(|(_, keys)| keys.len()).sum());
-            own.extend(self.held.iter().flat_map(|(_, keys)| keys.iter().copied()));
-            self.warm(ctx, Some(&own))?;
+            // It held every batch: their keys are all it will decide on, at once.
+            let held = std::mem::take(&mut self.held);
+            let keys: Vec<u128> = held.iter().flat_map(|(_, keys)| keys.iter().copied()).collect();
+            let keep = first_unseen(&keys, |take| x.take_earlier(ctx, take))?;
+            let mut at = 0;
+            for (batch, keys) in held {
+                Self::emit(&batch, &keep[at..at + keys.len()], ctx, out);
+                at += keys.len();
+            }
+            return Ok(());
         }
         for (batch, keys) in std::mem::take(&mut self.held) {
             self.decide(&batch, &keys, ctx, out);
@@ -423,7 +479,36 @@ impl StatefulTransform for Dedup {
 mod tests {
     use super::*;
     use crate::tests::{build_step, check_build_errors};
+    use proptest::prelude::*;
     use weave_core::Record;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Deciding on a shard's keys at once keeps what taking the earlier
+        /// shards' keys into a set and then each own key in turn keeps: the first of each
+        /// key in the shard, unless an earlier shard had it.
+        #[test]
+        fn deciding_at_once_keeps_what_one_set_keeps(
+            own in proptest::collection::vec(0u32..6000, 0..12_000),
+            earlier in proptest::collection::vec(proptest::collection::vec(0u32..9000, 0..3000), 0..4),
+        ) {
+            // Keys spread as hashes are, over every bit.
+            let key = |v: u32| u128::from(v).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835) ^ u128::from(v);
+            let own: Vec<u128> = own.into_iter().map(key).collect();
+            let frames: Vec<Vec<u8>> =
+                earlier.iter().map(|f| f.iter().flat_map(|&v| key(v).to_le_bytes()).collect()).collect();
+            let mut seen: std::collections::HashSet<u128> = earlier.iter().flatten().map(|&v| key(v)).collect();
+            let expected: Vec<bool> = own.iter().map(|&k| seen.insert(k)).collect();
+            let got = first_unseen(&own, |take| {
+                for f in &frames {
+                    take(f)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+            prop_assert_eq!(got, expected);
+        }
+    }
 
     fn run(config: &str, batches: &[Vec<Record>]) -> (Vec<String>, u64) {
         let Step::StatefulTransform(mut d) = build_step("dedup", config) else { panic!("not stateful") };

@@ -5,16 +5,19 @@
 //! `--max-concurrent` of its share of the machine's cores (at least 1). Figures: the wall
 //! time of the whole job and the CPU time of all its processes together (the children's
 //! `cutime + cstime`), against the single process's (target: the 4 shards' CPU ≤ 1.2× the
-//! single process's). Each is the median of 3 runs. A CSV shard parses the bytes before
-//! its range (so that a quoted line break is never taken for a record's end); a JSONL shard
-//! only counts the line feeds before it: the two formats tell that cost apart.
+//! single process's). Each is the median of 5 runs. A shard reads its own range and little
+//! more: a JSONL shard from the first line feed before it, a CSV shard from the byte
+//! before it, following the states a quote leaves the parse in until they agree where the
+//! next record starts (only a line break inside quotes near the cut makes it follow the
+//! file from its start); neither counts the lines before its range unless a message needs
+//! a line number.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::{Figure, Report, Target, median, thousands};
 
-const REPS: usize = 3;
+const REPS: usize = 5;
 
 /// CPU time of the children this process has waited for, from `/proc/self/stat`
 /// (`cutime` and `cstime`, fields 16 and 17, in ticks of 1/100 s).
