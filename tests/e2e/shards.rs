@@ -215,20 +215,28 @@ fn a_sharded_run_refuses_steps_that_need_the_whole_dataset_and_bad_shards() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("in.jsonl"), "{\"text\":\"a\"}\n{\"text\":\"a\"}\n").unwrap();
-    let p = "[[step]]\nid = \"l\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n[[step]]\nid = \"dd\"\nkind = \"sample\"\nn = 1\n\n[[step]]\nid = \"e\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n";
+    // `mix` stays refused: its output puts the synthetic records it chose after every real
+    // one, which no shard's part can hold in shard order.
+    let p = "[[step]]\nid = \"l\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n[[step]]\nid = \"g\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n[[step]]\nid = \"dd\"\nkind = \"mix\"\nafter = [\"l\", \"g\"]\nratio = 0.5\n\n[[step]]\nid = \"e\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n";
     std::fs::write(d.join("p.toml"), p).unwrap();
-    let out =
-        check_in(d, &["run", "p.toml", "--shard", "1/2"], 1, &[], &["step `dd` (sample) needs the whole dataset"]);
-    assert!(out.stderr.contains("p.toml:6"), "{}", out.stderr);
+    let out = check_in(d, &["run", "p.toml", "--shard", "1/2"], 1, &[], &["step `dd` (mix) needs the whole dataset"]);
+    assert!(out.stderr.contains("p.toml:11"), "{}", out.stderr);
     // One shard of one sees everything.
     check_in(d, &["run", "p.toml", "--shard", "0/1"], 0, &["run succeeded"], &[]);
-    assert_eq!(read(&d.join("out-part-00000-of-00001.jsonl")), b"{\"text\":\"a\"}\n");
+    assert_eq!(String::from_utf8(read(&d.join("out-part-00000-of-00001.jsonl"))).unwrap().lines().count(), 4);
     for bad in ["2/2", "x/2", "1"] {
         let out = weave_in(d, &["run", "p.toml", "--shard", bad]);
         assert_eq!(out.code, 2, "{bad}: {}", out.stderr);
         assert!(out.stderr.contains("--shard"), "{bad}: {}", out.stderr);
     }
     assert!(!d.join("out.jsonl").exists());
+    // `compare` too: its figures are over both whole sets.
+    std::fs::write(d.join("p.toml"), p.replace("kind = \"mix\"", "kind = \"compare\"").replace("ratio = 0.5\n", ""))
+        .unwrap();
+    let out =
+        check_in(d, &["run", "p.toml", "--shard", "0/3"], 1, &[], &["step `dd` (compare) needs the whole dataset"]);
+    assert!(out.stderr.contains("p.toml:11"), "{}", out.stderr);
+    assert!(!d.join("out-part-00000-of-00003.jsonl").exists());
 }
 
 /// load → clean → exact dedup (lower-cased, its drops kept) → near dedup → export, over
@@ -475,17 +483,8 @@ fn run_stage(d: &Path, i: usize, n: usize, k: usize) -> serde_json::Value {
     }
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "stage {k} of shard {i}/{n}: {}", String::from_utf8_lossy(&out.stderr));
-    // The run's record: the newest report of this shard.
-    let runs = d.join(".weave/runs");
-    let part = format!("part-{i:05}-of-{n:05}");
-    let mut reports: Vec<_> = std::fs::read_dir(&runs)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(&part)))
-        .collect();
-    reports.sort_by_key(|p| std::fs::metadata(p.join("report.json")).and_then(|m| m.modified()).ok());
-    let path = reports.last().expect("a run record").join("report.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    // The run's record.
+    last_report(d, i, n)
 }
 
 fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
@@ -554,6 +553,227 @@ fn shards_run_stage_by_stage_give_the_single_run() {
     check_in(d, &["run", "p.toml", "--stage", "1"], 1, &[], &["--stage is for a shard"]);
 }
 
+/// A plain fraction (per shard), a stratified split, a stratified fraction with its own
+/// seed, a sample of `n` and a sample of `n` stratified by the split: each of the last four
+/// needs the whole dataset and starts a stage.
+pub(crate) const SAMPLE_PIPELINE: &str = r#"
+[pipeline]
+name = "sharded-sample"
+seed = 5
+
+[[step]]
+id = "load"
+kind = "load_jsonl"
+path = "in/*"
+batch_size = 50
+
+[[step]]
+id = "some"
+kind = "sample"
+fraction = 0.9
+
+[[step]]
+id = "split"
+kind = "split"
+fractions = { train = 0.8, dev = 0.1, test = 0.1 }
+stratify_by = "label"
+
+[[step]]
+id = "thin"
+kind = "sample"
+fraction = 0.6
+stratify_by = "label"
+seed = 21
+exclusions = "out/thinned.jsonl"
+
+[[step]]
+id = "few"
+kind = "sample"
+n = 400
+exclusions = "out/unsampled.jsonl"
+
+[[step]]
+id = "per_split"
+kind = "sample"
+n = 90
+stratify_by = "split"
+
+[[step]]
+id = "export"
+kind = "export_jsonl"
+path = "out/sample.jsonl"
+"#;
+
+/// The input of [`SAMPLE_PIPELINE`]: 400 records in a compressed file (read whole by the
+/// shard its first byte falls to, and larger in bytes than the plain file after it, so
+/// that with 4 shards one shard's range lies inside it and that shard has no input), then
+/// 1,200 in a plain JSONL file. Labels are uneven (one rare class).
+pub(crate) fn sample_input(d: &Path) {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut line = |i: usize, noise: usize| {
+        let label = match next() % 20 {
+            0 => "rare",
+            1..=6 => "middle",
+            _ => "common",
+        };
+        let hex: String = (0..noise).map(|_| format!("{:x}", next() % 16)).collect();
+        format!("{{\"id\":{i},\"label\":\"{label}\",\"noise\":\"{hex}\"}}\n")
+    };
+    let zipped: String = (0..400).map(|i| line(i, 600)).collect();
+    let plain: String = (400..1600).map(|i| line(i, 8)).collect();
+    std::fs::create_dir_all(d.join("in")).unwrap();
+    let zst = zstd::encode_all(zipped.as_bytes(), 3).unwrap();
+    assert!(zst.len() > plain.len(), "the compressed file spans a whole range at 4 shards");
+    std::fs::write(d.join("in/a.jsonl.zst"), zst).unwrap();
+    std::fs::write(d.join("in/b.jsonl"), plain).unwrap();
+}
+
+/// Sampling and a stratified split over the whole dataset run sharded: at 1 to 4 shards
+/// started together (uneven shares, one shard without input at 4) and stage by stage, the
+/// parts in shard order are the single process's output, byte for byte.
+#[test]
+fn shards_with_samples_and_a_stratified_split_give_the_single_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.toml"), SAMPLE_PIPELINE).unwrap();
+    sample_input(d);
+    check_in(d, &["run", "p.toml", "--no-cache"], 0, &["run succeeded"], &[]);
+    let whole = String::from_utf8(read(&d.join("out/sample.jsonl"))).unwrap();
+    assert_eq!(whole.lines().count(), 90, "the last sample keeps 90");
+    let thinned = String::from_utf8(read(&d.join("out/thinned.jsonl"))).unwrap();
+    let sorted = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        lines.sort();
+        lines
+    };
+    let unsampled = sorted(&String::from_utf8(read(&d.join("out/unsampled.jsonl"))).unwrap());
+    assert!(unsampled.len() > 100, "{}", unsampled.len());
+    for split in ["train", "dev", "test"] {
+        assert!(whole.contains(&format!("\"split\":\"{split}\"")), "{split} is among the kept");
+    }
+    let plan = check_in(d, &["plan", "p.toml", "--shards", "4"], 0, &["5 stages"], &[]);
+    assert!(!plan.stdout.contains("cannot run sharded"), "{}", plan.stdout);
+    let line = |id: &str| plan.stdout.lines().find(|l| l.starts_with(&format!("{id} "))).unwrap_or_default().to_owned();
+    assert!(line("some").contains("runs on the shard's records") && line("some").contains(" 1 "), "{}", plan.stdout);
+    assert!(line("split").contains("takes in the earlier shards'") && line("split").contains(" 2 "), "{}", plan.stdout);
+    assert!(line("few").contains("takes in every shard's") && line("few").contains(" 4 "), "{}", plan.stdout);
+    assert!(line("per_split").contains("takes in every shard's"), "{}", plan.stdout);
+    let parts_of = |stem: &str, n: usize| -> Vec<std::path::PathBuf> {
+        (0..n).map(|i| d.join(format!("out/{stem}-part-{i:05}-of-{n:05}.jsonl"))).collect()
+    };
+    let parts = |n: usize| parts_of("sample", n);
+    for n in [1usize, 2, 3, 4] {
+        run_together(d, n);
+        same_lines(&concatenated(&parts(n)), &whole, &format!("at {n} shards"));
+        // A stratified fraction drops as the single process does, in order; a sample of
+        // `n` drops the same records (the single process lets a record out when it leaves
+        // the reservoir, a shard in input order).
+        same_lines(&concatenated(&parts_of("thinned", n)), &thinned, &format!("thinned at {n} shards"));
+        let dropped = String::from_utf8(concatenated(&parts_of("unsampled", n))).unwrap();
+        assert_eq!(sorted(&dropped), unsampled, "unsampled at {n} shards");
+    }
+    // At 4 shards one shard has no input, and writes an empty part.
+    let exports: Vec<u64> =
+        (0..4).map(|i| step(&last_report(d, i, 4), "load")["records_out"].as_u64().unwrap()).collect();
+    assert!(exports.contains(&0) && exports.iter().sum::<u64>() == 1600, "{exports:?}");
+    // Stage by stage, the last shard first in each stage: no stage waits for a shard of
+    // its own stage, and only the last writes the parts.
+    let n = 3;
+    for p in parts(n) {
+        std::fs::remove_file(p).unwrap();
+    }
+    for k in 1..=5 {
+        for i in (0..n).rev() {
+            let report = run_stage(d, i, n, k);
+            if k == 5 {
+                // Each shard's figures are its own: what it saw and kept.
+                assert_eq!(step(&report, "few")["records_in"], step(&report, "thin")["records_out"], "{report:#}");
+            } else {
+                assert!(parts(n).iter().all(|p| !p.exists()), "stage {k} writes no part");
+            }
+        }
+    }
+    same_lines(&concatenated(&parts(n)), &whole, "stage by stage");
+}
+
+/// `weave report JOB` of a job run stage by stage (here by hand, with `--job-dir`, as
+/// `weave slurm submit`'s tasks run): each step's figures are the shards' from the stage
+/// that ran it, not the last stage's, which reads its input back from the cache.
+#[test]
+fn a_staged_jobs_report_takes_each_steps_figures_from_the_stage_that_ran_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.toml"), SAMPLE_PIPELINE).unwrap();
+    sample_input(d);
+    check_in(d, &["run", "p.toml", "--no-cache"], 0, &["run succeeded"], &[]);
+    let run = std::fs::read_dir(d.join(".weave/runs")).unwrap().next().unwrap().unwrap().path();
+    let single: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    // The job folder `weave slurm submit` would have made, without its submissions.
+    let job = d.join(".weave/jobs/job-by-hand");
+    std::fs::create_dir_all(&job).unwrap();
+    let meta = serde_json::json!({
+        "pipeline": "sharded-sample",
+        "pipeline_file": d.join("p.toml").to_string_lossy(),
+        "config_hash": single["config_hash"],
+        "tasks": 3,
+        "stages": 5,
+        "submissions": [],
+    });
+    std::fs::write(job.join("job.json"), meta.to_string()).unwrap();
+    let jobarg = job.to_string_lossy().into_owned();
+    for k in 1..=5 {
+        for i in 0..3 {
+            let shard = format!("{i}/3");
+            let stage = k.to_string();
+            check_in(d, &["run", "p.toml", "--shard", &shard, "--stage", &stage, "--job-dir", &jobarg], 0, &[], &[]);
+        }
+    }
+    let out = check_in(d, &["report", &jobarg, "--format", "json"], 0, &[], &[]);
+    let r: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(r["status"], "succeeded", "{r:#}");
+    // Every step's records in and out, over the job, are the single run's.
+    for id in ["load", "some", "split", "thin", "few", "per_split", "export"] {
+        let (job, one) = (step(&r, id), step(&single, id));
+        assert_eq!(
+            (&job["records_in"], &job["records_out"], &job["dropped"]),
+            (&one["records_in"], &one["records_out"], &one["dropped"]),
+            "{id}: {job:#}"
+        );
+    }
+    assert_eq!(step(&r, "few")["records_out"], 400);
+}
+
+/// Fails, naming the first line that differs, unless `got` is `want` byte for byte.
+fn same_lines(got: &[u8], want: &str, what: &str) {
+    if got == want.as_bytes() {
+        return;
+    }
+    let got = String::from_utf8_lossy(got);
+    let (g, w): (Vec<&str>, Vec<&str>) = (got.lines().collect(), want.lines().collect());
+    let at = g.iter().zip(&w).position(|(a, b)| a != b).unwrap_or(g.len().min(w.len()));
+    panic!("{what}: {} lines for {}; line {} is {:?}, not {:?}", g.len(), w.len(), at + 1, g.get(at), w.get(at));
+}
+
+/// The newest run report of shard `i` of `n` in `d`.
+fn last_report(d: &Path, i: usize, n: usize) -> serde_json::Value {
+    let part = format!("part-{i:05}-of-{n:05}");
+    let mut reports: Vec<_> = std::fs::read_dir(d.join(".weave/runs"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(&part)))
+        .collect();
+    reports.sort_by_key(|p| std::fs::metadata(p.join("report.json")).and_then(|m| m.modified()).ok());
+    let path = reports.last().expect("a run record").join("report.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// A stage that decides with the keys its shard published in the stage before checks its
 /// records against them: keys that are not its records' (a damaged exchange file) fail the
 /// stage, naming the cause, rather than giving other records' decisions.
@@ -602,8 +822,10 @@ fn plan_with_shards_shows_each_steps_part_and_the_stages() {
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(v["sharded"]["stages"], 3);
     // A step that needs the whole dataset is named.
-    let sampled = DEDUP_PIPELINE
-        .replace("kind = \"near_dedup\"\nfields = [\"text\"]\nthreshold = 0.7", "kind = \"sample\"\nn = 5");
+    let sampled = DEDUP_PIPELINE.replace(
+        "kind = \"near_dedup\"\nfields = [\"text\"]\nthreshold = 0.7",
+        "kind = \"mix\"\nafter = [\"clean\", \"dedup\"]",
+    );
     std::fs::write(d.join("p.toml"), sampled).unwrap();
     check_in(d, &["plan", "p.toml", "--shards", "2"], 0, &["cannot run sharded: near"], &[]);
 }

@@ -12,6 +12,10 @@
 //! again: the completion markers of every finished task are untouched, each finished task
 //! has one run record, and the resumed task's run reads its input back from the cache
 //! that stage 1 left (`"cache": "replayed"` in its report).
+//!
+//! A second job runs the shards' sampling pipeline (a stratified split, a stratified
+//! fraction, a sample of `n` whose shards wait for every shard's part, another stratified by
+//! the split): five stages of 4 tasks, its parts equal to the single process's output.
 
 use std::path::Path;
 use std::process::Command;
@@ -211,4 +215,38 @@ fn a_slurm_job_of_four_shards_survives_a_cancelled_task_and_equals_one_process()
         .flat_map(|i| std::fs::read(d.join(format!("out/restyled-part-{i:05}-of-00004.jsonl"))).unwrap())
         .collect();
     assert_eq!(text(&got), text(&expected));
+}
+
+#[test]
+fn a_slurm_job_that_samples_equals_one_process() {
+    if std::env::var("WEAVE_TEST_SLURM").as_deref() != Ok("1") {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("skipped: no Slurm cluster (.ci/run starts one and sets WEAVE_TEST_SLURM=1)");
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.toml"), crate::shards::SAMPLE_PIPELINE).unwrap();
+    crate::shards::sample_input(d);
+    let out = weave(d, &["run", "p.toml", "--no-cache"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let expected = std::fs::read(d.join("out/sample.jsonl")).unwrap();
+    let out = weave(d, &["slurm", "submit", "p.toml", "--tasks", "4"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("5 stages of 4 tasks"), "{}", text(&out.stdout));
+    let jobs: Vec<_> = std::fs::read_dir(d.join(".weave/jobs")).unwrap().flatten().map(|e| e.path()).collect();
+    let jobarg = jobs[0].to_str().unwrap();
+    let started = Instant::now();
+    let out = weave(d, &["slurm", "status", jobarg, "--wait"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(600));
+    let got: Vec<u8> =
+        (0..4).flat_map(|i| std::fs::read(d.join(format!("out/sample-part-{i:05}-of-00004.jsonl"))).unwrap()).collect();
+    assert_eq!(text(&got), text(&expected));
+    let out = weave(d, &["report", jobarg, "--format", "json"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let few = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "few").unwrap();
+    assert_eq!(few["records_out"], 400, "{few}");
 }

@@ -521,33 +521,55 @@ pub(crate) fn check_job(dir: &Path, shard: Option<weave::Shard>, config_hash: &s
     Ok(())
 }
 
+/// Step `id`'s entry in a run's report, if the run had the step.
+fn step_entry<'a>(report: &'a Value, id: &Value) -> Option<&'a Value> {
+    report["steps"].as_array()?.iter().find(|x| &x["step"] == id)
+}
+
 /// The job's report: its done shards' run records merged into one, as `weave report JOB`
 /// prints it. Counts are summed over the shards (records, retries, drops by reason,
-/// failures by class, bad records, calls, requests); the job runs from its first shard's
-/// start to its last one's end, and its rates are over that time; call times (p50, p99)
+/// failures by class, bad records, calls, requests); a step's figures are each shard's from
+/// the last stage that ran the step (in a later stage its output is read back from the
+/// cache, or it is left out: a stage's run says `replayed` or `skipped`); the job runs from
+/// its first shard's start to its last one's end, and its rates are over that time; call times (p50, p99)
 /// and peak memory are the largest of any shard; alerts, inputs and outputs are listed
 /// shard by shard. A job with shards not done reads as `incomplete`.
 pub(crate) fn job_report(dir: &Path) -> Result<weave::RunEntry, Failure> {
     let meta = load(dir)?;
     let file = PathBuf::from(meta["pipeline_file"].as_str().unwrap_or_default());
     let runs = weave::runs_dir(&file);
-    let s = overall(&states(dir, &meta)?);
+    let by_stage = states(dir, &meta)?;
+    let s = overall(&by_stage);
+    let read = |marker: &Value| -> Result<Option<Value>, Failure> {
+        let Some(run) = marker["run"].as_str() else { return Ok(None) };
+        let path = runs.join(run).join("report.json");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Failure::Other(format!("cannot read {}: {e}", path.display())))?;
+        serde_json::from_str::<Value>(&text).map(Some).map_err(|e| Failure::Other(format!("{}: {e}", path.display())))
+    };
+    // Each done shard's last stage's report, and its earlier stages' before it.
     let mut reports = Vec::new();
-    for st in &s {
+    let mut staged: Vec<Vec<Value>> = Vec::new();
+    for (i, st) in s.iter().enumerate() {
         if let ShardState::Done(marker) = st
-            && let Some(run) = marker["run"].as_str()
+            && let Some(last) = read(marker)?
         {
-            let path = runs.join(run).join("report.json");
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| Failure::Other(format!("cannot read {}: {e}", path.display())))?;
-            reports.push(
-                serde_json::from_str::<Value>(&text).map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?,
-            );
+            let mut runs = Vec::new();
+            for stage in by_stage.iter().take(by_stage.len().saturating_sub(1)) {
+                if let Some(ShardState::Done(m)) = stage.get(i)
+                    && let Some(r) = read(m)?
+                {
+                    runs.push(r);
+                }
+            }
+            runs.push(last.clone());
+            reports.push(last);
+            staged.push(runs);
         }
     }
     let first = reports.first().cloned().unwrap_or(Value::Null);
-    let started = reports.iter().filter_map(|r| r["started_ms"].as_u64()).min();
-    let ended = reports.iter().filter_map(|r| r["ended_ms"].as_u64()).max();
+    let started = staged.iter().flatten().filter_map(|r| r["started_ms"].as_u64()).min();
+    let ended = staged.iter().flatten().filter_map(|r| r["ended_ms"].as_u64()).max();
     let secs = match (started, ended) {
         (Some(a), Some(b)) if b > a => (b - a) as f64 / 1000.0,
         _ => 0.0,
@@ -561,8 +583,16 @@ pub(crate) fn job_report(dir: &Path) -> Result<weave::RunEntry, Failure> {
     let mut steps = Vec::new();
     for step in first["steps"].as_array().into_iter().flatten() {
         let id = &step["step"];
-        let all: Vec<&Value> =
-            reports.iter().filter_map(|r| r["steps"].as_array()?.iter().find(|x| &x["step"] == id)).collect();
+        // Per shard: the step's entry in the last stage that ran it, else in the last stage.
+        let entry = |r| step_entry(r, id);
+        let all: Vec<&Value> = staged
+            .iter()
+            .filter_map(|runs| {
+                let ran =
+                    runs.iter().rev().filter_map(entry).find(|x| x["cache"] != "replayed" && x["cache"] != "skipped");
+                ran.or_else(|| runs.last().and_then(entry))
+            })
+            .collect();
         let sum = |key: &str| all.iter().filter_map(|x| x[key].as_u64()).sum::<u64>();
         let most = |a: &str, b: &str| all.iter().filter_map(|x| x[a][b].as_f64()).fold(0.0f64, f64::max);
         let (mut dropped, mut failures) = (serde_json::Map::new(), serde_json::Map::new());

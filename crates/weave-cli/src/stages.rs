@@ -65,6 +65,9 @@ fn roles(p: &Pipeline) -> Vec<(String, usize, &'static str, bool)> {
             Shape::Source => ("reads its share of the input", true),
             Shape::Sink => ("writes its part of the output (-part-IIIII-of-NNNNN)", true),
             Shape::Transform => ("runs on the shard's records", true),
+            _ if exchange && info.waits_for_every_shard() => {
+                ("exchanges its keys: takes in every shard's before deciding", true)
+            }
             _ if exchange => ("exchanges its keys: takes in the earlier shards' before deciding", true),
             _ if info.runs_per_shard() => ("runs on the shard's records", true),
             _ => ("needs the whole dataset: refused in a sharded run", false),

@@ -94,6 +94,9 @@ impl<S: std::ops::Deref<Target = T> + Send, T: StepInfo + ?Sized + 'static> Step
     fn shards_by_exchange(&self) -> bool {
         self.inner.shards_by_exchange()
     }
+    fn waits_for_every_shard(&self) -> bool {
+        self.inner.waits_for_every_shard()
+    }
     fn cacheable(&self) -> bool {
         self.inner.cacheable()
     }

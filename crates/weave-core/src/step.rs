@@ -156,6 +156,15 @@ pub trait StepInfo: Send {
         false
     }
 
+    /// Whether a step that shards by exchange ([`StepInfo::shards_by_exchange`]) takes in
+    /// EVERY shard's published part, the later shards' too, before it decides on its own
+    /// records (a sample of `n` records, whose winners are the job's `n` smallest keys),
+    /// rather than only the earlier shards'. Run without `--stage`, the shards of a job with
+    /// such a step must then all run at once.
+    fn waits_for_every_shard(&self) -> bool {
+        false
+    }
+
     /// Whether the step's output is decided by what its cache key covers: kind, version,
     /// configuration, seed, its inputs and the content of [`StepInfo::files_read`].
     /// A step whose output depends on anything else (the clock, a web page, a file it

@@ -1,5 +1,6 @@
 //! The keys a whole-dataset step exchanges between the shards of a job (see
-//! `StepInfo::shards_by_exchange`): `dedup`'s 128-bit keys, `near_dedup`'s signatures.
+//! `StepInfo::shards_by_exchange`): `dedup`'s 128-bit keys, `near_dedup`'s signatures,
+//! the classes and random keys of the dataset steps (`dataset/shards.rs`).
 //!
 //! Each shard writes the keys of its input, batch by batch in its order, to
 //! `part-IIIII-of-NNNNN.keys` in the step's exchange folder (a temporary file renamed
@@ -8,6 +9,11 @@
 //! keys into its state, as the single process would have by then. The folder is named by
 //! the front end after the step's key over the whole job's input, so a file there is of
 //! this data and these settings, whatever run wrote it.
+//!
+//! A step whose decisions depend on the later shards too (a sample of `n`: the job's `n`
+//! smallest keys, `StepInfo::waits_for_every_shard`) takes every shard's file instead
+//! ([`Exchange::take_every`]), once its own is in place: run without `--stage`, the
+//! shards of such a job must all run at once.
 //!
 //! A file: `WVX1`, then frames: a little-endian u64 length and that many bytes (one
 //! batch's keys, in the step's own encoding).
@@ -161,41 +167,81 @@ impl Exchange {
         Ok(())
     }
 
+    /// Whether every shard's part is there, this one's and the later shards' too (a step
+    /// that waits for every shard, [`Exchange::take_every`], then decides as its records
+    /// come; otherwise it holds them until its own part is out and the others are there).
+    pub(crate) fn all_ready(&self) -> bool {
+        (0..self.shard.count()).all(|j| self.file_of(j).exists())
+    }
+
+    /// Waits until shard `j`'s file is there (or the run is cancelled), saying so in the
+    /// log when it waits, and again as a warning when it waits long.
+    fn wait_for(&self, j: u32, ctx: &StepContext, said: &mut bool) -> Result<(), StepError> {
+        let path = self.file_of(j);
+        let since = std::time::Instant::now();
+        let mut next_warning = WAIT_WARNING;
+        while !path.exists() {
+            if ctx.is_cancelled() {
+                return Err(StepError::fatal("cancelled while waiting for the other shards' keys"));
+            }
+            if !*said {
+                log::info!(
+                    "shard {}: waiting for shard {j}'s keys ({}) before deciding on its own records",
+                    self.shard,
+                    path.display()
+                );
+                *said = true;
+            }
+            // A long wait is worth seeing without -v: the other shard may have died before
+            // its keys were out, and then only its run again ends the wait.
+            let waited = since.elapsed();
+            if waited >= next_warning {
+                log::warn!(
+                    "shard {}: still waiting, after {} s, for shard {j}'s keys ({}): is shard {j} of the job running? If it failed, run it again (`weave slurm resume JOB`)",
+                    self.shard,
+                    waited.as_secs(),
+                    path.display()
+                );
+                next_warning = waited + WAIT_WARNING_AGAIN;
+            }
+            std::thread::sleep(POLL);
+        }
+        Ok(())
+    }
+
+    /// The mode of a step that waits for every shard ([`StepInfo::waits_for_every_shard`](weave_core::StepInfo::waits_for_every_shard)):
+    /// waits until every shard's part is there, this one's included (it must have been put
+    /// in place first, [`Exchange::finish_publishing`], or the shards would wait for one
+    /// another forever), then hands each batch's bytes to `take` with the shard that
+    /// published them, shard by shard in order.
+    pub(crate) fn take_every(
+        &self,
+        ctx: &StepContext,
+        mut take: impl FnMut(u32, &[u8]) -> Result<(), StepError>,
+    ) -> Result<(), StepError> {
+        if !self.file_of(self.shard.index()).exists() {
+            return Err(StepError::internal(format!(
+                "shard {} waits for every shard's keys before it put its own in place",
+                self.shard
+            )));
+        }
+        let mut said = false;
+        for j in 0..self.shard.count() {
+            self.wait_for(j, ctx, &mut said)?;
+        }
+        for j in 0..self.shard.count() {
+            self.read(j, &mut |bytes: &[u8]| take(j, bytes))?;
+        }
+        Ok(())
+    }
+
     /// Waits until every earlier shard's keys are there (or the run is cancelled); returns
     /// how many bytes of keys they hold together (so that a set of them can be made its
     /// size at once rather than grown).
     pub(crate) fn wait_for_earlier(&self, ctx: &StepContext) -> Result<u64, StepError> {
         let mut said = false;
         for j in 0..self.shard.index() {
-            let path = self.file_of(j);
-            let since = std::time::Instant::now();
-            let mut next_warning = WAIT_WARNING;
-            while !path.exists() {
-                if ctx.is_cancelled() {
-                    return Err(StepError::fatal("cancelled while waiting for the other shards' keys"));
-                }
-                if !said {
-                    log::info!(
-                        "shard {}: waiting for shard {j}'s keys ({}) before deciding on its own records",
-                        self.shard,
-                        path.display()
-                    );
-                    said = true;
-                }
-                // A long wait is worth seeing without -v: the earlier shard may have died
-                // before its keys were out, and then only its run again ends the wait.
-                let waited = since.elapsed();
-                if waited >= next_warning {
-                    log::warn!(
-                        "shard {}: still waiting, after {} s, for shard {j}'s keys ({}): is shard {j} of the job running? If it failed, run it again (`weave slurm resume JOB`)",
-                        self.shard,
-                        waited.as_secs(),
-                        path.display()
-                    );
-                    next_warning = waited + WAIT_WARNING_AGAIN;
-                }
-                std::thread::sleep(POLL);
-            }
+            self.wait_for(j, ctx, &mut said)?;
         }
         Ok((0..self.shard.index()).filter_map(|j| std::fs::metadata(self.file_of(j)).ok()).map(|m| m.len()).sum())
     }
@@ -207,9 +253,19 @@ impl Exchange {
         ctx: &StepContext,
         mut take: impl FnMut(&[u8]) -> Result<(), StepError>,
     ) -> Result<(), StepError> {
+        self.take_earlier_each(ctx, |_, bytes| take(bytes))
+    }
+
+    /// [`Exchange::take_earlier`], handing `take` the shard each batch's keys are of too
+    /// (for a step whose shards number something in their own order, such as classes).
+    pub(crate) fn take_earlier_each(
+        &self,
+        ctx: &StepContext,
+        mut take: impl FnMut(u32, &[u8]) -> Result<(), StepError>,
+    ) -> Result<(), StepError> {
         self.wait_for_earlier(ctx)?;
         for j in 0..self.shard.index() {
-            self.read(j, &mut take)?;
+            self.read(j, &mut |bytes: &[u8]| take(j, bytes))?;
         }
         Ok(())
     }
@@ -223,6 +279,12 @@ impl Exchange {
         }
         self.read(self.shard.index(), &mut take)?;
         Ok(true)
+    }
+
+    /// The error for shard `j`'s file when what it holds cannot be read (`why`), naming
+    /// the file.
+    pub(crate) fn damaged(&self, j: u32, why: &str) -> StepError {
+        StepError::fatal(format!("{} is damaged: {why}", self.file_of(j).display()))
     }
 
     /// Reads shard `j`'s file, handing each batch's keys to `take`.
@@ -338,5 +400,82 @@ mod tests {
         std::fs::write(folder.join("part-00000-of-00002.keys"), b"nope").unwrap();
         let err = one.take_earlier(&ctx, |_| Ok(())).unwrap_err();
         assert!(err.to_string().contains("not a file of the shards' keys"), "{err}");
+    }
+
+    /// Collects what `x` takes from every shard, as (shard, bytes).
+    fn every(x: &Exchange, ctx: &StepContext) -> Result<Vec<(u32, Vec<u8>)>, StepError> {
+        let mut got = Vec::new();
+        x.take_every(ctx, |j, b| {
+            got.push((j, b.to_vec()));
+            Ok(())
+        })?;
+        Ok(got)
+    }
+
+    #[test]
+    fn waiting_for_every_shard_takes_the_later_shards_too_once_they_are_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("w-of-3");
+        let ctx = StepContext::new("s", 0, 0, Arc::default());
+        let mut one = exchange(&folder, 1, 3);
+        one.publish(b"b1").unwrap();
+        // Waiting before its own part is out would wait forever: refused.
+        let err = every(&one, &ctx).unwrap_err();
+        assert!(err.to_string().contains("before it put its own in place"), "{err}");
+        one.finish_publishing().unwrap();
+        assert!(!one.all_ready(), "shards 0 and 2 are not there");
+        // Shard 1 waits for the later shard 2 as well as the earlier shard 0, which come
+        // while it waits.
+        let waiter = std::thread::spawn({
+            let folder = folder.clone();
+            move || {
+                let one = exchange(&folder, 1, 3);
+                every(&one, &StepContext::new("s", 0, 0, Arc::default())).unwrap()
+            }
+        });
+        std::thread::sleep(Duration::from_millis(250));
+        let mut two = exchange(&folder, 2, 3);
+        two.publish(b"c1").unwrap();
+        two.publish(b"c2").unwrap();
+        two.finish_publishing().unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(!waiter.is_finished(), "shard 0 is still missing");
+        // Shard 0 has no input: an empty part.
+        exchange(&folder, 0, 3).finish_publishing().unwrap();
+        let got = waiter.join().unwrap();
+        assert_eq!(got, [(1, b"b1".to_vec()), (2, b"c1".to_vec()), (2, b"c2".to_vec())]);
+        assert!(one.all_ready());
+        // The earlier shards alone, each batch with its shard.
+        let mut earlier = Vec::new();
+        two.take_earlier_each(&ctx, |j, b| {
+            earlier.push((j, b.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(earlier, [(1, b"b1".to_vec())]);
+    }
+
+    #[test]
+    fn waiting_for_every_shard_stops_when_cancelled_and_names_a_damaged_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("z-of-2");
+        let mut zero = exchange(&folder, 0, 2);
+        zero.publish(b"a").unwrap();
+        zero.finish_publishing().unwrap();
+        // Shard 1 never comes; the run is cancelled.
+        let cancelled = StepContext::new("s", 0, 0, Arc::new(AtomicBool::new(true)));
+        let err = every(&zero, &cancelled).unwrap_err();
+        assert!(err.to_string().contains("cancelled"), "{err}");
+        let later = folder.join("part-00001-of-00002.keys");
+        std::fs::write(&later, b"WVX1\x05\x00\x00\x00\x00\x00\x00\x00ab").unwrap();
+        let ctx = StepContext::new("s", 0, 0, Arc::default());
+        let err = every(&zero, &ctx).unwrap_err();
+        assert!(err.to_string().contains("cut short") && err.to_string().contains(&*later.to_string_lossy()), "{err}");
+        std::fs::write(&later, b"WVX2").unwrap();
+        let err = every(&zero, &ctx).unwrap_err();
+        assert!(err.to_string().contains("part-00001-of-00002.keys is not a file of the shards' keys"), "{err}");
+        // A frame a step cannot read is named with its file.
+        let err = zero.damaged(1, "a frame ends early");
+        assert_eq!(err.to_string(), format!("{} is damaged: a frame ends early", later.display()));
     }
 }

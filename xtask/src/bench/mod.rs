@@ -22,6 +22,7 @@ mod plan;
 mod reliability;
 mod report;
 mod shards;
+mod shards_sample;
 mod speedup;
 mod steps;
 mod throughput;
@@ -127,6 +128,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "shards",
         summary: "1M CSV rows through load → clean → dedup → export as one process and as 1, 2 and 4 shards started together: wall time, and CPU of all against one process's",
         run: shards::run,
+    },
+    Scenario {
+        name: "shards_sample",
+        summary: "1M JSONL rows through load → stratified split → stratified sample of 10,000 → export as one process, as 1, 2 and 4 shards started together and as 4 shards stage by stage: wall time, and CPU of all against one process's",
+        run: shards_sample::run,
     },
     Scenario {
         name: "near_dedup",

@@ -21,7 +21,7 @@ const REPS: usize = 5;
 
 /// CPU time of the children this process has waited for, from `/proc/self/stat`
 /// (`cutime` and `cstime`, fields 16 and 17, in ticks of 1/100 s).
-fn children_cpu() -> Option<Duration> {
+pub(super) fn children_cpu() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();

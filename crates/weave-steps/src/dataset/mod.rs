@@ -20,6 +20,7 @@ mod filter;
 mod generate;
 mod mix;
 mod sample;
+mod shards;
 mod split;
 
 pub use compare::Compare;

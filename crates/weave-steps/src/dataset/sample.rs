@@ -9,7 +9,9 @@ use weave_core::{
     StepKind, Transform, Value,
 };
 
+use super::shards::{Admit, ClassFrames, Replay, Selection, count_frame, select};
 use super::{Classes, KeyColumns, Stratifier, column, position_key, salt, unit};
+use crate::exchange::Exchange;
 
 /// The `sample` kind.
 pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
@@ -42,6 +44,11 @@ const OUT_BATCH: usize = 8192;
 ///   transform, the same whatever the batch size or thread count. With `stratify_by`,
 ///   each class keeps the fraction exactly, to within a record or two, deciding record by
 ///   record in input order (a stateful transform).
+///
+/// In a shard of a job (see `super::shards`): a plain fraction runs on the shard's records;
+/// a stratified fraction replays the earlier shards' classes and keys before deciding; a
+/// sample of `n` waits for every shard's record count (and classes, stratified), and keeps
+/// the job's winners that are its own.
 #[derive(Debug)]
 pub struct Sample {
     mode: Mode,
@@ -53,7 +60,15 @@ pub struct Sample {
 #[derive(Debug)]
 enum Mode {
     Fraction(f64),
-    StratifiedFraction { field: String, classes: Classes, stratifier: Stratifier, kept: u64, seen: u64 },
+    StratifiedFraction {
+        field: String,
+        classes: Classes,
+        stratifier: Stratifier,
+        kept: u64,
+        seen: u64,
+        /// In a shard of a job: the earlier shards' records replayed first.
+        replay: Option<Replay>,
+    },
     Reservoir(Reservoir),
 }
 
@@ -92,20 +107,30 @@ fn build(p: &Params) -> Option<Step> {
         return None;
     }
     let config = p.canonical();
-    if let Some(f) = fraction {
-        let Some(field) = stratify_by else {
-            return Some(Step::Transform(Arc::new(Sample { mode: Mode::Fraction(f), key, seed, config })));
-        };
+    if let (Some(f), None) = (fraction, &stratify_by) {
+        return Some(Step::Transform(Arc::new(Sample { mode: Mode::Fraction(f), key, seed, config })));
+    }
+    // The other modes need the whole dataset: in a shard of a job, they exchange.
+    let exchange = Exchange::of(p).unwrap_or_else(|e| {
+        p.push(Diagnostic::error(e).with_code("no-exchange"));
+        None
+    });
+    if p.has_errors() {
+        return None;
+    }
+    let config = exchange.as_ref().map_or(config, |x| x.keyed(p.canonical()));
+    if let (Some(f), Some(field)) = (fraction, stratify_by.clone()) {
         let mode = Mode::StratifiedFraction {
             field,
             classes: Classes::default(),
             stratifier: Stratifier::new(vec![f, 1.0 - f]),
             kept: 0,
             seen: 0,
+            replay: exchange.map(Replay::new),
         };
         return Some(Step::StatefulTransform(Box::new(Sample { mode, key, seed, config })));
     }
-    let reservoir = Reservoir::new(n? as usize, stratify_by);
+    let reservoir = Reservoir::new(n? as usize, stratify_by, exchange);
     Some(Step::StatefulTransform(Box::new(Sample { mode: Mode::Reservoir(reservoir), key, seed, config })))
 }
 
@@ -120,6 +145,28 @@ impl StepInfo for Sample {
 
     fn estimated_cost(&self) -> f64 {
         0.2
+    }
+
+    /// A stratified fraction and a sample of `n` need the whole dataset (a plain fraction,
+    /// a transform, runs on each shard's records).
+    fn shards_by_exchange(&self) -> bool {
+        !matches!(self.mode, Mode::Fraction(_))
+    }
+
+    /// A sample of `n`: its winners are the job's smallest keys, the later shards' too.
+    fn waits_for_every_shard(&self) -> bool {
+        matches!(self.mode, Mode::Reservoir(_))
+    }
+
+    /// Not when it only publishes (`weave run --stage`): it passes nothing on then, which
+    /// is not the output its key names.
+    fn cacheable(&self) -> bool {
+        let x = match &self.mode {
+            Mode::Fraction(_) => None,
+            Mode::StratifiedFraction { replay, .. } => replay.as_ref().map(Replay::exchange),
+            Mode::Reservoir(r) => r.exchange.as_ref(),
+        };
+        !x.is_some_and(Exchange::publish_only)
     }
 }
 
@@ -144,22 +191,17 @@ impl StatefulTransform for Sample {
         let seed = self.seed.unwrap_or(ctx.seed());
         match &mut self.mode {
             Mode::Fraction(_) => Err(StepError::internal("sample: a plain fraction is stateless")),
-            Mode::StratifiedFraction { field, classes, stratifier, kept, seen } => {
+            Mode::StratifiedFraction { field, classes, stratifier, kept, seen, replay } => {
                 let col = column(batch, field)?;
-                let keys = KeyColumns::new(batch, self.key.as_deref(), "")?;
-                let mut keep = vec![false; batch.len()];
-                for (row, k) in keep.iter_mut().enumerate() {
-                    let class = classes.id(col.get(row));
-                    *k = stratifier.assign(class, unit(keys.key(seed, salt::SAMPLE, row))) == 0;
-                    if !*k {
-                        ctx.drop_record(REASON, || batch.row(row).to_record());
-                    }
+                let key_columns = KeyColumns::new(batch, self.key.as_deref(), "")?;
+                let keys: Vec<u64> = (0..batch.len()).map(|row| key_columns.key(seed, salt::SAMPLE, row)).collect();
+                if let Some(r) = replay
+                    && let Admit::Wait = r.admit(batch, col, &keys, ctx, classes, stratifier)?
+                {
+                    return Ok(());
                 }
-                *seen += batch.len() as u64;
-                *kept += keep.iter().filter(|k| **k).count() as u64;
-                if keep.iter().any(|k| *k) {
-                    out.push(batch.filter(&keep));
-                }
+                let counts = (kept, seen);
+                decide_fraction(batch, col, &keys, (classes, stratifier), counts, ctx, out);
                 Ok(())
             }
             Mode::Reservoir(r) => r.process(batch, seed, ctx),
@@ -167,22 +209,66 @@ impl StatefulTransform for Sample {
     }
 
     fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let seed = self.seed.unwrap_or(ctx.seed());
         match &mut self.mode {
             Mode::Fraction(_) => Ok(()),
-            Mode::StratifiedFraction { classes, stratifier, kept, seen, .. } => {
+            Mode::StratifiedFraction { field, classes, stratifier, kept, seen, replay } => {
+                if let Some(r) = replay {
+                    if r.exchange().publish_only() {
+                        r.finish(ctx, classes, stratifier)?;
+                        return Ok(());
+                    }
+                    for (batch, keys) in r.finish(ctx, classes, stratifier)? {
+                        let col = column(&batch, field)?;
+                        decide_fraction(&batch, col, &keys, (classes, stratifier), (kept, seen), ctx, out);
+                    }
+                }
                 ctx.set_stat("seen", Value::Int(*seen as i64));
                 ctx.set_stat("kept", Value::Int(*kept as i64));
-                let by_class: BTreeMap<String, Value> = stratifier
-                    .counts
-                    .iter()
-                    .enumerate()
-                    .map(|(c, (_, counts))| (classes.name(c as u32).to_owned(), Value::Int(counts[0] as i64)))
-                    .collect();
+                // The shard's own figures in a shard of a job.
+                let by_class: BTreeMap<String, Value> = match replay {
+                    Some(r) => r
+                        .own_counts(stratifier)
+                        .map(|(c, counts)| (classes.name(c).to_owned(), Value::Int(counts[0] as i64)))
+                        .collect(),
+                    None => stratifier
+                        .counts
+                        .iter()
+                        .enumerate()
+                        .map(|(c, (_, counts))| (classes.name(c as u32).to_owned(), Value::Int(counts[0] as i64)))
+                        .collect(),
+                };
                 ctx.set_stat("kept_by_class", Value::Map(by_class.into()));
                 Ok(())
             }
-            Mode::Reservoir(r) => r.finish(ctx, out),
+            Mode::Reservoir(r) => r.finish(seed, ctx, out),
         }
+    }
+}
+
+/// A stratified fraction's decision on `batch`, whose rows' classes are `col` and random
+/// keys `keys`: each row is assigned, in order, to kept or dropped by its class's counts.
+fn decide_fraction(
+    batch: &Batch,
+    col: &weave_core::Column,
+    keys: &[u64],
+    (classes, stratifier): (&mut Classes, &mut Stratifier),
+    (kept, seen): (&mut u64, &mut u64),
+    ctx: &mut StepContext,
+    out: &mut Vec<Batch>,
+) {
+    let mut keep = vec![false; batch.len()];
+    for (row, k) in keep.iter_mut().enumerate() {
+        let class = classes.id(col.get(row));
+        *k = stratifier.assign(class, unit(keys[row])) == 0;
+        if !*k {
+            ctx.drop_record(REASON, || batch.row(row).to_record());
+        }
+    }
+    *seen += batch.len() as u64;
+    *kept += keep.iter().filter(|k| **k).count() as u64;
+    if keep.iter().any(|k| *k) {
+        out.push(batch.filter(&keep));
     }
 }
 
@@ -200,6 +286,13 @@ struct Reservoir {
     held: Vec<Held>,
     held_rows: usize,
     seen: u64,
+    /// In a shard of a job: its record counts (and classes, stratified) published for the
+    /// other shards; the job's winners once every shard's are there; its batches until
+    /// then.
+    exchange: Option<Exchange>,
+    frames: ClassFrames,
+    selection: Option<Selection>,
+    pending: Vec<Batch>,
 }
 
 /// Rows taken in from one input batch.
@@ -212,7 +305,7 @@ struct Held {
 }
 
 impl Reservoir {
-    fn new(n: usize, stratify_by: Option<String>) -> Self {
+    fn new(n: usize, stratify_by: Option<String>, exchange: Option<Exchange>) -> Self {
         Reservoir {
             n,
             stratify_by,
@@ -222,10 +315,106 @@ impl Reservoir {
             held: Vec::new(),
             held_rows: 0,
             seen: 0,
+            exchange,
+            frames: ClassFrames::default(),
+            selection: None,
+            pending: Vec::new(),
         }
     }
 
+    /// In a shard of a job: publishes the batch's count (or classes), then keeps its rows
+    /// among the job's winners, or holds it until every shard's part is there.
+    fn process_shard(&mut self, batch: &Batch, seed: u64, ctx: &mut StepContext) -> Result<(), StepError> {
+        let Some(x) = &mut self.exchange else { return Ok(()) };
+        let frame = match &self.stratify_by {
+            Some(f) => self.frames.frame(column(batch, f)?, None),
+            None => count_frame(batch.len()).to_vec(),
+        };
+        x.publish(&frame)?;
+        if x.publish_only() {
+            return Ok(());
+        }
+        // Every part is there at the first batch when the stage before published them
+        // (`weave run --stage`): the winners are known at once, and the shard streams.
+        if self.selection.is_none() && self.pending.is_empty() && x.all_ready() {
+            self.selection = Some(select(x, ctx, self.n, self.stratify_by.is_some(), seed, largest_remainder)?);
+        }
+        if self.selection.is_none() {
+            self.pending.push(batch.clone());
+            return Ok(());
+        }
+        self.take_selected(batch, ctx)
+    }
+
+    /// Keeps the rows of `batch` that are among the job's winners (held until the end),
+    /// dropping the others.
+    fn take_selected(&mut self, batch: &Batch, ctx: &mut StepContext) -> Result<(), StepError> {
+        let Some(sel) = &mut self.selection else { return Err(StepError::internal("sample: no selection")) };
+        let col = match &self.stratify_by {
+            Some(f) => Some(column(batch, f)?),
+            None => None,
+        };
+        let (mut take, mut positions, mut classes) = (Vec::new(), Vec::new(), Vec::new());
+        for row in 0..batch.len() {
+            let position = sel.offset + self.seen + row as u64;
+            if sel.chosen.contains(&position) {
+                take.push(row);
+                positions.push(position);
+                classes.push(col.map_or(0, |c| sel.classes.id(c.get(row))));
+            } else {
+                ctx.drop_record(REASON, || batch.row(row).to_record());
+            }
+        }
+        self.seen += batch.len() as u64;
+        if !take.is_empty() {
+            self.held_rows += take.len();
+            self.held.push(Held { batch: batch.take(&take), positions, classes });
+        }
+        Ok(())
+    }
+
+    /// In a shard of a job: puts its part in place, waits for every shard's (when it held
+    /// its batches), and lets out its winners in input order, with the shard's figures.
+    fn finish_shard(&mut self, seed: u64, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let Some(x) = &mut self.exchange else { return Ok(()) };
+        x.finish_publishing()?;
+        if x.publish_only() {
+            return Ok(());
+        }
+        if self.selection.is_none() {
+            self.selection = Some(select(x, ctx, self.n, self.stratify_by.is_some(), seed, largest_remainder)?);
+        }
+        for batch in std::mem::take(&mut self.pending) {
+            self.take_selected(&batch, ctx)?;
+        }
+        let Some(sel) = self.selection.take() else { return Err(StepError::internal("sample: no selection")) };
+        let mut by_class = vec![0u64; sel.classes.len().max(1)];
+        for h in &self.held {
+            for c in &h.classes {
+                by_class[*c as usize] += 1;
+            }
+        }
+        // Every row held is a winner: this only joins them into full batches.
+        self.keep_only(&sel.chosen, ctx);
+        out.extend(self.held.drain(..).map(|h| h.batch));
+        ctx.set_stat("seen", Value::Int(self.seen as i64));
+        ctx.set_stat("kept", Value::Int(self.held_rows as i64));
+        if self.stratify_by.is_some() {
+            let by_class: BTreeMap<String, Value> = by_class
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(c, n)| (sel.classes.name(c as u32).to_owned(), Value::Int(*n as i64)))
+                .collect();
+            ctx.set_stat("kept_by_class", Value::Map(by_class.into()));
+        }
+        Ok(())
+    }
+
     fn process(&mut self, batch: &Batch, seed: u64, ctx: &mut StepContext) -> Result<(), StepError> {
+        if self.exchange.is_some() {
+            return self.process_shard(batch, seed, ctx);
+        }
         let col = match &self.stratify_by {
             Some(f) => Some(column(batch, f)?),
             None => None,
@@ -307,7 +496,10 @@ impl Reservoir {
         }
     }
 
-    fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+    fn finish(&mut self, seed: u64, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        if self.exchange.is_some() {
+            return self.finish_shard(seed, ctx, out);
+        }
         // How many of each class: all `n` for one class; in proportion to the counts when
         // stratified.
         let total: u64 = self.counts.iter().sum();

@@ -8,7 +8,9 @@ use weave_core::{
     StepInfo, StepKind, StrColumn, Transform, Value,
 };
 
+use super::shards::{Admit, Replay};
 use super::{Classes, KeyColumns, Stratifier, column, salt, unit};
+use crate::exchange::Exchange;
 
 /// The `split` kind.
 pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
@@ -36,7 +38,9 @@ pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new
 /// of them (`k` splits). Records are assigned one after the other, in input order, each
 /// to a split still short of its share, at random in proportion to the shortfall, so the
 /// step is stateful, and a record's split also depends on the records of its class
-/// before it.
+/// before it. In a shard of a job, a stratified split first replays the earlier shards'
+/// records (their classes and random keys, which they publish) through the same
+/// assignment, so that it assigns its own as the single process would.
 #[derive(Debug)]
 pub struct Split {
     names: Vec<String>,
@@ -55,6 +59,8 @@ struct Stratified {
     field: String,
     classes: Classes,
     stratifier: Stratifier,
+    /// In a shard of a job: the earlier shards' records replayed first.
+    replay: Option<Replay>,
 }
 
 fn build(p: &Params) -> Option<Step> {
@@ -83,9 +89,19 @@ fn build(p: &Params) -> Option<Step> {
             "`key` and `stratify_by` do not go together: a stratified split assigns records one by one, so it cannot keep the records of a key together",
         );
     }
+    // A stratified split needs the whole dataset: in a shard of a job, it exchanges.
+    let exchange = if stratify_by.is_some() {
+        Exchange::of(p).unwrap_or_else(|e| {
+            p.push(Diagnostic::error(e).with_code("no-exchange"));
+            None
+        })
+    } else {
+        None
+    };
     if p.has_errors() {
         return None;
     }
+    let config = exchange.as_ref().map_or_else(|| p.canonical(), |x| x.keyed(p.canonical()));
     let (names, fractions): (Vec<String>, Vec<f64>) = fractions?.into_iter().unzip();
     let mut bounds = Vec::with_capacity(fractions.len());
     let mut acc = 0.0;
@@ -97,8 +113,9 @@ fn build(p: &Params) -> Option<Step> {
         field,
         classes: Classes::default(),
         stratifier: Stratifier::new(fractions.clone()),
+        replay: exchange.map(Replay::new),
     });
-    let split = Split { names, fractions, bounds, field, key, seed, config: p.canonical(), stratified };
+    let split = Split { names, fractions, bounds, field, key, seed, config, stratified };
     Some(if split.stratified.is_some() {
         Step::StatefulTransform(Box::new(split))
     } else {
@@ -117,6 +134,19 @@ impl StepInfo for Split {
 
     fn estimated_cost(&self) -> f64 {
         0.3
+    }
+
+    /// A stratified split needs the whole dataset (a plain one, a transform, runs on each
+    /// shard's records).
+    fn shards_by_exchange(&self) -> bool {
+        self.stratified.is_some()
+    }
+
+    /// Not when it only publishes (`weave run --stage`): it passes nothing on then, which
+    /// is not the output its key names.
+    fn cacheable(&self) -> bool {
+        let x = self.stratified.as_ref().and_then(|st| st.replay.as_ref()).map(Replay::exchange);
+        !x.is_some_and(Exchange::publish_only)
     }
 }
 
@@ -149,29 +179,46 @@ impl StatefulTransform for Split {
         let seed = self.seed.unwrap_or(ctx.seed());
         let Some(st) = &mut self.stratified else { return Err(StepError::internal("split: not stratified")) };
         let classes = column(batch, &st.field)?;
-        let keys = KeyColumns::new(batch, None, &self.field)?;
-        let mut col = StrColumn::with_capacity(batch.len(), batch.len() * 6);
-        for row in 0..batch.len() {
-            let class = st.classes.id(classes.get(row));
-            let j = st.stratifier.assign(class, unit(keys.key(seed, salt::SPLIT, row)));
-            col.push(&self.names[j]);
+        let key_columns = KeyColumns::new(batch, None, &self.field)?;
+        let keys: Vec<u64> = (0..batch.len()).map(|row| key_columns.key(seed, salt::SPLIT, row)).collect();
+        if let Some(r) = &mut st.replay
+            && let Admit::Wait = r.admit(batch, classes, &keys, ctx, &mut st.classes, &mut st.stratifier)?
+        {
+            return Ok(());
         }
-        out.push(batch.with_column(&self.field, Column::Str(col)).map_err(|e| StepError::internal(e.to_string()))?);
+        out.push(assign(&self.names, &self.field, st, batch, &keys)?);
         Ok(())
     }
 
-    fn finish(&mut self, ctx: &mut StepContext, _out: &mut Vec<Batch>) -> Result<(), StepError> {
-        let Some(st) = &self.stratified else { return Ok(()) };
-        // Counts per split, and per class and split.
+    fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let Some(st) = &mut self.stratified else { return Ok(()) };
+        if let Some(mut r) = st.replay.take() {
+            let held = r.finish(ctx, &mut st.classes, &mut st.stratifier);
+            let publish_only = r.exchange().publish_only();
+            st.replay = Some(r);
+            for (batch, keys) in held? {
+                out.push(assign(&self.names, &self.field, st, &batch, &keys)?);
+            }
+            if publish_only {
+                return Ok(());
+            }
+        }
+        // Counts per split, and per class and split: the shard's own in a shard of a job.
+        let counts: Vec<(u32, Vec<u64>)> = match &st.replay {
+            Some(r) => r.own_counts(&st.stratifier).collect(),
+            None => {
+                st.stratifier.counts.iter().enumerate().map(|(c, (_, counts))| (c as u32, counts.clone())).collect()
+            }
+        };
         let mut total = vec![0u64; self.names.len()];
         let mut by_class = std::collections::BTreeMap::new();
-        for (class, (_, counts)) in st.stratifier.counts.iter().enumerate() {
+        for (class, counts) in counts {
             let mut m = std::collections::BTreeMap::new();
             for (j, c) in counts.iter().enumerate() {
                 total[j] += c;
                 m.insert(self.names[j].clone(), Value::Int(*c as i64));
             }
-            by_class.insert(st.classes.name(class as u32).to_owned(), Value::Map(m.into()));
+            by_class.insert(st.classes.name(class).to_owned(), Value::Map(m.into()));
         }
         let counts: std::collections::BTreeMap<String, Value> =
             self.names.iter().zip(&total).map(|(n, c)| (n.clone(), Value::Int(*c as i64))).collect();
@@ -179,6 +226,18 @@ impl StatefulTransform for Split {
         ctx.set_stat("counts_by_class", Value::Map(by_class.into()));
         Ok(())
     }
+}
+
+/// `batch` with each row's split (from its class's counts and its random key, `keys`) in
+/// the field `field`.
+fn assign(names: &[String], field: &str, st: &mut Stratified, batch: &Batch, keys: &[u64]) -> Result<Batch, StepError> {
+    let classes = column(batch, &st.field)?;
+    let mut col = StrColumn::with_capacity(batch.len(), batch.len() * 6);
+    for (row, key) in keys.iter().enumerate() {
+        let class = st.classes.id(classes.get(row));
+        col.push(&names[st.stratifier.assign(class, unit(*key))]);
+    }
+    batch.with_column(field, Column::Str(col)).map_err(|e| StepError::internal(e.to_string()))
 }
 
 #[cfg(test)]
