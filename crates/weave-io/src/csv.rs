@@ -2109,30 +2109,19 @@ mod reader_properties {
             let bytes: Vec<u8> = parts.concat().into_bytes();
             // Past the first byte, as a shard's range is when it skims.
             let target = ((bytes.len() as f64 * target_at) as u64).max(1);
-            let read_all = |r: &mut CsvReader| {
-                let mut got = Vec::new();
-                loop {
-                    match r.read().unwrap() {
-                        CsvRead::End => break,
-                        CsvRead::Record { line } | CsvRead::Unclosed { line } | CsvRead::TooLarge { line } => {
-                            got.push((r.record_start, line, r.record().iter().map(<[u8]>::to_vec).collect::<Vec<_>>()));
-                        }
-                    }
-                }
-                got
-            };
             let mut whole = CsvReader::new(input(&bytes), b',', b'"', usize::MAX / 2);
-            let expected: Vec<_> = read_all(&mut whole).into_iter().filter(|r| r.0 >= target).collect();
+            let expected: Vec<_> = records_of(&mut whole).into_iter().filter(|r| r.0 >= target).collect();
             let mut reader = CsvReader::new(input(&bytes), b',', b'"', usize::MAX / 2);
             reader.buf = vec![0; buffer].into_boxed_slice();
             let left = reader.skim_to(target).unwrap();
-            let got = if left { read_all(&mut reader) } else { Vec::new() };
+            let got = if left { records_of(&mut reader) } else { Vec::new() };
             prop_assert_eq!(left, !expected.is_empty());
             prop_assert_eq!(got, expected);
         }
     }
 
-    /// Every record of `bytes` as (where it starts, its line, its fields).
+    /// Every record a reader gives from where it is, as (where it starts, its line, its
+    /// fields).
     fn records_of(r: &mut CsvReader) -> Vec<(u64, u64, Vec<Vec<u8>>)> {
         let mut got = Vec::new();
         loop {
