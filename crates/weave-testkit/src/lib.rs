@@ -28,12 +28,15 @@
 #![deny(missing_docs)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::collections::hash_map::Entry;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// One request as the server received it.
 #[derive(Debug, Clone)]
@@ -250,7 +253,6 @@ struct Shared {
     respond: Box<Respond>,
     latency: Duration,
     key: Option<String>,
-    stop: AtomicBool,
     in_flight: std::sync::atomic::AtomicUsize,
     max_in_flight: std::sync::atomic::AtomicUsize,
     connections: std::sync::atomic::AtomicUsize,
@@ -317,14 +319,20 @@ impl Builder {
     }
 
     /// Starts the server on `127.0.0.1` on a free port; `respond` chooses each reply.
+    ///
+    /// The server is event-driven: one thread serves every connection (a task each, on a
+    /// tokio runtime of its own), so that a thousand requests held for their latency cost
+    /// a timer each, not a thread each, and a benchmark's client is not measured against a
+    /// server that needs the machine's cores for its context switches. `respond` is called
+    /// on that thread: it must answer at once (a reply that waits is [`Reply::after`]).
     pub fn start(self, respond: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> std::io::Result<TestServer> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             respond: Box::new(respond),
             latency: self.latency,
             key: self.key,
-            stop: AtomicBool::new(false),
             in_flight: Default::default(),
             max_in_flight: Default::default(),
             connections: Default::default(),
@@ -337,19 +345,35 @@ impl Builder {
             api: Mutex::default(),
             finished: AtomicBool::new(false),
         });
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let s = Arc::clone(&shared);
-        let accept = std::thread::Builder::new().name("testkit-accept".into()).spawn(move || {
-            let threads = Threads::default();
-            for conn in listener.incoming() {
-                if s.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                s.connections.fetch_add(1, Ordering::SeqCst);
-                threads.serve(&s, conn);
-            }
+        let thread = std::thread::Builder::new().name("testkit-server".into()).spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => panic!("the test server cannot listen: {e}"),
+                };
+                tokio::spawn(async move {
+                    loop {
+                        match listener.accept().await {
+                            Ok((conn, _)) => {
+                                s.connections.fetch_add(1, Ordering::SeqCst);
+                                tokio::spawn(serve(Arc::clone(&s), conn));
+                            }
+                            // Out of descriptors, say: the client's connect waits meanwhile.
+                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                    }
+                });
+                // Until the server is dropped (or its handle lost).
+                let _ = stopped.await;
+            });
+            // Dropping the runtime drops every connection's task, and with it its socket:
+            // a request held (`Reply::Hold`) ends without an answer.
+            drop(runtime);
         })?;
-        Ok(TestServer { addr, shared, accept: Some(accept) })
+        Ok(TestServer { addr, shared, stop: Some(stop), thread: Some(thread) })
     }
 }
 
@@ -357,7 +381,9 @@ impl Builder {
 pub struct TestServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
+    /// Tells the server's thread to stop.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for TestServer {
@@ -470,37 +496,22 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so that it sees the flag.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(h) = self.accept.take() {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(h) = self.thread.take() {
             let _ = h.join();
         }
     }
 }
 
 /// One connection: requests one after another (keep-alive) until the client closes it or
-/// the server stops.
-fn serve(s: &Shared, conn: TcpStream) {
+/// the server stops (its runtime dropped, which drops this task).
+async fn serve(s: Arc<Shared>, conn: TcpStream) {
     let _ = conn.set_nodelay(true);
-    let Ok(mut out) = conn.try_clone() else { return };
-    let mut input = BufReader::new(conn);
+    let mut conn = tokio::io::BufReader::new(conn);
     loop {
-        // Wait for the next request, looking at the stop flag now and then.
-        let _ = input.get_ref().set_read_timeout(Some(Duration::from_millis(100)));
-        loop {
-            if s.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            match input.fill_buf() {
-                Ok([]) => return,
-                Ok(_) => break,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                Err(_) => return,
-            }
-        }
-        let _ = input.get_ref().set_read_timeout(Some(Duration::from_secs(10)));
-        let Some((method, path, headers, body)) = read_request(&mut input) else { return };
+        let Some((method, path, headers, body)) = read_request(&mut conn).await else { return };
         let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let authorization = header("authorization");
@@ -510,19 +521,20 @@ fn serve(s: &Shared, conn: TcpStream) {
                 Some(key) if authorization.as_deref() != Some(&format!("Bearer {key}")) => {
                     (401, error_body("Incorrect API key provided", "invalid_api_key"))
                 }
-                _ => batch_api(s, &method, &path, header("content-type").as_deref(), &body),
+                _ => batch_api(&s, &method, &path, header("content-type").as_deref(), &body),
             };
-            if write(&mut out, status, &[], &body).is_err() || close {
+            if write(conn.get_mut(), status, &[], &body).await.is_err() || close {
                 return;
             }
             continue;
         }
         let json: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
-        let attempt = {
-            let mut c = s.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = c.entry(body.clone()).or_insert(0);
-            *n += 1;
-            *n
+        let attempt = match lock(&s.counts).entry(body.clone()) {
+            Entry::Occupied(mut e) => {
+                *e.get_mut() += 1;
+                *e.get()
+            }
+            Entry::Vacant(e) => *e.insert(1),
         };
         let request = Request { body, json, authorization, attempt };
         let index = {
@@ -544,7 +556,7 @@ fn serve(s: &Shared, conn: TcpStream) {
         if path != "/v1/chat/completions" {
             set("error", false);
             let body = error_body(&format!("no route {path}"), "not_found");
-            if write(&mut out, 404, &[], &body).is_err() || close {
+            if write(conn.get_mut(), 404, &[], &body).await.is_err() || close {
                 return;
             }
             continue;
@@ -556,48 +568,53 @@ fn serve(s: &Shared, conn: TcpStream) {
             let sent = request.authorization.clone().unwrap_or_default();
             let sent = sent.strip_prefix("Bearer ").unwrap_or(&sent);
             let body = error_body(&format!("Incorrect API key provided: {sent}"), "invalid_api_key");
-            if write(&mut out, 401, &[], &body).is_err() || close {
+            if write(conn.get_mut(), 401, &[], &body).await.is_err() || close {
                 return;
             }
             continue;
         }
         if request.json.is_null() {
             set("error", false);
-            if write(&mut out, 400, &[], &error_body("the body is not JSON", "invalid_request_error")).is_err() || close
+            if write(conn.get_mut(), 400, &[], &error_body("the body is not JSON", "invalid_request_error"))
+                .await
+                .is_err()
+                || close
             {
                 return;
             }
             continue;
         }
         let mut reply = (s.respond)(&request);
-        std::thread::sleep(s.latency);
+        if !s.latency.is_zero() {
+            tokio::time::sleep(s.latency).await;
+        }
         while let Reply::After(wait, r) = reply {
-            std::thread::sleep(wait);
+            tokio::time::sleep(wait).await;
             reply = *r;
         }
         let kind = reply.kind();
         let written = match reply {
             Reply::Completion { content, finish_reason, prompt_tokens, completion_tokens, headers } => {
                 let body = completion(&request, index, &content, &finish_reason, prompt_tokens, completion_tokens);
-                write(&mut out, 200, &headers, &body.to_string())
+                write(conn.get_mut(), 200, &headers, &body.to_string()).await
             }
             Reply::Error { status, message, headers } => {
                 let body = error_body(&message, if status == 429 { "rate_limit_exceeded" } else { "server_error" });
-                write(&mut out, status, &headers, &body)
+                write(conn.get_mut(), status, &headers, &body).await
             }
             Reply::Malformed => {
-                write(&mut out, 200, &[], "{\"id\":\"chatcmpl-x\",\"choices\":[{\"message\":{\"content\":\"cut")
+                write(conn.get_mut(), 200, &[], "{\"id\":\"chatcmpl-x\",\"choices\":[{\"message\":{\"content\":\"cut")
+                    .await
             }
             Reply::Drop => {
                 set(kind, false);
-                let _ = out.shutdown(std::net::Shutdown::Both);
+                // Dropping the socket closes it.
                 return;
             }
             Reply::Hold => {
                 set(kind, false);
-                while !s.stop.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                // Until the server stops, which drops this task.
+                std::future::pending::<()>().await;
                 return;
             }
             Reply::After(..) => unreachable!("unwrapped above"),
@@ -812,54 +829,6 @@ fn batch_object(s: &Shared, job: &Job) -> serde_json::Value {
     })
 }
 
-/// The threads that serve connections, a thread per connection open: one whose connection
-/// closed waits for the next, so that a client that opens a thousand connections per run,
-/// run after run, makes the server start a thousand threads once, not every run (starting
-/// them, their stacks and heaps zeroed, is the work that made the server fall behind a
-/// client at 1,024 requests in flight).
-struct Threads {
-    /// How many threads wait for a connection.
-    idle: Arc<Mutex<usize>>,
-    /// Connections for them; dropped with the accept loop, which ends them.
-    to_idle: std::sync::mpsc::Sender<TcpStream>,
-    for_idle: Arc<Mutex<std::sync::mpsc::Receiver<TcpStream>>>,
-}
-
-impl Default for Threads {
-    fn default() -> Self {
-        let (to_idle, for_idle) = std::sync::mpsc::channel();
-        Threads { idle: Arc::default(), to_idle, for_idle: Arc::new(Mutex::new(for_idle)) }
-    }
-}
-
-impl Threads {
-    /// Serves `conn` on a thread that waits for one, or on a new thread.
-    fn serve(&self, s: &Arc<Shared>, conn: TcpStream) {
-        {
-            let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if *idle > 0 {
-                *idle -= 1;
-                // A thread counted idle takes it (it waits on the receiver, or soon will).
-                let _ = self.to_idle.send(conn);
-                return;
-            }
-        }
-        let (s, idle, next) = (Arc::clone(s), Arc::clone(&self.idle), Arc::clone(&self.for_idle));
-        let _ = std::thread::Builder::new().name("testkit-conn".into()).spawn(move || {
-            serve(&s, conn);
-            loop {
-                *idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
-                let conn = next.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
-                match conn {
-                    Ok(conn) => serve(&s, conn),
-                    // The server stopped.
-                    Err(_) => return,
-                }
-            }
-        });
-    }
-}
-
 /// Counts a request out of flight when its handling ends, however it ends.
 struct Leave<'a>(&'a std::sync::atomic::AtomicUsize);
 
@@ -876,16 +845,17 @@ fn error_body(message: &str, code: &str) -> String {
 /// A request as read off the wire: its method, path, lower-cased headers and body.
 type Raw = (String, String, Vec<(String, String)>, String);
 
-/// Reads one request (`Content-Length` bodies only).
-fn read_request(input: &mut BufReader<TcpStream>) -> Option<Raw> {
+/// Reads one request (`Content-Length` bodies only); `None` when the client closed the
+/// connection or sent something else.
+async fn read_request(input: &mut (impl AsyncBufRead + Unpin)) -> Option<Raw> {
     let mut line = String::new();
-    input.read_line(&mut line).ok()?;
+    input.read_line(&mut line).await.ok()?;
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
     let mut headers = Vec::new();
     loop {
         let mut h = String::new();
-        input.read_line(&mut h).ok()?;
+        input.read_line(&mut h).await.ok()?;
         let h = h.trim_end();
         if h.is_empty() {
             break;
@@ -895,11 +865,11 @@ fn read_request(input: &mut BufReader<TcpStream>) -> Option<Raw> {
     }
     let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
     let mut body = vec![0u8; len];
-    input.read_exact(&mut body).ok()?;
+    input.read_exact(&mut body).await.ok()?;
     Some((method, path, headers, String::from_utf8_lossy(&body).into_owned()))
 }
 
-fn write(out: &mut TcpStream, status: u16, headers: &[(String, String)], body: &str) -> std::io::Result<()> {
+async fn write(out: &mut TcpStream, status: u16, headers: &[(String, String)], body: &str) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -918,12 +888,15 @@ fn write(out: &mut TcpStream, status: u16, headers: &[(String, String)], body: &
     }
     text.push_str("\r\n");
     text.push_str(body);
-    out.write_all(text.as_bytes())?;
-    out.flush()
+    out.write_all(text.as_bytes()).await?;
+    out.flush().await
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
     use super::*;
 
     /// A minimal client: one request on a fresh connection, the raw response back.
@@ -959,7 +932,7 @@ mod tests {
         assert_eq!(json["model"], "m");
         assert_eq!(server.counts()[BODY], 2);
         assert_eq!((server.total(), server.answered()), (2, 1));
-        // Two connections, one after the other (the second on the first's thread).
+        // Two connections, one after the other.
         assert_eq!(server.connections(), 2);
         let log = server.requests();
         assert_eq!(log[0].request.prompt(), "hello there");

@@ -15,8 +15,8 @@
 //!
 //! Three processes take part, so that each one's figures are its own: this one only
 //! starts the others and waits; the server runs in a process of its own (this binary
-//! again, as `__bench-child llm-server`, a fresh one per concurrency, a thread per open
-//! connection); each run of Weave happens in a child process (`__bench-child llm`). The
+//! again, as `__bench-child llm-server`, a fresh one per concurrency, event-driven on one
+//! thread); each run of Weave happens in a child process (`__bench-child llm`). The
 //! server and the client still share the machine's cores: on 2 cores, what the server
 //! spends is not there for the client.
 //!
@@ -31,6 +31,12 @@
 //! not seen there), and the cores the server and the client together need at the ideal
 //! pace (their CPU times over the ideal wall time), against the machine's: when they need
 //! more than it can give, the wall time cannot reach the ideal whatever the client does.
+//! Two more say where the rest of the wall time goes: the server's window (from the first
+//! request's arrival to the last answer written; the client's start and end fall outside
+//! it) over the ideal, and the ramp (from the first request's arrival to the one that
+//! first made `concurrency` requests in flight: the client opening its connections).
+//! Note that `records / concurrency` rounds of the latency is below what any client can
+//! do when it is not a whole number: 10,000 requests at 1,024 take 10 rounds, 1.024× it.
 //!
 //! The cold runs can be bound by the disk rather than the client: each answer is stored
 //! durably before its request's slot is free again, so the figure "answers stored per
@@ -115,7 +121,8 @@ fn measure(report: &mut Report, concurrency: usize, records: usize, rss_target: 
     // The server's side of the runs that sent requests: its time per request, its CPU
     // time per run and the share of a core that is over the run's wall time.
     let (mut served, mut server_cpu, mut server_cores) = (Served::default(), Vec::new(), Vec::new());
-    let mut before = server.report()?;
+    let (mut windows, mut ramps) = (Vec::new(), Vec::new());
+    let mut before = server.report(concurrency)?;
     for rep in 0..REPS {
         // Each repetition in a fresh folder: a cold cache, then the same file again.
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -123,13 +130,15 @@ fn measure(report: &mut Report, concurrency: usize, records: usize, rss_target: 
         std::fs::write(dir.path().join("p.toml"), pipeline(&server.url, concurrency)).map_err(|e| e.to_string())?;
         let mut timed = |no_cache: bool, expected_sent: usize| -> Result<ChildRun, String> {
             let run = child_run(dir.path(), no_cache)?;
-            let after = server.report()?;
+            let after = server.report(concurrency)?;
             check(run.records, records, after.total - before.total, expected_sent)?;
             if expected_sent > 0 {
                 served.add(&after.served);
                 let cpu = after.cpu.saturating_sub(before.cpu);
                 server_cpu.push(cpu);
                 server_cores.push(cpu.as_secs_f64() / run.elapsed.as_secs_f64());
+                windows.push(after.window);
+                ramps.push(after.ramp);
             }
             before = after;
             Ok(run)
@@ -189,7 +198,7 @@ fn measure(report: &mut Report, concurrency: usize, records: usize, rss_target: 
             "MB",
         ));
     }
-    let last = server.report()?;
+    let last = server.report(concurrency)?;
     report.add(
         Figure::new(format!("{at}: requests in flight at the server, at most"), last.max_in_flight as f64, "")
             .target(Target::AtMost(concurrency as f64)),
@@ -208,6 +217,27 @@ fn measure(report: &mut Report, concurrency: usize, records: usize, rss_target: 
         report.add(Figure::new(
             format!("{at}: the server's slowest request (from its read of the request to its answer written)"),
             served.max.as_secs_f64() * 1e3,
+            "ms",
+        ));
+    }
+    if !windows.is_empty() {
+        // Where the wall time over the ideal goes: the client's start and end (outside the
+        // window), and the ramp: 10,000 requests at 1,024 take at least 10 rounds of the
+        // latency, the first of which waits for the client to open 1,024 connections.
+        let window = median(windows).as_secs_f64();
+        report.add(
+            Figure::new(
+                format!(
+                    "{at}: the server's window (first request's arrival to the last answer written) over the ideal"
+                ),
+                window / ideal,
+                "×",
+            )
+            .ratio(ideal / window),
+        );
+        report.add(Figure::new(
+            format!("{at}: ramp: the first request's arrival to the {concurrency}th in flight (the client's connections opened)"),
+            median(ramps).as_secs_f64() * 1e3,
             "ms",
         ));
     }
@@ -279,6 +309,12 @@ struct ServerReport {
     connections: usize,
     served: Served,
     cpu: Duration,
+    /// The requests since the report before, as the server saw them: from the first one's
+    /// arrival to the last answer written (the run's time at the server, its client's
+    /// start and end left out), and to the arrival of the one that made `concurrency` in
+    /// flight for the first time (the ramp: the client opening its connections).
+    window: Duration,
+    ramp: Duration,
 }
 
 /// The test server in a process of its own (`__bench-child llm-server`), asked for its
@@ -328,10 +364,11 @@ impl ServerProcess {
         }
     }
 
-    fn report(&mut self) -> Result<ServerReport, String> {
+    /// The server's figures; `concurrency` for its ramp.
+    fn report(&mut self, concurrency: usize) -> Result<ServerReport, String> {
         let stdin = self.stdin.as_mut().ok_or("the test server's stdin is closed")?;
         stdin
-            .write_all(b"report\n")
+            .write_all(format!("report {concurrency}\n").as_bytes())
             .and_then(|()| stdin.flush())
             .map_err(|e| format!("cannot ask the test server: {e}"))?;
         let lines = self.read_until_end()?;
@@ -350,6 +387,8 @@ impl ServerProcess {
                 max: Duration::from_nanos(get("served_max_ns")?),
             },
             cpu: Duration::from_nanos(get("cpu_ns")?),
+            window: Duration::from_nanos(get("window_ns")?),
+            ramp: Duration::from_nanos(get("ramp_ns")?),
         })
     }
 }
@@ -379,9 +418,10 @@ pub(super) fn server(args: &[String]) -> Result<(), String> {
     let mut seen = 0;
     for line in std::io::stdin().lock().lines() {
         let line = line.map_err(|e| format!("cannot read stdin: {e}"))?;
-        if line.trim() != "report" {
-            return Err(format!("the test server takes `report`, not {line:?}"));
-        }
+        let concurrency: usize = match line.trim().split_once(' ') {
+            Some(("report", n)) => n.parse().map_err(|_| format!("`report` takes a concurrency, not {n:?}"))?,
+            _ => return Err(format!("the test server takes `report CONCURRENCY`, not {line:?}")),
+        };
         // The log is in arrival order and only grows: the requests since the last report
         // are its tail. A request not answered yet has no time.
         let log = server.requests();
@@ -389,20 +429,41 @@ pub(super) fn server(args: &[String]) -> Result<(), String> {
             .iter()
             .filter_map(|l| l.done.map(|d| d.saturating_duration_since(l.at)))
             .collect();
+        let run = &log[seen.min(log.len())..];
+        let (window, ramp) = match run.first() {
+            Some(first) => {
+                let last = run.iter().filter_map(|l| l.done).max().unwrap_or(first.at);
+                // The one that made `concurrency` in flight: arrivals minus answers done by
+                // then (the log is in arrival order).
+                let mut done: Vec<Instant> = run.iter().filter_map(|l| l.done).collect();
+                done.sort_unstable();
+                let mut answered = 0;
+                let full = run.iter().enumerate().find_map(|(i, l)| {
+                    while answered < done.len() && done[answered] <= l.at {
+                        answered += 1;
+                    }
+                    (i + 1 - answered >= concurrency).then_some(l.at)
+                });
+                (last.saturating_duration_since(first.at), full.map_or(Duration::ZERO, |t| t - first.at))
+            }
+            None => (Duration::ZERO, Duration::ZERO),
+        };
         seen = log.len();
         let sum: Duration = times.iter().sum();
         let max = times.iter().max().copied().unwrap_or_default();
         say(
             &mut out,
             format!(
-                "total={}\nmax_in_flight={}\nconnections={}\nserved={}\nserved_sum_ns={}\nserved_max_ns={}\ncpu_ns={}\nend\n",
+                "total={}\nmax_in_flight={}\nconnections={}\nserved={}\nserved_sum_ns={}\nserved_max_ns={}\ncpu_ns={}\nwindow_ns={}\nramp_ns={}\nend\n",
                 log.len(),
                 server.max_in_flight(),
                 server.connections(),
                 times.len(),
                 sum.as_nanos(),
                 max.as_nanos(),
-                cpu_time().unwrap_or_default().as_nanos()
+                cpu_time().unwrap_or_default().as_nanos(),
+                window.as_nanos(),
+                ramp.as_nanos()
             ),
         )?;
     }
