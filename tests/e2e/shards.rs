@@ -68,6 +68,20 @@ after = ["both"]
 path = "out/both.jsonl"
 "#;
 
+/// A pipeline with a mistake, run as a shard, is refused for the mistake alone: its
+/// whole-dataset step does not add that it was given no folder to exchange keys in.
+#[test]
+fn a_shard_of_a_pipeline_with_a_mistake_is_told_the_mistake_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("in.jsonl"), "{\"text\":\"a\"}\n").unwrap();
+    let p = "[[step]]\nid = \"l\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n[[step]]\nid = \"dd\"\nkind = \"dedup\"\nfield = \"text\"\n\n[[step]]\nid = \"e\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n";
+    std::fs::write(d.join("p.toml"), p).unwrap();
+    let out = check_in(d, &["run", "p.toml", "--shard", "1/4"], 1, &[], &["unknown key `field`", "p.toml has 1 error"]);
+    assert!(!out.stderr.contains("folder"), "{}", out.stderr);
+    assert!(std::fs::read_dir(d).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("out")));
+}
+
 /// A CSV file with quoted line breaks, quotes, CRLF rows and bad rows, of `rows` rows.
 fn csv(rows: usize) -> String {
     let mut s = String::from("id,text\r\n");

@@ -529,10 +529,10 @@ pub(crate) fn sharded_build_options(
         }
         return Ok((bo, None));
     };
-    // Its problems are the sharded pipeline's, which the build after this one prints.
-    let Ok(whole) = pf.build(&weave::registry(), &weave::BuildOptions { shard: None, ..bo.clone() }) else {
-        return Ok((bo, None));
-    };
+    // A pipeline with errors fails here, with them: built as a shard, its whole-dataset
+    // steps would add that they were given no folder to exchange keys in, which is only a
+    // consequence. (Its warnings are printed by the build of the shard's pipeline.)
+    let whole = build(pf, &weave::BuildOptions { shard: None, ..bo.clone() }, true)?;
     let stages = stages::count(&whole);
     if let Some(k) = stage {
         if k == 0 || k > stages {
