@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::cli::{check_in, weave_in};
 
+// `compare` in a sharded job: the figures the last shard writes are the job's.
+mod compare;
+
 /// Two sources, a record-wise step on each, `concat`, and exports (one per source, one of
 /// the concatenation, one with `{shard}` in its path), with bad rows set aside.
 const PIPELINE: &str = r#"
@@ -230,13 +233,6 @@ fn a_sharded_run_refuses_steps_that_need_the_whole_dataset_and_bad_shards() {
         assert!(out.stderr.contains("--shard"), "{bad}: {}", out.stderr);
     }
     assert!(!d.join("out.jsonl").exists());
-    // `compare` too: its figures are over both whole sets.
-    std::fs::write(d.join("p.toml"), p.replace("kind = \"mix\"", "kind = \"compare\"").replace("ratio = 0.5\n", ""))
-        .unwrap();
-    let out =
-        check_in(d, &["run", "p.toml", "--shard", "0/3"], 1, &[], &["step `dd` (compare) needs the whole dataset"]);
-    assert!(out.stderr.contains("p.toml:11"), "{}", out.stderr);
-    assert!(!d.join("out-part-00000-of-00003.jsonl").exists());
 }
 
 /// load → clean → exact dedup (lower-cased, its drops kept) → near dedup → export, over
