@@ -204,7 +204,7 @@ fn put_lengths(out: &mut Vec<u8>, l: &Lengths) {
 
 /// The `field` frame of `f`.
 fn field_frame(f: &FieldState) -> Vec<u8> {
-    let cats = f.categories.as_ref().map_or(0, |c| c.iter().map(|(k, _)| k.len() + 12).sum());
+    let cats = f.categories.as_ref().map_or(0, |c| c.keys().map(|k| k.len() + 12).sum());
     let mut out = Vec::with_capacity(f.vocab.len() * 12 + cats + 256);
     out.push(FIELD);
     put_str(&mut out, &f.name);
