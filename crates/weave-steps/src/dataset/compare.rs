@@ -246,7 +246,11 @@ impl NumberSample {
 #[derive(Debug, Default)]
 struct Side {
     values: u64,
-    nulls: u64,
+    /// Whether a record of the set has the field (a batch of the set has it as a column).
+    /// Its nulls are then the set's records without a value for it, null or missing,
+    /// counted at the end: how the records fell into batches (a batch's columns are the
+    /// fields of any of its records) changes nothing.
+    present: bool,
     chars: Lengths,
     words: Lengths,
     tokens: u64,
@@ -256,6 +260,14 @@ struct Side {
     min: f64,
     max: f64,
     sample: NumberSample,
+}
+
+impl Side {
+    /// The set's records without a value for the field (`records` of the set), when any
+    /// record of the set has it.
+    fn nulls(&self, records: u64) -> u64 {
+        if self.present { records.saturating_sub(self.values) } else { 0 }
+    }
 }
 
 #[derive(Debug)]
@@ -423,12 +435,12 @@ impl Compare {
             let i = self.tally.field(&name);
             let Some(col) = batch.column(&name) else { continue };
             let st = &mut self.tally.state[i];
+            st.sides[side].present |= !batch.is_empty();
             let mut published = Vec::new();
             for row in 0..batch.len() {
                 let v = col.get(row);
                 let s = &mut st.sides[side];
                 if v.is_null() {
-                    s.nulls += 1;
                     continue;
                 }
                 s.values += 1;
@@ -514,13 +526,13 @@ impl Compare {
     }
 
     /// The figures for one field.
-    fn report(&self, f: &FieldState) -> Value {
+    fn report(&self, f: &FieldState, records: [u64; 2]) -> Value {
         let mut m = BTreeMap::new();
         let both = f.sides.iter().all(|s| s.values > 0);
         for (side, s) in f.sides.iter().enumerate() {
             let mut sm = BTreeMap::from([
                 ("values".to_owned(), Value::Int(s.values as i64)),
-                ("nulls".to_owned(), Value::Int(s.nulls as i64)),
+                ("nulls".to_owned(), Value::Int(s.nulls(records[side]) as i64)),
             ]);
             if s.chars.n > 0 {
                 sm.insert("chars".to_owned(), s.chars.summary());
@@ -630,15 +642,15 @@ impl Compare {
     /// Writes the figures of `tally` into the run's stats.
     fn figures(&self, tally: &Tally, ctx: &mut StepContext) {
         ctx.set_stat("records", records_figure(tally.records));
-        let fields: BTreeMap<String, Value> = tally.state.iter().map(|f| (f.name.clone(), self.report(f))).collect();
+        let fields: BTreeMap<String, Value> =
+            tally.state.iter().map(|f| (f.name.clone(), self.report(f, tally.records))).collect();
         ctx.set_stat("fields", Value::Map(fields.into()));
         let only = |side: usize| {
             Value::List(
                 tally
                     .state
                     .iter()
-                    .filter(|f| f.sides[side].values + f.sides[side].nulls > 0)
-                    .filter(|f| f.sides[1 - side].values + f.sides[1 - side].nulls == 0)
+                    .filter(|f| f.sides[side].present && !f.sides[1 - side].present)
                     .map(|f| Value::Str(f.name.clone()))
                     .collect(),
             )
@@ -900,6 +912,35 @@ mod tests {
         let ks = get(&stats["fields"], &["score", "ks"]);
         assert_eq!(get(ks, &["real_sample"]), &Value::Int(50));
         assert!((float(get(ks, &["statistic"])) - 0.5).abs() < 0.3, "a sample of 50 is rough, not wrong: {ks}");
+    }
+
+    // regression: a field some records lack counted them as nulls only in the batches where
+    // another record had it, so its nulls changed with the batch size (and in a job, with
+    // where the shards' batches fell).
+    #[test]
+    fn nulls_are_the_records_without_a_value_whatever_the_batches() {
+        let real: Vec<Record> = (0..10)
+            .map(|i| {
+                let r = Record::new().with("a", i as i64);
+                if i == 4 {
+                    r.with("rare", "x")
+                } else if i == 7 {
+                    r.with("rare", Value::Null)
+                } else {
+                    r
+                }
+            })
+            .collect();
+        let synthetic = vec![Record::new().with("a", 1i64)];
+        let (stats, _) = run("", &real, &synthetic, 3);
+        let rare = get(&stats["fields"], &["rare"]);
+        assert_eq!(get(rare, &["real", "values"]), &Value::Int(1));
+        assert_eq!(get(rare, &["real", "nulls"]), &Value::Int(9), "{rare}");
+        assert_eq!(get(rare, &["synthetic", "nulls"]), &Value::Int(0), "the synthetic set has no `rare`");
+        assert_eq!(stats["schema"].to_string(), r#"{"only_in_real":["rare"],"only_in_synthetic":[]}"#);
+        for batch in [1, 2, 10] {
+            assert_eq!(run("", &real, &synthetic, batch).0, stats, "batches of {batch}");
+        }
     }
 
     // NaN made every statistic of a field NaN (and CSV's `NaN` made it no number field).

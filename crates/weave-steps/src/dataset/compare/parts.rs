@@ -23,7 +23,8 @@
 //! - `numbers`: tag 1, the set (0 real, 1 synthetic), a count of fields, then per field
 //!   its name (a varint length and UTF-8 bytes), a count and that many f64 (8 bytes,
 //!   little-endian).
-//! - `field`: tag 2, the name, then per set: values, nulls, tokens, whether every value
+//! - `field`: tag 2, the name, then per set: values, whether a record has the field (0 or
+//!   1), tokens, whether every value
 //!   was a number (0 or 1), how many numbers, min and max (f64), the lengths in characters
 //!   and in words (a count, a sum, then the number of lengths seen and each length with its
 //!   count); then the vocabulary (a count, then each token hash as 8 bytes with its two
@@ -209,7 +210,7 @@ fn field_frame(f: &FieldState) -> Vec<u8> {
     out.push(FIELD);
     put_str(&mut out, &f.name);
     for s in &f.sides {
-        for n in [s.values, s.nulls, s.tokens, u64::from(s.numeric), s.sample.seen] {
+        for n in [s.values, u64::from(s.present), s.tokens, u64::from(s.numeric), s.sample.seen] {
             put_varint(&mut out, n);
         }
         put_f64(&mut out, s.min);
@@ -263,6 +264,14 @@ fn read_f64(r: &mut Reader<'_>) -> Result<f64, Damaged> {
     Ok(f64::from_le_bytes(b))
 }
 
+fn read_flag(r: &mut Reader<'_>) -> Result<bool, Damaged> {
+    match r.varint()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(Damaged("a flag is neither 0 nor 1")),
+    }
+}
+
 fn read_pair(r: &mut Reader<'_>) -> Result<[u64; 2], Damaged> {
     Ok([r.varint()?, r.varint()?])
 }
@@ -290,13 +299,9 @@ fn read_field(r: &mut Reader<'_>) -> Result<FieldState, Damaged> {
     let mut f = FieldState::new(read_str(r)?);
     for s in &mut f.sides {
         s.values = r.varint()?;
-        s.nulls = r.varint()?;
+        s.present = read_flag(r)?;
         s.tokens = r.varint()?;
-        s.numeric = match r.varint()? {
-            0 => false,
-            1 => true,
-            _ => return Err(Damaged("a flag is neither 0 nor 1")),
-        };
+        s.numeric = read_flag(r)?;
         s.sample.seen = r.varint()?;
         s.min = read_f64(r)?;
         s.max = read_f64(r)?;
@@ -493,7 +498,7 @@ impl Merger {
 /// Adds the counts of `b` to `a`.
 fn add_side(a: &mut Side, b: Side) {
     a.values += b.values;
-    a.nulls += b.nulls;
+    a.present |= b.present;
     a.tokens += b.tokens;
     a.numeric &= b.numeric;
     a.sample.seen += b.sample.seen;
@@ -626,9 +631,20 @@ mod tests {
             1 => Just(Some(f64::NAN)),
             1 => Just(None),
         ];
-        let one = (text, 0u32..8, n, prop::sample::select(&["a", "b", "c"][..]));
+        // Now and then a field few records have (the sets' schemas differ, and the order
+        // fields are first seen in counts).
+        let extra = prop::option::weighted(0.1, prop::sample::select(&["x_a", "x_b", "x_c"][..]));
+        let one = (text, 0u32..8, n, prop::sample::select(&["a", "b", "c"][..]), extra);
         prop::collection::vec(one, 0..60).prop_map(|v| {
-            v.into_iter().map(|(t, cat, n, l)| record(t.map(|w| w.join(" ")).as_deref(), cat, n, l)).collect()
+            v.into_iter()
+                .map(|(t, cat, n, l, extra)| {
+                    let r = record(t.map(|w| w.join(" ")).as_deref(), cat, n, l);
+                    match extra {
+                        Some(x) => r.with(x, 1i64),
+                        None => r,
+                    }
+                })
+                .collect()
         })
     }
 
@@ -703,7 +719,7 @@ mod tests {
             assert_eq!(back.categories, f.categories);
             let key = |s: &Side| {
                 let l = |l: &Lengths| (l.n, l.sum, l.counts.clone());
-                (s.values, s.nulls, s.tokens, s.numeric, s.sample.seen, s.min, s.max, l(&s.chars), l(&s.words))
+                (s.values, s.present, s.tokens, s.numeric, s.sample.seen, s.min, s.max, l(&s.chars), l(&s.words))
             };
             for (a, b) in back.sides.iter().zip(&f.sides) {
                 assert_eq!(key(a), key(b));
