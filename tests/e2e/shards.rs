@@ -698,6 +698,24 @@ fn shards_with_samples_and_a_stratified_split_give_the_single_run() {
     same_lines(&concatenated(&parts(n)), &whole, "stage by stage");
 }
 
+/// The job folder `weave slurm submit` would have made for `p.toml` in `d`, without its
+/// submissions, for a job of `tasks` shards and `stages` stages of the pipeline whose
+/// single run reported `single`: its path, for `--job-dir` and `weave report`.
+fn job_by_hand(d: &Path, single: &serde_json::Value, tasks: usize, stages: usize) -> String {
+    let job = d.join(".weave/jobs/job-by-hand");
+    std::fs::create_dir_all(&job).unwrap();
+    let meta = serde_json::json!({
+        "pipeline": single["pipeline"],
+        "pipeline_file": d.join("p.toml").to_string_lossy(),
+        "config_hash": single["config_hash"],
+        "tasks": tasks,
+        "stages": stages,
+        "submissions": [],
+    });
+    std::fs::write(job.join("job.json"), meta.to_string()).unwrap();
+    job.to_string_lossy().into_owned()
+}
+
 /// `weave report JOB` of a job run stage by stage (here by hand, with `--job-dir`, as
 /// `weave slurm submit`'s tasks run): each step's figures are the shards' from the stage
 /// that ran it, not the last stage's, which reads its input back from the cache.
@@ -711,19 +729,7 @@ fn a_staged_jobs_report_takes_each_steps_figures_from_the_stage_that_ran_it() {
     let run = std::fs::read_dir(d.join(".weave/runs")).unwrap().next().unwrap().unwrap().path();
     let single: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
-    // The job folder `weave slurm submit` would have made, without its submissions.
-    let job = d.join(".weave/jobs/job-by-hand");
-    std::fs::create_dir_all(&job).unwrap();
-    let meta = serde_json::json!({
-        "pipeline": "sharded-sample",
-        "pipeline_file": d.join("p.toml").to_string_lossy(),
-        "config_hash": single["config_hash"],
-        "tasks": 3,
-        "stages": 5,
-        "submissions": [],
-    });
-    std::fs::write(job.join("job.json"), meta.to_string()).unwrap();
-    let jobarg = job.to_string_lossy().into_owned();
+    let jobarg = job_by_hand(d, &single, 3, 5);
     for k in 1..=5 {
         for i in 0..3 {
             let shard = format!("{i}/3");

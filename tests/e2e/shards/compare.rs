@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{concatenated, last_report, read, run_stage, run_together, same_lines, sample_input, step};
+use super::{concatenated, job_by_hand, last_report, read, run_stage, run_together, same_lines, sample_input, step};
 use crate::cli::check_in;
 
 /// The real set is [`sample_input`]'s (1,600 records: a compressed file read whole by one
@@ -80,8 +80,8 @@ fn setup(d: &Path) {
     synthetic_input(d);
 }
 
-/// The single run's compare figures and synthetic output.
-fn single_run(d: &Path) -> (Value, String) {
+/// The single run's compare figures, synthetic output and report.
+fn single_run(d: &Path) -> (Value, String, Value) {
     check_in(d, &["run", "p.toml", "--no-cache"], 0, &["run succeeded"], &[]);
     let run = std::fs::read_dir(d.join(".weave/runs")).unwrap().next().unwrap().unwrap().path();
     let report: Value = serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
@@ -94,7 +94,7 @@ fn single_run(d: &Path) -> (Value, String) {
     assert_eq!(figures["schema"]["only_in_synthetic"], serde_json::json!(["extra"]), "{figures:#}");
     assert_eq!(figures["records"], serde_json::json!({"real": 1600, "synthetic": 700}));
     assert_eq!(figures["fields"]["extra"]["synthetic"]["nulls"], 600, "{figures:#}");
-    (figures, String::from_utf8(read(&d.join("out/synthetic.jsonl"))).unwrap())
+    (figures, String::from_utf8(read(&d.join("out/synthetic.jsonl"))).unwrap(), report)
 }
 
 /// The job's figures in the last shard's report of a job of `n`: the single run's with
@@ -126,7 +126,7 @@ fn compare_in_shards_started_together_gives_the_single_runs_output_and_figures()
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
-    let (want, output) = single_run(d);
+    let (want, output, _) = single_run(d);
     let plan = check_in(d, &["plan", "p.toml", "--shards", "4"], 0, &["2 stages"], &[]);
     let line = plan.stdout.lines().find(|l| l.starts_with("compare ")).unwrap_or_default();
     assert!(
@@ -161,21 +161,8 @@ fn compare_stage_by_stage_reports_the_jobs_figures_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
-    let (want, output) = single_run(d);
-    let run = std::fs::read_dir(d.join(".weave/runs")).unwrap().next().unwrap().unwrap().path();
-    let single: Value = serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
-    let job = d.join(".weave/jobs/job-by-hand");
-    std::fs::create_dir_all(&job).unwrap();
-    let meta = serde_json::json!({
-        "pipeline": "sharded-compare",
-        "pipeline_file": d.join("p.toml").to_string_lossy(),
-        "config_hash": single["config_hash"],
-        "tasks": 3,
-        "stages": 2,
-        "submissions": [],
-    });
-    std::fs::write(job.join("job.json"), meta.to_string()).unwrap();
-    let jobarg = job.to_string_lossy().into_owned();
+    let (want, output, single) = single_run(d);
+    let jobarg = job_by_hand(d, &single, 3, 2);
     let n = 3;
     let parts: Vec<_> = (0..n).map(|i| d.join(format!("out/synthetic-part-{i:05}-of-{n:05}.jsonl"))).collect();
     for k in 1..=2 {
