@@ -213,6 +213,19 @@ fn a_damaged_compare_part_is_named() {
         std::fs::read_dir(d.join(".weave/cache/exchange")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(folders.len(), 1, "{folders:?}");
     let part = folders[0].join("part-00000-of-00002.keys");
+    // Shard 1's part swapped for shard 0's (whole, but of other records): shard 1's stage 2,
+    // which finds its part published, checks its records against it.
+    let other = folders[0].join("part-00001-of-00002.keys");
+    let (zero, one) = (read(&part), read(&other));
+    std::fs::write(&other, &zero).unwrap();
+    check_in(
+        d,
+        &["run", "p.toml", "--shard", "1/2", "--stage", "2"],
+        1,
+        &[],
+        &["part-00001-of-00002.keys is damaged: it counts", "it is not of these records"],
+    );
+    std::fs::write(&other, one).unwrap();
     // The error names the file as the run found it, from the pipeline's folder.
     let named = format!("{} is damaged", part.strip_prefix(d).unwrap().display());
     // A whole file of frames, one of which no compare wrote.

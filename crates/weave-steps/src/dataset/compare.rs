@@ -54,6 +54,11 @@ const MAX_LENGTH: usize = 1 << 16;
 /// exact below that, and beyond it the KS statistic is within about 0.014 of the exact
 /// one, 95% of the time). The vocabulary is counted exactly, as 64-bit token hashes: it
 /// grows with the number of distinct tokens (about 40 bytes each), not with the data.
+///
+/// **In a shard of a job** (see `compare/parts.rs`), each shard passes its synthetic
+/// records on and publishes its part of the comparison; the last shard takes in every
+/// shard's part and writes the job's figures, the single process's; the others write
+/// their own record counts.
 #[derive(Debug)]
 pub struct Compare {
     fields: Option<Vec<String>>,
