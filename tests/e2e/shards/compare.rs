@@ -239,3 +239,35 @@ fn a_damaged_compare_part_is_named() {
     let out = check_in(d, &["run", "p.toml", "--shard", "1/2", "--stage", "2"], 1, &[], &["the part has no totals"]);
     assert!(out.stderr.contains(&named), "{}", out.stderr);
 }
+
+/// On a real Slurm (`.ci/run` starts one and sets `WEAVE_TEST_SLURM=1`; without it this
+/// test says so and does nothing): `weave slurm submit` of the comparison as 3 tasks
+/// gives the single run's output, and `weave report JOB` its figures.
+#[test]
+fn a_slurm_job_that_compares_reports_the_single_runs_figures() {
+    if std::env::var("WEAVE_TEST_SLURM").as_deref() != Ok("1") {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("skipped: no Slurm cluster (.ci/run starts one and sets WEAVE_TEST_SLURM=1)");
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let (want, output, _) = single_run(d);
+    check_in(d, &["slurm", "submit", "p.toml", "--tasks", "3"], 0, &["2 stages of 3 tasks"], &[]);
+    let jobs: Vec<_> = std::fs::read_dir(d.join(".weave/jobs")).unwrap().flatten().map(|e| e.path()).collect();
+    let jobarg = jobs[0].to_string_lossy().into_owned();
+    check_in(d, &["slurm", "status", &jobarg, "--wait"], 0, &[], &[]);
+    let parts: Vec<_> = (0..3).map(|i| d.join(format!("out/synthetic-part-{i:05}-of-00003.jsonl"))).collect();
+    same_lines(&concatenated(&parts), &output, "as a Slurm job");
+    let out = check_in(d, &["report", &jobarg, "--format", "json"], 0, &[], &[]);
+    let r: Value = serde_json::from_str(&out.stdout).unwrap();
+    let mut figures = step(&r, "compare")["figures"].clone();
+    assert_eq!(figures["scope"], "job", "{figures:#}");
+    let m = figures.as_object_mut().unwrap();
+    m.remove("scope");
+    m.remove("shards");
+    assert_eq!(figures, want);
+}
