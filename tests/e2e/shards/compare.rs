@@ -169,8 +169,26 @@ fn compare_stage_by_stage_reports_the_jobs_figures_once() {
         for i in (0..n).rev() {
             let shard = format!("{i}/{n}");
             let stage = k.to_string();
-            check_in(d, &["run", "p.toml", "--shard", &shard, "--stage", &stage, "--job-dir", &jobarg], 0, &[], &[]);
+            let out = check_in(
+                d,
+                &["run", "p.toml", "--shard", &shard, "--stage", &stage, "--job-dir", &jobarg],
+                0,
+                &[],
+                &[],
+            );
             let report = last_report(d, i, n);
+            // The run's own summary says whose figures it shows.
+            let summary = out.stdout.lines().find(|l| l.starts_with("compare: ")).unwrap_or_default();
+            if k == 2 && i == n - 1 {
+                assert!(
+                    summary.starts_with("compare: scope \"job\", shards 3, records {\"real\":1600,\"synthetic\":700}"),
+                    "{}",
+                    out.stdout
+                );
+            } else if k == 2 {
+                assert!(summary.starts_with("compare: scope \"shard\", records {"), "{}", out.stdout);
+                assert!(summary.ends_with("job_figures_in \"shard 2/3\""), "{}", out.stdout);
+            }
             if k == 1 {
                 assert_eq!(step(&report, "compare")["records_out"], 0, "stage 1 only publishes");
                 assert!(parts.iter().all(|p| !p.exists()), "stage 1 writes no part");
