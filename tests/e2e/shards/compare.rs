@@ -11,7 +11,7 @@ use crate::cli::check_in;
 
 /// The real set is [`sample_input`]'s (1,600 records: a compressed file read whole by one
 /// shard, so that at 4 shards one shard has no real record, then a plain file); the
-/// synthetic set is 700 records of a plain file. Compared: a text field, a label (also a
+/// synthetic set is [`synthetic_input`]'s 700. Compared: a text field, a label (also a
 /// category field), a number field with a sample smaller than the data, and a field only
 /// the synthetic set has.
 const PIPELINE: &str = r#"
@@ -28,7 +28,7 @@ batch_size = 50
 [[step]]
 id = "synthetic"
 kind = "load_jsonl"
-path = "syn.jsonl"
+path = "syn/*"
 batch_size = 40
 
 [[step]]
@@ -47,7 +47,9 @@ path = "out/synthetic.jsonl"
 "#;
 
 /// 700 synthetic records: ids as halves (numbers, spread wider than the real ones), a
-/// skewed label, hex noise of varying length (null now and then), and a field few have.
+/// skewed label, hex noise of varying length (null now and then), and a field few have;
+/// the first 300 in a compressed file larger than the plain file of the rest, so that, as
+/// with the real set, one shard of 4 has none (the same shard: it has no input at all).
 fn synthetic_input(d: &Path) {
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = || {
@@ -56,13 +58,18 @@ fn synthetic_input(d: &Path) {
         state ^= state << 17;
         state
     };
-    let mut s = String::new();
+    let (mut zipped, mut s) = (String::new(), String::new());
     for i in 0..700u64 {
+        if i == 300 {
+            zipped = std::mem::take(&mut s);
+        }
         let label = ["common", "middle", "middle", "rare"][(next() % 4) as usize];
         let noise = if next() % 17 == 0 {
             "null".to_owned()
         } else {
-            let hex: String = (0..(next() % 12)).map(|_| format!("{:x}", next() % 16)).collect();
+            // Long in the compressed file, short in the plain one.
+            let len = if i < 300 { 600 } else { next() % 12 };
+            let hex: String = (0..len).map(|_| format!("{:x}", next() % 16)).collect();
             format!("\"{hex} {}\"", ["a", "b", "c d"][(next() % 3) as usize])
         };
         // `extra` in one record of seven. (Every batch has one: where a batch has none, the
@@ -71,7 +78,11 @@ fn synthetic_input(d: &Path) {
         let extra = if i % 7 == 0 { format!(",\"extra\":{}", next() % 5) } else { String::new() };
         s.push_str(&format!("{{\"id\":{}.5,\"label\":\"{label}\",\"noise\":{noise}{extra}}}\n", i * 3));
     }
-    std::fs::write(d.join("syn.jsonl"), s).unwrap();
+    std::fs::create_dir_all(d.join("syn")).unwrap();
+    let zst = zstd::encode_all(zipped.as_bytes(), 3).unwrap();
+    assert!(zst.len() > s.len(), "the compressed file spans a whole range at 4 shards");
+    std::fs::write(d.join("syn/a.jsonl.zst"), zst).unwrap();
+    std::fs::write(d.join("syn/b.jsonl"), s).unwrap();
 }
 
 fn setup(d: &Path) {
@@ -147,10 +158,8 @@ fn compare_in_shards_started_together_gives_the_single_runs_output_and_figures()
         };
         assert_eq!(got, want, "the job's figures at {n} shards");
     }
-    let real: Vec<u64> = (0..4)
-        .map(|i| step(&last_report(d, i, 4), "compare")["figures"]["records"]["real"].as_u64().unwrap_or(u64::MAX))
-        .collect();
-    assert!(real.contains(&0), "one shard has no real record at 4 shards: {real:?}");
+    let records: Vec<Value> = (0..4).map(|i| step(&last_report(d, i, 4), "compare")["records_in"].clone()).collect();
+    assert!(records.contains(&Value::from(0)), "one shard has no input at 4 shards: {records:?}");
 }
 
 /// Stage by stage with a job folder (as `weave slurm submit`'s tasks run, the last shard
