@@ -3,7 +3,8 @@
 //! figures, equal to the single process's.
 //!
 //! Every figure but two is over counts that add: lengths (histograms), vocabularies
-//! (token hashes), categories, labels, records, min and max. A field stops being a
+//! (token hashes), categories, labels, records, values (a field's nulls are the records
+//! without a value, when the set has the field), min and max. A field stops being a
 //! category field when its distinct values, over both sets, pass `max_categories`: in the
 //! job, when the union of the shards' values does (a shard whose own values pass it says
 //! so). The two that do not add are the mean of a number field (a sum of floats, whose
@@ -24,12 +25,11 @@
 //!   its name (a varint length and UTF-8 bytes), a count and that many f64 (8 bytes,
 //!   little-endian).
 //! - `field`: tag 2, the name, then per set: values, whether a record has the field (0 or
-//!   1), tokens, whether every value
-//!   was a number (0 or 1), how many numbers, min and max (f64), the lengths in characters
-//!   and in words (a count, a sum, then the number of lengths seen and each length with its
-//!   count); then the vocabulary (a count, then each token hash as 8 bytes with its two
-//!   counts) and the categories (0 when there were too many, else 1, a count, and each
-//!   value with its two counts).
+//!   1), tokens, whether every value was a number (0 or 1), how many numbers, min and max
+//!   (f64), the lengths in characters and in words (a count, a sum, then the number of
+//!   lengths seen and each length with its count); then the vocabulary (a count, then
+//!   each token hash as 8 bytes with its two counts) and the categories (0 when there were
+//!   too many, else 1, a count, and each value with its two counts).
 //! - `totals`: tag 3, the records of each set, the labels (a count, each name with its two
 //!   counts), and how many `field` frames came before it.
 //!
