@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::cli::{check_in, weave_in};
 
+// `compare` in a sharded job: the figures the last shard writes are the job's.
+mod compare;
+
 /// Two sources, a record-wise step on each, `concat`, and exports (one per source, one of
 /// the concatenation, one with `{shard}` in its path), with bad rows set aside.
 const PIPELINE: &str = r#"
@@ -244,13 +247,6 @@ fn a_sharded_run_refuses_steps_that_need_the_whole_dataset_and_bad_shards() {
         assert!(out.stderr.contains("--shard"), "{bad}: {}", out.stderr);
     }
     assert!(!d.join("out.jsonl").exists());
-    // `compare` too: its figures are over both whole sets.
-    std::fs::write(d.join("p.toml"), p.replace("kind = \"mix\"", "kind = \"compare\"").replace("ratio = 0.5\n", ""))
-        .unwrap();
-    let out =
-        check_in(d, &["run", "p.toml", "--shard", "0/3"], 1, &[], &["step `dd` (compare) needs the whole dataset"]);
-    assert!(out.stderr.contains("p.toml:11"), "{}", out.stderr);
-    assert!(!d.join("out-part-00000-of-00003.jsonl").exists());
 }
 
 /// load → clean → exact dedup (lower-cased, its drops kept) → near dedup → export, over
@@ -716,6 +712,24 @@ fn shards_with_samples_and_a_stratified_split_give_the_single_run() {
     same_lines(&concatenated(&parts(n)), &whole, "stage by stage");
 }
 
+/// The job folder `weave slurm submit` would have made for `p.toml` in `d`, without its
+/// submissions, for a job of `tasks` shards and `stages` stages of the pipeline whose
+/// single run reported `single`: its path, for `--job-dir` and `weave report`.
+fn job_by_hand(d: &Path, single: &serde_json::Value, tasks: usize, stages: usize) -> String {
+    let job = d.join(".weave/jobs/job-by-hand");
+    std::fs::create_dir_all(&job).unwrap();
+    let meta = serde_json::json!({
+        "pipeline": single["pipeline"],
+        "pipeline_file": d.join("p.toml").to_string_lossy(),
+        "config_hash": single["config_hash"],
+        "tasks": tasks,
+        "stages": stages,
+        "submissions": [],
+    });
+    std::fs::write(job.join("job.json"), meta.to_string()).unwrap();
+    job.to_string_lossy().into_owned()
+}
+
 /// `weave report JOB` of a job run stage by stage (here by hand, with `--job-dir`, as
 /// `weave slurm submit`'s tasks run): each step's figures are the shards' from the stage
 /// that ran it, not the last stage's, which reads its input back from the cache.
@@ -729,19 +743,7 @@ fn a_staged_jobs_report_takes_each_steps_figures_from_the_stage_that_ran_it() {
     let run = std::fs::read_dir(d.join(".weave/runs")).unwrap().next().unwrap().unwrap().path();
     let single: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
-    // The job folder `weave slurm submit` would have made, without its submissions.
-    let job = d.join(".weave/jobs/job-by-hand");
-    std::fs::create_dir_all(&job).unwrap();
-    let meta = serde_json::json!({
-        "pipeline": "sharded-sample",
-        "pipeline_file": d.join("p.toml").to_string_lossy(),
-        "config_hash": single["config_hash"],
-        "tasks": 3,
-        "stages": 5,
-        "submissions": [],
-    });
-    std::fs::write(job.join("job.json"), meta.to_string()).unwrap();
-    let jobarg = job.to_string_lossy().into_owned();
+    let jobarg = job_by_hand(d, &single, 3, 5);
     for k in 1..=5 {
         for i in 0..3 {
             let shard = format!("{i}/3");

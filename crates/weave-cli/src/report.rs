@@ -107,6 +107,25 @@ pub(crate) fn report_table(r: &RunEntry) -> String {
         ],
         &rows,
     ));
+    // The figures one shard wrote for the whole job (`weave report JOB`), once.
+    for s in rep["steps"].as_array().into_iter().flatten().filter(|s| s["figures"]["scope"] == "job") {
+        let parts: Vec<String> = s["figures"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| *k != "scope" && *k != "shards")
+            .map(|(k, v)| match v.as_f64() {
+                Some(x) if v.is_f64() => format!("{k} {x:.4}"),
+                _ => format!("{k} {v}"),
+            })
+            .collect();
+        out.push_str(&format!(
+            "{}: the job's figures (its last shard's, over all {} shards): {}\n",
+            s["step"].as_str().unwrap_or("?"),
+            s["figures"]["shards"],
+            parts.join(", ")
+        ));
+    }
     let stats = &rep["stats"];
     let bad = match stats["bad_records"].as_u64().unwrap_or(0) {
         0 => String::new(),

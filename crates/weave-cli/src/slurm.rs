@@ -532,7 +532,8 @@ fn step_entry<'a>(report: &'a Value, id: &Value) -> Option<&'a Value> {
 /// the last stage that ran the step (in a later stage its output is read back from the
 /// cache, or it is left out: a stage's run says `replayed` or `skipped`); the job runs from
 /// its first shard's start to its last one's end, and its rates are over that time; call times (p50, p99)
-/// and peak memory are the largest of any shard; alerts, inputs and outputs are listed
+/// and peak memory are the largest of any shard; a step's figures are the job's when one
+/// shard wrote them for the whole job (`"scope": "job"`, `compare`), and absent otherwise; alerts, inputs and outputs are listed
 /// shard by shard. A job with shards not done reads as `incomplete`.
 pub(crate) fn job_report(dir: &Path) -> Result<weave::RunEntry, Failure> {
     let meta = load(dir)?;
@@ -601,6 +602,10 @@ pub(crate) fn job_report(dir: &Path) -> Result<weave::RunEntry, Failure> {
             sum_map(&mut failures, &x["failures"]);
         }
         let records = sum("records_in").max(sum("records_out"));
+        // The step's figures over the whole job, when one shard wrote them (`compare`'s
+        // last shard: `"scope": "job"`), once; the shards' own figures are not the job's,
+        // and are not summed into them.
+        let figures = all.iter().map(|x| &x["figures"]).find(|f| f["scope"] == "job").cloned().unwrap_or(Value::Null);
         steps.push(json!({
             "step": id,
             "records_in": sum("records_in"),
@@ -615,6 +620,7 @@ pub(crate) fn job_report(dir: &Path) -> Result<weave::RunEntry, Failure> {
             "requests": sum("requests"),
             "failed_requests": sum("failed_requests"),
             "call_seconds": {"p50": most("call_seconds", "p50"), "p99": most("call_seconds", "p99")},
+            "figures": figures,
         }));
     }
     let done = reports.len();

@@ -61,10 +61,12 @@ fn roles(p: &Pipeline) -> Vec<(String, usize, &'static str, bool)> {
         let info = node.payload.step.info();
         let shape = node.payload.step.shape();
         let exchange = info.shards_by_exchange();
+        let role = info.shard_role();
         let (what, ok) = match shape {
             Shape::Source => ("reads its share of the input", true),
             Shape::Sink => ("writes its part of the output (-part-IIIII-of-NNNNN)", true),
             Shape::Transform => ("runs on the shard's records", true),
+            _ if exchange && role.is_some() => (role.unwrap_or_default(), true),
             _ if exchange && info.waits_for_every_shard() => {
                 ("exchanges its keys: takes in every shard's before deciding", true)
             }

@@ -97,6 +97,9 @@ impl<S: std::ops::Deref<Target = T> + Send, T: StepInfo + ?Sized + 'static> Step
     fn waits_for_every_shard(&self) -> bool {
         self.inner.waits_for_every_shard()
     }
+    fn shard_role(&self) -> Option<&'static str> {
+        self.inner.shard_role()
+    }
     fn cacheable(&self) -> bool {
         self.inner.cacheable()
     }

@@ -165,6 +165,13 @@ pub trait StepInfo: Send {
         false
     }
 
+    /// What the step does in a shard of a job, in words for `weave plan --shards N`, when
+    /// the words its shape and the methods above give would not say it (a comparison
+    /// whose shards publish their parts and whose last shard writes the job's figures).
+    fn shard_role(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Whether the step's output is decided by what its cache key covers: kind, version,
     /// configuration, seed, its inputs and the content of [`StepInfo::files_read`].
     /// A step whose output depends on anything else (the clock, a web page, a file it

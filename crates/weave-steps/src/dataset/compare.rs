@@ -9,6 +9,8 @@ use weave_core::{
 
 use super::{position_key, salt};
 
+mod parts;
+
 /// The `compare` kind.
 pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
     StepKind::new(
@@ -52,6 +54,11 @@ const MAX_LENGTH: usize = 1 << 16;
 /// exact below that, and beyond it the KS statistic is within about 0.014 of the exact
 /// one, 95% of the time). The vocabulary is counted exactly, as 64-bit token hashes: it
 /// grows with the number of distinct tokens (about 40 bytes each), not with the data.
+///
+/// **In a shard of a job** (see `compare/parts.rs`), each shard passes its synthetic
+/// records on and publishes its part of the comparison; the last shard takes in every
+/// shard's part and writes the job's figures, the single process's; the others write
+/// their own record counts.
 #[derive(Debug)]
 pub struct Compare {
     fields: Option<Vec<String>>,
@@ -61,13 +68,40 @@ pub struct Compare {
     ks_sample: usize,
     seed: Option<u64>,
     config: CanonicalConfig,
-    state: Vec<FieldState>,
-    labels: HashMap<String, [u64; 2]>,
-    records: [u64; 2],
+    tally: Tally,
     done: [bool; 2],
     buf: String,
+    /// In a shard of a job: its part of the comparison, published for the shard that
+    /// writes the job's figures (see [`parts`]).
+    sharded: Option<parts::Sharded>,
+    /// Whether the tally is a shard's part: its numbers are published rather than
+    /// sampled (see [`parts`]).
+    part: bool,
+}
+
+/// What the records seen say, field by field: a shard's part of the comparison, or the
+/// whole of it.
+#[derive(Debug, Default)]
+struct Tally {
+    /// The fields in the order they were first seen.
+    state: Vec<FieldState>,
     /// A field's place in `state`, so that every field of a wide record is found at once.
     index: HashMap<String, usize>,
+    labels: HashMap<String, [u64; 2]>,
+    records: [u64; 2],
+}
+
+impl Tally {
+    fn field(&mut self, name: &str) -> usize {
+        match self.index.get(name) {
+            Some(&i) => i,
+            None => {
+                self.index.insert(name.to_owned(), self.state.len());
+                self.state.push(FieldState::new(name));
+                self.state.len() - 1
+            }
+        }
+    }
 }
 
 fn build(p: &Params) -> Option<Step> {
@@ -82,9 +116,17 @@ fn build(p: &Params) -> Option<Step> {
         p.error_at(item, "`ks_sample` must be at least 2");
     }
     let seed = super::seed_key(p);
+    // In a shard of a job, the figures need every shard's records: the shards exchange
+    // their parts of the comparison.
+    let exchange = crate::exchange::Exchange::of(p).unwrap_or_else(|e| {
+        p.push(weave_core::Diagnostic::error(e).with_code("no-exchange"));
+        None
+    });
     if p.has_errors() {
         return None;
     }
+    let config = exchange.as_ref().map_or_else(|| p.canonical(), |x| x.keyed(p.canonical()));
+    let shard = p.context().shard();
     Some(Step::Merge(Box::new(Compare {
         fields,
         label,
@@ -92,13 +134,12 @@ fn build(p: &Params) -> Option<Step> {
         max_categories,
         ks_sample: ks_sample as usize,
         seed,
-        config: p.canonical(),
-        state: Vec::new(),
-        labels: HashMap::new(),
-        records: [0; 2],
+        config,
+        tally: Tally::default(),
         done: [false; 2],
         buf: String::new(),
-        index: HashMap::new(),
+        part: exchange.is_some(),
+        sharded: exchange.zip(shard).map(|(x, shard)| parts::Sharded::new(x, shard)),
     })))
 }
 
@@ -109,6 +150,29 @@ impl StepInfo for Compare {
 
     fn config(&self) -> CanonicalConfig {
         self.config.clone()
+    }
+
+    /// The figures are over both sets whole: in a job, each shard publishes its part of
+    /// them, and one shard takes in every part and writes the job's figures.
+    fn shards_by_exchange(&self) -> bool {
+        true
+    }
+
+    /// The shard that writes the job's figures (the last) takes in every shard's part.
+    fn waits_for_every_shard(&self) -> bool {
+        true
+    }
+
+    fn shard_role(&self) -> Option<&'static str> {
+        Some(
+            "passes its synthetic records on; publishes its part of the figures, and the last shard takes in every shard's and writes the job's",
+        )
+    }
+
+    /// Not when it only publishes (`weave run --stage`): it passes nothing on then, which
+    /// is not the output its key names.
+    fn cacheable(&self) -> bool {
+        !self.sharded.as_ref().is_some_and(parts::Sharded::publish_only)
     }
 }
 
@@ -187,7 +251,11 @@ impl NumberSample {
 #[derive(Debug, Default)]
 struct Side {
     values: u64,
-    nulls: u64,
+    /// Whether a record of the set has the field (a batch of the set has it as a column).
+    /// Its nulls are then the set's records without a value for it, null or missing,
+    /// counted at the end: how the records fell into batches (a batch's columns are the
+    /// fields of any of its records) changes nothing.
+    present: bool,
     chars: Lengths,
     words: Lengths,
     tokens: u64,
@@ -197,6 +265,14 @@ struct Side {
     min: f64,
     max: f64,
     sample: NumberSample,
+}
+
+impl Side {
+    /// The set's records without a value for the field (`records` of the set), when any
+    /// record of the set has it.
+    fn nulls(&self, records: u64) -> u64 {
+        if self.present { records.saturating_sub(self.values) } else { 0 }
+    }
 }
 
 #[derive(Debug)]
@@ -349,32 +425,27 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 impl Compare {
-    fn field(&mut self, name: &str) -> usize {
-        match self.index.get(name) {
-            Some(&i) => i,
-            None => {
-                self.index.insert(name.to_owned(), self.state.len());
-                self.state.push(FieldState::new(name));
-                self.state.len() - 1
-            }
-        }
-    }
-
-    fn observe(&mut self, side: usize, batch: &Batch, seed: u64) -> Result<(), StepError> {
+    /// Takes `batch` of input `side` into the tally. In a shard of a job it also returns,
+    /// by field, the numbers that count in the field's figures, in order (the job's mean
+    /// and sample are made from every shard's, in shard order; the shard keeps no sample).
+    fn observe(&mut self, side: usize, batch: &Batch, seed: u64) -> Result<Vec<(usize, Vec<f64>)>, StepError> {
         let names: Vec<String> = match &self.fields {
             Some(f) => f.iter().filter(|n| batch.schema().index_of(n).is_some()).cloned().collect(),
             None => batch.schema().names().map(str::to_owned).collect(),
         };
-        let (cap, max_categories) = (self.ks_sample, self.max_categories);
+        let sharded = self.part;
+        let (cap, max_categories) = (if sharded { 0 } else { self.ks_sample }, self.max_categories);
+        let mut numbers = Vec::new();
         for name in names {
-            let i = self.field(&name);
+            let i = self.tally.field(&name);
             let Some(col) = batch.column(&name) else { continue };
-            let st = &mut self.state[i];
+            let st = &mut self.tally.state[i];
+            st.sides[side].present |= !batch.is_empty();
+            let mut published = Vec::new();
             for row in 0..batch.len() {
                 let v = col.get(row);
                 let s = &mut st.sides[side];
                 if v.is_null() {
-                    s.nulls += 1;
                     continue;
                 }
                 s.values += 1;
@@ -405,10 +476,16 @@ impl Compare {
                             s.max = s.max.max(x);
                             let key = position_key(seed, salt::COMPARE ^ side as u64, s.sample.seen);
                             s.sample.add(x, key, cap);
+                            if sharded {
+                                published.push(x);
+                            }
                         }
                         None => {
                             s.numeric = false;
                             s.sample = NumberSample::default();
+                            // The field is no number field: what this batch had of it
+                            // counts for nothing.
+                            published.clear();
                         }
                     }
                 }
@@ -435,6 +512,9 @@ impl Compare {
                     }
                 }
             }
+            if !published.is_empty() {
+                numbers.push((i, published));
+            }
         }
         if let Some(label) = &self.label {
             let col = super::column(batch, label)?;
@@ -444,20 +524,20 @@ impl Compare {
                     ValueRef::Str(t) => t.to_owned(),
                     other => other.canonical().to_string(),
                 };
-                self.labels.entry(key).or_default()[side] += 1;
+                self.tally.labels.entry(key).or_default()[side] += 1;
             }
         }
-        Ok(())
+        Ok(numbers)
     }
 
     /// The figures for one field.
-    fn report(&self, f: &FieldState) -> Value {
+    fn report(&self, f: &FieldState, records: [u64; 2]) -> Value {
         let mut m = BTreeMap::new();
         let both = f.sides.iter().all(|s| s.values > 0);
         for (side, s) in f.sides.iter().enumerate() {
             let mut sm = BTreeMap::from([
                 ("values".to_owned(), Value::Int(s.values as i64)),
-                ("nulls".to_owned(), Value::Int(s.nulls as i64)),
+                ("nulls".to_owned(), Value::Int(s.nulls(records[side]) as i64)),
             ]);
             if s.chars.n > 0 {
                 sm.insert("chars".to_owned(), s.chars.summary());
@@ -550,6 +630,82 @@ impl Compare {
     }
 }
 
+impl Compare {
+    /// Fails when a field named in `fields` is in neither set (over the whole job, in a
+    /// shard of one).
+    fn check_fields(&self, tally: &Tally) -> Result<(), StepError> {
+        if let Some(fields) = &self.fields {
+            let missing: Vec<&String> = fields.iter().filter(|f| !tally.index.contains_key(f.as_str())).collect();
+            if !missing.is_empty() {
+                let names: Vec<String> = missing.iter().map(|f| format!("`{f}`")).collect();
+                return Err(StepError::fatal(format!("{} not in the real or the synthetic records", names.join(", "))));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the figures of `tally` into the run's stats.
+    fn figures(&self, tally: &Tally, ctx: &mut StepContext) {
+        ctx.set_stat("records", records_figure(tally.records));
+        let fields: BTreeMap<String, Value> =
+            tally.state.iter().map(|f| (f.name.clone(), self.report(f, tally.records))).collect();
+        ctx.set_stat("fields", Value::Map(fields.into()));
+        let only = |side: usize| {
+            Value::List(
+                tally
+                    .state
+                    .iter()
+                    .filter(|f| f.sides[side].present && !f.sides[1 - side].present)
+                    .map(|f| Value::Str(f.name.clone()))
+                    .collect(),
+            )
+        };
+        ctx.set_stat(
+            "schema",
+            Value::Map(
+                BTreeMap::from([("only_in_real".to_owned(), only(0)), ("only_in_synthetic".to_owned(), only(1))])
+                    .into(),
+            ),
+        );
+        if self.label.is_some() {
+            let labels = &tally.labels;
+            let mut names: Vec<&String> = labels.keys().collect();
+            names.sort();
+            let share = |side: usize| {
+                super::shares(names.iter().map(|n| ((*n).clone(), labels[*n][side])), tally.records[side])
+            };
+            let missing: Vec<Value> =
+                names.iter().filter(|n| labels[**n][1] == 0).map(|n| Value::Str((*n).clone())).collect();
+            ctx.set_stat(
+                "label_balance",
+                Value::Map(
+                    BTreeMap::from([
+                        ("real".to_owned(), share(0)),
+                        ("synthetic".to_owned(), share(1)),
+                        ("missing_in_synthetic".to_owned(), Value::List(missing)),
+                        (
+                            "js_divergence".to_owned(),
+                            Value::Float(js_divergence(labels.values().map(|c| (c[0], c[1])))),
+                        ),
+                    ])
+                    .into(),
+                ),
+            );
+        }
+    }
+}
+
+/// The `records` figure: how many records of each set.
+fn records_figure(records: [u64; 2]) -> Value {
+    Value::Map(
+        BTreeMap::from([
+            ("real".to_owned(), Value::Int(records[0] as i64)),
+            ("synthetic".to_owned(), Value::Int(records[1] as i64)),
+        ])
+        .into(),
+    )
+}
+
 impl Merge for Compare {
     fn process(
         &mut self,
@@ -564,8 +720,23 @@ impl Merge for Compare {
             ));
         }
         let seed = self.seed.unwrap_or(ctx.seed());
-        self.observe(input, batch, seed)?;
-        self.records[input] += batch.len() as u64;
+        // A shard whose part a run before this one published (the stage before, an
+        // earlier attempt) has its figures there already: it only counts its records, to
+        // check them against the part's.
+        let before = match &mut self.sharded {
+            Some(s) => s.published_before()?,
+            None => false,
+        };
+        if !before {
+            let numbers = self.observe(input, batch, seed)?;
+            if let Some(s) = &mut self.sharded {
+                s.publish_numbers(input, &numbers, &self.tally)?;
+            }
+        }
+        self.tally.records[input] += batch.len() as u64;
+        if self.sharded.as_ref().is_some_and(parts::Sharded::publish_only) {
+            return Ok(());
+        }
         if input == 1 {
             out.push(batch.clone());
         } else {
@@ -587,65 +758,17 @@ impl Merge for Compare {
                 "compare takes two inputs, the real records then the synthetic ones (after = [\"real\", \"synthetic\"]), but this one has one",
             ));
         }
-        if let Some(fields) = &self.fields {
-            let missing: Vec<&String> = fields.iter().filter(|f| !self.index.contains_key(f.as_str())).collect();
-            if !missing.is_empty() {
-                let names: Vec<String> = missing.iter().map(|f| format!("`{f}`")).collect();
-                return Err(StepError::fatal(format!("{} not in the real or the synthetic records", names.join(", "))));
-            }
-        }
-        ctx.set_stat(
-            "records",
-            Value::Map(
-                BTreeMap::from([
-                    ("real".to_owned(), Value::Int(self.records[0] as i64)),
-                    ("synthetic".to_owned(), Value::Int(self.records[1] as i64)),
-                ])
-                .into(),
-            ),
-        );
-        let fields: BTreeMap<String, Value> = self.state.iter().map(|f| (f.name.clone(), self.report(f))).collect();
-        ctx.set_stat("fields", Value::Map(fields.into()));
-        let only = |side: usize| {
-            Value::List(
-                self.state
-                    .iter()
-                    .filter(|f| f.sides[side].values + f.sides[side].nulls > 0)
-                    .filter(|f| f.sides[1 - side].values + f.sides[1 - side].nulls == 0)
-                    .map(|f| Value::Str(f.name.clone()))
-                    .collect(),
-            )
+        let Some(sharded) = &mut self.sharded else {
+            self.check_fields(&self.tally)?;
+            self.figures(&self.tally, ctx);
+            return Ok(());
         };
-        ctx.set_stat(
-            "schema",
-            Value::Map(
-                BTreeMap::from([("only_in_real".to_owned(), only(0)), ("only_in_synthetic".to_owned(), only(1))])
-                    .into(),
-            ),
-        );
-        if self.label.is_some() {
-            let mut names: Vec<&String> = self.labels.keys().collect();
-            names.sort();
-            let share = |side: usize| {
-                super::shares(names.iter().map(|n| ((*n).clone(), self.labels[*n][side])), self.records[side])
-            };
-            let missing: Vec<Value> =
-                names.iter().filter(|n| self.labels[**n][1] == 0).map(|n| Value::Str((*n).clone())).collect();
-            ctx.set_stat(
-                "label_balance",
-                Value::Map(
-                    BTreeMap::from([
-                        ("real".to_owned(), share(0)),
-                        ("synthetic".to_owned(), share(1)),
-                        ("missing_in_synthetic".to_owned(), Value::List(missing)),
-                        (
-                            "js_divergence".to_owned(),
-                            Value::Float(js_divergence(self.labels.values().map(|c| (c[0], c[1])))),
-                        ),
-                    ])
-                    .into(),
-                ),
-            );
+        let seed = self.seed.unwrap_or(ctx.seed());
+        let tally = std::mem::take(&mut self.tally);
+        let job = sharded.finish(tally, ctx, seed, self.ks_sample, self.max_categories)?;
+        if let Some(job) = job {
+            self.check_fields(&job)?;
+            self.figures(&job, ctx);
         }
         Ok(())
     }
@@ -794,6 +917,35 @@ mod tests {
         let ks = get(&stats["fields"], &["score", "ks"]);
         assert_eq!(get(ks, &["real_sample"]), &Value::Int(50));
         assert!((float(get(ks, &["statistic"])) - 0.5).abs() < 0.3, "a sample of 50 is rough, not wrong: {ks}");
+    }
+
+    // regression: a field some records lack counted them as nulls only in the batches where
+    // another record had it, so its nulls changed with the batch size (and in a job, with
+    // where the shards' batches fell).
+    #[test]
+    fn nulls_are_the_records_without_a_value_whatever_the_batches() {
+        let real: Vec<Record> = (0..10)
+            .map(|i| {
+                let r = Record::new().with("a", i as i64);
+                if i == 4 {
+                    r.with("rare", "x")
+                } else if i == 7 {
+                    r.with("rare", Value::Null)
+                } else {
+                    r
+                }
+            })
+            .collect();
+        let synthetic = vec![Record::new().with("a", 1i64)];
+        let (stats, _) = run("", &real, &synthetic, 3);
+        let rare = get(&stats["fields"], &["rare"]);
+        assert_eq!(get(rare, &["real", "values"]), &Value::Int(1));
+        assert_eq!(get(rare, &["real", "nulls"]), &Value::Int(9), "{rare}");
+        assert_eq!(get(rare, &["synthetic", "nulls"]), &Value::Int(0), "the synthetic set has no `rare`");
+        assert_eq!(stats["schema"].to_string(), r#"{"only_in_real":["rare"],"only_in_synthetic":[]}"#);
+        for batch in [1, 2, 10] {
+            assert_eq!(run("", &real, &synthetic, batch).0, stats, "batches of {batch}");
+        }
     }
 
     // NaN made every statistic of a field NaN (and CSV's `NaN` made it no number field).

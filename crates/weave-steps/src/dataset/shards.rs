@@ -25,7 +25,7 @@ use super::{Classes, Stratifier, position_key, salt, unit};
 use crate::exchange::Exchange;
 
 /// Appends `v` as an unsigned LEB128 varint (one byte for a class id under 128).
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -36,16 +36,26 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 /// A published frame that cannot be read: what is wrong with it. The caller names the file
 /// ([`Exchange::damaged`]).
 #[derive(Debug)]
-pub(super) struct Damaged(&'static str);
+pub(super) struct Damaged(pub(super) &'static str);
 
 /// Reads a frame's bytes.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn varint(&mut self) -> Result<u64, Damaged> {
+    /// A reader of `bytes` from their start.
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, at: 0 }
+    }
+
+    /// Whether every byte has been read.
+    pub(super) fn at_end(&self) -> bool {
+        self.at == self.bytes.len()
+    }
+
+    pub(super) fn varint(&mut self) -> Result<u64, Damaged> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = *self.bytes.get(self.at).ok_or(Damaged("a frame ends early"))?;
@@ -58,11 +68,11 @@ impl<'a> Reader<'a> {
         Err(Damaged("a number runs on"))
     }
 
-    fn size(&mut self) -> Result<usize, Damaged> {
+    pub(super) fn size(&mut self) -> Result<usize, Damaged> {
         usize::try_from(self.varint()?).map_err(|_| Damaged("a size is out of range"))
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Damaged> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], Damaged> {
         let end = self.at.checked_add(n).filter(|e| *e <= self.bytes.len()).ok_or(Damaged("a frame ends early"))?;
         let s = &self.bytes[self.at..end];
         self.at = end;
