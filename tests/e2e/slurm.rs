@@ -83,15 +83,24 @@ fn queued(id: &str, task: u32) -> Option<String> {
     })
 }
 
-#[test]
-fn a_slurm_job_of_four_shards_survives_a_cancelled_task_and_equals_one_process() {
-    if std::env::var("WEAVE_TEST_SLURM").as_deref() != Ok("1") {
+/// Whether the tests have a Slurm cluster (`.ci/run` starts one and sets
+/// `WEAVE_TEST_SLURM=1`); without one a test says it skips and does nothing.
+pub(crate) fn slurm_cluster() -> bool {
+    let there = std::env::var("WEAVE_TEST_SLURM").as_deref() == Ok("1");
+    if !there {
         // The test harness shows what a test prints to stderr with --nocapture; a skip is
         // worth saying.
         #[allow(clippy::print_stderr)]
         {
             eprintln!("skipped: no Slurm cluster (.ci/run starts one and sets WEAVE_TEST_SLURM=1)");
         }
+    }
+    there
+}
+
+#[test]
+fn a_slurm_job_of_four_shards_survives_a_cancelled_task_and_equals_one_process() {
+    if !slurm_cluster() {
         return;
     }
     let server = TestServer::builder()
@@ -219,11 +228,7 @@ fn a_slurm_job_of_four_shards_survives_a_cancelled_task_and_equals_one_process()
 
 #[test]
 fn a_slurm_job_that_samples_equals_one_process() {
-    if std::env::var("WEAVE_TEST_SLURM").as_deref() != Ok("1") {
-        #[allow(clippy::print_stderr)]
-        {
-            eprintln!("skipped: no Slurm cluster (.ci/run starts one and sets WEAVE_TEST_SLURM=1)");
-        }
+    if !slurm_cluster() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

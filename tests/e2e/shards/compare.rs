@@ -272,11 +272,7 @@ fn a_damaged_compare_part_is_named() {
 /// gives the single run's output, and `weave report JOB` its figures.
 #[test]
 fn a_slurm_job_that_compares_reports_the_single_runs_figures() {
-    if std::env::var("WEAVE_TEST_SLURM").as_deref() != Ok("1") {
-        #[allow(clippy::print_stderr)]
-        {
-            eprintln!("skipped: no Slurm cluster (.ci/run starts one and sets WEAVE_TEST_SLURM=1)");
-        }
+    if !crate::slurm::slurm_cluster() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
