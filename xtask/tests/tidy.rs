@@ -42,7 +42,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("weave-llm", &["weave-core", "weave-cache", "weave-testkit"]),
     // The pure transforms and the registry, over the two crates whose kinds it adds. The
     // steps know the executor only through weave-core's traits: not weave-exec.
-    ("weave-steps", &["weave-core", "weave-fs", "weave-io", "weave-llm", "weave-testkit"]),
+    // weave-cache for its codec: the shards of a `mix` exchange records encoded as the cache
+    // keeps them.
+    ("weave-steps", &["weave-core", "weave-fs", "weave-cache", "weave-io", "weave-llm", "weave-testkit"]),
     // The run session composes a run from the parts; it takes the registry of kinds as an
     // argument, so it sits beside the steps, not above them.
     ("weave-session", &["weave-core", "weave-fs", "weave-exec", "weave-cache", "weave-monitor"]),

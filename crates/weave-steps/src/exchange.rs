@@ -77,6 +77,11 @@ impl Exchange {
         self.shard.index()
     }
 
+    /// The number of shards of the job.
+    pub(crate) fn shard_count(&self) -> u32 {
+        self.shard.count()
+    }
+
     /// Whether this run only publishes the shard's keys (see [`Exchange::publish_only`]'s
     /// field): the step then passes nothing on, and its output is not cacheable.
     pub(crate) fn publish_only(&self) -> bool {

@@ -25,7 +25,7 @@ use super::{Classes, Stratifier, position_key, salt, unit};
 use crate::exchange::Exchange;
 
 /// Appends `v` as an unsigned LEB128 varint (one byte for a class id under 128).
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -36,16 +36,16 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 /// A published frame that cannot be read: what is wrong with it. The caller names the file
 /// ([`Exchange::damaged`]).
 #[derive(Debug)]
-pub(super) struct Damaged(&'static str);
+pub(super) struct Damaged(pub(super) &'static str);
 
 /// Reads a frame's bytes.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+pub(super) struct Reader<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn varint(&mut self) -> Result<u64, Damaged> {
+    pub(super) fn varint(&mut self) -> Result<u64, Damaged> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = *self.bytes.get(self.at).ok_or(Damaged("a frame ends early"))?;
@@ -58,11 +58,11 @@ impl<'a> Reader<'a> {
         Err(Damaged("a number runs on"))
     }
 
-    fn size(&mut self) -> Result<usize, Damaged> {
+    pub(super) fn size(&mut self) -> Result<usize, Damaged> {
         usize::try_from(self.varint()?).map_err(|_| Damaged("a size is out of range"))
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Damaged> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], Damaged> {
         let end = self.at.checked_add(n).filter(|e| *e <= self.bytes.len()).ok_or(Damaged("a frame ends early"))?;
         let s = &self.bytes[self.at..end];
         self.at = end;
@@ -105,7 +105,7 @@ impl ClassFrames {
 
 /// Reads one shard's frames back, its classes mapped onto the reader's numbering.
 #[derive(Debug, Default)]
-struct ShardClasses {
+pub(super) struct ShardClasses {
     /// The reader's id of each of the shard's classes, by the shard's id.
     map: Vec<u32>,
 }
@@ -113,7 +113,7 @@ struct ShardClasses {
 impl ShardClasses {
     /// Hands `row(class, key)` each row of a frame in order (the key is 0 without
     /// `keys`); the classes new in it are added to `classes` first, in the shard's order.
-    fn read(
+    pub(super) fn read(
         &mut self,
         bytes: &[u8],
         keys: bool,
