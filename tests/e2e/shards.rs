@@ -215,28 +215,20 @@ fn a_sharded_run_refuses_steps_that_need_the_whole_dataset_and_bad_shards() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("in.jsonl"), "{\"text\":\"a\"}\n{\"text\":\"a\"}\n").unwrap();
-    // `mix` stays refused: its output puts the synthetic records it chose after every real
-    // one, which no shard's part can hold in shard order.
-    let p = "[[step]]\nid = \"l\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n[[step]]\nid = \"g\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n[[step]]\nid = \"dd\"\nkind = \"mix\"\nafter = [\"l\", \"g\"]\nratio = 0.5\n\n[[step]]\nid = \"e\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n";
+    // `compare` stays refused: its figures are over both whole sets.
+    let p = "[[step]]\nid = \"l\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n[[step]]\nid = \"g\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n[[step]]\nid = \"dd\"\nkind = \"compare\"\nafter = [\"l\", \"g\"]\n\n[[step]]\nid = \"e\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n";
     std::fs::write(d.join("p.toml"), p).unwrap();
-    let out = check_in(d, &["run", "p.toml", "--shard", "1/2"], 1, &[], &["step `dd` (mix) needs the whole dataset"]);
+    let out = check_in(d, &["run", "p.toml", "--shard", "1/2"], 1, &[], &["step `dd` (compare) needs the whole dataset"]);
     assert!(out.stderr.contains("p.toml:11"), "{}", out.stderr);
     // One shard of one sees everything.
     check_in(d, &["run", "p.toml", "--shard", "0/1"], 0, &["run succeeded"], &[]);
-    assert_eq!(String::from_utf8(read(&d.join("out-part-00000-of-00001.jsonl"))).unwrap().lines().count(), 4);
+    assert_eq!(String::from_utf8(read(&d.join("out-part-00000-of-00001.jsonl"))).unwrap().lines().count(), 2);
     for bad in ["2/2", "x/2", "1"] {
         let out = weave_in(d, &["run", "p.toml", "--shard", bad]);
         assert_eq!(out.code, 2, "{bad}: {}", out.stderr);
         assert!(out.stderr.contains("--shard"), "{bad}: {}", out.stderr);
     }
     assert!(!d.join("out.jsonl").exists());
-    // `compare` too: its figures are over both whole sets.
-    std::fs::write(d.join("p.toml"), p.replace("kind = \"mix\"", "kind = \"compare\"").replace("ratio = 0.5\n", ""))
-        .unwrap();
-    let out =
-        check_in(d, &["run", "p.toml", "--shard", "0/3"], 1, &[], &["step `dd` (compare) needs the whole dataset"]);
-    assert!(out.stderr.contains("p.toml:11"), "{}", out.stderr);
-    assert!(!d.join("out-part-00000-of-00003.jsonl").exists());
 }
 
 /// load → clean → exact dedup (lower-cased, its drops kept) → near dedup → export, over
@@ -824,7 +816,7 @@ fn plan_with_shards_shows_each_steps_part_and_the_stages() {
     // A step that needs the whole dataset is named.
     let sampled = DEDUP_PIPELINE.replace(
         "kind = \"near_dedup\"\nfields = [\"text\"]\nthreshold = 0.7",
-        "kind = \"mix\"\nafter = [\"clean\", \"dedup\"]",
+        "kind = \"compare\"\nafter = [\"clean\", \"dedup\"]",
     );
     std::fs::write(d.join("p.toml"), sampled).unwrap();
     check_in(d, &["plan", "p.toml", "--shards", "2"], 0, &["cannot run sharded: near"], &[]);
@@ -927,3 +919,6 @@ fn gc_during_a_sharded_job_removes_nothing_a_live_shard_holds() {
     let parts: Vec<_> = (0..3).map(|i| d.join(format!("out/result-part-{i:05}-of-00003.jsonl"))).collect();
     assert_eq!(concatenated(&parts), whole);
 }
+
+// `mix` in a sharded job: the last shard passes on the chosen synthetic records.
+mod mix;

@@ -770,7 +770,7 @@ fn check_shardable(dag: &Dag<Option<PipelineStep>>, shard: crate::Shard, diags: 
                 .with_code("needs-whole-dataset")
                 .with_step(&n.id)
                 .at(n.location.clone())
-                .with_help("run it without `--shard` (or with a single shard): sharded runs take sources, record-wise steps, `concat`, `dedup`, `near_dedup`, `validate`, `sample`, `split` and exports (`mix` and `compare` put their output in an order, or compute figures, that only the whole dataset gives)"),
+                .with_help("run it without `--shard` (or with a single shard): sharded runs take sources, record-wise steps, `concat`, `dedup`, `near_dedup`, `validate`, `sample`, `split`, `mix` and exports (`compare` computes figures that only the whole dataset gives)"),
             );
         }
     }

@@ -82,6 +82,18 @@ impl Exchange {
         self.shard.count()
     }
 
+    /// Shard `index` of `count` exchanging in `dir`, for other modules' tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(dir: &Path, index: u32, count: u32) -> Exchange {
+        Exchange {
+            dir: dir.to_path_buf(),
+            shard: Shard::new(index, count).unwrap_or_else(|e| panic!("no shard {index} of {count}: {e}")),
+            out: None,
+            published: false,
+            publish_only: false,
+        }
+    }
+
     /// Whether this run only publishes the shard's keys (see [`Exchange::publish_only`]'s
     /// field): the step then passes nothing on, and its output is not cacheable.
     pub(crate) fn publish_only(&self) -> bool {

@@ -40,11 +40,21 @@ pub(super) struct Damaged(pub(super) &'static str);
 
 /// Reads a frame's bytes.
 pub(super) struct Reader<'a> {
-    pub(super) bytes: &'a [u8],
-    pub(super) at: usize,
+    bytes: &'a [u8],
+    at: usize,
 }
 
 impl<'a> Reader<'a> {
+    /// A reader of `bytes` from their start.
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, at: 0 }
+    }
+
+    /// Whether every byte has been read.
+    pub(super) fn at_end(&self) -> bool {
+        self.at == self.bytes.len()
+    }
+
     pub(super) fn varint(&mut self) -> Result<u64, Damaged> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
@@ -350,6 +360,13 @@ pub(super) fn select(
         chosen.extend(entries.into_iter().map(|(_, p)| p).filter(|p| mine.contains(p)));
     }
     Ok(Selection { offset, chosen, classes })
+}
+
+impl<'a> Reader<'a> {
+    /// The bytes not read yet (a frame's last part, whose length is the frame's rest).
+    pub(super) fn rest(&self) -> &'a [u8] {
+        &self.bytes[self.at..]
+    }
 }
 
 #[cfg(test)]

@@ -64,11 +64,20 @@ struct Job {
 
 /// A synthetic frame's parts: its row count, its classes' frame and its records' bytes.
 fn synthetic_frame(bytes: &[u8]) -> Result<(u64, &[u8], &[u8]), Damaged> {
-    let mut r = Reader { bytes, at: 0 };
+    let mut r = Reader::new(bytes);
     let rows = r.varint()?;
     let n = r.size()?;
     let classes = r.take(n)?;
-    Ok((rows, classes, &bytes[r.at..]))
+    Ok((rows, classes, r.rest()))
+}
+
+/// The format and codec numbers of a header frame (`tag`, then `rest`), or `None` when it is
+/// not one.
+fn read_header(tag: u8, rest: &[u8]) -> Option<(u8, u32)> {
+    let mut r = Reader::new(rest);
+    let format = r.take(1).ok()?[0];
+    let codec_used = u32::from_le_bytes(r.take(4).ok()?.try_into().ok()?);
+    (tag == HEADER && r.at_end()).then_some((format, codec_used))
 }
 
 impl MixShard {
@@ -144,14 +153,10 @@ impl MixShard {
             let damaged = |why: &str| x.damaged(j, why);
             let (&tag, rest) = bytes.split_first().ok_or_else(|| damaged("an empty frame"))?;
             if !header {
-                if tag != HEADER || rest.len() != 5 {
-                    return Err(damaged("it does not begin with mix's header"));
-                }
-                let codec_used = u32::from_le_bytes([rest[1], rest[2], rest[3], rest[4]]);
-                if rest[0] != FORMAT || codec_used != codec::BINCODE2 {
+                let (format, codec_used) = read_header(tag, rest).ok_or_else(|| damaged("it does not begin with mix's header"))?;
+                if format != FORMAT || codec_used != codec::BINCODE2 {
                     return Err(damaged(&format!(
-                        "it was written by another version of weave (mix part format {}, codec {codec_used}; this one reads format {FORMAT}, codec {})",
-                        rest[0],
+                        "it was written by another version of weave (mix part format {format}, codec {codec_used}; this one reads format {FORMAT}, codec {})",
                         codec::BINCODE2
                     )));
                 }
@@ -361,5 +366,312 @@ impl Mix {
         .set(ctx);
         self.shard = Some(s);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use weave_core::{Record, Step, Value};
+
+    /// Builds a mix (`config`) as shard `shard` of a job exchanging in `folder`, or for the
+    /// whole input without it; `publish` builds it for a stage that only publishes.
+    fn build(config: &str, shard: Option<(u32, u32)>, folder: &std::path::Path, publish: bool) -> Step {
+        let k = crate::registry().get("mix").cloned().unwrap();
+        let table = weave_core::ConfTable::parse(config).unwrap();
+        let mut bc = weave_core::BuildContext::new([], None);
+        if let Some((i, n)) = shard {
+            bc = bc
+                .with_shard(Some(weave_core::Shard::new(i, n).unwrap()))
+                .with_exchange([("m".to_owned(), folder.to_path_buf())].into())
+                .publishing_only(if publish { ["m".to_owned()].into() } else { Default::default() });
+        }
+        let p = weave_core::Params::new(table, weave_core::SourceFile::new("t.toml", config), "step", Some("m".into()))
+            .with_context(std::sync::Arc::new(bc));
+        let step = (k.build)(&p);
+        assert!(!p.finish(&k.all_keys()).has_errors());
+        step.unwrap()
+    }
+
+    /// What a run gave: its output as JSON lines, its drops by reason, and its figures.
+    #[derive(Debug)]
+    struct Ran {
+        rows: Vec<String>,
+        dropped: HashMap<String, u64>,
+        excluded: Vec<String>,
+        stats: HashMap<String, Value>,
+    }
+
+    /// Runs a mix over real and synthetic records, cut into batches of `batch` and fed
+    /// alternately as the executor does (by batch number, then input).
+    fn run(step: Step, real: &[Record], synthetic: &[Record], batch: usize) -> Result<Ran, StepError> {
+        let Step::Merge(mut m) = step else { panic!("mix is a merge") };
+        let mut ctx = StepContext::new("m", 9, 0, Default::default()).keeping_dropped(true);
+        let mut out = Vec::new();
+        let inputs: [Vec<&[Record]>; 2] = [real.chunks(batch).collect(), synthetic.chunks(batch).collect()];
+        for seq in 0..inputs[0].len().max(inputs[1].len()).max(1) {
+            for (i, chunks) in inputs.iter().enumerate() {
+                if let Some(c) = chunks.get(seq) {
+                    m.process(i, &Batch::from_records(*c), &mut ctx, &mut out)?;
+                }
+                if seq + 1 == chunks.len().max(1) {
+                    m.input_done(i, &mut ctx, &mut out)?;
+                }
+            }
+        }
+        m.finish(&mut ctx, &mut out)?;
+        let rows = out.iter().flat_map(Batch::to_records).map(|r| r.to_string()).collect();
+        let excluded = ctx.take_excluded().into_iter().map(|(why, r)| format!("{why}: {r}")).collect();
+        Ok(Ran {
+            rows,
+            dropped: ctx.take_dropped().into_iter().collect(),
+            excluded,
+            stats: ctx.take_stats().into_iter().collect(),
+        })
+    }
+
+    /// Real records (labels uneven, one class rare) and synthetic ones (another mix of
+    /// labels, and a class no real record has), `n` of each kind.
+    fn records(prefix: &str, n: usize, labels: &[&'static str]) -> Vec<Record> {
+        (0..n)
+            .map(|i| {
+                let label = labels[(i * 7919 + i / 3) % labels.len()];
+                Record::new().with("id", format!("{prefix}{i}")).with("label", label).with("score", (i % 17) as i64)
+            })
+            .collect()
+    }
+
+    fn int(v: &Value, path: &[&str]) -> u64 {
+        let mut v = v;
+        for p in path {
+            let Value::Map(m) = v else { panic!("{v:?}") };
+            v = m.get(*p).unwrap();
+        }
+        let Value::Int(n) = v else { panic!("{v:?}") };
+        *n as u64
+    }
+
+    /// Every mode, cut into 1 to 4 shards unevenly (a shard without real records, one
+    /// without synthetic ones, one with neither), run all at once and stage by stage: the
+    /// shards' outputs joined in order are the whole run's, and their drops and figures add
+    /// up to its.
+    #[test]
+    fn shards_give_the_whole_runs_output_in_every_mode() {
+        let real = records("r", 500, &["a", "a", "a", "b", "b", "c"]);
+        let synthetic = records("s", 800, &["a", "b", "c", "c", "d"]);
+        let cases = [
+            "source = \"origin\"",
+            "max_synthetic_share = 0.3",
+            "balance_by = \"label\"",
+            "balance_by = \"label\"\nmax_synthetic_share = 0.2",
+            "ratio = 0.25",
+            "ratio = 0.7",
+            "ratio = 0.4\nmax_synthetic_share = 0.5\nbalance_by = \"label\"\nseed = 3",
+            "ratio = 0.6\nbalance_by = \"label\"",
+            "mode = \"replace\"\nratio = 0.3\nsource = \"origin\"",
+        ];
+        for config in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let whole = run(build(config, None, dir.path(), false), &real, &synthetic, 64).unwrap();
+            assert!(!whole.rows.is_empty());
+            for count in 1..=4u32 {
+                let (rc, sc): (Vec<usize>, Vec<usize>) = match count {
+                    1 => (vec![0, 500], vec![0, 800]),
+                    2 => (vec![0, 120, 500], vec![0, 700, 800]),
+                    3 => (vec![0, 0, 300, 500], vec![0, 200, 800, 800]),
+                    _ => (vec![0, 10, 10, 400, 500], vec![0, 300, 300, 300, 800]),
+                };
+                for staged in [false, true].into_iter().filter(|s| !s || count > 1) {
+                    let folder = dir.path().join(format!("x-{count}-{staged}"));
+                    let part = |i: u32| {
+                        let i = i as usize;
+                        (real[rc[i]..rc[i + 1]].to_vec(), synthetic[sc[i]..sc[i + 1]].to_vec())
+                    };
+                    if staged {
+                        for i in 0..count {
+                            let (r, s) = part(i);
+                            let ran = run(build(config, Some((i, count)), &folder, true), &r, &s, 33).unwrap();
+                            assert!(ran.rows.is_empty() && ran.dropped.is_empty(), "a stage that publishes passes nothing on");
+                        }
+                    }
+                    let threads: Vec<_> = (0..count)
+                        .map(|i| {
+                            let step = build(config, Some((i, count)), &folder, false);
+                            let (r, s) = part(i);
+                            std::thread::spawn(move || run(step, &r, &s, 17 + i as usize * 40).unwrap())
+                        })
+                        .collect();
+                    let ran: Vec<Ran> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+                    let what = format!("`{config}` as {count} shards (staged: {staged})");
+                    let joined: Vec<String> = ran.iter().flat_map(|r| r.rows.clone()).collect();
+                    assert_eq!(joined, whole.rows, "{what}");
+                    let mut dropped: HashMap<String, u64> = HashMap::new();
+                    for r in &ran {
+                        for (why, n) in &r.dropped {
+                            *dropped.entry(why.clone()).or_default() += n;
+                        }
+                    }
+                    assert_eq!(dropped, whole.dropped, "{what}");
+                    let mut excluded: Vec<String> = ran.iter().flat_map(|r| r.excluded.clone()).collect();
+                    let mut want = whole.excluded.clone();
+                    excluded.sort();
+                    want.sort();
+                    assert_eq!(excluded, want, "{what}");
+                    for path in [["real", "in"], ["real", "out"], ["synthetic", "in"], ["synthetic", "out"]] {
+                        let sum: u64 = ran.iter().map(|r| int(&r.stats[path[0]], &path[1..])).sum();
+                        assert_eq!(sum, int(&whole.stats[path[0]], &path[1..]), "{what}: {path:?}");
+                    }
+                    if let Some(classes) = whole.stats.get("classes") {
+                        let Value::Map(m) = classes else { panic!() };
+                        for (name, _) in m.iter() {
+                            for side in ["real", "synthetic"] {
+                                let sum: u64 = ran
+                                    .iter()
+                                    .filter_map(|r| match r.stats.get("classes") {
+                                        Some(Value::Map(c)) => c.get(name.as_str()).map(|v| int(v, &[side])),
+                                        _ => None,
+                                    })
+                                    .sum();
+                                assert_eq!(sum, int(classes, &[name.as_str(), side]), "{what}: {name} {side}");
+                            }
+                        }
+                    }
+                    // The job's share is the last shard's figure, and only its.
+                    let last = ran.last().unwrap();
+                    assert_eq!(last.stats.get("synthetic_share"), whole.stats.get("synthetic_share"), "{what}");
+                    if count > 1 {
+                        assert!(ran[0].stats.get("synthetic_share").is_none(), "{what}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The inputs' types and fields are checked over the whole job: a conflict that only
+    /// a later shard's records show fails every shard, with the single run's message.
+    #[test]
+    fn a_schema_mismatch_in_a_later_shard_fails_every_shard_as_the_whole_run() {
+        let real = records("r", 40, &["a", "b"]);
+        // The synthetic records of shard 0 have no score; shard 1's have scores in words.
+        let synthetic: Vec<Record> = (0..40)
+            .map(|i| {
+                let r = Record::new().with("id", format!("s{i}")).with("label", "a");
+                if i < 20 { r } else { r.with("score", "high") }
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let whole = run(build("", None, dir.path(), false), &real, &synthetic, 8).unwrap_err().to_string();
+        assert!(whole.contains("`score` is int in the real records and string in the synthetic ones"), "{whole}");
+        let folder = dir.path().join("x");
+        let threads: Vec<_> = (0..2u32)
+            .map(|i| {
+                let step = build("", Some((i, 2)), &folder, false);
+                let (r, s) = (real[i as usize * 20..][..20].to_vec(), synthetic[i as usize * 20..][..20].to_vec());
+                std::thread::spawn(move || run(step, &r, &s, 8).unwrap_err().to_string())
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), whole);
+        }
+        // A field only the later shard's synthetic records have.
+        let mut synthetic = records("s", 40, &["a"]);
+        synthetic[30] = synthetic[30].clone().with("lable", "x");
+        let whole = run(build("", None, dir.path(), false), &real, &synthetic, 8).unwrap_err().to_string();
+        assert!(whole.contains("only the synthetic records have `lable`"), "{whole}");
+        let folder = dir.path().join("y");
+        let threads: Vec<_> = (0..2u32)
+            .map(|i| {
+                let step = build("", Some((i, 2)), &folder, false);
+                let (r, s) = (real[i as usize * 20..][..20].to_vec(), synthetic[i as usize * 20..][..20].to_vec());
+                std::thread::spawn(move || run(step, &r, &s, 8).unwrap_err().to_string())
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), whole);
+        }
+    }
+
+    /// A part's frames come back as they were written: the header with the format and the
+    /// codec, each synthetic batch's classes and records, the summary.
+    #[test]
+    fn published_frames_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("f");
+        let x = Exchange::for_tests(&folder, 0, 2);
+        let mut s = MixShard::new(x);
+        let batch = Batch::from_records(&[
+            Record::new().with("id", "s0").with("label", "b").with("x", 1.5),
+            Record::new().with("id", "s1").with("label", "a").with("x", Value::Null),
+        ]);
+        s.publish_synthetic(&batch, batch.column("label")).unwrap();
+        let summary: Summary =
+            (3, 2, vec![("a".into(), 2), ("b".into(), 1)], vec![("id".into(), DataType::Str)], vec![("x".into(), DataType::Float)]);
+        s.publish_end(&summary).unwrap();
+        let mut frames = Vec::new();
+        s.exchange.take_own(|b| {
+            frames.push(b.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[0][..2], [HEADER, FORMAT]);
+        assert_eq!(u32::from_le_bytes(frames[0][2..6].try_into().unwrap()), codec::BINCODE2);
+        assert_eq!(frames[1][0], SYNTHETIC);
+        let (rows, classes, records) = synthetic_frame(&frames[1][1..]).unwrap();
+        assert_eq!(rows, 2);
+        let mut known = Classes::default();
+        let mut got = Vec::new();
+        ShardClasses::default().read(classes, false, &mut known, |c, _| got.push(c)).unwrap();
+        assert_eq!((got, known.name(0), known.name(1)), (vec![0, 1], "b", "a"));
+        assert_eq!(codec::decode::<Batch>(records), Some(batch));
+        assert_eq!(frames[2][0], END);
+        assert_eq!(codec::decode::<Summary>(&frames[2][1..]), Some(summary));
+    }
+
+    /// A part that cannot be read is named, with what is wrong with it.
+    #[test]
+    fn a_damaged_part_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("d");
+        let real = records("r", 10, &["a"]);
+        let synthetic = records("s", 10, &["a"]);
+        for i in 0..2u32 {
+            run(build("", Some((i, 2)), &folder, true), &real, &synthetic, 4).unwrap();
+        }
+        let part = folder.join("part-00001-of-00002.keys");
+        let good = std::fs::read(&part).unwrap();
+        let cases: [(Box<dyn Fn(&mut Vec<u8>)>, &str); 3] = [
+            // The header's format number.
+            (Box::new(|b: &mut Vec<u8>| b[13] = 9), "another version of weave (mix part format 9"),
+            // A synthetic frame's records (past its tag, counts and no classes).
+            (
+                Box::new(|b: &mut Vec<u8>| {
+                    let len = u64::from_le_bytes(b[18..26].try_into().unwrap()) as usize;
+                    b[29..26 + len].fill(0xff);
+                }),
+                "cannot be decoded",
+            ),
+            // The summary's tag.
+            (
+                Box::new(|b: &mut Vec<u8>| {
+                    let at = b.iter().rposition(|x| *x == END).unwrap();
+                    b[at] = b'Z';
+                }),
+                "a frame of unknown kind",
+            ),
+        ];
+        for (damage, says) in cases {
+            let mut bytes = good.clone();
+            damage(&mut bytes);
+            std::fs::write(&part, &bytes).unwrap();
+            // The last shard reads every part's records.
+            let err = run(build("", Some((1, 2)), &folder, false), &real, &synthetic, 4).unwrap_err().to_string();
+            assert!(err.contains(&*part.to_string_lossy()) && err.contains(says), "{err}");
+        }
+        // A part whose counts are not its shard's records.
+        std::fs::write(&part, &good).unwrap();
+        let err = run(build("", Some((1, 2)), &folder, false), &real[..9], &synthetic, 4).unwrap_err().to_string();
+        assert!(err.contains("it counts 10 real and 10 synthetic records for this shard, whose inputs have 9 and 10"), "{err}");
     }
 }
