@@ -243,6 +243,16 @@ fn a_schema_mismatch_only_a_later_shard_sees_fails_the_sharded_run() {
     check_in(d, &["run", "p.toml", "--no-cache"], 1, &[], &[says]);
     assert!(!d.join("out/mixed.jsonl").exists());
     let n = 2;
+    for (i, (ok, stderr)) in shards_together(d, n).into_iter().enumerate() {
+        assert!(!ok, "shard {i}: {stderr}");
+        assert!(stderr.contains(says), "shard {i}: {stderr}");
+    }
+    assert!(parts(d, n).iter().all(|p| !p.exists()), "nothing exported");
+}
+
+/// Runs the `n` shards of `p.toml` in `d` all at once and returns, for each, whether it
+/// succeeded and what it wrote to stderr.
+fn shards_together(d: &Path, n: usize) -> Vec<(bool, String)> {
     let children: Vec<_> = (0..n)
         .map(|i| {
             let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weave"));
@@ -258,11 +268,33 @@ fn a_schema_mismatch_only_a_later_shard_sees_fails_the_sharded_run() {
                 .expect("weave starts")
         })
         .collect();
-    for (i, c) in children.into_iter().enumerate() {
-        let out = c.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "shard {i}: {stderr}");
-        assert!(stderr.contains(says), "shard {i}: {stderr}");
+    children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        })
+        .collect()
+}
+
+/// A ratio that asks for more synthetic records than there are: the job's warning comes
+/// once, from the last shard, as the single run gives it once.
+#[test]
+fn too_few_synthetic_records_are_said_once_by_the_last_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sample_input(d);
+    synthetic_input(d);
+    // 1,600 real records at a synthetic share of 0.9 want 14,400 synthetic ones; there are 2,100.
+    std::fs::write(d.join("p.toml"), two_sources("ratio = 0.9")).unwrap();
+    let says = "14400 synthetic records were wanted for the ratio, only 2100 were available";
+    let single = check_in(d, &["run", "p.toml", "--no-cache"], 0, &[], &[says]);
+    assert_eq!(single.stderr.matches("were available").count(), 1, "{}", single.stderr);
+    let ran = shards_together(d, 3);
+    for (i, (ok, stderr)) in ran.iter().enumerate() {
+        assert!(ok, "shard {i}: {stderr}");
+        let want = usize::from(i == 2);
+        assert_eq!(stderr.matches("were available").count(), want, "shard {i}: {stderr}");
     }
-    assert!(parts(d, n).iter().all(|p| !p.exists()), "nothing exported");
+    assert!(ran[2].1.contains(says), "{}", ran[2].1);
 }

@@ -592,6 +592,22 @@ mod tests {
         }
     }
 
+    /// A shard's cache key covers the exchange folder (a key over the whole job's input):
+    /// its output depends on the other shards' records.
+    #[test]
+    fn a_shards_key_names_its_exchange() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("0123abcd-of-2");
+        let config = |step: Step| match step {
+            Step::Merge(m) => String::from_utf8(m.config().as_bytes().to_vec()).unwrap(),
+            _ => panic!("mix is a merge"),
+        };
+        let whole = config(build("ratio = 0.3", None, &folder, false));
+        let shard = config(build("ratio = 0.3", Some((1, 2)), &folder, false));
+        assert!(!whole.contains("0123abcd-of-2") && shard.contains("0123abcd-of-2"), "{whole} / {shard}");
+        assert!(shard.contains(&whole), "{whole} / {shard}");
+    }
+
     /// A part's frames come back as they were written: the header with the format and the
     /// codec, each synthetic batch's classes and records, the summary.
     #[test]
