@@ -82,6 +82,13 @@ impl Exchange {
         self.shard.count()
     }
 
+    /// Whether this shard's part is in place already (an earlier run of it published it:
+    /// the folder is content-addressed, so it is this run's too), so that a step can spare
+    /// itself the work of making frames [`Exchange::publish`] would not write.
+    pub(crate) fn own_published(&self) -> bool {
+        self.published || self.file_of(self.shard.index()).exists()
+    }
+
     /// Shard `index` of `count` exchanging in `dir`, for other modules' tests.
     #[cfg(test)]
     pub(crate) fn for_tests(dir: &Path, index: u32, count: u32) -> Exchange {

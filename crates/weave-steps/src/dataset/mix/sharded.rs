@@ -43,6 +43,9 @@ pub(super) struct MixShard {
     /// The synthetic records' classes, numbered in the shard's order.
     frames: ClassFrames,
     started: bool,
+    /// The shard's part was in place before this run (a stage before published it): its
+    /// frames are not made again.
+    in_place: bool,
 }
 
 /// The job's inputs, from every shard's part.
@@ -82,7 +85,7 @@ fn read_header(tag: u8, rest: &[u8]) -> Option<(u8, u32)> {
 
 impl MixShard {
     pub(super) fn new(exchange: Exchange) -> MixShard {
-        MixShard { exchange, frames: ClassFrames::default(), started: false }
+        MixShard { exchange, frames: ClassFrames::default(), started: false, in_place: false }
     }
 
     /// Whether this run only publishes the shard's part (`weave run --stage`, a stage
@@ -94,6 +97,7 @@ impl MixShard {
     fn start(&mut self) -> Result<(), StepError> {
         if !self.started {
             self.started = true;
+            self.in_place = self.exchange.own_published();
             let mut header = vec![HEADER, FORMAT];
             header.extend_from_slice(&codec::BINCODE2.to_le_bytes());
             self.exchange.publish(&header)?;
@@ -105,6 +109,9 @@ impl MixShard {
     /// balancing.
     pub(super) fn publish_synthetic(&mut self, batch: &Batch, col: Option<&Column>) -> Result<(), StepError> {
         self.start()?;
+        if self.in_place {
+            return Ok(());
+        }
         let classes = col.map(|c| self.frames.frame(c, None)).unwrap_or_default();
         let records = codec::encode(batch)
             .map_err(|e| StepError::internal(format!("cannot encode synthetic records for the other shards: {e}")))?;
