@@ -218,7 +218,8 @@ fn a_sharded_run_refuses_steps_that_need_the_whole_dataset_and_bad_shards() {
     // `compare` stays refused: its figures are over both whole sets.
     let p = "[[step]]\nid = \"l\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n[[step]]\nid = \"g\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n[[step]]\nid = \"dd\"\nkind = \"compare\"\nafter = [\"l\", \"g\"]\n\n[[step]]\nid = \"e\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n";
     std::fs::write(d.join("p.toml"), p).unwrap();
-    let out = check_in(d, &["run", "p.toml", "--shard", "1/2"], 1, &[], &["step `dd` (compare) needs the whole dataset"]);
+    let out =
+        check_in(d, &["run", "p.toml", "--shard", "1/2"], 1, &[], &["step `dd` (compare) needs the whole dataset"]);
     assert!(out.stderr.contains("p.toml:11"), "{}", out.stderr);
     // One shard of one sees everything.
     check_in(d, &["run", "p.toml", "--shard", "0/1"], 0, &["run succeeded"], &[]);

@@ -118,7 +118,8 @@ fn every_mode_at_1_to_4_shards(d: &Path, pipeline: fn(&str) -> String) {
         let sizes: Vec<u64> = parts(d, 4).iter().map(|p| std::fs::metadata(p).unwrap().len()).collect();
         assert!(sizes.contains(&0), "{mode}: {sizes:?}");
         let last = String::from_utf8(read(&parts(d, 4)[3])).unwrap();
-        let synthetic = |text: &str| text.lines().filter(|l| l.contains("variant of") || l.contains("synthetic ")).count();
+        let synthetic =
+            |text: &str| text.lines().filter(|l| l.contains("variant of") || l.contains("synthetic ")).count();
         assert_eq!(synthetic(&last), synthetic(&whole), "{mode}");
     }
 }
@@ -183,7 +184,13 @@ fn mix_stage_by_stage_gives_the_single_run_and_its_figures() {
             for i in (0..n).rev() {
                 let shard = format!("{i}/{n}");
                 let stage = k.to_string();
-                check_in(d, &["-q", "run", "p.toml", "--shard", &shard, "--stage", &stage, "--job-dir", &jobarg], 0, &[], &[]);
+                check_in(
+                    d,
+                    &["-q", "run", "p.toml", "--shard", &shard, "--stage", &stage, "--job-dir", &jobarg],
+                    0,
+                    &[],
+                    &[],
+                );
                 let report = last_report(d, i, n);
                 if k == 1 {
                     assert_eq!(step(&report, "mix")["records_out"], 0, "stage 1 only publishes");
@@ -229,7 +236,8 @@ fn a_schema_mismatch_only_a_later_shard_sees_fails_the_sharded_run() {
     sample_input(d);
     std::fs::create_dir_all(d.join("synth")).unwrap();
     // The first file has no `score`; the second, read by the later shards, has it as words.
-    let real: String = (0..300).map(|i| format!("{{\"id\":{i},\"label\":\"a\",\"noise\":\"n\",\"score\":{i}}}\n")).collect();
+    let real: String =
+        (0..300).map(|i| format!("{{\"id\":{i},\"label\":\"a\",\"noise\":\"n\",\"score\":{i}}}\n")).collect();
     std::fs::remove_dir_all(d.join("in")).unwrap();
     std::fs::create_dir_all(d.join("in")).unwrap();
     std::fs::write(d.join("in/a.jsonl"), real).unwrap();

@@ -536,8 +536,11 @@ impl Mix {
             Mode::Ratio(r) => {
                 let target = (real as f64 * r / (1.0 - r)).round() as u64;
                 let budget = target.min(self.cap_limit(real));
-                let keep =
-                    if self.balance_by.is_some() { water_fill(base, avail, budget) } else { vec![avail[0].min(budget)] };
+                let keep = if self.balance_by.is_some() {
+                    water_fill(base, avail, budget)
+                } else {
+                    vec![avail[0].min(budget)]
+                };
                 let tier = keep.clone();
                 (keep, tier, "over ratio".to_owned(), Some(target))
             }
@@ -597,7 +600,8 @@ impl Merge for Mix {
             _ => None,
         };
         let known = if input == 0 { &mut self.real_classes } else { &mut self.synthetic_classes };
-        let classes: Vec<u32> = col.map(|col| (0..batch.len()).map(|r| known.id(col.get(r))).collect()).unwrap_or_default();
+        let classes: Vec<u32> =
+            col.map(|col| (0..batch.len()).map(|r| known.id(col.get(r))).collect()).unwrap_or_default();
         self.counts[input] += batch.len() as u64;
         if input == 0 {
             for &c in &classes {
@@ -690,9 +694,7 @@ impl Merge for Mix {
             synthetic: (synthetic, choice.synthetic_out),
             job: Some((choice.share(), choice.target)),
             classes: self.balance_by.as_ref().map(|_| {
-                (0..classes.len())
-                    .map(|c| (classes.name(c as u32).to_owned(), (base[c], choice.keep[c])))
-                    .collect()
+                (0..classes.len()).map(|c| (classes.name(c as u32).to_owned(), (base[c], choice.keep[c]))).collect()
             }),
         };
         figures.set(ctx);

@@ -263,7 +263,9 @@ impl MixShard {
             let batch: Batch = codec::decode(records)
                 .filter(|b: &Batch| b.len() as u64 == rows)
                 .ok_or_else(|| x.damaged(j, "a batch of synthetic records cannot be decoded"))?;
-            let fate = tier.get(start as usize..pos as usize).ok_or_else(|| x.damaged(j, "it holds more records than its summary"))?;
+            let fate = tier
+                .get(start as usize..pos as usize)
+                .ok_or_else(|| x.damaged(j, "it holds more records than its summary"))?;
             let keep: Vec<bool> = fate.iter().map(|t| *t == 0).collect();
             if j == me {
                 for (row, t) in fate.iter().enumerate().filter(|(_, t)| **t != 0) {
@@ -499,7 +501,10 @@ mod tests {
                         for i in 0..count {
                             let (r, s) = part(i);
                             let ran = run(build(config, Some((i, count)), &folder, true), &r, &s, 33).unwrap();
-                            assert!(ran.rows.is_empty() && ran.dropped.is_empty(), "a stage that publishes passes nothing on");
+                            assert!(
+                                ran.rows.is_empty() && ran.dropped.is_empty(),
+                                "a stage that publishes passes nothing on"
+                            );
                         }
                     }
                     let threads: Vec<_> = (0..count)
@@ -628,15 +633,21 @@ mod tests {
             Record::new().with("id", "s1").with("label", "a").with("x", Value::Null),
         ]);
         s.publish_synthetic(&batch, batch.column("label")).unwrap();
-        let summary: Summary =
-            (3, 2, vec![("a".into(), 2), ("b".into(), 1)], vec![("id".into(), DataType::Str)], vec![("x".into(), DataType::Float)]);
+        let summary: Summary = (
+            3,
+            2,
+            vec![("a".into(), 2), ("b".into(), 1)],
+            vec![("id".into(), DataType::Str)],
+            vec![("x".into(), DataType::Float)],
+        );
         s.publish_end(&summary).unwrap();
         let mut frames = Vec::new();
-        s.exchange.take_own(|b| {
-            frames.push(b.to_vec());
-            Ok(())
-        })
-        .unwrap();
+        s.exchange
+            .take_own(|b| {
+                frames.push(b.to_vec());
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(frames.len(), 3);
         assert_eq!(frames[0][..2], [HEADER, FORMAT]);
         assert_eq!(u32::from_le_bytes(frames[0][2..6].try_into().unwrap()), codec::BINCODE2);
@@ -695,6 +706,9 @@ mod tests {
         // A part whose counts are not its shard's records.
         std::fs::write(&part, &good).unwrap();
         let err = run(build("", Some((1, 2)), &folder, false), &real[..9], &synthetic, 4).unwrap_err().to_string();
-        assert!(err.contains("it counts 10 real and 10 synthetic records for this shard, whose inputs have 9 and 10"), "{err}");
+        assert!(
+            err.contains("it counts 10 real and 10 synthetic records for this shard, whose inputs have 9 and 10"),
+            "{err}"
+        );
     }
 }
