@@ -455,7 +455,7 @@ mod tests {
         let mut v = v;
         for p in path {
             let Value::Map(m) = v else { panic!("{v:?}") };
-            v = m.get(*p).unwrap();
+            v = m.get(p).unwrap();
         }
         let Value::Int(n) = v else { panic!("{v:?}") };
         *n as u64
@@ -553,7 +553,7 @@ mod tests {
                     let last = ran.last().unwrap();
                     assert_eq!(last.stats.get("synthetic_share"), whole.stats.get("synthetic_share"), "{what}");
                     if count > 1 {
-                        assert!(ran[0].stats.get("synthetic_share").is_none(), "{what}");
+                        assert!(!ran[0].stats.contains_key("synthetic_share"), "{what}");
                     }
                 }
             }
@@ -675,7 +675,8 @@ mod tests {
         }
         let part = folder.join("part-00001-of-00002.keys");
         let good = std::fs::read(&part).unwrap();
-        let cases: [(Box<dyn Fn(&mut Vec<u8>)>, &str); 3] = [
+        type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: [(Damage, &str); 3] = [
             // The header's format number.
             (Box::new(|b: &mut Vec<u8>| b[13] = 9), "another version of weave (mix part format 9"),
             // A synthetic frame's records (past its tag, counts and no classes).
