@@ -235,24 +235,42 @@ impl MixShard {
         self.exchange.shard_count()
     }
 
-    /// Reads every shard's synthetic records again: drops this shard's own that were not
-    /// chosen (`tier` by job position, [`tiers`]), and, in the last shard, passes on every
-    /// shard's chosen ones, in shard order, through `pass`. Decodes only the records it
-    /// drops or passes on.
+    /// Drops this shard's own synthetic records that were not chosen (`tier` by job
+    /// position, [`tiers`]; its own are at `own` in the job's synthetic input), and, in the
+    /// last shard, passes on every shard's chosen ones, in shard order, through `pass`.
+    /// The last shard reads every part again; another reads its own part again only when
+    /// its drops are kept (an exclusion file), and otherwise only counts them. Decodes only
+    /// the records it drops or passes on.
     fn replay_synthetic(
         &self,
         ctx: &mut StepContext,
         tier: &[u8],
+        own: std::ops::Range<u64>,
         why: &dyn Fn(u8) -> String,
         pass: &mut dyn FnMut(Batch) -> Result<(), StepError>,
     ) -> Result<(), StepError> {
         let x = &self.exchange;
         let me = x.shard_index();
         let last = me + 1 == self.exchange_count();
+        if !last && !ctx.keeps_dropped() {
+            // Counted in the order their reasons first come, as the records would be.
+            let fates = tier.get(own.start as usize..own.end as usize).unwrap_or_default();
+            let mut counts: Vec<(u8, u64)> = Vec::new();
+            for &t in fates.iter().filter(|t| **t != 0) {
+                match counts.iter_mut().find(|(k, _)| *k == t) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((t, 1)),
+                }
+            }
+            for (t, n) in counts {
+                ctx.count_dropped(&why(t), n);
+            }
+            return Ok(());
+        }
         // Waiting needs only the run's cancel flag: every part is there by now.
         let waiter = StepContext::new(ctx.step_id().to_owned(), 0, 0, ctx.cancel_flag());
-        let mut pos = 0u64;
-        x.take_every(&waiter, |j, bytes| {
+        let mut pos = if last { 0 } else { own.start };
+        let mut handle = |j: u32, bytes: &[u8]| -> Result<(), StepError> {
             let Some((&SYNTHETIC, rest)) = bytes.split_first() else { return Ok(()) };
             let (rows, _, records) = synthetic_frame(rest).map_err(|Damaged(why)| x.damaged(j, why))?;
             let start = pos;
@@ -276,7 +294,8 @@ impl MixShard {
                 pass(batch.filter(&keep))?;
             }
             Ok(())
-        })
+        };
+        if last { x.take_every(&waiter, &mut handle) } else { x.take_own(|bytes| handle(me, bytes)).map(|_| ()) }
     }
 }
 
@@ -341,7 +360,8 @@ impl Mix {
         let tier = tiers(seed, job.synthetic, &of, &choice);
         let why = |t: u8| choice.why(t).to_owned();
         let mut passed = Vec::new();
-        s.replay_synthetic(ctx, &tier, &why, &mut |b| {
+        let own = job.own_synthetic.0..job.own_synthetic.0 + job.own_synthetic.1;
+        s.replay_synthetic(ctx, &tier, own, &why, &mut |b| {
             passed.push(b);
             Ok(())
         })?;
@@ -413,10 +433,22 @@ mod tests {
     }
 
     /// Runs a mix over real and synthetic records, cut into batches of `batch` and fed
-    /// alternately as the executor does (by batch number, then input).
+    /// alternately as the executor does (by batch number, then input), keeping its dropped
+    /// records (as for an exclusion file).
     fn run(step: Step, real: &[Record], synthetic: &[Record], batch: usize) -> Result<Ran, StepError> {
+        run_keeping(step, real, synthetic, batch, true)
+    }
+
+    /// [`run`], keeping the dropped records or only counting them.
+    fn run_keeping(
+        step: Step,
+        real: &[Record],
+        synthetic: &[Record],
+        batch: usize,
+        keep: bool,
+    ) -> Result<Ran, StepError> {
         let Step::Merge(mut m) = step else { panic!("mix is a merge") };
-        let mut ctx = StepContext::new("m", 9, 0, Default::default()).keeping_dropped(true);
+        let mut ctx = StepContext::new("m", 9, 0, Default::default()).keeping_dropped(keep);
         let mut out = Vec::new();
         let inputs: [Vec<&[Record]>; 2] = [real.chunks(batch).collect(), synthetic.chunks(batch).collect()];
         for seq in 0..inputs[0].len().max(inputs[1].len()).max(1) {
@@ -511,7 +543,9 @@ mod tests {
                         .map(|i| {
                             let step = build(config, Some((i, count)), &folder, false);
                             let (r, s) = part(i);
-                            std::thread::spawn(move || run(step, &r, &s, 17 + i as usize * 40).unwrap())
+                            // Staged, the shards only count their drops (no exclusion file).
+                            let keep = !staged;
+                            std::thread::spawn(move || run_keeping(step, &r, &s, 17 + i as usize * 40, keep).unwrap())
                         })
                         .collect();
                     let ran: Vec<Ran> = threads.into_iter().map(|t| t.join().unwrap()).collect();
@@ -526,7 +560,7 @@ mod tests {
                     }
                     assert_eq!(dropped, whole.dropped, "{what}");
                     let mut excluded: Vec<String> = ran.iter().flat_map(|r| r.excluded.clone()).collect();
-                    let mut want = whole.excluded.clone();
+                    let mut want = if staged { Vec::new() } else { whole.excluded.clone() };
                     excluded.sort();
                     want.sort();
                     assert_eq!(excluded, want, "{what}");
