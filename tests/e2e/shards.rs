@@ -308,13 +308,24 @@ fn dedup_input() -> String {
 /// Runs the `n` shards of `p.toml` in `d` all at once, as an array job's tasks run, and
 /// waits for them: each must succeed.
 fn run_together(d: &Path, n: usize) {
+    for (ok, stderr) in shards_together(d, n, true) {
+        assert!(ok, "{n} shards: {stderr}");
+    }
+}
+
+/// Runs the `n` shards of `p.toml` in `d` all at once (`quiet`: with `-q`) and returns,
+/// for each, whether it succeeded and what it wrote to stderr.
+fn shards_together(d: &Path, n: usize, quiet: bool) -> Vec<(bool, String)> {
     let children: Vec<_> = (0..n)
         .map(|i| {
             let mut c = Command::new(env!("CARGO_BIN_EXE_weave"));
             for v in crate::cli::SHARD_VARIABLES {
                 c.env_remove(v);
             }
-            c.args(["-q", "run", "p.toml", "--shard", &format!("{i}/{n}")])
+            if quiet {
+                c.arg("-q");
+            }
+            c.args(["run", "p.toml", "--shard", &format!("{i}/{n}")])
                 .current_dir(d)
                 .env_remove("RUST_LOG")
                 .stdout(std::process::Stdio::null())
@@ -323,10 +334,13 @@ fn run_together(d: &Path, n: usize) {
                 .expect("weave starts")
         })
         .collect();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "{n} shards: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        })
+        .collect()
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{concatenated, last_report, read, run_together, same_lines, sample_input, step};
+use super::{concatenated, last_report, read, run_together, same_lines, sample_input, shards_together, step};
 use crate::cli::check_in;
 
 /// The modes the tests run, one `mix` step's keys each.
@@ -251,38 +251,11 @@ fn a_schema_mismatch_only_a_later_shard_sees_fails_the_sharded_run() {
     check_in(d, &["run", "p.toml", "--no-cache"], 1, &[], &[says]);
     assert!(!d.join("out/mixed.jsonl").exists());
     let n = 2;
-    for (i, (ok, stderr)) in shards_together(d, n).into_iter().enumerate() {
+    for (i, (ok, stderr)) in shards_together(d, n, false).into_iter().enumerate() {
         assert!(!ok, "shard {i}: {stderr}");
         assert!(stderr.contains(says), "shard {i}: {stderr}");
     }
     assert!(parts(d, n).iter().all(|p| !p.exists()), "nothing exported");
-}
-
-/// Runs the `n` shards of `p.toml` in `d` all at once and returns, for each, whether it
-/// succeeded and what it wrote to stderr.
-fn shards_together(d: &Path, n: usize) -> Vec<(bool, String)> {
-    let children: Vec<_> = (0..n)
-        .map(|i| {
-            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weave"));
-            for v in crate::cli::SHARD_VARIABLES {
-                c.env_remove(v);
-            }
-            c.args(["run", "p.toml", "--shard", &format!("{i}/{n}")])
-                .current_dir(d)
-                .env_remove("RUST_LOG")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("weave starts")
-        })
-        .collect();
-    children
-        .into_iter()
-        .map(|c| {
-            let out = c.wait_with_output().unwrap();
-            (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
-        })
-        .collect()
 }
 
 /// A ratio that asks for more synthetic records than there are: the job's warning comes
@@ -298,7 +271,7 @@ fn too_few_synthetic_records_are_said_once_by_the_last_shard() {
     let says = "14400 synthetic records were wanted for the ratio, only 2100 were available";
     let single = check_in(d, &["run", "p.toml", "--no-cache"], 0, &[], &[says]);
     assert_eq!(single.stderr.matches("were available").count(), 1, "{}", single.stderr);
-    let ran = shards_together(d, 3);
+    let ran = shards_together(d, 3, false);
     for (i, (ok, stderr)) in ran.iter().enumerate() {
         assert!(ok, "shard {i}: {stderr}");
         let want = usize::from(i == 2);

@@ -760,6 +760,32 @@ mod tests {
         try_run(config, real, synthetic, batch_size, seed).unwrap()
     }
 
+    /// Feeds real and synthetic records to a mix, cut into batches of `batch_size` and
+    /// alternately as the executor does (by batch number, then input), and returns what
+    /// it passed on.
+    pub(super) fn feed(
+        m: &mut dyn Merge,
+        real: &[Record],
+        synthetic: &[Record],
+        batch_size: usize,
+        ctx: &mut StepContext,
+    ) -> Result<Vec<Batch>, StepError> {
+        let mut out = Vec::new();
+        let inputs: [Vec<&[Record]>; 2] = [real.chunks(batch_size).collect(), synthetic.chunks(batch_size).collect()];
+        for seq in 0..inputs[0].len().max(inputs[1].len()).max(1) {
+            for (i, chunks) in inputs.iter().enumerate() {
+                if let Some(c) = chunks.get(seq) {
+                    m.process(i, &Batch::from_records(*c), ctx, &mut out)?;
+                }
+                if seq + 1 == chunks.len().max(1) {
+                    m.input_done(i, ctx, &mut out)?;
+                }
+            }
+        }
+        m.finish(ctx, &mut out)?;
+        Ok(out)
+    }
+
     fn try_run(
         config: &str,
         real: &[Record],
@@ -769,19 +795,7 @@ mod tests {
     ) -> Result<Outcome, StepError> {
         let Step::Merge(mut m) = build_step("mix", config) else { panic!("mix is a merge") };
         let mut ctx = StepContext::new("mix", seed, 0, Default::default()).keeping_dropped(true);
-        let mut out = Vec::new();
-        let inputs: [Vec<&[Record]>; 2] = [real.chunks(batch_size).collect(), synthetic.chunks(batch_size).collect()];
-        for seq in 0..inputs[0].len().max(inputs[1].len()) {
-            for (i, chunks) in inputs.iter().enumerate() {
-                if let Some(c) = chunks.get(seq) {
-                    m.process(i, &Batch::from_records(*c), &mut ctx, &mut out)?;
-                }
-                if seq + 1 == chunks.len().max(1) {
-                    m.input_done(i, &mut ctx, &mut out)?;
-                }
-            }
-        }
-        m.finish(&mut ctx, &mut out)?;
+        let out = feed(&mut *m, real, synthetic, batch_size, &mut ctx)?;
         let ids: Vec<String> = out
             .iter()
             .flat_map(|b| b.to_records())

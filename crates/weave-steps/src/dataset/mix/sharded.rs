@@ -432,9 +432,8 @@ mod tests {
         stats: HashMap<String, Value>,
     }
 
-    /// Runs a mix over real and synthetic records, cut into batches of `batch` and fed
-    /// alternately as the executor does (by batch number, then input), keeping its dropped
-    /// records (as for an exclusion file).
+    /// Runs a mix over real and synthetic records in batches of `batch` (see the mix tests'
+    /// `feed`), keeping its dropped records (as for an exclusion file).
     fn run(step: Step, real: &[Record], synthetic: &[Record], batch: usize) -> Result<Ran, StepError> {
         run_keeping(step, real, synthetic, batch, true)
     }
@@ -449,19 +448,7 @@ mod tests {
     ) -> Result<Ran, StepError> {
         let Step::Merge(mut m) = step else { panic!("mix is a merge") };
         let mut ctx = StepContext::new("m", 9, 0, Default::default()).keeping_dropped(keep);
-        let mut out = Vec::new();
-        let inputs: [Vec<&[Record]>; 2] = [real.chunks(batch).collect(), synthetic.chunks(batch).collect()];
-        for seq in 0..inputs[0].len().max(inputs[1].len()).max(1) {
-            for (i, chunks) in inputs.iter().enumerate() {
-                if let Some(c) = chunks.get(seq) {
-                    m.process(i, &Batch::from_records(*c), &mut ctx, &mut out)?;
-                }
-                if seq + 1 == chunks.len().max(1) {
-                    m.input_done(i, &mut ctx, &mut out)?;
-                }
-            }
-        }
-        m.finish(&mut ctx, &mut out)?;
+        let out = super::super::tests::feed(&mut *m, real, synthetic, batch, &mut ctx)?;
         let rows = out.iter().flat_map(Batch::to_records).map(|r| r.to_string()).collect();
         let excluded = ctx.take_excluded().into_iter().map(|(why, r)| format!("{why}: {r}")).collect();
         Ok(Ran {
@@ -599,6 +586,23 @@ mod tests {
     #[test]
     fn a_schema_mismatch_in_a_later_shard_fails_every_shard_as_the_whole_run() {
         let real = records("r", 40, &["a", "b"]);
+        let dir = tempfile::tempdir().unwrap();
+        // Each of 2 shards (20 records of each input) fails with the whole run's error.
+        let fails_as_the_whole_run = |synthetic: &[Record], folder: &str, says: &str| {
+            let whole = run(build("", None, dir.path(), false), &real, synthetic, 8).unwrap_err().to_string();
+            assert!(whole.contains(says), "{whole}");
+            let folder = dir.path().join(folder);
+            let threads: Vec<_> = (0..2usize)
+                .map(|i| {
+                    let step = build("", Some((i as u32, 2)), &folder, false);
+                    let (r, s) = (real[i * 20..][..20].to_vec(), synthetic[i * 20..][..20].to_vec());
+                    std::thread::spawn(move || run(step, &r, &s, 8).unwrap_err().to_string())
+                })
+                .collect();
+            for t in threads {
+                assert_eq!(t.join().unwrap(), whole);
+            }
+        };
         // The synthetic records of shard 0 have no score; shard 1's have scores in words.
         let synthetic: Vec<Record> = (0..40)
             .map(|i| {
@@ -606,36 +610,11 @@ mod tests {
                 if i < 20 { r } else { r.with("score", "high") }
             })
             .collect();
-        let dir = tempfile::tempdir().unwrap();
-        let whole = run(build("", None, dir.path(), false), &real, &synthetic, 8).unwrap_err().to_string();
-        assert!(whole.contains("`score` is int in the real records and string in the synthetic ones"), "{whole}");
-        let folder = dir.path().join("x");
-        let threads: Vec<_> = (0..2u32)
-            .map(|i| {
-                let step = build("", Some((i, 2)), &folder, false);
-                let (r, s) = (real[i as usize * 20..][..20].to_vec(), synthetic[i as usize * 20..][..20].to_vec());
-                std::thread::spawn(move || run(step, &r, &s, 8).unwrap_err().to_string())
-            })
-            .collect();
-        for t in threads {
-            assert_eq!(t.join().unwrap(), whole);
-        }
+        fails_as_the_whole_run(&synthetic, "x", "`score` is int in the real records and string in the synthetic ones");
         // A field only the later shard's synthetic records have.
         let mut synthetic = records("s", 40, &["a"]);
         synthetic[30] = synthetic[30].clone().with("lable", "x");
-        let whole = run(build("", None, dir.path(), false), &real, &synthetic, 8).unwrap_err().to_string();
-        assert!(whole.contains("only the synthetic records have `lable`"), "{whole}");
-        let folder = dir.path().join("y");
-        let threads: Vec<_> = (0..2u32)
-            .map(|i| {
-                let step = build("", Some((i, 2)), &folder, false);
-                let (r, s) = (real[i as usize * 20..][..20].to_vec(), synthetic[i as usize * 20..][..20].to_vec());
-                std::thread::spawn(move || run(step, &r, &s, 8).unwrap_err().to_string())
-            })
-            .collect();
-        for t in threads {
-            assert_eq!(t.join().unwrap(), whole);
-        }
+        fails_as_the_whole_run(&synthetic, "y", "only the synthetic records have `lable`");
     }
 
     /// A shard's cache key covers the exchange folder (a key over the whole job's input):
