@@ -279,3 +279,42 @@ fn too_few_synthetic_records_are_said_once_by_the_last_shard() {
     }
     assert!(ran[2].1.contains(says), "{}", ran[2].1);
 }
+
+/// On a real Slurm (`.ci/run` starts one and sets `WEAVE_TEST_SLURM=1`): `weave slurm
+/// submit` runs a balanced mix of two sources as 2 stages of 4 tasks, whose parts in shard
+/// order are the single process's output and whose job report adds up to its figures.
+#[test]
+fn a_slurm_job_that_mixes_equals_one_process() {
+    if std::env::var("WEAVE_TEST_SLURM").as_deref() != Ok("1") {
+        // The test harness shows what a test prints to stderr with --nocapture; a skip is
+        // worth saying.
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("skipped: no Slurm cluster (.ci/run starts one and sets WEAVE_TEST_SLURM=1)");
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sample_input(d);
+    synthetic_input(d);
+    std::fs::write(d.join("p.toml"), two_sources(MODES[2])).unwrap();
+    check_in(d, &["run", "p.toml", "--no-cache"], 0, &["run succeeded"], &[]);
+    let whole = String::from_utf8(read(&d.join("out/mixed.jsonl"))).unwrap();
+    let run = std::fs::read_dir(d.join(".weave/runs")).unwrap().next().unwrap().unwrap().path();
+    let single: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    check_in(d, &["slurm", "submit", "p.toml", "--tasks", "4"], 0, &["2 stages of 4 tasks"], &[]);
+    let jobs: Vec<_> = std::fs::read_dir(d.join(".weave/jobs")).unwrap().flatten().map(|e| e.path()).collect();
+    let jobarg = jobs[0].to_string_lossy().into_owned();
+    check_in(d, &["slurm", "status", &jobarg, "--wait"], 0, &[], &[]);
+    same_lines(&concatenated(&parts(d, 4)), &whole, "the Slurm job");
+    let out = check_in(d, &["report", &jobarg, "--format", "json"], 0, &[], &[]);
+    let r: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let (job, one) = (step(&r, "mix"), step(&single, "mix"));
+    assert_eq!(
+        (&job["records_in"], &job["records_out"], &job["dropped"]),
+        (&one["records_in"], &one["records_out"], &one["dropped"]),
+        "{job:#}"
+    );
+}
