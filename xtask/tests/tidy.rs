@@ -42,7 +42,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("weave-llm", &["weave-core", "weave-cache", "weave-testkit"]),
     // The pure transforms and the registry, over the two crates whose kinds it adds. The
     // steps know the executor only through weave-core's traits: not weave-exec.
-    ("weave-steps", &["weave-core", "weave-fs", "weave-io", "weave-llm", "weave-testkit"]),
+    // weave-cache for its codec: the shards of a `mix` exchange records encoded as the cache
+    // keeps them.
+    ("weave-steps", &["weave-core", "weave-fs", "weave-cache", "weave-io", "weave-llm", "weave-testkit"]),
     // The run session composes a run from the parts; it takes the registry of kinds as an
     // argument, so it sits beside the steps, not above them.
     ("weave-session", &["weave-core", "weave-fs", "weave-exec", "weave-cache", "weave-monitor"]),
@@ -581,10 +583,11 @@ fn testkit_only_in_tests(name: &str, manifest: &toml::Table) -> Vec<String> {
 }
 
 /// The crates that a lean build must not pull: the arrow and parquet crates, the HTTP
-/// client, its runtime and its TLS, the cache, the LLM steps.
+/// client, its runtime and its TLS, the LLM steps. (weave-cache is not among them: the
+/// shards of a `mix` exchange records with its codec, the one place values become bytes,
+/// and it adds only bincode to a lean weave-steps, which has blake3 and weave-fs anyway.)
 fn heavy(package: &str) -> bool {
-    package.starts_with("arrow")
-        || ["parquet", "reqwest", "tokio", "rustls", "weave-cache", "weave-llm"].contains(&package)
+    package.starts_with("arrow") || ["parquet", "reqwest", "tokio", "rustls", "weave-llm"].contains(&package)
 }
 
 /// The packages that `package` builds with `args` (features), from `cargo tree`: normal
@@ -718,7 +721,7 @@ fn the_test_kit_is_only_a_dev_dependency() {
 }
 
 #[test]
-fn steps_without_features_pull_no_formats_http_or_cache() {
+fn steps_without_features_pull_no_formats_or_http() {
     let mut problems = Vec::new();
     for (package, args) in
         [("weave-steps", &["--no-default-features"][..]), ("weave-io", &["--no-default-features"][..])]
@@ -732,7 +735,7 @@ fn steps_without_features_pull_no_formats_http_or_cache() {
     }
     // Each feature brings its crates (so that this test looks where they would be).
     let full = tree("weave-steps", &["--features", "io,parquet,llm"]);
-    for p in ["parquet", "arrow-array", "reqwest", "tokio", "weave-cache", "weave-llm", "weave-io"] {
+    for p in ["parquet", "arrow-array", "reqwest", "tokio", "weave-llm", "weave-io"] {
         assert!(full.iter().any(|f| f == p), "tidy: weave-steps with every feature lacks `{p}`: {full:?}");
     }
     check("lean builds", problems);

@@ -770,7 +770,7 @@ fn check_shardable(dag: &Dag<Option<PipelineStep>>, shard: crate::Shard, diags: 
                 .with_code("needs-whole-dataset")
                 .with_step(&n.id)
                 .at(n.location.clone())
-                .with_help("run it without `--shard` (or with a single shard): sharded runs take sources, record-wise steps, `concat`, `dedup`, `near_dedup`, `validate`, `sample`, `split`, `compare` and exports (`mix` puts its output in an order that only the whole dataset gives)"),
+                .with_help("run it without `--shard` (or with a single shard): sharded runs take sources, record-wise steps, `concat`, `dedup`, `near_dedup`, `validate`, `sample`, `split`, `mix`, `compare` and exports"),
             );
         }
     }
@@ -804,6 +804,50 @@ mod tests {
         fn next_batch(&mut self, _: &mut StepContext) -> Result<Option<Batch>, StepError> {
             Ok(None)
         }
+    }
+
+    /// A stateful step of a user's own kind that says nothing of shards.
+    #[derive(Debug)]
+    struct Whole;
+
+    impl StepInfo for Whole {
+        fn kind(&self) -> &str {
+            "whole"
+        }
+        fn config(&self) -> CanonicalConfig {
+            CanonicalConfig::default()
+        }
+    }
+
+    impl crate::step::StatefulTransform for Whole {
+        fn process(&mut self, _: &Batch, _: &mut StepContext, _: &mut Vec<Batch>) -> Result<(), StepError> {
+            Ok(())
+        }
+    }
+
+    // Every built-in whole-dataset step runs sharded now (by exchange); a step of a kind of
+    // the user's own that needs the whole dataset is still refused in a shard, by name and line.
+    #[test]
+    fn a_shard_refuses_a_stateful_step_that_cannot_run_sharded_naming_it() {
+        let mut registry = Registry::new();
+        registry.register(StepKind::new("empty", Shape::Source, "nothing", [""; 0], |_| {
+            Some(Step::Source(Box::new(Asks(Resources::default()))))
+        }));
+        registry.register(StepKind::new("whole", Shape::StatefulTransform, "needs all", [""; 0], |_| {
+            Some(Step::StatefulTransform(Box::new(Whole)))
+        }));
+        let text = "[[step]]\nid = \"src\"\nkind = \"empty\"\n\n[[step]]\nid = \"all\"\nkind = \"whole\"\n";
+        let shard = |i, n| BuildOptions { shard: Some(crate::Shard::new(i, n).unwrap()), ..BuildOptions::default() };
+        let Err(diags) = Pipeline::from_file_text_with("p.toml", text, &registry, &shard(1, 2)) else {
+            panic!("a shard of two took a step that needs the whole dataset");
+        };
+        let d = diags.0.iter().find(|d| d.code == "needs-whole-dataset").expect("the refusal");
+        assert!(d.message.contains("step `all` (whole) needs the whole dataset"), "{}", d.message);
+        assert_eq!(d.step.as_deref(), Some("all"));
+        assert_eq!(d.location.as_ref().map(|l| l.line), Some(5));
+        // One shard of one sees everything, and a run that is no shard too.
+        assert!(Pipeline::from_file_text_with("p.toml", text, &registry, &shard(0, 1)).is_ok());
+        assert!(Pipeline::from_file_text("p.toml", text, &registry).is_ok());
     }
 
     fn errors(limits: ResourceLimits, id: &str, asks: Resources) -> Vec<String> {

@@ -77,6 +77,30 @@ impl Exchange {
         self.shard.index()
     }
 
+    /// The number of shards of the job.
+    pub(crate) fn shard_count(&self) -> u32 {
+        self.shard.count()
+    }
+
+    /// Whether this shard's part is in place already (an earlier run of it published it:
+    /// the folder is content-addressed, so it is this run's too), so that a step can spare
+    /// itself the work of making frames [`Exchange::publish`] would not write.
+    pub(crate) fn own_published(&self) -> bool {
+        self.published || self.file_of(self.shard.index()).exists()
+    }
+
+    /// Shard `index` of `count` exchanging in `dir`, for other modules' tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(dir: &Path, index: u32, count: u32) -> Exchange {
+        Exchange {
+            dir: dir.to_path_buf(),
+            shard: Shard::new(index, count).unwrap_or_else(|e| panic!("no shard {index} of {count}: {e}")),
+            out: None,
+            published: false,
+            publish_only: false,
+        }
+    }
+
     /// Whether this run only publishes the shard's keys (see [`Exchange::publish_only`]'s
     /// field): the step then passes nothing on, and its output is not cacheable.
     pub(crate) fn publish_only(&self) -> bool {

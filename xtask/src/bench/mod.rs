@@ -22,6 +22,7 @@ mod plan;
 mod reliability;
 mod report;
 mod shards;
+mod shards_mix;
 mod shards_sample;
 mod speedup;
 mod steps;
@@ -133,6 +134,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "shards_sample",
         summary: "1M JSONL rows through load → stratified split → stratified sample of 10,000 → export as one process, as 1, 2 and 4 shards started together and as 4 shards stage by stage: wall time, and CPU of all against one process's",
         run: shards_sample::run,
+    },
+    Scenario {
+        name: "shards_mix",
+        summary: "1M JSONL rows through load → a template making variants → sample (0.3) → mix (ratio 0.2, balanced by label) → export as one process, as 1, 2 and 4 shards started together and as 4 shards stage by stage: wall time, and CPU of all against one process's",
+        run: shards_mix::run,
     },
     Scenario {
         name: "near_dedup",

@@ -70,6 +70,13 @@ fn write_input(dir: &std::path::Path) -> usize {
 }
 
 pub(super) fn run(report: &mut Report) {
+    run_pipeline(report, PIPELINE, 3);
+}
+
+/// Measures `pipeline` (over this scenario's input, its export in `out/`), of `stages`
+/// stages as shards: as one process, as 1, 2 and 4 shards started together, and as 4
+/// shards stage by stage.
+pub(super) fn run_pipeline(report: &mut Report, pipeline: &str, stages: usize) {
     let weave = match super::cache::build_weave() {
         Ok(p) => p,
         Err(e) => {
@@ -79,7 +86,7 @@ pub(super) fn run(report: &mut Report) {
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let bytes = write_input(dir.path());
-    std::fs::write(dir.path().join("p.toml"), PIPELINE).expect("pipeline");
+    std::fs::write(dir.path().join("p.toml"), pipeline).expect("pipeline");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     report.progress(format!("{} rows ({} MB), {cores} cores", thousands(ROWS as u64), bytes / 1_000_000));
     // `n` processes started together (none: one process without `--shard`), for each of
@@ -123,7 +130,7 @@ pub(super) fn run(report: &mut Report) {
         ("1 shard", 1, None),
         ("2 shards together", 2, None),
         ("4 shards together", 4, None),
-        ("4 shards stage by stage", 4, Some(3)),
+        ("4 shards stage by stage", 4, Some(stages)),
     ] {
         let (wall, cpu) = measure(Some(shards), stages);
         report.add(

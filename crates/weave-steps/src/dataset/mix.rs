@@ -4,10 +4,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use weave_core::{
     Batch, CanonicalConfig, DataType, Merge, Params, Shape, Step, StepContext, StepError, StepInfo, StepKind, Value,
-    did_you_mean,
+    ValueRef, did_you_mean,
 };
 
 use super::{Classes, column, constant_column, position_key, salt, water_fill};
+use crate::exchange::Exchange;
+
+mod sharded;
 
 /// The `mix` kind.
 pub(crate) static KIND: std::sync::LazyLock<StepKind> = std::sync::LazyLock::new(|| {
@@ -35,8 +38,14 @@ enum Mode {
 
 /// Merges real records (the first input in `after`) with synthetic ones (the second).
 ///
-/// - `append` (the default): every real record and every synthetic one, passed on as
-///   they arrive, unless `max_synthetic_share` or `balance_by` asks for a choice.
+/// The output is every real record (in `replace` mode, the ones kept), in input order,
+/// then the synthetic records passed on, in input order: whatever batches the inputs came
+/// in, and however many shards run the step.
+///
+/// - `append` (the default): every real record, then every synthetic one, unless
+///   `max_synthetic_share` or `balance_by` asks for a choice. The synthetic batches that
+///   come while the real input has not ended are held until it has; after that they pass
+///   straight on.
 /// - `ratio = r`: every real record, plus synthetic records chosen at random so that they
 ///   make a share `r` of the output (`R·r/(1−r)` of them, rounded); if there are too few,
 ///   all of them (the stats say so, and a warning is logged).
@@ -46,7 +55,9 @@ enum Mode {
 /// `max_synthetic_share` caps the synthetic share of the output. `balance_by = "label"`
 /// adds synthetic records to the classes with the fewest real records first: in `append`
 /// mode until every class has as many as the largest real class (within the cap), in
-/// `ratio` mode spreading the synthetic budget so the classes end as even as possible.
+/// `ratio` mode spreading the synthetic budget so the classes end as even as possible
+/// (what cannot be spread evenly goes to the classes in the order they first appear in
+/// the real records, then in the synthetic ones).
 /// `source = "origin"` writes `"real"` or `"synthetic"` into that field.
 ///
 /// **Memory.** Hitting a ratio, a cap or a balance exactly needs the counts of both
@@ -57,14 +68,25 @@ enum Mode {
 /// roughly. The real input always streams through except in `replace`. For a synthetic
 /// set larger than memory, `sample` it (`fraction` streams) before the mix.
 ///
-/// **Schema check** (`check_schema`, on by default): a field whose types differ between
-/// the inputs (a string in one, a number in the other) fails the step as soon as it is
-/// seen, and a field that only one input has fails it at the end; the message names every
-/// such field. Integers and floats fit together, and a field that is null throughout, or
-/// of mixed type, fits anything.
+/// **Sharded** (`weave run --shard I/N`): each shard writes its synthetic records, and
+/// its real input's counts, to the step's exchange folder, and every shard reads every
+/// shard's part to make the job's choice. Each shard passes on its own real records (in
+/// `replace`, the ones kept); the LAST shard then passes on the chosen synthetic records
+/// of every shard, in shard order, so that the parts joined in shard order are the single
+/// process's output. The last shard therefore holds the job's chosen synthetic records in
+/// memory at its end. Each shard's figures are its own records' (what it kept and
+/// dropped of its inputs), so that they add up to the single run's; the job's share and
+/// target are the last shard's figures.
 ///
-/// Random choices use the seed and each record's position in its input, so they do not
-/// depend on batch sizes.
+/// **Schema check** (`check_schema`, on by default): a field whose types differ between
+/// the inputs (a string in one, a number in the other), or that only one input has, fails
+/// the step once both inputs have ended (over every record, so the verdict does not depend
+/// on the order batches come in, nor on the shards); the message names every such field.
+/// Integers and floats fit together, and a field that is null throughout, or of mixed
+/// type, fits anything.
+///
+/// Random choices use the seed and each record's position in its input (in the whole
+/// job's input, when sharded), so they do not depend on batch sizes or shards.
 #[derive(Debug)]
 pub struct Mix {
     mode: Mode,
@@ -75,23 +97,59 @@ pub struct Mix {
     seed: Option<u64>,
     config: CanonicalConfig,
     /// Per input: every field seen and its (widened) type.
-    types: [Vec<(String, DataType)>; 2],
-    /// Per input: a field's place in `types`, so that a wide record's fields are each found
-    /// at once, not by a scan.
-    type_index: [HashMap<String, usize>; 2],
+    types: [Types; 2],
     done: [bool; 2],
     counts: [u64; 2],
-    classes: Classes,
+    /// The real records' classes (when balancing), in order of first appearance, and how
+    /// many real records each has.
+    real_classes: Classes,
     real_by_class: Vec<u64>,
+    /// The synthetic records' classes, in order of first appearance among them.
+    synthetic_classes: Classes,
     held: [Vec<Held>; 2],
+    /// In a shard of a job of several: the exchange with the other shards.
+    shard: Option<sharded::MixShard>,
 }
 
 /// A batch held until the end.
 #[derive(Debug)]
 struct Held {
     batch: Batch,
-    /// Each row's class, when balancing.
+    /// Each row's class, when balancing (the input's own numbering).
     classes: Vec<u32>,
+}
+
+/// The fields of one input and their (widened) types, in order of first appearance.
+#[derive(Debug, Default)]
+pub(super) struct Types {
+    pub(super) list: Vec<(String, DataType)>,
+    /// A field's place in `list`, so that a wide record's fields are each found at once,
+    /// not by a scan.
+    index: HashMap<String, usize>,
+}
+
+impl Types {
+    /// Widens field `name`'s type by `ty` (adding the field if new).
+    pub(super) fn fold(&mut self, name: &str, ty: DataType) {
+        match self.index.get(name) {
+            Some(&k) => self.list[k].1 = widen(self.list[k].1, ty),
+            None => {
+                self.index.insert(name.to_owned(), self.list.len());
+                self.list.push((name.to_owned(), ty));
+            }
+        }
+    }
+
+    /// Folds in the types of a batch's columns.
+    pub(super) fn fold_batch(&mut self, batch: &Batch) {
+        for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+            self.fold(&f.name, checked_type(c));
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<DataType> {
+        self.index.get(name).map(|&k| self.list[k].1)
+    }
 }
 
 fn ratio_key(p: &Params, inclusive_one: bool) -> Option<f64> {
@@ -155,6 +213,15 @@ fn build(p: &Params) -> Option<Step> {
     if p.has_errors() {
         return None;
     }
+    // In a shard of a job of several, the choice is the whole job's: the shards exchange.
+    let exchange = Exchange::of(p).unwrap_or_else(|e| {
+        p.push(weave_core::Diagnostic::error(e).with_code("no-exchange"));
+        None
+    });
+    if p.has_errors() {
+        return None;
+    }
+    let config = exchange.as_ref().map_or_else(|| p.canonical(), |x| x.keyed(p.canonical()));
     Some(Step::Merge(Box::new(Mix {
         mode: mode?,
         cap,
@@ -162,14 +229,15 @@ fn build(p: &Params) -> Option<Step> {
         source,
         check_schema,
         seed,
-        config: p.canonical(),
+        config,
         types: Default::default(),
         done: [false; 2],
         counts: [0; 2],
-        classes: Classes::default(),
+        real_classes: Classes::default(),
         real_by_class: Vec::new(),
+        synthetic_classes: Classes::default(),
         held: Default::default(),
-        type_index: Default::default(),
+        shard: exchange.map(sharded::MixShard::new),
     })))
 }
 
@@ -184,6 +252,23 @@ impl StepInfo for Mix {
 
     fn estimated_cost(&self) -> f64 {
         0.2
+    }
+
+    /// Every mode: even a plain append puts every synthetic record after every real one,
+    /// which only the last shard's part can hold.
+    fn shards_by_exchange(&self) -> bool {
+        true
+    }
+
+    /// The choice is made over both whole inputs, the later shards' too.
+    fn waits_for_every_shard(&self) -> bool {
+        true
+    }
+
+    /// Not when it only publishes (`weave run --stage`): it passes nothing on then, which
+    /// is not the output its key names.
+    fn cacheable(&self) -> bool {
+        !self.shard.as_ref().is_some_and(sharded::MixShard::publish_only)
     }
 }
 
@@ -210,7 +295,8 @@ fn checked_type(c: &weave_core::Column) -> DataType {
     }
 }
 
-/// The type that holds values of both types.
+/// The type that holds values of both types (a join: the order values come in does not
+/// change the result).
 fn widen(a: DataType, b: DataType) -> DataType {
     use DataType::{Any, Float, Int, Null, UInt};
     match (a, b) {
@@ -222,8 +308,191 @@ fn widen(a: DataType, b: DataType) -> DataType {
     }
 }
 
+/// What the schema check finds wrong with inputs of these types and record counts, as
+/// one message: the fields whose types do not fit together, else (when neither input is
+/// empty: an empty input has no fields to compare) the fields only one input has.
+fn schema_problem(types: &[Types; 2], counts: [u64; 2]) -> Option<String> {
+    let conflicts: Vec<String> = types[0]
+        .list
+        .iter()
+        .filter_map(|(name, real)| {
+            let synth = types[1].get(name)?;
+            (!compatible(*real, synth))
+                .then(|| format!("`{name}` is {real} in the real records and {synth} in the synthetic ones"))
+        })
+        .collect();
+    if !conflicts.is_empty() {
+        return Some(conflicts.join("; "));
+    }
+    if counts.contains(&0) {
+        return None;
+    }
+    let only: [Vec<&str>; 2] = [0, 1].map(|i| {
+        types[i].list.iter().map(|(n, _)| n.as_str()).filter(|n| types[1 - i].get(n).is_none()).collect::<Vec<_>>()
+    });
+    if only[0].is_empty() && only[1].is_empty() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for (i, names) in only.iter().enumerate() {
+        if !names.is_empty() {
+            let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            parts.push(format!("only the {} records have {}", INPUTS[i], list.join(", ")));
+        }
+    }
+    let mut msg = parts.join("; ");
+    for n in &only[1] {
+        if let Some(m) = did_you_mean(n, only[0].iter().copied()) {
+            msg.push_str(&format!(" (`{n}` looks like `{m}`)"));
+        }
+    }
+    Some(msg)
+}
+
+/// The message for inputs that do not fit together.
+fn mismatch(what: &str) -> StepError {
+    StepError::fatal(format!(
+        "the real and synthetic inputs do not fit together: {what} (set check_schema = false to mix them anyway)"
+    ))
+}
+
+/// The job's classes: the real records' in their order of first appearance, then those of
+/// the synthetic records that no real record has, in theirs (an order that does not depend
+/// on how the two inputs' batches interleave); with each synthetic class's number among
+/// them, by its number in `synthetic`.
+fn job_classes(real: &Classes, synthetic: &Classes) -> (Classes, Vec<u32>) {
+    let mut all = Classes::default();
+    for c in 0..real.len() {
+        all.id(ValueRef::Str(real.name(c as u32)));
+    }
+    let map = (0..synthetic.len()).map(|c| all.id(ValueRef::Str(synthetic.name(c as u32)))).collect();
+    (all, map)
+}
+
+/// What the step passes on, decided from the job's counts.
+#[derive(Debug)]
+struct Choice {
+    /// Per class: how many synthetic records to pass on, and up to how many the drops past
+    /// that are "over the cap" rather than for the mode's own reason.
+    keep: Vec<u64>,
+    cap_tier: Vec<u64>,
+    /// The mode's own reason for dropping a synthetic record.
+    reason: String,
+    /// How many synthetic records the ratio asks for (ratio and replace modes).
+    target: Option<u64>,
+    /// How many the ratio and the cap together ask for.
+    wanted: Option<u64>,
+    real_out: u64,
+    synthetic_out: u64,
+}
+
+const OVER_CAP: &str = "over max_synthetic_share";
+
+impl Choice {
+    /// Why synthetic records of tier `t` (see [`tiers`]) are dropped.
+    fn why(&self, t: u8) -> &str {
+        if t == 1 { OVER_CAP } else { &self.reason }
+    }
+
+    /// The synthetic share of the output.
+    fn share(&self) -> f64 {
+        let total = self.real_out + self.synthetic_out;
+        if total == 0 { 0.0 } else { self.synthetic_out as f64 / total as f64 }
+    }
+}
+
+/// Each synthetic record's fate, by its position in the (job's) synthetic input: 0 passed
+/// on, 1 dropped over the cap, 2 dropped for the mode's own reason. Per class, the records
+/// with the smallest keys go first. `classes` holds each position's class, or is empty when
+/// not balancing (one class).
+fn tiers(seed: u64, n: u64, classes: &[u32], choice: &Choice) -> Vec<u8> {
+    let mut by_class: Vec<Vec<(u64, u64)>> = vec![Vec::new(); choice.keep.len()];
+    for pos in 0..n {
+        let c = classes.get(pos as usize).copied().unwrap_or(0) as usize;
+        by_class[c].push((position_key(seed, salt::MIX_SYNTHETIC, pos), pos));
+    }
+    let mut tier = vec![2u8; n as usize];
+    for (c, mut entries) in by_class.into_iter().enumerate() {
+        entries.sort_unstable();
+        for (rank, (_, p)) in entries.into_iter().enumerate() {
+            let rank = rank as u64;
+            tier[p as usize] = if rank < choice.keep[c] {
+                0
+            } else if rank < choice.cap_tier[c] {
+                1
+            } else {
+                2
+            };
+        }
+    }
+    tier
+}
+
+/// In `replace` mode: the positions, among `range`, of the real records replaced: of the
+/// `real` records, the `n` whose keys are the largest (those kept have the smallest). Keys
+/// of distinct positions differ, so the set does not depend on the order they are met in.
+fn replaced(seed: u64, real: u64, n: u64, range: std::ops::Range<u64>) -> std::collections::HashSet<u64> {
+    use std::cmp::Reverse;
+    let mut heap = std::collections::BinaryHeap::with_capacity(n.min(real) as usize + 1);
+    if n > 0 {
+        for p in 0..real {
+            let key = position_key(seed, salt::MIX_REAL, p);
+            if (heap.len() as u64) < n {
+                heap.push(Reverse((key, p)));
+            } else if heap.peek().is_some_and(|Reverse(top)| key > top.0) {
+                heap.pop();
+                heap.push(Reverse((key, p)));
+            }
+        }
+    }
+    heap.into_iter().map(|Reverse((_, p))| p).filter(|p| range.contains(p)).collect()
+}
+
+/// The step's figures: its own records' (real and synthetic, in and out), the job's
+/// share and target (`job`), and per class the real records and the synthetic ones passed
+/// on (`classes`, when balancing).
+struct Figures {
+    real: (u64, u64),
+    synthetic: (u64, u64),
+    job: Option<(f64, Option<u64>)>,
+    classes: Option<BTreeMap<String, (u64, u64)>>,
+}
+
+impl Figures {
+    fn set(self, ctx: &mut StepContext) {
+        let counts = |(i, o): (u64, u64)| {
+            Value::Map(
+                BTreeMap::from([("in".to_owned(), Value::Int(i as i64)), ("out".to_owned(), Value::Int(o as i64))])
+                    .into(),
+            )
+        };
+        ctx.set_stat("real", counts(self.real));
+        ctx.set_stat("synthetic", counts(self.synthetic));
+        if let Some((share, target)) = self.job {
+            ctx.set_stat("synthetic_share", Value::Float(share));
+            if let Some(t) = target {
+                ctx.set_stat("synthetic_target", Value::Int(t as i64));
+            }
+        }
+        if let Some(classes) = self.classes {
+            let classes: BTreeMap<String, Value> = classes
+                .into_iter()
+                .map(|(name, (real, synthetic))| {
+                    let m = BTreeMap::from([
+                        ("real".to_owned(), Value::Int(real as i64)),
+                        ("synthetic".to_owned(), Value::Int(synthetic as i64)),
+                    ]);
+                    (name, Value::Map(m.into()))
+                })
+                .collect();
+            ctx.set_stat("classes", Value::Map(classes.into()));
+        }
+    }
+}
+
 impl Mix {
-    /// Whether input `i`'s batches are held to the end rather than passed on.
+    /// Whether input `i`'s batches are held to the end rather than passed on (a plain
+    /// append's synthetic batches are held only until the real input ends).
     fn holds(&self, i: usize) -> bool {
         match i {
             0 => matches!(self.mode, Mode::Replace(_)),
@@ -241,55 +510,6 @@ impl Mix {
         }
     }
 
-    /// Folds a batch's field types into input `i`'s and returns the fields whose types no
-    /// longer fit the other input's.
-    fn type_conflicts(&mut self, i: usize, batch: &Batch) -> Vec<String> {
-        for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
-            let ty = checked_type(c);
-            match self.type_index[i].get(&f.name) {
-                Some(&k) => self.types[i][k].1 = widen(self.types[i][k].1, ty),
-                None => {
-                    self.type_index[i].insert(f.name.clone(), self.types[i].len());
-                    self.types[i].push((f.name.clone(), ty));
-                }
-            }
-        }
-        let mut out = Vec::new();
-        for (name, real) in &self.types[0] {
-            if let Some(&k) = self.type_index[1].get(name)
-                && let synth = self.types[1][k].1
-                && !compatible(*real, synth)
-            {
-                out.push(format!("`{name}` is {real} in the real records and {synth} in the synthetic ones"));
-            }
-        }
-        out
-    }
-
-    /// The fields that only one input has, as one message, or `None`.
-    fn field_differences(&self) -> Option<String> {
-        let has = |i: usize, name: &str| self.type_index[i].contains_key(name);
-        let only: [Vec<&str>; 2] = [0, 1]
-            .map(|i| self.types[i].iter().map(|(n, _)| n.as_str()).filter(|n| !has(1 - i, n)).collect::<Vec<_>>());
-        if only[0].is_empty() && only[1].is_empty() {
-            return None;
-        }
-        let mut parts = Vec::new();
-        for (i, names) in only.iter().enumerate() {
-            if !names.is_empty() {
-                let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
-                parts.push(format!("only the {} records have {}", INPUTS[i], list.join(", ")));
-            }
-        }
-        let mut msg = parts.join("; ");
-        for n in &only[1] {
-            if let Some(m) = did_you_mean(n, only[0].iter().copied()) {
-                msg.push_str(&format!(" (`{n}` looks like `{m}`)"));
-            }
-        }
-        Some(msg)
-    }
-
     /// The most synthetic records the cap allows next to `real` real ones.
     fn cap_limit(&self, real: u64) -> u64 {
         match self.cap {
@@ -297,13 +517,58 @@ impl Mix {
             _ => u64::MAX,
         }
     }
-}
 
-/// The message for inputs that do not fit together.
-fn mismatch(what: &str) -> StepError {
-    StepError::fatal(format!(
-        "the real and synthetic inputs do not fit together: {what} (set check_schema = false to mix them anyway)"
-    ))
+    /// The choice over inputs of `real` real records, `base` of them per class, and
+    /// `avail` synthetic records per class (one class when not balancing).
+    fn choose(&self, real: u64, base: &[u64], avail: &[u64]) -> Choice {
+        let (keep, cap_tier, reason, target): (Vec<u64>, Vec<u64>, String, Option<u64>) = match self.mode {
+            Mode::Append if self.balance_by.is_some() => {
+                let top = base.iter().copied().max().unwrap_or(0);
+                let need: Vec<u64> = base.iter().zip(avail).map(|(b, a)| (*a).min(top.saturating_sub(*b))).collect();
+                let budget = need.iter().sum::<u64>().min(self.cap_limit(real));
+                let field = self.balance_by.as_deref().unwrap_or_default();
+                (water_fill(base, avail, budget), need, format!("not needed to balance `{field}`"), None)
+            }
+            Mode::Append => {
+                let n = avail[0].min(self.cap_limit(real));
+                (vec![n], vec![n], OVER_CAP.to_owned(), None)
+            }
+            Mode::Ratio(r) => {
+                let target = (real as f64 * r / (1.0 - r)).round() as u64;
+                let budget = target.min(self.cap_limit(real));
+                let keep = if self.balance_by.is_some() {
+                    water_fill(base, avail, budget)
+                } else {
+                    vec![avail[0].min(budget)]
+                };
+                let tier = keep.clone();
+                (keep, tier, "over ratio".to_owned(), Some(target))
+            }
+            Mode::Replace(r) => {
+                let target = (real as f64 * r).round() as u64;
+                let n = avail[0].min(target);
+                (vec![n], vec![n], "over ratio".to_owned(), Some(target))
+            }
+        };
+        let synthetic_out: u64 = keep.iter().sum();
+        // Real records: all, or (replace) all but as many as the synthetic ones kept.
+        let real_out = if let Mode::Replace(_) = self.mode { real - synthetic_out } else { real };
+        let wanted = target.map(|t| t.min(self.cap_limit(real)));
+        Choice { keep, cap_tier, reason, target, wanted, real_out, synthetic_out }
+    }
+
+    /// Says so when the ratio asked for more synthetic records than there were.
+    fn warn_if_short(&self, choice: &Choice, ctx: &StepContext) {
+        if let Some(w) = choice.wanted
+            && choice.synthetic_out < w
+        {
+            log::warn!(
+                "step {}: {w} synthetic records were wanted for the ratio, only {} were available",
+                ctx.step_id(),
+                choice.synthetic_out
+            );
+        }
+    }
 }
 
 impl Merge for Mix {
@@ -328,18 +593,15 @@ impl Merge for Mix {
             )));
         }
         if self.check_schema {
-            let conflicts = self.type_conflicts(input, batch);
-            if !conflicts.is_empty() {
-                return Err(mismatch(&conflicts.join("; ")));
-            }
+            self.types[input].fold_batch(batch);
         }
-        let classes = match &self.balance_by {
-            Some(f) if !batch.is_empty() => {
-                let col = column(batch, f)?;
-                (0..batch.len()).map(|r| self.classes.id(col.get(r))).collect()
-            }
-            _ => Vec::new(),
+        let col = match &self.balance_by {
+            Some(f) if !batch.is_empty() => Some(column(batch, f)?),
+            _ => None,
         };
+        let known = if input == 0 { &mut self.real_classes } else { &mut self.synthetic_classes };
+        let classes: Vec<u32> =
+            col.map(|col| (0..batch.len()).map(|r| known.id(col.get(r))).collect()).unwrap_or_default();
         self.counts[input] += batch.len() as u64;
         if input == 0 {
             for &c in &classes {
@@ -352,7 +614,17 @@ impl Merge for Mix {
         if batch.is_empty() {
             return Ok(());
         }
-        if self.holds(input) {
+        if let Some(s) = &mut self.shard {
+            // A shard writes its synthetic records to its part, for the last shard to pass
+            // on those chosen; it holds none of them.
+            if input == 1 {
+                return s.publish_synthetic(batch, col);
+            }
+            if s.publish_only() {
+                return Ok(());
+            }
+        }
+        if self.holds(input) || (input == 1 && !self.done[0]) {
             self.held[input].push(Held { batch: batch.clone(), classes });
         } else {
             out.push(self.mark(batch, input)?);
@@ -360,9 +632,15 @@ impl Merge for Mix {
         Ok(())
     }
 
-    fn input_done(&mut self, input: usize, _ctx: &mut StepContext, _out: &mut Vec<Batch>) -> Result<(), StepError> {
+    fn input_done(&mut self, input: usize, _ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
         if let Some(d) = self.done.get_mut(input) {
             *d = true;
+        }
+        // A plain append: the synthetic batches held while the real input ran follow it.
+        if input == 0 && !self.holds(1) {
+            for h in std::mem::take(&mut self.held[1]) {
+                out.push(self.mark(&h.batch, 1)?);
+            }
         }
         Ok(())
     }
@@ -373,140 +651,53 @@ impl Merge for Mix {
                 "mix takes two inputs, the real records then the synthetic ones (after = [\"real\", \"synthetic\"]), but this one has one",
             ));
         }
-        // An empty input has no fields to compare: nothing of it is mixed in.
+        if self.shard.is_some() {
+            return self.finish_shard(ctx, out);
+        }
         if self.check_schema
-            && self.counts.iter().all(|c| *c > 0)
-            && let Some(d) = self.field_differences()
+            && let Some(problem) = schema_problem(&self.types, self.counts)
         {
-            return Err(mismatch(&d));
+            return Err(mismatch(&problem));
         }
         let seed = self.seed.unwrap_or(ctx.seed());
         let (real, synthetic) = (self.counts[0], self.counts[1]);
-        let n_classes = self.classes.len();
-        // Synthetic records available per class (one class when not balancing).
-        let mut avail = vec![0u64; n_classes.max(1)];
-        for h in &self.held[1] {
-            for &c in &h.classes {
+        let (classes, map) = job_classes(&self.real_classes, &self.synthetic_classes);
+        let held_synth = std::mem::take(&mut self.held[1]);
+        let held_rows: u64 = held_synth.iter().map(|h| h.batch.len() as u64).sum();
+        // Each held synthetic record's class, in the job's numbering (when balancing).
+        let of: Vec<u32> = held_synth.iter().flat_map(|h| h.classes.iter().map(|c| map[*c as usize])).collect();
+        let mut avail = vec![0u64; classes.len().max(1)];
+        if self.balance_by.is_some() {
+            for &c in &of {
                 avail[c as usize] += 1;
             }
-        }
-        if self.balance_by.is_none() {
+        } else {
             // Passed on as they came when not held.
-            avail[0] = if self.holds(1) { self.held[1].iter().map(|h| h.batch.len() as u64).sum() } else { synthetic };
+            avail[0] = if self.holds(1) { held_rows } else { synthetic };
         }
         let mut base = self.real_by_class.clone();
         base.resize(avail.len(), 0);
+        let choice = self.choose(real, &base, &avail);
 
-        // Per class: how many to keep, and up to how many the drops past that are "over
-        // the cap" rather than for the mode's own reason.
-        let over_cap = "over max_synthetic_share";
-        let (keep, cap_tier, reason, target): (Vec<u64>, Vec<u64>, String, Option<u64>) = match self.mode {
-            Mode::Append if self.balance_by.is_some() => {
-                let top = base.iter().copied().max().unwrap_or(0);
-                let need: Vec<u64> = base.iter().zip(&avail).map(|(b, a)| (*a).min(top.saturating_sub(*b))).collect();
-                let budget = need.iter().sum::<u64>().min(self.cap_limit(real));
-                let field = self.balance_by.as_deref().unwrap_or_default();
-                (water_fill(&base, &avail, budget), need, format!("not needed to balance `{field}`"), None)
-            }
-            Mode::Append => {
-                let n = avail[0].min(self.cap_limit(real));
-                (vec![n], vec![n], over_cap.to_owned(), None)
-            }
-            Mode::Ratio(r) => {
-                let target = (real as f64 * r / (1.0 - r)).round() as u64;
-                let budget = target.min(self.cap_limit(real));
-                let keep = if self.balance_by.is_some() {
-                    water_fill(&base, &avail, budget)
-                } else {
-                    vec![avail[0].min(budget)]
-                };
-                let tier = keep.clone();
-                (keep, tier, "over ratio".to_owned(), Some(target))
-            }
-            Mode::Replace(r) => {
-                let target = (real as f64 * r).round() as u64;
-                let n = avail[0].min(target);
-                (vec![n], vec![n], "over ratio".to_owned(), Some(target))
-            }
-        };
-
-        // Real records: all, or (replace) all but as many as the synthetic ones kept.
-        let synthetic_out: u64 = keep.iter().sum();
-        let real_out = if let Mode::Replace(_) = self.mode { real - synthetic_out } else { real };
         let held_real = std::mem::take(&mut self.held[0]);
         if !held_real.is_empty() {
-            let entries: Vec<(u64, usize)> =
-                (0..real as usize).map(|pos| (position_key(seed, salt::MIX_REAL, pos as u64), pos)).collect();
-            let mut chosen = vec![false; real as usize];
-            super::smallest(&entries, real_out as usize, &mut chosen);
+            let gone = replaced(seed, real, choice.synthetic_out, 0..real);
+            let chosen: Vec<bool> = (0..real).map(|p| !gone.contains(&p)).collect();
             self.emit(&held_real, 0, &chosen, &|_| "replaced by synthetic", ctx, out)?;
         }
-
-        // Synthetic records: per class, the ones with the smallest keys.
-        let held_synth = std::mem::take(&mut self.held[1]);
-        let mut by_class: Vec<Vec<(u64, usize)>> = vec![Vec::new(); avail.len()];
-        let mut pos = 0usize;
-        for h in &held_synth {
-            for row in 0..h.batch.len() {
-                let c = h.classes.get(row).copied().unwrap_or(0) as usize;
-                by_class[c].push((position_key(seed, salt::MIX_SYNTHETIC, pos as u64), pos));
-                pos += 1;
-            }
-        }
-        // Tier of each row: 0 kept, 1 dropped over the cap, 2 dropped for the mode.
-        let mut tier = vec![2u8; pos];
-        for (c, mut entries) in by_class.into_iter().enumerate() {
-            entries.sort_unstable();
-            for (rank, (_, p)) in entries.into_iter().enumerate() {
-                let rank = rank as u64;
-                tier[p] = if rank < keep[c] {
-                    0
-                } else if rank < cap_tier[c] {
-                    1
-                } else {
-                    2
-                };
-            }
-        }
+        let tier = tiers(seed, held_rows, &of, &choice);
         let chosen: Vec<bool> = tier.iter().map(|t| *t == 0).collect();
-        let why = |p: usize| if tier[p] == 1 { over_cap } else { reason.as_str() };
-        self.emit(&held_synth, 1, &chosen, &why, ctx, out)?;
-
-        if let Some(t) = target
-            && synthetic_out < t.min(self.cap_limit(real))
-        {
-            log::warn!(
-                "step {}: {} synthetic records were wanted for the ratio, only {synthetic_out} were available",
-                ctx.step_id(),
-                t.min(self.cap_limit(real))
-            );
-        }
-        let counts = |i: u64, o: u64| {
-            Value::Map(
-                BTreeMap::from([("in".to_owned(), Value::Int(i as i64)), ("out".to_owned(), Value::Int(o as i64))])
-                    .into(),
-            )
+        self.emit(&held_synth, 1, &chosen, &|p| choice.why(tier[p]), ctx, out)?;
+        self.warn_if_short(&choice, ctx);
+        let figures = Figures {
+            real: (real, choice.real_out),
+            synthetic: (synthetic, choice.synthetic_out),
+            job: Some((choice.share(), choice.target)),
+            classes: self.balance_by.as_ref().map(|_| {
+                (0..classes.len()).map(|c| (classes.name(c as u32).to_owned(), (base[c], choice.keep[c]))).collect()
+            }),
         };
-        ctx.set_stat("real", counts(real, real_out));
-        ctx.set_stat("synthetic", counts(synthetic, synthetic_out));
-        let total = real_out + synthetic_out;
-        let share = if total == 0 { 0.0 } else { synthetic_out as f64 / total as f64 };
-        ctx.set_stat("synthetic_share", Value::Float(share));
-        if let Some(t) = target {
-            ctx.set_stat("synthetic_target", Value::Int(t as i64));
-        }
-        if self.balance_by.is_some() {
-            let classes: BTreeMap<String, Value> = (0..n_classes)
-                .map(|c| {
-                    let m = BTreeMap::from([
-                        ("real".to_owned(), Value::Int(base[c] as i64)),
-                        ("synthetic".to_owned(), Value::Int(keep[c] as i64)),
-                    ]);
-                    (self.classes.name(c as u32).to_owned(), Value::Map(m.into()))
-                })
-                .collect();
-            ctx.set_stat("classes", Value::Map(classes.into()));
-        }
+        figures.set(ctx);
         Ok(())
     }
 }
@@ -569,6 +760,32 @@ mod tests {
         try_run(config, real, synthetic, batch_size, seed).unwrap()
     }
 
+    /// Feeds real and synthetic records to a mix, cut into batches of `batch_size` and
+    /// alternately as the executor does (by batch number, then input), and returns what
+    /// it passed on.
+    pub(super) fn feed(
+        m: &mut dyn Merge,
+        real: &[Record],
+        synthetic: &[Record],
+        batch_size: usize,
+        ctx: &mut StepContext,
+    ) -> Result<Vec<Batch>, StepError> {
+        let mut out = Vec::new();
+        let inputs: [Vec<&[Record]>; 2] = [real.chunks(batch_size).collect(), synthetic.chunks(batch_size).collect()];
+        for seq in 0..inputs[0].len().max(inputs[1].len()).max(1) {
+            for (i, chunks) in inputs.iter().enumerate() {
+                if let Some(c) = chunks.get(seq) {
+                    m.process(i, &Batch::from_records(*c), ctx, &mut out)?;
+                }
+                if seq + 1 == chunks.len().max(1) {
+                    m.input_done(i, ctx, &mut out)?;
+                }
+            }
+        }
+        m.finish(ctx, &mut out)?;
+        Ok(out)
+    }
+
     fn try_run(
         config: &str,
         real: &[Record],
@@ -578,19 +795,7 @@ mod tests {
     ) -> Result<Outcome, StepError> {
         let Step::Merge(mut m) = build_step("mix", config) else { panic!("mix is a merge") };
         let mut ctx = StepContext::new("mix", seed, 0, Default::default()).keeping_dropped(true);
-        let mut out = Vec::new();
-        let inputs: [Vec<&[Record]>; 2] = [real.chunks(batch_size).collect(), synthetic.chunks(batch_size).collect()];
-        for seq in 0..inputs[0].len().max(inputs[1].len()) {
-            for (i, chunks) in inputs.iter().enumerate() {
-                if let Some(c) = chunks.get(seq) {
-                    m.process(i, &Batch::from_records(*c), &mut ctx, &mut out)?;
-                }
-                if seq + 1 == chunks.len().max(1) {
-                    m.input_done(i, &mut ctx, &mut out)?;
-                }
-            }
-        }
-        m.finish(&mut ctx, &mut out)?;
+        let out = feed(&mut *m, real, synthetic, batch_size, &mut ctx)?;
         let ids: Vec<String> = out
             .iter()
             .flat_map(|b| b.to_records())
@@ -617,10 +822,34 @@ mod tests {
     fn append_passes_everything_on_and_marks_the_source() {
         let real = data("r", 3, |_| "a");
         let synth = data("s", 2, |_| "b");
-        let o = run("source = \"source\"", &real, &synth, 2, 0);
-        assert_eq!(o.ids, ["r0:real", "r1:real", "s0:synthetic", "s1:synthetic", "r2:real"]);
-        assert!(o.dropped.is_empty());
-        assert_eq!(o.stats["synthetic_share"], Value::Float(0.4));
+        // Every real record, then every synthetic one, whatever the batch size (batches of
+        // 2 interleave the inputs: the synthetic ones wait for the real input's end).
+        for batch_size in [1, 2, 5] {
+            let o = run("source = \"source\"", &real, &synth, batch_size, 0);
+            assert_eq!(o.ids, ["r0:real", "r1:real", "r2:real", "s0:synthetic", "s1:synthetic"], "{batch_size}");
+            assert!(o.dropped.is_empty());
+            assert_eq!(o.stats["synthetic_share"], Value::Float(0.4));
+        }
+    }
+
+    #[test]
+    fn append_passes_synthetic_batches_straight_on_once_the_real_input_has_ended() {
+        let Step::Merge(mut m) = build_step("mix", "") else { panic!("mix is a merge") };
+        let mut ctx = StepContext::new("mix", 0, 0, Default::default());
+        let ids = |out: &[Batch]| -> Vec<String> {
+            out.iter().flat_map(Batch::to_records).map(|r| r.get("id").unwrap().to_string()).collect()
+        };
+        let mut out = Vec::new();
+        m.process(1, &Batch::from_records(&data("s", 2, |_| "a")), &mut ctx, &mut out).unwrap();
+        assert!(out.is_empty(), "held while the real input runs");
+        m.process(0, &Batch::from_records(&data("r", 1, |_| "a")), &mut ctx, &mut out).unwrap();
+        assert_eq!(ids(&out), ["\"r0\""]);
+        out.clear();
+        m.input_done(0, &mut ctx, &mut out).unwrap();
+        assert_eq!(ids(&out), ["\"s0\"", "\"s1\""], "let out when the real input ends");
+        out.clear();
+        m.process(1, &Batch::from_records(&data("t", 1, |_| "a")), &mut ctx, &mut out).unwrap();
+        assert_eq!(ids(&out), ["\"t0\""], "then passed straight on");
     }
 
     #[test]

@@ -371,22 +371,6 @@ fn water_fill(base: &[u64], avail: &[u64], budget: u64) -> Vec<u64> {
     take
 }
 
-/// Marks, among `keys` (a random key per row), the `n` rows with the smallest keys: a
-/// uniform sample of `n` rows without replacement.
-fn smallest(keys: &[(u64, usize)], n: usize, keep: &mut [bool]) {
-    if n == 0 {
-        return;
-    }
-    let mut keys = keys.to_vec();
-    if n < keys.len() {
-        keys.select_nth_unstable(n - 1);
-        keys.truncate(n);
-    }
-    for (_, i) in keys {
-        keep[i] = true;
-    }
-}
-
 /// Shares as a map of name to fraction, for stats.
 fn shares(names: impl Iterator<Item = (String, u64)>, total: u64) -> weave_core::Value {
     let map = names.map(|(n, c)| (n, weave_core::Value::Float(if total == 0 { 0.0 } else { c as f64 / total as f64 })));

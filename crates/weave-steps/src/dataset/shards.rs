@@ -115,7 +115,7 @@ impl ClassFrames {
 
 /// Reads one shard's frames back, its classes mapped onto the reader's numbering.
 #[derive(Debug, Default)]
-struct ShardClasses {
+pub(super) struct ShardClasses {
     /// The reader's id of each of the shard's classes, by the shard's id.
     map: Vec<u32>,
 }
@@ -123,7 +123,7 @@ struct ShardClasses {
 impl ShardClasses {
     /// Hands `row(class, key)` each row of a frame in order (the key is 0 without
     /// `keys`); the classes new in it are added to `classes` first, in the shard's order.
-    fn read(
+    pub(super) fn read(
         &mut self,
         bytes: &[u8],
         keys: bool,
@@ -360,6 +360,13 @@ pub(super) fn select(
         chosen.extend(entries.into_iter().map(|(_, p)| p).filter(|p| mine.contains(p)));
     }
     Ok(Selection { offset, chosen, classes })
+}
+
+impl<'a> Reader<'a> {
+    /// The bytes not read yet (a frame's last part, whose length is the frame's rest).
+    pub(super) fn rest(&self) -> &'a [u8] {
+        &self.bytes[self.at..]
+    }
 }
 
 #[cfg(test)]
