@@ -165,18 +165,7 @@ fn mix_stage_by_stage_gives_the_single_run_and_its_figures() {
         let run = std::fs::read_dir(d.join(".weave/runs")).unwrap().next().unwrap().unwrap().path();
         let single: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
-        let job = d.join(".weave/jobs/job-by-hand");
-        std::fs::create_dir_all(&job).unwrap();
-        let meta = serde_json::json!({
-            "pipeline": single["pipeline"],
-            "pipeline_file": d.join("p.toml").to_string_lossy(),
-            "config_hash": single["config_hash"],
-            "tasks": n,
-            "stages": 2,
-            "submissions": [],
-        });
-        std::fs::write(job.join("job.json"), meta.to_string()).unwrap();
-        let jobarg = job.to_string_lossy().into_owned();
+        let jobarg = super::job_by_hand(d, &single, n, 2);
         for p in parts(d, n) {
             let _ = std::fs::remove_file(p);
         }
