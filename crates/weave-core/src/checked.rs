@@ -163,6 +163,15 @@ impl Merge for Checked<Box<dyn Merge>> {
     fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
         checking(&self.schema, ctx, out, |ctx, out| self.inner.finish(ctx, out))
     }
+
+    fn more(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<bool, StepError> {
+        let mut more = false;
+        checking(&self.schema, ctx, out, |ctx, out| {
+            more = self.inner.more(ctx, out)?;
+            Ok(())
+        })?;
+        Ok(more)
+    }
 }
 
 /// A sink's records are checked before it writes them: what it writes is what it puts out.

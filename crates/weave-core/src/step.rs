@@ -390,6 +390,15 @@ pub trait Merge: StepInfo {
         let _ = (ctx, out);
         Ok(())
     }
+
+    /// Output the step holds back (in a temporary file, say) and lets out a little at a
+    /// time: after every other call, the executor calls this until it returns `false`,
+    /// passing on what each call appends before the next, so that what was held is never
+    /// all in memory at once. The default holds nothing back.
+    fn more(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<bool, StepError> {
+        let _ = (ctx, out);
+        Ok(false)
+    }
 }
 
 /// A sink: writes data out. Output must appear only on [`Sink::commit`], whole, so that a

@@ -49,6 +49,7 @@ pub(super) fn merge_loop(cx: &StageCtx<'_>, mut one: Single<'_>, m: &mut dyn Mer
                 })?;
                 shared.settle(step, one.stats, &mut ctx)?;
                 cx.emit_outputs(&mut one, &mut out, Made { seq: last_seq, records_in: 0, t0, input: None })?;
+                drain(cx, &mut one, m, &mut out, last_seq)?;
             }
         }
         let Some(i) =
@@ -67,6 +68,7 @@ pub(super) fn merge_loop(cx: &StageCtx<'_>, mut one: Single<'_>, m: &mut dyn Mer
         last_seq = msg.seq;
         let n = msg.batch.len() as u64;
         cx.emit_outputs(&mut one, &mut out, Made { seq: msg.seq, records_in: n, t0, input: Some(msg.permit) })?;
+        drain(cx, &mut one, m, &mut out, last_seq)?;
     }
     let t0 = Instant::now();
     let ((), mut ctx) = cx.caller.call(step, last_seq, one.stats, |ctx| {
@@ -74,5 +76,32 @@ pub(super) fn merge_loop(cx: &StageCtx<'_>, mut one: Single<'_>, m: &mut dyn Mer
         m.finish(ctx, &mut out)
     })?;
     shared.settle(step, one.stats, &mut ctx)?;
-    cx.emit_outputs(&mut one, &mut out, Made { seq: last_seq, records_in: 0, t0, input: None })
+    cx.emit_outputs(&mut one, &mut out, Made { seq: last_seq, records_in: 0, t0, input: None })?;
+    drain(cx, &mut one, m, &mut out, last_seq)
+}
+
+/// Lets out what the merge holds back ([`Merge::more`]), a call at a time, each call's
+/// output passed on (under the memory budget) before the next is asked for. A call that
+/// lets out nothing is not counted as one.
+fn drain(
+    cx: &StageCtx<'_>,
+    one: &mut Single<'_>,
+    m: &mut dyn Merge,
+    out: &mut Vec<weave_core::Batch>,
+    seq: u64,
+) -> Result<(), Stopped> {
+    loop {
+        let t0 = Instant::now();
+        let (more, mut ctx) = cx.caller.call(one.step, seq, one.stats, |ctx| {
+            out.clear();
+            m.more(ctx, out)
+        })?;
+        if !out.is_empty() {
+            cx.shared.settle(one.step, one.stats, &mut ctx)?;
+            cx.emit_outputs(one, out, Made { seq, records_in: 0, t0, input: None })?;
+        }
+        if !more {
+            return Ok(());
+        }
+    }
 }

@@ -10,6 +10,7 @@ use weave_core::{
 use super::{Classes, column, constant_column, position_key, salt, water_fill};
 use crate::exchange::Exchange;
 
+mod queue;
 mod sharded;
 
 /// The `mix` kind.
@@ -44,8 +45,9 @@ enum Mode {
 ///
 /// - `append` (the default): every real record, then every synthetic one, unless
 ///   `max_synthetic_share` or `balance_by` asks for a choice. The synthetic batches that
-///   come while the real input has not ended are held until it has; after that they pass
-///   straight on.
+///   come while the real input has not ended are held until it has (in memory up to
+///   64 MiB, past that in a temporary file), then let out one at a time
+///   ([`Merge::more`]); after that they pass straight on.
 /// - `ratio = r`: every real record, plus synthetic records chosen at random so that they
 ///   make a share `r` of the output (`R·r/(1−r)` of them, rounded); if there are too few,
 ///   all of them (the stats say so, and a warning is logged).
@@ -107,6 +109,9 @@ pub struct Mix {
     /// The synthetic records' classes, in order of first appearance among them.
     synthetic_classes: Classes,
     held: [Vec<Held>; 2],
+    /// A plain append's synthetic batches (marked), held while the real input runs, let
+    /// out after it ([`Merge::more`]).
+    waiting: queue::Queue,
     /// In a shard of a job of several: the exchange with the other shards.
     shard: Option<sharded::MixShard>,
 }
@@ -237,6 +242,7 @@ fn build(p: &Params) -> Option<Step> {
         real_by_class: Vec::new(),
         synthetic_classes: Classes::default(),
         held: Default::default(),
+        waiting: queue::Queue::new(),
         shard: exchange.map(sharded::MixShard::new),
     })))
 }
@@ -624,25 +630,36 @@ impl Merge for Mix {
                 return Ok(());
             }
         }
-        if self.holds(input) || (input == 1 && !self.done[0]) {
+        if self.holds(input) {
             self.held[input].push(Held { batch: batch.clone(), classes });
+        } else if input == 1 && (!self.done[0] || !self.waiting.is_empty()) {
+            // After every real record, and after those held before it.
+            self.waiting.push(self.mark(batch, 1)?)?;
         } else {
             out.push(self.mark(batch, input)?);
         }
         Ok(())
     }
 
-    fn input_done(&mut self, input: usize, _ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+    /// (A plain append's synthetic batches held while the real input ran follow it, let out
+    /// one at a time by `more`.)
+    fn input_done(&mut self, input: usize, _ctx: &mut StepContext, _out: &mut Vec<Batch>) -> Result<(), StepError> {
         if let Some(d) = self.done.get_mut(input) {
             *d = true;
         }
-        // A plain append: the synthetic batches held while the real input ran follow it.
-        if input == 0 && !self.holds(1) {
-            for h in std::mem::take(&mut self.held[1]) {
-                out.push(self.mark(&h.batch, 1)?);
-            }
-        }
         Ok(())
+    }
+
+    /// A plain append's synthetic batches held while the real input ran, once it has
+    /// ended: one a call, each passed on before the next is read back.
+    fn more(&mut self, _ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<bool, StepError> {
+        if !self.done[0] {
+            return Ok(false);
+        }
+        if let Some(b) = self.waiting.pop()? {
+            out.push(b);
+        }
+        Ok(!self.waiting.is_empty())
     }
 
     fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
@@ -761,8 +778,8 @@ mod tests {
     }
 
     /// Feeds real and synthetic records to a mix, cut into batches of `batch_size` and
-    /// alternately as the executor does (by batch number, then input), and returns what
-    /// it passed on.
+    /// alternately as the executor does (by batch number, then input, asking for what it
+    /// holds back after each call), and returns what it passed on.
     pub(super) fn feed(
         m: &mut dyn Merge,
         real: &[Record],
@@ -776,13 +793,16 @@ mod tests {
             for (i, chunks) in inputs.iter().enumerate() {
                 if let Some(c) = chunks.get(seq) {
                     m.process(i, &Batch::from_records(*c), ctx, &mut out)?;
+                    while m.more(ctx, &mut out)? {}
                 }
                 if seq + 1 == chunks.len().max(1) {
                     m.input_done(i, ctx, &mut out)?;
+                    while m.more(ctx, &mut out)? {}
                 }
             }
         }
         m.finish(ctx, &mut out)?;
+        while m.more(ctx, &mut out)? {}
         Ok(out)
     }
 
@@ -846,6 +866,8 @@ mod tests {
         assert_eq!(ids(&out), ["\"r0\""]);
         out.clear();
         m.input_done(0, &mut ctx, &mut out).unwrap();
+        assert!(out.is_empty(), "let out a batch at a time, by `more`");
+        assert!(!m.more(&mut ctx, &mut out).unwrap(), "one batch held: the last let out");
         assert_eq!(ids(&out), ["\"s0\"", "\"s1\""], "let out when the real input ends");
         out.clear();
         m.process(1, &Batch::from_records(&data("t", 1, |_| "a")), &mut ctx, &mut out).unwrap();
