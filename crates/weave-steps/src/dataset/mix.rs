@@ -75,8 +75,8 @@ enum Mode {
 /// shard's part to make the job's choice. Each shard passes on its own real records (in
 /// `replace`, the ones kept); the LAST shard then passes on the chosen synthetic records
 /// of every shard, in shard order, so that the parts joined in shard order are the single
-/// process's output. The last shard therefore holds the job's chosen synthetic records in
-/// memory at its end. Each shard's figures are its own records' (what it kept and
+/// process's output. The last shard lets them out as a plain append does the synthetic
+/// batches it holds: 64 MiB in memory, the rest through a temporary file. Each shard's figures are its own records' (what it kept and
 /// dropped of its inputs), so that they add up to the single run's; the job's share and
 /// target are the last shard's figures.
 ///
@@ -275,6 +275,16 @@ impl StepInfo for Mix {
     /// is not the output its key names.
     fn cacheable(&self) -> bool {
         !self.shard.as_ref().is_some_and(sharded::MixShard::publish_only)
+    }
+}
+
+/// `batch` with the `source` field (when there is one) saying input `input`.
+fn marked(source: Option<&str>, batch: &Batch, input: usize) -> Result<Batch, StepError> {
+    match source {
+        Some(name) => batch
+            .with_column(name, constant_column(INPUTS[input], batch.len()))
+            .map_err(|e| StepError::internal(e.to_string())),
+        None => Ok(batch.clone()),
     }
 }
 
@@ -508,12 +518,7 @@ impl Mix {
 
     /// `batch` with the source field, if asked for.
     fn mark(&self, batch: &Batch, input: usize) -> Result<Batch, StepError> {
-        match &self.source {
-            Some(name) => batch
-                .with_column(name, constant_column(INPUTS[input], batch.len()))
-                .map_err(|e| StepError::internal(e.to_string())),
-            None => Ok(batch.clone()),
-        }
+        marked(self.source.as_deref(), batch, input)
     }
 
     /// The most synthetic records the cap allows next to `real` real ones.

@@ -359,15 +359,12 @@ impl Mix {
         }
         let tier = tiers(seed, job.synthetic, &of, &choice);
         let why = |t: u8| choice.why(t).to_owned();
-        let mut passed = Vec::new();
+        // The last shard's chosen synthetic records wait (in memory up to a size, then in a
+        // temporary file) to be let out one batch at a time by `more`, after this call's
+        // output: never the job's chosen records in memory at once.
         let own = job.own_synthetic.0..job.own_synthetic.0 + job.own_synthetic.1;
-        s.replay_synthetic(ctx, &tier, own, &why, &mut |b| {
-            passed.push(b);
-            Ok(())
-        })?;
-        for b in passed {
-            out.push(self.mark(&b, 1)?);
-        }
+        let (waiting, source) = (&mut self.waiting, self.source.as_deref());
+        s.replay_synthetic(ctx, &tier, own, &why, &mut |b| waiting.push(super::marked(source, &b, 1)?))?;
 
         let (first, mine) = job.own_synthetic;
         let own_tiers = &tier[first as usize..(first + mine) as usize];
