@@ -392,9 +392,10 @@ pub trait Merge: StepInfo {
     }
 
     /// Output the step holds back (in a temporary file, say) and lets out a little at a
-    /// time: after every other call, the executor calls this until it returns `false`,
-    /// passing on what each call appends before the next, so that what was held is never
-    /// all in memory at once. The default holds nothing back.
+    /// time: after each [`Merge::input_done`] and after [`Merge::finish`], the executor
+    /// calls this until it returns `false`, passing on what each call appends before the
+    /// next, so that what was held is never all in memory at once. The default holds
+    /// nothing back.
     fn more(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<bool, StepError> {
         let _ = (ctx, out);
         Ok(false)

@@ -68,7 +68,6 @@ pub(super) fn merge_loop(cx: &StageCtx<'_>, mut one: Single<'_>, m: &mut dyn Mer
         last_seq = msg.seq;
         let n = msg.batch.len() as u64;
         cx.emit_outputs(&mut one, &mut out, Made { seq: msg.seq, records_in: n, t0, input: Some(msg.permit) })?;
-        drain(cx, &mut one, m, &mut out, last_seq)?;
     }
     let t0 = Instant::now();
     let ((), mut ctx) = cx.caller.call(step, last_seq, one.stats, |ctx| {
@@ -82,7 +81,9 @@ pub(super) fn merge_loop(cx: &StageCtx<'_>, mut one: Single<'_>, m: &mut dyn Mer
 
 /// Lets out what the merge holds back ([`Merge::more`]), a call at a time, each call's
 /// output passed on (under the memory budget) before the next is asked for. A call that
-/// lets out nothing is not counted as one.
+/// lets out nothing is not counted as one. Asked after an input ends and after `finish`
+/// only, not after every batch: a merge's calls run on the pool, and a round trip there
+/// per batch for every merge would be paid for nothing.
 fn drain(
     cx: &StageCtx<'_>,
     one: &mut Single<'_>,
