@@ -47,3 +47,5 @@ mod quality;
 mod object_storage;
 // A `schema` on any step: bad records named by step, field and type; validate and the cache key.
 mod schemas;
+// Records whose fields vary: the same output at every batch size, misspelt fields named.
+mod sparse;

@@ -103,6 +103,12 @@ impl<S: std::ops::Deref<Target = T> + Send, T: StepInfo + ?Sized + 'static> Step
     fn cacheable(&self) -> bool {
         self.inner.cacheable()
     }
+    fn fields_read(&self) -> Vec<String> {
+        self.inner.fields_read()
+    }
+    fn fields_vary(&self, input: bool) -> bool {
+        self.inner.fields_vary(input)
+    }
     fn parallel(&self) -> bool {
         self.inner.parallel()
     }

@@ -172,6 +172,30 @@ pub trait StepInfo: Send {
         None
     }
 
+    /// The fields of a record the step reads, as its configuration names them (a
+    /// filter's field, a dedup's key fields, a prompt's `{name}`s). The executor hands the
+    /// step only batches that have each of them: a batch of records whose fields vary
+    /// (see [`StepInfo::fields_vary`]) that lacks one gets a column of nulls for it, as
+    /// its records without the field would have in a batch where another record has it,
+    /// so that what the step does with a record never depends on the records it shares a
+    /// batch with; a batch of fixed fields (a CSV's, a Parquet file's) that lacks one fails
+    /// the step at once, naming the field. A field that no batch of a varying input had
+    /// fails the step at its input's end (a misspelt name), or in a shard of a job, whose
+    /// records are only part of the input, is said in a warning.
+    fn fields_read(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Whether the records of the step's output may lack fields that others have (JSON
+    /// records, whose keys vary from record to record), given whether those of its input
+    /// may (`input`: those of any input, for a merge; `false` for a source). A batch then
+    /// has the fields its own records have, not every field of the data. The default
+    /// passes the input's on; a source of JSON records and a merge of inputs whose fields
+    /// may differ say `true`.
+    fn fields_vary(&self, input: bool) -> bool {
+        input
+    }
+
     /// Whether the step's output is decided by what its cache key covers: kind, version,
     /// configuration, seed, its inputs and the content of [`StepInfo::files_read`].
     /// A step whose output depends on anything else (the clock, a web page, a file it

@@ -56,6 +56,7 @@ mod budget;
 mod caller;
 mod cpu;
 mod error;
+mod fields;
 mod files;
 mod log;
 mod options;

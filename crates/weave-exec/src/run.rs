@@ -54,6 +54,7 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
     }
     let files_checked = files.check();
     let max_memory = pipeline.resources.max_memory;
+    let sharded = pipeline.shard.is_some_and(|s| s.count() > 1);
     let dag = pipeline.into_dag();
     let mut stats: Vec<StepStats> = dag
         .nodes()
@@ -107,7 +108,7 @@ pub fn run(pipeline: Pipeline, options: ExecOptions) -> Result<RunSummary, Box<R
             }
         };
 
-    let stages = build_stages(dag, &roles, &options.caches, &exclusions, channel_capacity);
+    let stages = build_stages(dag, &roles, &options.caches, &exclusions, channel_capacity, sharded);
     let (handles, watches, done_rx) = spawn_stages(stages, &shared, &pool, start);
     let left_behind = coordinate(&shared, &watches, &handles, &done_rx, start, options.stall_timeout);
     let mut sinks: Vec<(usize, Box<dyn Sink>)> = Vec::new();

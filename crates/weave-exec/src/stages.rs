@@ -12,6 +12,7 @@ use weave_core::{
     StepCache, Transform,
 };
 
+use crate::fields::ReadFields;
 use crate::quarantine::Exclusions;
 use crate::shared::Msg;
 use crate::summary::CacheUse;
@@ -36,6 +37,8 @@ pub(crate) struct StageStep {
     pub(crate) max_bad_records: BadRecordLimit,
     /// It is a source (for `max_bad_records` shares: what it read).
     pub(crate) source: bool,
+    /// The fields it reads, made present in each batch it is handed.
+    pub(crate) read: Arc<ReadFields>,
 }
 
 impl StageStep {
@@ -116,8 +119,17 @@ pub(crate) fn build_stages(
     caches: &HashMap<String, Arc<dyn StepCache>>,
     exclusions: &[Arc<Exclusions>],
     capacity: usize,
+    sharded: bool,
 ) -> Vec<Stage> {
     let n = dag.len();
+    // Whether the records of each step's input may lack fields that others have.
+    let mut vary_in = vec![false; n];
+    let mut vary_out = vec![false; n];
+    for &i in dag.topological_order() {
+        let node = dag.node(i);
+        vary_in[i] = node.inputs.iter().any(|&j| vary_out[j]);
+        vary_out[i] = node.payload.step.info().fields_vary(vary_in[i]);
+    }
     let cache_of = |i: usize| caches.get(&dag.node(i).id).cloned();
     // A stateless transform joins its input's stage when it is that input's only consumer,
     // has no timeout (a call that may be abandoned runs alone) and runs on the same pool.
@@ -191,6 +203,7 @@ pub(crate) fn build_stages(
                 && node.payload.resources.io_concurrency.is_none(),
             max_bad_records: node.payload.max_bad_records,
             source: node.shape == Shape::Source,
+            read: Arc::new(ReadFields::new(node.payload.step.info().fields_read(), vary_in[i], sharded)),
         });
     }
     let stage_caches: Vec<Option<Arc<dyn StepCache>>> = members.iter().map(|m| cache_of(m[m.len() - 1])).collect();

@@ -65,6 +65,11 @@ fn build_load(p: &Params) -> Option<Step> {
 }
 
 impl StepInfo for LoadJsonl {
+    fn fields_vary(&self, _input: bool) -> bool {
+        // A JSON record has the keys it has: they may vary from record to record.
+        true
+    }
+
     fn kind(&self) -> &str {
         &LOAD_KIND.name
     }

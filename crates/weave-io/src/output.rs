@@ -298,6 +298,10 @@ macro_rules! export_step {
                 self.out.files_written()
             }
 
+            fn fields_read(&self) -> Vec<String> {
+                self.out.fields_read()
+            }
+
             fn written_patterns(&self) -> Vec<weave_core::FilePattern> {
                 self.out.written_patterns()
             }
@@ -1272,6 +1276,11 @@ impl<F: Format> Export<F> {
 
     pub(crate) fn files_written(&self) -> Vec<PathBuf> {
         self.spec.files_written()
+    }
+
+    /// The fields the output's `path` partitions it by.
+    pub(crate) fn fields_read(&self) -> Vec<String> {
+        self.spec.fields.clone()
     }
 
     pub(crate) fn written_patterns(&self) -> Vec<weave_core::FilePattern> {

@@ -705,6 +705,13 @@ impl LlmAugment {
 }
 
 impl StepInfo for LlmAugment {
+    fn fields_read(&self) -> Vec<String> {
+        let mut read = vec![self.field.clone()];
+        read.extend(self.system.fields().into_iter().chain(self.template.fields()).map(str::to_owned));
+        read.extend(self.vary_by.fields_read());
+        read
+    }
+
     fn kind(&self) -> &str {
         "augment"
     }

@@ -162,6 +162,13 @@ fn build(p: &Params) -> Option<Step> {
 }
 
 impl StepInfo for LlmGenerate {
+    fn fields_read(&self) -> Vec<String> {
+        let mut read: Vec<String> =
+            self.system.iter().flat_map(Prompt::fields).chain(self.prompt.fields()).map(str::to_owned).collect();
+        read.extend(self.vary_by.fields_read());
+        read
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }

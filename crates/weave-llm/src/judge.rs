@@ -196,6 +196,13 @@ fn number(x: f64) -> String {
 }
 
 impl StepInfo for LlmJudge {
+    fn fields_read(&self) -> Vec<String> {
+        let mut read: Vec<String> =
+            self.system.fields().into_iter().chain(self.prompt.fields()).map(str::to_owned).collect();
+        read.extend(self.vary_by.fields_read());
+        read
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }

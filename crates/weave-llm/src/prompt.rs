@@ -70,7 +70,6 @@ impl Prompt {
     }
 
     /// The record fields it reads, each once.
-    #[cfg(test)]
     pub(crate) fn fields(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
         for p in &self.pieces {

@@ -67,6 +67,14 @@ impl VaryBy {
         }
     }
 
+    /// The fields it names (`vary_by = [...]`).
+    pub(crate) fn fields_read(&self) -> Vec<String> {
+        match self {
+            VaryBy::Fields(fields) => fields.clone(),
+            VaryBy::Record | VaryBy::Prompt | VaryBy::Position(_) => Vec::new(),
+        }
+    }
+
     /// The columns of `batch` the salt is taken from, or an error naming a field it lacks.
     pub(crate) fn columns(&self, batch: &Batch) -> Result<Vec<usize>, StepError> {
         match self {

@@ -632,6 +632,10 @@ fn build(p: &Params) -> Option<Step> {
 }
 
 impl StepInfo for Augment {
+    fn fields_read(&self) -> Vec<String> {
+        vec![self.field.clone()]
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }

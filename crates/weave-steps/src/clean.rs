@@ -292,6 +292,10 @@ fn read_rule(p: &Params, it: &ConfItem) -> Option<Rule> {
 }
 
 impl StepInfo for Clean {
+    fn fields_read(&self) -> Vec<String> {
+        self.fields.clone().unwrap_or_default()
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }

@@ -25,6 +25,11 @@ fn build(p: &Params) -> Option<Step> {
 }
 
 impl StepInfo for Concat {
+    fn fields_vary(&self, _input: bool) -> bool {
+        // Its inputs are other sources, whose records may have other fields.
+        true
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }

@@ -67,6 +67,10 @@ fn build(p: &Params) -> Option<Step> {
 }
 
 impl StepInfo for Dedup {
+    fn fields_read(&self) -> Vec<String> {
+        self.keys.fields.clone().unwrap_or_default()
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }
@@ -152,7 +156,14 @@ impl RecordKeys {
     /// The columns of `batch` that the key covers, or an error naming a missing field.
     pub(crate) fn columns(&self, batch: &Batch) -> Result<Vec<usize>, StepError> {
         match &self.fields {
-            None => Ok((0..batch.schema().len()).collect()),
+            // Every field, in name order, so that the order in which the batch's records
+            // brought their fields in does not matter.
+            None => {
+                let fields = batch.schema().fields();
+                let mut columns: Vec<usize> = (0..fields.len()).collect();
+                columns.sort_by(|&a, &b| fields[a].name.cmp(&fields[b].name));
+                Ok(columns)
+            }
             Some(fields) => fields
                 .iter()
                 .map(|f| batch.schema().index_of(f).ok_or_else(|| crate::missing_field(batch, f)))
@@ -194,8 +205,13 @@ impl RecordKeys {
         key.clear();
         for &c in columns {
             // Field names are part of the key when every field is used, so that
-            // records with different fields never match.
+            // records with different fields never match; a null field is left out, as
+            // the same as an absent one (a record read from JSON has a null for a field
+            // it lacks when another record of its batch has it).
             if self.fields.is_none() {
+                if batch.columns()[c].get(row).is_null() {
+                    continue;
+                }
                 let name = &batch.schema().fields()[c].name;
                 key.extend_from_slice(&(name.len() as u64).to_le_bytes());
                 key.extend_from_slice(name.as_bytes());

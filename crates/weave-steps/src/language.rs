@@ -234,6 +234,10 @@ fn unknown_code(codes: Codes, n: &str) -> String {
 }
 
 impl StepInfo for Language {
+    fn fields_read(&self) -> Vec<String> {
+        vec![self.field.clone()]
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }

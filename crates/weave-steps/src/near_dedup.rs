@@ -303,6 +303,10 @@ fn warn_if_blind(p: &Params, bands: usize, rows: usize, threshold: f64) {
 }
 
 impl StepInfo for NearDedup {
+    fn fields_read(&self) -> Vec<String> {
+        self.signing.fields.clone()
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }

@@ -263,6 +263,10 @@ fn build(p: &Params) -> Option<Step> {
 }
 
 impl StepInfo for Pii {
+    fn fields_read(&self) -> Vec<String> {
+        self.fields.clone()
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }

@@ -98,6 +98,10 @@ fn build(p: &Params) -> Option<Step> {
 }
 
 impl StepInfo for Tokens {
+    fn fields_read(&self) -> Vec<String> {
+        vec![self.field.clone()]
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }

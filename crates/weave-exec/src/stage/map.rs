@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, select, unbounded};
 use weave_core::{Batch, Event, StepContext, StepError, Transform};
 
+use crate::fields::ReadFields;
+
 use super::StageCtx;
 use crate::account::CallReport;
 use crate::caller::{panic_message, retry_delay, step_error};
@@ -94,6 +96,8 @@ struct MapStage<'s, 'a> {
     chain: Arc<[Arc<dyn Transform>]>,
     ids: Arc<[Arc<str>]>,
     keep: Arc<[bool]>,
+    /// The fields each step reads.
+    reads: Arc<[Arc<ReadFields>]>,
     /// Where finished jobs report.
     results: Sender<JobResult>,
     /// An I/O-bound step's pool of its own size.
@@ -157,6 +161,7 @@ pub(super) fn map_loop(
         chain: chain.into(),
         ids: steps.iter().map(|s| Arc::clone(&s.id)).collect(),
         keep: steps.iter().map(|s| s.exclusions.is_some()).collect(),
+        reads: steps.iter().map(|s| Arc::clone(&s.read)).collect(),
         resumable: steps.iter().all(|s| !s.sets_aside()),
         stats,
         rec,
@@ -182,6 +187,9 @@ pub(super) fn map_loop(
             return Err(Stopped);
         }
         if !stage.input_open && stage.order.is_empty() {
+            for (step, st) in steps.iter().zip(stage.stats.iter_mut()) {
+                cx.fields_at_end(step, stage.next_idx, st)?;
+            }
             return Ok(stage.next_idx);
         }
         let now = Instant::now();
@@ -199,13 +207,14 @@ impl MapStage<'_, '_> {
         let chain = Arc::clone(&self.chain);
         let ids = Arc::clone(&self.ids);
         let keep = Arc::clone(&self.keep);
+        let reads = Arc::clone(&self.reads);
         let tx = self.results.clone();
         let seed = shared.seed;
         let cancel = Arc::clone(&shared.cancel);
         let jobs = Arc::clone(&self.cx.caller.watch.jobs);
         jobs.fetch_add(1, Ordering::Relaxed);
         let job = move || {
-            let (reports, outcome) = run_job(&chain, &ids, &keep, k, batch, seq, seed, &cancel);
+            let (reports, outcome) = run_job(&chain, &ids, &keep, &reads, k, batch, seq, seed, &cancel);
             let _ = tx.send(JobResult { idx, attempt, reports, outcome });
             jobs.fetch_sub(1, Ordering::Relaxed);
         };
@@ -381,6 +390,11 @@ impl MapStage<'_, '_> {
             _ => None,
         };
         let cached = stored.is_some();
+        if cached {
+            // The calls that made it were not made again: which fields they saw is not
+            // known, so none is said at the end to be in no record.
+            self.reads.iter().for_each(|r| r.seen_unknown());
+        }
         let start = !cached && running < self.max_running;
         let slot = match stored {
             Some(b) => Slot::Done(b),
@@ -460,6 +474,7 @@ fn run_job(
     chain: &[Arc<dyn Transform>],
     ids: &[Arc<str>],
     keep: &[bool],
+    reads: &[Arc<ReadFields>],
     start: usize,
     mut batch: Batch,
     seq: u64,
@@ -470,7 +485,9 @@ fn run_job(
     for k in start..chain.len() {
         let mut ctx = StepContext::new(Arc::clone(&ids[k]), seed, seq, Arc::clone(cancel)).keeping_dropped(keep[k]);
         let t0 = Instant::now();
-        let (r, cpu) = crate::cpu::timed(|| catch_unwind(AssertUnwindSafe(|| chain[k].apply(&batch, &mut ctx))));
+        let (r, cpu) = crate::cpu::timed(|| {
+            catch_unwind(AssertUnwindSafe(|| chain[k].apply(&*reads[k].complete(&batch)?, &mut ctx)))
+        });
         let out = match r {
             Ok(Ok(out)) => out,
             Ok(Err(error)) => {

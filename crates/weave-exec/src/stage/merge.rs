@@ -61,7 +61,7 @@ pub(super) fn merge_loop(cx: &StageCtx<'_>, mut one: Single<'_>, m: &mut dyn Mer
         let t0 = Instant::now();
         let ((), mut ctx) = cx.caller.call(step, msg.seq, one.stats, |ctx| {
             out.clear();
-            m.process(i, &msg.batch, ctx, &mut out)
+            m.process(i, &*step.read.complete(&msg.batch)?, ctx, &mut out)
         })?;
         shared.settle(step, one.stats, &mut ctx)?;
         one.stats.batches_in += 1;
@@ -69,6 +69,7 @@ pub(super) fn merge_loop(cx: &StageCtx<'_>, mut one: Single<'_>, m: &mut dyn Mer
         let n = msg.batch.len() as u64;
         cx.emit_outputs(&mut one, &mut out, Made { seq: msg.seq, records_in: n, t0, input: Some(msg.permit) })?;
     }
+    cx.fields_at_end(step, last_seq, one.stats)?;
     let t0 = Instant::now();
     let ((), mut ctx) = cx.caller.call(step, last_seq, one.stats, |ctx| {
         out.clear();

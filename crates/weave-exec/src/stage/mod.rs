@@ -125,6 +125,16 @@ pub(crate) fn run_stage(stage: Stage, shared: &Shared, pool: &Arc<rayon::ThreadP
 }
 
 impl StageCtx<'_> {
+    /// At the end of `step`'s input: fails it for a field it reads that no batch of its
+    /// input had, when the input's fields vary ([`ReadFields::at_end`](crate::fields::ReadFields)).
+    pub(crate) fn fields_at_end(&self, step: &StageStep, seq: u64, stats: &mut StepStats) -> Result<(), Stopped> {
+        if step.read.is_empty() {
+            return Ok(());
+        }
+        let batches = stats.batches_in;
+        self.caller.call(step, seq, stats, |_| step.read.at_end(&step.id, batches)).map(|_| ())
+    }
+
     /// Counts a call of `one`'s step that made `out`, stores `out` in the cache entry, and
     /// sends it on.
     pub(crate) fn emit_outputs(&self, one: &mut Single<'_>, out: &mut Vec<Batch>, made: Made) -> Result<(), Stopped> {

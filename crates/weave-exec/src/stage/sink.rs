@@ -21,7 +21,8 @@ pub(super) fn sink_loop(
     while let Some(msg) = shared.recv(&cx.inputs[0]) {
         let t0 = Instant::now();
         let records = msg.batch.len() as u64;
-        let ((), mut ctx) = cx.caller.call(step, msg.seq, stats, |ctx| k.write(&msg.batch, ctx))?;
+        let ((), mut ctx) =
+            cx.caller.call(step, msg.seq, stats, |ctx| k.write(&*step.read.complete(&msg.batch)?, ctx))?;
         shared.settle(step, stats, &mut ctx)?;
         stats.batches_in += 1;
         let event = Event::BatchFinished {
@@ -33,5 +34,8 @@ pub(super) fn sink_loop(
         };
         shared.count(stats, event);
     }
-    if shared.cancelled() { Err(Stopped) } else { Ok(()) }
+    if shared.cancelled() {
+        return Err(Stopped);
+    }
+    cx.fields_at_end(step, 0, stats)
 }

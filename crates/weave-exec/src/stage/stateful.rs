@@ -45,9 +45,10 @@ pub(super) fn stateful_loop(
         let t0 = Instant::now();
         let ((), mut ctx) = cx.caller.call(step, msg.seq, one.stats, |ctx| {
             out.clear();
+            let batch = step.read.complete(&msg.batch)?;
             match &prepared {
-                Some(p) => st.process_prepared(&msg.batch, p, ctx, &mut out),
-                None => st.process(&msg.batch, ctx, &mut out),
+                Some(p) => st.process_prepared(&batch, p, ctx, &mut out),
+                None => st.process(&batch, ctx, &mut out),
             }
         })?;
         shared.settle(step, one.stats, &mut ctx)?;
@@ -60,6 +61,7 @@ pub(super) fn stateful_loop(
         return Err(Stopped);
     }
     let seq = last_seq.map_or(0, |s| s + 1);
+    cx.fields_at_end(step, seq, one.stats)?;
     let t0 = Instant::now();
     let ((), mut ctx) = cx.caller.call(step, seq, one.stats, |ctx| {
         out.clear();
@@ -157,12 +159,14 @@ impl<'s, 'a> Ahead<'s, 'a> {
     fn submit(&self, idx: u64, msg: &Msg) {
         let shared = self.cx.shared;
         let (prep, tx, batch) = (Arc::clone(&self.prep), self.tx.clone(), msg.batch.clone());
+        let read = Arc::clone(&self.step.read);
         let ctx = StepContext::new(Arc::clone(&self.step.id), shared.seed, msg.seq, Arc::clone(&shared.cancel));
         let jobs = Arc::clone(&self.cx.caller.watch.jobs);
         jobs.fetch_add(1, Ordering::Relaxed);
         self.cx.caller.pool.spawn(move || {
             let t0 = Instant::now();
-            let (caught, cpu) = crate::cpu::timed(|| catch_unwind(AssertUnwindSafe(|| prep.prepare(&batch, &ctx))));
+            let (caught, cpu) =
+                crate::cpu::timed(|| catch_unwind(AssertUnwindSafe(|| prep.prepare(&*read.complete(&batch)?, &ctx))));
             let result = match caught {
                 Ok(r) => r,
                 Err(p) => Err(StepError::internal(format!("panicked: {}", panic_message(&p)))),

@@ -144,6 +144,10 @@ fn build(p: &Params) -> Option<Step> {
 }
 
 impl StepInfo for Compare {
+    fn fields_read(&self) -> Vec<String> {
+        self.label.iter().cloned().collect()
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }

@@ -251,6 +251,12 @@ fn build(p: &Params) -> Option<Step> {
 }
 
 impl StepInfo for Fields {
+    fn fields_vary(&self, input: bool) -> bool {
+        // Flattening gives a record a field per key of its tables, which vary from record
+        // to record.
+        input || self.ops.iter().any(|op| matches!(op, Op::Flatten(_)))
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }

@@ -229,6 +229,10 @@ fn build(p: &Params) -> Option<Step> {
 }
 
 impl StepInfo for Filter {
+    fn fields_read(&self) -> Vec<String> {
+        vec![self.field.clone()]
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }

@@ -248,6 +248,15 @@ fn build(p: &Params) -> Option<Step> {
 }
 
 impl StepInfo for Mix {
+    fn fields_vary(&self, _input: bool) -> bool {
+        // Real and synthetic records may have different fields (an augment adds some).
+        true
+    }
+
+    fn fields_read(&self) -> Vec<String> {
+        self.balance_by.iter().cloned().collect()
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }

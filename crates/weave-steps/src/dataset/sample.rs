@@ -135,6 +135,16 @@ fn build(p: &Params) -> Option<Step> {
 }
 
 impl StepInfo for Sample {
+    fn fields_read(&self) -> Vec<String> {
+        let mut read = self.key.clone().unwrap_or_default();
+        match &self.mode {
+            Mode::StratifiedFraction { field, .. } => read.push(field.clone()),
+            Mode::Reservoir(r) => read.extend(r.stratify_by.clone()),
+            Mode::Fraction(_) => {}
+        }
+        read
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }

@@ -124,6 +124,12 @@ fn build(p: &Params) -> Option<Step> {
 }
 
 impl StepInfo for Split {
+    fn fields_read(&self) -> Vec<String> {
+        let mut read = self.key.clone().unwrap_or_default();
+        read.extend(self.stratified.as_ref().map(|s| s.field.clone()));
+        read
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }

@@ -299,6 +299,10 @@ fn build(p: &Params) -> Option<Step> {
 }
 
 impl StepInfo for Quality {
+    fn fields_read(&self) -> Vec<String> {
+        vec![self.field.clone()]
+    }
+
     fn kind(&self) -> &str {
         &KIND.name
     }
