@@ -1323,9 +1323,19 @@ impl Format for Csv {
         let columns: Vec<Option<&Column>> =
             fields.iter().map(|f| batch.schema().index_of(f).map(|c| &*batch.columns()[c])).collect();
         // Every field of the batch is a column when as many columns are found as it has
-        // fields (names are unique on both sides): no scan of the columns per field.
+        // fields (names are unique on both sides): no scan of the columns per field. A
+        // field outside the columns that is null in every record of the batch loses
+        // nothing (a null is an empty cell): records read from JSON have such fields where
+        // another record of their batch had the field, so whether it is there depends on
+        // the batch, not the records.
+        let holds_a_value = |c: &Column| (0..c.len()).any(|r| !c.get(r).is_null());
         if columns.iter().flatten().count() < batch.schema().len()
-            && let Some(extra) = batch.schema().names().find(|n| !fields.iter().any(|f| f == n))
+            && let Some(extra) = batch
+                .schema()
+                .names()
+                .zip(batch.columns())
+                .find(|(n, c)| !fields.iter().any(|f| f == n) && holds_a_value(c))
+                .map(|(n, _)| n)
         {
             let fix = if self.given {
                 ": add it to `fields`, or remove it from the records before this step"
@@ -1558,6 +1568,30 @@ mod tests {
         let late = Batch::from_records(&[Record::new().with("id", 4i64).with("extra", "x")]);
         let err = out.write(&late, &mut ctx).unwrap_err();
         assert!(err.to_string().starts_with("field `extra` is not among the CSV columns (id, text, tags)"), "{err}");
+    }
+
+    // regression: JSON records whose batch had a field only as nulls (another record of
+    // the batch had it null, or a step gave the batch a column of nulls for a field it
+    // reads) failed the export as "not among the CSV columns", by batch.
+    #[test]
+    fn a_field_outside_the_columns_that_is_null_in_the_batch_is_no_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        let Step::Sink(mut out) = build_step("export_csv", &format!("path = {:?}", path.to_str().unwrap())) else {
+            panic!()
+        };
+        let mut ctx = StepContext::new("out", 0, 0, Default::default());
+        out.write(&Batch::from_records(&[Record::new().with("id", 1i64)]), &mut ctx).unwrap();
+        let nulls = Batch::from_records(&[
+            Record::new().with("id", 2i64).with("extra", weave_core::Value::Null),
+            Record::new().with("id", 3i64),
+        ]);
+        out.write(&nulls, &mut ctx).unwrap();
+        let valued = Batch::from_records(&[Record::new().with("id", 4i64), Record::new().with("extra", "x")]);
+        let err = out.write(&valued, &mut ctx).unwrap_err();
+        assert!(err.to_string().starts_with("field `extra` is not among the CSV columns (id)"), "{err}");
+        out.commit(&mut ctx).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "id\n1\n2\n3\n");
     }
 
     // regression: records without fields (`{}`) were written as lines of `""` under no
