@@ -961,3 +961,77 @@ fn gc_during_a_sharded_job_removes_nothing_a_live_shard_holds() {
 
 // `mix` in a sharded job: the last shard passes on the chosen synthetic records.
 mod mix;
+
+// regression: run together (without `--stage`), the shards after one that failed before
+// its keys were out waited for them without end, warning every 10 minutes.
+#[test]
+fn a_shard_that_fails_before_its_keys_are_out_stops_the_shards_waiting_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut lines: Vec<String> = (0..400).map(|i| format!("{{\"id\":{i},\"text\":\"text {}\"}}", i % 90)).collect();
+    lines[20] = "{\"id\":20,\"text\":".to_owned();
+    std::fs::write(d.join("in.jsonl"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(
+        d.join("p.toml"),
+        "[[step]]\nid = \"load\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n\
+         [[step]]\nid = \"dedup\"\nkind = \"dedup\"\nfields = [\"text\"]\n\n\
+         [[step]]\nid = \"out\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let runs = shards_together(d, 2, false);
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "the shards stopped, not waited");
+    let (ok0, err0) = &runs[0];
+    assert!(!ok0 && err0.contains("in.jsonl:21: invalid JSON"), "shard 0 fails on its bad line: {err0}");
+    let (ok1, err1) = &runs[1];
+    assert!(!ok1, "shard 1 stops: {err1}");
+    assert!(
+        err1.contains("step \"dedup\" failed: shard 0/2 of the job failed before its keys for this step were out (")
+            && err1.contains("bad record at in.jsonl:21: invalid JSON")
+            && err1.contains("weave run --shard 0/2"),
+        "shard 1 names shard 0 and its error: {err1}"
+    );
+    assert!(!d.join("out-part-00000-of-00002.jsonl").exists() && !d.join("out-part-00001-of-00002.jsonl").exists());
+}
+
+#[test]
+fn a_shard_run_again_takes_back_its_failure_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lines: Vec<String> = (0..400).map(|i| format!("{{\"id\":{i},\"text\":\"text {}\"}}", i % 90)).collect();
+    std::fs::write(d.join("in.jsonl"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(
+        d.join("p.toml"),
+        "[[step]]\nid = \"load\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n\
+         [[step]]\nid = \"dedup\"\nkind = \"dedup\"\nfields = [\"text\"]\n\n\
+         [[step]]\nid = \"out\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n",
+    )
+    .unwrap();
+    run_together(d, 2);
+    let single: Vec<u8> =
+        concatenated(&[d.join("out-part-00000-of-00002.jsonl"), d.join("out-part-00001-of-00002.jsonl")]);
+    let folders: Vec<_> =
+        std::fs::read_dir(d.join(".weave/cache/exchange")).unwrap().flatten().map(|e| e.path()).collect();
+    let [folder] = &folders[..] else { panic!("one exchange folder: {folders:?}") };
+    // As if shard 0 had failed before its keys were out: shard 1, computing its dedup
+    // again, stops and says why.
+    std::fs::remove_file(folder.join("part-00000-of-00002.keys")).unwrap();
+    let note = folder.join("part-00000-of-00002.failed");
+    std::fs::write(&note, "step \"load\" failed: the disk is full").unwrap();
+    check_in(
+        d,
+        &["run", "p.toml", "--shard", "1/2", "--refresh", "dedup"],
+        1,
+        &[],
+        &[
+            "shard 0/2 of the job failed before its keys for this step were out (step \"load\" failed: the disk is full)",
+        ],
+    );
+    // Shard 0 runs again: its note goes, its keys come, and shard 1 then runs.
+    check_in(d, &["run", "p.toml", "--shard", "0/2", "--refresh", "dedup"], 0, &["run succeeded"], &[]);
+    assert!(!note.exists(), "the note is taken back");
+    assert!(folder.join("part-00000-of-00002.keys").exists());
+    check_in(d, &["run", "p.toml", "--shard", "1/2", "--refresh", "dedup"], 0, &["run succeeded"], &[]);
+    let again = concatenated(&[d.join("out-part-00000-of-00002.jsonl"), d.join("out-part-00001-of-00002.jsonl")]);
+    assert_eq!(again, single);
+}

@@ -253,6 +253,10 @@ pub struct Pipeline {
     /// The shard of a job this run is, if it is one ([`BuildOptions::shard`]); in every
     /// step's cache key.
     pub shard: Option<crate::Shard>,
+    /// Where the shards of the job exchange the keys of its whole-dataset steps, by step
+    /// id ([`BuildOptions::exchange`]): a shard that fails says so there, so that the
+    /// shards waiting for its keys stop rather than wait.
+    pub exchange: BTreeMap<String, std::path::PathBuf>,
     dag: Dag<PipelineStep>,
     warnings: Diagnostics,
 }
@@ -473,6 +477,7 @@ impl Pipeline {
             base_dir,
             key_config: spec.key_config,
             shard: options.shard,
+            exchange: options.exchange.clone(),
             dag,
             warnings,
         })
@@ -740,6 +745,7 @@ impl PipelineBuilder {
             base_dir: std::path::PathBuf::new(),
             key_config: CanonicalConfig::default(),
             shard: None,
+            exchange: BTreeMap::new(),
             dag,
             warnings,
         })

@@ -57,6 +57,13 @@ impl Shard {
         format!("part-{:05}-of-{:05}", self.index, self.count)
     }
 
+    /// `part-IIIII-of-NNNNN.failed` in an exchange folder `dir`: the note a shard whose run
+    /// failed leaves there (its error), so that the shards waiting for its keys stop and
+    /// say why; removed when the shard runs again.
+    pub fn failure_note(self, dir: &std::path::Path) -> std::path::PathBuf {
+        dir.join(format!("{}.failed", self.part_name()))
+    }
+
     /// Where this shard's range of a stream of `total` bytes starts and ends
     /// (`start..end`; the ranges of the N shards are adjacent and cover the stream).
     pub fn range(self, total: u64) -> std::ops::Range<u64> {

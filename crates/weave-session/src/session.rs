@@ -388,6 +388,22 @@ impl Session {
                 source: e,
             })?;
         }
+        // A shard of a job that runs again takes back what its failed run said to the
+        // shards waiting for its keys ([`Finish::finish`] says it again if it fails again).
+        let failure_notes: Vec<PathBuf> = match pipeline.shard {
+            Some(shard) if shard.count() > 1 => pipeline.exchange.values().map(|dir| shard.failure_note(dir)).collect(),
+            _ => Vec::new(),
+        };
+        for note in &failure_notes {
+            if let Err(e) = std::fs::remove_file(note)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                log::warn!(
+                    "cannot remove {} ({e}): the other shards may stop, reading that this one failed",
+                    note.display()
+                );
+            }
+        }
         let metrics = Arc::new(MetricsCollector::new());
         let alerts = Arc::new(AlertManager::new(pipeline.alerts.clone()));
         let mut subscribers: Vec<Arc<dyn Subscriber>> = Vec::new();
@@ -465,6 +481,7 @@ impl Session {
             record: record.clone(),
             metrics: Arc::clone(&metrics),
             writer,
+            failure_notes,
         };
         let thread = std::thread::Builder::new()
             .name("weave-session".to_owned())
@@ -620,10 +637,29 @@ struct Finish {
     record: Option<Arc<RunRecorder>>,
     metrics: Arc<MetricsCollector>,
     writer: Option<MetricsWriter>,
+    /// In a shard of a job: where it says that it failed, one note per exchange folder.
+    failure_notes: Vec<PathBuf>,
 }
 
 impl Finish {
     fn finish(self, result: Result<RunSummary, Box<RunError>>) -> RunOutcome {
+        // The shards waiting for this one's keys would wait until it runs again: they read
+        // this and stop, naming its error.
+        if let Err(f) = &result {
+            let why = f.error.to_string().replace('\n', " ");
+            for note in &self.failure_notes {
+                let written = note
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| weave_fs::write_atomically(note, why.as_bytes()));
+                if let Err(e) = written {
+                    log::warn!(
+                        "cannot leave a note in {} that this shard failed ({e}): the shards waiting for its keys will wait until it runs again",
+                        note.display()
+                    );
+                }
+            }
+        }
         let cached = !self.options.no_cache;
         // Bad records that steps taken from the cache set aside when they last ran.
         let mut restored = 0;

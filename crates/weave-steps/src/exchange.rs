@@ -204,9 +204,22 @@ impl Exchange {
         let path = self.file_of(j);
         let since = std::time::Instant::now();
         let mut next_warning = WAIT_WARNING;
+        let other = Shard::new(j, self.shard.count()).unwrap_or(self.shard);
+        let note = other.failure_note(&self.dir);
         while !path.exists() {
             if ctx.is_cancelled() {
                 return Err(StepError::fatal("cancelled while waiting for the other shards' keys"));
+            }
+            // Shard j's run failed before its keys were out: they will not come until it
+            // runs again, so this shard stops too, rather than wait without end.
+            if let Ok(why) = std::fs::read_to_string(&note) {
+                let why: String = why.trim().chars().take(2000).collect();
+                return Err(StepError::fatal(format!(
+                    "shard {other} of the job failed before its keys for this step were out ({why}); \
+                     this shard stops rather than wait for them. Run the failed shards again \
+                     (`weave slurm resume JOB`, or `weave run --shard {j}/{n}` then this one)",
+                    n = self.shard.count()
+                )));
             }
             if !*said {
                 log::info!(
@@ -424,6 +437,34 @@ mod tests {
         std::fs::write(folder.join("part-00000-of-00002.keys"), b"nope").unwrap();
         let err = one.take_earlier(&ctx, |_| Ok(())).unwrap_err();
         assert!(err.to_string().contains("not a file of the shards' keys"), "{err}");
+    }
+
+    #[test]
+    fn a_shard_that_failed_before_its_keys_were_out_stops_those_waiting_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("z-of-3");
+        std::fs::create_dir_all(&folder).unwrap();
+        let ctx = StepContext::new("s", 0, 0, Arc::default());
+        // Shard 0 is out; shard 1 failed: shard 2 stops at shard 1, naming it and its error.
+        let mut zero = exchange(&folder, 0, 3);
+        zero.finish_publishing().unwrap();
+        let note = Shard::new(1, 3).unwrap().failure_note(&folder);
+        std::fs::write(&note, "step \"load\" failed: line 7: not JSON\n").unwrap();
+        let two = exchange(&folder, 2, 3);
+        let err = two.take_earlier(&ctx, |_| Ok(())).unwrap_err().to_string();
+        assert!(
+            err.contains("shard 1/3 of the job failed before its keys for this step were out (step \"load\" failed: line 7: not JSON)"),
+            "{err}"
+        );
+        assert!(err.contains("weave run --shard 1/3"), "{err}");
+        // A step that waits for every shard, its own part out, stops the same way.
+        let mut two = two;
+        two.finish_publishing().unwrap();
+        assert!(every(&two, &ctx).unwrap_err().to_string().contains("shard 1/3 of the job failed"));
+        // Its keys there (it ran again), a note left behind does not stop anyone.
+        let mut one = exchange(&folder, 1, 3);
+        one.finish_publishing().unwrap();
+        two.take_earlier(&ctx, |_| Ok(())).unwrap();
     }
 
     /// Collects what `x` takes from every shard, as (shard, bytes).
