@@ -986,7 +986,8 @@ fn a_shard_that_fails_before_its_keys_are_out_stops_the_shards_waiting_for_them(
     let (ok1, err1) = &runs[1];
     assert!(!ok1, "shard 1 stops: {err1}");
     assert!(
-        err1.contains("step \"dedup\" failed: shard 0/2 of the job failed before its keys for this step were out (")
+        err1.contains("step \"dedup\" failed: shard 0/2 of the job failed (step \"load\": bad record at in.jsonl:21")
+            && err1.contains(") before its keys for this step were out")
             && err1.contains("bad record at in.jsonl:21: invalid JSON")
             && err1.contains("weave run --shard 0/2"),
         "shard 1 names shard 0 and its error: {err1}"
@@ -1024,7 +1025,7 @@ fn a_shard_run_again_takes_back_its_failure_note() {
         1,
         &[],
         &[
-            "shard 0/2 of the job failed before its keys for this step were out (step \"load\" failed: the disk is full)",
+            "shard 0/2 of the job failed (step \"load\" failed: the disk is full) before its keys for this step were out",
         ],
     );
     // Shard 0 runs again: its note goes, its keys come, and shard 1 then runs.
@@ -1034,4 +1035,73 @@ fn a_shard_run_again_takes_back_its_failure_note() {
     check_in(d, &["run", "p.toml", "--shard", "1/2", "--refresh", "dedup"], 0, &["run succeeded"], &[]);
     let again = concatenated(&[d.join("out-part-00000-of-00002.jsonl"), d.join("out-part-00001-of-00002.jsonl")]);
     assert_eq!(again, single);
+}
+
+/// Starts shard `i` of `n` of `p.toml` in `d`, its stderr kept.
+fn start_shard(d: &Path, i: usize, n: usize) -> std::process::Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weave"));
+    for v in crate::cli::SHARD_VARIABLES {
+        c.env_remove(v);
+    }
+    c.args(["run", "p.toml", "--shard", &format!("{i}/{n}")])
+        .current_dir(d)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("weave starts")
+}
+
+// regression: the shards waiting for the keys of a shard that was killed outright waited
+// without end (warning every 10 minutes), as they do for one that has not started.
+#[test]
+fn a_killed_shard_stops_the_shards_waiting_for_its_keys_and_a_resumed_job_equals_the_single_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lines: Vec<String> = (0..600).map(|i| format!("{{\"id\":{i},\"text\":\"text {}\"}}", i % 150)).collect();
+    std::fs::write(d.join("in.jsonl"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(
+        d.join("p.toml"),
+        "[[step]]\nid = \"load\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n\
+         [[step]]\nid = \"dedup\"\nkind = \"dedup\"\nfields = [\"text\"]\n\n\
+         [[step]]\nid = \"out\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n",
+    )
+    .unwrap();
+    check_in(d, &["run", "p.toml"], 0, &["run succeeded"], &[]);
+    let single = read(&d.join("out.jsonl"));
+    // Shards 1 and 2 start and wait for shard 0's keys; shard 1 is killed while it waits.
+    let mut one = start_shard(d, 1, 3);
+    let two = start_shard(d, 2, 3);
+    let running = |i: usize| {
+        std::fs::read_dir(d.join(".weave/cache/exchange"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join(format!("part-{i:05}-of-00003.running")).exists())
+    };
+    let since = std::time::Instant::now();
+    while !(running(1) && running(2)) {
+        assert!(since.elapsed() < Duration::from_secs(60), "shards 1 and 2 say that they run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = one.id();
+    one.kill().unwrap();
+    one.wait().unwrap();
+    // Shard 0 runs; shard 2, having its keys, now waits for shard 1's, and stops.
+    check_in(d, &["run", "p.toml", "--shard", "0/3"], 0, &["run succeeded"], &[]);
+    let out = two.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "shard 1/3 of the job ended without finishing (its process, {pid}, is gone: killed, or out of memory?) before its keys for this step were out"
+        )),
+        "{stderr}"
+    );
+    // The job resumed: shard 1, then shard 2, and the parts are the single run.
+    check_in(d, &["run", "p.toml", "--shard", "1/3"], 0, &["run succeeded"], &[]);
+    check_in(d, &["run", "p.toml", "--shard", "2/3"], 0, &["run succeeded"], &[]);
+    let parts: Vec<_> = (0..3).map(|i| d.join(format!("out-part-{i:05}-of-00003.jsonl"))).collect();
+    assert_eq!(concatenated(&parts), single);
+    assert!(!running(0) && !running(1) && !running(2), "no running note is left behind");
 }

@@ -64,6 +64,13 @@ impl Shard {
         dir.join(format!("{}.failed", self.part_name()))
     }
 
+    /// `part-IIIII-of-NNNNN.running` in an exchange folder `dir`: the note a shard keeps
+    /// there while it runs (its process, and a lease it renews), so that the shards waiting
+    /// for its keys can tell a shard that was killed from one that has not started yet.
+    pub fn running_note(self, dir: &std::path::Path) -> std::path::PathBuf {
+        dir.join(format!("{}.running", self.part_name()))
+    }
+
     /// Where this shard's range of a stream of `total` bytes starts and ends
     /// (`start..end`; the ranges of the N shards are adjacent and cover the stream).
     pub fn range(self, total: u64) -> std::ops::Range<u64> {

@@ -388,22 +388,7 @@ impl Session {
                 source: e,
             })?;
         }
-        // A shard of a job that runs again takes back what its failed run said to the
-        // shards waiting for its keys ([`Finish::finish`] says it again if it fails again).
-        let failure_notes: Vec<PathBuf> = match pipeline.shard {
-            Some(shard) if shard.count() > 1 => pipeline.exchange.values().map(|dir| shard.failure_note(dir)).collect(),
-            _ => Vec::new(),
-        };
-        for note in &failure_notes {
-            if let Err(e) = std::fs::remove_file(note)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                log::warn!(
-                    "cannot remove {} ({e}): the other shards may stop, reading that this one failed",
-                    note.display()
-                );
-            }
-        }
+        let shard_notes = ShardNotes::start(&pipeline);
         let metrics = Arc::new(MetricsCollector::new());
         let alerts = Arc::new(AlertManager::new(pipeline.alerts.clone()));
         let mut subscribers: Vec<Arc<dyn Subscriber>> = Vec::new();
@@ -481,7 +466,7 @@ impl Session {
             record: record.clone(),
             metrics: Arc::clone(&metrics),
             writer,
-            failure_notes,
+            shard_notes,
         };
         let thread = std::thread::Builder::new()
             .name("weave-session".to_owned())
@@ -637,29 +622,86 @@ struct Finish {
     record: Option<Arc<RunRecorder>>,
     metrics: Arc<MetricsCollector>,
     writer: Option<MetricsWriter>,
-    /// In a shard of a job: where it says that it failed, one note per exchange folder.
-    failure_notes: Vec<PathBuf>,
+    /// In a shard of a job: what it tells the shards waiting for its keys.
+    shard_notes: ShardNotes,
+}
+
+/// What a shard of a job tells the other shards, in each folder where they exchange keys:
+/// that it runs (`Shard::running_note`: its process, with a lease it renews), and, if its
+/// run fails, that it failed and why (`Shard::failure_note`). A shard waiting for this
+/// one's keys stops at a failure note, or at a running note whose process is gone (a shard
+/// killed outright), rather than wait for keys that will not come.
+struct ShardNotes {
+    /// Per exchange folder: the running note and the failure note.
+    notes: Vec<(PathBuf, PathBuf)>,
+    _leases: Vec<weave_fs::LeaseGuard>,
+}
+
+impl ShardNotes {
+    /// Takes back what an earlier run of this shard said, and says that it runs.
+    fn start(pipeline: &Pipeline) -> ShardNotes {
+        let notes: Vec<(PathBuf, PathBuf)> = match pipeline.shard {
+            // The folders of the steps this run has (a staged run has some of them).
+            Some(shard) if shard.count() > 1 => pipeline
+                .exchange
+                .iter()
+                .filter(|(step, _)| pipeline.dag().nodes().iter().any(|n| &n.id == *step))
+                .map(|(_, dir)| (shard.running_note(dir), shard.failure_note(dir)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut leases = Vec::new();
+        for (running, failed) in &notes {
+            if let Err(e) = std::fs::remove_file(failed)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                log::warn!(
+                    "cannot remove {} ({e}): the other shards may stop, reading that this one failed",
+                    failed.display()
+                );
+            }
+            let written =
+                serde_json::to_vec(&weave_fs::Owner::current()).map_err(std::io::Error::other).and_then(|owner| {
+                    running.parent().map_or(Ok(()), std::fs::create_dir_all)?;
+                    weave_fs::write_atomically(running, &owner)
+                });
+            match written {
+                Ok(()) => leases.push(weave_fs::hold_lease(running)),
+                Err(e) => log::warn!(
+                    "cannot leave a note in {} that this shard runs ({e}): if it is killed, the shards waiting for its keys will wait until it runs again",
+                    running.display()
+                ),
+            }
+        }
+        ShardNotes { notes, _leases: leases }
+    }
+
+    /// The run has ended: the running notes go, and a failure is said.
+    fn finish(self, failure: Option<&str>) {
+        for (running, failed) in &self.notes {
+            if let Some(why) = failure {
+                let written = failed
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| weave_fs::write_atomically(failed, why.replace('\n', " ").as_bytes()));
+                if let Err(e) = written {
+                    log::warn!(
+                        "cannot leave a note in {} that this shard failed ({e}): the shards waiting for its keys will wait until it runs again",
+                        failed.display()
+                    );
+                }
+            }
+            let _ = std::fs::remove_file(running);
+        }
+    }
 }
 
 impl Finish {
     fn finish(self, result: Result<RunSummary, Box<RunError>>) -> RunOutcome {
         // The shards waiting for this one's keys would wait until it runs again: they read
-        // this and stop, naming its error.
-        if let Err(f) = &result {
-            let why = f.error.to_string().replace('\n', " ");
-            for note in &self.failure_notes {
-                let written = note
-                    .parent()
-                    .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| weave_fs::write_atomically(note, why.as_bytes()));
-                if let Err(e) = written {
-                    log::warn!(
-                        "cannot leave a note in {} that this shard failed ({e}): the shards waiting for its keys will wait until it runs again",
-                        note.display()
-                    );
-                }
-            }
-        }
+        // its failure and stop, naming its error.
+        let failure = result.as_ref().err().map(|f| f.error.to_string());
+        self.shard_notes.finish(failure.as_deref());
         let cached = !self.options.no_cache;
         // Bad records that steps taken from the cache set aside when they last ran.
         let mut restored = 0;

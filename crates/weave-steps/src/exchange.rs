@@ -27,6 +27,20 @@ use weave_core::{Batch, Shard, StepContext, StepError};
 
 const MAGIC: &[u8; 4] = b"WVX1";
 
+/// Whether another shard's run has ended without its keys, by the notes it leaves in the
+/// exchange folder (see `weave_core::Shard::failure_note` and `running_note`): `failed
+/// (its error)`, or `ended without finishing (…)` when its running note's process is
+/// gone (killed outright; for a process on another machine, once its lease has run out).
+fn ended_without_keys(failed: &Path, running: &Path) -> Option<String> {
+    if let Ok(why) = std::fs::read_to_string(failed) {
+        let why: String = why.trim().chars().take(2000).collect();
+        return Some(format!("failed ({why})"));
+    }
+    let owner: weave_fs::Owner = serde_json::from_slice(&std::fs::read(running).ok()?).ok()?;
+    weave_fs::holder_is_gone(&owner, running)
+        .then(|| format!("ended without finishing (its process, {}, is gone: killed, or out of memory?)", owner.pid()))
+}
+
 /// How often a shard looks for an earlier shard's keys while it waits.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -205,17 +219,17 @@ impl Exchange {
         let since = std::time::Instant::now();
         let mut next_warning = WAIT_WARNING;
         let other = Shard::new(j, self.shard.count()).unwrap_or(self.shard);
-        let note = other.failure_note(&self.dir);
+        let (note, running) = (other.failure_note(&self.dir), other.running_note(&self.dir));
         while !path.exists() {
             if ctx.is_cancelled() {
                 return Err(StepError::fatal("cancelled while waiting for the other shards' keys"));
             }
-            // Shard j's run failed before its keys were out: they will not come until it
-            // runs again, so this shard stops too, rather than wait without end.
-            if let Ok(why) = std::fs::read_to_string(&note) {
-                let why: String = why.trim().chars().take(2000).collect();
+            // Shard j's run failed, or its process is gone, before its keys were out: they
+            // will not come until it runs again, so this shard stops too, rather than wait
+            // without end. (No note at all: shard j has not started yet.)
+            if let Some(why) = ended_without_keys(&note, &running) {
                 return Err(StepError::fatal(format!(
-                    "shard {other} of the job failed before its keys for this step were out ({why}); \
+                    "shard {other} of the job {why} before its keys for this step were out; \
                      this shard stops rather than wait for them. Run the failed shards again \
                      (`weave slurm resume JOB`, or `weave run --shard {j}/{n}` then this one)",
                     n = self.shard.count()
@@ -453,7 +467,7 @@ mod tests {
         let two = exchange(&folder, 2, 3);
         let err = two.take_earlier(&ctx, |_| Ok(())).unwrap_err().to_string();
         assert!(
-            err.contains("shard 1/3 of the job failed before its keys for this step were out (step \"load\" failed: line 7: not JSON)"),
+            err.contains("shard 1/3 of the job failed (step \"load\" failed: line 7: not JSON) before its keys for this step were out"),
             "{err}"
         );
         assert!(err.contains("weave run --shard 1/3"), "{err}");
@@ -465,6 +479,36 @@ mod tests {
         let mut one = exchange(&folder, 1, 3);
         one.finish_publishing().unwrap();
         two.take_earlier(&ctx, |_| Ok(())).unwrap();
+    }
+
+    #[test]
+    fn a_shard_whose_process_is_gone_has_ended_without_its_keys_one_not_started_has_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (failed, running) = (dir.path().join("p.failed"), dir.path().join("p.running"));
+        let note = |owner: weave_fs::Owner| std::fs::write(&running, serde_json::to_vec(&owner).unwrap()).unwrap();
+        // No note: not started yet.
+        assert_eq!(ended_without_keys(&failed, &running), None);
+        // Running, here.
+        note(weave_fs::Owner::current());
+        assert_eq!(ended_without_keys(&failed, &running), None);
+        // Its process is gone.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        note(weave_fs::Owner::in_space(pid, Some(1), weave_fs::pid_space()));
+        let why = ended_without_keys(&failed, &running).expect("gone");
+        assert!(why.starts_with(&format!("ended without finishing (its process, {pid}, is gone")), "{why}");
+        // On another machine: alive while its lease is renewed, gone once it has run out.
+        note(weave_fs::Owner::in_space(pid, Some(1), Some(0x1234)));
+        assert_eq!(ended_without_keys(&failed, &running), None);
+        let old = std::time::SystemTime::now() - weave_fs::LEASE_EXPIRY - std::time::Duration::from_secs(60);
+        std::fs::File::options().write(true).open(&running).unwrap().set_modified(old).unwrap();
+        assert!(ended_without_keys(&failed, &running).is_some());
+        // A damaged note says nothing; a failure note says the error.
+        std::fs::write(&running, b"{").unwrap();
+        assert_eq!(ended_without_keys(&failed, &running), None);
+        std::fs::write(&failed, "disk full\n").unwrap();
+        assert_eq!(ended_without_keys(&failed, &running).as_deref(), Some("failed (disk full)"));
     }
 
     /// Collects what `x` takes from every shard, as (shard, bytes).
