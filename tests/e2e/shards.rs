@@ -962,14 +962,11 @@ fn gc_during_a_sharded_job_removes_nothing_a_live_shard_holds() {
 // `mix` in a sharded job: the last shard passes on the chosen synthetic records.
 mod mix;
 
-// regression: run together (without `--stage`), the shards after one that failed before
-// its keys were out waited for them without end, warning every 10 minutes.
-#[test]
-fn a_shard_that_fails_before_its_keys_are_out_stops_the_shards_waiting_for_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let mut lines: Vec<String> = (0..400).map(|i| format!("{{\"id\":{i},\"text\":\"text {}\"}}", i % 90)).collect();
-    lines[20] = "{\"id\":20,\"text\":".to_owned();
+/// Writes `in.jsonl` in `d`, `rows` records whose texts repeat (a text in ~4), and
+/// `p.toml`: load → dedup on the text → export. Returns the input's lines.
+fn dedup_job(d: &Path, rows: usize) -> Vec<String> {
+    let lines: Vec<String> =
+        (0..rows).map(|i| format!("{{\"id\":{i},\"text\":\"text {}\"}}", i % (rows / 4).max(1))).collect();
     std::fs::write(d.join("in.jsonl"), lines.join("\n") + "\n").unwrap();
     std::fs::write(
         d.join("p.toml"),
@@ -978,6 +975,18 @@ fn a_shard_that_fails_before_its_keys_are_out_stops_the_shards_waiting_for_them(
          [[step]]\nid = \"out\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n",
     )
     .unwrap();
+    lines
+}
+
+// regression: run together (without `--stage`), the shards after one that failed before
+// its keys were out waited for them without end, warning every 10 minutes.
+#[test]
+fn a_shard_that_fails_before_its_keys_are_out_stops_the_shards_waiting_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut lines = dedup_job(d, 400);
+    lines[20] = "{\"id\":20,\"text\":".to_owned();
+    std::fs::write(d.join("in.jsonl"), lines.join("\n") + "\n").unwrap();
     let started = std::time::Instant::now();
     let runs = shards_together(d, 2, false);
     assert!(started.elapsed() < std::time::Duration::from_secs(60), "the shards stopped, not waited");
@@ -999,15 +1008,7 @@ fn a_shard_that_fails_before_its_keys_are_out_stops_the_shards_waiting_for_them(
 fn a_shard_run_again_takes_back_its_failure_note() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let lines: Vec<String> = (0..400).map(|i| format!("{{\"id\":{i},\"text\":\"text {}\"}}", i % 90)).collect();
-    std::fs::write(d.join("in.jsonl"), lines.join("\n") + "\n").unwrap();
-    std::fs::write(
-        d.join("p.toml"),
-        "[[step]]\nid = \"load\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n\
-         [[step]]\nid = \"dedup\"\nkind = \"dedup\"\nfields = [\"text\"]\n\n\
-         [[step]]\nid = \"out\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n",
-    )
-    .unwrap();
+    dedup_job(d, 400);
     run_together(d, 2);
     let single: Vec<u8> =
         concatenated(&[d.join("out-part-00000-of-00002.jsonl"), d.join("out-part-00001-of-00002.jsonl")]);
@@ -1058,15 +1059,7 @@ fn start_shard(d: &Path, i: usize, n: usize) -> std::process::Child {
 fn a_killed_shard_stops_the_shards_waiting_for_its_keys_and_a_resumed_job_equals_the_single_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let lines: Vec<String> = (0..600).map(|i| format!("{{\"id\":{i},\"text\":\"text {}\"}}", i % 150)).collect();
-    std::fs::write(d.join("in.jsonl"), lines.join("\n") + "\n").unwrap();
-    std::fs::write(
-        d.join("p.toml"),
-        "[[step]]\nid = \"load\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n\
-         [[step]]\nid = \"dedup\"\nkind = \"dedup\"\nfields = [\"text\"]\n\n\
-         [[step]]\nid = \"out\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n",
-    )
-    .unwrap();
+    dedup_job(d, 600);
     check_in(d, &["run", "p.toml"], 0, &["run succeeded"], &[]);
     let single = read(&d.join("out.jsonl"));
     // Shards 1 and 2 start and wait for shard 0's keys; shard 1 is killed while it waits.
