@@ -328,27 +328,28 @@ fn run_together(d: &Path, n: usize) {
     }
 }
 
+/// Starts shard `i` of `n` of `p.toml` in `d` (`quiet`: with `-q`), its stderr kept.
+fn start_shard(d: &Path, i: usize, n: usize, quiet: bool) -> std::process::Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weave"));
+    for v in crate::cli::SHARD_VARIABLES {
+        c.env_remove(v);
+    }
+    if quiet {
+        c.arg("-q");
+    }
+    c.args(["run", "p.toml", "--shard", &format!("{i}/{n}")])
+        .current_dir(d)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("weave starts")
+}
+
 /// Runs the `n` shards of `p.toml` in `d` all at once (`quiet`: with `-q`) and returns,
 /// for each, whether it succeeded and what it wrote to stderr.
 fn shards_together(d: &Path, n: usize, quiet: bool) -> Vec<(bool, String)> {
-    let children: Vec<_> = (0..n)
-        .map(|i| {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_weave"));
-            for v in crate::cli::SHARD_VARIABLES {
-                c.env_remove(v);
-            }
-            if quiet {
-                c.arg("-q");
-            }
-            c.args(["run", "p.toml", "--shard", &format!("{i}/{n}")])
-                .current_dir(d)
-                .env_remove("RUST_LOG")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("weave starts")
-        })
-        .collect();
+    let children: Vec<_> = (0..n).map(|i| start_shard(d, i, n, quiet)).collect();
     children
         .into_iter()
         .map(|c| {
@@ -1038,21 +1039,6 @@ fn a_shard_run_again_takes_back_its_failure_note() {
     assert_eq!(again, single);
 }
 
-/// Starts shard `i` of `n` of `p.toml` in `d`, its stderr kept.
-fn start_shard(d: &Path, i: usize, n: usize) -> std::process::Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_weave"));
-    for v in crate::cli::SHARD_VARIABLES {
-        c.env_remove(v);
-    }
-    c.args(["run", "p.toml", "--shard", &format!("{i}/{n}")])
-        .current_dir(d)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("weave starts")
-}
-
 // regression: the shards waiting for the keys of a shard that was killed outright waited
 // without end (warning every 10 minutes), as they do for one that has not started.
 #[test]
@@ -1063,8 +1049,8 @@ fn a_killed_shard_stops_the_shards_waiting_for_its_keys_and_a_resumed_job_equals
     check_in(d, &["run", "p.toml"], 0, &["run succeeded"], &[]);
     let single = read(&d.join("out.jsonl"));
     // Shards 1 and 2 start and wait for shard 0's keys; shard 1 is killed while it waits.
-    let mut one = start_shard(d, 1, 3);
-    let two = start_shard(d, 2, 3);
+    let mut one = start_shard(d, 1, 3, false);
+    let two = start_shard(d, 2, 3, false);
     let running = |i: usize| {
         std::fs::read_dir(d.join(".weave/cache/exchange"))
             .into_iter()
