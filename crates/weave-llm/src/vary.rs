@@ -13,7 +13,11 @@
 //! - `"record"`: every field of the record, by name and value; records that differ in any
 //!   field (an id will do) get requests of their own, identical records share. Survives
 //!   a reordering and a change of batch size, since it looks at the record only; a field
-//!   added upstream changes every request.
+//!   added upstream changes every request. It reads the fields of the record's batch, in
+//!   the batch's order, nulls included: for JSON records whose fields vary from record to
+//!   record, a batch's fields (and so a record's salt) depend on the records that share
+//!   it, and a list of fields is the way (left so, since another rule would change every
+//!   salt, and ask every cached answer again).
 //! - `["field", ...]`: those fields only, as `"record"` does with every field.
 //! - `"position"`: the record's place in the step's input (its batch's sequence number and
 //!   its row in it, and the shard, in a job of shards, whose batches are numbered from 0
