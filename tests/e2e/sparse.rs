@@ -73,9 +73,22 @@ equals = "spam"
 not = true
 
 [[step]]
+id = "pii"
+kind = "pii"
+after = "keep"
+fields = ["title"]
+
+[[step]]
+id = "noise"
+kind = "augment"
+after = "pii"
+field = "title"
+noiser = "typos"
+
+[[step]]
 id = "split"
 kind = "split"
-after = "keep"
+after = "noise"
 fractions = {{ train = 0.7, test = 0.3 }}
 stratify_by = "label"
 seed = 7
@@ -124,6 +137,7 @@ fn every_batch_size_gives_the_same_records_when_fields_vary() {
     assert!(first.iter().any(|r| r.get("label").and_then(|l| l.as_str()) == Some("ham")));
     assert!(first.iter().all(|r| r.contains_key("split")));
     assert!(first.iter().filter_map(|r| r.get("title")).all(|t| t.as_str().is_some_and(|t| t.starts_with("title "))));
+    assert!(first.iter().any(|r| r.contains_key("title_noisy")), "titles noised");
     for (batch_size, got) in &runs[1..] {
         assert_eq!(got, first, "batch_size = {batch_size} against batch_size = 1");
     }
