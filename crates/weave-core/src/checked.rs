@@ -44,18 +44,18 @@ struct Checked<S: ?Sized> {
 }
 
 /// Calls `f`, which appends a call's output batches to `out`, and checks those batches.
-fn checking(
+fn checking<T>(
     schema: &DeclaredSchema,
     ctx: &mut StepContext,
     out: &mut Vec<Batch>,
-    f: impl FnOnce(&mut StepContext, &mut Vec<Batch>) -> Result<(), StepError>,
-) -> Result<(), StepError> {
+    f: impl FnOnce(&mut StepContext, &mut Vec<Batch>) -> Result<T, StepError>,
+) -> Result<T, StepError> {
     let from = out.len();
-    f(ctx, out)?;
+    let r = f(ctx, out)?;
     for b in out.iter_mut().skip(from) {
         *b = schema.check(b, ctx);
     }
-    Ok(())
+    Ok(r)
 }
 
 /// What the wrapped step states about itself is what the step states: the schema is in
@@ -149,6 +149,10 @@ impl StatefulTransform for Checked<Box<dyn StatefulTransform>> {
     fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
         checking(&self.schema, ctx, out, |ctx, out| self.inner.finish(ctx, out))
     }
+
+    fn more(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<bool, StepError> {
+        checking(&self.schema, ctx, out, |ctx, out| self.inner.more(ctx, out))
+    }
 }
 
 impl Merge for Checked<Box<dyn Merge>> {
@@ -171,12 +175,7 @@ impl Merge for Checked<Box<dyn Merge>> {
     }
 
     fn more(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<bool, StepError> {
-        let mut more = false;
-        checking(&self.schema, ctx, out, |ctx, out| {
-            more = self.inner.more(ctx, out)?;
-            Ok(())
-        })?;
-        Ok(more)
+        checking(&self.schema, ctx, out, |ctx, out| self.inner.more(ctx, out))
     }
 }
 

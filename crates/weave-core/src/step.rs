@@ -389,6 +389,16 @@ pub trait StatefulTransform: StepInfo {
         let _ = (ctx, out);
         Ok(())
     }
+
+    /// Output the step holds back (a shard's batches, held until the earlier shards' keys
+    /// were there, in a temporary file past a size) and lets out a little at a time: after
+    /// [`StatefulTransform::finish`], the executor calls this until it returns `false`,
+    /// passing on what each call appends before the next, so that what was held is never
+    /// all in memory at once. The default holds nothing back.
+    fn more(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<bool, StepError> {
+        let _ = (ctx, out);
+        Ok(false)
+    }
 }
 
 /// A merge: several inputs, one output.

@@ -35,6 +35,10 @@ pub struct Dedup {
     exchange: Option<crate::exchange::Exchange>,
     warmed: bool,
     held: crate::exchange::Held<Vec<u128>>,
+    /// In a shard that held every batch: whether a single process keeps each of their
+    /// records, decided at once at the input's end, and how many the batches let out so
+    /// far have reached.
+    release: Option<(Vec<bool>, usize)>,
     /// In a shard whose keys a run before this one published (the stage before, which only
     /// published them): those keys, in order, whether a single process keeps each, and
     /// how many of them this run's records have reached.
@@ -61,7 +65,8 @@ fn build(p: &Params) -> Option<Step> {
         config: exchange.as_ref().map_or_else(|| p.canonical(), |x| x.keyed(p.canonical())),
         exchange,
         warmed: false,
-        held: Vec::new(),
+        held: crate::exchange::Held::default(),
+        release: None,
         decided: None,
     })))
 }
@@ -379,7 +384,7 @@ impl Dedup {
         } else if self.warmed {
             self.decide(batch, keys, ctx, out);
         } else {
-            self.held.push((batch.clone(), keys.to_vec()));
+            self.held.push(batch.clone(), keys.to_vec())?;
         }
         Ok(())
     }
@@ -466,28 +471,33 @@ impl StatefulTransform for Dedup {
 
     /// In a shard: puts its keys in place for the later shards, then (if it held its
     /// batches) waits for the earlier shards' keys and decides on its own.
-    fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+    fn finish(&mut self, ctx: &mut StepContext, _out: &mut Vec<Batch>) -> Result<(), StepError> {
         let Some(x) = &mut self.exchange else { return Ok(()) };
         x.finish_publishing()?;
         if x.publish_only() {
             return Ok(());
         }
         if !self.warmed {
-            // It held every batch: their keys are all it will decide on, at once.
-            let held = std::mem::take(&mut self.held);
-            let keys: Vec<u128> = held.iter().flat_map(|(_, keys)| keys.iter().copied()).collect();
+            // It held every batch: their keys are all it will decide on, at once. The
+            // batches are let out one at a time (`more`).
+            let keys: Vec<u128> = self.held.keys().flat_map(|keys| keys.iter().copied()).collect();
             let keep = first_unseen(&keys, |take| x.take_earlier(ctx, take))?;
-            let mut at = 0;
-            for (batch, keys) in held {
-                Self::emit(&batch, &keep[at..at + keys.len()], ctx, out);
-                at += keys.len();
-            }
-            return Ok(());
-        }
-        for (batch, keys) in std::mem::take(&mut self.held) {
-            self.decide(&batch, &keys, ctx, out);
+            self.release = Some((keep, 0));
         }
         Ok(())
+    }
+
+    /// Lets the held batches out, one a call, in order.
+    fn more(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<bool, StepError> {
+        let Some((batch, keys)) = self.held.pop()? else { return Ok(false) };
+        match &mut self.release {
+            Some((keep, at)) => {
+                Self::emit(&batch, &keep[*at..*at + keys.len()], ctx, out);
+                *at += keys.len();
+            }
+            None => self.decide(&batch, &keys, ctx, out),
+        }
+        Ok(!self.held.is_empty())
     }
 }
 

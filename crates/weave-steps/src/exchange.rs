@@ -373,7 +373,53 @@ impl Exchange {
 
 /// What a sharded whole-dataset step holds while it waits for the earlier shards: its own
 /// batches, with their keys, to decide on once it has taken the earlier shards' in.
-pub(crate) type Held<K> = Vec<(Batch, K)>;
+/// A shard's batches held at a whole-dataset step until the earlier shards' keys are there,
+/// each with what the step made of it (its keys): the keys in memory (a few bytes a
+/// record), the batches in order in a [`Queue`](crate::spill::Queue), 64 MiB in memory
+/// and the rest in a temporary file, so that a shard started before the earlier ones
+/// need not hold its share of the data in memory. Let out a batch at a time
+/// (`StatefulTransform::more`).
+#[derive(Debug)]
+pub(crate) struct Held<K> {
+    batches: crate::spill::Queue,
+    keys: std::collections::VecDeque<K>,
+}
+
+impl<K> Default for Held<K> {
+    fn default() -> Self {
+        Held {
+            batches: crate::spill::Queue::new("a shard's records held until the earlier shards' keys are there"),
+            keys: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+impl<K> Held<K> {
+    /// Holds `batch`, after the others, with its keys.
+    pub(crate) fn push(&mut self, batch: Batch, keys: K) -> Result<(), StepError> {
+        self.batches.push(batch)?;
+        self.keys.push_back(keys);
+        Ok(())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The keys of the batches held, in order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &K> {
+        self.keys.iter()
+    }
+
+    /// The oldest batch held, with its keys.
+    pub(crate) fn pop(&mut self) -> Result<Option<(Batch, K)>, StepError> {
+        let Some(keys) = self.keys.pop_front() else { return Ok(None) };
+        match self.batches.pop()? {
+            Some(batch) => Ok(Some((batch, keys))),
+            None => Err(StepError::internal("a held batch is missing")),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -50,6 +50,7 @@ mod near_dedup;
 mod noise;
 mod pii;
 mod quality;
+mod spill;
 mod text;
 mod tokens;
 mod validate;
@@ -184,6 +185,18 @@ mod tests {
     fn params_at(file: &std::path::Path, config: &str) -> Params {
         let table = ConfTable::parse(config).unwrap_or_else(|e| panic!("bad test TOML: {e:?}"));
         Params::new(table, SourceFile::new(file, config), "step", Some("s".into()))
+    }
+
+    /// Ends a stateful step's input as the executor does: `finish`, then `more` until it
+    /// has let out everything it held.
+    pub(crate) fn finish(
+        t: &mut dyn weave_core::StatefulTransform,
+        ctx: &mut weave_core::StepContext,
+        out: &mut Vec<weave_core::Batch>,
+    ) -> Result<(), weave_core::StepError> {
+        t.finish(ctx, out)?;
+        while t.more(ctx, out)? {}
+        Ok(())
     }
 
     /// Builds a step of `kind` from its keys, panicking with the diagnostics if it fails.

@@ -266,7 +266,7 @@ fn build(p: &Params) -> Option<Step> {
         totals: Totals::default(),
         exchange,
         warmed: false,
-        held: Vec::new(),
+        held: crate::exchange::Held::default(),
     })))
 }
 
@@ -661,8 +661,7 @@ impl NearDedup {
             self.decide(batch, s, ctx, out)
         } else {
             // Held: copied, since the executor keeps the preparation for a retried call.
-            self.held.push((batch.clone(), s.clone()));
-            Ok(())
+            self.held.push(batch.clone(), s.clone())
         }
     }
 
@@ -711,8 +710,10 @@ impl StatefulTransform for NearDedup {
     }
 
     fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let _ = out;
         // In a shard: its signatures in place for the later shards, then (if it held its
-        // batches) the earlier shards' taken in and its own decided.
+        // batches) the earlier shards' taken in; its own are decided as they are let out
+        // (`more`), and the figures said after the last.
         if let Some(x) = &mut self.exchange {
             x.finish_publishing()?;
             if x.publish_only() {
@@ -721,10 +722,28 @@ impl StatefulTransform for NearDedup {
             if !self.warmed {
                 self.warm(ctx)?;
             }
-            for (batch, s) in std::mem::take(&mut self.held) {
-                self.decide(&batch, &s, ctx, out)?;
-            }
         }
+        if self.held.is_empty() {
+            self.report(ctx);
+        }
+        Ok(())
+    }
+
+    /// Decides on the held batches, one a call, in order.
+    fn more(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<bool, StepError> {
+        let Some((batch, s)) = self.held.pop()? else { return Ok(false) };
+        self.decide(&batch, &s, ctx, out)?;
+        if self.held.is_empty() {
+            self.report(ctx);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+impl NearDedup {
+    /// The step's figures, once every record is decided.
+    fn report(&self, ctx: &mut StepContext) {
         let t = &self.totals;
         let index_bytes = self.index_bytes();
         log::debug!(
@@ -746,7 +765,6 @@ impl StatefulTransform for NearDedup {
         ctx.set_stat("candidates_not_near", int(t.candidates_rejected));
         ctx.set_stat("index_bytes", int(index_bytes as u64));
         ctx.set_stat("signatures_kept", int(self.store.len() as u64));
-        Ok(())
     }
 }
 
@@ -1266,7 +1284,7 @@ mod tests {
         for b in batches {
             s.process(&Batch::from_records(b), &mut ctx, &mut out).unwrap();
         }
-        s.finish(&mut ctx, &mut out).unwrap();
+        crate::tests::finish(&mut *s, &mut ctx, &mut out).unwrap();
         let kept = out
             .iter()
             .flat_map(|b| b.to_records())

@@ -49,7 +49,7 @@ pub(super) fn merge_loop(cx: &StageCtx<'_>, mut one: Single<'_>, m: &mut dyn Mer
                 })?;
                 shared.settle(step, one.stats, &mut ctx)?;
                 cx.emit_outputs(&mut one, &mut out, Made { seq: last_seq, records_in: 0, t0, input: None })?;
-                drain(cx, &mut one, m, &mut out, last_seq)?;
+                cx.drain(&mut one, &mut out, last_seq, |ctx, out| m.more(ctx, out))?;
             }
         }
         let Some(i) =
@@ -77,33 +77,5 @@ pub(super) fn merge_loop(cx: &StageCtx<'_>, mut one: Single<'_>, m: &mut dyn Mer
     })?;
     shared.settle(step, one.stats, &mut ctx)?;
     cx.emit_outputs(&mut one, &mut out, Made { seq: last_seq, records_in: 0, t0, input: None })?;
-    drain(cx, &mut one, m, &mut out, last_seq)
-}
-
-/// Lets out what the merge holds back ([`Merge::more`]), a call at a time, each call's
-/// output passed on (under the memory budget) before the next is asked for. A call that
-/// lets out nothing is not counted as one. Asked after an input ends and after `finish`
-/// only, not after every batch: a merge's calls run on the pool, and a round trip there
-/// per batch for every merge would be paid for nothing.
-fn drain(
-    cx: &StageCtx<'_>,
-    one: &mut Single<'_>,
-    m: &mut dyn Merge,
-    out: &mut Vec<weave_core::Batch>,
-    seq: u64,
-) -> Result<(), Stopped> {
-    loop {
-        let t0 = Instant::now();
-        let (more, mut ctx) = cx.caller.call(one.step, seq, one.stats, |ctx| {
-            out.clear();
-            m.more(ctx, out)
-        })?;
-        if !out.is_empty() {
-            cx.shared.settle(one.step, one.stats, &mut ctx)?;
-            cx.emit_outputs(one, out, Made { seq, records_in: 0, t0, input: None })?;
-        }
-        if !more {
-            return Ok(());
-        }
-    }
+    cx.drain(&mut one, &mut out, last_seq, |ctx, out| m.more(ctx, out))
 }

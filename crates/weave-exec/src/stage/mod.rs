@@ -125,6 +125,35 @@ pub(crate) fn run_stage(stage: Stage, shared: &Shared, pool: &Arc<rayon::ThreadP
 }
 
 impl StageCtx<'_> {
+    /// Lets out what a step holds back (`Merge::more`, `StatefulTransform::more`), a call
+    /// at a time, each call's output passed on (under the memory budget) before the next
+    /// is asked for. What a call reports (records dropped, figures) is settled whatever it
+    /// lets out; a call that lets out nothing is not counted as one. Asked after a merge's
+    /// input ends and after `finish` only, not after every batch: the calls run on the
+    /// pool, and a round trip there per batch would be paid for nothing.
+    pub(crate) fn drain(
+        &self,
+        one: &mut Single<'_>,
+        out: &mut Vec<Batch>,
+        seq: u64,
+        mut more: impl FnMut(&mut weave_core::StepContext, &mut Vec<Batch>) -> Result<bool, weave_core::StepError> + Send,
+    ) -> Result<(), Stopped> {
+        loop {
+            let t0 = Instant::now();
+            let (again, mut ctx) = self.caller.call(one.step, seq, one.stats, |ctx| {
+                out.clear();
+                more(ctx, out)
+            })?;
+            self.shared.settle(one.step, one.stats, &mut ctx)?;
+            if !out.is_empty() {
+                self.emit_outputs(one, out, Made { seq, records_in: 0, t0, input: None })?;
+            }
+            if !again {
+                return Ok(());
+            }
+        }
+    }
+
     /// At the end of `step`'s input: fails it for a field it reads that no batch of its
     /// input had, when the input's fields vary ([`ReadFields::at_end`](crate::fields::ReadFields)).
     pub(crate) fn fields_at_end(&self, step: &StageStep, seq: u64, stats: &mut StepStats) -> Result<(), Stopped> {

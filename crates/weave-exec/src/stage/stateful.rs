@@ -68,7 +68,8 @@ pub(super) fn stateful_loop(
         st.finish(ctx, &mut out)
     })?;
     shared.settle(step, one.stats, &mut ctx)?;
-    cx.emit_outputs(&mut one, &mut out, Made { seq, records_in: 0, t0, input: None })
+    cx.emit_outputs(&mut one, &mut out, Made { seq, records_in: 0, t0, input: None })?;
+    cx.drain(&mut one, &mut out, seq, |ctx, out| st.more(ctx, out))
 }
 
 /// What a preparation job sends back.

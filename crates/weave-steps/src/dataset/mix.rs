@@ -10,7 +10,6 @@ use weave_core::{
 use super::{Classes, column, constant_column, position_key, salt, water_fill};
 use crate::exchange::Exchange;
 
-mod queue;
 mod sharded;
 
 /// The `mix` kind.
@@ -111,7 +110,7 @@ pub struct Mix {
     held: [Vec<Held>; 2],
     /// A plain append's synthetic batches (marked), held while the real input runs, let
     /// out after it ([`Merge::more`]).
-    waiting: queue::Queue,
+    waiting: crate::spill::Queue,
     /// In a shard of a job of several: the exchange with the other shards.
     shard: Option<sharded::MixShard>,
 }
@@ -242,7 +241,7 @@ fn build(p: &Params) -> Option<Step> {
         real_by_class: Vec::new(),
         synthetic_classes: Classes::default(),
         held: Default::default(),
-        waiting: queue::Queue::new(),
+        waiting: crate::spill::Queue::new("the synthetic records held for after the real ones"),
         shard: exchange.map(sharded::MixShard::new),
     })))
 }

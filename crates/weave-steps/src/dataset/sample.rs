@@ -222,17 +222,44 @@ impl StatefulTransform for Sample {
         let seed = self.seed.unwrap_or(ctx.seed());
         match &mut self.mode {
             Mode::Fraction(_) => Ok(()),
-            Mode::StratifiedFraction { field, classes, stratifier, kept, seen, replay } => {
+            Mode::StratifiedFraction { classes, stratifier, replay, .. } => {
                 if let Some(r) = replay {
-                    if r.exchange().publish_only() {
-                        r.finish(ctx, classes, stratifier)?;
+                    r.finish(ctx, classes, stratifier)?;
+                    if r.exchange().publish_only() || r.holds() {
+                        // Nothing to count, or the held batches first (`more`).
                         return Ok(());
                     }
-                    for (batch, keys) in r.finish(ctx, classes, stratifier)? {
-                        let col = column(&batch, field)?;
-                        decide_fraction(&batch, col, &keys, (classes, stratifier), (kept, seen), ctx, out);
-                    }
                 }
+                self.report_stratified(ctx);
+                Ok(())
+            }
+            Mode::Reservoir(r) => r.finish(seed, ctx, out),
+        }
+    }
+
+    /// A stratified fraction in a shard: decides on the held batches, one a call, in
+    /// order; then the figures.
+    fn more(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<bool, StepError> {
+        let Mode::StratifiedFraction { field, classes, stratifier, kept, seen, replay: Some(r) } = &mut self.mode
+        else {
+            return Ok(false);
+        };
+        let Some((batch, keys)) = r.next_held()? else { return Ok(false) };
+        let col = column(&batch, field)?;
+        decide_fraction(&batch, col, &keys, (classes, stratifier), (kept, seen), ctx, out);
+        if r.holds() {
+            return Ok(true);
+        }
+        self.report_stratified(ctx);
+        Ok(false)
+    }
+}
+
+impl Sample {
+    /// A stratified fraction's figures, once every record is decided.
+    fn report_stratified(&self, ctx: &mut StepContext) {
+        match &self.mode {
+            Mode::StratifiedFraction { classes, stratifier, kept, seen, replay, .. } => {
                 ctx.set_stat("seen", Value::Int(*seen as i64));
                 ctx.set_stat("kept", Value::Int(*kept as i64));
                 // The shard's own figures in a shard of a job.
@@ -249,9 +276,8 @@ impl StatefulTransform for Sample {
                         .collect(),
                 };
                 ctx.set_stat("kept_by_class", Value::Map(by_class.into()));
-                Ok(())
             }
-            Mode::Reservoir(r) => r.finish(seed, ctx, out),
+            Mode::Fraction(_) | Mode::Reservoir(_) => {}
         }
     }
 }
@@ -590,7 +616,7 @@ mod tests {
                 for chunk in records.chunks(batch_size) {
                     t.process(&Batch::from_records(chunk), &mut ctx, &mut out).unwrap();
                 }
-                t.finish(&mut ctx, &mut out).unwrap();
+                crate::tests::finish(&mut *t, &mut ctx, &mut out).unwrap();
             }
             _ => panic!("sample is a transform"),
         }

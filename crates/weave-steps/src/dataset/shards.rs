@@ -164,7 +164,7 @@ pub(super) struct Replay {
     exchange: Exchange,
     frames: ClassFrames,
     warmed: bool,
-    held: Vec<(Batch, Vec<u64>)>,
+    held: crate::exchange::Held<Vec<u64>>,
     /// The stratifier's counts once the earlier shards were replayed, so that the step's
     /// figures can be the shard's own.
     before: Vec<(u64, Vec<u64>)>,
@@ -181,7 +181,13 @@ pub(super) enum Admit {
 
 impl Replay {
     pub(super) fn new(exchange: Exchange) -> Replay {
-        Replay { exchange, frames: ClassFrames::default(), warmed: false, held: Vec::new(), before: Vec::new() }
+        Replay {
+            exchange,
+            frames: ClassFrames::default(),
+            warmed: false,
+            held: crate::exchange::Held::default(),
+            before: Vec::new(),
+        }
     }
 
     pub(super) fn exchange(&self) -> &Exchange {
@@ -209,27 +215,42 @@ impl Replay {
         if self.warmed {
             return Ok(Admit::Decide);
         }
-        self.held.push((batch.clone(), keys.to_vec()));
+        self.held.push(batch.clone(), keys.to_vec())?;
         Ok(Admit::Wait)
     }
 
-    /// The shard's input has ended: puts its part in place, waits for the earlier shards'
-    /// (when it held its batches) and replays them; returns the held batches, with their
-    /// keys, to decide on in order (none in a run that only publishes).
+    /// The shard's input has ended: puts its part in place, and waits for the earlier
+    /// shards' (when it held its batches) and replays them. The held batches are then
+    /// decided on in order, as [`Replay::next_held`] lets them out (none in a run that
+    /// only publishes).
     pub(super) fn finish(
         &mut self,
         ctx: &StepContext,
         classes: &mut Classes,
         stratifier: &mut Stratifier,
-    ) -> Result<Vec<(Batch, Vec<u64>)>, StepError> {
+    ) -> Result<(), StepError> {
         self.exchange.finish_publishing()?;
         if self.exchange.publish_only() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         if !self.warmed {
             self.warm(ctx, classes, stratifier)?;
         }
-        Ok(std::mem::take(&mut self.held))
+        Ok(())
+    }
+
+    /// Whether batches are held, to decide on after [`Replay::finish`].
+    pub(super) fn holds(&self) -> bool {
+        !self.held.is_empty() && !self.exchange.publish_only()
+    }
+
+    /// The next held batch, with its keys, once [`Replay::finish`] has replayed the
+    /// earlier shards.
+    pub(super) fn next_held(&mut self) -> Result<Option<(Batch, Vec<u64>)>, StepError> {
+        if self.exchange.publish_only() {
+            return Ok(None);
+        }
+        self.held.pop()
     }
 
     /// Assigns every earlier shard's records, in order, as the single process would have
@@ -434,7 +455,7 @@ mod tests {
         for chunk in records.chunks(batch.max(1)) {
             t.process(&Batch::from_records(chunk), &mut ctx, &mut out).unwrap();
         }
-        t.finish(&mut ctx, &mut out).unwrap();
+        crate::tests::finish(&mut *t, &mut ctx, &mut out).unwrap();
         let rows = out.iter().flat_map(Batch::to_records).map(|r| r.to_string()).collect();
         (rows, format!("{:?}", ctx.take_stats()))
     }
@@ -499,6 +520,52 @@ mod tests {
                     assert_eq!(joined, whole, "{kind} `{config}` as {count} shards (staged: {staged})");
                 }
             }
+        }
+    }
+
+    /// A shard that held its batches (started before the earlier shard's keys were out)
+    /// lets them out one a call after its input ends, not all at once: what it held need
+    /// never be in memory whole.
+    #[test]
+    fn a_shard_that_held_its_batches_lets_them_out_one_a_call() {
+        let input = records(400);
+        let cases = [
+            ("dedup", "fields = [\"text\"]"),
+            ("near_dedup", "fields = [\"text\"]"),
+            ("validate", "checks = [{ check = \"uniqueness\", fields = [\"text\"] }]"),
+            ("split", "fractions = { train = 0.7, test = 0.3 }\nstratify_by = \"label\""),
+            ("sample", "fraction = 0.3\nstratify_by = \"label\""),
+        ];
+        for (kind, config) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let (whole, _) = run(build(kind, config, None, dir.path(), false), &input, 40);
+            let folder = dir.path().join("x");
+            let weave_core::Step::StatefulTransform(mut one) = build(kind, config, Some((1, 2)), &folder, false) else {
+                panic!("stateful")
+            };
+            let mut ctx = StepContext::new("s", 5, 0, Default::default());
+            let mut out = Vec::new();
+            for chunk in input[100..].chunks(40) {
+                one.process(&Batch::from_records(chunk), &mut ctx, &mut out).unwrap();
+            }
+            assert!(out.is_empty(), "{kind}: shard 1 holds its batches while shard 0's keys are not out");
+            let (first, _) = run(build(kind, config, Some((0, 2)), &folder, false), &input[..100], 40);
+            one.finish(&mut ctx, &mut out).unwrap();
+            assert!(out.is_empty(), "{kind}: nothing let out at once");
+            let mut calls = 0;
+            loop {
+                let before = out.len();
+                let again = one.more(&mut ctx, &mut out).unwrap();
+                assert!(out.len() - before <= 1, "{kind}: one batch a call");
+                calls += 1;
+                if !again {
+                    break;
+                }
+            }
+            assert_eq!(calls, 8, "{kind}: a call per held batch");
+            let rows: Vec<String> = out.iter().flat_map(Batch::to_records).map(|r| r.to_string()).collect();
+            let joined: Vec<String> = first.into_iter().chain(rows).collect();
+            assert_eq!(joined, whole, "{kind}: the shards' output is the whole run's");
         }
     }
 

@@ -196,19 +196,37 @@ impl StatefulTransform for Split {
         Ok(())
     }
 
-    fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+    fn finish(&mut self, ctx: &mut StepContext, _out: &mut Vec<Batch>) -> Result<(), StepError> {
         let Some(st) = &mut self.stratified else { return Ok(()) };
-        if let Some(mut r) = st.replay.take() {
-            let held = r.finish(ctx, &mut st.classes, &mut st.stratifier);
-            let publish_only = r.exchange().publish_only();
-            st.replay = Some(r);
-            for (batch, keys) in held? {
-                out.push(assign(&self.names, &self.field, st, &batch, &keys)?);
-            }
-            if publish_only {
+        if let Some(r) = &mut st.replay {
+            r.finish(ctx, &mut st.classes, &mut st.stratifier)?;
+            if r.exchange().publish_only() || r.holds() {
+                // Nothing to count, or the held batches first (`more`).
                 return Ok(());
             }
         }
+        self.report(ctx);
+        Ok(())
+    }
+
+    /// Assigns the held batches, one a call, in order; then the figures.
+    fn more(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<bool, StepError> {
+        let Some(st) = &mut self.stratified else { return Ok(false) };
+        let Some(r) = &mut st.replay else { return Ok(false) };
+        let Some((batch, keys)) = r.next_held()? else { return Ok(false) };
+        out.push(assign(&self.names, &self.field, st, &batch, &keys)?);
+        if st.replay.as_ref().is_some_and(Replay::holds) {
+            return Ok(true);
+        }
+        self.report(ctx);
+        Ok(false)
+    }
+}
+
+impl Split {
+    /// The step's figures, once every record is assigned.
+    fn report(&self, ctx: &mut StepContext) {
+        let Some(st) = &self.stratified else { return };
         // Counts per split, and per class and split: the shard's own in a shard of a job.
         let counts: Vec<(u32, Vec<u64>)> = match &st.replay {
             Some(r) => r.own_counts(&st.stratifier).collect(),
@@ -230,7 +248,6 @@ impl StatefulTransform for Split {
             self.names.iter().zip(&total).map(|(n, c)| (n.clone(), Value::Int(*c as i64))).collect();
         ctx.set_stat("counts", Value::Map(counts.into()));
         ctx.set_stat("counts_by_class", Value::Map(by_class.into()));
-        Ok(())
     }
 }
 
@@ -273,7 +290,7 @@ mod tests {
                 for chunk in records.chunks(batch_size) {
                     t.process(&Batch::from_records(chunk), &mut ctx, &mut outs).unwrap();
                 }
-                t.finish(&mut ctx, &mut outs).unwrap();
+                crate::tests::finish(&mut *t, &mut ctx, &mut outs).unwrap();
             }
             _ => panic!("split is a transform"),
         }
@@ -375,7 +392,7 @@ mod tests {
         let mut ctx = StepContext::new("split", 0, 0, Default::default());
         let mut out = Vec::new();
         t.process(&Batch::from_records(&records(8)), &mut ctx, &mut out).unwrap();
-        t.finish(&mut ctx, &mut out).unwrap();
+        crate::tests::finish(&mut *t, &mut ctx, &mut out).unwrap();
         let stats: HashMap<String, Value> = ctx.take_stats().into_iter().collect();
         assert_eq!(stats["counts"].to_string(), r#"{"test":4,"train":4}"#);
         assert_eq!(

@@ -210,7 +210,7 @@ fn build(p: &Params) -> Option<Step> {
         masks: Vec::new(),
         exchange,
         warmed: false,
-        held: Vec::new(),
+        held: crate::exchange::Held::default(),
     })))
 }
 
@@ -286,8 +286,10 @@ impl StatefulTransform for Validate {
     }
 
     fn finish(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<(), StepError> {
+        let _ = out;
         // In a shard: its keys in place for the later shards, then (if it held its batches)
-        // the earlier shards' taken in and its own judged.
+        // the earlier shards' taken in; its own are judged as they are let out (`more`),
+        // and the step concludes after the last.
         if let Some(x) = &mut self.exchange {
             x.finish_publishing()?;
             if x.publish_only() {
@@ -296,10 +298,29 @@ impl StatefulTransform for Validate {
             if !self.warmed {
                 self.warm(ctx)?;
             }
-            for (batch, keys) in std::mem::take(&mut self.held) {
-                self.judge(&batch, Some(&keys), ctx, out)?;
-            }
         }
+        if self.held.is_empty() {
+            return self.conclude_run(ctx);
+        }
+        Ok(())
+    }
+
+    /// Judges the held batches, one a call, in order.
+    fn more(&mut self, ctx: &mut StepContext, out: &mut Vec<Batch>) -> Result<bool, StepError> {
+        let Some((batch, keys)) = self.held.pop()? else { return Ok(false) };
+        self.judge(&batch, Some(&keys), ctx, out)?;
+        if self.held.is_empty() {
+            self.conclude_run(ctx)?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+impl Validate {
+    /// Once every record is judged: the figures, a warning for a field no record had, and
+    /// with `on_fail = "fail"` the run's failure when any record failed.
+    fn conclude_run(&mut self, ctx: &mut StepContext) -> Result<(), StepError> {
         for (name, value) in self.stats() {
             ctx.set_stat(&name, value);
         }
@@ -353,8 +374,7 @@ impl Validate {
         if self.warmed {
             self.conclude(batch, keys, scores, ctx, out)
         } else {
-            self.held.push((batch.clone(), keys.to_vec()));
-            Ok(())
+            self.held.push(batch.clone(), keys.to_vec())
         }
     }
 
@@ -663,7 +683,7 @@ mod tests {
         for b in batches {
             step.process(&Batch::from_records(b), &mut ctx, &mut out).unwrap_or_else(|e| panic!("{e}"));
         }
-        let error = step.finish(&mut ctx, &mut out).err().map(|e| e.to_string());
+        let error = crate::tests::finish(&mut *step, &mut ctx, &mut out).err().map(|e| e.to_string());
         Outcome {
             rows: out.iter().flat_map(Batch::to_records).map(|r| r.to_string()).collect(),
             dropped: ctx.take_dropped(),

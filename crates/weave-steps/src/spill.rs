@@ -1,6 +1,8 @@
-//! A plain append's synthetic batches, held while the real input runs and let out after
-//! it: in memory up to a size, past it in a temporary file, so that a synthetic set as
-//! large as the real one (made from it, say by an LLM step) does not have to fit in memory.
+//! Batches a step holds back and lets out later, in the order they came: in memory up to
+//! a size, past it in a temporary file, so that what a step holds need not fit in memory.
+//! A plain append's synthetic batches, held while the real input runs (`mix`), and a
+//! shard's batches, held at a whole-dataset step until the earlier shards' keys are there
+//! (`exchange::Held`).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -15,7 +17,9 @@ const IN_MEMORY: usize = 64 << 20;
 /// Batches in the order they came, the older in memory, the newer (once memory is full)
 /// in a temporary file, each as a little-endian u64 length and its encoding.
 #[derive(Debug)]
-pub(super) struct Queue {
+pub(crate) struct Queue {
+    /// What is held, for messages ("the synthetic records held for after the real ones").
+    what: &'static str,
     memory: VecDeque<Batch>,
     bytes: usize,
     limit: usize,
@@ -26,32 +30,32 @@ pub(super) struct Queue {
     on_disk: usize,
 }
 
-fn io(e: std::io::Error) -> StepError {
-    StepError::environment("mix: cannot keep the synthetic records held for after the real ones in a temporary file", e)
-}
-
 impl Queue {
-    pub(super) fn new() -> Queue {
-        Queue::with_limit(IN_MEMORY)
+    /// An empty queue of `what` (for messages: "the synthetic records held for after the
+    /// real ones").
+    pub(crate) fn new(what: &'static str) -> Queue {
+        Queue::with_limit(what, IN_MEMORY)
     }
 
-    fn with_limit(limit: usize) -> Queue {
-        Queue { memory: VecDeque::new(), bytes: 0, limit, file: None, on_disk: 0 }
+    pub(crate) fn with_limit(what: &'static str, limit: usize) -> Queue {
+        Queue { what, memory: VecDeque::new(), bytes: 0, limit, file: None, on_disk: 0 }
     }
 
-    pub(super) fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.memory.is_empty() && self.on_disk == 0
     }
 
     /// Adds a batch after the others.
-    pub(super) fn push(&mut self, batch: Batch) -> Result<(), StepError> {
+    pub(crate) fn push(&mut self, batch: Batch) -> Result<(), StepError> {
         let size = batch.memory_size();
         if self.on_disk == 0 && self.bytes + size <= self.limit {
             self.bytes += size;
             self.memory.push_back(batch);
             return Ok(());
         }
-        let bytes = codec::encode(&batch).map_err(|e| StepError::internal(format!("mix: {e}")))?;
+        let what = self.what;
+        let io = |e| StepError::environment(format!("cannot keep {what} in a temporary file"), e);
+        let bytes = codec::encode(&batch).map_err(|e| StepError::internal(format!("{what}: {e}")))?;
         let (file, write_at, _) = match &mut self.file {
             Some(f) => f,
             None => self.file.insert((tempfile::tempfile().map_err(io)?, 0, 0)),
@@ -65,7 +69,7 @@ impl Queue {
     }
 
     /// The oldest batch, if any.
-    pub(super) fn pop(&mut self) -> Result<Option<Batch>, StepError> {
+    pub(crate) fn pop(&mut self) -> Result<Option<Batch>, StepError> {
         if let Some(b) = self.memory.pop_front() {
             self.bytes -= b.memory_size();
             return Ok(Some(b));
@@ -73,6 +77,8 @@ impl Queue {
         if self.on_disk == 0 {
             return Ok(None);
         }
+        let what = self.what;
+        let io = |e| StepError::environment(format!("cannot keep {what} in a temporary file"), e);
         let Some((file, _, read_at)) = &mut self.file else { return Ok(None) };
         file.seek(SeekFrom::Start(*read_at)).map_err(io)?;
         let mut len = [0u8; 8];
@@ -87,7 +93,7 @@ impl Queue {
         }
         codec::decode(&bytes)
             .map(Some)
-            .ok_or_else(|| StepError::internal("mix: a batch held in its temporary file does not read back"))
+            .ok_or_else(|| StepError::internal(format!("{what}: a batch held in a temporary file does not read back")))
     }
 }
 
@@ -106,7 +112,7 @@ mod tests {
     fn batches_come_back_in_order_from_memory_then_the_file_however_they_interleave() {
         // Room in memory for about two batches: the rest go to the file.
         let limit = batch(0, 10).memory_size() * 2 + 1;
-        let mut q = Queue::with_limit(limit);
+        let mut q = Queue::with_limit("batches", limit);
         let mut want = Vec::new();
         let mut got = Vec::new();
         for k in 0..12 {
