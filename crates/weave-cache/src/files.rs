@@ -4,41 +4,24 @@
 //! Processes sharing a cache folder hash a large file once between them: the shards of
 //! a job start together, and each would otherwise read the whole input to key its share
 //! of it. The first to need a file's hash takes a lock named for the file in `files.d/`,
-//! hashes it and leaves the hash there; the others wait for the lock and take the hash.
+//! hashes it and leaves the hash there; the others wait for the lock and take the hash
+//! (`weave_fs::shared_fact`, which the loaders use for facts of their own).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use weave_fs::Stamp;
 
 use crate::error::Error;
 use crate::key::Key;
-
-/// What identifies a file's version without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Stamp {
-    size: u64,
-    mtime_ns: u128,
-    inode: u64,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Known {
     stamp: Stamp,
     hash: Key,
-}
-
-/// A file whose stamp is this recent may still change within the clock's granularity
-/// without its stamp changing ("racily clean" in git's words): it is hashed every time.
-/// Filesystems that keep whole seconds (FAT, some network mounts) get two seconds; those
-/// that keep nanoseconds update mtimes on the kernel's tick (a few milliseconds), so a
-/// tenth of a second is a wide margin, and a file written by the previous run is trusted
-/// by the next.
-fn racy_window(stamp: &Stamp) -> Duration {
-    if stamp.mtime_ns.is_multiple_of(1_000_000_000) { Duration::from_secs(2) } else { Duration::from_millis(100) }
 }
 
 /// Content hashes of input files, kept in `files.json` in the cache folder.
@@ -54,13 +37,6 @@ pub struct FileIndex {
 /// Files smaller than this are hashed by each process that needs them: hashing a
 /// mebibyte takes well under a millisecond, less than taking a lock and writing a record.
 const SHARED_FROM: u64 = 1 << 20;
-
-/// A large file's hash as left in `files.d/` for the other processes sharing the cache.
-#[derive(Debug, Serialize, Deserialize)]
-struct SharedHash {
-    path: PathBuf,
-    known: Known,
-}
 
 impl FileIndex {
     /// Loads the index kept in `dir` (an unreadable or damaged index starts empty: it is
@@ -78,58 +54,33 @@ impl FileIndex {
     }
 
     /// The blake3 of `file`'s content: from the index when the file's stamp is unchanged,
-    /// read and hashed otherwise.
+    /// read and hashed otherwise (a large file once between the processes sharing the
+    /// cache).
     pub fn hash(&self, file: &Path) -> Result<Key, Error> {
         let abs = fs::canonicalize(file).map_err(Error::io(file))?;
         let meta = fs::metadata(&abs).map_err(Error::io(&abs))?;
-        let stamp = stamp_of(&meta);
+        let stamp = Stamp::of(&meta);
         if let Some(k) = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&abs)
             && k.stamp == stamp
         {
             return Ok(k.hash);
         }
-        let fresh = meta
-            .modified()
-            .ok()
-            .and_then(|m| SystemTime::now().duration_since(m).ok())
-            .is_none_or(|age| age < racy_window(&stamp));
-        // Another process may be hashing it or have hashed it: wait for it and take its
-        // hash. (A file too recent to trust its stamp is hashed by each: its record could
-        // be stale by the time another process reads it.)
-        let shared = self.shared.as_deref().filter(|_| !fresh && stamp.size >= SHARED_FROM).map(|dir| {
-            let name = blake3::hash(abs.as_os_str().as_encoded_bytes()).to_hex();
-            (dir.join(format!("{}.lock", &name[..32])), dir.join(format!("{}.json", &name[..32])))
-        });
-        let _lock = shared.as_ref().and_then(|(lock, _)| lock_file(lock));
-        if let Some((_, record)) = &shared
-            && let Some(left) = fs::read(record).ok().and_then(|b| serde_json::from_slice::<SharedHash>(&b).ok())
-            && left.path == abs
-            && left.known.stamp == stamp
-        {
-            let hash = left.known.hash;
-            self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(abs, left.known);
-            return Ok(hash);
+        let read = || -> std::io::Result<[u8; 32]> {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update_reader(std::io::BufReader::with_capacity(1 << 20, File::open(&abs)?))?;
+            Ok(*hasher.finalize().as_bytes())
+        };
+        let fact = match self.shared.as_deref().filter(|_| stamp.size() >= SHARED_FROM) {
+            Some(dir) => weave_fs::shared_fact(dir, &abs, "blake3", read),
+            None => read().map(|value| weave_fs::Fact { value, trusted: !stamp.is_fresh() }),
         }
-        let mut hasher = blake3::Hasher::new();
-        let f = File::open(&abs).map_err(Error::io(&abs))?;
-        hasher.update_reader(std::io::BufReader::with_capacity(1 << 20, f)).map_err(Error::io(&abs))?;
-        let hash = Key::from(hasher.finalize());
+        .map_err(Error::io(&abs))?;
+        let hash = Key::from(blake3::Hash::from_bytes(fact.value));
         // A file changed while it was read, or too recently to trust its stamp, is not
         // remembered.
-        let after = fs::metadata(&abs).map(|m| stamp_of(&m)).ok();
-        if !fresh && after == Some(stamp) {
-            let known = Known { stamp, hash };
-            if let Some((_, record)) = &shared {
-                // Only a shortcut for the others: a record that cannot be written costs
-                // them a hash of their own.
-                let left = SharedHash { path: abs.clone(), known: known.clone() };
-                if let Ok(bytes) = serde_json::to_vec(&left)
-                    && let Err(e) = weave_fs::write_atomically(record, &bytes)
-                {
-                    log::debug!("cannot leave the hash of {} in {}: {e}", abs.display(), record.display());
-                }
-            }
-            self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(abs, known);
+        let unchanged = fs::metadata(&abs).map(|m| Stamp::of(&m)).ok() == Some(stamp);
+        if fact.trusted && unchanged {
+            self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(abs, Known { stamp, hash });
         }
         Ok(hash)
     }
@@ -153,41 +104,10 @@ impl FileIndex {
     }
 }
 
-/// Takes the lock `path` names (made, and its folder, when missing), waiting for the
-/// process that holds it; `None` when it cannot be taken (a file system without locks):
-/// the file is then hashed without waiting for anyone.
-fn lock_file(path: &Path) -> Option<File> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).ok()?;
-    }
-    let file = File::options().create(true).truncate(false).write(true).open(path).ok()?;
-    match file.lock() {
-        Ok(()) => Some(file),
-        Err(e) => {
-            log::debug!("cannot lock {}: {e}", path.display());
-            None
-        }
-    }
-}
-
-#[cfg(unix)]
-fn stamp_of(meta: &fs::Metadata) -> Stamp {
-    use std::os::unix::fs::MetadataExt;
-    let mtime_ns =
-        meta.modified().ok().and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-    Stamp { size: meta.len(), mtime_ns, inode: meta.ino() }
-}
-
-#[cfg(not(unix))]
-fn stamp_of(meta: &fs::Metadata) -> Stamp {
-    let mtime_ns =
-        meta.modified().ok().and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-    Stamp { size: meta.len(), mtime_ns, inode: 0 }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, SystemTime};
 
     fn age(path: &Path, secs: u64) {
         let t = SystemTime::now() - Duration::from_secs(secs);

@@ -7,6 +7,9 @@
 //!   folders shared between machines.
 //! - [`TempFile`]: a file written under a temporary name that records its owner, then
 //!   renamed into place; [`write_atomically`] for a small file in one go.
+//! - [`shared_fact`]: a fact about a file's content (its hash, its first quote) worked out
+//!   once by the processes that share a folder, and trusted while the file's [`Stamp`]
+//!   stays the same.
 //! - [`sweep_dead_temporaries`]: the temporary files of owners that are gone, removed (a
 //!   folder is swept before the first temporary file a process makes in it);
 //!   [`remove_live_temporaries`]: this process's own, removed on a forced stop.
@@ -27,9 +30,11 @@
 //! ```
 #![deny(missing_docs)]
 
+mod facts;
 mod owner;
 mod temp;
 
+pub use facts::{Fact, Stamp, shared_fact};
 pub use owner::{
     LEASE_EXPIRY, LEASE_RENEWAL, LeaseGuard, Liveness, Owner, hold_lease, holder_is_gone, host_name, lease_expired,
     pid_space,

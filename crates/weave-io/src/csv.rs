@@ -49,6 +49,9 @@ pub struct LoadCsv {
     /// The run's shard, and what it reads of `paths` (worked out when the first file is
     /// opened; see [`crate::input::pieces`]).
     shard: Option<weave_core::Shard>,
+    /// Where facts about the input files are shared with the other shards of a job (the
+    /// cache's `files.d/`): a file's first quote, worked out once between them.
+    facts: Option<PathBuf>,
     pieces: Option<Vec<crate::input::Piece>>,
     delimiter: u8,
     quote: u8,
@@ -694,6 +697,7 @@ fn build(p: &Params) -> Option<Step> {
     Some(Step::Source(Box::new(LoadCsv {
         paths: paths?,
         shard,
+        facts: p.context().cache_dir().map(|d| d.join("files.d")),
         pieces: None,
         delimiter,
         quote,
@@ -845,9 +849,9 @@ impl LoadCsv {
                 CsvReader::new(crate::input::open_plain_at(&path, at)?, self.delimiter, self.quote, self.max_record);
             (near.consumed, near.from_start) = (at, false);
             near.before = std::sync::Arc::new(crate::input::LinesBefore::new(&path, at));
-            let quote = self.quote;
+            let (quote, facts) = (self.quote, self.facts.as_deref());
             let found = near
-                .skip_to(r.start, || quote_before(&path, r.start, quote))
+                .skip_to(r.start, || quote_before(facts, &path, r.start, quote))
                 .map_err(|e| read_error(&path, &near, e))?;
             if let Some(left) = found {
                 self.lines_before.push((file, std::sync::Arc::clone(&near.before)));
@@ -880,10 +884,23 @@ fn starts_with_bom(path: &std::path::Path) -> Result<bool, StepError> {
     Ok(first == b"\xef\xbb\xbf")
 }
 
-/// Whether a `quote` comes before byte `target` of `path`: looked for from `target` back,
-/// so that it is found at once in a file with quotes, and the whole reading before
+/// Whether a `quote` comes before byte `target` of `path`. With a folder of facts shared
+/// by the shards of a job (`facts`, the cache's `files.d/`), by the file's first quote,
+/// found once between them (`weave_fs::shared_fact`): a file without quotes is read once
+/// for the job, not up to its cut by each shard. Without one, looked for from `target`
+/// back, so that it is found at once in a file with quotes, and the whole reading before
 /// `target` is only for a file with none there.
-fn quote_before(path: &std::path::Path, target: u64, quote: u8) -> std::io::Result<bool> {
+fn quote_before(
+    facts: Option<&std::path::Path>,
+    path: &std::path::Path,
+    target: u64,
+    quote: u8,
+) -> std::io::Result<bool> {
+    if let Some(dir) = facts {
+        let abs = std::fs::canonicalize(path)?;
+        let first = weave_fs::shared_fact(dir, &abs, &format!("first-byte-{quote:02x}"), || first_byte(&abs, quote))?;
+        return Ok(first.value.is_some_and(|at| at < target));
+    }
     use std::io::{Read as _, Seek as _};
     let mut file = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 1 << 20];
@@ -899,6 +916,26 @@ fn quote_before(path: &std::path::Path, target: u64, quote: u8) -> std::io::Resu
         end = start;
     }
     Ok(false)
+}
+
+/// Where `byte` first comes in the file at `path`, if anywhere.
+fn first_byte(path: &std::path::Path, byte: u8) -> std::io::Result<Option<u64>> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => return Ok(None),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(i) = memchr::memchr(byte, &buf[..n]) {
+            return Ok(Some(at + i as u64));
+        }
+        at += n as u64;
+    }
 }
 
 /// Where a shard's range that starts or ends at byte `cut` of a CSV file starts or ends
@@ -2227,6 +2264,44 @@ mod reader_properties {
     /// On a file whose quoted fields hold no line break, or that has no quotes, a piece
     /// read from the byte before its cut decides alone where its records start wherever
     /// the cut falls after text, so that a shard reads its own range and little more.
+    /// The shards of a job find a file's first quote once between them (in the folder of
+    /// shared facts), so that a file without quotes is not read up to its cut by each.
+    #[test]
+    fn the_first_quote_is_found_once_for_the_shards_and_tells_each_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let facts = dir.path().join("files.d");
+        let plain = dir.path().join("plain.csv");
+        let quoted = dir.path().join("quoted.csv");
+        let mut text = String::from("a,b\n");
+        for i in 0..1000 {
+            text.push_str(&format!("{i},{}\n", i * 7));
+        }
+        std::fs::write(&plain, &text).unwrap();
+        let at = text.len() / 2;
+        let with_quote = format!("{}\"x\"{}", &text[..at], &text[at..]);
+        std::fs::write(&quoted, &with_quote).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        for f in [&plain, &quoted] {
+            std::fs::File::options().write(true).open(f).unwrap().set_modified(old).unwrap();
+        }
+        for target in [10, 2000, text.len() as u64 - 1] {
+            assert!(!quote_before(Some(&facts), &plain, target, b'"').unwrap());
+            assert!(!quote_before(None, &plain, target, b'"').unwrap());
+        }
+        for (target, before) in
+            [(10, false), (at as u64, false), (at as u64 + 1, true), (with_quote.len() as u64, true)]
+        {
+            assert_eq!(quote_before(Some(&facts), &quoted, target, b'"').unwrap(), before, "{target}");
+            assert_eq!(quote_before(None, &quoted, target, b'"').unwrap(), before, "{target}");
+        }
+        let records = std::fs::read_dir(&facts)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count();
+        assert_eq!(records, 2, "one record per file");
+    }
+
     #[test]
     fn a_piece_needs_no_full_parse_where_quoted_fields_hold_no_line_break() {
         for quoted in [true, false] {
@@ -2253,7 +2328,7 @@ mod reader_properties {
                 (near.consumed, near.from_start) = (at, false);
                 near.before = std::sync::Arc::new(crate::input::LinesBefore::new(&path, at));
                 let left = near
-                    .skip_to(cut, || quote_before(&path, cut, b'"'))
+                    .skip_to(cut, || quote_before(None, &path, cut, b'"'))
                     .unwrap()
                     .unwrap_or_else(|| panic!("undecided at byte {cut}"));
                 assert_eq!(left, !expected.is_empty());
