@@ -95,7 +95,7 @@ pub fn shared_fact<T: Serialize + DeserializeOwned>(
     if stamp.is_fresh() {
         return Ok(Fact { value: work_out()?, trusted: false });
     }
-    let name = format!("{:016x}-{what}", fnv1a(file.as_os_str().as_encoded_bytes()));
+    let name = format!("{:016x}-{what}", crate::fnv1a(file.as_os_str().as_encoded_bytes().iter().copied()));
     let (lock, record) = (dir.join(format!("{name}.lock")), dir.join(format!("{name}.json")));
     let _lock = lock_file(&lock);
     if let Some(left) = fs::read(&record).ok().and_then(|b| serde_json::from_slice::<Record<T>>(&b).ok())
@@ -137,11 +137,6 @@ fn lock_file(path: &Path) -> Option<File> {
             None
         }
     }
-}
-
-/// 64-bit FNV-1a, for record names (the record holds the path, which is what is checked).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 #[cfg(test)]

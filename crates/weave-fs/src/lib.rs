@@ -40,3 +40,9 @@ pub use owner::{
     pid_space,
 };
 pub use temp::{TempFile, owner_of_tag, owner_tag, remove_live_temporaries, sweep_dead_temporaries, write_atomically};
+
+/// 64-bit FNV-1a: the pid space's number, the names of shared facts' records (each record
+/// holds the path it is for, which is what is checked).
+fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}

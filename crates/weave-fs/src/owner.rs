@@ -54,12 +54,7 @@ pub fn pid_space() -> Option<u64> {
         }
         let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
         let ns = std::fs::metadata("/proc/self/ns/pid").map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap_or(0);
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in boot.trim().bytes().chain(ns.to_le_bytes()) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        Some(h)
+        Some(crate::fnv1a(boot.trim().bytes().chain(ns.to_le_bytes())))
     })
 }
 
