@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, select, unbounded};
 use weave_core::{Batch, Event, StepContext, StepError, Transform};
 
-use crate::fields::ReadFields;
-
 use super::StageCtx;
 use crate::account::CallReport;
 use crate::caller::{panic_message, retry_delay, step_error};
 use crate::error::Error;
+use crate::fields::ReadFields;
 use crate::options::TICK;
 use crate::recorder::Recorder;
 use crate::shared::{Msg, Stopped};
