@@ -232,3 +232,59 @@ prompt = "Summarise {text}""#;
     assert!(out.stdout.contains("no LLM step"), "{}", out.stdout);
     assert!(!dir.path().join("out.jsonl").exists(), "a plan writes no output");
 }
+
+// regression: over JSON records whose fields vary, `vary_by = "record"` (llm_generate's
+// default) salted a request with every field of the record's batch, in the batch's order
+// and with nulls for the fields the record lacked: another batch size (or a shard's other
+// cut) asked other requests, and got other answers.
+#[test]
+fn records_whose_fields_vary_ask_the_same_requests_at_any_batch_size() {
+    let server = TestServer::builder()
+        .api_key(KEY)
+        .start(|r| Reply::text(format!("ticket text {}", r.field("seed"))))
+        .expect("server");
+    let step = r#"[[step]]
+id = "gen"
+kind = "llm_generate"
+prompt = "Write a support ticket."
+temperature = 1.0"#;
+    let mut input = String::new();
+    for i in 0..12 {
+        // `lang` in one record in four, and the keys in another order in one in three.
+        let mut fields = vec![format!("\"id\":{i}"), format!("\"text\":\"ticket {i}\"")];
+        if i % 4 == 0 {
+            fields.push("\"lang\":\"en\"".to_owned());
+        }
+        if i % 3 == 0 {
+            fields.reverse();
+        }
+        input.push_str(&format!("{{{}}}\n", fields.join(",")));
+    }
+    let mut outputs = Vec::new();
+    for batch_size in [1000, 3, 1] {
+        let dir = setup(&server.url(), step, 0);
+        std::fs::write(dir.path().join("in.jsonl"), &input).expect("input");
+        let p = std::fs::read_to_string(dir.path().join("p.toml")).expect("pipeline");
+        std::fs::write(
+            dir.path().join("p.toml"),
+            p.replace("batch_size = 1000", &format!("batch_size = {batch_size}")),
+        )
+        .expect("pipeline");
+        let out = weave(dir.path(), &["run", "p.toml"], KEY);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let rows: Vec<serde_json::Value> = jsonl(&dir.path().join("out.jsonl"))
+            .into_iter()
+            .map(|mut r| {
+                r.as_object_mut().expect("an object").retain(|_, v| !v.is_null());
+                r
+            })
+            .collect();
+        outputs.push(rows);
+    }
+    // Twelve requests, each asked once per run: the same twelve at every batch size.
+    let counts = server.counts();
+    assert_eq!(counts.len(), 12, "{counts:?}");
+    assert!(counts.values().all(|&n| n == 3), "{counts:?}");
+    assert_eq!(outputs[1], outputs[0]);
+    assert_eq!(outputs[2], outputs[0]);
+}

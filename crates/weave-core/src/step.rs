@@ -523,6 +523,7 @@ pub struct StepContext {
     dropped: Vec<(String, u64)>,
     rejected: Vec<Rejected>,
     keep_dropped: bool,
+    fields_vary: bool,
     excluded: Vec<(String, Record)>,
     stats: Vec<(String, Value)>,
     added: Vec<(String, Value)>,
@@ -553,6 +554,7 @@ impl StepContext {
             dropped: Vec::new(),
             rejected: Vec::new(),
             keep_dropped: false,
+            fields_vary: false,
             excluded: Vec::new(),
             stats: Vec::new(),
             added: Vec::new(),
@@ -565,6 +567,22 @@ impl StepContext {
     pub fn keeping_dropped(mut self, keep: bool) -> Self {
         self.keep_dropped = keep;
         self
+    }
+
+    /// Builder: the records of the step's input may lack fields that others have
+    /// ([`StepInfo::fields_vary`]), so that a batch's fields are those its own records
+    /// have, in the order they first have them.
+    pub fn with_fields_varying(mut self, vary: bool) -> Self {
+        self.fields_vary = vary;
+        self
+    }
+
+    /// Whether the records of the step's input may lack fields that others have: what a
+    /// step reads of "every field of the batch" then depends on which records share it,
+    /// and a step that must not depend on that reads the record's own fields (the ones not
+    /// null), in name order.
+    pub fn fields_vary(&self) -> bool {
+        self.fields_vary
     }
 
     /// Whether dropped records are kept for an exclusion file. When not, a step that would

@@ -51,7 +51,8 @@ impl Caller<'_> {
             }
             let mut ctx =
                 StepContext::new(Arc::clone(&step.id), self.shared.seed, seq, Arc::clone(&self.shared.cancel))
-                    .keeping_dropped(step.exclusions.is_some());
+                    .keeping_dropped(step.exclusions.is_some())
+                    .with_fields_varying(step.read.vary());
             let gpu = self.shared.gpus.acquire(step.gpus, &self.shared.cancel).ok_or(Stopped)?;
             self.watch.call_started.store((self.start.elapsed().as_nanos() as u64).max(1), Ordering::Relaxed);
             // A call that computes runs on the pool (the stage's thread waits), so that the

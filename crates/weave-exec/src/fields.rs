@@ -116,6 +116,11 @@ impl ReadFields {
         self.seen.iter().for_each(|s| s.store(true, Ordering::Relaxed));
     }
 
+    /// Whether the step's input is records whose fields vary.
+    pub(crate) fn vary(&self) -> bool {
+        self.vary
+    }
+
     /// Whether the step reads no field.
     pub(crate) fn is_empty(&self) -> bool {
         self.names.is_empty()

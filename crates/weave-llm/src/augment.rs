@@ -705,6 +705,12 @@ impl LlmAugment {
 }
 
 impl StepInfo for LlmAugment {
+    /// 2 (`vary_by = "record"` only): over records whose fields vary (JSON), the salt is
+    /// the record's own fields in name order.
+    fn version(&self) -> u32 {
+        if self.vary_by == VaryBy::Record { 2 } else { 1 }
+    }
+
     fn fields_read(&self) -> Vec<String> {
         let mut read = vec![self.field.clone()];
         read.extend(self.system.fields().into_iter().chain(self.template.fields()).map(str::to_owned));
@@ -758,7 +764,7 @@ impl Transform for LlmAugment {
             }
         }
         let (scols, tcols) = (self.system.columns(batch)?, self.template.columns(batch)?);
-        let vcols = self.vary_by.columns(batch)?;
+        let vcols = self.vary_by.columns(batch, ctx)?;
         let mut plans = Vec::with_capacity(batch.len());
         let mut requests = Vec::new();
         for row in 0..batch.len() {

@@ -175,9 +175,10 @@ impl StepInfo for LlmGenerate {
 
     /// 2: a JSON answer's fields in the order the model wrote them (they were sorted), integers exact.
     /// 3: each request salted by the whole record (`vary_by = "record"`) by default, so that
-    /// records with one prompt get answers of their own.
+    /// records with one prompt get answers of their own. 4 (`"record"` only): over records
+    /// whose fields vary (JSON), the record's own fields in name order.
     fn version(&self) -> u32 {
-        3
+        if self.vary_by == VaryBy::Record { 4 } else { 3 }
     }
 
     fn config(&self) -> CanonicalConfig {
@@ -246,7 +247,7 @@ impl Transform for LlmGenerate {
             Some(s) => s.columns(batch)?,
             None => Vec::new(),
         };
-        let vcols = self.vary_by.columns(batch)?;
+        let vcols = self.vary_by.columns(batch, ctx)?;
         // Per row: the first request's number, or why the row is bad.
         let mut plans: Vec<Result<usize, String>> = Vec::with_capacity(batch.len());
         let mut requests = Vec::new();

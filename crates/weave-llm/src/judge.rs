@@ -196,6 +196,12 @@ fn number(x: f64) -> String {
 }
 
 impl StepInfo for LlmJudge {
+    /// 2 (`vary_by = "record"` only): over records whose fields vary (JSON), the salt is
+    /// the record's own fields in name order.
+    fn version(&self) -> u32 {
+        if self.vary_by == VaryBy::Record { 2 } else { 1 }
+    }
+
     fn fields_read(&self) -> Vec<String> {
         let mut read: Vec<String> =
             self.system.fields().into_iter().chain(self.prompt.fields()).map(str::to_owned).collect();
@@ -247,7 +253,7 @@ impl Transform for LlmJudge {
             }
         }
         let (scols, pcols) = (self.system.columns(batch)?, self.prompt.columns(batch)?);
-        let vcols = self.vary_by.columns(batch)?;
+        let vcols = self.vary_by.columns(batch, ctx)?;
         let mut plans: Vec<Result<usize, String>> = Vec::with_capacity(batch.len());
         let mut requests = Vec::new();
         for row in 0..batch.len() {

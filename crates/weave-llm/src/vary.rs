@@ -13,11 +13,10 @@
 //! - `"record"`: every field of the record, by name and value; records that differ in any
 //!   field (an id will do) get requests of their own, identical records share. Survives
 //!   a reordering and a change of batch size, since it looks at the record only; a field
-//!   added upstream changes every request. It reads the fields of the record's batch, in
-//!   the batch's order, nulls included: for JSON records whose fields vary from record to
-//!   record, a batch's fields (and so a record's salt) depend on the records that share
-//!   it, and a list of fields is the way (left so, since another rule would change every
-//!   salt, and ask every cached answer again).
+//!   added upstream changes every request. Over records whose fields vary (JSON), it
+//!   reads the record's own fields (those not null) in name order, since a batch's fields
+//!   and their order depend on the records that share it; over fixed fields (CSV,
+//!   Parquet), every field in the file's order, as earlier versions did.
 //! - `["field", ...]`: those fields only, as `"record"` does with every field.
 //! - `"position"`: the record's place in the step's input (its batch's sequence number and
 //!   its row in it, and the shard, in a job of shards, whose batches are numbered from 0
@@ -80,8 +79,17 @@ impl VaryBy {
     }
 
     /// The columns of `batch` the salt is taken from, or an error naming a field it lacks.
-    pub(crate) fn columns(&self, batch: &Batch) -> Result<Vec<usize>, StepError> {
+    /// `"record"` over an input whose fields vary ([`StepContext::fields_vary`]: JSON
+    /// records) takes them in name order, since a batch's order depends on the records
+    /// that share it.
+    pub(crate) fn columns(&self, batch: &Batch, ctx: &StepContext) -> Result<Vec<usize>, StepError> {
         match self {
+            VaryBy::Record if ctx.fields_vary() => {
+                let fields = batch.schema().fields();
+                let mut columns: Vec<usize> = (0..fields.len()).collect();
+                columns.sort_by(|&a, &b| fields[a].name.cmp(&fields[b].name));
+                Ok(columns)
+            }
             VaryBy::Record => Ok((0..batch.schema().len()).collect()),
             VaryBy::Fields(fields) => fields
                 .iter()
@@ -98,9 +106,18 @@ impl VaryBy {
 
     /// The salt of row `row` of `batch` (`columns` from [`VaryBy::columns`]); `None` for
     /// `"prompt"`, whose requests are those of earlier versions, so that their answers
-    /// in the cache still serve.
+    /// in the cache still serve. `"record"` over an input whose fields vary leaves out the
+    /// fields that are null (a record read from JSON has a null for a field it lacks when
+    /// another record of its batch has it), under a salt of its own (v2), so that a
+    /// record's salt is the same in any batch; over fixed fields (CSV, Parquet) it is the
+    /// salt of earlier versions, whose answers in the cache still serve.
     pub(crate) fn salt(&self, batch: &Batch, columns: &[usize], row: usize, ctx: &StepContext) -> Option<[u8; 32]> {
-        let mut h = blake3::Hasher::new_derive_key("weave llm request salt v1");
+        let own_fields = matches!(self, VaryBy::Record) && ctx.fields_vary();
+        let mut h = blake3::Hasher::new_derive_key(if own_fields {
+            "weave llm request salt v2"
+        } else {
+            "weave llm request salt v1"
+        });
         match self {
             VaryBy::Prompt => return None,
             VaryBy::Position(shard) => {
@@ -118,6 +135,7 @@ impl VaryBy {
                     // whatever type its batch's column took (text, mixed).
                     text.clear();
                     match batch.columns()[c].get(row) {
+                        ValueRef::Null if own_fields => continue,
                         ValueRef::Null => text.push_str("null"),
                         v => {
                             use std::fmt::Write as _;
@@ -138,7 +156,7 @@ impl VaryBy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weave_core::{ConfTable, Record, SourceFile};
+    use weave_core::{ConfTable, Record, SourceFile, Value};
 
     fn read(text: &str) -> (VaryBy, Vec<String>) {
         let table = ConfTable::parse(text).unwrap();
@@ -164,6 +182,40 @@ mod tests {
         assert_eq!(e, ["`vary_by` lists an empty field name"]);
     }
 
+    /// Over JSON records, whose fields vary, a record's `"record"` salt is its own: the
+    /// same whatever records share its batch (their fields, their order, a null where it
+    /// lacks a field another has). Over fixed fields, the salt of earlier versions.
+    #[test]
+    fn a_records_salt_over_varying_fields_does_not_depend_on_its_batch() {
+        let varying = |seq| StepContext::new("s", 1, seq, Default::default()).with_fields_varying(true);
+        let alone = Batch::from_records(&[Record::new().with("id", 1i64).with("topic", "cats")]);
+        let shared = Batch::from_records(&[
+            Record::new().with("extra", "x").with("topic", "dogs").with("id", 2i64),
+            Record::new().with("id", 1i64).with("topic", "cats"),
+        ]);
+        let salt = |b: &Batch, row| {
+            let ctx = varying(0);
+            VaryBy::Record.salt(b, &VaryBy::Record.columns(b, &ctx).unwrap(), row, &ctx).unwrap()
+        };
+        assert_eq!(salt(&alone, 0), salt(&shared, 1), "the same record, another batch");
+        assert_ne!(salt(&shared, 0), salt(&shared, 1));
+        // An explicit null is the same record as a missing field.
+        let with_null =
+            Batch::from_records(&[Record::new().with("id", 1i64).with("topic", "cats").with("extra", Value::Null)]);
+        assert_eq!(salt(&alone, 0), salt(&with_null, 0));
+        // Fixed fields: the salt earlier versions gave, so that their answers still serve.
+        let fixed = StepContext::new("s", 1, 0, Default::default());
+        let old = VaryBy::Record.salt(&alone, &VaryBy::Record.columns(&alone, &fixed).unwrap(), 0, &fixed).unwrap();
+        let mut h = blake3::Hasher::new_derive_key("weave llm request salt v1");
+        h.update(b"fields");
+        for part in [&b"id"[..], b"1", b"topic", b"\"cats\""] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        assert_eq!(old, *h.finalize().as_bytes());
+        assert_ne!(old, salt(&alone, 0));
+    }
+
     #[test]
     fn salts_follow_the_record_not_its_place_but_for_position() {
         let ctx = |seq| StepContext::new("s", 1, seq, Default::default());
@@ -174,7 +226,7 @@ mod tests {
         ]);
         let moved = Batch::from_records(&[Record::new().with("id", 1i64).with("topic", "cats")]);
         let salts = |v: &VaryBy, b: &Batch, seq| {
-            let cols = v.columns(b).unwrap();
+            let cols = v.columns(b, &ctx(seq)).unwrap();
             (0..b.len()).map(|r| v.salt(b, &cols, r, &ctx(seq))).collect::<Vec<_>>()
         };
         let record = salts(&VaryBy::Record, &batch, 0);
@@ -189,7 +241,7 @@ mod tests {
         assert_ne!(position[0], salts(&VaryBy::Position(0), &batch, 1)[0], "another batch");
         assert_ne!(position[0], salts(&VaryBy::Position(1), &batch, 0)[0], "another shard's batch 0");
         assert_eq!(salts(&VaryBy::Prompt, &batch, 0), [None, None, None]);
-        let e = VaryBy::Fields(vec!["topik".into()]).columns(&batch).unwrap_err().to_string();
+        let e = VaryBy::Fields(vec!["topik".into()]).columns(&batch, &ctx(0)).unwrap_err().to_string();
         assert!(e.starts_with("`vary_by`: ") && e.contains("topik"), "{e}");
     }
 }

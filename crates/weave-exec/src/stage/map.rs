@@ -482,7 +482,9 @@ fn run_job(
 ) -> (Vec<Report>, Outcome) {
     let mut reports = Vec::with_capacity(chain.len() - start);
     for k in start..chain.len() {
-        let mut ctx = StepContext::new(Arc::clone(&ids[k]), seed, seq, Arc::clone(cancel)).keeping_dropped(keep[k]);
+        let mut ctx = StepContext::new(Arc::clone(&ids[k]), seed, seq, Arc::clone(cancel))
+            .keeping_dropped(keep[k])
+            .with_fields_varying(reads[k].vary());
         let t0 = Instant::now();
         let (r, cpu) = crate::cpu::timed(|| {
             catch_unwind(AssertUnwindSafe(|| chain[k].apply(&*reads[k].complete(&batch)?, &mut ctx)))

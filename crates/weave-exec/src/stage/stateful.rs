@@ -161,7 +161,8 @@ impl<'s, 'a> Ahead<'s, 'a> {
         let shared = self.cx.shared;
         let (prep, tx, batch) = (Arc::clone(&self.prep), self.tx.clone(), msg.batch.clone());
         let read = Arc::clone(&self.step.read);
-        let ctx = StepContext::new(Arc::clone(&self.step.id), shared.seed, msg.seq, Arc::clone(&shared.cancel));
+        let ctx = StepContext::new(Arc::clone(&self.step.id), shared.seed, msg.seq, Arc::clone(&shared.cancel))
+            .with_fields_varying(self.step.read.vary());
         let jobs = Arc::clone(&self.cx.caller.watch.jobs);
         jobs.fetch_add(1, Ordering::Relaxed);
         self.cx.caller.pool.spawn(move || {
