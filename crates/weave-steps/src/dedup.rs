@@ -80,9 +80,11 @@ impl StepInfo for Dedup {
         &KIND.name
     }
 
-    /// 2: numbers are keyed by value (an integral float matches the integer).
+    /// 2: numbers are keyed by value (an integral float matches the integer). 3 (the whole
+    /// record only, no `fields`): the fields in name order and a null field as an absent
+    /// one.
     fn version(&self) -> u32 {
-        2
+        if self.keys.whole_record() { 3 } else { 2 }
     }
 
     fn config(&self) -> CanonicalConfig {
@@ -156,6 +158,11 @@ impl RecordKeys {
     /// The fields the key covers; `None` means every field.
     pub(crate) fn fields(&self) -> Option<&[String]> {
         self.fields.as_deref()
+    }
+
+    /// Whether the key is the whole record (no `fields`).
+    pub(crate) fn whole_record(&self) -> bool {
+        self.fields.is_none()
     }
 
     /// The columns of `batch` that the key covers, or an error naming a missing field.

@@ -219,6 +219,12 @@ impl StepInfo for Validate {
         &KIND.name
     }
 
+    /// 2 (with a uniqueness check over the whole record only): the fields in name order
+    /// and a null field as an absent one, as `dedup`'s.
+    fn version(&self) -> u32 {
+        if self.unique.0.iter().any(|k| k.whole_record()) { 2 } else { 1 }
+    }
+
     /// Without a uniqueness check, every check judges a record alone: a shard runs it on
     /// its records (its figures are its share's).
     fn runs_per_shard(&self) -> bool {
