@@ -1043,31 +1043,80 @@ fn a_shard_run_again_takes_back_its_failure_note() {
 // without end (warning every 10 minutes), as they do for one that has not started.
 #[test]
 fn a_killed_shard_stops_the_shards_waiting_for_its_keys_and_a_resumed_job_equals_the_single_run() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const KEY: &str = "shards-test-key";
+    // Shard 1's records ask an LLM that does not answer while `hang` holds: it is killed
+    // inside its run, before its keys are out, whatever the machine's speed.
+    let hang = Arc::new(AtomicBool::new(true));
+    let server = {
+        let hang = Arc::clone(&hang);
+        weave_testkit::TestServer::builder()
+            .api_key(KEY)
+            .start(move |r| {
+                let reply = weave_testkit::Reply::text(format!("re: {}", r.prompt()));
+                if r.prompt().contains("hang") && hang.load(Ordering::Relaxed) {
+                    reply.after(Duration::from_secs(600))
+                } else {
+                    reply
+                }
+            })
+            .expect("server")
+    };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    dedup_job(d, 600);
-    check_in(d, &["run", "p.toml"], 0, &["run succeeded"], &[]);
-    let single = read(&d.join("out.jsonl"));
-    // Shards 1 and 2 start and wait for shard 0's keys; shard 1 is killed while it waits.
-    let mut one = start_shard(d, 1, 3, false);
-    let two = start_shard(d, 2, 3, false);
-    let running = |i: usize| {
-        std::fs::read_dir(d.join(".weave/cache/exchange"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| e.path().join(format!("part-{i:05}-of-00003.running")).exists())
+    // 600 lines of one length, so that shard 1 of 3 has exactly records 200 to 399.
+    let lines: Vec<String> = (0..600)
+        .map(|i| {
+            let mood = if (200..400).contains(&i) { "hang" } else { "fine" };
+            format!("{{\"id\":\"{i:04}\",\"mood\":\"{mood}\",\"text\":\"text {:03}\"}}", i % 150)
+        })
+        .collect();
+    std::fs::write(d.join("in.jsonl"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(
+        d.join("p.toml"),
+        format!(
+            "[llm.local]\nbase_url = \"{}\"\nmodel = \"test-model\"\napi_key_env = \"WEAVE_E2E_KEY\"\n\n\
+             [[step]]\nid = \"load\"\nkind = \"load_jsonl\"\npath = \"in.jsonl\"\n\n\
+             [[step]]\nid = \"ask\"\nkind = \"llm_generate\"\nprompt = \"Say {{mood}}: {{text}}\"\n\n\
+             [[step]]\nid = \"dedup\"\nkind = \"dedup\"\nfields = [\"text\"]\n\n\
+             [[step]]\nid = \"out\"\nkind = \"export_jsonl\"\npath = \"out.jsonl\"\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let start = |i: usize| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_weave"));
+        for v in crate::cli::SHARD_VARIABLES {
+            c.env_remove(v);
+        }
+        c.args(["run", "p.toml", "--shard", &format!("{i}/3")])
+            .current_dir(d)
+            .env_remove("RUST_LOG")
+            .env("WEAVE_E2E_KEY", KEY)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("weave starts")
     };
+    let run = |i: usize| {
+        let out = start(i).wait_with_output().unwrap();
+        assert!(out.status.success(), "shard {i}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // Shards 1 and 2 start; shard 1 is killed while its records wait for the LLM.
+    let mut one = start(1);
+    let two = start(2);
     let since = std::time::Instant::now();
-    while !(running(1) && running(2)) {
-        assert!(since.elapsed() < Duration::from_secs(60), "shards 1 and 2 say that they run");
+    while server.total() < 1 || !running_note(d, 1) {
+        assert!(since.elapsed() < Duration::from_secs(60), "shard 1 runs and asks the LLM");
         std::thread::sleep(Duration::from_millis(20));
     }
     let pid = one.id();
     one.kill().unwrap();
     one.wait().unwrap();
-    // Shard 0 runs; shard 2, having its keys, now waits for shard 1's, and stops.
-    check_in(d, &["run", "p.toml", "--shard", "0/3"], 0, &["run succeeded"], &[]);
+    hang.store(false, Ordering::Relaxed);
+    // Shard 0 runs; shard 2, once it has shard 0's keys, waits for shard 1's, and stops.
+    run(0);
     let out = two.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
@@ -1077,10 +1126,32 @@ fn a_killed_shard_stops_the_shards_waiting_for_its_keys_and_a_resumed_job_equals
         )),
         "{stderr}"
     );
-    // The job resumed: shard 1, then shard 2, and the parts are the single run.
-    check_in(d, &["run", "p.toml", "--shard", "1/3"], 0, &["run succeeded"], &[]);
-    check_in(d, &["run", "p.toml", "--shard", "2/3"], 0, &["run succeeded"], &[]);
+    // The job resumed: shard 1, then shard 2; the parts are the single run's records.
+    run(1);
+    run(2);
     let parts: Vec<_> = (0..3).map(|i| d.join(format!("out-part-{i:05}-of-00003.jsonl"))).collect();
-    assert_eq!(concatenated(&parts), single);
-    assert!(!running(0) && !running(1) && !running(2), "no running note is left behind");
+    let joined = concatenated(&parts);
+    std::fs::write(
+        d.join("single.toml"),
+        std::fs::read_to_string(d.join("p.toml")).unwrap().replace("out.jsonl", "single.jsonl"),
+    )
+    .unwrap();
+    let single = Command::new(env!("CARGO_BIN_EXE_weave"))
+        .args(["-q", "run", "single.toml"])
+        .current_dir(d)
+        .env("WEAVE_E2E_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(single.status.success(), "{}", String::from_utf8_lossy(&single.stderr));
+    assert_eq!(joined, read(&d.join("single.jsonl")));
+    assert!((0..3).all(|i| !running_note(d, i)), "no running note is left behind");
+}
+
+/// Whether shard `i` of 3 has a running note in an exchange folder under `d`'s cache.
+fn running_note(d: &Path, i: usize) -> bool {
+    std::fs::read_dir(d.join(".weave/cache/exchange"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.path().join(format!("part-{i:05}-of-00003.running")).exists())
 }
