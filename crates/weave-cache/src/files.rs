@@ -70,17 +70,14 @@ impl FileIndex {
             hasher.update_reader(std::io::BufReader::with_capacity(1 << 20, File::open(&abs)?))?;
             Ok(*hasher.finalize().as_bytes())
         };
-        let fact = match self.shared.as_deref().filter(|_| stamp.size() >= SHARED_FROM) {
-            Some(dir) => weave_fs::shared_fact(dir, &abs, "blake3", read),
-            None => read().map(|value| weave_fs::Fact { value, trusted: !stamp.is_fresh() }),
-        }
-        .map_err(Error::io(&abs))?;
+        let shared = self.shared.as_deref().filter(|_| stamp.size() >= SHARED_FROM);
+        let fact = weave_fs::shared_fact(shared, &abs, "blake3", read).map_err(Error::io(&abs))?;
         let hash = Key::from(blake3::Hash::from_bytes(fact.value));
         // A file changed while it was read, or too recently to trust its stamp, is not
         // remembered.
-        let unchanged = fs::metadata(&abs).map(|m| Stamp::of(&m)).ok() == Some(stamp);
-        if fact.trusted && unchanged {
-            self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(abs, Known { stamp, hash });
+        if fact.trusted {
+            let known = Known { stamp: fact.stamp, hash };
+            self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(abs, known);
         }
         Ok(hash)
     }

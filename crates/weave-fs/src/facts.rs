@@ -68,6 +68,8 @@ impl Stamp {
 pub struct Fact<T> {
     /// The fact.
     pub value: T,
+    /// The file's stamp when it was worked out.
+    pub stamp: Stamp,
     /// Whether it holds for the file as long as its stamp stays the same.
     pub trusted: bool,
 }
@@ -84,17 +86,21 @@ struct Record<T> {
 /// through the folder `dir`: taken from there when a process that shares it worked it out
 /// for the file as it is, or worked out now by `work_out` (under a lock, so that the
 /// others wait and take it rather than work it out too) and left there. A record that
-/// cannot be read or written only costs the others the work.
+/// cannot be read or written only costs the others the work. Without a folder, worked
+/// out now, and trusted on the same terms.
 pub fn shared_fact<T: Serialize + DeserializeOwned>(
-    dir: &Path,
+    dir: Option<&Path>,
     file: &Path,
     what: &str,
     work_out: impl FnOnce() -> io::Result<T>,
 ) -> io::Result<Fact<T>> {
     let stamp = Stamp::of(&fs::metadata(file)?);
-    if stamp.is_fresh() {
-        return Ok(Fact { value: work_out()?, trusted: false });
-    }
+    // A file changed while it was read is not remembered.
+    let unchanged = || fs::metadata(file).map(|m| Stamp::of(&m)).ok() == Some(stamp);
+    let Some(dir) = dir.filter(|_| !stamp.is_fresh()) else {
+        let value = work_out()?;
+        return Ok(Fact { value, stamp, trusted: !stamp.is_fresh() && unchanged() });
+    };
     let name = format!("{:016x}-{what}", crate::fnv1a(file.as_os_str().as_encoded_bytes().iter().copied()));
     let (lock, record) = (dir.join(format!("{name}.lock")), dir.join(format!("{name}.json")));
     let _lock = lock_file(&lock);
@@ -102,11 +108,10 @@ pub fn shared_fact<T: Serialize + DeserializeOwned>(
         && left.path == file
         && left.stamp == stamp
     {
-        return Ok(Fact { value: left.value, trusted: true });
+        return Ok(Fact { value: left.value, stamp, trusted: true });
     }
     let value = work_out()?;
-    // A file changed while it was read is not remembered.
-    let trusted = fs::metadata(file).map(|m| Stamp::of(&m)).ok() == Some(stamp);
+    let trusted = unchanged();
     if trusted {
         let left = Record { path: file.to_path_buf(), stamp, value };
         match serde_json::to_vec(&left) {
@@ -117,9 +122,9 @@ pub fn shared_fact<T: Serialize + DeserializeOwned>(
             }
             Err(e) => log::debug!("cannot write the {what} of {}: {e}", file.display()),
         }
-        return Ok(Fact { value: left.value, trusted });
+        return Ok(Fact { value: left.value, stamp, trusted });
     }
-    Ok(Fact { value, trusted })
+    Ok(Fact { value, stamp, trusted })
 }
 
 /// Takes the lock `path` names (made, and its folder, when missing), waiting for the
@@ -159,22 +164,23 @@ mod tests {
         let folder = dir.path().join("files.d");
         let worked = Cell::new(0);
         let fact = |v: u64| {
-            shared_fact(&folder, &file, "n", || {
+            let f = shared_fact(Some(&folder), &file, "n", || {
                 worked.set(worked.get() + 1);
                 Ok(v)
             })
-            .unwrap()
+            .unwrap();
+            (f.value, f.trusted)
         };
-        assert_eq!(fact(7), Fact { value: 7, trusted: true });
+        assert_eq!(fact(7), (7, true));
         // Another process finds it there.
-        assert_eq!(fact(8), Fact { value: 7, trusted: true });
+        assert_eq!(fact(8), (7, true));
         assert_eq!(worked.get(), 1);
         // Another fact about the same file is its own.
-        assert_eq!(shared_fact(&folder, &file, "m", || Ok(3u64)).unwrap().value, 3);
+        assert_eq!(shared_fact(Some(&folder), &file, "m", || Ok(3u64)).unwrap().value, 3);
         // The file changes: worked out again.
         fs::write(&file, "a,b\n1,2\n3,4\n").unwrap();
         age(&file, 60);
-        assert_eq!(fact(9), Fact { value: 9, trusted: true });
+        assert_eq!(fact(9), (9, true));
         assert_eq!(worked.get(), 2);
         // A damaged record is worked out again.
         for e in fs::read_dir(&folder).unwrap().flatten() {
@@ -182,7 +188,7 @@ mod tests {
                 fs::write(e.path(), b"{").unwrap();
             }
         }
-        assert_eq!(fact(10).value, 10);
+        assert_eq!(fact(10).0, 10);
     }
 
     #[test]
@@ -191,9 +197,11 @@ mod tests {
         let file = dir.path().join("in.csv");
         fs::write(&file, "x\n").unwrap();
         let folder = dir.path().join("files.d");
-        assert_eq!(shared_fact(&folder, &file, "n", || Ok(1u8)).unwrap(), Fact { value: 1, trusted: false });
-        assert_eq!(shared_fact(&folder, &file, "n", || Ok(2u8)).unwrap(), Fact { value: 2, trusted: false });
+        for (v, folder) in [(1u8, Some(folder.as_path())), (2, Some(folder.as_path())), (3, None)] {
+            let f = shared_fact(folder, &file, "n", || Ok(v)).unwrap();
+            assert_eq!((f.value, f.trusted), (v, false));
+        }
         assert!(!folder.exists() || fs::read_dir(&folder).unwrap().next().is_none());
-        assert!(shared_fact(&folder, &dir.path().join("missing"), "n", || Ok(0u8)).is_err());
+        assert!(shared_fact(Some(&folder), &dir.path().join("missing"), "n", || Ok(0u8)).is_err());
     }
 }

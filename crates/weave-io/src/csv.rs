@@ -898,7 +898,8 @@ fn quote_before(
 ) -> std::io::Result<bool> {
     if let Some(dir) = facts {
         let abs = std::fs::canonicalize(path)?;
-        let first = weave_fs::shared_fact(dir, &abs, &format!("first-byte-{quote:02x}"), || first_byte(&abs, quote))?;
+        let first =
+            weave_fs::shared_fact(Some(dir), &abs, &format!("first-byte-{quote:02x}"), || first_byte(&abs, quote))?;
         return Ok(first.value.is_some_and(|at| at < target));
     }
     use std::io::{Read as _, Seek as _};
